@@ -1,0 +1,375 @@
+//! `greta`: the command-line front end of GRETA CORE.
+
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::{Args, Parser, Subcommand};
+use greta_hal::BackendRequest;
+use greta_model::chat::{self, Message};
+use greta_model::default_model;
+use greta_model::generate::sampler::{Sampler, SamplerConfig};
+use greta_model::generate::{self};
+use greta_model::model::{self, LoadedModel};
+use greta_model::trace::NoTrace;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(
+    name = "greta",
+    version,
+    about = "GRETA CORE: an auditable LLM inference engine for Llama-family models"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Generate text from a prompt, streaming tokens to stdout (stats go to stderr).
+    Generate(GenerateArgs),
+    /// Print the token ids of a text.
+    Tokenize(TokenizeArgs),
+    /// Perplexity of a text file, computed as llama.cpp's llama-perplexity does.
+    Perplexity(PerplexityArgs),
+    /// Version, GPU platforms found, and the backends this build has.
+    Info,
+}
+
+#[derive(Args)]
+struct ModelArgs {
+    /// A GGUF file or a Hugging Face model directory. Default: SmolLM2-135M-Instruct Q4_1,
+    /// downloaded on first use into the cache ($GRETA_CACHE_DIR or ~/.cache/greta).
+    #[arg(long, short = 'm')]
+    model: Option<PathBuf>,
+}
+
+#[derive(Args)]
+struct GenerateArgs {
+    /// The prompt; read from stdin when absent or "-".
+    prompt: Option<String>,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Apply the model's chat template (default: on when the model has one).
+    #[arg(long, overrides_with = "no_chat")]
+    chat: bool,
+    /// Send the prompt as raw text, without the chat template.
+    #[arg(long)]
+    no_chat: bool,
+    /// System message for the chat template.
+    #[arg(long)]
+    system: Option<String>,
+    /// Most tokens to generate.
+    #[arg(long, short = 'n', default_value_t = 256)]
+    max_tokens: usize,
+    /// Sampling temperature; 0 = greedy.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Keep only the k most likely tokens (0 = off).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// Keep the smallest set of tokens whose probability reaches p (1 = off).
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
+    /// Repetition penalty over the last 64 tokens (1 = off).
+    #[arg(long, default_value_t = 1.0)]
+    repeat_penalty: f32,
+    /// Random seed: the same seed gives the same output.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// KV-cache capacity in tokens (default: the model's context, at most 4096).
+    #[arg(long)]
+    ctx: Option<usize>,
+    /// Where to run: cpu, gpu or auto.
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    backend: BackendRequest,
+}
+
+#[derive(Args)]
+struct TokenizeArgs {
+    text: String,
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Print only a JSON array of ids.
+    #[arg(long)]
+    json: bool,
+    /// Do not add BOS even when the model asks for it.
+    #[arg(long)]
+    no_bos: bool,
+}
+
+#[derive(Args)]
+struct PerplexityArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// The text file to score.
+    #[arg(long, short = 'f')]
+    file: PathBuf,
+    /// Chunk length in tokens (llama-perplexity's -c).
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// Print {"ppl", "chunks", "tokens"} as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+fn parse_backend(s: &str) -> Result<BackendRequest, String> {
+    s.parse()
+        .map_err(|e: greta_hal::UnknownBackend| e.to_string())
+}
+
+fn main() {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Generate(a) => cmd_generate(a),
+        Command::Tokenize(a) => cmd_tokenize(a),
+        Command::Perplexity(a) => cmd_perplexity(a),
+        Command::Info => cmd_info(),
+    };
+    if let Err(e) = result {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+fn resolve_model(arg: &ModelArgs) -> Result<PathBuf> {
+    if let Some(p) = &arg.model {
+        return Ok(p.clone());
+    }
+    let dir = default_model::cache_dir();
+    Ok(default_model::ensure(&dir, &mut |msg| eprintln!("{msg}"))?)
+}
+
+fn load_model(path: &Path, quiet: bool) -> Result<LoadedModel> {
+    let bar = if quiet {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new(0)
+    };
+    bar.set_style(
+        ProgressStyle::with_template("loading {msg} [{bar:30}] {pos}/{len} tensors ({elapsed})")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    bar.set_message(
+        path.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default(),
+    );
+    let loaded = model::load(path, &mut |done, total| {
+        bar.set_length(total as u64);
+        bar.set_position(done as u64);
+    })
+    .with_context(|| format!("loading {}", path.display()))?;
+    bar.finish_and_clear();
+    Ok(loaded)
+}
+
+fn cmd_generate(a: GenerateArgs) -> Result<()> {
+    let selection = greta_hal::select(a.backend)?;
+    let prompt = match a.prompt.as_deref() {
+        None | Some("-") => {
+            let mut s = String::new();
+            std::io::stdin()
+                .read_to_string(&mut s)
+                .context("reading the prompt from stdin")?;
+            s
+        }
+        Some(p) => p.to_string(),
+    };
+    let sampler_cfg = SamplerConfig {
+        temperature: a.temperature,
+        top_k: a.top_k,
+        top_p: a.top_p,
+        repetition_penalty: a.repeat_penalty,
+        seed: a.seed,
+        ..Default::default()
+    };
+    let mut sampler = Sampler::new(sampler_cfg)?;
+    let path = resolve_model(&a.model)?;
+    let t_load = Instant::now();
+    let lm = load_model(&path, false)?;
+    eprintln!(
+        "model: {} ({} layers, hidden {}, {} heads / {} KV heads, vocab {}); backend: {} ({}); loaded in {:.2}s",
+        path.display(),
+        lm.model.config.n_layers,
+        lm.model.config.hidden,
+        lm.model.config.n_heads,
+        lm.model.config.n_kv_heads,
+        lm.model.config.vocab_size,
+        selection.backend,
+        selection.reason,
+        t_load.elapsed().as_secs_f64()
+    );
+    let use_chat = match (a.chat, a.no_chat, &lm.tokenizer.chat_template) {
+        (_, true, _) => false,
+        (true, _, None) => bail!("--chat: the model has no chat template; use --no-chat"),
+        (_, _, t) => t.is_some(),
+    };
+    if a.system.is_some() && !use_chat {
+        bail!("--system needs the chat template, which is off for this run");
+    }
+    let tok = &lm.tokenizer;
+    let text = if use_chat {
+        let mut messages = Vec::new();
+        if let Some(s) = &a.system {
+            messages.push(Message {
+                role: "system".into(),
+                content: s.clone(),
+            });
+        }
+        messages.push(Message {
+            role: "user".into(),
+            content: prompt,
+        });
+        let name = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or_default();
+        chat::render(
+            tok.chat_template.as_deref().unwrap_or_default(),
+            &messages,
+            &name(tok.bos),
+            &name(tok.eos),
+        )?
+    } else {
+        prompt
+    };
+    let ids = tok.encode(&text, true)?;
+    let max_ctx = lm.model.config.max_context;
+    let capacity = match a.ctx {
+        Some(c) if c > max_ctx => {
+            bail!("--ctx {c} exceeds the model's context of {max_ctx} tokens")
+        }
+        Some(c) => c,
+        None => max_ctx.min(4096),
+    };
+    let mut cache = lm.model.new_cache(capacity);
+    let mut stream = tok.stream();
+    let stdout = std::io::stdout();
+    let mut out = stdout.lock();
+    let mut write_err = None;
+    let stats = generate::generate(
+        &lm.model,
+        &mut cache,
+        &ids,
+        a.max_tokens,
+        &mut sampler,
+        &|id| tok.is_end_of_generation(id),
+        &mut NoTrace,
+        &mut |id| match stream.push(id) {
+            Ok(Some(piece)) => match out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
+                Ok(()) => true,
+                Err(e) => {
+                    write_err = Some(anyhow::Error::from(e).context("writing to stdout"));
+                    false
+                }
+            },
+            Ok(None) => true,
+            Err(e) => {
+                write_err = Some(anyhow::Error::from(e));
+                false
+            }
+        },
+    )?;
+    if let Some(e) = write_err {
+        return Err(e);
+    }
+    writeln!(out)?;
+    eprintln!(
+        "prompt: {} tokens, {:.1} tok/s | generated: {} tokens, {:.1} tok/s{}",
+        stats.prompt_tokens,
+        stats.prefill_tok_s(),
+        stats.generated_tokens,
+        stats.decode_tok_s(),
+        if stats.stopped_at_eog {
+            ""
+        } else {
+            " (stopped at --max-tokens)"
+        }
+    );
+    Ok(())
+}
+
+fn cmd_tokenize(a: TokenizeArgs) -> Result<()> {
+    let path = resolve_model(&a.model)?;
+    let lm = load_model(&path, a.json)?;
+    let ids = lm.tokenizer.encode(&a.text, !a.no_bos)?;
+    if a.json {
+        println!("{}", serde_json::to_string(&ids)?);
+    } else {
+        for id in ids {
+            let text = lm.tokenizer.token_text(id).unwrap_or_default();
+            println!("{id:6} -> {text:?}");
+        }
+    }
+    Ok(())
+}
+
+fn cmd_perplexity(a: PerplexityArgs) -> Result<()> {
+    let path = resolve_model(&a.model)?;
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
+    let lm = load_model(&path, a.json)?;
+    let tok = &lm.tokenizer;
+    let ids = tok.encode(&text, true)?;
+    let bos = if tok.add_bos { tok.bos } else { None };
+    let t0 = Instant::now();
+    let quiet = a.json;
+    let r = greta_model::perplexity::perplexity(&lm.model, &ids, a.ctx, bos, &mut |i, n, ppl| {
+        if !quiet {
+            eprintln!("chunk {i}/{n}: running ppl {ppl:.4}");
+        }
+    })?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"ppl": r.ppl, "chunks": r.chunks, "tokens": r.tokens})
+        );
+    } else {
+        println!(
+            "perplexity: {:.4} over {} chunks of {} ({} tokens, {:.1}s)",
+            r.ppl,
+            r.chunks,
+            a.ctx,
+            r.tokens,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
+
+fn cmd_info() -> Result<()> {
+    println!("greta {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "backends in this build: cpu (f32 reference, {} threads)",
+        rayon_threads()
+    );
+    for p in greta_hal::Platform::ALL {
+        let probe = hiprt_probe(p);
+        match probe.library {
+            Some(lib) => println!(
+                "platform {p}: runtime library {lib} opens (no GPU kernels in this build yet)"
+            ),
+            None => println!(
+                "platform {p}: no runtime library ({})",
+                probe.errors.first().cloned().unwrap_or_default()
+            ),
+        }
+    }
+    println!("GPU kernels: none built (the GPU backend is a later issue)");
+    println!(
+        "default model cache: {}",
+        default_model::cache_dir().display()
+    );
+    Ok(())
+}
+
+fn hiprt_probe(p: greta_hal::Platform) -> greta_hal::PlatformProbe {
+    greta_hal::probe(p)
+}
+
+fn rayon_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}

@@ -1,0 +1,99 @@
+//! The generation loop: prefill the prompt, then decode one token at a time.
+
+pub mod sampler;
+
+use std::time::{Duration, Instant};
+
+use greta_trace::StageObserver;
+
+use crate::llama::{ForwardError, KvCache, Llama, Logits};
+use sampler::{Sampler, SamplerError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GenerateError {
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
+    #[error(transparent)]
+    Sampler(#[from] SamplerError),
+    #[error("the prompt is empty: at least one token is needed")]
+    EmptyPrompt,
+    #[error(
+        "the prompt has {prompt} tokens and {max_new} more were asked for, but the context holds \
+         {capacity}; shorten the prompt, lower --max-tokens or raise --ctx"
+    )]
+    PromptTooLong {
+        prompt: usize,
+        max_new: usize,
+        capacity: usize,
+    },
+}
+
+/// What one generation did, for the speed report.
+#[derive(Debug, Clone, Default)]
+pub struct GenerateStats {
+    pub prompt_tokens: usize,
+    pub generated_tokens: usize,
+    pub prefill_time: Duration,
+    pub decode_time: Duration,
+    /// Whether generation stopped at an end-of-generation token (else at max_new).
+    pub stopped_at_eog: bool,
+}
+
+impl GenerateStats {
+    pub fn prefill_tok_s(&self) -> f64 {
+        self.prompt_tokens as f64 / self.prefill_time.as_secs_f64().max(1e-9)
+    }
+    /// Decode speed over the tokens decoded after the first (which came from prefill).
+    pub fn decode_tok_s(&self) -> f64 {
+        self.generated_tokens.saturating_sub(1) as f64 / self.decode_time.as_secs_f64().max(1e-9)
+    }
+}
+
+/// Generates up to `max_new` tokens after `prompt`, calling `on_token` with each as soon
+/// as it is sampled (return false to stop). Stops early at `is_eog` tokens.
+pub fn generate(
+    model: &Llama,
+    cache: &mut KvCache,
+    prompt: &[u32],
+    max_new: usize,
+    sampler: &mut Sampler,
+    is_eog: &dyn Fn(u32) -> bool,
+    obs: &mut dyn StageObserver,
+    on_token: &mut dyn FnMut(u32) -> bool,
+) -> Result<GenerateStats, GenerateError> {
+    if prompt.is_empty() {
+        return Err(GenerateError::EmptyPrompt);
+    }
+    // The last sampled token is never fed back, so prompt + max_new - 1 positions are used.
+    if cache.len() + prompt.len() + max_new.saturating_sub(1) > cache.capacity() {
+        return Err(GenerateError::PromptTooLong {
+            prompt: prompt.len(),
+            max_new,
+            capacity: cache.capacity(),
+        });
+    }
+    let mut stats = GenerateStats {
+        prompt_tokens: prompt.len(),
+        ..Default::default()
+    };
+    let mut history = prompt.to_vec();
+    let t0 = Instant::now();
+    let mut logits = model.forward(prompt, cache, Logits::Last, obs)?;
+    stats.prefill_time = t0.elapsed();
+    let t1 = Instant::now();
+    for i in 0..max_new {
+        let tok = sampler.sample(&logits, &history)?;
+        history.push(tok);
+        stats.generated_tokens += 1;
+        if is_eog(tok) {
+            stats.stopped_at_eog = true;
+            break;
+        }
+        if !on_token(tok) || i + 1 == max_new {
+            break;
+        }
+        logits = model.forward(&[tok], cache, Logits::Last, obs)?;
+    }
+    stats.decode_time = t1.elapsed();
+    Ok(stats)
+}

@@ -1,0 +1,13 @@
+//! GRETA CORE's Llama-family model: file formats (`io`), tokenizer, chat templates, the
+//! model stages (`llama`), generation and perplexity.
+
+pub mod chat;
+pub mod default_model;
+pub mod generate;
+pub mod io;
+pub mod llama;
+pub mod model;
+pub mod perplexity;
+pub mod tokenizer;
+
+pub use greta_trace as trace;

@@ -1,0 +1,260 @@
+//! The Llama-family hyper-parameters, read from GGUF metadata or a Hugging Face config.json.
+
+use std::path::Path;
+
+use crate::io::gguf::GgufHeader;
+use crate::io::FormatError;
+
+/// How RoPE pairs the dimensions of a head.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
+pub enum RopeStyle {
+    /// (x[2i], x[2i+1]) rotate together: llama.cpp's LLAMA_ROPE_TYPE_NORM. GGUF files
+    /// converted from Hugging Face have their Q/K rows permuted to match this pairing.
+    AdjacentPairs,
+    /// (x[i], x[i + d/2]) rotate together: Hugging Face's `rotate_half`.
+    HalfSplit,
+}
+
+/// Llama 3 frequency-dependent RoPE scaling (`rope_type: "llama3"`).
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize)]
+pub struct Llama3RopeScaling {
+    pub factor: f64,
+    pub low_freq_factor: f64,
+    pub high_freq_factor: f64,
+    pub original_max_position_embeddings: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct LlamaConfig {
+    pub vocab_size: usize,
+    pub hidden: usize,
+    pub intermediate: usize,
+    pub n_layers: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub rms_eps: f32,
+    pub rope_theta: f64,
+    pub rope_style: RopeStyle,
+    pub rope_scaling: Option<Llama3RopeScaling>,
+    /// The context the model was trained for (the default KV-cache capacity).
+    pub max_context: usize,
+    pub tied_embeddings: bool,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    #[error("architecture {0:?} is not supported; accepted: \"llama\" (Llama 2/3, SmolLM2, Mistral-shaped GQA)")]
+    Architecture(String),
+    #[error("{file}: {reason}")]
+    Invalid { file: String, reason: String },
+}
+
+impl LlamaConfig {
+    fn check(self, file: &str) -> Result<Self, ConfigError> {
+        let bad = |reason: String| {
+            Err(ConfigError::Invalid {
+                file: file.to_string(),
+                reason,
+            })
+        };
+        if self.n_heads == 0 || self.n_kv_heads == 0 || self.n_layers == 0 || self.hidden == 0 {
+            return bad(format!("zero-sized model: {self:?}"));
+        }
+        if self.n_heads % self.n_kv_heads != 0 {
+            return bad(format!(
+                "{} attention heads is not a multiple of {} KV heads",
+                self.n_heads, self.n_kv_heads
+            ));
+        }
+        if self.head_dim % 2 != 0 {
+            return bad(format!(
+                "head dimension {} is odd; RoPE needs pairs",
+                self.head_dim
+            ));
+        }
+        Ok(self)
+    }
+
+    pub fn from_gguf(h: &GgufHeader) -> Result<Self, ConfigError> {
+        let arch = h
+            .get_str("general.architecture")?
+            .ok_or_else(|| FormatError::MissingMetadata("general.architecture".into()))?;
+        if arch != "llama" {
+            return Err(ConfigError::Architecture(arch.to_string()));
+        }
+        let key = |k: &str| format!("{arch}.{k}");
+        let hidden = h.require_u64(&key("embedding_length"))? as usize;
+        let n_heads = h.require_u64(&key("attention.head_count"))? as usize;
+        let n_kv_heads = h
+            .get_u64(&key("attention.head_count_kv"))?
+            .unwrap_or(n_heads as u64) as usize;
+        let head_dim = match h.get_u64(&key("attention.key_length"))? {
+            Some(d) => d as usize,
+            None if n_heads > 0 => hidden / n_heads,
+            None => 0,
+        };
+        let token_embd = h
+            .tensor("token_embd.weight")
+            .ok_or_else(|| FormatError::MissingTensor("token_embd.weight".into()))?;
+        let vocab_size = match h.get_u64(&key("vocab_size"))? {
+            Some(v) => v as usize,
+            None => token_embd.shape()[0],
+        };
+        // llama.cpp's converter writes Llama 3 scaling as per-dimension factors in the
+        // `rope_freqs.weight` tensor (read with the weights), not as a scaling type.
+        match h.get_str(&key("rope.scaling.type"))? {
+            None | Some("none") => {}
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    file: "GGUF metadata".into(),
+                    reason: format!("rope scaling type {other:?} is not supported; accepted: none"),
+                })
+            }
+        }
+        LlamaConfig {
+            vocab_size,
+            hidden,
+            intermediate: h.require_u64(&key("feed_forward_length"))? as usize,
+            n_layers: h.require_u64(&key("block_count"))? as usize,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            rms_eps: h
+                .get_f64(&key("attention.layer_norm_rms_epsilon"))?
+                .unwrap_or(1e-5) as f32,
+            rope_theta: h.get_f64(&key("rope.freq_base"))?.unwrap_or(10000.0),
+            rope_style: RopeStyle::AdjacentPairs,
+            rope_scaling: None,
+            max_context: h.get_u64(&key("context_length"))?.unwrap_or(2048) as usize,
+            tied_embeddings: h.tensor("output.weight").is_none(),
+        }
+        .check("GGUF metadata")
+    }
+
+    /// Reads a Hugging Face `config.json` (transformers 4 and 5 layouts).
+    pub fn from_hf_config(path: &Path) -> Result<Self, ConfigError> {
+        let file = path.display().to_string();
+        let invalid = |reason: String| ConfigError::Invalid {
+            file: file.clone(),
+            reason,
+        };
+        let text =
+            std::fs::read_to_string(path).map_err(|e| invalid(format!("cannot read: {e}")))?;
+        let j: serde_json::Value =
+            serde_json::from_str(&text).map_err(|e| invalid(format!("not JSON: {e}")))?;
+        let model_type = j.get("model_type").and_then(|v| v.as_str()).unwrap_or("");
+        if !matches!(model_type, "llama" | "mistral") {
+            return Err(ConfigError::Architecture(model_type.to_string()));
+        }
+        let num = |k: &str| -> Result<f64, ConfigError> {
+            j.get(k)
+                .and_then(|v| v.as_f64())
+                .ok_or_else(|| invalid(format!("field {k:?} missing or not a number")))
+        };
+        let opt = |k: &str| j.get(k).and_then(|v| v.as_f64());
+        let hidden = num("hidden_size")? as usize;
+        let n_heads = num("num_attention_heads")? as usize;
+        // transformers 5 moved rope settings into `rope_parameters`; 4.x has them at the top.
+        let rope = j
+            .get("rope_parameters")
+            .or_else(|| j.get("rope_scaling"))
+            .filter(|v| v.is_object());
+        let rope_theta = rope
+            .and_then(|r| r.get("rope_theta"))
+            .and_then(|v| v.as_f64())
+            .or_else(|| opt("rope_theta"))
+            .unwrap_or(10000.0);
+        let rope_scaling = match rope {
+            Some(r) => {
+                let ty = r
+                    .get("rope_type")
+                    .or_else(|| r.get("type"))
+                    .and_then(|v| v.as_str())
+                    .unwrap_or("default");
+                match ty {
+                    "default" => None,
+                    "llama3" => {
+                        let f = |k: &str| {
+                            r.get(k)
+                                .and_then(|v| v.as_f64())
+                                .ok_or_else(|| invalid(format!("llama3 rope scaling needs {k:?}")))
+                        };
+                        Some(Llama3RopeScaling {
+                            factor: f("factor")?,
+                            low_freq_factor: f("low_freq_factor")?,
+                            high_freq_factor: f("high_freq_factor")?,
+                            original_max_position_embeddings: f(
+                                "original_max_position_embeddings",
+                            )?,
+                        })
+                    }
+                    other => {
+                        return Err(invalid(format!(
+                            "rope_type {other:?} is not supported; accepted: default, llama3"
+                        )))
+                    }
+                }
+            }
+            None => None,
+        };
+        LlamaConfig {
+            vocab_size: num("vocab_size")? as usize,
+            hidden,
+            intermediate: num("intermediate_size")? as usize,
+            n_layers: num("num_hidden_layers")? as usize,
+            n_heads,
+            n_kv_heads: opt("num_key_value_heads")
+                .map(|v| v as usize)
+                .unwrap_or(n_heads),
+            head_dim: opt("head_dim")
+                .map(|v| v as usize)
+                .unwrap_or(if n_heads > 0 { hidden / n_heads } else { 0 }),
+            rms_eps: opt("rms_norm_eps").unwrap_or(1e-6) as f32,
+            rope_theta,
+            rope_style: RopeStyle::HalfSplit,
+            rope_scaling,
+            max_context: opt("max_position_embeddings").unwrap_or(2048.0) as usize,
+            tied_embeddings: j
+                .get("tie_word_embeddings")
+                .and_then(|v| v.as_bool())
+                .unwrap_or(false),
+        }
+        .check(&file)
+    }
+
+    /// Per-frequency inverse wavelengths: theta^(-2i/d), with Llama 3 scaling applied.
+    pub fn rope_inv_freq(&self, freq_factors: Option<&[f32]>) -> Vec<f32> {
+        let d = self.head_dim as f64;
+        (0..self.head_dim / 2)
+            .map(|i| {
+                let mut inv = self.rope_theta.powf(-(2.0 * i as f64) / d);
+                if let Some(s) = &self.rope_scaling {
+                    inv = llama3_scale(inv, s);
+                }
+                if let Some(f) = freq_factors {
+                    inv /= f[i] as f64;
+                }
+                inv as f32
+            })
+            .collect()
+    }
+}
+
+/// transformers' `_compute_llama3_parameters`, per frequency.
+fn llama3_scale(inv_freq: f64, s: &Llama3RopeScaling) -> f64 {
+    let low_wavelen = s.original_max_position_embeddings / s.low_freq_factor;
+    let high_wavelen = s.original_max_position_embeddings / s.high_freq_factor;
+    let wavelen = 2.0 * std::f64::consts::PI / inv_freq;
+    if wavelen < high_wavelen {
+        inv_freq
+    } else if wavelen > low_wavelen {
+        inv_freq / s.factor
+    } else {
+        let smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor)
+            / (s.high_freq_factor - s.low_freq_factor);
+        (1.0 - smooth) * inv_freq / s.factor + smooth * inv_freq
+    }
+}

@@ -1,0 +1,217 @@
+//! The weights of a Llama model, loaded from GGUF or safetensors into f32 for the CPU
+//! backend, with every shape checked against the config.
+
+use crate::io::gguf::GgufFile;
+use crate::io::safetensors::SafetensorsCheckpoint;
+use crate::io::FormatError;
+
+use super::config::LlamaConfig;
+
+/// A row-major matrix `[rows, cols]`: one output feature per row.
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: Vec<f32>,
+}
+
+pub struct LayerWeights {
+    pub attn_norm: Vec<f32>,
+    pub wq: Matrix,
+    pub wk: Matrix,
+    pub wv: Matrix,
+    pub wo: Matrix,
+    pub ffn_norm: Vec<f32>,
+    pub w_gate: Matrix,
+    pub w_up: Matrix,
+    pub w_down: Matrix,
+}
+
+pub struct LlamaWeights {
+    pub token_embd: Matrix,
+    pub layers: Vec<LayerWeights>,
+    pub output_norm: Vec<f32>,
+    /// None when the LM head is tied to the token embedding.
+    pub output: Option<Matrix>,
+    /// Per-frequency divisors of Llama 3 RoPE scaling, as llama.cpp's converter stores them.
+    pub rope_freq_factors: Option<Vec<f32>>,
+}
+
+impl LlamaWeights {
+    pub fn lm_head(&self) -> &Matrix {
+        self.output.as_ref().unwrap_or(&self.token_embd)
+    }
+}
+
+/// Where tensors come from: each source names its tensors its own way.
+pub trait TensorSource {
+    fn has(&self, name: &str) -> bool;
+    fn read(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), FormatError>;
+}
+
+/// The per-stage names of a weight file layout.
+pub struct TensorNames {
+    pub token_embd: &'static str,
+    pub output_norm: &'static str,
+    pub output: &'static str,
+    pub layer: fn(usize, LayerTensor) -> String,
+}
+
+#[derive(Clone, Copy)]
+pub enum LayerTensor {
+    AttnNorm,
+    Q,
+    K,
+    V,
+    O,
+    FfnNorm,
+    Gate,
+    Up,
+    Down,
+}
+
+pub const GGUF_NAMES: TensorNames = TensorNames {
+    token_embd: "token_embd.weight",
+    output_norm: "output_norm.weight",
+    output: "output.weight",
+    layer: |i, t| {
+        let s = match t {
+            LayerTensor::AttnNorm => "attn_norm",
+            LayerTensor::Q => "attn_q",
+            LayerTensor::K => "attn_k",
+            LayerTensor::V => "attn_v",
+            LayerTensor::O => "attn_output",
+            LayerTensor::FfnNorm => "ffn_norm",
+            LayerTensor::Gate => "ffn_gate",
+            LayerTensor::Up => "ffn_up",
+            LayerTensor::Down => "ffn_down",
+        };
+        format!("blk.{i}.{s}.weight")
+    },
+};
+
+pub const HF_NAMES: TensorNames = TensorNames {
+    token_embd: "model.embed_tokens.weight",
+    output_norm: "model.norm.weight",
+    output: "lm_head.weight",
+    layer: |i, t| {
+        let s = match t {
+            LayerTensor::AttnNorm => "input_layernorm",
+            LayerTensor::Q => "self_attn.q_proj",
+            LayerTensor::K => "self_attn.k_proj",
+            LayerTensor::V => "self_attn.v_proj",
+            LayerTensor::O => "self_attn.o_proj",
+            LayerTensor::FfnNorm => "post_attention_layernorm",
+            LayerTensor::Gate => "mlp.gate_proj",
+            LayerTensor::Up => "mlp.up_proj",
+            LayerTensor::Down => "mlp.down_proj",
+        };
+        format!("model.layers.{i}.{s}.weight")
+    },
+};
+
+impl TensorSource for GgufFile {
+    fn has(&self, name: &str) -> bool {
+        self.header.tensor(name).is_some()
+    }
+    fn read(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), FormatError> {
+        self.tensor_f32(name)
+    }
+}
+
+impl TensorSource for SafetensorsCheckpoint {
+    fn has(&self, name: &str) -> bool {
+        self.contains(name)
+    }
+    fn read(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), FormatError> {
+        self.tensor_f32(name)
+    }
+}
+
+fn matrix(
+    src: &dyn TensorSource,
+    name: &str,
+    rows: usize,
+    cols: usize,
+) -> Result<Matrix, FormatError> {
+    let (shape, data) = src.read(name)?;
+    if shape != [rows, cols] {
+        return Err(FormatError::ShapeMismatch {
+            name: name.to_string(),
+            found: shape,
+            expected: vec![rows, cols],
+        });
+    }
+    Ok(Matrix { rows, cols, data })
+}
+
+fn vector(src: &dyn TensorSource, name: &str, len: usize) -> Result<Vec<f32>, FormatError> {
+    let (shape, data) = src.read(name)?;
+    if shape != [len] {
+        return Err(FormatError::ShapeMismatch {
+            name: name.to_string(),
+            found: shape,
+            expected: vec![len],
+        });
+    }
+    Ok(data)
+}
+
+impl LlamaWeights {
+    /// Loads every tensor, checking each shape against `cfg`. `progress` is called with
+    /// (tensors done, tensors total) so that long loads can show progress.
+    pub fn load(
+        src: &dyn TensorSource,
+        names: &TensorNames,
+        cfg: &LlamaConfig,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self, FormatError> {
+        let (d, hd) = (cfg.hidden, cfg.head_dim);
+        let total = 3 + 9 * cfg.n_layers;
+        let mut done = 0;
+        let mut tick = |progress: &mut dyn FnMut(usize, usize)| {
+            done += 1;
+            progress(done, total);
+        };
+        let token_embd = matrix(src, names.token_embd, cfg.vocab_size, d)?;
+        tick(progress);
+        let mut layers = Vec::with_capacity(cfg.n_layers);
+        for i in 0..cfg.n_layers {
+            let n = |t| (names.layer)(i, t);
+            let layer = LayerWeights {
+                attn_norm: vector(src, &n(LayerTensor::AttnNorm), d)?,
+                wq: matrix(src, &n(LayerTensor::Q), cfg.n_heads * hd, d)?,
+                wk: matrix(src, &n(LayerTensor::K), cfg.n_kv_heads * hd, d)?,
+                wv: matrix(src, &n(LayerTensor::V), cfg.n_kv_heads * hd, d)?,
+                wo: matrix(src, &n(LayerTensor::O), d, cfg.n_heads * hd)?,
+                ffn_norm: vector(src, &n(LayerTensor::FfnNorm), d)?,
+                w_gate: matrix(src, &n(LayerTensor::Gate), cfg.intermediate, d)?,
+                w_up: matrix(src, &n(LayerTensor::Up), cfg.intermediate, d)?,
+                w_down: matrix(src, &n(LayerTensor::Down), d, cfg.intermediate)?,
+            };
+            for _ in 0..9 {
+                tick(progress);
+            }
+            layers.push(layer);
+        }
+        let output_norm = vector(src, names.output_norm, d)?;
+        tick(progress);
+        let output = if cfg.tied_embeddings {
+            None
+        } else {
+            Some(matrix(src, names.output, cfg.vocab_size, d)?)
+        };
+        tick(progress);
+        let rope_freq_factors = if src.has("rope_freqs.weight") {
+            Some(vector(src, "rope_freqs.weight", hd / 2)?)
+        } else {
+            None
+        };
+        Ok(LlamaWeights {
+            token_embd,
+            layers,
+            output_norm,
+            output,
+            rope_freq_factors,
+        })
+    }
+}

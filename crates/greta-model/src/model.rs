@@ -1,0 +1,128 @@
+//! Opening a model from a path: a GGUF file, or a Hugging Face directory
+//! (config.json + safetensors + tokenizer.json).
+
+use std::path::{Path, PathBuf};
+
+use crate::io::gguf::GgufFile;
+use crate::io::safetensors::SafetensorsCheckpoint;
+use crate::io::FormatError;
+use crate::llama::config::ConfigError;
+use crate::llama::weights::{LlamaWeights, GGUF_NAMES, HF_NAMES};
+use crate::llama::{Llama, LlamaConfig};
+use crate::tokenizer::{Tokenizer, TokenizerError};
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    #[error("model file {0} does not exist")]
+    NotFound(PathBuf),
+    #[error("{path}: {source}")]
+    Format {
+        path: PathBuf,
+        #[source]
+        source: FormatError,
+    },
+    #[error("{path}: {source}")]
+    Config {
+        path: PathBuf,
+        #[source]
+        source: ConfigError,
+    },
+    #[error("{path}: {source}")]
+    Tokenizer {
+        path: PathBuf,
+        #[source]
+        source: TokenizerError,
+    },
+    #[error("{0} is neither a GGUF file nor a directory with config.json; accepted: a .gguf file or a Hugging Face model directory")]
+    UnknownLayout(PathBuf),
+}
+
+/// Where the weights came from, for reports and traces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SourceKind {
+    Gguf,
+    HuggingFace,
+}
+
+pub struct LoadedModel {
+    pub model: Llama,
+    pub tokenizer: Tokenizer,
+    pub path: PathBuf,
+    pub source: SourceKind,
+    /// xxh3-64 of the weight file(s), hex.
+    pub content_hash: String,
+}
+
+/// Loads the model and its tokenizer. `progress(done, total)` is called per tensor.
+pub fn load(path: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<LoadedModel, LoadError> {
+    if !path.exists() {
+        return Err(LoadError::NotFound(path.to_path_buf()));
+    }
+    let fmt = |source| LoadError::Format {
+        path: path.to_path_buf(),
+        source,
+    };
+    if path.is_dir() {
+        let cfg_path = path.join("config.json");
+        if !cfg_path.exists() {
+            return Err(LoadError::UnknownLayout(path.to_path_buf()));
+        }
+        let config =
+            LlamaConfig::from_hf_config(&cfg_path).map_err(|source| LoadError::Config {
+                path: cfg_path.clone(),
+                source,
+            })?;
+        let ckpt = SafetensorsCheckpoint::open_dir(path).map_err(fmt)?;
+        let weights = LlamaWeights::load(&ckpt, &HF_NAMES, &config, progress).map_err(fmt)?;
+        let tokenizer = Tokenizer::from_hf_dir(path).map_err(|source| LoadError::Tokenizer {
+            path: path.to_path_buf(),
+            source,
+        })?;
+        let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let mut names: Vec<_> = std::fs::read_dir(path)
+            .map_err(|e| {
+                fmt(FormatError::Io {
+                    path: path.to_path_buf(),
+                    source: e,
+                })
+            })?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
+            .collect();
+        names.sort();
+        for p in names {
+            let bytes = std::fs::read(&p).map_err(|e| {
+                fmt(FormatError::Io {
+                    path: p.clone(),
+                    source: e,
+                })
+            })?;
+            hasher.update(&bytes);
+        }
+        return Ok(LoadedModel {
+            model: Llama::new(config, weights),
+            tokenizer,
+            path: path.to_path_buf(),
+            source: SourceKind::HuggingFace,
+            content_hash: format!("{:016x}", hasher.digest()),
+        });
+    }
+    let file = GgufFile::open(path).map_err(fmt)?;
+    let config = LlamaConfig::from_gguf(&file.header).map_err(|source| LoadError::Config {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let weights = LlamaWeights::load(&file, &GGUF_NAMES, &config, progress).map_err(fmt)?;
+    let tokenizer = Tokenizer::from_gguf(&file.header).map_err(|source| LoadError::Tokenizer {
+        path: path.to_path_buf(),
+        source,
+    })?;
+    let content_hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(file.bytes()));
+    Ok(LoadedModel {
+        model: Llama::new(config, weights),
+        tokenizer,
+        path: path.to_path_buf(),
+        source: SourceKind::Gguf,
+        content_hash,
+    })
+}
