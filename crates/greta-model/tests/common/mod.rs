@@ -1,0 +1,43 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use std::path::PathBuf;
+
+use greta_model::model::{self, LoadedModel};
+use safetensors::SafeTensors;
+
+pub fn fixtures() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+}
+
+pub fn load(path: &std::path::Path) -> LoadedModel {
+    model::load(path, &mut |_, _| {}).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
+}
+
+/// Reads named f32 / i32 arrays from an oracle's safetensors file.
+pub struct Expected {
+    bytes: Vec<u8>,
+}
+
+impl Expected {
+    pub fn open(path: &std::path::Path) -> Self {
+        Expected { bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) }
+    }
+    pub fn f32(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
+        let st = SafeTensors::deserialize(&self.bytes).unwrap();
+        let t = st.tensor(name).unwrap();
+        assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
+        let v = t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        (t.shape().to_vec(), v)
+    }
+    pub fn i32(&self, name: &str) -> Vec<i32> {
+        let st = SafeTensors::deserialize(&self.bytes).unwrap();
+        let t = st.tensor(name).unwrap();
+        assert_eq!(t.dtype(), safetensors::Dtype::I32, "{name}");
+        t.data().chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap())).collect()
+    }
+}
+
+pub fn argmax(row: &[f32]) -> usize {
+    greta_model::generate::sampler::argmax(row) as usize
+}
