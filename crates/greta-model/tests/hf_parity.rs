@@ -9,7 +9,11 @@ use common::{argmax, fixtures, load, Expected};
 use greta_model::llama::Logits;
 use greta_model::trace::NoTrace;
 
-const VARIANTS: [&str; 3] = ["mha-tied-theta1e4", "gqa-untied-theta5e5", "gqa4-llama3-rope"];
+const VARIANTS: [&str; 3] = [
+    "mha-tied-theta1e4",
+    "gqa-untied-theta5e5",
+    "gqa4-llama3-rope",
+];
 
 /// f32 compute on both sides: only summation order differs.
 const F32_MAX_ABS: f32 = 1e-3;
@@ -22,18 +26,30 @@ struct Comparison {
 
 fn compare(got: &[f32], want: &[f32], vocab: usize) -> Comparison {
     assert_eq!(got.len(), want.len(), "logit count");
-    let max_abs = got.iter().zip(want).map(|(a, b)| (a - b).abs()).fold(0f32, f32::max);
+    let max_abs = got
+        .iter()
+        .zip(want)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0f32, f32::max);
     let rows = want.len() / vocab;
     let top1_agree = (0..rows)
-        .filter(|&r| argmax(&got[r * vocab..(r + 1) * vocab]) == argmax(&want[r * vocab..(r + 1) * vocab]))
+        .filter(|&r| {
+            argmax(&got[r * vocab..(r + 1) * vocab]) == argmax(&want[r * vocab..(r + 1) * vocab])
+        })
         .count();
-    Comparison { max_abs, top1_agree, rows }
+    Comparison {
+        max_abs,
+        top1_agree,
+        rows,
+    }
 }
 
 fn prefill_logits(path: &std::path::Path, tokens: &[u32]) -> Vec<f32> {
     let lm = load(path);
     let mut cache = lm.model.new_cache(tokens.len());
-    lm.model.forward(tokens, &mut cache, Logits::All, &mut NoTrace).unwrap()
+    lm.model
+        .forward(tokens, &mut cache, Logits::All, &mut NoTrace)
+        .unwrap()
 }
 
 fn decode_logits(path: &std::path::Path, tokens: &[u32]) -> Vec<f32> {
@@ -41,12 +57,21 @@ fn decode_logits(path: &std::path::Path, tokens: &[u32]) -> Vec<f32> {
     let mut cache = lm.model.new_cache(tokens.len());
     tokens
         .iter()
-        .flat_map(|&t| lm.model.forward(&[t], &mut cache, Logits::Last, &mut NoTrace).unwrap())
+        .flat_map(|&t| {
+            lm.model
+                .forward(&[t], &mut cache, Logits::Last, &mut NoTrace)
+                .unwrap()
+        })
         .collect()
 }
 
 fn expected(variant: &str) -> (Vec<u32>, Vec<f32>, Vec<f32>, usize) {
-    let e = Expected::open(&fixtures().join("tiny").join(variant).join("expected.safetensors"));
+    let e = Expected::open(
+        &fixtures()
+            .join("tiny")
+            .join(variant)
+            .join("expected.safetensors"),
+    );
     let tokens: Vec<u32> = e.i32("tokens").into_iter().map(|t| t as u32).collect();
     let (shape, logits) = e.f32("logits");
     let (_, logits_f16w) = e.f32("logits_f16w");
@@ -58,10 +83,23 @@ fn safetensors_f32_matches_transformers_in_prefill_and_decode() {
     for v in VARIANTS {
         let (tokens, want, _, vocab) = expected(v);
         let dir = fixtures().join("tiny").join(v);
-        for (route, got) in [("prefill", prefill_logits(&dir, &tokens)), ("decode", decode_logits(&dir, &tokens))] {
+        for (route, got) in [
+            ("prefill", prefill_logits(&dir, &tokens)),
+            ("decode", decode_logits(&dir, &tokens)),
+        ] {
             let c = compare(&got, &want, vocab);
-            assert!(c.max_abs <= F32_MAX_ABS, "{v} {route}: max abs diff {} > {F32_MAX_ABS}", c.max_abs);
-            assert_eq!(c.top1_agree, c.rows, "{v} {route}: top-1 differs at {} of {} positions", c.rows - c.top1_agree, c.rows);
+            assert!(
+                c.max_abs <= F32_MAX_ABS,
+                "{v} {route}: max abs diff {} > {F32_MAX_ABS}",
+                c.max_abs
+            );
+            assert_eq!(
+                c.top1_agree,
+                c.rows,
+                "{v} {route}: top-1 differs at {} of {} positions",
+                c.rows - c.top1_agree,
+                c.rows
+            );
         }
     }
 }
@@ -71,10 +109,22 @@ fn gguf_f16_matches_transformers_on_the_same_f16_weights() {
     for v in VARIANTS {
         let (tokens, _, want_f16w, vocab) = expected(v);
         let path = fixtures().join("tiny").join(v).join("model-f16.gguf");
-        for (route, got) in [("prefill", prefill_logits(&path, &tokens)), ("decode", decode_logits(&path, &tokens))] {
+        for (route, got) in [
+            ("prefill", prefill_logits(&path, &tokens)),
+            ("decode", decode_logits(&path, &tokens)),
+        ] {
             let c = compare(&got, &want_f16w, vocab);
-            assert!(c.max_abs <= F32_MAX_ABS, "{v} {route}: max abs diff {} > {F32_MAX_ABS}", c.max_abs);
-            assert_eq!(c.top1_agree, c.rows, "{v} {route}: top-1 differs at {} positions", c.rows - c.top1_agree);
+            assert!(
+                c.max_abs <= F32_MAX_ABS,
+                "{v} {route}: max abs diff {} > {F32_MAX_ABS}",
+                c.max_abs
+            );
+            assert_eq!(
+                c.top1_agree,
+                c.rows,
+                "{v} {route}: top-1 differs at {} positions",
+                c.rows - c.top1_agree
+            );
         }
     }
 }
@@ -87,8 +137,17 @@ fn gguf_q8_0_matches_transformers_on_the_weights_gguf_py_dequantizes() {
         let (shape, want) = e.f32("logits_q8w");
         let path = fixtures().join("tiny").join(v).join("model-q8_0.gguf");
         let c = compare(&prefill_logits(&path, &tokens), &want, shape[1]);
-        assert!(c.max_abs <= F32_MAX_ABS, "{v}: max abs diff {} > {F32_MAX_ABS}", c.max_abs);
-        assert_eq!(c.top1_agree, c.rows, "{v}: top-1 differs at {} positions", c.rows - c.top1_agree);
+        assert!(
+            c.max_abs <= F32_MAX_ABS,
+            "{v}: max abs diff {} > {F32_MAX_ABS}",
+            c.max_abs
+        );
+        assert_eq!(
+            c.top1_agree,
+            c.rows,
+            "{v}: top-1 differs at {} positions",
+            c.rows - c.top1_agree
+        );
     }
 }
 
@@ -98,7 +157,15 @@ fn tokenizers_reproduce_sentencepiece_ids() {
     for v in VARIANTS {
         let (tokens, ..) = expected(v);
         let gguf = load(&fixtures().join("tiny").join(v).join("model-f16.gguf"));
-        assert_eq!(gguf.tokenizer.encode(prompt, true).unwrap(), tokens, "{v}: GGUF SentencePiece tokenizer");
-        assert_eq!(gguf.tokenizer.decode(&tokens[1..]).unwrap(), prompt, "{v}: decode round trip");
+        assert_eq!(
+            gguf.tokenizer.encode(prompt, true).unwrap(),
+            tokens,
+            "{v}: GGUF SentencePiece tokenizer"
+        );
+        assert_eq!(
+            gguf.tokenizer.decode(&tokens[1..]).unwrap(),
+            prompt,
+            "{v}: decode round trip"
+        );
     }
 }

@@ -21,20 +21,29 @@ pub struct Expected {
 
 impl Expected {
     pub fn open(path: &std::path::Path) -> Self {
-        Expected { bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())) }
+        Expected {
+            bytes: std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display())),
+        }
     }
     pub fn f32(&self, name: &str) -> (Vec<usize>, Vec<f32>) {
         let st = SafeTensors::deserialize(&self.bytes).unwrap();
         let t = st.tensor(name).unwrap();
         assert_eq!(t.dtype(), safetensors::Dtype::F32, "{name}");
-        let v = t.data().chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        let v = t
+            .data()
+            .chunks_exact(4)
+            .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+            .collect();
         (t.shape().to_vec(), v)
     }
     pub fn i32(&self, name: &str) -> Vec<i32> {
         let st = SafeTensors::deserialize(&self.bytes).unwrap();
         let t = st.tensor(name).unwrap();
         assert_eq!(t.dtype(), safetensors::Dtype::I32, "{name}");
-        t.data().chunks_exact(4).map(|b| i32::from_le_bytes(b.try_into().unwrap())).collect()
+        t.data()
+            .chunks_exact(4)
+            .map(|b| i32::from_le_bytes(b.try_into().unwrap()))
+            .collect()
     }
 }
 
