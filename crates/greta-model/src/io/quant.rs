@@ -126,7 +126,7 @@ impl GgmlType {
 
     /// Bytes taken by `n` elements (n a multiple of the block size).
     pub fn row_bytes(self, n: u64) -> u64 {
-        n / self.block_size() as u64 * self.block_bytes() as u64
+        (n / self.block_size() as u64).saturating_mul(self.block_bytes() as u64)
     }
 }
 
@@ -144,7 +144,7 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8], n: usize) -> Result<Vec<f32>, Form
 /// Dequantizes into `out`; its length is the element count.
 pub fn dequantize_into(ty: GgmlType, bytes: &[u8], out: &mut [f32]) -> Result<(), FormatError> {
     let n = out.len();
-    if n % ty.block_size() != 0 {
+    if !n.is_multiple_of(ty.block_size()) {
         return Err(FormatError::Corrupt {
             what: format!("{} data", ty.name()),
             offset: 0,

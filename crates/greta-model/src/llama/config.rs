@@ -63,13 +63,13 @@ impl LlamaConfig {
         if self.n_heads == 0 || self.n_kv_heads == 0 || self.n_layers == 0 || self.hidden == 0 {
             return bad(format!("zero-sized model: {self:?}"));
         }
-        if self.n_heads % self.n_kv_heads != 0 {
+        if !self.n_heads.is_multiple_of(self.n_kv_heads) {
             return bad(format!(
                 "{} attention heads is not a multiple of {} KV heads",
                 self.n_heads, self.n_kv_heads
             ));
         }
-        if self.head_dim % 2 != 0 {
+        if !self.head_dim.is_multiple_of(2) {
             return bad(format!(
                 "head dimension {} is odd; RoPE needs pairs",
                 self.head_dim
@@ -211,7 +211,7 @@ impl LlamaConfig {
                 .unwrap_or(n_heads),
             head_dim: opt("head_dim")
                 .map(|v| v as usize)
-                .unwrap_or(if n_heads > 0 { hidden / n_heads } else { 0 }),
+                .unwrap_or(hidden.checked_div(n_heads).unwrap_or(0)),
             rms_eps: opt("rms_norm_eps").unwrap_or(1e-6) as f32,
             rope_theta,
             rope_style: RopeStyle::HalfSplit,
