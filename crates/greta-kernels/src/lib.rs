@@ -3,3 +3,4 @@
 //! against these with NMSE thresholds; these are checked against naive f64 loops.
 
 pub mod cpu;
+pub mod quant;

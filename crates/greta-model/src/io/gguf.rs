@@ -311,12 +311,9 @@ impl GgufHeader {
             }
             let ty_offset = c.pos as u64;
             let ty = c.u32(&what)?;
-            let ggml_type = GgmlType::from_id(ty).map_err(|e| match e {
-                FormatError::UnknownQuantType { id, .. } => FormatError::UnknownQuantType {
-                    id,
-                    tensor: name.clone(),
-                },
-                other => other,
+            let ggml_type = GgmlType::from_id(ty).ok_or_else(|| FormatError::UnknownQuantType {
+                id: ty,
+                tensor: name.clone(),
             })?;
             let offset = c.u64(&what)?;
             let n_elements = dims.iter().try_fold(1u64, |acc, &d| acc.checked_mul(d));

@@ -65,7 +65,7 @@ impl Ctx<'_> {
 
 fn linear(x: &[f32], w: &Matrix, t: usize) -> Vec<f32> {
     let mut y = vec![0f32; t * w.rows];
-    cpu::matmul_wt(x, &w.data, &mut y, t, w.cols, w.rows);
+    cpu::matmul_wt(x, w.view(), &mut y, t, w.cols, w.rows);
     y
 }
 
@@ -124,16 +124,16 @@ impl Llama {
 
     fn embed(&self, tokens: &[u32], ctx: &mut Ctx) -> Result<Vec<f32>, ForwardError> {
         let e = &self.weights.token_embd;
-        let mut x = Vec::with_capacity(tokens.len() * e.cols);
-        for (index, &id) in tokens.iter().enumerate() {
-            let row = e.data.chunks_exact(e.cols).nth(id as usize).ok_or(
-                ForwardError::TokenOutOfRange {
+        let mut x = vec![0f32; tokens.len() * e.cols];
+        for (index, (&id, row)) in tokens.iter().zip(x.chunks_exact_mut(e.cols)).enumerate() {
+            if id as usize >= e.rows {
+                return Err(ForwardError::TokenOutOfRange {
                     id,
                     index,
                     vocab: e.rows,
-                },
-            )?;
-            x.extend_from_slice(row);
+                });
+            }
+            e.row_f32(id as usize, row);
         }
         ctx.emit(Point::EmbedOut, None, &mut x, e.cols);
         Ok(x)
