@@ -12,8 +12,10 @@ use greta_model::default_model;
 use greta_model::generate::sampler::{Sampler, SamplerConfig};
 use greta_model::generate::{self, Decoding};
 use greta_model::model::{self, LoadedModel};
-use greta_model::trace::NoTrace;
 use indicatif::{ProgressBar, ProgressStyle};
+
+mod trace_cmd;
+use trace_cmd::{AuditArgs, DiffArgs, TraceArgs};
 
 #[derive(Parser)]
 #[command(
@@ -36,6 +38,44 @@ enum Command {
     Perplexity(PerplexityArgs),
     /// Version, GPU platforms found, and the backends this build has.
     Info,
+    /// StageTrace files: compare two traces.
+    #[command(subcommand)]
+    Trace(TraceCommand),
+    /// Compute the same tokens two ways and compare every stage (exit 0: within tolerance,
+    /// 1: divergence, 2: bad input).
+    #[command(subcommand)]
+    Audit(AuditCommand),
+}
+
+#[derive(Subcommand)]
+enum TraceCommand {
+    /// Align two traces and name the first divergence in pipeline order (exit 0: within
+    /// tolerance, 1: divergence, 2: bad input).
+    Diff(DiffArgs),
+}
+
+#[derive(Subcommand)]
+enum AuditCommand {
+    /// Teacher-forced: each position computed inside a prefill and as a decode step.
+    PrefillDecode {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// Positions to audit: all, or a list such as 0,5-7.
+        #[arg(long, default_value = "all")]
+        positions: String,
+        #[command(flatten)]
+        audit: AuditArgs,
+    },
+    /// The same prompt on a backend and on the CPU reference route.
+    Backend {
+        #[command(flatten)]
+        model: ModelArgs,
+        /// The reference backend (accepted: cpu).
+        #[arg(long, default_value = "cpu")]
+        against: String,
+        #[command(flatten)]
+        audit: AuditArgs,
+    },
 }
 
 #[derive(Args)]
@@ -85,6 +125,8 @@ struct GenerateArgs {
     /// Where to run: cpu, gpu or auto.
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
     backend: BackendRequest,
+    #[command(flatten)]
+    trace: TraceArgs,
 }
 
 #[derive(Args)]
@@ -122,15 +164,49 @@ fn parse_backend(s: &str) -> Result<BackendRequest, String> {
 
 fn main() {
     let cli = Cli::parse();
-    let result = match cli.command {
-        Command::Generate(a) => cmd_generate(a),
-        Command::Tokenize(a) => cmd_tokenize(a),
-        Command::Perplexity(a) => cmd_perplexity(a),
-        Command::Info => cmd_info(),
+    // The trace and audit tools exit 2 on bad input, keeping 1 for "divergence found".
+    let (result, error_code) = match cli.command {
+        Command::Generate(a) => {
+            let r = cmd_generate(a);
+            // A trace selection or --inject that does not parse is bad input to the trace
+            // tools too: exit 2, as they do.
+            let bad_trace_input = r.as_ref().err().is_some_and(|e| {
+                e.downcast_ref::<greta_trace::selection::SelectionError>()
+                    .is_some()
+                    || e.downcast_ref::<greta_trace::inject::InjectError>()
+                        .is_some()
+            });
+            (r.map(|_| 0), if bad_trace_input { 2 } else { 1 })
+        }
+        Command::Tokenize(a) => (cmd_tokenize(a).map(|_| 0), 1),
+        Command::Perplexity(a) => (cmd_perplexity(a).map(|_| 0), 1),
+        Command::Info => (cmd_info().map(|_| 0), 1),
+        Command::Trace(TraceCommand::Diff(a)) => (trace_cmd::cmd_diff(a), 2),
+        Command::Audit(AuditCommand::PrefillDecode {
+            model,
+            positions,
+            audit,
+        }) => (
+            resolve_model(&model)
+                .and_then(|p| load_model(&p, true))
+                .and_then(|lm| trace_cmd::cmd_prefill_decode(&audit, Some(&positions), &lm)),
+            2,
+        ),
+        Command::Audit(AuditCommand::Backend {
+            model,
+            against,
+            audit,
+        }) => (
+            resolve_model(&model).and_then(|p| trace_cmd::cmd_backend(&audit, &against, &p)),
+            2,
+        ),
     };
-    if let Err(e) = result {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    match result {
+        Ok(code) => std::process::exit(code),
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(error_code);
+        }
     }
 }
 
@@ -172,6 +248,9 @@ fn load_model(path: &Path, quiet: bool) -> Result<LoadedModel> {
 
 fn cmd_generate(a: GenerateArgs) -> Result<()> {
     let selection = greta_hal::select(a.backend)?;
+    let env: Vec<(String, String)> = std::env::vars().collect();
+    let trace_sel = a.trace.selection(&env)?;
+    let inject = a.trace.injection()?;
     let prompt = match a.prompt.as_deref() {
         None | Some("-") => {
             let mut s = String::new();
@@ -247,6 +326,11 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         None => max_ctx.min(4096),
     };
     let mut cache = lm.model.new_cache(capacity);
+    let (mut recorder, trace_path) =
+        trace_cmd::generate_recorder(trace_sel, inject, &lm, "cpu-blocks")?;
+    if let Some(i) = inject {
+        eprintln!("injecting {i}");
+    }
     let mut stream = tok.stream();
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
@@ -260,7 +344,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
             sampler: &mut sampler,
             is_eog: &|id| tok.is_end_of_generation(id),
         },
-        &mut NoTrace,
+        &mut recorder,
         &mut |id| match stream.push(id) {
             Ok(Some(piece)) => match out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
                 Ok(()) => true,
@@ -280,6 +364,10 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         return Err(e);
     }
     writeln!(out)?;
+    let written = recorder.finish().context("writing the trace")?;
+    if let Some(p) = trace_path {
+        eprintln!("trace: {written} stage records in {}", p.display());
+    }
     eprintln!(
         "prompt: {} tokens, {:.1} tok/s | generated: {} tokens, {:.1} tok/s{}",
         stats.prompt_tokens,

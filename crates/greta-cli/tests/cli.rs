@@ -190,3 +190,152 @@ fn info_names_the_platforms_probed() {
         "{s}"
     );
 }
+
+fn greta_env(args: &[&str], env: &[(&str, &str)]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_greta"))
+        .args(args)
+        .envs(env.iter().copied())
+        .output()
+        .expect("running greta")
+}
+
+#[test]
+fn generate_traces_and_trace_diff_finds_an_injected_fault() {
+    let dir = tempfile::tempdir().unwrap();
+    let (a, b) = (dir.path().join("a.jsonl"), dir.path().join("b.jsonl"));
+    let gen = |out: &std::path::Path, extra: &[&str]| {
+        let mut args = vec![
+            "generate",
+            "--model",
+            &*Box::leak(tiny_gguf().into_boxed_str()),
+            "--no-chat",
+            "-n",
+            "4",
+            "--temperature",
+            "0",
+        ];
+        args.extend_from_slice(extra);
+        args.push("The quick brown fox");
+        let o = greta_env(
+            &args,
+            &[
+                ("GRETA_TRACE_STAGE", "1"),
+                ("GRETA_TRACE_STAGE_OUT", out.to_str().unwrap()),
+            ],
+        );
+        assert!(o.status.success(), "{}", stderr(&o));
+        assert!(stderr(&o).contains("stage records in"), "{}", stderr(&o));
+    };
+    gen(&a, &[]);
+    gen(&b, &[]);
+    let same = greta(&["trace", "diff", a.to_str().unwrap(), b.to_str().unwrap()]);
+    assert_eq!(
+        same.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&same.stdout)
+    );
+    assert!(String::from_utf8_lossy(&same.stdout).contains("OK:"));
+
+    let c = dir.path().join("c.jsonl");
+    gen(&c, &["--inject", "1:attn_out:scale=1.5"]);
+    let o = greta(&[
+        "trace",
+        "diff",
+        "--json",
+        c.to_str().unwrap(),
+        a.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("--json prints JSON");
+    assert_eq!(v["first_divergence"]["layer"], 1);
+    assert_eq!(v["first_divergence"]["point"], "attn_out");
+}
+
+#[test]
+fn trace_tools_exit_2_on_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"kind\": \"stage\", \"v\": 1}\n").unwrap();
+    let o = greta(&[
+        "trace",
+        "diff",
+        bad.to_str().unwrap(),
+        bad.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("bad.jsonl:1: not a StageTrace v1 record"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = greta(&[
+        "audit",
+        "prefill-decode",
+        "--model",
+        &tiny_gguf(),
+        "--points",
+        "attn_bogus",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("names no trace point") && stderr(&o).contains("accepted"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = greta_env(
+        &["generate", "--model", &tiny_gguf(), "--no-chat", "hi"],
+        &[("GRETA_TRACE_STAGE_LAYERS", "2-1")],
+    );
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("GRETA_TRACE_STAGE_LAYERS") && stderr(&o).contains("accepted"),
+        "{}",
+        stderr(&o)
+    );
+
+    let o = greta(&[
+        "audit",
+        "backend",
+        "--model",
+        &tiny_gguf(),
+        "--against",
+        "gpu",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("accepted: cpu"), "{}", stderr(&o));
+}
+
+#[test]
+fn audits_exit_0_when_clean_and_1_on_a_planted_fault() {
+    let o = greta(&[
+        "audit",
+        "prefill-decode",
+        "--model",
+        &tiny_gguf(),
+        "--positions",
+        "0,3,7",
+    ]);
+    assert_eq!(
+        o.status.code(),
+        Some(0),
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        stderr(&o)
+    );
+    let o = greta(&[
+        "audit",
+        "backend",
+        "--model",
+        &tiny_gguf(),
+        "--inject",
+        "0:ffn_act:nan",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v["first_divergence"]["point"], "ffn_act");
+    assert_eq!(v["first_divergence"]["layer"], 0);
+}

@@ -75,7 +75,13 @@ pub fn matmul_wt(x: &[f32], w: WeightView, y: &mut [f32], t: usize, k: usize, n:
     assert_eq!(x.len(), t * k, "matmul_wt: x is not [t, k]");
     assert_eq!(y.len(), t * n, "matmul_wt: y is not [t, n]");
     w.check(n, k);
-    if t <= 2 {
+    // Few rows: stream the weights once per row. Widening a quantized matrix for the GEMM
+    // costs more than a few matrix-vector products over its blocks.
+    let gemv_rows = match w {
+        WeightView::F32(_) => 2,
+        WeightView::Blocks { .. } => 8,
+    };
+    if t <= gemv_rows {
         // Decode: memory-bound; stream each weight row once per token row.
         for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
             gemv(xr, w, yr, k);

@@ -1,6 +1,7 @@
 //! GRETA CORE's Llama-family model: file formats (`io`), tokenizer, chat templates, the
 //! model stages (`llama`), generation and perplexity.
 
+pub mod audit;
 pub mod chat;
 pub mod default_model;
 pub mod generate;

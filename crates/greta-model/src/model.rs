@@ -7,7 +7,7 @@ use crate::io::gguf::GgufFile;
 use crate::io::safetensors::SafetensorsCheckpoint;
 use crate::io::FormatError;
 use crate::llama::config::ConfigError;
-use crate::llama::weights::{LlamaWeights, GGUF_NAMES, HF_NAMES};
+use crate::llama::weights::{CpuWeights, LlamaWeights, GGUF_NAMES, HF_NAMES};
 use crate::llama::{Llama, LlamaConfig};
 use crate::tokenizer::{Tokenizer, TokenizerError};
 
@@ -55,6 +55,15 @@ pub struct LoadedModel {
 
 /// Loads the model and its tokenizer. `progress(done, total)` is called per tensor.
 pub fn load(path: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<LoadedModel, LoadError> {
+    load_as(path, CpuWeights::Blocks, progress)
+}
+
+/// Loads with an explicit CPU weight route (the backend audit loads both).
+pub fn load_as(
+    path: &Path,
+    route: CpuWeights,
+    progress: &mut dyn FnMut(usize, usize),
+) -> Result<LoadedModel, LoadError> {
     if !path.exists() {
         return Err(LoadError::NotFound(path.to_path_buf()));
     }
@@ -73,7 +82,8 @@ pub fn load(path: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<Loade
                 source,
             })?;
         let ckpt = SafetensorsCheckpoint::open_dir(path).map_err(fmt)?;
-        let weights = LlamaWeights::load(&ckpt, &HF_NAMES, &config, progress).map_err(fmt)?;
+        let weights =
+            LlamaWeights::load_as(&ckpt, &HF_NAMES, &config, route, progress).map_err(fmt)?;
         let tokenizer = Tokenizer::from_hf_dir(path).map_err(|source| LoadError::Tokenizer {
             path: path.to_path_buf(),
             source,
@@ -112,7 +122,8 @@ pub fn load(path: &Path, progress: &mut dyn FnMut(usize, usize)) -> Result<Loade
         path: path.to_path_buf(),
         source,
     })?;
-    let weights = LlamaWeights::load(&file, &GGUF_NAMES, &config, progress).map_err(fmt)?;
+    let weights =
+        LlamaWeights::load_as(&file, &GGUF_NAMES, &config, route, progress).map_err(fmt)?;
     let tokenizer = Tokenizer::from_gguf(&file.header).map_err(|source| LoadError::Tokenizer {
         path: path.to_path_buf(),
         source,

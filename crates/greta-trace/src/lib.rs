@@ -1,163 +1,19 @@
-//! StageTrace: the trace points of the Llama pipeline and the observer the model's stages
-//! report to. The point list is defined here, once; docs/trace.md is checked against it.
+//! StageTrace (shared/TRACE.md): the trace points, the selection of what to record, the
+//! JSON Lines records with whole-row hashes and statistics, fault injection, and the diff
+//! that names the first divergence in pipeline order.
+//!
+//! The model reports every stage's output to a [`StageObserver`]; everything here is built
+//! on that one hook, so tracing is a layer over the stages, not calls inside the compute.
 
-use std::fmt;
+pub mod diff;
+pub mod inject;
+pub mod point;
+pub mod record;
+pub mod recorder;
+pub mod row;
+pub mod selection;
 
-/// The trace points, in pipeline order (shared/TRACE.md).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub enum Point {
-    EmbedOut,
-    AttnIn,
-    AttnNorm,
-    Q,
-    K,
-    V,
-    QRope,
-    KRope,
-    AttnCtx,
-    AttnOut,
-    ResidAttn,
-    FfnNorm,
-    FfnGate,
-    FfnUp,
-    FfnAct,
-    FfnOut,
-    ResidFfn,
-    FinalNorm,
-    Logits,
-}
+pub use point::{NoTrace, Pass, Phase, Point, StageAt, StageObserver, UnknownPoint};
 
-impl Point {
-    pub const ALL: [Point; 19] = [
-        Point::EmbedOut,
-        Point::AttnIn,
-        Point::AttnNorm,
-        Point::Q,
-        Point::K,
-        Point::V,
-        Point::QRope,
-        Point::KRope,
-        Point::AttnCtx,
-        Point::AttnOut,
-        Point::ResidAttn,
-        Point::FfnNorm,
-        Point::FfnGate,
-        Point::FfnUp,
-        Point::FfnAct,
-        Point::FfnOut,
-        Point::ResidFfn,
-        Point::FinalNorm,
-        Point::Logits,
-    ];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Point::EmbedOut => "embed_out",
-            Point::AttnIn => "attn_in",
-            Point::AttnNorm => "attn_norm",
-            Point::Q => "q",
-            Point::K => "k",
-            Point::V => "v",
-            Point::QRope => "q_rope",
-            Point::KRope => "k_rope",
-            Point::AttnCtx => "attn_ctx",
-            Point::AttnOut => "attn_out",
-            Point::ResidAttn => "resid_attn",
-            Point::FfnNorm => "ffn_norm",
-            Point::FfnGate => "ffn_gate",
-            Point::FfnUp => "ffn_up",
-            Point::FfnAct => "ffn_act",
-            Point::FfnOut => "ffn_out",
-            Point::ResidFfn => "resid_ffn",
-            Point::FinalNorm => "final_norm",
-            Point::Logits => "logits",
-        }
-    }
-
-    /// Whether the point lives inside a transformer layer.
-    pub fn in_layer(self) -> bool {
-        !matches!(self, Point::EmbedOut | Point::FinalNorm | Point::Logits)
-    }
-
-    pub fn parse(name: &str) -> Result<Point, UnknownPoint> {
-        Point::ALL
-            .into_iter()
-            .find(|p| p.name() == name)
-            .ok_or_else(|| UnknownPoint(name.to_string()))
-    }
-}
-
-impl fmt::Display for Point {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(self.name())
-    }
-}
-
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct UnknownPoint(pub String);
-
-impl fmt::Display for UnknownPoint {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let names: Vec<&str> = Point::ALL.iter().map(|p| p.name()).collect();
-        write!(
-            f,
-            "unknown trace point {:?}; accepted: {}",
-            self.0,
-            names.join(", ")
-        )
-    }
-}
-
-impl std::error::Error for UnknownPoint {}
-
-/// Where a stage's output was produced: which point, which layer, which positions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct StageAt {
-    pub point: Point,
-    /// None outside the layers (embed_out, final_norm, logits).
-    pub layer: Option<usize>,
-    /// Position of the first row.
-    pub pos0: usize,
-}
-
-/// Receives every stage's output, row-major `[rows, row_len]`, as the model computes it.
-/// The rows are mutable so that a fault can be injected on purpose (`--inject`).
-pub trait StageObserver {
-    /// Whether this observer wants the point at all: lets the model skip the call, so that
-    /// tracing off costs one predictable branch per stage.
-    fn wants(&self, point: Point, layer: Option<usize>) -> bool;
-    fn observe(&mut self, at: StageAt, rows: &mut [f32], row_len: usize);
-}
-
-/// The observer of an untraced run.
-pub struct NoTrace;
-
-impl StageObserver for NoTrace {
-    fn wants(&self, _: Point, _: Option<usize>) -> bool {
-        false
-    }
-    fn observe(&mut self, _: StageAt, _: &mut [f32], _: usize) {}
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn names_round_trip_and_are_in_trace_md_order() {
-        for p in Point::ALL {
-            assert_eq!(Point::parse(p.name()), Ok(p));
-        }
-        // Pipeline order is the enum's order.
-        let mut sorted = Point::ALL;
-        sorted.sort();
-        assert_eq!(sorted, Point::ALL);
-        assert_eq!(Point::ALL.iter().filter(|p| !p.in_layer()).count(), 3);
-    }
-
-    #[test]
-    fn unknown_point_lists_accepted_names() {
-        let e = Point::parse("attn_bogus").unwrap_err().to_string();
-        assert!(e.contains("attn_bogus") && e.contains("resid_ffn"), "{e}");
-    }
-}
+/// The schema version written in every record.
+pub const SCHEMA_VERSION: u32 = 1;

@@ -10,7 +10,7 @@
 //! model without tracer calls inside the compute.
 
 use greta_kernels::cpu::{self, AttentionShape, RopePairing};
-use greta_trace::{Point, StageAt, StageObserver};
+use greta_trace::{Pass, Point, StageAt, StageObserver};
 
 use super::config::{LlamaConfig, RopeStyle};
 use super::kv_cache::{KvCache, KvCacheFull};
@@ -101,6 +101,10 @@ impl Llama {
             return Err(ForwardError::Empty);
         }
         cache.reserve(tokens.len())?;
+        obs.begin_pass(Pass {
+            pos0: cache.len(),
+            tokens,
+        });
         let mut ctx = Ctx {
             obs,
             pos0: cache.len(),

@@ -209,7 +209,52 @@ fn vector(src: &dyn TensorSource, name: &str, len: usize) -> Result<Vec<f32>, Fo
     Ok(data)
 }
 
+/// How the CPU backend holds quantized weights: the route a backend audit compares.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CpuWeights {
+    /// GGML blocks multiplied directly (AVX2 kernels where the CPU has them).
+    #[default]
+    Blocks,
+    /// Everything widened to f32 at load: the plain reference route.
+    F32,
+}
+
+impl CpuWeights {
+    pub fn route_name(self) -> &'static str {
+        match self {
+            CpuWeights::Blocks => "cpu-blocks",
+            CpuWeights::F32 => "cpu-f32-reference",
+        }
+    }
+}
+
+/// Restricts a source to f32 storage.
+struct WidenToF32<'a>(&'a dyn TensorSource);
+
+impl TensorSource for WidenToF32<'_> {
+    fn has(&self, name: &str) -> bool {
+        self.0.has(name)
+    }
+    fn read(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), FormatError> {
+        self.0.read(name)
+    }
+}
+
 impl LlamaWeights {
+    /// Loads every tensor with the storage `route` asks for.
+    pub fn load_as(
+        src: &dyn TensorSource,
+        names: &TensorNames,
+        cfg: &LlamaConfig,
+        route: CpuWeights,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self, FormatError> {
+        match route {
+            CpuWeights::Blocks => Self::load(src, names, cfg, progress),
+            CpuWeights::F32 => Self::load(&WidenToF32(src), names, cfg, progress),
+        }
+    }
+
     /// Loads every tensor, checking each shape against `cfg`. `progress` is called with
     /// (tensors done, tensors total) so that long loads can show progress.
     pub fn load(

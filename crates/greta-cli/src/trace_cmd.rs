@@ -1,0 +1,342 @@
+//! `greta trace diff`, `greta audit ...`, and the tracing options of `greta generate`.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use greta_model::audit::{self, AuditSetup};
+use greta_model::model::LoadedModel;
+use greta_trace::diff::{self, Align, DiffReport, Tolerances};
+use greta_trace::inject::Injection;
+use greta_trace::record::{RunRecord, Trace};
+use greta_trace::recorder::{Recorder, RunIds};
+use greta_trace::selection::{self, Selection};
+
+/// The StageTrace options of `greta generate` (each overrides its GRETA_TRACE_STAGE_* variable).
+#[derive(Args, Default)]
+pub struct TraceArgs {
+    /// Record StageTrace records (GRETA_TRACE_STAGE=1).
+    #[arg(long)]
+    pub trace: bool,
+    /// Trace file (GRETA_TRACE_STAGE_OUT; default greta-trace-<run>.jsonl).
+    #[arg(long, value_name = "FILE")]
+    pub trace_out: Option<PathBuf>,
+    /// Layers: all, a list, ranges, last, e.g. 0-2,15,last (GRETA_TRACE_STAGE_LAYERS).
+    #[arg(long, value_name = "SEL")]
+    pub trace_layers: Option<String>,
+    /// Points or globs, e.g. attn_*,logits (GRETA_TRACE_STAGE_POINTS).
+    #[arg(long, value_name = "SEL")]
+    pub trace_points: Option<String>,
+    /// prefill, decode (GRETA_TRACE_STAGE_PHASES).
+    #[arg(long, value_name = "SEL")]
+    pub trace_phases: Option<String>,
+    /// last, all, or positions such as 0,5-7 (GRETA_TRACE_STAGE_TOKENS).
+    #[arg(long, value_name = "SEL")]
+    pub trace_tokens: Option<String>,
+    /// Values in each record's sample (GRETA_TRACE_STAGE_SAMPLE; default 16).
+    #[arg(long, value_name = "N")]
+    pub trace_sample: Option<String>,
+    /// Add input provenance to embed_out / attn_in (GRETA_TRACE_STAGE_DEBUG_INPUT=1).
+    #[arg(long)]
+    pub trace_debug_input: bool,
+    /// Directory for full tensors as .npy (GRETA_TRACE_STAGE_DUMP).
+    #[arg(long, value_name = "DIR")]
+    pub trace_dump: Option<PathBuf>,
+    /// Perturb one stage: LAYER:POINT:KIND, KIND one of scale=F, add=F, nan, zero.
+    #[arg(long, value_name = "LAYER:POINT:KIND")]
+    pub inject: Option<String>,
+}
+
+impl TraceArgs {
+    /// The selection from the environment, then these options on top. Parsed once, here.
+    pub fn selection(&self, env: &[(String, String)]) -> Result<Selection> {
+        let mut vars: Vec<(String, String)> = env
+            .iter()
+            .filter(|(k, _)| k.starts_with("GRETA_TRACE_STAGE"))
+            .cloned()
+            .collect();
+        let mut set = |k: &str, v: Option<String>| {
+            if let Some(v) = v {
+                vars.push((k.to_string(), v));
+            }
+        };
+        set("GRETA_TRACE_STAGE", self.trace.then(|| "1".into()));
+        set(
+            "GRETA_TRACE_STAGE_OUT",
+            self.trace_out.as_ref().map(|p| p.display().to_string()),
+        );
+        set("GRETA_TRACE_STAGE_LAYERS", self.trace_layers.clone());
+        set("GRETA_TRACE_STAGE_POINTS", self.trace_points.clone());
+        set("GRETA_TRACE_STAGE_PHASES", self.trace_phases.clone());
+        set("GRETA_TRACE_STAGE_TOKENS", self.trace_tokens.clone());
+        set("GRETA_TRACE_STAGE_SAMPLE", self.trace_sample.clone());
+        set(
+            "GRETA_TRACE_STAGE_DEBUG_INPUT",
+            self.trace_debug_input.then(|| "1".into()),
+        );
+        set(
+            "GRETA_TRACE_STAGE_DUMP",
+            self.trace_dump.as_ref().map(|p| p.display().to_string()),
+        );
+        // Later entries win: a map keeps the command line's value over the environment's.
+        let mut last = std::collections::BTreeMap::new();
+        for (k, v) in &vars {
+            last.insert(k.as_str(), v.as_str());
+        }
+        Ok(Selection::from_vars(last)?)
+    }
+
+    pub fn injection(&self) -> Result<Option<Injection>> {
+        Ok(self.inject.as_deref().map(str::parse).transpose()?)
+    }
+}
+
+/// A run id: unique enough to tell traces apart, derived from the clock and the process.
+pub fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_nanos())
+        .unwrap_or(0);
+    format!(
+        "{:012x}",
+        xxhash_rust::xxh3::xxh3_64(format!("{nanos}-{}", std::process::id()).as_bytes())
+            & 0xffff_ffff_ffff
+    )
+}
+
+fn selection_json(sel: &Selection) -> serde_json::Value {
+    serde_json::json!({
+        "layers": format!("{:?}", sel.layers),
+        "points": sel.points.iter().map(|p| p.name()).collect::<Vec<_>>(),
+        "phases": sel.phases.iter().map(|p| p.name()).collect::<Vec<_>>(),
+        "tokens": format!("{:?}", sel.tokens),
+        "sample": sel.sample,
+        "debug_input": sel.debug_input,
+        "dump": sel.dump.as_ref().map(|p| p.display().to_string()),
+    })
+}
+
+/// The recorder for `greta generate`, writing to the selection's file.
+pub fn generate_recorder(
+    sel: Selection,
+    inject: Option<Injection>,
+    lm: &LoadedModel,
+    route: &str,
+) -> Result<(Recorder, Option<PathBuf>)> {
+    let run = run_id();
+    let ids = RunIds {
+        run: run.clone(),
+        prompt: "p0".into(),
+        backend: "cpu".into(),
+        route: route.into(),
+    };
+    let n_layers = lm.model.config.n_layers;
+    if !sel.enabled {
+        return Ok((
+            Recorder::new(sel, n_layers, ids).with_injection(inject),
+            None,
+        ));
+    }
+    let path = sel
+        .out
+        .clone()
+        .unwrap_or_else(|| PathBuf::from(format!("greta-trace-{run}.jsonl")));
+    if let Some(d) = &sel.dump {
+        std::fs::create_dir_all(d)
+            .with_context(|| format!("creating the dump directory {}", d.display()))?;
+    }
+    let file = std::fs::File::create(&path)
+        .with_context(|| format!("creating the trace file {}", path.display()))?;
+    let record = RunRecord {
+        v: greta_trace::SCHEMA_VERSION,
+        run,
+        tool_version: env!("CARGO_PKG_VERSION").into(),
+        git_rev: env!("GRETA_GIT_REV").into(),
+        model_path: lm.path.display().to_string(),
+        model_hash: lm.content_hash.clone(),
+        model_config: serde_json::to_value(&lm.model.config)?,
+        backend: "cpu".into(),
+        device: "cpu".into(),
+        routes: vec![route.into()],
+        selection: selection_json(&sel),
+    };
+    let rec = Recorder::new(sel, n_layers, ids)
+        .with_injection(inject)
+        .to_writer(Box::new(std::io::BufWriter::new(file)), &record)?;
+    Ok((rec, Some(path)))
+}
+
+#[derive(Args)]
+pub struct DiffArgs {
+    /// The trace under test.
+    pub a: PathBuf,
+    /// The reference trace.
+    pub b: PathBuf,
+    /// Which fields align records: position (prompt, pos, layer, point) or step (also phase and step).
+    #[arg(long, default_value = "position", value_parser = parse_align)]
+    pub align: Align,
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+fn parse_align(s: &str) -> Result<Align, String> {
+    s.parse()
+}
+
+#[derive(Args)]
+pub struct ReportArgs {
+    /// Relative tolerance: NUMBER for every point, or POINT=NUMBER, comma-separated
+    /// (default 1e-3; the error is max|a-b| / rms(b)).
+    #[arg(long, value_name = "SPEC")]
+    pub tol: Option<String>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl ReportArgs {
+    fn tolerances(&self) -> Result<Tolerances> {
+        match &self.tol {
+            None => Ok(Tolerances::default()),
+            Some(s) => Tolerances::parse(s).map_err(anyhow::Error::msg),
+        }
+    }
+}
+
+/// Prints a report; returns the exit code (0 within tolerance, 1 divergence).
+fn print_report(
+    kind: &str,
+    report: &DiffReport,
+    json: bool,
+    extra: serde_json::Value,
+) -> Result<i32> {
+    if json {
+        let mut v = serde_json::to_value(report)?;
+        v["audit"] = serde_json::Value::String(kind.to_string());
+        v["diverged"] = serde_json::Value::Bool(report.diverged());
+        v["verdict"] = serde_json::Value::String(report.verdict());
+        if let serde_json::Value::Object(m) = extra {
+            for (k, x) in m {
+                v[k] = x;
+            }
+        }
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!(
+            "{kind}: {} (under test) vs {} (reference)",
+            report.label_a, report.label_b
+        );
+        print!("{}", report.table());
+        println!("{}", report.verdict());
+    }
+    Ok(if report.diverged() { 1 } else { 0 })
+}
+
+pub fn cmd_diff(a: DiffArgs) -> Result<i32> {
+    let tol = a.report.tolerances()?;
+    let ta = Trace::read(&a.a)?;
+    let tb = Trace::read(&a.b)?;
+    let report = diff::diff(
+        &a.a.display().to_string(),
+        &diff::from_records(ta.stages),
+        &a.b.display().to_string(),
+        &diff::from_records(tb.stages),
+        a.align,
+        &tol,
+    );
+    print_report("trace diff", &report, a.report.json, serde_json::json!({}))
+}
+
+#[derive(Args)]
+pub struct AuditArgs {
+    /// The prompt (raw text, BOS added as the model asks).
+    #[arg(long, default_value = DEFAULT_AUDIT_PROMPT)]
+    pub prompt: String,
+    /// Layers to compare (all, a list, ranges, last).
+    #[arg(long, default_value = "all")]
+    pub layers: String,
+    /// Points or globs to compare.
+    #[arg(long, default_value = "all")]
+    pub points: String,
+    /// Perturb one stage of the route under test: LAYER:POINT:KIND.
+    #[arg(long, value_name = "LAYER:POINT:KIND")]
+    pub inject: Option<String>,
+    #[command(flatten)]
+    pub report: ReportArgs,
+}
+
+pub const DEFAULT_AUDIT_PROMPT: &str = "The history of science is the study of how people came to understand the natural world, from the first records of the stars to the laws of motion and the structure of the atom.";
+
+impl AuditArgs {
+    pub fn setup(&self) -> Result<AuditSetup> {
+        let selection = Selection {
+            layers: selection::parse_layers(&self.layers)?,
+            points: selection::parse_points(&self.points)?,
+            ..Selection::default()
+        };
+        Ok(AuditSetup {
+            selection,
+            inject: self.inject.as_deref().map(str::parse).transpose()?,
+            tolerances: self.report.tolerances()?,
+            prompt_id: "p0".into(),
+        })
+    }
+}
+
+pub fn cmd_prefill_decode(
+    args: &AuditArgs,
+    positions: Option<&str>,
+    lm: &LoadedModel,
+) -> Result<i32> {
+    let setup = args.setup()?;
+    let tokens = lm.tokenizer.encode(&args.prompt, true)?;
+    let positions: Vec<usize> = match positions {
+        None | Some("all") => (0..tokens.len()).collect(),
+        Some(s) => match selection::parse_tokens(s)? {
+            selection::TokenSel::Positions(p) => p,
+            _ => bail!("--positions {s:?}: accepted: all, or positions such as 0,5-7"),
+        },
+    };
+    if let Some(&p) = positions.iter().find(|&&p| p >= tokens.len()) {
+        bail!(
+            "--positions: position {p} is past the prompt's {} tokens",
+            tokens.len()
+        );
+    }
+    let report = audit::prefill_decode(&lm.model, &tokens, &positions, &setup, &mut |_| {})?;
+    print_report(
+        "audit prefill-decode",
+        &report,
+        args.report.json,
+        serde_json::json!({"positions": positions, "tokens": tokens.len()}),
+    )
+}
+
+pub fn cmd_backend(args: &AuditArgs, against: &str, path: &Path) -> Result<i32> {
+    if against != "cpu" {
+        bail!("--against {against:?}: accepted: cpu");
+    }
+    let setup = args.setup()?;
+    use greta_model::llama::weights::CpuWeights;
+    let under = greta_model::model::load_as(path, CpuWeights::Blocks, &mut |_, _| {})?;
+    let reference = greta_model::model::load_as(path, CpuWeights::F32, &mut |_, _| {})?;
+    // No GPU backend in this build: the optimised CPU route is audited against the plain one.
+    eprintln!(
+        "no GPU backend in this build: auditing {} against {}",
+        CpuWeights::Blocks.route_name(),
+        CpuWeights::F32.route_name()
+    );
+    let tokens = under.tokenizer.encode(&args.prompt, true)?;
+    let report = audit::backend(
+        (&under.model, CpuWeights::Blocks.route_name()),
+        (&reference.model, CpuWeights::F32.route_name()),
+        &tokens,
+        &setup,
+    )?;
+    print_report(
+        "audit backend",
+        &report,
+        args.report.json,
+        serde_json::json!({"tokens": tokens.len()}),
+    )
+}

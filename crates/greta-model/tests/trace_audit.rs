@@ -1,0 +1,258 @@
+//! StageTrace and the audits on a tiny model: a fault planted at (layer, point) is reported
+//! as the first divergence exactly there, by `trace diff` and by each audit, with nothing
+//! before it diverging; deterministic runs hash identically; records round-trip.
+
+mod common;
+
+use std::path::Path;
+
+use greta_model::audit::{self, AuditSetup};
+use greta_model::llama::weights::CpuWeights;
+use greta_model::llama::Logits;
+use greta_model::model;
+use greta_trace::diff::{self, Align, DiffReport, Tolerances};
+use greta_trace::inject::Injection;
+use greta_trace::record::{RunRecord, Trace};
+use greta_trace::recorder::{Recorder, RunIds};
+use greta_trace::selection::{Selection, TokenSel};
+use greta_trace::Point;
+
+fn tiny() -> std::path::PathBuf {
+    common::fixtures().join("tiny/gqa4-llama3-rope/model-q8_0.gguf")
+}
+
+fn prompt_tokens(lm: &model::LoadedModel) -> Vec<u32> {
+    lm.tokenizer
+        .encode("The quick brown fox computes 12 + 345 = 357", true)
+        .unwrap()
+}
+
+fn injection_for(point: Point) -> Injection {
+    let layer = point.in_layer().then_some(1);
+    // add=0.5 changes every value, whatever the row holds (a scale would leave zeros).
+    Injection {
+        layer,
+        point,
+        fault: greta_trace::inject::Fault::Add(0.5),
+    }
+}
+
+fn pipeline_rank(layer: Option<usize>, point: Point) -> (usize, Point) {
+    match (point, layer) {
+        (Point::EmbedOut, _) => (0, point),
+        (Point::FinalNorm | Point::Logits, _) => (usize::MAX, point),
+        (_, Some(l)) => (l + 1, point),
+        _ => (0, point),
+    }
+}
+
+/// The report names the planted fault first, and no (layer, point) before it diverges.
+fn assert_found_exactly(report: &DiffReport, inj: &Injection, what: &str) {
+    let d = report
+        .first_divergence
+        .as_ref()
+        .unwrap_or_else(|| panic!("{what}: fault {inj} not found"));
+    assert_eq!(
+        (d.layer, d.point.as_str()),
+        (inj.layer, inj.point.name()),
+        "{what}: fault {inj} reported as {d:?}"
+    );
+    let planted = pipeline_rank(inj.layer, inj.point);
+    for s in &report.points {
+        let p = Point::parse(&s.point).unwrap();
+        if pipeline_rank(s.layer, p) < planted {
+            assert!(
+                !s.diverged,
+                "{what}: {} at layer {:?} reported diverging before the fault {inj}",
+                s.point, s.layer
+            );
+        }
+    }
+    assert!(
+        report.missing.is_empty(),
+        "{what}: unpaired records {:?}",
+        report.missing
+    );
+}
+
+#[test]
+fn every_planted_fault_is_the_first_divergence_of_each_audit() {
+    let lm = common::load(&tiny());
+    let reference = model::load_as(&tiny(), CpuWeights::F32, &mut |_, _| {}).unwrap();
+    let tokens = prompt_tokens(&lm);
+    for point in Point::ALL {
+        let inj = injection_for(point);
+        let setup = AuditSetup {
+            inject: Some(inj),
+            ..AuditSetup::default()
+        };
+        let r = audit::prefill_decode(
+            &lm.model,
+            &tokens,
+            &[3, tokens.len() - 1],
+            &setup,
+            &mut |_| {},
+        )
+        .unwrap();
+        assert_found_exactly(&r, &inj, "audit prefill-decode");
+        let r = audit::backend(
+            (&lm.model, "cpu-blocks"),
+            (&reference.model, "cpu-f32-reference"),
+            &tokens,
+            &setup,
+        )
+        .unwrap();
+        assert_found_exactly(&r, &inj, "audit backend");
+    }
+}
+
+#[test]
+fn audits_pass_without_a_fault() {
+    let lm = common::load(&tiny());
+    let reference = model::load_as(&tiny(), CpuWeights::F32, &mut |_, _| {}).unwrap();
+    let tokens = prompt_tokens(&lm);
+    let positions: Vec<usize> = (0..tokens.len()).collect();
+    let r = audit::prefill_decode(
+        &lm.model,
+        &tokens,
+        &positions,
+        &AuditSetup::default(),
+        &mut |_| {},
+    )
+    .unwrap();
+    assert!(!r.diverged(), "{}\n{}", r.table(), r.verdict());
+    assert_eq!(r.pairs, tokens.len() * (3 + 16 * lm.model.config.n_layers));
+    let r = audit::backend(
+        (&lm.model, "cpu-blocks"),
+        (&reference.model, "cpu-f32-reference"),
+        &tokens,
+        &AuditSetup::default(),
+    )
+    .unwrap();
+    assert!(!r.diverged(), "{}\n{}", r.table(), r.verdict());
+    // The two routes really are different code: not every pair is bit-identical.
+    assert!(
+        r.points.iter().any(|p| p.worst_error > 0.0),
+        "the backend audit compared a route with itself"
+    );
+}
+
+/// Writes a trace of a prefill plus two decode steps to `path`.
+fn write_trace(lm: &model::LoadedModel, path: &Path, inject: Option<Injection>) -> usize {
+    let sel = Selection {
+        enabled: true,
+        tokens: TokenSel::All,
+        ..Selection::default()
+    };
+    let ids = RunIds {
+        run: "r".into(),
+        prompt: "p0".into(),
+        backend: "cpu".into(),
+        route: "cpu-blocks".into(),
+    };
+    let run = RunRecord {
+        v: greta_trace::SCHEMA_VERSION,
+        run: "r".into(),
+        tool_version: "test".into(),
+        git_rev: "test".into(),
+        model_path: tiny().display().to_string(),
+        model_hash: lm.content_hash.clone(),
+        model_config: serde_json::to_value(&lm.model.config).unwrap(),
+        backend: "cpu".into(),
+        device: "cpu".into(),
+        routes: vec!["cpu-blocks".into()],
+        selection: serde_json::json!({}),
+    };
+    let file = std::fs::File::create(path).unwrap();
+    let mut rec = Recorder::new(sel, lm.model.config.n_layers, ids)
+        .with_injection(inject)
+        .to_writer(Box::new(file), &run)
+        .unwrap();
+    let tokens = prompt_tokens(lm);
+    let mut cache = lm.model.new_cache(tokens.len());
+    let n = tokens.len() - 2;
+    lm.model
+        .forward(&tokens[..n], &mut cache, Logits::Last, &mut rec)
+        .unwrap();
+    for t in &tokens[n..] {
+        lm.model
+            .forward(std::slice::from_ref(t), &mut cache, Logits::Last, &mut rec)
+            .unwrap();
+    }
+    rec.finish().unwrap()
+}
+
+#[test]
+fn trace_diff_of_files_finds_every_planted_fault() {
+    let lm = common::load(&tiny());
+    let dir = tempfile::tempdir().unwrap();
+    let clean = dir.path().join("clean.jsonl");
+    write_trace(&lm, &clean, None);
+    let b = Trace::read(&clean).unwrap();
+    for point in Point::ALL {
+        let inj = injection_for(point);
+        let faulty = dir.path().join(format!("{point}.jsonl"));
+        write_trace(&lm, &faulty, Some(inj));
+        let a = Trace::read(&faulty).unwrap();
+        let r = diff::diff(
+            "a",
+            &diff::from_records(a.stages),
+            "b",
+            &diff::from_records(b.stages.clone()),
+            Align::Step,
+            &Tolerances::default(),
+        );
+        assert_found_exactly(&r, &inj, "trace diff");
+    }
+}
+
+#[test]
+fn deterministic_runs_give_identical_hashes_and_records_round_trip() {
+    let lm = common::load(&tiny());
+    let dir = tempfile::tempdir().unwrap();
+    let (p1, p2) = (dir.path().join("1.jsonl"), dir.path().join("2.jsonl"));
+    let n = write_trace(&lm, &p1, None);
+    assert_eq!(write_trace(&lm, &p2, None), n);
+    let (t1, t2) = (Trace::read(&p1).unwrap(), Trace::read(&p2).unwrap());
+    assert!(n > 100, "{n} records");
+    assert_eq!(t1.stages.len(), n);
+    for (a, b) in t1.stages.iter().zip(&t2.stages) {
+        assert_eq!(
+            (&a.point, a.layer, a.pos, &a.hash),
+            (&b.point, b.layer, b.pos, &b.hash)
+        );
+    }
+    // Round trip: each record re-serialised reads back equal.
+    for s in &t1.stages {
+        let line = serde_json::to_string(&greta_trace::record::Record::Stage(s.clone())).unwrap();
+        let back: greta_trace::record::Record = serde_json::from_str(&line).unwrap();
+        assert_eq!(back, greta_trace::record::Record::Stage(s.clone()));
+    }
+    // The default selection records the last prefill row and every decode step.
+    let logits: Vec<_> = t1.stages.iter().filter(|s| s.point == "logits").collect();
+    assert_eq!(logits.len(), 3);
+    assert!(logits
+        .iter()
+        .all(|s| s.top5.as_ref().is_some_and(|t| t.len() == 5)));
+    let report = diff::diff(
+        "1",
+        &diff::from_records(t1.stages),
+        "2",
+        &diff::from_records(t2.stages),
+        Align::Step,
+        &Tolerances::default(),
+    );
+    assert!(!report.diverged() && report.points.iter().all(|p| p.worst_error == 0.0));
+}
+
+#[test]
+fn malformed_traces_are_rejected_with_the_line() {
+    for (text, needle) in [
+        ("not json\n", ":1: not a StageTrace v1 record"),
+        ("{\"kind\":\"stage\"}\n", ":1: not a StageTrace v1 record"),
+        ("", "no records"),
+    ] {
+        let e = Trace::parse(text, "t.jsonl").unwrap_err().to_string();
+        assert!(e.contains(needle), "{text:?}: {e}");
+    }
+}
