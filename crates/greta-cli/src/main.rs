@@ -66,6 +66,14 @@ enum AuditCommand {
         #[command(flatten)]
         audit: AuditArgs,
     },
+    /// Shadow compare of kernel routes: every matrix product re-run on its recorded input by
+    /// each route (GEMM, native GEMV, portable GEMV) against the plain f32 GEMV.
+    Route {
+        #[command(flatten)]
+        model: ModelArgs,
+        #[command(flatten)]
+        audit: AuditArgs,
+    },
     /// The same prompt on a backend and on the CPU reference route.
     Backend {
         #[command(flatten)]
@@ -190,6 +198,12 @@ fn main() {
             resolve_model(&model)
                 .and_then(|p| load_model(&p, true))
                 .and_then(|lm| trace_cmd::cmd_prefill_decode(&audit, Some(&positions), &lm)),
+            2,
+        ),
+        Command::Audit(AuditCommand::Route { model, audit }) => (
+            resolve_model(&model)
+                .and_then(|p| load_model(&p, true))
+                .and_then(|lm| trace_cmd::cmd_route(&audit, &lm)),
             2,
         ),
         Command::Audit(AuditCommand::Backend {

@@ -340,3 +340,45 @@ pub fn cmd_backend(args: &AuditArgs, against: &str, path: &Path) -> Result<i32> 
         serde_json::json!({"tokens": tokens.len()}),
     )
 }
+
+pub fn cmd_route(args: &AuditArgs, lm: &LoadedModel) -> Result<i32> {
+    let setup = args.setup()?;
+    let tokens = lm.tokenizer.encode(&args.prompt, true)?;
+    let reports = audit::route(&lm.model, &tokens, &setup)?;
+    let diverged = reports.iter().any(|r| r.report.diverged());
+    if args.report.json {
+        let v: Vec<serde_json::Value> = reports
+            .iter()
+            .map(|r| serde_json::json!({"route": r.route, "diverged": r.report.diverged(), "verdict": r.report.verdict(), "report": r.report}))
+            .collect();
+        println!(
+            "{}",
+            serde_json::to_string_pretty(
+                &serde_json::json!({"audit": "audit route", "reference": "gemv-f32-plain", "tokens": tokens.len(), "routes": v})
+            )?
+        );
+    } else {
+        println!("audit route: every matrix product re-run on its recorded input by each kernel route, against gemv-f32-plain");
+        for r in &reports {
+            let worst = r
+                .report
+                .points
+                .iter()
+                .map(|p| p.worst_error)
+                .fold(0f64, f64::max);
+            println!(
+                "route {:<14} worst error {:.3e}  {}",
+                r.route,
+                worst,
+                r.report.verdict()
+            );
+        }
+        if diverged {
+            for r in reports.iter().filter(|r| r.report.diverged()) {
+                println!("\nroute {}:", r.route);
+                print!("{}", r.report.table());
+            }
+        }
+    }
+    Ok(if diverged { 1 } else { 0 })
+}

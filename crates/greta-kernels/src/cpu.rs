@@ -70,6 +70,84 @@ impl WeightView<'_> {
     }
 }
 
+/// The kernel routes of a matrix product, for `greta audit route`, which runs each on the
+/// same input and compares them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum MatmulRoute {
+    /// What `matmul_wt` picks: a GEMV per row for few rows, the GEMM otherwise.
+    Auto,
+    /// Rows widened to f32 (for quantized weights), then `matrixmultiply`'s sgemm.
+    Gemm,
+    /// A GEMV per row over the weights as stored, with the AVX2 block kernels where the CPU
+    /// has them.
+    Gemv,
+    /// A GEMV per row over the blocks with the portable loops (no hand-written SIMD).
+    GemvPortable,
+    /// The plain route: the whole matrix widened to f32, then a GEMV per row.
+    GemvF32,
+}
+
+impl MatmulRoute {
+    pub const ALL: [MatmulRoute; 5] = [
+        MatmulRoute::Auto,
+        MatmulRoute::Gemm,
+        MatmulRoute::Gemv,
+        MatmulRoute::GemvPortable,
+        MatmulRoute::GemvF32,
+    ];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MatmulRoute::Auto => "auto",
+            MatmulRoute::Gemm => "gemm-sgemm",
+            MatmulRoute::Gemv => "gemv-native",
+            MatmulRoute::GemvPortable => "gemv-portable",
+            MatmulRoute::GemvF32 => "gemv-f32-plain",
+        }
+    }
+}
+
+/// `y[t, n] = x[t, k] · w[n, k]ᵀ` by the named route.
+pub fn matmul_wt_route(
+    x: &[f32],
+    w: WeightView,
+    y: &mut [f32],
+    t: usize,
+    k: usize,
+    n: usize,
+    route: MatmulRoute,
+) {
+    assert_eq!(x.len(), t * k, "matmul_wt: x is not [t, k]");
+    assert_eq!(y.len(), t * n, "matmul_wt: y is not [t, n]");
+    w.check(n, k);
+    match route {
+        MatmulRoute::Auto => matmul_wt(x, w, y, t, k, n),
+        MatmulRoute::Gemm => gemm(x, w, y, t, k, n),
+        MatmulRoute::Gemv => {
+            for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
+                gemv(xr, w, yr, k);
+            }
+        }
+        MatmulRoute::GemvPortable => {
+            for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
+                match w {
+                    WeightView::F32(_) => gemv(xr, w, yr, k),
+                    WeightView::Blocks { ty, bytes } => {
+                        block_rows(ty, bytes, ty.row_bytes(k as u64) as usize, xr, yr)
+                    }
+                }
+            }
+        }
+        MatmulRoute::GemvF32 => {
+            let mut wf = vec![0f32; n * k];
+            w.rows_f32(0, k, &mut wf);
+            for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
+                gemv(xr, WeightView::F32(&wf), yr, k);
+            }
+        }
+    }
+}
+
 /// `y[t, n] = x[t, k] · w[n, k]ᵀ`.
 pub fn matmul_wt(x: &[f32], w: WeightView, y: &mut [f32], t: usize, k: usize, n: usize) {
     assert_eq!(x.len(), t * k, "matmul_wt: x is not [t, k]");
@@ -88,8 +166,12 @@ pub fn matmul_wt(x: &[f32], w: WeightView, y: &mut [f32], t: usize, k: usize, n:
         }
         return;
     }
-    // Prefill: a cache-blocked GEMM, split over column blocks of the output so both cores
-    // work; quantized rows are widened one block of columns at a time.
+    gemm(x, w, y, t, k, n);
+}
+
+/// Prefill: a cache-blocked GEMM, split over column blocks of the output so both cores
+/// work; quantized rows are widened one block of columns at a time.
+fn gemm(x: &[f32], w: WeightView, y: &mut [f32], t: usize, k: usize, n: usize) {
     let blocks: Vec<(usize, usize)> = (0..n)
         .step_by(GEMM_N_BLOCK)
         .map(|s| (s, GEMM_N_BLOCK.min(n - s)))

@@ -128,3 +128,135 @@ pub fn backend(
         &setup.tolerances,
     ))
 }
+
+/// One route's comparison with the plain route in `route`.
+#[derive(Debug, Clone)]
+pub struct RouteReport {
+    pub route: &'static str,
+    pub report: DiffReport,
+}
+
+/// Shadow compare of kernel routes: a prefill records the input of every matrix product
+/// (attn_norm feeds q, k, v; attn_ctx feeds attn_out; ffn_norm feeds ffn_gate, ffn_up;
+/// ffn_act feeds ffn_out; final_norm feeds logits); then each product runs again, on that
+/// same input, by every kernel route, and each route is compared with the plain one
+/// (weights widened to f32, a GEMV per row). `--inject` perturbs the routes under test.
+pub fn route(
+    model: &Llama,
+    tokens: &[u32],
+    setup: &AuditSetup,
+) -> Result<Vec<RouteReport>, ForwardError> {
+    use greta_kernels::cpu::{matmul_wt_route, MatmulRoute};
+    use greta_trace::{Point, StageAt};
+
+    let inputs = [
+        Point::AttnNorm,
+        Point::AttnCtx,
+        Point::FfnNorm,
+        Point::FfnAct,
+        Point::FinalNorm,
+    ];
+    let sel = Selection {
+        points: inputs.to_vec(),
+        ..setup.selection.clone()
+    };
+    let capture = AuditSetup {
+        selection: sel,
+        ..setup.clone()
+    };
+    let mut r = recorder(model, &capture, TokenSel::All, "capture", None);
+    let mut cache = model.new_cache(tokens.len());
+    model.forward(tokens, &mut cache, Logits::All, &mut r)?;
+    let Some(template) = r.captured.first().cloned() else {
+        return Ok(Vec::new());
+    };
+
+    // Rows of each (layer, input point), in position order.
+    let mut rows: std::collections::BTreeMap<(Option<usize>, Point), Vec<f32>> = Default::default();
+    for c in &r.captured {
+        let p = Point::parse(&c.record.point).expect("recorded points are valid");
+        rows.entry((c.record.layer, p))
+            .or_default()
+            .extend_from_slice(c.values.as_deref().unwrap_or_default());
+    }
+    let t = tokens.len();
+    let w = &model.weights;
+    let mut products: Vec<(Option<usize>, Point, Point, &crate::llama::weights::Matrix)> =
+        Vec::new();
+    for (l, lw) in w.layers.iter().enumerate() {
+        products.extend([
+            (Some(l), Point::AttnNorm, Point::Q, &lw.wq),
+            (Some(l), Point::AttnNorm, Point::K, &lw.wk),
+            (Some(l), Point::AttnNorm, Point::V, &lw.wv),
+            (Some(l), Point::AttnCtx, Point::AttnOut, &lw.wo),
+            (Some(l), Point::FfnNorm, Point::FfnGate, &lw.w_gate),
+            (Some(l), Point::FfnNorm, Point::FfnUp, &lw.w_up),
+            (Some(l), Point::FfnAct, Point::FfnOut, &lw.w_down),
+        ]);
+    }
+    products.push((None, Point::FinalNorm, Point::Logits, w.lm_head()));
+
+    let mut by_route: Vec<(MatmulRoute, Vec<Captured>)> =
+        MatmulRoute::ALL.iter().map(|&r| (r, Vec::new())).collect();
+    for (layer, input, output, m) in products {
+        if !setup.selection.wants_point(output)
+            || !setup.selection.wants_layer(layer, model.config.n_layers)
+        {
+            continue;
+        }
+        let Some(x) = rows.get(&(layer, input)) else {
+            continue;
+        };
+        for (route, out) in by_route.iter_mut() {
+            let mut y = vec![0f32; t * m.rows];
+            matmul_wt_route(x, m.view(), &mut y, t, m.cols, m.rows, *route);
+            if *route != MatmulRoute::GemvF32 {
+                if let Some(inj) = &setup.inject {
+                    inj.apply(
+                        StageAt {
+                            point: output,
+                            layer,
+                            pos0: 0,
+                        },
+                        &mut y,
+                    );
+                }
+            }
+            for (pos, row) in y.chunks_exact(m.rows).enumerate() {
+                let mut c = template.clone();
+                c.record.layer = layer;
+                c.record.point = output.name().into();
+                c.record.pos = pos;
+                c.record.token_id = Some(tokens[pos]);
+                c.record.route = route.name().into();
+                c.record.shape = vec![m.rows];
+                c.record.hash = greta_trace::row::hash(row);
+                c.record.stats = greta_trace::row::stats(row);
+                c.record.sample = Vec::new();
+                c.record.top5 = None;
+                c.values = Some(row.to_vec());
+                out.push(c);
+            }
+        }
+    }
+    let reference = by_route
+        .iter()
+        .find(|(r, _)| *r == MatmulRoute::GemvF32)
+        .map(|(_, c)| c.clone())
+        .unwrap_or_default();
+    Ok(by_route
+        .into_iter()
+        .filter(|(r, _)| *r != MatmulRoute::GemvF32)
+        .map(|(r, c)| RouteReport {
+            route: r.name(),
+            report: diff::diff(
+                r.name(),
+                &c,
+                MatmulRoute::GemvF32.name(),
+                &reference,
+                Align::Position,
+                &setup.tolerances,
+            ),
+        })
+        .collect())
+}

@@ -256,3 +256,39 @@ fn malformed_traces_are_rejected_with_the_line() {
         assert!(e.contains(needle), "{text:?}: {e}");
     }
 }
+
+#[test]
+fn audit_route_compares_every_kernel_route_and_finds_planted_faults() {
+    let lm = common::load(&tiny());
+    let tokens = prompt_tokens(&lm);
+    let clean = audit::route(&lm.model, &tokens, &AuditSetup::default()).unwrap();
+    let names: Vec<&str> = clean.iter().map(|r| r.route).collect();
+    assert_eq!(
+        names,
+        ["auto", "gemm-sgemm", "gemv-native", "gemv-portable"]
+    );
+    for r in &clean {
+        assert!(!r.report.diverged(), "{}: {}", r.route, r.report.verdict());
+        // 2 layers x 7 products + the LM head, every position.
+        assert_eq!(r.report.pairs, tokens.len() * (2 * 7 + 1), "{}", r.route);
+    }
+    for point in [
+        Point::Q,
+        Point::K,
+        Point::V,
+        Point::AttnOut,
+        Point::FfnGate,
+        Point::FfnUp,
+        Point::FfnOut,
+        Point::Logits,
+    ] {
+        let inj = injection_for(point);
+        let setup = AuditSetup {
+            inject: Some(inj),
+            ..AuditSetup::default()
+        };
+        for r in audit::route(&lm.model, &tokens, &setup).unwrap() {
+            assert_found_exactly(&r.report, &inj, &format!("audit route {}", r.route));
+        }
+    }
+}
