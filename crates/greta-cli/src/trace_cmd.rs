@@ -106,10 +106,10 @@ pub fn run_id() -> String {
 
 fn selection_json(sel: &Selection) -> serde_json::Value {
     serde_json::json!({
-        "layers": format!("{:?}", sel.layers),
+        "layers": sel.layers.to_string(),
         "points": sel.points.iter().map(|p| p.name()).collect::<Vec<_>>(),
         "phases": sel.phases.iter().map(|p| p.name()).collect::<Vec<_>>(),
-        "tokens": format!("{:?}", sel.tokens),
+        "tokens": sel.tokens.to_string(),
         "sample": sel.sample,
         "debug_input": sel.debug_input,
         "dump": sel.dump.as_ref().map(|p| p.display().to_string()),

@@ -198,6 +198,9 @@ impl Recorder {
 
 impl StageObserver for Recorder {
     fn begin_pass(&mut self, pass: Pass) {
+        if !self.recording() {
+            return;
+        }
         self.phase = pass.phase();
         if self.phase == Phase::Decode {
             self.decode_passes += 1;
@@ -206,7 +209,8 @@ impl StageObserver for Recorder {
             self.step = 0;
         }
         self.pass_pos0 = pass.pos0;
-        self.pass_tokens = pass.tokens.to_vec();
+        self.pass_tokens.clear();
+        self.pass_tokens.extend_from_slice(pass.tokens);
     }
 
     fn wants(&self, point: Point, layer: Option<usize>) -> bool {

@@ -34,6 +34,36 @@ pub enum TokenSel {
     Positions(Vec<usize>),
 }
 
+impl std::fmt::Display for LayerSel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LayerSel::All => f.write_str("all"),
+            LayerSel::Some { layers, last } => {
+                let mut parts: Vec<String> = layers.iter().map(|l| l.to_string()).collect();
+                if *last {
+                    parts.push("last".into());
+                }
+                f.write_str(&parts.join(","))
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for TokenSel {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            TokenSel::Last => f.write_str("last"),
+            TokenSel::All => f.write_str("all"),
+            TokenSel::Positions(p) => f.write_str(
+                &p.iter()
+                    .map(|x| x.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+            ),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq)]
 pub struct Selection {
     pub enabled: bool,
