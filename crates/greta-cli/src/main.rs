@@ -446,33 +446,41 @@ fn cmd_perplexity(a: PerplexityArgs) -> Result<()> {
 }
 
 fn cmd_info() -> Result<()> {
-    println!("greta {}", env!("CARGO_PKG_VERSION"));
+    println!(
+        "greta {} ({})",
+        env!("CARGO_PKG_VERSION"),
+        env!("GRETA_GIT_REV")
+    );
     println!(
         "backends in this build: cpu (f32 reference, {} threads)",
         rayon_threads()
     );
     for p in greta_hal::Platform::ALL {
-        let probe = hiprt_probe(p);
-        match probe.library {
-            Some(lib) => println!(
-                "platform {p}: runtime library {lib} opens (no GPU kernels in this build yet)"
-            ),
-            None => println!(
-                "platform {p}: no runtime library ({})",
-                probe.errors.first().cloned().unwrap_or_default()
-            ),
+        match hiprt::safe::open_driver(p) {
+            Ok(d) => {
+                let version = d
+                    .version()
+                    .map(|v| v.to_string())
+                    .unwrap_or_else(|e| format!("unknown ({e})"));
+                let n = d.device_count()?;
+                println!("platform {p}: runtime version {version}, {n} device(s)");
+                for i in 0..n {
+                    let mem = d
+                        .device_total_mem(i)
+                        .map(|b| format!("{} MiB", b >> 20))
+                        .unwrap_or_else(|e| e.to_string());
+                    println!("  device {i}: {} ({mem})", d.device_name(i)?);
+                }
+            }
+            Err(e) => println!("platform {p}: {e}"),
         }
     }
-    println!("GPU kernels: none built (the GPU backend is a later issue)");
+    println!("GPU kernels: none built yet (the GPU backend is in progress)");
     println!(
         "default model cache: {}",
         default_model::cache_dir().display()
     );
     Ok(())
-}
-
-fn hiprt_probe(p: greta_hal::Platform) -> greta_hal::PlatformProbe {
-    greta_hal::probe(p)
 }
 
 fn rayon_threads() -> usize {

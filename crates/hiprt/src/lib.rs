@@ -2,10 +2,24 @@
 //! opened at run time, so the engine builds and its CPU path runs on machines with no GPU
 //! SDK at all.
 //!
-//! What exists so far is the platform probe (which runtime libraries can be opened); the
-//! entry-point table, result wrappers and safe layer are the GPU-backend issue's work.
+//! Layers, as in cudarc: `driver` (the entry points as a trait, one implementation per
+//! platform: `amd` over libamdhip64, `nvidia` over cudarc's CUDA driver `sys`), `result`
+//! (errors naming call, code and message), `safe` (RAII types: Gpu, Stream, DeviceBuffer,
+//! Module, Function, Event, Graph). Everything above `driver` is the same code on both.
 
 use std::fmt;
+
+pub mod amd;
+pub mod driver;
+pub mod nvidia;
+pub mod result;
+pub mod safe;
+
+pub use driver::{DevicePtr, Driver, LaunchDims};
+pub use result::{HipError, Result};
+pub use safe::{
+    DeviceBuffer, Event, Function, Gpu, Graph, GraphExec, Module, PlatformChoice, Stream,
+};
 
 /// A GPU platform the runtime layer can drive.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

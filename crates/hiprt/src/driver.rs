@@ -1,0 +1,128 @@
+//! The runtime entry points the engine uses, as one trait with an implementation per
+//! platform: `amd` (libamdhip64, opened at run time) and `nvidia` (the CUDA driver API
+//! through cudarc's dynamically loaded `sys` layer). The HIP module API mirrors the CUDA
+//! driver API call for call, so the two implementations are line-by-line twins.
+
+use std::ffi::c_void;
+
+use crate::result::Result;
+use crate::Platform;
+
+macro_rules! handle {
+    ($($name:ident),*) => {$(
+        /// An opaque runtime handle.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub struct $name(pub(crate) *mut c_void);
+        // SAFETY: runtime handles are plain identifiers, usable from any thread that has
+        // the device bound; the safe layer binds the device before each use.
+        unsafe impl Send for $name {}
+        unsafe impl Sync for $name {}
+    )*};
+}
+handle!(
+    DevicePtr,
+    StreamHandle,
+    EventHandle,
+    ModuleHandle,
+    FunctionHandle,
+    GraphHandle,
+    GraphExecHandle
+);
+
+impl DevicePtr {
+    pub fn is_null(&self) -> bool {
+        self.0.is_null()
+    }
+    /// The address `bytes` further on (for sub-buffers).
+    pub fn offset(&self, bytes: usize) -> DevicePtr {
+        DevicePtr((self.0 as usize + bytes) as *mut c_void)
+    }
+    pub fn addr(&self) -> usize {
+        self.0 as usize
+    }
+}
+
+/// Grid and block dimensions and dynamic shared memory of one launch.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LaunchDims {
+    pub grid: [u32; 3],
+    pub block: [u32; 3],
+    pub shared_bytes: u32,
+}
+
+pub trait Driver: Send + Sync {
+    fn platform(&self) -> Platform;
+    /// Runtime (driver) version as the platform reports it.
+    fn version(&self) -> Result<i32>;
+    fn device_count(&self) -> Result<usize>;
+    fn device_name(&self, ordinal: usize) -> Result<String>;
+    fn device_total_mem(&self, ordinal: usize) -> Result<usize>;
+    /// Makes `ordinal` the current device of the calling thread.
+    fn bind_device(&self, ordinal: usize) -> Result<()>;
+
+    fn malloc(&self, bytes: usize) -> Result<DevicePtr>;
+    /// # Safety
+    /// `ptr` must come from `malloc` and not be used afterwards.
+    unsafe fn free(&self, ptr: DevicePtr) -> Result<()>;
+    /// # Safety
+    /// `dst` must hold `src.len()` bytes; `src` must stay alive until the stream reaches
+    /// the copy.
+    unsafe fn memcpy_htod(&self, dst: DevicePtr, src: &[u8], stream: StreamHandle) -> Result<()>;
+    /// # Safety
+    /// `src` must hold `dst.len()` bytes; `dst` must stay alive until the stream reaches it.
+    unsafe fn memcpy_dtoh(
+        &self,
+        dst: &mut [u8],
+        src: DevicePtr,
+        stream: StreamHandle,
+    ) -> Result<()>;
+    /// # Safety
+    /// Both pointers must hold `bytes` bytes.
+    unsafe fn memcpy_dtod(
+        &self,
+        dst: DevicePtr,
+        src: DevicePtr,
+        bytes: usize,
+        stream: StreamHandle,
+    ) -> Result<()>;
+    /// # Safety
+    /// `dst` must hold `bytes` bytes.
+    unsafe fn memset_d8(
+        &self,
+        dst: DevicePtr,
+        value: u8,
+        bytes: usize,
+        stream: StreamHandle,
+    ) -> Result<()>;
+
+    fn stream_create(&self) -> Result<StreamHandle>;
+    fn stream_destroy(&self, s: StreamHandle) -> Result<()>;
+    fn stream_synchronize(&self, s: StreamHandle) -> Result<()>;
+
+    fn event_create(&self) -> Result<EventHandle>;
+    fn event_record(&self, e: EventHandle, s: StreamHandle) -> Result<()>;
+    fn event_synchronize(&self, e: EventHandle) -> Result<()>;
+    fn event_elapsed_ms(&self, start: EventHandle, end: EventHandle) -> Result<f32>;
+    fn event_destroy(&self, e: EventHandle) -> Result<()>;
+
+    /// Loads a code object (HSACO on AMD, cubin on NVIDIA) from memory.
+    fn module_load_data(&self, image: &[u8]) -> Result<ModuleHandle>;
+    fn module_unload(&self, m: ModuleHandle) -> Result<()>;
+    fn module_get_function(&self, m: ModuleHandle, name: &str) -> Result<FunctionHandle>;
+    /// # Safety
+    /// `params` must point at one value per kernel parameter, of the kernel's types.
+    unsafe fn launch(
+        &self,
+        f: FunctionHandle,
+        dims: LaunchDims,
+        s: StreamHandle,
+        params: &mut [*mut c_void],
+    ) -> Result<()>;
+
+    fn stream_begin_capture(&self, s: StreamHandle) -> Result<()>;
+    fn stream_end_capture(&self, s: StreamHandle) -> Result<GraphHandle>;
+    fn graph_instantiate(&self, g: GraphHandle) -> Result<GraphExecHandle>;
+    fn graph_launch(&self, g: GraphExecHandle, s: StreamHandle) -> Result<()>;
+    fn graph_destroy(&self, g: GraphHandle) -> Result<()>;
+    fn graph_exec_destroy(&self, g: GraphExecHandle) -> Result<()>;
+}

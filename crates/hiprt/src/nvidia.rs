@@ -1,0 +1,346 @@
+//! The NVIDIA platform: the CUDA driver API through cudarc's dynamically loaded `sys` layer.
+//! The driver library is looked for before any call, so a machine without it gets an error,
+//! not cudarc's panic.
+
+use std::ffi::{c_char, c_void, CStr, CString};
+use std::sync::Mutex;
+
+use cudarc::driver::sys;
+
+use crate::driver::*;
+use crate::result::{HipError, Result};
+use crate::Platform;
+
+/// Every entry point the engine uses, for documentation and `greta info`.
+pub const ENTRY_POINTS: &[&str] = &[
+    "cuInit",
+    "cuDriverGetVersion",
+    "cuDeviceGetCount",
+    "cuDeviceGet",
+    "cuDeviceGetName",
+    "cuDeviceTotalMem_v2",
+    "cuDevicePrimaryCtxRetain",
+    "cuCtxSetCurrent",
+    "cuMemAlloc_v2",
+    "cuMemFree_v2",
+    "cuMemcpyHtoDAsync_v2",
+    "cuMemcpyDtoHAsync_v2",
+    "cuMemcpyDtoDAsync_v2",
+    "cuMemsetD8Async",
+    "cuStreamCreate",
+    "cuStreamDestroy_v2",
+    "cuStreamSynchronize",
+    "cuEventCreate",
+    "cuEventRecord",
+    "cuEventSynchronize",
+    "cuEventElapsedTime",
+    "cuEventDestroy_v2",
+    "cuModuleLoadData",
+    "cuModuleUnload",
+    "cuModuleGetFunction",
+    "cuLaunchKernel",
+    "cuStreamBeginCapture_v2",
+    "cuStreamEndCapture",
+    "cuGraphInstantiateWithFlags",
+    "cuGraphLaunch",
+    "cuGraphDestroy",
+    "cuGraphExecDestroy",
+    "cuGetErrorName",
+    "cuGetErrorString",
+];
+
+pub struct NvidiaDriver {
+    /// The primary context of each device, retained on first bind.
+    contexts: Mutex<Vec<Option<usize>>>,
+}
+
+fn check(call: &'static str, r: sys::CUresult) -> Result<()> {
+    if r == sys::CUresult::CUDA_SUCCESS {
+        return Ok(());
+    }
+    let text = |f: unsafe fn(sys::CUresult, *mut *const c_char) -> sys::CUresult| {
+        let mut p: *const c_char = std::ptr::null();
+        // SAFETY: the driver writes a pointer to a static string, or leaves it null.
+        unsafe { f(r, &mut p) };
+        if p.is_null() {
+            "?".to_string()
+        } else {
+            unsafe { CStr::from_ptr(p) }.to_string_lossy().into_owned()
+        }
+    };
+    Err(HipError::Call {
+        platform: Platform::Nvidia,
+        call,
+        code: r as i32,
+        name: text(sys::cuGetErrorName),
+        message: text(sys::cuGetErrorString),
+    })
+}
+
+fn dptr(p: DevicePtr) -> sys::CUdeviceptr {
+    p.0 as usize as sys::CUdeviceptr
+}
+
+fn stream(s: StreamHandle) -> sys::CUstream {
+    s.0 as sys::CUstream
+}
+
+impl NvidiaDriver {
+    /// Finds the CUDA driver library and initialises it.
+    pub fn open() -> Result<NvidiaDriver> {
+        // SAFETY: only probes for the library.
+        if !unsafe { sys::is_culib_present() } {
+            return Err(HipError::Load {
+                platform: Platform::Nvidia,
+                reason: "the CUDA driver library (libcuda.so) is not installed".into(),
+            });
+        }
+        // SAFETY: cuInit takes flags, 0 is the only defined value.
+        let r = unsafe { sys::cuInit(0) };
+        if r == sys::CUresult::CUDA_ERROR_NO_DEVICE {
+            return Err(HipError::NoDevice {
+                platform: Platform::Nvidia,
+                detail: "cuInit returned CUDA_ERROR_NO_DEVICE".into(),
+            });
+        }
+        check("cuInit", r)?;
+        Ok(NvidiaDriver {
+            contexts: Mutex::new(Vec::new()),
+        })
+    }
+
+    fn device(&self, o: usize) -> Result<sys::CUdevice> {
+        let o = i32::try_from(o)
+            .map_err(|_| HipError::Invalid(format!("device index {o} is out of range")))?;
+        let mut d = 0;
+        check("cuDeviceGet", unsafe { sys::cuDeviceGet(&mut d, o) })?;
+        Ok(d)
+    }
+}
+
+impl Driver for NvidiaDriver {
+    fn platform(&self) -> Platform {
+        Platform::Nvidia
+    }
+    fn version(&self) -> Result<i32> {
+        let mut v = 0;
+        check("cuDriverGetVersion", unsafe {
+            sys::cuDriverGetVersion(&mut v)
+        })?;
+        Ok(v)
+    }
+    fn device_count(&self) -> Result<usize> {
+        let mut n = 0;
+        check("cuDeviceGetCount", unsafe { sys::cuDeviceGetCount(&mut n) })?;
+        Ok(n.max(0) as usize)
+    }
+    fn device_name(&self, o: usize) -> Result<String> {
+        let d = self.device(o)?;
+        let mut buf = [0 as c_char; 256];
+        check("cuDeviceGetName", unsafe {
+            sys::cuDeviceGetName(buf.as_mut_ptr(), buf.len() as i32, d)
+        })?;
+        // SAFETY: the driver wrote a NUL-terminated string into buf.
+        Ok(unsafe { CStr::from_ptr(buf.as_ptr()) }
+            .to_string_lossy()
+            .into_owned())
+    }
+    fn device_total_mem(&self, o: usize) -> Result<usize> {
+        let d = self.device(o)?;
+        let mut b = 0;
+        check("cuDeviceTotalMem_v2", unsafe {
+            sys::cuDeviceTotalMem_v2(&mut b, d)
+        })?;
+        Ok(b)
+    }
+    fn bind_device(&self, o: usize) -> Result<()> {
+        let mut ctxs = self
+            .contexts
+            .lock()
+            .map_err(|_| HipError::Invalid("context table poisoned".into()))?;
+        if ctxs.len() <= o {
+            ctxs.resize(o + 1, None);
+        }
+        let ctx = match ctxs[o] {
+            Some(c) => c as sys::CUcontext,
+            None => {
+                let d = self.device(o)?;
+                let mut c = std::ptr::null_mut();
+                check("cuDevicePrimaryCtxRetain", unsafe {
+                    sys::cuDevicePrimaryCtxRetain(&mut c, d)
+                })?;
+                ctxs[o] = Some(c as usize);
+                c
+            }
+        };
+        check("cuCtxSetCurrent", unsafe { sys::cuCtxSetCurrent(ctx) })
+    }
+    fn malloc(&self, bytes: usize) -> Result<DevicePtr> {
+        let mut p = 0;
+        check("cuMemAlloc_v2", unsafe {
+            sys::cuMemAlloc_v2(&mut p, bytes)
+        })?;
+        Ok(DevicePtr(p as usize as *mut c_void))
+    }
+    unsafe fn free(&self, p: DevicePtr) -> Result<()> {
+        check("cuMemFree_v2", sys::cuMemFree_v2(dptr(p)))
+    }
+    unsafe fn memcpy_htod(&self, dst: DevicePtr, src: &[u8], s: StreamHandle) -> Result<()> {
+        check(
+            "cuMemcpyHtoDAsync_v2",
+            sys::cuMemcpyHtoDAsync_v2(dptr(dst), src.as_ptr().cast(), src.len(), stream(s)),
+        )
+    }
+    unsafe fn memcpy_dtoh(&self, dst: &mut [u8], src: DevicePtr, s: StreamHandle) -> Result<()> {
+        check(
+            "cuMemcpyDtoHAsync_v2",
+            sys::cuMemcpyDtoHAsync_v2(dst.as_mut_ptr().cast(), dptr(src), dst.len(), stream(s)),
+        )
+    }
+    unsafe fn memcpy_dtod(
+        &self,
+        dst: DevicePtr,
+        src: DevicePtr,
+        bytes: usize,
+        s: StreamHandle,
+    ) -> Result<()> {
+        check(
+            "cuMemcpyDtoDAsync_v2",
+            sys::cuMemcpyDtoDAsync_v2(dptr(dst), dptr(src), bytes, stream(s)),
+        )
+    }
+    unsafe fn memset_d8(
+        &self,
+        dst: DevicePtr,
+        value: u8,
+        bytes: usize,
+        s: StreamHandle,
+    ) -> Result<()> {
+        check(
+            "cuMemsetD8Async",
+            sys::cuMemsetD8Async(dptr(dst), value, bytes, stream(s)),
+        )
+    }
+    fn stream_create(&self) -> Result<StreamHandle> {
+        let mut s = std::ptr::null_mut();
+        check("cuStreamCreate", unsafe { sys::cuStreamCreate(&mut s, 0) })?;
+        Ok(StreamHandle(s.cast()))
+    }
+    fn stream_destroy(&self, s: StreamHandle) -> Result<()> {
+        check("cuStreamDestroy_v2", unsafe {
+            sys::cuStreamDestroy_v2(stream(s))
+        })
+    }
+    fn stream_synchronize(&self, s: StreamHandle) -> Result<()> {
+        check("cuStreamSynchronize", unsafe {
+            sys::cuStreamSynchronize(stream(s))
+        })
+    }
+    fn event_create(&self) -> Result<EventHandle> {
+        let mut e = std::ptr::null_mut();
+        check("cuEventCreate", unsafe { sys::cuEventCreate(&mut e, 0) })?;
+        Ok(EventHandle(e.cast()))
+    }
+    fn event_record(&self, e: EventHandle, s: StreamHandle) -> Result<()> {
+        check("cuEventRecord", unsafe {
+            sys::cuEventRecord(e.0.cast(), stream(s))
+        })
+    }
+    fn event_synchronize(&self, e: EventHandle) -> Result<()> {
+        check("cuEventSynchronize", unsafe {
+            sys::cuEventSynchronize(e.0.cast())
+        })
+    }
+    fn event_elapsed_ms(&self, a: EventHandle, b: EventHandle) -> Result<f32> {
+        let mut ms = 0f32;
+        check("cuEventElapsedTime", unsafe {
+            sys::cuEventElapsedTime(&mut ms, a.0.cast(), b.0.cast())
+        })?;
+        Ok(ms)
+    }
+    fn event_destroy(&self, e: EventHandle) -> Result<()> {
+        check("cuEventDestroy_v2", unsafe {
+            sys::cuEventDestroy_v2(e.0.cast())
+        })
+    }
+    fn module_load_data(&self, image: &[u8]) -> Result<ModuleHandle> {
+        let mut m = std::ptr::null_mut();
+        check("cuModuleLoadData", unsafe {
+            sys::cuModuleLoadData(&mut m, image.as_ptr().cast())
+        })?;
+        Ok(ModuleHandle(m.cast()))
+    }
+    fn module_unload(&self, m: ModuleHandle) -> Result<()> {
+        check("cuModuleUnload", unsafe { sys::cuModuleUnload(m.0.cast()) })
+    }
+    fn module_get_function(&self, m: ModuleHandle, name: &str) -> Result<FunctionHandle> {
+        let c = CString::new(name)
+            .map_err(|_| HipError::Invalid(format!("kernel name {name:?} contains NUL")))?;
+        let mut f = std::ptr::null_mut();
+        check("cuModuleGetFunction", unsafe {
+            sys::cuModuleGetFunction(&mut f, m.0.cast(), c.as_ptr())
+        })?;
+        Ok(FunctionHandle(f.cast()))
+    }
+    unsafe fn launch(
+        &self,
+        f: FunctionHandle,
+        d: LaunchDims,
+        s: StreamHandle,
+        params: &mut [*mut c_void],
+    ) -> Result<()> {
+        let [gx, gy, gz] = d.grid;
+        let [bx, by, bz] = d.block;
+        check(
+            "cuLaunchKernel",
+            sys::cuLaunchKernel(
+                f.0.cast(),
+                gx,
+                gy,
+                gz,
+                bx,
+                by,
+                bz,
+                d.shared_bytes,
+                stream(s),
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            ),
+        )
+    }
+    fn stream_begin_capture(&self, s: StreamHandle) -> Result<()> {
+        check("cuStreamBeginCapture_v2", unsafe {
+            sys::cuStreamBeginCapture_v2(
+                stream(s),
+                sys::CUstreamCaptureMode::CU_STREAM_CAPTURE_MODE_GLOBAL,
+            )
+        })
+    }
+    fn stream_end_capture(&self, s: StreamHandle) -> Result<GraphHandle> {
+        let mut g = std::ptr::null_mut();
+        check("cuStreamEndCapture", unsafe {
+            sys::cuStreamEndCapture(stream(s), &mut g)
+        })?;
+        Ok(GraphHandle(g.cast()))
+    }
+    fn graph_instantiate(&self, g: GraphHandle) -> Result<GraphExecHandle> {
+        let mut e = std::ptr::null_mut();
+        check("cuGraphInstantiateWithFlags", unsafe {
+            sys::cuGraphInstantiateWithFlags(&mut e, g.0.cast(), 0)
+        })?;
+        Ok(GraphExecHandle(e.cast()))
+    }
+    fn graph_launch(&self, g: GraphExecHandle, s: StreamHandle) -> Result<()> {
+        check("cuGraphLaunch", unsafe {
+            sys::cuGraphLaunch(g.0.cast(), stream(s))
+        })
+    }
+    fn graph_destroy(&self, g: GraphHandle) -> Result<()> {
+        check("cuGraphDestroy", unsafe { sys::cuGraphDestroy(g.0.cast()) })
+    }
+    fn graph_exec_destroy(&self, g: GraphExecHandle) -> Result<()> {
+        check("cuGraphExecDestroy", unsafe {
+            sys::cuGraphExecDestroy(g.0.cast())
+        })
+    }
+}

@@ -1,0 +1,432 @@
+//! The safe layer: a device, streams, typed device buffers, modules and kernels, events,
+//! and graph capture and replay. RAII throughout; a release that fails in `Drop` (where no
+//! error can be returned) is reported on stderr, never silently dropped, and every type
+//! has an explicit `close` that returns the error instead.
+
+use std::ffi::c_void;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use crate::amd::AmdDriver;
+use crate::driver::*;
+use crate::nvidia::NvidiaDriver;
+use crate::result::{HipError, Result};
+use crate::Platform;
+
+/// Which platform to open (`GRETA_PLATFORM`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PlatformChoice {
+    Amd,
+    Nvidia,
+    /// AMD first, then NVIDIA: the first with a device.
+    Auto,
+}
+
+impl std::str::FromStr for PlatformChoice {
+    type Err = HipError;
+    fn from_str(s: &str) -> Result<Self> {
+        match s {
+            "amd" => Ok(PlatformChoice::Amd),
+            "nvidia" => Ok(PlatformChoice::Nvidia),
+            "auto" => Ok(PlatformChoice::Auto),
+            other => Err(HipError::Invalid(format!(
+                "GRETA_PLATFORM={other:?}; accepted: amd, nvidia, auto"
+            ))),
+        }
+    }
+}
+
+/// Opens a platform's runtime.
+pub fn open_driver(p: Platform) -> Result<Arc<dyn Driver>> {
+    Ok(match p {
+        Platform::Amd => Arc::new(AmdDriver::open()?),
+        Platform::Nvidia => Arc::new(NvidiaDriver::open()?),
+    })
+}
+
+fn report_drop(what: &str, r: Result<()>) {
+    if let Err(e) = r {
+        eprintln!("hiprt: releasing {what} failed: {e}");
+    }
+}
+
+/// One GPU, bound to the calling thread.
+#[derive(Clone)]
+pub struct Gpu {
+    driver: Arc<dyn Driver>,
+    ordinal: usize,
+    name: String,
+}
+
+impl Gpu {
+    /// Opens device `ordinal` of the chosen platform. With `Auto`, the errors of every
+    /// platform tried are reported together.
+    pub fn open(choice: PlatformChoice, ordinal: usize) -> Result<Gpu> {
+        let platforms: &[Platform] = match choice {
+            PlatformChoice::Amd => &[Platform::Amd],
+            PlatformChoice::Nvidia => &[Platform::Nvidia],
+            PlatformChoice::Auto => &[Platform::Amd, Platform::Nvidia],
+        };
+        let mut errors = Vec::new();
+        for &p in platforms {
+            match open_driver(p).and_then(|d| Gpu::on(d, ordinal)) {
+                Ok(g) => return Ok(g),
+                Err(e) => errors.push(e),
+            }
+        }
+        match errors.len() {
+            1 => Err(errors.remove(0)),
+            _ => Err(HipError::Invalid(format!(
+                "no GPU could be opened: {}",
+                errors
+                    .iter()
+                    .map(|e| e.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            ))),
+        }
+    }
+
+    /// Device `ordinal` of an opened runtime.
+    pub fn on(driver: Arc<dyn Driver>, ordinal: usize) -> Result<Gpu> {
+        let n = driver.device_count()?;
+        if n == 0 {
+            return Err(HipError::NoDevice {
+                platform: driver.platform(),
+                detail: "the runtime reports 0 devices".into(),
+            });
+        }
+        if ordinal >= n {
+            return Err(HipError::Invalid(format!(
+                "device index {ordinal} does not exist; {n} devices found"
+            )));
+        }
+        driver.bind_device(ordinal)?;
+        let name = driver.device_name(ordinal)?;
+        Ok(Gpu {
+            driver,
+            ordinal,
+            name,
+        })
+    }
+
+    pub fn platform(&self) -> Platform {
+        self.driver.platform()
+    }
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    pub fn ordinal(&self) -> usize {
+        self.ordinal
+    }
+    pub fn driver(&self) -> &Arc<dyn Driver> {
+        &self.driver
+    }
+    pub fn total_memory(&self) -> Result<usize> {
+        self.driver.device_total_mem(self.ordinal)
+    }
+
+    /// Binds this device to the calling thread (needed once per thread).
+    pub fn bind(&self) -> Result<()> {
+        self.driver.bind_device(self.ordinal)
+    }
+
+    pub fn stream(&self) -> Result<Stream> {
+        Ok(Stream {
+            driver: self.driver.clone(),
+            handle: Some(self.driver.stream_create()?),
+        })
+    }
+
+    pub fn event(&self) -> Result<Event> {
+        Ok(Event {
+            driver: self.driver.clone(),
+            handle: Some(self.driver.event_create()?),
+        })
+    }
+
+    /// An uninitialised buffer of `len` elements.
+    pub fn alloc<T: Copy>(&self, len: usize) -> Result<DeviceBuffer<T>> {
+        let bytes = len
+            .checked_mul(std::mem::size_of::<T>())
+            .ok_or_else(|| HipError::Invalid(format!("{len} elements overflow")))?;
+        let ptr = self.driver.malloc(bytes.max(1))?;
+        Ok(DeviceBuffer {
+            driver: self.driver.clone(),
+            ptr: Some(ptr),
+            len,
+            _t: PhantomData,
+        })
+    }
+
+    pub fn load_module(&self, image: &[u8]) -> Result<Module> {
+        Ok(Module {
+            inner: Arc::new(ModuleInner {
+                driver: self.driver.clone(),
+                handle: Some(self.driver.module_load_data(image)?),
+            }),
+        })
+    }
+}
+
+pub struct Stream {
+    driver: Arc<dyn Driver>,
+    handle: Option<StreamHandle>,
+}
+
+impl Stream {
+    pub fn handle(&self) -> StreamHandle {
+        self.handle.expect("a stream is live until closed")
+    }
+    pub fn synchronize(&self) -> Result<()> {
+        self.driver.stream_synchronize(self.handle())
+    }
+    /// Starts recording the launches and copies issued on this stream into a graph.
+    pub fn begin_capture(&self) -> Result<()> {
+        self.driver.stream_begin_capture(self.handle())
+    }
+    pub fn end_capture(&self) -> Result<Graph> {
+        Ok(Graph {
+            driver: self.driver.clone(),
+            handle: Some(self.driver.stream_end_capture(self.handle())?),
+        })
+    }
+    pub fn close(mut self) -> Result<()> {
+        self.driver
+            .stream_destroy(self.handle.take().expect("live"))
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            report_drop("a stream", self.driver.stream_destroy(h));
+        }
+    }
+}
+
+pub struct Event {
+    driver: Arc<dyn Driver>,
+    handle: Option<EventHandle>,
+}
+
+impl Event {
+    pub fn record(&self, s: &Stream) -> Result<()> {
+        self.driver
+            .event_record(self.handle.expect("live"), s.handle())
+    }
+    pub fn synchronize(&self) -> Result<()> {
+        self.driver.event_synchronize(self.handle.expect("live"))
+    }
+    /// Milliseconds from `start` to this event (both recorded and complete).
+    pub fn elapsed_since(&self, start: &Event) -> Result<f32> {
+        self.driver
+            .event_elapsed_ms(start.handle.expect("live"), self.handle.expect("live"))
+    }
+}
+
+impl Drop for Event {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            report_drop("an event", self.driver.event_destroy(h));
+        }
+    }
+}
+
+/// `len` elements of `T` in device memory; pointer-stable for its whole life.
+pub struct DeviceBuffer<T: Copy> {
+    driver: Arc<dyn Driver>,
+    ptr: Option<DevicePtr>,
+    len: usize,
+    _t: PhantomData<T>,
+}
+
+fn as_bytes<T: Copy>(v: &[T]) -> &[u8] {
+    // SAFETY: T is Copy plain data; the byte view covers exactly the slice.
+    unsafe { std::slice::from_raw_parts(v.as_ptr().cast(), std::mem::size_of_val(v)) }
+}
+
+fn as_bytes_mut<T: Copy>(v: &mut [T]) -> &mut [u8] {
+    // SAFETY: as above; callers only write byte patterns of T's that came from the device.
+    unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), std::mem::size_of_val(v)) }
+}
+
+impl<T: Copy> DeviceBuffer<T> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn ptr(&self) -> DevicePtr {
+        self.ptr.expect("a buffer is live until closed")
+    }
+    fn check_len(&self, n: usize, what: &str) -> Result<()> {
+        if n != self.len {
+            return Err(HipError::Invalid(format!(
+                "{what}: {n} elements for a buffer of {}",
+                self.len
+            )));
+        }
+        Ok(())
+    }
+    /// Copies `src` in and waits for the copy (the host slice is free again on return).
+    pub fn copy_from_host(&mut self, src: &[T], s: &Stream) -> Result<()> {
+        self.check_len(src.len(), "copy_from_host")?;
+        // SAFETY: lengths checked; the stream is synchronised before `src` can go away.
+        unsafe {
+            self.driver
+                .memcpy_htod(self.ptr(), as_bytes(src), s.handle())?
+        };
+        s.synchronize()
+    }
+    /// Copies the buffer out, waiting for the copy.
+    pub fn copy_to_host(&self, dst: &mut [T], s: &Stream) -> Result<()> {
+        self.check_len(dst.len(), "copy_to_host")?;
+        // SAFETY: lengths checked; synchronised before `dst` is read.
+        unsafe {
+            self.driver
+                .memcpy_dtoh(as_bytes_mut(dst), self.ptr(), s.handle())?
+        };
+        s.synchronize()
+    }
+    pub fn to_vec(&self, s: &Stream) -> Result<Vec<T>>
+    where
+        T: Default,
+    {
+        let mut v = vec![T::default(); self.len];
+        self.copy_to_host(&mut v, s)?;
+        Ok(v)
+    }
+    /// Sets every byte to zero (asynchronously, on `s`).
+    pub fn zero(&mut self, s: &Stream) -> Result<()> {
+        // SAFETY: the buffer holds len * size_of::<T>() bytes.
+        unsafe {
+            self.driver.memset_d8(
+                self.ptr(),
+                0,
+                self.len * std::mem::size_of::<T>(),
+                s.handle(),
+            )
+        }
+    }
+    pub fn close(mut self) -> Result<()> {
+        // SAFETY: the pointer came from malloc and is not used after this.
+        unsafe { self.driver.free(self.ptr.take().expect("live")) }
+    }
+}
+
+impl<T: Copy> Drop for DeviceBuffer<T> {
+    fn drop(&mut self) {
+        if let Some(p) = self.ptr.take() {
+            // SAFETY: the pointer came from malloc and is not used after this.
+            report_drop("a device buffer", unsafe { self.driver.free(p) });
+        }
+    }
+}
+
+struct ModuleInner {
+    driver: Arc<dyn Driver>,
+    handle: Option<ModuleHandle>,
+}
+
+impl Drop for ModuleInner {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            report_drop("a module", self.driver.module_unload(h));
+        }
+    }
+}
+
+/// A loaded code object. Its kernels keep it loaded.
+#[derive(Clone)]
+pub struct Module {
+    inner: Arc<ModuleInner>,
+}
+
+impl Module {
+    pub fn function(&self, name: &str) -> Result<Function> {
+        let h = self
+            .inner
+            .driver
+            .module_get_function(self.inner.handle.expect("live"), name)?;
+        Ok(Function {
+            module: self.inner.clone(),
+            handle: h,
+            name: name.to_string(),
+        })
+    }
+}
+
+/// A kernel of a loaded module.
+#[derive(Clone)]
+pub struct Function {
+    module: Arc<ModuleInner>,
+    handle: FunctionHandle,
+    name: String,
+}
+
+impl Function {
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+    /// Launches the kernel on `s`.
+    ///
+    /// # Safety
+    /// `params` must hold one pointer per kernel parameter, each to a value of that
+    /// parameter's type, and every buffer the kernel touches must be large enough.
+    pub unsafe fn launch(
+        &self,
+        dims: LaunchDims,
+        s: &Stream,
+        params: &mut [*mut c_void],
+    ) -> Result<()> {
+        self.module
+            .driver
+            .launch(self.handle, dims, s.handle(), params)
+    }
+}
+
+/// A captured graph, not yet instantiated.
+pub struct Graph {
+    driver: Arc<dyn Driver>,
+    handle: Option<GraphHandle>,
+}
+
+impl Graph {
+    pub fn instantiate(&self) -> Result<GraphExec> {
+        Ok(GraphExec {
+            driver: self.driver.clone(),
+            handle: Some(self.driver.graph_instantiate(self.handle.expect("live"))?),
+        })
+    }
+}
+
+impl Drop for Graph {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            report_drop("a graph", self.driver.graph_destroy(h));
+        }
+    }
+}
+
+/// An instantiated graph: replayed with `launch`.
+pub struct GraphExec {
+    driver: Arc<dyn Driver>,
+    handle: Option<GraphExecHandle>,
+}
+
+impl GraphExec {
+    pub fn launch(&self, s: &Stream) -> Result<()> {
+        self.driver
+            .graph_launch(self.handle.expect("live"), s.handle())
+    }
+}
+
+impl Drop for GraphExec {
+    fn drop(&mut self) {
+        if let Some(h) = self.handle.take() {
+            report_drop("a graph instance", self.driver.graph_exec_destroy(h));
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! The runtime layer on a real GPU. Run with `GRETA_REQUIRE_GPU=1 cargo test -p hiprt
+//! --test gpu -- --ignored`: then a missing GPU fails the tests, it does not skip them.
+//! (tools/gpu/h100_checks.sh runs them on the H100 machine.)
+
+use std::ffi::c_void;
+
+use hiprt::{Gpu, LaunchDims, Platform, PlatformChoice};
+
+/// PTX for `c[i] = a[i] + b[i]`, JIT-compiled by the CUDA driver (cuModuleLoadData takes
+/// PTX as well as cubin), so this test needs no compiler on the GPU machine.
+const VEC_ADD_PTX: &str = r#"
+.version 7.0
+.target sm_70
+.address_size 64
+.visible .entry vec_add(.param .u64 pa, .param .u64 pb, .param .u64 pc, .param .u32 pn)
+{
+    .reg .pred %p<2>;
+    .reg .f32 %f<4>;
+    .reg .b32 %r<6>;
+    .reg .b64 %rd<11>;
+    ld.param.u64 %rd1, [pa];
+    ld.param.u64 %rd2, [pb];
+    ld.param.u64 %rd3, [pc];
+    ld.param.u32 %r1, [pn];
+    mov.u32 %r2, %ctaid.x;
+    mov.u32 %r3, %ntid.x;
+    mov.u32 %r4, %tid.x;
+    mad.lo.s32 %r5, %r2, %r3, %r4;
+    setp.ge.u32 %p1, %r5, %r1;
+    @%p1 bra DONE;
+    cvta.to.global.u64 %rd4, %rd1;
+    cvta.to.global.u64 %rd5, %rd2;
+    cvta.to.global.u64 %rd6, %rd3;
+    mul.wide.u32 %rd7, %r5, 4;
+    add.s64 %rd8, %rd4, %rd7;
+    add.s64 %rd9, %rd5, %rd7;
+    add.s64 %rd10, %rd6, %rd7;
+    ld.global.f32 %f1, [%rd8];
+    ld.global.f32 %f2, [%rd9];
+    add.f32 %f3, %f1, %f2;
+    st.global.f32 [%rd10], %f3;
+DONE:
+    ret;
+}
+"#;
+
+fn gpu() -> Gpu {
+    assert_eq!(
+        std::env::var("GRETA_REQUIRE_GPU").as_deref(),
+        Ok("1"),
+        "set GRETA_REQUIRE_GPU=1 to run the GPU tests"
+    );
+    let choice = std::env::var("GRETA_PLATFORM")
+        .unwrap_or_else(|_| "auto".into())
+        .parse::<PlatformChoice>()
+        .unwrap();
+    Gpu::open(choice, 0).unwrap_or_else(|e| panic!("GRETA_REQUIRE_GPU=1 but no GPU opened: {e}"))
+}
+
+fn module(g: &Gpu) -> hiprt::Module {
+    match g.platform() {
+        Platform::Nvidia => {
+            let mut ptx = VEC_ADD_PTX.as_bytes().to_vec();
+            ptx.push(0);
+            g.load_module(&ptx).unwrap()
+        }
+        Platform::Amd => {
+            panic!("no AMD code object for this test yet: it comes with cargo xtask build-kernels")
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1 cargo test -p hiprt --test gpu -- --ignored"]
+fn copies_round_trip_and_a_kernel_runs_eagerly_and_from_a_graph() {
+    let g = gpu();
+    eprintln!(
+        "device: {} ({}), {} MiB",
+        g.name(),
+        g.platform(),
+        g.total_memory().unwrap() >> 20
+    );
+    let s = g.stream().unwrap();
+    let n = 100_003usize; // not a multiple of the block size
+    let a: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
+    let b: Vec<f32> = (0..n).map(|i| 1.0 - i as f32).collect();
+    let mut da = g.alloc::<f32>(n).unwrap();
+    let mut db = g.alloc::<f32>(n).unwrap();
+    let mut dc = g.alloc::<f32>(n).unwrap();
+    da.copy_from_host(&a, &s).unwrap();
+    db.copy_from_host(&b, &s).unwrap();
+    assert_eq!(da.to_vec(&s).unwrap(), a, "host -> device -> host");
+    dc.zero(&s).unwrap();
+    assert!(dc.to_vec(&s).unwrap().iter().all(|&v| v == 0.0));
+
+    let f = module(&g).function("vec_add").unwrap();
+    let (mut pa, mut pb, mut pc, mut pn) = (
+        da.ptr().addr() as u64,
+        db.ptr().addr() as u64,
+        dc.ptr().addr() as u64,
+        n as u32,
+    );
+    let dims = LaunchDims {
+        grid: [n.div_ceil(256) as u32, 1, 1],
+        block: [256, 1, 1],
+        shared_bytes: 0,
+    };
+    let mut params: Vec<*mut c_void> = vec![
+        (&mut pa as *mut u64).cast(),
+        (&mut pb as *mut u64).cast(),
+        (&mut pc as *mut u64).cast(),
+        (&mut pn as *mut u32).cast(),
+    ];
+    let (start, end) = (g.event().unwrap(), g.event().unwrap());
+    start.record(&s).unwrap();
+    // SAFETY: four parameters of the kernel's types; every buffer holds n floats.
+    unsafe { f.launch(dims, &s, &mut params).unwrap() };
+    end.record(&s).unwrap();
+    end.synchronize().unwrap();
+    assert!(end.elapsed_since(&start).unwrap() >= 0.0);
+    let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+    assert_eq!(dc.to_vec(&s).unwrap(), want, "eager launch");
+
+    // Capture the same launch, replay it into a zeroed buffer: same result.
+    dc.zero(&s).unwrap();
+    s.synchronize().unwrap();
+    s.begin_capture().unwrap();
+    // SAFETY: as above.
+    unsafe { f.launch(dims, &s, &mut params).unwrap() };
+    let graph = s.end_capture().unwrap();
+    let exec = graph.instantiate().unwrap();
+    assert!(
+        dc.to_vec(&s).unwrap().iter().all(|&v| v == 0.0),
+        "capture must not run the kernel"
+    );
+    exec.launch(&s).unwrap();
+    s.synchronize().unwrap();
+    assert_eq!(dc.to_vec(&s).unwrap(), want, "graph replay");
+}
+
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1 cargo test -p hiprt --test gpu -- --ignored"]
+fn runtime_errors_name_the_call_and_the_code() {
+    let g = gpu();
+    let e = match g.load_module(b"not a code object\0") {
+        Ok(_) => panic!("garbage loaded as a module"),
+        Err(e) => e.to_string(),
+    };
+    assert!(
+        e.contains("ModuleLoadData") && e.contains("failed with"),
+        "{e}"
+    );
+    let m = module(&g);
+    let e = m
+        .function("no_such_kernel")
+        .err()
+        .expect("missing kernel")
+        .to_string();
+    assert!(
+        e.contains("ModuleGetFunction") && e.contains("failed with"),
+        "{e}"
+    );
+    let e = g
+        .alloc::<u8>(usize::MAX / 2)
+        .err()
+        .expect("absurd allocation")
+        .to_string();
+    assert!(e.contains("Malloc") || e.contains("MemAlloc"), "{e}");
+}
