@@ -169,3 +169,39 @@ fn tokenizers_reproduce_sentencepiece_ids() {
         );
     }
 }
+
+#[test]
+fn sharded_checkpoint_loads_the_same_weights_as_one_file() {
+    let src = fixtures().join("tiny").join("gqa-untied-theta5e5");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let bytes = std::fs::read(src.join("model.safetensors")).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&bytes).unwrap();
+    let mut tensors = st.tensors();
+    tensors.sort_by(|a, b| a.0.cmp(&b.0));
+    let half = tensors.len() / 2;
+    let mut weight_map = serde_json::Map::new();
+    for (i, part) in [&tensors[..half], &tensors[half..]].into_iter().enumerate() {
+        let name = format!("model-{:05}-of-00002.safetensors", i + 1);
+        let data =
+            safetensors::serialize(part.iter().map(|(n, v)| (n.clone(), v.clone())), None).unwrap();
+        std::fs::write(dir.path().join(&name), data).unwrap();
+        for (n, _) in part {
+            weight_map.insert(n.clone(), serde_json::Value::String(name.clone()));
+        }
+    }
+    let index = serde_json::json!({"metadata": {}, "weight_map": weight_map});
+    std::fs::write(
+        dir.path().join("model.safetensors.index.json"),
+        index.to_string(),
+    )
+    .unwrap();
+    let (tokens, ..) = expected("gqa-untied-theta5e5");
+    assert_eq!(
+        prefill_logits(dir.path(), &tokens),
+        prefill_logits(&src, &tokens),
+        "sharded and single-file logits differ"
+    );
+}

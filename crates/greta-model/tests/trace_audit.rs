@@ -292,3 +292,104 @@ fn audit_route_compares_every_kernel_route_and_finds_planted_faults() {
         }
     }
 }
+
+#[test]
+fn debug_input_provenance_and_npy_dumps() {
+    let lm = common::load(&tiny());
+    let dir = tempfile::tempdir().unwrap();
+    let dump = dir.path().join("dump");
+    std::fs::create_dir(&dump).unwrap();
+    let sel = Selection {
+        enabled: true,
+        debug_input: true,
+        dump: Some(dump.clone()),
+        points: vec![Point::EmbedOut, Point::AttnIn, Point::Logits],
+        ..Selection::default()
+    };
+    let ids = RunIds {
+        run: "r".into(),
+        prompt: "p0".into(),
+        backend: "cpu".into(),
+        route: "cpu-blocks".into(),
+    };
+    let mut rec = Recorder::new(sel, lm.model.config.n_layers, ids).keep_rows();
+    let tokens = prompt_tokens(&lm);
+    let mut cache = lm.model.new_cache(tokens.len());
+    let n = tokens.len() - 1;
+    lm.model
+        .forward(&tokens[..n], &mut cache, Logits::Last, &mut rec)
+        .unwrap();
+    lm.model
+        .forward(&tokens[n..], &mut cache, Logits::Last, &mut rec)
+        .unwrap();
+    let embed: Vec<_> = rec
+        .captured
+        .iter()
+        .filter(|c| c.record.point == "embed_out")
+        .collect();
+    assert_eq!(embed.len(), 2, "last prefill row and the decode step");
+    let prefill = embed[0]
+        .record
+        .input
+        .as_ref()
+        .expect("provenance on embed_out");
+    assert_eq!(
+        (
+            prefill.src.as_str(),
+            prefill.token_index,
+            prefill.kv_pos,
+            prefill.decode_step
+        ),
+        ("embedding", n - 1, n - 1, 0)
+    );
+    assert_eq!((prefill.offset, prefill.alloc), ((n - 1) * 64, n * 64));
+    let decode = embed[1].record.input.as_ref().unwrap();
+    assert_eq!(
+        (decode.token_index, decode.kv_pos, decode.decode_step),
+        (0, n, 1)
+    );
+    let l1 = rec
+        .captured
+        .iter()
+        .find(|c| c.record.point == "attn_in" && c.record.layer == Some(1))
+        .unwrap();
+    assert_eq!(
+        l1.record.input.as_ref().unwrap().src,
+        "resid_ffn of layer 0"
+    );
+    assert!(rec
+        .captured
+        .iter()
+        .filter(|c| c.record.point == "logits")
+        .all(|c| c.record.input.is_none()));
+
+    // One .npy per record, holding the whole row as little-endian f32.
+    let files: Vec<_> = std::fs::read_dir(&dump)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    assert_eq!(files.len(), rec.captured.len());
+    let logits = rec
+        .captured
+        .iter()
+        .find(|c| c.record.point == "logits" && c.record.step == 1)
+        .unwrap();
+    let bytes = std::fs::read(dump.join(format!("decode-s1-p{n}-L--logits.npy"))).unwrap();
+    assert_eq!(&bytes[..8], b"\x93NUMPY\x01\x00");
+    let header_len = u16::from_le_bytes([bytes[8], bytes[9]]) as usize;
+    assert_eq!(
+        (10 + header_len) % 64,
+        0,
+        "numpy aligns the data to 64 bytes"
+    );
+    let header = std::str::from_utf8(&bytes[10..10 + header_len]).unwrap();
+    assert!(
+        header.contains("'descr': '<f4'") && header.contains("'shape': (384,)"),
+        "{header}"
+    );
+    let values: Vec<f32> = bytes[10 + header_len..]
+        .chunks_exact(4)
+        .map(|b| f32::from_le_bytes(b.try_into().unwrap()))
+        .collect();
+    assert_eq!(&values, logits.values.as_ref().unwrap());
+}

@@ -1,0 +1,74 @@
+//! Tokenizers other than the default model's: the `llama-bpe` and `default` pre-tokenizers
+//! against llama.cpp's llama-tokenize (tools/oracle/make_pretokenizer_vocabs.py), and a
+//! tokenizer.json against transformers (tools/oracle/hf_tokenizer_ids.py).
+
+mod common;
+
+use greta_model::io::gguf::GgufFile;
+use greta_model::tokenizer::Tokenizer;
+
+fn texts() -> Vec<(String, String)> {
+    let mut v: Vec<(String, String)> = std::fs::read_dir(common::fixtures().join("texts"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .map(|p| {
+            (
+                p.file_name().unwrap().to_string_lossy().into_owned(),
+                std::fs::read_to_string(&p).unwrap(),
+            )
+        })
+        .collect();
+    v.sort();
+    v
+}
+
+fn ids(v: &serde_json::Value) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|x| x.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn llama_bpe_and_default_pre_tokenizers_match_llama_tokenize() {
+    let dir = common::fixtures().join("vocab");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    for pre in ["llama-bpe", "default"] {
+        let f = GgufFile::open(&dir.join(format!("{pre}.gguf"))).unwrap();
+        let tok = Tokenizer::from_gguf(&f.header).unwrap();
+        let want_all = &expected[pre];
+        let mut checked = 0;
+        for (name, text) in texts() {
+            let Some(want) = want_all.get(&name) else {
+                continue;
+            };
+            assert_eq!(tok.encode(&text, true).unwrap(), ids(want), "{pre}: {name}");
+            checked += 1;
+        }
+        assert!(checked >= 6, "{pre}: only {checked} texts checked");
+    }
+}
+
+#[test]
+fn tokenizer_json_matches_transformers() {
+    let dir = common::fixtures().join("tiny");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("hf_tokenizer_ids.json")).unwrap())
+            .unwrap();
+    let tok = Tokenizer::from_hf_dir(&dir.join("mha-tied-theta1e4")).unwrap();
+    let mut checked = 0;
+    for (name, text) in texts() {
+        let Some(want) = expected.get(&name) else {
+            continue;
+        };
+        assert_eq!(
+            tok.encode(&text, true).unwrap(),
+            ids(want),
+            "tokenizer.json: {name}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 6);
+}
