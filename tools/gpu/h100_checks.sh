@@ -4,9 +4,11 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)}
+export GRETA_KERNELS_DIR=$PWD/target/device/kernels GRETA_REQUIRE_GPU=1
 status=0
 run() { local name=$1; shift; echo "== $name"; "$@" > "$OUT/$name.txt" 2>&1; local rc=$?; cat "$OUT/$name.txt"; echo "== $name: exit $rc"; [ $rc -eq 0 ] || status=1; }
 run gpu nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
 run greta-info ./target/device/greta info
-run hiprt-gpu env GRETA_REQUIRE_GPU=1 ./target/device/hiprt-gpu --ignored --test-threads=1 --nocapture
+run hiprt-gpu ./target/device/hiprt-gpu --ignored --test-threads=1 --nocapture
+run gpu-ops ./target/device/gpu-ops --ignored --test-threads=1 --nocapture
 exit $status

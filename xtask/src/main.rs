@@ -4,18 +4,32 @@
 //! - `ci`: what CI runs: install what the tests need (the default model), then
 //!   `cargo fmt --check`, `cargo clippy -D warnings`, and every test of the workspace.
 //! - `fetch-model`: download the default model into the cache (as `greta generate` would).
+//! - `build-kernels`: compile kernels/*.hip for gfx942, gfx90a and sm_90a (see kernels.rs).
 
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{bail, Context, Result};
+
+mod kernels;
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .expect("xtask lives in the workspace")
+        .to_path_buf()
+}
 
 fn main() -> Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     match args.first().map(String::as_str) {
         Some("ci") => ci(),
         Some("fetch-model") => fetch_model(),
-        Some(other) => bail!("unknown task {other:?}; accepted: ci, fetch-model"),
-        None => bail!("usage: cargo xtask <task>; tasks: ci, fetch-model"),
+        Some("build-kernels") => {
+            kernels::build(&root()).map(|m| eprintln!("manifest: {}", m.display()))
+        }
+        Some(other) => bail!("unknown task {other:?}; accepted: ci, fetch-model, build-kernels"),
+        None => bail!("usage: cargo xtask <task>; tasks: ci, fetch-model, build-kernels"),
     }
 }
 

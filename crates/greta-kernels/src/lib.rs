@@ -3,4 +3,5 @@
 //! against these with NMSE thresholds; these are checked against naive f64 loops.
 
 pub mod cpu;
+pub mod gpu;
 pub mod quant;

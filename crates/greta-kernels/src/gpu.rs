@@ -1,0 +1,341 @@
+//! Typed launchers for the compiled kernels (kernels/*.hip, built by `cargo xtask
+//! build-kernels`). Each has the signature of its CPU reference op in `cpu`, over device
+//! buffers; tests/gpu_ops.rs checks every one against the CPU with NMSE thresholds.
+
+use std::ffi::c_void;
+use std::path::{Path, PathBuf};
+
+use hiprt::{DeviceBuffer, Function, Gpu, HipError, LaunchDims, Module, Platform, Stream};
+
+#[derive(Debug, thiserror::Error)]
+pub enum KernelError {
+    #[error(transparent)]
+    Runtime(#[from] HipError),
+    #[error("no code object for this {platform} GPU in {dir} (tried {tried}); build them with `cargo xtask build-kernels` or set GRETA_KERNELS_DIR")]
+    Missing {
+        platform: Platform,
+        dir: String,
+        tried: String,
+    },
+    #[error("{0}")]
+    Shape(String),
+}
+
+pub type Result<T> = std::result::Result<T, KernelError>;
+
+/// Where the code objects are: $GRETA_KERNELS_DIR, else `kernels/` beside the executable,
+/// else the workspace's target/kernels (a development build).
+pub fn default_dir() -> PathBuf {
+    if let Some(d) = std::env::var_os("GRETA_KERNELS_DIR") {
+        return PathBuf::from(d);
+    }
+    if let Some(d) = std::env::current_exe()
+        .ok()
+        .and_then(|e| e.parent().map(|p| p.join("kernels")))
+        .filter(|d| d.is_dir())
+    {
+        return d;
+    }
+    PathBuf::from(concat!(env!("CARGO_MANIFEST_DIR"), "/../../target/kernels"))
+}
+
+/// The targets a platform's GPU may be, in the order their objects are tried (a code object
+/// for another architecture fails to load, so the first that loads is the device's).
+fn candidates(p: Platform) -> &'static [&'static str] {
+    match p {
+        Platform::Nvidia => &["sm_90a/ops.cubin"],
+        Platform::Amd => &["gfx942/ops.hsaco", "gfx90a/ops.hsaco"],
+    }
+}
+
+fn grid1(n: usize, block: u32) -> LaunchDims {
+    LaunchDims {
+        grid: [n.div_ceil(block as usize) as u32, 1, 1],
+        block: [block, 1, 1],
+        shared_bytes: 0,
+    }
+}
+
+fn rows(rows: usize, block: u32) -> LaunchDims {
+    LaunchDims {
+        grid: [rows as u32, 1, 1],
+        block: [block, 1, 1],
+        shared_bytes: 0,
+    }
+}
+
+fn u32_of(v: usize, what: &str) -> Result<u32> {
+    u32::try_from(v).map_err(|_| {
+        KernelError::Shape(format!(
+            "{what} = {v} does not fit the kernels' 32-bit sizes"
+        ))
+    })
+}
+
+/// Pointers to launch arguments: each value boxed so its address is stable.
+struct Args(Vec<Box<dyn std::any::Any>>);
+
+impl Args {
+    fn new() -> Self {
+        Args(Vec::new())
+    }
+    fn ptr<T: Copy>(mut self, b: &DeviceBuffer<T>) -> Self {
+        self.0.push(Box::new(b.ptr().addr() as u64));
+        self
+    }
+    fn u32(mut self, v: u32) -> Self {
+        self.0.push(Box::new(v));
+        self
+    }
+    fn f32(mut self, v: f32) -> Self {
+        self.0.push(Box::new(v));
+        self
+    }
+    fn pointers(&mut self) -> Vec<*mut c_void> {
+        self.0
+            .iter_mut()
+            .map(|b| (&mut **b as *mut dyn std::any::Any).cast::<c_void>())
+            .collect()
+    }
+}
+
+/// `rows` rows of `len` values.
+#[derive(Debug, Clone, Copy)]
+pub struct Rows {
+    pub rows: usize,
+    pub len: usize,
+}
+
+/// The shape of a RoPE call: `rows` rows of `n_heads` heads of `head_dim`; `half_split`
+/// pairs (i, i + d/2) as Hugging Face does, else (2i, 2i+1) as GGUF weights need.
+#[derive(Debug, Clone, Copy)]
+pub struct RopeShape {
+    pub rows: usize,
+    pub n_heads: usize,
+    pub head_dim: usize,
+    pub half_split: bool,
+}
+
+pub struct GpuKernels {
+    pub object: PathBuf,
+    _module: Module,
+    embed: Function,
+    rmsnorm: Function,
+    rope: Function,
+    silu_mul: Function,
+    add: Function,
+    gemv: Function,
+    argmax: Function,
+}
+
+const BLOCK: u32 = 256;
+
+impl GpuKernels {
+    pub fn load(gpu: &Gpu, dir: &Path) -> Result<Self> {
+        let mut tried = Vec::new();
+        for rel in candidates(gpu.platform()) {
+            let path = dir.join(rel);
+            let Ok(image) = std::fs::read(&path) else {
+                tried.push(format!("{rel} (absent)"));
+                continue;
+            };
+            match gpu.load_module(&image) {
+                Ok(m) => {
+                    let f = |n: &str| m.function(n);
+                    return Ok(GpuKernels {
+                        object: path,
+                        embed: f("embed_f16")?,
+                        rmsnorm: f("rmsnorm_f32")?,
+                        rope: f("rope_f32")?,
+                        silu_mul: f("silu_mul_f32")?,
+                        add: f("add_f32")?,
+                        gemv: f("gemv_f16")?,
+                        argmax: f("argmax_f32")?,
+                        _module: m,
+                    });
+                }
+                Err(e) => tried.push(format!("{rel} ({e})")),
+            }
+        }
+        Err(KernelError::Missing {
+            platform: gpu.platform(),
+            dir: dir.display().to_string(),
+            tried: tried.join("; "),
+        })
+    }
+
+    fn launch(f: &Function, dims: LaunchDims, s: &Stream, mut args: Args) -> Result<()> {
+        let mut p = args.pointers();
+        // SAFETY: every launcher passes the kernel's parameters in order and type, and checks
+        // the buffer sizes the kernel will touch.
+        unsafe { f.launch(dims, s, &mut p)? };
+        Ok(())
+    }
+
+    fn need<T: Copy>(b: &DeviceBuffer<T>, n: usize, what: &str) -> Result<()> {
+        if b.len() < n {
+            return Err(KernelError::Shape(format!(
+                "{what}: buffer of {} elements, {n} needed",
+                b.len()
+            )));
+        }
+        Ok(())
+    }
+
+    /// out[r] = table[ids[r]] (f16 rows widened to f32).
+    pub fn embed(
+        &self,
+        s: &Stream,
+        table: &DeviceBuffer<u16>,
+        ids: &DeviceBuffer<u32>,
+        out: &mut DeviceBuffer<f32>,
+        n_rows: usize,
+        d: usize,
+    ) -> Result<()> {
+        Self::need(ids, n_rows, "embed ids")?;
+        Self::need(out, n_rows * d, "embed out")?;
+        Self::launch(
+            &self.embed,
+            rows(n_rows, BLOCK),
+            s,
+            Args::new()
+                .ptr(table)
+                .ptr(ids)
+                .ptr(out)
+                .u32(u32_of(d, "d")?),
+        )
+    }
+
+    pub fn rmsnorm(
+        &self,
+        s: &Stream,
+        x: &DeviceBuffer<f32>,
+        w: &DeviceBuffer<f32>,
+        out: &mut DeviceBuffer<f32>,
+        shape: Rows,
+        eps: f32,
+    ) -> Result<()> {
+        let Rows {
+            rows: n_rows,
+            len: d,
+        } = shape;
+        Self::need(x, n_rows * d, "rmsnorm x")?;
+        Self::need(w, d, "rmsnorm w")?;
+        Self::need(out, n_rows * d, "rmsnorm out")?;
+        Self::launch(
+            &self.rmsnorm,
+            rows(n_rows, BLOCK),
+            s,
+            Args::new()
+                .ptr(x)
+                .ptr(w)
+                .ptr(out)
+                .u32(u32_of(d, "d")?)
+                .f32(eps),
+        )
+    }
+
+    /// RoPE in place on `[rows, n_heads * head_dim]`; row r at position `*pos0 + r`.
+    pub fn rope(
+        &self,
+        s: &Stream,
+        x: &mut DeviceBuffer<f32>,
+        pos0: &DeviceBuffer<u32>,
+        inv_freq: &DeviceBuffer<f32>,
+        shape: RopeShape,
+    ) -> Result<()> {
+        let RopeShape {
+            rows: n_rows,
+            n_heads,
+            head_dim,
+            half_split,
+        } = shape;
+        Self::need(x, n_rows * n_heads * head_dim, "rope x")?;
+        Self::need(inv_freq, head_dim / 2, "rope inv_freq")?;
+        Self::need(pos0, 1, "rope pos0")?;
+        let args = Args::new()
+            .ptr(x)
+            .ptr(pos0)
+            .ptr(inv_freq)
+            .u32(u32_of(n_heads, "n_heads")?)
+            .u32(u32_of(head_dim, "head_dim")?)
+            .u32(half_split as u32);
+        Self::launch(&self.rope, rows(n_rows, BLOCK), s, args)
+    }
+
+    pub fn silu_mul(
+        &self,
+        s: &Stream,
+        gate: &DeviceBuffer<f32>,
+        up: &DeviceBuffer<f32>,
+        out: &mut DeviceBuffer<f32>,
+        n: usize,
+    ) -> Result<()> {
+        for (b, w) in [(gate, "gate"), (up, "up")] {
+            Self::need(b, n, w)?;
+        }
+        Self::need(out, n, "silu_mul out")?;
+        Self::launch(
+            &self.silu_mul,
+            grid1(n, BLOCK),
+            s,
+            Args::new().ptr(gate).ptr(up).ptr(out).u32(u32_of(n, "n")?),
+        )
+    }
+
+    pub fn add(
+        &self,
+        s: &Stream,
+        x: &mut DeviceBuffer<f32>,
+        y: &DeviceBuffer<f32>,
+        n: usize,
+    ) -> Result<()> {
+        Self::need(x, n, "add x")?;
+        Self::need(y, n, "add y")?;
+        Self::launch(
+            &self.add,
+            grid1(n, BLOCK),
+            s,
+            Args::new().ptr(x).ptr(y).u32(u32_of(n, "n")?),
+        )
+    }
+
+    /// y[n] = w[n, k] · x[k], f16 weights.
+    pub fn gemv(
+        &self,
+        s: &Stream,
+        w: &DeviceBuffer<u16>,
+        x: &DeviceBuffer<f32>,
+        y: &mut DeviceBuffer<f32>,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
+        Self::need(w, n * k, "gemv w")?;
+        Self::need(x, k, "gemv x")?;
+        Self::need(y, n, "gemv y")?;
+        Self::launch(
+            &self.gemv,
+            rows(n, BLOCK),
+            s,
+            Args::new().ptr(w).ptr(x).ptr(y).u32(u32_of(k, "k")?),
+        )
+    }
+
+    /// out[0] = argmax of x[..n] (first on ties), computed on the device.
+    pub fn argmax(
+        &self,
+        s: &Stream,
+        x: &DeviceBuffer<f32>,
+        n: usize,
+        out: &mut DeviceBuffer<u32>,
+    ) -> Result<()> {
+        Self::need(x, n, "argmax x")?;
+        Self::need(out, 1, "argmax out")?;
+        Self::launch(
+            &self.argmax,
+            rows(1, 1024),
+            s,
+            Args::new().ptr(x).u32(u32_of(n, "n")?).ptr(out),
+        )
+    }
+}

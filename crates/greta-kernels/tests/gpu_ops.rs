@@ -1,0 +1,227 @@
+//! Every GPU op against its CPU reference, with NMSE thresholds, over edge shapes (rows and
+//! lengths that are not multiples of the block size, head_dim 64 and 128, long positions).
+//! Run on a GPU machine: `GRETA_REQUIRE_GPU=1 cargo test -p greta-kernels --test gpu_ops
+//! -- --ignored` after `cargo xtask build-kernels` (tools/gpu/h100_checks.sh does both).
+
+use greta_kernels::cpu::{self, RopePairing, WeightView};
+use greta_kernels::gpu::{default_dir, GpuKernels, RopeShape, Rows};
+use half::f16;
+use hiprt::{DeviceBuffer, Gpu, PlatformChoice, Stream};
+
+fn setup() -> (Gpu, Stream, GpuKernels) {
+    assert_eq!(
+        std::env::var("GRETA_REQUIRE_GPU").as_deref(),
+        Ok("1"),
+        "set GRETA_REQUIRE_GPU=1 to run the GPU tests"
+    );
+    let choice: PlatformChoice = std::env::var("GRETA_PLATFORM")
+        .unwrap_or_else(|_| "auto".into())
+        .parse()
+        .unwrap();
+    let gpu = Gpu::open(choice, 0)
+        .unwrap_or_else(|e| panic!("GRETA_REQUIRE_GPU=1 but no GPU opened: {e}"));
+    let s = gpu.stream().unwrap();
+    let k = GpuKernels::load(&gpu, &default_dir()).unwrap_or_else(|e| panic!("{e}"));
+    eprintln!(
+        "{} ({}), kernels from {}",
+        gpu.name(),
+        gpu.platform(),
+        k.object.display()
+    );
+    (gpu, s, k)
+}
+
+fn values(n: usize, seed: u64) -> Vec<f32> {
+    let mut st = seed;
+    (0..n)
+        .map(|_| {
+            st = st.wrapping_add(0x9e3779b97f4a7c15);
+            let mut z = st;
+            z = (z ^ (z >> 30)).wrapping_mul(0xbf58476d1ce4e5b9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94d049bb133111eb);
+            ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32 * 2.0 - 1.0
+        })
+        .collect()
+}
+
+fn nmse(got: &[f32], want: &[f32]) -> f64 {
+    assert_eq!(got.len(), want.len());
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&a, &b)| (a as f64 - b as f64).powi(2))
+        .sum();
+    let den: f64 = want
+        .iter()
+        .map(|&b| (b as f64).powi(2))
+        .sum::<f64>()
+        .max(1e-30);
+    num / den
+}
+
+fn upload<T: Copy>(g: &Gpu, s: &Stream, v: &[T]) -> DeviceBuffer<T> {
+    let mut b = g.alloc::<T>(v.len()).unwrap();
+    b.copy_from_host(v, s).unwrap();
+    b
+}
+
+fn download(s: &Stream, b: &DeviceBuffer<f32>) -> Vec<f32> {
+    b.to_vec(s).unwrap()
+}
+
+/// f32 on both sides; only the order of the sums differs.
+const NMSE_F32: f64 = 1e-10;
+
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn gemv_f16_matches_cpu_over_edge_shapes() {
+    let (g, s, k) = setup();
+    for (n, kk) in [
+        (1, 1),
+        (31, 33),
+        (32, 64),
+        (33, 100),
+        (64, 576),
+        (100, 1536),
+        (512, 4095),
+        (49_152, 576),
+        (4096, 11_008),
+    ] {
+        let w16: Vec<f16> = values(n * kk, (n * 7 + kk) as u64)
+            .into_iter()
+            .map(f16::from_f32)
+            .collect();
+        let wf: Vec<f32> = w16.iter().map(|h| h.to_f32()).collect();
+        let x = values(kk, 3);
+        let dw = upload(
+            &g,
+            &s,
+            &w16.iter().map(|h| h.to_bits()).collect::<Vec<u16>>(),
+        );
+        let dx = upload(&g, &s, &x);
+        let mut dy = g.alloc::<f32>(n).unwrap();
+        k.gemv(&s, &dw, &dx, &mut dy, n, kk).unwrap();
+        let mut want = vec![0f32; n];
+        cpu::matmul_wt(&x, WeightView::F32(&wf), &mut want, 1, kk, n);
+        let e = nmse(&download(&s, &dy), &want);
+        eprintln!("gemv n={n} k={kk}: nmse {e:.3e}");
+        assert!(e < NMSE_F32, "gemv n={n} k={kk}: nmse {e:.3e}");
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn rmsnorm_embed_silu_add_match_cpu() {
+    let (g, s, k) = setup();
+    for (rows, d) in [(1, 1), (31, 33), (33, 576), (100, 4096), (3, 5000)] {
+        let x = values(rows * d, 1);
+        let w = values(d, 2);
+        let (dx, dw) = (upload(&g, &s, &x), upload(&g, &s, &w));
+        let mut dout = g.alloc::<f32>(rows * d).unwrap();
+        k.rmsnorm(&s, &dx, &dw, &mut dout, Rows { rows, len: d }, 1e-5)
+            .unwrap();
+        let mut want = vec![0f32; rows * d];
+        cpu::rmsnorm(&x, &w, 1e-5, &mut want);
+        let e = nmse(&download(&s, &dout), &want);
+        eprintln!("rmsnorm rows={rows} d={d}: nmse {e:.3e}");
+        assert!(e < NMSE_F32, "rmsnorm rows={rows} d={d}: nmse {e:.3e}");
+
+        let n = rows * d;
+        let (a, b) = (values(n, 5), values(n, 6));
+        let (da, db) = (upload(&g, &s, &a), upload(&g, &s, &b));
+        let mut dc = g.alloc::<f32>(n).unwrap();
+        k.silu_mul(&s, &da, &db, &mut dc, n).unwrap();
+        let mut want = vec![0f32; n];
+        cpu::silu_mul(&a, &b, &mut want);
+        let e = nmse(&download(&s, &dc), &want);
+        eprintln!("silu_mul n={n}: nmse {e:.3e}");
+        assert!(e < NMSE_F32, "silu_mul n={n}: nmse {e:.3e}");
+        let mut da = da;
+        k.add(&s, &mut da, &db, n).unwrap();
+        let mut want = a.clone();
+        cpu::add_in_place(&mut want, &b);
+        assert_eq!(
+            download(&s, &da),
+            want,
+            "add n={n}: f32 addition is exact on both"
+        );
+    }
+    let (vocab, d) = (1000, 576);
+    let table: Vec<f16> = values(vocab * d, 9)
+        .into_iter()
+        .map(f16::from_f32)
+        .collect();
+    let ids: Vec<u32> = vec![0, 999, 17, 17, 500];
+    let dt = upload(
+        &g,
+        &s,
+        &table.iter().map(|h| h.to_bits()).collect::<Vec<u16>>(),
+    );
+    let di = upload(&g, &s, &ids);
+    let mut dout = g.alloc::<f32>(ids.len() * d).unwrap();
+    k.embed(&s, &dt, &di, &mut dout, ids.len(), d).unwrap();
+    let want: Vec<f32> = ids
+        .iter()
+        .flat_map(|&i| {
+            table[i as usize * d..(i as usize + 1) * d]
+                .iter()
+                .map(|h| h.to_f32())
+        })
+        .collect();
+    assert_eq!(download(&s, &dout), want, "embedding rows are exact copies");
+}
+
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn rope_matches_cpu_in_both_pairings_and_at_long_positions() {
+    let (g, s, k) = setup();
+    for (head_dim, n_heads, pos0, rows) in [(64, 9, 0, 33), (128, 32, 4000, 3), (64, 3, 4095, 1)] {
+        let inv: Vec<f32> = (0..head_dim / 2)
+            .map(|i| 10000f32.powf(-(2.0 * i as f32) / head_dim as f32))
+            .collect();
+        for pairing in [RopePairing::Adjacent, RopePairing::HalfSplit] {
+            let x = values(rows * n_heads * head_dim, 4);
+            let mut dx = upload(&g, &s, &x);
+            let dpos = upload(&g, &s, &[pos0 as u32]);
+            let dinv = upload(&g, &s, &inv);
+            let shape = RopeShape {
+                rows,
+                n_heads,
+                head_dim,
+                half_split: pairing == RopePairing::HalfSplit,
+            };
+            k.rope(&s, &mut dx, &dpos, &dinv, shape).unwrap();
+            let mut want = x.clone();
+            cpu::rope(&mut want, pos0, n_heads, head_dim, &inv, pairing);
+            let e = nmse(&download(&s, &dx), &want);
+            eprintln!("rope hd={head_dim} pos0={pos0} {pairing:?}: nmse {e:.3e}");
+            assert!(
+                e < 1e-9,
+                "rope hd={head_dim} pos0={pos0} {pairing:?}: nmse {e:.3e}"
+            );
+        }
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn argmax_on_device_takes_the_first_maximum() {
+    let (g, s, k) = setup();
+    for n in [1, 31, 1024, 1025, 49_152, 128_256] {
+        let mut x = values(n, n as u64);
+        if n > 10 {
+            let m = x.iter().cloned().fold(f32::MIN, f32::max) + 1.0;
+            x[n / 3] = m;
+            x[n - 1] = m; // a tie: the first wins
+        }
+        let dx = upload(&g, &s, &x);
+        let mut dout = g.alloc::<u32>(1).unwrap();
+        k.argmax(&s, &dx, n, &mut dout).unwrap();
+        let got = dout.to_vec(&s).unwrap()[0] as usize;
+        let want = x
+            .iter()
+            .enumerate()
+            .fold(0, |b, (i, &v)| if v > x[b] { i } else { b });
+        assert_eq!(got, want, "argmax n={n}");
+    }
+}

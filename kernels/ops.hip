@@ -1,0 +1,101 @@
+// The elementwise and row ops of the forward pass (f32 activations, f16 weights where
+// stored). Each has a CPU reference in greta-kernels' cpu.rs with the same semantics; the
+// GPU op tests compare the two with NMSE thresholds.
+#include "greta_device.h"
+
+#define MAX_BLOCK 1024
+
+// out[r, :] = table[ids[r], :] widened to f32. Grid: rows; block: any.
+GRETA_KERNEL void embed_f16(const g_half* table, const unsigned* ids, float* out, unsigned d) {
+    unsigned r = g_bid();
+    const g_half* row = table + (unsigned long)ids[r] * d;
+    for (unsigned i = g_tid(); i < d; i += g_bdim()) out[(unsigned long)r * d + i] = g_h2f(row[i]);
+}
+
+// out = x / sqrt(mean(x^2) + eps) * w, per row. Grid: rows; block: power of two <= 1024.
+GRETA_KERNEL void rmsnorm_f32(const float* x, const float* w, float* out, unsigned d, float eps) {
+    GRETA_SHARED float scratch[MAX_BLOCK];
+    unsigned r = g_bid();
+    const float* xr = x + (unsigned long)r * d;
+    float ss = 0.0f;
+    for (unsigned i = g_tid(); i < d; i += g_bdim()) ss += xr[i] * xr[i];
+    float total = g_block_sum(ss, scratch);
+    float scale = 1.0f / g_sqrt(total / (float)d + eps);
+    for (unsigned i = g_tid(); i < d; i += g_bdim()) out[(unsigned long)r * d + i] = xr[i] * scale * w[i];
+}
+
+// Rotates each head of each row in place; row r is at position *pos0 + r (read from device
+// memory, so a captured decode graph needs no update per token). half_split: 0 pairs
+// (2i, 2i+1) (GGUF), 1 pairs (i, i + hd/2) (Hugging Face). Grid: rows; block: any.
+GRETA_KERNEL void rope_f32(float* x, const unsigned* pos0, const float* inv_freq, unsigned n_heads,
+                           unsigned head_dim, unsigned half_split) {
+    unsigned r = g_bid();
+    float pos = (float)(*pos0 + r);
+    unsigned half = head_dim / 2;
+    float* row = x + (unsigned long)r * n_heads * head_dim;
+    for (unsigned j = g_tid(); j < n_heads * half; j += g_bdim()) {
+        unsigned h = j / half, i = j % half;
+        float angle = pos * inv_freq[i];
+        float s = g_sin(angle), c = g_cos(angle);
+        unsigned a = half_split ? i : 2 * i;
+        unsigned b = half_split ? i + half : 2 * i + 1;
+        float* head = row + h * head_dim;
+        float x0 = head[a], x1 = head[b];
+        head[a] = x0 * c - x1 * s;
+        head[b] = x0 * s + x1 * c;
+    }
+}
+
+// out = silu(gate) * up. Grid x block covers n.
+GRETA_KERNEL void silu_mul_f32(const float* gate, const float* up, float* out, unsigned n) {
+    unsigned i = g_bid() * g_bdim() + g_tid();
+    if (i < n) {
+        float g = gate[i];
+        out[i] = g / (1.0f + g_exp(-g)) * up[i];
+    }
+}
+
+// x += y. Grid x block covers n.
+GRETA_KERNEL void add_f32(float* x, const float* y, unsigned n) {
+    unsigned i = g_bid() * g_bdim() + g_tid();
+    if (i < n) x[i] += y[i];
+}
+
+// y[row] = dot(w[row, :], x) for f16 weights [n, k], f32 x. Grid: n rows; block: power of
+// two <= 1024. (The speed issue replaces this with a wave-per-row kernel reading 16 bytes a
+// load; this one is the plain, correct baseline.)
+GRETA_KERNEL void gemv_f16(const g_half* w, const float* x, float* y, unsigned k) {
+    GRETA_SHARED float scratch[MAX_BLOCK];
+    unsigned row = g_bid();
+    const g_half* wr = w + (unsigned long)row * k;
+    float acc = 0.0f;
+    for (unsigned i = g_tid(); i < k; i += g_bdim()) acc += g_h2f(wr[i]) * x[i];
+    float total = g_block_sum(acc, scratch);
+    if (g_tid() == 0) y[row] = total;
+}
+
+// *out = the index of the largest of x[0..n) (the first on ties). One block, power of two
+// threads <= 1024.
+GRETA_KERNEL void argmax_f32(const float* x, unsigned n, unsigned* out) {
+    GRETA_SHARED float best_v[MAX_BLOCK];
+    GRETA_SHARED unsigned best_i[MAX_BLOCK];
+    unsigned t = g_tid();
+    float bv = -3.402823466e38f;
+    unsigned bi = 0xffffffffu;
+    for (unsigned i = t; i < n; i += g_bdim()) {
+        float v = x[i];
+        if (v > bv || (v == bv && i < bi)) { bv = v; bi = i; }
+    }
+    best_v[t] = bv;
+    best_i[t] = bi;
+    g_sync();
+    for (unsigned s = g_bdim() / 2; s > 0; s >>= 1) {
+        if (t < s) {
+            float ov = best_v[t + s];
+            unsigned oi = best_i[t + s];
+            if (ov > best_v[t] || (ov == best_v[t] && oi < best_i[t])) { best_v[t] = ov; best_i[t] = oi; }
+        }
+        g_sync();
+    }
+    if (t == 0) *out = best_i[0];
+}

@@ -1,0 +1,234 @@
+//! `cargo xtask build-kernels`: compiles every kernels/*.hip for each target, writes the code
+//! objects and a manifest, and checks the disassembly of the objects that must use the
+//! matrix units.
+//!
+//! - gfx942, gfx90a: `clang-19 -x hip --offload-device-only` (Debian's clang-19 + lld-19; no
+//!   ROCm needed), or `$GRETA_CLANG`.
+//! - sm_90a: `nvcc` from `$NVCC`, the PATH, or the CUDA 13.0 Python wheels (nvidia-cuda-nvcc,
+//!   -runtime, -crt, -cccl, nvidia-nvvm), installed with pip into target/toolchains/cuda-13.0
+//!   when neither is there.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use anyhow::{bail, Context, Result};
+use sha2::{Digest, Sha256};
+
+pub struct Target {
+    pub name: &'static str,
+    pub ext: &'static str,
+    pub vendor: &'static str,
+}
+
+pub const TARGETS: [Target; 3] = [
+    Target {
+        name: "gfx942",
+        ext: "hsaco",
+        vendor: "amd",
+    },
+    Target {
+        name: "gfx90a",
+        ext: "hsaco",
+        vendor: "amd",
+    },
+    Target {
+        name: "sm_90a",
+        ext: "cubin",
+        vendor: "nvidia",
+    },
+];
+
+/// Objects whose names start with these must contain matrix-unit instructions.
+const MATRIX_KERNELS: [&str; 2] = ["gemm", "attention"];
+
+fn output(cmd: &mut Command, what: &str) -> Result<String> {
+    let out = cmd.output().with_context(|| format!("running {what}"))?;
+    if !out.status.success() {
+        bail!(
+            "{what} failed ({}):\n{}",
+            out.status,
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+fn find_clang() -> Result<PathBuf> {
+    if let Ok(c) = std::env::var("GRETA_CLANG") {
+        return Ok(PathBuf::from(c));
+    }
+    for c in ["clang-19", "clang"] {
+        if Command::new(c)
+            .arg("--version")
+            .output()
+            .is_ok_and(|o| o.status.success())
+        {
+            return Ok(PathBuf::from(c));
+        }
+    }
+    bail!("no clang for the AMD targets: install Debian's clang-19 and lld-19 (apt-get install clang-19 lld-19) or set GRETA_CLANG")
+}
+
+fn find_nvcc(root: &Path) -> Result<PathBuf> {
+    if let Ok(c) = std::env::var("NVCC") {
+        return Ok(PathBuf::from(c));
+    }
+    if Command::new("nvcc")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Ok(PathBuf::from("nvcc"));
+    }
+    let dir = root.join("target/toolchains/cuda-13.0");
+    let nvcc = dir.join("nvidia/cu13/bin/nvcc");
+    if !nvcc.exists() {
+        eprintln!(
+            "==> installing nvcc (CUDA 13.0 Python wheels) into {}",
+            dir.display()
+        );
+        let status = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
+            .arg(&dir)
+            .args([
+                "nvidia-cuda-nvcc==13.0.*",
+                "nvidia-cuda-runtime==13.0.*",
+                "nvidia-cuda-crt==13.0.*",
+                "nvidia-cuda-cccl==13.0.*",
+                "nvidia-nvvm==13.0.*",
+            ])
+            .status()
+            .context("running pip to install nvcc")?;
+        if !status.success() || !nvcc.exists() {
+            bail!("could not install nvcc from the nvidia-cuda-nvcc wheels (pip: {status}); set NVCC to an nvcc");
+        }
+    }
+    Ok(nvcc)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or("")
+        .trim()
+        .to_string()
+}
+
+/// Builds every kernel for every target into target/kernels/; returns the manifest path.
+pub fn build(root: &Path) -> Result<PathBuf> {
+    let sources: Vec<PathBuf> = {
+        let mut v: Vec<PathBuf> = std::fs::read_dir(root.join("kernels"))?
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "hip"))
+            .collect();
+        v.sort();
+        v
+    };
+    if sources.is_empty() {
+        bail!("no kernels/*.hip sources");
+    }
+    let out_root = root.join("target/kernels");
+    let clang = find_clang()?;
+    let nvcc = find_nvcc(root)?;
+    let clang_version = first_line(&output(
+        Command::new(&clang).arg("--version"),
+        "clang --version",
+    )?);
+    let nvcc_version = output(Command::new(&nvcc).arg("--version"), "nvcc --version")?
+        .lines()
+        .last()
+        .unwrap_or("")
+        .to_string();
+    let mut objects = Vec::new();
+    for t in &TARGETS {
+        let dir = out_root.join(t.name);
+        std::fs::create_dir_all(&dir)?;
+        for src in &sources {
+            let stem = src.file_stem().unwrap().to_string_lossy().into_owned();
+            let obj = dir.join(format!("{stem}.{}", t.ext));
+            let (compiler, version) = if t.vendor == "amd" {
+                output(
+                    Command::new(&clang)
+                        .args([
+                            "-x",
+                            "hip",
+                            "--offload-device-only",
+                            "--no-gpu-bundle-output",
+                            "-nogpuinc",
+                            "-nogpulib",
+                            "-O3",
+                            "-std=c++17",
+                        ])
+                        .arg(format!("--offload-arch={}", t.name))
+                        .arg("-o")
+                        .arg(&obj)
+                        .arg(src),
+                    &format!("clang for {} of {}", t.name, src.display()),
+                )?;
+                (clang.display().to_string(), clang_version.clone())
+            } else {
+                output(
+                    Command::new(&nvcc)
+                        .args(["-cubin", "-O3", "-std=c++17", "-x", "cu"])
+                        .arg(format!("-arch={}", t.name))
+                        .arg("-o")
+                        .arg(&obj)
+                        .arg(src),
+                    &format!("nvcc for {} of {}", t.name, src.display()),
+                )?;
+                (nvcc.display().to_string(), nvcc_version.clone())
+            };
+            let bytes = std::fs::read(&obj)?;
+            check_matrix_units(t, &stem, &obj, &nvcc)?;
+            objects.push(serde_json::json!({
+                "kernel": stem,
+                "target": t.name,
+                "vendor": t.vendor,
+                "path": format!("{}/{stem}.{}", t.name, t.ext),
+                "sha256": format!("{:x}", Sha256::digest(&bytes)),
+                "bytes": bytes.len(),
+                "compiler": compiler,
+                "compiler_version": version,
+            }));
+            eprintln!("built {}/{stem}.{} ({} bytes)", t.name, t.ext, bytes.len());
+        }
+    }
+    let manifest = out_root.join("manifest.json");
+    std::fs::write(
+        &manifest,
+        serde_json::to_string_pretty(&serde_json::json!({"objects": objects}))?,
+    )?;
+    Ok(manifest)
+}
+
+/// GEMM and attention objects must use MFMA on gfx9 and HMMA/HGMMA on sm_90a: a kernel that
+/// silently fell back to plain FMAs would otherwise pass every numeric test.
+fn check_matrix_units(t: &Target, stem: &str, obj: &Path, nvcc: &Path) -> Result<()> {
+    if !MATRIX_KERNELS.iter().any(|k| stem.starts_with(k)) {
+        return Ok(());
+    }
+    let (listing, needle) = if t.vendor == "amd" {
+        (
+            output(
+                Command::new("llvm-objdump-19")
+                    .args(["-d", &format!("--mcpu={}", t.name)])
+                    .arg(obj),
+                "llvm-objdump-19",
+            )?,
+            vec!["v_mfma"],
+        )
+    } else {
+        let cuobjdump = nvcc.with_file_name("cuobjdump");
+        (
+            output(
+                Command::new(cuobjdump).arg("-sass").arg(obj),
+                "cuobjdump -sass",
+            )?,
+            vec!["HMMA", "HGMMA"],
+        )
+    };
+    if !needle.iter().any(|n| listing.contains(n)) {
+        bail!("{}/{stem}: no {} instruction in the code object: the matrix-unit path was not compiled", t.name, needle.join("/"));
+    }
+    Ok(())
+}
