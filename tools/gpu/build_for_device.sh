@@ -15,5 +15,6 @@ test_bin() { # crate test-target
 }
 cp "$(test_bin hiprt gpu)" target/device/hiprt-gpu
 cp "$(test_bin greta-kernels gpu_ops)" target/device/gpu-ops
-strip target/device/greta target/device/hiprt-gpu target/device/gpu-ops
+cp "$(test_bin greta-model gpu_model)" target/device/gpu-model
+strip target/device/greta target/device/hiprt-gpu target/device/gpu-ops target/device/gpu-model
 du -sh target/device

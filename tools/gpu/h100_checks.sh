@@ -5,10 +5,29 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)}
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels GRETA_REQUIRE_GPU=1
+G=./target/device/greta
+TINY=crates/greta-model/tests/fixtures/tiny
 status=0
-run() { local name=$1; shift; echo "== $name"; "$@" > "$OUT/$name.txt" 2>&1; local rc=$?; cat "$OUT/$name.txt"; echo "== $name: exit $rc"; [ $rc -eq 0 ] || status=1; }
+run() { local name=$1; shift; echo "== $name"; "$@" > "$OUT/$name.txt" 2>&1; local rc=$?; tail -n 25 "$OUT/$name.txt"; echo "== $name: exit $rc"; [ $rc -eq 0 ] || status=1; }
 run gpu nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv
-run greta-info ./target/device/greta info
+run greta-info $G info
 run hiprt-gpu ./target/device/hiprt-gpu --ignored --test-threads=1 --nocapture
 run gpu-ops ./target/device/gpu-ops --ignored --test-threads=1 --nocapture
+# The model test binary reads its fixtures relative to the source tree it was built in.
+run gpu-model env -C crates/greta-model ../../target/device/gpu-model --ignored --test-threads=1 --nocapture
+# Backend audits: every stage of every position, GPU against the CPU reference.
+audits() {
+  for v in mha-tied-theta1e4 gqa-untied-theta5e5 gqa4-llama3-rope; do
+    for m in $TINY/$v/model-f16.gguf $TINY/$v; do
+      echo "## $m"; $G audit backend --against cpu -m "$m" --tol "${TOL:-1e-3}" | tail -n 3
+    done
+  done
+}
+run audit-tiny audits
+python3 tools/gpu/make_random_llama.py smollm2-135m /tmp/smollm2-random > /dev/null 2>&1
+python3 tools/gpu/make_random_llama.py llama2-7b-2layers /tmp/llama2-random > /dev/null 2>&1
+run audit-smollm2-shape $G audit backend --against cpu -m /tmp/smollm2-random --tol "${TOL:-1e-3}" --json
+run audit-llama2-shape $G audit backend --against cpu -m /tmp/llama2-random --tol "${TOL:-1e-3}" --json
+# The default-like shape end to end: greedy generation on the GPU, graph and eager.
+run generate-smollm2-shape sh -c "$G generate --backend gpu -m /tmp/smollm2-random --no-chat --temperature 0 -n 128 'The quick brown fox' && $G generate --backend gpu --no-graph -m /tmp/smollm2-random --no-chat --temperature 0 -n 128 'The quick brown fox'"
 exit $status

@@ -133,6 +133,9 @@ struct GenerateArgs {
     /// Where to run: cpu, gpu or auto.
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
     backend: BackendRequest,
+    /// GPU: launch each decode step's kernels one by one instead of replaying the captured graph.
+    #[arg(long)]
+    no_graph: bool,
     #[command(flatten)]
     trace: TraceArgs,
 }
@@ -261,7 +264,10 @@ fn load_model(path: &Path, quiet: bool) -> Result<LoadedModel> {
 }
 
 fn cmd_generate(a: GenerateArgs) -> Result<()> {
-    let selection = greta_hal::select(a.backend)?;
+    let platform: greta_hal::PlatformChoice = std::env::var("GRETA_PLATFORM")
+        .unwrap_or_else(|_| "auto".into())
+        .parse()?;
+    let selection = greta_hal::select(a.backend, platform)?;
     let env: Vec<(String, String)> = std::env::vars().collect();
     let trace_sel = a.trace.selection(&env)?;
     let inject = a.trace.injection()?;
@@ -339,7 +345,6 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         Some(c) => c,
         None => max_ctx.min(4096),
     };
-    let mut cache = lm.model.new_cache(capacity);
     let (mut recorder, trace_path) =
         trace_cmd::generate_recorder(trace_sel, inject, &lm, "cpu-blocks")?;
     if let Some(i) = inject {
@@ -349,31 +354,42 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut write_err = None;
-    let stats = generate::generate(
-        &lm.model,
-        &mut cache,
-        &ids,
-        Decoding {
-            max_new: a.max_tokens,
-            sampler: &mut sampler,
-            is_eog: &|id| tok.is_end_of_generation(id),
-        },
-        &mut recorder,
-        &mut |id| match stream.push(id) {
-            Ok(Some(piece)) => match out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
-                Ok(()) => true,
-                Err(e) => {
-                    write_err = Some(anyhow::Error::from(e).context("writing to stdout"));
-                    false
-                }
-            },
-            Ok(None) => true,
+    let mut on_token = |id| match stream.push(id) {
+        Ok(Some(piece)) => match out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
+            Ok(()) => true,
             Err(e) => {
-                write_err = Some(anyhow::Error::from(e));
+                write_err = Some(anyhow::Error::from(e).context("writing to stdout"));
                 false
             }
         },
-    )?;
+        Ok(None) => true,
+        Err(e) => {
+            write_err = Some(anyhow::Error::from(e));
+            false
+        }
+    };
+    let decoding = Decoding {
+        max_new: a.max_tokens,
+        sampler: &mut sampler,
+        is_eog: &|id| tok.is_end_of_generation(id),
+    };
+    let stats = match &selection.backend {
+        greta_hal::Backend::Cpu => {
+            let mut cache = lm.model.new_cache(capacity);
+            generate::generate(&lm.model, &mut cache, &ids, decoding, &mut recorder, &mut on_token)?
+        }
+        greta_hal::Backend::Gpu(gpu) => {
+            if recorder.selection().enabled || inject.is_some() {
+                bail!("tracing and --inject run on the CPU backend for generation; on the GPU use `greta audit backend`");
+            }
+            let kernels = greta_model::kernels::gpu::GpuKernels::load(gpu, &greta_model::kernels::gpu::default_dir())?;
+            let t_up = Instant::now();
+            let model = greta_model::llama::gpu::GpuLlama::upload(gpu.clone(), kernels, lm.model.config.clone(), &lm.model.weights, &mut |_, _| {})?;
+            eprintln!("uploaded to {} in {:.2}s; decode {}", gpu.name(), t_up.elapsed().as_secs_f64(), if a.no_graph { "eager (--no-graph)" } else { "as a captured graph" });
+            let mut st = model.new_state(capacity, ids.len())?;
+            generate::generate_gpu(&model, &mut st, &ids, decoding, !a.no_graph, &mut on_token)?
+        }
+    };
     if let Some(e) = write_err {
         return Err(e);
     }

@@ -318,27 +318,31 @@ pub fn cmd_backend(args: &AuditArgs, against: &str, path: &Path) -> Result<i32> 
     }
     let setup = args.setup()?;
     use greta_model::llama::weights::CpuWeights;
-    let under = greta_model::model::load_as(path, CpuWeights::Blocks, &mut |_, _| {})?;
-    let reference = greta_model::model::load_as(path, CpuWeights::F32, &mut |_, _| {})?;
-    // No GPU backend in this build: the optimised CPU route is audited against the plain one.
-    eprintln!(
-        "no GPU backend in this build: auditing {} against {}",
-        CpuWeights::Blocks.route_name(),
-        CpuWeights::F32.route_name()
-    );
-    let tokens = under.tokenizer.encode(&args.prompt, true)?;
-    let report = audit::backend(
-        (&under.model, CpuWeights::Blocks.route_name()),
-        (&reference.model, CpuWeights::F32.route_name()),
-        &tokens,
-        &setup,
-    )?;
-    print_report(
-        "audit backend",
-        &report,
-        args.report.json,
-        serde_json::json!({"tokens": tokens.len()}),
-    )
+    let platform: greta_hal::PlatformChoice = std::env::var("GRETA_PLATFORM").unwrap_or_else(|_| "auto".into()).parse()?;
+    let report = match greta_hal::Gpu::open(platform, 0) {
+        Ok(gpu) => {
+            // The reference holds the weights as the GPU does (rounded to f16), so the audit
+            // measures the GPU's kernels, not the f16 storage format.
+            let reference = greta_model::model::load_as(path, CpuWeights::F16Rounded, &mut |_, _| {})?;
+            let tokens = reference.tokenizer.encode(&args.prompt, true)?;
+            let kernels = greta_model::kernels::gpu::GpuKernels::load(&gpu, &greta_model::kernels::gpu::default_dir())?;
+            let route = format!("gpu-{}", gpu.platform());
+            eprintln!("auditing {route} ({}) against {}", gpu.name(), CpuWeights::F16Rounded.route_name());
+            let model = greta_model::llama::gpu::GpuLlama::upload(gpu, kernels, reference.model.config.clone(), &reference.model.weights, &mut |_, _| {})?;
+            let report = audit::backend_gpu(&model, &route, &reference.model, CpuWeights::F16Rounded.route_name(), &tokens, &setup)?;
+            return print_report("audit backend", &report, args.report.json, serde_json::json!({"tokens": tokens.len()}));
+        }
+        Err(e) => {
+            let reference = greta_model::model::load_as(path, CpuWeights::F32, &mut |_, _| {})?;
+            let tokens = reference.tokenizer.encode(&args.prompt, true)?;
+            // No GPU: the optimised CPU route is audited against the plain one.
+            eprintln!("no GPU ({e}): auditing {} against {}", CpuWeights::Blocks.route_name(), CpuWeights::F32.route_name());
+            let under = greta_model::model::load_as(path, CpuWeights::Blocks, &mut |_, _| {})?;
+            let report = audit::backend((&under.model, CpuWeights::Blocks.route_name()), (&reference.model, CpuWeights::F32.route_name()), &tokens, &setup)?;
+            print_report("audit backend", &report, args.report.json, serde_json::json!({"tokens": tokens.len()}))
+        }
+    };
+    report
 }
 
 pub fn cmd_route(args: &AuditArgs, lm: &LoadedModel) -> Result<i32> {

@@ -1,9 +1,9 @@
-//! Backend selection: the one place that decides where the model runs.
+//! Backend selection: the one place that decides where the model runs, and says why.
 
 use std::fmt;
 use std::str::FromStr;
 
-pub use hiprt::{probe, Platform, PlatformProbe};
+pub use hiprt::{probe, Gpu, Platform, PlatformChoice, PlatformProbe};
 
 /// What the user asked for (`--backend`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -30,60 +30,46 @@ impl FromStr for BackendRequest {
 }
 
 /// Where the model will run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Clone)]
 pub enum Backend {
     Cpu,
+    Gpu(Gpu),
 }
 
 impl fmt::Display for Backend {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             Backend::Cpu => f.write_str("cpu"),
+            Backend::Gpu(g) => write!(f, "gpu ({}, {})", g.name(), g.platform()),
         }
     }
 }
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SelectError {
-    #[error(
-        "--backend gpu: the GPU backend is not part of this build yet (runtime libraries found: {found}); \
-         use --backend cpu or auto"
-    )]
-    GpuUnavailable { found: String },
+    #[error("--backend gpu: no GPU could be opened ({reason}); use --backend cpu or auto")]
+    GpuUnavailable { reason: String },
 }
 
 /// The selection and a human-readable reason, so that `auto` never silently picks.
-#[derive(Debug, Clone)]
+#[derive(Clone)]
 pub struct Selection {
     pub backend: Backend,
     pub reason: String,
 }
 
-pub fn select(req: BackendRequest) -> Result<Selection, SelectError> {
-    let found = || {
-        let libs: Vec<String> = Platform::ALL
-            .iter()
-            .filter_map(|&p| hiprt::probe(p).library.map(|l| format!("{p} ({l})")))
-            .collect();
-        if libs.is_empty() {
-            "none".to_string()
-        } else {
-            libs.join(", ")
-        }
-    };
+/// Opens device 0 of `platform` for `gpu` and `auto`; `auto` falls back to the CPU and says why.
+pub fn select(req: BackendRequest, platform: PlatformChoice) -> Result<Selection, SelectError> {
     match req {
-        BackendRequest::Cpu => Ok(Selection {
-            backend: Backend::Cpu,
-            reason: "requested".into(),
-        }),
-        BackendRequest::Gpu => Err(SelectError::GpuUnavailable { found: found() }),
-        BackendRequest::Auto => Ok(Selection {
-            backend: Backend::Cpu,
-            reason: format!(
-                "auto: no GPU backend in this build (runtime libraries found: {})",
-                found()
-            ),
-        }),
+        BackendRequest::Cpu => Ok(Selection { backend: Backend::Cpu, reason: "requested".into() }),
+        BackendRequest::Gpu => match Gpu::open(platform, 0) {
+            Ok(g) => Ok(Selection { backend: Backend::Gpu(g), reason: "requested".into() }),
+            Err(e) => Err(SelectError::GpuUnavailable { reason: e.to_string() }),
+        },
+        BackendRequest::Auto => match Gpu::open(platform, 0) {
+            Ok(g) => Ok(Selection { backend: Backend::Gpu(g), reason: "auto: a GPU opened".into() }),
+            Err(e) => Ok(Selection { backend: Backend::Cpu, reason: format!("auto: no GPU ({e})") }),
+        },
     }
 }
 
@@ -95,17 +81,18 @@ mod tests {
     fn parses_accepted_names_and_rejects_others() {
         assert_eq!("auto".parse::<BackendRequest>(), Ok(BackendRequest::Auto));
         let e = "cuda".parse::<BackendRequest>().unwrap_err().to_string();
-        assert!(
-            e.contains("\"cuda\"") && e.contains("cpu, gpu, auto"),
-            "{e}"
-        );
+        assert!(e.contains("\"cuda\"") && e.contains("cpu, gpu, auto"), "{e}");
     }
 
     #[test]
-    fn gpu_request_is_an_error_not_a_silent_cpu_run() {
-        assert!(select(BackendRequest::Gpu).is_err());
-        let auto = select(BackendRequest::Auto).unwrap();
-        assert_eq!(auto.backend, Backend::Cpu);
-        assert!(auto.reason.starts_with("auto:"));
+    fn without_a_gpu_gpu_is_an_error_and_auto_says_why_it_chose_the_cpu() {
+        if Gpu::open(PlatformChoice::Auto, 0).is_ok() {
+            return; // a GPU machine: the GPU tests cover selection there
+        }
+        let e = select(BackendRequest::Gpu, PlatformChoice::Auto).err().expect("no GPU here").to_string();
+        assert!(e.contains("no GPU could be opened"), "{e}");
+        let auto = select(BackendRequest::Auto, PlatformChoice::Auto).ok().unwrap();
+        assert!(matches!(auto.backend, Backend::Cpu));
+        assert!(auto.reason.starts_with("auto: no GPU ("), "{}", auto.reason);
     }
 }

@@ -41,10 +41,10 @@ pub fn default_dir() -> PathBuf {
 
 /// The targets a platform's GPU may be, in the order their objects are tried (a code object
 /// for another architecture fails to load, so the first that loads is the device's).
-fn candidates(p: Platform) -> &'static [&'static str] {
+fn candidates(p: Platform) -> &'static [(&'static str, &'static str)] {
     match p {
-        Platform::Nvidia => &["sm_90a/ops.cubin"],
-        Platform::Amd => &["gfx942/ops.hsaco", "gfx90a/ops.hsaco"],
+        Platform::Nvidia => &[("sm_90a", "cubin")],
+        Platform::Amd => &[("gfx942", "hsaco"), ("gfx90a", "hsaco")],
     }
 }
 
@@ -118,7 +118,13 @@ pub struct RopeShape {
 
 pub struct GpuKernels {
     pub object: PathBuf,
-    _module: Module,
+    _modules: Vec<Module>,
+    kv_append: Function,
+    attn_scores: Function,
+    attn_softmax: Function,
+    attn_context: Function,
+    advance_pos: Function,
+    gemm: Function,
     embed: Function,
     rmsnorm: Function,
     rope: Function,
@@ -133,35 +139,46 @@ const BLOCK: u32 = 256;
 impl GpuKernels {
     pub fn load(gpu: &Gpu, dir: &Path) -> Result<Self> {
         let mut tried = Vec::new();
-        for rel in candidates(gpu.platform()) {
-            let path = dir.join(rel);
+        for (target, ext) in candidates(gpu.platform()) {
+            let path = dir.join(target).join(format!("ops.{ext}"));
             let Ok(image) = std::fs::read(&path) else {
-                tried.push(format!("{rel} (absent)"));
+                tried.push(format!("{target}/ops.{ext} (absent)"));
                 continue;
             };
-            match gpu.load_module(&image) {
-                Ok(m) => {
-                    let f = |n: &str| m.function(n);
-                    return Ok(GpuKernels {
-                        object: path,
-                        embed: f("embed_f16")?,
-                        rmsnorm: f("rmsnorm_f32")?,
-                        rope: f("rope_f32")?,
-                        silu_mul: f("silu_mul_f32")?,
-                        add: f("add_f32")?,
-                        gemv: f("gemv_f16")?,
-                        argmax: f("argmax_f32")?,
-                        _module: m,
-                    });
+            let ops = match gpu.load_module(&image) {
+                Ok(m) => m,
+                Err(e) => {
+                    tried.push(format!("{target}/ops.{ext} ({e})"));
+                    continue;
                 }
-                Err(e) => tried.push(format!("{rel} ({e})")),
-            }
+            };
+            // The first object that loads names the target; the others must load too.
+            let other = |stem: &str| -> Result<Module> {
+                let p = dir.join(target).join(format!("{stem}.{ext}"));
+                let image = std::fs::read(&p).map_err(|e| KernelError::Shape(format!("{}: {e}", p.display())))?;
+                Ok(gpu.load_module(&image)?)
+            };
+            let attn = other("fallback_attention")?;
+            let gemm = other("fallback_gemm")?;
+            return Ok(GpuKernels {
+                object: path,
+                embed: ops.function("embed_f16")?,
+                rmsnorm: ops.function("rmsnorm_f32")?,
+                rope: ops.function("rope_f32")?,
+                silu_mul: ops.function("silu_mul_f32")?,
+                add: ops.function("add_f32")?,
+                gemv: ops.function("gemv_f16")?,
+                argmax: ops.function("argmax_f32")?,
+                kv_append: attn.function("kv_append_f16")?,
+                attn_scores: attn.function("attn_scores")?,
+                attn_softmax: attn.function("attn_softmax")?,
+                attn_context: attn.function("attn_context")?,
+                advance_pos: attn.function("advance_pos")?,
+                gemm: gemm.function("gemm_f16w_fallback")?,
+                _modules: vec![ops, attn, gemm],
+            });
         }
-        Err(KernelError::Missing {
-            platform: gpu.platform(),
-            dir: dir.display().to_string(),
-            tried: tried.join("; "),
-        })
+        Err(KernelError::Missing { platform: gpu.platform(), dir: dir.display().to_string(), tried: tried.join("; ") })
     }
 
     fn launch(f: &Function, dims: LaunchDims, s: &Stream, mut args: Args) -> Result<()> {
@@ -338,4 +355,56 @@ impl GpuKernels {
             Args::new().ptr(x).u32(u32_of(n, "n")?).ptr(out),
         )
     }
+
+    /// y[t, n] = x[t, k] · w[n, k]ᵀ (f16 weights), the plain tiled GEMM.
+    pub fn gemm(&self, s: &Stream, x: &DeviceBuffer<f32>, w: &DeviceBuffer<u16>, y: &mut DeviceBuffer<f32>, t: usize, k: usize, n: usize) -> Result<()> {
+        Self::need(x, t * k, "gemm x")?;
+        Self::need(w, n * k, "gemm w")?;
+        Self::need(y, t * n, "gemm y")?;
+        let dims = LaunchDims { grid: [n.div_ceil(16) as u32, t.div_ceil(16) as u32, 1], block: [256, 1, 1], shared_bytes: 0 };
+        Self::launch(&self.gemm, dims, s, Args::new().ptr(x).ptr(w).ptr(y).u32(u32_of(t, "t")?).u32(u32_of(k, "k")?).u32(u32_of(n, "n")?))
+    }
+
+    /// Writes `rows` rows of `kv_row` values into the f16 cache at positions `*pos0..`.
+    pub fn kv_append(&self, s: &Stream, src: &DeviceBuffer<f32>, cache: &mut DeviceBuffer<u16>, pos0: &DeviceBuffer<u32>, shape: Rows, capacity: usize) -> Result<()> {
+        Self::need(src, shape.rows * shape.len, "kv_append src")?;
+        Self::need(cache, capacity * shape.len, "kv_append cache")?;
+        Self::launch(&self.kv_append, rows(shape.rows, BLOCK), s, Args::new().ptr(src).ptr(cache).ptr(pos0).u32(u32_of(shape.len, "kv_row")?))
+    }
+
+    /// Causal GQA attention of `att.rows` query rows at positions `*pos0..` over the cache
+    /// (capacity `att.max_kv`), through the `scores` scratch (`rows * n_heads * max_kv`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(&self, s: &Stream, q: &DeviceBuffer<f32>, k_cache: &DeviceBuffer<u16>, v_cache: &DeviceBuffer<u16>, scores: &mut DeviceBuffer<f32>, ctx: &mut DeviceBuffer<f32>, pos0: &DeviceBuffer<u32>, att: AttnShape) -> Result<()> {
+        let AttnShape { rows: n_rows, n_heads, n_kv_heads, head_dim, max_kv } = att;
+        Self::need(q, n_rows * n_heads * head_dim, "attention q")?;
+        Self::need(scores, n_rows * n_heads * max_kv, "attention scores")?;
+        Self::need(ctx, n_rows * n_heads * head_dim, "attention ctx")?;
+        Self::need(k_cache, max_kv * n_kv_heads * head_dim, "attention k cache")?;
+        Self::need(v_cache, max_kv * n_kv_heads * head_dim, "attention v cache")?;
+        let (nh, nkv, hd, mk) = (u32_of(n_heads, "n_heads")?, u32_of(n_kv_heads, "n_kv_heads")?, u32_of(head_dim, "head_dim")?, u32_of(max_kv, "max_kv")?);
+        let rh = u32_of(n_rows * n_heads, "rows * heads")?;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let dims = LaunchDims { grid: [max_kv.div_ceil(BLOCK as usize) as u32, rh, 1], block: [BLOCK, 1, 1], shared_bytes: 0 };
+        Self::launch(&self.attn_scores, dims, s, Args::new().ptr(q).ptr(k_cache).ptr(scores).ptr(pos0).u32(nh).u32(nkv).u32(hd).u32(mk).f32(scale))?;
+        Self::launch(&self.attn_softmax, rows(rh as usize, BLOCK), s, Args::new().ptr(scores).ptr(pos0).u32(nh).u32(mk))?;
+        let block = (head_dim as u32).clamp(32, 1024);
+        Self::launch(&self.attn_context, rows(rh as usize, block), s, Args::new().ptr(scores).ptr(v_cache).ptr(ctx).ptr(pos0).u32(nh).u32(nkv).u32(hd).u32(mk))
+    }
+
+    /// *pos0 += by, on the device.
+    pub fn advance_pos(&self, s: &Stream, pos0: &mut DeviceBuffer<u32>, by: usize) -> Result<()> {
+        Self::launch(&self.advance_pos, rows(1, 32), s, Args::new().ptr(pos0).u32(u32_of(by, "by")?))
+    }
+}
+
+/// The shape of an attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnShape {
+    pub rows: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// The cache's capacity in positions (the scores row length).
+    pub max_kv: usize,
 }

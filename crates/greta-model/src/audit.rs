@@ -98,6 +98,34 @@ pub fn prefill_decode(
     ))
 }
 
+#[derive(Debug, thiserror::Error)]
+pub enum AuditError {
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
+    #[error(transparent)]
+    Gpu(#[from] crate::llama::gpu::GpuError),
+}
+
+/// The GPU backend against a CPU reference route (`reference_route` names it): the same
+/// teacher-forced run as `backend` (first half prefilled, the rest decoded one token at a
+/// time), every position and stage.
+pub fn backend_gpu(gpu: &crate::llama::gpu::GpuLlama, route: &str, cpu: &Llama, reference_route: &str, tokens: &[u32], setup: &AuditSetup) -> Result<DiffReport, AuditError> {
+    let split = tokens.len().div_ceil(2);
+    let mut ra = recorder(cpu, setup, TokenSel::All, route, setup.inject);
+    let mut st = gpu.new_state(tokens.len(), split.max(1))?;
+    gpu.forward(&tokens[..split], &mut st, Logits::All, &mut ra)?;
+    for t in &tokens[split..] {
+        gpu.forward(std::slice::from_ref(t), &mut st, Logits::All, &mut ra)?;
+    }
+    let mut rb = recorder(cpu, setup, TokenSel::All, reference_route, None);
+    let mut cache = cpu.new_cache(tokens.len());
+    cpu.forward(&tokens[..split], &mut cache, Logits::All, &mut rb)?;
+    for t in &tokens[split..] {
+        cpu.forward(std::slice::from_ref(t), &mut cache, Logits::All, &mut rb)?;
+    }
+    Ok(diff::diff(route, &ra.captured, reference_route, &rb.captured, Align::Step, &setup.tolerances))
+}
+
 /// The same prompt through two loaded models (backends or weight routes): the first half
 /// prefilled, the rest decoded token by token (teacher-forced), so that both the prefill
 /// and the decode kernels are compared; every position and stage.

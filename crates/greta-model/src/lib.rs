@@ -11,4 +11,5 @@ pub mod model;
 pub mod perplexity;
 pub mod tokenizer;
 
+pub use greta_kernels as kernels;
 pub use greta_trace as trace;

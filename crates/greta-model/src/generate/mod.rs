@@ -109,3 +109,64 @@ pub fn generate(
     stats.decode_time = t1.elapsed();
     Ok(stats)
 }
+
+/// Generation on the GPU. Greedy decoding stays on the device (argmax into the next step's
+/// input, one captured graph per step when `graph`); other sampling reads each step's logits
+/// back and samples on the host, without the graph.
+pub fn generate_gpu(
+    model: &crate::llama::gpu::GpuLlama,
+    st: &mut crate::llama::gpu::GpuState,
+    prompt: &[u32],
+    decoding: Decoding,
+    graph: bool,
+    on_token: &mut dyn FnMut(u32) -> bool,
+) -> Result<GenerateStats, GpuGenerateError> {
+    let Decoding { max_new, sampler, is_eog } = decoding;
+    if prompt.is_empty() {
+        return Err(GenerateError::EmptyPrompt.into());
+    }
+    if st.len() + prompt.len() + max_new.saturating_sub(1) > st.capacity() {
+        return Err(GenerateError::PromptTooLong { prompt: prompt.len(), max_new, capacity: st.capacity() }.into());
+    }
+    let mut stats = GenerateStats { prompt_tokens: prompt.len(), ..Default::default() };
+    let greedy = sampler.is_greedy();
+    let mut history = prompt.to_vec();
+    let t0 = Instant::now();
+    let mut tok = if greedy {
+        model.prefill_greedy(prompt, st)?
+    } else {
+        let logits = model.forward(prompt, st, Logits::Last, &mut greta_trace::NoTrace)?;
+        sampler.sample(&logits, &history)?
+    };
+    stats.prefill_time = t0.elapsed();
+    let t1 = Instant::now();
+    for i in 0..max_new {
+        history.push(tok);
+        stats.generated_tokens += 1;
+        if is_eog(tok) {
+            stats.stopped_at_eog = true;
+            break;
+        }
+        if !on_token(tok) || i + 1 == max_new {
+            break;
+        }
+        tok = if greedy {
+            model.decode_greedy(st, graph)?
+        } else {
+            let logits = model.forward(&[tok], st, Logits::Last, &mut greta_trace::NoTrace)?;
+            sampler.sample(&logits, &history)?
+        };
+    }
+    stats.decode_time = t1.elapsed();
+    Ok(stats)
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum GpuGenerateError {
+    #[error(transparent)]
+    Generate(#[from] GenerateError),
+    #[error(transparent)]
+    Gpu(#[from] crate::llama::gpu::GpuError),
+    #[error(transparent)]
+    Sampler(#[from] SamplerError),
+}

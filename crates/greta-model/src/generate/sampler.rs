@@ -97,6 +97,11 @@ impl Sampler {
         ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
     }
 
+    /// Whether the choice is the plain argmax (what the GPU computes on the device).
+    pub fn is_greedy(&self) -> bool {
+        self.cfg.temperature == 0.0 && self.cfg.repetition_penalty == 1.0
+    }
+
     /// Picks the next token from one row of logits, given the tokens so far.
     pub fn sample(&mut self, logits: &[f32], history: &[u32]) -> Result<u32, SamplerError> {
         if logits.iter().any(|v| v.is_nan()) {

@@ -2,6 +2,7 @@
 
 pub mod config;
 pub mod forward;
+pub mod gpu;
 pub mod kv_cache;
 pub mod weights;
 

@@ -217,6 +217,10 @@ pub enum CpuWeights {
     Blocks,
     /// Everything widened to f32 at load: the plain reference route.
     F32,
+    /// Matrices rounded to f16 and widened back, norms f32: the weights exactly as the GPU
+    /// backend stores them, so a GPU audit against this route sees only the GPU's own
+    /// rounding (f16 KV cache, summation order).
+    F16Rounded,
 }
 
 impl CpuWeights {
@@ -224,19 +228,30 @@ impl CpuWeights {
         match self {
             CpuWeights::Blocks => "cpu-blocks",
             CpuWeights::F32 => "cpu-f32-reference",
+            CpuWeights::F16Rounded => "cpu-f16-weights-reference",
         }
     }
 }
 
-/// Restricts a source to f32 storage.
-struct WidenToF32<'a>(&'a dyn TensorSource);
+/// Restricts a source to f32 storage, with matrices optionally rounded through f16.
+struct WidenToF32<'a> {
+    src: &'a dyn TensorSource,
+    round_matrices_to_f16: bool,
+}
 
 impl TensorSource for WidenToF32<'_> {
     fn has(&self, name: &str) -> bool {
-        self.0.has(name)
+        self.src.has(name)
     }
     fn read(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), FormatError> {
-        self.0.read(name)
+        self.src.read(name)
+    }
+    fn read_matrix(&self, name: &str) -> Result<(Vec<usize>, Storage), FormatError> {
+        let (shape, mut v) = self.src.read(name)?;
+        if self.round_matrices_to_f16 {
+            v.iter_mut().for_each(|x| *x = half::f16::from_f32(*x).to_f32());
+        }
+        Ok((shape, Storage::F32(v)))
     }
 }
 
@@ -251,7 +266,8 @@ impl LlamaWeights {
     ) -> Result<Self, FormatError> {
         match route {
             CpuWeights::Blocks => Self::load(src, names, cfg, progress),
-            CpuWeights::F32 => Self::load(&WidenToF32(src), names, cfg, progress),
+            CpuWeights::F32 => Self::load(&WidenToF32 { src, round_matrices_to_f16: false }, names, cfg, progress),
+            CpuWeights::F16Rounded => Self::load(&WidenToF32 { src, round_matrices_to_f16: true }, names, cfg, progress),
         }
     }
 

@@ -1,0 +1,387 @@
+//! The Llama forward pass on a GPU, through hiprt and the compiled kernels. The same stages
+//! as the CPU pass, reported to the same `StageObserver` (rows are copied to the host only
+//! for the stages an observer wants). Weights and the KV cache are f16; activations,
+//! norms, softmax and the residual stream f32.
+//!
+//! Decode is graph-capturable: every buffer is allocated once, positions and the next token
+//! id live in device memory (`pos`, `ids`), the argmax runs on the device, and a step ends by
+//! advancing `pos` on the device. `GpuState::capture_decode` records one step; each replay
+//! decodes the token the previous step chose.
+
+use greta_kernels::gpu::{AttnShape, GpuKernels, KernelError, RopeShape, Rows};
+use greta_trace::{Pass, Point, StageAt, StageObserver};
+use half::f16;
+use hiprt::{DeviceBuffer, Gpu, GraphExec, HipError, Stream};
+
+use super::config::{LlamaConfig, RopeStyle};
+use super::forward::Logits;
+use super::weights::{LlamaWeights, Matrix};
+
+#[derive(Debug, thiserror::Error)]
+pub enum GpuError {
+    #[error(transparent)]
+    Runtime(#[from] HipError),
+    #[error(transparent)]
+    Kernel(#[from] KernelError),
+    #[error("tensor {name:?}: value {value} does not fit in f16 (the GPU stores weights as f16)")]
+    F16Overflow { name: String, value: f32 },
+    #[error(
+        "the KV cache holds {capacity} positions; {used} are used and {requested} more were requested \\
+         (raise --ctx, up to the model's context, or shorten the prompt)"
+    )]
+    KvCacheFull { capacity: usize, used: usize, requested: usize },
+    #[error("at most {max} tokens per forward pass on the GPU; {requested} were given")]
+    TooManyRows { max: usize, requested: usize },
+    #[error("token id {id} at index {index} is outside the vocabulary of {vocab}")]
+    TokenOutOfRange { id: u32, index: usize, vocab: usize },
+}
+
+type Result<T> = std::result::Result<T, GpuError>;
+
+struct GpuLayer {
+    attn_norm: DeviceBuffer<f32>,
+    wq: DeviceBuffer<u16>,
+    wk: DeviceBuffer<u16>,
+    wv: DeviceBuffer<u16>,
+    wo: DeviceBuffer<u16>,
+    ffn_norm: DeviceBuffer<f32>,
+    w_gate: DeviceBuffer<u16>,
+    w_up: DeviceBuffer<u16>,
+    w_down: DeviceBuffer<u16>,
+}
+
+pub struct GpuLlama {
+    pub gpu: Gpu,
+    pub kernels: GpuKernels,
+    pub config: LlamaConfig,
+    token_embd: DeviceBuffer<u16>,
+    layers: Vec<GpuLayer>,
+    output_norm: DeviceBuffer<f32>,
+    output: Option<DeviceBuffer<u16>>,
+    inv_freq: DeviceBuffer<f32>,
+}
+
+fn to_f16(name: &str, v: &[f32]) -> Result<Vec<u16>> {
+    v.iter()
+        .map(|&x| {
+            let h = f16::from_f32(x);
+            if h.is_infinite() && x.is_finite() {
+                return Err(GpuError::F16Overflow { name: name.to_string(), value: x });
+            }
+            Ok(h.to_bits())
+        })
+        .collect()
+}
+
+fn upload<T: Copy>(gpu: &Gpu, s: &Stream, v: &[T]) -> Result<DeviceBuffer<T>> {
+    let mut b = gpu.alloc::<T>(v.len())?;
+    b.copy_from_host(v, s)?;
+    Ok(b)
+}
+
+fn upload_matrix(gpu: &Gpu, s: &Stream, name: &str, m: &Matrix) -> Result<DeviceBuffer<u16>> {
+    let mut f = vec![0f32; m.rows * m.cols];
+    m.view().rows_f32(0, m.cols, &mut f);
+    upload(gpu, s, &to_f16(name, &f)?)
+}
+
+impl GpuLlama {
+    /// Uploads the model: matrices widened from their file type and stored as f16 (an f16
+    /// overflow is an error, not an inf), norms as f32.
+    pub fn upload(gpu: Gpu, kernels: GpuKernels, config: LlamaConfig, w: &LlamaWeights, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
+        let s = gpu.stream()?;
+        let total = w.layers.len() + 2;
+        let token_embd = upload_matrix(&gpu, &s, "token_embd", &w.token_embd)?;
+        progress(1, total);
+        let mut layers = Vec::with_capacity(w.layers.len());
+        for (i, l) in w.layers.iter().enumerate() {
+            let m = |n: &str, m: &Matrix| upload_matrix(&gpu, &s, &format!("layer {i} {n}"), m);
+            layers.push(GpuLayer {
+                attn_norm: upload(&gpu, &s, &l.attn_norm)?,
+                wq: m("q", &l.wq)?,
+                wk: m("k", &l.wk)?,
+                wv: m("v", &l.wv)?,
+                wo: m("o", &l.wo)?,
+                ffn_norm: upload(&gpu, &s, &l.ffn_norm)?,
+                w_gate: m("gate", &l.w_gate)?,
+                w_up: m("up", &l.w_up)?,
+                w_down: m("down", &l.w_down)?,
+            });
+            progress(i + 2, total);
+        }
+        let output = match &w.output {
+            Some(o) => Some(upload_matrix(&gpu, &s, "output", o)?),
+            None => None,
+        };
+        let inv_freq = upload(&gpu, &s, &config.rope_inv_freq(w.rope_freq_factors.as_deref()))?;
+        let output_norm = upload(&gpu, &s, &w.output_norm)?;
+        progress(total, total);
+        Ok(GpuLlama { gpu, kernels, config, token_embd, layers, output_norm, output, inv_freq })
+    }
+
+    /// Buffers for up to `max_rows` tokens per pass and a KV cache of `capacity` positions.
+    pub fn new_state(&self, capacity: usize, max_rows: usize) -> Result<GpuState> {
+        let c = &self.config;
+        let g = &self.gpu;
+        let kv_row = c.n_kv_heads * c.head_dim;
+        let q_row = c.n_heads * c.head_dim;
+        let r = max_rows.max(1);
+        let alloc = |n: usize| g.alloc::<f32>(n);
+        let mut pos = g.alloc::<u32>(1)?;
+        let stream = g.stream()?;
+        pos.write(0, &[0], &stream)?;
+        Ok(GpuState {
+            capacity,
+            max_rows: r,
+            len: 0,
+            k_cache: (0..c.n_layers).map(|_| g.alloc::<u16>(capacity * kv_row)).collect::<std::result::Result<_, _>>()?,
+            v_cache: (0..c.n_layers).map(|_| g.alloc::<u16>(capacity * kv_row)).collect::<std::result::Result<_, _>>()?,
+            pos,
+            ids: g.alloc::<u32>(r)?,
+            x: alloc(r * c.hidden)?,
+            normed: alloc(r * c.hidden)?,
+            q: alloc(r * q_row)?,
+            k: alloc(r * kv_row)?,
+            v: alloc(r * kv_row)?,
+            ctx: alloc(r * q_row)?,
+            proj: alloc(r * c.hidden)?,
+            gate: alloc(r * c.intermediate)?,
+            up: alloc(r * c.intermediate)?,
+            act: alloc(r * c.intermediate)?,
+            scores: alloc(r * c.n_heads * capacity)?,
+            last: alloc(c.hidden)?,
+            logits: alloc(r * c.vocab_size)?,
+            stream,
+            graph: None,
+        })
+    }
+}
+
+/// Everything a sequence needs on the device, allocated once (pointer-stable for graphs).
+pub struct GpuState {
+    capacity: usize,
+    max_rows: usize,
+    /// Host mirror of the device position.
+    len: usize,
+    k_cache: Vec<DeviceBuffer<u16>>,
+    v_cache: Vec<DeviceBuffer<u16>>,
+    pos: DeviceBuffer<u32>,
+    /// Token ids of the pass; `ids[0]` is where the device argmax writes the next token.
+    ids: DeviceBuffer<u32>,
+    x: DeviceBuffer<f32>,
+    normed: DeviceBuffer<f32>,
+    q: DeviceBuffer<f32>,
+    k: DeviceBuffer<f32>,
+    v: DeviceBuffer<f32>,
+    ctx: DeviceBuffer<f32>,
+    proj: DeviceBuffer<f32>,
+    gate: DeviceBuffer<f32>,
+    up: DeviceBuffer<f32>,
+    act: DeviceBuffer<f32>,
+    scores: DeviceBuffer<f32>,
+    last: DeviceBuffer<f32>,
+    logits: DeviceBuffer<f32>,
+    pub stream: Stream,
+    graph: Option<GraphExec>,
+}
+
+impl GpuState {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+    pub fn capacity(&self) -> usize {
+        self.capacity
+    }
+}
+
+/// Copies a stage's rows to the host for the observer and back (an injected fault changes them).
+fn observe(obs: &mut dyn StageObserver, s: &Stream, at: StageAt, buf: &mut DeviceBuffer<f32>, rows: usize, row_len: usize) -> Result<()> {
+    if !obs.wants(at.point, at.layer) {
+        return Ok(());
+    }
+    let mut host = vec![0f32; rows * row_len];
+    buf.read(0, &mut host, s)?;
+    let before = host.clone();
+    obs.observe(at, &mut host, row_len);
+    if host.iter().zip(&before).any(|(a, b)| a.to_bits() != b.to_bits()) {
+        buf.write(0, &host, s)?;
+    }
+    Ok(())
+}
+
+impl GpuLlama {
+    fn linear(&self, st: &mut GpuState, which: Lin, w: &DeviceBuffer<u16>, t: usize, k: usize, n: usize) -> Result<()> {
+        let (s, x, y) = which.split(st);
+        if t == 1 {
+            self.kernels.gemv(s, w, x, y, n, k)?;
+        } else {
+            self.kernels.gemm(s, x, w, y, t, k, n)?;
+        }
+        Ok(())
+    }
+
+    /// Runs `tokens` (already in `st.ids` when `ids_on_device`) at positions `st.len()..`.
+    /// Returns nothing: logits stay in `st.logits` ([rows, vocab]; one row for `Last`).
+    fn forward_inner(&self, st: &mut GpuState, t: usize, which: Logits, obs: &mut dyn StageObserver, pos0: usize) -> Result<usize> {
+        let c = &self.config;
+        let k = &self.kernels;
+        let (d, hd) = (c.hidden, c.head_dim);
+        let (q_row, kv_row) = (c.n_heads * hd, c.n_kv_heads * hd);
+        let at = |point, layer, p| StageAt { point, layer, pos0: p };
+        k.embed(&st.stream, &self.token_embd, &st.ids, &mut st.x, t, d)?;
+        observe(obs, &st.stream, at(Point::EmbedOut, None, pos0), &mut st.x, t, d)?;
+        for (l, w) in self.layers.iter().enumerate() {
+            let layer = Some(l);
+            observe(obs, &st.stream, at(Point::AttnIn, layer, pos0), &mut st.x, t, d)?;
+            k.rmsnorm(&st.stream, &st.x, &w.attn_norm, &mut st.normed, Rows { rows: t, len: d }, c.rms_eps)?;
+            observe(obs, &st.stream, at(Point::AttnNorm, layer, pos0), &mut st.normed, t, d)?;
+            self.linear(st, Lin::Q, &w.wq, t, d, q_row)?;
+            observe(obs, &st.stream, at(Point::Q, layer, pos0), &mut st.q, t, q_row)?;
+            self.linear(st, Lin::K, &w.wk, t, d, kv_row)?;
+            observe(obs, &st.stream, at(Point::K, layer, pos0), &mut st.k, t, kv_row)?;
+            self.linear(st, Lin::V, &w.wv, t, d, kv_row)?;
+            observe(obs, &st.stream, at(Point::V, layer, pos0), &mut st.v, t, kv_row)?;
+            let half_split = c.rope_style == RopeStyle::HalfSplit;
+            k.rope(&st.stream, &mut st.q, &st.pos, &self.inv_freq, RopeShape { rows: t, n_heads: c.n_heads, head_dim: hd, half_split })?;
+            observe(obs, &st.stream, at(Point::QRope, layer, pos0), &mut st.q, t, q_row)?;
+            k.rope(&st.stream, &mut st.k, &st.pos, &self.inv_freq, RopeShape { rows: t, n_heads: c.n_kv_heads, head_dim: hd, half_split })?;
+            observe(obs, &st.stream, at(Point::KRope, layer, pos0), &mut st.k, t, kv_row)?;
+            k.kv_append(&st.stream, &st.k, &mut st.k_cache[l], &st.pos, Rows { rows: t, len: kv_row }, st.capacity)?;
+            k.kv_append(&st.stream, &st.v, &mut st.v_cache[l], &st.pos, Rows { rows: t, len: kv_row }, st.capacity)?;
+            let shape = AttnShape { rows: t, n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: hd, max_kv: st.capacity };
+            k.attention(&st.stream, &st.q, &st.k_cache[l], &st.v_cache[l], &mut st.scores, &mut st.ctx, &st.pos, shape)?;
+            observe(obs, &st.stream, at(Point::AttnCtx, layer, pos0), &mut st.ctx, t, q_row)?;
+            self.linear(st, Lin::O, &w.wo, t, q_row, d)?;
+            observe(obs, &st.stream, at(Point::AttnOut, layer, pos0), &mut st.proj, t, d)?;
+            k.add(&st.stream, &mut st.x, &st.proj, t * d)?;
+            observe(obs, &st.stream, at(Point::ResidAttn, layer, pos0), &mut st.x, t, d)?;
+            k.rmsnorm(&st.stream, &st.x, &w.ffn_norm, &mut st.normed, Rows { rows: t, len: d }, c.rms_eps)?;
+            observe(obs, &st.stream, at(Point::FfnNorm, layer, pos0), &mut st.normed, t, d)?;
+            self.linear(st, Lin::Gate, &w.w_gate, t, d, c.intermediate)?;
+            observe(obs, &st.stream, at(Point::FfnGate, layer, pos0), &mut st.gate, t, c.intermediate)?;
+            self.linear(st, Lin::Up, &w.w_up, t, d, c.intermediate)?;
+            observe(obs, &st.stream, at(Point::FfnUp, layer, pos0), &mut st.up, t, c.intermediate)?;
+            k.silu_mul(&st.stream, &st.gate, &st.up, &mut st.act, t * c.intermediate)?;
+            observe(obs, &st.stream, at(Point::FfnAct, layer, pos0), &mut st.act, t, c.intermediate)?;
+            self.linear(st, Lin::Down, &w.w_down, t, c.intermediate, d)?;
+            observe(obs, &st.stream, at(Point::FfnOut, layer, pos0), &mut st.proj, t, d)?;
+            k.add(&st.stream, &mut st.x, &st.proj, t * d)?;
+            observe(obs, &st.stream, at(Point::ResidFfn, layer, pos0), &mut st.x, t, d)?;
+        }
+        let (rows, first) = match which {
+            Logits::All => (t, pos0),
+            Logits::Last => {
+                st.last.copy_from_device(0, &st.x, (t - 1) * d, d, &st.stream)?;
+                st.x.copy_from_device(0, &st.last, 0, d, &st.stream)?;
+                (1, pos0 + t - 1)
+            }
+        };
+        k.rmsnorm(&st.stream, &st.x, &self.output_norm, &mut st.normed, Rows { rows, len: d }, c.rms_eps)?;
+        observe(obs, &st.stream, at(Point::FinalNorm, None, first), &mut st.normed, rows, d)?;
+        let head = self.output.as_ref().unwrap_or(&self.token_embd);
+        self.linear(st, Lin::Head, head, rows, d, c.vocab_size)?;
+        observe(obs, &st.stream, at(Point::Logits, None, first), &mut st.logits, rows, c.vocab_size)?;
+        k.advance_pos(&st.stream, &mut st.pos, t)?;
+        Ok(rows)
+    }
+
+    /// Runs `tokens` at positions `st.len()..` and returns the logits rows `which` asks for.
+    pub fn forward(&self, tokens: &[u32], st: &mut GpuState, which: Logits, obs: &mut dyn StageObserver) -> Result<Vec<f32>> {
+        let rows = self.forward_no_readback(tokens, st, which, obs)?;
+        let mut out = vec![0f32; rows * self.config.vocab_size];
+        st.logits.read(0, &mut out, &st.stream)?;
+        Ok(out)
+    }
+
+    fn forward_no_readback(&self, tokens: &[u32], st: &mut GpuState, which: Logits, obs: &mut dyn StageObserver) -> Result<usize> {
+        let t = tokens.len();
+        if t > st.max_rows {
+            return Err(GpuError::TooManyRows { max: st.max_rows, requested: t });
+        }
+        if st.len + t > st.capacity {
+            return Err(GpuError::KvCacheFull { capacity: st.capacity, used: st.len, requested: t });
+        }
+        if let Some((index, &id)) = tokens.iter().enumerate().find(|(_, &id)| id as usize >= self.config.vocab_size) {
+            return Err(GpuError::TokenOutOfRange { id, index, vocab: self.config.vocab_size });
+        }
+        obs.begin_pass(Pass { pos0: st.len, tokens });
+        st.ids.write(0, tokens, &st.stream)?;
+        let pos0 = st.len;
+        let rows = self.forward_inner(st, t, which, obs, pos0)?;
+        st.len += t;
+        Ok(rows)
+    }
+
+    /// Prefills `prompt` and leaves the greedy next token in `ids[0]`; returns it.
+    pub fn prefill_greedy(&self, prompt: &[u32], st: &mut GpuState) -> Result<u32> {
+        self.forward_no_readback(prompt, st, Logits::Last, &mut greta_trace::NoTrace)?;
+        self.kernels.argmax(&st.stream, &st.logits, self.config.vocab_size, &mut st.ids)?;
+        let mut id = [0u32];
+        st.ids.read(0, &mut id, &st.stream)?;
+        Ok(id[0])
+    }
+
+    /// One greedy decode step of the token in `ids[0]`, entirely on the device: embed, layers,
+    /// logits, argmax into `ids[0]`, position + 1.
+    fn decode_step_device(&self, st: &mut GpuState) -> Result<()> {
+        let pos0 = st.len;
+        self.forward_inner(st, 1, Logits::Last, &mut greta_trace::NoTrace, pos0)?;
+        self.kernels.argmax(&st.stream, &st.logits, self.config.vocab_size, &mut st.ids)?;
+        Ok(())
+    }
+
+    /// Decodes the token in `ids[0]` and returns the next (greedy). With `graph`, the step is
+    /// captured once and replayed; without, its kernels are launched one by one.
+    pub fn decode_greedy(&self, st: &mut GpuState, graph: bool) -> Result<u32> {
+        if st.len + 1 > st.capacity {
+            return Err(GpuError::KvCacheFull { capacity: st.capacity, used: st.len, requested: 1 });
+        }
+        if graph {
+            if st.graph.is_none() {
+                st.stream.begin_capture()?;
+                let captured = self.decode_step_device(st);
+                let g = st.stream.end_capture()?;
+                captured?;
+                st.graph = Some(g.instantiate()?);
+            }
+            st.graph.as_ref().expect("just captured").launch(&st.stream)?;
+        } else {
+            self.decode_step_device(st)?;
+        }
+        st.len += 1;
+        let mut id = [0u32];
+        st.ids.read(0, &mut id, &st.stream)?;
+        Ok(id[0])
+    }
+}
+
+/// Which activation buffers a projection reads and writes.
+#[derive(Clone, Copy)]
+enum Lin {
+    Q,
+    K,
+    V,
+    O,
+    Gate,
+    Up,
+    Down,
+    Head,
+}
+
+impl Lin {
+    fn split(self, st: &mut GpuState) -> (&Stream, &DeviceBuffer<f32>, &mut DeviceBuffer<f32>) {
+        match self {
+            Lin::Q => (&st.stream, &st.normed, &mut st.q),
+            Lin::K => (&st.stream, &st.normed, &mut st.k),
+            Lin::V => (&st.stream, &st.normed, &mut st.v),
+            Lin::O => (&st.stream, &st.ctx, &mut st.proj),
+            Lin::Gate => (&st.stream, &st.normed, &mut st.gate),
+            Lin::Up => (&st.stream, &st.normed, &mut st.up),
+            Lin::Down => (&st.stream, &st.act, &mut st.proj),
+            Lin::Head => (&st.stream, &st.normed, &mut st.logits),
+        }
+    }
+}
