@@ -24,6 +24,24 @@ audits() {
   done
 }
 run audit-tiny audits
+# A fault planted in the GPU route is named first, at its layer and point.
+planted() {
+  for inj in 0:q_rope:add=0.5 1:attn_out:scale=1.01 1:ffn_act:nan -:logits:add=1; do
+    $G audit backend --against cpu -m $TINY/gqa4-llama3-rope/model-f16.gguf --inject "$inj" --json > /tmp/planted.json
+    rc=$?
+    python3 - "$inj" "$rc" <<'PY' || return 1
+import json, sys
+inj, rc = sys.argv[1], int(sys.argv[2])
+d = json.load(open("/tmp/planted.json"))["first_divergence"]
+layer, point, _ = inj.split(":")
+got = (d["layer"], d["point"])
+want = (None if layer == "-" else int(layer), point)
+print(f"{inj}: exit {rc}, first divergence {got}")
+sys.exit(0 if rc == 1 and got == want else 1)
+PY
+  done
+}
+run planted-faults planted
 python3 tools/gpu/make_random_llama.py smollm2-135m /tmp/smollm2-random > /dev/null 2>&1
 python3 tools/gpu/make_random_llama.py llama2-7b-2layers /tmp/llama2-random > /dev/null 2>&1
 run audit-smollm2-shape $G audit backend --against cpu -m /tmp/smollm2-random --tol "${TOL:-1e-3}" --json

@@ -376,16 +376,41 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     let stats = match &selection.backend {
         greta_hal::Backend::Cpu => {
             let mut cache = lm.model.new_cache(capacity);
-            generate::generate(&lm.model, &mut cache, &ids, decoding, &mut recorder, &mut on_token)?
+            generate::generate(
+                &lm.model,
+                &mut cache,
+                &ids,
+                decoding,
+                &mut recorder,
+                &mut on_token,
+            )?
         }
         greta_hal::Backend::Gpu(gpu) => {
             if recorder.selection().enabled || inject.is_some() {
                 bail!("tracing and --inject run on the CPU backend for generation; on the GPU use `greta audit backend`");
             }
-            let kernels = greta_model::kernels::gpu::GpuKernels::load(gpu, &greta_model::kernels::gpu::default_dir())?;
+            let kernels = greta_model::kernels::gpu::GpuKernels::load(
+                gpu,
+                &greta_model::kernels::gpu::default_dir(),
+            )?;
             let t_up = Instant::now();
-            let model = greta_model::llama::gpu::GpuLlama::upload(gpu.clone(), kernels, lm.model.config.clone(), &lm.model.weights, &mut |_, _| {})?;
-            eprintln!("uploaded to {} in {:.2}s; decode {}", gpu.name(), t_up.elapsed().as_secs_f64(), if a.no_graph { "eager (--no-graph)" } else { "as a captured graph" });
+            let model = greta_model::llama::gpu::GpuLlama::upload(
+                gpu.clone(),
+                kernels,
+                lm.model.config.clone(),
+                &lm.model.weights,
+                &mut |_, _| {},
+            )?;
+            eprintln!(
+                "uploaded to {} in {:.2}s; decode {}",
+                gpu.name(),
+                t_up.elapsed().as_secs_f64(),
+                if a.no_graph {
+                    "eager (--no-graph)"
+                } else {
+                    "as a captured graph"
+                }
+            );
             let mut st = model.new_state(capacity, ids.len())?;
             generate::generate_gpu(&model, &mut st, &ids, decoding, !a.no_graph, &mut on_token)?
         }

@@ -43,7 +43,7 @@ pub struct TraceArgs {
     #[arg(long, value_name = "DIR")]
     pub trace_dump: Option<PathBuf>,
     /// Perturb one stage: LAYER:POINT:KIND, KIND one of scale=F, add=F, nan, zero.
-    #[arg(long, value_name = "LAYER:POINT:KIND")]
+    #[arg(long, value_name = "LAYER:POINT:KIND", allow_hyphen_values = true)]
     pub inject: Option<String>,
 }
 
@@ -258,8 +258,8 @@ pub struct AuditArgs {
     /// Points or globs to compare.
     #[arg(long, default_value = "all")]
     pub points: String,
-    /// Perturb one stage of the route under test: LAYER:POINT:KIND.
-    #[arg(long, value_name = "LAYER:POINT:KIND")]
+    /// Perturb one stage of the route under test: LAYER:POINT:KIND (LAYER - outside layers).
+    #[arg(long, value_name = "LAYER:POINT:KIND", allow_hyphen_values = true)]
     pub inject: Option<String>,
     #[command(flatten)]
     pub report: ReportArgs,
@@ -318,28 +318,78 @@ pub fn cmd_backend(args: &AuditArgs, against: &str, path: &Path) -> Result<i32> 
     }
     let setup = args.setup()?;
     use greta_model::llama::weights::CpuWeights;
-    let platform: greta_hal::PlatformChoice = std::env::var("GRETA_PLATFORM").unwrap_or_else(|_| "auto".into()).parse()?;
+    let platform: greta_hal::PlatformChoice = std::env::var("GRETA_PLATFORM")
+        .unwrap_or_else(|_| "auto".into())
+        .parse()?;
     let report = match greta_hal::Gpu::open(platform, 0) {
         Ok(gpu) => {
             // The reference holds the weights as the GPU does (rounded to f16), so the audit
             // measures the GPU's kernels, not the f16 storage format.
-            let reference = greta_model::model::load_as(path, CpuWeights::F16Rounded, &mut |_, _| {})?;
+            let reference =
+                greta_model::model::load_as(path, CpuWeights::F16Rounded, &mut |_, _| {})?;
             let tokens = reference.tokenizer.encode(&args.prompt, true)?;
-            let kernels = greta_model::kernels::gpu::GpuKernels::load(&gpu, &greta_model::kernels::gpu::default_dir())?;
+            let kernels = greta_model::kernels::gpu::GpuKernels::load(
+                &gpu,
+                &greta_model::kernels::gpu::default_dir(),
+            )?;
             let route = format!("gpu-{}", gpu.platform());
-            eprintln!("auditing {route} ({}) against {}", gpu.name(), CpuWeights::F16Rounded.route_name());
-            let model = greta_model::llama::gpu::GpuLlama::upload(gpu, kernels, reference.model.config.clone(), &reference.model.weights, &mut |_, _| {})?;
-            let report = audit::backend_gpu(&model, &route, &reference.model, CpuWeights::F16Rounded.route_name(), &tokens, &setup)?;
-            return print_report("audit backend", &report, args.report.json, serde_json::json!({"tokens": tokens.len()}));
+            eprintln!(
+                "auditing {route} ({}) against {}",
+                gpu.name(),
+                CpuWeights::F16Rounded.route_name()
+            );
+            let model = greta_model::llama::gpu::GpuLlama::upload(
+                gpu,
+                kernels,
+                reference.model.config.clone(),
+                &reference.model.weights,
+                &mut |_, _| {},
+            )?;
+            let mut setup = setup;
+            if args.report.tol.is_none() {
+                setup.tolerances.default = greta_trace::diff::GPU_F16_TOLERANCE;
+                eprintln!(
+                    "tolerance: {:.0e} relative (f16 storage on the GPU; --tol overrides)",
+                    setup.tolerances.default
+                );
+            }
+            let report = audit::backend_gpu(
+                &model,
+                &route,
+                &reference.model,
+                CpuWeights::F16Rounded.route_name(),
+                &tokens,
+                &setup,
+            )?;
+            return print_report(
+                "audit backend",
+                &report,
+                args.report.json,
+                serde_json::json!({"tokens": tokens.len()}),
+            );
         }
         Err(e) => {
             let reference = greta_model::model::load_as(path, CpuWeights::F32, &mut |_, _| {})?;
             let tokens = reference.tokenizer.encode(&args.prompt, true)?;
             // No GPU: the optimised CPU route is audited against the plain one.
-            eprintln!("no GPU ({e}): auditing {} against {}", CpuWeights::Blocks.route_name(), CpuWeights::F32.route_name());
+            eprintln!(
+                "no GPU ({e}): auditing {} against {}",
+                CpuWeights::Blocks.route_name(),
+                CpuWeights::F32.route_name()
+            );
             let under = greta_model::model::load_as(path, CpuWeights::Blocks, &mut |_, _| {})?;
-            let report = audit::backend((&under.model, CpuWeights::Blocks.route_name()), (&reference.model, CpuWeights::F32.route_name()), &tokens, &setup)?;
-            print_report("audit backend", &report, args.report.json, serde_json::json!({"tokens": tokens.len()}))
+            let report = audit::backend(
+                (&under.model, CpuWeights::Blocks.route_name()),
+                (&reference.model, CpuWeights::F32.route_name()),
+                &tokens,
+                &setup,
+            )?;
+            print_report(
+                "audit backend",
+                &report,
+                args.report.json,
+                serde_json::json!({"tokens": tokens.len()}),
+            )
         }
     };
     report

@@ -338,4 +338,23 @@ fn audits_exit_0_when_clean_and_1_on_a_planted_fault() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v["first_divergence"]["point"], "ffn_act");
     assert_eq!(v["first_divergence"]["layer"], 0);
+    // LAYER "-" (outside the layers) is a value, not a flag.
+    let o = greta(&[
+        "audit",
+        "backend",
+        "--model",
+        &tiny_gguf(),
+        "--inject",
+        "-:logits:add=1",
+        "--json",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        (
+            v["first_divergence"]["point"].as_str(),
+            v["first_divergence"]["layer"].is_null()
+        ),
+        (Some("logits"), true)
+    );
 }

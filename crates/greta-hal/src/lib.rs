@@ -61,14 +61,28 @@ pub struct Selection {
 /// Opens device 0 of `platform` for `gpu` and `auto`; `auto` falls back to the CPU and says why.
 pub fn select(req: BackendRequest, platform: PlatformChoice) -> Result<Selection, SelectError> {
     match req {
-        BackendRequest::Cpu => Ok(Selection { backend: Backend::Cpu, reason: "requested".into() }),
+        BackendRequest::Cpu => Ok(Selection {
+            backend: Backend::Cpu,
+            reason: "requested".into(),
+        }),
         BackendRequest::Gpu => match Gpu::open(platform, 0) {
-            Ok(g) => Ok(Selection { backend: Backend::Gpu(g), reason: "requested".into() }),
-            Err(e) => Err(SelectError::GpuUnavailable { reason: e.to_string() }),
+            Ok(g) => Ok(Selection {
+                backend: Backend::Gpu(g),
+                reason: "requested".into(),
+            }),
+            Err(e) => Err(SelectError::GpuUnavailable {
+                reason: e.to_string(),
+            }),
         },
         BackendRequest::Auto => match Gpu::open(platform, 0) {
-            Ok(g) => Ok(Selection { backend: Backend::Gpu(g), reason: "auto: a GPU opened".into() }),
-            Err(e) => Ok(Selection { backend: Backend::Cpu, reason: format!("auto: no GPU ({e})") }),
+            Ok(g) => Ok(Selection {
+                backend: Backend::Gpu(g),
+                reason: "auto: a GPU opened".into(),
+            }),
+            Err(e) => Ok(Selection {
+                backend: Backend::Cpu,
+                reason: format!("auto: no GPU ({e})"),
+            }),
         },
     }
 }
@@ -81,7 +95,10 @@ mod tests {
     fn parses_accepted_names_and_rejects_others() {
         assert_eq!("auto".parse::<BackendRequest>(), Ok(BackendRequest::Auto));
         let e = "cuda".parse::<BackendRequest>().unwrap_err().to_string();
-        assert!(e.contains("\"cuda\"") && e.contains("cpu, gpu, auto"), "{e}");
+        assert!(
+            e.contains("\"cuda\"") && e.contains("cpu, gpu, auto"),
+            "{e}"
+        );
     }
 
     #[test]
@@ -89,9 +106,14 @@ mod tests {
         if Gpu::open(PlatformChoice::Auto, 0).is_ok() {
             return; // a GPU machine: the GPU tests cover selection there
         }
-        let e = select(BackendRequest::Gpu, PlatformChoice::Auto).err().expect("no GPU here").to_string();
+        let e = select(BackendRequest::Gpu, PlatformChoice::Auto)
+            .err()
+            .expect("no GPU here")
+            .to_string();
         assert!(e.contains("no GPU could be opened"), "{e}");
-        let auto = select(BackendRequest::Auto, PlatformChoice::Auto).ok().unwrap();
+        let auto = select(BackendRequest::Auto, PlatformChoice::Auto)
+            .ok()
+            .unwrap();
         assert!(matches!(auto.backend, Backend::Cpu));
         assert!(auto.reason.starts_with("auto: no GPU ("), "{}", auto.reason);
     }

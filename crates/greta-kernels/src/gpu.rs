@@ -155,7 +155,8 @@ impl GpuKernels {
             // The first object that loads names the target; the others must load too.
             let other = |stem: &str| -> Result<Module> {
                 let p = dir.join(target).join(format!("{stem}.{ext}"));
-                let image = std::fs::read(&p).map_err(|e| KernelError::Shape(format!("{}: {e}", p.display())))?;
+                let image = std::fs::read(&p)
+                    .map_err(|e| KernelError::Shape(format!("{}: {e}", p.display())))?;
                 Ok(gpu.load_module(&image)?)
             };
             let attn = other("fallback_attention")?;
@@ -178,7 +179,11 @@ impl GpuKernels {
                 _modules: vec![ops, attn, gemm],
             });
         }
-        Err(KernelError::Missing { platform: gpu.platform(), dir: dir.display().to_string(), tried: tried.join("; ") })
+        Err(KernelError::Missing {
+            platform: gpu.platform(),
+            dir: dir.display().to_string(),
+            tried: tried.join("; "),
+        })
     }
 
     fn launch(f: &Function, dims: LaunchDims, s: &Stream, mut args: Args) -> Result<()> {
@@ -357,44 +362,147 @@ impl GpuKernels {
     }
 
     /// y[t, n] = x[t, k] · w[n, k]ᵀ (f16 weights), the plain tiled GEMM.
-    pub fn gemm(&self, s: &Stream, x: &DeviceBuffer<f32>, w: &DeviceBuffer<u16>, y: &mut DeviceBuffer<f32>, t: usize, k: usize, n: usize) -> Result<()> {
+    pub fn gemm(
+        &self,
+        s: &Stream,
+        x: &DeviceBuffer<f32>,
+        w: &DeviceBuffer<u16>,
+        y: &mut DeviceBuffer<f32>,
+        t: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()> {
         Self::need(x, t * k, "gemm x")?;
         Self::need(w, n * k, "gemm w")?;
         Self::need(y, t * n, "gemm y")?;
-        let dims = LaunchDims { grid: [n.div_ceil(16) as u32, t.div_ceil(16) as u32, 1], block: [256, 1, 1], shared_bytes: 0 };
-        Self::launch(&self.gemm, dims, s, Args::new().ptr(x).ptr(w).ptr(y).u32(u32_of(t, "t")?).u32(u32_of(k, "k")?).u32(u32_of(n, "n")?))
+        let dims = LaunchDims {
+            grid: [n.div_ceil(16) as u32, t.div_ceil(16) as u32, 1],
+            block: [256, 1, 1],
+            shared_bytes: 0,
+        };
+        Self::launch(
+            &self.gemm,
+            dims,
+            s,
+            Args::new()
+                .ptr(x)
+                .ptr(w)
+                .ptr(y)
+                .u32(u32_of(t, "t")?)
+                .u32(u32_of(k, "k")?)
+                .u32(u32_of(n, "n")?),
+        )
     }
 
     /// Writes `rows` rows of `kv_row` values into the f16 cache at positions `*pos0..`.
-    pub fn kv_append(&self, s: &Stream, src: &DeviceBuffer<f32>, cache: &mut DeviceBuffer<u16>, pos0: &DeviceBuffer<u32>, shape: Rows, capacity: usize) -> Result<()> {
+    pub fn kv_append(
+        &self,
+        s: &Stream,
+        src: &DeviceBuffer<f32>,
+        cache: &mut DeviceBuffer<u16>,
+        pos0: &DeviceBuffer<u32>,
+        shape: Rows,
+        capacity: usize,
+    ) -> Result<()> {
         Self::need(src, shape.rows * shape.len, "kv_append src")?;
         Self::need(cache, capacity * shape.len, "kv_append cache")?;
-        Self::launch(&self.kv_append, rows(shape.rows, BLOCK), s, Args::new().ptr(src).ptr(cache).ptr(pos0).u32(u32_of(shape.len, "kv_row")?))
+        Self::launch(
+            &self.kv_append,
+            rows(shape.rows, BLOCK),
+            s,
+            Args::new()
+                .ptr(src)
+                .ptr(cache)
+                .ptr(pos0)
+                .u32(u32_of(shape.len, "kv_row")?),
+        )
     }
 
     /// Causal GQA attention of `att.rows` query rows at positions `*pos0..` over the cache
     /// (capacity `att.max_kv`), through the `scores` scratch (`rows * n_heads * max_kv`).
     #[allow(clippy::too_many_arguments)]
-    pub fn attention(&self, s: &Stream, q: &DeviceBuffer<f32>, k_cache: &DeviceBuffer<u16>, v_cache: &DeviceBuffer<u16>, scores: &mut DeviceBuffer<f32>, ctx: &mut DeviceBuffer<f32>, pos0: &DeviceBuffer<u32>, att: AttnShape) -> Result<()> {
-        let AttnShape { rows: n_rows, n_heads, n_kv_heads, head_dim, max_kv } = att;
+    pub fn attention(
+        &self,
+        s: &Stream,
+        q: &DeviceBuffer<f32>,
+        k_cache: &DeviceBuffer<u16>,
+        v_cache: &DeviceBuffer<u16>,
+        scores: &mut DeviceBuffer<f32>,
+        ctx: &mut DeviceBuffer<f32>,
+        pos0: &DeviceBuffer<u32>,
+        att: AttnShape,
+    ) -> Result<()> {
+        let AttnShape {
+            rows: n_rows,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            max_kv,
+        } = att;
         Self::need(q, n_rows * n_heads * head_dim, "attention q")?;
         Self::need(scores, n_rows * n_heads * max_kv, "attention scores")?;
         Self::need(ctx, n_rows * n_heads * head_dim, "attention ctx")?;
         Self::need(k_cache, max_kv * n_kv_heads * head_dim, "attention k cache")?;
         Self::need(v_cache, max_kv * n_kv_heads * head_dim, "attention v cache")?;
-        let (nh, nkv, hd, mk) = (u32_of(n_heads, "n_heads")?, u32_of(n_kv_heads, "n_kv_heads")?, u32_of(head_dim, "head_dim")?, u32_of(max_kv, "max_kv")?);
+        let (nh, nkv, hd, mk) = (
+            u32_of(n_heads, "n_heads")?,
+            u32_of(n_kv_heads, "n_kv_heads")?,
+            u32_of(head_dim, "head_dim")?,
+            u32_of(max_kv, "max_kv")?,
+        );
         let rh = u32_of(n_rows * n_heads, "rows * heads")?;
         let scale = 1.0 / (head_dim as f32).sqrt();
-        let dims = LaunchDims { grid: [max_kv.div_ceil(BLOCK as usize) as u32, rh, 1], block: [BLOCK, 1, 1], shared_bytes: 0 };
-        Self::launch(&self.attn_scores, dims, s, Args::new().ptr(q).ptr(k_cache).ptr(scores).ptr(pos0).u32(nh).u32(nkv).u32(hd).u32(mk).f32(scale))?;
-        Self::launch(&self.attn_softmax, rows(rh as usize, BLOCK), s, Args::new().ptr(scores).ptr(pos0).u32(nh).u32(mk))?;
+        let dims = LaunchDims {
+            grid: [max_kv.div_ceil(BLOCK as usize) as u32, rh, 1],
+            block: [BLOCK, 1, 1],
+            shared_bytes: 0,
+        };
+        Self::launch(
+            &self.attn_scores,
+            dims,
+            s,
+            Args::new()
+                .ptr(q)
+                .ptr(k_cache)
+                .ptr(scores)
+                .ptr(pos0)
+                .u32(nh)
+                .u32(nkv)
+                .u32(hd)
+                .u32(mk)
+                .f32(scale),
+        )?;
+        Self::launch(
+            &self.attn_softmax,
+            rows(rh as usize, BLOCK),
+            s,
+            Args::new().ptr(scores).ptr(pos0).u32(nh).u32(mk),
+        )?;
         let block = (head_dim as u32).clamp(32, 1024);
-        Self::launch(&self.attn_context, rows(rh as usize, block), s, Args::new().ptr(scores).ptr(v_cache).ptr(ctx).ptr(pos0).u32(nh).u32(nkv).u32(hd).u32(mk))
+        Self::launch(
+            &self.attn_context,
+            rows(rh as usize, block),
+            s,
+            Args::new()
+                .ptr(scores)
+                .ptr(v_cache)
+                .ptr(ctx)
+                .ptr(pos0)
+                .u32(nh)
+                .u32(nkv)
+                .u32(hd)
+                .u32(mk),
+        )
     }
 
     /// *pos0 += by, on the device.
     pub fn advance_pos(&self, s: &Stream, pos0: &mut DeviceBuffer<u32>, by: usize) -> Result<()> {
-        Self::launch(&self.advance_pos, rows(1, 32), s, Args::new().ptr(pos0).u32(u32_of(by, "by")?))
+        Self::launch(
+            &self.advance_pos,
+            rows(1, 32),
+            s,
+            Args::new().ptr(pos0).u32(u32_of(by, "by")?),
+        )
     }
 }
 

@@ -109,7 +109,14 @@ pub enum AuditError {
 /// The GPU backend against a CPU reference route (`reference_route` names it): the same
 /// teacher-forced run as `backend` (first half prefilled, the rest decoded one token at a
 /// time), every position and stage.
-pub fn backend_gpu(gpu: &crate::llama::gpu::GpuLlama, route: &str, cpu: &Llama, reference_route: &str, tokens: &[u32], setup: &AuditSetup) -> Result<DiffReport, AuditError> {
+pub fn backend_gpu(
+    gpu: &crate::llama::gpu::GpuLlama,
+    route: &str,
+    cpu: &Llama,
+    reference_route: &str,
+    tokens: &[u32],
+    setup: &AuditSetup,
+) -> Result<DiffReport, AuditError> {
     let split = tokens.len().div_ceil(2);
     let mut ra = recorder(cpu, setup, TokenSel::All, route, setup.inject);
     let mut st = gpu.new_state(tokens.len(), split.max(1))?;
@@ -118,12 +125,20 @@ pub fn backend_gpu(gpu: &crate::llama::gpu::GpuLlama, route: &str, cpu: &Llama, 
         gpu.forward(std::slice::from_ref(t), &mut st, Logits::All, &mut ra)?;
     }
     let mut rb = recorder(cpu, setup, TokenSel::All, reference_route, None);
-    let mut cache = cpu.new_cache(tokens.len());
+    // The GPU keeps K and V in f16: the reference rounds them the same way.
+    let mut cache = cpu.new_cache(tokens.len()).rounding_to_f16();
     cpu.forward(&tokens[..split], &mut cache, Logits::All, &mut rb)?;
     for t in &tokens[split..] {
         cpu.forward(std::slice::from_ref(t), &mut cache, Logits::All, &mut rb)?;
     }
-    Ok(diff::diff(route, &ra.captured, reference_route, &rb.captured, Align::Step, &setup.tolerances))
+    Ok(diff::diff(
+        route,
+        &ra.captured,
+        reference_route,
+        &rb.captured,
+        Align::Step,
+        &setup.tolerances,
+    ))
 }
 
 /// The same prompt through two loaded models (backends or weight routes): the first half

@@ -300,7 +300,11 @@ impl<T: Copy> DeviceBuffer<T> {
     }
     fn check_range(&self, offset: usize, n: usize, what: &str) -> Result<()> {
         if offset.checked_add(n).is_none_or(|end| end > self.len) {
-            return Err(HipError::Invalid(format!("{what}: elements {offset}..{} of a buffer of {}", offset.saturating_add(n), self.len)));
+            return Err(HipError::Invalid(format!(
+                "{what}: elements {offset}..{} of a buffer of {}",
+                offset.saturating_add(n),
+                self.len
+            )));
         }
         Ok(())
     }
@@ -309,7 +313,13 @@ impl<T: Copy> DeviceBuffer<T> {
     pub fn read(&self, offset: usize, dst: &mut [T], s: &Stream) -> Result<()> {
         self.check_range(offset, dst.len(), "read")?;
         // SAFETY: range checked; synchronised before `dst` is read.
-        unsafe { self.driver.memcpy_dtoh(as_bytes_mut(dst), self.ptr().offset(offset * std::mem::size_of::<T>()), s.handle())? };
+        unsafe {
+            self.driver.memcpy_dtoh(
+                as_bytes_mut(dst),
+                self.ptr().offset(offset * std::mem::size_of::<T>()),
+                s.handle(),
+            )?
+        };
         s.synchronize()
     }
 
@@ -317,18 +327,38 @@ impl<T: Copy> DeviceBuffer<T> {
     pub fn write(&mut self, offset: usize, src: &[T], s: &Stream) -> Result<()> {
         self.check_range(offset, src.len(), "write")?;
         // SAFETY: range checked; synchronised before `src` can go away.
-        unsafe { self.driver.memcpy_htod(self.ptr().offset(offset * std::mem::size_of::<T>()), as_bytes(src), s.handle())? };
+        unsafe {
+            self.driver.memcpy_htod(
+                self.ptr().offset(offset * std::mem::size_of::<T>()),
+                as_bytes(src),
+                s.handle(),
+            )?
+        };
         s.synchronize()
     }
 
     /// Copies `n` elements of `src` from `src_offset` to `dst_offset` of this buffer, on `s`
     /// (asynchronous: it can be captured in a graph).
-    pub fn copy_from_device(&mut self, dst_offset: usize, src: &DeviceBuffer<T>, src_offset: usize, n: usize, s: &Stream) -> Result<()> {
+    pub fn copy_from_device(
+        &mut self,
+        dst_offset: usize,
+        src: &DeviceBuffer<T>,
+        src_offset: usize,
+        n: usize,
+        s: &Stream,
+    ) -> Result<()> {
         self.check_range(dst_offset, n, "copy_from_device destination")?;
         src.check_range(src_offset, n, "copy_from_device source")?;
         let size = std::mem::size_of::<T>();
         // SAFETY: both ranges checked.
-        unsafe { self.driver.memcpy_dtod(self.ptr().offset(dst_offset * size), src.ptr().offset(src_offset * size), n * size, s.handle()) }
+        unsafe {
+            self.driver.memcpy_dtod(
+                self.ptr().offset(dst_offset * size),
+                src.ptr().offset(src_offset * size),
+                n * size,
+                s.handle(),
+            )
+        }
     }
 
     /// Sets every byte to zero (asynchronously, on `s`).

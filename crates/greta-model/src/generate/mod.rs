@@ -121,14 +121,26 @@ pub fn generate_gpu(
     graph: bool,
     on_token: &mut dyn FnMut(u32) -> bool,
 ) -> Result<GenerateStats, GpuGenerateError> {
-    let Decoding { max_new, sampler, is_eog } = decoding;
+    let Decoding {
+        max_new,
+        sampler,
+        is_eog,
+    } = decoding;
     if prompt.is_empty() {
         return Err(GenerateError::EmptyPrompt.into());
     }
     if st.len() + prompt.len() + max_new.saturating_sub(1) > st.capacity() {
-        return Err(GenerateError::PromptTooLong { prompt: prompt.len(), max_new, capacity: st.capacity() }.into());
+        return Err(GenerateError::PromptTooLong {
+            prompt: prompt.len(),
+            max_new,
+            capacity: st.capacity(),
+        }
+        .into());
     }
-    let mut stats = GenerateStats { prompt_tokens: prompt.len(), ..Default::default() };
+    let mut stats = GenerateStats {
+        prompt_tokens: prompt.len(),
+        ..Default::default()
+    };
     let greedy = sampler.is_greedy();
     let mut history = prompt.to_vec();
     let t0 = Instant::now();

@@ -29,7 +29,11 @@ pub enum GpuError {
         "the KV cache holds {capacity} positions; {used} are used and {requested} more were requested \\
          (raise --ctx, up to the model's context, or shorten the prompt)"
     )]
-    KvCacheFull { capacity: usize, used: usize, requested: usize },
+    KvCacheFull {
+        capacity: usize,
+        used: usize,
+        requested: usize,
+    },
     #[error("at most {max} tokens per forward pass on the GPU; {requested} were given")]
     TooManyRows { max: usize, requested: usize },
     #[error("token id {id} at index {index} is outside the vocabulary of {vocab}")]
@@ -66,7 +70,10 @@ fn to_f16(name: &str, v: &[f32]) -> Result<Vec<u16>> {
         .map(|&x| {
             let h = f16::from_f32(x);
             if h.is_infinite() && x.is_finite() {
-                return Err(GpuError::F16Overflow { name: name.to_string(), value: x });
+                return Err(GpuError::F16Overflow {
+                    name: name.to_string(),
+                    value: x,
+                });
             }
             Ok(h.to_bits())
         })
@@ -88,7 +95,13 @@ fn upload_matrix(gpu: &Gpu, s: &Stream, name: &str, m: &Matrix) -> Result<Device
 impl GpuLlama {
     /// Uploads the model: matrices widened from their file type and stored as f16 (an f16
     /// overflow is an error, not an inf), norms as f32.
-    pub fn upload(gpu: Gpu, kernels: GpuKernels, config: LlamaConfig, w: &LlamaWeights, progress: &mut dyn FnMut(usize, usize)) -> Result<Self> {
+    pub fn upload(
+        gpu: Gpu,
+        kernels: GpuKernels,
+        config: LlamaConfig,
+        w: &LlamaWeights,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
         let s = gpu.stream()?;
         let total = w.layers.len() + 2;
         let token_embd = upload_matrix(&gpu, &s, "token_embd", &w.token_embd)?;
@@ -113,10 +126,23 @@ impl GpuLlama {
             Some(o) => Some(upload_matrix(&gpu, &s, "output", o)?),
             None => None,
         };
-        let inv_freq = upload(&gpu, &s, &config.rope_inv_freq(w.rope_freq_factors.as_deref()))?;
+        let inv_freq = upload(
+            &gpu,
+            &s,
+            &config.rope_inv_freq(w.rope_freq_factors.as_deref()),
+        )?;
         let output_norm = upload(&gpu, &s, &w.output_norm)?;
         progress(total, total);
-        Ok(GpuLlama { gpu, kernels, config, token_embd, layers, output_norm, output, inv_freq })
+        Ok(GpuLlama {
+            gpu,
+            kernels,
+            config,
+            token_embd,
+            layers,
+            output_norm,
+            output,
+            inv_freq,
+        })
     }
 
     /// Buffers for up to `max_rows` tokens per pass and a KV cache of `capacity` positions.
@@ -134,8 +160,12 @@ impl GpuLlama {
             capacity,
             max_rows: r,
             len: 0,
-            k_cache: (0..c.n_layers).map(|_| g.alloc::<u16>(capacity * kv_row)).collect::<std::result::Result<_, _>>()?,
-            v_cache: (0..c.n_layers).map(|_| g.alloc::<u16>(capacity * kv_row)).collect::<std::result::Result<_, _>>()?,
+            k_cache: (0..c.n_layers)
+                .map(|_| g.alloc::<u16>(capacity * kv_row))
+                .collect::<std::result::Result<_, _>>()?,
+            v_cache: (0..c.n_layers)
+                .map(|_| g.alloc::<u16>(capacity * kv_row))
+                .collect::<std::result::Result<_, _>>()?,
             pos,
             ids: g.alloc::<u32>(r)?,
             x: alloc(r * c.hidden)?,
@@ -198,7 +228,14 @@ impl GpuState {
 }
 
 /// Copies a stage's rows to the host for the observer and back (an injected fault changes them).
-fn observe(obs: &mut dyn StageObserver, s: &Stream, at: StageAt, buf: &mut DeviceBuffer<f32>, rows: usize, row_len: usize) -> Result<()> {
+fn observe(
+    obs: &mut dyn StageObserver,
+    s: &Stream,
+    at: StageAt,
+    buf: &mut DeviceBuffer<f32>,
+    rows: usize,
+    row_len: usize,
+) -> Result<()> {
     if !obs.wants(at.point, at.layer) {
         return Ok(());
     }
@@ -206,14 +243,26 @@ fn observe(obs: &mut dyn StageObserver, s: &Stream, at: StageAt, buf: &mut Devic
     buf.read(0, &mut host, s)?;
     let before = host.clone();
     obs.observe(at, &mut host, row_len);
-    if host.iter().zip(&before).any(|(a, b)| a.to_bits() != b.to_bits()) {
+    if host
+        .iter()
+        .zip(&before)
+        .any(|(a, b)| a.to_bits() != b.to_bits())
+    {
         buf.write(0, &host, s)?;
     }
     Ok(())
 }
 
 impl GpuLlama {
-    fn linear(&self, st: &mut GpuState, which: Lin, w: &DeviceBuffer<u16>, t: usize, k: usize, n: usize) -> Result<()> {
+    fn linear(
+        &self,
+        st: &mut GpuState,
+        which: Lin,
+        w: &DeviceBuffer<u16>,
+        t: usize,
+        k: usize,
+        n: usize,
+    ) -> Result<()> {
         let (s, x, y) = which.split(st);
         if t == 1 {
             self.kernels.gemv(s, w, x, y, n, k)?;
@@ -225,89 +274,348 @@ impl GpuLlama {
 
     /// Runs `tokens` (already in `st.ids` when `ids_on_device`) at positions `st.len()..`.
     /// Returns nothing: logits stay in `st.logits` ([rows, vocab]; one row for `Last`).
-    fn forward_inner(&self, st: &mut GpuState, t: usize, which: Logits, obs: &mut dyn StageObserver, pos0: usize) -> Result<usize> {
+    fn forward_inner(
+        &self,
+        st: &mut GpuState,
+        t: usize,
+        which: Logits,
+        obs: &mut dyn StageObserver,
+        pos0: usize,
+    ) -> Result<usize> {
         let c = &self.config;
         let k = &self.kernels;
         let (d, hd) = (c.hidden, c.head_dim);
         let (q_row, kv_row) = (c.n_heads * hd, c.n_kv_heads * hd);
-        let at = |point, layer, p| StageAt { point, layer, pos0: p };
+        let at = |point, layer, p| StageAt {
+            point,
+            layer,
+            pos0: p,
+        };
         k.embed(&st.stream, &self.token_embd, &st.ids, &mut st.x, t, d)?;
-        observe(obs, &st.stream, at(Point::EmbedOut, None, pos0), &mut st.x, t, d)?;
+        observe(
+            obs,
+            &st.stream,
+            at(Point::EmbedOut, None, pos0),
+            &mut st.x,
+            t,
+            d,
+        )?;
         for (l, w) in self.layers.iter().enumerate() {
             let layer = Some(l);
-            observe(obs, &st.stream, at(Point::AttnIn, layer, pos0), &mut st.x, t, d)?;
-            k.rmsnorm(&st.stream, &st.x, &w.attn_norm, &mut st.normed, Rows { rows: t, len: d }, c.rms_eps)?;
-            observe(obs, &st.stream, at(Point::AttnNorm, layer, pos0), &mut st.normed, t, d)?;
+            observe(
+                obs,
+                &st.stream,
+                at(Point::AttnIn, layer, pos0),
+                &mut st.x,
+                t,
+                d,
+            )?;
+            k.rmsnorm(
+                &st.stream,
+                &st.x,
+                &w.attn_norm,
+                &mut st.normed,
+                Rows { rows: t, len: d },
+                c.rms_eps,
+            )?;
+            observe(
+                obs,
+                &st.stream,
+                at(Point::AttnNorm, layer, pos0),
+                &mut st.normed,
+                t,
+                d,
+            )?;
             self.linear(st, Lin::Q, &w.wq, t, d, q_row)?;
-            observe(obs, &st.stream, at(Point::Q, layer, pos0), &mut st.q, t, q_row)?;
+            observe(
+                obs,
+                &st.stream,
+                at(Point::Q, layer, pos0),
+                &mut st.q,
+                t,
+                q_row,
+            )?;
             self.linear(st, Lin::K, &w.wk, t, d, kv_row)?;
-            observe(obs, &st.stream, at(Point::K, layer, pos0), &mut st.k, t, kv_row)?;
+            observe(
+                obs,
+                &st.stream,
+                at(Point::K, layer, pos0),
+                &mut st.k,
+                t,
+                kv_row,
+            )?;
             self.linear(st, Lin::V, &w.wv, t, d, kv_row)?;
-            observe(obs, &st.stream, at(Point::V, layer, pos0), &mut st.v, t, kv_row)?;
+            observe(
+                obs,
+                &st.stream,
+                at(Point::V, layer, pos0),
+                &mut st.v,
+                t,
+                kv_row,
+            )?;
             let half_split = c.rope_style == RopeStyle::HalfSplit;
-            k.rope(&st.stream, &mut st.q, &st.pos, &self.inv_freq, RopeShape { rows: t, n_heads: c.n_heads, head_dim: hd, half_split })?;
-            observe(obs, &st.stream, at(Point::QRope, layer, pos0), &mut st.q, t, q_row)?;
-            k.rope(&st.stream, &mut st.k, &st.pos, &self.inv_freq, RopeShape { rows: t, n_heads: c.n_kv_heads, head_dim: hd, half_split })?;
-            observe(obs, &st.stream, at(Point::KRope, layer, pos0), &mut st.k, t, kv_row)?;
-            k.kv_append(&st.stream, &st.k, &mut st.k_cache[l], &st.pos, Rows { rows: t, len: kv_row }, st.capacity)?;
-            k.kv_append(&st.stream, &st.v, &mut st.v_cache[l], &st.pos, Rows { rows: t, len: kv_row }, st.capacity)?;
-            let shape = AttnShape { rows: t, n_heads: c.n_heads, n_kv_heads: c.n_kv_heads, head_dim: hd, max_kv: st.capacity };
-            k.attention(&st.stream, &st.q, &st.k_cache[l], &st.v_cache[l], &mut st.scores, &mut st.ctx, &st.pos, shape)?;
-            observe(obs, &st.stream, at(Point::AttnCtx, layer, pos0), &mut st.ctx, t, q_row)?;
+            k.rope(
+                &st.stream,
+                &mut st.q,
+                &st.pos,
+                &self.inv_freq,
+                RopeShape {
+                    rows: t,
+                    n_heads: c.n_heads,
+                    head_dim: hd,
+                    half_split,
+                },
+            )?;
+            observe(
+                obs,
+                &st.stream,
+                at(Point::QRope, layer, pos0),
+                &mut st.q,
+                t,
+                q_row,
+            )?;
+            k.rope(
+                &st.stream,
+                &mut st.k,
+                &st.pos,
+                &self.inv_freq,
+                RopeShape {
+                    rows: t,
+                    n_heads: c.n_kv_heads,
+                    head_dim: hd,
+                    half_split,
+                },
+            )?;
+            observe(
+                obs,
+                &st.stream,
+                at(Point::KRope, layer, pos0),
+                &mut st.k,
+                t,
+                kv_row,
+            )?;
+            k.kv_append(
+                &st.stream,
+                &st.k,
+                &mut st.k_cache[l],
+                &st.pos,
+                Rows {
+                    rows: t,
+                    len: kv_row,
+                },
+                st.capacity,
+            )?;
+            k.kv_append(
+                &st.stream,
+                &st.v,
+                &mut st.v_cache[l],
+                &st.pos,
+                Rows {
+                    rows: t,
+                    len: kv_row,
+                },
+                st.capacity,
+            )?;
+            let shape = AttnShape {
+                rows: t,
+                n_heads: c.n_heads,
+                n_kv_heads: c.n_kv_heads,
+                head_dim: hd,
+                max_kv: st.capacity,
+            };
+            k.attention(
+                &st.stream,
+                &st.q,
+                &st.k_cache[l],
+                &st.v_cache[l],
+                &mut st.scores,
+                &mut st.ctx,
+                &st.pos,
+                shape,
+            )?;
+            observe(
+                obs,
+                &st.stream,
+                at(Point::AttnCtx, layer, pos0),
+                &mut st.ctx,
+                t,
+                q_row,
+            )?;
             self.linear(st, Lin::O, &w.wo, t, q_row, d)?;
-            observe(obs, &st.stream, at(Point::AttnOut, layer, pos0), &mut st.proj, t, d)?;
+            observe(
+                obs,
+                &st.stream,
+                at(Point::AttnOut, layer, pos0),
+                &mut st.proj,
+                t,
+                d,
+            )?;
             k.add(&st.stream, &mut st.x, &st.proj, t * d)?;
-            observe(obs, &st.stream, at(Point::ResidAttn, layer, pos0), &mut st.x, t, d)?;
-            k.rmsnorm(&st.stream, &st.x, &w.ffn_norm, &mut st.normed, Rows { rows: t, len: d }, c.rms_eps)?;
-            observe(obs, &st.stream, at(Point::FfnNorm, layer, pos0), &mut st.normed, t, d)?;
+            observe(
+                obs,
+                &st.stream,
+                at(Point::ResidAttn, layer, pos0),
+                &mut st.x,
+                t,
+                d,
+            )?;
+            k.rmsnorm(
+                &st.stream,
+                &st.x,
+                &w.ffn_norm,
+                &mut st.normed,
+                Rows { rows: t, len: d },
+                c.rms_eps,
+            )?;
+            observe(
+                obs,
+                &st.stream,
+                at(Point::FfnNorm, layer, pos0),
+                &mut st.normed,
+                t,
+                d,
+            )?;
             self.linear(st, Lin::Gate, &w.w_gate, t, d, c.intermediate)?;
-            observe(obs, &st.stream, at(Point::FfnGate, layer, pos0), &mut st.gate, t, c.intermediate)?;
+            observe(
+                obs,
+                &st.stream,
+                at(Point::FfnGate, layer, pos0),
+                &mut st.gate,
+                t,
+                c.intermediate,
+            )?;
             self.linear(st, Lin::Up, &w.w_up, t, d, c.intermediate)?;
-            observe(obs, &st.stream, at(Point::FfnUp, layer, pos0), &mut st.up, t, c.intermediate)?;
-            k.silu_mul(&st.stream, &st.gate, &st.up, &mut st.act, t * c.intermediate)?;
-            observe(obs, &st.stream, at(Point::FfnAct, layer, pos0), &mut st.act, t, c.intermediate)?;
+            observe(
+                obs,
+                &st.stream,
+                at(Point::FfnUp, layer, pos0),
+                &mut st.up,
+                t,
+                c.intermediate,
+            )?;
+            k.silu_mul(
+                &st.stream,
+                &st.gate,
+                &st.up,
+                &mut st.act,
+                t * c.intermediate,
+            )?;
+            observe(
+                obs,
+                &st.stream,
+                at(Point::FfnAct, layer, pos0),
+                &mut st.act,
+                t,
+                c.intermediate,
+            )?;
             self.linear(st, Lin::Down, &w.w_down, t, c.intermediate, d)?;
-            observe(obs, &st.stream, at(Point::FfnOut, layer, pos0), &mut st.proj, t, d)?;
+            observe(
+                obs,
+                &st.stream,
+                at(Point::FfnOut, layer, pos0),
+                &mut st.proj,
+                t,
+                d,
+            )?;
             k.add(&st.stream, &mut st.x, &st.proj, t * d)?;
-            observe(obs, &st.stream, at(Point::ResidFfn, layer, pos0), &mut st.x, t, d)?;
+            observe(
+                obs,
+                &st.stream,
+                at(Point::ResidFfn, layer, pos0),
+                &mut st.x,
+                t,
+                d,
+            )?;
         }
         let (rows, first) = match which {
             Logits::All => (t, pos0),
             Logits::Last => {
-                st.last.copy_from_device(0, &st.x, (t - 1) * d, d, &st.stream)?;
+                st.last
+                    .copy_from_device(0, &st.x, (t - 1) * d, d, &st.stream)?;
                 st.x.copy_from_device(0, &st.last, 0, d, &st.stream)?;
                 (1, pos0 + t - 1)
             }
         };
-        k.rmsnorm(&st.stream, &st.x, &self.output_norm, &mut st.normed, Rows { rows, len: d }, c.rms_eps)?;
-        observe(obs, &st.stream, at(Point::FinalNorm, None, first), &mut st.normed, rows, d)?;
+        k.rmsnorm(
+            &st.stream,
+            &st.x,
+            &self.output_norm,
+            &mut st.normed,
+            Rows { rows, len: d },
+            c.rms_eps,
+        )?;
+        observe(
+            obs,
+            &st.stream,
+            at(Point::FinalNorm, None, first),
+            &mut st.normed,
+            rows,
+            d,
+        )?;
         let head = self.output.as_ref().unwrap_or(&self.token_embd);
         self.linear(st, Lin::Head, head, rows, d, c.vocab_size)?;
-        observe(obs, &st.stream, at(Point::Logits, None, first), &mut st.logits, rows, c.vocab_size)?;
+        observe(
+            obs,
+            &st.stream,
+            at(Point::Logits, None, first),
+            &mut st.logits,
+            rows,
+            c.vocab_size,
+        )?;
         k.advance_pos(&st.stream, &mut st.pos, t)?;
         Ok(rows)
     }
 
     /// Runs `tokens` at positions `st.len()..` and returns the logits rows `which` asks for.
-    pub fn forward(&self, tokens: &[u32], st: &mut GpuState, which: Logits, obs: &mut dyn StageObserver) -> Result<Vec<f32>> {
+    pub fn forward(
+        &self,
+        tokens: &[u32],
+        st: &mut GpuState,
+        which: Logits,
+        obs: &mut dyn StageObserver,
+    ) -> Result<Vec<f32>> {
         let rows = self.forward_no_readback(tokens, st, which, obs)?;
         let mut out = vec![0f32; rows * self.config.vocab_size];
         st.logits.read(0, &mut out, &st.stream)?;
         Ok(out)
     }
 
-    fn forward_no_readback(&self, tokens: &[u32], st: &mut GpuState, which: Logits, obs: &mut dyn StageObserver) -> Result<usize> {
+    fn forward_no_readback(
+        &self,
+        tokens: &[u32],
+        st: &mut GpuState,
+        which: Logits,
+        obs: &mut dyn StageObserver,
+    ) -> Result<usize> {
         let t = tokens.len();
         if t > st.max_rows {
-            return Err(GpuError::TooManyRows { max: st.max_rows, requested: t });
+            return Err(GpuError::TooManyRows {
+                max: st.max_rows,
+                requested: t,
+            });
         }
         if st.len + t > st.capacity {
-            return Err(GpuError::KvCacheFull { capacity: st.capacity, used: st.len, requested: t });
+            return Err(GpuError::KvCacheFull {
+                capacity: st.capacity,
+                used: st.len,
+                requested: t,
+            });
         }
-        if let Some((index, &id)) = tokens.iter().enumerate().find(|(_, &id)| id as usize >= self.config.vocab_size) {
-            return Err(GpuError::TokenOutOfRange { id, index, vocab: self.config.vocab_size });
+        if let Some((index, &id)) = tokens
+            .iter()
+            .enumerate()
+            .find(|(_, &id)| id as usize >= self.config.vocab_size)
+        {
+            return Err(GpuError::TokenOutOfRange {
+                id,
+                index,
+                vocab: self.config.vocab_size,
+            });
         }
-        obs.begin_pass(Pass { pos0: st.len, tokens });
+        obs.begin_pass(Pass {
+            pos0: st.len,
+            tokens,
+        });
         st.ids.write(0, tokens, &st.stream)?;
         let pos0 = st.len;
         let rows = self.forward_inner(st, t, which, obs, pos0)?;
@@ -318,7 +626,8 @@ impl GpuLlama {
     /// Prefills `prompt` and leaves the greedy next token in `ids[0]`; returns it.
     pub fn prefill_greedy(&self, prompt: &[u32], st: &mut GpuState) -> Result<u32> {
         self.forward_no_readback(prompt, st, Logits::Last, &mut greta_trace::NoTrace)?;
-        self.kernels.argmax(&st.stream, &st.logits, self.config.vocab_size, &mut st.ids)?;
+        self.kernels
+            .argmax(&st.stream, &st.logits, self.config.vocab_size, &mut st.ids)?;
         let mut id = [0u32];
         st.ids.read(0, &mut id, &st.stream)?;
         Ok(id[0])
@@ -329,7 +638,8 @@ impl GpuLlama {
     fn decode_step_device(&self, st: &mut GpuState) -> Result<()> {
         let pos0 = st.len;
         self.forward_inner(st, 1, Logits::Last, &mut greta_trace::NoTrace, pos0)?;
-        self.kernels.argmax(&st.stream, &st.logits, self.config.vocab_size, &mut st.ids)?;
+        self.kernels
+            .argmax(&st.stream, &st.logits, self.config.vocab_size, &mut st.ids)?;
         Ok(())
     }
 
@@ -337,7 +647,11 @@ impl GpuLlama {
     /// captured once and replayed; without, its kernels are launched one by one.
     pub fn decode_greedy(&self, st: &mut GpuState, graph: bool) -> Result<u32> {
         if st.len + 1 > st.capacity {
-            return Err(GpuError::KvCacheFull { capacity: st.capacity, used: st.len, requested: 1 });
+            return Err(GpuError::KvCacheFull {
+                capacity: st.capacity,
+                used: st.len,
+                requested: 1,
+            });
         }
         if graph {
             if st.graph.is_none() {
@@ -347,7 +661,10 @@ impl GpuLlama {
                 captured?;
                 st.graph = Some(g.instantiate()?);
             }
-            st.graph.as_ref().expect("just captured").launch(&st.stream)?;
+            st.graph
+                .as_ref()
+                .expect("just captured")
+                .launch(&st.stream)?;
         } else {
             self.decode_step_device(st)?;
         }

@@ -13,6 +13,9 @@ pub struct KvCacheFull {
 }
 
 pub struct KvCache {
+    /// Round what is stored to f16, as the GPU's f16 cache does (the reference route of a
+    /// GPU audit), so that the audit measures kernels rather than the storage format.
+    round_to_f16: bool,
     capacity: usize,
     row: usize,
     len: usize,
@@ -24,6 +27,7 @@ impl KvCache {
     /// A cache for `capacity` positions of `n_layers` layers of `kv_row` floats each.
     pub fn new(n_layers: usize, kv_row: usize, capacity: usize) -> Self {
         KvCache {
+            round_to_f16: false,
             capacity,
             row: kv_row,
             len: 0,
@@ -34,6 +38,12 @@ impl KvCache {
                 .map(|_| vec![0.0; capacity * kv_row])
                 .collect(),
         }
+    }
+
+    /// The same cache, storing values rounded to f16 (held as f32).
+    pub fn rounding_to_f16(mut self) -> Self {
+        self.round_to_f16 = true;
+        self
     }
 
     pub fn len(&self) -> usize {
@@ -65,6 +75,14 @@ impl KvCache {
         let start = self.len * self.row;
         self.k[layer][start..start + k.len()].copy_from_slice(k);
         self.v[layer][start..start + v.len()].copy_from_slice(v);
+        if self.round_to_f16 {
+            for x in self.k[layer][start..start + k.len()]
+                .iter_mut()
+                .chain(self.v[layer][start..start + v.len()].iter_mut())
+            {
+                *x = half::f16::from_f32(*x).to_f32();
+            }
+        }
     }
 
     pub(crate) fn advance(&mut self, t: usize) {

@@ -249,7 +249,8 @@ impl TensorSource for WidenToF32<'_> {
     fn read_matrix(&self, name: &str) -> Result<(Vec<usize>, Storage), FormatError> {
         let (shape, mut v) = self.src.read(name)?;
         if self.round_matrices_to_f16 {
-            v.iter_mut().for_each(|x| *x = half::f16::from_f32(*x).to_f32());
+            v.iter_mut()
+                .for_each(|x| *x = half::f16::from_f32(*x).to_f32());
         }
         Ok((shape, Storage::F32(v)))
     }
@@ -266,8 +267,24 @@ impl LlamaWeights {
     ) -> Result<Self, FormatError> {
         match route {
             CpuWeights::Blocks => Self::load(src, names, cfg, progress),
-            CpuWeights::F32 => Self::load(&WidenToF32 { src, round_matrices_to_f16: false }, names, cfg, progress),
-            CpuWeights::F16Rounded => Self::load(&WidenToF32 { src, round_matrices_to_f16: true }, names, cfg, progress),
+            CpuWeights::F32 => Self::load(
+                &WidenToF32 {
+                    src,
+                    round_matrices_to_f16: false,
+                },
+                names,
+                cfg,
+                progress,
+            ),
+            CpuWeights::F16Rounded => Self::load(
+                &WidenToF32 {
+                    src,
+                    round_matrices_to_f16: true,
+                },
+                names,
+                cfg,
+                progress,
+            ),
         }
     }
 
