@@ -19,7 +19,7 @@ run gpu-model env -C crates/greta-model ../../target/device/gpu-model --ignored 
 audits() {
   for v in mha-tied-theta1e4 gqa-untied-theta5e5 gqa4-llama3-rope; do
     for m in $TINY/$v/model-f16.gguf $TINY/$v; do
-      echo "## $m"; $G audit backend --against cpu -m "$m" --tol "${TOL:-1e-3}" | tail -n 3
+      echo "## $m"; $G audit backend --against cpu -m "$m" ${TOL:+--tol $TOL} | tail -n 3
     done
   done
 }
@@ -44,8 +44,8 @@ PY
 run planted-faults planted
 python3 tools/gpu/make_random_llama.py smollm2-135m /tmp/smollm2-random > /dev/null 2>&1
 python3 tools/gpu/make_random_llama.py llama2-7b-2layers /tmp/llama2-random > /dev/null 2>&1
-run audit-smollm2-shape $G audit backend --against cpu -m /tmp/smollm2-random --tol "${TOL:-1e-3}" --json
-run audit-llama2-shape $G audit backend --against cpu -m /tmp/llama2-random --tol "${TOL:-1e-3}" --json
+run audit-smollm2-shape $G audit backend --against cpu -m /tmp/smollm2-random ${TOL:+--tol $TOL} --json
+run audit-llama2-shape $G audit backend --against cpu -m /tmp/llama2-random ${TOL:+--tol $TOL} --json
 # The default-like shape end to end: greedy generation on the GPU, graph and eager.
 run generate-smollm2-shape sh -c "$G generate --backend gpu -m /tmp/smollm2-random --no-chat --temperature 0 -n 128 'The quick brown fox' && $G generate --backend gpu --no-graph -m /tmp/smollm2-random --no-chat --temperature 0 -n 128 'The quick brown fox'"
 exit $status
