@@ -519,14 +519,27 @@ fn cmd_info() -> Result<()> {
     let kdir = greta_model::kernels::gpu::default_dir();
     match std::fs::read_to_string(kdir.join("manifest.json")) {
         Ok(m) => {
-            let v: serde_json::Value = serde_json::from_str(&m).context("reading the kernel manifest")?;
+            let v: serde_json::Value =
+                serde_json::from_str(&m).context("reading the kernel manifest")?;
             let objects = v["objects"].as_array().map(Vec::len).unwrap_or(0);
-            let mut targets: Vec<&str> = v["objects"].as_array().into_iter().flatten().filter_map(|o| o["target"].as_str()).collect();
+            let mut targets: Vec<&str> = v["objects"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|o| o["target"].as_str())
+                .collect();
             targets.sort_unstable();
             targets.dedup();
-            println!("GPU kernels: {objects} code objects for {} in {}", targets.join(", "), kdir.display());
+            println!(
+                "GPU kernels: {objects} code objects for {} in {}",
+                targets.join(", "),
+                kdir.display()
+            );
         }
-        Err(_) => println!("GPU kernels: none in {} (build them with `cargo xtask build-kernels`)", kdir.display()),
+        Err(_) => println!(
+            "GPU kernels: none in {} (build them with `cargo xtask build-kernels`)",
+            kdir.display()
+        ),
     }
     println!(
         "default model cache: {}",
