@@ -368,10 +368,9 @@ impl GpuKernels {
         x: &DeviceBuffer<f32>,
         w: &DeviceBuffer<u16>,
         y: &mut DeviceBuffer<f32>,
-        t: usize,
-        k: usize,
-        n: usize,
+        shape: MatShape,
     ) -> Result<()> {
+        let MatShape { t, k, n } = shape;
         Self::need(x, t * k, "gemm x")?;
         Self::need(w, n * k, "gemm w")?;
         Self::need(y, t * n, "gemm y")?;
@@ -504,6 +503,14 @@ impl GpuKernels {
             Args::new().ptr(pos0).u32(u32_of(by, "by")?),
         )
     }
+}
+
+/// `y[t, n] = x[t, k] · w[n, k]ᵀ`.
+#[derive(Debug, Clone, Copy)]
+pub struct MatShape {
+    pub t: usize,
+    pub k: usize,
+    pub n: usize,
 }
 
 /// The shape of an attention call.

@@ -8,7 +8,7 @@
 //! advancing `pos` on the device. `GpuState::capture_decode` records one step; each replay
 //! decodes the token the previous step chose.
 
-use greta_kernels::gpu::{AttnShape, GpuKernels, KernelError, RopeShape, Rows};
+use greta_kernels::gpu::{AttnShape, GpuKernels, KernelError, MatShape, RopeShape, Rows};
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
 use hiprt::{DeviceBuffer, Gpu, GraphExec, HipError, Stream};
@@ -267,7 +267,7 @@ impl GpuLlama {
         if t == 1 {
             self.kernels.gemv(s, w, x, y, n, k)?;
         } else {
-            self.kernels.gemm(s, x, w, y, t, k, n)?;
+            self.kernels.gemm(s, x, w, y, MatShape { t, k, n })?;
         }
         Ok(())
     }
