@@ -58,6 +58,27 @@ pub struct Decoding<'a> {
     pub is_eog: &'a dyn Fn(u32) -> bool,
 }
 
+/// Refuses, before any work, a request the cache cannot hold. The last sampled token is never
+/// fed back, so prompt + max_new - 1 positions are used.
+fn check_fits(
+    prompt: usize,
+    max_new: usize,
+    used: usize,
+    capacity: usize,
+) -> Result<(), GenerateError> {
+    if prompt == 0 {
+        return Err(GenerateError::EmptyPrompt);
+    }
+    if used + prompt + max_new.saturating_sub(1) > capacity {
+        return Err(GenerateError::PromptTooLong {
+            prompt,
+            max_new,
+            capacity,
+        });
+    }
+    Ok(())
+}
+
 /// Generates up to `max_new` tokens after `prompt`, calling `on_token` with each as soon
 /// as it is sampled (return false to stop). Stops early at end-of-generation tokens.
 pub fn generate(
@@ -73,17 +94,7 @@ pub fn generate(
         sampler,
         is_eog,
     } = decoding;
-    if prompt.is_empty() {
-        return Err(GenerateError::EmptyPrompt);
-    }
-    // The last sampled token is never fed back, so prompt + max_new - 1 positions are used.
-    if cache.len() + prompt.len() + max_new.saturating_sub(1) > cache.capacity() {
-        return Err(GenerateError::PromptTooLong {
-            prompt: prompt.len(),
-            max_new,
-            capacity: cache.capacity(),
-        });
-    }
+    check_fits(prompt.len(), max_new, cache.len(), cache.capacity())?;
     let mut stats = GenerateStats {
         prompt_tokens: prompt.len(),
         ..Default::default()
@@ -126,17 +137,7 @@ pub fn generate_gpu(
         sampler,
         is_eog,
     } = decoding;
-    if prompt.is_empty() {
-        return Err(GenerateError::EmptyPrompt.into());
-    }
-    if st.len() + prompt.len() + max_new.saturating_sub(1) > st.capacity() {
-        return Err(GenerateError::PromptTooLong {
-            prompt: prompt.len(),
-            max_new,
-            capacity: st.capacity(),
-        }
-        .into());
-    }
+    check_fits(prompt.len(), max_new, st.len(), st.capacity())?;
     let mut stats = GenerateStats {
         prompt_tokens: prompt.len(),
         ..Default::default()
