@@ -67,7 +67,61 @@ fn fetch_model() -> Result<()> {
     )
 }
 
+/// System packages the tests and the kernel build need: Debian's clang-19/lld-19/llvm-19
+/// (kernels for gfx942/gfx90a, their disassembly) and libamdhip64-5 (the HIP runtime the
+/// hiprt tests load; no GPU needed). Installed with apt-get when missing and running as root.
+fn install_system_packages() -> Result<()> {
+    let have_cmd = |c: &str| {
+        Command::new("sh")
+            .args(["-c", &format!("command -v {c}")])
+            .output()
+            .is_ok_and(|o| o.status.success())
+    };
+    let have_lib = Command::new("sh")
+        .args(["-c", "ldconfig -p | grep -q libamdhip64.so"])
+        .status()
+        .is_ok_and(|s| s.success());
+    let mut need: Vec<&str> = Vec::new();
+    for (cmd, pkg) in [
+        ("clang-19", "clang-19"),
+        ("ld.lld-19", "lld-19"),
+        ("llvm-objdump-19", "llvm-19"),
+    ] {
+        if !have_cmd(cmd) {
+            need.push(pkg);
+        }
+    }
+    if !have_lib {
+        need.push("libamdhip64-5");
+    }
+    if need.is_empty() {
+        return Ok(());
+    }
+    let root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|o| String::from_utf8_lossy(&o.stdout).trim() == "0");
+    if !root {
+        bail!(
+            "missing system packages {need:?}: run `sudo apt-get install {}` and try again",
+            need.join(" ")
+        );
+    }
+    run(
+        "apt-get update",
+        Command::new("apt-get").args(["update", "-qq"]),
+    )?;
+    run(
+        &format!("apt-get install {}", need.join(" ")),
+        Command::new("apt-get")
+            .args(["install", "-y", "-qq"])
+            .args(&need)
+            .env("DEBIAN_FRONTEND", "noninteractive"),
+    )
+}
+
 fn ci() -> Result<()> {
+    install_system_packages()?;
     run(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--", "--check"]),
