@@ -137,6 +137,10 @@ fn ci() -> Result<()> {
             "warnings",
         ]),
     )?;
+    // Every kernel for every target (gfx942, gfx90a, sm_90a), with the matrix-unit check.
+    eprintln!("==> cargo xtask build-kernels");
+    let manifest = kernels::build(&root())?;
+    eprintln!("kernel manifest: {}", manifest.display());
     // The parity tests need the default model: fetch it once, up front, with its progress
     // shown, rather than inside a test whose output is captured.
     fetch_model()?;
