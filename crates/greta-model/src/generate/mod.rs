@@ -101,22 +101,22 @@ pub fn generate(
     };
     let mut history = prompt.to_vec();
     let t0 = Instant::now();
-    let mut logits = model.forward(prompt, cache, Logits::Last, obs)?;
+    let logits = model.forward(prompt, cache, Logits::Last, obs)?;
+    let first = sampler.sample(&logits, &history)?;
     stats.prefill_time = t0.elapsed();
     let t1 = Instant::now();
-    for i in 0..max_new {
-        let tok = sampler.sample(&logits, &history)?;
-        history.push(tok);
-        stats.generated_tokens += 1;
-        if is_eog(tok) {
-            stats.stopped_at_eog = true;
-            break;
-        }
-        if !on_token(tok) || i + 1 == max_new {
-            break;
-        }
-        logits = model.forward(&[tok], cache, Logits::Last, obs)?;
-    }
+    decode_loop::<GenerateError, _>(
+        first,
+        max_new,
+        is_eog,
+        &mut history,
+        &mut stats,
+        on_token,
+        |tok, history| {
+            let logits = model.forward(&[tok], cache, Logits::Last, obs)?;
+            Ok(sampler.sample(&logits, history)?)
+        },
+    )?;
     stats.decode_time = t1.elapsed();
     Ok(stats)
 }
@@ -145,7 +145,7 @@ pub fn generate_gpu(
     let greedy = sampler.is_greedy();
     let mut history = prompt.to_vec();
     let t0 = Instant::now();
-    let mut tok = if greedy {
+    let first = if greedy {
         model.prefill_greedy(prompt, st)?
     } else {
         let logits = model.forward(prompt, st, Logits::Last, &mut greta_trace::NoTrace)?;
@@ -153,6 +153,39 @@ pub fn generate_gpu(
     };
     stats.prefill_time = t0.elapsed();
     let t1 = Instant::now();
+    decode_loop::<GpuGenerateError, _>(
+        first,
+        max_new,
+        is_eog,
+        &mut history,
+        &mut stats,
+        on_token,
+        |tok, history| {
+            Ok(if greedy {
+                model.decode_greedy(st, graph)?
+            } else {
+                let logits = model.forward(&[tok], st, Logits::Last, &mut greta_trace::NoTrace)?;
+                sampler.sample(&logits, history)?
+            })
+        },
+    )?;
+    stats.decode_time = t1.elapsed();
+    Ok(stats)
+}
+
+/// The decode loop both backends share: hand each token to `on_token`, stop at an
+/// end-of-generation token, at `max_new`, or when `on_token` says so; otherwise `next`
+/// feeds the token and returns the one after it.
+fn decode_loop<E, F: FnMut(u32, &[u32]) -> Result<u32, E>>(
+    first: u32,
+    max_new: usize,
+    is_eog: &dyn Fn(u32) -> bool,
+    history: &mut Vec<u32>,
+    stats: &mut GenerateStats,
+    on_token: &mut dyn FnMut(u32) -> bool,
+    mut next: F,
+) -> Result<(), E> {
+    let mut tok = first;
     for i in 0..max_new {
         history.push(tok);
         stats.generated_tokens += 1;
@@ -163,15 +196,9 @@ pub fn generate_gpu(
         if !on_token(tok) || i + 1 == max_new {
             break;
         }
-        tok = if greedy {
-            model.decode_greedy(st, graph)?
-        } else {
-            let logits = model.forward(&[tok], st, Logits::Last, &mut greta_trace::NoTrace)?;
-            sampler.sample(&logits, &history)?
-        };
+        tok = next(tok, history)?;
     }
-    stats.decode_time = t1.elapsed();
-    Ok(stats)
+    Ok(())
 }
 
 #[derive(Debug, thiserror::Error)]
