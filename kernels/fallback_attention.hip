@@ -1,17 +1,10 @@
-// Plain (no matrix units) attention and KV-cache kernels: the correct baseline every faster
-// route is compared with. Three passes over a scores scratch buffer: scores, softmax, sum.
+// Plain (no matrix units) attention: the correct baseline the matrix-unit kernels of
+// attention.hip are compared with. Three passes over a scores scratch buffer: scores, softmax, sum.
 // Causal, grouped-query; positions and lengths read from device memory so that a captured
 // decode graph replays unchanged from token to token.
 #include "greta_device.h"
 
 #define MAX_BLOCK 1024
-
-// cache[(*pos0 + r) * kv_row + i] = f16(src[r * kv_row + i]). Grid: rows; block: any.
-GRETA_KERNEL void kv_append_f16(const float* src, g_half* cache, const unsigned* pos0, unsigned kv_row) {
-    unsigned r = g_bid();
-    unsigned long dst = (unsigned long)(*pos0 + r) * kv_row;
-    for (unsigned i = g_tid(); i < kv_row; i += g_bdim()) cache[dst + i] = g_f2h(src[(unsigned long)r * kv_row + i]);
-}
 
 // scores[(r * n_heads + h) * max_kv + j] = q_r,h · k_j,kvh / sqrt(hd) for j <= *pos0 + r,
 // -inf beyond. Grid: (ceil(max_kv / block), rows * n_heads); block: any.
@@ -74,9 +67,4 @@ GRETA_KERNEL void attn_context(const float* probs, const g_half* v_cache, float*
         for (unsigned j = 0; j < n; ++j) acc += p[j] * g_h2f(v_cache[((unsigned long)j * n_kv_heads + kvh) * head_dim + d]);
         ctx[(unsigned long)rh * head_dim + d] = acc;
     }
-}
-
-// *pos0 += by: the last node of a decode step, so the next replay sees the next position.
-GRETA_KERNEL void advance_pos(unsigned* pos0, unsigned by) {
-    if (g_tid() == 0 && g_bid() == 0) *pos0 += by;
 }

@@ -50,6 +50,96 @@ GRETA_DEVICE float g_sin(float x) { return sinf(x); }
 GRETA_DEVICE float g_cos(float x) { return cosf(x); }
 #endif
 
+// ---------------------------------------------------------------------------------------
+// The matrix units, one 16x16x16 f16 product with an f32 accumulator per wave (warp).
+//
+// g_acc16 is one wave's 16x16 f32 tile. g_mma16_abt(c, a, lda, bt, ldb) adds A·B where
+//   A[i][k] = a[i * lda + k]   (16 x 16, row-major, f16, usually in LDS / shared memory)
+//   B[k][j] = bt[j * ldb + k]  (B given transposed: the layout of a weight matrix [n][k]
+//                               and of a K-cache tile [key][d])
+// g_mma16_ab takes B[k][j] = b[k * ldb + j] (a V-cache tile [key][d]). g_acc16_store writes
+// the tile row-major to out[i * ldo + j]. Every lane of the wave must call them together.
+//
+// AMD (CDNA2/3): v_mfma_f32_16x16x16f16 on wave64. Lane l supplies A[l % 16][4 (l / 16) + e]
+// and B[4 (l / 16) + e][l % 16] for e = 0..3, and holds D[4 (l / 16) + e][l % 16].
+// NVIDIA: the wmma API (HMMA on sm_90); its fragment layout is opaque, which is why tiles are
+// exchanged through memory rather than element by element.
+// Alignment (wmma's rules, kept on both): pointers 32-byte aligned, lda/ldb multiples of 8
+// halves, ldo a multiple of 4 floats.
+#if defined(GRETA_AMD)
+typedef _Float16 g_half4 __attribute__((ext_vector_type(4)));
+typedef float g_float4 __attribute__((ext_vector_type(4)));
+struct g_acc16 {
+    g_float4 v;
+};
+GRETA_DEVICE unsigned g_lane() { return g_tid() % GRETA_WAVE; }
+GRETA_DEVICE void g_acc16_zero(g_acc16& c) { c.v = (g_float4){0.0f, 0.0f, 0.0f, 0.0f}; }
+GRETA_DEVICE void g_mma16_abt(g_acc16& c, const g_half* a, unsigned lda, const g_half* bt, unsigned ldb) {
+    unsigned l = g_lane(), r = l % 16, k0 = 4 * (l / 16);
+    g_half4 av, bv;
+    for (unsigned e = 0; e < 4; ++e) {
+        av[e] = a[r * lda + k0 + e];
+        bv[e] = bt[r * ldb + k0 + e];
+    }
+    c.v = __builtin_amdgcn_mfma_f32_16x16x16f16(av, bv, c.v, 0, 0, 0);
+}
+GRETA_DEVICE void g_mma16_ab(g_acc16& c, const g_half* a, unsigned lda, const g_half* b, unsigned ldb) {
+    unsigned l = g_lane(), r = l % 16, k0 = 4 * (l / 16);
+    g_half4 av, bv;
+    for (unsigned e = 0; e < 4; ++e) {
+        av[e] = a[r * lda + k0 + e];
+        bv[e] = b[(k0 + e) * ldb + r];
+    }
+    c.v = __builtin_amdgcn_mfma_f32_16x16x16f16(av, bv, c.v, 0, 0, 0);
+}
+GRETA_DEVICE void g_acc16_store(const g_acc16& c, float* out, unsigned ldo) {
+    unsigned l = g_lane(), col = l % 16, r0 = 4 * (l / 16);
+    for (unsigned e = 0; e < 4; ++e) out[(r0 + e) * ldo + col] = c.v[e];
+}
+#define GRETA_ALIGN32 __attribute__((aligned(32)))
+#else
+#include <mma.h>
+struct g_acc16 {
+    nvcuda::wmma::fragment<nvcuda::wmma::accumulator, 16, 16, 16, float> f;
+};
+GRETA_DEVICE unsigned g_lane() { return g_tid() % GRETA_WAVE; }
+GRETA_DEVICE void g_acc16_zero(g_acc16& c) { nvcuda::wmma::fill_fragment(c.f, 0.0f); }
+GRETA_DEVICE void g_mma16_abt(g_acc16& c, const g_half* a, unsigned lda, const g_half* bt, unsigned ldb) {
+    using namespace nvcuda::wmma;
+    fragment<matrix_a, 16, 16, 16, __half, row_major> af;
+    fragment<matrix_b, 16, 16, 16, __half, col_major> bf;
+    load_matrix_sync(af, a, lda);
+    load_matrix_sync(bf, bt, ldb);
+    mma_sync(c.f, af, bf, c.f);
+}
+GRETA_DEVICE void g_mma16_ab(g_acc16& c, const g_half* a, unsigned lda, const g_half* b, unsigned ldb) {
+    using namespace nvcuda::wmma;
+    fragment<matrix_a, 16, 16, 16, __half, row_major> af;
+    fragment<matrix_b, 16, 16, 16, __half, row_major> bf;
+    load_matrix_sync(af, a, lda);
+    load_matrix_sync(bf, b, ldb);
+    mma_sync(c.f, af, bf, c.f);
+}
+GRETA_DEVICE void g_acc16_store(const g_acc16& c, float* out, unsigned ldo) {
+    nvcuda::wmma::store_matrix_sync(out, c.f, ldo, nvcuda::wmma::mem_row_major);
+}
+#define GRETA_ALIGN32 __align__(32)
+#endif
+
+// Block-wide max (same contract as g_block_sum).
+GRETA_DEVICE float g_block_max(float v, float* scratch) {
+    unsigned t = g_tid();
+    scratch[t] = v;
+    g_sync();
+    for (unsigned s = g_bdim() / 2; s > 0; s >>= 1) {
+        if (t < s && scratch[t + s] > scratch[t]) scratch[t] = scratch[t + s];
+        g_sync();
+    }
+    float r = scratch[0];
+    g_sync();
+    return r;
+}
+
 // Block-wide sum through shared memory (scratch: one float per thread of the block, whose
 // size is a power of two). Portable and exact in its order; the speed issue replaces it with
 // wave shuffles.

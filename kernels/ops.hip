@@ -99,3 +99,98 @@ GRETA_KERNEL void argmax_f32(const float* x, unsigned n, unsigned* out) {
     }
     if (t == 0) *out = best_i[0];
 }
+
+// cache[(*pos0 + r) * kv_row + i] = f16(src[r * kv_row + i]). Grid: rows; block: any.
+GRETA_KERNEL void kv_append_f16(const float* src, g_half* cache, const unsigned* pos0, unsigned kv_row) {
+    unsigned r = g_bid();
+    unsigned long dst = (unsigned long)(*pos0 + r) * kv_row;
+    for (unsigned i = g_tid(); i < kv_row; i += g_bdim()) cache[dst + i] = g_f2h(src[(unsigned long)r * kv_row + i]);
+}
+
+// *pos0 += by: the last node of a decode step, so the next replay sees the next position.
+GRETA_KERNEL void advance_pos(unsigned* pos0, unsigned by) {
+    if (g_tid() == 0 && g_bid() == 0) *pos0 += by;
+}
+
+// Draws the next token exactly as the host Sampler does for temperature > 0, top-k in
+// 1..=SAMPLE_K_MAX and top-p, without leaving the device: the top_k largest of
+// logits / temperature in (value descending, index ascending) order by top_k block-wide
+// selections, then one thread takes their softmax, cuts it at top_p and draws from the
+// splitmix64 stream whose state is *rng (advanced once per draw, as on the host).
+// One block of 1024 threads.
+#define SAMPLE_K_MAX 256
+#define NO_INDEX 0xffffffffu
+GRETA_DEVICE bool g_ranks_before(float av, unsigned ai, float bv, unsigned bi) {
+    if (bi == NO_INDEX) return ai != NO_INDEX;
+    if (ai == NO_INDEX) return false;
+    return av > bv || (av == bv && ai < bi);
+}
+GRETA_KERNEL void sample_topk(const float* logits, unsigned n, float temperature, unsigned top_k, float top_p,
+                              unsigned long long* rng, unsigned* out) {
+    GRETA_SHARED float best_v[MAX_BLOCK];
+    GRETA_SHARED unsigned best_i[MAX_BLOCK];
+    GRETA_SHARED float cand_v[SAMPLE_K_MAX];
+    GRETA_SHARED unsigned cand_i[SAMPLE_K_MAX];
+    unsigned t = g_tid();
+    unsigned k = top_k < n ? top_k : n;
+    float pv = 0.0f;
+    unsigned pi = NO_INDEX;
+    for (unsigned c = 0; c < k; ++c) {
+        float bv = 0.0f;
+        unsigned bi = NO_INDEX;
+        for (unsigned i = t; i < n; i += g_bdim()) {
+            float v = logits[i] / temperature;
+            // Only values ranked after the previous candidate are still free.
+            if (pi != NO_INDEX && !g_ranks_before(pv, pi, v, i)) continue;
+            if (g_ranks_before(v, i, bv, bi)) { bv = v; bi = i; }
+        }
+        best_v[t] = bv;
+        best_i[t] = bi;
+        g_sync();
+        for (unsigned s = g_bdim() / 2; s > 0; s >>= 1) {
+            if (t < s && g_ranks_before(best_v[t + s], best_i[t + s], best_v[t], best_i[t])) {
+                best_v[t] = best_v[t + s];
+                best_i[t] = best_i[t + s];
+            }
+            g_sync();
+        }
+        pv = best_v[0];
+        pi = best_i[0];
+        if (t == 0) {
+            cand_v[c] = pv;
+            cand_i[c] = pi;
+        }
+        g_sync();
+    }
+    if (t != 0) return;
+    float probs[SAMPLE_K_MAX];
+    float sum = 0.0f;
+    for (unsigned c = 0; c < k; ++c) {
+        probs[c] = g_exp(cand_v[c] - cand_v[0]);
+        sum += probs[c];
+    }
+    for (unsigned c = 0; c < k; ++c) probs[c] /= sum;
+    unsigned keep = k;
+    if (top_p < 1.0f) {
+        float acc = 0.0f;
+        for (unsigned c = 0; c < k; ++c) {
+            acc += probs[c];
+            if (acc >= top_p) { keep = c + 1; break; }
+        }
+        float s2 = 0.0f;
+        for (unsigned c = 0; c < keep; ++c) s2 += probs[c];
+        for (unsigned c = 0; c < keep; ++c) probs[c] /= s2;
+    }
+    unsigned long long state = *rng + 0x9e3779b97f4a7c15ull;
+    *rng = state;
+    unsigned long long z = state;
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    float r = (float)((z ^ (z >> 31)) >> 40) / (float)(1u << 24);
+    float acc = 0.0f;
+    for (unsigned c = 0; c < keep; ++c) {
+        acc += probs[c];
+        if (r < acc) { *out = cand_i[c]; return; }
+    }
+    *out = cand_i[keep - 1];
+}

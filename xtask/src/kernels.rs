@@ -106,6 +106,48 @@ fn find_nvcc(root: &Path) -> Result<PathBuf> {
     Ok(nvcc)
 }
 
+/// cuobjdump (and the nvdisasm it runs) for the HMMA check: `$CUOBJDUMP`, the PATH, beside
+/// nvcc, or the nvidia-cuda-cuobjdump / -nvdisasm wheels (13.2: the first published; they
+/// read sm_90a objects of any 13.x nvcc) installed with pip into target/toolchains.
+/// Returns the program and the folder to put first on its PATH.
+fn find_cuobjdump(root: &Path, nvcc: &Path) -> Result<(PathBuf, Option<PathBuf>)> {
+    if let Ok(c) = std::env::var("CUOBJDUMP") {
+        return Ok((PathBuf::from(c), None));
+    }
+    let beside = nvcc.with_file_name("cuobjdump");
+    if beside.exists() && nvcc.with_file_name("nvdisasm").exists() {
+        return Ok((beside, nvcc.parent().map(Path::to_path_buf)));
+    }
+    if Command::new("cuobjdump")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+    {
+        return Ok((PathBuf::from("cuobjdump"), None));
+    }
+    let dir = root.join("target/toolchains/cuobjdump-13.2");
+    let bin = dir.join("nvidia/cu13/bin");
+    if !bin.join("cuobjdump").exists() || !bin.join("nvdisasm").exists() {
+        eprintln!(
+            "==> installing cuobjdump and nvdisasm (CUDA 13.2 Python wheels) into {}",
+            dir.display()
+        );
+        let status = Command::new("python3")
+            .args(["-m", "pip", "install", "--quiet", "--no-deps", "--target"])
+            .arg(&dir)
+            .args([
+                "nvidia-cuda-cuobjdump==13.2.*",
+                "nvidia-cuda-nvdisasm==13.2.*",
+            ])
+            .status()
+            .context("running pip to install cuobjdump")?;
+        if !status.success() || !bin.join("cuobjdump").exists() {
+            bail!("could not install cuobjdump from the nvidia-cuda-cuobjdump wheel (pip: {status}); set CUOBJDUMP to a cuobjdump");
+        }
+    }
+    Ok((bin.join("cuobjdump"), Some(bin)))
+}
+
 fn first_line(s: &str) -> String {
     s.lines()
         .find(|l| !l.trim().is_empty())
@@ -130,6 +172,7 @@ pub fn build(root: &Path) -> Result<PathBuf> {
     let out_root = root.join("target/kernels");
     let clang = find_clang()?;
     let nvcc = find_nvcc(root)?;
+    let cuobjdump = find_cuobjdump(root, &nvcc)?;
     let clang_version = first_line(&output(
         Command::new(&clang).arg("--version"),
         "clang --version",
@@ -179,7 +222,7 @@ pub fn build(root: &Path) -> Result<PathBuf> {
                 (nvcc.display().to_string(), nvcc_version.clone())
             };
             let bytes = std::fs::read(&obj)?;
-            check_matrix_units(t, &stem, &obj, &nvcc)?;
+            check_matrix_units(t, &stem, &obj, &cuobjdump)?;
             objects.push(serde_json::json!({
                 "kernel": stem,
                 "target": t.name,
@@ -203,7 +246,12 @@ pub fn build(root: &Path) -> Result<PathBuf> {
 
 /// GEMM and attention objects must use MFMA on gfx9 and HMMA/HGMMA on sm_90a: a kernel that
 /// silently fell back to plain FMAs would otherwise pass every numeric test.
-fn check_matrix_units(t: &Target, stem: &str, obj: &Path, nvcc: &Path) -> Result<()> {
+fn check_matrix_units(
+    t: &Target,
+    stem: &str,
+    obj: &Path,
+    cuobjdump: &(PathBuf, Option<PathBuf>),
+) -> Result<()> {
     if !MATRIX_KERNELS.iter().any(|k| stem.starts_with(k)) {
         return Ok(());
     }
@@ -218,12 +266,15 @@ fn check_matrix_units(t: &Target, stem: &str, obj: &Path, nvcc: &Path) -> Result
             vec!["v_mfma"],
         )
     } else {
-        let cuobjdump = nvcc.with_file_name("cuobjdump");
+        let mut cmd = Command::new(&cuobjdump.0);
+        if let Some(dir) = &cuobjdump.1 {
+            let path = std::env::var_os("PATH").unwrap_or_default();
+            let mut dirs = vec![dir.clone()];
+            dirs.extend(std::env::split_paths(&path));
+            cmd.env("PATH", std::env::join_paths(dirs)?);
+        }
         (
-            output(
-                Command::new(cuobjdump).arg("-sass").arg(obj),
-                "cuobjdump -sass",
-            )?,
+            output(cmd.arg("-sass").arg(obj), "cuobjdump -sass")?,
             vec!["HMMA", "HGMMA"],
         )
     };

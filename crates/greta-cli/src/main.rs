@@ -14,6 +14,7 @@ use greta_model::generate::{self, Decoding};
 use greta_model::model::{self, LoadedModel};
 use indicatif::{ProgressBar, ProgressStyle};
 
+mod bench_cmd;
 mod trace_cmd;
 use trace_cmd::{AuditArgs, DiffArgs, TraceArgs};
 
@@ -36,6 +37,9 @@ enum Command {
     Tokenize(TokenizeArgs),
     /// Perplexity of a text file, computed as llama.cpp's llama-perplexity does.
     Perplexity(PerplexityArgs),
+    /// Prefill time, decode speed and achieved memory bandwidth (against the copy bandwidth
+    /// measured in the same run) of a model or a synthetic one of a published shape.
+    Bench(bench_cmd::BenchArgs),
     /// Version, GPU platforms found, and the backends this build has.
     Info,
     /// StageTrace files: compare two traces.
@@ -191,6 +195,7 @@ fn main() {
         }
         Command::Tokenize(a) => (cmd_tokenize(a).map(|_| 0), 1),
         Command::Perplexity(a) => (cmd_perplexity(a).map(|_| 0), 1),
+        Command::Bench(a) => (bench_cmd::cmd_bench(a).map(|_| 0), 1),
         Command::Info => (cmd_info().map(|_| 0), 1),
         Command::Trace(TraceCommand::Diff(a)) => (trace_cmd::cmd_diff(a), 2),
         Command::Audit(AuditCommand::PrefillDecode {
@@ -289,7 +294,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         seed: a.seed,
         ..Default::default()
     };
-    let mut sampler = Sampler::new(sampler_cfg)?;
+    let mut sampler = Sampler::new(sampler_cfg.clone())?;
     let path = resolve_model(&a.model)?;
     let t_load = Instant::now();
     let lm = load_model(&path, false)?;
@@ -401,15 +406,19 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
                 &lm.model.weights,
                 &mut |_, _| {},
             )?;
+            let route = match generate::gpu_sampling(&sampler_cfg) {
+                generate::GpuSampling::Device(_) if a.no_graph => {
+                    "eager (--no-graph), tokens picked on the device".to_string()
+                }
+                generate::GpuSampling::Device(_) => {
+                    "as a captured graph, tokens picked on the device".to_string()
+                }
+                generate::GpuSampling::Host(why) => format!("eager: {why}"),
+            };
             eprintln!(
-                "uploaded to {} in {:.2}s; decode {}",
+                "uploaded to {} in {:.2}s; decode {route}",
                 gpu.name(),
                 t_up.elapsed().as_secs_f64(),
-                if a.no_graph {
-                    "eager (--no-graph)"
-                } else {
-                    "as a captured graph"
-                }
             );
             let mut st = model.new_state(capacity, ids.len())?;
             generate::generate_gpu(&model, &mut st, &ids, decoding, !a.no_graph, &mut on_token)?

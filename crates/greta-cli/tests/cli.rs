@@ -358,3 +358,83 @@ fn audits_exit_0_when_clean_and_1_on_a_planted_fault() {
         (Some("logits"), true)
     );
 }
+
+#[test]
+fn bench_reports_json_for_a_synthetic_model_and_writes_a_gguf_greta_reads_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let gguf = dir.path().join("tiny.gguf");
+    let out = greta(&[
+        "bench",
+        "-m",
+        "synthetic:tiny",
+        "--backend",
+        "cpu",
+        "--prompt-len",
+        "16",
+        "--gen",
+        "8",
+        "--reps",
+        "2",
+        "--json",
+        "--write-gguf",
+        gguf.to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r["backend"], "cpu");
+    assert_eq!(r["spec"]["prompt_len"], 16);
+    assert_eq!(r["all_prefill_ms"].as_array().unwrap().len(), 2);
+    for k in [
+        "prefill_ms",
+        "decode_tok_s",
+        "achieved_gb_s",
+        "copy_gb_s",
+        "bytes_per_token",
+    ] {
+        assert!(r[k].as_f64().unwrap() > 0.0, "{k}: {}", r[k]);
+    }
+    // The written GGUF is a model greta loads and benchmarks.
+    let out = greta(&[
+        "bench",
+        "-m",
+        gguf.to_str().unwrap(),
+        "--backend",
+        "cpu",
+        "--prompt-len",
+        "4",
+        "--gen",
+        "2",
+        "--reps",
+        "1",
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // Bad requests are refused with what is accepted.
+    let out = greta(&["bench", "-m", "synthetic:llama9"]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("synthetic:smollm2-135m"),
+        "{err}"
+    );
+    let out = greta(&[
+        "bench",
+        "-m",
+        "synthetic:tiny",
+        "--backend",
+        "cpu",
+        "--prompt-len",
+        "300",
+    ]);
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success() && err.contains("context of 256"),
+        "{err}"
+    );
+}

@@ -118,13 +118,20 @@ pub struct RopeShape {
 
 pub struct GpuKernels {
     pub object: PathBuf,
+    /// Threads per wave (warp) of the device: 64 on CDNA, 32 on NVIDIA.
+    wave: u32,
     _modules: Vec<Module>,
     kv_append: Function,
     attn_scores: Function,
     attn_softmax: Function,
     attn_context: Function,
+    attn_prefill_flash: Function,
+    attn_decode_split: Function,
+    attn_decode_combine: Function,
     advance_pos: Function,
-    gemm: Function,
+    gemm_mma: Function,
+    gemm_plain: Function,
+    sample_topk: Function,
     embed: Function,
     rmsnorm: Function,
     rope: Function,
@@ -159,10 +166,16 @@ impl GpuKernels {
                     .map_err(|e| KernelError::Shape(format!("{}: {e}", p.display())))?;
                 Ok(gpu.load_module(&image)?)
             };
-            let attn = other("fallback_attention")?;
-            let gemm = other("fallback_gemm")?;
+            let plain_attn = other("fallback_attention")?;
+            let plain_gemm = other("fallback_gemm")?;
+            let attn = other("attention")?;
+            let gemm = other("gemm")?;
             return Ok(GpuKernels {
                 object: path,
+                wave: match gpu.platform() {
+                    Platform::Nvidia => 32,
+                    Platform::Amd => 64,
+                },
                 embed: ops.function("embed_f16")?,
                 rmsnorm: ops.function("rmsnorm_f32")?,
                 rope: ops.function("rope_f32")?,
@@ -170,13 +183,18 @@ impl GpuKernels {
                 add: ops.function("add_f32")?,
                 gemv: ops.function("gemv_f16")?,
                 argmax: ops.function("argmax_f32")?,
-                kv_append: attn.function("kv_append_f16")?,
-                attn_scores: attn.function("attn_scores")?,
-                attn_softmax: attn.function("attn_softmax")?,
-                attn_context: attn.function("attn_context")?,
-                advance_pos: attn.function("advance_pos")?,
-                gemm: gemm.function("gemm_f16w_fallback")?,
-                _modules: vec![ops, attn, gemm],
+                sample_topk: ops.function("sample_topk")?,
+                kv_append: ops.function("kv_append_f16")?,
+                advance_pos: ops.function("advance_pos")?,
+                attn_scores: plain_attn.function("attn_scores")?,
+                attn_softmax: plain_attn.function("attn_softmax")?,
+                attn_context: plain_attn.function("attn_context")?,
+                attn_prefill_flash: attn.function("attn_prefill_flash")?,
+                attn_decode_split: attn.function("attn_decode_split")?,
+                attn_decode_combine: attn.function("attn_decode_combine")?,
+                gemm_mma: gemm.function("gemm_f16w_mma")?,
+                gemm_plain: plain_gemm.function("gemm_f16w_fallback")?,
+                _modules: vec![ops, plain_attn, plain_gemm, attn, gemm],
             });
         }
         Err(KernelError::Missing {
@@ -361,8 +379,42 @@ impl GpuKernels {
         )
     }
 
-    /// y[t, n] = x[t, k] · w[n, k]ᵀ (f16 weights), the plain tiled GEMM.
+    /// y[t, n] = x[t, k] · w[n, k]ᵀ (f16 weights) on the matrix units (MFMA / HMMA): x is
+    /// rounded to f16 on the way in, accumulation is f32.
     pub fn gemm(
+        &self,
+        s: &Stream,
+        x: &DeviceBuffer<f32>,
+        w: &DeviceBuffer<u16>,
+        y: &mut DeviceBuffer<f32>,
+        shape: MatShape,
+    ) -> Result<()> {
+        let MatShape { t, k, n } = shape;
+        Self::need(x, t * k, "gemm x")?;
+        Self::need(w, n * k, "gemm w")?;
+        Self::need(y, t * n, "gemm y")?;
+        let dims = LaunchDims {
+            grid: [n.div_ceil(64) as u32, t.div_ceil(64) as u32, 1],
+            block: [4 * self.wave, 1, 1],
+            shared_bytes: 0,
+        };
+        Self::launch(
+            &self.gemm_mma,
+            dims,
+            s,
+            Args::new()
+                .ptr(x)
+                .ptr(w)
+                .ptr(y)
+                .u32(u32_of(t, "t")?)
+                .u32(u32_of(k, "k")?)
+                .u32(u32_of(n, "n")?),
+        )
+    }
+
+    /// The same product by the plain tiled GEMM (no matrix units, f32 activations): the
+    /// baseline the matrix-unit GEMM is checked against.
+    pub fn gemm_plain(
         &self,
         s: &Stream,
         x: &DeviceBuffer<f32>,
@@ -380,7 +432,7 @@ impl GpuKernels {
             shared_bytes: 0,
         };
         Self::launch(
-            &self.gemm,
+            &self.gemm_plain,
             dims,
             s,
             Args::new()
@@ -418,9 +470,10 @@ impl GpuKernels {
     }
 
     /// Causal GQA attention of `att.rows` query rows at positions `*pos0..` over the cache
-    /// (capacity `att.max_kv`), through the `scores` scratch (`rows * n_heads * max_kv`).
+    /// (capacity `att.max_kv`) by the plain three-pass kernels, through the `scores` scratch
+    /// (`rows * n_heads * max_kv`): the baseline of [`GpuKernels::attention`].
     #[allow(clippy::too_many_arguments)]
-    pub fn attention(
+    pub fn attention_plain(
         &self,
         s: &Stream,
         q: &DeviceBuffer<f32>,
@@ -494,6 +547,138 @@ impl GpuKernels {
         )
     }
 
+    /// Causal GQA attention of `att.rows` query rows at positions `*pos0..` over the cache:
+    /// flash-style on the matrix units for several rows (prefill), split over the KV length
+    /// for one row (decode), through `scratch` (see [`AttnScratch`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &self,
+        s: &Stream,
+        q: &DeviceBuffer<f32>,
+        k_cache: &DeviceBuffer<u16>,
+        v_cache: &DeviceBuffer<u16>,
+        scratch: &mut AttnScratch,
+        ctx: &mut DeviceBuffer<f32>,
+        pos0: &DeviceBuffer<u32>,
+        att: AttnShape,
+    ) -> Result<()> {
+        let AttnShape {
+            rows: n_rows,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            max_kv,
+        } = att;
+        check_attention_shape(n_heads, n_kv_heads, head_dim)?;
+        Self::need(q, n_rows * n_heads * head_dim, "attention q")?;
+        Self::need(ctx, n_rows * n_heads * head_dim, "attention ctx")?;
+        Self::need(k_cache, max_kv * n_kv_heads * head_dim, "attention k cache")?;
+        Self::need(v_cache, max_kv * n_kv_heads * head_dim, "attention v cache")?;
+        let (nh, nkv, hd) = (
+            u32_of(n_heads, "n_heads")?,
+            u32_of(n_kv_heads, "n_kv_heads")?,
+            u32_of(head_dim, "head_dim")?,
+        );
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        if n_rows > 1 {
+            let dims = LaunchDims {
+                grid: [n_rows.div_ceil(16) as u32, nh, 1],
+                block: [self.wave, 1, 1],
+                shared_bytes: 0,
+            };
+            return Self::launch(
+                &self.attn_prefill_flash,
+                dims,
+                s,
+                Args::new()
+                    .ptr(q)
+                    .ptr(k_cache)
+                    .ptr(v_cache)
+                    .ptr(ctx)
+                    .ptr(pos0)
+                    .u32(u32_of(n_rows, "rows")?)
+                    .u32(nh)
+                    .u32(nkv)
+                    .u32(hd)
+                    .f32(scale),
+            );
+        }
+        let splits = decode_splits(max_kv);
+        if scratch.n_heads < n_heads || scratch.head_dim < head_dim || scratch.splits < splits {
+            return Err(KernelError::Shape(format!(
+                "attention scratch for {} heads x {} dims x {} splits; {n_heads} x {head_dim} x {splits} needed",
+                scratch.n_heads, scratch.head_dim, scratch.splits
+            )));
+        }
+        let ns = u32_of(splits, "splits")?;
+        let block = (head_dim.next_power_of_two() as u32).clamp(128, 256);
+        Self::launch(
+            &self.attn_decode_split,
+            LaunchDims {
+                grid: [ns, nh, 1],
+                block: [block, 1, 1],
+                shared_bytes: 0,
+            },
+            s,
+            Args::new()
+                .ptr(q)
+                .ptr(k_cache)
+                .ptr(v_cache)
+                .ptr(&scratch.part_m)
+                .ptr(&scratch.part_l)
+                .ptr(&scratch.part_o)
+                .ptr(pos0)
+                .u32(nh)
+                .u32(nkv)
+                .u32(hd)
+                .u32(ns)
+                .f32(scale),
+        )?;
+        Self::launch(
+            &self.attn_decode_combine,
+            rows(n_heads, 128),
+            s,
+            Args::new()
+                .ptr(&scratch.part_m)
+                .ptr(&scratch.part_l)
+                .ptr(&scratch.part_o)
+                .ptr(ctx)
+                .u32(hd)
+                .u32(ns),
+        )
+    }
+
+    /// Draws one token from `logits[..n]` on the device as the host sampler does
+    /// (temperature, top-k, top-p; see [`DeviceSampling`]), advancing the generator state
+    /// `rng` (seeded with the sampler's seed) and writing the token to `out[0]`.
+    pub fn sample(
+        &self,
+        s: &Stream,
+        logits: &DeviceBuffer<f32>,
+        n: usize,
+        cfg: DeviceSampling,
+        rng: &mut DeviceBuffer<u64>,
+        out: &mut DeviceBuffer<u32>,
+    ) -> Result<()> {
+        cfg.check()?;
+        Self::need(logits, n, "sample logits")?;
+        Self::need(rng, 1, "sample rng")?;
+        Self::need(out, 1, "sample out")?;
+        Self::launch(
+            &self.sample_topk,
+            rows(1, 1024),
+            s,
+            Args::new()
+                .ptr(logits)
+                .u32(u32_of(n, "n")?)
+                .f32(cfg.temperature)
+                .u32(cfg.top_k as u32)
+                .f32(cfg.top_p)
+                .ptr(rng)
+                .ptr(out),
+        )
+    }
+
     /// *pos0 += by, on the device.
     pub fn advance_pos(&self, s: &Stream, pos0: &mut DeviceBuffer<u32>, by: usize) -> Result<()> {
         Self::launch(
@@ -511,6 +696,94 @@ pub struct MatShape {
     pub t: usize,
     pub k: usize,
     pub n: usize,
+}
+
+/// Keys per block of the split decode attention (SPLIT in kernels/attention.hip).
+pub const DECODE_SPLIT: usize = 256;
+/// Largest head_dim the flash attention kernel holds (HD_MAX in kernels/attention.hip).
+pub const FLASH_HEAD_DIM_MAX: usize = 128;
+/// Largest top-k the device sampler takes (SAMPLE_K_MAX in kernels/ops.hip).
+pub const SAMPLE_K_MAX: usize = 256;
+
+/// How many KV splits decode attention uses for a cache of `capacity` positions.
+pub fn decode_splits(capacity: usize) -> usize {
+    capacity.div_ceil(DECODE_SPLIT).max(1)
+}
+
+/// Refuses, with the reason, a head shape the matrix-unit attention kernels do not take.
+pub fn check_attention_shape(n_heads: usize, n_kv_heads: usize, head_dim: usize) -> Result<()> {
+    if head_dim == 0 || !head_dim.is_multiple_of(16) || head_dim > FLASH_HEAD_DIM_MAX {
+        return Err(KernelError::Shape(format!(
+            "head_dim {head_dim}: the GPU attention kernels take multiples of 16 up to {FLASH_HEAD_DIM_MAX}"
+        )));
+    }
+    if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) {
+        return Err(KernelError::Shape(format!(
+            "{n_heads} query heads cannot share {n_kv_heads} KV heads evenly"
+        )));
+    }
+    Ok(())
+}
+
+/// Scratch of the split decode attention: a running max, sum and unnormalised output per
+/// (head, split). Sized from the model and the cache capacity, allocated once.
+pub struct AttnScratch {
+    n_heads: usize,
+    head_dim: usize,
+    splits: usize,
+    part_m: DeviceBuffer<f32>,
+    part_l: DeviceBuffer<f32>,
+    part_o: DeviceBuffer<f32>,
+}
+
+impl AttnScratch {
+    pub fn new(gpu: &Gpu, n_heads: usize, head_dim: usize, capacity: usize) -> Result<Self> {
+        let splits = decode_splits(capacity);
+        Ok(AttnScratch {
+            n_heads,
+            head_dim,
+            splits,
+            part_m: gpu.alloc(n_heads * splits)?,
+            part_l: gpu.alloc(n_heads * splits)?,
+            part_o: gpu.alloc(n_heads * splits * head_dim)?,
+        })
+    }
+    pub fn bytes(&self) -> usize {
+        4 * (self.part_m.len() + self.part_l.len() + self.part_o.len())
+    }
+}
+
+/// Sampling the device does itself: temperature > 0, top-k in 1..=[`SAMPLE_K_MAX`],
+/// 0 < top-p <= 1, no repetition penalty (it needs the history on the host).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct DeviceSampling {
+    pub temperature: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+}
+
+impl DeviceSampling {
+    pub fn check(&self) -> Result<()> {
+        if !(self.temperature > 0.0 && self.temperature.is_finite()) {
+            return Err(KernelError::Shape(format!(
+                "device sampling: temperature {} (accepted: finite, > 0; 0 is the argmax)",
+                self.temperature
+            )));
+        }
+        if !(1..=SAMPLE_K_MAX).contains(&self.top_k) {
+            return Err(KernelError::Shape(format!(
+                "device sampling: top_k {} (accepted: 1..={SAMPLE_K_MAX})",
+                self.top_k
+            )));
+        }
+        if !(self.top_p > 0.0 && self.top_p <= 1.0) {
+            return Err(KernelError::Shape(format!(
+                "device sampling: top_p {} (accepted: 0 < top_p <= 1)",
+                self.top_p
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// The shape of an attention call.

@@ -4,7 +4,9 @@
 //! -- --ignored` after `cargo xtask build-kernels` (tools/gpu/h100_checks.sh does both).
 
 use greta_kernels::cpu::{self, RopePairing, WeightView};
-use greta_kernels::gpu::{default_dir, GpuKernels, RopeShape, Rows};
+use greta_kernels::gpu::{
+    default_dir, AttnScratch, AttnShape, GpuKernels, MatShape, RopeShape, Rows,
+};
 use half::f16;
 use hiprt::{DeviceBuffer, Gpu, PlatformChoice, Stream};
 
@@ -71,6 +73,187 @@ fn download(s: &Stream, b: &DeviceBuffer<f32>) -> Vec<f32> {
 
 /// f32 on both sides; only the order of the sums differs.
 const NMSE_F32: f64 = 1e-10;
+/// One operand rounded to f16 on the GPU side (the matrix units take f16): a relative
+/// rounding error up to 2^-11 per element, ~1e-7 in NMSE; 1e-5 leaves room and still fails
+/// on any indexing or masking error (those give NMSE of order 1).
+const NMSE_F16_OPERAND: f64 = 1e-5;
+
+fn f16_bits(v: &[f32]) -> (Vec<u16>, Vec<f32>) {
+    let h: Vec<f16> = v.iter().map(|&x| f16::from_f32(x)).collect();
+    (
+        h.iter().map(|x| x.to_bits()).collect(),
+        h.iter().map(|x| x.to_f32()).collect(),
+    )
+}
+
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn gemm_matrix_units_and_plain_match_cpu_over_edge_shapes() {
+    let (g, s, k) = setup();
+    // M (tokens) over the edge list; K and N off the 32/64 tiles, and the model shapes.
+    let kn = [
+        (100, 33),
+        (576, 1536),
+        (4095, 1000),
+        (4096, 4096),
+        (11_008, 4096),
+    ];
+    for m in [1, 31, 32, 33, 64, 100, 512] {
+        for &(kk, n) in &kn {
+            if m * kk * n > 512 * 4096 * 4096 && m > 100 {
+                continue; // the CPU reference would dominate the run
+            }
+            let (w_bits, wf) = f16_bits(&values(n * kk, (n * 13 + kk) as u64));
+            let x = values(m * kk, m as u64 + 7);
+            let (dw, dx) = (upload(&g, &s, &w_bits), upload(&g, &s, &x));
+            let mut want = vec![0f32; m * n];
+            cpu::matmul_wt(&x, WeightView::F32(&wf), &mut want, m, kk, n);
+            let shape = MatShape { t: m, k: kk, n };
+            let mut dy = g.alloc::<f32>(m * n).unwrap();
+            k.gemm(&s, &dx, &dw, &mut dy, shape).unwrap();
+            let e = nmse(&download(&s, &dy), &want);
+            eprintln!("gemm (matrix units) m={m} k={kk} n={n}: nmse {e:.3e}");
+            assert!(
+                e < NMSE_F16_OPERAND,
+                "gemm m={m} k={kk} n={n}: nmse {e:.3e}"
+            );
+            let mut dy = g.alloc::<f32>(m * n).unwrap();
+            k.gemm_plain(&s, &dx, &dw, &mut dy, shape).unwrap();
+            let e = nmse(&download(&s, &dy), &want);
+            assert!(
+                e < NMSE_F32,
+                "gemm (plain) m={m} k={kk} n={n}: nmse {e:.3e}"
+            );
+        }
+    }
+}
+
+/// One attention case: `rows` query rows at positions pos0.., over a cache of `capacity`.
+#[allow(clippy::too_many_arguments)]
+fn attention_case(
+    g: &Gpu,
+    s: &Stream,
+    k: &GpuKernels,
+    n_heads: usize,
+    n_kv_heads: usize,
+    head_dim: usize,
+    pos0: usize,
+    rows: usize,
+    capacity: usize,
+) {
+    let kv_row = n_kv_heads * head_dim;
+    let seed = (n_heads * 1000 + head_dim * 10 + pos0 + rows) as u64;
+    let q = values(rows * n_heads * head_dim, seed);
+    // Scaled keys give peaked softmaxes (the hard case for the online max), values as drawn.
+    let keys: Vec<f32> = values(capacity * kv_row, seed + 1)
+        .iter()
+        .map(|v| v * 4.0)
+        .collect();
+    let (k_bits, kf) = f16_bits(&keys);
+    let (v_bits, vf) = f16_bits(&values(capacity * kv_row, seed + 2));
+    let mut want = vec![0f32; rows * n_heads * head_dim];
+    cpu::attention(
+        &q,
+        &kf[..(pos0 + rows) * kv_row],
+        &vf[..(pos0 + rows) * kv_row],
+        &mut want,
+        cpu::AttentionShape {
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            pos0,
+        },
+    );
+    let (dq, dk, dv) = (
+        upload(g, s, &q),
+        upload(g, s, &k_bits),
+        upload(g, s, &v_bits),
+    );
+    let dpos = upload(g, s, &[pos0 as u32]);
+    let shape = AttnShape {
+        rows,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        max_kv: capacity,
+    };
+    let mut scratch = AttnScratch::new(g, n_heads, head_dim, capacity).unwrap();
+    let mut dctx = g.alloc::<f32>(rows * n_heads * head_dim).unwrap();
+    k.attention(s, &dq, &dk, &dv, &mut scratch, &mut dctx, &dpos, shape)
+        .unwrap();
+    let e = nmse(&download(s, &dctx), &want);
+    let route = if rows == 1 { "split decode" } else { "flash" };
+    eprintln!(
+        "attention ({route}) heads {n_heads}/{n_kv_heads} hd={head_dim} pos0={pos0} rows={rows}: nmse {e:.3e}"
+    );
+    // Decode keeps q and p in f32; flash rounds q and p to f16 for the matrix units.
+    let tol = if rows == 1 {
+        NMSE_F32
+    } else {
+        NMSE_F16_OPERAND
+    };
+    assert!(
+        e < tol,
+        "attention ({route}) heads {n_heads}/{n_kv_heads} hd={head_dim} pos0={pos0} rows={rows}: nmse {e:.3e}"
+    );
+    if rows * n_heads * capacity <= 1 << 24 {
+        let mut scores = g.alloc::<f32>(rows * n_heads * capacity).unwrap();
+        let mut dctx = g.alloc::<f32>(rows * n_heads * head_dim).unwrap();
+        k.attention_plain(s, &dq, &dk, &dv, &mut scores, &mut dctx, &dpos, shape)
+            .unwrap();
+        let e = nmse(&download(s, &dctx), &want);
+        assert!(e < NMSE_F32, "attention (plain): nmse {e:.3e}");
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn attention_flash_and_split_decode_match_cpu() {
+    let (g, s, k) = setup();
+    // GQA ratios 1, 3, 4, 8; head_dim 64 and 128; KV lengths across the 16-key tiles and
+    // the 256-key decode splits, up to 4096.
+    for (n_heads, n_kv_heads, head_dim) in [(4, 4, 64), (9, 3, 64), (8, 2, 128), (32, 4, 128)] {
+        for (pos0, rows) in [
+            (0, 1),
+            (16, 1),
+            (255, 1),
+            (256, 1),
+            (1000, 1),
+            (4095, 1),
+            (0, 2),
+            (0, 17),
+            (0, 33),
+            (5, 100),
+            (0, 512),
+            (3584, 512),
+            (4000, 96),
+        ] {
+            attention_case(&g, &s, &k, n_heads, n_kv_heads, head_dim, pos0, rows, 4096);
+        }
+    }
+    // A cache exactly as long as the sequence (no spare capacity past the last key).
+    attention_case(&g, &s, &k, 4, 4, 64, 31, 33, 64);
+    // Shapes the kernels do not take are refused with the reason.
+    let mut scratch = AttnScratch::new(&g, 2, 80, 16).unwrap();
+    let (q, c) = (
+        g.alloc::<f32>(160).unwrap(),
+        g.alloc::<u16>(16 * 160).unwrap(),
+    );
+    let mut ctx = g.alloc::<f32>(160).unwrap();
+    let pos = upload(&g, &s, &[0u32]);
+    let shape = AttnShape {
+        rows: 1,
+        n_heads: 2,
+        n_kv_heads: 2,
+        head_dim: 80,
+        max_kv: 16,
+    };
+    let err = k
+        .attention(&s, &q, &c, &c, &mut scratch, &mut ctx, &pos, shape)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("head_dim 80"), "{err}");
+}
 
 #[test]
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]

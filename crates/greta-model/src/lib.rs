@@ -2,6 +2,7 @@
 //! model stages (`llama`), generation and perplexity.
 
 pub mod audit;
+pub mod bench;
 pub mod chat;
 pub mod default_model;
 pub mod generate;
@@ -9,6 +10,7 @@ pub mod io;
 pub mod llama;
 pub mod model;
 pub mod perplexity;
+pub mod synthetic;
 pub mod tokenizer;
 
 pub use greta_kernels as kernels;

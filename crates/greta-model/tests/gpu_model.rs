@@ -46,7 +46,7 @@ fn graph_replay_matches_eager_launches_and_the_cpu() {
         let lm = model::load_as(&path, CpuWeights::F16Rounded, &mut |_, _| {}).unwrap();
         let prompt = lm.tokenizer.encode("The quick brown fox", true).unwrap();
         let n = 48;
-        let run_gpu = |graph: bool| {
+        let run_gpu = |graph: bool, cfg: SamplerConfig| {
             let k = GpuKernels::load(&g, &default_dir()).unwrap();
             let m = GpuLlama::upload(
                 g.clone(),
@@ -57,7 +57,7 @@ fn graph_replay_matches_eager_launches_and_the_cpu() {
             )
             .unwrap();
             let mut st = m.new_state(prompt.len() + n, prompt.len()).unwrap();
-            let mut s = greedy();
+            let mut s = Sampler::new(cfg).unwrap();
             let mut out = Vec::new();
             generate_gpu(
                 &m,
@@ -77,11 +77,32 @@ fn graph_replay_matches_eager_launches_and_the_cpu() {
             .unwrap();
             out
         };
-        let (graph, eager) = (run_gpu(true), run_gpu(false));
+        let greedy_cfg = SamplerConfig {
+            temperature: 0.0,
+            ..Default::default()
+        };
+        let (graph, eager) = (
+            run_gpu(true, greedy_cfg.clone()),
+            run_gpu(false, greedy_cfg),
+        );
         assert_eq!(graph.len(), n);
         assert_eq!(
             graph, eager,
             "{v}: graph replay and eager launches chose different tokens"
+        );
+        // Sampling on the device inside the graph draws what eager launches draw.
+        let sampled = SamplerConfig {
+            temperature: 1.2,
+            top_k: 40,
+            top_p: 0.95,
+            seed: 7,
+            ..Default::default()
+        };
+        let (sg, se) = (run_gpu(true, sampled.clone()), run_gpu(false, sampled));
+        assert_eq!(sg, se, "{v}: sampled tokens differ between graph and eager");
+        assert_ne!(
+            sg, graph,
+            "{v}: sampling at temperature 1.2 gave the greedy tokens"
         );
         let mut cache = lm.model.new_cache(prompt.len() + n);
         let mut s = greedy();
@@ -107,6 +128,72 @@ fn graph_replay_matches_eager_launches_and_the_cpu() {
         assert!(
             agree >= 16,
             "{v}: GPU and CPU greedy tokens part after {agree}: {graph:?} vs {cpu:?}"
+        );
+    }
+}
+
+/// The device sampler draws exactly the tokens the host `Sampler` draws from the same logits
+/// and seed, for every setting it accepts.
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn device_sampling_draws_what_the_host_sampler_draws() {
+    use greta_model::kernels::gpu::DeviceSampling;
+    let g = gpu();
+    let k = GpuKernels::load(&g, &default_dir()).unwrap();
+    let s = g.stream().unwrap();
+    let vocab = 49_152;
+    for (temperature, top_k, top_p) in [
+        (0.8, 40, 0.95),
+        (1.5, 256, 1.0),
+        (0.3, 1, 1.0),
+        (1.0, 10, 0.5),
+        (2.0, 100, 0.9),
+    ] {
+        let cfg = SamplerConfig {
+            temperature,
+            top_k,
+            top_p,
+            seed: 1234,
+            ..Default::default()
+        };
+        let mut host = Sampler::new(cfg.clone()).unwrap();
+        let mut rng = g.alloc::<u64>(1).unwrap();
+        rng.write(0, &[cfg.seed], &s).unwrap();
+        let mut out = g.alloc::<u32>(1).unwrap();
+        let mut dlogits = g.alloc::<f32>(vocab).unwrap();
+        let dev = DeviceSampling {
+            temperature,
+            top_k,
+            top_p,
+        };
+        let mut distinct = std::collections::BTreeSet::new();
+        for step in 0..64u64 {
+            // Logits of several scales, with ties among the largest.
+            let mut st = step * 7919 + top_k as u64;
+            let mut logits: Vec<f32> = (0..vocab)
+                .map(|_| {
+                    st = st
+                        .wrapping_mul(6364136223846793005)
+                        .wrapping_add(1442695040888963407);
+                    ((st >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 12.0
+                })
+                .collect();
+            logits[5] = 7.0;
+            logits[9] = 7.0;
+            dlogits.write(0, &logits, &s).unwrap();
+            k.sample(&s, &dlogits, vocab, dev, &mut rng, &mut out)
+                .unwrap();
+            let got = out.to_vec(&s).unwrap()[0];
+            let want = host.sample(&logits, &[]).unwrap();
+            assert_eq!(
+                got, want,
+                "T={temperature} k={top_k} p={top_p} step {step}: device drew {got}, host {want}"
+            );
+            distinct.insert(got);
+        }
+        eprintln!(
+            "device sampling T={temperature} k={top_k} p={top_p}: 64 draws identical to the host ({} distinct tokens)",
+            distinct.len()
         );
     }
 }

@@ -6,6 +6,9 @@ use std::time::{Duration, Instant};
 
 use greta_trace::StageObserver;
 
+use greta_kernels::gpu::{DeviceSampling, SAMPLE_K_MAX};
+
+use crate::llama::gpu::TokenPick;
 use crate::llama::{ForwardError, KvCache, Llama, Logits};
 use sampler::{Sampler, SamplerError};
 
@@ -121,9 +124,48 @@ pub fn generate(
     Ok(stats)
 }
 
-/// Generation on the GPU. Greedy decoding stays on the device (argmax into the next step's
-/// input, one captured graph per step when `graph`); other sampling reads each step's logits
-/// back and samples on the host, without the graph.
+/// Where the GPU path picks tokens for a sampler configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub enum GpuSampling {
+    /// On the device, inside the decode step (and its graph).
+    Device(TokenPick),
+    /// On the host from logits read back each step (no graph), for the reason given.
+    Host(String),
+}
+
+/// Greedy decoding and temperature / top-k (1..=256) / top-p sampling run on the device;
+/// a repetition penalty (which needs the history) or a top-k outside the device's range is
+/// sampled on the host.
+pub fn gpu_sampling(cfg: &sampler::SamplerConfig) -> GpuSampling {
+    if cfg.repetition_penalty != 1.0 {
+        return GpuSampling::Host(format!(
+            "--repeat-penalty {} is applied on the host: each step's logits are read back and the decode graph is not used",
+            cfg.repetition_penalty
+        ));
+    }
+    if cfg.temperature == 0.0 {
+        return GpuSampling::Device(TokenPick::Argmax);
+    }
+    if cfg.top_k == 0 || cfg.top_k > SAMPLE_K_MAX {
+        return GpuSampling::Host(format!(
+            "--top-k {} is sampled on the host (the device sampler takes 1..={SAMPLE_K_MAX}): each step's logits are read back and the decode graph is not used",
+            cfg.top_k
+        ));
+    }
+    GpuSampling::Device(TokenPick::Sample {
+        cfg: DeviceSampling {
+            temperature: cfg.temperature,
+            top_k: cfg.top_k,
+            top_p: cfg.top_p,
+        },
+        seed: cfg.seed,
+    })
+}
+
+/// Generation on the GPU. Where [`gpu_sampling`] says so, the token is picked on the device
+/// (into the next step's input, one captured graph per step when `graph`), drawing the same
+/// tokens from the same seed as the host sampler; otherwise each step's logits are read back
+/// and sampled on the host, without the graph.
 pub fn generate_gpu(
     model: &crate::llama::gpu::GpuLlama,
     st: &mut crate::llama::gpu::GpuState,
@@ -142,11 +184,17 @@ pub fn generate_gpu(
         prompt_tokens: prompt.len(),
         ..Default::default()
     };
-    let greedy = sampler.is_greedy();
+    let on_device = match gpu_sampling(sampler.config()) {
+        GpuSampling::Device(pick) => {
+            st.set_pick(pick)?;
+            true
+        }
+        GpuSampling::Host(_) => false,
+    };
     let mut history = prompt.to_vec();
     let t0 = Instant::now();
-    let first = if greedy {
-        model.prefill_greedy(prompt, st)?
+    let first = if on_device {
+        model.prefill_pick(prompt, st)?
     } else {
         let logits = model.forward(prompt, st, Logits::Last, &mut greta_trace::NoTrace)?;
         sampler.sample(&logits, &history)?
@@ -161,8 +209,8 @@ pub fn generate_gpu(
         &mut stats,
         on_token,
         |tok, history| {
-            Ok(if greedy {
-                model.decode_greedy(st, graph)?
+            Ok(if on_device {
+                model.decode_on_device(st, graph)?
             } else {
                 let logits = model.forward(&[tok], st, Logits::Last, &mut greta_trace::NoTrace)?;
                 sampler.sample(&logits, history)?

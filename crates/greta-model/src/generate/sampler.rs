@@ -97,7 +97,11 @@ impl Sampler {
         ((z ^ (z >> 31)) >> 40) as f32 / (1u64 << 24) as f32
     }
 
-    /// Whether the choice is the plain argmax (what the GPU computes on the device).
+    pub fn config(&self) -> &SamplerConfig {
+        &self.cfg
+    }
+
+    /// Whether the choice is the plain argmax.
     pub fn is_greedy(&self) -> bool {
         self.cfg.temperature == 0.0 && self.cfg.repetition_penalty == 1.0
     }

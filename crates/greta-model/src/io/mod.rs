@@ -2,6 +2,7 @@
 //! each can be fuzzed and tested alone.
 
 pub mod gguf;
+pub mod gguf_write;
 pub mod quant;
 pub mod safetensors;
 

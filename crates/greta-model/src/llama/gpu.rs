@@ -8,14 +8,18 @@
 //! advancing `pos` on the device. `GpuState::capture_decode` records one step; each replay
 //! decodes the token the previous step chose.
 
-use greta_kernels::gpu::{AttnShape, GpuKernels, KernelError, MatShape, RopeShape, Rows};
+use greta_kernels::gpu::{
+    check_attention_shape, AttnScratch, AttnShape, DeviceSampling, GpuKernels, KernelError,
+    MatShape, RopeShape, Rows,
+};
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
 use hiprt::{DeviceBuffer, Gpu, GraphExec, HipError, Stream};
 
 use super::config::{LlamaConfig, RopeStyle};
 use super::forward::Logits;
-use super::weights::{LlamaWeights, Matrix};
+use super::weights::{LlamaWeights, Matrix, Storage};
+use crate::io::quant::GgmlType;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
@@ -87,6 +91,18 @@ fn upload<T: Copy>(gpu: &Gpu, s: &Stream, v: &[T]) -> Result<DeviceBuffer<T>> {
 }
 
 fn upload_matrix(gpu: &Gpu, s: &Stream, name: &str, m: &Matrix) -> Result<DeviceBuffer<u16>> {
+    if let Storage::Blocks {
+        ty: GgmlType::F16,
+        bytes,
+    } = &m.storage
+    {
+        // Already f16: uploaded as stored.
+        let bits: Vec<u16> = bytes
+            .chunks_exact(2)
+            .map(|b| u16::from_le_bytes([b[0], b[1]]))
+            .collect();
+        return upload(gpu, s, &bits);
+    }
     let mut f = vec![0f32; m.rows * m.cols];
     m.view().rows_f32(0, m.cols, &mut f);
     upload(gpu, s, &to_f16(name, &f)?)
@@ -102,6 +118,7 @@ impl GpuLlama {
         w: &LlamaWeights,
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self> {
+        check_attention_shape(config.n_heads, config.n_kv_heads, config.head_dim)?;
         let s = gpu.stream()?;
         let total = w.layers.len() + 2;
         let token_embd = upload_matrix(&gpu, &s, "token_embd", &w.token_embd)?;
@@ -178,7 +195,9 @@ impl GpuLlama {
             gate: alloc(r * c.intermediate)?,
             up: alloc(r * c.intermediate)?,
             act: alloc(r * c.intermediate)?,
-            scores: alloc(r * c.n_heads * capacity)?,
+            attn_scratch: AttnScratch::new(g, c.n_heads, c.head_dim, capacity)?,
+            rng: g.alloc::<u64>(1)?,
+            pick: TokenPick::Argmax,
             last: alloc(c.hidden)?,
             logits: alloc(r * c.vocab_size)?,
             stream,
@@ -208,7 +227,11 @@ pub struct GpuState {
     gate: DeviceBuffer<f32>,
     up: DeviceBuffer<f32>,
     act: DeviceBuffer<f32>,
-    scores: DeviceBuffer<f32>,
+    attn_scratch: AttnScratch,
+    /// The device sampler's generator state (splitmix64), seeded by `set_pick`.
+    rng: DeviceBuffer<u64>,
+    /// How a decode step picks its token on the device (captured into the graph).
+    pick: TokenPick,
     last: DeviceBuffer<f32>,
     logits: DeviceBuffer<f32>,
     pub stream: Stream,
@@ -225,6 +248,64 @@ impl GpuState {
     pub fn capacity(&self) -> usize {
         self.capacity
     }
+
+    /// Sets how the device picks tokens, seeding the sampler's generator; a captured decode
+    /// graph is dropped (it holds the old choice).
+    pub fn set_pick(&mut self, pick: TokenPick) -> Result<()> {
+        if let TokenPick::Sample { cfg, seed } = pick {
+            cfg.check()?;
+            self.rng.write(0, &[seed], &self.stream)?;
+        }
+        self.pick = pick;
+        self.graph = None;
+        Ok(())
+    }
+
+    /// Forgets the sequence (position 0, cache contents unused), keeping every buffer.
+    pub fn reset(&mut self) -> Result<()> {
+        self.pos.write(0, &[0], &self.stream)?;
+        self.len = 0;
+        self.graph = None;
+        Ok(())
+    }
+
+    /// Device memory this state holds (KV cache, activations, scratch), in bytes.
+    pub fn device_bytes(&self) -> usize {
+        let f = |b: &DeviceBuffer<f32>| 4 * b.len();
+        let kv: usize = self
+            .k_cache
+            .iter()
+            .chain(&self.v_cache)
+            .map(|b| 2 * b.len())
+            .sum();
+        kv + [
+            &self.x,
+            &self.normed,
+            &self.q,
+            &self.k,
+            &self.v,
+            &self.ctx,
+            &self.proj,
+            &self.gate,
+            &self.up,
+            &self.act,
+            &self.last,
+            &self.logits,
+        ]
+        .into_iter()
+        .map(f)
+        .sum::<usize>()
+            + self.attn_scratch.bytes()
+    }
+}
+
+/// How the device picks the next token at the end of a step.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum TokenPick {
+    /// The largest logit (the first on ties).
+    Argmax,
+    /// A draw as the host sampler makes it, from the generator seeded with `seed`.
+    Sample { cfg: DeviceSampling, seed: u64 },
 }
 
 /// Copies a stage's rows to the host for the observer and back (an injected fault changes them).
@@ -428,7 +509,7 @@ impl GpuLlama {
                 &st.q,
                 &st.k_cache[l],
                 &st.v_cache[l],
-                &mut st.scores,
+                &mut st.attn_scratch,
                 &mut st.ctx,
                 &st.pos,
                 shape,
@@ -623,29 +704,43 @@ impl GpuLlama {
         Ok(rows)
     }
 
-    /// Prefills `prompt` and leaves the greedy next token in `ids[0]`; returns it.
-    pub fn prefill_greedy(&self, prompt: &[u32], st: &mut GpuState) -> Result<u32> {
+    /// Writes the token the state's `TokenPick` chooses from the last logits row into `ids[0]`.
+    fn pick_on_device(&self, st: &mut GpuState) -> Result<()> {
+        let n = self.config.vocab_size;
+        match st.pick {
+            TokenPick::Argmax => self
+                .kernels
+                .argmax(&st.stream, &st.logits, n, &mut st.ids)?,
+            TokenPick::Sample { cfg, .. } => {
+                self.kernels
+                    .sample(&st.stream, &st.logits, n, cfg, &mut st.rng, &mut st.ids)?
+            }
+        }
+        Ok(())
+    }
+
+    /// Prefills `prompt` and leaves the next token (chosen on the device) in `ids[0]`;
+    /// returns it.
+    pub fn prefill_pick(&self, prompt: &[u32], st: &mut GpuState) -> Result<u32> {
         self.forward_no_readback(prompt, st, Logits::Last, &mut greta_trace::NoTrace)?;
-        self.kernels
-            .argmax(&st.stream, &st.logits, self.config.vocab_size, &mut st.ids)?;
+        self.pick_on_device(st)?;
         let mut id = [0u32];
         st.ids.read(0, &mut id, &st.stream)?;
         Ok(id[0])
     }
 
-    /// One greedy decode step of the token in `ids[0]`, entirely on the device: embed, layers,
-    /// logits, argmax into `ids[0]`, position + 1.
+    /// One decode step of the token in `ids[0]`, entirely on the device: embed, layers,
+    /// logits, the pick into `ids[0]`, position + 1.
     fn decode_step_device(&self, st: &mut GpuState) -> Result<()> {
         let pos0 = st.len;
         self.forward_inner(st, 1, Logits::Last, &mut greta_trace::NoTrace, pos0)?;
-        self.kernels
-            .argmax(&st.stream, &st.logits, self.config.vocab_size, &mut st.ids)?;
-        Ok(())
+        self.pick_on_device(st)
     }
 
-    /// Decodes the token in `ids[0]` and returns the next (greedy). With `graph`, the step is
-    /// captured once and replayed; without, its kernels are launched one by one.
-    pub fn decode_greedy(&self, st: &mut GpuState, graph: bool) -> Result<u32> {
+    /// Decodes the token in `ids[0]` and returns the next (chosen on the device). With
+    /// `graph`, the step is captured once and replayed; without, its kernels are launched one
+    /// by one.
+    pub fn decode_on_device(&self, st: &mut GpuState, graph: bool) -> Result<u32> {
         if st.len + 1 > st.capacity {
             return Err(GpuError::KvCacheFull {
                 capacity: st.capacity,

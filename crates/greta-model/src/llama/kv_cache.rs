@@ -89,6 +89,12 @@ impl KvCache {
         self.len += t;
     }
 
+    /// Bytes held (keys and values of every layer, f32).
+    pub fn bytes(&self) -> usize {
+        4 * (self.k.iter().map(Vec::len).sum::<usize>()
+            + self.v.iter().map(Vec::len).sum::<usize>())
+    }
+
     /// Forgets every position from `len` on (for re-evaluating a prefix).
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);

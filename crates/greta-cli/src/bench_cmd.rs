@@ -1,0 +1,186 @@
+//! `greta bench`: see greta_model::bench for what is measured and how.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use greta_hal::{Backend, BackendRequest};
+use greta_model::bench::{self, BenchReport, BenchSpec};
+use greta_model::io::gguf_write;
+use greta_model::llama::weights::LlamaWeights;
+use greta_model::llama::{Llama, LlamaConfig};
+use greta_model::synthetic;
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Args)]
+pub struct BenchArgs {
+    /// A GGUF file or Hugging Face directory, or synthetic:NAME for random weights of a
+    /// published shape (synthetic:llama2-7b, synthetic:smollm2-135m, synthetic:tiny).
+    /// Default: the default model.
+    #[arg(long, short = 'm')]
+    model: Option<String>,
+    /// Seed of the synthetic weights and of the prompt's token ids.
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// Prompt length in tokens (random ids).
+    #[arg(long, default_value_t = 512)]
+    prompt_len: usize,
+    /// Tokens to decode after the prompt (greedy).
+    #[arg(long, default_value_t = 128)]
+    gen: usize,
+    /// Repetitions; the median is reported.
+    #[arg(long, default_value_t = 3)]
+    reps: usize,
+    /// Where to run: cpu, gpu or auto.
+    #[arg(long, default_value = "auto", value_parser = super::parse_backend)]
+    backend: BackendRequest,
+    /// GPU: decode with eager launches instead of the captured graph.
+    #[arg(long)]
+    no_graph: bool,
+    /// Print one JSON object (the report) on stdout instead of the table.
+    #[arg(long)]
+    json: bool,
+    /// Also save the weights as GGUF (f16 for synthetic models) so that other engines can
+    /// run exactly the same model, e.g. llama-bench -m PATH.
+    #[arg(long)]
+    write_gguf: Option<PathBuf>,
+}
+
+fn bar(template: &str) -> ProgressBar {
+    let b = ProgressBar::new(0);
+    b.set_style(
+        ProgressStyle::with_template(template)
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    b
+}
+
+pub fn cmd_bench(a: BenchArgs) -> Result<()> {
+    let platform: greta_hal::PlatformChoice = std::env::var("GRETA_PLATFORM")
+        .unwrap_or_else(|_| "auto".into())
+        .parse()?;
+    let selection = greta_hal::select(a.backend, platform)?;
+    let spec = BenchSpec {
+        prompt_len: a.prompt_len,
+        gen: a.gen,
+        reps: a.reps,
+        seed: a.seed,
+        graph: !a.no_graph,
+    };
+    let (label, config, weights): (String, LlamaConfig, LlamaWeights) =
+        match a.model.as_deref().and_then(synthetic::parse_spec) {
+            Some(name) => {
+                let config = synthetic::config(name)?;
+                let b = bar("generating {msg} [{bar:30}] {pos}/{len} layers ({elapsed})");
+                b.set_message(format!("synthetic:{name} (seed {})", a.seed));
+                let w = synthetic::weights(&config, a.seed, &mut |d, t| {
+                    b.set_length(t as u64);
+                    b.set_position(d as u64);
+                });
+                b.finish_and_clear();
+                (format!("synthetic:{name} (seed {})", a.seed), config, w)
+            }
+            None => {
+                let path = super::resolve_model(&super::ModelArgs {
+                    model: a.model.as_ref().map(PathBuf::from),
+                })?;
+                let lm = super::load_model(&path, false)?;
+                let Llama {
+                    config, weights, ..
+                } = lm.model;
+                (path.display().to_string(), config, weights)
+            }
+        };
+    spec.check(&config)?;
+    if let Some(out) = &a.write_gguf {
+        let b = bar("writing {msg} [{bar:30}] {pos}/{len} tensors ({elapsed})");
+        b.set_message(out.display().to_string());
+        let t = Instant::now();
+        let bytes = gguf_write::write_llama(out, &config, &weights, &label, &mut |d, n| {
+            b.set_length(n as u64);
+            b.set_position(d as u64);
+        })
+        .with_context(|| format!("--write-gguf {}", out.display()))?;
+        b.finish_and_clear();
+        eprintln!(
+            "wrote {} ({:.2} GB) in {:.1}s",
+            out.display(),
+            bytes as f64 / 1e9,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    let reps = bar("benchmarking [{bar:30}] {pos}/{len} repetitions ({elapsed})");
+    reps.set_length(spec.reps as u64);
+    let report: BenchReport = match &selection.backend {
+        Backend::Cpu => {
+            let model = Llama::new(config, weights);
+            bench::bench_cpu(&model, &spec, &mut |r| reps.set_position(r as u64))?
+        }
+        Backend::Gpu(gpu) => {
+            let kernels = greta_model::kernels::gpu::GpuKernels::load(
+                gpu,
+                &greta_model::kernels::gpu::default_dir(),
+            )?;
+            let up = bar("uploading [{bar:30}] {pos}/{len} ({elapsed})");
+            let model = greta_model::llama::gpu::GpuLlama::upload(
+                gpu.clone(),
+                kernels,
+                config,
+                &weights,
+                &mut |d, t| {
+                    up.set_length(t as u64);
+                    up.set_position(d as u64);
+                },
+            )?;
+            up.finish_and_clear();
+            drop(weights);
+            let wb = bench::gpu_weight_bytes(&model.config);
+            bench::bench_gpu(&model, wb, &spec, &mut |r| reps.set_position(r as u64))?
+        }
+    };
+    reps.finish_and_clear();
+    if a.json {
+        let mut v = serde_json::to_value(&report)?;
+        v["model"] = serde_json::Value::String(label);
+        println!("{}", serde_json::to_string_pretty(&v)?);
+        return Ok(());
+    }
+    let r = &report;
+    println!(
+        "greta bench: {label} on {} ({}{})",
+        r.device,
+        r.backend,
+        if r.backend == "gpu" {
+            if spec.graph {
+                ", decode as a captured graph"
+            } else {
+                ", decode eager (--no-graph)"
+            }
+        } else {
+            ""
+        }
+    );
+    println!(
+        "prefill {:>5} tokens: {:>9.2} ms  ({:.0} tok/s)        median of {}",
+        spec.prompt_len, r.prefill_ms, r.prefill_tok_s, spec.reps
+    );
+    println!(
+        "decode  {:>5} tokens: {:>9.1} tok/s ({:.3} ms/token)",
+        spec.gen, r.decode_tok_s, r.decode_ms_per_token
+    );
+    println!(
+        "bandwidth: {:.0} GB/s achieved ({:.1} MB/token) = {:.2} of the {:.0} GB/s copy bandwidth",
+        r.achieved_gb_s,
+        r.bytes_per_token / 1e6,
+        r.fraction_of_copy,
+        r.copy_gb_s
+    );
+    println!(
+        "memory: weights {:.2} GB, KV cache + activations + scratch {:.3} GB",
+        r.weight_bytes as f64 / 1e9,
+        r.state_bytes as f64 / 1e9
+    );
+    Ok(())
+}

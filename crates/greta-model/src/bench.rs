@@ -1,0 +1,320 @@
+//! `greta bench`: prefill time, decode speed and achieved memory bandwidth of one model on
+//! one backend, measured as llama-bench measures (a prompt of random token ids, then greedy
+//! decode of `gen` tokens, each repetition from an empty cache), plus the device-to-device
+//! copy bandwidth of the same device in the same run, so that the decode figure can be read
+//! as a fraction of what the memory can do.
+
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+
+use crate::llama::gpu::{GpuError, GpuLlama, TokenPick};
+use crate::llama::weights::LlamaWeights;
+use crate::llama::{ForwardError, Llama, LlamaConfig, Logits};
+use crate::synthetic;
+
+#[derive(Debug, thiserror::Error)]
+pub enum BenchError {
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
+    #[error(transparent)]
+    Forward(#[from] ForwardError),
+    #[error(transparent)]
+    Runtime(#[from] hiprt::HipError),
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// What to measure.
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchSpec {
+    pub prompt_len: usize,
+    pub gen: usize,
+    /// Repetitions of prefill + decode; the median is reported.
+    pub reps: usize,
+    /// Seed of the prompt's token ids.
+    pub seed: u64,
+    /// GPU: decode as a captured graph (else eager launches).
+    pub graph: bool,
+}
+
+impl BenchSpec {
+    pub fn check(&self, cfg: &LlamaConfig) -> Result<(), BenchError> {
+        if self.prompt_len == 0 || self.gen == 0 || self.reps == 0 {
+            return Err(BenchError::Invalid(format!(
+                "--prompt-len {}, --gen {}, --reps {}: each must be at least 1",
+                self.prompt_len, self.gen, self.reps
+            )));
+        }
+        if self.prompt_len + self.gen > cfg.max_context {
+            return Err(BenchError::Invalid(format!(
+                "--prompt-len {} + --gen {} exceeds the model's context of {} tokens",
+                self.prompt_len, self.gen, cfg.max_context
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// One benchmark's figures (the JSON of `greta bench --json`).
+#[derive(Debug, Clone, Serialize)]
+pub struct BenchReport {
+    pub backend: String,
+    pub device: String,
+    pub spec: BenchSpec,
+    /// Median over the repetitions, milliseconds for the whole prompt (logits of its last
+    /// token included, as llama-bench's pp test).
+    pub prefill_ms: f64,
+    pub prefill_tok_s: f64,
+    /// Median decode speed over `gen` tokens (each read back to the host, as a streaming
+    /// generation does).
+    pub decode_tok_s: f64,
+    pub decode_ms_per_token: f64,
+    /// Bytes one decode step must read: every weight matrix and norm once, plus the KV cache
+    /// up to the mean decode position.
+    pub bytes_per_token: f64,
+    pub achieved_gb_s: f64,
+    /// Device-to-device copy bandwidth of the same device (bytes read + written per second).
+    pub copy_gb_s: f64,
+    pub fraction_of_copy: f64,
+    /// Bytes of weights held by the backend (f16 on the GPU).
+    pub weight_bytes: usize,
+    /// Bytes of KV cache, activations and scratch for a context of prompt_len + gen.
+    pub state_bytes: usize,
+    pub all_prefill_ms: Vec<f64>,
+    pub all_decode_tok_s: Vec<f64>,
+}
+
+fn median(v: &[f64]) -> f64 {
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    }
+}
+
+/// Weight bytes one decode step reads with f16 matrices (`matrix_bytes` per element) and
+/// f32 norms; the embedding contributes one row.
+pub fn decode_bytes(cfg: &LlamaConfig, matrix_bytes: f64, spec: &BenchSpec) -> (f64, f64) {
+    let (d, q, kv) = (
+        cfg.hidden as f64,
+        (cfg.n_heads * cfg.head_dim) as f64,
+        (cfg.n_kv_heads * cfg.head_dim) as f64,
+    );
+    let per_layer = d * q * 2.0 + d * kv * 2.0 + 3.0 * d * cfg.intermediate as f64;
+    let weights = (cfg.n_layers as f64 * per_layer + cfg.vocab_size as f64 * d + d) * matrix_bytes
+        + (2 * cfg.n_layers + 1) as f64 * d * 4.0;
+    let mean_pos = spec.prompt_len as f64 + spec.gen as f64 / 2.0;
+    let kv_bytes = cfg.n_layers as f64 * mean_pos * kv * 2.0 * 2.0;
+    (weights, kv_bytes)
+}
+
+/// What a backend's run measured, before the derived figures.
+struct Measured<'a> {
+    backend: &'a str,
+    device: &'a str,
+    prefill_ms: Vec<f64>,
+    decode_tok_s: Vec<f64>,
+    copy_gb_s: f64,
+    weight_bytes: usize,
+    state_bytes: usize,
+    /// Bytes per matrix element as the backend holds them.
+    matrix_bytes: f64,
+}
+
+fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
+    let Measured {
+        backend,
+        device,
+        prefill_ms: prefill,
+        decode_tok_s: decode,
+        copy_gb_s,
+        weight_bytes,
+        state_bytes,
+        matrix_bytes,
+    } = m;
+    let prefill_ms = median(&prefill);
+    let decode_tok_s = median(&decode);
+    let (w, kv) = decode_bytes(cfg, matrix_bytes, spec);
+    let achieved = (w + kv) * decode_tok_s / 1e9;
+    BenchReport {
+        backend: backend.into(),
+        device: device.into(),
+        spec: spec.clone(),
+        prefill_ms,
+        prefill_tok_s: spec.prompt_len as f64 / (prefill_ms / 1e3),
+        decode_tok_s,
+        decode_ms_per_token: 1e3 / decode_tok_s,
+        bytes_per_token: w + kv,
+        achieved_gb_s: achieved,
+        copy_gb_s,
+        fraction_of_copy: achieved / copy_gb_s,
+        weight_bytes,
+        state_bytes,
+        all_prefill_ms: prefill,
+        all_decode_tok_s: decode,
+    }
+}
+
+/// Copy bandwidth of the GPU: a 1 GiB device-to-device copy, repeated, timed with events.
+pub fn gpu_copy_gb_s(gpu: &hiprt::Gpu) -> Result<f64, BenchError> {
+    let n = 1usize << 28; // 1 GiB of f32
+    let s = gpu.stream()?;
+    let src = gpu.alloc::<f32>(n)?;
+    let mut dst = gpu.alloc::<f32>(n)?;
+    dst.copy_from_device(0, &src, 0, n, &s)?; // warm-up
+    let (a, b) = (gpu.event()?, gpu.event()?);
+    let iters = 10;
+    a.record(&s)?;
+    for _ in 0..iters {
+        dst.copy_from_device(0, &src, 0, n, &s)?;
+    }
+    b.record(&s)?;
+    b.synchronize()?;
+    let ms = b.elapsed_since(&a)? as f64;
+    Ok(2.0 * (n * 4) as f64 * iters as f64 / (ms / 1e3) / 1e9)
+}
+
+/// Benchmarks a model on the GPU.
+pub fn bench_gpu(
+    model: &GpuLlama,
+    weight_bytes: usize,
+    spec: &BenchSpec,
+    on_rep: &mut dyn FnMut(usize),
+) -> Result<BenchReport, BenchError> {
+    let cfg = &model.config;
+    spec.check(cfg)?;
+    let copy = gpu_copy_gb_s(&model.gpu)?;
+    let prompt = synthetic::tokens(spec.prompt_len, cfg.vocab_size, spec.seed);
+    let mut st = model.new_state(spec.prompt_len + spec.gen, spec.prompt_len)?;
+    st.set_pick(TokenPick::Argmax)?;
+    // Warm-up: loads the code, captures the decode graph.
+    model.prefill_pick(&prompt, &mut st)?;
+    for _ in 0..spec.gen.min(4) {
+        model.decode_on_device(&mut st, spec.graph)?;
+    }
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    for rep in 0..spec.reps {
+        st.reset()?;
+        st.set_pick(TokenPick::Argmax)?;
+        let t0 = Instant::now();
+        model.prefill_pick(&prompt, &mut st)?; // reads the token back: synchronous
+        prefill.push(t0.elapsed().as_secs_f64() * 1e3);
+        let t1 = Instant::now();
+        for _ in 0..spec.gen {
+            model.decode_on_device(&mut st, spec.graph)?;
+        }
+        decode.push(spec.gen as f64 / t1.elapsed().as_secs_f64());
+        on_rep(rep + 1);
+    }
+    Ok(report(
+        cfg,
+        spec,
+        Measured {
+            backend: "gpu",
+            device: model.gpu.name(),
+            prefill_ms: prefill,
+            decode_tok_s: decode,
+            copy_gb_s: copy,
+            weight_bytes,
+            state_bytes: st.device_bytes(),
+            matrix_bytes: 2.0,
+        },
+    ))
+}
+
+/// Benchmarks a model on the CPU reference route (its weights as stored).
+pub fn bench_cpu(
+    model: &Llama,
+    spec: &BenchSpec,
+    on_rep: &mut dyn FnMut(usize),
+) -> Result<BenchReport, BenchError> {
+    let cfg = &model.config;
+    spec.check(cfg)?;
+    let copy = cpu_copy_gb_s();
+    let prompt = synthetic::tokens(spec.prompt_len, cfg.vocab_size, spec.seed);
+    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    let mut cache = model.new_cache(spec.prompt_len + spec.gen);
+    let obs = &mut greta_trace::NoTrace;
+    for rep in 0..spec.reps {
+        cache.truncate(0);
+        let t0 = Instant::now();
+        let logits = model.forward(&prompt, &mut cache, Logits::Last, obs)?;
+        let mut tok = crate::generate::sampler::argmax(&logits);
+        prefill.push(t0.elapsed().as_secs_f64() * 1e3);
+        let t1 = Instant::now();
+        for _ in 0..spec.gen {
+            let l = model.forward(&[tok], &mut cache, Logits::Last, obs)?;
+            tok = crate::generate::sampler::argmax(&l);
+        }
+        decode.push(spec.gen as f64 / t1.elapsed().as_secs_f64());
+        on_rep(rep + 1);
+    }
+    let wb = weight_bytes(&model.weights);
+    let matrix_bytes = wb as f64 / params(cfg) as f64;
+    Ok(report(
+        cfg,
+        spec,
+        Measured {
+            backend: "cpu",
+            device: "cpu",
+            prefill_ms: prefill,
+            decode_tok_s: decode,
+            copy_gb_s: copy,
+            weight_bytes: wb,
+            state_bytes: cache.bytes(),
+            matrix_bytes,
+        },
+    ))
+}
+
+fn params(cfg: &LlamaConfig) -> usize {
+    let (d, q, kv) = (
+        cfg.hidden,
+        cfg.n_heads * cfg.head_dim,
+        cfg.n_kv_heads * cfg.head_dim,
+    );
+    cfg.n_layers * (d * q * 2 + d * kv * 2 + 3 * d * cfg.intermediate)
+        + cfg.vocab_size * d * (2 - cfg.tied_embeddings as usize)
+}
+
+/// Bytes the matrices of `w` take as stored.
+pub fn weight_bytes(w: &LlamaWeights) -> usize {
+    use crate::llama::weights::{Matrix, Storage};
+    let m = |m: &Matrix| match &m.storage {
+        Storage::F32(v) => v.len() * 4,
+        Storage::Blocks { bytes, .. } => bytes.len(),
+    };
+    let layers: usize = w
+        .layers
+        .iter()
+        .map(|l| {
+            m(&l.wq) + m(&l.wk) + m(&l.wv) + m(&l.wo) + m(&l.w_gate) + m(&l.w_up) + m(&l.w_down)
+        })
+        .sum();
+    layers + m(&w.token_embd) + w.output.as_ref().map_or(0, m)
+}
+
+/// Bytes the GPU holds for the matrices of `cfg` (all f16).
+pub fn gpu_weight_bytes(cfg: &LlamaConfig) -> usize {
+    2 * params(cfg)
+}
+
+/// Memory copy bandwidth of this CPU: a 256 MiB copy, repeated.
+fn cpu_copy_gb_s() -> f64 {
+    let n = 1 << 26;
+    let src = vec![1f32; n];
+    let mut dst = vec![0f32; n];
+    dst.copy_from_slice(&src);
+    let iters = 5;
+    let t = Instant::now();
+    for _ in 0..iters {
+        dst.copy_from_slice(std::hint::black_box(&src));
+    }
+    let el: Duration = t.elapsed();
+    std::hint::black_box(&dst);
+    2.0 * (n * 4 * iters) as f64 / el.as_secs_f64() / 1e9
+}
