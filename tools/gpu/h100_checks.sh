@@ -5,6 +5,13 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)}
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels GRETA_REQUIRE_GPU=1
+# The llama.cpp peer builds in the background (its own session, so it outlives this call on a
+# warm machine) while the checks below run; tools/gpu/bench_vs_llama_cpp.sh waits for it.
+if [ -f target/peer/llama-cpp-src.tar.xz ]; then
+  setsid nohup bash tools/gpu/build_llama_cpp.sh > /dev/null 2>&1 < /dev/null &
+fi
+# Parts of the default model carried with this call (tools/gpu/default_model_checks.sh).
+mkdir -p /tmp/dm && for p in target/dm*/dmpart*; do [ -f "$p" ] && cp "$p" /tmp/dm/; done
 G=./target/device/greta
 TINY=crates/greta-model/tests/fixtures/tiny
 status=0
@@ -46,6 +53,9 @@ python3 tools/gpu/make_random_llama.py smollm2-135m /tmp/smollm2-random > /dev/n
 python3 tools/gpu/make_random_llama.py llama2-7b-2layers /tmp/llama2-random > /dev/null 2>&1
 run audit-smollm2-shape $G audit backend --against cpu -m /tmp/smollm2-random ${TOL:+--tol $TOL} --json
 run audit-llama2-shape $G audit backend --against cpu -m /tmp/llama2-random ${TOL:+--tol $TOL} --json
-# The default-like shape end to end: greedy generation on the GPU, graph and eager.
-run generate-smollm2-shape sh -c "$G generate --backend gpu -m /tmp/smollm2-random --no-chat --temperature 0 -n 128 'The quick brown fox' && $G generate --backend gpu --no-graph -m /tmp/smollm2-random --no-chat --temperature 0 -n 128 'The quick brown fox'"
+# The default-like shape end to end: greedy and sampled generation on the GPU, graph and eager.
+run generate-smollm2-shape sh -c "$G generate --backend gpu -m /tmp/smollm2-random --no-chat --temperature 0 -n 128 'The quick brown fox' && $G generate --backend gpu --no-graph -m /tmp/smollm2-random --no-chat --temperature 0 -n 128 'The quick brown fox' && $G generate --backend gpu -m /tmp/smollm2-random --no-chat --seed 3 -n 64 'The quick brown fox' && $G generate --backend gpu --no-graph -m /tmp/smollm2-random --no-chat --seed 3 -n 64 'The quick brown fox'"
+# Logits against Hugging Face transformers on this GPU (random MHA/GQA, tied/untied checkpoints).
+run hf-gpu-parity env OUT=$OUT GRETA=$G python3 tools/gpu/hf_gpu_parity.py
+echo "== llama.cpp build: $(cat /tmp/llama-cpp/done 2>/dev/null || echo running)"
 exit $status

@@ -40,6 +40,9 @@ enum Command {
     /// Prefill time, decode speed and achieved memory bandwidth (against the copy bandwidth
     /// measured in the same run) of a model or a synthetic one of a published shape.
     Bench(bench_cmd::BenchArgs),
+    /// Logits of every position of a prompt, from one forward pass, to a .npy file
+    /// ([tokens * vocab] f32, row-major): for comparing with other engines.
+    Logits(LogitsArgs),
     /// Version, GPU platforms found, and the backends this build has.
     Info,
     /// StageTrace files: compare two traces.
@@ -88,6 +91,24 @@ enum AuditCommand {
         #[command(flatten)]
         audit: AuditArgs,
     },
+}
+
+#[derive(Args)]
+struct LogitsArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// Token ids, comma-separated (instead of a text prompt).
+    #[arg(long, value_delimiter = ',', conflicts_with = "prompt")]
+    ids: Option<Vec<u32>>,
+    /// Raw text (BOS added as the model asks).
+    #[arg(long)]
+    prompt: Option<String>,
+    /// Where to run: cpu, gpu or auto.
+    #[arg(long, default_value = "auto", value_parser = parse_backend)]
+    backend: BackendRequest,
+    /// The .npy file to write.
+    #[arg(long)]
+    out: PathBuf,
 }
 
 #[derive(Args)]
@@ -196,6 +217,7 @@ fn main() {
         Command::Tokenize(a) => (cmd_tokenize(a).map(|_| 0), 1),
         Command::Perplexity(a) => (cmd_perplexity(a).map(|_| 0), 1),
         Command::Bench(a) => (bench_cmd::cmd_bench(a).map(|_| 0), 1),
+        Command::Logits(a) => (cmd_logits(a).map(|_| 0), 1),
         Command::Info => (cmd_info().map(|_| 0), 1),
         Command::Trace(TraceCommand::Diff(a)) => (trace_cmd::cmd_diff(a), 2),
         Command::Audit(AuditCommand::PrefillDecode {
@@ -443,6 +465,67 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         } else {
             " (stopped at --max-tokens)"
         }
+    );
+    Ok(())
+}
+
+fn cmd_logits(a: LogitsArgs) -> Result<()> {
+    let platform: greta_hal::PlatformChoice = std::env::var("GRETA_PLATFORM")
+        .unwrap_or_else(|_| "auto".into())
+        .parse()?;
+    let selection = greta_hal::select(a.backend, platform)?;
+    let path = resolve_model(&a.model)?;
+    let lm = load_model(&path, true)?;
+    let ids = match (&a.ids, &a.prompt) {
+        (Some(ids), _) => ids.clone(),
+        (None, Some(p)) => lm.tokenizer.encode(p, true)?,
+        (None, None) => bail!("give the tokens: --ids 1,2,3 or --prompt TEXT"),
+    };
+    if ids.is_empty() {
+        bail!("no tokens to run");
+    }
+    let logits = match &selection.backend {
+        greta_hal::Backend::Cpu => {
+            let mut cache = lm.model.new_cache(ids.len());
+            lm.model.forward(
+                &ids,
+                &mut cache,
+                greta_model::llama::Logits::All,
+                &mut greta_model::trace::NoTrace,
+            )?
+        }
+        greta_hal::Backend::Gpu(gpu) => {
+            let kernels = greta_model::kernels::gpu::GpuKernels::load(
+                gpu,
+                &greta_model::kernels::gpu::default_dir(),
+            )?;
+            let model = greta_model::llama::gpu::GpuLlama::upload(
+                gpu.clone(),
+                kernels,
+                lm.model.config.clone(),
+                &lm.model.weights,
+                &mut |_, _| {},
+            )?;
+            let mut st = model.new_state(ids.len(), ids.len())?;
+            model.forward(
+                &ids,
+                &mut st,
+                greta_model::llama::Logits::All,
+                &mut greta_model::trace::NoTrace,
+            )?
+        }
+    };
+    greta_model::trace::recorder::write_npy(&a.out, &logits)
+        .with_context(|| format!("writing {}", a.out.display()))?;
+    println!(
+        "{}",
+        serde_json::json!({
+            "out": a.out.display().to_string(),
+            "tokens": ids.len(),
+            "vocab": lm.model.config.vocab_size,
+            "backend": selection.backend.to_string(),
+            "ids": ids,
+        })
     );
     Ok(())
 }

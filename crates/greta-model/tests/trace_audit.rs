@@ -393,3 +393,51 @@ fn debug_input_provenance_and_npy_dumps() {
         .collect();
     assert_eq!(&values, logits.values.as_ref().unwrap());
 }
+
+/// The rms metric (the GPU audit's default) reads a 1 % scale fault at its full size
+/// (rms(0.01 b) / rms(b) = 0.01) and stays far below that for the f16 storage of the weights.
+#[test]
+fn rms_metric_reads_a_one_percent_fault_as_one_percent() {
+    let tiny_f16 = common::fixtures().join("tiny/gqa4-llama3-rope/model-f16.gguf");
+    let f32_route = model::load_as(&tiny_f16, CpuWeights::F32, &mut |_, _| {}).unwrap();
+    let f16_route = model::load_as(&tiny_f16, CpuWeights::F16Rounded, &mut |_, _| {}).unwrap();
+    let tokens = prompt_tokens(&f32_route);
+    let tolerances = Tolerances {
+        metric: diff::Metric::Rms,
+        default: diff::GPU_F16_RMS_TOLERANCE,
+        ..Tolerances::default()
+    };
+    let inj = Injection {
+        layer: Some(1),
+        point: Point::AttnOut,
+        fault: greta_trace::inject::Fault::Scale(1.01),
+    };
+    let setup = AuditSetup {
+        inject: Some(inj),
+        tolerances: tolerances.clone(),
+        ..AuditSetup::default()
+    };
+    let r = audit::backend(
+        (&f32_route.model, "cpu-f32"),
+        (&f32_route.model, "cpu-f32"),
+        &tokens,
+        &setup,
+    )
+    .unwrap();
+    assert_found_exactly(&r, &inj, "rms metric");
+    let e = r.first_divergence.as_ref().unwrap().error;
+    assert!((e - 0.01).abs() < 1e-4, "a 1 % scale fault read as {e}");
+    // f32 against f16-rounded weights (a storage difference, no fault): within the GPU tolerance.
+    let setup = AuditSetup {
+        tolerances,
+        ..AuditSetup::default()
+    };
+    let r = audit::backend(
+        (&f16_route.model, "cpu-f16-rounded"),
+        (&f32_route.model, "cpu-f32"),
+        &tokens,
+        &setup,
+    )
+    .unwrap();
+    assert!(!r.diverged(), "{}\n{}", r.table(), r.verdict());
+}
