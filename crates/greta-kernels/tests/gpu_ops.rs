@@ -245,14 +245,14 @@ fn attention_flash_and_split_decode_match_cpu() {
         rows: 1,
         n_heads: 2,
         n_kv_heads: 2,
-        head_dim: 80,
+        head_dim: 72,
         max_kv: 16,
     };
     let err = k
         .attention(&s, &q, &c, &c, &mut scratch, &mut ctx, &pos, shape)
         .unwrap_err()
         .to_string();
-    assert!(err.contains("head_dim 80"), "{err}");
+    assert!(err.contains("head_dim 72"), "{err}");
 }
 
 #[test]

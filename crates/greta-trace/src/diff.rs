@@ -86,7 +86,7 @@ pub const GPU_F16_TOLERANCE: f64 = 1e-2;
 /// error, which reads a 1 % scale fault as exactly 1e-2 whatever the row, against the
 /// independent f16 roundings of weights, K/V, GEMM inputs and attention probabilities that
 /// the GPU makes and the reference does not. Figures behind the value: docs/gpu.md.
-pub const GPU_F16_RMS_TOLERANCE: f64 = 4e-3;
+pub const GPU_F16_RMS_TOLERANCE: f64 = 8e-3;
 
 impl Default for Tolerances {
     fn default() -> Self {
