@@ -105,19 +105,21 @@ GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, cons
     }
 }
 
-#define SPLIT 256
-#define MAX_BLOCK 1024
+#define SPLIT 64
+#define DECODE_BLOCK 256
 
 // Decode attention of one query row (at position *pos0) split over the KV length: block
 // (s, h) takes keys [s * SPLIT, min((s + 1) * SPLIT, *pos0 + 1)) and writes its running max,
 // sum and unnormalised output to part_m/part_l/part_o[h * n_splits + s]; splits past the end
-// write an empty partial. Grid: (n_splits, n_heads); block: a power of two >= head_dim, <= SPLIT.
+// write an empty partial. Scores: one thread per key. Output: DECODE_BLOCK / head_dim groups
+// of head_dim threads each take every G-th key (reads coalesced over d, several keys in
+// flight), then the groups' sums are added. Grid: (n_splits, n_heads); block: DECODE_BLOCK.
 GRETA_KERNEL void attn_decode_split(const float* q, const g_half* k_cache, const g_half* v_cache, float* part_m,
                                     float* part_l, float* part_o, const unsigned* pos0, unsigned n_heads,
                                     unsigned n_kv_heads, unsigned head_dim, unsigned n_splits, float scale) {
-    GRETA_SHARED float qsh[HD_MAX * 2];
+    GRETA_SHARED float qsh[HD_MAX];
     GRETA_SHARED float p[SPLIT];
-    GRETA_SHARED float scratch[MAX_BLOCK];
+    GRETA_SHARED float scratch[DECODE_BLOCK];
     unsigned s = g_bid(), h = g_bid_y(), t = g_tid();
     unsigned kvh = h / (n_heads / n_kv_heads);
     unsigned kv_row = n_kv_heads * head_dim;
@@ -139,7 +141,11 @@ GRETA_KERNEL void attn_decode_split(const float* q, const g_half* k_cache, const
     for (unsigned j = j0 + t; j < j1; j += g_bdim()) {
         const g_half* kj = k_cache + (unsigned long)j * kv_row + kvh * head_dim;
         float acc = 0.0f;
-        for (unsigned d = 0; d < head_dim; ++d) acc += qsh[d] * g_h2f(kj[d]);
+        for (unsigned d = 0; d < head_dim; d += 8) {
+            float kv8[8];
+            g_load_h8(kj + d, kv8);
+            for (unsigned e = 0; e < 8; ++e) acc += qsh[d + e] * kv8[e];
+        }
         acc *= scale;
         p[j - j0] = acc;
         local_max = acc > local_max ? acc : local_max;
@@ -152,11 +158,19 @@ GRETA_KERNEL void attn_decode_split(const float* q, const g_half* k_cache, const
         local_sum += e;
     }
     float l = g_block_sum(local_sum, scratch);
-    for (unsigned d = t; d < head_dim; d += g_bdim()) {
-        float acc = 0.0f;
-        for (unsigned j = j0; j < j1; ++j)
-            acc += p[j - j0] * g_h2f(v_cache[(unsigned long)j * kv_row + kvh * head_dim + d]);
-        part_o[part * head_dim + d] = acc;
+    unsigned groups = g_bdim() / head_dim;
+    unsigned g = t / head_dim, d = t % head_dim;
+    float acc = 0.0f;
+    if (g < groups) {
+        const g_half* v = v_cache + kvh * head_dim + d;
+        for (unsigned j = j0 + g; j < j1; j += groups) acc += p[j - j0] * g_h2f(v[(unsigned long)j * kv_row]);
+    }
+    scratch[t] = acc;
+    g_sync();
+    if (t < head_dim) {
+        float o = 0.0f;
+        for (unsigned gg = 0; gg < groups; ++gg) o += scratch[gg * head_dim + t];
+        part_o[part * head_dim + t] = o;
     }
     if (t == 0) {
         part_m[part] = m;

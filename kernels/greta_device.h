@@ -126,6 +126,39 @@ GRETA_DEVICE void g_acc16_store(const g_acc16& c, float* out, unsigned ldo) {
 #define GRETA_ALIGN32 __align__(32)
 #endif
 
+// Sum over the lanes of a wave (every lane gets the total). AMD: ds_bpermute across the 64
+// lanes; NVIDIA: shuffles.
+#if defined(GRETA_AMD)
+GRETA_DEVICE float g_wave_sum(float v) {
+    unsigned l = g_lane();
+    for (unsigned m = GRETA_WAVE / 2; m > 0; m >>= 1) {
+        int other = __builtin_amdgcn_ds_bpermute((int)((l ^ m) << 2), __builtin_bit_cast(int, v));
+        v += __builtin_bit_cast(float, other);
+    }
+    return v;
+}
+// Eight consecutive f16 values (16 bytes, 16-byte aligned) widened to f32.
+GRETA_DEVICE void g_load_h8(const g_half* p, float* out) {
+    typedef _Float16 h8 __attribute__((ext_vector_type(8)));
+    h8 v = *(const h8*)p;
+    for (unsigned i = 0; i < 8; ++i) out[i] = (float)v[i];
+}
+#else
+GRETA_DEVICE float g_wave_sum(float v) {
+    for (unsigned m = GRETA_WAVE / 2; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
+    return v;
+}
+GRETA_DEVICE void g_load_h8(const g_half* p, float* out) {
+    uint4 u = *(const uint4*)p;
+    const __half2* h = (const __half2*)&u;
+    for (unsigned i = 0; i < 4; ++i) {
+        float2 f = __half22float2(h[i]);
+        out[2 * i] = f.x;
+        out[2 * i + 1] = f.y;
+    }
+}
+#endif
+
 // Block-wide max (same contract as g_block_sum).
 GRETA_DEVICE float g_block_max(float v, float* scratch) {
     unsigned t = g_tid();

@@ -61,9 +61,43 @@ GRETA_KERNEL void add_f32(float* x, const float* y, unsigned n) {
     if (i < n) x[i] += y[i];
 }
 
+// y[row] = dot(w[row, :], x) for f16 weights [n, k], f32 x: one wave per row, each lane
+// reading 16 bytes (8 weights) per load with two loads in flight, the wave summing with
+// shuffles. Rows whose length is not a multiple of 8 (not 16-byte aligned) take the scalar
+// loop. Grid: ceil(n / waves per block); block: a multiple of the wave size.
+GRETA_KERNEL void gemv_f16_wave(const g_half* w, const float* x, float* y, unsigned n, unsigned k) {
+    unsigned waves = g_bdim() / GRETA_WAVE;
+    unsigned row = g_bid() * waves + g_tid() / GRETA_WAVE;
+    if (row >= n) return;
+    unsigned lane = g_lane();
+    const g_half* wr = w + (unsigned long)row * k;
+    float acc0 = 0.0f, acc1 = 0.0f;
+    if (k % 8 == 0) {
+        const unsigned step = 8 * GRETA_WAVE;
+        unsigned i = 8 * lane;
+        for (; i + step < k; i += 2 * step) {
+            float a[8], b[8];
+            g_load_h8(wr + i, a);
+            g_load_h8(wr + i + step, b);
+            for (unsigned e = 0; e < 8; ++e) {
+                acc0 += a[e] * x[i + e];
+                acc1 += b[e] * x[i + step + e];
+            }
+        }
+        if (i < k) {
+            float a[8];
+            g_load_h8(wr + i, a);
+            for (unsigned e = 0; e < 8; ++e) acc0 += a[e] * x[i + e];
+        }
+    } else {
+        for (unsigned i = lane; i < k; i += GRETA_WAVE) acc0 += g_h2f(wr[i]) * x[i];
+    }
+    float total = g_wave_sum(acc0 + acc1);
+    if (lane == 0) y[row] = total;
+}
+
 // y[row] = dot(w[row, :], x) for f16 weights [n, k], f32 x. Grid: n rows; block: power of
-// two <= 1024. (The speed issue replaces this with a wave-per-row kernel reading 16 bytes a
-// load; this one is the plain, correct baseline.)
+// two <= 1024. The plain, block-per-row baseline gemv_f16_wave is checked against.
 GRETA_KERNEL void gemv_f16(const g_half* w, const float* x, float* y, unsigned k) {
     GRETA_SHARED float scratch[MAX_BLOCK];
     unsigned row = g_bid();

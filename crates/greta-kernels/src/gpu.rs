@@ -138,6 +138,7 @@ pub struct GpuKernels {
     silu_mul: Function,
     add: Function,
     gemv: Function,
+    gemv_plain: Function,
     argmax: Function,
 }
 
@@ -181,7 +182,8 @@ impl GpuKernels {
                 rope: ops.function("rope_f32")?,
                 silu_mul: ops.function("silu_mul_f32")?,
                 add: ops.function("add_f32")?,
-                gemv: ops.function("gemv_f16")?,
+                gemv: ops.function("gemv_f16_wave")?,
+                gemv_plain: ops.function("gemv_f16")?,
                 argmax: ops.function("argmax_f32")?,
                 sample_topk: ops.function("sample_topk")?,
                 kv_append: ops.function("kv_append_f16")?,
@@ -340,7 +342,7 @@ impl GpuKernels {
         )
     }
 
-    /// y[n] = w[n, k] · x[k], f16 weights.
+    /// y[n] = w[n, k] · x[k], f16 weights: one wave per row, 16-byte loads.
     pub fn gemv(
         &self,
         s: &Stream,
@@ -353,8 +355,40 @@ impl GpuKernels {
         Self::need(w, n * k, "gemv w")?;
         Self::need(x, k, "gemv x")?;
         Self::need(y, n, "gemv y")?;
+        let waves = (BLOCK / self.wave) as usize;
+        let dims = LaunchDims {
+            grid: [n.div_ceil(waves) as u32, 1, 1],
+            block: [BLOCK, 1, 1],
+            shared_bytes: 0,
+        };
         Self::launch(
             &self.gemv,
+            dims,
+            s,
+            Args::new()
+                .ptr(w)
+                .ptr(x)
+                .ptr(y)
+                .u32(u32_of(n, "n")?)
+                .u32(u32_of(k, "k")?),
+        )
+    }
+
+    /// The same product by the plain block-per-row kernel (the baseline of `gemv`).
+    pub fn gemv_plain(
+        &self,
+        s: &Stream,
+        w: &DeviceBuffer<u16>,
+        x: &DeviceBuffer<f32>,
+        y: &mut DeviceBuffer<f32>,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
+        Self::need(w, n * k, "gemv w")?;
+        Self::need(x, k, "gemv x")?;
+        Self::need(y, n, "gemv y")?;
+        Self::launch(
+            &self.gemv_plain,
             rows(n, BLOCK),
             s,
             Args::new().ptr(w).ptr(x).ptr(y).u32(u32_of(k, "k")?),
@@ -611,7 +645,7 @@ impl GpuKernels {
             )));
         }
         let ns = u32_of(splits, "splits")?;
-        let block = (head_dim.next_power_of_two() as u32).clamp(128, 256);
+        let block = 256; // DECODE_BLOCK in kernels/attention.hip
         Self::launch(
             &self.attn_decode_split,
             LaunchDims {
@@ -699,7 +733,7 @@ pub struct MatShape {
 }
 
 /// Keys per block of the split decode attention (SPLIT in kernels/attention.hip).
-pub const DECODE_SPLIT: usize = 256;
+pub const DECODE_SPLIT: usize = 64;
 /// Largest head_dim the flash attention kernel holds (HD_MAX in kernels/attention.hip).
 pub const FLASH_HEAD_DIM_MAX: usize = 128;
 /// Largest top-k the device sampler takes (SAMPLE_K_MAX in kernels/ops.hip).

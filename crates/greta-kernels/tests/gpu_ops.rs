@@ -263,6 +263,8 @@ fn gemv_f16_matches_cpu_over_edge_shapes() {
         (1, 1),
         (31, 33),
         (32, 64),
+        (7, 520),
+        (3, 4104),
         (33, 100),
         (64, 576),
         (100, 1536),
@@ -282,13 +284,17 @@ fn gemv_f16_matches_cpu_over_edge_shapes() {
             &w16.iter().map(|h| h.to_bits()).collect::<Vec<u16>>(),
         );
         let dx = upload(&g, &s, &x);
-        let mut dy = g.alloc::<f32>(n).unwrap();
-        k.gemv(&s, &dw, &dx, &mut dy, n, kk).unwrap();
         let mut want = vec![0f32; n];
         cpu::matmul_wt(&x, WeightView::F32(&wf), &mut want, 1, kk, n);
+        let mut dy = g.alloc::<f32>(n).unwrap();
+        k.gemv(&s, &dw, &dx, &mut dy, n, kk).unwrap();
         let e = nmse(&download(&s, &dy), &want);
         eprintln!("gemv n={n} k={kk}: nmse {e:.3e}");
         assert!(e < NMSE_F32, "gemv n={n} k={kk}: nmse {e:.3e}");
+        let mut dy = g.alloc::<f32>(n).unwrap();
+        k.gemv_plain(&s, &dw, &dx, &mut dy, n, kk).unwrap();
+        let e = nmse(&download(&s, &dy), &want);
+        assert!(e < NMSE_F32, "gemv (plain) n={n} k={kk}: nmse {e:.3e}");
     }
 }
 
