@@ -15,7 +15,8 @@
 
 // One wave per block handles 16 query rows (r0 .. r0+15, at positions *pos0 + r) of one
 // head, streaming the keys 0 ..= the last row's position in tiles of 16:
-//   S = Q K^T (matrix units) -> online softmax per row (running max m, sum l) -> P in f16
+//   S = Q K^T (matrix units, Q split into two f16) -> online softmax per row (running max m,
+//   sum l) -> P in f16
 //   O = O * exp(m_old - m_new) + P V (matrix units)
 // Scores are scaled in f32 after the product. Grid: (ceil(rows / 16), n_heads); block: one
 // wave. head_dim: a multiple of 16, at most HD_MAX.
@@ -23,6 +24,7 @@ GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, cons
                                      const unsigned* pos0, unsigned rows, unsigned n_heads, unsigned n_kv_heads,
                                      unsigned head_dim, float scale) {
     GRETA_SHARED GRETA_ALIGN32 g_half qs[16 * LDH];
+    GRETA_SHARED GRETA_ALIGN32 g_half ql[16 * LDH];
     GRETA_SHARED GRETA_ALIGN32 g_half ks[16 * LDH];
     GRETA_SHARED GRETA_ALIGN32 g_half vs[16 * LDH];
     GRETA_SHARED GRETA_ALIGN32 g_half ps[16 * LDP];
@@ -39,7 +41,10 @@ GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, cons
     unsigned n_keys = p0 + last_row + 1;
     for (unsigned e = lane; e < 16 * head_dim; e += nl) {
         unsigned i = e / head_dim, d = e % head_dim, r = r0 + i;
-        qs[i * LDH + d] = g_f2h(r < rows ? q[((unsigned long)r * n_heads + h) * head_dim + d] : 0.0f);
+        float v = r < rows ? q[((unsigned long)r * n_heads + h) * head_dim + d] : 0.0f;
+        g_half hi = g_f2h(v);
+        qs[i * LDH + d] = hi;
+        ql[i * LDH + d] = g_f2h(v - g_h2f(hi));
         os[i * LDO + d] = 0.0f;
     }
     if (lane < 16) {
@@ -58,7 +63,11 @@ GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, cons
         g_sync();
         g_acc16 s;
         g_acc16_zero(s);
-        for (unsigned c = 0; c < head_dim; c += 16) g_mma16_abt(s, &qs[c], LDH, &ks[c], LDH);
+        // Q = hi + lo (two f16) as in gemm.hip, so the scores keep f32 queries.
+        for (unsigned c = 0; c < head_dim; c += 16) {
+            g_mma16_abt(s, &qs[c], LDH, &ks[c], LDH);
+            g_mma16_abt(s, &ql[c], LDH, &ks[c], LDH);
+        }
         g_acc16_store(s, ss, LDS);
         g_sync();
         if (lane < 16) {
