@@ -25,13 +25,13 @@ for inj in 0:q_rope:add=0.5 1:attn_out:scale=1.01 1:ffn_act:nan -:logits:add=1; 
   $G audit backend --against cpu -m $TINY/gqa4-llama3-rope/model-f16.gguf --inject $inj 2>&1 | tail -1
 done
 python3 tools/gpu/make_random_llama.py smollm2-135m /tmp/smollm2-random > /dev/null 2>&1
-$G audit backend --against cpu -m /tmp/smollm2-random --json > $OUT/audit-smollm2-shape.json 2>&1 || status=1
+$G audit backend --against cpu -m /tmp/smollm2-random --json > $OUT/audit-smollm2-shape.json 2> /dev/null || status=1
 python3 -c "import json; d=json.load(open('$OUT/audit-smollm2-shape.json')); print('smollm2-shape:', d['verdict'], 'worst', max(p['worst_error'] for p in d['points']))"
 step default-model; OUT=$OUT bash tools/gpu/default_model_checks.sh > $OUT/default-model.txt 2>&1 || status=1
 grep -E "^== |tok/s" $OUT/default-model.txt
 python3 -c "
 import json; d=json.load(open('$OUT/audit-default.json'))
-print('default model:', d['verdict']); print('worst', sorted(((p['worst_error'], p['layer'], p['point']) for p in d['points']), reverse=True)[:5])"
+print('default model:', d['verdict']); print('worst', sorted(((p['worst_error'], str(p['layer']), p['point']) for p in d['points']), reverse=True)[:5])"
 step hf-parity; OUT=$OUT python3 tools/gpu/hf_gpu_parity.py 2>/dev/null || status=1
 step bench; OUT=$OUT bash tools/gpu/bench_vs_llama_cpp.sh 2>&1 | tail -n 8
 step end
