@@ -7,6 +7,8 @@
 //! - sm_90a: `nvcc` from `$NVCC`, the PATH, or the CUDA 13.0 Python wheels (nvidia-cuda-nvcc,
 //!   -runtime, -crt, -cccl, nvidia-nvvm), installed with pip into target/toolchains/cuda-13.0
 //!   when neither is there.
+//! - the HMMA check reads sm_90a objects with cuobjdump (+ nvdisasm): `$CUOBJDUMP`, beside
+//!   nvcc, the PATH, or the 13.2 wheels installed into target/toolchains/cuobjdump-13.2.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

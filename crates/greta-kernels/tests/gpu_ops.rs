@@ -116,10 +116,7 @@ fn gemm_matrix_units_and_plain_match_cpu_over_edge_shapes() {
             k.gemm(&s, &dx, &dw, &mut dy, shape).unwrap();
             let e = nmse(&download(&s, &dy), &want);
             eprintln!("gemm (matrix units) m={m} k={kk} n={n}: nmse {e:.3e}");
-            assert!(
-                e < NMSE_SPLIT_F16,
-                "gemm m={m} k={kk} n={n}: nmse {e:.3e}"
-            );
+            assert!(e < NMSE_SPLIT_F16, "gemm m={m} k={kk} n={n}: nmse {e:.3e}");
             let mut dy = g.alloc::<f32>(m * n).unwrap();
             k.gemm_plain(&s, &dx, &dw, &mut dy, shape).unwrap();
             let e = nmse(&download(&s, &dy), &want);
