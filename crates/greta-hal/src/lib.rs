@@ -1,5 +1,7 @@
 //! Backend selection: the one place that decides where the model runs, and says why.
 
+pub mod allocator;
+
 use std::fmt;
 use std::str::FromStr;
 

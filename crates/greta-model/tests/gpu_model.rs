@@ -197,3 +197,64 @@ fn device_sampling_draws_what_the_host_sampler_draws() {
         );
     }
 }
+
+/// A second sequence takes the first one's blocks from the caching allocator (no runtime
+/// allocation) and, although they hold the first sequence's K/V, decodes the same tokens.
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn a_second_state_reuses_the_first_ones_blocks_and_decodes_the_same() {
+    let g = gpu();
+    let path = common::fixtures().join("tiny/gqa4-llama3-rope/model-f16.gguf");
+    let lm = model::load_as(&path, CpuWeights::F16Rounded, &mut |_, _| {}).unwrap();
+    let k = GpuKernels::load(&g, &default_dir()).unwrap();
+    let m = GpuLlama::upload(
+        g.clone(),
+        k,
+        lm.model.config.clone(),
+        &lm.model.weights,
+        &mut |_, _| {},
+    )
+    .unwrap();
+    let prompts = [
+        lm.tokenizer.encode("The quick brown fox", true).unwrap(),
+        lm.tokenizer
+            .encode("Pack my box with five dozen liquor jugs", true)
+            .unwrap(),
+    ];
+    let run = |prompt: &[u32]| {
+        let mut st = m.new_state(64, 16).unwrap();
+        let mut s = greedy();
+        let mut out = Vec::new();
+        generate_gpu(
+            &m,
+            &mut st,
+            prompt,
+            Decoding {
+                max_new: 24,
+                sampler: &mut s,
+                is_eog: &|_| false,
+            },
+            true,
+            &mut |t| {
+                out.push(t);
+                true
+            },
+        )
+        .unwrap();
+        out
+    };
+    let a0 = run(&prompts[0]);
+    let first = m.alloc_stats();
+    assert!(
+        first.runtime_allocs > 0 && first.in_use_bytes == 0,
+        "{first:?}"
+    );
+    let b = run(&prompts[1]); // reuses blocks holding the first sequence's K/V
+    let a1 = run(&prompts[0]);
+    let after = m.alloc_stats();
+    eprintln!("allocator: {first:?} -> {after:?}");
+    assert_eq!(after.runtime_allocs, first.runtime_allocs, "{after:?}");
+    assert!(after.reuses >= 2 * first.runtime_allocs, "{after:?}");
+    assert_eq!(a0, a1, "a reused state decoded differently");
+    assert_ne!(a0, b);
+}

@@ -252,6 +252,21 @@ fn as_bytes_mut<T: Copy>(v: &mut [T]) -> &mut [u8] {
 }
 
 impl<T: Copy> DeviceBuffer<T> {
+    /// The same allocation seen as `len` elements of `U` (for allocators that keep untyped
+    /// blocks). Ownership moves: the memory is freed once, by the returned buffer.
+    ///
+    /// # Safety
+    /// The allocation must hold at least `len * size_of::<U>()` bytes: the size it was made
+    /// with, not this view's `len`, which may be shorter.
+    pub unsafe fn reinterpret<U: Copy>(mut self, len: usize) -> DeviceBuffer<U> {
+        DeviceBuffer {
+            driver: self.driver.clone(),
+            ptr: self.ptr.take(),
+            len,
+            _t: PhantomData,
+        }
+    }
+
     pub fn len(&self) -> usize {
         self.len
     }

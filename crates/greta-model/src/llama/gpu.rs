@@ -8,6 +8,7 @@
 //! advancing `pos` on the device. `GpuState::capture_decode` records one step; each replay
 //! decodes the token the previous step chose.
 
+use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
     check_attention_shape, AttnScratch, AttnShape, DeviceSampling, GpuKernels, KernelError,
     MatShape, RopeShape, Rows,
@@ -60,6 +61,8 @@ struct GpuLayer {
 
 pub struct GpuLlama {
     pub gpu: Gpu,
+    /// Where sequences' buffers come from (and go back to when a state is dropped).
+    alloc: CachingAllocator,
     pub kernels: GpuKernels,
     pub config: LlamaConfig,
     token_embd: DeviceBuffer<u16>,
@@ -151,6 +154,7 @@ impl GpuLlama {
         let output_norm = upload(&gpu, &s, &w.output_norm)?;
         progress(total, total);
         Ok(GpuLlama {
+            alloc: CachingAllocator::new(gpu.clone()),
             gpu,
             kernels,
             config,
@@ -162,6 +166,12 @@ impl GpuLlama {
         })
     }
 
+    /// What the model's caching allocator has done (a dropped state gives its blocks back,
+    /// and the next state of the same shape reuses them).
+    pub fn alloc_stats(&self) -> AllocStats {
+        self.alloc.stats()
+    }
+
     /// Buffers for up to `max_rows` tokens per pass and a KV cache of `capacity` positions.
     pub fn new_state(&self, capacity: usize, max_rows: usize) -> Result<GpuState> {
         let c = &self.config;
@@ -169,8 +179,9 @@ impl GpuLlama {
         let kv_row = c.n_kv_heads * c.head_dim;
         let q_row = c.n_heads * c.head_dim;
         let r = max_rows.max(1);
-        let alloc = |n: usize| g.alloc::<f32>(n);
-        let mut pos = g.alloc::<u32>(1)?;
+        let pool = &self.alloc;
+        let alloc = |n: usize| pool.alloc::<f32>(n);
+        let mut pos = pool.alloc::<u32>(1)?;
         let stream = g.stream()?;
         pos.write(0, &[0], &stream)?;
         Ok(GpuState {
@@ -178,13 +189,13 @@ impl GpuLlama {
             max_rows: r,
             len: 0,
             k_cache: (0..c.n_layers)
-                .map(|_| g.alloc::<u16>(capacity * kv_row))
+                .map(|_| pool.alloc::<u16>(capacity * kv_row))
                 .collect::<std::result::Result<_, _>>()?,
             v_cache: (0..c.n_layers)
-                .map(|_| g.alloc::<u16>(capacity * kv_row))
+                .map(|_| pool.alloc::<u16>(capacity * kv_row))
                 .collect::<std::result::Result<_, _>>()?,
             pos,
-            ids: g.alloc::<u32>(r)?,
+            ids: pool.alloc::<u32>(r)?,
             x: alloc(r * c.hidden)?,
             normed: alloc(r * c.hidden)?,
             q: alloc(r * q_row)?,
@@ -196,7 +207,7 @@ impl GpuLlama {
             up: alloc(r * c.intermediate)?,
             act: alloc(r * c.intermediate)?,
             attn_scratch: AttnScratch::new(g, c.n_heads, c.head_dim, capacity)?,
-            rng: g.alloc::<u64>(1)?,
+            rng: pool.alloc::<u64>(1)?,
             pick: TokenPick::Argmax,
             last: alloc(c.hidden)?,
             logits: alloc(r * c.vocab_size)?,
@@ -212,28 +223,28 @@ pub struct GpuState {
     max_rows: usize,
     /// Host mirror of the device position.
     len: usize,
-    k_cache: Vec<DeviceBuffer<u16>>,
-    v_cache: Vec<DeviceBuffer<u16>>,
-    pos: DeviceBuffer<u32>,
+    k_cache: Vec<Pooled<u16>>,
+    v_cache: Vec<Pooled<u16>>,
+    pos: Pooled<u32>,
     /// Token ids of the pass; `ids[0]` is where the device argmax writes the next token.
-    ids: DeviceBuffer<u32>,
-    x: DeviceBuffer<f32>,
-    normed: DeviceBuffer<f32>,
-    q: DeviceBuffer<f32>,
-    k: DeviceBuffer<f32>,
-    v: DeviceBuffer<f32>,
-    ctx: DeviceBuffer<f32>,
-    proj: DeviceBuffer<f32>,
-    gate: DeviceBuffer<f32>,
-    up: DeviceBuffer<f32>,
-    act: DeviceBuffer<f32>,
+    ids: Pooled<u32>,
+    x: Pooled<f32>,
+    normed: Pooled<f32>,
+    q: Pooled<f32>,
+    k: Pooled<f32>,
+    v: Pooled<f32>,
+    ctx: Pooled<f32>,
+    proj: Pooled<f32>,
+    gate: Pooled<f32>,
+    up: Pooled<f32>,
+    act: Pooled<f32>,
     attn_scratch: AttnScratch,
     /// The device sampler's generator state (splitmix64), seeded by `set_pick`.
-    rng: DeviceBuffer<u64>,
+    rng: Pooled<u64>,
     /// How a decode step picks its token on the device (captured into the graph).
     pick: TokenPick,
-    last: DeviceBuffer<f32>,
-    logits: DeviceBuffer<f32>,
+    last: Pooled<f32>,
+    logits: Pooled<f32>,
     pub stream: Stream,
     graph: Option<GraphExec>,
 }
@@ -271,7 +282,7 @@ impl GpuState {
 
     /// Device memory this state holds (KV cache, activations, scratch), in bytes.
     pub fn device_bytes(&self) -> usize {
-        let f = |b: &DeviceBuffer<f32>| 4 * b.len();
+        let f = |b: &Pooled<f32>| 4 * b.len();
         let kv: usize = self
             .k_cache
             .iter()
