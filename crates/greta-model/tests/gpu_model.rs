@@ -222,7 +222,7 @@ fn a_second_state_reuses_the_first_ones_blocks_and_decodes_the_same() {
             .unwrap(),
     ];
     let run = |prompt: &[u32]| {
-        let mut st = m.new_state(64, 16).unwrap();
+        let mut st = m.new_state(128, 64).unwrap();
         let mut s = greedy();
         let mut out = Vec::new();
         generate_gpu(
