@@ -5,6 +5,8 @@
 //!   `cargo fmt --check`, `cargo clippy -D warnings`, and every test of the workspace.
 //! - `fetch-model`: download the default model into the cache (as `greta generate` would).
 //! - `build-kernels`: compile kernels/*.hip for gfx942, gfx90a and sm_90a (see kernels.rs).
+//! - `repro NAME` / `repro --check DIR`: run an experiment of experiments/ into an artifact
+//!   directory, or re-run and compare one (see repro.rs, docs/reproducibility.md).
 
 use std::path::PathBuf;
 use std::process::Command;
@@ -12,6 +14,8 @@ use std::process::Command;
 use anyhow::{bail, Context, Result};
 
 mod kernels;
+mod plots;
+mod repro;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -28,16 +32,22 @@ fn main() -> Result<()> {
         Some("build-kernels") => {
             kernels::build(&root()).map(|m| eprintln!("manifest: {}", m.display()))
         }
-        Some(other) => bail!("unknown task {other:?}; accepted: ci, fetch-model, build-kernels"),
-        None => bail!("usage: cargo xtask <task>; tasks: ci, fetch-model, build-kernels"),
+        Some("repro") => {
+            let code = repro::main(&args[1..])?;
+            std::process::exit(code)
+        }
+        Some(other) => {
+            bail!("unknown task {other:?}; accepted: ci, fetch-model, build-kernels, repro")
+        }
+        None => bail!("usage: cargo xtask <task>; tasks: ci, fetch-model, build-kernels, repro"),
     }
 }
 
-fn cargo() -> Command {
+pub(crate) fn cargo() -> Command {
     Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".to_string()))
 }
 
-fn run(what: &str, cmd: &mut Command) -> Result<()> {
+pub(crate) fn run(what: &str, cmd: &mut Command) -> Result<()> {
     eprintln!("==> {what}");
     let status = cmd.status().with_context(|| format!("starting {what}"))?;
     if !status.success() {
@@ -46,7 +56,7 @@ fn run(what: &str, cmd: &mut Command) -> Result<()> {
     Ok(())
 }
 
-fn fetch_model() -> Result<()> {
+pub(crate) fn fetch_model() -> Result<()> {
     run(
         "fetch the default model",
         cargo().args([
@@ -93,6 +103,12 @@ fn install_system_packages() -> Result<()> {
     }
     if !have_lib {
         need.push("libamdhip64-5");
+    }
+    // The repro report's plots draw their text with DejaVu Sans.
+    if !std::path::Path::new("/usr/share/fonts/truetype/dejavu/DejaVuSans.ttf").exists()
+        && std::env::var_os("GRETA_FONT").is_none()
+    {
+        need.push("fonts-dejavu-core");
     }
     if need.is_empty() {
         return Ok(());
@@ -145,5 +161,17 @@ fn ci() -> Result<()> {
     // shown, rather than inside a test whose output is captured.
     fetch_model()?;
     run("cargo test", cargo().args(["test", "--workspace"]))?;
+    // The smoke experiment, then its re-check: a reproducible run must reproduce.
+    eprintln!("==> cargo xtask repro smoke");
+    let exp = repro::load(&root().join("experiments/smoke.toml"))?;
+    let text = std::fs::read_to_string(root().join("experiments/smoke.toml"))?;
+    let (dir, complete) = repro::run_experiment(&exp, &text, "")?;
+    if !complete {
+        bail!("the smoke experiment is incomplete: {}", dir.display());
+    }
+    eprintln!("==> cargo xtask repro --check {}", dir.display());
+    if !repro::check(&dir)? {
+        bail!("re-running the smoke experiment gave different results");
+    }
     Ok(())
 }
