@@ -165,7 +165,7 @@ fn ci() -> Result<()> {
     eprintln!("==> cargo xtask repro smoke");
     let exp = repro::load(&root().join("experiments/smoke.toml"))?;
     let text = std::fs::read_to_string(root().join("experiments/smoke.toml"))?;
-    let (dir, complete) = repro::run_experiment(&exp, &text, "")?;
+    let (dir, complete) = repro::run_experiment(&exp, &text, "", &repro::artifacts_root())?;
     if !complete {
         bail!("the smoke experiment is incomplete: {}", dir.display());
     }

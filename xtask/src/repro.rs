@@ -274,11 +274,18 @@ fn step_args(step: &Step, model: &Option<String>, dir: &Path) -> Vec<String> {
     a
 }
 
-fn artifact_dir(name: &str, suffix: &str) -> Result<PathBuf> {
+/// Where artifact directories go: $GRETA_ARTIFACTS_DIR, else artifacts/ in the workspace.
+pub fn artifacts_root() -> PathBuf {
+    std::env::var_os("GRETA_ARTIFACTS_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| root().join("artifacts"))
+}
+
+fn artifact_dir(base: &Path, name: &str, suffix: &str) -> Result<PathBuf> {
     let date = output(Command::new("date").args(["-u", "+%Y-%m-%d"]));
     let rev = git(&["rev-parse", "--short=12", "HEAD"]);
     let dirty = !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty();
-    let base = root().join("artifacts").join(if date.is_empty() {
+    let base = base.join(if date.is_empty() {
         "undated".to_string()
     } else {
         date
@@ -306,12 +313,41 @@ fn write_json(path: &Path, v: &Value) -> Result<()> {
 /// Runs `exp` into a new artifact directory; returns it. The manifest says "incomplete" from
 /// the start and "complete" only once every step ran, so an interrupted or failed run never
 /// looks finished.
-pub fn run_experiment(exp: &Experiment, exp_text: &str, suffix: &str) -> Result<(PathBuf, bool)> {
+pub fn run_experiment(
+    exp: &Experiment,
+    exp_text: &str,
+    suffix: &str,
+    base: &Path,
+) -> Result<(PathBuf, bool)> {
     let font = crate::plots::font()?;
-    let greta = greta_binary()?;
-    let dir = artifact_dir(&exp.name, suffix)?;
+    let dir = artifact_dir(base, &exp.name, suffix)?;
     eprintln!("==> repro {}: artifacts in {}", exp.name, dir.display());
     std::fs::write(dir.join("experiment.toml"), exp_text)?;
+    write_json(
+        &dir.join("manifest.json"),
+        &json!({"status": "incomplete", "experiment": exp}),
+    )?;
+    match run_in(exp, &dir, &font) {
+        Ok(complete) => Ok((dir, complete)),
+        Err(e) => {
+            // Whatever stopped the run is recorded; the artifact stays incomplete.
+            let mut m: Value = std::fs::read_to_string(dir.join("manifest.json"))
+                .ok()
+                .and_then(|t| serde_json::from_str(&t).ok())
+                .unwrap_or_else(|| json!({}));
+            m["status"] = json!("incomplete");
+            m["error"] = json!(format!("{e:#}"));
+            write_json(&dir.join("manifest.json"), &m)?;
+            Err(e.context(format!(
+                "the artifact {} is marked incomplete",
+                dir.display()
+            )))
+        }
+    }
+}
+
+fn run_in(exp: &Experiment, dir: &Path, font: &Path) -> Result<bool> {
+    let dir = dir.to_path_buf();
     let mut env: BTreeMap<String, String> = std::env::vars()
         .filter(|(k, _)| k.starts_with("GRETA_"))
         .collect();
@@ -328,6 +364,7 @@ pub fn run_experiment(exp: &Experiment, exp_text: &str, suffix: &str) -> Result<
             e.insert(model_identity(&spec)?);
         }
     }
+    let greta = greta_binary()?;
     let mut manifest = json!({
         "status": "incomplete",
         "experiment": exp,
@@ -382,8 +419,20 @@ pub fn run_experiment(exp: &Experiment, exp_text: &str, suffix: &str) -> Result<
         if step.kind == Kind::Trace {
             let trace = dir.join("traces").join(format!("{}.jsonl", step.name));
             if let Ok(text) = std::fs::read_to_string(&trace) {
-                // The first line names the run (its id and time): the stage records follow.
-                let stages: String = text.lines().skip(1).collect::<Vec<_>>().join("\n");
+                // The first line names the run (its id and time) and each stage record repeats
+                // the run id: the hash covers the stage records without it.
+                let stages: String = text
+                    .lines()
+                    .skip(1)
+                    .map(|l| match serde_json::from_str::<Value>(l) {
+                        Ok(Value::Object(mut m)) => {
+                            m.remove("run");
+                            Value::Object(m).to_string()
+                        }
+                        _ => l.to_string(),
+                    })
+                    .collect::<Vec<_>>()
+                    .join("\n");
                 trace_records = text.lines().count().saturating_sub(1);
                 hashes.insert(
                     "trace_stages".into(),
@@ -436,14 +485,14 @@ pub fn run_experiment(exp: &Experiment, exp_text: &str, suffix: &str) -> Result<
     let status = if complete { "complete" } else { "incomplete" };
     let results = json!({"experiment": exp.name, "status": status, "steps": results});
     write_json(&dir.join("results.json"), &results)?;
-    crate::plots::report(&dir, exp, &manifest, &results, &font)?;
+    crate::plots::report(&dir, exp, &manifest, &results, font)?;
     manifest["status"] = json!(status);
     manifest["finished"] = json!(output(
         Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
     ));
     write_json(&dir.join("manifest.json"), &manifest)?;
     eprintln!("==> {status}: {}", dir.display());
-    Ok((dir, complete))
+    Ok(complete)
 }
 
 /// Compares two JSON values: numbers within `tol` (relative; `None`: exactly), the rest
@@ -517,7 +566,7 @@ pub fn check(dir: &Path) -> Result<bool> {
     let text = std::fs::read_to_string(dir.join("experiment.toml"))?;
     let exp: Experiment = toml::from_str(&text)?;
     let old: Value = serde_json::from_str(&std::fs::read_to_string(dir.join("results.json"))?)?;
-    let (new_dir, complete) = run_experiment(&exp, &text, "-check")?;
+    let (new_dir, complete) = run_experiment(&exp, &text, "-check", &artifacts_root())?;
     let new: Value = serde_json::from_str(&std::fs::read_to_string(new_dir.join("results.json"))?)?;
     let new_manifest: Value =
         serde_json::from_str(&std::fs::read_to_string(new_dir.join("manifest.json"))?)?;
@@ -615,7 +664,12 @@ pub fn main(args: &[String]) -> Result<i32> {
                 bail!("no experiment {name:?}; accepted: {}", names.join(", "));
             }
             let exp = load(&path)?;
-            let (_, complete) = run_experiment(&exp, &std::fs::read_to_string(&path)?, "")?;
+            let (_, complete) = run_experiment(
+                &exp,
+                &std::fs::read_to_string(&path)?,
+                "",
+                &artifacts_root(),
+            )?;
             Ok(if complete { 0 } else { 1 })
         }
         _ => bail!("usage: cargo xtask repro NAME | cargo xtask repro --check ARTIFACT_DIR"),
@@ -645,6 +699,40 @@ mod tests {
             err.contains("fly") && err.contains("audit-backend"),
             "{err}"
         );
+    }
+
+    #[test]
+    fn a_missing_model_leaves_an_artifact_marked_incomplete_with_the_reason() {
+        let text = "name='m'\ndescription='d'\nmodel='no/such/model.gguf'\n[[steps]]\nname='a'\nkind='generate'\n";
+        let exp: Experiment = toml::from_str(text).unwrap();
+        let base = std::env::temp_dir().join(format!("greta-repro-test-{}", std::process::id()));
+        let err = run_experiment(&exp, text, "", &base).unwrap_err();
+        assert!(format!("{err:#}").contains("marked incomplete"), "{err:#}");
+        let day = std::fs::read_dir(&base)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let dir = std::fs::read_dir(day)
+            .unwrap()
+            .next()
+            .unwrap()
+            .unwrap()
+            .path();
+        let m: Value =
+            serde_json::from_str(&std::fs::read_to_string(dir.join("manifest.json")).unwrap())
+                .unwrap();
+        assert_eq!(m["status"], "incomplete");
+        assert!(
+            m["error"].as_str().unwrap().contains("no/such/model.gguf"),
+            "{m}"
+        );
+        assert!(
+            check(&dir).is_err(),
+            "an incomplete artifact must not be checkable"
+        );
+        std::fs::remove_dir_all(&base).unwrap();
     }
 
     #[test]
