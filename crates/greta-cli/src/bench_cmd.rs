@@ -69,6 +69,7 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         seed: a.seed,
         graph: !a.no_graph,
     };
+    let synthetic_model = a.model.as_deref().and_then(synthetic::parse_spec).is_some();
     let (label, config, weights): (String, LlamaConfig, LlamaWeights) =
         match a.model.as_deref().and_then(synthetic::parse_spec) {
             Some(name) => {
@@ -115,25 +116,21 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
     reps.set_length(spec.reps as u64);
     let report: BenchReport = match &selection.backend {
         Backend::Cpu => {
+            let weights = if synthetic_model {
+                synthetic::widened_for_cpu(weights)
+            } else {
+                weights
+            };
             let model = Llama::new(config, weights);
             bench::bench_cpu(&model, &spec, &mut |r| reps.set_position(r as u64))?
         }
         Backend::Gpu(gpu) => {
-            let kernels = greta_model::kernels::gpu::GpuKernels::load(
-                gpu,
-                &greta_model::kernels::gpu::default_dir(),
-            )?;
             let up = bar("uploading [{bar:30}] {pos}/{len} ({elapsed})");
-            let model = greta_model::llama::gpu::GpuLlama::upload(
-                gpu.clone(),
-                kernels,
-                config,
-                &weights,
-                &mut |d, t| {
+            let model =
+                greta_model::llama::gpu::GpuLlama::load(&gpu, config, &weights, &mut |d, t| {
                     up.set_length(t as u64);
                     up.set_position(d as u64);
-                },
-            )?;
+                })?;
             up.finish_and_clear();
             drop(weights);
             let wb = bench::gpu_weight_bytes(&model.config);

@@ -416,14 +416,9 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
             if recorder.selection().enabled || inject.is_some() {
                 bail!("tracing and --inject run on the CPU backend for generation; on the GPU use `greta audit backend`");
             }
-            let kernels = greta_model::kernels::gpu::GpuKernels::load(
-                gpu,
-                &greta_model::kernels::gpu::default_dir(),
-            )?;
             let t_up = Instant::now();
-            let model = greta_model::llama::gpu::GpuLlama::upload(
-                gpu.clone(),
-                kernels,
+            let model = greta_model::llama::gpu::GpuLlama::load(
+                &gpu,
                 lm.model.config.clone(),
                 &lm.model.weights,
                 &mut |_, _| {},
@@ -495,13 +490,8 @@ fn cmd_logits(a: LogitsArgs) -> Result<()> {
             )?
         }
         greta_hal::Backend::Gpu(gpu) => {
-            let kernels = greta_model::kernels::gpu::GpuKernels::load(
-                gpu,
-                &greta_model::kernels::gpu::default_dir(),
-            )?;
-            let model = greta_model::llama::gpu::GpuLlama::upload(
-                gpu.clone(),
-                kernels,
+            let model = greta_model::llama::gpu::GpuLlama::load(
+                &gpu,
                 lm.model.config.clone(),
                 &lm.model.weights,
                 &mut |_, _| {},

@@ -336,19 +336,14 @@ pub fn cmd_backend(args: &AuditArgs, against: &str, path: &Path) -> Result<i32> 
             let reference =
                 greta_model::model::load_as(path, CpuWeights::F16Rounded, &mut |_, _| {})?;
             let tokens = reference.tokenizer.encode(&args.prompt, true)?;
-            let kernels = greta_model::kernels::gpu::GpuKernels::load(
-                &gpu,
-                &greta_model::kernels::gpu::default_dir(),
-            )?;
             let route = format!("gpu-{}", gpu.platform());
             eprintln!(
                 "auditing {route} ({}) against {}",
                 gpu.name(),
                 CpuWeights::F16Rounded.route_name()
             );
-            let model = greta_model::llama::gpu::GpuLlama::upload(
-                gpu,
-                kernels,
+            let model = greta_model::llama::gpu::GpuLlama::load(
+                &gpu,
                 reference.model.config.clone(),
                 &reference.model.weights,
                 &mut |_, _| {},

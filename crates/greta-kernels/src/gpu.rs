@@ -413,8 +413,8 @@ impl GpuKernels {
         )
     }
 
-    /// y[t, n] = x[t, k] · w[n, k]ᵀ (f16 weights) on the matrix units (MFMA / HMMA): x is
-    /// rounded to f16 on the way in, accumulation is f32.
+    /// y[t, n] = x[t, k] · w[n, k]ᵀ (f16 weights) on the matrix units (MFMA / HMMA): each
+    /// f32 activation enters as two f16 (hi + lo), accumulation is f32.
     pub fn gemm(
         &self,
         s: &Stream,
@@ -423,27 +423,7 @@ impl GpuKernels {
         y: &mut DeviceBuffer<f32>,
         shape: MatShape,
     ) -> Result<()> {
-        let MatShape { t, k, n } = shape;
-        Self::need(x, t * k, "gemm x")?;
-        Self::need(w, n * k, "gemm w")?;
-        Self::need(y, t * n, "gemm y")?;
-        let dims = LaunchDims {
-            grid: [n.div_ceil(64) as u32, t.div_ceil(64) as u32, 1],
-            block: [4 * self.wave, 1, 1],
-            shared_bytes: 0,
-        };
-        Self::launch(
-            &self.gemm_mma,
-            dims,
-            s,
-            Args::new()
-                .ptr(x)
-                .ptr(w)
-                .ptr(y)
-                .u32(u32_of(t, "t")?)
-                .u32(u32_of(k, "k")?)
-                .u32(u32_of(n, "n")?),
-        )
+        self.launch_gemm(&self.gemm_mma, (64, 4 * self.wave), s, x, w, y, shape)
     }
 
     /// The same product by the plain tiled GEMM (no matrix units, f32 activations): the
@@ -456,17 +436,33 @@ impl GpuKernels {
         y: &mut DeviceBuffer<f32>,
         shape: MatShape,
     ) -> Result<()> {
+        self.launch_gemm(&self.gemm_plain, (16, 256), s, x, w, y, shape)
+    }
+
+    /// Launches a GEMM kernel of signature (x, w, y, t, k, n) whose blocks of `block` threads
+    /// each compute a `tile` x `tile` piece of y.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_gemm(
+        &self,
+        f: &Function,
+        (tile, block): (usize, u32),
+        s: &Stream,
+        x: &DeviceBuffer<f32>,
+        w: &DeviceBuffer<u16>,
+        y: &mut DeviceBuffer<f32>,
+        shape: MatShape,
+    ) -> Result<()> {
         let MatShape { t, k, n } = shape;
         Self::need(x, t * k, "gemm x")?;
         Self::need(w, n * k, "gemm w")?;
         Self::need(y, t * n, "gemm y")?;
         let dims = LaunchDims {
-            grid: [n.div_ceil(16) as u32, t.div_ceil(16) as u32, 1],
-            block: [256, 1, 1],
+            grid: [n.div_ceil(tile) as u32, t.div_ceil(tile) as u32, 1],
+            block: [block, 1, 1],
             shared_bytes: 0,
         };
         Self::launch(
-            &self.gemm_plain,
+            f,
             dims,
             s,
             Args::new()

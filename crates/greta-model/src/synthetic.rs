@@ -149,6 +149,36 @@ pub fn weights(
     }
 }
 
+/// The same weights as the CPU backend holds f16 files: widened to f32 at load (its f16
+/// route is the generic block loop, many times slower than the f32 GEMV).
+pub fn widened_for_cpu(mut w: LlamaWeights) -> LlamaWeights {
+    fn widen(m: &mut Matrix) {
+        if let Storage::Blocks { .. } = m.storage {
+            let mut v = vec![0f32; m.rows * m.cols];
+            m.view().rows_f32(0, m.cols, &mut v);
+            m.storage = Storage::F32(v);
+        }
+    }
+    widen(&mut w.token_embd);
+    if let Some(o) = w.output.as_mut() {
+        widen(o);
+    }
+    for l in &mut w.layers {
+        for m in [
+            &mut l.wq,
+            &mut l.wk,
+            &mut l.wv,
+            &mut l.wo,
+            &mut l.w_gate,
+            &mut l.w_up,
+            &mut l.w_down,
+        ] {
+            widen(m);
+        }
+    }
+    w
+}
+
 /// `n` token ids in `0..vocab` from `seed` (a benchmark prompt).
 pub fn tokens(n: usize, vocab: usize, seed: u64) -> Vec<u32> {
     (0..n as u64)

@@ -112,6 +112,18 @@ fn upload_matrix(gpu: &Gpu, s: &Stream, name: &str, m: &Matrix) -> Result<Device
 }
 
 impl GpuLlama {
+    /// Loads the kernels for `gpu` (from `greta_kernels::gpu::default_dir()`) and uploads the
+    /// model: what every front end does.
+    pub fn load(
+        gpu: &Gpu,
+        config: LlamaConfig,
+        w: &LlamaWeights,
+        progress: &mut dyn FnMut(usize, usize),
+    ) -> Result<Self> {
+        let kernels = GpuKernels::load(gpu, &greta_kernels::gpu::default_dir())?;
+        Self::upload(gpu.clone(), kernels, config, w, progress)
+    }
+
     /// Uploads the model: matrices widened from their file type and stored as f16 (an f16
     /// overflow is an error, not an inf), norms as f32.
     pub fn upload(
