@@ -127,7 +127,7 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         Backend::Gpu(gpu) => {
             let up = bar("uploading [{bar:30}] {pos}/{len} ({elapsed})");
             let model =
-                greta_model::llama::gpu::GpuLlama::load(&gpu, config, &weights, &mut |d, t| {
+                greta_model::llama::gpu::GpuLlama::load(gpu, config, &weights, &mut |d, t| {
                     up.set_length(t as u64);
                     up.set_position(d as u64);
                 })?;

@@ -418,7 +418,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
             }
             let t_up = Instant::now();
             let model = greta_model::llama::gpu::GpuLlama::load(
-                &gpu,
+                gpu,
                 lm.model.config.clone(),
                 &lm.model.weights,
                 &mut |_, _| {},
@@ -491,7 +491,7 @@ fn cmd_logits(a: LogitsArgs) -> Result<()> {
         }
         greta_hal::Backend::Gpu(gpu) => {
             let model = greta_model::llama::gpu::GpuLlama::load(
-                &gpu,
+                gpu,
                 lm.model.config.clone(),
                 &lm.model.weights,
                 &mut |_, _| {},
