@@ -45,6 +45,10 @@ pub struct BenchArgs {
     /// run exactly the same model, e.g. llama-bench -m PATH.
     #[arg(long)]
     write_gguf: Option<PathBuf>,
+    /// Also save the weights as a Hugging Face directory (config.json, f16 model.safetensors,
+    /// tokenizer.json) so that transformers can run exactly the same model.
+    #[arg(long)]
+    write_safetensors: Option<PathBuf>,
 }
 
 fn bar(template: &str) -> ProgressBar {
@@ -109,6 +113,16 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
             "wrote {} ({:.2} GB) in {:.1}s",
             out.display(),
             bytes as f64 / 1e9,
+            t.elapsed().as_secs_f64()
+        );
+    }
+    if let Some(out) = &a.write_safetensors {
+        let t = Instant::now();
+        greta_model::io::hf_write::write_llama(out, &config, &weights)
+            .with_context(|| format!("--write-safetensors {}", out.display()))?;
+        eprintln!(
+            "wrote {} (Hugging Face layout) in {:.1}s",
+            out.display(),
             t.elapsed().as_secs_f64()
         );
     }

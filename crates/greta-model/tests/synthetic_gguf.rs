@@ -43,6 +43,45 @@ fn written_gguf_reads_back_as_the_same_model() {
     assert_eq!(lm.tokenizer.token_text(259).as_deref(), Some("t259"));
 }
 
+/// The Hugging Face directory written from a GGUF-paired (adjacent RoPE) synthetic model:
+/// greta's safetensors route (rotate_half, checked against transformers in hf_parity) reads
+/// it back as the same function, so the Q/K rows were put in Hugging Face's order.
+#[test]
+fn written_hf_directory_reads_back_as_the_same_model() {
+    let cfg = synthetic::config("tiny").unwrap();
+    let w = synthetic::weights(&cfg, 9, &mut |_, _| {});
+    let dir = tempfile::tempdir().unwrap();
+    greta_model::io::hf_write::write_llama(dir.path(), &cfg, &w).unwrap();
+    let lm = model::load_as(dir.path(), CpuWeights::F32, &mut |_, _| {}).unwrap();
+    assert_eq!(
+        lm.model.config.rope_style,
+        greta_model::llama::config::RopeStyle::HalfSplit
+    );
+    let a = Llama::new(cfg.clone(), w);
+    let tokens = synthetic::tokens(12, cfg.vocab_size, 2);
+    let run = |m: &Llama| {
+        let mut c = m.new_cache(16);
+        m.forward(
+            &tokens,
+            &mut c,
+            Logits::All,
+            &mut greta_model::trace::NoTrace,
+        )
+        .unwrap()
+    };
+    let (want, got) = (run(&a), run(&lm.model));
+    let worst = want
+        .iter()
+        .zip(&got)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    assert!(worst < 1e-4, "logits differ by {worst}");
+    assert_eq!(
+        lm.tokenizer.encode("t300 t301", false).unwrap(),
+        vec![300, 301]
+    );
+}
+
 #[test]
 fn a_model_gguf_cannot_express_is_refused() {
     let mut cfg = synthetic::config("tiny").unwrap();

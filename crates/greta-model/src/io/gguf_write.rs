@@ -122,7 +122,7 @@ fn vector(name: String, v: &[f32]) -> Tensor<'_> {
 }
 
 /// The placeholder vocabulary: ids 0..3 special, 3..259 bytes, then plain pieces.
-fn vocab(n: usize) -> (Vec<String>, Vec<f32>, Vec<i32>) {
+pub(crate) fn vocab(n: usize) -> (Vec<String>, Vec<f32>, Vec<i32>) {
     let mut tokens = vec!["<unk>".to_string(), "<s>".into(), "</s>".into()];
     let mut types = vec![2, 3, 3];
     for b in 0..256 {

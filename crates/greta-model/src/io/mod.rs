@@ -3,6 +3,7 @@
 
 pub mod gguf;
 pub mod gguf_write;
+pub mod hf_write;
 pub mod quant;
 pub mod safetensors;
 
