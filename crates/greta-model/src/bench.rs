@@ -99,12 +99,8 @@ fn median(v: &[f64]) -> f64 {
 /// Weight bytes one decode step reads with f16 matrices (`matrix_bytes` per element) and
 /// f32 norms; the embedding contributes one row.
 pub fn decode_bytes(cfg: &LlamaConfig, matrix_bytes: f64, spec: &BenchSpec) -> (f64, f64) {
-    let (d, q, kv) = (
-        cfg.hidden as f64,
-        (cfg.n_heads * cfg.head_dim) as f64,
-        (cfg.n_kv_heads * cfg.head_dim) as f64,
-    );
-    let per_layer = d * q * 2.0 + d * kv * 2.0 + 3.0 * d * cfg.intermediate as f64;
+    let (d, kv) = (cfg.hidden as f64, (cfg.n_kv_heads * cfg.head_dim) as f64);
+    let per_layer = cfg.layer_matrix_params() as f64;
     let weights = (cfg.n_layers as f64 * per_layer + cfg.vocab_size as f64 * d + d) * matrix_bytes
         + (2 * cfg.n_layers + 1) as f64 * d * 4.0;
     let mean_pos = spec.prompt_len as f64 + spec.gen as f64 / 2.0;
@@ -254,7 +250,7 @@ pub fn bench_cpu(
         on_rep(rep + 1);
     }
     let wb = weight_bytes(&model.weights);
-    let matrix_bytes = wb as f64 / params(cfg) as f64;
+    let matrix_bytes = wb as f64 / cfg.matrix_params() as f64;
     Ok(report(
         cfg,
         spec,
@@ -269,16 +265,6 @@ pub fn bench_cpu(
             matrix_bytes,
         },
     ))
-}
-
-fn params(cfg: &LlamaConfig) -> usize {
-    let (d, q, kv) = (
-        cfg.hidden,
-        cfg.n_heads * cfg.head_dim,
-        cfg.n_kv_heads * cfg.head_dim,
-    );
-    cfg.n_layers * (d * q * 2 + d * kv * 2 + 3 * d * cfg.intermediate)
-        + cfg.vocab_size * d * (2 - cfg.tied_embeddings as usize)
 }
 
 /// Bytes the matrices of `w` take as stored.
@@ -300,7 +286,7 @@ pub fn weight_bytes(w: &LlamaWeights) -> usize {
 
 /// Bytes the GPU holds for the matrices of `cfg` (all f16).
 pub fn gpu_weight_bytes(cfg: &LlamaConfig) -> usize {
-    2 * params(cfg)
+    2 * cfg.matrix_params()
 }
 
 /// Memory copy bandwidth of this CPU: a 256 MiB copy, repeated.

@@ -193,15 +193,9 @@ mod tests {
     #[test]
     fn shapes_match_the_published_models() {
         let c = config("llama2-7b").unwrap();
-        let params = |c: &LlamaConfig| {
-            let per_layer = c.hidden * c.n_heads * c.head_dim * 2
-                + c.hidden * c.n_kv_heads * c.head_dim * 2
-                + 3 * c.hidden * c.intermediate;
-            c.n_layers * per_layer + c.vocab_size * c.hidden * (2 - c.tied_embeddings as usize)
-        };
         // Llama-2-7B: 6.74 B parameters; SmolLM2-135M: 134.5 M (without norms).
-        assert_eq!(params(&c), 6_738_149_376);
-        assert_eq!(params(&config("smollm2-135m").unwrap()), 134_479_872);
+        assert_eq!(c.matrix_params(), 6_738_149_376);
+        assert_eq!(config("smollm2-135m").unwrap().matrix_params(), 134_479_872);
         let err = config("llama9").unwrap_err().to_string();
         assert!(
             err.contains("synthetic:llama2-7b") && err.contains("llama9"),

@@ -225,6 +225,23 @@ impl LlamaConfig {
         .check(&file)
     }
 
+    /// Matrix elements of one layer (Q, K, V, O, gate, up, down; norms not counted).
+    pub fn layer_matrix_params(&self) -> usize {
+        let (d, q, kv) = (
+            self.hidden,
+            self.n_heads * self.head_dim,
+            self.n_kv_heads * self.head_dim,
+        );
+        d * q * 2 + d * kv * 2 + 3 * d * self.intermediate
+    }
+
+    /// Matrix elements of the whole model: the layers, the embedding, and the LM head
+    /// unless it is tied to the embedding (norms not counted).
+    pub fn matrix_params(&self) -> usize {
+        self.n_layers * self.layer_matrix_params()
+            + self.vocab_size * self.hidden * (2 - self.tied_embeddings as usize)
+    }
+
     /// Per-frequency inverse wavelengths: theta^(-2i/d), with Llama 3 scaling applied.
     pub fn rope_inv_freq(&self, freq_factors: Option<&[f32]>) -> Vec<f32> {
         let d = self.head_dim as f64;
