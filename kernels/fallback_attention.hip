@@ -34,14 +34,7 @@ GRETA_KERNEL void attn_softmax(float* scores, const unsigned* pos0, unsigned n_h
     float* row = scores + (unsigned long)rh * max_kv;
     float m = -3.402823466e38f;
     for (unsigned j = g_tid(); j < n; j += g_bdim()) m = row[j] > m ? row[j] : m;
-    scratch[g_tid()] = m;
-    g_sync();
-    for (unsigned s = g_bdim() / 2; s > 0; s >>= 1) {
-        if (g_tid() < s && scratch[g_tid() + s] > scratch[g_tid()]) scratch[g_tid()] = scratch[g_tid() + s];
-        g_sync();
-    }
-    m = scratch[0];
-    g_sync();
+    m = g_block_max(m, scratch);
     float sum = 0.0f;
     for (unsigned j = g_tid(); j < n; j += g_bdim()) {
         float e = g_exp(row[j] - m);
