@@ -198,6 +198,16 @@ fn machine() -> Value {
     })
 }
 
+/// The UTC time in `format` (date(1)'s), or "" when date does not answer.
+fn utc(format: &str) -> String {
+    output(Command::new("date").arg("-u").arg(format))
+}
+
+/// Whether tracked files differ from HEAD (the artifact is then "-dirty").
+fn git_dirty() -> bool {
+    !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty()
+}
+
 fn git(args: &[&str]) -> String {
     output(Command::new("git").arg("-C").arg(root()).args(args))
 }
@@ -282,9 +292,9 @@ pub fn artifacts_root() -> PathBuf {
 }
 
 fn artifact_dir(base: &Path, name: &str, suffix: &str) -> Result<PathBuf> {
-    let date = output(Command::new("date").args(["-u", "+%Y-%m-%d"]));
+    let date = utc("+%Y-%m-%d");
     let rev = git(&["rev-parse", "--short=12", "HEAD"]);
-    let dirty = !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty();
+    let dirty = git_dirty();
     let base = base.join(if date.is_empty() {
         "undated".to_string()
     } else {
@@ -370,7 +380,7 @@ fn run_in(exp: &Experiment, dir: &Path, font: &Path) -> Result<bool> {
         "experiment": exp,
         "git": {
             "rev": git(&["rev-parse", "HEAD"]),
-            "dirty": !git(&["status", "--porcelain", "--untracked-files=no"]).is_empty(),
+            "dirty": git_dirty(),
         },
         "rustc": output(Command::new("rustc").arg("-V")),
         "machine": machine(),
@@ -378,7 +388,7 @@ fn run_in(exp: &Experiment, dir: &Path, font: &Path) -> Result<bool> {
         "kernels": kernels,
         "models": models.values().map(|(_, v)| v.clone()).collect::<Vec<_>>(),
         "env": env,
-        "started": output(Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])),
+        "started": utc("+%Y-%m-%dT%H:%M:%SZ"),
     });
     write_json(&dir.join("manifest.json"), &manifest)?;
     let mut results = Vec::new();
@@ -487,9 +497,7 @@ fn run_in(exp: &Experiment, dir: &Path, font: &Path) -> Result<bool> {
     write_json(&dir.join("results.json"), &results)?;
     crate::plots::report(&dir, exp, &manifest, &results, font)?;
     manifest["status"] = json!(status);
-    manifest["finished"] = json!(output(
-        Command::new("date").args(["-u", "+%Y-%m-%dT%H:%M:%SZ"])
-    ));
+    manifest["finished"] = json!(utc("+%Y-%m-%dT%H:%M:%SZ"));
     write_json(&dir.join("manifest.json"), &manifest)?;
     eprintln!("==> {status}: {}", dir.display());
     Ok(complete)
