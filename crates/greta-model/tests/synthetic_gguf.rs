@@ -8,6 +8,29 @@ use greta_model::llama::weights::CpuWeights;
 use greta_model::llama::{Llama, Logits};
 use greta_model::{model, synthetic};
 
+/// The logits of `a` at every position of 12 synthetic tokens (from `seed`), and the largest
+/// difference from `b`'s.
+fn logits_and_worst_diff(a: &Llama, b: &Llama, seed: u64) -> (Vec<f32>, f32) {
+    let tokens = synthetic::tokens(12, a.config.vocab_size, seed);
+    let run = |m: &Llama| {
+        let mut c = m.new_cache(16);
+        m.forward(
+            &tokens,
+            &mut c,
+            Logits::All,
+            &mut greta_model::trace::NoTrace,
+        )
+        .unwrap()
+    };
+    let (want, got) = (run(a), run(b));
+    let worst = want
+        .iter()
+        .zip(&got)
+        .map(|(x, y)| (x - y).abs())
+        .fold(0f32, f32::max);
+    (want, worst)
+}
+
 #[test]
 fn written_gguf_reads_back_as_the_same_model() {
     let cfg = synthetic::config("tiny").unwrap();
@@ -19,23 +42,7 @@ fn written_gguf_reads_back_as_the_same_model() {
     let lm = model::load_as(&path, CpuWeights::F32, &mut |_, _| {}).unwrap();
     assert_eq!(lm.model.config, cfg);
     let a = Llama::new(cfg.clone(), w);
-    let tokens = synthetic::tokens(12, cfg.vocab_size, 1);
-    let run = |m: &Llama| {
-        let mut c = m.new_cache(16);
-        m.forward(
-            &tokens,
-            &mut c,
-            Logits::All,
-            &mut greta_model::trace::NoTrace,
-        )
-        .unwrap()
-    };
-    let (want, got) = (run(&a), run(&lm.model));
-    let worst = want
-        .iter()
-        .zip(&got)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
+    let (want, worst) = logits_and_worst_diff(&a, &lm.model, 1);
     // Same f16 values; only the CPU route (f16 blocks vs widened f32) differs.
     assert!(worst < 1e-5, "logits differ by {worst}");
     assert!(want.iter().any(|v| v.abs() > 1e-3), "degenerate logits");
@@ -58,23 +65,7 @@ fn written_hf_directory_reads_back_as_the_same_model() {
         greta_model::llama::config::RopeStyle::HalfSplit
     );
     let a = Llama::new(cfg.clone(), w);
-    let tokens = synthetic::tokens(12, cfg.vocab_size, 2);
-    let run = |m: &Llama| {
-        let mut c = m.new_cache(16);
-        m.forward(
-            &tokens,
-            &mut c,
-            Logits::All,
-            &mut greta_model::trace::NoTrace,
-        )
-        .unwrap()
-    };
-    let (want, got) = (run(&a), run(&lm.model));
-    let worst = want
-        .iter()
-        .zip(&got)
-        .map(|(x, y)| (x - y).abs())
-        .fold(0f32, f32::max);
+    let (_, worst) = logits_and_worst_diff(&a, &lm.model, 2);
     assert!(worst < 1e-4, "logits differ by {worst}");
     assert_eq!(
         lm.tokenizer.encode("t300 t301", false).unwrap(),
