@@ -47,10 +47,8 @@ fn graph_replay_matches_eager_launches_and_the_cpu() {
         let prompt = lm.tokenizer.encode("The quick brown fox", true).unwrap();
         let n = 48;
         let run_gpu = |graph: bool, cfg: SamplerConfig| {
-            let k = GpuKernels::load(&g, &default_dir()).unwrap();
-            let m = GpuLlama::upload(
-                g.clone(),
-                k,
+            let m = GpuLlama::load(
+                &g,
                 lm.model.config.clone(),
                 &lm.model.weights,
                 &mut |_, _| {},
@@ -206,10 +204,8 @@ fn a_second_state_reuses_the_first_ones_blocks_and_decodes_the_same() {
     let g = gpu();
     let path = common::fixtures().join("tiny/gqa4-llama3-rope/model-f16.gguf");
     let lm = model::load_as(&path, CpuWeights::F16Rounded, &mut |_, _| {}).unwrap();
-    let k = GpuKernels::load(&g, &default_dir()).unwrap();
-    let m = GpuLlama::upload(
-        g.clone(),
-        k,
+    let m = GpuLlama::load(
+        &g,
         lm.model.config.clone(),
         &lm.model.weights,
         &mut |_, _| {},
