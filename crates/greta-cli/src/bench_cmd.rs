@@ -73,31 +73,30 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         seed: a.seed,
         graph: !a.no_graph,
     };
-    let synthetic_model = a.model.as_deref().and_then(synthetic::parse_spec).is_some();
-    let (label, config, weights): (String, LlamaConfig, LlamaWeights) =
-        match a.model.as_deref().and_then(synthetic::parse_spec) {
-            Some(name) => {
-                let config = synthetic::config(name)?;
-                let b = bar("generating {msg} [{bar:30}] {pos}/{len} layers ({elapsed})");
-                b.set_message(format!("synthetic:{name} (seed {})", a.seed));
-                let w = synthetic::weights(&config, a.seed, &mut |d, t| {
-                    b.set_length(t as u64);
-                    b.set_position(d as u64);
-                });
-                b.finish_and_clear();
-                (format!("synthetic:{name} (seed {})", a.seed), config, w)
-            }
-            None => {
-                let path = super::resolve_model(&super::ModelArgs {
-                    model: a.model.as_ref().map(PathBuf::from),
-                })?;
-                let lm = super::load_model(&path, false)?;
-                let Llama {
-                    config, weights, ..
-                } = lm.model;
-                (path.display().to_string(), config, weights)
-            }
-        };
+    let synthetic_name = a.model.as_deref().and_then(synthetic::parse_spec);
+    let (label, config, weights): (String, LlamaConfig, LlamaWeights) = match synthetic_name {
+        Some(name) => {
+            let config = synthetic::config(name)?;
+            let b = bar("generating {msg} [{bar:30}] {pos}/{len} layers ({elapsed})");
+            b.set_message(format!("synthetic:{name} (seed {})", a.seed));
+            let w = synthetic::weights(&config, a.seed, &mut |d, t| {
+                b.set_length(t as u64);
+                b.set_position(d as u64);
+            });
+            b.finish_and_clear();
+            (format!("synthetic:{name} (seed {})", a.seed), config, w)
+        }
+        None => {
+            let path = super::resolve_model(&super::ModelArgs {
+                model: a.model.as_ref().map(PathBuf::from),
+            })?;
+            let lm = super::load_model(&path, false)?;
+            let Llama {
+                config, weights, ..
+            } = lm.model;
+            (path.display().to_string(), config, weights)
+        }
+    };
     spec.check(&config)?;
     if let Some(out) = &a.write_gguf {
         let b = bar("writing {msg} [{bar:30}] {pos}/{len} tensors ({elapsed})");
@@ -130,7 +129,7 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
     reps.set_length(spec.reps as u64);
     let report: BenchReport = match &selection.backend {
         Backend::Cpu => {
-            let weights = if synthetic_model {
+            let weights = if synthetic_name.is_some() {
                 synthetic::widened_for_cpu(weights)
             } else {
                 weights
