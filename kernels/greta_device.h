@@ -92,11 +92,38 @@ GRETA_DEVICE void g_mma16_ab(g_acc16& c, const g_half* a, unsigned lda, const g_
     }
     c.v = __builtin_amdgcn_mfma_f32_16x16x16f16(av, bv, c.v, 0, 0, 0);
 }
+// Operand fragments, loaded once and used in several products (a wave's tile of 4 x 2
+// products loads 4 A and 2 B fragments per K step, not 16 of each).
+struct g_frag_a {
+    g_half4 v;
+};
+struct g_frag_bt {
+    g_half4 v;
+};
+GRETA_DEVICE void g_load_a(g_frag_a& f, const g_half* a, unsigned lda) {
+    unsigned l = g_lane(), r = l % 16, k0 = 4 * (l / 16);
+    for (unsigned e = 0; e < 4; ++e) f.v[e] = a[r * lda + k0 + e];
+}
+GRETA_DEVICE void g_load_bt(g_frag_bt& f, const g_half* bt, unsigned ldb) {
+    unsigned l = g_lane(), r = l % 16, k0 = 4 * (l / 16);
+    for (unsigned e = 0; e < 4; ++e) f.v[e] = bt[r * ldb + k0 + e];
+}
+GRETA_DEVICE void g_mma16(g_acc16& c, const g_frag_a& a, const g_frag_bt& b) {
+    c.v = __builtin_amdgcn_mfma_f32_16x16x16f16(a.v, b.v, c.v, 0, 0, 0);
+}
+// Orders a wave's LDS writes before its own later reads (lanes exchange through LDS).
+GRETA_DEVICE void g_wave_sync() {
+    __builtin_amdgcn_fence(__ATOMIC_RELEASE, "wavefront");
+    __builtin_amdgcn_wave_barrier();
+    __builtin_amdgcn_fence(__ATOMIC_ACQUIRE, "wavefront");
+}
 GRETA_DEVICE void g_acc16_store(const g_acc16& c, float* out, unsigned ldo) {
     unsigned l = g_lane(), col = l % 16, r0 = 4 * (l / 16);
     for (unsigned e = 0; e < 4; ++e) out[(r0 + e) * ldo + col] = c.v[e];
 }
 #define GRETA_ALIGN32 __attribute__((aligned(32)))
+#define GRETA_ALIGN16 __attribute__((aligned(16)))
+#define GRETA_RESTRICT __restrict__
 #else
 #include <mma.h>
 struct g_acc16 {
@@ -120,10 +147,24 @@ GRETA_DEVICE void g_mma16_ab(g_acc16& c, const g_half* a, unsigned lda, const g_
     load_matrix_sync(bf, b, ldb);
     mma_sync(c.f, af, bf, c.f);
 }
+struct g_frag_a {
+    nvcuda::wmma::fragment<nvcuda::wmma::matrix_a, 16, 16, 16, __half, nvcuda::wmma::row_major> f;
+};
+struct g_frag_bt {
+    nvcuda::wmma::fragment<nvcuda::wmma::matrix_b, 16, 16, 16, __half, nvcuda::wmma::col_major> f;
+};
+GRETA_DEVICE void g_load_a(g_frag_a& f, const g_half* a, unsigned lda) { nvcuda::wmma::load_matrix_sync(f.f, a, lda); }
+GRETA_DEVICE void g_load_bt(g_frag_bt& f, const g_half* bt, unsigned ldb) {
+    nvcuda::wmma::load_matrix_sync(f.f, bt, ldb);
+}
+GRETA_DEVICE void g_mma16(g_acc16& c, const g_frag_a& a, const g_frag_bt& b) { nvcuda::wmma::mma_sync(c.f, a.f, b.f, c.f); }
+GRETA_DEVICE void g_wave_sync() { __syncwarp(); }
 GRETA_DEVICE void g_acc16_store(const g_acc16& c, float* out, unsigned ldo) {
     nvcuda::wmma::store_matrix_sync(out, c.f, ldo, nvcuda::wmma::mem_row_major);
 }
 #define GRETA_ALIGN32 __align__(32)
+#define GRETA_ALIGN16 __align__(16)
+#define GRETA_RESTRICT __restrict__
 #endif
 
 // Sum over the lanes of a wave (every lane gets the total). AMD: ds_bpermute across the 64
@@ -159,32 +200,58 @@ GRETA_DEVICE void g_load_h8(const g_half* p, float* out) {
 }
 #endif
 
-// Block-wide max (same contract as g_block_sum).
-GRETA_DEVICE float g_block_max(float v, float* scratch) {
-    unsigned t = g_tid();
-    scratch[t] = v;
-    g_sync();
-    for (unsigned s = g_bdim() / 2; s > 0; s >>= 1) {
-        if (t < s && scratch[t + s] > scratch[t]) scratch[t] = scratch[t + s];
-        g_sync();
+// Max over the lanes of a wave (every lane gets it).
+GRETA_DEVICE float g_wave_max(float v) {
+    for (unsigned m = GRETA_WAVE / 2; m > 0; m >>= 1) {
+#if defined(GRETA_AMD)
+        int o = __builtin_amdgcn_ds_bpermute((int)((g_lane() ^ m) << 2), __builtin_bit_cast(int, v));
+        float other = __builtin_bit_cast(float, o);
+#else
+        float other = __shfl_xor_sync(0xffffffffu, v, m);
+#endif
+        v = other > v ? other : v;
     }
+    return v;
+}
+
+// Block-wide sum and max: each wave reduces with shuffles, then every thread adds the
+// waves' values from shared memory in wave order (so every thread holds the same, bitwise
+// reproducible result). Two barriers instead of a log2(block) tree. Contract: the block
+// size is a multiple of the wave size (at most 1024 threads) and scratch holds one float per
+// wave; the scratch may be reused right after the call.
+GRETA_DEVICE float g_block_sum(float v, float* scratch) {
+    unsigned waves = g_bdim() / GRETA_WAVE;
+    v = g_wave_sum(v);
+    if (g_lane() == 0) scratch[g_tid() / GRETA_WAVE] = v;
+    g_sync();
+    float r = 0.0f;
+    for (unsigned w = 0; w < waves; ++w) r += scratch[w];
+    g_sync();
+    return r;
+}
+GRETA_DEVICE float g_block_max(float v, float* scratch) {
+    unsigned waves = g_bdim() / GRETA_WAVE;
+    v = g_wave_max(v);
+    if (g_lane() == 0) scratch[g_tid() / GRETA_WAVE] = v;
+    g_sync();
     float r = scratch[0];
+    for (unsigned w = 1; w < waves; ++w) r = scratch[w] > r ? scratch[w] : r;
     g_sync();
     return r;
 }
 
-// Block-wide sum through shared memory (scratch: one float per thread of the block, whose
-// size is a power of two). Portable and exact in its order; the speed issue replaces it with
-// wave shuffles.
-GRETA_DEVICE float g_block_sum(float v, float* scratch) {
-    unsigned t = g_tid();
-    scratch[t] = v;
-    g_sync();
-    for (unsigned s = g_bdim() / 2; s > 0; s >>= 1) {
-        if (t < s) scratch[t] += scratch[t + s];
-        g_sync();
+// 16-byte vector loads: eight f32 (two 16-byte loads) and eight raw f16 (one), from
+// 16-byte-aligned addresses. Register staging for the GEMM's software pipeline.
+struct GRETA_ALIGN16 g_f4 {
+    float v[4];
+};
+struct GRETA_ALIGN16 g_h8 {
+    g_half v[8];
+};
+GRETA_DEVICE void g_load_f8(const float* p, float* out) {
+    g_f4 a = *(const g_f4*)p, b = *(const g_f4*)(p + 4);
+    for (unsigned i = 0; i < 4; ++i) {
+        out[i] = a.v[i];
+        out[4 + i] = b.v[i];
     }
-    float r = scratch[0];
-    g_sync();
-    return r;
 }

@@ -12,7 +12,8 @@ GRETA_KERNEL void embed_f16(const g_half* table, const unsigned* ids, float* out
     for (unsigned i = g_tid(); i < d; i += g_bdim()) out[(unsigned long)r * d + i] = g_h2f(row[i]);
 }
 
-// out = x / sqrt(mean(x^2) + eps) * w, per row. Grid: rows; block: power of two <= 1024.
+// out = x / sqrt(mean(x^2) + eps) * w, per row. Grid: rows; block: a multiple of the wave
+// size <= 1024.
 GRETA_KERNEL void rmsnorm_f32(const float* x, const float* w, float* out, unsigned d, float eps) {
     GRETA_SHARED float scratch[MAX_BLOCK];
     unsigned r = g_bid();
@@ -22,6 +23,68 @@ GRETA_KERNEL void rmsnorm_f32(const float* x, const float* w, float* out, unsign
     float total = g_block_sum(ss, scratch);
     float scale = 1.0f / g_sqrt(total / (float)d + eps);
     for (unsigned i = g_tid(); i < d; i += g_bdim()) out[(unsigned long)r * d + i] = xr[i] * scale * w[i];
+}
+
+// x[r] += y[r], then out[r] = rmsnorm(x[r]) * w: the residual add and the next stage's norm
+// in one launch. Each thread reads back only what it wrote, in rmsnorm_f32's order, so the
+// result is bitwise the unfused pair's. Grid: rows; block: as rmsnorm_f32.
+GRETA_KERNEL void add_rmsnorm_f32(float* x, const float* y, const float* w, float* out, unsigned d, float eps) {
+    GRETA_SHARED float scratch[MAX_BLOCK];
+    unsigned r = g_bid();
+    float* xr = x + (unsigned long)r * d;
+    const float* yr = y + (unsigned long)r * d;
+    float ss = 0.0f;
+    for (unsigned i = g_tid(); i < d; i += g_bdim()) {
+        float v = xr[i] + yr[i];
+        xr[i] = v;
+        ss += v * v;
+    }
+    float total = g_block_sum(ss, scratch);
+    float scale = 1.0f / g_sqrt(total / (float)d + eps);
+    for (unsigned i = g_tid(); i < d; i += g_bdim()) out[(unsigned long)r * d + i] = xr[i] * scale * w[i];
+}
+
+// One pair of a head rotated by RoPE at position pos (rope_f32's arithmetic); returns the
+// indices it wrote through *ia, *ib.
+GRETA_DEVICE void g_rope_pair(float* head, float pos, const float* inv_freq, unsigned i, unsigned half,
+                              unsigned half_split, unsigned* ia, unsigned* ib) {
+    float angle = pos * inv_freq[i];
+    float s = g_sin(angle), c = g_cos(angle);
+    unsigned a = half_split ? i : 2 * i;
+    unsigned b = half_split ? i + half : 2 * i + 1;
+    float x0 = head[a], x1 = head[b];
+    head[a] = x0 * c - x1 * s;
+    head[b] = x0 * s + x1 * c;
+    *ia = a;
+    *ib = b;
+}
+
+// RoPE on q and k of each row in place and both appended to the f16 cache at *pos0 + r:
+// rope_f32 twice and kv_append_f16 twice in one launch, bitwise the same values.
+// Grid: rows; block: any.
+GRETA_KERNEL void rope_qk_append_f16(float* q, float* k, const float* v, g_half* k_cache, g_half* v_cache,
+                                     const unsigned* pos0, const float* inv_freq, unsigned n_heads,
+                                     unsigned n_kv_heads, unsigned head_dim, unsigned half_split) {
+    unsigned r = g_bid();
+    unsigned p = *pos0 + r;
+    float pos = (float)p;
+    unsigned half = head_dim / 2, kv_row = n_kv_heads * head_dim;
+    float* qr = q + (unsigned long)r * n_heads * head_dim;
+    float* kr = k + (unsigned long)r * kv_row;
+    unsigned long dst = (unsigned long)p * kv_row;
+    for (unsigned j = g_tid(); j < (n_heads + n_kv_heads) * half; j += g_bdim()) {
+        unsigned ia, ib;
+        if (j < n_heads * half) {
+            g_rope_pair(qr + (j / half) * head_dim, pos, inv_freq, j % half, half, half_split, &ia, &ib);
+        } else {
+            unsigned jk = j - n_heads * half, h = jk / half;
+            float* head = kr + h * head_dim;
+            g_rope_pair(head, pos, inv_freq, jk % half, half, half_split, &ia, &ib);
+            k_cache[dst + h * head_dim + ia] = g_f2h(head[ia]);
+            k_cache[dst + h * head_dim + ib] = g_f2h(head[ib]);
+        }
+    }
+    for (unsigned i = g_tid(); i < kv_row; i += g_bdim()) v_cache[dst + i] = g_f2h(v[(unsigned long)r * kv_row + i]);
 }
 
 // Rotates each head of each row in place; row r is at position *pos0 + r (read from device
@@ -34,15 +97,8 @@ GRETA_KERNEL void rope_f32(float* x, const unsigned* pos0, const float* inv_freq
     unsigned half = head_dim / 2;
     float* row = x + (unsigned long)r * n_heads * head_dim;
     for (unsigned j = g_tid(); j < n_heads * half; j += g_bdim()) {
-        unsigned h = j / half, i = j % half;
-        float angle = pos * inv_freq[i];
-        float s = g_sin(angle), c = g_cos(angle);
-        unsigned a = half_split ? i : 2 * i;
-        unsigned b = half_split ? i + half : 2 * i + 1;
-        float* head = row + h * head_dim;
-        float x0 = head[a], x1 = head[b];
-        head[a] = x0 * c - x1 * s;
-        head[b] = x0 * s + x1 * c;
+        unsigned a, b;
+        g_rope_pair(row + (j / half) * head_dim, pos, inv_freq, j % half, half, half_split, &a, &b);
     }
 }
 
@@ -61,43 +117,8 @@ GRETA_KERNEL void add_f32(float* x, const float* y, unsigned n) {
     if (i < n) x[i] += y[i];
 }
 
-// y[row] = dot(w[row, :], x) for f16 weights [n, k], f32 x: one wave per row, each lane
-// reading 16 bytes (8 weights) per load with two loads in flight, the wave summing with
-// shuffles. Rows whose length is not a multiple of 8 (not 16-byte aligned) take the scalar
-// loop. Grid: ceil(n / waves per block); block: a multiple of the wave size.
-GRETA_KERNEL void gemv_f16_wave(const g_half* w, const float* x, float* y, unsigned n, unsigned k) {
-    unsigned waves = g_bdim() / GRETA_WAVE;
-    unsigned row = g_bid() * waves + g_tid() / GRETA_WAVE;
-    if (row >= n) return;
-    unsigned lane = g_lane();
-    const g_half* wr = w + (unsigned long)row * k;
-    float acc0 = 0.0f, acc1 = 0.0f;
-    if (k % 8 == 0) {
-        const unsigned step = 8 * GRETA_WAVE;
-        unsigned i = 8 * lane;
-        for (; i + step < k; i += 2 * step) {
-            float a[8], b[8];
-            g_load_h8(wr + i, a);
-            g_load_h8(wr + i + step, b);
-            for (unsigned e = 0; e < 8; ++e) {
-                acc0 += a[e] * x[i + e];
-                acc1 += b[e] * x[i + step + e];
-            }
-        }
-        if (i < k) {
-            float a[8];
-            g_load_h8(wr + i, a);
-            for (unsigned e = 0; e < 8; ++e) acc0 += a[e] * x[i + e];
-        }
-    } else {
-        for (unsigned i = lane; i < k; i += GRETA_WAVE) acc0 += g_h2f(wr[i]) * x[i];
-    }
-    float total = g_wave_sum(acc0 + acc1);
-    if (lane == 0) y[row] = total;
-}
-
 // y[row] = dot(w[row, :], x) for f16 weights [n, k], f32 x. Grid: n rows; block: power of
-// two <= 1024. The plain, block-per-row baseline gemv_f16_wave is checked against.
+// two <= 1024. The plain, block-per-row baseline gemv3_f16 (gemv.hip) is checked against.
 GRETA_KERNEL void gemv_f16(const g_half* w, const float* x, float* y, unsigned k) {
     GRETA_SHARED float scratch[MAX_BLOCK];
     unsigned row = g_bid();

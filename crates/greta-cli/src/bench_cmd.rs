@@ -29,6 +29,10 @@ pub struct BenchArgs {
     /// Tokens to decode after the prompt (greedy).
     #[arg(long, default_value_t = 128)]
     gen: usize,
+    /// KV cache capacity in positions (the context the state is sized for); default
+    /// prompt-len + gen. Memory figures are for this context.
+    #[arg(long)]
+    ctx: Option<usize>,
     /// Repetitions; the median is reported.
     #[arg(long, default_value_t = 3)]
     reps: usize,
@@ -72,6 +76,7 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         reps: a.reps,
         seed: a.seed,
         graph: !a.no_graph,
+        ctx: a.ctx,
     };
     let synthetic_name = a.model.as_deref().and_then(synthetic::parse_spec);
     let (label, config, weights): (String, LlamaConfig, LlamaWeights) = match synthetic_name {
@@ -188,9 +193,14 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         r.copy_gb_s
     );
     println!(
-        "memory: weights {:.2} GB, KV cache + activations + scratch {:.3} GB",
+        "memory: weights {:.2} GB, KV cache + activations + scratch {:.3} GB for {} positions{}",
         r.weight_bytes as f64 / 1e9,
-        r.state_bytes as f64 / 1e9
+        r.state_bytes as f64 / 1e9,
+        spec.capacity(),
+        match r.device_used_bytes {
+            Some(b) => format!("; device memory in use {:.2} GB", b as f64 / 1e9),
+            None => String::new(),
+        }
     );
     Ok(())
 }

@@ -83,6 +83,11 @@ impl Args {
         self.0.push(Box::new(b.ptr().addr() as u64));
         self
     }
+    /// A null pointer (an absent operand the kernel does not read).
+    fn null(mut self) -> Self {
+        self.0.push(Box::new(0u64));
+        self
+    }
     fn u32(mut self, v: u32) -> Self {
         self.0.push(Box::new(v));
         self
@@ -130,6 +135,8 @@ pub struct GpuKernels {
     attn_decode_combine: Function,
     advance_pos: Function,
     gemm_mma: Function,
+    /// The k % 8 == 0 fast path by tile size: 128, 64, 32 (see `gemm`).
+    gemm_tiled: [(usize, u32, Function); 3],
     gemm_plain: Function,
     sample_topk: Function,
     embed: Function,
@@ -137,7 +144,10 @@ pub struct GpuKernels {
     rope: Function,
     silu_mul: Function,
     add: Function,
-    gemv: Function,
+    add_rmsnorm: Function,
+    rope_qk_append: Function,
+    gemv3: Function,
+    gate_up_silu: Function,
     gemv_plain: Function,
     argmax: Function,
 }
@@ -171,18 +181,23 @@ impl GpuKernels {
             let plain_gemm = other("fallback_gemm")?;
             let attn = other("attention")?;
             let gemm = other("gemm")?;
+            let gemv = other("gemv")?;
+            let wave = match gpu.platform() {
+                Platform::Nvidia => 32,
+                Platform::Amd => 64,
+            };
             return Ok(GpuKernels {
                 object: path,
-                wave: match gpu.platform() {
-                    Platform::Nvidia => 32,
-                    Platform::Amd => 64,
-                },
+                wave,
                 embed: ops.function("embed_f16")?,
                 rmsnorm: ops.function("rmsnorm_f32")?,
                 rope: ops.function("rope_f32")?,
                 silu_mul: ops.function("silu_mul_f32")?,
                 add: ops.function("add_f32")?,
-                gemv: ops.function("gemv_f16_wave")?,
+                add_rmsnorm: ops.function("add_rmsnorm_f32")?,
+                rope_qk_append: ops.function("rope_qk_append_f16")?,
+                gemv3: gemv.function("gemv3_f16")?,
+                gate_up_silu: gemv.function("gemv_gate_up_silu_f16")?,
                 gemv_plain: ops.function("gemv_f16")?,
                 argmax: ops.function("argmax_f32")?,
                 sample_topk: ops.function("sample_topk")?,
@@ -195,8 +210,14 @@ impl GpuKernels {
                 attn_decode_split: attn.function("attn_decode_split")?,
                 attn_decode_combine: attn.function("attn_decode_combine")?,
                 gemm_mma: gemm.function("gemm_f16w_mma")?,
+                // (tile, waves per block): GEMM_TILED in kernels/gemm.hip.
+                gemm_tiled: [
+                    (128, 8 * wave, gemm.function("gemm_f16w_mma_128")?),
+                    (64, 4 * wave, gemm.function("gemm_f16w_mma_64")?),
+                    (32, 4 * wave, gemm.function("gemm_f16w_mma_32")?),
+                ],
                 gemm_plain: plain_gemm.function("gemm_f16w_fallback")?,
-                _modules: vec![ops, plain_attn, plain_gemm, attn, gemm],
+                _modules: vec![ops, plain_attn, plain_gemm, attn, gemm, gemv],
             });
         }
         Err(KernelError::Missing {
@@ -277,6 +298,89 @@ impl GpuKernels {
         )
     }
 
+    /// x += y, then out = rmsnorm(x) * w, per row (the residual add and the next norm in one
+    /// launch; bitwise what `add` then `rmsnorm` give).
+    pub fn add_rmsnorm(
+        &self,
+        s: &Stream,
+        x: &mut DeviceBuffer<f32>,
+        y: &DeviceBuffer<f32>,
+        w: &DeviceBuffer<f32>,
+        out: &mut DeviceBuffer<f32>,
+        shape: Rows,
+        eps: f32,
+    ) -> Result<()> {
+        let Rows {
+            rows: n_rows,
+            len: d,
+        } = shape;
+        for (b, what) in [
+            (&*x, "add_rmsnorm x"),
+            (y, "add_rmsnorm y"),
+            (&*out, "add_rmsnorm out"),
+        ] {
+            Self::need(b, n_rows * d, what)?;
+        }
+        Self::need(w, d, "add_rmsnorm w")?;
+        Self::launch(
+            &self.add_rmsnorm,
+            rows(n_rows, BLOCK),
+            s,
+            Args::new()
+                .ptr(x)
+                .ptr(y)
+                .ptr(w)
+                .ptr(out)
+                .u32(u32_of(d, "d")?)
+                .f32(eps),
+        )
+    }
+
+    /// RoPE on q (`n_heads`) and k (`n_kv_heads`) in place, then k and v appended to the
+    /// f16 caches at positions `*pos0..`: two `rope` and two `kv_append` calls in one launch,
+    /// bitwise the same values.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_qk_append(
+        &self,
+        s: &Stream,
+        [q, k]: [&mut DeviceBuffer<f32>; 2],
+        v: &DeviceBuffer<f32>,
+        [k_cache, v_cache]: [&mut DeviceBuffer<u16>; 2],
+        pos0: &DeviceBuffer<u32>,
+        inv_freq: &DeviceBuffer<f32>,
+        shape: QkvRope,
+    ) -> Result<()> {
+        let QkvRope {
+            rows: n_rows,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            half_split,
+            capacity,
+        } = shape;
+        let kv_row = n_kv_heads * head_dim;
+        Self::need(q, n_rows * n_heads * head_dim, "rope_qk_append q")?;
+        Self::need(k, n_rows * kv_row, "rope_qk_append k")?;
+        Self::need(v, n_rows * kv_row, "rope_qk_append v")?;
+        Self::need(k_cache, capacity * kv_row, "rope_qk_append k cache")?;
+        Self::need(v_cache, capacity * kv_row, "rope_qk_append v cache")?;
+        Self::need(inv_freq, head_dim / 2, "rope_qk_append inv_freq")?;
+        Self::need(pos0, 1, "rope_qk_append pos0")?;
+        let args = Args::new()
+            .ptr(q)
+            .ptr(k)
+            .ptr(v)
+            .ptr(k_cache)
+            .ptr(v_cache)
+            .ptr(pos0)
+            .ptr(inv_freq)
+            .u32(u32_of(n_heads, "n_heads")?)
+            .u32(u32_of(n_kv_heads, "n_kv_heads")?)
+            .u32(u32_of(head_dim, "head_dim")?)
+            .u32(half_split as u32);
+        Self::launch(&self.rope_qk_append, rows(n_rows, BLOCK), s, args)
+    }
+
     /// RoPE in place on `[rows, n_heads * head_dim]`; row r at position `*pos0 + r`.
     pub fn rope(
         &self,
@@ -342,7 +446,7 @@ impl GpuKernels {
         )
     }
 
-    /// y[n] = w[n, k] · x[k], f16 weights: one wave per row, 16-byte loads.
+    /// y[n] = w[n, k] · x[k], f16 weights (decode): two rows per wave, 16-byte loads.
     pub fn gemv(
         &self,
         s: &Stream,
@@ -355,23 +459,83 @@ impl GpuKernels {
         Self::need(w, n * k, "gemv w")?;
         Self::need(x, k, "gemv x")?;
         Self::need(y, n, "gemv y")?;
+        let args = Args::new()
+            .ptr(w)
+            .ptr(y)
+            .u32(u32_of(n, "n")?)
+            .null()
+            .null()
+            .u32(0)
+            .null()
+            .null()
+            .u32(0)
+            .ptr(x)
+            .u32(u32_of(k, "k")?);
+        Self::launch(&self.gemv3, self.wave_rows(n.div_ceil(2)), s, args)
+    }
+
+    /// Three products of one x in one launch (Q, K and V of a decode step):
+    /// `ys[i][..ns[i]] = ws[i][ns[i], k] · x`.
+    pub fn gemv3(
+        &self,
+        s: &Stream,
+        ws: [&DeviceBuffer<u16>; 3],
+        ns: [usize; 3],
+        x: &DeviceBuffer<f32>,
+        ys: [&mut DeviceBuffer<f32>; 3],
+        k: usize,
+    ) -> Result<()> {
+        Self::need(x, k, "gemv3 x")?;
+        let mut args = Args::new();
+        for ((w, y), n) in ws.into_iter().zip(ys).zip(ns) {
+            Self::need(w, n * k, "gemv3 w")?;
+            Self::need(y, n, "gemv3 y")?;
+            args = args.ptr(w).ptr(y).u32(u32_of(n, "n")?);
+        }
+        let args = args.ptr(x).u32(u32_of(k, "k")?);
+        let pairs = ns.iter().sum::<usize>().div_ceil(2);
+        Self::launch(&self.gemv3, self.wave_rows(pairs), s, args)
+    }
+
+    /// gate = w_gate · x, up = w_up · x, act = silu(gate) * up (decode's SwiGLU FFN input
+    /// in one launch; `act` is bitwise what `silu_mul` gives from the same gate and up).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gate_up_silu(
+        &self,
+        s: &Stream,
+        w_gate: &DeviceBuffer<u16>,
+        w_up: &DeviceBuffer<u16>,
+        x: &DeviceBuffer<f32>,
+        [gate, up, act]: [&mut DeviceBuffer<f32>; 3],
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
+        Self::need(w_gate, n * k, "gate_up_silu w_gate")?;
+        Self::need(w_up, n * k, "gate_up_silu w_up")?;
+        Self::need(x, k, "gate_up_silu x")?;
+        for (b, what) in [(&*gate, "gate"), (&*up, "up"), (&*act, "act")] {
+            Self::need(b, n, what)?;
+        }
+        let args = Args::new()
+            .ptr(w_gate)
+            .ptr(w_up)
+            .ptr(x)
+            .ptr(gate)
+            .ptr(up)
+            .ptr(act)
+            .u32(u32_of(n, "n")?)
+            .u32(u32_of(k, "k")?);
+        Self::launch(&self.gate_up_silu, self.wave_rows(n), s, args)
+    }
+
+    /// Blocks of BLOCK threads with one wave per item.
+    fn wave_rows(&self, items: usize) -> LaunchDims {
         let waves = (BLOCK / self.wave) as usize;
-        let dims = LaunchDims {
-            grid: [n.div_ceil(waves) as u32, 1, 1],
+        LaunchDims {
+            grid: [items.div_ceil(waves).max(1) as u32, 1, 1],
             block: [BLOCK, 1, 1],
             shared_bytes: 0,
-        };
-        Self::launch(
-            &self.gemv,
-            dims,
-            s,
-            Args::new()
-                .ptr(w)
-                .ptr(x)
-                .ptr(y)
-                .u32(u32_of(n, "n")?)
-                .u32(u32_of(k, "k")?),
-        )
+        }
     }
 
     /// The same product by the plain block-per-row kernel (the baseline of `gemv`).
@@ -423,7 +587,13 @@ impl GpuKernels {
         y: &mut DeviceBuffer<f32>,
         shape: MatShape,
     ) -> Result<()> {
-        self.launch_gemm(&self.gemm_mma, (64, 4 * self.wave), s, x, w, y, shape)
+        let MatShape { t, k, n } = shape;
+        if !k.is_multiple_of(8) {
+            // Rows not 16-byte aligned: the element-wise loading kernel.
+            return self.launch_gemm(&self.gemm_mma, (64, 4 * self.wave), s, x, w, y, shape);
+        }
+        let (tile, block, f) = gemm_tile(&self.gemm_tiled, t, n);
+        self.launch_gemm(f, (tile, block), s, x, w, y, shape)
     }
 
     /// The same product by the plain tiled GEMM (no matrix units, f32 activations): the
@@ -718,6 +888,30 @@ impl GpuKernels {
             Args::new().ptr(pos0).u32(u32_of(by, "by")?),
         )
     }
+}
+
+/// The largest tile whose grid still gives every multiprocessor of a big GPU a block
+/// (H100: 132 SMs, MI300X: 304 CUs; 128 blocks is the line), else the smallest: small
+/// matrices (SmolLM2's 576 columns) need many small blocks more than large tiles' reuse.
+fn gemm_tile<F>(tiles: &[(usize, u32, F)], t: usize, n: usize) -> (usize, u32, &F) {
+    const BLOCKS_WANTED: usize = 128;
+    let pick = tiles
+        .iter()
+        .find(|(tile, _, _)| t.div_ceil(*tile) * n.div_ceil(*tile) >= BLOCKS_WANTED)
+        .unwrap_or(tiles.last().expect("at least one tile"));
+    (pick.0, pick.1, &pick.2)
+}
+
+/// The shape of a fused RoPE + KV append: `rows` tokens, `n_heads` query and `n_kv_heads`
+/// key/value heads of `head_dim`, caches of `capacity` positions.
+#[derive(Debug, Clone, Copy)]
+pub struct QkvRope {
+    pub rows: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub half_split: bool,
+    pub capacity: usize,
 }
 
 /// `y[t, n] = x[t, k] · w[n, k]ᵀ`.

@@ -5,7 +5,7 @@
 
 use greta_kernels::cpu::{self, RopePairing, WeightView};
 use greta_kernels::gpu::{
-    default_dir, AttnScratch, AttnShape, GpuKernels, MatShape, RopeShape, Rows,
+    default_dir, AttnScratch, AttnShape, GpuKernels, MatShape, QkvRope, RopeShape, Rows,
 };
 use half::f16;
 use hiprt::{DeviceBuffer, Gpu, PlatformChoice, Stream};
@@ -295,6 +295,201 @@ fn gemv_f16_matches_cpu_over_edge_shapes() {
         k.gemv_plain(&s, &dw, &dx, &mut dy, n, kk).unwrap();
         let e = nmse(&download(&s, &dy), &want);
         assert!(e < NMSE_F32, "gemv (plain) n={n} k={kk}: nmse {e:.3e}");
+    }
+}
+
+/// f16 weights of `n` rows of `k` (bits for the device, values for the CPU).
+fn f16_matrix(n: usize, k: usize, seed: u64) -> (Vec<u16>, Vec<f32>) {
+    f16_bits(&values(n * k, seed))
+}
+
+/// Elements that differ in any bit.
+fn mismatches(a: &[f32], b: &[f32]) -> usize {
+    a.iter()
+        .zip(b)
+        .filter(|(x, y)| x.to_bits() != y.to_bits())
+        .count()
+}
+
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn fused_decode_products_match_cpu() {
+    let (g, s, k) = setup();
+    // Q/K/V of SmolLM2 and Llama-2-7B, an odd stacking, and a k off 8 (the scalar loop).
+    for (kk, ns) in [
+        (576, [576, 192, 192]),
+        (4096, [4096, 4096, 4096]),
+        (520, [31, 1, 0]),
+        (100, [33, 7, 7]),
+    ] {
+        let x = values(kk, 11);
+        let dx = upload(&g, &s, &x);
+        let mats: Vec<(Vec<u16>, Vec<f32>)> = ns
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| f16_matrix(n, kk, (i * 31 + kk) as u64))
+            .collect();
+        let dws: Vec<DeviceBuffer<u16>> = mats.iter().map(|(b, _)| upload(&g, &s, b)).collect();
+        let mut dys: Vec<DeviceBuffer<f32>> = ns
+            .iter()
+            .map(|&n| g.alloc::<f32>(n.max(1)).unwrap())
+            .collect();
+        let [y0, y1, y2] = &mut dys[..] else {
+            unreachable!()
+        };
+        k.gemv3(&s, [&dws[0], &dws[1], &dws[2]], ns, &dx, [y0, y1, y2], kk)
+            .unwrap();
+        for (i, &n) in ns.iter().enumerate() {
+            let mut want = vec![0f32; n];
+            cpu::matmul_wt(&x, WeightView::F32(&mats[i].1), &mut want, 1, kk, n);
+            let got = &download(&s, &dys[i])[..n];
+            let e = nmse(got, &want);
+            eprintln!("gemv3 k={kk} part {i} n={n}: nmse {e:.3e}");
+            assert!(e < NMSE_F32, "gemv3 k={kk} part {i} n={n}: nmse {e:.3e}");
+        }
+    }
+    for (n, kk) in [(1536, 576), (11_008, 4096), (33, 100)] {
+        let x = values(kk, 12);
+        let dx = upload(&g, &s, &x);
+        let (gb, gf) = f16_matrix(n, kk, 21);
+        let (ub, uf) = f16_matrix(n, kk, 22);
+        let (dg, du) = (upload(&g, &s, &gb), upload(&g, &s, &ub));
+        let mut bufs: Vec<DeviceBuffer<f32>> = (0..3).map(|_| g.alloc::<f32>(n).unwrap()).collect();
+        let [gate, up, act] = &mut bufs[..] else {
+            unreachable!()
+        };
+        k.gate_up_silu(&s, &dg, &du, &dx, [gate, up, act], n, kk)
+            .unwrap();
+        let (mut wg, mut wu, mut wa) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        cpu::matmul_wt(&x, WeightView::F32(&gf), &mut wg, 1, kk, n);
+        cpu::matmul_wt(&x, WeightView::F32(&uf), &mut wu, 1, kk, n);
+        cpu::silu_mul(&wg, &wu, &mut wa);
+        let got: Vec<Vec<f32>> = bufs.iter().map(|b| download(&s, b)).collect();
+        for (name, got, want) in [
+            ("gate", &got[0], &wg),
+            ("up", &got[1], &wu),
+            ("act", &got[2], &wa),
+        ] {
+            let e = nmse(got, want);
+            eprintln!("gate_up_silu n={n} k={kk} {name}: nmse {e:.3e}");
+            assert!(
+                e < NMSE_F32,
+                "gate_up_silu n={n} k={kk} {name}: nmse {e:.3e}"
+            );
+        }
+        // The fused SwiGLU against the unfused kernel on the same gate and up.
+        let mut dact = g.alloc::<f32>(n).unwrap();
+        k.silu_mul(&s, &bufs[0], &bufs[1], &mut dact, n).unwrap();
+        let m = mismatches(&got[2], &download(&s, &dact));
+        eprintln!("gate_up_silu n={n}: act differs from silu_mul in {m} of {n} elements");
+        assert_eq!(m, 0, "gate_up_silu's act must be silu_mul's, bit for bit");
+    }
+}
+
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn fused_norm_and_rope_append_match_unfused_and_cpu() {
+    let (g, s, k) = setup();
+    for (rows, d) in [(1, 576), (1, 4096), (33, 576), (3, 5000)] {
+        let (x, y, w) = (values(rows * d, 31), values(rows * d, 32), values(d, 33));
+        let shape = Rows { rows, len: d };
+        let (mut dx, dy, dw) = (upload(&g, &s, &x), upload(&g, &s, &y), upload(&g, &s, &w));
+        let mut dout = g.alloc::<f32>(rows * d).unwrap();
+        k.add_rmsnorm(&s, &mut dx, &dy, &dw, &mut dout, shape, 1e-5)
+            .unwrap();
+        let mut sum = x.clone();
+        cpu::add_in_place(&mut sum, &y);
+        let mut want = vec![0f32; rows * d];
+        cpu::rmsnorm(&sum, &w, 1e-5, &mut want);
+        assert_eq!(download(&s, &dx), sum, "add_rmsnorm's sum is exact");
+        let got = download(&s, &dout);
+        let e = nmse(&got, &want);
+        eprintln!("add_rmsnorm rows={rows} d={d}: nmse {e:.3e}");
+        assert!(e < NMSE_F32, "add_rmsnorm rows={rows} d={d}: nmse {e:.3e}");
+        let mut dref = g.alloc::<f32>(rows * d).unwrap();
+        k.rmsnorm(&s, &dx, &dw, &mut dref, shape, 1e-5).unwrap();
+        assert_eq!(
+            mismatches(&got, &download(&s, &dref)),
+            0,
+            "add_rmsnorm = add + rmsnorm bitwise"
+        );
+    }
+    for (head_dim, n_heads, n_kv, pos0, rows, half_split) in [
+        (64, 9, 3, 0, 33, true),
+        (128, 32, 32, 4000, 1, false),
+        (128, 32, 8, 95, 5, true),
+    ] {
+        let capacity = 4096;
+        let inv: Vec<f32> = (0..head_dim / 2)
+            .map(|i| 10000f32.powf(-(2.0 * i as f32) / head_dim as f32))
+            .collect();
+        let (qn, kvn) = (rows * n_heads * head_dim, rows * n_kv * head_dim);
+        let (q, kk, v) = (values(qn, 41), values(kvn, 42), values(kvn, 43));
+        let (dpos, dinv) = (upload(&g, &s, &[pos0 as u32]), upload(&g, &s, &inv));
+        let zeros = vec![0u16; capacity * n_kv * head_dim];
+        // Fused.
+        let (mut dq, mut dk, dv) = (upload(&g, &s, &q), upload(&g, &s, &kk), upload(&g, &s, &v));
+        let (mut kc, mut vc) = (upload(&g, &s, &zeros), upload(&g, &s, &zeros));
+        let shape = QkvRope {
+            rows,
+            n_heads,
+            n_kv_heads: n_kv,
+            head_dim,
+            half_split,
+            capacity,
+        };
+        k.rope_qk_append(
+            &s,
+            [&mut dq, &mut dk],
+            &dv,
+            [&mut kc, &mut vc],
+            &dpos,
+            &dinv,
+            shape,
+        )
+        .unwrap();
+        // Unfused.
+        let (mut uq, mut uk) = (upload(&g, &s, &q), upload(&g, &s, &kk));
+        let (mut ukc, mut uvc) = (upload(&g, &s, &zeros), upload(&g, &s, &zeros));
+        for (b, nh) in [(&mut uq, n_heads), (&mut uk, n_kv)] {
+            let rs = RopeShape {
+                rows,
+                n_heads: nh,
+                head_dim,
+                half_split,
+            };
+            k.rope(&s, b, &dpos, &dinv, rs).unwrap();
+        }
+        let kv = Rows {
+            rows,
+            len: n_kv * head_dim,
+        };
+        k.kv_append(&s, &uk, &mut ukc, &dpos, kv, capacity).unwrap();
+        k.kv_append(&s, &dv, &mut uvc, &dpos, kv, capacity).unwrap();
+        let bits = |b: &DeviceBuffer<u16>| b.to_vec(&s).unwrap();
+        assert_eq!(
+            mismatches(&download(&s, &dq), &download(&s, &uq)),
+            0,
+            "q rope"
+        );
+        assert_eq!(
+            mismatches(&download(&s, &dk), &download(&s, &uk)),
+            0,
+            "k rope"
+        );
+        assert!(bits(&kc) == bits(&ukc), "k cache");
+        assert!(bits(&vc) == bits(&uvc), "v cache");
+        // And against the CPU.
+        let pairing = if half_split {
+            RopePairing::HalfSplit
+        } else {
+            RopePairing::Adjacent
+        };
+        let mut want = q.clone();
+        cpu::rope(&mut want, pos0, n_heads, head_dim, &inv, pairing);
+        let e = nmse(&download(&s, &dq), &want);
+        eprintln!("rope_qk_append hd={head_dim} pos0={pos0}: q nmse {e:.3e}");
+        assert!(e < 1e-9, "rope_qk_append q: nmse {e:.3e}");
     }
 }
 

@@ -36,6 +36,8 @@ pub struct BenchSpec {
     pub seed: u64,
     /// GPU: decode as a captured graph (else eager launches).
     pub graph: bool,
+    /// KV cache capacity in positions (the requested context); None: prompt_len + gen.
+    pub ctx: Option<usize>,
 }
 
 impl BenchSpec {
@@ -52,7 +54,20 @@ impl BenchSpec {
                 self.prompt_len, self.gen, cfg.max_context
             )));
         }
+        if let Some(ctx) = self.ctx {
+            if ctx < self.prompt_len + self.gen || ctx > cfg.max_context {
+                return Err(BenchError::Invalid(format!(
+                    "--ctx {ctx}: must hold --prompt-len {} + --gen {} and fit the model's context of {} tokens",
+                    self.prompt_len, self.gen, cfg.max_context
+                )));
+            }
+        }
         Ok(())
+    }
+
+    /// Positions the KV cache is sized for.
+    pub fn capacity(&self) -> usize {
+        self.ctx.unwrap_or(self.prompt_len + self.gen)
     }
 }
 
@@ -79,8 +94,13 @@ pub struct BenchReport {
     pub fraction_of_copy: f64,
     /// Bytes of weights held by the backend (f16 on the GPU).
     pub weight_bytes: usize,
-    /// Bytes of KV cache, activations and scratch for a context of prompt_len + gen.
+    /// Bytes of KV cache, activations and scratch for the requested context (`spec.ctx`,
+    /// else prompt_len + gen).
     pub state_bytes: usize,
+    /// GPU: device memory in use after the run (total - free: weights, state, the caching
+    /// allocator's blocks, the runtime's context; the copy test's buffers are freed by then).
+    /// Every buffer is allocated before the timed loop, so this is the run's peak.
+    pub device_used_bytes: Option<usize>,
     pub all_prefill_ms: Vec<f64>,
     pub all_decode_tok_s: Vec<f64>,
 }
@@ -119,6 +139,7 @@ struct Measured<'a> {
     state_bytes: usize,
     /// Bytes per matrix element as the backend holds them.
     matrix_bytes: f64,
+    device_used_bytes: Option<usize>,
 }
 
 fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
@@ -131,6 +152,7 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
         weight_bytes,
         state_bytes,
         matrix_bytes,
+        device_used_bytes,
     } = m;
     let prefill_ms = median(&prefill);
     let decode_tok_s = median(&decode);
@@ -150,6 +172,7 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
         fraction_of_copy: achieved / copy_gb_s,
         weight_bytes,
         state_bytes,
+        device_used_bytes,
         all_prefill_ms: prefill,
         all_decode_tok_s: decode,
     }
@@ -185,7 +208,7 @@ pub fn bench_gpu(
     spec.check(cfg)?;
     let copy = gpu_copy_gb_s(&model.gpu)?;
     let prompt = synthetic::tokens(spec.prompt_len, cfg.vocab_size, spec.seed);
-    let mut st = model.new_state(spec.prompt_len + spec.gen, spec.prompt_len)?;
+    let mut st = model.new_state(spec.capacity(), spec.prompt_len)?;
     st.set_pick(TokenPick::Argmax)?;
     // Warm-up: loads the code, captures the decode graph.
     model.prefill_pick(&prompt, &mut st)?;
@@ -218,6 +241,7 @@ pub fn bench_gpu(
             weight_bytes,
             state_bytes: st.device_bytes(),
             matrix_bytes: 2.0,
+            device_used_bytes: Some(model.gpu.used_memory()?),
         },
     ))
 }
@@ -233,7 +257,7 @@ pub fn bench_cpu(
     let copy = cpu_copy_gb_s();
     let prompt = synthetic::tokens(spec.prompt_len, cfg.vocab_size, spec.seed);
     let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-    let mut cache = model.new_cache(spec.prompt_len + spec.gen);
+    let mut cache = model.new_cache(spec.capacity());
     let obs = &mut greta_trace::NoTrace;
     for rep in 0..spec.reps {
         cache.truncate(0);
@@ -263,6 +287,7 @@ pub fn bench_cpu(
             weight_bytes: wb,
             state_bytes: cache.bytes(),
             matrix_bytes,
+            device_used_bytes: None,
         },
     ))
 }

@@ -60,6 +60,7 @@ hip_api! {
     get_device_count: "hipGetDeviceCount" => fn(*mut c_int) -> Err;
     device_get_name: "hipDeviceGetName" => fn(*mut c_char, c_int, c_int) -> Err;
     device_total_mem: "hipDeviceTotalMem" => fn(*mut usize, c_int) -> Err;
+    mem_get_info: "hipMemGetInfo" => fn(*mut usize, *mut usize) -> Err;
     set_device: "hipSetDevice" => fn(c_int) -> Err;
     malloc: "hipMalloc" => fn(*mut Ptr, usize) -> Err;
     free: "hipFree" => fn(Ptr) -> Err;
@@ -202,6 +203,13 @@ impl Driver for AmdDriver {
             (self.api.device_total_mem)(&mut b, ordinal(o)?)
         })?;
         Ok(b)
+    }
+    fn mem_info(&self) -> Result<(usize, usize)> {
+        let (mut free, mut total) = (0, 0);
+        self.check("hipMemGetInfo", unsafe {
+            (self.api.mem_get_info)(&mut free, &mut total)
+        })?;
+        Ok((free, total))
     }
     fn bind_device(&self, o: usize) -> Result<()> {
         self.check("hipSetDevice", unsafe {

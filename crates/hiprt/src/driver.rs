@@ -57,6 +57,8 @@ pub trait Driver: Send + Sync {
     fn device_count(&self) -> Result<usize>;
     fn device_name(&self, ordinal: usize) -> Result<String>;
     fn device_total_mem(&self, ordinal: usize) -> Result<usize>;
+    /// (free, total) bytes of the calling thread's current device.
+    fn mem_info(&self) -> Result<(usize, usize)>;
     /// Makes `ordinal` the current device of the calling thread.
     fn bind_device(&self, ordinal: usize) -> Result<()>;
 

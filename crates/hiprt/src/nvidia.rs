@@ -19,6 +19,7 @@ pub const ENTRY_POINTS: &[&str] = &[
     "cuDeviceGet",
     "cuDeviceGetName",
     "cuDeviceTotalMem_v2",
+    "cuMemGetInfo_v2",
     "cuDevicePrimaryCtxRetain",
     "cuCtxSetCurrent",
     "cuMemAlloc_v2",
@@ -152,6 +153,13 @@ impl Driver for NvidiaDriver {
             sys::cuDeviceTotalMem_v2(&mut b, d)
         })?;
         Ok(b)
+    }
+    fn mem_info(&self) -> Result<(usize, usize)> {
+        let (mut free, mut total) = (0, 0);
+        check("cuMemGetInfo_v2", unsafe {
+            sys::cuMemGetInfo_v2(&mut free, &mut total)
+        })?;
+        Ok((free, total))
     }
     fn bind_device(&self, o: usize) -> Result<()> {
         let mut ctxs = self

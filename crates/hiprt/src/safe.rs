@@ -126,6 +126,14 @@ impl Gpu {
         self.driver.device_total_mem(self.ordinal)
     }
 
+    /// Bytes of device memory in use on this device (total - free): this process's
+    /// allocations and context, plus any other process's.
+    pub fn used_memory(&self) -> Result<usize> {
+        self.bind()?;
+        let (free, total) = self.driver.mem_info()?;
+        Ok(total - free)
+    }
+
     /// Binds this device to the calling thread (needed once per thread).
     pub fn bind(&self) -> Result<()> {
         self.driver.bind_device(self.ordinal)

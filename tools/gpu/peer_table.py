@@ -1,0 +1,82 @@
+#!/usr/bin/env python3
+"""One table from the peer harness's raw results (tools/gpu/peer_bench.sh): per shape,
+prefill-512 ms and decode tok/s of greta, llama.cpp and transformers, each peer's ratio to
+greta (> 1: greta is faster), and greta's fraction of the limits (copy bandwidth for decode,
+f16 matrix peak for prefill). Usage: peer_table.py RAW_DIR SHAPE..."""
+import json
+import sys
+from pathlib import Path
+
+# Dense f16 tensor throughput with f32 accumulation, per card (vendor data sheets).
+MATRIX_TFLOPS = {"H100": 989.0, "H200": 989.0}
+
+
+def load(p):
+    try:
+        return json.loads(Path(p).read_text())
+    except Exception:
+        return None
+
+
+def llama_cpp(p):
+    d = load(p)
+    if not d:
+        return None, None
+    pp = next((x for x in d if x["n_prompt"] == 512 and x["n_gen"] == 0), None)
+    tg = next((x for x in d if x["n_gen"] == 128 and x["n_prompt"] == 0), None)
+    return (512 / pp["avg_ts"] * 1e3 if pp else None), (tg["avg_ts"] if tg else None)
+
+
+def f(v, fmt):
+    return format(v, fmt) if v is not None else "n/a"
+
+
+def main():
+    raw, shapes = Path(sys.argv[1]), sys.argv[2:]
+    gpu = (raw / "gpu.txt").read_text().strip() if (raw / "gpu.txt").exists() else "?"
+    print(f"Card: {gpu}")
+    rows = []
+    for s in shapes:
+        g = load(raw / f"greta-{s}.json")
+        if not g:
+            print(f"{s}: no greta result")
+            continue
+        ge = load(raw / f"greta-eager-{s}.json")
+        hf = load(raw / f"hf-{s}.json")
+        lpp, ltg = llama_cpp(raw / f"llama-{s}.json")
+        rows.append((s, g, ge, hf, lpp, ltg))
+    if not rows:
+        return
+    g0 = rows[0][1]
+    hf_name = next((r[3]["engine"] for r in rows if r[3]), "transformers")
+    print(f"Copy bandwidth {g0['copy_gb_s']:.0f} GB/s (read+write, measured by greta bench in the same run); "
+          f"peers: llama.cpp llama-bench (CUDA, -fa 1, -ngl 99), {hf_name}.")
+    print()
+    print("| shape | engine | prefill-512 ms | greta speed-up | decode tok/s | greta speed-up |")
+    print("|---|---|---|---|---|---|")
+    for s, g, ge, hf, lpp, ltg in rows:
+        gp, gd = g["prefill_ms"], g["decode_tok_s"]
+        print(f"| {s} | greta (graph) | {gp:.2f} | | {gd:.1f} | |")
+        if ge:
+            print(f"| {s} | greta (eager) | {ge['prefill_ms']:.2f} | | {ge['decode_tok_s']:.1f} | |")
+        print(f"| {s} | llama.cpp | {f(lpp, '.2f')} | {f(lpp / gp if lpp else None, '.2f')}x | {f(ltg, '.1f')} | "
+              f"{f(gd / ltg if ltg else None, '.2f')}x |")
+        hp, hd = (hf["prefill_ms"], hf["decode_tok_s"]) if hf else (None, None)
+        print(f"| {s} | transformers | {f(hp, '.2f')} | {f(hp / gp if hp else None, '.2f')}x | {f(hd, '.1f')} | "
+              f"{f(gd / hd if hd else None, '.2f')}x |")
+    print()
+    print("Roofline fractions of greta's figures:")
+    for s, g, *_ in rows:
+        card = next((k for k in MATRIX_TFLOPS if k in g["device"]), None)
+        flops = 2 * g["weight_bytes"] / 2 * g["spec"]["prompt_len"]  # 2 * params * tokens (matrices)
+        pf = f"prefill {flops / (g['prefill_ms'] / 1e3) / 1e12:.0f} TFLOP/s"
+        if card:
+            pf += f" = {flops / (g['prefill_ms'] / 1e3) / 1e12 / MATRIX_TFLOPS[card]:.3f} of {MATRIX_TFLOPS[card]:.0f} (f16 dense)"
+        lim = g["copy_gb_s"] * 1e9 / g["bytes_per_token"]
+        print(f"- {s}: decode {g['achieved_gb_s']:.0f} GB/s = {g['fraction_of_copy']:.2f} of copy "
+              f"(copy-bound limit {lim:.0f} tok/s); {pf}; memory: weights {g['weight_bytes'] / 1e9:.2f} GB + state "
+              f"{g['state_bytes'] / 1e9:.3f} GB, device in use {(g.get('device_used_bytes') or 0) / 1e9:.2f} GB")
+
+
+if __name__ == "__main__":
+    main()
