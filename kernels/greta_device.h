@@ -167,16 +167,20 @@ GRETA_DEVICE void g_acc16_store(const g_acc16& c, float* out, unsigned ldo) {
 #define GRETA_RESTRICT __restrict__
 #endif
 
-// Sum over the lanes of a wave (every lane gets the total). AMD: ds_bpermute across the 64
-// lanes; NVIDIA: shuffles.
+// Lane exchange, fences, atomics and 16-byte loads. AMD: ds_bpermute across the 64 lanes;
+// NVIDIA: shuffles.
 #if defined(GRETA_AMD)
-GRETA_DEVICE float g_wave_sum(float v) {
-    unsigned l = g_lane();
-    for (unsigned m = GRETA_WAVE / 2; m > 0; m >>= 1) {
-        int other = __builtin_amdgcn_ds_bpermute((int)((l ^ m) << 2), __builtin_bit_cast(int, v));
-        v += __builtin_bit_cast(float, other);
-    }
-    return v;
+// The value lane (this lane ^ m) holds.
+GRETA_DEVICE float g_shfl_xor(float v, unsigned m) {
+    int other = __builtin_amdgcn_ds_bpermute((int)((g_lane() ^ m) << 2), __builtin_bit_cast(int, v));
+    return __builtin_bit_cast(float, other);
+}
+// Device-scope release / acquire fences and an atomic increment (returns the old value):
+// the "last block finishes the reduction" pattern of the split decode attention.
+GRETA_DEVICE void g_fence_release() { __builtin_amdgcn_fence(__ATOMIC_RELEASE, "agent"); }
+GRETA_DEVICE void g_fence_acquire() { __builtin_amdgcn_fence(__ATOMIC_ACQUIRE, "agent"); }
+GRETA_DEVICE unsigned g_atomic_inc(unsigned* p) {
+    return __hip_atomic_fetch_add(p, 1u, __ATOMIC_RELAXED, __HIP_MEMORY_SCOPE_AGENT);
 }
 // Eight consecutive f16 values (16 bytes, 16-byte aligned) widened to f32.
 GRETA_DEVICE void g_load_h8(const g_half* p, float* out) {
@@ -185,10 +189,10 @@ GRETA_DEVICE void g_load_h8(const g_half* p, float* out) {
     for (unsigned i = 0; i < 8; ++i) out[i] = (float)v[i];
 }
 #else
-GRETA_DEVICE float g_wave_sum(float v) {
-    for (unsigned m = GRETA_WAVE / 2; m > 0; m >>= 1) v += __shfl_xor_sync(0xffffffffu, v, m);
-    return v;
-}
+GRETA_DEVICE float g_shfl_xor(float v, unsigned m) { return __shfl_xor_sync(0xffffffffu, v, m); }
+GRETA_DEVICE void g_fence_release() { __threadfence(); }
+GRETA_DEVICE void g_fence_acquire() { __threadfence(); }
+GRETA_DEVICE unsigned g_atomic_inc(unsigned* p) { return atomicAdd(p, 1u); }
 GRETA_DEVICE void g_load_h8(const g_half* p, float* out) {
     uint4 u = *(const uint4*)p;
     const __half2* h = (const __half2*)&u;
@@ -200,15 +204,16 @@ GRETA_DEVICE void g_load_h8(const g_half* p, float* out) {
 }
 #endif
 
-// Max over the lanes of a wave (every lane gets it).
+// Sum and max over the lanes of a wave (every lane gets the result), and over aligned
+// groups of `width` lanes (a power of two <= the wave size).
+GRETA_DEVICE float g_group_sum(float v, unsigned width) {
+    for (unsigned m = width / 2; m > 0; m >>= 1) v += g_shfl_xor(v, m);
+    return v;
+}
+GRETA_DEVICE float g_wave_sum(float v) { return g_group_sum(v, GRETA_WAVE); }
 GRETA_DEVICE float g_wave_max(float v) {
     for (unsigned m = GRETA_WAVE / 2; m > 0; m >>= 1) {
-#if defined(GRETA_AMD)
-        int o = __builtin_amdgcn_ds_bpermute((int)((g_lane() ^ m) << 2), __builtin_bit_cast(int, v));
-        float other = __builtin_bit_cast(float, o);
-#else
-        float other = __shfl_xor_sync(0xffffffffu, v, m);
-#endif
+        float other = g_shfl_xor(v, m);
         v = other > v ? other : v;
     }
     return v;

@@ -60,31 +60,37 @@ GRETA_DEVICE void g_rope_pair(float* head, float pos, const float* inv_freq, uns
 }
 
 // RoPE on q and k of each row in place and both appended to the f16 cache at *pos0 + r:
-// rope_f32 twice and kv_append_f16 twice in one launch, bitwise the same values.
-// Grid: rows; block: any.
+// rope_f32 twice and kv_append_f16 twice in one launch, bitwise the same values. Block
+// (r, h) takes head h of row r: a query head for h < n_heads, else key head h - n_heads,
+// which it also appends with the same value head (decode has one row: a block per head
+// keeps the launch from being one block's serial loop). Grid: (rows, n_heads + n_kv_heads);
+// block: any (head_dim / 2 threads use every lane).
 GRETA_KERNEL void rope_qk_append_f16(float* q, float* k, const float* v, g_half* k_cache, g_half* v_cache,
                                      const unsigned* pos0, const float* inv_freq, unsigned n_heads,
                                      unsigned n_kv_heads, unsigned head_dim, unsigned half_split) {
-    unsigned r = g_bid();
+    unsigned r = g_bid(), h = g_bid_y();
     unsigned p = *pos0 + r;
     float pos = (float)p;
     unsigned half = head_dim / 2, kv_row = n_kv_heads * head_dim;
-    float* qr = q + (unsigned long)r * n_heads * head_dim;
-    float* kr = k + (unsigned long)r * kv_row;
-    unsigned long dst = (unsigned long)p * kv_row;
-    for (unsigned j = g_tid(); j < (n_heads + n_kv_heads) * half; j += g_bdim()) {
-        unsigned ia, ib;
-        if (j < n_heads * half) {
-            g_rope_pair(qr + (j / half) * head_dim, pos, inv_freq, j % half, half, half_split, &ia, &ib);
-        } else {
-            unsigned jk = j - n_heads * half, h = jk / half;
-            float* head = kr + h * head_dim;
-            g_rope_pair(head, pos, inv_freq, jk % half, half, half_split, &ia, &ib);
-            k_cache[dst + h * head_dim + ia] = g_f2h(head[ia]);
-            k_cache[dst + h * head_dim + ib] = g_f2h(head[ib]);
+    if (h < n_heads) {
+        float* head = q + ((unsigned long)r * n_heads + h) * head_dim;
+        for (unsigned i = g_tid(); i < half; i += g_bdim()) {
+            unsigned ia, ib;
+            g_rope_pair(head, pos, inv_freq, i, half, half_split, &ia, &ib);
         }
+        return;
     }
-    for (unsigned i = g_tid(); i < kv_row; i += g_bdim()) v_cache[dst + i] = g_f2h(v[(unsigned long)r * kv_row + i]);
+    unsigned kh = h - n_heads;
+    float* head = k + (unsigned long)r * kv_row + kh * head_dim;
+    unsigned long dst = (unsigned long)p * kv_row + kh * head_dim;
+    for (unsigned i = g_tid(); i < half; i += g_bdim()) {
+        unsigned ia, ib;
+        g_rope_pair(head, pos, inv_freq, i, half, half_split, &ia, &ib);
+        k_cache[dst + ia] = g_f2h(head[ia]);
+        k_cache[dst + ib] = g_f2h(head[ib]);
+    }
+    const float* vh = v + (unsigned long)r * kv_row + kh * head_dim;
+    for (unsigned i = g_tid(); i < head_dim; i += g_bdim()) v_cache[dst + i] = g_f2h(vh[i]);
 }
 
 // Rotates each head of each row in place; row r is at position *pos0 + r (read from device

@@ -1,27 +1,29 @@
 #!/usr/bin/env bash
-# Per-kernel time of one decode step, from an Nsight Systems trace of `greta bench` (decode
-# as a captured graph, traced node by node): which stage takes the time, and at what
-# fraction of the copy bandwidth its bytes move. Usage on the GPU machine:
-#   OUT=dir bash tools/gpu/profile_decode.sh [shape ...]   (default: smollm2-135m llama2-7b)
-# Prints one table per shape (tools/gpu/decode_breakdown.py) and writes OUT/profile-SHAPE.md.
+# Per-kernel time of one prefill and one decode step, from Nsight Compute (one pass per
+# kernel: duration and DRAM bytes; kernels are serialised, caches flushed between them, so
+# the sum is kernel time without launch gaps). The Nsight Systems shipped on the GPU machines
+# cannot import its own traces (no QdstrmImporter), hence ncu.
+# Usage on the GPU machine: OUT=dir bash tools/gpu/profile_decode.sh [shape ...]
+#   (default: smollm2-135m llama2-7b). Prints tools/gpu/decode_breakdown.py's tables and
+#   writes OUT/profile-SHAPE.md.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)}
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels
 G=$PWD/target/device/greta
-NSYS=$(command -v nsys || ls /usr/local/cuda*/bin/nsys /opt/nvidia/nsight-systems/*/bin/nsys 2>/dev/null | head -1)
-[ -n "$NSYS" ] || { echo "no nsys on this machine"; exit 1; }
+NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
+[ -n "$NCU" ] || { echo "no ncu on this machine"; exit 1; }
 status=0
-for shape in "${@:-smollm2-135m llama2-7b}"; do
-  for s in $shape; do
-    rm -f /tmp/prof-$s.*
-    "$NSYS" profile -o /tmp/prof-$s --force-overwrite true --trace cuda --cuda-graph-trace node \
-      "$G" bench -m synthetic:$s --backend gpu --prompt-len 512 --gen 64 --reps 1 --json \
-      > /tmp/prof-$s.json 2> /tmp/prof-$s.log || { tail -n 20 /tmp/prof-$s.log; status=1; continue; }
-    "$NSYS" stats --quiet --report cuda_gpu_trace --format csv --output /tmp/prof-$s /tmp/prof-$s.nsys-rep > /dev/null 2>&1
-    csv=$(ls /tmp/prof-$s*cuda_gpu_trace*.csv 2>/dev/null | head -1)
-    [ -n "$csv" ] || { echo "$s: no cuda_gpu_trace csv"; status=1; continue; }
-    python3 tools/gpu/decode_breakdown.py "$csv" "$s" /tmp/prof-$s.json | tee "$OUT/profile-$s.md" || status=1
-  done
+for s in ${@:-smollm2-135m llama2-7b}; do
+  layers=$(case $s in smollm2-135m) echo 30;; llama2-7b) echo 32;; *) echo 2;; esac)
+  # The first prefill (2 + 12 per layer + 3 launches) and the first two decode steps
+  # (2 + 8 per layer + 3 each).
+  count=$(( (2 + 12 * layers + 3) + 2 * (2 + 8 * layers + 3) ))
+  "$G" bench -m synthetic:$s --backend gpu --prompt-len 512 --gen 128 --reps 1 --json > /tmp/prof-$s.json 2>/dev/null
+  "$NCU" --graph-profiling node --csv --page raw -c $count \
+    --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
+    "$G" bench -m synthetic:$s --backend gpu --prompt-len 512 --gen 4 --reps 1 > /tmp/prof-$s.csv 2> /tmp/prof-$s.log ||
+    { tail -n 20 /tmp/prof-$s.log; status=1; continue; }
+  python3 tools/gpu/decode_breakdown.py /tmp/prof-$s.csv $s /tmp/prof-$s.json | tee "$OUT/profile-$s.md" || status=1
 done
 exit $status

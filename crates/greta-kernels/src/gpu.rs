@@ -132,7 +132,6 @@ pub struct GpuKernels {
     attn_context: Function,
     attn_prefill_flash: Function,
     attn_decode_split: Function,
-    attn_decode_combine: Function,
     advance_pos: Function,
     gemm_mma: Function,
     /// The k % 8 == 0 fast path by tile size: 128, 64, 32 (see `gemm`).
@@ -147,12 +146,17 @@ pub struct GpuKernels {
     add_rmsnorm: Function,
     rope_qk_append: Function,
     gemv3: Function,
+    gemv3_r2: Function,
     gate_up_silu: Function,
     gemv_plain: Function,
     argmax: Function,
 }
 
 const BLOCK: u32 = 256;
+/// Threads of a norm's block: decode normalises one row, so one block does it all, and 1024
+/// threads make each one's share (4 values of Llama-2-7B's 4096) one round of loads. The
+/// fused add_rmsnorm and rmsnorm use the same size, which keeps them bitwise equal.
+const NORM_BLOCK: u32 = 1024;
 
 impl GpuKernels {
     pub fn load(gpu: &Gpu, dir: &Path) -> Result<Self> {
@@ -197,6 +201,7 @@ impl GpuKernels {
                 add_rmsnorm: ops.function("add_rmsnorm_f32")?,
                 rope_qk_append: ops.function("rope_qk_append_f16")?,
                 gemv3: gemv.function("gemv3_f16")?,
+                gemv3_r2: gemv.function("gemv3_f16_r2")?,
                 gate_up_silu: gemv.function("gemv_gate_up_silu_f16")?,
                 gemv_plain: ops.function("gemv_f16")?,
                 argmax: ops.function("argmax_f32")?,
@@ -208,7 +213,6 @@ impl GpuKernels {
                 attn_context: plain_attn.function("attn_context")?,
                 attn_prefill_flash: attn.function("attn_prefill_flash")?,
                 attn_decode_split: attn.function("attn_decode_split")?,
-                attn_decode_combine: attn.function("attn_decode_combine")?,
                 gemm_mma: gemm.function("gemm_f16w_mma")?,
                 // (tile, waves per block): GEMM_TILED in kernels/gemm.hip.
                 gemm_tiled: [
@@ -287,7 +291,7 @@ impl GpuKernels {
         Self::need(out, n_rows * d, "rmsnorm out")?;
         Self::launch(
             &self.rmsnorm,
-            rows(n_rows, BLOCK),
+            rows(n_rows, NORM_BLOCK),
             s,
             Args::new()
                 .ptr(x)
@@ -300,6 +304,7 @@ impl GpuKernels {
 
     /// x += y, then out = rmsnorm(x) * w, per row (the residual add and the next norm in one
     /// launch; bitwise what `add` then `rmsnorm` give).
+    #[allow(clippy::too_many_arguments)]
     pub fn add_rmsnorm(
         &self,
         s: &Stream,
@@ -324,7 +329,7 @@ impl GpuKernels {
         Self::need(w, d, "add_rmsnorm w")?;
         Self::launch(
             &self.add_rmsnorm,
-            rows(n_rows, BLOCK),
+            rows(n_rows, NORM_BLOCK),
             s,
             Args::new()
                 .ptr(x)
@@ -378,7 +383,16 @@ impl GpuKernels {
             .u32(u32_of(n_kv_heads, "n_kv_heads")?)
             .u32(u32_of(head_dim, "head_dim")?)
             .u32(half_split as u32);
-        Self::launch(&self.rope_qk_append, rows(n_rows, BLOCK), s, args)
+        let dims = LaunchDims {
+            grid: [
+                u32_of(n_rows, "rows")?,
+                u32_of(n_heads + n_kv_heads, "heads")?,
+                1,
+            ],
+            block: [64, 1, 1],
+            shared_bytes: 0,
+        };
+        Self::launch(&self.rope_qk_append, dims, s, args)
     }
 
     /// RoPE in place on `[rows, n_heads * head_dim]`; row r at position `*pos0 + r`.
@@ -471,7 +485,20 @@ impl GpuKernels {
             .u32(0)
             .ptr(x)
             .u32(u32_of(k, "k")?);
-        Self::launch(&self.gemv3, self.wave_rows(n.div_ceil(2)), s, args)
+        self.launch_gemv3(n, s, args)
+    }
+
+    /// gemv3_f16 takes one row per wave, gemv3_f16_r2 two: more waves keep more loads in
+    /// flight until the rows are many (measured on an H200: Llama-2-7B's 4096-row output
+    /// projection at 0.56 of copy bandwidth with two rows per wave; the 32000-row LM head at
+    /// 0.89).
+    fn launch_gemv3(&self, rows: usize, s: &Stream, args: Args) -> Result<()> {
+        const TWO_PER_WAVE_FROM: usize = 16_384;
+        if rows >= TWO_PER_WAVE_FROM {
+            Self::launch(&self.gemv3_r2, self.wave_rows(rows.div_ceil(2)), s, args)
+        } else {
+            Self::launch(&self.gemv3, self.wave_rows(rows), s, args)
+        }
     }
 
     /// Three products of one x in one launch (Q, K and V of a decode step):
@@ -493,8 +520,7 @@ impl GpuKernels {
             args = args.ptr(w).ptr(y).u32(u32_of(n, "n")?);
         }
         let args = args.ptr(x).u32(u32_of(k, "k")?);
-        let pairs = ns.iter().sum::<usize>().div_ceil(2);
-        Self::launch(&self.gemv3, self.wave_rows(pairs), s, args)
+        self.launch_gemv3(ns.iter().sum(), s, args)
     }
 
     /// gate = w_gate · x, up = w_up · x, act = silu(gate) * up (decode's SwiGLU FFN input
@@ -827,24 +853,14 @@ impl GpuKernels {
                 .ptr(&scratch.part_m)
                 .ptr(&scratch.part_l)
                 .ptr(&scratch.part_o)
+                .ptr(&scratch.done)
+                .ptr(ctx)
                 .ptr(pos0)
                 .u32(nh)
                 .u32(nkv)
                 .u32(hd)
                 .u32(ns)
                 .f32(scale),
-        )?;
-        Self::launch(
-            &self.attn_decode_combine,
-            rows(n_heads, 128),
-            s,
-            Args::new()
-                .ptr(&scratch.part_m)
-                .ptr(&scratch.part_l)
-                .ptr(&scratch.part_o)
-                .ptr(ctx)
-                .u32(hd)
-                .u32(ns),
         )
     }
 
@@ -950,7 +966,8 @@ pub fn check_attention_shape(n_heads: usize, n_kv_heads: usize, head_dim: usize)
 }
 
 /// Scratch of the split decode attention: a running max, sum and unnormalised output per
-/// (head, split). Sized from the model and the cache capacity, allocated once.
+/// (head, split), and per head the count of splits done (the last one combines; it leaves
+/// the count at zero again). Sized from the model and the cache capacity, allocated once.
 pub struct AttnScratch {
     n_heads: usize,
     head_dim: usize,
@@ -958,11 +975,16 @@ pub struct AttnScratch {
     part_m: DeviceBuffer<f32>,
     part_l: DeviceBuffer<f32>,
     part_o: DeviceBuffer<f32>,
+    done: DeviceBuffer<u32>,
 }
 
 impl AttnScratch {
     pub fn new(gpu: &Gpu, n_heads: usize, head_dim: usize, capacity: usize) -> Result<Self> {
         let splits = decode_splits(capacity);
+        let mut done = gpu.alloc::<u32>(n_heads)?;
+        let s = gpu.stream()?;
+        done.zero(&s)?;
+        s.synchronize()?;
         Ok(AttnScratch {
             n_heads,
             head_dim,
@@ -970,10 +992,11 @@ impl AttnScratch {
             part_m: gpu.alloc(n_heads * splits)?,
             part_l: gpu.alloc(n_heads * splits)?,
             part_o: gpu.alloc(n_heads * splits * head_dim)?,
+            done,
         })
     }
     pub fn bytes(&self) -> usize {
-        4 * (self.part_m.len() + self.part_l.len() + self.part_o.len())
+        4 * (self.part_m.len() + self.part_l.len() + self.part_o.len() + self.done.len())
     }
 }
 
