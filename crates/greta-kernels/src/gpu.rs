@@ -1043,3 +1043,33 @@ pub struct AttnShape {
     /// The cache's capacity in positions (the scores row length).
     pub max_kv: usize,
 }
+
+#[cfg(test)]
+mod tests {
+    use super::gemm_tile;
+
+    /// The prefill GEMM's tile choice at the two benchmark shapes (512-token prompt): big
+    /// tiles where they still fill the GPU, small ones for SmolLM2's narrow matrices.
+    #[test]
+    fn gemm_tile_fills_the_gpu_before_it_grows() {
+        let tiles = [(128, 256u32, "128"), (64, 128, "64"), (32, 128, "32")];
+        let pick = |t, n| gemm_tile(&tiles, t, n).0;
+        assert_eq!(
+            pick(512, 4096),
+            128,
+            "Llama-2-7B Q/O/down: 4 x 32 = 128 blocks of 128"
+        );
+        assert_eq!(pick(512, 11_008), 128, "Llama-2-7B gate/up");
+        assert_eq!(
+            pick(512, 1536),
+            64,
+            "SmolLM2 gate/up: 4 x 12 = 48 blocks of 128 is too few"
+        );
+        assert_eq!(
+            pick(512, 576),
+            32,
+            "SmolLM2 Q/O/down: 72 blocks of 64 is too few"
+        );
+        assert_eq!(pick(7, 100), 32, "a tiny product takes the smallest tile");
+    }
+}

@@ -329,3 +329,39 @@ fn cpu_copy_gb_s() -> f64 {
     std::hint::black_box(&dst);
     2.0 * (n * 4 * iters) as f64 / el.as_secs_f64() / 1e9
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn spec(ctx: Option<usize>) -> BenchSpec {
+        BenchSpec {
+            prompt_len: 512,
+            gen: 128,
+            reps: 1,
+            seed: 0,
+            graph: true,
+            ctx,
+        }
+    }
+
+    /// --ctx sizes the KV cache; it must hold the run and fit the model, and the error says
+    /// what is accepted.
+    #[test]
+    fn ctx_must_hold_the_run_and_fit_the_model() {
+        let cfg = synthetic::config("llama2-7b").unwrap();
+        assert_eq!(spec(None).capacity(), 640);
+        assert_eq!(spec(Some(4096)).capacity(), 4096);
+        spec(Some(4096)).check(&cfg).unwrap();
+        let short = spec(Some(600)).check(&cfg).unwrap_err().to_string();
+        assert!(
+            short.contains("--ctx 600") && short.contains("--prompt-len 512 + --gen 128"),
+            "{short}"
+        );
+        let long = spec(Some(cfg.max_context + 1))
+            .check(&cfg)
+            .unwrap_err()
+            .to_string();
+        assert!(long.contains(&cfg.max_context.to_string()), "{long}");
+    }
+}

@@ -1,0 +1,120 @@
+//! What the host spends launching the decode kernels (argument packing, size checks and the
+//! driver's launch call), without the GPU's execution: batches of launches are timed up to
+//! the last launch call, then the stream is drained outside the timing. Needs a GPU and the
+//! built kernels (`cargo xtask build-kernels`); without them it says so and measures nothing.
+//! A decode step of SmolLM2-135M makes 245 such launches (captured once into a graph; eager
+//! decode pays them every token).
+//!
+//! cargo bench -p greta-kernels --bench launch
+
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, Criterion};
+use greta_kernels::gpu::{default_dir, GpuKernels, QkvRope, Rows};
+use hiprt::{Gpu, PlatformChoice};
+
+/// Launches per timed batch: well under the driver's queue depth, so no launch waits.
+const BATCH: u64 = 256;
+
+fn launches(c: &mut Criterion) {
+    let gpu = match Gpu::open(PlatformChoice::Auto, 0) {
+        Ok(g) => g,
+        Err(e) => {
+            eprintln!("launch benches skipped: no GPU ({e})");
+            return;
+        }
+    };
+    let k = match GpuKernels::load(&gpu, &default_dir()) {
+        Ok(k) => k,
+        Err(e) => {
+            eprintln!("launch benches skipped: {e}");
+            return;
+        }
+    };
+    let s = gpu.stream().unwrap();
+    let (d, ff, q_row, kv_row, cap) = (576, 1536, 576, 192, 640);
+    let w = |n: usize| gpu.alloc::<u16>(n).unwrap();
+    let f = |n: usize| gpu.alloc::<f32>(n).unwrap();
+    let (wq, wk, wv, wg, wu) = (
+        w(q_row * d),
+        w(kv_row * d),
+        w(kv_row * d),
+        w(ff * d),
+        w(ff * d),
+    );
+    let (mut x, y, norm) = (f(d), f(d), f(d));
+    let (mut q, mut kk, mut v, mut normed) = (f(q_row), f(kv_row), f(kv_row), f(d));
+    let (mut gate, mut up, mut act) = (f(ff), f(ff), f(ff));
+    let (mut kc, mut vc) = (w(cap * kv_row), w(cap * kv_row));
+    let pos = gpu.alloc::<u32>(1).unwrap();
+    let inv = f(32);
+    let timed = |name: &str, c: &mut Criterion, launch: &mut dyn FnMut()| {
+        c.bench_function(name, |b| {
+            b.iter_custom(|iters| {
+                let mut spent = Duration::ZERO;
+                let mut left = iters;
+                while left > 0 {
+                    let n = left.min(BATCH);
+                    let t = Instant::now();
+                    for _ in 0..n {
+                        launch();
+                    }
+                    spent += t.elapsed();
+                    s.synchronize().unwrap();
+                    left -= n;
+                }
+                spent
+            })
+        });
+    };
+    timed("launch/gemv3 (qkv)", c, &mut || {
+        k.gemv3(
+            &s,
+            [&wq, &wk, &wv],
+            [q_row, kv_row, kv_row],
+            &normed,
+            [&mut q, &mut kk, &mut act],
+            d,
+        )
+        .unwrap()
+    });
+    timed("launch/gate_up_silu", c, &mut || {
+        k.gate_up_silu(&s, &wg, &wu, &normed, [&mut gate, &mut up, &mut act], ff, d)
+            .unwrap()
+    });
+    timed("launch/add_rmsnorm", c, &mut || {
+        k.add_rmsnorm(
+            &s,
+            &mut x,
+            &y,
+            &norm,
+            &mut normed,
+            Rows { rows: 1, len: d },
+            1e-5,
+        )
+        .unwrap()
+    });
+    let shape = QkvRope {
+        rows: 1,
+        n_heads: 9,
+        n_kv_heads: 3,
+        head_dim: 64,
+        half_split: true,
+        capacity: cap,
+    };
+    timed("launch/rope_qk_append", c, &mut || {
+        k.rope_qk_append(
+            &s,
+            [&mut q, &mut kk],
+            &v,
+            [&mut kc, &mut vc],
+            &pos,
+            &inv,
+            shape,
+        )
+        .unwrap()
+    });
+}
+
+criterion_group!(benches, launches);
+criterion_main!(benches);
