@@ -73,7 +73,7 @@ fn launches(c: &mut Criterion) {
             [&wq, &wk, &wv],
             [q_row, kv_row, kv_row],
             &normed,
-            [&mut q, &mut kk, &mut act],
+            [&mut q, &mut kk, &mut v],
             d,
         )
         .unwrap()
