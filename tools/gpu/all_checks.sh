@@ -33,6 +33,6 @@ python3 -c "
 import json; d=json.load(open('$OUT/audit-default.json'))
 print('default model:', d['verdict']); print('worst', sorted(((p['worst_error'], str(p['layer']), p['point']) for p in d['points']), reverse=True)[:5])"
 step hf-parity; OUT=$OUT python3 tools/gpu/hf_gpu_parity.py 2>/dev/null || status=1
-step bench; OUT=$OUT bash tools/gpu/bench_vs_llama_cpp.sh 2>&1 | tail -n 8
+step bench; OUT=$OUT bash tools/gpu/peer_bench.sh 2>&1 | tail -n 30
 step end
 exit $status

@@ -6,7 +6,7 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)}
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels GRETA_REQUIRE_GPU=1
 # The llama.cpp peer builds in the background (its own session, so it outlives this call on a
-# warm machine) while the checks below run; tools/gpu/bench_vs_llama_cpp.sh waits for it.
+# warm machine) while the checks below run; tools/gpu/peer_bench.sh waits for it.
 if [ -f target/peer/llama-cpp-src.tar.xz ]; then
   setsid nohup bash tools/gpu/build_llama_cpp.sh > /dev/null 2>&1 < /dev/null &
 fi
