@@ -16,23 +16,16 @@
 #define LDO (HD_MAX + 4)
 
 // One wave per block handles 16 query rows (r0 .. r0+15, at positions *pos0 + r) of one
-// head over one chunk of the keys, [c * chunk_keys, (c + 1) * chunk_keys) cut at the last
-// row's position, streaming it in tiles of KT:
+// head, streaming the keys 0 ..= the last row's position in tiles of KT:
 //   S = Q K^T (matrix units, Q split into two f16) -> online softmax per row (running max m,
 //   sum l; every lane of the wave takes part: GRETA_WAVE / 16 lanes per row) -> P in f16
 //   O = O * exp(m_old - m_new) + P V (matrix units)
 // K, V and Q move in 16-byte loads. Scores are scaled in f32 after the product. LDS: 46 KiB
-// at HD_MAX 128 (under the 48 KiB a block takes without opting in).
-// With one chunk the block writes ctx. With several (the keys of a long prompt split so that
-// the last rows' blocks are not the whole kernel's critical path), each block writes its
-// (m, l, O) partial to part_m/part_l/part_o[(row * n_heads + h) * n_chunks + c], and the
-// last block of the (row block, head) to finish (an atomic count in done[], reset by that
-// block) combines them into ctx. Grid: (ceil(rows / 16), n_heads, n_chunks); block: one
-// wave. head_dim: a multiple of 16, at most HD_MAX; chunk_keys: a multiple of KT.
+// at HD_MAX 128 (under the 48 KiB a block takes without opting in). Grid: (ceil(rows / 16),
+// n_heads); block: one wave. head_dim: a multiple of 16, at most HD_MAX.
 GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, const g_half* v_cache, float* ctx,
-                                     float* part_m, float* part_l, float* part_o, unsigned* done,
                                      const unsigned* pos0, unsigned rows, unsigned n_heads, unsigned n_kv_heads,
-                                     unsigned head_dim, float scale, unsigned chunk_keys, unsigned n_chunks) {
+                                     unsigned head_dim, float scale) {
     GRETA_SHARED GRETA_ALIGN32 g_half qs[16 * LDH];
     GRETA_SHARED GRETA_ALIGN32 g_half ql[16 * LDH];
     GRETA_SHARED GRETA_ALIGN32 g_half ks[KT * LDH];
@@ -42,17 +35,14 @@ GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, cons
     GRETA_SHARED GRETA_ALIGN32 float os[16 * LDO];
     GRETA_SHARED GRETA_ALIGN32 float ts[16 * LDO];
     GRETA_SHARED float m_s[16], l_s[16], alpha_s[16];
-    GRETA_SHARED unsigned last;
     unsigned lane = g_tid(), nl = g_bdim();
-    unsigned r0 = g_bid() * 16, h = g_bid_y(), chunk = g_bid_z();
+    unsigned r0 = g_bid() * 16, h = g_bid_y();
     unsigned kvh = h / (n_heads / n_kv_heads);
     unsigned p0 = *pos0;
     unsigned kv_row = n_kv_heads * head_dim;
     unsigned chunks = head_dim / 8;
     unsigned last_row = r0 + 15 < rows ? r0 + 15 : rows - 1;
-    unsigned n_all = p0 + last_row + 1;
-    unsigned k_begin = chunk * chunk_keys;
-    unsigned n_keys = k_begin + chunk_keys < n_all ? k_begin + chunk_keys : n_all;
+    unsigned n_keys = p0 + last_row + 1;
     for (unsigned e = lane; e < 16 * chunks; e += nl) {
         unsigned i = e / chunks, c = (e % chunks) * 8, r = r0 + i;
         float v[8];
@@ -76,8 +66,7 @@ GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, cons
     }
     g_sync();
     const unsigned lanes_per_row = GRETA_WAVE / 16, keys_per_lane = KT / lanes_per_row;
-    // An empty chunk (past the last row's position) leaves m = -inf, l = 0, O = 0.
-    for (unsigned j0 = k_begin; j0 < n_keys; j0 += KT) {
+    for (unsigned j0 = 0; j0 < n_keys; j0 += KT) {
         for (unsigned e = lane; e < KT * chunks; e += nl) {
             unsigned i = e / chunks, c = (e % chunks) * 8, j = j0 + i;
             g_h8 kv, vv;
@@ -155,47 +144,10 @@ GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, cons
         }
         g_sync();
     }
-    if (n_chunks == 1) {
-        for (unsigned e = lane; e < 16 * head_dim; e += nl) {
-            unsigned i = e / head_dim, d = e % head_dim, r = r0 + i;
-            if (r < rows) ctx[((unsigned long)r * n_heads + h) * head_dim + d] = os[i * LDO + d] / l_s[i];
-        }
-        return;
-    }
     for (unsigned e = lane; e < 16 * head_dim; e += nl) {
         unsigned i = e / head_dim, d = e % head_dim, r = r0 + i;
-        if (r < rows) part_o[(((unsigned long)r * n_heads + h) * n_chunks + chunk) * head_dim + d] = os[i * LDO + d];
+        if (r < rows) ctx[((unsigned long)r * n_heads + h) * head_dim + d] = os[i * LDO + d] / l_s[i];
     }
-    if (lane < 16 && r0 + lane < rows) {
-        unsigned long at = ((unsigned long)(r0 + lane) * n_heads + h) * n_chunks + chunk;
-        part_m[at] = m_s[lane];
-        part_l[at] = l_s[lane];
-    }
-    // Publish this chunk; the block that completes the count combines.
-    g_fence_release();
-    g_sync();
-    unsigned slot = g_bid() * n_heads + h;
-    if (lane == 0) last = g_atomic_inc(&done[slot]) == n_chunks - 1;
-    g_sync();
-    if (!last) return;
-    g_fence_acquire();
-    for (unsigned e = lane; e < 16 * head_dim; e += nl) {
-        unsigned i = e / head_dim, d = e % head_dim, r = r0 + i;
-        if (r >= rows) continue;
-        unsigned long base = ((unsigned long)r * n_heads + h) * n_chunks;
-        float mm = NEG_INF;
-        for (unsigned x = 0; x < n_chunks; ++x) mm = part_m[base + x] > mm ? part_m[base + x] : mm;
-        float ll = 0.0f, o = 0.0f;
-        for (unsigned x = 0; x < n_chunks; ++x) {
-            float mx = part_m[base + x];
-            if (mx == NEG_INF) continue;
-            float w = g_exp(mx - mm);
-            ll += w * part_l[base + x];
-            o += w * part_o[(base + x) * head_dim + d];
-        }
-        ctx[((unsigned long)r * n_heads + h) * head_dim + d] = o / ll;
-    }
-    if (lane == 0) done[slot] = 0;
 }
 
 #define SPLIT 64

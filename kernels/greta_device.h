@@ -17,7 +17,6 @@ typedef _Float16 g_half;
 GRETA_DEVICE unsigned g_tid() { return __builtin_amdgcn_workitem_id_x(); }
 GRETA_DEVICE unsigned g_bid() { return __builtin_amdgcn_workgroup_id_x(); }
 GRETA_DEVICE unsigned g_bid_y() { return __builtin_amdgcn_workgroup_id_y(); }
-GRETA_DEVICE unsigned g_bid_z() { return __builtin_amdgcn_workgroup_id_z(); }
 GRETA_DEVICE unsigned g_bdim() { return __builtin_amdgcn_workgroup_size_x(); }
 GRETA_DEVICE void g_sync() {
     __builtin_amdgcn_fence(__ATOMIC_RELEASE, "workgroup");
@@ -41,7 +40,6 @@ typedef __half g_half;
 GRETA_DEVICE unsigned g_tid() { return threadIdx.x; }
 GRETA_DEVICE unsigned g_bid() { return blockIdx.x; }
 GRETA_DEVICE unsigned g_bid_y() { return blockIdx.y; }
-GRETA_DEVICE unsigned g_bid_z() { return blockIdx.z; }
 GRETA_DEVICE unsigned g_bdim() { return blockDim.x; }
 GRETA_DEVICE void g_sync() { __syncthreads(); }
 GRETA_DEVICE float g_h2f(g_half h) { return __half2float(h); }

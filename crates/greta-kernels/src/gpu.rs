@@ -807,15 +807,8 @@ impl GpuKernels {
         );
         let scale = 1.0 / (head_dim as f32).sqrt();
         if n_rows > 1 {
-            if scratch.n_heads < n_heads || scratch.head_dim < head_dim || scratch.rows < n_rows {
-                return Err(KernelError::Shape(format!(
-                    "attention scratch for {} heads x {} dims x {} rows; {n_heads} x {head_dim} x {n_rows} needed",
-                    scratch.n_heads, scratch.head_dim, scratch.rows
-                )));
-            }
-            let (chunk_keys, n_chunks) = prefill_chunks(max_kv);
             let dims = LaunchDims {
-                grid: [n_rows.div_ceil(16) as u32, nh, n_chunks as u32],
+                grid: [n_rows.div_ceil(16) as u32, nh, 1],
                 block: [self.wave, 1, 1],
                 shared_bytes: 0,
             };
@@ -828,18 +821,12 @@ impl GpuKernels {
                     .ptr(k_cache)
                     .ptr(v_cache)
                     .ptr(ctx)
-                    .ptr(&scratch.pre_m)
-                    .ptr(&scratch.pre_l)
-                    .ptr(&scratch.pre_o)
-                    .ptr(&scratch.done)
                     .ptr(pos0)
                     .u32(u32_of(n_rows, "rows")?)
                     .u32(nh)
                     .u32(nkv)
                     .u32(hd)
-                    .f32(scale)
-                    .u32(u32_of(chunk_keys, "chunk_keys")?)
-                    .u32(n_chunks as u32),
+                    .f32(scale),
             );
         }
         let splits = decode_splits(max_kv);
@@ -963,25 +950,6 @@ pub fn decode_splits(capacity: usize) -> usize {
     capacity.div_ceil(DECODE_SPLIT).max(1)
 }
 
-/// Key tile of the flash prefill kernel (KT in kernels/attention.hip).
-const FLASH_KEY_TILE: usize = 32;
-/// At most this many key chunks per prefill row block (the partials' memory grows with it).
-pub const PREFILL_CHUNKS_MAX: usize = 4;
-/// Chunks shorter than this cost more in partials and combining than they save.
-const PREFILL_CHUNK_MIN: usize = 128;
-
-/// (keys per chunk, chunks) of the flash prefill over a cache of `capacity` positions: a
-/// 512-token prompt's last rows take 4 chunks of 160 keys (at a 640-position cache), so the
-/// kernel's critical path is 5 key tiles, not 16; a short cache takes one chunk (no
-/// partials, the block writes ctx).
-pub fn prefill_chunks(capacity: usize) -> (usize, usize) {
-    let chunk = capacity
-        .div_ceil(PREFILL_CHUNKS_MAX)
-        .max(PREFILL_CHUNK_MIN)
-        .next_multiple_of(FLASH_KEY_TILE);
-    (chunk, capacity.div_ceil(chunk).max(1))
-}
-
 /// Refuses, with the reason, a head shape the matrix-unit attention kernels do not take.
 pub fn check_attention_shape(n_heads: usize, n_kv_heads: usize, head_dim: usize) -> Result<()> {
     if head_dim == 0 || !head_dim.is_multiple_of(16) || head_dim > FLASH_HEAD_DIM_MAX {
@@ -997,45 +965,23 @@ pub fn check_attention_shape(n_heads: usize, n_kv_heads: usize, head_dim: usize)
     Ok(())
 }
 
-/// Scratch of the attention kernels, sized from the model, the cache capacity and the
-/// rows per pass, allocated once:
-/// - decode: a running max, sum and unnormalised output per (head, split);
-/// - prefill with several key chunks: the same per (row, head, chunk);
-/// - per (row block, head) the count of splits or chunks done: the last block combines and
-///   leaves the count at zero again (decode uses the first n_heads counts).
+/// Scratch of the split decode attention: a running max, sum and unnormalised output per
+/// (head, split), and per head the count of splits done (the last one combines; it leaves
+/// the count at zero again). Sized from the model and the cache capacity, allocated once.
 pub struct AttnScratch {
     n_heads: usize,
     head_dim: usize,
     splits: usize,
-    rows: usize,
     part_m: DeviceBuffer<f32>,
     part_l: DeviceBuffer<f32>,
     part_o: DeviceBuffer<f32>,
-    pre_m: DeviceBuffer<f32>,
-    pre_l: DeviceBuffer<f32>,
-    pre_o: DeviceBuffer<f32>,
     done: DeviceBuffer<u32>,
 }
 
 impl AttnScratch {
-    /// For `rows` query rows per pass (prefill) over a cache of `capacity` positions.
-    pub fn new(
-        gpu: &Gpu,
-        n_heads: usize,
-        head_dim: usize,
-        capacity: usize,
-        rows: usize,
-    ) -> Result<Self> {
+    pub fn new(gpu: &Gpu, n_heads: usize, head_dim: usize, capacity: usize) -> Result<Self> {
         let splits = decode_splits(capacity);
-        let (_, chunks) = prefill_chunks(capacity);
-        // One chunk writes ctx directly: no partials.
-        let pre = if rows > 1 && chunks > 1 {
-            rows * n_heads * chunks
-        } else {
-            1
-        };
-        let counts = n_heads * rows.div_ceil(16).max(1);
-        let mut done = gpu.alloc::<u32>(counts)?;
+        let mut done = gpu.alloc::<u32>(n_heads)?;
         let s = gpu.stream()?;
         done.zero(&s)?;
         s.synchronize()?;
@@ -1043,24 +989,14 @@ impl AttnScratch {
             n_heads,
             head_dim,
             splits,
-            rows,
             part_m: gpu.alloc(n_heads * splits)?,
             part_l: gpu.alloc(n_heads * splits)?,
             part_o: gpu.alloc(n_heads * splits * head_dim)?,
-            pre_m: gpu.alloc(pre)?,
-            pre_l: gpu.alloc(pre)?,
-            pre_o: gpu.alloc(pre * head_dim)?,
             done,
         })
     }
     pub fn bytes(&self) -> usize {
-        4 * (self.part_m.len()
-            + self.part_l.len()
-            + self.part_o.len()
-            + self.pre_m.len()
-            + self.pre_l.len()
-            + self.pre_o.len()
-            + self.done.len())
+        4 * (self.part_m.len() + self.part_l.len() + self.part_o.len() + self.done.len())
     }
 }
 
@@ -1110,32 +1046,7 @@ pub struct AttnShape {
 
 #[cfg(test)]
 mod tests {
-    use super::{gemm_tile, prefill_chunks, PREFILL_CHUNKS_MAX};
-
-    /// Key chunks of the flash prefill: at most PREFILL_CHUNKS_MAX, whole key tiles, at least
-    /// 128 keys, covering the cache.
-    #[test]
-    fn prefill_chunks_cover_the_cache_in_few_whole_tiles() {
-        assert_eq!(
-            prefill_chunks(640),
-            (160, 4),
-            "the bench's 512 + 128 context"
-        );
-        assert_eq!(
-            prefill_chunks(64),
-            (128, 1),
-            "a short cache: one chunk, no partials"
-        );
-        assert_eq!(prefill_chunks(4096), (1024, 4));
-        for cap in [1, 31, 129, 513, 1000, 4095, 32_768] {
-            let (chunk, n) = prefill_chunks(cap);
-            assert!(chunk % 32 == 0 && chunk >= 128, "{cap}: chunk {chunk}");
-            assert!(
-                n <= PREFILL_CHUNKS_MAX && chunk * n >= cap,
-                "{cap}: {n} x {chunk}"
-            );
-        }
-    }
+    use super::gemm_tile;
 
     /// The prefill GEMM's tile choice at the two benchmark shapes (512-token prompt): big
     /// tiles where they still fill the GPU, small ones for SmolLM2's narrow matrices.

@@ -177,7 +177,7 @@ fn attention_case(
         head_dim,
         max_kv: capacity,
     };
-    let mut scratch = AttnScratch::new(g, n_heads, head_dim, capacity, rows).unwrap();
+    let mut scratch = AttnScratch::new(g, n_heads, head_dim, capacity).unwrap();
     let mut dctx = g.alloc::<f32>(rows * n_heads * head_dim).unwrap();
     k.attention(s, &dq, &dk, &dv, &mut scratch, &mut dctx, &dpos, shape)
         .unwrap();
@@ -245,7 +245,7 @@ fn attention_flash_and_split_decode_match_cpu() {
     // A cache exactly as long as the sequence (no spare capacity past the last key).
     attention_case(&g, &s, &k, 4, 4, 64, 31, 33, 64);
     // Shapes the kernels do not take are refused with the reason.
-    let mut scratch = AttnScratch::new(&g, 2, 80, 16, 1).unwrap();
+    let mut scratch = AttnScratch::new(&g, 2, 80, 16).unwrap();
     let (q, c) = (
         g.alloc::<f32>(160).unwrap(),
         g.alloc::<u16>(16 * 160).unwrap(),

@@ -218,7 +218,7 @@ impl GpuLlama {
             gate: alloc(r * c.intermediate)?,
             up: alloc(r * c.intermediate)?,
             act: alloc(r * c.intermediate)?,
-            attn_scratch: AttnScratch::new(g, c.n_heads, c.head_dim, capacity, r)?,
+            attn_scratch: AttnScratch::new(g, c.n_heads, c.head_dim, capacity)?,
             rng: pool.alloc::<u64>(1)?,
             pick: TokenPick::Argmax,
             last: alloc(c.hidden)?,
