@@ -32,6 +32,7 @@ fn injection_for(point: Point) -> Injection {
     // add=0.5 changes every value, whatever the row holds (a scale would leave zeros).
     Injection {
         layer,
+        every_layer: false,
         point,
         fault: greta_trace::inject::Fault::Add(0.5),
     }
@@ -409,6 +410,7 @@ fn rms_metric_reads_a_one_percent_fault_as_one_percent() {
     };
     let inj = Injection {
         layer: Some(1),
+        every_layer: false,
         point: Point::AttnOut,
         fault: greta_trace::inject::Fault::Scale(1.01),
     };

@@ -1,5 +1,8 @@
 //! `--inject LAYER:POINT:KIND`: perturb one stage on purpose, so that anyone can check that
-//! the diff and the audits find a planted fault exactly where it was planted.
+//! the diff and the audits find a planted fault exactly where it was planted. `f16` is a
+//! numerics probe rather than a fault: it rounds the stage to f16, which is what a kernel
+//! that stored it as f16 (or fed it once-rounded to f16 matrix units) would do, so a diff
+//! against an untouched run shows what that rounding costs downstream.
 
 use std::fmt;
 use std::str::FromStr;
@@ -12,18 +15,23 @@ pub enum Fault {
     Add(f32),
     Nan,
     Zero,
+    /// Round to the nearest f16 (ties to even), as an f16 store would.
+    F16,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Injection {
-    /// None for the points outside the layers (written `-`).
+    /// None for the points outside the layers (written `-`), and with `every_layer`.
     pub layer: Option<usize>,
+    /// Every layer's instance of the point (written `*`; in-layer points only): the f16
+    /// probe of a whole model's worth of one rounding.
+    pub every_layer: bool,
     pub point: Point,
     pub fault: Fault,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("--inject {value:?}: {reason}; accepted: LAYER:POINT:KIND with LAYER a layer index (or - for embed_out, final_norm, logits) and KIND one of scale=F, add=F, nan, zero (e.g. 3:attn_out:scale=1.01)")]
+#[error("--inject {value:?}: {reason}; accepted: LAYER:POINT:KIND with LAYER a layer index, * for every layer, or - for embed_out, final_norm, logits, and KIND one of scale=F, add=F, nan, zero, f16 (e.g. 3:attn_out:scale=1.01)")]
 pub struct InjectError {
     pub value: String,
     pub reason: String,
@@ -44,14 +52,15 @@ impl FromStr for Injection {
             )));
         };
         let point = Point::parse(point).map_err(|u| e(u.to_string()))?;
+        let every_layer = layer == "*";
         let layer = match layer {
-            "-" => None,
+            "-" | "*" => None,
             l => Some(
                 l.parse::<usize>()
                     .map_err(|_| e(format!("layer {l:?} is not an index")))?,
             ),
         };
-        if point.in_layer() != layer.is_some() {
+        if point.in_layer() != (layer.is_some() || every_layer) {
             return Err(e(format!(
                 "{point} {} inside a layer",
                 if point.in_layer() {
@@ -70,10 +79,12 @@ impl FromStr for Injection {
             Some(("add", v)) => Fault::Add(num(v)?),
             None if kind == "nan" => Fault::Nan,
             None if kind == "zero" => Fault::Zero,
+            None if kind == "f16" => Fault::F16,
             _ => return Err(e(format!("kind {kind:?} is unknown"))),
         };
         Ok(Injection {
             layer,
+            every_layer,
             point,
             fault,
         })
@@ -83,6 +94,7 @@ impl FromStr for Injection {
 impl fmt::Display for Injection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self.layer {
+            _ if self.every_layer => f.write_str("*:")?,
             Some(l) => write!(f, "{l}:")?,
             None => f.write_str("-:")?,
         }
@@ -92,13 +104,14 @@ impl fmt::Display for Injection {
             Fault::Add(v) => write!(f, "add={v}"),
             Fault::Nan => f.write_str("nan"),
             Fault::Zero => f.write_str("zero"),
+            Fault::F16 => f.write_str("f16"),
         }
     }
 }
 
 impl Injection {
     pub fn matches(&self, point: Point, layer: Option<usize>) -> bool {
-        self.point == point && self.layer == layer
+        self.point == point && (self.layer == layer || (self.every_layer && layer.is_some()))
     }
 
     /// Applies the fault to every row of the stage if this is the stage.
@@ -112,6 +125,7 @@ impl Injection {
                 Fault::Add(a) => *v + a,
                 Fault::Nan => f32::NAN,
                 Fault::Zero => 0.0,
+                Fault::F16 => half::f16::from_f32(*v).to_f32(),
             };
         }
     }
@@ -128,6 +142,8 @@ mod tests {
             "0:q_rope:add=0.5",
             "-:logits:nan",
             "12:ffn_act:zero",
+            "4:ffn_norm:f16",
+            "*:ffn_norm:f16",
         ] {
             assert_eq!(s.parse::<Injection>().unwrap().to_string(), s);
         }
@@ -135,6 +151,7 @@ mod tests {
             ("3:attn_out", "3 needed"),
             ("x:q:zero", "not an index"),
             ("-:q:zero", "lives inside"),
+            ("*:logits:f16", "does not live"),
             ("1:logits:zero", "does not live"),
             ("1:q:double", "unknown"),
             ("1:qq:zero", "unknown trace point"),
@@ -142,5 +159,35 @@ mod tests {
             let e = bad.parse::<Injection>().unwrap_err().to_string();
             assert!(e.contains(needle) && e.contains("accepted"), "{bad}: {e}");
         }
+    }
+
+    /// f16 rounds to the nearest f16 value: exact f16 values stay, others move by at most
+    /// half an f16 ulp, and values past f16's range become infinite (as an f16 store would).
+    #[test]
+    fn f16_rounds_as_an_f16_store_would() {
+        let every: Injection = "*:ffn_norm:f16".parse().unwrap();
+        assert!(every.matches(Point::FfnNorm, Some(0)) && every.matches(Point::FfnNorm, Some(29)));
+        assert!(!every.matches(Point::FfnAct, Some(0)));
+        let inj: Injection = "0:ffn_norm:f16".parse().unwrap();
+        assert!(!inj.matches(Point::FfnNorm, Some(1)));
+        let at = StageAt {
+            point: Point::FfnNorm,
+            layer: Some(0),
+            pos0: 0,
+        };
+        let mut rows = vec![1.0, 0.1, 1.0 + 1.0 / 4096.0, 65504.0, 1e6, -3.0e-8];
+        inj.apply(at, &mut rows);
+        assert_eq!(rows[0], 1.0);
+        assert_eq!(
+            rows[1], 0.099975586,
+            "0.1 -> the nearest f16, 0.0999755859375"
+        );
+        assert_eq!(rows[2], 1.0, "1 + 2^-12 is a quarter of an f16 ulp above 1");
+        assert_eq!(rows[3], 65504.0, "the largest f16");
+        assert!(rows[4].is_infinite(), "past f16's range");
+        assert_eq!(
+            rows[5], -5.9604645e-8,
+            "past half the smallest subnormal, 2^-24: to it"
+        );
     }
 }
