@@ -67,8 +67,9 @@ GRETA_KERNEL void gemm_f16w_mma(const float* x, const g_half* w, float* y, unsig
 // The fast path: a TILE x TILE block of y, 32 of K per step, with
 // - 16-byte global loads (8 activations, 8 weights per thread and chunk) into registers for
 //   step s + 1 issued before the products of step s, so their latency hides behind the
-//   matrix units (one LDS buffer, register staging: 30 KiB of LDS for TILE 128, inside the
-//   48 KiB a block may take without opting in on NVIDIA and the 64 KiB of a CDNA3 CU);
+//   matrix units (one LDS buffer, register staging: 30 KiB of tiles + 10 KiB of store
+//   patches for TILE 128, inside the 48 KiB a block may take without opting in on NVIDIA
+//   and the 64 KiB of a CDNA3 CU);
 // - WAVES waves in a 2 x WAVES/2 grid, each holding (TILE/2) x (2 TILE/WAVES) of y as
 //   16 x 16 accumulators; per 16 of K it loads its A (hi and lo) and B fragments once and
 //   issues every product from them;
