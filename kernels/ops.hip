@@ -117,12 +117,6 @@ GRETA_KERNEL void silu_mul_f32(const float* gate, const float* up, float* out, u
     }
 }
 
-// x += y. Grid x block covers n.
-GRETA_KERNEL void add_f32(float* x, const float* y, unsigned n) {
-    unsigned i = g_bid() * g_bdim() + g_tid();
-    if (i < n) x[i] += y[i];
-}
-
 // y[row] = dot(w[row, :], x) for f16 weights [n, k], f32 x. Grid: n rows; block: power of
 // two <= 1024. The plain, block-per-row baseline gemv3_f16 (gemv.hip) is checked against.
 GRETA_KERNEL void gemv_f16(const g_half* w, const float* x, float* y, unsigned k) {

@@ -142,7 +142,6 @@ pub struct GpuKernels {
     rmsnorm: Function,
     rope: Function,
     silu_mul: Function,
-    add: Function,
     add_rmsnorm: Function,
     rope_qk_append: Function,
     gemv3: Function,
@@ -197,7 +196,6 @@ impl GpuKernels {
                 rmsnorm: ops.function("rmsnorm_f32")?,
                 rope: ops.function("rope_f32")?,
                 silu_mul: ops.function("silu_mul_f32")?,
-                add: ops.function("add_f32")?,
                 add_rmsnorm: ops.function("add_rmsnorm_f32")?,
                 rope_qk_append: ops.function("rope_qk_append_f16")?,
                 gemv3: gemv.function("gemv3_f16")?,
@@ -443,24 +441,8 @@ impl GpuKernels {
         )
     }
 
-    pub fn add(
-        &self,
-        s: &Stream,
-        x: &mut DeviceBuffer<f32>,
-        y: &DeviceBuffer<f32>,
-        n: usize,
-    ) -> Result<()> {
-        Self::need(x, n, "add x")?;
-        Self::need(y, n, "add y")?;
-        Self::launch(
-            &self.add,
-            grid1(n, BLOCK),
-            s,
-            Args::new().ptr(x).ptr(y).u32(u32_of(n, "n")?),
-        )
-    }
-
-    /// y[n] = w[n, k] · x[k], f16 weights (decode): two rows per wave, 16-byte loads.
+    /// y[n] = w[n, k] · x[k], f16 weights (decode): one row per wave (two from 16k rows on),
+    /// 16-byte loads; the Q/K/V kernel with one matrix.
     pub fn gemv(
         &self,
         s: &Stream,

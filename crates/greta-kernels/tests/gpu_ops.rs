@@ -506,7 +506,7 @@ fn fused_norm_and_rope_append_match_unfused_and_cpu() {
 
 #[test]
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
-fn rmsnorm_embed_silu_add_match_cpu() {
+fn rmsnorm_embed_silu_match_cpu() {
     let (g, s, k) = setup();
     for (rows, d) in [(1, 1), (31, 33), (33, 576), (100, 4096), (3, 5000)] {
         let x = values(rows * d, 1);
@@ -531,15 +531,6 @@ fn rmsnorm_embed_silu_add_match_cpu() {
         let e = nmse(&download(&s, &dc), &want);
         eprintln!("silu_mul n={n}: nmse {e:.3e}");
         assert!(e < NMSE_F32, "silu_mul n={n}: nmse {e:.3e}");
-        let mut da = da;
-        k.add(&s, &mut da, &db, n).unwrap();
-        let mut want = a.clone();
-        cpu::add_in_place(&mut want, &b);
-        assert_eq!(
-            download(&s, &da),
-            want,
-            "add n={n}: f32 addition is exact on both"
-        );
     }
     let (vocab, d) = (1000, 576);
     let table: Vec<f16> = values(vocab * d, 9)
