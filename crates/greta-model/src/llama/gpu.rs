@@ -415,12 +415,12 @@ impl GpuLlama {
             t,
             d,
         )?;
-        // The residual stream enters layer 0 unnormed; later layers' attn_norm comes from the
-        // previous layer's fused add + norm.
-        let mut x_changed = true;
+        // Whether `normed` is not yet the next norm of the current x: true for the embedding;
+        // after a layer's fused add + norm, only if an observer changed x.
+        let mut norm_stale = true;
         for (l, w) in self.layers.iter().enumerate() {
             let layer = Some(l);
-            x_changed |= observe(
+            norm_stale |= observe(
                 obs,
                 &st.stream,
                 at(Point::AttnIn, layer, pos0),
@@ -428,7 +428,7 @@ impl GpuLlama {
                 t,
                 d,
             )?;
-            if x_changed {
+            if norm_stale {
                 k.rmsnorm(
                     &st.stream,
                     &st.x,
@@ -674,7 +674,7 @@ impl GpuLlama {
                 rows_d,
                 c.rms_eps,
             )?;
-            x_changed = observe(
+            norm_stale = observe(
                 obs,
                 &st.stream,
                 at(Point::ResidFfn, layer, pos0),
@@ -683,7 +683,7 @@ impl GpuLlama {
                 d,
             )?;
         }
-        if self.layers.is_empty() || x_changed {
+        if norm_stale {
             k.rmsnorm(
                 &st.stream,
                 &st.x,
