@@ -10,8 +10,8 @@
 // Dot products of x[0..k) with R weight rows, summed over the wave; every lane gets them. A
 // lane takes 8 weights per row per step with 16-byte loads (and the 8 matching activations
 // with two), UNROLL steps at a time: R * UNROLL weight loads in flight per lane (at R = 1,
-// 2 KiB per wave of 32, 4 KiB per wave of 64), which is what keeps HBM busy. Rows whose length is not a multiple
-// of 8 (not 16-byte aligned) take the scalar loop.
+// 2 KiB per wave of 32, 4 KiB per wave of 64), which is what keeps HBM busy. Rows whose
+// length is not a multiple of 8 (not 16-byte aligned) take the scalar loop.
 template <unsigned R>
 GRETA_DEVICE void g_dot(const g_half* const* w, const float* GRETA_RESTRICT x, unsigned k, float* out) {
     unsigned lane = g_lane();
