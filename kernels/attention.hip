@@ -150,6 +150,170 @@ GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, cons
     }
 }
 
+#if defined(GRETA_NVIDIA)
+// Prefill attention with S and O in registers (FlashAttention-2's shape) for head_dim HD of
+// 64 or 128, NVIDIA: FA_WAVES waves per block, 16 query rows each, share key/value tiles of
+// FA_KEYS keys copied asynchronously into LDS. Per tile, a wave computes S = Q Kᵀ on the
+// matrix units (Q as hi + lo f16 fragments held in registers for the whole kernel, K
+// fragments by ldmatrix), the online softmax on S where the HMMA accumulators leave it
+// (lane l holds rows l / 4 and l / 4 + 8; a row's 64 scores sit in the 4 lanes of a quad),
+// and O += P V with P taken straight from those registers as the A operand (the m16n8k16
+// accumulator and A layouts line up) and V fragments by ldmatrix.trans. Nothing but K and V
+// passes through LDS: 32 KiB per block, so several blocks share a multiprocessor.
+// The softmax numerics are the LDS kernel's above: scores scaled in f32, P rounded to f16
+// and summed as rounded. CDNA keeps the LDS kernel (docs/amd.md: MFMA's accumulator is the
+// transpose of its A operand, so the same idea there computes Sᵀ = K Qᵀ).
+// Grid: (ceil(rows / (16 FA_WAVES)), n_heads); block: FA_WAVES waves.
+#define FA_WAVES 4
+#define FA_KEYS 64
+// Row r, 16-byte chunk c of a [64][HD_MAX] f16 tile, chunks XOR-swizzled by r % 8: the 8 rows
+// one ldmatrix reads at one chunk hit 8 different bank groups.
+GRETA_DEVICE unsigned fa_at(unsigned r, unsigned c) { return r * HD_MAX + ((c ^ (r & 7u)) << 3); }
+
+template <unsigned HD>
+GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* GRETA_RESTRICT k_cache,
+                                  const g_half* GRETA_RESTRICT v_cache, float* GRETA_RESTRICT ctx,
+                                  const unsigned* pos0, unsigned rows, unsigned n_heads, unsigned n_kv_heads,
+                                  float scale, g_half* ks, g_half* vs) {
+    constexpr unsigned DC = HD / 16, CH = HD / 8, NT = FA_KEYS / 8, BLOCK_ROWS = 16 * FA_WAVES;
+    const unsigned tid = g_tid(), wave = tid / GRETA_WAVE, l = g_lane();
+    const unsigned r0 = g_bid() * BLOCK_ROWS, h = g_bid_y();
+    const unsigned kvh = h / (n_heads / n_kv_heads);
+    const unsigned p0 = *pos0, kv_row = n_kv_heads * HD;
+    const unsigned last_row = r0 + BLOCK_ROWS - 1 < rows ? r0 + BLOCK_ROWS - 1 : rows - 1;
+    const unsigned n_keys = p0 + last_row + 1;
+
+    // Q = hi + lo staged through the K (hi) and V (lo) tiles, then into registers.
+    for (unsigned c = tid; c < BLOCK_ROWS * CH; c += g_bdim()) {
+        unsigned i = c / CH, ch = c % CH, r = r0 + i;
+        float v[8];
+        if (r < rows) {
+            g_load_f8(q + ((unsigned long)r * n_heads + h) * HD + 8 * ch, v);
+        } else {
+            for (unsigned x = 0; x < 8; ++x) v[x] = 0.0f;
+        }
+        g_h8 hi, lo;
+        for (unsigned x = 0; x < 8; ++x) {
+            hi.v[x] = g_f2h(v[x]);
+            lo.v[x] = g_f2h(v[x] - g_h2f(hi.v[x]));
+        }
+        *(g_h8*)&ks[fa_at(i, ch)] = hi;
+        *(g_h8*)&vs[fa_at(i, ch)] = lo;
+    }
+    g_sync();
+    unsigned qh[DC][4], ql[DC][4];
+    for (unsigned dc = 0; dc < DC; ++dc) {
+        g_ldmatrix4(qh[dc], ks + fa_at(16 * wave + l % 16, 2 * dc + l / 16));
+        g_ldmatrix4(ql[dc], vs + fa_at(16 * wave + l % 16, 2 * dc + l / 16));
+    }
+    g_sync();
+
+    float o[2 * DC][4];
+    for (unsigned nt = 0; nt < 2 * DC; ++nt)
+        for (unsigned e = 0; e < 4; ++e) o[nt][e] = 0.0f;
+    float m[2] = {NEG_INF, NEG_INF}, lsum[2] = {0.0f, 0.0f};
+    const unsigned qd = l % 4;
+    const unsigned pos_r[2] = {p0 + r0 + 16 * wave + l / 4, p0 + r0 + 16 * wave + l / 4 + 8};
+    const unsigned mi = l / 8;
+    for (unsigned j0 = 0; j0 < n_keys; j0 += FA_KEYS) {
+        for (unsigned c = tid; c < FA_KEYS * CH; c += g_bdim()) {
+            unsigned j = c / CH, ch = c % CH;
+            bool valid = j0 + j < n_keys;
+            unsigned long at = (unsigned long)(j0 + j) * kv_row + kvh * HD + 8 * ch;
+            g_copy16_async(ks + fa_at(j, ch), valid ? k_cache + at : k_cache, valid);
+            g_copy16_async(vs + fa_at(j, ch), valid ? v_cache + at : v_cache, valid);
+        }
+        g_async_commit();
+        g_async_wait<0>();
+        g_sync();
+
+        float s[NT][4];
+        for (unsigned nt = 0; nt < NT; ++nt)
+            for (unsigned e = 0; e < 4; ++e) s[nt][e] = 0.0f;
+        for (unsigned dc = 0; dc < DC; ++dc)
+            for (unsigned p = 0; p < NT / 2; ++p) {
+                unsigned kb[4];
+                g_ldmatrix4(kb, ks + fa_at(16 * p + (mi / 2) * 8 + l % 8, 2 * dc + mi % 2));
+                g_hmma16816(s[2 * p], qh[dc], kb[0], kb[1]);
+                g_hmma16816(s[2 * p], ql[dc], kb[0], kb[1]);
+                g_hmma16816(s[2 * p + 1], qh[dc], kb[2], kb[3]);
+                g_hmma16816(s[2 * p + 1], ql[dc], kb[2], kb[3]);
+            }
+
+        for (unsigned hr = 0; hr < 2; ++hr) {
+            float mx = NEG_INF;
+            for (unsigned nt = 0; nt < NT; ++nt)
+                for (unsigned e = 0; e < 2; ++e) {
+                    unsigned key = j0 + 8 * nt + 2 * qd + e;
+                    float v = key <= pos_r[hr] ? s[nt][2 * hr + e] * scale : NEG_INF;
+                    s[nt][2 * hr + e] = v;
+                    mx = v > mx ? v : mx;
+                }
+            for (unsigned x = 1; x < 4; x <<= 1) {
+                float other = g_shfl_xor(mx, x);
+                mx = other > mx ? other : mx;
+            }
+            float m_new = mx > m[hr] ? mx : m[hr];
+            // A row with no visible key yet (m_new still -inf) keeps O and l at zero.
+            bool none = m_new == NEG_INF;
+            float alpha = none ? 1.0f : g_exp(m[hr] - m_new);
+            float sum = 0.0f;
+            for (unsigned nt = 0; nt < NT; ++nt)
+                for (unsigned e = 0; e < 2; ++e) {
+                    float v = s[nt][2 * hr + e];
+                    float p = (none || v == NEG_INF) ? 0.0f : g_exp(v - m_new);
+                    // The sum uses the rounded P the matrix product sees, so O / l stays a
+                    // weighted mean.
+                    p = g_h2f(g_f2h(p));
+                    s[nt][2 * hr + e] = p;
+                    sum += p;
+                }
+            lsum[hr] = lsum[hr] * alpha + sum;
+            m[hr] = m_new;
+            for (unsigned nt = 0; nt < 2 * DC; ++nt) {
+                o[nt][2 * hr] *= alpha;
+                o[nt][2 * hr + 1] *= alpha;
+            }
+        }
+
+        for (unsigned kc = 0; kc < FA_KEYS / 16; ++kc) {
+            const unsigned a[4] = {g_pack_h2(s[2 * kc][0], s[2 * kc][1]), g_pack_h2(s[2 * kc][2], s[2 * kc][3]),
+                                   g_pack_h2(s[2 * kc + 1][0], s[2 * kc + 1][1]),
+                                   g_pack_h2(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+            for (unsigned dp = 0; dp < DC; ++dp) {
+                unsigned vb[4];
+                g_ldmatrix4_trans(vb, vs + fa_at(16 * kc + (mi % 2) * 8 + l % 8, 2 * dp + mi / 2));
+                g_hmma16816(o[2 * dp], a, vb[0], vb[1]);
+                g_hmma16816(o[2 * dp + 1], a, vb[2], vb[3]);
+            }
+        }
+        g_sync();
+    }
+
+    for (unsigned hr = 0; hr < 2; ++hr) {
+        float lt = lsum[hr];
+        lt += g_shfl_xor(lt, 1);
+        lt += g_shfl_xor(lt, 2);
+        unsigned r = r0 + 16 * wave + l / 4 + 8 * hr;
+        if (r >= rows) continue;
+        float* out = ctx + ((unsigned long)r * n_heads + h) * HD + 2 * qd;
+        for (unsigned nt = 0; nt < 2 * DC; ++nt)
+            *(float2*)(out + 8 * nt) = make_float2(o[nt][2 * hr] / lt, o[nt][2 * hr + 1] / lt);
+    }
+}
+
+#define ATTN_PREFILL_FA(HD)                                                                                  \
+    GRETA_KERNEL void attn_prefill_fa_##HD(const float* q, const g_half* k_cache, const g_half* v_cache,       \
+                                           float* ctx, const unsigned* pos0, unsigned rows, unsigned n_heads, \
+                                           unsigned n_kv_heads, float scale) {                                \
+        GRETA_SHARED GRETA_ALIGN16 g_half ks[FA_KEYS * HD_MAX];                                               \
+        GRETA_SHARED GRETA_ALIGN16 g_half vs[FA_KEYS * HD_MAX];                                               \
+        attn_prefill_fa<HD>(q, k_cache, v_cache, ctx, pos0, rows, n_heads, n_kv_heads, scale, ks, vs);        \
+    }
+ATTN_PREFILL_FA(64)
+ATTN_PREFILL_FA(128)
+#endif
+
 #define SPLIT 64
 #define DECODE_BLOCK 256
 

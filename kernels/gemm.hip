@@ -10,9 +10,10 @@
 // A block computes a 64 x 64 tile of y with 4 waves, each a 32 x 32 quadrant made of 2 x 2
 // 16x16x16 matrix-unit products (MFMA on gfx9, HMMA on sm_90), stepping K by 32. Edges in
 // t, k and n are zero-filled on load and masked on store, so no shape needs padding.
-// gemm_f16w_mma takes any shape; gemm_f16w_mma_{32,64,128} below are the fast path for
-// k % 8 == 0 (every Llama shape): 16-byte loads, a software pipeline, and fragments reused
-// across a wave's products (see docs/amd.md for the CDNA3 mapping).
+// gemm_f16w_mma takes any shape and f32 activations; gemm_f16_{32,64,128} below are the
+// fast path for k % 8 == 0 (every Llama shape): f16 activations (hi, and lo where the product
+// needs it), asynchronous 16-byte copies into swizzled slabs, operands straight from the
+// slabs into registers (see docs/amd.md for the CDNA3 mapping).
 #include "greta_device.h"
 
 #define BM 64
@@ -64,125 +65,193 @@ GRETA_KERNEL void gemm_f16w_mma(const float* x, const g_half* w, float* y, unsig
     }
 }
 
-// The fast path: a TILE x TILE block of y, 32 of K per step, with
-// - 16-byte global loads (8 activations, 8 weights per thread and chunk) into registers for
-//   step s + 1 issued before the products of step s, so their latency hides behind the
-//   matrix units (one LDS buffer, register staging: 30 KiB of tiles + 10 KiB of store
-//   patches for TILE 128, inside the 48 KiB a block may take without opting in on NVIDIA
-//   and the 64 KiB of a CDNA3 CU);
-// - WAVES waves in a 2 x WAVES/2 grid, each holding (TILE/2) x (2 TILE/WAVES) of y as
-//   16 x 16 accumulators; per 16 of K it loads its A (hi and lo) and B fragments once and
-//   issues every product from them;
-// - interior 16 x 16 tiles stored straight from the accumulators; edge tiles through a
-//   per-wave LDS patch with masked writes.
-// Requires k % 8 == 0 (16-byte-aligned rows); t and n are free.
-#define FBK 32
-#define FLD (FBK + 8)
-#define PATCH_LD 20
-
-template <unsigned TILE, unsigned WAVES>
-GRETA_DEVICE void gemm_tiled(const float* GRETA_RESTRICT x, const g_half* GRETA_RESTRICT w, float* GRETA_RESTRICT y,
-                             unsigned t, unsigned k, unsigned n, g_half* xs, g_half* xl, g_half* ws, float* patch) {
-    constexpr unsigned WAVES_N = WAVES / 2;
-    constexpr unsigned WTM = TILE / 2, WTN = TILE / WAVES_N;
-    constexpr unsigned FM = WTM / 16, FN = WTN / 16;
-    constexpr unsigned THREADS = WAVES * GRETA_WAVE;
-    constexpr unsigned CHUNKS = TILE * FBK / 8;
+// The fast path, for k % 8 == 0 (every Llama shape): y[t, n] = a[t, k] · w[n, k]ᵀ with the
+// activations already in f16 (ops.hip's split_f16 writes them once for every product that
+// reads them). Where a product needs the activation's low half too (`a_lo` not null), the
+// kernel runs over a virtual K of 2k: [a | a_lo] · [w | w]ᵀ, so hi and lo share one
+// accumulator and one pipeline.
+//
+// A block computes a TM x TN tile of y with (TM / WM) x (TN / WN) waves, each a WM x WN
+// piece as 16 x 16 accumulators in registers (g_wave_tile). K advances 32 at a time
+// through STAGES slabs in LDS (A and B, swizzled, greta_device.h): the 16-byte copies of
+// step s + STAGES - 1 are issued (cp.async on NVIDIA) before the products of step s, so the
+// memory latency of two steps hides behind the matrix units. 128 x 128: 48 KiB of slabs, the
+// most a block takes without opting in. Edges in t and n are zero-filled on load and
+// masked on store.
+template <unsigned TM, unsigned TN, unsigned WM, unsigned WN, unsigned STAGES>
+GRETA_DEVICE void gemm_f16_tile(const g_half* GRETA_RESTRICT a, const g_half* GRETA_RESTRICT a_lo,
+                                const g_half* GRETA_RESTRICT w, float* GRETA_RESTRICT y, unsigned t, unsigned k,
+                                unsigned n, g_half* slabs) {
+    constexpr unsigned WAVES_N = TN / WN, WAVES = (TM / WM) * WAVES_N, THREADS = WAVES * GRETA_WAVE;
+    constexpr unsigned STAGE = (TM + TN) * G_SLAB_K, CHUNKS_A = TM * G_SLAB_K / 8,
+                       CHUNKS = (TM + TN) * G_SLAB_K / 8;
+    // Each thread copies up to PER chunks per step: the same rows and K column at every step,
+    // so where they come from and go to is worked out once.
     constexpr unsigned PER = (CHUNKS + THREADS - 1) / THREADS;
+    static_assert(THREADS % 4 == 0, "a thread's chunk column is fixed");
     const unsigned tid = g_tid(), wave = tid / GRETA_WAVE;
-    const unsigned wm = (wave / WAVES_N) * WTM, wn = (wave % WAVES_N) * WTN;
-    const unsigned row0 = g_bid_y() * TILE, col0 = g_bid() * TILE;
+    const unsigned wm = (wave / WAVES_N) * WM, wn = (wave % WAVES_N) * WN;
+    const unsigned row0 = g_bid_y() * TM, col0 = g_bid() * TN;
+    const unsigned kv = a_lo ? 2 * k : k;
+    const unsigned steps = (kv + G_SLAB_K - 1) / G_SLAB_K;
 
-    float xr[PER][8];
-    g_h8 wr[PER];
-    auto fetch = [&](unsigned k0) {
-        for (unsigned p = 0; p < PER; ++p) {
-            unsigned c = tid + p * THREADS;
-            unsigned r = c / (FBK / 8), gk = k0 + (c % (FBK / 8)) * 8;
-            unsigned gr = row0 + r, gn = col0 + r;
-            bool in_k = c < CHUNKS && gk < k;
-            if (in_k && gr < t) {
-                g_load_f8(x + (unsigned long)gr * k + gk, xr[p]);
-            } else {
-                for (unsigned e = 0; e < 8; ++e) xr[p][e] = 0.0f;
-            }
-            if (in_k && gn < n) {
-                wr[p] = *(const g_h8*)(w + (unsigned long)gn * k + gk);
-            } else {
-                for (unsigned e = 0; e < 8; ++e) wr[p].v[e] = g_f2h(0.0f);
-            }
-        }
-    };
-    auto stash = [&]() {
-        for (unsigned p = 0; p < PER; ++p) {
-            unsigned c = tid + p * THREADS;
-            if (c >= CHUNKS) continue;
-            unsigned at = (c / (FBK / 8)) * FLD + (c % (FBK / 8)) * 8;
-            g_h8 hi, lo;
-            for (unsigned e = 0; e < 8; ++e) {
-                hi.v[e] = g_f2h(xr[p][e]);
-                lo.v[e] = g_f2h(xr[p][e] - g_h2f(hi.v[e]));
-            }
-            *(g_h8*)&xs[at] = hi;
-            *(g_h8*)&xl[at] = lo;
-            *(g_h8*)&ws[at] = wr[p];
-        }
-    };
-
-    g_acc16 acc[FM][FN];
-    for (unsigned i = 0; i < FM; ++i)
-        for (unsigned j = 0; j < FN; ++j) g_acc16_zero(acc[i][j]);
-    fetch(0);
-    for (unsigned k0 = 0; k0 < k; k0 += FBK) {
-        stash();
-        g_sync();
-        if (k0 + FBK < k) fetch(k0 + FBK);
-        for (unsigned kk = 0; kk < FBK; kk += 16) {
-            g_frag_bt b[FN];
-            for (unsigned j = 0; j < FN; ++j) g_load_bt(b[j], &ws[(wn + 16 * j) * FLD + kk], FLD);
-            for (unsigned i = 0; i < FM; ++i) {
-                g_frag_a hi, lo;
-                g_load_a(hi, &xs[(wm + 16 * i) * FLD + kk], FLD);
-                g_load_a(lo, &xl[(wm + 16 * i) * FLD + kk], FLD);
-                for (unsigned j = 0; j < FN; ++j) {
-                    g_mma16(acc[i][j], hi, b[j]);
-                    g_mma16(acc[i][j], lo, b[j]);
-                }
-            }
-        }
-        g_sync();
+    const unsigned ch = tid % 4;
+    unsigned src_row[PER], dst[PER];
+    bool is_a[PER], row_ok[PER];
+    for (unsigned p = 0; p < PER; ++p) {
+        unsigned c = tid + p * THREADS;
+        is_a[p] = c < CHUNKS_A;
+        unsigned r = (is_a[p] ? c : c - CHUNKS_A) / 4;
+        unsigned g = is_a[p] ? row0 + r : col0 + r;
+        row_ok[p] = c < CHUNKS && g < (is_a[p] ? t : n);
+        src_row[p] = row_ok[p] ? g * k : 0;
+        dst[p] = c < CHUNKS ? (is_a[p] ? 0 : TM * G_SLAB_K) + g_slab_at(r, ch) : 0;
     }
-
-    float* mine = patch + wave * 16 * PATCH_LD;
-    const unsigned lane = g_lane();
-    for (unsigned i = 0; i < FM; ++i)
-        for (unsigned j = 0; j < FN; ++j) {
-            unsigned gr = row0 + wm + 16 * i, gc = col0 + wn + 16 * j;
-            if (gr >= t || gc >= n) continue;
-            if (gr + 16 <= t && gc + 16 <= n && n % 8 == 0) {
-                g_acc16_store(acc[i][j], y + (unsigned long)gr * n + gc, n);
-                continue;
-            }
-            g_acc16_store(acc[i][j], mine, PATCH_LD);
-            g_wave_sync();
-            for (unsigned e = lane; e < 256; e += GRETA_WAVE) {
-                unsigned r = e / 16, c = e % 16;
-                if (gr + r < t && gc + c < n) y[(unsigned long)(gr + r) * n + gc + c] = mine[r * PATCH_LD + c];
-            }
-            g_wave_sync();
+    auto load = [&](unsigned step, unsigned stage) {
+        // Column vk of the virtual K: the high halves, then the low ones (k % 8 == 0, so a
+        // chunk never straddles).
+        unsigned vk = step * G_SLAB_K + ch * 8;
+        bool in_k = vk < kv, lo = vk >= k;
+        unsigned col = lo ? vk - k : vk;
+        const g_half* xa = lo ? a_lo : a;
+        g_half* base = slabs + stage * STAGE;
+        for (unsigned p = 0; p < PER; ++p) {
+            if (PER * THREADS > CHUNKS && tid + p * THREADS >= CHUNKS) break;
+            const g_half* src = (is_a[p] ? xa : w) + src_row[p] + col;
+            bool valid = in_k && row_ok[p];
+            g_copy16_async(base + dst[p], valid ? src : w, valid);
         }
+    };
+
+    g_wave_tile<WM / 16, WN / 16> acc;
+    g_tile_zero(acc);
+    for (unsigned s = 0; s + 1 < STAGES; ++s) {
+        if (s < steps) load(s, s);
+        g_async_commit();
+    }
+    for (unsigned s = 0; s < steps; ++s) {
+        // Step s's copies are done (at most STAGES - 2 later groups still in flight), and
+        // every wave has finished step s - 1, whose slab the next load overwrites.
+        g_async_wait<STAGES - 2>();
+        g_sync();
+        unsigned next = s + STAGES - 1;
+        if (next < steps) load(next, next % STAGES);
+        g_async_commit();
+        const g_half* as = slabs + (s % STAGES) * STAGE;
+        const g_half* bs = as + TM * G_SLAB_K;
+        g_tile_mma(acc, as, wm, bs, wn, 0);
+        g_tile_mma(acc, as, wm, bs, wn, 16);
+    }
+    g_tile_store(acc, y, n, row0 + wm, col0 + wn, t, n);
 }
 
-// Grid: (ceil(n / TILE), ceil(t / TILE)); block: WAVES waves (the launcher's table).
-#define GEMM_TILED(TILE, WAVES)                                                                              \
-    GRETA_KERNEL void gemm_f16w_mma_##TILE(const float* x, const g_half* w, float* y, unsigned t, unsigned k,     \
-                                           unsigned n) {                                                     \
-        GRETA_SHARED GRETA_ALIGN32 g_half xs[TILE * FLD];                                                     \
-        GRETA_SHARED GRETA_ALIGN32 g_half xl[TILE * FLD];                                                     \
-        GRETA_SHARED GRETA_ALIGN32 g_half ws[TILE * FLD];                                                     \
-        GRETA_SHARED GRETA_ALIGN32 float patch[WAVES * 16 * PATCH_LD];                                        \
-        gemm_tiled<TILE, WAVES>(x, w, y, t, k, n, xs, xl, ws, patch);                                         \
+// Grid: (ceil(n / TN), ceil(t / TM)); block: (TM / WM) (TN / WN) waves (the launcher's table
+// in crates/greta-kernels/src/gpu.rs).
+#define GEMM_F16(NAME, TM, TN, WM, WN, STAGES)                                                               \
+    GRETA_KERNEL void NAME(const g_half* a, const g_half* a_lo, const g_half* w, float* y, unsigned t,        \
+                           unsigned k, unsigned n) {                                                         \
+        GRETA_SHARED GRETA_ALIGN16 g_half slabs[STAGES * (TM + TN) * G_SLAB_K];                              \
+        gemm_f16_tile<TM, TN, WM, WN, STAGES>(a, a_lo, w, y, t, k, n, slabs);                                \
     }
-GEMM_TILED(128, 8)
-GEMM_TILED(64, 4)
-GEMM_TILED(32, 4)
+// Stages: as many as fit in 48 KiB (small tiles do little work per step, so they need more
+// steps in flight to cover the memory latency).
+GEMM_F16(gemm_f16_128, 128, 128, 64, 32, 3)
+GEMM_F16(gemm_f16_64, 64, 64, 32, 32, 6)
+GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
+
+#if defined(GRETA_WGMMA)
+// The same product on Hopper's warpgroup matrix units: a 128 x 128 tile of y per block of
+// two warpgroups (each 64 rows x 128 columns, 64 f32 accumulators per thread), K in steps of
+// 64 through WG_STAGES 32-KiB stages of dynamic shared memory (the launcher opts in). The
+// copies run WG_DIST steps ahead; each warpgroup keeps one step's products in flight while
+// it issues the next, and a stage is refilled only after every warpgroup has finished with
+// it (the barrier at the top of a step follows each warpgroup's wait for its products two
+// steps back). Same virtual K ([a | a_lo] against [w | w]) and edges as gemm_f16_tile.
+// Grid: (ceil(n / 128), ceil(t / 128)); block: 256 threads; dynamic shared memory:
+// GEMM_WGMMA_SHARED bytes (gpu.rs).
+#define WG_TILE 128
+#define WG_BK 64
+#define WG_STAGES 4
+#define WG_DIST 2
+#define WG_STAGE_HALVES (2 * WG_TILE * WG_BK)
+
+GRETA_KERNEL void gemm_f16_wgmma(const g_half* GRETA_RESTRICT a, const g_half* GRETA_RESTRICT a_lo,
+                                 const g_half* GRETA_RESTRICT w, float* GRETA_RESTRICT y, unsigned t, unsigned k,
+                                 unsigned n) {
+    extern __shared__ unsigned char wg_raw[];
+    // Swizzle atoms are 1024-byte aligned (the launcher adds 1 KiB for this).
+    g_half* smem = (g_half*)(((unsigned long)wg_raw + 1023) & ~1023ul);
+    const unsigned tid = g_tid(), wg = tid / 128;
+    const unsigned row0 = g_bid_y() * WG_TILE, col0 = g_bid() * WG_TILE;
+    const unsigned kv = a_lo ? 2 * k : k;
+    const unsigned steps = (kv + WG_BK - 1) / WG_BK;
+
+    // 2 x 128 rows x 8 chunks per stage, 8 per thread: rows tid / 8 + 32 p (A for p < 4,
+    // then B), chunk column tid % 8 at every step.
+    constexpr unsigned PER = 2 * WG_TILE * (WG_BK / 8) / 256;
+    const unsigned ch = tid % 8;
+    unsigned src_row[PER], dst[PER];
+    bool row_ok[PER];
+    for (unsigned p = 0; p < PER; ++p) {
+        unsigned r = (tid + p * 256) / 8;
+        bool is_a = r < WG_TILE;
+        unsigned rr = is_a ? r : r - WG_TILE;
+        unsigned g = (is_a ? row0 : col0) + rr;
+        row_ok[p] = g < (is_a ? t : n);
+        src_row[p] = row_ok[p] ? g * k : 0;
+        dst[p] = r * WG_BK + ((ch ^ (r & 7u)) << 3);
+    }
+    auto load = [&](unsigned step) {
+        unsigned vk = step * WG_BK + ch * 8;
+        bool in_k = vk < kv, lo = vk >= k;
+        unsigned col = lo ? vk - k : vk;
+        const g_half* xa = lo ? a_lo : a;
+        g_half* base = smem + (step % WG_STAGES) * WG_STAGE_HALVES;
+        for (unsigned p = 0; p < PER; ++p) {
+            const g_half* src = (p < PER / 2 ? xa : w) + src_row[p] + col;
+            bool valid = in_k && row_ok[p];
+            g_copy16_async(base + dst[p], valid ? src : w, valid);
+        }
+    };
+
+    float acc[64];
+    for (unsigned i = 0; i < 64; ++i) acc[i] = 0.0f;
+    for (unsigned s = 0; s < WG_DIST; ++s) {
+        if (s < steps) load(s);
+        g_async_commit();
+    }
+    for (unsigned s = 0; s < steps; ++s) {
+        g_async_wait<WG_DIST - 1>();
+        g_fence_proxy_async();
+        g_sync();
+        if (s + WG_DIST < steps) load(s + WG_DIST);
+        g_async_commit();
+        const g_half* slab = smem + (s % WG_STAGES) * WG_STAGE_HALVES;
+        unsigned long long da = g_wgmma_desc(slab + wg * 64 * WG_BK);
+        unsigned long long db = g_wgmma_desc(slab + WG_TILE * WG_BK);
+        g_wgmma_fence();
+        for (unsigned kk = 0; kk < WG_BK / 16; ++kk) g_wgmma_m64n128k16(acc, da + 2 * kk, db + 2 * kk);
+        g_wgmma_commit();
+        g_wgmma_wait<1>();
+    }
+    g_wgmma_wait<0>();
+
+    const unsigned l = g_lane(), warp = (tid % 128) / 32;
+    const bool pairs = n % 2 == 0;
+    for (unsigned h = 0; h < 2; ++h) {
+        unsigned r = row0 + 64 * wg + 16 * warp + l / 4 + 8 * h;
+        if (r >= t) continue;
+        for (unsigned j = 0; j < 16; ++j) {
+            unsigned c = col0 + 8 * j + 2 * (l % 4);
+            float* p = y + (unsigned long)r * n + c;
+            float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
+            if (pairs && c + 1 < n) {
+                *(float2*)p = make_float2(v0, v1);
+            } else {
+                if (c < n) p[0] = v0;
+                if (c + 1 < n) p[1] = v1;
+            }
+        }
+    }
+}
+#endif

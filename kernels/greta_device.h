@@ -260,3 +260,197 @@ GRETA_DEVICE void g_load_f8(const float* p, float* out) {
         out[4 + i] = b.v[i];
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// K slabs in LDS and a wave's tile of products on the matrix units: the building blocks of
+// the prefill GEMM (kernels/gemm.hip).
+//
+// A slab holds rows of G_SLAB_K = 32 f16 of a row-major operand ([t][k] activations, [n][k]
+// weights): 64 bytes, four 16-byte chunks per row. Chunk c of row r is stored at chunk
+// c ^ ((r / 2) % 4) of that row, so the 8 rows a matrix load reads at one chunk land on 8
+// different 16-byte bank groups (no conflicts, no padding).
+#define G_SLAB_K 32
+GRETA_DEVICE unsigned g_slab_at(unsigned r, unsigned c) { return r * G_SLAB_K + ((c ^ ((r >> 1) & 3u)) << 3); }
+
+#if defined(GRETA_NVIDIA)
+// 16 bytes global -> LDS without passing through registers (cp.async, sm_80+); zero-filled
+// when !valid (src is then not read). Groups of copies are committed and waited for by count.
+GRETA_DEVICE void g_copy16_async(g_half* dst, const g_half* src, bool valid) {
+    unsigned d = (unsigned)__cvta_generic_to_shared(dst);
+    asm volatile("cp.async.cg.shared.global [%0], [%1], 16, %2;\n" ::"r"(d), "l"(src), "r"(valid ? 16 : 0));
+}
+GRETA_DEVICE void g_async_commit() { asm volatile("cp.async.commit_group;\n" ::); }
+// Waits until at most N committed groups are still in flight.
+template <int N>
+GRETA_DEVICE void g_async_wait() {
+    asm volatile("cp.async.wait_group %0;\n" ::"n"(N));
+}
+
+// A wave's FM x FN tile of 16 x 16 f32 accumulators. On NVIDIA each 16 x 16 is two
+// m16n8k16 HMMA accumulators: lane l holds rows l / 4 (+ 8) and columns 2 (l % 4) (+ 1) of
+// each 16 x 8 half. Operands come from slabs through ldmatrix (four 8 x 8 matrices per load).
+template <unsigned FM, unsigned FN>
+struct g_wave_tile {
+    float c[FM][2 * FN][4];
+};
+template <unsigned FM, unsigned FN>
+GRETA_DEVICE void g_tile_zero(g_wave_tile<FM, FN>& t) {
+    for (unsigned i = 0; i < FM; ++i)
+        for (unsigned j = 0; j < 2 * FN; ++j)
+            for (unsigned e = 0; e < 4; ++e) t.c[i][j][e] = 0.0f;
+}
+GRETA_DEVICE void g_ldmatrix4(unsigned (&r)[4], const g_half* p) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+GRETA_DEVICE void g_hmma16816(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
+    asm volatile(
+        "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
+        "{%0, %1, %2, %3};\n"
+        : "+f"(c[0]), "+f"(c[1]), "+f"(c[2]), "+f"(c[3])
+        : "r"(a[0]), "r"(a[1]), "r"(a[2]), "r"(a[3]), "r"(b0), "r"(b1));
+}
+// The same four 8 x 8 matrices transposed on the way (B operands stored [k][n], like a
+// V tile [key][d]).
+GRETA_DEVICE void g_ldmatrix4_trans(unsigned (&r)[4], const g_half* p) {
+    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+    asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
+                 : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
+                 : "r"(a));
+}
+// Two f32 as one register of two f16 (the first in the low half): an HMMA operand.
+GRETA_DEVICE unsigned g_pack_h2(float lo, float hi) {
+    __half2 h = __floats2half2_rn(lo, hi);
+    return *(unsigned*)&h;
+}
+// t += A · Bᵀ over K = kk .. kk + 15 of the slabs: A rows ar0 .. ar0 + 16 FM - 1 of slab `as`,
+// B rows (output columns) br0 .. br0 + 16 FN - 1 of slab `bs`.
+template <unsigned FM, unsigned FN>
+GRETA_DEVICE void g_tile_mma(g_wave_tile<FM, FN>& t, const g_half* as, unsigned ar0, const g_half* bs, unsigned br0,
+                             unsigned kk) {
+    unsigned l = g_lane();
+    unsigned a[FM][4], b[FN][4];
+    // A: lanes 0-15 give rows 0-15 at chunk 0 of the step, lanes 16-31 the same rows at
+    // chunk 1 -> registers (rows 0-7, k 0-7), (8-15, 0-7), (0-7, 8-15), (8-15, 8-15).
+    for (unsigned i = 0; i < FM; ++i) g_ldmatrix4(a[i], as + g_slab_at(ar0 + 16 * i + l % 16, kk / 8 + l / 16));
+    // B: matrix m = l / 8 is (columns 8 (m / 2) .., k 8 (m % 2) ..) -> b0, b1 of the first
+    // 8 columns, then of the second.
+    for (unsigned j = 0; j < FN; ++j) {
+        unsigned m = l / 8;
+        g_ldmatrix4(b[j], bs + g_slab_at(br0 + 16 * j + (m / 2) * 8 + l % 8, kk / 8 + m % 2));
+    }
+    for (unsigned i = 0; i < FM; ++i)
+        for (unsigned j = 0; j < FN; ++j) {
+            g_hmma16816(t.c[i][2 * j], a[i], b[j][0], b[j][1]);
+            g_hmma16816(t.c[i][2 * j + 1], a[i], b[j][2], b[j][3]);
+        }
+}
+// Writes the tile to y[(r0 + i) * ldy + c0 + j] for rows < rows and columns < cols.
+template <unsigned FM, unsigned FN>
+GRETA_DEVICE void g_tile_store(const g_wave_tile<FM, FN>& t, float* y, unsigned ldy, unsigned r0, unsigned c0,
+                               unsigned rows, unsigned cols) {
+    unsigned l = g_lane();
+    bool pairs = ldy % 2 == 0;
+    for (unsigned i = 0; i < FM; ++i)
+        for (unsigned j = 0; j < 2 * FN; ++j)
+            for (unsigned h = 0; h < 2; ++h) {
+                unsigned r = r0 + 16 * i + l / 4 + 8 * h, c = c0 + 8 * j + 2 * (l % 4);
+                if (r >= rows) continue;
+                float* p = y + (unsigned long)r * ldy + c;
+                if (pairs && c + 1 < cols) {
+                    *(float2*)p = make_float2(t.c[i][j][2 * h], t.c[i][j][2 * h + 1]);
+                } else {
+                    if (c < cols) p[0] = t.c[i][j][2 * h];
+                    if (c + 1 < cols) p[1] = t.c[i][j][2 * h + 1];
+                }
+            }
+}
+#else
+// CDNA has no asynchronous global -> LDS copy of 16 bytes: a load and a store (the
+// pipeline's barriers order them the same way).
+GRETA_DEVICE void g_copy16_async(g_half* dst, const g_half* src, bool valid) {
+    g_h8 v;
+    if (valid) {
+        v = *(const g_h8*)src;
+    } else {
+        for (unsigned e = 0; e < 8; ++e) v.v[e] = g_f2h(0.0f);
+    }
+    *(g_h8*)dst = v;
+}
+GRETA_DEVICE void g_async_commit() {}
+template <int N>
+GRETA_DEVICE void g_async_wait() {}
+
+// A wave's FM x FN tile of 16 x 16 f32 accumulators: v_mfma_f32_16x16x16f16, lane l holds
+// rows 4 (l / 16) .. + 3 of column l % 16; it supplies A[l % 16][4 (l / 16) ..] and
+// B[4 (l / 16) ..][l % 16] (8 bytes of one slab chunk each).
+template <unsigned FM, unsigned FN>
+struct g_wave_tile {
+    g_float4 c[FM][FN];
+};
+template <unsigned FM, unsigned FN>
+GRETA_DEVICE void g_tile_zero(g_wave_tile<FM, FN>& t) {
+    for (unsigned i = 0; i < FM; ++i)
+        for (unsigned j = 0; j < FN; ++j) t.c[i][j] = (g_float4){0.0f, 0.0f, 0.0f, 0.0f};
+}
+template <unsigned FM, unsigned FN>
+GRETA_DEVICE void g_tile_mma(g_wave_tile<FM, FN>& t, const g_half* as, unsigned ar0, const g_half* bs, unsigned br0,
+                             unsigned kk) {
+    unsigned l = g_lane(), k4 = kk + 4 * (l / 16);
+    g_half4 a[FM], b[FN];
+    for (unsigned i = 0; i < FM; ++i) a[i] = *(const g_half4*)(as + g_slab_at(ar0 + 16 * i + l % 16, k4 / 8) + k4 % 8);
+    for (unsigned j = 0; j < FN; ++j) b[j] = *(const g_half4*)(bs + g_slab_at(br0 + 16 * j + l % 16, k4 / 8) + k4 % 8);
+    for (unsigned i = 0; i < FM; ++i)
+        for (unsigned j = 0; j < FN; ++j) t.c[i][j] = __builtin_amdgcn_mfma_f32_16x16x16f16(a[i], b[j], t.c[i][j], 0, 0, 0);
+}
+template <unsigned FM, unsigned FN>
+GRETA_DEVICE void g_tile_store(const g_wave_tile<FM, FN>& t, float* y, unsigned ldy, unsigned r0, unsigned c0,
+                               unsigned rows, unsigned cols) {
+    unsigned l = g_lane();
+    for (unsigned i = 0; i < FM; ++i)
+        for (unsigned j = 0; j < FN; ++j)
+            for (unsigned e = 0; e < 4; ++e) {
+                unsigned r = r0 + 16 * i + 4 * (l / 16) + e, c = c0 + 16 * j + l % 16;
+                if (r < rows && c < cols) y[(unsigned long)r * ldy + c] = t.c[i][j][e];
+            }
+}
+#endif
+
+#if defined(GRETA_NVIDIA) && defined(__CUDA_ARCH_FEAT_SM90_ALL)
+// Hopper's warpgroup matrix units (wgmma, sm_90a): four warps multiply operands read straight
+// from shared memory, asynchronously. Operands are K-major tiles in the 128-byte swizzle:
+// rows of 64 f16 (128 bytes), 16-byte chunk c of row r stored at chunk c ^ (r % 8), tiles
+// 1024-byte aligned (8 rows make one swizzle atom).
+#define GRETA_WGMMA 1
+// The shared-memory matrix descriptor of such a tile starting at `p`: start address / 16
+// (bits 0-13), leading byte offset (unused for swizzled K-major tiles: 1), stride byte offset
+// 1024 / 16 between 8-row atoms (bits 32-45), 128-byte swizzle (bits 62-63 = 1). Adding 2
+// moves the start 32 bytes along K: the next 16 columns.
+GRETA_DEVICE unsigned long long g_wgmma_desc(const g_half* p) {
+    unsigned long long a = (unsigned)__cvta_generic_to_shared(p);
+    return ((a & 0x3FFFF) >> 4) | (1ull << 16) | ((1024ull >> 4) << 32) | (1ull << 62);
+}
+GRETA_DEVICE void g_wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
+GRETA_DEVICE void g_wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
+// Waits until at most N committed wgmma groups of this warpgroup are still running.
+template <int N>
+GRETA_DEVICE void g_wgmma_wait() {
+    asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
+}
+// Orders this thread's generic-proxy writes to shared memory (cp.async) before later
+// async-proxy reads (wgmma operands).
+GRETA_DEVICE void g_fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
+// d += A · Bᵀ for one warpgroup: A 64 x 16 and B 128 x 16 (both K-major, by descriptor),
+// d 64 x 128 f32: thread (warp w, lane l) holds rows 16 w + l / 4 (+ 8), columns
+// 8 j + 2 (l % 4) (+ 1) in d[4 j ..], j = 0 .. 15 (the m16n8 accumulator layout, per warp).
+GRETA_DEVICE void g_wgmma_m64n128k16(float (&d)[64], unsigned long long da, unsigned long long db) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, 1, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(da), "l"(db)
+        : "memory");
+}
+#endif

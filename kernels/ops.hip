@@ -117,6 +117,19 @@ GRETA_KERNEL void silu_mul_f32(const float* gate, const float* up, float* out, u
     }
 }
 
+// The f16 operands of the prefill GEMM: hi = f16(x) and, where lo is not null, lo = f16(x - hi)
+// (x = hi + lo to 22 bits of mantissa; see gemm.hip for which products need lo). Grid x
+// block covers n.
+GRETA_KERNEL void split_f16(const float* x, g_half* hi, g_half* lo, unsigned n) {
+    unsigned i = g_bid() * g_bdim() + g_tid();
+    if (i < n) {
+        float v = x[i];
+        g_half h = g_f2h(v);
+        hi[i] = h;
+        if (lo) lo[i] = g_f2h(v - g_h2f(h));
+    }
+}
+
 // y[row] = dot(w[row, :], x) for f16 weights [n, k], f32 x. Grid: n rows; block: power of
 // two <= 1024. The plain, block-per-row baseline gemv3_f16 (gemv.hip) is checked against.
 GRETA_KERNEL void gemv_f16(const g_half* w, const float* x, float* y, unsigned k) {

@@ -17,5 +17,5 @@ run() { # label, ncu filter args...
     grep -E "^\s+[a-z_0-9]+ \(|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput" |
     sed -E 's/\s+/ /g'
 }
-run "prefill" -k regex:'gemm_f16w_mma_128|attn_prefill_flash' -c 5
+run "prefill" -k regex:'gemm_f16_128|attn_prefill_fa_128|split_f16' -c 9
 run "decode" -k regex:'gemv3_f16|gemv_gate_up_silu_f16|attn_decode_split|add_rmsnorm_f32|rope_qk_append_f16' --launch-skip 40 -c 12

@@ -7,7 +7,7 @@
 # product's own output(s) and at any later point of the same layer, over all layers; then
 # the same rounding in every layer at once (`--inject '*:POINT:f16'`) and the worst error
 # anywhere in the model, which is what an audit of a GPU doing it would see; both against
-# the GPU audit's tolerance (8e-3). This is the measurement behind "which products need the
+# the GPU audit's tolerance (8e-3); last, several classes at once (repeated --inject). This is the measurement behind "which products need the
 # hi/lo activation split" (docs/gpu.md, "Numerics"). About 2 minutes on 2 cores.
 #   usage: tools/oracle/f16_input_sensitivity.sh [PROMPT]
 set -euo pipefail
@@ -37,6 +37,19 @@ for point in attn_norm attn_ctx ffn_norm ffn_act; do
   run "$W/inj.jsonl" "*:$point:f16"
   "$G" trace diff "$W/inj.jsonl" "$W/ref.jsonl" --metric rms --tol 1 --json > "$W/every-$point.json" || true
 done
+# Several classes at once (repeated --inject): what a GPU that rounds all but down's input
+# (and then every input) to f16 would show the audit.
+run_many() { # out.jsonl inject...
+  local out=$1; shift
+  local args=()
+  for i in "$@"; do args+=(--inject "$i"); done
+  "$G" generate --backend cpu -m "$MODEL" --temperature 0 -n 1 --trace --trace-out "$out" \
+    --trace-tokens all --trace-phases prefill "${args[@]}" "$PROMPT" > /dev/null 2>&1
+}
+run_many "$W/inj.jsonl" "*:attn_norm:f16" "*:attn_ctx:f16" "*:ffn_norm:f16"
+"$G" trace diff "$W/inj.jsonl" "$W/ref.jsonl" --metric rms --tol 1 --json > "$W/combo-all-but-down.json" || true
+run_many "$W/inj.jsonl" "*:attn_norm:f16" "*:attn_ctx:f16" "*:ffn_norm:f16" "*:ffn_act:f16"
+"$G" trace diff "$W/inj.jsonl" "$W/ref.jsonl" --metric rms --tol 1 --json > "$W/combo-all.json" || true
 run "$W/inj.jsonl" "-:final_norm:f16"
 "$G" trace diff "$W/inj.jsonl" "$W/ref.jsonl" --metric rms --tol 1 --json > "$W/final_norm--.json" || true
 python3 - "$W" "$layers" <<'PY'
@@ -80,4 +93,14 @@ for point in ["attn_norm", "attn_ctx", "ffn_norm", "ffn_act"]:
     over = "yes" if worst["worst_error"] > TOL else "no"
     print(f"| {name} | {worst['worst_error']:.2e} ({worst['point']}, {worst['layer']}, {worst['worst_pos']}) | "
           f"{own['worst_error']:.2e} ({own['point']}, {own['layer']}, {own['worst_pos']}) | {over} |")
+print()
+print("Several classes rounded in every layer at once (repeated --inject)")
+print()
+print("| inputs rounded to f16 in every layer | worst error (point, layer, position) | over 8e-3 |")
+print("|---|---|---|")
+for stem, name in [("combo-all-but-down", "Q/K/V + output + gate/up (down keeps f32)"), ("combo-all", "all four")]:
+    d = json.loads((w / f"{stem}.json").read_text())
+    worst = max(d["points"], key=lambda p: p["worst_error"])
+    over = "yes" if worst["worst_error"] > TOL else "no"
+    print(f"| {name} | {worst['worst_error']:.2e} ({worst['point']}, {worst['layer']}, {worst['worst_pos']}) | {over} |")
 PY

@@ -297,7 +297,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     let selection = greta_hal::select(a.backend, platform)?;
     let env: Vec<(String, String)> = std::env::vars().collect();
     let trace_sel = a.trace.selection(&env)?;
-    let inject = a.trace.injection()?;
+    let inject = a.trace.injections()?;
     let prompt = match a.prompt.as_deref() {
         None | Some("-") => {
             let mut s = String::new();
@@ -373,8 +373,8 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
         None => max_ctx.min(4096),
     };
     let (mut recorder, trace_path) =
-        trace_cmd::generate_recorder(trace_sel, inject, &lm, "cpu-blocks")?;
-    if let Some(i) = inject {
+        trace_cmd::generate_recorder(trace_sel, &inject, &lm, "cpu-blocks")?;
+    for i in &inject {
         eprintln!("injecting {i}");
     }
     let mut stream = tok.stream();
@@ -413,7 +413,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
             )?
         }
         greta_hal::Backend::Gpu(gpu) => {
-            if recorder.selection().enabled || inject.is_some() {
+            if recorder.selection().enabled || !inject.is_empty() {
                 bail!("tracing and --inject run on the CPU backend for generation; on the GPU use `greta audit backend`");
             }
             let t_up = Instant::now();

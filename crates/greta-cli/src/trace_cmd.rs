@@ -42,9 +42,11 @@ pub struct TraceArgs {
     /// Directory for full tensors as .npy (GRETA_TRACE_STAGE_DUMP).
     #[arg(long, value_name = "DIR")]
     pub trace_dump: Option<PathBuf>,
-    /// Perturb one stage: LAYER:POINT:KIND, KIND one of scale=F, add=F, nan, zero.
+    /// Perturb a stage: LAYER:POINT:KIND, LAYER an index, * (every layer) or - (outside the
+    /// layers), KIND one of scale=F, add=F, nan, zero, f16 (round to f16). Repeat the flag
+    /// to perturb several stages in one run (applied in the order given).
     #[arg(long, value_name = "LAYER:POINT:KIND", allow_hyphen_values = true)]
-    pub inject: Option<String>,
+    pub inject: Vec<String>,
 }
 
 impl TraceArgs {
@@ -86,8 +88,12 @@ impl TraceArgs {
         Ok(Selection::from_vars(last)?)
     }
 
-    pub fn injection(&self) -> Result<Option<Injection>> {
-        Ok(self.inject.as_deref().map(str::parse).transpose()?)
+    pub fn injections(&self) -> Result<Vec<Injection>> {
+        Ok(self
+            .inject
+            .iter()
+            .map(|s| s.parse())
+            .collect::<Result<_, _>>()?)
     }
 }
 
@@ -119,7 +125,7 @@ fn selection_json(sel: &Selection) -> serde_json::Value {
 /// The recorder for `greta generate`, writing to the selection's file.
 pub fn generate_recorder(
     sel: Selection,
-    inject: Option<Injection>,
+    inject: &[Injection],
     lm: &LoadedModel,
     route: &str,
 ) -> Result<(Recorder, Option<PathBuf>)> {
@@ -133,7 +139,7 @@ pub fn generate_recorder(
     let n_layers = lm.model.config.n_layers;
     if !sel.enabled {
         return Ok((
-            Recorder::new(sel, n_layers, ids).with_injection(inject),
+            Recorder::new(sel, n_layers, ids).with_injections(inject.iter().copied()),
             None,
         ));
     }
@@ -161,7 +167,7 @@ pub fn generate_recorder(
         selection: selection_json(&sel),
     };
     let rec = Recorder::new(sel, n_layers, ids)
-        .with_injection(inject)
+        .with_injections(inject.iter().copied())
         .to_writer(Box::new(std::io::BufWriter::new(file)), &record)?;
     Ok((rec, Some(path)))
 }

@@ -131,11 +131,17 @@ pub struct GpuKernels {
     attn_softmax: Function,
     attn_context: Function,
     attn_prefill_flash: Function,
+    /// The register-resident prefill attention for head_dim 64 and 128 (NVIDIA only; see
+    /// `attention`).
+    attn_prefill_fa: Option<[Function; 2]>,
     attn_decode_split: Function,
     advance_pos: Function,
     gemm_mma: Function,
-    /// The k % 8 == 0 fast path by tile size: 128, 64, 32 (see `gemm`).
-    gemm_tiled: [(usize, u32, Function); 3],
+    /// The k % 8 == 0 fast path (f16 activations) by tile size: 128, 64, 32 (see `gemm_f16`).
+    gemm_f16: [(usize, u32, Function); 3],
+    /// The same product on Hopper's warpgroup matrix units (sm_90a objects only).
+    gemm_f16_wgmma: Option<Function>,
+    split_f16: Function,
     gemm_plain: Function,
     sample_topk: Function,
     embed: Function,
@@ -210,14 +216,30 @@ impl GpuKernels {
                 attn_softmax: plain_attn.function("attn_softmax")?,
                 attn_context: plain_attn.function("attn_context")?,
                 attn_prefill_flash: attn.function("attn_prefill_flash")?,
+                attn_prefill_fa: match gpu.platform() {
+                    Platform::Nvidia => Some([
+                        attn.function("attn_prefill_fa_64")?,
+                        attn.function("attn_prefill_fa_128")?,
+                    ]),
+                    Platform::Amd => None,
+                },
                 attn_decode_split: attn.function("attn_decode_split")?,
                 gemm_mma: gemm.function("gemm_f16w_mma")?,
-                // (tile, waves per block): GEMM_TILED in kernels/gemm.hip.
-                gemm_tiled: [
-                    (128, 8 * wave, gemm.function("gemm_f16w_mma_128")?),
-                    (64, 4 * wave, gemm.function("gemm_f16w_mma_64")?),
-                    (32, 4 * wave, gemm.function("gemm_f16w_mma_32")?),
+                // (tile, threads per block): GEMM_F16 in kernels/gemm.hip.
+                gemm_f16: [
+                    (128, 8 * wave, gemm.function("gemm_f16_128")?),
+                    (64, 4 * wave, gemm.function("gemm_f16_64")?),
+                    (32, 4 * wave, gemm.function("gemm_f16_32")?),
                 ],
+                gemm_f16_wgmma: match gpu.platform() {
+                    Platform::Nvidia if *target == "sm_90a" => {
+                        let f = gemm.function("gemm_f16_wgmma")?;
+                        f.set_max_dynamic_shared(GEMM_WGMMA_SHARED)?;
+                        Some(f)
+                    }
+                    _ => None,
+                },
+                split_f16: ops.function("split_f16")?,
                 gemm_plain: plain_gemm.function("gemm_f16w_fallback")?,
                 _modules: vec![ops, plain_attn, plain_gemm, attn, gemm, gemv],
             });
@@ -585,8 +607,9 @@ impl GpuKernels {
         )
     }
 
-    /// y[t, n] = x[t, k] · w[n, k]ᵀ (f16 weights) on the matrix units (MFMA / HMMA): each
-    /// f32 activation enters as two f16 (hi + lo), accumulation is f32.
+    /// y[t, n] = x[t, k] · w[n, k]ᵀ (f16 weights) on the matrix units (MFMA / HMMA) for any
+    /// shape: each f32 activation enters as two f16 (hi + lo), accumulation is f32. The
+    /// model's prefill uses `split_f16` + `gemm_f16` where k % 8 == 0 (every Llama shape).
     pub fn gemm(
         &self,
         s: &Stream,
@@ -595,13 +618,116 @@ impl GpuKernels {
         y: &mut DeviceBuffer<f32>,
         shape: MatShape,
     ) -> Result<()> {
+        self.launch_gemm(&self.gemm_mma, (64, 4 * self.wave), s, x, w, y, shape)
+    }
+
+    /// The matrix units' operands for `n` activations: `hi` = f16(x) and, when `lo` is given,
+    /// `lo` = f16(x - hi).
+    pub fn split_f16(
+        &self,
+        s: &Stream,
+        x: &DeviceBuffer<f32>,
+        hi: &mut DeviceBuffer<u16>,
+        lo: Option<&mut DeviceBuffer<u16>>,
+        n: usize,
+    ) -> Result<()> {
+        Self::need(x, n, "split_f16 x")?;
+        Self::need(hi, n, "split_f16 hi")?;
+        let args = Args::new().ptr(x).ptr(hi);
+        let args = match lo {
+            Some(lo) => {
+                Self::need(lo, n, "split_f16 lo")?;
+                args.ptr(lo)
+            }
+            None => args.null(),
+        };
+        Self::launch(
+            &self.split_f16,
+            grid1(n, BLOCK),
+            s,
+            args.u32(u32_of(n, "n")?),
+        )
+    }
+
+    /// y[t, n] = (a + a_lo)[t, k] · w[n, k]ᵀ from f16 activations (`split_f16`'s output; `a_lo`
+    /// left out: the activations as one f16), f32 accumulation. Requires k % 8 == 0 (rows of
+    /// 16 bytes). The kernel: see [`GemmRoute::Auto`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_f16(
+        &self,
+        s: &Stream,
+        a: &DeviceBuffer<u16>,
+        a_lo: Option<&DeviceBuffer<u16>>,
+        w: &DeviceBuffer<u16>,
+        y: &mut DeviceBuffer<f32>,
+        shape: MatShape,
+    ) -> Result<()> {
+        self.gemm_f16_route(GemmRoute::Auto, s, a, a_lo, w, y, shape)
+    }
+
+    /// Whether this device has the warpgroup GEMM (`GemmRoute::Wgmma`).
+    pub fn has_wgmma(&self) -> bool {
+        self.gemm_f16_wgmma.is_some()
+    }
+
+    /// `gemm_f16` by a chosen kernel (the op tests check each).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_f16_route(
+        &self,
+        route: GemmRoute,
+        s: &Stream,
+        a: &DeviceBuffer<u16>,
+        a_lo: Option<&DeviceBuffer<u16>>,
+        w: &DeviceBuffer<u16>,
+        y: &mut DeviceBuffer<f32>,
+        shape: MatShape,
+    ) -> Result<()> {
         let MatShape { t, k, n } = shape;
         if !k.is_multiple_of(8) {
-            // Rows not 16-byte aligned: the element-wise loading kernel.
-            return self.launch_gemm(&self.gemm_mma, (64, 4 * self.wave), s, x, w, y, shape);
+            return Err(KernelError::Shape(format!(
+                "gemm_f16 needs k % 8 == 0 (16-byte rows); k = {k} (use gemm, which takes any k)"
+            )));
         }
-        let (tile, block, f) = gemm_tile(&self.gemm_tiled, t, n);
-        self.launch_gemm(f, (tile, block), s, x, w, y, shape)
+        Self::need(a, t * k, "gemm_f16 a")?;
+        if let Some(lo) = a_lo {
+            Self::need(lo, t * k, "gemm_f16 a_lo")?;
+        }
+        Self::need(w, n * k, "gemm_f16 w")?;
+        Self::need(y, t * n, "gemm_f16 y")?;
+        let wgmma_fills = t.div_ceil(128) * n.div_ceil(128) >= WGMMA_MIN_BLOCKS;
+        let (f, tile, block, shared_bytes) = match (route, &self.gemm_f16_wgmma) {
+            (GemmRoute::Wgmma, None) => {
+                return Err(KernelError::Shape(
+                    "the warpgroup GEMM needs an sm_90a device (Hopper)".into(),
+                ))
+            }
+            (GemmRoute::Wgmma, Some(f)) => (f, 128, 256, GEMM_WGMMA_SHARED),
+            (GemmRoute::Auto, Some(f)) if wgmma_fills => (f, 128, 256, GEMM_WGMMA_SHARED),
+            _ => {
+                let (tile, block, f) = gemm_tile(&self.gemm_f16, t, n);
+                (f, tile, block, 0)
+            }
+        };
+        let dims = LaunchDims {
+            grid: [n.div_ceil(tile) as u32, t.div_ceil(tile) as u32, 1],
+            block: [block, 1, 1],
+            shared_bytes,
+        };
+        let args = Args::new().ptr(a);
+        let args = match a_lo {
+            Some(lo) => args.ptr(lo),
+            None => args.null(),
+        };
+        Self::launch(
+            f,
+            dims,
+            s,
+            args.ptr(w)
+                .ptr(y)
+                .u32(u32_of(t, "t")?)
+                .u32(u32_of(k, "k")?)
+                .u32(u32_of(n, "n")?),
+        )
     }
 
     /// The same product by the plain tiled GEMM (no matrix units, f32 activations): the
@@ -789,27 +915,33 @@ impl GpuKernels {
         );
         let scale = 1.0 / (head_dim as f32).sqrt();
         if n_rows > 1 {
+            // Register-resident (4 waves x 16 rows per block) where it exists, else the LDS
+            // kernel (one wave x 16 rows).
+            let fa = match (&self.attn_prefill_fa, head_dim) {
+                (Some([f64, _]), 64) => Some(f64),
+                (Some([_, f128]), 128) => Some(f128),
+                _ => None,
+            };
+            let (f, rows_per_block, block) = match fa {
+                Some(f) => (f, 64, 4 * self.wave),
+                None => (&self.attn_prefill_flash, 16, self.wave),
+            };
             let dims = LaunchDims {
-                grid: [n_rows.div_ceil(16) as u32, nh, 1],
-                block: [self.wave, 1, 1],
+                grid: [n_rows.div_ceil(rows_per_block) as u32, nh, 1],
+                block: [block, 1, 1],
                 shared_bytes: 0,
             };
-            return Self::launch(
-                &self.attn_prefill_flash,
-                dims,
-                s,
-                Args::new()
-                    .ptr(q)
-                    .ptr(k_cache)
-                    .ptr(v_cache)
-                    .ptr(ctx)
-                    .ptr(pos0)
-                    .u32(u32_of(n_rows, "rows")?)
-                    .u32(nh)
-                    .u32(nkv)
-                    .u32(hd)
-                    .f32(scale),
-            );
+            let args = Args::new()
+                .ptr(q)
+                .ptr(k_cache)
+                .ptr(v_cache)
+                .ptr(ctx)
+                .ptr(pos0)
+                .u32(u32_of(n_rows, "rows")?)
+                .u32(nh)
+                .u32(nkv);
+            let args = if fa.is_some() { args } else { args.u32(hd) };
+            return Self::launch(f, dims, s, args.f32(scale));
         }
         let splits = decode_splits(max_kv);
         if scratch.n_heads < n_heads || scratch.head_dim < head_dim || scratch.splits < splits {
@@ -887,6 +1019,24 @@ impl GpuKernels {
         )
     }
 }
+
+/// Which kernel computes a `gemm_f16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmRoute {
+    /// The warpgroup kernel (Hopper) where its 128 x 128 tiles still give at least
+    /// `WGMMA_MIN_BLOCKS` blocks; otherwise the matrix-unit tiles (`Mma`).
+    Auto,
+    /// mma.sync / MFMA tiles of 128, 64 or 32 (the largest that fills the GPU).
+    Mma,
+    /// The warpgroup (wgmma) kernel; an error on devices without it.
+    Wgmma,
+}
+
+/// Dynamic shared memory of the warpgroup GEMM: 4 stages of two 128 x 64 f16 tiles, plus 1 KiB
+/// to align them to the 1024-byte swizzle atom (WG_STAGES etc. in kernels/gemm.hip).
+const GEMM_WGMMA_SHARED: u32 = 4 * 2 * 128 * 64 * 2 + 1024;
+/// Fewer blocks than this leave too many multiprocessors idle for the big tiles.
+const WGMMA_MIN_BLOCKS: usize = 64;
 
 /// The largest tile whose grid still gives every multiprocessor of a big GPU a block
 /// (H100: 132 SMs, MI300X: 304 CUs; 128 blocks is the line), else the smallest: small

@@ -36,7 +36,8 @@ pub struct Recorder {
     keep_rows: bool,
     /// Records kept in memory (when `keep_rows`).
     pub captured: Vec<Captured>,
-    inject: Option<Injection>,
+    /// Faults applied in order at their stages (several may hit one stage).
+    inject: Vec<Injection>,
     phase: Phase,
     step: usize,
     decode_passes: usize,
@@ -57,7 +58,7 @@ impl Recorder {
             out: None,
             keep_rows: false,
             captured: Vec::new(),
-            inject: None,
+            inject: Vec::new(),
             phase: Phase::Prefill,
             step: 0,
             decode_passes: 0,
@@ -83,7 +84,13 @@ impl Recorder {
     }
 
     pub fn with_injection(mut self, inject: Option<Injection>) -> Self {
-        self.inject = inject;
+        self.inject.extend(inject);
+        self
+    }
+
+    /// Several faults at once (e.g. an f16 rounding of several stages in every layer).
+    pub fn with_injections(mut self, inject: impl IntoIterator<Item = Injection>) -> Self {
+        self.inject.extend(inject);
         self
     }
 
@@ -214,14 +221,14 @@ impl StageObserver for Recorder {
     }
 
     fn wants(&self, point: Point, layer: Option<usize>) -> bool {
-        self.inject.is_some_and(|i| i.matches(point, layer))
+        self.inject.iter().any(|i| i.matches(point, layer))
             || (self.recording()
                 && self.sel.wants_point(point)
                 && self.sel.wants_layer(layer, self.n_layers))
     }
 
     fn observe(&mut self, at: StageAt, rows: &mut [f32], row_len: usize) {
-        if let Some(i) = &self.inject {
+        for i in &self.inject {
             i.apply(at, rows);
         }
         if !(self.recording()

@@ -321,6 +321,15 @@ impl Driver for AmdDriver {
         })?;
         Ok(FunctionHandle(f))
     }
+    fn function_set_max_dynamic_shared(&self, _f: FunctionHandle, bytes: u32) -> Result<()> {
+        // CDNA2/3: 64 KiB of LDS per CU, all of it available to one workgroup, no opt-in.
+        if bytes > 64 * 1024 {
+            return Err(HipError::Invalid(format!(
+                "{bytes} bytes of LDS requested; a CDNA workgroup has at most 65536"
+            )));
+        }
+        Ok(())
+    }
     unsafe fn launch(
         &self,
         f: FunctionHandle,

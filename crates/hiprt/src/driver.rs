@@ -111,6 +111,9 @@ pub trait Driver: Send + Sync {
     fn module_load_data(&self, image: &[u8]) -> Result<ModuleHandle>;
     fn module_unload(&self, m: ModuleHandle) -> Result<()>;
     fn module_get_function(&self, m: ModuleHandle, name: &str) -> Result<FunctionHandle>;
+    /// Lets the kernel take up to `bytes` of dynamic shared memory (LDS) per block: NVIDIA
+    /// needs the opt-in above 48 KiB; a CDNA workgroup may use its CU's 64 KiB without one.
+    fn function_set_max_dynamic_shared(&self, f: FunctionHandle, bytes: u32) -> Result<()>;
     /// # Safety
     /// `params` must point at one value per kernel parameter, of the kernel's types.
     unsafe fn launch(

@@ -40,6 +40,7 @@ pub const ENTRY_POINTS: &[&str] = &[
     "cuModuleUnload",
     "cuModuleGetFunction",
     "cuLaunchKernel",
+    "cuFuncSetAttribute",
     "cuStreamBeginCapture_v2",
     "cuStreamEndCapture",
     "cuGraphInstantiateWithFlags",
@@ -289,6 +290,17 @@ impl Driver for NvidiaDriver {
             sys::cuModuleGetFunction(&mut f, m.0.cast(), c.as_ptr())
         })?;
         Ok(FunctionHandle(f.cast()))
+    }
+    fn function_set_max_dynamic_shared(&self, f: FunctionHandle, bytes: u32) -> Result<()> {
+        let value = i32::try_from(bytes)
+            .map_err(|_| HipError::Invalid(format!("{bytes} bytes of shared memory")))?;
+        check("cuFuncSetAttribute", unsafe {
+            sys::cuFuncSetAttribute(
+                f.0.cast(),
+                sys::CUfunction_attribute::CU_FUNC_ATTRIBUTE_MAX_DYNAMIC_SHARED_SIZE_BYTES,
+                value,
+            )
+        })
     }
     unsafe fn launch(
         &self,

@@ -456,6 +456,13 @@ impl Function {
     pub fn name(&self) -> &str {
         &self.name
     }
+    /// Lets launches of this kernel take up to `bytes` of dynamic shared memory per block
+    /// (`LaunchDims::shared_bytes`); NVIDIA refuses more than 48 KiB without this.
+    pub fn set_max_dynamic_shared(&self, bytes: u32) -> Result<()> {
+        self.module
+            .driver
+            .function_set_max_dynamic_shared(self.handle, bytes)
+    }
     /// Launches the kernel on `s`.
     ///
     /// # Safety

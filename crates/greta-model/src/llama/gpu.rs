@@ -218,6 +218,8 @@ impl GpuLlama {
             gate: alloc(r * c.intermediate)?,
             up: alloc(r * c.intermediate)?,
             act: alloc(r * c.intermediate)?,
+            xh: pool.alloc::<u16>(r * c.hidden.max(q_row).max(c.intermediate))?,
+            xl: pool.alloc::<u16>(r * c.hidden.max(q_row).max(c.intermediate))?,
             attn_scratch: AttnScratch::new(g, c.n_heads, c.head_dim, capacity)?,
             rng: pool.alloc::<u64>(1)?,
             pick: TokenPick::Argmax,
@@ -250,6 +252,9 @@ pub struct GpuState {
     gate: Pooled<f32>,
     up: Pooled<f32>,
     act: Pooled<f32>,
+    /// A prefill product's input as f16 for the matrix units: hi, and lo where it needs it.
+    xh: Pooled<u16>,
+    xl: Pooled<u16>,
     attn_scratch: AttnScratch,
     /// The device sampler's generator state (splitmix64), seeded by `set_pick`.
     rng: Pooled<u64>,
@@ -318,6 +323,7 @@ impl GpuState {
         .into_iter()
         .map(f)
         .sum::<usize>()
+            + 2 * (self.xh.len() + self.xl.len())
             + self.attn_scratch.bytes()
     }
 }
@@ -361,20 +367,39 @@ fn observe(
 }
 
 impl GpuLlama {
-    fn linear(
+    /// The products that share one input (`group`: which, weights, output width), each
+    /// `y = x · wᵀ` over `t` rows of `k`. One row: the GEMV. Several: the input is converted
+    /// once to f16 for the matrix units (hi, plus lo where `Lin::needs_lo`), then each GEMM
+    /// reads it; a k that is not a multiple of 8 takes the any-shape GEMM (always hi + lo).
+    fn products(
         &self,
         st: &mut GpuState,
-        which: Lin,
-        w: &DeviceBuffer<u16>,
+        group: &[(Lin, &DeviceBuffer<u16>, usize)],
         t: usize,
         k: usize,
-        n: usize,
     ) -> Result<()> {
-        let (s, x, y) = which.split(st);
-        if t == 1 {
-            self.kernels.gemv(s, w, x, y, n, k)?;
-        } else {
-            self.kernels.gemm(s, x, w, y, MatShape { t, k, n })?;
+        let kernels = &self.kernels;
+        if t == 1 || !k.is_multiple_of(8) {
+            for &(which, w, n) in group {
+                let io = which.io(st);
+                if t == 1 {
+                    kernels.gemv(io.s, w, io.x, io.y, n, k)?;
+                } else {
+                    kernels.gemm(io.s, io.x, w, io.y, MatShape { t, k, n })?;
+                }
+            }
+            return Ok(());
+        }
+        let Some(&(first, ..)) = group.first() else {
+            return Ok(());
+        };
+        let lo = first.needs_lo();
+        let io = first.io(st);
+        kernels.split_f16(io.s, io.x, io.xh, lo.then_some(io.xl), t * k)?;
+        for &(which, w, n) in group {
+            let io = which.io(st);
+            let xl = lo.then_some(&*io.xl);
+            kernels.gemm_f16(io.s, io.xh, xl, w, io.y, MatShape { t, k, n })?;
         }
         Ok(())
     }
@@ -458,9 +483,12 @@ impl GpuLlama {
                     d,
                 )?;
             } else {
-                self.linear(st, Lin::Q, &w.wq, t, d, q_row)?;
-                self.linear(st, Lin::K, &w.wk, t, d, kv_row)?;
-                self.linear(st, Lin::V, &w.wv, t, d, kv_row)?;
+                let qkv = [
+                    (Lin::Q, &w.wq, q_row),
+                    (Lin::K, &w.wk, kv_row),
+                    (Lin::V, &w.wv, kv_row),
+                ];
+                self.products(st, &qkv, t, d)?;
             }
             observe(
                 obs,
@@ -560,7 +588,7 @@ impl GpuLlama {
                 t,
                 q_row,
             )?;
-            self.linear(st, Lin::O, &w.wo, t, q_row, d)?;
+            self.products(st, &[(Lin::O, &w.wo, d)], t, q_row)?;
             observe(
                 obs,
                 &st.stream,
@@ -619,8 +647,8 @@ impl GpuLlama {
                     d,
                 )?;
             } else {
-                self.linear(st, Lin::Gate, &w.w_gate, t, d, n_ff)?;
-                self.linear(st, Lin::Up, &w.w_up, t, d, n_ff)?;
+                let gate_up = [(Lin::Gate, &w.w_gate, n_ff), (Lin::Up, &w.w_up, n_ff)];
+                self.products(st, &gate_up, t, d)?;
                 k.silu_mul(&st.stream, &st.gate, &st.up, &mut st.act, t * n_ff)?;
             }
             let gate_changed = observe(
@@ -650,7 +678,7 @@ impl GpuLlama {
                 t,
                 n_ff,
             )?;
-            self.linear(st, Lin::Down, &w.w_down, t, n_ff, d)?;
+            self.products(st, &[(Lin::Down, &w.w_down, d)], t, n_ff)?;
             observe(
                 obs,
                 &st.stream,
@@ -713,7 +741,7 @@ impl GpuLlama {
             d,
         )?;
         let head = self.output.as_ref().unwrap_or(&self.token_embd);
-        self.linear(st, Lin::Head, head, rows, d, c.vocab_size)?;
+        self.products(st, &[(Lin::Head, head, c.vocab_size)], rows, d)?;
         observe(
             obs,
             &st.stream,
@@ -862,17 +890,42 @@ enum Lin {
     Head,
 }
 
+/// A product's buffers: its input, its output, and the f16 operand buffers.
+struct LinIo<'a> {
+    s: &'a Stream,
+    x: &'a DeviceBuffer<f32>,
+    y: &'a mut DeviceBuffer<f32>,
+    xh: &'a mut DeviceBuffer<u16>,
+    xl: &'a mut DeviceBuffer<u16>,
+}
+
 impl Lin {
-    fn split(self, st: &mut GpuState) -> (&Stream, &DeviceBuffer<f32>, &mut DeviceBuffer<f32>) {
-        match self {
-            Lin::Q => (&st.stream, &st.normed, &mut st.q),
-            Lin::K => (&st.stream, &st.normed, &mut st.k),
-            Lin::V => (&st.stream, &st.normed, &mut st.v),
-            Lin::O => (&st.stream, &st.ctx, &mut st.proj),
-            Lin::Gate => (&st.stream, &st.normed, &mut st.gate),
-            Lin::Up => (&st.stream, &st.normed, &mut st.up),
-            Lin::Down => (&st.stream, &st.act, &mut st.proj),
-            Lin::Head => (&st.stream, &st.normed, &mut st.logits),
+    fn io(self, st: &mut GpuState) -> LinIo<'_> {
+        let (x, y): (&DeviceBuffer<f32>, &mut DeviceBuffer<f32>) = match self {
+            Lin::Q => (&st.normed, &mut st.q),
+            Lin::K => (&st.normed, &mut st.k),
+            Lin::V => (&st.normed, &mut st.v),
+            Lin::O => (&st.ctx, &mut st.proj),
+            Lin::Gate => (&st.normed, &mut st.gate),
+            Lin::Up => (&st.normed, &mut st.up),
+            Lin::Down => (&st.act, &mut st.proj),
+            Lin::Head => (&st.normed, &mut st.logits),
+        };
+        LinIo {
+            s: &st.stream,
+            x,
+            y,
+            xh: &mut st.xh,
+            xl: &mut st.xl,
         }
+    }
+
+    /// Whether the product's input enters the matrix units as hi + lo (two f16) rather than
+    /// one f16. Only down's: its input (SwiGLU's output) carries the model's massive
+    /// activations, which cancel in the product; rounding it to f16 in every layer costs
+    /// 7.8e-3 rms on the default model against the audit's 8e-3, every other input at most
+    /// 4.3e-3 (tools/oracle/f16_input_sensitivity.sh, docs/gpu.md "Numerics").
+    fn needs_lo(self) -> bool {
+        matches!(self, Lin::Down)
     }
 }
