@@ -467,6 +467,98 @@ fn fused_decode_products_match_cpu() {
     }
 }
 
+/// The untraced decode route's products: the RMSNorm formed inside the product from the
+/// residual stream (gemv3_norm, gate_up_silu_norm, gemv_norm) and the residual add behind it
+/// (gemv_add), each against the CPU's rmsnorm + product (+ add).
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn decode_products_with_norm_and_residual_match_cpu() {
+    let (g, s, k) = setup();
+    let eps = 1e-5;
+    for (kk, ns) in [
+        (576, [576, 192, 192]),
+        (4096, [4096, 4096, 4096]),
+        (100, [33, 7, 7]),
+    ] {
+        // A residual stream with a few massive entries, as real models have.
+        let mut x = values(kk, 31);
+        x[3] *= 300.0;
+        x[kk / 2] *= -150.0;
+        let nw: Vec<f32> = values(kk, 32).iter().map(|v| 1.0 + 0.5 * v).collect();
+        let mut normed = vec![0f32; kk];
+        cpu::rmsnorm(&x, &nw, eps, &mut normed);
+        let (dx, dn) = (upload(&g, &s, &x), upload(&g, &s, &nw));
+        let mats: Vec<(Vec<u16>, Vec<f32>)> = ns
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| f16_matrix(n, kk, (i * 17 + kk) as u64))
+            .collect();
+        let dws: Vec<DeviceBuffer<u16>> = mats.iter().map(|(b, _)| upload(&g, &s, b)).collect();
+        let mut dys: Vec<DeviceBuffer<f32>> =
+            ns.iter().map(|&n| g.alloc::<f32>(n).unwrap()).collect();
+        let [y0, y1, y2] = &mut dys[..] else {
+            unreachable!()
+        };
+        k.gemv3_norm(
+            &s,
+            [&dws[0], &dws[1], &dws[2]],
+            ns,
+            &dx,
+            (&dn, eps),
+            [y0, y1, y2],
+            kk,
+        )
+        .unwrap();
+        for (i, &n) in ns.iter().enumerate() {
+            let mut want = vec![0f32; n];
+            cpu::matmul_wt(&normed, WeightView::F32(&mats[i].1), &mut want, 1, kk, n);
+            let e = nmse(&download(&s, &dys[i]), &want);
+            eprintln!("gemv3_norm k={kk} part {i} n={n}: nmse {e:.3e}");
+            assert!(e < NMSE_F32, "gemv3_norm k={kk} part {i}: nmse {e:.3e}");
+        }
+        // The LM head's form (one matrix) and the residual add (y starts as a residual).
+        let n = ns[0];
+        let mut dy = g.alloc::<f32>(n).unwrap();
+        k.gemv_norm(&s, &dws[0], &dx, (&dn, eps), &mut dy, n, kk)
+            .unwrap();
+        let mut want = vec![0f32; n];
+        cpu::matmul_wt(&normed, WeightView::F32(&mats[0].1), &mut want, 1, kk, n);
+        let e = nmse(&download(&s, &dy), &want);
+        assert!(e < NMSE_F32, "gemv_norm k={kk}: nmse {e:.3e}");
+        let resid = values(n, 33);
+        let mut dr = upload(&g, &s, &resid);
+        k.gemv_add(&s, &dws[0], &dx, &mut dr, n, kk).unwrap();
+        let mut prod = vec![0f32; n];
+        cpu::matmul_wt(&x, WeightView::F32(&mats[0].1), &mut prod, 1, kk, n);
+        let want: Vec<f32> = resid.iter().zip(&prod).map(|(r, p)| r + p).collect();
+        let e = nmse(&download(&s, &dr), &want);
+        eprintln!("gemv_add k={kk} n={n}: nmse {e:.3e}");
+        assert!(e < NMSE_F32, "gemv_add k={kk}: nmse {e:.3e}");
+        // gate/up + SwiGLU from the normalised stream.
+        let n_ff = 3 * kk / 2 + 1;
+        let (gb, gf) = f16_matrix(n_ff, kk, 41);
+        let (ub, uf) = f16_matrix(n_ff, kk, 42);
+        let (dg, du) = (upload(&g, &s, &gb), upload(&g, &s, &ub));
+        let mut bufs: Vec<DeviceBuffer<f32>> =
+            (0..3).map(|_| g.alloc::<f32>(n_ff).unwrap()).collect();
+        let [gate, up, act] = &mut bufs[..] else {
+            unreachable!()
+        };
+        k.gate_up_silu_norm(&s, &dg, &du, &dx, (&dn, eps), [gate, up, act], n_ff, kk)
+            .unwrap();
+        let (mut wg, mut wu, mut wa) = (vec![0f32; n_ff], vec![0f32; n_ff], vec![0f32; n_ff]);
+        cpu::matmul_wt(&normed, WeightView::F32(&gf), &mut wg, 1, kk, n_ff);
+        cpu::matmul_wt(&normed, WeightView::F32(&uf), &mut wu, 1, kk, n_ff);
+        cpu::silu_mul(&wg, &wu, &mut wa);
+        let e = nmse(&download(&s, &bufs[2]), &wa);
+        eprintln!("gate_up_silu_norm n={n_ff} k={kk}: act nmse {e:.3e}");
+        assert!(
+            e < NMSE_F32,
+            "gate_up_silu_norm n={n_ff} k={kk}: nmse {e:.3e}"
+        );
+    }
+}
+
 #[test]
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
 fn fused_norm_and_rope_append_match_unfused_and_cpu() {
