@@ -2,39 +2,18 @@
 // reads every weight once per token, so these kernels are about keeping enough 16-byte loads
 // in flight to run at the memory bandwidth, and about launching few kernels: the Q, K and V
 // projections are one launch (gemv3_f16), and the gate and up projections one launch that
-// also applies SwiGLU (gemv_gate_up_silu_f16). In an untraced decode step the products also
-// take the RMSNorm in front of them (each wave computes the scale from the residual stream
-// it reads anyway) and the residual add behind them (y += W x), so no norm or add launches.
+// also applies SwiGLU (gemv_gate_up_silu_f16).
 #include "greta_device.h"
 
 #define UNROLL 4
-
-// The scale of rmsnorm_f32, 1 / sqrt(mean(x^2) + eps), computed by one wave (every lane
-// gets it): decode products that read the residual stream x and normalise it on the way.
-GRETA_DEVICE float g_wave_rms_scale(const float* GRETA_RESTRICT x, unsigned k, float eps) {
-    float ss = 0.0f;
-    if (k % 8 == 0) {
-        for (unsigned i = 8 * g_lane(); i < k; i += 8 * GRETA_WAVE) {
-            float v[8];
-            g_load_f8(x + i, v);
-            for (unsigned e = 0; e < 8; ++e) ss += v[e] * v[e];
-        }
-    } else {
-        for (unsigned i = g_lane(); i < k; i += GRETA_WAVE) ss += x[i] * x[i];
-    }
-    return 1.0f / g_sqrt(g_wave_sum(ss) / (float)k + eps);
-}
 
 // Dot products of x[0..k) with R weight rows, summed over the wave; every lane gets them. A
 // lane takes 8 weights per row per step with 16-byte loads (and the 8 matching activations
 // with two), UNROLL steps at a time: R * UNROLL weight loads in flight per lane (at R = 1,
 // 2 KiB per wave of 32, 4 KiB per wave of 64), which is what keeps HBM busy. Rows whose
 // length is not a multiple of 8 (not 16-byte aligned) take the scalar loop.
-// With `norm` (not null) the dot is with rmsnorm(x) * norm instead, each element formed as
-// rmsnorm_f32 forms it (x * scale * norm).
 template <unsigned R>
-GRETA_DEVICE void g_dot(const g_half* const* w, const float* GRETA_RESTRICT x, const float* GRETA_RESTRICT norm,
-                        float scale, unsigned k, float* out) {
+GRETA_DEVICE void g_dot(const g_half* const* w, const float* GRETA_RESTRICT x, unsigned k, float* out) {
     unsigned lane = g_lane();
     float acc[R];
     for (unsigned r = 0; r < R; ++r) acc[r] = 0.0f;
@@ -48,12 +27,6 @@ GRETA_DEVICE void g_dot(const g_half* const* w, const float* GRETA_RESTRICT x, c
             for (unsigned u = 0; u < UNROLL; ++u)
                 for (unsigned r = 0; r < R; ++r) wv[r][u] = *(const g_h8*)(w[r] + i + u * step);
             for (unsigned u = 0; u < UNROLL; ++u) g_load_f8(x + i + u * step, xv[u]);
-            if (norm)
-                for (unsigned u = 0; u < UNROLL; ++u) {
-                    float nv[8];
-                    g_load_f8(norm + i + u * step, nv);
-                    for (unsigned e = 0; e < 8; ++e) xv[u][e] = xv[u][e] * scale * nv[e];
-                }
             for (unsigned u = 0; u < UNROLL; ++u)
                 for (unsigned r = 0; r < R; ++r)
                     for (unsigned e = 0; e < 8; ++e) acc[r] += g_h2f(wv[r][u].v[e]) * xv[u][e];
@@ -61,21 +34,14 @@ GRETA_DEVICE void g_dot(const g_half* const* w, const float* GRETA_RESTRICT x, c
         for (; i < k; i += step) {
             float xv[8];
             g_load_f8(x + i, xv);
-            if (norm) {
-                float nv[8];
-                g_load_f8(norm + i, nv);
-                for (unsigned e = 0; e < 8; ++e) xv[e] = xv[e] * scale * nv[e];
-            }
             for (unsigned r = 0; r < R; ++r) {
                 g_h8 wv = *(const g_h8*)(w[r] + i);
                 for (unsigned e = 0; e < 8; ++e) acc[r] += g_h2f(wv.v[e]) * xv[e];
             }
         }
     } else {
-        for (unsigned i = lane; i < k; i += GRETA_WAVE) {
-            float xi = norm ? x[i] * scale * norm[i] : x[i];
-            for (unsigned r = 0; r < R; ++r) acc[r] += g_h2f(w[r][i]) * xi;
-        }
+        for (unsigned i = lane; i < k; i += GRETA_WAVE)
+            for (unsigned r = 0; r < R; ++r) acc[r] += g_h2f(w[r][i]) * x[i];
     }
     for (unsigned r = 0; r < R; ++r) out[r] = g_wave_sum(acc[r]);
 }
@@ -96,12 +62,9 @@ GRETA_DEVICE void g_stacked_row(unsigned r, const g_half* w0, float* y0, unsigne
         *yr = y2 + (r - n0 - n1);
     }
 }
-// `norm` (not null): the products read rmsnorm(x) * norm (eps `eps`) rather than x. `accumulate`:
-// y += W x (the residual add of the output and down projections) rather than y = W x.
 template <unsigned R>
 GRETA_DEVICE void g_gemv3(const g_half* w0, float* y0, unsigned n0, const g_half* w1, float* y1, unsigned n1,
-                          const g_half* w2, float* y2, unsigned n2, const float* x, unsigned k, const float* norm,
-                          float eps, unsigned accumulate) {
+                          const g_half* w2, float* y2, unsigned n2, const float* x, unsigned k) {
     unsigned waves = g_bdim() / GRETA_WAVE;
     unsigned n = n0 + n1 + n2;
     unsigned r0 = R * (g_bid() * waves + g_tid() / GRETA_WAVE);
@@ -113,39 +76,34 @@ GRETA_DEVICE void g_gemv3(const g_half* w0, float* y0, unsigned n0, const g_half
         unsigned row = r0 + r < n ? r0 + r : n - 1;
         g_stacked_row(row, w0, y0, n0, w1, y1, n1, w2, y2, k, &w[r], &y[r]);
     }
-    float scale = norm ? g_wave_rms_scale(x, k, eps) : 1.0f;
     float d[R];
-    g_dot<R>(w, x, norm, scale, k, d);
+    g_dot<R>(w, x, k, d);
     if (g_lane() == 0)
         for (unsigned r = 0; r < R; ++r)
-            if (r0 + r < n) *y[r] = accumulate ? *y[r] + d[r] : d[r];
+            if (r0 + r < n) *y[r] = d[r];
 }
 // One row per wave (more waves in flight: the better choice below ~16k rows, measured) and
 // two rows per wave (the LM head). Grid: ceil(rows / (R * waves per block)).
 GRETA_KERNEL void gemv3_f16(const g_half* w0, float* y0, unsigned n0, const g_half* w1, float* y1, unsigned n1,
-                            const g_half* w2, float* y2, unsigned n2, const float* x, unsigned k, const float* norm,
-                            float eps, unsigned accumulate) {
-    g_gemv3<1>(w0, y0, n0, w1, y1, n1, w2, y2, n2, x, k, norm, eps, accumulate);
+                            const g_half* w2, float* y2, unsigned n2, const float* x, unsigned k) {
+    g_gemv3<1>(w0, y0, n0, w1, y1, n1, w2, y2, n2, x, k);
 }
 GRETA_KERNEL void gemv3_f16_r2(const g_half* w0, float* y0, unsigned n0, const g_half* w1, float* y1, unsigned n1,
-                               const g_half* w2, float* y2, unsigned n2, const float* x, unsigned k, const float* norm,
-                               float eps, unsigned accumulate) {
-    g_gemv3<2>(w0, y0, n0, w1, y1, n1, w2, y2, n2, x, k, norm, eps, accumulate);
+                               const g_half* w2, float* y2, unsigned n2, const float* x, unsigned k) {
+    g_gemv3<2>(w0, y0, n0, w1, y1, n1, w2, y2, n2, x, k);
 }
 
 // gate = Wg x, up = Wu x, act = silu(gate) * up (the expression of silu_mul_f32, so the
 // result is bitwise the unfused one's). gate and up are written for the trace. A wave takes
-// row i of both matrices. `norm` (not null): from rmsnorm(x) * norm, as g_gemv3.
-// Grid: ceil(n / waves per block); block: a multiple of the wave size.
+// row i of both matrices. Grid: ceil(n / waves per block); block: a multiple of the wave size.
 GRETA_KERNEL void gemv_gate_up_silu_f16(const g_half* wg, const g_half* wu, const float* x, float* gate, float* up,
-                                        float* act, unsigned n, unsigned k, const float* norm, float eps) {
+                                        float* act, unsigned n, unsigned k) {
     unsigned waves = g_bdim() / GRETA_WAVE;
     unsigned row = g_bid() * waves + g_tid() / GRETA_WAVE;
     if (row >= n) return;
     const g_half* w[2] = {wg + (unsigned long)row * k, wu + (unsigned long)row * k};
-    float scale = norm ? g_wave_rms_scale(x, k, eps) : 1.0f;
     float d[2];
-    g_dot<2>(w, x, norm, scale, k, d);
+    g_dot<2>(w, x, k, d);
     float g = d[0], u = d[1];
     if (g_lane() == 0) {
         gate[row] = g;

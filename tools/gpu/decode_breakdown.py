@@ -15,11 +15,8 @@ import statistics
 import sys
 
 SHAPES = {"smollm2-135m": 30, "llama2-7b": 32}
-# The untraced decode step (GpuLlama::decode_fused): norms inside the products, residual adds
-# behind them.
-LAYER = ["norm_qkv_gemv", "rope_qk_append", "attn_decode", "o_gemv_add", "norm_gate_up_silu", "down_gemv_add"]
-HEAD = 1  # embed
-TAIL = ["norm_head_gemv", "advance_pos", "argmax"]
+LAYER = ["qkv_gemv", "rope_qk_append", "attn_decode", "o_gemv", "add_rmsnorm", "gate_up_silu", "down_gemv",
+         "add_rmsnorm"]
 
 
 def read(path):
@@ -67,7 +64,7 @@ def main():
         elif cur is not None:
             cur.append(k)
     prefill = [p for p in passes if p[0][1] > 1]
-    decode = [p for p in passes if p[0][1] == 1 and len(p) == HEAD + len(LAYER) * n_layers + len(TAIL)]
+    decode = [p for p in passes if p[0][1] == 1 and len(p) == 2 + len(LAYER) * n_layers + 3]
     if prefill:
         p = prefill[0]
         groups = {}
@@ -80,10 +77,10 @@ def main():
         table(f"## {shape}: {bench['spec']['prompt_len']}-token prefill, {len(p)} kernels, {tot:.0f} us of kernel time "
               f"(bench: {bench['prefill_ms'] * 1e3:.0f} us wall), {bench['device']}", groups, tot, copy)
     if not decode:
-        sys.exit(f"no decode step of {HEAD + len(LAYER) * n_layers + len(TAIL)} kernels found ({len(passes)} passes)")
+        sys.exit(f"no decode step of {2 + len(LAYER) * n_layers + 3} kernels found ({len(passes)} passes)")
     # The step ends with the LM head, the position advance (end of the forward pass), then the
     # token pick (GpuLlama::pick_on_device).
-    labels = ["embed"] + LAYER * n_layers + TAIL
+    labels = ["embed", "rmsnorm"] + LAYER * n_layers + ["head_gemv", "advance_pos", "argmax"]
     groups = {}
     for s in decode:
         for lab, (name, _, us, b) in zip(labels, s):

@@ -474,50 +474,6 @@ impl GpuKernels {
         n: usize,
         k: usize,
     ) -> Result<()> {
-        self.gemv_into(s, w, x, None, y, n, k, false)
-    }
-
-    /// y[n] = w[n, k] · (rmsnorm(x) * `norm.0`), eps `norm.1`: decode's final norm and LM head
-    /// in one launch.
-    #[allow(clippy::too_many_arguments)]
-    pub fn gemv_norm(
-        &self,
-        s: &Stream,
-        w: &DeviceBuffer<u16>,
-        x: &DeviceBuffer<f32>,
-        norm: (&DeviceBuffer<f32>, f32),
-        y: &mut DeviceBuffer<f32>,
-        n: usize,
-        k: usize,
-    ) -> Result<()> {
-        self.gemv_into(s, w, x, Some(norm), y, n, k, false)
-    }
-
-    /// y[n] += w[n, k] · x[k]: a decode projection with the residual add behind it.
-    pub fn gemv_add(
-        &self,
-        s: &Stream,
-        w: &DeviceBuffer<u16>,
-        x: &DeviceBuffer<f32>,
-        y: &mut DeviceBuffer<f32>,
-        n: usize,
-        k: usize,
-    ) -> Result<()> {
-        self.gemv_into(s, w, x, None, y, n, k, true)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn gemv_into(
-        &self,
-        s: &Stream,
-        w: &DeviceBuffer<u16>,
-        x: &DeviceBuffer<f32>,
-        norm: Option<(&DeviceBuffer<f32>, f32)>,
-        y: &mut DeviceBuffer<f32>,
-        n: usize,
-        k: usize,
-        accumulate: bool,
-    ) -> Result<()> {
         Self::need(w, n * k, "gemv w")?;
         Self::need(x, k, "gemv x")?;
         Self::need(y, n, "gemv y")?;
@@ -533,7 +489,6 @@ impl GpuKernels {
             .u32(0)
             .ptr(x)
             .u32(u32_of(k, "k")?);
-        let args = Self::norm_args(args, norm, k)?.u32(accumulate as u32);
         self.launch_gemv3(n, s, args)
     }
 
@@ -561,37 +516,6 @@ impl GpuKernels {
         ys: [&mut DeviceBuffer<f32>; 3],
         k: usize,
     ) -> Result<()> {
-        self.gemv3_from(s, ws, ns, x, None, ys, k)
-    }
-
-    /// `gemv3` of rmsnorm(x) * `norm.0` (eps `norm.1`), the norm formed in the kernel from the
-    /// residual stream x: decode's attention norm + Q/K/V (and the final norm + LM head) in
-    /// one launch.
-    #[allow(clippy::too_many_arguments)]
-    pub fn gemv3_norm(
-        &self,
-        s: &Stream,
-        ws: [&DeviceBuffer<u16>; 3],
-        ns: [usize; 3],
-        x: &DeviceBuffer<f32>,
-        norm: (&DeviceBuffer<f32>, f32),
-        ys: [&mut DeviceBuffer<f32>; 3],
-        k: usize,
-    ) -> Result<()> {
-        self.gemv3_from(s, ws, ns, x, Some(norm), ys, k)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn gemv3_from(
-        &self,
-        s: &Stream,
-        ws: [&DeviceBuffer<u16>; 3],
-        ns: [usize; 3],
-        x: &DeviceBuffer<f32>,
-        norm: Option<(&DeviceBuffer<f32>, f32)>,
-        ys: [&mut DeviceBuffer<f32>; 3],
-        k: usize,
-    ) -> Result<()> {
         Self::need(x, k, "gemv3 x")?;
         let mut args = Args::new();
         for ((w, y), n) in ws.into_iter().zip(ys).zip(ns) {
@@ -599,19 +523,8 @@ impl GpuKernels {
             Self::need(y, n, "gemv3 y")?;
             args = args.ptr(w).ptr(y).u32(u32_of(n, "n")?);
         }
-        let args = Self::norm_args(args.ptr(x).u32(u32_of(k, "k")?), norm, k)?.u32(0);
+        let args = args.ptr(x).u32(u32_of(k, "k")?);
         self.launch_gemv3(ns.iter().sum(), s, args)
-    }
-
-    /// The (norm weights, eps) arguments of a decode product: null and 0 without a norm.
-    fn norm_args(args: Args, norm: Option<(&DeviceBuffer<f32>, f32)>, k: usize) -> Result<Args> {
-        Ok(match norm {
-            Some((w, eps)) => {
-                Self::need(w, k, "norm weights")?;
-                args.ptr(w).f32(eps)
-            }
-            None => args.null().f32(0.0),
-        })
     }
 
     /// gate = w_gate · x, up = w_up · x, act = silu(gate) * up (decode's SwiGLU FFN input
@@ -623,38 +536,6 @@ impl GpuKernels {
         w_gate: &DeviceBuffer<u16>,
         w_up: &DeviceBuffer<u16>,
         x: &DeviceBuffer<f32>,
-        outs: [&mut DeviceBuffer<f32>; 3],
-        n: usize,
-        k: usize,
-    ) -> Result<()> {
-        self.gate_up_silu_from(s, w_gate, w_up, x, None, outs, n, k)
-    }
-
-    /// `gate_up_silu` of rmsnorm(x) * `norm.0` (eps `norm.1`): decode's FFN norm in the same
-    /// launch.
-    #[allow(clippy::too_many_arguments)]
-    pub fn gate_up_silu_norm(
-        &self,
-        s: &Stream,
-        w_gate: &DeviceBuffer<u16>,
-        w_up: &DeviceBuffer<u16>,
-        x: &DeviceBuffer<f32>,
-        norm: (&DeviceBuffer<f32>, f32),
-        outs: [&mut DeviceBuffer<f32>; 3],
-        n: usize,
-        k: usize,
-    ) -> Result<()> {
-        self.gate_up_silu_from(s, w_gate, w_up, x, Some(norm), outs, n, k)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn gate_up_silu_from(
-        &self,
-        s: &Stream,
-        w_gate: &DeviceBuffer<u16>,
-        w_up: &DeviceBuffer<u16>,
-        x: &DeviceBuffer<f32>,
-        norm: Option<(&DeviceBuffer<f32>, f32)>,
         [gate, up, act]: [&mut DeviceBuffer<f32>; 3],
         n: usize,
         k: usize,
@@ -674,7 +555,6 @@ impl GpuKernels {
             .ptr(act)
             .u32(u32_of(n, "n")?)
             .u32(u32_of(k, "k")?);
-        let args = Self::norm_args(args, norm, k)?;
         Self::launch(&self.gate_up_silu, self.wave_rows(n), s, args)
     }
 

@@ -337,14 +337,6 @@ pub enum TokenPick {
     Sample { cfg: DeviceSampling, seed: u64 },
 }
 
-/// Whether the observer wants no stage at all (then a decode step may skip materialising
-/// the stages its fused launches do not need).
-fn quiet(obs: &dyn StageObserver, n_layers: usize) -> bool {
-    Point::ALL
-        .iter()
-        .all(|&p| !obs.wants(p, None) && (0..n_layers).all(|l| !obs.wants(p, Some(l))))
-}
-
 /// Copies a stage's rows to the host for the observer and back (an injected fault changes
 /// them). Returns whether the observer changed them: a fused kernel that already computed
 /// later stages from the old values must then have them recomputed.
@@ -429,9 +421,6 @@ impl GpuLlama {
         obs: &mut dyn StageObserver,
         pos0: usize,
     ) -> Result<usize> {
-        if t == 1 && quiet(obs, self.config.n_layers) {
-            return self.decode_fused(st);
-        }
         let c = &self.config;
         let k = &self.kernels;
         let (d, hd) = (c.hidden, c.head_dim);
@@ -763,89 +752,6 @@ impl GpuLlama {
         )?;
         k.advance_pos(&st.stream, &mut st.pos, t)?;
         Ok(rows)
-    }
-
-    /// One decode step that nobody observes, in 6 launches per layer: each RMSNorm is formed
-    /// inside the products that read it (from the residual stream x) and each residual add
-    /// inside the product that feeds it (x += W·), so neither `normed` nor `proj` is written.
-    /// Same stages, same order, same f32 residual arithmetic as `forward_inner`; the norm's
-    /// scale is summed in a different order (per wave, not per block), so logits agree to
-    /// rounding, not bit for bit (the op tests bound it; a traced step takes the unfused route).
-    fn decode_fused(&self, st: &mut GpuState) -> Result<usize> {
-        let c = &self.config;
-        let k = &self.kernels;
-        let (d, hd, eps) = (c.hidden, c.head_dim, c.rms_eps);
-        let (q_row, kv_row) = (c.n_heads * hd, c.n_kv_heads * hd);
-        k.embed(&st.stream, &self.token_embd, &st.ids, &mut st.x, 1, d)?;
-        for (l, w) in self.layers.iter().enumerate() {
-            k.gemv3_norm(
-                &st.stream,
-                [&w.wq, &w.wk, &w.wv],
-                [q_row, kv_row, kv_row],
-                &st.x,
-                (&w.attn_norm, eps),
-                [&mut st.q, &mut st.k, &mut st.v],
-                d,
-            )?;
-            let rope = QkvRope {
-                rows: 1,
-                n_heads: c.n_heads,
-                n_kv_heads: c.n_kv_heads,
-                head_dim: hd,
-                half_split: c.rope_style == RopeStyle::HalfSplit,
-                capacity: st.capacity,
-            };
-            k.rope_qk_append(
-                &st.stream,
-                [&mut st.q, &mut st.k],
-                &st.v,
-                [&mut st.k_cache[l], &mut st.v_cache[l]],
-                &st.pos,
-                &self.inv_freq,
-                rope,
-            )?;
-            let shape = AttnShape {
-                rows: 1,
-                n_heads: c.n_heads,
-                n_kv_heads: c.n_kv_heads,
-                head_dim: hd,
-                max_kv: st.capacity,
-            };
-            k.attention(
-                &st.stream,
-                &st.q,
-                &st.k_cache[l],
-                &st.v_cache[l],
-                &mut st.attn_scratch,
-                &mut st.ctx,
-                &st.pos,
-                shape,
-            )?;
-            k.gemv_add(&st.stream, &w.wo, &st.ctx, &mut st.x, d, q_row)?;
-            k.gate_up_silu_norm(
-                &st.stream,
-                &w.w_gate,
-                &w.w_up,
-                &st.x,
-                (&w.ffn_norm, eps),
-                [&mut st.gate, &mut st.up, &mut st.act],
-                c.intermediate,
-                d,
-            )?;
-            k.gemv_add(&st.stream, &w.w_down, &st.act, &mut st.x, d, c.intermediate)?;
-        }
-        let head = self.output.as_ref().unwrap_or(&self.token_embd);
-        k.gemv_norm(
-            &st.stream,
-            head,
-            &st.x,
-            (&self.output_norm, eps),
-            &mut st.logits,
-            c.vocab_size,
-            d,
-        )?;
-        k.advance_pos(&st.stream, &mut st.pos, 1)?;
-        Ok(1)
     }
 
     /// Runs `tokens` at positions `st.len()..` and returns the logits rows `which` asks for.
