@@ -161,6 +161,11 @@ struct GenerateArgs {
     /// GPU: launch each decode step's kernels one by one instead of replaying the captured graph.
     #[arg(long)]
     no_graph: bool,
+    /// GPU prefill: which products take their f32 input as hi + lo (two f16) on the matrix
+    /// units; the rest round it to one f16. all, none, or a comma list of qkv, o, gate_up,
+    /// down, head (docs/gpu.md, "Numerics").
+    #[arg(long, value_name = "LIST", default_value_t = greta_model::llama::gpu::SplitInputs::default())]
+    split_inputs: greta_model::llama::gpu::SplitInputs,
     #[command(flatten)]
     trace: TraceArgs,
 }
@@ -417,12 +422,13 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
                 bail!("tracing and --inject run on the CPU backend for generation; on the GPU use `greta audit backend`");
             }
             let t_up = Instant::now();
-            let model = greta_model::llama::gpu::GpuLlama::load(
+            let mut model = greta_model::llama::gpu::GpuLlama::load(
                 gpu,
                 lm.model.config.clone(),
                 &lm.model.weights,
                 &mut |_, _| {},
             )?;
+            model.split_inputs = a.split_inputs;
             let route = match generate::gpu_sampling(&sampler_cfg) {
                 generate::GpuSampling::Device(_) if a.no_graph => {
                     "eager (--no-graph), tokens picked on the device".to_string()

@@ -275,6 +275,11 @@ pub struct AuditArgs {
     /// Perturb one stage of the route under test: LAYER:POINT:KIND (LAYER - outside layers).
     #[arg(long, value_name = "LAYER:POINT:KIND", allow_hyphen_values = true)]
     pub inject: Option<String>,
+    /// GPU prefill: which products take their f32 input as hi + lo (two f16) on the matrix
+    /// units; the rest round it to one f16. all, none, or a comma list of qkv, o, gate_up,
+    /// down, head (docs/gpu.md, "Numerics").
+    #[arg(long, value_name = "LIST", default_value_t = greta_model::llama::gpu::SplitInputs::default())]
+    pub split_inputs: greta_model::llama::gpu::SplitInputs,
     #[command(flatten)]
     pub report: ReportArgs,
 }
@@ -348,12 +353,14 @@ pub fn cmd_backend(args: &AuditArgs, against: &str, path: &Path) -> Result<i32> 
                 gpu.name(),
                 CpuWeights::F16Rounded.route_name()
             );
-            let model = greta_model::llama::gpu::GpuLlama::load(
+            let mut model = greta_model::llama::gpu::GpuLlama::load(
                 &gpu,
                 reference.model.config.clone(),
                 &reference.model.weights,
                 &mut |_, _| {},
             )?;
+            model.split_inputs = args.split_inputs;
+            eprintln!("GPU prefill inputs as hi + lo: {}", model.split_inputs);
             let mut setup = setup;
             if args.report.metric.is_none() {
                 setup.tolerances.metric = greta_trace::diff::Metric::Rms;

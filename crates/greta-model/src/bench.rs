@@ -101,6 +101,8 @@ pub struct BenchReport {
     /// allocator's blocks, the runtime's context; the copy test's buffers are freed by then).
     /// Every buffer is allocated before the timed loop, so this is the run's peak.
     pub device_used_bytes: Option<usize>,
+    /// GPU: the prefill products whose inputs were hi + lo (`--split-inputs`).
+    pub split_inputs: Option<String>,
     pub all_prefill_ms: Vec<f64>,
     pub all_decode_tok_s: Vec<f64>,
 }
@@ -140,6 +142,7 @@ struct Measured<'a> {
     /// Bytes per matrix element as the backend holds them.
     matrix_bytes: f64,
     device_used_bytes: Option<usize>,
+    split_inputs: Option<String>,
 }
 
 fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
@@ -153,6 +156,7 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
         state_bytes,
         matrix_bytes,
         device_used_bytes,
+        split_inputs,
     } = m;
     let prefill_ms = median(&prefill);
     let decode_tok_s = median(&decode);
@@ -173,6 +177,7 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
         weight_bytes,
         state_bytes,
         device_used_bytes,
+        split_inputs,
         all_prefill_ms: prefill,
         all_decode_tok_s: decode,
     }
@@ -242,6 +247,7 @@ pub fn bench_gpu(
             state_bytes: st.device_bytes(),
             matrix_bytes: 2.0,
             device_used_bytes: Some(model.gpu.used_memory()?),
+            split_inputs: Some(model.split_inputs.to_string()),
         },
     ))
 }
@@ -288,6 +294,7 @@ pub fn bench_cpu(
             state_bytes: cache.bytes(),
             matrix_bytes,
             device_used_bytes: None,
+            split_inputs: None,
         },
     ))
 }

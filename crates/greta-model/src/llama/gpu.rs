@@ -59,8 +59,102 @@ struct GpuLayer {
     w_down: DeviceBuffer<u16>,
 }
 
+/// Which prefill products take their f32 input as hi + lo (two f16, ~22 bits) on the matrix
+/// units; the others take it rounded to one f16 (llama.cpp's numerics). Decode's products
+/// always read f32. `greta ... --split-inputs` sets it; `Default` is the measured choice
+/// (docs/gpu.md, "Numerics").
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitInputs {
+    pub qkv: bool,
+    pub o: bool,
+    pub gate_up: bool,
+    pub down: bool,
+    pub head: bool,
+}
+
+impl SplitInputs {
+    pub const ALL: SplitInputs = SplitInputs {
+        qkv: true,
+        o: true,
+        gate_up: true,
+        down: true,
+        head: true,
+    };
+    pub const NONE: SplitInputs = SplitInputs {
+        qkv: false,
+        o: false,
+        gate_up: false,
+        down: false,
+        head: false,
+    };
+    const NAMES: [&'static str; 5] = ["qkv", "o", "gate_up", "down", "head"];
+
+    fn flags(&mut self) -> [&mut bool; 5] {
+        [
+            &mut self.qkv,
+            &mut self.o,
+            &mut self.gate_up,
+            &mut self.down,
+            &mut self.head,
+        ]
+    }
+}
+
+impl Default for SplitInputs {
+    fn default() -> Self {
+        SplitInputs {
+            qkv: true,
+            down: true,
+            ..SplitInputs::NONE
+        }
+    }
+}
+
+impl std::str::FromStr for SplitInputs {
+    type Err = String;
+    /// `all`, `none`, or a comma list of qkv, o, gate_up, down, head.
+    fn from_str(v: &str) -> std::result::Result<Self, String> {
+        match v {
+            "all" => return Ok(SplitInputs::ALL),
+            "none" => return Ok(SplitInputs::NONE),
+            _ => {}
+        }
+        let mut s = SplitInputs::NONE;
+        for part in v.split(',') {
+            let Some(i) = SplitInputs::NAMES.iter().position(|n| *n == part) else {
+                return Err(format!(
+                    "{part:?} is not a product; accepted: all, none, or a comma list of {}",
+                    SplitInputs::NAMES.join(", ")
+                ));
+            };
+            *s.flags()[i] = true;
+        }
+        Ok(s)
+    }
+}
+
+impl std::fmt::Display for SplitInputs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let mut c = *self;
+        let on: Vec<&str> = c
+            .flags()
+            .into_iter()
+            .zip(SplitInputs::NAMES)
+            .filter(|(b, _)| **b)
+            .map(|(_, n)| n)
+            .collect();
+        f.write_str(&match on.len() {
+            0 => "none".to_string(),
+            5 => "all".to_string(),
+            _ => on.join(","),
+        })
+    }
+}
+
 pub struct GpuLlama {
     pub gpu: Gpu,
+    /// Which prefill products read hi + lo (see `SplitInputs`).
+    pub split_inputs: SplitInputs,
     /// Where sequences' buffers come from (and go back to when a state is dropped).
     alloc: CachingAllocator,
     pub kernels: GpuKernels,
@@ -166,6 +260,7 @@ impl GpuLlama {
         let output_norm = upload(&gpu, &s, &w.output_norm)?;
         progress(total, total);
         Ok(GpuLlama {
+            split_inputs: SplitInputs::default(),
             alloc: CachingAllocator::new(gpu.clone()),
             gpu,
             kernels,
@@ -393,7 +488,7 @@ impl GpuLlama {
         let Some(&(first, ..)) = group.first() else {
             return Ok(());
         };
-        let lo = first.needs_lo();
+        let lo = first.needs_lo(self.split_inputs);
         let io = first.io(st);
         kernels.split_f16(io.s, io.x, io.xh, lo.then_some(io.xl), t * k)?;
         for &(which, w, n) in group {
@@ -921,11 +1016,33 @@ impl Lin {
     }
 
     /// Whether the product's input enters the matrix units as hi + lo (two f16) rather than
-    /// one f16. Only down's: its input (SwiGLU's output) carries the model's massive
-    /// activations, which cancel in the product; rounding it to f16 in every layer costs
-    /// 7.8e-3 rms on the default model against the audit's 8e-3, every other input at most
-    /// 4.3e-3 (tools/oracle/f16_input_sensitivity.sh, docs/gpu.md "Numerics").
-    fn needs_lo(self) -> bool {
-        matches!(self, Lin::Down)
+    /// one f16.
+    fn needs_lo(self, split: SplitInputs) -> bool {
+        match self {
+            Lin::Q | Lin::K | Lin::V => split.qkv,
+            Lin::O => split.o,
+            Lin::Gate | Lin::Up => split.gate_up,
+            Lin::Down => split.down,
+            Lin::Head => split.head,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::SplitInputs;
+
+    #[test]
+    fn split_inputs_parse_print_and_refuse_unknown_products() {
+        for v in ["all", "none", "qkv,down", "o", "gate_up,head"] {
+            assert_eq!(v.parse::<SplitInputs>().unwrap().to_string(), v);
+        }
+        assert_eq!(
+            "qkv,o,gate_up,down,head".parse::<SplitInputs>().unwrap(),
+            SplitInputs::ALL
+        );
+        let e = "qkv,ffn".parse::<SplitInputs>().unwrap_err();
+        assert!(e.contains("\"ffn\"") && e.contains("gate_up"), "{e}");
+        assert!("".parse::<SplitInputs>().is_err());
     }
 }
