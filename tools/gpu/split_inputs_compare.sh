@@ -21,6 +21,7 @@ export GRETA_KERNELS_DIR=$PWD/target/device/kernels
 G=./target/device/greta
 M=target/dm10/smollm2-10l.gguf
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee $OUT/gpu.txt
+{
 echo "| --split-inputs | default model, first 10 layers: audit | worst rms (point, layer, pos) | 7B prefill-512 ms | SmolLM2 prefill-512 ms |"
 echo "|---|---|---|---|---|"
 for p in ${POLICIES:-down qkv,down qkv,o,down qkv,gate_up,down all}; do
@@ -33,4 +34,5 @@ for p in ${POLICIES:-down qkv,down qkv,o,down qkv,gate_up,down all}; do
     ms="$ms | $(python3 -c "import json; print('%.2f' % json.load(open('$OUT/bench-$s-$f.json'))['prefill_ms'])")"
   done
   echo "| $p | $verdict$ms |"
-done | tee $OUT/split-inputs.md
+done
+} | tee $OUT/split-inputs.md
