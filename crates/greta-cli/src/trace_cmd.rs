@@ -42,10 +42,15 @@ pub struct TraceArgs {
     /// Directory for full tensors as .npy (GRETA_TRACE_STAGE_DUMP).
     #[arg(long, value_name = "DIR")]
     pub trace_dump: Option<PathBuf>,
-    /// Perturb a stage: LAYER:POINT:KIND, LAYER an index, * (every layer) or - (outside the
-    /// layers), KIND one of scale=F, add=F, nan, zero, f16 (round to f16). Repeat the flag
-    /// to perturb several stages in one run (applied in the order given).
-    #[arg(long, value_name = "LAYER:POINT:KIND", allow_hyphen_values = true)]
+    /// Perturb a stage: [PHASE@]LAYER:POINT:KIND, LAYER an index, * (every layer) or -
+    /// (outside the layers), PHASE prefill or decode (default both), KIND one of scale=F,
+    /// add=F, nan, zero, f16 (round to f16). Repeat the flag to perturb several stages in one
+    /// run (applied in the order given).
+    #[arg(
+        long,
+        value_name = "[PHASE@]LAYER:POINT:KIND",
+        allow_hyphen_values = true
+    )]
     pub inject: Vec<String>,
 }
 
@@ -272,9 +277,15 @@ pub struct AuditArgs {
     /// Points or globs to compare.
     #[arg(long, default_value = "all")]
     pub points: String,
-    /// Perturb one stage of the route under test: LAYER:POINT:KIND (LAYER - outside layers).
-    #[arg(long, value_name = "LAYER:POINT:KIND", allow_hyphen_values = true)]
-    pub inject: Option<String>,
+    /// Perturb a stage of the route under test: [PHASE@]LAYER:POINT:KIND (LAYER - outside
+    /// layers, * every layer; PHASE prefill or decode, default both; KIND scale=F, add=F,
+    /// nan, zero, f16). Repeat the flag for several.
+    #[arg(
+        long,
+        value_name = "[PHASE@]LAYER:POINT:KIND",
+        allow_hyphen_values = true
+    )]
+    pub inject: Vec<String>,
     /// GPU prefill: which products take their f32 input as hi + lo (two f16) on the matrix
     /// units; the rest round it to one f16. all, none, or a comma list of qkv, o, gate_up,
     /// down, head (docs/gpu.md, "Numerics").
@@ -295,7 +306,11 @@ impl AuditArgs {
         };
         Ok(AuditSetup {
             selection,
-            inject: self.inject.as_deref().map(str::parse).transpose()?,
+            inject: self
+                .inject
+                .iter()
+                .map(|s| s.parse())
+                .collect::<Result<_, _>>()?,
             tolerances: self.report.tolerances()?,
             prompt_id: "p0".into(),
         })

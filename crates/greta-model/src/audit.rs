@@ -15,7 +15,8 @@ use crate::llama::{ForwardError, Llama, Logits};
 pub struct AuditSetup {
     /// Layers and points to compare (the token selection is the audit's own).
     pub selection: Selection,
-    pub inject: Option<Injection>,
+    /// Faults (or probes) applied to the route under test, in order.
+    pub inject: Vec<Injection>,
     pub tolerances: Tolerances,
     pub prompt_id: String,
 }
@@ -24,7 +25,7 @@ impl Default for AuditSetup {
     fn default() -> Self {
         AuditSetup {
             selection: Selection::default(),
-            inject: None,
+            inject: Vec::new(),
             tolerances: Tolerances::default(),
             prompt_id: "p0".into(),
         }
@@ -36,7 +37,7 @@ fn recorder(
     setup: &AuditSetup,
     tokens: TokenSel,
     route: &str,
-    inject: Option<Injection>,
+    inject: &[Injection],
 ) -> Recorder {
     let sel = Selection {
         enabled: true,
@@ -53,7 +54,7 @@ fn recorder(
     };
     Recorder::new(sel, model.config.n_layers, ids)
         .keep_rows()
-        .with_injection(inject)
+        .with_injections(inject.iter().copied())
 }
 
 /// Teacher-forced prefill vs decode. For each position p: route B computes token p inside
@@ -68,7 +69,7 @@ pub fn prefill_decode(
     let mut a: Vec<Captured> = Vec::new();
     let mut b: Vec<Captured> = Vec::new();
     for &p in positions {
-        let mut rb = recorder(model, setup, TokenSel::Positions(vec![p]), "prefill", None);
+        let mut rb = recorder(model, setup, TokenSel::Positions(vec![p]), "prefill", &[]);
         let mut cache = model.new_cache(p + 1);
         model.forward(&tokens[..=p], &mut cache, Logits::Last, &mut rb)?;
         b.append(&mut rb.captured);
@@ -78,7 +79,7 @@ pub fn prefill_decode(
             setup,
             TokenSel::Positions(vec![p]),
             "decode",
-            setup.inject,
+            &setup.inject,
         );
         let mut cache = model.new_cache(p + 1);
         if p > 0 {
@@ -118,13 +119,13 @@ pub fn backend_gpu(
     setup: &AuditSetup,
 ) -> Result<DiffReport, AuditError> {
     let split = tokens.len().div_ceil(2);
-    let mut ra = recorder(cpu, setup, TokenSel::All, route, setup.inject);
+    let mut ra = recorder(cpu, setup, TokenSel::All, route, &setup.inject);
     let mut st = gpu.new_state(tokens.len(), split.max(1))?;
     gpu.forward(&tokens[..split], &mut st, Logits::All, &mut ra)?;
     for t in &tokens[split..] {
         gpu.forward(std::slice::from_ref(t), &mut st, Logits::All, &mut ra)?;
     }
-    let mut rb = recorder(cpu, setup, TokenSel::All, reference_route, None);
+    let mut rb = recorder(cpu, setup, TokenSel::All, reference_route, &[]);
     // The GPU keeps K and V in f16: the reference rounds them the same way.
     let mut cache = cpu.new_cache(tokens.len()).rounding_to_f16();
     cpu.forward(&tokens[..split], &mut cache, Logits::All, &mut rb)?;
@@ -160,8 +161,8 @@ pub fn backend(
         }
         Ok(r.captured)
     };
-    let a = run(under_test.0, under_test.1, setup.inject)?;
-    let b = run(reference.0, reference.1, None)?;
+    let a = run(under_test.0, under_test.1, &setup.inject)?;
+    let b = run(reference.0, reference.1, &[])?;
     Ok(diff::diff(
         under_test.1,
         &a,
@@ -207,7 +208,7 @@ pub fn route(
         selection: sel,
         ..setup.clone()
     };
-    let mut r = recorder(model, &capture, TokenSel::All, "capture", None);
+    let mut r = recorder(model, &capture, TokenSel::All, "capture", &[]);
     let mut cache = model.new_cache(tokens.len());
     model.forward(tokens, &mut cache, Logits::All, &mut r)?;
     let Some(template) = r.captured.first().cloned() else {
@@ -254,7 +255,7 @@ pub fn route(
             let mut y = vec![0f32; t * m.rows];
             matmul_wt_route(x, m.view(), &mut y, t, m.cols, m.rows, *route);
             if *route != MatmulRoute::GemvF32 {
-                if let Some(inj) = &setup.inject {
+                for inj in &setup.inject {
                     inj.apply(
                         StageAt {
                             point: output,

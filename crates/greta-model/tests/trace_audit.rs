@@ -35,6 +35,7 @@ fn injection_for(point: Point) -> Injection {
         every_layer: false,
         point,
         fault: greta_trace::inject::Fault::Add(0.5),
+        phase: None,
     }
 }
 
@@ -84,7 +85,7 @@ fn every_planted_fault_is_the_first_divergence_of_each_audit() {
     for point in Point::ALL {
         let inj = injection_for(point);
         let setup = AuditSetup {
-            inject: Some(inj),
+            inject: vec![inj],
             ..AuditSetup::default()
         };
         let r = audit::prefill_decode(
@@ -285,7 +286,7 @@ fn audit_route_compares_every_kernel_route_and_finds_planted_faults() {
     ] {
         let inj = injection_for(point);
         let setup = AuditSetup {
-            inject: Some(inj),
+            inject: vec![inj],
             ..AuditSetup::default()
         };
         for r in audit::route(&lm.model, &tokens, &setup).unwrap() {
@@ -413,9 +414,10 @@ fn rms_metric_reads_a_one_percent_fault_as_one_percent() {
         every_layer: false,
         point: Point::AttnOut,
         fault: greta_trace::inject::Fault::Scale(1.01),
+        phase: None,
     };
     let setup = AuditSetup {
-        inject: Some(inj),
+        inject: vec![inj],
         tolerances: tolerances.clone(),
         ..AuditSetup::default()
     };

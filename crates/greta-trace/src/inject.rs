@@ -7,7 +7,7 @@
 use std::fmt;
 use std::str::FromStr;
 
-use crate::point::{Point, StageAt};
+use crate::point::{Phase, Point, StageAt};
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub enum Fault {
@@ -28,10 +28,13 @@ pub struct Injection {
     pub every_layer: bool,
     pub point: Point,
     pub fault: Fault,
+    /// Only in passes of this phase (written `prefill@` or `decode@` in front): e.g. the f16
+    /// rounding a GPU's prefill matrix units apply and its decode products do not.
+    pub phase: Option<Phase>,
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("--inject {value:?}: {reason}; accepted: LAYER:POINT:KIND with LAYER a layer index, * for every layer, or - for embed_out, final_norm, logits, and KIND one of scale=F, add=F, nan, zero, f16 (e.g. 3:attn_out:scale=1.01)")]
+#[error("--inject {value:?}: {reason}; accepted: [PHASE@]LAYER:POINT:KIND with PHASE prefill or decode (default: both), LAYER a layer index, * for every layer, or - for embed_out, final_norm, logits, and KIND one of scale=F, add=F, nan, zero, f16 (e.g. 3:attn_out:scale=1.01, prefill@*:attn_norm:f16)")]
 pub struct InjectError {
     pub value: String,
     pub reason: String,
@@ -44,7 +47,13 @@ impl FromStr for Injection {
             value: s.to_string(),
             reason,
         };
-        let parts: Vec<&str> = s.split(':').collect();
+        let (phase, rest) = match s.split_once('@') {
+            Some(("prefill", r)) => (Some(Phase::Prefill), r),
+            Some(("decode", r)) => (Some(Phase::Decode), r),
+            Some((p, _)) => return Err(e(format!("phase {p:?} is unknown"))),
+            None => (None, s),
+        };
+        let parts: Vec<&str> = rest.split(':').collect();
         let [layer, point, kind] = parts[..] else {
             return Err(e(format!(
                 "{} parts separated by ':', 3 needed",
@@ -87,12 +96,16 @@ impl FromStr for Injection {
             every_layer,
             point,
             fault,
+            phase,
         })
     }
 }
 
 impl fmt::Display for Injection {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if let Some(p) = self.phase {
+            write!(f, "{}@", p.name())?;
+        }
         match self.layer {
             _ if self.every_layer => f.write_str("*:")?,
             Some(l) => write!(f, "{l}:")?,
@@ -110,6 +123,11 @@ impl fmt::Display for Injection {
 }
 
 impl Injection {
+    /// Whether the injection acts in a pass of `phase`.
+    pub fn in_phase(&self, phase: Phase) -> bool {
+        self.phase.is_none_or(|p| p == phase)
+    }
+
     pub fn matches(&self, point: Point, layer: Option<usize>) -> bool {
         self.point == point && (self.layer == layer || (self.every_layer && layer.is_some()))
     }
@@ -144,9 +162,15 @@ mod tests {
             "12:ffn_act:zero",
             "4:ffn_norm:f16",
             "*:ffn_norm:f16",
+            "prefill@*:attn_norm:f16",
+            "decode@-:logits:add=1",
         ] {
             assert_eq!(s.parse::<Injection>().unwrap().to_string(), s);
         }
+        let p: Injection = "prefill@*:attn_norm:f16".parse().unwrap();
+        assert!(p.in_phase(Phase::Prefill) && !p.in_phase(Phase::Decode));
+        let both: Injection = "*:attn_norm:f16".parse().unwrap();
+        assert!(both.in_phase(Phase::Prefill) && both.in_phase(Phase::Decode));
         for (bad, needle) in [
             ("3:attn_out", "3 needed"),
             ("x:q:zero", "not an index"),
@@ -155,6 +179,7 @@ mod tests {
             ("1:logits:zero", "does not live"),
             ("1:q:double", "unknown"),
             ("1:qq:zero", "unknown trace point"),
+            ("warmup@1:q:zero", "phase \"warmup\" is unknown"),
         ] {
             let e = bad.parse::<Injection>().unwrap_err().to_string();
             assert!(e.contains(needle) && e.contains("accepted"), "{bad}: {e}");

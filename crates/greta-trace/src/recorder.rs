@@ -205,10 +205,11 @@ impl Recorder {
 
 impl StageObserver for Recorder {
     fn begin_pass(&mut self, pass: Pass) {
+        // The phase decides phase-bound injections even when nothing is recorded.
+        self.phase = pass.phase();
         if !self.recording() {
             return;
         }
-        self.phase = pass.phase();
         if self.phase == Phase::Decode {
             self.decode_passes += 1;
             self.step = self.decode_passes;
@@ -221,14 +222,16 @@ impl StageObserver for Recorder {
     }
 
     fn wants(&self, point: Point, layer: Option<usize>) -> bool {
-        self.inject.iter().any(|i| i.matches(point, layer))
+        self.inject
+            .iter()
+            .any(|i| i.matches(point, layer) && i.in_phase(self.phase))
             || (self.recording()
                 && self.sel.wants_point(point)
                 && self.sel.wants_layer(layer, self.n_layers))
     }
 
     fn observe(&mut self, at: StageAt, rows: &mut [f32], row_len: usize) {
-        for i in &self.inject {
+        for i in self.inject.iter().filter(|i| i.in_phase(self.phase)) {
             i.apply(at, rows);
         }
         if !(self.recording()

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# The GPU's prefill numerics for each --split-inputs policy, emulated on the CPU: the backend
+# audit (first half of the prompt prefilled, the rest decoded teacher-forced, every stage)
+# with the route under test rounding, in prefill passes only, the input of each product the
+# policy does not split (`--inject prefill@*:POINT:f16`: attn_norm feeds Q/K/V, attn_ctx the
+# output projection, ffn_norm gate/up, ffn_act down). Decode passes keep f32 inputs, as the
+# GPU's decode products do, so K/V written by the prefill carry the rounding into the decode
+# steps. Rms metric, the GPU audit's 8e-3. Seconds per policy on 2 cores; no GPU needed.
+# It does not model the GPU's other roundings (f16 K/V, flash attention's f16 P, the matrix
+# units' accumulation), so it is a second opinion beside tools/gpu/split_inputs_compare.sh,
+# not a substitute (docs/gpu.md, "Numerics", has both tables).
+#   usage: tools/oracle/split_inputs_emulate.sh [MODEL]
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+G=${GRETA:-target/release/greta}
+[ -x "$G" ] || cargo build --release -q -p greta-cli
+M=${1:-$HOME/.cache/greta/SmolLM2-135M-Instruct.Q4_1.gguf}
+declare -A ROUNDED=(
+  [none]="attn_norm attn_ctx ffn_norm ffn_act"
+  [down]="attn_norm attn_ctx ffn_norm"
+  [qkv,down]="attn_ctx ffn_norm"
+  [qkv,o,down]="ffn_norm"
+  [qkv,gate_up,down]="attn_ctx"
+  [all]=""
+)
+echo "| --split-inputs | inputs rounded to f16 (prefill) | audit | worst rms (point, layer, pos) |"
+echo "|---|---|---|---|"
+for p in none down qkv,down qkv,o,down qkv,gate_up,down all; do
+  args=()
+  for pt in ${ROUNDED[$p]}; do args+=(--inject "prefill@*:$pt:f16"); done
+  "$G" audit backend --against cpu -m "$M" --metric rms --tol 8e-3 --json "${args[@]}" > /tmp/emulate.json 2> /dev/null || true
+  python3 - "$p" "${ROUNDED[$p]:--}" <<'PY'
+import json, sys
+d = json.load(open("/tmp/emulate.json"))
+w = max(d["points"], key=lambda p: p["worst_error"])
+verdict = "FAIL" if d["diverged"] else "pass"
+print(f"| {sys.argv[1]} | {sys.argv[2]} | {verdict} | {w['worst_error']:.2e} ({w['point']}, {w['layer']}, {w['worst_pos']}) |")
+PY
+done
