@@ -108,6 +108,54 @@ fn every_planted_fault_is_the_first_divergence_of_each_audit() {
     }
 }
 
+/// A phase-bound fault acts only in passes of its phase: in the backend audit (first half
+/// prefilled, the rest decoded) `prefill@` is found at a prefill position and `decode@` at
+/// the first decoded one, each at its planted layer and point; and several faults apply
+/// together (the first in pipeline order is the one named).
+#[test]
+fn phase_bound_and_several_faults_act_where_planted() {
+    let lm = common::load(&tiny());
+    let reference = model::load_as(&tiny(), CpuWeights::F32, &mut |_, _| {}).unwrap();
+    let tokens = prompt_tokens(&lm);
+    let split = tokens.len().div_ceil(2);
+    let run = |inject: Vec<Injection>| {
+        let setup = AuditSetup {
+            inject,
+            ..AuditSetup::default()
+        };
+        audit::backend(
+            (&lm.model, "cpu-blocks"),
+            (&reference.model, "cpu-f32-reference"),
+            &tokens,
+            &setup,
+        )
+        .unwrap()
+    };
+    let prefill: Injection = "prefill@1:attn_out:scale=1.05".parse().unwrap();
+    let r = run(vec![prefill]);
+    assert_found_exactly(&r, &prefill, "prefill@ fault");
+    let d = r.first_divergence.as_ref().unwrap();
+    assert!(
+        d.pos < split,
+        "a prefill@ fault at decode position {}",
+        d.pos
+    );
+    // Only prefill rows diverge at the planted point itself.
+    let decode: Injection = "decode@1:attn_out:scale=1.05".parse().unwrap();
+    let r = run(vec![decode]);
+    assert_found_exactly(&r, &decode, "decode@ fault");
+    let d = r.first_divergence.as_ref().unwrap();
+    assert_eq!(
+        (d.pos, d.phase_a.name()),
+        (split, "decode"),
+        "a decode@ fault must first show at the first decoded position"
+    );
+    let later: Injection = "1:ffn_out:scale=1.05".parse().unwrap();
+    let earlier: Injection = "0:v:add=0.5".parse().unwrap();
+    let r = run(vec![later, earlier]);
+    assert_found_exactly(&r, &earlier, "two faults");
+}
+
 #[test]
 fn audits_pass_without_a_fault() {
     let lm = common::load(&tiny());
