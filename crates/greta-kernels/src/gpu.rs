@@ -649,30 +649,17 @@ impl GpuKernels {
         )
     }
 
-    /// y[t, n] = (a + a_lo)[t, k] · w[n, k]ᵀ from f16 activations (`split_f16`'s output; `a_lo`
-    /// left out: the activations as one f16), f32 accumulation. Requires k % 8 == 0 (rows of
-    /// 16 bytes). The kernel: see [`GemmRoute::Auto`].
-    #[allow(clippy::too_many_arguments)]
-    pub fn gemm_f16(
-        &self,
-        s: &Stream,
-        a: &DeviceBuffer<u16>,
-        a_lo: Option<&DeviceBuffer<u16>>,
-        w: &DeviceBuffer<u16>,
-        y: &mut DeviceBuffer<f32>,
-        shape: MatShape,
-    ) -> Result<()> {
-        self.gemm_f16_route(GemmRoute::Auto, s, a, a_lo, w, y, shape)
-    }
-
     /// Whether this device has the warpgroup GEMM (`GemmRoute::Wgmma`).
     pub fn has_wgmma(&self) -> bool {
         self.gemm_f16_wgmma.is_some()
     }
 
-    /// `gemm_f16` by a chosen kernel (the op tests check each).
+    /// y[t, n] = (a + a_lo)[t, k] · w[n, k]ᵀ from f16 activations (`split_f16`'s output; `a_lo`
+    /// left out: the activations as one f16), f32 accumulation, by the kernel `route` picks
+    /// (`GemmRoute::Auto` in the model; the op tests check each). Requires k % 8 == 0 (rows
+    /// of 16 bytes).
     #[allow(clippy::too_many_arguments)]
-    pub fn gemm_f16_route(
+    pub fn gemm_f16(
         &self,
         route: GemmRoute,
         s: &Stream,

@@ -166,7 +166,7 @@ fn gemm_f16_case(
     }
     for route in routes {
         let mut dy = g.alloc::<f32>(m * n).unwrap();
-        k.gemm_f16_route(route, s, &hi, Some(&lo), dw, &mut dy, shape)
+        k.gemm_f16(route, s, &hi, Some(&lo), dw, &mut dy, shape)
             .unwrap();
         let e = nmse(&download(s, &dy), want);
         eprintln!("gemm_f16 {route:?} (hi + lo) m={m} k={kk} n={n}: nmse {e:.3e}");
@@ -176,7 +176,7 @@ fn gemm_f16_case(
         );
 
         let mut dy = g.alloc::<f32>(m * n).unwrap();
-        k.gemm_f16_route(route, s, &hi_only, None, dw, &mut dy, shape)
+        k.gemm_f16(route, s, &hi_only, None, dw, &mut dy, shape)
             .unwrap();
         let e = nmse(&download(s, &dy), &want_h);
         eprintln!(

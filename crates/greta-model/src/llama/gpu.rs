@@ -10,8 +10,8 @@
 
 use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
-    check_attention_shape, AttnScratch, AttnShape, DeviceSampling, GpuKernels, KernelError,
-    MatShape, QkvRope, Rows,
+    check_attention_shape, AttnScratch, AttnShape, DeviceSampling, GemmRoute, GpuKernels,
+    KernelError, MatShape, QkvRope, Rows,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
@@ -500,7 +500,15 @@ impl GpuLlama {
         for &(which, w, n) in group {
             let io = which.io(st);
             let xl = lo.then_some(&*io.xl);
-            kernels.gemm_f16(io.s, io.xh, xl, w, io.y, MatShape { t, k, n })?;
+            kernels.gemm_f16(
+                GemmRoute::Auto,
+                io.s,
+                io.xh,
+                xl,
+                w,
+                io.y,
+                MatShape { t, k, n },
+            )?;
         }
         Ok(())
     }
