@@ -246,8 +246,9 @@ pub fn build(root: &Path) -> Result<PathBuf> {
     Ok(manifest)
 }
 
-/// GEMM and attention objects must use MFMA on gfx9 and HMMA/HGMMA on sm_90a: a kernel that
-/// silently fell back to plain FMAs would otherwise pass every numeric test.
+/// GEMM and attention objects must use MFMA on gfx9, and HMMA (plus HGMMA in the GEMM) on
+/// sm_90a: a kernel that silently fell back to plain FMAs, or a wgmma kernel compiled out by
+/// its architecture guard, would otherwise pass every numeric test.
 fn check_matrix_units(
     t: &Target,
     stem: &str,
@@ -268,6 +269,12 @@ fn check_matrix_units(
             vec!["v_mfma"],
         )
     } else {
+        // sm_90a: the mma.sync tiles (HMMA) and, in the GEMM, the warpgroup kernel (HGMMA).
+        let needed = if stem.starts_with("gemm") {
+            vec!["HMMA", "HGMMA"]
+        } else {
+            vec!["HMMA"]
+        };
         let mut cmd = Command::new(&cuobjdump.0);
         if let Some(dir) = &cuobjdump.1 {
             let path = std::env::var_os("PATH").unwrap_or_default();
@@ -277,11 +284,12 @@ fn check_matrix_units(
         }
         (
             output(cmd.arg("-sass").arg(obj), "cuobjdump -sass")?,
-            vec!["HMMA", "HGMMA"],
+            needed,
         )
     };
-    if !needle.iter().any(|n| listing.contains(n)) {
-        bail!("{}/{stem}: no {} instruction in the code object: the matrix-unit path was not compiled", t.name, needle.join("/"));
+    // Every named instruction must be there (HGMMA does not contain "HMMA").
+    if let Some(missing) = needle.iter().find(|n| !listing.contains(*n)) {
+        bail!("{}/{stem}: no {missing} instruction in the code object: that matrix-unit path was not compiled (needed: {})", t.name, needle.join(", "));
     }
     Ok(())
 }
