@@ -1,11 +1,11 @@
 // GEMM on the matrix units for prefill: y[t, n] = x[t, k] · w[n, k]^T, f16 weights, f32
-// activations, f32 accumulation and output. The matrix units take f16 operands, so each
-// activation is split into x = hi + lo (two f16, 22 bits of mantissa between them) and both
-// halves are multiplied: rounding x to one f16 (what llama.cpp's CUDA path does for cuBLAS)
-// loses 2^-12 of a large activation, and where a few massive activations cancel in a dot
-// product that loss is the whole result (measured on the default model: 2.7e-2 rms error at
-// ffn_act of layer 9). Two products per step keep the engine's numerics: weights f16, the
-// rest f32.
+// activations, f32 accumulation and output. The matrix units take f16 operands, so an
+// activation either enters rounded to one f16 (what llama.cpp's CUDA path does for cuBLAS) or
+// split into x = hi + lo (two f16, 22 bits of mantissa between them) with both halves
+// multiplied. Rounding loses 2^-12 of a large activation, and where a few massive
+// activations cancel in a dot product that loss is the whole result (default model: 2.7e-2
+// rms at ffn_act of layer 9 with every input rounded); which products need the split is
+// measured, not assumed (`--split-inputs`, docs/gpu.md "Numerics").
 //
 // A block computes a 64 x 64 tile of y with 4 waves, each a 32 x 32 quadrant made of 2 x 2
 // 16x16x16 matrix-unit products (MFMA on gfx9, HMMA on sm_90), stepping K by 32. Edges in
@@ -75,9 +75,9 @@ GRETA_KERNEL void gemm_f16w_mma(const float* x, const g_half* w, float* y, unsig
 // piece as 16 x 16 accumulators in registers (g_wave_tile). K advances 32 at a time
 // through STAGES slabs in LDS (A and B, swizzled, greta_device.h): the 16-byte copies of
 // step s + STAGES - 1 are issued (cp.async on NVIDIA) before the products of step s, so the
-// memory latency of two steps hides behind the matrix units. 128 x 128: 48 KiB of slabs, the
-// most a block takes without opting in. Edges in t and n are zero-filled on load and
-// masked on store.
+// memory latency of STAGES - 1 steps hides behind the matrix units. 128 x 128: 3 stages, 48
+// KiB of slabs, the most a block takes without opting in. Edges in t and n are zero-filled
+// on load and masked on store.
 template <unsigned TM, unsigned TN, unsigned WM, unsigned WN, unsigned STAGES>
 GRETA_DEVICE void gemm_f16_tile(const g_half* GRETA_RESTRICT a, const g_half* GRETA_RESTRICT a_lo,
                                 const g_half* GRETA_RESTRICT w, float* GRETA_RESTRICT y, unsigned t, unsigned k,
