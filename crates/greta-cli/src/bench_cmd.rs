@@ -184,8 +184,15 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         }
     );
     println!(
-        "prefill {:>5} tokens: {:>9.2} ms  ({:.0} tok/s)        median of {}",
-        spec.prompt_len, r.prefill_ms, r.prefill_tok_s, spec.reps
+        "prefill {:>5} tokens: {:>9.2} ms  ({:.0} tok/s)        median of {}{}",
+        spec.prompt_len,
+        r.prefill_ms,
+        r.prefill_tok_s,
+        spec.reps,
+        match &r.split_inputs {
+            Some(s) => format!("; inputs as hi + lo: {s}"),
+            None => String::new(),
+        }
     );
     println!(
         "decode  {:>5} tokens: {:>9.1} tok/s ({:.3} ms/token)",
