@@ -88,6 +88,13 @@ impl Args {
         self.0.push(Box::new(0u64));
         self
     }
+    /// An optional operand: its pointer, or null when absent.
+    fn ptr_or_null<T: Copy>(self, b: Option<&DeviceBuffer<T>>) -> Self {
+        match b {
+            Some(b) => self.ptr(b),
+            None => self.null(),
+        }
+    }
     fn u32(mut self, v: u32) -> Self {
         self.0.push(Box::new(v));
         self
@@ -633,14 +640,10 @@ impl GpuKernels {
     ) -> Result<()> {
         Self::need(x, n, "split_f16 x")?;
         Self::need(hi, n, "split_f16 hi")?;
-        let args = Args::new().ptr(x).ptr(hi);
-        let args = match lo {
-            Some(lo) => {
-                Self::need(lo, n, "split_f16 lo")?;
-                args.ptr(lo)
-            }
-            None => args.null(),
-        };
+        if let Some(lo) = &lo {
+            Self::need(lo, n, "split_f16 lo")?;
+        }
+        let args = Args::new().ptr(x).ptr(hi).ptr_or_null(lo.as_deref());
         Self::launch(
             &self.split_f16,
             grid1(n, BLOCK),
@@ -700,16 +703,14 @@ impl GpuKernels {
             block: [block, 1, 1],
             shared_bytes,
         };
-        let args = Args::new().ptr(a);
-        let args = match a_lo {
-            Some(lo) => args.ptr(lo),
-            None => args.null(),
-        };
         Self::launch(
             f,
             dims,
             s,
-            args.ptr(w)
+            Args::new()
+                .ptr(a)
+                .ptr_or_null(a_lo)
+                .ptr(w)
                 .ptr(y)
                 .u32(u32_of(t, "t")?)
                 .u32(u32_of(k, "k")?)
