@@ -42,11 +42,8 @@ pub struct BenchArgs {
     /// GPU: decode with eager launches instead of the captured graph.
     #[arg(long)]
     no_graph: bool,
-    /// GPU prefill: which products take their f32 input as hi + lo (two f16) on the matrix
-    /// units; the rest round it to one f16. all, none, or a comma list of qkv, o, gate_up,
-    /// down, head (docs/gpu.md, "Numerics").
-    #[arg(long, value_name = "LIST", default_value_t = greta_model::llama::gpu::SplitInputs::default())]
-    split_inputs: greta_model::llama::gpu::SplitInputs,
+    #[command(flatten)]
+    gpu: crate::gpu_args::GpuArgs,
     /// Print one JSON object (the report) on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -154,7 +151,7 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
                     up.set_length(t as u64);
                     up.set_position(d as u64);
                 })?;
-            model.split_inputs = a.split_inputs;
+            a.gpu.apply(&mut model);
             up.finish_and_clear();
             drop(weights);
             let wb = bench::gpu_weight_bytes(&model.config);

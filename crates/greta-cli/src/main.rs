@@ -15,6 +15,7 @@ use greta_model::model::{self, LoadedModel};
 use indicatif::{ProgressBar, ProgressStyle};
 
 mod bench_cmd;
+mod gpu_args;
 mod trace_cmd;
 use trace_cmd::{AuditArgs, DiffArgs, TraceArgs};
 
@@ -161,11 +162,8 @@ struct GenerateArgs {
     /// GPU: launch each decode step's kernels one by one instead of replaying the captured graph.
     #[arg(long)]
     no_graph: bool,
-    /// GPU prefill: which products take their f32 input as hi + lo (two f16) on the matrix
-    /// units; the rest round it to one f16. all, none, or a comma list of qkv, o, gate_up,
-    /// down, head (docs/gpu.md, "Numerics").
-    #[arg(long, value_name = "LIST", default_value_t = greta_model::llama::gpu::SplitInputs::default())]
-    split_inputs: greta_model::llama::gpu::SplitInputs,
+    #[command(flatten)]
+    gpu: gpu_args::GpuArgs,
     #[command(flatten)]
     trace: TraceArgs,
 }
@@ -428,7 +426,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
                 &lm.model.weights,
                 &mut |_, _| {},
             )?;
-            model.split_inputs = a.split_inputs;
+            a.gpu.apply(&mut model);
             let route = match generate::gpu_sampling(&sampler_cfg) {
                 generate::GpuSampling::Device(_) if a.no_graph => {
                     "eager (--no-graph), tokens picked on the device".to_string()

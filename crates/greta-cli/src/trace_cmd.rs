@@ -94,12 +94,13 @@ impl TraceArgs {
     }
 
     pub fn injections(&self) -> Result<Vec<Injection>> {
-        Ok(self
-            .inject
-            .iter()
-            .map(|s| s.parse())
-            .collect::<Result<_, _>>()?)
+        parse_injections(&self.inject)
     }
+}
+
+/// The `--inject` values, parsed in the order given.
+fn parse_injections(values: &[String]) -> Result<Vec<Injection>> {
+    Ok(values.iter().map(|s| s.parse()).collect::<Result<_, _>>()?)
 }
 
 /// A run id: unique enough to tell traces apart, derived from the clock and the process.
@@ -286,11 +287,8 @@ pub struct AuditArgs {
         allow_hyphen_values = true
     )]
     pub inject: Vec<String>,
-    /// GPU prefill: which products take their f32 input as hi + lo (two f16) on the matrix
-    /// units; the rest round it to one f16. all, none, or a comma list of qkv, o, gate_up,
-    /// down, head (docs/gpu.md, "Numerics").
-    #[arg(long, value_name = "LIST", default_value_t = greta_model::llama::gpu::SplitInputs::default())]
-    pub split_inputs: greta_model::llama::gpu::SplitInputs,
+    #[command(flatten)]
+    pub gpu: crate::gpu_args::GpuArgs,
     #[command(flatten)]
     pub report: ReportArgs,
 }
@@ -306,11 +304,7 @@ impl AuditArgs {
         };
         Ok(AuditSetup {
             selection,
-            inject: self
-                .inject
-                .iter()
-                .map(|s| s.parse())
-                .collect::<Result<_, _>>()?,
+            inject: parse_injections(&self.inject)?,
             tolerances: self.report.tolerances()?,
             prompt_id: "p0".into(),
         })
@@ -374,7 +368,7 @@ pub fn cmd_backend(args: &AuditArgs, against: &str, path: &Path) -> Result<i32> 
                 &reference.model.weights,
                 &mut |_, _| {},
             )?;
-            model.split_inputs = args.split_inputs;
+            args.gpu.apply(&mut model);
             eprintln!("GPU prefill inputs as hi + lo: {}", model.split_inputs);
             let mut setup = setup;
             if args.report.metric.is_none() {
