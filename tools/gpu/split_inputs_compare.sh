@@ -8,15 +8,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)}
-mkdir -p target/device target/dm10
-python3 - <<'PY'
-import lzma, os, shutil
-for src, dst in [("greta.xz", "target/device/greta"), ("smollm2-10l.gguf.xz", "target/dm10/smollm2-10l.gguf")]:
-    with lzma.open("target/carry/" + src) as f, open(dst, "wb") as o:
-        shutil.copyfileobj(f, o)
-    os.chmod(dst, 0o755)
-PY
-rm -rf target/device/kernels && cp -r target/carry/kernels target/device/kernels
+bash tools/gpu/unpack_carry.sh
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels
 G=./target/device/greta
 M=target/dm10/smollm2-10l.gguf

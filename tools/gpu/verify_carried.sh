@@ -10,16 +10,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)}
-mkdir -p target/device target/dm10
-python3 - <<'PY'
-import lzma, os, shutil
-for src, dst in [("greta.xz", "target/device/greta"), ("gpu-ops.xz", "target/device/gpu-ops"),
-                 ("smollm2-10l.gguf.xz", "target/dm10/smollm2-10l.gguf")]:
-    with lzma.open("target/carry/" + src) as f, open(dst, "wb") as o:
-        shutil.copyfileobj(f, o)
-    os.chmod(dst, 0o755)
-PY
-rm -rf target/device/kernels && cp -r target/carry/kernels target/device/kernels
+bash tools/gpu/unpack_carry.sh
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels GRETA_REQUIRE_GPU=1
 G=./target/device/greta
 TINY=crates/greta-model/tests/fixtures/tiny
