@@ -26,6 +26,7 @@
 GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, const g_half* v_cache, float* ctx,
                                      const unsigned* pos0, unsigned rows, unsigned n_heads, unsigned n_kv_heads,
                                      unsigned head_dim, float scale) {
+    g_overlap_entry();
     GRETA_SHARED GRETA_ALIGN32 g_half qs[16 * LDH];
     GRETA_SHARED GRETA_ALIGN32 g_half ql[16 * LDH];
     GRETA_SHARED GRETA_ALIGN32 g_half ks[KT * LDH];
@@ -306,6 +307,7 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
     GRETA_KERNEL void attn_prefill_fa_##HD(const float* q, const g_half* k_cache, const g_half* v_cache,       \
                                            float* ctx, const unsigned* pos0, unsigned rows, unsigned n_heads, \
                                            unsigned n_kv_heads, float scale) {                                \
+        g_overlap_entry();                                                                                    \
         GRETA_SHARED GRETA_ALIGN16 g_half ks[FA_KEYS * HD_MAX];                                               \
         GRETA_SHARED GRETA_ALIGN16 g_half vs[FA_KEYS * HD_MAX];                                               \
         attn_prefill_fa<HD>(q, k_cache, v_cache, ctx, pos0, rows, n_heads, n_kv_heads, scale, ks, vs);        \
@@ -314,97 +316,120 @@ ATTN_PREFILL_FA(64)
 ATTN_PREFILL_FA(128)
 #endif
 
-#define SPLIT 64
-#define DECODE_BLOCK 256
+#define DECODE_KEYS 128
+#define DECODE_BLOCK 128
+#define DECODE_WAVES_MAX (DECODE_BLOCK / 32)
 
 // Decode attention of one query row (at position *pos0) split over the KV length: block
-// (s, h) takes keys [s * SPLIT, min((s + 1) * SPLIT, *pos0 + 1)) and writes its running max,
-// sum and unnormalised output to part_m/part_l/part_o[h * n_splits + s] (splits past the end
-// write an empty partial). Scores: a group of head_dim / 8 lanes per key, each one 16-byte
-// chunk of K, summed by shuffles. Output: the same groups, each lane accumulating one 16-byte
-// chunk of V over every G-th key, then the groups' sums added through LDS.
-// The last block of head h to finish (an atomic count in done[h], reset to 0 by that block
-// for the next step) combines the head's splits into ctx: no second launch per layer.
+// (s, h) takes keys [s * DECODE_KEYS, min((s + 1) * DECODE_KEYS, *pos0 + 1)) of head h, and
+// each of its waves GRETA_WAVE consecutive keys of those. The kernel is latency-bound at
+// decode's sizes, so it is laid out for few dependent memory round trips:
+//   scores: lane = key; the lane issues all head_dim / 8 16-byte loads of its K row at
+//           once and takes the dot product with q (in LDS, read as a broadcast);
+//   softmax within the wave (shuffles): max m, weights e = exp(s - m), sum l;
+//   output: lane = (key group g, 16-byte chunk c of head_dim); all of the lane's V loads
+//           (one per group of keys) are issued at once, each weighted by the key's e
+//           (fetched from the key's lane);
+//   the waves' (m, l, o) are merged through LDS. With one split the block writes ctx;
+//   otherwise it writes its partial (m, l, unnormalised o) and the last block of head h to
+//   finish (an atomic count in done[h], reset to 0 by that block for the next step)
+//   combines the head's splits into ctx: no second launch per layer.
+// CH = head_dim / 8 is a template argument so that every load is unrolled.
 // Grid: (n_splits, n_heads); block: DECODE_BLOCK.
-GRETA_KERNEL void attn_decode_split(const float* q, const g_half* k_cache, const g_half* v_cache, float* part_m,
-                                    float* part_l, float* part_o, unsigned* done, float* ctx, const unsigned* pos0,
-                                    unsigned n_heads, unsigned n_kv_heads, unsigned head_dim, unsigned n_splits,
-                                    float scale) {
-    GRETA_SHARED GRETA_ALIGN16 float qsh[HD_MAX];
-    GRETA_SHARED float p[SPLIT];
-    GRETA_SHARED float red[DECODE_BLOCK * 8];
-    GRETA_SHARED float scratch[DECODE_BLOCK];
-    GRETA_SHARED unsigned last;
-    unsigned s = g_bid(), h = g_bid_y(), t = g_tid();
-    unsigned kvh = h / (n_heads / n_kv_heads);
-    unsigned kv_row = n_kv_heads * head_dim;
-    unsigned n = *pos0 + 1;
-    unsigned j0 = s * SPLIT;
-    unsigned j1 = j0 + SPLIT < n ? j0 + SPLIT : n;
-    unsigned long part = (unsigned long)h * n_splits + s;
-    // Lanes per key: head_dim / 8 chunks, in a power-of-two group (shuffle sums).
-    unsigned chunks = head_dim / 8, width = 1;
-    while (width < chunks) width <<= 1;
-    unsigned per_pass = g_bdim() / width, c = t % width, g = t / width;
+template <unsigned CH>
+GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_half* v_cache, float* part_m,
+                              float* part_l, float* part_o, unsigned* done, float* ctx, const unsigned* pos0,
+                              unsigned n_heads, unsigned n_kv_heads, unsigned n_splits, float scale, float* qsh,
+                              float* red, float* wm, float* wl, unsigned* last) {
+    constexpr unsigned HD = 8 * CH;
+    constexpr unsigned WAVES = DECODE_BLOCK / GRETA_WAVE;
+    // Output pass: G keys per pass (lanes past G * CH idle), P passes over the wave's keys.
+    constexpr unsigned G = GRETA_WAVE / CH;
+    constexpr unsigned P = (GRETA_WAVE + G - 1) / G;
+    const unsigned s = g_bid(), h = g_bid_y(), t = g_tid(), lane = g_lane(), wave = t / GRETA_WAVE;
+    const unsigned kvh = h / (n_heads / n_kv_heads);
+    const unsigned long kv_row = (unsigned long)n_kv_heads * HD;
+    const unsigned n = *pos0 + 1;
+    const unsigned j0 = s * DECODE_KEYS;
+    const unsigned long part = (unsigned long)h * n_splits + s;
     if (j0 < n) {
-        for (unsigned d = t; d < head_dim; d += g_bdim()) qsh[d] = q[(unsigned long)h * head_dim + d];
+        for (unsigned d = t; d < HD; d += DECODE_BLOCK) qsh[d] = q[(unsigned long)h * HD + d];
         g_sync();
-        float local_max = NEG_INF;
-        for (unsigned jb = j0; jb < j1; jb += per_pass) {
-            unsigned j = jb + g;
+        const unsigned jw = j0 + wave * GRETA_WAVE; // this wave's first key
+        const unsigned j = jw + lane;
+        const bool valid = j < n;
+        float sc = NEG_INF;
+        if (valid) {
+            const g_half* kr = k_cache + j * kv_row + kvh * HD;
+            g_h8 kv[CH];
+            for (unsigned c = 0; c < CH; ++c) kv[c] = *(const g_h8*)(kr + 8 * c);
             float acc = 0.0f;
-            if (j < j1 && c < chunks) {
-                float k8[8];
-                g_load_h8(k_cache + (unsigned long)j * kv_row + kvh * head_dim + 8 * c, k8);
-                for (unsigned e = 0; e < 8; ++e) acc += qsh[8 * c + e] * k8[e];
-            }
-            float sc = g_group_sum(acc, width) * scale;
-            if (j < j1) {
-                if (c == 0) p[j - j0] = sc;
-                local_max = sc > local_max ? sc : local_max;
-            }
+            for (unsigned c = 0; c < CH; ++c)
+                for (unsigned e = 0; e < 8; ++e) acc += qsh[8 * c + e] * g_h2f(kv[c].v[e]);
+            sc = acc * scale;
         }
-        float m = g_block_max(local_max, scratch);
-        float local_sum = 0.0f;
-        for (unsigned j = j0 + t; j < j1; j += g_bdim()) {
-            float e = g_exp(p[j - j0] - m);
-            p[j - j0] = e;
-            local_sum += e;
+        // NEG_INF is finite: an empty wave gets m = NEG_INF, l = 0, o = 0, and weight
+        // exp(NEG_INF - M) = 0 below.
+        const float m = g_wave_max(sc);
+        const float ew = valid ? g_exp(sc - m) : 0.0f;
+        const float l = g_wave_sum(ew);
+
+        const unsigned c = lane % CH, g = lane / CH;
+        float o[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+        g_h8 vv[P];
+        float pw[P];
+        for (unsigned p = 0; p < P; ++p) {
+            unsigned key = p * G + g; // within the wave
+            // Every lane takes part in the exchange; idle lanes read a valid lane.
+            pw[p] = g_shfl(ew, key % GRETA_WAVE);
+            bool use = g < G && key < GRETA_WAVE && jw + key < n;
+            if (!use) pw[p] = 0.0f;
+            if (use) vv[p] = *(const g_h8*)(v_cache + (jw + key) * kv_row + kvh * HD + 8 * c);
         }
-        float l = g_block_sum(local_sum, scratch);
-        float acc[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-        if (c < chunks) {
-            for (unsigned j = j0 + g; j < j1; j += per_pass) {
-                float v8[8];
-                g_load_h8(v_cache + (unsigned long)j * kv_row + kvh * head_dim + 8 * c, v8);
-                float pj = p[j - j0];
-                for (unsigned e = 0; e < 8; ++e) acc[e] += pj * v8[e];
-            }
-            for (unsigned e = 0; e < 8; ++e) red[g * head_dim + 8 * c + e] = acc[e];
+        for (unsigned p = 0; p < P; ++p)
+            if (pw[p] != 0.0f)
+                for (unsigned e = 0; e < 8; ++e) o[e] += pw[p] * g_h2f(vv[p].v[e]);
+        if (g < G)
+            for (unsigned e = 0; e < 8; ++e) red[(wave * G + g) * HD + 8 * c + e] = o[e];
+        if (lane == 0) {
+            wm[wave] = m;
+            wl[wave] = l;
         }
         g_sync();
-        for (unsigned d = t; d < head_dim; d += g_bdim()) {
-            float o = 0.0f;
-            for (unsigned gg = 0; gg < per_pass; ++gg) o += red[gg * head_dim + d];
-            part_o[part * head_dim + d] = o;
+        float mm = wm[0];
+        for (unsigned w = 1; w < WAVES; ++w) mm = wm[w] > mm ? wm[w] : mm;
+        float ll = 0.0f;
+        for (unsigned w = 0; w < WAVES; ++w) ll += g_exp(wm[w] - mm) * wl[w];
+        for (unsigned d = t; d < HD; d += DECODE_BLOCK) {
+            float od = 0.0f;
+            for (unsigned w = 0; w < WAVES; ++w) {
+                float sw = 0.0f;
+                for (unsigned gg = 0; gg < G; ++gg) sw += red[(w * G + gg) * HD + d];
+                od += g_exp(wm[w] - mm) * sw;
+            }
+            if (n_splits == 1)
+                ctx[(unsigned long)h * HD + d] = od / ll;
+            else
+                part_o[part * HD + d] = od;
         }
+        if (n_splits == 1) return;
         if (t == 0) {
-            part_m[part] = m;
-            part_l[part] = l;
+            part_m[part] = mm;
+            part_l[part] = ll;
         }
     } else {
         if (t == 0) {
             part_m[part] = NEG_INF;
             part_l[part] = 0.0f;
         }
-        for (unsigned d = t; d < head_dim; d += g_bdim()) part_o[part * head_dim + d] = 0.0f;
+        for (unsigned d = t; d < HD; d += DECODE_BLOCK) part_o[part * HD + d] = 0.0f;
     }
     // Publish this split; the block that completes the count combines.
     g_fence_release();
     g_sync();
-    if (t == 0) last = g_atomic_inc(&done[h]) == n_splits - 1;
+    if (t == 0) *last = g_atomic_inc(&done[h]) == n_splits - 1;
     g_sync();
-    if (!last) return;
+    if (!*last) return;
     g_fence_acquire();
     // ctx[h, d] = sum_s exp(m_s - M) o_s[d] / sum_s exp(m_s - M) l_s over the splits of head h.
     const float* pm = part_m + (unsigned long)h * n_splits;
@@ -414,11 +439,39 @@ GRETA_KERNEL void attn_decode_split(const float* q, const g_half* k_cache, const
     float ll = 0.0f;
     for (unsigned x = 0; x < n_splits; ++x)
         if (pm[x] != NEG_INF) ll += g_exp(pm[x] - mm) * pl[x];
-    for (unsigned d = t; d < head_dim; d += g_bdim()) {
-        float o = 0.0f;
+    for (unsigned d = t; d < HD; d += DECODE_BLOCK) {
+        float od = 0.0f;
         for (unsigned x = 0; x < n_splits; ++x)
-            if (pm[x] != NEG_INF) o += g_exp(pm[x] - mm) * part_o[((unsigned long)h * n_splits + x) * head_dim + d];
-        ctx[(unsigned long)h * head_dim + d] = o / ll;
+            if (pm[x] != NEG_INF) od += g_exp(pm[x] - mm) * part_o[((unsigned long)h * n_splits + x) * HD + d];
+        ctx[(unsigned long)h * HD + d] = od / ll;
     }
     if (t == 0) done[h] = 0;
+}
+
+GRETA_KERNEL void attn_decode_split(const float* q, const g_half* k_cache, const g_half* v_cache, float* part_m,
+                                    float* part_l, float* part_o, unsigned* done, float* ctx, const unsigned* pos0,
+                                    unsigned n_heads, unsigned n_kv_heads, unsigned head_dim, unsigned n_splits,
+                                    float scale) {
+    g_overlap_entry();
+    GRETA_SHARED GRETA_ALIGN16 float qsh[HD_MAX];
+    GRETA_SHARED GRETA_ALIGN16 float red[DECODE_BLOCK * 8];
+    GRETA_SHARED float wm[DECODE_WAVES_MAX], wl[DECODE_WAVES_MAX];
+    GRETA_SHARED unsigned last;
+#define ATTN_DECODE_CASE(CH)                                                                                 \
+    case CH:                                                                                                 \
+        attn_decode<CH>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0, n_heads, n_kv_heads,   \
+                        n_splits, scale, qsh, red, wm, wl, &last);                                           \
+        break;
+    // head_dim: a multiple of 16 up to HD_MAX (check_attention_shape in gpu.rs).
+    switch (head_dim / 8) {
+        ATTN_DECODE_CASE(2)
+        ATTN_DECODE_CASE(4)
+        ATTN_DECODE_CASE(6)
+        ATTN_DECODE_CASE(8)
+        ATTN_DECODE_CASE(10)
+        ATTN_DECODE_CASE(12)
+        ATTN_DECODE_CASE(14)
+        ATTN_DECODE_CASE(16)
+    }
+#undef ATTN_DECODE_CASE
 }

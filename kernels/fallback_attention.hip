@@ -10,6 +10,7 @@
 // -inf beyond. Grid: (ceil(max_kv / block), rows * n_heads); block: any.
 GRETA_KERNEL void attn_scores(const float* q, const g_half* k_cache, float* scores, const unsigned* pos0,
                               unsigned n_heads, unsigned n_kv_heads, unsigned head_dim, unsigned max_kv, float scale) {
+    g_overlap_entry();
     unsigned rh = g_bid_y();
     unsigned r = rh / n_heads, h = rh % n_heads;
     unsigned j = g_bid() * g_bdim() + g_tid();
@@ -27,6 +28,7 @@ GRETA_KERNEL void attn_scores(const float* q, const g_half* k_cache, float* scor
 // Softmax over j <= *pos0 + r of each (r, h) row of scores, in place. Grid: rows * n_heads;
 // block: power of two <= 1024.
 GRETA_KERNEL void attn_softmax(float* scores, const unsigned* pos0, unsigned n_heads, unsigned max_kv) {
+    g_overlap_entry();
     GRETA_SHARED float scratch[MAX_BLOCK];
     unsigned rh = g_bid();
     unsigned r = rh / n_heads;
@@ -50,6 +52,7 @@ GRETA_KERNEL void attn_softmax(float* scores, const unsigned* pos0, unsigned n_h
 // threads (<= 1024).
 GRETA_KERNEL void attn_context(const float* probs, const g_half* v_cache, float* ctx, const unsigned* pos0,
                                unsigned n_heads, unsigned n_kv_heads, unsigned head_dim, unsigned max_kv) {
+    g_overlap_entry();
     unsigned rh = g_bid();
     unsigned r = rh / n_heads, h = rh % n_heads;
     unsigned kvh = h / (n_heads / n_kv_heads);

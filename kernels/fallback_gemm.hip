@@ -7,6 +7,7 @@
 
 // Grid: (ceil(n / 16), ceil(t / 16)); block: 256 (16 x 16).
 GRETA_KERNEL void gemm_f16w_fallback(const float* x, const g_half* w, float* y, unsigned t, unsigned k, unsigned n) {
+    g_overlap_entry();
     GRETA_SHARED float xs[TILE][TILE + 1];
     GRETA_SHARED float ws[TILE][TILE + 1];
     unsigned tx = g_tid() % TILE, ty = g_tid() / TILE;

@@ -26,6 +26,7 @@
 
 // Grid: (ceil(n / 64), ceil(t / 64)); block: 4 waves (128 threads on NVIDIA, 256 on AMD).
 GRETA_KERNEL void gemm_f16w_mma(const float* x, const g_half* w, float* y, unsigned t, unsigned k, unsigned n) {
+    g_overlap_entry();
     GRETA_SHARED GRETA_ALIGN32 g_half xs[BM * LDT];
     GRETA_SHARED GRETA_ALIGN32 g_half xl[BM * LDT];
     GRETA_SHARED GRETA_ALIGN32 g_half ws[BN * LDT];
@@ -150,6 +151,7 @@ GRETA_DEVICE void gemm_f16_tile(const g_half* GRETA_RESTRICT a, const g_half* GR
 #define GEMM_F16(NAME, TM, TN, WM, WN, STAGES)                                                               \
     GRETA_KERNEL void NAME(const g_half* a, const g_half* a_lo, const g_half* w, float* y, unsigned t,        \
                            unsigned k, unsigned n) {                                                         \
+        g_overlap_entry();                                                                                   \
         GRETA_SHARED GRETA_ALIGN16 g_half slabs[STAGES * (TM + TN) * G_SLAB_K];                              \
         gemm_f16_tile<TM, TN, WM, WN, STAGES>(a, a_lo, w, y, t, k, n, slabs);                                \
     }
@@ -178,6 +180,7 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 GRETA_KERNEL void gemm_f16_wgmma(const g_half* GRETA_RESTRICT a, const g_half* GRETA_RESTRICT a_lo,
                                  const g_half* GRETA_RESTRICT w, float* GRETA_RESTRICT y, unsigned t, unsigned k,
                                  unsigned n) {
+    g_overlap_entry();
     extern __shared__ unsigned char wg_raw[];
     // Swizzle atoms are 1024-byte aligned (the launcher adds 1 KiB for this).
     g_half* smem = (g_half*)(((unsigned long)wg_raw + 1023) & ~1023ul);

@@ -9,37 +9,51 @@
 
 // Dot products of x[0..k) with R weight rows, summed over the wave; every lane gets them. A
 // lane takes 8 weights per row per step with 16-byte loads (and the 8 matching activations
-// with two), UNROLL steps at a time: R * UNROLL weight loads in flight per lane (at R = 1,
-// 2 KiB per wave of 32, 4 KiB per wave of 64), which is what keeps HBM busy. Rows whose
+// with two), UNROLL steps per group: R * UNROLL weight loads in flight per lane (at R = 1,
+// 2 KiB per wave of 32, 4 KiB per wave of 64), which is what keeps HBM busy. A row's last
+// group is predicated (steps past k load zeros) rather than a loop of single steps, so a
+// short row (SmolLM2's k = 576: 2.25 steps) is one round trip to memory, not three; the
+// sums are bitwise those of the step-by-step order (the extra terms are 0 * 0). Rows whose
 // length is not a multiple of 8 (not 16-byte aligned) take the scalar loop.
+// A row's first group of weights is loaded before g_wait_previous (weights are read-only):
+// in an overlapped launch those loads run under the previous kernel's tail, and x, which
+// that kernel writes, is read only after the wait.
+template <unsigned R>
+GRETA_DEVICE void g_dot_weights(const g_half* const* w, unsigned i, unsigned k, g_h8 (*wv)[UNROLL]) {
+    const unsigned step = 8 * GRETA_WAVE;
+    for (unsigned u = 0; u < UNROLL; ++u)
+        for (unsigned r = 0; r < R; ++r)
+            if (i + u * step < k)
+                wv[r][u] = *(const g_h8*)(w[r] + i + u * step);
+            else
+                for (unsigned e = 0; e < 8; ++e) wv[r][u].v[e] = g_f2h(0.0f);
+}
 template <unsigned R>
 GRETA_DEVICE void g_dot(const g_half* const* w, const float* GRETA_RESTRICT x, unsigned k, float* out) {
     unsigned lane = g_lane();
     float acc[R];
     for (unsigned r = 0; r < R; ++r) acc[r] = 0.0f;
     if (k % 8 == 0) {
-        const unsigned step = 8 * GRETA_WAVE;
-        unsigned i = 8 * lane;
-        // All loads of UNROLL steps are issued before the first product uses them.
-        for (; i + (UNROLL - 1) * step < k; i += UNROLL * step) {
-            g_h8 wv[R][UNROLL];
+        const unsigned step = 8 * GRETA_WAVE, group = UNROLL * step;
+        g_h8 wv[R][UNROLL];
+        g_dot_weights<R>(w, 8 * lane, k, wv);
+        g_wait_previous();
+        // Each group: its weights (loaded one group ahead), then its activations, then the
+        // products.
+        for (unsigned g0 = 0, i = 8 * lane; g0 < k; g0 += group, i += group) {
             float xv[UNROLL][8];
             for (unsigned u = 0; u < UNROLL; ++u)
-                for (unsigned r = 0; r < R; ++r) wv[r][u] = *(const g_h8*)(w[r] + i + u * step);
-            for (unsigned u = 0; u < UNROLL; ++u) g_load_f8(x + i + u * step, xv[u]);
+                if (i + u * step < k)
+                    g_load_f8(x + i + u * step, xv[u]);
+                else
+                    for (unsigned e = 0; e < 8; ++e) xv[u][e] = 0.0f;
             for (unsigned u = 0; u < UNROLL; ++u)
                 for (unsigned r = 0; r < R; ++r)
                     for (unsigned e = 0; e < 8; ++e) acc[r] += g_h2f(wv[r][u].v[e]) * xv[u][e];
-        }
-        for (; i < k; i += step) {
-            float xv[8];
-            g_load_f8(x + i, xv);
-            for (unsigned r = 0; r < R; ++r) {
-                g_h8 wv = *(const g_h8*)(w[r] + i);
-                for (unsigned e = 0; e < 8; ++e) acc[r] += g_h2f(wv.v[e]) * xv[e];
-            }
+            if (g0 + group < k) g_dot_weights<R>(w, i + group, k, wv);
         }
     } else {
+        g_wait_previous();
         for (unsigned i = lane; i < k; i += GRETA_WAVE)
             for (unsigned r = 0; r < R; ++r) acc[r] += g_h2f(w[r][i]) * x[i];
     }
@@ -65,6 +79,7 @@ GRETA_DEVICE void g_stacked_row(unsigned r, const g_half* w0, float* y0, unsigne
 template <unsigned R>
 GRETA_DEVICE void g_gemv3(const g_half* w0, float* y0, unsigned n0, const g_half* w1, float* y1, unsigned n1,
                           const g_half* w2, float* y2, unsigned n2, const float* x, unsigned k) {
+    g_launch_next();
     unsigned waves = g_bdim() / GRETA_WAVE;
     unsigned n = n0 + n1 + n2;
     unsigned r0 = R * (g_bid() * waves + g_tid() / GRETA_WAVE);
@@ -98,6 +113,7 @@ GRETA_KERNEL void gemv3_f16_r2(const g_half* w0, float* y0, unsigned n0, const g
 // row i of both matrices. Grid: ceil(n / waves per block); block: a multiple of the wave size.
 GRETA_KERNEL void gemv_gate_up_silu_f16(const g_half* wg, const g_half* wu, const float* x, float* gate, float* up,
                                         float* act, unsigned n, unsigned k) {
+    g_launch_next();
     unsigned waves = g_bdim() / GRETA_WAVE;
     unsigned row = g_bid() * waves + g_tid() / GRETA_WAVE;
     if (row >= n) return;

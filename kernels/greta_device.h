@@ -50,6 +50,30 @@ GRETA_DEVICE float g_sin(float x) { return sinf(x); }
 GRETA_DEVICE float g_cos(float x) { return cosf(x); }
 #endif
 
+// Overlapped launches (hiprt's launch_overlapped: NVIDIA programmatic dependent launch,
+// sm_90+). A kernel so launched may be resident while the kernel ahead of it still runs, so
+// g_wait_previous() must come before its first access to memory another kernel writes or
+// reads (activations, the KV cache, the position; the weights are read-only and may be read
+// before it). g_launch_next() lets the kernel after this one start its own blocks once every
+// block of this grid has called it or exited: called first thing, the next kernel's launch
+// and prologue hide under this one's tail. Without an overlapped launch both are no-ops;
+// HIP has no such launch, and on CDNA both compile to nothing.
+GRETA_DEVICE void g_launch_next() {
+#if defined(GRETA_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
+#endif
+}
+GRETA_DEVICE void g_wait_previous() {
+#if defined(GRETA_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+    asm volatile("griddepcontrol.wait;" ::: "memory");
+#endif
+}
+// Both, at a kernel's entry: for kernels with nothing to do before their inputs are ready.
+GRETA_DEVICE void g_overlap_entry() {
+    g_launch_next();
+    g_wait_previous();
+}
+
 // ---------------------------------------------------------------------------------------
 // The matrix units, one 16x16x16 f16 product with an f32 accumulator per wave (warp).
 //
@@ -175,6 +199,11 @@ GRETA_DEVICE float g_shfl_xor(float v, unsigned m) {
     int other = __builtin_amdgcn_ds_bpermute((int)((g_lane() ^ m) << 2), __builtin_bit_cast(int, v));
     return __builtin_bit_cast(float, other);
 }
+// The value lane `src` holds.
+GRETA_DEVICE float g_shfl(float v, unsigned src) {
+    int other = __builtin_amdgcn_ds_bpermute((int)(src << 2), __builtin_bit_cast(int, v));
+    return __builtin_bit_cast(float, other);
+}
 // Device-scope release / acquire fences and an atomic increment (returns the old value):
 // the "last block finishes the reduction" pattern of the split decode attention.
 GRETA_DEVICE void g_fence_release() { __builtin_amdgcn_fence(__ATOMIC_RELEASE, "agent"); }
@@ -190,6 +219,7 @@ GRETA_DEVICE void g_load_h8(const g_half* p, float* out) {
 }
 #else
 GRETA_DEVICE float g_shfl_xor(float v, unsigned m) { return __shfl_xor_sync(0xffffffffu, v, m); }
+GRETA_DEVICE float g_shfl(float v, unsigned src) { return __shfl_sync(0xffffffffu, v, src); }
 GRETA_DEVICE void g_fence_release() { __threadfence(); }
 GRETA_DEVICE void g_fence_acquire() { __threadfence(); }
 GRETA_DEVICE unsigned g_atomic_inc(unsigned* p) { return atomicAdd(p, 1u); }

@@ -7,6 +7,7 @@
 
 // out[r, :] = table[ids[r], :] widened to f32. Grid: rows; block: any.
 GRETA_KERNEL void embed_f16(const g_half* table, const unsigned* ids, float* out, unsigned d) {
+    g_overlap_entry();
     unsigned r = g_bid();
     const g_half* row = table + (unsigned long)ids[r] * d;
     for (unsigned i = g_tid(); i < d; i += g_bdim()) out[(unsigned long)r * d + i] = g_h2f(row[i]);
@@ -15,6 +16,7 @@ GRETA_KERNEL void embed_f16(const g_half* table, const unsigned* ids, float* out
 // out = x / sqrt(mean(x^2) + eps) * w, per row. Grid: rows; block: a multiple of the wave
 // size <= 1024.
 GRETA_KERNEL void rmsnorm_f32(const float* x, const float* w, float* out, unsigned d, float eps) {
+    g_overlap_entry();
     GRETA_SHARED float scratch[MAX_BLOCK];
     unsigned r = g_bid();
     const float* xr = x + (unsigned long)r * d;
@@ -29,6 +31,7 @@ GRETA_KERNEL void rmsnorm_f32(const float* x, const float* w, float* out, unsign
 // in one launch. Each thread reads back only what it wrote, in rmsnorm_f32's order, so the
 // result is bitwise the unfused pair's. Grid: rows; block: as rmsnorm_f32.
 GRETA_KERNEL void add_rmsnorm_f32(float* x, const float* y, const float* w, float* out, unsigned d, float eps) {
+    g_overlap_entry();
     GRETA_SHARED float scratch[MAX_BLOCK];
     unsigned r = g_bid();
     float* xr = x + (unsigned long)r * d;
@@ -68,6 +71,7 @@ GRETA_DEVICE void g_rope_pair(float* head, float pos, const float* inv_freq, uns
 GRETA_KERNEL void rope_qk_append_f16(float* q, float* k, const float* v, g_half* k_cache, g_half* v_cache,
                                      const unsigned* pos0, const float* inv_freq, unsigned n_heads,
                                      unsigned n_kv_heads, unsigned head_dim, unsigned half_split) {
+    g_overlap_entry();
     unsigned r = g_bid(), h = g_bid_y();
     unsigned p = *pos0 + r;
     float pos = (float)p;
@@ -98,6 +102,7 @@ GRETA_KERNEL void rope_qk_append_f16(float* q, float* k, const float* v, g_half*
 // (2i, 2i+1) (GGUF), 1 pairs (i, i + hd/2) (Hugging Face). Grid: rows; block: any.
 GRETA_KERNEL void rope_f32(float* x, const unsigned* pos0, const float* inv_freq, unsigned n_heads,
                            unsigned head_dim, unsigned half_split) {
+    g_overlap_entry();
     unsigned r = g_bid();
     float pos = (float)(*pos0 + r);
     unsigned half = head_dim / 2;
@@ -110,6 +115,7 @@ GRETA_KERNEL void rope_f32(float* x, const unsigned* pos0, const float* inv_freq
 
 // out = silu(gate) * up. Grid x block covers n.
 GRETA_KERNEL void silu_mul_f32(const float* gate, const float* up, float* out, unsigned n) {
+    g_overlap_entry();
     unsigned i = g_bid() * g_bdim() + g_tid();
     if (i < n) {
         float g = gate[i];
@@ -121,6 +127,7 @@ GRETA_KERNEL void silu_mul_f32(const float* gate, const float* up, float* out, u
 // (x = hi + lo to 22 bits of mantissa; see gemm.hip for which products need lo). Grid x
 // block covers n.
 GRETA_KERNEL void split_f16(const float* x, g_half* hi, g_half* lo, unsigned n) {
+    g_overlap_entry();
     unsigned i = g_bid() * g_bdim() + g_tid();
     if (i < n) {
         float v = x[i];
@@ -133,6 +140,7 @@ GRETA_KERNEL void split_f16(const float* x, g_half* hi, g_half* lo, unsigned n) 
 // y[row] = dot(w[row, :], x) for f16 weights [n, k], f32 x. Grid: n rows; block: power of
 // two <= 1024. The plain, block-per-row baseline gemv3_f16 (gemv.hip) is checked against.
 GRETA_KERNEL void gemv_f16(const g_half* w, const float* x, float* y, unsigned k) {
+    g_overlap_entry();
     GRETA_SHARED float scratch[MAX_BLOCK];
     unsigned row = g_bid();
     const g_half* wr = w + (unsigned long)row * k;
@@ -145,6 +153,7 @@ GRETA_KERNEL void gemv_f16(const g_half* w, const float* x, float* y, unsigned k
 // *out = the index of the largest of x[0..n) (the first on ties). One block, power of two
 // threads <= 1024.
 GRETA_KERNEL void argmax_f32(const float* x, unsigned n, unsigned* out) {
+    g_overlap_entry();
     GRETA_SHARED float best_v[MAX_BLOCK];
     GRETA_SHARED unsigned best_i[MAX_BLOCK];
     unsigned t = g_tid();
@@ -170,6 +179,7 @@ GRETA_KERNEL void argmax_f32(const float* x, unsigned n, unsigned* out) {
 
 // cache[(*pos0 + r) * kv_row + i] = f16(src[r * kv_row + i]). Grid: rows; block: any.
 GRETA_KERNEL void kv_append_f16(const float* src, g_half* cache, const unsigned* pos0, unsigned kv_row) {
+    g_overlap_entry();
     unsigned r = g_bid();
     unsigned long dst = (unsigned long)(*pos0 + r) * kv_row;
     for (unsigned i = g_tid(); i < kv_row; i += g_bdim()) cache[dst + i] = g_f2h(src[(unsigned long)r * kv_row + i]);
@@ -177,6 +187,7 @@ GRETA_KERNEL void kv_append_f16(const float* src, g_half* cache, const unsigned*
 
 // *pos0 += by: the last node of a decode step, so the next replay sees the next position.
 GRETA_KERNEL void advance_pos(unsigned* pos0, unsigned by) {
+    g_overlap_entry();
     if (g_tid() == 0 && g_bid() == 0) *pos0 += by;
 }
 
@@ -195,6 +206,7 @@ GRETA_DEVICE bool g_ranks_before(float av, unsigned ai, float bv, unsigned bi) {
 }
 GRETA_KERNEL void sample_topk(const float* logits, unsigned n, float temperature, unsigned top_k, float top_p,
                               unsigned long long* rng, unsigned* out) {
+    g_overlap_entry();
     GRETA_SHARED float best_v[MAX_BLOCK];
     GRETA_SHARED unsigned best_i[MAX_BLOCK];
     GRETA_SHARED float cand_v[SAMPLE_K_MAX];

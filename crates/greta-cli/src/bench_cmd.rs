@@ -171,13 +171,20 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         r.device,
         r.backend,
         if r.backend == "gpu" {
-            if spec.graph {
-                ", decode as a captured graph"
-            } else {
-                ", decode eager (--no-graph)"
-            }
+            format!(
+                "{}{}",
+                if spec.graph {
+                    ", decode as a captured graph"
+                } else {
+                    ", decode eager (--no-graph)"
+                },
+                match r.overlap {
+                    Some(false) => ", plain launches (--overlap off)",
+                    _ => ", overlapped launches",
+                }
+            )
         } else {
-            ""
+            String::new()
         }
     );
     println!(

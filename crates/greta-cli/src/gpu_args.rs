@@ -10,11 +10,26 @@ pub struct GpuArgs {
     /// down, head (docs/gpu.md, "Numerics").
     #[arg(long, value_name = "LIST", default_value_t = SplitInputs::default())]
     pub split_inputs: SplitInputs,
+    /// Launch each GPU kernel so that it may start while the one ahead of it drains
+    /// (NVIDIA sm_90: programmatic dependent launch; its launch and its reads of weights
+    /// overlap the previous kernel's tail). off: plain stream order, to compare with. AMD
+    /// launches in stream order either way.
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
+    pub overlap: bool,
+}
+
+fn parse_on_off(s: &str) -> Result<bool, String> {
+    match s {
+        "on" => Ok(true),
+        "off" => Ok(false),
+        _ => Err(format!("{s:?}: expected on or off")),
+    }
 }
 
 impl GpuArgs {
     /// Sets the options on a loaded model.
     pub fn apply(self, model: &mut GpuLlama) {
         model.split_inputs = self.split_inputs;
+        model.kernels.overlap = self.overlap;
     }
 }

@@ -130,6 +130,12 @@ pub struct RopeShape {
 
 pub struct GpuKernels {
     pub object: PathBuf,
+    /// Launch each kernel so that it may start while the one ahead of it drains (hiprt's
+    /// `launch_overlapped`: programmatic dependent launch on NVIDIA sm_90; plain stream
+    /// order on AMD, which has no such launch). On by default; off gives plain launches to
+    /// compare with. Every kernel waits for its predecessor before touching shared data
+    /// (kernels/greta_device.h), so results are the same either way.
+    pub overlap: bool,
     /// Threads per wave (warp) of the device: 64 on CDNA, 32 on NVIDIA.
     wave: u32,
     _modules: Vec<Module>,
@@ -204,6 +210,7 @@ impl GpuKernels {
             };
             return Ok(GpuKernels {
                 object: path,
+                overlap: true,
                 wave,
                 embed: ops.function("embed_f16")?,
                 rmsnorm: ops.function("rmsnorm_f32")?,
@@ -258,11 +265,18 @@ impl GpuKernels {
         })
     }
 
-    fn launch(f: &Function, dims: LaunchDims, s: &Stream, mut args: Args) -> Result<()> {
+    fn launch(&self, f: &Function, dims: LaunchDims, s: &Stream, mut args: Args) -> Result<()> {
         let mut p = args.pointers();
         // SAFETY: every launcher passes the kernel's parameters in order and type, and checks
-        // the buffer sizes the kernel will touch.
-        unsafe { f.launch(dims, s, &mut p)? };
+        // the buffer sizes the kernel will touch; every kernel waits for its predecessor
+        // (g_wait_previous) before touching memory another kernel writes or reads.
+        unsafe {
+            if self.overlap {
+                f.launch_overlapped(dims, s, &mut p)?
+            } else {
+                f.launch(dims, s, &mut p)?
+            }
+        };
         Ok(())
     }
 
@@ -288,7 +302,7 @@ impl GpuKernels {
     ) -> Result<()> {
         Self::need(ids, n_rows, "embed ids")?;
         Self::need(out, n_rows * d, "embed out")?;
-        Self::launch(
+        self.launch(
             &self.embed,
             rows(n_rows, BLOCK),
             s,
@@ -316,7 +330,7 @@ impl GpuKernels {
         Self::need(x, n_rows * d, "rmsnorm x")?;
         Self::need(w, d, "rmsnorm w")?;
         Self::need(out, n_rows * d, "rmsnorm out")?;
-        Self::launch(
+        self.launch(
             &self.rmsnorm,
             rows(n_rows, NORM_BLOCK),
             s,
@@ -354,7 +368,7 @@ impl GpuKernels {
             Self::need(b, n_rows * d, what)?;
         }
         Self::need(w, d, "add_rmsnorm w")?;
-        Self::launch(
+        self.launch(
             &self.add_rmsnorm,
             rows(n_rows, NORM_BLOCK),
             s,
@@ -419,7 +433,7 @@ impl GpuKernels {
             block: [64, 1, 1],
             shared_bytes: 0,
         };
-        Self::launch(&self.rope_qk_append, dims, s, args)
+        self.launch(&self.rope_qk_append, dims, s, args)
     }
 
     /// RoPE in place on `[rows, n_heads * head_dim]`; row r at position `*pos0 + r`.
@@ -447,7 +461,7 @@ impl GpuKernels {
             .u32(u32_of(n_heads, "n_heads")?)
             .u32(u32_of(head_dim, "head_dim")?)
             .u32(half_split as u32);
-        Self::launch(&self.rope, rows(n_rows, BLOCK), s, args)
+        self.launch(&self.rope, rows(n_rows, BLOCK), s, args)
     }
 
     pub fn silu_mul(
@@ -462,7 +476,7 @@ impl GpuKernels {
             Self::need(b, n, w)?;
         }
         Self::need(out, n, "silu_mul out")?;
-        Self::launch(
+        self.launch(
             &self.silu_mul,
             grid1(n, BLOCK),
             s,
@@ -506,9 +520,9 @@ impl GpuKernels {
     fn launch_gemv3(&self, rows: usize, s: &Stream, args: Args) -> Result<()> {
         const TWO_PER_WAVE_FROM: usize = 16_384;
         if rows >= TWO_PER_WAVE_FROM {
-            Self::launch(&self.gemv3_r2, self.wave_rows(rows.div_ceil(2)), s, args)
+            self.launch(&self.gemv3_r2, self.wave_rows(rows.div_ceil(2)), s, args)
         } else {
-            Self::launch(&self.gemv3, self.wave_rows(rows), s, args)
+            self.launch(&self.gemv3, self.wave_rows(rows), s, args)
         }
     }
 
@@ -562,7 +576,7 @@ impl GpuKernels {
             .ptr(act)
             .u32(u32_of(n, "n")?)
             .u32(u32_of(k, "k")?);
-        Self::launch(&self.gate_up_silu, self.wave_rows(n), s, args)
+        self.launch(&self.gate_up_silu, self.wave_rows(n), s, args)
     }
 
     /// Blocks of BLOCK threads with one wave per item.
@@ -588,7 +602,7 @@ impl GpuKernels {
         Self::need(w, n * k, "gemv w")?;
         Self::need(x, k, "gemv x")?;
         Self::need(y, n, "gemv y")?;
-        Self::launch(
+        self.launch(
             &self.gemv_plain,
             rows(n, BLOCK),
             s,
@@ -606,7 +620,7 @@ impl GpuKernels {
     ) -> Result<()> {
         Self::need(x, n, "argmax x")?;
         Self::need(out, 1, "argmax out")?;
-        Self::launch(
+        self.launch(
             &self.argmax,
             rows(1, 1024),
             s,
@@ -644,7 +658,7 @@ impl GpuKernels {
             Self::need(lo, n, "split_f16 lo")?;
         }
         let args = Args::new().ptr(x).ptr(hi).ptr_or_null(lo.as_deref());
-        Self::launch(
+        self.launch(
             &self.split_f16,
             grid1(n, BLOCK),
             s,
@@ -703,7 +717,7 @@ impl GpuKernels {
             block: [block, 1, 1],
             shared_bytes,
         };
-        Self::launch(
+        self.launch(
             f,
             dims,
             s,
@@ -753,7 +767,7 @@ impl GpuKernels {
             block: [block, 1, 1],
             shared_bytes: 0,
         };
-        Self::launch(
+        self.launch(
             f,
             dims,
             s,
@@ -779,7 +793,7 @@ impl GpuKernels {
     ) -> Result<()> {
         Self::need(src, shape.rows * shape.len, "kv_append src")?;
         Self::need(cache, capacity * shape.len, "kv_append cache")?;
-        Self::launch(
+        self.launch(
             &self.kv_append,
             rows(shape.rows, BLOCK),
             s,
@@ -831,7 +845,7 @@ impl GpuKernels {
             block: [BLOCK, 1, 1],
             shared_bytes: 0,
         };
-        Self::launch(
+        self.launch(
             &self.attn_scores,
             dims,
             s,
@@ -846,14 +860,14 @@ impl GpuKernels {
                 .u32(mk)
                 .f32(scale),
         )?;
-        Self::launch(
+        self.launch(
             &self.attn_softmax,
             rows(rh as usize, BLOCK),
             s,
             Args::new().ptr(scores).ptr(pos0).u32(nh).u32(mk),
         )?;
         let block = (head_dim as u32).clamp(32, 1024);
-        Self::launch(
+        self.launch(
             &self.attn_context,
             rows(rh as usize, block),
             s,
@@ -929,7 +943,7 @@ impl GpuKernels {
                 .u32(nh)
                 .u32(nkv);
             let args = if fa.is_some() { args } else { args.u32(hd) };
-            return Self::launch(f, dims, s, args.f32(scale));
+            return self.launch(f, dims, s, args.f32(scale));
         }
         let splits = decode_splits(max_kv);
         if scratch.n_heads < n_heads || scratch.head_dim < head_dim || scratch.splits < splits {
@@ -939,8 +953,8 @@ impl GpuKernels {
             )));
         }
         let ns = u32_of(splits, "splits")?;
-        let block = 256; // DECODE_BLOCK in kernels/attention.hip
-        Self::launch(
+        let block = 128; // DECODE_BLOCK in kernels/attention.hip
+        self.launch(
             &self.attn_decode_split,
             LaunchDims {
                 grid: [ns, nh, 1],
@@ -982,7 +996,7 @@ impl GpuKernels {
         Self::need(logits, n, "sample logits")?;
         Self::need(rng, 1, "sample rng")?;
         Self::need(out, 1, "sample out")?;
-        Self::launch(
+        self.launch(
             &self.sample_topk,
             rows(1, 1024),
             s,
@@ -999,7 +1013,7 @@ impl GpuKernels {
 
     /// *pos0 += by, on the device.
     pub fn advance_pos(&self, s: &Stream, pos0: &mut DeviceBuffer<u32>, by: usize) -> Result<()> {
-        Self::launch(
+        self.launch(
             &self.advance_pos,
             rows(1, 32),
             s,
@@ -1058,8 +1072,8 @@ pub struct MatShape {
     pub n: usize,
 }
 
-/// Keys per block of the split decode attention (SPLIT in kernels/attention.hip).
-pub const DECODE_SPLIT: usize = 64;
+/// Keys per block of the split decode attention (DECODE_KEYS in kernels/attention.hip).
+pub const DECODE_SPLIT: usize = 128;
 /// Largest head_dim the flash attention kernel holds (HD_MAX in kernels/attention.hip).
 pub const FLASH_HEAD_DIM_MAX: usize = 128;
 /// Largest top-k the device sampler takes (SAMPLE_K_MAX in kernels/ops.hip).

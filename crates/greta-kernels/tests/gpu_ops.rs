@@ -314,6 +314,16 @@ fn attention_flash_and_split_decode_match_cpu() {
     }
     // A cache exactly as long as the sequence (no spare capacity past the last key).
     attention_case(&g, &s, &k, 4, 4, 64, 31, 33, 64);
+    // Decode with one split (the block writes ctx itself) and with two (the first full, the
+    // second with one key or none), over head dims whose 16-byte chunks do not divide the
+    // wave (48, 80, 96, 112) as well as 64.
+    for (n_heads, n_kv_heads, head_dim) in
+        [(6, 2, 48), (4, 4, 80), (4, 1, 96), (2, 2, 112), (9, 3, 64)]
+    {
+        for (pos0, capacity) in [(0, 100), (99, 100), (126, 129), (127, 129), (128, 129)] {
+            attention_case(&g, &s, &k, n_heads, n_kv_heads, head_dim, pos0, 1, capacity);
+        }
+    }
     // Shapes the kernels do not take are refused with the reason.
     let mut scratch = AttnScratch::new(&g, 2, 80, 16).unwrap();
     let (q, c) = (

@@ -103,6 +103,8 @@ pub struct BenchReport {
     pub device_used_bytes: Option<usize>,
     /// GPU: the prefill products whose inputs were hi + lo (`--split-inputs`).
     pub split_inputs: Option<String>,
+    /// GPU: whether kernels were launched overlapped (`--overlap`).
+    pub overlap: Option<bool>,
     pub all_prefill_ms: Vec<f64>,
     pub all_decode_tok_s: Vec<f64>,
 }
@@ -143,6 +145,7 @@ struct Measured<'a> {
     matrix_bytes: f64,
     device_used_bytes: Option<usize>,
     split_inputs: Option<String>,
+    overlap: Option<bool>,
 }
 
 fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
@@ -157,6 +160,7 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
         matrix_bytes,
         device_used_bytes,
         split_inputs,
+        overlap,
     } = m;
     let prefill_ms = median(&prefill);
     let decode_tok_s = median(&decode);
@@ -178,6 +182,7 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
         state_bytes,
         device_used_bytes,
         split_inputs,
+        overlap,
         all_prefill_ms: prefill,
         all_decode_tok_s: decode,
     }
@@ -248,6 +253,7 @@ pub fn bench_gpu(
             matrix_bytes: 2.0,
             device_used_bytes: Some(model.gpu.used_memory()?),
             split_inputs: Some(model.split_inputs.to_string()),
+            overlap: Some(model.kernels.overlap),
         },
     ))
 }
@@ -295,6 +301,7 @@ pub fn bench_cpu(
             matrix_bytes,
             device_used_bytes: None,
             split_inputs: None,
+            overlap: None,
         },
     ))
 }

@@ -123,6 +123,24 @@ pub trait Driver: Send + Sync {
         s: StreamHandle,
         params: &mut [*mut c_void],
     ) -> Result<()>;
+    /// Launches `f` so that it may start before the kernel ahead of it on `s` has finished
+    /// (NVIDIA's programmatic dependent launch, sm_90 and later): its blocks can be resident
+    /// and running their prologue while the previous grid drains. The kernel must wait for
+    /// its predecessor (`g_wait_previous` in kernels/greta_device.h) before it touches memory
+    /// the predecessor writes or reads. Platforms without the feature launch in stream order,
+    /// which is what the default does.
+    ///
+    /// # Safety
+    /// As `launch`, and the kernel must wait as above.
+    unsafe fn launch_overlapped(
+        &self,
+        f: FunctionHandle,
+        dims: LaunchDims,
+        s: StreamHandle,
+        params: &mut [*mut c_void],
+    ) -> Result<()> {
+        self.launch(f, dims, s, params)
+    }
 
     fn stream_begin_capture(&self, s: StreamHandle) -> Result<()>;
     fn stream_end_capture(&self, s: StreamHandle) -> Result<GraphHandle>;

@@ -40,6 +40,7 @@ pub const ENTRY_POINTS: &[&str] = &[
     "cuModuleUnload",
     "cuModuleGetFunction",
     "cuLaunchKernel",
+    "cuLaunchKernelEx",
     "cuFuncSetAttribute",
     "cuStreamBeginCapture_v2",
     "cuStreamEndCapture",
@@ -323,6 +324,41 @@ impl Driver for NvidiaDriver {
                 bz,
                 d.shared_bytes,
                 stream(s),
+                params.as_mut_ptr(),
+                std::ptr::null_mut(),
+            ),
+        )
+    }
+    unsafe fn launch_overlapped(
+        &self,
+        f: FunctionHandle,
+        d: LaunchDims,
+        s: StreamHandle,
+        params: &mut [*mut c_void],
+    ) -> Result<()> {
+        let [gx, gy, gz] = d.grid;
+        let [bx, by, bz] = d.block;
+        // SAFETY (of the union write): the value's `int` member is the one this attribute reads.
+        let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attr.value.programmaticStreamSerializationAllowed = 1;
+        let config = sys::CUlaunchConfig {
+            gridDimX: gx,
+            gridDimY: gy,
+            gridDimZ: gz,
+            blockDimX: bx,
+            blockDimY: by,
+            blockDimZ: bz,
+            sharedMemBytes: d.shared_bytes,
+            hStream: stream(s),
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        check(
+            "cuLaunchKernelEx",
+            sys::cuLaunchKernelEx(
+                &config,
+                f.0.cast(),
                 params.as_mut_ptr(),
                 std::ptr::null_mut(),
             ),

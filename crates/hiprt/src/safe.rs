@@ -478,6 +478,22 @@ impl Function {
             .driver
             .launch(self.handle, dims, s.handle(), params)
     }
+    /// Launches the kernel on `s`, allowed to start while the kernel ahead of it drains
+    /// (`Driver::launch_overlapped`).
+    ///
+    /// # Safety
+    /// As `launch`, and the kernel must wait for its predecessor before it touches memory
+    /// the predecessor writes or reads.
+    pub unsafe fn launch_overlapped(
+        &self,
+        dims: LaunchDims,
+        s: &Stream,
+        params: &mut [*mut c_void],
+    ) -> Result<()> {
+        self.module
+            .driver
+            .launch_overlapped(self.handle, dims, s.handle(), params)
+    }
 }
 
 /// A captured graph, not yet instantiated.
