@@ -153,32 +153,42 @@ GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, cons
 
 #if defined(GRETA_NVIDIA)
 // Prefill attention with S and O in registers (FlashAttention-2's shape) for head_dim HD of
-// 64 or 128, NVIDIA: FA_WAVES waves per block, 16 query rows each, share key/value tiles of
-// FA_KEYS keys copied asynchronously into LDS. Per tile, a wave computes S = Q Kᵀ on the
+// 64 or 128, NVIDIA: WAVES waves per block, 16 query rows each, share key/value tiles of
+// FA_KEYS keys copied asynchronously into LDS, two tiles in flight (the copy of the next
+// tile runs under the products of this one). Per tile, a wave computes S = Q Kᵀ on the
 // matrix units (Q as hi + lo f16 fragments held in registers for the whole kernel, K
 // fragments by ldmatrix), the online softmax on S where the HMMA accumulators leave it
 // (lane l holds rows l / 4 and l / 4 + 8; a row's 64 scores sit in the 4 lanes of a quad),
 // and O += P V with P taken straight from those registers as the A operand (the m16n8k16
 // accumulator and A layouts line up) and V fragments by ldmatrix.trans. Nothing but K and V
-// passes through LDS: 32 KiB per block, so several blocks share a multiprocessor.
+// passes through LDS: 2 stages x (K + V) x FA_KEYS x HD halves of dynamic shared memory
+// (32 KiB at HD 64, 64 KiB at HD 128; the launcher opts in). Blocks take their rows from
+// the last to the first: under the causal mask the last rows see the most keys, so the
+// longest blocks start first.
 // The softmax numerics are the LDS kernel's above: scores scaled in f32, P rounded to f16
 // and summed as rounded. CDNA keeps the LDS kernel (docs/amd.md: MFMA's accumulator is the
 // transpose of its A operand, so the same idea there computes Sᵀ = K Qᵀ).
-// Grid: (ceil(rows / (16 FA_WAVES)), n_heads); block: FA_WAVES waves.
-#define FA_WAVES 4
+// Grid: (ceil(rows / (16 WAVES)), n_heads); block: WAVES waves; dynamic shared memory:
+// fa_shared_bytes(HD) (gpu.rs: FA_SHARED).
 #define FA_KEYS 64
-// Row r, 16-byte chunk c of a [64][HD_MAX] f16 tile, chunks XOR-swizzled by r % 8: the 8 rows
-// one ldmatrix reads at one chunk hit 8 different bank groups.
-GRETA_DEVICE unsigned fa_at(unsigned r, unsigned c) { return r * HD_MAX + ((c ^ (r & 7u)) << 3); }
-
+// Row r, 16-byte chunk c of a [FA_KEYS][HD] f16 tile, chunks XOR-swizzled by r % 8: the 8
+// rows one ldmatrix reads at one chunk hit 8 different bank groups.
 template <unsigned HD>
+GRETA_DEVICE unsigned fa_at(unsigned r, unsigned c) { return r * HD + ((c ^ (r & 7u)) << 3); }
+
+template <unsigned HD, unsigned WAVES>
 GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* GRETA_RESTRICT k_cache,
                                   const g_half* GRETA_RESTRICT v_cache, float* GRETA_RESTRICT ctx,
                                   const unsigned* pos0, unsigned rows, unsigned n_heads, unsigned n_kv_heads,
-                                  float scale, g_half* ks, g_half* vs) {
-    constexpr unsigned DC = HD / 16, CH = HD / 8, NT = FA_KEYS / 8, BLOCK_ROWS = 16 * FA_WAVES;
+                                  float scale, g_half* smem) {
+    constexpr unsigned DC = HD / 16, CH = HD / 8, NT = FA_KEYS / 8, BLOCK_ROWS = 16 * WAVES;
+    constexpr unsigned TILE = FA_KEYS * HD; // halves of one K or V tile
+    static_assert(BLOCK_ROWS <= FA_KEYS, "Q is staged through one K tile");
     const unsigned tid = g_tid(), wave = tid / GRETA_WAVE, l = g_lane();
-    const unsigned r0 = g_bid() * BLOCK_ROWS, h = g_bid_y();
+    const unsigned r0 = (gridDim.x - 1 - g_bid()) * BLOCK_ROWS, h = g_bid_y();
+    // Stage st's K tile at smem + 2 st TILE, its V tile right after.
+    g_half* ks = smem;
+    g_half* vs = smem + TILE;
     const unsigned kvh = h / (n_heads / n_kv_heads);
     const unsigned p0 = *pos0, kv_row = n_kv_heads * HD;
     const unsigned last_row = r0 + BLOCK_ROWS - 1 < rows ? r0 + BLOCK_ROWS - 1 : rows - 1;
@@ -198,14 +208,14 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
             hi.v[x] = g_f2h(v[x]);
             lo.v[x] = g_f2h(v[x] - g_h2f(hi.v[x]));
         }
-        *(g_h8*)&ks[fa_at(i, ch)] = hi;
-        *(g_h8*)&vs[fa_at(i, ch)] = lo;
+        *(g_h8*)&ks[fa_at<HD>(i, ch)] = hi;
+        *(g_h8*)&vs[fa_at<HD>(i, ch)] = lo;
     }
     g_sync();
     unsigned qh[DC][4], ql[DC][4];
     for (unsigned dc = 0; dc < DC; ++dc) {
-        g_ldmatrix4(qh[dc], ks + fa_at(16 * wave + l % 16, 2 * dc + l / 16));
-        g_ldmatrix4(ql[dc], vs + fa_at(16 * wave + l % 16, 2 * dc + l / 16));
+        g_ldmatrix4(qh[dc], ks + fa_at<HD>(16 * wave + l % 16, 2 * dc + l / 16));
+        g_ldmatrix4(ql[dc], vs + fa_at<HD>(16 * wave + l % 16, 2 * dc + l / 16));
     }
     g_sync();
 
@@ -216,17 +226,31 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
     const unsigned qd = l % 4;
     const unsigned pos_r[2] = {p0 + r0 + 16 * wave + l / 4, p0 + r0 + 16 * wave + l / 4 + 8};
     const unsigned mi = l / 8;
-    for (unsigned j0 = 0; j0 < n_keys; j0 += FA_KEYS) {
+    // Tile j0's keys and values into stage st (async; committed as one group).
+    auto copy_tile = [&](unsigned j0, unsigned st) {
+        g_half* kd = smem + 2 * st * TILE;
+        g_half* vd = kd + TILE;
         for (unsigned c = tid; c < FA_KEYS * CH; c += g_bdim()) {
             unsigned j = c / CH, ch = c % CH;
             bool valid = j0 + j < n_keys;
             unsigned long at = (unsigned long)(j0 + j) * kv_row + kvh * HD + 8 * ch;
-            g_copy16_async(ks + fa_at(j, ch), valid ? k_cache + at : k_cache, valid);
-            g_copy16_async(vs + fa_at(j, ch), valid ? v_cache + at : v_cache, valid);
+            g_copy16_async(kd + fa_at<HD>(j, ch), valid ? k_cache + at : k_cache, valid);
+            g_copy16_async(vd + fa_at<HD>(j, ch), valid ? v_cache + at : v_cache, valid);
         }
         g_async_commit();
-        g_async_wait<0>();
+    };
+    copy_tile(0, 0);
+    for (unsigned j0 = 0, st = 0; j0 < n_keys; j0 += FA_KEYS, st ^= 1) {
+        // The next tile's copy goes out before this one's products; wait for this one only.
+        if (j0 + FA_KEYS < n_keys) {
+            copy_tile(j0 + FA_KEYS, st ^ 1);
+            g_async_wait<1>();
+        } else {
+            g_async_wait<0>();
+        }
         g_sync();
+        ks = smem + 2 * st * TILE;
+        vs = ks + TILE;
 
         float s[NT][4];
         for (unsigned nt = 0; nt < NT; ++nt)
@@ -234,7 +258,7 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
         for (unsigned dc = 0; dc < DC; ++dc)
             for (unsigned p = 0; p < NT / 2; ++p) {
                 unsigned kb[4];
-                g_ldmatrix4(kb, ks + fa_at(16 * p + (mi / 2) * 8 + l % 8, 2 * dc + mi % 2));
+                g_ldmatrix4(kb, ks + fa_at<HD>(16 * p + (mi / 2) * 8 + l % 8, 2 * dc + mi % 2));
                 g_hmma16816(s[2 * p], qh[dc], kb[0], kb[1]);
                 g_hmma16816(s[2 * p], ql[dc], kb[0], kb[1]);
                 g_hmma16816(s[2 * p + 1], qh[dc], kb[2], kb[3]);
@@ -283,7 +307,7 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
                                    g_pack_h2(s[2 * kc + 1][2], s[2 * kc + 1][3])};
             for (unsigned dp = 0; dp < DC; ++dp) {
                 unsigned vb[4];
-                g_ldmatrix4_trans(vb, vs + fa_at(16 * kc + (mi % 2) * 8 + l % 8, 2 * dp + mi / 2));
+                g_ldmatrix4_trans(vb, vs + fa_at<HD>(16 * kc + (mi % 2) * 8 + l % 8, 2 * dp + mi / 2));
                 g_hmma16816(o[2 * dp], a, vb[0], vb[1]);
                 g_hmma16816(o[2 * dp + 1], a, vb[2], vb[3]);
             }
@@ -303,17 +327,18 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
     }
 }
 
-#define ATTN_PREFILL_FA(HD)                                                                                  \
+// Waves per block: 2 at HD 64 (SmolLM2's 9 heads x 512 rows make 144 blocks, not 72 on a
+// 132-multiprocessor card), 4 at HD 128 (more sharing of each K/V tile). gpu.rs: FA_WAVES.
+#define ATTN_PREFILL_FA(HD, WAVES)                                                                           \
     GRETA_KERNEL void attn_prefill_fa_##HD(const float* q, const g_half* k_cache, const g_half* v_cache,       \
                                            float* ctx, const unsigned* pos0, unsigned rows, unsigned n_heads, \
                                            unsigned n_kv_heads, float scale) {                                \
         g_overlap_entry();                                                                                    \
-        GRETA_SHARED GRETA_ALIGN16 g_half ks[FA_KEYS * HD_MAX];                                               \
-        GRETA_SHARED GRETA_ALIGN16 g_half vs[FA_KEYS * HD_MAX];                                               \
-        attn_prefill_fa<HD>(q, k_cache, v_cache, ctx, pos0, rows, n_heads, n_kv_heads, scale, ks, vs);        \
+        extern __shared__ GRETA_ALIGN16 g_half fa_smem[];                                                     \
+        attn_prefill_fa<HD, WAVES>(q, k_cache, v_cache, ctx, pos0, rows, n_heads, n_kv_heads, scale, fa_smem); \
     }
-ATTN_PREFILL_FA(64)
-ATTN_PREFILL_FA(128)
+ATTN_PREFILL_FA(64, 2)
+ATTN_PREFILL_FA(128, 4)
 #endif
 
 #define DECODE_KEYS 128

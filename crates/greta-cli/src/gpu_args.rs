@@ -14,7 +14,7 @@ pub struct GpuArgs {
     /// (NVIDIA sm_90: programmatic dependent launch; its launch and its reads of weights
     /// overlap the previous kernel's tail). off: plain stream order, to compare with. AMD
     /// launches in stream order either way.
-    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off)]
+    #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub overlap: bool,
 }
 

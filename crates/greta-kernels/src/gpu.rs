@@ -231,10 +231,13 @@ impl GpuKernels {
                 attn_context: plain_attn.function("attn_context")?,
                 attn_prefill_flash: attn.function("attn_prefill_flash")?,
                 attn_prefill_fa: match gpu.platform() {
-                    Platform::Nvidia => Some([
-                        attn.function("attn_prefill_fa_64")?,
-                        attn.function("attn_prefill_fa_128")?,
-                    ]),
+                    Platform::Nvidia => {
+                        let f64 = attn.function("attn_prefill_fa_64")?;
+                        let f128 = attn.function("attn_prefill_fa_128")?;
+                        f64.set_max_dynamic_shared(fa_shared_bytes(64))?;
+                        f128.set_max_dynamic_shared(fa_shared_bytes(128))?;
+                        Some([f64, f128])
+                    }
                     Platform::Amd => None,
                 },
                 attn_decode_split: attn.function("attn_decode_split")?,
@@ -917,21 +920,21 @@ impl GpuKernels {
         );
         let scale = 1.0 / (head_dim as f32).sqrt();
         if n_rows > 1 {
-            // Register-resident (4 waves x 16 rows per block) where it exists, else the LDS
-            // kernel (one wave x 16 rows).
+            // Register-resident (FA_WAVES waves x 16 rows per block) where it exists, else
+            // the LDS kernel (one wave x 16 rows).
             let fa = match (&self.attn_prefill_fa, head_dim) {
                 (Some([f64, _]), 64) => Some(f64),
                 (Some([_, f128]), 128) => Some(f128),
                 _ => None,
             };
-            let (f, rows_per_block, block) = match fa {
-                Some(f) => (f, 64, 4 * self.wave),
-                None => (&self.attn_prefill_flash, 16, self.wave),
+            let (f, waves, shared_bytes) = match fa {
+                Some(f) => (f, fa_waves(head_dim), fa_shared_bytes(head_dim)),
+                None => (&self.attn_prefill_flash, 1, 0),
             };
             let dims = LaunchDims {
-                grid: [n_rows.div_ceil(rows_per_block) as u32, nh, 1],
-                block: [block, 1, 1],
-                shared_bytes: 0,
+                grid: [n_rows.div_ceil(16 * waves as usize) as u32, nh, 1],
+                block: [waves * self.wave, 1, 1],
+                shared_bytes,
             };
             let args = Args::new()
                 .ptr(q)
@@ -1074,6 +1077,22 @@ pub struct MatShape {
 
 /// Keys per block of the split decode attention (DECODE_KEYS in kernels/attention.hip).
 pub const DECODE_SPLIT: usize = 128;
+/// Waves per block of the register-resident prefill attention (ATTN_PREFILL_FA in
+/// kernels/attention.hip): 2 at head_dim 64, 4 at 128.
+fn fa_waves(head_dim: usize) -> u32 {
+    if head_dim == 64 {
+        2
+    } else {
+        4
+    }
+}
+
+/// Dynamic shared memory of the register-resident prefill attention: two stages of a K and a
+/// V tile of FA_KEYS (64) keys x head_dim halves.
+fn fa_shared_bytes(head_dim: usize) -> u32 {
+    (2 * 2 * 64 * head_dim * 2) as u32
+}
+
 /// Largest head_dim the flash attention kernel holds (HD_MAX in kernels/attention.hip).
 pub const FLASH_HEAD_DIM_MAX: usize = 128;
 /// Largest top-k the device sampler takes (SAMPLE_K_MAX in kernels/ops.hip).
