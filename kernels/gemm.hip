@@ -169,7 +169,8 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 // it issues the next, and a stage is refilled only after every warpgroup has finished with
 // it (the barrier at the top of a step follows each warpgroup's wait for its products two
 // steps back). Same virtual K ([a | a_lo] against [w | w]) and edges as gemm_f16_tile.
-// Grid: (ceil(n / 128), ceil(t / 128)); block: 256 threads; dynamic shared memory:
+// Grid: (ceil(t / 128), ceil(n / 128)), row tiles first (the blocks sharing a weight tile
+// run together); block: 256 threads; dynamic shared memory:
 // GEMM_WGMMA_SHARED bytes (gpu.rs).
 #define WG_TILE 128
 #define WG_BK 64
@@ -185,7 +186,7 @@ GRETA_KERNEL void gemm_f16_wgmma(const g_half* GRETA_RESTRICT a, const g_half* G
     // Swizzle atoms are 1024-byte aligned (the launcher adds 1 KiB for this).
     g_half* smem = (g_half*)(((unsigned long)wg_raw + 1023) & ~1023ul);
     const unsigned tid = g_tid(), wg = tid / 128;
-    const unsigned row0 = g_bid_y() * WG_TILE, col0 = g_bid() * WG_TILE;
+    const unsigned row0 = g_bid() * WG_TILE, col0 = g_bid_y() * WG_TILE;
     const unsigned kv = a_lo ? 2 * k : k;
     const unsigned steps = (kv + WG_BK - 1) / WG_BK;
 

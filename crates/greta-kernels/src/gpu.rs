@@ -702,21 +702,25 @@ impl GpuKernels {
         Self::need(w, n * k, "gemm_f16 w")?;
         Self::need(y, t * n, "gemm_f16 y")?;
         let wgmma_fills = t.div_ceil(128) * n.div_ceil(128) >= WGMMA_MIN_BLOCKS;
-        let (f, tile, block, shared_bytes) = match (route, &self.gemm_f16_wgmma) {
+        // The warpgroup kernel's grid runs over row tiles first: the blocks that share a
+        // weight tile are launched together, so it comes from HBM once (the tile kernels
+        // keep column tiles first).
+        let (f, tile, block, shared_bytes, rows_first) = match (route, &self.gemm_f16_wgmma) {
             (GemmRoute::Wgmma, None) => {
                 return Err(KernelError::Shape(
                     "the warpgroup GEMM needs an sm_90a device (Hopper)".into(),
                 ))
             }
-            (GemmRoute::Wgmma, Some(f)) => (f, 128, 256, GEMM_WGMMA_SHARED),
-            (GemmRoute::Auto, Some(f)) if wgmma_fills => (f, 128, 256, GEMM_WGMMA_SHARED),
+            (GemmRoute::Wgmma, Some(f)) => (f, 128, 256, GEMM_WGMMA_SHARED, true),
+            (GemmRoute::Auto, Some(f)) if wgmma_fills => (f, 128, 256, GEMM_WGMMA_SHARED, true),
             _ => {
                 let (tile, block, f) = gemm_tile(&self.gemm_f16, t, n);
-                (f, tile, block, 0)
+                (f, tile, block, 0, false)
             }
         };
+        let (rt, ct) = (t.div_ceil(tile) as u32, n.div_ceil(tile) as u32);
         let dims = LaunchDims {
-            grid: [n.div_ceil(tile) as u32, t.div_ceil(tile) as u32, 1],
+            grid: if rows_first { [rt, ct, 1] } else { [ct, rt, 1] },
             block: [block, 1, 1],
             shared_bytes,
         };
