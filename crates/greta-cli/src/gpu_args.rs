@@ -33,3 +33,32 @@ impl GpuArgs {
         model.kernels.overlap = self.overlap;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        gpu: GpuArgs,
+    }
+
+    #[test]
+    fn overlap_takes_on_or_off_and_defaults_to_on() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("greta").chain(args.iter().copied()))
+                .map(|c| c.gpu.overlap)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse(&[]), Ok(true));
+        assert_eq!(parse(&["--overlap", "on"]), Ok(true));
+        assert_eq!(parse(&["--overlap", "off"]), Ok(false));
+        assert_eq!(parse(&["--overlap=off"]), Ok(false));
+        let err = parse(&["--overlap", "yes"]).unwrap_err();
+        assert!(err.contains("expected on or off"), "{err}");
+        // A bare flag is refused (it needs its value), not read as "on".
+        assert!(parse(&["--overlap"]).is_err());
+    }
+}
