@@ -169,7 +169,7 @@ GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, cons
 // and summed as rounded. CDNA keeps the LDS kernel (docs/amd.md: MFMA's accumulator is the
 // transpose of its A operand, so the same idea there computes Sᵀ = K Qᵀ).
 // Grid: (ceil(rows / (16 WAVES)), n_heads); block: WAVES waves; dynamic shared memory:
-// fa_shared_bytes(HD) (gpu.rs: FA_SHARED).
+// fa_shared_bytes(HD) (gpu.rs).
 #define FA_KEYS 64
 // Row r, 16-byte chunk c of a [FA_KEYS][HD] f16 tile, chunks XOR-swizzled by r % 8: the 8
 // rows one ldmatrix reads at one chunk hit 8 different bank groups.
@@ -328,7 +328,7 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
 }
 
 // Waves per block: 2 at HD 64 (SmolLM2's 9 heads x 512 rows make 144 blocks, not 72 on a
-// 132-multiprocessor card), 4 at HD 128 (more sharing of each K/V tile). gpu.rs: FA_WAVES.
+// 132-multiprocessor card), 4 at HD 128 (more sharing of each K/V tile). gpu.rs: fa_waves.
 #define ATTN_PREFILL_FA(HD, WAVES)                                                                           \
     GRETA_KERNEL void attn_prefill_fa_##HD(const float* q, const g_half* k_cache, const g_half* v_cache,       \
                                            float* ctx, const unsigned* pos0, unsigned rows, unsigned n_heads, \

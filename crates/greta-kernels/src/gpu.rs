@@ -924,7 +924,7 @@ impl GpuKernels {
         );
         let scale = 1.0 / (head_dim as f32).sqrt();
         if n_rows > 1 {
-            // Register-resident (FA_WAVES waves x 16 rows per block) where it exists, else
+            // Register-resident (fa_waves waves x 16 rows per block) where it exists, else
             // the LDS kernel (one wave x 16 rows).
             let fa = match (&self.attn_prefill_fa, head_dim) {
                 (Some([f64, _]), 64) => Some(f64),
@@ -1091,10 +1091,14 @@ fn fa_waves(head_dim: usize) -> u32 {
     }
 }
 
+/// Keys per K/V tile of the register-resident prefill attention (FA_KEYS in
+/// kernels/attention.hip).
+const FA_KEYS: usize = 64;
+
 /// Dynamic shared memory of the register-resident prefill attention: two stages of a K and a
-/// V tile of FA_KEYS (64) keys x head_dim halves.
+/// V tile of FA_KEYS keys x head_dim halves.
 fn fa_shared_bytes(head_dim: usize) -> u32 {
-    (2 * 2 * 64 * head_dim * 2) as u32
+    (2 * 2 * FA_KEYS * head_dim * std::mem::size_of::<u16>()) as u32
 }
 
 /// Largest head_dim the flash attention kernel holds (HD_MAX in kernels/attention.hip).
