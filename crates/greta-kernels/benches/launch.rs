@@ -3,7 +3,9 @@
 //! the last launch call, then the stream is drained outside the timing. Needs a GPU and the
 //! built kernels (`cargo xtask build-kernels`); without them it says so and measures nothing.
 //! A decode step of SmolLM2-135M makes 245 such launches (captured once into a graph; eager
-//! decode pays them every token).
+//! decode pays them every token). Each launch is timed both ways the kernels can go out:
+//! overlapped (`cuLaunchKernelEx` with programmatic serialization on NVIDIA, the default)
+//! and plain (`cuLaunchKernel`, `--overlap off`).
 //!
 //! cargo bench -p greta-kernels --bench launch
 
@@ -24,7 +26,7 @@ fn launches(c: &mut Criterion) {
             return;
         }
     };
-    let k = match GpuKernels::load(&gpu, &default_dir()) {
+    let mut k = match GpuKernels::load(&gpu, &default_dir()) {
         Ok(k) => k,
         Err(e) => {
             eprintln!("launch benches skipped: {e}");
@@ -67,53 +69,57 @@ fn launches(c: &mut Criterion) {
             })
         });
     };
-    timed("launch/gemv3 (qkv)", c, &mut || {
-        k.gemv3(
-            &s,
-            [&wq, &wk, &wv],
-            [q_row, kv_row, kv_row],
-            &normed,
-            [&mut q, &mut kk, &mut v],
-            d,
-        )
-        .unwrap()
-    });
-    timed("launch/gate_up_silu", c, &mut || {
-        k.gate_up_silu(&s, &wg, &wu, &normed, [&mut gate, &mut up, &mut act], ff, d)
+    for overlap in [true, false] {
+        k.overlap = overlap;
+        let tag = if overlap { "overlapped" } else { "plain" };
+        timed(&format!("launch/gemv3 (qkv), {tag}"), c, &mut || {
+            k.gemv3(
+                &s,
+                [&wq, &wk, &wv],
+                [q_row, kv_row, kv_row],
+                &normed,
+                [&mut q, &mut kk, &mut v],
+                d,
+            )
             .unwrap()
-    });
-    timed("launch/add_rmsnorm", c, &mut || {
-        k.add_rmsnorm(
-            &s,
-            &mut x,
-            &y,
-            &norm,
-            &mut normed,
-            Rows { rows: 1, len: d },
-            1e-5,
-        )
-        .unwrap()
-    });
-    let shape = QkvRope {
-        rows: 1,
-        n_heads: 9,
-        n_kv_heads: 3,
-        head_dim: 64,
-        half_split: true,
-        capacity: cap,
-    };
-    timed("launch/rope_qk_append", c, &mut || {
-        k.rope_qk_append(
-            &s,
-            [&mut q, &mut kk],
-            &v,
-            [&mut kc, &mut vc],
-            &pos,
-            &inv,
-            shape,
-        )
-        .unwrap()
-    });
+        });
+        timed(&format!("launch/gate_up_silu, {tag}"), c, &mut || {
+            k.gate_up_silu(&s, &wg, &wu, &normed, [&mut gate, &mut up, &mut act], ff, d)
+                .unwrap()
+        });
+        timed(&format!("launch/add_rmsnorm, {tag}"), c, &mut || {
+            k.add_rmsnorm(
+                &s,
+                &mut x,
+                &y,
+                &norm,
+                &mut normed,
+                Rows { rows: 1, len: d },
+                1e-5,
+            )
+            .unwrap()
+        });
+        let shape = QkvRope {
+            rows: 1,
+            n_heads: 9,
+            n_kv_heads: 3,
+            head_dim: 64,
+            half_split: true,
+            capacity: cap,
+        };
+        timed(&format!("launch/rope_qk_append, {tag}"), c, &mut || {
+            k.rope_qk_append(
+                &s,
+                [&mut q, &mut kk],
+                &v,
+                [&mut kc, &mut vc],
+                &pos,
+                &inv,
+                shape,
+            )
+            .unwrap()
+        });
+    }
 }
 
 criterion_group!(benches, launches);
