@@ -28,6 +28,13 @@ GRETA_DEVICE void g_dot_weights(const g_half* const* w, unsigned i, unsigned k, 
             else
                 for (unsigned e = 0; e < 8; ++e) wv[r][u].v[e] = g_f2h(0.0f);
 }
+// acc[r] += the products of one group of weights and activations, in step order.
+template <unsigned R>
+GRETA_DEVICE void g_dot_fma(float* acc, const g_h8 (*wv)[UNROLL], const float (*xv)[8]) {
+    for (unsigned u = 0; u < UNROLL; ++u)
+        for (unsigned r = 0; r < R; ++r)
+            for (unsigned e = 0; e < 8; ++e) acc[r] += g_h2f(wv[r][u].v[e]) * xv[u][e];
+}
 // The products of one group whose weights are in wv: activations past k read as zeros.
 template <unsigned R>
 GRETA_DEVICE void g_dot_group(float* acc, const g_h8 (*wv)[UNROLL], const float* GRETA_RESTRICT x, unsigned i,
@@ -39,9 +46,7 @@ GRETA_DEVICE void g_dot_group(float* acc, const g_h8 (*wv)[UNROLL], const float*
             g_load_f8(x + i + u * step, xv[u]);
         else
             for (unsigned e = 0; e < 8; ++e) xv[u][e] = 0.0f;
-    for (unsigned u = 0; u < UNROLL; ++u)
-        for (unsigned r = 0; r < R; ++r)
-            for (unsigned e = 0; e < 8; ++e) acc[r] += g_h2f(wv[r][u].v[e]) * xv[u][e];
+    g_dot_fma<R>(acc, wv, xv);
 }
 template <unsigned R>
 GRETA_DEVICE void g_dot(const g_half* const* w, const float* GRETA_RESTRICT x, unsigned k, float* out) {
@@ -63,9 +68,7 @@ GRETA_DEVICE void g_dot(const g_half* const* w, const float* GRETA_RESTRICT x, u
             for (unsigned u = 0; u < UNROLL; ++u)
                 for (unsigned r = 0; r < R; ++r) wv[r][u] = *(const g_h8*)(w[r] + i + u * step);
             for (unsigned u = 0; u < UNROLL; ++u) g_load_f8(x + i + u * step, xv[u]);
-            for (unsigned u = 0; u < UNROLL; ++u)
-                for (unsigned r = 0; r < R; ++r)
-                    for (unsigned e = 0; e < 8; ++e) acc[r] += g_h2f(wv[r][u].v[e]) * xv[u][e];
+            g_dot_fma<R>(acc, wv, xv);
         }
         // The last, partial group (predicated).
         if (i < k) {
