@@ -68,10 +68,9 @@ GRETA_KERNEL void gemm_f16w_mma(const float* x, const g_half* w, float* y, unsig
 
 // The fast path, for k % 8 == 0 (every Llama shape): y[t, n] = a[t, k] · w[n, k]ᵀ with the
 // activations already in f16 (ops.hip's split_f16 writes them once for every product that
-// reads them). Where a product reads the activation's low half too (`a_lo` not null), the
-// K steps over a are followed by steps over the lo blocks that `lo_mask` sets for the
-// tile's rows (greta_device.h, g_lo_cursor), against the same columns of w: hi and lo
-// share one accumulator and one pipeline, and the lo blocks that are all zeros cost nothing.
+// reads them). Where a product needs the activation's low half too (`a_lo` not null), the
+// kernel runs over a virtual K of 2k: [a | a_lo] · [w | w]ᵀ, so hi and lo share one
+// accumulator and one pipeline.
 //
 // A block computes a TM x TN tile of y with (TM / WM) x (TN / WN) waves, each a WM x WN
 // piece as 16 x 16 accumulators in registers (g_wave_tile). K advances 32 at a time
@@ -82,8 +81,8 @@ GRETA_KERNEL void gemm_f16w_mma(const float* x, const g_half* w, float* y, unsig
 // on load and masked on store.
 template <unsigned TM, unsigned TN, unsigned WM, unsigned WN, unsigned STAGES>
 GRETA_DEVICE void gemm_f16_tile(const g_half* GRETA_RESTRICT a, const g_half* GRETA_RESTRICT a_lo,
-                                const unsigned* GRETA_RESTRICT lo_mask, const g_half* GRETA_RESTRICT w,
-                                float* GRETA_RESTRICT y, unsigned t, unsigned k, unsigned n, g_half* slabs) {
+                                const g_half* GRETA_RESTRICT w, float* GRETA_RESTRICT y, unsigned t, unsigned k,
+                                unsigned n, g_half* slabs) {
     constexpr unsigned WAVES_N = TN / WN, WAVES = (TM / WM) * WAVES_N, THREADS = WAVES * GRETA_WAVE;
     constexpr unsigned STAGE = (TM + TN) * G_SLAB_K, CHUNKS_A = TM * G_SLAB_K / 8,
                        CHUNKS = (TM + TN) * G_SLAB_K / 8;
@@ -91,15 +90,11 @@ GRETA_DEVICE void gemm_f16_tile(const g_half* GRETA_RESTRICT a, const g_half* GR
     // so where they come from and go to is worked out once.
     constexpr unsigned PER = (CHUNKS + THREADS - 1) / THREADS;
     static_assert(THREADS % 4 == 0, "a thread's chunk column is fixed");
-    static_assert(TM % LO_GROUP == 0 && LO_BLOCK % G_SLAB_K == 0, "tiles cover whole lo groups and blocks");
-    constexpr unsigned LO_STEPS = LO_BLOCK / G_SLAB_K;
     const unsigned tid = g_tid(), wave = tid / GRETA_WAVE;
     const unsigned wm = (wave / WAVES_N) * WM, wn = (wave % WAVES_N) * WN;
     const unsigned row0 = g_bid_y() * TM, col0 = g_bid() * TN;
-    g_lo_cursor lo_blocks = g_lo_begin(a_lo ? lo_mask : nullptr, t, k, row0, TM);
-    const unsigned hi_steps = (k + G_SLAB_K - 1) / G_SLAB_K;
-    const unsigned steps = hi_steps + LO_STEPS * g_lo_count(lo_blocks);
-    unsigned lo_col = 0;
+    const unsigned kv = a_lo ? 2 * k : k;
+    const unsigned steps = (kv + G_SLAB_K - 1) / G_SLAB_K;
 
     const unsigned ch = tid % 4;
     unsigned src_row[PER], dst[PER];
@@ -114,12 +109,11 @@ GRETA_DEVICE void gemm_f16_tile(const g_half* GRETA_RESTRICT a, const g_half* GR
         dst[p] = c < CHUNKS ? (is_a[p] ? 0 : TM * G_SLAB_K) + g_slab_at(r, ch) : 0;
     }
     auto load = [&](unsigned step, unsigned stage) {
-        // The high halves' K steps, then the set lo blocks' (called once per step, in order,
-        // so the cursor advances with the steps).
-        bool lo = step >= hi_steps;
-        if (lo && (step - hi_steps) % LO_STEPS == 0) lo_col = g_lo_next(lo_blocks) * LO_BLOCK;
-        unsigned col = (lo ? lo_col + (step - hi_steps) % LO_STEPS * G_SLAB_K : step * G_SLAB_K) + ch * 8;
-        bool in_k = col < k;
+        // Column vk of the virtual K: the high halves, then the low ones (k % 8 == 0, so a
+        // chunk never straddles).
+        unsigned vk = step * G_SLAB_K + ch * 8;
+        bool in_k = vk < kv, lo = vk >= k;
+        unsigned col = lo ? vk - k : vk;
         const g_half* xa = lo ? a_lo : a;
         g_half* base = slabs + stage * STAGE;
         for (unsigned p = 0; p < PER; ++p) {
@@ -155,11 +149,11 @@ GRETA_DEVICE void gemm_f16_tile(const g_half* GRETA_RESTRICT a, const g_half* GR
 // Grid: (ceil(n / TN), ceil(t / TM)); block: (TM / WM) (TN / WN) waves (the launcher's table
 // in crates/greta-kernels/src/gpu.rs).
 #define GEMM_F16(NAME, TM, TN, WM, WN, STAGES)                                                               \
-    GRETA_KERNEL void NAME(const g_half* a, const g_half* a_lo, const unsigned* lo_mask, const g_half* w,     \
-                           float* y, unsigned t, unsigned k, unsigned n) {                                   \
+    GRETA_KERNEL void NAME(const g_half* a, const g_half* a_lo, const g_half* w, float* y, unsigned t,        \
+                           unsigned k, unsigned n) {                                                         \
         g_overlap_entry();                                                                                   \
         GRETA_SHARED GRETA_ALIGN16 g_half slabs[STAGES * (TM + TN) * G_SLAB_K];                              \
-        gemm_f16_tile<TM, TN, WM, WN, STAGES>(a, a_lo, lo_mask, w, y, t, k, n, slabs);                       \
+        gemm_f16_tile<TM, TN, WM, WN, STAGES>(a, a_lo, w, y, t, k, n, slabs);                                \
     }
 // Stages: as many as fit in 48 KiB (small tiles do little work per step, so they need more
 // steps in flight to cover the memory latency).
@@ -174,7 +168,7 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 // copies run WG_DIST steps ahead; each warpgroup keeps one step's products in flight while
 // it issues the next, and a stage is refilled only after every warpgroup has finished with
 // it (the barrier at the top of a step follows each warpgroup's wait for its products two
-// steps back). Same K steps (a, then the tile's set lo blocks) and edges as gemm_f16_tile.
+// steps back). Same virtual K ([a | a_lo] against [w | w]) and edges as gemm_f16_tile.
 // Grid: (ceil(t / 128), ceil(n / 128)), row tiles first (the blocks sharing a weight tile
 // run together); block: 256 threads; dynamic shared memory:
 // GEMM_WGMMA_SHARED bytes (gpu.rs).
@@ -185,18 +179,16 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 #define WG_STAGE_HALVES (2 * WG_TILE * WG_BK)
 
 GRETA_KERNEL void gemm_f16_wgmma(const g_half* GRETA_RESTRICT a, const g_half* GRETA_RESTRICT a_lo,
-                                 const unsigned* GRETA_RESTRICT lo_mask, const g_half* GRETA_RESTRICT w,
-                                 float* GRETA_RESTRICT y, unsigned t, unsigned k, unsigned n) {
+                                 const g_half* GRETA_RESTRICT w, float* GRETA_RESTRICT y, unsigned t, unsigned k,
+                                 unsigned n) {
     g_overlap_entry();
     extern __shared__ unsigned char wg_raw[];
     // Swizzle atoms are 1024-byte aligned (the launcher adds 1 KiB for this).
     g_half* smem = (g_half*)(((unsigned long)wg_raw + 1023) & ~1023ul);
     const unsigned tid = g_tid(), wg = tid / 128;
     const unsigned row0 = g_bid() * WG_TILE, col0 = g_bid_y() * WG_TILE;
-    static_assert(WG_BK == LO_BLOCK, "one K step per lo block");
-    g_lo_cursor lo_blocks = g_lo_begin(a_lo ? lo_mask : nullptr, t, k, row0, WG_TILE);
-    const unsigned hi_steps = (k + WG_BK - 1) / WG_BK;
-    const unsigned steps = hi_steps + g_lo_count(lo_blocks);
+    const unsigned kv = a_lo ? 2 * k : k;
+    const unsigned steps = (kv + WG_BK - 1) / WG_BK;
 
     // 2 x 128 rows x 8 chunks per stage, 8 per thread: rows tid / 8 + 32 p (A for p < 4,
     // then B), chunk column tid % 8 at every step.
@@ -214,9 +206,9 @@ GRETA_KERNEL void gemm_f16_wgmma(const g_half* GRETA_RESTRICT a, const g_half* G
         dst[p] = r * WG_BK + ((ch ^ (r & 7u)) << 3);
     }
     auto load = [&](unsigned step) {
-        bool lo = step >= hi_steps;
-        unsigned col = (lo ? g_lo_next(lo_blocks) * LO_BLOCK : step * WG_BK) + ch * 8;
-        bool in_k = col < k;
+        unsigned vk = step * WG_BK + ch * 8;
+        bool in_k = vk < kv, lo = vk >= k;
+        unsigned col = lo ? vk - k : vk;
         const g_half* xa = lo ? a_lo : a;
         g_half* base = smem + (step % WG_STAGES) * WG_STAGE_HALVES;
         for (unsigned p = 0; p < PER; ++p) {

@@ -147,7 +147,6 @@ GRETA_DEVICE void g_acc16_store(const g_acc16& c, float* out, unsigned ldo) {
 }
 #define GRETA_ALIGN32 __attribute__((aligned(32)))
 #define GRETA_ALIGN16 __attribute__((aligned(16)))
-#define GRETA_ALIGN8 __attribute__((aligned(8)))
 #define GRETA_RESTRICT __restrict__
 #else
 #include <mma.h>
@@ -189,7 +188,6 @@ GRETA_DEVICE void g_acc16_store(const g_acc16& c, float* out, unsigned ldo) {
 }
 #define GRETA_ALIGN32 __align__(32)
 #define GRETA_ALIGN16 __align__(16)
-#define GRETA_ALIGN8 __align__(8)
 #define GRETA_RESTRICT __restrict__
 #endif
 
@@ -213,18 +211,6 @@ GRETA_DEVICE void g_fence_acquire() { __builtin_amdgcn_fence(__ATOMIC_ACQUIRE, "
 GRETA_DEVICE unsigned g_atomic_inc(unsigned* p) {
     return __hip_atomic_fetch_add(p, 1u, __ATOMIC_RELAXED, __HIP_MEMORY_SCOPE_AGENT);
 }
-// Sets bits of a word in LDS (relaxed: the barrier after publishes them).
-GRETA_DEVICE void g_atomic_or_shared(unsigned* p, unsigned bits) {
-    __hip_atomic_fetch_or(p, bits, __ATOMIC_RELAXED, __HIP_MEMORY_SCOPE_WORKGROUP);
-}
-// The OR of v over the lanes of a wave (every lane gets it).
-GRETA_DEVICE unsigned g_wave_or(unsigned v) {
-    for (unsigned m = GRETA_WAVE / 2; m > 0; m >>= 1)
-        v |= (unsigned)__builtin_amdgcn_ds_bpermute((int)((g_lane() ^ m) << 2), (int)v);
-    return v;
-}
-GRETA_DEVICE unsigned g_popc(unsigned v) { return __builtin_popcount(v); }
-GRETA_DEVICE unsigned g_ctz(unsigned v) { return __builtin_ctz(v); }
 // Eight consecutive f16 values (16 bytes, 16-byte aligned) widened to f32.
 GRETA_DEVICE void g_load_h8(const g_half* p, float* out) {
     typedef _Float16 h8 __attribute__((ext_vector_type(8)));
@@ -237,13 +223,6 @@ GRETA_DEVICE float g_shfl(float v, unsigned src) { return __shfl_sync(0xffffffff
 GRETA_DEVICE void g_fence_release() { __threadfence(); }
 GRETA_DEVICE void g_fence_acquire() { __threadfence(); }
 GRETA_DEVICE unsigned g_atomic_inc(unsigned* p) { return atomicAdd(p, 1u); }
-GRETA_DEVICE void g_atomic_or_shared(unsigned* p, unsigned bits) { atomicOr(p, bits); }
-GRETA_DEVICE unsigned g_wave_or(unsigned v) {
-    for (unsigned m = GRETA_WAVE / 2; m > 0; m >>= 1) v |= __shfl_xor_sync(0xffffffffu, v, m);
-    return v;
-}
-GRETA_DEVICE unsigned g_popc(unsigned v) { return __popc(v); }
-GRETA_DEVICE unsigned g_ctz(unsigned v) { return __ffs(v) - 1; }
 GRETA_DEVICE void g_load_h8(const g_half* p, float* out) {
     uint4 u = *(const uint4*)p;
     const __half2* h = (const __half2*)&u;
@@ -296,57 +275,6 @@ GRETA_DEVICE float g_block_max(float v, float* scratch) {
     return r;
 }
 
-// ---------------------------------------------------------------------------------------
-// Where a prefill product's input has a low half (ops.hip's split_f16 writes it, gemm.hip
-// reads it). lo = f16(x - f16(x)) is kept only for the elements above a multiple of their
-// row's rms (the massive activations, whose rounding error is the whole result of a dot
-// product in which they cancel), so it is zero almost everywhere. One mask bit per LO_BLOCK
-// columns of each group of LO_GROUP rows says where it is not; a GEMM tile multiplies the
-// lo blocks set in any of its row groups and skips the others, whose lo is all zeros (so
-// skipping changes no bit of the result). Masks: [groups][g_lo_words(k)] words.
-#define LO_BLOCK 64
-#define LO_GROUP 32
-GRETA_DEVICE unsigned g_lo_words(unsigned k) { return (k + 32 * LO_BLOCK - 1) / (32 * LO_BLOCK); }
-
-// The set lo blocks of a tile's row groups, in increasing order: g_lo_next() walks them,
-// loading a mask word (the OR over the groups) only when the last one is used up.
-struct g_lo_cursor {
-    const unsigned* mask;
-    unsigned words, g0, groups, w, bits;
-};
-GRETA_DEVICE unsigned g_lo_word(const g_lo_cursor& c, unsigned w) {
-    unsigned m = 0;
-    for (unsigned g = 0; g < c.groups; ++g) m |= c.mask[(c.g0 + g) * c.words + w];
-    return m;
-}
-// The cursor of the tile of rows [row0, row0 + tile_rows) (tile_rows a multiple of
-// LO_GROUP) of a t x k input; a null mask has no lo blocks.
-GRETA_DEVICE g_lo_cursor g_lo_begin(const unsigned* mask, unsigned t, unsigned k, unsigned row0, unsigned tile_rows) {
-    g_lo_cursor c;
-    c.mask = mask;
-    c.words = g_lo_words(k);
-    c.g0 = row0 / LO_GROUP;
-    unsigned groups = (t + LO_GROUP - 1) / LO_GROUP;
-    c.groups = mask == nullptr || c.g0 >= groups ? 0 : (groups - c.g0 < tile_rows / LO_GROUP ? groups - c.g0 : tile_rows / LO_GROUP);
-    c.w = ~0u;
-    c.bits = 0;
-    return c;
-}
-// How many lo blocks the tile multiplies.
-GRETA_DEVICE unsigned g_lo_count(const g_lo_cursor& c) {
-    unsigned n = 0;
-    if (c.groups != 0)
-        for (unsigned w = 0; w < c.words; ++w) n += g_popc(g_lo_word(c, w));
-    return n;
-}
-// The next set block (call at most g_lo_count() times).
-GRETA_DEVICE unsigned g_lo_next(g_lo_cursor& c) {
-    while (c.bits == 0) c.bits = g_lo_word(c, ++c.w);
-    unsigned b = g_ctz(c.bits);
-    c.bits &= c.bits - 1;
-    return c.w * 32 + b;
-}
-
 // 16-byte vector loads: eight f32 (two 16-byte loads) and eight raw f16 (one), from
 // 16-byte-aligned addresses. Register staging for the GEMM's software pipeline.
 struct GRETA_ALIGN16 g_f4 {
@@ -354,9 +282,6 @@ struct GRETA_ALIGN16 g_f4 {
 };
 struct GRETA_ALIGN16 g_h8 {
     g_half v[8];
-};
-struct GRETA_ALIGN8 g_h4 {
-    g_half v[4];
 };
 GRETA_DEVICE void g_load_f8(const float* p, float* out) {
     g_f4 a = *(const g_f4*)p, b = *(const g_f4*)(p + 4);

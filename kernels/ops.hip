@@ -4,8 +4,6 @@
 #include "greta_device.h"
 
 #define MAX_BLOCK 1024
-// split_f16's mask words per row: k <= 32 * LO_BLOCK * LO_WORDS_MAX = 131 072.
-#define LO_WORDS_MAX 64
 
 // out[r, :] = table[ids[r], :] widened to f32. Grid: rows; block: any.
 GRETA_KERNEL void embed_f16(const g_half* table, const unsigned* ids, float* out, unsigned d) {
@@ -125,81 +123,18 @@ GRETA_KERNEL void silu_mul_f32(const float* gate, const float* up, float* out, u
     }
 }
 
-// A prefill product's input as the matrix units' f16 operands, one block per row of k
-// (k % 4 == 0): hi = f16(x) always; where `lo` is given, lo = f16(x - hi) for the elements
-// with |x| > above * rms(row) and 0 elsewhere (above = 0 keeps every low half), and the
-// masks of the nonzero lo blocks (greta_device.h, LO_BLOCK / LO_GROUP): each block writes
-// its row's words to row_mask, and the last block of a group of rows to finish (an atomic
-// count in done[group], reset to 0 by that block) ORs them into mask. Block: 256 threads.
-GRETA_KERNEL void split_f16(const float* x, g_half* hi, g_half* lo, unsigned* row_mask, unsigned* mask,
-                            unsigned* done, unsigned rows, unsigned k, float above) {
+// The f16 operands of the prefill GEMM: hi = f16(x) and, where lo is not null, lo = f16(x - hi)
+// (x = hi + lo to 22 bits of mantissa; see gemm.hip for which products need lo). Grid x
+// block covers n.
+GRETA_KERNEL void split_f16(const float* x, g_half* hi, g_half* lo, unsigned n) {
     g_overlap_entry();
-    GRETA_SHARED float scratch[MAX_BLOCK / GRETA_WAVE];
-    GRETA_SHARED unsigned words[LO_WORDS_MAX];
-    GRETA_SHARED bool last;
-    const unsigned r = g_bid(), tid = g_tid(), step = 4 * g_bdim();
-    const float* xr = x + (unsigned long)r * k;
-    g_half* hr = hi + (unsigned long)r * k;
-    if (lo == nullptr) {
-        for (unsigned i = 4 * tid; i < k; i += step) {
-            g_f4 v = *(const g_f4*)(xr + i);
-            g_h4 h;
-            for (unsigned j = 0; j < 4; ++j) h.v[j] = g_f2h(v.v[j]);
-            *(g_h4*)(hr + i) = h;
-        }
-        return;
+    unsigned i = g_bid() * g_bdim() + g_tid();
+    if (i < n) {
+        float v = x[i];
+        g_half h = g_f2h(v);
+        hi[i] = h;
+        if (lo) lo[i] = g_f2h(v - g_h2f(h));
     }
-    const unsigned nw = g_lo_words(k);
-    float ss = 0.0f;
-    for (unsigned i = 4 * tid; i < k; i += step) {
-        g_f4 v = *(const g_f4*)(xr + i);
-        for (unsigned j = 0; j < 4; ++j) ss += v.v[j] * v.v[j];
-    }
-    for (unsigned w = tid; w < nw; w += g_bdim()) words[w] = 0;
-    // (g_block_sum's barriers also order the zeroing before the bits below.)
-    const float limit = above * g_sqrt(g_block_sum(ss, scratch) / (float)k);
-    g_half* lr = lo + (unsigned long)r * k;
-    // Every lane runs every trip (the wave's OR below needs them all).
-    for (unsigned base = 0; base < k; base += step) {
-        const unsigned i = base + 4 * tid;
-        bool any = false;
-        if (i < k) {
-            g_f4 v = *(const g_f4*)(xr + i);
-            g_h4 h, l;
-            for (unsigned j = 0; j < 4; ++j) {
-                float f = v.v[j];
-                h.v[j] = g_f2h(f);
-                float rest = (f < 0.0f ? -f : f) > limit ? f - g_h2f(h.v[j]) : 0.0f;
-                l.v[j] = g_f2h(rest);
-                any |= g_h2f(l.v[j]) != 0.0f;
-            }
-            *(g_h4*)(hr + i) = h;
-            *(g_h4*)(lr + i) = l;
-        }
-        // A wave's 4 x GRETA_WAVE columns start on a multiple of 2 (4 on AMD) blocks, so
-        // their blocks share one mask word: one OR over the wave, at most one atomic.
-        const unsigned b = i / LO_BLOCK;
-        const unsigned bits = g_wave_or(any ? 1u << (b % 32) : 0u);
-        if (g_lane() == 0 && bits != 0 && (((volatile unsigned*)words)[b / 32] & bits) != bits)
-            g_atomic_or_shared(&words[b / 32], bits);
-    }
-    g_sync();
-    for (unsigned w = tid; w < nw; w += g_bdim()) row_mask[(unsigned long)r * nw + w] = words[w];
-    // Publish this row's words; the block that completes its group's count ORs the group.
-    const unsigned g = r / LO_GROUP, in_group = rows - g * LO_GROUP < LO_GROUP ? rows - g * LO_GROUP : LO_GROUP;
-    g_fence_release();
-    g_sync();
-    if (tid == 0) last = g_atomic_inc(&done[g]) == in_group - 1;
-    g_sync();
-    if (!last) return;
-    g_fence_acquire();
-    const volatile unsigned* rm = row_mask + (unsigned long)g * LO_GROUP * nw;
-    for (unsigned w = tid; w < nw; w += g_bdim()) {
-        unsigned m = 0;
-        for (unsigned j = 0; j < in_group; ++j) m |= rm[j * nw + w];
-        mask[(unsigned long)g * nw + w] = m;
-    }
-    if (tid == 0) done[g] = 0;
 }
 
 // y[row] = dot(w[row, :], x) for f16 weights [n, k], f32 x. Grid: n rows; block: power of

@@ -193,10 +193,9 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         r.prefill_ms,
         r.prefill_tok_s,
         spec.reps,
-        match (&r.split_inputs, r.split_above) {
-            (Some(s), Some(a)) => format!("; inputs as hi + lo: {s}, above {a} x rms"),
-            (Some(s), None) => format!("; inputs as hi + lo: {s}"),
-            _ => String::new(),
+        match &r.split_inputs {
+            Some(s) => format!("; inputs as hi + lo: {s}"),
+            None => String::new(),
         }
     );
     println!(

@@ -369,10 +369,7 @@ pub fn cmd_backend(args: &AuditArgs, against: &str, path: &Path) -> Result<i32> 
                 &mut |_, _| {},
             )?;
             args.gpu.apply(&mut model);
-            eprintln!(
-                "GPU prefill inputs as hi + lo: {}, elements above {} x their row's rms",
-                model.split_inputs, model.split_above
-            );
+            eprintln!("GPU prefill inputs as hi + lo: {}", model.split_inputs);
             let mut setup = setup;
             if args.report.metric.is_none() {
                 setup.tolerances.metric = greta_trace::diff::Metric::Rms;

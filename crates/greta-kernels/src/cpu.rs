@@ -646,53 +646,10 @@ pub fn add_in_place(x: &mut [f32], y: &[f32]) {
     }
 }
 
-/// What the matrix units multiply for a prefill product's input, rows of `k` (the GPU's
-/// `split_f16` + `gemm_f16`): every element rounded to f16 (`above` = None: the hi half
-/// alone), except, with `Some(above)`, the elements with |x| > above x rms(row), which enter
-/// as hi + f16(x - hi) (22 bits). `above` = 0 keeps the low half of every element.
-pub fn f16_operand(x: &[f32], k: usize, above: Option<f32>) -> Vec<f32> {
-    assert!(k > 0 && x.len().is_multiple_of(k));
-    let mut out = Vec::with_capacity(x.len());
-    for row in x.chunks_exact(k) {
-        let limit = above.map(|a| {
-            let ss: f64 = row.iter().map(|&v| v as f64 * v as f64).sum();
-            a * (ss / k as f64).sqrt() as f32
-        });
-        out.extend(row.iter().map(|&v| {
-            let hi = half::f16::from_f32(v).to_f32();
-            match limit {
-                Some(l) if v.abs() > l => hi + half::f16::from_f32(v - hi).to_f32(),
-                _ => hi,
-            }
-        }));
-    }
-    out
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
     use proptest::prelude::*;
-
-    #[test]
-    fn f16_operand_keeps_the_low_half_only_above_the_threshold() {
-        // rms of the row: sqrt((3 * 1.0001^2 + 1000.0001^2) / 4) ~= 500.
-        let x = [1.0001f32, -1.0001, 1.0001, 1000.0001];
-        let rounded: Vec<f32> = x
-            .iter()
-            .map(|&v| half::f16::from_f32(v).to_f32())
-            .collect();
-        assert_eq!(f16_operand(&x, 4, None), rounded);
-        let kept = f16_operand(&x, 4, Some(1.5));
-        assert_eq!(&kept[..3], &rounded[..3]);
-        // 1000.0001 is 1000 in f16 (ulp 0.5); hi + lo gets within 2^-22 of it.
-        assert_ne!(rounded[3], x[3]);
-        assert!((kept[3] - x[3]).abs() < 1e-3, "{}", kept[3]);
-        // above = 0: every element keeps its low half.
-        let all = f16_operand(&x, 4, Some(0.0));
-        assert!(all.iter().zip(&x).all(|(a, b)| (a - b).abs() <= b.abs() * 1e-6));
-        assert!(all[0] != rounded[0]);
-    }
 
     fn naive_matmul_wt(x: &[f32], w: &[f32], t: usize, k: usize, n: usize) -> Vec<f64> {
         let mut y = vec![0f64; t * n];

@@ -645,52 +645,27 @@ impl GpuKernels {
         self.launch_gemm(&self.gemm_mma, (64, 4 * self.wave), s, x, w, y, shape)
     }
 
-    /// The matrix units' operands for a `rows` x `k` input (k % 8 == 0): `hi` = f16(x) and,
-    /// when `lo` is given, its low halves for the elements with |x| > `above` x the rms of
-    /// their row (0 elsewhere; `above` = 0 keeps them all) and where they are nonzero
-    /// (`LoBuffers`). The rest of a row enters the matrix units rounded to f16, as every
-    /// element does in llama.cpp's CUDA path.
+    /// The matrix units' operands for `n` activations: `hi` = f16(x) and, when `lo` is given,
+    /// `lo` = f16(x - hi).
     pub fn split_f16(
         &self,
         s: &Stream,
         x: &DeviceBuffer<f32>,
         hi: &mut DeviceBuffer<u16>,
-        lo: Option<&mut LoBuffers>,
-        above: f32,
-        rows: usize,
-        k: usize,
+        lo: Option<&mut DeviceBuffer<u16>>,
+        n: usize,
     ) -> Result<()> {
-        if !k.is_multiple_of(8) {
-            return Err(KernelError::Shape(format!(
-                "split_f16 needs k % 8 == 0 (16-byte rows); k = {k}"
-            )));
+        Self::need(x, n, "split_f16 x")?;
+        Self::need(hi, n, "split_f16 hi")?;
+        if let Some(lo) = &lo {
+            Self::need(lo, n, "split_f16 lo")?;
         }
-        Self::need(x, rows * k, "split_f16 x")?;
-        Self::need(hi, rows * k, "split_f16 hi")?;
-        let args = Args::new().ptr(x).ptr(hi);
-        let args = match lo {
-            None => args.null().null().null().null(),
-            Some(lo) => {
-                if !(above.is_finite() && above >= 0.0) {
-                    return Err(KernelError::Shape(format!(
-                        "split_f16: the low-half threshold must be a finite multiple >= 0 of the row's rms; got {above}"
-                    )));
-                }
-                lo.check(rows, k)?;
-                lo.written = Some((rows, k));
-                args.ptr(&lo.lo)
-                    .ptr(&lo.row_mask)
-                    .ptr(&lo.mask)
-                    .ptr(&lo.done)
-            }
-        };
+        let args = Args::new().ptr(x).ptr(hi).ptr_or_null(lo.as_deref());
         self.launch(
             &self.split_f16,
-            self::rows(rows, BLOCK),
+            grid1(n, BLOCK),
             s,
-            args.u32(u32_of(rows, "rows")?)
-                .u32(u32_of(k, "k")?)
-                .f32(above),
+            args.u32(u32_of(n, "n")?),
         )
     }
 
@@ -702,15 +677,14 @@ impl GpuKernels {
     /// y[t, n] = (a + a_lo)[t, k] · w[n, k]ᵀ from f16 activations (`split_f16`'s output; `a_lo`
     /// left out: the activations as one f16), f32 accumulation, by the kernel `route` picks
     /// (`GemmRoute::Auto` in the model; the op tests check each). Requires k % 8 == 0 (rows
-    /// of 16 bytes). Only the lo blocks `a_lo`'s masks set for a tile's rows are multiplied
-    /// (the others are zeros), so a lo that is zero almost everywhere costs almost nothing.
+    /// of 16 bytes).
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_f16(
         &self,
         route: GemmRoute,
         s: &Stream,
         a: &DeviceBuffer<u16>,
-        a_lo: Option<&LoBuffers>,
+        a_lo: Option<&DeviceBuffer<u16>>,
         w: &DeviceBuffer<u16>,
         y: &mut DeviceBuffer<f32>,
         shape: MatShape,
@@ -723,12 +697,7 @@ impl GpuKernels {
         }
         Self::need(a, t * k, "gemm_f16 a")?;
         if let Some(lo) = a_lo {
-            if lo.written != Some((t, k)) {
-                return Err(KernelError::Shape(format!(
-                    "gemm_f16 a_lo: its masks describe a {:?} (rows, k) input, not ({t}, {k}); split_f16 the input first",
-                    lo.written
-                )));
-            }
+            Self::need(lo, t * k, "gemm_f16 a_lo")?;
         }
         Self::need(w, n * k, "gemm_f16 w")?;
         Self::need(y, t * n, "gemm_f16 y")?;
@@ -761,8 +730,7 @@ impl GpuKernels {
             s,
             Args::new()
                 .ptr(a)
-                .ptr_or_null(a_lo.map(|l| &l.lo))
-                .ptr_or_null(a_lo.map(|l| &l.mask))
+                .ptr_or_null(a_lo)
                 .ptr(w)
                 .ptr(y)
                 .u32(u32_of(t, "t")?)
@@ -1190,72 +1158,6 @@ impl AttnScratch {
     }
     pub fn bytes(&self) -> usize {
         4 * (self.part_m.len() + self.part_l.len() + self.part_o.len() + self.done.len())
-    }
-}
-
-/// Columns per lo block and rows per mask group (greta_device.h's LO_BLOCK / LO_GROUP).
-const LO_BLOCK: usize = 64;
-const LO_GROUP: usize = 32;
-/// The most mask words a row may have (ops.hip's LO_WORDS_MAX): k <= 131 072.
-const LO_WORDS_MAX: usize = 64;
-
-fn lo_words(k: usize) -> usize {
-    k.div_ceil(32 * LO_BLOCK)
-}
-
-/// The low halves of a prefill product's input (`split_f16` writes them, `gemm_f16` reads
-/// them) for up to `rows` x `k`, and where they are nonzero: a bit per 64 columns of each
-/// row (`row_mask`) and of each group of 32 rows (`mask`, what the GEMM tiles read), and
-/// the groups' completion counts (zero between launches).
-pub struct LoBuffers {
-    rows: usize,
-    k: usize,
-    lo: DeviceBuffer<u16>,
-    row_mask: DeviceBuffer<u32>,
-    mask: DeviceBuffer<u32>,
-    done: DeviceBuffer<u32>,
-    /// The (rows, k) the last `split_f16` described: the masks' layout depends on k.
-    written: Option<(usize, usize)>,
-}
-
-impl LoBuffers {
-    pub fn new(gpu: &Gpu, rows: usize, k: usize) -> Result<Self> {
-        let words = lo_words(k);
-        if words > LO_WORDS_MAX {
-            return Err(KernelError::Shape(format!(
-                "split inputs of k = {k} need {words} mask words per row; at most {LO_WORDS_MAX} (k <= {})",
-                32 * LO_BLOCK * LO_WORDS_MAX
-            )));
-        }
-        let groups = rows.div_ceil(LO_GROUP).max(1);
-        let mut done = gpu.alloc::<u32>(groups)?;
-        let s = gpu.stream()?;
-        done.zero(&s)?;
-        s.synchronize()?;
-        Ok(LoBuffers {
-            rows,
-            k,
-            lo: gpu.alloc(rows.max(1) * k.max(1))?,
-            row_mask: gpu.alloc(rows.max(1) * words.max(1))?,
-            mask: gpu.alloc(groups * words.max(1))?,
-            done,
-            written: None,
-        })
-    }
-
-    /// Whether an input of `rows` x `k` fits (the masks of any k <= the sized one do).
-    fn check(&self, rows: usize, k: usize) -> Result<()> {
-        if rows > self.rows || k > self.k {
-            return Err(KernelError::Shape(format!(
-                "split_f16 lo: an input of {rows} x {k} does not fit buffers sized for {} x {}",
-                self.rows, self.k
-            )));
-        }
-        Ok(())
-    }
-
-    pub fn bytes(&self) -> usize {
-        2 * self.lo.len() + 4 * (self.row_mask.len() + self.mask.len() + self.done.len())
     }
 }
 

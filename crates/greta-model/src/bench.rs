@@ -103,9 +103,6 @@ pub struct BenchReport {
     pub device_used_bytes: Option<usize>,
     /// GPU: the prefill products whose inputs were hi + lo (`--split-inputs`).
     pub split_inputs: Option<String>,
-    /// GPU: the multiple of a row's rms above which those inputs keep their low half
-    /// (`--split-above`).
-    pub split_above: Option<f32>,
     /// GPU: whether kernels were launched overlapped (`--overlap`).
     pub overlap: Option<bool>,
     pub all_prefill_ms: Vec<f64>,
@@ -148,7 +145,6 @@ struct Measured<'a> {
     matrix_bytes: f64,
     device_used_bytes: Option<usize>,
     split_inputs: Option<String>,
-    split_above: Option<f32>,
     overlap: Option<bool>,
 }
 
@@ -164,7 +160,6 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
         matrix_bytes,
         device_used_bytes,
         split_inputs,
-        split_above,
         overlap,
     } = m;
     let prefill_ms = median(&prefill);
@@ -187,7 +182,6 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
         state_bytes,
         device_used_bytes,
         split_inputs,
-        split_above,
         overlap,
         all_prefill_ms: prefill,
         all_decode_tok_s: decode,
@@ -259,7 +253,6 @@ pub fn bench_gpu(
             matrix_bytes: 2.0,
             device_used_bytes: Some(model.gpu.used_memory()?),
             split_inputs: Some(model.split_inputs.to_string()),
-            split_above: Some(model.split_above),
             overlap: Some(model.kernels.overlap),
         },
     ))
@@ -308,7 +301,6 @@ pub fn bench_cpu(
             matrix_bytes,
             device_used_bytes: None,
             split_inputs: None,
-            split_above: None,
             overlap: None,
         },
     ))

@@ -10,7 +10,7 @@
 
 use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
-    check_attention_shape, AttnScratch, AttnShape, DeviceSampling, GemmRoute, GpuKernels, LoBuffers,
+    check_attention_shape, AttnScratch, AttnShape, DeviceSampling, GemmRoute, GpuKernels,
     KernelError, MatShape, QkvRope, Rows,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
@@ -157,20 +157,10 @@ impl std::fmt::Display for SplitInputs {
     }
 }
 
-/// The default `split_above`: an input element keeps its low half when it is more than this
-/// many times its row's rms. The rounding error that breaks a product is that of the massive
-/// activations (hundreds of times the rms, in a few channels), whose terms cancel; the rest
-/// round as every input does in llama.cpp. Measured on the default model (docs/gpu.md,
-/// "Numerics").
-pub const SPLIT_ABOVE_DEFAULT: f32 = 8.0;
-
 pub struct GpuLlama {
     pub gpu: Gpu,
     /// Which prefill products read hi + lo (see `SplitInputs`).
     pub split_inputs: SplitInputs,
-    /// Which elements of those products' inputs keep their low half: |x| above this multiple
-    /// of their row's rms (0: every element). See `SPLIT_ABOVE_DEFAULT`.
-    pub split_above: f32,
     /// Where sequences' buffers come from (and go back to when a state is dropped).
     alloc: CachingAllocator,
     pub kernels: GpuKernels,
@@ -277,7 +267,6 @@ impl GpuLlama {
         progress(total, total);
         Ok(GpuLlama {
             split_inputs: SplitInputs::default(),
-            split_above: SPLIT_ABOVE_DEFAULT,
             alloc: CachingAllocator::new(gpu.clone()),
             gpu,
             kernels,
@@ -331,7 +320,7 @@ impl GpuLlama {
             up: alloc(r * c.intermediate)?,
             act: alloc(r * c.intermediate)?,
             xh: pool.alloc::<u16>(r * c.hidden.max(q_row).max(c.intermediate))?,
-            xl: LoBuffers::new(g, r, c.hidden.max(q_row).max(c.intermediate))?,
+            xl: pool.alloc::<u16>(r * c.hidden.max(q_row).max(c.intermediate))?,
             attn_scratch: AttnScratch::new(g, c.n_heads, c.head_dim, capacity)?,
             rng: pool.alloc::<u64>(1)?,
             pick: TokenPick::Argmax,
@@ -366,7 +355,7 @@ pub struct GpuState {
     act: Pooled<f32>,
     /// A prefill product's input as f16 for the matrix units: hi, and lo where it needs it.
     xh: Pooled<u16>,
-    xl: LoBuffers,
+    xl: Pooled<u16>,
     attn_scratch: AttnScratch,
     /// The device sampler's generator state (splitmix64), seeded by `set_pick`.
     rng: Pooled<u64>,
@@ -435,8 +424,7 @@ impl GpuState {
         .into_iter()
         .map(f)
         .sum::<usize>()
-            + 2 * self.xh.len()
-            + self.xl.bytes()
+            + 2 * (self.xh.len() + self.xl.len())
             + self.attn_scratch.bytes()
     }
 }
@@ -508,15 +496,7 @@ impl GpuLlama {
         };
         let lo = first.needs_lo(self.split_inputs);
         let io = first.io(st);
-        kernels.split_f16(
-            io.s,
-            io.x,
-            io.xh,
-            lo.then_some(io.xl),
-            self.split_above,
-            t,
-            k,
-        )?;
+        kernels.split_f16(io.s, io.x, io.xh, lo.then_some(io.xl), t * k)?;
         for &(which, w, n) in group {
             let io = which.io(st);
             let xl = lo.then_some(&*io.xl);
@@ -1025,7 +1005,7 @@ struct LinIo<'a> {
     x: &'a DeviceBuffer<f32>,
     y: &'a mut DeviceBuffer<f32>,
     xh: &'a mut DeviceBuffer<u16>,
-    xl: &'a mut LoBuffers,
+    xl: &'a mut DeviceBuffer<u16>,
 }
 
 impl Lin {
