@@ -2,7 +2,8 @@
 # Which prefill products need their input as hi + lo (--split-inputs): for each policy, the
 # backend audit of the default model's first 10 layers (GPU against the CPU reference; the
 # first half of the prompt prefilled, the rest decoded, so K/V written by the prefill's
-# products feed the decode steps) and the prefill time of both synthetic shapes. Carry as
+# products feed the decode steps), the same with a second prompt, and the prefill time of
+# both synthetic shapes and of the 10-layer default model (its own weights). Carry as
 # tools/gpu/verify_carried.sh describes (target/carry: greta.xz, kernels/,
 # smollm2-10l.gguf.xz).
 set -uo pipefail
@@ -13,18 +14,27 @@ export GRETA_KERNELS_DIR=$PWD/target/device/kernels
 G=./target/device/greta
 M=target/dm10/smollm2-10l.gguf
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee $OUT/gpu.txt
+# A second prompt (chat-formatted text of another kind) beside the audit's default one.
+P2="<|im_start|>user
+Write a short poem about the sea, then list three facts about octopuses.<|im_end|>
+<|im_start|>assistant
+"
+verdict() { # audit json -> "pass | worst (point, layer, pos)"
+  python3 -c "import json; d=json.load(open('$1')); w=max(d['points'], key=lambda p: p['worst_error']); print(('pass' if not d['diverged'] else 'FAIL') + ' | %.2e (%s, %s, %s)' % (w['worst_error'], w['point'], w['layer'], w['worst_pos']))"
+}
 {
-echo "| --split-inputs | default model, first 10 layers: audit | worst rms (point, layer, pos) | 7B prefill-512 ms | SmolLM2 prefill-512 ms |"
-echo "|---|---|---|---|---|"
+echo "| --split-inputs | default model, first 10 layers: audit | worst rms (point, layer, pos) | second prompt: audit | worst rms | 7B prefill-512 ms | SmolLM2 prefill-512 ms | default model (10 of 30 layers, its own weights) prefill-512 ms |"
+echo "|---|---|---|---|---|---|---|---|"
 for p in ${POLICIES:-down qkv,down qkv,o,down qkv,gate_up,down all}; do
   f=$(echo $p | tr , -)
   $G audit backend --against cpu -m $M --split-inputs $p --json > $OUT/audit-$f.json 2>/dev/null
-  verdict=$(python3 -c "import json; d=json.load(open('$OUT/audit-$f.json')); w=max(d['points'], key=lambda p: p['worst_error']); print(('pass' if not d['diverged'] else 'FAIL') + ' | %.2e (%s, %s, %s)' % (w['worst_error'], w['point'], w['layer'], w['worst_pos']))")
+  $G audit backend --against cpu -m $M --split-inputs $p --prompt "$P2" --json > $OUT/audit2-$f.json 2>/dev/null
   ms=""
-  for s in llama2-7b smollm2-135m; do
-    $G bench -m synthetic:$s --backend gpu --prompt-len 512 --gen 8 --reps 3 --split-inputs $p --json > $OUT/bench-$s-$f.json 2>/dev/null
-    ms="$ms | $(python3 -c "import json; print('%.2f' % json.load(open('$OUT/bench-$s-$f.json'))['prefill_ms'])")"
+  for s in synthetic:llama2-7b synthetic:smollm2-135m $M; do
+    j=$OUT/bench-$(basename $s | tr : -)-$f.json
+    $G bench -m $s --backend gpu --prompt-len 512 --gen 8 --reps 3 --split-inputs $p --json > $j 2>/dev/null
+    ms="$ms | $(python3 -c "import json; print('%.2f' % json.load(open('$j'))['prefill_ms'])")"
   done
-  echo "| $p | $verdict$ms |"
+  echo "| $p | $(verdict $OUT/audit-$f.json) | $(verdict $OUT/audit2-$f.json)$ms |"
 done
 } | tee $OUT/split-inputs.md
