@@ -164,9 +164,9 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 #if defined(GRETA_WGMMA)
 // The same product on Hopper's warpgroup matrix units: a 128 x 128 tile of y per block of
 // two warpgroups (each 64 rows x 128 columns, 64 f32 accumulators per thread), K in steps of
-// 64 through WG_STAGES 32-KiB stages of dynamic shared memory (the launcher opts in). The
-// copies run WG_DIST steps ahead; each warpgroup keeps one step's products in flight while
-// it issues the next, and a stage is refilled only after every warpgroup has finished with
+// 64 through WG_STAGES 32-KiB stages of dynamic shared memory (the launcher opts in; 193 KiB
+// at 6 stages, one block per SM as at 4). The copies run WG_DIST steps ahead; each
+// warpgroup keeps one step's products in flight while it issues the next, and a stage is refilled only after every warpgroup has finished with
 // it (the barrier at the top of a step follows each warpgroup's wait for its products two
 // steps back). Same virtual K ([a | a_lo] against [w | w]) and edges as gemm_f16_tile.
 // Grid: (ceil(t / 128), ceil(n / 128)), row tiles first (the blocks sharing a weight tile
@@ -174,8 +174,18 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 // GEMM_WGMMA_SHARED bytes (gpu.rs).
 #define WG_TILE 128
 #define WG_BK 64
-#define WG_STAGES 4
-#define WG_DIST 2
+// Stages and how far ahead the copies run (the build may set them, for an A/B of depths).
+// 6 stages, 4 ahead: a step's products take ~0.3-0.75 us, a copy under load ~1 us. 7B
+// prefill on an H200: 4 / 2 26.8 ms, 5 / 3 25.6, 6 / 4 25.1, 7 / 5 25.0 (session 6).
+#ifndef WG_STAGES
+#define WG_STAGES 6
+#endif
+#ifndef WG_DIST
+#define WG_DIST 4
+#endif
+// A refill must miss the stage in use and the one the previous step's products may still
+// read: DIST + 2 <= STAGES.
+static_assert(WG_DIST + 2 <= WG_STAGES, "a refilled stage may still be read");
 #define WG_STAGE_HALVES (2 * WG_TILE * WG_BK)
 
 GRETA_KERNEL void gemm_f16_wgmma(const g_half* GRETA_RESTRICT a, const g_half* GRETA_RESTRICT a_lo,

@@ -124,17 +124,33 @@ GRETA_KERNEL void silu_mul_f32(const float* gate, const float* up, float* out, u
 }
 
 // The f16 operands of the prefill GEMM: hi = f16(x) and, where lo is not null, lo = f16(x - hi)
-// (x = hi + lo to 22 bits of mantissa; see gemm.hip for which products need lo). Grid x
-// block covers n.
+// (x = hi + lo to 22 bits of mantissa; see gemm.hip for which products need lo). Eight
+// elements per thread (16-byte stores of each half); grid x block x 8 covers n.
+// The next kernel is let in only at the end: launched at the top, the GEMMs behind this
+// short kernel (each of which lets its own successor in at once) filled the SMs with blocks
+// waiting on their inputs, and SmolLM2's prefill took 4.83 ms instead of 4.15 (H200).
 GRETA_KERNEL void split_f16(const float* x, g_half* hi, g_half* lo, unsigned n) {
-    g_overlap_entry();
-    unsigned i = g_bid() * g_bdim() + g_tid();
-    if (i < n) {
-        float v = x[i];
-        g_half h = g_f2h(v);
-        hi[i] = h;
-        if (lo) lo[i] = g_f2h(v - g_h2f(h));
+    g_wait_previous();
+    unsigned i = (g_bid() * g_bdim() + g_tid()) * 8;
+    if (i + 8 <= n) {
+        float v[8];
+        g_load_f8(x + i, v);
+        g_h8 h, l;
+        for (unsigned j = 0; j < 8; ++j) {
+            h.v[j] = g_f2h(v[j]);
+            l.v[j] = g_f2h(v[j] - g_h2f(h.v[j]));
+        }
+        *(g_h8*)(hi + i) = h;
+        if (lo) *(g_h8*)(lo + i) = l;
+    } else {
+        for (; i < n; ++i) {
+            float v = x[i];
+            g_half h = g_f2h(v);
+            hi[i] = h;
+            if (lo) lo[i] = g_f2h(v - g_h2f(h));
+        }
     }
+    g_launch_next();
 }
 
 // y[row] = dot(w[row, :], x) for f16 weights [n, k], f32 x. Grid: n rows; block: power of

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # On the GPU machine: unpacks target/carry (one xz-compressed carry that fits 64 MiB with the
-# tree) into the paths the scripts use: greta.xz -> target/device/greta, gpu-ops.xz ->
-# target/device/gpu-ops, smollm2-10l.gguf.xz -> target/dm10/, kernels/ -> target/device/kernels.
+# tree) into the paths the scripts use: greta.xz -> target/device/greta, gpu-ops.xz,
+# hiprt-gpu.xz, gpu-model.xz -> target/device/, smollm2-10l.gguf.xz -> target/dm10/,
+# kernels/ -> target/device/kernels.
 # Files absent from the carry are skipped. Run by verify_carried.sh and
 # split_inputs_compare.sh; make the carry here with xz -c (see verify_carried.sh).
 set -euo pipefail
@@ -10,6 +11,7 @@ mkdir -p target/device target/dm10
 python3 - <<'PY'
 import lzma, os, shutil
 for src, dst in [("greta.xz", "target/device/greta"), ("gpu-ops.xz", "target/device/gpu-ops"),
+                 ("hiprt-gpu.xz", "target/device/hiprt-gpu"), ("gpu-model.xz", "target/device/gpu-model"),
                  ("smollm2-10l.gguf.xz", "target/dm10/smollm2-10l.gguf")]:
     if not os.path.exists("target/carry/" + src):
         continue

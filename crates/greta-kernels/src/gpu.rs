@@ -663,7 +663,7 @@ impl GpuKernels {
         let args = Args::new().ptr(x).ptr(hi).ptr_or_null(lo.as_deref());
         self.launch(
             &self.split_f16,
-            grid1(n, BLOCK),
+            grid1(n.div_ceil(8), BLOCK),
             s,
             args.u32(u32_of(n, "n")?),
         )
@@ -1041,9 +1041,9 @@ pub enum GemmRoute {
     Wgmma,
 }
 
-/// Dynamic shared memory of the warpgroup GEMM: 4 stages of two 128 x 64 f16 tiles, plus 1 KiB
+/// Dynamic shared memory of the warpgroup GEMM: 6 stages (WG_STAGES) of two 128 x 64 f16 tiles, plus 1 KiB
 /// to align them to the 1024-byte swizzle atom (WG_STAGES etc. in kernels/gemm.hip).
-const GEMM_WGMMA_SHARED: u32 = 4 * 2 * 128 * 64 * 2 + 1024;
+const GEMM_WGMMA_SHARED: u32 = 6 * 2 * 128 * 64 * 2 + 1024;
 /// Fewer blocks than this leave too many multiprocessors idle for the big tiles.
 const WGMMA_MIN_BLOCKS: usize = 64;
 

@@ -1,0 +1,28 @@
+#!/usr/bin/env bash
+# Prefill and decode of both synthetic shapes for several kernel builds in one call, so that
+# variants compare on one card in one run: each target/carry/v/NAME/ holds sm_90a/*.cubin
+# (and greta.xz when the variant needs another binary; otherwise target/device/greta).
+# Build the variants here (e.g. nvcc -cubin -DWG_STAGES=6 -DWG_DIST=4 kernels/gemm.hip) and
+# carry target/carry (tools/gpu/unpack_carry.sh unpacks the main build).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$(mktemp -d)}
+bash tools/gpu/unpack_carry.sh
+echo "| variant | 7B prefill-512 ms | 7B decode tok/s | SmolLM2 prefill-512 ms | SmolLM2 decode tok/s |" | tee $OUT/variants.md
+echo "|---|---|---|---|---|" | tee -a $OUT/variants.md
+for round in 1 2; do
+  for d in target/carry/v/*/; do
+    v=$(basename $d); G=./target/device/greta
+    if [ -f $d/greta.xz ]; then
+      python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('$d/greta.xz'), open('/tmp/greta-$v', 'wb'))"
+      chmod +x /tmp/greta-$v; G=/tmp/greta-$v
+    fi
+    row="| $v (round $round)"
+    for s in llama2-7b smollm2-135m; do
+      j=$OUT/$v-$s-$round.json
+      GRETA_KERNELS_DIR=$PWD/$d $G bench -m synthetic:$s --backend gpu --prompt-len 512 --gen 64 --reps 5 --json > $j 2>/dev/null
+      row="$row | $(python3 -c "import json; d=json.load(open('$j')); print('%.2f | %.1f' % (d['prefill_ms'], d['decode_tok_s']))")"
+    done
+    echo "$row |" | tee -a $OUT/variants.md
+  done
+done
