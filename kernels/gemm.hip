@@ -166,9 +166,10 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 // two warpgroups (each 64 rows x 128 columns, 64 f32 accumulators per thread), K in steps of
 // 64 through WG_STAGES 32-KiB stages of dynamic shared memory (the launcher opts in; 193 KiB
 // at 6 stages, one block per SM as at 4). The copies run WG_DIST steps ahead; each
-// warpgroup keeps one step's products in flight while it issues the next, and a stage is refilled only after every warpgroup has finished with
-// it (the barrier at the top of a step follows each warpgroup's wait for its products two
-// steps back). Same virtual K ([a | a_lo] against [w | w]) and edges as gemm_f16_tile.
+// warpgroup keeps one step's products in flight while it issues the next, and a stage is
+// refilled only after every warpgroup has finished with it (the barrier at the top of a
+// step follows each warpgroup's wait for its products two steps back). Same virtual K
+// ([a | a_lo] against [w | w]) and edges as gemm_f16_tile.
 // Grid: (ceil(t / 128), ceil(n / 128)), row tiles first (the blocks sharing a weight tile
 // run together); block: 256 threads; dynamic shared memory:
 // GEMM_WGMMA_SHARED bytes (gpu.rs).

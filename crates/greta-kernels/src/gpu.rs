@@ -1041,8 +1041,8 @@ pub enum GemmRoute {
     Wgmma,
 }
 
-/// Dynamic shared memory of the warpgroup GEMM: 6 stages (WG_STAGES) of two 128 x 64 f16 tiles, plus 1 KiB
-/// to align them to the 1024-byte swizzle atom (WG_STAGES etc. in kernels/gemm.hip).
+/// Dynamic shared memory of the warpgroup GEMM: 6 stages (WG_STAGES in kernels/gemm.hip) of
+/// two 128 x 64 f16 tiles, plus 1 KiB to align them to the 1024-byte swizzle atom.
 const GEMM_WGMMA_SHARED: u32 = 6 * 2 * 128 * 64 * 2 + 1024;
 /// Fewer blocks than this leave too many multiprocessors idle for the big tiles.
 const WGMMA_MIN_BLOCKS: usize = 64;
