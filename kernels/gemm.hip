@@ -269,4 +269,92 @@ GRETA_KERNEL void gemm_f16_wgmma(const g_half* GRETA_RESTRICT a, const g_half* G
         }
     }
 }
+
+// The same product with the copies made by the TMA unit: one producer warp issues two box
+// copies per K step (A: 128 rows x 64 of a or a_lo, B: 128 rows x 64 of w, both in the
+// 128-byte swizzle the operand descriptors read) and two consumer warpgroups multiply, so
+// no consumer thread spends issue slots or registers on addresses. Each stage has a "full"
+// barrier (the producer's arrival plus the copies' 32 KiB of transactions) and an "empty"
+// one (one arrival per consumer warp once its products of that stage are done). Edges are
+// the TMA's: rows and columns past the matrix read as zero. K runs over a's ceil(k / 64)
+// steps, then a_lo's when `has_lo` (the same sums as the virtual K of gemm_f16_wgmma where
+// k % 64 == 0). Grid: (ceil(t / 128), ceil(n / 128)); block: 384 threads (warp 0 the
+// producer, warpgroups 1 and 2 the consumers); dynamic shared memory GEMM_TMA_SHARED.
+#define TMA_STAGES 6
+GRETA_KERNEL void gemm_f16_tma(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,
+                               const __grid_constant__ g_tmap tw, float* GRETA_RESTRICT y, unsigned t, unsigned k,
+                               unsigned n, unsigned has_lo) {
+    extern __shared__ unsigned char tma_raw[];
+    g_half* smem = (g_half*)(((unsigned long)tma_raw + 1023) & ~1023ul);
+    unsigned long long* full = (unsigned long long*)(smem + TMA_STAGES * WG_STAGE_HALVES);
+    unsigned long long* empty = full + TMA_STAGES;
+    const unsigned tid = g_tid(), wg = tid / 128;
+    const unsigned row0 = g_bid() * WG_TILE, col0 = g_bid_y() * WG_TILE;
+    const unsigned hi_steps = (k + WG_BK - 1) / WG_BK;
+    const unsigned steps = has_lo ? 2 * hi_steps : hi_steps;
+    if (tid == 0) {
+        for (unsigned s = 0; s < TMA_STAGES; ++s) {
+            g_mbar_init(&full[s], 1);
+            g_mbar_init(&empty[s], 8);
+        }
+        g_mbar_init_fence();
+    }
+    g_sync();
+    // The activations come from the kernel ahead; the weights' copies could start earlier,
+    // but one wait keeps the producer simple.
+    g_overlap_entry();
+
+    if (wg == 0) {
+        if (tid == 0) {
+            for (unsigned s = 0; s < steps; ++s) {
+                const unsigned st = s % TMA_STAGES, use = s / TMA_STAGES;
+                // The consumers' release of this stage's previous use.
+                if (use > 0) g_mbar_wait(&empty[st], (use - 1) & 1);
+                g_mbar_arrive_expect(&full[st], WG_STAGE_HALVES * 2);
+                const bool lo = s >= hi_steps;
+                const int kc = (int)((lo ? s - hi_steps : s) * WG_BK);
+                g_half* slab = smem + st * WG_STAGE_HALVES;
+                g_tma_load_2d(slab, lo ? &ta_lo : &ta, kc, (int)row0, &full[st]);
+                g_tma_load_2d(slab + WG_TILE * WG_BK, &tw, kc, (int)col0, &full[st]);
+            }
+        }
+        return;
+    }
+
+    const unsigned c = wg - 1;
+    float acc[64];
+    for (unsigned s = 0; s < steps; ++s) {
+        const unsigned st = s % TMA_STAGES;
+        g_mbar_wait(&full[st], (s / TMA_STAGES) & 1);
+        const g_half* slab = smem + st * WG_STAGE_HALVES;
+        unsigned long long da = g_wgmma_desc(slab + c * 64 * WG_BK);
+        unsigned long long db = g_wgmma_desc(slab + WG_TILE * WG_BK);
+        g_wgmma_fence();
+        for (unsigned kk = 0; kk < WG_BK / 16; ++kk)
+            g_wgmma_m64n128k16_sd(acc, da + 2 * kk, db + 2 * kk, s > 0 || kk > 0);
+        g_wgmma_commit();
+        // Step s - 1's products are done: its stage may be refilled.
+        g_wgmma_wait<1>();
+        if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[(s - 1) % TMA_STAGES]);
+    }
+    g_wgmma_wait<0>();
+
+    const unsigned l = g_lane(), warp = (tid % 128) / 32;
+    const bool pairs = n % 2 == 0;
+    for (unsigned h = 0; h < 2; ++h) {
+        unsigned r = row0 + 64 * c + 16 * warp + l / 4 + 8 * h;
+        if (r >= t) continue;
+        for (unsigned j = 0; j < 16; ++j) {
+            unsigned col = col0 + 8 * j + 2 * (l % 4);
+            float* p = y + (unsigned long)r * n + col;
+            float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
+            if (pairs && col + 1 < n) {
+                *(float2*)p = make_float2(v0, v1);
+            } else {
+                if (col < n) p[0] = v0;
+                if (col + 1 < n) p[1] = v1;
+            }
+        }
+    }
+}
 #endif

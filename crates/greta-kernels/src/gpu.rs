@@ -5,7 +5,9 @@
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
 
-use hiprt::{DeviceBuffer, Function, Gpu, HipError, LaunchDims, Module, Platform, Stream};
+use hiprt::{
+    DeviceBuffer, Function, Gpu, HipError, LaunchDims, Module, Platform, Stream, TensorMap,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum KernelError {
@@ -95,6 +97,11 @@ impl Args {
             None => self.null(),
         }
     }
+    /// A TMA descriptor, by value.
+    fn tmap(mut self, m: TensorMap) -> Self {
+        self.0.push(Box::new(m));
+        self
+    }
     fn u32(mut self, v: u32) -> Self {
         self.0.push(Box::new(v));
         self
@@ -154,6 +161,8 @@ pub struct GpuKernels {
     gemm_f16: [(usize, u32, Function); 3],
     /// The same product on Hopper's warpgroup matrix units (sm_90a objects only).
     gemm_f16_wgmma: Option<Function>,
+    /// The warpgroup product fed by the TMA unit (sm_90a objects only).
+    gemm_f16_tma: Option<Function>,
     split_f16: Function,
     gemm_plain: Function,
     sample_topk: Function,
@@ -252,6 +261,14 @@ impl GpuKernels {
                     Platform::Nvidia if *target == "sm_90a" => {
                         let f = gemm.function("gemm_f16_wgmma")?;
                         f.set_max_dynamic_shared(GEMM_WGMMA_SHARED)?;
+                        Some(f)
+                    }
+                    _ => None,
+                },
+                gemm_f16_tma: match gpu.platform() {
+                    Platform::Nvidia if *target == "sm_90a" => {
+                        let f = gemm.function("gemm_f16_tma")?;
+                        f.set_max_dynamic_shared(GEMM_TMA_SHARED)?;
                         Some(f)
                     }
                     _ => None,
@@ -673,6 +690,10 @@ impl GpuKernels {
     pub fn has_wgmma(&self) -> bool {
         self.gemm_f16_wgmma.is_some()
     }
+    /// Whether this device has the TMA-fed warpgroup GEMM (`GemmRoute::Tma`).
+    pub fn has_tma(&self) -> bool {
+        self.gemm_f16_tma.is_some()
+    }
 
     /// y[t, n] = (a + a_lo)[t, k] · w[n, k]ᵀ from f16 activations (`split_f16`'s output; `a_lo`
     /// left out: the activations as one f16), f32 accumulation, by the kernel `route` picks
@@ -705,6 +726,11 @@ impl GpuKernels {
         // The warpgroup kernel's grid runs over row tiles first: the blocks that share a
         // weight tile are launched together, so it comes from HBM once (the tile kernels
         // keep column tiles first).
+        if route == GemmRoute::Tma
+            || (route == GemmRoute::Auto && wgmma_fills && self.gemm_f16_tma.is_some())
+        {
+            return self.gemm_f16_tma(s, a, a_lo, w, y, shape);
+        }
         let (f, tile, block, shared_bytes, rows_first) = match (route, &self.gemm_f16_wgmma) {
             (GemmRoute::Wgmma, None) => {
                 return Err(KernelError::Shape(
@@ -736,6 +762,50 @@ impl GpuKernels {
                 .u32(u32_of(t, "t")?)
                 .u32(u32_of(k, "k")?)
                 .u32(u32_of(n, "n")?),
+        )
+    }
+
+    /// `gemm_f16` by the TMA-fed warpgroup kernel (checked by the caller: k % 8 == 0 and
+    /// the buffers' sizes).
+    fn gemm_f16_tma(
+        &self,
+        s: &Stream,
+        a: &DeviceBuffer<u16>,
+        a_lo: Option<&DeviceBuffer<u16>>,
+        w: &DeviceBuffer<u16>,
+        y: &mut DeviceBuffer<f32>,
+        shape: MatShape,
+    ) -> Result<()> {
+        let MatShape { t, k, n } = shape;
+        let Some(f) = &self.gemm_f16_tma else {
+            return Err(KernelError::Shape(
+                "the TMA GEMM needs an sm_90a device (Hopper)".into(),
+            ));
+        };
+        let ta = a.tensor_map_f16(t, k, 128, 64)?;
+        let ta_lo = match a_lo {
+            Some(lo) => lo.tensor_map_f16(t, k, 128, 64)?,
+            None => ta,
+        };
+        let tw = w.tensor_map_f16(n, k, 128, 64)?;
+        let dims = LaunchDims {
+            grid: [t.div_ceil(128) as u32, n.div_ceil(128) as u32, 1],
+            block: [384, 1, 1],
+            shared_bytes: GEMM_TMA_SHARED,
+        };
+        self.launch(
+            f,
+            dims,
+            s,
+            Args::new()
+                .tmap(ta)
+                .tmap(ta_lo)
+                .tmap(tw)
+                .ptr(y)
+                .u32(u32_of(t, "t")?)
+                .u32(u32_of(k, "k")?)
+                .u32(u32_of(n, "n")?)
+                .u32(a_lo.is_some() as u32),
         )
     }
 
@@ -1039,11 +1109,17 @@ pub enum GemmRoute {
     Mma,
     /// The warpgroup (wgmma) kernel; an error on devices without it.
     Wgmma,
+    /// The warpgroup kernel fed by the TMA unit (a producer warp, two consumer warpgroups);
+    /// an error on devices without it.
+    Tma,
 }
 
 /// Dynamic shared memory of the warpgroup GEMM: 6 stages (WG_STAGES in kernels/gemm.hip) of
 /// two 128 x 64 f16 tiles, plus 1 KiB to align them to the 1024-byte swizzle atom.
 const GEMM_WGMMA_SHARED: u32 = 6 * 2 * 128 * 64 * 2 + 1024;
+/// The TMA kernel's: TMA_STAGES (kernels/gemm.hip) stages as above, the 1 KiB of alignment,
+/// and a full and an empty barrier (8 bytes each) per stage.
+const GEMM_TMA_SHARED: u32 = 6 * 2 * 128 * 64 * 2 + 1024 + 6 * 2 * 8;
 /// Fewer blocks than this leave too many multiprocessors idle for the big tiles.
 const WGMMA_MIN_BLOCKS: usize = 64;
 

@@ -5,7 +5,7 @@
 
 use std::ffi::c_void;
 
-use crate::result::Result;
+use crate::result::{HipError, Result};
 use crate::Platform;
 
 macro_rules! handle {
@@ -49,6 +49,12 @@ pub struct LaunchDims {
     pub block: [u32; 3],
     pub shared_bytes: u32,
 }
+
+/// An opaque TMA descriptor (CUDA's `CUtensorMap`: 128 bytes, 64-byte aligned), passed to a
+/// kernel by value.
+#[repr(C, align(64))]
+#[derive(Clone, Copy)]
+pub struct TensorMap(pub [u64; 16]);
 
 pub trait Driver: Send + Sync {
     fn platform(&self) -> Platform;
@@ -140,6 +146,25 @@ pub trait Driver: Send + Sync {
         params: &mut [*mut c_void],
     ) -> Result<()> {
         self.launch(f, dims, s, params)
+    }
+
+    /// A TMA descriptor (NVIDIA sm_90+) of a row-major f16 matrix `[rows][cols]` at `ptr`,
+    /// read in boxes of `box_rows` x `box_cols` into shared memory with the 128-byte swizzle
+    /// (the layout the wgmma operand descriptors read); out-of-range elements read as zero.
+    /// Platforms without TMA refuse.
+    fn tensor_map_f16(
+        &self,
+        ptr: DevicePtr,
+        rows: u64,
+        cols: u64,
+        box_rows: u32,
+        box_cols: u32,
+    ) -> Result<TensorMap> {
+        let _ = (ptr, rows, cols, box_rows, box_cols);
+        Err(HipError::Invalid(format!(
+            "tensor maps (TMA) need an NVIDIA sm_90 GPU; this is {}",
+            self.platform()
+        )))
     }
 
     fn stream_begin_capture(&self, s: StreamHandle) -> Result<()>;

@@ -42,6 +42,7 @@ pub const ENTRY_POINTS: &[&str] = &[
     "cuLaunchKernel",
     "cuLaunchKernelEx",
     "cuFuncSetAttribute",
+    "cuTensorMapEncodeTiled",
     "cuStreamBeginCapture_v2",
     "cuStreamEndCapture",
     "cuGraphInstantiateWithFlags",
@@ -328,6 +329,38 @@ impl Driver for NvidiaDriver {
                 std::ptr::null_mut(),
             ),
         )
+    }
+    fn tensor_map_f16(
+        &self,
+        ptr: DevicePtr,
+        rows: u64,
+        cols: u64,
+        box_rows: u32,
+        box_cols: u32,
+    ) -> Result<TensorMap> {
+        // SAFETY: the driver fills the 128-byte descriptor; it only reads the arrays below.
+        let mut map: sys::CUtensorMap = unsafe { std::mem::zeroed() };
+        let dims = [cols, rows];
+        let strides = [cols * 2];
+        let boxes = [box_cols, box_rows];
+        let steps = [1u32, 1];
+        check("cuTensorMapEncodeTiled", unsafe {
+            sys::cuTensorMapEncodeTiled(
+                &mut map,
+                sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                2,
+                ptr.addr() as *mut c_void,
+                dims.as_ptr(),
+                strides.as_ptr(),
+                boxes.as_ptr(),
+                steps.as_ptr(),
+                sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
+                sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+                sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
+                sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
+            )
+        })?;
+        Ok(TensorMap(map.opaque))
     }
     unsafe fn launch_overlapped(
         &self,

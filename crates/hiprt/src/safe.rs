@@ -259,6 +259,28 @@ fn as_bytes_mut<T: Copy>(v: &mut [T]) -> &mut [u8] {
     unsafe { std::slice::from_raw_parts_mut(v.as_mut_ptr().cast(), std::mem::size_of_val(v)) }
 }
 
+impl DeviceBuffer<u16> {
+    /// A TMA descriptor of this buffer read as a row-major f16 matrix `[rows][cols]` in
+    /// boxes of `box_rows` x `box_cols` (see `Driver::tensor_map_f16`). The buffer must
+    /// outlive every launch that reads the descriptor.
+    pub fn tensor_map_f16(
+        &self,
+        rows: usize,
+        cols: usize,
+        box_rows: u32,
+        box_cols: u32,
+    ) -> Result<TensorMap> {
+        if rows.checked_mul(cols).is_none_or(|n| n > self.len) || !cols.is_multiple_of(8) {
+            return Err(HipError::Invalid(format!(
+                "a tensor map of {rows} x {cols} f16 over a buffer of {} elements (rows of a multiple of 8 needed)",
+                self.len
+            )));
+        }
+        self.driver
+            .tensor_map_f16(self.ptr(), rows as u64, cols as u64, box_rows, box_cols)
+    }
+}
+
 impl<T: Copy> DeviceBuffer<T> {
     /// The same allocation seen as `len` elements of `U` (for allocators that keep untyped
     /// blocks). Ownership moves: the memory is freed once, by the returned buffer.
