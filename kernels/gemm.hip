@@ -162,161 +162,66 @@ GEMM_F16(gemm_f16_64, 64, 64, 32, 32, 6)
 GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 
 #if defined(GRETA_WGMMA)
-// The same product on Hopper's warpgroup matrix units: a 128 x 128 tile of y per block of
-// two warpgroups (each 64 rows x 128 columns, 64 f32 accumulators per thread), K in steps of
-// 64 through WG_STAGES 32-KiB stages of dynamic shared memory (the launcher opts in; 193 KiB
-// at 6 stages, one block per SM as at 4). The copies run WG_DIST steps ahead; each
-// warpgroup keeps one step's products in flight while it issues the next, and a stage is
-// refilled only after every warpgroup has finished with it (the barrier at the top of a
-// step follows each warpgroup's wait for its products two steps back). Same virtual K
-// ([a | a_lo] against [w | w]) and edges as gemm_f16_tile.
+// The same product on Hopper's warpgroup matrix units, fed by the TMA unit: a 128 x 128
+// tile of y per block, K in steps of 64 through WG_STAGES stages of dynamic shared memory
+// (two 16-KiB boxes each, A: 128 rows x 64 of a or a_lo, B: 128 rows x 64 of w, both in the
+// 128-byte swizzle the operand descriptors read). One producer thread issues the box copies
+// and two consumer warpgroups multiply (each 64 rows x 128 columns, 64 f32 accumulators
+// per thread), so no consumer spends issue slots or registers on addresses. Each stage has
+// a "full" barrier (the producer's arrival plus the copies' 32 KiB of transactions) and an
+// "empty" one (one arrival per consumer warp once its products from the stage are done).
+// Every thread waits for the kernel ahead before its first copy or write (issuing the
+// weights' first boxes before the wait was slower: 7B prefill 21.65 -> 22.05 ms on an H200,
+// likely by taking bandwidth from the memory-bound kernel ahead).
+// Edges are the TMA's: rows and columns past the matrix read as zero. K runs over a's
+// ceil(k / 64) steps, then a_lo's when `has_lo` (the sums of [a | a_lo] . [w | w]).
 // Grid: (ceil(t / 128), ceil(n / 128)), row tiles first (the blocks sharing a weight tile
-// run together); block: 256 threads; dynamic shared memory:
-// GEMM_WGMMA_SHARED bytes (gpu.rs).
+// run together); block: 384 threads (warpgroup 0 the producer, of which one thread works);
+// dynamic shared memory GEMM_WGMMA_SHARED (gpu.rs).
 #define WG_TILE 128
 #define WG_BK 64
-// Stages and how far ahead the copies run (the build may set them, for an A/B of depths).
-// 6 stages, 4 ahead: a step's products take ~0.3-0.75 us, a copy under load ~1 us. 7B
-// prefill on an H200: 4 / 2 26.8 ms, 5 / 3 25.6, 6 / 4 25.1, 7 / 5 25.0 (session 6).
+// The build may set the depth, for an A/B (kernel_variants.sh). 6: a step's products take
+// ~0.3-0.75 us, a copy under load ~1 us (7B prefill with cp.async copies on an H200: 4
+// stages 26.8 ms, 5 25.6, 6 25.1, 7 25.0; session 6).
 #ifndef WG_STAGES
 #define WG_STAGES 6
 #endif
-#ifndef WG_DIST
-#define WG_DIST 4
-#endif
-// A refill must miss the stage in use and the one the previous step's products may still
-// read: DIST + 2 <= STAGES.
-static_assert(WG_DIST + 2 <= WG_STAGES, "a refilled stage may still be read");
 #define WG_STAGE_HALVES (2 * WG_TILE * WG_BK)
 
-GRETA_KERNEL void gemm_f16_wgmma(const g_half* GRETA_RESTRICT a, const g_half* GRETA_RESTRICT a_lo,
-                                 const g_half* GRETA_RESTRICT w, float* GRETA_RESTRICT y, unsigned t, unsigned k,
-                                 unsigned n) {
-    g_overlap_entry();
+GRETA_KERNEL void gemm_f16_wgmma(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,
+                                 const __grid_constant__ g_tmap tw, float* GRETA_RESTRICT y, unsigned t, unsigned k,
+                                 unsigned n, unsigned has_lo) {
     extern __shared__ unsigned char wg_raw[];
     // Swizzle atoms are 1024-byte aligned (the launcher adds 1 KiB for this).
     g_half* smem = (g_half*)(((unsigned long)wg_raw + 1023) & ~1023ul);
-    const unsigned tid = g_tid(), wg = tid / 128;
-    const unsigned row0 = g_bid() * WG_TILE, col0 = g_bid_y() * WG_TILE;
-    const unsigned kv = a_lo ? 2 * k : k;
-    const unsigned steps = (kv + WG_BK - 1) / WG_BK;
-
-    // 2 x 128 rows x 8 chunks per stage, 8 per thread: rows tid / 8 + 32 p (A for p < 4,
-    // then B), chunk column tid % 8 at every step.
-    constexpr unsigned PER = 2 * WG_TILE * (WG_BK / 8) / 256;
-    const unsigned ch = tid % 8;
-    unsigned src_row[PER], dst[PER];
-    bool row_ok[PER];
-    for (unsigned p = 0; p < PER; ++p) {
-        unsigned r = (tid + p * 256) / 8;
-        bool is_a = r < WG_TILE;
-        unsigned rr = is_a ? r : r - WG_TILE;
-        unsigned g = (is_a ? row0 : col0) + rr;
-        row_ok[p] = g < (is_a ? t : n);
-        src_row[p] = row_ok[p] ? g * k : 0;
-        dst[p] = r * WG_BK + ((ch ^ (r & 7u)) << 3);
-    }
-    auto load = [&](unsigned step) {
-        unsigned vk = step * WG_BK + ch * 8;
-        bool in_k = vk < kv, lo = vk >= k;
-        unsigned col = lo ? vk - k : vk;
-        const g_half* xa = lo ? a_lo : a;
-        g_half* base = smem + (step % WG_STAGES) * WG_STAGE_HALVES;
-        for (unsigned p = 0; p < PER; ++p) {
-            const g_half* src = (p < PER / 2 ? xa : w) + src_row[p] + col;
-            bool valid = in_k && row_ok[p];
-            g_copy16_async(base + dst[p], valid ? src : w, valid);
-        }
-    };
-
-    float acc[64];
-    for (unsigned i = 0; i < 64; ++i) acc[i] = 0.0f;
-    for (unsigned s = 0; s < WG_DIST; ++s) {
-        if (s < steps) load(s);
-        g_async_commit();
-    }
-    for (unsigned s = 0; s < steps; ++s) {
-        g_async_wait<WG_DIST - 1>();
-        g_fence_proxy_async();
-        g_sync();
-        if (s + WG_DIST < steps) load(s + WG_DIST);
-        g_async_commit();
-        const g_half* slab = smem + (s % WG_STAGES) * WG_STAGE_HALVES;
-        unsigned long long da = g_wgmma_desc(slab + wg * 64 * WG_BK);
-        unsigned long long db = g_wgmma_desc(slab + WG_TILE * WG_BK);
-        g_wgmma_fence();
-        for (unsigned kk = 0; kk < WG_BK / 16; ++kk) g_wgmma_m64n128k16(acc, da + 2 * kk, db + 2 * kk);
-        g_wgmma_commit();
-        g_wgmma_wait<1>();
-    }
-    g_wgmma_wait<0>();
-
-    const unsigned l = g_lane(), warp = (tid % 128) / 32;
-    const bool pairs = n % 2 == 0;
-    for (unsigned h = 0; h < 2; ++h) {
-        unsigned r = row0 + 64 * wg + 16 * warp + l / 4 + 8 * h;
-        if (r >= t) continue;
-        for (unsigned j = 0; j < 16; ++j) {
-            unsigned c = col0 + 8 * j + 2 * (l % 4);
-            float* p = y + (unsigned long)r * n + c;
-            float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
-            if (pairs && c + 1 < n) {
-                *(float2*)p = make_float2(v0, v1);
-            } else {
-                if (c < n) p[0] = v0;
-                if (c + 1 < n) p[1] = v1;
-            }
-        }
-    }
-}
-
-// The same product with the copies made by the TMA unit: one producer warp issues two box
-// copies per K step (A: 128 rows x 64 of a or a_lo, B: 128 rows x 64 of w, both in the
-// 128-byte swizzle the operand descriptors read) and two consumer warpgroups multiply, so
-// no consumer thread spends issue slots or registers on addresses. Each stage has a "full"
-// barrier (the producer's arrival plus the copies' 32 KiB of transactions) and an "empty"
-// one (one arrival per consumer warp once its products of that stage are done). Edges are
-// the TMA's: rows and columns past the matrix read as zero. K runs over a's ceil(k / 64)
-// steps, then a_lo's when `has_lo` (the same sums as the virtual K of gemm_f16_wgmma where
-// k % 64 == 0). Grid: (ceil(t / 128), ceil(n / 128)); block: 384 threads (warp 0 the
-// producer, warpgroups 1 and 2 the consumers); dynamic shared memory GEMM_TMA_SHARED.
-#define TMA_STAGES 6
-GRETA_KERNEL void gemm_f16_tma(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,
-                               const __grid_constant__ g_tmap tw, float* GRETA_RESTRICT y, unsigned t, unsigned k,
-                               unsigned n, unsigned has_lo) {
-    extern __shared__ unsigned char tma_raw[];
-    g_half* smem = (g_half*)(((unsigned long)tma_raw + 1023) & ~1023ul);
-    unsigned long long* full = (unsigned long long*)(smem + TMA_STAGES * WG_STAGE_HALVES);
-    unsigned long long* empty = full + TMA_STAGES;
+    unsigned long long* full = (unsigned long long*)(smem + WG_STAGES * WG_STAGE_HALVES);
+    unsigned long long* empty = full + WG_STAGES;
     const unsigned tid = g_tid(), wg = tid / 128;
     const unsigned row0 = g_bid() * WG_TILE, col0 = g_bid_y() * WG_TILE;
     const unsigned hi_steps = (k + WG_BK - 1) / WG_BK;
     const unsigned steps = has_lo ? 2 * hi_steps : hi_steps;
     if (tid == 0) {
-        for (unsigned s = 0; s < TMA_STAGES; ++s) {
+        for (unsigned s = 0; s < WG_STAGES; ++s) {
             g_mbar_init(&full[s], 1);
             g_mbar_init(&empty[s], 8);
         }
         g_mbar_init_fence();
     }
     g_sync();
-    // The activations come from the kernel ahead; the weights' copies could start earlier,
-    // but one wait keeps the producer simple.
     g_overlap_entry();
 
     if (wg == 0) {
-        if (tid == 0) {
-            for (unsigned s = 0; s < steps; ++s) {
-                const unsigned st = s % TMA_STAGES, use = s / TMA_STAGES;
-                // The consumers' release of this stage's previous use.
-                if (use > 0) g_mbar_wait(&empty[st], (use - 1) & 1);
-                g_mbar_arrive_expect(&full[st], WG_STAGE_HALVES * 2);
-                const bool lo = s >= hi_steps;
-                const int kc = (int)((lo ? s - hi_steps : s) * WG_BK);
-                g_half* slab = smem + st * WG_STAGE_HALVES;
-                g_tma_load_2d(slab, lo ? &ta_lo : &ta, kc, (int)row0, &full[st]);
-                g_tma_load_2d(slab + WG_TILE * WG_BK, &tw, kc, (int)col0, &full[st]);
-            }
+        if (tid != 0) return;
+        for (unsigned s = 0; s < steps; ++s) {
+            const unsigned st = s % WG_STAGES, use = s / WG_STAGES;
+            // The consumers' release of this stage's previous use.
+            if (use > 0) g_mbar_wait(&empty[st], (use - 1) & 1);
+            g_mbar_arrive_expect(&full[st], WG_STAGE_HALVES * 2);
+            const bool lo = s >= hi_steps;
+            const int kc = (int)((lo ? s - hi_steps : s) * WG_BK);
+            g_half* slab = smem + st * WG_STAGE_HALVES;
+            g_tma_load_2d(slab, lo ? &ta_lo : &ta, kc, (int)row0, &full[st]);
+            g_tma_load_2d(slab + WG_TILE * WG_BK, &tw, kc, (int)col0, &full[st]);
         }
         return;
     }
@@ -324,18 +229,18 @@ GRETA_KERNEL void gemm_f16_tma(const __grid_constant__ g_tmap ta, const __grid_c
     const unsigned c = wg - 1;
     float acc[64];
     for (unsigned s = 0; s < steps; ++s) {
-        const unsigned st = s % TMA_STAGES;
-        g_mbar_wait(&full[st], (s / TMA_STAGES) & 1);
+        const unsigned st = s % WG_STAGES;
+        g_mbar_wait(&full[st], (s / WG_STAGES) & 1);
         const g_half* slab = smem + st * WG_STAGE_HALVES;
         unsigned long long da = g_wgmma_desc(slab + c * 64 * WG_BK);
         unsigned long long db = g_wgmma_desc(slab + WG_TILE * WG_BK);
         g_wgmma_fence();
         for (unsigned kk = 0; kk < WG_BK / 16; ++kk)
-            g_wgmma_m64n128k16_sd(acc, da + 2 * kk, db + 2 * kk, s > 0 || kk > 0);
+            g_wgmma_m64n128k16(acc, da + 2 * kk, db + 2 * kk, s > 0 || kk > 0);
         g_wgmma_commit();
         // Step s - 1's products are done: its stage may be refilled.
         g_wgmma_wait<1>();
-        if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[(s - 1) % TMA_STAGES]);
+        if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[(s - 1) % WG_STAGES]);
     }
     g_wgmma_wait<0>();
 

@@ -2,7 +2,7 @@
 # Prefill and decode of both synthetic shapes for several kernel builds in one call, so that
 # variants compare on one card in one run: each target/carry/v/NAME/ holds sm_90a/*.cubin
 # (and greta.xz when the variant needs another binary; otherwise target/device/greta).
-# Build the variants here (e.g. nvcc -cubin -DWG_STAGES=6 -DWG_DIST=4 kernels/gemm.hip) and
+# Build the variants here (e.g. nvcc -cubin -DWG_STAGES=5 kernels/gemm.hip) and
 # carry target/carry (tools/gpu/unpack_carry.sh unpacks the main build).
 set -uo pipefail
 cd "$(dirname "$0")/../.."

@@ -161,8 +161,6 @@ pub struct GpuKernels {
     gemm_f16: [(usize, u32, Function); 3],
     /// The same product on Hopper's warpgroup matrix units (sm_90a objects only).
     gemm_f16_wgmma: Option<Function>,
-    /// The warpgroup product fed by the TMA unit (sm_90a objects only).
-    gemm_f16_tma: Option<Function>,
     split_f16: Function,
     gemm_plain: Function,
     sample_topk: Function,
@@ -261,14 +259,6 @@ impl GpuKernels {
                     Platform::Nvidia if *target == "sm_90a" => {
                         let f = gemm.function("gemm_f16_wgmma")?;
                         f.set_max_dynamic_shared(GEMM_WGMMA_SHARED)?;
-                        Some(f)
-                    }
-                    _ => None,
-                },
-                gemm_f16_tma: match gpu.platform() {
-                    Platform::Nvidia if *target == "sm_90a" => {
-                        let f = gemm.function("gemm_f16_tma")?;
-                        f.set_max_dynamic_shared(GEMM_TMA_SHARED)?;
                         Some(f)
                     }
                     _ => None,
@@ -690,10 +680,6 @@ impl GpuKernels {
     pub fn has_wgmma(&self) -> bool {
         self.gemm_f16_wgmma.is_some()
     }
-    /// Whether this device has the TMA-fed warpgroup GEMM (`GemmRoute::Tma`).
-    pub fn has_tma(&self) -> bool {
-        self.gemm_f16_tma.is_some()
-    }
 
     /// y[t, n] = (a + a_lo)[t, k] · w[n, k]ᵀ from f16 activations (`split_f16`'s output; `a_lo`
     /// left out: the activations as one f16), f32 accumulation, by the kernel `route` picks
@@ -722,53 +708,51 @@ impl GpuKernels {
         }
         Self::need(w, n * k, "gemm_f16 w")?;
         Self::need(y, t * n, "gemm_f16 y")?;
-        let wgmma_fills = t.div_ceil(128) * n.div_ceil(128) >= WGMMA_MIN_BLOCKS;
-        // The warpgroup kernel's grid runs over row tiles first: the blocks that share a
-        // weight tile are launched together, so it comes from HBM once (the tile kernels
-        // keep column tiles first).
-        if route == GemmRoute::Tma
-            || (route == GemmRoute::Auto && wgmma_fills && self.gemm_f16_tma.is_some())
-        {
-            return self.gemm_f16_tma(s, a, a_lo, w, y, shape);
+        if k == 0 {
+            return Err(KernelError::Shape(
+                "gemm_f16 with k = 0 (an empty product); k must be positive".into(),
+            ));
         }
-        let (f, tile, block, shared_bytes, rows_first) = match (route, &self.gemm_f16_wgmma) {
-            (GemmRoute::Wgmma, None) => {
-                return Err(KernelError::Shape(
-                    "the warpgroup GEMM needs an sm_90a device (Hopper)".into(),
-                ))
+        let wgmma_fills = t.div_ceil(128) * n.div_ceil(128) >= WGMMA_MIN_BLOCKS;
+        match (route, &self.gemm_f16_wgmma) {
+            (GemmRoute::Wgmma, None) => Err(KernelError::Shape(
+                "the warpgroup GEMM needs an sm_90a device (Hopper)".into(),
+            )),
+            (GemmRoute::Wgmma, Some(f)) => self.gemm_f16_wgmma(f, s, a, a_lo, w, y, shape),
+            (GemmRoute::Auto, Some(f)) if wgmma_fills => {
+                self.gemm_f16_wgmma(f, s, a, a_lo, w, y, shape)
             }
-            (GemmRoute::Wgmma, Some(f)) => (f, 128, 256, GEMM_WGMMA_SHARED, true),
-            (GemmRoute::Auto, Some(f)) if wgmma_fills => (f, 128, 256, GEMM_WGMMA_SHARED, true),
             _ => {
                 let (tile, block, f) = gemm_tile(&self.gemm_f16, t, n);
-                (f, tile, block, 0, false)
+                let dims = LaunchDims {
+                    grid: [n.div_ceil(tile) as u32, t.div_ceil(tile) as u32, 1],
+                    block: [block, 1, 1],
+                    shared_bytes: 0,
+                };
+                self.launch(
+                    f,
+                    dims,
+                    s,
+                    Args::new()
+                        .ptr(a)
+                        .ptr_or_null(a_lo)
+                        .ptr(w)
+                        .ptr(y)
+                        .u32(u32_of(t, "t")?)
+                        .u32(u32_of(k, "k")?)
+                        .u32(u32_of(n, "n")?),
+                )
             }
-        };
-        let (rt, ct) = (t.div_ceil(tile) as u32, n.div_ceil(tile) as u32);
-        let dims = LaunchDims {
-            grid: if rows_first { [rt, ct, 1] } else { [ct, rt, 1] },
-            block: [block, 1, 1],
-            shared_bytes,
-        };
-        self.launch(
-            f,
-            dims,
-            s,
-            Args::new()
-                .ptr(a)
-                .ptr_or_null(a_lo)
-                .ptr(w)
-                .ptr(y)
-                .u32(u32_of(t, "t")?)
-                .u32(u32_of(k, "k")?)
-                .u32(u32_of(n, "n")?),
-        )
+        }
     }
 
-    /// `gemm_f16` by the TMA-fed warpgroup kernel (checked by the caller: k % 8 == 0 and
-    /// the buffers' sizes).
-    fn gemm_f16_tma(
+    /// `gemm_f16` by the warpgroup kernel (checked by the caller: k % 8 == 0, k > 0 and the
+    /// buffers' sizes). Its operands are read through TMA descriptors, made here per call
+    /// (a host-side encode, no device work; the launch copies them by value).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_f16_wgmma(
         &self,
+        f: &Function,
         s: &Stream,
         a: &DeviceBuffer<u16>,
         a_lo: Option<&DeviceBuffer<u16>>,
@@ -777,21 +761,22 @@ impl GpuKernels {
         shape: MatShape,
     ) -> Result<()> {
         let MatShape { t, k, n } = shape;
-        let Some(f) = &self.gemm_f16_tma else {
-            return Err(KernelError::Shape(
-                "the TMA GEMM needs an sm_90a device (Hopper)".into(),
-            ));
-        };
-        let ta = a.tensor_map_f16(t, k, 128, 64)?;
+        let ta = a.tensor_map_f16(t, k, WGMMA_TILE, WGMMA_BK)?;
         let ta_lo = match a_lo {
-            Some(lo) => lo.tensor_map_f16(t, k, 128, 64)?,
+            Some(lo) => lo.tensor_map_f16(t, k, WGMMA_TILE, WGMMA_BK)?,
             None => ta,
         };
-        let tw = w.tensor_map_f16(n, k, 128, 64)?;
+        let tw = w.tensor_map_f16(n, k, WGMMA_TILE, WGMMA_BK)?;
+        // The grid runs over row tiles first: the blocks that share a weight tile are
+        // launched together, so it comes from HBM once.
         let dims = LaunchDims {
-            grid: [t.div_ceil(128) as u32, n.div_ceil(128) as u32, 1],
+            grid: [
+                t.div_ceil(WGMMA_TILE as usize) as u32,
+                n.div_ceil(WGMMA_TILE as usize) as u32,
+                1,
+            ],
             block: [384, 1, 1],
-            shared_bytes: GEMM_TMA_SHARED,
+            shared_bytes: GEMM_WGMMA_SHARED,
         };
         self.launch(
             f,
@@ -1107,19 +1092,18 @@ pub enum GemmRoute {
     Auto,
     /// mma.sync / MFMA tiles of 128, 64 or 32 (the largest that fills the GPU).
     Mma,
-    /// The warpgroup (wgmma) kernel; an error on devices without it.
+    /// The warpgroup (wgmma) kernel fed by the TMA unit; an error on devices without it.
     Wgmma,
-    /// The warpgroup kernel fed by the TMA unit (a producer warp, two consumer warpgroups);
-    /// an error on devices without it.
-    Tma,
 }
 
+/// The warpgroup GEMM's tile (WG_TILE in kernels/gemm.hip: rows of a and of w per block, and
+/// the TMA boxes' rows) and K step (WG_BK: the boxes' columns, 128 bytes of f16).
+const WGMMA_TILE: u32 = 128;
+const WGMMA_BK: u32 = 64;
 /// Dynamic shared memory of the warpgroup GEMM: 6 stages (WG_STAGES in kernels/gemm.hip) of
-/// two 128 x 64 f16 tiles, plus 1 KiB to align them to the 1024-byte swizzle atom.
-const GEMM_WGMMA_SHARED: u32 = 6 * 2 * 128 * 64 * 2 + 1024;
-/// The TMA kernel's: TMA_STAGES (kernels/gemm.hip) stages as above, the 1 KiB of alignment,
-/// and a full and an empty barrier (8 bytes each) per stage.
-const GEMM_TMA_SHARED: u32 = 6 * 2 * 128 * 64 * 2 + 1024 + 6 * 2 * 8;
+/// an A and a B box, 1 KiB to align them to the 1024-byte swizzle atom, and a full and an
+/// empty barrier (8 bytes each) per stage.
+const GEMM_WGMMA_SHARED: u32 = 6 * 2 * WGMMA_TILE * WGMMA_BK * 2 + 1024 + 6 * 2 * 8;
 /// Fewer blocks than this leave too many multiprocessors idle for the big tiles.
 const WGMMA_MIN_BLOCKS: usize = 64;
 

@@ -164,9 +164,6 @@ fn gemm_f16_case(
     if k.has_wgmma() {
         routes.push(GemmRoute::Wgmma);
     }
-    if k.has_tma() {
-        routes.push(GemmRoute::Tma);
-    }
     for route in routes {
         let mut dy = g.alloc::<f32>(m * n).unwrap();
         k.gemm_f16(route, s, &hi, Some(&lo), dw, &mut dy, shape)
