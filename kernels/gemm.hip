@@ -162,23 +162,24 @@ GEMM_F16(gemm_f16_64, 64, 64, 32, 32, 6)
 GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 
 #if defined(GRETA_WGMMA)
-// The same product on Hopper's warpgroup matrix units, fed by the TMA unit: a 128 x 128
-// tile of y per block, K in steps of 64 through WG_STAGES stages of dynamic shared memory
-// (two 16-KiB boxes each, A: 128 rows x 64 of a or a_lo, B: 128 rows x 64 of w, both in the
-// 128-byte swizzle the operand descriptors read). One producer thread issues the box copies
-// and two consumer warpgroups multiply (each 64 rows x 128 columns, 64 f32 accumulators
-// per thread), so no consumer spends issue slots or registers on addresses. Each stage has
-// a "full" barrier (the producer's arrival plus the copies' 32 KiB of transactions) and an
-// "empty" one (one arrival per consumer warp once its products from the stage are done).
-// Every thread waits for the kernel ahead before its first copy or write (issuing the
-// weights' first boxes before the wait was slower: 7B prefill 21.65 -> 22.05 ms on an H200,
-// likely by taking bandwidth from the memory-bound kernel ahead).
+// The same product on Hopper's warpgroup matrix units, fed by the TMA unit, for up to three
+// products that share their input (Q, K and V; gate and up) in one launch. A block computes
+// a TM x TN tile of one product's y, K in steps of 64 through WG_STAGES stages of dynamic
+// shared memory (an A box of TM rows x 64 of a or a_lo and a B box of TN rows x 64 of w per
+// stage, both in the 128-byte swizzle the operand descriptors read). One producer thread
+// issues the box copies and TM / 64 consumer warpgroups multiply (each 64 rows x TN
+// columns, TN / 2 f32 accumulators per thread), so no consumer spends issue slots or
+// registers on addresses. Each stage has a "full" barrier (the producer's arrival plus the
+// copies' bytes) and an "empty" one (one arrival per consumer warp once its products from
+// the stage are done). Every thread waits for the kernel ahead before its first copy or
+// write (issuing the weights' first boxes before the wait was slower: 7B prefill 21.65 ->
+// 22.05 ms on an H200, likely by taking bandwidth from the memory-bound kernel ahead).
 // Edges are the TMA's: rows and columns past the matrix read as zero. K runs over a's
 // ceil(k / 64) steps, then a_lo's when `has_lo` (the sums of [a | a_lo] . [w | w]).
-// Grid: (ceil(t / 128), ceil(n / 128)), row tiles first (the blocks sharing a weight tile
-// run together); block: 384 threads (warpgroup 0 the producer, of which one thread works);
-// dynamic shared memory GEMM_WGMMA_SHARED (gpu.rs).
-#define WG_TILE 128
+// Grid: (ceil(t / TM), sum over the products of ceil(n_i / TN)): row tiles first (the
+// blocks sharing a weight tile run together), then product 0's column tiles, product 1's,
+// product 2's (n_i = 0 for an absent one); block: 128 (TM / 64 + 1) threads (warpgroup 0
+// the producer, of which one thread works); dynamic shared memory: gemm_wgmma_shared (gpu.rs).
 #define WG_BK 64
 // The build may set the depth, for an A/B (kernel_variants.sh). 6: a step's products take
 // ~0.3-0.75 us, a copy under load ~1 us (7B prefill with cp.async copies on an H200: 4
@@ -186,24 +187,37 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 #ifndef WG_STAGES
 #define WG_STAGES 6
 #endif
-#define WG_STAGE_HALVES (2 * WG_TILE * WG_BK)
 
-GRETA_KERNEL void gemm_f16_wgmma(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,
-                                 const __grid_constant__ g_tmap tw, float* GRETA_RESTRICT y, unsigned t, unsigned k,
-                                 unsigned n, unsigned has_lo) {
-    extern __shared__ unsigned char wg_raw[];
+template <unsigned TM, unsigned TN>
+GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, const g_tmap* ta_lo, const g_tmap* tw0,
+                                      const g_tmap* tw1, const g_tmap* tw2, float* y0, float* y1, float* y2,
+                                      unsigned t, unsigned k, unsigned n0, unsigned n1, unsigned n2,
+                                      unsigned has_lo) {
+    constexpr unsigned A_HALVES = TM * WG_BK, STAGE_HALVES = (TM + TN) * WG_BK;
+    constexpr unsigned CONSUMER_WARPS = TM / 64 * 4;
     // Swizzle atoms are 1024-byte aligned (the launcher adds 1 KiB for this).
-    g_half* smem = (g_half*)(((unsigned long)wg_raw + 1023) & ~1023ul);
-    unsigned long long* full = (unsigned long long*)(smem + WG_STAGES * WG_STAGE_HALVES);
+    g_half* smem = (g_half*)(((unsigned long)raw + 1023) & ~1023ul);
+    unsigned long long* full = (unsigned long long*)(smem + WG_STAGES * STAGE_HALVES);
     unsigned long long* empty = full + WG_STAGES;
     const unsigned tid = g_tid(), wg = tid / 128;
-    const unsigned row0 = g_bid() * WG_TILE, col0 = g_bid_y() * WG_TILE;
+
+    // This block's product and column tile.
+    unsigned j = g_bid_y(), n = n0;
+    const g_tmap* tw = tw0;
+    float* y = y0;
+    const unsigned c0 = (n0 + TN - 1) / TN, c1 = (n1 + TN - 1) / TN;
+    if (j >= c0 + c1) {
+        j -= c0 + c1, n = n2, tw = tw2, y = y2;
+    } else if (j >= c0) {
+        j -= c0, n = n1, tw = tw1, y = y1;
+    }
+    const unsigned row0 = g_bid() * TM, col0 = j * TN;
     const unsigned hi_steps = (k + WG_BK - 1) / WG_BK;
     const unsigned steps = has_lo ? 2 * hi_steps : hi_steps;
     if (tid == 0) {
         for (unsigned s = 0; s < WG_STAGES; ++s) {
             g_mbar_init(&full[s], 1);
-            g_mbar_init(&empty[s], 8);
+            g_mbar_init(&empty[s], CONSUMER_WARPS);
         }
         g_mbar_init_fence();
     }
@@ -216,27 +230,26 @@ GRETA_KERNEL void gemm_f16_wgmma(const __grid_constant__ g_tmap ta, const __grid
             const unsigned st = s % WG_STAGES, use = s / WG_STAGES;
             // The consumers' release of this stage's previous use.
             if (use > 0) g_mbar_wait(&empty[st], (use - 1) & 1);
-            g_mbar_arrive_expect(&full[st], WG_STAGE_HALVES * 2);
+            g_mbar_arrive_expect(&full[st], STAGE_HALVES * 2);
             const bool lo = s >= hi_steps;
             const int kc = (int)((lo ? s - hi_steps : s) * WG_BK);
-            g_half* slab = smem + st * WG_STAGE_HALVES;
-            g_tma_load_2d(slab, lo ? &ta_lo : &ta, kc, (int)row0, &full[st]);
-            g_tma_load_2d(slab + WG_TILE * WG_BK, &tw, kc, (int)col0, &full[st]);
+            g_half* slab = smem + st * STAGE_HALVES;
+            g_tma_load_2d(slab, lo ? ta_lo : ta, kc, (int)row0, &full[st]);
+            g_tma_load_2d(slab + A_HALVES, tw, kc, (int)col0, &full[st]);
         }
         return;
     }
 
     const unsigned c = wg - 1;
-    float acc[64];
+    float acc[TN / 2];
     for (unsigned s = 0; s < steps; ++s) {
         const unsigned st = s % WG_STAGES;
         g_mbar_wait(&full[st], (s / WG_STAGES) & 1);
-        const g_half* slab = smem + st * WG_STAGE_HALVES;
+        const g_half* slab = smem + st * STAGE_HALVES;
         unsigned long long da = g_wgmma_desc(slab + c * 64 * WG_BK);
-        unsigned long long db = g_wgmma_desc(slab + WG_TILE * WG_BK);
+        unsigned long long db = g_wgmma_desc(slab + A_HALVES);
         g_wgmma_fence();
-        for (unsigned kk = 0; kk < WG_BK / 16; ++kk)
-            g_wgmma_m64n128k16(acc, da + 2 * kk, db + 2 * kk, s > 0 || kk > 0);
+        for (unsigned kk = 0; kk < WG_BK / 16; ++kk) g_wgmma_m64k16<TN>(acc, da + 2 * kk, db + 2 * kk, s > 0 || kk > 0);
         g_wgmma_commit();
         // Step s - 1's products are done: its stage may be refilled.
         g_wgmma_wait<1>();
@@ -249,10 +262,10 @@ GRETA_KERNEL void gemm_f16_wgmma(const __grid_constant__ g_tmap ta, const __grid
     for (unsigned h = 0; h < 2; ++h) {
         unsigned r = row0 + 64 * c + 16 * warp + l / 4 + 8 * h;
         if (r >= t) continue;
-        for (unsigned j = 0; j < 16; ++j) {
-            unsigned col = col0 + 8 * j + 2 * (l % 4);
+        for (unsigned q = 0; q < TN / 8; ++q) {
+            unsigned col = col0 + 8 * q + 2 * (l % 4);
             float* p = y + (unsigned long)r * n + col;
-            float v0 = acc[4 * j + 2 * h], v1 = acc[4 * j + 2 * h + 1];
+            float v0 = acc[4 * q + 2 * h], v1 = acc[4 * q + 2 * h + 1];
             if (pairs && col + 1 < n) {
                 *(float2*)p = make_float2(v0, v1);
             } else {
@@ -262,4 +275,17 @@ GRETA_KERNEL void gemm_f16_wgmma(const __grid_constant__ g_tmap ta, const __grid
         }
     }
 }
+
+// 128 x 128 tiles where they give the GPU enough blocks (Llama-2-7B), 64 x 64 where not
+// (SmolLM2: 576-column products), chosen by gemm_f16 (gpu.rs).
+#define GEMM_WGMMA(NAME, TM, TN)                                                                                    \
+    GRETA_KERNEL void NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                 \
+                           const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                  \
+                           const __grid_constant__ g_tmap tw2, float* y0, float* y1, float* y2, unsigned t,         \
+                           unsigned k, unsigned n0, unsigned n1, unsigned n2, unsigned has_lo) {                   \
+        extern __shared__ unsigned char wg_raw[];                                                                    \
+        gemm_f16_wgmma_tile<TM, TN>(wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0, n1, n2, has_lo); \
+    }
+GEMM_WGMMA(gemm_f16_wgmma_128, 128, 128)
+GEMM_WGMMA(gemm_f16_wgmma_64, 64, 64)
 #endif

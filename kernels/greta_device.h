@@ -469,11 +469,12 @@ template <int N>
 GRETA_DEVICE void g_wgmma_wait() {
     asm volatile("wgmma.wait_group.sync.aligned %0;\n" ::"n"(N) : "memory");
 }
-// d = A · Bᵀ + (accumulate ? d : 0) for one warpgroup: A 64 x 16 and B 128 x 16 (both
-// K-major, by descriptor), d 64 x 128 f32: thread (warp w, lane l) holds rows 16 w + l / 4
-// (+ 8), columns 8 j + 2 (l % 4) (+ 1) in d[4 j ..], j = 0 .. 15 (the m16n8 accumulator
-// layout, per warp). A tile's first product passes accumulate = 0, so no instruction writes
-// the accumulators before the pipeline (ptxas serialises wgmma when one does).
+// d = A · Bᵀ + (accumulate ? d : 0) for one warpgroup: A 64 x 16 and B N x 16 (both
+// K-major, by descriptor), d 64 x N f32: thread (warp w, lane l) holds rows 16 w + l / 4
+// (+ 8), columns 8 j + 2 (l % 4) (+ 1) in d[4 j ..], j = 0 .. N / 8 - 1 (the m16n8
+// accumulator layout, per warp). A tile's first product passes accumulate = 0, so no
+// instruction writes the accumulators before the pipeline (ptxas serialises wgmma when one
+// does).
 GRETA_DEVICE void g_wgmma_m64n128k16(float (&d)[64], unsigned long long da, unsigned long long db, unsigned accumulate) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
@@ -481,6 +482,23 @@ GRETA_DEVICE void g_wgmma_m64n128k16(float (&d)[64], unsigned long long da, unsi
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
         : "l"(da), "l"(db), "r"(accumulate)
         : "memory");
+}
+GRETA_DEVICE void g_wgmma_m64n64k16(float (&d)[32], unsigned long long da, unsigned long long db, unsigned accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "l"(da), "l"(db), "r"(accumulate)
+        : "memory");
+}
+template <unsigned N>
+GRETA_DEVICE void g_wgmma_m64k16(float (&d)[N / 2], unsigned long long da, unsigned long long db, unsigned accumulate) {
+    if constexpr (N == 128) {
+        g_wgmma_m64n128k16(d, da, db, accumulate);
+    } else {
+        static_assert(N == 64, "wgmma tiles of 64 or 128 columns");
+        g_wgmma_m64n64k16(d, da, db, accumulate);
+    }
 }
 
 // Tensor-memory-access copies (TMA) and the shared-memory barriers that count them. A TMA

@@ -14,8 +14,8 @@ run() { # label, ncu filter args...
   echo "## $label"
   "$NCU" --graph-profiling node --section SpeedOfLight "$@" \
     "$G" bench -m synthetic:llama2-7b --backend gpu --prompt-len 512 --gen 8 --reps 1 2>&1 |
-    grep -E "^\s+[a-z_0-9]+ \(|Duration|DRAM Throughput|Memory Throughput|Compute \(SM\) Throughput" |
+    grep -E "^\s+[a-z_0-9]+ \(|Duration|DRAM Throughput|Memory Throughput|L1/TEX Cache Throughput|L2 Cache Throughput|Compute \(SM\) Throughput" |
     sed -E 's/\s+/ /g'
 }
-run "prefill" -k regex:'gemm_f16_128|attn_prefill_fa_128|split_f16' -c 9
+run "prefill" -k regex:'gemm_f16_wgmma|attn_prefill|split_f16' -c 9
 run "decode" -k regex:'gemv3_f16|gemv_gate_up_silu_f16|attn_decode_split|add_rmsnorm_f32|rope_qk_append_f16' --launch-skip 40 -c 12

@@ -160,7 +160,9 @@ pub struct GpuKernels {
     /// The k % 8 == 0 fast path (f16 activations) by tile size: 128, 64, 32 (see `gemm_f16`).
     gemm_f16: [(usize, u32, Function); 3],
     /// The same product on Hopper's warpgroup matrix units (sm_90a objects only).
-    gemm_f16_wgmma: Option<Function>,
+    /// The same products on Hopper's warpgroup matrix units, by tile (128, then 64; sm_90a
+    /// objects only).
+    gemm_f16_wgmma: Option<[(usize, Function); 2]>,
     split_f16: Function,
     gemm_plain: Function,
     sample_topk: Function,
@@ -257,9 +259,12 @@ impl GpuKernels {
                 ],
                 gemm_f16_wgmma: match gpu.platform() {
                     Platform::Nvidia if *target == "sm_90a" => {
-                        let f = gemm.function("gemm_f16_wgmma")?;
-                        f.set_max_dynamic_shared(GEMM_WGMMA_SHARED)?;
-                        Some(f)
+                        let tile = |t: usize| -> Result<(usize, Function)> {
+                            let f = gemm.function(&format!("gemm_f16_wgmma_{t}"))?;
+                            f.set_max_dynamic_shared(wgmma_shared(t))?;
+                            Ok((t, f))
+                        };
+                        Some([tile(128)?, tile(64)?])
                     }
                     _ => None,
                 },
@@ -681,10 +686,12 @@ impl GpuKernels {
         self.gemm_f16_wgmma.is_some()
     }
 
-    /// y[t, n] = (a + a_lo)[t, k] · w[n, k]ᵀ from f16 activations (`split_f16`'s output; `a_lo`
-    /// left out: the activations as one f16), f32 accumulation, by the kernel `route` picks
-    /// (`GemmRoute::Auto` in the model; the op tests check each). Requires k % 8 == 0 (rows
-    /// of 16 bytes).
+    /// y_i[t, n_i] = (a + a_lo)[t, k] · w_i[n_i, k]ᵀ for each product of `outs` (products
+    /// that share their input: Q, K and V; gate and up), from f16 activations (`split_f16`'s
+    /// output; `a_lo` left out: the activations as one f16), f32 accumulation, by the kernel
+    /// `route` picks (`GemmRoute::Auto` in the model; the op tests check each). The warpgroup
+    /// kernel computes up to three products per launch. Requires k % 8 == 0 (rows of 16
+    /// bytes) and k > 0.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_f16(
         &self,
@@ -692,106 +699,117 @@ impl GpuKernels {
         s: &Stream,
         a: &DeviceBuffer<u16>,
         a_lo: Option<&DeviceBuffer<u16>>,
-        w: &DeviceBuffer<u16>,
-        y: &mut DeviceBuffer<f32>,
-        shape: MatShape,
+        outs: &mut [GemmOut<'_>],
+        t: usize,
+        k: usize,
     ) -> Result<()> {
-        let MatShape { t, k, n } = shape;
-        if !k.is_multiple_of(8) {
+        if !k.is_multiple_of(8) || k == 0 {
             return Err(KernelError::Shape(format!(
-                "gemm_f16 needs k % 8 == 0 (16-byte rows); k = {k} (use gemm, which takes any k)"
+                "gemm_f16 needs k > 0 and k % 8 == 0 (16-byte rows); k = {k} (use gemm, which takes any k > 0)"
             )));
         }
         Self::need(a, t * k, "gemm_f16 a")?;
         if let Some(lo) = a_lo {
             Self::need(lo, t * k, "gemm_f16 a_lo")?;
         }
-        Self::need(w, n * k, "gemm_f16 w")?;
-        Self::need(y, t * n, "gemm_f16 y")?;
-        if k == 0 {
-            return Err(KernelError::Shape(
-                "gemm_f16 with k = 0 (an empty product); k must be positive".into(),
-            ));
+        for o in outs.iter() {
+            Self::need(o.w, o.n * k, "gemm_f16 w")?;
+            Self::need(o.y, t * o.n, "gemm_f16 y")?;
         }
-        let wgmma_fills = t.div_ceil(128) * n.div_ceil(128) >= WGMMA_MIN_BLOCKS;
         match (route, &self.gemm_f16_wgmma) {
             (GemmRoute::Wgmma, None) => Err(KernelError::Shape(
                 "the warpgroup GEMM needs an sm_90a device (Hopper)".into(),
             )),
-            (GemmRoute::Wgmma, Some(f)) => self.gemm_f16_wgmma(f, s, a, a_lo, w, y, shape),
-            (GemmRoute::Auto, Some(f)) if wgmma_fills => {
-                self.gemm_f16_wgmma(f, s, a, a_lo, w, y, shape)
+            (GemmRoute::Wgmma | GemmRoute::Auto, Some(tiles)) => {
+                for group in outs.chunks_mut(3) {
+                    let ns: Vec<usize> = group.iter().map(|o| o.n).collect();
+                    let tile = wgmma_tile(t, &ns);
+                    let (_, f) = tiles
+                        .iter()
+                        .find(|(tl, _)| *tl == tile)
+                        .expect("a kernel per wgmma_tile choice");
+                    self.gemm_f16_wgmma(f, tile, s, a, a_lo, group, t, k)?;
+                }
+                Ok(())
             }
             _ => {
-                let (tile, block, f) = gemm_tile(&self.gemm_f16, t, n);
-                let dims = LaunchDims {
-                    grid: [n.div_ceil(tile) as u32, t.div_ceil(tile) as u32, 1],
-                    block: [block, 1, 1],
-                    shared_bytes: 0,
-                };
-                self.launch(
-                    f,
-                    dims,
-                    s,
-                    Args::new()
-                        .ptr(a)
-                        .ptr_or_null(a_lo)
-                        .ptr(w)
-                        .ptr(y)
-                        .u32(u32_of(t, "t")?)
-                        .u32(u32_of(k, "k")?)
-                        .u32(u32_of(n, "n")?),
-                )
+                for o in outs.iter_mut() {
+                    let (tile, block, f) = gemm_tile(&self.gemm_f16, t, o.n);
+                    let dims = LaunchDims {
+                        grid: [o.n.div_ceil(tile) as u32, t.div_ceil(tile) as u32, 1],
+                        block: [block, 1, 1],
+                        shared_bytes: 0,
+                    };
+                    self.launch(
+                        f,
+                        dims,
+                        s,
+                        Args::new()
+                            .ptr(a)
+                            .ptr_or_null(a_lo)
+                            .ptr(o.w)
+                            .ptr(o.y)
+                            .u32(u32_of(t, "t")?)
+                            .u32(u32_of(k, "k")?)
+                            .u32(u32_of(o.n, "n")?),
+                    )?;
+                }
+                Ok(())
             }
         }
     }
 
-    /// `gemm_f16` by the warpgroup kernel (checked by the caller: k % 8 == 0, k > 0 and the
-    /// buffers' sizes). Its operands are read through TMA descriptors, made here per call
-    /// (a host-side encode, no device work; the launch copies them by value).
+    /// Up to three products of `gemm_f16` in one launch of the warpgroup kernel of `tile`
+    /// (checked by the caller: k % 8 == 0, k > 0 and the buffers' sizes). Its operands are
+    /// read through TMA descriptors, made here per call (a host-side encode, no device work;
+    /// the launch copies them by value).
     #[allow(clippy::too_many_arguments)]
     fn gemm_f16_wgmma(
         &self,
         f: &Function,
+        tile: usize,
         s: &Stream,
         a: &DeviceBuffer<u16>,
         a_lo: Option<&DeviceBuffer<u16>>,
-        w: &DeviceBuffer<u16>,
-        y: &mut DeviceBuffer<f32>,
-        shape: MatShape,
+        group: &mut [GemmOut<'_>],
+        t: usize,
+        k: usize,
     ) -> Result<()> {
-        let MatShape { t, k, n } = shape;
-        let ta = a.tensor_map_f16(t, k, WGMMA_TILE, WGMMA_BK)?;
+        let tile32 = tile as u32;
+        let ta = a.tensor_map_f16(t, k, tile32, WGMMA_BK)?;
         let ta_lo = match a_lo {
-            Some(lo) => lo.tensor_map_f16(t, k, WGMMA_TILE, WGMMA_BK)?,
+            Some(lo) => lo.tensor_map_f16(t, k, tile32, WGMMA_BK)?,
             None => ta,
         };
-        let tw = w.tensor_map_f16(n, k, WGMMA_TILE, WGMMA_BK)?;
-        // The grid runs over row tiles first: the blocks that share a weight tile are
-        // launched together, so it comes from HBM once.
+        let mut args = Args::new().tmap(ta).tmap(ta_lo);
+        // Absent products (n = 0, no column tiles) repeat the first one's pointers.
+        for i in 0..3 {
+            let o = &group[i.min(group.len() - 1)];
+            args = args.tmap(o.w.tensor_map_f16(o.n, k, tile32, WGMMA_BK)?);
+        }
+        for i in 0..3 {
+            let o = &mut group[i.min(group.len() - 1)];
+            args = args.ptr(o.y);
+        }
+        args = args.u32(u32_of(t, "t")?).u32(u32_of(k, "k")?);
+        let mut col_tiles = 0;
+        for i in 0..3 {
+            let n = group.get(i).map_or(0, |o| o.n);
+            col_tiles += n.div_ceil(tile);
+            args = args.u32(u32_of(n, "n")?);
+        }
+        // Row tiles first: the blocks that share a weight tile are launched together, so it
+        // comes from HBM once.
         let dims = LaunchDims {
             grid: [
-                t.div_ceil(WGMMA_TILE as usize) as u32,
-                n.div_ceil(WGMMA_TILE as usize) as u32,
+                t.div_ceil(tile) as u32,
+                u32_of(col_tiles, "column tiles")?,
                 1,
             ],
-            block: [384, 1, 1],
-            shared_bytes: GEMM_WGMMA_SHARED,
+            block: [128 * (tile as u32 / 64 + 1), 1, 1],
+            shared_bytes: wgmma_shared(tile),
         };
-        self.launch(
-            f,
-            dims,
-            s,
-            Args::new()
-                .tmap(ta)
-                .tmap(ta_lo)
-                .tmap(tw)
-                .ptr(y)
-                .u32(u32_of(t, "t")?)
-                .u32(u32_of(k, "k")?)
-                .u32(u32_of(n, "n")?)
-                .u32(a_lo.is_some() as u32),
-        )
+        self.launch(f, dims, s, args.u32(a_lo.is_some() as u32))
     }
 
     /// The same product by the plain tiled GEMM (no matrix units, f32 activations): the
@@ -1087,25 +1105,46 @@ impl GpuKernels {
 /// Which kernel computes a `gemm_f16`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum GemmRoute {
-    /// The warpgroup kernel (Hopper) where its 128 x 128 tiles still give at least
-    /// `WGMMA_MIN_BLOCKS` blocks; otherwise the matrix-unit tiles (`Mma`).
+    /// The warpgroup kernel on Hopper (`Wgmma`), the matrix-unit tiles (`Mma`) elsewhere.
     Auto,
     /// mma.sync / MFMA tiles of 128, 64 or 32 (the largest that fills the GPU).
     Mma,
-    /// The warpgroup (wgmma) kernel fed by the TMA unit; an error on devices without it.
+    /// The warpgroup (wgmma) kernel fed by the TMA unit, 128 or 64 tiles (`wgmma_tile`); an
+    /// error on devices without it.
     Wgmma,
 }
 
-/// The warpgroup GEMM's tile (WG_TILE in kernels/gemm.hip: rows of a and of w per block, and
-/// the TMA boxes' rows) and K step (WG_BK: the boxes' columns, 128 bytes of f16).
-const WGMMA_TILE: u32 = 128;
+/// The warpgroup GEMM's K step (WG_BK in kernels/gemm.hip: the TMA boxes' columns, 128 bytes
+/// of f16) and depth (WG_STAGES).
 const WGMMA_BK: u32 = 64;
-/// Dynamic shared memory of the warpgroup GEMM: 6 stages (WG_STAGES in kernels/gemm.hip) of
-/// an A and a B box, 1 KiB to align them to the 1024-byte swizzle atom, and a full and an
-/// empty barrier (8 bytes each) per stage.
-const GEMM_WGMMA_SHARED: u32 = 6 * 2 * WGMMA_TILE * WGMMA_BK * 2 + 1024 + 6 * 2 * 8;
-/// Fewer blocks than this leave too many multiprocessors idle for the big tiles.
-const WGMMA_MIN_BLOCKS: usize = 64;
+const WGMMA_STAGES: u32 = 6;
+
+/// Dynamic shared memory of the warpgroup GEMM of square `tile`s: its stages of an A and a B
+/// box, 1 KiB to align them to the 1024-byte swizzle atom, and a full and an empty barrier
+/// (8 bytes each) per stage. 128: 193 KiB (one block per SM); 64: 97 KiB (two).
+fn wgmma_shared(tile: usize) -> u32 {
+    WGMMA_STAGES * 2 * tile as u32 * WGMMA_BK * 2 + 1024 + WGMMA_STAGES * 2 * 8
+}
+
+/// The warpgroup GEMM's tile for products of widths `ns` sharing `t` input rows: 128 where
+/// that still gives a big GPU a block per multiprocessor (as `gemm_tile`), else 64.
+fn wgmma_tile(t: usize, ns: &[usize]) -> usize {
+    const BLOCKS_WANTED: usize = 128;
+    let blocks =
+        |tile: usize| t.div_ceil(tile) * ns.iter().map(|n| n.div_ceil(tile)).sum::<usize>();
+    if blocks(128) >= BLOCKS_WANTED {
+        128
+    } else {
+        64
+    }
+}
+
+/// One product of a `gemm_f16` call: y[t, n] = x[t, k] · w[n, k]ᵀ.
+pub struct GemmOut<'a> {
+    pub w: &'a DeviceBuffer<u16>,
+    pub y: &'a mut DeviceBuffer<f32>,
+    pub n: usize,
+}
 
 /// The largest tile whose grid still gives every multiprocessor of a big GPU a block
 /// (H100: 132 SMs, MI300X: 304 CUs; 128 blocks is the line), else the smallest: small
@@ -1267,7 +1306,36 @@ pub struct AttnShape {
 
 #[cfg(test)]
 mod tests {
-    use super::gemm_tile;
+    use super::{gemm_tile, wgmma_shared, wgmma_tile};
+
+    /// The warpgroup GEMM's tile at the two benchmark shapes (512-token prompt): 128 for
+    /// every Llama-2-7B group, 64 for SmolLM2's narrow ones.
+    #[test]
+    fn wgmma_tile_fills_the_gpu_before_it_grows() {
+        assert_eq!(
+            wgmma_tile(512, &[4096]),
+            128,
+            "7B output/down: 4 x 32 blocks"
+        );
+        assert_eq!(wgmma_tile(512, &[4096, 4096, 4096]), 128, "7B Q/K/V");
+        assert_eq!(wgmma_tile(512, &[11_008, 11_008]), 128, "7B gate/up");
+        assert_eq!(
+            wgmma_tile(512, &[576, 192, 192]),
+            64,
+            "SmolLM2 Q/K/V: 4 x 9 = 36 blocks of 128"
+        );
+        assert_eq!(
+            wgmma_tile(512, &[1536, 1536]),
+            64,
+            "SmolLM2 gate/up: 4 x 24 = 96 blocks of 128"
+        );
+        assert_eq!(wgmma_tile(7, &[100]), 64, "a short prompt");
+        assert_eq!(
+            wgmma_shared(128),
+            197_728,
+            "6 x 32 KiB stages + 1 KiB + barriers"
+        );
+    }
 
     /// The prefill GEMM's tile choice at the two benchmark shapes (512-token prompt): big
     /// tiles where they still fill the GPU, small ones for SmolLM2's narrow matrices.

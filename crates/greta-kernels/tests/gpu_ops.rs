@@ -5,7 +5,8 @@
 
 use greta_kernels::cpu::{self, RopePairing, WeightView};
 use greta_kernels::gpu::{
-    default_dir, AttnScratch, AttnShape, GemmRoute, GpuKernels, MatShape, QkvRope, RopeShape, Rows,
+    default_dir, AttnScratch, AttnShape, GemmOut, GemmRoute, GpuKernels, MatShape, QkvRope,
+    RopeShape, Rows,
 };
 use half::f16;
 use hiprt::{DeviceBuffer, Gpu, PlatformChoice, Stream};
@@ -166,7 +167,12 @@ fn gemm_f16_case(
     }
     for route in routes {
         let mut dy = g.alloc::<f32>(m * n).unwrap();
-        k.gemm_f16(route, s, &hi, Some(&lo), dw, &mut dy, shape)
+        let mut outs = [GemmOut {
+            w: dw,
+            y: &mut dy,
+            n,
+        }];
+        k.gemm_f16(route, s, &hi, Some(&lo), &mut outs, m, kk)
             .unwrap();
         let e = nmse(&download(s, &dy), want);
         eprintln!("gemm_f16 {route:?} (hi + lo) m={m} k={kk} n={n}: nmse {e:.3e}");
@@ -176,7 +182,12 @@ fn gemm_f16_case(
         );
 
         let mut dy = g.alloc::<f32>(m * n).unwrap();
-        k.gemm_f16(route, s, &hi_only, None, dw, &mut dy, shape)
+        let mut outs = [GemmOut {
+            w: dw,
+            y: &mut dy,
+            n,
+        }];
+        k.gemm_f16(route, s, &hi_only, None, &mut outs, m, kk)
             .unwrap();
         let e = nmse(&download(s, &dy), &want_h);
         eprintln!(
@@ -188,6 +199,65 @@ fn gemm_f16_case(
             e < NMSE_SPLIT_F16,
             "gemm_f16 {route:?} hi m={m} k={kk} n={n}: nmse {e:.3e}"
         );
+    }
+}
+
+/// Products that share their input in one `gemm_f16` call (Q, K and V; gate and up): each
+/// output against its own CPU product, on both routes, over both warpgroup tiles (the first
+/// two groups take 64, the third 128) and a group of four (two launches of the warpgroup
+/// kernel, which takes three products per launch).
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn gemm_f16_groups_match_cpu() {
+    let (g, s, k) = setup();
+    let cases: [(usize, usize, &[usize]); 4] = [
+        (100, 576, &[576, 192, 192]),
+        (512, 576, &[1536, 1536]),
+        (512, 512, &[2048, 1024, 1024]),
+        (33, 200, &[100, 33, 1000, 64]),
+    ];
+    let mut routes = vec![GemmRoute::Mma];
+    if k.has_wgmma() {
+        routes.push(GemmRoute::Wgmma);
+    }
+    for (m, kk, ns) in cases {
+        let x = values(m * kk, m as u64 + 3);
+        let dx = upload(&g, &s, &x);
+        let mut hi = g.alloc::<u16>(m * kk).unwrap();
+        let mut lo = g.alloc::<u16>(m * kk).unwrap();
+        k.split_f16(&s, &dx, &mut hi, Some(&mut lo), m * kk)
+            .unwrap();
+        let mut ws = Vec::new();
+        let mut wants = Vec::new();
+        for (i, &n) in ns.iter().enumerate() {
+            let (w_bits, wf) = f16_bits(&values(n * kk, (n * 7 + i) as u64));
+            let mut want = vec![0f32; m * n];
+            cpu::matmul_wt(&x, WeightView::F32(&wf), &mut want, m, kk, n);
+            ws.push(upload(&g, &s, &w_bits));
+            wants.push(want);
+        }
+        for &route in &routes {
+            let mut ys: Vec<DeviceBuffer<f32>> =
+                ns.iter().map(|&n| g.alloc::<f32>(m * n).unwrap()).collect();
+            let mut outs: Vec<GemmOut> = ws
+                .iter()
+                .zip(ys.iter_mut())
+                .zip(ns)
+                .map(|((w, y), &n)| GemmOut { w, y, n })
+                .collect();
+            k.gemm_f16(route, &s, &hi, Some(&lo), &mut outs, m, kk)
+                .unwrap();
+            for (i, (y, want)) in ys.iter().zip(&wants).enumerate() {
+                let e = nmse(&download(&s, y), want);
+                eprintln!(
+                    "gemm_f16 {route:?} group m={m} k={kk} n={ns:?}, product {i}: nmse {e:.3e}"
+                );
+                assert!(
+                    e < NMSE_SPLIT_F16,
+                    "gemm_f16 {route:?} group m={m} k={kk} n={ns:?}, product {i}: nmse {e:.3e}"
+                );
+            }
+        }
     }
 }
 

@@ -10,7 +10,7 @@
 
 use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
-    check_attention_shape, AttnScratch, AttnShape, DeviceSampling, GemmRoute, GpuKernels,
+    check_attention_shape, AttnScratch, AttnShape, DeviceSampling, GemmOut, GemmRoute, GpuKernels,
     KernelError, MatShape, QkvRope, Rows,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
@@ -470,8 +470,9 @@ fn observe(
 impl GpuLlama {
     /// The products that share one input (`group`: which, weights, output width), each
     /// `y = x · wᵀ` over `t` rows of `k`. One row: the GEMV. Several: the input is converted
-    /// once to f16 for the matrix units (hi, plus lo where `Lin::needs_lo`), then each GEMM
-    /// reads it; a k that is not a multiple of 8 takes the any-shape GEMM (always hi + lo).
+    /// once to f16 for the matrix units (hi, plus lo where `Lin::needs_lo`), then one
+    /// `gemm_f16` computes the group (one launch on Hopper); a k that is not a multiple of 8
+    /// takes the any-shape GEMM (always hi + lo).
     fn products(
         &self,
         st: &mut GpuState,
@@ -480,36 +481,36 @@ impl GpuLlama {
         k: usize,
     ) -> Result<()> {
         let kernels = &self.kernels;
+        let Some(&(first, ..)) = group.first() else {
+            return Ok(());
+        };
+        let io = st.product_io(group.iter().map(|&(which, ..)| which));
         if t == 1 || !k.is_multiple_of(8) {
-            for &(which, w, n) in group {
-                let io = which.io(st);
+            for (&(_, w, n), y) in group.iter().zip(io.ys) {
                 if t == 1 {
-                    kernels.gemv(io.s, w, io.x, io.y, n, k)?;
+                    kernels.gemv(io.s, w, io.x, y, n, k)?;
                 } else {
-                    kernels.gemm(io.s, io.x, w, io.y, MatShape { t, k, n })?;
+                    kernels.gemm(io.s, io.x, w, y, MatShape { t, k, n })?;
                 }
             }
             return Ok(());
         }
-        let Some(&(first, ..)) = group.first() else {
-            return Ok(());
-        };
         let lo = first.needs_lo(self.split_inputs);
-        let io = first.io(st);
-        kernels.split_f16(io.s, io.x, io.xh, lo.then_some(io.xl), t * k)?;
-        for &(which, w, n) in group {
-            let io = which.io(st);
-            let xl = lo.then_some(&*io.xl);
-            kernels.gemm_f16(
-                GemmRoute::Auto,
-                io.s,
-                io.xh,
-                xl,
-                w,
-                io.y,
-                MatShape { t, k, n },
-            )?;
-        }
+        kernels.split_f16(io.s, io.x, io.xh, lo.then_some(&mut *io.xl), t * k)?;
+        let mut outs: Vec<GemmOut> = group
+            .iter()
+            .zip(io.ys)
+            .map(|(&(_, w, n), y)| GemmOut { w, y, n })
+            .collect();
+        kernels.gemm_f16(
+            GemmRoute::Auto,
+            io.s,
+            io.xh,
+            lo.then_some(&*io.xl),
+            &mut outs,
+            t,
+            k,
+        )?;
         Ok(())
     }
 
@@ -999,36 +1000,72 @@ enum Lin {
     Head,
 }
 
-/// A product's buffers: its input, its output, and the f16 operand buffers.
+/// The buffers of products that share their input: the input, the outputs (in the
+/// products' order), and the input's f16 operand buffers.
 struct LinIo<'a> {
     s: &'a Stream,
     x: &'a DeviceBuffer<f32>,
-    y: &'a mut DeviceBuffer<f32>,
+    ys: Vec<&'a mut DeviceBuffer<f32>>,
     xh: &'a mut DeviceBuffer<u16>,
     xl: &'a mut DeviceBuffer<u16>,
 }
 
-impl Lin {
-    fn io(self, st: &mut GpuState) -> LinIo<'_> {
-        let (x, y): (&DeviceBuffer<f32>, &mut DeviceBuffer<f32>) = match self {
-            Lin::Q => (&st.normed, &mut st.q),
-            Lin::K => (&st.normed, &mut st.k),
-            Lin::V => (&st.normed, &mut st.v),
-            Lin::O => (&st.ctx, &mut st.proj),
-            Lin::Gate => (&st.normed, &mut st.gate),
-            Lin::Up => (&st.normed, &mut st.up),
-            Lin::Down => (&st.act, &mut st.proj),
-            Lin::Head => (&st.normed, &mut st.logits),
+impl GpuState {
+    /// The buffers of the products `which` (Q, K and V; gate and up; or one), borrowed
+    /// together; the input is the first product's (a group shares it).
+    fn product_io(&mut self, mut which: impl Iterator<Item = Lin>) -> LinIo<'_> {
+        let GpuState {
+            stream,
+            normed,
+            ctx,
+            act,
+            xh,
+            xl,
+            q,
+            k,
+            v,
+            proj,
+            gate,
+            up,
+            logits,
+            ..
+        } = self;
+        let first = which.next();
+        let x: &DeviceBuffer<f32> = match first {
+            Some(Lin::O) => ctx,
+            Some(Lin::Down) => act,
+            _ => normed,
         };
+        let mut outs = [q, k, v, proj, gate, up, logits].map(|b| Some(&mut **b));
+        let ys = first
+            .into_iter()
+            .chain(which)
+            .map(|l| {
+                let slot = match l {
+                    Lin::Q => 0,
+                    Lin::K => 1,
+                    Lin::V => 2,
+                    Lin::O | Lin::Down => 3,
+                    Lin::Gate => 4,
+                    Lin::Up => 5,
+                    Lin::Head => 6,
+                };
+                outs[slot]
+                    .take()
+                    .expect("one output per product of a group")
+            })
+            .collect();
         LinIo {
-            s: &st.stream,
+            s: stream,
             x,
-            y,
-            xh: &mut st.xh,
-            xl: &mut st.xl,
+            ys,
+            xh,
+            xl,
         }
     }
+}
 
+impl Lin {
     /// Whether the product's input enters the matrix units as hi + lo (two f16) rather than
     /// one f16.
     fn needs_lo(self, split: SplitInputs) -> bool {
