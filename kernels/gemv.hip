@@ -131,39 +131,6 @@ GRETA_KERNEL void gemv3_f16_r2(const g_half* w0, float* y0, unsigned n0, const g
     g_gemv3<2>(w0, y0, n0, w1, y1, n1, w2, y2, n2, x, k);
 }
 
-// y = W x (one row per wave, as gemv3_f16), then, by the last block to finish, the residual
-// add and the next norm: resid += y, out = rmsnorm(resid) * nw (g_add_rmsnorm_row, on this
-// block's threads) — the decode step's output or down projection and the add_rmsnorm_f32
-// behind it in one launch. The last block is found by an atomic count in *done, which it
-// resets to 0 for the next launch (as attn_decode_split's combine). Grid: `blocks` =
-// ceil(n / waves per block); block: a multiple of the wave size.
-GRETA_KERNEL void gemv_add_rmsnorm_f16(const g_half* w, const float* x, float* y, unsigned n, unsigned k,
-                                       float* resid, const float* nw, float* out, float eps, unsigned* done,
-                                       unsigned blocks) {
-    g_launch_next();
-    GRETA_SHARED float scratch[1024 / GRETA_WAVE];
-    GRETA_SHARED unsigned last;
-    const unsigned r = g_bid() * (g_bdim() / GRETA_WAVE) + g_tid() / GRETA_WAVE;
-    if (r < n) {
-        const g_half* wr[1] = {w + (unsigned long)r * k};
-        float d[1];
-        g_dot<1>(wr, x, k, d);
-        if (g_lane() == 0) y[r] = d[0];
-    } else {
-        // Rows past n: nothing to multiply, but this thread may join the last block's norm.
-        g_wait_previous();
-    }
-    // Publish this block's rows; the block that completes the count adds and normalises.
-    g_fence_release();
-    g_sync();
-    if (g_tid() == 0) last = g_atomic_inc(done) == blocks - 1;
-    g_sync();
-    if (!last) return;
-    g_fence_acquire();
-    g_add_rmsnorm_row(resid, y, nw, out, n, eps, scratch);
-    if (g_tid() == 0) *done = 0;
-}
-
 // gate = Wg x, up = Wu x, act = silu(gate) * up (the expression of silu_mul_f32, so the
 // result is bitwise the unfused one's). gate and up are written for the trace. A wave takes
 // row i of both matrices. Grid: ceil(n / waves per block); block: a multiple of the wave size.

@@ -264,21 +264,6 @@ GRETA_DEVICE float g_block_sum(float v, float* scratch) {
     g_sync();
     return r;
 }
-// xr += yr, then out = rmsnorm(xr) * w over one row of d by the whole block: the residual add
-// and the next stage's norm. Each thread reads back only what it wrote. scratch: as
-// g_block_sum's.
-GRETA_DEVICE void g_add_rmsnorm_row(float* xr, const float* yr, const float* w, float* out, unsigned d, float eps,
-                                    float* scratch) {
-    float ss = 0.0f;
-    for (unsigned i = g_tid(); i < d; i += g_bdim()) {
-        float v = xr[i] + yr[i];
-        xr[i] = v;
-        ss += v * v;
-    }
-    float total = g_block_sum(ss, scratch);
-    float scale = 1.0f / g_sqrt(total / (float)d + eps);
-    for (unsigned i = g_tid(); i < d; i += g_bdim()) out[i] = xr[i] * scale * w[i];
-}
 GRETA_DEVICE float g_block_max(float v, float* scratch) {
     unsigned waves = g_bdim() / GRETA_WAVE;
     v = g_wave_max(v);

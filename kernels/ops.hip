@@ -33,8 +33,18 @@ GRETA_KERNEL void rmsnorm_f32(const float* x, const float* w, float* out, unsign
 GRETA_KERNEL void add_rmsnorm_f32(float* x, const float* y, const float* w, float* out, unsigned d, float eps) {
     g_overlap_entry();
     GRETA_SHARED float scratch[MAX_BLOCK];
-    const unsigned long r = g_bid();
-    g_add_rmsnorm_row(x + r * d, y + r * d, w, out + r * d, d, eps, scratch);
+    unsigned r = g_bid();
+    float* xr = x + (unsigned long)r * d;
+    const float* yr = y + (unsigned long)r * d;
+    float ss = 0.0f;
+    for (unsigned i = g_tid(); i < d; i += g_bdim()) {
+        float v = xr[i] + yr[i];
+        xr[i] = v;
+        ss += v * v;
+    }
+    float total = g_block_sum(ss, scratch);
+    float scale = 1.0f / g_sqrt(total / (float)d + eps);
+    for (unsigned i = g_tid(); i < d; i += g_bdim()) out[(unsigned long)r * d + i] = xr[i] * scale * w[i];
 }
 
 // One pair of a head rotated by RoPE at position pos (rope_f32's arithmetic); returns the

@@ -15,8 +15,8 @@ import statistics
 import sys
 
 SHAPES = {"smollm2-135m": 30, "llama2-7b": 32}
-LAYER = ["qkv_gemv", "rope_qk_append", "attn_decode", "o_gemv + add_rmsnorm", "gate_up_silu",
-         "down_gemv + add_rmsnorm"]
+LAYER = ["qkv_gemv", "rope_qk_append", "attn_decode", "o_gemv", "add_rmsnorm", "gate_up_silu", "down_gemv",
+         "add_rmsnorm"]
 
 
 def read(path):

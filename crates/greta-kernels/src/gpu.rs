@@ -175,7 +175,6 @@ pub struct GpuKernels {
     gemv3: Function,
     gemv3_r2: Function,
     gate_up_silu: Function,
-    gemv_add_rmsnorm: Function,
     gemv_plain: Function,
     argmax: Function,
 }
@@ -231,7 +230,6 @@ impl GpuKernels {
                 gemv3: gemv.function("gemv3_f16")?,
                 gemv3_r2: gemv.function("gemv3_f16_r2")?,
                 gate_up_silu: gemv.function("gemv_gate_up_silu_f16")?,
-                gemv_add_rmsnorm: gemv.function("gemv_add_rmsnorm_f16")?,
                 gemv_plain: ops.function("gemv_f16")?,
                 argmax: ops.function("argmax_f32")?,
                 sample_topk: ops.function("sample_topk")?,
@@ -528,63 +526,6 @@ impl GpuKernels {
             .ptr(x)
             .u32(u32_of(k, "k")?);
         self.launch_gemv3(n, s, args)
-    }
-
-    /// y = W x for one token (`gemv`, one row per wave), then `resid += y` and
-    /// `out = rmsnorm(resid) * norm_w` (`add_rmsnorm`'s arithmetic) in the same launch, by
-    /// the last block to finish; `done` is its count (one u32, zero before the first launch
-    /// and left zero by each). A decode step's output or down projection and the residual add
-    /// + norm behind it, one launch instead of two.
-    #[allow(clippy::too_many_arguments)]
-    pub fn gemv_add_rmsnorm(
-        &self,
-        s: &Stream,
-        w: &DeviceBuffer<u16>,
-        x: &DeviceBuffer<f32>,
-        y: &mut DeviceBuffer<f32>,
-        shape: MatShape,
-        resid: &mut DeviceBuffer<f32>,
-        norm_w: &DeviceBuffer<f32>,
-        out: &mut DeviceBuffer<f32>,
-        eps: f32,
-        done: &mut DeviceBuffer<u32>,
-    ) -> Result<()> {
-        let MatShape { t, k, n } = shape;
-        if t != 1 {
-            return Err(KernelError::Shape(format!(
-                "gemv_add_rmsnorm takes one row (a decode step); got {t}"
-            )));
-        }
-        Self::need(w, n * k, "gemv_add_rmsnorm w")?;
-        Self::need(x, k, "gemv_add_rmsnorm x")?;
-        for (b, what) in [
-            (&*y, "gemv_add_rmsnorm y"),
-            (&*resid, "gemv_add_rmsnorm resid"),
-            (&*out, "gemv_add_rmsnorm out"),
-            (norm_w, "gemv_add_rmsnorm norm_w"),
-        ] {
-            Self::need(b, n, what)?;
-        }
-        Self::need(done, 1, "gemv_add_rmsnorm done")?;
-        let dims = self.wave_rows(n);
-        let blocks = dims.grid[0];
-        self.launch(
-            &self.gemv_add_rmsnorm,
-            dims,
-            s,
-            Args::new()
-                .ptr(w)
-                .ptr(x)
-                .ptr(y)
-                .u32(u32_of(n, "n")?)
-                .u32(u32_of(k, "k")?)
-                .ptr(resid)
-                .ptr(norm_w)
-                .ptr(out)
-                .f32(eps)
-                .ptr(done)
-                .u32(blocks),
-        )
     }
 
     /// gemv3_f16 takes one row per wave, gemv3_f16_r2 two: more waves keep more loads in

@@ -72,10 +72,6 @@ fn download(s: &Stream, b: &DeviceBuffer<f32>) -> Vec<f32> {
     b.to_vec(s).unwrap()
 }
 
-fn download_u32(s: &Stream, b: &DeviceBuffer<u32>) -> Vec<u32> {
-    b.to_vec(s).unwrap()
-}
-
 /// f32 on both sides; only the order of the sums differs.
 const NMSE_F32: f64 = 1e-10;
 /// The matrix-unit GEMM splits each f32 activation into two f16 (hi + lo, ~2^-22 relative):
@@ -548,74 +544,6 @@ fn fused_decode_products_match_cpu() {
         let m = mismatches(&got[2], &download(&s, &dact));
         eprintln!("gate_up_silu n={n}: act differs from silu_mul in {m} of {n} elements");
         assert_eq!(m, 0, "gate_up_silu's act must be silu_mul's, bit for bit");
-    }
-}
-
-/// The decode step's output (or down) projection with the residual add and the next norm
-/// done by its last block: against the CPU, and against the unfused `gemv` + `add_rmsnorm`
-/// (the product and the sum bitwise; the norm sums in another block size). Two launches
-/// per shape: the second finds the count the first left at zero.
-#[test]
-#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
-fn gemv_add_rmsnorm_matches_unfused_and_cpu() {
-    let (g, s, k) = setup();
-    let mut done = upload(&g, &s, &[0u32]);
-    for (n, kk) in [
-        (576, 576),
-        (576, 1536),
-        (4096, 4096),
-        (4096, 11_008),
-        (100, 200),
-        (33, 100),
-    ] {
-        let (w_bits, wf) = f16_bits(&values(n * kk, (n + kk) as u64));
-        let (dw, dnw) = (upload(&g, &s, &w_bits), upload(&g, &s, &values(n, 70)));
-        for round in 0..2u64 {
-            let (x, resid) = (values(kk, 50 + round), values(n, 60 + round));
-            let dx = upload(&g, &s, &x);
-            let (mut dres, mut dy) = (upload(&g, &s, &resid), g.alloc::<f32>(n).unwrap());
-            let mut dout = g.alloc::<f32>(n).unwrap();
-            let shape = MatShape { t: 1, k: kk, n };
-            k.gemv_add_rmsnorm(
-                &s, &dw, &dx, &mut dy, shape, &mut dres, &dnw, &mut dout, 1e-5, &mut done,
-            )
-            .unwrap();
-            let mut want_y = vec![0f32; n];
-            cpu::matmul_wt(&x, WeightView::F32(&wf), &mut want_y, 1, kk, n);
-            let mut want_res = resid.clone();
-            cpu::add_in_place(&mut want_res, &want_y);
-            let mut want_out = vec![0f32; n];
-            cpu::rmsnorm(&want_res, &download(&s, &dnw), 1e-5, &mut want_out);
-            let (y, res, out) = (download(&s, &dy), download(&s, &dres), download(&s, &dout));
-            for (name, got, want) in [
-                ("y", &y, &want_y),
-                ("resid", &res, &want_res),
-                ("out", &out, &want_out),
-            ] {
-                let e = nmse(got, want);
-                eprintln!("gemv_add_rmsnorm n={n} k={kk} round {round} {name}: nmse {e:.3e}");
-                assert!(
-                    e < NMSE_F32,
-                    "gemv_add_rmsnorm n={n} k={kk} round {round} {name}: nmse {e:.3e}"
-                );
-            }
-            assert_eq!(
-                download_u32(&s, &done),
-                [0],
-                "the last block resets the count"
-            );
-            // The unfused pair on the same input.
-            let (mut dres2, mut dy2) = (upload(&g, &s, &resid), g.alloc::<f32>(n).unwrap());
-            let mut dout2 = g.alloc::<f32>(n).unwrap();
-            k.gemv(&s, &dw, &dx, &mut dy2, n, kk).unwrap();
-            let shape = Rows { rows: 1, len: n };
-            k.add_rmsnorm(&s, &mut dres2, &dy2, &dnw, &mut dout2, shape, 1e-5)
-                .unwrap();
-            assert_eq!(mismatches(&y, &download(&s, &dy2)), 0, "y = gemv's y");
-            assert_eq!(mismatches(&res, &download(&s, &dres2)), 0, "resid = add's");
-            let e = nmse(&out, &download(&s, &dout2));
-            assert!(e < NMSE_F32, "out against add_rmsnorm's: nmse {e:.3e}");
-        }
     }
 }
 

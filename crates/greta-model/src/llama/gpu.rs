@@ -295,10 +295,8 @@ impl GpuLlama {
         let pool = &self.alloc;
         let alloc = |n: usize| pool.alloc::<f32>(n);
         let mut pos = pool.alloc::<u32>(1)?;
-        let mut norm_done = pool.alloc::<u32>(1)?;
         let stream = g.stream()?;
         pos.write(0, &[0], &stream)?;
-        norm_done.write(0, &[0], &stream)?;
         Ok(GpuState {
             capacity,
             max_rows: r,
@@ -327,8 +325,6 @@ impl GpuLlama {
             rng: pool.alloc::<u64>(1)?,
             pick: TokenPick::Argmax,
             last: alloc(c.hidden)?,
-            x_before: alloc(c.hidden)?,
-            norm_done,
             logits: alloc(r * c.vocab_size)?,
             stream,
             graph: None,
@@ -366,11 +362,6 @@ pub struct GpuState {
     /// How a decode step picks its token on the device (captured into the graph).
     pick: TokenPick,
     last: Pooled<f32>,
-    /// x before a one-token projection's fused add + norm, kept only when an observer
-    /// watches the projection (`project_add_norm`).
-    x_before: Pooled<f32>,
-    /// The fused add + norm's count of finished blocks (`gemv_add_rmsnorm`).
-    norm_done: Pooled<u32>,
     logits: Pooled<f32>,
     pub stream: Stream,
     graph: Option<GraphExec>,
@@ -519,65 +510,6 @@ impl GpuLlama {
             &mut outs,
             t,
             k,
-        )?;
-        Ok(())
-    }
-
-    /// A projection back to the residual width (`which`: the output projection or down,
-    /// its weights and input width) into `proj`, observed at `out_at`, then the residual add
-    /// and the next norm: `x += proj`, `normed = rmsnorm(x) · norm_w`. For one token a single
-    /// launch (`gemv_add_rmsnorm`) does all of it; if an observer then changes `proj`, x is
-    /// restored from the copy taken before the launch (only when the point is observed) and
-    /// the add + norm run again from the changed value, as they would unfused.
-    fn project_add_norm(
-        &self,
-        st: &mut GpuState,
-        obs: &mut dyn StageObserver,
-        (which, w, k_in): (Lin, &DeviceBuffer<u16>, usize),
-        out_at: StageAt,
-        norm_w: &DeviceBuffer<f32>,
-        t: usize,
-    ) -> Result<()> {
-        let c = &self.config;
-        let d = c.hidden;
-        let rows_d = Rows { rows: t, len: d };
-        if t > 1 {
-            self.products(st, &[(which, w, d)], t, k_in)?;
-            observe(obs, &st.stream, out_at, &mut st.proj, t, d)?;
-        } else {
-            let watched = obs.wants(out_at.point, out_at.layer);
-            if watched {
-                st.x_before.copy_from_device(0, &st.x, 0, d, &st.stream)?;
-            }
-            let x_in = match which {
-                Lin::O => &st.ctx,
-                _ => &st.act,
-            };
-            self.kernels.gemv_add_rmsnorm(
-                &st.stream,
-                w,
-                x_in,
-                &mut st.proj,
-                MatShape { t, k: k_in, n: d },
-                &mut st.x,
-                norm_w,
-                &mut st.normed,
-                c.rms_eps,
-                &mut st.norm_done,
-            )?;
-            if !observe(obs, &st.stream, out_at, &mut st.proj, t, d)? {
-                return Ok(());
-            }
-            st.x.copy_from_device(0, &st.x_before, 0, d, &st.stream)?;
-        }
-        self.kernels.add_rmsnorm(
-            &st.stream,
-            &mut st.x,
-            &st.proj,
-            norm_w,
-            &mut st.normed,
-            rows_d,
-            c.rms_eps,
         )?;
         Ok(())
     }
@@ -766,9 +698,26 @@ impl GpuLlama {
                 t,
                 q_row,
             )?;
-            // The output projection, then residual + ffn_norm.
-            let o_at = at(Point::AttnOut, layer, pos0);
-            self.project_add_norm(st, obs, (Lin::O, &w.wo, q_row), o_at, &w.ffn_norm, t)?;
+            self.products(st, &[(Lin::O, &w.wo, d)], t, q_row)?;
+            observe(
+                obs,
+                &st.stream,
+                at(Point::AttnOut, layer, pos0),
+                &mut st.proj,
+                t,
+                d,
+            )?;
+
+            // Residual + ffn_norm.
+            k.add_rmsnorm(
+                &st.stream,
+                &mut st.x,
+                &st.proj,
+                &w.ffn_norm,
+                &mut st.normed,
+                rows_d,
+                c.rms_eps,
+            )?;
             if observe(
                 obs,
                 &st.stream,
@@ -839,14 +788,30 @@ impl GpuLlama {
                 t,
                 n_ff,
             )?;
-            // The down projection, then residual + the next norm (the next layer's
-            // attn_norm, or the final norm).
+            self.products(st, &[(Lin::Down, &w.w_down, d)], t, n_ff)?;
+            observe(
+                obs,
+                &st.stream,
+                at(Point::FfnOut, layer, pos0),
+                &mut st.proj,
+                t,
+                d,
+            )?;
+
+            // Residual + the next norm (the next layer's attn_norm, or the final norm).
             let next_norm = match self.layers.get(l + 1) {
                 Some(next) => &next.attn_norm,
                 None => &self.output_norm,
             };
-            let down_at = at(Point::FfnOut, layer, pos0);
-            self.project_add_norm(st, obs, (Lin::Down, &w.w_down, n_ff), down_at, next_norm, t)?;
+            k.add_rmsnorm(
+                &st.stream,
+                &mut st.x,
+                &st.proj,
+                next_norm,
+                &mut st.normed,
+                rows_d,
+                c.rms_eps,
+            )?;
             norm_stale = observe(
                 obs,
                 &st.stream,
