@@ -3,7 +3,9 @@
 # variants compare on one card in one run: each target/carry/v/NAME/ holds sm_90a/*.cubin
 # (and greta.xz when the variant needs another binary; otherwise target/device/greta).
 # Build the variants here (e.g. nvcc -cubin -DWG_STAGES=5 kernels/gemm.hip) and
-# carry target/carry (tools/gpu/unpack_carry.sh unpacks the main build).
+# carry target/carry (tools/gpu/unpack_carry.sh unpacks the main build). Prefill cells show
+# the host's issue time beside the wall time where the build reports it (greta bench's
+# prefill_host_ms).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)}
@@ -21,7 +23,7 @@ for round in 1 2; do
     for s in llama2-7b smollm2-135m; do
       j=$OUT/$v-$s-$round.json
       GRETA_KERNELS_DIR=$PWD/$d $G bench -m synthetic:$s --backend gpu --prompt-len 512 --gen 64 --reps 5 --json > $j 2>/dev/null
-      row="$row | $(python3 -c "import json; d=json.load(open('$j')); print('%.2f | %.1f' % (d['prefill_ms'], d['decode_tok_s']))")"
+      row="$row | $(python3 -c "import json; d=json.load(open('$j')); h=d.get('prefill_host_ms'); print('%.2f%s | %.1f' % (d['prefill_ms'], ' (host %.2f)' % h if h else '', d['decode_tok_s']))")"
     done
     echo "$row |" | tee -a $OUT/variants.md
   done

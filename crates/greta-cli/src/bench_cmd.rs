@@ -198,6 +198,12 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
             None => String::new(),
         }
     );
+    if let Some(h) = r.prefill_host_ms {
+        println!(
+            "prefill issue on the host: {h:.2} ms ({:.0} % of the prefill; near 100 %, the host sets the pace)",
+            100.0 * h / r.prefill_ms
+        );
+    }
     println!(
         "decode  {:>5} tokens: {:>9.1} tok/s ({:.3} ms/token)",
         spec.gen, r.decode_tok_s, r.decode_ms_per_token

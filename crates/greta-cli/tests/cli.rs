@@ -388,6 +388,11 @@ fn bench_reports_json_for_a_synthetic_model_and_writes_a_gguf_greta_reads_back()
     assert_eq!(r["backend"], "cpu");
     assert_eq!(r["spec"]["prompt_len"], 16);
     assert_eq!(r["all_prefill_ms"].as_array().unwrap().len(), 2);
+    assert!(
+        r["prefill_host_ms"].is_null(),
+        "the host/GPU split is the GPU's: {}",
+        r["prefill_host_ms"]
+    );
     for k in [
         "prefill_ms",
         "decode_tok_s",

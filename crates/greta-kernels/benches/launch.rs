@@ -5,14 +5,15 @@
 //! A decode step of SmolLM2-135M makes 245 such launches (captured once into a graph; eager
 //! decode pays them every token). Each launch is timed both ways the kernels can go out:
 //! overlapped (`cuLaunchKernelEx` with programmatic serialization on NVIDIA, the default)
-//! and plain (`cuLaunchKernel`, `--overlap off`).
+//! and plain (`cuLaunchKernel`, `--overlap off`). The prefill's grouped Q/K/V product is timed
+//! too: on Hopper it encodes five TMA descriptors per launch on the host.
 //!
 //! cargo bench -p greta-kernels --bench launch
 
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use greta_kernels::gpu::{default_dir, GpuKernels, QkvRope, Rows};
+use greta_kernels::gpu::{default_dir, GemmOut, GemmRoute, GpuKernels, QkvRope, Rows};
 use hiprt::{Gpu, PlatformChoice};
 
 /// Launches per timed batch: well under the driver's queue depth, so no launch waits.
@@ -69,9 +70,38 @@ fn launches(c: &mut Criterion) {
             })
         });
     };
+    // A 512-token prefill's Q/K/V inputs and outputs (SmolLM2-135M).
+    let t = 512;
+    let (xh, xl) = (w(t * d), w(t * d));
+    let (mut pq, mut pk, mut pv) = (f(t * q_row), f(t * kv_row), f(t * kv_row));
     for overlap in [true, false] {
         k.overlap = overlap;
         let tag = if overlap { "overlapped" } else { "plain" };
+        timed(
+            &format!("launch/gemm_f16 (qkv, 512 rows), {tag}"),
+            c,
+            &mut || {
+                let mut outs = [
+                    GemmOut {
+                        w: &wq,
+                        y: &mut pq,
+                        n: q_row,
+                    },
+                    GemmOut {
+                        w: &wk,
+                        y: &mut pk,
+                        n: kv_row,
+                    },
+                    GemmOut {
+                        w: &wv,
+                        y: &mut pv,
+                        n: kv_row,
+                    },
+                ];
+                k.gemm_f16(GemmRoute::Auto, &s, &xh, Some(&xl), &mut outs, t, d)
+                    .unwrap()
+            },
+        );
         timed(&format!("launch/gemv3 (qkv), {tag}"), c, &mut || {
             k.gemv3(
                 &s,

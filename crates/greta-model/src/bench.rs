@@ -81,6 +81,9 @@ pub struct BenchReport {
     /// token included, as llama-bench's pp test).
     pub prefill_ms: f64,
     pub prefill_tok_s: f64,
+    /// GPU: the host's time to issue the prefill (every launch, up to the token's read-back),
+    /// median. Near `prefill_ms`, the host sets the pace, not the GPU.
+    pub prefill_host_ms: Option<f64>,
     /// Median decode speed over `gen` tokens (each read back to the host, as a streaming
     /// generation does).
     pub decode_tok_s: f64,
@@ -137,6 +140,7 @@ struct Measured<'a> {
     backend: &'a str,
     device: &'a str,
     prefill_ms: Vec<f64>,
+    prefill_host_ms: Option<Vec<f64>>,
     decode_tok_s: Vec<f64>,
     copy_gb_s: f64,
     weight_bytes: usize,
@@ -153,6 +157,7 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
         backend,
         device,
         prefill_ms: prefill,
+        prefill_host_ms,
         decode_tok_s: decode,
         copy_gb_s,
         weight_bytes,
@@ -172,6 +177,7 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
         spec: spec.clone(),
         prefill_ms,
         prefill_tok_s: spec.prompt_len as f64 / (prefill_ms / 1e3),
+        prefill_host_ms: prefill_host_ms.as_deref().map(median),
         decode_tok_s,
         decode_ms_per_token: 1e3 / decode_tok_s,
         bytes_per_token: w + kv,
@@ -225,12 +231,14 @@ pub fn bench_gpu(
     for _ in 0..spec.gen.min(4) {
         model.decode_on_device(&mut st, spec.graph)?;
     }
-    let (mut prefill, mut decode) = (Vec::new(), Vec::new());
+    let (mut prefill, mut host, mut decode) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..spec.reps {
         st.reset()?;
         st.set_pick(TokenPick::Argmax)?;
         let t0 = Instant::now();
-        model.prefill_pick(&prompt, &mut st)?; // reads the token back: synchronous
+        model.prefill_enqueue(&prompt, &mut st)?;
+        host.push(t0.elapsed().as_secs_f64() * 1e3);
+        st.picked()?; // reads the token back: waits for the GPU
         prefill.push(t0.elapsed().as_secs_f64() * 1e3);
         let t1 = Instant::now();
         for _ in 0..spec.gen {
@@ -246,6 +254,7 @@ pub fn bench_gpu(
             backend: "gpu",
             device: model.gpu.name(),
             prefill_ms: prefill,
+            prefill_host_ms: Some(host),
             decode_tok_s: decode,
             copy_gb_s: copy,
             weight_bytes,
@@ -294,6 +303,7 @@ pub fn bench_cpu(
             backend: "cpu",
             device: "cpu",
             prefill_ms: prefill,
+            prefill_host_ms: None,
             decode_tok_s: decode,
             copy_gb_s: copy,
             weight_bytes: wb,

@@ -378,6 +378,13 @@ impl GpuState {
         self.capacity
     }
 
+    /// The token the last pick wrote on the device (waits for the stream).
+    pub fn picked(&self) -> Result<u32> {
+        let mut id = [0u32];
+        self.ids.read(0, &mut id, &self.stream)?;
+        Ok(id[0])
+    }
+
     /// Sets how the device picks tokens, seeding the sampler's generator; a captured decode
     /// graph is dropped (it holds the old choice).
     pub fn set_pick(&mut self, pick: TokenPick) -> Result<()> {
@@ -939,11 +946,16 @@ impl GpuLlama {
     /// Prefills `prompt` and leaves the next token (chosen on the device) in `ids[0]`;
     /// returns it.
     pub fn prefill_pick(&self, prompt: &[u32], st: &mut GpuState) -> Result<u32> {
+        self.prefill_enqueue(prompt, st)?;
+        st.picked()
+    }
+
+    /// `prefill_pick` up to the read-back: every launch of the prompt's pass and the pick is
+    /// issued, none waited for (`GpuState::picked` then reads the token). `greta bench` times
+    /// the two apart to tell a host-bound prefill from a GPU-bound one.
+    pub fn prefill_enqueue(&self, prompt: &[u32], st: &mut GpuState) -> Result<()> {
         self.forward_no_readback(prompt, st, Logits::Last, &mut greta_trace::NoTrace)?;
-        self.pick_on_device(st)?;
-        let mut id = [0u32];
-        st.ids.read(0, &mut id, &st.stream)?;
-        Ok(id[0])
+        self.pick_on_device(st)
     }
 
     /// One decode step of the token in `ids[0]`, entirely on the device: embed, layers,
