@@ -716,6 +716,9 @@ impl GpuKernels {
             Self::need(o.w, o.n * k, "gemm_f16 w")?;
             Self::need(o.y, t * o.n, "gemm_f16 y")?;
         }
+        if t == 0 {
+            return Ok(()); // no rows: nothing to launch (a grid of zero blocks is an error)
+        }
         match (route, &self.gemm_f16_wgmma) {
             (GemmRoute::Wgmma, None) => Err(KernelError::Shape(
                 "the warpgroup GEMM needs an sm_90a device (Hopper)".into(),
