@@ -785,7 +785,7 @@ impl GpuKernels {
             None => ta,
         };
         let mut args = Args::new().tmap(ta).tmap(ta_lo);
-        // Absent products (n = 0, no column tiles) repeat the first one's pointers.
+        // Absent products (n = 0, no column tiles) repeat the last present one's pointers.
         for i in 0..3 {
             let o = &group[i.min(group.len() - 1)];
             args = args.tmap(o.w.tensor_map_f16(o.n, k, tile32, WGMMA_BK)?);
@@ -1118,7 +1118,7 @@ pub enum GemmRoute {
 }
 
 /// The warpgroup GEMM's K step (WG_BK in kernels/gemm.hip: the TMA boxes' columns, 128 bytes
-/// of f16) and depth (WG_STAGES).
+/// of f16) and depth (WG_STAGES; a kernel build with another depth needs this one too).
 const WGMMA_BK: u32 = 64;
 const WGMMA_STAGES: u32 = 6;
 
@@ -1130,9 +1130,8 @@ fn wgmma_shared(tile: usize) -> u32 {
 }
 
 /// The warpgroup GEMM's tile for products of widths `ns` sharing `t` input rows: 128 where
-/// that still gives a big GPU a block per multiprocessor (as `gemm_tile`), else 64.
+/// that still gives `BLOCKS_WANTED` blocks (as `gemm_tile`), else 64.
 fn wgmma_tile(t: usize, ns: &[usize]) -> usize {
-    const BLOCKS_WANTED: usize = 128;
     let blocks =
         |tile: usize| t.div_ceil(tile) * ns.iter().map(|n| n.div_ceil(tile)).sum::<usize>();
     if blocks(128) >= BLOCKS_WANTED {
@@ -1149,11 +1148,13 @@ pub struct GemmOut<'a> {
     pub n: usize,
 }
 
-/// The largest tile whose grid still gives every multiprocessor of a big GPU a block
-/// (H100: 132 SMs, MI300X: 304 CUs; 128 blocks is the line), else the smallest: small
+/// Blocks a GEMM grid should have before its tiles grow: a block for every multiprocessor of
+/// a big GPU (H100: 132 SMs, MI300X: 304 CUs; 128 is the line).
+const BLOCKS_WANTED: usize = 128;
+
+/// The largest tile whose grid still has `BLOCKS_WANTED` blocks, else the smallest: small
 /// matrices (SmolLM2's 576 columns) need many small blocks more than large tiles' reuse.
 fn gemm_tile<F>(tiles: &[(usize, u32, F)], t: usize, n: usize) -> (usize, u32, &F) {
-    const BLOCKS_WANTED: usize = 128;
     let pick = tiles
         .iter()
         .find(|(tile, _, _)| t.div_ceil(*tile) * n.div_ceil(*tile) >= BLOCKS_WANTED)
