@@ -179,7 +179,7 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 // Grid: (ceil(t / TM), sum over the products of ceil(n_i / TN)): row tiles first (the
 // blocks sharing a weight tile run together), then product 0's column tiles, product 1's,
 // product 2's (n_i = 0 for an absent one); block: 128 (TM / 64 + 1) threads (warpgroup 0
-// the producer, of which one thread works); dynamic shared memory: gemm_wgmma_shared (gpu.rs).
+// the producer, of which one thread works); dynamic shared memory: wgmma_shared (gpu.rs).
 #define WG_BK 64
 // The build may set the depth, for an A/B (kernel_variants.sh). 6: a step's products take
 // ~0.3-0.75 us, a copy under load ~1 us (7B prefill with cp.async copies on an H200: 4
