@@ -2,10 +2,11 @@
 # Prefill and decode of both synthetic shapes for several kernel builds in one call, so that
 # variants compare on one card in one run: each target/carry/v/NAME/ holds sm_90a/*.cubin
 # (and greta.xz when the variant needs another binary; otherwise target/device/greta).
-# Build the variants here (e.g. nvcc -cubin -DWG_STAGES=5 kernels/gemm.hip) and
-# carry target/carry (tools/gpu/unpack_carry.sh unpacks the main build). Prefill cells show
-# the host's issue time beside the wall time where the build reports it (greta bench's
-# prefill_host_ms).
+# Build the variants here: tools/gpu/build_variant.sh REV NAME builds a branch or commit
+# (its greta.xz and cubins), or e.g. nvcc -cubin -DWG_STAGES=5 kernels/gemm.hip for a kernel
+# build alone; carry target/carry (tools/gpu/unpack_carry.sh unpacks the main build).
+# Prefill cells show the host's issue time beside the wall time where the build reports it
+# (greta bench's prefill_host_ms).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)}

@@ -1,0 +1,25 @@
+#!/usr/bin/env bash
+# Builds a commit's greta binary and sm_90a kernels into target/carry/v/NAME, a variant for
+# tools/gpu/kernel_variants.sh (one call compares several builds on one card), in a git
+# worktree under target/worktrees so this checkout is untouched. The worktree borrows this
+# checkout's nvcc (target/toolchains) and a shared cargo target directory.
+# Usage (here, not on the GPU machine): tools/gpu/build_variant.sh REV NAME
+#   e.g. tools/gpu/build_variant.sh main main; tools/gpu/build_variant.sh exp/gemv-split-k splitk
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+[ $# -eq 2 ] || { echo "usage: $0 REV NAME" >&2; exit 2; }
+rev=$1 name=$2 root=$PWD
+wt=$root/target/worktrees/$name
+rm -rf "$wt" && git worktree prune
+git worktree add --detach "$wt" "$rev" > /dev/null
+mkdir -p "$wt/target" && ln -s "$root/target/toolchains" "$wt/target/toolchains"
+export PATH=$root/target/toolchains/cuda-13.0/nvidia/cu13/bin:$PATH
+export CARGO_TARGET_DIR=$root/target/variant-build
+(cd "$wt" && cargo xtask build-kernels > /dev/null && cargo build --release -q -p greta-cli)
+out=$root/target/carry/v/$name
+rm -rf "$out" && mkdir -p "$out/sm_90a"
+cp "$wt"/target/kernels/sm_90a/*.cubin "$out/sm_90a/"
+strip -o "$out/greta" "$CARGO_TARGET_DIR/release/greta"
+xz -9 -f "$out/greta"
+git worktree remove --force "$wt"
+echo "$name: $(git rev-parse --short "$rev") -> $out ($(du -sh "$out" | cut -f1))"
