@@ -725,8 +725,7 @@ impl GpuKernels {
             )),
             (GemmRoute::Wgmma | GemmRoute::Auto, Some(tiles)) => {
                 for group in outs.chunks_mut(3) {
-                    let ns: Vec<usize> = group.iter().map(|o| o.n).collect();
-                    let tile = wgmma_tile(t, &ns);
+                    let tile = wgmma_tile(t, group.iter().map(|o| o.n));
                     let (_, f) = tiles
                         .iter()
                         .find(|(tl, _)| *tl == tile)
@@ -1131,10 +1130,9 @@ fn wgmma_shared(tile: usize) -> u32 {
 
 /// The warpgroup GEMM's tile for products of widths `ns` sharing `t` input rows: 128 where
 /// that still gives `BLOCKS_WANTED` blocks (as `gemm_tile`), else 64.
-fn wgmma_tile(t: usize, ns: &[usize]) -> usize {
-    let blocks =
-        |tile: usize| t.div_ceil(tile) * ns.iter().map(|n| n.div_ceil(tile)).sum::<usize>();
-    if blocks(128) >= BLOCKS_WANTED {
+fn wgmma_tile(t: usize, ns: impl IntoIterator<Item = usize>) -> usize {
+    let col_tiles: usize = ns.into_iter().map(|n| n.div_ceil(128)).sum();
+    if t.div_ceil(128) * col_tiles >= BLOCKS_WANTED {
         128
     } else {
         64
@@ -1317,23 +1315,23 @@ mod tests {
     #[test]
     fn wgmma_tile_fills_the_gpu_before_it_grows() {
         assert_eq!(
-            wgmma_tile(512, &[4096]),
+            wgmma_tile(512, [4096]),
             128,
             "7B output/down: 4 x 32 blocks"
         );
-        assert_eq!(wgmma_tile(512, &[4096, 4096, 4096]), 128, "7B Q/K/V");
-        assert_eq!(wgmma_tile(512, &[11_008, 11_008]), 128, "7B gate/up");
+        assert_eq!(wgmma_tile(512, [4096, 4096, 4096]), 128, "7B Q/K/V");
+        assert_eq!(wgmma_tile(512, [11_008, 11_008]), 128, "7B gate/up");
         assert_eq!(
-            wgmma_tile(512, &[576, 192, 192]),
+            wgmma_tile(512, [576, 192, 192]),
             64,
             "SmolLM2 Q/K/V: 4 x 9 = 36 blocks of 128"
         );
         assert_eq!(
-            wgmma_tile(512, &[1536, 1536]),
+            wgmma_tile(512, [1536, 1536]),
             64,
             "SmolLM2 gate/up: 4 x 24 = 96 blocks of 128"
         );
-        assert_eq!(wgmma_tile(7, &[100]), 64, "a short prompt");
+        assert_eq!(wgmma_tile(7, [100]), 64, "a short prompt");
         assert_eq!(
             wgmma_shared(128),
             197_728,

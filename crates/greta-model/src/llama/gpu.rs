@@ -491,7 +491,7 @@ impl GpuLlama {
         let Some(&(first, ..)) = group.first() else {
             return Ok(());
         };
-        let io = st.product_io(group.iter().map(|&(which, ..)| which));
+        let io = st.product_io(first, group.iter().map(|&(which, ..)| which));
         if t == 1 || !k.is_multiple_of(8) {
             for (&(_, w, n), y) in group.iter().zip(io.ys) {
                 if t == 1 {
@@ -993,9 +993,7 @@ impl GpuLlama {
             self.decode_step_device(st)?;
         }
         st.len += 1;
-        let mut id = [0u32];
-        st.ids.read(0, &mut id, &st.stream)?;
-        Ok(id[0])
+        st.picked()
     }
 }
 
@@ -1024,8 +1022,8 @@ struct LinIo<'a> {
 
 impl GpuState {
     /// The buffers of the products `which` (Q, K and V; gate and up; or one), borrowed
-    /// together; the input is the first product's (a group shares it).
-    fn product_io(&mut self, mut which: impl Iterator<Item = Lin>) -> LinIo<'_> {
+    /// together, with the input of `input` (a group's products share it).
+    fn product_io(&mut self, input: Lin, which: impl Iterator<Item = Lin>) -> LinIo<'_> {
         let GpuState {
             stream,
             normed,
@@ -1042,16 +1040,13 @@ impl GpuState {
             logits,
             ..
         } = self;
-        let first = which.next();
-        let x: &DeviceBuffer<f32> = match first {
-            Some(Lin::O) => ctx,
-            Some(Lin::Down) => act,
+        let x: &DeviceBuffer<f32> = match input {
+            Lin::O => ctx,
+            Lin::Down => act,
             _ => normed,
         };
         let mut outs = [q, k, v, proj, gate, up, logits].map(|b| Some(&mut **b));
-        let ys = first
-            .into_iter()
-            .chain(which)
+        let ys = which
             .map(|l| {
                 let slot = match l {
                     Lin::Q => 0,
