@@ -44,6 +44,11 @@ pub struct BenchArgs {
     no_graph: bool,
     #[command(flatten)]
     gpu: crate::gpu_args::GpuArgs,
+    /// GPU timing study: leave out every launch of these kernels (comma list of names as in
+    /// kernels/*.hip, e.g. add_rmsnorm_f32,attn_decode_split). What the run gets faster by
+    /// is what those kernels cost in place; every output is wrong, and the report says so.
+    #[arg(long, value_name = "NAMES", value_delimiter = ',')]
+    skip_kernels: Vec<String>,
     /// Print one JSON object (the report) on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -135,6 +140,9 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
     let reps = bar("benchmarking [{bar:30}] {pos}/{len} repetitions ({elapsed})");
     reps.set_length(spec.reps as u64);
     let report: BenchReport = match &selection.backend {
+        Backend::Cpu if !a.skip_kernels.is_empty() => {
+            anyhow::bail!("--skip-kernels is a GPU timing study; this run is on the CPU")
+        }
         Backend::Cpu => {
             let weights = if synthetic_name.is_some() {
                 synthetic::widened_for_cpu(weights)
@@ -152,6 +160,7 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
                     up.set_position(d as u64);
                 })?;
             a.gpu.apply(&mut model);
+            model.kernels.skip_kernels(&a.skip_kernels)?;
             up.finish_and_clear();
             drop(weights);
             let wb = bench::gpu_weight_bytes(&model.config);
@@ -166,6 +175,12 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         return Ok(());
     }
     let r = &report;
+    if !r.skipped_kernels.is_empty() {
+        println!(
+            "TIMING STUDY: launches of {} left out; the figures are what the rest costs, the outputs are wrong",
+            r.skipped_kernels.join(", ")
+        );
+    }
     println!(
         "greta bench: {label} on {} ({}{})",
         r.device,

@@ -21,6 +21,8 @@ pub enum KernelError {
     },
     #[error("{0}")]
     Shape(String),
+    #[error("no kernel named {name:?} in the code objects of {dir} (names as in kernels/*.hip, e.g. attn_decode_split, add_rmsnorm_f32)")]
+    UnknownKernel { name: String, dir: String },
 }
 
 pub type Result<T> = std::result::Result<T, KernelError>;
@@ -143,6 +145,8 @@ pub struct GpuKernels {
     /// compare with. Every kernel waits for its predecessor before touching shared data
     /// (kernels/greta_device.h), so results are the same either way.
     pub overlap: bool,
+    /// A timing study's kernels (`skip_kernels`): their launches are left out.
+    skip: Vec<String>,
     /// Threads per wave (warp) of the device: 64 on CDNA, 32 on NVIDIA.
     wave: u32,
     _modules: Vec<Module>,
@@ -220,6 +224,7 @@ impl GpuKernels {
             return Ok(GpuKernels {
                 object: path,
                 overlap: true,
+                skip: Vec::new(),
                 wave,
                 embed: ops.function("embed_f16")?,
                 rmsnorm: ops.function("rmsnorm_f32")?,
@@ -280,7 +285,33 @@ impl GpuKernels {
         })
     }
 
+    /// For a timing study only (`greta bench --skip-kernels`): every later launch of these
+    /// kernels (by name, as in the kernel objects) is left out, so that what a run saves is
+    /// what the kernels cost where they stand (their work and their place in the chain of
+    /// dependent launches). Every result computed after a skipped launch is wrong. A name no
+    /// loaded object defines is refused.
+    pub fn skip_kernels(&mut self, names: &[String]) -> Result<()> {
+        for n in names {
+            if !self._modules.iter().any(|m| m.function(n).is_ok()) {
+                return Err(KernelError::UnknownKernel {
+                    name: n.clone(),
+                    dir: self.object.display().to_string(),
+                });
+            }
+        }
+        self.skip = names.to_vec();
+        Ok(())
+    }
+
+    /// The kernels a timing study leaves out (empty in every real run).
+    pub fn skipped(&self) -> &[String] {
+        &self.skip
+    }
+
     fn launch(&self, f: &Function, dims: LaunchDims, s: &Stream, mut args: Args) -> Result<()> {
+        if self.skip.iter().any(|n| n == f.name()) {
+            return Ok(());
+        }
         let mut p = args.pointers();
         // SAFETY: every launcher passes the kernel's parameters in order and type, and checks
         // the buffer sizes the kernel will touch; every kernel waits for its predecessor

@@ -108,6 +108,10 @@ pub struct BenchReport {
     pub split_inputs: Option<String>,
     /// GPU: whether kernels were launched overlapped (`--overlap`).
     pub overlap: Option<bool>,
+    /// GPU timing study (`--skip-kernels`): kernels whose launches were left out, so the
+    /// figures are what the rest costs; empty in a real run.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub skipped_kernels: Vec<String>,
     pub all_prefill_ms: Vec<f64>,
     pub all_decode_tok_s: Vec<f64>,
 }
@@ -150,6 +154,7 @@ struct Measured<'a> {
     device_used_bytes: Option<usize>,
     split_inputs: Option<String>,
     overlap: Option<bool>,
+    skipped_kernels: Vec<String>,
 }
 
 fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
@@ -166,6 +171,7 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
         device_used_bytes,
         split_inputs,
         overlap,
+        skipped_kernels,
     } = m;
     let prefill_ms = median(&prefill);
     let decode_tok_s = median(&decode);
@@ -189,6 +195,7 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
         device_used_bytes,
         split_inputs,
         overlap,
+        skipped_kernels,
         all_prefill_ms: prefill,
         all_decode_tok_s: decode,
     }
@@ -263,6 +270,7 @@ pub fn bench_gpu(
             device_used_bytes: Some(model.gpu.used_memory()?),
             split_inputs: Some(model.split_inputs.to_string()),
             overlap: Some(model.kernels.overlap),
+            skipped_kernels: model.kernels.skipped().to_vec(),
         },
     ))
 }
@@ -312,6 +320,7 @@ pub fn bench_cpu(
             device_used_bytes: None,
             split_inputs: None,
             overlap: None,
+            skipped_kernels: Vec::new(),
         },
     ))
 }

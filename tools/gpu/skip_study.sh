@@ -1,0 +1,52 @@
+#!/usr/bin/env bash
+# What each decode kernel costs where it stands in the captured graph: greta bench with the
+# launches of one kernel left out (`--skip-kernels`, a timing study: outputs are wrong), so
+# the time per token it saves is the kernel's work plus its place in the chain of dependent
+# launches. Nsight Compute times kernels alone with cold caches (profile_decode.sh) and
+# cannot say this; there is no nsys on the GPU machine.
+# Usage (GPU machine, after tools/gpu/unpack_carry.sh): OUT=dir tools/gpu/skip_study.sh [shape...]
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$(mktemp -d)}
+G=${G:-./target/device/greta}
+SETS=${SETS:-"none add_rmsnorm_f32 rope_qk_append_f16 attn_decode_split gemv3_f16 gemv_gate_up_silu_f16 add_rmsnorm_f32,rope_qk_append_f16"}
+for s in ${@:-smollm2-135m llama2-7b}; do
+  for set in $SETS; do
+    skip=$([ "$set" = none ] || echo "--skip-kernels $set")
+    $G bench -m synthetic:$s --backend gpu --prompt-len 512 --gen 64 --reps 3 --json $skip \
+      > "$OUT/skip-$s-${set//,/+}.json" 2>"$OUT/skip-$s-${set//,/+}.err" || tail -3 "$OUT/skip-$s-${set//,/+}.err"
+  done
+done
+python3 - "$OUT" ${@:-smollm2-135m llama2-7b} <<'PY' | tee "$OUT/skip-study.md"
+import json, os, sys
+out, shapes = sys.argv[1], sys.argv[2:]
+layers = {"smollm2-135m": 30, "llama2-7b": 32}
+print("| shape | left out | decode tok/s | µs/token | saved µs/token | saved µs per layer |")
+print("|---|---|---|---|---|---|")
+for s in shapes:
+    base = None
+    for f in sorted(os.listdir(out)):
+        if not (f.startswith(f"skip-{s}-") and f.endswith(".json")):
+            continue
+        name = f[len(f"skip-{s}-"):-5]
+        try:
+            d = json.load(open(os.path.join(out, f)))
+        except ValueError:
+            print(f"| {s} | {name} | failed | | | |")
+            continue
+        us = 1e6 / d["decode_tok_s"]
+        if name == "none":
+            base = us
+    for f in sorted(os.listdir(out), key=lambda f: (not f.endswith("-none.json"), f)):
+        if not (f.startswith(f"skip-{s}-") and f.endswith(".json")):
+            continue
+        name = f[len(f"skip-{s}-"):-5]
+        try:
+            d = json.load(open(os.path.join(out, f)))
+        except ValueError:
+            continue
+        us = 1e6 / d["decode_tok_s"]
+        saved = "" if base is None or name == "none" else f"{base - us:.1f}"
+        per = "" if saved == "" else f"{(base - us) / layers.get(s, 1):.2f}"
+        print(f"| {s} | {name} | {d['decode_tok_s']:.1f} | {us:.1f} | {saved} | {per} |")
+PY
