@@ -378,19 +378,32 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
     const unsigned j0 = s * DECODE_KEYS;
     const unsigned long part = (unsigned long)h * n_splits + s;
     if (j0 < n) {
-        for (unsigned d = t; d < HD; d += DECODE_BLOCK) qsh[d] = q[(unsigned long)h * HD + d];
-        g_sync();
         const unsigned jw = j0 + wave * GRETA_WAVE; // this wave's first key
         const unsigned j = jw + lane;
         const bool valid = j < n;
-        float sc = NEG_INF;
+        const unsigned c = lane % CH, g = lane / CH;
+        // Every load this block makes (its K rows, its V chunks, q) is issued here, before
+        // any of them is used: V does not depend on the scores, so K and V share one memory
+        // round trip instead of two in a row.
+        g_h8 kv[CH];
         if (valid) {
             const g_half* kr = k_cache + j * kv_row + kvh * HD;
-            g_h8 kv[CH];
-            for (unsigned c = 0; c < CH; ++c) kv[c] = *(const g_h8*)(kr + 8 * c);
+            for (unsigned c8 = 0; c8 < CH; ++c8) kv[c8] = *(const g_h8*)(kr + 8 * c8);
+        }
+        g_h8 vv[P];
+        bool use[P];
+        for (unsigned p = 0; p < P; ++p) {
+            unsigned key = p * G + g; // within the wave
+            use[p] = g < G && key < GRETA_WAVE && jw + key < n;
+            if (use[p]) vv[p] = *(const g_h8*)(v_cache + (jw + key) * kv_row + kvh * HD + 8 * c);
+        }
+        for (unsigned d = t; d < HD; d += DECODE_BLOCK) qsh[d] = q[(unsigned long)h * HD + d];
+        g_sync();
+        float sc = NEG_INF;
+        if (valid) {
             float acc = 0.0f;
-            for (unsigned c = 0; c < CH; ++c)
-                for (unsigned e = 0; e < 8; ++e) acc += qsh[8 * c + e] * g_h2f(kv[c].v[e]);
+            for (unsigned c8 = 0; c8 < CH; ++c8)
+                for (unsigned e = 0; e < 8; ++e) acc += qsh[8 * c8 + e] * g_h2f(kv[c8].v[e]);
             sc = acc * scale;
         }
         // NEG_INF is finite: an empty wave gets m = NEG_INF, l = 0, o = 0, and weight
@@ -399,17 +412,12 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
         const float ew = valid ? g_exp(sc - m) : 0.0f;
         const float l = g_wave_sum(ew);
 
-        const unsigned c = lane % CH, g = lane / CH;
         float o[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-        g_h8 vv[P];
         float pw[P];
         for (unsigned p = 0; p < P; ++p) {
-            unsigned key = p * G + g; // within the wave
             // Every lane takes part in the exchange; idle lanes read a valid lane.
-            pw[p] = g_shfl(ew, key % GRETA_WAVE);
-            bool use = g < G && key < GRETA_WAVE && jw + key < n;
-            if (!use) pw[p] = 0.0f;
-            if (use) vv[p] = *(const g_h8*)(v_cache + (jw + key) * kv_row + kvh * HD + 8 * c);
+            pw[p] = g_shfl(ew, (p * G + g) % GRETA_WAVE);
+            if (!use[p]) pw[p] = 0.0f;
         }
         for (unsigned p = 0; p < P; ++p)
             if (pw[p] != 0.0f)

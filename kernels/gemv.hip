@@ -48,18 +48,22 @@ GRETA_DEVICE void g_dot_group(float* acc, const g_h8 (*wv)[UNROLL], const float*
             for (unsigned e = 0; e < 8; ++e) xv[u][e] = 0.0f;
     g_dot_fma<R>(acc, wv, xv);
 }
+// The first group of a row's weights, loaded before the wait (weights are read-only).
 template <unsigned R>
-GRETA_DEVICE void g_dot(const g_half* const* w, const float* GRETA_RESTRICT x, unsigned k, float* out) {
+GRETA_DEVICE void g_dot_prefetch(const g_half* const* w, unsigned k, g_h8 (*wv)[UNROLL]) {
+    if (k % 8 == 0) g_dot_weights<R>(w, 8 * g_lane(), k, wv);
+}
+// The rest of the dot products after the wait: the prefetched group, the full groups, the
+// last partial one. x may be in global memory or in LDS.
+template <unsigned R>
+GRETA_DEVICE void g_dot_rest(const g_half* const* w, const float* GRETA_RESTRICT x, unsigned k, g_h8 (*wv)[UNROLL],
+                             float* out) {
     unsigned lane = g_lane();
     float acc[R];
     for (unsigned r = 0; r < R; ++r) acc[r] = 0.0f;
     if (k % 8 == 0) {
         const unsigned step = 8 * GRETA_WAVE, group = UNROLL * step;
-        g_h8 wv[R][UNROLL];
         unsigned i = 8 * lane;
-        // The first group (predicated), its weights loaded before the wait.
-        g_dot_weights<R>(w, i, k, wv);
-        g_wait_previous();
         g_dot_group<R>(acc, wv, x, i, k);
         // Full groups: a plain loop, all loads of a group issued before its products (a
         // predicated loop here measured slower on Llama-2-7B's rows).
@@ -76,11 +80,46 @@ GRETA_DEVICE void g_dot(const g_half* const* w, const float* GRETA_RESTRICT x, u
             g_dot_group<R>(acc, wv, x, i, k);
         }
     } else {
-        g_wait_previous();
         for (unsigned i = lane; i < k; i += GRETA_WAVE)
             for (unsigned r = 0; r < R; ++r) acc[r] += g_h2f(w[r][i]) * x[i];
     }
     for (unsigned r = 0; r < R; ++r) out[r] = g_wave_sum(acc[r]);
+}
+
+// The norm in the product's prologue (decode): the block reads the residual stream x (k
+// floats) and the norm weights nw, keeps x * nw in LDS (xs) and returns the rms scale
+// 1 / sqrt(mean(x^2) + eps), which the caller applies to its dot products: (x * nw * scale)
+// · w as scale * ((x * nw) · w), so the norm needs no launch of its own and no second pass.
+// Block 0 also writes the normalised row, x * nw * scale, to `normed` (the trace's norm
+// stage). Every thread's loads are 16-byte vectors issued together (one round trip for
+// k <= 4 * NORM_VECS * block: SmolLM2; two for Llama-2-7B: four vectors per thread measured
+// 72 registers for Q/K/V against 56 with two); k % 4 == 0 (checked by the launcher). Needs
+// every thread of the block.
+#define NORM_VECS 2
+GRETA_DEVICE float g_norm_prologue(const float* x, const float* nw, float* normed, float* xs, unsigned k, float eps) {
+    GRETA_SHARED float scratch[32];
+    float ss = 0.0f;
+    const unsigned k4 = k / 4, stride = g_bdim() * NORM_VECS;
+    for (unsigned i0 = g_tid(); i0 < k4; i0 += stride) {
+        g_f4 xv[NORM_VECS], wv[NORM_VECS];
+        for (unsigned u = 0; u < NORM_VECS; ++u)
+            if (i0 + u * g_bdim() < k4) {
+                xv[u] = *(const g_f4*)(x + 4 * (i0 + u * g_bdim()));
+                wv[u] = *(const g_f4*)(nw + 4 * (i0 + u * g_bdim()));
+            }
+        for (unsigned u = 0; u < NORM_VECS; ++u)
+            if (i0 + u * g_bdim() < k4)
+                for (unsigned e = 0; e < 4; ++e) {
+                    float v = xv[u].v[e];
+                    ss += v * v;
+                    xs[4 * (i0 + u * g_bdim()) + e] = v * wv[u].v[e];
+                }
+    }
+    // g_block_sum's barriers also publish xs to the block.
+    float scale = 1.0f / g_sqrt(g_block_sum(ss, scratch) / (float)k + eps);
+    if (g_bid() == 0)
+        for (unsigned i = g_tid(); i < k; i += g_bdim()) normed[i] = xs[i] * scale;
+    return scale;
 }
 
 // Rows [0, n0) of the stacked matrix are w0's (written to y0), the next n1 w1's, the next n2
@@ -99,14 +138,22 @@ GRETA_DEVICE void g_stacked_row(unsigned r, const g_half* w0, float* y0, unsigne
         *yr = y2 + (r - n0 - n1);
     }
 }
-template <unsigned R>
+// NORM: x is the residual stream, normalised in the prologue (g_norm_prologue; xs: k
+// floats of LDS). ADD: the product is also added into resid (resid[row] += y[row]: the
+// residual add behind the output and down projections; one product, n1 = n2 = 0), resid
+// read right after the wait so that its round trip hides under the dot products.
+template <unsigned R, bool NORM, bool ADD>
 GRETA_DEVICE void g_gemv3(const g_half* w0, float* y0, unsigned n0, const g_half* w1, float* y1, unsigned n1,
-                          const g_half* w2, float* y2, unsigned n2, const float* x, unsigned k) {
+                          const g_half* w2, float* y2, unsigned n2, const float* x, unsigned k, const float* nw,
+                          float* normed, float eps, float* resid, float* xs) {
     g_launch_next();
     unsigned waves = g_bdim() / GRETA_WAVE;
     unsigned n = n0 + n1 + n2;
     unsigned r0 = R * (g_bid() * waves + g_tid() / GRETA_WAVE);
-    if (r0 >= n) return;
+    const bool active = r0 < n;
+    // Without the prologue a wave past the end has nothing to do; with it, every wave
+    // takes part in the block's sum first.
+    if (!NORM && !active) return;
     const g_half* w[R];
     float* y[R];
     for (unsigned r = 0; r < R; ++r) {
@@ -114,39 +161,100 @@ GRETA_DEVICE void g_gemv3(const g_half* w0, float* y0, unsigned n0, const g_half
         unsigned row = r0 + r < n ? r0 + r : n - 1;
         g_stacked_row(row, w0, y0, n0, w1, y1, n1, w2, y2, k, &w[r], &y[r]);
     }
+    g_h8 wv[R][UNROLL];
+    if (active) g_dot_prefetch<R>(w, k, wv);
+    g_wait_previous();
+    float scale = 1.0f;
+    if (NORM) {
+        scale = g_norm_prologue(x, nw, normed, xs, k, eps);
+        x = xs;
+    }
+    if (!active) return;
+    float before[R];
+    if (ADD && g_lane() == 0)
+        for (unsigned r = 0; r < R; ++r) before[r] = r0 + r < n ? resid[r0 + r] : 0.0f;
     float d[R];
-    g_dot<R>(w, x, k, d);
+    g_dot_rest<R>(w, x, k, wv, d);
     if (g_lane() == 0)
         for (unsigned r = 0; r < R; ++r)
-            if (r0 + r < n) *y[r] = d[r];
+            if (r0 + r < n) {
+                float v = NORM ? d[r] * scale : d[r];
+                *y[r] = v;
+                if (ADD) resid[r0 + r] = before[r] + v;
+            }
 }
 // One row per wave (more waves in flight: the better choice below ~16k rows, measured) and
 // two rows per wave (the LM head). Grid: ceil(rows / (R * waves per block)).
-GRETA_KERNEL void gemv3_f16(const g_half* w0, float* y0, unsigned n0, const g_half* w1, float* y1, unsigned n1,
-                            const g_half* w2, float* y2, unsigned n2, const float* x, unsigned k) {
-    g_gemv3<1>(w0, y0, n0, w1, y1, n1, w2, y2, n2, x, k);
+#define GEMV3_ARGS                                                                                                 \
+    const g_half *w0, float *y0, unsigned n0, const g_half *w1, float *y1, unsigned n1, const g_half *w2, float *y2, \
+        unsigned n2, const float *x, unsigned k
+GRETA_KERNEL void gemv3_f16(GEMV3_ARGS) {
+    g_gemv3<1, false, false>(w0, y0, n0, w1, y1, n1, w2, y2, n2, x, k, nullptr, nullptr, 0.0f, nullptr, nullptr);
 }
-GRETA_KERNEL void gemv3_f16_r2(const g_half* w0, float* y0, unsigned n0, const g_half* w1, float* y1, unsigned n1,
-                               const g_half* w2, float* y2, unsigned n2, const float* x, unsigned k) {
-    g_gemv3<2>(w0, y0, n0, w1, y1, n1, w2, y2, n2, x, k);
+GRETA_KERNEL void gemv3_f16_r2(GEMV3_ARGS) {
+    g_gemv3<2, false, false>(w0, y0, n0, w1, y1, n1, w2, y2, n2, x, k, nullptr, nullptr, 0.0f, nullptr, nullptr);
+}
+// The same with the norm in the prologue (decode's Q/K/V from the residual stream x and the
+// attention norm's weights nw; block 0 writes the normalised x to normed). Dynamic LDS: k
+// floats.
+GRETA_KERNEL void gemv3_norm_f16(GEMV3_ARGS, const float* nw, float* normed, float eps) {
+    extern GRETA_SHARED GRETA_ALIGN16 float gemv_xs[];
+    g_gemv3<1, true, false>(w0, y0, n0, w1, y1, n1, w2, y2, n2, x, k, nw, normed, eps, nullptr, gemv_xs);
+}
+GRETA_KERNEL void gemv3_norm_f16_r2(GEMV3_ARGS, const float* nw, float* normed, float eps) {
+    extern GRETA_SHARED GRETA_ALIGN16 float gemv_xs[];
+    g_gemv3<2, true, false>(w0, y0, n0, w1, y1, n1, w2, y2, n2, x, k, nw, normed, eps, nullptr, gemv_xs);
+}
+// y = W x and resid += y (decode's output and down projections with the residual add).
+GRETA_KERNEL void gemv_add_f16(const g_half* w, float* y, unsigned n, const float* x, unsigned k, float* resid) {
+    g_gemv3<1, false, true>(w, y, n, nullptr, nullptr, 0, nullptr, nullptr, 0, x, k, nullptr, nullptr, 0.0f, resid,
+                            nullptr);
+}
+GRETA_KERNEL void gemv_add_f16_r2(const g_half* w, float* y, unsigned n, const float* x, unsigned k, float* resid) {
+    g_gemv3<2, false, true>(w, y, n, nullptr, nullptr, 0, nullptr, nullptr, 0, x, k, nullptr, nullptr, 0.0f, resid,
+                            nullptr);
 }
 
 // gate = Wg x, up = Wu x, act = silu(gate) * up (the expression of silu_mul_f32, so the
 // result is bitwise the unfused one's). gate and up are written for the trace. A wave takes
 // row i of both matrices. Grid: ceil(n / waves per block); block: a multiple of the wave size.
-GRETA_KERNEL void gemv_gate_up_silu_f16(const g_half* wg, const g_half* wu, const float* x, float* gate, float* up,
-                                        float* act, unsigned n, unsigned k) {
+template <bool NORM>
+GRETA_DEVICE void g_gate_up_silu(const g_half* wg, const g_half* wu, const float* x, float* gate, float* up,
+                                 float* act, unsigned n, unsigned k, const float* nw, float* normed, float eps,
+                                 float* xs) {
     g_launch_next();
     unsigned waves = g_bdim() / GRETA_WAVE;
     unsigned row = g_bid() * waves + g_tid() / GRETA_WAVE;
-    if (row >= n) return;
-    const g_half* w[2] = {wg + (unsigned long)row * k, wu + (unsigned long)row * k};
+    const bool active = row < n;
+    if (!NORM && !active) return;
+    const unsigned r = active ? row : n - 1;
+    const g_half* w[2] = {wg + (unsigned long)r * k, wu + (unsigned long)r * k};
+    g_h8 wv[2][UNROLL];
+    if (active) g_dot_prefetch<2>(w, k, wv);
+    g_wait_previous();
+    float scale = 1.0f;
+    if (NORM) {
+        scale = g_norm_prologue(x, nw, normed, xs, k, eps);
+        x = xs;
+    }
+    if (!active) return;
     float d[2];
-    g_dot<2>(w, x, k, d);
-    float g = d[0], u = d[1];
+    g_dot_rest<2>(w, x, k, wv, d);
+    float g = NORM ? d[0] * scale : d[0], u = NORM ? d[1] * scale : d[1];
     if (g_lane() == 0) {
         gate[row] = g;
         up[row] = u;
         act[row] = g / (1.0f + g_exp(-g)) * u;
     }
+}
+GRETA_KERNEL void gemv_gate_up_silu_f16(const g_half* wg, const g_half* wu, const float* x, float* gate, float* up,
+                                        float* act, unsigned n, unsigned k) {
+    g_gate_up_silu<false>(wg, wu, x, gate, up, act, n, k, nullptr, nullptr, 0.0f, nullptr);
+}
+// The same with the FFN norm in the prologue (x: the residual stream; dynamic LDS: k floats).
+GRETA_KERNEL void gemv_gate_up_silu_norm_f16(const g_half* wg, const g_half* wu, const float* x, float* gate,
+                                             float* up, float* act, unsigned n, unsigned k, const float* nw,
+                                             float* normed, float eps) {
+    extern GRETA_SHARED GRETA_ALIGN16 float gemv_xs[];
+    g_gate_up_silu<true>(wg, wu, x, gate, up, act, n, k, nw, normed, eps, gemv_xs);
 }

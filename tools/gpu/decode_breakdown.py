@@ -15,8 +15,9 @@ import statistics
 import sys
 
 SHAPES = {"smollm2-135m": 30, "llama2-7b": 32}
-LAYER = ["qkv_gemv", "rope_qk_append", "attn_decode", "o_gemv", "add_rmsnorm", "gate_up_silu", "down_gemv",
-         "add_rmsnorm"]
+# Decode: the norms in the prologues of Q/K/V and gate/up, the residual adds in the
+# epilogues of the output and down projections; the final norm is a launch of its own.
+LAYER = ["qkv_norm_gemv", "rope_qk_append", "attn_decode", "o_gemv_add", "gate_up_silu_norm", "down_gemv_add"]
 
 
 def read(path):
@@ -80,7 +81,7 @@ def main():
         sys.exit(f"no decode step of {2 + len(LAYER) * n_layers + 3} kernels found ({len(passes)} passes)")
     # The step ends with the LM head, the position advance (end of the forward pass), then the
     # token pick (GpuLlama::pick_on_device).
-    labels = ["embed", "rmsnorm"] + LAYER * n_layers + ["head_gemv", "advance_pos", "argmax"]
+    labels = ["embed"] + LAYER * n_layers + ["rmsnorm", "head_gemv", "advance_pos", "argmax"]
     groups = {}
     for s in decode:
         for lab, (name, _, us, b) in zip(labels, s):

@@ -137,6 +137,17 @@ pub struct RopeShape {
     pub half_split: bool,
 }
 
+/// The RMSNorm a decode product applies in its prologue (`gemv3_norm`,
+/// `gate_up_silu_norm`): weights `w`, `eps`, and where block 0 writes the normalised row.
+pub struct NormIn<'a> {
+    pub w: &'a DeviceBuffer<f32>,
+    pub eps: f32,
+    pub out: &'a mut DeviceBuffer<f32>,
+}
+
+/// The longest row a product with the norm in its prologue takes: x in LDS, 48 KiB.
+pub const NORM_PROLOGUE_MAX_K: usize = 12 * 1024;
+
 pub struct GpuKernels {
     pub object: PathBuf,
     /// Launch each kernel so that it may start while the one ahead of it drains (hiprt's
@@ -178,7 +189,10 @@ pub struct GpuKernels {
     rope_qk_append: Function,
     gemv3: Function,
     gemv3_r2: Function,
+    gemv3_norm: [Function; 2],
+    gemv_add: [Function; 2],
     gate_up_silu: Function,
+    gate_up_silu_norm: Function,
     gemv_plain: Function,
     argmax: Function,
 }
@@ -234,7 +248,16 @@ impl GpuKernels {
                 rope_qk_append: ops.function("rope_qk_append_f16")?,
                 gemv3: gemv.function("gemv3_f16")?,
                 gemv3_r2: gemv.function("gemv3_f16_r2")?,
+                gemv3_norm: [
+                    gemv.function("gemv3_norm_f16")?,
+                    gemv.function("gemv3_norm_f16_r2")?,
+                ],
+                gemv_add: [
+                    gemv.function("gemv_add_f16")?,
+                    gemv.function("gemv_add_f16_r2")?,
+                ],
                 gate_up_silu: gemv.function("gemv_gate_up_silu_f16")?,
+                gate_up_silu_norm: gemv.function("gemv_gate_up_silu_norm_f16")?,
                 gemv_plain: ops.function("gemv_f16")?,
                 argmax: ops.function("argmax_f32")?,
                 sample_topk: ops.function("sample_topk")?,
@@ -562,14 +585,106 @@ impl GpuKernels {
     /// gemv3_f16 takes one row per wave, gemv3_f16_r2 two: more waves keep more loads in
     /// flight until the rows are many (measured on an H200: Llama-2-7B's 4096-row output
     /// projection at 0.56 of copy bandwidth with two rows per wave; the 32000-row LM head at
-    /// 0.89).
-    fn launch_gemv3(&self, rows: usize, s: &Stream, args: Args) -> Result<()> {
+    /// 0.89). `pair`: the one-row and two-row kernels of one product family.
+    fn launch_rows(
+        &self,
+        [one, two]: [&Function; 2],
+        rows: usize,
+        shared_bytes: u32,
+        s: &Stream,
+        args: Args,
+    ) -> Result<()> {
         const TWO_PER_WAVE_FROM: usize = 16_384;
-        if rows >= TWO_PER_WAVE_FROM {
-            self.launch(&self.gemv3_r2, self.wave_rows(rows.div_ceil(2)), s, args)
+        let (f, items) = if rows >= TWO_PER_WAVE_FROM {
+            (two, rows.div_ceil(2))
         } else {
-            self.launch(&self.gemv3, self.wave_rows(rows), s, args)
+            (one, rows)
+        };
+        let dims = LaunchDims {
+            shared_bytes,
+            ..self.wave_rows(items)
+        };
+        self.launch(f, dims, s, args)
+    }
+
+    fn launch_gemv3(&self, rows: usize, s: &Stream, args: Args) -> Result<()> {
+        self.launch_rows([&self.gemv3, &self.gemv3_r2], rows, 0, s, args)
+    }
+
+    /// The LDS a product with the norm in its prologue takes (x for one row), after
+    /// checking that the kernels take this row length: a multiple of 4 (16-byte loads) whose
+    /// row fits the 48 KiB every launch may have.
+    pub fn norm_prologue_bytes(k: usize) -> Result<u32> {
+        if k == 0 || !k.is_multiple_of(4) || k > NORM_PROLOGUE_MAX_K {
+            return Err(KernelError::Shape(format!(
+                "a product with the norm in its prologue takes rows of a multiple of 4 up to {NORM_PROLOGUE_MAX_K}; got {k}"
+            )));
         }
+        Ok(4 * k as u32)
+    }
+
+    /// Q, K and V of one token from the residual stream x: each block normalises x itself
+    /// (`norm`: rmsnorm's weights and eps; block 0 writes the normalised row to `norm.out`),
+    /// then as `gemv3`. Decode's attention norm without a launch of its own. The dot
+    /// products take x · w first and the rms scale after, so y differs from rmsnorm then
+    /// gemv3 by rounding (a few f32 ulps).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemv3_norm(
+        &self,
+        s: &Stream,
+        ws: [&DeviceBuffer<u16>; 3],
+        ns: [usize; 3],
+        x: &DeviceBuffer<f32>,
+        norm: NormIn,
+        ys: [&mut DeviceBuffer<f32>; 3],
+        k: usize,
+    ) -> Result<()> {
+        let shared = Self::norm_prologue_bytes(k)?;
+        Self::need(x, k, "gemv3_norm x")?;
+        Self::need(norm.w, k, "gemv3_norm norm weights")?;
+        Self::need(norm.out, k, "gemv3_norm normed")?;
+        let mut args = Args::new();
+        for ((w, y), n) in ws.into_iter().zip(ys).zip(ns) {
+            Self::need(w, n * k, "gemv3_norm w")?;
+            Self::need(y, n, "gemv3_norm y")?;
+            args = args.ptr(w).ptr(y).u32(u32_of(n, "n")?);
+        }
+        let args = args
+            .ptr(x)
+            .u32(u32_of(k, "k")?)
+            .ptr(norm.w)
+            .ptr(norm.out)
+            .f32(norm.eps);
+        let [a, b] = &self.gemv3_norm;
+        self.launch_rows([a, b], ns.iter().sum(), shared, s, args)
+    }
+
+    /// y = w · x and resid += y in one launch (decode's output and down projections with
+    /// the residual add behind them; resid gets exactly resid + y).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemv_add(
+        &self,
+        s: &Stream,
+        w: &DeviceBuffer<u16>,
+        x: &DeviceBuffer<f32>,
+        y: &mut DeviceBuffer<f32>,
+        resid: &mut DeviceBuffer<f32>,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
+        Self::need(w, n * k, "gemv_add w")?;
+        Self::need(x, k, "gemv_add x")?;
+        Self::need(y, n, "gemv_add y")?;
+        Self::need(resid, n, "gemv_add resid")?;
+        let args = Args::new()
+            .ptr(w)
+            .ptr(y)
+            .u32(u32_of(n, "n")?)
+            .ptr(x)
+            .u32(u32_of(k, "k")?)
+            .ptr(resid);
+        let [a, b] = &self.gemv_add;
+        self.launch_rows([a, b], n, 0, s, args)
     }
 
     /// Three products of one x in one launch (Q, K and V of a decode step):
@@ -623,6 +738,48 @@ impl GpuKernels {
             .u32(u32_of(n, "n")?)
             .u32(u32_of(k, "k")?);
         self.launch(&self.gate_up_silu, self.wave_rows(n), s, args)
+    }
+
+    /// `gate_up_silu` from the residual stream x with the FFN norm in the prologue (as
+    /// `gemv3_norm`: block 0 writes the normalised row to `norm.out`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gate_up_silu_norm(
+        &self,
+        s: &Stream,
+        w_gate: &DeviceBuffer<u16>,
+        w_up: &DeviceBuffer<u16>,
+        x: &DeviceBuffer<f32>,
+        norm: NormIn,
+        [gate, up, act]: [&mut DeviceBuffer<f32>; 3],
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
+        let shared = Self::norm_prologue_bytes(k)?;
+        Self::need(w_gate, n * k, "gate_up_silu_norm w_gate")?;
+        Self::need(w_up, n * k, "gate_up_silu_norm w_up")?;
+        Self::need(x, k, "gate_up_silu_norm x")?;
+        Self::need(norm.w, k, "gate_up_silu_norm norm weights")?;
+        Self::need(norm.out, k, "gate_up_silu_norm normed")?;
+        for (b, what) in [(&*gate, "gate"), (&*up, "up"), (&*act, "act")] {
+            Self::need(b, n, what)?;
+        }
+        let args = Args::new()
+            .ptr(w_gate)
+            .ptr(w_up)
+            .ptr(x)
+            .ptr(gate)
+            .ptr(up)
+            .ptr(act)
+            .u32(u32_of(n, "n")?)
+            .u32(u32_of(k, "k")?)
+            .ptr(norm.w)
+            .ptr(norm.out)
+            .f32(norm.eps);
+        let dims = LaunchDims {
+            shared_bytes: shared,
+            ..self.wave_rows(n)
+        };
+        self.launch(&self.gate_up_silu_norm, dims, s, args)
     }
 
     /// Blocks of BLOCK threads with one wave per item.
@@ -1339,7 +1496,20 @@ pub struct AttnShape {
 
 #[cfg(test)]
 mod tests {
-    use super::{gemm_tile, wgmma_shared, wgmma_tile};
+    use super::{gemm_tile, wgmma_shared, wgmma_tile, GpuKernels, NORM_PROLOGUE_MAX_K};
+
+    #[test]
+    fn norm_prologue_takes_rows_that_fit_its_lds_and_vector_loads() {
+        // SmolLM2, Llama-2-7B, Llama-2-70B hidden sizes: x in LDS, 4 bytes a value.
+        for (k, bytes) in [(576, 2304), (4096, 16_384), (8192, 32_768)] {
+            assert_eq!(GpuKernels::norm_prologue_bytes(k).unwrap(), bytes);
+        }
+        assert!(GpuKernels::norm_prologue_bytes(NORM_PROLOGUE_MAX_K).is_ok());
+        for bad in [0, 4098, NORM_PROLOGUE_MAX_K + 4] {
+            let e = GpuKernels::norm_prologue_bytes(bad).unwrap_err().to_string();
+            assert!(e.contains(&format!("got {bad}")), "{e}");
+        }
+    }
 
     /// The warpgroup GEMM's tile at the two benchmark shapes (512-token prompt): 128 for
     /// every Llama-2-7B group, 64 for SmolLM2's narrow ones.

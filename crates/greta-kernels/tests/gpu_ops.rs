@@ -5,7 +5,7 @@
 
 use greta_kernels::cpu::{self, RopePairing, WeightView};
 use greta_kernels::gpu::{
-    default_dir, AttnScratch, AttnShape, GemmOut, GemmRoute, GpuKernels, MatShape, QkvRope,
+    default_dir, AttnScratch, AttnShape, GemmOut, GemmRoute, GpuKernels, MatShape, NormIn, QkvRope,
     RopeShape, Rows,
 };
 use half::f16;
@@ -544,6 +544,143 @@ fn fused_decode_products_match_cpu() {
         let m = mismatches(&got[2], &download(&s, &dact));
         eprintln!("gate_up_silu n={n}: act differs from silu_mul in {m} of {n} elements");
         assert_eq!(m, 0, "gate_up_silu's act must be silu_mul's, bit for bit");
+    }
+}
+
+/// The decode products with the norm in their prologue and the residual add in their
+/// epilogue, against the CPU's rmsnorm, product and add: the prologue applies the rms scale
+/// after the dot product (f32 rounding only), and block 0 writes the normalised row.
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn decode_products_with_norm_and_add_match_cpu() {
+    let (g, s, k) = setup();
+    let eps = 1e-5;
+    // SmolLM2 and Llama-2-7B rows, an odd stacking with a row count past 16k (two rows per
+    // wave), a short row (one vector per thread), a k off 8 (the scalar dot loop).
+    for (kk, ns) in [
+        (576, [576, 192, 192]),
+        (4096, [4096, 4096, 4096]),
+        (520, [16_384, 1, 3]),
+        (64, [70, 9, 0]),
+        (100, [33, 7, 7]),
+    ] {
+        // A residual stream with an outlier channel, as real ones have.
+        let mut x = values(kk, 41);
+        x[kk / 3] = 40.0;
+        let nw: Vec<f32> = values(kk, 42).iter().map(|v| 1.0 + 0.5 * v).collect();
+        let mut want_norm = vec![0f32; kk];
+        cpu::rmsnorm(&x, &nw, eps, &mut want_norm);
+        let (dx, dnw) = (upload(&g, &s, &x), upload(&g, &s, &nw));
+        let mut dnormed = g.alloc::<f32>(kk).unwrap();
+        let mats: Vec<(Vec<u16>, Vec<f32>)> = ns
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| f16_matrix(n, kk, (i * 37 + kk) as u64))
+            .collect();
+        let dws: Vec<DeviceBuffer<u16>> = mats.iter().map(|(b, _)| upload(&g, &s, b)).collect();
+        let mut dys: Vec<DeviceBuffer<f32>> = ns
+            .iter()
+            .map(|&n| g.alloc::<f32>(n.max(1)).unwrap())
+            .collect();
+        let [y0, y1, y2] = &mut dys[..] else {
+            unreachable!()
+        };
+        let norm = NormIn {
+            w: &dnw,
+            eps,
+            out: &mut dnormed,
+        };
+        k.gemv3_norm(
+            &s,
+            [&dws[0], &dws[1], &dws[2]],
+            ns,
+            &dx,
+            norm,
+            [y0, y1, y2],
+            kk,
+        )
+        .unwrap();
+        let e = nmse(&download(&s, &dnormed), &want_norm);
+        eprintln!("gemv3_norm k={kk}: normed nmse {e:.3e}");
+        assert!(e < NMSE_F32, "gemv3_norm k={kk}: normed nmse {e:.3e}");
+        for (i, &n) in ns.iter().enumerate().filter(|(_, &n)| n > 0) {
+            let mut want = vec![0f32; n];
+            cpu::matmul_wt(&want_norm, WeightView::F32(&mats[i].1), &mut want, 1, kk, n);
+            let e = nmse(&download(&s, &dys[i])[..n], &want);
+            eprintln!("gemv3_norm k={kk} part {i} n={n}: nmse {e:.3e}");
+            assert!(
+                e < NMSE_F32,
+                "gemv3_norm k={kk} part {i} n={n}: nmse {e:.3e}"
+            );
+        }
+        // The same weights as one product with the residual add: resid gets exactly
+        // resid + y (the same f32 add as add_rmsnorm's).
+        let n = ns[0];
+        let resid = values(n, 43);
+        let mut dresid = upload(&g, &s, &resid);
+        let mut dy = g.alloc::<f32>(n).unwrap();
+        k.gemv_add(&s, &dws[0], &dx, &mut dy, &mut dresid, n, kk)
+            .unwrap();
+        let mut want = vec![0f32; n];
+        cpu::matmul_wt(&x, WeightView::F32(&mats[0].1), &mut want, 1, kk, n);
+        let y = download(&s, &dy);
+        let e = nmse(&y, &want);
+        eprintln!("gemv_add k={kk} n={n}: nmse {e:.3e}");
+        assert!(e < NMSE_F32, "gemv_add k={kk} n={n}: nmse {e:.3e}");
+        let added: Vec<f32> = resid.iter().zip(&y).map(|(r, y)| r + y).collect();
+        let m = mismatches(&download(&s, &dresid), &added);
+        assert_eq!(
+            m, 0,
+            "gemv_add k={kk}: resid must be resid + y, bit for bit"
+        );
+    }
+    for (n, kk) in [(1536, 576), (11_008, 4096), (33, 100)] {
+        let mut x = values(kk, 51);
+        x[1] = -30.0;
+        let nw = values(kk, 52);
+        let mut want_norm = vec![0f32; kk];
+        cpu::rmsnorm(&x, &nw, eps, &mut want_norm);
+        let (dx, dnw) = (upload(&g, &s, &x), upload(&g, &s, &nw));
+        let mut dnormed = g.alloc::<f32>(kk).unwrap();
+        let (gb, gf) = f16_matrix(n, kk, 53);
+        let (ub, uf) = f16_matrix(n, kk, 54);
+        let (dg, du) = (upload(&g, &s, &gb), upload(&g, &s, &ub));
+        let mut bufs: Vec<DeviceBuffer<f32>> = (0..3).map(|_| g.alloc::<f32>(n).unwrap()).collect();
+        let [gate, up, act] = &mut bufs[..] else {
+            unreachable!()
+        };
+        let norm = NormIn {
+            w: &dnw,
+            eps,
+            out: &mut dnormed,
+        };
+        k.gate_up_silu_norm(&s, &dg, &du, &dx, norm, [gate, up, act], n, kk)
+            .unwrap();
+        let (mut wg, mut wu, mut wa) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        cpu::matmul_wt(&want_norm, WeightView::F32(&gf), &mut wg, 1, kk, n);
+        cpu::matmul_wt(&want_norm, WeightView::F32(&uf), &mut wu, 1, kk, n);
+        cpu::silu_mul(&wg, &wu, &mut wa);
+        let normed = download(&s, &dnormed);
+        for (name, got, want) in [
+            ("normed", normed, &want_norm),
+            ("gate", download(&s, &bufs[0]), &wg),
+            ("up", download(&s, &bufs[1]), &wu),
+            ("act", download(&s, &bufs[2]), &wa),
+        ] {
+            let e = nmse(&got, want);
+            eprintln!("gate_up_silu_norm n={n} k={kk} {name}: nmse {e:.3e}");
+            assert!(
+                e < NMSE_F32,
+                "gate_up_silu_norm n={n} k={kk} {name}: nmse {e:.3e}"
+            );
+        }
+    }
+    // A row the LDS cannot hold, or one off the 16-byte loads, is refused by name.
+    for bad in [4098, 12 * 1024 + 4] {
+        let err = GpuKernels::norm_prologue_bytes(bad)
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains(&bad.to_string()), "{err}");
     }
 }
 

@@ -11,7 +11,7 @@
 use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
     check_attention_shape, AttnScratch, AttnShape, DeviceSampling, GemmOut, GemmRoute, GpuKernels,
-    KernelError, MatShape, QkvRope, Rows,
+    KernelError, MatShape, NormIn, QkvRope, Rows,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
@@ -521,6 +521,49 @@ impl GpuLlama {
         Ok(())
     }
 
+    /// Decode's output (`Lin::O`, input ctx) or down (`Lin::Down`, input act) projection
+    /// with the residual add in its epilogue: proj = w · input, x += proj, one launch; then
+    /// proj and x observed at `at` ([product, residual]). While the observer watches the
+    /// product, x is kept in `last` first, so that a changed product is added to the residual
+    /// it was added to (as the unfused stages would).
+    fn project_add(
+        &self,
+        st: &mut GpuState,
+        which: Lin,
+        w: &DeviceBuffer<u16>,
+        obs: &mut dyn StageObserver,
+        [out_at, resid_at]: [StageAt; 2],
+    ) -> Result<()> {
+        let c = &self.config;
+        let d = c.hidden;
+        let (input, k_in) = match which {
+            Lin::O => (&st.ctx, c.n_heads * c.head_dim),
+            _ => (&st.act, c.intermediate),
+        };
+        let watched = obs.wants(out_at.point, out_at.layer);
+        if watched {
+            st.last.copy_from_device(0, &st.x, 0, d, &st.stream)?;
+        }
+        self.kernels
+            .gemv_add(&st.stream, w, input, &mut st.proj, &mut st.x, d, k_in)?;
+        if observe(obs, &st.stream, out_at, &mut st.proj, 1, d)? {
+            st.x.copy_from_device(0, &st.last, 0, d, &st.stream)?;
+            // The add alone is wanted; the norm it also writes is made again by the next
+            // product's prologue.
+            self.kernels.add_rmsnorm(
+                &st.stream,
+                &mut st.x,
+                &st.proj,
+                &self.output_norm,
+                &mut st.normed,
+                Rows { rows: 1, len: d },
+                c.rms_eps,
+            )?;
+        }
+        observe(obs, &st.stream, resid_at, &mut st.x, 1, d)?;
+        Ok(())
+    }
+
     /// Runs `tokens` (already in `st.ids`) at positions `pos0..`. Returns the number of
     /// logits rows, which stay in `st.logits` ([rows, vocab]; one row for `Last`).
     ///
@@ -560,52 +603,100 @@ impl GpuLlama {
         // Whether `normed` is not yet the next norm of the current x: true for the embedding;
         // after a layer's fused add + norm, only if an observer changed x.
         let mut norm_stale = true;
+        // One token: the norms run in the prologues of the products that read them and the
+        // residual adds in the epilogues of the products that feed them (decode: 6 launches
+        // per layer, not 8). The residual before an add is kept in `last` while an observer
+        // watches the added product, which it may change.
+        let fused = t == 1 && GpuKernels::norm_prologue_bytes(d).is_ok();
         for (l, w) in self.layers.iter().enumerate() {
             let layer = Some(l);
-            norm_stale |= observe(
-                obs,
-                &st.stream,
-                at(Point::AttnIn, layer, pos0),
-                &mut st.x,
-                t,
-                d,
-            )?;
-            if norm_stale {
-                k.rmsnorm(
+            if fused {
+                // A change to x at AttnIn reaches the product's prologue, which reads x.
+                observe(
+                    obs,
                     &st.stream,
-                    &st.x,
-                    &w.attn_norm,
-                    &mut st.normed,
-                    rows_d,
-                    c.rms_eps,
+                    at(Point::AttnIn, layer, pos0),
+                    &mut st.x,
+                    t,
+                    d,
                 )?;
-            }
-            observe(
-                obs,
-                &st.stream,
-                at(Point::AttnNorm, layer, pos0),
-                &mut st.normed,
-                t,
-                d,
-            )?;
-
-            // Q, K, V.
-            if t == 1 {
-                k.gemv3(
+                let norm = NormIn {
+                    w: &w.attn_norm,
+                    eps: c.rms_eps,
+                    out: &mut st.normed,
+                };
+                k.gemv3_norm(
                     &st.stream,
                     [&w.wq, &w.wk, &w.wv],
                     [q_row, kv_row, kv_row],
-                    &st.normed,
+                    &st.x,
+                    norm,
                     [&mut st.q, &mut st.k, &mut st.v],
                     d,
                 )?;
+                if observe(
+                    obs,
+                    &st.stream,
+                    at(Point::AttnNorm, layer, pos0),
+                    &mut st.normed,
+                    t,
+                    d,
+                )? {
+                    k.gemv3(
+                        &st.stream,
+                        [&w.wq, &w.wk, &w.wv],
+                        [q_row, kv_row, kv_row],
+                        &st.normed,
+                        [&mut st.q, &mut st.k, &mut st.v],
+                        d,
+                    )?;
+                }
             } else {
-                let qkv = [
-                    (Lin::Q, &w.wq, q_row),
-                    (Lin::K, &w.wk, kv_row),
-                    (Lin::V, &w.wv, kv_row),
-                ];
-                self.products(st, &qkv, t, d)?;
+                norm_stale |= observe(
+                    obs,
+                    &st.stream,
+                    at(Point::AttnIn, layer, pos0),
+                    &mut st.x,
+                    t,
+                    d,
+                )?;
+                if norm_stale {
+                    k.rmsnorm(
+                        &st.stream,
+                        &st.x,
+                        &w.attn_norm,
+                        &mut st.normed,
+                        rows_d,
+                        c.rms_eps,
+                    )?;
+                }
+                observe(
+                    obs,
+                    &st.stream,
+                    at(Point::AttnNorm, layer, pos0),
+                    &mut st.normed,
+                    t,
+                    d,
+                )?;
+
+                // Q, K, V.
+                if t == 1 {
+                    k.gemv3(
+                        &st.stream,
+                        [&w.wq, &w.wk, &w.wv],
+                        [q_row, kv_row, kv_row],
+                        &st.normed,
+                        [&mut st.q, &mut st.k, &mut st.v],
+                        d,
+                    )?;
+                } else {
+                    let qkv = [
+                        (Lin::Q, &w.wq, q_row),
+                        (Lin::K, &w.wk, kv_row),
+                        (Lin::V, &w.wv, kv_row),
+                    ];
+                    self.products(st, &qkv, t, d)?;
+                }
             }
             observe(
                 obs,
@@ -705,55 +796,102 @@ impl GpuLlama {
                 t,
                 q_row,
             )?;
-            self.products(st, &[(Lin::O, &w.wo, d)], t, q_row)?;
-            observe(
-                obs,
-                &st.stream,
-                at(Point::AttnOut, layer, pos0),
-                &mut st.proj,
-                t,
-                d,
-            )?;
-
-            // Residual + ffn_norm.
-            k.add_rmsnorm(
-                &st.stream,
-                &mut st.x,
-                &st.proj,
-                &w.ffn_norm,
-                &mut st.normed,
-                rows_d,
-                c.rms_eps,
-            )?;
-            if observe(
-                obs,
-                &st.stream,
-                at(Point::ResidAttn, layer, pos0),
-                &mut st.x,
-                t,
-                d,
-            )? {
-                k.rmsnorm(
+            if fused {
+                self.project_add(
+                    st,
+                    Lin::O,
+                    &w.wo,
+                    obs,
+                    [
+                        at(Point::AttnOut, layer, pos0),
+                        at(Point::ResidAttn, layer, pos0),
+                    ],
+                )?;
+            } else {
+                self.products(st, &[(Lin::O, &w.wo, d)], t, q_row)?;
+                observe(
+                    obs,
                     &st.stream,
-                    &st.x,
+                    at(Point::AttnOut, layer, pos0),
+                    &mut st.proj,
+                    t,
+                    d,
+                )?;
+
+                // Residual + ffn_norm.
+                k.add_rmsnorm(
+                    &st.stream,
+                    &mut st.x,
+                    &st.proj,
                     &w.ffn_norm,
                     &mut st.normed,
                     rows_d,
                     c.rms_eps,
                 )?;
+                if observe(
+                    obs,
+                    &st.stream,
+                    at(Point::ResidAttn, layer, pos0),
+                    &mut st.x,
+                    t,
+                    d,
+                )? {
+                    k.rmsnorm(
+                        &st.stream,
+                        &st.x,
+                        &w.ffn_norm,
+                        &mut st.normed,
+                        rows_d,
+                        c.rms_eps,
+                    )?;
+                }
+                observe(
+                    obs,
+                    &st.stream,
+                    at(Point::FfnNorm, layer, pos0),
+                    &mut st.normed,
+                    t,
+                    d,
+                )?;
             }
-            observe(
-                obs,
-                &st.stream,
-                at(Point::FfnNorm, layer, pos0),
-                &mut st.normed,
-                t,
-                d,
-            )?;
 
             // gate, up, SwiGLU.
             let n_ff = c.intermediate;
-            if t == 1 {
+            if fused {
+                let norm = NormIn {
+                    w: &w.ffn_norm,
+                    eps: c.rms_eps,
+                    out: &mut st.normed,
+                };
+                k.gate_up_silu_norm(
+                    &st.stream,
+                    &w.w_gate,
+                    &w.w_up,
+                    &st.x,
+                    norm,
+                    [&mut st.gate, &mut st.up, &mut st.act],
+                    n_ff,
+                    d,
+                )?;
+                if observe(
+                    obs,
+                    &st.stream,
+                    at(Point::FfnNorm, layer, pos0),
+                    &mut st.normed,
+                    t,
+                    d,
+                )? {
+                    k.gate_up_silu(
+                        &st.stream,
+                        &w.w_gate,
+                        &w.w_up,
+                        &st.normed,
+                        [&mut st.gate, &mut st.up, &mut st.act],
+                        n_ff,
+                        d,
+                    )?;
+                }
+            } else if t == 1 {
                 k.gate_up_silu(
                     &st.stream,
                     &w.w_gate,
@@ -795,38 +933,53 @@ impl GpuLlama {
                 t,
                 n_ff,
             )?;
-            self.products(st, &[(Lin::Down, &w.w_down, d)], t, n_ff)?;
-            observe(
-                obs,
-                &st.stream,
-                at(Point::FfnOut, layer, pos0),
-                &mut st.proj,
-                t,
-                d,
-            )?;
+            if fused {
+                self.project_add(
+                    st,
+                    Lin::Down,
+                    &w.w_down,
+                    obs,
+                    [
+                        at(Point::FfnOut, layer, pos0),
+                        at(Point::ResidFfn, layer, pos0),
+                    ],
+                )?;
+                // `normed` is not the next norm: the next layer's product makes its own.
+                norm_stale = true;
+            } else {
+                self.products(st, &[(Lin::Down, &w.w_down, d)], t, n_ff)?;
+                observe(
+                    obs,
+                    &st.stream,
+                    at(Point::FfnOut, layer, pos0),
+                    &mut st.proj,
+                    t,
+                    d,
+                )?;
 
-            // Residual + the next norm (the next layer's attn_norm, or the final norm).
-            let next_norm = match self.layers.get(l + 1) {
-                Some(next) => &next.attn_norm,
-                None => &self.output_norm,
-            };
-            k.add_rmsnorm(
-                &st.stream,
-                &mut st.x,
-                &st.proj,
-                next_norm,
-                &mut st.normed,
-                rows_d,
-                c.rms_eps,
-            )?;
-            norm_stale = observe(
-                obs,
-                &st.stream,
-                at(Point::ResidFfn, layer, pos0),
-                &mut st.x,
-                t,
-                d,
-            )?;
+                // Residual + the next norm (the next layer's attn_norm, or the final norm).
+                let next_norm = match self.layers.get(l + 1) {
+                    Some(next) => &next.attn_norm,
+                    None => &self.output_norm,
+                };
+                k.add_rmsnorm(
+                    &st.stream,
+                    &mut st.x,
+                    &st.proj,
+                    next_norm,
+                    &mut st.normed,
+                    rows_d,
+                    c.rms_eps,
+                )?;
+                norm_stale = observe(
+                    obs,
+                    &st.stream,
+                    at(Point::ResidFfn, layer, pos0),
+                    &mut st.x,
+                    t,
+                    d,
+                )?;
+            }
         }
         if norm_stale {
             k.rmsnorm(
