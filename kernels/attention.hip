@@ -481,7 +481,7 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
     if (t == 0) done[h] = 0;
 }
 
-GRETA_KERNEL void attn_decode_split(const float* q, const g_half* k_cache, const g_half* v_cache, float* part_m,
+GRETA_KERNEL GRETA_BLOCK_MAX(DECODE_BLOCK) void attn_decode_split(const float* q, const g_half* k_cache, const g_half* v_cache, float* part_m,
                                     float* part_l, float* part_o, unsigned* done, float* ctx, const unsigned* pos0,
                                     unsigned n_heads, unsigned n_kv_heads, unsigned head_dim, unsigned n_splits,
                                     float scale) {

@@ -11,6 +11,10 @@
 #define GRETA_KERNEL extern "C" __attribute__((global))
 #define GRETA_DEVICE static __attribute__((device)) inline
 #define GRETA_SHARED __attribute__((shared))
+// The most threads a kernel's blocks have: lets the compiler give each thread the registers
+// a smaller block leaves (HIP assumes 1024-thread blocks otherwise: at most 128 VGPRs at
+// wave64, where the decode attention spilled 226).
+#define GRETA_BLOCK_MAX(n) __attribute__((amdgpu_flat_work_group_size(1, n)))
 // Wave size: 64 on CDNA (gfx90a, gfx942).
 #define GRETA_WAVE 64
 typedef _Float16 g_half;
@@ -35,6 +39,9 @@ GRETA_DEVICE float g_cos(float x) { return __builtin_cosf(x); }
 #define GRETA_KERNEL extern "C" __global__
 #define GRETA_DEVICE static __device__ inline
 #define GRETA_SHARED __shared__
+// Nothing on NVIDIA: nvcc already allows 255 registers a thread whatever the block (the
+// measured sm_90a objects were built so; __launch_bounds__ changes their code).
+#define GRETA_BLOCK_MAX(n)
 #define GRETA_WAVE 32
 typedef __half g_half;
 GRETA_DEVICE unsigned g_tid() { return threadIdx.x; }

@@ -225,6 +225,9 @@ pub fn build(root: &Path) -> Result<PathBuf> {
             };
             let bytes = std::fs::read(&obj)?;
             check_matrix_units(t, &stem, &obj, &cuobjdump)?;
+            if t.vendor == "amd" {
+                check_no_spills(t, &stem, &obj)?;
+            }
             objects.push(serde_json::json!({
                 "kernel": stem,
                 "target": t.name,
@@ -244,6 +247,64 @@ pub fn build(root: &Path) -> Result<PathBuf> {
         serde_json::to_string_pretty(&serde_json::json!({"objects": objects}))?,
     )?;
     Ok(manifest)
+}
+
+/// No AMD kernel may spill registers to scratch memory: no test would notice (the results
+/// stay right), and it has happened: the decode attention's 226 spilled VGPRs at HIP's
+/// default 1024-thread bound (fixed with GRETA_BLOCK_MAX). Read from the code object's
+/// metadata notes (`.vgpr_spill_count`, `.sgpr_spill_count` per kernel).
+fn check_no_spills(t: &Target, stem: &str, obj: &Path) -> Result<()> {
+    let notes = output(
+        Command::new("llvm-readelf-19").arg("--notes").arg(obj),
+        "llvm-readelf-19 --notes",
+    )?;
+    let spills = spilling_kernels(&notes);
+    if !spills.is_empty() {
+        bail!(
+            "{}/{stem}: kernels spill registers to scratch ({}); bound their block size (GRETA_BLOCK_MAX) or lighten them",
+            t.name,
+            spills.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// "kernel: N VGPRs, M SGPRs" for each kernel of an AMDGPU metadata listing that spills.
+/// The listing is YAML: each kernel a map under `amdhsa.kernels:` that begins at "  - " and
+/// whose own keys sit at four spaces (deeper ones, such as the arguments', are skipped).
+fn spilling_kernels(notes: &str) -> Vec<String> {
+    #[derive(Default)]
+    struct Kernel {
+        name: String,
+        vgpr: u64,
+        sgpr: u64,
+    }
+    let mut kernels: Vec<Kernel> = Vec::new();
+    for line in notes.lines() {
+        let key = if let Some(k) = line.strip_prefix("  - ") {
+            kernels.push(Kernel::default());
+            k
+        } else if let Some(k) = line.strip_prefix("    ").filter(|k| k.starts_with('.')) {
+            k
+        } else {
+            continue;
+        };
+        let (Some(k), Some((field, value))) = (kernels.last_mut(), key.split_once(':')) else {
+            continue;
+        };
+        let value = value.trim();
+        match field {
+            ".name" => k.name = value.to_string(),
+            ".vgpr_spill_count" => k.vgpr = value.parse().unwrap_or(0),
+            ".sgpr_spill_count" => k.sgpr = value.parse().unwrap_or(0),
+            _ => {}
+        }
+    }
+    kernels
+        .iter()
+        .filter(|k| k.vgpr > 0 || k.sgpr > 0)
+        .map(|k| format!("{}: {} VGPRs, {} SGPRs", k.name, k.vgpr, k.sgpr))
+        .collect()
 }
 
 /// GEMM and attention objects must use MFMA on gfx9, and HMMA (plus HGMMA in the GEMM) on
@@ -292,4 +353,39 @@ fn check_matrix_units(
         bail!("{}/{stem}: no {missing} instruction in the code object: that matrix-unit path was not compiled (needed: {})", t.name, needle.join(", "));
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::spilling_kernels;
+
+    #[test]
+    fn spills_are_read_per_kernel_from_the_metadata_notes() {
+        // The shape of llvm-readelf --notes for two kernels; the argument map's keys (one
+        // named, as with -g) must not be taken for the kernel's.
+        let notes = "\
+amdhsa.kernels:
+  - .agpr_count:     0
+    .args:
+      - .name:           w0
+        .offset:         0
+    .name:           attn_decode_split
+    .sgpr_spill_count: 0
+    .vgpr_count:     128
+    .vgpr_spill_count: 226
+  - .agpr_count:     0
+    .args:
+      - .offset:         0
+    .name:           gemv3_f16
+    .sgpr_spill_count: 0
+    .vgpr_count:     79
+    .vgpr_spill_count: 0
+amdhsa.target:   amdgcn-amd-amdhsa--gfx942
+";
+        assert_eq!(
+            spilling_kernels(notes),
+            vec!["attn_decode_split: 226 VGPRs, 0 SGPRs".to_string()]
+        );
+        assert!(spilling_kernels(&notes.replace("226", "0")).is_empty());
+    }
 }

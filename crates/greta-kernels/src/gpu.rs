@@ -1506,7 +1506,9 @@ mod tests {
         }
         assert!(GpuKernels::norm_prologue_bytes(NORM_PROLOGUE_MAX_K).is_ok());
         for bad in [0, 4098, NORM_PROLOGUE_MAX_K + 4] {
-            let e = GpuKernels::norm_prologue_bytes(bad).unwrap_err().to_string();
+            let e = GpuKernels::norm_prologue_bytes(bad)
+                .unwrap_err()
+                .to_string();
             assert!(e.contains(&format!("got {bad}")), "{e}");
         }
     }
