@@ -77,7 +77,8 @@ pub(crate) fn fetch_model() -> Result<()> {
     )
 }
 
-/// System packages the tests and the kernel build need: Debian's clang-19/lld-19/llvm-19
+/// System packages the tests and the kernel build need (llvm-19 twice: objdump for the MFMA
+/// check, readelf for the spill check; apt takes a package named twice once): Debian's clang-19/lld-19/llvm-19
 /// (kernels for gfx942/gfx90a, their disassembly) and libamdhip64-5 (the HIP runtime the
 /// hiprt tests load; no GPU needed). Installed with apt-get when missing and running as root.
 fn install_system_packages() -> Result<()> {
@@ -96,6 +97,7 @@ fn install_system_packages() -> Result<()> {
         ("clang-19", "clang-19"),
         ("ld.lld-19", "lld-19"),
         ("llvm-objdump-19", "llvm-19"),
+        ("llvm-readelf-19", "llvm-19"),
     ] {
         if !have_cmd(cmd) {
             need.push(pkg);
