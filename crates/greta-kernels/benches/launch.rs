@@ -2,7 +2,7 @@
 //! driver's launch call), without the GPU's execution: batches of launches are timed up to
 //! the last launch call, then the stream is drained outside the timing. Needs a GPU and the
 //! built kernels (`cargo xtask build-kernels`); without them it says so and measures nothing.
-//! A decode step of SmolLM2-135M makes 245 such launches (captured once into a graph; eager
+//! A decode step of SmolLM2-135M makes 185 such launches (captured once into a graph; eager
 //! decode pays them every token). Each launch is timed both ways the kernels can go out:
 //! overlapped (`cuLaunchKernelEx` with programmatic serialization on NVIDIA, the default)
 //! and plain (`cuLaunchKernel`, `--overlap off`). The prefill's grouped Q/K/V product is timed

@@ -567,9 +567,11 @@ impl GpuLlama {
     /// Runs `tokens` (already in `st.ids`) at positions `pos0..`. Returns the number of
     /// logits rows, which stay in `st.logits` ([rows, vocab]; one row for `Last`).
     ///
-    /// The stages are TRACE.md's, in its order; several run in one launch (the residual add
-    /// with the next norm, RoPE with the KV append, and for one token Q/K/V as one product
-    /// and gate/up with SwiGLU). Every stage's value is still materialised and observed after
+    /// The stages are TRACE.md's, in its order; several run in one launch (RoPE with the KV
+    /// append; for several tokens the residual add with the next norm; for one token Q/K/V
+    /// as one product with the attention norm in its prologue, gate/up with the FFN norm and
+    /// SwiGLU, the output and down products with the residual add). Every stage's value is
+    /// still materialised and observed after
     /// its launch; where an observer changes a value that a fused launch already consumed,
     /// the consuming stage is run again from the changed value, so an injected fault
     /// propagates exactly as it does through unfused stages.
