@@ -349,6 +349,18 @@ impl GpuKernels {
         Ok(())
     }
 
+    /// `need` for buffer `name` of launcher `what` (the message is built only on failure:
+    /// these checks run on every launch).
+    fn need_of<T: Copy>(b: &DeviceBuffer<T>, n: usize, what: &str, name: &str) -> Result<()> {
+        if b.len() < n {
+            return Err(KernelError::Shape(format!(
+                "{what} {name}: buffer of {} elements, {n} needed",
+                b.len()
+            )));
+        }
+        Ok(())
+    }
+
     fn need<T: Copy>(b: &DeviceBuffer<T>, n: usize, what: &str) -> Result<()> {
         if b.len() < n {
             return Err(KernelError::Shape(format!(
@@ -640,21 +652,8 @@ impl GpuKernels {
         k: usize,
     ) -> Result<()> {
         let shared = Self::norm_prologue_bytes(k)?;
-        Self::need(x, k, "gemv3_norm x")?;
-        Self::need(norm.w, k, "gemv3_norm norm weights")?;
-        Self::need(norm.out, k, "gemv3_norm normed")?;
-        let mut args = Args::new();
-        for ((w, y), n) in ws.into_iter().zip(ys).zip(ns) {
-            Self::need(w, n * k, "gemv3_norm w")?;
-            Self::need(y, n, "gemv3_norm y")?;
-            args = args.ptr(w).ptr(y).u32(u32_of(n, "n")?);
-        }
-        let args = args
-            .ptr(x)
-            .u32(u32_of(k, "k")?)
-            .ptr(norm.w)
-            .ptr(norm.out)
-            .f32(norm.eps);
+        let args = Self::stacked_args(ws, ns, x, ys, k, "gemv3_norm")?;
+        let args = Self::norm_args(args, norm, k, "gemv3_norm")?;
         let [a, b] = &self.gemv3_norm;
         self.launch_rows([a, b], ns.iter().sum(), shared, s, args)
     }
@@ -698,15 +697,36 @@ impl GpuKernels {
         ys: [&mut DeviceBuffer<f32>; 3],
         k: usize,
     ) -> Result<()> {
-        Self::need(x, k, "gemv3 x")?;
+        let args = Self::stacked_args(ws, ns, x, ys, k, "gemv3")?;
+        self.launch_gemv3(ns.iter().sum(), s, args)
+    }
+
+    /// The arguments of the stacked products (w, y, n of each of three, then x, k), after
+    /// checking every buffer's size; `what` names the caller in an error.
+    fn stacked_args(
+        ws: [&DeviceBuffer<u16>; 3],
+        ns: [usize; 3],
+        x: &DeviceBuffer<f32>,
+        ys: [&mut DeviceBuffer<f32>; 3],
+        k: usize,
+        what: &str,
+    ) -> Result<Args> {
+        Self::need_of(x, k, what, "x")?;
         let mut args = Args::new();
         for ((w, y), n) in ws.into_iter().zip(ys).zip(ns) {
-            Self::need(w, n * k, "gemv3 w")?;
-            Self::need(y, n, "gemv3 y")?;
+            Self::need_of(w, n * k, what, "w")?;
+            Self::need_of(y, n, what, "y")?;
             args = args.ptr(w).ptr(y).u32(u32_of(n, "n")?);
         }
-        let args = args.ptr(x).u32(u32_of(k, "k")?);
-        self.launch_gemv3(ns.iter().sum(), s, args)
+        Ok(args.ptr(x).u32(u32_of(k, "k")?))
+    }
+
+    /// `args` followed by the norm's (weights, where block 0 writes the normalised row,
+    /// eps), after checking their sizes against the row length k.
+    fn norm_args(args: Args, norm: NormIn, k: usize, what: &str) -> Result<Args> {
+        Self::need_of(norm.w, k, what, "norm weights")?;
+        Self::need_of(norm.out, k, what, "normed")?;
+        Ok(args.ptr(norm.w).ptr(norm.out).f32(norm.eps))
     }
 
     /// gate = w_gate · x, up = w_up · x, act = silu(gate) * up (decode's SwiGLU FFN input
@@ -722,13 +742,27 @@ impl GpuKernels {
         n: usize,
         k: usize,
     ) -> Result<()> {
-        Self::need(w_gate, n * k, "gate_up_silu w_gate")?;
-        Self::need(w_up, n * k, "gate_up_silu w_up")?;
-        Self::need(x, k, "gate_up_silu x")?;
-        for (b, what) in [(&*gate, "gate"), (&*up, "up"), (&*act, "act")] {
-            Self::need(b, n, what)?;
+        let args = Self::gate_up_args([w_gate, w_up], x, [gate, up, act], n, k, "gate_up_silu")?;
+        self.launch(&self.gate_up_silu, self.wave_rows(n), s, args)
+    }
+
+    /// The arguments of the gate/up products (w_gate, w_up, x, gate, up, act, n, k), after
+    /// checking every buffer's size; `what` names the caller in an error.
+    fn gate_up_args(
+        [w_gate, w_up]: [&DeviceBuffer<u16>; 2],
+        x: &DeviceBuffer<f32>,
+        [gate, up, act]: [&mut DeviceBuffer<f32>; 3],
+        n: usize,
+        k: usize,
+        what: &str,
+    ) -> Result<Args> {
+        Self::need_of(w_gate, n * k, what, "w_gate")?;
+        Self::need_of(w_up, n * k, what, "w_up")?;
+        Self::need_of(x, k, what, "x")?;
+        for (b, name) in [(&*gate, "gate"), (&*up, "up"), (&*act, "act")] {
+            Self::need_of(b, n, what, name)?;
         }
-        let args = Args::new()
+        Ok(Args::new()
             .ptr(w_gate)
             .ptr(w_up)
             .ptr(x)
@@ -736,8 +770,7 @@ impl GpuKernels {
             .ptr(up)
             .ptr(act)
             .u32(u32_of(n, "n")?)
-            .u32(u32_of(k, "k")?);
-        self.launch(&self.gate_up_silu, self.wave_rows(n), s, args)
+            .u32(u32_of(k, "k")?))
     }
 
     /// `gate_up_silu` from the residual stream x with the FFN norm in the prologue (as
@@ -755,26 +788,9 @@ impl GpuKernels {
         k: usize,
     ) -> Result<()> {
         let shared = Self::norm_prologue_bytes(k)?;
-        Self::need(w_gate, n * k, "gate_up_silu_norm w_gate")?;
-        Self::need(w_up, n * k, "gate_up_silu_norm w_up")?;
-        Self::need(x, k, "gate_up_silu_norm x")?;
-        Self::need(norm.w, k, "gate_up_silu_norm norm weights")?;
-        Self::need(norm.out, k, "gate_up_silu_norm normed")?;
-        for (b, what) in [(&*gate, "gate"), (&*up, "up"), (&*act, "act")] {
-            Self::need(b, n, what)?;
-        }
-        let args = Args::new()
-            .ptr(w_gate)
-            .ptr(w_up)
-            .ptr(x)
-            .ptr(gate)
-            .ptr(up)
-            .ptr(act)
-            .u32(u32_of(n, "n")?)
-            .u32(u32_of(k, "k")?)
-            .ptr(norm.w)
-            .ptr(norm.out)
-            .f32(norm.eps);
+        let what = "gate_up_silu_norm";
+        let args = Self::gate_up_args([w_gate, w_up], x, [gate, up, act], n, k, what)?;
+        let args = Self::norm_args(args, norm, k, what)?;
         let dims = LaunchDims {
             shared_bytes: shared,
             ..self.wave_rows(n)
