@@ -160,7 +160,9 @@ pub struct GpuKernels {
     skip: Vec<String>,
     /// Threads per wave (warp) of the device: 64 on CDNA, 32 on NVIDIA.
     wave: u32,
-    _modules: Vec<Module>,
+    /// The loaded code objects: they keep the functions alive, and `skip_kernels` looks names
+    /// up in them.
+    modules: Vec<Module>,
     kv_append: Function,
     attn_scores: Function,
     attn_softmax: Function,
@@ -298,7 +300,7 @@ impl GpuKernels {
                 },
                 split_f16: ops.function("split_f16")?,
                 gemm_plain: plain_gemm.function("gemm_f16w_fallback")?,
-                _modules: vec![ops, plain_attn, plain_gemm, attn, gemm, gemv],
+                modules: vec![ops, plain_attn, plain_gemm, attn, gemm, gemv],
             });
         }
         Err(KernelError::Missing {
@@ -315,7 +317,7 @@ impl GpuKernels {
     /// loaded object defines is refused.
     pub fn skip_kernels(&mut self, names: &[String]) -> Result<()> {
         for n in names {
-            if !self._modules.iter().any(|m| m.function(n).is_ok()) {
+            if !self.modules.iter().any(|m| m.function(n).is_ok()) {
                 return Err(KernelError::UnknownKernel {
                     name: n.clone(),
                     dir: self.object.display().to_string(),
@@ -349,22 +351,17 @@ impl GpuKernels {
         Ok(())
     }
 
+    fn need<T: Copy>(b: &DeviceBuffer<T>, n: usize, what: &str) -> Result<()> {
+        Self::need_of(b, n, what, "")
+    }
+
     /// `need` for buffer `name` of launcher `what` (the message is built only on failure:
     /// these checks run on every launch).
     fn need_of<T: Copy>(b: &DeviceBuffer<T>, n: usize, what: &str, name: &str) -> Result<()> {
         if b.len() < n {
+            let sep = if name.is_empty() { "" } else { " " };
             return Err(KernelError::Shape(format!(
-                "{what} {name}: buffer of {} elements, {n} needed",
-                b.len()
-            )));
-        }
-        Ok(())
-    }
-
-    fn need<T: Copy>(b: &DeviceBuffer<T>, n: usize, what: &str) -> Result<()> {
-        if b.len() < n {
-            return Err(KernelError::Shape(format!(
-                "{what}: buffer of {} elements, {n} needed",
+                "{what}{sep}{name}: buffer of {} elements, {n} needed",
                 b.len()
             )));
         }
