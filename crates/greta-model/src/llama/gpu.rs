@@ -521,6 +521,37 @@ impl GpuLlama {
         Ok(())
     }
 
+    /// One token's Q, K and V from `normed`, one launch: the unfused decode path, and the
+    /// fused one's rerun when an observer changed the norm its prologue made.
+    fn qkv_one(&self, st: &mut GpuState, w: &GpuLayer) -> Result<()> {
+        let c = &self.config;
+        let (q_row, kv_row) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+        self.kernels.gemv3(
+            &st.stream,
+            [&w.wq, &w.wk, &w.wv],
+            [q_row, kv_row, kv_row],
+            &st.normed,
+            [&mut st.q, &mut st.k, &mut st.v],
+            c.hidden,
+        )?;
+        Ok(())
+    }
+
+    /// One token's gate, up and SwiGLU from `normed`, one launch (as `qkv_one`).
+    fn gate_up_one(&self, st: &mut GpuState, w: &GpuLayer) -> Result<()> {
+        let c = &self.config;
+        self.kernels.gate_up_silu(
+            &st.stream,
+            &w.w_gate,
+            &w.w_up,
+            &st.normed,
+            [&mut st.gate, &mut st.up, &mut st.act],
+            c.intermediate,
+            c.hidden,
+        )?;
+        Ok(())
+    }
+
     /// Decode's output (`Lin::O`, input ctx) or down (`Lin::Down`, input act) projection
     /// with the residual add in its epilogue: proj = w · input, x += proj, one launch; then
     /// proj and x observed at `at` ([product, residual]). While the observer watches the
@@ -644,14 +675,7 @@ impl GpuLlama {
                     t,
                     d,
                 )? {
-                    k.gemv3(
-                        &st.stream,
-                        [&w.wq, &w.wk, &w.wv],
-                        [q_row, kv_row, kv_row],
-                        &st.normed,
-                        [&mut st.q, &mut st.k, &mut st.v],
-                        d,
-                    )?;
+                    self.qkv_one(st, w)?;
                 }
             } else {
                 norm_stale |= observe(
@@ -683,14 +707,7 @@ impl GpuLlama {
 
                 // Q, K, V.
                 if t == 1 {
-                    k.gemv3(
-                        &st.stream,
-                        [&w.wq, &w.wk, &w.wv],
-                        [q_row, kv_row, kv_row],
-                        &st.normed,
-                        [&mut st.q, &mut st.k, &mut st.v],
-                        d,
-                    )?;
+                    self.qkv_one(st, w)?;
                 } else {
                     let qkv = [
                         (Lin::Q, &w.wq, q_row),
@@ -883,26 +900,10 @@ impl GpuLlama {
                     t,
                     d,
                 )? {
-                    k.gate_up_silu(
-                        &st.stream,
-                        &w.w_gate,
-                        &w.w_up,
-                        &st.normed,
-                        [&mut st.gate, &mut st.up, &mut st.act],
-                        n_ff,
-                        d,
-                    )?;
+                    self.gate_up_one(st, w)?;
                 }
             } else if t == 1 {
-                k.gate_up_silu(
-                    &st.stream,
-                    &w.w_gate,
-                    &w.w_up,
-                    &st.normed,
-                    [&mut st.gate, &mut st.up, &mut st.act],
-                    n_ff,
-                    d,
-                )?;
+                self.gate_up_one(st, w)?;
             } else {
                 let gate_up = [(Lin::Gate, &w.w_gate, n_ff), (Lin::Up, &w.w_up, n_ff)];
                 self.products(st, &gate_up, t, d)?;
