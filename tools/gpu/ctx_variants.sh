@@ -3,7 +3,8 @@
 # `greta generate`'s default) for each kernel_variants.sh variant, one round: the decode
 # attention's grid follows the cache's capacity, which the default bench (cache = prompt +
 # gen) does not show. Run after kernel_variants.sh (it unpacks the variants' binaries).
-# Usage (GPU machine): OUT=dir CTX=4096 tools/gpu/ctx_variants.sh
+# Usage (GPU machine): OUT=dir CTX=4096 [VARIANTS='main active'] tools/gpu/ctx_variants.sh
+# (VARIANTS: a subset of target/carry/v/ by name; default all)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} CTX=${CTX:-4096}
@@ -11,6 +12,7 @@ echo "| variant | 7B decode tok/s (ctx $CTX) | SmolLM2 decode tok/s (ctx $CTX) |
 echo "|---|---|---|" | tee -a $OUT/ctx-variants.md
 for d in target/carry/v/*/; do
   v=$(basename $d); G=/tmp/greta-$v
+  [ -z "${VARIANTS:-}" ] || [[ " $VARIANTS " == *" $v "* ]] || continue
   [ -x $G ] || { python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('$d/greta.xz'), open('$G', 'wb'))"; chmod +x $G; }
   row="| $v"
   for s in llama2-7b smollm2-135m; do
