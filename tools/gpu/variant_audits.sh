@@ -15,9 +15,12 @@ for d in target/carry/v/*/; do
   [ -f $d/greta.xz ] || continue
   [ -x /tmp/greta-$v ] || { python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('$d/greta.xz'), open('/tmp/greta-$v', 'wb'))"; chmod +x /tmp/greta-$v; }
   for m in $TINY/mha-tied-theta1e4/model-f16.gguf $TINY/gqa4-llama3-rope/model-f16.gguf /tmp/smollm2-random; do
-    GRETA_KERNELS_DIR=$PWD/$d /tmp/greta-$v audit backend --against cpu -m $m > $OUT/audit-$v.txt 2>&1
+    f=$OUT/audit-$v-$(echo $(basename $(dirname $m))-$(basename $m) | tr -c 'a-zA-Z0-9.\n' '-').txt
+    GRETA_KERNELS_DIR=$PWD/$d /tmp/greta-$v audit backend --against cpu -m $m > $f 2>&1
     rc=$?
-    echo "$v $(basename $(dirname $m))/$(basename $m): exit $rc, $(grep -m1 -iE 'worst|pass|fail|diverge' $OUT/audit-$v.txt)"
+    # The verdict line and the worst rms error over every stage and position.
+    worst=$(awk '$4 ~ /^[0-9.]+e-?[0-9]+$/ && $4 + 0 > w { w = $4 + 0; at = $1 " " $2 } END { printf "%.3e at %s", w, at }' $f)
+    echo "$v $(basename $(dirname $m))/$(basename $m): exit $rc, worst $worst; $(grep -m1 -E '^(OK|FAIL|first divergence)' $f)"
     [ $rc -eq 0 ] || status=1
   done
 done
