@@ -355,7 +355,8 @@ ATTN_PREFILL_FA(128, 4)
 //   output: lane = (key group g, 16-byte chunk c of head_dim); all of the lane's V loads
 //           (one per group of keys) are issued at once, each weighted by the key's e
 //           (fetched from the key's lane);
-//   the waves' (m, l, o) are merged through LDS. With one split the block writes ctx;
+//   the waves' (m, l, o) are merged through LDS. With one split holding keys (the
+//   grid covers the capacity, the context may be shorter) the block writes ctx;
 //   otherwise it writes its partial (m, l, unnormalised o) and the last block of head h to
 //   finish (an atomic count in done[h], reset to 0 by that block for the next step)
 //   combines the head's splits into ctx: no second launch per layer.
@@ -377,106 +378,103 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
     const unsigned n = *pos0 + 1;
     const unsigned j0 = s * DECODE_KEYS;
     const unsigned long part = (unsigned long)h * n_splits + s;
-    if (j0 < n) {
-        const unsigned jw = j0 + wave * GRETA_WAVE; // this wave's first key
-        const unsigned j = jw + lane;
-        const bool valid = j < n;
-        const unsigned c = lane % CH, g = lane / CH;
-        // Every load this block makes (its K rows, its V chunks, q) is issued here, before
-        // any of them is used: V does not depend on the scores, so K and V share one memory
-        // round trip instead of two in a row.
-        g_h8 kv[CH];
-        if (valid) {
-            const g_half* kr = k_cache + j * kv_row + kvh * HD;
-            for (unsigned c8 = 0; c8 < CH; ++c8) kv[c8] = *(const g_h8*)(kr + 8 * c8);
-        }
-        g_h8 vv[P];
-        bool use[P];
-        for (unsigned p = 0; p < P; ++p) {
-            unsigned key = p * G + g; // within the wave
-            use[p] = g < G && key < GRETA_WAVE && jw + key < n;
-            if (use[p]) vv[p] = *(const g_h8*)(v_cache + (jw + key) * kv_row + kvh * HD + 8 * c);
-        }
-        for (unsigned d = t; d < HD; d += DECODE_BLOCK) qsh[d] = q[(unsigned long)h * HD + d];
-        g_sync();
-        float sc = NEG_INF;
-        if (valid) {
-            float acc = 0.0f;
-            for (unsigned c8 = 0; c8 < CH; ++c8)
-                for (unsigned e = 0; e < 8; ++e) acc += qsh[8 * c8 + e] * g_h2f(kv[c8].v[e]);
-            sc = acc * scale;
-        }
-        // NEG_INF is finite: an empty wave gets m = NEG_INF, l = 0, o = 0, and weight
-        // exp(NEG_INF - M) = 0 below.
-        const float m = g_wave_max(sc);
-        const float ew = valid ? g_exp(sc - m) : 0.0f;
-        const float l = g_wave_sum(ew);
+    // The splits that hold keys: the grid covers the cache's capacity (the graph is captured
+    // once), the context only its first `active`. A split past it exits at once: it writes
+    // no partial and is not counted, and with one active split the block writes ctx itself.
+    const unsigned active = (n + DECODE_KEYS - 1) / DECODE_KEYS;
+    if (j0 >= n) return;
+    const unsigned jw = j0 + wave * GRETA_WAVE; // this wave's first key
+    const unsigned j = jw + lane;
+    const bool valid = j < n;
+    const unsigned c = lane % CH, g = lane / CH;
+    // Every load this block makes (its K rows, its V chunks, q) is issued here, before
+    // any of them is used: V does not depend on the scores, so K and V share one memory
+    // round trip instead of two in a row.
+    g_h8 kv[CH];
+    if (valid) {
+        const g_half* kr = k_cache + j * kv_row + kvh * HD;
+        for (unsigned c8 = 0; c8 < CH; ++c8) kv[c8] = *(const g_h8*)(kr + 8 * c8);
+    }
+    g_h8 vv[P];
+    bool use[P];
+    for (unsigned p = 0; p < P; ++p) {
+        unsigned key = p * G + g; // within the wave
+        use[p] = g < G && key < GRETA_WAVE && jw + key < n;
+        if (use[p]) vv[p] = *(const g_h8*)(v_cache + (jw + key) * kv_row + kvh * HD + 8 * c);
+    }
+    for (unsigned d = t; d < HD; d += DECODE_BLOCK) qsh[d] = q[(unsigned long)h * HD + d];
+    g_sync();
+    float sc = NEG_INF;
+    if (valid) {
+        float acc = 0.0f;
+        for (unsigned c8 = 0; c8 < CH; ++c8)
+            for (unsigned e = 0; e < 8; ++e) acc += qsh[8 * c8 + e] * g_h2f(kv[c8].v[e]);
+        sc = acc * scale;
+    }
+    // NEG_INF is finite: an empty wave gets m = NEG_INF, l = 0, o = 0, and weight
+    // exp(NEG_INF - M) = 0 below.
+    const float m = g_wave_max(sc);
+    const float ew = valid ? g_exp(sc - m) : 0.0f;
+    const float l = g_wave_sum(ew);
 
-        float o[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-        float pw[P];
-        for (unsigned p = 0; p < P; ++p) {
-            // Every lane takes part in the exchange; idle lanes read a valid lane.
-            pw[p] = g_shfl(ew, (p * G + g) % GRETA_WAVE);
-            if (!use[p]) pw[p] = 0.0f;
+    float o[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    float pw[P];
+    for (unsigned p = 0; p < P; ++p) {
+        // Every lane takes part in the exchange; idle lanes read a valid lane.
+        pw[p] = g_shfl(ew, (p * G + g) % GRETA_WAVE);
+        if (!use[p]) pw[p] = 0.0f;
+    }
+    for (unsigned p = 0; p < P; ++p)
+        if (pw[p] != 0.0f)
+            for (unsigned e = 0; e < 8; ++e) o[e] += pw[p] * g_h2f(vv[p].v[e]);
+    if (g < G)
+        for (unsigned e = 0; e < 8; ++e) red[(wave * G + g) * HD + 8 * c + e] = o[e];
+    if (lane == 0) {
+        wm[wave] = m;
+        wl[wave] = l;
+    }
+    g_sync();
+    float mm = wm[0];
+    for (unsigned w = 1; w < WAVES; ++w) mm = wm[w] > mm ? wm[w] : mm;
+    float ll = 0.0f;
+    for (unsigned w = 0; w < WAVES; ++w) ll += g_exp(wm[w] - mm) * wl[w];
+    for (unsigned d = t; d < HD; d += DECODE_BLOCK) {
+        float od = 0.0f;
+        for (unsigned w = 0; w < WAVES; ++w) {
+            float sw = 0.0f;
+            for (unsigned gg = 0; gg < G; ++gg) sw += red[(w * G + gg) * HD + d];
+            od += g_exp(wm[w] - mm) * sw;
         }
-        for (unsigned p = 0; p < P; ++p)
-            if (pw[p] != 0.0f)
-                for (unsigned e = 0; e < 8; ++e) o[e] += pw[p] * g_h2f(vv[p].v[e]);
-        if (g < G)
-            for (unsigned e = 0; e < 8; ++e) red[(wave * G + g) * HD + 8 * c + e] = o[e];
-        if (lane == 0) {
-            wm[wave] = m;
-            wl[wave] = l;
-        }
-        g_sync();
-        float mm = wm[0];
-        for (unsigned w = 1; w < WAVES; ++w) mm = wm[w] > mm ? wm[w] : mm;
-        float ll = 0.0f;
-        for (unsigned w = 0; w < WAVES; ++w) ll += g_exp(wm[w] - mm) * wl[w];
-        for (unsigned d = t; d < HD; d += DECODE_BLOCK) {
-            float od = 0.0f;
-            for (unsigned w = 0; w < WAVES; ++w) {
-                float sw = 0.0f;
-                for (unsigned gg = 0; gg < G; ++gg) sw += red[(w * G + gg) * HD + d];
-                od += g_exp(wm[w] - mm) * sw;
-            }
-            if (n_splits == 1)
-                ctx[(unsigned long)h * HD + d] = od / ll;
-            else
-                part_o[part * HD + d] = od;
-        }
-        if (n_splits == 1) return;
-        if (t == 0) {
-            part_m[part] = mm;
-            part_l[part] = ll;
-        }
-    } else {
-        if (t == 0) {
-            part_m[part] = NEG_INF;
-            part_l[part] = 0.0f;
-        }
-        for (unsigned d = t; d < HD; d += DECODE_BLOCK) part_o[part * HD + d] = 0.0f;
+        if (active == 1)
+            ctx[(unsigned long)h * HD + d] = od / ll;
+        else
+            part_o[part * HD + d] = od;
+    }
+    if (active == 1) return;
+    if (t == 0) {
+        part_m[part] = mm;
+        part_l[part] = ll;
     }
     // Publish this split; the block that completes the count combines.
     g_fence_release();
     g_sync();
-    if (t == 0) *last = g_atomic_inc(&done[h]) == n_splits - 1;
+    if (t == 0) *last = g_atomic_inc(&done[h]) == active - 1;
     g_sync();
     if (!*last) return;
     g_fence_acquire();
-    // ctx[h, d] = sum_s exp(m_s - M) o_s[d] / sum_s exp(m_s - M) l_s over the splits of head h.
+    // ctx[h, d] = sum_s exp(m_s - M) o_s[d] / sum_s exp(m_s - M) l_s over the active splits
+    // of head h (each holds at least one key: m_s is a score, l_s >= 1).
     const float* pm = part_m + (unsigned long)h * n_splits;
     const float* pl = part_l + (unsigned long)h * n_splits;
-    float mm = NEG_INF;
-    for (unsigned x = 0; x < n_splits; ++x) mm = pm[x] > mm ? pm[x] : mm;
-    float ll = 0.0f;
-    for (unsigned x = 0; x < n_splits; ++x)
-        if (pm[x] != NEG_INF) ll += g_exp(pm[x] - mm) * pl[x];
+    float cm = NEG_INF;
+    for (unsigned x = 0; x < active; ++x) cm = pm[x] > cm ? pm[x] : cm;
+    float cl = 0.0f;
+    for (unsigned x = 0; x < active; ++x) cl += g_exp(pm[x] - cm) * pl[x];
     for (unsigned d = t; d < HD; d += DECODE_BLOCK) {
         float od = 0.0f;
-        for (unsigned x = 0; x < n_splits; ++x)
-            if (pm[x] != NEG_INF) od += g_exp(pm[x] - mm) * part_o[((unsigned long)h * n_splits + x) * HD + d];
-        ctx[(unsigned long)h * HD + d] = od / ll;
+        for (unsigned x = 0; x < active; ++x)
+            od += g_exp(pm[x] - cm) * part_o[((unsigned long)h * n_splits + x) * HD + d];
+        ctx[(unsigned long)h * HD + d] = od / cl;
     }
     if (t == 0) done[h] = 0;
 }
