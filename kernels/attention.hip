@@ -389,19 +389,29 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
     const unsigned c = lane % CH, g = lane / CH;
     // Every load this block makes (its K rows, its V chunks, q) is issued here, before
     // any of them is used: V does not depend on the scores, so K and V share one memory
-    // round trip instead of two in a row.
+    // round trip instead of two in a row. The keys before the current one (cur = *pos0)
+    // are loaded before g_wait_previous, under the kernels ahead of this one: an earlier
+    // pass wrote them (and *pos0), and the host waited for that pass (every pass ends in a
+    // read-back of the picked token or the logits). Only the current key's K and V, which
+    // the kernel ahead (RoPE + append) writes, and q wait.
+    const unsigned cur = n - 1;
+    const g_half* kr = k_cache + j * kv_row + kvh * HD;
     g_h8 kv[CH];
-    if (valid) {
-        const g_half* kr = k_cache + j * kv_row + kvh * HD;
+    if (valid && j != cur)
         for (unsigned c8 = 0; c8 < CH; ++c8) kv[c8] = *(const g_h8*)(kr + 8 * c8);
-    }
     g_h8 vv[P];
     bool use[P];
     for (unsigned p = 0; p < P; ++p) {
         unsigned key = p * G + g; // within the wave
         use[p] = g < G && key < GRETA_WAVE && jw + key < n;
-        if (use[p]) vv[p] = *(const g_h8*)(v_cache + (jw + key) * kv_row + kvh * HD + 8 * c);
+        if (use[p] && jw + key != cur) vv[p] = *(const g_h8*)(v_cache + (jw + key) * kv_row + kvh * HD + 8 * c);
     }
+    g_wait_previous();
+    if (j == cur)
+        for (unsigned c8 = 0; c8 < CH; ++c8) kv[c8] = *(const g_h8*)(kr + 8 * c8);
+    for (unsigned p = 0; p < P; ++p)
+        if (use[p] && jw + p * G + g == cur)
+            vv[p] = *(const g_h8*)(v_cache + (unsigned long)cur * kv_row + kvh * HD + 8 * c);
     for (unsigned d = t; d < HD; d += DECODE_BLOCK) qsh[d] = q[(unsigned long)h * HD + d];
     g_sync();
     float sc = NEG_INF;
@@ -483,7 +493,8 @@ GRETA_KERNEL GRETA_BLOCK_MAX(DECODE_BLOCK) void attn_decode_split(const float* q
                                     float* part_l, float* part_o, unsigned* done, float* ctx, const unsigned* pos0,
                                     unsigned n_heads, unsigned n_kv_heads, unsigned head_dim, unsigned n_splits,
                                     float scale) {
-    g_overlap_entry();
+    // attn_decode waits for the kernel ahead after its loads of the earlier keys.
+    g_launch_next();
     GRETA_SHARED GRETA_ALIGN16 float qsh[HD_MAX];
     GRETA_SHARED GRETA_ALIGN16 float red[DECODE_BLOCK * 8];
     GRETA_SHARED float wm[DECODE_WAVES_MAX], wl[DECODE_WAVES_MAX];
