@@ -205,6 +205,22 @@ const BLOCK: u32 = 256;
 /// fused add_rmsnorm and rmsnorm use the same size, which keeps them bitwise equal.
 const NORM_BLOCK: u32 = 1024;
 
+/// Threads of a block of a decode product with the norm in its prologue. Every block
+/// normalises x for its rows, so a larger block makes fewer prologues (each reads x and the
+/// norm weights), and a block of k / 8 threads loads them in one round (two 4-float vectors
+/// a thread: gemv.hip's NORM_VECS). Measured on an H200 (session 9): 512 threads for
+/// Llama-2-7B's k = 4096 made decode 2.3 % faster than 256, while 512 for SmolLM2's 576
+/// made it 4.5 % slower (36 blocks for Q/K/V leave most SMs idle): the smallest block that
+/// loads in one round, from 256 up to 1024.
+fn norm_block(k: usize) -> u32 {
+    const VALUES_PER_THREAD: usize = 8;
+    let need = k.div_ceil(VALUES_PER_THREAD);
+    [BLOCK, 512, NORM_BLOCK]
+        .into_iter()
+        .find(|&b| b as usize >= need)
+        .unwrap_or(NORM_BLOCK)
+}
+
 impl GpuKernels {
     pub fn load(gpu: &Gpu, dir: &Path) -> Result<Self> {
         let mut tried = Vec::new();
@@ -595,10 +611,13 @@ impl GpuKernels {
     /// flight until the rows are many (measured on an H200: Llama-2-7B's 4096-row output
     /// projection at 0.56 of copy bandwidth with two rows per wave; the 32000-row LM head at
     /// 0.89). `pair`: the one-row and two-row kernels of one product family.
+    /// `block`: threads per block (`BLOCK`, or `norm_block` for the norm-prologue forms).
+    #[allow(clippy::too_many_arguments)]
     fn launch_rows(
         &self,
         [one, two]: [&Function; 2],
         rows: usize,
+        block: u32,
         shared_bytes: u32,
         s: &Stream,
         args: Args,
@@ -611,13 +630,13 @@ impl GpuKernels {
         };
         let dims = LaunchDims {
             shared_bytes,
-            ..self.wave_rows(items)
+            ..self.wave_rows_of(items, block)
         };
         self.launch(f, dims, s, args)
     }
 
     fn launch_gemv3(&self, rows: usize, s: &Stream, args: Args) -> Result<()> {
-        self.launch_rows([&self.gemv3, &self.gemv3_r2], rows, 0, s, args)
+        self.launch_rows([&self.gemv3, &self.gemv3_r2], rows, BLOCK, 0, s, args)
     }
 
     /// The LDS a product with the norm in its prologue takes (x for one row), after
@@ -652,7 +671,7 @@ impl GpuKernels {
         let args = Self::stacked_args(ws, ns, x, ys, k, "gemv3_norm")?;
         let args = Self::norm_args(args, norm, k, "gemv3_norm")?;
         let [a, b] = &self.gemv3_norm;
-        self.launch_rows([a, b], ns.iter().sum(), shared, s, args)
+        self.launch_rows([a, b], ns.iter().sum(), norm_block(k), shared, s, args)
     }
 
     /// y = w · x and resid += y in one launch (decode's output and down projections with
@@ -680,7 +699,7 @@ impl GpuKernels {
             .u32(u32_of(k, "k")?)
             .ptr(resid);
         let [a, b] = &self.gemv_add;
-        self.launch_rows([a, b], n, 0, s, args)
+        self.launch_rows([a, b], n, BLOCK, 0, s, args)
     }
 
     /// Three products of one x in one launch (Q, K and V of a decode step):
@@ -790,17 +809,22 @@ impl GpuKernels {
         let args = Self::norm_args(args, norm, k, what)?;
         let dims = LaunchDims {
             shared_bytes: shared,
-            ..self.wave_rows(n)
+            ..self.wave_rows_of(n, norm_block(k))
         };
         self.launch(&self.gate_up_silu_norm, dims, s, args)
     }
 
     /// Blocks of BLOCK threads with one wave per item.
     fn wave_rows(&self, items: usize) -> LaunchDims {
-        let waves = (BLOCK / self.wave) as usize;
+        self.wave_rows_of(items, BLOCK)
+    }
+
+    /// Blocks of `block` threads (a multiple of the wave) with one wave per item.
+    fn wave_rows_of(&self, items: usize, block: u32) -> LaunchDims {
+        let waves = (block / self.wave) as usize;
         LaunchDims {
             grid: [items.div_ceil(waves).max(1) as u32, 1, 1],
-            block: [BLOCK, 1, 1],
+            block: [block, 1, 1],
             shared_bytes: 0,
         }
     }
@@ -1509,7 +1533,24 @@ pub struct AttnShape {
 
 #[cfg(test)]
 mod tests {
-    use super::{gemm_tile, wgmma_shared, wgmma_tile, GpuKernels, NORM_PROLOGUE_MAX_K};
+    use super::{gemm_tile, norm_block, wgmma_shared, wgmma_tile, GpuKernels, NORM_PROLOGUE_MAX_K};
+
+    /// The measured sizes (SmolLM2 256, Llama-2-7B 512) and the rule between them: the
+    /// smallest block whose threads load x in one round of 8 values each, at most 1024.
+    #[test]
+    fn norm_block_loads_x_in_one_round_from_256_threads() {
+        for (k, threads) in [
+            (576, 256),
+            (2048, 256),
+            (2056, 512),
+            (4096, 512),
+            (5120, 1024),
+            (8192, 1024),
+            (12_288, 1024),
+        ] {
+            assert_eq!(norm_block(k), threads, "k = {k}");
+        }
+    }
 
     #[test]
     fn norm_prologue_takes_rows_that_fit_its_lds_and_vector_loads() {
