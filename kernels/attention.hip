@@ -361,12 +361,26 @@ ATTN_PREFILL_FA(128, 4)
 //   finish (an atomic count in done[h], reset to 0 by that block for the next step)
 //   combines the head's splits into ctx: no second launch per layer.
 // CH = head_dim / 8 is a template argument so that every load is unrolled.
+// ROPE: the attention also does the token's RoPE and KV append (rope_qk_append_f16's work,
+// one launch fewer per layer): q is the unrotated query, and the g_decode_rope inputs and
+// outputs below apply (otherwise r is unused).
 // Grid: (n_splits, n_heads); block: DECODE_BLOCK.
-template <unsigned CH>
+struct g_decode_rope {
+    const float* k_new;  // this token's unrotated key heads (n_kv_heads x head_dim)
+    const float* v_new;  // and value heads
+    g_half* k_cache;     // the caches, written at the current position (the same buffers
+    g_half* v_cache;     // attn_decode reads)
+    float* q_rot;        // the rotated query and key, f32, for the trace (QRope, KRope)
+    float* k_rot;
+    const float* inv_freq;
+    unsigned half_split;
+    float* ksh;  // LDS, head_dim floats
+};
+template <unsigned CH, bool ROPE>
 GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_half* v_cache, float* part_m,
                               float* part_l, float* part_o, unsigned* done, float* ctx, const unsigned* pos0,
                               unsigned n_heads, unsigned n_kv_heads, unsigned n_splits, float scale, float* qsh,
-                              float* red, float* wm, float* wl, unsigned* last) {
+                              float* red, float* wm, float* wl, unsigned* last, const g_decode_rope& r) {
     constexpr unsigned HD = 8 * CH;
     constexpr unsigned WAVES = DECODE_BLOCK / GRETA_WAVE;
     // Output pass: G keys per pass (lanes past G * CH idle), P passes over the wave's keys.
@@ -395,6 +409,11 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
     // read-back of the picked token or the logits). Only the current key's K and V, which
     // the kernel ahead (RoPE + append) writes, and q wait.
     const unsigned cur = n - 1;
+    // ROPE: the angles of the current position (one pair a thread), before the loads: the
+    // sine's slow path would otherwise run with every load below in flight.
+    static_assert(!ROPE || HD / 2 <= DECODE_BLOCK, "one RoPE pair a thread");
+    float rope_s = 0.0f, rope_c = 0.0f;
+    if (ROPE && t < HD / 2) g_rope_angle((float)cur, r.inv_freq, t, &rope_s, &rope_c);
     const g_half* kr = k_cache + j * kv_row + kvh * HD;
     g_h8 kv[CH];
     if (valid && j != cur)
@@ -407,12 +426,52 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
         if (use[p] && jw + key != cur) vv[p] = *(const g_h8*)(v_cache + (jw + key) * kv_row + kvh * HD + 8 * c);
     }
     g_wait_previous();
-    if (j == cur)
-        for (unsigned c8 = 0; c8 < CH; ++c8) kv[c8] = *(const g_h8*)(kr + 8 * c8);
-    for (unsigned p = 0; p < P; ++p)
-        if (use[p] && jw + p * G + g == cur)
-            vv[p] = *(const g_h8*)(v_cache + (unsigned long)cur * kv_row + kvh * HD + 8 * c);
-    for (unsigned d = t; d < HD; d += DECODE_BLOCK) qsh[d] = q[(unsigned long)h * HD + d];
+    if (ROPE) {
+        // Rotate q (every block of head h) and, in the block holding the current key, k, in
+        // LDS with rope_qk_append_f16's arithmetic; that block also writes the rotated rows
+        // for the trace, and the first query head of each KV group appends k and v to the
+        // caches. The current key's lane and V chunks take k and v rounded to f16 as the
+        // cache holds them, so the scores are bitwise those of the two-launch path.
+        const bool holds_cur = cur - j0 < DECODE_KEYS;
+        const float* kn = r.k_new + kvh * HD;
+        const float* vn = r.v_new + kvh * HD;
+        for (unsigned d = t; d < HD; d += DECODE_BLOCK) {
+            qsh[d] = q[(unsigned long)h * HD + d];
+            if (holds_cur) r.ksh[d] = kn[d];
+        }
+        g_sync();
+        if (t < HD / 2) {
+            unsigned a, b;
+            g_rope_rotate(qsh, rope_s, rope_c, t, HD / 2, r.half_split, &a, &b);
+            if (holds_cur) g_rope_rotate(r.ksh, rope_s, rope_c, t, HD / 2, r.half_split, &a, &b);
+        }
+        g_sync();
+        if (holds_cur) {
+            const bool appends = h % (n_heads / n_kv_heads) == 0;
+            const unsigned long at = (unsigned long)cur * kv_row + kvh * HD;
+            for (unsigned d = t; d < HD; d += DECODE_BLOCK) {
+                r.q_rot[(unsigned long)h * HD + d] = qsh[d];
+                if (appends) {
+                    r.k_rot[kvh * HD + d] = r.ksh[d];
+                    r.k_cache[at + d] = g_f2h(r.ksh[d]);
+                    r.v_cache[at + d] = g_f2h(vn[d]);
+                }
+            }
+        }
+        if (j == cur)
+            for (unsigned c8 = 0; c8 < CH; ++c8)
+                for (unsigned e = 0; e < 8; ++e) kv[c8].v[e] = g_f2h(r.ksh[8 * c8 + e]);
+        for (unsigned p = 0; p < P; ++p)
+            if (use[p] && jw + p * G + g == cur)
+                for (unsigned e = 0; e < 8; ++e) vv[p].v[e] = g_f2h(vn[8 * c + e]);
+    } else {
+        if (j == cur)
+            for (unsigned c8 = 0; c8 < CH; ++c8) kv[c8] = *(const g_h8*)(kr + 8 * c8);
+        for (unsigned p = 0; p < P; ++p)
+            if (use[p] && jw + p * G + g == cur)
+                vv[p] = *(const g_h8*)(v_cache + (unsigned long)cur * kv_row + kvh * HD + 8 * c);
+        for (unsigned d = t; d < HD; d += DECODE_BLOCK) qsh[d] = q[(unsigned long)h * HD + d];
+    }
     g_sync();
     float sc = NEG_INF;
     if (valid) {
@@ -489,31 +548,61 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
     if (t == 0) done[h] = 0;
 }
 
-GRETA_KERNEL GRETA_BLOCK_MAX(DECODE_BLOCK) void attn_decode_split(const float* q, const g_half* k_cache, const g_half* v_cache, float* part_m,
-                                    float* part_l, float* part_o, unsigned* done, float* ctx, const unsigned* pos0,
-                                    unsigned n_heads, unsigned n_kv_heads, unsigned head_dim, unsigned n_splits,
-                                    float scale) {
-    // attn_decode waits for the kernel ahead after its loads of the earlier keys.
-    g_launch_next();
-    GRETA_SHARED GRETA_ALIGN16 float qsh[HD_MAX];
-    GRETA_SHARED GRETA_ALIGN16 float red[DECODE_BLOCK * 8];
-    GRETA_SHARED float wm[DECODE_WAVES_MAX], wl[DECODE_WAVES_MAX];
+// One kernel per head_dim (a multiple of 16 up to HD_MAX: check_attention_shape in gpu.rs),
+// attn_decode_split_hd<HD> and attn_decode_rope_split_hd<HD>, not one kernel switching on
+// it: the registers of a switch over every head_dim are allocated for all its cases at
+// once (232 for the plain kernel on sm_90a where its 128 case alone takes 220; the RoPE
+// form spilled at 255), and each launch needs only its own.
+#define ATTN_DECODE_SHARED                                                                                   \
+    GRETA_SHARED GRETA_ALIGN16 float qsh[HD_MAX];                                                            \
+    GRETA_SHARED GRETA_ALIGN16 float red[DECODE_BLOCK * 8];                                                  \
+    GRETA_SHARED float wm[DECODE_WAVES_MAX], wl[DECODE_WAVES_MAX];                                           \
     GRETA_SHARED unsigned last;
-#define ATTN_DECODE_CASE(CH)                                                                                 \
-    case CH:                                                                                                 \
-        attn_decode<CH>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0, n_heads, n_kv_heads,   \
-                        n_splits, scale, qsh, red, wm, wl, &last);                                           \
-        break;
-    // head_dim: a multiple of 16 up to HD_MAX (check_attention_shape in gpu.rs).
-    switch (head_dim / 8) {
-        ATTN_DECODE_CASE(2)
-        ATTN_DECODE_CASE(4)
-        ATTN_DECODE_CASE(6)
-        ATTN_DECODE_CASE(8)
-        ATTN_DECODE_CASE(10)
-        ATTN_DECODE_CASE(12)
-        ATTN_DECODE_CASE(14)
-        ATTN_DECODE_CASE(16)
+// attn_decode waits for the kernel ahead after its loads of the earlier keys, so both call
+// g_launch_next alone at entry. The RoPE form: q, k_new and v_new are the unrotated Q/K/V
+// products; k_cache and v_cache are written at *pos0; q_rot and k_rot receive the rotated
+// rows; half_split as rope_f32 (decode's one-launch attention: no rope_qk_append_f16).
+#define ATTN_DECODE_KERNELS(HD)                                                                              \
+    GRETA_KERNEL GRETA_BLOCK_MAX(DECODE_BLOCK) void attn_decode_split_hd##HD(                                \
+        const float* q, const g_half* k_cache, const g_half* v_cache, float* part_m, float* part_l,          \
+        float* part_o, unsigned* done, float* ctx, const unsigned* pos0, unsigned n_heads,                   \
+        unsigned n_kv_heads, unsigned n_splits, float scale) {                                               \
+        g_launch_next();                                                                                     \
+        ATTN_DECODE_SHARED                                                                                   \
+        const g_decode_rope r = {};                                                                          \
+        attn_decode<HD / 8, false>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0, n_heads,    \
+                                   n_kv_heads, n_splits, scale, qsh, red, wm, wl, &last, r);                 \
     }
-#undef ATTN_DECODE_CASE
-}
+#define ATTN_DECODE_ROPE_KERNEL(HD)                                                                          \
+    GRETA_KERNEL GRETA_BLOCK_MAX(DECODE_BLOCK) void attn_decode_rope_split_hd##HD(                           \
+        const float* q, const float* k_new, const float* v_new, g_half* k_cache, g_half* v_cache,            \
+        float* q_rot, float* k_rot, const float* inv_freq, unsigned half_split, float* part_m,               \
+        float* part_l, float* part_o, unsigned* done, float* ctx, const unsigned* pos0, unsigned n_heads,    \
+        unsigned n_kv_heads, unsigned n_splits, float scale) {                                               \
+        g_launch_next();                                                                                     \
+        ATTN_DECODE_SHARED                                                                                   \
+        GRETA_SHARED GRETA_ALIGN16 float ksh[HD_MAX];                                                        \
+        const g_decode_rope r = {k_new, v_new, k_cache, v_cache, q_rot, k_rot, inv_freq, half_split, ksh};   \
+        attn_decode<HD / 8, true>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0, n_heads,     \
+                                  n_kv_heads, n_splits, scale, qsh, red, wm, wl, &last, r);                  \
+    }
+ATTN_DECODE_KERNELS(16)
+ATTN_DECODE_KERNELS(32)
+ATTN_DECODE_KERNELS(48)
+ATTN_DECODE_KERNELS(64)
+ATTN_DECODE_KERNELS(80)
+ATTN_DECODE_KERNELS(96)
+ATTN_DECODE_KERNELS(112)
+ATTN_DECODE_KERNELS(128)
+// No RoPE form at 112: it spills on sm_90a (255 registers and 232 bytes of stack); a model
+// of that head_dim decodes with rope_qk_append_f16 and attn_decode_split_hd112.
+ATTN_DECODE_ROPE_KERNEL(16)
+ATTN_DECODE_ROPE_KERNEL(32)
+ATTN_DECODE_ROPE_KERNEL(48)
+ATTN_DECODE_ROPE_KERNEL(64)
+ATTN_DECODE_ROPE_KERNEL(80)
+ATTN_DECODE_ROPE_KERNEL(96)
+ATTN_DECODE_ROPE_KERNEL(128)
+#undef ATTN_DECODE_KERNELS
+#undef ATTN_DECODE_ROPE_KERNEL
+#undef ATTN_DECODE_SHARED

@@ -57,6 +57,32 @@ GRETA_DEVICE float g_sin(float x) { return sinf(x); }
 GRETA_DEVICE float g_cos(float x) { return cosf(x); }
 #endif
 
+// RoPE at position pos, pair i: the angle's sine and cosine, and the rotation of the pair
+// (g_rope_pair does both). rope_f32, rope_qk_append_f16 and the decode attention's own RoPE
+// share them, so their values are bitwise equal.
+GRETA_DEVICE void g_rope_angle(float pos, const float* inv_freq, unsigned i, float* s, float* c) {
+    float angle = pos * inv_freq[i];
+    *s = g_sin(angle);
+    *c = g_cos(angle);
+}
+// Rotates pair i of a head by (c, s); returns the indices it wrote through *ia, *ib.
+GRETA_DEVICE void g_rope_rotate(float* head, float s, float c, unsigned i, unsigned half, unsigned half_split,
+                                unsigned* ia, unsigned* ib) {
+    unsigned a = half_split ? i : 2 * i;
+    unsigned b = half_split ? i + half : 2 * i + 1;
+    float x0 = head[a], x1 = head[b];
+    head[a] = x0 * c - x1 * s;
+    head[b] = x0 * s + x1 * c;
+    *ia = a;
+    *ib = b;
+}
+GRETA_DEVICE void g_rope_pair(float* head, float pos, const float* inv_freq, unsigned i, unsigned half,
+                              unsigned half_split, unsigned* ia, unsigned* ib) {
+    float s, c;
+    g_rope_angle(pos, inv_freq, i, &s, &c);
+    g_rope_rotate(head, s, c, i, half, half_split, ia, ib);
+}
+
 // Overlapped launches (hiprt's launch_overlapped: NVIDIA programmatic dependent launch,
 // sm_90+). A kernel so launched may be resident while the kernel ahead of it still runs, so
 // g_wait_previous() must come before its first access to memory another kernel writes or

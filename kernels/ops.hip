@@ -47,21 +47,6 @@ GRETA_KERNEL void add_rmsnorm_f32(float* x, const float* y, const float* w, floa
     for (unsigned i = g_tid(); i < d; i += g_bdim()) out[(unsigned long)r * d + i] = xr[i] * scale * w[i];
 }
 
-// One pair of a head rotated by RoPE at position pos (rope_f32's arithmetic); returns the
-// indices it wrote through *ia, *ib.
-GRETA_DEVICE void g_rope_pair(float* head, float pos, const float* inv_freq, unsigned i, unsigned half,
-                              unsigned half_split, unsigned* ia, unsigned* ib) {
-    float angle = pos * inv_freq[i];
-    float s = g_sin(angle), c = g_cos(angle);
-    unsigned a = half_split ? i : 2 * i;
-    unsigned b = half_split ? i + half : 2 * i + 1;
-    float x0 = head[a], x1 = head[b];
-    head[a] = x0 * c - x1 * s;
-    head[b] = x0 * s + x1 * c;
-    *ia = a;
-    *ib = b;
-}
-
 // RoPE on q and k of each row in place and both appended to the f16 cache at *pos0 + r:
 // rope_f32 twice and kv_append_f16 twice in one launch, bitwise the same values. Block
 // (r, h) takes head h of row r: a query head for h < n_heads, else key head h - n_heads,

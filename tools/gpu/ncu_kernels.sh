@@ -18,4 +18,4 @@ run() { # label, ncu filter args...
     sed -E 's/\s+/ /g'
 }
 run "prefill" -k regex:'gemm_f16_wgmma|attn_prefill|split_f16' -c 9
-run "decode" -k regex:'gemv3_f16|gemv_gate_up_silu_f16|attn_decode_split|add_rmsnorm_f32|rope_qk_append_f16' --launch-skip 40 -c 12
+run "decode" -k regex:'gemv3_f16|gemv_gate_up_silu_f16|attn_decode|add_rmsnorm_f32|rope_qk_append_f16' --launch-skip 40 -c 12

@@ -10,9 +10,10 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)}
 G=${G:-./target/device/greta}
 # The decode step's kernels (session 8: the norms ride in gemv3_norm_f16 and
-# gemv_gate_up_silu_norm_f16, the residual adds in gemv_add_f16); a comma joins kernels
-# left out together.
-SETS=${SETS:-"none gemv3_norm_f16 rope_qk_append_f16 attn_decode_split gemv_add_f16 gemv_gate_up_silu_norm_f16"}
+# gemv_gate_up_silu_norm_f16, the residual adds in gemv_add_f16; session 9: RoPE and the KV
+# append in the attention, one kernel per head_dim: 64 for SmolLM2, 128 for Llama-2-7B); a
+# comma joins kernels left out together.
+SETS=${SETS:-"none gemv3_norm_f16 attn_decode_rope_split_hd64,attn_decode_rope_split_hd128 gemv_add_f16 gemv_gate_up_silu_norm_f16"}
 for s in ${@:-smollm2-135m llama2-7b}; do
   for set in $SETS; do
     skip=$([ "$set" = none ] || echo "--skip-kernels $set")

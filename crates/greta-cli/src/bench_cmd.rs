@@ -45,7 +45,7 @@ pub struct BenchArgs {
     #[command(flatten)]
     gpu: crate::gpu_args::GpuArgs,
     /// GPU timing study: leave out every launch of these kernels (comma list of names as in
-    /// kernels/*.hip, e.g. add_rmsnorm_f32,attn_decode_split). What the run gets faster by
+    /// kernels/*.hip, e.g. add_rmsnorm_f32,attn_decode_split_hd64). What the run gets faster by
     /// is what those kernels cost in place; every output is wrong, and the report says so.
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     skip_kernels: Vec<String>,

@@ -21,7 +21,7 @@ pub enum KernelError {
     },
     #[error("{0}")]
     Shape(String),
-    #[error("no kernel named {name:?} in the code objects of {dir} (names as in kernels/*.hip, e.g. attn_decode_split, add_rmsnorm_f32)")]
+    #[error("no kernel named {name:?} in the code objects of {dir} (names as in kernels/*.hip, e.g. attn_decode_split_hd64, add_rmsnorm_f32)")]
     UnknownKernel { name: String, dir: String },
 }
 
@@ -171,7 +171,10 @@ pub struct GpuKernels {
     /// The register-resident prefill attention for head_dim 64 and 128 (NVIDIA only; see
     /// `attention`).
     attn_prefill_fa: Option<[Function; 2]>,
-    attn_decode_split: Function,
+    /// The split decode attention by head_dim (16, 32, .. 128: index head_dim / 16 - 1), and
+    /// its form with the token's RoPE and KV append (none at 112; see kernels/attention.hip).
+    attn_decode_split: [Function; DECODE_HEAD_DIMS],
+    attn_decode_rope: [Option<Function>; DECODE_HEAD_DIMS],
     advance_pos: Function,
     gemm_mma: Function,
     /// The k % 8 == 0 fast path (f16 activations) by tile size: 128, 64, 32 (see `gemm_f16`).
@@ -295,7 +298,16 @@ impl GpuKernels {
                     }
                     Platform::Amd => None,
                 },
-                attn_decode_split: attn.function("attn_decode_split")?,
+                attn_decode_split: per_decode_head_dim(|hd| {
+                    attn.function(&format!("attn_decode_split_hd{hd}"))
+                        .map(Some)
+                })?
+                .map(|f| f.expect("every head_dim")),
+                attn_decode_rope: per_decode_head_dim(|hd| {
+                    (hd != DECODE_ROPE_NONE)
+                        .then(|| attn.function(&format!("attn_decode_rope_split_hd{hd}")))
+                        .transpose()
+                })?,
                 gemm_mma: gemm.function("gemm_f16w_mma")?,
                 // (tile, threads per block): GEMM_F16 in kernels/gemm.hip.
                 gemm_f16: [
@@ -1252,22 +1264,10 @@ impl GpuKernels {
             let args = if fa.is_some() { args } else { args.u32(hd) };
             return self.launch(f, dims, s, args.f32(scale));
         }
-        let splits = decode_splits(max_kv);
-        if scratch.n_heads < n_heads || scratch.head_dim < head_dim || scratch.splits < splits {
-            return Err(KernelError::Shape(format!(
-                "attention scratch for {} heads x {} dims x {} splits; {n_heads} x {head_dim} x {splits} needed",
-                scratch.n_heads, scratch.head_dim, scratch.splits
-            )));
-        }
-        let ns = u32_of(splits, "splits")?;
-        let block = 128; // DECODE_BLOCK in kernels/attention.hip
+        let (dims, ns) = Self::decode_dims(scratch, n_heads, head_dim, max_kv)?;
         self.launch(
-            &self.attn_decode_split,
-            LaunchDims {
-                grid: [ns, nh, 1],
-                block: [block, 1, 1],
-                shared_bytes: 0,
-            },
+            &self.attn_decode_split[head_dim / 16 - 1],
+            dims,
             s,
             Args::new()
                 .ptr(q)
@@ -1281,10 +1281,113 @@ impl GpuKernels {
                 .ptr(pos0)
                 .u32(nh)
                 .u32(nkv)
-                .u32(hd)
                 .u32(ns)
                 .f32(scale),
         )
+    }
+
+    /// The split decode attention's grid (splits x heads, from the cache's capacity) after
+    /// checking that the scratch holds it.
+    fn decode_dims(
+        scratch: &AttnScratch,
+        n_heads: usize,
+        head_dim: usize,
+        max_kv: usize,
+    ) -> Result<(LaunchDims, u32)> {
+        let splits = decode_splits(max_kv);
+        if scratch.n_heads < n_heads || scratch.head_dim < head_dim || scratch.splits < splits {
+            return Err(KernelError::Shape(format!(
+                "attention scratch for {} heads x {} dims x {} splits; {n_heads} x {head_dim} x {splits} needed",
+                scratch.n_heads, scratch.head_dim, scratch.splits
+            )));
+        }
+        let ns = u32_of(splits, "splits")?;
+        let nh = u32_of(n_heads, "n_heads")?;
+        let block = 128; // DECODE_BLOCK in kernels/attention.hip
+        let dims = LaunchDims {
+            grid: [ns, nh, 1],
+            block: [block, 1, 1],
+            shared_bytes: 0,
+        };
+        Ok((dims, ns))
+    }
+
+    /// Whether `attention_rope` takes this head_dim (every one `attention` takes but 112).
+    pub fn has_decode_rope(&self, head_dim: usize) -> bool {
+        check_attention_shape(1, 1, head_dim).is_ok()
+            && self.attn_decode_rope[head_dim / 16 - 1].is_some()
+    }
+
+    /// One token's attention with its RoPE and KV append in the same launch (decode's
+    /// `rope_qk_append` + `attention`, bitwise the same values): `qkv` are the unrotated
+    /// Q/K/V products of the token at `*pos0`; k and v go into the caches at `*pos0`, and the
+    /// rotated q and k into `rot` (for the trace: QRope, KRope). `shape.rows` must be 1.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_rope(
+        &self,
+        s: &Stream,
+        [q, k, v]: [&DeviceBuffer<f32>; 3],
+        [k_cache, v_cache]: [&mut DeviceBuffer<u16>; 2],
+        [q_rot, k_rot]: [&mut DeviceBuffer<f32>; 2],
+        scratch: &mut AttnScratch,
+        ctx: &mut DeviceBuffer<f32>,
+        pos0: &DeviceBuffer<u32>,
+        inv_freq: &DeviceBuffer<f32>,
+        shape: QkvRope,
+    ) -> Result<()> {
+        let QkvRope {
+            rows,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            half_split,
+            capacity,
+        } = shape;
+        check_attention_shape(n_heads, n_kv_heads, head_dim)?;
+        let what = "attention_rope";
+        if rows != 1 {
+            return Err(KernelError::Shape(format!(
+                "{what} takes one token (decode); got {rows} rows"
+            )));
+        }
+        let Some(f) = &self.attn_decode_rope[head_dim / 16 - 1] else {
+            return Err(KernelError::Shape(format!(
+                "{what}: no kernel for head_dim {head_dim} (see has_decode_rope)"
+            )));
+        };
+        let (q_row, kv_row) = (n_heads * head_dim, n_kv_heads * head_dim);
+        Self::need_of(q, q_row, what, "q")?;
+        Self::need_of(k, kv_row, what, "k")?;
+        Self::need_of(v, kv_row, what, "v")?;
+        Self::need_of(q_rot, q_row, what, "q_rot")?;
+        Self::need_of(k_rot, kv_row, what, "k_rot")?;
+        Self::need_of(ctx, q_row, what, "ctx")?;
+        Self::need_of(k_cache, capacity * kv_row, what, "k cache")?;
+        Self::need_of(v_cache, capacity * kv_row, what, "v cache")?;
+        Self::need_of(inv_freq, head_dim / 2, what, "inv_freq")?;
+        Self::need_of(pos0, 1, what, "pos0")?;
+        let (dims, ns) = Self::decode_dims(scratch, n_heads, head_dim, capacity)?;
+        let args = Args::new()
+            .ptr(q)
+            .ptr(k)
+            .ptr(v)
+            .ptr(k_cache)
+            .ptr(v_cache)
+            .ptr(q_rot)
+            .ptr(k_rot)
+            .ptr(inv_freq)
+            .u32(half_split as u32)
+            .ptr(&scratch.part_m)
+            .ptr(&scratch.part_l)
+            .ptr(&scratch.part_o)
+            .ptr(&scratch.done)
+            .ptr(ctx)
+            .ptr(pos0)
+            .u32(u32_of(n_heads, "n_heads")?)
+            .u32(u32_of(n_kv_heads, "n_kv_heads")?)
+            .u32(ns)
+            .f32(1.0 / (head_dim as f32).sqrt());
+        self.launch(f, dims, s, args)
     }
 
     /// Draws one token from `logits[..n]` on the device as the host sampler does
@@ -1433,6 +1536,23 @@ pub const FLASH_HEAD_DIM_MAX: usize = 128;
 pub const SAMPLE_K_MAX: usize = 256;
 
 /// How many KV splits decode attention uses for a cache of `capacity` positions.
+/// The head dims the split decode attention has a kernel for: 16, 32, .. 128
+/// (`attn_decode_split_hd{16..128}`), the ones `check_attention_shape` takes.
+const DECODE_HEAD_DIMS: usize = FLASH_HEAD_DIM_MAX / 16;
+/// The one head_dim without a RoPE form (it spills on sm_90a; kernels/attention.hip).
+const DECODE_ROPE_NONE: usize = 112;
+
+/// One decode attention kernel per head_dim, looked up by `find`.
+fn per_decode_head_dim(
+    mut find: impl FnMut(usize) -> std::result::Result<Option<Function>, HipError>,
+) -> std::result::Result<[Option<Function>; DECODE_HEAD_DIMS], HipError> {
+    let mut out: [Option<Function>; DECODE_HEAD_DIMS] = Default::default();
+    for (i, f) in out.iter_mut().enumerate() {
+        *f = find(16 * (i + 1))?;
+    }
+    Ok(out)
+}
+
 pub fn decode_splits(capacity: usize) -> usize {
     capacity.div_ceil(DECODE_SPLIT).max(1)
 }

@@ -791,6 +791,148 @@ fn fused_norm_and_rope_append_match_unfused_and_cpu() {
     }
 }
 
+/// Decode's one-launch RoPE + append + attention against the two launches it replaces
+/// (rotated rows, caches and context bit for bit: it shares their arithmetic) and against
+/// the CPU's rope and attention over f16 caches. Cached keys before the position are
+/// random; the current one comes from k and v. Both pairings, GQA 1-4, one split or several,
+/// a capacity past the context (splits that hold no key).
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn decode_attention_with_rope_matches_two_launches_and_cpu() {
+    let (g, s, k) = setup();
+    for (n_heads, n_kv, head_dim, half_split) in [
+        (9, 3, 64, true),
+        (32, 32, 128, false),
+        (32, 8, 128, true),
+        (4, 2, 32, false),
+        (6, 2, 48, true),
+        (4, 4, 96, false),
+    ] {
+        for (pos0, capacity) in [(0, 64), (127, 128), (128, 4096), (1000, 4096), (4095, 4096)] {
+            let kv_row = n_kv * head_dim;
+            let q_row = n_heads * head_dim;
+            let inv: Vec<f32> = (0..head_dim / 2)
+                .map(|i| 10000f32.powf(-(2.0 * i as f32) / head_dim as f32))
+                .collect();
+            let seed = (pos0 * 7 + head_dim + n_heads * 1000) as u64;
+            let (q, kk, v) = (
+                values(q_row, seed),
+                values(kv_row, seed + 1),
+                values(kv_row, seed + 2),
+            );
+            let keys: Vec<f32> = values(capacity * kv_row, seed + 3)
+                .iter()
+                .map(|x| x * 4.0)
+                .collect();
+            let (k_bits, _) = f16_bits(&keys);
+            let (v_bits, _) = f16_bits(&values(capacity * kv_row, seed + 4));
+            let (dpos, dinv) = (upload(&g, &s, &[pos0 as u32]), upload(&g, &s, &inv));
+            let rope = QkvRope {
+                rows: 1,
+                n_heads,
+                n_kv_heads: n_kv,
+                head_dim,
+                half_split,
+                capacity,
+            };
+            let shape = AttnShape {
+                rows: 1,
+                n_heads,
+                n_kv_heads: n_kv,
+                head_dim,
+                max_kv: capacity,
+            };
+            let mut scratch = AttnScratch::new(&g, n_heads, head_dim, capacity).unwrap();
+            // One launch.
+            let (dq, dk, dv) = (upload(&g, &s, &q), upload(&g, &s, &kk), upload(&g, &s, &v));
+            let (mut kc, mut vc) = (upload(&g, &s, &k_bits), upload(&g, &s, &v_bits));
+            let (mut q_rot, mut k_rot) = (
+                g.alloc::<f32>(q_row).unwrap(),
+                g.alloc::<f32>(kv_row).unwrap(),
+            );
+            let mut ctx = g.alloc::<f32>(q_row).unwrap();
+            k.attention_rope(
+                &s,
+                [&dq, &dk, &dv],
+                [&mut kc, &mut vc],
+                [&mut q_rot, &mut k_rot],
+                &mut scratch,
+                &mut ctx,
+                &dpos,
+                &dinv,
+                rope,
+            )
+            .unwrap();
+            // Two launches.
+            let (mut uq, mut uk) = (upload(&g, &s, &q), upload(&g, &s, &kk));
+            let (mut ukc, mut uvc) = (upload(&g, &s, &k_bits), upload(&g, &s, &v_bits));
+            let mut uctx = g.alloc::<f32>(q_row).unwrap();
+            k.rope_qk_append(
+                &s,
+                [&mut uq, &mut uk],
+                &dv,
+                [&mut ukc, &mut uvc],
+                &dpos,
+                &dinv,
+                rope,
+            )
+            .unwrap();
+            k.attention(&s, &uq, &ukc, &uvc, &mut scratch, &mut uctx, &dpos, shape)
+                .unwrap();
+            let case = format!(
+                "heads {n_heads}/{n_kv} hd={head_dim} half_split={half_split} pos0={pos0} capacity={capacity}"
+            );
+            let got = download(&s, &ctx);
+            assert_eq!(
+                mismatches(&download(&s, &q_rot), &download(&s, &uq)),
+                0,
+                "q rope, {case}"
+            );
+            assert_eq!(
+                mismatches(&download(&s, &k_rot), &download(&s, &uk)),
+                0,
+                "k rope, {case}"
+            );
+            let bits = |b: &DeviceBuffer<u16>| b.to_vec(&s).unwrap();
+            assert!(bits(&kc) == bits(&ukc), "k cache, {case}");
+            assert!(bits(&vc) == bits(&uvc), "v cache, {case}");
+            assert_eq!(mismatches(&got, &download(&s, &uctx)), 0, "context, {case}");
+            // And against the CPU: rotate, round the new row into the f16 caches, attend.
+            let pairing = if half_split {
+                RopePairing::HalfSplit
+            } else {
+                RopePairing::Adjacent
+            };
+            let (mut wq, mut wk) = (q.clone(), kk.clone());
+            cpu::rope(&mut wq, pos0, n_heads, head_dim, &inv, pairing);
+            cpu::rope(&mut wk, pos0, n_kv, head_dim, &inv, pairing);
+            let (mut kf, mut vf) = (keys.clone(), values(capacity * kv_row, seed + 4));
+            kf[pos0 * kv_row..(pos0 + 1) * kv_row].copy_from_slice(&wk);
+            vf[pos0 * kv_row..(pos0 + 1) * kv_row].copy_from_slice(&v);
+            let (_, kf) = f16_bits(&kf[..(pos0 + 1) * kv_row]);
+            let (_, vf) = f16_bits(&vf[..(pos0 + 1) * kv_row]);
+            let mut want = vec![0f32; q_row];
+            cpu::attention(
+                &wq,
+                &kf,
+                &vf,
+                &mut want,
+                cpu::AttentionShape {
+                    n_heads,
+                    n_kv_heads: n_kv,
+                    head_dim,
+                    pos0,
+                },
+            );
+            let e = nmse(&got, &want);
+            eprintln!("attention_rope {case}: nmse {e:.3e}");
+            assert!(e < NMSE_F32, "attention_rope {case}: nmse {e:.3e}");
+        }
+    }
+    // The one head_dim without the form says so; the model then takes the two launches.
+    assert!(!k.has_decode_rope(112) && k.has_decode_rope(128) && !k.has_decode_rope(72));
+}
+
 #[test]
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
 fn rmsnorm_embed_silu_match_cpu() {

@@ -325,6 +325,8 @@ impl GpuLlama {
             rng: pool.alloc::<u64>(1)?,
             pick: TokenPick::Argmax,
             last: alloc(c.hidden)?,
+            q_rot: alloc(q_row)?,
+            k_rot: alloc(kv_row)?,
             logits: alloc(r * c.vocab_size)?,
             stream,
             graph: None,
@@ -362,6 +364,10 @@ pub struct GpuState {
     /// How a decode step picks its token on the device (captured into the graph).
     pick: TokenPick,
     last: Pooled<f32>,
+    /// One token's rotated q and k from the decode attention that does its own RoPE (the
+    /// trace's QRope and KRope; `q` and `k` keep the products).
+    q_rot: Pooled<f32>,
+    k_rot: Pooled<f32>,
     logits: Pooled<f32>,
     pub stream: Stream,
     graph: Option<GraphExec>,
@@ -426,6 +432,8 @@ impl GpuState {
             &self.up,
             &self.act,
             &self.last,
+            &self.q_rot,
+            &self.k_rot,
             &self.logits,
         ]
         .into_iter()
@@ -521,6 +529,118 @@ impl GpuLlama {
         Ok(())
     }
 
+    /// RoPE on q and k, k and v into layer `l`'s cache, and the attention (the QRope, KRope
+    /// stages; AttnCtx is the caller's). One token, where the kernels have the form: one
+    /// launch (`attention_rope`), the rotated rows in `q_rot` / `k_rot`; an observer's change
+    /// to them reruns the append and the attention from the changed rows. Otherwise
+    /// `rope_qk_append` rotates q and k in place and appends, then `attention`.
+    fn rope_attend(
+        &self,
+        st: &mut GpuState,
+        l: usize,
+        t: usize,
+        pos0: usize,
+        obs: &mut dyn StageObserver,
+    ) -> Result<()> {
+        let c = &self.config;
+        let k = &self.kernels;
+        let hd = c.head_dim;
+        let (q_row, kv_row) = (c.n_heads * hd, c.n_kv_heads * hd);
+        let at = |point| StageAt {
+            point,
+            layer: Some(l),
+            pos0,
+        };
+        let rope = QkvRope {
+            rows: t,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: hd,
+            half_split: c.rope_style == RopeStyle::HalfSplit,
+            capacity: st.capacity,
+        };
+        let shape = AttnShape {
+            rows: t,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: hd,
+            max_kv: st.capacity,
+        };
+        let kv = Rows {
+            rows: t,
+            len: kv_row,
+        };
+        if t == 1 && k.has_decode_rope(hd) {
+            k.attention_rope(
+                &st.stream,
+                [&st.q, &st.k, &st.v],
+                [&mut st.k_cache[l], &mut st.v_cache[l]],
+                [&mut st.q_rot, &mut st.k_rot],
+                &mut st.attn_scratch,
+                &mut st.ctx,
+                &st.pos,
+                &self.inv_freq,
+                rope,
+            )?;
+            let q_changed = observe(obs, &st.stream, at(Point::QRope), &mut st.q_rot, t, q_row)?;
+            let k_changed = observe(obs, &st.stream, at(Point::KRope), &mut st.k_rot, t, kv_row)?;
+            if k_changed {
+                k.kv_append(
+                    &st.stream,
+                    &st.k_rot,
+                    &mut st.k_cache[l],
+                    &st.pos,
+                    kv,
+                    st.capacity,
+                )?;
+            }
+            if q_changed || k_changed {
+                k.attention(
+                    &st.stream,
+                    &st.q_rot,
+                    &st.k_cache[l],
+                    &st.v_cache[l],
+                    &mut st.attn_scratch,
+                    &mut st.ctx,
+                    &st.pos,
+                    shape,
+                )?;
+            }
+            return Ok(());
+        }
+        k.rope_qk_append(
+            &st.stream,
+            [&mut st.q, &mut st.k],
+            &st.v,
+            [&mut st.k_cache[l], &mut st.v_cache[l]],
+            &st.pos,
+            &self.inv_freq,
+            rope,
+        )?;
+        observe(obs, &st.stream, at(Point::QRope), &mut st.q, t, q_row)?;
+        if observe(obs, &st.stream, at(Point::KRope), &mut st.k, t, kv_row)? {
+            k.kv_append(
+                &st.stream,
+                &st.k,
+                &mut st.k_cache[l],
+                &st.pos,
+                kv,
+                st.capacity,
+            )?;
+        }
+        k.attention(
+            &st.stream,
+            &st.q,
+            &st.k_cache[l],
+            &st.v_cache[l],
+            &mut st.attn_scratch,
+            &mut st.ctx,
+            &st.pos,
+            shape,
+        )?;
+        Ok(())
+    }
+
     /// One token's Q, K and V from `normed`, one launch: the unfused decode path, and the
     /// fused one's rerun when an observer changed the norm its prologue made.
     fn qkv_one(&self, st: &mut GpuState, w: &GpuLayer) -> Result<()> {
@@ -600,12 +720,12 @@ impl GpuLlama {
     ///
     /// The stages are TRACE.md's, in its order; several run in one launch (RoPE with the KV
     /// append; for several tokens the residual add with the next norm; for one token Q/K/V
-    /// as one product with the attention norm in its prologue, gate/up with the FFN norm and
-    /// SwiGLU, the output and down products with the residual add). Every stage's value is
-    /// still materialised and observed after
-    /// its launch; where an observer changes a value that a fused launch already consumed,
-    /// the consuming stage is run again from the changed value, so an injected fault
-    /// propagates exactly as it does through unfused stages.
+    /// as one product with the attention norm in its prologue, RoPE and the append inside
+    /// the attention, gate/up with the FFN norm and SwiGLU, the output and down products
+    /// with the residual add: 5 launches per layer). Every stage's value is still
+    /// materialised and observed after its launch; where an observer changes a value that a
+    /// fused launch already consumed, the consuming stage is run again from the changed
+    /// value, so an injected fault propagates exactly as it does through unfused stages.
     fn forward_inner(
         &self,
         st: &mut GpuState,
@@ -742,71 +862,7 @@ impl GpuLlama {
                 kv_row,
             )?;
 
-            // RoPE on q and k, k and v into the cache.
-            let rope = QkvRope {
-                rows: t,
-                n_heads: c.n_heads,
-                n_kv_heads: c.n_kv_heads,
-                head_dim: hd,
-                half_split: c.rope_style == RopeStyle::HalfSplit,
-                capacity: st.capacity,
-            };
-            k.rope_qk_append(
-                &st.stream,
-                [&mut st.q, &mut st.k],
-                &st.v,
-                [&mut st.k_cache[l], &mut st.v_cache[l]],
-                &st.pos,
-                &self.inv_freq,
-                rope,
-            )?;
-            observe(
-                obs,
-                &st.stream,
-                at(Point::QRope, layer, pos0),
-                &mut st.q,
-                t,
-                q_row,
-            )?;
-            if observe(
-                obs,
-                &st.stream,
-                at(Point::KRope, layer, pos0),
-                &mut st.k,
-                t,
-                kv_row,
-            )? {
-                let kv = Rows {
-                    rows: t,
-                    len: kv_row,
-                };
-                k.kv_append(
-                    &st.stream,
-                    &st.k,
-                    &mut st.k_cache[l],
-                    &st.pos,
-                    kv,
-                    st.capacity,
-                )?;
-            }
-
-            let shape = AttnShape {
-                rows: t,
-                n_heads: c.n_heads,
-                n_kv_heads: c.n_kv_heads,
-                head_dim: hd,
-                max_kv: st.capacity,
-            };
-            k.attention(
-                &st.stream,
-                &st.q,
-                &st.k_cache[l],
-                &st.v_cache[l],
-                &mut st.attn_scratch,
-                &mut st.ctx,
-                &st.pos,
-                shape,
-            )?;
+            self.rope_attend(st, l, t, pos0, obs)?;
             observe(
                 obs,
                 &st.stream,
