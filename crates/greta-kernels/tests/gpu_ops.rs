@@ -1022,7 +1022,8 @@ fn rope_matches_cpu_in_both_pairings_and_at_long_positions() {
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
 fn argmax_on_device_takes_the_first_maximum() {
     let (g, s, k) = setup();
-    for n in [1, 31, 1024, 1025, 49_152, 128_256] {
+    // Lengths on and off the kernel's 16-byte vectors (n % 4), one vector round or several.
+    for n in [1, 31, 1024, 1025, 1026, 1027, 32_000, 49_152, 128_256] {
         let mut x = values(n, n as u64);
         if n > 10 {
             let m = x.iter().cloned().fold(f32::MIN, f32::max) + 1.0;
@@ -1039,4 +1040,9 @@ fn argmax_on_device_takes_the_first_maximum() {
             .fold(0, |b, (i, &v)| if v > x[b] { i } else { b });
         assert_eq!(got, want, "argmax n={n}");
     }
+    // All equal: every thread's candidate ties, the first index wins.
+    let dx = upload(&g, &s, &vec![0.5f32; 4099]);
+    let mut dout = g.alloc::<u32>(1).unwrap();
+    k.argmax(&s, &dx, 4099, &mut dout).unwrap();
+    assert_eq!(dout.to_vec(&s).unwrap()[0], 0, "argmax of equal values");
 }
