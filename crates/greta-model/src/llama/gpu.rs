@@ -570,7 +570,8 @@ impl GpuLlama {
             rows: t,
             len: kv_row,
         };
-        if t == 1 && k.has_decode_rope(hd) {
+        let one_launch = t == 1 && k.has_decode_rope(hd);
+        if one_launch {
             k.attention_rope(
                 &st.stream,
                 [&st.q, &st.k, &st.v],
@@ -582,62 +583,47 @@ impl GpuLlama {
                 &self.inv_freq,
                 rope,
             )?;
-            let q_changed = observe(obs, &st.stream, at(Point::QRope), &mut st.q_rot, t, q_row)?;
-            let k_changed = observe(obs, &st.stream, at(Point::KRope), &mut st.k_rot, t, kv_row)?;
-            if k_changed {
-                k.kv_append(
-                    &st.stream,
-                    &st.k_rot,
-                    &mut st.k_cache[l],
-                    &st.pos,
-                    kv,
-                    st.capacity,
-                )?;
-            }
-            if q_changed || k_changed {
-                k.attention(
-                    &st.stream,
-                    &st.q_rot,
-                    &st.k_cache[l],
-                    &st.v_cache[l],
-                    &mut st.attn_scratch,
-                    &mut st.ctx,
-                    &st.pos,
-                    shape,
-                )?;
-            }
-            return Ok(());
+        } else {
+            k.rope_qk_append(
+                &st.stream,
+                [&mut st.q, &mut st.k],
+                &st.v,
+                [&mut st.k_cache[l], &mut st.v_cache[l]],
+                &st.pos,
+                &self.inv_freq,
+                rope,
+            )?;
         }
-        k.rope_qk_append(
-            &st.stream,
-            [&mut st.q, &mut st.k],
-            &st.v,
-            [&mut st.k_cache[l], &mut st.v_cache[l]],
-            &st.pos,
-            &self.inv_freq,
-            rope,
-        )?;
-        observe(obs, &st.stream, at(Point::QRope), &mut st.q, t, q_row)?;
-        if observe(obs, &st.stream, at(Point::KRope), &mut st.k, t, kv_row)? {
+        // The rotated rows: beside the products after the one launch, in place otherwise.
+        let (q_rope, k_rope) = if one_launch {
+            (&mut st.q_rot, &mut st.k_rot)
+        } else {
+            (&mut st.q, &mut st.k)
+        };
+        let q_changed = observe(obs, &st.stream, at(Point::QRope), q_rope, t, q_row)?;
+        let k_changed = observe(obs, &st.stream, at(Point::KRope), k_rope, t, kv_row)?;
+        if k_changed {
             k.kv_append(
                 &st.stream,
-                &st.k,
+                k_rope,
                 &mut st.k_cache[l],
                 &st.pos,
                 kv,
                 st.capacity,
             )?;
         }
-        k.attention(
-            &st.stream,
-            &st.q,
-            &st.k_cache[l],
-            &st.v_cache[l],
-            &mut st.attn_scratch,
-            &mut st.ctx,
-            &st.pos,
-            shape,
-        )?;
+        if !one_launch || q_changed || k_changed {
+            k.attention(
+                &st.stream,
+                q_rope,
+                &st.k_cache[l],
+                &st.v_cache[l],
+                &mut st.attn_scratch,
+                &mut st.ctx,
+                &st.pos,
+                shape,
+            )?;
+        }
         Ok(())
     }
 
