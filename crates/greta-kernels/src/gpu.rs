@@ -300,9 +300,7 @@ impl GpuKernels {
                 },
                 attn_decode_split: per_decode_head_dim(|hd| {
                     attn.function(&format!("attn_decode_split_hd{hd}"))
-                        .map(Some)
-                })?
-                .map(|f| f.expect("every head_dim")),
+                })?,
                 attn_decode_rope: per_decode_head_dim(|hd| {
                     (hd != DECODE_ROPE_NONE)
                         .then(|| attn.function(&format!("attn_decode_rope_split_hd{hd}")))
@@ -508,16 +506,16 @@ impl GpuKernels {
             n_kv_heads,
             head_dim,
             half_split,
-            capacity,
+            ..
         } = shape;
-        let kv_row = n_kv_heads * head_dim;
-        Self::need(q, n_rows * n_heads * head_dim, "rope_qk_append q")?;
-        Self::need(k, n_rows * kv_row, "rope_qk_append k")?;
-        Self::need(v, n_rows * kv_row, "rope_qk_append v")?;
-        Self::need(k_cache, capacity * kv_row, "rope_qk_append k cache")?;
-        Self::need(v_cache, capacity * kv_row, "rope_qk_append v cache")?;
-        Self::need(inv_freq, head_dim / 2, "rope_qk_append inv_freq")?;
-        Self::need(pos0, 1, "rope_qk_append pos0")?;
+        Self::need_rope_io(
+            &shape,
+            [q, k, v],
+            [k_cache, v_cache],
+            pos0,
+            inv_freq,
+            "rope_qk_append",
+        )?;
         let args = Args::new()
             .ptr(q)
             .ptr(k)
@@ -540,6 +538,27 @@ impl GpuKernels {
             shared_bytes: 0,
         };
         self.launch(&self.rope_qk_append, dims, s, args)
+    }
+
+    /// The size checks of a RoPE + KV append (`rope_qk_append`, `attention_rope`): q, k and
+    /// v of `shape.rows` tokens, both caches of `shape.capacity` positions, the frequencies
+    /// and the position; `what` names the caller in an error.
+    fn need_rope_io(
+        shape: &QkvRope,
+        [q, k, v]: [&DeviceBuffer<f32>; 3],
+        [k_cache, v_cache]: [&DeviceBuffer<u16>; 2],
+        pos0: &DeviceBuffer<u32>,
+        inv_freq: &DeviceBuffer<f32>,
+        what: &str,
+    ) -> Result<()> {
+        let kv_row = shape.n_kv_heads * shape.head_dim;
+        Self::need_of(q, shape.rows * shape.n_heads * shape.head_dim, what, "q")?;
+        Self::need_of(k, shape.rows * kv_row, what, "k")?;
+        Self::need_of(v, shape.rows * kv_row, what, "v")?;
+        Self::need_of(k_cache, shape.capacity * kv_row, what, "k cache")?;
+        Self::need_of(v_cache, shape.capacity * kv_row, what, "v cache")?;
+        Self::need_of(inv_freq, shape.head_dim / 2, what, "inv_freq")?;
+        Self::need_of(pos0, 1, what, "pos0")
     }
 
     /// RoPE in place on `[rows, n_heads * head_dim]`; row r at position `*pos0 + r`.
@@ -1264,7 +1283,8 @@ impl GpuKernels {
             let args = if fa.is_some() { args } else { args.u32(hd) };
             return self.launch(f, dims, s, args.f32(scale));
         }
-        let (dims, ns) = Self::decode_dims(scratch, n_heads, head_dim, max_kv)?;
+        let dims = Self::decode_dims(scratch, n_heads, head_dim, max_kv)?;
+        let ns = dims.grid[0];
         self.launch(
             &self.attn_decode_split[head_dim / 16 - 1],
             dims,
@@ -1286,14 +1306,14 @@ impl GpuKernels {
         )
     }
 
-    /// The split decode attention's grid (splits x heads, from the cache's capacity) after
-    /// checking that the scratch holds it.
+    /// The split decode attention's grid (splits x heads, from the cache's capacity; the
+    /// kernels take the split count, `grid[0]`) after checking that the scratch holds it.
     fn decode_dims(
         scratch: &AttnScratch,
         n_heads: usize,
         head_dim: usize,
         max_kv: usize,
-    ) -> Result<(LaunchDims, u32)> {
+    ) -> Result<LaunchDims> {
         let splits = decode_splits(max_kv);
         if scratch.n_heads < n_heads || scratch.head_dim < head_dim || scratch.splits < splits {
             return Err(KernelError::Shape(format!(
@@ -1304,12 +1324,11 @@ impl GpuKernels {
         let ns = u32_of(splits, "splits")?;
         let nh = u32_of(n_heads, "n_heads")?;
         let block = 128; // DECODE_BLOCK in kernels/attention.hip
-        let dims = LaunchDims {
+        Ok(LaunchDims {
             grid: [ns, nh, 1],
             block: [block, 1, 1],
             shared_bytes: 0,
-        };
-        Ok((dims, ns))
+        })
     }
 
     /// Whether `attention_rope` takes this head_dim (every one `attention` takes but 112).
@@ -1355,18 +1374,12 @@ impl GpuKernels {
                 "{what}: no kernel for head_dim {head_dim} (see has_decode_rope)"
             )));
         };
+        Self::need_rope_io(&shape, [q, k, v], [k_cache, v_cache], pos0, inv_freq, what)?;
         let (q_row, kv_row) = (n_heads * head_dim, n_kv_heads * head_dim);
-        Self::need_of(q, q_row, what, "q")?;
-        Self::need_of(k, kv_row, what, "k")?;
-        Self::need_of(v, kv_row, what, "v")?;
         Self::need_of(q_rot, q_row, what, "q_rot")?;
         Self::need_of(k_rot, kv_row, what, "k_rot")?;
         Self::need_of(ctx, q_row, what, "ctx")?;
-        Self::need_of(k_cache, capacity * kv_row, what, "k cache")?;
-        Self::need_of(v_cache, capacity * kv_row, what, "v cache")?;
-        Self::need_of(inv_freq, head_dim / 2, what, "inv_freq")?;
-        Self::need_of(pos0, 1, what, "pos0")?;
-        let (dims, ns) = Self::decode_dims(scratch, n_heads, head_dim, capacity)?;
+        let dims = Self::decode_dims(scratch, n_heads, head_dim, capacity)?;
         let args = Args::new()
             .ptr(q)
             .ptr(k)
@@ -1385,7 +1398,7 @@ impl GpuKernels {
             .ptr(pos0)
             .u32(u32_of(n_heads, "n_heads")?)
             .u32(u32_of(n_kv_heads, "n_kv_heads")?)
-            .u32(ns)
+            .u32(dims.grid[0])
             .f32(1.0 / (head_dim as f32).sqrt());
         self.launch(f, dims, s, args)
     }
@@ -1535,24 +1548,24 @@ pub const FLASH_HEAD_DIM_MAX: usize = 128;
 /// Largest top-k the device sampler takes (SAMPLE_K_MAX in kernels/ops.hip).
 pub const SAMPLE_K_MAX: usize = 256;
 
-/// How many KV splits decode attention uses for a cache of `capacity` positions.
 /// The head dims the split decode attention has a kernel for: 16, 32, .. 128
 /// (`attn_decode_split_hd{16..128}`), the ones `check_attention_shape` takes.
 const DECODE_HEAD_DIMS: usize = FLASH_HEAD_DIM_MAX / 16;
 /// The one head_dim without a RoPE form (it spills on sm_90a; kernels/attention.hip).
 const DECODE_ROPE_NONE: usize = 112;
 
-/// One decode attention kernel per head_dim, looked up by `find`.
-fn per_decode_head_dim(
-    mut find: impl FnMut(usize) -> std::result::Result<Option<Function>, HipError>,
-) -> std::result::Result<[Option<Function>; DECODE_HEAD_DIMS], HipError> {
-    let mut out: [Option<Function>; DECODE_HEAD_DIMS] = Default::default();
-    for (i, f) in out.iter_mut().enumerate() {
-        *f = find(16 * (i + 1))?;
-    }
-    Ok(out)
+/// One decode attention kernel per head_dim (16, 32, .. 128), looked up by `find`.
+fn per_decode_head_dim<T>(
+    find: impl FnMut(usize) -> std::result::Result<T, HipError>,
+) -> std::result::Result<[T; DECODE_HEAD_DIMS], HipError> {
+    let found = (1..=DECODE_HEAD_DIMS)
+        .map(|i| 16 * i)
+        .map(find)
+        .collect::<std::result::Result<Vec<T>, _>>()?;
+    Ok(found.try_into().ok().expect("one per head_dim"))
 }
 
+/// How many KV splits decode attention uses for a cache of `capacity` positions.
 pub fn decode_splits(capacity: usize) -> usize {
     capacity.div_ceil(DECODE_SPLIT).max(1)
 }
