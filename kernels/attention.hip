@@ -405,9 +405,10 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
     // any of them is used: V does not depend on the scores, so K and V share one memory
     // round trip instead of two in a row. The keys before the current one (cur = *pos0)
     // are loaded before g_wait_previous, under the kernels ahead of this one: an earlier
-    // pass wrote them (and *pos0), and the host waited for that pass (every pass ends in a
-    // read-back of the picked token or the logits). Only the current key's K and V, which
-    // the kernel ahead (RoPE + append) writes, and q wait.
+    // pass wrote them (and *pos0), and every pass begins with a launch that is never
+    // overlapped (embed_f16: it starts once all earlier work has finished, whether or not
+    // the host waited for it, as it does not when decoding a step ahead). Only the current
+    // key's K and V, which the kernel ahead (RoPE + append) or this one writes, and q wait.
     const unsigned cur = n - 1;
     // ROPE: the angles of the current position (one pair a thread), before the loads: the
     // sine's slow path would otherwise run with every load below in flight.

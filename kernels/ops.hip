@@ -163,7 +163,20 @@ GRETA_DEVICE void g_argmax_take(float v, unsigned i, float* bv, unsigned* bi) {
         *bi = i;
     }
 }
-GRETA_KERNEL void argmax_f32(const float* x, unsigned n, unsigned* out) {
+// A pick's last act: the token goes to out[0] (the next step's input), the position moves on
+// by `by` (the pass's rows) and the token is also kept at history[new position], where the
+// host reads it while the next step already runs. One thread.
+GRETA_DEVICE void g_pick_write(unsigned tok, unsigned* out, unsigned* pos0, unsigned by, unsigned* history,
+                               unsigned history_len) {
+    *out = tok;
+    unsigned p = *pos0 + by;
+    *pos0 = p;
+    if (p < history_len) history[p] = tok;
+}
+
+// The argmax of x[..n] (first on ties) as a pick (g_pick_write). One block.
+GRETA_KERNEL void argmax_f32(const float* x, unsigned n, unsigned* out, unsigned* pos0, unsigned by,
+                             unsigned* history, unsigned history_len) {
     g_overlap_entry();
     GRETA_SHARED float best_v[MAX_BLOCK];
     GRETA_SHARED unsigned best_i[MAX_BLOCK];
@@ -191,7 +204,7 @@ GRETA_KERNEL void argmax_f32(const float* x, unsigned n, unsigned* out) {
         }
         g_sync();
     }
-    if (t == 0) *out = best_i[0];
+    if (t == 0) g_pick_write(best_i[0], out, pos0, by, history, history_len);
 }
 
 // cache[(*pos0 + r) * kv_row + i] = f16(src[r * kv_row + i]). Grid: rows; block: any.
@@ -202,7 +215,7 @@ GRETA_KERNEL void kv_append_f16(const float* src, g_half* cache, const unsigned*
     for (unsigned i = g_tid(); i < kv_row; i += g_bdim()) cache[dst + i] = g_f2h(src[(unsigned long)r * kv_row + i]);
 }
 
-// *pos0 += by: the last node of a decode step, so the next replay sees the next position.
+// *pos0 += by: the end of a pass whose logits go to the host (a pick advances the position itself).
 GRETA_KERNEL void advance_pos(unsigned* pos0, unsigned by) {
     g_overlap_entry();
     if (g_tid() == 0 && g_bid() == 0) *pos0 += by;
@@ -222,7 +235,8 @@ GRETA_DEVICE bool g_ranks_before(float av, unsigned ai, float bv, unsigned bi) {
     return av > bv || (av == bv && ai < bi);
 }
 GRETA_KERNEL void sample_topk(const float* logits, unsigned n, float temperature, unsigned top_k, float top_p,
-                              unsigned long long* rng, unsigned* out) {
+                              unsigned long long* rng, unsigned* out, unsigned* pos0, unsigned by,
+                              unsigned* history, unsigned history_len) {
     g_overlap_entry();
     GRETA_SHARED float best_v[MAX_BLOCK];
     GRETA_SHARED unsigned best_i[MAX_BLOCK];
@@ -285,9 +299,10 @@ GRETA_KERNEL void sample_topk(const float* logits, unsigned n, float temperature
     z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
     float r = (float)((z ^ (z >> 31)) >> 40) / (float)(1u << 24);
     float acc = 0.0f;
+    unsigned chosen = cand_i[keep - 1];
     for (unsigned c = 0; c < keep; ++c) {
         acc += probs[c];
-        if (r < acc) { *out = cand_i[c]; return; }
+        if (r < acc) { chosen = cand_i[c]; break; }
     }
-    *out = cand_i[keep - 1];
+    g_pick_write(chosen, out, pos0, by, history, history_len);
 }

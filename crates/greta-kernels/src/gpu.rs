@@ -377,6 +377,24 @@ impl GpuKernels {
         Ok(())
     }
 
+    /// `launch`, never overlapped with the kernel ahead (it starts after all of the stream's
+    /// earlier work has finished).
+    fn launch_serial(
+        &self,
+        f: &Function,
+        dims: LaunchDims,
+        s: &Stream,
+        mut args: Args,
+    ) -> Result<()> {
+        if self.skip.iter().any(|n| n == f.name()) {
+            return Ok(());
+        }
+        let mut p = args.pointers();
+        // SAFETY: as in `launch`.
+        unsafe { f.launch(dims, s, &mut p)? };
+        Ok(())
+    }
+
     fn need<T: Copy>(b: &DeviceBuffer<T>, n: usize, what: &str) -> Result<()> {
         Self::need_of(b, n, what, "")
     }
@@ -394,7 +412,10 @@ impl GpuKernels {
         Ok(())
     }
 
-    /// out[r] = table[ids[r]] (f16 rows widened to f32).
+    /// out[r] = table[ids[r]] (f16 rows widened to f32). The first kernel of every pass, and
+    /// never an overlapped launch: a pass starts once everything before it has finished,
+    /// whether or not the host waited for it (the decode attention loads the earlier keys
+    /// before its wait on that).
     pub fn embed(
         &self,
         s: &Stream,
@@ -406,7 +427,7 @@ impl GpuKernels {
     ) -> Result<()> {
         Self::need(ids, n_rows, "embed ids")?;
         Self::need(out, n_rows * d, "embed out")?;
-        self.launch(
+        self.launch_serial(
             &self.embed,
             rows(n_rows, BLOCK),
             s,
@@ -881,22 +902,18 @@ impl GpuKernels {
         )
     }
 
-    /// out[0] = argmax of x[..n] (first on ties), computed on the device.
+    /// The argmax of x[..n] (first on ties), computed on the device, as a pick: to
+    /// `at.out[0]`, with the position advanced and the token kept (see [`PickAt`]).
     pub fn argmax(
         &self,
         s: &Stream,
         x: &DeviceBuffer<f32>,
         n: usize,
-        out: &mut DeviceBuffer<u32>,
+        at: PickAt<'_>,
     ) -> Result<()> {
         Self::need(x, n, "argmax x")?;
-        Self::need(out, 1, "argmax out")?;
-        self.launch(
-            &self.argmax,
-            rows(1, 1024),
-            s,
-            Args::new().ptr(x).u32(u32_of(n, "n")?).ptr(out),
-        )
+        let args = at.args(Args::new().ptr(x).u32(u32_of(n, "n")?), "argmax")?;
+        self.launch(&self.argmax, rows(1, 1024), s, args)
     }
 
     /// y[t, n] = x[t, k] · w[n, k]ᵀ (f16 weights) on the matrix units (MFMA / HMMA) for any
@@ -1405,7 +1422,7 @@ impl GpuKernels {
 
     /// Draws one token from `logits[..n]` on the device as the host sampler does
     /// (temperature, top-k, top-p; see [`DeviceSampling`]), advancing the generator state
-    /// `rng` (seeded with the sampler's seed) and writing the token to `out[0]`.
+    /// `rng` (seeded with the sampler's seed), as a pick (see [`PickAt`]).
     pub fn sample(
         &self,
         s: &Stream,
@@ -1413,25 +1430,20 @@ impl GpuKernels {
         n: usize,
         cfg: DeviceSampling,
         rng: &mut DeviceBuffer<u64>,
-        out: &mut DeviceBuffer<u32>,
+        at: PickAt<'_>,
     ) -> Result<()> {
         cfg.check()?;
         Self::need(logits, n, "sample logits")?;
         Self::need(rng, 1, "sample rng")?;
-        Self::need(out, 1, "sample out")?;
-        self.launch(
-            &self.sample_topk,
-            rows(1, 1024),
-            s,
-            Args::new()
-                .ptr(logits)
-                .u32(u32_of(n, "n")?)
-                .f32(cfg.temperature)
-                .u32(cfg.top_k as u32)
-                .f32(cfg.top_p)
-                .ptr(rng)
-                .ptr(out),
-        )
+        let args = Args::new()
+            .ptr(logits)
+            .u32(u32_of(n, "n")?)
+            .f32(cfg.temperature)
+            .u32(cfg.top_k as u32)
+            .f32(cfg.top_p)
+            .ptr(rng);
+        let args = at.args(args, "sample")?;
+        self.launch(&self.sample_topk, rows(1, 1024), s, args)
     }
 
     /// *pos0 += by, on the device.
@@ -1617,6 +1629,31 @@ impl AttnScratch {
     }
     pub fn bytes(&self) -> usize {
         4 * (self.part_m.len() + self.part_l.len() + self.part_o.len() + self.done.len())
+    }
+}
+
+/// Where a pick (`argmax`, `sample`) leaves its token: in `out[0]` (the next decode step's
+/// input), and, with the pass's position `pos[0]` advanced by `advance` (the pass's rows),
+/// at `history[pos[0]]` — where the host reads it while the next step already runs. A
+/// position past the history is not written there (the caller sizes the history to the KV
+/// cache's capacity + 1, the last position a token can be picked for).
+pub struct PickAt<'a> {
+    pub out: &'a mut DeviceBuffer<u32>,
+    pub pos: &'a mut DeviceBuffer<u32>,
+    pub advance: usize,
+    pub history: &'a mut DeviceBuffer<u32>,
+}
+
+impl PickAt<'_> {
+    fn args(self, a: Args, what: &str) -> Result<Args> {
+        GpuKernels::need_of(self.out, 1, what, "out")?;
+        GpuKernels::need_of(self.pos, 1, what, "pos")?;
+        GpuKernels::need_of(self.history, 1, what, "history")?;
+        Ok(a.ptr(self.out)
+            .ptr(self.pos)
+            .u32(u32_of(self.advance, "advance")?)
+            .ptr(self.history)
+            .u32(u32_of(self.history.len(), "history length")?))
     }
 }
 

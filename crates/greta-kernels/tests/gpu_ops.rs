@@ -5,8 +5,8 @@
 
 use greta_kernels::cpu::{self, RopePairing, WeightView};
 use greta_kernels::gpu::{
-    default_dir, AttnScratch, AttnShape, GemmOut, GemmRoute, GpuKernels, MatShape, NormIn, QkvRope,
-    RopeShape, Rows,
+    default_dir, AttnScratch, AttnShape, GemmOut, GemmRoute, GpuKernels, MatShape, NormIn, PickAt,
+    QkvRope, RopeShape, Rows,
 };
 use half::f16;
 use hiprt::{DeviceBuffer, Gpu, PlatformChoice, Stream};
@@ -1022,6 +1022,25 @@ fn rope_matches_cpu_in_both_pairings_and_at_long_positions() {
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
 fn argmax_on_device_takes_the_first_maximum() {
     let (g, s, k) = setup();
+    // The pick also advances the position and keeps the token at history[new position].
+    let mut pos = g.alloc::<u32>(1).unwrap();
+    let mut history = g.alloc::<u32>(8).unwrap();
+    let mut dout = g.alloc::<u32>(1).unwrap();
+    let mut pick = |x: &[f32], pos0: u32, advance: usize| {
+        pos.write(0, &[pos0], &s).unwrap();
+        history.write(0, &[u32::MAX; 8], &s).unwrap();
+        let dx = upload(&g, &s, x);
+        let at = PickAt {
+            out: &mut dout,
+            pos: &mut pos,
+            advance,
+            history: &mut history,
+        };
+        k.argmax(&s, &dx, x.len(), at).unwrap();
+        let p = pos.to_vec(&s).unwrap()[0];
+        assert_eq!(p, pos0 + advance as u32, "argmax advances the position");
+        (dout.to_vec(&s).unwrap()[0], history.to_vec(&s).unwrap())
+    };
     // Lengths on and off the kernel's 16-byte vectors (n % 4), one vector round or several.
     for n in [1, 31, 1024, 1025, 1026, 1027, 32_000, 49_152, 128_256] {
         let mut x = values(n, n as u64);
@@ -1030,19 +1049,28 @@ fn argmax_on_device_takes_the_first_maximum() {
             x[n / 3] = m;
             x[n - 1] = m; // a tie: the first wins
         }
-        let dx = upload(&g, &s, &x);
-        let mut dout = g.alloc::<u32>(1).unwrap();
-        k.argmax(&s, &dx, n, &mut dout).unwrap();
-        let got = dout.to_vec(&s).unwrap()[0] as usize;
+        let (got, hist) = pick(&x, 3, 2);
         let want = x
             .iter()
             .enumerate()
             .fold(0, |b, (i, &v)| if v > x[b] { i } else { b });
-        assert_eq!(got, want, "argmax n={n}");
+        assert_eq!(got as usize, want, "argmax n={n}");
+        let mut want_hist = [u32::MAX; 8];
+        want_hist[5] = got;
+        assert_eq!(
+            hist, want_hist,
+            "argmax n={n}: the token kept at position 5 alone"
+        );
     }
     // All equal: every thread's candidate ties, the first index wins.
-    let dx = upload(&g, &s, &vec![0.5f32; 4099]);
-    let mut dout = g.alloc::<u32>(1).unwrap();
-    k.argmax(&s, &dx, 4099, &mut dout).unwrap();
-    assert_eq!(dout.to_vec(&s).unwrap()[0], 0, "argmax of equal values");
+    let (got, _) = pick(&vec![0.5f32; 4099], 0, 1);
+    assert_eq!(got, 0, "argmax of equal values");
+    // A position past the history: the token still goes out, the history is not written.
+    let (got, hist) = pick(&[1.0, 3.0, 2.0], 7, 1);
+    assert_eq!(got, 1);
+    assert_eq!(
+        hist,
+        [u32::MAX; 8],
+        "a position past the history is not written"
+    );
 }

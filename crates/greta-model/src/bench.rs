@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::llama::gpu::{GpuError, GpuLlama, TokenPick};
+use crate::llama::gpu::{DecodeAhead, GpuError, GpuLlama, GpuState, TokenPick};
 use crate::llama::weights::LlamaWeights;
 use crate::llama::{ForwardError, Llama, LlamaConfig, Logits};
 use crate::synthetic;
@@ -220,6 +220,22 @@ pub fn gpu_copy_gb_s(gpu: &hiprt::Gpu) -> Result<f64, BenchError> {
     Ok(2.0 * (n * 4) as f64 * iters as f64 / (ms / 1e3) / 1e9)
 }
 
+/// `steps` decode steps as `greta generate` runs them (one step ahead of the host, each
+/// token read back).
+fn decode_run(
+    model: &GpuLlama,
+    st: &mut GpuState,
+    graph: bool,
+    steps: usize,
+) -> Result<(), BenchError> {
+    let mut ahead = DecodeAhead::new(model, st, graph, steps)?;
+    for _ in 0..steps {
+        ahead.next()?;
+    }
+    ahead.finish()?;
+    Ok(())
+}
+
 /// Benchmarks a model on the GPU.
 pub fn bench_gpu(
     model: &GpuLlama,
@@ -235,9 +251,7 @@ pub fn bench_gpu(
     st.set_pick(TokenPick::Argmax)?;
     // Warm-up: loads the code, captures the decode graph.
     model.prefill_pick(&prompt, &mut st)?;
-    for _ in 0..spec.gen.min(4) {
-        model.decode_on_device(&mut st, spec.graph)?;
-    }
+    decode_run(model, &mut st, spec.graph, spec.gen.min(4))?;
     let (mut prefill, mut host, mut decode) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..spec.reps {
         st.reset()?;
@@ -248,9 +262,7 @@ pub fn bench_gpu(
         st.picked()?; // reads the token back: waits for the GPU
         prefill.push(t0.elapsed().as_secs_f64() * 1e3);
         let t1 = Instant::now();
-        for _ in 0..spec.gen {
-            model.decode_on_device(&mut st, spec.graph)?;
-        }
+        decode_run(model, &mut st, spec.graph, spec.gen)?;
         decode.push(spec.gen as f64 / t1.elapsed().as_secs_f64());
         on_rep(rep + 1);
     }

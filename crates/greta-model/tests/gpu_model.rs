@@ -6,7 +6,7 @@ mod common;
 
 use greta_model::generate::sampler::{Sampler, SamplerConfig};
 use greta_model::generate::{generate, generate_gpu, Decoding};
-use greta_model::kernels::gpu::{default_dir, GpuKernels};
+use greta_model::kernels::gpu::{default_dir, GpuKernels, PickAt};
 use greta_model::llama::gpu::GpuLlama;
 use greta_model::llama::weights::CpuWeights;
 use greta_model::model;
@@ -88,6 +88,47 @@ fn graph_replay_matches_eager_launches_and_the_cpu() {
             graph, eager,
             "{v}: graph replay and eager launches chose different tokens"
         );
+        // Stopped after 10 tokens (a step already issued past them), the state is where a
+        // step-by-step loop leaves it: one more step decodes the 11th token of the full run.
+        for graph_on in [true, false] {
+            let m = GpuLlama::load(
+                &g,
+                lm.model.config.clone(),
+                &lm.model.weights,
+                &mut |_, _| {},
+            )
+            .unwrap();
+            let mut st = m.new_state(prompt.len() + n, prompt.len()).unwrap();
+            let mut s = greedy();
+            let mut out = Vec::new();
+            generate_gpu(
+                &m,
+                &mut st,
+                &prompt,
+                Decoding {
+                    max_new: n,
+                    sampler: &mut s,
+                    is_eog: &|_| false,
+                },
+                graph_on,
+                &mut |t| {
+                    out.push(t);
+                    out.len() < 10
+                },
+            )
+            .unwrap();
+            assert_eq!(out, graph[..10], "{v}: the stopped run's tokens");
+            assert_eq!(
+                st.len(),
+                prompt.len() + 9,
+                "{v}: after 10 tokens the state holds the prompt and 9 decoded"
+            );
+            let next = m.decode_on_device(&mut st, graph_on).unwrap();
+            assert_eq!(
+                next, graph[10],
+                "{v} (graph {graph_on}): the step after a stop decodes the 11th token"
+            );
+        }
         // Sampling on the device inside the graph draws what eager launches draw.
         let sampled = SamplerConfig {
             temperature: 1.2,
@@ -158,6 +199,8 @@ fn device_sampling_draws_what_the_host_sampler_draws() {
         let mut rng = g.alloc::<u64>(1).unwrap();
         rng.write(0, &[cfg.seed], &s).unwrap();
         let mut out = g.alloc::<u32>(1).unwrap();
+        let (mut pos, mut history) = (g.alloc::<u32>(1).unwrap(), g.alloc::<u32>(65).unwrap());
+        pos.write(0, &[0], &s).unwrap();
         let mut dlogits = g.alloc::<f32>(vocab).unwrap();
         let dev = DeviceSampling {
             temperature,
@@ -179,9 +222,23 @@ fn device_sampling_draws_what_the_host_sampler_draws() {
             logits[5] = 7.0;
             logits[9] = 7.0;
             dlogits.write(0, &logits, &s).unwrap();
-            k.sample(&s, &dlogits, vocab, dev, &mut rng, &mut out)
-                .unwrap();
+            let at = PickAt {
+                out: &mut out,
+                pos: &mut pos,
+                advance: 1,
+                history: &mut history,
+            };
+            k.sample(&s, &dlogits, vocab, dev, &mut rng, at).unwrap();
             let got = out.to_vec(&s).unwrap()[0];
+            let mut kept = [0u32];
+            history.read(step as usize + 1, &mut kept, &s).unwrap();
+            let kept = kept[0];
+            assert_eq!(
+                kept,
+                got,
+                "step {step}: the draw is kept at position {}",
+                step + 1
+            );
             let want = host.sample(&logits, &[]).unwrap();
             assert_eq!(
                 got, want,

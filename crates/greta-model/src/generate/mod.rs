@@ -201,22 +201,36 @@ pub fn generate_gpu(
     };
     stats.prefill_time = t0.elapsed();
     let t1 = Instant::now();
-    decode_loop::<GpuGenerateError, _>(
-        first,
-        max_new,
-        is_eog,
-        &mut history,
-        &mut stats,
-        on_token,
-        |tok, history| {
-            Ok(if on_device {
-                model.decode_on_device(st, graph)?
-            } else {
+    if on_device {
+        // One step ahead: the GPU decodes token t + 1 while the host hands out token t.
+        let steps = max_new.saturating_sub(1);
+        let mut ahead = crate::llama::gpu::DecodeAhead::new(model, st, graph, steps)?;
+        let looped = decode_loop::<GpuGenerateError, _>(
+            first,
+            max_new,
+            is_eog,
+            &mut history,
+            &mut stats,
+            on_token,
+            |_, _| Ok(ahead.next()?),
+        );
+        let finished = ahead.finish();
+        looped?;
+        finished?;
+    } else {
+        decode_loop::<GpuGenerateError, _>(
+            first,
+            max_new,
+            is_eog,
+            &mut history,
+            &mut stats,
+            on_token,
+            |tok, history| {
                 let logits = model.forward(&[tok], st, Logits::Last, &mut greta_trace::NoTrace)?;
-                sampler.sample(&logits, history)?
-            })
-        },
-    )?;
+                Ok(sampler.sample(&logits, history)?)
+            },
+        )?;
+    }
     stats.decode_time = t1.elapsed();
     Ok(stats)
 }

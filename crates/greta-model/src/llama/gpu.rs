@@ -11,11 +11,11 @@
 use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
     check_attention_shape, AttnScratch, AttnShape, DeviceSampling, GemmOut, GemmRoute, GpuKernels,
-    KernelError, MatShape, NormIn, QkvRope, Rows,
+    KernelError, MatShape, NormIn, PickAt, QkvRope, Rows,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
-use hiprt::{DeviceBuffer, Gpu, GraphExec, HipError, Stream};
+use hiprt::{DeviceBuffer, Event, Gpu, GraphExec, HipError, Stream};
 
 use super::config::{LlamaConfig, RopeStyle};
 use super::forward::Logits;
@@ -43,6 +43,10 @@ pub enum GpuError {
     TooManyRows { max: usize, requested: usize },
     #[error("token id {id} at index {index} is outside the vocabulary of {vocab}")]
     TokenOutOfRange { id: u32, index: usize, vocab: usize },
+    #[error("cannot rewind a sequence of {len} positions to {requested}")]
+    Rewind { len: usize, requested: usize },
+    #[error("a decode run of {steps} steps was asked for step {}", steps + 1)]
+    AheadExhausted { steps: usize },
 }
 
 type Result<T> = std::result::Result<T, GpuError>;
@@ -324,6 +328,8 @@ impl GpuLlama {
             attn_scratch: AttnScratch::new(g, c.n_heads, c.head_dim, capacity)?,
             rng: pool.alloc::<u64>(1)?,
             pick: TokenPick::Argmax,
+            history: pool.alloc::<u32>(capacity + 1)?,
+            reads: g.stream()?,
             last: alloc(c.hidden)?,
             q_rot: alloc(q_row)?,
             k_rot: alloc(kv_row)?,
@@ -363,6 +369,11 @@ pub struct GpuState {
     rng: Pooled<u64>,
     /// How a decode step picks its token on the device (captured into the graph).
     pick: TokenPick,
+    /// Every picked token at the position it will take (capacity + 1 entries): the host
+    /// reads step t's token here while step t + 1 runs (`DecodeAhead`).
+    history: Pooled<u32>,
+    /// The stream those reads go through (the main one is busy with the next step).
+    reads: Stream,
     last: Pooled<f32>,
     /// One token's rotated q and k from the decode attention that does its own RoPE (the
     /// trace's QRope and KRope; `q` and `k` keep the products).
@@ -400,6 +411,22 @@ impl GpuState {
         }
         self.pick = pick;
         self.graph = None;
+        Ok(())
+    }
+
+    /// Goes back to `len` positions (`len <= self.len()`): the device position and the host's
+    /// mirror; the cache entries past it are not used again until overwritten. Waits for the
+    /// stream (a step still in flight would advance the position after the write).
+    pub fn rewind(&mut self, len: usize) -> Result<()> {
+        if len > self.len {
+            return Err(GpuError::Rewind {
+                len: self.len,
+                requested: len,
+            });
+        }
+        self.stream.synchronize()?;
+        self.pos.write(0, &[len as u32], &self.stream)?;
+        self.len = len;
         Ok(())
     }
 
@@ -1065,7 +1092,6 @@ impl GpuLlama {
             rows,
             c.vocab_size,
         )?;
-        k.advance_pos(&st.stream, &mut st.pos, t)?;
         Ok(rows)
     }
 
@@ -1077,18 +1103,22 @@ impl GpuLlama {
         which: Logits,
         obs: &mut dyn StageObserver,
     ) -> Result<Vec<f32>> {
-        let rows = self.forward_no_readback(tokens, st, which, obs)?;
+        let rows = self.forward_no_readback(tokens, st, which, obs, false)?;
         let mut out = vec![0f32; rows * self.config.vocab_size];
         st.logits.read(0, &mut out, &st.stream)?;
         Ok(out)
     }
 
+    /// The pass of `tokens` up to its logits, then the end of the pass: the pick of the next
+    /// token on the device (which also advances the position) with `pick`, else the
+    /// position's advance alone.
     fn forward_no_readback(
         &self,
         tokens: &[u32],
         st: &mut GpuState,
         which: Logits,
         obs: &mut dyn StageObserver,
+        pick: bool,
     ) -> Result<usize> {
         let t = tokens.len();
         if t > st.max_rows {
@@ -1122,20 +1152,31 @@ impl GpuLlama {
         st.ids.write(0, tokens, &st.stream)?;
         let pos0 = st.len;
         let rows = self.forward_inner(st, t, which, obs, pos0)?;
+        if pick {
+            self.pick_on_device(st, t)?;
+        } else {
+            self.kernels.advance_pos(&st.stream, &mut st.pos, t)?;
+        }
         st.len += t;
         Ok(rows)
     }
 
-    /// Writes the token the state's `TokenPick` chooses from the last logits row into `ids[0]`.
-    fn pick_on_device(&self, st: &mut GpuState) -> Result<()> {
+    /// Writes the token the state's `TokenPick` chooses from the last logits row into `ids[0]`
+    /// and `history` at the position it will take, advancing the position by the pass's
+    /// `t` rows.
+    fn pick_on_device(&self, st: &mut GpuState, t: usize) -> Result<()> {
         let n = self.config.vocab_size;
+        let at = PickAt {
+            out: &mut st.ids,
+            pos: &mut st.pos,
+            advance: t,
+            history: &mut st.history,
+        };
         match st.pick {
-            TokenPick::Argmax => self
-                .kernels
-                .argmax(&st.stream, &st.logits, n, &mut st.ids)?,
+            TokenPick::Argmax => self.kernels.argmax(&st.stream, &st.logits, n, at)?,
             TokenPick::Sample { cfg, .. } => {
                 self.kernels
-                    .sample(&st.stream, &st.logits, n, cfg, &mut st.rng, &mut st.ids)?
+                    .sample(&st.stream, &st.logits, n, cfg, &mut st.rng, at)?
             }
         }
         Ok(())
@@ -1152,8 +1193,8 @@ impl GpuLlama {
     /// issued, none waited for (`GpuState::picked` then reads the token). `greta bench` times
     /// the two apart to tell a host-bound prefill from a GPU-bound one.
     pub fn prefill_enqueue(&self, prompt: &[u32], st: &mut GpuState) -> Result<()> {
-        self.forward_no_readback(prompt, st, Logits::Last, &mut greta_trace::NoTrace)?;
-        self.pick_on_device(st)
+        self.forward_no_readback(prompt, st, Logits::Last, &mut greta_trace::NoTrace, true)?;
+        Ok(())
     }
 
     /// One decode step of the token in `ids[0]`, entirely on the device: embed, layers,
@@ -1161,13 +1202,20 @@ impl GpuLlama {
     fn decode_step_device(&self, st: &mut GpuState) -> Result<()> {
         let pos0 = st.len;
         self.forward_inner(st, 1, Logits::Last, &mut greta_trace::NoTrace, pos0)?;
-        self.pick_on_device(st)
+        self.pick_on_device(st, 1)
     }
 
     /// Decodes the token in `ids[0]` and returns the next (chosen on the device). With
     /// `graph`, the step is captured once and replayed; without, its kernels are launched one
-    /// by one.
+    /// by one. The host waits for the step; [`DecodeAhead`] keeps one step ahead instead.
     pub fn decode_on_device(&self, st: &mut GpuState, graph: bool) -> Result<u32> {
+        self.decode_enqueue(st, graph)?;
+        st.picked()
+    }
+
+    /// Issues one decode step of the token in `ids[0]` (see `decode_on_device`) without
+    /// waiting for it: its token lands in `ids[0]` and at `history[st.len()]` afterwards.
+    pub fn decode_enqueue(&self, st: &mut GpuState, graph: bool) -> Result<()> {
         if st.len + 1 > st.capacity {
             return Err(GpuError::KvCacheFull {
                 capacity: st.capacity,
@@ -1191,7 +1239,102 @@ impl GpuLlama {
             self.decode_step_device(st)?;
         }
         st.len += 1;
-        st.picked()
+        Ok(())
+    }
+}
+
+/// How many decode steps [`DecodeAhead`] keeps issued beyond the one the host waits for.
+const STEPS_AHEAD: usize = 1;
+
+/// Decode steps issued ahead of the host: step t + 1 is on the GPU's queue before the host
+/// reads step t's token, so the GPU does not sit idle through the read-back, the host's
+/// wake-up and the next launch. Each step's token comes from the device's `history` (the
+/// pick writes it there as well as into the next step's input) through a second stream,
+/// after an event recorded behind that step, in order, by [`next`](Self::next).
+///
+/// At most `steps` steps are issued. [`finish`](Self::finish) waits for a step issued past
+/// the last token read and rewinds the state to where a step-by-step loop would have left
+/// it (position, next input); a device sampler's generator keeps the extra draw.
+pub struct DecodeAhead<'a> {
+    model: &'a GpuLlama,
+    st: &'a mut GpuState,
+    graph: bool,
+    steps: usize,
+    issued: usize,
+    /// Issued steps not yet read: the position their token takes, the event behind them.
+    in_flight: std::collections::VecDeque<(usize, Event)>,
+    spare: Vec<Event>,
+    last: Option<u32>,
+}
+
+impl<'a> DecodeAhead<'a> {
+    /// A run of up to `steps` decode steps from the token in the state's `ids[0]`; checks
+    /// that they fit the KV cache before issuing any.
+    pub fn new(
+        model: &'a GpuLlama,
+        st: &'a mut GpuState,
+        graph: bool,
+        steps: usize,
+    ) -> Result<Self> {
+        if st.len + steps > st.capacity {
+            return Err(GpuError::KvCacheFull {
+                capacity: st.capacity,
+                used: st.len,
+                requested: steps,
+            });
+        }
+        Ok(DecodeAhead {
+            model,
+            st,
+            graph,
+            steps,
+            issued: 0,
+            in_flight: Default::default(),
+            spare: Vec::new(),
+            last: None,
+        })
+    }
+
+    fn issue(&mut self) -> Result<()> {
+        self.model.decode_enqueue(self.st, self.graph)?;
+        let done = match self.spare.pop() {
+            Some(e) => e,
+            None => self.model.gpu.event()?,
+        };
+        done.record(&self.st.stream)?;
+        self.in_flight.push_back((self.st.len, done));
+        self.issued += 1;
+        Ok(())
+    }
+
+    /// The next step's token: issues that step and up to [`STEPS_AHEAD`] more (within
+    /// `steps`), then waits for that step alone.
+    pub fn next(&mut self) -> Result<u32> {
+        while self.in_flight.len() <= STEPS_AHEAD && self.issued < self.steps {
+            self.issue()?;
+        }
+        let (pos, done) = self
+            .in_flight
+            .pop_front()
+            .ok_or(GpuError::AheadExhausted { steps: self.steps })?;
+        done.synchronize()?;
+        let mut id = [0u32];
+        self.st.history.read(pos, &mut id, &self.st.reads)?;
+        self.spare.push(done);
+        self.last = Some(id[0]);
+        Ok(id[0])
+    }
+
+    /// Ends the run: a step issued past the last token read is waited for and undone.
+    pub fn finish(self) -> Result<()> {
+        if let Some(&(pos, _)) = self.in_flight.front() {
+            // That step decoded the token at pos - 1 and picked the one for pos.
+            self.st.rewind(pos - 1)?;
+            if let Some(last) = self.last {
+                self.st.ids.write(0, &[last], &self.st.stream)?;
+            }
+        }
+        Ok(())
     }
 }
 
