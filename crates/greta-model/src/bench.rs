@@ -230,7 +230,7 @@ fn decode_run(
 ) -> Result<(), BenchError> {
     let mut ahead = DecodeAhead::new(model, st, graph, steps)?;
     for _ in 0..steps {
-        ahead.next()?;
+        ahead.next_token()?;
     }
     ahead.finish()?;
     Ok(())

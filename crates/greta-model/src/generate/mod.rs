@@ -212,7 +212,7 @@ pub fn generate_gpu(
             &mut history,
             &mut stats,
             on_token,
-            |_, _| Ok(ahead.next()?),
+            |_, _| Ok(ahead.next_token()?),
         );
         let finished = ahead.finish();
         looped?;

@@ -1250,7 +1250,7 @@ const STEPS_AHEAD: usize = 1;
 /// reads step t's token, so the GPU does not sit idle through the read-back, the host's
 /// wake-up and the next launch. Each step's token comes from the device's `history` (the
 /// pick writes it there as well as into the next step's input) through a second stream,
-/// after an event recorded behind that step, in order, by [`next`](Self::next).
+/// after an event recorded behind that step, in order, by [`next_token`](Self::next_token).
 ///
 /// At most `steps` steps are issued. [`finish`](Self::finish) waits for a step issued past
 /// the last token read and rewinds the state to where a step-by-step loop would have left
@@ -1309,7 +1309,7 @@ impl<'a> DecodeAhead<'a> {
 
     /// The next step's token: issues that step and up to [`STEPS_AHEAD`] more (within
     /// `steps`), then waits for that step alone.
-    pub fn next(&mut self) -> Result<u32> {
+    pub fn next_token(&mut self) -> Result<u32> {
         while self.in_flight.len() <= STEPS_AHEAD && self.issued < self.steps {
             self.issue()?;
         }
