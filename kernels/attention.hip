@@ -4,6 +4,7 @@
 // memory (*pos0) so a captured decode graph replays unchanged from token to token.
 #include "greta_device.h"
 
+#define NEG_INF (-3.402823466e38f)
 #define HD_MAX 128
 // Keys per step of the prefill kernel.
 #define KT 32
@@ -340,6 +341,7 @@ ATTN_PREFILL_FA(64, 2)
 ATTN_PREFILL_FA(128, 4)
 #endif
 
+#define DECODE_KEYS 128
 #define DECODE_BLOCK 128
 #define DECODE_WAVES_MAX (DECODE_BLOCK / 32)
 
@@ -358,9 +360,6 @@ ATTN_PREFILL_FA(128, 4)
 //   otherwise it writes its partial (m, l, unnormalised o) and the last block of head h to
 //   finish (an atomic count in done[h], reset to 0 by that block for the next step)
 //   combines the head's splits into ctx: no second launch per layer.
-//   With done == null every split writes its partial and exits, and the consumer combines
-//   them (gemv_add_combine_f16, the output projection, in its prologue: g_combine_splits):
-//   no fence, no count and no serial tail between the attention and the product.
 // CH = head_dim / 8 is a template argument so that every load is unrolled.
 // ROPE: the attention also does the token's RoPE and KV append (rope_qk_append_f16's work,
 // one launch fewer per layer): q is the unrotated query, and the g_decode_rope inputs and
@@ -516,17 +515,16 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
             for (unsigned gg = 0; gg < G; ++gg) sw += red[(w * G + gg) * HD + d];
             od += g_exp(wm[w] - mm) * sw;
         }
-        if (active == 1 && done)
+        if (active == 1)
             ctx[(unsigned long)h * HD + d] = od / ll;
         else
             part_o[part * HD + d] = od;
     }
-    if (active == 1 && done) return;
+    if (active == 1) return;
     if (t == 0) {
         part_m[part] = mm;
         part_l[part] = ll;
     }
-    if (!done) return;
     // Publish this split; the block that completes the count combines.
     g_fence_release();
     g_sync();

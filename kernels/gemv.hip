@@ -122,76 +122,6 @@ GRETA_DEVICE float g_norm_prologue(const float* x, const float* nw, float* norme
     return scale;
 }
 
-// The decode attention's combine in the output projection's prologue. The attention,
-// launched with done == null, left one partial per split (its running max m, sum l and
-// unnormalised o over its keys: attention.hip); for each head h the block computes
-//   ctx[h] = sum_s exp(m_s - M) o_s / sum_s exp(m_s - M) l_s
-// over the splits that hold keys (ceil((*pos0 + 1) / DECODE_KEYS)), in split order: the
-// arithmetic of the attention's own last-block combine, so ctx is bitwise the same. ctx
-// goes to LDS (xs, the product's x); block 0 also writes it out (the trace's AttnCtx, and a
-// rerun's input). One thread takes 4 values of ctx; the partials of up to COMBINE_BATCH
-// splits (contexts to 1024 positions) are loaded at once, one round trip after the wait.
-// Each block repeats the combine (k * splits loads from L2): the model takes this route only
-// where that traffic is small (gpu.rs, combine_in_consumer).
-#define COMBINE_BATCH 8
-struct g_combine_in {
-    const float* part_m;
-    const float* part_l;
-    const float* part_o;
-    const unsigned* pos0;
-    unsigned n_splits;
-    unsigned head_dim;
-    float* ctx;
-};
-GRETA_DEVICE void g_combine_splits(const g_combine_in& c, float* xs, unsigned k) {
-    const unsigned active = (*c.pos0 + DECODE_KEYS) / DECODE_KEYS;
-    for (unsigned i4 = g_tid(); i4 < k / 4; i4 += g_bdim()) {
-        const unsigned h = 4 * i4 / c.head_dim, d = 4 * i4 - h * c.head_dim;
-        const unsigned long p0 = (unsigned long)h * c.n_splits;
-        float o[4];
-        if (active <= COMBINE_BATCH) {
-            float m[COMBINE_BATCH], l[COMBINE_BATCH];
-            g_f4 v[COMBINE_BATCH];
-            // Splits past `active` load the last one again (no branch per split) and weigh 0.
-            for (unsigned x = 0; x < COMBINE_BATCH; ++x) {
-                const unsigned long px = p0 + (x < active ? x : active - 1);
-                m[x] = c.part_m[px];
-                l[x] = c.part_l[px];
-                v[x] = *(const g_f4*)(c.part_o + px * c.head_dim + d);
-            }
-            float cm = NEG_INF;
-            for (unsigned x = 0; x < COMBINE_BATCH; ++x) cm = x < active && m[x] > cm ? m[x] : cm;
-            float wx[COMBINE_BATCH], cl = 0.0f;
-            for (unsigned x = 0; x < COMBINE_BATCH; ++x) {
-                wx[x] = x < active ? g_exp(m[x] - cm) : 0.0f;
-                cl += wx[x] * l[x];
-            }
-            for (unsigned e = 0; e < 4; ++e) {
-                float od = 0.0f;
-                for (unsigned x = 0; x < COMBINE_BATCH; ++x) od += wx[x] * v[x].v[e];
-                o[e] = od / cl;
-            }
-        } else {
-            const float* pm = c.part_m + p0;
-            const float* pl = c.part_l + p0;
-            float cm = NEG_INF;
-            for (unsigned x = 0; x < active; ++x) cm = pm[x] > cm ? pm[x] : cm;
-            float cl = 0.0f;
-            for (unsigned x = 0; x < active; ++x) cl += g_exp(pm[x] - cm) * pl[x];
-            for (unsigned e = 0; e < 4; ++e) {
-                float od = 0.0f;
-                for (unsigned x = 0; x < active; ++x) od += g_exp(pm[x] - cm) * c.part_o[(p0 + x) * c.head_dim + d + e];
-                o[e] = od / cl;
-            }
-        }
-        for (unsigned e = 0; e < 4; ++e) {
-            xs[4 * i4 + e] = o[e];
-            if (g_bid() == 0) c.ctx[4 * i4 + e] = o[e];
-        }
-    }
-    g_sync();
-}
-
 // Rows [0, n0) of the stacked matrix are w0's (written to y0), the next n1 w1's, the next n2
 // w2's: Q, K and V of one token in one launch (n1 = n2 = 0: a plain product). A wave takes
 // R consecutive rows. Block: a multiple of the wave size.
@@ -212,19 +142,18 @@ GRETA_DEVICE void g_stacked_row(unsigned r, const g_half* w0, float* y0, unsigne
 // floats of LDS). ADD: the product is also added into resid (resid[row] += y[row]: the
 // residual add behind the output and down projections; one product, n1 = n2 = 0), resid
 // read right after the wait so that its round trip hides under the dot products.
-// COMBINE: x is the attention's splits, combined in the prologue (g_combine_splits; xs).
-template <unsigned R, bool NORM, bool ADD, bool COMBINE = false>
+template <unsigned R, bool NORM, bool ADD>
 GRETA_DEVICE void g_gemv3(const g_half* w0, float* y0, unsigned n0, const g_half* w1, float* y1, unsigned n1,
                           const g_half* w2, float* y2, unsigned n2, const float* x, unsigned k, const float* nw,
-                          float* normed, float eps, float* resid, float* xs, const g_combine_in* cb = nullptr) {
+                          float* normed, float eps, float* resid, float* xs) {
     g_launch_next();
     unsigned waves = g_bdim() / GRETA_WAVE;
     unsigned n = n0 + n1 + n2;
     unsigned r0 = R * (g_bid() * waves + g_tid() / GRETA_WAVE);
     const bool active = r0 < n;
-    // Without a prologue a wave past the end has nothing to do; with one, every wave takes
-    // part in the block's work first.
-    if (!NORM && !COMBINE && !active) return;
+    // Without the prologue a wave past the end has nothing to do; with it, every wave
+    // takes part in the block's sum first.
+    if (!NORM && !active) return;
     const g_half* w[R];
     float* y[R];
     for (unsigned r = 0; r < R; ++r) {
@@ -235,19 +164,15 @@ GRETA_DEVICE void g_gemv3(const g_half* w0, float* y0, unsigned n0, const g_half
     g_h8 wv[R][UNROLL];
     if (active) g_dot_prefetch<R>(w, k, wv);
     g_wait_previous();
-    float before[R];
-    if (ADD && active && g_lane() == 0)
-        for (unsigned r = 0; r < R; ++r) before[r] = r0 + r < n ? resid[r0 + r] : 0.0f;
     float scale = 1.0f;
     if (NORM) {
         scale = g_norm_prologue(x, nw, normed, xs, k, eps);
         x = xs;
     }
-    if (COMBINE) {
-        g_combine_splits(*cb, xs, k);
-        x = xs;
-    }
     if (!active) return;
+    float before[R];
+    if (ADD && g_lane() == 0)
+        for (unsigned r = 0; r < R; ++r) before[r] = r0 + r < n ? resid[r0 + r] : 0.0f;
     float d[R];
     g_dot_rest<R>(w, x, k, wv, d);
     if (g_lane() == 0)
@@ -288,17 +213,6 @@ GRETA_KERNEL void gemv_add_f16(const g_half* w, float* y, unsigned n, const floa
 GRETA_KERNEL void gemv_add_f16_r2(const g_half* w, float* y, unsigned n, const float* x, unsigned k, float* resid) {
     g_gemv3<2, false, true>(w, y, n, nullptr, nullptr, 0, nullptr, nullptr, 0, x, k, nullptr, nullptr, 0.0f, resid,
                             nullptr);
-}
-// The output projection with the residual add whose x is the decode attention's splits,
-// combined in the prologue (g_combine_splits; ctx: k = n_heads * head_dim floats, written
-// by block 0). Dynamic LDS: k floats.
-GRETA_KERNEL GRETA_BLOCK_MAX(256) void gemv_add_combine_f16(const g_half* w, float* y, unsigned n, unsigned k, float* resid,
-                                       const float* part_m, const float* part_l, const float* part_o,
-                                       const unsigned* pos0, unsigned n_splits, unsigned head_dim, float* ctx) {
-    extern GRETA_SHARED GRETA_ALIGN16 float gemv_xs[];
-    const g_combine_in cb = {part_m, part_l, part_o, pos0, n_splits, head_dim, ctx};
-    g_gemv3<1, false, true, true>(w, y, n, nullptr, nullptr, 0, nullptr, nullptr, 0, nullptr, k, nullptr, nullptr,
-                                  0.0f, resid, gemv_xs, &cb);
 }
 
 // gate = Wg x, up = Wu x, act = silu(gate) * up (the expression of silu_mul_f32, so the

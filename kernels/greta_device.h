@@ -107,12 +107,6 @@ GRETA_DEVICE void g_overlap_entry() {
     g_wait_previous();
 }
 
-// The decode attention's split: keys per block (DECODE_SPLIT in gpu.rs). Shared by the
-// attention (attention.hip) and the products that combine its splits (gemv.hip).
-#define DECODE_KEYS 128
-// The softmax's "no score yet": finite, so that exp(NEG_INF - m) is 0 rather than NaN.
-#define NEG_INF (-3.402823466e38f)
-
 // ---------------------------------------------------------------------------------------
 // The matrix units, one 16x16x16 f16 product with an f32 accumulator per wave (warp).
 //

@@ -196,7 +196,6 @@ pub struct GpuKernels {
     gemv3_r2: Function,
     gemv3_norm: [Function; 2],
     gemv_add: [Function; 2],
-    gemv_add_combine: Function,
     gate_up_silu: Function,
     gate_up_silu_norm: Function,
     gemv_plain: Function,
@@ -278,7 +277,6 @@ impl GpuKernels {
                     gemv.function("gemv_add_f16")?,
                     gemv.function("gemv_add_f16_r2")?,
                 ],
-                gemv_add_combine: gemv.function("gemv_add_combine_f16")?,
                 gate_up_silu: gemv.function("gemv_gate_up_silu_f16")?,
                 gate_up_silu_norm: gemv.function("gemv_gate_up_silu_norm_f16")?,
                 gemv_plain: ops.function("gemv_f16")?,
@@ -754,72 +752,6 @@ impl GpuKernels {
             .ptr(resid);
         let [a, b] = &self.gemv_add;
         self.launch_rows([a, b], n, BLOCK, 0, s, args)
-    }
-
-    /// Decode's output projection with the residual add, whose input is the split decode
-    /// attention's partials (an attention launched with [`DecodeCombine::InOutputProduct`]):
-    /// each block combines the splits of every head in its prologue (bitwise the
-    /// attention's own combine) and block 0 writes the result to `ctx`; then y = w · ctx and
-    /// resid += y as `gemv_add`. `att` is the attention's shape (one row).
-    #[allow(clippy::too_many_arguments)]
-    pub fn gemv_add_combine(
-        &self,
-        s: &Stream,
-        w: &DeviceBuffer<u16>,
-        scratch: &AttnScratch,
-        pos0: &DeviceBuffer<u32>,
-        ctx: &mut DeviceBuffer<f32>,
-        y: &mut DeviceBuffer<f32>,
-        resid: &mut DeviceBuffer<f32>,
-        n: usize,
-        att: AttnShape,
-    ) -> Result<()> {
-        let what = "gemv_add_combine";
-        if att.rows != 1 {
-            return Err(KernelError::Shape(format!(
-                "{what} takes one token's attention (decode); got {} rows",
-                att.rows
-            )));
-        }
-        check_attention_shape(att.n_heads, att.n_kv_heads, att.head_dim)?;
-        let dims = Self::decode_dims(scratch, att.n_heads, att.head_dim, att.max_kv)?;
-        let k = att.n_heads * att.head_dim;
-        let shared = Self::norm_prologue_bytes(k)?;
-        Self::need_of(w, n * k, what, "w")?;
-        Self::need_of(pos0, 1, what, "pos")?;
-        Self::need_of(ctx, k, what, "ctx")?;
-        Self::need_of(y, n, what, "y")?;
-        Self::need_of(resid, n, what, "resid")?;
-        let args = Args::new()
-            .ptr(w)
-            .ptr(y)
-            .u32(u32_of(n, "n")?)
-            .u32(u32_of(k, "k")?)
-            .ptr(resid)
-            .ptr(&scratch.part_m)
-            .ptr(&scratch.part_l)
-            .ptr(&scratch.part_o)
-            .ptr(pos0)
-            .u32(dims.grid[0])
-            .u32(u32_of(att.head_dim, "head_dim")?)
-            .ptr(ctx);
-        let f = &self.gemv_add_combine;
-        self.launch_rows([f, f], n, BLOCK, shared, s, args)
-    }
-
-    /// Where a decode step of this shape combines its attention's splits: in the output
-    /// projection (`gemv_add_combine`, `n` rows) where every block repeating the combine
-    /// reads at most [`COMBINE_IN_PRODUCT_MAX_BYTES`] of partials from L2 in all, at the
-    /// cache's capacity (SmolLM2-sized models); in the attention otherwise (Llama-2-7B:
-    /// 512 blocks x 80 KiB).
-    pub fn decode_combine(&self, n: usize, att: AttnShape) -> DecodeCombine {
-        let blocks = self.wave_rows_of(n, BLOCK).grid[0] as usize;
-        let partials = 4 * att.n_heads * att.head_dim * decode_splits(att.max_kv);
-        if att.rows == 1 && blocks * partials <= COMBINE_IN_PRODUCT_MAX_BYTES {
-            DecodeCombine::InOutputProduct
-        } else {
-            DecodeCombine::InAttention
-        }
     }
 
     /// Three products of one x in one launch (Q, K and V of a decode step):
@@ -1320,7 +1252,6 @@ impl GpuKernels {
         ctx: &mut DeviceBuffer<f32>,
         pos0: &DeviceBuffer<u32>,
         att: AttnShape,
-        combine: DecodeCombine,
     ) -> Result<()> {
         let AttnShape {
             rows: n_rows,
@@ -1340,11 +1271,6 @@ impl GpuKernels {
             u32_of(head_dim, "head_dim")?,
         );
         let scale = 1.0 / (head_dim as f32).sqrt();
-        if n_rows > 1 && combine == DecodeCombine::InOutputProduct {
-            return Err(KernelError::Shape(format!(
-                "attention of {n_rows} rows: only a decode step (one row) leaves its splits to the output product"
-            )));
-        }
         if n_rows > 1 {
             // Register-resident (fa_waves waves x 16 rows per block) where it exists, else
             // the LDS kernel (one wave x 16 rows).
@@ -1387,7 +1313,7 @@ impl GpuKernels {
                 .ptr(&scratch.part_m)
                 .ptr(&scratch.part_l)
                 .ptr(&scratch.part_o)
-                .ptr_or_null((combine == DecodeCombine::InAttention).then_some(&scratch.done))
+                .ptr(&scratch.done)
                 .ptr(ctx)
                 .ptr(pos0)
                 .u32(nh)
@@ -1444,7 +1370,6 @@ impl GpuKernels {
         pos0: &DeviceBuffer<u32>,
         inv_freq: &DeviceBuffer<f32>,
         shape: QkvRope,
-        combine: DecodeCombine,
     ) -> Result<()> {
         let QkvRope {
             rows,
@@ -1485,7 +1410,7 @@ impl GpuKernels {
             .ptr(&scratch.part_m)
             .ptr(&scratch.part_l)
             .ptr(&scratch.part_o)
-            .ptr_or_null((combine == DecodeCombine::InAttention).then_some(&scratch.done))
+            .ptr(&scratch.done)
             .ptr(ctx)
             .ptr(pos0)
             .u32(u32_of(n_heads, "n_heads")?)
@@ -1531,22 +1456,6 @@ impl GpuKernels {
         )
     }
 }
-
-/// Where the split decode attention's splits become ctx.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum DecodeCombine {
-    /// In the attention: the last split of a head to finish (an atomic count) combines them
-    /// and writes ctx.
-    InAttention,
-    /// In the next launch, the output projection (`gemv_add_combine`), from the partials
-    /// every split leaves in the scratch: no fence, count or serial tail in the attention,
-    /// which then writes no ctx.
-    InOutputProduct,
-}
-
-/// The L2 traffic bound of [`GpuKernels::decode_combine`]: 8 MiB of partials read by all the
-/// output projection's blocks together (~1 µs of L2 bandwidth).
-pub const COMBINE_IN_PRODUCT_MAX_BYTES: usize = 8 << 20;
 
 /// Which kernel computes a `gemm_f16`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

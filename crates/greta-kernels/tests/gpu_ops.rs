@@ -5,8 +5,8 @@
 
 use greta_kernels::cpu::{self, RopePairing, WeightView};
 use greta_kernels::gpu::{
-    default_dir, AttnScratch, AttnShape, DecodeCombine, GemmOut, GemmRoute, GpuKernels, MatShape,
-    NormIn, PickAt, QkvRope, RopeShape, Rows,
+    default_dir, AttnScratch, AttnShape, GemmOut, GemmRoute, GpuKernels, MatShape, NormIn, PickAt,
+    QkvRope, RopeShape, Rows,
 };
 use half::f16;
 use hiprt::{DeviceBuffer, Gpu, PlatformChoice, Stream};
@@ -312,35 +312,14 @@ fn attention_case(
     };
     let mut scratch = AttnScratch::new(g, n_heads, head_dim, capacity).unwrap();
     let mut dctx = g.alloc::<f32>(rows * n_heads * head_dim).unwrap();
-    let here = DecodeCombine::InAttention;
-    k.attention(
-        s,
-        &dq,
-        &dk,
-        &dv,
-        &mut scratch,
-        &mut dctx,
-        &dpos,
-        shape,
-        here,
-    )
-    .unwrap();
+    k.attention(s, &dq, &dk, &dv, &mut scratch, &mut dctx, &dpos, shape)
+        .unwrap();
     let got = download(s, &dctx);
     // Again with the same scratch into a zeroed output: the last-block combines must have
     // left their counts at zero, or this pass would write nothing.
     dctx.zero(s).unwrap();
-    k.attention(
-        s,
-        &dq,
-        &dk,
-        &dv,
-        &mut scratch,
-        &mut dctx,
-        &dpos,
-        shape,
-        here,
-    )
-    .unwrap();
+    k.attention(s, &dq, &dk, &dv, &mut scratch, &mut dctx, &dpos, shape)
+        .unwrap();
     assert_eq!(
         mismatches(&got, &download(s, &dctx)),
         0,
@@ -431,17 +410,7 @@ fn attention_flash_and_split_decode_match_cpu() {
         max_kv: 16,
     };
     let err = k
-        .attention(
-            &s,
-            &q,
-            &c,
-            &c,
-            &mut scratch,
-            &mut ctx,
-            &pos,
-            shape,
-            DecodeCombine::InAttention,
-        )
+        .attention(&s, &q, &c, &c, &mut scratch, &mut ctx, &pos, shape)
         .unwrap_err()
         .to_string();
     assert!(err.contains("head_dim 72"), "{err}");
@@ -892,7 +861,6 @@ fn decode_attention_with_rope_matches_two_launches_and_cpu() {
                 &dpos,
                 &dinv,
                 rope,
-                DecodeCombine::InAttention,
             )
             .unwrap();
             // Two launches.
@@ -909,18 +877,8 @@ fn decode_attention_with_rope_matches_two_launches_and_cpu() {
                 rope,
             )
             .unwrap();
-            k.attention(
-                &s,
-                &uq,
-                &ukc,
-                &uvc,
-                &mut scratch,
-                &mut uctx,
-                &dpos,
-                shape,
-                DecodeCombine::InAttention,
-            )
-            .unwrap();
+            k.attention(&s, &uq, &ukc, &uvc, &mut scratch, &mut uctx, &dpos, shape)
+                .unwrap();
             let case = format!(
                 "heads {n_heads}/{n_kv} hd={head_dim} half_split={half_split} pos0={pos0} capacity={capacity}"
             );
@@ -969,72 +927,6 @@ fn decode_attention_with_rope_matches_two_launches_and_cpu() {
             let e = nmse(&got, &want);
             eprintln!("attention_rope {case}: nmse {e:.3e}");
             assert!(e < NMSE_F32, "attention_rope {case}: nmse {e:.3e}");
-
-            // The splits left to the output product (both attention forms): the product's
-            // combine writes the same ctx bit for bit, and its y and residual are those of
-            // gemv_add on that ctx.
-            let n_out = 40;
-            let (w_bits, _) = f16_bits(&values(n_out * q_row, seed + 5));
-            let dw = upload(&g, &s, &w_bits);
-            let resid0 = values(n_out, seed + 6);
-            let (mut y_ref, mut r_ref) = (g.alloc::<f32>(n_out).unwrap(), upload(&g, &s, &resid0));
-            k.gemv_add(&s, &dw, &ctx, &mut y_ref, &mut r_ref, n_out, q_row)
-                .unwrap();
-            for rope_form in [true, false] {
-                let (mut kc2, mut vc2) = (upload(&g, &s, &k_bits), upload(&g, &s, &v_bits));
-                let later = DecodeCombine::InOutputProduct;
-                if rope_form {
-                    k.attention_rope(
-                        &s,
-                        [&dq, &dk, &dv],
-                        [&mut kc2, &mut vc2],
-                        [&mut q_rot, &mut k_rot],
-                        &mut scratch,
-                        &mut uctx,
-                        &dpos,
-                        &dinv,
-                        rope,
-                        later,
-                    )
-                    .unwrap();
-                } else {
-                    k.attention(
-                        &s,
-                        &uq,
-                        &ukc,
-                        &uvc,
-                        &mut scratch,
-                        &mut uctx,
-                        &dpos,
-                        shape,
-                        later,
-                    )
-                    .unwrap();
-                }
-                let mut cctx = g.alloc::<f32>(q_row).unwrap();
-                let (mut y, mut r) = (g.alloc::<f32>(n_out).unwrap(), upload(&g, &s, &resid0));
-                k.gemv_add_combine(
-                    &s, &dw, &scratch, &dpos, &mut cctx, &mut y, &mut r, n_out, shape,
-                )
-                .unwrap();
-                let form = if rope_form { "rope form" } else { "plain" };
-                // The same arithmetic in the same order; compilers may still contract it
-                // differently, so the bits are reported and near-equality asserted.
-                for (what, a, b) in [
-                    ("ctx", download(&s, &cctx), got.clone()),
-                    ("y", download(&s, &y), download(&s, &y_ref)),
-                    ("residual", download(&s, &r), download(&s, &r_ref)),
-                ] {
-                    let (diff, e) = (mismatches(&a, &b), nmse(&a, &b));
-                    if diff > 0 {
-                        eprintln!("combined in the product ({form}) {what}, {case}: {diff} values differ in bits, nmse {e:.3e}");
-                    }
-                    assert!(
-                        e < 1e-12,
-                        "combined in the product ({form}): {what}, {case}: nmse {e:.3e}"
-                    );
-                }
-            }
         }
     }
     // The one head_dim without the form says so; the model then takes the two launches.

@@ -10,8 +10,8 @@
 
 use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
-    check_attention_shape, AttnScratch, AttnShape, DecodeCombine, DeviceSampling, GemmOut,
-    GemmRoute, GpuKernels, KernelError, MatShape, NormIn, PickAt, QkvRope, Rows,
+    check_attention_shape, AttnScratch, AttnShape, DeviceSampling, GemmOut, GemmRoute, GpuKernels,
+    KernelError, MatShape, NormIn, PickAt, QkvRope, Rows,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
@@ -556,24 +556,11 @@ impl GpuLlama {
         Ok(())
     }
 
-    /// The decode attention's shape for a state (one row, the cache's capacity).
-    fn decode_attn_shape(&self, st: &GpuState) -> AttnShape {
-        let c = &self.config;
-        AttnShape {
-            rows: 1,
-            n_heads: c.n_heads,
-            n_kv_heads: c.n_kv_heads,
-            head_dim: c.head_dim,
-            max_kv: st.capacity,
-        }
-    }
-
     /// RoPE on q and k, k and v into layer `l`'s cache, and the attention (the QRope, KRope
     /// stages; AttnCtx is the caller's). One token, where the kernels have the form: one
     /// launch (`attention_rope`), the rotated rows in `q_rot` / `k_rot`; an observer's change
     /// to them reruns the append and the attention from the changed rows. Otherwise
-    /// `rope_qk_append` rotates q and k in place and appends, then `attention`. With
-    /// `combine` in the output product, ctx is not written here but by that product.
+    /// `rope_qk_append` rotates q and k in place and appends, then `attention`.
     fn rope_attend(
         &self,
         st: &mut GpuState,
@@ -581,7 +568,6 @@ impl GpuLlama {
         t: usize,
         pos0: usize,
         obs: &mut dyn StageObserver,
-        combine: DecodeCombine,
     ) -> Result<()> {
         let c = &self.config;
         let k = &self.kernels;
@@ -623,7 +609,6 @@ impl GpuLlama {
                 &st.pos,
                 &self.inv_freq,
                 rope,
-                combine,
             )?;
         } else {
             k.rope_qk_append(
@@ -664,7 +649,6 @@ impl GpuLlama {
                 &mut st.ctx,
                 &st.pos,
                 shape,
-                combine,
             )?;
         }
         Ok(())
@@ -706,10 +690,6 @@ impl GpuLlama {
     /// proj and x observed at `at` ([product, residual]). While the observer watches the
     /// product, x is kept in `last` first, so that a changed product is added to the residual
     /// it was added to (as the unfused stages would).
-    ///
-    /// `combined_ctx`: the output projection combines the attention's splits itself
-    /// ([`DecodeCombine::InOutputProduct`]) and ctx, which it writes, is observed there
-    /// (AttnCtx) before the product; a changed ctx goes through the product again.
     fn project_add(
         &self,
         st: &mut GpuState,
@@ -717,45 +697,19 @@ impl GpuLlama {
         w: &DeviceBuffer<u16>,
         obs: &mut dyn StageObserver,
         [out_at, resid_at]: [StageAt; 2],
-        combined_ctx: Option<StageAt>,
     ) -> Result<()> {
         let c = &self.config;
         let d = c.hidden;
-        let k_in = match which {
-            Lin::O => c.n_heads * c.head_dim,
-            _ => c.intermediate,
+        let (input, k_in) = match which {
+            Lin::O => (&st.ctx, c.n_heads * c.head_dim),
+            _ => (&st.act, c.intermediate),
         };
-        let watched = obs.wants(out_at.point, out_at.layer)
-            || combined_ctx.is_some_and(|a| obs.wants(a.point, a.layer));
+        let watched = obs.wants(out_at.point, out_at.layer);
         if watched {
             st.last.copy_from_device(0, &st.x, 0, d, &st.stream)?;
         }
-        if let Some(ctx_at) = combined_ctx {
-            let att = self.decode_attn_shape(st);
-            self.kernels.gemv_add_combine(
-                &st.stream,
-                w,
-                &st.attn_scratch,
-                &st.pos,
-                &mut st.ctx,
-                &mut st.proj,
-                &mut st.x,
-                d,
-                att,
-            )?;
-            if observe(obs, &st.stream, ctx_at, &mut st.ctx, 1, k_in)? {
-                st.x.copy_from_device(0, &st.last, 0, d, &st.stream)?;
-                self.kernels
-                    .gemv_add(&st.stream, w, &st.ctx, &mut st.proj, &mut st.x, d, k_in)?;
-            }
-        } else {
-            let input = match which {
-                Lin::O => &st.ctx,
-                _ => &st.act,
-            };
-            self.kernels
-                .gemv_add(&st.stream, w, input, &mut st.proj, &mut st.x, d, k_in)?;
-        }
+        self.kernels
+            .gemv_add(&st.stream, w, input, &mut st.proj, &mut st.x, d, k_in)?;
         if observe(obs, &st.stream, out_at, &mut st.proj, 1, d)? {
             st.x.copy_from_device(0, &st.last, 0, d, &st.stream)?;
             // The add alone is wanted; the norm it also writes is made again by the next
@@ -921,17 +875,15 @@ impl GpuLlama {
                 kv_row,
             )?;
 
-            let combine = if fused {
-                k.decode_combine(d, self.decode_attn_shape(st))
-            } else {
-                DecodeCombine::InAttention
-            };
-            self.rope_attend(st, l, t, pos0, obs, combine)?;
-            let ctx_at = at(Point::AttnCtx, layer, pos0);
-            let combined_ctx = (combine == DecodeCombine::InOutputProduct).then_some(ctx_at);
-            if combined_ctx.is_none() {
-                observe(obs, &st.stream, ctx_at, &mut st.ctx, t, q_row)?;
-            }
+            self.rope_attend(st, l, t, pos0, obs)?;
+            observe(
+                obs,
+                &st.stream,
+                at(Point::AttnCtx, layer, pos0),
+                &mut st.ctx,
+                t,
+                q_row,
+            )?;
             if fused {
                 self.project_add(
                     st,
@@ -942,7 +894,6 @@ impl GpuLlama {
                         at(Point::AttnOut, layer, pos0),
                         at(Point::ResidAttn, layer, pos0),
                     ],
-                    combined_ctx,
                 )?;
             } else {
                 self.products(st, &[(Lin::O, &w.wo, d)], t, q_row)?;
@@ -1064,7 +1015,6 @@ impl GpuLlama {
                         at(Point::FfnOut, layer, pos0),
                         at(Point::ResidFfn, layer, pos0),
                     ],
-                    None,
                 )?;
                 // `normed` is not the next norm: the next layer's product makes its own.
                 norm_stale = true;
