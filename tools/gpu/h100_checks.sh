@@ -33,14 +33,17 @@ audits() {
 run audit-tiny audits
 # A fault planted in the GPU route is named first, at its layer and point.
 planted() {
-  for inj in 0:q_rope:add=0.5 1:attn_out:scale=1.01 1:ffn_act:nan -:logits:add=1; do
+  # decode@: at decode positions only, through the fused routes' reruns (the one-launch
+  # RoPE + attention; the output product that combines the attention's splits).
+  for inj in 0:q_rope:add=0.5 1:attn_out:scale=1.01 1:ffn_act:nan -:logits:add=1 \
+    decode@1:attn_ctx:add=0.5 decode@0:k_rope:add=0.5; do
     $G audit backend --against cpu -m $TINY/gqa4-llama3-rope/model-f16.gguf --inject "$inj" --json > /tmp/planted.json
     rc=$?
     python3 - "$inj" "$rc" <<'PY' || return 1
 import json, sys
 inj, rc = sys.argv[1], int(sys.argv[2])
 d = json.load(open("/tmp/planted.json"))["first_divergence"]
-layer, point, _ = inj.split(":")
+layer, point, _ = inj.split("@")[-1].split(":")
 got = (d["layer"], d["point"])
 want = (None if layer == "-" else int(layer), point)
 print(f"{inj}: exit {rc}, first divergence {got}")
