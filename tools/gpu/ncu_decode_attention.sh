@@ -2,8 +2,9 @@
 # Nsight Compute's detail sections for one decode step's attention (the one-launch RoPE +
 # append + split attention) and its neighbours on both synthetic shapes: where the
 # attention's time goes (memory throughput, occupancy, warp stalls), which the in-place
-# skip study cannot say. One launch each of layer 1 in the first decode step after warm-up
-# (kernels are serialised and caches flushed by ncu: cold-cache figures).
+# skip study cannot say. The 41st launch of each kernel (a decode step's: prefill uses other
+# kernels; for the output/down products, a layer's output product). Kernels are serialised
+# and caches flushed by ncu: cold-cache figures.
 # Usage on the GPU machine: OUT=dir [G=greta KDIR=kernels] bash tools/gpu/ncu_decode_attention.sh
 # (default: target/device's build; G and KDIR name another, e.g. a kernel_variants.sh variant)
 # K: the kernels (regexes), default the attention, the output/down and the Q/K/V products.
@@ -17,7 +18,6 @@ NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
 status=0
 for s in smollm2-135m llama2-7b; do
   for k in ${K:-attn_decode_rope_split gemv_add_f16 gemv3_norm_f16}; do
-    # Skip the prefill's and the first decode steps' launches of this kernel (one per layer).
     "$NCU" --graph-profiling node -k regex:"$k" --launch-skip 40 -c 1 \
       --section SpeedOfLight --section MemoryWorkloadAnalysis --section Occupancy \
       --section LaunchStats --section WarpStateStats --section SchedulerStats \
