@@ -46,7 +46,9 @@ fn graph_replay_matches_eager_launches_and_the_cpu() {
         let lm = model::load_as(&path, CpuWeights::F16Rounded, &mut |_, _| {}).unwrap();
         let prompt = lm.tokenizer.encode("The quick brown fox", true).unwrap();
         let n = 48;
-        let run_gpu = |graph: bool, cfg: SamplerConfig| {
+        // Generates up to n tokens on a fresh model and state, stopping after `stop`;
+        // returns them with the model and state (for a step after the stop).
+        let gen_gpu = |graph: bool, cfg: SamplerConfig, stop: usize| {
             let m = GpuLlama::load(
                 &g,
                 lm.model.config.clone(),
@@ -69,19 +71,20 @@ fn graph_replay_matches_eager_launches_and_the_cpu() {
                 graph,
                 &mut |t| {
                     out.push(t);
-                    true
+                    out.len() < stop
                 },
             )
             .unwrap();
-            out
+            (out, m, st)
         };
+        let run_gpu = |graph: bool, cfg: SamplerConfig| gen_gpu(graph, cfg, n).0;
         let greedy_cfg = SamplerConfig {
             temperature: 0.0,
             ..Default::default()
         };
         let (graph, eager) = (
             run_gpu(true, greedy_cfg.clone()),
-            run_gpu(false, greedy_cfg),
+            run_gpu(false, greedy_cfg.clone()),
         );
         assert_eq!(graph.len(), n);
         assert_eq!(
@@ -91,32 +94,7 @@ fn graph_replay_matches_eager_launches_and_the_cpu() {
         // Stopped after 10 tokens (a step already issued past them), the state is where a
         // step-by-step loop leaves it: one more step decodes the 11th token of the full run.
         for graph_on in [true, false] {
-            let m = GpuLlama::load(
-                &g,
-                lm.model.config.clone(),
-                &lm.model.weights,
-                &mut |_, _| {},
-            )
-            .unwrap();
-            let mut st = m.new_state(prompt.len() + n, prompt.len()).unwrap();
-            let mut s = greedy();
-            let mut out = Vec::new();
-            generate_gpu(
-                &m,
-                &mut st,
-                &prompt,
-                Decoding {
-                    max_new: n,
-                    sampler: &mut s,
-                    is_eog: &|_| false,
-                },
-                graph_on,
-                &mut |t| {
-                    out.push(t);
-                    out.len() < 10
-                },
-            )
-            .unwrap();
+            let (out, m, mut st) = gen_gpu(graph_on, greedy_cfg.clone(), 10);
             assert_eq!(out, graph[..10], "{v}: the stopped run's tokens");
             assert_eq!(
                 st.len(),

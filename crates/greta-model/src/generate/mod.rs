@@ -8,7 +8,7 @@ use greta_trace::StageObserver;
 
 use greta_kernels::gpu::{DeviceSampling, SAMPLE_K_MAX};
 
-use crate::llama::gpu::TokenPick;
+use crate::llama::gpu::{DecodeAhead, GpuLlama, GpuState, TokenPick};
 use crate::llama::{ForwardError, KvCache, Llama, Logits};
 use sampler::{Sampler, SamplerError};
 
@@ -167,8 +167,8 @@ pub fn gpu_sampling(cfg: &sampler::SamplerConfig) -> GpuSampling {
 /// tokens from the same seed as the host sampler; otherwise each step's logits are read back
 /// and sampled on the host, without the graph.
 pub fn generate_gpu(
-    model: &crate::llama::gpu::GpuLlama,
-    st: &mut crate::llama::gpu::GpuState,
+    model: &GpuLlama,
+    st: &mut GpuState,
     prompt: &[u32],
     decoding: Decoding,
     graph: bool,
@@ -201,38 +201,53 @@ pub fn generate_gpu(
     };
     stats.prefill_time = t0.elapsed();
     let t1 = Instant::now();
-    if on_device {
+    let mut step = if on_device {
         // One step ahead: the GPU decodes token t + 1 while the host hands out token t.
         let steps = max_new.saturating_sub(1);
-        let mut ahead = crate::llama::gpu::DecodeAhead::new(model, st, graph, steps)?;
-        let looped = decode_loop::<GpuGenerateError, _>(
-            first,
-            max_new,
-            is_eog,
-            &mut history,
-            &mut stats,
-            on_token,
-            |_, _| Ok(ahead.next_token()?),
-        );
-        let finished = ahead.finish();
-        looped?;
-        finished?;
+        GpuStep::Ahead(DecodeAhead::new(model, st, graph, steps)?)
     } else {
-        decode_loop::<GpuGenerateError, _>(
-            first,
-            max_new,
-            is_eog,
-            &mut history,
-            &mut stats,
-            on_token,
-            |tok, history| {
-                let logits = model.forward(&[tok], st, Logits::Last, &mut greta_trace::NoTrace)?;
-                Ok(sampler.sample(&logits, history)?)
-            },
-        )?;
-    }
+        GpuStep::Host { model, st, sampler }
+    };
+    let looped = decode_loop::<GpuGenerateError, _>(
+        first,
+        max_new,
+        is_eog,
+        &mut history,
+        &mut stats,
+        on_token,
+        |tok, history| step.next(tok, history),
+    );
+    let finished = match step {
+        GpuStep::Ahead(ahead) => ahead.finish(),
+        GpuStep::Host { .. } => Ok(()),
+    };
+    looped?;
+    finished?;
     stats.decode_time = t1.elapsed();
     Ok(stats)
+}
+
+/// How `generate_gpu` gets the token after `tok`: from the device, a step ahead of the host,
+/// or from the logits read back and sampled on the host.
+enum GpuStep<'a> {
+    Ahead(DecodeAhead<'a>),
+    Host {
+        model: &'a GpuLlama,
+        st: &'a mut GpuState,
+        sampler: &'a mut Sampler,
+    },
+}
+
+impl GpuStep<'_> {
+    fn next(&mut self, tok: u32, history: &[u32]) -> Result<u32, GpuGenerateError> {
+        Ok(match self {
+            GpuStep::Ahead(ahead) => ahead.next_token()?,
+            GpuStep::Host { model, st, sampler } => {
+                let logits = model.forward(&[tok], st, Logits::Last, &mut greta_trace::NoTrace)?;
+                sampler.sample(&logits, history)?
+            }
+        })
+    }
 }
 
 /// The decode loop both backends share: hand each token to `on_token`, stop at an
