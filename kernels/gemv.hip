@@ -24,7 +24,7 @@ GRETA_DEVICE void g_dot_weights(const g_half* const* w, unsigned i, unsigned k, 
     for (unsigned u = 0; u < UNROLL; ++u)
         for (unsigned r = 0; r < R; ++r)
             if (i + u * step < k)
-                wv[r][u] = *(const g_h8*)(w[r] + i + u * step);
+                wv[r][u] = g_load_once_h8(w[r] + i + u * step);
             else
                 for (unsigned e = 0; e < 8; ++e) wv[r][u].v[e] = g_f2h(0.0f);
 }
@@ -70,7 +70,7 @@ GRETA_DEVICE void g_dot_rest(const g_half* const* w, const float* GRETA_RESTRICT
         for (i += group; i + (UNROLL - 1) * step < k; i += group) {
             float xv[UNROLL][8];
             for (unsigned u = 0; u < UNROLL; ++u)
-                for (unsigned r = 0; r < R; ++r) wv[r][u] = *(const g_h8*)(w[r] + i + u * step);
+                for (unsigned r = 0; r < R; ++r) wv[r][u] = g_load_once_h8(w[r] + i + u * step);
             for (unsigned u = 0; u < UNROLL; ++u) g_load_f8(x + i + u * step, xv[u]);
             g_dot_fma<R>(acc, wv, xv);
         }

@@ -316,6 +316,17 @@ struct GRETA_ALIGN16 g_f4 {
 struct GRETA_ALIGN16 g_h8 {
     g_half v[8];
 };
+// Eight f16 weights a decode pass reads once: NVIDIA's cache-streaming load (ld.global.cs,
+// evict-first in L1 and L2), so that the weight stream does not push the KV cache and the
+// activations out of L2 between steps. AMD: a plain load.
+GRETA_DEVICE g_h8 g_load_once_h8(const g_half* p) {
+#if defined(GRETA_NVIDIA) && defined(__CUDA_ARCH__)
+    uint4 u = __ldcs((const uint4*)p);
+    return *(const g_h8*)&u;
+#else
+    return *(const g_h8*)p;
+#endif
+}
 GRETA_DEVICE void g_load_f8(const float* p, float* out) {
     g_f4 a = *(const g_f4*)p, b = *(const g_f4*)(p + 4);
     for (unsigned i = 0; i < 4; ++i) {
