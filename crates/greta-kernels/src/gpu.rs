@@ -359,7 +359,24 @@ impl GpuKernels {
         &self.skip
     }
 
-    fn launch(&self, f: &Function, dims: LaunchDims, s: &Stream, mut args: Args) -> Result<()> {
+    fn launch(&self, f: &Function, dims: LaunchDims, s: &Stream, args: Args) -> Result<()> {
+        self.launch_as(f, dims, s, args, self.overlap)
+    }
+
+    /// `launch`, never overlapped with the kernel ahead (it starts after all of the stream's
+    /// earlier work has finished).
+    fn launch_serial(&self, f: &Function, dims: LaunchDims, s: &Stream, args: Args) -> Result<()> {
+        self.launch_as(f, dims, s, args, false)
+    }
+
+    fn launch_as(
+        &self,
+        f: &Function,
+        dims: LaunchDims,
+        s: &Stream,
+        mut args: Args,
+        overlapped: bool,
+    ) -> Result<()> {
         if self.skip.iter().any(|n| n == f.name()) {
             return Ok(());
         }
@@ -368,30 +385,12 @@ impl GpuKernels {
         // the buffer sizes the kernel will touch; every kernel waits for its predecessor
         // (g_wait_previous) before touching memory another kernel writes or reads.
         unsafe {
-            if self.overlap {
+            if overlapped {
                 f.launch_overlapped(dims, s, &mut p)?
             } else {
                 f.launch(dims, s, &mut p)?
             }
         };
-        Ok(())
-    }
-
-    /// `launch`, never overlapped with the kernel ahead (it starts after all of the stream's
-    /// earlier work has finished).
-    fn launch_serial(
-        &self,
-        f: &Function,
-        dims: LaunchDims,
-        s: &Stream,
-        mut args: Args,
-    ) -> Result<()> {
-        if self.skip.iter().any(|n| n == f.name()) {
-            return Ok(());
-        }
-        let mut p = args.pointers();
-        // SAFETY: as in `launch`.
-        unsafe { f.launch(dims, s, &mut p)? };
         Ok(())
     }
 
