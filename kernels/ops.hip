@@ -151,8 +151,8 @@ GRETA_KERNEL void gemv_f16(const g_half* w, const float* x, float* y, unsigned k
     if (g_tid() == 0) y[row] = total;
 }
 
-// *out = the index of the largest of x[0..n) (the first on ties). One block, power of two
-// threads <= 1024. A thread loads ARGMAX_VECS 16-byte vectors at once before it compares any:
+// The argmax's scan: the index of the largest of x[0..n) (the first on ties). One block, power
+// of two threads <= 1024. A thread loads ARGMAX_VECS 16-byte vectors at once before it compares any:
 // one value per round trip took SmolLM2's 49 152 logits 48 dependent round trips (24 µs of a
 // 500 µs decode step in place, H200, session 9); now 3. x must be 16-byte aligned (a buffer's
 // start: the launcher passes one).

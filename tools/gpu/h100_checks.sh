@@ -33,8 +33,8 @@ audits() {
 run audit-tiny audits
 # A fault planted in the GPU route is named first, at its layer and point.
 planted() {
-  # decode@: at decode positions only, through the fused routes' reruns (the one-launch
-  # RoPE + attention; the output product that combines the attention's splits).
+  # decode@: at decode positions only, through the fused routes' reruns (k_rope: the
+  # one-launch RoPE + attention's; attn_ctx: the output product with the residual add).
   for inj in 0:q_rope:add=0.5 1:attn_out:scale=1.01 1:ffn_act:nan -:logits:add=1 \
     decode@1:attn_ctx:add=0.5 decode@0:k_rope:add=0.5; do
     $G audit backend --against cpu -m $TINY/gqa4-llama3-rope/model-f16.gguf --inject "$inj" --json > /tmp/planted.json
