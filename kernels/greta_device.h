@@ -65,14 +65,18 @@ GRETA_DEVICE void g_rope_angle(float pos, const float* inv_freq, unsigned i, flo
     *s = g_sin(angle);
     *c = g_cos(angle);
 }
+// The rotated pair (x0, x1) by (c, s): its first and second element. Every RoPE site
+// rotates through these two, so that each element gets the same arithmetic everywhere.
+GRETA_DEVICE float g_rope_first(float x0, float x1, float s, float c) { return x0 * c - x1 * s; }
+GRETA_DEVICE float g_rope_second(float x0, float x1, float s, float c) { return x0 * s + x1 * c; }
 // Rotates pair i of a head by (c, s); returns the indices it wrote through *ia, *ib.
 GRETA_DEVICE void g_rope_rotate(float* head, float s, float c, unsigned i, unsigned half, unsigned half_split,
                                 unsigned* ia, unsigned* ib) {
     unsigned a = half_split ? i : 2 * i;
     unsigned b = half_split ? i + half : 2 * i + 1;
     float x0 = head[a], x1 = head[b];
-    head[a] = x0 * c - x1 * s;
-    head[b] = x0 * s + x1 * c;
+    head[a] = g_rope_first(x0, x1, s, c);
+    head[b] = g_rope_second(x0, x1, s, c);
     *ia = a;
     *ib = b;
 }
