@@ -347,31 +347,30 @@ ATTN_PREFILL_FA(128, 4)
 
 // Decode attention of one query row (at position *pos0) split over the KV length: block
 // (s, h) takes keys [s * DECODE_KEYS, min((s + 1) * DECODE_KEYS, *pos0 + 1)) of head h, and
-// each of its waves GRETA_WAVE consecutive keys of those. It is latency-bound at decode's
-// sizes (one wave per scheduler, nothing to switch to), so it is laid out for few memory
-// round trips and short dependent chains:
-//   lanes: lane (g, c) holds the 16-byte chunk c (head_dim / 8 = CH chunks, CP lanes: CH
-//          rounded up to a power of two, lanes past CH idle) of key g of each group of
-//          G = wave / CP consecutive keys; the wave's keys are P = CP such groups. Every
-//          K and V load of a wave reads G whole rows (coalesced), and a lane issues all
-//          of its P K loads and P V loads at once;
-//   scores: each lane takes the dot product of its chunk of q with its chunk of each of
-//          its P keys (P independent chains), and a butterfly over the CP lanes of a key
-//          (CP - 1 shuffles) leaves the whole score of key c * G + g in lane (g, c);
-//   softmax within the wave (shuffles): max m, weights e = exp(s - m), sum l;
-//   output: the lane weights its P V chunks (each key's weight fetched from its lane) and
-//          the G lanes of a chunk sum theirs (shuffles);
-//   the waves' (m, l, o) are merged through LDS. With one split holding keys (the
-//   grid covers the capacity, the context may be shorter) the block writes ctx;
-//   otherwise it writes its partial (m, l, unnormalised o) and the last block of head h to
-//   finish (an atomic count in done[h], reset to 0 by that block for the next step)
-//   combines the head's splits into ctx: no second launch per layer.
+// each of its waves GRETA_WAVE consecutive keys of those. The kernel is latency-bound at
+// decode's sizes (one wave per scheduler, nothing to switch to), so it is laid out for few
+// dependent memory round trips: every K and V load a block makes is issued at once, and
+// the keys before the current one before g_wait_previous (an earlier pass wrote them, and
+// *pos0; every pass begins with a launch that is never overlapped, embed_f16, so it starts
+// once all earlier work has finished, whether or not the host waited for it, as it does
+// not when decoding a step ahead). Only the current key's K and V, which the kernel ahead
+// (RoPE + append) or this one writes, and q wait.
+// Two lane layouts, by head_dim (measured on an H200, docs/performance.md, session 11):
+//   attn_decode_lanes (head_dim < 128): lane = key for the scores (the lane reads its whole
+//     K row; q from LDS as a broadcast);
+//   attn_decode_chunks (head_dim 128): lane = 16-byte chunk of a key, so each K load of a
+//     wave reads whole rows (coalesced); a butterfly sums a key's chunks. It took
+//     Llama-2-7B's decode from 255.5 to 271.7 tok/s, and SmolLM2's (head_dim 64) from 2196 to
+//     2115, hence the split.
+// Both merge the waves' (m, l, o) through LDS; with one split holding keys (the grid covers
+// the capacity, the context may be shorter) the block writes ctx; otherwise it writes its
+// partial (m, l, unnormalised o) and the last block of head h to finish (an atomic count in
+// done[h], reset to 0 by that block for the next step) combines the head's splits into ctx:
+// no second launch per layer (attn_decode_finish).
 // CH = head_dim / 8 is a template argument so that every load is unrolled.
 // ROPE: the attention also does the token's RoPE and KV append (rope_qk_append_f16's work,
 // one launch fewer per layer): q is the unrotated query, and the g_decode_rope inputs and
-// outputs below apply (otherwise r is unused). Each lane rotates its own chunks of q (and,
-// where it needs the current key, of k) in registers with the angles computed before the
-// wait: no LDS round trip or barrier between the wait and the scores.
+// outputs below apply (otherwise r is unused).
 // Grid: (n_splits, n_heads); block: DECODE_BLOCK.
 struct g_decode_rope {
     const float* k_new;  // this token's unrotated key heads (n_kv_heads x head_dim)
@@ -382,175 +381,22 @@ struct g_decode_rope {
     float* k_rot;
     const float* inv_freq;
     unsigned half_split;
-    float* sin_sh;  // LDS, head_dim / 2 floats each: the current position's angles
+    float* ksh;     // LDS, head_dim floats: the rotated key (lanes)
+    float* sin_sh;  // LDS, head_dim / 2 floats each: the current position's angles (chunks)
     float* cos_sh;
 };
-// Chunk c (8 dims) of a head rotated by RoPE, with g_rope_rotate's arithmetic: x holds the
-// chunk, pt the partner chunk (half_split: the pair's other half, chunk c +- CH / 2;
-// interleaved: unused, the pairs are within the chunk), sn / cs the angles in LDS.
-template <unsigned CH>
-GRETA_DEVICE void g_rope_chunk(float* x, const float* pt, unsigned c, unsigned half_split, const float* sn,
-                               const float* cs) {
-    if (half_split) {
-        const unsigned i0 = 8 * (c % (CH / 2));
-        const bool first = c < CH / 2;  // chunk of the pairs' first halves
-        for (unsigned e = 0; e < 8; ++e)
-            x[e] = first ? g_rope_first(x[e], pt[e], sn[i0 + e], cs[i0 + e])
-                         : g_rope_second(pt[e], x[e], sn[i0 + e], cs[i0 + e]);
-    } else {
-        for (unsigned e = 0; e < 8; e += 2) {
-            const unsigned i = 4 * c + e / 2;
-            const float x0 = x[e], x1 = x[e + 1];
-            x[e] = g_rope_first(x0, x1, sn[i], cs[i]);
-            x[e + 1] = g_rope_second(x0, x1, sn[i], cs[i]);
-        }
-    }
-}
-template <unsigned CH, bool ROPE>
-GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_half* v_cache, float* part_m,
-                              float* part_l, float* part_o, unsigned* done, float* ctx, const unsigned* pos0,
-                              unsigned n_heads, unsigned n_kv_heads, unsigned n_splits, float scale, float* red,
-                              float* wm, float* wl, unsigned* last, const g_decode_rope& r) {
-    constexpr unsigned HD = 8 * CH;
+// The end both layouts share: the waves' (m, l, o) merged through LDS (o as R partial rows
+// of head_dim per wave in red, summed), then ctx written (one split holds keys) or the
+// split's partial published and, in the last block of head h to finish, the splits
+// combined into ctx. The caller has filled red, wm and wl; every thread of the block calls.
+template <unsigned HD, unsigned R>
+GRETA_DEVICE void attn_decode_finish(const float* red, const float* wm, const float* wl, unsigned active,
+                                     unsigned h, unsigned n_splits, unsigned s, float* part_m, float* part_l,
+                                     float* part_o, unsigned* done, float* ctx, unsigned* last) {
     constexpr unsigned WAVES = DECODE_BLOCK / GRETA_WAVE;
-    constexpr unsigned CP = CH <= 2 ? 2 : CH <= 4 ? 4 : CH <= 8 ? 8 : CH <= 16 ? 16 : 32;  // >= CH, a power of 2
-    constexpr unsigned G = GRETA_WAVE / CP;
-    constexpr unsigned P = CP;
-    static_assert(CP <= GRETA_WAVE && HD <= DECODE_BLOCK, "a key's chunks within a wave, a dim per thread");
-    static_assert(!ROPE || CH % 2 == 0, "half_split pairs whole chunks");
-    const unsigned s = g_bid(), h = g_bid_y(), t = g_tid(), lane = g_lane(), wave = t / GRETA_WAVE;
-    const unsigned c = lane % CP, g = lane / CP;
-    const bool chunk = c < CH;
-    const unsigned kvh = h / (n_heads / n_kv_heads);
-    const unsigned long kv_row = (unsigned long)n_kv_heads * HD;
-    const unsigned n = *pos0 + 1;
-    const unsigned j0 = s * DECODE_KEYS;
+    static_assert(HD <= DECODE_BLOCK, "a dim per thread");
+    const unsigned t = g_tid();
     const unsigned long part = (unsigned long)h * n_splits + s;
-    // The splits that hold keys: the grid covers the cache's capacity (the graph is captured
-    // once), the context only its first `active`. A split past it exits at once: it writes
-    // no partial and is not counted, and with one active split the block writes ctx itself.
-    const unsigned active = (n + DECODE_KEYS - 1) / DECODE_KEYS;
-    if (j0 >= n) return;
-    const unsigned jw = j0 + wave * GRETA_WAVE;  // this wave's first key
-    const unsigned cur = n - 1;
-    const bool holds_cur = cur - j0 < DECODE_KEYS;
-    // ROPE: the angles of the current position (one pair a thread) into LDS, before the
-    // loads: the sine's slow path would otherwise run with every load below in flight.
-    if (ROPE) {
-        if (t < HD / 2) g_rope_angle((float)cur, r.inv_freq, t, &r.sin_sh[t], &r.cos_sh[t]);
-        g_sync();
-    }
-    // Every K and V load is issued here, before any is used: V does not depend on the
-    // scores, so K and V share one memory round trip instead of two in a row. The keys
-    // before the current one (cur = *pos0) are loaded before g_wait_previous, under the
-    // kernels ahead of this one: an earlier pass wrote them (and *pos0), and every pass
-    // begins with a launch that is never overlapped (embed_f16: it starts once all earlier
-    // work has finished, whether or not the host waited for it, as it does not when decoding
-    // a step ahead). Only the current key's K and V, which the kernel ahead (RoPE + append)
-    // or this one writes, and q wait.
-    g_h8 kv[P], vv[P];
-    for (unsigned p = 0; p < P; ++p) {
-        const unsigned j = jw + p * G + g;
-        if (chunk && j < n && j != cur) {
-            const unsigned long at = j * kv_row + kvh * HD + 8 * c;
-            kv[p] = *(const g_h8*)(k_cache + at);
-            vv[p] = *(const g_h8*)(v_cache + at);
-        }
-    }
-    g_wait_previous();
-    // This lane's chunk of q (rotated: ROPE) and, where it needs them, of the current key's
-    // k and v, all loaded in one round trip.
-    float qc[8], kc[8], vc[8];
-    const bool needs_cur = ROPE && holds_cur && chunk;
-    if (chunk) {
-        g_load_f8(q + (unsigned long)h * HD + 8 * c, qc);
-        if (ROPE) {
-            const unsigned pc = c < CH / 2 ? c + CH / 2 : c - CH / 2;
-            float qp[8], kp[8];
-            if (r.half_split) g_load_f8(q + (unsigned long)h * HD + 8 * pc, qp);
-            if (needs_cur) {
-                g_load_f8(r.k_new + kvh * HD + 8 * c, kc);
-                g_load_f8(r.v_new + kvh * HD + 8 * c, vc);
-                if (r.half_split) g_load_f8(r.k_new + kvh * HD + 8 * pc, kp);
-            }
-            g_rope_chunk<CH>(qc, qp, c, r.half_split, r.sin_sh, r.cos_sh);
-            if (needs_cur) g_rope_chunk<CH>(kc, kp, c, r.half_split, r.sin_sh, r.cos_sh);
-        }
-    }
-    if (ROPE && holds_cur && wave == 0 && g == 0 && chunk) {
-        // The block holding the current key writes the rotated rows for the trace, and the
-        // first query head of each KV group appends k and v to the caches (rounded to f16
-        // as the lanes holding the current key take them below, so the scores are bitwise
-        // those of the two-launch path).
-        const unsigned long at = (unsigned long)cur * kv_row + kvh * HD + 8 * c;
-        for (unsigned e = 0; e < 8; ++e) r.q_rot[(unsigned long)h * HD + 8 * c + e] = qc[e];
-        if (h % (n_heads / n_kv_heads) == 0) {
-            g_h8 kh, vh;
-            for (unsigned e = 0; e < 8; ++e) {
-                r.k_rot[kvh * HD + 8 * c + e] = kc[e];
-                kh.v[e] = g_f2h(kc[e]);
-                vh.v[e] = g_f2h(vc[e]);
-            }
-            *(g_h8*)(r.k_cache + at) = kh;
-            *(g_h8*)(r.v_cache + at) = vh;
-        }
-    }
-    for (unsigned p = 0; p < P; ++p) {
-        if (!chunk || jw + p * G + g != cur) continue;
-        if (ROPE) {
-            for (unsigned e = 0; e < 8; ++e) {
-                kv[p].v[e] = g_f2h(kc[e]);
-                vv[p].v[e] = g_f2h(vc[e]);
-            }
-        } else {
-            const unsigned long at = (unsigned long)cur * kv_row + kvh * HD + 8 * c;
-            kv[p] = *(const g_h8*)(k_cache + at);
-            vv[p] = *(const g_h8*)(v_cache + at);
-        }
-    }
-    // Scores: chunk c's part of each key's dot product, then the butterfly: at the stage of
-    // mask m the lane keeps the half of its sums that bit m of c selects and sends the other
-    // half to lane ^ m, so after the stages lane (g, c) holds the sum over the CP lanes of
-    // its key for group p = c.
-    float dot[P];
-    for (unsigned p = 0; p < P; ++p) {
-        float acc = 0.0f;
-        if (chunk && jw + p * G + g < n)
-            for (unsigned e = 0; e < 8; ++e) acc += qc[e] * g_h2f(kv[p].v[e]);
-        dot[p] = acc;
-    }
-    for (unsigned m = CP / 2, len = P; m > 0; m >>= 1, len >>= 1) {
-        const bool upper = (c & m) != 0;
-        for (unsigned i = 0; i < len / 2; ++i) {
-            const float send = upper ? dot[i] : dot[i + len / 2];
-            const float keep = upper ? dot[i + len / 2] : dot[i];
-            dot[i] = keep + g_shfl_xor(send, m);
-        }
-    }
-    const unsigned key = c * G + g;  // within the wave: the key whose score this lane holds
-    const bool valid = jw + key < n;
-    const float sc = valid ? dot[0] * scale : NEG_INF;
-    // NEG_INF is finite: an empty wave gets m = NEG_INF, l = 0, o = 0, and weight
-    // exp(NEG_INF - M) = 0 below.
-    const float m = g_wave_max(sc);
-    const float ew = valid ? g_exp(sc - m) : 0.0f;
-    const float l = g_wave_sum(ew);
-
-    // Output: key p * G + g's weight is in lane (g, p); then the G lanes of chunk c sum.
-    float o[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-    float pw[P];
-    for (unsigned p = 0; p < P; ++p) pw[p] = g_shfl(ew, g * CP + p);
-    for (unsigned p = 0; p < P; ++p)
-        if (chunk && pw[p] != 0.0f)
-            for (unsigned e = 0; e < 8; ++e) o[e] += pw[p] * g_h2f(vv[p].v[e]);
-    for (unsigned mk = CP; mk < GRETA_WAVE; mk <<= 1)
-        for (unsigned e = 0; e < 8; ++e) o[e] += g_shfl_xor(o[e], mk);
-    if (g == 0 && chunk)
-        for (unsigned e = 0; e < 8; ++e) red[wave * HD + 8 * c + e] = o[e];
-    if (lane == 0) {
-        wm[wave] = m;
-        wl[wave] = l;
-    }
     g_sync();
     float mm = wm[0];
     for (unsigned w = 1; w < WAVES; ++w) mm = wm[w] > mm ? wm[w] : mm;
@@ -558,7 +404,11 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
     for (unsigned w = 0; w < WAVES; ++w) ll += g_exp(wm[w] - mm) * wl[w];
     if (t < HD) {
         float od = 0.0f;
-        for (unsigned w = 0; w < WAVES; ++w) od += g_exp(wm[w] - mm) * red[w * HD + t];
+        for (unsigned w = 0; w < WAVES; ++w) {
+            float sw = 0.0f;
+            for (unsigned i = 0; i < R; ++i) sw += red[(w * R + i) * HD + t];
+            od += g_exp(wm[w] - mm) * sw;
+        }
         if (active == 1)
             ctx[(unsigned long)h * HD + t] = od / ll;
         else
@@ -593,13 +443,343 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
     if (t == 0) done[h] = 0;
 }
 
+// Lane = key (head_dim < 128). Scores: the lane issues all head_dim / 8 16-byte loads of its
+// K row at once and takes the dot product with q (in LDS, read as a broadcast); output:
+// lane = (key group g, 16-byte chunk c of head_dim), all of the lane's V loads (one per
+// group of keys) issued at once, each weighted by the key's e (fetched from the key's lane).
+template <unsigned CH, bool ROPE>
+GRETA_DEVICE void attn_decode_lanes(const float* q, const g_half* k_cache, const g_half* v_cache, float* part_m,
+                                    float* part_l, float* part_o, unsigned* done, float* ctx, const unsigned* pos0,
+                                    unsigned n_heads, unsigned n_kv_heads, unsigned n_splits, float scale,
+                                    float* qsh, float* red, float* wm, float* wl, unsigned* last,
+                                    const g_decode_rope& r) {
+    constexpr unsigned HD = 8 * CH;
+    constexpr unsigned WAVES = DECODE_BLOCK / GRETA_WAVE;
+    // Output pass: G keys per pass (lanes past G * CH idle), P passes over the wave's keys.
+    constexpr unsigned G = GRETA_WAVE / CH;
+    constexpr unsigned P = (GRETA_WAVE + G - 1) / G;
+    const unsigned s = g_bid(), h = g_bid_y(), t = g_tid(), lane = g_lane(), wave = t / GRETA_WAVE;
+    const unsigned kvh = h / (n_heads / n_kv_heads);
+    const unsigned long kv_row = (unsigned long)n_kv_heads * HD;
+    const unsigned n = *pos0 + 1;
+    const unsigned j0 = s * DECODE_KEYS;
+    // The splits that hold keys: the grid covers the cache's capacity (the graph is captured
+    // once), the context only its first `active`. A split past it exits at once: it writes
+    // no partial and is not counted, and with one active split the block writes ctx itself.
+    const unsigned active = (n + DECODE_KEYS - 1) / DECODE_KEYS;
+    if (j0 >= n) return;
+    const unsigned jw = j0 + wave * GRETA_WAVE; // this wave's first key
+    const unsigned j = jw + lane;
+    const bool valid = j < n;
+    const unsigned c = lane % CH, g = lane / CH;
+    // Every load this block makes (its K rows, its V chunks, q) is issued here, before
+    // any of them is used: V does not depend on the scores, so K and V share one memory
+    // round trip instead of two in a row. The keys before the current one (cur = *pos0)
+    // are loaded before g_wait_previous, under the kernels ahead of this one: an earlier
+    // pass wrote them (and *pos0), and every pass begins with a launch that is never
+    // overlapped (embed_f16: it starts once all earlier work has finished, whether or not
+    // the host waited for it, as it does not when decoding a step ahead). Only the current
+    // key's K and V, which the kernel ahead (RoPE + append) or this one writes, and q wait.
+    const unsigned cur = n - 1;
+    // ROPE: the angles of the current position (one pair a thread), before the loads: the
+    // sine's slow path would otherwise run with every load below in flight.
+    static_assert(!ROPE || HD / 2 <= DECODE_BLOCK, "one RoPE pair a thread");
+    float rope_s = 0.0f, rope_c = 0.0f;
+    if (ROPE && t < HD / 2) g_rope_angle((float)cur, r.inv_freq, t, &rope_s, &rope_c);
+    const g_half* kr = k_cache + j * kv_row + kvh * HD;
+    g_h8 kv[CH];
+    if (valid && j != cur)
+        for (unsigned c8 = 0; c8 < CH; ++c8) kv[c8] = *(const g_h8*)(kr + 8 * c8);
+    g_h8 vv[P];
+    bool use[P];
+    for (unsigned p = 0; p < P; ++p) {
+        unsigned key = p * G + g; // within the wave
+        use[p] = g < G && key < GRETA_WAVE && jw + key < n;
+        if (use[p] && jw + key != cur) vv[p] = *(const g_h8*)(v_cache + (jw + key) * kv_row + kvh * HD + 8 * c);
+    }
+    g_wait_previous();
+    if (ROPE) {
+        // Rotate q (every block of head h) and, in the block holding the current key, k, in
+        // LDS with rope_qk_append_f16's arithmetic; that block also writes the rotated rows
+        // for the trace, and the first query head of each KV group appends k and v to the
+        // caches. The current key's lane and V chunks take k and v rounded to f16 as the
+        // cache holds them, so the scores are bitwise those of the two-launch path.
+        const bool holds_cur = cur - j0 < DECODE_KEYS;
+        const float* kn = r.k_new + kvh * HD;
+        const float* vn = r.v_new + kvh * HD;
+        for (unsigned d = t; d < HD; d += DECODE_BLOCK) {
+            qsh[d] = q[(unsigned long)h * HD + d];
+            if (holds_cur) r.ksh[d] = kn[d];
+        }
+        g_sync();
+        if (t < HD / 2) {
+            unsigned a, b;
+            g_rope_rotate(qsh, rope_s, rope_c, t, HD / 2, r.half_split, &a, &b);
+            if (holds_cur) g_rope_rotate(r.ksh, rope_s, rope_c, t, HD / 2, r.half_split, &a, &b);
+        }
+        g_sync();
+        if (holds_cur) {
+            const bool appends = h % (n_heads / n_kv_heads) == 0;
+            const unsigned long at = (unsigned long)cur * kv_row + kvh * HD;
+            for (unsigned d = t; d < HD; d += DECODE_BLOCK) {
+                r.q_rot[(unsigned long)h * HD + d] = qsh[d];
+                if (appends) {
+                    r.k_rot[kvh * HD + d] = r.ksh[d];
+                    r.k_cache[at + d] = g_f2h(r.ksh[d]);
+                    r.v_cache[at + d] = g_f2h(vn[d]);
+                }
+            }
+        }
+        if (j == cur)
+            for (unsigned c8 = 0; c8 < CH; ++c8)
+                for (unsigned e = 0; e < 8; ++e) kv[c8].v[e] = g_f2h(r.ksh[8 * c8 + e]);
+        for (unsigned p = 0; p < P; ++p)
+            if (use[p] && jw + p * G + g == cur)
+                for (unsigned e = 0; e < 8; ++e) vv[p].v[e] = g_f2h(vn[8 * c + e]);
+    } else {
+        if (j == cur)
+            for (unsigned c8 = 0; c8 < CH; ++c8) kv[c8] = *(const g_h8*)(kr + 8 * c8);
+        for (unsigned p = 0; p < P; ++p)
+            if (use[p] && jw + p * G + g == cur)
+                vv[p] = *(const g_h8*)(v_cache + (unsigned long)cur * kv_row + kvh * HD + 8 * c);
+        for (unsigned d = t; d < HD; d += DECODE_BLOCK) qsh[d] = q[(unsigned long)h * HD + d];
+    }
+    g_sync();
+    float sc = NEG_INF;
+    if (valid) {
+        float acc = 0.0f;
+        for (unsigned c8 = 0; c8 < CH; ++c8)
+            for (unsigned e = 0; e < 8; ++e) acc += qsh[8 * c8 + e] * g_h2f(kv[c8].v[e]);
+        sc = acc * scale;
+    }
+    // NEG_INF is finite: an empty wave gets m = NEG_INF, l = 0, o = 0, and weight
+    // exp(NEG_INF - M) = 0 below.
+    const float m = g_wave_max(sc);
+    const float ew = valid ? g_exp(sc - m) : 0.0f;
+    const float l = g_wave_sum(ew);
+
+    float o[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    float pw[P];
+    for (unsigned p = 0; p < P; ++p) {
+        // Every lane takes part in the exchange; idle lanes read a valid lane.
+        pw[p] = g_shfl(ew, (p * G + g) % GRETA_WAVE);
+        if (!use[p]) pw[p] = 0.0f;
+    }
+    for (unsigned p = 0; p < P; ++p)
+        if (pw[p] != 0.0f)
+            for (unsigned e = 0; e < 8; ++e) o[e] += pw[p] * g_h2f(vv[p].v[e]);
+    if (g < G)
+        for (unsigned e = 0; e < 8; ++e) red[(wave * G + g) * HD + 8 * c + e] = o[e];
+    if (lane == 0) {
+        wm[wave] = m;
+        wl[wave] = l;
+    }
+    attn_decode_finish<HD, G>(red, wm, wl, active, h, n_splits, s, part_m, part_l, part_o, done, ctx, last);
+}
+
+// Chunk c (8 dims) of a head rotated by RoPE with g_rope_rotate's arithmetic: x holds the
+// chunk, pt the partner chunk (half_split: the pairs' other halves, chunk c +- CH / 2;
+// interleaved: unused, the pairs are within the chunk), sn / cs element e's angle.
+template <unsigned CH>
+GRETA_DEVICE void g_rope_chunk(float* x, const float* pt, unsigned c, unsigned half_split, const float* sn,
+                               const float* cs) {
+    if (half_split) {
+        const bool first = c < CH / 2;  // a chunk of the pairs' first halves
+        for (unsigned e = 0; e < 8; ++e)
+            x[e] = first ? g_rope_first(x[e], pt[e], sn[e], cs[e]) : g_rope_second(pt[e], x[e], sn[e], cs[e]);
+    } else {
+        for (unsigned e = 0; e < 8; e += 2) {
+            const float x0 = x[e], x1 = x[e + 1];
+            x[e] = g_rope_first(x0, x1, sn[e], cs[e]);
+            x[e + 1] = g_rope_second(x0, x1, sn[e], cs[e]);
+        }
+    }
+}
+// Lane = chunk (head_dim 128: a power-of-two number of chunks, CH, that divides the wave).
+// Lane (g, c) holds the 16-byte chunk c of key g of each group of G = wave / CH consecutive
+// keys; the wave's keys are P = CH such groups. Every K and V load of a wave reads G whole
+// rows, and a lane issues all of its P K loads and P V loads at once. Scores: each lane
+// takes the dot product of its chunk of q with its chunk of each of its P keys (P
+// independent chains), and a butterfly over the CH lanes of a key (CH - 1 shuffles) leaves
+// the whole score of key c * G + g in lane (g, c). Output: the lane weights its P V chunks
+// (each key's weight fetched from its lane) and the G lanes of a chunk sum theirs.
+// The current key is not among the loaded keys: its registers stay zero, and the wave
+// holding it adds its score and value apart (its chunks from the cache, or rotated here
+// and rounded to f16 as the cache holds them), so no loaded register is rewritten after
+// the wait (which would unpack them half by half). ROPE: each lane rotates its own chunks
+// of q (and, where it needs the current key, of k) in registers, with the angles from LDS.
+template <unsigned CH, bool ROPE>
+GRETA_DEVICE void attn_decode_chunks(const float* q, const g_half* k_cache, const g_half* v_cache, float* part_m,
+                                     float* part_l, float* part_o, unsigned* done, float* ctx, const unsigned* pos0,
+                                     unsigned n_heads, unsigned n_kv_heads, unsigned n_splits, float scale,
+                                     float* red, float* wm, float* wl, unsigned* last, const g_decode_rope& r) {
+    constexpr unsigned HD = 8 * CH;
+    constexpr unsigned WAVES = DECODE_BLOCK / GRETA_WAVE;
+    constexpr unsigned G = GRETA_WAVE / CH;  // keys per load
+    constexpr unsigned P = CH;               // loads per wave of keys
+    static_assert((CH & (CH - 1)) == 0 && G * CH == GRETA_WAVE, "a power-of-two number of chunks within a wave");
+    const unsigned s = g_bid(), h = g_bid_y(), t = g_tid(), lane = g_lane(), wave = t / GRETA_WAVE;
+    const unsigned c = lane % CH, g = lane / CH;
+    const unsigned kvh = h / (n_heads / n_kv_heads);
+    const unsigned long kv_row = (unsigned long)n_kv_heads * HD;
+    const unsigned n = *pos0 + 1;
+    const unsigned j0 = s * DECODE_KEYS;
+    // The splits that hold keys: the grid covers the cache's capacity (the graph is captured
+    // once), the context only its first `active`. A split past it exits at once: it writes
+    // no partial and is not counted, and with one active split the block writes ctx itself.
+    const unsigned active = (n + DECODE_KEYS - 1) / DECODE_KEYS;
+    if (j0 >= n) return;
+    const unsigned jw = j0 + wave * GRETA_WAVE;  // this wave's first key
+    const unsigned cur = n - 1;
+    const bool cur_here = cur - jw < GRETA_WAVE;  // this wave holds the current key
+    // Every K and V load is issued here, before any is used: V does not depend on the
+    // scores, so K and V share one memory round trip instead of two in a row. The keys
+    // before the current one are loaded before g_wait_previous, under the kernels ahead of
+    // this one: an earlier pass wrote them (and *pos0), and every pass begins with a
+    // launch that is never overlapped (embed_f16: it starts once all earlier work has
+    // finished, whether or not the host waited for it, as it does not when decoding a step
+    // ahead). Only the current key's K and V, and q, wait.
+    g_h8 kv[P], vv[P];
+    for (unsigned p = 0; p < P; ++p) {
+        const unsigned j = jw + p * G + g;
+        const unsigned long at = j * kv_row + kvh * HD + 8 * c;
+        kv[p] = g_load_h8_or_zero(k_cache + at, j < cur);
+        vv[p] = g_load_h8_or_zero(v_cache + at, j < cur);
+    }
+    // ROPE: the angles of the current position (a pair a thread) into LDS, once the loads
+    // are on their way.
+    if (ROPE) {
+        if (t < HD / 2) g_rope_angle((float)cur, r.inv_freq, t, &r.sin_sh[t], &r.cos_sh[t]);
+        g_sync();
+    }
+    g_wait_previous();
+    // This lane's chunk of q (rotated: ROPE) and, in the wave holding the current key, that
+    // key's chunk of k and v (as the cache holds them), all loaded in one round trip.
+    float qc[8], kc[8], vc[8];
+    const bool needs_cur = cur_here || (ROPE && cur - j0 < DECODE_KEYS && wave == 0);
+    {
+        g_load_f8(q + (unsigned long)h * HD + 8 * c, qc);
+        const unsigned long at = (unsigned long)cur * kv_row + kvh * HD + 8 * c;
+        if (ROPE) {
+            const unsigned pc = c < CH / 2 ? c + CH / 2 : c - CH / 2;
+            float qp[8], kp[8];
+            if (r.half_split) g_load_f8(q + (unsigned long)h * HD + 8 * pc, qp);
+            if (needs_cur) {
+                g_load_f8(r.k_new + kvh * HD + 8 * c, kc);
+                g_load_f8(r.v_new + kvh * HD + 8 * c, vc);
+                if (r.half_split) g_load_f8(r.k_new + kvh * HD + 8 * pc, kp);
+            }
+            float sn[8], cs[8];
+            for (unsigned e = 0; e < 8; ++e) {
+                const unsigned i = r.half_split ? 8 * (c % (CH / 2)) + e : 4 * c + e / 2;
+                sn[e] = r.sin_sh[i];
+                cs[e] = r.cos_sh[i];
+            }
+            g_rope_chunk<CH>(qc, qp, c, r.half_split, sn, cs);
+            if (needs_cur) g_rope_chunk<CH>(kc, kp, c, r.half_split, sn, cs);
+        } else if (needs_cur) {
+            g_load_h8(k_cache + at, kc);
+            g_load_h8(v_cache + at, vc);
+        }
+    }
+    // The current key's chunks rounded to f16 as the cache holds them (a no-op on the
+    // values read from it).
+    g_h8 kh, vh;
+    for (unsigned e = 0; e < 8; ++e) {
+        kh.v[e] = g_f2h(needs_cur ? kc[e] : 0.0f);
+        vh.v[e] = g_f2h(needs_cur ? vc[e] : 0.0f);
+    }
+    if (ROPE && cur - j0 < DECODE_KEYS && wave == 0 && g == 0) {
+        // The block holding the current key writes the rotated rows for the trace, and the
+        // first query head of each KV group appends k and v to the caches.
+        const unsigned long at = (unsigned long)cur * kv_row + kvh * HD + 8 * c;
+        for (unsigned e = 0; e < 8; ++e) r.q_rot[(unsigned long)h * HD + 8 * c + e] = qc[e];
+        if (h % (n_heads / n_kv_heads) == 0) {
+            for (unsigned e = 0; e < 8; ++e) r.k_rot[kvh * HD + 8 * c + e] = kc[e];
+            *(g_h8*)(r.k_cache + at) = kh;
+            *(g_h8*)(r.v_cache + at) = vh;
+        }
+    }
+    // Scores: chunk c's part of each key's dot product, then the butterfly: at the stage of
+    // mask m the lane keeps the half of its sums that bit m of c selects and sends the other
+    // half to lane ^ m, so after the stages lane (g, c) holds the sum over the CH lanes of
+    // its key for group p = c. The current key's registers are zero; its score is the group
+    // sum of the lanes' parts with its own chunks.
+    float dot[P];
+    for (unsigned p = 0; p < P; ++p) {
+        float acc = 0.0f;
+        for (unsigned e = 0; e < 8; ++e) acc += qc[e] * g_h2f(kv[p].v[e]);
+        dot[p] = acc;
+    }
+    for (unsigned m = CH / 2, len = P; m > 0; m >>= 1, len >>= 1) {
+        const bool upper = (c & m) != 0;
+        for (unsigned i = 0; i < len / 2; ++i) {
+            const float send = upper ? dot[i] : dot[i + len / 2];
+            const float keep = upper ? dot[i + len / 2] : dot[i];
+            dot[i] = keep + g_shfl_xor(send, m);
+        }
+    }
+    const unsigned key = c * G + g;  // within the wave: the key whose score this lane holds
+    const unsigned kcur = cur - jw;  // the current key within the wave (cur_here)
+    float sc = dot[0];
+    if (cur_here) {
+        float pc = 0.0f;
+        for (unsigned e = 0; e < 8; ++e) pc += qc[e] * g_h2f(kh.v[e]);
+        pc = g_group_sum(pc, CH);
+        if (key == kcur) sc = pc;
+    }
+    const bool valid = jw + key < n;
+    sc = valid ? sc * scale : NEG_INF;
+    // NEG_INF is finite: an empty wave gets m = NEG_INF, l = 0, o = 0, and weight
+    // exp(NEG_INF - M) = 0 below.
+    const float m = g_wave_max(sc);
+    const float ew = valid ? g_exp(sc - m) : 0.0f;
+    const float l = g_wave_sum(ew);
+
+    // Output: key p * G + g's weight is in lane (g, p) (the current key's value registers
+    // are zero: its lanes add it last); then the G lanes of chunk c sum.
+    float o[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    float pw[P];
+    for (unsigned p = 0; p < P; ++p) pw[p] = g_shfl(ew, g * CH + p);
+    for (unsigned p = 0; p < P; ++p)
+        for (unsigned e = 0; e < 8; ++e) o[e] += pw[p] * g_h2f(vv[p].v[e]);
+    if (cur_here) {
+        const float wc = g_shfl(ew, (kcur % G) * CH + kcur / G);
+        if (g == kcur % G)
+            for (unsigned e = 0; e < 8; ++e) o[e] += wc * g_h2f(vh.v[e]);
+    }
+    for (unsigned mk = CH; mk < GRETA_WAVE; mk <<= 1)
+        for (unsigned e = 0; e < 8; ++e) o[e] += g_shfl_xor(o[e], mk);
+    if (g == 0)
+        for (unsigned e = 0; e < 8; ++e) red[wave * HD + 8 * c + e] = o[e];
+    if (lane == 0) {
+        wm[wave] = m;
+        wl[wave] = l;
+    }
+    attn_decode_finish<HD, 1>(red, wm, wl, active, h, n_splits, s, part_m, part_l, part_o, done, ctx, last);
+}
+
+template <unsigned CH, bool ROPE>
+GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_half* v_cache, float* part_m,
+                              float* part_l, float* part_o, unsigned* done, float* ctx, const unsigned* pos0,
+                              unsigned n_heads, unsigned n_kv_heads, unsigned n_splits, float scale, float* qsh,
+                              float* red, float* wm, float* wl, unsigned* last, const g_decode_rope& r) {
+    if constexpr (CH >= 16)
+        attn_decode_chunks<CH, ROPE>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0, n_heads,
+                                     n_kv_heads, n_splits, scale, red, wm, wl, last, r);
+    else
+        attn_decode_lanes<CH, ROPE>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0, n_heads,
+                                    n_kv_heads, n_splits, scale, qsh, red, wm, wl, last, r);
+}
+
 // One kernel per head_dim (a multiple of 16 up to HD_MAX: check_attention_shape in gpu.rs),
 // attn_decode_split_hd<HD> and attn_decode_rope_split_hd<HD>, not one kernel switching on
 // it: the registers of a switch over every head_dim are allocated for all its cases at
 // once (232 for the plain kernel on sm_90a where its 128 case alone takes 220; the RoPE
 // form spilled at 255), and each launch needs only its own.
 #define ATTN_DECODE_SHARED                                                                                   \
-    GRETA_SHARED GRETA_ALIGN16 float red[DECODE_WAVES_MAX * HD_MAX];                                         \
+    GRETA_SHARED GRETA_ALIGN16 float qsh[HD_MAX];                                                            \
+    GRETA_SHARED GRETA_ALIGN16 float red[DECODE_BLOCK * 8];                                                  \
     GRETA_SHARED float wm[DECODE_WAVES_MAX], wl[DECODE_WAVES_MAX];                                           \
     GRETA_SHARED unsigned last;
 // attn_decode waits for the kernel ahead after its loads of the earlier keys, so both call
@@ -615,7 +795,7 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
         ATTN_DECODE_SHARED                                                                                   \
         const g_decode_rope r = {};                                                                          \
         attn_decode<HD / 8, false>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0, n_heads,    \
-                                   n_kv_heads, n_splits, scale, red, wm, wl, &last, r);                      \
+                                   n_kv_heads, n_splits, scale, qsh, red, wm, wl, &last, r);                 \
     }
 #define ATTN_DECODE_ROPE_KERNEL(HD)                                                                          \
     GRETA_KERNEL GRETA_BLOCK_MAX(DECODE_BLOCK) void attn_decode_rope_split_hd##HD(                           \
@@ -625,11 +805,11 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
         unsigned n_kv_heads, unsigned n_splits, float scale) {                                               \
         g_launch_next();                                                                                     \
         ATTN_DECODE_SHARED                                                                                   \
-        GRETA_SHARED GRETA_ALIGN16 float sin_sh[HD_MAX / 2], cos_sh[HD_MAX / 2];                             \
-        const g_decode_rope r = {k_new, v_new, k_cache, v_cache, q_rot, k_rot, inv_freq, half_split,         \
-                                 sin_sh, cos_sh};                                                            \
+        GRETA_SHARED GRETA_ALIGN16 float ksh[HD_MAX], sin_sh[HD_MAX / 2], cos_sh[HD_MAX / 2];                \
+        const g_decode_rope r = {k_new, v_new, k_cache, v_cache, q_rot, k_rot,                               \
+                                 inv_freq, half_split, ksh, sin_sh, cos_sh};                                 \
         attn_decode<HD / 8, true>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0, n_heads,     \
-                                  n_kv_heads, n_splits, scale, red, wm, wl, &last, r);                       \
+                                  n_kv_heads, n_splits, scale, qsh, red, wm, wl, &last, r);                  \
     }
 ATTN_DECODE_KERNELS(16)
 ATTN_DECODE_KERNELS(32)

@@ -331,6 +331,17 @@ GRETA_DEVICE g_h8 g_load_once_h8(const g_half* p) {
     return *(const g_h8*)p;
 #endif
 }
+// Eight f16 from p where `valid`, else zeros, kept as four 32-bit words (a conditional
+// load into zero-initialised halves is merged half by half, a PRMT per half).
+GRETA_DEVICE g_h8 g_load_h8_or_zero(const g_half* p, bool valid) {
+    struct GRETA_ALIGN16 words {
+        unsigned v[4];
+    } u = {{0u, 0u, 0u, 0u}};
+    if (valid) u = *(const words*)p;
+    g_h8 r;
+    __builtin_memcpy(&r, &u, sizeof r);
+    return r;
+}
 GRETA_DEVICE void g_load_f8(const float* p, float* out) {
     g_f4 a = *(const g_f4*)p, b = *(const g_f4*)(p + 4);
     for (unsigned i = 0; i < 4; ++i) {
