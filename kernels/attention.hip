@@ -394,7 +394,6 @@ GRETA_DEVICE void attn_decode_finish(const float* red, const float* wm, const fl
                                      unsigned h, unsigned n_splits, unsigned s, float* part_m, float* part_l,
                                      float* part_o, unsigned* done, float* ctx, unsigned* last) {
     constexpr unsigned WAVES = DECODE_BLOCK / GRETA_WAVE;
-    static_assert(HD <= DECODE_BLOCK, "a dim per thread");
     const unsigned t = g_tid();
     const unsigned long part = (unsigned long)h * n_splits + s;
     g_sync();
@@ -402,17 +401,17 @@ GRETA_DEVICE void attn_decode_finish(const float* red, const float* wm, const fl
     for (unsigned w = 1; w < WAVES; ++w) mm = wm[w] > mm ? wm[w] : mm;
     float ll = 0.0f;
     for (unsigned w = 0; w < WAVES; ++w) ll += g_exp(wm[w] - mm) * wl[w];
-    if (t < HD) {
+    for (unsigned d = t; d < HD; d += DECODE_BLOCK) {
         float od = 0.0f;
         for (unsigned w = 0; w < WAVES; ++w) {
             float sw = 0.0f;
-            for (unsigned i = 0; i < R; ++i) sw += red[(w * R + i) * HD + t];
+            for (unsigned i = 0; i < R; ++i) sw += red[(w * R + i) * HD + d];
             od += g_exp(wm[w] - mm) * sw;
         }
         if (active == 1)
-            ctx[(unsigned long)h * HD + t] = od / ll;
+            ctx[(unsigned long)h * HD + d] = od / ll;
         else
-            part_o[part * HD + t] = od;
+            part_o[part * HD + d] = od;
     }
     if (active == 1) return;
     if (t == 0) {
@@ -434,11 +433,11 @@ GRETA_DEVICE void attn_decode_finish(const float* red, const float* wm, const fl
     for (unsigned x = 0; x < active; ++x) cm = pm[x] > cm ? pm[x] : cm;
     float cl = 0.0f;
     for (unsigned x = 0; x < active; ++x) cl += g_exp(pm[x] - cm) * pl[x];
-    if (t < HD) {
+    for (unsigned d = t; d < HD; d += DECODE_BLOCK) {
         float od = 0.0f;
         for (unsigned x = 0; x < active; ++x)
-            od += g_exp(pm[x] - cm) * part_o[((unsigned long)h * n_splits + x) * HD + t];
-        ctx[(unsigned long)h * HD + t] = od / cl;
+            od += g_exp(pm[x] - cm) * part_o[((unsigned long)h * n_splits + x) * HD + d];
+        ctx[(unsigned long)h * HD + d] = od / cl;
     }
     if (t == 0) done[h] = 0;
 }
@@ -454,7 +453,6 @@ GRETA_DEVICE void attn_decode_lanes(const float* q, const g_half* k_cache, const
                                     float* qsh, float* red, float* wm, float* wl, unsigned* last,
                                     const g_decode_rope& r) {
     constexpr unsigned HD = 8 * CH;
-    constexpr unsigned WAVES = DECODE_BLOCK / GRETA_WAVE;
     // Output pass: G keys per pass (lanes past G * CH idle), P passes over the wave's keys.
     constexpr unsigned G = GRETA_WAVE / CH;
     constexpr unsigned P = (GRETA_WAVE + G - 1) / G;
@@ -614,7 +612,6 @@ GRETA_DEVICE void attn_decode_chunks(const float* q, const g_half* k_cache, cons
                                      unsigned n_heads, unsigned n_kv_heads, unsigned n_splits, float scale,
                                      float* red, float* wm, float* wl, unsigned* last, const g_decode_rope& r) {
     constexpr unsigned HD = 8 * CH;
-    constexpr unsigned WAVES = DECODE_BLOCK / GRETA_WAVE;
     constexpr unsigned G = GRETA_WAVE / CH;  // keys per load
     constexpr unsigned P = CH;               // loads per wave of keys
     static_assert((CH & (CH - 1)) == 0 && G * CH == GRETA_WAVE, "a power-of-two number of chunks within a wave");
