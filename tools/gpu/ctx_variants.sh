@@ -2,7 +2,8 @@
 # Decode of both synthetic shapes with the KV cache sized to CTX positions (default 4096,
 # `greta generate`'s default) for each kernel_variants.sh variant, one round: the decode
 # attention's grid follows the cache's capacity, which the default bench (cache = prompt +
-# gen) does not show. Run after kernel_variants.sh (it unpacks the variants' binaries).
+# gen) does not show. Run after kernel_variants.sh (it unpacks the variants' binaries; a
+# variant without greta.xz runs target/device/greta).
 # Usage (GPU machine): OUT=dir CTX=4096 [VARIANTS='main active'] tools/gpu/ctx_variants.sh
 # (VARIANTS: a subset of target/carry/v/ by name; default all)
 set -uo pipefail
@@ -13,7 +14,9 @@ echo "|---|---|---|" | tee -a $OUT/ctx-variants.md
 for d in target/carry/v/*/; do
   v=$(basename $d); G=/tmp/greta-$v
   [ -z "${VARIANTS:-}" ] || [[ " $VARIANTS " == *" $v "* ]] || continue
-  [ -x $G ] || { python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('$d/greta.xz'), open('$G', 'wb'))"; chmod +x $G; }
+  # A variant of kernels alone (no greta.xz) runs the main build's binary, as in kernel_variants.sh.
+  if [ ! -f $d/greta.xz ]; then G=./target/device/greta
+  elif [ ! -x $G ]; then python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('$d/greta.xz'), open('$G', 'wb'))"; chmod +x $G; fi
   row="| $v"
   for s in llama2-7b smollm2-135m; do
     j=$OUT/ctx-$v-$s.json
