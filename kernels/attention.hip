@@ -360,8 +360,8 @@ ATTN_PREFILL_FA(128, 4)
 //     K row; q from LDS as a broadcast);
 //   attn_decode_chunks (head_dim 128): lane = 16-byte chunk of a key, so each K load of a
 //     wave reads whole rows (coalesced); a butterfly sums a key's chunks. It took
-//     Llama-2-7B's decode from 255.5 to 271.7 tok/s, and SmolLM2's (head_dim 64) from 2196 to
-//     2115, hence the split.
+//     Llama-2-7B's decode from 258.6 to 274.7 tok/s; at head_dim 64 it cost SmolLM2 4-6 %
+//     in every form tried, hence the split.
 // Both merge the waves' (m, l, o) through LDS; with one split holding keys (the grid covers
 // the capacity, the context may be shorter) the block writes ctx; otherwise it writes its
 // partial (m, l, unnormalised o) and the last block of head h to finish (an atomic count in
@@ -389,6 +389,9 @@ struct g_decode_rope {
 // of head_dim per wave in red, summed), then ctx written (one split holds keys) or the
 // split's partial published and, in the last block of head h to finish, the splits
 // combined into ctx. The caller has filled red, wm and wl; every thread of the block calls.
+// The loops over d run once per thread (HD <= DECODE_BLOCK) but stay loops: written as
+// `if (t < HD)` they compiled SmolLM2's kernel differently (144 registers, not 188) and 8 %
+// slower (session 11).
 template <unsigned HD, unsigned R>
 GRETA_DEVICE void attn_decode_finish(const float* red, const float* wm, const float* wl, unsigned active,
                                      unsigned h, unsigned n_splits, unsigned s, float* part_m, float* part_l,
