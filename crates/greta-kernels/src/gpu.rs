@@ -1576,9 +1576,19 @@ fn per_decode_head_dim<T>(
     Ok(found.try_into().ok().expect("one per head_dim"))
 }
 
-/// How many KV splits decode attention uses for a cache of `capacity` positions.
+/// Splits per thread-block cluster of the split decode attention (DECODE_CLUSTER in
+/// kernels/attention.hip): on NVIDIA sm_90 its kernels launch in clusters of this many
+/// blocks along the splits, so the grid's split count must be a multiple of it.
+pub const DECODE_CLUSTER: usize = 8;
+
+/// How many KV splits decode attention launches for a cache of `capacity` positions: one per
+/// DECODE_SPLIT positions, padded to whole clusters (on every platform, for one rule: the
+/// splits past the context exit at once, on AMD as on NVIDIA).
 pub fn decode_splits(capacity: usize) -> usize {
-    capacity.div_ceil(DECODE_SPLIT).max(1)
+    capacity
+        .div_ceil(DECODE_SPLIT)
+        .max(1)
+        .next_multiple_of(DECODE_CLUSTER)
 }
 
 /// Refuses, with the reason, a head shape the matrix-unit attention kernels do not take.
@@ -1702,7 +1712,28 @@ pub struct AttnShape {
 
 #[cfg(test)]
 mod tests {
-    use super::{gemm_tile, norm_block, wgmma_shared, wgmma_tile, GpuKernels, NORM_PROLOGUE_MAX_K};
+    use super::{
+        decode_splits, gemm_tile, norm_block, wgmma_shared, wgmma_tile, GpuKernels,
+        DECODE_CLUSTER, NORM_PROLOGUE_MAX_K,
+    };
+
+    /// One split per 128 positions, whole clusters of 8 launched: the bench's 576-position
+    /// cache takes one cluster (its 5 active splits combine in it), `generate`'s 4096 four.
+    #[test]
+    fn decode_splits_fill_whole_clusters() {
+        for (capacity, splits) in [
+            (1, 8),
+            (128, 8),
+            (576, 8),
+            (1024, 8),
+            (1025, 16),
+            (4096, 32),
+            (4097, 40),
+        ] {
+            assert_eq!(decode_splits(capacity), splits, "capacity {capacity}");
+            assert_eq!(splits % DECODE_CLUSTER, 0);
+        }
+    }
 
     /// The measured sizes (SmolLM2 256, Llama-2-7B 512) and the rule between them: the
     /// smallest block whose threads load x in one round of 8 values each, at most 1024.

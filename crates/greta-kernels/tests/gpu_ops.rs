@@ -356,7 +356,8 @@ fn attention_flash_and_split_decode_match_cpu() {
     let (g, s, k) = setup();
     // GQA ratios 1, 2, 3, 4, 8; head_dim 64 and 128 (the register-resident prefill kernel on
     // NVIDIA) and 32 (the LDS one, as on AMD); KV lengths across the key tiles and the
-    // decode splits, up to 4096.
+    // decode splits, up to 4096 (decode: up to 1024 keys the splits combine in one cluster
+    // on NVIDIA sm_90, past it through memory).
     for (n_heads, n_kv_heads, head_dim) in [
         (4, 4, 64),
         (9, 3, 64),
@@ -370,6 +371,8 @@ fn attention_flash_and_split_decode_match_cpu() {
             (255, 1),
             (256, 1),
             (1000, 1),
+            (1023, 1),
+            (1024, 1),
             (4095, 1),
             (0, 2),
             (0, 17),
