@@ -344,9 +344,8 @@ ATTN_PREFILL_FA(128, 4)
 #define DECODE_KEYS 128
 #define DECODE_BLOCK 128
 #define DECODE_WAVES_MAX (DECODE_BLOCK / 32)
-// Splits per thread-block cluster (decode_splits in gpu.rs pads the split count to a multiple
-// of it on every platform; only NVIDIA sm_90 launches clusters).
-#define DECODE_CLUSTER 8
+// The most splits of a head combined in one cluster (DECODE_CLUSTER_MAX in gpu.rs).
+#define DECODE_CLUSTER_MAX 8
 
 // Decode attention of one query row (at position *pos0) split over the KV length: block
 // (s, h) takes keys [s * DECODE_KEYS, min((s + 1) * DECODE_KEYS, *pos0 + 1)) of head h, and
@@ -368,12 +367,12 @@ ATTN_PREFILL_FA(128, 4)
 // Both merge the waves' (m, l, o) through LDS; with one split holding keys (the grid covers
 // the capacity, the context may be shorter) the block writes ctx; otherwise it writes its
 // partial (m, l, unnormalised o) and one block combines the head's splits into ctx, with no
-// second launch per layer (attn_decode_finish): on NVIDIA sm_90, while the active splits fit
-// one cluster (contexts up to DECODE_CLUSTER * DECODE_KEYS), the splits of a head run as a
-// thread-block cluster, leave their partials in shared memory, and its first block combines
-// them after a cluster barrier; otherwise the partials go to memory and the last block of
-// head h to finish (an atomic count in done[h], reset to 0 by that block for the next step)
-// combines them.
+// second launch per layer (attn_decode_finish): on NVIDIA sm_90, where the cache holds at
+// most DECODE_CLUSTER_MAX splits, the splits of a head are launched as one thread-block
+// cluster, leave their partials in shared memory, and its first block combines them after a
+// cluster barrier; otherwise the partials go to memory and the last block of head h to
+// finish (an atomic count in done[h], reset to 0 by that block for the next step) combines
+// them.
 // CH = head_dim / 8 is a template argument so that every load is unrolled.
 // ROPE: the attention also does the token's RoPE and KV append (rope_qk_append_f16's work,
 // one launch fewer per layer): q is the unrotated query, and the g_decode_rope inputs and
@@ -408,7 +407,8 @@ GRETA_DEVICE void attn_decode_finish(const float* red, const float* wm, const fl
     const unsigned long part = (unsigned long)h * n_splits + s;
 #if defined(GRETA_CLUSTERS)
     GRETA_SHARED float psh[HD + 2];  // this split's partial o, then m and l, for its cluster
-    const bool in_cluster = active <= DECODE_CLUSTER;
+    // Launched in clusters, the grid's splits are one cluster (decode_cluster in gpu.rs).
+    const bool in_cluster = active <= g_cluster_blocks();
 #else
     float* const psh = nullptr;
     const bool in_cluster = false;
@@ -435,35 +435,35 @@ GRETA_DEVICE void attn_decode_finish(const float* red, const float* wm, const fl
     if (active == 1) return;
 #if defined(GRETA_CLUSTERS)
     if (in_cluster) {
-        // The head's active splits are ranks 0 .. active - 1 of its first cluster (block s has
-        // rank s % DECODE_CLUSTER; the splits past the context have exited, which does not
-        // hold the barrier up). No device-scope fence, no atomic, no round trip to L2.
+        // The head's active splits are cluster ranks 0 .. active - 1 (block s has rank s; the
+        // splits past the context have exited, which does not hold the barrier up). No
+        // device-scope fence, no atomic, no round trip to L2.
         if (t == 0) {
             psh[HD] = mm;
             psh[HD + 1] = ll;
         }
         g_cluster_sync();
         if (s == 0) {
-            const float* peer[DECODE_CLUSTER];
-            float pm[DECODE_CLUSTER], pl[DECODE_CLUSTER];
+            const float* peer[DECODE_CLUSTER_MAX];
+            float pm[DECODE_CLUSTER_MAX], pl[DECODE_CLUSTER_MAX];
             float cm = NEG_INF;
-            for (unsigned x = 0; x < DECODE_CLUSTER; ++x)
+            for (unsigned x = 0; x < DECODE_CLUSTER_MAX; ++x)
                 if (x < active) {
                     peer[x] = g_cluster_peer(psh, x);
                     pm[x] = peer[x][HD];
                     pl[x] = peer[x][HD + 1];
                 }
-            for (unsigned x = 0; x < DECODE_CLUSTER; ++x)
+            for (unsigned x = 0; x < DECODE_CLUSTER_MAX; ++x)
                 if (x < active) cm = pm[x] > cm ? pm[x] : cm;
             float cl = 0.0f;
-            for (unsigned x = 0; x < DECODE_CLUSTER; ++x)
+            for (unsigned x = 0; x < DECODE_CLUSTER_MAX; ++x)
                 if (x < active) {
                     pm[x] = g_exp(pm[x] - cm);
                     cl += pm[x] * pl[x];
                 }
             for (unsigned d = t; d < HD; d += DECODE_BLOCK) {
                 float od = 0.0f;
-                for (unsigned x = 0; x < DECODE_CLUSTER; ++x)
+                for (unsigned x = 0; x < DECODE_CLUSTER_MAX; ++x)
                     if (x < active) od += pm[x] * peer[x][d];
                 ctx[(unsigned long)h * HD + d] = od / cl;
             }
@@ -843,8 +843,7 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
 // products; k_cache and v_cache are written at *pos0; q_rot and k_rot receive the rotated
 // rows; half_split as rope_f32 (decode's one-launch attention: no rope_qk_append_f16).
 #define ATTN_DECODE_KERNELS(HD)                                                                              \
-    GRETA_KERNEL GRETA_BLOCK_MAX(DECODE_BLOCK) GRETA_CLUSTER_X(DECODE_CLUSTER)                               \
-    void attn_decode_split_hd##HD(                                                                           \
+    GRETA_KERNEL GRETA_BLOCK_MAX(DECODE_BLOCK) void attn_decode_split_hd##HD(                                \
         const float* q, const g_half* k_cache, const g_half* v_cache, float* part_m, float* part_l,          \
         float* part_o, unsigned* done, float* ctx, const unsigned* pos0, unsigned n_heads,                   \
         unsigned n_kv_heads, unsigned n_splits, float scale) {                                               \
@@ -855,8 +854,7 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
                                    n_kv_heads, n_splits, scale, qsh, red, wm, wl, &last, r);                 \
     }
 #define ATTN_DECODE_ROPE_KERNEL(HD)                                                                          \
-    GRETA_KERNEL GRETA_BLOCK_MAX(DECODE_BLOCK) GRETA_CLUSTER_X(DECODE_CLUSTER)                               \
-    void attn_decode_rope_split_hd##HD(                                                                      \
+    GRETA_KERNEL GRETA_BLOCK_MAX(DECODE_BLOCK) void attn_decode_rope_split_hd##HD(                           \
         const float* q, const float* k_new, const float* v_new, g_half* k_cache, g_half* v_cache,            \
         float* q_rot, float* k_rot, const float* inv_freq, unsigned half_split, float* part_m,               \
         float* part_l, float* part_o, unsigned* done, float* ctx, const unsigned* pos0, unsigned n_heads,    \

@@ -111,14 +111,18 @@ GRETA_DEVICE void g_overlap_entry() {
     g_wait_previous();
 }
 
-// Thread-block clusters (NVIDIA sm_90+): GRETA_CLUSTER_X(n) on a kernel launches its grid in
-// clusters of n consecutive blocks along x (compiled in: the launch needs no attribute, and
-// refuses a grid whose x is not a multiple of n); the blocks of a cluster run at once and
-// read each other's shared memory. GRETA_CLUSTERS says whether the target has them; CDNA
-// does not (GRETA_CLUSTER_X is empty there and the helpers below do not exist).
+// Thread-block clusters (NVIDIA sm_90+; hiprt's LaunchDims::cluster): the blocks of a
+// cluster, consecutive along x, run at once and read each other's shared memory.
+// GRETA_CLUSTERS says whether the target has them; CDNA does not (the helpers below do not
+// exist there).
 #if defined(GRETA_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
 #define GRETA_CLUSTERS 1
-#define GRETA_CLUSTER_X(n) __cluster_dims__(n, 1, 1)
+// Blocks in this block's cluster (1 when launched without clusters).
+GRETA_DEVICE unsigned g_cluster_blocks() {
+    unsigned n;
+    asm("mov.u32 %0, %%cluster_nctarank;\n" : "=r"(n));
+    return n;
+}
 // Every thread of the cluster that has not exited arrives and waits (an exited thread does
 // not hold the barrier up: PTX `exit`); writes before it, to shared memory of this block or
 // of a peer, are visible to every thread after it (release / acquire at cluster scope).
@@ -133,8 +137,6 @@ GRETA_DEVICE const float* g_cluster_peer(const float* p, unsigned rank) {
     asm volatile("mapa.u64 %0, %1, %2;\n" : "=l"(out) : "l"(p), "r"(rank));
     return (const float*)out;
 }
-#else
-#define GRETA_CLUSTER_X(n)
 #endif
 
 // ---------------------------------------------------------------------------------------

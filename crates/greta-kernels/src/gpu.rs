@@ -57,6 +57,7 @@ fn grid1(n: usize, block: u32) -> LaunchDims {
         grid: [n.div_ceil(block as usize) as u32, 1, 1],
         block: [block, 1, 1],
         shared_bytes: 0,
+        cluster: 1,
     }
 }
 
@@ -65,6 +66,7 @@ fn rows(rows: usize, block: u32) -> LaunchDims {
         grid: [rows as u32, 1, 1],
         block: [block, 1, 1],
         shared_bytes: 0,
+        cluster: 1,
     }
 }
 
@@ -160,6 +162,9 @@ pub struct GpuKernels {
     skip: Vec<String>,
     /// Threads per wave (warp) of the device: 64 on CDNA, 32 on NVIDIA.
     wave: u32,
+    /// Whether launches may run in thread-block clusters (NVIDIA's sm_90a objects): the
+    /// split decode attention then combines a head's splits in one cluster.
+    clusters: bool,
     /// The loaded code objects: they keep the functions alive, and `skip_kernels` looks names
     /// up in them.
     modules: Vec<Module>,
@@ -261,6 +266,7 @@ impl GpuKernels {
                 overlap: true,
                 skip: Vec::new(),
                 wave,
+                clusters: gpu.platform() == Platform::Nvidia && *target == "sm_90a",
                 embed: ops.function("embed_f16")?,
                 rmsnorm: ops.function("rmsnorm_f32")?,
                 rope: ops.function("rope_f32")?,
@@ -556,6 +562,7 @@ impl GpuKernels {
             ],
             block: [64, 1, 1],
             shared_bytes: 0,
+            cluster: 1,
         };
         self.launch(&self.rope_qk_append, dims, s, args)
     }
@@ -877,6 +884,7 @@ impl GpuKernels {
             grid: [items.div_ceil(waves).max(1) as u32, 1, 1],
             block: [block, 1, 1],
             shared_bytes: 0,
+            cluster: 1,
         }
     }
 
@@ -1013,6 +1021,7 @@ impl GpuKernels {
                         grid: [o.n.div_ceil(tile) as u32, t.div_ceil(tile) as u32, 1],
                         block: [block, 1, 1],
                         shared_bytes: 0,
+                        cluster: 1,
                     };
                     self.launch(
                         f,
@@ -1082,6 +1091,7 @@ impl GpuKernels {
             ],
             block: [128 * (tile as u32 / 64 + 1), 1, 1],
             shared_bytes: wgmma_shared(tile),
+            cluster: 1,
         };
         self.launch(f, dims, s, args.u32(a_lo.is_some() as u32))
     }
@@ -1120,6 +1130,7 @@ impl GpuKernels {
             grid: [n.div_ceil(tile) as u32, t.div_ceil(tile) as u32, 1],
             block: [block, 1, 1],
             shared_bytes: 0,
+            cluster: 1,
         };
         self.launch(
             f,
@@ -1198,6 +1209,7 @@ impl GpuKernels {
             grid: [max_kv.div_ceil(BLOCK as usize) as u32, rh, 1],
             block: [BLOCK, 1, 1],
             shared_bytes: 0,
+            cluster: 1,
         };
         self.launch(
             &self.attn_scores,
@@ -1286,6 +1298,7 @@ impl GpuKernels {
                 grid: [n_rows.div_ceil(16 * waves as usize) as u32, nh, 1],
                 block: [waves * self.wave, 1, 1],
                 shared_bytes,
+                cluster: 1,
             };
             let args = Args::new()
                 .ptr(q)
@@ -1299,7 +1312,7 @@ impl GpuKernels {
             let args = if fa.is_some() { args } else { args.u32(hd) };
             return self.launch(f, dims, s, args.f32(scale));
         }
-        let dims = Self::decode_dims(scratch, n_heads, head_dim, max_kv)?;
+        let dims = self.decode_dims(scratch, n_heads, head_dim, max_kv)?;
         let ns = dims.grid[0];
         self.launch(
             &self.attn_decode_split[head_dim / 16 - 1],
@@ -1324,7 +1337,10 @@ impl GpuKernels {
 
     /// The split decode attention's grid (splits x heads, from the cache's capacity; the
     /// kernels take the split count, `grid[0]`) after checking that the scratch holds it.
+    /// Where clusters run and a head has at most DECODE_CLUSTER_MAX splits, its splits are
+    /// one cluster, and combine through shared memory (kernels/attention.hip).
     fn decode_dims(
+        &self,
         scratch: &AttnScratch,
         n_heads: usize,
         head_dim: usize,
@@ -1344,6 +1360,7 @@ impl GpuKernels {
             grid: [ns, nh, 1],
             block: [block, 1, 1],
             shared_bytes: 0,
+            cluster: decode_cluster(splits, self.clusters),
         })
     }
 
@@ -1395,7 +1412,7 @@ impl GpuKernels {
         Self::need_of(q_rot, q_row, what, "q_rot")?;
         Self::need_of(k_rot, kv_row, what, "k_rot")?;
         Self::need_of(ctx, q_row, what, "ctx")?;
-        let dims = Self::decode_dims(scratch, n_heads, head_dim, capacity)?;
+        let dims = self.decode_dims(scratch, n_heads, head_dim, capacity)?;
         let args = Args::new()
             .ptr(q)
             .ptr(k)
@@ -1576,19 +1593,25 @@ fn per_decode_head_dim<T>(
     Ok(found.try_into().ok().expect("one per head_dim"))
 }
 
-/// Splits per thread-block cluster of the split decode attention (DECODE_CLUSTER in
-/// kernels/attention.hip): on NVIDIA sm_90 its kernels launch in clusters of this many
-/// blocks along the splits, so the grid's split count must be a multiple of it.
-pub const DECODE_CLUSTER: usize = 8;
+/// The most splits of one head the split decode attention combines in a thread-block cluster
+/// (8: the portable cluster size). Longer caches launch without clusters: measured on an H200
+/// (docs/performance.md, session 12), clusters of 8 over a 4096-position cache, most of whose
+/// splits exit at once, cost Llama-2-7B decode 2 %.
+pub const DECODE_CLUSTER_MAX: usize = 8;
 
-/// How many KV splits decode attention launches for a cache of `capacity` positions: one per
-/// DECODE_SPLIT positions, padded to whole clusters (on every platform, for one rule: the
-/// splits past the context exit at once, on AMD as on NVIDIA).
+/// How many KV splits decode attention uses for a cache of `capacity` positions.
 pub fn decode_splits(capacity: usize) -> usize {
-    capacity
-        .div_ceil(DECODE_SPLIT)
-        .max(1)
-        .next_multiple_of(DECODE_CLUSTER)
+    capacity.div_ceil(DECODE_SPLIT).max(1)
+}
+
+/// The decode attention's cluster (blocks along the splits) for `splits` splits a head: all
+/// of them where clusters run and they fit one, else none (1).
+pub fn decode_cluster(splits: usize, clusters: bool) -> u32 {
+    if clusters && (2..=DECODE_CLUSTER_MAX).contains(&splits) {
+        splits as u32
+    } else {
+        1
+    }
 }
 
 /// Refuses, with the reason, a head shape the matrix-unit attention kernels do not take.
@@ -1713,26 +1736,33 @@ pub struct AttnShape {
 #[cfg(test)]
 mod tests {
     use super::{
-        decode_splits, gemm_tile, norm_block, wgmma_shared, wgmma_tile, GpuKernels,
-        DECODE_CLUSTER, NORM_PROLOGUE_MAX_K,
+        decode_cluster, decode_splits, gemm_tile, norm_block, wgmma_shared, wgmma_tile, GpuKernels,
+        DECODE_CLUSTER_MAX, NORM_PROLOGUE_MAX_K,
     };
 
-    /// One split per 128 positions, whole clusters of 8 launched: the bench's 576-position
-    /// cache takes one cluster (its 5 active splits combine in it), `generate`'s 4096 four.
+    /// A head's splits are one cluster where clusters run and 2 to 8 splits hold the cache
+    /// (the bench's 576 positions: 5); one split needs none, and past 1024 positions (e.g.
+    /// `generate`'s 4096: 32 splits) none is launched.
     #[test]
-    fn decode_splits_fill_whole_clusters() {
-        for (capacity, splits) in [
-            (1, 8),
-            (128, 8),
-            (576, 8),
-            (1024, 8),
-            (1025, 16),
-            (4096, 32),
-            (4097, 40),
+    fn decode_cluster_holds_a_heads_splits_when_they_fit_one() {
+        for (capacity, splits, cluster) in [
+            (1, 1, 1),
+            (128, 1, 1),
+            (129, 2, 2),
+            (576, 5, 5),
+            (1024, 8, 8),
+            (1025, 9, 1),
+            (4096, 32, 1),
         ] {
             assert_eq!(decode_splits(capacity), splits, "capacity {capacity}");
-            assert_eq!(splits % DECODE_CLUSTER, 0);
+            assert_eq!(decode_cluster(splits, true), cluster, "capacity {capacity}");
+            assert_eq!(
+                decode_cluster(splits, false),
+                1,
+                "no clusters on this device"
+            );
         }
+        assert_eq!(DECODE_CLUSTER_MAX, 8, "the portable cluster size");
     }
 
     /// The measured sizes (SmolLM2 256, Llama-2-7B 512) and the rule between them: the

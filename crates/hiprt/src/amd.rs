@@ -337,6 +337,12 @@ impl Driver for AmdDriver {
         s: StreamHandle,
         params: &mut [*mut c_void],
     ) -> Result<()> {
+        if d.cluster > 1 {
+            return Err(HipError::Invalid(format!(
+                "HIP has no thread-block clusters: a launch in clusters of {} blocks runs on NVIDIA sm_90 and later only",
+                d.cluster
+            )));
+        }
         let [gx, gy, gz] = d.grid;
         let [bx, by, bz] = d.block;
         self.check(

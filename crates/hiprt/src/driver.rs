@@ -42,12 +42,31 @@ impl DevicePtr {
     }
 }
 
-/// Grid and block dimensions and dynamic shared memory of one launch.
+/// Grid and block dimensions, dynamic shared memory and thread-block cluster of one launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LaunchDims {
     pub grid: [u32; 3],
     pub block: [u32; 3],
     pub shared_bytes: u32,
+    /// Blocks per thread-block cluster along x (1: no clusters). A cluster's blocks run at
+    /// once and may read each other's shared memory. NVIDIA sm_90 and later only (HIP has no
+    /// clusters and refuses more than 1); `grid[0]` must be a multiple of it, and at most 8
+    /// is portable.
+    pub cluster: u32,
+}
+
+impl LaunchDims {
+    /// Refuses, with the reason, a cluster the launch cannot take (checked before the
+    /// runtime is called, on every platform).
+    pub fn check_cluster(&self) -> Result<()> {
+        if self.cluster == 0 || !self.grid[0].is_multiple_of(self.cluster) {
+            return Err(HipError::Invalid(format!(
+                "a launch of {} blocks along x cannot run in clusters of {}: the cluster must be at least 1 and divide the grid",
+                self.grid[0], self.cluster
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// An opaque TMA descriptor (CUDA's `CUtensorMap`: 128 bytes, 64-byte aligned), passed to a
@@ -173,4 +192,29 @@ pub trait Driver: Send + Sync {
     fn graph_launch(&self, g: GraphExecHandle, s: StreamHandle) -> Result<()>;
     fn graph_destroy(&self, g: GraphHandle) -> Result<()>;
     fn graph_exec_destroy(&self, g: GraphExecHandle) -> Result<()>;
+}
+
+#[cfg(test)]
+mod tests {
+    use super::LaunchDims;
+
+    #[test]
+    fn a_cluster_must_divide_the_grid_along_x() {
+        let dims = |grid_x, cluster| LaunchDims {
+            grid: [grid_x, 3, 1],
+            block: [128, 1, 1],
+            shared_bytes: 0,
+            cluster,
+        };
+        for (x, c) in [(4, 1), (4, 2), (4, 4), (5, 5), (8, 8), (7, 1)] {
+            assert!(dims(x, c).check_cluster().is_ok(), "{x} in clusters of {c}");
+        }
+        for (x, c) in [(4, 0), (4, 3), (5, 8)] {
+            let e = dims(x, c).check_cluster().unwrap_err().to_string();
+            assert!(
+                e.contains(&format!("{x} blocks")) && e.contains(&format!("clusters of {c}")),
+                "{e}"
+            );
+        }
+    }
 }

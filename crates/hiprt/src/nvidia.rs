@@ -89,6 +89,59 @@ fn stream(s: StreamHandle) -> sys::CUstream {
     s.0 as sys::CUstream
 }
 
+/// cuLaunchKernelEx with the launch's attributes: programmatic stream serialisation when
+/// `overlapped` (Driver::launch_overlapped), the cluster's size when `d.cluster` > 1.
+///
+/// # Safety
+/// As `Driver::launch` (and `launch_overlapped` when `overlapped`).
+unsafe fn launch_ex(
+    f: FunctionHandle,
+    d: LaunchDims,
+    s: StreamHandle,
+    params: &mut [*mut c_void],
+    overlapped: bool,
+) -> Result<()> {
+    let [gx, gy, gz] = d.grid;
+    let [bx, by, bz] = d.block;
+    // SAFETY (of the union writes): each value's member is the one its attribute reads.
+    let mut attrs: [sys::CUlaunchAttribute; 2] = std::mem::zeroed();
+    let mut n = 0;
+    if overlapped {
+        attrs[n].id =
+            sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
+        attrs[n].value.programmaticStreamSerializationAllowed = 1;
+        n += 1;
+    }
+    if d.cluster > 1 {
+        attrs[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+        attrs[n].value.clusterDim.x = d.cluster;
+        attrs[n].value.clusterDim.y = 1;
+        attrs[n].value.clusterDim.z = 1;
+        n += 1;
+    }
+    let config = sys::CUlaunchConfig {
+        gridDimX: gx,
+        gridDimY: gy,
+        gridDimZ: gz,
+        blockDimX: bx,
+        blockDimY: by,
+        blockDimZ: bz,
+        sharedMemBytes: d.shared_bytes,
+        hStream: stream(s),
+        attrs: attrs.as_mut_ptr(),
+        numAttrs: n as u32,
+    };
+    check(
+        "cuLaunchKernelEx",
+        sys::cuLaunchKernelEx(
+            &config,
+            f.0.cast(),
+            params.as_mut_ptr(),
+            std::ptr::null_mut(),
+        ),
+    )
+}
+
 impl NvidiaDriver {
     /// Finds the CUDA driver library and initialises it.
     pub fn open() -> Result<NvidiaDriver> {
@@ -311,6 +364,9 @@ impl Driver for NvidiaDriver {
         s: StreamHandle,
         params: &mut [*mut c_void],
     ) -> Result<()> {
+        if d.cluster > 1 {
+            return launch_ex(f, d, s, params, false);
+        }
         let [gx, gy, gz] = d.grid;
         let [bx, by, bz] = d.block;
         check(
@@ -369,33 +425,7 @@ impl Driver for NvidiaDriver {
         s: StreamHandle,
         params: &mut [*mut c_void],
     ) -> Result<()> {
-        let [gx, gy, gz] = d.grid;
-        let [bx, by, bz] = d.block;
-        // SAFETY (of the union write): the value's `int` member is the one this attribute reads.
-        let mut attr: sys::CUlaunchAttribute = std::mem::zeroed();
-        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_PROGRAMMATIC_STREAM_SERIALIZATION;
-        attr.value.programmaticStreamSerializationAllowed = 1;
-        let config = sys::CUlaunchConfig {
-            gridDimX: gx,
-            gridDimY: gy,
-            gridDimZ: gz,
-            blockDimX: bx,
-            blockDimY: by,
-            blockDimZ: bz,
-            sharedMemBytes: d.shared_bytes,
-            hStream: stream(s),
-            attrs: &mut attr,
-            numAttrs: 1,
-        };
-        check(
-            "cuLaunchKernelEx",
-            sys::cuLaunchKernelEx(
-                &config,
-                f.0.cast(),
-                params.as_mut_ptr(),
-                std::ptr::null_mut(),
-            ),
-        )
+        launch_ex(f, d, s, params, true)
     }
     fn stream_begin_capture(&self, s: StreamHandle) -> Result<()> {
         check("cuStreamBeginCapture_v2", unsafe {

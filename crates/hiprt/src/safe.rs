@@ -496,6 +496,7 @@ impl Function {
         s: &Stream,
         params: &mut [*mut c_void],
     ) -> Result<()> {
+        dims.check_cluster()?;
         self.module
             .driver
             .launch(self.handle, dims, s.handle(), params)
@@ -512,6 +513,7 @@ impl Function {
         s: &Stream,
         params: &mut [*mut c_void],
     ) -> Result<()> {
+        dims.check_cluster()?;
         self.module
             .driver
             .launch_overlapped(self.handle, dims, s.handle(), params)

@@ -104,6 +104,7 @@ fn copies_round_trip_and_a_kernel_runs_eagerly_and_from_a_graph() {
         grid: [n.div_ceil(256) as u32, 1, 1],
         block: [256, 1, 1],
         shared_bytes: 0,
+        cluster: 1,
     };
     let mut params: Vec<*mut c_void> = vec![
         (&mut pa as *mut u64).cast(),
@@ -166,4 +167,79 @@ fn runtime_errors_name_the_call_and_the_code() {
         .expect("absurd allocation")
         .to_string();
     assert!(e.contains("Malloc") || e.contains("MemAlloc"), "{e}");
+}
+
+/// A launch in thread-block clusters computes what a plain one does (NVIDIA sm_90: the
+/// decode attention's splits run so), overlapped or not; a cluster that does not divide the
+/// grid is refused before the runtime is called, naming both sizes.
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1 cargo test -p hiprt --test gpu -- --ignored"]
+fn a_launch_in_clusters_runs_and_a_cluster_that_does_not_divide_the_grid_is_refused() {
+    let g = gpu();
+    let s = g.stream().unwrap();
+    let n = 1000usize; // 4 blocks of 256
+    let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
+    let b: Vec<f32> = (0..n).map(|i| 2.0 * i as f32 + 1.0).collect();
+    let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+    let mut da = g.alloc::<f32>(n).unwrap();
+    let mut db = g.alloc::<f32>(n).unwrap();
+    let mut dc = g.alloc::<f32>(n).unwrap();
+    da.copy_from_host(&a, &s).unwrap();
+    db.copy_from_host(&b, &s).unwrap();
+    let f = module(&g).function("vec_add").unwrap();
+    let (mut pa, mut pb, mut pc, mut pn) = (
+        da.ptr().addr() as u64,
+        db.ptr().addr() as u64,
+        dc.ptr().addr() as u64,
+        n as u32,
+    );
+    let mut params: Vec<*mut c_void> = vec![
+        (&mut pa as *mut u64).cast(),
+        (&mut pb as *mut u64).cast(),
+        (&mut pc as *mut u64).cast(),
+        (&mut pn as *mut u32).cast(),
+    ];
+    let dims = |cluster| LaunchDims {
+        grid: [4, 1, 1],
+        block: [256, 1, 1],
+        shared_bytes: 0,
+        cluster,
+    };
+    for cluster in [2, 4] {
+        for overlapped in [false, true] {
+            dc.zero(&s).unwrap();
+            // SAFETY: four parameters of the kernel's types; every buffer holds n floats.
+            let r = unsafe {
+                if overlapped {
+                    f.launch_overlapped(dims(cluster), &s, &mut params)
+                } else {
+                    f.launch(dims(cluster), &s, &mut params)
+                }
+            };
+            match g.platform() {
+                Platform::Nvidia => {
+                    r.unwrap();
+                    assert_eq!(
+                        dc.to_vec(&s).unwrap(),
+                        want,
+                        "clusters of {cluster}, overlapped {overlapped}"
+                    );
+                }
+                Platform::Amd => {
+                    let e = r.unwrap_err().to_string();
+                    assert!(e.contains("no thread-block clusters"), "{e}");
+                }
+            }
+        }
+    }
+    for bad in [0, 3] {
+        // SAFETY: refused before the launch.
+        let e = unsafe { f.launch(dims(bad), &s, &mut params) }
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("4 blocks") && e.contains(&format!("clusters of {bad}")),
+            "{e}"
+        );
+    }
 }
