@@ -4,7 +4,7 @@
 
 use std::ffi::c_void;
 
-use hiprt::{Gpu, LaunchDims, Platform, PlatformChoice};
+use hiprt::{DeviceBuffer, Gpu, LaunchDims, Platform, PlatformChoice, Stream};
 
 /// PTX for `c[i] = a[i] + b[i]`, JIT-compiled by the CUDA driver (cuModuleLoadData takes
 /// PTX as well as cubin), so this test needs no compiler on the GPU machine.
@@ -70,6 +70,50 @@ fn module(g: &Gpu) -> hiprt::Module {
     }
 }
 
+/// vec_add's inputs a and b on the device, its output c zeroed, what c should hold, and its
+/// four parameters (three device addresses and n).
+struct VecAdd {
+    a: Vec<f32>,
+    want: Vec<f32>,
+    c: DeviceBuffer<f32>,
+    inputs: [DeviceBuffer<f32>; 2],
+    addrs: [u64; 3],
+    n: u32,
+}
+
+impl VecAdd {
+    fn new(g: &Gpu, s: &Stream, n: usize) -> VecAdd {
+        let a: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
+        let b: Vec<f32> = (0..n).map(|i| 1.0 - i as f32).collect();
+        let want = a.iter().zip(&b).map(|(x, y)| x + y).collect();
+        let mut da = g.alloc::<f32>(n).unwrap();
+        let mut db = g.alloc::<f32>(n).unwrap();
+        let mut c = g.alloc::<f32>(n).unwrap();
+        da.copy_from_host(&a, s).unwrap();
+        db.copy_from_host(&b, s).unwrap();
+        c.zero(s).unwrap();
+        let addrs = [da.ptr(), db.ptr(), c.ptr()].map(|p| p.addr() as u64);
+        VecAdd {
+            a,
+            want,
+            c,
+            inputs: [da, db],
+            addrs,
+            n: n as u32,
+        }
+    }
+    /// Pointers to the parameters, valid while `self` is neither moved nor dropped.
+    fn params(&mut self) -> Vec<*mut c_void> {
+        let [pa, pb, pc] = &mut self.addrs;
+        vec![
+            (pa as *mut u64).cast(),
+            (pb as *mut u64).cast(),
+            (pc as *mut u64).cast(),
+            (&mut self.n as *mut u32).cast(),
+        ]
+    }
+}
+
 #[test]
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1 cargo test -p hiprt --test gpu -- --ignored"]
 fn copies_round_trip_and_a_kernel_runs_eagerly_and_from_a_graph() {
@@ -82,36 +126,22 @@ fn copies_round_trip_and_a_kernel_runs_eagerly_and_from_a_graph() {
     );
     let s = g.stream().unwrap();
     let n = 100_003usize; // not a multiple of the block size
-    let a: Vec<f32> = (0..n).map(|i| i as f32 * 0.5).collect();
-    let b: Vec<f32> = (0..n).map(|i| 1.0 - i as f32).collect();
-    let mut da = g.alloc::<f32>(n).unwrap();
-    let mut db = g.alloc::<f32>(n).unwrap();
-    let mut dc = g.alloc::<f32>(n).unwrap();
-    da.copy_from_host(&a, &s).unwrap();
-    db.copy_from_host(&b, &s).unwrap();
-    assert_eq!(da.to_vec(&s).unwrap(), a, "host -> device -> host");
-    dc.zero(&s).unwrap();
-    assert!(dc.to_vec(&s).unwrap().iter().all(|&v| v == 0.0));
+    let mut v = VecAdd::new(&g, &s, n);
+    assert_eq!(
+        v.inputs[0].to_vec(&s).unwrap(),
+        v.a,
+        "host -> device -> host"
+    );
+    assert!(v.c.to_vec(&s).unwrap().iter().all(|&x| x == 0.0));
 
     let f = module(&g).function("vec_add").unwrap();
-    let (mut pa, mut pb, mut pc, mut pn) = (
-        da.ptr().addr() as u64,
-        db.ptr().addr() as u64,
-        dc.ptr().addr() as u64,
-        n as u32,
-    );
     let dims = LaunchDims {
         grid: [n.div_ceil(256) as u32, 1, 1],
         block: [256, 1, 1],
         shared_bytes: 0,
         cluster: 1,
     };
-    let mut params: Vec<*mut c_void> = vec![
-        (&mut pa as *mut u64).cast(),
-        (&mut pb as *mut u64).cast(),
-        (&mut pc as *mut u64).cast(),
-        (&mut pn as *mut u32).cast(),
-    ];
+    let mut params = v.params();
     let (start, end) = (g.event().unwrap(), g.event().unwrap());
     start.record(&s).unwrap();
     // SAFETY: four parameters of the kernel's types; every buffer holds n floats.
@@ -119,11 +149,10 @@ fn copies_round_trip_and_a_kernel_runs_eagerly_and_from_a_graph() {
     end.record(&s).unwrap();
     end.synchronize().unwrap();
     assert!(end.elapsed_since(&start).unwrap() >= 0.0);
-    let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
-    assert_eq!(dc.to_vec(&s).unwrap(), want, "eager launch");
+    assert_eq!(v.c.to_vec(&s).unwrap(), v.want, "eager launch");
 
     // Capture the same launch, replay it into a zeroed buffer: same result.
-    dc.zero(&s).unwrap();
+    v.c.zero(&s).unwrap();
     s.synchronize().unwrap();
     s.begin_capture().unwrap();
     // SAFETY: as above.
@@ -131,12 +160,12 @@ fn copies_round_trip_and_a_kernel_runs_eagerly_and_from_a_graph() {
     let graph = s.end_capture().unwrap();
     let exec = graph.instantiate().unwrap();
     assert!(
-        dc.to_vec(&s).unwrap().iter().all(|&v| v == 0.0),
+        v.c.to_vec(&s).unwrap().iter().all(|&x| x == 0.0),
         "capture must not run the kernel"
     );
     exec.launch(&s).unwrap();
     s.synchronize().unwrap();
-    assert_eq!(dc.to_vec(&s).unwrap(), want, "graph replay");
+    assert_eq!(v.c.to_vec(&s).unwrap(), v.want, "graph replay");
 }
 
 #[test]
@@ -177,28 +206,9 @@ fn runtime_errors_name_the_call_and_the_code() {
 fn a_launch_in_clusters_runs_and_a_cluster_that_does_not_divide_the_grid_is_refused() {
     let g = gpu();
     let s = g.stream().unwrap();
-    let n = 1000usize; // 4 blocks of 256
-    let a: Vec<f32> = (0..n).map(|i| i as f32).collect();
-    let b: Vec<f32> = (0..n).map(|i| 2.0 * i as f32 + 1.0).collect();
-    let want: Vec<f32> = a.iter().zip(&b).map(|(x, y)| x + y).collect();
-    let mut da = g.alloc::<f32>(n).unwrap();
-    let mut db = g.alloc::<f32>(n).unwrap();
-    let mut dc = g.alloc::<f32>(n).unwrap();
-    da.copy_from_host(&a, &s).unwrap();
-    db.copy_from_host(&b, &s).unwrap();
+    let mut v = VecAdd::new(&g, &s, 1000); // 4 blocks of 256
     let f = module(&g).function("vec_add").unwrap();
-    let (mut pa, mut pb, mut pc, mut pn) = (
-        da.ptr().addr() as u64,
-        db.ptr().addr() as u64,
-        dc.ptr().addr() as u64,
-        n as u32,
-    );
-    let mut params: Vec<*mut c_void> = vec![
-        (&mut pa as *mut u64).cast(),
-        (&mut pb as *mut u64).cast(),
-        (&mut pc as *mut u64).cast(),
-        (&mut pn as *mut u32).cast(),
-    ];
+    let mut params = v.params();
     let dims = |cluster| LaunchDims {
         grid: [4, 1, 1],
         block: [256, 1, 1],
@@ -207,7 +217,7 @@ fn a_launch_in_clusters_runs_and_a_cluster_that_does_not_divide_the_grid_is_refu
     };
     for cluster in [2, 4] {
         for overlapped in [false, true] {
-            dc.zero(&s).unwrap();
+            v.c.zero(&s).unwrap();
             // SAFETY: four parameters of the kernel's types; every buffer holds n floats.
             let r = unsafe {
                 if overlapped {
@@ -220,8 +230,8 @@ fn a_launch_in_clusters_runs_and_a_cluster_that_does_not_divide_the_grid_is_refu
                 Platform::Nvidia => {
                     r.unwrap();
                     assert_eq!(
-                        dc.to_vec(&s).unwrap(),
-                        want,
+                        v.c.to_vec(&s).unwrap(),
+                        v.want,
                         "clusters of {cluster}, overlapped {overlapped}"
                     );
                 }
