@@ -356,8 +356,7 @@ fn attention_flash_and_split_decode_match_cpu() {
     let (g, s, k) = setup();
     // GQA ratios 1, 2, 3, 4, 8; head_dim 64 and 128 (the register-resident prefill kernel on
     // NVIDIA) and 32 (the LDS one, as on AMD); KV lengths across the key tiles and the
-    // decode splits, up to 4096 (decode: up to 1024 keys the splits combine in one cluster
-    // on NVIDIA sm_90, past it through memory).
+    // decode splits, up to 4096 (a 4096-position cache: 32 splits, combined through memory).
     for (n_heads, n_kv_heads, head_dim) in [
         (4, 4, 64),
         (9, 3, 64),
@@ -371,8 +370,6 @@ fn attention_flash_and_split_decode_match_cpu() {
             (255, 1),
             (256, 1),
             (1000, 1),
-            (1023, 1),
-            (1024, 1),
             (4095, 1),
             (0, 2),
             (0, 17),
@@ -387,6 +384,20 @@ fn attention_flash_and_split_decode_match_cpu() {
     }
     // A cache exactly as long as the sequence (no spare capacity past the last key).
     attention_case(&g, &s, &k, 4, 4, 64, 31, 33, 64);
+    // Caches of 2..8 splits, whose splits run as one thread-block cluster on NVIDIA sm_90
+    // and combine in block 0 (some of a cluster's splits past the context, or none), and
+    // one split past that (9: no cluster, the memory combine).
+    for (n_heads, n_kv_heads, head_dim) in [(9, 3, 64), (32, 4, 128), (4, 2, 32)] {
+        for (pos0, capacity) in [
+            (130, 1024),
+            (300, 640),
+            (575, 576),
+            (1023, 1024),
+            (1024, 1025),
+        ] {
+            attention_case(&g, &s, &k, n_heads, n_kv_heads, head_dim, pos0, 1, capacity);
+        }
+    }
     // Decode with one split (the block writes ctx itself) and with two (the first full, the
     // second with one key or none), over head dims whose 16-byte chunks do not divide the
     // wave (48, 80, 96, 112) as well as 64.
@@ -811,7 +822,16 @@ fn decode_attention_with_rope_matches_two_launches_and_cpu() {
         (6, 2, 48, true),
         (4, 4, 96, false),
     ] {
-        for (pos0, capacity) in [(0, 64), (127, 128), (128, 4096), (1000, 4096), (4095, 4096)] {
+        // 2-8 splits (300 of 640, 1023 of 1024): one cluster a head on NVIDIA sm_90.
+        for (pos0, capacity) in [
+            (0, 64),
+            (127, 128),
+            (300, 640),
+            (1023, 1024),
+            (128, 4096),
+            (1000, 4096),
+            (4095, 4096),
+        ] {
             let kv_row = n_kv * head_dim;
             let q_row = n_heads * head_dim;
             let inv: Vec<f32> = (0..head_dim / 2)
