@@ -15,19 +15,26 @@ cd "$(dirname "$0")/../.."
 G=${GRETA:-target/release/greta}
 [ -x "$G" ] || cargo build --release -q -p greta-cli
 M=${1:-$HOME/.cache/greta/SmolLM2-135M-Instruct.Q4_1.gguf}
+# Per policy, the product inputs the emulation rounds and how: f16 (one f16 rounding: the
+# inputs a policy does not split) or f16lo8 (hi + lo with lo in FP8 e4m3 under a per-row
+# scale: a split input whose lo product would run on FP8 matrix units, twice the f16 rate;
+# session 12's question, not a GPU route yet). Unlisted inputs keep f32 (split, f16 lo).
 declare -A ROUNDED=(
-  [none]="attn_norm attn_ctx ffn_norm ffn_act"
-  [down]="attn_norm attn_ctx ffn_norm"
-  [qkv,down]="attn_ctx ffn_norm"
-  [qkv,o,down]="ffn_norm"
-  [qkv,gate_up,down]="attn_ctx"
+  [none]="attn_norm:f16 attn_ctx:f16 ffn_norm:f16 ffn_act:f16"
+  [down]="attn_norm:f16 attn_ctx:f16 ffn_norm:f16"
+  [qkv,down]="attn_ctx:f16 ffn_norm:f16"
+  [qkv,o,down]="ffn_norm:f16"
+  [qkv,gate_up,down]="attn_ctx:f16"
   [all]=""
+  [qkv,o,down+lo8]="attn_norm:f16lo8 attn_ctx:f16lo8 ffn_norm:f16 ffn_act:f16lo8"
+  [all+lo8]="attn_norm:f16lo8 attn_ctx:f16lo8 ffn_norm:f16lo8 ffn_act:f16lo8"
 )
-echo "| --split-inputs | inputs rounded to f16 (prefill) | audit | worst rms (point, layer, pos) |"
+POLICIES=${POLICIES:-none down qkv,down qkv,o,down qkv,gate_up,down all qkv,o,down+lo8 all+lo8}
+echo "| --split-inputs | inputs rounded (prefill) | audit | worst rms (point, layer, pos) |"
 echo "|---|---|---|---|"
-for p in none down qkv,down qkv,o,down qkv,gate_up,down all; do
+for p in $POLICIES; do
   args=()
-  for pt in ${ROUNDED[$p]}; do args+=(--inject "prefill@*:$pt:f16"); done
+  for r in ${ROUNDED[$p]}; do args+=(--inject "prefill@*:$r"); done
   "$G" audit backend --against cpu -m "$M" --metric rms --tol 8e-3 --json "${args[@]}" > /tmp/emulate.json 2> /dev/null || true
   python3 - "$p" "${ROUNDED[$p]:--}" <<'PY'
 import json, sys

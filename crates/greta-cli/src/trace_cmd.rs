@@ -44,8 +44,8 @@ pub struct TraceArgs {
     pub trace_dump: Option<PathBuf>,
     /// Perturb a stage: [PHASE@]LAYER:POINT:KIND, LAYER an index, * (every layer) or -
     /// (outside the layers), PHASE prefill or decode (default both), KIND one of scale=F,
-    /// add=F, nan, zero, f16 (round to f16). Repeat the flag to perturb several stages in one
-    /// run (applied in the order given).
+    /// add=F, nan, zero, f16 (round to f16), f16lo8 (f16 hi + FP8 lo). Repeat the flag to
+    /// perturb several stages in one run (applied in the order given).
     #[arg(
         long,
         value_name = "[PHASE@]LAYER:POINT:KIND",
@@ -280,7 +280,7 @@ pub struct AuditArgs {
     pub points: String,
     /// Perturb a stage of the route under test: [PHASE@]LAYER:POINT:KIND (LAYER - outside
     /// layers, * every layer; PHASE prefill or decode, default both; KIND scale=F, add=F,
-    /// nan, zero, f16). Repeat the flag for several.
+    /// nan, zero, f16, f16lo8). Repeat the flag for several.
     #[arg(
         long,
         value_name = "[PHASE@]LAYER:POINT:KIND",

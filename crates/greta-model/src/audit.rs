@@ -263,6 +263,7 @@ pub fn route(
                             pos0: 0,
                         },
                         &mut y,
+                        m.rows,
                     );
                 }
             }

@@ -17,6 +17,12 @@ pub enum Fault {
     Zero,
     /// Round to the nearest f16 (ties to even), as an f16 store would.
     F16,
+    /// Keep x as hi + lo with hi = f16(x) and lo = x - hi rounded to FP8 e4m3 (3 mantissa
+    /// bits) under one scale per row that puts the row's largest |lo| at e4m3's largest
+    /// value, 448: what a product would see whose input is split in hi + lo (as the GPU's
+    /// prefill `--split-inputs`) with the lo half on FP8 matrix units. (The FP8 rounding of
+    /// the weights such a lo product would also need is not modelled.)
+    F16Lo8,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -34,7 +40,7 @@ pub struct Injection {
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("--inject {value:?}: {reason}; accepted: [PHASE@]LAYER:POINT:KIND with PHASE prefill or decode (default: both), LAYER a layer index, * for every layer, or - for embed_out, final_norm, logits, and KIND one of scale=F, add=F, nan, zero, f16 (e.g. 3:attn_out:scale=1.01, prefill@*:attn_norm:f16)")]
+#[error("--inject {value:?}: {reason}; accepted: [PHASE@]LAYER:POINT:KIND with PHASE prefill or decode (default: both), LAYER a layer index, * for every layer, or - for embed_out, final_norm, logits, and KIND one of scale=F, add=F, nan, zero, f16, f16lo8 (e.g. 3:attn_out:scale=1.01, prefill@*:attn_norm:f16)")]
 pub struct InjectError {
     pub value: String,
     pub reason: String,
@@ -89,6 +95,7 @@ impl FromStr for Injection {
             None if kind == "nan" => Fault::Nan,
             None if kind == "zero" => Fault::Zero,
             None if kind == "f16" => Fault::F16,
+            None if kind == "f16lo8" => Fault::F16Lo8,
             _ => return Err(e(format!("kind {kind:?} is unknown"))),
         };
         Ok(Injection {
@@ -118,6 +125,7 @@ impl fmt::Display for Injection {
             Fault::Nan => f.write_str("nan"),
             Fault::Zero => f.write_str("zero"),
             Fault::F16 => f.write_str("f16"),
+            Fault::F16Lo8 => f.write_str("f16lo8"),
         }
     }
 }
@@ -132,9 +140,14 @@ impl Injection {
         self.point == point && (self.layer == layer || (self.every_layer && layer.is_some()))
     }
 
-    /// Applies the fault to every row of the stage if this is the stage.
-    pub fn apply(&self, at: StageAt, rows: &mut [f32]) {
+    /// Applies the fault to every row (of `row_len` values) of the stage if this is the
+    /// stage.
+    pub fn apply(&self, at: StageAt, rows: &mut [f32], row_len: usize) {
         if !self.matches(at.point, at.layer) {
+            return;
+        }
+        if self.fault == Fault::F16Lo8 {
+            rows.chunks_mut(row_len.max(1)).for_each(f16_lo8_row);
             return;
         }
         for v in rows.iter_mut() {
@@ -144,14 +157,115 @@ impl Injection {
                 Fault::Nan => f32::NAN,
                 Fault::Zero => 0.0,
                 Fault::F16 => half::f16::from_f32(*v).to_f32(),
+                Fault::F16Lo8 => unreachable!("rounded by rows above"),
             };
         }
     }
 }
 
+/// One row as f16 hi + e4m3 lo (Fault::F16Lo8).
+fn f16_lo8_row(row: &mut [f32]) {
+    let hi: Vec<f32> = row
+        .iter()
+        .map(|&v| half::f16::from_f32(v).to_f32())
+        .collect();
+    let lo_max = row
+        .iter()
+        .zip(&hi)
+        .map(|(v, h)| (v - h).abs())
+        .fold(0f32, f32::max);
+    if lo_max == 0.0 || !lo_max.is_finite() {
+        row.copy_from_slice(&hi);
+        return;
+    }
+    let scale = lo_max / E4M3_MAX;
+    for (v, h) in row.iter_mut().zip(&hi) {
+        *v = h + e4m3((*v - h) / scale) * scale;
+    }
+}
+
+/// The largest finite FP8 e4m3 value (OCP FP8, "fn": no infinities).
+const E4M3_MAX: f32 = 448.0;
+
+/// x rounded to the nearest FP8 e4m3 value (ties to even; 3 mantissa bits, normals down to
+/// 2^-6, subnormals in steps of 2^-9), saturated at +-448.
+fn e4m3(x: f32) -> f32 {
+    let a = x.abs();
+    if a == 0.0 || a.is_nan() {
+        return x;
+    }
+    // The quantum at a's binade (at least the subnormals' 2^-9): 2^(e - 3).
+    let e = a.log2().floor().max(-6.0);
+    let quantum = (e - 3.0).exp2();
+    let r = ((a / quantum).round_ties_even() * quantum).min(E4M3_MAX);
+    r.copysign(x)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// e4m3's grid: 3 mantissa bits, ties to even, subnormals to 2^-9, saturating at 448.
+    #[test]
+    fn e4m3_rounds_to_its_grid() {
+        for (x, want) in [
+            (1.0, 1.0),
+            (1.0625, 1.0),  // half a quantum above 1: ties to even
+            (1.1875, 1.25), // 1 + 3/16: ties to even, up
+            (1.125, 1.125),
+            (-3.3, -3.25),
+            (448.0, 448.0),
+            (500.0, 448.0),
+            (0.015625, 0.015625),       // 2^-6, the smallest normal
+            (0.001953125, 0.001953125), // 2^-9, the smallest subnormal
+            (0.0009765625, 0.0),        // 2^-10: a tie, to even (0)
+            (0.0, 0.0),
+        ] {
+            assert_eq!(e4m3(x), want, "e4m3({x})");
+        }
+    }
+
+    /// hi + e4m3 lo keeps a row far closer than f16 alone (about 4 more bits where the lo
+    /// values are within e4m3's range of the row's largest), and exact f16 rows unchanged.
+    #[test]
+    fn f16_lo8_is_closer_than_f16_and_keeps_f16_values() {
+        let row: Vec<f32> = (0..576)
+            .map(|i| ((i as f32) * 0.7311).sin() * 3.0 + 0.1)
+            .collect();
+        let err = |r: &[f32]| -> f64 {
+            r.iter()
+                .zip(&row)
+                .map(|(a, b)| ((a - b) as f64).powi(2))
+                .sum::<f64>()
+                .sqrt()
+        };
+        let at = StageAt {
+            point: Point::FfnAct,
+            layer: Some(0),
+            pos0: 0,
+        };
+        let (mut f16, mut lo8) = (row.clone(), row.clone());
+        "0:ffn_act:f16"
+            .parse::<Injection>()
+            .unwrap()
+            .apply(at, &mut f16, 576);
+        "0:ffn_act:f16lo8"
+            .parse::<Injection>()
+            .unwrap()
+            .apply(at, &mut lo8, 576);
+        assert!(
+            err(&lo8) * 8.0 < err(&f16),
+            "{} vs {}",
+            err(&lo8),
+            err(&f16)
+        );
+        let mut exact = f16.clone();
+        "0:ffn_act:f16lo8"
+            .parse::<Injection>()
+            .unwrap()
+            .apply(at, &mut exact, 288);
+        assert_eq!(exact, f16, "f16 values have lo = 0");
+    }
 
     #[test]
     fn parses_and_prints_the_documented_forms() {
@@ -163,6 +277,7 @@ mod tests {
             "4:ffn_norm:f16",
             "*:ffn_norm:f16",
             "prefill@*:attn_norm:f16",
+            "prefill@*:ffn_act:f16lo8",
             "decode@-:logits:add=1",
         ] {
             assert_eq!(s.parse::<Injection>().unwrap().to_string(), s);
@@ -201,7 +316,7 @@ mod tests {
             pos0: 0,
         };
         let mut rows = vec![1.0, 0.1, 1.0 + 1.0 / 4096.0, 65504.0, 1e6, -3.0e-8];
-        inj.apply(at, &mut rows);
+        inj.apply(at, &mut rows, 6);
         assert_eq!(rows[0], 1.0);
         assert_eq!(
             rows[1], 0.099975586,
