@@ -3,15 +3,21 @@
 # tools/gpu/kernel_variants.sh (one call compares several builds on one card), in a git
 # worktree under target/worktrees so this checkout is untouched. The worktree borrows this
 # checkout's nvcc (target/toolchains) and a shared cargo target directory.
-# Usage (here, not on the GPU machine): tools/gpu/build_variant.sh REV NAME
+# Usage (here, not on the GPU machine): tools/gpu/build_variant.sh REV NAME [PATCH ...]
 #   e.g. tools/gpu/build_variant.sh main main; tools/gpu/build_variant.sh exp/gemv-split-k splitk
+# PATCHes (git diffs, e.g. tools/gpu/variants/*.patch: experiments kept in the tree, since
+# a branch may not outlive its session) are applied to REV first, in the order given:
+#   tools/gpu/build_variant.sh main mbarpad tools/gpu/variants/cluster-mbar.patch \
+#     tools/gpu/variants/occupancy-pad.patch
 set -euo pipefail
 cd "$(dirname "$0")/../.."
-[ $# -eq 2 ] || { echo "usage: $0 REV NAME" >&2; exit 2; }
+[ $# -ge 2 ] || { echo "usage: $0 REV NAME [PATCH ...]" >&2; exit 2; }
 rev=$1 name=$2 root=$PWD
+shift 2
 wt=$root/target/worktrees/$name
 rm -rf "$wt" && git worktree prune
 git worktree add --detach "$wt" "$rev" > /dev/null
+for p in "$@"; do git -C "$wt" apply "$root/$p"; done
 mkdir -p "$wt/target" && ln -s "$root/target/toolchains" "$wt/target/toolchains"
 export PATH=$root/target/toolchains/cuda-13.0/nvidia/cu13/bin:$PATH
 export CARGO_TARGET_DIR=$root/target/variant-build
@@ -22,4 +28,4 @@ cp "$wt"/target/kernels/sm_90a/*.cubin "$out/sm_90a/"
 strip -o "$out/greta" "$CARGO_TARGET_DIR/release/greta"
 xz -9 -f "$out/greta"
 git worktree remove --force "$wt"
-echo "$name: $(git rev-parse --short "$rev") -> $out ($(du -sh "$out" | cut -f1))"
+echo "$name: $(git rev-parse --short "$rev")${*:+ + $*} -> $out ($(du -sh "$out" | cut -f1))"
