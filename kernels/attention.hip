@@ -398,6 +398,11 @@ struct g_decode_rope {
 // The loops over d run once per thread (HD <= DECODE_BLOCK) but stay loops: written as
 // `if (t < HD)` they compiled SmolLM2's kernel differently (144 registers, not 188) and 8 %
 // slower (session 11).
+// The same happened three times in session 12: the cluster path rewritten with one barrier
+// (splits pushing their partials into block 0, or arriving on an mbarrier there) took the
+// head_dim 64 RoPE kernel to 148 registers and SmolLM2 5.7-9 % slower, at every cache size
+// (tools/gpu/variants/). Check the registers (cuobjdump --dump-resource-usage) of a change
+// here before measuring it.
 template <unsigned HD, unsigned R>
 GRETA_DEVICE void attn_decode_finish(const float* red, const float* wm, const float* wl, unsigned active,
                                      unsigned h, unsigned n_splits, unsigned s, float* part_m, float* part_l,
