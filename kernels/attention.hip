@@ -398,7 +398,7 @@ struct g_decode_rope {
 // The loops over d run once per thread (HD <= DECODE_BLOCK) but stay loops: written as
 // `if (t < HD)` they compiled SmolLM2's kernel differently (144 registers, not 188) and 8 %
 // slower (session 11).
-// The same happened three times in session 12: the cluster path rewritten with one barrier
+// The same happened twice in session 12: the cluster path rewritten with one barrier
 // (splits pushing their partials into block 0, or arriving on an mbarrier there) took the
 // head_dim 64 RoPE kernel to 148 registers and SmolLM2 5.7-9 % slower, at every cache size
 // (tools/gpu/variants/). Check the registers (cuobjdump --dump-resource-usage) of a change
