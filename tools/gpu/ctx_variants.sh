@@ -8,7 +8,7 @@
 # (VARIANTS: a subset of target/carry/v/ by name; default all)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$(mktemp -d)} CTX=${CTX:-4096}
+OUT=${OUT:-$(mktemp -d)} CTX=${CTX:-4096} && mkdir -p "$OUT"
 echo "| variant | 7B decode tok/s (ctx $CTX) | SmolLM2 decode tok/s (ctx $CTX) |" | tee $OUT/ctx-variants.md
 echo "|---|---|---|" | tee -a $OUT/ctx-variants.md
 for d in target/carry/v/*/; do

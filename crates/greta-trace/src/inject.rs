@@ -146,19 +146,16 @@ impl Injection {
         if !self.matches(at.point, at.layer) {
             return;
         }
-        if self.fault == Fault::F16Lo8 {
-            rows.chunks_mut(row_len.max(1)).for_each(f16_lo8_row);
-            return;
-        }
-        for v in rows.iter_mut() {
-            *v = match self.fault {
-                Fault::Scale(s) => *v * s,
-                Fault::Add(a) => *v + a,
-                Fault::Nan => f32::NAN,
-                Fault::Zero => 0.0,
-                Fault::F16 => half::f16::from_f32(*v).to_f32(),
-                Fault::F16Lo8 => unreachable!("rounded by rows above"),
-            };
+        let each = |rows: &mut [f32], f: &dyn Fn(f32) -> f32| {
+            rows.iter_mut().for_each(|v| *v = f(*v));
+        };
+        match self.fault {
+            Fault::Scale(s) => each(rows, &|v| v * s),
+            Fault::Add(a) => each(rows, &|v| v + a),
+            Fault::Nan => each(rows, &|_| f32::NAN),
+            Fault::Zero => each(rows, &|_| 0.0),
+            Fault::F16 => each(rows, &|v| half::f16::from_f32(v).to_f32()),
+            Fault::F16Lo8 => rows.chunks_mut(row_len.max(1)).for_each(f16_lo8_row),
         }
     }
 }
