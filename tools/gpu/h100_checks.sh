@@ -1,9 +1,13 @@
 #!/usr/bin/env bash
 # Every GPU check of the project, in one run on the GPU machine (it keeps nothing: results go
-# to $OUT). Build first, here: tools/gpu/build_for_device.sh; carry target/device.
+# to $OUT). Build first, here: tools/gpu/build_for_device.sh; carry target/device, or the
+# compressed target/carry (unpacked here first: session 13 lost a call's checks to a carry
+# that no script unpacked).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$(mktemp -d)}
+OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
+if [ -f target/carry/greta.xz ]; then bash tools/gpu/unpack_carry.sh; fi
+[ -x target/device/greta ] || { echo "no target/device/greta: carry target/device or target/carry" >&2; exit 2; }
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels GRETA_REQUIRE_GPU=1
 # The llama.cpp peer builds in the background (its own session, so it outlives this call on a
 # warm machine) while the checks below run; tools/gpu/peer_bench.sh waits for it.

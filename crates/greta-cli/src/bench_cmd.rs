@@ -47,6 +47,8 @@ pub struct BenchArgs {
     /// GPU timing study: leave out every launch of these kernels (comma list of names as in
     /// kernels/*.hip, e.g. add_rmsnorm_f32,attn_decode_split_hd64). What the run gets faster by
     /// is what those kernels cost in place; every output is wrong, and the report says so.
+    /// Kernels that move the decode position (argmax_f32, sample_topk, advance_pos) are
+    /// refused: without them every step would run at the prompt's first position.
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     skip_kernels: Vec<String>,
     /// Print one JSON object (the report) on stdout instead of the table.

@@ -23,6 +23,23 @@ pub enum KernelError {
     Shape(String),
     #[error("no kernel named {name:?} in the code objects of {dir} (names as in kernels/*.hip, e.g. attn_decode_split_hd64, add_rmsnorm_f32)")]
     UnknownKernel { name: String, dir: String },
+    #[error("{name} cannot be left out of a timing study: it also moves the decode position, so without it every step would run at the prompt's first position and time a shorter attention, not the step without {name} (the kernels that move it: {})", MOVES_POSITION.join(", "))]
+    SkipMovesPosition { name: String },
+}
+
+/// Kernels that move the decode position as well as doing their work (a pick writes the
+/// next position; advance_pos adds a pass's rows). Left out of a timing study, the position
+/// stays at 0 through the prompt and every step after it, and the attention reads one key
+/// instead of the context: session 13 read 96.6 µs a token "saved" by leaving out
+/// argmax_f32 on the Llama-2-7B shape, where the scan itself costs none (H200).
+const MOVES_POSITION: [&str; 3] = ["argmax_f32", "sample_topk", "advance_pos"];
+
+/// Whether a timing study may leave `name` out (`GpuKernels::skip_kernels`).
+fn check_skippable(name: &str) -> Result<()> {
+    if MOVES_POSITION.contains(&name) {
+        return Err(KernelError::SkipMovesPosition { name: name.into() });
+    }
+    Ok(())
 }
 
 pub type Result<T> = std::result::Result<T, KernelError>;
@@ -346,9 +363,11 @@ impl GpuKernels {
     /// kernels (by name, as in the kernel objects) is left out, so that what a run saves is
     /// what the kernels cost where they stand (their work and their place in the chain of
     /// dependent launches). Every result computed after a skipped launch is wrong. A name no
-    /// loaded object defines is refused.
+    /// loaded object defines is refused, and so is a kernel that moves the decode position
+    /// (a pick, advance_pos): without it the study would time a different step.
     pub fn skip_kernels(&mut self, names: &[String]) -> Result<()> {
         for n in names {
+            check_skippable(n)?;
             if !self.modules.iter().any(|m| m.function(n).is_ok()) {
                 return Err(KernelError::UnknownKernel {
                     name: n.clone(),
@@ -1736,9 +1755,39 @@ pub struct AttnShape {
 #[cfg(test)]
 mod tests {
     use super::{
-        decode_cluster, decode_splits, gemm_tile, norm_block, wgmma_shared, wgmma_tile, GpuKernels,
-        DECODE_CLUSTER_MAX, NORM_PROLOGUE_MAX_K,
+        check_skippable, decode_cluster, decode_splits, gemm_tile, norm_block, wgmma_shared,
+        wgmma_tile, GpuKernels, KernelError, DECODE_CLUSTER_MAX, NORM_PROLOGUE_MAX_K,
     };
+
+    /// A timing study may leave out a product or the attention, not a kernel that moves the
+    /// position (it would time steps at position 0); the refusal names the kernel and why.
+    #[test]
+    fn a_timing_study_may_not_leave_out_what_moves_the_position() {
+        for name in ["argmax_f32", "sample_topk", "advance_pos"] {
+            let e = check_skippable(name).unwrap_err();
+            assert!(
+                matches!(e, KernelError::SkipMovesPosition { .. }),
+                "{name}: {e}"
+            );
+            let msg = e.to_string();
+            assert!(msg.starts_with(name) && msg.contains("position"), "{msg}");
+        }
+        for name in [
+            "gemv_add_f16",
+            "attn_decode_rope_split_hd64",
+            "gemv3_f16_r2",
+        ] {
+            assert!(check_skippable(name).is_ok(), "{name}");
+        }
+        // The list names kernels that exist (a rename would otherwise leave it stale).
+        let ops = include_str!("../../../kernels/ops.hip");
+        for name in super::MOVES_POSITION {
+            assert!(
+                ops.contains(&format!("GRETA_KERNEL void {name}(")),
+                "{name} is not a kernel of kernels/ops.hip"
+            );
+        }
+    }
 
     /// A head's splits are one cluster where clusters run and 2 to 8 splits hold the cache
     /// (the bench's 576 positions: 5); one split needs none, and past 1024 positions (e.g.
