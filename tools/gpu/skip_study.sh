@@ -7,7 +7,7 @@
 # Usage (GPU machine, after tools/gpu/unpack_carry.sh): OUT=dir tools/gpu/skip_study.sh [shape...]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$(mktemp -d)}
+OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 G=${G:-./target/device/greta}
 # The decode step's kernels (session 8: the norms ride in gemv3_norm_f16 and
 # gemv_gate_up_silu_norm_f16, the residual adds in gemv_add_f16; session 9: RoPE and the KV
