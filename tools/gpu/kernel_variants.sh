@@ -3,14 +3,16 @@
 # variants compare on one card in one run: each target/carry/v/NAME/ holds sm_90a/*.cubin
 # (and greta.xz when the variant needs another binary; otherwise target/device/greta).
 # Build the variants here: tools/gpu/build_variant.sh REV NAME builds a branch or commit
-# (its greta.xz and cubins), or e.g. nvcc -cubin -DWG_STAGES=5 kernels/gemm.hip for a kernel
-# build alone; carry target/carry (tools/gpu/unpack_carry.sh unpacks the main build).
+# (its greta.xz and cubins), tools/gpu/kernel_variant.sh NAME [PATCH ...] [-- FLAG ...] the
+# kernels alone (and their resource usage against main's, regs.txt, printed below); carry
+# target/carry (tools/gpu/unpack_carry.sh unpacks the main build).
 # Prefill cells show the host's issue time beside the wall time where the build reports it
 # (greta bench's prefill_host_ms).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 bash tools/gpu/unpack_carry.sh
+cat target/carry/v/*/regs.txt 2>/dev/null | tee $OUT/regs.txt
 echo "| variant | 7B prefill-512 ms | 7B decode tok/s | SmolLM2 prefill-512 ms | SmolLM2 decode tok/s |" | tee $OUT/variants.md
 echo "|---|---|---|---|---|" | tee -a $OUT/variants.md
 for round in 1 2; do
