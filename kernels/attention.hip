@@ -525,9 +525,10 @@ GRETA_DEVICE void attn_decode_lanes(const float* q, const g_half* k_cache, const
     const unsigned long kv_row = (unsigned long)n_kv_heads * HD;
     const unsigned n = *pos0 + 1;
     const unsigned j0 = s * DECODE_KEYS;
-    // The splits that hold keys: the grid covers the cache's capacity (the graph is captured
-    // once), the context only its first `active`. A split past it exits at once: it writes
-    // no partial and is not counted, and with one active split the block writes ctx itself.
+    // The splits that hold keys: the grid covers at least the context (the host sizes it
+    // from the pass's position, AttnShape::keys, and a graph replays it while the position
+    // stays within its splits), the context only its first `active`. A split past it exits
+    // at once: it writes no partial and is not counted; one active split writes ctx itself.
     const unsigned active = (n + DECODE_KEYS - 1) / DECODE_KEYS;
     if (j0 >= n) return;
     const unsigned jw = j0 + wave * GRETA_WAVE; // this wave's first key
@@ -685,9 +686,10 @@ GRETA_DEVICE void attn_decode_chunks(const float* q, const g_half* k_cache, cons
     const unsigned long kv_row = (unsigned long)n_kv_heads * HD;
     const unsigned n = *pos0 + 1;
     const unsigned j0 = s * DECODE_KEYS;
-    // The splits that hold keys: the grid covers the cache's capacity (the graph is captured
-    // once), the context only its first `active`. A split past it exits at once: it writes
-    // no partial and is not counted, and with one active split the block writes ctx itself.
+    // The splits that hold keys: the grid covers at least the context (the host sizes it
+    // from the pass's position, AttnShape::keys, and a graph replays it while the position
+    // stays within its splits), the context only its first `active`. A split past it exits
+    // at once: it writes no partial and is not counted; one active split writes ctx itself.
     const unsigned active = (n + DECODE_KEYS - 1) / DECODE_KEYS;
     if (j0 >= n) return;
     const unsigned jw = j0 + wave * GRETA_WAVE;  // this wave's first key

@@ -136,6 +136,7 @@ fn launches(c: &mut Criterion) {
             head_dim: 64,
             half_split: true,
             capacity: cap,
+            keys: cap,
         };
         timed(&format!("launch/rope_qk_append, {tag}"), c, &mut || {
             k.rope_qk_append(

@@ -1204,12 +1204,14 @@ impl GpuKernels {
         pos0: &DeviceBuffer<u32>,
         att: AttnShape,
     ) -> Result<()> {
+        // The plain kernels' grid spans the cache (max_kv); `keys` is the split kernel's.
         let AttnShape {
             rows: n_rows,
             n_heads,
             n_kv_heads,
             head_dim,
             max_kv,
+            ..
         } = att;
         Self::need(q, n_rows * n_heads * head_dim, "attention q")?;
         Self::need(scores, n_rows * n_heads * max_kv, "attention scores")?;
@@ -1289,6 +1291,7 @@ impl GpuKernels {
             n_kv_heads,
             head_dim,
             max_kv,
+            keys,
         } = att;
         check_attention_shape(n_heads, n_kv_heads, head_dim)?;
         Self::need(q, n_rows * n_heads * head_dim, "attention q")?;
@@ -1331,7 +1334,7 @@ impl GpuKernels {
             let args = if fa.is_some() { args } else { args.u32(hd) };
             return self.launch(f, dims, s, args.f32(scale));
         }
-        let dims = self.decode_dims(scratch, n_heads, head_dim, max_kv)?;
+        let dims = self.decode_dims(scratch, n_heads, head_dim, [keys, max_kv])?;
         let ns = dims.grid[0];
         self.launch(
             &self.attn_decode_split[head_dim / 16 - 1],
@@ -1354,8 +1357,9 @@ impl GpuKernels {
         )
     }
 
-    /// The split decode attention's grid (splits x heads, from the cache's capacity; the
-    /// kernels take the split count, `grid[0]`) after checking that the scratch holds it.
+    /// The split decode attention's grid (splits x heads, from the keys the pass attends
+    /// over; the kernels take the split count, `grid[0]`) after checking that the scratch
+    /// holds it.
     /// Where clusters run and a head has at most DECODE_CLUSTER_MAX splits, its splits are
     /// one cluster, and combine through shared memory (kernels/attention.hip).
     fn decode_dims(
@@ -1363,9 +1367,10 @@ impl GpuKernels {
         scratch: &AttnScratch,
         n_heads: usize,
         head_dim: usize,
-        max_kv: usize,
+        [keys, capacity]: [usize; 2],
     ) -> Result<LaunchDims> {
-        let splits = decode_splits(max_kv);
+        check_keys(keys, capacity)?;
+        let splits = decode_splits(keys);
         if scratch.n_heads < n_heads || scratch.head_dim < head_dim || scratch.splits < splits {
             return Err(KernelError::Shape(format!(
                 "attention scratch for {} heads x {} dims x {} splits; {n_heads} x {head_dim} x {splits} needed",
@@ -1413,6 +1418,7 @@ impl GpuKernels {
             head_dim,
             half_split,
             capacity,
+            keys,
         } = shape;
         check_attention_shape(n_heads, n_kv_heads, head_dim)?;
         let what = "attention_rope";
@@ -1431,7 +1437,7 @@ impl GpuKernels {
         Self::need_of(q_rot, q_row, what, "q_rot")?;
         Self::need_of(k_rot, kv_row, what, "k_rot")?;
         Self::need_of(ctx, q_row, what, "ctx")?;
-        let dims = self.decode_dims(scratch, n_heads, head_dim, capacity)?;
+        let dims = self.decode_dims(scratch, n_heads, head_dim, [keys, capacity])?;
         let args = Args::new()
             .ptr(q)
             .ptr(k)
@@ -1549,7 +1555,8 @@ fn gemm_tile<F>(tiles: &[(usize, u32, F)], t: usize, n: usize) -> (usize, u32, &
 }
 
 /// The shape of a fused RoPE + KV append: `rows` tokens, `n_heads` query and `n_kv_heads`
-/// key/value heads of `head_dim`, caches of `capacity` positions.
+/// key/value heads of `head_dim`, caches of `capacity` positions. `keys`: as
+/// [`AttnShape::keys`] (read by `attention_rope` only).
 #[derive(Debug, Clone, Copy)]
 pub struct QkvRope {
     pub rows: usize,
@@ -1558,6 +1565,7 @@ pub struct QkvRope {
     pub head_dim: usize,
     pub half_split: bool,
     pub capacity: usize,
+    pub keys: usize,
 }
 
 /// `y[t, n] = x[t, k] · w[n, k]ᵀ`.
@@ -1618,9 +1626,20 @@ fn per_decode_head_dim<T>(
 /// splits exit at once, cost Llama-2-7B decode 2 %.
 pub const DECODE_CLUSTER_MAX: usize = 8;
 
-/// How many KV splits decode attention uses for a cache of `capacity` positions.
-pub fn decode_splits(capacity: usize) -> usize {
-    capacity.div_ceil(DECODE_SPLIT).max(1)
+/// How many KV splits decode attention uses for `keys` positions (`AttnShape::keys`; the
+/// scratch is sized for a whole cache's).
+pub fn decode_splits(keys: usize) -> usize {
+    keys.div_ceil(DECODE_SPLIT).max(1)
+}
+
+/// Refuses a decode attention over no keys or over more than the cache holds.
+fn check_keys(keys: usize, capacity: usize) -> Result<()> {
+    if keys == 0 || keys > capacity {
+        return Err(KernelError::Shape(format!(
+            "decode attention over {keys} keys of a {capacity}-position cache: keys must be 1..={capacity}"
+        )));
+    }
+    Ok(())
 }
 
 /// The decode attention's cluster (blocks along the splits) for `splits` splits a head: all
@@ -1750,13 +1769,20 @@ pub struct AttnShape {
     pub head_dim: usize,
     /// The cache's capacity in positions (the scores row length).
     pub max_kv: usize,
+    /// The positions the pass attends over, at least: its last position + 1, at most
+    /// `max_kv`. The decode attention's grid covers these in splits of 128 keys
+    /// (`decode_splits`), not the whole cache, so a pass near the start of a long cache
+    /// launches few splits (one cluster a head where clusters run). A smaller value than the
+    /// pass's positions would leave keys out: a graph captured with it may be replayed only
+    /// while its positions stay within the same number of splits.
+    pub keys: usize,
 }
 
 #[cfg(test)]
 mod tests {
     use super::{
-        check_skippable, decode_cluster, decode_splits, gemm_tile, norm_block, wgmma_shared,
-        wgmma_tile, GpuKernels, KernelError, DECODE_CLUSTER_MAX, NORM_PROLOGUE_MAX_K,
+        check_keys, check_skippable, decode_cluster, decode_splits, gemm_tile, norm_block,
+        wgmma_shared, wgmma_tile, GpuKernels, KernelError, DECODE_CLUSTER_MAX, NORM_PROLOGUE_MAX_K,
     };
 
     /// A timing study may leave out a product or the attention, not a kernel that moves the
@@ -1812,6 +1838,22 @@ mod tests {
             );
         }
         assert_eq!(DECODE_CLUSTER_MAX, 8, "the portable cluster size");
+    }
+
+    /// The keys a decode attention covers: from one to the cache's capacity; the refusal
+    /// names both.
+    #[test]
+    fn decode_keys_lie_within_the_cache() {
+        assert!(check_keys(1, 1).is_ok() && check_keys(513, 4096).is_ok());
+        assert!(check_keys(4096, 4096).is_ok());
+        for (keys, capacity) in [(0, 4096), (4097, 4096), (2, 1)] {
+            let msg = check_keys(keys, capacity).unwrap_err().to_string();
+            assert!(
+                msg.contains(&format!("{keys} keys"))
+                    && msg.contains(&format!("{capacity}-position")),
+                "{msg}"
+            );
+        }
     }
 
     /// The measured sizes (SmolLM2 256, Llama-2-7B 512) and the rule between them: the

@@ -309,6 +309,7 @@ fn attention_case(
         n_kv_heads,
         head_dim,
         max_kv: capacity,
+        keys: capacity,
     };
     let mut scratch = AttnScratch::new(g, n_heads, head_dim, capacity).unwrap();
     let mut dctx = g.alloc::<f32>(rows * n_heads * head_dim).unwrap();
@@ -422,6 +423,7 @@ fn attention_flash_and_split_decode_match_cpu() {
         n_kv_heads: 2,
         head_dim: 72,
         max_kv: 16,
+        keys: 16,
     };
     let err = k
         .attention(&s, &q, &c, &c, &mut scratch, &mut ctx, &pos, shape)
@@ -749,6 +751,7 @@ fn fused_norm_and_rope_append_match_unfused_and_cpu() {
             head_dim,
             half_split,
             capacity,
+            keys: capacity,
         };
         k.rope_qk_append(
             &s,
@@ -857,6 +860,7 @@ fn decode_attention_with_rope_matches_two_launches_and_cpu() {
                 head_dim,
                 half_split,
                 capacity,
+                keys: capacity,
             };
             let shape = AttnShape {
                 rows: 1,
@@ -864,6 +868,7 @@ fn decode_attention_with_rope_matches_two_launches_and_cpu() {
                 n_kv_heads: n_kv,
                 head_dim,
                 max_kv: capacity,
+                keys: capacity,
             };
             let mut scratch = AttnScratch::new(&g, n_heads, head_dim, capacity).unwrap();
             // One launch.
@@ -950,6 +955,55 @@ fn decode_attention_with_rope_matches_two_launches_and_cpu() {
             let e = nmse(&got, &want);
             eprintln!("attention_rope {case}: nmse {e:.3e}");
             assert!(e < NMSE_F32, "attention_rope {case}: nmse {e:.3e}");
+            // The grid over the pass's keys alone (the model's decode: no splits past the
+            // position, one cluster a head up to 1024 keys): the same rotated rows and
+            // caches, and the context within rounding of the CPU's (its combine may take the
+            // cluster path where the whole cache's grid took memory).
+            let (mut kc2, mut vc2) = (upload(&g, &s, &k_bits), upload(&g, &s, &v_bits));
+            let (mut q_rot2, mut k_rot2) = (
+                g.alloc::<f32>(q_row).unwrap(),
+                g.alloc::<f32>(kv_row).unwrap(),
+            );
+            let mut ctx2 = g.alloc::<f32>(q_row).unwrap();
+            let exact = QkvRope {
+                keys: pos0 + 1,
+                ..rope
+            };
+            k.attention_rope(
+                &s,
+                [&dq, &dk, &dv],
+                [&mut kc2, &mut vc2],
+                [&mut q_rot2, &mut k_rot2],
+                &mut scratch,
+                &mut ctx2,
+                &dpos,
+                &dinv,
+                exact,
+            )
+            .unwrap();
+            assert_eq!(
+                mismatches(&download(&s, &q_rot2), &download(&s, &q_rot)),
+                0,
+                "q rope, keys {}, {case}",
+                pos0 + 1
+            );
+            assert!(
+                bits(&kc2) == bits(&kc),
+                "k cache, keys {}, {case}",
+                pos0 + 1
+            );
+            assert!(
+                bits(&vc2) == bits(&vc),
+                "v cache, keys {}, {case}",
+                pos0 + 1
+            );
+            let e = nmse(&download(&s, &ctx2), &want);
+            eprintln!("attention_rope {case} keys {}: nmse {e:.3e}", pos0 + 1);
+            assert!(
+                e < NMSE_F32,
+                "attention_rope {case} keys {}: nmse {e:.3e}",
+                pos0 + 1
+            );
         }
     }
     // The one head_dim without the form says so; the model then takes the two launches.

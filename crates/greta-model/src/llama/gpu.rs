@@ -5,13 +5,14 @@
 //!
 //! Decode is graph-capturable: every buffer is allocated once, positions and the next token
 //! id live in device memory (`pos`, `ids`), the argmax runs on the device, and a step ends by
-//! advancing `pos` on the device. `GpuState::capture_decode` records one step; each replay
-//! decodes the token the previous step chose.
+//! advancing `pos` on the device. `GpuLlama::decode_enqueue` captures one step for each
+//! count of the decode attention's splits (its grid follows the position) and replays it;
+//! each replay decodes the token the previous step chose.
 
 use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
-    check_attention_shape, AttnScratch, AttnShape, DeviceSampling, GemmOut, GemmRoute, GpuKernels,
-    KernelError, MatShape, NormIn, PickAt, QkvRope, Rows,
+    check_attention_shape, decode_splits, AttnScratch, AttnShape, DeviceSampling, GemmOut,
+    GemmRoute, GpuKernels, KernelError, MatShape, NormIn, PickAt, QkvRope, Rows,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
@@ -335,7 +336,7 @@ impl GpuLlama {
             k_rot: alloc(kv_row)?,
             logits: alloc(r * c.vocab_size)?,
             stream,
-            graph: None,
+            graphs: Vec::new(),
         })
     }
 }
@@ -381,7 +382,10 @@ pub struct GpuState {
     k_rot: Pooled<f32>,
     logits: Pooled<f32>,
     pub stream: Stream,
-    graph: Option<GraphExec>,
+    /// Captured decode steps, one per count of the decode attention's splits: its grid
+    /// follows the position (`AttnShape::keys`), so a step at position p replays the graph
+    /// captured for `decode_splits(p + 1)`, captured the first time a step needs it.
+    graphs: Vec<(usize, GraphExec)>,
 }
 
 impl GpuState {
@@ -402,15 +406,15 @@ impl GpuState {
         Ok(id[0])
     }
 
-    /// Sets how the device picks tokens, seeding the sampler's generator; a captured decode
-    /// graph is dropped (it holds the old choice).
+    /// Sets how the device picks tokens, seeding the sampler's generator; the captured decode
+    /// graphs are dropped (they hold the old choice).
     pub fn set_pick(&mut self, pick: TokenPick) -> Result<()> {
         if let TokenPick::Sample { cfg, seed } = pick {
             cfg.check()?;
             self.rng.write(0, &[seed], &self.stream)?;
         }
         self.pick = pick;
-        self.graph = None;
+        self.graphs.clear();
         Ok(())
     }
 
@@ -434,7 +438,7 @@ impl GpuState {
     pub fn reset(&mut self) -> Result<()> {
         self.pos.write(0, &[0], &self.stream)?;
         self.len = 0;
-        self.graph = None;
+        self.graphs.clear();
         Ok(())
     }
 
@@ -585,6 +589,7 @@ impl GpuLlama {
             head_dim: hd,
             half_split: c.rope_style == RopeStyle::HalfSplit,
             capacity: st.capacity,
+            keys: pos0 + t,
         };
         let shape = AttnShape {
             rows: t,
@@ -592,6 +597,7 @@ impl GpuLlama {
             n_kv_heads: c.n_kv_heads,
             head_dim: hd,
             max_kv: st.capacity,
+            keys: pos0 + t,
         };
         let kv = Rows {
             rows: t,
@@ -1206,8 +1212,8 @@ impl GpuLlama {
     }
 
     /// Decodes the token in `ids[0]` and returns the next (chosen on the device). With
-    /// `graph`, the step is captured once and replayed; without, its kernels are launched one
-    /// by one. The host waits for the step; [`DecodeAhead`] keeps one step ahead instead.
+    /// `graph`, the step is captured (once per split count of the decode attention: see
+    /// `GpuState::graphs`) and replayed; without, its kernels are launched one by one. The host waits for the step; [`DecodeAhead`] keeps one step ahead instead.
     pub fn decode_on_device(&self, st: &mut GpuState, graph: bool) -> Result<u32> {
         self.decode_enqueue(st, graph)?;
         st.picked()
@@ -1224,17 +1230,19 @@ impl GpuLlama {
             });
         }
         if graph {
-            if st.graph.is_none() {
-                st.stream.begin_capture()?;
-                let captured = self.decode_step_device(st);
-                let g = st.stream.end_capture()?;
-                captured?;
-                st.graph = Some(g.instantiate()?);
-            }
-            st.graph
-                .as_ref()
-                .expect("just captured")
-                .launch(&st.stream)?;
+            let splits = decode_splits(st.len + 1);
+            let at = match st.graphs.iter().position(|(n, _)| *n == splits) {
+                Some(at) => at,
+                None => {
+                    st.stream.begin_capture()?;
+                    let captured = self.decode_step_device(st);
+                    let g = st.stream.end_capture()?;
+                    captured?;
+                    st.graphs.push((splits, g.instantiate()?));
+                    st.graphs.len() - 1
+                }
+            };
+            st.graphs[at].1.launch(&st.stream)?;
         } else {
             self.decode_step_device(st)?;
         }
