@@ -384,7 +384,8 @@ pub struct GpuState {
     pub stream: Stream,
     /// Captured decode steps, one per count of the decode attention's splits: its grid
     /// follows the position (`AttnShape::keys`), so a step at position p replays the graph
-    /// captured for `decode_splits(p + 1)`, captured the first time a step needs it.
+    /// captured for `decode_splits(p + 1)`, captured the first time a step needs it. The
+    /// last `GRAPHS_KEPT` captured are kept (positions grow; a rewind may step back one).
     graphs: Vec<(usize, GraphExec)>,
 }
 
@@ -1213,7 +1214,8 @@ impl GpuLlama {
 
     /// Decodes the token in `ids[0]` and returns the next (chosen on the device). With
     /// `graph`, the step is captured (once per split count of the decode attention: see
-    /// `GpuState::graphs`) and replayed; without, its kernels are launched one by one. The host waits for the step; [`DecodeAhead`] keeps one step ahead instead.
+    /// `GpuState::graphs`) and replayed; without, its kernels are launched one by one. The
+    /// host waits for the step; [`DecodeAhead`] keeps one step ahead instead.
     pub fn decode_on_device(&self, st: &mut GpuState, graph: bool) -> Result<u32> {
         self.decode_enqueue(st, graph)?;
         st.picked()
@@ -1238,6 +1240,9 @@ impl GpuLlama {
                     let captured = self.decode_step_device(st);
                     let g = st.stream.end_capture()?;
                     captured?;
+                    if st.graphs.len() == GRAPHS_KEPT {
+                        st.graphs.remove(0);
+                    }
                     st.graphs.push((splits, g.instantiate()?));
                     st.graphs.len() - 1
                 }
@@ -1250,6 +1255,10 @@ impl GpuLlama {
         Ok(())
     }
 }
+
+/// Captured decode steps a state keeps (`GpuState::graphs`): a long cache would otherwise
+/// hold one for every 128 positions it has passed.
+const GRAPHS_KEPT: usize = 2;
 
 /// How many decode steps [`DecodeAhead`] keeps issued beyond the one the host waits for.
 const STEPS_AHEAD: usize = 1;
