@@ -1241,6 +1241,8 @@ impl GpuLlama {
                     let g = st.stream.end_capture()?;
                     captured?;
                     if st.graphs.len() == GRAPHS_KEPT {
+                        // The oldest, for a split count the position has left; were it still
+                        // in flight, the driver frees it when it completes.
                         st.graphs.remove(0);
                     }
                     st.graphs.push((splits, g.instantiate()?));
