@@ -45,9 +45,10 @@ fn graph_replay_matches_eager_launches_and_the_cpu() {
             .join("model-f16.gguf");
         let lm = model::load_as(&path, CpuWeights::F16Rounded, &mut |_, _| {}).unwrap();
         let prompt = lm.tokenizer.encode("The quick brown fox", true).unwrap();
-        // Past position 128: the decode attention's grid grows from one split to two, so the
-        // graph run captures a second step (one per split count) and replays both.
-        let n = 140;
+        // Past positions 128 and 256: the decode attention's grid grows from one split to
+        // three, so the graph run captures a step per split count (and drops the first:
+        // a state keeps two).
+        let n = 270;
         // Generates up to n tokens on a fresh model and state, stopping after `stop`;
         // returns them with the model and state (for a step after the stop).
         let gen_gpu = |graph: bool, cfg: SamplerConfig, stop: usize| {
