@@ -871,26 +871,38 @@ fn decode_attention_with_rope_matches_two_launches_and_cpu() {
                 keys: capacity,
             };
             let mut scratch = AttnScratch::new(&g, n_heads, head_dim, capacity).unwrap();
-            // One launch.
+            // One launch, for a shape: ctx, the rotated q and k, and the caches' bits after it.
             let (dq, dk, dv) = (upload(&g, &s, &q), upload(&g, &s, &kk), upload(&g, &s, &v));
-            let (mut kc, mut vc) = (upload(&g, &s, &k_bits), upload(&g, &s, &v_bits));
-            let (mut q_rot, mut k_rot) = (
-                g.alloc::<f32>(q_row).unwrap(),
-                g.alloc::<f32>(kv_row).unwrap(),
-            );
-            let mut ctx = g.alloc::<f32>(q_row).unwrap();
-            k.attention_rope(
-                &s,
-                [&dq, &dk, &dv],
-                [&mut kc, &mut vc],
-                [&mut q_rot, &mut k_rot],
-                &mut scratch,
-                &mut ctx,
-                &dpos,
-                &dinv,
-                rope,
-            )
-            .unwrap();
+            let bits = |b: &DeviceBuffer<u16>| b.to_vec(&s).unwrap();
+            let one_launch = |shape: QkvRope, scratch: &mut AttnScratch| {
+                let (mut kc, mut vc) = (upload(&g, &s, &k_bits), upload(&g, &s, &v_bits));
+                let (mut q_rot, mut k_rot) = (
+                    g.alloc::<f32>(q_row).unwrap(),
+                    g.alloc::<f32>(kv_row).unwrap(),
+                );
+                let mut ctx = g.alloc::<f32>(q_row).unwrap();
+                k.attention_rope(
+                    &s,
+                    [&dq, &dk, &dv],
+                    [&mut kc, &mut vc],
+                    [&mut q_rot, &mut k_rot],
+                    scratch,
+                    &mut ctx,
+                    &dpos,
+                    &dinv,
+                    shape,
+                )
+                .unwrap();
+                (
+                    [
+                        download(&s, &ctx),
+                        download(&s, &q_rot),
+                        download(&s, &k_rot),
+                    ],
+                    [bits(&kc), bits(&vc)],
+                )
+            };
+            let ([got, q_rot, k_rot], caches) = one_launch(rope, &mut scratch);
             // Two launches.
             let (mut uq, mut uk) = (upload(&g, &s, &q), upload(&g, &s, &kk));
             let (mut ukc, mut uvc) = (upload(&g, &s, &k_bits), upload(&g, &s, &v_bits));
@@ -910,20 +922,10 @@ fn decode_attention_with_rope_matches_two_launches_and_cpu() {
             let case = format!(
                 "heads {n_heads}/{n_kv} hd={head_dim} half_split={half_split} pos0={pos0} capacity={capacity}"
             );
-            let got = download(&s, &ctx);
-            assert_eq!(
-                mismatches(&download(&s, &q_rot), &download(&s, &uq)),
-                0,
-                "q rope, {case}"
-            );
-            assert_eq!(
-                mismatches(&download(&s, &k_rot), &download(&s, &uk)),
-                0,
-                "k rope, {case}"
-            );
-            let bits = |b: &DeviceBuffer<u16>| b.to_vec(&s).unwrap();
-            assert!(bits(&kc) == bits(&ukc), "k cache, {case}");
-            assert!(bits(&vc) == bits(&uvc), "v cache, {case}");
+            assert_eq!(mismatches(&q_rot, &download(&s, &uq)), 0, "q rope, {case}");
+            assert_eq!(mismatches(&k_rot, &download(&s, &uk)), 0, "k rope, {case}");
+            assert!(caches[0] == bits(&ukc), "k cache, {case}");
+            assert!(caches[1] == bits(&uvc), "v cache, {case}");
             assert_eq!(mismatches(&got, &download(&s, &uctx)), 0, "context, {case}");
             // And against the CPU: rotate, round the new row into the f16 caches, attend.
             let pairing = if half_split {
@@ -959,51 +961,17 @@ fn decode_attention_with_rope_matches_two_launches_and_cpu() {
             // position, one cluster a head up to 1024 keys): the same rotated rows and
             // caches, and the context within rounding of the CPU's (its combine may take the
             // cluster path where the whole cache's grid took memory).
-            let (mut kc2, mut vc2) = (upload(&g, &s, &k_bits), upload(&g, &s, &v_bits));
-            let (mut q_rot2, mut k_rot2) = (
-                g.alloc::<f32>(q_row).unwrap(),
-                g.alloc::<f32>(kv_row).unwrap(),
-            );
-            let mut ctx2 = g.alloc::<f32>(q_row).unwrap();
             let exact = QkvRope {
                 keys: pos0 + 1,
                 ..rope
             };
-            k.attention_rope(
-                &s,
-                [&dq, &dk, &dv],
-                [&mut kc2, &mut vc2],
-                [&mut q_rot2, &mut k_rot2],
-                &mut scratch,
-                &mut ctx2,
-                &dpos,
-                &dinv,
-                exact,
-            )
-            .unwrap();
-            assert_eq!(
-                mismatches(&download(&s, &q_rot2), &download(&s, &q_rot)),
-                0,
-                "q rope, keys {}, {case}",
-                pos0 + 1
-            );
-            assert!(
-                bits(&kc2) == bits(&kc),
-                "k cache, keys {}, {case}",
-                pos0 + 1
-            );
-            assert!(
-                bits(&vc2) == bits(&vc),
-                "v cache, keys {}, {case}",
-                pos0 + 1
-            );
-            let e = nmse(&download(&s, &ctx2), &want);
-            eprintln!("attention_rope {case} keys {}: nmse {e:.3e}", pos0 + 1);
-            assert!(
-                e < NMSE_F32,
-                "attention_rope {case} keys {}: nmse {e:.3e}",
-                pos0 + 1
-            );
+            let ([ctx2, q_rot2, _], caches2) = one_launch(exact, &mut scratch);
+            let keys_case = format!("keys {}, {case}", pos0 + 1);
+            assert_eq!(mismatches(&q_rot2, &q_rot), 0, "q rope, {keys_case}");
+            assert!(caches2 == caches, "caches, {keys_case}");
+            let e = nmse(&ctx2, &want);
+            eprintln!("attention_rope {keys_case}: nmse {e:.3e}");
+            assert!(e < NMSE_F32, "attention_rope {keys_case}: nmse {e:.3e}");
         }
     }
     // The one head_dim without the form says so; the model then takes the two launches.

@@ -583,6 +583,8 @@ impl GpuLlama {
             layer: Some(l),
             pos0,
         };
+        // The positions this pass attends over: the decode attention's grid covers these.
+        let keys = pos0 + t;
         let rope = QkvRope {
             rows: t,
             n_heads: c.n_heads,
@@ -590,7 +592,7 @@ impl GpuLlama {
             head_dim: hd,
             half_split: c.rope_style == RopeStyle::HalfSplit,
             capacity: st.capacity,
-            keys: pos0 + t,
+            keys,
         };
         let shape = AttnShape {
             rows: t,
@@ -598,7 +600,7 @@ impl GpuLlama {
             n_kv_heads: c.n_kv_heads,
             head_dim: hd,
             max_kv: st.capacity,
-            keys: pos0 + t,
+            keys,
         };
         let kv = Rows {
             rows: t,
