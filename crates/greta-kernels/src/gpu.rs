@@ -218,6 +218,8 @@ pub struct GpuKernels {
     gemv3_r2: Function,
     gemv3_norm: [Function; 2],
     gemv_add: [Function; 2],
+    /// gemv_add for a row of two load groups (`gemv_add`).
+    gemv_add_g2: Function,
     gate_up_silu: Function,
     gate_up_silu_norm: Function,
     gemv_plain: Function,
@@ -225,6 +227,11 @@ pub struct GpuKernels {
 }
 
 const BLOCK: u32 = 256;
+/// From this many rows on, the decode products take two rows per wave (`launch_rows`).
+const TWO_PER_WAVE_FROM: usize = 16_384;
+/// Halves a lane loads per group of a decode product's row (gemv.hip: 8 per 16-byte load,
+/// UNROLL = 4 loads in flight).
+const GEMV_GROUP_LANE_HALVES: usize = 8 * 4;
 /// Threads of a norm's block: decode normalises one row, so one block does it all, and 1024
 /// threads make each one's share (4 values of Llama-2-7B's 4096) one round of loads. The
 /// fused add_rmsnorm and rmsnorm use the same size, which keeps them bitwise equal.
@@ -300,6 +307,7 @@ impl GpuKernels {
                     gemv.function("gemv_add_f16")?,
                     gemv.function("gemv_add_f16_r2")?,
                 ],
+                gemv_add_g2: gemv.function("gemv_add_f16_g2")?,
                 gate_up_silu: gemv.function("gemv_gate_up_silu_f16")?,
                 gate_up_silu_norm: gemv.function("gemv_gate_up_silu_norm_f16")?,
                 gemv_plain: ops.function("gemv_f16")?,
@@ -699,7 +707,6 @@ impl GpuKernels {
         s: &Stream,
         args: Args,
     ) -> Result<()> {
-        const TWO_PER_WAVE_FROM: usize = 16_384;
         let (f, items) = if rows >= TWO_PER_WAVE_FROM {
             (two, rows.div_ceil(2))
         } else {
@@ -752,7 +759,11 @@ impl GpuKernels {
     }
 
     /// y = w · x and resid += y in one launch (decode's output and down projections with
-    /// the residual add behind them; resid gets exactly resid + y).
+    /// the residual add behind them; resid gets exactly resid + y). A row of more than one
+    /// and at most two load groups (`GEMV_GROUP_LANE_HALVES` halves a lane: k in (1024,
+    /// 2048] on NVIDIA, SmolLM2's down product) takes gemv_add_f16_g2, which loads both
+    /// before waiting for the kernel ahead: the same sums, bit for bit, one round trip to
+    /// memory fewer after the wait.
     #[allow(clippy::too_many_arguments)]
     pub fn gemv_add(
         &self,
@@ -775,6 +786,11 @@ impl GpuKernels {
             .ptr(x)
             .u32(u32_of(k, "k")?)
             .ptr(resid);
+        let group = GEMV_GROUP_LANE_HALVES * self.wave as usize;
+        let two_groups = k.is_multiple_of(8) && k > group && k <= 2 * group;
+        if two_groups && n < TWO_PER_WAVE_FROM {
+            return self.launch(&self.gemv_add_g2, self.wave_rows(n), s, args);
+        }
         let [a, b] = &self.gemv_add;
         self.launch_rows([a, b], n, BLOCK, 0, s, args)
     }
