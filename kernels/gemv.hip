@@ -37,7 +37,7 @@ GRETA_DEVICE void g_dot_fma(float* acc, const g_h8 (*wv)[UNROLL], const float (*
 }
 // The products of one group whose weights are in wv: activations past k read as zeros.
 template <unsigned R>
-GRETA_DEVICE void g_dot_group(float* acc, const g_h8 (*wv)[UNROLL], const float* GRETA_RESTRICT x, unsigned i,
+GRETA_DEVICE void g_dot_group(float* acc, const g_h8 (*wv)[UNROLL], const float* x, unsigned i,
                               unsigned k) {
     const unsigned step = 8 * GRETA_WAVE;
     float xv[UNROLL][8];
@@ -53,31 +53,25 @@ template <unsigned R>
 GRETA_DEVICE void g_dot_prefetch(const g_half* const* w, unsigned k, g_h8 (*wv)[UNROLL]) {
     if (k % 8 == 0) g_dot_weights<R>(w, 8 * g_lane(), k, wv);
 }
-// A row of two groups (k in (group, 2 group], group = 8 * UNROLL * wave: SmolLM2's down
-// product, k = 1536) with both groups loaded before the wait (wv, wv2: g_dot_prefetch2), so
-// that no weight load waits behind the previous kernel: the sums of g_dot_rest, bitwise
-// (the same groups in the same order).
+// The first two groups of a row's weights (wv, wv2), loaded before the wait: twice the
+// bytes in flight under the kernel ahead's tail (gemv_add_f16_pre2).
 template <unsigned R>
 GRETA_DEVICE void g_dot_prefetch2(const g_half* const* w, unsigned k, g_h8 (*wv)[UNROLL], g_h8 (*wv2)[UNROLL]) {
     const unsigned group = UNROLL * 8 * GRETA_WAVE;
-    g_dot_weights<R>(w, 8 * g_lane(), k, wv);
-    g_dot_weights<R>(w, 8 * g_lane() + group, k, wv2);
+    if (k % 8 == 0) {
+        g_dot_weights<R>(w, 8 * g_lane(), k, wv);
+        g_dot_weights<R>(w, 8 * g_lane() + group, k, wv2);
+    }
 }
-template <unsigned R>
-GRETA_DEVICE void g_dot_rest2(const float* GRETA_RESTRICT x, unsigned k, const g_h8 (*wv)[UNROLL],
-                              const g_h8 (*wv2)[UNROLL], float* out) {
-    const unsigned group = UNROLL * 8 * GRETA_WAVE;
-    float acc[R];
-    for (unsigned r = 0; r < R; ++r) acc[r] = 0.0f;
-    g_dot_group<R>(acc, wv, x, 8 * g_lane(), k);
-    g_dot_group<R>(acc, wv2, x, 8 * g_lane() + group, k);
-    for (unsigned r = 0; r < R; ++r) out[r] = g_wave_sum(acc[r]);
-}
-// The rest of the dot products after the wait: the prefetched group, the full groups, the
-// last partial one. x may be in global memory or in LDS.
-template <unsigned R>
-GRETA_DEVICE void g_dot_rest(const g_half* const* w, const float* GRETA_RESTRICT x, unsigned k, g_h8 (*wv)[UNROLL],
-                             float* out) {
+// The rest of the dot products after the wait: the prefetched group(s) (PRE: 1, or 2 with
+// the second in wv2), the full groups, the last partial one; the same sums in the same
+// order whatever PRE (a prefetched full group is predicated all true). x may be in global
+// memory or in LDS. x is not a restrict pointer: const restrict makes its loads
+// ld.global.nc, which ptxas may move above griddepcontrol.wait (session 14: a kernel read
+// the previous one's output before it was written; xtask now checks the SASS).
+template <unsigned R, unsigned PRE = 1>
+GRETA_DEVICE void g_dot_rest(const g_half* const* w, const float* x, unsigned k, g_h8 (*wv)[UNROLL],
+                             float* out, const g_h8 (*wv2)[UNROLL] = nullptr) {
     unsigned lane = g_lane();
     float acc[R];
     for (unsigned r = 0; r < R; ++r) acc[r] = 0.0f;
@@ -85,6 +79,11 @@ GRETA_DEVICE void g_dot_rest(const g_half* const* w, const float* GRETA_RESTRICT
         const unsigned step = 8 * GRETA_WAVE, group = UNROLL * step;
         unsigned i = 8 * lane;
         g_dot_group<R>(acc, wv, x, i, k);
+        if constexpr (PRE == 2)
+            if (k > group) {
+                i += group;
+                g_dot_group<R>(acc, wv2, x, i, k);
+            }
         // Full groups: a plain loop, all loads of a group issued before its products (a
         // predicated loop here measured slower on Llama-2-7B's rows).
         for (i += group; i + (UNROLL - 1) * step < k; i += group) {
@@ -162,9 +161,8 @@ GRETA_DEVICE void g_stacked_row(unsigned r, const g_half* w0, float* y0, unsigne
 // floats of LDS). ADD: the product is also added into resid (resid[row] += y[row]: the
 // residual add behind the output and down projections; one product, n1 = n2 = 0), resid
 // read right after the wait so that its round trip hides under the dot products.
-// PRE2: the row is two groups, both loaded before the wait (g_dot_prefetch2; the launcher
-// checks k).
-template <unsigned R, bool NORM, bool ADD, bool PRE2 = false>
+// PRE: the groups of each row loaded before the wait, 1 or 2 (g_dot_prefetch2).
+template <unsigned R, bool NORM, bool ADD, unsigned PRE = 1>
 GRETA_DEVICE void g_gemv3(const g_half* w0, float* y0, unsigned n0, const g_half* w1, float* y1, unsigned n1,
                           const g_half* w2, float* y2, unsigned n2, const float* x, unsigned k, const float* nw,
                           float* normed, float eps, float* resid, float* xs) {
@@ -184,9 +182,9 @@ GRETA_DEVICE void g_gemv3(const g_half* w0, float* y0, unsigned n0, const g_half
         g_stacked_row(row, w0, y0, n0, w1, y1, n1, w2, y2, k, &w[r], &y[r]);
     }
     g_h8 wv[R][UNROLL];
-    g_h8 wv2[PRE2 ? R : 1][UNROLL];
+    g_h8 wv2[PRE == 2 ? R : 1][UNROLL];
     if (active) {
-        if (PRE2)
+        if constexpr (PRE == 2)
             g_dot_prefetch2<R>(w, k, wv, wv2);
         else
             g_dot_prefetch<R>(w, k, wv);
@@ -202,10 +200,7 @@ GRETA_DEVICE void g_gemv3(const g_half* w0, float* y0, unsigned n0, const g_half
     if (ADD && g_lane() == 0)
         for (unsigned r = 0; r < R; ++r) before[r] = r0 + r < n ? resid[r0 + r] : 0.0f;
     float d[R];
-    if (PRE2)
-        g_dot_rest2<R>(x, k, wv, wv2, d);
-    else
-        g_dot_rest<R>(w, x, k, wv, d);
+    g_dot_rest<R, PRE>(w, x, k, wv, d, wv2);
     if (g_lane() == 0)
         for (unsigned r = 0; r < R; ++r)
             if (r0 + r < n) {
@@ -241,13 +236,14 @@ GRETA_KERNEL void gemv_add_f16(const g_half* w, float* y, unsigned n, const floa
     g_gemv3<1, false, true>(w, y, n, nullptr, nullptr, 0, nullptr, nullptr, 0, x, k, nullptr, nullptr, 0.0f, resid,
                             nullptr);
 }
-// The same for a row of two groups (k in (group, 2 group]), both loaded before the wait:
-// SmolLM2's down product (k = 1536) made a second round trip to memory after the wait with
-// gemv_add_f16. One row per wave; the launcher picks it (gpu.rs: gemv_add), in blocks of
-// 256 (bounded here: at the default 1024 the second group spilled on gfx942).
-GRETA_KERNEL GRETA_BLOCK_MAX(256) void gemv_add_f16_g2(const g_half* w, float* y, unsigned n, const float* x, unsigned k, float* resid) {
-    g_gemv3<1, false, true, true>(w, y, n, nullptr, nullptr, 0, nullptr, nullptr, 0, x, k, nullptr, nullptr, 0.0f,
-                                  resid, nullptr);
+// The same with each row's first two groups loaded before the wait (g_dot_prefetch2), for
+// rows of more than two groups (Llama-2-7B's output and down products, k = 4096 and 11008):
+// H200, session 14: 7B decode +1.5 %. Not for shorter rows: with SmolLM2's down product
+// (k = 1536, two groups) it measured 2 % slower. One row per wave; gpu.rs: gemv_add picks it.
+GRETA_KERNEL GRETA_BLOCK_MAX(256) void gemv_add_f16_pre2(const g_half* w, float* y, unsigned n, const float* x,
+                                                         unsigned k, float* resid) {
+    g_gemv3<1, false, true, 2>(w, y, n, nullptr, nullptr, 0, nullptr, nullptr, 0, x, k, nullptr, nullptr, 0.0f, resid,
+                               nullptr);
 }
 GRETA_KERNEL void gemv_add_f16_r2(const g_half* w, float* y, unsigned n, const float* x, unsigned k, float* resid) {
     g_gemv3<2, false, true>(w, y, n, nullptr, nullptr, 0, nullptr, nullptr, 0, x, k, nullptr, nullptr, 0.0f, resid,

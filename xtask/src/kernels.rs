@@ -225,6 +225,9 @@ pub fn build(root: &Path) -> Result<PathBuf> {
             };
             let bytes = std::fs::read(&obj)?;
             check_matrix_units(t, &stem, &obj, &cuobjdump)?;
+            if t.vendor == "nvidia" && stem == "gemv" {
+                check_pre_wait_loads(t, &stem, &obj, &cuobjdump)?;
+            }
             if t.vendor == "amd" {
                 check_no_spills(t, &stem, &obj)?;
             }
@@ -310,6 +313,68 @@ fn spilling_kernels(notes: &str) -> Vec<String> {
 /// GEMM and attention objects must use MFMA on gfx9, and HMMA (plus HGMMA in the GEMM) on
 /// sm_90a: a kernel that silently fell back to plain FMAs, or a wgmma kernel compiled out by
 /// its architecture guard, would otherwise pass every numeric test.
+/// A decode product may load only its weights before `griddepcontrol.wait` (SASS
+/// `ACQBULK`): its x is the kernel ahead's output. ptxas moves a load of x that nvcc emitted
+/// as `ld.global.nc` (a const restrict pointer) above the wait, whatever the source's order:
+/// it happened to gemv_add_f16_g2 in session 14 and made it read stale activations, and
+/// 10 % faster. No test would notice reliably (the race is timing-dependent), so the SASS is
+/// checked: every load before the wait must be the weights' streaming form (`LDG.E.EF.128`,
+/// g_load_once_h8).
+fn check_pre_wait_loads(
+    t: &Target,
+    stem: &str,
+    obj: &Path,
+    cuobjdump: &(PathBuf, Option<PathBuf>),
+) -> Result<()> {
+    let mut cmd = Command::new(&cuobjdump.0);
+    if let Some(dir) = &cuobjdump.1 {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs = vec![dir.clone()];
+        dirs.extend(std::env::split_paths(&path));
+        cmd.env("PATH", std::env::join_paths(dirs)?);
+    }
+    let listing = output(cmd.arg("-sass").arg(obj), "cuobjdump -sass")?;
+    let early = loads_before_wait(&listing);
+    if !early.is_empty() {
+        bail!(
+            "{}/{stem}: loads other than the weights' before griddepcontrol.wait (ACQBULK): {}; x must be read after the wait (no const restrict x)",
+            t.name,
+            early.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// "kernel: LOAD" for each load of a SASS listing that comes before its kernel's first
+/// ACQBULK and is not a weight load (`LDG.E.EF.128`).
+fn loads_before_wait(listing: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    let mut kernel = "";
+    let mut waited = false;
+    for line in listing.lines() {
+        if let Some(name) = line.trim().strip_prefix("Function : ") {
+            kernel = name.trim();
+            waited = false;
+            continue;
+        }
+        if line.contains("ACQBULK") {
+            waited = true;
+        }
+        if waited {
+            continue;
+        }
+        let load = line
+            .split_whitespace()
+            .find(|w| w.starts_with("LDG") || w.starts_with("LD."));
+        if let Some(load) = load {
+            if load != "LDG.E.EF.128" {
+                found.push(format!("{kernel}: {load}"));
+            }
+        }
+    }
+    found
+}
+
 fn check_matrix_units(
     t: &Target,
     stem: &str,
@@ -357,7 +422,20 @@ fn check_matrix_units(
 
 #[cfg(test)]
 mod tests {
-    use super::spilling_kernels;
+    use super::{loads_before_wait, spilling_kernels};
+
+    #[test]
+    fn a_load_of_x_above_the_wait_is_named() {
+        let listing = "\t\tFunction : good\n\
+            /*0170*/ @!P2 LDG.E.EF.128 R4, desc[UR4][R4.64] ;\n\
+            /*0560*/ ACQBULK ;\n\
+            /*0a30*/ LDG.E.128.CONSTANT R4, desc[UR4][R30.64] ;\n\
+            \t\tFunction : bad\n\
+            /*0170*/ LDG.E.EF.128 R4, desc[UR4][R4.64] ;\n\
+            /*0330*/ @!P3 LDG.E.128.CONSTANT R8, desc[UR4][R8.64] ;\n\
+            /*0560*/ ACQBULK ;\n";
+        assert_eq!(loads_before_wait(listing), vec!["bad: LDG.E.128.CONSTANT"]);
+    }
 
     #[test]
     fn spills_are_read_per_kernel_from_the_metadata_notes() {

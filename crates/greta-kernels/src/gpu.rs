@@ -218,8 +218,8 @@ pub struct GpuKernels {
     gemv3_r2: Function,
     gemv3_norm: [Function; 2],
     gemv_add: [Function; 2],
-    /// gemv_add for a row of two load groups (`gemv_add`).
-    gemv_add_g2: Function,
+    /// gemv_add for rows of more than two load groups (`gemv_add`).
+    gemv_add_pre2: Function,
     gate_up_silu: Function,
     gate_up_silu_norm: Function,
     gemv_plain: Function,
@@ -307,7 +307,7 @@ impl GpuKernels {
                     gemv.function("gemv_add_f16")?,
                     gemv.function("gemv_add_f16_r2")?,
                 ],
-                gemv_add_g2: gemv.function("gemv_add_f16_g2")?,
+                gemv_add_pre2: gemv.function("gemv_add_f16_pre2")?,
                 gate_up_silu: gemv.function("gemv_gate_up_silu_f16")?,
                 gate_up_silu_norm: gemv.function("gemv_gate_up_silu_norm_f16")?,
                 gemv_plain: ops.function("gemv_f16")?,
@@ -759,11 +759,12 @@ impl GpuKernels {
     }
 
     /// y = w · x and resid += y in one launch (decode's output and down projections with
-    /// the residual add behind them; resid gets exactly resid + y). A row of more than one
-    /// and at most two load groups (`GEMV_GROUP_LANE_HALVES` halves a lane: k in (1024,
-    /// 2048] on NVIDIA, SmolLM2's down product) takes gemv_add_f16_g2, which loads both
-    /// before waiting for the kernel ahead: the same sums, bit for bit, one round trip to
-    /// memory fewer after the wait.
+    /// the residual add behind them; resid gets exactly resid + y). Rows of more than two
+    /// load groups (`GEMV_GROUP_LANE_HALVES` halves a lane: k > 2048 on NVIDIA, Llama-2-7B's
+    /// output and down products) take gemv_add_f16_pre2, which loads two groups of each row
+    /// before waiting for the kernel ahead, not one: the same sums, bit for bit, with more
+    /// bytes in flight under that kernel's tail (H200: 7B decode +1.5 %; SmolLM2's shorter
+    /// down rows measured 2 % slower with it, so they keep the one-group kernel).
     #[allow(clippy::too_many_arguments)]
     pub fn gemv_add(
         &self,
@@ -787,9 +788,8 @@ impl GpuKernels {
             .u32(u32_of(k, "k")?)
             .ptr(resid);
         let group = GEMV_GROUP_LANE_HALVES * self.wave as usize;
-        let two_groups = k.is_multiple_of(8) && k > group && k <= 2 * group;
-        if two_groups && n < TWO_PER_WAVE_FROM {
-            return self.launch(&self.gemv_add_g2, self.wave_rows(n), s, args);
+        if k.is_multiple_of(8) && k > 2 * group && n < TWO_PER_WAVE_FROM {
+            return self.launch(&self.gemv_add_pre2, self.wave_rows(n), s, args);
         }
         let [a, b] = &self.gemv_add;
         self.launch_rows([a, b], n, BLOCK, 0, s, args)

@@ -574,12 +574,14 @@ fn decode_products_with_norm_and_add_match_cpu() {
     // SmolLM2 and Llama-2-7B rows, an odd stacking with a row count past 16k (two rows per
     // wave), a short row (one vector per thread), a k off 8 (the scalar dot loop); rows of
     // two load groups (SmolLM2's down product, k = 1536; the second group one vector long
-    // at 1032 on NVIDIA), which gemv_add loads whole before its wait.
+    // at 1032 on NVIDIA) and of three, partial (2056: the last group after the two that
+    // gemv_add loads before its wait for rows past two groups, as 4096's).
     for (kk, ns) in [
         (576, [576, 192, 192]),
         (4096, [4096, 4096, 4096]),
         (1536, [576, 8, 8]),
         (1032, [100, 1, 1]),
+        (2056, [40, 3, 0]),
         (520, [16_384, 1, 3]),
         (64, [70, 9, 0]),
         (100, [33, 7, 7]),
@@ -653,8 +655,8 @@ fn decode_products_with_norm_and_add_match_cpu() {
             m, 0,
             "gemv_add k={kk}: resid must be resid + y, bit for bit"
         );
-        // Whichever kernel gemv_add picked (the two-group one loads the whole row before
-        // its wait), its sums are the plain decode product's, in the same order.
+        // Whichever kernel gemv_add picked (rows past two groups load two before the
+        // wait), its sums are the plain decode product's, in the same order.
         let mut dplain = g.alloc::<f32>(n).unwrap();
         k.gemv(&s, &dws[0], &dx, &mut dplain, n, kk).unwrap();
         let m = mismatches(&download(&s, &dplain), &y);
