@@ -42,8 +42,16 @@ usage() { "$cuobjdump" --dump-resource-usage "$1" | grep -o 'Function [A-Za-z0-9
     for c in "$out"/sm_90a/*.cubin; do
       diff <(usage "$base/$(basename "$c")") <(usage "$c") | grep '^[<>]' | sed 's/^</main:/; s/^>/this:/' || true
     done
+    # xtask's check of main's decode products (loads_before_wait), for the variant: any load
+    # but the weights' before griddepcontrol.wait (ACQBULK) reads the kernel ahead's output
+    # early (session 14's "+10 %").
+    "$cuobjdump" -sass "$out/sm_90a/gemv.cubin" | awk '
+      /Function :/ { f = $3; waited = 0 }
+      /ACQBULK/ { waited = 1 }
+      !waited && match($0, /LDG[.A-Z0-9_]*|LD\.[.A-Z0-9_]*/) {
+        l = substr($0, RSTART, RLENGTH); if (l != "LDG.E.EF.128") print "RACE: " f " loads " l " before the wait" }'
   else
-    echo "(no cuobjdump: resource usage not compared)"
+    echo "(no cuobjdump: resource usage and loads before the wait not checked)"
   fi
 } > "$out/regs.txt"
 cat "$out/regs.txt"
