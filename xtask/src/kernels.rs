@@ -326,15 +326,7 @@ fn check_pre_wait_loads(
     obj: &Path,
     cuobjdump: &(PathBuf, Option<PathBuf>),
 ) -> Result<()> {
-    let mut cmd = Command::new(&cuobjdump.0);
-    if let Some(dir) = &cuobjdump.1 {
-        let path = std::env::var_os("PATH").unwrap_or_default();
-        let mut dirs = vec![dir.clone()];
-        dirs.extend(std::env::split_paths(&path));
-        cmd.env("PATH", std::env::join_paths(dirs)?);
-    }
-    let listing = output(cmd.arg("-sass").arg(obj), "cuobjdump -sass")?;
-    let early = loads_before_wait(&listing);
+    let early = loads_before_wait(&sass(obj, cuobjdump)?);
     if !early.is_empty() {
         bail!(
             "{}/{stem}: loads other than the weights' before griddepcontrol.wait (ACQBULK): {}; x must be read after the wait (no const restrict x)",
@@ -343,6 +335,19 @@ fn check_pre_wait_loads(
         );
     }
     Ok(())
+}
+
+/// The SASS listing of an sm_90a object (cuobjdump runs nvdisasm, which a wheel install
+/// keeps beside it: that directory goes first on its PATH).
+fn sass(obj: &Path, cuobjdump: &(PathBuf, Option<PathBuf>)) -> Result<String> {
+    let mut cmd = Command::new(&cuobjdump.0);
+    if let Some(dir) = &cuobjdump.1 {
+        let path = std::env::var_os("PATH").unwrap_or_default();
+        let mut dirs = vec![dir.clone()];
+        dirs.extend(std::env::split_paths(&path));
+        cmd.env("PATH", std::env::join_paths(dirs)?);
+    }
+    output(cmd.arg("-sass").arg(obj), "cuobjdump -sass")
 }
 
 /// "kernel: LOAD" for each load of a SASS listing that comes before its kernel's first
@@ -401,17 +406,7 @@ fn check_matrix_units(
         } else {
             vec!["HMMA"]
         };
-        let mut cmd = Command::new(&cuobjdump.0);
-        if let Some(dir) = &cuobjdump.1 {
-            let path = std::env::var_os("PATH").unwrap_or_default();
-            let mut dirs = vec![dir.clone()];
-            dirs.extend(std::env::split_paths(&path));
-            cmd.env("PATH", std::env::join_paths(dirs)?);
-        }
-        (
-            output(cmd.arg("-sass").arg(obj), "cuobjdump -sass")?,
-            needed,
-        )
+        (sass(obj, cuobjdump)?, needed)
     };
     // Every named instruction must be there (HGMMA does not contain "HMMA").
     if let Some(missing) = needle.iter().find(|n| !listing.contains(*n)) {
