@@ -42,9 +42,9 @@ usage() { "$cuobjdump" --dump-resource-usage "$1" | grep -o 'Function [A-Za-z0-9
     for c in "$out"/sm_90a/*.cubin; do
       diff <(usage "$base/$(basename "$c")") <(usage "$c") | grep '^[<>]' | sed 's/^</main:/; s/^>/this:/' || true
     done
-    # xtask's check of main's decode products (loads_before_wait), for the variant: any load
-    # but the weights' before griddepcontrol.wait (ACQBULK) reads the kernel ahead's output
-    # early (session 14's "+10 %").
+    # xtask's check (loads_before_wait: it reads every object of main's build), here for a
+    # variant's decode products: any load but the weights' before griddepcontrol.wait
+    # (ACQBULK) reads the kernel ahead's output early (session 14's "+10 %").
     "$cuobjdump" -sass "$out/sm_90a/gemv.cubin" | awk '
       /Function :/ { f = $3; waited = 0 }
       /ACQBULK/ { waited = 1 }
