@@ -238,7 +238,7 @@ GRETA_KERNEL void gemv_add_f16(const g_half* w, float* y, unsigned n, const floa
 }
 // The same with each row's first two groups loaded before the wait (g_dot_prefetch2), for
 // rows of more than two groups (Llama-2-7B's output and down products, k = 4096 and 11008):
-// H200, session 14: 7B decode +1.5 %. Not for shorter rows: with SmolLM2's down product
+// H200, session 14: 7B decode +1.4 %. Not for shorter rows: with SmolLM2's down product
 // (k = 1536, two groups) it measured 2 % slower. One row per wave; gpu.rs: gemv_add picks it.
 GRETA_KERNEL GRETA_BLOCK_MAX(256) void gemv_add_f16_pre2(const g_half* w, float* y, unsigned n, const float* x,
                                                          unsigned k, float* resid) {

@@ -310,9 +310,6 @@ fn spilling_kernels(notes: &str) -> Vec<String> {
         .collect()
 }
 
-/// GEMM and attention objects must use MFMA on gfx9, and HMMA (plus HGMMA in the GEMM) on
-/// sm_90a: a kernel that silently fell back to plain FMAs, or a wgmma kernel compiled out by
-/// its architecture guard, would otherwise pass every numeric test.
 /// What a kernel may load before `griddepcontrol.wait` (SASS `ACQBULK`), where everything
 /// it reads that the kernel ahead writes is not yet written: a decode product its weights
 /// (the streaming form, `LDG.E.EF.128`: g_load_once_h8), the decode attention the cache
@@ -395,6 +392,9 @@ fn loads_before_wait(listing: &str) -> Vec<String> {
     found
 }
 
+/// GEMM and attention objects must use MFMA on gfx9, and HMMA (plus HGMMA in the GEMM) on
+/// sm_90a: a kernel that silently fell back to plain FMAs, or a wgmma kernel compiled out by
+/// its architecture guard, would otherwise pass every numeric test.
 fn check_matrix_units(
     t: &Target,
     stem: &str,

@@ -763,7 +763,7 @@ impl GpuKernels {
     /// load groups (`GEMV_GROUP_LANE_HALVES` halves a lane: k > 2048 on NVIDIA, Llama-2-7B's
     /// output and down products) take gemv_add_f16_pre2, which loads two groups of each row
     /// before waiting for the kernel ahead, not one: the same sums, bit for bit, with more
-    /// bytes in flight under that kernel's tail (H200: 7B decode +1.5 %; SmolLM2's shorter
+    /// bytes in flight under that kernel's tail (H200: 7B decode +1.4 %; SmolLM2's shorter
     /// down rows measured 2 % slower with it, so they keep the one-group kernel).
     #[allow(clippy::too_many_arguments)]
     pub fn gemv_add(
