@@ -42,9 +42,7 @@ GRETA_KERNEL void gemm_f16w_mma(const float* x, const g_half* w, float* y, unsig
             unsigned r = e / BK, c = e % BK, gk = k0 + c;
             unsigned gr = row0 + r, gn = col0 + r;
             float v = gr < t && gk < k ? x[(unsigned long)gr * k + gk] : 0.0f;
-            g_half hi = g_f2h(v);
-            xs[r * LDT + c] = hi;
-            xl[r * LDT + c] = g_f2h(v - g_h2f(hi));
+            g_split_f16(v, &xs[r * LDT + c], &xl[r * LDT + c]);
             ws[r * LDT + c] = gn < n && gk < k ? w[(unsigned long)gn * k + gk] : g_f2h(0.0f);
         }
         g_sync();

@@ -279,7 +279,7 @@ GRETA_DEVICE void g_gate_up_silu(const g_half* wg, const g_half* wu, const float
     if (g_lane() == 0) {
         gate[row] = g;
         up[row] = u;
-        act[row] = g / (1.0f + g_exp(-g)) * u;
+        act[row] = g_silu_mul(g, u);
     }
 }
 GRETA_KERNEL void gemv_gate_up_silu_f16(const g_half* wg, const g_half* wu, const float* x, float* gate, float* up,

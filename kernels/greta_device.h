@@ -212,6 +212,7 @@ GRETA_DEVICE void g_acc16_store(const g_acc16& c, float* out, unsigned ldo) {
 }
 #define GRETA_ALIGN32 __attribute__((aligned(32)))
 #define GRETA_ALIGN16 __attribute__((aligned(16)))
+#define GRETA_ALIGN8 __attribute__((aligned(8)))
 #define GRETA_RESTRICT __restrict__
 #else
 #include <mma.h>
@@ -253,6 +254,7 @@ GRETA_DEVICE void g_acc16_store(const g_acc16& c, float* out, unsigned ldo) {
 }
 #define GRETA_ALIGN32 __align__(32)
 #define GRETA_ALIGN16 __align__(16)
+#define GRETA_ALIGN8 __align__(8)
 #define GRETA_RESTRICT __restrict__
 #endif
 
@@ -348,6 +350,20 @@ struct GRETA_ALIGN16 g_f4 {
 struct GRETA_ALIGN16 g_h8 {
     g_half v[8];
 };
+struct GRETA_ALIGN8 g_h4 {
+    g_half v[4];
+};
+
+// SwiGLU's product of one element, silu(g) * u: every site (silu_mul_f32, the decode gate/up
+// product, the prefill's silu_mul_split_f16) computes it so, and their values are bitwise equal.
+GRETA_DEVICE float g_silu_mul(float g, float u) { return g / (1.0f + g_exp(-g)) * u; }
+// The f16 operand pair of v for the matrix units: hi = f16(v), lo = f16(v - hi) (gemm.hip
+// says which products read lo). split_f16 and the kernels that write operands beside their
+// f32 output share it, so the operands are bitwise what split_f16 makes of that output.
+GRETA_DEVICE void g_split_f16(float v, g_half* hi, g_half* lo) {
+    *hi = g_f2h(v);
+    *lo = g_f2h(v - g_h2f(*hi));
+}
 // Eight f16 weights a decode pass reads once: NVIDIA's cache-streaming load (ld.global.cs,
 // evict-first in L1 and L2), so that the weight stream does not push the KV cache and the
 // activations out of L2 between steps. AMD: a plain load.

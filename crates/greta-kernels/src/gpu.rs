@@ -164,6 +164,19 @@ pub struct NormIn<'a> {
     pub out: &'a mut DeviceBuffer<f32>,
 }
 
+/// Where a kernel that writes an f32 activation also writes that activation's f16 operands
+/// for the matrix units: `hi` and, for a product that reads its input as hi + lo, `lo`
+/// (bitwise what `split_f16` makes of the f32 output).
+pub struct F16Operands<'a> {
+    pub hi: &'a mut DeviceBuffer<u16>,
+    pub lo: Option<&'a mut DeviceBuffer<u16>>,
+}
+
+/// 4-float vectors a thread of `add_rmsnorm_split` keeps (kernels/ops.hip's NORM_SPLIT_VECS).
+const NORM_SPLIT_VECS: usize = 8;
+/// The longest row `add_rmsnorm_split` takes: NORM_SPLIT_VECS vectors for each of 1024 threads.
+pub const NORM_SPLIT_MAX_D: usize = 4 * NORM_SPLIT_VECS * 1024;
+
 /// The longest row a product with the norm in its prologue takes: x in LDS, 48 KiB.
 pub const NORM_PROLOGUE_MAX_K: usize = 12 * 1024;
 
@@ -206,6 +219,8 @@ pub struct GpuKernels {
     /// objects only).
     gemm_f16_wgmma: Option<[(usize, Function); 2]>,
     split_f16: Function,
+    add_rmsnorm_split: Function,
+    silu_mul_split: Function,
     gemm_plain: Function,
     sample_topk: Function,
     embed: Function,
@@ -214,6 +229,8 @@ pub struct GpuKernels {
     silu_mul: Function,
     add_rmsnorm: Function,
     rope_qk_append: Function,
+    /// rope_qk_append four pairs a thread (head_dim % 8 == 0).
+    rope_qk_append_x4: Function,
     gemv3: Function,
     gemv3_r2: Function,
     gemv3_norm: [Function; 2],
@@ -297,6 +314,7 @@ impl GpuKernels {
                 silu_mul: ops.function("silu_mul_f32")?,
                 add_rmsnorm: ops.function("add_rmsnorm_f32")?,
                 rope_qk_append: ops.function("rope_qk_append_f16")?,
+                rope_qk_append_x4: ops.function("rope_qk_append_x4_f16")?,
                 gemv3: gemv.function("gemv3_f16")?,
                 gemv3_r2: gemv.function("gemv3_f16_r2")?,
                 gemv3_norm: [
@@ -356,6 +374,8 @@ impl GpuKernels {
                     _ => None,
                 },
                 split_f16: ops.function("split_f16")?,
+                add_rmsnorm_split: ops.function("add_rmsnorm_split_f16")?,
+                silu_mul_split: ops.function("silu_mul_split_f16")?,
                 gemm_plain: plain_gemm.function("gemm_f16w_fallback")?,
                 modules: vec![ops, plain_attn, plain_gemm, attn, gemm, gemv],
             });
@@ -581,6 +601,24 @@ impl GpuKernels {
             .u32(u32_of(n_kv_heads, "n_kv_heads")?)
             .u32(u32_of(head_dim, "head_dim")?)
             .u32(half_split as u32);
+        if head_dim.is_multiple_of(8) {
+            // A thread for every four pairs of every head of a row.
+            let quads = (n_heads + n_kv_heads) * head_dim / 8;
+            let block = quads
+                .next_multiple_of(self.wave as usize)
+                .min(BLOCK as usize);
+            let dims = LaunchDims {
+                grid: [
+                    u32_of(n_rows, "rows")?,
+                    u32_of(quads.div_ceil(block), "rope blocks")?,
+                    1,
+                ],
+                block: [block as u32, 1, 1],
+                shared_bytes: 0,
+                cluster: 1,
+            };
+            return self.launch(&self.rope_qk_append_x4, dims, s, args);
+        }
         let dims = LaunchDims {
             grid: [
                 u32_of(n_rows, "rows")?,
@@ -994,6 +1032,88 @@ impl GpuKernels {
             s,
             args.u32(u32_of(n, "n")?),
         )
+    }
+
+    /// x += y per row where `y` is given, then out = rmsnorm(x) · w, and `ops` what
+    /// `split_f16` makes of out, bitwise, in one launch: the prefill's norms ahead of a
+    /// product on the matrix units. out's values are `add_rmsnorm`'s / `rmsnorm`'s summed in
+    /// another order. Requires d % 4 == 0 and d ≤ `NORM_SPLIT_MAX_D`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_rmsnorm_split(
+        &self,
+        s: &Stream,
+        x: &mut DeviceBuffer<f32>,
+        y: Option<&DeviceBuffer<f32>>,
+        w: &DeviceBuffer<f32>,
+        out: &mut DeviceBuffer<f32>,
+        ops: F16Operands,
+        shape: Rows,
+        eps: f32,
+    ) -> Result<()> {
+        let Rows {
+            rows: n_rows,
+            len: d,
+        } = shape;
+        if !d.is_multiple_of(4) || d > NORM_SPLIT_MAX_D {
+            return Err(KernelError::Shape(format!(
+                "add_rmsnorm_split: d = {d} (accepted: a multiple of 4 up to {NORM_SPLIT_MAX_D})"
+            )));
+        }
+        let n = n_rows * d;
+        Self::need(x, n, "add_rmsnorm_split x")?;
+        if let Some(y) = y {
+            Self::need(y, n, "add_rmsnorm_split y")?;
+        }
+        Self::need(w, d, "add_rmsnorm_split w")?;
+        Self::need(out, n, "add_rmsnorm_split out")?;
+        Self::need(ops.hi, n, "add_rmsnorm_split hi")?;
+        if let Some(lo) = &ops.lo {
+            Self::need(lo, n, "add_rmsnorm_split lo")?;
+        }
+        // About four vectors a thread: a block of d / 16 threads, in whole waves.
+        let block = (d / 4)
+            .div_ceil(4)
+            .next_multiple_of(self.wave as usize)
+            .min(1024) as u32;
+        let args = Args::new()
+            .ptr(x)
+            .ptr_or_null(y)
+            .ptr(w)
+            .ptr(out)
+            .ptr(ops.hi)
+            .ptr_or_null(ops.lo.as_deref())
+            .u32(u32_of(d, "d")?)
+            .f32(eps);
+        self.launch(&self.add_rmsnorm_split, rows(n_rows, block), s, args)
+    }
+
+    /// act = silu(gate) · up (`silu_mul`'s values, bitwise) and `ops` what `split_f16`
+    /// makes of act, bitwise, in one launch: the prefill's SwiGLU ahead of the down product.
+    pub fn silu_mul_split(
+        &self,
+        s: &Stream,
+        gate: &DeviceBuffer<f32>,
+        up: &DeviceBuffer<f32>,
+        act: &mut DeviceBuffer<f32>,
+        ops: F16Operands,
+        n: usize,
+    ) -> Result<()> {
+        for (b, what) in [(gate, "silu_mul_split gate"), (up, "silu_mul_split up")] {
+            Self::need(b, n, what)?;
+        }
+        Self::need(act, n, "silu_mul_split act")?;
+        Self::need(ops.hi, n, "silu_mul_split hi")?;
+        if let Some(lo) = &ops.lo {
+            Self::need(lo, n, "silu_mul_split lo")?;
+        }
+        let args = Args::new()
+            .ptr(gate)
+            .ptr(up)
+            .ptr(act)
+            .ptr(ops.hi)
+            .ptr_or_null(ops.lo.as_deref())
+            .u32(u32_of(n, "n")?);
+        self.launch(&self.silu_mul_split, grid1(n.div_ceil(8), BLOCK), s, args)
     }
 
     /// Whether this device has the warpgroup GEMM (`GemmRoute::Wgmma`).

@@ -5,8 +5,8 @@
 
 use greta_kernels::cpu::{self, RopePairing, WeightView};
 use greta_kernels::gpu::{
-    default_dir, AttnScratch, AttnShape, GemmOut, GemmRoute, GpuKernels, MatShape, NormIn, PickAt,
-    QkvRope, RopeShape, Rows,
+    default_dir, AttnScratch, AttnShape, F16Operands, GemmOut, GemmRoute, GpuKernels, MatShape,
+    NormIn, PickAt, QkvRope, RopeShape, Rows,
 };
 use half::f16;
 use hiprt::{DeviceBuffer, Gpu, PlatformChoice, Stream};
@@ -740,10 +740,14 @@ fn fused_norm_and_rope_append_match_unfused_and_cpu() {
             "add_rmsnorm = add + rmsnorm bitwise"
         );
     }
+    // head_dim % 8 == 0 takes the four-pairs-a-thread kernel; 20 the scalar one.
     for (head_dim, n_heads, n_kv, pos0, rows, half_split) in [
         (64, 9, 3, 0, 33, true),
+        (64, 9, 3, 17, 512, false),
         (128, 32, 32, 4000, 1, false),
         (128, 32, 8, 95, 5, true),
+        (112, 5, 1, 7, 3, true),
+        (20, 3, 1, 9, 4, false),
     ] {
         let capacity = 4096;
         let inv: Vec<f32> = (0..head_dim / 2)
@@ -1041,6 +1045,133 @@ fn rmsnorm_embed_silu_match_cpu() {
         })
         .collect();
     assert_eq!(download(&s, &dout), want, "embedding rows are exact copies");
+}
+
+/// The f16 operand pair of each value as the half crate rounds (to nearest, ties to even):
+/// hi = f16(v), lo = f16(v - hi), as bits.
+fn split_bits(v: &[f32]) -> (Vec<u16>, Vec<u16>) {
+    v.iter()
+        .map(|&x| {
+            let hi = f16::from_f32(x);
+            (hi.to_bits(), f16::from_f32(x - hi.to_f32()).to_bits())
+        })
+        .unzip()
+}
+
+/// The prefill's norm and SwiGLU with the next product's f16 operands in the same launch:
+/// the f32 outputs against the CPU (and SwiGLU's bitwise against `silu_mul`, whose
+/// arithmetic it shares), the operands bit for bit against the half crate's rounding of
+/// the kernel's own f32 output, lo left untouched when not asked for. Rows of one vector to
+/// eight a thread, with and without the residual add.
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn norm_and_swiglu_with_f16_operands_match_cpu() {
+    let (g, s, k) = setup();
+    const UNTOUCHED: u16 = 0x7e00;
+    for (rows, d) in [(33, 576), (5, 4096), (3, 64), (2, 8192), (1, 32768)] {
+        for (add, with_lo) in [(true, true), (false, false), (true, false)] {
+            let n = rows * d;
+            let (x, y, w) = (values(n, 51), values(n, 52), values(d, 53));
+            let shape = Rows { rows, len: d };
+            let (mut dx, dy, dw) = (upload(&g, &s, &x), upload(&g, &s, &y), upload(&g, &s, &w));
+            let mut dout = g.alloc::<f32>(n).unwrap();
+            let mut dhi = upload(&g, &s, &vec![UNTOUCHED; n]);
+            let mut dlo = upload(&g, &s, &vec![UNTOUCHED; n]);
+            let ops = F16Operands {
+                hi: &mut dhi,
+                lo: with_lo.then_some(&mut dlo),
+            };
+            k.add_rmsnorm_split(
+                &s,
+                &mut dx,
+                add.then_some(&dy),
+                &dw,
+                &mut dout,
+                ops,
+                shape,
+                1e-5,
+            )
+            .unwrap();
+            let mut sum = x.clone();
+            if add {
+                cpu::add_in_place(&mut sum, &y);
+            }
+            assert_eq!(
+                download(&s, &dx),
+                sum,
+                "x after the add (rows={rows} d={d})"
+            );
+            let mut want = vec![0f32; n];
+            cpu::rmsnorm(&sum, &w, 1e-5, &mut want);
+            let got = download(&s, &dout);
+            let e = nmse(&got, &want);
+            eprintln!("add_rmsnorm_split rows={rows} d={d} add={add}: nmse {e:.3e}");
+            assert!(
+                e < NMSE_F32,
+                "add_rmsnorm_split rows={rows} d={d}: nmse {e:.3e}"
+            );
+            let (hi, lo) = split_bits(&got);
+            assert!(dhi.to_vec(&s).unwrap() == hi, "hi of rows={rows} d={d}");
+            let want_lo = if with_lo { lo } else { vec![UNTOUCHED; n] };
+            assert!(
+                dlo.to_vec(&s).unwrap() == want_lo,
+                "lo of rows={rows} d={d} (asked: {with_lo})"
+            );
+        }
+    }
+    let too_long = Rows {
+        rows: 1,
+        len: 32768 + 4,
+    };
+    let mut big = g.alloc::<f32>(too_long.len).unwrap();
+    let (bw, mut bout) = (
+        upload(&g, &s, &values(too_long.len, 1)),
+        g.alloc::<f32>(too_long.len).unwrap(),
+    );
+    let mut bh = g.alloc::<u16>(too_long.len).unwrap();
+    let ops = F16Operands {
+        hi: &mut bh,
+        lo: None,
+    };
+    let e = k
+        .add_rmsnorm_split(&s, &mut big, None, &bw, &mut bout, ops, too_long, 1e-5)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("32772") && e.contains("up to 32768"), "{e}");
+
+    for n in [8 * 1000, 8 * 1000 + 5, 3] {
+        for with_lo in [true, false] {
+            let (a, b) = (values(n, 61), values(n, 62));
+            let (da, db) = (upload(&g, &s, &a), upload(&g, &s, &b));
+            let (mut dact, mut dref) = (g.alloc::<f32>(n).unwrap(), g.alloc::<f32>(n).unwrap());
+            let mut dhi = upload(&g, &s, &vec![UNTOUCHED; n]);
+            let mut dlo = upload(&g, &s, &vec![UNTOUCHED; n]);
+            let ops = F16Operands {
+                hi: &mut dhi,
+                lo: with_lo.then_some(&mut dlo),
+            };
+            k.silu_mul_split(&s, &da, &db, &mut dact, ops, n).unwrap();
+            k.silu_mul(&s, &da, &db, &mut dref, n).unwrap();
+            let got = download(&s, &dact);
+            assert_eq!(
+                mismatches(&got, &download(&s, &dref)),
+                0,
+                "silu_mul_split = silu_mul bitwise (n={n})"
+            );
+            let mut want = vec![0f32; n];
+            cpu::silu_mul(&a, &b, &mut want);
+            let e = nmse(&got, &want);
+            eprintln!("silu_mul_split n={n}: nmse {e:.3e}");
+            assert!(e < NMSE_F32, "silu_mul_split n={n}: nmse {e:.3e}");
+            let (hi, lo) = split_bits(&got);
+            assert!(dhi.to_vec(&s).unwrap() == hi, "hi of n={n}");
+            let want_lo = if with_lo { lo } else { vec![UNTOUCHED; n] };
+            assert!(
+                dlo.to_vec(&s).unwrap() == want_lo,
+                "lo of n={n} (asked: {with_lo})"
+            );
+        }
+    }
 }
 
 #[test]

@@ -11,8 +11,9 @@
 
 use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
-    check_attention_shape, decode_splits, AttnScratch, AttnShape, DeviceSampling, GemmOut,
-    GemmRoute, GpuKernels, KernelError, MatShape, NormIn, PickAt, QkvRope, Rows,
+    check_attention_shape, decode_splits, AttnScratch, AttnShape, DeviceSampling, F16Operands,
+    GemmOut, GemmRoute, GpuKernels, KernelError, MatShape, NormIn, PickAt, QkvRope, Rows,
+    NORM_SPLIT_MAX_D,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
@@ -515,24 +516,34 @@ fn observe(
 }
 
 impl GpuLlama {
+    /// Whether the products of `first`'s group over `t` rows of `k` run on the matrix units
+    /// (`gemm_f16`, from f16 operands of their input), and if so whether the input enters
+    /// as hi + lo (`Lin::needs_lo`). One row takes the GEMV, a k that is not a multiple of 8
+    /// the any-shape GEMM: neither reads operands.
+    fn f16_operands(&self, first: Lin, t: usize, k: usize) -> Option<bool> {
+        (t > 1 && k.is_multiple_of(8)).then(|| first.needs_lo(self.split_inputs))
+    }
+
     /// The products that share one input (`group`: which, weights, output width), each
-    /// `y = x · wᵀ` over `t` rows of `k`. One row: the GEMV. Several: the input is converted
-    /// once to f16 for the matrix units (hi, plus lo where `Lin::needs_lo`), then one
-    /// `gemm_f16` computes the group (one launch on Hopper); a k that is not a multiple of 8
-    /// takes the any-shape GEMM (always hi + lo).
+    /// `y = x · wᵀ` over `t` rows of `k`. One row: the GEMV. Several: the input's f16
+    /// operands for the matrix units (hi, plus lo where `Lin::needs_lo`) are made once —
+    /// here by `split_f16`, unless `operands_ready` says the kernel that wrote the input
+    /// made them (`norm`, `swiglu`) — then one `gemm_f16` computes the group (one launch
+    /// on Hopper); a k that is not a multiple of 8 takes the any-shape GEMM (always hi + lo).
     fn products(
         &self,
         st: &mut GpuState,
         group: &[(Lin, &DeviceBuffer<u16>, usize)],
         t: usize,
         k: usize,
+        operands_ready: bool,
     ) -> Result<()> {
         let kernels = &self.kernels;
         let Some(&(first, ..)) = group.first() else {
             return Ok(());
         };
         let io = st.product_io(first, group.iter().map(|&(which, ..)| which));
-        if t == 1 || !k.is_multiple_of(8) {
+        let Some(lo) = self.f16_operands(first, t, k) else {
             for (&(_, w, n), y) in group.iter().zip(io.ys) {
                 if t == 1 {
                     kernels.gemv(io.s, w, io.x, y, n, k)?;
@@ -541,9 +552,10 @@ impl GpuLlama {
                 }
             }
             return Ok(());
+        };
+        if !operands_ready {
+            kernels.split_f16(io.s, io.x, io.xh, lo.then_some(&mut *io.xl), t * k)?;
         }
-        let lo = first.needs_lo(self.split_inputs);
-        kernels.split_f16(io.s, io.x, io.xh, lo.then_some(&mut *io.xl), t * k)?;
         let mut outs: Vec<GemmOut> = group
             .iter()
             .zip(io.ys)
@@ -663,6 +675,74 @@ impl GpuLlama {
         Ok(())
     }
 
+    /// The norm ahead of a product group over `t` rows (`next`: the group's first product):
+    /// x += proj first where `add`, then normed = rmsnorm(x) · w, and where that group runs
+    /// on the matrix units, its f16 operands in the same launch (`add_rmsnorm_split`).
+    /// Returns whether it made them.
+    fn norm(
+        &self,
+        st: &mut GpuState,
+        add: bool,
+        w: &DeviceBuffer<f32>,
+        next: Option<Lin>,
+        t: usize,
+    ) -> Result<bool> {
+        let c = &self.config;
+        let (k, d) = (&self.kernels, c.hidden);
+        let rows = Rows { rows: t, len: d };
+        let operands = next
+            .and_then(|first| self.f16_operands(first, t, d))
+            .filter(|_| d <= NORM_SPLIT_MAX_D);
+        match operands {
+            Some(lo) => {
+                let ops = F16Operands {
+                    hi: &mut st.xh,
+                    lo: lo.then_some(&mut st.xl),
+                };
+                let y = add.then_some(&*st.proj);
+                k.add_rmsnorm_split(
+                    &st.stream,
+                    &mut st.x,
+                    y,
+                    w,
+                    &mut st.normed,
+                    ops,
+                    rows,
+                    c.rms_eps,
+                )?
+            }
+            None if add => k.add_rmsnorm(
+                &st.stream,
+                &mut st.x,
+                &st.proj,
+                w,
+                &mut st.normed,
+                rows,
+                c.rms_eps,
+            )?,
+            None => k.rmsnorm(&st.stream, &st.x, w, &mut st.normed, rows, c.rms_eps)?,
+        }
+        Ok(operands.is_some())
+    }
+
+    /// SwiGLU over `t` rows: act = silu(gate) · up, and where the down product runs on the
+    /// matrix units, its f16 operands in the same launch (`silu_mul_split`). Returns
+    /// whether it made them.
+    fn swiglu(&self, st: &mut GpuState, t: usize) -> Result<bool> {
+        let n_ff = self.config.intermediate;
+        let k = &self.kernels;
+        let Some(lo) = self.f16_operands(Lin::Down, t, n_ff) else {
+            k.silu_mul(&st.stream, &st.gate, &st.up, &mut st.act, t * n_ff)?;
+            return Ok(false);
+        };
+        let ops = F16Operands {
+            hi: &mut st.xh,
+            lo: lo.then_some(&mut st.xl),
+        };
+        k.silu_mul_split(&st.stream, &st.gate, &st.up, &mut st.act, ops, t * n_ff)?;
+        Ok(true)
+    }
+
     /// One token's Q, K and V from `normed`, one launch: the unfused decode path, and the
     /// fused one's rerun when an observer changed the norm its prologue made.
     fn qkv_one(&self, st: &mut GpuState, w: &GpuLayer) -> Result<()> {
@@ -778,6 +858,9 @@ impl GpuLlama {
         // Whether `normed` is not yet the next norm of the current x: true for the embedding;
         // after a layer's fused add + norm, only if an observer changed x.
         let mut norm_stale = true;
+        // Whether the f16 operands of `normed` for the next normed product group (Q/K/V or
+        // gate/up) are already made (`norm`); cleared when an observer changes `normed`.
+        let mut operands = false;
         // One token: the norms run in the prologues of the products that read them and the
         // residual adds in the epilogues of the products that feed them (decode: 6 launches
         // per layer, not 8). The residual before an add is kept in `last` while an observer
@@ -829,16 +912,9 @@ impl GpuLlama {
                     d,
                 )?;
                 if norm_stale {
-                    k.rmsnorm(
-                        &st.stream,
-                        &st.x,
-                        &w.attn_norm,
-                        &mut st.normed,
-                        rows_d,
-                        c.rms_eps,
-                    )?;
+                    operands = self.norm(st, false, &w.attn_norm, Some(Lin::Q), t)?;
                 }
-                observe(
+                operands &= !observe(
                     obs,
                     &st.stream,
                     at(Point::AttnNorm, layer, pos0),
@@ -856,7 +932,7 @@ impl GpuLlama {
                         (Lin::K, &w.wk, kv_row),
                         (Lin::V, &w.wv, kv_row),
                     ];
-                    self.products(st, &qkv, t, d)?;
+                    self.products(st, &qkv, t, d, operands)?;
                 }
             }
             observe(
@@ -905,7 +981,7 @@ impl GpuLlama {
                     ],
                 )?;
             } else {
-                self.products(st, &[(Lin::O, &w.wo, d)], t, q_row)?;
+                self.products(st, &[(Lin::O, &w.wo, d)], t, q_row, false)?;
                 observe(
                     obs,
                     &st.stream,
@@ -916,15 +992,7 @@ impl GpuLlama {
                 )?;
 
                 // Residual + ffn_norm.
-                k.add_rmsnorm(
-                    &st.stream,
-                    &mut st.x,
-                    &st.proj,
-                    &w.ffn_norm,
-                    &mut st.normed,
-                    rows_d,
-                    c.rms_eps,
-                )?;
+                operands = self.norm(st, true, &w.ffn_norm, Some(Lin::Gate), t)?;
                 if observe(
                     obs,
                     &st.stream,
@@ -933,16 +1001,9 @@ impl GpuLlama {
                     t,
                     d,
                 )? {
-                    k.rmsnorm(
-                        &st.stream,
-                        &st.x,
-                        &w.ffn_norm,
-                        &mut st.normed,
-                        rows_d,
-                        c.rms_eps,
-                    )?;
+                    operands = self.norm(st, false, &w.ffn_norm, Some(Lin::Gate), t)?;
                 }
-                observe(
+                operands &= !observe(
                     obs,
                     &st.stream,
                     at(Point::FfnNorm, layer, pos0),
@@ -954,6 +1015,8 @@ impl GpuLlama {
 
             // gate, up, SwiGLU.
             let n_ff = c.intermediate;
+            // Whether the down product's f16 operands of `act` are made (`swiglu`).
+            let mut act_operands = false;
             if fused {
                 let norm = NormIn {
                     w: &w.ffn_norm,
@@ -984,8 +1047,8 @@ impl GpuLlama {
                 self.gate_up_one(st, w)?;
             } else {
                 let gate_up = [(Lin::Gate, &w.w_gate, n_ff), (Lin::Up, &w.w_up, n_ff)];
-                self.products(st, &gate_up, t, d)?;
-                k.silu_mul(&st.stream, &st.gate, &st.up, &mut st.act, t * n_ff)?;
+                self.products(st, &gate_up, t, d, operands)?;
+                act_operands = self.swiglu(st, t)?;
             }
             let gate_changed = observe(
                 obs,
@@ -1004,9 +1067,9 @@ impl GpuLlama {
                 n_ff,
             )?;
             if gate_changed || up_changed {
-                k.silu_mul(&st.stream, &st.gate, &st.up, &mut st.act, t * n_ff)?;
+                act_operands = self.swiglu(st, t)?;
             }
-            observe(
+            act_operands &= !observe(
                 obs,
                 &st.stream,
                 at(Point::FfnAct, layer, pos0),
@@ -1028,7 +1091,7 @@ impl GpuLlama {
                 // `normed` is not the next norm: the next layer's product makes its own.
                 norm_stale = true;
             } else {
-                self.products(st, &[(Lin::Down, &w.w_down, d)], t, n_ff)?;
+                self.products(st, &[(Lin::Down, &w.w_down, d)], t, n_ff, act_operands)?;
                 observe(
                     obs,
                     &st.stream,
@@ -1038,20 +1101,13 @@ impl GpuLlama {
                     d,
                 )?;
 
-                // Residual + the next norm (the next layer's attn_norm, or the final norm).
-                let next_norm = match self.layers.get(l + 1) {
-                    Some(next) => &next.attn_norm,
-                    None => &self.output_norm,
+                // Residual + the next norm (the next layer's attn_norm, with Q/K/V's operands,
+                // or the final norm).
+                let (next_norm, next) = match self.layers.get(l + 1) {
+                    Some(next) => (&next.attn_norm, Some(Lin::Q)),
+                    None => (&self.output_norm, None),
                 };
-                k.add_rmsnorm(
-                    &st.stream,
-                    &mut st.x,
-                    &st.proj,
-                    next_norm,
-                    &mut st.normed,
-                    rows_d,
-                    c.rms_eps,
-                )?;
+                operands = self.norm(st, true, next_norm, next, t)?;
                 norm_stale = observe(
                     obs,
                     &st.stream,
@@ -1092,7 +1148,7 @@ impl GpuLlama {
             d,
         )?;
         let head = self.output.as_ref().unwrap_or(&self.token_embd);
-        self.products(st, &[(Lin::Head, head, c.vocab_size)], rows, d)?;
+        self.products(st, &[(Lin::Head, head, c.vocab_size)], rows, d, false)?;
         observe(
             obs,
             &st.stream,
