@@ -205,10 +205,12 @@ GRETA_KERNEL void split_f16(const float* x, g_half* hi, g_half* lo, unsigned n) 
 // where y is not null, out[r] = rmsnorm(x[r]) * w (add_rmsnorm_f32's / rmsnorm_f32's values,
 // summed in another order), and hi[r] (lo[r] where not null) what split_f16 makes of out[r],
 // bitwise. Saves split_f16's launch and its read of out. A thread keeps its 4-float vectors
-// (t, t + block, ...) in registers from the load to the stores. Grid: rows; block: a
-// multiple of the wave size, at least d / (4 * NORM_SPLIT_VECS); d % 4 == 0.
+// (t, t + block, ...) in registers from the load to the stores: with 4 of them (x and w),
+// 62 registers on sm_90a, so a block of 1024 threads (d = 16 384) still launches; 8 took
+// 136, and 512 threads no longer fit an SM. Grid: rows; block: a multiple of the wave size,
+// at least d / (4 * NORM_SPLIT_VECS); d % 4 == 0.
 // The next kernel (the GEMM) is let in only at the end, as split_f16 does.
-#define NORM_SPLIT_VECS 8
+#define NORM_SPLIT_VECS 4
 GRETA_KERNEL void add_rmsnorm_split_f16(float* x, const float* y, const float* w, float* out, g_half* hi, g_half* lo,
                                         unsigned d, float eps) {
     g_wait_previous();

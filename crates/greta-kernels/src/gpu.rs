@@ -173,7 +173,7 @@ pub struct F16Operands<'a> {
 }
 
 /// 4-float vectors a thread of `add_rmsnorm_split` keeps (kernels/ops.hip's NORM_SPLIT_VECS).
-const NORM_SPLIT_VECS: usize = 8;
+const NORM_SPLIT_VECS: usize = 4;
 /// The longest row `add_rmsnorm_split` takes: NORM_SPLIT_VECS vectors for each of 1024 threads.
 pub const NORM_SPLIT_MAX_D: usize = 4 * NORM_SPLIT_VECS * 1024;
 
