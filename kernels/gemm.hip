@@ -164,20 +164,24 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 // products that share their input (Q, K and V; gate and up) in one launch. A block computes
 // a TM x TN tile of one product's y, K in steps of 64 through WG_STAGES stages of dynamic
 // shared memory (an A box of TM rows x 64 of a or a_lo and a B box of TN rows x 64 of w per
-// stage, both in the 128-byte swizzle the operand descriptors read). One producer thread
-// issues the box copies and TM / 64 consumer warpgroups multiply (each 64 rows x TN
-// columns, TN / 2 f32 accumulators per thread), so no consumer spends issue slots or
-// registers on addresses. Each stage has a "full" barrier (the producer's arrival plus the
-// copies' bytes) and an "empty" one (one arrival per consumer warp once its products from
-// the stage are done). Every thread waits for the kernel ahead before its first copy or
+// stage, both in the 128-byte swizzle the operand descriptors read). TM / 64 consumer
+// warpgroups multiply (each 64 rows x TN columns, TN / 2 f32 accumulators per thread) and
+// one thread of a producer warp after them issues the box copies, so no consumer spends
+// issue slots or registers on addresses. (The producer was a whole warpgroup, whose three
+// idle warps held registers: a warp instead made 7B prefill 0.5-1.2 % faster, H200,
+// session 15; two blocks an SM at 3 stages each, which the smaller block allows, made it
+// 25 % slower: tools/gpu/variants/wgmma-two-blocks.patch.) Each stage has a "full"
+// barrier (the producer's arrival plus the copies' bytes) and an "empty" one (one arrival
+// per consumer warp once its products from the stage are done). Every thread waits for the kernel ahead before its first copy or
 // write (issuing the weights' first boxes before the wait was slower: 7B prefill 21.65 ->
 // 22.05 ms on an H200, likely by taking bandwidth from the memory-bound kernel ahead).
 // Edges are the TMA's: rows and columns past the matrix read as zero. K runs over a's
 // ceil(k / 64) steps, then a_lo's when `has_lo` (the sums of [a | a_lo] . [w | w]).
 // Grid: (ceil(t / TM), sum over the products of ceil(n_i / TN)): row tiles first (the
 // blocks sharing a weight tile run together), then product 0's column tiles, product 1's,
-// product 2's (n_i = 0 for an absent one); block: 128 (TM / 64 + 1) threads (warpgroup 0
-// the producer, of which one thread works); dynamic shared memory: wgmma_shared (gpu.rs).
+// product 2's (n_i = 0 for an absent one); block: 128 TM / 64 + 32 threads (the consumer
+// warpgroups, then the producer warp, of which one thread works); dynamic shared memory:
+// wgmma_shared (gpu.rs).
 #define WG_BK 64
 // The build may set the depth, for an A/B (kernel_variants.sh). 6: a step's products take
 // ~0.3-0.75 us, a copy under load ~1 us (7B prefill with cp.async copies on an H200: 4
@@ -197,7 +201,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     g_half* smem = (g_half*)(((unsigned long)raw + 1023) & ~1023ul);
     unsigned long long* full = (unsigned long long*)(smem + WG_STAGES * STAGE_HALVES);
     unsigned long long* empty = full + WG_STAGES;
-    const unsigned tid = g_tid(), wg = tid / 128;
+    const unsigned tid = g_tid(), wg = tid / 128, producer = TM / 64 * 128;
 
     // This block's product and column tile.
     unsigned j = g_bid_y(), n = n0;
@@ -212,7 +216,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     const unsigned row0 = g_bid() * TM, col0 = j * TN;
     const unsigned hi_steps = (k + WG_BK - 1) / WG_BK;
     const unsigned steps = has_lo ? 2 * hi_steps : hi_steps;
-    if (tid == 0) {
+    if (tid == producer) {
         for (unsigned s = 0; s < WG_STAGES; ++s) {
             g_mbar_init(&full[s], 1);
             g_mbar_init(&empty[s], CONSUMER_WARPS);
@@ -222,8 +226,8 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     g_sync();
     g_overlap_entry();
 
-    if (wg == 0) {
-        if (tid != 0) return;
+    if (tid >= producer) {
+        if (tid != producer) return;
         for (unsigned s = 0; s < steps; ++s) {
             const unsigned st = s % WG_STAGES, use = s / WG_STAGES;
             // The consumers' release of this stage's previous use.
@@ -238,7 +242,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
         return;
     }
 
-    const unsigned c = wg - 1;
+    const unsigned c = wg;
     float acc[TN / 2];
     for (unsigned s = 0; s < steps; ++s) {
         const unsigned st = s % WG_STAGES;

@@ -1244,7 +1244,8 @@ impl GpuKernels {
                 u32_of(col_tiles, "column tiles")?,
                 1,
             ],
-            block: [128 * (tile as u32 / 64 + 1), 1, 1],
+            // The consumer warpgroups and the producer warp (kernels/gemm.hip).
+            block: [128 * (tile as u32 / 64) + 32, 1, 1],
             shared_bytes: wgmma_shared(tile),
             cluster: 1,
         };
