@@ -261,6 +261,131 @@ fn gemm_f16_groups_match_cpu() {
     }
 }
 
+/// Gate, up and SwiGLU in one warpgroup launch (Hopper's prefill FFN): gate and up against
+/// the CPU and against the grouped `gemm_f16` of the same operands, act bit for bit
+/// `silu_mul` of the kernel's own gate and up, and the down product's operands bit for bit
+/// the half crate's rounding of act (lo untouched when not asked for). Both warpgroup
+/// tiles, hi + lo and hi alone, rows and columns that end inside a tile, k not a multiple
+/// of 64.
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn gate_up_swiglu_in_one_launch_matches_cpu_and_the_products() {
+    let (g, s, k) = setup();
+    if !k.has_wgmma() {
+        eprintln!("no warpgroup GEMM on this device: gemm_f16_swiglu is Hopper's; skipped");
+        return;
+    }
+    const UNTOUCHED: u16 = 0x7e00;
+    // (rows, k, n): the first takes the 64 tile, the others the 128 one (wgmma_tile).
+    for (m, kk, n, with_lo) in [
+        (100, 576, 1536, true),
+        (130, 520, 8200, true),
+        (256, 1024, 4096, false),
+    ] {
+        let x = values(m * kk, 71);
+        let dx = upload(&g, &s, &x);
+        let mut hi = g.alloc::<u16>(m * kk).unwrap();
+        let mut lo = g.alloc::<u16>(m * kk).unwrap();
+        k.split_f16(&s, &dx, &mut hi, Some(&mut lo), m * kk)
+            .unwrap();
+        let a_lo = with_lo.then_some(&lo);
+        let (gw_bits, gwf) = f16_bits(&values(n * kk, 72));
+        let (uw_bits, uwf) = f16_bits(&values(n * kk, 73));
+        let (dgw, duw) = (upload(&g, &s, &gw_bits), upload(&g, &s, &uw_bits));
+        // The CPU products of the input the kernel reads: x, or x rounded to f16.
+        let xin = if with_lo { x.clone() } else { f16_bits(&x).1 };
+        let mut want_g = vec![0f32; m * n];
+        let mut want_u = vec![0f32; m * n];
+        cpu::matmul_wt(&xin, WeightView::F32(&gwf), &mut want_g, m, kk, n);
+        cpu::matmul_wt(&xin, WeightView::F32(&uwf), &mut want_u, m, kk, n);
+
+        let (mut dg, mut du, mut dact) = (
+            g.alloc::<f32>(m * n).unwrap(),
+            g.alloc::<f32>(m * n).unwrap(),
+            g.alloc::<f32>(m * n).unwrap(),
+        );
+        let mut ahi = upload(&g, &s, &vec![UNTOUCHED; m * n]);
+        let mut alo = upload(&g, &s, &vec![UNTOUCHED; m * n]);
+        let mut outs = [
+            GemmOut {
+                w: &dgw,
+                y: &mut dg,
+                n,
+            },
+            GemmOut {
+                w: &duw,
+                y: &mut du,
+                n,
+            },
+        ];
+        let ops = F16Operands {
+            hi: &mut ahi,
+            lo: with_lo.then_some(&mut alo),
+        };
+        k.gemm_f16_swiglu(&s, &hi, a_lo, &mut outs, &mut dact, ops, m, kk)
+            .unwrap();
+        let (gate, up) = (download(&s, &dg), download(&s, &du));
+        let case = format!("m={m} k={kk} n={n} lo={with_lo}");
+        for (name, got, want) in [("gate", &gate, &want_g), ("up", &up, &want_u)] {
+            let e = nmse(got, want);
+            eprintln!("gemm_f16_swiglu {case}: {name} nmse {e:.3e} against the CPU");
+            assert!(
+                e < NMSE_SPLIT_F16,
+                "gemm_f16_swiglu {case}: {name} nmse {e:.3e}"
+            );
+        }
+        // The same products by the grouped kernel, separate tiles.
+        let (mut rg, mut ru) = (
+            g.alloc::<f32>(m * n).unwrap(),
+            g.alloc::<f32>(m * n).unwrap(),
+        );
+        let mut refs = [
+            GemmOut {
+                w: &dgw,
+                y: &mut rg,
+                n,
+            },
+            GemmOut {
+                w: &duw,
+                y: &mut ru,
+                n,
+            },
+        ];
+        k.gemm_f16(GemmRoute::Wgmma, &s, &hi, a_lo, &mut refs, m, kk)
+            .unwrap();
+        for (name, got, reference) in [
+            ("gate", &gate, download(&s, &rg)),
+            ("up", &up, download(&s, &ru)),
+        ] {
+            let e = nmse(got, &reference);
+            eprintln!(
+                "gemm_f16_swiglu {case}: {name} against gemm_f16: nmse {e:.3e}, {} of {} values differ",
+                mismatches(got, &reference),
+                got.len()
+            );
+            assert!(
+                e < 1e-12,
+                "gemm_f16_swiglu {case}: {name} against gemm_f16: nmse {e:.3e}"
+            );
+        }
+        let mut dref = g.alloc::<f32>(m * n).unwrap();
+        k.silu_mul(&s, &dg, &du, &mut dref, m * n).unwrap();
+        let act = download(&s, &dact);
+        assert_eq!(
+            mismatches(&act, &download(&s, &dref)),
+            0,
+            "gemm_f16_swiglu {case}: act = silu_mul(gate, up) bitwise"
+        );
+        let (h, l) = split_bits(&act);
+        assert!(ahi.to_vec(&s).unwrap() == h, "gemm_f16_swiglu {case}: hi");
+        let want_lo = if with_lo { l } else { vec![UNTOUCHED; m * n] };
+        assert!(
+            alo.to_vec(&s).unwrap() == want_lo,
+            "gemm_f16_swiglu {case}: lo"
+        );
+    }
+}
+
 /// One attention case: `rows` query rows at positions pos0.., over a cache of `capacity`.
 #[allow(clippy::too_many_arguments)]
 fn attention_case(
