@@ -190,18 +190,11 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 #define WG_STAGES 6
 #endif
 
-// SwiGLU in the epilogue (`act` not null: the prefill's gate and up, session 15): a block's
-// TN columns are TN / 2 of gate (tw0, y0) and the same TN / 2 of up (tw1, y1), their weight
-// boxes TN / 2 rows each, stacked in the B slab as one box of TN rows would be; a thread then
-// holds gate and up of the same columns (accumulator groups q and q + TN / 16), writes both,
-// act = silu(gate) * up, and act's f16 operands for the down product (act_hi, and act_lo
-// where not null), bitwise what silu_mul_split_f16 makes of the same gate and up. n0 = n1;
-// the grid's column tiles are ceil(n0 / (TN / 2)).
 template <unsigned TM, unsigned TN>
 GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, const g_tmap* ta_lo, const g_tmap* tw0,
                                       const g_tmap* tw1, const g_tmap* tw2, float* y0, float* y1, float* y2,
                                       unsigned t, unsigned k, unsigned n0, unsigned n1, unsigned n2,
-                                      unsigned has_lo, float* act, g_half* act_hi, g_half* act_lo) {
+                                      unsigned has_lo) {
     constexpr unsigned A_HALVES = TM * WG_BK, STAGE_HALVES = (TM + TN) * WG_BK;
     constexpr unsigned CONSUMER_WARPS = TM / 64 * 4;
     // Swizzle atoms are 1024-byte aligned (the launcher adds 1 KiB for this).
@@ -215,14 +208,12 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     const g_tmap* tw = tw0;
     float* y = y0;
     const unsigned c0 = (n0 + TN - 1) / TN, c1 = (n1 + TN - 1) / TN;
-    if (act) {
-        // Every tile holds both products.
-    } else if (j >= c0 + c1) {
+    if (j >= c0 + c1) {
         j -= c0 + c1, n = n2, tw = tw2, y = y2;
     } else if (j >= c0) {
         j -= c0, n = n1, tw = tw1, y = y1;
     }
-    const unsigned row0 = g_bid() * TM, col0 = act ? j * (TN / 2) : j * TN;
+    const unsigned row0 = g_bid() * TM, col0 = j * TN;
     const unsigned hi_steps = (k + WG_BK - 1) / WG_BK;
     const unsigned steps = has_lo ? 2 * hi_steps : hi_steps;
     if (tid == producer) {
@@ -246,12 +237,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
             const int kc = (int)((lo ? s - hi_steps : s) * WG_BK);
             g_half* slab = smem + st * STAGE_HALVES;
             g_tma_load_2d(slab, lo ? ta_lo : ta, kc, (int)row0, &full[st]);
-            if (act) {
-                g_tma_load_2d(slab + A_HALVES, tw0, kc, (int)col0, &full[st]);
-                g_tma_load_2d(slab + A_HALVES + TN / 2 * WG_BK, tw1, kc, (int)col0, &full[st]);
-            } else {
-                g_tma_load_2d(slab + A_HALVES, tw, kc, (int)col0, &full[st]);
-            }
+            g_tma_load_2d(slab + A_HALVES, tw, kc, (int)col0, &full[st]);
         }
         return;
     }
@@ -275,41 +261,6 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
 
     const unsigned l = g_lane(), warp = (tid % 128) / 32;
     const bool pairs = n % 2 == 0;
-    if (act) {
-        for (unsigned h = 0; h < 2; ++h) {
-            unsigned r = row0 + 64 * c + 16 * warp + l / 4 + 8 * h;
-            if (r >= t) continue;
-            for (unsigned q = 0; q < TN / 16; ++q) {
-                unsigned col = col0 + 8 * q + 2 * (l % 4);
-                unsigned long at = (unsigned long)r * n + col;
-                float g[2] = {acc[4 * q + 2 * h], acc[4 * q + 2 * h + 1]};
-                float u[2] = {acc[4 * (q + TN / 16) + 2 * h], acc[4 * (q + TN / 16) + 2 * h + 1]};
-                float a[2];
-                g_half hi[2], lo[2];
-                for (unsigned e = 0; e < 2; ++e) {
-                    a[e] = g_silu_mul(g[e], u[e]);
-                    g_split_f16(a[e], &hi[e], &lo[e]);
-                }
-                if (pairs && col + 1 < n) {
-                    *(float2*)(y0 + at) = make_float2(g[0], g[1]);
-                    *(float2*)(y1 + at) = make_float2(u[0], u[1]);
-                    *(float2*)(act + at) = make_float2(a[0], a[1]);
-                    *(__half2*)(act_hi + at) = __halves2half2(hi[0], hi[1]);
-                    if (act_lo) *(__half2*)(act_lo + at) = __halves2half2(lo[0], lo[1]);
-                } else {
-                    for (unsigned e = 0; e < 2; ++e) {
-                        if (col + e >= n) break;
-                        y0[at + e] = g[e];
-                        y1[at + e] = u[e];
-                        act[at + e] = a[e];
-                        act_hi[at + e] = hi[e];
-                        if (act_lo) act_lo[at + e] = lo[e];
-                    }
-                }
-            }
-        }
-        return;
-    }
     for (unsigned h = 0; h < 2; ++h) {
         unsigned r = row0 + 64 * c + 16 * warp + l / 4 + 8 * h;
         if (r >= t) continue;
@@ -333,11 +284,9 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     GRETA_KERNEL void NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                 \
                            const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                  \
                            const __grid_constant__ g_tmap tw2, float* y0, float* y1, float* y2, unsigned t,         \
-                           unsigned k, unsigned n0, unsigned n1, unsigned n2, unsigned has_lo, float* act,        \
-                           g_half* act_hi, g_half* act_lo) {                                                        \
+                           unsigned k, unsigned n0, unsigned n1, unsigned n2, unsigned has_lo) {                   \
         extern __shared__ unsigned char wg_raw[];                                                                    \
-        gemm_f16_wgmma_tile<TM, TN>(wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0, n1, n2, has_lo, act, \
-                                    act_hi, act_lo);                                                                 \
+        gemm_f16_wgmma_tile<TM, TN>(wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0, n1, n2, has_lo); \
     }
 GEMM_WGMMA(gemm_f16_wgmma_128, 128, 128)
 GEMM_WGMMA(gemm_f16_wgmma_64, 64, 64)

@@ -172,12 +172,6 @@ pub struct F16Operands<'a> {
     pub lo: Option<&'a mut DeviceBuffer<u16>>,
 }
 
-/// The SwiGLU epilogue's outputs (`gemm_f16_swiglu`): act and its f16 operands.
-struct SwigluOut<'a> {
-    act: &'a mut DeviceBuffer<f32>,
-    ops: F16Operands<'a>,
-}
-
 /// 4-float vectors a thread of `add_rmsnorm_split` keeps (kernels/ops.hip's NORM_SPLIT_VECS).
 const NORM_SPLIT_VECS: usize = 4;
 /// The longest row `add_rmsnorm_split` takes: NORM_SPLIT_VECS vectors for each of 1024 threads.
@@ -1171,7 +1165,7 @@ impl GpuKernels {
                         .iter()
                         .find(|(tl, _)| *tl == tile)
                         .expect("a kernel per wgmma_tile choice");
-                    self.gemm_f16_wgmma(f, tile, s, a, a_lo, group, t, k, None)?;
+                    self.gemm_f16_wgmma(f, tile, s, a, a_lo, group, t, k)?;
                 }
                 Ok(())
             }
@@ -1203,62 +1197,8 @@ impl GpuKernels {
         }
     }
 
-    /// gate = a · w_gateᵀ and up = a · w_upᵀ (`gemm_f16`'s products of `outs` = [gate, up],
-    /// [t, n] each), act = silu(gate) · up (bitwise `silu_mul`'s of them) and `ops` what
-    /// `split_f16` makes of act, bitwise, in one launch of the warpgroup kernel: the prefill's
-    /// FFN up to the down product's operands. Hopper only (`has_wgmma`); k % 8 == 0, k > 0.
-    #[allow(clippy::too_many_arguments)]
-    pub fn gemm_f16_swiglu(
-        &self,
-        s: &Stream,
-        a: &DeviceBuffer<u16>,
-        a_lo: Option<&DeviceBuffer<u16>>,
-        outs: &mut [GemmOut<'_>; 2],
-        act: &mut DeviceBuffer<f32>,
-        ops: F16Operands,
-        t: usize,
-        k: usize,
-    ) -> Result<()> {
-        let Some(tiles) = &self.gemm_f16_wgmma else {
-            return Err(KernelError::Shape(
-                "gemm_f16_swiglu: the warpgroup GEMM needs an sm_90a device (Hopper)".into(),
-            ));
-        };
-        let n = outs[0].n;
-        if outs[1].n != n || !k.is_multiple_of(8) || k == 0 {
-            return Err(KernelError::Shape(format!(
-                "gemm_f16_swiglu needs gate and up of one width and k > 0, k % 8 == 0; got n = {} and {}, k = {k}",
-                outs[0].n, outs[1].n
-            )));
-        }
-        Self::need(a, t * k, "gemm_f16_swiglu a")?;
-        if let Some(lo) = a_lo {
-            Self::need(lo, t * k, "gemm_f16_swiglu a_lo")?;
-        }
-        for o in outs.iter() {
-            Self::need(o.w, n * k, "gemm_f16_swiglu w")?;
-            Self::need(o.y, t * n, "gemm_f16_swiglu y")?;
-        }
-        Self::need(act, t * n, "gemm_f16_swiglu act")?;
-        Self::need(ops.hi, t * n, "gemm_f16_swiglu hi")?;
-        if let Some(lo) = &ops.lo {
-            Self::need(lo, t * n, "gemm_f16_swiglu lo")?;
-        }
-        if t == 0 {
-            return Ok(());
-        }
-        let tile = wgmma_tile(t, [n, n]);
-        let (_, f) = tiles
-            .iter()
-            .find(|(tl, _)| *tl == tile)
-            .expect("a kernel per wgmma_tile choice");
-        let swiglu = Some(SwigluOut { act, ops });
-        self.gemm_f16_wgmma(f, tile, s, a, a_lo, outs, t, k, swiglu)
-    }
-
     /// Up to three products of `gemm_f16` in one launch of the warpgroup kernel of `tile`
-    /// (checked by the caller: k % 8 == 0, k > 0 and the buffers' sizes), or with `swiglu`
-    /// gate and up ([gate, up] in `group`) and SwiGLU (`gemm_f16_swiglu`). Its operands are
+    /// (checked by the caller: k % 8 == 0, k > 0 and the buffers' sizes). Its operands are
     /// read through TMA descriptors, made here per call (a host-side encode, no device work;
     /// the launch copies them by value).
     #[allow(clippy::too_many_arguments)]
@@ -1272,7 +1212,6 @@ impl GpuKernels {
         group: &mut [GemmOut<'_>],
         t: usize,
         k: usize,
-        swiglu: Option<SwigluOut<'_>>,
     ) -> Result<()> {
         let tile32 = tile as u32;
         let ta = a.tensor_map_f16(t, k, tile32, WGMMA_BK)?;
@@ -1281,16 +1220,10 @@ impl GpuKernels {
             None => ta,
         };
         let mut args = Args::new().tmap(ta).tmap(ta_lo);
-        // With SwiGLU a tile takes tile / 2 columns of each of gate and up: boxes of half
-        // the rows, stacked in the kernel's B slab.
-        let (box_rows, cols_per_tile) = match swiglu {
-            Some(_) => (tile32 / 2, tile / 2),
-            None => (tile32, tile),
-        };
         // Absent products (n = 0, no column tiles) repeat the last present one's pointers.
         for i in 0..3 {
             let o = &group[i.min(group.len() - 1)];
-            args = args.tmap(o.w.tensor_map_f16(o.n, k, box_rows, WGMMA_BK)?);
+            args = args.tmap(o.w.tensor_map_f16(o.n, k, tile32, WGMMA_BK)?);
         }
         for i in 0..3 {
             let o = &mut group[i.min(group.len() - 1)];
@@ -1300,12 +1233,8 @@ impl GpuKernels {
         let mut col_tiles = 0;
         for i in 0..3 {
             let n = group.get(i).map_or(0, |o| o.n);
-            col_tiles += n.div_ceil(cols_per_tile);
+            col_tiles += n.div_ceil(tile);
             args = args.u32(u32_of(n, "n")?);
-        }
-        if swiglu.is_some() {
-            // Every tile holds both products: the column tiles of one.
-            col_tiles = group[0].n.div_ceil(cols_per_tile);
         }
         // Row tiles first: the blocks that share a weight tile are launched together, so it
         // comes from HBM once.
@@ -1320,14 +1249,7 @@ impl GpuKernels {
             shared_bytes: wgmma_shared(tile),
             cluster: 1,
         };
-        args = args.u32(a_lo.is_some() as u32);
-        args = match swiglu {
-            Some(SwigluOut { act, ops }) => {
-                args.ptr(act).ptr(ops.hi).ptr_or_null(ops.lo.as_deref())
-            }
-            None => args.null().null().null(),
-        };
-        self.launch(f, dims, s, args)
+        self.launch(f, dims, s, args.u32(a_lo.is_some() as u32))
     }
 
     /// The same product by the plain tiled GEMM (no matrix units, f32 activations): the

@@ -325,10 +325,8 @@ impl GpuLlama {
             gate: alloc(r * c.intermediate)?,
             up: alloc(r * c.intermediate)?,
             act: alloc(r * c.intermediate)?,
-            xh: pool.alloc::<u16>(r * c.hidden.max(q_row))?,
-            xl: pool.alloc::<u16>(r * c.hidden.max(q_row))?,
-            act_h: pool.alloc::<u16>(r * c.intermediate)?,
-            act_l: pool.alloc::<u16>(r * c.intermediate)?,
+            xh: pool.alloc::<u16>(r * c.hidden.max(q_row).max(c.intermediate))?,
+            xl: pool.alloc::<u16>(r * c.hidden.max(q_row).max(c.intermediate))?,
             attn_scratch: AttnScratch::new(g, c.n_heads, c.head_dim, capacity)?,
             rng: pool.alloc::<u64>(1)?,
             pick: TokenPick::Argmax,
@@ -365,14 +363,9 @@ pub struct GpuState {
     gate: Pooled<f32>,
     up: Pooled<f32>,
     act: Pooled<f32>,
-    /// A prefill product's input as f16 for the matrix units: hi, and lo where it needs it
-    /// (`normed` or `ctx`).
+    /// A prefill product's input as f16 for the matrix units: hi, and lo where it needs it.
     xh: Pooled<u16>,
     xl: Pooled<u16>,
-    /// The same for the down product's input, `act`: apart, because on Hopper gate/up's
-    /// epilogue writes them while that launch reads `normed`'s from `xh` / `xl`.
-    act_h: Pooled<u16>,
-    act_l: Pooled<u16>,
     attn_scratch: AttnScratch,
     /// The device sampler's generator state (splitmix64), seeded by `set_pick`.
     rng: Pooled<u64>,
@@ -479,7 +472,7 @@ impl GpuState {
         .into_iter()
         .map(f)
         .sum::<usize>()
-            + 2 * (self.xh.len() + self.xl.len() + self.act_h.len() + self.act_l.len())
+            + 2 * (self.xh.len() + self.xl.len())
             + self.attn_scratch.bytes()
     }
 }
@@ -743,71 +736,10 @@ impl GpuLlama {
             return Ok(false);
         };
         let ops = F16Operands {
-            hi: &mut st.act_h,
-            lo: lo.then_some(&mut st.act_l),
+            hi: &mut st.xh,
+            lo: lo.then_some(&mut st.xl),
         };
         k.silu_mul_split(&st.stream, &st.gate, &st.up, &mut st.act, ops, t * n_ff)?;
-        Ok(true)
-    }
-
-    /// Gate, up and SwiGLU over `t` > 1 rows, from `normed` (whose f16 operands are made
-    /// where `operands_ready`): on Hopper one launch, the GEMM's epilogue also making act
-    /// and the down product's operands (`gemm_f16_swiglu`); elsewhere the two products,
-    /// then `swiglu`. Returns whether act's operands are made.
-    fn gate_up_swiglu(
-        &self,
-        st: &mut GpuState,
-        w: &GpuLayer,
-        t: usize,
-        operands_ready: bool,
-    ) -> Result<bool> {
-        let c = &self.config;
-        let (d, n_ff) = (c.hidden, c.intermediate);
-        let gate_up = [(Lin::Gate, &w.w_gate, n_ff), (Lin::Up, &w.w_up, n_ff)];
-        let fused = self.kernels.has_wgmma().then_some(()).and_then(|()| {
-            self.f16_operands(Lin::Gate, t, d)
-                .zip(self.f16_operands(Lin::Down, t, n_ff))
-        });
-        let Some((lo_in, lo_out)) = fused else {
-            self.products(st, &gate_up, t, d, operands_ready)?;
-            return self.swiglu(st, t);
-        };
-        let k = &self.kernels;
-        if !operands_ready {
-            k.split_f16(
-                &st.stream,
-                &st.normed,
-                &mut st.xh,
-                lo_in.then_some(&mut *st.xl),
-                t * d,
-            )?;
-        }
-        let mut outs = [
-            GemmOut {
-                w: &w.w_gate,
-                y: &mut st.gate,
-                n: n_ff,
-            },
-            GemmOut {
-                w: &w.w_up,
-                y: &mut st.up,
-                n: n_ff,
-            },
-        ];
-        let ops = F16Operands {
-            hi: &mut st.act_h,
-            lo: lo_out.then_some(&mut st.act_l),
-        };
-        k.gemm_f16_swiglu(
-            &st.stream,
-            &st.xh,
-            lo_in.then_some(&*st.xl),
-            &mut outs,
-            &mut st.act,
-            ops,
-            t,
-            d,
-        )?;
         Ok(true)
     }
 
@@ -1114,7 +1046,9 @@ impl GpuLlama {
             } else if t == 1 {
                 self.gate_up_one(st, w)?;
             } else {
-                act_operands = self.gate_up_swiglu(st, w, t, operands)?;
+                let gate_up = [(Lin::Gate, &w.w_gate, n_ff), (Lin::Up, &w.w_up, n_ff)];
+                self.products(st, &gate_up, t, d, operands)?;
+                act_operands = self.swiglu(st, t)?;
             }
             let gate_changed = observe(
                 obs,
@@ -1515,8 +1449,6 @@ impl GpuState {
             act,
             xh,
             xl,
-            act_h,
-            act_l,
             q,
             k,
             v,
@@ -1548,10 +1480,6 @@ impl GpuState {
                     .expect("one output per product of a group")
             })
             .collect();
-        let (xh, xl) = match input {
-            Lin::Down => (act_h, act_l),
-            _ => (xh, xl),
-        };
         LinIo {
             s: stream,
             x,
