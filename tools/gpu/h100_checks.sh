@@ -65,4 +65,7 @@ run generate-smollm2-shape sh -c "$G generate --backend gpu -m /tmp/smollm2-rand
 # Logits against Hugging Face transformers on this GPU (random MHA/GQA, tied/untied checkpoints).
 run hf-gpu-parity env OUT=$OUT GRETA=$G python3 tools/gpu/hf_gpu_parity.py
 echo "== llama.cpp build: $(cat /tmp/llama-cpp/done 2>/dev/null || echo running)"
+# At most 8 files come back from a device call, first by name: every output in one bundle
+# whose name sorts first (session 15 lost call 1's failing test message to that limit).
+tar czf /tmp/0-checks.tgz -C "$OUT" . && mv /tmp/0-checks.tgz "$OUT/0-checks.tgz"
 exit $status
