@@ -451,6 +451,15 @@ impl GpuKernels {
         Self::need_of(b, n, what, "")
     }
 
+    /// `need` for both halves of `ops` (lo where present), of launcher `what`.
+    fn need_ops(ops: &F16Operands, n: usize, what: &str) -> Result<()> {
+        Self::need_of(ops.hi, n, what, "hi")?;
+        match &ops.lo {
+            Some(lo) => Self::need_of(lo, n, what, "lo"),
+            None => Ok(()),
+        }
+    }
+
     /// `need` for buffer `name` of launcher `what` (the message is built only on failure:
     /// these checks run on every launch).
     fn need_of<T: Copy>(b: &DeviceBuffer<T>, n: usize, what: &str, name: &str) -> Result<()> {
@@ -1066,10 +1075,7 @@ impl GpuKernels {
         }
         Self::need(w, d, "add_rmsnorm_split w")?;
         Self::need(out, n, "add_rmsnorm_split out")?;
-        Self::need(ops.hi, n, "add_rmsnorm_split hi")?;
-        if let Some(lo) = &ops.lo {
-            Self::need(lo, n, "add_rmsnorm_split lo")?;
-        }
+        Self::need_ops(&ops, n, "add_rmsnorm_split")?;
         // About four vectors a thread: a block of d / 16 threads, in whole waves.
         let block = (d / 4)
             .div_ceil(4)
@@ -1102,10 +1108,7 @@ impl GpuKernels {
             Self::need(b, n, what)?;
         }
         Self::need(act, n, "silu_mul_split act")?;
-        Self::need(ops.hi, n, "silu_mul_split hi")?;
-        if let Some(lo) = &ops.lo {
-            Self::need(lo, n, "silu_mul_split lo")?;
-        }
+        Self::need_ops(&ops, n, "silu_mul_split")?;
         let args = Args::new()
             .ptr(gate)
             .ptr(up)
