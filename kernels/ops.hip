@@ -207,8 +207,8 @@ GRETA_KERNEL void split_f16(const float* x, g_half* hi, g_half* lo, unsigned n) 
 // bitwise. Saves split_f16's launch and its read of out. A thread keeps its 4-float vectors
 // (t, t + block, ...) in registers from the load to the stores: with 4 of them (x and w),
 // 62 registers on sm_90a, so a block of 1024 threads (d = 16 384) still launches; 8 took
-// 136, and 512 threads no longer fit an SM. Grid: rows; block: a multiple of the wave size,
-// at least d / (4 * NORM_SPLIT_VECS); d % 4 == 0.
+// 136, and a block of 512 did not launch (H200, session 15). Grid: rows; block: a multiple
+// of the wave size, at least d / (4 * NORM_SPLIT_VECS); d % 4 == 0.
 // The next kernel (the GEMM) is let in only at the end, as split_f16 does.
 #define NORM_SPLIT_VECS 4
 GRETA_KERNEL void add_rmsnorm_split_f16(float* x, const float* y, const float* w, float* out, g_half* hi, g_half* lo,
