@@ -1058,6 +1058,31 @@ fn split_bits(v: &[f32]) -> (Vec<u16>, Vec<u16>) {
         .unzip()
 }
 
+/// What a buffer of f16 operands holds before a kernel writes it (an f16 NaN).
+const UNTOUCHED: u16 = 0x7e00;
+
+/// The f16 operands a kernel wrote beside `out`, bit for bit: hi the half crate's rounding of
+/// out, lo of the remainder where asked for, else untouched.
+fn assert_operands(
+    s: &Stream,
+    out: &[f32],
+    [hi, lo]: [&DeviceBuffer<u16>; 2],
+    with_lo: bool,
+    case: &str,
+) {
+    let (want_hi, want_lo) = split_bits(out);
+    assert!(hi.to_vec(s).unwrap() == want_hi, "hi of {case}");
+    let want_lo = if with_lo {
+        want_lo
+    } else {
+        vec![UNTOUCHED; out.len()]
+    };
+    assert!(
+        lo.to_vec(s).unwrap() == want_lo,
+        "lo of {case} (asked: {with_lo})"
+    );
+}
+
 /// The prefill's norm and SwiGLU with the next product's f16 operands in the same launch:
 /// the f32 outputs against the CPU (and SwiGLU's bitwise against `silu_mul`, whose
 /// arithmetic it shares), the operands bit for bit against the half crate's rounding of
@@ -1067,7 +1092,6 @@ fn split_bits(v: &[f32]) -> (Vec<u16>, Vec<u16>) {
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
 fn norm_and_swiglu_with_f16_operands_match_cpu() {
     let (g, s, k) = setup();
-    const UNTOUCHED: u16 = 0x7e00;
     for (rows, d) in [(33, 576), (5, 4096), (3, 64), (2, 8192), (1, 16384)] {
         for (add, with_lo) in [(true, true), (false, false), (true, false)] {
             let n = rows * d;
@@ -1110,12 +1134,12 @@ fn norm_and_swiglu_with_f16_operands_match_cpu() {
                 e < NMSE_F32,
                 "add_rmsnorm_split rows={rows} d={d}: nmse {e:.3e}"
             );
-            let (hi, lo) = split_bits(&got);
-            assert!(dhi.to_vec(&s).unwrap() == hi, "hi of rows={rows} d={d}");
-            let want_lo = if with_lo { lo } else { vec![UNTOUCHED; n] };
-            assert!(
-                dlo.to_vec(&s).unwrap() == want_lo,
-                "lo of rows={rows} d={d} (asked: {with_lo})"
+            assert_operands(
+                &s,
+                &got,
+                [&dhi, &dlo],
+                with_lo,
+                &format!("rows={rows} d={d}"),
             );
         }
     }
@@ -1163,13 +1187,7 @@ fn norm_and_swiglu_with_f16_operands_match_cpu() {
             let e = nmse(&got, &want);
             eprintln!("silu_mul_split n={n}: nmse {e:.3e}");
             assert!(e < NMSE_F32, "silu_mul_split n={n}: nmse {e:.3e}");
-            let (hi, lo) = split_bits(&got);
-            assert!(dhi.to_vec(&s).unwrap() == hi, "hi of n={n}");
-            let want_lo = if with_lo { lo } else { vec![UNTOUCHED; n] };
-            assert!(
-                dlo.to_vec(&s).unwrap() == want_lo,
-                "lo of n={n} (asked: {with_lo})"
-            );
+            assert_operands(&s, &got, [&dhi, &dlo], with_lo, &format!("n={n}"));
         }
     }
 }
