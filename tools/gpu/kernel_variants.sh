@@ -14,6 +14,20 @@ cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 bash tools/gpu/unpack_carry.sh
 cat target/carry/v/*/regs.txt 2>/dev/null | tee $OUT/regs.txt
+# A variant that carries its own op-test binary (v/NAME/gpu-ops.xz: build_variant.sh with
+# TESTS=1) runs it on its kernels first, so that one call both checks and times it
+# (VARIANT_TESTS: a test-name filter, default every test). A failure is printed and kept in
+# $OUT/0-NAME-ops.txt; the variant is still timed (its figures then mean nothing).
+for d in target/carry/v/*/; do
+  [ -f $d/gpu-ops.xz ] || continue
+  v=$(basename $d)
+  python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('$d/gpu-ops.xz'), open('/tmp/gpu-ops-$v', 'wb'))"
+  chmod +x /tmp/gpu-ops-$v
+  GRETA_KERNELS_DIR=$PWD/$d GRETA_REQUIRE_GPU=1 timeout 300 /tmp/gpu-ops-$v --ignored --test-threads=1 \
+    ${VARIANT_TESTS:-} > $OUT/0-$v-ops.txt 2>&1
+  echo "== $v op tests: exit $? ($(grep -E '^test result' $OUT/0-$v-ops.txt | tail -n 1))"
+  grep -E "panicked|FAILED|failed" $OUT/0-$v-ops.txt | head -n 20
+done
 echo "| variant | 7B prefill-512 ms | 7B decode tok/s | SmolLM2 prefill-512 ms | SmolLM2 decode tok/s |" | tee $OUT/variants.md
 echo "|---|---|---|---|---|" | tee -a $OUT/variants.md
 for round in $(seq ${ROUNDS:-2}); do
