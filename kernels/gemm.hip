@@ -196,6 +196,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
                                       unsigned t, unsigned k, unsigned n0, unsigned n1, unsigned n2,
                                       unsigned has_lo) {
     constexpr unsigned A_HALVES = TM * WG_BK, STAGE_HALVES = (TM + TN) * WG_BK;
+    static_assert(A_HALVES * 2 % 1024 == 0 && STAGE_HALVES * 2 % 1024 == 0, "boxes start on swizzle atoms");
     constexpr unsigned CONSUMER_WARPS = TM / 64 * 4;
     // Swizzle atoms are 1024-byte aligned (the launcher adds 1 KiB for this).
     g_half* smem = (g_half*)(((unsigned long)raw + 1023) & ~1023ul);
@@ -279,7 +280,10 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
 }
 
 // 128 x 128 tiles where they give the GPU enough blocks (Llama-2-7B), 64 x 64 where not
-// (SmolLM2: 576-column products), chosen by gemm_f16 (gpu.rs).
+// (SmolLM2: 576-column products), and 128 x 168 where 128 columns would leave the last wave
+// of blocks mostly empty (Llama-2-7B's gate/up at 512 rows: 688 tiles of 128, 5.2 waves of
+// 132 blocks, against 528 of 168, 4.0 waves), chosen by wgmma_tile (gpu.rs). 168: the widest
+// tile whose six stages fit an SM's shared memory (6 x 37 KiB).
 #define GEMM_WGMMA(NAME, TM, TN)                                                                                    \
     GRETA_KERNEL void NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                 \
                            const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                  \
@@ -290,4 +294,5 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     }
 GEMM_WGMMA(gemm_f16_wgmma_128, 128, 128)
 GEMM_WGMMA(gemm_f16_wgmma_64, 64, 64)
+GEMM_WGMMA(gemm_f16_wgmma_128x168, 128, 168)
 #endif

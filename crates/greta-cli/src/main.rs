@@ -596,7 +596,11 @@ fn cmd_info() -> Result<()> {
                         .device_total_mem(i)
                         .map(|b| format!("{} MiB", b >> 20))
                         .unwrap_or_else(|e| e.to_string());
-                    println!("  device {i}: {} ({mem})", d.device_name(i)?);
+                    let sms = d
+                        .device_multiprocessors(i)
+                        .map(|n| format!("{n} multiprocessors"))
+                        .unwrap_or_else(|e| e.to_string());
+                    println!("  device {i}: {} ({mem}, {sms})", d.device_name(i)?);
                 }
             }
             Err(e) => println!("platform {p}: {e}"),

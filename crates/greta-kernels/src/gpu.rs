@@ -214,10 +214,11 @@ pub struct GpuKernels {
     gemm_mma: Function,
     /// The k % 8 == 0 fast path (f16 activations) by tile size: 128, 64, 32 (see `gemm_f16`).
     gemm_f16: [(usize, u32, Function); 3],
-    /// The same product on Hopper's warpgroup matrix units (sm_90a objects only).
-    /// The same products on Hopper's warpgroup matrix units, by tile (128, then 64; sm_90a
-    /// objects only).
-    gemm_f16_wgmma: Option<[(usize, Function); 2]>,
+    /// The same products on Hopper's warpgroup matrix units, by tile (`WgmmaTile::ALL`;
+    /// sm_90a objects only).
+    gemm_f16_wgmma: Option<[(WgmmaTile, Function); 3]>,
+    /// The device's multiprocessors: the warpgroup GEMM's tile choice counts waves of them.
+    multiprocessors: usize,
     split_f16: Function,
     add_rmsnorm_split: Function,
     silu_mul_split: Function,
@@ -364,15 +365,17 @@ impl GpuKernels {
                 ],
                 gemm_f16_wgmma: match gpu.platform() {
                     Platform::Nvidia if *target == "sm_90a" => {
-                        let tile = |t: usize| -> Result<(usize, Function)> {
-                            let f = gemm.function(&format!("gemm_f16_wgmma_{t}"))?;
+                        let tile = |t: WgmmaTile| -> Result<(WgmmaTile, Function)> {
+                            let f = gemm.function(&t.kernel())?;
                             f.set_max_dynamic_shared(wgmma_shared(t))?;
                             Ok((t, f))
                         };
-                        Some([tile(128)?, tile(64)?])
+                        let [a, b, c] = WgmmaTile::ALL;
+                        Some([tile(a)?, tile(b)?, tile(c)?])
                     }
                     _ => None,
                 },
+                multiprocessors: gpu.multiprocessors()?,
                 split_f16: ops.function("split_f16")?,
                 add_rmsnorm_split: ops.function("add_rmsnorm_split_f16")?,
                 silu_mul_split: ops.function("silu_mul_split_f16")?,
@@ -1158,16 +1161,21 @@ impl GpuKernels {
             return Ok(()); // no rows: nothing to launch (a grid of zero blocks is an error)
         }
         match (route, &self.gemm_f16_wgmma) {
-            (GemmRoute::Wgmma, None) => Err(KernelError::Shape(
+            (GemmRoute::Wgmma | GemmRoute::WgmmaTile(_), None) => Err(KernelError::Shape(
                 "the warpgroup GEMM needs an sm_90a device (Hopper)".into(),
             )),
-            (GemmRoute::Wgmma | GemmRoute::Auto, Some(tiles)) => {
+            (GemmRoute::Wgmma | GemmRoute::WgmmaTile(_) | GemmRoute::Auto, Some(tiles)) => {
                 for group in outs.chunks_mut(3) {
-                    let tile = wgmma_tile(t, group.iter().map(|o| o.n));
-                    let (_, f) = tiles
-                        .iter()
-                        .find(|(tl, _)| *tl == tile)
-                        .expect("a kernel per wgmma_tile choice");
+                    let tile = match route {
+                        GemmRoute::WgmmaTile(tile) => tile,
+                        _ => wgmma_tile(t, group.iter().map(|o| o.n), self.multiprocessors),
+                    };
+                    let (_, f) = tiles.iter().find(|(tl, _)| *tl == tile).ok_or_else(|| {
+                        KernelError::Shape(format!(
+                            "no warpgroup GEMM of tile {tile:?}; the kernels have {:?}",
+                            WgmmaTile::ALL
+                        ))
+                    })?;
                     self.gemm_f16_wgmma(f, tile, s, a, a_lo, group, t, k)?;
                 }
                 Ok(())
@@ -1200,6 +1208,15 @@ impl GpuKernels {
         }
     }
 
+    /// The warpgroup GEMM's tiles on this device (empty without one): the op tests run each.
+    pub fn wgmma_tiles(&self) -> Vec<WgmmaTile> {
+        self.gemm_f16_wgmma
+            .iter()
+            .flatten()
+            .map(|(tile, _)| *tile)
+            .collect()
+    }
+
     /// Up to three products of `gemm_f16` in one launch of the warpgroup kernel of `tile`
     /// (checked by the caller: k % 8 == 0, k > 0 and the buffers' sizes). Its operands are
     /// read through TMA descriptors, made here per call (a host-side encode, no device work;
@@ -1208,7 +1225,7 @@ impl GpuKernels {
     fn gemm_f16_wgmma(
         &self,
         f: &Function,
-        tile: usize,
+        tile: WgmmaTile,
         s: &Stream,
         a: &DeviceBuffer<u16>,
         a_lo: Option<&DeviceBuffer<u16>>,
@@ -1216,17 +1233,17 @@ impl GpuKernels {
         t: usize,
         k: usize,
     ) -> Result<()> {
-        let tile32 = tile as u32;
-        let ta = a.tensor_map_f16(t, k, tile32, WGMMA_BK)?;
+        let (m32, n32) = (tile.m as u32, tile.n as u32);
+        let ta = a.tensor_map_f16(t, k, m32, WGMMA_BK)?;
         let ta_lo = match a_lo {
-            Some(lo) => lo.tensor_map_f16(t, k, tile32, WGMMA_BK)?,
+            Some(lo) => lo.tensor_map_f16(t, k, m32, WGMMA_BK)?,
             None => ta,
         };
         let mut args = Args::new().tmap(ta).tmap(ta_lo);
         // Absent products (n = 0, no column tiles) repeat the last present one's pointers.
         for i in 0..3 {
             let o = &group[i.min(group.len() - 1)];
-            args = args.tmap(o.w.tensor_map_f16(o.n, k, tile32, WGMMA_BK)?);
+            args = args.tmap(o.w.tensor_map_f16(o.n, k, n32, WGMMA_BK)?);
         }
         for i in 0..3 {
             let o = &mut group[i.min(group.len() - 1)];
@@ -1236,19 +1253,19 @@ impl GpuKernels {
         let mut col_tiles = 0;
         for i in 0..3 {
             let n = group.get(i).map_or(0, |o| o.n);
-            col_tiles += n.div_ceil(tile);
+            col_tiles += n.div_ceil(tile.n);
             args = args.u32(u32_of(n, "n")?);
         }
         // Row tiles first: the blocks that share a weight tile are launched together, so it
         // comes from HBM once.
         let dims = LaunchDims {
             grid: [
-                t.div_ceil(tile) as u32,
+                t.div_ceil(tile.m) as u32,
                 u32_of(col_tiles, "column tiles")?,
                 1,
             ],
             // The consumer warpgroups and the producer warp (kernels/gemm.hip).
-            block: [128 * (tile as u32 / 64) + 32, 1, 1],
+            block: [128 * (m32 / 64) + 32, 1, 1],
             shared_bytes: wgmma_shared(tile),
             cluster: 1,
         };
@@ -1645,9 +1662,36 @@ pub enum GemmRoute {
     Auto,
     /// mma.sync / MFMA tiles of 128, 64 or 32 (the largest that fills the GPU).
     Mma,
-    /// The warpgroup (wgmma) kernel fed by the TMA unit, 128 or 64 tiles (`wgmma_tile`); an
+    /// The warpgroup (wgmma) kernel fed by the TMA unit, its tile chosen by `wgmma_tile`; an
     /// error on devices without it.
     Wgmma,
+    /// The warpgroup kernel of this tile (the op tests check every tile at edge shapes).
+    WgmmaTile(WgmmaTile),
+}
+
+/// A tile of the warpgroup GEMM: `m` input rows by `n` output columns (GEMM_WGMMA in
+/// kernels/gemm.hip).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WgmmaTile {
+    pub m: usize,
+    pub n: usize,
+}
+
+impl WgmmaTile {
+    /// The kernels' tiles: 128 x 128, 64 x 64 for products too narrow to fill the GPU with
+    /// 128s, and 128 x 168 for those whose 128-column tiles leave a last wave mostly empty.
+    pub const ALL: [WgmmaTile; 3] = [
+        WgmmaTile { m: 128, n: 128 },
+        WgmmaTile { m: 64, n: 64 },
+        WgmmaTile { m: 128, n: 168 },
+    ];
+
+    fn kernel(&self) -> String {
+        match self.m == self.n {
+            true => format!("gemm_f16_wgmma_{}", self.m),
+            false => format!("gemm_f16_wgmma_{}x{}", self.m, self.n),
+        }
+    }
 }
 
 /// The warpgroup GEMM's K step (WG_BK in kernels/gemm.hip: the TMA boxes' columns, 128 bytes
@@ -1655,21 +1699,35 @@ pub enum GemmRoute {
 const WGMMA_BK: u32 = 64;
 const WGMMA_STAGES: u32 = 6;
 
-/// Dynamic shared memory of the warpgroup GEMM of square `tile`s: its stages of an A and a B
-/// box, 1 KiB to align them to the 1024-byte swizzle atom, and a full and an empty barrier
-/// (8 bytes each) per stage. 128: 193 KiB (one block per SM); 64: 97 KiB (two).
-fn wgmma_shared(tile: usize) -> u32 {
-    WGMMA_STAGES * 2 * tile as u32 * WGMMA_BK * 2 + 1024 + WGMMA_STAGES * 2 * 8
+/// Dynamic shared memory of the warpgroup GEMM of `tile`: its stages of an A and a B box,
+/// 1 KiB to align them to the 1024-byte swizzle atom, and a full and an empty barrier (8
+/// bytes each) per stage. 128 x 128: 193 KiB (one block per SM); 64 x 64: 97 KiB (two);
+/// 128 x 168: 223 KiB (of the 227 a block may opt in to on sm_90).
+fn wgmma_shared(tile: WgmmaTile) -> u32 {
+    WGMMA_STAGES * (tile.m + tile.n) as u32 * WGMMA_BK * 2 + 1024 + WGMMA_STAGES * 2 * 8
 }
 
-/// The warpgroup GEMM's tile for products of widths `ns` sharing `t` input rows: 128 where
-/// that still gives `BLOCKS_WANTED` blocks (as `gemm_tile`), else 64.
-fn wgmma_tile(t: usize, ns: impl IntoIterator<Item = usize>) -> usize {
-    let col_tiles: usize = ns.into_iter().map(|n| n.div_ceil(128)).sum();
-    if t.div_ceil(128) * col_tiles >= BLOCKS_WANTED {
-        128
+/// The warpgroup GEMM's tile for products of widths `ns` sharing `t` input rows on a device
+/// of `sms` multiprocessors (one 128 block runs on each at a time): 64 x 64 unless 128s
+/// still give `BLOCKS_WANTED` blocks (as `gemm_tile`); then 128 x 168 where its waves of
+/// blocks take less time than 128 x 128's, a block's time taken as its columns (the same
+/// rows and K), else 128 x 128. Llama-2-7B's gate/up at 512 rows on 132 SMs: 688 blocks of
+/// 128 columns make 6 waves (the last 28 blocks alone), 528 of 168 make 4: 6 x 128 > 4 x
+/// 168.
+fn wgmma_tile(t: usize, ns: impl IntoIterator<Item = usize>, sms: usize) -> WgmmaTile {
+    let [square, small, wide] = WgmmaTile::ALL;
+    let ns: Vec<usize> = ns.into_iter().collect();
+    let blocks = |tile: WgmmaTile| -> usize {
+        t.div_ceil(tile.m) * ns.iter().map(|n| n.div_ceil(tile.n)).sum::<usize>()
+    };
+    if blocks(square) < BLOCKS_WANTED {
+        return small;
+    }
+    let time = |tile: WgmmaTile| blocks(tile).div_ceil(sms.max(1)) * tile.n;
+    if time(wide) < time(square) {
+        wide
     } else {
-        64
+        square
     }
 }
 
@@ -1922,7 +1980,8 @@ pub struct AttnShape {
 mod tests {
     use super::{
         check_keys, check_skippable, decode_cluster, decode_splits, gemm_tile, norm_block,
-        wgmma_shared, wgmma_tile, GpuKernels, KernelError, DECODE_CLUSTER_MAX, NORM_PROLOGUE_MAX_K,
+        wgmma_shared, wgmma_tile, GpuKernels, KernelError, WgmmaTile, DECODE_CLUSTER_MAX,
+        NORM_PROLOGUE_MAX_K,
     };
 
     /// A timing study may leave out a product or the attention, not a kernel that moves the
@@ -2028,32 +2087,49 @@ mod tests {
         }
     }
 
-    /// The warpgroup GEMM's tile at the two benchmark shapes (512-token prompt): 128 for
-    /// every Llama-2-7B group, 64 for SmolLM2's narrow ones.
+    /// The warpgroup GEMM's tile at the two benchmark shapes (512-token prompt) on an H100's
+    /// or H200's 132 SMs: 128 x 128 for Llama-2-7B's groups but gate/up, 128 x 168 for
+    /// gate/up (fewer waves), 64 x 64 for SmolLM2's narrow ones; the wide tile only where its
+    /// waves take less time.
     #[test]
     fn wgmma_tile_fills_the_gpu_before_it_grows() {
+        let [square, small, wide] = WgmmaTile::ALL;
+        let pick = |t, ns: &[usize]| wgmma_tile(t, ns.iter().copied(), 132);
+        assert_eq!(pick(512, &[4096]), square, "7B output/down: 4 x 32 blocks");
         assert_eq!(
-            wgmma_tile(512, [4096]),
-            128,
-            "7B output/down: 4 x 32 blocks"
+            pick(512, &[4096, 4096, 4096]),
+            square,
+            "7B Q/K/V: 3 waves of 128 columns, 3 of 168"
         );
-        assert_eq!(wgmma_tile(512, [4096, 4096, 4096]), 128, "7B Q/K/V");
-        assert_eq!(wgmma_tile(512, [11_008, 11_008]), 128, "7B gate/up");
         assert_eq!(
-            wgmma_tile(512, [576, 192, 192]),
-            64,
+            pick(512, &[11_008, 11_008]),
+            wide,
+            "7B gate/up: 6 waves of 128 columns (688 blocks), 4 of 168 (528)"
+        );
+        assert_eq!(
+            wgmma_tile(512, [11_008, 11_008], 172),
+            square,
+            "on 172 SMs: 4 waves of 128 columns, 4 of 168"
+        );
+        assert_eq!(
+            pick(512, &[576, 192, 192]),
+            small,
             "SmolLM2 Q/K/V: 4 x 9 = 36 blocks of 128"
         );
         assert_eq!(
-            wgmma_tile(512, [1536, 1536]),
-            64,
+            pick(512, &[1536, 1536]),
+            small,
             "SmolLM2 gate/up: 4 x 24 = 96 blocks of 128"
         );
-        assert_eq!(wgmma_tile(7, [100]), 64, "a short prompt");
+        assert_eq!(pick(7, &[100]), small, "a short prompt");
         assert_eq!(
-            wgmma_shared(128),
+            wgmma_shared(square),
             197_728,
             "6 x 32 KiB stages + 1 KiB + barriers"
+        );
+        assert!(
+            wgmma_shared(wide) <= 232_448,
+            "the wide tile's stages fit the 227 KiB a block may opt in to on sm_90"
         );
     }
 

@@ -137,6 +137,18 @@ fn gemm_matrix_units_and_plain_match_cpu_over_edge_shapes() {
     }
 }
 
+/// Every route of `gemm_f16` this device has: the matrix-unit tiles, and on Hopper the
+/// warpgroup kernel as the model calls it (its tile chosen) and each of its tiles forced, so
+/// that every tile meets the edge shapes whichever the choice would take.
+fn gemm_routes(k: &GpuKernels) -> Vec<GemmRoute> {
+    let mut routes = vec![GemmRoute::Mma];
+    if k.has_wgmma() {
+        routes.push(GemmRoute::Wgmma);
+        routes.extend(k.wgmma_tiles().into_iter().map(GemmRoute::WgmmaTile));
+    }
+    routes
+}
+
 /// The prefill path (k % 8 == 0): `split_f16`, then `gemm_f16` with hi + lo (near f32, as
 /// `gemm`) and with hi alone, which must equal the CPU product of the f16-rounded input up
 /// to the accumulation (f16 x f16 products are exact in f32).
@@ -161,10 +173,7 @@ fn gemm_f16_case(
     let (_, xh) = f16_bits(x);
     let mut want_h = vec![0f32; m * n];
     cpu::matmul_wt(&xh, WeightView::F32(wf), &mut want_h, m, kk, n);
-    let mut routes = vec![GemmRoute::Mma];
-    if k.has_wgmma() {
-        routes.push(GemmRoute::Wgmma);
-    }
+    let routes = gemm_routes(k);
     for route in routes {
         let mut dy = g.alloc::<f32>(m * n).unwrap();
         let mut outs = [GemmOut {
@@ -203,9 +212,9 @@ fn gemm_f16_case(
 }
 
 /// Products that share their input in one `gemm_f16` call (Q, K and V; gate and up): each
-/// output against its own CPU product, on both routes, over both warpgroup tiles (the first
-/// two groups take 64, the third 128) and a group of four (two launches of the warpgroup
-/// kernel, which takes three products per launch).
+/// output against its own CPU product, on every route and warpgroup tile (chosen: the first
+/// two groups take 64 x 64, the third 128 x 128; and each forced) and a group of four (two
+/// launches of the warpgroup kernel, which takes three products per launch).
 #[test]
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
 fn gemm_f16_groups_match_cpu() {
@@ -216,10 +225,7 @@ fn gemm_f16_groups_match_cpu() {
         (512, 512, &[2048, 1024, 1024]),
         (33, 200, &[100, 33, 1000, 64]),
     ];
-    let mut routes = vec![GemmRoute::Mma];
-    if k.has_wgmma() {
-        routes.push(GemmRoute::Wgmma);
-    }
+    let routes = gemm_routes(&k);
     for (m, kk, ns) in cases {
         let x = values(m * kk, m as u64 + 3);
         let dx = upload(&g, &s, &x);

@@ -19,6 +19,9 @@ const HIP_ERROR_NO_DEVICE: c_int = 100;
 /// hipErrorInvalidDevice: what ROCm 5.2's hipInit returns on a machine with no AMD GPU
 /// (no /dev/kfd), seen with Debian's libamdhip64-5.
 const HIP_ERROR_INVALID_DEVICE: c_int = 101;
+/// hipDeviceAttributeMultiprocessorCount: 63 in the hipDeviceAttribute_t of ROCm 5 and 6
+/// (hip_runtime_api.h; not yet read back on an AMD GPU).
+const HIP_ATTR_MULTIPROCESSOR_COUNT: c_int = 63;
 /// hipStreamCaptureModeGlobal.
 const CAPTURE_MODE_GLOBAL: c_int = 0;
 /// hipMemoryTypeHost-style default flags for hipHostMalloc.
@@ -60,6 +63,7 @@ hip_api! {
     get_device_count: "hipGetDeviceCount" => fn(*mut c_int) -> Err;
     device_get_name: "hipDeviceGetName" => fn(*mut c_char, c_int, c_int) -> Err;
     device_total_mem: "hipDeviceTotalMem" => fn(*mut usize, c_int) -> Err;
+    device_get_attribute: "hipDeviceGetAttribute" => fn(*mut c_int, c_int, c_int) -> Err;
     mem_get_info: "hipMemGetInfo" => fn(*mut usize, *mut usize) -> Err;
     set_device: "hipSetDevice" => fn(c_int) -> Err;
     malloc: "hipMalloc" => fn(*mut Ptr, usize) -> Err;
@@ -203,6 +207,16 @@ impl Driver for AmdDriver {
             (self.api.device_total_mem)(&mut b, ordinal(o)?)
         })?;
         Ok(b)
+    }
+    fn device_multiprocessors(&self, o: usize) -> Result<usize> {
+        let mut v = 0;
+        self.check("hipDeviceGetAttribute", unsafe {
+            (self.api.device_get_attribute)(&mut v, HIP_ATTR_MULTIPROCESSOR_COUNT, ordinal(o)?)
+        })?;
+        positive_count(
+            "hipDeviceGetAttribute(hipDeviceAttributeMultiprocessorCount)",
+            v,
+        )
     }
     fn mem_info(&self) -> Result<(usize, usize)> {
         let (mut free, mut total) = (0, 0);

@@ -42,6 +42,17 @@ impl DevicePtr {
     }
 }
 
+/// A count the runtime returned as a C int, refused unless positive (a zero would size grids
+/// of no blocks).
+pub(crate) fn positive_count(what: &str, v: i32) -> Result<usize> {
+    match usize::try_from(v) {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(HipError::Invalid(format!(
+            "{what} returned {v}; expected a positive count"
+        ))),
+    }
+}
+
 /// Grid and block dimensions, dynamic shared memory and thread-block cluster of one launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct LaunchDims {
@@ -82,6 +93,9 @@ pub trait Driver: Send + Sync {
     fn device_count(&self) -> Result<usize>;
     fn device_name(&self, ordinal: usize) -> Result<String>;
     fn device_total_mem(&self, ordinal: usize) -> Result<usize>;
+    /// Streaming multiprocessors (NVIDIA) or compute units (AMD): how many blocks of a
+    /// kernel that fills one run at once, which sizes grids against wave quantisation.
+    fn device_multiprocessors(&self, ordinal: usize) -> Result<usize>;
     /// (free, total) bytes of the calling thread's current device.
     fn mem_info(&self) -> Result<(usize, usize)>;
     /// Makes `ordinal` the current device of the calling thread.

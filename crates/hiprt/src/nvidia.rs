@@ -19,6 +19,7 @@ pub const ENTRY_POINTS: &[&str] = &[
     "cuDeviceGet",
     "cuDeviceGetName",
     "cuDeviceTotalMem_v2",
+    "cuDeviceGetAttribute",
     "cuMemGetInfo_v2",
     "cuDevicePrimaryCtxRetain",
     "cuCtxSetCurrent",
@@ -209,6 +210,18 @@ impl Driver for NvidiaDriver {
             sys::cuDeviceTotalMem_v2(&mut b, d)
         })?;
         Ok(b)
+    }
+    fn device_multiprocessors(&self, o: usize) -> Result<usize> {
+        let d = self.device(o)?;
+        let mut v = 0;
+        check("cuDeviceGetAttribute", unsafe {
+            sys::cuDeviceGetAttribute(
+                &mut v,
+                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+                d,
+            )
+        })?;
+        positive_count("cuDeviceGetAttribute(MULTIPROCESSOR_COUNT)", v)
     }
     fn mem_info(&self) -> Result<(usize, usize)> {
         let (mut free, mut total) = (0, 0);

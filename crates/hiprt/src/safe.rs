@@ -125,6 +125,10 @@ impl Gpu {
     pub fn total_memory(&self) -> Result<usize> {
         self.driver.device_total_mem(self.ordinal)
     }
+    /// Streaming multiprocessors (NVIDIA) or compute units (AMD).
+    pub fn multiprocessors(&self) -> Result<usize> {
+        self.driver.device_multiprocessors(self.ordinal)
+    }
 
     /// Bytes of device memory in use on this device (total - free): this process's
     /// allocations and context, plus any other process's.
