@@ -105,6 +105,15 @@ GRETA_KERNEL void rope_qk_append_x4_f16(float* q, float* k, const float* v, g_ha
         float* head = is_k ? k + (unsigned long)r * kv_row + (h - n_heads) * head_dim
                            : q + ((unsigned long)r * n_heads + h) * head_dim;
         g_f4 va = *(const g_f4*)(head + a), vb = *(const g_f4*)(head + b);
+        // A key head's v is loaded here, with its k: after the stores to k below (which may
+        // alias v as far as the compiler knows) it would be a second round trip.
+        g_f4 wa{}, wb{};
+        const unsigned long off = (unsigned long)(h - n_heads) * head_dim;
+        if (is_k) {
+            const float* vh = v + (unsigned long)r * kv_row + off;
+            wa = *(const g_f4*)(vh + a);
+            wb = *(const g_f4*)(vh + b);
+        }
         float s[4], c[4];
         for (unsigned m = 0; m < 4; ++m) g_rope_angle(pos, inv_freq, i0 + m, &s[m], &c[m]);
         if (half_split) {
@@ -129,10 +138,7 @@ GRETA_KERNEL void rope_qk_append_x4_f16(float* q, float* k, const float* v, g_ha
         *(g_f4*)(head + a) = va;
         *(g_f4*)(head + b) = vb;
         if (is_k) {
-            const unsigned long off = (unsigned long)(h - n_heads) * head_dim;
             const unsigned long dst = (unsigned long)p * kv_row + off;
-            const float* vh = v + (unsigned long)r * kv_row + off;
-            g_f4 wa = *(const g_f4*)(vh + a), wb = *(const g_f4*)(vh + b);
             g_h4 ka, kb, ca, cb;
             for (unsigned e = 0; e < 4; ++e) {
                 ka.v[e] = g_f2h(va.v[e]);
@@ -217,23 +223,33 @@ GRETA_KERNEL void add_rmsnorm_split_f16(float* x, const float* y, const float* w
     GRETA_SHARED float scratch[MAX_BLOCK / GRETA_WAVE];
     const unsigned t = g_tid(), b = g_bdim();
     const unsigned long row = (unsigned long)g_bid() * d;
+    // Every load of x and y is issued before the first store to x: y, x and w are not
+    // restrict (a restrict y would be ld.global.nc, which ptxas may hoist above the wait), so
+    // a load after a store to x is kept after it, and a store waits for its sum. Loading y
+    // between the stores made four dependent round trips of a thread's four vectors (0.35 of
+    // the copy bandwidth under ncu, session 15). w (one row, from L2) is loaded after the
+    // stores, its latency under the block's sum; loading it with x would add 16 live
+    // registers to the 62 a 1024-thread block allows.
     g_f4 v[NORM_SPLIT_VECS], wv[NORM_SPLIT_VECS];
     for (unsigned c = 0; c < NORM_SPLIT_VECS; ++c) {
         unsigned i = 4 * (t + c * b);
         if (i < d) {
             v[c] = *(const g_f4*)(x + row + i);
-            wv[c] = *(const g_f4*)(w + i);
+            if (y) wv[c] = *(const g_f4*)(y + row + i);
         }
     }
     if (y) {
         for (unsigned c = 0; c < NORM_SPLIT_VECS; ++c) {
             unsigned i = 4 * (t + c * b);
             if (i < d) {
-                g_f4 a = *(const g_f4*)(y + row + i);
-                for (unsigned e = 0; e < 4; ++e) v[c].v[e] += a.v[e];
+                for (unsigned e = 0; e < 4; ++e) v[c].v[e] += wv[c].v[e];
                 *(g_f4*)(x + row + i) = v[c];
             }
         }
+    }
+    for (unsigned c = 0; c < NORM_SPLIT_VECS; ++c) {
+        unsigned i = 4 * (t + c * b);
+        if (i < d) wv[c] = *(const g_f4*)(w + i);
     }
     float ss = 0.0f;
     for (unsigned c = 0; c < NORM_SPLIT_VECS; ++c)
