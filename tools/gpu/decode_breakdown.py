@@ -15,9 +15,10 @@ import statistics
 import sys
 
 SHAPES = {"smollm2-135m": 30, "llama2-7b": 32}
-# Decode: the norms in the prologues of Q/K/V and gate/up, the residual adds in the
-# epilogues of the output and down projections; the final norm is a launch of its own.
-LAYER = ["qkv_norm_gemv", "rope_qk_append", "attn_decode", "o_gemv_add", "gate_up_silu_norm", "down_gemv_add"]
+# Decode: the norms in the prologues of Q/K/V and gate/up, RoPE and the KV append inside the
+# decode attention (session 9), the residual adds in the epilogues of the output and down
+# projections; the final norm is a launch of its own.
+LAYER = ["qkv_norm_gemv", "rope_attn_decode", "o_gemv_add", "gate_up_silu_norm", "down_gemv_add"]
 
 
 def read(path):

@@ -8,7 +8,7 @@
 #   writes OUT/profile-SHAPE.md.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$(mktemp -d)}
+OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels
 G=$PWD/target/device/greta
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
@@ -19,9 +19,10 @@ for s in ${@:-smollm2-135m llama2-7b}; do
   # The first prefill (2 + 10 per layer + 3 launches on Hopper: 4 GEMM launches (Q/K/V and
   # gate/up grouped), 2 add + norm that also write the next product's f16 operands, RoPE +
   # append, attention, the f16 conversion of its output, SwiGLU with down's operands)
-  # and the first two decode steps (2 + 6 per layer + 3 each: the norms ride in the
-  # products' prologues, the residual adds in their epilogues).
-  count=$(( (2 + 10 * layers + 3) + 2 * (2 + 6 * layers + 3) ))
+  # and the first two decode steps (2 + 5 per layer + 3 each: the norms ride in the
+  # products' prologues, the residual adds in their epilogues, RoPE and the KV append in the
+  # decode attention).
+  count=$(( (2 + 10 * layers + 3) + 2 * (2 + 5 * layers + 3) ))
   "$G" bench -m synthetic:$s --backend gpu --prompt-len 512 --gen 128 --reps 1 --json > /tmp/prof-$s.json 2>/dev/null
   "$NCU" --graph-profiling node --csv --page raw -c $count \
     --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
