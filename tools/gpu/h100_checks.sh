@@ -60,6 +60,17 @@ python3 tools/gpu/make_random_llama.py smollm2-135m /tmp/smollm2-random > /dev/n
 python3 tools/gpu/make_random_llama.py llama2-7b-2layers /tmp/llama2-random > /dev/null 2>&1
 run audit-smollm2-shape $G audit backend --against cpu -m /tmp/smollm2-random ${TOL:+--tol $TOL} --json
 run audit-llama2-shape $G audit backend --against cpu -m /tmp/llama2-random ${TOL:+--tol $TOL} --json
+# The same faults in the GPU route and the reference (--inject-reference): passes only if
+# every launch that consumed a stage an observer changed (the f16 operands made by the norm,
+# the prefill attention and SwiGLU ahead of the products) is rerun from the change.
+faults_both() {
+  for m in /tmp/smollm2-random /tmp/llama2-random; do
+    echo "## $m"
+    $G audit backend --against cpu -m $m --inject-reference --inject 1:attn_norm:add=0.5 \
+      --inject 1:attn_ctx:add=0.5 --inject 1:ffn_norm:add=0.5 --inject 1:ffn_act:add=0.5 | tail -n 2 || return 1
+  done
+}
+run audit-faults-in-both faults_both
 # The default-like shape end to end: greedy and sampled generation on the GPU, graph and eager.
 run generate-smollm2-shape sh -c "$G generate --backend gpu -m /tmp/smollm2-random --no-chat --temperature 0 -n 128 'The quick brown fox' && $G generate --backend gpu --no-graph -m /tmp/smollm2-random --no-chat --temperature 0 -n 128 'The quick brown fox' && $G generate --backend gpu -m /tmp/smollm2-random --no-chat --seed 3 -n 64 'The quick brown fox' && $G generate --backend gpu --no-graph -m /tmp/smollm2-random --no-chat --seed 3 -n 64 'The quick brown fox'"
 # Logits against Hugging Face transformers on this GPU (random MHA/GQA, tied/untied checkpoints).

@@ -287,6 +287,11 @@ pub struct AuditArgs {
         allow_hyphen_values = true
     )]
     pub inject: Vec<String>,
+    /// Apply the --inject faults to the reference route as well (audit backend only): the audit
+    /// then passes only if the route under test carries each change on as the reference
+    /// does (a fused launch rerun from an observer's change, not left as computed).
+    #[arg(long, requires = "inject")]
+    pub inject_reference: bool,
     #[command(flatten)]
     pub gpu: crate::gpu_args::GpuArgs,
     #[command(flatten)]
@@ -305,6 +310,7 @@ impl AuditArgs {
         Ok(AuditSetup {
             selection,
             inject: parse_injections(&self.inject)?,
+            inject_reference: self.inject_reference,
             tolerances: self.report.tolerances()?,
             prompt_id: "p0".into(),
         })
@@ -316,6 +322,7 @@ pub fn cmd_prefill_decode(
     positions: Option<&str>,
     lm: &LoadedModel,
 ) -> Result<i32> {
+    refuse_inject_reference(args, "prefill-decode")?;
     let setup = args.setup()?;
     let tokens = lm.tokenizer.encode(&args.prompt, true)?;
     let positions: Vec<usize> = match positions {
@@ -427,7 +434,17 @@ pub fn cmd_backend(args: &AuditArgs, against: &str, path: &Path) -> Result<i32> 
     report
 }
 
+/// `--inject-reference` means something only where a reference route runs beside the route
+/// under test from the same tokens: `audit backend`.
+fn refuse_inject_reference(args: &AuditArgs, audit: &str) -> Result<()> {
+    if args.inject_reference {
+        bail!("--inject-reference: accepted by `audit backend` only, not `audit {audit}`");
+    }
+    Ok(())
+}
+
 pub fn cmd_route(args: &AuditArgs, lm: &LoadedModel) -> Result<i32> {
+    refuse_inject_reference(args, "route")?;
     let setup = args.setup()?;
     let tokens = lm.tokenizer.encode(&args.prompt, true)?;
     let reports = audit::route(&lm.model, &tokens, &setup)?;

@@ -17,6 +17,12 @@ pub struct AuditSetup {
     pub selection: Selection,
     /// Faults (or probes) applied to the route under test, in order.
     pub inject: Vec<Injection>,
+    /// Whether the reference route gets the same faults (`backend`, `backend_gpu`; not
+    /// `prefill_decode`, whose decode route prefills the earlier positions untraced): the
+    /// audit then checks that the route under test carries a changed stage on as the
+    /// reference does, e.g. that a fused launch whose input an observer changed is rerun
+    /// from the change rather than left with what it computed before.
+    pub inject_reference: bool,
     pub tolerances: Tolerances,
     pub prompt_id: String,
 }
@@ -26,8 +32,20 @@ impl Default for AuditSetup {
         AuditSetup {
             selection: Selection::default(),
             inject: Vec::new(),
+            inject_reference: false,
             tolerances: Tolerances::default(),
             prompt_id: "p0".into(),
+        }
+    }
+}
+
+impl AuditSetup {
+    /// The faults the reference route gets: the same as the route under test's with
+    /// `inject_reference`, else none.
+    fn reference_inject(&self) -> &[Injection] {
+        match self.inject_reference {
+            true => &self.inject,
+            false => &[],
         }
     }
 }
@@ -125,7 +143,13 @@ pub fn backend_gpu(
     for t in &tokens[split..] {
         gpu.forward(std::slice::from_ref(t), &mut st, Logits::All, &mut ra)?;
     }
-    let mut rb = recorder(cpu, setup, TokenSel::All, reference_route, &[]);
+    let mut rb = recorder(
+        cpu,
+        setup,
+        TokenSel::All,
+        reference_route,
+        setup.reference_inject(),
+    );
     // The GPU keeps K and V in f16: the reference rounds them the same way.
     let mut cache = cpu.new_cache(tokens.len()).rounding_to_f16();
     cpu.forward(&tokens[..split], &mut cache, Logits::All, &mut rb)?;
@@ -162,7 +186,7 @@ pub fn backend(
         Ok(r.captured)
     };
     let a = run(under_test.0, under_test.1, &setup.inject)?;
-    let b = run(reference.0, reference.1, &[])?;
+    let b = run(reference.0, reference.1, setup.reference_inject())?;
     Ok(diff::diff(
         under_test.1,
         &a,

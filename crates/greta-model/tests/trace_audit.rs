@@ -156,6 +156,42 @@ fn phase_bound_and_several_faults_act_where_planted() {
     assert_found_exactly(&r, &earlier, "two faults");
 }
 
+/// With the fault in the reference too (`inject_reference`), the backend audit passes for
+/// every point: each route carries an observer's change on as the other does
+/// (the stages after it computed from the changed values); without it, the same setup fails
+/// at the planted point (the test would pass vacuously if the reference ignored the flag).
+#[test]
+fn a_fault_in_both_routes_is_carried_on_alike() {
+    let lm = common::load(&tiny());
+    let reference = model::load_as(&tiny(), CpuWeights::F32, &mut |_, _| {}).unwrap();
+    let tokens = prompt_tokens(&lm);
+    for point in Point::ALL {
+        let inj = injection_for(point);
+        let mut setup = AuditSetup {
+            inject: vec![inj],
+            inject_reference: true,
+            ..AuditSetup::default()
+        };
+        let r = audit::backend(
+            (&lm.model, "cpu-blocks"),
+            (&reference.model, "cpu-f32-reference"),
+            &tokens,
+            &setup,
+        )
+        .unwrap();
+        assert!(!r.diverged(), "{inj} in both routes\n{}", r.verdict());
+        setup.inject_reference = false;
+        let r = audit::backend(
+            (&lm.model, "cpu-blocks"),
+            (&reference.model, "cpu-f32-reference"),
+            &tokens,
+            &setup,
+        )
+        .unwrap();
+        assert_found_exactly(&r, &inj, "audit backend, fault in one route");
+    }
+}
+
 #[test]
 fn audits_pass_without_a_fault() {
     let lm = common::load(&tiny());
