@@ -176,11 +176,17 @@ GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, cons
 template <unsigned HD>
 GRETA_DEVICE unsigned fa_at(unsigned r, unsigned c) { return r * HD + ((c ^ (r & 7u)) << 3); }
 
+// Two f16 of the output's operands, stored together.
+struct __align__(4) g_h2 {
+    g_half v[2];
+};
+
 template <unsigned HD, unsigned WAVES>
 GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* GRETA_RESTRICT k_cache,
                                   const g_half* GRETA_RESTRICT v_cache, float* GRETA_RESTRICT ctx,
-                                  const unsigned* pos0, unsigned rows, unsigned n_heads, unsigned n_kv_heads,
-                                  float scale, g_half* smem) {
+                                  g_half* GRETA_RESTRICT hi, g_half* GRETA_RESTRICT lo, const unsigned* pos0,
+                                  unsigned rows, unsigned n_heads, unsigned n_kv_heads, float scale,
+                                  g_half* smem) {
     constexpr unsigned DC = HD / 16, CH = HD / 8, NT = FA_KEYS / 8, BLOCK_ROWS = 16 * WAVES;
     constexpr unsigned TILE = FA_KEYS * HD; // halves of one K or V tile
     static_assert(BLOCK_ROWS <= FA_KEYS, "Q is staged through one K tile");
@@ -315,27 +321,43 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
         g_sync();
     }
 
+#pragma unroll
     for (unsigned hr = 0; hr < 2; ++hr) {
         float lt = lsum[hr];
         lt += g_shfl_xor(lt, 1);
         lt += g_shfl_xor(lt, 2);
         unsigned r = r0 + 16 * wave + l / 4 + 8 * hr;
         if (r >= rows) continue;
-        float* out = ctx + ((unsigned long)r * n_heads + h) * HD + 2 * qd;
-        for (unsigned nt = 0; nt < 2 * DC; ++nt)
-            *(float2*)(out + 8 * nt) = make_float2(o[nt][2 * hr] / lt, o[nt][2 * hr + 1] / lt);
+        const unsigned long at = ((unsigned long)r * n_heads + h) * HD + 2 * qd;
+        // Both loops unrolled, or o moves to the stack (272 bytes at head_dim 128).
+#pragma unroll
+        for (unsigned nt = 0; nt < 2 * DC; ++nt) {
+            const float v0 = o[nt][2 * hr] / lt, v1 = o[nt][2 * hr + 1] / lt;
+            *(float2*)(ctx + at + 8 * nt) = make_float2(v0, v1);
+            if (hi) {
+                g_h2 h2, l2;
+                g_split_f16(v0, &h2.v[0], &l2.v[0]);
+                g_split_f16(v1, &h2.v[1], &l2.v[1]);
+                *(g_h2*)(hi + at + 8 * nt) = h2;
+                if (lo) *(g_h2*)(lo + at + 8 * nt) = l2;
+            }
+        }
     }
 }
 
 // Waves per block: 2 at HD 64 (SmolLM2's 9 heads x 512 rows make 144 blocks, not 72 on a
 // 132-multiprocessor card), 4 at HD 128 (more sharing of each K/V tile). gpu.rs: fa_waves.
-#define ATTN_PREFILL_FA(HD, WAVES)                                                                           \
-    GRETA_KERNEL void attn_prefill_fa_##HD(const float* q, const g_half* k_cache, const g_half* v_cache,       \
-                                           float* ctx, const unsigned* pos0, unsigned rows, unsigned n_heads, \
-                                           unsigned n_kv_heads, float scale) {                                \
-        g_overlap_entry();                                                                                    \
-        extern __shared__ GRETA_ALIGN16 g_half fa_smem[];                                                     \
-        attn_prefill_fa<HD, WAVES>(q, k_cache, v_cache, ctx, pos0, rows, n_heads, n_kv_heads, scale, fa_smem); \
+// hi, lo: the output projection's f16 operands of ctx (what split_f16 makes of it, bitwise),
+// written beside it where hi is not null (lo where it is not null), which saves split_f16's
+// launch and its read of ctx.
+#define ATTN_PREFILL_FA(HD, WAVES)                                                                             \
+    GRETA_KERNEL void attn_prefill_fa_##HD(const float* q, const g_half* k_cache, const g_half* v_cache,         \
+                                           float* ctx, g_half* hi, g_half* lo, const unsigned* pos0,           \
+                                           unsigned rows, unsigned n_heads, unsigned n_kv_heads, float scale) { \
+        g_overlap_entry();                                                                                      \
+        extern __shared__ GRETA_ALIGN16 g_half fa_smem[];                                                       \
+        attn_prefill_fa<HD, WAVES>(q, k_cache, v_cache, ctx, hi, lo, pos0, rows, n_heads, n_kv_heads, scale,    \
+                                   fa_smem);                                                                    \
     }
 ATTN_PREFILL_FA(64, 2)
 ATTN_PREFILL_FA(128, 4)

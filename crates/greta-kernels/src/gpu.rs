@@ -1442,6 +1442,43 @@ impl GpuKernels {
         pos0: &DeviceBuffer<u32>,
         att: AttnShape,
     ) -> Result<()> {
+        self.attention_ops(s, q, k_cache, v_cache, scratch, ctx, None, pos0, att)
+            .map(|_| ())
+    }
+
+    /// `attention`, and where the register-resident prefill kernel runs (several rows,
+    /// head_dim 64 or 128, NVIDIA), the output projection's f16 operands of ctx in the same
+    /// launch (bitwise what `split_f16` makes of ctx). Returns whether it wrote them; where
+    /// it did not, `ops` is untouched and the caller splits ctx.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_with_operands(
+        &self,
+        s: &Stream,
+        q: &DeviceBuffer<f32>,
+        k_cache: &DeviceBuffer<u16>,
+        v_cache: &DeviceBuffer<u16>,
+        scratch: &mut AttnScratch,
+        ctx: &mut DeviceBuffer<f32>,
+        ops: F16Operands,
+        pos0: &DeviceBuffer<u32>,
+        att: AttnShape,
+    ) -> Result<bool> {
+        self.attention_ops(s, q, k_cache, v_cache, scratch, ctx, Some(ops), pos0, att)
+    }
+
+    #[allow(clippy::too_many_arguments)]
+    fn attention_ops(
+        &self,
+        s: &Stream,
+        q: &DeviceBuffer<f32>,
+        k_cache: &DeviceBuffer<u16>,
+        v_cache: &DeviceBuffer<u16>,
+        scratch: &mut AttnScratch,
+        ctx: &mut DeviceBuffer<f32>,
+        ops: Option<F16Operands>,
+        pos0: &DeviceBuffer<u32>,
+        att: AttnShape,
+    ) -> Result<bool> {
         let AttnShape {
             rows: n_rows,
             n_heads,
@@ -1479,17 +1516,21 @@ impl GpuKernels {
                 shared_bytes,
                 cluster: 1,
             };
-            let args = Args::new()
-                .ptr(q)
-                .ptr(k_cache)
-                .ptr(v_cache)
-                .ptr(ctx)
-                .ptr(pos0)
-                .u32(u32_of(n_rows, "rows")?)
-                .u32(nh)
-                .u32(nkv);
+            let mut args = Args::new().ptr(q).ptr(k_cache).ptr(v_cache).ptr(ctx);
+            // Only the register-resident kernel writes the operands.
+            let ops = ops.filter(|_| fa.is_some());
+            if fa.is_some() {
+                if let Some(o) = &ops {
+                    Self::need_ops(o, n_rows * n_heads * head_dim, "attention")?;
+                }
+                args = args
+                    .ptr_or_null(ops.as_ref().map(|o| &*o.hi))
+                    .ptr_or_null(ops.as_ref().and_then(|o| o.lo.as_deref()));
+            }
+            let args = args.ptr(pos0).u32(u32_of(n_rows, "rows")?).u32(nh).u32(nkv);
             let args = if fa.is_some() { args } else { args.u32(hd) };
-            return self.launch(f, dims, s, args.f32(scale));
+            self.launch(f, dims, s, args.f32(scale))?;
+            return Ok(ops.is_some());
         }
         let dims = self.decode_dims(scratch, n_heads, head_dim, [keys, max_kv])?;
         let ns = dims.grid[0];
@@ -1511,7 +1552,8 @@ impl GpuKernels {
                 .u32(nkv)
                 .u32(ns)
                 .f32(scale),
-        )
+        )?;
+        Ok(false)
     }
 
     /// The split decode attention's grid (splits x heads, from the keys the pass attends

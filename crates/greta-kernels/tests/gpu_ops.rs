@@ -9,7 +9,7 @@ use greta_kernels::gpu::{
     NormIn, PickAt, QkvRope, RopeShape, Rows,
 };
 use half::f16;
-use hiprt::{DeviceBuffer, Gpu, PlatformChoice, Stream};
+use hiprt::{DeviceBuffer, Gpu, Platform, PlatformChoice, Stream};
 
 fn setup() -> (Gpu, Stream, GpuKernels) {
     assert_eq!(
@@ -332,6 +332,9 @@ fn attention_case(
         0,
         "attention with a reused scratch, rows={rows} pos0={pos0}"
     );
+    if rows > 1 {
+        attention_operands_case(g, s, k, &got, &dq, [&dk, &dv], &dpos, shape);
+    }
     let e = nmse(&got, &want);
     let route = if rows == 1 { "split decode" } else { "flash" };
     eprintln!(
@@ -354,6 +357,51 @@ fn attention_case(
             .unwrap();
         let e = nmse(&download(s, &dctx), &want);
         assert!(e < NMSE_F32, "attention (plain): nmse {e:.3e}");
+    }
+}
+
+/// The prefill attention with the output product's f16 operands (`attention_with_operands`):
+/// ctx bitwise `attention`'s (`got`), the operands bitwise the half crate's split of it, with
+/// and without lo; written by the register-resident kernel (NVIDIA, head_dim 64 and 128) and
+/// left untouched, with `false` returned, by the LDS one.
+#[allow(clippy::too_many_arguments)]
+fn attention_operands_case(
+    g: &Gpu,
+    s: &Stream,
+    k: &GpuKernels,
+    got: &[f32],
+    dq: &DeviceBuffer<f32>,
+    [dk, dv]: [&DeviceBuffer<u16>; 2],
+    dpos: &DeviceBuffer<u32>,
+    shape: AttnShape,
+) {
+    let n = got.len();
+    let case = format!(
+        "attention with operands heads {}/{} hd={} rows={}",
+        shape.n_heads, shape.n_kv_heads, shape.head_dim, shape.rows
+    );
+    let fa = g.platform() == Platform::Nvidia && matches!(shape.head_dim, 64 | 128);
+    let mut scratch = AttnScratch::new(g, shape.n_heads, shape.head_dim, shape.max_kv).unwrap();
+    for with_lo in [true, false] {
+        let mut dctx = g.alloc::<f32>(n).unwrap();
+        let mut hi = upload(g, s, &vec![UNTOUCHED; n]);
+        let mut lo = upload(g, s, &vec![UNTOUCHED; n]);
+        let ops = F16Operands {
+            hi: &mut hi,
+            lo: with_lo.then_some(&mut lo),
+        };
+        let made = k
+            .attention_with_operands(s, dq, dk, dv, &mut scratch, &mut dctx, ops, dpos, shape)
+            .unwrap();
+        assert_eq!(made, fa, "{case}: operands made");
+        assert_eq!(mismatches(got, &download(s, &dctx)), 0, "{case}: ctx");
+        if made {
+            assert_operands(s, got, [&hi, &lo], with_lo, &case);
+        } else {
+            let untouched = vec![UNTOUCHED; n];
+            assert!(hi.to_vec(s).unwrap() == untouched, "{case}: hi untouched");
+            assert!(lo.to_vec(s).unwrap() == untouched, "{case}: lo untouched");
+        }
     }
 }
 

@@ -577,7 +577,8 @@ impl GpuLlama {
     /// stages; AttnCtx is the caller's). One token, where the kernels have the form: one
     /// launch (`attention_rope`), the rotated rows in `q_rot` / `k_rot`; an observer's change
     /// to them reruns the append and the attention from the changed rows. Otherwise
-    /// `rope_qk_append` rotates q and k in place and appends, then `attention`.
+    /// `rope_qk_append` rotates q and k in place and appends, then `attention`. Returns
+    /// whether the attention also made the output product's f16 operands of ctx.
     fn rope_attend(
         &self,
         st: &mut GpuState,
@@ -585,7 +586,7 @@ impl GpuLlama {
         t: usize,
         pos0: usize,
         obs: &mut dyn StageObserver,
-    ) -> Result<()> {
+    ) -> Result<bool> {
         let c = &self.config;
         let k = &self.kernels;
         let hd = c.head_dim;
@@ -661,6 +662,25 @@ impl GpuLlama {
             )?;
         }
         if !one_launch || q_changed || k_changed {
+            // Where the output product runs on the matrix units, the prefill attention may
+            // write its f16 operands of ctx too.
+            if let Some(lo) = self.f16_operands(Lin::O, t, q_row) {
+                let ops = F16Operands {
+                    hi: &mut st.xh,
+                    lo: lo.then_some(&mut st.xl),
+                };
+                return Ok(k.attention_with_operands(
+                    &st.stream,
+                    q_rope,
+                    &st.k_cache[l],
+                    &st.v_cache[l],
+                    &mut st.attn_scratch,
+                    &mut st.ctx,
+                    ops,
+                    &st.pos,
+                    shape,
+                )?);
+            }
             k.attention(
                 &st.stream,
                 q_rope,
@@ -672,7 +692,7 @@ impl GpuLlama {
                 shape,
             )?;
         }
-        Ok(())
+        Ok(false)
     }
 
     /// The norm ahead of a product group over `t` rows (`next`: the group's first product):
@@ -960,15 +980,17 @@ impl GpuLlama {
                 kv_row,
             )?;
 
-            self.rope_attend(st, l, t, pos0, obs)?;
-            observe(
-                obs,
-                &st.stream,
-                at(Point::AttnCtx, layer, pos0),
-                &mut st.ctx,
-                t,
-                q_row,
-            )?;
+            // Whether the output product's f16 operands of ctx are made: cleared when an
+            // observer changes ctx after the attention wrote them.
+            let ctx_operands = self.rope_attend(st, l, t, pos0, obs)?
+                & !observe(
+                    obs,
+                    &st.stream,
+                    at(Point::AttnCtx, layer, pos0),
+                    &mut st.ctx,
+                    t,
+                    q_row,
+                )?;
             if fused {
                 self.project_add(
                     st,
@@ -981,7 +1003,7 @@ impl GpuLlama {
                     ],
                 )?;
             } else {
-                self.products(st, &[(Lin::O, &w.wo, d)], t, q_row, false)?;
+                self.products(st, &[(Lin::O, &w.wo, d)], t, q_row, ctx_operands)?;
                 observe(
                     obs,
                     &st.stream,
