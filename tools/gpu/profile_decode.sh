@@ -16,13 +16,14 @@ NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
 status=0
 for s in ${@:-smollm2-135m llama2-7b}; do
   layers=$(case $s in smollm2-135m) echo 30;; llama2-7b) echo 32;; *) echo 2;; esac)
-  # The first prefill (2 + 10 per layer + 3 launches on Hopper: 4 GEMM launches (Q/K/V and
+  # The first prefill (2 + 9 per layer + 3 launches on Hopper: 4 GEMM launches (Q/K/V and
   # gate/up grouped), 2 add + norm that also write the next product's f16 operands, RoPE +
-  # append, attention, the f16 conversion of its output, SwiGLU with down's operands)
+  # append, the attention that also writes the output product's operands, SwiGLU with
+  # down's operands)
   # and the first two decode steps (2 + 5 per layer + 3 each: the norms ride in the
   # products' prologues, the residual adds in their epilogues, RoPE and the KV append in the
   # decode attention).
-  count=$(( (2 + 10 * layers + 3) + 2 * (2 + 5 * layers + 3) ))
+  count=$(( (2 + 9 * layers + 3) + 2 * (2 + 5 * layers + 3) ))
   "$G" bench -m synthetic:$s --backend gpu --prompt-len 512 --gen 128 --reps 1 --json > /tmp/prof-$s.json 2>/dev/null
   "$NCU" --graph-profiling node --csv --page raw -c $count \
     --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
