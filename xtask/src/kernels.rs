@@ -227,6 +227,7 @@ pub fn build(root: &Path) -> Result<PathBuf> {
             check_matrix_units(t, &stem, &obj, &cuobjdump)?;
             if t.vendor == "nvidia" {
                 check_pre_wait_loads(t, &stem, &obj, &cuobjdump)?;
+                check_stack_frames(t, &stem, &obj, &cuobjdump)?;
             }
             if t.vendor == "amd" {
                 check_no_spills(t, &stem, &obj)?;
@@ -340,6 +341,69 @@ fn check_pre_wait_loads(
     Ok(())
 }
 
+/// No sm_90a kernel may keep more on its stack than it is meant to: an array that ptxas can
+/// no longer hold in registers (a loop over it left rolled) goes to local memory without a
+/// spill being reported, and no test notices (the results stay right). It happened to the
+/// prefill attention's accumulators in session 16 (272 bytes). `stack_budget` says what
+/// each kernel may keep; `cuobjdump -res-usage` says what it does.
+fn check_stack_frames(
+    t: &Target,
+    stem: &str,
+    obj: &Path,
+    cuobjdump: &(PathBuf, Option<PathBuf>),
+) -> Result<()> {
+    let mut cmd = Command::new(&cuobjdump.0);
+    let usage = output(cmd.arg("-res-usage").arg(obj), "cuobjdump -res-usage")?;
+    let over: Vec<String> = stack_frames(&usage)
+        .into_iter()
+        .filter(|(kernel, bytes)| *bytes > stack_budget(kernel))
+        .map(|(kernel, bytes)| {
+            format!("{kernel}: {bytes} bytes (budget {})", stack_budget(&kernel))
+        })
+        .collect();
+    if !over.is_empty() {
+        bail!(
+            "{}/{stem}: kernels keep more on the stack than their budget ({}); an array indexed in a loop the compiler did not unroll goes to local memory: unroll it (#pragma unroll) or budget it in xtask's stack_budget",
+            t.name,
+            over.join(", ")
+        );
+    }
+    Ok(())
+}
+
+/// The stack frame a kernel may have: 32 bytes for every kernel (sinf / cosf keep the
+/// scratch of their reduction of large arguments there: the RoPE kernels), and the top-k
+/// sampler its per-thread candidate list.
+fn stack_budget(kernel: &str) -> u64 {
+    match kernel {
+        "sample_topk" => 1024,
+        _ => 32,
+    }
+}
+
+/// (kernel, stack bytes) for each function of a `cuobjdump -res-usage` listing
+/// ("Function NAME:" then a line with "STACK:N").
+fn stack_frames(listing: &str) -> Vec<(String, u64)> {
+    let mut out = Vec::new();
+    let mut kernel: Option<String> = None;
+    for line in listing.lines() {
+        let line = line.trim();
+        if let Some(name) = line.strip_prefix("Function ") {
+            kernel = Some(name.trim_end_matches(':').to_string());
+        } else if let Some(k) = kernel.take() {
+            let stack = line
+                .split_whitespace()
+                .find_map(|f| f.strip_prefix("STACK:"))
+                .and_then(|v| v.parse().ok());
+            match stack {
+                Some(bytes) => out.push((k, bytes)),
+                None => kernel = Some(k),
+            }
+        }
+    }
+    out
+}
+
 /// Whether `kernel` may issue `load` before its wait (`check_pre_wait_loads`).
 fn pre_wait_load_allowed(kernel: &str, load: &str) -> bool {
     kernel.starts_with("attn_decode_") || (kernel.starts_with("gemv") && load == "LDG.E.EF.128")
@@ -432,7 +496,30 @@ fn check_matrix_units(
 
 #[cfg(test)]
 mod tests {
-    use super::{loads_before_wait, spilling_kernels};
+    use super::{loads_before_wait, spilling_kernels, stack_budget, stack_frames};
+
+    #[test]
+    fn stack_frames_are_read_per_function_and_budgeted() {
+        let listing = "\nResource usage:\n Common:\n  GLOBAL:24 CONSTANT[4]:8\n \
+            Function sample_topk:\n  REG:26 STACK:1024 SHARED:11264 LOCAL:0\n \
+            Function attn_prefill_fa_128:\n  REG:218 STACK:272 SHARED:0 LOCAL:0\n \
+            Function rope_f32:\n  REG:24 STACK:32 SHARED:0 LOCAL:0\n";
+        let frames = stack_frames(listing);
+        assert_eq!(
+            frames,
+            vec![
+                ("sample_topk".to_string(), 1024),
+                ("attn_prefill_fa_128".to_string(), 272),
+                ("rope_f32".to_string(), 32)
+            ]
+        );
+        let over: Vec<&str> = frames
+            .iter()
+            .filter(|(k, b)| *b > stack_budget(k))
+            .map(|(k, _)| k.as_str())
+            .collect();
+        assert_eq!(over, vec!["attn_prefill_fa_128"]);
+    }
 
     #[test]
     fn a_load_of_x_above_the_wait_is_named() {
