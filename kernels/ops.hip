@@ -378,6 +378,73 @@ GRETA_KERNEL void argmax_f32(const float* x, unsigned n, unsigned* out, unsigned
     if (t == 0) g_pick_write(best_i[0], out, pos0, by, history, history_len);
 }
 
+#if defined(GRETA_CLUSTERS)
+// The same argmax over a thread-block cluster (NVIDIA sm_90): block b of the cluster scans
+// the b-th share of x's 16-byte vectors (the last block also the n % 4 tail), in one round of
+// loads for vocabularies up to ~131 k at 8 blocks of 1024 threads (argmax_f32 takes three
+// for SmolLM2's 49 152); each block's best comes from wave shuffles and one LDS step (not a
+// ten-step LDS tree), and block 0 takes the best of the blocks' bests through distributed
+// shared memory. Ties go to the lower index at every step, so the pick is argmax_f32's.
+// Grid: one cluster of ARGMAX_CLUSTER blocks along x; block: 1024 threads.
+#define ARGMAX_CLUSTER 8
+// (value, index) of the better of two candidates: the larger value, the lower index on ties.
+GRETA_DEVICE void g_argmax_shfl(float* bv, unsigned* bi, unsigned m) {
+    float ov = __shfl_xor_sync(0xffffffffu, *bv, m);
+    unsigned oi = __shfl_xor_sync(0xffffffffu, *bi, m);
+    g_argmax_take(ov, oi, bv, bi);
+}
+GRETA_KERNEL void argmax_f32_cluster(const float* x, unsigned n, unsigned* out, unsigned* pos0, unsigned by,
+                                     unsigned* history, unsigned history_len) {
+    g_overlap_entry();
+    GRETA_SHARED float wave_v[32];
+    GRETA_SHARED unsigned wave_i[32];
+    // This block's best: the value, and the index's bits (a peer reads both as floats).
+    GRETA_SHARED float best[2];
+    const unsigned t = g_tid(), b = g_bdim(), blk = g_bid(), blocks = g_cluster_blocks();
+    const unsigned n4 = n / 4, share = (n4 + blocks - 1) / blocks;
+    const unsigned v0 = blk * share < n4 ? blk * share : n4, v1 = v0 + share < n4 ? v0 + share : n4;
+    float bv = -3.402823466e38f;
+    unsigned bi = 0xffffffffu;
+    for (unsigned i0 = v0 + t; i0 < v1; i0 += ARGMAX_VECS * b) {
+        g_f4 v[ARGMAX_VECS];
+        for (unsigned u = 0; u < ARGMAX_VECS; ++u)
+            if (i0 + u * b < v1) v[u] = *(const g_f4*)(x + 4 * (i0 + u * b));
+        for (unsigned u = 0; u < ARGMAX_VECS; ++u)
+            if (i0 + u * b < v1)
+                for (unsigned e = 0; e < 4; ++e) g_argmax_take(v[u].v[e], 4 * (i0 + u * b) + e, &bv, &bi);
+    }
+    if (blk == blocks - 1)
+        for (unsigned i = 4 * n4 + t; i < n; i += b) g_argmax_take(x[i], i, &bv, &bi);
+    for (unsigned m = 16; m > 0; m >>= 1) g_argmax_shfl(&bv, &bi, m);
+    if (g_lane() == 0) {
+        wave_v[t / 32] = bv;
+        wave_i[t / 32] = bi;
+    }
+    g_sync();
+    if (t < 32) {
+        bv = t < b / 32 ? wave_v[t] : -3.402823466e38f;
+        bi = t < b / 32 ? wave_i[t] : 0xffffffffu;
+        for (unsigned m = 16; m > 0; m >>= 1) g_argmax_shfl(&bv, &bi, m);
+        if (t == 0) {
+            best[0] = bv;
+            best[1] = __uint_as_float(bi);
+        }
+    }
+    g_cluster_sync();
+    if (blk == 0 && t == 0) {
+        float v = best[0];
+        unsigned i = __float_as_uint(best[1]);
+        for (unsigned r = 1; r < blocks; ++r) {
+            const float* peer = g_cluster_peer(best, r);
+            g_argmax_take(peer[0], __float_as_uint(peer[1]), &v, &i);
+        }
+        g_pick_write(i, out, pos0, by, history, history_len);
+    }
+    // No block leaves while block 0 may still read its best.
+    g_cluster_sync();
+}
+#endif
+
 // cache[(*pos0 + r) * kv_row + i] = f16(src[r * kv_row + i]). Grid: rows; block: any.
 GRETA_KERNEL void kv_append_f16(const float* src, g_half* cache, const unsigned* pos0, unsigned kv_row) {
     g_overlap_entry();

@@ -32,7 +32,12 @@ pub enum KernelError {
 /// stays at 0 through the prompt and every step after it, and the attention reads one key
 /// instead of the context: session 13 read 96.6 µs a token "saved" by leaving out
 /// argmax_f32 on the Llama-2-7B shape, where the scan itself costs none (H200).
-const MOVES_POSITION: [&str; 3] = ["argmax_f32", "sample_topk", "advance_pos"];
+const MOVES_POSITION: [&str; 4] = [
+    "argmax_f32",
+    "argmax_f32_cluster",
+    "sample_topk",
+    "advance_pos",
+];
 
 /// Whether a timing study may leave `name` out (`GpuKernels::skip_kernels`).
 fn check_skippable(name: &str) -> Result<()> {
@@ -188,6 +193,9 @@ pub struct GpuKernels {
     /// compare with. Every kernel waits for its predecessor before touching shared data
     /// (kernels/greta_device.h), so results are the same either way.
     pub overlap: bool,
+    /// The greedy pick over a thread-block cluster where clusters run (`argmax`); off, the
+    /// one-block kernel every platform has (the op test runs both).
+    pub cluster_argmax: bool,
     /// A timing study's kernels (`skip_kernels`): their launches are left out.
     skip: Vec<String>,
     /// Threads per wave (warp) of the device: 64 on CDNA, 32 on NVIDIA.
@@ -242,6 +250,8 @@ pub struct GpuKernels {
     gate_up_silu_norm: Function,
     gemv_plain: Function,
     argmax: Function,
+    /// argmax over a cluster of ARGMAX_CLUSTER blocks (where clusters run).
+    argmax_cluster: Option<Function>,
 }
 
 const BLOCK: u32 = 256;
@@ -303,12 +313,14 @@ impl GpuKernels {
                 Platform::Nvidia => 32,
                 Platform::Amd => 64,
             };
+            let clusters = gpu.platform() == Platform::Nvidia && *target == "sm_90a";
             return Ok(GpuKernels {
                 object: path,
                 overlap: true,
+                cluster_argmax: true,
                 skip: Vec::new(),
                 wave,
-                clusters: gpu.platform() == Platform::Nvidia && *target == "sm_90a",
+                clusters,
                 embed: ops.function("embed_f16")?,
                 rmsnorm: ops.function("rmsnorm_f32")?,
                 rope: ops.function("rope_f32")?,
@@ -331,6 +343,10 @@ impl GpuKernels {
                 gate_up_silu_norm: gemv.function("gemv_gate_up_silu_norm_f16")?,
                 gemv_plain: ops.function("gemv_f16")?,
                 argmax: ops.function("argmax_f32")?,
+                argmax_cluster: match clusters {
+                    true => Some(ops.function("argmax_f32_cluster")?),
+                    false => None,
+                },
                 sample_topk: ops.function("sample_topk")?,
                 kv_append: ops.function("kv_append_f16")?,
                 advance_pos: ops.function("advance_pos")?,
@@ -1005,7 +1021,19 @@ impl GpuKernels {
     ) -> Result<()> {
         Self::need(x, n, "argmax x")?;
         let args = at.args(Args::new().ptr(x).u32(u32_of(n, "n")?), "argmax")?;
-        self.launch(&self.argmax, rows(1, 1024), s, args)
+        match self.argmax_cluster.as_ref().filter(|_| self.cluster_argmax) {
+            // One cluster: its blocks split the scan (kernels/ops.hip).
+            Some(f) => {
+                let dims = LaunchDims {
+                    grid: [ARGMAX_CLUSTER, 1, 1],
+                    block: [1024, 1, 1],
+                    shared_bytes: 0,
+                    cluster: ARGMAX_CLUSTER,
+                };
+                self.launch(f, dims, s, args)
+            }
+            None => self.launch(&self.argmax, rows(1, 1024), s, args),
+        }
     }
 
     /// y[t, n] = x[t, k] · w[n, k]ᵀ (f16 weights) on the matrix units (MFMA / HMMA) for any
@@ -1736,6 +1764,9 @@ impl WgmmaTile {
     }
 }
 
+/// Blocks of the cluster argmax (ARGMAX_CLUSTER in kernels/ops.hip).
+const ARGMAX_CLUSTER: u32 = 8;
+
 /// The warpgroup GEMM's K step (WG_BK in kernels/gemm.hip: the TMA boxes' columns, 128 bytes
 /// of f16) and depth (WG_STAGES; a kernel build with another depth needs this one too).
 const WGMMA_BK: u32 = 64;
@@ -2030,7 +2061,12 @@ mod tests {
     /// position (it would time steps at position 0); the refusal names the kernel and why.
     #[test]
     fn a_timing_study_may_not_leave_out_what_moves_the_position() {
-        for name in ["argmax_f32", "sample_topk", "advance_pos"] {
+        for name in [
+            "argmax_f32",
+            "argmax_f32_cluster",
+            "sample_topk",
+            "advance_pos",
+        ] {
             let e = check_skippable(name).unwrap_err();
             assert!(
                 matches!(e, KernelError::SkipMovesPosition { .. }),

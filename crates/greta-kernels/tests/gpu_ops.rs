@@ -1281,25 +1281,34 @@ fn rope_matches_cpu_in_both_pairings_and_at_long_positions() {
 #[test]
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
 fn argmax_on_device_takes_the_first_maximum() {
-    let (g, s, k) = setup();
+    let (g, s, mut k) = setup();
+    // Both kernels where the cluster one exists (NVIDIA sm_90): the cluster's blocks split
+    // the scan, so the ties below also fall across blocks.
+    for cluster in [true, false] {
+        k.cluster_argmax = cluster;
+        argmax_case(&g, &s, &k, cluster);
+    }
+}
+
+fn argmax_case(g: &Gpu, s: &Stream, k: &GpuKernels, cluster: bool) {
     // The pick also advances the position and keeps the token at history[new position].
     let mut pos = g.alloc::<u32>(1).unwrap();
     let mut history = g.alloc::<u32>(8).unwrap();
     let mut dout = g.alloc::<u32>(1).unwrap();
     let mut pick = |x: &[f32], pos0: u32, advance: usize| {
-        pos.write(0, &[pos0], &s).unwrap();
-        history.write(0, &[u32::MAX; 8], &s).unwrap();
-        let dx = upload(&g, &s, x);
+        pos.write(0, &[pos0], s).unwrap();
+        history.write(0, &[u32::MAX; 8], s).unwrap();
+        let dx = upload(g, s, x);
         let at = PickAt {
             out: &mut dout,
             pos: &mut pos,
             advance,
             history: &mut history,
         };
-        k.argmax(&s, &dx, x.len(), at).unwrap();
-        let p = pos.to_vec(&s).unwrap()[0];
+        k.argmax(s, &dx, x.len(), at).unwrap();
+        let p = pos.to_vec(s).unwrap()[0];
         assert_eq!(p, pos0 + advance as u32, "argmax advances the position");
-        (dout.to_vec(&s).unwrap()[0], history.to_vec(&s).unwrap())
+        (dout.to_vec(s).unwrap()[0], history.to_vec(s).unwrap())
     };
     // Lengths on and off the kernel's 16-byte vectors (n % 4), one vector round or several.
     for n in [1, 31, 1024, 1025, 1026, 1027, 32_000, 49_152, 128_256] {
@@ -1314,7 +1323,7 @@ fn argmax_on_device_takes_the_first_maximum() {
             .iter()
             .enumerate()
             .fold(0, |b, (i, &v)| if v > x[b] { i } else { b });
-        assert_eq!(got as usize, want, "argmax n={n}");
+        assert_eq!(got as usize, want, "argmax (cluster: {cluster}) n={n}");
         let mut want_hist = [u32::MAX; 8];
         want_hist[5] = got;
         assert_eq!(
