@@ -1470,32 +1470,16 @@ impl GpuKernels {
         pos0: &DeviceBuffer<u32>,
         att: AttnShape,
     ) -> Result<()> {
-        self.attention_ops(s, q, k_cache, v_cache, scratch, ctx, None, pos0, att)
+        self.attention_with_operands(s, q, k_cache, v_cache, scratch, ctx, None, pos0, att)
             .map(|_| ())
     }
 
-    /// `attention`, and where the register-resident prefill kernel runs (several rows,
-    /// head_dim 64 or 128, NVIDIA), the output projection's f16 operands of ctx in the same
-    /// launch (bitwise what `split_f16` makes of ctx). Returns whether it wrote them; where
-    /// it did not, `ops` is untouched and the caller splits ctx.
+    /// `attention`, and where `ops` are given and the register-resident prefill kernel runs
+    /// (several rows, head_dim 64 or 128, NVIDIA), the output projection's f16 operands of
+    /// ctx in the same launch (bitwise what `split_f16` makes of ctx). Returns whether it
+    /// wrote them; where it did not, `ops` is untouched and the caller splits ctx.
     #[allow(clippy::too_many_arguments)]
     pub fn attention_with_operands(
-        &self,
-        s: &Stream,
-        q: &DeviceBuffer<f32>,
-        k_cache: &DeviceBuffer<u16>,
-        v_cache: &DeviceBuffer<u16>,
-        scratch: &mut AttnScratch,
-        ctx: &mut DeviceBuffer<f32>,
-        ops: F16Operands,
-        pos0: &DeviceBuffer<u32>,
-        att: AttnShape,
-    ) -> Result<bool> {
-        self.attention_ops(s, q, k_cache, v_cache, scratch, ctx, Some(ops), pos0, att)
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn attention_ops(
         &self,
         s: &Stream,
         q: &DeviceBuffer<f32>,

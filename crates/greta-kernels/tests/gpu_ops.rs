@@ -391,7 +391,17 @@ fn attention_operands_case(
             lo: with_lo.then_some(&mut lo),
         };
         let made = k
-            .attention_with_operands(s, dq, dk, dv, &mut scratch, &mut dctx, ops, dpos, shape)
+            .attention_with_operands(
+                s,
+                dq,
+                dk,
+                dv,
+                &mut scratch,
+                &mut dctx,
+                Some(ops),
+                dpos,
+                shape,
+            )
             .unwrap();
         assert_eq!(made, fa, "{case}: operands made");
         assert_eq!(mismatches(got, &download(s, &dctx)), 0, "{case}: ctx");

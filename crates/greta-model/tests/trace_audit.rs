@@ -165,29 +165,25 @@ fn a_fault_in_both_routes_is_carried_on_alike() {
     let lm = common::load(&tiny());
     let reference = model::load_as(&tiny(), CpuWeights::F32, &mut |_, _| {}).unwrap();
     let tokens = prompt_tokens(&lm);
-    for point in Point::ALL {
-        let inj = injection_for(point);
-        let mut setup = AuditSetup {
+    let audit = |inj: Injection, inject_reference: bool| {
+        let setup = AuditSetup {
             inject: vec![inj],
-            inject_reference: true,
+            inject_reference,
             ..AuditSetup::default()
         };
-        let r = audit::backend(
+        audit::backend(
             (&lm.model, "cpu-blocks"),
             (&reference.model, "cpu-f32-reference"),
             &tokens,
             &setup,
         )
-        .unwrap();
+        .unwrap()
+    };
+    for point in Point::ALL {
+        let inj = injection_for(point);
+        let r = audit(inj, true);
         assert!(!r.diverged(), "{inj} in both routes\n{}", r.verdict());
-        setup.inject_reference = false;
-        let r = audit::backend(
-            (&lm.model, "cpu-blocks"),
-            (&reference.model, "cpu-f32-reference"),
-            &tokens,
-            &setup,
-        )
-        .unwrap();
+        let r = audit(inj, false);
         assert_found_exactly(&r, &inj, "audit backend, fault in one route");
     }
 }

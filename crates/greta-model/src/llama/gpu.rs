@@ -664,33 +664,21 @@ impl GpuLlama {
         if !one_launch || q_changed || k_changed {
             // Where the output product runs on the matrix units, the prefill attention may
             // write its f16 operands of ctx too.
-            if let Some(lo) = self.f16_operands(Lin::O, t, q_row) {
-                let ops = F16Operands {
-                    hi: &mut st.xh,
-                    lo: lo.then_some(&mut st.xl),
-                };
-                return Ok(k.attention_with_operands(
-                    &st.stream,
-                    q_rope,
-                    &st.k_cache[l],
-                    &st.v_cache[l],
-                    &mut st.attn_scratch,
-                    &mut st.ctx,
-                    ops,
-                    &st.pos,
-                    shape,
-                )?);
-            }
-            k.attention(
+            let ops = self.f16_operands(Lin::O, t, q_row).map(|lo| F16Operands {
+                hi: &mut st.xh,
+                lo: lo.then_some(&mut st.xl),
+            });
+            return Ok(k.attention_with_operands(
                 &st.stream,
                 q_rope,
                 &st.k_cache[l],
                 &st.v_cache[l],
                 &mut st.attn_scratch,
                 &mut st.ctx,
+                ops,
                 &st.pos,
                 shape,
-            )?;
+            )?);
         }
         Ok(false)
     }
