@@ -225,7 +225,8 @@ pub struct GpuKernels {
     /// The same products on Hopper's warpgroup matrix units, by tile (`WgmmaTile::ALL`;
     /// sm_90a objects only).
     gemm_f16_wgmma: Option<[(WgmmaTile, Function); 3]>,
-    /// The device's multiprocessors: the warpgroup GEMM's tile choice counts waves of them.
+    /// The device's multiprocessors: the warpgroup GEMM's tile choice counts waves of them
+    /// (0 where there is no warpgroup GEMM).
     multiprocessors: usize,
     split_f16: Function,
     add_rmsnorm_split: Function,
@@ -313,14 +314,15 @@ impl GpuKernels {
                 Platform::Nvidia => 32,
                 Platform::Amd => 64,
             };
-            let clusters = gpu.platform() == Platform::Nvidia && *target == "sm_90a";
+            // Hopper objects: thread-block clusters and the warpgroup GEMM.
+            let hopper = gpu.platform() == Platform::Nvidia && *target == "sm_90a";
             return Ok(GpuKernels {
                 object: path,
                 overlap: true,
                 cluster_argmax: true,
                 skip: Vec::new(),
                 wave,
-                clusters,
+                clusters: hopper,
                 embed: ops.function("embed_f16")?,
                 rmsnorm: ops.function("rmsnorm_f32")?,
                 rope: ops.function("rope_f32")?,
@@ -343,7 +345,7 @@ impl GpuKernels {
                 gate_up_silu_norm: gemv.function("gemv_gate_up_silu_norm_f16")?,
                 gemv_plain: ops.function("gemv_f16")?,
                 argmax: ops.function("argmax_f32")?,
-                argmax_cluster: match clusters {
+                argmax_cluster: match hopper {
                     true => Some(ops.function("argmax_f32_cluster")?),
                     false => None,
                 },
@@ -391,7 +393,12 @@ impl GpuKernels {
                     }
                     _ => None,
                 },
-                multiprocessors: gpu.multiprocessors()?,
+                // Read only where the warpgroup GEMM runs, its one reader: an attribute
+                // query no AMD GPU has run yet cannot stop the AMD load.
+                multiprocessors: match hopper {
+                    true => gpu.multiprocessors()?,
+                    false => 0,
+                },
                 split_f16: ops.function("split_f16")?,
                 add_rmsnorm_split: ops.function("add_rmsnorm_split_f16")?,
                 silu_mul_split: ops.function("silu_mul_split_f16")?,
