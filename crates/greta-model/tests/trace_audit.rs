@@ -27,6 +27,23 @@ fn prompt_tokens(lm: &model::LoadedModel) -> Vec<u32> {
         .unwrap()
 }
 
+/// The backend audit of the tiny model's CPU route that multiplies quantized blocks against
+/// the plain f32 route, with `setup`.
+fn blocks_against_f32(
+    lm: &model::LoadedModel,
+    reference: &model::LoadedModel,
+    tokens: &[u32],
+    setup: &AuditSetup,
+) -> DiffReport {
+    audit::backend(
+        (&lm.model, "cpu-blocks"),
+        (&reference.model, "cpu-f32-reference"),
+        tokens,
+        setup,
+    )
+    .unwrap()
+}
+
 fn injection_for(point: Point) -> Injection {
     let layer = point.in_layer().then_some(1);
     // add=0.5 changes every value, whatever the row holds (a scale would leave zeros).
@@ -97,13 +114,7 @@ fn every_planted_fault_is_the_first_divergence_of_each_audit() {
         )
         .unwrap();
         assert_found_exactly(&r, &inj, "audit prefill-decode");
-        let r = audit::backend(
-            (&lm.model, "cpu-blocks"),
-            (&reference.model, "cpu-f32-reference"),
-            &tokens,
-            &setup,
-        )
-        .unwrap();
+        let r = blocks_against_f32(&lm, &reference, &tokens, &setup);
         assert_found_exactly(&r, &inj, "audit backend");
     }
 }
@@ -123,13 +134,7 @@ fn phase_bound_and_several_faults_act_where_planted() {
             inject,
             ..AuditSetup::default()
         };
-        audit::backend(
-            (&lm.model, "cpu-blocks"),
-            (&reference.model, "cpu-f32-reference"),
-            &tokens,
-            &setup,
-        )
-        .unwrap()
+        blocks_against_f32(&lm, &reference, &tokens, &setup)
     };
     let prefill: Injection = "prefill@1:attn_out:scale=1.05".parse().unwrap();
     let r = run(vec![prefill]);
@@ -171,13 +176,7 @@ fn a_fault_in_both_routes_is_carried_on_alike() {
             inject_reference,
             ..AuditSetup::default()
         };
-        audit::backend(
-            (&lm.model, "cpu-blocks"),
-            (&reference.model, "cpu-f32-reference"),
-            &tokens,
-            &setup,
-        )
-        .unwrap()
+        blocks_against_f32(&lm, &reference, &tokens, &setup)
     };
     for point in Point::ALL {
         let inj = injection_for(point);
@@ -204,13 +203,7 @@ fn audits_pass_without_a_fault() {
     .unwrap();
     assert!(!r.diverged(), "{}\n{}", r.table(), r.verdict());
     assert_eq!(r.pairs, tokens.len() * (3 + 16 * lm.model.config.n_layers));
-    let r = audit::backend(
-        (&lm.model, "cpu-blocks"),
-        (&reference.model, "cpu-f32-reference"),
-        &tokens,
-        &AuditSetup::default(),
-    )
-    .unwrap();
+    let r = blocks_against_f32(&lm, &reference, &tokens, &AuditSetup::default());
     assert!(!r.diverged(), "{}\n{}", r.table(), r.verdict());
     // The two routes really are different code: not every pair is bit-identical.
     assert!(
