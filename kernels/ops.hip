@@ -334,6 +334,19 @@ GRETA_DEVICE void g_argmax_take(float v, unsigned i, float* bv, unsigned* bi) {
         *bi = i;
     }
 }
+// The thread's part of the scan: the 16-byte vectors i0, i0 + block, ... below v1 of x,
+// ARGMAX_VECS of them loaded before any is compared.
+GRETA_DEVICE void g_argmax_scan(const float* x, unsigned i0, unsigned v1, float* bv, unsigned* bi) {
+    const unsigned b = g_bdim();
+    for (; i0 < v1; i0 += ARGMAX_VECS * b) {
+        g_f4 v[ARGMAX_VECS];
+        for (unsigned u = 0; u < ARGMAX_VECS; ++u)
+            if (i0 + u * b < v1) v[u] = *(const g_f4*)(x + 4 * (i0 + u * b));
+        for (unsigned u = 0; u < ARGMAX_VECS; ++u)
+            if (i0 + u * b < v1)
+                for (unsigned e = 0; e < 4; ++e) g_argmax_take(v[u].v[e], 4 * (i0 + u * b) + e, bv, bi);
+    }
+}
 // A pick's last act: the token goes to out[0] (the next step's input), the position moves on
 // by `by` (the pass's rows) and the token is also kept at history[new position], where the
 // host reads it while the next step already runs. One thread.
@@ -355,14 +368,7 @@ GRETA_KERNEL void argmax_f32(const float* x, unsigned n, unsigned* out, unsigned
     float bv = -3.402823466e38f;
     unsigned bi = 0xffffffffu;
     const unsigned n4 = n / 4, b = g_bdim();
-    for (unsigned i0 = t; i0 < n4; i0 += ARGMAX_VECS * b) {
-        g_f4 v[ARGMAX_VECS];
-        for (unsigned u = 0; u < ARGMAX_VECS; ++u)
-            if (i0 + u * b < n4) v[u] = *(const g_f4*)(x + 4 * (i0 + u * b));
-        for (unsigned u = 0; u < ARGMAX_VECS; ++u)
-            if (i0 + u * b < n4)
-                for (unsigned e = 0; e < 4; ++e) g_argmax_take(v[u].v[e], 4 * (i0 + u * b) + e, &bv, &bi);
-    }
+    g_argmax_scan(x, t, n4, &bv, &bi);
     for (unsigned i = 4 * n4 + t; i < n; i += b) g_argmax_take(x[i], i, &bv, &bi);
     best_v[t] = bv;
     best_i[t] = bi;
@@ -405,14 +411,7 @@ GRETA_KERNEL void argmax_f32_cluster(const float* x, unsigned n, unsigned* out, 
     const unsigned v0 = blk * share < n4 ? blk * share : n4, v1 = v0 + share < n4 ? v0 + share : n4;
     float bv = -3.402823466e38f;
     unsigned bi = 0xffffffffu;
-    for (unsigned i0 = v0 + t; i0 < v1; i0 += ARGMAX_VECS * b) {
-        g_f4 v[ARGMAX_VECS];
-        for (unsigned u = 0; u < ARGMAX_VECS; ++u)
-            if (i0 + u * b < v1) v[u] = *(const g_f4*)(x + 4 * (i0 + u * b));
-        for (unsigned u = 0; u < ARGMAX_VECS; ++u)
-            if (i0 + u * b < v1)
-                for (unsigned e = 0; e < 4; ++e) g_argmax_take(v[u].v[e], 4 * (i0 + u * b) + e, &bv, &bi);
-    }
+    g_argmax_scan(x, v0 + t, v1, &bv, &bi);
     if (blk == blocks - 1)
         for (unsigned i = 4 * n4 + t; i < n; i += b) g_argmax_take(x[i], i, &bv, &bi);
     for (unsigned m = 16; m > 0; m >>= 1) g_argmax_shfl(&bv, &bi, m);
