@@ -381,8 +381,8 @@ impl GpuKernels {
                     (64, 4 * wave, gemm.function("gemm_f16_64")?),
                     (32, 4 * wave, gemm.function("gemm_f16_32")?),
                 ],
-                gemm_f16_wgmma: match gpu.platform() {
-                    Platform::Nvidia if *target == "sm_90a" => {
+                gemm_f16_wgmma: match hopper {
+                    true => {
                         let tile = |t: WgmmaTile| -> Result<(WgmmaTile, Function)> {
                             let f = gemm.function(&t.kernel())?;
                             f.set_max_dynamic_shared(wgmma_shared(t))?;
@@ -391,7 +391,7 @@ impl GpuKernels {
                         let [a, b, c] = WgmmaTile::ALL;
                         Some([tile(a)?, tile(b)?, tile(c)?])
                     }
-                    _ => None,
+                    false => None,
                 },
                 // Read only where the warpgroup GEMM runs, its one reader: an attribute
                 // query no AMD GPU has run yet cannot stop the AMD load.
