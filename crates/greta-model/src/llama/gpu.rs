@@ -970,15 +970,15 @@ impl GpuLlama {
 
             // Whether the output product's f16 operands of ctx are made: cleared when an
             // observer changes ctx after the attention wrote them.
-            let ctx_operands = self.rope_attend(st, l, t, pos0, obs)?
-                & !observe(
-                    obs,
-                    &st.stream,
-                    at(Point::AttnCtx, layer, pos0),
-                    &mut st.ctx,
-                    t,
-                    q_row,
-                )?;
+            let mut ctx_operands = self.rope_attend(st, l, t, pos0, obs)?;
+            ctx_operands &= !observe(
+                obs,
+                &st.stream,
+                at(Point::AttnCtx, layer, pos0),
+                &mut st.ctx,
+                t,
+                q_row,
+            )?;
             if fused {
                 self.project_add(
                     st,
