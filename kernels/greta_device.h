@@ -364,6 +364,67 @@ GRETA_DEVICE void g_split_f16(float v, g_half* hi, g_half* lo) {
     *hi = g_f2h(v);
     *lo = g_f2h(v - g_h2f(*hi));
 }
+
+// FP8 low halves (`--split-lo fp8`, Hopper): x = hi + lo with hi = f16(x) as above and
+// lo = x - hi (exact in f32) stored as e4m3(lo / s) under one scale s per group of
+// G_LO8_GROUP elements of a row (the wgmma GEMM's FP8 K step: 128 bytes), so that the lo
+// product runs on the FP8 matrix units at twice the f16 rate. s is a power of two, 2^(E - 7)
+// for the group's largest |lo| in [2^E, 2^(E+1)): dividing by it is exact, the group's
+// largest lands in [128, 256) (e4m3 saturates at 448), and e4m3's normals (from 2^-6) cover
+// the 2^14 below it. The CPU reference computes the same scale (greta-kernels cpu.rs).
+#define G_LO8_GROUP 128
+GRETA_DEVICE float g_fabs(float x) {
+#if defined(GRETA_AMD)
+    return __builtin_fabsf(x);
+#else
+    return fabsf(x);
+#endif
+}
+GRETA_DEVICE int g_lo8_exponent(float m) {
+#if defined(GRETA_AMD)
+    int e = (int)((__builtin_bit_cast(unsigned, m) >> 23) & 0xff) - 127;
+#else
+    int e = (int)((__float_as_uint(m) >> 23) & 0xff) - 127;
+#endif
+    // A group of zeros (or f32 subnormals only): any scale does; this one keeps both
+    // powers below normal f32 range limits.
+    return e < -119 ? -119 : e;
+}
+GRETA_DEVICE float g_pow2(int e) {
+#if defined(GRETA_AMD)
+    return __builtin_bit_cast(float, (unsigned)(e + 127) << 23);
+#else
+    return __uint_as_float((unsigned)(e + 127) << 23);
+#endif
+}
+// The group's scale s and its inverse from its largest |lo|.
+GRETA_DEVICE float g_lo8_scale(float m) { return g_pow2(g_lo8_exponent(m) - 7); }
+GRETA_DEVICE float g_lo8_inv_scale(float m) { return g_pow2(7 - g_lo8_exponent(m)); }
+// The largest of v over aligned groups of `width` lanes (a power of two <= the wave size).
+GRETA_DEVICE float g_group_max(float v, unsigned width) {
+    for (unsigned m = width / 2; m > 0; m >>= 1) {
+        float other = g_shfl_xor(v, m);
+        v = other > v ? other : v;
+    }
+    return v;
+}
+#if defined(GRETA_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
+// e4m3 conversion in hardware (sm_89+): round to nearest even, saturating at +-448 (the
+// scales above keep values below 256). AMD has no FP8 lo route (gfx942's FP8 is the fnuz
+// format and its MFMA path is not written): there the kernels' lo8 branches compile out and
+// the host refuses `--split-lo fp8`.
+#define GRETA_FP8 1
+// Two values packed as bytes: a in the low byte, b in the high one (memory order a, b).
+GRETA_DEVICE unsigned short g_e4m3x2(float a, float b) {
+    unsigned short r;
+    asm("cvt.rn.satfinite.e4m3x2.f32 %0, %2, %1;\n" : "=h"(r) : "f"(a), "f"(b));
+    return r;
+}
+// Four values (memory order) as one 32-bit word.
+GRETA_DEVICE unsigned g_e4m3x4(float a, float b, float c, float d) {
+    return (unsigned)g_e4m3x2(a, b) | ((unsigned)g_e4m3x2(c, d) << 16);
+}
+#endif
 // Eight f16 weights a decode pass reads once: NVIDIA's cache-streaming load (ld.global.cs,
 // evict-first in L1 and L2), so that the weight stream does not push the KV cache and the
 // activations out of L2 between steps. AMD: a plain load.
@@ -613,6 +674,36 @@ GRETA_DEVICE void g_wgmma_m64k16(float (&d)[N / 2], unsigned long long da, unsig
     } else {
         static_assert(N == 64, "wgmma tiles of 64, 128 or 168 columns");
         g_wgmma_m64n64k16(d, da, db, accumulate);
+    }
+}
+
+// The same on FP8 e4m3 operands, K 32 a step (32 bytes of the 128-byte swizzled rows, so a
+// descriptor advances by 2 per step as the f16 one does): the lo products of `--split-lo
+// fp8` (gemm.hip). FP8 wgmma reads both operands K-major and has no transpose flags.
+GRETA_DEVICE void g_wgmma_m64n128k32_e4m3(float (&d)[64], unsigned long long da, unsigned long long db, unsigned accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
+        : "l"(da), "l"(db), "r"(accumulate)
+        : "memory");
+}
+GRETA_DEVICE void g_wgmma_m64n64k32_e4m3(float (&d)[32], unsigned long long da, unsigned long long db, unsigned accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
+        : "l"(da), "l"(db), "r"(accumulate)
+        : "memory");
+}
+template <unsigned N>
+GRETA_DEVICE void g_wgmma_m64k32_e4m3(float (&d)[N / 2], unsigned long long da, unsigned long long db,
+                                      unsigned accumulate) {
+    if constexpr (N == 128) {
+        g_wgmma_m64n128k32_e4m3(d, da, db, accumulate);
+    } else {
+        static_assert(N == 64, "FP8 wgmma tiles of 64 or 128 columns");
+        g_wgmma_m64n64k32_e4m3(d, da, db, accumulate);
     }
 }
 

@@ -9,6 +9,7 @@
 # the default 8e-3 rms tolerance; it decides) and, for the record, greedy text of graph
 # decode, eager decode and the CPU (the CPU route multiplies the Q4_1 blocks, the GPU their
 # f16 rounding, so a near-tie may go either way: reported, not a failure).
+# GPU_ARGS: options for the GPU runs (e.g. --split-lo fp8); TAG: a suffix for the outputs.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)}
@@ -17,17 +18,19 @@ G=./target/device/greta
 M=target/dm10/smollm2-10l.gguf
 sha256sum $M | tee $OUT/dm10-sha256.txt
 status=0
-$G audit backend --against cpu -m $M --json > $OUT/audit-dm10.json 2> $OUT/audit-dm10.err || status=1
-python3 - $OUT/audit-dm10.json <<'PY' || status=1
+A=${GPU_ARGS:-}
+T=${TAG:-}
+$G audit backend --against cpu -m $M $A --json > $OUT/audit-dm10$T.json 2> $OUT/audit-dm10$T.err || status=1
+python3 - $OUT/audit-dm10$T.json $A <<'PY' || status=1
 import json, sys
 d = json.load(open(sys.argv[1]))
 w = max(d["points"], key=lambda p: p["worst_error"])
-print("audit (first 10 layers of the default model):", d["verdict"])
+print("audit (first 10 layers of the default model%s):" % (" " + " ".join(sys.argv[2:]) if sys.argv[2:] else ""), d["verdict"])
 print(f"worst {w['worst_error']:.3e} at {w['point']} layer {w['layer']} position {w['worst_pos']}")
 PY
 P="Why is the sky blue?"
-$G generate --backend gpu -m $M --temperature 0 -n 48 "$P" > $OUT/gen-graph.txt 2> /dev/null || status=1
-$G generate --backend gpu --no-graph -m $M --temperature 0 -n 48 "$P" > $OUT/gen-eager.txt 2> /dev/null || status=1
+$G generate --backend gpu $A -m $M --temperature 0 -n 48 "$P" > $OUT/gen-graph.txt 2> /dev/null || status=1
+$G generate --backend gpu $A --no-graph -m $M --temperature 0 -n 48 "$P" > $OUT/gen-eager.txt 2> /dev/null || status=1
 $G generate --backend cpu -m $M --temperature 0 -n 48 "$P" > $OUT/gen-cpu.txt 2> /dev/null || status=1
 for v in graph eager; do
   if cmp -s $OUT/gen-$v.txt $OUT/gen-cpu.txt; then echo "greedy text, GPU $v = CPU"; else echo "greedy text, GPU $v differs from the CPU (from byte $(cmp $OUT/gen-$v.txt $OUT/gen-cpu.txt | awk '{print $5}'))"; fi

@@ -161,7 +161,7 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
                     up.set_length(t as u64);
                     up.set_position(d as u64);
                 })?;
-            a.gpu.apply(&mut model);
+            a.gpu.apply(&mut model)?;
             model.kernels.skip_kernels(&a.skip_kernels)?;
             up.finish_and_clear();
             drop(weights);

@@ -1,7 +1,7 @@
 //! Options every GPU-running command takes (generate, bench, audit backend).
 
 use clap::Args;
-use greta_model::llama::gpu::{GpuLlama, SplitInputs};
+use greta_model::llama::gpu::{GpuError, GpuLlama, SplitInputs, SplitLo};
 
 #[derive(Args, Clone, Copy)]
 pub struct GpuArgs {
@@ -10,6 +10,12 @@ pub struct GpuArgs {
     /// down, head (docs/gpu.md, "Numerics").
     #[arg(long, value_name = "LIST", default_value_t = SplitInputs::default())]
     pub split_inputs: SplitInputs,
+    /// GPU prefill: the low half of a split input. f16: a second f16 product. fp8: FP8 e4m3
+    /// under power-of-two scales (one per row and 128 columns), multiplied on Hopper's FP8
+    /// matrix units with FP8 copies of those products' weights (made at load: +1 byte a
+    /// weight); sm_90a only, refused elsewhere (docs/gpu.md, "Numerics").
+    #[arg(long, value_name = "f16|fp8", default_value_t = SplitLo::default())]
+    pub split_lo: SplitLo,
     /// Launch each GPU kernel so that it may start while the one ahead of it drains
     /// (NVIDIA sm_90: programmatic dependent launch; its launch and its reads of weights
     /// overlap the previous kernel's tail). off: plain stream order, to compare with. AMD
@@ -27,10 +33,11 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
 }
 
 impl GpuArgs {
-    /// Sets the options on a loaded model.
-    pub fn apply(self, model: &mut GpuLlama) {
+    /// Sets the options on a loaded model (FP8 low halves make their weight copies here).
+    pub fn apply(self, model: &mut GpuLlama) -> Result<(), GpuError> {
         model.split_inputs = self.split_inputs;
         model.kernels.overlap = self.overlap;
+        model.set_split_lo(self.split_lo)
     }
 }
 
@@ -60,5 +67,19 @@ mod tests {
         assert!(err.contains("expected on or off"), "{err}");
         // A bare flag is refused (it needs its value), not read as "on".
         assert!(parse(&["--overlap"]).is_err());
+    }
+
+    #[test]
+    fn split_lo_takes_f16_or_fp8_and_defaults_to_f16() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("greta").chain(args.iter().copied()))
+                .map(|c| c.gpu.split_lo)
+                .map_err(|e| e.to_string())
+        };
+        assert_eq!(parse(&[]), Ok(SplitLo::F16));
+        assert_eq!(parse(&["--split-lo", "fp8"]), Ok(SplitLo::Fp8));
+        assert_eq!(parse(&["--split-lo", "f16"]), Ok(SplitLo::F16));
+        let err = parse(&["--split-lo", "e4m3"]).unwrap_err();
+        assert!(err.contains("accepted: f16, fp8"), "{err}");
     }
 }

@@ -426,7 +426,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
                 &lm.model.weights,
                 &mut |_, _| {},
             )?;
-            a.gpu.apply(&mut model);
+            a.gpu.apply(&mut model)?;
             let route = match generate::gpu_sampling(&sampler_cfg) {
                 generate::GpuSampling::Device(_) if a.no_graph => {
                     "eager (--no-graph), tokens picked on the device".to_string()

@@ -375,8 +375,12 @@ pub fn cmd_backend(args: &AuditArgs, against: &str, path: &Path) -> Result<i32> 
                 &reference.model.weights,
                 &mut |_, _| {},
             )?;
-            args.gpu.apply(&mut model);
-            eprintln!("GPU prefill inputs as hi + lo: {}", model.split_inputs);
+            args.gpu.apply(&mut model)?;
+            eprintln!(
+                "GPU prefill inputs as hi + lo: {} (lo {})",
+                model.split_inputs,
+                model.split_lo()
+            );
             let mut setup = setup;
             if args.report.metric.is_none() {
                 setup.tolerances.metric = greta_trace::diff::Metric::Rms;

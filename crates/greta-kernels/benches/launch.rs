@@ -13,7 +13,7 @@
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use greta_kernels::gpu::{default_dir, GemmOut, GemmRoute, GpuKernels, QkvRope, Rows};
+use greta_kernels::gpu::{default_dir, GemmLo, GemmOut, GemmRoute, GpuKernels, QkvRope, Rows};
 use hiprt::{Gpu, PlatformChoice};
 
 /// Launches per timed batch: well under the driver's queue depth, so no launch waits.
@@ -84,22 +84,33 @@ fn launches(c: &mut Criterion) {
                 let mut outs = [
                     GemmOut {
                         w: &wq,
+                        w8: None,
                         y: &mut pq,
                         n: q_row,
                     },
                     GemmOut {
                         w: &wk,
+                        w8: None,
                         y: &mut pk,
                         n: kv_row,
                     },
                     GemmOut {
                         w: &wv,
+                        w8: None,
                         y: &mut pv,
                         n: kv_row,
                     },
                 ];
-                k.gemm_f16(GemmRoute::Auto, &s, &xh, Some(&xl), &mut outs, t, d)
-                    .unwrap()
+                k.gemm_f16(
+                    GemmRoute::Auto,
+                    &s,
+                    &xh,
+                    Some(GemmLo::F16(&xl)),
+                    &mut outs,
+                    t,
+                    d,
+                )
+                .unwrap()
             },
         );
         timed(&format!("launch/gemv3 (qkv), {tag}"), c, &mut || {

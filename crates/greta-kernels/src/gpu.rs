@@ -174,7 +174,72 @@ pub struct NormIn<'a> {
 /// (bitwise what `split_f16` makes of the f32 output).
 pub struct F16Operands<'a> {
     pub hi: &'a mut DeviceBuffer<u16>,
-    pub lo: Option<&'a mut DeviceBuffer<u16>>,
+    pub lo: Option<LoOperand<'a>>,
+}
+
+/// The low half of a split input: f16 (`split_f16`'s), or FP8 e4m3 under one power-of-two
+/// scale per row and 128-column group (`--split-lo fp8`; kernels/greta_device.h): `q` as
+/// many bytes as hi has values, `scales` rows x ceil(len / 128).
+pub enum LoOperand<'a> {
+    F16(&'a mut DeviceBuffer<u16>),
+    E4m3 {
+        q: &'a mut DeviceBuffer<u8>,
+        scales: &'a mut DeviceBuffer<f32>,
+    },
+}
+
+impl LoOperand<'_> {
+    /// The f16 buffer, where the low half is f16.
+    fn f16(&self) -> Option<&DeviceBuffer<u16>> {
+        match self {
+            LoOperand::F16(b) => Some(b),
+            LoOperand::E4m3 { .. } => None,
+        }
+    }
+    /// The FP8 bytes and scales, where the low half is FP8.
+    fn e4m3(&self) -> Option<(&DeviceBuffer<u8>, &DeviceBuffer<f32>)> {
+        match self {
+            LoOperand::F16(_) => None,
+            LoOperand::E4m3 { q, scales } => Some((q, scales)),
+        }
+    }
+    /// The same halves, read-only, as a GEMM takes them.
+    pub fn as_gemm(&self) -> GemmLo<'_> {
+        match self {
+            LoOperand::F16(b) => GemmLo::F16(b),
+            LoOperand::E4m3 { q, scales } => GemmLo::E4m3 { q, scales },
+        }
+    }
+}
+
+/// A GEMM's low half of its input (`gemm_f16`): see `LoOperand`.
+#[derive(Clone, Copy)]
+pub enum GemmLo<'a> {
+    F16(&'a DeviceBuffer<u16>),
+    E4m3 {
+        q: &'a DeviceBuffer<u8>,
+        scales: &'a DeviceBuffer<f32>,
+    },
+}
+
+/// Columns of a row that share one FP8 low half scale (G_LO8_GROUP in
+/// kernels/greta_device.h: the FP8 GEMM's K step).
+pub const LO8_GROUP: usize = 128;
+
+/// An f16 weight matrix's FP8 e4m3 copy for the lo products of `--split-lo fp8`: `q` [rows,
+/// k] bytes, `scales` one power-of-two scale per row (`quantize_rows_e4m3`).
+pub struct E4m3Matrix {
+    pub q: DeviceBuffer<u8>,
+    pub scales: DeviceBuffer<f32>,
+}
+
+impl E4m3Matrix {
+    pub fn alloc(gpu: &Gpu, rows: usize, k: usize) -> Result<Self> {
+        Ok(E4m3Matrix {
+            q: gpu.alloc::<u8>(rows * k)?,
+            scales: gpu.alloc::<f32>(rows)?,
+        })
+    }
 }
 
 /// 4-float vectors a thread of `add_rmsnorm_split` keeps (kernels/ops.hip's NORM_SPLIT_VECS).
@@ -225,6 +290,9 @@ pub struct GpuKernels {
     /// The same products on Hopper's warpgroup matrix units, by tile (`WgmmaTile::ALL`;
     /// sm_90a objects only).
     gemm_f16_wgmma: Option<[(WgmmaTile, Function); 3]>,
+    /// Its forms with the lo half on the FP8 matrix units (`GemmLo::E4m3`), by tile
+    /// (`WgmmaTile::LO8`), with the kernels that make FP8 operands.
+    fp8: Option<Fp8Kernels>,
     /// The device's multiprocessors: the warpgroup GEMM's tile choice counts waves of them
     /// (0 where there is no warpgroup GEMM).
     multiprocessors: usize,
@@ -253,6 +321,13 @@ pub struct GpuKernels {
     argmax: Function,
     /// argmax over a cluster of ARGMAX_CLUSTER blocks (where clusters run).
     argmax_cluster: Option<Function>,
+}
+
+/// The FP8 low-half kernels (sm_90a objects only; kernels/gemm.hip, ops.hip).
+struct Fp8Kernels {
+    gemm: [(WgmmaTile, Function); 2],
+    split: Function,
+    quantize: Function,
 }
 
 const BLOCK: u32 = 256;
@@ -393,6 +468,22 @@ impl GpuKernels {
                     }
                     false => None,
                 },
+                fp8: match hopper {
+                    true => {
+                        let tile = |t: WgmmaTile| -> Result<(WgmmaTile, Function)> {
+                            let f = gemm.function(&format!("{}_lo8", t.kernel()))?;
+                            f.set_max_dynamic_shared(wgmma_shared(t))?;
+                            Ok((t, f))
+                        };
+                        let [a, b] = WgmmaTile::LO8;
+                        Some(Fp8Kernels {
+                            gemm: [tile(a)?, tile(b)?],
+                            split: ops.function("split_f16_lo8")?,
+                            quantize: ops.function("quantize_rows_e4m3")?,
+                        })
+                    }
+                    false => None,
+                },
                 // Read only where the warpgroup GEMM runs, its one reader: an attribute
                 // query no AMD GPU has run yet cannot stop the AMD load.
                 multiprocessors: match hopper {
@@ -477,13 +568,112 @@ impl GpuKernels {
         Self::need_of(b, n, what, "")
     }
 
-    /// `need` for both halves of `ops` (lo where present), of launcher `what`.
-    fn need_ops(ops: &F16Operands, n: usize, what: &str) -> Result<()> {
+    /// `need` for both halves of `ops` (lo where present) over `shape`, of launcher `what`.
+    fn need_ops(ops: &F16Operands, shape: Rows, what: &str) -> Result<()> {
+        let n = shape.rows * shape.len;
         Self::need_of(ops.hi, n, what, "hi")?;
         match &ops.lo {
-            Some(lo) => Self::need_of(lo, n, what, "lo"),
+            Some(LoOperand::F16(lo)) => Self::need_of(lo, n, what, "lo"),
+            Some(LoOperand::E4m3 { q, scales }) => {
+                Self::need_of(q, n, what, "lo (FP8)")?;
+                let groups = shape.rows * shape.len.div_ceil(LO8_GROUP);
+                Self::need_of(scales, groups, what, "lo scales")
+            }
             None => Ok(()),
         }
+    }
+
+    /// Whether this device has the FP8 lo products (`GemmLo::E4m3`, `--split-lo fp8`):
+    /// Hopper's objects.
+    pub fn has_fp8_lo(&self) -> bool {
+        self.fp8.is_some()
+    }
+
+    fn fp8(&self, what: &str) -> Result<&Fp8Kernels> {
+        self.fp8.as_ref().ok_or_else(|| {
+            KernelError::Shape(format!(
+                "{what}: the FP8 low halves need an sm_90a device (Hopper's FP8 matrix units); use f16 low halves here"
+            ))
+        })
+    }
+
+    /// Arguments for the FP8 form of `ops`' low half (two pointers: bytes and scales; nulls
+    /// where the low half is f16 or absent), refused where the device has no FP8 route.
+    fn lo8_args(&self, args: Args, ops: &F16Operands, what: &str) -> Result<Args> {
+        match ops.lo.as_ref().and_then(|l| l.e4m3()) {
+            Some((q, scales)) => {
+                self.fp8(what)?;
+                Ok(args.ptr(q).ptr(scales))
+            }
+            None => Ok(args.null().null()),
+        }
+    }
+
+    /// The FP8 copy of an f16 weight matrix `w` [rows, k] (k % 16 == 0) into `out`, one
+    /// power-of-two scale per row (kernels/ops.hip `quantize_rows_e4m3`).
+    pub fn quantize_rows_e4m3(
+        &self,
+        s: &Stream,
+        w: &DeviceBuffer<u16>,
+        out: &mut E4m3Matrix,
+        rows_n: usize,
+        k: usize,
+    ) -> Result<()> {
+        let f = &self.fp8("quantize_rows_e4m3")?.quantize;
+        if !k.is_multiple_of(16) || k == 0 {
+            return Err(KernelError::Shape(format!(
+                "quantize_rows_e4m3: k = {k} (accepted: a positive multiple of 16, the TMA's 16-byte rows)"
+            )));
+        }
+        Self::need(w, rows_n * k, "quantize_rows_e4m3 w")?;
+        Self::need(&out.q, rows_n * k, "quantize_rows_e4m3 q")?;
+        Self::need(&out.scales, rows_n, "quantize_rows_e4m3 scales")?;
+        if rows_n == 0 {
+            return Ok(());
+        }
+        let args = Args::new()
+            .ptr(w)
+            .ptr(&out.q)
+            .ptr(&out.scales)
+            .u32(u32_of(k, "k")?);
+        self.launch(f, rows(rows_n, BLOCK), s, args)
+    }
+
+    /// hi = f16(x) (`split_f16`'s) and the FP8 low half of x [t, k] (k % 8 == 0) with its
+    /// scales: the operands of a product whose input no fused kernel wrote.
+    pub fn split_f16_lo8(
+        &self,
+        s: &Stream,
+        x: &DeviceBuffer<f32>,
+        hi: &mut DeviceBuffer<u16>,
+        q: &mut DeviceBuffer<u8>,
+        scales: &mut DeviceBuffer<f32>,
+        shape: Rows,
+    ) -> Result<()> {
+        let f = &self.fp8("split_f16_lo8")?.split;
+        let Rows { rows: t, len: k } = shape;
+        if !k.is_multiple_of(8) || k == 0 {
+            return Err(KernelError::Shape(format!(
+                "split_f16_lo8: k = {k} (accepted: a positive multiple of 8)"
+            )));
+        }
+        let n = t * k;
+        Self::need(x, n, "split_f16_lo8 x")?;
+        Self::need(hi, n, "split_f16_lo8 hi")?;
+        Self::need(q, n, "split_f16_lo8 lo")?;
+        Self::need(scales, t * k.div_ceil(LO8_GROUP), "split_f16_lo8 scales")?;
+        if t == 0 {
+            return Ok(());
+        }
+        // 8 groups of 128 columns a block of 128 threads (kernels/ops.hip).
+        let dims = LaunchDims {
+            grid: [k.div_ceil(8 * LO8_GROUP) as u32, u32_of(t, "rows")?, 1],
+            block: [128, 1, 1],
+            shared_bytes: 0,
+            cluster: 1,
+        };
+        let args = Args::new().ptr(x).ptr(hi).ptr(q).ptr(scales);
+        self.launch(f, dims, s, args.u32(u32_of(k, "k")?))
     }
 
     /// `need` for buffer `name` of launcher `what` (the message is built only on failure:
@@ -1113,7 +1303,7 @@ impl GpuKernels {
         }
         Self::need(w, d, "add_rmsnorm_split w")?;
         Self::need(out, n, "add_rmsnorm_split out")?;
-        Self::need_ops(&ops, n, "add_rmsnorm_split")?;
+        Self::need_ops(&ops, shape, "add_rmsnorm_split")?;
         // About four vectors a thread: a block of d / 16 threads, in whole waves.
         let block = (d / 4)
             .div_ceil(4)
@@ -1125,14 +1315,15 @@ impl GpuKernels {
             .ptr(w)
             .ptr(out)
             .ptr(ops.hi)
-            .ptr_or_null(ops.lo.as_deref())
-            .u32(u32_of(d, "d")?)
-            .f32(eps);
+            .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()));
+        let args = self.lo8_args(args, &ops, "add_rmsnorm_split")?;
+        let args = args.u32(u32_of(d, "d")?).f32(eps);
         self.launch(&self.add_rmsnorm_split, rows(n_rows, block), s, args)
     }
 
     /// act = silu(gate) · up (`silu_mul`'s values, bitwise) and `ops` what `split_f16`
     /// makes of act, bitwise, in one launch: the prefill's SwiGLU ahead of the down product.
+    /// An FP8 low half needs rows of a multiple of 128 (one scale group is 16 threads).
     pub fn silu_mul_split(
         &self,
         s: &Stream,
@@ -1140,19 +1331,28 @@ impl GpuKernels {
         up: &DeviceBuffer<f32>,
         act: &mut DeviceBuffer<f32>,
         ops: F16Operands,
-        n: usize,
+        shape: Rows,
     ) -> Result<()> {
+        let n = shape.rows * shape.len;
         for (b, what) in [(gate, "silu_mul_split gate"), (up, "silu_mul_split up")] {
             Self::need(b, n, what)?;
         }
         Self::need(act, n, "silu_mul_split act")?;
-        Self::need_ops(&ops, n, "silu_mul_split")?;
+        Self::need_ops(&ops, shape, "silu_mul_split")?;
+        if matches!(ops.lo, Some(LoOperand::E4m3 { .. })) && !shape.len.is_multiple_of(LO8_GROUP) {
+            return Err(KernelError::Shape(format!(
+                "silu_mul_split: FP8 low halves need rows of a multiple of {LO8_GROUP}; rows of {} (use silu_mul and split_f16_lo8)",
+                shape.len
+            )));
+        }
         let args = Args::new()
             .ptr(gate)
             .ptr(up)
             .ptr(act)
             .ptr(ops.hi)
-            .ptr_or_null(ops.lo.as_deref())
+            .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()));
+        let args = self
+            .lo8_args(args, &ops, "silu_mul_split")?
             .u32(u32_of(n, "n")?);
         self.launch(&self.silu_mul_split, grid1(n.div_ceil(8), BLOCK), s, args)
     }
@@ -1167,18 +1367,26 @@ impl GpuKernels {
     /// output; `a_lo` left out: the activations as one f16), f32 accumulation, by the kernel
     /// `route` picks (`GemmRoute::Auto` in the model; the op tests check each). The warpgroup
     /// kernel computes up to three products per launch. Requires k % 8 == 0 (rows of 16
-    /// bytes) and k > 0.
+    /// bytes) and k > 0. An FP8 low half (`GemmLo::E4m3`: the lo products on the FP8 matrix
+    /// units, each output's `w8` the weights' copy) takes the warpgroup kernel, k % 16 == 0.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_f16(
         &self,
         route: GemmRoute,
         s: &Stream,
         a: &DeviceBuffer<u16>,
-        a_lo: Option<&DeviceBuffer<u16>>,
+        lo: Option<GemmLo<'_>>,
         outs: &mut [GemmOut<'_>],
         t: usize,
         k: usize,
     ) -> Result<()> {
+        if let Some(GemmLo::E4m3 { q, scales }) = lo {
+            return self.gemm_f16_lo8(route, s, a, (q, scales), outs, t, k);
+        }
+        let a_lo = match lo {
+            Some(GemmLo::F16(b)) => Some(b),
+            _ => None,
+        };
         if !k.is_multiple_of(8) || k == 0 {
             return Err(KernelError::Shape(format!(
                 "gemm_f16 needs k > 0 and k % 8 == 0 (16-byte rows); k = {k} (use gemm, which takes any k > 0)"
@@ -1241,6 +1449,110 @@ impl GpuKernels {
                 Ok(())
             }
         }
+    }
+
+    /// `gemm_f16` with an FP8 low half: the warpgroup kernel's LO8 form (kernels/gemm.hip),
+    /// on the tile `wgmma_tile` picks where it has that form, else 128 x 128.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_f16_lo8(
+        &self,
+        route: GemmRoute,
+        s: &Stream,
+        a: &DeviceBuffer<u16>,
+        (q, sx): (&DeviceBuffer<u8>, &DeviceBuffer<f32>),
+        outs: &mut [GemmOut<'_>],
+        t: usize,
+        k: usize,
+    ) -> Result<()> {
+        let fp8 = self.fp8("gemm_f16 with an FP8 low half")?;
+        if !k.is_multiple_of(16) || k == 0 {
+            return Err(KernelError::Shape(format!(
+                "gemm_f16 with an FP8 low half needs k > 0 and k % 16 == 0 (16-byte rows of bytes); k = {k}"
+            )));
+        }
+        Self::need(a, t * k, "gemm_f16 a")?;
+        Self::need(q, t * k, "gemm_f16 a_lo (FP8)")?;
+        Self::need(sx, t * k.div_ceil(LO8_GROUP), "gemm_f16 a_lo scales")?;
+        for o in outs.iter() {
+            Self::need(o.w, o.n * k, "gemm_f16 w")?;
+            Self::need(o.y, t * o.n, "gemm_f16 y")?;
+            let Some(w8) = o.w8 else {
+                return Err(KernelError::Shape(
+                    "gemm_f16 with an FP8 low half needs each product's FP8 weights (GemmOut::w8)"
+                        .into(),
+                ));
+            };
+            Self::need(&w8.q, o.n * k, "gemm_f16 w8")?;
+            Self::need(&w8.scales, o.n, "gemm_f16 w8 scales")?;
+        }
+        if t == 0 {
+            return Ok(());
+        }
+        for group in outs.chunks_mut(3) {
+            let tile = match route {
+                GemmRoute::WgmmaTile(tile) => tile,
+                GemmRoute::Auto | GemmRoute::Wgmma => {
+                    let tile = wgmma_tile(t, group.iter().map(|o| o.n), self.multiprocessors);
+                    match WgmmaTile::LO8.contains(&tile) {
+                        true => tile,
+                        false => WgmmaTile::LO8[0],
+                    }
+                }
+                other => {
+                    return Err(KernelError::Shape(format!(
+                        "gemm_f16 with an FP8 low half runs on the warpgroup kernel only, not {other:?}"
+                    )))
+                }
+            };
+            let (_, f) = fp8.gemm.iter().find(|(tl, _)| *tl == tile).ok_or_else(|| {
+                KernelError::Shape(format!(
+                    "no FP8-lo warpgroup GEMM of tile {tile:?}; the kernels have {:?}",
+                    WgmmaTile::LO8
+                ))
+            })?;
+            let (m32, n32) = (tile.m as u32, tile.n as u32);
+            let lo_box = LO8_GROUP as u32;
+            let mut args = Args::new()
+                .tmap(a.tensor_map_f16(t, k, m32, WGMMA_BK)?)
+                .tmap(q.tensor_map_u8(t, k, m32, lo_box)?);
+            // Absent products (n = 0) repeat the last present one's maps and pointers.
+            let at = |i: usize| i.min(group.len() - 1);
+            for i in 0..3 {
+                let o = &group[at(i)];
+                args = args.tmap(o.w.tensor_map_f16(o.n, k, n32, WGMMA_BK)?);
+            }
+            for i in 0..3 {
+                let o = &group[at(i)];
+                let w8 = o.w8.expect("checked above");
+                args = args.tmap(w8.q.tensor_map_u8(o.n, k, n32, lo_box)?);
+            }
+            for i in 0..3 {
+                args = args.ptr(group[at(i)].y);
+            }
+            args = args.ptr(sx);
+            for i in 0..3 {
+                args = args.ptr(&group[at(i)].w8.expect("checked above").scales);
+            }
+            args = args.u32(u32_of(t, "t")?).u32(u32_of(k, "k")?);
+            let mut col_tiles = 0;
+            for i in 0..3 {
+                let n = group.get(i).map_or(0, |o| o.n);
+                col_tiles += n.div_ceil(tile.n);
+                args = args.u32(u32_of(n, "n")?);
+            }
+            let dims = LaunchDims {
+                grid: [
+                    t.div_ceil(tile.m) as u32,
+                    u32_of(col_tiles, "column tiles")?,
+                    1,
+                ],
+                block: [128 * (m32 / 64) + 32, 1, 1],
+                shared_bytes: wgmma_shared(tile),
+                cluster: 1,
+            };
+            self.launch(f, dims, s, args)?;
+        }
+        Ok(())
     }
 
     /// The warpgroup GEMM's tiles on this device (empty without one): the op tests run each.
@@ -1540,11 +1852,20 @@ impl GpuKernels {
             let ops = ops.filter(|_| fa.is_some());
             if fa.is_some() {
                 if let Some(o) = &ops {
-                    Self::need_ops(o, n_rows * n_heads * head_dim, "attention")?;
+                    let shape = Rows {
+                        rows: n_rows,
+                        len: n_heads * head_dim,
+                    };
+                    Self::need_ops(o, shape, "attention")?;
+                    if matches!(o.lo, Some(LoOperand::E4m3 { .. })) {
+                        return Err(KernelError::Shape(
+                            "attention writes f16 low halves only; FP8 ones come from split_f16_lo8".into(),
+                        ));
+                    }
                 }
                 args = args
                     .ptr_or_null(ops.as_ref().map(|o| &*o.hi))
-                    .ptr_or_null(ops.as_ref().and_then(|o| o.lo.as_deref()));
+                    .ptr_or_null(ops.as_ref().and_then(|o| o.lo.as_ref()?.f16()));
             }
             let args = args.ptr(pos0).u32(u32_of(n_rows, "rows")?).u32(nh).u32(nkv);
             let args = if fa.is_some() { args } else { args.u32(hd) };
@@ -1746,6 +2067,9 @@ impl WgmmaTile {
         WgmmaTile { m: 64, n: 64 },
         WgmmaTile { m: 128, n: 168 },
     ];
+    /// The tiles with an FP8-lo form (kernels/gemm.hip: the wide tile's two accumulator sets
+    /// would take 168 registers).
+    pub const LO8: [WgmmaTile; 2] = [WgmmaTile { m: 128, n: 128 }, WgmmaTile { m: 64, n: 64 }];
 
     fn kernel(&self) -> String {
         match self.m == self.n {
@@ -1798,6 +2122,8 @@ fn wgmma_tile(t: usize, ns: impl IntoIterator<Item = usize>, sms: usize) -> Wgmm
 /// One product of a `gemm_f16` call: y[t, n] = x[t, k] · w[n, k]ᵀ.
 pub struct GemmOut<'a> {
     pub w: &'a DeviceBuffer<u16>,
+    /// w's FP8 copy, for an input whose low half is FP8 (`GemmLo::E4m3`).
+    pub w8: Option<&'a E4m3Matrix>,
     pub y: &'a mut DeviceBuffer<f32>,
     pub n: usize,
 }

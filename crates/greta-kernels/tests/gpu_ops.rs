@@ -5,8 +5,9 @@
 
 use greta_kernels::cpu::{self, RopePairing, WeightView};
 use greta_kernels::gpu::{
-    default_dir, AttnScratch, AttnShape, F16Operands, GemmOut, GemmRoute, GpuKernels, MatShape,
-    NormIn, PickAt, QkvRope, RopeShape, Rows,
+    default_dir, AttnScratch, AttnShape, E4m3Matrix, F16Operands, GemmLo, GemmOut, GemmRoute,
+    GpuKernels, LoOperand, MatShape, NormIn, PickAt, QkvRope, RopeShape, Rows, WgmmaTile,
+    LO8_GROUP,
 };
 use half::f16;
 use hiprt::{DeviceBuffer, Gpu, Platform, PlatformChoice, Stream};
@@ -178,10 +179,11 @@ fn gemm_f16_case(
         let mut dy = g.alloc::<f32>(m * n).unwrap();
         let mut outs = [GemmOut {
             w: dw,
+            w8: None,
             y: &mut dy,
             n,
         }];
-        k.gemm_f16(route, s, &hi, Some(&lo), &mut outs, m, kk)
+        k.gemm_f16(route, s, &hi, Some(GemmLo::F16(&lo)), &mut outs, m, kk)
             .unwrap();
         let e = nmse(&download(s, &dy), want);
         eprintln!("gemm_f16 {route:?} (hi + lo) m={m} k={kk} n={n}: nmse {e:.3e}");
@@ -193,6 +195,7 @@ fn gemm_f16_case(
         let mut dy = g.alloc::<f32>(m * n).unwrap();
         let mut outs = [GemmOut {
             w: dw,
+            w8: None,
             y: &mut dy,
             n,
         }];
@@ -249,9 +252,9 @@ fn gemm_f16_groups_match_cpu() {
                 .iter()
                 .zip(ys.iter_mut())
                 .zip(ns)
-                .map(|((w, y), &n)| GemmOut { w, y, n })
+                .map(|((w, y), &n)| GemmOut { w, w8: None, y, n })
                 .collect();
-            k.gemm_f16(route, &s, &hi, Some(&lo), &mut outs, m, kk)
+            k.gemm_f16(route, &s, &hi, Some(GemmLo::F16(&lo)), &mut outs, m, kk)
                 .unwrap();
             for (i, (y, want)) in ys.iter().zip(&wants).enumerate() {
                 let e = nmse(&download(&s, y), want);
@@ -388,7 +391,7 @@ fn attention_operands_case(
         let mut lo = upload(g, s, &vec![UNTOUCHED; n]);
         let ops = F16Operands {
             hi: &mut hi,
-            lo: with_lo.then_some(&mut lo),
+            lo: with_lo.then_some(LoOperand::F16(&mut lo)),
         };
         let made = k
             .attention_with_operands(
@@ -1167,7 +1170,7 @@ fn norm_and_swiglu_with_f16_operands_match_cpu() {
             let mut dlo = upload(&g, &s, &vec![UNTOUCHED; n]);
             let ops = F16Operands {
                 hi: &mut dhi,
-                lo: with_lo.then_some(&mut dlo),
+                lo: with_lo.then_some(LoOperand::F16(&mut dlo)),
             };
             k.add_rmsnorm_split(
                 &s,
@@ -1236,9 +1239,10 @@ fn norm_and_swiglu_with_f16_operands_match_cpu() {
             let mut dlo = upload(&g, &s, &vec![UNTOUCHED; n]);
             let ops = F16Operands {
                 hi: &mut dhi,
-                lo: with_lo.then_some(&mut dlo),
+                lo: with_lo.then_some(LoOperand::F16(&mut dlo)),
             };
-            k.silu_mul_split(&s, &da, &db, &mut dact, ops, n).unwrap();
+            k.silu_mul_split(&s, &da, &db, &mut dact, ops, Rows { rows: 1, len: n })
+                .unwrap();
             k.silu_mul(&s, &da, &db, &mut dref, n).unwrap();
             let got = download(&s, &dact);
             assert_eq!(
@@ -1352,4 +1356,312 @@ fn argmax_case(g: &Gpu, s: &Stream, k: &GpuKernels, cluster: bool) {
         [u32::MAX; 8],
         "a position past the history is not written"
     );
+}
+
+/// The FP8 low halves' scale rule (kernels/greta_device.h, `g_lo8_scale`): 2^(E - 7) for a
+/// group whose largest |value| is in [2^E, 2^(E+1)), E at least -119.
+fn lo8_scale(m: f32) -> f32 {
+    let e = (((m.to_bits() >> 23) & 0xff) as i32 - 127).max(-119);
+    f32::from_bits(((e - 7 + 127) as u32) << 23)
+}
+
+/// What the GPU must write for values `v` in groups of `group` (rows of `len`, each split in
+/// groups from its start): each group's scale, and each value divided by it, converted by
+/// the float8 crate (round to nearest even, saturating: CUDA's conversion).
+fn e4m3_groups(v: &[f32], len: usize, group: usize) -> (Vec<u8>, Vec<f32>) {
+    let mut q = Vec::with_capacity(v.len());
+    let mut scales = Vec::new();
+    for row in v.chunks(len) {
+        for g in row.chunks(group) {
+            let m = g.iter().fold(0f32, |m, x| m.max(x.abs()));
+            let scale = lo8_scale(m);
+            scales.push(scale);
+            q.extend(
+                g.iter()
+                    .map(|&x| float8::F8E4M3::from_f32(x / scale).to_bits()),
+            );
+        }
+    }
+    (q, scales)
+}
+
+/// x - f16(x): the low half before its FP8 rounding.
+fn residuals(v: &[f32]) -> Vec<f32> {
+    v.iter().map(|&x| x - f16::from_f32(x).to_f32()).collect()
+}
+
+/// FP8 bytes times their scales (one per `group` values of rows of `len`), as f32: exact.
+fn e4m3_values(q: &[u8], scales: &[f32], len: usize, group: usize) -> Vec<f32> {
+    let groups = len.div_ceil(group);
+    q.iter()
+        .enumerate()
+        .map(|(i, &b)| {
+            let (r, c) = (i / len, i % len);
+            float8::F8E4M3::from_bits(b).to_f32() * scales[r * groups + c / group]
+        })
+        .collect()
+}
+
+fn assert_e4m3(
+    s: &Stream,
+    (q, scales): (&DeviceBuffer<u8>, &DeviceBuffer<f32>),
+    want: &(Vec<u8>, Vec<f32>),
+    case: &str,
+) {
+    let (got_q, got_s) = (q.to_vec(s).unwrap(), scales.to_vec(s).unwrap());
+    assert_eq!(got_s[..want.1.len()], want.1[..], "scales of {case}");
+    let bad = got_q[..want.0.len()]
+        .iter()
+        .zip(&want.0)
+        .filter(|(a, b)| a != b)
+        .count();
+    assert_eq!(
+        bad, 0,
+        "FP8 bytes of {case}: {bad} differ from the float8 crate's"
+    );
+}
+
+/// `--split-lo fp8`: the kernels that write FP8 low halves (split_f16_lo8, the norm's and
+/// SwiGLU's FP8 forms) and FP8 weight copies, bit for bit against the float8 crate's
+/// conversion under the scale rule; then the GEMM with FP8 lo products on every tile that
+/// has the form, against the CPU product of the same FP8 values (accumulation only), and
+/// against the f32 product (where FP8 lo must keep most of what f16 hi alone loses).
+/// Without Hopper's FP8 units, each is refused by name.
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn fp8_low_halves_and_their_products_match_cpu() {
+    let (g, s, k) = setup();
+    if !k.has_fp8_lo() {
+        let x = upload(&g, &s, &values(64, 1));
+        let (mut hi, mut q, mut sc) = (
+            g.alloc::<u16>(64).unwrap(),
+            g.alloc::<u8>(64).unwrap(),
+            g.alloc::<f32>(1).unwrap(),
+        );
+        let e = k
+            .split_f16_lo8(&s, &x, &mut hi, &mut q, &mut sc, Rows { rows: 1, len: 64 })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sm_90a"), "{e}");
+        eprintln!("no FP8 low halves on this device: refused ({e})");
+        return;
+    }
+    // split_f16_lo8: edge shapes (a partial last group, rows not of whole groups).
+    for (rows, len) in [(3, 200), (33, 576), (2, 4096), (1, 8)] {
+        let n = rows * len;
+        let x: Vec<f32> = values(n, 71).iter().map(|v| v * 3.0).collect();
+        let dx = upload(&g, &s, &x);
+        let mut hi = upload(&g, &s, &vec![UNTOUCHED; n]);
+        let mut q = g.alloc::<u8>(n).unwrap();
+        let mut sc = g.alloc::<f32>(rows * len.div_ceil(LO8_GROUP)).unwrap();
+        k.split_f16_lo8(&s, &dx, &mut hi, &mut q, &mut sc, Rows { rows, len })
+            .unwrap();
+        assert!(
+            hi.to_vec(&s).unwrap() == split_bits(&x).0,
+            "hi of split_f16_lo8 {rows}x{len}"
+        );
+        let want = e4m3_groups(&residuals(&x), len, LO8_GROUP);
+        assert_e4m3(&s, (&q, &sc), &want, &format!("split_f16_lo8 {rows}x{len}"));
+    }
+    // The norm's FP8 form: the operands of its own f32 output.
+    for (rows, d) in [(33, 576), (5, 4096), (3, 64)] {
+        let n = rows * d;
+        let (x, y, w) = (values(n, 81), values(n, 82), values(d, 83));
+        let (mut dx, dy, dw) = (upload(&g, &s, &x), upload(&g, &s, &y), upload(&g, &s, &w));
+        let mut dout = g.alloc::<f32>(n).unwrap();
+        let mut hi = g.alloc::<u16>(n).unwrap();
+        let mut q = g.alloc::<u8>(n).unwrap();
+        let mut sc = g.alloc::<f32>(rows * d.div_ceil(LO8_GROUP)).unwrap();
+        let ops = F16Operands {
+            hi: &mut hi,
+            lo: Some(LoOperand::E4m3 {
+                q: &mut q,
+                scales: &mut sc,
+            }),
+        };
+        let shape = Rows { rows, len: d };
+        k.add_rmsnorm_split(&s, &mut dx, Some(&dy), &dw, &mut dout, ops, shape, 1e-5)
+            .unwrap();
+        let out = download(&s, &dout);
+        assert!(
+            hi.to_vec(&s).unwrap() == split_bits(&out).0,
+            "hi of the norm {rows}x{d}"
+        );
+        let want = e4m3_groups(&residuals(&out), d, LO8_GROUP);
+        assert_e4m3(
+            &s,
+            (&q, &sc),
+            &want,
+            &format!("add_rmsnorm_split {rows}x{d}"),
+        );
+    }
+    // SwiGLU's FP8 form: rows of whole groups, and the refusal of others.
+    for (rows, len) in [(3, 1536), (2, 11008), (1, 128)] {
+        let n = rows * len;
+        let (a, b) = (values(n, 91), values(n, 92));
+        let (da, db) = (upload(&g, &s, &a), upload(&g, &s, &b));
+        let mut dact = g.alloc::<f32>(n).unwrap();
+        let mut hi = g.alloc::<u16>(n).unwrap();
+        let mut q = g.alloc::<u8>(n).unwrap();
+        let mut sc = g.alloc::<f32>(rows * len / LO8_GROUP).unwrap();
+        let ops = F16Operands {
+            hi: &mut hi,
+            lo: Some(LoOperand::E4m3 {
+                q: &mut q,
+                scales: &mut sc,
+            }),
+        };
+        k.silu_mul_split(&s, &da, &db, &mut dact, ops, Rows { rows, len })
+            .unwrap();
+        let act = download(&s, &dact);
+        assert!(
+            hi.to_vec(&s).unwrap() == split_bits(&act).0,
+            "hi of SwiGLU {rows}x{len}"
+        );
+        let want = e4m3_groups(&residuals(&act), len, LO8_GROUP);
+        assert_e4m3(
+            &s,
+            (&q, &sc),
+            &want,
+            &format!("silu_mul_split {rows}x{len}"),
+        );
+    }
+    {
+        let n = 2 * 200;
+        let (da, db) = (upload(&g, &s, &values(n, 1)), upload(&g, &s, &values(n, 2)));
+        let mut dact = g.alloc::<f32>(n).unwrap();
+        let (mut hi, mut q, mut sc) = (
+            g.alloc::<u16>(n).unwrap(),
+            g.alloc::<u8>(n).unwrap(),
+            g.alloc::<f32>(4).unwrap(),
+        );
+        let ops = F16Operands {
+            hi: &mut hi,
+            lo: Some(LoOperand::E4m3 {
+                q: &mut q,
+                scales: &mut sc,
+            }),
+        };
+        let e = k
+            .silu_mul_split(&s, &da, &db, &mut dact, ops, Rows { rows: 2, len: 200 })
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("multiple of 128") && e.contains("200"), "{e}");
+    }
+    // The GEMM: groups as the model calls them, every FP8-lo tile forced and the choice.
+    let cases: [(usize, usize, &[usize]); 4] = [
+        (100, 576, &[576, 192, 192]),
+        (130, 1536, &[576]),
+        (256, 1024, &[1024, 256, 256]),
+        (33, 208, &[100, 33, 1000, 64]),
+    ];
+    let mut routes = vec![GemmRoute::Auto];
+    routes.extend(WgmmaTile::LO8.map(GemmRoute::WgmmaTile));
+    for (m, kk, ns) in cases {
+        let x = values(m * kk, m as u64 + 5);
+        let dx = upload(&g, &s, &x);
+        let mut hi = g.alloc::<u16>(m * kk).unwrap();
+        let mut q = g.alloc::<u8>(m * kk).unwrap();
+        let mut sc = g.alloc::<f32>(m * kk.div_ceil(LO8_GROUP)).unwrap();
+        k.split_f16_lo8(&s, &dx, &mut hi, &mut q, &mut sc, Rows { rows: m, len: kk })
+            .unwrap();
+        let hi_f: Vec<f32> = hi
+            .to_vec(&s)
+            .unwrap()
+            .iter()
+            .map(|&b| f16::from_bits(b).to_f32())
+            .collect();
+        let lo_f = e4m3_values(
+            &q.to_vec(&s).unwrap(),
+            &sc.to_vec(&s).unwrap(),
+            kk,
+            LO8_GROUP,
+        );
+        let mut ws = Vec::new();
+        let mut w8s = Vec::new();
+        let mut wants = Vec::new();
+        for (i, &n) in ns.iter().enumerate() {
+            let (w_bits, wf) = f16_bits(&values(n * kk, (n * 11 + i) as u64));
+            let dw = upload(&g, &s, &w_bits);
+            let mut w8 = E4m3Matrix::alloc(&g, n, kk).unwrap();
+            k.quantize_rows_e4m3(&s, &dw, &mut w8, n, kk).unwrap();
+            let want_w8 = e4m3_groups(&wf, kk, kk);
+            assert_e4m3(
+                &s,
+                (&w8.q, &w8.scales),
+                &want_w8,
+                &format!("quantize_rows_e4m3 {n}x{kk}"),
+            );
+            // The GEMM's reference: hi . w + (FP8 lo) . (FP8 w), each FP8 value times its
+            // scale (exact in f32), summed on the CPU; and the f32 product.
+            let w8f = e4m3_values(&want_w8.0, &want_w8.1, kk, kk);
+            let (mut exact, mut y_hi, mut y_lo) =
+                (vec![0f32; m * n], vec![0f32; m * n], vec![0f32; m * n]);
+            cpu::matmul_wt(&x, WeightView::F32(&wf), &mut exact, m, kk, n);
+            cpu::matmul_wt(&hi_f, WeightView::F32(&wf), &mut y_hi, m, kk, n);
+            cpu::matmul_wt(&lo_f, WeightView::F32(&w8f), &mut y_lo, m, kk, n);
+            let same: Vec<f32> = y_hi.iter().zip(&y_lo).map(|(a, b)| a + b).collect();
+            ws.push(dw);
+            w8s.push(w8);
+            wants.push((same, exact, y_hi));
+        }
+        for &route in &routes {
+            let mut ys: Vec<DeviceBuffer<f32>> =
+                ns.iter().map(|&n| g.alloc::<f32>(m * n).unwrap()).collect();
+            let mut outs: Vec<GemmOut> = ws
+                .iter()
+                .zip(&w8s)
+                .zip(ys.iter_mut())
+                .zip(ns)
+                .map(|(((w, w8), y), &n)| GemmOut {
+                    w,
+                    w8: Some(w8),
+                    y,
+                    n,
+                })
+                .collect();
+            let lo = GemmLo::E4m3 { q: &q, scales: &sc };
+            k.gemm_f16(route, &s, &hi, Some(lo), &mut outs, m, kk)
+                .unwrap();
+            for (i, (y, (same, exact, hi_only))) in ys.iter().zip(&wants).enumerate() {
+                let got = download(&s, y);
+                let (e_same, e_exact) = (nmse(&got, same), nmse(&got, exact));
+                let e_hi = nmse(hi_only, exact);
+                eprintln!(
+                    "gemm_f16 FP8 lo {route:?} m={m} k={kk} n={ns:?}, product {i}: nmse {e_same:.3e} against the same FP8 values, {e_exact:.3e} against f32 (f16 hi alone: {e_hi:.3e})"
+                );
+                assert!(
+                    e_same < NMSE_SPLIT_F16,
+                    "gemm_f16 FP8 lo {route:?} m={m} k={kk} n={ns:?}, product {i}: nmse {e_same:.3e}"
+                );
+                assert!(
+                    e_exact < e_hi / 16.0,
+                    "FP8 lo kept too little of the low half: {e_exact:.3e} against f16 hi alone {e_hi:.3e}"
+                );
+            }
+        }
+    }
+    // A product without its FP8 weights is refused by name.
+    let (m, kk, n) = (16, 128, 16);
+    let (hi, q, sc) = (
+        g.alloc::<u16>(m * kk).unwrap(),
+        g.alloc::<u8>(m * kk).unwrap(),
+        g.alloc::<f32>(m).unwrap(),
+    );
+    let (w, mut y) = (
+        g.alloc::<u16>(n * kk).unwrap(),
+        g.alloc::<f32>(m * n).unwrap(),
+    );
+    let mut outs = [GemmOut {
+        w: &w,
+        w8: None,
+        y: &mut y,
+        n,
+    }];
+    let lo = GemmLo::E4m3 { q: &q, scales: &sc };
+    let e = k
+        .gemm_f16(GemmRoute::Auto, &s, &hi, Some(lo), &mut outs, m, kk)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("GemmOut::w8"), "{e}");
 }

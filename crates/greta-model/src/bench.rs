@@ -280,7 +280,7 @@ pub fn bench_gpu(
             state_bytes: st.device_bytes(),
             matrix_bytes: 2.0,
             device_used_bytes: Some(model.gpu.used_memory()?),
-            split_inputs: Some(model.split_inputs.to_string()),
+            split_inputs: Some(format!("{} (lo {})", model.split_inputs, model.split_lo())),
             overlap: Some(model.kernels.overlap),
             skipped_kernels: model.kernels.skipped().to_vec(),
         },

@@ -86,6 +86,23 @@ impl LaunchDims {
 #[derive(Clone, Copy)]
 pub struct TensorMap(pub [u64; 16]);
 
+/// The element type a tensor map reads: f16, or bytes (FP8 e4m3 for the matrix units; the
+/// TMA only moves them).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TensorElem {
+    F16,
+    U8,
+}
+
+impl TensorElem {
+    pub fn bytes(self) -> u64 {
+        match self {
+            TensorElem::F16 => 2,
+            TensorElem::U8 => 1,
+        }
+    }
+}
+
 pub trait Driver: Send + Sync {
     fn platform(&self) -> Platform;
     /// Runtime (driver) version as the platform reports it.
@@ -181,19 +198,20 @@ pub trait Driver: Send + Sync {
         self.launch(f, dims, s, params)
     }
 
-    /// A TMA descriptor (NVIDIA sm_90+) of a row-major f16 matrix `[rows][cols]` at `ptr`,
-    /// read in boxes of `box_rows` x `box_cols` into shared memory with the 128-byte swizzle
-    /// (the layout the wgmma operand descriptors read); out-of-range elements read as zero.
-    /// Platforms without TMA refuse.
-    fn tensor_map_f16(
+    /// A TMA descriptor (NVIDIA sm_90+) of a row-major matrix `[rows][cols]` of `elem` at
+    /// `ptr`, read in boxes of `box_rows` x `box_cols` into shared memory with the 128-byte
+    /// swizzle (the layout the wgmma operand descriptors read); out-of-range elements read as
+    /// zero. Platforms without TMA refuse.
+    fn tensor_map(
         &self,
         ptr: DevicePtr,
+        elem: TensorElem,
         rows: u64,
         cols: u64,
         box_rows: u32,
         box_cols: u32,
     ) -> Result<TensorMap> {
-        let _ = (ptr, rows, cols, box_rows, box_cols);
+        let _ = (ptr, elem, rows, cols, box_rows, box_cols);
         Err(HipError::Invalid(format!(
             "tensor maps (TMA) need an NVIDIA sm_90 GPU; this is {}",
             self.platform()

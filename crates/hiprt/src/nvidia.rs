@@ -399,9 +399,10 @@ impl Driver for NvidiaDriver {
             ),
         )
     }
-    fn tensor_map_f16(
+    fn tensor_map(
         &self,
         ptr: DevicePtr,
+        elem: TensorElem,
         rows: u64,
         cols: u64,
         box_rows: u32,
@@ -410,13 +411,17 @@ impl Driver for NvidiaDriver {
         // SAFETY: the driver fills the 128-byte descriptor; it only reads the arrays below.
         let mut map: sys::CUtensorMap = unsafe { std::mem::zeroed() };
         let dims = [cols, rows];
-        let strides = [cols * 2];
+        let strides = [cols * elem.bytes()];
+        let dtype = match elem {
+            TensorElem::F16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+            TensorElem::U8 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT8,
+        };
         let boxes = [box_cols, box_rows];
         let steps = [1u32, 1];
         check("cuTensorMapEncodeTiled", unsafe {
             sys::cuTensorMapEncodeTiled(
                 &mut map,
-                sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
+                dtype,
                 2,
                 ptr.addr() as *mut c_void,
                 dims.as_ptr(),

@@ -265,8 +265,8 @@ fn as_bytes_mut<T: Copy>(v: &mut [T]) -> &mut [u8] {
 
 impl DeviceBuffer<u16> {
     /// A TMA descriptor of this buffer read as a row-major f16 matrix `[rows][cols]` in
-    /// boxes of `box_rows` x `box_cols` (see `Driver::tensor_map_f16`). The buffer must
-    /// outlive every launch that reads the descriptor.
+    /// boxes of `box_rows` x `box_cols` (see `Driver::tensor_map`). The buffer must outlive
+    /// every launch that reads the descriptor.
     pub fn tensor_map_f16(
         &self,
         rows: usize,
@@ -274,15 +274,41 @@ impl DeviceBuffer<u16> {
         box_rows: u32,
         box_cols: u32,
     ) -> Result<TensorMap> {
-        if rows.checked_mul(cols).is_none_or(|n| n > self.len) || !cols.is_multiple_of(8) {
-            return Err(HipError::Invalid(format!(
-                "a tensor map of {rows} x {cols} f16 over a buffer of {} elements (rows of a multiple of 8 needed)",
-                self.len
-            )));
-        }
-        self.driver
-            .tensor_map_f16(self.ptr(), rows as u64, cols as u64, box_rows, box_cols)
+        tensor_map(self, TensorElem::F16, rows, cols, box_rows, box_cols)
     }
+}
+
+impl DeviceBuffer<u8> {
+    /// The same over a byte matrix (FP8 operands): rows of a multiple of 16 bytes.
+    pub fn tensor_map_u8(
+        &self,
+        rows: usize,
+        cols: usize,
+        box_rows: u32,
+        box_cols: u32,
+    ) -> Result<TensorMap> {
+        tensor_map(self, TensorElem::U8, rows, cols, box_rows, box_cols)
+    }
+}
+
+/// The TMA needs rows (its global strides) of a multiple of 16 bytes.
+fn tensor_map<T: Copy>(
+    b: &DeviceBuffer<T>,
+    elem: TensorElem,
+    rows: usize,
+    cols: usize,
+    box_rows: u32,
+    box_cols: u32,
+) -> Result<TensorMap> {
+    let per_16_bytes = 16 / elem.bytes() as usize;
+    if rows.checked_mul(cols).is_none_or(|n| n > b.len) || !cols.is_multiple_of(per_16_bytes) {
+        return Err(HipError::Invalid(format!(
+            "a tensor map of {rows} x {cols} {elem:?} over a buffer of {} elements (rows of a multiple of {per_16_bytes} needed)",
+            b.len
+        )));
+    }
+    b.driver
+        .tensor_map(b.ptr(), elem, rows as u64, cols as u64, box_rows, box_cols)
 }
 
 impl<T: Copy> DeviceBuffer<T> {

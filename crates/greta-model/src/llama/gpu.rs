@@ -11,9 +11,9 @@
 
 use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
-    check_attention_shape, decode_splits, AttnScratch, AttnShape, DeviceSampling, F16Operands,
-    GemmOut, GemmRoute, GpuKernels, KernelError, MatShape, NormIn, PickAt, QkvRope, Rows,
-    NORM_SPLIT_MAX_D,
+    check_attention_shape, decode_splits, AttnScratch, AttnShape, DeviceSampling, E4m3Matrix,
+    F16Operands, GemmLo, GemmOut, GemmRoute, GpuKernels, KernelError, LoOperand, MatShape, NormIn,
+    PickAt, QkvRope, Rows, LO8_GROUP, NORM_SPLIT_MAX_D,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
@@ -49,6 +49,8 @@ pub enum GpuError {
     Rewind { len: usize, requested: usize },
     #[error("a decode run of {steps} steps was asked for step {}", steps + 1)]
     AheadExhausted { steps: usize },
+    #[error("--split-lo fp8 needs Hopper's FP8 matrix units (an sm_90a device); this GPU has none: use --split-lo f16")]
+    NoFp8,
 }
 
 type Result<T> = std::result::Result<T, GpuError>;
@@ -63,6 +65,76 @@ struct GpuLayer {
     w_gate: DeviceBuffer<u16>,
     w_up: DeviceBuffer<u16>,
     w_down: DeviceBuffer<u16>,
+    /// FP8 copies of the weights whose lo products run on the FP8 matrix units
+    /// (`SplitLo::Fp8`; none otherwise).
+    fp8: LayerFp8,
+}
+
+/// A layer's FP8 weight copies, by product (made by `GpuLlama::set_split_lo`).
+#[derive(Default)]
+struct LayerFp8 {
+    q: Option<E4m3Matrix>,
+    k: Option<E4m3Matrix>,
+    v: Option<E4m3Matrix>,
+    o: Option<E4m3Matrix>,
+    gate: Option<E4m3Matrix>,
+    up: Option<E4m3Matrix>,
+    down: Option<E4m3Matrix>,
+}
+
+impl LayerFp8 {
+    fn get(&self, which: Lin) -> Option<&E4m3Matrix> {
+        match which {
+            Lin::Q => self.q.as_ref(),
+            Lin::K => self.k.as_ref(),
+            Lin::V => self.v.as_ref(),
+            Lin::O => self.o.as_ref(),
+            Lin::Gate => self.gate.as_ref(),
+            Lin::Up => self.up.as_ref(),
+            Lin::Down => self.down.as_ref(),
+            Lin::Head => None,
+        }
+    }
+}
+
+/// The format of a split input's low half on the matrix units (`--split-lo`): f16 (two f16
+/// products), or FP8 e4m3 under power-of-two scales, one per row and 128 columns, whose
+/// product (with FP8 copies of the weights, one scale per row) runs on the FP8 units at
+/// twice the f16 rate (Hopper only; docs/gpu.md, "Numerics").
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SplitLo {
+    #[default]
+    F16,
+    Fp8,
+}
+
+impl std::str::FromStr for SplitLo {
+    type Err = String;
+    fn from_str(v: &str) -> std::result::Result<Self, String> {
+        match v {
+            "f16" => Ok(SplitLo::F16),
+            "fp8" => Ok(SplitLo::Fp8),
+            _ => Err(format!("{v:?}: accepted: f16, fp8")),
+        }
+    }
+}
+
+impl std::fmt::Display for SplitLo {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            SplitLo::F16 => "f16",
+            SplitLo::Fp8 => "fp8",
+        })
+    }
+}
+
+/// How a product group's input enters the matrix units: one f16, or hi + lo with lo f16 or
+/// FP8 (`GpuLlama::f16_operands`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LoKind {
+    None,
+    F16,
+    E4m3,
 }
 
 /// Which prefill products take their f32 input as hi + lo (two f16, ~22 bits) on the matrix
@@ -167,6 +239,8 @@ pub struct GpuLlama {
     pub gpu: Gpu,
     /// Which prefill products read hi + lo (see `SplitInputs`).
     pub split_inputs: SplitInputs,
+    /// The low halves' format (`set_split_lo`).
+    split_lo: SplitLo,
     /// Where sequences' buffers come from (and go back to when a state is dropped).
     alloc: CachingAllocator,
     pub kernels: GpuKernels,
@@ -257,6 +331,7 @@ impl GpuLlama {
                 w_gate: m("gate", &l.w_gate)?,
                 w_up: m("up", &l.w_up)?,
                 w_down: m("down", &l.w_down)?,
+                fp8: LayerFp8::default(),
             });
             progress(i + 2, total);
         }
@@ -273,6 +348,7 @@ impl GpuLlama {
         progress(total, total);
         Ok(GpuLlama {
             split_inputs: SplitInputs::default(),
+            split_lo: SplitLo::F16,
             alloc: CachingAllocator::new(gpu.clone()),
             gpu,
             kernels,
@@ -283,6 +359,57 @@ impl GpuLlama {
             output,
             inv_freq,
         })
+    }
+
+    /// The low halves' format for the products `split_inputs` splits (set that first): FP8
+    /// makes FP8 copies of those products' weights here (one quantize launch each: +1 byte
+    /// a weight, e.g. +3.1 GB for Llama-2-7B's Q/K/V, output and down), f16 frees them.
+    /// Refused where the device has no FP8 route.
+    pub fn set_split_lo(&mut self, lo: SplitLo) -> Result<()> {
+        if lo == SplitLo::Fp8 && !self.kernels.has_fp8_lo() {
+            return Err(GpuError::NoFp8);
+        }
+        let c = &self.config;
+        let (d, n_ff) = (c.hidden, c.intermediate);
+        let (q_row, kv_row) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+        let split = self.split_inputs;
+        let s = self.gpu.stream()?;
+        for l in &mut self.layers {
+            l.fp8 = LayerFp8::default();
+            if lo == SplitLo::F16 {
+                continue;
+            }
+            let (gpu, k) = (&self.gpu, &self.kernels);
+            // FP8 rows need k % 16 == 0 (the TMA's 16-byte rows); others keep f16 lo.
+            let copy = |on: bool,
+                        w: &DeviceBuffer<u16>,
+                        rows: usize,
+                        cols: usize|
+             -> Result<Option<E4m3Matrix>> {
+                if !on || !cols.is_multiple_of(16) {
+                    return Ok(None);
+                }
+                let mut m = E4m3Matrix::alloc(gpu, rows, cols)?;
+                k.quantize_rows_e4m3(&s, w, &mut m, rows, cols)?;
+                Ok(Some(m))
+            };
+            l.fp8 = LayerFp8 {
+                q: copy(split.qkv, &l.wq, q_row, d)?,
+                k: copy(split.qkv, &l.wk, kv_row, d)?,
+                v: copy(split.qkv, &l.wv, kv_row, d)?,
+                o: copy(split.o, &l.wo, d, q_row)?,
+                gate: copy(split.gate_up, &l.w_gate, n_ff, d)?,
+                up: copy(split.gate_up, &l.w_up, n_ff, d)?,
+                down: copy(split.down, &l.w_down, d, n_ff)?,
+            };
+        }
+        s.synchronize()?;
+        self.split_lo = lo;
+        Ok(())
+    }
+
+    pub fn split_lo(&self) -> SplitLo {
+        self.split_lo
     }
 
     /// What the model's caching allocator has done (a dropped state gives its blocks back,
@@ -325,8 +452,15 @@ impl GpuLlama {
             gate: alloc(r * c.intermediate)?,
             up: alloc(r * c.intermediate)?,
             act: alloc(r * c.intermediate)?,
-            xh: pool.alloc::<u16>(r * c.hidden.max(q_row).max(c.intermediate))?,
-            xl: pool.alloc::<u16>(r * c.hidden.max(q_row).max(c.intermediate))?,
+            operands: {
+                let widest = c.hidden.max(q_row).max(c.intermediate);
+                OperandBufs {
+                    hi: pool.alloc::<u16>(r * widest)?,
+                    lo: pool.alloc::<u16>(r * widest)?,
+                    lo8: pool.alloc::<u8>(r * widest)?,
+                    lo8_scales: pool.alloc::<f32>(r * widest.div_ceil(LO8_GROUP))?,
+                }
+            },
             attn_scratch: AttnScratch::new(g, c.n_heads, c.head_dim, capacity)?,
             rng: pool.alloc::<u64>(1)?,
             pick: TokenPick::Argmax,
@@ -339,6 +473,32 @@ impl GpuLlama {
             stream,
             graphs: Vec::new(),
         })
+    }
+}
+
+/// A prefill product's input as f16 for the matrix units: hi, and lo where it needs it (f16,
+/// or FP8 with its scales).
+struct OperandBufs {
+    hi: Pooled<u16>,
+    lo: Pooled<u16>,
+    lo8: Pooled<u8>,
+    lo8_scales: Pooled<f32>,
+}
+
+impl OperandBufs {
+    /// The buffers a writer of operands with a low half of `lo` fills.
+    fn get(&mut self, lo: LoKind) -> F16Operands<'_> {
+        F16Operands {
+            hi: &mut self.hi,
+            lo: match lo {
+                LoKind::None => None,
+                LoKind::F16 => Some(LoOperand::F16(&mut self.lo)),
+                LoKind::E4m3 => Some(LoOperand::E4m3 {
+                    q: &mut self.lo8,
+                    scales: &mut self.lo8_scales,
+                }),
+            },
+        }
     }
 }
 
@@ -364,8 +524,7 @@ pub struct GpuState {
     up: Pooled<f32>,
     act: Pooled<f32>,
     /// A prefill product's input as f16 for the matrix units: hi, and lo where it needs it.
-    xh: Pooled<u16>,
-    xl: Pooled<u16>,
+    operands: OperandBufs,
     attn_scratch: AttnScratch,
     /// The device sampler's generator state (splitmix64), seeded by `set_pick`.
     rng: Pooled<u64>,
@@ -472,7 +631,9 @@ impl GpuState {
         .into_iter()
         .map(f)
         .sum::<usize>()
-            + 2 * (self.xh.len() + self.xl.len())
+            + 2 * (self.operands.hi.len() + self.operands.lo.len())
+            + self.operands.lo8.len()
+            + 4 * self.operands.lo8_scales.len()
             + self.attn_scratch.bytes()
     }
 }
@@ -520,8 +681,18 @@ impl GpuLlama {
     /// (`gemm_f16`, from f16 operands of their input), and if so whether the input enters
     /// as hi + lo (`Lin::needs_lo`). One row takes the GEMV, a k that is not a multiple of 8
     /// the any-shape GEMM: neither reads operands.
-    fn f16_operands(&self, first: Lin, t: usize, k: usize) -> Option<bool> {
-        (t > 1 && k.is_multiple_of(8)).then(|| first.needs_lo(self.split_inputs))
+    /// The low half is FP8 where `set_split_lo` made FP8 copies of the group's weights.
+    fn f16_operands(&self, first: Lin, t: usize, k: usize) -> Option<LoKind> {
+        (t > 1 && k.is_multiple_of(8)).then(|| {
+            match (
+                first.needs_lo(self.split_inputs),
+                self.layers.first().and_then(|l| l.fp8.get(first)).is_some(),
+            ) {
+                (false, _) => LoKind::None,
+                (true, false) => LoKind::F16,
+                (true, true) => LoKind::E4m3,
+            }
+        })
     }
 
     /// The products that share one input (`group`: which, weights, output width), each
@@ -533,7 +704,7 @@ impl GpuLlama {
     fn products(
         &self,
         st: &mut GpuState,
-        group: &[(Lin, &DeviceBuffer<u16>, usize)],
+        group: &[(Lin, &DeviceBuffer<u16>, Option<&E4m3Matrix>, usize)],
         t: usize,
         k: usize,
         operands_ready: bool,
@@ -544,7 +715,7 @@ impl GpuLlama {
         };
         let io = st.product_io(first, group.iter().map(|&(which, ..)| which));
         let Some(lo) = self.f16_operands(first, t, k) else {
-            for (&(_, w, n), y) in group.iter().zip(io.ys) {
+            for (&(_, w, _, n), y) in group.iter().zip(io.ys) {
                 if t == 1 {
                     kernels.gemv(io.s, w, io.x, y, n, k)?;
                 } else {
@@ -554,22 +725,38 @@ impl GpuLlama {
             return Ok(());
         };
         if !operands_ready {
-            kernels.split_f16(io.s, io.x, io.xh, lo.then_some(&mut *io.xl), t * k)?;
+            match lo {
+                LoKind::E4m3 => kernels.split_f16_lo8(
+                    io.s,
+                    io.x,
+                    io.xh,
+                    io.xl8,
+                    io.xl8_scales,
+                    Rows { rows: t, len: k },
+                )?,
+                _ => kernels.split_f16(
+                    io.s,
+                    io.x,
+                    io.xh,
+                    (lo == LoKind::F16).then_some(&mut *io.xl),
+                    t * k,
+                )?,
+            }
         }
         let mut outs: Vec<GemmOut> = group
             .iter()
             .zip(io.ys)
-            .map(|(&(_, w, n), y)| GemmOut { w, y, n })
+            .map(|(&(_, w, w8, n), y)| GemmOut { w, w8, y, n })
             .collect();
-        kernels.gemm_f16(
-            GemmRoute::Auto,
-            io.s,
-            io.xh,
-            lo.then_some(&*io.xl),
-            &mut outs,
-            t,
-            k,
-        )?;
+        let gemm_lo = match lo {
+            LoKind::None => None,
+            LoKind::F16 => Some(GemmLo::F16(&*io.xl)),
+            LoKind::E4m3 => Some(GemmLo::E4m3 {
+                q: &*io.xl8,
+                scales: &*io.xl8_scales,
+            }),
+        };
+        kernels.gemm_f16(GemmRoute::Auto, io.s, io.xh, gemm_lo, &mut outs, t, k)?;
         Ok(())
     }
 
@@ -664,10 +851,11 @@ impl GpuLlama {
         if !one_launch || q_changed || k_changed {
             // Where the output product runs on the matrix units, the prefill attention may
             // write its f16 operands of ctx too.
-            let ops = self.f16_operands(Lin::O, t, q_row).map(|lo| F16Operands {
-                hi: &mut st.xh,
-                lo: lo.then_some(&mut st.xl),
-            });
+            // FP8 low halves come from split_f16_lo8 in the product instead.
+            let ops = self
+                .f16_operands(Lin::O, t, q_row)
+                .filter(|&lo| lo != LoKind::E4m3)
+                .map(|lo| st.operands.get(lo));
             return Ok(k.attention_with_operands(
                 &st.stream,
                 q_rope,
@@ -703,10 +891,7 @@ impl GpuLlama {
             .filter(|_| d <= NORM_SPLIT_MAX_D);
         match operands {
             Some(lo) => {
-                let ops = F16Operands {
-                    hi: &mut st.xh,
-                    lo: lo.then_some(&mut st.xl),
-                };
+                let ops = st.operands.get(lo);
                 let y = add.then_some(&*st.proj);
                 k.add_rmsnorm_split(
                     &st.stream,
@@ -739,15 +924,17 @@ impl GpuLlama {
     fn swiglu(&self, st: &mut GpuState, t: usize) -> Result<bool> {
         let n_ff = self.config.intermediate;
         let k = &self.kernels;
-        let Some(lo) = self.f16_operands(Lin::Down, t, n_ff) else {
+        // FP8 low halves need rows of whole scale groups here (else split_f16_lo8 makes them).
+        let lo = self
+            .f16_operands(Lin::Down, t, n_ff)
+            .filter(|&lo| lo != LoKind::E4m3 || n_ff.is_multiple_of(LO8_GROUP));
+        let Some(lo) = lo else {
             k.silu_mul(&st.stream, &st.gate, &st.up, &mut st.act, t * n_ff)?;
             return Ok(false);
         };
-        let ops = F16Operands {
-            hi: &mut st.xh,
-            lo: lo.then_some(&mut st.xl),
-        };
-        k.silu_mul_split(&st.stream, &st.gate, &st.up, &mut st.act, ops, t * n_ff)?;
+        let ops = st.operands.get(lo);
+        let rows = Rows { rows: t, len: n_ff };
+        k.silu_mul_split(&st.stream, &st.gate, &st.up, &mut st.act, ops, rows)?;
         Ok(true)
     }
 
@@ -936,9 +1123,9 @@ impl GpuLlama {
                     self.qkv_one(st, w)?;
                 } else {
                     let qkv = [
-                        (Lin::Q, &w.wq, q_row),
-                        (Lin::K, &w.wk, kv_row),
-                        (Lin::V, &w.wv, kv_row),
+                        (Lin::Q, &w.wq, w.fp8.q.as_ref(), q_row),
+                        (Lin::K, &w.wk, w.fp8.k.as_ref(), kv_row),
+                        (Lin::V, &w.wv, w.fp8.v.as_ref(), kv_row),
                     ];
                     self.products(st, &qkv, t, d, operands)?;
                 }
@@ -991,7 +1178,13 @@ impl GpuLlama {
                     ],
                 )?;
             } else {
-                self.products(st, &[(Lin::O, &w.wo, d)], t, q_row, ctx_operands)?;
+                self.products(
+                    st,
+                    &[(Lin::O, &w.wo, w.fp8.o.as_ref(), d)],
+                    t,
+                    q_row,
+                    ctx_operands,
+                )?;
                 observe(
                     obs,
                     &st.stream,
@@ -1056,7 +1249,10 @@ impl GpuLlama {
             } else if t == 1 {
                 self.gate_up_one(st, w)?;
             } else {
-                let gate_up = [(Lin::Gate, &w.w_gate, n_ff), (Lin::Up, &w.w_up, n_ff)];
+                let gate_up = [
+                    (Lin::Gate, &w.w_gate, w.fp8.gate.as_ref(), n_ff),
+                    (Lin::Up, &w.w_up, w.fp8.up.as_ref(), n_ff),
+                ];
                 self.products(st, &gate_up, t, d, operands)?;
                 act_operands = self.swiglu(st, t)?;
             }
@@ -1101,7 +1297,13 @@ impl GpuLlama {
                 // `normed` is not the next norm: the next layer's product makes its own.
                 norm_stale = true;
             } else {
-                self.products(st, &[(Lin::Down, &w.w_down, d)], t, n_ff, act_operands)?;
+                self.products(
+                    st,
+                    &[(Lin::Down, &w.w_down, w.fp8.down.as_ref(), d)],
+                    t,
+                    n_ff,
+                    act_operands,
+                )?;
                 observe(
                     obs,
                     &st.stream,
@@ -1158,7 +1360,7 @@ impl GpuLlama {
             d,
         )?;
         let head = self.output.as_ref().unwrap_or(&self.token_embd);
-        self.products(st, &[(Lin::Head, head, c.vocab_size)], rows, d, false)?;
+        self.products(st, &[(Lin::Head, head, None, c.vocab_size)], rows, d, false)?;
         observe(
             obs,
             &st.stream,
@@ -1446,6 +1648,8 @@ struct LinIo<'a> {
     ys: Vec<&'a mut DeviceBuffer<f32>>,
     xh: &'a mut DeviceBuffer<u16>,
     xl: &'a mut DeviceBuffer<u16>,
+    xl8: &'a mut DeviceBuffer<u8>,
+    xl8_scales: &'a mut DeviceBuffer<f32>,
 }
 
 impl GpuState {
@@ -1457,8 +1661,7 @@ impl GpuState {
             normed,
             ctx,
             act,
-            xh,
-            xl,
+            operands,
             q,
             k,
             v,
@@ -1494,8 +1697,10 @@ impl GpuState {
             s: stream,
             x,
             ys,
-            xh,
-            xl,
+            xh: &mut operands.hi,
+            xl: &mut operands.lo,
+            xl8: &mut operands.lo8,
+            xl8_scales: &mut operands.lo8_scales,
         }
     }
 }
