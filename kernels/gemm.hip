@@ -352,8 +352,11 @@ GEMM_WGMMA(gemm_f16_wgmma_128x168, 128, 168)
 
 // The FP8-lo forms (LO8 above), for the 128 and 64 tiles (the wide tile's part and acc
 // would take 168 registers; the products it is chosen for, 7B's gate/up, are not split).
+// Bounded to their block: an SM's four sub-partitions hold 16K registers each, so a block
+// of 9 warps (one sub-partition takes 3) launches only at <= 168 registers a thread, and
+// unbounded ptxas gave the 128 tile 172 (CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, H200).
 #define GEMM_WGMMA_LO8(NAME, TM, TN)                                                                                \
-    GRETA_KERNEL void NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                 \
+    GRETA_KERNEL void __launch_bounds__(TM / 64 * 128 + 32, 1) NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                 \
                            const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                  \
                            const __grid_constant__ g_tmap tw2, const __grid_constant__ g_tmap tw8_0,                \
                            const __grid_constant__ g_tmap tw8_1, const __grid_constant__ g_tmap tw8_2, float* y0,   \

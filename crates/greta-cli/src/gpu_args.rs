@@ -13,8 +13,9 @@ pub struct GpuArgs {
     /// GPU prefill: the low half of a split input. f16: a second f16 product. fp8: FP8 e4m3
     /// under power-of-two scales (one per row and 128 columns), multiplied on Hopper's FP8
     /// matrix units with FP8 copies of those products' weights (made at load: +1 byte a
-    /// weight); sm_90a only, refused elsewhere (docs/gpu.md, "Numerics").
-    #[arg(long, value_name = "f16|fp8", default_value_t = SplitLo::default())]
+    /// weight); fp8:LIST for some products only (qkv, o, gate_up, down). sm_90a only,
+    /// refused elsewhere (docs/gpu.md, "Numerics").
+    #[arg(long, value_name = "f16|fp8|fp8:LIST", default_value_t = SplitLo::default())]
     pub split_lo: SplitLo,
     /// Launch each GPU kernel so that it may start while the one ahead of it drains
     /// (NVIDIA sm_90: programmatic dependent launch; its launch and its reads of weights
@@ -77,9 +78,14 @@ mod tests {
                 .map_err(|e| e.to_string())
         };
         assert_eq!(parse(&[]), Ok(SplitLo::F16));
-        assert_eq!(parse(&["--split-lo", "fp8"]), Ok(SplitLo::Fp8));
+        assert_eq!(parse(&["--split-lo", "fp8"]), Ok(SplitLo::FP8));
         assert_eq!(parse(&["--split-lo", "f16"]), Ok(SplitLo::F16));
+        let some = parse(&["--split-lo", "fp8:qkv,down"]).unwrap();
+        assert!(some.fp8.qkv && some.fp8.down && !some.fp8.o && !some.fp8.gate_up);
+        assert_eq!(some.to_string(), "fp8:qkv,down");
         let err = parse(&["--split-lo", "e4m3"]).unwrap_err();
-        assert!(err.contains("accepted: f16, fp8"), "{err}");
+        assert!(err.contains("accepted: f16, fp8, or fp8:LIST"), "{err}");
+        let err = parse(&["--split-lo", "fp8:ffn"]).unwrap_err();
+        assert!(err.contains("\"ffn\" is not a product"), "{err}");
     }
 }

@@ -97,34 +97,58 @@ impl LayerFp8 {
     }
 }
 
-/// The format of a split input's low half on the matrix units (`--split-lo`): f16 (two f16
-/// products), or FP8 e4m3 under power-of-two scales, one per row and 128 columns, whose
-/// product (with FP8 copies of the weights, one scale per row) runs on the FP8 units at
-/// twice the f16 rate (Hopper only; docs/gpu.md, "Numerics").
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub enum SplitLo {
-    #[default]
-    F16,
-    Fp8,
+/// The format of a split input's low half on the matrix units (`--split-lo`), by product:
+/// f16 (two f16 products), or FP8 e4m3 under power-of-two scales, one per row and 128
+/// columns, whose product (with FP8 copies of the weights, one scale per row) runs on the
+/// FP8 units at twice the f16 rate (Hopper only; docs/gpu.md, "Numerics"). `fp8` is the
+/// set of products whose low half is FP8 (of those `SplitInputs` splits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SplitLo {
+    pub fp8: SplitInputs,
+}
+
+impl SplitLo {
+    pub const F16: SplitLo = SplitLo {
+        fp8: SplitInputs::NONE,
+    };
+    pub const FP8: SplitLo = SplitLo {
+        fp8: SplitInputs::ALL,
+    };
+}
+
+impl Default for SplitLo {
+    fn default() -> Self {
+        SplitLo::F16
+    }
 }
 
 impl std::str::FromStr for SplitLo {
     type Err = String;
+    /// `f16`, `fp8` (every split product), or `fp8:LIST` (a comma list of qkv, o, gate_up,
+    /// down; the others keep f16 low halves).
     fn from_str(v: &str) -> std::result::Result<Self, String> {
+        let accepted = "accepted: f16, fp8, or fp8:LIST with LIST a comma list of qkv, o, gate_up, down";
         match v {
             "f16" => Ok(SplitLo::F16),
-            "fp8" => Ok(SplitLo::Fp8),
-            _ => Err(format!("{v:?}: accepted: f16, fp8")),
+            "fp8" => Ok(SplitLo::FP8),
+            _ => match v.strip_prefix("fp8:") {
+                Some(list) => {
+                    let fp8: SplitInputs = list.parse().map_err(|e| format!("{v:?}: {e}"))?;
+                    Ok(SplitLo { fp8 })
+                }
+                None => Err(format!("{v:?}: {accepted}")),
+            },
         }
     }
 }
 
 impl std::fmt::Display for SplitLo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(match self {
-            SplitLo::F16 => "f16",
-            SplitLo::Fp8 => "fp8",
-        })
+        match self.fp8 {
+            SplitInputs::NONE => f.write_str("f16"),
+            SplitInputs::ALL => f.write_str("fp8"),
+            set => write!(f, "fp8:{set}"),
+        }
     }
 }
 
@@ -366,19 +390,16 @@ impl GpuLlama {
     /// a weight, e.g. +3.1 GB for Llama-2-7B's Q/K/V, output and down), f16 frees them.
     /// Refused where the device has no FP8 route.
     pub fn set_split_lo(&mut self, lo: SplitLo) -> Result<()> {
-        if lo == SplitLo::Fp8 && !self.kernels.has_fp8_lo() {
+        if lo != SplitLo::F16 && !self.kernels.has_fp8_lo() {
             return Err(GpuError::NoFp8);
         }
         let c = &self.config;
         let (d, n_ff) = (c.hidden, c.intermediate);
         let (q_row, kv_row) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
-        let split = self.split_inputs;
+        let (split, fp8) = (self.split_inputs, lo.fp8);
         let s = self.gpu.stream()?;
         for l in &mut self.layers {
             l.fp8 = LayerFp8::default();
-            if lo == SplitLo::F16 {
-                continue;
-            }
             let (gpu, k) = (&self.gpu, &self.kernels);
             // FP8 rows need k % 16 == 0 (the TMA's 16-byte rows); others keep f16 lo.
             let copy = |on: bool,
@@ -394,13 +415,13 @@ impl GpuLlama {
                 Ok(Some(m))
             };
             l.fp8 = LayerFp8 {
-                q: copy(split.qkv, &l.wq, q_row, d)?,
-                k: copy(split.qkv, &l.wk, kv_row, d)?,
-                v: copy(split.qkv, &l.wv, kv_row, d)?,
-                o: copy(split.o, &l.wo, d, q_row)?,
-                gate: copy(split.gate_up, &l.w_gate, n_ff, d)?,
-                up: copy(split.gate_up, &l.w_up, n_ff, d)?,
-                down: copy(split.down, &l.w_down, d, n_ff)?,
+                q: copy(split.qkv && fp8.qkv, &l.wq, q_row, d)?,
+                k: copy(split.qkv && fp8.qkv, &l.wk, kv_row, d)?,
+                v: copy(split.qkv && fp8.qkv, &l.wv, kv_row, d)?,
+                o: copy(split.o && fp8.o, &l.wo, d, q_row)?,
+                gate: copy(split.gate_up && fp8.gate_up, &l.w_gate, n_ff, d)?,
+                up: copy(split.gate_up && fp8.gate_up, &l.w_up, n_ff, d)?,
+                down: copy(split.down && fp8.down, &l.w_down, d, n_ff)?,
             };
         }
         s.synchronize()?;
