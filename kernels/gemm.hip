@@ -190,13 +190,18 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 #define WG_STAGES 6
 #endif
 
-// With LO8 (`--split-lo fp8`), the lo half is FP8 (ta_lo: e4m3 bytes [t, k], one scale per
-// row and 128-column group in sx [t, ceil(k / 128)], greta_device.h) and so are the weights
-// it multiplies (tw8_i: e4m3 [n_i, k], one scale per row in sw_i): the lo steps come first,
-// 128 columns each (a 128-byte row, the f16 step's bytes, so the stages are the same), each
-// step's sums made in `part` and added to acc times the step's row scales (the group's);
-// after them acc is multiplied by the column scales, and the hi steps accumulate on it.
-template <unsigned TM, unsigned TN, bool LO8 = false>
+// With LO8 (`--split-lo fp8`), the lo half is FP8: ta_lo reads e4m3 bytes [t, k] with one
+// power-of-two scale per row in sx [t] (greta_device.h), and the weights it multiplies are
+// FP8 copies (tw8_i: e4m3 [n_i, k], one scale per row in sw_i). Each K step of 64 then holds
+// four boxes, hi and w as above and lo and w8 (64-byte rows, the 64-byte swizzle): the hi
+// products accumulate in acc, the lo ones (two m64k32 FP8 products, twice the f16 rate) in
+// acc_lo, and the epilogue adds acc_lo times the row's and the column's scales. Both halves
+// in one step keep the bytes a step moves per unit of matrix-unit time the f16 split's, so
+// the STAGES ring hides the copies as well (a first form ran all lo steps after the hi ones
+// at K 128, twice the f16 step's byte rate, and took as long as f16 lo: the copies'
+// latency, not the matrix units, bounded it; H200, session 17). Per-row scales keep the lo
+// products' sums whole (no promotion per K group).
+template <unsigned TM, unsigned TN, unsigned STAGES = WG_STAGES, bool LO8 = false>
 GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, const g_tmap* ta_lo, const g_tmap* tw0,
                                       const g_tmap* tw1, const g_tmap* tw2, float* y0, float* y1, float* y2,
                                       unsigned t, unsigned k, unsigned n0, unsigned n1, unsigned n2,
@@ -204,13 +209,15 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
                                       const g_tmap* tw8_1 = nullptr, const g_tmap* tw8_2 = nullptr,
                                       const float* sx = nullptr, const float* sw0 = nullptr,
                                       const float* sw1 = nullptr, const float* sw2 = nullptr) {
-    constexpr unsigned A_HALVES = TM * WG_BK, STAGE_HALVES = (TM + TN) * WG_BK;
-    static_assert(A_HALVES * 2 % 1024 == 0 && STAGE_HALVES * 2 % 1024 == 0, "boxes start on swizzle atoms");
+    // Bytes: an f16 box row is 128 (K 64 halves), an FP8 one 64.
+    constexpr unsigned A_HALVES = TM * WG_BK, HI_BYTES = (TM + TN) * WG_BK * 2;
+    constexpr unsigned LO8_BYTES = LO8 ? (TM + TN) * WG_BK : 0, STAGE_BYTES = HI_BYTES + LO8_BYTES;
+    static_assert(A_HALVES * 2 % 1024 == 0 && STAGE_BYTES % 1024 == 0, "boxes start on swizzle atoms");
     constexpr unsigned CONSUMER_WARPS = TM / 64 * 4;
     // Swizzle atoms are 1024-byte aligned (the launcher adds 1 KiB for this).
-    g_half* smem = (g_half*)(((unsigned long)raw + 1023) & ~1023ul);
-    unsigned long long* full = (unsigned long long*)(smem + WG_STAGES * STAGE_HALVES);
-    unsigned long long* empty = full + WG_STAGES;
+    unsigned char* smem = (unsigned char*)(((unsigned long)raw + 1023) & ~1023ul);
+    unsigned long long* full = (unsigned long long*)(smem + STAGES * STAGE_BYTES);
+    unsigned long long* empty = full + STAGES;
     const unsigned tid = g_tid(), wg = tid / 128, producer = TM / 64 * 128;
 
     // This block's product and column tile.
@@ -226,11 +233,9 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     }
     const unsigned row0 = g_bid() * TM, col0 = j * TN;
     const unsigned hi_steps = (k + WG_BK - 1) / WG_BK;
-    // LO8: the FP8 lo steps (128 columns each), then the hi steps.
-    const unsigned lo8_steps = LO8 ? (k + G_LO8_GROUP - 1) / G_LO8_GROUP : 0;
-    const unsigned steps = LO8 ? lo8_steps + hi_steps : has_lo ? 2 * hi_steps : hi_steps;
+    const unsigned steps = !LO8 && has_lo ? 2 * hi_steps : hi_steps;
     if (tid == producer) {
-        for (unsigned s = 0; s < WG_STAGES; ++s) {
+        for (unsigned s = 0; s < STAGES; ++s) {
             g_mbar_init(&full[s], 1);
             g_mbar_init(&empty[s], CONSUMER_WARPS);
         }
@@ -242,79 +247,62 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     if (tid >= producer) {
         if (tid != producer) return;
         for (unsigned s = 0; s < steps; ++s) {
-            const unsigned st = s % WG_STAGES, use = s / WG_STAGES;
+            const unsigned st = s % STAGES, use = s / STAGES;
             // The consumers' release of this stage's previous use.
             if (use > 0) g_mbar_wait(&empty[st], (use - 1) & 1);
-            g_mbar_arrive_expect(&full[st], STAGE_HALVES * 2);
-            g_half* slab = smem + st * STAGE_HALVES;
-            if (LO8 && s < lo8_steps) {
-                // TM (TN) rows of 128 e4m3 bytes: the f16 boxes' bytes.
-                const int kc = (int)(s * G_LO8_GROUP);
-                g_tma_load_2d(slab, ta_lo, kc, (int)row0, &full[st]);
-                g_tma_load_2d(slab + A_HALVES, tw8, kc, (int)col0, &full[st]);
-                continue;
-            }
-            const unsigned sh = s - lo8_steps;
-            const bool lo = sh >= hi_steps;
-            const int kc = (int)((lo ? sh - hi_steps : sh) * WG_BK);
+            g_mbar_arrive_expect(&full[st], STAGE_BYTES);
+            const bool lo = s >= hi_steps;
+            const int kc = (int)((lo ? s - hi_steps : s) * WG_BK);
+            unsigned char* slab = smem + st * STAGE_BYTES;
             g_tma_load_2d(slab, lo ? ta_lo : ta, kc, (int)row0, &full[st]);
-            g_tma_load_2d(slab + A_HALVES, tw, kc, (int)col0, &full[st]);
+            g_tma_load_2d(slab + A_HALVES * 2, tw, kc, (int)col0, &full[st]);
+            if (LO8) {
+                g_tma_load_2d(slab + HI_BYTES, ta_lo, kc, (int)row0, &full[st]);
+                g_tma_load_2d(slab + HI_BYTES + TM * WG_BK, tw8, kc, (int)col0, &full[st]);
+            }
         }
         return;
     }
 
     const unsigned c = wg;
-    const unsigned l = g_lane(), warp = (tid % 128) / 32;
     float acc[TN / 2];
-    if constexpr (LO8) {
-        // This thread's two rows (m16n8 layout) and their scales' row in sx.
-        const unsigned groups = lo8_steps, ra = row0 + 64 * c + 16 * warp + l / 4, rb = ra + 8;
-        float part[TN / 2];
-        for (unsigned s = 0; s < lo8_steps; ++s) {
-            const unsigned st = s % WG_STAGES;
-            g_mbar_wait(&full[st], (s / WG_STAGES) & 1);
-            const g_half* slab = smem + st * STAGE_HALVES;
-            unsigned long long da = g_wgmma_desc(slab + c * 64 * WG_BK);
-            unsigned long long db = g_wgmma_desc(slab + A_HALVES);
-            g_wgmma_fence();
-            for (unsigned kk = 0; kk < G_LO8_GROUP / 32; ++kk)
-                g_wgmma_m64k32_e4m3<TN>(part, da + 2 * kk, db + 2 * kk, kk > 0);
-            g_wgmma_commit();
-            // The group's scales load while the products run (rows past t: 0, never stored).
-            const float sa = ra < t ? sx[(unsigned long)ra * groups + s] : 0.0f;
-            const float sb = rb < t ? sx[(unsigned long)rb * groups + s] : 0.0f;
-            g_wgmma_wait<0>();
-            if (g_lane() == 0) g_mbar_arrive(&empty[st]);
-            for (unsigned q = 0; q < TN / 8; ++q) {
-                acc[4 * q] = (s > 0 ? acc[4 * q] : 0.0f) + part[4 * q] * sa;
-                acc[4 * q + 1] = (s > 0 ? acc[4 * q + 1] : 0.0f) + part[4 * q + 1] * sa;
-                acc[4 * q + 2] = (s > 0 ? acc[4 * q + 2] : 0.0f) + part[4 * q + 2] * sb;
-                acc[4 * q + 3] = (s > 0 ? acc[4 * q + 3] : 0.0f) + part[4 * q + 3] * sb;
-            }
-        }
-        for (unsigned q = 0; q < TN / 8; ++q) {
-            const unsigned col = col0 + 8 * q + 2 * (l % 4);
-            const float s0 = col < n ? sw[col] : 0.0f, s1 = col + 1 < n ? sw[col + 1] : 0.0f;
-            acc[4 * q] *= s0, acc[4 * q + 1] *= s1, acc[4 * q + 2] *= s0, acc[4 * q + 3] *= s1;
-        }
-    }
-    for (unsigned s = lo8_steps; s < steps; ++s) {
-        const unsigned st = s % WG_STAGES;
-        g_mbar_wait(&full[st], (s / WG_STAGES) & 1);
-        const g_half* slab = smem + st * STAGE_HALVES;
-        unsigned long long da = g_wgmma_desc(slab + c * 64 * WG_BK);
-        unsigned long long db = g_wgmma_desc(slab + A_HALVES);
+    // The lo products' sums (LO8; a 2-element array otherwise, never read).
+    float acc_lo[LO8 ? TN / 2 : 2];
+    for (unsigned s = 0; s < steps; ++s) {
+        const unsigned st = s % STAGES;
+        g_mbar_wait(&full[st], (s / STAGES) & 1);
+        const unsigned char* slab = smem + st * STAGE_BYTES;
+        unsigned long long da = g_wgmma_desc(slab + c * 64 * WG_BK * 2);
+        unsigned long long db = g_wgmma_desc(slab + A_HALVES * 2);
         g_wgmma_fence();
-        for (unsigned kk = 0; kk < WG_BK / 16; ++kk)
-            g_wgmma_m64k16<TN>(acc, da + 2 * kk, db + 2 * kk, LO8 || s > 0 || kk > 0);
+        for (unsigned kk = 0; kk < WG_BK / 16; ++kk) g_wgmma_m64k16<TN>(acc, da + 2 * kk, db + 2 * kk, s > 0 || kk > 0);
+        if constexpr (LO8) {
+            unsigned long long la = g_wgmma_desc64(slab + HI_BYTES + c * 64 * WG_BK);
+            unsigned long long lb = g_wgmma_desc64(slab + HI_BYTES + TM * WG_BK);
+            for (unsigned kk = 0; kk < WG_BK / 32; ++kk)
+                g_wgmma_m64k32_e4m3<TN>(acc_lo, la + 2 * kk, lb + 2 * kk, s > 0 || kk > 0);
+        }
         g_wgmma_commit();
-        // Step s - 1's products are done: its stage may be refilled (a lo8 step released
-        // its own).
+        // Step s - 1's products are done: its stage may be refilled.
         g_wgmma_wait<1>();
-        if (s > lo8_steps && g_lane() == 0) g_mbar_arrive(&empty[(s - 1) % WG_STAGES]);
+        if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[(s - 1) % STAGES]);
     }
     g_wgmma_wait<0>();
 
+    const unsigned l = g_lane(), warp = (tid % 128) / 32;
+    if constexpr (LO8) {
+        // acc += acc_lo times the row's and the column's scales (rows past t read none).
+        const unsigned ra = row0 + 64 * c + 16 * warp + l / 4, rb = ra + 8;
+        const float sa = ra < t ? sx[ra] : 0.0f, sb = rb < t ? sx[rb] : 0.0f;
+        for (unsigned q = 0; q < TN / 8; ++q) {
+            const unsigned col = col0 + 8 * q + 2 * (l % 4);
+            const float s0 = col < n ? sw[col] : 0.0f, s1 = col + 1 < n ? sw[col + 1] : 0.0f;
+            acc[4 * q] += acc_lo[4 * q] * (sa * s0);
+            acc[4 * q + 1] += acc_lo[4 * q + 1] * (sa * s1);
+            acc[4 * q + 2] += acc_lo[4 * q + 2] * (sb * s0);
+            acc[4 * q + 3] += acc_lo[4 * q + 3] * (sb * s1);
+        }
+    }
     const bool pairs = n % 2 == 0;
     for (unsigned h = 0; h < 2; ++h) {
         unsigned r = row0 + 64 * c + 16 * warp + l / 4 + 8 * h;
@@ -350,12 +338,13 @@ GEMM_WGMMA(gemm_f16_wgmma_128, 128, 128)
 GEMM_WGMMA(gemm_f16_wgmma_64, 64, 64)
 GEMM_WGMMA(gemm_f16_wgmma_128x168, 128, 168)
 
-// The FP8-lo forms (LO8 above), for the 128 and 64 tiles (the wide tile's part and acc
-// would take 168 registers; the products it is chosen for, 7B's gate/up, are not split).
-// Bounded to their block: an SM's four sub-partitions hold 16K registers each, so a block
-// of 9 warps (one sub-partition takes 3) launches only at <= 168 registers a thread, and
-// unbounded ptxas gave the 128 tile 172 (CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES, H200).
-#define GEMM_WGMMA_LO8(NAME, TM, TN)                                                                                \
+// The FP8-lo forms (LO8 above), for the 128 and 64 tiles (the wide tile's acc and acc_lo
+// would take 168 registers; the products it is chosen for, 7B's gate/up, are not split),
+// with the stages that fit 227 KiB: 4 of 48 KiB for 128 x 128, 6 of 24 KiB for 64 x 64
+// (LO8_STAGES_128 / _64 in gpu.rs). Bounded to their block: an SM's four sub-partitions
+// hold 16K registers each, so a block of 9 warps (one sub-partition takes 3) launches only
+// at <= 168 registers a thread (an unbounded 172 failed: CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES).
+#define GEMM_WGMMA_LO8(NAME, TM, TN, STAGES)                                                                        \
     GRETA_KERNEL void __launch_bounds__(TM / 64 * 128 + 32, 1) NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                 \
                            const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                  \
                            const __grid_constant__ g_tmap tw2, const __grid_constant__ g_tmap tw8_0,                \
@@ -363,9 +352,10 @@ GEMM_WGMMA(gemm_f16_wgmma_128x168, 128, 168)
                            float* y1, float* y2, const float* sx, const float* sw0, const float* sw1,               \
                            const float* sw2, unsigned t, unsigned k, unsigned n0, unsigned n1, unsigned n2) {       \
         extern __shared__ unsigned char wg_raw[];                                                                    \
-        gemm_f16_wgmma_tile<TM, TN, true>(wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0, n1, n2, 1,   \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, true>(wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0, n1, \
+                                                  n2, 1,                                                           \
                                           &tw8_0, &tw8_1, &tw8_2, sx, sw0, sw1, sw2);                               \
     }
-GEMM_WGMMA_LO8(gemm_f16_wgmma_128_lo8, 128, 128)
-GEMM_WGMMA_LO8(gemm_f16_wgmma_64_lo8, 64, 64)
+GEMM_WGMMA_LO8(gemm_f16_wgmma_128_lo8, 128, 128, 4)
+GEMM_WGMMA_LO8(gemm_f16_wgmma_64_lo8, 64, 64, 6)
 #endif

@@ -366,13 +366,12 @@ GRETA_DEVICE void g_split_f16(float v, g_half* hi, g_half* lo) {
 }
 
 // FP8 low halves (`--split-lo fp8`, Hopper): x = hi + lo with hi = f16(x) as above and
-// lo = x - hi (exact in f32) stored as e4m3(lo / s) under one scale s per group of
-// G_LO8_GROUP elements of a row (the wgmma GEMM's FP8 K step: 128 bytes), so that the lo
-// product runs on the FP8 matrix units at twice the f16 rate. s is a power of two, 2^(E - 7)
-// for the group's largest |lo| in [2^E, 2^(E+1)): dividing by it is exact, the group's
-// largest lands in [128, 256) (e4m3 saturates at 448), and e4m3's normals (from 2^-6) cover
-// the 2^14 below it. The CPU reference computes the same scale (greta-kernels cpu.rs).
-#define G_LO8_GROUP 128
+// lo = x - hi (exact in f32) stored as e4m3(lo / s) under one scale s per row, so that the
+// lo product runs on the FP8 matrix units at twice the f16 rate (the weights' FP8 copies
+// take the same rule, one scale per row). s is a power of two, 2^(E - 7) for the row's
+// largest |lo| in [2^E, 2^(E+1)): dividing by it is exact, the largest lands in [128, 256)
+// (e4m3 saturates at 448), and e4m3's normals (from 2^-6) cover the 2^14 below it. The op
+// tests compute the same scale and check the bytes against the float8 crate's conversion.
 GRETA_DEVICE float g_fabs(float x) {
 #if defined(GRETA_AMD)
     return __builtin_fabsf(x);
@@ -386,7 +385,7 @@ GRETA_DEVICE int g_lo8_exponent(float m) {
 #else
     int e = (int)((__float_as_uint(m) >> 23) & 0xff) - 127;
 #endif
-    // A group of zeros (or f32 subnormals only): any scale does; this one keeps both
+    // A row of zeros (or f32 subnormals only): any scale does; this one keeps both
     // powers below normal f32 range limits.
     return e < -119 ? -119 : e;
 }
@@ -397,17 +396,9 @@ GRETA_DEVICE float g_pow2(int e) {
     return __uint_as_float((unsigned)(e + 127) << 23);
 #endif
 }
-// The group's scale s and its inverse from its largest |lo|.
+// A row's scale s and its inverse from its largest |lo|.
 GRETA_DEVICE float g_lo8_scale(float m) { return g_pow2(g_lo8_exponent(m) - 7); }
 GRETA_DEVICE float g_lo8_inv_scale(float m) { return g_pow2(7 - g_lo8_exponent(m)); }
-// The largest of v over aligned groups of `width` lanes (a power of two <= the wave size).
-GRETA_DEVICE float g_group_max(float v, unsigned width) {
-    for (unsigned m = width / 2; m > 0; m >>= 1) {
-        float other = g_shfl_xor(v, m);
-        v = other > v ? other : v;
-    }
-    return v;
-}
 #if defined(GRETA_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
 // e4m3 conversion in hardware (sm_89+): round to nearest even, saturating at +-448 (the
 // scales above keep values below 256). AMD has no FP8 lo route (gfx942's FP8 is the fnuz
@@ -622,9 +613,16 @@ GRETA_DEVICE void g_tile_store(const g_wave_tile<FM, FN>& t, float* y, unsigned 
 // (bits 0-13), leading byte offset (unused for swizzled K-major tiles: 1), stride byte offset
 // 1024 / 16 between 8-row atoms (bits 32-45), 128-byte swizzle (bits 62-63 = 1). Adding 2
 // moves the start 32 bytes along K: the next 16 columns.
-GRETA_DEVICE unsigned long long g_wgmma_desc(const g_half* p) {
+GRETA_DEVICE unsigned long long g_wgmma_desc(const void* p) {
     unsigned long long a = (unsigned)__cvta_generic_to_shared(p);
     return ((a & 0x3FFFF) >> 4) | (1ull << 16) | ((1024ull >> 4) << 32) | (1ull << 62);
+}
+// The same for a tile of 64-byte rows in the 64-byte swizzle (FP8 K 64: `--split-lo fp8`'s
+// lo boxes): 8-row atoms of 512 bytes (stride 512 / 16), swizzle mode 2 (bits 62-63).
+// Adding 2 still moves 32 bytes along K: the next FP8 K 32.
+GRETA_DEVICE unsigned long long g_wgmma_desc64(const void* p) {
+    unsigned long long a = (unsigned)__cvta_generic_to_shared(p);
+    return ((a & 0x3FFFF) >> 4) | (1ull << 16) | ((512ull >> 4) << 32) | (2ull << 62);
 }
 GRETA_DEVICE void g_wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 GRETA_DEVICE void g_wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }

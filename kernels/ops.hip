@@ -218,9 +218,9 @@ GRETA_KERNEL void split_f16(const float* x, g_half* hi, g_half* lo, unsigned n) 
 // The next kernel (the GEMM) is let in only at the end, as split_f16 does.
 #define NORM_SPLIT_VECS 4
 //
-// lo8 (with sx; lo null): the low halves in FP8 instead (`--split-lo fp8`, greta_device.h):
-// a warp's 32 4-float vectors are one 128-element group of the row (the block is a multiple
-// of 32 threads), so the group's scale is a 32-lane max; sx[row][group], ceil(d / 128) a row.
+// lo8 (with sx; lo null): the low halves in FP8 instead (`--split-lo fp8`, greta_device.h),
+// under the row's scale sx[row]: a block max of |lo| after the first stores, then a second
+// pass over the thread's vectors (kept in v, out's values by then) for the bytes.
 GRETA_KERNEL void add_rmsnorm_split_f16(float* x, const float* y, const float* w, float* out, g_half* hi, g_half* lo,
                                         unsigned char* lo8, float* sx, unsigned d, float eps) {
     g_wait_previous();
@@ -261,50 +261,49 @@ GRETA_KERNEL void add_rmsnorm_split_f16(float* x, const float* y, const float* w
             for (unsigned e = 0; e < 4; ++e) ss += v[c].v[e] * v[c].v[e];
     float total = g_block_sum(ss, scratch);
     float scale = 1.0f / g_sqrt(total / (float)d + eps);
+    float m = 0.0f;
     for (unsigned c = 0; c < NORM_SPLIT_VECS; ++c) {
         unsigned i = 4 * (t + c * b);
-        float r[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         if (i < d) {
             g_f4 o;
             g_h4 h, l;
             for (unsigned e = 0; e < 4; ++e) {
                 o.v[e] = v[c].v[e] * scale * wv[c].v[e];
                 g_split_f16(o.v[e], &h.v[e], &l.v[e]);
-                r[e] = o.v[e] - g_h2f(h.v[e]);
+                const float r = g_fabs(o.v[e] - g_h2f(h.v[e]));
+                m = r > m ? r : m;
             }
             *(g_f4*)(out + row + i) = o;
             *(g_h4*)(hi + row + i) = h;
             if (lo) *(g_h4*)(lo + row + i) = l;
+            v[c] = o;
         }
+    }
 #if defined(GRETA_FP8)
-        if (lo8) {
-            // Every lane takes part in the max (lanes past d with zeros).
-            float m = 0.0f;
-            for (unsigned e = 0; e < 4; ++e) m = g_fabs(r[e]) > m ? g_fabs(r[e]) : m;
-            m = g_group_max(m, 32);
-            const float inv = g_lo8_inv_scale(m);
+    if (lo8) {
+        m = g_block_max(m, scratch);
+        const float inv = g_lo8_inv_scale(m);
+        for (unsigned c = 0; c < NORM_SPLIT_VECS; ++c) {
+            unsigned i = 4 * (t + c * b);
             if (i < d) {
-                *(unsigned*)(lo8 + row + i) = g_e4m3x4(r[0] * inv, r[1] * inv, r[2] * inv, r[3] * inv);
-                if (t % 32 == 0) sx[(unsigned long)g_bid() * ((d + G_LO8_GROUP - 1) / G_LO8_GROUP) + i / G_LO8_GROUP] = g_lo8_scale(m);
+                float r[4];
+                for (unsigned e = 0; e < 4; ++e) r[e] = (v[c].v[e] - g_h2f(g_f2h(v[c].v[e]))) * inv;
+                *(unsigned*)(lo8 + row + i) = g_e4m3x4(r[0], r[1], r[2], r[3]);
             }
         }
-#endif
+        if (t == 0) sx[g_bid()] = g_lo8_scale(m);
     }
+#endif
     g_launch_next();
 }
 
 // act = silu(gate) * up (silu_mul_f32's values, bitwise) and the down product's f16
 // operands of act (split_f16's, bitwise) in one launch: saves split_f16's launch and its read
 // of act. Eight elements a thread; grid x block x 8 covers n. The GEMM is let in at the end.
-//
-// lo8 (with sx; lo null): the low halves in FP8 (greta_device.h); the host passes it only
-// where a row's length is a multiple of 128, so 16 threads are one group of one row and the
-// flat index / 128 is sx's [row][group].
 GRETA_KERNEL void silu_mul_split_f16(const float* gate, const float* up, float* act, g_half* hi, g_half* lo,
-                                     unsigned char* lo8, float* sx, unsigned n) {
+                                     unsigned n) {
     g_wait_previous();
     unsigned i = (g_bid() * g_bdim() + g_tid()) * 8;
-    float r[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     if (i + 8 <= n) {
         float g[8], u[8];
         g_load_f8(gate + i, g);
@@ -315,16 +314,11 @@ GRETA_KERNEL void silu_mul_split_f16(const float* gate, const float* up, float* 
             float v = g_silu_mul(g[j], u[j]);
             a[j / 4].v[j % 4] = v;
             g_split_f16(v, &h.v[j], &l.v[j]);
-            r[j] = v - g_h2f(h.v[j]);
         }
         *(g_f4*)(act + i) = a[0];
         *(g_f4*)(act + i + 4) = a[1];
         *(g_h8*)(hi + i) = h;
         if (lo) *(g_h8*)(lo + i) = l;
-#if defined(GRETA_FP8)
-    } else if (lo8) {
-        // n % 128 == 0 (the host's check): no partial chunk, only threads past n.
-#endif
     } else {
         for (; i < n; ++i) {
             float v = g_silu_mul(gate[i], up[i]);
@@ -335,57 +329,80 @@ GRETA_KERNEL void silu_mul_split_f16(const float* gate, const float* up, float* 
             if (lo) lo[i] = l;
         }
     }
-#if defined(GRETA_FP8)
-    if (lo8) {
-        float m = 0.0f;
-        for (unsigned j = 0; j < 8; ++j) m = g_fabs(r[j]) > m ? g_fabs(r[j]) : m;
-        m = g_group_max(m, 16);
-        const float inv = g_lo8_inv_scale(m);
-        if (i + 8 <= n) {
-            uint2 q;
-            q.x = g_e4m3x4(r[0] * inv, r[1] * inv, r[2] * inv, r[3] * inv);
-            q.y = g_e4m3x4(r[4] * inv, r[5] * inv, r[6] * inv, r[7] * inv);
-            *(uint2*)(lo8 + i) = q;
-            if (g_tid() % 16 == 0) sx[i / G_LO8_GROUP] = g_lo8_scale(m);
-        }
-    }
-#endif
     g_launch_next();
 }
 
 #if defined(GRETA_FP8)
-// split_f16 with FP8 low halves (`--split-lo fp8`) over t rows of k (k % 8 == 0): hi as
-// split_f16 writes it, lo8 and sx [t][ceil(k / 128)] as the norm and SwiGLU write them
+// The FP8 low halves of one row of `len` (a multiple of 8) that this thread's passes wrote
+// to x: lo = x - f16(x) in e4m3 under the row's scale, whose inverse is `inv` (from the
+// row's largest |lo|, a block max). Each thread reads back only what it stored itself.
+GRETA_DEVICE void g_row_lo8(const float* x, unsigned char* lo8, unsigned len, float inv) {
+    for (unsigned i = g_tid() * 8; i < len; i += g_bdim() * 8) {
+        float v[8], r[8];
+        g_load_f8(x + i, v);
+        for (unsigned j = 0; j < 8; ++j) r[j] = (v[j] - g_h2f(g_f2h(v[j]))) * inv;
+        uint2 q;
+        q.x = g_e4m3x4(r[0], r[1], r[2], r[3]);
+        q.y = g_e4m3x4(r[4], r[5], r[6], r[7]);
+        *(uint2*)(lo8 + i) = q;
+    }
+}
+
+// split_f16 with FP8 low halves (`--split-lo fp8`) over rows of k (k % 8 == 0): hi as
+// split_f16 writes it, lo8 and the row's scale sx[row] as the norm writes them
 // (greta_device.h), for inputs no fused kernel wrote (and after an observer's change).
-// Grid: (ceil(k / 1024), t); block: 128 threads, 16 to a 128-element group, 8 elements each.
+// Grid: rows; block: a multiple of the wave size.
 GRETA_KERNEL void split_f16_lo8(const float* x, g_half* hi, unsigned char* lo8, float* sx, unsigned k) {
     g_wait_previous();
-    const unsigned tid = g_tid(), groups = (k + G_LO8_GROUP - 1) / G_LO8_GROUP;
-    const unsigned group = g_bid() * 8 + tid / 16, col = group * G_LO8_GROUP + (tid % 16) * 8;
-    const unsigned long at = (unsigned long)g_bid_y() * k + col;
-    float r[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-    if (col < k) {
+    GRETA_SHARED float scratch[MAX_BLOCK / GRETA_WAVE];
+    const unsigned long row = (unsigned long)g_bid() * k;
+    float m = 0.0f;
+    for (unsigned i = g_tid() * 8; i < k; i += g_bdim() * 8) {
         float v[8];
-        g_load_f8(x + at, v);
+        g_load_f8(x + row + i, v);
         g_h8 h;
         for (unsigned j = 0; j < 8; ++j) {
-            g_half l;
-            g_split_f16(v[j], &h.v[j], &l);
-            r[j] = v[j] - g_h2f(h.v[j]);
+            h.v[j] = g_f2h(v[j]);
+            const float r = g_fabs(v[j] - g_h2f(h.v[j]));
+            m = r > m ? r : m;
         }
-        *(g_h8*)(hi + at) = h;
+        *(g_h8*)(hi + row + i) = h;
     }
+    m = g_block_max(m, scratch);
+    g_row_lo8(x + row, lo8 + row, k, g_lo8_inv_scale(m));
+    if (g_tid() == 0) sx[g_bid()] = g_lo8_scale(m);
+    g_launch_next();
+}
+
+// silu_mul_split_f16 with FP8 low halves: act = silu(gate) * up (silu_mul_f32's values,
+// bitwise), its hi, and its FP8 lo under the row's scale, for the down product. One block
+// a row of `len` (a multiple of 8): the scale is the row's.
+GRETA_KERNEL void silu_mul_split_lo8(const float* gate, const float* up, float* act, g_half* hi, unsigned char* lo8,
+                                     float* sx, unsigned len) {
+    g_wait_previous();
+    GRETA_SHARED float scratch[MAX_BLOCK / GRETA_WAVE];
+    const unsigned long row = (unsigned long)g_bid() * len;
     float m = 0.0f;
-    for (unsigned j = 0; j < 8; ++j) m = g_fabs(r[j]) > m ? g_fabs(r[j]) : m;
-    m = g_group_max(m, 16);
-    const float inv = g_lo8_inv_scale(m);
-    if (col < k) {
-        uint2 q;
-        q.x = g_e4m3x4(r[0] * inv, r[1] * inv, r[2] * inv, r[3] * inv);
-        q.y = g_e4m3x4(r[4] * inv, r[5] * inv, r[6] * inv, r[7] * inv);
-        *(uint2*)(lo8 + at) = q;
-        if (tid % 16 == 0) sx[(unsigned long)g_bid_y() * groups + group] = g_lo8_scale(m);
+    for (unsigned i = g_tid() * 8; i < len; i += g_bdim() * 8) {
+        float g[8], u[8];
+        g_load_f8(gate + row + i, g);
+        g_load_f8(up + row + i, u);
+        g_f4 a[2];
+        g_h8 h;
+        for (unsigned j = 0; j < 8; ++j) {
+            const float v = g_silu_mul(g[j], u[j]);
+            a[j / 4].v[j % 4] = v;
+            h.v[j] = g_f2h(v);
+            const float r = g_fabs(v - g_h2f(h.v[j]));
+            m = r > m ? r : m;
+        }
+        *(g_f4*)(act + row + i) = a[0];
+        *(g_f4*)(act + row + i + 4) = a[1];
+        *(g_h8*)(hi + row + i) = h;
     }
+    m = g_block_max(m, scratch);
+    g_row_lo8(act + row, lo8 + row, len, g_lo8_inv_scale(m));
+    if (g_tid() == 0) sx[g_bid()] = g_lo8_scale(m);
     g_launch_next();
 }
 

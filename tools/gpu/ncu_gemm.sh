@@ -5,7 +5,8 @@
 # down). The question it answers: is the GEMM bound by the tensor pipes, by L2 -> shared
 # memory traffic (which TMA multicast within a cluster would halve), or by latency.
 # Usage on the GPU machine: OUT=dir bash tools/gpu/ncu_gemm.sh (full report in
-# OUT/0-ncu-gemm.txt, a summary printed).
+# OUT/0-ncu-gemm$TAG.txt, a summary printed). GPU_ARGS: options for greta (e.g. --split-lo
+# fp8, whose lo8 kernels the regex also takes); TAG: a suffix for the report.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
@@ -16,9 +17,9 @@ NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
 [ -n "$NCU" ] || { echo "no ncu on this machine"; exit 1; }
 "$NCU" --graph-profiling node -k regex:gemm_f16_wgmma -c 4 --section SpeedOfLight \
   --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section WarpStateStats \
-  --section Occupancy "$G" bench -m synthetic:llama2-7b --backend gpu --prompt-len 512 --gen 2 --reps 1 \
-  > "$OUT/0-ncu-gemm.txt" 2>&1
+  --section Occupancy "$G" bench -m synthetic:llama2-7b --backend gpu ${GPU_ARGS:-} --prompt-len 512 --gen 2 --reps 1 \
+  > "$OUT/0-ncu-gemm${TAG:-}.txt" 2>&1
 status=$?
 grep -E "^\s+gemm_f16_wgmma|Duration|Throughput|Busy|Pipe|Stall|Warp Cycles|Hit Rate|Achieved Occupancy|Issued Ipc|Mem Busy|Max Bandwidth" \
-  "$OUT/0-ncu-gemm.txt" | sed -E 's/\s+/ /g' | head -n 120
+  "$OUT/0-ncu-gemm${TAG:-}.txt" | sed -E 's/\s+/ /g' | head -n ${LINES_MAX:-120}
 exit $status

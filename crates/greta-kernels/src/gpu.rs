@@ -178,8 +178,8 @@ pub struct F16Operands<'a> {
 }
 
 /// The low half of a split input: f16 (`split_f16`'s), or FP8 e4m3 under one power-of-two
-/// scale per row and 128-column group (`--split-lo fp8`; kernels/greta_device.h): `q` as
-/// many bytes as hi has values, `scales` rows x ceil(len / 128).
+/// scale per row (`--split-lo fp8`; kernels/greta_device.h): `q` as many bytes as hi has
+/// values, `scales` one per row.
 pub enum LoOperand<'a> {
     F16(&'a mut DeviceBuffer<u16>),
     E4m3 {
@@ -221,10 +221,6 @@ pub enum GemmLo<'a> {
         scales: &'a DeviceBuffer<f32>,
     },
 }
-
-/// Columns of a row that share one FP8 low half scale (G_LO8_GROUP in
-/// kernels/greta_device.h: the FP8 GEMM's K step).
-pub const LO8_GROUP: usize = 128;
 
 /// An f16 weight matrix's FP8 e4m3 copy for the lo products of `--split-lo fp8`: `q` [rows,
 /// k] bytes, `scales` one power-of-two scale per row (`quantize_rows_e4m3`).
@@ -327,6 +323,7 @@ pub struct GpuKernels {
 struct Fp8Kernels {
     gemm: [(WgmmaTile, Function); 2],
     split: Function,
+    silu: Function,
     quantize: Function,
 }
 
@@ -472,13 +469,14 @@ impl GpuKernels {
                     true => {
                         let tile = |t: WgmmaTile| -> Result<(WgmmaTile, Function)> {
                             let f = gemm.function(&format!("{}_lo8", t.kernel()))?;
-                            f.set_max_dynamic_shared(wgmma_shared(t))?;
+                            f.set_max_dynamic_shared(wgmma_lo8_shared(t))?;
                             Ok((t, f))
                         };
                         let [a, b] = WgmmaTile::LO8;
                         Some(Fp8Kernels {
                             gemm: [tile(a)?, tile(b)?],
                             split: ops.function("split_f16_lo8")?,
+                            silu: ops.function("silu_mul_split_lo8")?,
                             quantize: ops.function("quantize_rows_e4m3")?,
                         })
                     }
@@ -576,8 +574,7 @@ impl GpuKernels {
             Some(LoOperand::F16(lo)) => Self::need_of(lo, n, what, "lo"),
             Some(LoOperand::E4m3 { q, scales }) => {
                 Self::need_of(q, n, what, "lo (FP8)")?;
-                let groups = shape.rows * shape.len.div_ceil(LO8_GROUP);
-                Self::need_of(scales, groups, what, "lo scales")
+                Self::need_of(scales, shape.rows, what, "lo scales")
             }
             None => Ok(()),
         }
@@ -661,19 +658,13 @@ impl GpuKernels {
         Self::need(x, n, "split_f16_lo8 x")?;
         Self::need(hi, n, "split_f16_lo8 hi")?;
         Self::need(q, n, "split_f16_lo8 lo")?;
-        Self::need(scales, t * k.div_ceil(LO8_GROUP), "split_f16_lo8 scales")?;
+        Self::need(scales, t, "split_f16_lo8 scales")?;
         if t == 0 {
             return Ok(());
         }
-        // 8 groups of 128 columns a block of 128 threads (kernels/ops.hip).
-        let dims = LaunchDims {
-            grid: [k.div_ceil(8 * LO8_GROUP) as u32, u32_of(t, "rows")?, 1],
-            block: [128, 1, 1],
-            shared_bytes: 0,
-            cluster: 1,
-        };
+        // One block a row (the scale is the row's).
         let args = Args::new().ptr(x).ptr(hi).ptr(q).ptr(scales);
-        self.launch(f, dims, s, args.u32(u32_of(k, "k")?))
+        self.launch(f, rows(t, BLOCK), s, args.u32(u32_of(k, "k")?))
     }
 
     /// `need` for buffer `name` of launcher `what` (the message is built only on failure:
@@ -1323,7 +1314,8 @@ impl GpuKernels {
 
     /// act = silu(gate) · up (`silu_mul`'s values, bitwise) and `ops` what `split_f16`
     /// makes of act, bitwise, in one launch: the prefill's SwiGLU ahead of the down product.
-    /// An FP8 low half needs rows of a multiple of 128 (one scale group is 16 threads).
+    /// An FP8 low half (rows of a multiple of 8) takes a kernel of one block a row, whose
+    /// scale it is.
     pub fn silu_mul_split(
         &self,
         s: &Stream,
@@ -1339,20 +1331,23 @@ impl GpuKernels {
         }
         Self::need(act, n, "silu_mul_split act")?;
         Self::need_ops(&ops, shape, "silu_mul_split")?;
-        if matches!(ops.lo, Some(LoOperand::E4m3 { .. })) && !shape.len.is_multiple_of(LO8_GROUP) {
-            return Err(KernelError::Shape(format!(
-                "silu_mul_split: FP8 low halves need rows of a multiple of {LO8_GROUP}; rows of {} (use silu_mul and split_f16_lo8)",
-                shape.len
-            )));
+        let args = Args::new().ptr(gate).ptr(up).ptr(act).ptr(ops.hi);
+        if let Some((q, scales)) = ops.lo.as_ref().and_then(|l| l.e4m3()) {
+            let f = &self.fp8("silu_mul_split")?.silu;
+            if !shape.len.is_multiple_of(8) {
+                return Err(KernelError::Shape(format!(
+                    "silu_mul_split: FP8 low halves need rows of a multiple of 8; rows of {}",
+                    shape.len
+                )));
+            }
+            if shape.rows == 0 {
+                return Ok(());
+            }
+            let args = args.ptr(q).ptr(scales).u32(u32_of(shape.len, "len")?);
+            return self.launch(f, rows(shape.rows, BLOCK), s, args);
         }
-        let args = Args::new()
-            .ptr(gate)
-            .ptr(up)
-            .ptr(act)
-            .ptr(ops.hi)
-            .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()));
-        let args = self
-            .lo8_args(args, &ops, "silu_mul_split")?
+        let args = args
+            .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()))
             .u32(u32_of(n, "n")?);
         self.launch(&self.silu_mul_split, grid1(n.div_ceil(8), BLOCK), s, args)
     }
@@ -1472,7 +1467,7 @@ impl GpuKernels {
         }
         Self::need(a, t * k, "gemm_f16 a")?;
         Self::need(q, t * k, "gemm_f16 a_lo (FP8)")?;
-        Self::need(sx, t * k.div_ceil(LO8_GROUP), "gemm_f16 a_lo scales")?;
+        Self::need(sx, t, "gemm_f16 a_lo scales")?;
         for o in outs.iter() {
             Self::need(o.w, o.n * k, "gemm_f16 w")?;
             Self::need(o.y, t * o.n, "gemm_f16 y")?;
@@ -1511,7 +1506,8 @@ impl GpuKernels {
                 ))
             })?;
             let (m32, n32) = (tile.m as u32, tile.n as u32);
-            let lo_box = LO8_GROUP as u32;
+            // FP8 boxes of the f16 step's K: 64-byte rows (the 64-byte swizzle).
+            let lo_box = WGMMA_BK;
             let mut args = Args::new()
                 .tmap(a.tensor_map_f16(t, k, m32, WGMMA_BK)?)
                 .tmap(q.tensor_map_u8(t, k, m32, lo_box)?);
@@ -1547,7 +1543,7 @@ impl GpuKernels {
                     1,
                 ],
                 block: [128 * (m32 / 64) + 32, 1, 1],
-                shared_bytes: wgmma_shared(tile),
+                shared_bytes: wgmma_lo8_shared(tile),
                 cluster: 1,
             };
             self.launch(f, dims, s, args)?;
@@ -2093,6 +2089,23 @@ const WGMMA_STAGES: u32 = 6;
 /// 128 x 168: 223 KiB (of the 227 a block may opt in to on sm_90).
 fn wgmma_shared(tile: WgmmaTile) -> u32 {
     WGMMA_STAGES * (tile.m + tile.n) as u32 * WGMMA_BK * 2 + 1024 + WGMMA_STAGES * 2 * 8
+}
+
+/// The FP8-lo forms' stages (GEMM_WGMMA_LO8 in kernels/gemm.hip): a stage holds the f16
+/// step's boxes and the FP8 ones (half their bytes), so fewer fit: 4 for 128 x 128 (192
+/// KiB), 6 for 64 x 64.
+fn wgmma_lo8_stages(tile: WgmmaTile) -> u32 {
+    match tile.m {
+        128 => 4,
+        _ => 6,
+    }
+}
+
+/// Dynamic shared memory of an FP8-lo form: its stages of four boxes, the alignment slack
+/// and the barriers.
+fn wgmma_lo8_shared(tile: WgmmaTile) -> u32 {
+    let stages = wgmma_lo8_stages(tile);
+    stages * (tile.m + tile.n) as u32 * WGMMA_BK * 3 + 1024 + stages * 2 * 8
 }
 
 /// The warpgroup GEMM's tile for products of widths `ns` sharing `t` input rows on a device

@@ -199,9 +199,9 @@ pub trait Driver: Send + Sync {
     }
 
     /// A TMA descriptor (NVIDIA sm_90+) of a row-major matrix `[rows][cols]` of `elem` at
-    /// `ptr`, read in boxes of `box_rows` x `box_cols` into shared memory with the 128-byte
-    /// swizzle (the layout the wgmma operand descriptors read); out-of-range elements read as
-    /// zero. Platforms without TMA refuse.
+    /// `ptr`, read in boxes of `box_rows` x `box_cols` into shared memory with a swizzle as
+    /// wide as a box row (32, 64 or 128 bytes: the K-major layouts the wgmma operand
+    /// descriptors read); out-of-range elements read as zero. Platforms without TMA refuse.
     fn tensor_map(
         &self,
         ptr: DevicePtr,

@@ -416,6 +416,17 @@ impl Driver for NvidiaDriver {
             TensorElem::F16 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_FLOAT16,
             TensorElem::U8 => sys::CUtensorMapDataType::CU_TENSOR_MAP_DATA_TYPE_UINT8,
         };
+        // The swizzle is as wide as a box row: the K-major layouts wgmma's descriptors read.
+        let swizzle = match box_cols as u64 * elem.bytes() {
+            128 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+            64 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_64B,
+            32 => sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_32B,
+            b => {
+                return Err(HipError::Invalid(format!(
+                    "a tensor map box row of {b} bytes (accepted: 32, 64 or 128, a swizzle width)"
+                )))
+            }
+        };
         let boxes = [box_cols, box_rows];
         let steps = [1u32, 1];
         check("cuTensorMapEncodeTiled", unsafe {
@@ -429,7 +440,7 @@ impl Driver for NvidiaDriver {
                 boxes.as_ptr(),
                 steps.as_ptr(),
                 sys::CUtensorMapInterleave::CU_TENSOR_MAP_INTERLEAVE_NONE,
-                sys::CUtensorMapSwizzle::CU_TENSOR_MAP_SWIZZLE_128B,
+                swizzle,
                 sys::CUtensorMapL2promotion::CU_TENSOR_MAP_L2_PROMOTION_L2_256B,
                 sys::CUtensorMapFloatOOBfill::CU_TENSOR_MAP_FLOAT_OOB_FILL_NONE,
             )
