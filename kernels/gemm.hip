@@ -191,16 +191,20 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 #endif
 
 // With LO8 (`--split-lo fp8`), the lo half is FP8: ta_lo reads e4m3 bytes [t, k] with one
-// power-of-two scale per row in sx [t] (greta_device.h), and the weights it multiplies are
-// FP8 copies (tw8_i: e4m3 [n_i, k], one scale per row in sw_i). Each K step of 64 then holds
-// four boxes, hi and w as above and lo and w8 (64-byte rows, the 64-byte swizzle): the hi
-// products accumulate in acc, the lo ones (two m64k32 FP8 products, twice the f16 rate) in
-// acc_lo, and the epilogue adds acc_lo times the row's and the column's scales. Both halves
-// in one step keep the bytes a step moves per unit of matrix-unit time the f16 split's, so
-// the STAGES ring hides the copies as well (a first form ran all lo steps after the hi ones
-// at K 128, twice the f16 step's byte rate, and took as long as f16 lo: the copies'
-// latency, not the matrix units, bounded it; H200, session 17). Per-row scales keep the lo
-// products' sums whole (no promotion per K group).
+// power-of-two scale per row and 64 columns in sx [t][ceil(k / 64)] (greta_device.h), and
+// the weights it multiplies are an FP8 copy (tw8_i: e4m3 [n_i, k] under one scale, *sw_i).
+// Each K step of 64 then holds four boxes, hi and w as above and lo and w8 (64-byte rows,
+// the 64-byte swizzle): the hi products accumulate in acc, the step's lo products (two
+// m64k32 FP8 products, twice the f16 rate) in part, which the next step adds to acc times
+// the step's row scale and the weights' (so each waits for the previous step's products,
+// while the other consumer warpgroup keeps the matrix units busy). Measured on an H200
+// (session 17): two earlier forms were slower or less exact. All lo steps after the hi
+// ones at K 128 took as long as f16 lo (7B Q/K/V 198 us under ncu either way: each FP8
+// step moved the f16 step's bytes in half the matrix-unit time, so the copies bounded it);
+// lo beside hi with one scale per row (no promotion, a second accumulator set) was the
+// fastest, 148 us, but a row's scale is set by its massive activations, below which the
+// others' lo fall to e4m3's subnormals: the default model's audit read 4.5e-3 against
+// 2.0e-3 with f16 lo.
 template <unsigned TM, unsigned TN, unsigned STAGES = WG_STAGES, bool LO8 = false>
 GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, const g_tmap* ta_lo, const g_tmap* tw0,
                                       const g_tmap* tw1, const g_tmap* tw2, float* y0, float* y1, float* y2,
@@ -266,11 +270,31 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
 
     const unsigned c = wg;
     float acc[TN / 2];
-    // The lo products' sums (LO8; a 2-element array otherwise, never read).
-    float acc_lo[LO8 ? TN / 2 : 2];
+    const unsigned l = g_lane(), warp = (tid % 128) / 32;
+    // LO8: one step's lo products (a 2-element array otherwise, never read), this thread's
+    // two rows (the m16n8 layout) and their scales for that step times the weights'.
+    float part[LO8 ? TN / 2 : 2];
+    const unsigned ra = row0 + 64 * c + 16 * warp + l / 4, rb = ra + 8;
+    const float swt = LO8 ? *sw : 0.0f;
+    float sa = 0.0f, sb = 0.0f;
+    // acc += part times the row scales of the step that made it.
+    auto promote = [&]() {
+        for (unsigned q = 0; q < TN / 8; ++q) {
+            acc[4 * q] += part[4 * q] * sa;
+            acc[4 * q + 1] += part[4 * q + 1] * sa;
+            acc[4 * q + 2] += part[4 * q + 2] * sb;
+            acc[4 * q + 3] += part[4 * q + 3] * sb;
+        }
+    };
     for (unsigned s = 0; s < steps; ++s) {
         const unsigned st = s % STAGES;
         g_mbar_wait(&full[st], (s / STAGES) & 1);
+        if (LO8 && s > 0) {
+            // Step s - 1's products are done: its stage may be refilled, its lo added.
+            g_wgmma_wait<0>();
+            if (g_lane() == 0) g_mbar_arrive(&empty[(s - 1) % STAGES]);
+            promote();
+        }
         const unsigned char* slab = smem + st * STAGE_BYTES;
         unsigned long long da = g_wgmma_desc(slab + c * 64 * WG_BK * 2);
         unsigned long long db = g_wgmma_desc(slab + A_HALVES * 2);
@@ -280,29 +304,21 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
             unsigned long long la = g_wgmma_desc64(slab + HI_BYTES + c * 64 * WG_BK);
             unsigned long long lb = g_wgmma_desc64(slab + HI_BYTES + TM * WG_BK);
             for (unsigned kk = 0; kk < WG_BK / 32; ++kk)
-                g_wgmma_m64k32_e4m3<TN>(acc_lo, la + 2 * kk, lb + 2 * kk, s > 0 || kk > 0);
+                g_wgmma_m64k32_e4m3<TN>(part, la + 2 * kk, lb + 2 * kk, kk > 0);
+            g_wgmma_commit();
+            // This step's scales load while its products run (rows past t: 0, never stored).
+            const unsigned groups = hi_steps;
+            sa = ra < t ? sx[(unsigned long)ra * groups + s] * swt : 0.0f;
+            sb = rb < t ? sx[(unsigned long)rb * groups + s] * swt : 0.0f;
+        } else {
+            g_wgmma_commit();
+            // Step s - 1's products are done: its stage may be refilled.
+            g_wgmma_wait<1>();
+            if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[(s - 1) % STAGES]);
         }
-        g_wgmma_commit();
-        // Step s - 1's products are done: its stage may be refilled.
-        g_wgmma_wait<1>();
-        if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[(s - 1) % STAGES]);
     }
     g_wgmma_wait<0>();
-
-    const unsigned l = g_lane(), warp = (tid % 128) / 32;
-    if constexpr (LO8) {
-        // acc += acc_lo times the row's and the column's scales (rows past t read none).
-        const unsigned ra = row0 + 64 * c + 16 * warp + l / 4, rb = ra + 8;
-        const float sa = ra < t ? sx[ra] : 0.0f, sb = rb < t ? sx[rb] : 0.0f;
-        for (unsigned q = 0; q < TN / 8; ++q) {
-            const unsigned col = col0 + 8 * q + 2 * (l % 4);
-            const float s0 = col < n ? sw[col] : 0.0f, s1 = col + 1 < n ? sw[col + 1] : 0.0f;
-            acc[4 * q] += acc_lo[4 * q] * (sa * s0);
-            acc[4 * q + 1] += acc_lo[4 * q + 1] * (sa * s1);
-            acc[4 * q + 2] += acc_lo[4 * q + 2] * (sb * s0);
-            acc[4 * q + 3] += acc_lo[4 * q + 3] * (sb * s1);
-        }
-    }
+    if constexpr (LO8) promote();
     const bool pairs = n % 2 == 0;
     for (unsigned h = 0; h < 2; ++h) {
         unsigned r = row0 + 64 * c + 16 * warp + l / 4 + 8 * h;
@@ -338,7 +354,7 @@ GEMM_WGMMA(gemm_f16_wgmma_128, 128, 128)
 GEMM_WGMMA(gemm_f16_wgmma_64, 64, 64)
 GEMM_WGMMA(gemm_f16_wgmma_128x168, 128, 168)
 
-// The FP8-lo forms (LO8 above), for the 128 and 64 tiles (the wide tile's acc and acc_lo
+// The FP8-lo forms (LO8 above), for the 128 and 64 tiles (the wide tile's acc and part
 // would take 168 registers; the products it is chosen for, 7B's gate/up, are not split),
 // with the stages that fit 227 KiB: 4 of 48 KiB for 128 x 128, 6 of 24 KiB for 64 x 64
 // (LO8_STAGES_128 / _64 in gpu.rs). Bounded to their block: an SM's four sub-partitions

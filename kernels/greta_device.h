@@ -366,12 +366,16 @@ GRETA_DEVICE void g_split_f16(float v, g_half* hi, g_half* lo) {
 }
 
 // FP8 low halves (`--split-lo fp8`, Hopper): x = hi + lo with hi = f16(x) as above and
-// lo = x - hi (exact in f32) stored as e4m3(lo / s) under one scale s per row, so that the
-// lo product runs on the FP8 matrix units at twice the f16 rate (the weights' FP8 copies
-// take the same rule, one scale per row). s is a power of two, 2^(E - 7) for the row's
-// largest |lo| in [2^E, 2^(E+1)): dividing by it is exact, the largest lands in [128, 256)
-// (e4m3 saturates at 448), and e4m3's normals (from 2^-6) cover the 2^14 below it. The op
-// tests compute the same scale and check the bytes against the float8 crate's conversion.
+// lo = x - hi (exact in f32) stored as e4m3(lo / s) under one scale s per G_LO8_GROUP
+// elements of a row (the GEMM's K step), so that the lo product runs on the FP8 matrix
+// units at twice the f16 rate (the weights' FP8 copies take the same rule, one scale for
+// the whole matrix). s is a power of two, 2^(E - 7) for the group's largest |lo| in [2^E,
+// 2^(E+1)): dividing by it is exact, the largest lands in [128, 256) (e4m3 saturates at
+// 448), and e4m3's normals (from 2^-6) cover the 2^14 below it. Groups, not rows: a row's
+// massive activations would set its scale and push the other elements' lo into e4m3's
+// subnormals (measured, gemm.hip). The op tests compute the same scale and check the bytes
+// against the float8 crate's conversion.
+#define G_LO8_GROUP 64
 GRETA_DEVICE float g_fabs(float x) {
 #if defined(GRETA_AMD)
     return __builtin_fabsf(x);
@@ -385,7 +389,7 @@ GRETA_DEVICE int g_lo8_exponent(float m) {
 #else
     int e = (int)((__float_as_uint(m) >> 23) & 0xff) - 127;
 #endif
-    // A row of zeros (or f32 subnormals only): any scale does; this one keeps both
+    // A group of zeros (or f32 subnormals only): any scale does; this one keeps both
     // powers below normal f32 range limits.
     return e < -119 ? -119 : e;
 }
@@ -396,9 +400,26 @@ GRETA_DEVICE float g_pow2(int e) {
     return __uint_as_float((unsigned)(e + 127) << 23);
 #endif
 }
-// A row's scale s and its inverse from its largest |lo|.
+// A group's scale s and its inverse from its largest |lo|.
 GRETA_DEVICE float g_lo8_scale(float m) { return g_pow2(g_lo8_exponent(m) - 7); }
 GRETA_DEVICE float g_lo8_inv_scale(float m) { return g_pow2(7 - g_lo8_exponent(m)); }
+// The largest of v over aligned groups of `width` lanes (a power of two <= the wave size).
+GRETA_DEVICE float g_group_max(float v, unsigned width) {
+    for (unsigned m = width / 2; m > 0; m >>= 1) {
+        float other = g_shfl_xor(v, m);
+        v = other > v ? other : v;
+    }
+    return v;
+}
+GRETA_DEVICE float g_max4_abs(const float* r) {
+    float m = 0.0f;
+    for (unsigned j = 0; j < 4; ++j) m = g_fabs(r[j]) > m ? g_fabs(r[j]) : m;
+    return m;
+}
+GRETA_DEVICE float g_max8_abs(const float* r) {
+    const float a = g_max4_abs(r), b = g_max4_abs(r + 4);
+    return a > b ? a : b;
+}
 #if defined(GRETA_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
 // e4m3 conversion in hardware (sm_89+): round to nearest even, saturating at +-448 (the
 // scales above keep values below 256). AMD has no FP8 lo route (gfx942's FP8 is the fnuz
@@ -414,6 +435,13 @@ GRETA_DEVICE unsigned short g_e4m3x2(float a, float b) {
 // Four values (memory order) as one 32-bit word.
 GRETA_DEVICE unsigned g_e4m3x4(float a, float b, float c, float d) {
     return (unsigned)g_e4m3x2(a, b) | ((unsigned)g_e4m3x2(c, d) << 16);
+}
+// Eight values times `inv` (memory order) as 8 bytes.
+GRETA_DEVICE uint2 g_e4m3x8(const float* r, float inv) {
+    uint2 q;
+    q.x = g_e4m3x4(r[0] * inv, r[1] * inv, r[2] * inv, r[3] * inv);
+    q.y = g_e4m3x4(r[4] * inv, r[5] * inv, r[6] * inv, r[7] * inv);
+    return q;
 }
 #endif
 // Eight f16 weights a decode pass reads once: NVIDIA's cache-streaming load (ld.global.cs,

@@ -218,9 +218,9 @@ GRETA_KERNEL void split_f16(const float* x, g_half* hi, g_half* lo, unsigned n) 
 // The next kernel (the GEMM) is let in only at the end, as split_f16 does.
 #define NORM_SPLIT_VECS 4
 //
-// lo8 (with sx; lo null): the low halves in FP8 instead (`--split-lo fp8`, greta_device.h),
-// under the row's scale sx[row]: a block max of |lo| after the first stores, then a second
-// pass over the thread's vectors (kept in v, out's values by then) for the bytes.
+// lo8 (with sx; lo null): the low halves in FP8 instead (`--split-lo fp8`, greta_device.h):
+// 16 lanes' 4-float vectors are one 64-element group of the row (the block is a multiple of
+// 32 threads), so a group's scale is a 16-lane max; sx[row][group], ceil(d / 64) a row.
 GRETA_KERNEL void add_rmsnorm_split_f16(float* x, const float* y, const float* w, float* out, g_half* hi, g_half* lo,
                                         unsigned char* lo8, float* sx, unsigned d, float eps) {
     g_wait_previous();
@@ -261,49 +261,47 @@ GRETA_KERNEL void add_rmsnorm_split_f16(float* x, const float* y, const float* w
             for (unsigned e = 0; e < 4; ++e) ss += v[c].v[e] * v[c].v[e];
     float total = g_block_sum(ss, scratch);
     float scale = 1.0f / g_sqrt(total / (float)d + eps);
-    float m = 0.0f;
     for (unsigned c = 0; c < NORM_SPLIT_VECS; ++c) {
         unsigned i = 4 * (t + c * b);
+        float r[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         if (i < d) {
             g_f4 o;
             g_h4 h, l;
             for (unsigned e = 0; e < 4; ++e) {
                 o.v[e] = v[c].v[e] * scale * wv[c].v[e];
                 g_split_f16(o.v[e], &h.v[e], &l.v[e]);
-                const float r = g_fabs(o.v[e] - g_h2f(h.v[e]));
-                m = r > m ? r : m;
+                r[e] = o.v[e] - g_h2f(h.v[e]);
             }
             *(g_f4*)(out + row + i) = o;
             *(g_h4*)(hi + row + i) = h;
             if (lo) *(g_h4*)(lo + row + i) = l;
-            v[c] = o;
         }
-    }
 #if defined(GRETA_FP8)
-    if (lo8) {
-        m = g_block_max(m, scratch);
-        const float inv = g_lo8_inv_scale(m);
-        for (unsigned c = 0; c < NORM_SPLIT_VECS; ++c) {
-            unsigned i = 4 * (t + c * b);
+        if (lo8) {
+            // Every lane takes part in the max (lanes past d with zeros).
+            const float m = g_group_max(g_max4_abs(r), 16), inv = g_lo8_inv_scale(m);
             if (i < d) {
-                float r[4];
-                for (unsigned e = 0; e < 4; ++e) r[e] = (v[c].v[e] - g_h2f(g_f2h(v[c].v[e]))) * inv;
-                *(unsigned*)(lo8 + row + i) = g_e4m3x4(r[0], r[1], r[2], r[3]);
+                *(unsigned*)(lo8 + row + i) = g_e4m3x4(r[0] * inv, r[1] * inv, r[2] * inv, r[3] * inv);
+                if (t % 16 == 0) sx[(unsigned long)g_bid() * ((d + G_LO8_GROUP - 1) / G_LO8_GROUP) + i / G_LO8_GROUP] = g_lo8_scale(m);
             }
         }
-        if (t == 0) sx[g_bid()] = g_lo8_scale(m);
-    }
 #endif
+    }
     g_launch_next();
 }
 
 // act = silu(gate) * up (silu_mul_f32's values, bitwise) and the down product's f16
 // operands of act (split_f16's, bitwise) in one launch: saves split_f16's launch and its read
 // of act. Eight elements a thread; grid x block x 8 covers n. The GEMM is let in at the end.
+//
+// lo8 (with sx; lo null): the low halves in FP8 (greta_device.h); the host passes it only
+// where a row's length is a multiple of 64, so 8 threads are one group of one row and the
+// flat index / 64 is sx's [row][group].
 GRETA_KERNEL void silu_mul_split_f16(const float* gate, const float* up, float* act, g_half* hi, g_half* lo,
-                                     unsigned n) {
+                                     unsigned char* lo8, float* sx, unsigned n) {
     g_wait_previous();
     unsigned i = (g_bid() * g_bdim() + g_tid()) * 8;
+    float r[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     if (i + 8 <= n) {
         float g[8], u[8];
         g_load_f8(gate + i, g);
@@ -314,11 +312,16 @@ GRETA_KERNEL void silu_mul_split_f16(const float* gate, const float* up, float* 
             float v = g_silu_mul(g[j], u[j]);
             a[j / 4].v[j % 4] = v;
             g_split_f16(v, &h.v[j], &l.v[j]);
+            r[j] = v - g_h2f(h.v[j]);
         }
         *(g_f4*)(act + i) = a[0];
         *(g_f4*)(act + i + 4) = a[1];
         *(g_h8*)(hi + i) = h;
         if (lo) *(g_h8*)(lo + i) = l;
+#if defined(GRETA_FP8)
+    } else if (lo8) {
+        // n % 64 == 0 (the host's check): no partial chunk, only threads past n.
+#endif
     } else {
         for (; i < n; ++i) {
             float v = g_silu_mul(gate[i], up[i]);
@@ -329,107 +332,79 @@ GRETA_KERNEL void silu_mul_split_f16(const float* gate, const float* up, float* 
             if (lo) lo[i] = l;
         }
     }
+#if defined(GRETA_FP8)
+    if (lo8) {
+        const float m = g_group_max(g_max8_abs(r), 8), inv = g_lo8_inv_scale(m);
+        if (i + 8 <= n) {
+            *(uint2*)(lo8 + i) = g_e4m3x8(r, inv);
+            if (g_tid() % 8 == 0) sx[i / G_LO8_GROUP] = g_lo8_scale(m);
+        }
+    }
+#endif
     g_launch_next();
 }
 
 #if defined(GRETA_FP8)
-// The FP8 low halves of one row of `len` (a multiple of 8) that this thread's passes wrote
-// to x: lo = x - f16(x) in e4m3 under the row's scale, whose inverse is `inv` (from the
-// row's largest |lo|, a block max). Each thread reads back only what it stored itself.
-GRETA_DEVICE void g_row_lo8(const float* x, unsigned char* lo8, unsigned len, float inv) {
-    for (unsigned i = g_tid() * 8; i < len; i += g_bdim() * 8) {
-        float v[8], r[8];
-        g_load_f8(x + i, v);
-        for (unsigned j = 0; j < 8; ++j) r[j] = (v[j] - g_h2f(g_f2h(v[j]))) * inv;
-        uint2 q;
-        q.x = g_e4m3x4(r[0], r[1], r[2], r[3]);
-        q.y = g_e4m3x4(r[4], r[5], r[6], r[7]);
-        *(uint2*)(lo8 + i) = q;
-    }
-}
-
-// split_f16 with FP8 low halves (`--split-lo fp8`) over rows of k (k % 8 == 0): hi as
-// split_f16 writes it, lo8 and the row's scale sx[row] as the norm writes them
+// split_f16 with FP8 low halves (`--split-lo fp8`) over t rows of k (k % 8 == 0): hi as
+// split_f16 writes it, lo8 and sx [t][ceil(k / 64)] as the norm and SwiGLU write them
 // (greta_device.h), for inputs no fused kernel wrote (and after an observer's change).
-// Grid: rows; block: a multiple of the wave size.
+// Grid: (ceil(k / 1024), t); block: 128 threads, 8 to a 64-element group, 8 elements each.
 GRETA_KERNEL void split_f16_lo8(const float* x, g_half* hi, unsigned char* lo8, float* sx, unsigned k) {
     g_wait_previous();
-    GRETA_SHARED float scratch[MAX_BLOCK / GRETA_WAVE];
-    const unsigned long row = (unsigned long)g_bid() * k;
-    float m = 0.0f;
-    for (unsigned i = g_tid() * 8; i < k; i += g_bdim() * 8) {
+    const unsigned tid = g_tid(), groups = (k + G_LO8_GROUP - 1) / G_LO8_GROUP;
+    const unsigned group = g_bid() * 16 + tid / 8, col = group * G_LO8_GROUP + (tid % 8) * 8;
+    const unsigned long at = (unsigned long)g_bid_y() * k + col;
+    float r[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
+    if (col < k) {
         float v[8];
-        g_load_f8(x + row + i, v);
+        g_load_f8(x + at, v);
         g_h8 h;
         for (unsigned j = 0; j < 8; ++j) {
             h.v[j] = g_f2h(v[j]);
-            const float r = g_fabs(v[j] - g_h2f(h.v[j]));
-            m = r > m ? r : m;
+            r[j] = v[j] - g_h2f(h.v[j]);
         }
-        *(g_h8*)(hi + row + i) = h;
+        *(g_h8*)(hi + at) = h;
     }
-    m = g_block_max(m, scratch);
-    g_row_lo8(x + row, lo8 + row, k, g_lo8_inv_scale(m));
-    if (g_tid() == 0) sx[g_bid()] = g_lo8_scale(m);
+    const float m = g_group_max(g_max8_abs(r), 8), inv = g_lo8_inv_scale(m);
+    if (col < k) {
+        *(uint2*)(lo8 + at) = g_e4m3x8(r, inv);
+        if (tid % 8 == 0) sx[(unsigned long)g_bid_y() * groups + group] = g_lo8_scale(m);
+    }
     g_launch_next();
 }
 
-// silu_mul_split_f16 with FP8 low halves: act = silu(gate) * up (silu_mul_f32's values,
-// bitwise), its hi, and its FP8 lo under the row's scale, for the down product. One block
-// a row of `len` (a multiple of 8): the scale is the row's.
-GRETA_KERNEL void silu_mul_split_lo8(const float* gate, const float* up, float* act, g_half* hi, unsigned char* lo8,
-                                     float* sx, unsigned len) {
+// The FP8 copy of an f16 weight matrix for the lo products, under one power-of-two scale
+// for the whole matrix (the GEMM folds it into each step's row scales): absmax_f16 takes
+// the largest |w| into *m (as bits: non-negative floats order as unsigned integers; *m
+// zeroed first), then quantize_e4m3 writes w8 = e4m3(w / scale) and, from block 0, the
+// scale. n % 8 == 0. Run once, when `--split-lo fp8` is set. Grid-stride; block: a multiple
+// of the wave.
+GRETA_KERNEL void absmax_f16(const g_half* w, unsigned long n, unsigned* m) {
     g_wait_previous();
     GRETA_SHARED float scratch[MAX_BLOCK / GRETA_WAVE];
-    const unsigned long row = (unsigned long)g_bid() * len;
-    float m = 0.0f;
-    for (unsigned i = g_tid() * 8; i < len; i += g_bdim() * 8) {
-        float g[8], u[8];
-        g_load_f8(gate + row + i, g);
-        g_load_f8(up + row + i, u);
-        g_f4 a[2];
-        g_h8 h;
-        for (unsigned j = 0; j < 8; ++j) {
-            const float v = g_silu_mul(g[j], u[j]);
-            a[j / 4].v[j % 4] = v;
-            h.v[j] = g_f2h(v);
-            const float r = g_fabs(v - g_h2f(h.v[j]));
-            m = r > m ? r : m;
-        }
-        *(g_f4*)(act + row + i) = a[0];
-        *(g_f4*)(act + row + i + 4) = a[1];
-        *(g_h8*)(hi + row + i) = h;
+    float v = 0.0f;
+    for (unsigned long i = ((unsigned long)g_bid() * g_bdim() + g_tid()) * 8; i < n;
+         i += (unsigned long)gridDim.x * g_bdim() * 8) {
+        float x[8];
+        g_load_h8(w + i, x);
+        const float a = g_max8_abs(x);
+        v = a > v ? a : v;
     }
-    m = g_block_max(m, scratch);
-    g_row_lo8(act + row, lo8 + row, len, g_lo8_inv_scale(m));
-    if (g_tid() == 0) sx[g_bid()] = g_lo8_scale(m);
+    v = g_block_max(v, scratch);
+    if (g_tid() == 0) atomicMax(m, __float_as_uint(v));
     g_launch_next();
 }
-
-// The FP8 copy of an f16 weight matrix [rows][k] for the lo products (k % 8 == 0): one
-// power-of-two scale per row from its largest |w| (greta_device.h's rule), w8 = e4m3(w /
-// scale). Run once, when `--split-lo fp8` is set. Grid: rows; block: a multiple of the wave.
-GRETA_KERNEL void quantize_rows_e4m3(const g_half* w, unsigned char* w8, float* scale, unsigned k) {
+GRETA_KERNEL void quantize_e4m3(const g_half* w, unsigned long n, const unsigned* m, unsigned char* w8,
+                                float* scale) {
     g_wait_previous();
-    GRETA_SHARED float scratch[MAX_BLOCK / GRETA_WAVE];
-    const unsigned long row = (unsigned long)g_bid() * k;
-    float m = 0.0f;
-    for (unsigned i = g_tid() * 8; i < k; i += g_bdim() * 8) {
-        float v[8];
-        g_load_h8(w + row + i, v);
-        for (unsigned j = 0; j < 8; ++j) m = g_fabs(v[j]) > m ? g_fabs(v[j]) : m;
+    const float mx = __uint_as_float(*m), inv = g_lo8_inv_scale(mx);
+    for (unsigned long i = ((unsigned long)g_bid() * g_bdim() + g_tid()) * 8; i < n;
+         i += (unsigned long)gridDim.x * g_bdim() * 8) {
+        float x[8];
+        g_load_h8(w + i, x);
+        *(uint2*)(w8 + i) = g_e4m3x8(x, inv);
     }
-    m = g_block_max(m, scratch);
-    const float inv = g_lo8_inv_scale(m);
-    for (unsigned i = g_tid() * 8; i < k; i += g_bdim() * 8) {
-        float v[8];
-        g_load_h8(w + row + i, v);
-        uint2 q;
-        q.x = g_e4m3x4(v[0] * inv, v[1] * inv, v[2] * inv, v[3] * inv);
-        q.y = g_e4m3x4(v[4] * inv, v[5] * inv, v[6] * inv, v[7] * inv);
-        *(uint2*)(w8 + row + i) = q;
-    }
-    if (g_tid() == 0) scale[g_bid()] = g_lo8_scale(m);
+    if (g_bid() == 0 && g_tid() == 0) *scale = g_lo8_scale(mx);
     g_launch_next();
 }
 #endif

@@ -11,7 +11,7 @@ pub struct GpuArgs {
     #[arg(long, value_name = "LIST", default_value_t = SplitInputs::default())]
     pub split_inputs: SplitInputs,
     /// GPU prefill: the low half of a split input. f16: a second f16 product. fp8: FP8 e4m3
-    /// under a power-of-two scale per row, multiplied on Hopper's FP8
+    /// under power-of-two scales (one per row and 64 columns), multiplied on Hopper's FP8
     /// matrix units with FP8 copies of those products' weights (made at load: +1 byte a
     /// weight); fp8:LIST for some products only (qkv, o, gate_up, down). sm_90a only,
     /// refused elsewhere (docs/gpu.md, "Numerics").

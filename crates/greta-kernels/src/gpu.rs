@@ -132,6 +132,10 @@ impl Args {
         self.0.push(Box::new(v));
         self
     }
+    fn u64(mut self, v: u64) -> Self {
+        self.0.push(Box::new(v));
+        self
+    }
     fn f32(mut self, v: f32) -> Self {
         self.0.push(Box::new(v));
         self
@@ -178,8 +182,8 @@ pub struct F16Operands<'a> {
 }
 
 /// The low half of a split input: f16 (`split_f16`'s), or FP8 e4m3 under one power-of-two
-/// scale per row (`--split-lo fp8`; kernels/greta_device.h): `q` as many bytes as hi has
-/// values, `scales` one per row.
+/// scale per row and `LO8_GROUP` columns (`--split-lo fp8`; kernels/greta_device.h): `q`
+/// as many bytes as hi has values, `scales` rows x ceil(len / LO8_GROUP).
 pub enum LoOperand<'a> {
     F16(&'a mut DeviceBuffer<u16>),
     E4m3 {
@@ -222,18 +226,25 @@ pub enum GemmLo<'a> {
     },
 }
 
+/// Columns of a row that share one FP8 low half's scale (G_LO8_GROUP in
+/// kernels/greta_device.h: the warpgroup GEMM's K step).
+pub const LO8_GROUP: usize = 64;
+
 /// An f16 weight matrix's FP8 e4m3 copy for the lo products of `--split-lo fp8`: `q` [rows,
-/// k] bytes, `scales` one power-of-two scale per row (`quantize_rows_e4m3`).
+/// k] bytes under one power-of-two scale, `scale` (`quantize_e4m3`).
 pub struct E4m3Matrix {
     pub q: DeviceBuffer<u8>,
-    pub scales: DeviceBuffer<f32>,
+    pub scale: DeviceBuffer<f32>,
+    /// The largest |w| as f32 bits (quantize_e4m3's first kernel's atomic max).
+    absmax: DeviceBuffer<u32>,
 }
 
 impl E4m3Matrix {
     pub fn alloc(gpu: &Gpu, rows: usize, k: usize) -> Result<Self> {
         Ok(E4m3Matrix {
             q: gpu.alloc::<u8>(rows * k)?,
-            scales: gpu.alloc::<f32>(rows)?,
+            scale: gpu.alloc::<f32>(1)?,
+            absmax: gpu.alloc::<u32>(1)?,
         })
     }
 }
@@ -323,7 +334,7 @@ pub struct GpuKernels {
 struct Fp8Kernels {
     gemm: [(WgmmaTile, Function); 2],
     split: Function,
-    silu: Function,
+    absmax: Function,
     quantize: Function,
 }
 
@@ -476,8 +487,8 @@ impl GpuKernels {
                         Some(Fp8Kernels {
                             gemm: [tile(a)?, tile(b)?],
                             split: ops.function("split_f16_lo8")?,
-                            silu: ops.function("silu_mul_split_lo8")?,
-                            quantize: ops.function("quantize_rows_e4m3")?,
+                            absmax: ops.function("absmax_f16")?,
+                            quantize: ops.function("quantize_e4m3")?,
                         })
                     }
                     false => None,
@@ -574,7 +585,8 @@ impl GpuKernels {
             Some(LoOperand::F16(lo)) => Self::need_of(lo, n, what, "lo"),
             Some(LoOperand::E4m3 { q, scales }) => {
                 Self::need_of(q, n, what, "lo (FP8)")?;
-                Self::need_of(scales, shape.rows, what, "lo scales")
+                let groups = shape.rows * shape.len.div_ceil(LO8_GROUP);
+                Self::need_of(scales, groups, what, "lo scales")
             }
             None => Ok(()),
         }
@@ -606,9 +618,9 @@ impl GpuKernels {
         }
     }
 
-    /// The FP8 copy of an f16 weight matrix `w` [rows, k] (k % 16 == 0) into `out`, one
-    /// power-of-two scale per row (kernels/ops.hip `quantize_rows_e4m3`).
-    pub fn quantize_rows_e4m3(
+    /// The FP8 copy of an f16 weight matrix `w` [rows, k] (k % 16 == 0) into `out` under one
+    /// power-of-two scale (kernels/ops.hip `absmax_f16`, then `quantize_e4m3`).
+    pub fn quantize_e4m3(
         &self,
         s: &Stream,
         w: &DeviceBuffer<u16>,
@@ -616,24 +628,22 @@ impl GpuKernels {
         rows_n: usize,
         k: usize,
     ) -> Result<()> {
-        let f = &self.fp8("quantize_rows_e4m3")?.quantize;
+        let fp8 = self.fp8("quantize_e4m3")?;
         if !k.is_multiple_of(16) || k == 0 {
             return Err(KernelError::Shape(format!(
-                "quantize_rows_e4m3: k = {k} (accepted: a positive multiple of 16, the TMA's 16-byte rows)"
+                "quantize_e4m3: k = {k} (accepted: a positive multiple of 16, the TMA's 16-byte rows)"
             )));
         }
-        Self::need(w, rows_n * k, "quantize_rows_e4m3 w")?;
-        Self::need(&out.q, rows_n * k, "quantize_rows_e4m3 q")?;
-        Self::need(&out.scales, rows_n, "quantize_rows_e4m3 scales")?;
-        if rows_n == 0 {
-            return Ok(());
-        }
-        let args = Args::new()
-            .ptr(w)
-            .ptr(&out.q)
-            .ptr(&out.scales)
-            .u32(u32_of(k, "k")?);
-        self.launch(f, rows(rows_n, BLOCK), s, args)
+        let n = rows_n * k;
+        Self::need(w, n, "quantize_e4m3 w")?;
+        Self::need(&out.q, n, "quantize_e4m3 q")?;
+        out.absmax.zero(s)?;
+        // Enough blocks to fill the GPU; each strides over the rest.
+        let grid = grid1(n.div_ceil(8).min(1024 * BLOCK as usize), BLOCK);
+        let args = Args::new().ptr(w).u64(n as u64).ptr(&out.absmax);
+        self.launch(&fp8.absmax, grid, s, args)?;
+        let args = Args::new().ptr(w).u64(n as u64).ptr(&out.absmax);
+        self.launch(&fp8.quantize, grid, s, args.ptr(&out.q).ptr(&out.scale))
     }
 
     /// hi = f16(x) (`split_f16`'s) and the FP8 low half of x [t, k] (k % 8 == 0) with its
@@ -658,13 +668,19 @@ impl GpuKernels {
         Self::need(x, n, "split_f16_lo8 x")?;
         Self::need(hi, n, "split_f16_lo8 hi")?;
         Self::need(q, n, "split_f16_lo8 lo")?;
-        Self::need(scales, t, "split_f16_lo8 scales")?;
+        Self::need(scales, t * k.div_ceil(LO8_GROUP), "split_f16_lo8 scales")?;
         if t == 0 {
             return Ok(());
         }
-        // One block a row (the scale is the row's).
+        // 16 groups of 64 columns a block of 128 threads (kernels/ops.hip).
+        let dims = LaunchDims {
+            grid: [k.div_ceil(16 * LO8_GROUP) as u32, u32_of(t, "rows")?, 1],
+            block: [128, 1, 1],
+            shared_bytes: 0,
+            cluster: 1,
+        };
         let args = Args::new().ptr(x).ptr(hi).ptr(q).ptr(scales);
-        self.launch(f, rows(t, BLOCK), s, args.u32(u32_of(k, "k")?))
+        self.launch(f, dims, s, args.u32(u32_of(k, "k")?))
     }
 
     /// `need` for buffer `name` of launcher `what` (the message is built only on failure:
@@ -1314,8 +1330,8 @@ impl GpuKernels {
 
     /// act = silu(gate) · up (`silu_mul`'s values, bitwise) and `ops` what `split_f16`
     /// makes of act, bitwise, in one launch: the prefill's SwiGLU ahead of the down product.
-    /// An FP8 low half (rows of a multiple of 8) takes a kernel of one block a row, whose
-    /// scale it is.
+    /// An FP8 low half needs rows of a multiple of `LO8_GROUP` (a scale's group is 8
+    /// threads of one row).
     pub fn silu_mul_split(
         &self,
         s: &Stream,
@@ -1331,23 +1347,20 @@ impl GpuKernels {
         }
         Self::need(act, n, "silu_mul_split act")?;
         Self::need_ops(&ops, shape, "silu_mul_split")?;
-        let args = Args::new().ptr(gate).ptr(up).ptr(act).ptr(ops.hi);
-        if let Some((q, scales)) = ops.lo.as_ref().and_then(|l| l.e4m3()) {
-            let f = &self.fp8("silu_mul_split")?.silu;
-            if !shape.len.is_multiple_of(8) {
-                return Err(KernelError::Shape(format!(
-                    "silu_mul_split: FP8 low halves need rows of a multiple of 8; rows of {}",
-                    shape.len
-                )));
-            }
-            if shape.rows == 0 {
-                return Ok(());
-            }
-            let args = args.ptr(q).ptr(scales).u32(u32_of(shape.len, "len")?);
-            return self.launch(f, rows(shape.rows, BLOCK), s, args);
+        if matches!(ops.lo, Some(LoOperand::E4m3 { .. })) && !shape.len.is_multiple_of(LO8_GROUP) {
+            return Err(KernelError::Shape(format!(
+                "silu_mul_split: FP8 low halves need rows of a multiple of {LO8_GROUP}; rows of {} (use silu_mul and split_f16_lo8)",
+                shape.len
+            )));
         }
-        let args = args
-            .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()))
+        let args = Args::new()
+            .ptr(gate)
+            .ptr(up)
+            .ptr(act)
+            .ptr(ops.hi)
+            .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()));
+        let args = self
+            .lo8_args(args, &ops, "silu_mul_split")?
             .u32(u32_of(n, "n")?);
         self.launch(&self.silu_mul_split, grid1(n.div_ceil(8), BLOCK), s, args)
     }
@@ -1467,7 +1480,7 @@ impl GpuKernels {
         }
         Self::need(a, t * k, "gemm_f16 a")?;
         Self::need(q, t * k, "gemm_f16 a_lo (FP8)")?;
-        Self::need(sx, t, "gemm_f16 a_lo scales")?;
+        Self::need(sx, t * k.div_ceil(LO8_GROUP), "gemm_f16 a_lo scales")?;
         for o in outs.iter() {
             Self::need(o.w, o.n * k, "gemm_f16 w")?;
             Self::need(o.y, t * o.n, "gemm_f16 y")?;
@@ -1478,7 +1491,7 @@ impl GpuKernels {
                 ));
             };
             Self::need(&w8.q, o.n * k, "gemm_f16 w8")?;
-            Self::need(&w8.scales, o.n, "gemm_f16 w8 scales")?;
+            Self::need(&w8.scale, 1, "gemm_f16 w8 scale")?;
         }
         if t == 0 {
             return Ok(());
@@ -1527,7 +1540,7 @@ impl GpuKernels {
             }
             args = args.ptr(sx);
             for i in 0..3 {
-                args = args.ptr(&group[at(i)].w8.expect("checked above").scales);
+                args = args.ptr(&group[at(i)].w8.expect("checked above").scale);
             }
             args = args.u32(u32_of(t, "t")?).u32(u32_of(k, "k")?);
             let mut col_tiles = 0;

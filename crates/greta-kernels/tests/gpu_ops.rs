@@ -7,6 +7,7 @@ use greta_kernels::cpu::{self, RopePairing, WeightView};
 use greta_kernels::gpu::{
     default_dir, AttnScratch, AttnShape, E4m3Matrix, F16Operands, GemmLo, GemmOut, GemmRoute,
     GpuKernels, LoOperand, MatShape, NormIn, PickAt, QkvRope, RopeShape, Rows, WgmmaTile,
+    LO8_GROUP,
 };
 use half::f16;
 use hiprt::{DeviceBuffer, Gpu, Platform, PlatformChoice, Stream};
@@ -1364,18 +1365,18 @@ fn lo8_scale(m: f32) -> f32 {
     f32::from_bits(((e - 7 + 127) as u32) << 23)
 }
 
-/// What the GPU must write for values `v` in rows of `len`: each row's scale, and each
-/// value divided by it, converted by the float8 crate (round to nearest even, saturating:
-/// CUDA's conversion).
-fn e4m3_rows(v: &[f32], len: usize) -> (Vec<u8>, Vec<f32>) {
+/// What the GPU must write for values `v` in rows of `len`, each cut in groups of `group`
+/// from its start: each group's scale, and each value divided by it, converted by the
+/// float8 crate (round to nearest even, saturating: CUDA's conversion).
+fn e4m3_groups(v: &[f32], len: usize, group: usize) -> (Vec<u8>, Vec<f32>) {
     let mut q = Vec::with_capacity(v.len());
     let mut scales = Vec::new();
-    for row in v.chunks(len) {
-        let m = row.iter().fold(0f32, |m, x| m.max(x.abs()));
+    for g in v.chunks(len).flat_map(|row| row.chunks(group)) {
+        let m = g.iter().fold(0f32, |m, x| m.max(x.abs()));
         let scale = lo8_scale(m);
         scales.push(scale);
         q.extend(
-            row.iter()
+            g.iter()
                 .map(|&x| float8::F8E4M3::from_f32(x / scale).to_bits()),
         );
     }
@@ -1387,11 +1388,15 @@ fn residuals(v: &[f32]) -> Vec<f32> {
     v.iter().map(|&x| x - f16::from_f32(x).to_f32()).collect()
 }
 
-/// FP8 bytes times their rows' scales (rows of `len`), as f32: exact.
-fn e4m3_values(q: &[u8], scales: &[f32], len: usize) -> Vec<f32> {
+/// FP8 bytes times their groups' scales (rows of `len` in groups of `group`), as f32: exact.
+fn e4m3_values(q: &[u8], scales: &[f32], len: usize, group: usize) -> Vec<f32> {
+    let groups = len.div_ceil(group);
     q.iter()
         .enumerate()
-        .map(|(i, &b)| float8::F8E4M3::from_bits(b).to_f32() * scales[i / len])
+        .map(|(i, &b)| {
+            let (r, c) = (i / len, i % len);
+            float8::F8E4M3::from_bits(b).to_f32() * scales[r * groups + c / group]
+        })
         .collect()
 }
 
@@ -1439,21 +1444,21 @@ fn fp8_low_halves_and_their_products_match_cpu() {
         eprintln!("no FP8 low halves on this device: refused ({e})");
         return;
     }
-    // split_f16_lo8: edge shapes (rows shorter and longer than a block's one pass).
+    // split_f16_lo8: edge shapes (a partial last group, rows not of whole groups).
     for (rows, len) in [(3, 200), (33, 576), (2, 4096), (1, 8)] {
         let n = rows * len;
         let x: Vec<f32> = values(n, 71).iter().map(|v| v * 3.0).collect();
         let dx = upload(&g, &s, &x);
         let mut hi = upload(&g, &s, &vec![UNTOUCHED; n]);
         let mut q = g.alloc::<u8>(n).unwrap();
-        let mut sc = g.alloc::<f32>(rows).unwrap();
+        let mut sc = g.alloc::<f32>(rows * len.div_ceil(LO8_GROUP)).unwrap();
         k.split_f16_lo8(&s, &dx, &mut hi, &mut q, &mut sc, Rows { rows, len })
             .unwrap();
         assert!(
             hi.to_vec(&s).unwrap() == split_bits(&x).0,
             "hi of split_f16_lo8 {rows}x{len}"
         );
-        let want = e4m3_rows(&residuals(&x), len);
+        let want = e4m3_groups(&residuals(&x), len, LO8_GROUP);
         assert_e4m3(&s, (&q, &sc), &want, &format!("split_f16_lo8 {rows}x{len}"));
     }
     // The norm's FP8 form: the operands of its own f32 output.
@@ -1464,7 +1469,7 @@ fn fp8_low_halves_and_their_products_match_cpu() {
         let mut dout = g.alloc::<f32>(n).unwrap();
         let mut hi = g.alloc::<u16>(n).unwrap();
         let mut q = g.alloc::<u8>(n).unwrap();
-        let mut sc = g.alloc::<f32>(rows).unwrap();
+        let mut sc = g.alloc::<f32>(rows * d.div_ceil(LO8_GROUP)).unwrap();
         let ops = F16Operands {
             hi: &mut hi,
             lo: Some(LoOperand::E4m3 {
@@ -1480,7 +1485,7 @@ fn fp8_low_halves_and_their_products_match_cpu() {
             hi.to_vec(&s).unwrap() == split_bits(&out).0,
             "hi of the norm {rows}x{d}"
         );
-        let want = e4m3_rows(&residuals(&out), d);
+        let want = e4m3_groups(&residuals(&out), d, LO8_GROUP);
         assert_e4m3(
             &s,
             (&q, &sc),
@@ -1488,15 +1493,15 @@ fn fp8_low_halves_and_their_products_match_cpu() {
             &format!("add_rmsnorm_split {rows}x{d}"),
         );
     }
-    // SwiGLU's FP8 form (one block a row), and the refusal of rows it cannot take.
-    for (rows, len) in [(3, 1536), (2, 11008), (1, 200)] {
+    // SwiGLU's FP8 form (rows of whole groups), and the refusal of others.
+    for (rows, len) in [(3, 1536), (2, 11008), (1, 64)] {
         let n = rows * len;
         let (a, b) = (values(n, 91), values(n, 92));
         let (da, db) = (upload(&g, &s, &a), upload(&g, &s, &b));
         let mut dact = g.alloc::<f32>(n).unwrap();
         let mut hi = g.alloc::<u16>(n).unwrap();
         let mut q = g.alloc::<u8>(n).unwrap();
-        let mut sc = g.alloc::<f32>(rows).unwrap();
+        let mut sc = g.alloc::<f32>(rows * len.div_ceil(LO8_GROUP)).unwrap();
         let ops = F16Operands {
             hi: &mut hi,
             lo: Some(LoOperand::E4m3 {
@@ -1511,7 +1516,7 @@ fn fp8_low_halves_and_their_products_match_cpu() {
             hi.to_vec(&s).unwrap() == split_bits(&act).0,
             "hi of SwiGLU {rows}x{len}"
         );
-        let want = e4m3_rows(&residuals(&act), len);
+        let want = e4m3_groups(&residuals(&act), len, LO8_GROUP);
         assert_e4m3(
             &s,
             (&q, &sc),
@@ -1539,7 +1544,7 @@ fn fp8_low_halves_and_their_products_match_cpu() {
             .silu_mul_split(&s, &da, &db, &mut dact, ops, Rows { rows: 2, len: 100 })
             .unwrap_err()
             .to_string();
-        assert!(e.contains("multiple of 8") && e.contains("100"), "{e}");
+        assert!(e.contains("multiple of 64") && e.contains("100"), "{e}");
     }
     // The GEMM: groups as the model calls them, every FP8-lo tile forced and the choice.
     let cases: [(usize, usize, &[usize]); 4] = [
@@ -1555,7 +1560,7 @@ fn fp8_low_halves_and_their_products_match_cpu() {
         let dx = upload(&g, &s, &x);
         let mut hi = g.alloc::<u16>(m * kk).unwrap();
         let mut q = g.alloc::<u8>(m * kk).unwrap();
-        let mut sc = g.alloc::<f32>(m * kk).unwrap();
+        let mut sc = g.alloc::<f32>(m * kk.div_ceil(LO8_GROUP)).unwrap();
         k.split_f16_lo8(&s, &dx, &mut hi, &mut q, &mut sc, Rows { rows: m, len: kk })
             .unwrap();
         let hi_f: Vec<f32> = hi
@@ -1564,7 +1569,12 @@ fn fp8_low_halves_and_their_products_match_cpu() {
             .iter()
             .map(|&b| f16::from_bits(b).to_f32())
             .collect();
-        let lo_f = e4m3_values(&q.to_vec(&s).unwrap(), &sc.to_vec(&s).unwrap(), kk);
+        let lo_f = e4m3_values(
+            &q.to_vec(&s).unwrap(),
+            &sc.to_vec(&s).unwrap(),
+            kk,
+            LO8_GROUP,
+        );
         let mut ws = Vec::new();
         let mut w8s = Vec::new();
         let mut wants = Vec::new();
@@ -1572,17 +1582,17 @@ fn fp8_low_halves_and_their_products_match_cpu() {
             let (w_bits, wf) = f16_bits(&values(n * kk, (n * 11 + i) as u64));
             let dw = upload(&g, &s, &w_bits);
             let mut w8 = E4m3Matrix::alloc(&g, n, kk).unwrap();
-            k.quantize_rows_e4m3(&s, &dw, &mut w8, n, kk).unwrap();
-            let want_w8 = e4m3_rows(&wf, kk);
+            k.quantize_e4m3(&s, &dw, &mut w8, n, kk).unwrap();
+            let want_w8 = e4m3_groups(&wf, n * kk, n * kk);
             assert_e4m3(
                 &s,
-                (&w8.q, &w8.scales),
+                (&w8.q, &w8.scale),
                 &want_w8,
-                &format!("quantize_rows_e4m3 {n}x{kk}"),
+                &format!("quantize_e4m3 {n}x{kk}"),
             );
             // The GEMM's reference: hi . w + (FP8 lo) . (FP8 w), each FP8 value times its
             // scale (exact in f32), summed on the CPU; and the f32 product.
-            let w8f = e4m3_values(&want_w8.0, &want_w8.1, kk);
+            let w8f = e4m3_values(&want_w8.0, &want_w8.1, n * kk, n * kk);
             let (mut exact, mut y_hi, mut y_lo) =
                 (vec![0f32; m * n], vec![0f32; m * n], vec![0f32; m * n]);
             cpu::matmul_wt(&x, WeightView::F32(&wf), &mut exact, m, kk, n);
@@ -1634,7 +1644,7 @@ fn fp8_low_halves_and_their_products_match_cpu() {
     let (hi, q, sc) = (
         g.alloc::<u16>(m * kk).unwrap(),
         g.alloc::<u8>(m * kk).unwrap(),
-        g.alloc::<f32>(m).unwrap(),
+        g.alloc::<f32>(m * kk.div_ceil(LO8_GROUP)).unwrap(),
     );
     let (w, mut y) = (
         g.alloc::<u16>(n * kk).unwrap(),

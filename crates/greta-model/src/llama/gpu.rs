@@ -13,7 +13,7 @@ use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
     check_attention_shape, decode_splits, AttnScratch, AttnShape, DeviceSampling, E4m3Matrix,
     F16Operands, GemmLo, GemmOut, GemmRoute, GpuKernels, KernelError, LoOperand, MatShape, NormIn,
-    PickAt, QkvRope, Rows, NORM_SPLIT_MAX_D,
+    PickAt, QkvRope, Rows, LO8_GROUP, NORM_SPLIT_MAX_D,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
@@ -98,7 +98,8 @@ impl LayerFp8 {
 }
 
 /// The format of a split input's low half on the matrix units (`--split-lo`), by product:
-/// f16 (two f16 products), or FP8 e4m3 under a power-of-two scale per row, whose product (with FP8 copies of the weights, one scale per row) runs on the
+/// f16 (two f16 products), or FP8 e4m3 under power-of-two scales, one per row and 64
+/// columns, whose product (with FP8 copies of the weights, one scale each) runs on the
 /// FP8 units at twice the f16 rate (Hopper only; docs/gpu.md, "Numerics"). `fp8` is the
 /// set of products whose low half is FP8 (of those `SplitInputs` splits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -411,7 +412,7 @@ impl GpuLlama {
                     return Ok(None);
                 }
                 let mut m = E4m3Matrix::alloc(gpu, rows, cols)?;
-                k.quantize_rows_e4m3(&s, w, &mut m, rows, cols)?;
+                k.quantize_e4m3(&s, w, &mut m, rows, cols)?;
                 Ok(Some(m))
             };
             l.fp8 = LayerFp8 {
@@ -479,7 +480,7 @@ impl GpuLlama {
                     hi: pool.alloc::<u16>(r * widest)?,
                     lo: pool.alloc::<u16>(r * widest)?,
                     lo8: pool.alloc::<u8>(r * widest)?,
-                    lo8_scales: pool.alloc::<f32>(r)?,
+                    lo8_scales: pool.alloc::<f32>(r * widest.div_ceil(LO8_GROUP))?,
                 }
             },
             attn_scratch: AttnScratch::new(g, c.n_heads, c.head_dim, capacity)?,
@@ -945,7 +946,11 @@ impl GpuLlama {
     fn swiglu(&self, st: &mut GpuState, t: usize) -> Result<bool> {
         let n_ff = self.config.intermediate;
         let k = &self.kernels;
-        let Some(lo) = self.f16_operands(Lin::Down, t, n_ff) else {
+        // FP8 low halves need rows of whole scale groups here (else split_f16_lo8 makes them).
+        let lo = self
+            .f16_operands(Lin::Down, t, n_ff)
+            .filter(|&lo| lo != LoKind::E4m3 || n_ff.is_multiple_of(LO8_GROUP));
+        let Some(lo) = lo else {
             k.silu_mul(&st.stream, &st.gate, &st.up, &mut st.act, t * n_ff)?;
             return Ok(false);
         };
