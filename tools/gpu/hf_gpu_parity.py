@@ -50,8 +50,10 @@ def compare(got, want):
 
 def greta_logits(path, ids, backend, vocab):
     out = Path("/tmp") / f"greta-{backend}.npy"
+    # GPU_ARGS: options for the GPU runs (e.g. --split-lo fp8).
+    extra = os.environ.get("GPU_ARGS", "").split() if backend == "gpu" else []
     subprocess.run([GRETA, "logits", "-m", str(path), "--backend", backend, "--ids", ",".join(map(str, ids)),
-                    "--out", str(out)], check=True, stdout=subprocess.DEVNULL)
+                    "--out", str(out)] + extra, check=True, stdout=subprocess.DEVNULL)
     return np.load(out).reshape(len(ids), vocab)
 
 

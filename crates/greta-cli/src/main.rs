@@ -110,6 +110,8 @@ struct LogitsArgs {
     /// The .npy file to write.
     #[arg(long)]
     out: PathBuf,
+    #[command(flatten)]
+    gpu: gpu_args::GpuArgs,
 }
 
 #[derive(Args)]
@@ -494,12 +496,13 @@ fn cmd_logits(a: LogitsArgs) -> Result<()> {
             )?
         }
         greta_hal::Backend::Gpu(gpu) => {
-            let model = greta_model::llama::gpu::GpuLlama::load(
+            let mut model = greta_model::llama::gpu::GpuLlama::load(
                 gpu,
                 lm.model.config.clone(),
                 &lm.model.weights,
                 &mut |_, _| {},
             )?;
+            a.gpu.apply(&mut model)?;
             let mut st = model.new_state(ids.len(), ids.len())?;
             model.forward(
                 &ids,
