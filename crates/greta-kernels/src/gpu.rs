@@ -1542,23 +1542,7 @@ impl GpuKernels {
             for i in 0..3 {
                 args = args.ptr(&group[at(i)].w8.expect("checked above").scale);
             }
-            args = args.u32(u32_of(t, "t")?).u32(u32_of(k, "k")?);
-            let mut col_tiles = 0;
-            for i in 0..3 {
-                let n = group.get(i).map_or(0, |o| o.n);
-                col_tiles += n.div_ceil(tile.n);
-                args = args.u32(u32_of(n, "n")?);
-            }
-            let dims = LaunchDims {
-                grid: [
-                    t.div_ceil(tile.m) as u32,
-                    u32_of(col_tiles, "column tiles")?,
-                    1,
-                ],
-                block: [128 * (m32 / 64) + 32, 1, 1],
-                shared_bytes: wgmma_lo8_shared(tile),
-                cluster: 1,
-            };
+            let (args, dims) = wgmma_launch(args, tile, group, t, k, wgmma_lo8_shared(tile))?;
             self.launch(f, dims, s, args)?;
         }
         Ok(())
@@ -1605,26 +1589,7 @@ impl GpuKernels {
             let o = &mut group[i.min(group.len() - 1)];
             args = args.ptr(o.y);
         }
-        args = args.u32(u32_of(t, "t")?).u32(u32_of(k, "k")?);
-        let mut col_tiles = 0;
-        for i in 0..3 {
-            let n = group.get(i).map_or(0, |o| o.n);
-            col_tiles += n.div_ceil(tile.n);
-            args = args.u32(u32_of(n, "n")?);
-        }
-        // Row tiles first: the blocks that share a weight tile are launched together, so it
-        // comes from HBM once.
-        let dims = LaunchDims {
-            grid: [
-                t.div_ceil(tile.m) as u32,
-                u32_of(col_tiles, "column tiles")?,
-                1,
-            ],
-            // The consumer warpgroups and the producer warp (kernels/gemm.hip).
-            block: [128 * (m32 / 64) + 32, 1, 1],
-            shared_bytes: wgmma_shared(tile),
-            cluster: 1,
-        };
+        let (args, dims) = wgmma_launch(args, tile, group, t, k, wgmma_shared(tile))?;
         self.launch(f, dims, s, args.u32(a_lo.is_some() as u32))
     }
 
@@ -2102,6 +2067,38 @@ const WGMMA_STAGES: u32 = 6;
 /// 128 x 168: 223 KiB (of the 227 a block may opt in to on sm_90).
 fn wgmma_shared(tile: WgmmaTile) -> u32 {
     WGMMA_STAGES * (tile.m + tile.n) as u32 * WGMMA_BK * 2 + 1024 + WGMMA_STAGES * 2 * 8
+}
+
+/// The warpgroup GEMM's arguments after its operands (t, k, the group's widths: 0 for an
+/// absent product) and its launch shape for `group` on `tile`: row tiles first (the blocks
+/// that share a weight tile run together, so it comes from HBM once), then each product's
+/// column tiles; the consumer warpgroups and the producer warp (kernels/gemm.hip).
+fn wgmma_launch(
+    args: Args,
+    tile: WgmmaTile,
+    group: &[GemmOut<'_>],
+    t: usize,
+    k: usize,
+    shared_bytes: u32,
+) -> Result<(Args, LaunchDims)> {
+    let mut args = args.u32(u32_of(t, "t")?).u32(u32_of(k, "k")?);
+    let mut col_tiles = 0;
+    for i in 0..3 {
+        let n = group.get(i).map_or(0, |o| o.n);
+        col_tiles += n.div_ceil(tile.n);
+        args = args.u32(u32_of(n, "n")?);
+    }
+    let dims = LaunchDims {
+        grid: [
+            t.div_ceil(tile.m) as u32,
+            u32_of(col_tiles, "column tiles")?,
+            1,
+        ],
+        block: [128 * (tile.m as u32 / 64) + 32, 1, 1],
+        shared_bytes,
+        cluster: 1,
+    };
+    Ok((args, dims))
 }
 
 /// The FP8-lo forms' stages (GEMM_WGMMA_LO8 in kernels/gemm.hip): a stage holds the f16
