@@ -456,9 +456,9 @@ fn loads_before_wait(listing: &str) -> Vec<String> {
     found
 }
 
-/// GEMM and attention objects must use MFMA on gfx9, and HMMA (plus HGMMA in the GEMM) on
-/// sm_90a: a kernel that silently fell back to plain FMAs, or a wgmma kernel compiled out by
-/// its architecture guard, would otherwise pass every numeric test.
+/// GEMM and attention objects must use MFMA on gfx9, and HMMA (plus HGMMA and the FP8 QGMMA
+/// in the GEMM) on sm_90a: a kernel that silently fell back to plain FMAs, or a wgmma kernel
+/// compiled out by its architecture guard, would otherwise pass every numeric test.
 fn check_matrix_units(
     t: &Target,
     stem: &str,
@@ -479,9 +479,10 @@ fn check_matrix_units(
             vec!["v_mfma"],
         )
     } else {
-        // sm_90a: the mma.sync tiles (HMMA) and, in the GEMM, the warpgroup kernel (HGMMA).
+        // sm_90a: the mma.sync tiles (HMMA) and, in the GEMM, the warpgroup kernel (HGMMA)
+        // and its FP8-lo forms' FP8 products (QGMMA, `--split-lo fp8`).
         let needed = if stem.starts_with("gemm") {
-            vec!["HMMA", "HGMMA"]
+            vec!["HMMA", "HGMMA", "QGMMA"]
         } else {
             vec!["HMMA"]
         };
