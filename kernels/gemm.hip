@@ -195,9 +195,10 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 // the weights it multiplies are an FP8 copy (tw8_i: e4m3 [n_i, k] under one scale, *sw_i).
 // Each K step of 64 then holds four boxes, hi and w as above and lo and w8 (64-byte rows,
 // the 64-byte swizzle): the hi products accumulate in acc, the step's lo products (two
-// m64k32 FP8 products, twice the f16 rate) in part, which the next step adds to acc times
-// the step's row scale and the weights' (so each waits for the previous step's products,
-// while the other consumer warpgroup keeps the matrix units busy). Measured on an H200
+// m64k32 FP8 products, twice the f16 rate) in part, which the first step of the next scale
+// group adds to acc times the group's row scale and the weights' (so that step waits for
+// the previous one's products, while the other consumer warpgroup keeps the matrix units
+// busy). Measured on an H200
 // (session 17): two earlier forms were slower or less exact. All lo steps after the hi
 // ones at K 128 took as long as f16 lo (7B Q/K/V 198 us under ncu either way: each FP8
 // step moved the f16 step's bytes in half the matrix-unit time, so the copies bounded it);
@@ -286,13 +287,15 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
             acc[4 * q + 3] += part[4 * q + 3] * sb;
         }
     };
+    // LO8: the K steps of a scale group (G_LO8_GROUP columns); part sums a group's lo.
+    constexpr unsigned PER = G_LO8_GROUP / WG_BK;
+    static_assert(G_LO8_GROUP % WG_BK == 0, "a scale group is whole K steps");
     for (unsigned s = 0; s < steps; ++s) {
         const unsigned st = s % STAGES;
         g_mbar_wait(&full[st], (s / STAGES) & 1);
-        if (LO8 && s > 0) {
-            // Step s - 1's products are done: its stage may be refilled, its lo added.
+        if (LO8 && s > 0 && s % PER == 0) {
+            // The previous group's products are done: its lo is added to acc.
             g_wgmma_wait<0>();
-            if (g_lane() == 0) g_mbar_arrive(&empty[(s - 1) % STAGES]);
             promote();
         }
         const unsigned char* slab = smem + st * STAGE_BYTES;
@@ -304,18 +307,18 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
             unsigned long long la = g_wgmma_desc64(slab + HI_BYTES + c * 64 * WG_BK);
             unsigned long long lb = g_wgmma_desc64(slab + HI_BYTES + TM * WG_BK);
             for (unsigned kk = 0; kk < WG_BK / 32; ++kk)
-                g_wgmma_m64k32_e4m3<TN>(part, la + 2 * kk, lb + 2 * kk, kk > 0);
-            g_wgmma_commit();
-            // This step's scales load while its products run (rows past t: 0, never stored).
-            const unsigned groups = hi_steps;
-            sa = ra < t ? sx[(unsigned long)ra * groups + s] * swt : 0.0f;
-            sb = rb < t ? sx[(unsigned long)rb * groups + s] * swt : 0.0f;
-        } else {
-            g_wgmma_commit();
-            // Step s - 1's products are done: its stage may be refilled.
-            g_wgmma_wait<1>();
-            if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[(s - 1) % STAGES]);
+                g_wgmma_m64k32_e4m3<TN>(part, la + 2 * kk, lb + 2 * kk, s % PER > 0 || kk > 0);
         }
+        g_wgmma_commit();
+        if (LO8 && s % PER == 0) {
+            // The group's scales load while its products run (rows past t: 0, never stored).
+            const unsigned groups = (k + G_LO8_GROUP - 1) / G_LO8_GROUP;
+            sa = ra < t ? sx[(unsigned long)ra * groups + s / PER] * swt : 0.0f;
+            sb = rb < t ? sx[(unsigned long)rb * groups + s / PER] * swt : 0.0f;
+        }
+        // Step s - 1's products are done: its stage may be refilled.
+        g_wgmma_wait<1>();
+        if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[(s - 1) % STAGES]);
     }
     g_wgmma_wait<0>();
     if constexpr (LO8) promote();

@@ -375,7 +375,11 @@ GRETA_DEVICE void g_split_f16(float v, g_half* hi, g_half* lo) {
 // massive activations would set its scale and push the other elements' lo into e4m3's
 // subnormals (measured, gemm.hip). The op tests compute the same scale and check the bytes
 // against the float8 crate's conversion.
+// The build may set it (a multiple of 64 up to 128: whole GEMM K steps, at most a warp of
+// the norm's 4-float vectors), with LO8_GROUP in gpu.rs.
+#ifndef G_LO8_GROUP
 #define G_LO8_GROUP 64
+#endif
 GRETA_DEVICE float g_fabs(float x) {
 #if defined(GRETA_AMD)
     return __builtin_fabsf(x);

@@ -219,8 +219,9 @@ GRETA_KERNEL void split_f16(const float* x, g_half* hi, g_half* lo, unsigned n) 
 #define NORM_SPLIT_VECS 4
 //
 // lo8 (with sx; lo null): the low halves in FP8 instead (`--split-lo fp8`, greta_device.h):
-// 16 lanes' 4-float vectors are one 64-element group of the row (the block is a multiple of
-// 32 threads), so a group's scale is a 16-lane max; sx[row][group], ceil(d / 64) a row.
+// G_LO8_GROUP / 4 lanes' 4-float vectors are one group of the row (the block is a multiple
+// of 32 threads), so a group's scale is a max over those lanes; sx[row][group],
+// ceil(d / G_LO8_GROUP) a row.
 GRETA_KERNEL void add_rmsnorm_split_f16(float* x, const float* y, const float* w, float* out, g_half* hi, g_half* lo,
                                         unsigned char* lo8, float* sx, unsigned d, float eps) {
     g_wait_previous();
@@ -279,10 +280,10 @@ GRETA_KERNEL void add_rmsnorm_split_f16(float* x, const float* y, const float* w
 #if defined(GRETA_FP8)
         if (lo8) {
             // Every lane takes part in the max (lanes past d with zeros).
-            const float m = g_group_max(g_max4_abs(r), 16), inv = g_lo8_inv_scale(m);
+            const float m = g_group_max(g_max4_abs(r), G_LO8_GROUP / 4), inv = g_lo8_inv_scale(m);
             if (i < d) {
                 *(unsigned*)(lo8 + row + i) = g_e4m3x4(r[0] * inv, r[1] * inv, r[2] * inv, r[3] * inv);
-                if (t % 16 == 0) sx[(unsigned long)g_bid() * ((d + G_LO8_GROUP - 1) / G_LO8_GROUP) + i / G_LO8_GROUP] = g_lo8_scale(m);
+                if (t % (G_LO8_GROUP / 4) == 0) sx[(unsigned long)g_bid() * ((d + G_LO8_GROUP - 1) / G_LO8_GROUP) + i / G_LO8_GROUP] = g_lo8_scale(m);
             }
         }
 #endif
@@ -295,8 +296,8 @@ GRETA_KERNEL void add_rmsnorm_split_f16(float* x, const float* y, const float* w
 // of act. Eight elements a thread; grid x block x 8 covers n. The GEMM is let in at the end.
 //
 // lo8 (with sx; lo null): the low halves in FP8 (greta_device.h); the host passes it only
-// where a row's length is a multiple of 64, so 8 threads are one group of one row and the
-// flat index / 64 is sx's [row][group].
+// where a row's length is a multiple of G_LO8_GROUP, so G_LO8_GROUP / 8 threads are one
+// group of one row and the flat index / G_LO8_GROUP is sx's [row][group].
 GRETA_KERNEL void silu_mul_split_f16(const float* gate, const float* up, float* act, g_half* hi, g_half* lo,
                                      unsigned char* lo8, float* sx, unsigned n) {
     g_wait_previous();
@@ -320,7 +321,7 @@ GRETA_KERNEL void silu_mul_split_f16(const float* gate, const float* up, float* 
         if (lo) *(g_h8*)(lo + i) = l;
 #if defined(GRETA_FP8)
     } else if (lo8) {
-        // n % 64 == 0 (the host's check): no partial chunk, only threads past n.
+        // n % G_LO8_GROUP == 0 (the host's check): no partial chunk, only threads past n.
 #endif
     } else {
         for (; i < n; ++i) {
@@ -334,10 +335,10 @@ GRETA_KERNEL void silu_mul_split_f16(const float* gate, const float* up, float* 
     }
 #if defined(GRETA_FP8)
     if (lo8) {
-        const float m = g_group_max(g_max8_abs(r), 8), inv = g_lo8_inv_scale(m);
+        const float m = g_group_max(g_max8_abs(r), G_LO8_GROUP / 8), inv = g_lo8_inv_scale(m);
         if (i + 8 <= n) {
             *(uint2*)(lo8 + i) = g_e4m3x8(r, inv);
-            if (g_tid() % 8 == 0) sx[i / G_LO8_GROUP] = g_lo8_scale(m);
+            if (g_tid() % (G_LO8_GROUP / 8) == 0) sx[i / G_LO8_GROUP] = g_lo8_scale(m);
         }
     }
 #endif
@@ -346,13 +347,13 @@ GRETA_KERNEL void silu_mul_split_f16(const float* gate, const float* up, float* 
 
 #if defined(GRETA_FP8)
 // split_f16 with FP8 low halves (`--split-lo fp8`) over t rows of k (k % 8 == 0): hi as
-// split_f16 writes it, lo8 and sx [t][ceil(k / 64)] as the norm and SwiGLU write them
-// (greta_device.h), for inputs no fused kernel wrote (and after an observer's change).
-// Grid: (ceil(k / 1024), t); block: 128 threads, 8 to a 64-element group, 8 elements each.
+// split_f16 writes it, lo8 and sx [t][ceil(k / G_LO8_GROUP)] as the norm and SwiGLU write
+// them (greta_device.h), for inputs no fused kernel wrote (and after an observer's change).
+// Grid: (ceil(k / 1024), t); block: 128 threads, 8 elements each, G_LO8_GROUP / 8 to a group.
 GRETA_KERNEL void split_f16_lo8(const float* x, g_half* hi, unsigned char* lo8, float* sx, unsigned k) {
     g_wait_previous();
     const unsigned tid = g_tid(), groups = (k + G_LO8_GROUP - 1) / G_LO8_GROUP;
-    const unsigned group = g_bid() * 16 + tid / 8, col = group * G_LO8_GROUP + (tid % 8) * 8;
+    const unsigned col = g_bid() * 1024 + tid * 8, group = col / G_LO8_GROUP;
     const unsigned long at = (unsigned long)g_bid_y() * k + col;
     float r[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     if (col < k) {
@@ -365,10 +366,10 @@ GRETA_KERNEL void split_f16_lo8(const float* x, g_half* hi, unsigned char* lo8, 
         }
         *(g_h8*)(hi + at) = h;
     }
-    const float m = g_group_max(g_max8_abs(r), 8), inv = g_lo8_inv_scale(m);
+    const float m = g_group_max(g_max8_abs(r), G_LO8_GROUP / 8), inv = g_lo8_inv_scale(m);
     if (col < k) {
         *(uint2*)(lo8 + at) = g_e4m3x8(r, inv);
-        if (tid % 8 == 0) sx[(unsigned long)g_bid_y() * groups + group] = g_lo8_scale(m);
+        if (tid % (G_LO8_GROUP / 8) == 0) sx[(unsigned long)g_bid_y() * groups + group] = g_lo8_scale(m);
     }
     g_launch_next();
 }

@@ -227,7 +227,8 @@ pub enum GemmLo<'a> {
 }
 
 /// Columns of a row that share one FP8 low half's scale (G_LO8_GROUP in
-/// kernels/greta_device.h: the warpgroup GEMM's K step).
+/// kernels/greta_device.h: one K step of the warpgroup GEMM; a build of both with 128 is
+/// tools/gpu/variants/lo8-group128.patch).
 pub const LO8_GROUP: usize = 64;
 
 /// An f16 weight matrix's FP8 e4m3 copy for the lo products of `--split-lo fp8`: `q` [rows,
@@ -672,9 +673,9 @@ impl GpuKernels {
         if t == 0 {
             return Ok(());
         }
-        // 16 groups of 64 columns a block of 128 threads (kernels/ops.hip).
+        // 1024 columns a block of 128 threads (kernels/ops.hip).
         let dims = LaunchDims {
-            grid: [k.div_ceil(16 * LO8_GROUP) as u32, u32_of(t, "rows")?, 1],
+            grid: [k.div_ceil(1024) as u32, u32_of(t, "rows")?, 1],
             block: [128, 1, 1],
             shared_bytes: 0,
             cluster: 1,
