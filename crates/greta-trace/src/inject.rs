@@ -18,10 +18,11 @@ pub enum Fault {
     /// Round to the nearest f16 (ties to even), as an f16 store would.
     F16,
     /// Keep x as hi + lo with hi = f16(x) and lo = x - hi rounded to FP8 e4m3 (3 mantissa
-    /// bits) under one scale per row that puts the row's largest |lo| at e4m3's largest
-    /// value, 448: what a product would see whose input is split in hi + lo (as the GPU's
-    /// prefill `--split-inputs`) with the lo half on FP8 matrix units. (The FP8 rounding of
-    /// the weights such a lo product would also need is not modelled.)
+    /// bits) under one power-of-two scale per 64 values of a row, the GPU's rule for
+    /// `--split-lo fp8` (kernels/greta_device.h: the group's largest |lo| lands in [128,
+    /// 256)): what a product sees whose input is split in hi + lo with the lo half on FP8
+    /// matrix units. (The FP8 rounding of the weights that lo product also multiplies is
+    /// not modelled.)
     F16Lo8,
 }
 
@@ -160,25 +161,37 @@ impl Injection {
     }
 }
 
-/// One row as f16 hi + e4m3 lo (Fault::F16Lo8).
+/// Values of a row that share one FP8 scale (the GPU's G_LO8_GROUP).
+const LO8_GROUP: usize = 64;
+
+/// One row as f16 hi + e4m3 lo (Fault::F16Lo8), in groups of LO8_GROUP values.
 fn f16_lo8_row(row: &mut [f32]) {
-    let hi: Vec<f32> = row
-        .iter()
-        .map(|&v| half::f16::from_f32(v).to_f32())
-        .collect();
-    let lo_max = row
-        .iter()
-        .zip(&hi)
-        .map(|(v, h)| (v - h).abs())
-        .fold(0f32, f32::max);
-    if lo_max == 0.0 || !lo_max.is_finite() {
-        row.copy_from_slice(&hi);
-        return;
+    for group in row.chunks_mut(LO8_GROUP) {
+        let hi: Vec<f32> = group
+            .iter()
+            .map(|&v| half::f16::from_f32(v).to_f32())
+            .collect();
+        let lo_max = group
+            .iter()
+            .zip(&hi)
+            .map(|(v, h)| (v - h).abs())
+            .fold(0f32, f32::max);
+        if !lo_max.is_finite() {
+            group.copy_from_slice(&hi);
+            continue;
+        }
+        let scale = lo8_scale(lo_max);
+        for (v, h) in group.iter_mut().zip(&hi) {
+            *v = h + e4m3((*v - h) / scale) * scale;
+        }
     }
-    let scale = lo_max / E4M3_MAX;
-    for (v, h) in row.iter_mut().zip(&hi) {
-        *v = h + e4m3((*v - h) / scale) * scale;
-    }
+}
+
+/// The GPU's scale for a group whose largest |lo| is m: 2^(E - 7) for m in [2^E, 2^(E+1)),
+/// E at least -119 (exact to divide by; the largest lands in [128, 256)).
+fn lo8_scale(m: f32) -> f32 {
+    let e = (((m.to_bits() >> 23) & 0xff) as i32 - 127).max(-119);
+    f32::from_bits(((e - 7 + 127) as u32) << 23)
 }
 
 /// The largest finite FP8 e4m3 value (OCP FP8, "fn": no infinities).
@@ -220,6 +233,30 @@ mod tests {
         ] {
             assert_eq!(e4m3(x), want, "e4m3({x})");
         }
+    }
+
+    /// A massive value sets only its own group's scale: the next group's lo keep e4m3's
+    /// 3 bits (one scale for the row would push them into the subnormals, 2^-9 apart).
+    #[test]
+    fn f16_lo8_scales_each_group_of_64_alone() {
+        let row: Vec<f32> = (0..128)
+            .map(|i| match i {
+                0 => 60015.0, // f16 60000: a lo of 15
+                _ => 0.3 + (i as f32 * 0.377).sin() * 0.2,
+            })
+            .collect();
+        let mut got = row.clone();
+        f16_lo8_row(&mut got);
+        for (i, (g, v)) in got.iter().zip(&row).enumerate().skip(64) {
+            let lo = v - half::f16::from_f32(*v).to_f32();
+            assert!(
+                (g - v).abs() <= lo.abs() / 16.0 + 1e-12,
+                "element {i}: {g} for {v} (lo {lo})"
+            );
+        }
+        assert_eq!(lo8_scale(1.0), 1.0 / 128.0);
+        assert_eq!(lo8_scale(1.9), 1.0 / 128.0);
+        assert_eq!(lo8_scale(0.0), lo8_scale(f32::MIN_POSITIVE));
     }
 
     /// hi + e4m3 lo keeps a row far closer than f16 alone (about 4 more bits where the lo
