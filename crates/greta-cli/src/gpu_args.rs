@@ -34,11 +34,24 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
 }
 
 impl GpuArgs {
-    /// Sets the options on a loaded model (FP8 low halves make their weight copies here).
+    /// Sets the options on a loaded model (FP8 low halves make their weight copies here,
+    /// and a split product that cannot take one is named on stderr).
     pub fn apply(self, model: &mut GpuLlama) -> Result<(), GpuError> {
         model.split_inputs = self.split_inputs;
         model.kernels.overlap = self.overlap;
-        model.set_split_lo(self.split_lo)
+        model.set_split_lo(self.split_lo)?;
+        let asked = SplitLo {
+            fp8: self.split_lo.fp8.and(self.split_inputs),
+        };
+        if model.split_lo() != asked {
+            eprintln!(
+                "note: --split-lo {}: FP8 low halves for {} of the split products ({}); the others keep f16 (the LM head has no FP8 copy; FP8 rows need a multiple of 16 bytes)",
+                self.split_lo,
+                model.split_lo(),
+                self.split_inputs
+            );
+        }
+        Ok(())
     }
 }
 

@@ -192,6 +192,17 @@ impl SplitInputs {
     };
     const NAMES: [&'static str; 5] = ["qkv", "o", "gate_up", "down", "head"];
 
+    /// The products both sets name.
+    pub fn and(self, other: SplitInputs) -> SplitInputs {
+        SplitInputs {
+            qkv: self.qkv && other.qkv,
+            o: self.o && other.o,
+            gate_up: self.gate_up && other.gate_up,
+            down: self.down && other.down,
+            head: self.head && other.head,
+        }
+    }
+
     fn flags(&mut self) -> [&mut bool; 5] {
         [
             &mut self.qkv,
@@ -264,7 +275,7 @@ pub struct GpuLlama {
     pub gpu: Gpu,
     /// Which prefill products read hi + lo (see `SplitInputs`).
     pub split_inputs: SplitInputs,
-    /// The low halves' format (`set_split_lo`).
+    /// The products whose low half is FP8 (`set_split_lo`).
     split_lo: SplitLo,
     /// Where sequences' buffers come from (and go back to when a state is dropped).
     alloc: CachingAllocator,
@@ -387,9 +398,11 @@ impl GpuLlama {
     }
 
     /// The low halves' format for the products `split_inputs` splits (set that first): FP8
-    /// makes FP8 copies of those products' weights here (one quantize launch each: +1 byte
-    /// a weight, e.g. +3.1 GB for Llama-2-7B's Q/K/V, output and down), f16 frees them.
-    /// Refused where the device has no FP8 route.
+    /// makes FP8 copies of those products' weights here (two launches each: +1 byte a
+    /// weight, +3.6 GB for Llama-2-7B's Q/K/V, output and down), f16 frees them. Refused
+    /// where the device has no FP8 route. `split_lo()` then says which products got FP8:
+    /// those both sets name, less the LM head (no FP8 copy) and any whose rows are not a
+    /// multiple of 16 bytes of FP8 (the TMA's rows), which keep f16 low halves.
     pub fn set_split_lo(&mut self, lo: SplitLo) -> Result<()> {
         if lo != SplitLo::F16 && !self.kernels.has_fp8_lo() {
             return Err(GpuError::NoFp8);
@@ -426,10 +439,20 @@ impl GpuLlama {
             };
         }
         s.synchronize()?;
-        self.split_lo = lo;
+        let has = |which: Lin| self.layers.first().and_then(|l| l.fp8.get(which)).is_some();
+        self.split_lo = SplitLo {
+            fp8: SplitInputs {
+                qkv: has(Lin::Q),
+                o: has(Lin::O),
+                gate_up: has(Lin::Gate),
+                down: has(Lin::Down),
+                head: false,
+            },
+        };
         Ok(())
     }
 
+    /// The products whose low half is FP8 (see `set_split_lo`).
     pub fn split_lo(&self) -> SplitLo {
         self.split_lo
     }
