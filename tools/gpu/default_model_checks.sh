@@ -3,6 +3,8 @@
 # the binaries, so it travels in four parts (split -n 4 of the cached GGUF into
 # target/dm1..4/dmpart0N), each carried by one call to the same warm machine and copied to
 # /tmp/dm (h100_checks.sh does that for the parts it finds); this script joins them.
+# AUDIT_LOS: --split-lo values to audit the whole model with besides the default (e.g.
+# "fp8": session 17 audited only the first 10 layers with it).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)}
@@ -19,6 +21,11 @@ run generate-gpu-eager $G generate --backend gpu -m $M --temperature 0 -n 96 --n
 run generate-cpu $G generate --backend cpu -m $M --temperature 0 -n 96 "Why is the sky blue?"
 run generate-gpu-sampled sh -c "$G generate --backend gpu -m $M --seed 11 -n 64 'Write a haiku about the sea.' && $G generate --backend gpu -m $M --seed 11 -n 64 --no-graph 'Write a haiku about the sea.'"
 echo "== audit-backend"; $G audit backend --against cpu -m $M --json > $OUT/audit-default.json 2> $OUT/audit-default.err; rc=$?; tail -n 2 $OUT/audit-default.err; echo "== audit-backend: exit $rc"; [ $rc -eq 0 ] || status=1
+for lo in ${AUDIT_LOS:-}; do
+  t=$(echo "$lo" | tr ':,' '-_')
+  $G audit backend --against cpu -m $M --split-lo $lo --json > $OUT/audit-default-$t.json 2> $OUT/audit-default-$t.err
+  rc=$?; echo "== audit-backend --split-lo $lo: exit $rc"; tail -n 2 $OUT/audit-default-$t.err; [ $rc -eq 0 ] || status=1
+done
 # The same audit read with the max metric, for the record (not a pass criterion).
 $G audit backend --against cpu -m $M --metric max --tol 1e-2 > $OUT/audit-backend-max.txt 2>&1; echo "audit (max metric, 1e-2): exit $?"
 exit $status
