@@ -198,14 +198,14 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 // m64k32 FP8 products, twice the f16 rate) in part, which the first step of the next scale
 // group adds to acc times the group's row scale and the weights' (so that step waits for
 // the previous one's products, while the other consumer warpgroup keeps the matrix units
-// busy). Measured on an H200
-// (session 17): two earlier forms were slower or less exact. All lo steps after the hi
-// ones at K 128 took as long as f16 lo (7B Q/K/V 198 us under ncu either way: each FP8
-// step moved the f16 step's bytes in half the matrix-unit time, so the copies bounded it);
-// lo beside hi with one scale per row (no promotion, a second accumulator set) was the
-// fastest, 148 us, but a row's scale is set by its massive activations, below which the
-// others' lo fall to e4m3's subnormals: the default model's audit read 4.5e-3 against
-// 2.0e-3 with f16 lo.
+// busy). Measured on an H200 (session 17; 7B Q/K/V under ncu: f16 lo 198 us, this form
+// 176 us), two other forms were slower or less exact. All lo steps after the hi ones at K
+// 128 took as long as f16 lo (198 us: each FP8 step moved the f16 step's bytes in half the
+// matrix-unit time, so the copies bounded it); lo beside hi with one scale per row (no
+// promotion, a second accumulator set) was the fastest, 148 us, but a row's scale is set
+// by its massive activations, below which the others' lo fall to e4m3's subnormals: the
+// default model's audit read 4.5e-3 against 2.0e-3 with f16 lo. Promoting into a third
+// register set while the hi products run makes ptxas serialise every wgmma (C7514).
 template <unsigned TM, unsigned TN, unsigned STAGES = WG_STAGES, bool LO8 = false>
 GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, const g_tmap* ta_lo, const g_tmap* tw0,
                                       const g_tmap* tw1, const g_tmap* tw2, float* y0, float* y1, float* y2,
@@ -360,7 +360,7 @@ GEMM_WGMMA(gemm_f16_wgmma_128x168, 128, 168)
 // The FP8-lo forms (LO8 above), for the 128 and 64 tiles (the wide tile's acc and part
 // would take 168 registers; the products it is chosen for, 7B's gate/up, are not split),
 // with the stages that fit 227 KiB: 4 of 48 KiB for 128 x 128, 6 of 24 KiB for 64 x 64
-// (LO8_STAGES_128 / _64 in gpu.rs). Bounded to their block: an SM's four sub-partitions
+// (wgmma_lo8_stages in gpu.rs). Bounded to their block: an SM's four sub-partitions
 // hold 16K registers each, so a block of 9 warps (one sub-partition takes 3) launches only
 // at <= 168 registers a thread (an unbounded 172 failed: CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES).
 #define GEMM_WGMMA_LO8(NAME, TM, TN, STAGES)                                                                        \
