@@ -1400,6 +1400,18 @@ fn e4m3_values(q: &[u8], scales: &[f32], len: usize, group: usize) -> Vec<f32> {
         .collect()
 }
 
+/// Operands whose low half is FP8: hi, its bytes and their scales.
+fn e4m3_operands<'a>(
+    hi: &'a mut DeviceBuffer<u16>,
+    q: &'a mut DeviceBuffer<u8>,
+    scales: &'a mut DeviceBuffer<f32>,
+) -> F16Operands<'a> {
+    F16Operands {
+        hi,
+        lo: Some(LoOperand::E4m3 { q, scales }),
+    }
+}
+
 fn assert_e4m3(
     s: &Stream,
     (q, scales): (&DeviceBuffer<u8>, &DeviceBuffer<f32>),
@@ -1470,13 +1482,7 @@ fn fp8_low_halves_and_their_products_match_cpu() {
         let mut hi = g.alloc::<u16>(n).unwrap();
         let mut q = g.alloc::<u8>(n).unwrap();
         let mut sc = g.alloc::<f32>(rows * d.div_ceil(LO8_GROUP)).unwrap();
-        let ops = F16Operands {
-            hi: &mut hi,
-            lo: Some(LoOperand::E4m3 {
-                q: &mut q,
-                scales: &mut sc,
-            }),
-        };
+        let ops = e4m3_operands(&mut hi, &mut q, &mut sc);
         let shape = Rows { rows, len: d };
         k.add_rmsnorm_split(&s, &mut dx, Some(&dy), &dw, &mut dout, ops, shape, 1e-5)
             .unwrap();
@@ -1502,13 +1508,7 @@ fn fp8_low_halves_and_their_products_match_cpu() {
         let mut hi = g.alloc::<u16>(n).unwrap();
         let mut q = g.alloc::<u8>(n).unwrap();
         let mut sc = g.alloc::<f32>(rows * len.div_ceil(LO8_GROUP)).unwrap();
-        let ops = F16Operands {
-            hi: &mut hi,
-            lo: Some(LoOperand::E4m3 {
-                q: &mut q,
-                scales: &mut sc,
-            }),
-        };
+        let ops = e4m3_operands(&mut hi, &mut q, &mut sc);
         k.silu_mul_split(&s, &da, &db, &mut dact, ops, Rows { rows, len })
             .unwrap();
         let act = download(&s, &dact);
@@ -1533,13 +1533,7 @@ fn fp8_low_halves_and_their_products_match_cpu() {
             g.alloc::<u8>(n).unwrap(),
             g.alloc::<f32>(4).unwrap(),
         );
-        let ops = F16Operands {
-            hi: &mut hi,
-            lo: Some(LoOperand::E4m3 {
-                q: &mut q,
-                scales: &mut sc,
-            }),
-        };
+        let ops = e4m3_operands(&mut hi, &mut q, &mut sc);
         let e = k
             .silu_mul_split(&s, &da, &db, &mut dact, ops, Rows { rows: 2, len: 100 })
             .unwrap_err()
