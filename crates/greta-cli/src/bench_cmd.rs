@@ -146,6 +146,7 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
             anyhow::bail!("--skip-kernels is a GPU timing study; this run is on the CPU")
         }
         Backend::Cpu => {
+            a.gpu.note_unused_on_cpu();
             let weights = if synthetic_name.is_some() {
                 synthetic::widened_for_cpu(weights)
             } else {

@@ -34,6 +34,33 @@ fn parse_on_off(s: &str) -> Result<bool, String> {
 }
 
 impl GpuArgs {
+    /// The options set to other than their defaults.
+    fn changed(&self) -> Vec<&'static str> {
+        let mut set = Vec::new();
+        if self.split_inputs != SplitInputs::default() {
+            set.push("--split-inputs");
+        }
+        if self.split_lo != SplitLo::default() {
+            set.push("--split-lo");
+        }
+        if !self.overlap {
+            set.push("--overlap");
+        }
+        set
+    }
+
+    /// On the CPU backend the GPU options do nothing: says so on stderr where one was set
+    /// to other than its default, rather than ignore it silently.
+    pub fn note_unused_on_cpu(&self) {
+        let set = self.changed();
+        if !set.is_empty() {
+            eprintln!(
+                "note: {} set the GPU backend's prefill and launches; this run is on the CPU, which ignores them",
+                set.join(", ")
+            );
+        }
+    }
+
     /// Sets the options on a loaded model (FP8 low halves make their weight copies here,
     /// and a split product that cannot take one is named on stderr).
     pub fn apply(self, model: &mut GpuLlama) -> Result<(), GpuError> {
@@ -81,6 +108,29 @@ mod tests {
         assert!(err.contains("expected on or off"), "{err}");
         // A bare flag is refused (it needs its value), not read as "on".
         assert!(parse(&["--overlap"]).is_err());
+    }
+
+    #[test]
+    fn the_options_a_cpu_run_ignores_are_named() {
+        let changed = |args: &[&str]| {
+            Cli::try_parse_from(std::iter::once("greta").chain(args.iter().copied()))
+                .unwrap()
+                .gpu
+                .changed()
+        };
+        assert!(changed(&[]).is_empty());
+        assert!(changed(&["--split-lo", "f16", "--overlap", "on"]).is_empty());
+        assert_eq!(
+            changed(&[
+                "--split-lo",
+                "fp8",
+                "--split-inputs",
+                "all",
+                "--overlap",
+                "off"
+            ]),
+            ["--split-inputs", "--split-lo", "--overlap"]
+        );
     }
 
     #[test]

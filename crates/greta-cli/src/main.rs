@@ -407,6 +407,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     };
     let stats = match &selection.backend {
         greta_hal::Backend::Cpu => {
+            a.gpu.note_unused_on_cpu();
             let mut cache = lm.model.new_cache(capacity);
             generate::generate(
                 &lm.model,
@@ -487,6 +488,7 @@ fn cmd_logits(a: LogitsArgs) -> Result<()> {
     }
     let logits = match &selection.backend {
         greta_hal::Backend::Cpu => {
+            a.gpu.note_unused_on_cpu();
             let mut cache = lm.model.new_cache(ids.len());
             lm.model.forward(
                 &ids,
