@@ -93,13 +93,16 @@ mod tests {
         gpu: GpuArgs,
     }
 
+    /// The GPU options as `greta ARGS` parses them, or clap's message.
+    fn parse(args: &[&str]) -> Result<GpuArgs, String> {
+        Cli::try_parse_from(std::iter::once("greta").chain(args.iter().copied()))
+            .map(|c| c.gpu)
+            .map_err(|e| e.to_string())
+    }
+
     #[test]
     fn overlap_takes_on_or_off_and_defaults_to_on() {
-        let parse = |args: &[&str]| {
-            Cli::try_parse_from(std::iter::once("greta").chain(args.iter().copied()))
-                .map(|c| c.gpu.overlap)
-                .map_err(|e| e.to_string())
-        };
+        let parse = |args: &[&str]| parse(args).map(|g| g.overlap);
         assert_eq!(parse(&[]), Ok(true));
         assert_eq!(parse(&["--overlap", "on"]), Ok(true));
         assert_eq!(parse(&["--overlap", "off"]), Ok(false));
@@ -112,12 +115,7 @@ mod tests {
 
     #[test]
     fn the_options_a_cpu_run_ignores_are_named() {
-        let changed = |args: &[&str]| {
-            Cli::try_parse_from(std::iter::once("greta").chain(args.iter().copied()))
-                .unwrap()
-                .gpu
-                .changed()
-        };
+        let changed = |args: &[&str]| parse(args).unwrap().changed();
         assert!(changed(&[]).is_empty());
         assert!(changed(&["--split-lo", "f16", "--overlap", "on"]).is_empty());
         assert_eq!(
@@ -135,11 +133,7 @@ mod tests {
 
     #[test]
     fn split_lo_takes_f16_or_fp8_and_defaults_to_f16() {
-        let parse = |args: &[&str]| {
-            Cli::try_parse_from(std::iter::once("greta").chain(args.iter().copied()))
-                .map(|c| c.gpu.split_lo)
-                .map_err(|e| e.to_string())
-        };
+        let parse = |args: &[&str]| parse(args).map(|g| g.split_lo);
         assert_eq!(parse(&[]), Ok(SplitLo::F16));
         assert_eq!(parse(&["--split-lo", "fp8"]), Ok(SplitLo::FP8));
         assert_eq!(parse(&["--split-lo", "f16"]), Ok(SplitLo::F16));

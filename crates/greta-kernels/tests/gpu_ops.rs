@@ -1412,6 +1412,21 @@ fn e4m3_operands<'a>(
     }
 }
 
+/// The operands a kernel wrote for `out` (rows of `len`) with an FP8 low half: hi bit for
+/// bit the half crate's rounding, the bytes and scales of each row's groups of `LO8_GROUP`
+/// as `e4m3_groups` makes them of out − hi.
+fn assert_fp8_operands(
+    s: &Stream,
+    out: &[f32],
+    (hi, q, scales): (&DeviceBuffer<u16>, &DeviceBuffer<u8>, &DeviceBuffer<f32>),
+    len: usize,
+    case: &str,
+) {
+    assert!(hi.to_vec(s).unwrap() == split_bits(out).0, "hi of {case}");
+    let want = e4m3_groups(&residuals(out), len, LO8_GROUP);
+    assert_e4m3(s, (q, scales), &want, case);
+}
+
 fn assert_e4m3(
     s: &Stream,
     (q, scales): (&DeviceBuffer<u8>, &DeviceBuffer<f32>),
@@ -1466,12 +1481,8 @@ fn fp8_low_halves_and_their_products_match_cpu() {
         let mut sc = g.alloc::<f32>(rows * len.div_ceil(LO8_GROUP)).unwrap();
         k.split_f16_lo8(&s, &dx, &mut hi, &mut q, &mut sc, Rows { rows, len })
             .unwrap();
-        assert!(
-            hi.to_vec(&s).unwrap() == split_bits(&x).0,
-            "hi of split_f16_lo8 {rows}x{len}"
-        );
-        let want = e4m3_groups(&residuals(&x), len, LO8_GROUP);
-        assert_e4m3(&s, (&q, &sc), &want, &format!("split_f16_lo8 {rows}x{len}"));
+        let case = format!("split_f16_lo8 {rows}x{len}");
+        assert_fp8_operands(&s, &x, (&hi, &q, &sc), len, &case);
     }
     // The norm's FP8 form: the operands of its own f32 output.
     for (rows, d) in [(33, 576), (5, 4096), (3, 64)] {
@@ -1486,18 +1497,8 @@ fn fp8_low_halves_and_their_products_match_cpu() {
         let shape = Rows { rows, len: d };
         k.add_rmsnorm_split(&s, &mut dx, Some(&dy), &dw, &mut dout, ops, shape, 1e-5)
             .unwrap();
-        let out = download(&s, &dout);
-        assert!(
-            hi.to_vec(&s).unwrap() == split_bits(&out).0,
-            "hi of the norm {rows}x{d}"
-        );
-        let want = e4m3_groups(&residuals(&out), d, LO8_GROUP);
-        assert_e4m3(
-            &s,
-            (&q, &sc),
-            &want,
-            &format!("add_rmsnorm_split {rows}x{d}"),
-        );
+        let case = format!("add_rmsnorm_split {rows}x{d}");
+        assert_fp8_operands(&s, &download(&s, &dout), (&hi, &q, &sc), d, &case);
     }
     // SwiGLU's FP8 form (rows of whole groups), and the refusal of others.
     for (rows, len) in [(3, 1536), (2, 11008), (1, 64)] {
@@ -1511,18 +1512,8 @@ fn fp8_low_halves_and_their_products_match_cpu() {
         let ops = e4m3_operands(&mut hi, &mut q, &mut sc);
         k.silu_mul_split(&s, &da, &db, &mut dact, ops, Rows { rows, len })
             .unwrap();
-        let act = download(&s, &dact);
-        assert!(
-            hi.to_vec(&s).unwrap() == split_bits(&act).0,
-            "hi of SwiGLU {rows}x{len}"
-        );
-        let want = e4m3_groups(&residuals(&act), len, LO8_GROUP);
-        assert_e4m3(
-            &s,
-            (&q, &sc),
-            &want,
-            &format!("silu_mul_split {rows}x{len}"),
-        );
+        let case = format!("silu_mul_split {rows}x{len}");
+        assert_fp8_operands(&s, &download(&s, &dact), (&hi, &q, &sc), len, &case);
     }
     {
         let n = 2 * 100;
