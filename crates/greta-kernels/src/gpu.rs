@@ -207,13 +207,6 @@ impl LoOperand<'_> {
             LoOperand::E4m3 { q, scales } => Some((q, scales)),
         }
     }
-    /// The same halves, read-only, as a GEMM takes them.
-    pub fn as_gemm(&self) -> GemmLo<'_> {
-        match self {
-            LoOperand::F16(b) => GemmLo::F16(b),
-            LoOperand::E4m3 { q, scales } => GemmLo::E4m3 { q, scales },
-        }
-    }
 }
 
 /// A GEMM's low half of its input (`gemm_f16`): see `LoOperand`.

@@ -726,12 +726,13 @@ impl GpuLlama {
     /// (`gemm_f16`, from f16 operands of their input), and if so whether the input enters
     /// as hi + lo (`Lin::needs_lo`). One row takes the GEMV, a k that is not a multiple of 8
     /// the any-shape GEMM: neither reads operands.
-    /// The low half is FP8 where `set_split_lo` made FP8 copies of the group's weights.
+    /// The low half is FP8 for the products `split_lo` names (those whose weights
+    /// `set_split_lo` copied to FP8).
     fn f16_operands(&self, first: Lin, t: usize, k: usize) -> Option<LoKind> {
         (t > 1 && k.is_multiple_of(8)).then(|| {
             match (
                 first.needs_lo(self.split_inputs),
-                self.layers.first().and_then(|l| l.fp8.get(first)).is_some(),
+                first.needs_lo(self.split_lo.fp8),
             ) {
                 (false, _) => LoKind::None,
                 (true, false) => LoKind::F16,
