@@ -16,7 +16,8 @@ use indicatif::{ProgressBar, ProgressStyle};
 #[derive(Args)]
 pub struct BenchArgs {
     /// A GGUF file or Hugging Face directory, or synthetic:NAME for random weights of a
-    /// published shape (synthetic:llama2-7b, synthetic:smollm2-135m, synthetic:tiny).
+    /// published shape (synthetic:llama2-7b, synthetic:llama3.2-1b, synthetic:smollm2-135m,
+    /// synthetic:tiny).
     /// Default: the default model.
     #[arg(long, short = 'm')]
     model: Option<String>,

@@ -1,7 +1,7 @@
 //! Options every GPU-running command takes (generate, bench, audit backend).
 
 use clap::Args;
-use greta_model::llama::gpu::{GpuError, GpuLlama, SplitInputs, SplitLo};
+use greta_model::llama::gpu::{AutoLo, GpuError, GpuLlama, SplitInputs, SplitLo, SplitLoChoice};
 
 #[derive(Args, Clone, Copy)]
 pub struct GpuArgs {
@@ -13,10 +13,12 @@ pub struct GpuArgs {
     /// GPU prefill: the low half of a split input. f16: a second f16 product. fp8: FP8 e4m3
     /// under power-of-two scales (one per row and 64 columns), multiplied on Hopper's FP8
     /// matrix units with FP8 copies of those products' weights (made at load: +1 byte a
-    /// weight); fp8:LIST for some products only (qkv, o, gate_up, down). sm_90a only,
-    /// refused elsewhere (docs/gpu.md, "Numerics").
-    #[arg(long, value_name = "f16|fp8|fp8:LIST", default_value_t = SplitLo::default())]
-    pub split_lo: SplitLo,
+    /// weight); fp8:LIST for some products only (qkv, o, gate_up, down); sm_90a only,
+    /// refused elsewhere. auto: fp8 on an sm_90a device for models of hidden size 2048 and
+    /// more whose copies fit in a quarter of the free memory, f16 otherwise (docs/gpu.md,
+    /// "Numerics").
+    #[arg(long, value_name = "auto|f16|fp8|fp8:LIST", default_value_t = SplitLoChoice::default())]
+    pub split_lo: SplitLoChoice,
     /// Launch each GPU kernel so that it may start while the one ahead of it drains
     /// (NVIDIA sm_90: programmatic dependent launch; its launch and its reads of weights
     /// overlap the previous kernel's tail). off: plain stream order, to compare with. AMD
@@ -40,7 +42,7 @@ impl GpuArgs {
         if self.split_inputs != SplitInputs::default() {
             set.push("--split-inputs");
         }
-        if self.split_lo != SplitLo::default() {
+        if self.split_lo != SplitLoChoice::default() {
             set.push("--split-lo");
         }
         if !self.overlap {
@@ -62,15 +64,31 @@ impl GpuArgs {
     }
 
     /// Sets the options on a loaded model (FP8 low halves make their weight copies here,
-    /// and a split product that cannot take one is named on stderr).
+    /// and a split product that cannot take one is named on stderr, as is `auto` keeping
+    /// f16 for want of memory).
     pub fn apply(self, model: &mut GpuLlama) -> Result<(), GpuError> {
         model.split_inputs = self.split_inputs;
         model.kernels.overlap = self.overlap;
-        model.set_split_lo(self.split_lo)?;
-        let asked = SplitLo {
-            fp8: self.split_lo.fp8.and(self.split_inputs),
+        let lo = match self.split_lo {
+            SplitLoChoice::Set(lo) => lo,
+            SplitLoChoice::Auto => {
+                let auto = model.auto_split_lo()?;
+                if let AutoLo::Memory { bytes, free } = auto {
+                    eprintln!(
+                        "note: --split-lo auto: f16 low halves, since the FP8 weight copies ({:.2} GB) would take more than a quarter of the device's free memory ({:.2} GB)",
+                        bytes as f64 / 1e9,
+                        free as f64 / 1e9
+                    );
+                }
+                auto.split_lo()
+            }
         };
-        if model.split_lo() != asked {
+        model.set_split_lo(lo)?;
+        let asked = SplitLo {
+            fp8: lo.fp8.and(self.split_inputs),
+        };
+        // Said for an explicit choice only: `auto` means whatever products can take FP8.
+        if model.split_lo() != asked && self.split_lo != SplitLoChoice::Auto {
             eprintln!(
                 "note: --split-lo {}: FP8 low halves for {} of the split products ({}); the others keep f16 (the LM head has no FP8 copy; FP8 rows need a multiple of 16 bytes)",
                 self.split_lo,
@@ -117,7 +135,7 @@ mod tests {
     fn the_options_a_cpu_run_ignores_are_named() {
         let changed = |args: &[&str]| parse(args).unwrap().changed();
         assert!(changed(&[]).is_empty());
-        assert!(changed(&["--split-lo", "f16", "--overlap", "on"]).is_empty());
+        assert!(changed(&["--split-lo", "auto", "--overlap", "on"]).is_empty());
         assert_eq!(
             changed(&[
                 "--split-lo",
@@ -132,16 +150,23 @@ mod tests {
     }
 
     #[test]
-    fn split_lo_takes_f16_or_fp8_and_defaults_to_f16() {
+    fn split_lo_takes_auto_f16_or_fp8_and_defaults_to_auto() {
         let parse = |args: &[&str]| parse(args).map(|g| g.split_lo);
-        assert_eq!(parse(&[]), Ok(SplitLo::F16));
-        assert_eq!(parse(&["--split-lo", "fp8"]), Ok(SplitLo::FP8));
-        assert_eq!(parse(&["--split-lo", "f16"]), Ok(SplitLo::F16));
-        let some = parse(&["--split-lo", "fp8:qkv,down"]).unwrap();
+        let set = |lo| Ok(SplitLoChoice::Set(lo));
+        assert_eq!(parse(&[]), Ok(SplitLoChoice::Auto));
+        assert_eq!(parse(&["--split-lo", "auto"]), Ok(SplitLoChoice::Auto));
+        assert_eq!(parse(&["--split-lo", "fp8"]), set(SplitLo::FP8));
+        assert_eq!(parse(&["--split-lo", "f16"]), set(SplitLo::F16));
+        let Ok(SplitLoChoice::Set(some)) = parse(&["--split-lo", "fp8:qkv,down"]) else {
+            panic!("fp8:qkv,down is a set of products");
+        };
         assert!(some.fp8.qkv && some.fp8.down && !some.fp8.o && !some.fp8.gate_up);
         assert_eq!(some.to_string(), "fp8:qkv,down");
         let err = parse(&["--split-lo", "e4m3"]).unwrap_err();
-        assert!(err.contains("accepted: f16, fp8, or fp8:LIST"), "{err}");
+        assert!(
+            err.contains("accepted: auto, f16, fp8, or fp8:LIST"),
+            "{err}"
+        );
         let err = parse(&["--split-lo", "fp8:ffn"]).unwrap_err();
         assert!(err.contains("\"ffn\" is not a product"), "{err}");
     }

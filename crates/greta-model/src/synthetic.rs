@@ -1,7 +1,8 @@
 //! Random-weight models of real shapes, built in memory from a seed, for benchmarks: the
-//! speed of a forward pass depends on the shapes, not on the values. `synthetic:llama2-7b`
-//! and `synthetic:smollm2-135m` have the shapes of those models; `synthetic:tiny` is small
-//! enough for tests. Matrices are f16 (as the GPU stores them, and as `--write-gguf` saves
+//! speed of a forward pass depends on the shapes, not on the values. `synthetic:llama2-7b`,
+//! `synthetic:llama3.2-1b` and `synthetic:smollm2-135m` have the shapes of those models
+//! (Llama 3.2's RoPE frequency scaling left out: it changes no shape and no cost);
+//! `synthetic:tiny` is small enough for tests. Matrices are f16 (as the GPU stores them, and as `--write-gguf` saves
 //! them for other engines), norms f32 and 1.
 //!
 //! Values are uniform in ±0.02·√3 (standard deviation 0.02, the Llama initialisation), each
@@ -16,7 +17,7 @@ use crate::llama::config::{LlamaConfig, RopeStyle};
 use crate::llama::weights::{LayerWeights, LlamaWeights, Matrix, Storage};
 
 /// The shapes `synthetic:NAME` accepts.
-pub const NAMES: [&str; 3] = ["llama2-7b", "smollm2-135m", "tiny"];
+pub const NAMES: [&str; 4] = ["llama2-7b", "llama3.2-1b", "smollm2-135m", "tiny"];
 
 #[derive(Debug, thiserror::Error)]
 pub enum SyntheticError {
@@ -45,6 +46,21 @@ pub fn config(name: &str) -> Result<LlamaConfig, SyntheticError> {
     };
     Ok(match name {
         "llama2-7b" => base,
+        // Grouped-query attention (4 query heads a KV head), a 128 256-token vocabulary and
+        // tied embeddings: the shape between the other two.
+        "llama3.2-1b" => LlamaConfig {
+            vocab_size: 128_256,
+            hidden: 2048,
+            intermediate: 8192,
+            n_layers: 16,
+            n_heads: 32,
+            n_kv_heads: 8,
+            head_dim: 64,
+            rope_theta: 500_000.0,
+            max_context: 131_072,
+            tied_embeddings: true,
+            ..base
+        },
         "smollm2-135m" => LlamaConfig {
             vocab_size: 49_152,
             hidden: 576,
@@ -193,8 +209,13 @@ mod tests {
     #[test]
     fn shapes_match_the_published_models() {
         let c = config("llama2-7b").unwrap();
-        // Llama-2-7B: 6.74 B parameters; SmolLM2-135M: 134.5 M (without norms).
+        // Llama-2-7B: 6.74 B parameters; SmolLM2-135M: 134.5 M (without norms);
+        // Llama-3.2-1B: 1 235 814 400 with its 33 norms of 2048.
         assert_eq!(c.matrix_params(), 6_738_149_376);
+        assert_eq!(
+            config("llama3.2-1b").unwrap().matrix_params() + 33 * 2048,
+            1_235_814_400
+        );
         assert_eq!(config("smollm2-135m").unwrap().matrix_params(), 134_479_872);
         let err = config("llama9").unwrap_err().to_string();
         assert!(

@@ -130,6 +130,12 @@ impl Gpu {
         self.driver.device_multiprocessors(self.ordinal)
     }
 
+    /// Bytes of device memory free on this device now.
+    pub fn free_memory(&self) -> Result<usize> {
+        self.bind()?;
+        Ok(self.driver.mem_info()?.0)
+    }
+
     /// Bytes of device memory in use on this device (total - free): this process's
     /// allocations and context, plus any other process's.
     pub fn used_memory(&self) -> Result<usize> {

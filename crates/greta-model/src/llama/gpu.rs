@@ -153,6 +153,94 @@ impl std::fmt::Display for SplitLo {
     }
 }
 
+/// `--split-lo`'s value: a format for the products (`Set`), or `Auto`, which
+/// `GpuLlama::auto_split_lo` resolves for the device and the model.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SplitLoChoice {
+    #[default]
+    Auto,
+    Set(SplitLo),
+}
+
+impl std::str::FromStr for SplitLoChoice {
+    type Err = String;
+    /// `auto`, or what `SplitLo` parses.
+    fn from_str(v: &str) -> std::result::Result<Self, String> {
+        match v {
+            "auto" => Ok(SplitLoChoice::Auto),
+            _ => v
+                .parse()
+                .map(SplitLoChoice::Set)
+                .map_err(|e: String| e.replace("accepted: f16", "accepted: auto, f16")),
+        }
+    }
+}
+
+impl std::fmt::Display for SplitLoChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SplitLoChoice::Auto => f.write_str("auto"),
+            SplitLoChoice::Set(lo) => lo.fmt(f),
+        }
+    }
+}
+
+/// `--split-lo auto` takes FP8 low halves for models at least this wide (hidden size),
+/// where the GEMM is bound by the matrix units: measured on an H200, Llama-2-7B's prefill
+/// (4096) −9.4 %, SmolLM2-135M's (576) within ±2 % (docs/performance.md, sessions 17-18).
+pub const AUTO_FP8_MIN_HIDDEN: usize = 2048;
+
+/// `--split-lo auto` keeps f16 low halves where the FP8 weight copies would take more than
+/// this fraction of the device's free memory: the KV cache and workspace come after them.
+const AUTO_FP8_MAX_FREE_FRACTION: f64 = 0.25;
+
+/// Bytes of the FP8 weight copies `GpuLlama::set_split_lo(lo)` makes for a model of
+/// config `c` whose prefill splits the products `split`.
+pub fn fp8_copy_bytes(c: &LlamaConfig, split: SplitInputs, lo: SplitLo) -> usize {
+    let (d, n_ff) = (c.hidden, c.intermediate);
+    let (q_row, kv_row) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+    let fp8 = lo.fp8;
+    // The same rule as set_split_lo's: FP8 rows need k % 16 == 0.
+    let copy = |on: bool, rows: usize, cols: usize| {
+        if on && cols.is_multiple_of(16) {
+            rows * cols
+        } else {
+            0
+        }
+    };
+    let layer = copy(split.qkv && fp8.qkv, q_row + 2 * kv_row, d)
+        + copy(split.o && fp8.o, d, q_row)
+        + copy(split.gate_up && fp8.gate_up, 2 * n_ff, d)
+        + copy(split.down && fp8.down, d, n_ff);
+    layer * c.n_layers
+}
+
+/// What `--split-lo auto` chose, and why.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AutoLo {
+    Fp8,
+    /// The device has no FP8 matrix units.
+    NoUnits,
+    /// The model's hidden size is below `AUTO_FP8_MIN_HIDDEN`.
+    Narrow {
+        hidden: usize,
+    },
+    /// The FP8 copies would take `bytes` of the `free` bytes of device memory.
+    Memory {
+        bytes: usize,
+        free: usize,
+    },
+}
+
+impl AutoLo {
+    pub fn split_lo(self) -> SplitLo {
+        match self {
+            AutoLo::Fp8 => SplitLo::FP8,
+            _ => SplitLo::F16,
+        }
+    }
+}
+
 /// How a product group's input enters the matrix units: one f16, or hi + lo with lo f16 or
 /// FP8 (`GpuLlama::f16_operands`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -450,6 +538,26 @@ impl GpuLlama {
             },
         };
         Ok(())
+    }
+
+    /// What `--split-lo auto` takes on this device for this model and its `split_inputs`:
+    /// FP8 low halves where the device has the units, the model is at least
+    /// `AUTO_FP8_MIN_HIDDEN` wide and the copies fit in a quarter of the free memory; f16
+    /// otherwise.
+    pub fn auto_split_lo(&self) -> Result<AutoLo> {
+        if !self.kernels.has_fp8_lo() {
+            return Ok(AutoLo::NoUnits);
+        }
+        let hidden = self.config.hidden;
+        if hidden < AUTO_FP8_MIN_HIDDEN {
+            return Ok(AutoLo::Narrow { hidden });
+        }
+        let bytes = fp8_copy_bytes(&self.config, self.split_inputs, SplitLo::FP8);
+        let free = self.gpu.free_memory()?;
+        if bytes as f64 > free as f64 * AUTO_FP8_MAX_FREE_FRACTION {
+            return Ok(AutoLo::Memory { bytes, free });
+        }
+        Ok(AutoLo::Fp8)
     }
 
     /// The products whose low half is FP8 (see `set_split_lo`).
@@ -1767,7 +1875,8 @@ impl Lin {
 
 #[cfg(test)]
 mod tests {
-    use super::SplitInputs;
+    use super::{fp8_copy_bytes, SplitInputs, SplitLo};
+    use crate::synthetic;
 
     #[test]
     fn split_inputs_parse_print_and_refuse_unknown_products() {
@@ -1781,5 +1890,24 @@ mod tests {
         let e = "qkv,ffn".parse::<SplitInputs>().unwrap_err();
         assert!(e.contains("\"ffn\"") && e.contains("gate_up"), "{e}");
         assert!("".parse::<SplitInputs>().is_err());
+    }
+
+    #[test]
+    fn fp8_copies_of_llama2_7b_take_what_the_device_showed() {
+        // Session 17 (H200): 14.67 GB on the device with f16 lo, 18.29 GB with fp8 (the
+        // default split products: Q/K/V, output, down). The copies are 3.59 GB of that.
+        let c = synthetic::config("llama2-7b").unwrap();
+        let split = SplitInputs::default();
+        assert_eq!(fp8_copy_bytes(&c, split, SplitLo::FP8), 32 * 4096 * 27_392);
+        assert_eq!(fp8_copy_bytes(&c, split, SplitLo::F16), 0);
+        // Gate/up are not split by default: asking for them adds nothing.
+        let gate_up = SplitLo {
+            fp8: "gate_up".parse().unwrap(),
+        };
+        assert_eq!(fp8_copy_bytes(&c, split, gate_up), 0);
+        assert_eq!(
+            fp8_copy_bytes(&c, SplitInputs::ALL, gate_up),
+            32 * 2 * 11_008 * 4096
+        );
     }
 }
