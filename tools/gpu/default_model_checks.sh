@@ -1,18 +1,26 @@
 #!/usr/bin/env bash
 # The default model on the GPU machine. Its 98 MB do not fit one call's 64 MiB carry beside
-# the binaries, so it travels in four parts (split -n 4 of the cached GGUF into
-# target/dm1..4/dmpart0N), each carried by one call to the same warm machine and copied to
-# /tmp/dm (h100_checks.sh does that for the parts it finds); this script joins them.
+# the tree, so it travels in parts, each carried by one call to the same warm machine and
+# copied to /tmp/dm (h100_checks.sh does that for the parts it finds); this script joins
+# them. Two forms: the GGUF xz-compressed (90 MB) and split in two
+# (target/dmA/dmx0, target/dmB/dmx1: `split -n 2 -d -a 1`), or raw in four
+# (target/dm1..4/dmpart0N). The join is checked against the file's sha256.
 # AUDIT_LOS: --split-lo values to audit the whole model with besides the default (e.g.
 # "fp8": session 17 audited only the first 10 layers with it).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)}
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels
-for p in target/dm*/dmpart*; do [ -f "$p" ] && cp "$p" /tmp/dm/; done
+mkdir -p /tmp/dm && for p in target/dm*/dmpart* target/dm*/dmx*; do [ -f "$p" ] && cp "$p" /tmp/dm/; done
 M=/tmp/SmolLM2-135M-Instruct.Q4_1.gguf
-cat /tmp/dm/dmpart00 /tmp/dm/dmpart01 /tmp/dm/dmpart02 /tmp/dm/dmpart03 > $M || exit 1
+SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
+if [ -f /tmp/dm/dmx0 ]; then
+  cat /tmp/dm/dmx0 /tmp/dm/dmx1 | xz -d > $M || exit 1
+else
+  cat /tmp/dm/dmpart00 /tmp/dm/dmpart01 /tmp/dm/dmpart02 /tmp/dm/dmpart03 > $M || exit 1
+fi
 sha256sum $M | tee $OUT/model-sha256.txt
+[ "$(sha256sum < $M | cut -d' ' -f1)" = $SHA ] || { echo "the joined model is not the default model (sha256 $SHA)"; exit 1; }
 G=./target/device/greta
 status=0
 run() { local name=$1; shift; echo "== $name"; "$@" > "$OUT/$name.txt" 2>&1; local rc=$?; tail -n 30 "$OUT/$name.txt"; echo "== $name: exit $rc"; [ $rc -eq 0 ] || status=1; }

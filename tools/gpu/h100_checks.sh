@@ -15,7 +15,7 @@ if [ -f target/peer/llama-cpp-src.tar.xz ]; then
   setsid nohup bash tools/gpu/build_llama_cpp.sh > /dev/null 2>&1 < /dev/null &
 fi
 # Parts of the default model carried with this call (tools/gpu/default_model_checks.sh).
-mkdir -p /tmp/dm && for p in target/dm*/dmpart*; do [ -f "$p" ] && cp "$p" /tmp/dm/; done
+mkdir -p /tmp/dm && for p in target/dm*/dmpart* target/dm*/dmx*; do [ -f "$p" ] && cp "$p" /tmp/dm/; done
 G=./target/device/greta
 TINY=crates/greta-model/tests/fixtures/tiny
 status=0
