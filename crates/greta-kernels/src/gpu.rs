@@ -1028,7 +1028,8 @@ impl GpuKernels {
     /// output and down products) take gemv_add_f16_pre2, which loads two groups of each row
     /// before waiting for the kernel ahead, not one: the same sums, bit for bit, with more
     /// bytes in flight under that kernel's tail (H200: 7B decode +1.4 %; SmolLM2's shorter
-    /// down rows measured 2 % slower with it, so they keep the one-group kernel).
+    /// down rows measured 2 % slower with it, so they keep the one-group kernel), and two
+    /// rows a wave sharing the loads of x (+2.7 % more, session 18).
     #[allow(clippy::too_many_arguments)]
     pub fn gemv_add(
         &self,
@@ -1053,7 +1054,7 @@ impl GpuKernels {
             .ptr(resid);
         let group = GEMV_GROUP_LANE_HALVES * self.wave as usize;
         if k.is_multiple_of(8) && k > 2 * group && n < TWO_PER_WAVE_FROM {
-            return self.launch(&self.gemv_add_pre2, self.wave_rows(n), s, args);
+            return self.launch(&self.gemv_add_pre2, self.wave_rows(n.div_ceil(2)), s, args);
         }
         let [a, b] = &self.gemv_add;
         self.launch_rows([a, b], n, BLOCK, 0, s, args)
