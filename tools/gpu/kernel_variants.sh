@@ -38,7 +38,7 @@ for round in $(seq ${ROUNDS:-2}); do
       chmod +x /tmp/greta-$v; G=/tmp/greta-$v
     fi
     row="| $v (round $round)"
-    for s in llama2-7b smollm2-135m; do
+    for s in ${SHAPES:-llama2-7b smollm2-135m}; do
       j=$OUT/$v-$s-$round.json
       GRETA_KERNELS_DIR=$PWD/$d $G bench -m synthetic:$s --backend gpu --prompt-len 512 --gen ${GEN:-64} --reps 5 --json > $j 2>/dev/null
       row="$row | $(python3 -c "import json; d=json.load(open('$j')); h=d.get('prefill_host_ms'); print('%.2f%s | %.1f' % (d['prefill_ms'], ' (host %.2f)' % h if h else '', d['decode_tok_s']))")"

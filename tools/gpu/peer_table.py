@@ -51,7 +51,8 @@ def main():
     hf_name = next((r[3]["engine"] for r in rows if r[3]), "transformers")
     print(f"Copy bandwidth {g0['copy_gb_s']:.0f} GB/s (read+write, measured by greta bench in the same run); "
           f"peers: llama.cpp llama-bench (CUDA, -fa 1, -ngl 99), {hf_name}. "
-          f"greta's prefill inputs as hi + lo: {g0.get('split_inputs') or 'not reported'}.")
+          "greta's prefill inputs as hi + lo (each shape's own: --split-lo auto picks by shape): "
+          + "; ".join(f"{r[0]}: {r[1].get('split_inputs') or 'not reported'}" for r in rows) + ".")
     print()
     print("| shape | engine | prefill-512 ms | greta speed-up | decode tok/s | greta speed-up |")
     print("|---|---|---|---|---|---|")

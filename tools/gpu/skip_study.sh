@@ -13,7 +13,7 @@ G=${G:-./target/device/greta}
 # gemv_gate_up_silu_norm_f16, the residual adds in gemv_add_f16; session 9: RoPE and the KV
 # append in the attention, one kernel per head_dim: 64 for SmolLM2, 128 for Llama-2-7B); a
 # comma joins kernels left out together.
-SETS=${SETS:-"none gemv3_norm_f16 attn_decode_rope_split_hd64,attn_decode_rope_split_hd128 gemv_add_f16 gemv_gate_up_silu_norm_f16"}
+SETS=${SETS:-"none gemv3_norm_f16,gemv3_norm_f16_r2 attn_decode_rope_split_hd64,attn_decode_rope_split_hd128 gemv_add_f16,gemv_add_f16_pre2 gemv_gate_up_silu_norm_f16"}
 for s in ${@:-smollm2-135m llama2-7b}; do
   for set in $SETS; do
     skip=$([ "$set" = none ] || echo "--skip-kernels $set")
@@ -24,7 +24,7 @@ done
 python3 - "$OUT" ${@:-smollm2-135m llama2-7b} <<'PY' | tee "$OUT/skip-study.md"
 import json, os, sys
 out, shapes = sys.argv[1], sys.argv[2:]
-layers = {"smollm2-135m": 30, "llama2-7b": 32}
+layers = {"smollm2-135m": 30, "llama2-7b": 32, "llama3.2-1b": 16}
 print("| shape | left out | decode tok/s | µs/token | saved µs/token | saved µs per layer |")
 print("|---|---|---|---|---|---|")
 for s in shapes:

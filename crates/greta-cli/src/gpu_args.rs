@@ -14,7 +14,7 @@ pub struct GpuArgs {
     /// under power-of-two scales (one per row and 64 columns), multiplied on Hopper's FP8
     /// matrix units with FP8 copies of those products' weights (made at load: +1 byte a
     /// weight); fp8:LIST for some products only (qkv, o, gate_up, down); sm_90a only,
-    /// refused elsewhere. auto: fp8 on an sm_90a device for models of hidden size 2048 and
+    /// refused elsewhere. auto: fp8 on an sm_90a device for models of hidden size 4096 and
     /// more whose copies fit in a quarter of the free memory, f16 otherwise (docs/gpu.md,
     /// "Numerics").
     #[arg(long, value_name = "auto|f16|fp8|fp8:LIST", default_value_t = SplitLoChoice::default())]

@@ -186,9 +186,11 @@ impl std::fmt::Display for SplitLoChoice {
 }
 
 /// `--split-lo auto` takes FP8 low halves for models at least this wide (hidden size),
-/// where the GEMM is bound by the matrix units: measured on an H200, Llama-2-7B's prefill
-/// (4096) −9.4 %, SmolLM2-135M's (576) within ±2 % (docs/performance.md, sessions 17-18).
-pub const AUTO_FP8_MIN_HIDDEN: usize = 2048;
+/// where the products are long enough for the FP8 units' rate to outweigh the scales'
+/// promotions and the extra launches. Measured on an H200 (docs/performance.md, sessions
+/// 17-18), prefill-512 with fp8 against f16 lo: Llama-2-7B's shape (4096) −9.4 %,
+/// Llama-3.2-1B's (2048) +2 to +3 % (slower), SmolLM2-135M's (576) within ±2 %.
+pub const AUTO_FP8_MIN_HIDDEN: usize = 4096;
 
 /// `--split-lo auto` keeps f16 low halves where the FP8 weight copies would take more than
 /// this fraction of the device's free memory: the KV cache and workspace come after them.
