@@ -8,7 +8,8 @@
 # target/carry (tools/gpu/unpack_carry.sh unpacks the main build).
 # Prefill cells show the host's issue time beside the wall time where the build reports it
 # (greta bench's prefill_host_ms). ROUNDS (default 2) and GEN (generated tokens, default 64)
-# shorten a call whose question is the prefill.
+# shorten a call whose question is the prefill; SHAPES (default "llama2-7b smollm2-135m")
+# the synthetic shapes timed.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
@@ -28,8 +29,11 @@ for d in target/carry/v/*/; do
   echo "== $v op tests: exit $? ($(grep -E '^test result' $OUT/0-$v-ops.txt | tail -n 1))"
   grep -E "panicked|FAILED|failed" $OUT/0-$v-ops.txt | head -n 20
 done
-echo "| variant | 7B prefill-512 ms | 7B decode tok/s | SmolLM2 prefill-512 ms | SmolLM2 decode tok/s |" | tee $OUT/variants.md
-echo "|---|---|---|---|---|" | tee -a $OUT/variants.md
+SHAPES=${SHAPES:-llama2-7b smollm2-135m}
+head="| variant" sep="|---"
+for s in $SHAPES; do head="$head | $s prefill-512 ms | $s decode tok/s"; sep="$sep|---|---"; done
+echo "$head |" | tee $OUT/variants.md
+echo "$sep|" | tee -a $OUT/variants.md
 for round in $(seq ${ROUNDS:-2}); do
   for d in target/carry/v/*/; do
     v=$(basename $d); G=./target/device/greta
@@ -38,7 +42,7 @@ for round in $(seq ${ROUNDS:-2}); do
       chmod +x /tmp/greta-$v; G=/tmp/greta-$v
     fi
     row="| $v (round $round)"
-    for s in ${SHAPES:-llama2-7b smollm2-135m}; do
+    for s in $SHAPES; do
       j=$OUT/$v-$s-$round.json
       GRETA_KERNELS_DIR=$PWD/$d $G bench -m synthetic:$s --backend gpu --prompt-len 512 --gen ${GEN:-64} --reps 5 --json > $j 2>/dev/null
       row="$row | $(python3 -c "import json; d=json.load(open('$j')); h=d.get('prefill_host_ms'); print('%.2f%s | %.1f' % (d['prefill_ms'], ' (host %.2f)' % h if h else '', d['decode_tok_s']))")"
