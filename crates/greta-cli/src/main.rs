@@ -439,8 +439,21 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
                 }
                 generate::GpuSampling::Host(why) => format!("eager: {why}"),
             };
+            // FP8 low halves cost device memory that the user did not name when `auto`
+            // chose them: said here, with the option that skips them.
+            let lo = model.split_lo();
+            let fp8 = match lo == greta_model::llama::gpu::SplitLo::F16 {
+                true => String::new(),
+                false => format!(
+                    "; prefill lo products {lo} ({:.2} GB of FP8 weight copies, --split-lo {}; f16 skips them)",
+                    greta_model::llama::gpu::fp8_copy_bytes(&model.config, model.split_inputs, lo)
+                        as f64
+                        / 1e9,
+                    a.gpu.split_lo
+                ),
+            };
             eprintln!(
-                "uploaded to {} in {:.2}s; decode {route}",
+                "uploaded to {} in {:.2}s{fp8}; decode {route}",
                 gpu.name(),
                 t_up.elapsed().as_secs_f64(),
             );
