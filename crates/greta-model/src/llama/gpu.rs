@@ -235,6 +235,22 @@ pub enum AutoLo {
 }
 
 impl AutoLo {
+    /// The rule of `--split-lo auto` (`GpuLlama::auto_split_lo`): `units`, whether the
+    /// device has the FP8 route; `free`, its free memory in bytes.
+    pub fn choose(units: bool, c: &LlamaConfig, split: SplitInputs, free: usize) -> AutoLo {
+        if !units {
+            return AutoLo::NoUnits;
+        }
+        if c.hidden < AUTO_FP8_MIN_HIDDEN {
+            return AutoLo::Narrow { hidden: c.hidden };
+        }
+        let bytes = fp8_copy_bytes(c, split, SplitLo::FP8);
+        if bytes as f64 > free as f64 * AUTO_FP8_MAX_FREE_FRACTION {
+            return AutoLo::Memory { bytes, free };
+        }
+        AutoLo::Fp8
+    }
+
     pub fn split_lo(self) -> SplitLo {
         match self {
             AutoLo::Fp8 => SplitLo::FP8,
@@ -547,19 +563,12 @@ impl GpuLlama {
     /// `AUTO_FP8_MIN_HIDDEN` wide and the copies fit in a quarter of the free memory; f16
     /// otherwise.
     pub fn auto_split_lo(&self) -> Result<AutoLo> {
-        if !self.kernels.has_fp8_lo() {
-            return Ok(AutoLo::NoUnits);
-        }
-        let hidden = self.config.hidden;
-        if hidden < AUTO_FP8_MIN_HIDDEN {
-            return Ok(AutoLo::Narrow { hidden });
-        }
-        let bytes = fp8_copy_bytes(&self.config, self.split_inputs, SplitLo::FP8);
-        let free = self.gpu.free_memory()?;
-        if bytes as f64 > free as f64 * AUTO_FP8_MAX_FREE_FRACTION {
-            return Ok(AutoLo::Memory { bytes, free });
-        }
-        Ok(AutoLo::Fp8)
+        let units = self.kernels.has_fp8_lo();
+        let free = match units {
+            true => self.gpu.free_memory()?,
+            false => 0,
+        };
+        Ok(AutoLo::choose(units, &self.config, self.split_inputs, free))
     }
 
     /// The products whose low half is FP8 (see `set_split_lo`).
@@ -1877,7 +1886,7 @@ impl Lin {
 
 #[cfg(test)]
 mod tests {
-    use super::{fp8_copy_bytes, SplitInputs, SplitLo};
+    use super::{fp8_copy_bytes, AutoLo, SplitInputs, SplitLo};
     use crate::synthetic;
 
     #[test]
@@ -1911,5 +1920,38 @@ mod tests {
             fp8_copy_bytes(&c, SplitInputs::ALL, gate_up),
             32 * 2 * 11_008 * 4096
         );
+    }
+
+    #[test]
+    fn auto_takes_fp8_only_on_wide_models_with_the_units_and_the_memory() {
+        let split = SplitInputs::default();
+        let gb = 1_000_000_000;
+        let c7 = synthetic::config("llama2-7b").unwrap();
+        // An H200 / H100 with the 7B model loaded: 3.59 GB of copies in > 100 GB free.
+        assert_eq!(AutoLo::choose(true, &c7, split, 120 * gb), AutoLo::Fp8);
+        assert_eq!(AutoLo::Fp8.split_lo(), SplitLo::FP8);
+        // No FP8 route (AMD, pre-Hopper NVIDIA): f16, whatever the model.
+        assert_eq!(AutoLo::choose(false, &c7, split, 120 * gb), AutoLo::NoUnits);
+        // Llama-3.2-1B (2048) and SmolLM2 (576): measured no faster with FP8 lo.
+        for (name, hidden) in [("llama3.2-1b", 2048), ("smollm2-135m", 576)] {
+            let c = synthetic::config(name).unwrap();
+            assert_eq!(
+                AutoLo::choose(true, &c, split, 120 * gb),
+                AutoLo::Narrow { hidden }
+            );
+        }
+        // 3.59 GB of copies need 14.4 GB free (a quarter): at 14 GB, f16 and why.
+        let bytes = fp8_copy_bytes(&c7, split, SplitLo::FP8);
+        assert_eq!(
+            AutoLo::choose(true, &c7, split, 14 * gb),
+            AutoLo::Memory {
+                bytes,
+                free: 14 * gb
+            }
+        );
+        assert_eq!(AutoLo::choose(true, &c7, split, 15 * gb), AutoLo::Fp8);
+        for f16 in [AutoLo::NoUnits, AutoLo::Narrow { hidden: 576 }] {
+            assert_eq!(f16.split_lo(), SplitLo::F16);
+        }
     }
 }
