@@ -199,22 +199,26 @@ const AUTO_FP8_MAX_FREE_FRACTION: f64 = 0.25;
 /// Bytes of the FP8 weight copies `GpuLlama::set_split_lo(lo)` makes for a model of
 /// config `c` whose prefill splits the products `split`.
 pub fn fp8_copy_bytes(c: &LlamaConfig, split: SplitInputs, lo: SplitLo) -> usize {
-    let (d, n_ff) = (c.hidden, c.intermediate);
-    let (q_row, kv_row) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
-    let fp8 = lo.fp8;
-    // The same rule as set_split_lo's: FP8 rows need k % 16 == 0.
-    let copy = |on: bool, rows: usize, cols: usize| {
-        if on && cols.is_multiple_of(16) {
-            rows * cols
-        } else {
-            0
-        }
-    };
-    let layer = copy(split.qkv && fp8.qkv, q_row + 2 * kv_row, d)
-        + copy(split.o && fp8.o, d, q_row)
-        + copy(split.gate_up && fp8.gate_up, 2 * n_ff, d)
-        + copy(split.down && fp8.down, d, n_ff);
+    let layer: usize = Lin::LAYER
+        .iter()
+        .filter_map(|&which| fp8_copy_shape(c, split, lo, which))
+        .map(|(rows, cols)| rows * cols)
+        .sum();
     layer * c.n_layers
+}
+
+/// The shape `[rows, cols]` of the FP8 copy `set_split_lo(lo)` makes of a layer's product
+/// `which`, if it makes one: for products both sets name, less the LM head (no FP8 copy)
+/// and rows that are not a multiple of 16 bytes of FP8 (the TMA's rows).
+fn fp8_copy_shape(
+    c: &LlamaConfig,
+    split: SplitInputs,
+    lo: SplitLo,
+    which: Lin,
+) -> Option<(usize, usize)> {
+    let on = which != Lin::Head && which.needs_lo(split) && which.needs_lo(lo.fp8);
+    let (rows, cols) = which.shape(c);
+    (on && cols.is_multiple_of(16)).then_some((rows, cols))
 }
 
 /// What `--split-lo auto` chose, and why.
@@ -513,35 +517,27 @@ impl GpuLlama {
         if lo != SplitLo::F16 && !self.kernels.has_fp8_lo() {
             return Err(GpuError::NoFp8);
         }
-        let c = &self.config;
-        let (d, n_ff) = (c.hidden, c.intermediate);
-        let (q_row, kv_row) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
-        let (split, fp8) = (self.split_inputs, lo.fp8);
+        let (c, split) = (&self.config, self.split_inputs);
         let s = self.gpu.stream()?;
         for l in &mut self.layers {
             l.fp8 = LayerFp8::default();
             let (gpu, k) = (&self.gpu, &self.kernels);
-            // FP8 rows need k % 16 == 0 (the TMA's 16-byte rows); others keep f16 lo.
-            let copy = |on: bool,
-                        w: &DeviceBuffer<u16>,
-                        rows: usize,
-                        cols: usize|
-             -> Result<Option<E4m3Matrix>> {
-                if !on || !cols.is_multiple_of(16) {
+            let copy = |which: Lin, w: &DeviceBuffer<u16>| -> Result<Option<E4m3Matrix>> {
+                let Some((rows, cols)) = fp8_copy_shape(c, split, lo, which) else {
                     return Ok(None);
-                }
+                };
                 let mut m = E4m3Matrix::alloc(gpu, rows, cols)?;
                 k.quantize_e4m3(&s, w, &mut m, rows, cols)?;
                 Ok(Some(m))
             };
             l.fp8 = LayerFp8 {
-                q: copy(split.qkv && fp8.qkv, &l.wq, q_row, d)?,
-                k: copy(split.qkv && fp8.qkv, &l.wk, kv_row, d)?,
-                v: copy(split.qkv && fp8.qkv, &l.wv, kv_row, d)?,
-                o: copy(split.o && fp8.o, &l.wo, d, q_row)?,
-                gate: copy(split.gate_up && fp8.gate_up, &l.w_gate, n_ff, d)?,
-                up: copy(split.gate_up && fp8.gate_up, &l.w_up, n_ff, d)?,
-                down: copy(split.down && fp8.down, &l.w_down, d, n_ff)?,
+                q: copy(Lin::Q, &l.wq)?,
+                k: copy(Lin::K, &l.wk)?,
+                v: copy(Lin::V, &l.wv)?,
+                o: copy(Lin::O, &l.wo)?,
+                gate: copy(Lin::Gate, &l.w_gate)?,
+                up: copy(Lin::Up, &l.w_up)?,
+                down: copy(Lin::Down, &l.w_down)?,
             };
         }
         s.synchronize()?;
@@ -1793,7 +1789,7 @@ impl<'a> DecodeAhead<'a> {
 }
 
 /// Which activation buffers a projection reads and writes.
-#[derive(Clone, Copy)]
+#[derive(Clone, Copy, PartialEq, Eq)]
 enum Lin {
     Q,
     K,
@@ -1871,6 +1867,31 @@ impl GpuState {
 }
 
 impl Lin {
+    /// A layer's products (the LM head is not one).
+    const LAYER: [Lin; 7] = [
+        Lin::Q,
+        Lin::K,
+        Lin::V,
+        Lin::O,
+        Lin::Gate,
+        Lin::Up,
+        Lin::Down,
+    ];
+
+    /// The weight matrix's shape `[rows, cols]` (rows: outputs; cols: the input's length).
+    fn shape(self, c: &LlamaConfig) -> (usize, usize) {
+        let (d, n_ff) = (c.hidden, c.intermediate);
+        let (q_row, kv_row) = (c.n_heads * c.head_dim, c.n_kv_heads * c.head_dim);
+        match self {
+            Lin::Q => (q_row, d),
+            Lin::K | Lin::V => (kv_row, d),
+            Lin::O => (d, q_row),
+            Lin::Gate | Lin::Up => (n_ff, d),
+            Lin::Down => (d, n_ff),
+            Lin::Head => (c.vocab_size, d),
+        }
+    }
+
     /// Whether the product's input enters the matrix units as hi + lo (two f16) rather than
     /// one f16.
     fn needs_lo(self, split: SplitInputs) -> bool {
