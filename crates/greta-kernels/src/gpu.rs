@@ -294,8 +294,9 @@ pub struct GpuKernels {
     /// Its forms with the lo half on the FP8 matrix units (`GemmLo::E4m3`), by tile
     /// (`WgmmaTile::LO8`), with the kernels that make FP8 operands.
     fp8: Option<Fp8Kernels>,
-    /// The device's multiprocessors: the warpgroup GEMM's tile choice counts waves of them
-    /// (0 where there is no warpgroup GEMM).
+    /// The device's multiprocessors: the warpgroup GEMM's tile choice and the decode
+    /// attention's clusters (`decode_cluster`) count waves of them (0 where there is no
+    /// warpgroup GEMM).
     multiprocessors: usize,
     split_f16: Function,
     add_rmsnorm_split: Function,
@@ -1892,7 +1893,11 @@ impl GpuKernels {
             grid: [ns, nh, 1],
             block: [block, 1, 1],
             shared_bytes: 0,
-            cluster: decode_cluster(splits, self.clusters),
+            cluster: decode_cluster(
+                splits,
+                n_heads,
+                self.clusters.then_some(self.multiprocessors),
+            ),
         })
     }
 
@@ -2248,13 +2253,19 @@ fn check_keys(keys: usize, capacity: usize) -> Result<()> {
     Ok(())
 }
 
-/// The decode attention's cluster (blocks along the splits) for `splits` splits a head: all
-/// of them where clusters run and they fit one, else none (1).
-pub fn decode_cluster(splits: usize, clusters: bool) -> u32 {
-    if clusters && (2..=DECODE_CLUSTER_MAX).contains(&splits) {
-        splits as u32
-    } else {
-        1
+/// The decode attention's cluster (blocks along the splits) for `splits` splits of each of
+/// `n_heads` heads, on a device whose clusters run over `sms` multiprocessors (None: no
+/// clusters): all of a head's splits where they fit one cluster and the layer's blocks fit
+/// one wave of the device, else none (1: the splits combine through memory). Past one wave
+/// the clusters cost: Llama-2-7B (32 heads) decodes 2.5 % slower at 8 splits with them
+/// (270.5 against 277.2 tok/s; H200, 132 SMs, session 19) and is even at 5; SmolLM2's
+/// 9 heads gain 6-12 % from them at 2-8 splits (docs/performance.md, session 19).
+pub fn decode_cluster(splits: usize, n_heads: usize, sms: Option<usize>) -> u32 {
+    match sms {
+        Some(sms) if (2..=DECODE_CLUSTER_MAX).contains(&splits) && splits * n_heads <= sms => {
+            splits as u32
+        }
+        _ => 1,
     }
 }
 
@@ -2427,24 +2438,37 @@ mod tests {
         }
     }
 
-    /// A head's splits are one cluster where clusters run and 2 to 8 splits hold the cache
-    /// (the bench's 576 positions: 5); one split needs none, and past 1024 positions (e.g.
-    /// `generate`'s 4096: 32 splits) none is launched.
+    /// A head's splits are one cluster where clusters run, 2 to 8 splits hold the keys (the
+    /// bench's 576 positions: 5) and the layer's blocks fit one wave of the device (132
+    /// SMs: SmolLM2's 9 heads always, Llama-2-7B's 32 up to 4 splits); one split needs
+    /// none, and past 1024 keys (9 splits and more) none is launched.
     #[test]
-    fn decode_cluster_holds_a_heads_splits_when_they_fit_one() {
-        for (capacity, splits, cluster) in [
-            (1, 1, 1),
-            (128, 1, 1),
-            (129, 2, 2),
-            (576, 5, 5),
-            (1024, 8, 8),
-            (1025, 9, 1),
-            (4096, 32, 1),
+    fn decode_cluster_holds_a_heads_splits_when_they_fit_one_and_the_blocks_one_wave() {
+        let h200 = Some(132);
+        for (keys, splits, smollm2, llama2_7b) in [
+            (1, 1, 1, 1),
+            (128, 1, 1, 1),
+            (129, 2, 2, 2),
+            (512, 4, 4, 4),
+            (513, 5, 5, 1),
+            (576, 5, 5, 1),
+            (1024, 8, 8, 1),
+            (1025, 9, 1, 1),
+            (4096, 32, 1, 1),
         ] {
-            assert_eq!(decode_splits(capacity), splits, "capacity {capacity}");
-            assert_eq!(decode_cluster(splits, true), cluster, "capacity {capacity}");
+            assert_eq!(decode_splits(keys), splits, "keys {keys}");
             assert_eq!(
-                decode_cluster(splits, false),
+                decode_cluster(splits, 9, h200),
+                smollm2,
+                "9 heads, keys {keys}"
+            );
+            assert_eq!(
+                decode_cluster(splits, 32, h200),
+                llama2_7b,
+                "32 heads, keys {keys}"
+            );
+            assert_eq!(
+                decode_cluster(splits, 9, None),
                 1,
                 "no clusters on this device"
             );

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# Decode speed against the number of 128-key splits the decode attention runs at: for each
+# split count s, a prompt of 128 s - 100 tokens and 64 generated tokens keep every decode
+# position within s splits (positions 128 s - 100 .. 128 s - 37), so the step's time against
+# s says what each split costs, and whether the step jumps where a layer's blocks (s x
+# heads) pass the device's multiprocessors (7B: 32 heads, 5 splits = 160 blocks on an
+# H200's 132) rather than growing with the keys read. s = 9 launches without clusters.
+# Usage (GPU machine, after tools/gpu/unpack_carry.sh): OUT=dir [SPLITS="1 2 .."] [SHAPES=..]
+#   tools/gpu/split_sweep.sh
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
+G=${G:-./target/device/greta}
+SPLITS=${SPLITS:-1 2 3 4 5 6 7 8 9}
+for shape in ${SHAPES:-llama2-7b smollm2-135m}; do
+  for s in $SPLITS; do
+    $G bench -m synthetic:$shape --backend gpu --prompt-len $((128 * s - 100)) --gen 64 --reps ${REPS:-2} --json \
+      > "$OUT/sweep-$shape-$s.json" 2> "$OUT/sweep-$shape-$s.err" || tail -n 3 "$OUT/sweep-$shape-$s.err"
+  done
+done
+python3 - "$OUT" ${SHAPES:-llama2-7b smollm2-135m} <<'PY' | tee "$OUT/split-sweep.md"
+import json, os, sys
+out, shapes = sys.argv[1], sys.argv[2:]
+print("| shape | splits | prompt | decode tok/s | µs/token | µs/token more than one split fewer |")
+print("|---|---|---|---|---|---|")
+for shape in shapes:
+    prev = None
+    for s in range(1, 17):
+        f = os.path.join(out, f"sweep-{shape}-{s}.json")
+        if not os.path.exists(f):
+            continue
+        try:
+            tok = json.load(open(f))["decode_tok_s"]
+        except ValueError:
+            print(f"| {shape} | {s} | {128 * s - 100} | failed | | |")
+            prev = None
+            continue
+        us = 1e6 / tok
+        step = "" if prev is None else f"{us - prev:+.1f}"
+        print(f"| {shape} | {s} | {128 * s - 100} | {tok:.1f} | {us:.1f} | {step} |")
+        prev = us
+PY
