@@ -2257,9 +2257,10 @@ fn check_keys(keys: usize, capacity: usize) -> Result<()> {
 /// `n_heads` heads, on a device whose clusters run over `sms` multiprocessors (None: no
 /// clusters): all of a head's splits where they fit one cluster and the layer's blocks fit
 /// one wave of the device, else none (1: the splits combine through memory). Past one wave
-/// the clusters cost: Llama-2-7B (32 heads) decodes 2.5 % slower at 8 splits with them
-/// (270.5 against 277.2 tok/s; H200, 132 SMs, session 19) and is even at 5; SmolLM2's
-/// 9 heads gain 6-12 % from them at 2-8 splits (docs/performance.md, session 19).
+/// the clusters cost: Llama-2-7B (32 heads) decodes 2.5-3 % slower at 8 splits with them
+/// (270.5 / 268.6 against 277.2 / 276.9 tok/s in two calls; H200, 132 SMs, session 19) and
+/// even at 5; SmolLM2's 9 heads gain 4-12 % from them at 2-8 splits but 4 (docs/performance.md,
+/// session 19).
 pub fn decode_cluster(splits: usize, n_heads: usize, sms: Option<usize>) -> u32 {
     match sms {
         Some(sms) if (2..=DECODE_CLUSTER_MAX).contains(&splits) && splits * n_heads <= sms => {
