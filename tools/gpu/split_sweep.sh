@@ -6,7 +6,8 @@
 # heads) pass the device's multiprocessors (7B: 32 heads, 5 splits = 160 blocks on an
 # H200's 132) rather than growing with the keys read. s = 9 launches without clusters.
 # Usage (GPU machine, after tools/gpu/unpack_carry.sh): OUT=dir [SPLITS="1 2 .."] [SHAPES=..]
-#   tools/gpu/split_sweep.sh
+#   [ARGS="--overlap off"] tools/gpu/split_sweep.sh   (ARGS: more greta bench flags, e.g. to
+#   ask whether SmolLM2's slow split counts come from the overlapped launches or the graph)
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
@@ -14,7 +15,7 @@ G=${G:-./target/device/greta}
 SPLITS=${SPLITS:-1 2 3 4 5 6 7 8 9}
 for shape in ${SHAPES:-llama2-7b smollm2-135m}; do
   for s in $SPLITS; do
-    $G bench -m synthetic:$shape --backend gpu --prompt-len $((128 * s - 100)) --gen 64 --reps ${REPS:-2} --json \
+    $G bench -m synthetic:$shape --backend gpu --prompt-len $((128 * s - 100)) --gen 64 --reps ${REPS:-2} ${ARGS:-} --json \
       > "$OUT/sweep-$shape-$s.json" 2> "$OUT/sweep-$shape-$s.err" || tail -n 3 "$OUT/sweep-$shape-$s.err"
   done
 done
