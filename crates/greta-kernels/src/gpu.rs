@@ -624,11 +624,7 @@ impl GpuKernels {
         k: usize,
     ) -> Result<()> {
         let fp8 = self.fp8("quantize_e4m3")?;
-        if !k.is_multiple_of(16) || k == 0 {
-            return Err(KernelError::Shape(format!(
-                "quantize_e4m3: k = {k} (accepted: a positive multiple of 16, the TMA's 16-byte rows)"
-            )));
-        }
+        check_fp8_rows(k, "quantize_e4m3")?;
         let n = rows_n * k;
         Self::need(w, n, "quantize_e4m3 w")?;
         Self::need(&out.q, n, "quantize_e4m3 q")?;
@@ -1469,11 +1465,7 @@ impl GpuKernels {
         k: usize,
     ) -> Result<()> {
         let fp8 = self.fp8("gemm_f16 with an FP8 low half")?;
-        if !k.is_multiple_of(16) || k == 0 {
-            return Err(KernelError::Shape(format!(
-                "gemm_f16 with an FP8 low half needs k > 0 and k % 16 == 0 (16-byte rows of bytes); k = {k}"
-            )));
-        }
+        check_fp8_rows(k, "gemm_f16 with an FP8 low half")?;
         Self::need(a, t * k, "gemm_f16 a")?;
         Self::need(q, t * k, "gemm_f16 a_lo (FP8)")?;
         Self::need(sx, t * k.div_ceil(LO8_GROUP), "gemm_f16 a_lo scales")?;
@@ -2243,6 +2235,17 @@ pub fn decode_splits(keys: usize) -> usize {
     keys.div_ceil(DECODE_SPLIT).max(1)
 }
 
+/// Refuses FP8 rows of `k` bytes that the TMA cannot read: its rows (global strides) are a
+/// positive multiple of 16 bytes. `what` names the caller in the error.
+fn check_fp8_rows(k: usize, what: &str) -> Result<()> {
+    if k == 0 || !k.is_multiple_of(16) {
+        return Err(KernelError::Shape(format!(
+            "{what}: k = {k} (accepted: a positive multiple of 16, the TMA's 16-byte rows of FP8 bytes)"
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses a decode attention over no keys or over more than the cache holds.
 fn check_keys(keys: usize, capacity: usize) -> Result<()> {
     if keys == 0 || keys > capacity {
@@ -2399,9 +2402,9 @@ pub struct AttnShape {
 #[cfg(test)]
 mod tests {
     use super::{
-        check_keys, check_skippable, decode_cluster, decode_splits, gemm_tile, norm_block,
-        wgmma_shared, wgmma_tile, GpuKernels, KernelError, WgmmaTile, DECODE_CLUSTER_MAX,
-        NORM_PROLOGUE_MAX_K,
+        check_fp8_rows, check_keys, check_skippable, decode_cluster, decode_splits, gemm_tile,
+        norm_block, wgmma_shared, wgmma_tile, GpuKernels, KernelError, WgmmaTile,
+        DECODE_CLUSTER_MAX, NORM_PROLOGUE_MAX_K,
     };
 
     /// A timing study may leave out a product or the attention, not a kernel that moves the
@@ -2475,6 +2478,20 @@ mod tests {
             );
         }
         assert_eq!(DECODE_CLUSTER_MAX, 8, "the portable cluster size");
+    }
+
+    /// FP8 rows the TMA reads: a positive multiple of 16 bytes; the refusal names the caller
+    /// and what is accepted.
+    #[test]
+    fn fp8_rows_are_a_positive_multiple_of_16_bytes() {
+        for k in [16, 576, 4096, 11_008] {
+            assert!(check_fp8_rows(k, "x").is_ok(), "k = {k}");
+        }
+        for k in [0, 8, 24, 1000] {
+            let e = check_fp8_rows(k, "quantize_e4m3").unwrap_err().to_string();
+            assert!(e.starts_with("quantize_e4m3: k = "), "{e}");
+            assert!(e.contains("positive multiple of 16"), "{e}");
+        }
     }
 
     /// The keys a decode attention covers: from one to the cache's capacity; the refusal
