@@ -9,7 +9,7 @@
 # Prefill cells show the host's issue time beside the wall time where the build reports it
 # (greta bench's prefill_host_ms). ROUNDS (default 2) and GEN (generated tokens, default 64)
 # shorten a call whose question is the prefill; SHAPES (default "llama2-7b smollm2-135m")
-# the synthetic shapes timed. A variant directory may hold an `env` file (KEY=VALUE lines)
+# the synthetic shapes timed; VARIANTS (names, default every directory) the variants. A variant directory may hold an `env` file (KEY=VALUE lines)
 # set for its benches, and `from` (another variant's name) to time that variant's build and
 # kernels under this env: one build, two settings of a variant's knob.
 set -uo pipefail
@@ -21,7 +21,7 @@ cat target/carry/v/*/regs.txt 2>/dev/null | tee $OUT/regs.txt
 # TESTS=1) runs it on its kernels first, so that one call both checks and times it
 # (VARIANT_TESTS: a test-name filter, default every test). A failure is printed and kept in
 # $OUT/0-NAME-ops.txt; the variant is still timed (its figures then mean nothing).
-for d in target/carry/v/*/; do
+for d in $(for v in ${VARIANTS:-$(ls target/carry/v)}; do echo target/carry/v/$v/; done); do
   [ -f $d/gpu-ops.xz ] || continue
   v=$(basename $d)
   python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('$d/gpu-ops.xz'), open('/tmp/gpu-ops-$v', 'wb'))"
@@ -36,8 +36,9 @@ head="| variant" sep="|---"
 for s in $SHAPES; do head="$head | $s prefill-512 ms | $s decode tok/s"; sep="$sep|---|---"; done
 echo "$head |" | tee $OUT/variants.md
 echo "$sep|" | tee -a $OUT/variants.md
+vdirs=$(for v in ${VARIANTS:-$(ls target/carry/v)}; do echo target/carry/v/$v/; done)
 for round in $(seq ${ROUNDS:-2}); do
-  for d in target/carry/v/*/; do
+  for d in $vdirs; do
     v=$(basename $d); G=./target/device/greta; venv=()
     [ -f $d/env ] && mapfile -t venv < $d/env
     [ -f $d/from ] && d=target/carry/v/$(cat $d/from)/

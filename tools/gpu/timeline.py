@@ -1,0 +1,107 @@
+#!/usr/bin/env python3
+"""Reads the rings a timeline study build dumps (tools/gpu/variants/decode-timeline.patch:
+GRETA_TIMELINE=FILE greta bench ...) and prints the last decode steps as launches on the
+critical path.
+
+Every block that waits for the kernel ahead (g_wait_previous) stamps when it reached the
+wait (arrive) and when the wait let it go (release), in %globaltimer ns. All blocks of a
+launch pass their wait after every block of the launch ahead has finished, so sorting by
+release time puts launches in order; a launch ends where a block index repeats or the
+kernel (module, grid, block) changes. For each launch:
+  gap      its first release after the previous launch's first release: the previous
+           kernel's time on the critical path (its work after its wait, its drain, and
+           the release's latency);
+  early    how long before its first release its first block arrived (resident ahead);
+  late     blocks that arrived after the first release (not resident in time), and the
+           last arrival after the first release.
+Usage: timeline.py FILE [--launches N]
+"""
+import argparse
+import struct
+import statistics
+from collections import defaultdict
+
+MODULES = ["ops", "fallback_attention", "fallback_gemm", "attention", "gemm", "gemv"]
+REC = struct.Struct("<QQIIIIII")
+
+
+def read(path):
+    data = open(path, "rb").read()
+    recs, off = [], 0
+    while off < len(data):
+        m, n, size = struct.unpack_from("<IIQ", data, off)
+        off += 16
+        ring = data[off:off + size]
+        off += size
+        cap = size // REC.size
+        for i in range(max(0, n - cap), n):
+            a, r, seq, sm, blk, grid, thr, cyc = REC.unpack_from(ring, (i % cap) * REC.size)
+            recs.append(dict(mod=MODULES[m] if m < len(MODULES) else str(m), arrive=a,
+                             release=r, seq=seq, sm=sm, block=blk, grid=grid, threads=thr,
+                             cycles=cyc))
+    return recs
+
+
+def launches(recs):
+    recs.sort(key=lambda r: (r["release"], r["seq"]))
+    out, cur, seen = [], [], set()
+    for r in recs:
+        key = (r["mod"], r["grid"], r["threads"])
+        if cur and (key != cur[0]["key"] or r["block"] in seen):
+            out.append(cur)
+            cur, seen = [], set()
+        r["key"] = key
+        cur.append(r)
+        seen.add(r["block"])
+    if cur:
+        out.append(cur)
+    return out
+
+
+def main():
+    ap = argparse.ArgumentParser()
+    ap.add_argument("file")
+    ap.add_argument("--launches", type=int, default=0, help="print the last N launches")
+    a = ap.parse_args()
+    ls = launches(read(a.file))
+    rows = []
+    for i, l in enumerate(ls):
+        first = min(r["release"] for r in l)
+        prev = min(r["release"] for r in ls[i - 1]) if i else None
+        early = first - min(r["arrive"] for r in l)
+        late = [r for r in l if r["arrive"] > first + 200]
+        rows.append(dict(name="%s %dx%d" % l[0]["key"], blocks=len(l), first=first,
+                         gap=(first - prev) if prev is not None else None, early=early,
+                         late=len(late), last=max(r["arrive"] for r in l) - first,
+                         spread=max(r["release"] for r in l) - first,
+                         sms=len({r["sm"] for r in l})))
+    if a.launches:
+        print("| # | kernel | blocks (SMs) | gap to previous µs | early µs | late blocks | last arrival µs | release spread µs |")
+        print("|---|---|---|---|---|---|---|---|")
+        for i, r in enumerate(rows[-a.launches:]):
+            print("| %d | %s | %d (%d) | %s | %.2f | %d | %.2f | %.2f |" % (
+                len(rows) - a.launches + i, r["name"], r["blocks"], r["sms"],
+                "%.2f" % (r["gap"] / 1e3) if r["gap"] is not None else "", r["early"] / 1e3,
+                r["late"], r["last"] / 1e3, r["spread"] / 1e3))
+    # The time each kernel holds the critical path: the gap after it (next launch's first
+    # release minus its own), over every launch in the file but the last; big gaps (a step's
+    # host-side break, above 50 µs) are left out.
+    by = defaultdict(list)
+    for i in range(len(rows) - 1):
+        g = rows[i + 1]["gap"]
+        if g is not None and g < 50_000:
+            by[rows[i]["name"]].append((g, rows[i]))
+    print()
+    print("| kernel | launches | critical-path µs (median) | p10 | p90 | early µs (median) | launches with late blocks | last arrival µs (median) |")
+    print("|---|---|---|---|---|---|---|---|")
+    for name, v in sorted(by.items(), key=lambda kv: -sum(g for g, _ in kv[1])):
+        gs = sorted(g for g, _ in v)
+        p = lambda q: gs[min(len(gs) - 1, int(q * len(gs)))] / 1e3
+        print("| %s | %d | %.2f | %.2f | %.2f | %.2f | %d | %.2f |" % (
+            name, len(v), statistics.median(gs) / 1e3, p(0.1), p(0.9),
+            statistics.median(r["early"] for _, r in v) / 1e3,
+            sum(1 for _, r in v if r["late"]), statistics.median(r["last"] for _, r in v) / 1e3))
+
+
+if __name__ == "__main__":
+    main()
