@@ -9,7 +9,7 @@
 # Prefill cells show the host's issue time beside the wall time where the build reports it
 # (greta bench's prefill_host_ms). ROUNDS (default 2) and GEN (generated tokens, default 64)
 # shorten a call whose question is the prefill; SHAPES (default "llama2-7b smollm2-135m")
-# the synthetic shapes timed; VARIANTS (names, default every directory) the variants. A variant directory may hold an `env` file (KEY=VALUE lines)
+# the synthetic shapes timed; PROMPT (default 512) the prompt's tokens; VARIANTS (names, default every directory) the variants. A variant directory may hold an `env` file (KEY=VALUE lines)
 # set for its benches, and `from` (another variant's name) to time that variant's build and
 # kernels under this env: one build, two settings of a variant's knob.
 set -uo pipefail
@@ -33,7 +33,7 @@ for d in $(for v in ${VARIANTS:-$(ls target/carry/v)}; do echo target/carry/v/$v
 done
 SHAPES=${SHAPES:-llama2-7b smollm2-135m}
 head="| variant" sep="|---"
-for s in $SHAPES; do head="$head | $s prefill-512 ms | $s decode tok/s"; sep="$sep|---|---"; done
+for s in $SHAPES; do head="$head | $s prefill-${PROMPT:-512} ms | $s decode tok/s"; sep="$sep|---|---"; done
 echo "$head |" | tee $OUT/variants.md
 echo "$sep|" | tee -a $OUT/variants.md
 vdirs=$(for v in ${VARIANTS:-$(ls target/carry/v)}; do echo target/carry/v/$v/; done)
@@ -49,7 +49,7 @@ for round in $(seq ${ROUNDS:-2}); do
     row="| $v (round $round)"
     for s in $SHAPES; do
       j=$OUT/$v-$s-$round.json
-      env "${venv[@]}" GRETA_KERNELS_DIR=$PWD/$d $G bench -m synthetic:$s --backend gpu --prompt-len 512 --gen ${GEN:-64} --reps 5 --json > $j 2>/dev/null
+      env "${venv[@]}" GRETA_KERNELS_DIR=$PWD/$d $G bench -m synthetic:$s --backend gpu --prompt-len ${PROMPT:-512} --gen ${GEN:-64} --reps 5 --json > $j 2>/dev/null
       row="$row | $(python3 -c "import json; d=json.load(open('$j')); h=d.get('prefill_host_ms'); print('%.2f%s | %.1f' % (d['prefill_ms'], ' (host %.2f)' % h if h else '', d['decode_tok_s']))")"
     done
     echo "$row |" | tee -a $OUT/variants.md
