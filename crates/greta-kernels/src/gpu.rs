@@ -298,6 +298,9 @@ pub struct GpuKernels {
     /// attention's clusters (`decode_cluster`) count waves of them (0 where there is no
     /// warpgroup GEMM).
     multiprocessors: usize,
+    /// The dynamic shared memory a small decode product's block takes so that at most two
+    /// share a multiprocessor (`spread_shared`); 0 where launches never overlap.
+    spread_pad: u32,
     split_f16: Function,
     add_rmsnorm_split: Function,
     silu_mul_split: Function,
@@ -394,6 +397,20 @@ impl GpuKernels {
             };
             // Hopper objects: thread-block clusters and the warpgroup GEMM.
             let hopper = gpu.platform() == Platform::Nvidia && *target == "sm_90a";
+            // Where launches overlap (sm_90a), the small decode products spread their
+            // blocks (`spread_shared`); their kernels may then take that much dynamic
+            // shared memory.
+            let spread_pad = match hopper {
+                true => spread_pad(gpu.shared_per_multiprocessor()?),
+                false => 0,
+            };
+            let product = |name: &str| -> Result<Function> {
+                let f = gemv.function(name)?;
+                if spread_pad > 0 {
+                    f.set_max_dynamic_shared(spread_pad)?;
+                }
+                Ok(f)
+            };
             return Ok(GpuKernels {
                 object: path,
                 overlap: true,
@@ -408,19 +425,13 @@ impl GpuKernels {
                 add_rmsnorm: ops.function("add_rmsnorm_f32")?,
                 rope_qk_append: ops.function("rope_qk_append_f16")?,
                 rope_qk_append_x4: ops.function("rope_qk_append_x4_f16")?,
-                gemv3: gemv.function("gemv3_f16")?,
-                gemv3_r2: gemv.function("gemv3_f16_r2")?,
-                gemv3_norm: [
-                    gemv.function("gemv3_norm_f16")?,
-                    gemv.function("gemv3_norm_f16_r2")?,
-                ],
-                gemv_add: [
-                    gemv.function("gemv_add_f16")?,
-                    gemv.function("gemv_add_f16_r2")?,
-                ],
+                gemv3: product("gemv3_f16")?,
+                gemv3_r2: product("gemv3_f16_r2")?,
+                gemv3_norm: [product("gemv3_norm_f16")?, product("gemv3_norm_f16_r2")?],
+                gemv_add: [product("gemv_add_f16")?, product("gemv_add_f16_r2")?],
                 gemv_add_pre2: gemv.function("gemv_add_f16_pre2")?,
                 gate_up_silu: gemv.function("gemv_gate_up_silu_f16")?,
-                gate_up_silu_norm: gemv.function("gemv_gate_up_silu_norm_f16")?,
+                gate_up_silu_norm: product("gemv_gate_up_silu_norm_f16")?,
                 gemv_plain: ops.function("gemv_f16")?,
                 argmax: ops.function("argmax_f32")?,
                 argmax_cluster: match hopper {
@@ -494,6 +505,7 @@ impl GpuKernels {
                     true => gpu.multiprocessors()?,
                     false => 0,
                 },
+                spread_pad,
                 split_f16: ops.function("split_f16")?,
                 add_rmsnorm_split: ops.function("add_rmsnorm_split_f16")?,
                 silu_mul_split: ops.function("silu_mul_split_f16")?,
@@ -973,11 +985,18 @@ impl GpuKernels {
         } else {
             (one, rows)
         };
+        let dims = self.wave_rows_of(items, block);
         let dims = LaunchDims {
-            shared_bytes,
-            ..self.wave_rows_of(items, block)
+            shared_bytes: self.spread_shared(dims.grid[0], shared_bytes),
+            ..dims
         };
         self.launch(f, dims, s, args)
+    }
+
+    /// `spread_shared` on this device, while launches overlap.
+    fn spread_shared(&self, blocks: u32, shared: u32) -> u32 {
+        let spread = self.overlap.then_some((self.multiprocessors, self.spread_pad));
+        spread_shared(blocks as usize, shared, spread)
     }
 
     fn launch_gemv3(&self, rows: usize, s: &Stream, args: Args) -> Result<()> {
@@ -1162,9 +1181,10 @@ impl GpuKernels {
         let what = "gate_up_silu_norm";
         let args = Self::gate_up_args([w_gate, w_up], x, [gate, up, act], n, k, what)?;
         let args = Self::norm_args(args, norm, k, what)?;
+        let dims = self.wave_rows_of(n, norm_block(k));
         let dims = LaunchDims {
-            shared_bytes: shared,
-            ..self.wave_rows_of(n, norm_block(k))
+            shared_bytes: self.spread_shared(dims.grid[0], shared),
+            ..dims
         };
         self.launch(&self.gate_up_silu_norm, dims, s, args)
     }
@@ -2256,6 +2276,35 @@ fn check_keys(keys: usize, capacity: usize) -> Result<()> {
     Ok(())
 }
 
+/// The dynamic shared memory (bytes, a multiple of 1 KiB) that keeps a small decode
+/// product to at most two blocks a multiprocessor: half of what one holds less 24 KiB, so
+/// two padded blocks (with their static shared memory and the 1 KiB the hardware reserves
+/// a block) leave room for a decode attention block beside them, and a third never fits.
+/// Why: with overlapped launches the blocks of the next few kernels are resident before
+/// their inputs are ready, and the block scheduler then packed a 72-block product of
+/// SmolLM2 onto 23-36 multiprocessors, 2-3 blocks each, where the decode attention's
+/// placement happened to leave it 54-59 (tools/gpu/timeline.py, session 20): the packed
+/// products ran 0.3-0.6 µs longer each, which made SmolLM2's decode 3-11 % slower at most
+/// context lengths than at the bench's. Capped at two a multiprocessor (the kernels do
+/// not use the memory), a 284-token context decoded 2130 -> 2446 tok/s (H200).
+pub fn spread_pad(shared_per_multiprocessor: usize) -> u32 {
+    let pad = shared_per_multiprocessor.saturating_sub(24 * 1024) / 2;
+    (pad / 1024 * 1024) as u32
+}
+
+/// The dynamic shared memory of a decode product's launch of `blocks` blocks that needs
+/// `shared` itself: `spread = (multiprocessors, spread_pad)` where launches overlap. A
+/// launch of at most two blocks a multiprocessor takes the pad (see `spread_pad`); a
+/// larger one keeps its own, since padding it would only keep the next kernel's blocks
+/// from being resident beside it (Llama-2-7B's Q/K/V and gate/up products: 9 % slower
+/// padded).
+pub fn spread_shared(blocks: usize, shared: u32, spread: Option<(usize, u32)>) -> u32 {
+    match spread {
+        Some((sms, pad)) if pad > shared && blocks <= 2 * sms => pad,
+        _ => shared,
+    }
+}
+
 /// The decode attention's cluster (blocks along the splits) for `splits` splits of each of
 /// `n_heads` heads, on a device whose clusters run over `sms` multiprocessors (None: no
 /// clusters): all of a head's splits where they fit one cluster and the layer's blocks fit
@@ -2440,6 +2489,29 @@ mod tests {
                 "{name} is not a kernel of kernels/ops.hip"
             );
         }
+    }
+
+    /// Hopper's 228 KiB a multiprocessor: two padded product blocks fit (each with the 1 KiB
+    /// the hardware reserves a block and the products' static shared memory, at most 1152
+    /// bytes) with a decode attention block (under 8 KiB static) beside them, and a third
+    /// does not; only launches of at most two blocks a multiprocessor take the pad, only
+    /// where launches overlap, and a launch needing more keeps its own.
+    #[test]
+    fn spread_pad_holds_two_product_blocks_and_an_attention_block_an_sm() {
+        let sm = 228 * 1024;
+        let pad = super::spread_pad(sm) as usize;
+        assert_eq!(pad % 1024, 0);
+        let block = pad + 1152 + 1024;
+        assert!(2 * block + 8 * 1024 + 1024 <= sm, "pad {pad}");
+        assert!(3 * block > sm, "pad {pad}");
+        assert!(pad <= 227 * 1024, "a block may take at most 227 KiB");
+        let spread = Some((132, pad as u32));
+        assert_eq!(super::spread_shared(72, 2304, spread), pad as u32);
+        assert_eq!(super::spread_shared(264, 0, spread), pad as u32);
+        assert_eq!(super::spread_shared(265, 0, spread), 0);
+        assert_eq!(super::spread_shared(72, 2304, None), 2304);
+        assert_eq!(super::spread_shared(72, 200_000, spread), 200_000);
+        assert_eq!(super::spread_pad(16 * 1024), 0);
     }
 
     /// A head's splits are one cluster where clusters run, 2 to 8 splits hold the keys (the

@@ -113,6 +113,15 @@ pub trait Driver: Send + Sync {
     /// Streaming multiprocessors (NVIDIA) or compute units (AMD): how many blocks of a
     /// kernel that fills one run at once, which sizes grids against wave quantisation.
     fn device_multiprocessors(&self, ordinal: usize) -> Result<usize>;
+    /// Shared memory (LDS) one multiprocessor holds for all its resident blocks: how many
+    /// blocks of a given shared-memory size can share it. Queried only where programmatic
+    /// dependent launch runs (NVIDIA sm_90); a platform without an implementation says so.
+    fn device_shared_per_multiprocessor(&self, ordinal: usize) -> Result<usize> {
+        let _ = ordinal;
+        Err(crate::result::HipError::Invalid(
+            "the shared memory per multiprocessor is queried on NVIDIA only".into(),
+        ))
+    }
     /// (free, total) bytes of the calling thread's current device.
     fn mem_info(&self) -> Result<(usize, usize)>;
     /// Makes `ordinal` the current device of the calling thread.

@@ -223,6 +223,21 @@ impl Driver for NvidiaDriver {
         })?;
         positive_count("cuDeviceGetAttribute(MULTIPROCESSOR_COUNT)", v)
     }
+    fn device_shared_per_multiprocessor(&self, o: usize) -> Result<usize> {
+        let d = self.device(o)?;
+        let mut v = 0;
+        check("cuDeviceGetAttribute", unsafe {
+            sys::cuDeviceGetAttribute(
+                &mut v,
+                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR,
+                d,
+            )
+        })?;
+        positive_count(
+            "cuDeviceGetAttribute(MAX_SHARED_MEMORY_PER_MULTIPROCESSOR)",
+            v,
+        )
+    }
     fn mem_info(&self) -> Result<(usize, usize)> {
         let (mut free, mut total) = (0, 0);
         check("cuMemGetInfo_v2", unsafe {

@@ -130,6 +130,12 @@ impl Gpu {
         self.driver.device_multiprocessors(self.ordinal)
     }
 
+    /// Bytes of shared memory one multiprocessor holds (NVIDIA only; see the driver's
+    /// `device_shared_per_multiprocessor`).
+    pub fn shared_per_multiprocessor(&self) -> Result<usize> {
+        self.driver.device_shared_per_multiprocessor(self.ordinal)
+    }
+
     /// Bytes of device memory free on this device now.
     pub fn free_memory(&self) -> Result<usize> {
         self.bind()?;
