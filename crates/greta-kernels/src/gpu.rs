@@ -995,7 +995,9 @@ impl GpuKernels {
 
     /// `spread_shared` on this device, while launches overlap.
     fn spread_shared(&self, blocks: u32, shared: u32) -> u32 {
-        let spread = self.overlap.then_some((self.multiprocessors, self.spread_pad));
+        let spread = self
+            .overlap
+            .then_some((self.multiprocessors, self.spread_pad));
         spread_shared(blocks as usize, shared, spread)
     }
 
@@ -2286,7 +2288,9 @@ fn check_keys(keys: usize, capacity: usize) -> Result<()> {
 /// placement happened to leave it 54-59 (tools/gpu/timeline.py, session 20): the packed
 /// products ran 0.3-0.6 µs longer each, which made SmolLM2's decode 3-11 % slower at most
 /// context lengths than at the bench's. Capped at two a multiprocessor (the kernels do
-/// not use the memory), a 284-token context decoded 2130 -> 2446 tok/s (H200).
+/// not use the memory), SmolLM2's decode went 2417 -> 2766 tok/s at one split, 2133 ->
+/// 2465 at three, 2401 -> 2421 at the bench's five (H200, session 20); results are bit
+/// for bit the same (the kernels never touch the pad; h100_checks.sh passed on it).
 pub fn spread_pad(shared_per_multiprocessor: usize) -> u32 {
     let pad = shared_per_multiprocessor.saturating_sub(24 * 1024) / 2;
     (pad / 1024 * 1024) as u32
