@@ -353,7 +353,8 @@ const NORM_BLOCK: u32 = 1024;
 /// a thread: gemv.hip's NORM_VECS). Measured on an H200 (session 9): 512 threads for
 /// Llama-2-7B's k = 4096 made decode 2.3 % faster than 256, while 512 for SmolLM2's 576
 /// made it 4.5 % slower (36 blocks for Q/K/V leave most SMs idle): the smallest block that
-/// loads in one round, from 256 up to 1024.
+/// loads in one round, from 256 up to 1024. (Q/K/V rows of more than two load groups now
+/// take two rows a wave in 256-thread blocks instead: `gemv3_norm`, session 20.)
 fn norm_block(k: usize) -> u32 {
     const VALUES_PER_THREAD: usize = 8;
     let need = k.div_ceil(VALUES_PER_THREAD);
@@ -1037,7 +1038,23 @@ impl GpuKernels {
         let args = Self::stacked_args(ws, ns, x, ys, k, "gemv3_norm")?;
         let args = Self::norm_args(args, norm, k, "gemv3_norm")?;
         let [a, b] = &self.gemv3_norm;
-        self.launch_rows([a, b], ns.iter().sum(), norm_block(k), shared, s, args)
+        let rows: usize = ns.iter().sum();
+        // Rows of more than two load groups (Llama-2-7B's k = 4096 on NVIDIA): two rows a
+        // wave (76 registers) in 8-wave blocks, three an SM, 24 waves of 4 KiB of weights
+        // in flight against 32 of 2 KiB at one row a wave in 16-wave blocks; the norm
+        // prologue then loads x in two rounds. H200, session 20, five rounds over two
+        // calls: 7B decode +0.3 to +0.7 %. The same two rows a wave in 16-wave blocks (one
+        // an SM) measured −1.1 % (session 18), in 32-wave blocks at one row −3.7 %.
+        let group = GEMV_GROUP_LANE_HALVES * self.wave as usize;
+        if k > 2 * group {
+            let dims = self.wave_rows_of(rows.div_ceil(2), BLOCK);
+            let dims = LaunchDims {
+                shared_bytes: self.spread_shared(dims.grid[0], shared),
+                ..dims
+            };
+            return self.launch(b, dims, s, args);
+        }
+        self.launch_rows([a, b], rows, norm_block(k), shared, s, args)
     }
 
     /// y = w · x and resid += y in one launch (decode's output and down projections with
