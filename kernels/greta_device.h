@@ -100,9 +100,50 @@ GRETA_DEVICE void g_launch_next() {
     asm volatile("griddepcontrol.launch_dependents;" ::: "memory");
 #endif
 }
+// The kernel timeline (`cargo xtask build-kernels --timeline`, NVIDIA sm_90 only; read by
+// `greta bench --timeline`, crates/greta-kernels/src/timeline.rs): thread 0 of every block
+// that waits stamps when it reached the wait and when the wait let it go (%globaltimer,
+// ns), with its SM, block and grid, into its module's ring. All blocks of a launch pass
+// their wait only after every block of the launch ahead has finished, so the stamps give
+// the order of launches, each one's time on the critical path and how early its blocks
+// were resident. The stamps cost a decode step ~10 % (SmolLM2): compare within such a build.
+#if defined(GRETA_TIMELINE) && defined(GRETA_NVIDIA)
+struct g_stamp {
+    unsigned long long arrive, release;
+    unsigned seq, sm, block, grid, threads, cycles;
+};
+#define GRETA_TIMELINE_RING (1u << 18)
+extern "C" {
+__device__ unsigned greta_timeline_n;
+__device__ g_stamp greta_timeline[GRETA_TIMELINE_RING];
+}
+#endif
 GRETA_DEVICE void g_wait_previous() {
 #if defined(GRETA_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 900
+#ifdef GRETA_TIMELINE
+    unsigned long long arrive, release;
+    asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(arrive));
+    const long long c0 = clock64();
+#endif
     asm volatile("griddepcontrol.wait;" ::: "memory");
+#ifdef GRETA_TIMELINE
+    if (threadIdx.x == 0 && threadIdx.y == 0 && threadIdx.z == 0) {
+        asm volatile("mov.u64 %0, %%globaltimer;" : "=l"(release));
+        unsigned sm;
+        asm volatile("mov.u32 %0, %%smid;" : "=r"(sm));
+        const unsigned seq = atomicAdd(&greta_timeline_n, 1u);
+        g_stamp r;
+        r.arrive = arrive;
+        r.release = release;
+        r.seq = seq;
+        r.sm = sm;
+        r.block = blockIdx.x + gridDim.x * (blockIdx.y + gridDim.y * blockIdx.z);
+        r.grid = gridDim.x * gridDim.y * gridDim.z;
+        r.threads = blockDim.x * blockDim.y * blockDim.z;
+        r.cycles = (unsigned)(clock64() - c0);
+        greta_timeline[seq % GRETA_TIMELINE_RING] = r;
+    }
+#endif
 #endif
 }
 // Both, at a kernel's entry: for kernels with nothing to do before their inputs are ready.

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
-"""Reads the rings a timeline study build dumps (tools/gpu/variants/decode-timeline.patch:
-GRETA_TIMELINE=FILE greta bench ...) and prints the last decode steps as launches on the
-critical path.
+"""Reads a kernel timeline (`greta bench --timeline FILE`, with kernels built by `cargo
+xtask build-kernels --timeline`: crates/greta-kernels/src/timeline.rs) and prints the
+launches on the critical path.
 
 Every block that waits for the kernel ahead (g_wait_previous) stamps when it reached the
 wait (arrive) and when the wait let it go (release), in %globaltimer ns. All blocks of a
@@ -14,32 +14,22 @@ kernel (module, grid, block) changes. For each launch:
   early    how long before its first release its first block arrived (resident ahead);
   late     blocks that arrived after the first release (not resident in time), and the
            last arrival after the first release.
-Usage: timeline.py FILE [--launches N]
+Kernels that never wait (the first of a pass) do not appear. The stamps slow the run
+(SmolLM2's decode ~10 %): compare timelines with each other, not with plain builds.
+Usage: timeline.py FILE.csv [--launches N]
 """
 import argparse
-import struct
+import csv
 import statistics
-from collections import defaultdict
-
-MODULES = ["ops", "fallback_attention", "fallback_gemm", "attention", "gemm", "gemv"]
-REC = struct.Struct("<QQIIIIII")
+from collections import Counter, defaultdict
 
 
 def read(path):
-    data = open(path, "rb").read()
-    recs, off = [], 0
-    while off < len(data):
-        m, n, size = struct.unpack_from("<IIQ", data, off)
-        off += 16
-        ring = data[off:off + size]
-        off += size
-        cap = size // REC.size
-        for i in range(max(0, n - cap), n):
-            a, r, seq, sm, blk, grid, thr, cyc = REC.unpack_from(ring, (i % cap) * REC.size)
-            recs.append(dict(mod=MODULES[m] if m < len(MODULES) else str(m), arrive=a,
-                             release=r, seq=seq, sm=sm, block=blk, grid=grid, threads=thr,
-                             cycles=cyc))
-    return recs
+    with open(path, newline="") as f:
+        return [dict(mod=r["module"], seq=int(r["seq"]), sm=int(r["sm"]), block=int(r["block"]),
+                     grid=int(r["grid"]), threads=int(r["threads"]), arrive=int(r["arrive_ns"]),
+                     release=int(r["release_ns"]), cycles=int(r["cycles"]))
+                for r in csv.DictReader(f)]
 
 
 def launches(recs):
@@ -74,13 +64,14 @@ def main():
                          gap=(first - prev) if prev is not None else None, early=early,
                          late=len(late), last=max(r["arrive"] for r in l) - first,
                          spread=max(r["release"] for r in l) - first,
-                         sms=len({r["sm"] for r in l})))
+                         sms=len({r["sm"] for r in l}),
+                         per_sm=max(Counter(r["sm"] for r in l).values())))
     if a.launches:
-        print("| # | kernel | blocks (SMs) | gap to previous µs | early µs | late blocks | last arrival µs | release spread µs |")
+        print("| # | kernel | blocks (SMs, most on one) | gap to previous µs | early µs | late blocks | last arrival µs | release spread µs |")
         print("|---|---|---|---|---|---|---|---|")
         for i, r in enumerate(rows[-a.launches:]):
-            print("| %d | %s | %d (%d) | %s | %.2f | %d | %.2f | %.2f |" % (
-                len(rows) - a.launches + i, r["name"], r["blocks"], r["sms"],
+            print("| %d | %s | %d (%d, %d) | %s | %.2f | %d | %.2f | %.2f |" % (
+                len(rows) - a.launches + i, r["name"], r["blocks"], r["sms"], r["per_sm"],
                 "%.2f" % (r["gap"] / 1e3) if r["gap"] is not None else "", r["early"] / 1e3,
                 r["late"], r["last"] / 1e3, r["spread"] / 1e3))
     # The time each kernel holds the critical path: the gap after it (next launch's first
@@ -92,15 +83,16 @@ def main():
         if g is not None and g < 50_000:
             by[rows[i]["name"]].append((g, rows[i]))
     print()
-    print("| kernel | launches | critical-path µs (median) | p10 | p90 | early µs (median) | launches with late blocks | last arrival µs (median) |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| kernel | launches | critical-path µs (median) | p10 | p90 | early µs (median) | launches with late blocks | last arrival µs (median) | SMs (median) |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for name, v in sorted(by.items(), key=lambda kv: -sum(g for g, _ in kv[1])):
         gs = sorted(g for g, _ in v)
         p = lambda q: gs[min(len(gs) - 1, int(q * len(gs)))] / 1e3
-        print("| %s | %d | %.2f | %.2f | %.2f | %.2f | %d | %.2f |" % (
+        print("| %s | %d | %.2f | %.2f | %.2f | %.2f | %d | %.2f | %d |" % (
             name, len(v), statistics.median(gs) / 1e3, p(0.1), p(0.9),
             statistics.median(r["early"] for _, r in v) / 1e3,
-            sum(1 for _, r in v if r["late"]), statistics.median(r["last"] for _, r in v) / 1e3))
+            sum(1 for _, r in v if r["late"]), statistics.median(r["last"] for _, r in v) / 1e3,
+            statistics.median(r["sms"] for _, r in v)))
 
 
 if __name__ == "__main__":

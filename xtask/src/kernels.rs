@@ -9,6 +9,9 @@
 //!   when neither is there.
 //! - the HMMA check reads sm_90a objects with cuobjdump (+ nvdisasm): `$CUOBJDUMP`, beside
 //!   nvcc, the PATH, or the 13.2 wheels installed into target/toolchains/cuobjdump-13.2.
+//! - `--timeline`: the NVIDIA objects alone, with `-DGRETA_TIMELINE` (every block stamps
+//!   its wait for the kernel ahead: kernels/greta_device.h, `greta bench --timeline`), into
+//!   target/kernels-timeline, so that the default objects stay as they are.
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -158,8 +161,9 @@ fn first_line(s: &str) -> String {
         .to_string()
 }
 
-/// Builds every kernel for every target into target/kernels/; returns the manifest path.
-pub fn build(root: &Path) -> Result<PathBuf> {
+/// Builds every kernel for every target into target/kernels/ (with `timeline`, the NVIDIA
+/// targets' timeline build into target/kernels-timeline/); returns the manifest path.
+pub fn build(root: &Path, timeline: bool) -> Result<PathBuf> {
     let sources: Vec<PathBuf> = {
         let mut v: Vec<PathBuf> = std::fs::read_dir(root.join("kernels"))?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -171,7 +175,10 @@ pub fn build(root: &Path) -> Result<PathBuf> {
     if sources.is_empty() {
         bail!("no kernels/*.hip sources");
     }
-    let out_root = root.join("target/kernels");
+    let out_root = root.join(match timeline {
+        true => "target/kernels-timeline",
+        false => "target/kernels",
+    });
     let clang = find_clang()?;
     let nvcc = find_nvcc(root)?;
     let cuobjdump = find_cuobjdump(root, &nvcc)?;
@@ -185,7 +192,7 @@ pub fn build(root: &Path) -> Result<PathBuf> {
         .unwrap_or("")
         .to_string();
     let mut objects = Vec::new();
-    for t in &TARGETS {
+    for t in TARGETS.iter().filter(|t| !timeline || t.vendor == "nvidia") {
         let dir = out_root.join(t.name);
         std::fs::create_dir_all(&dir)?;
         for src in &sources {
@@ -215,6 +222,7 @@ pub fn build(root: &Path) -> Result<PathBuf> {
                 output(
                     Command::new(&nvcc)
                         .args(["-cubin", "-O3", "-std=c++17", "-x", "cu"])
+                        .args(timeline.then_some("-DGRETA_TIMELINE"))
                         .arg(format!("-arch={}", t.name))
                         .arg("-o")
                         .arg(&obj)

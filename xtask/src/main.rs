@@ -30,7 +30,14 @@ fn main() -> Result<()> {
         Some("ci") => ci(),
         Some("fetch-model") => fetch_model(),
         Some("build-kernels") => {
-            kernels::build(&root()).map(|m| eprintln!("manifest: {}", m.display()))
+            let timeline = match args.get(1).map(String::as_str) {
+                None => false,
+                Some("--timeline") => true,
+                Some(other) => bail!(
+                    "build-kernels: unknown argument {other:?}; accepted: --timeline (the NVIDIA objects with every block's wait stamped, into target/kernels-timeline)"
+                ),
+            };
+            kernels::build(&root(), timeline).map(|m| eprintln!("manifest: {}", m.display()))
         }
         Some("repro") => {
             let code = repro::main(&args[1..])?;
@@ -157,7 +164,7 @@ fn ci() -> Result<()> {
     )?;
     // Every kernel for every target (gfx942, gfx90a, sm_90a), with the matrix-unit check.
     eprintln!("==> cargo xtask build-kernels");
-    let manifest = kernels::build(&root())?;
+    let manifest = kernels::build(&root(), false)?;
     eprintln!("kernel manifest: {}", manifest.display());
     // The parity tests need the default model: fetch it once, up front, with its progress
     // shown, rather than inside a test whose output is captured.

@@ -52,6 +52,12 @@ pub struct BenchArgs {
     /// refused: without them every step would run at the prompt's first position.
     #[arg(long, value_name = "NAMES", value_delimiter = ',')]
     skip_kernels: Vec<String>,
+    /// GPU timing study: write every block's wait for the kernel ahead (when it reached it,
+    /// when it passed, its SM, block and grid) as CSV to FILE, for tools/gpu/timeline.py.
+    /// Needs kernels built with `cargo xtask build-kernels --timeline` (NVIDIA sm_90; point
+    /// GRETA_KERNELS_DIR at target/kernels-timeline); the stamps slow decode ~10 %.
+    #[arg(long, value_name = "FILE")]
+    timeline: Option<PathBuf>,
     /// Print one JSON object (the report) on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -146,6 +152,9 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         Backend::Cpu if !a.skip_kernels.is_empty() => {
             anyhow::bail!("--skip-kernels is a GPU timing study; this run is on the CPU")
         }
+        Backend::Cpu if a.timeline.is_some() => {
+            anyhow::bail!("--timeline is a GPU timing study; this run is on the CPU")
+        }
         Backend::Cpu => {
             a.gpu.note_unused_on_cpu();
             let weights = if synthetic_name.is_some() {
@@ -165,10 +174,18 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
                 })?;
             a.gpu.apply(&mut model)?;
             model.kernels.skip_kernels(&a.skip_kernels)?;
+            if a.timeline.is_some() && !model.kernels.has_timeline() {
+                // Refused before the runs, not after them: the message of `timeline`.
+                model.kernels.timeline(&model.gpu.stream()?)?;
+            }
             up.finish_and_clear();
             drop(weights);
             let wb = bench::gpu_weight_bytes(&model.config);
-            bench::bench_gpu(&model, wb, &spec, &mut |r| reps.set_position(r as u64))?
+            let report = bench::bench_gpu(&model, wb, &spec, &mut |r| reps.set_position(r as u64))?;
+            if let Some(path) = &a.timeline {
+                write_timeline(&model.kernels, &model.gpu.stream()?, path)?;
+            }
+            report
         }
     };
     reps.finish_and_clear();
@@ -242,6 +259,43 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         match r.device_used_bytes {
             Some(b) => format!("; device memory in use {:.2} GB", b as f64 / 1e9),
             None => String::new(),
+        }
+    );
+    Ok(())
+}
+
+/// Writes the timeline's stamps (every module's, ordered by release time) as CSV, and says
+/// on stderr how many there are and how many the rings no longer held.
+fn write_timeline(
+    kernels: &greta_model::kernels::gpu::GpuKernels,
+    s: &hiprt::Stream,
+    path: &std::path::Path,
+) -> anyhow::Result<()> {
+    let rings = kernels.timeline(s)?;
+    let mut stamps = Vec::new();
+    let mut lost = Vec::new();
+    for r in &rings {
+        stamps.extend(r.stamps()?);
+        if r.lost() > 0 {
+            lost.push(format!("{} of {} ({})", r.lost(), r.count, r.module));
+        }
+    }
+    stamps.sort_by_key(|s| (s.release_ns, s.seq));
+    let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
+    greta_model::kernels::timeline::write_csv(&stamps, &mut f)?;
+    std::io::Write::flush(&mut f)?;
+    eprintln!(
+        "timeline: {} block stamps written to {}{}",
+        stamps.len(),
+        path.display(),
+        if lost.is_empty() {
+            String::new()
+        } else {
+            format!(
+                "; the rings keep the last {} a module, so the earliest were overwritten: {}",
+                greta_model::kernels::timeline::RING,
+                lost.join(", ")
+            )
         }
     );
     Ok(())

@@ -443,3 +443,36 @@ fn bench_reports_json_for_a_synthetic_model_and_writes_a_gguf_greta_reads_back()
         "{err}"
     );
 }
+
+/// The GPU timing studies are refused on the CPU, naming the flag, instead of running a
+/// bench whose study did not happen.
+#[test]
+fn bench_refuses_gpu_timing_studies_on_the_cpu() {
+    for (flag, value) in [
+        ("--timeline", "/tmp/greta-timeline-never-written.csv"),
+        ("--skip-kernels", "gemv3_norm_f16"),
+    ] {
+        let out = greta(&[
+            "bench",
+            "-m",
+            "synthetic:tiny",
+            "--backend",
+            "cpu",
+            "--prompt-len",
+            "4",
+            "--gen",
+            "2",
+            "--reps",
+            "1",
+            flag,
+            value,
+        ]);
+        assert!(!out.status.success(), "{flag} ran on the CPU");
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            err.contains(flag) && err.contains("GPU timing study"),
+            "{flag}: {err}"
+        );
+    }
+    assert!(!std::path::Path::new("/tmp/greta-timeline-never-written.csv").exists());
+}

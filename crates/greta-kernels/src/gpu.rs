@@ -5,6 +5,7 @@
 use std::ffi::c_void;
 use std::path::{Path, PathBuf};
 
+use crate::timeline;
 use hiprt::{
     DeviceBuffer, Function, Gpu, HipError, LaunchDims, Module, Platform, Stream, TensorMap,
 };
@@ -269,9 +270,9 @@ pub struct GpuKernels {
     /// Whether launches may run in thread-block clusters (NVIDIA's sm_90a objects): the
     /// split decode attention then combines a head's splits in one cluster.
     clusters: bool,
-    /// The loaded code objects: they keep the functions alive, and `skip_kernels` looks names
-    /// up in them.
-    modules: Vec<Module>,
+    /// The loaded code objects by kernels/*.hip stem: they keep the functions alive,
+    /// `skip_kernels` looks names up in them, and `timeline` reads their rings.
+    modules: Vec<(&'static str, Module)>,
     kv_append: Function,
     attn_scores: Function,
     attn_softmax: Function,
@@ -511,7 +512,14 @@ impl GpuKernels {
                 add_rmsnorm_split: ops.function("add_rmsnorm_split_f16")?,
                 silu_mul_split: ops.function("silu_mul_split_f16")?,
                 gemm_plain: plain_gemm.function("gemm_f16w_fallback")?,
-                modules: vec![ops, plain_attn, plain_gemm, attn, gemm, gemv],
+                modules: vec![
+                    ("ops", ops),
+                    ("fallback_attention", plain_attn),
+                    ("fallback_gemm", plain_gemm),
+                    ("attention", attn),
+                    ("gemm", gemm),
+                    ("gemv", gemv),
+                ],
             });
         }
         Err(KernelError::Missing {
@@ -519,6 +527,42 @@ impl GpuKernels {
             dir: dir.display().to_string(),
             tried: tried.join("; "),
         })
+    }
+
+    /// Whether these kernels were built with the timeline (`cargo xtask build-kernels
+    /// --timeline`): every module then has its ring.
+    pub fn has_timeline(&self) -> bool {
+        self.modules
+            .iter()
+            .all(|(_, m)| m.has_global(timeline::COUNT_SYMBOL))
+    }
+
+    /// The timeline's rings of every module, read on `s` (see `timeline`); refused for
+    /// kernels built without it.
+    pub fn timeline(&self, s: &Stream) -> Result<Vec<timeline::Ring>> {
+        if !self.has_timeline() {
+            return Err(KernelError::Shape(format!(
+                "the kernels in {} were built without the timeline: build them with `cargo xtask build-kernels --timeline` (NVIDIA only; into target/kernels-timeline) and point GRETA_KERNELS_DIR there",
+                self.object.parent().and_then(|p| p.parent()).unwrap_or(&self.object).display()
+            )));
+        }
+        let mut rings = Vec::new();
+        for (name, m) in &self.modules {
+            let n = m.read_global(timeline::COUNT_SYMBOL, s)?;
+            let count = n
+                .get(..4)
+                .and_then(|b| b.try_into().ok())
+                .map(u32::from_le_bytes)
+                .ok_or_else(|| {
+                    KernelError::Shape(format!("{name}: the timeline counter is not 4 bytes"))
+                })?;
+            rings.push(timeline::Ring {
+                module: name,
+                count,
+                bytes: m.read_global(timeline::RING_SYMBOL, s)?,
+            });
+        }
+        Ok(rings)
     }
 
     /// For a timing study only (`greta bench --skip-kernels`): every later launch of these
@@ -530,7 +574,7 @@ impl GpuKernels {
     pub fn skip_kernels(&mut self, names: &[String]) -> Result<()> {
         for n in names {
             check_skippable(n)?;
-            if !self.modules.iter().any(|m| m.function(n).is_ok()) {
+            if !self.modules.iter().any(|(_, m)| m.function(n).is_ok()) {
                 return Err(KernelError::UnknownKernel {
                     name: n.clone(),
                     dir: self.object.display().to_string(),

@@ -5,3 +5,4 @@
 pub mod cpu;
 pub mod gpu;
 pub mod quant;
+pub mod timeline;

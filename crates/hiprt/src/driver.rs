@@ -176,6 +176,15 @@ pub trait Driver: Send + Sync {
     fn module_load_data(&self, image: &[u8]) -> Result<ModuleHandle>;
     fn module_unload(&self, m: ModuleHandle) -> Result<()>;
     fn module_get_function(&self, m: ModuleHandle, name: &str) -> Result<FunctionHandle>;
+    /// A module's global variable by name: its device address and size in bytes (the
+    /// kernel timeline's rings, `greta bench --timeline`). Implemented for NVIDIA; a
+    /// platform without it says so.
+    fn module_get_global(&self, m: ModuleHandle, name: &str) -> Result<(DevicePtr, usize)> {
+        let _ = m;
+        Err(crate::result::HipError::Invalid(format!(
+            "module globals ({name}) are read on NVIDIA only"
+        )))
+    }
     /// Lets the kernel take up to `bytes` of dynamic shared memory (LDS) per block: NVIDIA
     /// needs the opt-in above 48 KiB; a CDNA workgroup may use its CU's 64 KiB without one.
     fn function_set_max_dynamic_shared(&self, f: FunctionHandle, bytes: u32) -> Result<()>;

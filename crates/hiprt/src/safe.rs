@@ -495,6 +495,23 @@ pub struct Module {
 }
 
 impl Module {
+    /// Whether the module defines a global variable of this name.
+    pub fn has_global(&self, name: &str) -> bool {
+        let d = &self.inner.driver;
+        d.module_get_global(self.inner.handle.expect("live"), name)
+            .is_ok()
+    }
+
+    /// The bytes of the module's global variable `name`, read on `s` (which it waits for).
+    pub fn read_global(&self, name: &str, s: &Stream) -> Result<Vec<u8>> {
+        let d = &self.inner.driver;
+        let (p, bytes) = d.module_get_global(self.inner.handle.expect("live"), name)?;
+        let mut out = vec![0u8; bytes];
+        // SAFETY: `p` is the start of a live module's global of `bytes` bytes.
+        unsafe { d.memcpy_dtoh(&mut out, p, s.handle())? };
+        s.synchronize()?;
+        Ok(out)
+    }
     pub fn function(&self, name: &str) -> Result<Function> {
         let h = self
             .inner
