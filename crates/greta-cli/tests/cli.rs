@@ -403,19 +403,7 @@ fn bench_reports_json_for_a_synthetic_model_and_writes_a_gguf_greta_reads_back()
         assert!(r[k].as_f64().unwrap() > 0.0, "{k}: {}", r[k]);
     }
     // The written GGUF is a model greta loads and benchmarks.
-    let out = greta(&[
-        "bench",
-        "-m",
-        gguf.to_str().unwrap(),
-        "--backend",
-        "cpu",
-        "--prompt-len",
-        "4",
-        "--gen",
-        "2",
-        "--reps",
-        "1",
-    ]);
+    let out = short_cpu_bench(gguf.to_str().unwrap(), &[]);
     assert!(
         out.status.success(),
         "{}",
@@ -452,21 +440,7 @@ fn bench_refuses_gpu_timing_studies_on_the_cpu() {
         ("--timeline", "/tmp/greta-timeline-never-written.csv"),
         ("--skip-kernels", "gemv3_norm_f16"),
     ] {
-        let out = greta(&[
-            "bench",
-            "-m",
-            "synthetic:tiny",
-            "--backend",
-            "cpu",
-            "--prompt-len",
-            "4",
-            "--gen",
-            "2",
-            "--reps",
-            "1",
-            flag,
-            value,
-        ]);
+        let out = short_cpu_bench("synthetic:tiny", &[flag, value]);
         assert!(!out.status.success(), "{flag} ran on the CPU");
         let err = String::from_utf8_lossy(&out.stderr);
         assert!(
@@ -475,4 +449,24 @@ fn bench_refuses_gpu_timing_studies_on_the_cpu() {
         );
     }
     assert!(!std::path::Path::new("/tmp/greta-timeline-never-written.csv").exists());
+}
+
+/// `greta bench` of `model` on the CPU at the smallest sizes (4 prompt tokens, 2 decoded,
+/// one repetition), with `extra` flags.
+fn short_cpu_bench(model: &str, extra: &[&str]) -> Output {
+    let mut args = vec![
+        "bench",
+        "-m",
+        model,
+        "--backend",
+        "cpu",
+        "--prompt-len",
+        "4",
+        "--gen",
+        "2",
+        "--reps",
+        "1",
+    ];
+    args.extend_from_slice(extra);
+    greta(&args)
 }

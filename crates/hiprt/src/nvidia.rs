@@ -145,6 +145,21 @@ unsafe fn launch_ex(
 }
 
 impl NvidiaDriver {
+    /// A device attribute that must be a positive count (`what`: its name in errors).
+    fn positive_attribute(
+        &self,
+        o: usize,
+        attr: sys::CUdevice_attribute,
+        what: &str,
+    ) -> Result<usize> {
+        let d = self.device(o)?;
+        let mut v = 0;
+        check("cuDeviceGetAttribute", unsafe {
+            sys::cuDeviceGetAttribute(&mut v, attr, d)
+        })?;
+        positive_count(&format!("cuDeviceGetAttribute({what})"), v)
+    }
+
     /// Finds the CUDA driver library and initialises it.
     pub fn open() -> Result<NvidiaDriver> {
         // SAFETY: only probes for the library.
@@ -213,30 +228,17 @@ impl Driver for NvidiaDriver {
         Ok(b)
     }
     fn device_multiprocessors(&self, o: usize) -> Result<usize> {
-        let d = self.device(o)?;
-        let mut v = 0;
-        check("cuDeviceGetAttribute", unsafe {
-            sys::cuDeviceGetAttribute(
-                &mut v,
-                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
-                d,
-            )
-        })?;
-        positive_count("cuDeviceGetAttribute(MULTIPROCESSOR_COUNT)", v)
+        self.positive_attribute(
+            o,
+            sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MULTIPROCESSOR_COUNT,
+            "MULTIPROCESSOR_COUNT",
+        )
     }
     fn device_shared_per_multiprocessor(&self, o: usize) -> Result<usize> {
-        let d = self.device(o)?;
-        let mut v = 0;
-        check("cuDeviceGetAttribute", unsafe {
-            sys::cuDeviceGetAttribute(
-                &mut v,
-                sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR,
-                d,
-            )
-        })?;
-        positive_count(
-            "cuDeviceGetAttribute(MAX_SHARED_MEMORY_PER_MULTIPROCESSOR)",
-            v,
+        self.positive_attribute(
+            o,
+            sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR,
+            "MAX_SHARED_MEMORY_PER_MULTIPROCESSOR",
         )
     }
     fn mem_info(&self) -> Result<(usize, usize)> {
