@@ -24,6 +24,8 @@ pub enum KernelError {
     Shape(String),
     #[error("no kernel named {name:?} in the code objects of {dir} (names as in kernels/*.hip, e.g. attn_decode_split_hd64, add_rmsnorm_f32)")]
     UnknownKernel { name: String, dir: String },
+    #[error("the kernels in {dir} were built without the timeline: build them with `cargo xtask build-kernels --timeline` (NVIDIA only; into target/kernels-timeline) and point GRETA_KERNELS_DIR there")]
+    NoTimeline { dir: String },
     #[error("{name} cannot be left out of a timing study: it also moves the decode position, so without it every step would run at the prompt's first position and time a shorter attention, not the step without {name} (the kernels that move it: {})", MOVES_POSITION.join(", "))]
     SkipMovesPosition { name: String },
 }
@@ -541,10 +543,10 @@ impl GpuKernels {
     /// kernels built without it.
     pub fn timeline(&self, s: &Stream) -> Result<Vec<timeline::Ring>> {
         if !self.has_timeline() {
-            return Err(KernelError::Shape(format!(
-                "the kernels in {} were built without the timeline: build them with `cargo xtask build-kernels --timeline` (NVIDIA only; into target/kernels-timeline) and point GRETA_KERNELS_DIR there",
-                self.object.parent().and_then(|p| p.parent()).unwrap_or(&self.object).display()
-            )));
+            let dir = self.object.parent().and_then(|p| p.parent());
+            return Err(KernelError::NoTimeline {
+                dir: dir.unwrap_or(&self.object).display().to_string(),
+            });
         }
         let mut rings = Vec::new();
         for (name, m) in &self.modules {
