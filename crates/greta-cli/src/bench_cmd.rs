@@ -174,9 +174,8 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
                 })?;
             a.gpu.apply(&mut model)?;
             model.kernels.skip_kernels(&a.skip_kernels)?;
-            if a.timeline.is_some() && !model.kernels.has_timeline() {
-                // Refused before the runs, not after them: the message of `timeline`.
-                model.kernels.timeline(&model.gpu.stream()?)?;
+            if a.timeline.is_some() {
+                model.kernels.require_timeline()?; // before the runs, not after them
             }
             up.finish_and_clear();
             drop(weights);

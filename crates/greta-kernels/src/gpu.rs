@@ -531,23 +531,24 @@ impl GpuKernels {
         })
     }
 
-    /// Whether these kernels were built with the timeline (`cargo xtask build-kernels
-    /// --timeline`): every module then has its ring.
-    pub fn has_timeline(&self) -> bool {
-        self.modules
-            .iter()
-            .all(|(_, m)| m.has_global(timeline::COUNT_SYMBOL))
+    /// Refuses kernels built without the timeline (`cargo xtask build-kernels
+    /// --timeline`, which gives every module its ring).
+    pub fn require_timeline(&self) -> Result<()> {
+        for (_, m) in &self.modules {
+            if !m.has_global(timeline::COUNT_SYMBOL)? {
+                let dir = self.object.parent().and_then(|p| p.parent());
+                return Err(KernelError::NoTimeline {
+                    dir: dir.unwrap_or(&self.object).display().to_string(),
+                });
+            }
+        }
+        Ok(())
     }
 
     /// The timeline's rings of every module, read on `s` (see `timeline`); refused for
     /// kernels built without it.
     pub fn timeline(&self, s: &Stream) -> Result<Vec<timeline::Ring>> {
-        if !self.has_timeline() {
-            let dir = self.object.parent().and_then(|p| p.parent());
-            return Err(KernelError::NoTimeline {
-                dir: dir.unwrap_or(&self.object).display().to_string(),
-            });
-        }
+        self.require_timeline()?;
         let mut rings = Vec::new();
         for (name, m) in &self.modules {
             let n = m.read_global(timeline::COUNT_SYMBOL, s)?;

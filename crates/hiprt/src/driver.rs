@@ -176,10 +176,10 @@ pub trait Driver: Send + Sync {
     fn module_load_data(&self, image: &[u8]) -> Result<ModuleHandle>;
     fn module_unload(&self, m: ModuleHandle) -> Result<()>;
     fn module_get_function(&self, m: ModuleHandle, name: &str) -> Result<FunctionHandle>;
-    /// A module's global variable by name: its device address and size in bytes (the
-    /// kernel timeline's rings, `greta bench --timeline`). Implemented for NVIDIA; a
-    /// platform without it says so.
-    fn module_get_global(&self, m: ModuleHandle, name: &str) -> Result<(DevicePtr, usize)> {
+    /// A module's global variable by name: its device address and size in bytes, or None
+    /// where the module defines no such name (the kernel timeline's rings, `greta bench
+    /// --timeline`). Implemented for NVIDIA; a platform without it says so.
+    fn module_get_global(&self, m: ModuleHandle, name: &str) -> Result<Option<(DevicePtr, usize)>> {
         let _ = m;
         Err(crate::result::HipError::Invalid(format!(
             "module globals ({name}) are read on NVIDIA only"

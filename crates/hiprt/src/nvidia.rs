@@ -377,14 +377,16 @@ impl Driver for NvidiaDriver {
         })?;
         Ok(FunctionHandle(f.cast()))
     }
-    fn module_get_global(&self, m: ModuleHandle, name: &str) -> Result<(DevicePtr, usize)> {
+    fn module_get_global(&self, m: ModuleHandle, name: &str) -> Result<Option<(DevicePtr, usize)>> {
         let c = CString::new(name)
             .map_err(|_| HipError::Invalid(format!("global name {name:?} contains NUL")))?;
         let (mut p, mut bytes) = (0, 0usize);
-        check("cuModuleGetGlobal_v2", unsafe {
-            sys::cuModuleGetGlobal_v2(&mut p, &mut bytes, m.0.cast(), c.as_ptr())
-        })?;
-        Ok((DevicePtr(p as usize as *mut c_void), bytes))
+        let r = unsafe { sys::cuModuleGetGlobal_v2(&mut p, &mut bytes, m.0.cast(), c.as_ptr()) };
+        if r == sys::CUresult::CUDA_ERROR_NOT_FOUND {
+            return Ok(None);
+        }
+        check("cuModuleGetGlobal_v2", r)?;
+        Ok(Some((DevicePtr(p as usize as *mut c_void), bytes)))
     }
     fn function_set_max_dynamic_shared(&self, f: FunctionHandle, bytes: u32) -> Result<()> {
         let value = i32::try_from(bytes)

@@ -496,16 +496,18 @@ pub struct Module {
 
 impl Module {
     /// Whether the module defines a global variable of this name.
-    pub fn has_global(&self, name: &str) -> bool {
+    pub fn has_global(&self, name: &str) -> Result<bool> {
         let d = &self.inner.driver;
-        d.module_get_global(self.inner.handle.expect("live"), name)
-            .is_ok()
+        Ok(d.module_get_global(self.inner.handle.expect("live"), name)?
+            .is_some())
     }
 
     /// The bytes of the module's global variable `name`, read on `s` (which it waits for).
     pub fn read_global(&self, name: &str, s: &Stream) -> Result<Vec<u8>> {
         let d = &self.inner.driver;
-        let (p, bytes) = d.module_get_global(self.inner.handle.expect("live"), name)?;
+        let (p, bytes) = d
+            .module_get_global(self.inner.handle.expect("live"), name)?
+            .ok_or_else(|| HipError::Invalid(format!("the module has no global {name:?}")))?;
         let mut out = vec![0u8; bytes];
         // SAFETY: `p` is the start of a live module's global of `bytes` bytes.
         unsafe { d.memcpy_dtoh(&mut out, p, s.handle())? };
