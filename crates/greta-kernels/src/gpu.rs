@@ -1033,20 +1033,20 @@ impl GpuKernels {
         } else {
             (one, rows)
         };
-        let dims = self.wave_rows_of(items, block);
-        let dims = LaunchDims {
-            shared_bytes: self.spread_shared(dims.grid[0], shared_bytes),
-            ..dims
-        };
-        self.launch(f, dims, s, args)
+        self.launch(f, self.product_dims(items, block, shared_bytes), s, args)
     }
 
-    /// `spread_shared` on this device, while launches overlap.
-    fn spread_shared(&self, blocks: u32, shared: u32) -> u32 {
+    /// A decode product's launch: `wave_rows_of(items, block)` with the `shared` bytes it
+    /// needs, or the spread pad where `spread_shared` gives it one (launches overlapping).
+    fn product_dims(&self, items: usize, block: u32, shared: u32) -> LaunchDims {
+        let dims = self.wave_rows_of(items, block);
         let spread = self
             .overlap
             .then_some((self.multiprocessors, self.spread_pad));
-        spread_shared(blocks as usize, shared, spread)
+        LaunchDims {
+            shared_bytes: spread_shared(dims.grid[0] as usize, shared, spread),
+            ..dims
+        }
     }
 
     fn launch_gemv3(&self, rows: usize, s: &Stream, args: Args) -> Result<()> {
@@ -1094,11 +1094,7 @@ impl GpuKernels {
         // an SM) measured −1.1 % (session 18), in 32-wave blocks at one row −3.7 %.
         let group = GEMV_GROUP_LANE_HALVES * self.wave as usize;
         if k > 2 * group {
-            let dims = self.wave_rows_of(rows.div_ceil(2), BLOCK);
-            let dims = LaunchDims {
-                shared_bytes: self.spread_shared(dims.grid[0], shared),
-                ..dims
-            };
+            let dims = self.product_dims(rows.div_ceil(2), BLOCK, shared);
             return self.launch(b, dims, s, args);
         }
         self.launch_rows([a, b], rows, norm_block(k), shared, s, args)
@@ -1247,11 +1243,7 @@ impl GpuKernels {
         let what = "gate_up_silu_norm";
         let args = Self::gate_up_args([w_gate, w_up], x, [gate, up, act], n, k, what)?;
         let args = Self::norm_args(args, norm, k, what)?;
-        let dims = self.wave_rows_of(n, norm_block(k));
-        let dims = LaunchDims {
-            shared_bytes: self.spread_shared(dims.grid[0], shared),
-            ..dims
-        };
+        let dims = self.product_dims(n, norm_block(k), shared);
         self.launch(&self.gate_up_silu_norm, dims, s, args)
     }
 
