@@ -420,11 +420,32 @@ struct g_decode_rope {
 // The loops over d run once per thread (HD <= DECODE_BLOCK) but stay loops: written as
 // `if (t < HD)` they compiled SmolLM2's kernel differently (144 registers, not 188) and 8 %
 // slower (session 11).
-// The same happened twice in session 12: the cluster path rewritten with one barrier
-// (splits pushing their partials into block 0, or arriving on an mbarrier there) took the
-// head_dim 64 RoPE kernel to 148 registers and SmolLM2 5.7-9 % slower, at every cache size
-// (tools/gpu/variants/). Check the registers (cuobjdump --dump-resource-usage) of a change
-// here before measuring it.
+// Session 12 measured the one-barrier cluster combine below 5.7-9 % slower on SmolLM2 and
+// blamed its head_dim 64 RoPE kernel's 148 registers (main then 188). Session 21 measured it
+// again after the decode products were spread over the SMs (spread_shared in gpu.rs): the
+// register count no longer decides (a 138-register build of the old combine ran level with
+// 188), and the one-barrier combine is SmolLM2's +4 %. What decided in session 12 was where
+// the products' blocks landed beside the attention's, not the attention's registers. Still
+// check the registers (cuobjdump --dump-resource-usage) of a change here before measuring.
+#if defined(GRETA_CLUSTERS)
+// Block 0's mbarrier when a head's splits run as a cluster: every thread of every split
+// holding keys arrives once, after writing its share of the split's partial into block 0.
+GRETA_DEVICE unsigned long long* attn_decode_cluster_bar() {
+    GRETA_SHARED unsigned long long bar;
+    return &bar;
+}
+// At the kernel's entry, launched in clusters: block 0 sets up its mbarrier for one arrival
+// per thread of the cluster, and every thread arrives (relaxed) at the cluster barrier that
+// the splits wait on before their first write into block 0 (attn_decode_finish).
+GRETA_DEVICE void attn_decode_cluster_entry() {
+    const unsigned nb = g_cluster_blocks();
+    if (nb == 1) return;
+    if (g_tid() == 0 && g_cluster_rank() == 0) g_cluster_mbar_init(attn_decode_cluster_bar(), nb * DECODE_BLOCK);
+    g_cluster_arrive_relaxed();
+}
+#else
+GRETA_DEVICE void attn_decode_cluster_entry() {}
+#endif
 template <unsigned HD, unsigned R>
 GRETA_DEVICE void attn_decode_finish(const float* red, const float* wm, const float* wl, unsigned active,
                                      unsigned h, unsigned n_splits, unsigned s, float* part_m, float* part_l,
@@ -433,11 +454,20 @@ GRETA_DEVICE void attn_decode_finish(const float* red, const float* wm, const fl
     const unsigned t = g_tid();
     const unsigned long part = (unsigned long)h * n_splits + s;
 #if defined(GRETA_CLUSTERS)
-    GRETA_SHARED float psh[HD + 2];  // this split's partial o, then m and l, for its cluster
+    // Split x's partial o, then m and l, at psh[x * (HD + 2)] of the cluster's block 0.
+    GRETA_SHARED float psh[DECODE_CLUSTER_MAX * (HD + 2)];
     // Launched in clusters, the grid's splits are one cluster (decode_cluster in gpu.rs).
-    const bool in_cluster = active <= g_cluster_blocks();
+    const unsigned nb = g_cluster_blocks();
+    const bool in_cluster = nb > 1 && active <= nb;
+    float* pdst = nullptr;
+    if (in_cluster) {
+        // Every block arrived at the cluster barrier at entry, after block 0 set up its
+        // mbarrier (attn_decode_cluster_entry): long done by now, so this wait is short.
+        g_cluster_wait();
+        pdst = g_cluster_map(psh, 0) + s * (HD + 2);
+    }
 #else
-    float* const psh = nullptr;
+    float* const pdst = nullptr;
     const bool in_cluster = false;
 #endif
     g_sync();
@@ -455,48 +485,47 @@ GRETA_DEVICE void attn_decode_finish(const float* red, const float* wm, const fl
         if (active == 1)
             ctx[(unsigned long)h * HD + d] = od / ll;
         else if (in_cluster)
-            psh[d] = od;
+            pdst[d] = od;
         else
             part_o[part * HD + d] = od;
     }
     if (active == 1) return;
 #if defined(GRETA_CLUSTERS)
     if (in_cluster) {
-        // The head's active splits are cluster ranks 0 .. active - 1 (block s has rank s; the
-        // splits past the context have exited, which does not hold the barrier up). No
-        // device-scope fence, no atomic, no round trip to L2.
+        // The head's active splits are cluster ranks 0 .. active - 1 (block s has rank s).
+        // Each thread has written its share of the split's partial into block 0 and arrives
+        // on block 0's mbarrier, releasing it; the splits then leave. Block 0 arrives for the
+        // splits past the context (exited at once), waits for the phase and combines from
+        // its own shared memory: no device-scope fence, no atomic, no second barrier, and
+        // no split waits for another but block 0.
+        unsigned long long* bar = attn_decode_cluster_bar();
         if (t == 0) {
-            psh[HD] = mm;
-            psh[HD + 1] = ll;
+            pdst[HD] = mm;
+            pdst[HD + 1] = ll;
         }
-        g_cluster_sync();
-        if (s == 0) {
-            const float* peer[DECODE_CLUSTER_MAX];
-            float pm[DECODE_CLUSTER_MAX], pl[DECODE_CLUSTER_MAX];
-            float cm = NEG_INF;
-            for (unsigned x = 0; x < DECODE_CLUSTER_MAX; ++x)
-                if (x < active) {
-                    peer[x] = g_cluster_peer(psh, x);
-                    pm[x] = peer[x][HD];
-                    pl[x] = peer[x][HD + 1];
-                }
-            for (unsigned x = 0; x < DECODE_CLUSTER_MAX; ++x)
-                if (x < active) cm = pm[x] > cm ? pm[x] : cm;
-            float cl = 0.0f;
-            for (unsigned x = 0; x < DECODE_CLUSTER_MAX; ++x)
-                if (x < active) {
-                    pm[x] = g_exp(pm[x] - cm);
-                    cl += pm[x] * pl[x];
-                }
-            for (unsigned d = t; d < HD; d += DECODE_BLOCK) {
-                float od = 0.0f;
-                for (unsigned x = 0; x < DECODE_CLUSTER_MAX; ++x)
-                    if (x < active) od += pm[x] * peer[x][d];
-                ctx[(unsigned long)h * HD + d] = od / cl;
+        g_cluster_mbar_arrive(bar, 0);
+        if (s != 0) return;
+        if (t == 0 && nb > active) g_cluster_mbar_arrive_local(bar, (nb - active) * DECODE_BLOCK);
+        g_cluster_mbar_wait(bar, 0);
+        float pm[DECODE_CLUSTER_MAX];
+        float cm = NEG_INF;
+        for (unsigned x = 0; x < DECODE_CLUSTER_MAX; ++x)
+            if (x < active) {
+                pm[x] = psh[x * (HD + 2) + HD];
+                cm = pm[x] > cm ? pm[x] : cm;
             }
+        float cl = 0.0f;
+        for (unsigned x = 0; x < DECODE_CLUSTER_MAX; ++x)
+            if (x < active) {
+                pm[x] = g_exp(pm[x] - cm);
+                cl += pm[x] * psh[x * (HD + 2) + HD + 1];
+            }
+        for (unsigned d = t; d < HD; d += DECODE_BLOCK) {
+            float od = 0.0f;
+            for (unsigned x = 0; x < DECODE_CLUSTER_MAX; ++x)
+                if (x < active) od += pm[x] * psh[x * (HD + 2) + d];
+            ctx[(unsigned long)h * HD + d] = od / cl;
         }
-        // No block leaves (and takes its shared memory with it) before block 0 has read it.
-        g_cluster_sync();
         return;
     }
 #endif
@@ -877,6 +906,7 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
         float* part_o, unsigned* done, float* ctx, const unsigned* pos0, unsigned n_heads,                   \
         unsigned n_kv_heads, unsigned n_splits, float scale) {                                               \
         g_launch_next();                                                                                     \
+        attn_decode_cluster_entry();                                                                         \
         ATTN_DECODE_SHARED                                                                                   \
         const g_decode_rope r = {};                                                                          \
         attn_decode<HD / 8, false>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0, n_heads,    \
@@ -889,6 +919,7 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
         float* part_l, float* part_o, unsigned* done, float* ctx, const unsigned* pos0, unsigned n_heads,    \
         unsigned n_kv_heads, unsigned n_splits, float scale) {                                               \
         g_launch_next();                                                                                     \
+        attn_decode_cluster_entry();                                                                         \
         ATTN_DECODE_SHARED                                                                                   \
         GRETA_SHARED GRETA_ALIGN16 float ksh[HD_MAX], sin_sh[HD_MAX / 2], cos_sh[HD_MAX / 2];                \
         const g_decode_rope r = {k_new, v_new, k_cache, v_cache, q_rot, k_rot,                               \

@@ -178,6 +178,59 @@ GRETA_DEVICE const float* g_cluster_peer(const float* p, unsigned rank) {
     asm volatile("mapa.u64 %0, %1, %2;\n" : "=l"(out) : "l"(p), "r"(rank));
     return (const float*)out;
 }
+// The same for writing into the peer's shared memory.
+GRETA_DEVICE float* g_cluster_map(float* p, unsigned rank) {
+    unsigned long long out;
+    asm volatile("mapa.u64 %0, %1, %2;\n" : "=l"(out) : "l"(p), "r"(rank));
+    return (float*)out;
+}
+// This block's rank in its cluster.
+GRETA_DEVICE unsigned g_cluster_rank() {
+    unsigned r;
+    asm("mov.u32 %0, %%cluster_ctarank;\n" : "=r"(r));
+    return r;
+}
+// The halves of g_cluster_sync, for a barrier whose arrival is issued early (relaxed: no
+// ordering of this thread's writes) and waited on late.
+GRETA_DEVICE void g_cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory"); }
+GRETA_DEVICE void g_cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"); }
+// An mbarrier in this block's shared memory that the cluster's blocks arrive on: set up
+// with the number of arrivals its phase waits for; the fence makes the set-up visible to
+// the cluster (to be followed by a cluster barrier before any peer arrives).
+GRETA_DEVICE void g_cluster_mbar_init(unsigned long long* bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n\tfence.mbarrier_init.release.cluster;\n" ::"r"(
+                     (unsigned)__cvta_generic_to_shared(bar)),
+                 "r"(count)
+                 : "memory");
+}
+// One arrival on the mbarrier at `bar`'s place in the block of cluster rank `rank`, releasing
+// this thread's earlier writes (to any block's shared memory) at cluster scope.
+GRETA_DEVICE void g_cluster_mbar_arrive(unsigned long long* bar, unsigned rank) {
+    asm volatile(
+        "{\n.reg .b32 ra;\nmapa.shared::cluster.u32 ra, %0, %1;\n"
+        "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [ra];\n}\n" ::"r"(
+            (unsigned)__cvta_generic_to_shared(bar)),
+        "r"(rank)
+        : "memory");
+}
+// `count` arrivals on this block's own mbarrier (for blocks that will not arrive).
+GRETA_DEVICE void g_cluster_mbar_arrive_local(unsigned long long* bar, unsigned count) {
+    asm volatile("mbarrier.arrive.release.cluster.shared::cta.b64 _, [%0], %1;\n" ::"r"(
+                     (unsigned)__cvta_generic_to_shared(bar)),
+                 "r"(count)
+                 : "memory");
+}
+// Waits for phase `parity` of this block's mbarrier, acquiring at cluster scope what the
+// arrivals released.
+GRETA_DEVICE void g_cluster_mbar_wait(unsigned long long* bar, unsigned parity) {
+    unsigned done = 0;
+    while (!done)
+        asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
+                     "selp.u32 %0, 1, 0, p;\n}\n"
+                     : "=r"(done)
+                     : "r"((unsigned)__cvta_generic_to_shared(bar)), "r"(parity)
+                     : "memory");
+}
 #endif
 
 // ---------------------------------------------------------------------------------------
