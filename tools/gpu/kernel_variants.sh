@@ -10,8 +10,9 @@
 # (greta bench's prefill_host_ms). ROUNDS (default 2) and GEN (generated tokens, default 64)
 # shorten a call whose question is the prefill; SHAPES (default "llama2-7b smollm2-135m")
 # the synthetic shapes timed; PROMPT (default 512) the prompt's tokens; VARIANTS (names, default every directory) the variants. A variant directory may hold an `env` file (KEY=VALUE lines)
-# set for its benches, and `from` (another variant's name) to time that variant's build and
-# kernels under this env: one build, two settings of a variant's knob.
+# set for its benches, `args` (one line of extra `greta bench` options, e.g. --temperature 0.8)
+# and `from` (another variant's name) to time that variant's build and kernels under this
+# env or these options: one build, two settings of a variant's knob.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
@@ -39,8 +40,9 @@ echo "$sep|" | tee -a $OUT/variants.md
 vdirs=$(for v in ${VARIANTS:-$(ls target/carry/v)}; do echo target/carry/v/$v/; done)
 for round in $(seq ${ROUNDS:-2}); do
   for d in $vdirs; do
-    v=$(basename $d); G=./target/device/greta; venv=()
+    v=$(basename $d); G=./target/device/greta; venv=(); vargs=()
     [ -f $d/env ] && mapfile -t venv < $d/env
+    [ -f $d/args ] && read -r -a vargs < $d/args
     [ -f $d/from ] && d=target/carry/v/$(cat $d/from)/
     if [ -f $d/greta.xz ]; then
       python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('$d/greta.xz'), open('/tmp/greta-$v', 'wb'))"
@@ -49,7 +51,7 @@ for round in $(seq ${ROUNDS:-2}); do
     row="| $v (round $round)"
     for s in $SHAPES; do
       j=$OUT/$v-$s-$round.json
-      env "${venv[@]}" GRETA_KERNELS_DIR=$PWD/$d $G bench -m synthetic:$s --backend gpu --prompt-len ${PROMPT:-512} --gen ${GEN:-64} --reps 5 --json > $j 2>/dev/null
+      env "${venv[@]}" GRETA_KERNELS_DIR=$PWD/$d $G bench -m synthetic:$s --backend gpu --prompt-len ${PROMPT:-512} --gen ${GEN:-64} --reps 5 "${vargs[@]}" --json > $j 2>/dev/null
       row="$row | $(python3 -c "import json; d=json.load(open('$j')); h=d.get('prefill_host_ms'); print('%.2f%s | %.1f' % (d['prefill_ms'], ' (host %.2f)' % h if h else '', d['decode_tok_s']))")"
     done
     echo "$row |" | tee -a $OUT/variants.md

@@ -6,7 +6,7 @@ use std::time::Instant;
 use anyhow::{Context, Result};
 use clap::Args;
 use greta_hal::{Backend, BackendRequest};
-use greta_model::bench::{self, BenchReport, BenchSpec};
+use greta_model::bench::{self, BenchReport, BenchSampling, BenchSpec};
 use greta_model::io::gguf_write;
 use greta_model::llama::weights::LlamaWeights;
 use greta_model::llama::{Llama, LlamaConfig};
@@ -27,9 +27,19 @@ pub struct BenchArgs {
     /// Prompt length in tokens (random ids).
     #[arg(long, default_value_t = 512)]
     prompt_len: usize,
-    /// Tokens to decode after the prompt (greedy).
+    /// Tokens to decode after the prompt (greedy unless --temperature is above 0).
     #[arg(long, default_value_t = 128)]
     gen: usize,
+    /// Decode by drawing each token as `greta generate` does (its default is 0.8) instead
+    /// of the argmax: the sampler's cost in the decode figure. 0: greedy, as llama-bench.
+    #[arg(long, default_value_t = 0.0)]
+    temperature: f32,
+    /// With --temperature: keep the k most likely tokens (the GPU accepts 1..=256).
+    #[arg(long, default_value_t = 40)]
+    top_k: usize,
+    /// With --temperature: keep the smallest set of tokens whose probability reaches p.
+    #[arg(long, default_value_t = 0.95)]
+    top_p: f32,
     /// KV cache capacity in positions (the context the state is sized for); default
     /// prompt-len + gen. Memory figures are for this context.
     #[arg(long)]
@@ -93,6 +103,11 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         seed: a.seed,
         graph: !a.no_graph,
         ctx: a.ctx,
+        sampling: (a.temperature != 0.0).then_some(BenchSampling {
+            temperature: a.temperature,
+            top_k: a.top_k,
+            top_p: a.top_p,
+        }),
     };
     let synthetic_name = a.model.as_deref().and_then(synthetic::parse_spec);
     let (label, config, weights): (String, LlamaConfig, LlamaWeights) = match synthetic_name {
@@ -240,8 +255,17 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         );
     }
     println!(
-        "decode  {:>5} tokens: {:>9.1} tok/s ({:.3} ms/token)",
-        spec.gen, r.decode_tok_s, r.decode_ms_per_token
+        "decode  {:>5} tokens: {:>9.1} tok/s ({:.3} ms/token){}",
+        spec.gen,
+        r.decode_tok_s,
+        r.decode_ms_per_token,
+        match spec.sampling {
+            Some(sm) => format!(
+                "; sampled: temperature {}, top-k {}, top-p {}",
+                sm.temperature, sm.top_k, sm.top_p
+            ),
+            None => "; greedy".to_string(),
+        }
     );
     println!(
         "bandwidth: {:.0} GB/s achieved ({:.1} MB/token) = {:.2} of the {:.0} GB/s copy bandwidth",

@@ -451,6 +451,42 @@ fn bench_refuses_gpu_timing_studies_on_the_cpu() {
     assert!(!std::path::Path::new("/tmp/greta-timeline-never-written.csv").exists());
 }
 
+/// `--temperature` benches sampled decode (the report says so); sampling settings the sampler
+/// refuses are refused before any work, naming the setting and what is accepted.
+#[test]
+fn bench_samples_when_asked_and_refuses_bad_settings() {
+    let out = short_cpu_bench("synthetic:tiny", &["--temperature", "0.8", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let report: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let sampling = &report["spec"]["sampling"];
+    assert_eq!(sampling["top_k"], 40, "{report}");
+    assert!((sampling["temperature"].as_f64().unwrap() - 0.8).abs() < 1e-6);
+    let greedy = short_cpu_bench("synthetic:tiny", &["--json"]);
+    let report: serde_json::Value = serde_json::from_slice(&greedy.stdout).unwrap();
+    assert!(report["spec"]["sampling"].is_null(), "{report}");
+    for (extra, says) in [
+        (
+            ["--temperature", "0.8", "--top-p", "1.5"],
+            "top_p = 1.5 is out of range; accepted: 0 < top_p <= 1",
+        ),
+        (
+            ["--temperature=-1", "--top-k", "40", "--json"],
+            "temperature -1: must be > 0",
+        ),
+    ] {
+        let out = short_cpu_bench("synthetic:tiny", &extra);
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            !out.status.success() && err.contains(says),
+            "{extra:?}: {err}"
+        );
+    }
+}
+
 /// `greta bench` of `model` on the CPU at the smallest sizes (4 prompt tokens, 2 decoded,
 /// one repetition), with `extra` flags.
 fn short_cpu_bench(model: &str, extra: &[&str]) -> Output {

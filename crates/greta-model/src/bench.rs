@@ -1,6 +1,7 @@
 //! `greta bench`: prefill time, decode speed and achieved memory bandwidth of one model on
 //! one backend, measured as llama-bench measures (a prompt of random token ids, then greedy
-//! decode of `gen` tokens, each repetition from an empty cache), plus the device-to-device
+//! decode of `gen` tokens, each repetition from an empty cache; or decode that draws each
+//! token as `greta generate` does), plus the device-to-device
 //! copy bandwidth of the same device in the same run, so that the decode figure can be read
 //! as a fraction of what the memory can do.
 
@@ -8,6 +9,8 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
+use crate::generate::sampler::{argmax, Sampler, SamplerConfig};
+use crate::kernels::gpu::DeviceSampling;
 use crate::llama::gpu::{DecodeAhead, GpuError, GpuLlama, GpuState, TokenPick};
 use crate::llama::weights::LlamaWeights;
 use crate::llama::{ForwardError, Llama, LlamaConfig, Logits};
@@ -38,6 +41,37 @@ pub struct BenchSpec {
     pub graph: bool,
     /// KV cache capacity in positions (the requested context); None: prompt_len + gen.
     pub ctx: Option<usize>,
+    /// None: greedy decode (llama-bench's measure); else a draw per token with these settings
+    /// (the generator seeded with `seed`), on the GPU by the device's sampler.
+    pub sampling: Option<BenchSampling>,
+}
+
+/// Sampling settings of a benchmark's decode (`greta generate`'s defaults: 0.8, 40, 0.95).
+#[derive(Debug, Clone, Copy, PartialEq, Serialize)]
+pub struct BenchSampling {
+    pub temperature: f32,
+    pub top_k: usize,
+    pub top_p: f32,
+}
+
+impl BenchSampling {
+    fn host(&self, seed: u64) -> SamplerConfig {
+        SamplerConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed,
+            ..Default::default()
+        }
+    }
+
+    fn device(&self) -> DeviceSampling {
+        DeviceSampling {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+        }
+    }
 }
 
 impl BenchSpec {
@@ -62,7 +96,29 @@ impl BenchSpec {
                 )));
             }
         }
+        if let Some(sm) = self.sampling {
+            if sm.temperature <= 0.0 {
+                return Err(BenchError::Invalid(format!(
+                    "sampling temperature {}: must be > 0 (greedy decode is the default without sampling)",
+                    sm.temperature
+                )));
+            }
+            sm.host(self.seed)
+                .validate()
+                .map_err(|e| BenchError::Invalid(e.to_string()))?;
+        }
         Ok(())
+    }
+
+    /// How the GPU picks each decoded token.
+    fn pick(&self) -> TokenPick {
+        match self.sampling {
+            None => TokenPick::Argmax,
+            Some(sm) => TokenPick::Sample {
+                cfg: sm.device(),
+                seed: self.seed,
+            },
+        }
     }
 
     /// Positions the KV cache is sized for.
@@ -248,14 +304,16 @@ pub fn bench_gpu(
     let copy = gpu_copy_gb_s(&model.gpu)?;
     let prompt = synthetic::tokens(spec.prompt_len, cfg.vocab_size, spec.seed);
     let mut st = model.new_state(spec.capacity(), spec.prompt_len)?;
-    st.set_pick(TokenPick::Argmax)?;
+    st.set_pick(spec.pick())?;
     // Warm-up: loads the code, captures the decode graph.
     model.prefill_pick(&prompt, &mut st)?;
     decode_run(model, &mut st, spec.graph, spec.gen.min(4))?;
     let (mut prefill, mut host, mut decode) = (Vec::new(), Vec::new(), Vec::new());
     for rep in 0..spec.reps {
         st.reset()?;
-        st.set_pick(TokenPick::Argmax)?;
+        // Reseeds the generator; the decode graph captured in the warm-up stays (as a
+        // server keeps it from one request to the next).
+        st.set_pick(spec.pick())?;
         let t0 = Instant::now();
         model.prefill_enqueue(&prompt, &mut st)?;
         host.push(t0.elapsed().as_secs_f64() * 1e3);
@@ -302,14 +360,28 @@ pub fn bench_cpu(
     let obs = &mut greta_trace::NoTrace;
     for rep in 0..spec.reps {
         cache.truncate(0);
+        let mut sampler = match spec.sampling {
+            Some(sm) => Some(
+                Sampler::new(sm.host(spec.seed)).map_err(|e| BenchError::Invalid(e.to_string()))?,
+            ),
+            None => None,
+        };
+        let mut pick = |logits: &[f32]| -> Result<u32, BenchError> {
+            match &mut sampler {
+                Some(s) => s
+                    .sample(logits, &[])
+                    .map_err(|e| BenchError::Invalid(e.to_string())),
+                None => Ok(argmax(logits)),
+            }
+        };
         let t0 = Instant::now();
         let logits = model.forward(&prompt, &mut cache, Logits::Last, obs)?;
-        let mut tok = crate::generate::sampler::argmax(&logits);
+        let mut tok = pick(&logits)?;
         prefill.push(t0.elapsed().as_secs_f64() * 1e3);
         let t1 = Instant::now();
         for _ in 0..spec.gen {
             let l = model.forward(&[tok], &mut cache, Logits::Last, obs)?;
-            tok = crate::generate::sampler::argmax(&l);
+            tok = pick(&l)?;
         }
         decode.push(spec.gen as f64 / t1.elapsed().as_secs_f64());
         on_rep(rep + 1);
@@ -387,6 +459,7 @@ mod tests {
             seed: 0,
             graph: true,
             ctx,
+            sampling: None,
         }
     }
 

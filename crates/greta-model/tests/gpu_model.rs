@@ -153,7 +153,10 @@ fn graph_replay_matches_eager_launches_and_the_cpu() {
 }
 
 /// The device sampler draws exactly the tokens the host `Sampler` draws from the same logits
-/// and seed, for every setting it accepts.
+/// and seed, for every setting it accepts: logits of SmolLM2's and Llama 3's vocabulary
+/// sizes, fine-grained (few ties) and coarse (non-positive values in steps of 1/4: the
+/// top-k cut falls among hundreds of equal values, about 50 of +0.0 and 1 500 of -0.0,
+/// which the host's total order ranks below +0.0).
 #[test]
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
 fn device_sampling_draws_what_the_host_sampler_draws() {
@@ -161,76 +164,93 @@ fn device_sampling_draws_what_the_host_sampler_draws() {
     let g = gpu();
     let k = GpuKernels::load(&g, &default_dir()).unwrap();
     let s = g.stream().unwrap();
-    let vocab = 49_152;
-    for (temperature, top_k, top_p) in [
-        (0.8, 40, 0.95),
-        (1.5, 256, 1.0),
-        (0.3, 1, 1.0),
-        (1.0, 10, 0.5),
-        (2.0, 100, 0.9),
+    for (vocab, coarse, steps) in [
+        (49_152, false, 64u64),
+        (49_152, true, 24),
+        (128_256, true, 16),
     ] {
-        let cfg = SamplerConfig {
-            temperature,
-            top_k,
-            top_p,
-            seed: 1234,
-            ..Default::default()
-        };
-        let mut host = Sampler::new(cfg.clone()).unwrap();
-        let mut rng = g.alloc::<u64>(1).unwrap();
-        rng.write(0, &[cfg.seed], &s).unwrap();
-        let mut out = g.alloc::<u32>(1).unwrap();
-        let (mut pos, mut history) = (g.alloc::<u32>(1).unwrap(), g.alloc::<u32>(65).unwrap());
-        pos.write(0, &[0], &s).unwrap();
-        let mut dlogits = g.alloc::<f32>(vocab).unwrap();
-        let dev = DeviceSampling {
-            temperature,
-            top_k,
-            top_p,
-        };
-        let mut distinct = std::collections::BTreeSet::new();
-        for step in 0..64u64 {
-            // Logits of several scales, with ties among the largest.
-            let mut st = step * 7919 + top_k as u64;
-            let mut logits: Vec<f32> = (0..vocab)
-                .map(|_| {
-                    st = st
-                        .wrapping_mul(6364136223846793005)
-                        .wrapping_add(1442695040888963407);
-                    ((st >> 40) as f32 / (1u64 << 24) as f32 - 0.5) * 12.0
-                })
-                .collect();
-            logits[5] = 7.0;
-            logits[9] = 7.0;
-            dlogits.write(0, &logits, &s).unwrap();
-            let at = PickAt {
-                out: &mut out,
-                pos: &mut pos,
-                advance: 1,
-                history: &mut history,
+        for (temperature, top_k, top_p) in [
+            (0.8, 40, 0.95),
+            (1.5, 256, 1.0),
+            (0.3, 1, 1.0),
+            (1.0, 10, 0.5),
+            (2.0, 100, 0.9),
+        ] {
+            let cfg = SamplerConfig {
+                temperature,
+                top_k,
+                top_p,
+                seed: 1234,
+                ..Default::default()
             };
-            k.sample(&s, &dlogits, vocab, dev, &mut rng, at).unwrap();
-            let got = out.to_vec(&s).unwrap()[0];
-            let mut kept = [0u32];
-            history.read(step as usize + 1, &mut kept, &s).unwrap();
-            let kept = kept[0];
-            assert_eq!(
-                kept,
-                got,
-                "step {step}: the draw is kept at position {}",
-                step + 1
+            let mut host = Sampler::new(cfg.clone()).unwrap();
+            let mut rng = g.alloc::<u64>(1).unwrap();
+            rng.write(0, &[cfg.seed], &s).unwrap();
+            let mut out = g.alloc::<u32>(1).unwrap();
+            let (mut pos, mut history) = (g.alloc::<u32>(1).unwrap(), g.alloc::<u32>(65).unwrap());
+            pos.write(0, &[0], &s).unwrap();
+            let mut dlogits = g.alloc::<f32>(vocab).unwrap();
+            let dev = DeviceSampling {
+                temperature,
+                top_k,
+                top_p,
+            };
+            let mut distinct = std::collections::BTreeSet::new();
+            for step in 0..steps {
+                // Logits of several scales, with ties among the largest.
+                let mut st = step * 7919 + top_k as u64;
+                let mut logits: Vec<f32> = (0..vocab)
+                    .map(|_| {
+                        st = st
+                            .wrapping_mul(6364136223846793005)
+                            .wrapping_add(1442695040888963407);
+                        let u = (st >> 40) as f32 / (1u64 << 24) as f32 - 0.5;
+                        if coarse {
+                            // -0.0 where u * 32 rounds to zero.
+                            -((u * 32.0).abs().round() / 4.0)
+                        } else {
+                            u * 12.0
+                        }
+                    })
+                    .collect();
+                logits[5] = 7.0;
+                logits[9] = 7.0;
+                if coarse {
+                    // +0.0 ranks above every -0.0 (about 1 500 of them) in the host's order.
+                    for i in (13..vocab).step_by(997) {
+                        logits[i] = 0.0;
+                    }
+                }
+                dlogits.write(0, &logits, &s).unwrap();
+                let at = PickAt {
+                    out: &mut out,
+                    pos: &mut pos,
+                    advance: 1,
+                    history: &mut history,
+                };
+                k.sample(&s, &dlogits, vocab, dev, &mut rng, at).unwrap();
+                let got = out.to_vec(&s).unwrap()[0];
+                let mut kept = [0u32];
+                history.read(step as usize + 1, &mut kept, &s).unwrap();
+                let kept = kept[0];
+                assert_eq!(
+                    kept,
+                    got,
+                    "step {step}: the draw is kept at position {}",
+                    step + 1
+                );
+                let want = host.sample(&logits, &[]).unwrap();
+                assert_eq!(
+                    got, want,
+                    "vocab {vocab} coarse {coarse} T={temperature} k={top_k} p={top_p} step {step}: device drew {got}, host {want}"
+                );
+                distinct.insert(got);
+            }
+            eprintln!(
+                "device sampling vocab {vocab} coarse {coarse} T={temperature} k={top_k} p={top_p}: {steps} draws identical to the host ({} distinct tokens)",
+                distinct.len()
             );
-            let want = host.sample(&logits, &[]).unwrap();
-            assert_eq!(
-                got, want,
-                "T={temperature} k={top_k} p={top_p} step {step}: device drew {got}, host {want}"
-            );
-            distinct.insert(got);
         }
-        eprintln!(
-            "device sampling T={temperature} k={top_k} p={top_p}: 64 draws identical to the host ({} distinct tokens)",
-            distinct.len()
-        );
     }
 }
 

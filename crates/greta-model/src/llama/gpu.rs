@@ -727,15 +727,19 @@ impl GpuState {
         Ok(id[0])
     }
 
-    /// Sets how the device picks tokens, seeding the sampler's generator; the captured decode
-    /// graphs are dropped (they hold the old choice).
+    /// Sets how the device picks tokens, seeding the sampler's generator. The captured decode
+    /// graphs are dropped when the pick's launch changes (argmax against a draw, or other
+    /// sampling settings: they are the kernel's arguments); a new seed alone keeps them (the
+    /// generator's state is a buffer the graph reads).
     pub fn set_pick(&mut self, pick: TokenPick) -> Result<()> {
         if let TokenPick::Sample { cfg, seed } = pick {
             cfg.check()?;
             self.rng.write(0, &[seed], &self.stream)?;
         }
+        if !pick.same_launch(&self.pick) {
+            self.graphs.clear();
+        }
         self.pick = pick;
-        self.graphs.clear();
         Ok(())
     }
 
@@ -755,11 +759,12 @@ impl GpuState {
         Ok(())
     }
 
-    /// Forgets the sequence (position 0, cache contents unused), keeping every buffer.
+    /// Forgets the sequence (position 0, cache contents unused), keeping every buffer and the
+    /// captured decode graphs: a graph reads the position from the device and is replayed at
+    /// every position of its split count, in any sequence of this state.
     pub fn reset(&mut self) -> Result<()> {
         self.pos.write(0, &[0], &self.stream)?;
         self.len = 0;
-        self.graphs.clear();
         Ok(())
     }
 
@@ -805,6 +810,18 @@ pub enum TokenPick {
     Argmax,
     /// A draw as the host sampler makes it, from the generator seeded with `seed`.
     Sample { cfg: DeviceSampling, seed: u64 },
+}
+
+impl TokenPick {
+    /// Whether the two picks launch the same kernel with the same arguments (the seed is
+    /// not one: it goes to the generator's buffer).
+    fn same_launch(&self, other: &TokenPick) -> bool {
+        match (self, other) {
+            (TokenPick::Argmax, TokenPick::Argmax) => true,
+            (TokenPick::Sample { cfg: a, .. }, TokenPick::Sample { cfg: b, .. }) => a == b,
+            _ => false,
+        }
+    }
 }
 
 /// Copies a stage's rows to the host for the observer and back (an injected fault changes
