@@ -30,6 +30,8 @@ for shape in $SHAPES; do
     --write-gguf /tmp/$shape.gguf --write-safetensors /tmp/$shape-hf > $P/greta-$shape.json 2> $P/greta-$shape.log
   echo "greta exit $?"
   $G bench -m synthetic:$shape --backend gpu ${GPU_ARGS:-} --prompt-len 512 --gen 128 --reps 3 --no-graph --json > $P/greta-eager-$shape.json 2>/dev/null
+  # Sampled as `greta generate` draws by default (temperature 0.8, top-k 40, top-p 0.95).
+  $G bench -m synthetic:$shape --backend gpu ${GPU_ARGS:-} --prompt-len 512 --gen 128 --reps 3 --temperature 0.8 --json > $P/greta-sampled-$shape.json 2>/dev/null
   PYTHONUNBUFFERED=1 python3 tools/gpu/hf_bench.py /tmp/$shape-hf > $P/hf-$shape.json 2> $P/hf-$shape.log
   echo "transformers exit $? $(tail -n 1 $P/hf-$shape.log | cut -c1-200)"
   rm -rf /tmp/$shape-hf

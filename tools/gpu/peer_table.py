@@ -1,7 +1,9 @@
 #!/usr/bin/env python3
 """One table from the peer harness's raw results (tools/gpu/peer_bench.sh): per shape,
-prefill-512 ms and decode tok/s of greta, llama.cpp and transformers, each peer's ratio to
-greta (> 1: greta is faster), and greta's fraction of the limits (copy bandwidth for decode,
+prefill-512 ms and decode tok/s of greta (greedy graph and eager; sampled as `greta
+generate` draws, where the raw results hold it), llama.cpp and transformers, each peer's ratio
+to greta's greedy graph (> 1: greta is faster; llama-bench's tg and transformers' generate are
+greedy), and greta's fraction of the limits (copy bandwidth for decode,
 f16 matrix peak for prefill). Usage: peer_table.py RAW_DIR SHAPE..."""
 import json
 import sys
@@ -42,13 +44,14 @@ def main():
             print(f"{s}: no greta result")
             continue
         ge = load(raw / f"greta-eager-{s}.json")
+        gs = load(raw / f"greta-sampled-{s}.json")
         hf = load(raw / f"hf-{s}.json")
         lpp, ltg = llama_cpp(raw / f"llama-{s}.json")
-        rows.append((s, g, ge, hf, lpp, ltg))
+        rows.append((s, g, ge, gs, hf, lpp, ltg))
     if not rows:
         return
     g0 = rows[0][1]
-    hf_name = next((r[3]["engine"] for r in rows if r[3]), "transformers")
+    hf_name = next((r[4]["engine"] for r in rows if r[4]), "transformers")
     print(f"Copy bandwidth {g0['copy_gb_s']:.0f} GB/s (read+write, measured by greta bench in the same run); "
           f"peers: llama.cpp llama-bench (CUDA, -fa 1, -ngl 99), {hf_name}. "
           "greta's prefill inputs as hi + lo (each shape's own: --split-lo auto picks by shape): "
@@ -56,11 +59,15 @@ def main():
     print()
     print("| shape | engine | prefill-512 ms | greta speed-up | decode tok/s | greta speed-up |")
     print("|---|---|---|---|---|---|")
-    for s, g, ge, hf, lpp, ltg in rows:
+    for s, g, ge, gs, hf, lpp, ltg in rows:
         gp, gd = g["prefill_ms"], g["decode_tok_s"]
         print(f"| {s} | greta (graph) | {gp:.2f} | | {gd:.1f} | |")
         if ge:
             print(f"| {s} | greta (eager) | {ge['prefill_ms']:.2f} | | {ge['decode_tok_s']:.1f} | |")
+        if gs:
+            sm = gs["spec"].get("sampling") or {}
+            print(f"| {s} | greta (graph, sampled: T {sm.get('temperature', '?'):.2g}, top-k {sm.get('top_k', '?')}, "
+                  f"top-p {sm.get('top_p', '?'):.2g}) | {gs['prefill_ms']:.2f} | | {gs['decode_tok_s']:.1f} | |")
         print(f"| {s} | llama.cpp | {f(lpp, '.2f')} | {f(lpp / gp if lpp else None, '.2f')}x | {f(ltg, '.1f')} | "
               f"{f(gd / ltg if ltg else None, '.2f')}x |")
         hp, hd = (hf["prefill_ms"], hf["decode_tok_s"]) if hf else (None, None)
