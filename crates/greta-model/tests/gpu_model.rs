@@ -118,12 +118,42 @@ fn graph_replay_matches_eager_launches_and_the_cpu() {
             seed: 7,
             ..Default::default()
         };
-        let (sg, se) = (run_gpu(true, sampled.clone()), run_gpu(false, sampled));
+        let (sg, se) = (
+            run_gpu(true, sampled.clone()),
+            run_gpu(false, sampled.clone()),
+        );
         assert_eq!(sg, se, "{v}: sampled tokens differ between graph and eager");
         assert_ne!(
             sg, graph,
             "{v}: sampling at temperature 1.2 gave the greedy tokens"
         );
+        // A state reset for another sequence keeps its decode graphs (they read the position
+        // from the device): the same prompt decodes the same tokens through them; then a
+        // sampling pick on that state (its graphs dropped: the pick's launch changed) draws
+        // what a fresh state drew.
+        let (_, m, mut st) = gen_gpu(true, greedy_cfg.clone(), n);
+        for (cfg, want) in [(greedy_cfg.clone(), &graph), (sampled, &sg)] {
+            st.reset().unwrap();
+            let mut s = Sampler::new(cfg).unwrap();
+            let mut again = Vec::new();
+            generate_gpu(
+                &m,
+                &mut st,
+                &prompt,
+                Decoding {
+                    max_new: n,
+                    sampler: &mut s,
+                    is_eog: &|_| false,
+                },
+                true,
+                &mut |t| {
+                    again.push(t);
+                    true
+                },
+            )
+            .unwrap();
+            assert_eq!(&again, want, "{v}: the second sequence of a reset state");
+        }
         let mut cache = lm.model.new_cache(prompt.len() + n);
         let mut s = greedy();
         let mut cpu = Vec::new();
