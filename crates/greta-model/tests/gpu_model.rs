@@ -7,7 +7,7 @@ mod common;
 use greta_model::generate::sampler::{Sampler, SamplerConfig};
 use greta_model::generate::{generate, generate_gpu, Decoding};
 use greta_model::kernels::gpu::{default_dir, GpuKernels, PickAt};
-use greta_model::llama::gpu::GpuLlama;
+use greta_model::llama::gpu::{GpuLlama, GpuState};
 use greta_model::llama::weights::CpuWeights;
 use greta_model::model;
 use hiprt::{Gpu, PlatformChoice};
@@ -49,8 +49,31 @@ fn graph_replay_matches_eager_launches_and_the_cpu() {
         // three, so the graph run captures a step per split count (and drops the first:
         // a state keeps two).
         let n = 270;
-        // Generates up to n tokens on a fresh model and state, stopping after `stop`;
-        // returns them with the model and state (for a step after the stop).
+        // Generates up to n tokens of the prompt on `st`, stopping after `stop`.
+        let decode =
+            |m: &GpuLlama, st: &mut GpuState, graph: bool, cfg: SamplerConfig, stop: usize| {
+                let mut s = Sampler::new(cfg).unwrap();
+                let mut out = Vec::new();
+                generate_gpu(
+                    m,
+                    st,
+                    &prompt,
+                    Decoding {
+                        max_new: n,
+                        sampler: &mut s,
+                        is_eog: &|_| false,
+                    },
+                    graph,
+                    &mut |t| {
+                        out.push(t);
+                        out.len() < stop
+                    },
+                )
+                .unwrap();
+                out
+            };
+        // The same on a fresh model and state, returned with the tokens (for a step after
+        // the stop).
         let gen_gpu = |graph: bool, cfg: SamplerConfig, stop: usize| {
             let m = GpuLlama::load(
                 &g,
@@ -60,24 +83,7 @@ fn graph_replay_matches_eager_launches_and_the_cpu() {
             )
             .unwrap();
             let mut st = m.new_state(prompt.len() + n, prompt.len()).unwrap();
-            let mut s = Sampler::new(cfg).unwrap();
-            let mut out = Vec::new();
-            generate_gpu(
-                &m,
-                &mut st,
-                &prompt,
-                Decoding {
-                    max_new: n,
-                    sampler: &mut s,
-                    is_eog: &|_| false,
-                },
-                graph,
-                &mut |t| {
-                    out.push(t);
-                    out.len() < stop
-                },
-            )
-            .unwrap();
+            let out = decode(&m, &mut st, graph, cfg, stop);
             (out, m, st)
         };
         let run_gpu = |graph: bool, cfg: SamplerConfig| gen_gpu(graph, cfg, n).0;
@@ -134,24 +140,7 @@ fn graph_replay_matches_eager_launches_and_the_cpu() {
         let (_, m, mut st) = gen_gpu(true, greedy_cfg.clone(), n);
         for (cfg, want) in [(greedy_cfg.clone(), &graph), (sampled, &sg)] {
             st.reset().unwrap();
-            let mut s = Sampler::new(cfg).unwrap();
-            let mut again = Vec::new();
-            generate_gpu(
-                &m,
-                &mut st,
-                &prompt,
-                Decoding {
-                    max_new: n,
-                    sampler: &mut s,
-                    is_eog: &|_| false,
-                },
-                true,
-                &mut |t| {
-                    again.push(t);
-                    true
-                },
-            )
-            .unwrap();
+            let again = decode(&m, &mut st, true, cfg, n);
             assert_eq!(&again, want, "{v}: the second sequence of a reset state");
         }
         let mut cache = lm.model.new_cache(prompt.len() + n);
