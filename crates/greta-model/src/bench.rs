@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde::Serialize;
 
-use crate::generate::sampler::{argmax, Sampler, SamplerConfig};
+use crate::generate::sampler::{argmax, Sampler, SamplerConfig, SamplerError};
 use crate::kernels::gpu::DeviceSampling;
 use crate::llama::gpu::{DecodeAhead, GpuError, GpuLlama, GpuState, TokenPick};
 use crate::llama::weights::LlamaWeights;
@@ -24,6 +24,8 @@ pub enum BenchError {
     Forward(#[from] ForwardError),
     #[error(transparent)]
     Runtime(#[from] hiprt::HipError),
+    #[error(transparent)]
+    Sampler(#[from] SamplerError),
     #[error("{0}")]
     Invalid(String),
 }
@@ -103,9 +105,7 @@ impl BenchSpec {
                     sm.temperature
                 )));
             }
-            sm.host(self.seed)
-                .validate()
-                .map_err(|e| BenchError::Invalid(e.to_string()))?;
+            sm.host(self.seed).validate()?;
         }
         Ok(())
     }
@@ -361,16 +361,12 @@ pub fn bench_cpu(
     for rep in 0..spec.reps {
         cache.truncate(0);
         let mut sampler = match spec.sampling {
-            Some(sm) => Some(
-                Sampler::new(sm.host(spec.seed)).map_err(|e| BenchError::Invalid(e.to_string()))?,
-            ),
+            Some(sm) => Some(Sampler::new(sm.host(spec.seed))?),
             None => None,
         };
-        let mut pick = |logits: &[f32]| -> Result<u32, BenchError> {
+        let mut pick = |logits: &[f32]| -> Result<u32, SamplerError> {
             match &mut sampler {
-                Some(s) => s
-                    .sample(logits, &[])
-                    .map_err(|e| BenchError::Invalid(e.to_string())),
+                Some(s) => s.sample(logits, &[]),
                 None => Ok(argmax(logits)),
             }
         };
