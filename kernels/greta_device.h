@@ -372,12 +372,13 @@ GRETA_DEVICE void g_fence_acquire() { __builtin_amdgcn_fence(__ATOMIC_ACQUIRE, "
 GRETA_DEVICE unsigned g_atomic_inc(unsigned* p) {
     return __hip_atomic_fetch_add(p, 1u, __ATOMIC_RELAXED, __HIP_MEMORY_SCOPE_AGENT);
 }
-// An atomic add to a word of LDS (a block's histogram).
-GRETA_DEVICE void g_atomic_add_lds(unsigned* p, unsigned v) {
-    __hip_atomic_fetch_add(p, v, __ATOMIC_RELAXED, __HIP_MEMORY_SCOPE_WORKGROUP);
+// An atomic add to a word of LDS (a block's histogram, a slot counter); returns the old value.
+GRETA_DEVICE unsigned g_atomic_add_lds(unsigned* p, unsigned v) {
+    return __hip_atomic_fetch_add(p, v, __ATOMIC_RELAXED, __HIP_MEMORY_SCOPE_WORKGROUP);
 }
-// The bits of an f32.
+// The bits of an f32, and the f32 of some bits.
 GRETA_DEVICE unsigned g_float_bits(float v) { return __builtin_bit_cast(unsigned, v); }
+GRETA_DEVICE float g_bits_float(unsigned u) { return __builtin_bit_cast(float, u); }
 // Eight consecutive f16 values (16 bytes, 16-byte aligned) widened to f32.
 GRETA_DEVICE void g_load_h8(const g_half* p, float* out) {
     typedef _Float16 h8 __attribute__((ext_vector_type(8)));
@@ -390,8 +391,9 @@ GRETA_DEVICE float g_shfl(float v, unsigned src) { return __shfl_sync(0xffffffff
 GRETA_DEVICE void g_fence_release() { __threadfence(); }
 GRETA_DEVICE void g_fence_acquire() { __threadfence(); }
 GRETA_DEVICE unsigned g_atomic_inc(unsigned* p) { return atomicAdd(p, 1u); }
-GRETA_DEVICE void g_atomic_add_lds(unsigned* p, unsigned v) { atomicAdd(p, v); }
+GRETA_DEVICE unsigned g_atomic_add_lds(unsigned* p, unsigned v) { return atomicAdd(p, v); }
 GRETA_DEVICE unsigned g_float_bits(float v) { return __float_as_uint(v); }
+GRETA_DEVICE float g_bits_float(unsigned u) { return __uint_as_float(u); }
 GRETA_DEVICE void g_load_h8(const g_half* p, float* out) {
     uint4 u = *(const uint4*)p;
     const __half2* h = (const __half2*)&u;

@@ -562,40 +562,55 @@ GRETA_KERNEL void advance_pos(unsigned* pos0, unsigned by) {
 // Draws the next token exactly as the host Sampler does for temperature > 0, top-k in
 // 1..=SAMPLE_K_MAX and top-p, without leaving the device: the top_k largest of
 // v = logits / temperature in the host's order (f32::total_cmp descending, index ascending),
-// then one thread takes their softmax, cuts it at top_p and draws from the splitmix64 stream
-// whose state is *rng (advanced once per draw, as on the host).
+// then their softmax, cut at top_p, and a draw from the splitmix64 stream whose state is
+// *rng (advanced once per draw, as on the host).
 // The top_k are found by a radix select on v's bits (a key whose unsigned order is
-// total_cmp's): the digit of the top_k-th largest key, 12 bits at a time from the top, by a
-// histogram of the keys that share the digits found so far; it stops early when the digit's
-// bin holds exactly the keys still wanted. Then every key above the threshold is in, and of
-// the keys equal to it (ties) those of lowest index, found by scans over contiguous chunks.
-// Three or four passes over the logits, where the former form (top_k block-wide argmaxes)
-// made top_k of them: 0.5 ms a token at top_k 40 over 49 152 logits (session 21).
+// total_cmp's): a histogram of the keys' top 12 bits gives the bin of the top_k-th largest;
+// once the keys in that bin and above number at most SAMPLE_CANDIDATES, one coalesced pass
+// gathers them into LDS and each one's rank among them (key descending, index ascending)
+// says whether it is in. Until then the next 12 (then 8) bits are counted among the keys of
+// that bin. Only when more than SAMPLE_CANDIDATES keys tie at the top_k-th's exact value do
+// contiguous chunks (index order) decide which ties are in. Real logits have a tail, so one
+// histogram and one gather usually do: two passes over the logits, where session 21's form
+// always made three or four, two of them one thread per chunk (uncoalesced), and the form
+// before it top_k block-wide argmaxes (0.5 ms a token at top_k 40 over 49 152 logits).
 // One block of SAMPLE_BLOCK threads.
 #define SAMPLE_K_MAX 256
 #define SAMPLE_BLOCK 1024
 #define SAMPLE_BINS 4096
+#define SAMPLE_CANDIDATES 1024
 // The unsigned key of v whose order is f32::total_cmp's (-0 below +0; NaN at the ends).
 GRETA_DEVICE unsigned g_total_key(float v) {
     const unsigned u = g_float_bits(v);
     return (u & 0x80000000u) ? ~u : (u | 0x80000000u);
 }
-// Exclusive prefix sum of x over the block's threads (x[t] in, the sum before t out; the
-// total in *total). buf: SAMPLE_BLOCK words of LDS. Every thread calls.
-GRETA_DEVICE unsigned g_block_exclusive_sum(unsigned x, unsigned* buf, unsigned* total) {
-    const unsigned t = g_tid();
-    buf[t] = x;
-    g_sync();
-    for (unsigned d = 1; d < SAMPLE_BLOCK; d <<= 1) {
-        const unsigned add = t >= d ? buf[t - d] : 0u;
-        g_sync();
-        buf[t] += add;
-        g_sync();
+// Inclusive prefix sum of x over the wave's lanes (shuffles; every lane calls).
+GRETA_DEVICE unsigned g_wave_inclusive_sum(unsigned x) {
+    const unsigned lane = g_lane();
+    for (unsigned d = 1; d < GRETA_WAVE; d <<= 1) {
+        const unsigned y = g_float_bits(g_shfl(g_bits_float(x), lane >= d ? lane - d : lane));
+        if (lane >= d) x += y;
     }
-    const unsigned inclusive = buf[t];
-    *total = buf[SAMPLE_BLOCK - 1];
+    return x;
+}
+// Exclusive prefix sum of x over the block's SAMPLE_BLOCK threads (x[t] in, the sum before t
+// out; the total in *total): the waves' sums by shuffles, then wave 0 scans the waves'
+// totals. buf: SAMPLE_BLOCK / GRETA_WAVE words of LDS. Every thread calls. Three barriers
+// (an LDS Hillis-Steele scan took twenty).
+GRETA_DEVICE unsigned g_block_exclusive_sum(unsigned x, unsigned* buf, unsigned* total) {
+    const unsigned t = g_tid(), w = t / GRETA_WAVE, lane = g_lane(), waves = SAMPLE_BLOCK / GRETA_WAVE;
+    const unsigned inclusive = g_wave_inclusive_sum(x);
+    if (lane == GRETA_WAVE - 1) buf[w] = inclusive;
     g_sync();
-    return inclusive - x;
+    if (w == 0) {
+        const unsigned v = g_wave_inclusive_sum(lane < waves ? buf[lane] : 0u);
+        if (lane < waves) buf[lane] = v;
+    }
+    g_sync();
+    const unsigned before = (w > 0 ? buf[w - 1] : 0u) + inclusive - x;
+    *total = buf[waves - 1];
+    g_sync();
+    return before;
 }
 // Calls f(v, i) with v = logits[i] / temperature for i = begin, begin + stride, ... < end, in
 // that order, the loads issued SAMPLE_UNROLL at a time: one block runs the sampler, and one
@@ -615,110 +630,140 @@ GRETA_DEVICE void g_sample_each(const float* logits, float temperature, unsigned
     }
     for (; i < end; i += stride) f(logits[i] / temperature, i);
 }
+// The radix select's state between passes (LDS).
+struct SampleSelect {
+    unsigned prefix;     // the digits found so far, the bits below them zero
+    unsigned want;       // how many keys with that prefix are in
+    unsigned at_or_above; // keys >= prefix (those above it and all that share it)
+    unsigned slots;      // the gather's next free slot
+};
+// One radix pass: the histogram of digit (key >> shift) & (2^width - 1) over the keys whose
+// bits under `mask` are sel->prefix, then the digit of the sel->want-th largest among them.
+// Thread t holds bins 4t .. 4t + 3. Every thread calls.
+GRETA_DEVICE void g_sample_digit(const float* logits, unsigned n, float temperature, unsigned mask, unsigned shift,
+                                 unsigned width, unsigned* hist, unsigned* scan, SampleSelect* sel) {
+    const unsigned t = g_tid();
+    for (unsigned b = t; b < SAMPLE_BINS; b += SAMPLE_BLOCK) hist[b] = 0u;
+    g_sync();
+    const unsigned prefix = sel->prefix, want = sel->want, above_prefix = sel->at_or_above;
+    g_sample_each(logits, temperature, t, n, SAMPLE_BLOCK, [&](float v, unsigned) {
+        const unsigned key = g_total_key(v);
+        if ((key & mask) == prefix) g_atomic_add_lds(&hist[(key >> shift) & ((1u << width) - 1u)], 1u);
+    });
+    g_sync();
+    // The keys in the bins above thread t's: the total less the sum up to and with its own.
+    const unsigned b0 = 4u * t;
+    const unsigned mine = hist[b0] + hist[b0 + 1] + hist[b0 + 2] + hist[b0 + 3];
+    unsigned total;
+    const unsigned below = g_block_exclusive_sum(mine, scan, &total);
+    const unsigned above = total - below - mine;
+    if (above < want && want <= above + mine) {
+        unsigned acc = above;
+        for (unsigned j = 4; j-- > 0;) {
+            const unsigned c = hist[b0 + j];
+            if (want <= acc + c) {
+                sel->prefix = prefix | ((b0 + j) << shift);
+                sel->want = want - acc;
+                // The keys above the prefix's bin, those above this bin in it, the bin.
+                sel->at_or_above = (above_prefix - total) + acc + c;
+                break;
+            }
+            acc += c;
+        }
+    }
+    g_sync();
+}
 GRETA_KERNEL void sample_topk(const float* logits, unsigned n, float temperature, unsigned top_k, float top_p,
                               unsigned long long* rng, unsigned* out, unsigned* pos0, unsigned by,
                               unsigned* history, unsigned history_len) {
     g_overlap_entry();
     GRETA_SHARED unsigned hist[SAMPLE_BINS];
-    GRETA_SHARED unsigned scan[SAMPLE_BLOCK];
-    GRETA_SHARED unsigned sel[3];  // the digits found (bits above `shift`), keys still wanted, whether all of the bin are in
-    GRETA_SHARED float pick_v[SAMPLE_K_MAX], cand_v[SAMPLE_K_MAX];
-    GRETA_SHARED unsigned pick_k[SAMPLE_K_MAX], pick_i[SAMPLE_K_MAX], cand_i[SAMPLE_K_MAX];
+    GRETA_SHARED unsigned scan[SAMPLE_BLOCK / GRETA_WAVE];
+    GRETA_SHARED SampleSelect sel;
+    // The keys gathered (any order), then the top k in order and their probabilities.
+    GRETA_SHARED float pick_v[SAMPLE_CANDIDATES];
+    GRETA_SHARED unsigned pick_k[SAMPLE_CANDIDATES], pick_i[SAMPLE_CANDIDATES];
+    GRETA_SHARED float cand_v[SAMPLE_K_MAX], probs[SAMPLE_K_MAX];
+    GRETA_SHARED unsigned cand_i[SAMPLE_K_MAX];
     const unsigned t = g_tid();
     const unsigned k = top_k < n ? top_k : n;
-    if (t == 0) {
-        sel[0] = 0u;
-        sel[1] = k;
-        sel[2] = 0u;
-    }
-    // Radix select: digits of 12, 12 and 8 bits.
+    if (t == 0) sel = SampleSelect{0u, k, n, 0u};
+    // Digits of 12, 12 and 8 bits, until the keys at or above the k-th's bin fit in LDS.
     unsigned mask = 0u;
-    for (unsigned pass = 0; pass < 3; ++pass) {
+    bool gathered = false;
+    for (unsigned pass = 0; pass < 3 && !gathered; ++pass) {
         const unsigned shift = pass == 0 ? 20u : pass == 1 ? 8u : 0u;
         const unsigned width = pass == 2 ? 8u : 12u;
-        for (unsigned b = t; b < SAMPLE_BINS; b += SAMPLE_BLOCK) hist[b] = 0u;
-        g_sync();
-        const unsigned prefix = sel[0];
-        if (sel[2]) break;  // the bin of the last pass held exactly the keys wanted
-        g_sample_each(logits, temperature, t, n, SAMPLE_BLOCK, [&](float v, unsigned) {
-            const unsigned key = g_total_key(v);
-            if ((key & mask) == prefix) g_atomic_add_lds(&hist[(key >> shift) & ((1u << width) - 1u)], 1u);
-        });
-        g_sync();
-        // Thread t holds bins 4t .. 4t + 3; the keys in bins above its own come from the
-        // scan over the threads above (the block sum, reversed).
-        const unsigned b0 = 4u * t;
-        const unsigned mine = hist[b0] + hist[b0 + 1] + hist[b0 + 2] + hist[b0 + 3];
-        unsigned total;
-        const unsigned below = g_block_exclusive_sum(mine, scan, &total);
-        const unsigned above = total - below - mine;
-        const unsigned want = sel[1];
-        g_sync();
-        if (above < want && want <= above + mine) {
-            unsigned acc = above;
-            for (unsigned j = 4; j-- > 0;) {
-                const unsigned c = hist[b0 + j];
-                if (want <= acc + c) {
-                    sel[0] = prefix | ((b0 + j) << shift);
-                    sel[1] = want - acc;
-                    sel[2] = (want - acc == c) ? 1u : 0u;
-                    break;
-                }
-                acc += c;
-            }
-        }
+        g_sample_digit(logits, n, temperature, mask, shift, width, hist, scan, &sel);
         mask |= ((1u << width) - 1u) << shift;
-        g_sync();
+        gathered = sel.at_or_above <= SAMPLE_CANDIDATES;
     }
-    // The threshold: with all of its bin in, every key >= thr (thr's unfound bits zero);
-    // otherwise (ties of the full key) every key > thr and the first `ties` keys == thr.
-    const unsigned thr = sel[0], ties = sel[2] ? 0u : sel[1];
-    const bool all_in = sel[2] != 0u;
-    // Contiguous chunks, so that the block's order is the index order (ties by index).
-    const unsigned chunk = (n + SAMPLE_BLOCK - 1) / SAMPLE_BLOCK;
-    const unsigned a = t * chunk < n ? t * chunk : n, e = a + chunk < n ? a + chunk : n;
-    unsigned above_n = 0u, equal_n = 0u;
-    g_sample_each(logits, temperature, a, e, 1, [&](float v, unsigned) {
-        const unsigned key = g_total_key(v);
-        above_n += all_in ? (key >= thr) : (key > thr);
-        equal_n += !all_in && key == thr;
-    });
-    unsigned total;
-    const unsigned equal_before = g_block_exclusive_sum(equal_n, scan, &total);
-    const unsigned equal_take = equal_before >= ties ? 0u : (ties - equal_before < equal_n ? ties - equal_before : equal_n);
-    unsigned slot = g_block_exclusive_sum(above_n + equal_take, scan, &total);
-    unsigned equal_left = equal_take;
-    g_sample_each(logits, temperature, a, e, 1, [&](float v, unsigned i) {
-        const unsigned key = g_total_key(v);
-        bool in = all_in ? key >= thr : key > thr;
-        if (!all_in && key == thr && equal_left > 0u) {
-            in = true;
-            --equal_left;
-        }
-        if (in) {
-            pick_v[slot] = v;
-            pick_k[slot] = key;
-            pick_i[slot] = i;
-            ++slot;
-        }
-    });
+    unsigned picked = k;
+    if (gathered) {
+        // Every key >= the bin's lowest, in any order: they are ranked below.
+        const unsigned low = sel.prefix;
+        g_sample_each(logits, temperature, t, n, SAMPLE_BLOCK, [&](float v, unsigned i) {
+            const unsigned key = g_total_key(v);
+            if (key >= low) {
+                const unsigned slot = g_atomic_add_lds(&sel.slots, 1u);
+                pick_v[slot] = v;
+                pick_k[slot] = key;
+                pick_i[slot] = i;
+            }
+        });
+        picked = sel.at_or_above;
+    } else {
+        // More than SAMPLE_CANDIDATES keys share the k-th's value: every key above it is in,
+        // and of its ties those of lowest index, found over contiguous chunks so that the
+        // block's order is the index order (a thread a chunk: uncoalesced, and rare).
+        const unsigned thr = sel.prefix, ties = sel.want;
+        const unsigned chunk = (n + SAMPLE_BLOCK - 1) / SAMPLE_BLOCK;
+        const unsigned a = t * chunk < n ? t * chunk : n, e = a + chunk < n ? a + chunk : n;
+        unsigned above_n = 0u, equal_n = 0u;
+        g_sample_each(logits, temperature, a, e, 1, [&](float v, unsigned) {
+            const unsigned key = g_total_key(v);
+            above_n += key > thr;
+            equal_n += key == thr;
+        });
+        unsigned total;
+        const unsigned equal_before = g_block_exclusive_sum(equal_n, scan, &total);
+        const unsigned equal_take =
+            equal_before >= ties ? 0u : (ties - equal_before < equal_n ? ties - equal_before : equal_n);
+        unsigned slot = g_block_exclusive_sum(above_n + equal_take, scan, &total);
+        unsigned equal_left = equal_take;
+        g_sample_each(logits, temperature, a, e, 1, [&](float v, unsigned i) {
+            const unsigned key = g_total_key(v);
+            bool in = key > thr;
+            if (key == thr && equal_left > 0u) {
+                in = true;
+                --equal_left;
+            }
+            if (in) {
+                pick_v[slot] = v;
+                pick_k[slot] = key;
+                pick_i[slot] = i;
+                ++slot;
+            }
+        });
+    }
     g_sync();
-    // Exactly k picked (total == k); each one's place in (key descending, index ascending).
-    if (t < k) {
-        const unsigned key = pick_k[t], idx = pick_i[t];
+    // Each gathered key's place in (key descending, index ascending); the first k are in.
+    for (unsigned c = t; c < picked; c += SAMPLE_BLOCK) {
+        const unsigned key = pick_k[c], idx = pick_i[c];
         unsigned rank = 0u;
-        for (unsigned j = 0; j < k; ++j) rank += pick_k[j] > key || (pick_k[j] == key && pick_i[j] < idx);
-        cand_v[rank] = pick_v[t];
-        cand_i[rank] = idx;
+        for (unsigned j = 0; j < picked; ++j) rank += pick_k[j] > key || (pick_k[j] == key && pick_i[j] < idx);
+        if (rank < k) {
+            cand_v[rank] = pick_v[c];
+            cand_i[rank] = idx;
+        }
     }
+    g_sync();
+    if (t < k) probs[t] = g_exp(cand_v[t] - cand_v[0]);
     g_sync();
     if (t != 0) return;
-    float probs[SAMPLE_K_MAX];
+    // The host's sums, in the host's order.
     float sum = 0.0f;
-    for (unsigned c = 0; c < k; ++c) {
-        probs[c] = g_exp(cand_v[c] - cand_v[0]);
-        sum += probs[c];
-    }
+    for (unsigned c = 0; c < k; ++c) sum += probs[c];
     for (unsigned c = 0; c < k; ++c) probs[c] /= sum;
     unsigned keep = k;
     if (top_p < 1.0f) {
