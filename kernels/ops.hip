@@ -429,8 +429,12 @@ GRETA_KERNEL void gemv_f16(const g_half* w, const float* x, float* y, unsigned k
 // 500 µs decode step in place, H200, session 9); now 3. x must be 16-byte aligned (a buffer's
 // start: the launcher passes one).
 #define ARGMAX_VECS 4
+// (v, i) replaces the best so far (*bv, *bi) when it is better: a NaN beats every number (so
+// that a NaN among the logits reaches the pick, which flags it: g_pick_write), then the
+// larger value, then the lower index. Start from (-inf, 0xffffffff), which any element beats.
 GRETA_DEVICE void g_argmax_take(float v, unsigned i, float* bv, unsigned* bi) {
-    if (v > *bv || (v == *bv && i < *bi)) {
+    const bool v_nan = v != v, b_nan = *bv != *bv;
+    if (v_nan ? (!b_nan || i < *bi) : (!b_nan && (v > *bv || (v == *bv && i < *bi)))) {
         *bv = v;
         *bi = i;
     }
@@ -450,13 +454,17 @@ GRETA_DEVICE void g_argmax_scan(const float* x, unsigned i0, unsigned v1, float*
 }
 // A pick's last act: the token goes to out[0] (the next step's input), the position moves on
 // by `by` (the pass's rows) and the token is also kept at history[new position], where the
-// host reads it while the next step already runs. One thread.
-GRETA_DEVICE void g_pick_write(unsigned tok, unsigned* out, unsigned* pos0, unsigned by, unsigned* history,
+// host reads it while the next step already runs. Logits with a NaN have no token to give
+// (the host sampler refuses them): history gets G_PICK_NAN, which the host reports as an
+// error (PICK_NAN in crates/greta-kernels/src/gpu.rs), and out gets token 0 so that a step
+// already issued behind this one reads a row of the embedding, not past it. One thread.
+#define G_PICK_NAN 0xffffffffu
+GRETA_DEVICE void g_pick_write(unsigned tok, bool nan, unsigned* out, unsigned* pos0, unsigned by, unsigned* history,
                                unsigned history_len) {
-    *out = tok;
+    *out = nan ? 0u : tok;
     unsigned p = *pos0 + by;
     *pos0 = p;
-    if (p < history_len) history[p] = tok;
+    if (p < history_len) history[p] = nan ? G_PICK_NAN : tok;
 }
 
 // The argmax of x[..n] (first on ties) as a pick (g_pick_write). One block.
@@ -466,7 +474,7 @@ GRETA_KERNEL void argmax_f32(const float* x, unsigned n, unsigned* out, unsigned
     GRETA_SHARED float best_v[MAX_BLOCK];
     GRETA_SHARED unsigned best_i[MAX_BLOCK];
     unsigned t = g_tid();
-    float bv = -3.402823466e38f;
+    float bv = -__builtin_inff();
     unsigned bi = 0xffffffffu;
     const unsigned n4 = n / 4, b = g_bdim();
     g_argmax_scan(x, t, n4, &bv, &bi);
@@ -475,14 +483,10 @@ GRETA_KERNEL void argmax_f32(const float* x, unsigned n, unsigned* out, unsigned
     best_i[t] = bi;
     g_sync();
     for (unsigned s = g_bdim() / 2; s > 0; s >>= 1) {
-        if (t < s) {
-            float ov = best_v[t + s];
-            unsigned oi = best_i[t + s];
-            if (ov > best_v[t] || (ov == best_v[t] && oi < best_i[t])) { best_v[t] = ov; best_i[t] = oi; }
-        }
+        if (t < s) g_argmax_take(best_v[t + s], best_i[t + s], &best_v[t], &best_i[t]);
         g_sync();
     }
-    if (t == 0) g_pick_write(best_i[0], out, pos0, by, history, history_len);
+    if (t == 0) g_pick_write(best_i[0], best_v[0] != best_v[0], out, pos0, by, history, history_len);
 }
 
 #if defined(GRETA_CLUSTERS)
@@ -510,7 +514,7 @@ GRETA_KERNEL void argmax_f32_cluster(const float* x, unsigned n, unsigned* out, 
     const unsigned t = g_tid(), b = g_bdim(), blk = g_bid(), blocks = g_cluster_blocks();
     const unsigned n4 = n / 4, share = (n4 + blocks - 1) / blocks;
     const unsigned v0 = blk * share < n4 ? blk * share : n4, v1 = v0 + share < n4 ? v0 + share : n4;
-    float bv = -3.402823466e38f;
+    float bv = -__builtin_inff();
     unsigned bi = 0xffffffffu;
     g_argmax_scan(x, v0 + t, v1, &bv, &bi);
     if (blk == blocks - 1)
@@ -522,7 +526,7 @@ GRETA_KERNEL void argmax_f32_cluster(const float* x, unsigned n, unsigned* out, 
     }
     g_sync();
     if (t < 32) {
-        bv = t < b / 32 ? wave_v[t] : -3.402823466e38f;
+        bv = t < b / 32 ? wave_v[t] : -__builtin_inff();
         bi = t < b / 32 ? wave_i[t] : 0xffffffffu;
         for (unsigned m = 16; m > 0; m >>= 1) g_argmax_shfl(&bv, &bi, m);
         if (t == 0) {
@@ -538,7 +542,7 @@ GRETA_KERNEL void argmax_f32_cluster(const float* x, unsigned n, unsigned* out, 
             const float* peer = g_cluster_peer(best, r);
             g_argmax_take(peer[0], __float_as_uint(peer[1]), &v, &i);
         }
-        g_pick_write(i, out, pos0, by, history, history_len);
+        g_pick_write(i, v != v, out, pos0, by, history, history_len);
     }
     // No block leaves while block 0 may still read its best.
     g_cluster_sync();
@@ -636,6 +640,7 @@ struct SampleSelect {
     unsigned want;       // how many keys with that prefix are in
     unsigned at_or_above; // keys >= prefix (those above it and all that share it)
     unsigned slots;      // the gather's next free slot
+    unsigned nan;        // whether a logit is NaN (the first pass looks)
 };
 // One radix pass: the histogram of digit (key >> shift) & (2^width - 1) over the keys whose
 // bits under `mask` are sel->prefix, then the digit of the sel->want-th largest among them.
@@ -649,6 +654,7 @@ GRETA_DEVICE void g_sample_digit(const float* logits, unsigned n, float temperat
     g_sample_each(logits, temperature, t, n, SAMPLE_BLOCK, [&](float v, unsigned) {
         const unsigned key = g_total_key(v);
         if ((key & mask) == prefix) g_atomic_add_lds(&hist[(key >> shift) & ((1u << width) - 1u)], 1u);
+        if (mask == 0u && v != v) sel->nan = 1u;
     });
     g_sync();
     // The keys in the bins above thread t's: the total less the sum up to and with its own.
@@ -687,7 +693,7 @@ GRETA_KERNEL void sample_topk(const float* logits, unsigned n, float temperature
     GRETA_SHARED unsigned cand_i[SAMPLE_K_MAX];
     const unsigned t = g_tid();
     const unsigned k = top_k < n ? top_k : n;
-    if (t == 0) sel = SampleSelect{0u, k, n, 0u};
+    if (t == 0) sel = SampleSelect{0u, k, n, 0u, 0u};
     // Digits of 12, 12 and 8 bits, until the keys at or above the k-th's bin fit in LDS.
     unsigned mask = 0u;
     bool gathered = false;
@@ -695,6 +701,10 @@ GRETA_KERNEL void sample_topk(const float* logits, unsigned n, float temperature
         const unsigned shift = pass == 0 ? 20u : pass == 1 ? 8u : 0u;
         const unsigned width = pass == 2 ? 8u : 12u;
         g_sample_digit(logits, n, temperature, mask, shift, width, hist, scan, &sel);
+        if (sel.nan) {
+            if (t == 0) g_pick_write(0u, true, out, pos0, by, history, history_len);
+            return;
+        }
         mask |= ((1u << width) - 1u) << shift;
         gathered = sel.at_or_above <= SAMPLE_CANDIDATES;
     }
@@ -788,5 +798,5 @@ GRETA_KERNEL void sample_topk(const float* logits, unsigned n, float temperature
         acc += probs[c];
         if (r < acc) { chosen = cand_i[c]; break; }
     }
-    g_pick_write(chosen, out, pos0, by, history, history_len);
+    g_pick_write(chosen, false, out, pos0, by, history, history_len);
 }

@@ -2281,6 +2281,11 @@ fn fa_shared_bytes(head_dim: usize) -> u32 {
 
 /// Largest head_dim the flash attention kernel holds (HD_MAX in kernels/attention.hip).
 pub const FLASH_HEAD_DIM_MAX: usize = 128;
+/// What a pick leaves in the history instead of a token when a logit is NaN (G_PICK_NAN in
+/// kernels/ops.hip): the host sampler refuses such logits, and the device has no token to
+/// give either, so the host reads this word and reports the error.
+pub const PICK_NAN: u32 = u32::MAX;
+
 /// Largest top-k the device sampler takes (SAMPLE_K_MAX in kernels/ops.hip).
 pub const SAMPLE_K_MAX: usize = 256;
 
@@ -2438,7 +2443,8 @@ impl AttnScratch {
 /// input), and, with the pass's position `pos[0]` advanced by `advance` (the pass's rows),
 /// at `history[pos[0]]` — where the host reads it while the next step already runs. A
 /// position past the history is not written there (the caller sizes the history to the KV
-/// cache's capacity + 1, the last position a token can be picked for).
+/// cache's capacity + 1, the last position a token can be picked for). Logits with a NaN
+/// leave [`PICK_NAN`] in the history and token 0 in `out`.
 pub struct PickAt<'a> {
     pub out: &'a mut DeviceBuffer<u32>,
     pub pos: &'a mut DeviceBuffer<u32>,

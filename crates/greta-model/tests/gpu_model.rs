@@ -273,6 +273,86 @@ fn device_sampling_draws_what_the_host_sampler_draws() {
     }
 }
 
+/// Logits with a NaN have no token: both argmax kernels and the sampler leave `PICK_NAN` in
+/// the history (the host reports it, as its own sampler refuses NaN) and token 0 as the next
+/// step's input, wherever the NaN is and whatever its sign. Logits that are all -inf pick
+/// token 0, as the host's argmax does.
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn device_picks_flag_nan_logits() {
+    use greta_model::generate::sampler::argmax;
+    use greta_model::kernels::gpu::{DeviceSampling, PICK_NAN};
+    let g = gpu();
+    let mut k = GpuKernels::load(&g, &default_dir()).unwrap();
+    let s = g.stream().unwrap();
+    let vocab = 49_152;
+    let mut dlogits = g.alloc::<f32>(vocab).unwrap();
+    let (mut out, mut pos) = (g.alloc::<u32>(1).unwrap(), g.alloc::<u32>(1).unwrap());
+    let mut history = g.alloc::<u32>(2).unwrap();
+    let mut rng = g.alloc::<u64>(1).unwrap();
+    rng.write(0, &[7], &s).unwrap();
+    let base: Vec<f32> = (0..vocab)
+        .map(|i| ((i * 37) % 1000) as f32 / 100.0)
+        .collect();
+    let mut cases: Vec<(String, Vec<f32>)> = Vec::new();
+    for (at, nan) in [(0, f32::NAN), (vocab / 2, -f32::NAN), (vocab - 1, f32::NAN)] {
+        let mut l = base.clone();
+        l[at] = nan;
+        cases.push((format!("NaN (sign {}) at {at}", nan.is_sign_negative()), l));
+    }
+    cases.push(("all NaN".into(), vec![f32::NAN; vocab]));
+    cases.push(("all -inf".into(), vec![f32::NEG_INFINITY; vocab]));
+    let pickers = ["argmax (cluster)", "argmax (one block)", "sample"];
+    for (what, logits) in &cases {
+        dlogits.write(0, logits, &s).unwrap();
+        let nan = logits.iter().any(|v| v.is_nan());
+        for picker in pickers {
+            out.write(0, &[12_345], &s).unwrap();
+            pos.write(0, &[0], &s).unwrap();
+            history.write(0, &[0, 12_345], &s).unwrap();
+            let at = PickAt {
+                out: &mut out,
+                pos: &mut pos,
+                advance: 1,
+                history: &mut history,
+            };
+            k.cluster_argmax = picker == "argmax (cluster)";
+            if picker == "sample" {
+                let cfg = DeviceSampling {
+                    temperature: 0.8,
+                    top_k: 40,
+                    top_p: 0.95,
+                };
+                k.sample(&s, &dlogits, vocab, cfg, &mut rng, at).unwrap();
+            } else {
+                k.argmax(&s, &dlogits, vocab, at).unwrap();
+            }
+            let (got, kept) = (out.to_vec(&s).unwrap()[0], history.to_vec(&s).unwrap()[1]);
+            if nan {
+                assert_eq!(kept, PICK_NAN, "{picker}, {what}: history holds {kept}");
+                assert_eq!(got, 0, "{picker}, {what}: the next input is {got}");
+            } else if picker != "sample" {
+                assert_eq!(
+                    (got, kept),
+                    (argmax(logits), argmax(logits)),
+                    "{picker}, {what}"
+                );
+            } else {
+                assert!(
+                    got < vocab as u32 && kept == got,
+                    "{picker}, {what}: {got}, {kept}"
+                );
+            }
+            assert_eq!(
+                pos.to_vec(&s).unwrap()[0],
+                1,
+                "{picker}, {what}: the position"
+            );
+        }
+        eprintln!("{what}: every pick as expected");
+    }
+}
+
 /// A second sequence takes the first one's blocks from the caching allocator (no runtime
 /// allocation) and, although they hold the first sequence's K/V, decodes the same tokens.
 #[test]

@@ -13,7 +13,7 @@ use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
     check_attention_shape, decode_splits, AttnScratch, AttnShape, DeviceSampling, E4m3Matrix,
     F16Operands, GemmLo, GemmOut, GemmRoute, GpuKernels, KernelError, LoOperand, MatShape, NormIn,
-    PickAt, QkvRope, Rows, LO8_GROUP, NORM_SPLIT_MAX_D,
+    PickAt, QkvRope, Rows, LO8_GROUP, NORM_SPLIT_MAX_D, PICK_NAN,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
@@ -51,6 +51,12 @@ pub enum GpuError {
     AheadExhausted { steps: usize },
     #[error("--split-lo fp8 needs Hopper's FP8 matrix units (an sm_90a device); this GPU has none: use --split-lo f16")]
     NoFp8,
+    #[error(
+        "the logits at position {position} contain NaN, so no token can be picked from them \
+         (found by the device's pick); `greta audit backend --against cpu` names the stage \
+         where the NaN first appears"
+    )]
+    NanLogits { position: usize },
 }
 
 type Result<T> = std::result::Result<T, GpuError>;
@@ -722,9 +728,7 @@ impl GpuState {
 
     /// The token the last pick wrote on the device (waits for the stream).
     pub fn picked(&self) -> Result<u32> {
-        let mut id = [0u32];
-        self.ids.read(0, &mut id, &self.stream)?;
-        Ok(id[0])
+        read_pick(&self.history, self.len, &self.stream)
     }
 
     /// Sets how the device picks tokens, seeding the sampler's generator. The captured decode
@@ -1706,6 +1710,24 @@ impl GpuLlama {
     }
 }
 
+/// The token a pick left at `history[pos]` (read on stream `s`), or the error it flagged
+/// there: [`PICK_NAN`] for logits with a NaN, which came from the row of position `pos - 1`.
+fn read_pick(history: &DeviceBuffer<u32>, pos: usize, s: &Stream) -> Result<u32> {
+    let mut id = [0u32];
+    history.read(pos, &mut id, s)?;
+    pick_token(id[0], pos)
+}
+
+/// The history word at `pos` as a token (see [`read_pick`]).
+fn pick_token(word: u32, pos: usize) -> Result<u32> {
+    match word {
+        PICK_NAN => Err(GpuError::NanLogits {
+            position: pos.saturating_sub(1),
+        }),
+        token => Ok(token),
+    }
+}
+
 /// Captured decode steps a state keeps (`GpuState::graphs`): a long cache would otherwise
 /// hold one for every 128 positions it has passed.
 const GRAPHS_KEPT: usize = 2;
@@ -1785,11 +1807,10 @@ impl<'a> DecodeAhead<'a> {
             .pop_front()
             .ok_or(GpuError::AheadExhausted { steps: self.steps })?;
         done.synchronize()?;
-        let mut id = [0u32];
-        self.st.history.read(pos, &mut id, &self.st.reads)?;
+        let id = read_pick(&self.st.history, pos, &self.st.reads)?;
         self.spare.push(done);
-        self.last = Some(id[0]);
-        Ok(id[0])
+        self.last = Some(id);
+        Ok(id)
     }
 
     /// Ends the run: a step issued past the last token read is waited for and undone.
@@ -1924,8 +1945,21 @@ impl Lin {
 
 #[cfg(test)]
 mod tests {
-    use super::{fp8_copy_bytes, AutoLo, SplitInputs, SplitLo};
+    use super::{fp8_copy_bytes, pick_token, AutoLo, GpuError, SplitInputs, SplitLo, PICK_NAN};
     use crate::synthetic;
+
+    #[test]
+    fn a_pick_flagged_nan_is_an_error_naming_the_logits_position() {
+        assert_eq!(pick_token(17, 5).unwrap(), 17);
+        assert_eq!(pick_token(PICK_NAN - 1, 5).unwrap(), PICK_NAN - 1);
+        let e = pick_token(PICK_NAN, 5).unwrap_err();
+        assert!(matches!(e, GpuError::NanLogits { position: 4 }), "{e:?}");
+        let msg = e.to_string();
+        assert!(
+            msg.contains("position 4") && msg.contains("NaN") && msg.contains("greta audit"),
+            "{msg}"
+        );
+    }
 
     #[test]
     fn split_inputs_parse_print_and_refuse_unknown_products() {
