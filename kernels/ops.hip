@@ -578,37 +578,11 @@ GRETA_KERNEL void advance_pos(unsigned* pos0, unsigned by) {
 // histogram and one gather usually do: two passes over the logits, where session 21's form
 // always made three or four, two of them one thread per chunk (uncoalesced), and the form
 // before it top_k block-wide argmaxes (0.5 ms a token at top_k 40 over 49 152 logits).
-// On NVIDIA sm_90 the passes are spread over a thread-block cluster (SAMPLE_CLUSTER blocks,
-// each a contiguous share of the logits): every block adds the blocks' histograms through
-// distributed shared memory and finds the same digit, and block 0 collects the gathered
-// keys and draws. One block did the passes at ~20 us a SmolLM2 token, compute-bound (a
-// division, a key and an LDS atomic per logit on one SM). Elsewhere (CDNA has no clusters)
-// the same code runs as one block.
-// Grid: one cluster of SAMPLE_CLUSTER blocks, or one block; block: SAMPLE_BLOCK threads.
+// One block of SAMPLE_BLOCK threads.
 #define SAMPLE_K_MAX 256
 #define SAMPLE_BLOCK 1024
 #define SAMPLE_BINS 4096
 #define SAMPLE_CANDIDATES 1024
-#define SAMPLE_CLUSTER 8
-// The sampler's blocks: the cluster's where clusters run, else the one block (rank 0), whose
-// "peer" is itself and whose cluster barrier is the block's.
-#if defined(GRETA_CLUSTERS)
-GRETA_DEVICE unsigned g_sample_blocks() { return g_cluster_blocks(); }
-GRETA_DEVICE unsigned g_sample_rank() { return g_cluster_rank(); }
-GRETA_DEVICE void g_sample_sync() { g_cluster_sync(); }
-template <typename T>
-GRETA_DEVICE const T* g_sample_peer(const T* p, unsigned rank) {
-    return (const T*)g_cluster_peer((const float*)p, rank);
-}
-#else
-GRETA_DEVICE unsigned g_sample_blocks() { return 1u; }
-GRETA_DEVICE unsigned g_sample_rank() { return 0u; }
-GRETA_DEVICE void g_sample_sync() { g_sync(); }
-template <typename T>
-GRETA_DEVICE const T* g_sample_peer(const T* p, unsigned) {
-    return p;
-}
-#endif
 // The unsigned key of v whose order is f32::total_cmp's (-0 below +0; NaN at the ends).
 GRETA_DEVICE unsigned g_total_key(float v) {
     const unsigned u = g_float_bits(v);
@@ -665,56 +639,45 @@ struct SampleSelect {
     unsigned prefix;     // the digits found so far, the bits below them zero
     unsigned want;       // how many keys with that prefix are in
     unsigned at_or_above; // keys >= prefix (those above it and all that share it)
-    unsigned slots;      // the gather's next free slot (this block's)
-    unsigned nan;        // whether a logit of this block's share is NaN (the first pass looks)
-    unsigned nan_any;    // whether one of any block's is
+    unsigned slots;      // the gather's next free slot
+    unsigned nan;        // whether a logit is NaN (the first pass looks)
 };
 // One radix pass: the histogram of digit (key >> shift) & (2^width - 1) over the keys whose
-// bits under `mask` are sel->prefix, each block counting its share [b0, b1) of the logits,
-// then the digit of the sel->want-th largest among them from the blocks' sum. Thread t
-// holds bins 4t .. 4t + 3. Every thread of every block calls; each block ends with the same
-// *sel, and no block reads another's histogram after it returns.
-GRETA_DEVICE void g_sample_digit(const float* logits, unsigned b0, unsigned b1, float temperature, unsigned mask,
-                                 unsigned shift, unsigned width, unsigned* hist, unsigned* scan, SampleSelect* sel) {
-    const unsigned t = g_tid(), blocks = g_sample_blocks();
+// bits under `mask` are sel->prefix, then the digit of the sel->want-th largest among them.
+// Thread t holds bins 4t .. 4t + 3. Every thread calls.
+GRETA_DEVICE void g_sample_digit(const float* logits, unsigned n, float temperature, unsigned mask, unsigned shift,
+                                 unsigned width, unsigned* hist, unsigned* scan, SampleSelect* sel) {
+    const unsigned t = g_tid();
     for (unsigned b = t; b < SAMPLE_BINS; b += SAMPLE_BLOCK) hist[b] = 0u;
     g_sync();
     const unsigned prefix = sel->prefix, want = sel->want, above_prefix = sel->at_or_above;
-    g_sample_each(logits, temperature, b0 + t, b1, SAMPLE_BLOCK, [&](float v, unsigned) {
+    g_sample_each(logits, temperature, t, n, SAMPLE_BLOCK, [&](float v, unsigned) {
         const unsigned key = g_total_key(v);
         if ((key & mask) == prefix) g_atomic_add_lds(&hist[(key >> shift) & ((1u << width) - 1u)], 1u);
         if (mask == 0u && v != v) sel->nan = 1u;
     });
-    g_sample_sync();  // every block's histogram is complete
-    unsigned c[4] = {0u, 0u, 0u, 0u};
-    for (unsigned r = 0; r < blocks; ++r) {
-        const unsigned* h = g_sample_peer(hist, r);
-        for (unsigned j = 0; j < 4; ++j) c[j] += h[4u * t + j];
-    }
-    if (t == 0) {
-        unsigned nan = 0u;
-        for (unsigned r = 0; r < blocks; ++r) nan |= g_sample_peer(&sel->nan, r)[0];
-        sel->nan_any = nan;
-    }
+    g_sync();
     // The keys in the bins above thread t's: the total less the sum up to and with its own.
-    const unsigned mine = c[0] + c[1] + c[2] + c[3];
+    const unsigned b0 = 4u * t;
+    const unsigned mine = hist[b0] + hist[b0 + 1] + hist[b0 + 2] + hist[b0 + 3];
     unsigned total;
     const unsigned below = g_block_exclusive_sum(mine, scan, &total);
     const unsigned above = total - below - mine;
     if (above < want && want <= above + mine) {
         unsigned acc = above;
         for (unsigned j = 4; j-- > 0;) {
-            if (want <= acc + c[j]) {
-                sel->prefix = prefix | ((4u * t + j) << shift);
+            const unsigned c = hist[b0 + j];
+            if (want <= acc + c) {
+                sel->prefix = prefix | ((b0 + j) << shift);
                 sel->want = want - acc;
                 // The keys above the prefix's bin, those above this bin in it, the bin.
-                sel->at_or_above = (above_prefix - total) + acc + c[j];
+                sel->at_or_above = (above_prefix - total) + acc + c;
                 break;
             }
-            acc += c[j];
+            acc += c;
         }
     }
-    g_sample_sync();  // no block reads this one's histogram any more; *sel is complete
+    g_sync();
 }
 GRETA_KERNEL void sample_topk(const float* logits, unsigned n, float temperature, unsigned top_k, float top_p,
                               unsigned long long* rng, unsigned* out, unsigned* pos0, unsigned by,
@@ -728,21 +691,18 @@ GRETA_KERNEL void sample_topk(const float* logits, unsigned n, float temperature
     GRETA_SHARED unsigned pick_k[SAMPLE_CANDIDATES], pick_i[SAMPLE_CANDIDATES];
     GRETA_SHARED float cand_v[SAMPLE_K_MAX], probs[SAMPLE_K_MAX];
     GRETA_SHARED unsigned cand_i[SAMPLE_K_MAX];
-    const unsigned t = g_tid(), rank = g_sample_rank(), blocks = g_sample_blocks();
+    const unsigned t = g_tid();
     const unsigned k = top_k < n ? top_k : n;
-    // This block's share of the logits.
-    const unsigned share = (n + blocks - 1) / blocks;
-    const unsigned b0 = rank * share < n ? rank * share : n, b1 = b0 + share < n ? b0 + share : n;
-    if (t == 0) sel = SampleSelect{0u, k, n, 0u, 0u, 0u};
+    if (t == 0) sel = SampleSelect{0u, k, n, 0u, 0u};
     // Digits of 12, 12 and 8 bits, until the keys at or above the k-th's bin fit in LDS.
     unsigned mask = 0u;
     bool gathered = false;
     for (unsigned pass = 0; pass < 3 && !gathered; ++pass) {
         const unsigned shift = pass == 0 ? 20u : pass == 1 ? 8u : 0u;
         const unsigned width = pass == 2 ? 8u : 12u;
-        g_sample_digit(logits, b0, b1, temperature, mask, shift, width, hist, scan, &sel);
-        if (sel.nan_any) {
-            if (rank == 0 && t == 0) g_pick_write(0u, true, out, pos0, by, history, history_len);
+        g_sample_digit(logits, n, temperature, mask, shift, width, hist, scan, &sel);
+        if (sel.nan) {
+            if (t == 0) g_pick_write(0u, true, out, pos0, by, history, history_len);
             return;
         }
         mask |= ((1u << width) - 1u) << shift;
@@ -750,10 +710,9 @@ GRETA_KERNEL void sample_topk(const float* logits, unsigned n, float temperature
     }
     unsigned picked = k;
     if (gathered) {
-        // Every key >= the bin's lowest, in any order (they are ranked below): each block
-        // gathers its share's, then block 0 appends the other blocks'.
+        // Every key >= the bin's lowest, in any order: they are ranked below.
         const unsigned low = sel.prefix;
-        g_sample_each(logits, temperature, b0 + t, b1, SAMPLE_BLOCK, [&](float v, unsigned i) {
+        g_sample_each(logits, temperature, t, n, SAMPLE_BLOCK, [&](float v, unsigned i) {
             const unsigned key = g_total_key(v);
             if (key >= low) {
                 const unsigned slot = g_atomic_add_lds(&sel.slots, 1u);
@@ -762,27 +721,8 @@ GRETA_KERNEL void sample_topk(const float* logits, unsigned n, float temperature
                 pick_i[slot] = i;
             }
         });
-        g_sample_sync();  // every block's gather is complete
-        if (rank == 0) {
-            unsigned at = sel.slots;
-            for (unsigned r = 1; r < blocks; ++r) {
-                const unsigned count = g_sample_peer(&sel.slots, r)[0];
-                const float* pv = g_sample_peer(pick_v, r);
-                const unsigned *pk = g_sample_peer(pick_k, r), *pi = g_sample_peer(pick_i, r);
-                for (unsigned c = t; c < count; c += SAMPLE_BLOCK) {
-                    pick_v[at + c] = pv[c];
-                    pick_k[at + c] = pk[c];
-                    pick_i[at + c] = pi[c];
-                }
-                at += count;
-            }
-        }
-        g_sample_sync();  // block 0 has read the others' keys: they may leave
-        if (rank != 0) return;
         picked = sel.at_or_above;
     } else {
-        // Block 0 alone: the others have nothing left to do.
-        if (rank != 0) return;
         // More than SAMPLE_CANDIDATES keys share the k-th's value: every key above it is in,
         // and of its ties those of lowest index, found over contiguous chunks so that the
         // block's order is the index order (a thread a chunk: uncoalesced, and rare).

@@ -262,9 +262,9 @@ pub struct GpuKernels {
     /// compare with. Every kernel waits for its predecessor before touching shared data
     /// (kernels/greta_device.h), so results are the same either way.
     pub overlap: bool,
-    /// The picks (`argmax`, `sample`) over a thread-block cluster where clusters run; off,
-    /// one block, as on every platform (the tests run both).
-    pub cluster_picks: bool,
+    /// The greedy pick over a thread-block cluster where clusters run (`argmax`); off, the
+    /// one-block kernel every platform has (the op test runs both).
+    pub cluster_argmax: bool,
     /// A timing study's kernels (`skip_kernels`): their launches are left out.
     skip: Vec<String>,
     /// Threads per wave (warp) of the device: 64 on CDNA, 32 on NVIDIA.
@@ -418,7 +418,7 @@ impl GpuKernels {
             return Ok(GpuKernels {
                 object: path,
                 overlap: true,
-                cluster_picks: true,
+                cluster_argmax: true,
                 skip: Vec::new(),
                 wave,
                 clusters: hopper,
@@ -1295,7 +1295,7 @@ impl GpuKernels {
     ) -> Result<()> {
         Self::need(x, n, "argmax x")?;
         let args = at.args(Args::new().ptr(x).u32(u32_of(n, "n")?), "argmax")?;
-        match self.argmax_cluster.as_ref().filter(|_| self.cluster_picks) {
+        match self.argmax_cluster.as_ref().filter(|_| self.cluster_argmax) {
             // One cluster: its blocks split the scan (kernels/ops.hip).
             Some(f) => {
                 let dims = LaunchDims {
@@ -2067,18 +2067,7 @@ impl GpuKernels {
             .f32(cfg.top_p)
             .ptr(rng);
         let args = at.args(args, "sample")?;
-        // One cluster whose blocks split the passes over the logits (kernels/ops.hip), or one
-        // block.
-        let dims = match self.clusters && self.cluster_picks {
-            true => LaunchDims {
-                grid: [SAMPLE_CLUSTER, 1, 1],
-                block: [1024, 1, 1],
-                shared_bytes: 0,
-                cluster: SAMPLE_CLUSTER,
-            },
-            false => rows(1, 1024),
-        };
-        self.launch(&self.sample_topk, dims, s, args)
+        self.launch(&self.sample_topk, rows(1, 1024), s, args)
     }
 
     /// *pos0 += by, on the device.
@@ -2136,9 +2125,6 @@ impl WgmmaTile {
 
 /// Blocks of the cluster argmax (ARGMAX_CLUSTER in kernels/ops.hip).
 const ARGMAX_CLUSTER: u32 = 8;
-
-/// Blocks of the cluster sampler (SAMPLE_CLUSTER in kernels/ops.hip).
-const SAMPLE_CLUSTER: u32 = 8;
 
 /// The warpgroup GEMM's K step (WG_BK in kernels/gemm.hip: the TMA boxes' columns, 128 bytes
 /// of f16) and depth (WG_STAGES; a kernel build with another depth needs this one too).

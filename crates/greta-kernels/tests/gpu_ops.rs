@@ -1299,7 +1299,7 @@ fn argmax_on_device_takes_the_first_maximum() {
     // Both kernels where the cluster one exists (NVIDIA sm_90): the cluster's blocks split
     // the scan, so the ties below also fall across blocks.
     for cluster in [true, false] {
-        k.cluster_picks = cluster;
+        k.cluster_argmax = cluster;
         argmax_case(&g, &s, &k, cluster);
     }
 }

@@ -181,17 +181,13 @@ fn graph_replay_matches_eager_launches_and_the_cpu() {
 fn device_sampling_draws_what_the_host_sampler_draws() {
     use greta_model::kernels::gpu::DeviceSampling;
     let g = gpu();
-    let mut k = GpuKernels::load(&g, &default_dir()).unwrap();
+    let k = GpuKernels::load(&g, &default_dir()).unwrap();
     let s = g.stream().unwrap();
-    // The cluster form where clusters run (NVIDIA sm_90), and the one-block form.
-    for (cluster, vocab, coarse, steps) in [true, false].into_iter().flat_map(|c| {
-        [
-            (c, 49_152, false, 64u64),
-            (c, 49_152, true, 24),
-            (c, 128_256, true, 16),
-        ]
-    }) {
-        k.cluster_picks = cluster;
+    for (vocab, coarse, steps) in [
+        (49_152, false, 64u64),
+        (49_152, true, 24),
+        (128_256, true, 16),
+    ] {
         for (temperature, top_k, top_p) in [
             (0.8, 40, 0.95),
             (1.5, 256, 1.0),
@@ -265,12 +261,12 @@ fn device_sampling_draws_what_the_host_sampler_draws() {
                 let want = host.sample(&logits, &[]).unwrap();
                 assert_eq!(
                     got, want,
-                    "cluster {cluster} vocab {vocab} coarse {coarse} T={temperature} k={top_k} p={top_p} step {step}: device drew {got}, host {want}"
+                    "vocab {vocab} coarse {coarse} T={temperature} k={top_k} p={top_p} step {step}: device drew {got}, host {want}"
                 );
                 distinct.insert(got);
             }
             eprintln!(
-                "device sampling (cluster {cluster}) vocab {vocab} coarse {coarse} T={temperature} k={top_k} p={top_p}: {steps} draws identical to the host ({} distinct tokens)",
+                "device sampling vocab {vocab} coarse {coarse} T={temperature} k={top_k} p={top_p}: {steps} draws identical to the host ({} distinct tokens)",
                 distinct.len()
             );
         }
@@ -306,12 +302,7 @@ fn device_picks_flag_nan_logits() {
     }
     cases.push(("all NaN".into(), vec![f32::NAN; vocab]));
     cases.push(("all -inf".into(), vec![f32::NEG_INFINITY; vocab]));
-    let pickers = [
-        "argmax (cluster)",
-        "argmax (one block)",
-        "sample (cluster)",
-        "sample (one block)",
-    ];
+    let pickers = ["argmax (cluster)", "argmax (one block)", "sample"];
     for (what, logits) in &cases {
         dlogits.write(0, logits, &s).unwrap();
         let nan = logits.iter().any(|v| v.is_nan());
@@ -325,8 +316,8 @@ fn device_picks_flag_nan_logits() {
                 advance: 1,
                 history: &mut history,
             };
-            k.cluster_picks = picker.ends_with("(cluster)");
-            if picker.starts_with("sample") {
+            k.cluster_argmax = picker == "argmax (cluster)";
+            if picker == "sample" {
                 let cfg = DeviceSampling {
                     temperature: 0.8,
                     top_k: 40,
@@ -340,7 +331,7 @@ fn device_picks_flag_nan_logits() {
             if nan {
                 assert_eq!(kept, PICK_NAN, "{picker}, {what}: history holds {kept}");
                 assert_eq!(got, 0, "{picker}, {what}: the next input is {got}");
-            } else if picker.starts_with("argmax") {
+            } else if picker != "sample" {
                 assert_eq!(
                     (got, kept),
                     (argmax(logits), argmax(logits)),
