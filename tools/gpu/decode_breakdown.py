@@ -66,7 +66,8 @@ def main():
         elif cur is not None:
             cur.append(k)
     prefill = [p for p in passes if p[0][1] > 1]
-    decode = [p for p in passes if p[0][1] == 1 and len(p) == 2 + len(LAYER) * n_layers + 3]
+    # Whole decode steps: those another pass follows (the profile's last one may be cut).
+    decode = [p for i, p in enumerate(passes[:-1]) if p[0][1] == 1]
     if prefill:
         p = prefill[0]
         groups = {}
@@ -79,12 +80,18 @@ def main():
         table(f"## {shape}: {bench['spec']['prompt_len']}-token prefill, {len(p)} kernels, {tot:.0f} us of kernel time "
               f"(bench: {bench['prefill_ms'] * 1e3:.0f} us wall), {bench['device']}", groups, tot, copy)
     if not decode:
-        sys.exit(f"no decode step of {2 + len(LAYER) * n_layers + 3} kernels found ({len(passes)} passes)")
-    # The step ends with the LM head, the position advance (end of the forward pass), then the
-    # token pick (GpuLlama::pick_on_device).
-    labels = ["embed"] + LAYER * n_layers + ["rmsnorm", "head_gemv", "advance_pos", "argmax"]
+        sys.exit(f"no whole decode step found ({len(passes)} passes)")
+    # A step: the embedding, the layers (len(LAYER) launches each, the same kernels in every
+    # layer), then the final norm, the LM head and the pick (GpuLlama::pick_on_device).
+    body = len(LAYER) * n_layers
     groups = {}
     for s in decode:
+        layer_names = [k[0] for k in s[1:1 + body]]
+        if len(s) < 1 + body or any(layer_names[i] != layer_names[i % len(LAYER)] for i in range(body)):
+            sys.exit(f"a decode step of {len(s)} launches is not embed + {n_layers} layers of {len(LAYER)} "
+                     f"({', '.join(LAYER)}) + tail: update LAYER")
+        labels = ["embed"] + [f"{lab} ({name})" for lab, name in zip(LAYER * n_layers, layer_names)]
+        labels += [f"tail: {k[0]}" for k in s[1 + body:]]
         for lab, (name, _, us, b) in zip(labels, s):
             g = groups.setdefault(lab, [0, 0.0, 0.0])
             g[0] += 1
@@ -98,7 +105,7 @@ def main():
             if wall > tot else
             "less than the kernels' sum: ncu times each kernel alone with cold caches, so small kernels read "
             "slower than in the graph and the gaps cannot be read from this")
-    table(f"## {shape}: one decode step ({len(labels)} kernels, mean of {n}), {tot:.0f} us of kernel time; bench: "
+    table(f"## {shape}: one decode step ({len(decode[0])} kernels, mean of {n}), {tot:.0f} us of kernel time; bench: "
           f"{wall:.0f} us per token wall, {gaps}; copy bandwidth {copy:.0f} GB/s", groups, tot, copy)
 
 if __name__ == "__main__":

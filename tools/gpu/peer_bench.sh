@@ -11,7 +11,7 @@
 # [shape ...] (GPU_ARGS: options for greta's runs; the table's footnote names them).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$(mktemp -d)}
+OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels
 G=./target/device/greta
 SHAPES=${*:-smollm2-135m llama2-7b}

@@ -16,19 +16,23 @@ NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
 status=0
 for s in ${@:-smollm2-135m llama2-7b}; do
   layers=$(case $s in smollm2-135m) echo 30;; llama2-7b) echo 32;; *) echo 2;; esac)
-  # The first prefill (2 + 9 per layer + 3 launches on Hopper: 4 GEMM launches (Q/K/V and
-  # gate/up grouped), 2 add + norm that also write the next product's f16 operands, RoPE +
-  # append, the attention that also writes the output product's operands, SwiGLU with
-  # down's operands)
-  # and the first two decode steps (2 + 5 per layer + 3 each: the norms ride in the
-  # products' prologues, the residual adds in their epilogues, RoPE and the KV append in the
-  # decode attention).
-  count=$(( (2 + 9 * layers + 3) + 2 * (2 + 5 * layers + 3) ))
+  # The first prefill and the decode steps after it: at most 12 launches a layer in the
+  # prefill (9-10 now: 4 GEMM launches, the norms that write the next product's operands,
+  # RoPE + append, the attention, SwiGLU, FP8 low halves where --split-lo fp8) and 6 in a
+  # decode step (5 now: the norms in the products' prologues, the residual adds in their
+  # epilogues, RoPE and the KV append in the decode attention), so that the count takes in
+  # the prefill and at least two whole steps whatever the launches' exact number;
+  # decode_breakdown.py uses the steps that end where the next one starts. Kernels run at
+  # load count too: with --split-lo fp8 (7B's default) each FP8 weight copy takes an absmax
+  # and a quantize launch, 10 a layer (session 22's first run of this count lost the 7B
+  # prefill's last layers to them).
+  count=$(( 12 * layers + (5 + 12 * layers) + 3 * (5 + 6 * layers) ))
   "$G" bench -m synthetic:$s --backend gpu --prompt-len 512 --gen 128 --reps 1 --json > /tmp/prof-$s.json 2>/dev/null
   "$NCU" --graph-profiling node --csv --page raw -c $count \
     --metrics gpu__time_duration.sum,dram__bytes_read.sum,dram__bytes_write.sum \
     "$G" bench -m synthetic:$s --backend gpu --prompt-len 512 --gen 4 --reps 1 > /tmp/prof-$s.csv 2> /tmp/prof-$s.log ||
     { tail -n 20 /tmp/prof-$s.log; status=1; continue; }
+  xz -c /tmp/prof-$s.csv > "$OUT/profile-$s.csv.xz"
   python3 tools/gpu/decode_breakdown.py /tmp/prof-$s.csv $s /tmp/prof-$s.json | tee "$OUT/profile-$s.md" || status=1
 done
 exit $status
