@@ -411,3 +411,108 @@ fn a_second_state_reuses_the_first_ones_blocks_and_decodes_the_same() {
     assert_eq!(a0, a1, "a reused state decoded differently");
     assert_ne!(a0, b);
 }
+
+/// A NaN that reaches the logits stops generation with `GpuError::NanLogits` naming the
+/// position, whether the prefill's pick meets it or a decode step's (read one step ahead,
+/// through `DecodeAhead`), with the device's argmax and its sampler alike; the tokens
+/// picked before it are delivered. The NaN is planted in the weights: the final norm's
+/// (every logit of every pass), or the embedding row of a token the clean run generates
+/// (the logits of the step that reads it).
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn nan_logits_stop_generation_with_an_error_naming_the_position() {
+    use greta_model::llama::gpu::GpuError;
+    use greta_model::llama::weights::Storage;
+    let g = gpu();
+    // Untied: a NaN embedding row leaves the LM head clean.
+    let path = common::fixtures().join("tiny/gqa-untied-theta5e5/model-f16.gguf");
+    let load = |poison: &dyn Fn(&mut greta_model::llama::weights::LlamaWeights)| {
+        let mut lm = model::load_as(&path, CpuWeights::F16Rounded, &mut |_, _| {}).unwrap();
+        poison(&mut lm.model.weights);
+        let config = lm.model.config.clone();
+        (
+            GpuLlama::load(&g, config, &lm.model.weights, &mut |_, _| {}).unwrap(),
+            lm.tokenizer,
+        )
+    };
+    let run = |m: &GpuLlama, prompt: &[u32], cfg: &SamplerConfig| {
+        let mut st = m.new_state(128, 64).unwrap();
+        let mut s = Sampler::new(cfg.clone()).unwrap();
+        let mut out = Vec::new();
+        let r = generate_gpu(
+            m,
+            &mut st,
+            prompt,
+            Decoding {
+                max_new: 24,
+                sampler: &mut s,
+                is_eog: &|_| false,
+            },
+            true,
+            &mut |t| {
+                out.push(t);
+                true
+            },
+        );
+        (out, r.map(|_| ()))
+    };
+    let nan_at = |r: Result<(), greta_model::generate::GpuGenerateError>| match r {
+        Err(greta_model::generate::GpuGenerateError::Gpu(GpuError::NanLogits { position })) => {
+            position
+        }
+        other => panic!("expected NanLogits, got {other:?}"),
+    };
+    let (clean, tokenizer) = load(&|_| {});
+    let prompt = tokenizer.encode("The quick brown fox", true).unwrap();
+    let sampled = SamplerConfig {
+        temperature: 0.8,
+        top_k: 40,
+        top_p: 0.95,
+        seed: 7,
+        ..Default::default()
+    };
+    let greedy_cfg = greedy().config().clone();
+    // The prefill's pick.
+    let (nan_norm, _) = load(&|w| w.output_norm[0] = f32::NAN);
+    for cfg in [&greedy_cfg, &sampled] {
+        let (out, r) = run(&nan_norm, &prompt, cfg);
+        assert!(out.is_empty(), "{out:?}");
+        assert_eq!(nan_at(r), prompt.len() - 1);
+    }
+    // A decode step's pick: the step whose input is the first generated token that neither
+    // the prompt nor an earlier step holds.
+    for cfg in [&greedy_cfg, &sampled] {
+        let (want, r) = run(&clean, &prompt, cfg);
+        r.unwrap();
+        let j = (0..want.len())
+            .find(|&j| !prompt.contains(&want[j]) && !want[..j].contains(&want[j]))
+            .expect("a new token");
+        let tok = want[j] as usize;
+        let (poisoned, _) = load(&|w| {
+            let cols = w.token_embd.cols;
+            match &mut w.token_embd.storage {
+                Storage::F32(v) => v[tok * cols..(tok + 1) * cols].fill(f32::NAN),
+                _ => panic!("F16Rounded weights are f32"),
+            }
+        });
+        let (out, r) = run(&poisoned, &prompt, cfg);
+        assert_eq!(
+            out,
+            want[..=j],
+            "the tokens before the NaN (temperature {})",
+            cfg.temperature
+        );
+        assert_eq!(
+            nan_at(r),
+            prompt.len() + j,
+            "temperature {}",
+            cfg.temperature
+        );
+        eprintln!(
+            "temperature {}: NaN logits named at position {} after {} tokens",
+            cfg.temperature,
+            prompt.len() + j,
+            j + 1
+        );
+    }
+}
