@@ -353,6 +353,37 @@ fn device_picks_flag_nan_logits() {
     }
 }
 
+/// Up to 24 tokens of `prompt` on a fresh state (cache of 128, decode graphs): the tokens
+/// delivered, and how the run ended.
+fn generate_24(
+    m: &GpuLlama,
+    prompt: &[u32],
+    cfg: &SamplerConfig,
+) -> (
+    Vec<u32>,
+    Result<(), greta_model::generate::GpuGenerateError>,
+) {
+    let mut st = m.new_state(128, 64).unwrap();
+    let mut s = Sampler::new(cfg.clone()).unwrap();
+    let mut out = Vec::new();
+    let r = generate_gpu(
+        m,
+        &mut st,
+        prompt,
+        Decoding {
+            max_new: 24,
+            sampler: &mut s,
+            is_eog: &|_| false,
+        },
+        true,
+        &mut |t| {
+            out.push(t);
+            true
+        },
+    );
+    (out, r.map(|_| ()))
+}
+
 /// A second sequence takes the first one's blocks from the caching allocator (no runtime
 /// allocation) and, although they hold the first sequence's K/V, decodes the same tokens.
 #[test]
@@ -374,26 +405,10 @@ fn a_second_state_reuses_the_first_ones_blocks_and_decodes_the_same() {
             .encode("Pack my box with five dozen liquor jugs", true)
             .unwrap(),
     ];
+    let greedy_cfg = greedy().config().clone();
     let run = |prompt: &[u32]| {
-        let mut st = m.new_state(128, 64).unwrap();
-        let mut s = greedy();
-        let mut out = Vec::new();
-        generate_gpu(
-            &m,
-            &mut st,
-            prompt,
-            Decoding {
-                max_new: 24,
-                sampler: &mut s,
-                is_eog: &|_| false,
-            },
-            true,
-            &mut |t| {
-                out.push(t);
-                true
-            },
-        )
-        .unwrap();
+        let (out, r) = generate_24(&m, prompt, &greedy_cfg);
+        r.unwrap();
         out
     };
     let a0 = run(&prompts[0]);
@@ -435,27 +450,7 @@ fn nan_logits_stop_generation_with_an_error_naming_the_position() {
             lm.tokenizer,
         )
     };
-    let run = |m: &GpuLlama, prompt: &[u32], cfg: &SamplerConfig| {
-        let mut st = m.new_state(128, 64).unwrap();
-        let mut s = Sampler::new(cfg.clone()).unwrap();
-        let mut out = Vec::new();
-        let r = generate_gpu(
-            m,
-            &mut st,
-            prompt,
-            Decoding {
-                max_new: 24,
-                sampler: &mut s,
-                is_eog: &|_| false,
-            },
-            true,
-            &mut |t| {
-                out.push(t);
-                true
-            },
-        );
-        (out, r.map(|_| ()))
-    };
+    let run = generate_24;
     let nan_at = |r: Result<(), greta_model::generate::GpuGenerateError>| match r {
         Err(greta_model::generate::GpuGenerateError::Gpu(GpuError::NanLogits { position })) => {
             position
