@@ -205,6 +205,17 @@ fn parse_backend(s: &str) -> Result<BackendRequest, String> {
 
 fn main() {
     let cli = Cli::parse();
+    // The CPU backend's products run on rayon's pool, hundreds of parallel calls a token.
+    // Called from a thread outside the pool, each call injects its job, wakes a worker and
+    // puts this thread to sleep until it is done; as one of the pool's threads, this one
+    // works on its own calls and the other workers steal from it.
+    // (Session 22, 2 threads, the default model: greedy decode 131-136 tok/s before, 168-170
+    // after; docs/performance.md.) Nothing has set the pool up yet: only the arguments have
+    // been parsed.
+    rayon::ThreadPoolBuilder::new()
+        .use_current_thread()
+        .build_global()
+        .expect("rayon's global pool is set up once, before any parallel call");
     // The trace and audit tools exit 2 on bad input, keeping 1 for "divergence found".
     let (result, error_code) = match cli.command {
         Command::Generate(a) => {
