@@ -190,30 +190,29 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 #define WG_STAGES 6
 #endif
 
-// With LO8 (`--split-lo fp8`), the lo half is FP8: ta_lo reads e4m3 bytes [t, k] with one
-// power-of-two scale per row and 64 columns in sx [t][ceil(k / 64)] (greta_device.h), and
-// the weights it multiplies are an FP8 copy (tw8_i: e4m3 [n_i, k] under one scale, *sw_i).
-// Each K step of 64 then holds four boxes, hi and w as above and lo and w8 (64-byte rows,
-// the 64-byte swizzle): the hi products accumulate in acc, the step's lo products (two
-// m64k32 FP8 products, twice the f16 rate) in part, which the first step of the next scale
-// group adds to acc times the group's row scale and the weights' (so that step waits for
-// the previous one's products, while the other consumer warpgroup keeps the matrix units
-// busy). Measured on an H200 (session 17; 7B Q/K/V under ncu: f16 lo 198 us, this form
-// 176 us), two other forms were slower or less exact. All lo steps after the hi ones at K
-// 128 took as long as f16 lo (198 us: each FP8 step moved the f16 step's bytes in half the
-// matrix-unit time, so the copies bounded it); lo beside hi with one scale per row (no
-// promotion, a second accumulator set) was the fastest, 148 us, but a row's scale is set
-// by its massive activations, below which the others' lo fall to e4m3's subnormals: the
-// default model's audit read 4.5e-3 against 2.0e-3 with f16 lo. Promoting into a third
-// register set while the hi products run makes ptxas serialise every wgmma (C7514).
+// With LO8 (`--split-lo fp8`), the lo half is FP8: ta_lo reads e5m2 bytes [t, k] under the
+// one fixed scale 2^-G_LO8_SCALE_LOG2 (greta_device.h), and the weights it multiplies are
+// an FP8 copy (tw8_i: e4m3 [n_i, k] under one scale, *sw_i). Each K step of 64 then holds
+// four boxes, hi and w as above and lo and w8 (64-byte rows, the 64-byte swizzle): the hi
+// products accumulate in acc, the lo ones (two m64k32 FP8 products a step, e5m2 x e4m3, at
+// twice the f16 rate) in a second register set, part, over the whole of K; the epilogue
+// adds part to acc times the two scales. Nothing waits on its own products within the loop.
+// Measured on an H200 (session 17; 7B Q/K/V under ncu: f16 lo 198 us), two earlier forms
+// were slower: all lo steps after the hi ones at K 128 (198 us: each FP8 step moved the f16
+// step's bytes in half the matrix-unit time, so the copies bounded it), and e4m3 lo under
+// one scale per row and 64 columns (176 us), whose scales changed every step, so each step
+// waited for the previous one's products to add part to acc (e4m3 lo under one scale per
+// row, this loop's shape, took 148 us but failed the audit: its range is too short for the
+// rows of a massive activation). Promoting into a third register set while the hi products
+// run made ptxas serialise every wgmma (C7514).
 template <unsigned TM, unsigned TN, unsigned STAGES = WG_STAGES, bool LO8 = false>
 GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, const g_tmap* ta_lo, const g_tmap* tw0,
                                       const g_tmap* tw1, const g_tmap* tw2, float* y0, float* y1, float* y2,
                                       unsigned t, unsigned k, unsigned n0, unsigned n1, unsigned n2,
                                       unsigned has_lo, const g_tmap* tw8_0 = nullptr,
                                       const g_tmap* tw8_1 = nullptr, const g_tmap* tw8_2 = nullptr,
-                                      const float* sx = nullptr, const float* sw0 = nullptr,
-                                      const float* sw1 = nullptr, const float* sw2 = nullptr) {
+                                      const float* sw0 = nullptr, const float* sw1 = nullptr,
+                                      const float* sw2 = nullptr) {
     // Bytes: an f16 box row is 128 (K 64 halves), an FP8 one 64.
     constexpr unsigned A_HALVES = TM * WG_BK, HI_BYTES = (TM + TN) * WG_BK * 2;
     constexpr unsigned LO8_BYTES = LO8 ? (TM + TN) * WG_BK : 0, STAGE_BYTES = HI_BYTES + LO8_BYTES;
@@ -272,32 +271,11 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     const unsigned c = wg;
     float acc[TN / 2];
     const unsigned l = g_lane(), warp = (tid % 128) / 32;
-    // LO8: one step's lo products (a 2-element array otherwise, never read), this thread's
-    // two rows (the m16n8 layout) and their scales for that step times the weights'.
+    // LO8: the lo products over all of K (a 2-element array otherwise, never read).
     float part[LO8 ? TN / 2 : 2];
-    const unsigned ra = row0 + 64 * c + 16 * warp + l / 4, rb = ra + 8;
-    const float swt = LO8 ? *sw : 0.0f;
-    float sa = 0.0f, sb = 0.0f;
-    // acc += part times the row scales of the step that made it.
-    auto promote = [&]() {
-        for (unsigned q = 0; q < TN / 8; ++q) {
-            acc[4 * q] += part[4 * q] * sa;
-            acc[4 * q + 1] += part[4 * q + 1] * sa;
-            acc[4 * q + 2] += part[4 * q + 2] * sb;
-            acc[4 * q + 3] += part[4 * q + 3] * sb;
-        }
-    };
-    // LO8: the K steps of a scale group (G_LO8_GROUP columns); part sums a group's lo.
-    constexpr unsigned PER = G_LO8_GROUP / WG_BK;
-    static_assert(G_LO8_GROUP % WG_BK == 0, "a scale group is whole K steps");
     for (unsigned s = 0; s < steps; ++s) {
         const unsigned st = s % STAGES;
         g_mbar_wait(&full[st], (s / STAGES) & 1);
-        if (LO8 && s > 0 && s % PER == 0) {
-            // The previous group's products are done: its lo is added to acc.
-            g_wgmma_wait<0>();
-            promote();
-        }
         const unsigned char* slab = smem + st * STAGE_BYTES;
         unsigned long long da = g_wgmma_desc(slab + c * 64 * WG_BK * 2);
         unsigned long long db = g_wgmma_desc(slab + A_HALVES * 2);
@@ -307,21 +285,19 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
             unsigned long long la = g_wgmma_desc64(slab + HI_BYTES + c * 64 * WG_BK);
             unsigned long long lb = g_wgmma_desc64(slab + HI_BYTES + TM * WG_BK);
             for (unsigned kk = 0; kk < WG_BK / 32; ++kk)
-                g_wgmma_m64k32_e4m3<TN>(part, la + 2 * kk, lb + 2 * kk, s % PER > 0 || kk > 0);
+                g_wgmma_m64k32_e5m2_e4m3<TN>(part, la + 2 * kk, lb + 2 * kk, s > 0 || kk > 0);
         }
         g_wgmma_commit();
-        if (LO8 && s % PER == 0) {
-            // The group's scales load while its products run (rows past t: 0, never stored).
-            const unsigned groups = (k + G_LO8_GROUP - 1) / G_LO8_GROUP;
-            sa = ra < t ? sx[(unsigned long)ra * groups + s / PER] * swt : 0.0f;
-            sb = rb < t ? sx[(unsigned long)rb * groups + s / PER] * swt : 0.0f;
-        }
         // Step s - 1's products are done: its stage may be refilled.
         g_wgmma_wait<1>();
         if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[(s - 1) % STAGES]);
     }
     g_wgmma_wait<0>();
-    if constexpr (LO8) promote();
+    if constexpr (LO8) {
+        // A power of two times the weights' power of two: exact.
+        const float scale = *sw * (1.0f / (float)(1u << G_LO8_SCALE_LOG2));
+        for (unsigned q = 0; q < TN / 2; ++q) acc[q] += part[q] * scale;
+    }
     const bool pairs = n % 2 == 0;
     for (unsigned h = 0; h < 2; ++h) {
         unsigned r = row0 + 64 * c + 16 * warp + l / 4 + 8 * h;
@@ -368,12 +344,12 @@ GEMM_WGMMA(gemm_f16_wgmma_128x168, 128, 168)
                            const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                  \
                            const __grid_constant__ g_tmap tw2, const __grid_constant__ g_tmap tw8_0,                \
                            const __grid_constant__ g_tmap tw8_1, const __grid_constant__ g_tmap tw8_2, float* y0,   \
-                           float* y1, float* y2, const float* sx, const float* sw0, const float* sw1,               \
+                           float* y1, float* y2, const float* sw0, const float* sw1,                                \
                            const float* sw2, unsigned t, unsigned k, unsigned n0, unsigned n1, unsigned n2) {       \
         extern __shared__ unsigned char wg_raw[];                                                                    \
         gemm_f16_wgmma_tile<TM, TN, STAGES, true>(wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0, n1, \
                                                   n2, 1,                                                           \
-                                          &tw8_0, &tw8_1, &tw8_2, sx, sw0, sw1, sw2);                               \
+                                          &tw8_0, &tw8_1, &tw8_2, sw0, sw1, sw2);                               \
     }
 GEMM_WGMMA_LO8(gemm_f16_wgmma_128_lo8, 128, 128, 4)
 GEMM_WGMMA_LO8(gemm_f16_wgmma_64_lo8, 64, 64, 6)

@@ -470,20 +470,19 @@ GRETA_DEVICE void g_split_f16(float v, g_half* hi, g_half* lo) {
 }
 
 // FP8 low halves (`--split-lo fp8`, Hopper): x = hi + lo with hi = f16(x) as above and
-// lo = x - hi (exact in f32) stored as e4m3(lo / s) under one scale s per G_LO8_GROUP
-// elements of a row (the GEMM's K step), so that the lo product runs on the FP8 matrix
-// units at twice the f16 rate (the weights' FP8 copies take the same rule, one scale for
-// the whole matrix). s is a power of two, 2^(E - 7) for the group's largest |lo| in [2^E,
-// 2^(E+1)): dividing by it is exact, the largest lands in [128, 256) (e4m3 saturates at
-// 448), and e4m3's normals (from 2^-6) cover the 2^14 below it. Groups, not rows: a row's
-// massive activations would set its scale and push the other elements' lo into e4m3's
-// subnormals (measured, gemm.hip). The op tests compute the same scale and check the bytes
-// against the float8 crate's conversion.
-// The build may set it (a multiple of 64 up to 128: whole GEMM K steps, at most a warp of
-// the norm's 4-float vectors), with LO8_GROUP in gpu.rs.
-#ifndef G_LO8_GROUP
-#define G_LO8_GROUP 64
-#endif
+// lo = x - hi (exact in f32) stored as e5m2(lo * 2^G_LO8_SCALE_LOG2), so that the lo
+// product runs on the FP8 matrix units at twice the f16 rate (the weights' FP8 copies are
+// e4m3 under one power-of-two scale per matrix, below). One fixed scale, no per-row or
+// per-group ones: an f16 value's lo is at most half its ulp, 16 at f16's largest binade,
+// and 16 * 2^11 = 2^15 is within e5m2's 57 344 (no saturation); e5m2's normals reach 2^29
+// below that, so every lo of 2^-25 and more keeps e5m2's 2 mantissa bits (smaller ones, of
+// elements in f16's lowest binades, an absolute 2^-28). So the GEMM sums a row's lo products
+// over all of K with no rescaling between its steps, and no writer needs a row's maximum.
+// (Session 17's e4m3 under one scale per row failed the audit: e4m3's 2^15 of range is
+// less than a massive activation's row spans; per 64 columns it passed but made the GEMM
+// rescale every step.) The op tests check the bytes against the float8 crate's conversion;
+// greta-trace's `f16lo8` injection is the same rule on the CPU.
+#define G_LO8_SCALE_LOG2 11
 GRETA_DEVICE float g_fabs(float x) {
 #if defined(GRETA_AMD)
     return __builtin_fabsf(x);
@@ -491,14 +490,17 @@ GRETA_DEVICE float g_fabs(float x) {
     return fabsf(x);
 #endif
 }
+// The weights' FP8 copy (quantize_e4m3): one power-of-two scale s for the matrix, 2^(E - 7)
+// for its largest |w| in [2^E, 2^(E+1)): dividing by it is exact and the largest lands in
+// [128, 256) (e4m3 saturates at 448; its normals cover the 2^14 below).
 GRETA_DEVICE int g_lo8_exponent(float m) {
 #if defined(GRETA_AMD)
     int e = (int)((__builtin_bit_cast(unsigned, m) >> 23) & 0xff) - 127;
 #else
     int e = (int)((__float_as_uint(m) >> 23) & 0xff) - 127;
 #endif
-    // A group of zeros (or f32 subnormals only): any scale does; this one keeps both
-    // powers below normal f32 range limits.
+    // A matrix of zeros (or f32 subnormals only): any scale does; this one keeps both
+    // powers within normal f32 range limits.
     return e < -119 ? -119 : e;
 }
 GRETA_DEVICE float g_pow2(int e) {
@@ -508,17 +510,9 @@ GRETA_DEVICE float g_pow2(int e) {
     return __uint_as_float((unsigned)(e + 127) << 23);
 #endif
 }
-// A group's scale s and its inverse from its largest |lo|.
+// The matrix's scale s and its inverse from its largest |w|.
 GRETA_DEVICE float g_lo8_scale(float m) { return g_pow2(g_lo8_exponent(m) - 7); }
 GRETA_DEVICE float g_lo8_inv_scale(float m) { return g_pow2(7 - g_lo8_exponent(m)); }
-// The largest of v over aligned groups of `width` lanes (a power of two <= the wave size).
-GRETA_DEVICE float g_group_max(float v, unsigned width) {
-    for (unsigned m = width / 2; m > 0; m >>= 1) {
-        float other = g_shfl_xor(v, m);
-        v = other > v ? other : v;
-    }
-    return v;
-}
 GRETA_DEVICE float g_max4_abs(const float* r) {
     float m = 0.0f;
     for (unsigned j = 0; j < 4; ++j) m = g_fabs(r[j]) > m ? g_fabs(r[j]) : m;
@@ -529,10 +523,10 @@ GRETA_DEVICE float g_max8_abs(const float* r) {
     return a > b ? a : b;
 }
 #if defined(GRETA_NVIDIA) && defined(__CUDA_ARCH__) && __CUDA_ARCH__ >= 890
-// e4m3 conversion in hardware (sm_89+): round to nearest even, saturating at +-448 (the
-// scales above keep values below 256). AMD has no FP8 lo route (gfx942's FP8 is the fnuz
-// format and its MFMA path is not written): there the kernels' lo8 branches compile out and
-// the host refuses `--split-lo fp8`.
+// FP8 conversions in hardware (sm_89+): round to nearest even, saturating (e4m3 at +-448,
+// e5m2 at +-57 344; the scales keep values inside both). AMD has no FP8 lo route
+// (gfx942's FP8 is the fnuz format and its MFMA path is not written): there the kernels'
+// lo8 branches compile out and the host refuses `--split-lo fp8`.
 #define GRETA_FP8 1
 // Two values packed as bytes: a in the low byte, b in the high one (memory order a, b).
 GRETA_DEVICE unsigned short g_e4m3x2(float a, float b) {
@@ -540,15 +534,29 @@ GRETA_DEVICE unsigned short g_e4m3x2(float a, float b) {
     asm("cvt.rn.satfinite.e4m3x2.f32 %0, %2, %1;\n" : "=h"(r) : "f"(a), "f"(b));
     return r;
 }
-// Four values (memory order) as one 32-bit word.
-GRETA_DEVICE unsigned g_e4m3x4(float a, float b, float c, float d) {
-    return (unsigned)g_e4m3x2(a, b) | ((unsigned)g_e4m3x2(c, d) << 16);
+GRETA_DEVICE unsigned short g_e5m2x2(float a, float b) {
+    unsigned short r;
+    asm("cvt.rn.satfinite.e5m2x2.f32 %0, %2, %1;\n" : "=h"(r) : "f"(a), "f"(b));
+    return r;
 }
-// Eight values times `inv` (memory order) as 8 bytes.
+// Eight values times `inv` (memory order) as 8 bytes of e4m3.
 GRETA_DEVICE uint2 g_e4m3x8(const float* r, float inv) {
     uint2 q;
-    q.x = g_e4m3x4(r[0] * inv, r[1] * inv, r[2] * inv, r[3] * inv);
-    q.y = g_e4m3x4(r[4] * inv, r[5] * inv, r[6] * inv, r[7] * inv);
+    q.x = (unsigned)g_e4m3x2(r[0] * inv, r[1] * inv) | ((unsigned)g_e4m3x2(r[2] * inv, r[3] * inv) << 16);
+    q.y = (unsigned)g_e4m3x2(r[4] * inv, r[5] * inv) | ((unsigned)g_e4m3x2(r[6] * inv, r[7] * inv) << 16);
+    return q;
+}
+// Low halves (lo = x - f16(x)) as the GEMM's FP8 bytes: e5m2(lo * 2^G_LO8_SCALE_LOG2).
+GRETA_DEVICE float g_lo8_scaled(float lo) { return lo * (float)(1u << G_LO8_SCALE_LOG2); }
+GRETA_DEVICE unsigned char g_lo8(float lo) { return (unsigned char)g_e5m2x2(g_lo8_scaled(lo), 0.0f); }
+GRETA_DEVICE unsigned g_lo8x4(const float* r) {
+    return (unsigned)g_e5m2x2(g_lo8_scaled(r[0]), g_lo8_scaled(r[1])) |
+           ((unsigned)g_e5m2x2(g_lo8_scaled(r[2]), g_lo8_scaled(r[3])) << 16);
+}
+GRETA_DEVICE uint2 g_lo8x8(const float* r) {
+    uint2 q;
+    q.x = g_lo8x4(r);
+    q.y = g_lo8x4(r + 4);
     return q;
 }
 #endif
@@ -811,33 +819,34 @@ GRETA_DEVICE void g_wgmma_m64k16(float (&d)[N / 2], unsigned long long da, unsig
     }
 }
 
-// The same on FP8 e4m3 operands, K 32 a step (32 bytes of the 128-byte swizzled rows, so a
-// descriptor advances by 2 per step as the f16 one does): the lo products of `--split-lo
-// fp8` (gemm.hip). FP8 wgmma reads both operands K-major and has no transpose flags.
-GRETA_DEVICE void g_wgmma_m64n128k32_e4m3(float (&d)[64], unsigned long long da, unsigned long long db, unsigned accumulate) {
+// The same on FP8 operands, A e5m2 and B e4m3, K 32 a step (32 bytes of the 64-byte swizzled
+// rows, so a descriptor advances by 2 per step as the f16 one does): the lo products of
+// `--split-lo fp8` (gemm.hip: e5m2 low halves of the input, e4m3 copies of the weights).
+// FP8 wgmma reads both operands K-major and has no transpose flags.
+GRETA_DEVICE void g_wgmma_m64n128k32_e5m2_e4m3(float (&d)[64], unsigned long long da, unsigned long long db, unsigned accumulate) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %66, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1;\n}\n"
+        "wgmma.mma_async.sync.aligned.m64n128k32.f32.e5m2.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63}, %64, %65, p, 1, 1;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63])
         : "l"(da), "l"(db), "r"(accumulate)
         : "memory");
 }
-GRETA_DEVICE void g_wgmma_m64n64k32_e4m3(float (&d)[32], unsigned long long da, unsigned long long db, unsigned accumulate) {
+GRETA_DEVICE void g_wgmma_m64n64k32_e5m2_e4m3(float (&d)[32], unsigned long long da, unsigned long long db, unsigned accumulate) {
     asm volatile(
         "{\n.reg .pred p;\nsetp.ne.b32 p, %34, 0;\n"
-        "wgmma.mma_async.sync.aligned.m64n64k32.f32.e4m3.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1;\n}\n"
+        "wgmma.mma_async.sync.aligned.m64n64k32.f32.e5m2.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, p, 1, 1;\n}\n"
         : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
         : "l"(da), "l"(db), "r"(accumulate)
         : "memory");
 }
 template <unsigned N>
-GRETA_DEVICE void g_wgmma_m64k32_e4m3(float (&d)[N / 2], unsigned long long da, unsigned long long db,
+GRETA_DEVICE void g_wgmma_m64k32_e5m2_e4m3(float (&d)[N / 2], unsigned long long da, unsigned long long db,
                                       unsigned accumulate) {
     if constexpr (N == 128) {
-        g_wgmma_m64n128k32_e4m3(d, da, db, accumulate);
+        g_wgmma_m64n128k32_e5m2_e4m3(d, da, db, accumulate);
     } else {
         static_assert(N == 64, "FP8 wgmma tiles of 64 or 128 columns");
-        g_wgmma_m64n64k32_e4m3(d, da, db, accumulate);
+        g_wgmma_m64n64k32_e5m2_e4m3(d, da, db, accumulate);
     }
 }
 

@@ -218,12 +218,9 @@ GRETA_KERNEL void split_f16(const float* x, g_half* hi, g_half* lo, unsigned n) 
 // The next kernel (the GEMM) is let in only at the end, as split_f16 does.
 #define NORM_SPLIT_VECS 4
 //
-// lo8 (with sx; lo null): the low halves in FP8 instead (`--split-lo fp8`, greta_device.h):
-// G_LO8_GROUP / 4 lanes' 4-float vectors are one group of the row (the block is a multiple
-// of 32 threads), so a group's scale is a max over those lanes; sx[row][group],
-// ceil(d / G_LO8_GROUP) a row.
+// lo8 (lo null): the low halves in FP8 instead (`--split-lo fp8`, greta_device.h).
 GRETA_KERNEL void add_rmsnorm_split_f16(float* x, const float* y, const float* w, float* out, g_half* hi, g_half* lo,
-                                        unsigned char* lo8, float* sx, unsigned d, float eps) {
+                                        unsigned char* lo8, unsigned d, float eps) {
     g_wait_previous();
     GRETA_SHARED float scratch[MAX_BLOCK / GRETA_WAVE];
     const unsigned t = g_tid(), b = g_bdim();
@@ -264,10 +261,10 @@ GRETA_KERNEL void add_rmsnorm_split_f16(float* x, const float* y, const float* w
     float scale = 1.0f / g_sqrt(total / (float)d + eps);
     for (unsigned c = 0; c < NORM_SPLIT_VECS; ++c) {
         unsigned i = 4 * (t + c * b);
-        float r[4] = {0.0f, 0.0f, 0.0f, 0.0f};
         if (i < d) {
             g_f4 o;
             g_h4 h, l;
+            float r[4];
             for (unsigned e = 0; e < 4; ++e) {
                 o.v[e] = v[c].v[e] * scale * wv[c].v[e];
                 g_split_f16(o.v[e], &h.v[e], &l.v[e]);
@@ -276,17 +273,10 @@ GRETA_KERNEL void add_rmsnorm_split_f16(float* x, const float* y, const float* w
             *(g_f4*)(out + row + i) = o;
             *(g_h4*)(hi + row + i) = h;
             if (lo) *(g_h4*)(lo + row + i) = l;
-        }
 #if defined(GRETA_FP8)
-        if (lo8) {
-            // Every lane takes part in the max (lanes past d with zeros).
-            const float m = g_group_max(g_max4_abs(r), G_LO8_GROUP / 4), inv = g_lo8_inv_scale(m);
-            if (i < d) {
-                *(unsigned*)(lo8 + row + i) = g_e4m3x4(r[0] * inv, r[1] * inv, r[2] * inv, r[3] * inv);
-                if (t % (G_LO8_GROUP / 4) == 0) sx[(unsigned long)g_bid() * ((d + G_LO8_GROUP - 1) / G_LO8_GROUP) + i / G_LO8_GROUP] = g_lo8_scale(m);
-            }
-        }
+            if (lo8) *(unsigned*)(lo8 + row + i) = g_lo8x4(r);
 #endif
+        }
     }
     g_launch_next();
 }
@@ -295,20 +285,18 @@ GRETA_KERNEL void add_rmsnorm_split_f16(float* x, const float* y, const float* w
 // operands of act (split_f16's, bitwise) in one launch: saves split_f16's launch and its read
 // of act. Eight elements a thread; grid x block x 8 covers n. The GEMM is let in at the end.
 //
-// lo8 (with sx; lo null): the low halves in FP8 (greta_device.h); the host passes it only
-// where a row's length is a multiple of G_LO8_GROUP, so G_LO8_GROUP / 8 threads are one
-// group of one row and the flat index / G_LO8_GROUP is sx's [row][group].
+// lo8 (lo null): the low halves in FP8 (greta_device.h).
 GRETA_KERNEL void silu_mul_split_f16(const float* gate, const float* up, float* act, g_half* hi, g_half* lo,
-                                     unsigned char* lo8, float* sx, unsigned n) {
+                                     unsigned char* lo8, unsigned n) {
     g_wait_previous();
     unsigned i = (g_bid() * g_bdim() + g_tid()) * 8;
-    float r[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
     if (i + 8 <= n) {
         float g[8], u[8];
         g_load_f8(gate + i, g);
         g_load_f8(up + i, u);
         g_f4 a[2];
         g_h8 h, l;
+        float r[8];
         for (unsigned j = 0; j < 8; ++j) {
             float v = g_silu_mul(g[j], u[j]);
             a[j / 4].v[j % 4] = v;
@@ -320,8 +308,7 @@ GRETA_KERNEL void silu_mul_split_f16(const float* gate, const float* up, float* 
         *(g_h8*)(hi + i) = h;
         if (lo) *(g_h8*)(lo + i) = l;
 #if defined(GRETA_FP8)
-    } else if (lo8) {
-        // n % G_LO8_GROUP == 0 (the host's check): no partial chunk, only threads past n.
+        if (lo8) *(uint2*)(lo8 + i) = g_lo8x8(r);
 #endif
     } else {
         for (; i < n; ++i) {
@@ -331,45 +318,31 @@ GRETA_KERNEL void silu_mul_split_f16(const float* gate, const float* up, float* 
             act[i] = v;
             hi[i] = h;
             if (lo) lo[i] = l;
-        }
-    }
 #if defined(GRETA_FP8)
-    if (lo8) {
-        const float m = g_group_max(g_max8_abs(r), G_LO8_GROUP / 8), inv = g_lo8_inv_scale(m);
-        if (i + 8 <= n) {
-            *(uint2*)(lo8 + i) = g_e4m3x8(r, inv);
-            if (g_tid() % (G_LO8_GROUP / 8) == 0) sx[i / G_LO8_GROUP] = g_lo8_scale(m);
+            if (lo8) lo8[i] = g_lo8(v - g_h2f(h));
+#endif
         }
     }
-#endif
     g_launch_next();
 }
 
 #if defined(GRETA_FP8)
-// split_f16 with FP8 low halves (`--split-lo fp8`) over t rows of k (k % 8 == 0): hi as
-// split_f16 writes it, lo8 and sx [t][ceil(k / G_LO8_GROUP)] as the norm and SwiGLU write
-// them (greta_device.h), for inputs no fused kernel wrote (and after an observer's change).
-// Grid: (ceil(k / 1024), t); block: 128 threads, 8 elements each, G_LO8_GROUP / 8 to a group.
-GRETA_KERNEL void split_f16_lo8(const float* x, g_half* hi, unsigned char* lo8, float* sx, unsigned k) {
+// split_f16 with FP8 low halves (`--split-lo fp8`) over n = t * k values (n % 8 == 0): hi
+// as split_f16 writes it, lo8 as the norm and SwiGLU write it (greta_device.h), for inputs
+// no fused kernel wrote (and after an observer's change). Grid-wide, 8 values a thread.
+GRETA_KERNEL void split_f16_lo8(const float* x, g_half* hi, unsigned char* lo8, unsigned long n) {
     g_wait_previous();
-    const unsigned tid = g_tid(), groups = (k + G_LO8_GROUP - 1) / G_LO8_GROUP;
-    const unsigned col = g_bid() * 1024 + tid * 8, group = col / G_LO8_GROUP;
-    const unsigned long at = (unsigned long)g_bid_y() * k + col;
-    float r[8] = {0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f, 0.0f};
-    if (col < k) {
-        float v[8];
-        g_load_f8(x + at, v);
+    const unsigned long i = ((unsigned long)g_bid() * g_bdim() + g_tid()) * 8;
+    if (i < n) {
+        float v[8], r[8];
+        g_load_f8(x + i, v);
         g_h8 h;
         for (unsigned j = 0; j < 8; ++j) {
             h.v[j] = g_f2h(v[j]);
             r[j] = v[j] - g_h2f(h.v[j]);
         }
-        *(g_h8*)(hi + at) = h;
-    }
-    const float m = g_group_max(g_max8_abs(r), G_LO8_GROUP / 8), inv = g_lo8_inv_scale(m);
-    if (col < k) {
-        *(uint2*)(lo8 + at) = g_e4m3x8(r, inv);
-        if (tid % (G_LO8_GROUP / 8) == 0) sx[(unsigned long)g_bid_y() * groups + group] = g_lo8_scale(m);
+        *(g_h8*)(hi + i) = h;
+        *(uint2*)(lo8 + i) = g_lo8x8(r);
     }
     g_launch_next();
 }

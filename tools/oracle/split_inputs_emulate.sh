@@ -16,8 +16,8 @@ G=${GRETA:-target/release/greta}
 [ -x "$G" ] || cargo build --release -q -p greta-cli
 M=${1:-$HOME/.cache/greta/SmolLM2-135M-Instruct.Q4_1.gguf}
 # Per policy, the product inputs the emulation rounds and how: f16 (one f16 rounding: the
-# inputs a policy does not split) or f16lo8 (hi + lo with lo in FP8 e4m3 under one
-# power-of-two scale per 64 values: the GPU's `--split-lo fp8`, whose FP8 weights are not
+# inputs a policy does not split) or f16lo8 (hi + lo with lo in FP8 e5m2 under the one
+# fixed scale 2^11: the GPU's `--split-lo fp8`, whose FP8 weights are not
 # modelled). Unlisted inputs keep f32 (split, f16 lo).
 declare -A ROUNDED=(
   [none]="attn_norm:f16 attn_ctx:f16 ffn_norm:f16 ffn_act:f16"

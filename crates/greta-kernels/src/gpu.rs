@@ -184,15 +184,11 @@ pub struct F16Operands<'a> {
     pub lo: Option<LoOperand<'a>>,
 }
 
-/// The low half of a split input: f16 (`split_f16`'s), or FP8 e4m3 under one power-of-two
-/// scale per row and `LO8_GROUP` columns (`--split-lo fp8`; kernels/greta_device.h): `q`
-/// as many bytes as hi has values, `scales` rows x ceil(len / LO8_GROUP).
+/// The low half of a split input: f16 (`split_f16`'s), or FP8 (`--split-lo fp8`): one byte
+/// a value, e5m2(lo x 2^LO8_SCALE_LOG2) (kernels/greta_device.h).
 pub enum LoOperand<'a> {
     F16(&'a mut DeviceBuffer<u16>),
-    E4m3 {
-        q: &'a mut DeviceBuffer<u8>,
-        scales: &'a mut DeviceBuffer<f32>,
-    },
+    Fp8(&'a mut DeviceBuffer<u8>),
 }
 
 impl LoOperand<'_> {
@@ -200,14 +196,14 @@ impl LoOperand<'_> {
     fn f16(&self) -> Option<&DeviceBuffer<u16>> {
         match self {
             LoOperand::F16(b) => Some(b),
-            LoOperand::E4m3 { .. } => None,
+            LoOperand::Fp8(_) => None,
         }
     }
-    /// The FP8 bytes and scales, where the low half is FP8.
-    fn e4m3(&self) -> Option<(&DeviceBuffer<u8>, &DeviceBuffer<f32>)> {
+    /// The FP8 bytes, where the low half is FP8.
+    fn fp8(&self) -> Option<&DeviceBuffer<u8>> {
         match self {
             LoOperand::F16(_) => None,
-            LoOperand::E4m3 { q, scales } => Some((q, scales)),
+            LoOperand::Fp8(q) => Some(q),
         }
     }
 }
@@ -216,16 +212,13 @@ impl LoOperand<'_> {
 #[derive(Clone, Copy)]
 pub enum GemmLo<'a> {
     F16(&'a DeviceBuffer<u16>),
-    E4m3 {
-        q: &'a DeviceBuffer<u8>,
-        scales: &'a DeviceBuffer<f32>,
-    },
+    Fp8(&'a DeviceBuffer<u8>),
 }
 
-/// Columns of a row that share one FP8 low half's scale (G_LO8_GROUP in
-/// kernels/greta_device.h: one K step of the warpgroup GEMM; a build of both with 128 is
-/// tools/gpu/variants/lo8-group128.patch).
-pub const LO8_GROUP: usize = 64;
+/// log2 of the one fixed scale of the FP8 low halves (G_LO8_SCALE_LOG2 in
+/// kernels/greta_device.h; greta-trace's `f16lo8` emulation has the same rule): a byte
+/// holds e5m2(lo x 2^11).
+pub const LO8_SCALE_LOG2: i32 = 11;
 
 /// An f16 weight matrix's FP8 e4m3 copy for the lo products of `--split-lo fp8`: `q` [rows,
 /// k] bytes under one power-of-two scale, `scale` (`quantize_e4m3`).
@@ -294,7 +287,7 @@ pub struct GpuKernels {
     /// The same products on Hopper's warpgroup matrix units, by tile (`WgmmaTile::ALL`;
     /// sm_90a objects only).
     gemm_f16_wgmma: Option<[(WgmmaTile, Function); 3]>,
-    /// Its forms with the lo half on the FP8 matrix units (`GemmLo::E4m3`), by tile
+    /// Its forms with the lo half on the FP8 matrix units (`GemmLo::Fp8`), by tile
     /// (`WgmmaTile::LO8`), with the kernels that make FP8 operands.
     fp8: Option<Fp8Kernels>,
     /// The device's multiprocessors: the warpgroup GEMM's tile choice and the decode
@@ -638,16 +631,12 @@ impl GpuKernels {
         Self::need_of(ops.hi, n, what, "hi")?;
         match &ops.lo {
             Some(LoOperand::F16(lo)) => Self::need_of(lo, n, what, "lo"),
-            Some(LoOperand::E4m3 { q, scales }) => {
-                Self::need_of(q, n, what, "lo (FP8)")?;
-                let groups = shape.rows * shape.len.div_ceil(LO8_GROUP);
-                Self::need_of(scales, groups, what, "lo scales")
-            }
+            Some(LoOperand::Fp8(q)) => Self::need_of(q, n, what, "lo (FP8)"),
             None => Ok(()),
         }
     }
 
-    /// Whether this device has the FP8 lo products (`GemmLo::E4m3`, `--split-lo fp8`):
+    /// Whether this device has the FP8 lo products (`GemmLo::Fp8`, `--split-lo fp8`):
     /// Hopper's objects.
     pub fn has_fp8_lo(&self) -> bool {
         self.fp8.is_some()
@@ -661,15 +650,15 @@ impl GpuKernels {
         })
     }
 
-    /// Arguments for the FP8 form of `ops`' low half (two pointers: bytes and scales; nulls
-    /// where the low half is f16 or absent), refused where the device has no FP8 route.
-    fn lo8_args(&self, args: Args, ops: &F16Operands, what: &str) -> Result<Args> {
-        match ops.lo.as_ref().and_then(|l| l.e4m3()) {
-            Some((q, scales)) => {
+    /// The argument for the FP8 form of `ops`' low half (its bytes; null where the low half
+    /// is f16 or absent), refused where the device has no FP8 route.
+    fn lo8_arg(&self, args: Args, ops: &F16Operands, what: &str) -> Result<Args> {
+        match ops.lo.as_ref().and_then(|l| l.fp8()) {
+            Some(q) => {
                 self.fp8(what)?;
-                Ok(args.ptr(q).ptr(scales))
+                Ok(args.ptr(q))
             }
-            None => Ok(args.null().null()),
+            None => Ok(args.null()),
         }
     }
 
@@ -697,15 +686,14 @@ impl GpuKernels {
         self.launch(&fp8.quantize, grid, s, args.ptr(&out.q).ptr(&out.scale))
     }
 
-    /// hi = f16(x) (`split_f16`'s) and the FP8 low half of x [t, k] (k % 8 == 0) with its
-    /// scales: the operands of a product whose input no fused kernel wrote.
+    /// hi = f16(x) (`split_f16`'s) and the FP8 low half of x [t, k] (k % 8 == 0): the
+    /// operands of a product whose input no fused kernel wrote.
     pub fn split_f16_lo8(
         &self,
         s: &Stream,
         x: &DeviceBuffer<f32>,
         hi: &mut DeviceBuffer<u16>,
         q: &mut DeviceBuffer<u8>,
-        scales: &mut DeviceBuffer<f32>,
         shape: Rows,
     ) -> Result<()> {
         let f = &self.fp8("split_f16_lo8")?.split;
@@ -719,19 +707,12 @@ impl GpuKernels {
         Self::need(x, n, "split_f16_lo8 x")?;
         Self::need(hi, n, "split_f16_lo8 hi")?;
         Self::need(q, n, "split_f16_lo8 lo")?;
-        Self::need(scales, t * k.div_ceil(LO8_GROUP), "split_f16_lo8 scales")?;
         if t == 0 {
             return Ok(());
         }
-        // 1024 columns a block of 128 threads (kernels/ops.hip).
-        let dims = LaunchDims {
-            grid: [k.div_ceil(1024) as u32, u32_of(t, "rows")?, 1],
-            block: [128, 1, 1],
-            shared_bytes: 0,
-            cluster: 1,
-        };
-        let args = Args::new().ptr(x).ptr(hi).ptr(q).ptr(scales);
-        self.launch(f, dims, s, args.u32(u32_of(k, "k")?))
+        // Eight values a thread (kernels/ops.hip).
+        let args = Args::new().ptr(x).ptr(hi).ptr(q).u64(n as u64);
+        self.launch(f, grid1(n.div_ceil(8), BLOCK), s, args)
     }
 
     /// `need` for buffer `name` of launcher `what` (the message is built only on failure:
@@ -1393,15 +1374,13 @@ impl GpuKernels {
             .ptr(out)
             .ptr(ops.hi)
             .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()));
-        let args = self.lo8_args(args, &ops, "add_rmsnorm_split")?;
+        let args = self.lo8_arg(args, &ops, "add_rmsnorm_split")?;
         let args = args.u32(u32_of(d, "d")?).f32(eps);
         self.launch(&self.add_rmsnorm_split, rows(n_rows, block), s, args)
     }
 
     /// act = silu(gate) · up (`silu_mul`'s values, bitwise) and `ops` what `split_f16`
     /// makes of act, bitwise, in one launch: the prefill's SwiGLU ahead of the down product.
-    /// An FP8 low half needs rows of a multiple of `LO8_GROUP` (a scale's group is 8
-    /// threads of one row).
     pub fn silu_mul_split(
         &self,
         s: &Stream,
@@ -1417,12 +1396,6 @@ impl GpuKernels {
         }
         Self::need(act, n, "silu_mul_split act")?;
         Self::need_ops(&ops, shape, "silu_mul_split")?;
-        if matches!(ops.lo, Some(LoOperand::E4m3 { .. })) && !shape.len.is_multiple_of(LO8_GROUP) {
-            return Err(KernelError::Shape(format!(
-                "silu_mul_split: FP8 low halves need rows of a multiple of {LO8_GROUP}; rows of {} (use silu_mul and split_f16_lo8)",
-                shape.len
-            )));
-        }
         let args = Args::new()
             .ptr(gate)
             .ptr(up)
@@ -1430,7 +1403,7 @@ impl GpuKernels {
             .ptr(ops.hi)
             .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()));
         let args = self
-            .lo8_args(args, &ops, "silu_mul_split")?
+            .lo8_arg(args, &ops, "silu_mul_split")?
             .u32(u32_of(n, "n")?);
         self.launch(&self.silu_mul_split, grid1(n.div_ceil(8), BLOCK), s, args)
     }
@@ -1445,7 +1418,7 @@ impl GpuKernels {
     /// output; `a_lo` left out: the activations as one f16), f32 accumulation, by the kernel
     /// `route` picks (`GemmRoute::Auto` in the model; the op tests check each). The warpgroup
     /// kernel computes up to three products per launch. Requires k % 8 == 0 (rows of 16
-    /// bytes) and k > 0. An FP8 low half (`GemmLo::E4m3`: the lo products on the FP8 matrix
+    /// bytes) and k > 0. An FP8 low half (`GemmLo::Fp8`: the lo products on the FP8 matrix
     /// units, each output's `w8` the weights' copy) takes the warpgroup kernel, k % 16 == 0.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_f16(
@@ -1458,8 +1431,8 @@ impl GpuKernels {
         t: usize,
         k: usize,
     ) -> Result<()> {
-        if let Some(GemmLo::E4m3 { q, scales }) = lo {
-            return self.gemm_f16_lo8(route, s, a, (q, scales), outs, t, k);
+        if let Some(GemmLo::Fp8(q)) = lo {
+            return self.gemm_f16_lo8(route, s, a, q, outs, t, k);
         }
         let a_lo = match lo {
             Some(GemmLo::F16(b)) => Some(b),
@@ -1537,7 +1510,7 @@ impl GpuKernels {
         route: GemmRoute,
         s: &Stream,
         a: &DeviceBuffer<u16>,
-        (q, sx): (&DeviceBuffer<u8>, &DeviceBuffer<f32>),
+        q: &DeviceBuffer<u8>,
         outs: &mut [GemmOut<'_>],
         t: usize,
         k: usize,
@@ -1546,7 +1519,6 @@ impl GpuKernels {
         check_fp8_rows(k, "gemm_f16 with an FP8 low half")?;
         Self::need(a, t * k, "gemm_f16 a")?;
         Self::need(q, t * k, "gemm_f16 a_lo (FP8)")?;
-        Self::need(sx, t * k.div_ceil(LO8_GROUP), "gemm_f16 a_lo scales")?;
         for o in outs.iter() {
             Self::need(o.w, o.n * k, "gemm_f16 w")?;
             Self::need(o.y, t * o.n, "gemm_f16 y")?;
@@ -1604,7 +1576,6 @@ impl GpuKernels {
             for i in 0..3 {
                 args = args.ptr(group[at(i)].y);
             }
-            args = args.ptr(sx);
             for i in 0..3 {
                 args = args.ptr(&group[at(i)].w8.expect("checked above").scale);
             }
@@ -1897,7 +1868,7 @@ impl GpuKernels {
                         len: n_heads * head_dim,
                     };
                     Self::need_ops(o, shape, "attention")?;
-                    if matches!(o.lo, Some(LoOperand::E4m3 { .. })) {
+                    if matches!(o.lo, Some(LoOperand::Fp8(_))) {
                         return Err(KernelError::Shape(
                             "attention writes f16 low halves only; FP8 ones come from split_f16_lo8".into(),
                         ));
@@ -2215,7 +2186,7 @@ fn wgmma_tile(t: usize, ns: impl IntoIterator<Item = usize>, sms: usize) -> Wgmm
 /// One product of a `gemm_f16` call: y[t, n] = x[t, k] · w[n, k]ᵀ.
 pub struct GemmOut<'a> {
     pub w: &'a DeviceBuffer<u16>,
-    /// w's FP8 copy, for an input whose low half is FP8 (`GemmLo::E4m3`).
+    /// w's FP8 copy, for an input whose low half is FP8 (`GemmLo::Fp8`).
     pub w8: Option<&'a E4m3Matrix>,
     pub y: &'a mut DeviceBuffer<f32>,
     pub n: usize,

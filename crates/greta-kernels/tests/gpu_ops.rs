@@ -3,11 +3,12 @@
 //! Run on a GPU machine: `GRETA_REQUIRE_GPU=1 cargo test -p greta-kernels --test gpu_ops
 //! -- --ignored` after `cargo xtask build-kernels` (tools/gpu/h100_checks.sh does both).
 
+use float8::{F8E4M3, F8E5M2};
 use greta_kernels::cpu::{self, RopePairing, WeightView};
 use greta_kernels::gpu::{
     default_dir, AttnScratch, AttnShape, E4m3Matrix, F16Operands, GemmLo, GemmOut, GemmRoute,
     GpuKernels, LoOperand, MatShape, NormIn, PickAt, QkvRope, RopeShape, Rows, WgmmaTile,
-    LO8_GROUP,
+    LO8_SCALE_LOG2,
 };
 use half::f16;
 use hiprt::{DeviceBuffer, Gpu, Platform, PlatformChoice, Stream};
@@ -1358,86 +1359,59 @@ fn argmax_case(g: &Gpu, s: &Stream, k: &GpuKernels, cluster: bool) {
     );
 }
 
-/// The FP8 low halves' scale rule (kernels/greta_device.h, `g_lo8_scale`): 2^(E - 7) for a
-/// group whose largest |value| is in [2^E, 2^(E+1)), E at least -119.
-fn lo8_scale(m: f32) -> f32 {
+/// The FP8 weight copies' scale rule (kernels/greta_device.h, `g_lo8_scale`): 2^(E - 7) for
+/// a matrix whose largest |value| is in [2^E, 2^(E+1)), E at least -119.
+fn w8_scale(m: f32) -> f32 {
     let e = (((m.to_bits() >> 23) & 0xff) as i32 - 127).max(-119);
     f32::from_bits(((e - 7 + 127) as u32) << 23)
 }
 
-/// What the GPU must write for values `v` in rows of `len`, each cut in groups of `group`
-/// from its start: each group's scale, and each value divided by it, converted by the
-/// float8 crate (round to nearest even, saturating: CUDA's conversion).
-fn e4m3_groups(v: &[f32], len: usize, group: usize) -> (Vec<u8>, Vec<f32>) {
-    let mut q = Vec::with_capacity(v.len());
-    let mut scales = Vec::new();
-    for g in v.chunks(len).flat_map(|row| row.chunks(group)) {
-        let m = g.iter().fold(0f32, |m, x| m.max(x.abs()));
-        let scale = lo8_scale(m);
-        scales.push(scale);
-        q.extend(
-            g.iter()
-                .map(|&x| float8::F8E4M3::from_f32(x / scale).to_bits()),
-        );
-    }
-    (q, scales)
+/// What `quantize_e4m3` must write for the weights `w`: the matrix's scale, and each value
+/// divided by it, converted by the float8 crate (round to nearest even, saturating: CUDA's
+/// conversion).
+fn e4m3_matrix(w: &[f32]) -> (Vec<u8>, f32) {
+    let scale = w8_scale(w.iter().fold(0f32, |m, x| m.max(x.abs())));
+    let q = w.iter().map(|&x| F8E4M3::from_f32(x / scale).to_bits());
+    (q.collect(), scale)
 }
 
-/// x - f16(x): the low half before its FP8 rounding.
-fn residuals(v: &[f32]) -> Vec<f32> {
-    v.iter().map(|&x| x - f16::from_f32(x).to_f32()).collect()
+/// The fixed scale of the FP8 low halves, 2^LO8_SCALE_LOG2.
+fn lo8_scale() -> f32 {
+    (LO8_SCALE_LOG2 as f32).exp2()
 }
 
-/// FP8 bytes times their groups' scales (rows of `len` in groups of `group`), as f32: exact.
-fn e4m3_values(q: &[u8], scales: &[f32], len: usize, group: usize) -> Vec<f32> {
-    let groups = len.div_ceil(group);
-    q.iter()
-        .enumerate()
-        .map(|(i, &b)| {
-            let (r, c) = (i / len, i % len);
-            float8::F8E4M3::from_bits(b).to_f32() * scales[r * groups + c / group]
-        })
+/// What the GPU must write as the FP8 low halves of `v`: e5m2((x - f16(x)) x 2^11) by the
+/// float8 crate's conversion.
+fn lo8_bytes(v: &[f32]) -> Vec<u8> {
+    let lo = v.iter().map(|&x| x - f16::from_f32(x).to_f32());
+    lo.map(|l| F8E5M2::from_f32(l * lo8_scale()).to_bits())
         .collect()
 }
 
-/// Operands whose low half is FP8: hi, its bytes and their scales.
-fn e4m3_operands<'a>(
-    hi: &'a mut DeviceBuffer<u16>,
-    q: &'a mut DeviceBuffer<u8>,
-    scales: &'a mut DeviceBuffer<f32>,
-) -> F16Operands<'a> {
-    F16Operands {
-        hi,
-        lo: Some(LoOperand::E4m3 { q, scales }),
-    }
+/// The low halves' values of FP8 bytes (exact in f32).
+fn lo8_values(q: &[u8]) -> Vec<f32> {
+    q.iter()
+        .map(|&b| F8E5M2::from_bits(b).to_f32() / lo8_scale())
+        .collect()
 }
 
-/// The operands a kernel wrote for `out` (rows of `len`) with an FP8 low half: hi bit for
-/// bit the half crate's rounding, the bytes and scales of each row's groups of `LO8_GROUP`
-/// as `e4m3_groups` makes them of out − hi.
+/// The operands a kernel wrote for `out` with an FP8 low half: hi bit for bit the half
+/// crate's rounding, the bytes `lo8_bytes`'.
 fn assert_fp8_operands(
     s: &Stream,
     out: &[f32],
-    (hi, q, scales): (&DeviceBuffer<u16>, &DeviceBuffer<u8>, &DeviceBuffer<f32>),
-    len: usize,
+    (hi, q): (&DeviceBuffer<u16>, &DeviceBuffer<u8>),
     case: &str,
 ) {
     assert!(hi.to_vec(s).unwrap() == split_bits(out).0, "hi of {case}");
-    let want = e4m3_groups(&residuals(out), len, LO8_GROUP);
-    assert_e4m3(s, (q, scales), &want, case);
+    assert_bytes(s, q, &lo8_bytes(out), case);
 }
 
-fn assert_e4m3(
-    s: &Stream,
-    (q, scales): (&DeviceBuffer<u8>, &DeviceBuffer<f32>),
-    want: &(Vec<u8>, Vec<f32>),
-    case: &str,
-) {
-    let (got_q, got_s) = (q.to_vec(s).unwrap(), scales.to_vec(s).unwrap());
-    assert_eq!(got_s[..want.1.len()], want.1[..], "scales of {case}");
-    let bad = got_q[..want.0.len()]
+fn assert_bytes(s: &Stream, q: &DeviceBuffer<u8>, want: &[u8], case: &str) {
+    let got = q.to_vec(s).unwrap();
+    let bad = got[..want.len()]
         .iter()
-        .zip(&want.0)
+        .zip(want)
         .filter(|(a, b)| a != b)
         .count();
     assert_eq!(
@@ -1446,11 +1420,26 @@ fn assert_e4m3(
     );
 }
 
+/// Operands whose low half is FP8: hi and its bytes.
+fn fp8_operands<'a>(hi: &'a mut DeviceBuffer<u16>, q: &'a mut DeviceBuffer<u8>) -> F16Operands<'a> {
+    F16Operands {
+        hi,
+        lo: Some(LoOperand::Fp8(q)),
+    }
+}
+
+/// Values across f16's range for the low halves' edges: a massive activation's (the largest
+/// lo's binade), ordinary ones, and those whose lo falls below e5m2's normals.
+const LO8_EDGES: [f32; 16] = [
+    60015.0, -1000.3, 1.0001, -0.3377, 0.00123, 7.1e-5, 6.2e-5, 3e-7, -2e-8, 0.0, 65504.0,
+    -32769.0, 1e-3, 2.5, -17.01, 0.1,
+];
+
 /// `--split-lo fp8`: the kernels that write FP8 low halves (split_f16_lo8, the norm's and
 /// SwiGLU's FP8 forms) and FP8 weight copies, bit for bit against the float8 crate's
-/// conversion under the scale rule; then the GEMM with FP8 lo products on every tile that
-/// has the form, against the CPU product of the same FP8 values (accumulation only), and
-/// against the f32 product (where FP8 lo must keep most of what f16 hi alone loses).
+/// conversion under their scale rules; then the GEMM with FP8 lo products on every tile
+/// that has the form, against the CPU product of the same FP8 values (accumulation only),
+/// and against the f32 product (where FP8 lo must keep most of what f16 hi alone loses).
 /// Without Hopper's FP8 units, each is refused by name.
 #[test]
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
@@ -1458,78 +1447,69 @@ fn fp8_low_halves_and_their_products_match_cpu() {
     let (g, s, k) = setup();
     if !k.has_fp8_lo() {
         let x = upload(&g, &s, &values(64, 1));
-        let (mut hi, mut q, mut sc) = (
-            g.alloc::<u16>(64).unwrap(),
-            g.alloc::<u8>(64).unwrap(),
-            g.alloc::<f32>(1).unwrap(),
-        );
+        let (mut hi, mut q) = (g.alloc::<u16>(64).unwrap(), g.alloc::<u8>(64).unwrap());
         let e = k
-            .split_f16_lo8(&s, &x, &mut hi, &mut q, &mut sc, Rows { rows: 1, len: 64 })
+            .split_f16_lo8(&s, &x, &mut hi, &mut q, Rows { rows: 1, len: 64 })
             .unwrap_err()
             .to_string();
         assert!(e.contains("sm_90a"), "{e}");
         eprintln!("no FP8 low halves on this device: refused ({e})");
         return;
     }
-    // split_f16_lo8: edge shapes (a partial last group, rows not of whole groups).
-    for (rows, len) in [(3, 200), (33, 576), (2, 4096), (1, 8)] {
+    // split_f16_lo8: edge shapes, and values at the edges of the low halves' range.
+    for (rows, len) in [(3, 200), (33, 576), (2, 4096), (1, 8), (1, 16)] {
         let n = rows * len;
-        let x: Vec<f32> = values(n, 71).iter().map(|v| v * 3.0).collect();
+        let mut x: Vec<f32> = values(n, 71).iter().map(|v| v * 3.0).collect();
+        if n == 16 {
+            x.copy_from_slice(&LO8_EDGES);
+        }
         let dx = upload(&g, &s, &x);
         let mut hi = upload(&g, &s, &vec![UNTOUCHED; n]);
         let mut q = g.alloc::<u8>(n).unwrap();
-        let mut sc = g.alloc::<f32>(rows * len.div_ceil(LO8_GROUP)).unwrap();
-        k.split_f16_lo8(&s, &dx, &mut hi, &mut q, &mut sc, Rows { rows, len })
+        k.split_f16_lo8(&s, &dx, &mut hi, &mut q, Rows { rows, len })
             .unwrap();
         let case = format!("split_f16_lo8 {rows}x{len}");
-        assert_fp8_operands(&s, &x, (&hi, &q, &sc), len, &case);
+        assert_fp8_operands(&s, &x, (&hi, &q), &case);
+        if n == 16 {
+            // Every lo of 2^-25 and more keeps e5m2's 2 bits; smaller ones 2^-28.
+            let lo = lo8_values(&q.to_vec(&s).unwrap());
+            for (i, (&x, l)) in x.iter().zip(lo).enumerate() {
+                let want = x - f16::from_f32(x).to_f32();
+                assert!(
+                    (l - want).abs() <= (want.abs() / 8.0).max(2f32.powi(-28)),
+                    "lo of {x} (element {i}): {l}, exact {want}"
+                );
+            }
+        }
     }
     // The norm's FP8 form: the operands of its own f32 output.
-    for (rows, d) in [(33, 576), (5, 4096), (3, 64)] {
+    for (rows, d) in [(33, 576), (5, 4096), (3, 64), (2, 200)] {
         let n = rows * d;
         let (x, y, w) = (values(n, 81), values(n, 82), values(d, 83));
         let (mut dx, dy, dw) = (upload(&g, &s, &x), upload(&g, &s, &y), upload(&g, &s, &w));
         let mut dout = g.alloc::<f32>(n).unwrap();
         let mut hi = g.alloc::<u16>(n).unwrap();
         let mut q = g.alloc::<u8>(n).unwrap();
-        let mut sc = g.alloc::<f32>(rows * d.div_ceil(LO8_GROUP)).unwrap();
-        let ops = e4m3_operands(&mut hi, &mut q, &mut sc);
         let shape = Rows { rows, len: d };
+        let ops = fp8_operands(&mut hi, &mut q);
         k.add_rmsnorm_split(&s, &mut dx, Some(&dy), &dw, &mut dout, ops, shape, 1e-5)
             .unwrap();
         let case = format!("add_rmsnorm_split {rows}x{d}");
-        assert_fp8_operands(&s, &download(&s, &dout), (&hi, &q, &sc), d, &case);
+        assert_fp8_operands(&s, &download(&s, &dout), (&hi, &q), &case);
     }
-    // SwiGLU's FP8 form (rows of whole groups), and the refusal of others.
-    for (rows, len) in [(3, 1536), (2, 11008), (1, 64)] {
+    // SwiGLU's FP8 form, a partial last vector (3 x 101) included.
+    for (rows, len) in [(3, 1536), (2, 11008), (1, 64), (3, 101)] {
         let n = rows * len;
         let (a, b) = (values(n, 91), values(n, 92));
         let (da, db) = (upload(&g, &s, &a), upload(&g, &s, &b));
         let mut dact = g.alloc::<f32>(n).unwrap();
         let mut hi = g.alloc::<u16>(n).unwrap();
         let mut q = g.alloc::<u8>(n).unwrap();
-        let mut sc = g.alloc::<f32>(rows * len.div_ceil(LO8_GROUP)).unwrap();
-        let ops = e4m3_operands(&mut hi, &mut q, &mut sc);
+        let ops = fp8_operands(&mut hi, &mut q);
         k.silu_mul_split(&s, &da, &db, &mut dact, ops, Rows { rows, len })
             .unwrap();
         let case = format!("silu_mul_split {rows}x{len}");
-        assert_fp8_operands(&s, &download(&s, &dact), (&hi, &q, &sc), len, &case);
-    }
-    {
-        let n = 2 * 100;
-        let (da, db) = (upload(&g, &s, &values(n, 1)), upload(&g, &s, &values(n, 2)));
-        let mut dact = g.alloc::<f32>(n).unwrap();
-        let (mut hi, mut q, mut sc) = (
-            g.alloc::<u16>(n).unwrap(),
-            g.alloc::<u8>(n).unwrap(),
-            g.alloc::<f32>(4).unwrap(),
-        );
-        let ops = e4m3_operands(&mut hi, &mut q, &mut sc);
-        let e = k
-            .silu_mul_split(&s, &da, &db, &mut dact, ops, Rows { rows: 2, len: 100 })
-            .unwrap_err()
-            .to_string();
-        assert!(e.contains("multiple of 64") && e.contains("100"), "{e}");
+        assert_fp8_operands(&s, &download(&s, &dact), (&hi, &q), &case);
     }
     // The GEMM: groups as the model calls them, every FP8-lo tile forced and the choice.
     let cases: [(usize, usize, &[usize]); 4] = [
@@ -1545,8 +1525,7 @@ fn fp8_low_halves_and_their_products_match_cpu() {
         let dx = upload(&g, &s, &x);
         let mut hi = g.alloc::<u16>(m * kk).unwrap();
         let mut q = g.alloc::<u8>(m * kk).unwrap();
-        let mut sc = g.alloc::<f32>(m * kk.div_ceil(LO8_GROUP)).unwrap();
-        k.split_f16_lo8(&s, &dx, &mut hi, &mut q, &mut sc, Rows { rows: m, len: kk })
+        k.split_f16_lo8(&s, &dx, &mut hi, &mut q, Rows { rows: m, len: kk })
             .unwrap();
         let hi_f: Vec<f32> = hi
             .to_vec(&s)
@@ -1554,12 +1533,7 @@ fn fp8_low_halves_and_their_products_match_cpu() {
             .iter()
             .map(|&b| f16::from_bits(b).to_f32())
             .collect();
-        let lo_f = e4m3_values(
-            &q.to_vec(&s).unwrap(),
-            &sc.to_vec(&s).unwrap(),
-            kk,
-            LO8_GROUP,
-        );
+        let lo_f = lo8_values(&q.to_vec(&s).unwrap());
         let mut ws = Vec::new();
         let mut w8s = Vec::new();
         let mut wants = Vec::new();
@@ -1568,16 +1542,20 @@ fn fp8_low_halves_and_their_products_match_cpu() {
             let dw = upload(&g, &s, &w_bits);
             let mut w8 = E4m3Matrix::alloc(&g, n, kk).unwrap();
             k.quantize_e4m3(&s, &dw, &mut w8, n, kk).unwrap();
-            let want_w8 = e4m3_groups(&wf, n * kk, n * kk);
-            assert_e4m3(
-                &s,
-                (&w8.q, &w8.scale),
-                &want_w8,
-                &format!("quantize_e4m3 {n}x{kk}"),
+            let (want_q, want_scale) = e4m3_matrix(&wf);
+            let case = format!("quantize_e4m3 {n}x{kk}");
+            assert_eq!(
+                w8.scale.to_vec(&s).unwrap(),
+                [want_scale],
+                "scale of {case}"
             );
+            assert_bytes(&s, &w8.q, &want_q, &case);
             // The GEMM's reference: hi . w + (FP8 lo) . (FP8 w), each FP8 value times its
             // scale (exact in f32), summed on the CPU; and the f32 product.
-            let w8f = e4m3_values(&want_w8.0, &want_w8.1, n * kk, n * kk);
+            let w8f: Vec<f32> = want_q
+                .iter()
+                .map(|&b| F8E4M3::from_bits(b).to_f32() * want_scale)
+                .collect();
             let (mut exact, mut y_hi, mut y_lo) =
                 (vec![0f32; m * n], vec![0f32; m * n], vec![0f32; m * n]);
             cpu::matmul_wt(&x, WeightView::F32(&wf), &mut exact, m, kk, n);
@@ -1603,8 +1581,7 @@ fn fp8_low_halves_and_their_products_match_cpu() {
                     n,
                 })
                 .collect();
-            let lo = GemmLo::E4m3 { q: &q, scales: &sc };
-            k.gemm_f16(route, &s, &hi, Some(lo), &mut outs, m, kk)
+            k.gemm_f16(route, &s, &hi, Some(GemmLo::Fp8(&q)), &mut outs, m, kk)
                 .unwrap();
             for (i, (y, (same, exact, hi_only))) in ys.iter().zip(&wants).enumerate() {
                 let got = download(&s, y);
@@ -1626,10 +1603,9 @@ fn fp8_low_halves_and_their_products_match_cpu() {
     }
     // A product without its FP8 weights is refused by name.
     let (m, kk, n) = (16, 128, 16);
-    let (hi, q, sc) = (
+    let (hi, q) = (
         g.alloc::<u16>(m * kk).unwrap(),
         g.alloc::<u8>(m * kk).unwrap(),
-        g.alloc::<f32>(m * kk.div_ceil(LO8_GROUP)).unwrap(),
     );
     let (w, mut y) = (
         g.alloc::<u16>(n * kk).unwrap(),
@@ -1641,9 +1617,16 @@ fn fp8_low_halves_and_their_products_match_cpu() {
         y: &mut y,
         n,
     }];
-    let lo = GemmLo::E4m3 { q: &q, scales: &sc };
     let e = k
-        .gemm_f16(GemmRoute::Auto, &s, &hi, Some(lo), &mut outs, m, kk)
+        .gemm_f16(
+            GemmRoute::Auto,
+            &s,
+            &hi,
+            Some(GemmLo::Fp8(&q)),
+            &mut outs,
+            m,
+            kk,
+        )
         .unwrap_err()
         .to_string();
     assert!(e.contains("GemmOut::w8"), "{e}");

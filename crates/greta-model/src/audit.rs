@@ -287,7 +287,6 @@ pub fn route(
                             pos0: 0,
                         },
                         &mut y,
-                        m.rows,
                     );
                 }
             }

@@ -17,12 +17,12 @@ pub enum Fault {
     Zero,
     /// Round to the nearest f16 (ties to even), as an f16 store would.
     F16,
-    /// Keep x as hi + lo with hi = f16(x) and lo = x - hi rounded to FP8 e4m3 (3 mantissa
-    /// bits) under one power-of-two scale per 64 values of a row, the GPU's rule for
-    /// `--split-lo fp8` (kernels/greta_device.h: the group's largest |lo| lands in [128,
-    /// 256)): what a product sees whose input is split in hi + lo with the lo half on FP8
-    /// matrix units. (The FP8 rounding of the weights that lo product also multiplies is
-    /// not modelled.)
+    /// Keep x as hi + lo with hi = f16(x) and lo = x - hi rounded to FP8 e5m2 (2 mantissa
+    /// bits) under the one fixed scale 2^11, the GPU's rule for `--split-lo fp8`
+    /// (kernels/greta_device.h: every f16 value's lo times 2^11 lies within e5m2's range):
+    /// what a product sees whose input is split in hi + lo with the lo half on FP8 matrix
+    /// units. (The FP8 rounding of the weights that lo product also multiplies is not
+    /// modelled.)
     F16Lo8,
 }
 
@@ -141,9 +141,8 @@ impl Injection {
         self.point == point && (self.layer == layer || (self.every_layer && layer.is_some()))
     }
 
-    /// Applies the fault to every row (of `row_len` values) of the stage if this is the
-    /// stage.
-    pub fn apply(&self, at: StageAt, rows: &mut [f32], row_len: usize) {
+    /// Applies the fault to every value of the stage's rows if this is the stage.
+    pub fn apply(&self, at: StageAt, rows: &mut [f32]) {
         if !self.matches(at.point, at.layer) {
             return;
         }
@@ -156,58 +155,41 @@ impl Injection {
             Fault::Nan => each(rows, &|_| f32::NAN),
             Fault::Zero => each(rows, &|_| 0.0),
             Fault::F16 => each(rows, &|v| half::f16::from_f32(v).to_f32()),
-            Fault::F16Lo8 => rows.chunks_mut(row_len.max(1)).for_each(f16_lo8_row),
+            Fault::F16Lo8 => each(rows, &f16_lo8),
         }
     }
 }
 
-/// Values of a row that share one FP8 scale (the GPU's G_LO8_GROUP).
-const LO8_GROUP: usize = 64;
+/// log2 of the fixed scale of the FP8 low halves (the GPU's G_LO8_SCALE_LOG2): an f16
+/// value's lo is at most half its ulp, 16 at f16's largest binade, and 16 x 2^11 = 2^15 is
+/// within e5m2's 57 344. Lo values from 2^-25 keep e5m2's 2 bits; smaller ones (elements
+/// below ~2^-13, f16's lowest binades) keep an absolute 2^-28, still 2^-14 of the smallest
+/// normal f16 value.
+pub const LO8_SCALE_LOG2: i32 = 11;
 
-/// One row as f16 hi + e4m3 lo (Fault::F16Lo8), in groups of LO8_GROUP values.
-fn f16_lo8_row(row: &mut [f32]) {
-    for group in row.chunks_mut(LO8_GROUP) {
-        let hi: Vec<f32> = group
-            .iter()
-            .map(|&v| half::f16::from_f32(v).to_f32())
-            .collect();
-        let lo_max = group
-            .iter()
-            .zip(&hi)
-            .map(|(v, h)| (v - h).abs())
-            .fold(0f32, f32::max);
-        if !lo_max.is_finite() {
-            group.copy_from_slice(&hi);
-            continue;
-        }
-        let scale = lo8_scale(lo_max);
-        for (v, h) in group.iter_mut().zip(&hi) {
-            *v = h + e4m3((*v - h) / scale) * scale;
-        }
-    }
+/// x as f16 hi + e5m2 lo (Fault::F16Lo8).
+fn f16_lo8(x: f32) -> f32 {
+    let hi = half::f16::from_f32(x).to_f32();
+    let scale = (LO8_SCALE_LOG2 as f32).exp2();
+    hi + e5m2((x - hi) * scale) / scale
 }
 
-/// The GPU's scale for a group whose largest |lo| is m: 2^(E - 7) for m in [2^E, 2^(E+1)),
-/// E at least -119 (exact to divide by; the largest lands in [128, 256)).
-fn lo8_scale(m: f32) -> f32 {
-    let e = (((m.to_bits() >> 23) & 0xff) as i32 - 127).max(-119);
-    f32::from_bits(((e - 7 + 127) as u32) << 23)
-}
+/// The largest finite FP8 e5m2 value.
+const E5M2_MAX: f32 = 57344.0;
 
-/// The largest finite FP8 e4m3 value (OCP FP8, "fn": no infinities).
-const E4M3_MAX: f32 = 448.0;
-
-/// x rounded to the nearest FP8 e4m3 value (ties to even; 3 mantissa bits, normals down to
-/// 2^-6, subnormals in steps of 2^-9), saturated at +-448.
-fn e4m3(x: f32) -> f32 {
+/// x rounded to the nearest FP8 e5m2 value (ties to even; 2 mantissa bits, normals down
+/// to 2^-14, subnormals in steps of 2^-16), saturated at +-57 344 as the GPU's `satfinite`
+/// conversion does.
+fn e5m2(x: f32) -> f32 {
     let a = x.abs();
-    if a == 0.0 || a.is_nan() {
+    if a == 0.0 || !a.is_finite() {
         return x;
     }
-    // The quantum at a's binade (at least the subnormals' 2^-9): 2^(e - 3).
-    let e = a.log2().floor().max(-6.0);
-    let quantum = (e - 3.0).exp2();
-    let r = ((a / quantum).round_ties_even() * quantum).min(E4M3_MAX);
+    // The quantum at a's binade (at least the subnormals' 2^-16): 2^(e - 2). The binade
+    // from the bits (log2 may round up just below a power of two).
+    let e = (((a.to_bits() >> 23) & 0xff) as i32 - 127).max(-14);
+    let quantum = ((e - 2) as f32).exp2();
+    let r = ((a / quantum).round_ties_even() * quantum).min(E5M2_MAX);
     r.copysign(x)
 }
 
@@ -215,52 +197,76 @@ fn e4m3(x: f32) -> f32 {
 mod tests {
     use super::*;
 
-    /// e4m3's grid: 3 mantissa bits, ties to even, subnormals to 2^-9, saturating at 448.
+    /// e5m2's grid: 2 mantissa bits, ties to even, subnormals to 2^-16, saturating at
+    /// 57 344 (values from the OCP FP8 specification's table).
     #[test]
-    fn e4m3_rounds_to_its_grid() {
+    fn e5m2_rounds_to_its_grid() {
         for (x, want) in [
             (1.0, 1.0),
-            (1.0625, 1.0),  // half a quantum above 1: ties to even
-            (1.1875, 1.25), // 1 + 3/16: ties to even, up
-            (1.125, 1.125),
-            (-3.3, -3.25),
-            (448.0, 448.0),
-            (500.0, 448.0),
-            (0.015625, 0.015625),       // 2^-6, the smallest normal
-            (0.001953125, 0.001953125), // 2^-9, the smallest subnormal
-            (0.0009765625, 0.0),        // 2^-10: a tie, to even (0)
+            (1.125, 1.0), // half a quantum above 1: ties to even
+            (1.375, 1.5), // 1 + 3/8: ties to even, up
+            (1.25, 1.25),
+            (-3.3, -3.5),
+            (57344.0, 57344.0),
+            (70000.0, 57344.0),
+            (0.99999994, 1.0),               // just below a power of two
+            (2f32.powi(-14), 2f32.powi(-14)), // the smallest normal
+            (2f32.powi(-16), 2f32.powi(-16)), // the smallest subnormal
+            (2f32.powi(-17), 0.0),            // a tie, to even (0)
             (0.0, 0.0),
         ] {
-            assert_eq!(e4m3(x), want, "e4m3({x})");
+            assert_eq!(e5m2(x), want, "e5m2({x})");
         }
     }
 
-    /// A massive value sets only its own group's scale: the next group's lo keep e4m3's
-    /// 3 bits (one scale for the row would push them into the subnormals, 2^-9 apart).
+    /// The emulation's e5m2 is the float8 crate's (a port of CUDA's conversion, which the
+    /// GPU's `cvt.rn.satfinite` matches in the op tests) on every value below its
+    /// saturation, sampled across all binades the low halves reach.
     #[test]
-    fn f16_lo8_scales_each_group_of_64_alone() {
-        let row: Vec<f32> = (0..128)
-            .map(|i| match i {
-                0 => 60015.0, // f16 60000: a lo of 15
-                _ => 0.3 + (i as f32 * 0.377).sin() * 0.2,
-            })
-            .collect();
-        let mut got = row.clone();
-        f16_lo8_row(&mut got);
-        for (i, (g, v)) in got.iter().zip(&row).enumerate().skip(64) {
-            let lo = v - half::f16::from_f32(*v).to_f32();
+    fn e5m2_matches_the_float8_crate() {
+        let mut seed = 0x9e37_79b9_7f4a_7c15u64;
+        for _ in 0..200_000 {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            // Exponents 2^-30 .. 2^16, random mantissa and sign.
+            let bits = (((seed >> 40) % 47 + 97) << 23) as u32 | (seed as u32 & 0x807f_ffff);
+            let x = f32::from_bits(bits);
+            if x.abs() > 57344.0 {
+                continue;
+            }
+            let want = float8::F8E5M2::from_f32(x).to_f32();
+            assert_eq!(e5m2(x).to_bits(), want.to_bits(), "e5m2({x:e})");
+        }
+    }
+
+    /// The fixed scale keeps every lo of 2^-25 and more in e5m2's normal range (its 2
+    /// mantissa bits), from f16's largest binade down; smaller lo keep an absolute 2^-28.
+    #[test]
+    fn f16_lo8_keeps_two_bits_of_every_lo() {
+        for x in [
+            60015.0f32,
+            1000.3,
+            1.0 + 1e-4,
+            -0.3377,
+            0.00123,
+            7.1e-5,
+            6.2e-5,
+            3e-7,
+        ] {
+            let lo = x - half::f16::from_f32(x).to_f32();
+            let got = f16_lo8(x);
             assert!(
-                (g - v).abs() <= lo.abs() / 16.0 + 1e-12,
-                "element {i}: {g} for {v} (lo {lo})"
+                (got - x).abs() <= (lo.abs() / 8.0).max(2f32.powi(-28)),
+                "{x}: {got} (lo {lo})"
             );
         }
-        assert_eq!(lo8_scale(1.0), 1.0 / 128.0);
-        assert_eq!(lo8_scale(1.9), 1.0 / 128.0);
-        assert_eq!(lo8_scale(0.0), lo8_scale(f32::MIN_POSITIVE));
+        // The largest possible lo (half of f16's largest ulp, 32) stays finite.
+        assert_eq!(e5m2(16.0 * 2048.0), 32768.0);
     }
 
-    /// hi + e4m3 lo keeps a row far closer than f16 alone (about 4 more bits where the lo
-    /// values are within e4m3's range of the row's largest), and exact f16 rows unchanged.
+    /// hi + e5m2 lo keeps a row far closer than f16 alone (about 3 more bits), and exact f16
+    /// rows unchanged.
     #[test]
     fn f16_lo8_is_closer_than_f16_and_keeps_f16_values() {
         let row: Vec<f32> = (0..576)
@@ -282,11 +288,11 @@ mod tests {
         "0:ffn_act:f16"
             .parse::<Injection>()
             .unwrap()
-            .apply(at, &mut f16, 576);
+            .apply(at, &mut f16);
         "0:ffn_act:f16lo8"
             .parse::<Injection>()
             .unwrap()
-            .apply(at, &mut lo8, 576);
+            .apply(at, &mut lo8);
         assert!(
             err(&lo8) * 8.0 < err(&f16),
             "{} vs {}",
@@ -297,7 +303,7 @@ mod tests {
         "0:ffn_act:f16lo8"
             .parse::<Injection>()
             .unwrap()
-            .apply(at, &mut exact, 288);
+            .apply(at, &mut exact);
         assert_eq!(exact, f16, "f16 values have lo = 0");
     }
 
@@ -350,7 +356,7 @@ mod tests {
             pos0: 0,
         };
         let mut rows = vec![1.0, 0.1, 1.0 + 1.0 / 4096.0, 65504.0, 1e6, -3.0e-8];
-        inj.apply(at, &mut rows, 6);
+        inj.apply(at, &mut rows);
         assert_eq!(rows[0], 1.0);
         assert_eq!(
             rows[1], 0.099975586,

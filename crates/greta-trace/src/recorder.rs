@@ -232,7 +232,7 @@ impl StageObserver for Recorder {
 
     fn observe(&mut self, at: StageAt, rows: &mut [f32], row_len: usize) {
         for i in self.inject.iter().filter(|i| i.in_phase(self.phase)) {
-            i.apply(at, rows, row_len);
+            i.apply(at, rows);
         }
         if !(self.recording()
             && self.sel.wants_point(at.point)

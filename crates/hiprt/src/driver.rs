@@ -86,7 +86,7 @@ impl LaunchDims {
 #[derive(Clone, Copy)]
 pub struct TensorMap(pub [u64; 16]);
 
-/// The element type a tensor map reads: f16, or bytes (FP8 e4m3 for the matrix units; the
+/// The element type a tensor map reads: f16, or bytes (FP8 for the matrix units; the
 /// TMA only moves them).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum TensorElem {

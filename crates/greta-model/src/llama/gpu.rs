@@ -13,7 +13,7 @@ use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
     check_attention_shape, decode_splits, AttnScratch, AttnShape, DeviceSampling, E4m3Matrix,
     F16Operands, GemmLo, GemmOut, GemmRoute, GpuKernels, KernelError, LoOperand, MatShape, NormIn,
-    PickAt, QkvRope, Rows, LO8_GROUP, NORM_SPLIT_MAX_D, PICK_NAN,
+    PickAt, QkvRope, Rows, NORM_SPLIT_MAX_D, PICK_NAN,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
@@ -104,9 +104,9 @@ impl LayerFp8 {
 }
 
 /// The format of a split input's low half on the matrix units (`--split-lo`), by product:
-/// f16 (two f16 products), or FP8 e4m3 under power-of-two scales, one per row and 64
-/// columns, whose product (with FP8 copies of the weights, one scale each) runs on the
-/// FP8 units at twice the f16 rate (Hopper only; docs/gpu.md, "Numerics"). `fp8` is the
+/// f16 (two f16 products), or FP8 e5m2 under one fixed power-of-two scale, whose product
+/// (with FP8 e4m3 copies of the weights, one scale each) runs on the FP8 units at twice
+/// the f16 rate (Hopper only; docs/gpu.md, "Numerics"). `fp8` is the
 /// set of products whose low half is FP8 (of those `SplitInputs` splits).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplitLo {
@@ -275,7 +275,7 @@ impl AutoLo {
 enum LoKind {
     None,
     F16,
-    E4m3,
+    Fp8,
 }
 
 /// Which prefill products take their f32 input as hi + lo (two f16, ~22 bits) on the matrix
@@ -624,7 +624,6 @@ impl GpuLlama {
                     hi: pool.alloc::<u16>(r * widest)?,
                     lo: pool.alloc::<u16>(r * widest)?,
                     lo8: pool.alloc::<u8>(r * widest)?,
-                    lo8_scales: pool.alloc::<f32>(r * widest.div_ceil(LO8_GROUP))?,
                 }
             },
             attn_scratch: AttnScratch::new(g, c.n_heads, c.head_dim, capacity)?,
@@ -643,12 +642,11 @@ impl GpuLlama {
 }
 
 /// A prefill product's input as f16 for the matrix units: hi, and lo where it needs it (f16,
-/// or FP8 with its scales).
+/// or FP8).
 struct OperandBufs {
     hi: Pooled<u16>,
     lo: Pooled<u16>,
     lo8: Pooled<u8>,
-    lo8_scales: Pooled<f32>,
 }
 
 impl OperandBufs {
@@ -659,10 +657,7 @@ impl OperandBufs {
             lo: match lo {
                 LoKind::None => None,
                 LoKind::F16 => Some(LoOperand::F16(&mut self.lo)),
-                LoKind::E4m3 => Some(LoOperand::E4m3 {
-                    q: &mut self.lo8,
-                    scales: &mut self.lo8_scales,
-                }),
+                LoKind::Fp8 => Some(LoOperand::Fp8(&mut self.lo8)),
             },
         }
     }
@@ -802,7 +797,6 @@ impl GpuState {
         .sum::<usize>()
             + 2 * (self.operands.hi.len() + self.operands.lo.len())
             + self.operands.lo8.len()
-            + 4 * self.operands.lo8_scales.len()
             + self.attn_scratch.bytes()
     }
 }
@@ -872,7 +866,7 @@ impl GpuLlama {
             ) {
                 (false, _) => LoKind::None,
                 (true, false) => LoKind::F16,
-                (true, true) => LoKind::E4m3,
+                (true, true) => LoKind::Fp8,
             }
         })
     }
@@ -908,14 +902,9 @@ impl GpuLlama {
         };
         if !operands_ready {
             match lo {
-                LoKind::E4m3 => kernels.split_f16_lo8(
-                    io.s,
-                    io.x,
-                    io.xh,
-                    io.xl8,
-                    io.xl8_scales,
-                    Rows { rows: t, len: k },
-                )?,
+                LoKind::Fp8 => {
+                    kernels.split_f16_lo8(io.s, io.x, io.xh, io.xl8, Rows { rows: t, len: k })?
+                }
                 _ => kernels.split_f16(
                     io.s,
                     io.x,
@@ -933,10 +922,7 @@ impl GpuLlama {
         let gemm_lo = match lo {
             LoKind::None => None,
             LoKind::F16 => Some(GemmLo::F16(&*io.xl)),
-            LoKind::E4m3 => Some(GemmLo::E4m3 {
-                q: &*io.xl8,
-                scales: &*io.xl8_scales,
-            }),
+            LoKind::Fp8 => Some(GemmLo::Fp8(&*io.xl8)),
         };
         kernels.gemm_f16(GemmRoute::Auto, io.s, io.xh, gemm_lo, &mut outs, t, k)?;
         Ok(())
@@ -1036,7 +1022,7 @@ impl GpuLlama {
             // FP8 low halves come from split_f16_lo8 in the product instead.
             let ops = self
                 .f16_operands(Lin::O, t, q_row)
-                .filter(|&lo| lo != LoKind::E4m3)
+                .filter(|&lo| lo != LoKind::Fp8)
                 .map(|lo| st.operands.get(lo));
             return Ok(k.attention_with_operands(
                 &st.stream,
@@ -1106,11 +1092,7 @@ impl GpuLlama {
     fn swiglu(&self, st: &mut GpuState, t: usize) -> Result<bool> {
         let n_ff = self.config.intermediate;
         let k = &self.kernels;
-        // FP8 low halves need rows of whole scale groups here (else split_f16_lo8 makes them).
-        let lo = self
-            .f16_operands(Lin::Down, t, n_ff)
-            .filter(|&lo| lo != LoKind::E4m3 || n_ff.is_multiple_of(LO8_GROUP));
-        let Some(lo) = lo else {
+        let Some(lo) = self.f16_operands(Lin::Down, t, n_ff) else {
             k.silu_mul(&st.stream, &st.gate, &st.up, &mut st.act, t * n_ff)?;
             return Ok(false);
         };
@@ -1848,7 +1830,6 @@ struct LinIo<'a> {
     xh: &'a mut DeviceBuffer<u16>,
     xl: &'a mut DeviceBuffer<u16>,
     xl8: &'a mut DeviceBuffer<u8>,
-    xl8_scales: &'a mut DeviceBuffer<f32>,
 }
 
 impl GpuState {
@@ -1899,7 +1880,6 @@ impl GpuState {
             xh: &mut operands.hi,
             xl: &mut operands.lo,
             xl8: &mut operands.lo8,
-            xl8_scales: &mut operands.lo8_scales,
         }
     }
 }
