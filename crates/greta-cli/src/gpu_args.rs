@@ -13,9 +13,8 @@ pub struct GpuArgs {
     /// GPU prefill: the low half of a split input. f16: a second f16 product. fp8: FP8 e5m2
     /// under one fixed power-of-two scale, multiplied on Hopper's FP8 matrix units with
     /// FP8 e4m3 copies of those products' weights (made at load: +1 byte a weight); fp8:LIST for some products only (qkv, o, gate_up, down); sm_90a only,
-    /// refused elsewhere. auto: fp8 on an sm_90a device for models of hidden size 4096 and
-    /// more whose copies fit in a quarter of the free memory, f16 otherwise (docs/gpu.md,
-    /// "Numerics").
+    /// refused elsewhere. auto: fp8 on an sm_90a device where the copies fit in a quarter
+    /// of the free memory, f16 otherwise (docs/gpu.md, "Numerics").
     #[arg(long, value_name = "auto|f16|fp8|fp8:LIST", default_value_t = SplitLoChoice::default())]
     pub split_lo: SplitLoChoice,
     /// Launch each GPU kernel so that it may start while the one ahead of it drains

@@ -209,7 +209,7 @@ mod tests {
             (-3.3, -3.5),
             (57344.0, 57344.0),
             (70000.0, 57344.0),
-            (0.99999994, 1.0),               // just below a power of two
+            (0.99999994, 1.0),                // just below a power of two
             (2f32.powi(-14), 2f32.powi(-14)), // the smallest normal
             (2f32.powi(-16), 2f32.powi(-16)), // the smallest subnormal
             (2f32.powi(-17), 0.0),            // a tie, to even (0)
