@@ -8,11 +8,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
-[ -f target/carry/greta.xz ] && [ ! -x target/device/greta ] && bash tools/gpu/unpack_carry.sh
-export GRETA_KERNELS_DIR=$PWD/target/device/kernels
-G=$PWD/target/device/greta
-NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
-[ -n "$NCU" ] || { echo "no ncu on this machine"; exit 1; }
+source tools/gpu/ncu_setup.sh
 status=0
 for form in "auto:" "none:--split-inputs none"; do
   tag=${form%%:*} args=${form#*:}

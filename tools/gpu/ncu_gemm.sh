@@ -10,11 +10,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
-[ -f target/carry/greta.xz ] && [ ! -x target/device/greta ] && bash tools/gpu/unpack_carry.sh
-export GRETA_KERNELS_DIR=$PWD/target/device/kernels
-G=$PWD/target/device/greta
-NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
-[ -n "$NCU" ] || { echo "no ncu on this machine"; exit 1; }
+source tools/gpu/ncu_setup.sh
 "$NCU" --graph-profiling node -k regex:gemm_f16_wgmma -c 4 --section SpeedOfLight \
   --section MemoryWorkloadAnalysis --section ComputeWorkloadAnalysis --section WarpStateStats \
   --section Occupancy "$G" bench -m synthetic:llama2-7b --backend gpu ${GPU_ARGS:-} --prompt-len 512 --gen 2 --reps 1 \
