@@ -1963,6 +1963,17 @@ mod tests {
         );
     }
 
+    /// The CPU emulation of the FP8 low halves (`--inject ...:f16lo8`, which
+    /// tools/oracle/split_inputs_emulate.sh audits) and the GPU kernels (whose bytes the op
+    /// tests check against greta-kernels' constant) scale lo by the same power of two.
+    #[test]
+    fn the_emulated_and_the_gpu_low_halves_share_their_scale() {
+        assert_eq!(
+            greta_kernels::gpu::LO8_SCALE_LOG2,
+            greta_trace::inject::LO8_SCALE_LOG2
+        );
+    }
+
     #[test]
     fn auto_takes_fp8_only_with_the_units_and_the_memory() {
         let split = SplitInputs::default();
