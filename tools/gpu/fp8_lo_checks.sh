@@ -4,7 +4,7 @@
 # FP8 kernels' own and every kernel the change touched), the backend audits of the random
 # SmolLM2- and Llama-2-7B-shaped models and of the default model's first 10 layers with
 # each format (the audit decides), planted faults with FP8, and greta bench's prefill on
-# both shapes with each format (ROUNDS rounds, alternating). LOS: the --split-lo values to
+# both shapes with each format (ROUNDS rounds, alternating; 0: none). LOS: the --split-lo values to
 # compare (default: f16 fp8). Carry target/carry (greta.xz, gpu-ops.xz, smollm2-10l.gguf.xz,
 # kernels/; see verify_carried.sh). OPS_FILTER: a test-name filter for the op tests.
 set -uo pipefail
@@ -52,7 +52,7 @@ for round in $(seq ${ROUNDS:-2}); do
     echo "$row |" | tee -a $OUT/0-bench.md
   done
 done
-for lo in $LOS; do
+[ "${ROUNDS:-2}" -gt 0 ] && for lo in $LOS; do
   python3 -c "import json; d=json.load(open('$OUT/bench-$(tag $lo)-llama2-7b-1.json')); print('7B: device used %.2f GB, split %s' % (d['device_used_bytes']/1e9, d['split_inputs']))" | tee -a $OUT/0-bench.md
 done
 cd $OUT && tar czf 0-all.tgz *.json *.err *.txt 2>/dev/null
