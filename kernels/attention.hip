@@ -440,7 +440,10 @@ GRETA_DEVICE unsigned long long* attn_decode_cluster_bar() {
 GRETA_DEVICE void attn_decode_cluster_entry() {
     const unsigned nb = g_cluster_blocks();
     if (nb == 1) return;
-    if (g_tid() == 0 && g_cluster_rank() == 0) g_cluster_mbar_init(attn_decode_cluster_bar(), nb * DECODE_BLOCK);
+    if (g_tid() == 0 && g_cluster_rank() == 0) {
+        g_mbar_init(attn_decode_cluster_bar(), nb * DECODE_BLOCK);
+        g_mbar_init_fence();
+    }
     g_cluster_arrive_relaxed();
 }
 #else

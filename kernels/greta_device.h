@@ -194,29 +194,29 @@ GRETA_DEVICE unsigned g_cluster_rank() {
 // ordering of this thread's writes) and waited on late.
 GRETA_DEVICE void g_cluster_arrive_relaxed() { asm volatile("barrier.cluster.arrive.relaxed.aligned;\n" ::: "memory"); }
 GRETA_DEVICE void g_cluster_wait() { asm volatile("barrier.cluster.wait.acquire.aligned;\n" ::: "memory"); }
-// An mbarrier in this block's shared memory that the cluster's blocks arrive on: set up
-// with the number of arrivals its phase waits for; the fence makes the set-up visible to
-// the cluster (to be followed by a cluster barrier before any peer arrives).
-GRETA_DEVICE void g_cluster_mbar_init(unsigned long long* bar, unsigned count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n\tfence.mbarrier_init.release.cluster;\n" ::"r"(
-                     (unsigned)__cvta_generic_to_shared(bar)),
-                 "r"(count)
-                 : "memory");
+// Shared-memory mbarriers (sm_90; the TMA pipeline of gemm.hip and the decode attention's
+// cluster combine). A shared-window address, as their operands take it.
+GRETA_DEVICE unsigned g_smem_addr(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
+// Sets up the mbarrier at `bar` with the number of arrivals its phase waits for.
+GRETA_DEVICE void g_mbar_init(unsigned long long* bar, unsigned count) {
+    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(g_smem_addr(bar)), "r"(count) : "memory");
 }
+// Makes initialised barriers visible to the async proxy (the TMA unit) and to the other
+// threads of the cluster (for a barrier its peers arrive on, a cluster barrier must still
+// follow before any peer arrives).
+GRETA_DEVICE void g_mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
 // One arrival on the mbarrier at `bar`'s place in the block of cluster rank `rank`, releasing
 // this thread's earlier writes (to any block's shared memory) at cluster scope.
 GRETA_DEVICE void g_cluster_mbar_arrive(unsigned long long* bar, unsigned rank) {
     asm volatile(
         "{\n.reg .b32 ra;\nmapa.shared::cluster.u32 ra, %0, %1;\n"
-        "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [ra];\n}\n" ::"r"(
-            (unsigned)__cvta_generic_to_shared(bar)),
+        "mbarrier.arrive.release.cluster.shared::cluster.b64 _, [ra];\n}\n" ::"r"(g_smem_addr(bar)),
         "r"(rank)
         : "memory");
 }
 // `count` arrivals on this block's own mbarrier (for blocks that will not arrive).
 GRETA_DEVICE void g_cluster_mbar_arrive_local(unsigned long long* bar, unsigned count) {
-    asm volatile("mbarrier.arrive.release.cluster.shared::cta.b64 _, [%0], %1;\n" ::"r"(
-                     (unsigned)__cvta_generic_to_shared(bar)),
+    asm volatile("mbarrier.arrive.release.cluster.shared::cta.b64 _, [%0], %1;\n" ::"r"(g_smem_addr(bar)),
                  "r"(count)
                  : "memory");
 }
@@ -228,7 +228,7 @@ GRETA_DEVICE void g_cluster_mbar_wait(unsigned long long* bar, unsigned parity) 
         asm volatile("{\n.reg .pred p;\nmbarrier.try_wait.parity.acquire.cluster.shared::cta.b64 p, [%1], %2;\n"
                      "selp.u32 %0, 1, 0, p;\n}\n"
                      : "=r"(done)
-                     : "r"((unsigned)__cvta_generic_to_shared(bar)), "r"(parity)
+                     : "r"(g_smem_addr(bar)), "r"(parity)
                      : "memory");
 }
 #endif
@@ -858,12 +858,6 @@ GRETA_DEVICE void g_wgmma_m64k32_e5m2_e4m3(float (&d)[N / 2], unsigned long long
 struct __align__(64) g_tmap {
     unsigned long long opaque[16];
 };
-GRETA_DEVICE unsigned g_smem_addr(const void* p) { return (unsigned)__cvta_generic_to_shared(p); }
-GRETA_DEVICE void g_mbar_init(unsigned long long* bar, unsigned count) {
-    asm volatile("mbarrier.init.shared::cta.b64 [%0], %1;\n" ::"r"(g_smem_addr(bar)), "r"(count) : "memory");
-}
-// Makes initialised barriers visible to the async proxy (the TMA unit) and the other threads.
-GRETA_DEVICE void g_mbar_init_fence() { asm volatile("fence.mbarrier_init.release.cluster;\n" ::: "memory"); }
 // One arrival that also expects `bytes` of TMA transactions before the phase completes.
 GRETA_DEVICE void g_mbar_arrive_expect(unsigned long long* bar, unsigned bytes) {
     asm volatile("mbarrier.arrive.expect_tx.shared::cta.b64 _, [%0], %1;\n" ::"r"(g_smem_addr(bar)), "r"(bytes)
