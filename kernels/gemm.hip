@@ -317,24 +317,32 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
 }
 
 // 128 x 128 tiles where they give the GPU enough blocks (Llama-2-7B), 64 x 64 where not
-// (SmolLM2: 576-column products), and 128 x 168 where 128 columns would leave the last wave
-// of blocks mostly empty (Llama-2-7B's gate/up at 512 rows: 688 tiles of 128, 5.2 waves of
-// 132 blocks, against 528 of 168, 4.0 waves), chosen by wgmma_tile (gpu.rs). 168: the widest
-// tile whose six stages fit an SM's shared memory (6 x 37 KiB).
-#define GEMM_WGMMA(NAME, TM, TN)                                                                                    \
-    GRETA_KERNEL void NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                 \
-                           const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                  \
-                           const __grid_constant__ g_tmap tw2, float* y0, float* y1, float* y2, unsigned t,         \
-                           unsigned k, unsigned n0, unsigned n1, unsigned n2, unsigned has_lo) {                   \
+// (SmolLM2: 576-column products), and 128 x 256 where its waves of blocks take no longer
+// than 128 x 128's (Llama-2-7B's gate/up at 512 rows: 688 tiles of 128, 6 waves of 132
+// blocks, against 344 of 256, 3 waves), chosen by wgmma_tile (gpu.rs). The wide tile's
+// m64n256 products read 10 KiB of operands from shared memory for 256 K of multiply-adds
+// where two m64n128 ones read 12 KiB: under Nsight Compute (H200, session 24) the tensor
+// pipe was active 84 % of gate/up's cycles against 74 % with the 128 x 168 tile it replaces
+// (152 against 158 us; cuBLAS's 168 x 128 tiles: 96 %, 128 us). Stages: as many as fit 227
+// KiB (6 of 32 KiB, 6 of 16, 4 of 48: wgmma_stages in gpu.rs). BOUNDS: the wide tile's
+// __launch_bounds__, so that ptxas keeps a thread's registers (its 128 accumulators) to what
+// 288 threads may hold; the others compile as they did before it (no bound).
+#define GEMM_WGMMA(NAME, TM, TN, STAGES, BOUNDS)                                                                    \
+    GRETA_KERNEL void BOUNDS                                                                                         \
+        NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                               \
+             const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                                \
+             const __grid_constant__ g_tmap tw2, float* y0, float* y1, float* y2, unsigned t, unsigned k,           \
+             unsigned n0, unsigned n1, unsigned n2, unsigned has_lo) {                                              \
         extern __shared__ unsigned char wg_raw[];                                                                    \
-        gemm_f16_wgmma_tile<TM, TN>(wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0, n1, n2, has_lo); \
+        gemm_f16_wgmma_tile<TM, TN, STAGES>(wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0, n1, n2,    \
+                                            has_lo);                                                                 \
     }
-GEMM_WGMMA(gemm_f16_wgmma_128, 128, 128)
-GEMM_WGMMA(gemm_f16_wgmma_64, 64, 64)
-GEMM_WGMMA(gemm_f16_wgmma_128x168, 128, 168)
+GEMM_WGMMA(gemm_f16_wgmma_128, 128, 128, WG_STAGES, )
+GEMM_WGMMA(gemm_f16_wgmma_64, 64, 64, WG_STAGES, )
+GEMM_WGMMA(gemm_f16_wgmma_128x256, 128, 256, 4, __launch_bounds__(288, 1))
 
 // The FP8-lo forms (LO8 above), for the 128 and 64 tiles (the wide tile's acc and part
-// would take 168 registers; the products it is chosen for, 7B's gate/up, are not split),
+// would take 256 registers; the products it is chosen for, 7B's gate/up, are not split),
 // with the stages that fit 227 KiB: 4 of 48 KiB for 128 x 128, 6 of 24 KiB for 64 x 64
 // (wgmma_lo8_stages in gpu.rs). Bounded to their block: an SM's four sub-partitions
 // hold 16K registers each, so a block of 9 warps (one sub-partition takes 3) launches only

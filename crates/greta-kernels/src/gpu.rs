@@ -2076,14 +2076,15 @@ pub struct WgmmaTile {
 
 impl WgmmaTile {
     /// The kernels' tiles: 128 x 128, 64 x 64 for products too narrow to fill the GPU with
-    /// 128s, and 128 x 168 for those whose 128-column tiles leave a last wave mostly empty.
+    /// 128s, and 128 x 256 for those whose 128-column tiles make no fewer waves of blocks
+    /// (its m64n256 products keep the matrix units busier: kernels/gemm.hip).
     pub const ALL: [WgmmaTile; 3] = [
         WgmmaTile { m: 128, n: 128 },
         WgmmaTile { m: 64, n: 64 },
-        WgmmaTile { m: 128, n: 168 },
+        WgmmaTile { m: 128, n: 256 },
     ];
     /// The tiles with an FP8-lo form (kernels/gemm.hip: the wide tile's two accumulator sets
-    /// would take 168 registers).
+    /// would take 256 registers).
     pub const LO8: [WgmmaTile; 2] = [WgmmaTile { m: 128, n: 128 }, WgmmaTile { m: 64, n: 64 }];
 
     fn kernel(&self) -> String {
@@ -2102,12 +2103,23 @@ const ARGMAX_CLUSTER: u32 = 8;
 const WGMMA_BK: u32 = 64;
 const WGMMA_STAGES: u32 = 6;
 
+/// The warpgroup GEMM's stages for `tile` (GEMM_WGMMA in kernels/gemm.hip): as many as fit
+/// the 227 KiB a block may opt in to on sm_90, up to `WGMMA_STAGES`: 4 of 48 KiB for the
+/// 128 x 256 tile.
+fn wgmma_stages(tile: WgmmaTile) -> u32 {
+    match tile.n {
+        256 => 4,
+        _ => WGMMA_STAGES,
+    }
+}
+
 /// Dynamic shared memory of the warpgroup GEMM of `tile`: its stages of an A and a B box,
 /// 1 KiB to align them to the 1024-byte swizzle atom, and a full and an empty barrier (8
 /// bytes each) per stage. 128 x 128: 193 KiB (one block per SM); 64 x 64: 97 KiB (two);
-/// 128 x 168: 223 KiB (of the 227 a block may opt in to on sm_90).
+/// 128 x 256: 193 KiB.
 fn wgmma_shared(tile: WgmmaTile) -> u32 {
-    WGMMA_STAGES * (tile.m + tile.n) as u32 * WGMMA_BK * 2 + 1024 + WGMMA_STAGES * 2 * 8
+    let stages = wgmma_stages(tile);
+    stages * (tile.m + tile.n) as u32 * WGMMA_BK * 2 + 1024 + stages * 2 * 8
 }
 
 /// The warpgroup GEMM's arguments after its operands (t, k, the group's widths: 0 for an
@@ -2161,11 +2173,12 @@ fn wgmma_lo8_shared(tile: WgmmaTile) -> u32 {
 
 /// The warpgroup GEMM's tile for products of widths `ns` sharing `t` input rows on a device
 /// of `sms` multiprocessors (one 128 block runs on each at a time): 64 x 64 unless 128s
-/// still give `BLOCKS_WANTED` blocks (as `gemm_tile`); then 128 x 168 where its waves of
-/// blocks take less time than 128 x 128's, a block's time taken as its columns (the same
-/// rows and K), else 128 x 128. Llama-2-7B's gate/up at 512 rows on 132 SMs: 688 blocks of
-/// 128 columns make 6 waves (the last 28 blocks alone), 528 of 168 make 4: 6 x 128 > 4 x
-/// 168.
+/// still give `BLOCKS_WANTED` blocks (as `gemm_tile`); then 128 x 256 where its waves of
+/// blocks take no longer than 128 x 128's, a block's time taken as its columns (the same
+/// rows and K), else 128 x 128. A tie goes to the wide tile, whose columns cost less
+/// (kernels/gemm.hip: gate/up 152 against 158 us with the 128 x 168 tile it replaced, whose
+/// ties went the other way). Llama-2-7B's gate/up at 512 rows on 132 SMs: 688 blocks of 128
+/// columns make 6 waves, 344 of 256 make 3: a tie.
 fn wgmma_tile(t: usize, ns: impl IntoIterator<Item = usize>, sms: usize) -> WgmmaTile {
     let [square, small, wide] = WgmmaTile::ALL;
     let ns: Vec<usize> = ns.into_iter().collect();
@@ -2176,7 +2189,7 @@ fn wgmma_tile(t: usize, ns: impl IntoIterator<Item = usize>, sms: usize) -> Wgmm
         return small;
     }
     let time = |tile: WgmmaTile| blocks(tile).div_ceil(sms.max(1)) * tile.n;
-    if time(wide) < time(square) {
+    if time(wide) <= time(square) {
         wide
     } else {
         square
@@ -2655,9 +2668,9 @@ mod tests {
     }
 
     /// The warpgroup GEMM's tile at the two benchmark shapes (512-token prompt) on an H100's
-    /// or H200's 132 SMs: 128 x 128 for Llama-2-7B's groups but gate/up, 128 x 168 for
-    /// gate/up (fewer waves), 64 x 64 for SmolLM2's narrow ones; the wide tile only where its
-    /// waves take less time.
+    /// or H200's 132 SMs: 128 x 128 for Llama-2-7B's groups but gate/up, 128 x 256 for
+    /// gate/up (as many waves' columns), 64 x 64 for SmolLM2's narrow ones; the wide tile
+    /// only where its waves take no longer.
     #[test]
     fn wgmma_tile_fills_the_gpu_before_it_grows() {
         let [square, small, wide] = WgmmaTile::ALL;
@@ -2666,17 +2679,17 @@ mod tests {
         assert_eq!(
             pick(512, &[4096, 4096, 4096]),
             square,
-            "7B Q/K/V: 3 waves of 128 columns, 3 of 168"
+            "7B Q/K/V: 3 waves of 128 columns (384), 2 of 256 (512)"
         );
         assert_eq!(
             pick(512, &[11_008, 11_008]),
             wide,
-            "7B gate/up: 6 waves of 128 columns (688 blocks), 4 of 168 (528)"
+            "7B gate/up: 6 waves of 128 columns (688 blocks, 768), 3 of 256 (344, 768)"
         );
         assert_eq!(
-            wgmma_tile(512, [11_008, 11_008], 172),
+            wgmma_tile(512, [11_008, 11_008], 160),
             square,
-            "on 172 SMs: 4 waves of 128 columns, 4 of 168"
+            "on 160 SMs: 5 waves of 128 columns (640), 3 of 256 (768)"
         );
         assert_eq!(
             pick(512, &[576, 192, 192]),
