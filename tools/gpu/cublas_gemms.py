@@ -7,7 +7,10 @@ products (torch._scaled_mm, the rate of greta's FP8 low halves), with CUDA event
 many repetitions after a warm-up, and prints each one's time and TFLOP/s and the sum over
 32 layers: what the prefill's products alone take on this card with the vendor's GEMMs.
 
-    usage: python3 tools/gpu/cublas_gemms.py [ROWS] [--json FILE]
+    usage: python3 tools/gpu/cublas_gemms.py [ROWS] [--json FILE] [--once]
+
+--once runs each product once, untimed (f16, then FP8), for a profiler to capture cuBLAS's
+kernels (tools/gpu/gemm_profile.sh).
 """
 import json
 import sys
@@ -20,7 +23,14 @@ LAYERS = 32
 SHAPES = [("qkv", 3 * 4096, 4096), ("o", 4096, 4096), ("gate_up", 2 * 11008, 4096), ("down", 4096, 11008)]
 
 
+ONCE = "--once" in sys.argv
+
+
 def time_ms(f, reps=50):
+    if ONCE:
+        f()
+        torch.cuda.synchronize()
+        return float("nan")
     for _ in range(5):
         f()
     start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
