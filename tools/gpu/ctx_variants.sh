@@ -16,7 +16,7 @@ for d in target/carry/v/*/; do
   [ -z "${VARIANTS:-}" ] || [[ " $VARIANTS " == *" $v "* ]] || continue
   # A variant of kernels alone (no greta.xz) runs the main build's binary, as in kernel_variants.sh.
   if [ ! -f $d/greta.xz ]; then G=./target/device/greta
-  elif [ ! -x $G ]; then python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('$d/greta.xz'), open('$G', 'wb'))"; chmod +x $G; fi
+  elif [ ! -x $G ]; then bash tools/gpu/unxz.sh $d/greta.xz $G; fi
   row="| $v"
   for s in llama2-7b smollm2-135m; do
     j=$OUT/ctx-$v-$s.json

@@ -46,8 +46,7 @@ fi
 run_greta() { # name kernels-dir [greta args]
   local name=$1 dir=$2 bin=$G
   shift 2
-  [ -f "$dir/greta.xz" ] && bin=/tmp/greta-$name &&
-    python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('$dir/greta.xz'), open('$bin', 'wb'))" && chmod +x "$bin"
+  [ -f "$dir/greta.xz" ] && bin=/tmp/greta-$name && bash tools/gpu/unxz.sh "$dir/greta.xz" "$bin"
   GRETA_KERNELS_DIR=$dir "${NC[@]}" --graph-profiling node -k regex:gemm_f16_wgmma -c 4 \
     "$bin" bench -m synthetic:llama2-7b --backend gpu "$@" --prompt-len 512 --gen 2 --reps 1 > "$R/$name.txt" 2>&1 || status=1
   echo "== greta $name: $*"

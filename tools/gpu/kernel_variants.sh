@@ -25,8 +25,7 @@ cat target/carry/v/*/regs.txt 2>/dev/null | tee $OUT/regs.txt
 for d in $(for v in ${VARIANTS:-$(ls target/carry/v)}; do echo target/carry/v/$v/; done); do
   [ -f $d/gpu-ops.xz ] || continue
   v=$(basename $d)
-  python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('$d/gpu-ops.xz'), open('/tmp/gpu-ops-$v', 'wb'))"
-  chmod +x /tmp/gpu-ops-$v
+  bash tools/gpu/unxz.sh $d/gpu-ops.xz /tmp/gpu-ops-$v
   GRETA_KERNELS_DIR=$PWD/$d GRETA_REQUIRE_GPU=1 timeout 300 /tmp/gpu-ops-$v --ignored --test-threads=1 \
     ${VARIANT_TESTS:-} > $OUT/0-$v-ops.txt 2>&1
   echo "== $v op tests: exit $? ($(grep -E '^test result' $OUT/0-$v-ops.txt | tail -n 1))"
@@ -45,8 +44,7 @@ for round in $(seq ${ROUNDS:-2}); do
     [ -f $d/args ] && read -r -a vargs < $d/args
     [ -f $d/from ] && d=target/carry/v/$(cat $d/from)/
     if [ -f $d/greta.xz ]; then
-      python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('$d/greta.xz'), open('/tmp/greta-$v', 'wb'))"
-      chmod +x /tmp/greta-$v; G=/tmp/greta-$v
+      bash tools/gpu/unxz.sh $d/greta.xz /tmp/greta-$v; G=/tmp/greta-$v
     fi
     row="| $v (round $round)"
     for s in $SHAPES; do

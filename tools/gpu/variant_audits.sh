@@ -13,7 +13,7 @@ status=0
 for d in target/carry/v/*/; do
   v=$(basename $d)
   [ -f $d/greta.xz ] || continue
-  [ -x /tmp/greta-$v ] || { python3 -c "import lzma, shutil; shutil.copyfileobj(lzma.open('$d/greta.xz'), open('/tmp/greta-$v', 'wb'))"; chmod +x /tmp/greta-$v; }
+  [ -x /tmp/greta-$v ] || bash tools/gpu/unxz.sh $d/greta.xz /tmp/greta-$v
   for m in $TINY/mha-tied-theta1e4/model-f16.gguf $TINY/gqa4-llama3-rope/model-f16.gguf /tmp/smollm2-random; do
     f=$OUT/audit-$v-$(echo $(basename $(dirname $m))-$(basename $m) | tr -c 'a-zA-Z0-9.\n' '-').txt
     GRETA_KERNELS_DIR=$PWD/$d /tmp/greta-$v audit backend --against cpu -m $m > $f 2>&1
