@@ -1,7 +1,7 @@
 //! `greta bench --write-gguf`: the GGUF written from a synthetic model holds exactly its
 //! weights and hyper-parameters (greta's own reader, which is checked against gguf-py in
 //! quant_parity / llama_cpp_parity, reads back identical logits). llama.cpp loading the same
-//! file is checked on the GPU machine (tools/gpu/bench_vs_llama_cpp.sh).
+//! file is checked on the GPU machine (tools/gpu/peer_bench.sh, which benches llama.cpp on it).
 
 use greta_model::io::gguf_write;
 use greta_model::llama::weights::CpuWeights;
