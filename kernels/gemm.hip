@@ -250,10 +250,11 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
 
     if (tid >= producer) {
         if (tid != producer) return;
+        // The stage and the parity of its use, advanced step by step (no division a step).
+        unsigned st = 0, ph = 0;
         for (unsigned s = 0; s < steps; ++s) {
-            const unsigned st = s % STAGES, use = s / STAGES;
             // The consumers' release of this stage's previous use.
-            if (use > 0) g_mbar_wait(&empty[st], (use - 1) & 1);
+            if (s >= STAGES) g_mbar_wait(&empty[st], ph ^ 1);
             g_mbar_arrive_expect(&full[st], STAGE_BYTES);
             const bool lo = s >= hi_steps;
             const int kc = (int)((lo ? s - hi_steps : s) * WG_BK);
@@ -264,6 +265,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
                 g_tma_load_2d(slab + HI_BYTES, ta_lo, kc, (int)row0, &full[st]);
                 g_tma_load_2d(slab + HI_BYTES + TM * WG_BK, tw8, kc, (int)col0, &full[st]);
             }
+            if (++st == STAGES) st = 0, ph ^= 1;
         }
         return;
     }
@@ -273,24 +275,31 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     const unsigned l = g_lane(), warp = (tid % 128) / 32;
     // LO8: the lo products over all of K (a 2-element array otherwise, never read).
     float part[LO8 ? TN / 2 : 2];
+    // The stage, the parity of its full barrier's phase and the previous step's stage,
+    // advanced step by step, and the operands' descriptors in stage 0, which a stage's
+    // offset / 16 moves (the descriptor's start address field): between one step's wait on
+    // its products and the next step's products this loop issues only what it must (the
+    // division by STAGES and the descriptors' arithmetic sat there: gemm_stall_sites.sh).
+    unsigned st = 0, ph = 0, prev = 0;
+    const unsigned long long da0 = g_wgmma_desc(smem + c * 64 * WG_BK * 2), db0 = g_wgmma_desc(smem + A_HALVES * 2);
     for (unsigned s = 0; s < steps; ++s) {
-        const unsigned st = s % STAGES;
-        g_mbar_wait(&full[st], (s / STAGES) & 1);
-        const unsigned char* slab = smem + st * STAGE_BYTES;
-        unsigned long long da = g_wgmma_desc(slab + c * 64 * WG_BK * 2);
-        unsigned long long db = g_wgmma_desc(slab + A_HALVES * 2);
+        g_mbar_wait(&full[st], ph);
+        const unsigned long long at = st * (STAGE_BYTES >> 4);
+        const unsigned long long da = da0 + at, db = db0 + at;
         g_wgmma_fence();
         for (unsigned kk = 0; kk < WG_BK / 16; ++kk) g_wgmma_m64k16<TN>(acc, da + 2 * kk, db + 2 * kk, s > 0 || kk > 0);
         if constexpr (LO8) {
-            unsigned long long la = g_wgmma_desc64(slab + HI_BYTES + c * 64 * WG_BK);
-            unsigned long long lb = g_wgmma_desc64(slab + HI_BYTES + TM * WG_BK);
+            const unsigned long long la = g_wgmma_desc64(smem + HI_BYTES + c * 64 * WG_BK) + at;
+            const unsigned long long lb = g_wgmma_desc64(smem + HI_BYTES + TM * WG_BK) + at;
             for (unsigned kk = 0; kk < WG_BK / 32; ++kk)
                 g_wgmma_m64k32_e5m2_e4m3<TN>(part, la + 2 * kk, lb + 2 * kk, s > 0 || kk > 0);
         }
         g_wgmma_commit();
         // Step s - 1's products are done: its stage may be refilled.
         g_wgmma_wait<1>();
-        if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[(s - 1) % STAGES]);
+        if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[prev]);
+        prev = st;
+        if (++st == STAGES) st = 0, ph ^= 1;
     }
     g_wgmma_wait<0>();
     if constexpr (LO8) {
