@@ -349,6 +349,10 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
 GEMM_WGMMA(gemm_f16_wgmma_128, 128, 128, WG_STAGES, )
 GEMM_WGMMA(gemm_f16_wgmma_64, 64, 64, WG_STAGES, )
 GEMM_WGMMA(gemm_f16_wgmma_128x256, 128, 256, 4, __launch_bounds__(288, 1))
+#ifndef WG_STAGES_232
+#define WG_STAGES_232 4
+#endif
+GEMM_WGMMA(gemm_f16_wgmma_128x232, 128, 232, WG_STAGES_232, __launch_bounds__(288, 1))
 
 // The FP8-lo forms (LO8 above), for the 128 and 64 tiles (the wide tile's acc and part
 // would take 256 registers; the products it is chosen for, 7B's gate/up, are not split),

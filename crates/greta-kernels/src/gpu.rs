@@ -286,7 +286,7 @@ pub struct GpuKernels {
     gemm_f16: [(usize, u32, Function); 3],
     /// The same products on Hopper's warpgroup matrix units, by tile (`WgmmaTile::ALL`;
     /// sm_90a objects only).
-    gemm_f16_wgmma: Option<[(WgmmaTile, Function); 3]>,
+    gemm_f16_wgmma: Option<[(WgmmaTile, Function); 4]>,
     /// Its forms with the lo half on the FP8 matrix units (`GemmLo::Fp8`), by tile
     /// (`WgmmaTile::LO8`), with the kernels that make FP8 operands.
     fp8: Option<Fp8Kernels>,
@@ -474,8 +474,8 @@ impl GpuKernels {
                             f.set_max_dynamic_shared(wgmma_shared(t))?;
                             Ok((t, f))
                         };
-                        let [a, b, c] = WgmmaTile::ALL;
-                        Some([tile(a)?, tile(b)?, tile(c)?])
+                        let [a, b, c, d] = WgmmaTile::ALL;
+                        Some([tile(a)?, tile(b)?, tile(c)?, tile(d)?])
                     }
                     false => None,
                 },
@@ -2076,12 +2076,14 @@ pub struct WgmmaTile {
 
 impl WgmmaTile {
     /// The kernels' tiles: 128 x 128, 64 x 64 for products too narrow to fill the GPU with
-    /// 128s, and 128 x 256 for those whose 128-column tiles make no fewer waves of blocks
-    /// (its m64n256 products keep the matrix units busier: kernels/gemm.hip).
-    pub const ALL: [WgmmaTile; 3] = [
+    /// 128s, and the wide 128 x 256 and 128 x 232 for those whose 128-column tiles make no
+    /// fewer waves of blocks (their m64n256 / m64n232 products keep the matrix units busier:
+    /// kernels/gemm.hip); 232 where 256's last wave would leave many multiprocessors idle.
+    pub const ALL: [WgmmaTile; 4] = [
         WgmmaTile { m: 128, n: 128 },
         WgmmaTile { m: 64, n: 64 },
         WgmmaTile { m: 128, n: 256 },
+        WgmmaTile { m: 128, n: 232 },
     ];
     /// The tiles with an FP8-lo form (kernels/gemm.hip: the wide tile's two accumulator sets
     /// would take 256 registers).
@@ -2102,6 +2104,8 @@ const ARGMAX_CLUSTER: u32 = 8;
 /// of f16) and depth (WG_STAGES; a kernel build with another depth needs this one too).
 const WGMMA_BK: u32 = 64;
 const WGMMA_STAGES: u32 = 6;
+/// The 128 x 232 tile's depth (WG_STAGES_232 in kernels/gemm.hip): 4 of 45 KiB.
+const WGMMA_STAGES_232: u32 = 4;
 
 /// The warpgroup GEMM's stages for `tile` (GEMM_WGMMA in kernels/gemm.hip): as many as fit
 /// the 227 KiB a block may opt in to on sm_90, up to `WGMMA_STAGES`: 4 of 48 KiB for the
@@ -2109,6 +2113,7 @@ const WGMMA_STAGES: u32 = 6;
 fn wgmma_stages(tile: WgmmaTile) -> u32 {
     match tile.n {
         256 => 4,
+        232 => WGMMA_STAGES_232,
         _ => WGMMA_STAGES,
     }
 }
@@ -2180,7 +2185,7 @@ fn wgmma_lo8_shared(tile: WgmmaTile) -> u32 {
 /// ties went the other way). Llama-2-7B's gate/up at 512 rows on 132 SMs: 688 blocks of 128
 /// columns make 6 waves, 344 of 256 make 3: a tie.
 fn wgmma_tile(t: usize, ns: impl IntoIterator<Item = usize>, sms: usize) -> WgmmaTile {
-    let [square, small, wide] = WgmmaTile::ALL;
+    let [square, small, wide, wide232] = WgmmaTile::ALL;
     let ns: Vec<usize> = ns.into_iter().collect();
     let blocks = |tile: WgmmaTile| -> usize {
         t.div_ceil(tile.m) * ns.iter().map(|n| n.div_ceil(tile.n)).sum::<usize>()
@@ -2189,11 +2194,11 @@ fn wgmma_tile(t: usize, ns: impl IntoIterator<Item = usize>, sms: usize) -> Wgmm
         return small;
     }
     let time = |tile: WgmmaTile| blocks(tile).div_ceil(sms.max(1)) * tile.n;
-    if time(wide) <= time(square) {
-        wide
-    } else {
-        square
-    }
+    // The first of the least time: ties go to the wider tile.
+    [wide, wide232, square]
+        .into_iter()
+        .min_by_key(|&tile| time(tile))
+        .expect("three tiles")
 }
 
 /// One product of a `gemm_f16` call: y[t, n] = x[t, k] · w[n, k]ᵀ.
@@ -2673,7 +2678,7 @@ mod tests {
     /// only where its waves take no longer.
     #[test]
     fn wgmma_tile_fills_the_gpu_before_it_grows() {
-        let [square, small, wide] = WgmmaTile::ALL;
+        let [square, small, wide, wide232] = WgmmaTile::ALL;
         let pick = |t, ns: &[usize]| wgmma_tile(t, ns.iter().copied(), 132);
         assert_eq!(pick(512, &[4096]), square, "7B output/down: 4 x 32 blocks");
         assert_eq!(
@@ -2683,8 +2688,13 @@ mod tests {
         );
         assert_eq!(
             pick(512, &[11_008, 11_008]),
+            wide232,
+            "7B gate/up: 6 waves of 128 columns (688 blocks, 768), 3 of 256 (344, 768), 3 of 232 (384, 696)"
+        );
+        assert_eq!(
+            pick(512, &[8192, 8192]),
             wide,
-            "7B gate/up: 6 waves of 128 columns (688 blocks, 768), 3 of 256 (344, 768)"
+            "1B gate/up: 4 waves of 128 columns (512 blocks, 512), 2 of 256 (256, 512), 3 of 232 (288, 696)"
         );
         assert_eq!(
             wgmma_tile(512, [11_008, 11_008], 160),
@@ -2707,10 +2717,12 @@ mod tests {
             197_728,
             "6 x 32 KiB stages + 1 KiB + barriers"
         );
-        assert!(
-            wgmma_shared(wide) <= 232_448,
-            "the wide tile's stages fit the 227 KiB a block may opt in to on sm_90"
-        );
+        for t in [wide, wide232] {
+            assert!(
+                wgmma_shared(t) <= 232_448,
+                "the wide tiles' stages fit the 227 KiB a block may opt in to on sm_90"
+            );
+        }
     }
 
     /// The prefill GEMM's tile choice at the two benchmark shapes (512-token prompt): big
