@@ -326,16 +326,19 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
 }
 
 // 128 x 128 tiles where they give the GPU enough blocks (Llama-2-7B), 64 x 64 where not
-// (SmolLM2: 576-column products), and 128 x 256 where its waves of blocks take no longer
-// than 128 x 128's (Llama-2-7B's gate/up at 512 rows: 688 tiles of 128, 6 waves of 132
-// blocks, against 344 of 256, 3 waves), chosen by wgmma_tile (gpu.rs). The wide tile's
+// (SmolLM2: 576-column products), and the wide 128 x 256 or 128 x 232 where their waves of
+// blocks take no longer than 128 x 128's, chosen by wgmma_tile (gpu.rs). The wide tiles'
 // m64n256 products read 10 KiB of operands from shared memory for 256 K of multiply-adds
 // where two m64n128 ones read 12 KiB: under Nsight Compute (H200, session 24) the tensor
-// pipe was active 84 % of gate/up's cycles against 74 % with the 128 x 168 tile it replaces
-// (152 against 158 us; cuBLAS's 168 x 128 tiles: 96 %, 128 us). Stages: as many as fit 227
-// KiB (6 of 32 KiB, 6 of 16, 4 of 48: wgmma_stages in gpu.rs). BOUNDS: the wide tile's
-// __launch_bounds__, so that ptxas keeps a thread's registers (its 128 accumulators) to what
-// 288 threads may hold; the others compile as they did before it (no bound).
+// pipe was active 84 % of 7B gate/up's cycles against 74 % with the 128 x 168 tile 256
+// replaced (152 against 158 us; cuBLAS's 168 x 128 tiles: 96 %, 128 us). 232 is for the
+// waves: 7B's gate/up at 512 rows makes 344 blocks of 256 on 132 SMs, 2.6 waves whose third
+// leaves 52 idle, and 384 of 232, 2.9 (a multiprocessor's share 696 columns against 768;
+// session 25: 153.5 -> 141.5 us at the same 84 % tensor pipe; 5 stages measured level).
+// Stages: as many as fit 227 KiB (6 of 32 KiB, 6 of 16, 4 of 48, 4 of 45: wgmma_stages in
+// gpu.rs). BOUNDS: the wide tiles' __launch_bounds__, so that ptxas keeps a thread's
+// registers (its 128 or 116 accumulators) to what 288 threads may hold; the others compile
+// as they did before (no bound).
 #define GEMM_WGMMA(NAME, TM, TN, STAGES, BOUNDS)                                                                    \
     GRETA_KERNEL void BOUNDS                                                                                         \
         NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                               \
@@ -349,6 +352,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
 GEMM_WGMMA(gemm_f16_wgmma_128, 128, 128, WG_STAGES, )
 GEMM_WGMMA(gemm_f16_wgmma_64, 64, 64, WG_STAGES, )
 GEMM_WGMMA(gemm_f16_wgmma_128x256, 128, 256, 4, __launch_bounds__(288, 1))
+// The build may set the 232 tile's depth, as WG_STAGES (and WGMMA_STAGES_232 in gpu.rs).
 #ifndef WG_STAGES_232
 #define WG_STAGES_232 4
 #endif

@@ -2178,12 +2178,12 @@ fn wgmma_lo8_shared(tile: WgmmaTile) -> u32 {
 
 /// The warpgroup GEMM's tile for products of widths `ns` sharing `t` input rows on a device
 /// of `sms` multiprocessors (one 128 block runs on each at a time): 64 x 64 unless 128s
-/// still give `BLOCKS_WANTED` blocks (as `gemm_tile`); then 128 x 256 where its waves of
-/// blocks take no longer than 128 x 128's, a block's time taken as its columns (the same
-/// rows and K), else 128 x 128. A tie goes to the wide tile, whose columns cost less
-/// (kernels/gemm.hip: gate/up 152 against 158 us with the 128 x 168 tile it replaced, whose
+/// still give `BLOCKS_WANTED` blocks (as `gemm_tile`); then the tile among 128 x 256, 128 x
+/// 232 and 128 x 128 whose waves of blocks take least time, a block's time taken as its
+/// columns (the same rows and K). A tie goes to the wider tile, whose columns cost less
+/// (kernels/gemm.hip: gate/up 152 against 158 us with the 128 x 168 tile 256 replaced, whose
 /// ties went the other way). Llama-2-7B's gate/up at 512 rows on 132 SMs: 688 blocks of 128
-/// columns make 6 waves, 344 of 256 make 3: a tie.
+/// columns make 6 waves (768 columns), 344 of 256 make 3 (768), 384 of 232 make 3 (696).
 fn wgmma_tile(t: usize, ns: impl IntoIterator<Item = usize>, sms: usize) -> WgmmaTile {
     let [square, small, wide, wide232] = WgmmaTile::ALL;
     let ns: Vec<usize> = ns.into_iter().collect();
