@@ -67,8 +67,11 @@ run audit-llama2-shape $G audit backend --against cpu -m /tmp/llama2-random ${TO
 LONG=$(python3 -c "print(' '.join(['The history of science is the study of how people came to understand the natural world.'] * 36))")
 run audit-smollm2-long $G audit backend --against cpu -m /tmp/smollm2-random --prompt "$LONG" ${TOL:+--tol $TOL}
 # The 7B shape's prefill at that length (~325 tokens) takes the wide 128 x 256 wgmma tile for
-# gate/up (the short audits' prompts take the 64 x 64 one; the op tests check every tile).
+# gate/up (the short audits' prompts take the 64 x 64 one; the op tests check every tile),
+# and at ~450 tokens (a ~900-token prompt) the 128 x 232 one (wgmma_tile in gpu.rs).
 run audit-llama2-long $G audit backend --against cpu -m /tmp/llama2-random --prompt "$LONG" ${TOL:+--tol $TOL}
+LONGER=$(python3 -c "print(' '.join(['The history of science is the study of how people came to understand the natural world.'] * 50))")
+run audit-llama2-longer $G audit backend --against cpu -m /tmp/llama2-random --prompt "$LONGER" ${TOL:+--tol $TOL}
 # The same faults in the GPU route and the reference (--inject-reference): passes only if
 # every launch that consumed a stage an observer changed (the f16 operands made by the norm,
 # the prefill attention and SwiGLU ahead of the products) is rerun from the change.
