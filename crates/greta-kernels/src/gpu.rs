@@ -2109,7 +2109,7 @@ const WGMMA_STAGES_232: u32 = 4;
 
 /// The warpgroup GEMM's stages for `tile` (GEMM_WGMMA in kernels/gemm.hip): as many as fit
 /// the 227 KiB a block may opt in to on sm_90, up to `WGMMA_STAGES`: 4 of 48 KiB for the
-/// 128 x 256 tile.
+/// 128 x 256 tile; 4 of 45 KiB for 128 x 232 (5 fit, and measured level: session 25).
 fn wgmma_stages(tile: WgmmaTile) -> u32 {
     match tile.n {
         256 => 4,
@@ -2121,7 +2121,7 @@ fn wgmma_stages(tile: WgmmaTile) -> u32 {
 /// Dynamic shared memory of the warpgroup GEMM of `tile`: its stages of an A and a B box,
 /// 1 KiB to align them to the 1024-byte swizzle atom, and a full and an empty barrier (8
 /// bytes each) per stage. 128 x 128: 193 KiB (one block per SM); 64 x 64: 97 KiB (two);
-/// 128 x 256: 193 KiB.
+/// 128 x 256: 193 KiB; 128 x 232: 181 KiB.
 fn wgmma_shared(tile: WgmmaTile) -> u32 {
     let stages = wgmma_stages(tile);
     stages * (tile.m + tile.n) as u32 * WGMMA_BK * 2 + 1024 + stages * 2 * 8
@@ -2673,9 +2673,9 @@ mod tests {
     }
 
     /// The warpgroup GEMM's tile at the two benchmark shapes (512-token prompt) on an H100's
-    /// or H200's 132 SMs: 128 x 128 for Llama-2-7B's groups but gate/up, 128 x 256 for
-    /// gate/up (as many waves' columns), 64 x 64 for SmolLM2's narrow ones; the wide tile
-    /// only where its waves take no longer.
+    /// or H200's 132 SMs: 128 x 128 for Llama-2-7B's groups but gate/up, 128 x 232 for
+    /// gate/up (fewer waves' columns), 64 x 64 for SmolLM2's narrow ones; a wide tile only
+    /// where its waves take no longer.
     #[test]
     fn wgmma_tile_fills_the_gpu_before_it_grows() {
         let [square, small, wide, wide232] = WgmmaTile::ALL;
