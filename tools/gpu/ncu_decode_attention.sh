@@ -13,10 +13,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)}
-export GRETA_KERNELS_DIR=${KDIR:-$PWD/target/device/kernels}
-G=${G:-$PWD/target/device/greta}
-NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
-[ -n "$NCU" ] || { echo "no ncu on this machine"; exit 1; }
+G_ARG=${G:-}
+source tools/gpu/ncu_setup.sh
+export GRETA_KERNELS_DIR=${KDIR:-$GRETA_KERNELS_DIR}
+G=${G_ARG:-$G}
 status=0
 for s in ${SHAPES:-smollm2-135m llama2-7b}; do
   for k in ${K:-attn_decode_rope_split gemv_add_f16 gemv3_norm_f16}; do

@@ -5,10 +5,7 @@
 # Usage on the GPU machine: bash tools/gpu/ncu_kernels.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-export GRETA_KERNELS_DIR=$PWD/target/device/kernels
-G=$PWD/target/device/greta
-NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
-[ -n "$NCU" ] || { echo "no ncu on this machine"; exit 1; }
+source tools/gpu/ncu_setup.sh
 run() { # label, ncu filter args...
   local label=$1; shift
   echo "## $label"

@@ -9,10 +9,7 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
-export GRETA_KERNELS_DIR=$PWD/target/device/kernels
-G=$PWD/target/device/greta
-NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
-[ -n "$NCU" ] || { echo "no ncu on this machine"; exit 1; }
+source tools/gpu/ncu_setup.sh
 status=0
 for s in ${@:-smollm2-135m llama2-7b}; do
   layers=$(case $s in smollm2-135m) echo 30;; llama2-7b) echo 32;; *) echo 2;; esac)
