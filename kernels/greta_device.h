@@ -808,7 +808,7 @@ GRETA_DEVICE void g_wgmma_m64n256k16(float (&d)[128], unsigned long long da, uns
         : "l"(da), "l"(db), "r"(accumulate)
         : "memory");
 }
-// The 232-column wide tile's (gemm.hip: 7B gate/up at 512 rows, 384 blocks in 3 waves of 132
+// The 232-column wide tile's (gemm.hip: 7B gate/up at 512 rows, 384 blocks in 2.9 waves of 132
 // where 128 x 256 makes 344, 2.6 waves whose third leaves 52 multiprocessors idle).
 GRETA_DEVICE void g_wgmma_m64n232k16(float (&d)[116], unsigned long long da, unsigned long long db, unsigned accumulate) {
     asm volatile(
