@@ -21,7 +21,6 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
-bash tools/gpu/unpack_carry.sh
 source tools/gpu/ncu_setup.sh
 R=$(mktemp -d)/gemm-profile && mkdir -p "$R"
 "$NCU" --query-metrics > "$R/metrics.txt" 2>&1

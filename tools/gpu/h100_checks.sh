@@ -61,16 +61,18 @@ python3 tools/gpu/make_random_llama.py smollm2-135m /tmp/smollm2-random > /dev/n
 python3 tools/gpu/make_random_llama.py llama2-7b-2layers /tmp/llama2-random > /dev/null 2>&1
 run audit-smollm2-shape $G audit backend --against cpu -m /tmp/smollm2-random ${TOL:+--tol $TOL} --json
 run audit-llama2-shape $G audit backend --against cpu -m /tmp/llama2-random ${TOL:+--tol $TOL} --json
+# N repetitions of one sentence (~18 tokens each).
+sentences() { python3 -c "print(' '.join(['The history of science is the study of how people came to understand the natural world.'] * $1))"; }
 # A prompt long enough (~650 tokens; the audit decodes its second half) that every decode
 # position runs at 3-6 splits of context, combined in a cluster: the audits above stay within
 # one split (their prompts are under 128 tokens).
-LONG=$(python3 -c "print(' '.join(['The history of science is the study of how people came to understand the natural world.'] * 36))")
+LONG=$(sentences 36)
 run audit-smollm2-long $G audit backend --against cpu -m /tmp/smollm2-random --prompt "$LONG" ${TOL:+--tol $TOL}
 # The 7B shape's prefill at that length (~325 tokens) takes the wide 128 x 256 wgmma tile for
 # gate/up (the short audits' prompts take the 64 x 64 one; the op tests check every tile),
 # and at ~450 tokens (a ~900-token prompt) the 128 x 232 one (wgmma_tile in gpu.rs).
 run audit-llama2-long $G audit backend --against cpu -m /tmp/llama2-random --prompt "$LONG" ${TOL:+--tol $TOL}
-LONGER=$(python3 -c "print(' '.join(['The history of science is the study of how people came to understand the natural world.'] * 50))")
+LONGER=$(sentences 50)
 run audit-llama2-longer $G audit backend --against cpu -m /tmp/llama2-random --prompt "$LONGER" ${TOL:+--tol $TOL}
 # The same faults in the GPU route and the reference (--inject-reference): passes only if
 # every launch that consumed a stage an observer changed (the f16 operands made by the norm,

@@ -1,7 +1,8 @@
 # Sourced by the Nsight Compute scripts on the GPU machine, from the repository root: unpacks
-# a compressed carry where the binaries are not yet in target/device, points greta at the
-# carried kernels, and sets G (greta) and NCU (ncu's path), or exits saying ncu is absent.
-[ -f target/carry/greta.xz ] && [ ! -x target/device/greta ] && bash tools/gpu/unpack_carry.sh
+# a compressed carry whenever there is one (a warm machine keeps the last call's
+# target/device, which may be another build's), points greta at the carried kernels, and
+# sets G (greta) and NCU (ncu's path), or exits saying ncu is absent.
+if [ -f target/carry/greta.xz ]; then bash tools/gpu/unpack_carry.sh; fi
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels
 G=$PWD/target/device/greta
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
