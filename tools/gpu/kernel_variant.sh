@@ -2,8 +2,9 @@
 # Builds a kernel-only variant for tools/gpu/kernel_variants.sh (here, not on the GPU
 # machine): this checkout's kernels/ with PATCHes applied (git diffs, e.g.
 # tools/gpu/variants/*.patch; only their kernels/ part is used) and nvcc FLAGS added, compiled
-# for sm_90a into target/carry/v/NAME/sm_90a/. The variant runs main's greta binary, so the
-# patch must not change a kernel's arguments (build_variant.sh builds a binary too).
+# for sm_90a into target/carry/v/NAME/sm_90a/ (only the objects that differ from main's). The
+# variant runs main's greta binary, so the patch must not change a kernel's arguments
+# (build_variant.sh builds a binary too).
 # Also writes target/carry/v/NAME/regs.txt: each kernel whose registers, stack or shared
 # memory differ from main's objects (target/kernels/sm_90a, `cargo xtask build-kernels`),
 # since register counts have decided several of these experiments (docs/performance.md,
@@ -56,4 +57,9 @@ usage() { "$cuobjdump" --dump-resource-usage "$1" | grep -o 'Function [A-Za-z0-9
 } > "$out/regs.txt"
 cat "$out/regs.txt"
 changed=$(for c in "$out"/sm_90a/*.cubin; do cmp -s "$c" "$base/$(basename "$c")" || basename "$c"; done | tr '\n' ' ')
-echo "$name -> $out (objects that differ from main's: ${changed:-none})"
+# Objects equal to main's stay behind (kernel_variants.sh takes them from the carried main
+# build): a variant then costs the carry only what it changes.
+for c in "$out"/sm_90a/*.cubin; do
+  if cmp -s "$c" "$base/$(basename "$c")"; then rm "$c"; fi
+done
+echo "$name -> $out (objects that differ from main's, the only ones kept: ${changed:-none})"
