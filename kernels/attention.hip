@@ -160,14 +160,21 @@ GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, cons
 // fragments by ldmatrix), the online softmax on S where the HMMA accumulators leave it
 // (lane l holds rows l / 4 and l / 4 + 8; a row's 64 scores sit in the 4 lanes of a quad),
 // and O += P V with P taken straight from those registers as the A operand (the m16n8k16
-// accumulator and A layouts line up) and V fragments by ldmatrix.trans. Nothing but K and V
-// passes through LDS: 2 stages x (K + V) x FA_KEYS x HD halves of dynamic shared memory
-// (32 KiB at HD 64, 64 KiB at HD 128; the launcher opts in). Blocks take their rows from
-// the last to the first: under the causal mask the last rows see the most keys, so the
-// longest blocks start first.
-// The softmax numerics are the LDS kernel's above: scores scaled in f32, P rounded to f16
-// and summed as rounded. CDNA keeps the LDS kernel (docs/amd.md: MFMA's accumulator is the
-// transpose of its A operand, so the same idea there computes Sᵀ = K Qᵀ).
+// accumulator and A layouts line up) and V fragments by ldmatrix.trans; each row's sum of P
+// comes from the same products, P times a column of ones. Nothing but K and V (and Q once,
+// on its way into registers) passes through LDS: 2 stages x (K + V) x FA_KEYS x HD halves of
+// dynamic shared memory (32 KiB at HD 64, 64 KiB at HD 128; the launcher opts in). Blocks
+// are ordered by the keys they see (the last rows see the most), longest first, paired on a
+// multiprocessor with the shortest (`sms`).
+// The softmax numerics are the LDS kernel's above but for the exponential and the
+// normalisation: scores scaled in f32, exponentials as 2^x on the special function unit
+// (relative error ~2^-22, below the f16 rounding of P that follows), P rounded to f16 and
+// summed as rounded, outputs times one reciprocal a row. Session 26 took the kernel from
+// 40.7 to 20.5 µs a 7B layer (H200) by cutting its instructions: a branch around every
+// score's expf, a division (with its slow-path check) an output, address arithmetic a tile,
+// and by the block order (docs/performance.md). CDNA keeps the LDS kernel
+// (docs/amd.md: MFMA's accumulator is the transpose of its A operand, so the same idea there
+// computes Sᵀ = K Qᵀ).
 // Grid: (ceil(rows / (16 WAVES)), n_heads); block: WAVES waves; dynamic shared memory:
 // fa_shared_bytes(HD) (gpu.rs).
 #define FA_KEYS 64
@@ -185,58 +192,53 @@ template <unsigned HD, unsigned WAVES>
 GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* GRETA_RESTRICT k_cache,
                                   const g_half* GRETA_RESTRICT v_cache, float* GRETA_RESTRICT ctx,
                                   g_half* GRETA_RESTRICT hi, g_half* GRETA_RESTRICT lo, const unsigned* pos0,
-                                  unsigned rows, unsigned n_heads, unsigned n_kv_heads, float scale,
+                                  unsigned rows, unsigned n_heads, unsigned n_kv_heads, float scale, unsigned sms,
                                   g_half* smem) {
     constexpr unsigned DC = HD / 16, CH = HD / 8, NT = FA_KEYS / 8, BLOCK_ROWS = 16 * WAVES;
+    constexpr unsigned THREADS = GRETA_WAVE * WAVES;
     constexpr unsigned TILE = FA_KEYS * HD; // halves of one K or V tile
     static_assert(BLOCK_ROWS <= FA_KEYS, "Q is staged through one K tile");
     const unsigned tid = g_tid(), wave = tid / GRETA_WAVE, l = g_lane();
-    const unsigned r0 = (gridDim.x - 1 - g_bid()) * BLOCK_ROWS, h = g_bid_y();
-    // Stage st's K tile at smem + 2 st TILE, its V tile right after.
-    g_half* ks = smem;
-    g_half* vs = smem + TILE;
+    // Work items (row tile, head), longest first (the last row tile sees the most keys under
+    // the causal mask). The first `sms` blocks take them in that order and the rest from the
+    // shortest back: block b and block b + sms, which the scheduler puts on one
+    // multiprocessor when two fit there, then carry about the same number of key tiles
+    // together (7B: at most 9 tiles an SM, where longest-first alone put up to 12). sms = 0:
+    // longest first throughout.
+    unsigned r0, h;
+    {
+        const unsigned T = gridDim.x, H = gridDim.y, b = g_bid() + T * g_bid_y();
+        const unsigned first = sms ? sms : T * H;
+        const unsigned k = b < first ? b : T * H - 1 - (b - first);
+        r0 = (T - 1 - k / H) * BLOCK_ROWS;
+        h = k % H;
+    }
     const unsigned kvh = h / (n_heads / n_kv_heads);
-    const unsigned p0 = *pos0, kv_row = n_kv_heads * HD;
+    const unsigned kv_row = n_kv_heads * HD;
+
+    // Q's loads go out first (they do not wait on pos0), every one before the first
+    // conversion waits on one.
+    constexpr unsigned QN = BLOCK_ROWS * CH / THREADS;
+    float qv[QN][8];
+    for (unsigned n = 0; n < QN; ++n) {
+        const unsigned c = tid + n * THREADS, r = r0 + c / CH;
+        if (r < rows) {
+            g_load_f8(q + ((unsigned long)r * n_heads + h) * HD + 8 * (c % CH), qv[n]);
+        } else {
+            for (unsigned x = 0; x < 8; ++x) qv[n][x] = 0.0f;
+        }
+    }
+    const unsigned p0 = *pos0;
     const unsigned last_row = r0 + BLOCK_ROWS - 1 < rows ? r0 + BLOCK_ROWS - 1 : rows - 1;
     const unsigned n_keys = p0 + last_row + 1;
 
-    // Q = hi + lo staged through the K (hi) and V (lo) tiles, then into registers.
-    for (unsigned c = tid; c < BLOCK_ROWS * CH; c += g_bdim()) {
-        unsigned i = c / CH, ch = c % CH, r = r0 + i;
-        float v[8];
-        if (r < rows) {
-            g_load_f8(q + ((unsigned long)r * n_heads + h) * HD + 8 * ch, v);
-        } else {
-            for (unsigned x = 0; x < 8; ++x) v[x] = 0.0f;
-        }
-        g_h8 hi, lo;
-        for (unsigned x = 0; x < 8; ++x) {
-            hi.v[x] = g_f2h(v[x]);
-            lo.v[x] = g_f2h(v[x] - g_h2f(hi.v[x]));
-        }
-        *(g_h8*)&ks[fa_at<HD>(i, ch)] = hi;
-        *(g_h8*)&vs[fa_at<HD>(i, ch)] = lo;
-    }
-    g_sync();
-    unsigned qh[DC][4], ql[DC][4];
-    for (unsigned dc = 0; dc < DC; ++dc) {
-        g_ldmatrix4(qh[dc], ks + fa_at<HD>(16 * wave + l % 16, 2 * dc + l / 16));
-        g_ldmatrix4(ql[dc], vs + fa_at<HD>(16 * wave + l % 16, 2 * dc + l / 16));
-    }
-    g_sync();
-
-    float o[2 * DC][4];
-    for (unsigned nt = 0; nt < 2 * DC; ++nt)
-        for (unsigned e = 0; e < 4; ++e) o[nt][e] = 0.0f;
-    float m[2] = {NEG_INF, NEG_INF}, lsum[2] = {0.0f, 0.0f};
-    const unsigned qd = l % 4;
-    const unsigned pos_r[2] = {p0 + r0 + 16 * wave + l / 4, p0 + r0 + 16 * wave + l / 4 + 8};
-    const unsigned mi = l / 8;
-    // Tile j0's keys and values into stage st (async; committed as one group).
+    // Tile j0's keys and values into stage st (async; committed as one group). Stage st's K
+    // tile is at smem + 2 st TILE, its V tile right after. A thread copies one 16-byte
+    // chunk of every (THREADS / CH)-th key, so its chunk's swizzle is the same in each.
     auto copy_tile = [&](unsigned j0, unsigned st) {
         g_half* kd = smem + 2 * st * TILE;
         g_half* vd = kd + TILE;
-        for (unsigned c = tid; c < FA_KEYS * CH; c += g_bdim()) {
+        for (unsigned c = tid; c < FA_KEYS * CH; c += THREADS) {
             unsigned j = c / CH, ch = c % CH;
             bool valid = j0 + j < n_keys;
             unsigned long at = (unsigned long)(j0 + j) * kv_row + kvh * HD + 8 * ch;
@@ -246,6 +248,52 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
         g_async_commit();
     };
     copy_tile(0, 0);
+
+    // Q = hi + lo staged through stage 1's K (hi) and V (lo) tiles, then into registers.
+    for (unsigned n = 0; n < QN; ++n) {
+        const unsigned c = tid + n * THREADS;
+        g_h8 qhi, qlo;
+        for (unsigned x = 0; x < 8; ++x) g_split_f16(qv[n][x], &qhi.v[x], &qlo.v[x]);
+        *(g_h8*)&smem[2 * TILE + fa_at<HD>(c / CH, c % CH)] = qhi;
+        *(g_h8*)&smem[3 * TILE + fa_at<HD>(c / CH, c % CH)] = qlo;
+    }
+    g_sync();
+    unsigned qh[DC][4], ql[DC][4];
+    for (unsigned dc = 0; dc < DC; ++dc) {
+        g_ldmatrix4(qh[dc], smem + 2 * TILE + fa_at<HD>(16 * wave + l % 16, 2 * dc + l / 16));
+        g_ldmatrix4(ql[dc], smem + 3 * TILE + fa_at<HD>(16 * wave + l % 16, 2 * dc + l / 16));
+    }
+    g_sync();
+
+    // The ldmatrix addresses of stage 0 (bytes in the shared window). A lane's row in an 8 x
+    // 8 matrix is l % 8 = x, so its chunk c lands at chunk c ^ x (fa_at); for chunk 2 d + b
+    // (d = 0 .. DC - 1, b one bit) that is 2 ((d & 4) + ((d & 3) ^ (x >> 1))) + (b ^ (x & 1)):
+    // four addresses a lane, one for each d & 3, and the rest of d, the key tile's rows and
+    // the stage are constants added to them.
+    const unsigned mi = l / 8, x = l % 8;
+    unsigned k_at[4], v_at[4];
+    for (unsigned j = 0; j < 4; ++j) {
+        // K as the B operand of S = Q Kᵀ: matrix mi is (keys 8 (mi / 2) .., chunk mi % 2).
+        k_at[j] = g_smem_addr(smem + ((mi / 2) * 8 + x) * HD + 8 * (2 * (j ^ (x >> 1)) + ((mi % 2) ^ (x & 1))));
+        // V (transposed on the way) as the B operand of O = P V: matrix mi is (keys 8 (mi %
+        // 2) .., chunk mi / 2).
+        v_at[j] = g_smem_addr(smem + TILE + ((mi % 2) * 8 + x) * HD +
+                              8 * (2 * (j ^ (x >> 1)) + ((mi / 2) ^ (x & 1))));
+    }
+
+    float o[2 * DC][4];
+    for (unsigned nt = 0; nt < 2 * DC; ++nt)
+        for (unsigned e = 0; e < 4; ++e) o[nt][e] = 0.0f;
+    // Each row's sum of P (as rounded to f16), as P times a column of ones on the matrix
+    // units: every column of this m16n8 tile holds it (no shuffles at the end).
+    float lsum[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    const unsigned ones = 0x3c003c00u; // two f16 1.0
+    // m: each row's running maximum in base-2 units (score x scale_log2); a true -inf (not
+    // NEG_INF, which is finite) until the row sees a key.
+    float m[2] = {-INFINITY, -INFINITY};
+    const float scale_log2 = scale * 1.4426950408889634f;
+    const unsigned qd = l % 4;
+    const unsigned pos_r[2] = {p0 + r0 + 16 * wave + l / 4, p0 + r0 + 16 * wave + l / 4 + 8};
     for (unsigned j0 = 0, st = 0; j0 < n_keys; j0 += FA_KEYS, st ^= 1) {
         // The next tile's copy goes out before this one's products; wait for this one only.
         if (j0 + FA_KEYS < n_keys) {
@@ -255,8 +303,7 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
             g_async_wait<0>();
         }
         g_sync();
-        ks = smem + 2 * st * TILE;
-        vs = ks + TILE;
+        const unsigned stage = st * 2 * TILE * sizeof(g_half);
 
         float s[NT][4];
         for (unsigned nt = 0; nt < NT; ++nt)
@@ -264,56 +311,58 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
         for (unsigned dc = 0; dc < DC; ++dc)
             for (unsigned p = 0; p < NT / 2; ++p) {
                 unsigned kb[4];
-                g_ldmatrix4(kb, ks + fa_at<HD>(16 * p + (mi / 2) * 8 + l % 8, 2 * dc + mi % 2));
+                g_ldmatrix4_at(kb, k_at[dc & 3] + stage + 2 * (16 * p * HD + 16 * (dc & 4)));
                 g_hmma16816(s[2 * p], qh[dc], kb[0], kb[1]);
                 g_hmma16816(s[2 * p], ql[dc], kb[0], kb[1]);
                 g_hmma16816(s[2 * p + 1], qh[dc], kb[2], kb[3]);
                 g_hmma16816(s[2 * p + 1], ql[dc], kb[2], kb[3]);
             }
 
-        for (unsigned hr = 0; hr < 2; ++hr) {
-            float mx = NEG_INF;
-            for (unsigned nt = 0; nt < NT; ++nt)
-                for (unsigned e = 0; e < 2; ++e) {
-                    unsigned key = j0 + 8 * nt + 2 * qd + e;
-                    float v = key <= pos_r[hr] ? s[nt][2 * hr + e] * scale : NEG_INF;
-                    s[nt][2 * hr + e] = v;
-                    mx = v > mx ? v : mx;
+        // Online softmax in base 2 (scores times scale·log2 e, so one FFMA and one ex2 a
+        // score), with no branch a score: a masked score is -inf and ex2(-inf) is 0; a row
+        // that sees no key yet subtracts 0 instead of its -inf maximum. Only a tile that
+        // crosses the diagonal (some row of the block sees part of it) is masked.
+        unsigned pk[NT][2]; // P as f16 pairs: the P·V product's A operand
+        auto softmax = [&](auto masked) {
+            for (unsigned hr = 0; hr < 2; ++hr) {
+                float mx = -INFINITY;
+                for (unsigned nt = 0; nt < NT; ++nt)
+                    for (unsigned e = 0; e < 2; ++e) {
+                        float& v = s[nt][2 * hr + e];
+                        if constexpr (decltype(masked)::value)
+                            v = j0 + 8 * nt + 2 * qd + e <= pos_r[hr] ? v : -INFINITY;
+                        mx = fmaxf(mx, v);
+                    }
+                mx = fmaxf(mx, g_shfl_xor(mx, 1));
+                mx = fmaxf(mx, g_shfl_xor(mx, 2));
+                const float m_new = fmaxf(m[hr], mx * scale_log2);
+                const float m_use = m_new == -INFINITY ? 0.0f : m_new;
+                const float alpha = g_exp2_approx(m[hr] - m_use);
+                for (unsigned nt = 0; nt < NT; ++nt) {
+                    const float p0 = g_exp2_approx(fmaf(s[nt][2 * hr], scale_log2, -m_use));
+                    const float p1 = g_exp2_approx(fmaf(s[nt][2 * hr + 1], scale_log2, -m_use));
+                    pk[nt][hr] = g_pack_h2(p0, p1);
                 }
-            for (unsigned x = 1; x < 4; x <<= 1) {
-                float other = g_shfl_xor(mx, x);
-                mx = other > mx ? other : mx;
-            }
-            float m_new = mx > m[hr] ? mx : m[hr];
-            // A row with no visible key yet (m_new still -inf) keeps O and l at zero.
-            bool none = m_new == NEG_INF;
-            float alpha = none ? 1.0f : g_exp(m[hr] - m_new);
-            float sum = 0.0f;
-            for (unsigned nt = 0; nt < NT; ++nt)
-                for (unsigned e = 0; e < 2; ++e) {
-                    float v = s[nt][2 * hr + e];
-                    float p = (none || v == NEG_INF) ? 0.0f : g_exp(v - m_new);
-                    // The sum uses the rounded P the matrix product sees, so O / l stays a
-                    // weighted mean.
-                    p = g_h2f(g_f2h(p));
-                    s[nt][2 * hr + e] = p;
-                    sum += p;
+                m[hr] = m_new;
+                for (unsigned nt = 0; nt < 2 * DC; ++nt) {
+                    o[nt][2 * hr] *= alpha;
+                    o[nt][2 * hr + 1] *= alpha;
                 }
-            lsum[hr] = lsum[hr] * alpha + sum;
-            m[hr] = m_new;
-            for (unsigned nt = 0; nt < 2 * DC; ++nt) {
-                o[nt][2 * hr] *= alpha;
-                o[nt][2 * hr + 1] *= alpha;
+                lsum[2 * hr] *= alpha;
+                lsum[2 * hr + 1] *= alpha;
             }
-        }
+        };
+        if (j0 + FA_KEYS - 1 <= p0 + r0)
+            softmax(g_bool<false>{});
+        else
+            softmax(g_bool<true>{});
 
         for (unsigned kc = 0; kc < FA_KEYS / 16; ++kc) {
-            const unsigned a[4] = {g_pack_h2(s[2 * kc][0], s[2 * kc][1]), g_pack_h2(s[2 * kc][2], s[2 * kc][3]),
-                                   g_pack_h2(s[2 * kc + 1][0], s[2 * kc + 1][1]),
-                                   g_pack_h2(s[2 * kc + 1][2], s[2 * kc + 1][3])};
+            const unsigned a[4] = {pk[2 * kc][0], pk[2 * kc][1], pk[2 * kc + 1][0], pk[2 * kc + 1][1]};
+            g_hmma16816(lsum, a, ones, ones);
             for (unsigned dp = 0; dp < DC; ++dp) {
                 unsigned vb[4];
-                g_ldmatrix4_trans(vb, vs + fa_at<HD>(16 * kc + (mi % 2) * 8 + l % 8, 2 * dp + mi / 2));
+                g_ldmatrix4_trans_at(vb, v_at[dp & 3] + stage + 2 * (16 * kc * HD + 16 * (dp & 4)));
                 g_hmma16816(o[2 * dp], a, vb[0], vb[1]);
                 g_hmma16816(o[2 * dp + 1], a, vb[2], vb[3]);
             }
@@ -323,16 +372,16 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
 
 #pragma unroll
     for (unsigned hr = 0; hr < 2; ++hr) {
-        float lt = lsum[hr];
-        lt += g_shfl_xor(lt, 1);
-        lt += g_shfl_xor(lt, 2);
         unsigned r = r0 + 16 * wave + l / 4 + 8 * hr;
         if (r >= rows) continue;
+        // One division a row, then products (a division an element, with its slow-path
+        // check, was a tenth of the kernel's instructions).
+        const float inv = 1.0f / lsum[2 * hr];
         const unsigned long at = ((unsigned long)r * n_heads + h) * HD + 2 * qd;
         // Both loops unrolled, or o moves to the stack (272 bytes at head_dim 128).
 #pragma unroll
         for (unsigned nt = 0; nt < 2 * DC; ++nt) {
-            const float v0 = o[nt][2 * hr] / lt, v1 = o[nt][2 * hr + 1] / lt;
+            const float v0 = o[nt][2 * hr] * inv, v1 = o[nt][2 * hr + 1] * inv;
             *(float2*)(ctx + at + 8 * nt) = make_float2(v0, v1);
             if (hi) {
                 g_h2 h2, l2;
@@ -353,11 +402,12 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
 #define ATTN_PREFILL_FA(HD, WAVES)                                                                             \
     GRETA_KERNEL void attn_prefill_fa_##HD(const float* q, const g_half* k_cache, const g_half* v_cache,         \
                                            float* ctx, g_half* hi, g_half* lo, const unsigned* pos0,           \
-                                           unsigned rows, unsigned n_heads, unsigned n_kv_heads, float scale) { \
+                                           unsigned rows, unsigned n_heads, unsigned n_kv_heads, float scale,  \
+                                           unsigned sms) {                                                     \
         g_overlap_entry();                                                                                      \
         extern __shared__ GRETA_ALIGN16 g_half fa_smem[];                                                       \
         attn_prefill_fa<HD, WAVES>(q, k_cache, v_cache, ctx, hi, lo, pos0, rows, n_heads, n_kv_heads, scale,    \
-                                   fa_smem);                                                                    \
+                                   sms, fa_smem);                                                               \
     }
 ATTN_PREFILL_FA(64, 2)
 ATTN_PREFILL_FA(128, 4)

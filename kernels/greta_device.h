@@ -53,9 +53,23 @@ GRETA_DEVICE float g_h2f(g_half h) { return __half2float(h); }
 GRETA_DEVICE g_half g_f2h(float f) { return __float2half(f); }
 GRETA_DEVICE float g_sqrt(float x) { return sqrtf(x); }
 GRETA_DEVICE float g_exp(float x) { return expf(x); }
+// 2^x by the special function unit alone (ex2.approx: relative error ~2^-22, subnormal
+// results flushed to 0, ex2(-inf) = 0): for a softmax whose P is rounded to f16 next.
+GRETA_DEVICE float g_exp2_approx(float x) {
+    float y;
+    asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
 GRETA_DEVICE float g_sin(float x) { return sinf(x); }
 GRETA_DEVICE float g_cos(float x) { return cosf(x); }
 #endif
+
+// A compile-time flag passed to a generic lambda (`if constexpr (decltype(f)::value)`), so
+// one body yields two specialised copies.
+template <bool B>
+struct g_bool {
+    static constexpr bool value = B;
+};
 
 // RoPE at position pos, pair i: the angle's sine and cosine, and the rotation of the pair
 // (g_rope_pair does both). rope_f32, rope_qk_append_f16 and the decode attention's own RoPE
@@ -628,12 +642,13 @@ GRETA_DEVICE void g_tile_zero(g_wave_tile<FM, FN>& t) {
         for (unsigned j = 0; j < 2 * FN; ++j)
             for (unsigned e = 0; e < 4; ++e) t.c[i][j][e] = 0.0f;
 }
-GRETA_DEVICE void g_ldmatrix4(unsigned (&r)[4], const g_half* p) {
-    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+// At a shared-memory address (g_smem_addr), which a caller can advance by constants.
+GRETA_DEVICE void g_ldmatrix4_at(unsigned (&r)[4], unsigned a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(a));
 }
+GRETA_DEVICE void g_ldmatrix4(unsigned (&r)[4], const g_half* p) { g_ldmatrix4_at(r, g_smem_addr(p)); }
 GRETA_DEVICE void g_hmma16816(float (&c)[4], const unsigned (&a)[4], unsigned b0, unsigned b1) {
     asm volatile(
         "mma.sync.aligned.m16n8k16.row.col.f32.f16.f16.f32 {%0, %1, %2, %3}, {%4, %5, %6, %7}, {%8, %9}, "
@@ -643,12 +658,12 @@ GRETA_DEVICE void g_hmma16816(float (&c)[4], const unsigned (&a)[4], unsigned b0
 }
 // The same four 8 x 8 matrices transposed on the way (B operands stored [k][n], like a
 // V tile [key][d]).
-GRETA_DEVICE void g_ldmatrix4_trans(unsigned (&r)[4], const g_half* p) {
-    unsigned a = (unsigned)__cvta_generic_to_shared(p);
+GRETA_DEVICE void g_ldmatrix4_trans_at(unsigned (&r)[4], unsigned a) {
     asm volatile("ldmatrix.sync.aligned.m8n8.x4.trans.shared.b16 {%0, %1, %2, %3}, [%4];\n"
                  : "=r"(r[0]), "=r"(r[1]), "=r"(r[2]), "=r"(r[3])
                  : "r"(a));
 }
+GRETA_DEVICE void g_ldmatrix4_trans(unsigned (&r)[4], const g_half* p) { g_ldmatrix4_trans_at(r, g_smem_addr(p)); }
 // Two f32 as one register of two f16 (the first in the low half): an HMMA operand.
 GRETA_DEVICE unsigned g_pack_h2(float lo, float hi) {
     __half2 h = __floats2half2_rn(lo, hi);

@@ -17,10 +17,10 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 bash tools/gpu/unpack_carry.sh
-# A variant's sm_90a/ may hold only the objects it changes (kernel_variant.sh keeps no
-# others); the rest are main's, from the carry just unpacked. v/main may be empty.
+# A variant's sm_90a/ may hold only the objects that differ from main's (kernel_variant.sh
+# keeps no others; build_variant.sh's may be pruned so); the rest are main's, from the carry
+# just unpacked. v/main may be empty.
 for d in target/carry/v/*/; do
-  [ -f $d/greta.xz ] && continue
   mkdir -p $d/sm_90a && cp -n target/device/kernels/sm_90a/*.cubin $d/sm_90a/
 done
 cat target/carry/v/*/regs.txt 2>/dev/null | tee $OUT/regs.txt

@@ -291,8 +291,8 @@ pub struct GpuKernels {
     /// (`WgmmaTile::LO8`), with the kernels that make FP8 operands.
     fp8: Option<Fp8Kernels>,
     /// The device's multiprocessors: the warpgroup GEMM's tile choice and the decode
-    /// attention's clusters (`decode_cluster`) count waves of them (0 where there is no
-    /// warpgroup GEMM).
+    /// attention's clusters (`decode_cluster`) count waves of them, and the prefill flash
+    /// attention orders its blocks by them (0 where there is no warpgroup GEMM).
     multiprocessors: usize,
     /// The dynamic shared memory a small decode product's block takes so that at most two
     /// share a multiprocessor (`spread_shared`); 0 where launches never overlap.
@@ -1879,8 +1879,15 @@ impl GpuKernels {
                     .ptr_or_null(ops.as_ref().and_then(|o| o.lo.as_ref()?.f16()));
             }
             let args = args.ptr(pos0).u32(u32_of(n_rows, "rows")?).u32(nh).u32(nkv);
-            let args = if fa.is_some() { args } else { args.u32(hd) };
-            self.launch(f, dims, s, args.f32(scale))?;
+            let args = match fa {
+                // The multiprocessors order its blocks (longest pairs with shortest on one
+                // SM; 0 where unknown: longest first).
+                Some(_) => args
+                    .f32(scale)
+                    .u32(u32_of(self.multiprocessors, "multiprocessors")?),
+                None => args.u32(hd).f32(scale),
+            };
+            self.launch(f, dims, s, args)?;
             return Ok(ops.is_some());
         }
         let dims = self.decode_dims(scratch, n_heads, head_dim, [keys, max_kv])?;
