@@ -279,7 +279,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     // advanced step by step, and the operands' descriptors in stage 0, which a stage's
     // offset / 16 moves (the descriptor's start address field): between one step's wait on
     // its products and the next step's products this loop issues only what it must (the
-    // division by STAGES and the descriptors' arithmetic sat there: gemm_stall_sites.sh, now stall_sites.sh).
+    // division by STAGES and the descriptors' arithmetic sat there: tools/gpu/stall_sites.sh).
     unsigned st = 0, ph = 0, prev = 0;
     const unsigned long long da0 = g_wgmma_desc(smem + c * 64 * WG_BK * 2), db0 = g_wgmma_desc(smem + A_HALVES * 2);
     for (unsigned s = 0; s < steps; ++s) {
