@@ -1332,7 +1332,8 @@ impl GpuKernels {
     /// x += y per row where `y` is given, then out = rmsnorm(x) · w, and `ops` what
     /// `split_f16` makes of out, bitwise, in one launch: the prefill's norms ahead of a
     /// product on the matrix units. out's values are `add_rmsnorm`'s / `rmsnorm`'s summed in
-    /// another order. Requires d % 4 == 0 and d ≤ `NORM_SPLIT_MAX_D`.
+    /// another order; `out: None` stores only the operands (the model's untraced prefill:
+    /// nothing else reads out). Requires d % 4 == 0 and d ≤ `NORM_SPLIT_MAX_D`.
     #[allow(clippy::too_many_arguments)]
     pub fn add_rmsnorm_split(
         &self,
@@ -1340,7 +1341,7 @@ impl GpuKernels {
         x: &mut DeviceBuffer<f32>,
         y: Option<&DeviceBuffer<f32>>,
         w: &DeviceBuffer<f32>,
-        out: &mut DeviceBuffer<f32>,
+        out: Option<&mut DeviceBuffer<f32>>,
         ops: F16Operands,
         shape: Rows,
         eps: f32,
@@ -1360,7 +1361,9 @@ impl GpuKernels {
             Self::need(y, n, "add_rmsnorm_split y")?;
         }
         Self::need(w, d, "add_rmsnorm_split w")?;
-        Self::need(out, n, "add_rmsnorm_split out")?;
+        if let Some(out) = &out {
+            Self::need(out, n, "add_rmsnorm_split out")?;
+        }
         Self::need_ops(&ops, shape, "add_rmsnorm_split")?;
         // About four vectors a thread: a block of d / 16 threads, in whole waves.
         let block = (d / 4)
@@ -1371,7 +1374,7 @@ impl GpuKernels {
             .ptr(x)
             .ptr_or_null(y)
             .ptr(w)
-            .ptr(out)
+            .ptr_or_null(out.as_deref())
             .ptr(ops.hi)
             .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()));
         let args = self.lo8_arg(args, &ops, "add_rmsnorm_split")?;
@@ -1381,12 +1384,13 @@ impl GpuKernels {
 
     /// act = silu(gate) · up (`silu_mul`'s values, bitwise) and `ops` what `split_f16`
     /// makes of act, bitwise, in one launch: the prefill's SwiGLU ahead of the down product.
+    /// `act: None` stores only the operands.
     pub fn silu_mul_split(
         &self,
         s: &Stream,
         gate: &DeviceBuffer<f32>,
         up: &DeviceBuffer<f32>,
-        act: &mut DeviceBuffer<f32>,
+        act: Option<&mut DeviceBuffer<f32>>,
         ops: F16Operands,
         shape: Rows,
     ) -> Result<()> {
@@ -1394,12 +1398,14 @@ impl GpuKernels {
         for (b, what) in [(gate, "silu_mul_split gate"), (up, "silu_mul_split up")] {
             Self::need(b, n, what)?;
         }
-        Self::need(act, n, "silu_mul_split act")?;
+        if let Some(act) = &act {
+            Self::need(act, n, "silu_mul_split act")?;
+        }
         Self::need_ops(&ops, shape, "silu_mul_split")?;
         let args = Args::new()
             .ptr(gate)
             .ptr(up)
-            .ptr(act)
+            .ptr_or_null(act.as_deref())
             .ptr(ops.hi)
             .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()));
         let args = self

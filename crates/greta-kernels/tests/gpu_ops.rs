@@ -1178,7 +1178,7 @@ fn norm_and_swiglu_with_f16_operands_match_cpu() {
                 &mut dx,
                 add.then_some(&dy),
                 &dw,
-                &mut dout,
+                Some(&mut dout),
                 ops,
                 shape,
                 1e-5,
@@ -1209,6 +1209,27 @@ fn norm_and_swiglu_with_f16_operands_match_cpu() {
                 with_lo,
                 &format!("rows={rows} d={d}"),
             );
+            // Without out (the untraced prefill): the same x and operands, bit for bit.
+            let mut dx2 = upload(&g, &s, &x);
+            let mut dhi2 = upload(&g, &s, &vec![UNTOUCHED; n]);
+            let mut dlo2 = upload(&g, &s, &vec![UNTOUCHED; n]);
+            let ops = F16Operands {
+                hi: &mut dhi2,
+                lo: with_lo.then_some(LoOperand::F16(&mut dlo2)),
+            };
+            let y = add.then_some(&dy);
+            k.add_rmsnorm_split(&s, &mut dx2, y, &dw, None, ops, shape, 1e-5)
+                .unwrap();
+            let case = format!("add_rmsnorm_split without out rows={rows} d={d}");
+            assert_eq!(download(&s, &dx2), sum, "{case}: x");
+            assert!(
+                dhi2.to_vec(&s).unwrap() == dhi.to_vec(&s).unwrap(),
+                "{case}: hi"
+            );
+            assert!(
+                dlo2.to_vec(&s).unwrap() == dlo.to_vec(&s).unwrap(),
+                "{case}: lo"
+            );
         }
     }
     let too_long = Rows {
@@ -1226,7 +1247,16 @@ fn norm_and_swiglu_with_f16_operands_match_cpu() {
         lo: None,
     };
     let e = k
-        .add_rmsnorm_split(&s, &mut big, None, &bw, &mut bout, ops, too_long, 1e-5)
+        .add_rmsnorm_split(
+            &s,
+            &mut big,
+            None,
+            &bw,
+            Some(&mut bout),
+            ops,
+            too_long,
+            1e-5,
+        )
         .unwrap_err()
         .to_string();
     assert!(e.contains("16388") && e.contains("up to 16384"), "{e}");
@@ -1242,7 +1272,7 @@ fn norm_and_swiglu_with_f16_operands_match_cpu() {
                 hi: &mut dhi,
                 lo: with_lo.then_some(LoOperand::F16(&mut dlo)),
             };
-            k.silu_mul_split(&s, &da, &db, &mut dact, ops, Rows { rows: 1, len: n })
+            k.silu_mul_split(&s, &da, &db, Some(&mut dact), ops, Rows { rows: 1, len: n })
                 .unwrap();
             k.silu_mul(&s, &da, &db, &mut dref, n).unwrap();
             let got = download(&s, &dact);
@@ -1257,6 +1287,24 @@ fn norm_and_swiglu_with_f16_operands_match_cpu() {
             eprintln!("silu_mul_split n={n}: nmse {e:.3e}");
             assert!(e < NMSE_F32, "silu_mul_split n={n}: nmse {e:.3e}");
             assert_operands(&s, &got, [&dhi, &dlo], with_lo, &format!("n={n}"));
+            // Without act: the same operands, bit for bit.
+            let mut dhi2 = upload(&g, &s, &vec![UNTOUCHED; n]);
+            let mut dlo2 = upload(&g, &s, &vec![UNTOUCHED; n]);
+            let ops = F16Operands {
+                hi: &mut dhi2,
+                lo: with_lo.then_some(LoOperand::F16(&mut dlo2)),
+            };
+            k.silu_mul_split(&s, &da, &db, None, ops, Rows { rows: 1, len: n })
+                .unwrap();
+            let case = format!("silu_mul_split without act n={n}");
+            assert!(
+                dhi2.to_vec(&s).unwrap() == dhi.to_vec(&s).unwrap(),
+                "{case}: hi"
+            );
+            assert!(
+                dlo2.to_vec(&s).unwrap() == dlo.to_vec(&s).unwrap(),
+                "{case}: lo"
+            );
         }
     }
 }
@@ -1492,8 +1540,17 @@ fn fp8_low_halves_and_their_products_match_cpu() {
         let mut q = g.alloc::<u8>(n).unwrap();
         let shape = Rows { rows, len: d };
         let ops = fp8_operands(&mut hi, &mut q);
-        k.add_rmsnorm_split(&s, &mut dx, Some(&dy), &dw, &mut dout, ops, shape, 1e-5)
-            .unwrap();
+        k.add_rmsnorm_split(
+            &s,
+            &mut dx,
+            Some(&dy),
+            &dw,
+            Some(&mut dout),
+            ops,
+            shape,
+            1e-5,
+        )
+        .unwrap();
         let case = format!("add_rmsnorm_split {rows}x{d}");
         assert_fp8_operands(&s, &download(&s, &dout), (&hi, &q), &case);
     }
@@ -1506,7 +1563,7 @@ fn fp8_low_halves_and_their_products_match_cpu() {
         let mut hi = g.alloc::<u16>(n).unwrap();
         let mut q = g.alloc::<u8>(n).unwrap();
         let ops = fp8_operands(&mut hi, &mut q);
-        k.silu_mul_split(&s, &da, &db, &mut dact, ops, Rows { rows, len })
+        k.silu_mul_split(&s, &da, &db, Some(&mut dact), ops, Rows { rows, len })
             .unwrap();
         let case = format!("silu_mul_split {rows}x{len}");
         assert_fp8_operands(&s, &download(&s, &dact), (&hi, &q), &case);

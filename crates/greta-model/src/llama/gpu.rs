@@ -1030,8 +1030,9 @@ impl GpuLlama {
 
     /// The norm ahead of a product group over `t` rows (`next`: the group's first product):
     /// x += proj first where `add`, then normed = rmsnorm(x) · w, and where that group runs
-    /// on the matrix units, its f16 operands in the same launch (`add_rmsnorm_split`).
-    /// Returns whether it made them.
+    /// on the matrix units, its f16 operands in the same launch (`add_rmsnorm_split`), with
+    /// normed itself stored only where `keep` (an observer wants it: the products read the
+    /// operands, nothing else reads normed). Returns whether it made the operands.
     fn norm(
         &self,
         st: &mut GpuState,
@@ -1039,6 +1040,7 @@ impl GpuLlama {
         w: &DeviceBuffer<f32>,
         next: Option<Lin>,
         t: usize,
+        keep: bool,
     ) -> Result<bool> {
         let c = &self.config;
         let (k, d) = (&self.kernels, c.hidden);
@@ -1055,7 +1057,7 @@ impl GpuLlama {
                     &mut st.x,
                     y,
                     w,
-                    &mut st.normed,
+                    keep.then_some(&mut *st.normed),
                     ops,
                     rows,
                     c.rms_eps,
@@ -1076,9 +1078,9 @@ impl GpuLlama {
     }
 
     /// SwiGLU over `t` rows: act = silu(gate) · up, and where the down product runs on the
-    /// matrix units, its f16 operands in the same launch (`silu_mul_split`). Returns
-    /// whether it made them.
-    fn swiglu(&self, st: &mut GpuState, t: usize) -> Result<bool> {
+    /// matrix units, its f16 operands in the same launch (`silu_mul_split`), with act
+    /// itself stored only where `keep` (as `norm`). Returns whether it made the operands.
+    fn swiglu(&self, st: &mut GpuState, t: usize, keep: bool) -> Result<bool> {
         let n_ff = self.config.intermediate;
         let k = &self.kernels;
         let Some(lo) = self.f16_operands(Lin::Down, t, n_ff) else {
@@ -1087,7 +1089,8 @@ impl GpuLlama {
         };
         let ops = st.operands.get(lo);
         let rows = Rows { rows: t, len: n_ff };
-        k.silu_mul_split(&st.stream, &st.gate, &st.up, &mut st.act, ops, rows)?;
+        let act = keep.then_some(&mut *st.act);
+        k.silu_mul_split(&st.stream, &st.gate, &st.up, act, ops, rows)?;
         Ok(true)
     }
 
@@ -1260,7 +1263,8 @@ impl GpuLlama {
                     d,
                 )?;
                 if norm_stale {
-                    operands = self.norm(st, false, &w.attn_norm, Some(Lin::Q), t)?;
+                    let keep = obs.wants(Point::AttnNorm, layer);
+                    operands = self.norm(st, false, &w.attn_norm, Some(Lin::Q), t, keep)?;
                 }
                 operands &= !observe(
                     obs,
@@ -1348,7 +1352,8 @@ impl GpuLlama {
                 )?;
 
                 // Residual + ffn_norm.
-                operands = self.norm(st, true, &w.ffn_norm, Some(Lin::Gate), t)?;
+                let keep = obs.wants(Point::FfnNorm, layer);
+                operands = self.norm(st, true, &w.ffn_norm, Some(Lin::Gate), t, keep)?;
                 if observe(
                     obs,
                     &st.stream,
@@ -1357,7 +1362,7 @@ impl GpuLlama {
                     t,
                     d,
                 )? {
-                    operands = self.norm(st, false, &w.ffn_norm, Some(Lin::Gate), t)?;
+                    operands = self.norm(st, false, &w.ffn_norm, Some(Lin::Gate), t, keep)?;
                 }
                 operands &= !observe(
                     obs,
@@ -1373,6 +1378,7 @@ impl GpuLlama {
             let n_ff = c.intermediate;
             // Whether the down product's f16 operands of `act` are made (`swiglu`).
             let mut act_operands = false;
+            let keep_act = obs.wants(Point::FfnAct, layer);
             if fused {
                 let norm = NormIn {
                     w: &w.ffn_norm,
@@ -1407,7 +1413,7 @@ impl GpuLlama {
                     (Lin::Up, &w.w_up, w.fp8.up.as_ref(), n_ff),
                 ];
                 self.products(st, &gate_up, t, d, operands)?;
-                act_operands = self.swiglu(st, t)?;
+                act_operands = self.swiglu(st, t, keep_act)?;
             }
             let gate_changed = observe(
                 obs,
@@ -1426,7 +1432,7 @@ impl GpuLlama {
                 n_ff,
             )?;
             if gate_changed || up_changed {
-                act_operands = self.swiglu(st, t)?;
+                act_operands = self.swiglu(st, t, keep_act)?;
             }
             act_operands &= !observe(
                 obs,
@@ -1472,7 +1478,9 @@ impl GpuLlama {
                     Some(next) => (&next.attn_norm, Some(Lin::Q)),
                     None => (&self.output_norm, None),
                 };
-                operands = self.norm(st, true, next_norm, next, t)?;
+                // The final norm (no operands) always stores normed: the head reads it.
+                let keep = obs.wants(Point::AttnNorm, Some(l + 1));
+                operands = self.norm(st, true, next_norm, next, t, keep)?;
                 norm_stale = observe(
                     obs,
                     &st.stream,
