@@ -7,8 +7,8 @@ use float8::{F8E4M3, F8E5M2};
 use greta_kernels::cpu::{self, RopePairing, WeightView};
 use greta_kernels::gpu::{
     default_dir, AttnScratch, AttnShape, E4m3Matrix, F16Operands, GemmLo, GemmOut, GemmRoute,
-    GpuKernels, LoOperand, MatShape, NormIn, PickAt, QkvRope, RopeShape, Rows, WgmmaTile,
-    LO8_SCALE_LOG2,
+    GpuKernels, LoOperand, MatShape, NormIn, PickAt, QkvRope, RopeShape, Rows, SwigluOut,
+    WgmmaTile, LO8_SCALE_LOG2,
 };
 use half::f16;
 use hiprt::{DeviceBuffer, Gpu, Platform, PlatformChoice, Stream};
@@ -266,6 +266,168 @@ fn gemm_f16_groups_match_cpu() {
                     e < NMSE_SPLIT_F16,
                     "gemm_f16 {route:?} group m={m} k={kk} n={ns:?}, product {i}: nmse {e:.3e}"
                 );
+            }
+        }
+    }
+}
+
+/// What an f32 buffer holds before a kernel that may leave it alone runs (a NaN).
+const UNSET_F32: u32 = 0x7fc0_1234;
+
+/// The form of act's operands a SwiGLU GEMM case asks for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ActLo {
+    None,
+    F16,
+    Fp8,
+}
+
+/// The prefill's gate/up with SwiGLU in the epilogue (`gemm_f16_swiglu`), on every tile and
+/// the chosen one, over shapes off every tile's multiples (rows, k, outputs; an odd n takes
+/// the one-by-one stores), its input as hi alone and hi + lo, act's operands without lo,
+/// with an f16 lo and with an FP8 one:
+/// - gate and up against the CPU product (`gemm_f16`'s thresholds);
+/// - act bitwise `silu_mul` of the kernel's own gate and up, and against the CPU;
+/// - the operands bit for bit the half / float8 crates' rounding of that act (lo untouched
+///   when not asked for), and the same bits when gate, up and act are not stored (the
+///   untraced prefill).
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn swiglu_gemm_matches_cpu_and_unfused_arithmetic() {
+    let (g, s, k) = setup();
+    if !k.has_gemm_swiglu() {
+        eprintln!("no SwiGLU GEMM on this device (it is Hopper's warpgroup kernel): skipped");
+        return;
+    }
+    let mut tiles: Vec<Option<WgmmaTile>> = vec![None];
+    tiles.extend(WgmmaTile::SWIGLU.map(Some));
+    let mut act_los = vec![ActLo::None, ActLo::F16];
+    if k.has_fp8_lo() {
+        act_los.push(ActLo::Fp8);
+    }
+    for (m, kk, n) in [
+        (77, 136, 200),
+        (130, 576, 1536),
+        (512, 128, 11008),
+        (33, 64, 101),
+        (1, 64, 64),
+    ] {
+        let x = values(m * kk, (m + kk) as u64);
+        let dx = upload(&g, &s, &x);
+        let mut hi = g.alloc::<u16>(m * kk).unwrap();
+        let mut lo = g.alloc::<u16>(m * kk).unwrap();
+        k.split_f16(&s, &dx, &mut hi, Some(&mut lo), m * kk)
+            .unwrap();
+        let (_, xh) = f16_bits(&x);
+        let (gw_bits, gwf) = f16_bits(&values(n * kk, n as u64 + 11));
+        let (uw_bits, uwf) = f16_bits(&values(n * kk, n as u64 + 12));
+        let (dwg, dwu) = (upload(&g, &s, &gw_bits), upload(&g, &s, &uw_bits));
+        for with_lo in [true, false] {
+            let xin = if with_lo { &x } else { &xh };
+            let (mut want_g, mut want_u) = (vec![0f32; m * n], vec![0f32; m * n]);
+            cpu::matmul_wt(xin, WeightView::F32(&gwf), &mut want_g, m, kk, n);
+            cpu::matmul_wt(xin, WeightView::F32(&uwf), &mut want_u, m, kk, n);
+            let mut want_act = vec![0f32; m * n];
+            cpu::silu_mul(&want_g, &want_u, &mut want_act);
+            for &tile in &tiles {
+                for &act_lo in &act_los {
+                    let case = format!(
+                        "gemm_f16_swiglu {tile:?} m={m} k={kk} n={n} input lo {with_lo} act lo {act_lo:?}"
+                    );
+                    let run = |stored: bool| {
+                        let unset = vec![f32::from_bits(UNSET_F32); m * n];
+                        let [mut dg, mut du, mut da] = [0; 3].map(|_| upload(&g, &s, &unset));
+                        let mut ohi = upload(&g, &s, &vec![UNTOUCHED; m * n]);
+                        let mut olo = upload(&g, &s, &vec![UNTOUCHED; m * n]);
+                        let mut oq = upload(&g, &s, &vec![0xA5u8; m * n]);
+                        let ops = F16Operands {
+                            hi: &mut ohi,
+                            lo: match act_lo {
+                                ActLo::None => None,
+                                ActLo::F16 => Some(LoOperand::F16(&mut olo)),
+                                ActLo::Fp8 => Some(LoOperand::Fp8(&mut oq)),
+                            },
+                        };
+                        let out = SwigluOut {
+                            gate: stored.then_some(&mut dg),
+                            up: stored.then_some(&mut du),
+                            act: stored.then_some(&mut da),
+                            ops,
+                        };
+                        let a_lo = with_lo.then_some(&lo);
+                        k.gemm_f16_swiglu(
+                            tile,
+                            &s,
+                            &hi,
+                            a_lo,
+                            [&dwg, &dwu],
+                            out,
+                            MatShape { t: m, k: kk, n },
+                        )
+                        .unwrap_or_else(|e| panic!("{case}: {e}"));
+                        let f32s = [&dg, &du, &da].map(|b| download(&s, b));
+                        (
+                            f32s,
+                            [ohi, olo].map(|b| b.to_vec(&s).unwrap()),
+                            oq.to_vec(&s).unwrap(),
+                        )
+                    };
+                    let ([got_g, got_u, got_act], [ohi, olo], oq) = run(true);
+                    for (what, got, want) in [
+                        ("gate", &got_g, &want_g),
+                        ("up", &got_u, &want_u),
+                        ("act", &got_act, &want_act),
+                    ] {
+                        let e = nmse(got, want);
+                        assert!(
+                            e < NMSE_SPLIT_F16,
+                            "{case}: {what} nmse {e:.3e} against the CPU"
+                        );
+                    }
+                    // act is silu_mul's arithmetic on the kernel's own gate and up.
+                    let mut silu = g.alloc::<f32>(m * n).unwrap();
+                    let (dg, du) = (upload(&g, &s, &got_g), upload(&g, &s, &got_u));
+                    k.silu_mul(&s, &dg, &du, &mut silu, m * n).unwrap();
+                    assert_eq!(
+                        mismatches(&got_act, &download(&s, &silu)),
+                        0,
+                        "{case}: act against silu_mul"
+                    );
+                    let (want_hi, want_lo) = split_bits(&got_act);
+                    assert!(ohi == want_hi, "{case}: hi");
+                    match act_lo {
+                        ActLo::F16 => assert!(olo == want_lo, "{case}: lo"),
+                        _ => assert!(
+                            olo.iter().all(|&b| b == UNTOUCHED),
+                            "{case}: lo written unasked"
+                        ),
+                    }
+                    match act_lo {
+                        ActLo::Fp8 => {
+                            let want = lo8_bytes(&got_act);
+                            let bad = oq.iter().zip(&want).filter(|(a, b)| a != b).count();
+                            assert_eq!(
+                                bad, 0,
+                                "{case}: {bad} FP8 bytes differ from the float8 crate's"
+                            );
+                        }
+                        _ => assert!(
+                            oq.iter().all(|&b| b == 0xA5),
+                            "{case}: FP8 lo written unasked"
+                        ),
+                    }
+                    // Untraced: nothing but the operands, the same bits.
+                    let ([ng, nu, na], [nhi, nlo], nq) = run(false);
+                    assert!(
+                        nhi == ohi && nlo == olo && nq == oq,
+                        "{case}: operands without gate, up, act"
+                    );
+                    for (what, b) in [("gate", &ng), ("up", &nu), ("act", &na)] {
+                        let written = b.iter().filter(|v| v.to_bits() != UNSET_F32).count();
+                        assert_eq!(written, 0, "{case}: {what} stored unasked");
+                    }
+                    eprintln!("{case}: ok (act nmse {:.3e})", nmse(&got_act, &want_act));
+                }
             }
         }
     }

@@ -13,7 +13,7 @@ use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
     check_attention_shape, decode_splits, AttnScratch, AttnShape, DeviceSampling, E4m3Matrix,
     F16Operands, GemmLo, GemmOut, GemmRoute, GpuKernels, KernelError, LoOperand, MatShape, NormIn,
-    PickAt, QkvRope, Rows, NORM_SPLIT_MAX_D, PICK_NAN,
+    PickAt, QkvRope, Rows, SwigluOut, NORM_SPLIT_MAX_D, PICK_NAN,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
@@ -615,6 +615,11 @@ impl GpuLlama {
                     lo8: pool.alloc::<u8>(r * widest)?,
                 }
             },
+            ffn_operands: OperandBufs {
+                hi: pool.alloc::<u16>(r * c.hidden)?,
+                lo: pool.alloc::<u16>(r * c.hidden)?,
+                lo8: pool.alloc::<u8>(r * c.hidden)?,
+            },
             attn_scratch: AttnScratch::new(g, c.n_heads, c.head_dim, capacity)?,
             rng: pool.alloc::<u64>(1)?,
             pick: TokenPick::Argmax,
@@ -674,7 +679,11 @@ pub struct GpuState {
     up: Pooled<f32>,
     act: Pooled<f32>,
     /// A prefill product's input as f16 for the matrix units: hi, and lo where it needs it.
+    /// Every prefill product's input operands but gate/up's, and act's for the down product.
     operands: OperandBufs,
+    /// Gate/up's input operands (the FFN norm's): apart from `operands`, because the SwiGLU
+    /// GEMM (`gemm_f16_swiglu`) reads them while it writes act's.
+    ffn_operands: OperandBufs,
     attn_scratch: AttnScratch,
     /// The device sampler's generator state (splitmix64), seeded by `set_pick`.
     rng: Pooled<u64>,
@@ -784,8 +793,10 @@ impl GpuState {
         .into_iter()
         .map(f)
         .sum::<usize>()
-            + 2 * (self.operands.hi.len() + self.operands.lo.len())
-            + self.operands.lo8.len()
+            + [&self.operands, &self.ffn_operands]
+                .iter()
+                .map(|o| 2 * (o.hi.len() + o.lo.len()) + o.lo8.len())
+                .sum::<usize>()
             + self.attn_scratch.bytes()
     }
 }
@@ -1050,7 +1061,11 @@ impl GpuLlama {
             .filter(|_| d <= NORM_SPLIT_MAX_D);
         match operands {
             Some(lo) => {
-                let ops = st.operands.get(lo);
+                let bufs = match next {
+                    Some(Lin::Gate | Lin::Up) => &mut st.ffn_operands,
+                    _ => &mut st.operands,
+                };
+                let ops = bufs.get(lo);
                 let y = add.then_some(&*st.proj);
                 k.add_rmsnorm_split(
                     &st.stream,
@@ -1092,6 +1107,77 @@ impl GpuLlama {
         let act = keep.then_some(&mut *st.act);
         k.silu_mul_split(&st.stream, &st.gate, &st.up, act, ops, rows)?;
         Ok(true)
+    }
+
+    /// The prefill's gate, up and SwiGLU over `t` rows from normed (its operands already
+    /// made where `operands_ready`): one launch of the SwiGLU GEMM (`gemm_f16_swiglu`) where
+    /// the device has it and gate/up's input and act's output are operands of the kinds it
+    /// takes; else the products, then `swiglu`. `keep`: which of gate, up and act an
+    /// observer wants; the SwiGLU GEMM stores all three if it wants any (a change to gate or
+    /// up reruns `swiglu`, which reads both). Returns whether act's operands for the down
+    /// product are made.
+    fn gate_up_swiglu(
+        &self,
+        st: &mut GpuState,
+        w: &GpuLayer,
+        t: usize,
+        operands_ready: bool,
+        keep: [bool; 3],
+    ) -> Result<bool> {
+        let c = &self.config;
+        let (k, d, n_ff) = (&self.kernels, c.hidden, c.intermediate);
+        let input = self.f16_operands(Lin::Gate, t, d);
+        match (input, self.f16_operands(Lin::Down, t, n_ff)) {
+            (Some(lo_in @ (LoKind::None | LoKind::F16)), Some(lo_out)) if k.has_gemm_swiglu() => {
+                let GpuState {
+                    stream,
+                    normed,
+                    ffn_operands: ins,
+                    operands: outs,
+                    gate,
+                    up,
+                    act,
+                    ..
+                } = st;
+                let with_lo = lo_in == LoKind::F16;
+                if !operands_ready {
+                    k.split_f16(
+                        stream,
+                        normed,
+                        &mut ins.hi,
+                        with_lo.then_some(&mut *ins.lo),
+                        t * d,
+                    )?;
+                }
+                let stored = keep.contains(&true);
+                let out = SwigluOut {
+                    gate: stored.then_some(&mut **gate),
+                    up: stored.then_some(&mut **up),
+                    act: stored.then_some(&mut **act),
+                    ops: outs.get(lo_out),
+                };
+                let shape = MatShape { t, k: d, n: n_ff };
+                let a_lo = with_lo.then_some(&*ins.lo);
+                k.gemm_f16_swiglu(
+                    None,
+                    stream,
+                    &ins.hi,
+                    a_lo,
+                    [&w.w_gate, &w.w_up],
+                    out,
+                    shape,
+                )?;
+                Ok(true)
+            }
+            _ => {
+                let gate_up = [
+                    (Lin::Gate, &w.w_gate, w.fp8.gate.as_ref(), n_ff),
+                    (Lin::Up, &w.w_up, w.fp8.up.as_ref(), n_ff),
+                ];
+                self.products(st, &gate_up, t, d, operands_ready)?;
+                self.swiglu(st, t, keep[2])
+            }
+        }
     }
 
     /// One token's Q, K and V from `normed`, one launch: the unfused decode path, and the
@@ -1408,12 +1494,9 @@ impl GpuLlama {
             } else if t == 1 {
                 self.gate_up_one(st, w)?;
             } else {
-                let gate_up = [
-                    (Lin::Gate, &w.w_gate, w.fp8.gate.as_ref(), n_ff),
-                    (Lin::Up, &w.w_up, w.fp8.up.as_ref(), n_ff),
-                ];
-                self.products(st, &gate_up, t, d, operands)?;
-                act_operands = self.swiglu(st, t, keep_act)?;
+                let keep = [Point::FfnGate, Point::FfnUp].map(|p| obs.wants(p, layer));
+                act_operands =
+                    self.gate_up_swiglu(st, w, t, operands, [keep[0], keep[1], keep_act])?;
             }
             let gate_changed = observe(
                 obs,
@@ -1839,6 +1922,7 @@ impl GpuState {
             ctx,
             act,
             operands,
+            ffn_operands,
             q,
             k,
             v,
@@ -1852,6 +1936,10 @@ impl GpuState {
             Lin::O => ctx,
             Lin::Down => act,
             _ => normed,
+        };
+        let operands = match input {
+            Lin::Gate | Lin::Up => ffn_operands,
+            _ => operands,
         };
         let mut outs = [q, k, v, proj, gate, up, logits].map(|b| Some(&mut **b));
         let ys = which
