@@ -215,7 +215,8 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 // back. Bitwise what gemm + silu_mul_split make (the same accumulators, the same
 // g_silu_mul and g_split_f16).
 struct g_swiglu_out {
-    // Stored only where not null (an observer wants the stage: the traced path).
+    // Stored only where not null (an observer wants the stage: the traced path): all three
+    // or none.
     float *gate, *up, *act;
     // The down product's operands of act: hi always, lo (f16) or lo8 (FP8) where not null.
     g_half *hi, *lo;
@@ -225,8 +226,11 @@ struct g_swiglu_out {
 // The SwiGLU epilogue of a thread's accumulators (a TN-column wgmma tile of gate | up halves):
 // rows r0 and r0 + 8, output columns c0 + 8 q (+ 1) for q < TN / 16; t rows and n outputs
 // of n a row in all. Stores in pairs where n is even (every Llama shape), else one by one.
-template <unsigned TN>
-GRETA_DEVICE void g_swiglu_store(const float (&acc)[TN / 2], const g_swiglu_out& o, unsigned r0, unsigned c0,
+// F32 (gate, up, act stored) and LO (0 none, 1 f16, 2 FP8) are the launch's, made
+// compile-time by g_swiglu_store so that no store tests its pointer (those tests were a
+// fifth of the epilogue's instructions, session 27).
+template <unsigned TN, bool F32, unsigned LO>
+GRETA_DEVICE void g_swiglu_pairs(const float (&acc)[TN / 2], const g_swiglu_out& o, unsigned r0, unsigned c0,
                                  unsigned t, unsigned n) {
     constexpr unsigned Q = TN / 16, UP = TN / 4;
     const bool pairs = n % 2 == 0;
@@ -248,27 +252,45 @@ GRETA_DEVICE void g_swiglu_store(const float (&acc)[TN / 2], const g_swiglu_out&
                 lo[i] = v[i] - g_h2f(hi[i]);
             }
             if (pairs) {
-                if (o.gate) *(float2*)(o.gate + at) = make_float2(g[0], g[1]);
-                if (o.up) *(float2*)(o.up + at) = make_float2(u[0], u[1]);
-                if (o.act) *(float2*)(o.act + at) = make_float2(v[0], v[1]);
+                if (F32) {
+                    *(float2*)(o.gate + at) = make_float2(g[0], g[1]);
+                    *(float2*)(o.up + at) = make_float2(u[0], u[1]);
+                    *(float2*)(o.act + at) = make_float2(v[0], v[1]);
+                }
                 *(__half2*)(o.hi + at) = __halves2half2(hi[0], hi[1]);
-                if (o.lo) *(__half2*)(o.lo + at) = __halves2half2(lo16[0], lo16[1]);
+                if (LO == 1) *(__half2*)(o.lo + at) = __halves2half2(lo16[0], lo16[1]);
 #if defined(GRETA_FP8)
-                if (o.lo8) *(unsigned short*)(o.lo8 + at) = g_e5m2x2(g_lo8_scaled(lo[0]), g_lo8_scaled(lo[1]));
+                if (LO == 2) *(unsigned short*)(o.lo8 + at) = g_e5m2x2(g_lo8_scaled(lo[0]), g_lo8_scaled(lo[1]));
 #endif
                 continue;
             }
             for (unsigned i = 0; i < 2 && col + i < n; ++i) {
-                if (o.gate) o.gate[at + i] = g[i];
-                if (o.up) o.up[at + i] = u[i];
-                if (o.act) o.act[at + i] = v[i];
+                if (F32) {
+                    o.gate[at + i] = g[i];
+                    o.up[at + i] = u[i];
+                    o.act[at + i] = v[i];
+                }
                 o.hi[at + i] = hi[i];
-                if (o.lo) o.lo[at + i] = lo16[i];
+                if (LO == 1) o.lo[at + i] = lo16[i];
 #if defined(GRETA_FP8)
-                if (o.lo8) o.lo8[at + i] = g_lo8(lo[i]);
+                if (LO == 2) o.lo8[at + i] = g_lo8(lo[i]);
 #endif
             }
         }
+    }
+}
+template <unsigned TN>
+GRETA_DEVICE void g_swiglu_store(const float (&acc)[TN / 2], const g_swiglu_out& o, unsigned r0, unsigned c0,
+                                 unsigned t, unsigned n) {
+    const unsigned lo = o.lo8 ? 2 : o.lo ? 1 : 0;
+    if (o.gate) {
+        if (lo == 2) g_swiglu_pairs<TN, true, 2>(acc, o, r0, c0, t, n);
+        else if (lo == 1) g_swiglu_pairs<TN, true, 1>(acc, o, r0, c0, t, n);
+        else g_swiglu_pairs<TN, true, 0>(acc, o, r0, c0, t, n);
+    } else {
+        if (lo == 2) g_swiglu_pairs<TN, false, 2>(acc, o, r0, c0, t, n);
+        else if (lo == 1) g_swiglu_pairs<TN, false, 1>(acc, o, r0, c0, t, n);
+        else g_swiglu_pairs<TN, false, 0>(acc, o, r0, c0, t, n);
     }
 }
 

@@ -1617,7 +1617,7 @@ impl GpuKernels {
     /// what `split_f16` makes of act: bitwise what `gemm_f16` and `silu_mul_split` make, in
     /// one launch that writes 3 bytes an output (hi and an FP8 lo) where those wrote gate
     /// and up as f32 and read them back. `out`'s gate, up and act are stored only where
-    /// given (an observer wants them). `tile`: None picks by `wgmma_swiglu_tile`; the op
+    /// given, all three or none (an observer wants them). `tile`: None picks by `wgmma_swiglu_tile`; the op
     /// tests force each. Hopper only; k % 8 == 0, k > 0.
     #[allow(clippy::too_many_arguments)]
     pub fn gemm_f16_swiglu(
@@ -1649,6 +1649,12 @@ impl GpuKernels {
         Self::need(w_gate, n * k, "gemm_f16_swiglu w_gate")?;
         Self::need(w_up, n * k, "gemm_f16_swiglu w_up")?;
         let SwigluOut { gate, up, act, ops } = out;
+        let stored = [gate.is_some(), up.is_some(), act.is_some()];
+        if stored.contains(&true) && stored.contains(&false) {
+            return Err(KernelError::Shape(format!(
+                "{what}: gate, up and act are stored all three or none (given: {stored:?})"
+            )));
+        }
         for (b, name) in [(&gate, "gate"), (&up, "up"), (&act, "act")] {
             if let Some(b) = b {
                 Self::need_of(b, t * n, what, name)?;

@@ -431,6 +431,30 @@ fn swiglu_gemm_matches_cpu_and_unfused_arithmetic() {
             }
         }
     }
+    // gate, up and act are stored all three or none: one alone is refused, not half done.
+    let (t, kk, n) = (8, 64, 64);
+    let (a, w) = (
+        g.alloc::<u16>(t * kk).unwrap(),
+        g.alloc::<u16>(n * kk).unwrap(),
+    );
+    let (mut gate, mut hi) = (
+        g.alloc::<f32>(t * n).unwrap(),
+        g.alloc::<u16>(t * n).unwrap(),
+    );
+    let out = SwigluOut {
+        gate: Some(&mut gate),
+        up: None,
+        act: None,
+        ops: F16Operands {
+            hi: &mut hi,
+            lo: None,
+        },
+    };
+    let e = k
+        .gemm_f16_swiglu(None, &s, &a, None, [&w, &w], out, MatShape { t, k: kk, n })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("all three or none"), "{e}");
 }
 
 /// One attention case: `rows` query rows at positions pos0.., over a cache of `capacity`.
