@@ -1613,10 +1613,11 @@ impl GpuKernels {
 
     /// The prefill's gate, up and SwiGLU in one launch (the warpgroup kernel's SwiGLU form):
     /// gate = (a + a_lo) · w_gateᵀ and up = (a + a_lo) · w_upᵀ over `t` rows of `k` (a, a_lo
-    /// as `gemm_f16`'s; the low half f16 or absent), act = silu(gate) · up, and `out.ops`
-    /// what `split_f16` makes of act: bitwise what `gemm_f16` and `silu_mul_split` make, in
-    /// one launch that writes 3 bytes an output (hi and an FP8 lo) where those wrote gate
-    /// and up as f32 and read them back. `out`'s gate, up and act are stored only where
+    /// as `gemm_f16`'s; the low half f16 or absent), act = silu(gate) · up (`silu_mul`'s
+    /// arithmetic, bitwise, on the kernel's own gate and up), and `out.ops` what
+    /// `split_f16` makes of act, bitwise: `gemm_f16` then `silu_mul_split` in one launch,
+    /// which writes 3 bytes an output (hi and an FP8 lo) where those wrote gate and up as
+    /// f32 and read them back. `out`'s gate, up and act are stored only where
     /// given, all three or none (an observer wants them). `tile`: None picks by `wgmma_swiglu_tile`; the op
     /// tests force each. Hopper only; k % 8 == 0, k > 0.
     #[allow(clippy::too_many_arguments)]
