@@ -205,14 +205,110 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 // row, this loop's shape, took 148 us but failed the audit: its range is too short for the
 // rows of a massive activation). Promoting into a third register set while the hi products
 // run made ptxas serialise every wgmma (C7514).
-template <unsigned TM, unsigned TN, unsigned STAGES = WG_STAGES, bool LO8 = false>
+//
+// With SWIGLU (gate/up ahead of the down product, `gemm_f16_wgmma_swiglu_*`), a block's B
+// box is two of TN / 2 rows each, the gate weights' and the up weights' for the same TN / 2
+// output columns, so a thread holds gate and up of each of its outputs in its own
+// accumulators (gate's columns in acc[0 .. TN / 4), up's TN / 4 later), and the epilogue
+// (g_swiglu_store) writes act = silu(gate) · up as the down product's f16 operands instead
+// of gate and up as f32: 3 bytes an output where the unfused path wrote 8 and read them
+// back. act is bitwise silu_mul_f32's of the kernel's own gate and up, its operands
+// split_f16's of act (g_silu_mul, g_split_f16; the op test checks both bit for bit).
+// Measured (session 27, H200, 7B at 512 rows, under ncu): 144 us against 142 + 22 for the
+// 128 x 232 GEMM and silu_mul_split; in the prefill, where silu_mul_split read gate and up
+// from L2, ~0.08 ms of 15.
+struct g_swiglu_out {
+    // Stored only where not null (an observer wants the stage: the traced path): all three
+    // or none.
+    float *gate, *up, *act;
+    // The down product's operands of act: hi always, lo (f16) or lo8 (FP8) where not null.
+    g_half *hi, *lo;
+    unsigned char* lo8;
+};
+
+// The SwiGLU epilogue of a thread's accumulators (a TN-column wgmma tile of gate | up halves):
+// rows r0 and r0 + 8, output columns c0 + 8 q (+ 1) for q < TN / 16; t rows and n outputs
+// of n a row in all. Stores in pairs where n is even (every Llama shape), else one by one.
+// F32 (gate, up, act stored) and LO (0 none, 1 f16, 2 FP8) are the launch's, made
+// compile-time by g_swiglu_store so that no store tests its pointer (the 64-bit null tests
+// at every store were among the epilogue's most executed instructions, session 27).
+template <unsigned TN, bool F32, unsigned LO>
+GRETA_DEVICE void g_swiglu_pairs(const float (&acc)[TN / 2], const g_swiglu_out& o, unsigned r0, unsigned c0,
+                                 unsigned t, unsigned n) {
+    constexpr unsigned Q = TN / 16, UP = TN / 4;
+    const bool pairs = n % 2 == 0;
+#pragma unroll
+    for (unsigned h = 0; h < 2; ++h) {
+        const unsigned r = r0 + 8 * h;
+        if (r >= t) continue;
+#pragma unroll
+        for (unsigned q = 0; q < Q; ++q) {
+            const unsigned col = c0 + 8 * q;
+            if (col >= n) continue;
+            const unsigned long at = (unsigned long)r * n + col;
+            const unsigned e = 4 * q + 2 * h;
+            float g[2] = {acc[e], acc[e + 1]}, u[2] = {acc[e + UP], acc[e + UP + 1]}, v[2], lo[2];
+            g_half hi[2], lo16[2];
+            for (unsigned i = 0; i < 2; ++i) {
+                v[i] = g_silu_mul(g[i], u[i]);
+                g_split_f16(v[i], &hi[i], &lo16[i]);
+                lo[i] = v[i] - g_h2f(hi[i]);
+            }
+            if (pairs) {
+                if (F32) {
+                    *(float2*)(o.gate + at) = make_float2(g[0], g[1]);
+                    *(float2*)(o.up + at) = make_float2(u[0], u[1]);
+                    *(float2*)(o.act + at) = make_float2(v[0], v[1]);
+                }
+                *(__half2*)(o.hi + at) = __halves2half2(hi[0], hi[1]);
+                if (LO == 1) *(__half2*)(o.lo + at) = __halves2half2(lo16[0], lo16[1]);
+#if defined(GRETA_FP8)
+                if (LO == 2) *(unsigned short*)(o.lo8 + at) = g_e5m2x2(g_lo8_scaled(lo[0]), g_lo8_scaled(lo[1]));
+#endif
+                continue;
+            }
+            for (unsigned i = 0; i < 2 && col + i < n; ++i) {
+                if (F32) {
+                    o.gate[at + i] = g[i];
+                    o.up[at + i] = u[i];
+                    o.act[at + i] = v[i];
+                }
+                o.hi[at + i] = hi[i];
+                if (LO == 1) o.lo[at + i] = lo16[i];
+#if defined(GRETA_FP8)
+                if (LO == 2) o.lo8[at + i] = g_lo8(lo[i]);
+#endif
+            }
+        }
+    }
+}
+template <unsigned TN>
+GRETA_DEVICE void g_swiglu_store(const float (&acc)[TN / 2], const g_swiglu_out& o, unsigned r0, unsigned c0,
+                                 unsigned t, unsigned n) {
+    const unsigned lo = o.lo8 ? 2 : o.lo ? 1 : 0;
+    if (o.gate) {
+        if (lo == 2) g_swiglu_pairs<TN, true, 2>(acc, o, r0, c0, t, n);
+        else if (lo == 1) g_swiglu_pairs<TN, true, 1>(acc, o, r0, c0, t, n);
+        else g_swiglu_pairs<TN, true, 0>(acc, o, r0, c0, t, n);
+    } else {
+        if (lo == 2) g_swiglu_pairs<TN, false, 2>(acc, o, r0, c0, t, n);
+        else if (lo == 1) g_swiglu_pairs<TN, false, 1>(acc, o, r0, c0, t, n);
+        else g_swiglu_pairs<TN, false, 0>(acc, o, r0, c0, t, n);
+    }
+}
+
+template <unsigned TM, unsigned TN, unsigned STAGES = WG_STAGES, bool LO8 = false, bool SWIGLU = false>
 GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, const g_tmap* ta_lo, const g_tmap* tw0,
                                       const g_tmap* tw1, const g_tmap* tw2, float* y0, float* y1, float* y2,
                                       unsigned t, unsigned k, unsigned n0, unsigned n1, unsigned n2,
                                       unsigned has_lo, const g_tmap* tw8_0 = nullptr,
                                       const g_tmap* tw8_1 = nullptr, const g_tmap* tw8_2 = nullptr,
                                       const float* sw0 = nullptr, const float* sw1 = nullptr,
-                                      const float* sw2 = nullptr) {
+                                      const float* sw2 = nullptr, const g_swiglu_out* swiglu = nullptr) {
+    static_assert(!(SWIGLU && LO8), "SwiGLU epilogue: f16 (hi or hi + lo) inputs only");
+    static_assert(!SWIGLU || TN % 16 == 0, "SwiGLU: each half of B whole 8-row swizzle atoms");
+    // A block's output columns: TN, or TN / 2 gate-up pairs.
+    constexpr unsigned TNO = SWIGLU ? TN / 2 : TN;
     // Bytes: an f16 box row is 128 (K 64 halves), an FP8 one 64.
     constexpr unsigned A_HALVES = TM * WG_BK, HI_BYTES = (TM + TN) * WG_BK * 2;
     constexpr unsigned LO8_BYTES = LO8 ? (TM + TN) * WG_BK : 0, STAGE_BYTES = HI_BYTES + LO8_BYTES;
@@ -229,13 +325,14 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     const g_tmap *tw = tw0, *tw8 = tw8_0;
     const float* sw = sw0;
     float* y = y0;
+    // SWIGLU: one product of n0 outputs, its gate weights tw0 and its up weights tw1.
     const unsigned c0 = (n0 + TN - 1) / TN, c1 = (n1 + TN - 1) / TN;
-    if (j >= c0 + c1) {
+    if (!SWIGLU && j >= c0 + c1) {
         j -= c0 + c1, n = n2, tw = tw2, y = y2, tw8 = tw8_2, sw = sw2;
-    } else if (j >= c0) {
+    } else if (!SWIGLU && j >= c0) {
         j -= c0, n = n1, tw = tw1, y = y1, tw8 = tw8_1, sw = sw1;
     }
-    const unsigned row0 = g_bid() * TM, col0 = j * TN;
+    const unsigned row0 = g_bid() * TM, col0 = j * TNO;
     const unsigned hi_steps = (k + WG_BK - 1) / WG_BK;
     const unsigned steps = !LO8 && has_lo ? 2 * hi_steps : hi_steps;
     if (tid == producer) {
@@ -261,6 +358,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
             unsigned char* slab = smem + st * STAGE_BYTES;
             g_tma_load_2d(slab, lo ? ta_lo : ta, kc, (int)row0, &full[st]);
             g_tma_load_2d(slab + A_HALVES * 2, tw, kc, (int)col0, &full[st]);
+            if (SWIGLU) g_tma_load_2d(slab + A_HALVES * 2 + TNO * WG_BK * 2, tw1, kc, (int)col0, &full[st]);
             if (LO8) {
                 g_tma_load_2d(slab + HI_BYTES, ta_lo, kc, (int)row0, &full[st]);
                 g_tma_load_2d(slab + HI_BYTES + TM * WG_BK, tw8, kc, (int)col0, &full[st]);
@@ -306,6 +404,10 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
         // A power of two times the weights' power of two: exact.
         const float scale = *sw * (1.0f / (float)(1u << G_LO8_SCALE_LOG2));
         for (unsigned q = 0; q < TN / 2; ++q) acc[q] += part[q] * scale;
+    }
+    if constexpr (SWIGLU) {
+        g_swiglu_store<TN>(acc, *swiglu, row0 + 64 * c + 16 * warp + l / 4, col0 + 2 * (l % 4), t, n);
+        return;
     }
     const bool pairs = n % 2 == 0;
     for (unsigned h = 0; h < 2; ++h) {
@@ -357,6 +459,27 @@ GEMM_WGMMA(gemm_f16_wgmma_128x256, 128, 256, 4, __launch_bounds__(288, 1))
 #define WG_STAGES_232 4
 #endif
 GEMM_WGMMA(gemm_f16_wgmma_128x232, 128, 232, WG_STAGES_232, __launch_bounds__(288, 1))
+
+// The SwiGLU forms (SWIGLU above): gate's weights tw_gate, up's tw_up (TMA boxes of TN / 2
+// rows), n outputs a row; gate, up, act null unless traced (g_swiglu_out). Tiles as GEMM_WGMMA's, the
+// 224-column one for 7B's gate/up at 512 rows: 99 column tiles of 112 outputs x 4 row tiles
+// = 396 blocks, 3.0 waves of 132 (232's unfused 384 blocks of 116 gate or up columns made
+// 2.9; a multiprocessor's share 672 columns against 696).
+#define GEMM_WGMMA_SWIGLU(NAME, TM, TN, STAGES, BOUNDS)                                                             \
+    GRETA_KERNEL void BOUNDS NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,          \
+                                  const __grid_constant__ g_tmap tw_gate, const __grid_constant__ g_tmap tw_up,     \
+                                  float* gate, float* up, float* act, g_half* hi, g_half* lo,                       \
+                                  unsigned char* lo8, unsigned t, unsigned k, unsigned n, unsigned has_lo) {        \
+        extern __shared__ unsigned char wg_raw[];                                                                    \
+        const g_swiglu_out out = {gate, up, act, hi, lo, lo8};                                                       \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, false, true>(wg_raw, &ta, &ta_lo, &tw_gate, &tw_up, &tw_up, nullptr,     \
+                                                         nullptr, nullptr, t, k, n, n, 0, has_lo, nullptr, nullptr, \
+                                                         nullptr, nullptr, nullptr, nullptr, &out);                 \
+    }
+GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128, 128, 128, WG_STAGES, )
+GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_64, 64, 64, WG_STAGES, )
+GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128x256, 128, 256, 4, __launch_bounds__(288, 1))
+GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128x224, 128, 224, 4, __launch_bounds__(288, 1))
 
 // The FP8-lo forms (LO8 above), for the 128 and 64 tiles (the wide tile's acc and part
 // would take 256 registers; the products it is chosen for, 7B's gate/up, are not split),

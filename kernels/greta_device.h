@@ -60,6 +60,12 @@ GRETA_DEVICE float g_exp2_approx(float x) {
     asm("ex2.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
     return y;
 }
+// 1 / x by the special function unit alone (rcp.approx: within 1 ulp, subnormals flushed).
+GRETA_DEVICE float g_rcp_approx(float x) {
+    float y;
+    asm("rcp.approx.ftz.f32 %0, %1;" : "=f"(y) : "f"(x));
+    return y;
+}
 GRETA_DEVICE float g_sin(float x) { return sinf(x); }
 GRETA_DEVICE float g_cos(float x) { return cosf(x); }
 #endif
@@ -473,8 +479,20 @@ struct GRETA_ALIGN8 g_h4 {
 };
 
 // SwiGLU's product of one element, silu(g) * u: every site (silu_mul_f32, the decode gate/up
-// product, the prefill's silu_mul_split_f16) computes it so, and their values are bitwise equal.
+// product, the prefill's silu_mul_split_f16 and the SwiGLU GEMM's epilogue) computes it so,
+// and their values are bitwise equal. NVIDIA: g * u / (1 + 2^(-g log2 e)) on the special
+// function unit (ex2.approx and rcp.approx, a few ulps from the CPU's g / (1 + e^-g) * u;
+// ex2's overflow at g < -88 gives 1 / inf = 0, silu's limit): expf and an IEEE division
+// were ~25 instructions an element, most of the SwiGLU GEMM epilogue's (session 27: the
+// 7B gate/up kernel 153 us against 142 for the same GEMM storing f32, under ncu). AMD:
+// the plain form (not measured there).
+#if defined(GRETA_NVIDIA)
+GRETA_DEVICE float g_silu_mul(float g, float u) {
+    return g * g_rcp_approx(1.0f + g_exp2_approx(g * -1.4426950408889634f)) * u;
+}
+#else
 GRETA_DEVICE float g_silu_mul(float g, float u) { return g / (1.0f + g_exp(-g)) * u; }
+#endif
 // The f16 operand pair of v for the matrix units: hi = f16(v), lo = f16(v - hi) (gemm.hip
 // says which products read lo). split_f16 and the kernels that write operands beside their
 // f32 output share it, so the operands are bitwise what split_f16 makes of that output.
@@ -833,16 +851,28 @@ GRETA_DEVICE void g_wgmma_m64n232k16(float (&d)[116], unsigned long long da, uns
         : "l"(da), "l"(db), "r"(accumulate)
         : "memory");
 }
+// The SwiGLU epilogue's wide tile (gemm.hip: 112 gate and 112 up columns; 7B gate/up at 512
+// rows in 3.0 waves of 132).
+GRETA_DEVICE void g_wgmma_m64n224k16(float (&d)[112], unsigned long long da, unsigned long long db, unsigned accumulate) {
+    asm volatile(
+        "{\n.reg .pred p;\nsetp.ne.b32 p, %114, 0;\n"
+        "wgmma.mma_async.sync.aligned.m64n224k16.f32.f16.f16 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111}, %112, %113, p, 1, 1, 0, 0;\n}\n"
+        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111])
+        : "l"(da), "l"(db), "r"(accumulate)
+        : "memory");
+}
 template <unsigned N>
 GRETA_DEVICE void g_wgmma_m64k16(float (&d)[N / 2], unsigned long long da, unsigned long long db, unsigned accumulate) {
     if constexpr (N == 256) {
         g_wgmma_m64n256k16(d, da, db, accumulate);
     } else if constexpr (N == 232) {
         g_wgmma_m64n232k16(d, da, db, accumulate);
+    } else if constexpr (N == 224) {
+        g_wgmma_m64n224k16(d, da, db, accumulate);
     } else if constexpr (N == 128) {
         g_wgmma_m64n128k16(d, da, db, accumulate);
     } else {
-        static_assert(N == 64, "wgmma tiles of 64, 128, 232 or 256 columns");
+        static_assert(N == 64, "wgmma tiles of 64, 128, 224, 232 or 256 columns");
         g_wgmma_m64n64k16(d, da, db, accumulate);
     }
 }

@@ -209,8 +209,9 @@ GRETA_KERNEL void split_f16(const float* x, g_half* hi, g_half* lo, unsigned n) 
 
 // The prefill's norms with the next product's f16 operands in the same launch: x[r] += y[r]
 // where y is not null, out[r] = rmsnorm(x[r]) * w (add_rmsnorm_f32's / rmsnorm_f32's values,
-// summed in another order), and hi[r] (lo[r] where not null) what split_f16 makes of out[r],
-// bitwise. Saves split_f16's launch and its read of out. A thread keeps its 4-float vectors
+// summed in another order; not stored where out is null: nothing but an observer reads it
+// once the operands exist), and hi[r] (lo[r] where not null) what split_f16 makes of
+// out[r], bitwise. Saves split_f16's launch and its read of out. A thread keeps its 4-float vectors
 // (t, t + block, ...) in registers from the load to the stores: with 4 of them (x and w),
 // 62 registers on sm_90a, so a block of 1024 threads (d = 16 384) still launches; 8 took
 // 136, and a block of 512 did not launch (H200, session 15). Grid: rows; block: a multiple
@@ -270,7 +271,7 @@ GRETA_KERNEL void add_rmsnorm_split_f16(float* x, const float* y, const float* w
                 g_split_f16(o.v[e], &h.v[e], &l.v[e]);
                 r[e] = o.v[e] - g_h2f(h.v[e]);
             }
-            *(g_f4*)(out + row + i) = o;
+            if (out) *(g_f4*)(out + row + i) = o;
             *(g_h4*)(hi + row + i) = h;
             if (lo) *(g_h4*)(lo + row + i) = l;
 #if defined(GRETA_FP8)
@@ -281,9 +282,9 @@ GRETA_KERNEL void add_rmsnorm_split_f16(float* x, const float* y, const float* w
     g_launch_next();
 }
 
-// act = silu(gate) * up (silu_mul_f32's values, bitwise) and the down product's f16
-// operands of act (split_f16's, bitwise) in one launch: saves split_f16's launch and its read
-// of act. Eight elements a thread; grid x block x 8 covers n. The GEMM is let in at the end.
+// act = silu(gate) * up (silu_mul_f32's values, bitwise; not stored where act is null) and
+// the down product's f16 operands of act (split_f16's, bitwise) in one launch: saves
+// split_f16's launch and its read of act. Eight elements a thread; grid x block x 8 covers n. The GEMM is let in at the end.
 //
 // lo8 (lo null): the low halves in FP8 (greta_device.h).
 GRETA_KERNEL void silu_mul_split_f16(const float* gate, const float* up, float* act, g_half* hi, g_half* lo,
@@ -303,8 +304,10 @@ GRETA_KERNEL void silu_mul_split_f16(const float* gate, const float* up, float* 
             g_split_f16(v, &h.v[j], &l.v[j]);
             r[j] = v - g_h2f(h.v[j]);
         }
-        *(g_f4*)(act + i) = a[0];
-        *(g_f4*)(act + i + 4) = a[1];
+        if (act) {
+            *(g_f4*)(act + i) = a[0];
+            *(g_f4*)(act + i + 4) = a[1];
+        }
         *(g_h8*)(hi + i) = h;
         if (lo) *(g_h8*)(lo + i) = l;
 #if defined(GRETA_FP8)
@@ -315,7 +318,7 @@ GRETA_KERNEL void silu_mul_split_f16(const float* gate, const float* up, float* 
             float v = g_silu_mul(gate[i], up[i]);
             g_half h, l;
             g_split_f16(v, &h, &l);
-            act[i] = v;
+            if (act) act[i] = v;
             hi[i] = h;
             if (lo) lo[i] = l;
 #if defined(GRETA_FP8)

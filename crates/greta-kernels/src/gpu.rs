@@ -287,6 +287,9 @@ pub struct GpuKernels {
     /// The same products on Hopper's warpgroup matrix units, by tile (`WgmmaTile::ALL`;
     /// sm_90a objects only).
     gemm_f16_wgmma: Option<[(WgmmaTile, Function); 4]>,
+    /// Their SwiGLU forms (gate and up with act's operands in the epilogue), by tile
+    /// (`WgmmaTile::SWIGLU`; sm_90a objects only).
+    gemm_f16_wgmma_swiglu: Option<[(WgmmaTile, Function); 4]>,
     /// Its forms with the lo half on the FP8 matrix units (`GemmLo::Fp8`), by tile
     /// (`WgmmaTile::LO8`), with the kernels that make FP8 operands.
     fp8: Option<Fp8Kernels>,
@@ -475,6 +478,18 @@ impl GpuKernels {
                             Ok((t, f))
                         };
                         let [a, b, c, d] = WgmmaTile::ALL;
+                        Some([tile(a)?, tile(b)?, tile(c)?, tile(d)?])
+                    }
+                    false => None,
+                },
+                gemm_f16_wgmma_swiglu: match hopper {
+                    true => {
+                        let tile = |t: WgmmaTile| -> Result<(WgmmaTile, Function)> {
+                            let f = gemm.function(&t.swiglu_kernel())?;
+                            f.set_max_dynamic_shared(wgmma_shared(t))?;
+                            Ok((t, f))
+                        };
+                        let [a, b, c, d] = WgmmaTile::SWIGLU;
                         Some([tile(a)?, tile(b)?, tile(c)?, tile(d)?])
                     }
                     false => None,
@@ -1332,7 +1347,8 @@ impl GpuKernels {
     /// x += y per row where `y` is given, then out = rmsnorm(x) · w, and `ops` what
     /// `split_f16` makes of out, bitwise, in one launch: the prefill's norms ahead of a
     /// product on the matrix units. out's values are `add_rmsnorm`'s / `rmsnorm`'s summed in
-    /// another order. Requires d % 4 == 0 and d ≤ `NORM_SPLIT_MAX_D`.
+    /// another order; `out: None` stores only the operands (the model's untraced prefill:
+    /// nothing else reads out). Requires d % 4 == 0 and d ≤ `NORM_SPLIT_MAX_D`.
     #[allow(clippy::too_many_arguments)]
     pub fn add_rmsnorm_split(
         &self,
@@ -1340,7 +1356,7 @@ impl GpuKernels {
         x: &mut DeviceBuffer<f32>,
         y: Option<&DeviceBuffer<f32>>,
         w: &DeviceBuffer<f32>,
-        out: &mut DeviceBuffer<f32>,
+        out: Option<&mut DeviceBuffer<f32>>,
         ops: F16Operands,
         shape: Rows,
         eps: f32,
@@ -1360,7 +1376,9 @@ impl GpuKernels {
             Self::need(y, n, "add_rmsnorm_split y")?;
         }
         Self::need(w, d, "add_rmsnorm_split w")?;
-        Self::need(out, n, "add_rmsnorm_split out")?;
+        if let Some(out) = &out {
+            Self::need(out, n, "add_rmsnorm_split out")?;
+        }
         Self::need_ops(&ops, shape, "add_rmsnorm_split")?;
         // About four vectors a thread: a block of d / 16 threads, in whole waves.
         let block = (d / 4)
@@ -1371,7 +1389,7 @@ impl GpuKernels {
             .ptr(x)
             .ptr_or_null(y)
             .ptr(w)
-            .ptr(out)
+            .ptr_or_null(out.as_deref())
             .ptr(ops.hi)
             .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()));
         let args = self.lo8_arg(args, &ops, "add_rmsnorm_split")?;
@@ -1381,12 +1399,13 @@ impl GpuKernels {
 
     /// act = silu(gate) · up (`silu_mul`'s values, bitwise) and `ops` what `split_f16`
     /// makes of act, bitwise, in one launch: the prefill's SwiGLU ahead of the down product.
+    /// `act: None` stores only the operands.
     pub fn silu_mul_split(
         &self,
         s: &Stream,
         gate: &DeviceBuffer<f32>,
         up: &DeviceBuffer<f32>,
-        act: &mut DeviceBuffer<f32>,
+        act: Option<&mut DeviceBuffer<f32>>,
         ops: F16Operands,
         shape: Rows,
     ) -> Result<()> {
@@ -1394,12 +1413,14 @@ impl GpuKernels {
         for (b, what) in [(gate, "silu_mul_split gate"), (up, "silu_mul_split up")] {
             Self::need(b, n, what)?;
         }
-        Self::need(act, n, "silu_mul_split act")?;
+        if let Some(act) = &act {
+            Self::need(act, n, "silu_mul_split act")?;
+        }
         Self::need_ops(&ops, shape, "silu_mul_split")?;
         let args = Args::new()
             .ptr(gate)
             .ptr(up)
-            .ptr(act)
+            .ptr_or_null(act.as_deref())
             .ptr(ops.hi)
             .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()));
         let args = self
@@ -1583,6 +1604,107 @@ impl GpuKernels {
             self.launch(f, dims, s, args)?;
         }
         Ok(())
+    }
+
+    /// Whether this device has the warpgroup GEMM's SwiGLU forms (`gemm_f16_swiglu`).
+    pub fn has_gemm_swiglu(&self) -> bool {
+        self.gemm_f16_wgmma_swiglu.is_some()
+    }
+
+    /// The prefill's gate, up and SwiGLU in one launch (the warpgroup kernel's SwiGLU form):
+    /// gate = (a + a_lo) · w_gateᵀ and up = (a + a_lo) · w_upᵀ over `t` rows of `k` (a, a_lo
+    /// as `gemm_f16`'s; the low half f16 or absent), act = silu(gate) · up (`silu_mul`'s
+    /// arithmetic, bitwise, on the kernel's own gate and up), and `out.ops` what
+    /// `split_f16` makes of act, bitwise: `gemm_f16` then `silu_mul_split` in one launch,
+    /// which writes 3 bytes an output (hi and an FP8 lo) where those wrote gate and up as
+    /// f32 and read them back. `out`'s gate, up and act are stored only where
+    /// given, all three or none (an observer wants them). `tile`: None picks by `wgmma_swiglu_tile`; the op
+    /// tests force each. Hopper only; k % 8 == 0, k > 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_f16_swiglu(
+        &self,
+        tile: Option<WgmmaTile>,
+        s: &Stream,
+        a: &DeviceBuffer<u16>,
+        a_lo: Option<&DeviceBuffer<u16>>,
+        [w_gate, w_up]: [&DeviceBuffer<u16>; 2],
+        out: SwigluOut<'_>,
+        shape: MatShape,
+    ) -> Result<()> {
+        let what = "gemm_f16_swiglu";
+        let MatShape { t, k, n } = shape;
+        let Some(tiles) = &self.gemm_f16_wgmma_swiglu else {
+            return Err(KernelError::Shape(format!(
+                "{what}: the SwiGLU GEMM is the warpgroup kernel's and needs an sm_90a device (Hopper); use gemm_f16 and silu_mul_split"
+            )));
+        };
+        if !k.is_multiple_of(8) || k == 0 {
+            return Err(KernelError::Shape(format!(
+                "{what} needs k > 0 and k % 8 == 0 (16-byte rows); k = {k}"
+            )));
+        }
+        Self::need(a, t * k, "gemm_f16_swiglu a")?;
+        if let Some(lo) = a_lo {
+            Self::need(lo, t * k, "gemm_f16_swiglu a_lo")?;
+        }
+        Self::need(w_gate, n * k, "gemm_f16_swiglu w_gate")?;
+        Self::need(w_up, n * k, "gemm_f16_swiglu w_up")?;
+        let SwigluOut { gate, up, act, ops } = out;
+        let stored = [gate.is_some(), up.is_some(), act.is_some()];
+        if stored.contains(&true) && stored.contains(&false) {
+            return Err(KernelError::Shape(format!(
+                "{what}: gate, up and act are stored all three or none (given: {stored:?})"
+            )));
+        }
+        for (b, name) in [(&gate, "gate"), (&up, "up"), (&act, "act")] {
+            if let Some(b) = b {
+                Self::need_of(b, t * n, what, name)?;
+            }
+        }
+        Self::need_ops(&ops, Rows { rows: t, len: n }, what)?;
+        if t == 0 || n == 0 {
+            return Ok(()); // nothing to compute (a grid of zero blocks is an error)
+        }
+        let tile = tile.unwrap_or_else(|| wgmma_swiglu_tile(t, n, self.multiprocessors));
+        let (_, f) = tiles.iter().find(|(tl, _)| *tl == tile).ok_or_else(|| {
+            KernelError::Shape(format!(
+                "no SwiGLU warpgroup GEMM of tile {tile:?}; the kernels have {:?}",
+                WgmmaTile::SWIGLU
+            ))
+        })?;
+        let (m32, half) = (tile.m as u32, tile.n as u32 / 2);
+        let ta = a.tensor_map_f16(t, k, m32, WGMMA_BK)?;
+        let ta_lo = match a_lo {
+            Some(lo) => lo.tensor_map_f16(t, k, m32, WGMMA_BK)?,
+            None => ta,
+        };
+        let args = Args::new()
+            .tmap(ta)
+            .tmap(ta_lo)
+            .tmap(w_gate.tensor_map_f16(n, k, half, WGMMA_BK)?)
+            .tmap(w_up.tensor_map_f16(n, k, half, WGMMA_BK)?)
+            .ptr_or_null(gate.as_deref())
+            .ptr_or_null(up.as_deref())
+            .ptr_or_null(act.as_deref())
+            .ptr(ops.hi)
+            .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()));
+        let args = self
+            .lo8_arg(args, &ops, what)?
+            .u32(u32_of(t, "t")?)
+            .u32(u32_of(k, "k")?)
+            .u32(u32_of(n, "n")?)
+            .u32(a_lo.is_some() as u32);
+        let dims = LaunchDims {
+            grid: [
+                t.div_ceil(tile.m) as u32,
+                u32_of(n.div_ceil(tile.n / 2), "column tiles")?,
+                1,
+            ],
+            block: [128 * (m32 / 64) + 32, 1, 1],
+            shared_bytes: wgmma_shared(tile),
+            cluster: 1,
+        };
+        self.launch(f, dims, s, args)
     }
 
     /// The warpgroup GEMM's tiles on this device (empty without one): the op tests run each.
@@ -2095,12 +2217,24 @@ impl WgmmaTile {
     /// The tiles with an FP8-lo form (kernels/gemm.hip: the wide tile's two accumulator sets
     /// would take 256 registers).
     pub const LO8: [WgmmaTile; 2] = [WgmmaTile { m: 128, n: 128 }, WgmmaTile { m: 64, n: 64 }];
+    /// The tiles of the SwiGLU forms (`gemm_f16_swiglu`: n / 2 gate and n / 2 up columns
+    /// each), in `ALL`'s order: square, small, wide, and 224 where 232 is unfused (its
+    /// halves must be whole 8-row swizzle atoms).
+    pub const SWIGLU: [WgmmaTile; 4] = [
+        WgmmaTile { m: 128, n: 128 },
+        WgmmaTile { m: 64, n: 64 },
+        WgmmaTile { m: 128, n: 256 },
+        WgmmaTile { m: 128, n: 224 },
+    ];
 
     fn kernel(&self) -> String {
         match self.m == self.n {
             true => format!("gemm_f16_wgmma_{}", self.m),
             false => format!("gemm_f16_wgmma_{}x{}", self.m, self.n),
         }
+    }
+    fn swiglu_kernel(&self) -> String {
+        self.kernel().replace("wgmma_", "wgmma_swiglu_")
     }
 }
 
@@ -2119,7 +2253,7 @@ const WGMMA_STAGES_232: u32 = 4;
 /// 128 x 256 tile; 4 of 45 KiB for 128 x 232 (5 fit, and measured level: session 25).
 fn wgmma_stages(tile: WgmmaTile) -> u32 {
     match tile.n {
-        256 => 4,
+        256 | 224 => 4,
         232 => WGMMA_STAGES_232,
         _ => WGMMA_STAGES,
     }
@@ -2194,18 +2328,48 @@ fn wgmma_lo8_shared(tile: WgmmaTile) -> u32 {
 fn wgmma_tile(t: usize, ns: impl IntoIterator<Item = usize>, sms: usize) -> WgmmaTile {
     let [square, small, wide, wide232] = WgmmaTile::ALL;
     let ns: Vec<usize> = ns.into_iter().collect();
+    least_waves(t, &ns, sms, [square, small, wide, wide232], |tile| tile.n)
+}
+
+/// `wgmma_tile` for the SwiGLU forms, whose tiles have half their columns' outputs (a gate
+/// and an up column each): 7B's gate/up at 512 rows on 132 SMs takes 128 x 224, 396 blocks
+/// in 3 waves (672 columns a multiprocessor; 128 x 256: 344 blocks, 768).
+fn wgmma_swiglu_tile(t: usize, n: usize, sms: usize) -> WgmmaTile {
+    least_waves(t, &[n], sms, WgmmaTile::SWIGLU, |tile| tile.n / 2)
+}
+
+/// The tile of [square, small, wide, wider] for products of widths `ns` over `t` rows on
+/// `sms` multiprocessors, a tile covering `outputs(tile)` of a product's columns: small
+/// unless square gives `BLOCKS_WANTED` blocks, else the least waves x columns (a block's
+/// time), ties to the first of wide, wider, square.
+fn least_waves(
+    t: usize,
+    ns: &[usize],
+    sms: usize,
+    [square, small, wide, wider]: [WgmmaTile; 4],
+    outputs: impl Fn(WgmmaTile) -> usize,
+) -> WgmmaTile {
     let blocks = |tile: WgmmaTile| -> usize {
-        t.div_ceil(tile.m) * ns.iter().map(|n| n.div_ceil(tile.n)).sum::<usize>()
+        t.div_ceil(tile.m) * ns.iter().map(|n| n.div_ceil(outputs(tile))).sum::<usize>()
     };
     if blocks(square) < BLOCKS_WANTED {
         return small;
     }
     let time = |tile: WgmmaTile| blocks(tile).div_ceil(sms.max(1)) * tile.n;
     // The first of the least time: ties go to the wider tile.
-    [wide, wide232, square]
+    [wide, wider, square]
         .into_iter()
         .min_by_key(|&tile| time(tile))
         .expect("three tiles")
+}
+
+/// What `gemm_f16_swiglu` writes: act's f16 operands for the down product, and gate, up
+/// and act as f32 where given (the traced path; the untraced one reads only the operands).
+pub struct SwigluOut<'a> {
+    pub gate: Option<&'a mut DeviceBuffer<f32>>,
+    pub up: Option<&'a mut DeviceBuffer<f32>>,
+    pub act: Option<&'a mut DeviceBuffer<f32>>,
+    pub ops: F16Operands<'a>,
 }
 
 /// One product of a `gemm_f16` call: y[t, n] = x[t, k] · w[n, k]ᵀ.
@@ -2516,8 +2680,8 @@ pub struct AttnShape {
 mod tests {
     use super::{
         check_fp8_rows, check_keys, check_skippable, decode_cluster, decode_splits, gemm_tile,
-        norm_block, wgmma_shared, wgmma_tile, GpuKernels, KernelError, WgmmaTile,
-        DECODE_CLUSTER_MAX, NORM_PROLOGUE_MAX_K,
+        norm_block, wgmma_shared, wgmma_swiglu_tile, wgmma_tile, GpuKernels, KernelError,
+        WgmmaTile, DECODE_CLUSTER_MAX, NORM_PROLOGUE_MAX_K,
     };
 
     /// A timing study may leave out a product or the attention, not a kernel that moves the
@@ -2730,6 +2894,41 @@ mod tests {
                 "the wide tiles' stages fit the 227 KiB a block may opt in to on sm_90"
             );
         }
+    }
+
+    /// The SwiGLU forms' tiles cover half their columns' outputs: 7B's gate/up takes the
+    /// 224-column tile (3.0 waves of 132), Llama-3.2-1B's the 256 one, SmolLM2's 64 x 64.
+    #[test]
+    fn wgmma_swiglu_tile_counts_outputs_not_columns() {
+        let [square, small, wide, wide224] = WgmmaTile::SWIGLU;
+        assert_eq!(
+            wgmma_swiglu_tile(512, 11_008, 132),
+            wide224,
+            "7B: 396 blocks of 112 outputs in 3 waves (672 columns); 344 of 128 (768); 688 of 64 (768)"
+        );
+        assert_eq!(
+            wgmma_swiglu_tile(512, 8192, 132),
+            wide,
+            "1B: 256 blocks of 128 outputs in 2 waves (512 columns), 296 of 112 in 3 (672)"
+        );
+        assert_eq!(
+            wgmma_swiglu_tile(512, 1536, 132),
+            small,
+            "SmolLM2: 4 x 24 = 96 blocks of 64 outputs"
+        );
+        assert_eq!(
+            wgmma_swiglu_tile(512, 4096, 132),
+            wide,
+            "one wave of 128 blocks (256 columns) ties two of 256 of 128: the wider"
+        );
+        assert_eq!(
+            wgmma_swiglu_tile(512, 5000, 132),
+            square,
+            "3 waves of 316 blocks (384 columns); 2 of 160 (512), 2 of 180 (448)"
+        );
+        assert_eq!(wide224.swiglu_kernel(), "gemm_f16_wgmma_swiglu_128x224");
+        assert_eq!(square.swiglu_kernel(), "gemm_f16_wgmma_swiglu_128");
+        assert!(wgmma_shared(wide224) <= 232_448, "4 stages of 44 KiB fit");
     }
 
     /// The prefill GEMM's tile choice at the two benchmark shapes (512-token prompt): big

@@ -7,8 +7,8 @@ use float8::{F8E4M3, F8E5M2};
 use greta_kernels::cpu::{self, RopePairing, WeightView};
 use greta_kernels::gpu::{
     default_dir, AttnScratch, AttnShape, E4m3Matrix, F16Operands, GemmLo, GemmOut, GemmRoute,
-    GpuKernels, LoOperand, MatShape, NormIn, PickAt, QkvRope, RopeShape, Rows, WgmmaTile,
-    LO8_SCALE_LOG2,
+    GpuKernels, LoOperand, MatShape, NormIn, PickAt, QkvRope, RopeShape, Rows, SwigluOut,
+    WgmmaTile, LO8_SCALE_LOG2,
 };
 use half::f16;
 use hiprt::{DeviceBuffer, Gpu, Platform, PlatformChoice, Stream};
@@ -269,6 +269,192 @@ fn gemm_f16_groups_match_cpu() {
             }
         }
     }
+}
+
+/// What an f32 buffer holds before a kernel that may leave it alone runs (a NaN).
+const UNSET_F32: u32 = 0x7fc0_1234;
+
+/// The form of act's operands a SwiGLU GEMM case asks for.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum ActLo {
+    None,
+    F16,
+    Fp8,
+}
+
+/// The prefill's gate/up with SwiGLU in the epilogue (`gemm_f16_swiglu`), on every tile and
+/// the chosen one, over shapes off every tile's multiples (rows, k, outputs; an odd n takes
+/// the one-by-one stores), its input as hi alone and hi + lo, act's operands without lo,
+/// with an f16 lo and with an FP8 one:
+/// - gate and up against the CPU product (`gemm_f16`'s thresholds);
+/// - act bitwise `silu_mul` of the kernel's own gate and up, and against the CPU;
+/// - the operands bit for bit the half / float8 crates' rounding of that act (lo untouched
+///   when not asked for), and the same bits when gate, up and act are not stored (the
+///   untraced prefill).
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn swiglu_gemm_matches_cpu_and_unfused_arithmetic() {
+    let (g, s, k) = setup();
+    if !k.has_gemm_swiglu() {
+        eprintln!("no SwiGLU GEMM on this device (it is Hopper's warpgroup kernel): skipped");
+        return;
+    }
+    let mut tiles: Vec<Option<WgmmaTile>> = vec![None];
+    tiles.extend(WgmmaTile::SWIGLU.map(Some));
+    let mut act_los = vec![ActLo::None, ActLo::F16];
+    if k.has_fp8_lo() {
+        act_los.push(ActLo::Fp8);
+    }
+    for (m, kk, n) in [
+        (77, 136, 200),
+        (130, 576, 1536),
+        (512, 128, 11008),
+        (33, 64, 101),
+        (1, 64, 64),
+    ] {
+        let x = values(m * kk, (m + kk) as u64);
+        let dx = upload(&g, &s, &x);
+        let mut hi = g.alloc::<u16>(m * kk).unwrap();
+        let mut lo = g.alloc::<u16>(m * kk).unwrap();
+        k.split_f16(&s, &dx, &mut hi, Some(&mut lo), m * kk)
+            .unwrap();
+        let (_, xh) = f16_bits(&x);
+        let (gw_bits, gwf) = f16_bits(&values(n * kk, n as u64 + 11));
+        let (uw_bits, uwf) = f16_bits(&values(n * kk, n as u64 + 12));
+        let (dwg, dwu) = (upload(&g, &s, &gw_bits), upload(&g, &s, &uw_bits));
+        for with_lo in [true, false] {
+            let xin = if with_lo { &x } else { &xh };
+            let (mut want_g, mut want_u) = (vec![0f32; m * n], vec![0f32; m * n]);
+            cpu::matmul_wt(xin, WeightView::F32(&gwf), &mut want_g, m, kk, n);
+            cpu::matmul_wt(xin, WeightView::F32(&uwf), &mut want_u, m, kk, n);
+            let mut want_act = vec![0f32; m * n];
+            cpu::silu_mul(&want_g, &want_u, &mut want_act);
+            for &tile in &tiles {
+                for &act_lo in &act_los {
+                    let case = format!(
+                        "gemm_f16_swiglu {tile:?} m={m} k={kk} n={n} input lo {with_lo} act lo {act_lo:?}"
+                    );
+                    let run = |stored: bool| {
+                        let unset = vec![f32::from_bits(UNSET_F32); m * n];
+                        let [mut dg, mut du, mut da] = [0; 3].map(|_| upload(&g, &s, &unset));
+                        let mut ohi = upload(&g, &s, &vec![UNTOUCHED; m * n]);
+                        let mut olo = upload(&g, &s, &vec![UNTOUCHED; m * n]);
+                        let mut oq = upload(&g, &s, &vec![0xA5u8; m * n]);
+                        let ops = F16Operands {
+                            hi: &mut ohi,
+                            lo: match act_lo {
+                                ActLo::None => None,
+                                ActLo::F16 => Some(LoOperand::F16(&mut olo)),
+                                ActLo::Fp8 => Some(LoOperand::Fp8(&mut oq)),
+                            },
+                        };
+                        let out = SwigluOut {
+                            gate: stored.then_some(&mut dg),
+                            up: stored.then_some(&mut du),
+                            act: stored.then_some(&mut da),
+                            ops,
+                        };
+                        let a_lo = with_lo.then_some(&lo);
+                        k.gemm_f16_swiglu(
+                            tile,
+                            &s,
+                            &hi,
+                            a_lo,
+                            [&dwg, &dwu],
+                            out,
+                            MatShape { t: m, k: kk, n },
+                        )
+                        .unwrap_or_else(|e| panic!("{case}: {e}"));
+                        let f32s = [&dg, &du, &da].map(|b| download(&s, b));
+                        (
+                            f32s,
+                            [ohi, olo].map(|b| b.to_vec(&s).unwrap()),
+                            oq.to_vec(&s).unwrap(),
+                        )
+                    };
+                    let ([got_g, got_u, got_act], [ohi, olo], oq) = run(true);
+                    for (what, got, want) in [
+                        ("gate", &got_g, &want_g),
+                        ("up", &got_u, &want_u),
+                        ("act", &got_act, &want_act),
+                    ] {
+                        let e = nmse(got, want);
+                        assert!(
+                            e < NMSE_SPLIT_F16,
+                            "{case}: {what} nmse {e:.3e} against the CPU"
+                        );
+                    }
+                    // act is silu_mul's arithmetic on the kernel's own gate and up.
+                    let mut silu = g.alloc::<f32>(m * n).unwrap();
+                    let (dg, du) = (upload(&g, &s, &got_g), upload(&g, &s, &got_u));
+                    k.silu_mul(&s, &dg, &du, &mut silu, m * n).unwrap();
+                    assert_eq!(
+                        mismatches(&got_act, &download(&s, &silu)),
+                        0,
+                        "{case}: act against silu_mul"
+                    );
+                    let (want_hi, want_lo) = split_bits(&got_act);
+                    assert!(ohi == want_hi, "{case}: hi");
+                    match act_lo {
+                        ActLo::F16 => assert!(olo == want_lo, "{case}: lo"),
+                        _ => assert!(
+                            olo.iter().all(|&b| b == UNTOUCHED),
+                            "{case}: lo written unasked"
+                        ),
+                    }
+                    match act_lo {
+                        ActLo::Fp8 => {
+                            let want = lo8_bytes(&got_act);
+                            let bad = oq.iter().zip(&want).filter(|(a, b)| a != b).count();
+                            assert_eq!(
+                                bad, 0,
+                                "{case}: {bad} FP8 bytes differ from the float8 crate's"
+                            );
+                        }
+                        _ => assert!(
+                            oq.iter().all(|&b| b == 0xA5),
+                            "{case}: FP8 lo written unasked"
+                        ),
+                    }
+                    // Untraced: nothing but the operands, the same bits.
+                    let ([ng, nu, na], [nhi, nlo], nq) = run(false);
+                    assert!(
+                        nhi == ohi && nlo == olo && nq == oq,
+                        "{case}: operands without gate, up, act"
+                    );
+                    for (what, b) in [("gate", &ng), ("up", &nu), ("act", &na)] {
+                        let written = b.iter().filter(|v| v.to_bits() != UNSET_F32).count();
+                        assert_eq!(written, 0, "{case}: {what} stored unasked");
+                    }
+                    eprintln!("{case}: ok (act nmse {:.3e})", nmse(&got_act, &want_act));
+                }
+            }
+        }
+    }
+    // gate, up and act are stored all three or none: one alone is refused, not half done.
+    let (t, kk, n) = (8, 64, 64);
+    let (a, w) = (
+        g.alloc::<u16>(t * kk).unwrap(),
+        g.alloc::<u16>(n * kk).unwrap(),
+    );
+    let (mut gate, mut hi) = (
+        g.alloc::<f32>(t * n).unwrap(),
+        g.alloc::<u16>(t * n).unwrap(),
+    );
+    let out = SwigluOut {
+        gate: Some(&mut gate),
+        up: None,
+        act: None,
+        ops: F16Operands {
+            hi: &mut hi,
+            lo: None,
+        },
+    };
+    let e = k
+        .gemm_f16_swiglu(None, &s, &a, None, [&w, &w], out, MatShape { t, k: kk, n })
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("all three or none"), "{e}");
 }
 
 /// One attention case: `rows` query rows at positions pos0.., over a cache of `capacity`.
@@ -1178,7 +1364,7 @@ fn norm_and_swiglu_with_f16_operands_match_cpu() {
                 &mut dx,
                 add.then_some(&dy),
                 &dw,
-                &mut dout,
+                Some(&mut dout),
                 ops,
                 shape,
                 1e-5,
@@ -1209,6 +1395,27 @@ fn norm_and_swiglu_with_f16_operands_match_cpu() {
                 with_lo,
                 &format!("rows={rows} d={d}"),
             );
+            // Without out (the untraced prefill): the same x and operands, bit for bit.
+            let mut dx2 = upload(&g, &s, &x);
+            let mut dhi2 = upload(&g, &s, &vec![UNTOUCHED; n]);
+            let mut dlo2 = upload(&g, &s, &vec![UNTOUCHED; n]);
+            let ops = F16Operands {
+                hi: &mut dhi2,
+                lo: with_lo.then_some(LoOperand::F16(&mut dlo2)),
+            };
+            let y = add.then_some(&dy);
+            k.add_rmsnorm_split(&s, &mut dx2, y, &dw, None, ops, shape, 1e-5)
+                .unwrap();
+            let case = format!("add_rmsnorm_split without out rows={rows} d={d}");
+            assert_eq!(download(&s, &dx2), sum, "{case}: x");
+            assert!(
+                dhi2.to_vec(&s).unwrap() == dhi.to_vec(&s).unwrap(),
+                "{case}: hi"
+            );
+            assert!(
+                dlo2.to_vec(&s).unwrap() == dlo.to_vec(&s).unwrap(),
+                "{case}: lo"
+            );
         }
     }
     let too_long = Rows {
@@ -1226,7 +1433,16 @@ fn norm_and_swiglu_with_f16_operands_match_cpu() {
         lo: None,
     };
     let e = k
-        .add_rmsnorm_split(&s, &mut big, None, &bw, &mut bout, ops, too_long, 1e-5)
+        .add_rmsnorm_split(
+            &s,
+            &mut big,
+            None,
+            &bw,
+            Some(&mut bout),
+            ops,
+            too_long,
+            1e-5,
+        )
         .unwrap_err()
         .to_string();
     assert!(e.contains("16388") && e.contains("up to 16384"), "{e}");
@@ -1242,7 +1458,7 @@ fn norm_and_swiglu_with_f16_operands_match_cpu() {
                 hi: &mut dhi,
                 lo: with_lo.then_some(LoOperand::F16(&mut dlo)),
             };
-            k.silu_mul_split(&s, &da, &db, &mut dact, ops, Rows { rows: 1, len: n })
+            k.silu_mul_split(&s, &da, &db, Some(&mut dact), ops, Rows { rows: 1, len: n })
                 .unwrap();
             k.silu_mul(&s, &da, &db, &mut dref, n).unwrap();
             let got = download(&s, &dact);
@@ -1257,6 +1473,24 @@ fn norm_and_swiglu_with_f16_operands_match_cpu() {
             eprintln!("silu_mul_split n={n}: nmse {e:.3e}");
             assert!(e < NMSE_F32, "silu_mul_split n={n}: nmse {e:.3e}");
             assert_operands(&s, &got, [&dhi, &dlo], with_lo, &format!("n={n}"));
+            // Without act: the same operands, bit for bit.
+            let mut dhi2 = upload(&g, &s, &vec![UNTOUCHED; n]);
+            let mut dlo2 = upload(&g, &s, &vec![UNTOUCHED; n]);
+            let ops = F16Operands {
+                hi: &mut dhi2,
+                lo: with_lo.then_some(LoOperand::F16(&mut dlo2)),
+            };
+            k.silu_mul_split(&s, &da, &db, None, ops, Rows { rows: 1, len: n })
+                .unwrap();
+            let case = format!("silu_mul_split without act n={n}");
+            assert!(
+                dhi2.to_vec(&s).unwrap() == dhi.to_vec(&s).unwrap(),
+                "{case}: hi"
+            );
+            assert!(
+                dlo2.to_vec(&s).unwrap() == dlo.to_vec(&s).unwrap(),
+                "{case}: lo"
+            );
         }
     }
 }
@@ -1492,8 +1726,17 @@ fn fp8_low_halves_and_their_products_match_cpu() {
         let mut q = g.alloc::<u8>(n).unwrap();
         let shape = Rows { rows, len: d };
         let ops = fp8_operands(&mut hi, &mut q);
-        k.add_rmsnorm_split(&s, &mut dx, Some(&dy), &dw, &mut dout, ops, shape, 1e-5)
-            .unwrap();
+        k.add_rmsnorm_split(
+            &s,
+            &mut dx,
+            Some(&dy),
+            &dw,
+            Some(&mut dout),
+            ops,
+            shape,
+            1e-5,
+        )
+        .unwrap();
         let case = format!("add_rmsnorm_split {rows}x{d}");
         assert_fp8_operands(&s, &download(&s, &dout), (&hi, &q), &case);
     }
@@ -1506,7 +1749,7 @@ fn fp8_low_halves_and_their_products_match_cpu() {
         let mut hi = g.alloc::<u16>(n).unwrap();
         let mut q = g.alloc::<u8>(n).unwrap();
         let ops = fp8_operands(&mut hi, &mut q);
-        k.silu_mul_split(&s, &da, &db, &mut dact, ops, Rows { rows, len })
+        k.silu_mul_split(&s, &da, &db, Some(&mut dact), ops, Rows { rows, len })
             .unwrap();
         let case = format!("silu_mul_split {rows}x{len}");
         assert_fp8_operands(&s, &download(&s, &dact), (&hi, &q), &case);

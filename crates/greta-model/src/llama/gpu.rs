@@ -13,7 +13,7 @@ use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
     check_attention_shape, decode_splits, AttnScratch, AttnShape, DeviceSampling, E4m3Matrix,
     F16Operands, GemmLo, GemmOut, GemmRoute, GpuKernels, KernelError, LoOperand, MatShape, NormIn,
-    PickAt, QkvRope, Rows, NORM_SPLIT_MAX_D, PICK_NAN,
+    PickAt, QkvRope, Rows, SwigluOut, NORM_SPLIT_MAX_D, PICK_NAN,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
@@ -615,6 +615,11 @@ impl GpuLlama {
                     lo8: pool.alloc::<u8>(r * widest)?,
                 }
             },
+            ffn_operands: OperandBufs {
+                hi: pool.alloc::<u16>(r * c.hidden)?,
+                lo: pool.alloc::<u16>(r * c.hidden)?,
+                lo8: pool.alloc::<u8>(r * c.hidden)?,
+            },
             attn_scratch: AttnScratch::new(g, c.n_heads, c.head_dim, capacity)?,
             rng: pool.alloc::<u64>(1)?,
             pick: TokenPick::Argmax,
@@ -674,7 +679,11 @@ pub struct GpuState {
     up: Pooled<f32>,
     act: Pooled<f32>,
     /// A prefill product's input as f16 for the matrix units: hi, and lo where it needs it.
+    /// Every prefill product's input operands but gate/up's, and act's for the down product.
     operands: OperandBufs,
+    /// Gate/up's input operands (the FFN norm's): apart from `operands`, because the SwiGLU
+    /// GEMM (`gemm_f16_swiglu`) reads them while it writes act's.
+    ffn_operands: OperandBufs,
     attn_scratch: AttnScratch,
     /// The device sampler's generator state (splitmix64), seeded by `set_pick`.
     rng: Pooled<u64>,
@@ -784,8 +793,10 @@ impl GpuState {
         .into_iter()
         .map(f)
         .sum::<usize>()
-            + 2 * (self.operands.hi.len() + self.operands.lo.len())
-            + self.operands.lo8.len()
+            + [&self.operands, &self.ffn_operands]
+                .iter()
+                .map(|o| 2 * (o.hi.len() + o.lo.len()) + o.lo8.len())
+                .sum::<usize>()
             + self.attn_scratch.bytes()
     }
 }
@@ -1030,8 +1041,9 @@ impl GpuLlama {
 
     /// The norm ahead of a product group over `t` rows (`next`: the group's first product):
     /// x += proj first where `add`, then normed = rmsnorm(x) · w, and where that group runs
-    /// on the matrix units, its f16 operands in the same launch (`add_rmsnorm_split`).
-    /// Returns whether it made them.
+    /// on the matrix units, its f16 operands in the same launch (`add_rmsnorm_split`), with
+    /// normed itself stored only where `keep` (an observer wants it: the products read the
+    /// operands, nothing else reads normed). Returns whether it made the operands.
     fn norm(
         &self,
         st: &mut GpuState,
@@ -1039,6 +1051,7 @@ impl GpuLlama {
         w: &DeviceBuffer<f32>,
         next: Option<Lin>,
         t: usize,
+        keep: bool,
     ) -> Result<bool> {
         let c = &self.config;
         let (k, d) = (&self.kernels, c.hidden);
@@ -1048,14 +1061,18 @@ impl GpuLlama {
             .filter(|_| d <= NORM_SPLIT_MAX_D);
         match operands {
             Some(lo) => {
-                let ops = st.operands.get(lo);
+                let bufs = match next {
+                    Some(Lin::Gate | Lin::Up) => &mut st.ffn_operands,
+                    _ => &mut st.operands,
+                };
+                let ops = bufs.get(lo);
                 let y = add.then_some(&*st.proj);
                 k.add_rmsnorm_split(
                     &st.stream,
                     &mut st.x,
                     y,
                     w,
-                    &mut st.normed,
+                    keep.then_some(&mut *st.normed),
                     ops,
                     rows,
                     c.rms_eps,
@@ -1076,9 +1093,9 @@ impl GpuLlama {
     }
 
     /// SwiGLU over `t` rows: act = silu(gate) · up, and where the down product runs on the
-    /// matrix units, its f16 operands in the same launch (`silu_mul_split`). Returns
-    /// whether it made them.
-    fn swiglu(&self, st: &mut GpuState, t: usize) -> Result<bool> {
+    /// matrix units, its f16 operands in the same launch (`silu_mul_split`), with act
+    /// itself stored only where `keep` (as `norm`). Returns whether it made the operands.
+    fn swiglu(&self, st: &mut GpuState, t: usize, keep: bool) -> Result<bool> {
         let n_ff = self.config.intermediate;
         let k = &self.kernels;
         let Some(lo) = self.f16_operands(Lin::Down, t, n_ff) else {
@@ -1087,8 +1104,80 @@ impl GpuLlama {
         };
         let ops = st.operands.get(lo);
         let rows = Rows { rows: t, len: n_ff };
-        k.silu_mul_split(&st.stream, &st.gate, &st.up, &mut st.act, ops, rows)?;
+        let act = keep.then_some(&mut *st.act);
+        k.silu_mul_split(&st.stream, &st.gate, &st.up, act, ops, rows)?;
         Ok(true)
+    }
+
+    /// The prefill's gate, up and SwiGLU over `t` rows from normed (its operands already
+    /// made where `operands_ready`): one launch of the SwiGLU GEMM (`gemm_f16_swiglu`) where
+    /// the device has it and gate/up's input and act's output are operands of the kinds it
+    /// takes; else the products, then `swiglu`. `keep`: which of gate, up and act an
+    /// observer wants; the SwiGLU GEMM stores all three if it wants any (a change to gate or
+    /// up reruns `swiglu`, which reads both). Returns whether act's operands for the down
+    /// product are made.
+    fn gate_up_swiglu(
+        &self,
+        st: &mut GpuState,
+        w: &GpuLayer,
+        t: usize,
+        operands_ready: bool,
+        keep: [bool; 3],
+    ) -> Result<bool> {
+        let c = &self.config;
+        let (k, d, n_ff) = (&self.kernels, c.hidden, c.intermediate);
+        let input = self.f16_operands(Lin::Gate, t, d);
+        match (input, self.f16_operands(Lin::Down, t, n_ff)) {
+            (Some(lo_in @ (LoKind::None | LoKind::F16)), Some(lo_out)) if k.has_gemm_swiglu() => {
+                let GpuState {
+                    stream,
+                    normed,
+                    ffn_operands: ins,
+                    operands: outs,
+                    gate,
+                    up,
+                    act,
+                    ..
+                } = st;
+                let with_lo = lo_in == LoKind::F16;
+                if !operands_ready {
+                    k.split_f16(
+                        stream,
+                        normed,
+                        &mut ins.hi,
+                        with_lo.then_some(&mut *ins.lo),
+                        t * d,
+                    )?;
+                }
+                let stored = keep.contains(&true);
+                let out = SwigluOut {
+                    gate: stored.then_some(&mut **gate),
+                    up: stored.then_some(&mut **up),
+                    act: stored.then_some(&mut **act),
+                    ops: outs.get(lo_out),
+                };
+                let shape = MatShape { t, k: d, n: n_ff };
+                let a_lo = with_lo.then_some(&*ins.lo);
+                k.gemm_f16_swiglu(
+                    None,
+                    stream,
+                    &ins.hi,
+                    a_lo,
+                    [&w.w_gate, &w.w_up],
+                    out,
+                    shape,
+                )?;
+                Ok(true)
+            }
+            _ => {
+                let gate_up = [
+                    (Lin::Gate, &w.w_gate, w.fp8.gate.as_ref(), n_ff),
+                    (Lin::Up, &w.w_up, w.fp8.up.as_ref(), n_ff),
+                ];
+                self.products(st, &gate_up, t, d, operands_ready)?;
+                self.swiglu(st, t, keep[2])
+            }
+        }
     }
 
     /// One token's Q, K and V from `normed`, one launch: the unfused decode path, and the
@@ -1260,7 +1349,8 @@ impl GpuLlama {
                     d,
                 )?;
                 if norm_stale {
-                    operands = self.norm(st, false, &w.attn_norm, Some(Lin::Q), t)?;
+                    let keep = obs.wants(Point::AttnNorm, layer);
+                    operands = self.norm(st, false, &w.attn_norm, Some(Lin::Q), t, keep)?;
                 }
                 operands &= !observe(
                     obs,
@@ -1348,7 +1438,8 @@ impl GpuLlama {
                 )?;
 
                 // Residual + ffn_norm.
-                operands = self.norm(st, true, &w.ffn_norm, Some(Lin::Gate), t)?;
+                let keep = obs.wants(Point::FfnNorm, layer);
+                operands = self.norm(st, true, &w.ffn_norm, Some(Lin::Gate), t, keep)?;
                 if observe(
                     obs,
                     &st.stream,
@@ -1357,7 +1448,7 @@ impl GpuLlama {
                     t,
                     d,
                 )? {
-                    operands = self.norm(st, false, &w.ffn_norm, Some(Lin::Gate), t)?;
+                    operands = self.norm(st, false, &w.ffn_norm, Some(Lin::Gate), t, keep)?;
                 }
                 operands &= !observe(
                     obs,
@@ -1373,6 +1464,7 @@ impl GpuLlama {
             let n_ff = c.intermediate;
             // Whether the down product's f16 operands of `act` are made (`swiglu`).
             let mut act_operands = false;
+            let keep_act = obs.wants(Point::FfnAct, layer);
             if fused {
                 let norm = NormIn {
                     w: &w.ffn_norm,
@@ -1402,12 +1494,9 @@ impl GpuLlama {
             } else if t == 1 {
                 self.gate_up_one(st, w)?;
             } else {
-                let gate_up = [
-                    (Lin::Gate, &w.w_gate, w.fp8.gate.as_ref(), n_ff),
-                    (Lin::Up, &w.w_up, w.fp8.up.as_ref(), n_ff),
-                ];
-                self.products(st, &gate_up, t, d, operands)?;
-                act_operands = self.swiglu(st, t)?;
+                let keep = [Point::FfnGate, Point::FfnUp].map(|p| obs.wants(p, layer));
+                act_operands =
+                    self.gate_up_swiglu(st, w, t, operands, [keep[0], keep[1], keep_act])?;
             }
             let gate_changed = observe(
                 obs,
@@ -1426,7 +1515,7 @@ impl GpuLlama {
                 n_ff,
             )?;
             if gate_changed || up_changed {
-                act_operands = self.swiglu(st, t)?;
+                act_operands = self.swiglu(st, t, keep_act)?;
             }
             act_operands &= !observe(
                 obs,
@@ -1472,7 +1561,9 @@ impl GpuLlama {
                     Some(next) => (&next.attn_norm, Some(Lin::Q)),
                     None => (&self.output_norm, None),
                 };
-                operands = self.norm(st, true, next_norm, next, t)?;
+                // The final norm (no operands) always stores normed: the head reads it.
+                let keep = obs.wants(Point::AttnNorm, Some(l + 1));
+                operands = self.norm(st, true, next_norm, next, t, keep)?;
                 norm_stale = observe(
                     obs,
                     &st.stream,
@@ -1831,6 +1922,7 @@ impl GpuState {
             ctx,
             act,
             operands,
+            ffn_operands,
             q,
             k,
             v,
@@ -1844,6 +1936,10 @@ impl GpuState {
             Lin::O => ctx,
             Lin::Down => act,
             _ => normed,
+        };
+        let operands = match input {
+            Lin::Gate | Lin::Up => ffn_operands,
+            _ => operands,
         };
         let mut outs = [q, k, v, proj, gate, up, logits].map(|b| Some(&mut **b));
         let ys = which
