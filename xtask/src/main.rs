@@ -5,6 +5,7 @@
 //!   `cargo fmt --check`, `cargo clippy -D warnings`, and every test of the workspace.
 //! - `fetch-model`: download the default model into the cache (as `greta generate` would).
 //! - `build-kernels`: compile kernels/*.hip for gfx942, gfx90a and sm_90a (see kernels.rs).
+//! - `gen-wgmma`: write kernels/greta_wgmma.h, the wgmma inline-asm wrappers (wgmma.rs).
 //! - `repro NAME` / `repro --check DIR`: run an experiment of experiments/ into an artifact
 //!   directory, or re-run and compare one (see repro.rs, docs/reproducibility.md).
 
@@ -16,6 +17,7 @@ use anyhow::{bail, Context, Result};
 mod kernels;
 mod plots;
 mod repro;
+mod wgmma;
 
 fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -39,14 +41,17 @@ fn main() -> Result<()> {
             };
             kernels::build(&root(), timeline).map(|m| eprintln!("manifest: {}", m.display()))
         }
+        Some("gen-wgmma") => wgmma::write(&root()),
         Some("repro") => {
             let code = repro::main(&args[1..])?;
             std::process::exit(code)
         }
         Some(other) => {
-            bail!("unknown task {other:?}; accepted: ci, fetch-model, build-kernels, repro")
+            bail!("unknown task {other:?}; accepted: ci, fetch-model, build-kernels, gen-wgmma, repro")
         }
-        None => bail!("usage: cargo xtask <task>; tasks: ci, fetch-model, build-kernels, repro"),
+        None => bail!(
+            "usage: cargo xtask <task>; tasks: ci, fetch-model, build-kernels, gen-wgmma, repro"
+        ),
     }
 }
 
