@@ -6,14 +6,19 @@
 //! decode pays them every token). Each launch is timed both ways the kernels can go out:
 //! overlapped (`cuLaunchKernelEx` with programmatic serialization on NVIDIA, the default)
 //! and plain (`cuLaunchKernel`, `--overlap off`). The prefill's grouped Q/K/V product is timed
-//! too: on Hopper it encodes five TMA descriptors per launch on the host.
+//! too: on Hopper it encodes five TMA descriptors per launch on the host; and, where the
+//! device has it, the prefill's SwiGLU GEMM (gate/up and act's operands in one launch, four
+//! descriptors).
 //!
 //! cargo bench -p greta-kernels --bench launch
 
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
-use greta_kernels::gpu::{default_dir, GemmLo, GemmOut, GemmRoute, GpuKernels, QkvRope, Rows};
+use greta_kernels::gpu::{
+    default_dir, F16Operands, GemmLo, GemmOut, GemmRoute, GpuKernels, LoOperand, MatShape, QkvRope,
+    Rows, SwigluOut,
+};
 use hiprt::{Gpu, PlatformChoice};
 
 /// Launches per timed batch: well under the driver's queue depth, so no launch waits.
@@ -74,6 +79,8 @@ fn launches(c: &mut Criterion) {
     let t = 512;
     let (xh, xl) = (w(t * d), w(t * d));
     let (mut pq, mut pk, mut pv) = (f(t * q_row), f(t * kv_row), f(t * kv_row));
+    // The SwiGLU GEMM's outputs: act's hi and FP8 lo (the default down product's operands).
+    let (mut ah, mut aq) = (w(t * ff), gpu.alloc::<u8>(t * ff).unwrap());
     for overlap in [true, false] {
         k.overlap = overlap;
         let tag = if overlap { "overlapped" } else { "plain" };
@@ -113,6 +120,26 @@ fn launches(c: &mut Criterion) {
                 .unwrap()
             },
         );
+        if k.has_gemm_swiglu() && k.has_fp8_lo() {
+            timed(
+                &format!("launch/gemm_f16_swiglu (gate/up, 512 rows), {tag}"),
+                c,
+                &mut || {
+                    let out = SwigluOut {
+                        gate: None,
+                        up: None,
+                        act: None,
+                        ops: F16Operands {
+                            hi: &mut ah,
+                            lo: Some(LoOperand::Fp8(&mut aq)),
+                        },
+                    };
+                    let shape = MatShape { t, k: d, n: ff };
+                    k.gemm_f16_swiglu(None, &s, &xh, None, [&wg, &wu], out, shape)
+                        .unwrap()
+                },
+            );
+        }
         timed(&format!("launch/gemv3 (qkv), {tag}"), c, &mut || {
             k.gemv3(
                 &s,
