@@ -1337,6 +1337,23 @@ fn assert_operands(
     );
 }
 
+/// Two launches' operands (hi, lo), bit for bit the same.
+fn assert_same_operands(
+    s: &Stream,
+    [hi, lo]: [&DeviceBuffer<u16>; 2],
+    [want_hi, want_lo]: [&DeviceBuffer<u16>; 2],
+    case: &str,
+) {
+    assert!(
+        hi.to_vec(s).unwrap() == want_hi.to_vec(s).unwrap(),
+        "{case}: hi"
+    );
+    assert!(
+        lo.to_vec(s).unwrap() == want_lo.to_vec(s).unwrap(),
+        "{case}: lo"
+    );
+}
+
 /// The prefill's norm and SwiGLU with the next product's f16 operands in the same launch:
 /// the f32 outputs against the CPU (and SwiGLU's bitwise against `silu_mul`, whose
 /// arithmetic it shares), the operands bit for bit against the half crate's rounding of
@@ -1408,14 +1425,7 @@ fn norm_and_swiglu_with_f16_operands_match_cpu() {
                 .unwrap();
             let case = format!("add_rmsnorm_split without out rows={rows} d={d}");
             assert_eq!(download(&s, &dx2), sum, "{case}: x");
-            assert!(
-                dhi2.to_vec(&s).unwrap() == dhi.to_vec(&s).unwrap(),
-                "{case}: hi"
-            );
-            assert!(
-                dlo2.to_vec(&s).unwrap() == dlo.to_vec(&s).unwrap(),
-                "{case}: lo"
-            );
+            assert_same_operands(&s, [&dhi2, &dlo2], [&dhi, &dlo], &case);
         }
     }
     let too_long = Rows {
@@ -1483,14 +1493,7 @@ fn norm_and_swiglu_with_f16_operands_match_cpu() {
             k.silu_mul_split(&s, &da, &db, None, ops, Rows { rows: 1, len: n })
                 .unwrap();
             let case = format!("silu_mul_split without act n={n}");
-            assert!(
-                dhi2.to_vec(&s).unwrap() == dhi.to_vec(&s).unwrap(),
-                "{case}: hi"
-            );
-            assert!(
-                dlo2.to_vec(&s).unwrap() == dlo.to_vec(&s).unwrap(),
-                "{case}: lo"
-            );
+            assert_same_operands(&s, [&dhi2, &dlo2], [&dhi, &dlo], &case);
         }
     }
 }
