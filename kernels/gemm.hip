@@ -215,8 +215,8 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 // back. act is bitwise silu_mul_f32's of the kernel's own gate and up, its operands
 // split_f16's of act (g_silu_mul, g_split_f16; the op test checks both bit for bit).
 // Measured (session 27, H200, 7B at 512 rows, under ncu): 144 us against 142 + 22 for the
-// 128 x 232 GEMM and silu_mul_split; in the prefill, where silu_mul_split read gate and up
-// from L2, ~0.08 ms of 15.
+// 128 x 232 GEMM and silu_mul_split; in the prefill only ~0.08 ms of 15 (why so much less
+// is open: docs/performance.md, session 27).
 struct g_swiglu_out {
     // Stored only where not null (an observer wants the stage: the traced path): all three
     // or none.
