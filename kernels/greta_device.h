@@ -132,7 +132,9 @@ struct g_stamp {
     unsigned long long arrive, release;
     unsigned seq, sm, block, grid, threads, cycles;
 };
-#define GRETA_TIMELINE_RING (1u << 18)
+// 2^20 stamps (40 MiB a module, timeline builds only): a whole 7B prefill-512 bench run's
+// (~600 K in the busiest module); 2^18 overflowed there (session 27).
+#define GRETA_TIMELINE_RING (1u << 20)
 extern "C" {
 __device__ unsigned greta_timeline_n;
 __device__ g_stamp greta_timeline[GRETA_TIMELINE_RING];

@@ -54,7 +54,7 @@ def main():
     ap.add_argument("--launches", type=int, default=0, help="print the last N launches")
     a = ap.parse_args()
     recs = read(a.file)
-    # Each module's ring keeps its last 262 144 stamps, so a long run loses the earliest
+    # Each module's ring keeps its last 2^20 stamps (2^18 before session 27), so a long run loses the earliest
     # stamps of the busiest module first: before the latest of the modules' first stamps
     # some launches are missing, and the gap across a missing launch would be charged to the
     # launch ahead of it (session 20's "attention outliers" were that). Keep what every

@@ -19,7 +19,7 @@ use crate::gpu::KernelError;
 /// Bytes of one stamp (`g_stamp`: two u64, six u32).
 pub const STAMP_BYTES: usize = 40;
 /// Stamps a module's ring holds (`GRETA_TIMELINE_RING`).
-pub const RING: usize = 1 << 18;
+pub const RING: usize = 1 << 20;
 /// The ring's and its counter's names in the code objects.
 pub const RING_SYMBOL: &str = "greta_timeline";
 pub const COUNT_SYMBOL: &str = "greta_timeline_n";
@@ -129,7 +129,7 @@ mod tests {
         let header = include_str!("../../../kernels/greta_device.h");
         assert!(header.contains("unsigned long long arrive, release;"));
         assert!(header.contains("unsigned seq, sm, block, grid, threads, cycles;"));
-        assert!(header.contains("#define GRETA_TIMELINE_RING (1u << 18)"));
+        assert!(header.contains("#define GRETA_TIMELINE_RING (1u << 20)"));
         // A ring of 3 that took 5 stamps: slots hold seq 3, 4, 2.
         let mut bytes = Vec::new();
         for seq in [3u32, 4, 2] {
