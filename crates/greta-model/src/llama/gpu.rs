@@ -678,8 +678,8 @@ pub struct GpuState {
     gate: Pooled<f32>,
     up: Pooled<f32>,
     act: Pooled<f32>,
-    /// A prefill product's input as f16 for the matrix units: hi, and lo where it needs it.
-    /// Every prefill product's input operands but gate/up's, and act's for the down product.
+    /// A prefill product's input as f16 for the matrix units (hi, and lo where it needs it):
+    /// every product's but gate/up's, act's for the down product included.
     operands: OperandBufs,
     /// Gate/up's input operands (the FFN norm's): apart from `operands`, because the SwiGLU
     /// GEMM (`gemm_f16_swiglu`) reads them while it writes act's.
