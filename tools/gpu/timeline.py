@@ -16,6 +16,9 @@ kernel (module, grid, block) changes. For each launch:
            last arrival after the first release.
 Kernels that never wait (the first of a pass) do not appear. The stamps slow the run
 (SmolLM2's decode ~10 %): compare timelines with each other, not with plain builds.
+Launches are named by module and shape (blocks x threads), and by the kernels of that
+module greta bench launched in that shape where FILE.kernels.csv (written beside the
+timeline since session 27) is there.
 Usage: timeline.py FILE.csv [--launches N]
 """
 import argparse
@@ -30,6 +33,33 @@ def read(path):
                      grid=int(r["grid"]), threads=int(r["threads"]), arrive=int(r["arrive_ns"]),
                      release=int(r["release_ns"]), cycles=int(r["cycles"]))
                 for r in csv.DictReader(f)]
+
+
+# A module's kernels by name prefix (kernels/*.hip); the rest are ops.hip's.
+PREFIX = {"gemm": ("gemm",), "gemv": ("gemv",), "attention": ("attn",), "fallback_gemm": ("gemm",),
+          "fallback_attention": ("attn",)}
+
+
+def kernel_names(path):
+    """(blocks, threads) -> kernel names, from the FILE.kernels.csv greta bench writes beside
+    the timeline (GpuKernels::launched_shapes); {} where there is none."""
+    names = defaultdict(set)
+    try:
+        with open(path, newline="") as f:
+            for r in csv.DictReader(f):
+                names[(int(r["blocks"]), int(r["threads"]))].add(r["kernel"])
+    except FileNotFoundError:
+        pass
+    return names
+
+
+def label(names, mod, grid, threads):
+    """The launch's name: module and shape, and the kernels of that module launched so."""
+    cands = names.get((grid, threads), set())
+    others = {p for m, ps in PREFIX.items() if m != mod for p in ps}
+    own = PREFIX.get(mod)
+    fit = sorted(n for n in cands if (n.startswith(own) if own else not n.startswith(tuple(others))))
+    return "%s %dx%d%s" % (mod, grid, threads, " = " + " / ".join(fit) if fit else "")
 
 
 def launches(recs):
@@ -54,8 +84,10 @@ def main():
     ap.add_argument("--launches", type=int, default=0, help="print the last N launches")
     a = ap.parse_args()
     recs = read(a.file)
-    # Each module's ring keeps its last 2^20 stamps (2^18 before session 27), so a long run loses the earliest
-    # stamps of the busiest module first: before the latest of the modules' first stamps
+    base = a.file[:-4] if a.file.endswith(".csv") else a.file
+    names = kernel_names(base + ".kernels.csv")
+    # Each module's ring keeps its last 2^20 stamps (2^18 before session 27), so a long run
+    # loses the earliest stamps of the busiest module first: before the latest of the modules' first stamps
     # some launches are missing, and the gap across a missing launch would be charged to the
     # launch ahead of it (session 20's "attention outliers" were that). Keep what every
     # module still covers.
@@ -70,7 +102,7 @@ def main():
         prev = min(r["release"] for r in ls[i - 1]) if i else None
         early = first - min(r["arrive"] for r in l)
         late = [r for r in l if r["arrive"] > first + 200]
-        rows.append(dict(name="%s %dx%d" % l[0]["key"], blocks=len(l), first=first,
+        rows.append(dict(name=label(names, *l[0]["key"]), blocks=len(l), first=first,
                          gap=(first - prev) if prev is not None else None, early=early,
                          late=len(late), last=max(r["arrive"] for r in l) - first,
                          spread=max(r["release"] for r in l) - first,

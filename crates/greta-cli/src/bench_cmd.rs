@@ -191,6 +191,7 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
             model.kernels.skip_kernels(&a.skip_kernels)?;
             if a.timeline.is_some() {
                 model.kernels.require_timeline()?; // before the runs, not after them
+                model.kernels.record_launches();
             }
             up.finish_and_clear();
             drop(weights);
@@ -287,6 +288,12 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
     Ok(())
 }
 
+/// Where the timeline's kernel names go: FILE.kernels.csv beside FILE (its extension
+/// replaced).
+fn kernel_names_path(path: &std::path::Path) -> std::path::PathBuf {
+    path.with_extension("kernels.csv")
+}
+
 /// Writes the timeline's stamps (every module's, ordered by release time) as CSV, and says
 /// on stderr how many there are and how many the rings no longer held.
 fn write_timeline(
@@ -306,6 +313,11 @@ fn write_timeline(
     stamps.sort_by_key(|s| (s.release_ns, s.seq));
     let mut f = std::io::BufWriter::new(std::fs::File::create(path)?);
     greta_model::kernels::timeline::write_csv(&stamps, &mut f)?;
+    std::io::Write::flush(&mut f)?;
+    // The kernels' names by launch shape, beside it (tools/gpu/timeline.py reads both).
+    let names = kernel_names_path(path);
+    let mut f = std::io::BufWriter::new(std::fs::File::create(&names)?);
+    greta_model::kernels::timeline::write_kernel_shapes(&kernels.launched_shapes(), &mut f)?;
     std::io::Write::flush(&mut f)?;
     eprintln!(
         "timeline: {} block stamps written to {}{}",

@@ -260,6 +260,9 @@ pub struct GpuKernels {
     pub cluster_argmax: bool,
     /// A timing study's kernels (`skip_kernels`): their launches are left out.
     skip: Vec<String>,
+    /// The (kernel, blocks, threads) launched since `record_launches`, for a timing study's
+    /// labels (`greta bench --timeline`: the stamps know a launch's module and shape only).
+    launched: Option<std::sync::Mutex<std::collections::BTreeSet<(String, u32, u32)>>>,
     /// Threads per wave (warp) of the device: 64 on CDNA, 32 on NVIDIA.
     wave: u32,
     /// Whether launches may run in thread-block clusters (NVIDIA's sm_90a objects): the
@@ -416,6 +419,7 @@ impl GpuKernels {
                 overlap: true,
                 cluster_argmax: true,
                 skip: Vec::new(),
+                launched: None,
                 wave,
                 clusters: hopper,
                 embed: ops.function("embed_f16")?,
@@ -576,6 +580,23 @@ impl GpuKernels {
         Ok(rings)
     }
 
+    /// For a timing study: from now on, note each kernel's name with the shapes it is
+    /// launched in (`launched_shapes`), so that the timeline's launches, which its stamps know
+    /// by module and shape only, can be named. Launches replayed from a captured graph are
+    /// the captured ones.
+    pub fn record_launches(&mut self) {
+        self.launched = Some(Default::default());
+    }
+
+    /// The (kernel, blocks, threads) launched since `record_launches`, sorted; empty if it
+    /// was not called.
+    pub fn launched_shapes(&self) -> Vec<(String, u32, u32)> {
+        self.launched.as_ref().map_or_else(Vec::new, |set| {
+            let set = set.lock().unwrap_or_else(|e| e.into_inner());
+            set.iter().cloned().collect()
+        })
+    }
+
     /// For a timing study only (`greta bench --skip-kernels`): every later launch of these
     /// kernels (by name, as in the kernel objects) is left out, so that what a run saves is
     /// what the kernels cost where they stand (their work and their place in the chain of
@@ -621,6 +642,11 @@ impl GpuKernels {
     ) -> Result<()> {
         if self.skip.iter().any(|n| n == f.name()) {
             return Ok(());
+        }
+        if let Some(set) = &self.launched {
+            let shape = (dims.grid.iter().product(), dims.block.iter().product());
+            let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
+            set.insert((f.name().to_string(), shape.0, shape.1));
         }
         let mut p = args.pointers();
         // SAFETY: every launcher passes the kernel's parameters in order and type, and checks

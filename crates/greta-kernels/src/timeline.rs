@@ -107,6 +107,17 @@ pub fn write_csv(stamps: &[Stamp], w: &mut impl Write) -> io::Result<()> {
     Ok(())
 }
 
+/// The kernels a timing study launched, by launch shape (`GpuKernels::launched_shapes`):
+/// `kernel,blocks,threads` lines under a header, for `tools/gpu/timeline.py` to name the
+/// launches it finds by module and shape.
+pub fn write_kernel_shapes(shapes: &[(String, u32, u32)], out: &mut impl Write) -> io::Result<()> {
+    writeln!(out, "kernel,blocks,threads")?;
+    for (name, blocks, threads) in shapes {
+        writeln!(out, "{name},{blocks},{threads}")?;
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -119,6 +130,21 @@ mod tests {
             b.extend_from_slice(&v.to_le_bytes());
         }
         b
+    }
+
+    /// Kernel shapes as the CSV timeline.py reads.
+    #[test]
+    fn kernel_shapes_are_written_one_a_line_under_a_header() {
+        let mut out = Vec::new();
+        let shapes = [
+            ("add_rmsnorm_split_f16".to_string(), 512, 256),
+            ("embed_f16".to_string(), 512, 64),
+        ];
+        write_kernel_shapes(&shapes, &mut out).unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "kernel,blocks,threads\nadd_rmsnorm_split_f16,512,256\nembed_f16,512,64\n"
+        );
     }
 
     /// The layout is kernels/greta_device.h's `g_stamp` (the header's text is checked
