@@ -644,6 +644,30 @@ struct OperandBufs {
 }
 
 impl OperandBufs {
+    /// Makes x's operands (`rows` rows) of the form `lo` here: `split_f16`, or
+    /// `split_f16_lo8` for an FP8 low half. For a product whose input's writer did not make
+    /// them (`GpuLlama::products`, `gate_up_swiglu`).
+    fn make(
+        &mut self,
+        k: &GpuKernels,
+        s: &Stream,
+        x: &DeviceBuffer<f32>,
+        lo: LoKind,
+        rows: Rows,
+    ) -> Result<()> {
+        match lo {
+            LoKind::Fp8 => k.split_f16_lo8(s, x, &mut self.hi, &mut self.lo8, rows)?,
+            _ => k.split_f16(
+                s,
+                x,
+                &mut self.hi,
+                (lo == LoKind::F16).then_some(&mut *self.lo),
+                rows.rows * rows.len,
+            )?,
+        }
+        Ok(())
+    }
+
     /// The buffers a writer of operands with a low half of `lo` fills.
     fn get(&mut self, lo: LoKind) -> F16Operands<'_> {
         F16Operands {
@@ -901,18 +925,8 @@ impl GpuLlama {
             return Ok(());
         };
         if !operands_ready {
-            match lo {
-                LoKind::Fp8 => {
-                    kernels.split_f16_lo8(io.s, io.x, io.xh, io.xl8, Rows { rows: t, len: k })?
-                }
-                _ => kernels.split_f16(
-                    io.s,
-                    io.x,
-                    io.xh,
-                    (lo == LoKind::F16).then_some(&mut *io.xl),
-                    t * k,
-                )?,
-            }
+            io.ops
+                .make(kernels, io.s, io.x, lo, Rows { rows: t, len: k })?;
         }
         let mut outs: Vec<GemmOut> = group
             .iter()
@@ -921,10 +935,10 @@ impl GpuLlama {
             .collect();
         let gemm_lo = match lo {
             LoKind::None => None,
-            LoKind::F16 => Some(GemmLo::F16(&*io.xl)),
-            LoKind::Fp8 => Some(GemmLo::Fp8(&*io.xl8)),
+            LoKind::F16 => Some(GemmLo::F16(&io.ops.lo)),
+            LoKind::Fp8 => Some(GemmLo::Fp8(&io.ops.lo8)),
         };
-        kernels.gemm_f16(GemmRoute::Auto, io.s, io.xh, gemm_lo, &mut outs, t, k)?;
+        kernels.gemm_f16(GemmRoute::Auto, io.s, &io.ops.hi, gemm_lo, &mut outs, t, k)?;
         Ok(())
     }
 
@@ -1061,9 +1075,9 @@ impl GpuLlama {
             .filter(|_| d <= NORM_SPLIT_MAX_D);
         match operands {
             Some(lo) => {
-                let bufs = match next {
-                    Some(Lin::Gate | Lin::Up) => &mut st.ffn_operands,
-                    _ => &mut st.operands,
+                let bufs = match next.is_some_and(Lin::in_ffn_operands) {
+                    true => &mut st.ffn_operands,
+                    false => &mut st.operands,
                 };
                 let ops = bufs.get(lo);
                 let y = add.then_some(&*st.proj);
@@ -1139,15 +1153,8 @@ impl GpuLlama {
                     act,
                     ..
                 } = st;
-                let with_lo = lo_in == LoKind::F16;
                 if !operands_ready {
-                    k.split_f16(
-                        stream,
-                        normed,
-                        &mut ins.hi,
-                        with_lo.then_some(&mut *ins.lo),
-                        t * d,
-                    )?;
+                    ins.make(k, stream, normed, lo_in, Rows { rows: t, len: d })?;
                 }
                 let stored = keep.contains(&true);
                 let out = SwigluOut {
@@ -1157,7 +1164,7 @@ impl GpuLlama {
                     ops: outs.get(lo_out),
                 };
                 let shape = MatShape { t, k: d, n: n_ff };
-                let a_lo = with_lo.then_some(&*ins.lo);
+                let a_lo = (lo_in == LoKind::F16).then_some(&*ins.lo);
                 k.gemm_f16_swiglu(
                     None,
                     stream,
@@ -1907,9 +1914,8 @@ struct LinIo<'a> {
     s: &'a Stream,
     x: &'a DeviceBuffer<f32>,
     ys: Vec<&'a mut DeviceBuffer<f32>>,
-    xh: &'a mut DeviceBuffer<u16>,
-    xl: &'a mut DeviceBuffer<u16>,
-    xl8: &'a mut DeviceBuffer<u8>,
+    /// The input's operands (`ffn_operands` for gate/up: `Lin::in_ffn_operands`).
+    ops: &'a mut OperandBufs,
 }
 
 impl GpuState {
@@ -1937,9 +1943,9 @@ impl GpuState {
             Lin::Down => act,
             _ => normed,
         };
-        let operands = match input {
-            Lin::Gate | Lin::Up => ffn_operands,
-            _ => operands,
+        let ops = match input.in_ffn_operands() {
+            true => ffn_operands,
+            false => operands,
         };
         let mut outs = [q, k, v, proj, gate, up, logits].map(|b| Some(&mut **b));
         let ys = which
@@ -1962,9 +1968,7 @@ impl GpuState {
             s: stream,
             x,
             ys,
-            xh: &mut operands.hi,
-            xl: &mut operands.lo,
-            xl8: &mut operands.lo8,
+            ops,
         }
     }
 }
@@ -1993,6 +1997,12 @@ impl Lin {
             Lin::Down => (d, n_ff),
             Lin::Head => (c.vocab_size, d),
         }
+    }
+
+    /// Whether the product's input operands live in `GpuState::ffn_operands` (gate/up's,
+    /// which the SwiGLU GEMM reads while it writes act's into `operands`).
+    fn in_ffn_operands(self) -> bool {
+        matches!(self, Lin::Gate | Lin::Up)
     }
 
     /// Whether the product's input enters the matrix units as hi + lo (two f16) rather than
