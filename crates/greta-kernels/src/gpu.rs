@@ -475,27 +475,15 @@ impl GpuKernels {
                     (32, 4 * wave, gemm.function("gemm_f16_32")?),
                 ],
                 gemm_f16_wgmma: match hopper {
-                    true => {
-                        let tile = |t: WgmmaTile| -> Result<(WgmmaTile, Function)> {
-                            let f = gemm.function(&t.kernel())?;
-                            f.set_max_dynamic_shared(wgmma_shared(t))?;
-                            Ok((t, f))
-                        };
-                        let [a, b, c, d] = WgmmaTile::ALL;
-                        Some([tile(a)?, tile(b)?, tile(c)?, tile(d)?])
-                    }
+                    true => Some(wgmma_forms(&gemm, WgmmaTile::ALL, WgmmaTile::kernel)?),
                     false => None,
                 },
                 gemm_f16_wgmma_swiglu: match hopper {
-                    true => {
-                        let tile = |t: WgmmaTile| -> Result<(WgmmaTile, Function)> {
-                            let f = gemm.function(&t.swiglu_kernel())?;
-                            f.set_max_dynamic_shared(wgmma_shared(t))?;
-                            Ok((t, f))
-                        };
-                        let [a, b, c, d] = WgmmaTile::SWIGLU;
-                        Some([tile(a)?, tile(b)?, tile(c)?, tile(d)?])
-                    }
+                    true => Some(wgmma_forms(
+                        &gemm,
+                        WgmmaTile::SWIGLU,
+                        WgmmaTile::swiglu_kernel,
+                    )?),
                     false => None,
                 },
                 fp8: match hopper {
@@ -1726,7 +1714,7 @@ impl GpuKernels {
                 u32_of(n.div_ceil(tile.n / 2), "column tiles")?,
                 1,
             ],
-            block: [128 * (m32 / 64) + 32, 1, 1],
+            block: [wgmma_threads(tile), 1, 1],
             shared_bytes: wgmma_shared(tile),
             cluster: 1,
         };
@@ -2285,6 +2273,28 @@ fn wgmma_stages(tile: WgmmaTile) -> u32 {
     }
 }
 
+/// The warpgroup GEMM's threads a block for `tile`: a consumer warpgroup per 64 rows, then
+/// the producer warp (kernels/gemm.hip).
+fn wgmma_threads(tile: WgmmaTile) -> u32 {
+    128 * (tile.m as u32 / 64) + 32
+}
+
+/// The warpgroup GEMM's kernels of `tiles` (named by `name`), each allowed the dynamic
+/// shared memory its stages take.
+fn wgmma_forms(
+    gemm: &Module,
+    tiles: [WgmmaTile; 4],
+    name: fn(&WgmmaTile) -> String,
+) -> Result<[(WgmmaTile, Function); 4]> {
+    let load = |t: WgmmaTile| -> Result<(WgmmaTile, Function)> {
+        let f = gemm.function(&name(&t))?;
+        f.set_max_dynamic_shared(wgmma_shared(t))?;
+        Ok((t, f))
+    };
+    let [a, b, c, d] = tiles;
+    Ok([load(a)?, load(b)?, load(c)?, load(d)?])
+}
+
 /// Dynamic shared memory of the warpgroup GEMM of `tile`: its stages of an A and a B box,
 /// 1 KiB to align them to the 1024-byte swizzle atom, and a full and an empty barrier (8
 /// bytes each) per stage. 128 x 128: 193 KiB (one block per SM); 64 x 64: 97 KiB (two);
@@ -2319,7 +2329,7 @@ fn wgmma_launch(
             u32_of(col_tiles, "column tiles")?,
             1,
         ],
-        block: [128 * (tile.m as u32 / 64) + 32, 1, 1],
+        block: [wgmma_threads(tile), 1, 1],
         shared_bytes,
         cluster: 1,
     };
@@ -2352,9 +2362,8 @@ fn wgmma_lo8_shared(tile: WgmmaTile) -> u32 {
 /// ties went the other way). Llama-2-7B's gate/up at 512 rows on 132 SMs: 688 blocks of 128
 /// columns make 6 waves (768 columns), 344 of 256 make 3 (768), 384 of 232 make 3 (696).
 fn wgmma_tile(t: usize, ns: impl IntoIterator<Item = usize>, sms: usize) -> WgmmaTile {
-    let [square, small, wide, wide232] = WgmmaTile::ALL;
     let ns: Vec<usize> = ns.into_iter().collect();
-    least_waves(t, &ns, sms, [square, small, wide, wide232], |tile| tile.n)
+    least_waves(t, &ns, sms, WgmmaTile::ALL, |tile| tile.n)
 }
 
 /// `wgmma_tile` for the SwiGLU forms, whose tiles have half their columns' outputs (a gate
