@@ -4,7 +4,8 @@
 # worktree under target/worktrees so this checkout is untouched. The worktree borrows this
 # checkout's nvcc (target/toolchains) and a shared cargo target directory.
 # Usage (here, not on the GPU machine): [TESTS=1] tools/gpu/build_variant.sh REV NAME [PATCH ...]
-# (TESTS=1 also builds the variant's gpu_ops test binary, which kernel_variants.sh runs.)
+# (TESTS=1 also builds the variant's gpu_ops and gpu_model test binaries, which
+# kernel_variants.sh runs.)
 #   e.g. tools/gpu/build_variant.sh main main; tools/gpu/build_variant.sh exp/gemv-split-k splitk
 # PATCHes (git diffs, e.g. tools/gpu/variants/*.patch: experiments kept in the tree, since
 # a branch may not outlive its session) are applied to REV first, in the order given:
@@ -28,9 +29,14 @@ rm -rf "$out" && mkdir -p "$out/sm_90a"
 if [ "${TESTS:-0}" = 1 ]; then
   # The variant's own op tests (kernel_variants.sh runs them before timing it): a patch
   # that changes a launcher or adds a test needs its own binary.
-  bin=$(cd "$wt" && cargo test --release -q -p greta-kernels --test gpu_ops --no-run --message-format=json 2> /dev/null |
-    python3 -c "import json, sys; print([m['executable'] for m in map(json.loads, sys.stdin) if m.get('executable')][-1])")
-  strip -o "$out/gpu-ops" "$bin" && xz -9 -f "$out/gpu-ops"
+  # Its model tests too (gpu_model: graph = eager = CPU greedy, device sampling), which a
+  # patch to the model's GPU path needs as much as the op tests.
+  test_bin() { # crate test-target
+    (cd "$wt" && cargo test --release -q -p "$1" --test "$2" --no-run --message-format=json 2> /dev/null |
+      python3 -c "import json, sys; print([m['executable'] for m in map(json.loads, sys.stdin) if m.get('executable') and m['target']['name'] == '$2'][0])")
+  }
+  strip -o "$out/gpu-ops" "$(test_bin greta-kernels gpu_ops)" && xz -9 -f "$out/gpu-ops"
+  strip -o "$out/gpu-model" "$(test_bin greta-model gpu_model)" && xz -9 -f "$out/gpu-model"
 fi
 cp "$wt"/target/kernels/sm_90a/*.cubin "$out/sm_90a/"
 strip -o "$out/greta" "$CARGO_TARGET_DIR/release/greta"

@@ -25,7 +25,7 @@ for d in target/carry/v/*/; do
 done
 cat target/carry/v/*/regs.txt 2>/dev/null | tee $OUT/regs.txt
 # A variant that carries its own op-test binary (v/NAME/gpu-ops.xz: build_variant.sh with
-# TESTS=1) runs it on its kernels first, so that one call both checks and times it
+# TESTS=1; and gpu-model.xz, its model tests) runs them on its kernels first, so that one call both checks and times it
 # (VARIANT_TESTS: a test-name filter, default every test). A failure is printed and kept in
 # $OUT/0-NAME-ops.txt; the variant is still timed (its figures then mean nothing).
 for d in $(for v in ${VARIANTS:-$(ls target/carry/v)}; do echo target/carry/v/$v/; done); do
@@ -36,6 +36,13 @@ for d in $(for v in ${VARIANTS:-$(ls target/carry/v)}; do echo target/carry/v/$v
     ${VARIANT_TESTS:-} > $OUT/0-$v-ops.txt 2>&1
   echo "== $v op tests: exit $? ($(grep -E '^test result' $OUT/0-$v-ops.txt | tail -n 1))"
   grep -E "panicked|FAILED|failed" $OUT/0-$v-ops.txt | head -n 20
+  [ -f $d/gpu-model.xz ] || continue
+  bash tools/gpu/unxz.sh $d/gpu-model.xz /tmp/gpu-model-$v
+  # The model test binary reads its fixtures relative to the source tree it was built in.
+  GRETA_KERNELS_DIR=$PWD/$d GRETA_REQUIRE_GPU=1 timeout 300 env -C crates/greta-model /tmp/gpu-model-$v \
+    --ignored --test-threads=1 > $OUT/0-$v-model.txt 2>&1
+  echo "== $v model tests: exit $? ($(grep -E '^test result' $OUT/0-$v-model.txt | tail -n 1))"
+  grep -E "panicked|FAILED|failed" $OUT/0-$v-model.txt | head -n 20
 done
 SHAPES=${SHAPES:-llama2-7b smollm2-135m}
 head="| variant" sep="|---"
