@@ -3,9 +3,9 @@
 # tools/gpu/kernel_variants.sh (one call compares several builds on one card), in a git
 # worktree under target/worktrees so this checkout is untouched. The worktree borrows this
 # checkout's nvcc (target/toolchains) and a shared cargo target directory.
-# Usage (here, not on the GPU machine): [TESTS=1] tools/gpu/build_variant.sh REV NAME [PATCH ...]
+# Usage (here, not on the GPU machine): [TESTS=1] [TIMELINE=1] tools/gpu/build_variant.sh REV NAME [PATCH ...]
 # (TESTS=1 also builds the variant's gpu_ops and gpu_model test binaries, which
-# kernel_variants.sh runs.)
+# kernel_variants.sh runs; TIMELINE=1 its timeline kernels, for prefill_timeline.sh.)
 #   e.g. tools/gpu/build_variant.sh main main; tools/gpu/build_variant.sh exp/gemv-split-k splitk
 # PATCHes (git diffs, e.g. tools/gpu/variants/*.patch: experiments kept in the tree, since
 # a branch may not outlive its session) are applied to REV first, in the order given:
@@ -39,6 +39,12 @@ if [ "${TESTS:-0}" = 1 ]; then
   strip -o "$out/gpu-model" "$(test_bin greta-model gpu_model)" && xz -9 -f "$out/gpu-model"
 fi
 cp "$wt"/target/kernels/sm_90a/*.cubin "$out/sm_90a/"
+if [ "${TIMELINE:-0}" = 1 ]; then
+  # Its timeline kernels too (tools/gpu/prefill_timeline.sh with VARIANTS): where a patch's
+  # kernels take their time in place.
+  (cd "$wt" && cargo xtask build-kernels --timeline > /dev/null)
+  mkdir -p "$out/timeline/sm_90a" && cp "$wt"/target/kernels-timeline/sm_90a/*.cubin "$out/timeline/sm_90a/"
+fi
 strip -o "$out/greta" "$CARGO_TARGET_DIR/release/greta"
 xz -9 -f "$out/greta"
 git worktree remove --force "$wt"

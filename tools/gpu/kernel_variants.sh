@@ -38,9 +38,9 @@ for d in $(for v in ${VARIANTS:-$(ls target/carry/v)}; do echo target/carry/v/$v
   grep -E "panicked|FAILED|failed" $OUT/0-$v-ops.txt | head -n 20
   [ -f $d/gpu-model.xz ] || continue
   bash tools/gpu/unxz.sh $d/gpu-model.xz /tmp/gpu-model-$v
-  # The model test binary reads its fixtures relative to the source tree it was built in.
-  GRETA_KERNELS_DIR=$PWD/$d GRETA_REQUIRE_GPU=1 timeout 300 env -C crates/greta-model /tmp/gpu-model-$v \
-    --ignored --test-threads=1 > $OUT/0-$v-model.txt 2>&1
+  # Built in a worktree that is not here: the fixtures are this tree's.
+  GRETA_TEST_FIXTURES=$PWD/crates/greta-model/tests/fixtures GRETA_KERNELS_DIR=$PWD/$d GRETA_REQUIRE_GPU=1 \
+    timeout 300 /tmp/gpu-model-$v --ignored --test-threads=1 > $OUT/0-$v-model.txt 2>&1
   echo "== $v model tests: exit $? ($(grep -E '^test result' $OUT/0-$v-model.txt | tail -n 1))"
   grep -E "panicked|FAILED|failed" $OUT/0-$v-model.txt | head -n 20
 done

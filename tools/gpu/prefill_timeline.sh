@@ -7,18 +7,28 @@
 # kernels (few: GEN 2) appear in the same table under their own names.
 # Build here: cargo xtask build-kernels --timeline; carry target/kernels-timeline and
 # target/carry. Usage (GPU machine): OUT=dir [SHAPES="llama2-7b smollm2-135m"]
-#   [ARGS=more bench flags] tools/gpu/prefill_timeline.sh
+#   [ARGS=more bench flags] [VARIANTS="main NAME ..."] [TOP=rows] tools/gpu/prefill_timeline.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 [ -f target/carry/greta.xz ] && bash tools/gpu/unpack_carry.sh
-K=$PWD/target/kernels-timeline
-[ -d "$K/sm_90a" ] || { echo "no $K/sm_90a: build with cargo xtask build-kernels --timeline and carry it" >&2; exit 2; }
-for shape in ${SHAPES:-llama2-7b smollm2-135m}; do
-  GRETA_KERNELS_DIR=$K ./target/device/greta bench -m synthetic:$shape --backend gpu --prompt-len 512 \
-    --gen 2 --reps 1 --timeline /tmp/tl-$shape.csv ${ARGS:-} --json > $OUT/tl-$shape.json 2> $OUT/tl-$shape.err ||
-    { tail -n 5 $OUT/tl-$shape.err; continue; }
-  echo "== $shape: $(python3 -c "import json; print('prefill %.2f ms' % json.load(open('$OUT/tl-$shape.json'))['prefill_ms'])"); $(grep timeline: $OUT/tl-$shape.err)"
-  python3 tools/gpu/timeline.py /tmp/tl-$shape.csv > $OUT/tl-$shape.md 2>&1
-  grep -E "^\| (kernel|---|[a-z_0-9]+ \|)" $OUT/tl-$shape.md | grep -v "^| #" | head -n 24
+# VARIANTS (names of target/carry/v/NAME built with TIMELINE=1 by build_variant.sh): each
+# variant's binary on its own timeline kernels (v/NAME/timeline) instead of main's, one
+# table each, in the order given ("main" is the carried build).
+for v in ${VARIANTS:-main}; do
+  K=$PWD/target/kernels-timeline G=./target/device/greta
+  if [ "$v" != main ]; then
+    K=$PWD/target/carry/v/$v/timeline
+    if [ -f target/carry/v/$v/greta.xz ]; then bash tools/gpu/unxz.sh target/carry/v/$v/greta.xz /tmp/greta-$v; G=/tmp/greta-$v; fi
+  fi
+  [ -d "$K/sm_90a" ] || { echo "no $K/sm_90a: build with cargo xtask build-kernels --timeline (a variant: TIMELINE=1 build_variant.sh) and carry it" >&2; exit 2; }
+  for shape in ${SHAPES:-llama2-7b smollm2-135m}; do
+    n=$v-$shape
+    GRETA_KERNELS_DIR=$K $G bench -m synthetic:$shape --backend gpu --prompt-len 512 \
+      --gen 2 --reps 1 --timeline /tmp/tl-$n.csv ${ARGS:-} --json > $OUT/tl-$n.json 2> $OUT/tl-$n.err ||
+      { tail -n 5 $OUT/tl-$n.err; continue; }
+    echo "== $v $shape: $(python3 -c "import json; print('prefill %.2f ms' % json.load(open('$OUT/tl-$n.json'))['prefill_ms'])"); $(grep timeline: $OUT/tl-$n.err)"
+    python3 tools/gpu/timeline.py /tmp/tl-$n.csv > $OUT/tl-$n.md 2>&1
+    grep -E "^\| (kernel|---|[a-z_0-9]+ \|)" $OUT/tl-$n.md | grep -v "^| #" | head -n ${TOP:-24}
+  done
 done

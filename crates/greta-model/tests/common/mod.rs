@@ -6,8 +6,14 @@ use std::path::PathBuf;
 use greta_model::model::{self, LoadedModel};
 use safetensors::SafeTensors;
 
+/// The fixtures directory: this crate's, where it was built, unless GRETA_TEST_FIXTURES names
+/// another (a test binary built in one tree and run in another: the GPU machine's variant
+/// runs, tools/gpu/kernel_variants.sh).
 pub fn fixtures() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures")
+    match std::env::var_os("GRETA_TEST_FIXTURES") {
+        Some(dir) => PathBuf::from(dir),
+        None => PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures"),
+    }
 }
 
 pub fn load(path: &std::path::Path) -> LoadedModel {
