@@ -21,7 +21,7 @@ bash tools/gpu/unpack_carry.sh
 # keeps no others; build_variant.sh's may be pruned so); the rest are main's, from the carry
 # just unpacked. v/main may be empty.
 for d in target/carry/v/*/; do
-  mkdir -p $d/sm_90a && cp -n target/device/kernels/sm_90a/*.cubin $d/sm_90a/
+  mkdir -p $d/sm_90a && cp --update=none target/device/kernels/sm_90a/*.cubin $d/sm_90a/
 done
 cat target/carry/v/*/regs.txt 2>/dev/null | tee $OUT/regs.txt
 # A variant that carries its own op-test binary (v/NAME/gpu-ops.xz: build_variant.sh with

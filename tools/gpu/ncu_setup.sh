@@ -7,3 +7,12 @@ export GRETA_KERNELS_DIR=$PWD/target/device/kernels
 G=$PWD/target/device/greta
 NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
 [ -n "$NCU" ] || { echo "no ncu on this machine"; exit 1; }
+# VARIANT=NAME: a variant's build instead (target/carry/v/NAME, tools/gpu/build_variant.sh):
+# its binary where it has one, its kernels with main's filling the rest.
+if [ -n "${VARIANT:-}" ]; then
+  vd=$PWD/target/carry/v/$VARIANT
+  [ -d "$vd" ] || { echo "no variant $vd"; exit 1; }
+  mkdir -p "$vd/sm_90a" && cp --update=none target/device/kernels/sm_90a/*.cubin "$vd/sm_90a/"
+  export GRETA_KERNELS_DIR=$vd
+  if [ -f "$vd/greta.xz" ]; then bash tools/gpu/unxz.sh "$vd/greta.xz" "/tmp/greta-$VARIANT"; G=/tmp/greta-$VARIANT; fi
+fi

@@ -29,6 +29,6 @@ for v in ${VARIANTS:-main}; do
       { tail -n 5 $OUT/tl-$n.err; continue; }
     echo "== $v $shape: $(python3 -c "import json; print('prefill %.2f ms' % json.load(open('$OUT/tl-$n.json'))['prefill_ms'])"); $(grep timeline: $OUT/tl-$n.err)"
     python3 tools/gpu/timeline.py /tmp/tl-$n.csv > $OUT/tl-$n.md 2>&1
-    grep -E "^\| (kernel|---|[a-z_0-9]+ \|)" $OUT/tl-$n.md | grep -v "^| #" | head -n ${TOP:-24}
+    grep -E "^[|(]" $OUT/tl-$n.md | grep -v "^| #" | head -n ${TOP:-24}
   done
 done
