@@ -125,16 +125,16 @@ def main():
         if g is not None and g < 50_000:
             by[rows[i]["name"]].append((g, rows[i]))
     print()
-    print("| kernel | launches | critical-path µs (sum) | (median) | p10 | p90 | early µs (median) | launches with late blocks | last arrival µs (median) | SMs (median) |")
-    print("|---|---|---|---|---|---|---|---|---|---|")
+    print("| kernel | launches | critical-path µs (sum) | (median) | p10 | p90 | early µs (median) | launches with late blocks | last arrival µs (median) | SMs (median) | most blocks on one SM (median) |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|")
     for name, v in sorted(by.items(), key=lambda kv: -sum(g for g, _ in kv[1])):
         gs = sorted(g for g, _ in v)
         p = lambda q: gs[min(len(gs) - 1, int(q * len(gs)))] / 1e3
-        print("| %s | %d | %.1f | %.2f | %.2f | %.2f | %.2f | %d | %.2f | %d |" % (
+        print("| %s | %d | %.1f | %.2f | %.2f | %.2f | %.2f | %d | %.2f | %d | %d |" % (
             name, len(v), sum(gs) / 1e3, statistics.median(gs) / 1e3, p(0.1), p(0.9),
             statistics.median(r["early"] for _, r in v) / 1e3,
             sum(1 for _, r in v if r["late"]), statistics.median(r["last"] for _, r in v) / 1e3,
-            statistics.median(r["sms"] for _, r in v)))
+            statistics.median(r["sms"] for _, r in v), statistics.median(r["per_sm"] for _, r in v)))
 
 
 if __name__ == "__main__":
