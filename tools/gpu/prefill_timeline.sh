@@ -28,7 +28,10 @@ for v in ${VARIANTS:-main}; do
       --gen 2 --reps 1 --timeline /tmp/tl-$n.csv ${ARGS:-} --json > $OUT/tl-$n.json 2> $OUT/tl-$n.err ||
       { tail -n 5 $OUT/tl-$n.err; continue; }
     echo "== $v $shape: $(python3 -c "import json; print('prefill %.2f ms' % json.load(open('$OUT/tl-$n.json'))['prefill_ms'])"); $(grep timeline: $OUT/tl-$n.err)"
-    python3 tools/gpu/timeline.py /tmp/tl-$n.csv > $OUT/tl-$n.md 2>&1
+    # The prefill's GEMMs hold the path 40-150 µs each: timeline.py's default 50 µs cut (meant
+    # for the host's breaks between steps) left the 7B's Q/K/V, gate/up and down out until
+    # session 28.
+    python3 tools/gpu/timeline.py --max-gap ${MAX_GAP:-400} /tmp/tl-$n.csv > $OUT/tl-$n.md 2>&1
     grep -E "^[|(]" $OUT/tl-$n.md | grep -v "^| #" | head -n ${TOP:-24}
   done
 done

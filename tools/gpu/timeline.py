@@ -82,6 +82,9 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("file")
     ap.add_argument("--launches", type=int, default=0, help="print the last N launches")
+    ap.add_argument("--max-gap", type=float, default=50.0,
+                    help="gaps above this many µs are the host's breaks, not a kernel's time (default 50; "
+                         "a 7B prefill's GEMMs take 40-150 µs: prefill_timeline.sh passes 400)")
     a = ap.parse_args()
     recs = read(a.file)
     base = a.file[:-4] if a.file.endswith(".csv") else a.file
@@ -118,11 +121,11 @@ def main():
                 r["late"], r["last"] / 1e3, r["spread"] / 1e3))
     # The time each kernel holds the critical path: the gap after it (next launch's first
     # release minus its own), over every launch in the file but the last; big gaps (a step's
-    # host-side break, above 50 µs) are left out.
+    # host-side break, above --max-gap) are left out.
     by = defaultdict(list)
     for i in range(len(rows) - 1):
         g = rows[i + 1]["gap"]
-        if g is not None and g < 50_000:
+        if g is not None and g < a.max_gap * 1e3:
             by[rows[i]["name"]].append((g, rows[i]))
     print()
     print("| kernel | launches | critical-path µs (sum) | (median) | p10 | p90 | early µs (median) | launches with late blocks | last arrival µs (median) | SMs (median) | most blocks on one SM (median) |")
