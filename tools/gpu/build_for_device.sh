@@ -9,12 +9,8 @@ cargo xtask build-kernels
 cp -r target/kernels target/device/kernels
 cargo build --release -q -p greta-cli
 cp target/release/greta target/device/greta
-test_bin() { # crate test-target
-  cargo test --release -q -p "$1" --test "$2" --no-run --message-format=json 2>/dev/null \
-    | python3 -c "import json,sys; print([j['executable'] for j in map(json.loads, sys.stdin) if j.get('executable') and j['target']['name']=='$2'][0])"
-}
-cp "$(test_bin hiprt gpu)" target/device/hiprt-gpu
-cp "$(test_bin greta-kernels gpu_ops)" target/device/gpu-ops
-cp "$(test_bin greta-model gpu_model)" target/device/gpu-model
+cp "$(bash tools/gpu/test_binary.sh hiprt gpu)" target/device/hiprt-gpu
+cp "$(bash tools/gpu/test_binary.sh greta-kernels gpu_ops)" target/device/gpu-ops
+cp "$(bash tools/gpu/test_binary.sh greta-model gpu_model)" target/device/gpu-model
 strip target/device/greta target/device/hiprt-gpu target/device/gpu-ops target/device/gpu-model
 du -sh target/device

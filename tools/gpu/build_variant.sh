@@ -31,12 +31,11 @@ if [ "${TESTS:-0}" = 1 ]; then
   # that changes a launcher or adds a test needs its own binary.
   # Its model tests too (gpu_model: graph = eager = CPU greedy, device sampling), which a
   # patch to the model's GPU path needs as much as the op tests.
-  test_bin() { # crate test-target
-    (cd "$wt" && cargo test --release -q -p "$1" --test "$2" --no-run --message-format=json 2> /dev/null |
-      python3 -c "import json, sys; print([m['executable'] for m in map(json.loads, sys.stdin) if m.get('executable') and m['target']['name'] == '$2'][0])")
-  }
-  strip -o "$out/gpu-ops" "$(test_bin greta-kernels gpu_ops)" && xz -9 -f "$out/gpu-ops"
-  strip -o "$out/gpu-model" "$(test_bin greta-model gpu_model)" && xz -9 -f "$out/gpu-model"
+  for t in "greta-kernels gpu_ops gpu-ops" "greta-model gpu_model gpu-model"; do
+    read -r crate target file <<< "$t"
+    bin=$(cd "$wt" && bash "$root/tools/gpu/test_binary.sh" "$crate" "$target")
+    strip -o "$out/$file" "$bin" && xz -9 -f "$out/$file"
+  done
 fi
 cp "$wt"/target/kernels/sm_90a/*.cubin "$out/sm_90a/"
 if [ "${TIMELINE:-0}" = 1 ]; then

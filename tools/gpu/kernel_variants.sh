@@ -25,9 +25,10 @@ for d in target/carry/v/*/; do
 done
 cat target/carry/v/*/regs.txt 2>/dev/null | tee $OUT/regs.txt
 # A variant that carries its own op-test binary (v/NAME/gpu-ops.xz: build_variant.sh with
-# TESTS=1; and gpu-model.xz, its model tests) runs them on its kernels first, so that one call both checks and times it
-# (VARIANT_TESTS: a test-name filter, default every test). A failure is printed and kept in
-# $OUT/0-NAME-ops.txt; the variant is still timed (its figures then mean nothing).
+# TESTS=1; and gpu-model.xz, its model tests) runs them on its kernels first, so that one
+# call both checks and times it (VARIANT_TESTS: an op-test name filter, default every test).
+# A failure is printed and kept in $OUT/0-NAME-ops.txt / -model.txt; the variant is still
+# timed (its figures then mean nothing).
 for d in $(for v in ${VARIANTS:-$(ls target/carry/v)}; do echo target/carry/v/$v/; done); do
   [ -f $d/gpu-ops.xz ] || continue
   v=$(basename $d)
