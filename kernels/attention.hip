@@ -176,7 +176,7 @@ GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, cons
 // (docs/amd.md: MFMA's accumulator is the transpose of its A operand, so the same idea there
 // computes Sᵀ = K Qᵀ).
 // Grid: (ceil(rows / (16 WAVES)), n_heads); block: WAVES waves; dynamic shared memory:
-// fa_shared_bytes(HD) (gpu.rs).
+// fa_shared_bytes(HD) (gpu/attention.rs).
 #define FA_KEYS 64
 // Row r, 16-byte chunk c of a [FA_KEYS][HD] f16 tile, chunks XOR-swizzled by r % 8: the 8
 // rows one ldmatrix reads at one chunk hit 8 different bank groups.
@@ -395,7 +395,7 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
 }
 
 // Waves per block: 2 at HD 64 (SmolLM2's 9 heads x 512 rows make 144 blocks, not 72 on a
-// 132-multiprocessor card), 4 at HD 128 (more sharing of each K/V tile). gpu.rs: fa_waves.
+// 132-multiprocessor card), 4 at HD 128 (more sharing of each K/V tile). gpu/attention.rs: fa_waves.
 // hi, lo: the output projection's f16 operands of ctx (what split_f16 makes of it, bitwise),
 // written beside it where hi is not null (lo where it is not null), which saves split_f16's
 // launch and its read of ctx.
@@ -416,7 +416,7 @@ ATTN_PREFILL_FA(128, 4)
 #define DECODE_KEYS 128
 #define DECODE_BLOCK 128
 #define DECODE_WAVES_MAX (DECODE_BLOCK / 32)
-// The most splits of a head combined in one cluster (DECODE_CLUSTER_MAX in gpu.rs).
+// The most splits of a head combined in one cluster (DECODE_CLUSTER_MAX in gpu/attention.rs).
 #define DECODE_CLUSTER_MAX 8
 
 // Decode attention of one query row (at position *pos0) split over the KV length: block
@@ -472,7 +472,7 @@ struct g_decode_rope {
 // slower (session 11).
 // Session 12 measured the one-barrier cluster combine below 5.7-9 % slower on SmolLM2 and
 // blamed its head_dim 64 RoPE kernel's 148 registers (main then 188). Session 21 measured it
-// again after the decode products were spread over the SMs (spread_shared in gpu.rs): the
+// again after the decode products were spread over the SMs (spread_shared in gpu/gemv.rs): the
 // register count no longer decides (a 138-register build of the old combine ran level with
 // 188), and the one-barrier combine is SmolLM2's +4 %. What decided in session 12 was where
 // the products' blocks landed beside the attention's, not the attention's registers. Still
@@ -509,7 +509,7 @@ GRETA_DEVICE void attn_decode_finish(const float* red, const float* wm, const fl
 #if defined(GRETA_CLUSTERS)
     // Split x's partial o, then m and l, at psh[x * (HD + 2)] of the cluster's block 0.
     GRETA_SHARED float psh[DECODE_CLUSTER_MAX * (HD + 2)];
-    // Launched in clusters, the grid's splits are one cluster (decode_cluster in gpu.rs).
+    // Launched in clusters, the grid's splits are one cluster (decode_cluster in gpu/attention.rs).
     const unsigned nb = g_cluster_blocks();
     const bool in_cluster = nb > 1 && active <= nb;
     float* pdst = nullptr;
@@ -939,7 +939,7 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
                                     n_kv_heads, n_splits, scale, qsh, red, wm, wl, last, r);
 }
 
-// One kernel per head_dim (a multiple of 16 up to HD_MAX: check_attention_shape in gpu.rs),
+// One kernel per head_dim (a multiple of 16 up to HD_MAX: check_attention_shape in gpu/attention.rs),
 // attn_decode_split_hd<HD> and attn_decode_rope_split_hd<HD>, not one kernel switching on
 // it: the registers of a switch over every head_dim are allocated for all its cases at
 // once (232 for the plain kernel on sm_90a where its 128 case alone takes 220; the RoPE

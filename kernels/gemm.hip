@@ -145,7 +145,7 @@ GRETA_DEVICE void gemm_f16_tile(const g_half* GRETA_RESTRICT a, const g_half* GR
 }
 
 // Grid: (ceil(n / TN), ceil(t / TM)); block: (TM / WM) (TN / WN) waves (the launcher's table
-// in crates/greta-kernels/src/gpu.rs).
+// in crates/greta-kernels/src/gpu/gemm.rs).
 #define GEMM_F16(NAME, TM, TN, WM, WN, STAGES)                                                               \
     GRETA_KERNEL void NAME(const g_half* a, const g_half* a_lo, const g_half* w, float* y, unsigned t,        \
                            unsigned k, unsigned n) {                                                         \
@@ -181,7 +181,7 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 // blocks sharing a weight tile run together), then product 0's column tiles, product 1's,
 // product 2's (n_i = 0 for an absent one); block: 128 TM / 64 + 32 threads (the consumer
 // warpgroups, then the producer warp, of which one thread works); dynamic shared memory:
-// wgmma_shared (gpu.rs).
+// wgmma_shared (gpu/gemm.rs).
 #define WG_BK 64
 // The build may set the depth, for an A/B (kernel_variants.sh). 6: a step's products take
 // ~0.3-0.75 us, a copy under load ~1 us (7B prefill with cp.async copies on an H200: 4
@@ -429,7 +429,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
 
 // 128 x 128 tiles where they give the GPU enough blocks (Llama-2-7B), 64 x 64 where not
 // (SmolLM2: 576-column products), and the wide 128 x 256 or 128 x 232 where their waves of
-// blocks take no longer than 128 x 128's, chosen by wgmma_tile (gpu.rs). The wide tiles'
+// blocks take no longer than 128 x 128's, chosen by wgmma_tile (gpu/gemm.rs). The wide tiles'
 // m64n256 products read 10 KiB of operands from shared memory for 256 K of multiply-adds
 // where two m64n128 ones read 12 KiB: under Nsight Compute (H200, session 24) the tensor
 // pipe was active 84 % of 7B gate/up's cycles against 74 % with the 128 x 168 tile 256
@@ -438,7 +438,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
 // leaves 52 idle, and 384 of 232, 2.9 (a multiprocessor's share 696 columns against 768;
 // session 25: 153.5 -> 141.5 us at the same 84 % tensor pipe; 5 stages measured level).
 // Stages: as many as fit 227 KiB (6 of 32 KiB, 6 of 16, 4 of 48, 4 of 45: wgmma_stages in
-// gpu.rs). BOUNDS: the wide tiles' __launch_bounds__, so that ptxas keeps a thread's
+// gpu/gemm.rs). BOUNDS: the wide tiles' __launch_bounds__, so that ptxas keeps a thread's
 // registers (its 128 or 116 accumulators) to what 288 threads may hold; the others compile
 // as they did before (no bound).
 #define GEMM_WGMMA(NAME, TM, TN, STAGES, BOUNDS)                                                                    \
@@ -454,7 +454,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
 GEMM_WGMMA(gemm_f16_wgmma_128, 128, 128, WG_STAGES, )
 GEMM_WGMMA(gemm_f16_wgmma_64, 64, 64, WG_STAGES, )
 GEMM_WGMMA(gemm_f16_wgmma_128x256, 128, 256, 4, __launch_bounds__(288, 1))
-// The build may set the 232 tile's depth, as WG_STAGES (and WGMMA_STAGES_232 in gpu.rs).
+// The build may set the 232 tile's depth, as WG_STAGES (and WGMMA_STAGES_232 in gpu/gemm.rs).
 #ifndef WG_STAGES_232
 #define WG_STAGES_232 4
 #endif
@@ -484,7 +484,7 @@ GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128x224, 128, 224, 4, __launch_bounds__(
 // The FP8-lo forms (LO8 above), for the 128 and 64 tiles (the wide tile's acc and part
 // would take 256 registers; the products it is chosen for, 7B's gate/up, are not split),
 // with the stages that fit 227 KiB: 4 of 48 KiB for 128 x 128, 6 of 24 KiB for 64 x 64
-// (wgmma_lo8_stages in gpu.rs). Bounded to their block: an SM's four sub-partitions
+// (wgmma_lo8_stages in gpu/gemm.rs). Bounded to their block: an SM's four sub-partitions
 // hold 16K registers each, so a block of 9 warps (one sub-partition takes 3) launches only
 // at <= 168 registers a thread (an unbounded 172 failed: CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES).
 #define GEMM_WGMMA_LO8(NAME, TM, TN, STAGES)                                                                        \

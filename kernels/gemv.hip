@@ -242,7 +242,7 @@ GRETA_KERNEL void gemv_add_f16(const g_half* w, float* y, unsigned n, const floa
 // (k = 1536, two groups) it measured 2 % slower. Two rows per wave, which share each load of
 // x: these products read x from global memory (L1), two 16-byte loads of it per 16-byte load
 // of weights at one row a wave, and at two rows 7B decode read +2.7 % (H200, session 18;
-// staging x in LDS instead measured −2.5 %). gpu.rs: gemv_add picks it.
+// staging x in LDS instead measured −2.5 %). gpu/gemv.rs: gemv_add picks it.
 GRETA_KERNEL GRETA_BLOCK_MAX(256) void gemv_add_f16_pre2(const g_half* w, float* y, unsigned n, const float* x,
                                                          unsigned k, float* resid) {
     g_gemv3<2, false, true, 2>(w, y, n, nullptr, nullptr, 0, nullptr, nullptr, 0, x, k, nullptr, nullptr, 0.0f, resid,

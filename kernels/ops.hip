@@ -432,7 +432,7 @@ GRETA_DEVICE void g_argmax_scan(const float* x, unsigned i0, unsigned v1, float*
 // by `by` (the pass's rows) and the token is also kept at history[new position], where the
 // host reads it while the next step already runs. Logits with a NaN have no token to give
 // (the host sampler refuses them): history gets G_PICK_NAN, which the host reports as an
-// error (PICK_NAN in crates/greta-kernels/src/gpu.rs), and out gets token 0 so that a step
+// error (PICK_NAN in crates/greta-kernels/src/gpu/ops.rs), and out gets token 0 so that a step
 // already issued behind this one reads a row of the embedding, not past it. One thread.
 #define G_PICK_NAN 0xffffffffu
 GRETA_DEVICE void g_pick_write(unsigned tok, bool nan, unsigned* out, unsigned* pos0, unsigned by, unsigned* history,

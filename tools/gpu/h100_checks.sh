@@ -70,7 +70,7 @@ LONG=$(sentences 36)
 run audit-smollm2-long $G audit backend --against cpu -m /tmp/smollm2-random --prompt "$LONG" ${TOL:+--tol $TOL}
 # The 7B shape's prefill at that length (~325 tokens) takes the wide 128 x 256 wgmma tile for
 # gate/up (the short audits' prompts take the 64 x 64 one; the op tests check every tile),
-# and at ~450 tokens (a ~900-token prompt) the 128 x 232 one (wgmma_tile in gpu.rs).
+# and at ~450 tokens (a ~900-token prompt) the 128 x 232 one (wgmma_tile in gpu/gemm.rs).
 run audit-llama2-long $G audit backend --against cpu -m /tmp/llama2-random --prompt "$LONG" ${TOL:+--tol $TOL}
 LONGER=$(sentences 50)
 run audit-llama2-longer $G audit backend --against cpu -m /tmp/llama2-random --prompt "$LONGER" ${TOL:+--tol $TOL}

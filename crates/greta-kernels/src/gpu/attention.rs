@@ -1,0 +1,573 @@
+//! Launchers of kernels/attention.hip: the prefill's flash attention, the decode step's
+//! attention split over the KV length (with RoPE and the append in the same launch where it
+//! has the form), the KV append, and their scratch.
+
+use super::*;
+
+/// The shape of a fused RoPE + KV append: `rows` tokens, `n_heads` query and `n_kv_heads`
+/// key/value heads of `head_dim`, caches of `capacity` positions. `keys`: as
+/// [`AttnShape::keys`] (read by `attention_rope` only).
+#[derive(Debug, Clone, Copy)]
+pub struct QkvRope {
+    pub rows: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    pub half_split: bool,
+    pub capacity: usize,
+    pub keys: usize,
+}
+
+/// Keys per block of the split decode attention (DECODE_KEYS in kernels/attention.hip).
+pub const DECODE_SPLIT: usize = 128;
+
+/// Waves per block of the register-resident prefill attention (ATTN_PREFILL_FA in
+/// kernels/attention.hip): 2 at head_dim 64, 4 at 128.
+fn fa_waves(head_dim: usize) -> u32 {
+    if head_dim == 64 {
+        2
+    } else {
+        4
+    }
+}
+
+/// Keys per K/V tile of the register-resident prefill attention (FA_KEYS in
+/// kernels/attention.hip).
+const FA_KEYS: usize = 64;
+
+/// Dynamic shared memory of the register-resident prefill attention: two stages of a K and a
+/// V tile of FA_KEYS keys x head_dim halves.
+pub(super) fn fa_shared_bytes(head_dim: usize) -> u32 {
+    (2 * 2 * FA_KEYS * head_dim * std::mem::size_of::<u16>()) as u32
+}
+
+/// Largest head_dim the flash attention kernel holds (HD_MAX in kernels/attention.hip).
+pub const FLASH_HEAD_DIM_MAX: usize = 128;
+
+/// The head dims the split decode attention has a kernel for: 16, 32, .. 128
+/// (`attn_decode_split_hd{16..128}`), the ones `check_attention_shape` takes.
+pub(super) const DECODE_HEAD_DIMS: usize = FLASH_HEAD_DIM_MAX / 16;
+
+/// The one head_dim without a RoPE form (it spills on sm_90a; kernels/attention.hip).
+pub(super) const DECODE_ROPE_NONE: usize = 112;
+
+/// One decode attention kernel per head_dim (16, 32, .. 128), looked up by `find`.
+pub(super) fn per_decode_head_dim<T>(
+    find: impl FnMut(usize) -> std::result::Result<T, HipError>,
+) -> std::result::Result<[T; DECODE_HEAD_DIMS], HipError> {
+    let found = (1..=DECODE_HEAD_DIMS)
+        .map(|i| 16 * i)
+        .map(find)
+        .collect::<std::result::Result<Vec<T>, _>>()?;
+    Ok(found.try_into().ok().expect("one per head_dim"))
+}
+
+/// The most splits of one head the split decode attention combines in a thread-block cluster
+/// (8: the portable cluster size). Longer caches launch without clusters: measured on an H200
+/// (docs/performance.md, session 12), clusters of 8 over a 4096-position cache, most of whose
+/// splits exit at once, cost Llama-2-7B decode 2 %.
+pub const DECODE_CLUSTER_MAX: usize = 8;
+
+/// How many KV splits decode attention uses for `keys` positions (`AttnShape::keys`; the
+/// scratch is sized for a whole cache's).
+pub fn decode_splits(keys: usize) -> usize {
+    keys.div_ceil(DECODE_SPLIT).max(1)
+}
+
+/// Refuses a decode attention over no keys or over more than the cache holds.
+fn check_keys(keys: usize, capacity: usize) -> Result<()> {
+    if keys == 0 || keys > capacity {
+        return Err(KernelError::Shape(format!(
+            "decode attention over {keys} keys of a {capacity}-position cache: keys must be 1..={capacity}"
+        )));
+    }
+    Ok(())
+}
+
+/// The decode attention's cluster (blocks along the splits) for `splits` splits of each of
+/// `n_heads` heads, on a device whose clusters run over `sms` multiprocessors (None: no
+/// clusters): all of a head's splits where they fit one cluster and the layer's blocks fit
+/// one wave of the device, else none (1: the splits combine through memory). Past one wave
+/// the clusters cost: Llama-2-7B (32 heads) decodes 2.5-3 % slower at 8 splits with them
+/// (270.5 / 268.6 against 277.2 / 276.9 tok/s in two calls; H200, 132 SMs, session 19) and
+/// even at 5; SmolLM2's 9 heads gain 4-12 % from them at 2-8 splits but 4 (docs/performance.md,
+/// session 19).
+pub fn decode_cluster(splits: usize, n_heads: usize, sms: Option<usize>) -> u32 {
+    match sms {
+        Some(sms) if (2..=DECODE_CLUSTER_MAX).contains(&splits) && splits * n_heads <= sms => {
+            splits as u32
+        }
+        _ => 1,
+    }
+}
+
+/// Refuses, with the reason, a head shape the matrix-unit attention kernels do not take.
+pub fn check_attention_shape(n_heads: usize, n_kv_heads: usize, head_dim: usize) -> Result<()> {
+    if head_dim == 0 || !head_dim.is_multiple_of(16) || head_dim > FLASH_HEAD_DIM_MAX {
+        return Err(KernelError::Shape(format!(
+            "head_dim {head_dim}: the GPU attention kernels take multiples of 16 up to {FLASH_HEAD_DIM_MAX}"
+        )));
+    }
+    if n_kv_heads == 0 || !n_heads.is_multiple_of(n_kv_heads) {
+        return Err(KernelError::Shape(format!(
+            "{n_heads} query heads cannot share {n_kv_heads} KV heads evenly"
+        )));
+    }
+    Ok(())
+}
+
+/// Scratch of the split decode attention: a running max, sum and unnormalised output per
+/// (head, split), and per head the count of splits done (the last one combines; it leaves
+/// the count at zero again). Sized from the model and the cache capacity, allocated once.
+pub struct AttnScratch {
+    n_heads: usize,
+    head_dim: usize,
+    splits: usize,
+    part_m: DeviceBuffer<f32>,
+    part_l: DeviceBuffer<f32>,
+    part_o: DeviceBuffer<f32>,
+    done: DeviceBuffer<u32>,
+}
+
+impl AttnScratch {
+    pub fn new(gpu: &Gpu, n_heads: usize, head_dim: usize, capacity: usize) -> Result<Self> {
+        let splits = decode_splits(capacity);
+        let mut done = gpu.alloc::<u32>(n_heads)?;
+        let s = gpu.stream()?;
+        done.zero(&s)?;
+        s.synchronize()?;
+        Ok(AttnScratch {
+            n_heads,
+            head_dim,
+            splits,
+            part_m: gpu.alloc(n_heads * splits)?,
+            part_l: gpu.alloc(n_heads * splits)?,
+            part_o: gpu.alloc(n_heads * splits * head_dim)?,
+            done,
+        })
+    }
+    pub fn bytes(&self) -> usize {
+        4 * (self.part_m.len() + self.part_l.len() + self.part_o.len() + self.done.len())
+    }
+}
+
+/// The shape of an attention call.
+#[derive(Debug, Clone, Copy)]
+pub struct AttnShape {
+    pub rows: usize,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+    /// The cache's capacity in positions (the scores row length).
+    pub max_kv: usize,
+    /// The positions the pass attends over, at least: its last position + 1, at most
+    /// `max_kv`. The decode attention's grid covers these in splits of 128 keys
+    /// (`decode_splits`), not the whole cache, so a pass near the start of a long cache
+    /// launches few splits (one cluster a head where clusters run). A smaller value than the
+    /// pass's positions would leave keys out: a graph captured with it may be replayed only
+    /// while its positions stay within the same number of splits.
+    pub keys: usize,
+}
+
+impl GpuKernels {
+    /// Writes `rows` rows of `kv_row` values into the f16 cache at positions `*pos0..`.
+    pub fn kv_append(
+        &self,
+        s: &Stream,
+        src: &DeviceBuffer<f32>,
+        cache: &mut DeviceBuffer<u16>,
+        pos0: &DeviceBuffer<u32>,
+        shape: Rows,
+        capacity: usize,
+    ) -> Result<()> {
+        Self::need(src, shape.rows * shape.len, "kv_append src")?;
+        Self::need(cache, capacity * shape.len, "kv_append cache")?;
+        self.launch(
+            &self.kv_append,
+            rows(shape.rows, BLOCK),
+            s,
+            Args::new()
+                .ptr(src)
+                .ptr(cache)
+                .ptr(pos0)
+                .u32(u32_of(shape.len, "kv_row")?),
+        )
+    }
+
+    /// Causal GQA attention of `att.rows` query rows at positions `*pos0..` over the cache
+    /// (capacity `att.max_kv`) by the plain three-pass kernels, through the `scores` scratch
+    /// (`rows * n_heads * max_kv`): the baseline of [`GpuKernels::attention`].
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_plain(
+        &self,
+        s: &Stream,
+        q: &DeviceBuffer<f32>,
+        k_cache: &DeviceBuffer<u16>,
+        v_cache: &DeviceBuffer<u16>,
+        scores: &mut DeviceBuffer<f32>,
+        ctx: &mut DeviceBuffer<f32>,
+        pos0: &DeviceBuffer<u32>,
+        att: AttnShape,
+    ) -> Result<()> {
+        // The plain kernels' grid spans the cache (max_kv); `keys` is the split kernel's.
+        let AttnShape {
+            rows: n_rows,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            max_kv,
+            ..
+        } = att;
+        Self::need(q, n_rows * n_heads * head_dim, "attention q")?;
+        Self::need(scores, n_rows * n_heads * max_kv, "attention scores")?;
+        Self::need(ctx, n_rows * n_heads * head_dim, "attention ctx")?;
+        Self::need(k_cache, max_kv * n_kv_heads * head_dim, "attention k cache")?;
+        Self::need(v_cache, max_kv * n_kv_heads * head_dim, "attention v cache")?;
+        let (nh, nkv, hd, mk) = (
+            u32_of(n_heads, "n_heads")?,
+            u32_of(n_kv_heads, "n_kv_heads")?,
+            u32_of(head_dim, "head_dim")?,
+            u32_of(max_kv, "max_kv")?,
+        );
+        let rh = u32_of(n_rows * n_heads, "rows * heads")?;
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        let dims = LaunchDims {
+            grid: [max_kv.div_ceil(BLOCK as usize) as u32, rh, 1],
+            block: [BLOCK, 1, 1],
+            shared_bytes: 0,
+            cluster: 1,
+        };
+        self.launch(
+            &self.attn_scores,
+            dims,
+            s,
+            Args::new()
+                .ptr(q)
+                .ptr(k_cache)
+                .ptr(scores)
+                .ptr(pos0)
+                .u32(nh)
+                .u32(nkv)
+                .u32(hd)
+                .u32(mk)
+                .f32(scale),
+        )?;
+        self.launch(
+            &self.attn_softmax,
+            rows(rh as usize, BLOCK),
+            s,
+            Args::new().ptr(scores).ptr(pos0).u32(nh).u32(mk),
+        )?;
+        let block = (head_dim as u32).clamp(32, 1024);
+        self.launch(
+            &self.attn_context,
+            rows(rh as usize, block),
+            s,
+            Args::new()
+                .ptr(scores)
+                .ptr(v_cache)
+                .ptr(ctx)
+                .ptr(pos0)
+                .u32(nh)
+                .u32(nkv)
+                .u32(hd)
+                .u32(mk),
+        )
+    }
+
+    /// Causal GQA attention of `att.rows` query rows at positions `*pos0..` over the cache:
+    /// flash-style on the matrix units for several rows (prefill), split over the KV length
+    /// for one row (decode), through `scratch` (see [`AttnScratch`]).
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention(
+        &self,
+        s: &Stream,
+        q: &DeviceBuffer<f32>,
+        k_cache: &DeviceBuffer<u16>,
+        v_cache: &DeviceBuffer<u16>,
+        scratch: &mut AttnScratch,
+        ctx: &mut DeviceBuffer<f32>,
+        pos0: &DeviceBuffer<u32>,
+        att: AttnShape,
+    ) -> Result<()> {
+        self.attention_with_operands(s, q, k_cache, v_cache, scratch, ctx, None, pos0, att)
+            .map(|_| ())
+    }
+
+    /// `attention`, and where `ops` are given and the register-resident prefill kernel runs
+    /// (several rows, head_dim 64 or 128, NVIDIA), the output projection's f16 operands of
+    /// ctx in the same launch (bitwise what `split_f16` makes of ctx). Returns whether it
+    /// wrote them; where it did not, `ops` is untouched and the caller splits ctx.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_with_operands(
+        &self,
+        s: &Stream,
+        q: &DeviceBuffer<f32>,
+        k_cache: &DeviceBuffer<u16>,
+        v_cache: &DeviceBuffer<u16>,
+        scratch: &mut AttnScratch,
+        ctx: &mut DeviceBuffer<f32>,
+        ops: Option<F16Operands>,
+        pos0: &DeviceBuffer<u32>,
+        att: AttnShape,
+    ) -> Result<bool> {
+        let AttnShape {
+            rows: n_rows,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            max_kv,
+            keys,
+        } = att;
+        check_attention_shape(n_heads, n_kv_heads, head_dim)?;
+        Self::need(q, n_rows * n_heads * head_dim, "attention q")?;
+        Self::need(ctx, n_rows * n_heads * head_dim, "attention ctx")?;
+        Self::need(k_cache, max_kv * n_kv_heads * head_dim, "attention k cache")?;
+        Self::need(v_cache, max_kv * n_kv_heads * head_dim, "attention v cache")?;
+        let (nh, nkv, hd) = (
+            u32_of(n_heads, "n_heads")?,
+            u32_of(n_kv_heads, "n_kv_heads")?,
+            u32_of(head_dim, "head_dim")?,
+        );
+        let scale = 1.0 / (head_dim as f32).sqrt();
+        if n_rows > 1 {
+            // Register-resident (fa_waves waves x 16 rows per block) where it exists, else
+            // the LDS kernel (one wave x 16 rows).
+            let fa = match (&self.attn_prefill_fa, head_dim) {
+                (Some([f64, _]), 64) => Some(f64),
+                (Some([_, f128]), 128) => Some(f128),
+                _ => None,
+            };
+            let (f, waves, shared_bytes) = match fa {
+                Some(f) => (f, fa_waves(head_dim), fa_shared_bytes(head_dim)),
+                None => (&self.attn_prefill_flash, 1, 0),
+            };
+            let dims = LaunchDims {
+                grid: [n_rows.div_ceil(16 * waves as usize) as u32, nh, 1],
+                block: [waves * self.wave, 1, 1],
+                shared_bytes,
+                cluster: 1,
+            };
+            let mut args = Args::new().ptr(q).ptr(k_cache).ptr(v_cache).ptr(ctx);
+            // Only the register-resident kernel writes the operands.
+            let ops = ops.filter(|_| fa.is_some());
+            if fa.is_some() {
+                if let Some(o) = &ops {
+                    let shape = Rows {
+                        rows: n_rows,
+                        len: n_heads * head_dim,
+                    };
+                    Self::need_ops(o, shape, "attention")?;
+                    if matches!(o.lo, Some(LoOperand::Fp8(_))) {
+                        return Err(KernelError::Shape(
+                            "attention writes f16 low halves only; FP8 ones come from split_f16_lo8".into(),
+                        ));
+                    }
+                }
+                args = args
+                    .ptr_or_null(ops.as_ref().map(|o| &*o.hi))
+                    .ptr_or_null(ops.as_ref().and_then(|o| o.lo.as_ref()?.f16()));
+            }
+            let args = args.ptr(pos0).u32(u32_of(n_rows, "rows")?).u32(nh).u32(nkv);
+            let args = match fa {
+                // The multiprocessors order its blocks (longest pairs with shortest on one
+                // SM; 0 where unknown: longest first).
+                Some(_) => args
+                    .f32(scale)
+                    .u32(u32_of(self.multiprocessors, "multiprocessors")?),
+                None => args.u32(hd).f32(scale),
+            };
+            self.launch(f, dims, s, args)?;
+            return Ok(ops.is_some());
+        }
+        let dims = self.decode_dims(scratch, n_heads, head_dim, [keys, max_kv])?;
+        let ns = dims.grid[0];
+        self.launch(
+            &self.attn_decode_split[head_dim / 16 - 1],
+            dims,
+            s,
+            Args::new()
+                .ptr(q)
+                .ptr(k_cache)
+                .ptr(v_cache)
+                .ptr(&scratch.part_m)
+                .ptr(&scratch.part_l)
+                .ptr(&scratch.part_o)
+                .ptr(&scratch.done)
+                .ptr(ctx)
+                .ptr(pos0)
+                .u32(nh)
+                .u32(nkv)
+                .u32(ns)
+                .f32(scale),
+        )?;
+        Ok(false)
+    }
+
+    /// The split decode attention's grid (splits x heads, from the keys the pass attends
+    /// over; the kernels take the split count, `grid[0]`) after checking that the scratch
+    /// holds it.
+    /// Where clusters run and a head has at most DECODE_CLUSTER_MAX splits, its splits are
+    /// one cluster, and combine through shared memory (kernels/attention.hip).
+    fn decode_dims(
+        &self,
+        scratch: &AttnScratch,
+        n_heads: usize,
+        head_dim: usize,
+        [keys, capacity]: [usize; 2],
+    ) -> Result<LaunchDims> {
+        check_keys(keys, capacity)?;
+        let splits = decode_splits(keys);
+        if scratch.n_heads < n_heads || scratch.head_dim < head_dim || scratch.splits < splits {
+            return Err(KernelError::Shape(format!(
+                "attention scratch for {} heads x {} dims x {} splits; {n_heads} x {head_dim} x {splits} needed",
+                scratch.n_heads, scratch.head_dim, scratch.splits
+            )));
+        }
+        let ns = u32_of(splits, "splits")?;
+        let nh = u32_of(n_heads, "n_heads")?;
+        let block = 128; // DECODE_BLOCK in kernels/attention.hip
+        Ok(LaunchDims {
+            grid: [ns, nh, 1],
+            block: [block, 1, 1],
+            shared_bytes: 0,
+            cluster: decode_cluster(
+                splits,
+                n_heads,
+                self.clusters.then_some(self.multiprocessors),
+            ),
+        })
+    }
+
+    /// Whether `attention_rope` takes this head_dim (every one `attention` takes but 112).
+    pub fn has_decode_rope(&self, head_dim: usize) -> bool {
+        check_attention_shape(1, 1, head_dim).is_ok()
+            && self.attn_decode_rope[head_dim / 16 - 1].is_some()
+    }
+
+    /// One token's attention with its RoPE and KV append in the same launch (decode's
+    /// `rope_qk_append` + `attention`, bitwise the same values): `qkv` are the unrotated
+    /// Q/K/V products of the token at `*pos0`; k and v go into the caches at `*pos0`, and the
+    /// rotated q and k into `rot` (for the trace: QRope, KRope). `shape.rows` must be 1.
+    #[allow(clippy::too_many_arguments)]
+    pub fn attention_rope(
+        &self,
+        s: &Stream,
+        [q, k, v]: [&DeviceBuffer<f32>; 3],
+        [k_cache, v_cache]: [&mut DeviceBuffer<u16>; 2],
+        [q_rot, k_rot]: [&mut DeviceBuffer<f32>; 2],
+        scratch: &mut AttnScratch,
+        ctx: &mut DeviceBuffer<f32>,
+        pos0: &DeviceBuffer<u32>,
+        inv_freq: &DeviceBuffer<f32>,
+        shape: QkvRope,
+    ) -> Result<()> {
+        let QkvRope {
+            rows,
+            n_heads,
+            n_kv_heads,
+            head_dim,
+            half_split,
+            capacity,
+            keys,
+        } = shape;
+        check_attention_shape(n_heads, n_kv_heads, head_dim)?;
+        let what = "attention_rope";
+        if rows != 1 {
+            return Err(KernelError::Shape(format!(
+                "{what} takes one token (decode); got {rows} rows"
+            )));
+        }
+        let Some(f) = &self.attn_decode_rope[head_dim / 16 - 1] else {
+            return Err(KernelError::Shape(format!(
+                "{what}: no kernel for head_dim {head_dim} (see has_decode_rope)"
+            )));
+        };
+        Self::need_rope_io(&shape, [q, k, v], [k_cache, v_cache], pos0, inv_freq, what)?;
+        let (q_row, kv_row) = (n_heads * head_dim, n_kv_heads * head_dim);
+        Self::need_of(q_rot, q_row, what, "q_rot")?;
+        Self::need_of(k_rot, kv_row, what, "k_rot")?;
+        Self::need_of(ctx, q_row, what, "ctx")?;
+        let dims = self.decode_dims(scratch, n_heads, head_dim, [keys, capacity])?;
+        let args = Args::new()
+            .ptr(q)
+            .ptr(k)
+            .ptr(v)
+            .ptr(k_cache)
+            .ptr(v_cache)
+            .ptr(q_rot)
+            .ptr(k_rot)
+            .ptr(inv_freq)
+            .u32(half_split as u32)
+            .ptr(&scratch.part_m)
+            .ptr(&scratch.part_l)
+            .ptr(&scratch.part_o)
+            .ptr(&scratch.done)
+            .ptr(ctx)
+            .ptr(pos0)
+            .u32(u32_of(n_heads, "n_heads")?)
+            .u32(u32_of(n_kv_heads, "n_kv_heads")?)
+            .u32(dims.grid[0])
+            .f32(1.0 / (head_dim as f32).sqrt());
+        self.launch(f, dims, s, args)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A head's splits are one cluster where clusters run, 2 to 8 splits hold the keys (the
+    /// bench's 576 positions: 5) and the layer's blocks fit one wave of the device (132
+    /// SMs: SmolLM2's 9 heads always, Llama-2-7B's 32 up to 4 splits); one split needs
+    /// none, and past 1024 keys (9 splits and more) none is launched.
+    #[test]
+    fn decode_cluster_holds_a_heads_splits_when_they_fit_one_and_the_blocks_one_wave() {
+        let h200 = Some(132);
+        for (keys, splits, smollm2, llama2_7b) in [
+            (1, 1, 1, 1),
+            (128, 1, 1, 1),
+            (129, 2, 2, 2),
+            (512, 4, 4, 4),
+            (513, 5, 5, 1),
+            (576, 5, 5, 1),
+            (1024, 8, 8, 1),
+            (1025, 9, 1, 1),
+            (4096, 32, 1, 1),
+        ] {
+            assert_eq!(decode_splits(keys), splits, "keys {keys}");
+            assert_eq!(
+                decode_cluster(splits, 9, h200),
+                smollm2,
+                "9 heads, keys {keys}"
+            );
+            assert_eq!(
+                decode_cluster(splits, 32, h200),
+                llama2_7b,
+                "32 heads, keys {keys}"
+            );
+            assert_eq!(
+                decode_cluster(splits, 9, None),
+                1,
+                "no clusters on this device"
+            );
+        }
+        assert_eq!(DECODE_CLUSTER_MAX, 8, "the portable cluster size");
+    }
+
+    /// The keys a decode attention covers: from one to the cache's capacity; the refusal
+    /// names both.
+    #[test]
+    fn decode_keys_lie_within_the_cache() {
+        assert!(check_keys(1, 1).is_ok() && check_keys(513, 4096).is_ok());
+        assert!(check_keys(4096, 4096).is_ok());
+        for (keys, capacity) in [(0, 4096), (4097, 4096), (2, 1)] {
+            let msg = check_keys(keys, capacity).unwrap_err().to_string();
+            assert!(
+                msg.contains(&format!("{keys} keys"))
+                    && msg.contains(&format!("{capacity}-position")),
+                "{msg}"
+            );
+        }
+    }
+}

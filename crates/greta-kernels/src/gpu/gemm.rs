@@ -1,0 +1,785 @@
+//! Launchers of kernels/gemm.hip: the prefill's products (many rows), on the warpgroup
+//! GEMM (Hopper: wgmma fed by TMA, f16 or FP8 low halves, SwiGLU in the epilogue) or the
+//! mma.sync / MFMA tiles, and the choice of tile.
+
+use super::*;
+
+/// A GEMM's low half of its input (`gemm_f16`): see `LoOperand`.
+#[derive(Clone, Copy)]
+pub enum GemmLo<'a> {
+    F16(&'a DeviceBuffer<u16>),
+    Fp8(&'a DeviceBuffer<u8>),
+}
+
+/// log2 of the one fixed scale of the FP8 low halves (G_LO8_SCALE_LOG2 in
+/// kernels/greta_device.h; greta-trace's `f16lo8` emulation has the same rule): a byte
+/// holds e5m2(lo x 2^11).
+pub const LO8_SCALE_LOG2: i32 = 11;
+
+/// An f16 weight matrix's FP8 e4m3 copy for the lo products of `--split-lo fp8`: `q` [rows,
+/// k] bytes under one power-of-two scale, `scale` (`quantize_e4m3`).
+pub struct E4m3Matrix {
+    pub q: DeviceBuffer<u8>,
+    pub scale: DeviceBuffer<f32>,
+    /// The largest |w| as f32 bits (quantize_e4m3's first kernel's atomic max).
+    pub(super) absmax: DeviceBuffer<u32>,
+}
+
+impl E4m3Matrix {
+    pub fn alloc(gpu: &Gpu, rows: usize, k: usize) -> Result<Self> {
+        Ok(E4m3Matrix {
+            q: gpu.alloc::<u8>(rows * k)?,
+            scale: gpu.alloc::<f32>(1)?,
+            absmax: gpu.alloc::<u32>(1)?,
+        })
+    }
+}
+
+/// Which kernel computes a `gemm_f16`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GemmRoute {
+    /// The warpgroup kernel on Hopper (`Wgmma`), the matrix-unit tiles (`Mma`) elsewhere.
+    Auto,
+    /// mma.sync / MFMA tiles of 128, 64 or 32 (the largest that fills the GPU).
+    Mma,
+    /// The warpgroup (wgmma) kernel fed by the TMA unit, its tile chosen by `wgmma_tile`; an
+    /// error on devices without it.
+    Wgmma,
+    /// The warpgroup kernel of this tile (the op tests check every tile at edge shapes).
+    WgmmaTile(WgmmaTile),
+}
+
+/// A tile of the warpgroup GEMM: `m` input rows by `n` output columns (GEMM_WGMMA in
+/// kernels/gemm.hip).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct WgmmaTile {
+    pub m: usize,
+    pub n: usize,
+}
+
+impl WgmmaTile {
+    /// The kernels' tiles: 128 x 128, 64 x 64 for products too narrow to fill the GPU with
+    /// 128s, and the wide 128 x 256 and 128 x 232 for those whose 128-column tiles make no
+    /// fewer waves of blocks (their m64n256 / m64n232 products keep the matrix units busier:
+    /// kernels/gemm.hip); 232 where 256's last wave would leave many multiprocessors idle.
+    pub const ALL: [WgmmaTile; 4] = [
+        WgmmaTile { m: 128, n: 128 },
+        WgmmaTile { m: 64, n: 64 },
+        WgmmaTile { m: 128, n: 256 },
+        WgmmaTile { m: 128, n: 232 },
+    ];
+    /// The tiles with an FP8-lo form (kernels/gemm.hip: the wide tile's two accumulator sets
+    /// would take 256 registers).
+    pub const LO8: [WgmmaTile; 2] = [WgmmaTile { m: 128, n: 128 }, WgmmaTile { m: 64, n: 64 }];
+    /// The tiles of the SwiGLU forms (`gemm_f16_swiglu`: n / 2 gate and n / 2 up columns
+    /// each), in `ALL`'s order: square, small, wide, and 224 where 232 is unfused (its
+    /// halves must be whole 8-row swizzle atoms).
+    pub const SWIGLU: [WgmmaTile; 4] = [
+        WgmmaTile { m: 128, n: 128 },
+        WgmmaTile { m: 64, n: 64 },
+        WgmmaTile { m: 128, n: 256 },
+        WgmmaTile { m: 128, n: 224 },
+    ];
+
+    pub(super) fn kernel(&self) -> String {
+        match self.m == self.n {
+            true => format!("gemm_f16_wgmma_{}", self.m),
+            false => format!("gemm_f16_wgmma_{}x{}", self.m, self.n),
+        }
+    }
+    pub(super) fn swiglu_kernel(&self) -> String {
+        self.kernel().replace("wgmma_", "wgmma_swiglu_")
+    }
+}
+
+/// The warpgroup GEMM's K step (WG_BK in kernels/gemm.hip: the TMA boxes' columns, 128 bytes
+/// of f16) and depth (WG_STAGES; a kernel build with another depth needs this one too).
+const WGMMA_BK: u32 = 64;
+
+const WGMMA_STAGES: u32 = 6;
+
+/// The 128 x 232 tile's depth (WG_STAGES_232 in kernels/gemm.hip): 4 of 45 KiB.
+const WGMMA_STAGES_232: u32 = 4;
+
+/// The warpgroup GEMM's stages for `tile` (GEMM_WGMMA in kernels/gemm.hip): as many as fit
+/// the 227 KiB a block may opt in to on sm_90, up to `WGMMA_STAGES`: 4 of 48 KiB for the
+/// 128 x 256 tile; 4 of 45 KiB for 128 x 232 (5 fit, and measured level: session 25).
+fn wgmma_stages(tile: WgmmaTile) -> u32 {
+    match tile.n {
+        256 | 224 => 4,
+        232 => WGMMA_STAGES_232,
+        _ => WGMMA_STAGES,
+    }
+}
+
+/// The warpgroup GEMM's threads a block for `tile`: a consumer warpgroup per 64 rows, then
+/// the producer warp (kernels/gemm.hip).
+fn wgmma_threads(tile: WgmmaTile) -> u32 {
+    128 * (tile.m as u32 / 64) + 32
+}
+
+/// The warpgroup GEMM's kernels of `tiles` (named by `name`), each allowed the dynamic
+/// shared memory its stages take.
+pub(super) fn wgmma_forms(
+    gemm: &Module,
+    tiles: [WgmmaTile; 4],
+    name: fn(&WgmmaTile) -> String,
+) -> Result<[(WgmmaTile, Function); 4]> {
+    let load = |t: WgmmaTile| -> Result<(WgmmaTile, Function)> {
+        let f = gemm.function(&name(&t))?;
+        f.set_max_dynamic_shared(wgmma_shared(t))?;
+        Ok((t, f))
+    };
+    let [a, b, c, d] = tiles;
+    Ok([load(a)?, load(b)?, load(c)?, load(d)?])
+}
+
+/// Dynamic shared memory of the warpgroup GEMM of `tile`: its stages of an A and a B box,
+/// 1 KiB to align them to the 1024-byte swizzle atom, and a full and an empty barrier (8
+/// bytes each) per stage. 128 x 128: 193 KiB (one block per SM); 64 x 64: 97 KiB (two);
+/// 128 x 256: 193 KiB; 128 x 232: 181 KiB.
+fn wgmma_shared(tile: WgmmaTile) -> u32 {
+    let stages = wgmma_stages(tile);
+    stages * (tile.m + tile.n) as u32 * WGMMA_BK * 2 + 1024 + stages * 2 * 8
+}
+
+/// The warpgroup GEMM's arguments after its operands (t, k, the group's widths: 0 for an
+/// absent product) and its launch shape for `group` on `tile`: row tiles first (the blocks
+/// that share a weight tile run together, so it comes from HBM once), then each product's
+/// column tiles; the consumer warpgroups and the producer warp (kernels/gemm.hip).
+fn wgmma_launch(
+    args: Args,
+    tile: WgmmaTile,
+    group: &[GemmOut<'_>],
+    t: usize,
+    k: usize,
+    shared_bytes: u32,
+) -> Result<(Args, LaunchDims)> {
+    let mut args = args.u32(u32_of(t, "t")?).u32(u32_of(k, "k")?);
+    let mut col_tiles = 0;
+    for i in 0..3 {
+        let n = group.get(i).map_or(0, |o| o.n);
+        col_tiles += n.div_ceil(tile.n);
+        args = args.u32(u32_of(n, "n")?);
+    }
+    let dims = LaunchDims {
+        grid: [
+            t.div_ceil(tile.m) as u32,
+            u32_of(col_tiles, "column tiles")?,
+            1,
+        ],
+        block: [wgmma_threads(tile), 1, 1],
+        shared_bytes,
+        cluster: 1,
+    };
+    Ok((args, dims))
+}
+
+/// The FP8-lo forms' stages (GEMM_WGMMA_LO8 in kernels/gemm.hip): a stage holds the f16
+/// step's boxes and the FP8 ones (half their bytes), so fewer fit: 4 for 128 x 128 (192
+/// KiB), 6 for 64 x 64.
+fn wgmma_lo8_stages(tile: WgmmaTile) -> u32 {
+    match tile.m {
+        128 => 4,
+        _ => 6,
+    }
+}
+
+/// Dynamic shared memory of an FP8-lo form: its stages of four boxes, the alignment slack
+/// and the barriers.
+pub(super) fn wgmma_lo8_shared(tile: WgmmaTile) -> u32 {
+    let stages = wgmma_lo8_stages(tile);
+    stages * (tile.m + tile.n) as u32 * WGMMA_BK * 3 + 1024 + stages * 2 * 8
+}
+
+/// The warpgroup GEMM's tile for products of widths `ns` sharing `t` input rows on a device
+/// of `sms` multiprocessors (one 128 block runs on each at a time): 64 x 64 unless 128s
+/// still give `BLOCKS_WANTED` blocks (as `gemm_tile`); then the tile among 128 x 256, 128 x
+/// 232 and 128 x 128 whose waves of blocks take least time, a block's time taken as its
+/// columns (the same rows and K). A tie goes to the wider tile, whose columns cost less
+/// (kernels/gemm.hip: gate/up 152 against 158 us with the 128 x 168 tile 256 replaced, whose
+/// ties went the other way). Llama-2-7B's gate/up at 512 rows on 132 SMs: 688 blocks of 128
+/// columns make 6 waves (768 columns), 344 of 256 make 3 (768), 384 of 232 make 3 (696).
+fn wgmma_tile(t: usize, ns: impl IntoIterator<Item = usize>, sms: usize) -> WgmmaTile {
+    let ns: Vec<usize> = ns.into_iter().collect();
+    least_waves(t, &ns, sms, WgmmaTile::ALL, |tile| tile.n)
+}
+
+/// `wgmma_tile` for the SwiGLU forms, whose tiles have half their columns' outputs (a gate
+/// and an up column each): 7B's gate/up at 512 rows on 132 SMs takes 128 x 224, 396 blocks
+/// in 3 waves (672 columns a multiprocessor; 128 x 256: 344 blocks, 768).
+fn wgmma_swiglu_tile(t: usize, n: usize, sms: usize) -> WgmmaTile {
+    least_waves(t, &[n], sms, WgmmaTile::SWIGLU, |tile| tile.n / 2)
+}
+
+/// The tile of [square, small, wide, wider] for products of widths `ns` over `t` rows on
+/// `sms` multiprocessors, a tile covering `outputs(tile)` of a product's columns: small
+/// unless square gives `BLOCKS_WANTED` blocks, else the least waves x columns (a block's
+/// time), ties to the first of wide, wider, square.
+fn least_waves(
+    t: usize,
+    ns: &[usize],
+    sms: usize,
+    [square, small, wide, wider]: [WgmmaTile; 4],
+    outputs: impl Fn(WgmmaTile) -> usize,
+) -> WgmmaTile {
+    let blocks = |tile: WgmmaTile| -> usize {
+        t.div_ceil(tile.m) * ns.iter().map(|n| n.div_ceil(outputs(tile))).sum::<usize>()
+    };
+    if blocks(square) < BLOCKS_WANTED {
+        return small;
+    }
+    let time = |tile: WgmmaTile| blocks(tile).div_ceil(sms.max(1)) * tile.n;
+    // The first of the least time: ties go to the wider tile.
+    [wide, wider, square]
+        .into_iter()
+        .min_by_key(|&tile| time(tile))
+        .expect("three tiles")
+}
+
+/// What `gemm_f16_swiglu` writes: act's f16 operands for the down product, and gate, up
+/// and act as f32 where given (the traced path; the untraced one reads only the operands).
+pub struct SwigluOut<'a> {
+    pub gate: Option<&'a mut DeviceBuffer<f32>>,
+    pub up: Option<&'a mut DeviceBuffer<f32>>,
+    pub act: Option<&'a mut DeviceBuffer<f32>>,
+    pub ops: F16Operands<'a>,
+}
+
+/// One product of a `gemm_f16` call: y[t, n] = x[t, k] · w[n, k]ᵀ.
+pub struct GemmOut<'a> {
+    pub w: &'a DeviceBuffer<u16>,
+    /// w's FP8 copy, for an input whose low half is FP8 (`GemmLo::Fp8`).
+    pub w8: Option<&'a E4m3Matrix>,
+    pub y: &'a mut DeviceBuffer<f32>,
+    pub n: usize,
+}
+
+/// Blocks a GEMM grid should have before its tiles grow: a block for every multiprocessor of
+/// a big GPU (H100: 132 SMs, MI300X: 304 CUs; 128 is the line).
+const BLOCKS_WANTED: usize = 128;
+
+/// The largest tile whose grid still has `BLOCKS_WANTED` blocks, else the smallest: small
+/// matrices (SmolLM2's 576 columns) need many small blocks more than large tiles' reuse.
+fn gemm_tile<F>(tiles: &[(usize, u32, F)], t: usize, n: usize) -> (usize, u32, &F) {
+    let pick = tiles
+        .iter()
+        .find(|(tile, _, _)| t.div_ceil(*tile) * n.div_ceil(*tile) >= BLOCKS_WANTED)
+        .unwrap_or(tiles.last().expect("at least one tile"));
+    (pick.0, pick.1, &pick.2)
+}
+
+/// `y[t, n] = x[t, k] · w[n, k]ᵀ`.
+#[derive(Debug, Clone, Copy)]
+pub struct MatShape {
+    pub t: usize,
+    pub k: usize,
+    pub n: usize,
+}
+
+impl GpuKernels {
+    /// y[t, n] = x[t, k] · w[n, k]ᵀ (f16 weights) on the matrix units (MFMA / HMMA) for any
+    /// shape: each f32 activation enters as two f16 (hi + lo), accumulation is f32. The
+    /// model's prefill uses `split_f16` + `gemm_f16` where k % 8 == 0 (every Llama shape).
+    pub fn gemm(
+        &self,
+        s: &Stream,
+        x: &DeviceBuffer<f32>,
+        w: &DeviceBuffer<u16>,
+        y: &mut DeviceBuffer<f32>,
+        shape: MatShape,
+    ) -> Result<()> {
+        self.launch_gemm(&self.gemm_mma, (64, 4 * self.wave), s, x, w, y, shape)
+    }
+
+    /// Whether this device has the warpgroup GEMM (`GemmRoute::Wgmma`).
+    pub fn has_wgmma(&self) -> bool {
+        self.gemm_f16_wgmma.is_some()
+    }
+
+    /// y_i[t, n_i] = (a + a_lo)[t, k] · w_i[n_i, k]ᵀ for each product of `outs` (products
+    /// that share their input: Q, K and V; gate and up), from f16 activations (`split_f16`'s
+    /// output; `a_lo` left out: the activations as one f16), f32 accumulation, by the kernel
+    /// `route` picks (`GemmRoute::Auto` in the model; the op tests check each). The warpgroup
+    /// kernel computes up to three products per launch. Requires k % 8 == 0 (rows of 16
+    /// bytes) and k > 0. An FP8 low half (`GemmLo::Fp8`: the lo products on the FP8 matrix
+    /// units, each output's `w8` the weights' copy) takes the warpgroup kernel, k % 16 == 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_f16(
+        &self,
+        route: GemmRoute,
+        s: &Stream,
+        a: &DeviceBuffer<u16>,
+        lo: Option<GemmLo<'_>>,
+        outs: &mut [GemmOut<'_>],
+        t: usize,
+        k: usize,
+    ) -> Result<()> {
+        if let Some(GemmLo::Fp8(q)) = lo {
+            return self.gemm_f16_lo8(route, s, a, q, outs, t, k);
+        }
+        let a_lo = match lo {
+            Some(GemmLo::F16(b)) => Some(b),
+            _ => None,
+        };
+        if !k.is_multiple_of(8) || k == 0 {
+            return Err(KernelError::Shape(format!(
+                "gemm_f16 needs k > 0 and k % 8 == 0 (16-byte rows); k = {k} (use gemm, which takes any k > 0)"
+            )));
+        }
+        Self::need(a, t * k, "gemm_f16 a")?;
+        if let Some(lo) = a_lo {
+            Self::need(lo, t * k, "gemm_f16 a_lo")?;
+        }
+        for o in outs.iter() {
+            Self::need(o.w, o.n * k, "gemm_f16 w")?;
+            Self::need(o.y, t * o.n, "gemm_f16 y")?;
+        }
+        if t == 0 {
+            return Ok(()); // no rows: nothing to launch (a grid of zero blocks is an error)
+        }
+        match (route, &self.gemm_f16_wgmma) {
+            (GemmRoute::Wgmma | GemmRoute::WgmmaTile(_), None) => Err(KernelError::Shape(
+                "the warpgroup GEMM needs an sm_90a device (Hopper)".into(),
+            )),
+            (GemmRoute::Wgmma | GemmRoute::WgmmaTile(_) | GemmRoute::Auto, Some(tiles)) => {
+                for group in outs.chunks_mut(3) {
+                    let tile = match route {
+                        GemmRoute::WgmmaTile(tile) => tile,
+                        _ => wgmma_tile(t, group.iter().map(|o| o.n), self.multiprocessors),
+                    };
+                    let (_, f) = tiles.iter().find(|(tl, _)| *tl == tile).ok_or_else(|| {
+                        KernelError::Shape(format!(
+                            "no warpgroup GEMM of tile {tile:?}; the kernels have {:?}",
+                            WgmmaTile::ALL
+                        ))
+                    })?;
+                    self.gemm_f16_wgmma(f, tile, s, a, a_lo, group, t, k)?;
+                }
+                Ok(())
+            }
+            _ => {
+                for o in outs.iter_mut() {
+                    let (tile, block, f) = gemm_tile(&self.gemm_f16, t, o.n);
+                    let dims = LaunchDims {
+                        grid: [o.n.div_ceil(tile) as u32, t.div_ceil(tile) as u32, 1],
+                        block: [block, 1, 1],
+                        shared_bytes: 0,
+                        cluster: 1,
+                    };
+                    self.launch(
+                        f,
+                        dims,
+                        s,
+                        Args::new()
+                            .ptr(a)
+                            .ptr_or_null(a_lo)
+                            .ptr(o.w)
+                            .ptr(o.y)
+                            .u32(u32_of(t, "t")?)
+                            .u32(u32_of(k, "k")?)
+                            .u32(u32_of(o.n, "n")?),
+                    )?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// `gemm_f16` with an FP8 low half: the warpgroup kernel's LO8 form (kernels/gemm.hip),
+    /// on the tile `wgmma_tile` picks where it has that form, else 128 x 128.
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_f16_lo8(
+        &self,
+        route: GemmRoute,
+        s: &Stream,
+        a: &DeviceBuffer<u16>,
+        q: &DeviceBuffer<u8>,
+        outs: &mut [GemmOut<'_>],
+        t: usize,
+        k: usize,
+    ) -> Result<()> {
+        let fp8 = self.fp8("gemm_f16 with an FP8 low half")?;
+        check_fp8_rows(k, "gemm_f16 with an FP8 low half")?;
+        Self::need(a, t * k, "gemm_f16 a")?;
+        Self::need(q, t * k, "gemm_f16 a_lo (FP8)")?;
+        for o in outs.iter() {
+            Self::need(o.w, o.n * k, "gemm_f16 w")?;
+            Self::need(o.y, t * o.n, "gemm_f16 y")?;
+            let Some(w8) = o.w8 else {
+                return Err(KernelError::Shape(
+                    "gemm_f16 with an FP8 low half needs each product's FP8 weights (GemmOut::w8)"
+                        .into(),
+                ));
+            };
+            Self::need(&w8.q, o.n * k, "gemm_f16 w8")?;
+            Self::need(&w8.scale, 1, "gemm_f16 w8 scale")?;
+        }
+        if t == 0 {
+            return Ok(());
+        }
+        for group in outs.chunks_mut(3) {
+            let tile = match route {
+                GemmRoute::WgmmaTile(tile) => tile,
+                GemmRoute::Auto | GemmRoute::Wgmma => {
+                    let tile = wgmma_tile(t, group.iter().map(|o| o.n), self.multiprocessors);
+                    match WgmmaTile::LO8.contains(&tile) {
+                        true => tile,
+                        false => WgmmaTile::LO8[0],
+                    }
+                }
+                other => {
+                    return Err(KernelError::Shape(format!(
+                        "gemm_f16 with an FP8 low half runs on the warpgroup kernel only, not {other:?}"
+                    )))
+                }
+            };
+            let (_, f) = fp8.gemm.iter().find(|(tl, _)| *tl == tile).ok_or_else(|| {
+                KernelError::Shape(format!(
+                    "no FP8-lo warpgroup GEMM of tile {tile:?}; the kernels have {:?}",
+                    WgmmaTile::LO8
+                ))
+            })?;
+            let (m32, n32) = (tile.m as u32, tile.n as u32);
+            // FP8 boxes of the f16 step's K: 64-byte rows (the 64-byte swizzle).
+            let lo_box = WGMMA_BK;
+            let mut args = Args::new()
+                .tmap(a.tensor_map_f16(t, k, m32, WGMMA_BK)?)
+                .tmap(q.tensor_map_u8(t, k, m32, lo_box)?);
+            // Absent products (n = 0) repeat the last present one's maps and pointers.
+            let at = |i: usize| i.min(group.len() - 1);
+            for i in 0..3 {
+                let o = &group[at(i)];
+                args = args.tmap(o.w.tensor_map_f16(o.n, k, n32, WGMMA_BK)?);
+            }
+            for i in 0..3 {
+                let o = &group[at(i)];
+                let w8 = o.w8.expect("checked above");
+                args = args.tmap(w8.q.tensor_map_u8(o.n, k, n32, lo_box)?);
+            }
+            for i in 0..3 {
+                args = args.ptr(group[at(i)].y);
+            }
+            for i in 0..3 {
+                args = args.ptr(&group[at(i)].w8.expect("checked above").scale);
+            }
+            let (args, dims) = wgmma_launch(args, tile, group, t, k, wgmma_lo8_shared(tile))?;
+            self.launch(f, dims, s, args)?;
+        }
+        Ok(())
+    }
+
+    /// Whether this device has the warpgroup GEMM's SwiGLU forms (`gemm_f16_swiglu`).
+    pub fn has_gemm_swiglu(&self) -> bool {
+        self.gemm_f16_wgmma_swiglu.is_some()
+    }
+
+    /// The prefill's gate, up and SwiGLU in one launch (the warpgroup kernel's SwiGLU form):
+    /// gate = (a + a_lo) · w_gateᵀ and up = (a + a_lo) · w_upᵀ over `t` rows of `k` (a, a_lo
+    /// as `gemm_f16`'s; the low half f16 or absent), act = silu(gate) · up (`silu_mul`'s
+    /// arithmetic, bitwise, on the kernel's own gate and up), and `out.ops` what
+    /// `split_f16` makes of act, bitwise: `gemm_f16` then `silu_mul_split` in one launch,
+    /// which writes 3 bytes an output (hi and an FP8 lo) where those wrote gate and up as
+    /// f32 and read them back. `out`'s gate, up and act are stored only where
+    /// given, all three or none (an observer wants them). `tile`: None picks by `wgmma_swiglu_tile`; the op
+    /// tests force each. Hopper only; k % 8 == 0, k > 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_f16_swiglu(
+        &self,
+        tile: Option<WgmmaTile>,
+        s: &Stream,
+        a: &DeviceBuffer<u16>,
+        a_lo: Option<&DeviceBuffer<u16>>,
+        [w_gate, w_up]: [&DeviceBuffer<u16>; 2],
+        out: SwigluOut<'_>,
+        shape: MatShape,
+    ) -> Result<()> {
+        let what = "gemm_f16_swiglu";
+        let MatShape { t, k, n } = shape;
+        let Some(tiles) = &self.gemm_f16_wgmma_swiglu else {
+            return Err(KernelError::Shape(format!(
+                "{what}: the SwiGLU GEMM is the warpgroup kernel's and needs an sm_90a device (Hopper); use gemm_f16 and silu_mul_split"
+            )));
+        };
+        if !k.is_multiple_of(8) || k == 0 {
+            return Err(KernelError::Shape(format!(
+                "{what} needs k > 0 and k % 8 == 0 (16-byte rows); k = {k}"
+            )));
+        }
+        Self::need(a, t * k, "gemm_f16_swiglu a")?;
+        if let Some(lo) = a_lo {
+            Self::need(lo, t * k, "gemm_f16_swiglu a_lo")?;
+        }
+        Self::need(w_gate, n * k, "gemm_f16_swiglu w_gate")?;
+        Self::need(w_up, n * k, "gemm_f16_swiglu w_up")?;
+        let SwigluOut { gate, up, act, ops } = out;
+        let stored = [gate.is_some(), up.is_some(), act.is_some()];
+        if stored.contains(&true) && stored.contains(&false) {
+            return Err(KernelError::Shape(format!(
+                "{what}: gate, up and act are stored all three or none (given: {stored:?})"
+            )));
+        }
+        for (b, name) in [(&gate, "gate"), (&up, "up"), (&act, "act")] {
+            if let Some(b) = b {
+                Self::need_of(b, t * n, what, name)?;
+            }
+        }
+        Self::need_ops(&ops, Rows { rows: t, len: n }, what)?;
+        if t == 0 || n == 0 {
+            return Ok(()); // nothing to compute (a grid of zero blocks is an error)
+        }
+        let tile = tile.unwrap_or_else(|| wgmma_swiglu_tile(t, n, self.multiprocessors));
+        let (_, f) = tiles.iter().find(|(tl, _)| *tl == tile).ok_or_else(|| {
+            KernelError::Shape(format!(
+                "no SwiGLU warpgroup GEMM of tile {tile:?}; the kernels have {:?}",
+                WgmmaTile::SWIGLU
+            ))
+        })?;
+        let (m32, half) = (tile.m as u32, tile.n as u32 / 2);
+        let ta = a.tensor_map_f16(t, k, m32, WGMMA_BK)?;
+        let ta_lo = match a_lo {
+            Some(lo) => lo.tensor_map_f16(t, k, m32, WGMMA_BK)?,
+            None => ta,
+        };
+        let args = Args::new()
+            .tmap(ta)
+            .tmap(ta_lo)
+            .tmap(w_gate.tensor_map_f16(n, k, half, WGMMA_BK)?)
+            .tmap(w_up.tensor_map_f16(n, k, half, WGMMA_BK)?)
+            .ptr_or_null(gate.as_deref())
+            .ptr_or_null(up.as_deref())
+            .ptr_or_null(act.as_deref())
+            .ptr(ops.hi)
+            .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()));
+        let args = self
+            .lo8_arg(args, &ops, what)?
+            .u32(u32_of(t, "t")?)
+            .u32(u32_of(k, "k")?)
+            .u32(u32_of(n, "n")?)
+            .u32(a_lo.is_some() as u32);
+        let dims = LaunchDims {
+            grid: [
+                t.div_ceil(tile.m) as u32,
+                u32_of(n.div_ceil(tile.n / 2), "column tiles")?,
+                1,
+            ],
+            block: [wgmma_threads(tile), 1, 1],
+            shared_bytes: wgmma_shared(tile),
+            cluster: 1,
+        };
+        self.launch(f, dims, s, args)
+    }
+
+    /// The warpgroup GEMM's tiles on this device (empty without one): the op tests run each.
+    pub fn wgmma_tiles(&self) -> Vec<WgmmaTile> {
+        self.gemm_f16_wgmma
+            .iter()
+            .flatten()
+            .map(|(tile, _)| *tile)
+            .collect()
+    }
+
+    /// Up to three products of `gemm_f16` in one launch of the warpgroup kernel of `tile`
+    /// (checked by the caller: k % 8 == 0, k > 0 and the buffers' sizes). Its operands are
+    /// read through TMA descriptors, made here per call (a host-side encode, no device work;
+    /// the launch copies them by value).
+    #[allow(clippy::too_many_arguments)]
+    fn gemm_f16_wgmma(
+        &self,
+        f: &Function,
+        tile: WgmmaTile,
+        s: &Stream,
+        a: &DeviceBuffer<u16>,
+        a_lo: Option<&DeviceBuffer<u16>>,
+        group: &mut [GemmOut<'_>],
+        t: usize,
+        k: usize,
+    ) -> Result<()> {
+        let (m32, n32) = (tile.m as u32, tile.n as u32);
+        let ta = a.tensor_map_f16(t, k, m32, WGMMA_BK)?;
+        let ta_lo = match a_lo {
+            Some(lo) => lo.tensor_map_f16(t, k, m32, WGMMA_BK)?,
+            None => ta,
+        };
+        let mut args = Args::new().tmap(ta).tmap(ta_lo);
+        // Absent products (n = 0, no column tiles) repeat the last present one's pointers.
+        for i in 0..3 {
+            let o = &group[i.min(group.len() - 1)];
+            args = args.tmap(o.w.tensor_map_f16(o.n, k, n32, WGMMA_BK)?);
+        }
+        for i in 0..3 {
+            let o = &mut group[i.min(group.len() - 1)];
+            args = args.ptr(o.y);
+        }
+        let (args, dims) = wgmma_launch(args, tile, group, t, k, wgmma_shared(tile))?;
+        self.launch(f, dims, s, args.u32(a_lo.is_some() as u32))
+    }
+
+    /// The same product by the plain tiled GEMM (no matrix units, f32 activations): the
+    /// baseline the matrix-unit GEMM is checked against.
+    pub fn gemm_plain(
+        &self,
+        s: &Stream,
+        x: &DeviceBuffer<f32>,
+        w: &DeviceBuffer<u16>,
+        y: &mut DeviceBuffer<f32>,
+        shape: MatShape,
+    ) -> Result<()> {
+        self.launch_gemm(&self.gemm_plain, (16, 256), s, x, w, y, shape)
+    }
+
+    /// Launches a GEMM kernel of signature (x, w, y, t, k, n) whose blocks of `block` threads
+    /// each compute a `tile` x `tile` piece of y.
+    #[allow(clippy::too_many_arguments)]
+    fn launch_gemm(
+        &self,
+        f: &Function,
+        (tile, block): (usize, u32),
+        s: &Stream,
+        x: &DeviceBuffer<f32>,
+        w: &DeviceBuffer<u16>,
+        y: &mut DeviceBuffer<f32>,
+        shape: MatShape,
+    ) -> Result<()> {
+        let MatShape { t, k, n } = shape;
+        Self::need(x, t * k, "gemm x")?;
+        Self::need(w, n * k, "gemm w")?;
+        Self::need(y, t * n, "gemm y")?;
+        let dims = LaunchDims {
+            grid: [n.div_ceil(tile) as u32, t.div_ceil(tile) as u32, 1],
+            block: [block, 1, 1],
+            shared_bytes: 0,
+            cluster: 1,
+        };
+        self.launch(
+            f,
+            dims,
+            s,
+            Args::new()
+                .ptr(x)
+                .ptr(w)
+                .ptr(y)
+                .u32(u32_of(t, "t")?)
+                .u32(u32_of(k, "k")?)
+                .u32(u32_of(n, "n")?),
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The warpgroup GEMM's tile at the two benchmark shapes (512-token prompt) on an H100's
+    /// or H200's 132 SMs: 128 x 128 for Llama-2-7B's groups but gate/up, 128 x 232 for
+    /// gate/up (fewer waves' columns), 64 x 64 for SmolLM2's narrow ones; a wide tile only
+    /// where its waves take no longer.
+    #[test]
+    fn wgmma_tile_fills_the_gpu_before_it_grows() {
+        let [square, small, wide, wide232] = WgmmaTile::ALL;
+        let pick = |t, ns: &[usize]| wgmma_tile(t, ns.iter().copied(), 132);
+        assert_eq!(pick(512, &[4096]), square, "7B output/down: 4 x 32 blocks");
+        assert_eq!(
+            pick(512, &[4096, 4096, 4096]),
+            square,
+            "7B Q/K/V: 3 waves of 128 columns (384), 2 of 256 (512)"
+        );
+        assert_eq!(
+            pick(512, &[11_008, 11_008]),
+            wide232,
+            "7B gate/up: 6 waves of 128 columns (688 blocks, 768), 3 of 256 (344, 768), 3 of 232 (384, 696)"
+        );
+        assert_eq!(
+            pick(512, &[8192, 8192]),
+            wide,
+            "1B gate/up: 4 waves of 128 columns (512 blocks, 512), 2 of 256 (256, 512), 3 of 232 (288, 696)"
+        );
+        assert_eq!(
+            wgmma_tile(512, [11_008, 11_008], 160),
+            square,
+            "on 160 SMs: 5 waves of 128 columns (640), 3 of 256 (768)"
+        );
+        assert_eq!(
+            pick(512, &[576, 192, 192]),
+            small,
+            "SmolLM2 Q/K/V: 4 x 9 = 36 blocks of 128"
+        );
+        assert_eq!(
+            pick(512, &[1536, 1536]),
+            small,
+            "SmolLM2 gate/up: 4 x 24 = 96 blocks of 128"
+        );
+        assert_eq!(pick(7, &[100]), small, "a short prompt");
+        assert_eq!(
+            wgmma_shared(square),
+            197_728,
+            "6 x 32 KiB stages + 1 KiB + barriers"
+        );
+        for t in [wide, wide232] {
+            assert!(
+                wgmma_shared(t) <= 232_448,
+                "the wide tiles' stages fit the 227 KiB a block may opt in to on sm_90"
+            );
+        }
+    }
+
+    /// The SwiGLU forms' tiles cover half their columns' outputs: 7B's gate/up takes the
+    /// 224-column tile (3.0 waves of 132), Llama-3.2-1B's the 256 one, SmolLM2's 64 x 64.
+    #[test]
+    fn wgmma_swiglu_tile_counts_outputs_not_columns() {
+        let [square, small, wide, wide224] = WgmmaTile::SWIGLU;
+        assert_eq!(
+            wgmma_swiglu_tile(512, 11_008, 132),
+            wide224,
+            "7B: 396 blocks of 112 outputs in 3 waves (672 columns); 344 of 128 (768); 688 of 64 (768)"
+        );
+        assert_eq!(
+            wgmma_swiglu_tile(512, 8192, 132),
+            wide,
+            "1B: 256 blocks of 128 outputs in 2 waves (512 columns), 296 of 112 in 3 (672)"
+        );
+        assert_eq!(
+            wgmma_swiglu_tile(512, 1536, 132),
+            small,
+            "SmolLM2: 4 x 24 = 96 blocks of 64 outputs"
+        );
+        assert_eq!(
+            wgmma_swiglu_tile(512, 4096, 132),
+            wide,
+            "one wave of 128 blocks (256 columns) ties two of 256 of 128: the wider"
+        );
+        assert_eq!(
+            wgmma_swiglu_tile(512, 5000, 132),
+            square,
+            "3 waves of 316 blocks (384 columns); 2 of 160 (512), 2 of 180 (448)"
+        );
+        assert_eq!(wide224.swiglu_kernel(), "gemm_f16_wgmma_swiglu_128x224");
+        assert_eq!(square.swiglu_kernel(), "gemm_f16_wgmma_swiglu_128");
+        assert!(wgmma_shared(wide224) <= 232_448, "4 stages of 44 KiB fit");
+    }
+
+    /// The prefill GEMM's tile choice at the two benchmark shapes (512-token prompt): big
+    /// tiles where they still fill the GPU, small ones for SmolLM2's narrow matrices.
+    #[test]
+    fn gemm_tile_fills_the_gpu_before_it_grows() {
+        let tiles = [(128, 256u32, "128"), (64, 128, "64"), (32, 128, "32")];
+        let pick = |t, n| gemm_tile(&tiles, t, n).0;
+        assert_eq!(
+            pick(512, 4096),
+            128,
+            "Llama-2-7B Q/O/down: 4 x 32 = 128 blocks of 128"
+        );
+        assert_eq!(pick(512, 11_008), 128, "Llama-2-7B gate/up");
+        assert_eq!(
+            pick(512, 1536),
+            64,
+            "SmolLM2 gate/up: 4 x 12 = 48 blocks of 128 is too few"
+        );
+        assert_eq!(
+            pick(512, 576),
+            32,
+            "SmolLM2 Q/O/down: 72 blocks of 64 is too few"
+        );
+        assert_eq!(pick(7, 100), 32, "a tiny product takes the smallest tile");
+    }
+}
