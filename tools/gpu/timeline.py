@@ -78,10 +78,39 @@ def launches(recs):
     return out
 
 
+def fa_balance(ls, names, heads, sms):
+    """The prefill flash attention's work per SM, for each of its launches: block b of a
+    (row tiles T, heads H) grid takes item k = b (b < sms) or T H - 1 - (b - sms) (the snake
+    order of kernels/attention.hip, which assumes b and b + sms share an SM), and item k's
+    row tile T - 1 - k / H sees (row tile + 1) row tiles of keys (a prompt from position 0).
+    Prints the most any SM carried against the even share: where the blocks were placed as
+    the order assumes, the two are about equal."""
+    print()
+    print("| launch | blocks | SMs | most key tiles on one SM | even share | ratio |")
+    print("|---|---|---|---|---|---|")
+    for i, l in enumerate(ls):
+        mod, grid, threads = l[0]["key"]
+        if "attn_prefill_fa" not in label(names, mod, grid, threads) or grid % heads:
+            continue
+        T = grid // heads
+        load = Counter()
+        for r in l:
+            b = r["block"]
+            k = b if b < sms else grid - 1 - (b - sms)
+            load[r["sm"]] += T - k // heads
+        share = sum(load.values()) / sms
+        print("| %d | %d | %d | %d | %.1f | %.2f |" % (i, len(l), len(load), max(load.values()), share,
+                                                    max(load.values()) / share))
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("file")
     ap.add_argument("--launches", type=int, default=0, help="print the last N launches")
+    ap.add_argument("--fa-heads", type=int, default=0,
+                    help="the model's query heads: also print each prefill flash attention launch's "
+                         "work per SM under its block order (needs FILE.kernels.csv)")
+    ap.add_argument("--sms", type=int, default=132, help="the GPU's multiprocessors (default 132)")
     ap.add_argument("--max-gap", type=float, default=50.0,
                     help="gaps above this many µs are the host's breaks, not a kernel's time (default 50; "
                          "a 7B prefill's GEMMs take 40-150 µs: prefill_timeline.sh passes 400)")
@@ -99,6 +128,8 @@ def main():
     if len(kept) < len(recs):
         print(f"(left out: the {len(recs) - len(kept)} stamps before every module's ring covers the run)")
     ls = launches(kept)
+    if a.fa_heads:
+        fa_balance(ls, names, a.fa_heads, a.sms)
     rows = []
     for i, l in enumerate(ls):
         first = min(r["release"] for r in l)
