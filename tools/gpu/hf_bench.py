@@ -5,17 +5,32 @@ written by `greta bench --write-safetensors`), batch 1, f16, on the GPU, measure
 its last position), decode = greedy generation of N tokens after it with the KV cache,
 median of REPS repetitions after a warm-up.
 
+--compile: the same model run as gpt-fast runs its own (which is not installed on the GPU
+machines, and they have no network): a static KV cache allocated once, the prefill and the
+decode step each under torch.compile(mode="reduce-overhead", fullgraph=True) (Inductor's
+kernels, replayed as CUDA graphs), the tokens kept on the device and read back once at the
+end (as gpt-fast's generate loop does). Its compile and capture happen in the warm-up, out of
+the timing. If the whole-graph compile fails it falls back to fullgraph=False and says so in
+"method".
+
 Usage: hf_bench.py MODEL_DIR [--prompt-len 512] [--gen 128] [--reps 3] [--attn eager|sdpa]
-Prints one JSON object: {"prefill_ms", "decode_tok_s", "attn", "torch", "transformers", ...}.
+  [--compile]
+Prints one JSON object: {"prefill_ms", "decode_tok_s", "engine", "torch", "method", ...}.
 """
 import argparse
 import json
 import statistics
+import sys
 import time
 
 import torch
 import transformers
 from transformers import AutoModelForCausalLM
+
+
+def sync():
+    if torch.cuda.is_initialized():
+        torch.cuda.synchronize()
 
 
 def main():
@@ -24,15 +39,19 @@ def main():
     ap.add_argument("--prompt-len", type=int, default=512)
     ap.add_argument("--gen", type=int, default=128)
     ap.add_argument("--reps", type=int, default=3)
-    ap.add_argument("--attn", default="eager", choices=["eager", "sdpa"])
+    ap.add_argument("--attn", default=None, choices=["eager", "sdpa"],
+                    help="attention implementation (default: eager; sdpa with --compile, as gpt-fast)")
+    ap.add_argument("--compile", action="store_true", help="static cache + torch.compile (gpt-fast's method)")
+    ap.add_argument("--device", default="cuda", help="torch device (cpu: to try the script without a GPU)")
     a = ap.parse_args()
-    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float16, attn_implementation=a.attn).cuda().eval()
+    a.attn = a.attn or ("sdpa" if a.compile else "eager")
+    model = AutoModelForCausalLM.from_pretrained(a.model, dtype=torch.float16, attn_implementation=a.attn).to(a.device).eval()
     vocab = model.config.vocab_size
     g = torch.Generator().manual_seed(0)
-    ids = torch.randint(0, vocab, (1, a.prompt_len), generator=g).cuda()
+    ids = torch.randint(0, vocab, (1, a.prompt_len), generator=g).to(a.device)
 
     def prefill():
-        torch.cuda.synchronize()
+        sync()
         t = time.perf_counter()
         with torch.no_grad():
             out = model(ids, use_cache=True, logits_to_keep=1)
@@ -44,7 +63,7 @@ def main():
             out = model(ids, use_cache=True, logits_to_keep=1)
             past = out.past_key_values
             tok = out.logits[:, -1].argmax(-1, keepdim=True)
-            torch.cuda.synchronize()
+            sync()
             t = time.perf_counter()
             for _ in range(a.gen):
                 out = model(tok, past_key_values=past, use_cache=True)
@@ -53,19 +72,116 @@ def main():
                 tok.item()  # the token read back each step, as a streaming generation does
         return a.gen / (time.perf_counter() - t)
 
-    prefill(), decode()  # warm-up
+    method = "dynamic KV cache, eager; the token read back each step"
+    agreement = None
+    t0 = time.perf_counter()
+    if a.compile:
+        prefill, decode, method, agreement = compiled(model, ids, a)
+    prefill(), decode()  # warm-up (with --compile: compilation and graph capture)
+    warmup_s = time.perf_counter() - t0
     pf = [prefill() for _ in range(a.reps)]
     dc = [decode() for _ in range(a.reps)]
+    what = "static cache + torch.compile" if a.compile else "eager"
     print(json.dumps({
-        "engine": f"transformers {transformers.__version__} ({a.attn} attention, f16)",
+        "engine": f"transformers {transformers.__version__} ({what}, {a.attn} attention, f16)",
+        "method": method,
+        "warmup_s": warmup_s,
+        "agreement": agreement() if agreement else None,
         "torch": torch.__version__,
-        "device": torch.cuda.get_device_name(),
+        "device": torch.cuda.get_device_name() if a.device == "cuda" else a.device,
         "prefill_ms": statistics.median(pf),
         "decode_tok_s": statistics.median(dc),
         "all_prefill_ms": pf,
         "all_decode_tok_s": dc,
-        "peak_memory_bytes": torch.cuda.max_memory_allocated(),
+        "peak_memory_bytes": torch.cuda.max_memory_allocated() if a.device == "cuda" else None,
     }))
+
+
+def compiled(model, ids, a):
+    """gpt-fast's method on the transformers model: (prefill, decode, method). One StaticCache
+    holds every run (a static address, as CUDA graphs need), reset (zeroed, its length back
+    to 0: newer transformers keep the length in the cache and ignore cache_position) before
+    each prompt, outside the timing."""
+    from transformers import StaticCache
+
+    prompt = ids.shape[1]
+    cache = StaticCache(config=model.config, max_cache_len=prompt + a.gen)
+    prompt_pos = torch.arange(prompt, device=ids.device)
+
+    def run(tokens, pos):
+        out = model(tokens, past_key_values=cache, cache_position=pos, position_ids=pos.unsqueeze(0),
+                    use_cache=True, logits_to_keep=1)
+        return out.logits[:, -1].argmax(-1, keepdim=True)
+
+    # Two functions, so that the prompt's shape and the step's each get their own static
+    # graph (dynamic=False: no recompile of one into a dynamic-shape graph for both).
+    def prefill_run(tokens, pos):
+        return run(tokens, pos)
+
+    def decode_run(tokens, pos):
+        return run(tokens, pos)
+
+    # The cache's tensors are made at its first update: once eagerly, outside the graphs.
+    with torch.no_grad():
+        run(ids, prompt_pos)
+    cache.reset()
+    fullgraph = True
+    try:
+        first = torch.compile(prefill_run, mode="reduce-overhead", fullgraph=True, dynamic=False)
+        step = torch.compile(decode_run, mode="reduce-overhead", fullgraph=True, dynamic=False)
+        with torch.no_grad():
+            step(first(ids, prompt_pos).clone(), torch.tensor([prompt], device=ids.device))
+    except Exception as e:  # a graph break: say so, and run what does compile
+        cache.reset()
+        print(f"fullgraph compile failed ({type(e).__name__}: {str(e)[:300]}); retrying with fullgraph=False",
+              file=sys.stderr)
+        torch._dynamo.reset()
+        fullgraph = False
+        first = torch.compile(prefill_run, mode="reduce-overhead", dynamic=False)
+        step = torch.compile(decode_run, mode="reduce-overhead", dynamic=False)
+
+    def prefill():
+        cache.reset()
+        sync()
+        t = time.perf_counter()
+        with torch.no_grad():
+            tok = first(ids, prompt_pos)
+        tok.item()
+        return (time.perf_counter() - t) * 1e3
+
+    def decode():
+        out = torch.empty(a.gen, dtype=torch.long, device=ids.device)
+        cache.reset()
+        with torch.no_grad():
+            tok = first(ids, prompt_pos).clone()
+            pos = torch.tensor([prompt], device=ids.device)
+            sync()
+            t = time.perf_counter()
+            for i in range(a.gen):
+                # A CUDA graph's output is overwritten by its next replay: keep a copy.
+                tok = step(tok, pos).clone()
+                out[i] = tok[0, 0]
+                pos += 1
+            last[:] = out.tolist()  # the tokens read back once, at the end (gpt-fast's loop)
+        return a.gen / (time.perf_counter() - t)
+
+    def agreement():
+        """How many of the compiled run's greedy tokens the same model gives uncompiled (the
+        first divergence, if any: random weights have near-ties that other kernels may break)."""
+        cache.reset()
+        with torch.no_grad():
+            tok = run(ids, prompt_pos)
+            ref = []
+            for i in range(a.gen):
+                tok = run(tok, torch.tensor([prompt + i], device=ids.device))
+                ref.append(tok.item())
+        n = next((i for i, (x, y) in enumerate(zip(last, ref)) if x != y), len(ref))
+        return f"{n} of {len(ref)} greedy tokens as the uncompiled model's"
+
+    last = []
+    method = (f"static KV cache ({prompt + a.gen} positions), prefill and decode step under "
+              f"torch.compile(mode='reduce-overhead', fullgraph={fullgraph}), tokens read back at the end")
+    return prefill, decode, method, agreement
 
 
 if __name__ == "__main__":

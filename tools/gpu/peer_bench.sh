@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The peer harness: greta bench, llama.cpp's llama-bench and Hugging Face transformers on the
-# same weights, same card, same run, one table with ratios. For each synthetic shape greta
+# The peer harness: greta bench, llama.cpp's llama-bench and Hugging Face transformers (eager,
+# and compiled as gpt-fast runs its model: tools/gpu/hf_bench.py --compile) on the same
+# weights, same card, same run, one table with ratios. For each synthetic shape greta
 # generates the weights from seed 0 and writes them as GGUF f16 (--write-gguf, for
 # llama-bench) and as a Hugging Face directory (--write-safetensors, for transformers).
 # 512-token prompt, 128 generated tokens, batch 1, median of 3.
@@ -34,6 +35,11 @@ for shape in $SHAPES; do
   $G bench -m synthetic:$shape --backend gpu ${GPU_ARGS:-} --prompt-len 512 --gen 128 --reps 3 --temperature 0.8 --json > $P/greta-sampled-$shape.json 2>/dev/null
   PYTHONUNBUFFERED=1 python3 tools/gpu/hf_bench.py /tmp/$shape-hf > $P/hf-$shape.json 2> $P/hf-$shape.log
   echo "transformers exit $? $(tail -n 1 $P/hf-$shape.log | cut -c1-200)"
+  # gpt-fast's method (static cache, torch.compile with CUDA graphs); PEER_COMPILE=0 leaves it out.
+  if [ "${PEER_COMPILE:-1}" != 0 ]; then
+    PYTHONUNBUFFERED=1 python3 tools/gpu/hf_bench.py /tmp/$shape-hf --compile > $P/hfc-$shape.json 2> $P/hfc-$shape.log
+    echo "transformers + torch.compile exit $? $(tail -n 1 $P/hfc-$shape.log | cut -c1-200)"
+  fi
   rm -rf /tmp/$shape-hf
   LB=/tmp/llama-cpp/build/bin/llama-bench
   if [ -x $LB ]; then

@@ -1,9 +1,10 @@
 #!/usr/bin/env python3
 """One table from the peer harness's raw results (tools/gpu/peer_bench.sh): per shape,
 prefill-512 ms and decode tok/s of greta (greedy graph and eager; sampled as `greta
-generate` draws, where the raw results hold it), llama.cpp and transformers, each peer's ratio
-to greta's greedy graph (> 1: greta is faster; llama-bench's tg and transformers' generate are
-greedy), and greta's fraction of the limits (copy bandwidth for decode,
+generate` draws, where the raw results hold it), llama.cpp, transformers eager and
+transformers compiled as gpt-fast runs its model (static cache, torch.compile with CUDA
+graphs: hf_bench.py --compile), each peer's ratio to greta's greedy graph (> 1: greta is
+faster; every peer's decode is greedy), and greta's fraction of the limits (copy bandwidth for decode,
 f16 matrix peak for prefill). Usage: peer_table.py RAW_DIR SHAPE..."""
 import json
 import sys
@@ -46,20 +47,23 @@ def main():
         ge = load(raw / f"greta-eager-{s}.json")
         gs = load(raw / f"greta-sampled-{s}.json")
         hf = load(raw / f"hf-{s}.json")
+        hfc = load(raw / f"hfc-{s}.json")
         lpp, ltg = llama_cpp(raw / f"llama-{s}.json")
-        rows.append((s, g, ge, gs, hf, lpp, ltg))
+        rows.append((s, g, ge, gs, hf, hfc, lpp, ltg))
     if not rows:
         return
     g0 = rows[0][1]
     hf_name = next((r[4]["engine"] for r in rows if r[4]), "transformers")
+    hfc_name = next((f"{r[5]['engine']}: {r[5]['method']}" for r in rows if r[5]), None)
     print(f"Copy bandwidth {g0['copy_gb_s']:.0f} GB/s (read+write, measured by greta bench in the same run); "
-          f"peers: llama.cpp llama-bench (CUDA, -fa 1, -ngl 99), {hf_name}. "
+          f"peers: llama.cpp llama-bench (CUDA, -fa 1, -ngl 99), {hf_name}"
+          + (f", {hfc_name}" if hfc_name else "") + ". "
           "greta's prefill inputs as hi + lo (each shape's own: --split-lo auto picks by shape): "
           + "; ".join(f"{r[0]}: {r[1].get('split_inputs') or 'not reported'}" for r in rows) + ".")
     print()
     print("| shape | engine | prefill-512 ms | greta speed-up | decode tok/s | greta speed-up |")
     print("|---|---|---|---|---|---|")
-    for s, g, ge, gs, hf, lpp, ltg in rows:
+    for s, g, ge, gs, hf, hfc, lpp, ltg in rows:
         gp, gd = g["prefill_ms"], g["decode_tok_s"]
         print(f"| {s} | greta (graph) | {gp:.2f} | | {gd:.1f} | |")
         if ge:
@@ -70,9 +74,15 @@ def main():
                   f"top-p {sm.get('top_p', '?'):.2g}) | {gs['prefill_ms']:.2f} | | {gs['decode_tok_s']:.1f} | |")
         print(f"| {s} | llama.cpp | {f(lpp, '.2f')} | {f(lpp / gp if lpp else None, '.2f')}x | {f(ltg, '.1f')} | "
               f"{f(gd / ltg if ltg else None, '.2f')}x |")
-        hp, hd = (hf["prefill_ms"], hf["decode_tok_s"]) if hf else (None, None)
-        print(f"| {s} | transformers | {f(hp, '.2f')} | {f(hp / gp if hp else None, '.2f')}x | {f(hd, '.1f')} | "
-              f"{f(gd / hd if hd else None, '.2f')}x |")
+        for name, r in (("transformers", hf), ("transformers + torch.compile", hfc)):
+            if r is None and name != "transformers":
+                continue
+            hp, hd = (r["prefill_ms"], r["decode_tok_s"]) if r else (None, None)
+            print(f"| {s} | {name} | {f(hp, '.2f')} | {f(hp / gp if hp else None, '.2f')}x | {f(hd, '.1f')} | "
+                  f"{f(gd / hd if hd else None, '.2f')}x |")
+    for s, *r in rows:
+        if r[4] and r[4].get("agreement"):
+            print(f"\n{s}, transformers + torch.compile: {r[4]['agreement']} (compile and capture {r[4]['warmup_s']:.0f} s)")
     print()
     print("Roofline fractions of greta's figures:")
     for s, g, *_ in rows:
