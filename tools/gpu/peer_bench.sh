@@ -31,6 +31,9 @@ for shape in $SHAPES; do
     --write-gguf /tmp/$shape.gguf --write-safetensors /tmp/$shape-hf > $P/greta-$shape.json 2> $P/greta-$shape.log
   echo "greta exit $?"
   $G bench -m synthetic:$shape --backend gpu ${GPU_ARGS:-} --prompt-len 512 --gen 128 --reps 3 --no-graph --json > $P/greta-eager-$shape.json 2>/dev/null
+  # Under the peers' numerics: every product's input rounded to one f16, as llama.cpp's cuBLAS
+  # path and transformers in f16 do (greta's default splits some into hi + lo: docs/gpu.md).
+  $G bench -m synthetic:$shape --backend gpu ${GPU_ARGS:-} --split-inputs none --prompt-len 512 --gen 128 --reps 3 --json > $P/greta-f16in-$shape.json 2>/dev/null
   # Sampled as `greta generate` draws by default (temperature 0.8, top-k 40, top-p 0.95).
   $G bench -m synthetic:$shape --backend gpu ${GPU_ARGS:-} --prompt-len 512 --gen 128 --reps 3 --temperature 0.8 --json > $P/greta-sampled-$shape.json 2>/dev/null
   PYTHONUNBUFFERED=1 python3 tools/gpu/hf_bench.py /tmp/$shape-hf > $P/hf-$shape.json 2> $P/hf-$shape.log

@@ -46,15 +46,16 @@ def main():
             continue
         ge = load(raw / f"greta-eager-{s}.json")
         gs = load(raw / f"greta-sampled-{s}.json")
+        gf = load(raw / f"greta-f16in-{s}.json")
         hf = load(raw / f"hf-{s}.json")
         hfc = load(raw / f"hfc-{s}.json")
         lpp, ltg = llama_cpp(raw / f"llama-{s}.json")
-        rows.append((s, g, ge, gs, hf, hfc, lpp, ltg))
+        rows.append((s, g, ge, gs, gf, hf, hfc, lpp, ltg))
     if not rows:
         return
     g0 = rows[0][1]
-    hf_name = next((r[4]["engine"] for r in rows if r[4]), "transformers")
-    hfc_name = next((f"{r[5]['engine']}: {r[5]['method']}" for r in rows if r[5]), None)
+    hf_name = next((r[5]["engine"] for r in rows if r[5]), "transformers")
+    hfc_name = next((f"{r[6]['engine']}: {r[6]['method']}" for r in rows if r[6]), None)
     print(f"Copy bandwidth {g0['copy_gb_s']:.0f} GB/s (read+write, measured by greta bench in the same run); "
           f"peers: llama.cpp llama-bench (CUDA, -fa 1, -ngl 99), {hf_name}"
           + (f", {hfc_name}" if hfc_name else "") + ". "
@@ -63,7 +64,7 @@ def main():
     print()
     print("| shape | engine | prefill-512 ms | greta speed-up | decode tok/s | greta speed-up |")
     print("|---|---|---|---|---|---|")
-    for s, g, ge, gs, hf, hfc, lpp, ltg in rows:
+    for s, g, ge, gs, gf, hf, hfc, lpp, ltg in rows:
         gp, gd = g["prefill_ms"], g["decode_tok_s"]
         print(f"| {s} | greta (graph) | {gp:.2f} | | {gd:.1f} | |")
         if ge:
@@ -72,6 +73,9 @@ def main():
             sm = gs["spec"].get("sampling") or {}
             print(f"| {s} | greta (graph, sampled: T {sm.get('temperature', '?'):.2g}, top-k {sm.get('top_k', '?')}, "
                   f"top-p {sm.get('top_p', '?'):.2g}) | {gs['prefill_ms']:.2f} | | {gs['decode_tok_s']:.1f} | |")
+        if gf:
+            print(f"| {s} | greta (graph, peers' numerics: `--split-inputs none`) | {gf['prefill_ms']:.2f} | | "
+                  f"{gf['decode_tok_s']:.1f} | |")
         print(f"| {s} | llama.cpp | {f(lpp, '.2f')} | {f(lpp / gp if lpp else None, '.2f')}x | {f(ltg, '.1f')} | "
               f"{f(gd / ltg if ltg else None, '.2f')}x |")
         for name, r in (("transformers", hf), ("transformers + torch.compile", hfc)):
@@ -80,9 +84,18 @@ def main():
             hp, hd = (r["prefill_ms"], r["decode_tok_s"]) if r else (None, None)
             print(f"| {s} | {name} | {f(hp, '.2f')} | {f(hp / gp if hp else None, '.2f')}x | {f(hd, '.1f')} | "
                   f"{f(gd / hd if hd else None, '.2f')}x |")
-    for s, *r in rows:
-        if r[4] and r[4].get("agreement"):
-            print(f"\n{s}, transformers + torch.compile: {r[4]['agreement']} (compile and capture {r[4]['warmup_s']:.0f} s)")
+    for s, g, ge, gs, gf, hf, hfc, lpp, ltg in rows:
+        if hfc and hfc.get("agreement"):
+            print(f"\n{s}, transformers + torch.compile: {hfc['agreement']} (compile and capture {hfc['warmup_s']:.0f} s)")
+        # Like against like: the fastest peer's prefill against greta's under each numerics.
+        peers = [(n, v) for n, v in (("llama.cpp", lpp), ("transformers", hf and hf["prefill_ms"]),
+                                     ("transformers + torch.compile", hfc and hfc["prefill_ms"])) if v]
+        if peers:
+            name, best = min(peers, key=lambda x: x[1])
+            line = f"\n{s}: the fastest peer's prefill ({name}, {best:.2f} ms) is {best / g['prefill_ms']:.2f}x greta's default"
+            if gf:
+                line += f" and {best / gf['prefill_ms']:.2f}x greta's under the peers' numerics"
+            print(line + " (> 1: greta is faster).")
     print()
     print("Roofline fractions of greta's figures:")
     for s, g, *_ in rows:
