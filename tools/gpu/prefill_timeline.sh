@@ -7,7 +7,8 @@
 # kernels (few: GEN 2) appear in the same table under their own names.
 # Build here: cargo xtask build-kernels --timeline; carry target/kernels-timeline and
 # target/carry. Usage (GPU machine): OUT=dir [SHAPES="llama2-7b smollm2-135m"]
-#   [ARGS=more bench flags] [VARIANTS="main NAME ..."] [TOP=rows] tools/gpu/prefill_timeline.sh
+#   [ARGS=more bench flags] [VARIANTS="main NAME ..."] [TOP=rows] [AFTER=1: a row per kernel and
+#   predecessor, timeline.py --after] tools/gpu/prefill_timeline.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
@@ -34,7 +35,7 @@ for v in ${VARIANTS:-main}; do
     # The flash attention's work per SM under its block order (timeline.py --fa-heads):
     # whether its blocks were placed as the order assumes (session 28's open question).
     case $shape in llama2-7b | llama3.2-1b) heads=32 ;; smollm2-135m) heads=9 ;; *) heads=0 ;; esac
-    python3 tools/gpu/timeline.py --max-gap ${MAX_GAP:-400} --fa-heads $heads /tmp/tl-$n.csv > $OUT/tl-$n.md 2>&1
+    python3 tools/gpu/timeline.py --max-gap ${MAX_GAP:-400} --fa-heads $heads ${AFTER:+--after} /tmp/tl-$n.csv > $OUT/tl-$n.md 2>&1
     grep -E "^[|(]" $OUT/tl-$n.md | grep -v "^| #" | head -n ${TOP:-24}
   done
 done

@@ -110,6 +110,9 @@ def main():
     ap.add_argument("--fa-heads", type=int, default=0,
                     help="the model's query heads: also print each prefill flash attention launch's "
                          "work per SM under its block order (needs FILE.kernels.csv)")
+    ap.add_argument("--after", action="store_true",
+                    help="one row per kernel and the kernel launched before it (a 7B prefill's output "
+                         "and down products share a kernel and grid; their predecessors tell them apart)")
     ap.add_argument("--sms", type=int, default=132, help="the GPU's multiprocessors (default 132)")
     ap.add_argument("--max-gap", type=float, default=50.0,
                     help="gaps above this many µs are the host's breaks, not a kernel's time (default 50; "
@@ -157,7 +160,10 @@ def main():
     for i in range(len(rows) - 1):
         g = rows[i + 1]["gap"]
         if g is not None and g < a.max_gap * 1e3:
-            by[rows[i]["name"]].append((g, rows[i]))
+            name = rows[i]["name"]
+            if a.after and i:
+                name += " (after %s)" % rows[i - 1]["name"].split(" = ")[-1]
+            by[name].append((g, rows[i]))
     print()
     print("| kernel | launches | critical-path µs (sum) | (median) | p10 | p90 | early µs (median) | launches with late blocks | last arrival µs (median) | SMs (median) | most blocks on one SM (median) |")
     print("|---|---|---|---|---|---|---|---|---|---|---|")
