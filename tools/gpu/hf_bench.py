@@ -18,6 +18,7 @@ Usage: hf_bench.py MODEL_DIR [--prompt-len 512] [--gen 128] [--reps 3] [--attn e
 Prints one JSON object: {"prefill_ms", "decode_tok_s", "engine", "torch", "method", ...}.
 """
 import argparse
+import contextlib
 import json
 import statistics
 import sys
@@ -42,6 +43,9 @@ def main():
     ap.add_argument("--attn", default=None, choices=["eager", "sdpa"],
                     help="attention implementation (default: eager; sdpa with --compile, as gpt-fast)")
     ap.add_argument("--compile", action="store_true", help="static cache + torch.compile (gpt-fast's method)")
+    ap.add_argument("--cudagraph-trees", action="store_true",
+                    help="with --compile: torch.compile's own CUDA graphs (mode='reduce-overhead') instead of "
+                         "one graph captured by hand per step")
     ap.add_argument("--device", default="cuda", help="torch device (cpu: to try the script without a GPU)")
     a = ap.parse_args()
     a.attn = a.attn or ("sdpa" if a.compile else "eager")
@@ -125,6 +129,16 @@ def compiled(model, ids, a):
     with torch.no_grad():
         run(ids, prompt_pos)
     cache.reset()
+    last = []
+    if not a.cudagraph_trees:
+        try:
+            prefill, decode, method = captured(prefill_run, decode_run, cache, ids, prompt_pos, a, last)
+            return prefill, decode, method, agreement_of(run, cache, ids, prompt_pos, a, last)
+        except Exception as e:  # say so, and fall back to torch.compile's own CUDA graphs
+            print(f"capturing the compiled steps failed ({type(e).__name__}: {str(e)[:300]}); "
+                  "falling back to mode='reduce-overhead'", file=sys.stderr)
+            torch._dynamo.reset()
+            cache.reset()
     fullgraph = True
     try:
         first = torch.compile(prefill_run, mode="reduce-overhead", fullgraph=True, dynamic=False)
@@ -165,6 +179,93 @@ def compiled(model, ids, a):
             last[:] = out.tolist()  # the tokens read back once, at the end (gpt-fast's loop)
         return a.gen / (time.perf_counter() - t)
 
+    method = (f"static KV cache ({prompt + a.gen} positions), prefill and decode step under "
+              f"torch.compile(mode='reduce-overhead', fullgraph={fullgraph}), tokens read back at the end")
+    return prefill, decode, method, agreement_of(run, cache, ids, prompt_pos, a, last)
+
+
+def captured(prefill_run, decode_run, cache, ids, prompt_pos, a, last):
+    """Inductor's kernels without torch.compile's own CUDA graphs (cudagraph trees check and
+    copy their inputs at every call, ~1 ms a step on SmolLM2 in session 29): the prefill and
+    the decode step each captured by hand as one CUDA graph, the step's token, position and
+    output slot advanced inside it, so a decode step is one replay (gpt-fast's loop, less its
+    Python). Raises where capture fails; the caller falls back. Off CUDA (to try the script
+    without a GPU) a "replay" is a call of the same body."""
+    prompt, dev = ids.shape[1], ids.device
+    first = torch.compile(prefill_run, fullgraph=True, dynamic=False)
+    step = torch.compile(decode_run, fullgraph=True, dynamic=False)
+    first_tok = torch.zeros((1, 1), dtype=torch.long, device=dev)
+    tok = torch.zeros((1, 1), dtype=torch.long, device=dev)
+    pos = torch.full((1,), prompt, dtype=torch.long, device=dev)
+    slot = torch.zeros((1,), dtype=torch.long, device=dev)
+    out = torch.zeros(a.gen, dtype=torch.long, device=dev)
+
+    def prefill_body():
+        first_tok.copy_(first(ids, prompt_pos))
+
+    def step_body():
+        nxt = step(tok, pos)
+        tok.copy_(nxt)
+        out.index_copy_(0, slot, nxt.view(1))
+        pos.add_(1)
+        slot.add_(1)
+
+    def capture(body):
+        if not ids.is_cuda:
+            return body
+        g = torch.cuda.CUDAGraph()
+        with torch.cuda.graph(g):
+            body()
+        return g.replay
+
+    side = torch.cuda.Stream() if ids.is_cuda else None
+    if side:
+        side.wait_stream(torch.cuda.current_stream())
+    with (torch.cuda.stream(side) if side else contextlib.nullcontext()), torch.no_grad():
+        for _ in range(2):  # compile, and each kernel's first launch, off the graphs
+            cache.reset()
+            prefill_body()
+            tok.copy_(first_tok)
+            step_body()
+    if side:
+        torch.cuda.current_stream().wait_stream(side)
+    cache.reset()
+    with torch.no_grad():
+        replay_prefill, replay_step = capture(prefill_body), capture(step_body)
+    cache.reset()
+
+    def prefill():
+        cache.reset()
+        sync()
+        t = time.perf_counter()
+        with torch.no_grad():
+            replay_prefill()
+        first_tok.item()
+        return (time.perf_counter() - t) * 1e3
+
+    def decode():
+        cache.reset()
+        with torch.no_grad():
+            replay_prefill()
+            tok.copy_(first_tok)
+            pos.fill_(prompt)
+            slot.zero_()
+            sync()
+            t = time.perf_counter()
+            for _ in range(a.gen):
+                replay_step()
+            last[:] = out.tolist()  # the tokens read back once, at the end (gpt-fast's loop)
+        return a.gen / (time.perf_counter() - t)
+
+    how = "each captured as one CUDA graph" if ids.is_cuda else "called directly (no GPU: no graphs)"
+    method = (f"static KV cache ({prompt + a.gen} positions), prefill and decode step compiled by "
+              f"torch.compile(fullgraph=True), {how}, tokens read back at the end")
+    return prefill, decode, method
+
+
+def agreement_of(run, cache, ids, prompt_pos, a, last):
+    prompt = ids.shape[1]
+
     def agreement():
         """How many of the compiled run's greedy tokens the same model gives uncompiled (the
         first divergence, if any: random weights have near-ties that other kernels may break)."""
@@ -178,10 +279,7 @@ def compiled(model, ids, a):
         n = next((i for i, (x, y) in enumerate(zip(last, ref)) if x != y), len(ref))
         return f"{n} of {len(ref)} greedy tokens as the uncompiled model's"
 
-    last = []
-    method = (f"static KV cache ({prompt + a.gen} positions), prefill and decode step under "
-              f"torch.compile(mode='reduce-overhead', fullgraph={fullgraph}), tokens read back at the end")
-    return prefill, decode, method, agreement
+    return agreement
 
 
 if __name__ == "__main__":
