@@ -28,8 +28,9 @@ for s in ${POLICIES:-qkv,o,down qkv,down none}; do
     python3 -c "import json,sys; d=json.load(sys.stdin); print('7B prefill-512, --split-inputs $s: %.2f ms' % d['prefill_ms'])" |
     tee -a $OUT/0-numerics.md
 done
-models="$TINY/mha-tied-theta1e4 $TINY/gqa-untied-theta5e5 $TINY/gqa4-llama3-rope /tmp/smollm2-random /tmp/llama2-random"
-[ -f target/dm10/smollm2-10l.gguf ] && models="$models target/dm10/smollm2-10l.gguf"
+# The default model first: it is the one whose audit decided the split.
+models="/tmp/smollm2-random /tmp/llama2-random $TINY/mha-tied-theta1e4 $TINY/gqa-untied-theta5e5 $TINY/gqa4-llama3-rope"
+[ -f target/dm10/smollm2-10l.gguf ] && models="target/dm10/smollm2-10l.gguf $models"
 echo "| model | numerics | verdict | worst rms error | where |" | tee $OUT/0-numerics.md
 echo "|---|---|---|---|---|" | tee -a $OUT/0-numerics.md
 for m in $models; do
