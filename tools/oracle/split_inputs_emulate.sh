@@ -6,10 +6,12 @@
 # output projection, ffn_norm gate/up, ffn_act down). Decode passes keep f32 inputs, as the
 # GPU's decode products do, so K/V written by the prefill carry the rounding into the decode
 # steps. Rms metric, the GPU audit's 8e-3. Seconds per policy on 2 cores; no GPU needed.
-# It does not model the GPU's other roundings (f16 K/V, flash attention's f16 P, the matrix
-# units' accumulation), so it is a second opinion beside tools/gpu/split_inputs_compare.sh,
-# not a substitute (docs/gpu.md, "Numerics", has both tables).
-#   usage: tools/oracle/split_inputs_emulate.sh [MODEL]
+# It does not model the GPU's other roundings (flash attention's f16 P, the matrix units'
+# accumulation; the f16 K/V cache only with EXTRA="*:k_rope:f16 *:v:f16", which session 29
+# found makes its verdicts the GPU's), so it is a second opinion beside
+# tools/gpu/split_inputs_compare.sh, not a substitute (docs/gpu.md, "Numerics", has both
+# tables). Policies marked /in round each product's input on its own (--inject ...:f16in).
+#   usage: [POLICIES=...] [EXTRA=...] [PROMPT=...] tools/oracle/split_inputs_emulate.sh [MODEL]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 G=${GRETA:-target/release/greta}
@@ -28,14 +30,30 @@ declare -A ROUNDED=(
   [all]=""
   [qkv,o,down+lo8]="attn_norm:f16lo8 attn_ctx:f16lo8 ffn_norm:f16 ffn_act:f16lo8"
   [all+lo8]="attn_norm:f16lo8 attn_ctx:f16lo8 ffn_norm:f16lo8 ffn_act:f16lo8"
+  # /in: the same roundings on each product's input alone (`f16in`, `f16lo8in`: the traced
+  # stages stay f32, as the GPU's do), so that one product of a stage can differ from the
+  # others that read it: Q's input unsplit while K and V keep theirs split (kv,...).
+  [none/in]="q:f16in k:f16in v:f16in attn_out:f16in ffn_gate:f16in ffn_up:f16in ffn_out:f16in"
+  [qkv,o,down+lo8/in]="q:f16lo8in k:f16lo8in v:f16lo8in attn_out:f16lo8in ffn_gate:f16in ffn_up:f16in ffn_out:f16lo8in"
+  [kv,o,down+lo8/in]="q:f16in k:f16lo8in v:f16lo8in attn_out:f16lo8in ffn_gate:f16in ffn_up:f16in ffn_out:f16lo8in"
+  [kv,down+lo8/in]="q:f16in k:f16lo8in v:f16lo8in attn_out:f16in ffn_gate:f16in ffn_up:f16in ffn_out:f16lo8in"
+  [qkv,down+lo8/in]="q:f16lo8in k:f16lo8in v:f16lo8in attn_out:f16in ffn_gate:f16in ffn_up:f16in ffn_out:f16lo8in"
 )
 POLICIES=${POLICIES:-none down qkv,down qkv,o,down qkv,gate_up,down all qkv,o,down+lo8 all+lo8}
+# EXTRA: injections added to every policy as given (no prefill@ added), e.g. the GPU's f16
+# KV cache, which every pass writes and reads: EXTRA="*:k_rope:f16 *:v:f16".
+extra=()
+for r in ${EXTRA:-}; do extra+=(--inject "$r"); done
+[ -n "${EXTRA:-}" ] && echo "every policy with: ${EXTRA}"
+# PROMPT: the audit's prompt (default: the audit's own), e.g. split_inputs_compare.sh's second.
+prompt=()
+[ -n "${PROMPT:-}" ] && prompt=(--prompt "$PROMPT")
 echo "| --split-inputs | inputs rounded (prefill) | audit | worst rms (point, layer, pos) |"
 echo "|---|---|---|---|"
 for p in $POLICIES; do
   args=()
   for r in ${ROUNDED[$p]}; do args+=(--inject "prefill@*:$r"); done
-  "$G" audit backend --against cpu -m "$M" --metric rms --tol 8e-3 --json "${args[@]}" > /tmp/emulate.json 2> /dev/null || true
+  "$G" audit backend --against cpu -m "$M" --metric rms --tol 8e-3 --json "${args[@]}" "${extra[@]}" "${prompt[@]}" > /tmp/emulate.json 2> /dev/null || true
   python3 - "$p" "${ROUNDED[$p]:--}" <<'PY'
 import json, sys
 d = json.load(open("/tmp/emulate.json"))

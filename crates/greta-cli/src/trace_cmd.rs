@@ -44,8 +44,10 @@ pub struct TraceArgs {
     pub trace_dump: Option<PathBuf>,
     /// Perturb a stage: [PHASE@]LAYER:POINT:KIND, LAYER an index, * (every layer) or -
     /// (outside the layers), PHASE prefill or decode (default both), KIND one of scale=F,
-    /// add=F, nan, zero, f16 (round to f16), f16lo8 (f16 hi + FP8 lo). Repeat the flag to
-    /// perturb several stages in one run (applied in the order given).
+    /// add=F, nan, zero, f16 (round to f16), f16lo8 (f16 hi + FP8 lo), or f16in, f16lo8in
+    /// (the same roundings of one product's input: POINT q, k, v, attn_out, ffn_gate,
+    /// ffn_up or ffn_out; CPU only). Repeat the flag to perturb several stages in one run
+    /// (applied in the order given).
     #[arg(
         long,
         value_name = "[PHASE@]LAYER:POINT:KIND",
@@ -280,7 +282,8 @@ pub struct AuditArgs {
     pub points: String,
     /// Perturb a stage of the route under test: [PHASE@]LAYER:POINT:KIND (LAYER - outside
     /// layers, * every layer; PHASE prefill or decode, default both; KIND scale=F, add=F,
-    /// nan, zero, f16, f16lo8). Repeat the flag for several.
+    /// nan, zero, f16, f16lo8; f16in, f16lo8in round one product's input, CPU routes only).
+    /// Repeat the flag for several.
     #[arg(
         long,
         value_name = "[PHASE@]LAYER:POINT:KIND",
@@ -358,6 +361,7 @@ pub fn cmd_backend(args: &AuditArgs, against: &str, path: &Path) -> Result<i32> 
         .parse()?;
     let report = match greta_hal::Gpu::open(platform, 0) {
         Ok(gpu) => {
+            refuse_input_probes(&setup.inject, "the GPU route")?;
             // The reference holds the weights as the GPU does (rounded to f16), so the audit
             // measures the GPU's kernels, not the f16 storage format.
             let reference =
@@ -447,9 +451,25 @@ fn refuse_inject_reference(args: &AuditArgs, audit: &str) -> Result<()> {
     Ok(())
 }
 
+/// The probes on a product's input (`f16in`, `f16lo8in`) act in the CPU forward only: a route
+/// that runs its products elsewhere would silently ignore them.
+fn refuse_input_probes(inject: &[Injection], route: &str) -> Result<()> {
+    if let Some(i) = inject.iter().find(|i| i.fault.on_input()) {
+        bail!(
+            "--inject {i}: probes on a product's input run on the CPU forward only, not on {route}; \
+             round the stage the product reads instead (e.g. prefill@*:attn_norm:f16)"
+        );
+    }
+    Ok(())
+}
+
 pub fn cmd_route(args: &AuditArgs, lm: &LoadedModel) -> Result<i32> {
     refuse_inject_reference(args, "route")?;
     let setup = args.setup()?;
+    refuse_input_probes(
+        &setup.inject,
+        "`audit route` (it re-runs each product on its recorded input)",
+    )?;
     let tokens = lm.tokenizer.encode(&args.prompt, true)?;
     let reports = audit::route(&lm.model, &tokens, &setup)?;
     let diverged = reports.iter().any(|r| r.report.diverged());

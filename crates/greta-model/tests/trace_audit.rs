@@ -281,6 +281,46 @@ fn trace_diff_of_files_finds_every_planted_fault() {
     }
 }
 
+/// A probe on one product's input (`f16in`) acts on that product alone: at layer 0 its `q`
+/// is bitwise what rounding the whole stage gives (`attn_norm:f16`, which q, k and v all
+/// read), while `attn_norm`, `k` and `v` stay bitwise the untouched run's; the stage probe
+/// does reach `k` (else the comparison would prove nothing).
+#[test]
+fn a_product_input_probe_acts_on_that_product_alone() {
+    let lm = common::load(&tiny());
+    let dir = tempfile::tempdir().unwrap();
+    let trace = |name: &str, inj: Option<&str>| {
+        let path = dir.path().join(format!("{name}.jsonl"));
+        write_trace(&lm, &path, inj.map(|s| s.parse().unwrap()));
+        Trace::read(&path).unwrap().stages
+    };
+    let (clean, probe, stage) = (
+        trace("clean", None),
+        trace("probe", Some("0:q:f16in")),
+        trace("stage", Some("0:attn_norm:f16")),
+    );
+    let hash = |t: &[greta_trace::record::StageRecord], point: &str, pos: usize| {
+        t.iter()
+            .find(|r| r.layer == Some(0) && r.point == point && r.pos == pos && r.step == 0)
+            .unwrap_or_else(|| panic!("no prefill record of {point} at {pos}"))
+            .hash
+            .clone()
+    };
+    let prefilled = prompt_tokens(&lm).len() - 2;
+    for pos in 0..prefilled {
+        assert_eq!(hash(&probe, "q", pos), hash(&stage, "q", pos), "q at {pos}");
+        assert_ne!(hash(&probe, "q", pos), hash(&clean, "q", pos), "q at {pos}");
+        for point in ["attn_norm", "k", "v"] {
+            assert_eq!(
+                hash(&probe, point, pos),
+                hash(&clean, point, pos),
+                "{point} at {pos}: the q probe reached another product"
+            );
+        }
+        assert_ne!(hash(&stage, "k", pos), hash(&clean, "k", pos), "k at {pos}");
+    }
+}
+
 #[test]
 fn deterministic_runs_give_identical_hashes_and_records_round_trip() {
     let lm = common::load(&tiny());

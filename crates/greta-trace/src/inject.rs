@@ -2,7 +2,10 @@
 //! the diff and the audits find a planted fault exactly where it was planted. `f16` is a
 //! numerics probe rather than a fault: it rounds the stage to f16, which is what a kernel
 //! that stored it as f16 (or fed it once-rounded to f16 matrix units) would do, so a diff
-//! against an untouched run shows what that rounding costs downstream.
+//! against an untouched run shows what that rounding costs downstream. `f16in` and
+//! `f16lo8in` are the same probes on one product's input instead of a stage (attn_norm
+//! feeds the q, k and v products alike; `*:q:f16in` rounds what the q product reads only),
+//! run by the CPU routes, which multiply on the host; the GPU route refuses them.
 
 use std::fmt;
 use std::str::FromStr;
@@ -24,6 +27,18 @@ pub enum Fault {
     /// units. (The FP8 rounding of the weights that lo product also multiplies is not
     /// modelled.)
     F16Lo8,
+    /// The product that writes this point reads its input rounded to f16 (`f16in`); its
+    /// output and every other reader of that input are left alone.
+    F16In,
+    /// The product that writes this point reads its input as f16 hi + e5m2 lo (`f16lo8in`).
+    F16Lo8In,
+}
+
+impl Fault {
+    /// Whether the fault acts on a product's input rather than on the stage's values.
+    pub fn on_input(self) -> bool {
+        matches!(self, Fault::F16In | Fault::F16Lo8In)
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -41,7 +56,7 @@ pub struct Injection {
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("--inject {value:?}: {reason}; accepted: [PHASE@]LAYER:POINT:KIND with PHASE prefill or decode (default: both), LAYER a layer index, * for every layer, or - for embed_out, final_norm, logits, and KIND one of scale=F, add=F, nan, zero, f16, f16lo8 (e.g. 3:attn_out:scale=1.01, prefill@*:attn_norm:f16)")]
+#[error("--inject {value:?}: {reason}; accepted: [PHASE@]LAYER:POINT:KIND with PHASE prefill or decode (default: both), LAYER a layer index, * for every layer, or - for embed_out, final_norm, logits, and KIND one of scale=F, add=F, nan, zero, f16, f16lo8, or f16in, f16lo8in on a product's output point (q, k, v, attn_out, ffn_gate, ffn_up, ffn_out; CPU routes only) (e.g. 3:attn_out:scale=1.01, prefill@*:attn_norm:f16, prefill@*:q:f16in)")]
 pub struct InjectError {
     pub value: String,
     pub reason: String,
@@ -97,8 +112,15 @@ impl FromStr for Injection {
             None if kind == "zero" => Fault::Zero,
             None if kind == "f16" => Fault::F16,
             None if kind == "f16lo8" => Fault::F16Lo8,
+            None if kind == "f16in" => Fault::F16In,
+            None if kind == "f16lo8in" => Fault::F16Lo8In,
             _ => return Err(e(format!("kind {kind:?} is unknown"))),
         };
+        if fault.on_input() && !PRODUCT_OUTPUTS.contains(&point) {
+            return Err(e(format!(
+                "{kind} acts on the input of the product that writes the point, and {point} is not written by one"
+            )));
+        }
         Ok(Injection {
             layer,
             every_layer,
@@ -127,9 +149,22 @@ impl fmt::Display for Injection {
             Fault::Zero => f.write_str("zero"),
             Fault::F16 => f.write_str("f16"),
             Fault::F16Lo8 => f.write_str("f16lo8"),
+            Fault::F16In => f.write_str("f16in"),
+            Fault::F16Lo8In => f.write_str("f16lo8in"),
         }
     }
 }
+
+/// The in-layer points a product writes: where `f16in` and `f16lo8in` may act.
+pub const PRODUCT_OUTPUTS: [Point; 7] = [
+    Point::Q,
+    Point::K,
+    Point::V,
+    Point::AttnOut,
+    Point::FfnGate,
+    Point::FfnUp,
+    Point::FfnOut,
+];
 
 impl Injection {
     /// Whether the injection acts in a pass of `phase`.
@@ -141,9 +176,10 @@ impl Injection {
         self.point == point && (self.layer == layer || (self.every_layer && layer.is_some()))
     }
 
-    /// Applies the fault to every value of the stage's rows if this is the stage.
+    /// Applies the fault to every value of the stage's rows if this is the stage (faults on a
+    /// product's input act in `apply_input` instead).
     pub fn apply(&self, at: StageAt, rows: &mut [f32]) {
-        if !self.matches(at.point, at.layer) {
+        if self.fault.on_input() || !self.matches(at.point, at.layer) {
             return;
         }
         let each = |rows: &mut [f32], f: &dyn Fn(f32) -> f32| {
@@ -156,6 +192,27 @@ impl Injection {
             Fault::Zero => each(rows, &|_| 0.0),
             Fault::F16 => each(rows, &|v| half::f16::from_f32(v).to_f32()),
             Fault::F16Lo8 => each(rows, &f16_lo8),
+            Fault::F16In | Fault::F16Lo8In => {}
+        }
+    }
+
+    /// Whether this acts on the input of the product that writes `point`.
+    pub fn matches_input(&self, point: Point, layer: Option<usize>) -> bool {
+        self.fault.on_input() && self.matches(point, layer)
+    }
+
+    /// Applies an input fault to `x`, the input of the product that writes `at.point` (a copy
+    /// the caller made for that product alone), if this is that product.
+    pub fn apply_input(&self, at: StageAt, x: &mut [f32]) {
+        if !self.matches_input(at.point, at.layer) {
+            return;
+        }
+        match self.fault {
+            Fault::F16In => x
+                .iter_mut()
+                .for_each(|v| *v = half::f16::from_f32(*v).to_f32()),
+            Fault::F16Lo8In => x.iter_mut().for_each(|v| *v = f16_lo8(*v)),
+            _ => {}
         }
     }
 }
@@ -319,6 +376,8 @@ mod tests {
             "prefill@*:attn_norm:f16",
             "prefill@*:ffn_act:f16lo8",
             "decode@-:logits:add=1",
+            "prefill@*:q:f16in",
+            "2:ffn_out:f16lo8in",
         ] {
             assert_eq!(s.parse::<Injection>().unwrap().to_string(), s);
         }
@@ -335,10 +394,50 @@ mod tests {
             ("1:q:double", "unknown"),
             ("1:qq:zero", "unknown trace point"),
             ("warmup@1:q:zero", "phase \"warmup\" is unknown"),
+            ("*:attn_norm:f16in", "not written by one"),
+            ("1:q_rope:f16lo8in", "not written by one"),
         ] {
             let e = bad.parse::<Injection>().unwrap_err().to_string();
             assert!(e.contains(needle) && e.contains("accepted"), "{bad}: {e}");
         }
+    }
+
+    /// An input fault changes the named product's input (the copy handed to it) as the stage
+    /// fault of the same rounding changes a stage, and never the stage's own values.
+    #[test]
+    fn input_faults_round_the_product_input_only() {
+        let at = |point| StageAt {
+            point,
+            layer: Some(1),
+            pos0: 0,
+        };
+        let row = vec![0.1f32, 1.0 + 1.0 / 4096.0, -3.3377, 1000.3];
+        let q: Injection = "*:q:f16in".parse().unwrap();
+        assert!(q.matches_input(Point::Q, Some(1)) && !q.matches_input(Point::K, Some(1)));
+        let mut out = row.clone();
+        q.apply(at(Point::Q), &mut out);
+        assert_eq!(out, row, "an input fault leaves the stage's values alone");
+        let (mut input, mut stage) = (row.clone(), row.clone());
+        q.apply_input(at(Point::Q), &mut input);
+        "1:attn_norm:f16"
+            .parse::<Injection>()
+            .unwrap()
+            .apply(at(Point::AttnNorm), &mut stage);
+        assert_eq!(input, stage, "f16in rounds as f16 does");
+        assert_ne!(input, row);
+        let mut k_input = row.clone();
+        q.apply_input(at(Point::K), &mut k_input);
+        assert_eq!(k_input, row, "the k product's input is not q's");
+        let (mut lo8_in, mut lo8) = (row.clone(), row.clone());
+        "1:ffn_out:f16lo8in"
+            .parse::<Injection>()
+            .unwrap()
+            .apply_input(at(Point::FfnOut), &mut lo8_in);
+        "1:ffn_act:f16lo8"
+            .parse::<Injection>()
+            .unwrap()
+            .apply(at(Point::FfnAct), &mut lo8);
+        assert_eq!(lo8_in, lo8, "f16lo8in rounds as f16lo8 does");
     }
 
     /// f16 rounds to the nearest f16 value: exact f16 values stay, others move by at most

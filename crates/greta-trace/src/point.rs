@@ -166,6 +166,15 @@ pub trait StageObserver {
     /// tracing off costs one predictable branch per stage.
     fn wants(&self, point: Point, layer: Option<usize>) -> bool;
     fn observe(&mut self, at: StageAt, rows: &mut [f32], row_len: usize);
+    /// Whether the product that writes `point` should read a changed copy of its input (a
+    /// numerics probe, `--inject ...:f16in`). Only the CPU forward asks; the GPU route
+    /// refuses such probes up front (its products read their operands on the device).
+    fn wants_input(&self, _point: Point, _layer: Option<usize>) -> bool {
+        false
+    }
+    /// Changes `x`, a copy of the input of the product that writes `at.point`, made for that
+    /// product alone (called where `wants_input` said so).
+    fn observe_input(&mut self, _at: StageAt, _x: &mut [f32]) {}
 }
 
 /// The observer of an untraced run.

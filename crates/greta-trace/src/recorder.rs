@@ -230,6 +230,18 @@ impl StageObserver for Recorder {
                 && self.sel.wants_layer(layer, self.n_layers))
     }
 
+    fn wants_input(&self, point: Point, layer: Option<usize>) -> bool {
+        self.inject
+            .iter()
+            .any(|i| i.matches_input(point, layer) && i.in_phase(self.phase))
+    }
+
+    fn observe_input(&mut self, at: StageAt, x: &mut [f32]) {
+        for i in self.inject.iter().filter(|i| i.in_phase(self.phase)) {
+            i.apply_input(at, x);
+        }
+    }
+
     fn observe(&mut self, at: StageAt, rows: &mut [f32], row_len: usize) {
         for i in self.inject.iter().filter(|i| i.in_phase(self.phase)) {
             i.apply(at, rows);

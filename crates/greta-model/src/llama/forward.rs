@@ -184,6 +184,22 @@ impl Llama {
         t: usize,
         ctx: &mut Ctx,
     ) -> Vec<f32> {
+        // A numerics probe on this product's input alone (`--inject ...:f16in`): the other
+        // products that read the same stage keep it as it is.
+        let probed;
+        let x = if ctx.obs.wants_input(point, Some(layer)) {
+            let mut copy = x.to_vec();
+            let at = StageAt {
+                point,
+                layer: Some(layer),
+                pos0: ctx.pos0,
+            };
+            ctx.obs.observe_input(at, &mut copy);
+            probed = copy;
+            &probed[..]
+        } else {
+            x
+        };
         let mut y = linear(x, w, t);
         ctx.emit(point, Some(layer), &mut y, w.rows);
         y
