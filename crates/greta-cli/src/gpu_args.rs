@@ -7,12 +7,14 @@ use greta_model::llama::gpu::{AutoLo, GpuError, GpuLlama, SplitInputs, SplitLo, 
 pub struct GpuArgs {
     /// GPU prefill: which products take their f32 input as hi + lo (two f16) on the matrix
     /// units; the rest round it to one f16. all, none, or a comma list of qkv, o, gate_up,
-    /// down, head (docs/gpu.md, "Numerics").
+    /// down, head, with q and kv for Q alone and K and V alone (Q then runs in its own
+    /// launch; kv has passed the CPU emulation, not yet a GPU audit) (docs/gpu.md,
+    /// "Numerics").
     #[arg(long, value_name = "LIST", default_value_t = SplitInputs::default())]
     pub split_inputs: SplitInputs,
     /// GPU prefill: the low half of a split input. f16: a second f16 product. fp8: FP8 e5m2
     /// under one fixed power-of-two scale, multiplied on Hopper's FP8 matrix units with
-    /// FP8 e4m3 copies of those products' weights (made at load: +1 byte a weight); fp8:LIST for some products only (qkv, o, gate_up, down); sm_90a only,
+    /// FP8 e4m3 copies of those products' weights (made at load: +1 byte a weight); fp8:LIST for some products only (qkv, q, kv, o, gate_up, down); sm_90a only,
     /// refused elsewhere. auto: fp8 on an sm_90a device where the copies fit in a quarter
     /// of the free memory, f16 otherwise (docs/gpu.md, "Numerics").
     #[arg(long, value_name = "auto|f16|fp8|fp8:LIST", default_value_t = SplitLoChoice::default())]
@@ -158,7 +160,7 @@ mod tests {
         let Ok(SplitLoChoice::Set(some)) = parse(&["--split-lo", "fp8:qkv,down"]) else {
             panic!("fp8:qkv,down is a set of products");
         };
-        assert!(some.fp8.qkv && some.fp8.down && !some.fp8.o && !some.fp8.gate_up);
+        assert!(some.fp8.q && some.fp8.kv && some.fp8.down && !some.fp8.o && !some.fp8.gate_up);
         assert_eq!(some.to_string(), "fp8:qkv,down");
         let err = parse(&["--split-lo", "e4m3"]).unwrap_err();
         assert!(

@@ -272,7 +272,8 @@ impl GpuLlama {
         let has = |which: Lin| self.layers.first().and_then(|l| l.fp8.get(which)).is_some();
         self.split_lo = SplitLo {
             fp8: SplitInputs {
-                qkv: has(Lin::Q),
+                q: has(Lin::Q),
+                kv: has(Lin::K),
                 o: has(Lin::O),
                 gate_up: has(Lin::Gate),
                 down: has(Lin::Down),
@@ -617,8 +618,8 @@ impl GpuLlama {
     fn f16_operands(&self, first: Lin, t: usize, k: usize) -> Option<LoKind> {
         (t > 1 && k.is_multiple_of(8)).then(|| {
             match (
-                first.needs_lo(self.split_inputs),
-                first.needs_lo(self.split_lo.fp8),
+                first.group_needs_lo(self.split_inputs),
+                first.group_lo_fp8(self.split_inputs, self.split_lo.fp8),
             ) {
                 (false, _) => LoKind::None,
                 (true, false) => LoKind::F16,
@@ -660,17 +661,28 @@ impl GpuLlama {
             io.ops
                 .make(kernels, io.s, io.x, lo, Rows { rows: t, len: k })?;
         }
-        let mut outs: Vec<GemmOut> = group
-            .iter()
-            .zip(io.ys)
-            .map(|(&(_, w, w8, n), y)| GemmOut { w, w8, y, n })
-            .collect();
+        // The group's products that take the low half, and those that read hi alone where the
+        // policy splits some of a group only (`--split-inputs kv`: Q apart from K and V), each
+        // set in its own launch.
+        let (mut split, mut plain): (Vec<GemmOut>, Vec<GemmOut>) = (Vec::new(), Vec::new());
+        for (&(which, w, w8, n), y) in group.iter().zip(io.ys) {
+            let out = GemmOut { w, w8, y, n };
+            match lo != LoKind::None && !which.needs_lo(self.split_inputs) {
+                true => plain.push(out),
+                false => split.push(out),
+            }
+        }
         let gemm_lo = match lo {
             LoKind::None => None,
             LoKind::F16 => Some(GemmLo::F16(&io.ops.lo)),
             LoKind::Fp8 => Some(GemmLo::Fp8(&io.ops.lo8)),
         };
-        kernels.gemm_f16(GemmRoute::Auto, io.s, &io.ops.hi, gemm_lo, &mut outs, t, k)?;
+        if !split.is_empty() {
+            kernels.gemm_f16(GemmRoute::Auto, io.s, &io.ops.hi, gemm_lo, &mut split, t, k)?;
+        }
+        if !plain.is_empty() {
+            kernels.gemm_f16(GemmRoute::Auto, io.s, &io.ops.hi, None, &mut plain, t, k)?;
+        }
         Ok(())
     }
 
@@ -1643,11 +1655,38 @@ impl Lin {
         matches!(self, Lin::Gate | Lin::Up)
     }
 
+    /// The products that read the same input as `self` (one launch's group).
+    fn group(self) -> &'static [Lin] {
+        match self {
+            Lin::Q | Lin::K | Lin::V => &[Lin::Q, Lin::K, Lin::V],
+            Lin::Gate | Lin::Up => &[Lin::Gate, Lin::Up],
+            Lin::O => &[Lin::O],
+            Lin::Down => &[Lin::Down],
+            Lin::Head => &[Lin::Head],
+        }
+    }
+
+    /// Whether any product of `self`'s group takes the input as hi + lo: then the input's
+    /// operands carry a low half.
+    fn group_needs_lo(self, split: SplitInputs) -> bool {
+        self.group().iter().any(|m| m.needs_lo(split))
+    }
+
+    /// Whether every product of `self`'s group that takes a low half has it in FP8 (`fp8`:
+    /// the products with FP8 weight copies): one launch takes one kind of low half, so a
+    /// group whose split products are not all FP8 takes f16 low halves.
+    fn group_lo_fp8(self, split: SplitInputs, fp8: SplitInputs) -> bool {
+        self.group()
+            .iter()
+            .all(|m| !m.needs_lo(split) || m.needs_lo(fp8))
+    }
+
     /// Whether the product's input enters the matrix units as hi + lo (two f16) rather than
     /// one f16.
     fn needs_lo(self, split: SplitInputs) -> bool {
         match self {
-            Lin::Q | Lin::K | Lin::V => split.qkv,
+            Lin::Q => split.q,
+            Lin::K | Lin::V => split.kv,
             Lin::O => split.o,
             Lin::Gate | Lin::Up => split.gate_up,
             Lin::Down => split.down,
@@ -1658,7 +1697,27 @@ impl Lin {
 
 #[cfg(test)]
 mod tests {
-    use super::{pick_token, GpuError, PICK_NAN};
+    use super::{pick_token, GpuError, Lin, SplitInputs, PICK_NAN};
+
+    /// `--split-inputs kv`: the Q/K/V group's operands carry a low half (K and V read it), Q
+    /// alone reads hi (its own launch); the group's low half is FP8 only where every split
+    /// product of it has an FP8 copy (one launch, one kind); the default splits all three.
+    #[test]
+    fn a_group_split_in_part_makes_the_low_half_for_its_split_products_only() {
+        let kv: SplitInputs = "kv,down".parse().unwrap();
+        assert!(Lin::Q.group_needs_lo(kv) && Lin::V.group_needs_lo(kv));
+        assert!(!Lin::Q.needs_lo(kv) && Lin::K.needs_lo(kv) && Lin::V.needs_lo(kv));
+        assert!(!Lin::O.group_needs_lo(kv) && Lin::Down.group_needs_lo(kv));
+        let default = SplitInputs::default();
+        assert!(Lin::LAYER[..3].iter().all(|l| l.needs_lo(default)));
+        assert!(Lin::Q.group_lo_fp8(kv, SplitInputs::ALL));
+        assert!(Lin::Q.group_lo_fp8(kv, "kv".parse().unwrap()));
+        assert!(!Lin::Q.group_lo_fp8(default, "q".parse().unwrap()));
+        assert!(
+            Lin::Gate.group_lo_fp8(default, SplitInputs::NONE),
+            "nothing split"
+        );
+    }
 
     #[test]
     fn a_pick_flagged_nan_is_an_error_naming_the_logits_position() {
