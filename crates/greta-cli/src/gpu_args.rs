@@ -8,7 +8,7 @@ pub struct GpuArgs {
     /// GPU prefill: which products take their f32 input as hi + lo (two f16) on the matrix
     /// units; the rest round it to one f16. all, none, or a comma list of qkv, o, gate_up,
     /// down, head, with q and kv for Q alone and K and V alone (Q then runs in its own
-    /// launch; kv has passed the CPU emulation, not yet a GPU audit) (docs/gpu.md,
+    /// launch; kv,o,down has passed the CPU emulation, not yet a GPU audit) (docs/gpu.md,
     /// "Numerics").
     #[arg(long, value_name = "LIST", default_value_t = SplitInputs::default())]
     pub split_inputs: SplitInputs,

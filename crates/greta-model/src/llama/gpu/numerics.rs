@@ -236,8 +236,9 @@ impl SplitInputs {
 /// on an H200 (its first 10 layers: worst 2.34e-3 against the audit's 8e-3) and by the CPU
 /// emulation of the whole model (2.58e-3; tools/oracle/split_inputs_emulate.sh). Rounding
 /// Q/K/V's input fails the GPU audit (9.6e-3); the other sets land within 1.1-1.7x of the
-/// tolerance on one or the other measurement (docs/gpu.md, "Numerics"). `kv,down` passes the
-/// CPU emulation with >= 2.5x margin (session 29) and has not been run on a GPU.
+/// tolerance on one or the other measurement (docs/gpu.md, "Numerics"). `kv,o,down` (Q's
+/// input unsplit) passes the CPU emulation on three prompts (session 29) and has not been
+/// run on a GPU.
 impl Default for SplitInputs {
     fn default() -> Self {
         SplitInputs {
