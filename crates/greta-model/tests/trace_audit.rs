@@ -387,16 +387,8 @@ fn audit_route_compares_every_kernel_route_and_finds_planted_faults() {
         // 2 layers x 7 products + the LM head, every position.
         assert_eq!(r.report.pairs, tokens.len() * (2 * 7 + 1), "{}", r.route);
     }
-    for point in [
-        Point::Q,
-        Point::K,
-        Point::V,
-        Point::AttnOut,
-        Point::FfnGate,
-        Point::FfnUp,
-        Point::FfnOut,
-        Point::Logits,
-    ] {
+    let products = greta_trace::inject::PRODUCT_OUTPUTS;
+    for point in products.into_iter().chain([Point::Logits]) {
         let inj = injection_for(point);
         let setup = AuditSetup {
             inject: vec![inj],
