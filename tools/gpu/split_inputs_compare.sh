@@ -2,10 +2,11 @@
 # Which prefill products need their input as hi + lo (--split-inputs): for each policy, the
 # backend audit of the default model's first 10 layers (GPU against the CPU reference; the
 # first half of the prompt prefilled, the rest decoded, so K/V written by the prefill's
-# products feed the decode steps), the same with a second prompt and with a ~650-token one
-# (the CPU emulation, session 29, puts the default policy 1.26x under the tolerance there,
-# layer 2: the f16 KV cache's error; never audited on a GPU before), and the prefill time of
-# both synthetic shapes and of the 10-layer default model (its own weights). Carry as
+# products feed the decode steps), the same with a second prompt, with a ~650-token one (36
+# repetitions of a sentence: session 30 found the old default qkv,o,down failing there) and
+# with ~570 tokens of prose (tools/gpu/prompts/long-prose.txt, session 30), and the prefill
+# time of both synthetic shapes and of the 10-layer default model (its own weights). The
+# policy "default" passes no --split-inputs (the binary's default). Carry as
 # tools/gpu/verify_carried.sh describes (target/carry: greta.xz, kernels/,
 # smollm2-10l.gguf.xz).
 set -uo pipefail
@@ -23,23 +24,26 @@ Write a short poem about the sea, then list three facts about octopuses.<|im_end
 "
 # The ~650-token prompt of h100_checks.sh's long audits (36 sentences).
 P3=$(python3 -c "print(' '.join(['The history of science is the study of how people came to understand the natural world.'] * 36))")
+P4=$(cat tools/gpu/prompts/long-prose.txt)
 verdict() { # audit json -> "pass | worst (point, layer, pos)"
   python3 -c "import json; d=json.load(open('$1')); w=max(d['points'], key=lambda p: p['worst_error']); print(('pass' if not d['diverged'] else 'FAIL') + ' | %.2e (%s, %s, %s)' % (w['worst_error'], w['point'], w['layer'], w['worst_pos']))"
 }
 {
-echo "| --split-inputs | default model, first 10 layers: audit | worst rms (point, layer, pos) | second prompt: audit | worst rms | ~650-token prompt: audit | worst rms | 7B prefill-512 ms | SmolLM2 prefill-512 ms | default model (10 of 30 layers, its own weights) prefill-512 ms |"
-echo "|---|---|---|---|---|---|---|---|---|---|"
-for p in ${POLICIES:-qkv,o,down kv,o,down down qkv,down all}; do
+echo "| --split-inputs | default model, first 10 layers: audit | worst rms (point, layer, pos) | second prompt: audit | worst rms | ~650-token prompt: audit | worst rms | ~570 tokens of prose: audit | worst rms | 7B prefill-512 ms | SmolLM2 prefill-512 ms | default model (10 of 30 layers, its own weights) prefill-512 ms |"
+echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
+for p in ${POLICIES:-default qkv,o,down kv,o,gate_up,down none}; do
   f=$(echo $p | tr , -)
-  $G audit backend --against cpu -m $M --split-inputs $p --json > $OUT/audit-$f.json 2>/dev/null
-  $G audit backend --against cpu -m $M --split-inputs $p --prompt "$P2" --json > $OUT/audit2-$f.json 2>/dev/null
-  $G audit backend --against cpu -m $M --split-inputs $p --prompt "$P3" --json > $OUT/audit3-$f.json 2>/dev/null
+  flag=(--split-inputs $p); [ "$p" = default ] && flag=()
+  $G audit backend --against cpu -m $M "${flag[@]}" --json > $OUT/audit-$f.json 2>/dev/null
+  $G audit backend --against cpu -m $M "${flag[@]}" --prompt "$P2" --json > $OUT/audit2-$f.json 2>/dev/null
+  $G audit backend --against cpu -m $M "${flag[@]}" --prompt "$P3" --json > $OUT/audit3-$f.json 2>/dev/null
+  $G audit backend --against cpu -m $M "${flag[@]}" --prompt "$P4" --json > $OUT/audit4-$f.json 2>/dev/null
   ms=""
   for s in synthetic:llama2-7b synthetic:smollm2-135m $M; do
     j=$OUT/bench-$(basename $s | tr : -)-$f.json
-    $G bench -m $s --backend gpu --prompt-len 512 --gen 8 --reps 3 --split-inputs $p --json > $j 2>/dev/null
+    $G bench -m $s --backend gpu --prompt-len 512 --gen 8 --reps 3 "${flag[@]}" --json > $j 2>/dev/null
     ms="$ms | $(python3 -c "import json; print('%.2f' % json.load(open('$j'))['prefill_ms'])")"
   done
-  echo "| $p | $(verdict $OUT/audit-$f.json) | $(verdict $OUT/audit2-$f.json) | $(verdict $OUT/audit3-$f.json)$ms |"
+  echo "| $p | $(verdict $OUT/audit-$f.json) | $(verdict $OUT/audit2-$f.json) | $(verdict $OUT/audit3-$f.json) | $(verdict $OUT/audit4-$f.json)$ms |"
 done
 } | tee $OUT/split-inputs.md

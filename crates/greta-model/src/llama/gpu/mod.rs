@@ -1713,10 +1713,12 @@ mod tests {
         assert!(Lin::Q.group_lo_fp8(kv, SplitInputs::ALL));
         assert!(Lin::Q.group_lo_fp8(kv, "kv".parse().unwrap()));
         assert!(!Lin::Q.group_lo_fp8(default, "q".parse().unwrap()));
+        let no_gate: SplitInputs = "qkv,o,down".parse().unwrap();
         assert!(
-            Lin::Gate.group_lo_fp8(default, SplitInputs::NONE),
+            Lin::Gate.group_lo_fp8(no_gate, SplitInputs::NONE),
             "nothing split"
         );
+        assert!(!Lin::Gate.group_lo_fp8(default, SplitInputs::NONE));
     }
 
     #[test]
