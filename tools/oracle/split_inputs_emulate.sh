@@ -38,12 +38,28 @@ declare -A ROUNDED=(
   [kv,o,down+lo8/in]="q:f16in k:f16lo8in v:f16lo8in attn_out:f16lo8in ffn_gate:f16in ffn_up:f16in ffn_out:f16lo8in"
   [kv,down+lo8/in]="q:f16in k:f16lo8in v:f16lo8in attn_out:f16in ffn_gate:f16in ffn_up:f16in ffn_out:f16lo8in"
   [qkv,down+lo8/in]="q:f16lo8in k:f16lo8in v:f16lo8in attn_out:f16in ffn_gate:f16in ffn_up:f16in ffn_out:f16lo8in"
+  [qkv,o,gate_up,down+lo8/in]="q:f16lo8in k:f16lo8in v:f16lo8in attn_out:f16lo8in ffn_gate:f16lo8in ffn_up:f16lo8in ffn_out:f16lo8in"
+  [kv,o,gate_up,down+lo8/in]="q:f16in k:f16lo8in v:f16lo8in attn_out:f16lo8in ffn_gate:f16lo8in ffn_up:f16lo8in ffn_out:f16lo8in"
 )
 POLICIES=${POLICIES:-none down qkv,down qkv,o,down qkv,gate_up,down all qkv,o,down+lo8 all+lo8}
-# EXTRA: injections added to every policy as given (no prefill@ added), e.g. the GPU's f16
-# KV cache, which every pass writes and reads: EXTRA="*:k_rope:f16 *:v:f16".
+# EXTRA: injections added to every policy as given (no prefill@ added). KV_F16=1: both
+# routes keep K and V in f16 (`audit backend --kv-f16`), as the GPU audit's reference does to
+# match the GPU's cache; EXTRA=gpu is that alone (the prefill's flash attention takes Q as
+# hi + lo, so Q needs no rounding here). Session 29 modelled the cache with
+# EXTRA="*:k_rope:f16 *:v:f16", which rounds the route under test's K/V only against an f32
+# reference cache: that overstated the cache's part (session 30: qkv,o,down on the ~650-token
+# prompt 6.33e-3 that way, 4.34e-3 with both caches in f16). Measured against the GPU (session 30, the
+# default model's first 10 layers, that prompt), this emulation reads the split policies at
+# about half the GPU's error (qkv,o,gate_up,down 1.84e-3 / GPU 3.90e-3; qkv,o,down 4.34e-3 /
+# GPU 8.26e-3, which fails there): the GPU rounds more than the products' inputs and the
+# cache (the attention's f16 probabilities, among others), so take a pass here as a pass
+# on the GPU only with a 2x margin.
+kv=()
+[ "${KV_F16:-0}" = 1 ] && kv=(--kv-f16)
+[ "${EXTRA:-}" = gpu ] && EXTRA="" && kv=(--kv-f16)
 extra=()
 for r in ${EXTRA:-}; do extra+=(--inject "$r"); done
+[ ${#kv[@]} -gt 0 ] && echo "both routes' K/V caches in f16 (--kv-f16)"
 [ -n "${EXTRA:-}" ] && echo "every policy with: ${EXTRA}"
 # PROMPT: the audit's prompt (default: the audit's own), e.g. split_inputs_compare.sh's second.
 prompt=()
@@ -53,7 +69,7 @@ echo "|---|---|---|---|"
 for p in $POLICIES; do
   args=()
   for r in ${ROUNDED[$p]}; do args+=(--inject "prefill@*:$r"); done
-  "$G" audit backend --against cpu -m "$M" --metric rms --tol 8e-3 --json "${args[@]}" "${extra[@]}" "${prompt[@]}" > /tmp/emulate.json 2> /dev/null || true
+  "$G" audit backend --against cpu -m "$M" --metric rms --tol 8e-3 --json "${args[@]}" "${extra[@]}" "${kv[@]}" "${prompt[@]}" > /tmp/emulate.json 2> /dev/null || true
   python3 - "$p" "${ROUNDED[$p]:--}" <<'PY'
 import json, sys
 d = json.load(open("/tmp/emulate.json"))

@@ -295,6 +295,11 @@ pub struct AuditArgs {
     /// does (a fused launch rerun from an observer's change, not left as computed).
     #[arg(long, requires = "inject")]
     pub inject_reference: bool,
+    /// Both routes keep K and V rounded to f16 (audit backend without a GPU: the CPU routes;
+    /// the GPU audit's reference always does, to match the GPU's f16 cache). With it a CPU
+    /// emulation of the GPU's numerics compares what the GPU audit compares.
+    #[arg(long)]
+    pub kv_f16: bool,
     #[command(flatten)]
     pub gpu: crate::gpu_args::GpuArgs,
     #[command(flatten)]
@@ -314,6 +319,7 @@ impl AuditArgs {
             selection,
             inject: parse_injections(&self.inject)?,
             inject_reference: self.inject_reference,
+            kv_f16: self.kv_f16,
             tolerances: self.report.tolerances()?,
             prompt_id: "p0".into(),
         })
@@ -325,7 +331,7 @@ pub fn cmd_prefill_decode(
     positions: Option<&str>,
     lm: &LoadedModel,
 ) -> Result<i32> {
-    refuse_inject_reference(args, "prefill-decode")?;
+    refuse_backend_only_flags(args, "prefill-decode")?;
     let setup = args.setup()?;
     let tokens = lm.tokenizer.encode(&args.prompt, true)?;
     let positions: Vec<usize> = match positions {
@@ -442,11 +448,16 @@ pub fn cmd_backend(args: &AuditArgs, against: &str, path: &Path) -> Result<i32> 
     report
 }
 
-/// `--inject-reference` means something only where a reference route runs beside the route
-/// under test from the same tokens: `audit backend`.
-fn refuse_inject_reference(args: &AuditArgs, audit: &str) -> Result<()> {
-    if args.inject_reference {
-        bail!("--inject-reference: accepted by `audit backend` only, not `audit {audit}`");
+/// `--inject-reference` and `--kv-f16` mean something only where a reference route runs
+/// beside the route under test from the same tokens, each with its own cache: `audit backend`.
+fn refuse_backend_only_flags(args: &AuditArgs, audit: &str) -> Result<()> {
+    for (set, flag) in [
+        (args.inject_reference, "--inject-reference"),
+        (args.kv_f16, "--kv-f16"),
+    ] {
+        if set {
+            bail!("{flag}: accepted by `audit backend` only, not `audit {audit}`");
+        }
     }
     Ok(())
 }
@@ -464,7 +475,7 @@ fn refuse_input_probes(inject: &[Injection], route: &str) -> Result<()> {
 }
 
 pub fn cmd_route(args: &AuditArgs, lm: &LoadedModel) -> Result<i32> {
-    refuse_inject_reference(args, "route")?;
+    refuse_backend_only_flags(args, "route")?;
     let setup = args.setup()?;
     refuse_input_probes(
         &setup.inject,

@@ -23,6 +23,11 @@ pub struct AuditSetup {
     /// reference does, e.g. that a fused launch whose input an observer changed is rerun
     /// from the change rather than left with what it computed before.
     pub inject_reference: bool,
+    /// Both routes of `backend` keep K and V rounded to f16, as the GPU audit's reference
+    /// does to match the GPU's f16 cache (`backend_gpu` always rounds its reference's): the
+    /// CPU emulation of the GPU's numerics (tools/oracle/split_inputs_emulate.sh) then
+    /// compares what the GPU audit compares.
+    pub kv_f16: bool,
     pub tolerances: Tolerances,
     pub prompt_id: String,
 }
@@ -33,6 +38,7 @@ impl Default for AuditSetup {
             selection: Selection::default(),
             inject: Vec::new(),
             inject_reference: false,
+            kv_f16: false,
             tolerances: Tolerances::default(),
             prompt_id: "p0".into(),
         }
@@ -179,6 +185,9 @@ pub fn backend(
     let run = |model: &Llama, route: &str, inject| -> Result<Vec<Captured>, ForwardError> {
         let mut r = recorder(model, setup, TokenSel::All, route, inject);
         let mut cache = model.new_cache(tokens.len());
+        if setup.kv_f16 {
+            cache = cache.rounding_to_f16();
+        }
         model.forward(&tokens[..split], &mut cache, Logits::All, &mut r)?;
         for t in &tokens[split..] {
             model.forward(std::slice::from_ref(t), &mut cache, Logits::All, &mut r)?;

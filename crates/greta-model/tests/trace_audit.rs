@@ -321,6 +321,50 @@ fn a_product_input_probe_acts_on_that_product_alone() {
     }
 }
 
+/// `kv_f16` rounds both routes' caches to f16, as the GPU audit's reference always does: a
+/// K/V rounding planted on the route under test then still shows in its k_rope and v stages
+/// but not in what its attention reads from the cache, so attn_ctx matches the reference's
+/// bitwise; with f32 caches the same planted rounding reaches attn_ctx.
+#[test]
+fn kv_f16_rounds_both_caches_as_the_gpu_audit_reference_does() {
+    let lm = common::load(&tiny());
+    let tokens = prompt_tokens(&lm);
+    let inject: Vec<Injection> = vec!["*:k_rope:f16".parse().unwrap(), "*:v:f16".parse().unwrap()];
+    let run = |kv_f16: bool| {
+        let setup = AuditSetup {
+            inject: inject.clone(),
+            kv_f16,
+            ..AuditSetup::default()
+        };
+        audit::backend((&lm.model, "a"), (&lm.model, "b"), &tokens, &setup).unwrap()
+    };
+    let worst = |r: &DiffReport, point: Point| {
+        r.points
+            .iter()
+            .filter(|p| p.point == point.name())
+            .map(|p| p.worst_error)
+            .fold(0.0, f64::max)
+    };
+    let (shared, apart) = (run(true), run(false));
+    assert!(
+        worst(&shared, Point::KRope) > 0.0,
+        "the stage itself is rounded"
+    );
+    assert!(
+        worst(&shared, Point::V) > 0.0,
+        "the stage itself is rounded"
+    );
+    assert_eq!(
+        worst(&shared, Point::AttnCtx),
+        0.0,
+        "both caches hold the same f16 values"
+    );
+    assert!(
+        worst(&apart, Point::AttnCtx) > 0.0,
+        "an f32 reference cache tells them apart"
+    );
+}
+
 #[test]
 fn deterministic_runs_give_identical_hashes_and_records_round_trip() {
     let lm = common::load(&tiny());
