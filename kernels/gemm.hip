@@ -305,7 +305,6 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
                                       const g_tmap* tw8_1 = nullptr, const g_tmap* tw8_2 = nullptr,
                                       const float* sw0 = nullptr, const float* sw1 = nullptr,
                                       const float* sw2 = nullptr, const g_swiglu_out* swiglu = nullptr) {
-    static_assert(!(SWIGLU && LO8), "SwiGLU epilogue: f16 (hi or hi + lo) inputs only");
     static_assert(!SWIGLU || TN % 16 == 0, "SwiGLU: each half of B whole 8-row swizzle atoms");
     // A block's output columns: TN, or TN / 2 gate-up pairs.
     constexpr unsigned TNO = SWIGLU ? TN / 2 : TN;
@@ -362,6 +361,8 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
             if (LO8) {
                 g_tma_load_2d(slab + HI_BYTES, ta_lo, kc, (int)row0, &full[st]);
                 g_tma_load_2d(slab + HI_BYTES + TM * WG_BK, tw8, kc, (int)col0, &full[st]);
+                // SWIGLU: up's FP8 rows right after gate's, as in the f16 box.
+                if (SWIGLU) g_tma_load_2d(slab + HI_BYTES + TM * WG_BK + TNO * WG_BK, tw8_1, kc, (int)col0, &full[st]);
             }
             if (++st == STAGES) st = 0, ph ^= 1;
         }
@@ -401,9 +402,11 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     }
     g_wgmma_wait<0>();
     if constexpr (LO8) {
-        // A power of two times the weights' power of two: exact.
-        const float scale = *sw * (1.0f / (float)(1u << G_LO8_SCALE_LOG2));
-        for (unsigned q = 0; q < TN / 2; ++q) acc[q] += part[q] * scale;
+        // A power of two times the weights' power of two: exact. SWIGLU: gate's columns
+        // (acc[0 .. TN / 4)) under gate's scale, up's under up's.
+        const float lo_scale = 1.0f / (float)(1u << G_LO8_SCALE_LOG2);
+        const float scale = *sw * lo_scale, scale_up = SWIGLU ? *sw1 * lo_scale : scale;
+        for (unsigned q = 0; q < TN / 2; ++q) acc[q] += part[q] * (SWIGLU && q >= TN / 4 ? scale_up : scale);
     }
     if constexpr (SWIGLU) {
         g_swiglu_store<TN>(acc, *swiglu, row0 + 64 * c + 16 * warp + l / 4, col0 + 2 * (l % 4), t, n);
@@ -482,7 +485,8 @@ GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128x256, 128, 256, 4, __launch_bounds__(
 GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128x224, 128, 224, 4, __launch_bounds__(288, 1))
 
 // The FP8-lo forms (LO8 above), for the 128 and 64 tiles (the wide tile's acc and part
-// would take 256 registers; the products it is chosen for, 7B's gate/up, are not split),
+// would take 256 registers: 7B's gate/up, split by default since session 30, so take the
+// 128 tile and lose the wide tile's fuller tensor pipe),
 // with the stages that fit 227 KiB: 4 of 48 KiB for 128 x 128, 6 of 24 KiB for 64 x 64
 // (wgmma_lo8_stages in gpu/gemm.rs). Bounded to their block: an SM's four sub-partitions
 // hold 16K registers each, so a block of 9 warps (one sub-partition takes 3) launches only
@@ -501,4 +505,25 @@ GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128x224, 128, 224, 4, __launch_bounds__(
     }
 GEMM_WGMMA_LO8(gemm_f16_wgmma_128_lo8, 128, 128, 4)
 GEMM_WGMMA_LO8(gemm_f16_wgmma_64_lo8, 64, 64, 6)
+
+// The SwiGLU forms with an FP8 low half (SWIGLU and LO8 above; session 30, when the default
+// split gate/up's input too): gate's and up's FP8 copies tw8_gate, tw8_up (boxes of TN / 2
+// rows after each other, as the f16 ones) under their own scales. Without it, gate/up with
+// FP8 lo ran as two LO8 products writing gate and up as f32, then silu_mul_split read them
+// back (8 bytes an output each way). The LO8 tiles and stages, bounded as GEMM_WGMMA_LO8.
+#define GEMM_WGMMA_SWIGLU_LO8(NAME, TM, TN, STAGES)                                                                 \
+    GRETA_KERNEL void __launch_bounds__(TM / 64 * 128 + 32, 1)                                                       \
+        NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                               \
+             const __grid_constant__ g_tmap tw_gate, const __grid_constant__ g_tmap tw_up,                          \
+             const __grid_constant__ g_tmap tw8_gate, const __grid_constant__ g_tmap tw8_up, const float* sw_gate,  \
+             const float* sw_up, float* gate, float* up, float* act, g_half* hi, g_half* lo, unsigned char* lo8,   \
+             unsigned t, unsigned k, unsigned n) {                                                                  \
+        extern __shared__ unsigned char wg_raw[];                                                                    \
+        const g_swiglu_out out = {gate, up, act, hi, lo, lo8};                                                       \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, true, true>(wg_raw, &ta, &ta_lo, &tw_gate, &tw_up, &tw_up, nullptr,      \
+                                                        nullptr, nullptr, t, k, n, n, 0, 1, &tw8_gate, &tw8_up,     \
+                                                        &tw8_up, sw_gate, sw_up, sw_up, &out);                      \
+    }
+GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128_lo8, 128, 128, 4)
+GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_64_lo8, 64, 64, 6)
 #endif

@@ -7,7 +7,7 @@ use float8::{F8E4M3, F8E5M2};
 use greta_kernels::cpu::{self, RopePairing, WeightView};
 use greta_kernels::gpu::{
     default_dir, AttnScratch, AttnShape, E4m3Matrix, F16Operands, GemmLo, GemmOut, GemmRoute,
-    GpuKernels, LoOperand, MatShape, NormIn, PickAt, QkvRope, RopeShape, Rows, SwigluOut,
+    GpuKernels, LoOperand, MatShape, NormIn, PickAt, QkvRope, RopeShape, Rows, SwigluLo, SwigluOut,
     WgmmaTile, LO8_SCALE_LOG2,
 };
 use half::f16;
@@ -282,11 +282,21 @@ enum ActLo {
     Fp8,
 }
 
+/// The low half of the SwiGLU GEMM's input in its op test.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum InLo {
+    None,
+    F16,
+    Fp8,
+}
+
 /// The prefill's gate/up with SwiGLU in the epilogue (`gemm_f16_swiglu`), on every tile and
 /// the chosen one, over shapes off every tile's multiples (rows, k, outputs; an odd n takes
-/// the one-by-one stores), its input as hi alone and hi + lo, act's operands without lo,
-/// with an f16 lo and with an FP8 one:
-/// - gate and up against the CPU product (`gemm_f16`'s thresholds);
+/// the one-by-one stores), its input as hi alone, hi + lo and hi + FP8 lo (with the
+/// weights' FP8 copies, on the FP8 tiles and the chosen one; refused by name where k bytes
+/// are no TMA row), act's operands without lo, with an f16 lo and with an FP8 one:
+/// - gate and up against the CPU product (`gemm_f16`'s thresholds; with FP8 lo, against
+///   hi . w + lo . w8 of the same FP8 values, as the FP8-lo `gemm_f16`'s test);
 /// - act bitwise `silu_mul` of the kernel's own gate and up, and against the CPU;
 /// - the operands bit for bit the half / float8 crates' rounding of that act (lo untouched
 ///   when not asked for), and the same bits when gate, up and act are not stored (the
@@ -322,17 +332,93 @@ fn swiglu_gemm_matches_cpu_and_unfused_arithmetic() {
         let (gw_bits, gwf) = f16_bits(&values(n * kk, n as u64 + 11));
         let (uw_bits, uwf) = f16_bits(&values(n * kk, n as u64 + 12));
         let (dwg, dwu) = (upload(&g, &s, &gw_bits), upload(&g, &s, &uw_bits));
-        for with_lo in [true, false] {
-            let xin = if with_lo { &x } else { &xh };
+        // The FP8 low half and the weights' FP8 copies (where the device and k allow them).
+        let fp8_in = k.has_fp8_lo() && kk % 16 == 0;
+        let mut hi8 = g.alloc::<u16>(m * kk).unwrap();
+        let mut q8 = g.alloc::<u8>(m * kk).unwrap();
+        let (mut w8g, mut w8u) = (
+            E4m3Matrix::alloc(&g, n, kk).unwrap(),
+            E4m3Matrix::alloc(&g, n, kk).unwrap(),
+        );
+        let mut in_los = vec![InLo::F16, InLo::None];
+        if fp8_in {
+            k.split_f16_lo8(&s, &dx, &mut hi8, &mut q8, Rows { rows: m, len: kk })
+                .unwrap();
+            assert!(
+                hi8.to_vec(&s).unwrap() == hi.to_vec(&s).unwrap(),
+                "split_f16_lo8's hi"
+            );
+            k.quantize_e4m3(&s, &dwg, &mut w8g, n, kk).unwrap();
+            k.quantize_e4m3(&s, &dwu, &mut w8u, n, kk).unwrap();
+            in_los.push(InLo::Fp8);
+        } else if k.has_fp8_lo() {
+            let out = SwigluOut {
+                gate: None,
+                up: None,
+                act: None,
+                ops: F16Operands {
+                    hi: &mut g.alloc::<u16>(m * n).unwrap(),
+                    lo: None,
+                },
+            };
+            let a_lo = SwigluLo::Fp8 {
+                q: &q8,
+                w8: [&w8g, &w8u],
+            };
+            let e = k
+                .gemm_f16_swiglu(
+                    None,
+                    &s,
+                    &hi,
+                    Some(a_lo),
+                    [&dwg, &dwu],
+                    out,
+                    MatShape { t: m, k: kk, n },
+                )
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains("16"), "k = {kk}: FP8 rows refused by name: {e}");
+        }
+        for in_lo in in_los {
             let (mut want_g, mut want_u) = (vec![0f32; m * n], vec![0f32; m * n]);
-            cpu::matmul_wt(xin, WeightView::F32(&gwf), &mut want_g, m, kk, n);
-            cpu::matmul_wt(xin, WeightView::F32(&uwf), &mut want_u, m, kk, n);
+            match in_lo {
+                InLo::F16 | InLo::None => {
+                    let xin = if in_lo == InLo::F16 { &x } else { &xh };
+                    cpu::matmul_wt(xin, WeightView::F32(&gwf), &mut want_g, m, kk, n);
+                    cpu::matmul_wt(xin, WeightView::F32(&uwf), &mut want_u, m, kk, n);
+                }
+                InLo::Fp8 => {
+                    // hi . w + (FP8 lo) . (FP8 w), each FP8 value times its scale.
+                    let lo_f = lo8_values(&q8.to_vec(&s).unwrap());
+                    for (w8, wf, want) in [(&w8g, &gwf, &mut want_g), (&w8u, &uwf, &mut want_u)] {
+                        let (want_q, want_scale) = e4m3_matrix(wf);
+                        assert_eq!(w8.scale.to_vec(&s).unwrap(), [want_scale]);
+                        assert_bytes(&s, &w8.q, &want_q, &format!("quantize_e4m3 {n}x{kk}"));
+                        let w8f: Vec<f32> = want_q
+                            .iter()
+                            .map(|&b| F8E4M3::from_bits(b).to_f32() * want_scale)
+                            .collect();
+                        let (mut y_hi, mut y_lo) = (vec![0f32; m * n], vec![0f32; m * n]);
+                        cpu::matmul_wt(&xh, WeightView::F32(wf), &mut y_hi, m, kk, n);
+                        cpu::matmul_wt(&lo_f, WeightView::F32(&w8f), &mut y_lo, m, kk, n);
+                        for (w, (a, b)) in want.iter_mut().zip(y_hi.iter().zip(&y_lo)) {
+                            *w = a + b;
+                        }
+                    }
+                }
+            }
             let mut want_act = vec![0f32; m * n];
             cpu::silu_mul(&want_g, &want_u, &mut want_act);
-            for &tile in &tiles {
+            let in_tiles: Vec<Option<WgmmaTile>> = match in_lo {
+                InLo::Fp8 => std::iter::once(None)
+                    .chain(WgmmaTile::LO8.map(Some))
+                    .collect(),
+                _ => tiles.clone(),
+            };
+            for &tile in &in_tiles {
                 for &act_lo in &act_los {
                     let case = format!(
-                        "gemm_f16_swiglu {tile:?} m={m} k={kk} n={n} input lo {with_lo} act lo {act_lo:?}"
+                        "gemm_f16_swiglu {tile:?} m={m} k={kk} n={n} input lo {in_lo:?} act lo {act_lo:?}"
                     );
                     let run = |stored: bool| {
                         let unset = vec![f32::from_bits(UNSET_F32); m * n];
@@ -354,7 +440,14 @@ fn swiglu_gemm_matches_cpu_and_unfused_arithmetic() {
                             act: stored.then_some(&mut da),
                             ops,
                         };
-                        let a_lo = with_lo.then_some(&lo);
+                        let a_lo = match in_lo {
+                            InLo::None => None,
+                            InLo::F16 => Some(SwigluLo::F16(&lo)),
+                            InLo::Fp8 => Some(SwigluLo::Fp8 {
+                                q: &q8,
+                                w8: [&w8g, &w8u],
+                            }),
+                        };
                         k.gemm_f16_swiglu(
                             tile,
                             &s,

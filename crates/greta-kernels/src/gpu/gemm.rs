@@ -11,6 +11,17 @@ pub enum GemmLo<'a> {
     Fp8(&'a DeviceBuffer<u8>),
 }
 
+/// The low half of the SwiGLU GEMM's input (`gemm_f16_swiglu`): f16, or FP8 with the FP8
+/// copies of gate's and up's weights that its lo products multiply (as `GemmOut::w8`).
+#[derive(Clone, Copy)]
+pub enum SwigluLo<'a> {
+    F16(&'a DeviceBuffer<u16>),
+    Fp8 {
+        q: &'a DeviceBuffer<u8>,
+        w8: [&'a E4m3Matrix; 2],
+    },
+}
+
 /// log2 of the one fixed scale of the FP8 low halves (G_LO8_SCALE_LOG2 in
 /// kernels/greta_device.h; greta-trace's `f16lo8` emulation has the same rule): a byte
 /// holds e5m2(lo x 2^11).
@@ -476,7 +487,8 @@ impl GpuKernels {
 
     /// The prefill's gate, up and SwiGLU in one launch (the warpgroup kernel's SwiGLU form):
     /// gate = (a + a_lo) · w_gateᵀ and up = (a + a_lo) · w_upᵀ over `t` rows of `k` (a, a_lo
-    /// as `gemm_f16`'s; the low half f16 or absent), act = silu(gate) · up (`silu_mul`'s
+    /// as `gemm_f16`'s; the low half f16, FP8 with the weights' FP8 copies on the tiles of
+    /// `WgmmaTile::LO8`, or absent), act = silu(gate) · up (`silu_mul`'s
     /// arithmetic, bitwise, on the kernel's own gate and up), and `out.ops` what
     /// `split_f16` makes of act, bitwise: `gemm_f16` then `silu_mul_split` in one launch,
     /// which writes 3 bytes an output (hi and an FP8 lo) where those wrote gate and up as
@@ -489,7 +501,7 @@ impl GpuKernels {
         tile: Option<WgmmaTile>,
         s: &Stream,
         a: &DeviceBuffer<u16>,
-        a_lo: Option<&DeviceBuffer<u16>>,
+        a_lo: Option<SwigluLo<'_>>,
         [w_gate, w_up]: [&DeviceBuffer<u16>; 2],
         out: SwigluOut<'_>,
         shape: MatShape,
@@ -507,8 +519,18 @@ impl GpuKernels {
             )));
         }
         Self::need(a, t * k, "gemm_f16_swiglu a")?;
-        if let Some(lo) = a_lo {
-            Self::need(lo, t * k, "gemm_f16_swiglu a_lo")?;
+        match a_lo {
+            Some(SwigluLo::F16(lo)) => Self::need(lo, t * k, "gemm_f16_swiglu a_lo")?,
+            Some(SwigluLo::Fp8 { q, w8 }) => {
+                self.fp8(what)?;
+                check_fp8_rows(k, what)?;
+                Self::need(q, t * k, "gemm_f16_swiglu a_lo (FP8)")?;
+                for (w8, name) in w8.iter().zip(["w8 gate", "w8 up"]) {
+                    Self::need_of(&w8.q, n * k, what, name)?;
+                    Self::need_of(&w8.scale, 1, what, name)?;
+                }
+            }
+            None => {}
         }
         Self::need(w_gate, n * k, "gemm_f16_swiglu w_gate")?;
         Self::need(w_up, n * k, "gemm_f16_swiglu w_up")?;
@@ -528,7 +550,67 @@ impl GpuKernels {
         if t == 0 || n == 0 {
             return Ok(()); // nothing to compute (a grid of zero blocks is an error)
         }
-        let tile = tile.unwrap_or_else(|| wgmma_swiglu_tile(t, n, self.multiprocessors));
+        let outputs = |args: Args| {
+            args.ptr_or_null(gate.as_deref())
+                .ptr_or_null(up.as_deref())
+                .ptr_or_null(act.as_deref())
+                .ptr(ops.hi)
+                .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()))
+        };
+        let grid = |tile: WgmmaTile| -> Result<[u32; 3]> {
+            Ok([
+                t.div_ceil(tile.m) as u32,
+                u32_of(n.div_ceil(tile.n / 2), "column tiles")?,
+                1,
+            ])
+        };
+        let picked = wgmma_swiglu_tile(t, n, self.multiprocessors);
+        if let Some(SwigluLo::Fp8 {
+            q,
+            w8: [w8_gate, w8_up],
+        }) = a_lo
+        {
+            // The FP8-lo forms exist on the LO8 tiles only (their two accumulator sets).
+            let tile = match tile {
+                Some(tile) => tile,
+                None if WgmmaTile::LO8.contains(&picked) => picked,
+                None => WgmmaTile::LO8[0],
+            };
+            let fp8 = self.fp8(what)?;
+            let (_, f) = fp8
+                .swiglu
+                .iter()
+                .find(|(tl, _)| *tl == tile)
+                .ok_or_else(|| {
+                    KernelError::Shape(format!(
+                        "no FP8-lo SwiGLU warpgroup GEMM of tile {tile:?}; the kernels have {:?}",
+                        WgmmaTile::LO8
+                    ))
+                })?;
+            let (m32, half) = (tile.m as u32, tile.n as u32 / 2);
+            let args = Args::new()
+                .tmap(a.tensor_map_f16(t, k, m32, WGMMA_BK)?)
+                .tmap(q.tensor_map_u8(t, k, m32, WGMMA_BK)?)
+                .tmap(w_gate.tensor_map_f16(n, k, half, WGMMA_BK)?)
+                .tmap(w_up.tensor_map_f16(n, k, half, WGMMA_BK)?)
+                .tmap(w8_gate.q.tensor_map_u8(n, k, half, WGMMA_BK)?)
+                .tmap(w8_up.q.tensor_map_u8(n, k, half, WGMMA_BK)?)
+                .ptr(&w8_gate.scale)
+                .ptr(&w8_up.scale);
+            let args = self
+                .lo8_arg(outputs(args), &ops, what)?
+                .u32(u32_of(t, "t")?)
+                .u32(u32_of(k, "k")?)
+                .u32(u32_of(n, "n")?);
+            let dims = LaunchDims {
+                grid: grid(tile)?,
+                block: [wgmma_threads(tile), 1, 1],
+                shared_bytes: wgmma_lo8_shared(tile),
+                cluster: 1,
+            };
+            return self.launch(f, dims, s, args);
+        }
+        let tile = tile.unwrap_or(picked);
         let (_, f) = tiles.iter().find(|(tl, _)| *tl == tile).ok_or_else(|| {
             KernelError::Shape(format!(
                 "no SwiGLU warpgroup GEMM of tile {tile:?}; the kernels have {:?}",
@@ -536,6 +618,10 @@ impl GpuKernels {
             ))
         })?;
         let (m32, half) = (tile.m as u32, tile.n as u32 / 2);
+        let a_lo = match a_lo {
+            Some(SwigluLo::F16(lo)) => Some(lo),
+            _ => None,
+        };
         let ta = a.tensor_map_f16(t, k, m32, WGMMA_BK)?;
         let ta_lo = match a_lo {
             Some(lo) => lo.tensor_map_f16(t, k, m32, WGMMA_BK)?,
@@ -545,24 +631,15 @@ impl GpuKernels {
             .tmap(ta)
             .tmap(ta_lo)
             .tmap(w_gate.tensor_map_f16(n, k, half, WGMMA_BK)?)
-            .tmap(w_up.tensor_map_f16(n, k, half, WGMMA_BK)?)
-            .ptr_or_null(gate.as_deref())
-            .ptr_or_null(up.as_deref())
-            .ptr_or_null(act.as_deref())
-            .ptr(ops.hi)
-            .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()));
+            .tmap(w_up.tensor_map_f16(n, k, half, WGMMA_BK)?);
         let args = self
-            .lo8_arg(args, &ops, what)?
+            .lo8_arg(outputs(args), &ops, what)?
             .u32(u32_of(t, "t")?)
             .u32(u32_of(k, "k")?)
             .u32(u32_of(n, "n")?)
             .u32(a_lo.is_some() as u32);
         let dims = LaunchDims {
-            grid: [
-                t.div_ceil(tile.m) as u32,
-                u32_of(n.div_ceil(tile.n / 2), "column tiles")?,
-                1,
-            ],
+            grid: grid(tile)?,
             block: [wgmma_threads(tile), 1, 1],
             shared_bytes: wgmma_shared(tile),
             cluster: 1,

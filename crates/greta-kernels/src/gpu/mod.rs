@@ -290,6 +290,8 @@ pub struct GpuKernels {
 /// The FP8 low-half kernels (sm_90a objects only; kernels/gemm.hip, ops.hip).
 struct Fp8Kernels {
     gemm: [(WgmmaTile, Function); 2],
+    /// The SwiGLU GEMM's FP8-lo forms, on the same tiles (`SwigluLo::Fp8`).
+    swiglu: [(WgmmaTile, Function); 2],
     split: Function,
     absmax: Function,
     quantize: Function,
@@ -419,14 +421,17 @@ impl GpuKernels {
                 },
                 fp8: match hopper {
                     true => {
-                        let tile = |t: WgmmaTile| -> Result<(WgmmaTile, Function)> {
-                            let f = gemm.function(&format!("{}_lo8", t.kernel()))?;
+                        let form = |t: WgmmaTile, name: String| -> Result<(WgmmaTile, Function)> {
+                            let f = gemm.function(&format!("{name}_lo8"))?;
                             f.set_max_dynamic_shared(wgmma_lo8_shared(t))?;
                             Ok((t, f))
                         };
+                        let tile = |t: WgmmaTile| form(t, t.kernel());
+                        let swiglu = |t: WgmmaTile| form(t, t.swiglu_kernel());
                         let [a, b] = WgmmaTile::LO8;
                         Some(Fp8Kernels {
                             gemm: [tile(a)?, tile(b)?],
+                            swiglu: [swiglu(a)?, swiglu(b)?],
                             split: ops.function("split_f16_lo8")?,
                             absmax: ops.function("absmax_f16")?,
                             quantize: ops.function("quantize_e4m3")?,
