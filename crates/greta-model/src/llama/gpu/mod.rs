@@ -13,7 +13,7 @@ use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
     check_attention_shape, decode_splits, AttnScratch, AttnShape, DeviceSampling, E4m3Matrix,
     F16Operands, GemmLo, GemmOut, GemmRoute, GpuKernels, KernelError, LoOperand, MatShape, NormIn,
-    PickAt, QkvRope, Rows, SwigluOut, NORM_SPLIT_MAX_D, PICK_NAN,
+    PickAt, QkvRope, Rows, SwigluLo, SwigluOut, NORM_SPLIT_MAX_D, PICK_NAN,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
@@ -908,7 +908,7 @@ impl GpuLlama {
                     ops: outs.get(lo_out),
                 };
                 let shape = MatShape { t, k: d, n: n_ff };
-                let a_lo = (lo_in == LoKind::F16).then_some(&*ins.lo);
+                let a_lo = (lo_in == LoKind::F16).then_some(SwigluLo::F16(&ins.lo));
                 k.gemm_f16_swiglu(
                     None,
                     stream,
