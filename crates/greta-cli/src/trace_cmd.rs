@@ -46,8 +46,9 @@ pub struct TraceArgs {
     /// (outside the layers), PHASE prefill or decode (default both), KIND one of scale=F,
     /// add=F, nan, zero, f16 (round to f16), f16lo8 (f16 hi + FP8 lo), or f16in, f16lo8in
     /// (the same roundings of one product's input: POINT q, k, v, attn_out, ffn_gate,
-    /// ffn_up or ffn_out; CPU only). Repeat the flag to perturb several stages in one run
-    /// (applied in the order given).
+    /// ffn_up or ffn_out; CPU only), or f16p (POINT attn_ctx: the attention's probabilities
+    /// rounded to f16, as the GPU's prefill flash attention does; CPU only). Repeat the flag
+    /// to perturb several stages in one run (applied in the order given).
     #[arg(
         long,
         value_name = "[PHASE@]LAYER:POINT:KIND",
@@ -282,7 +283,8 @@ pub struct AuditArgs {
     pub points: String,
     /// Perturb a stage of the route under test: [PHASE@]LAYER:POINT:KIND (LAYER - outside
     /// layers, * every layer; PHASE prefill or decode, default both; KIND scale=F, add=F,
-    /// nan, zero, f16, f16lo8; f16in, f16lo8in round one product's input, CPU routes only).
+    /// nan, zero, f16, f16lo8; f16in, f16lo8in round one product's input and f16p the
+    /// attention's probabilities (attn_ctx), CPU routes only).
     /// Repeat the flag for several.
     #[arg(
         long,
@@ -462,13 +464,14 @@ fn refuse_backend_only_flags(args: &AuditArgs, audit: &str) -> Result<()> {
     Ok(())
 }
 
-/// The probes on a product's input (`f16in`, `f16lo8in`) act in the CPU forward only: a route
+/// The probes inside an operation (`f16in`, `f16lo8in` on a product's input, `f16p` on the attention's probabilities) act in the CPU forward only: a route
 /// that runs its products elsewhere would silently ignore them.
 fn refuse_input_probes(inject: &[Injection], route: &str) -> Result<()> {
     if let Some(i) = inject.iter().find(|i| i.fault.on_input()) {
         bail!(
-            "--inject {i}: probes on a product's input run on the CPU forward only, not on {route}; \
-             round the stage the product reads instead (e.g. prefill@*:attn_norm:f16)"
+            "--inject {i}: probes inside an operation (a product's input, the attention's probabilities) \
+             run on the CPU forward only, not on {route}; round the stage the product reads instead \
+             (e.g. prefill@*:attn_norm:f16)"
         );
     }
     Ok(())

@@ -610,6 +610,30 @@ pub struct AttentionShape {
 /// Causal attention with grouped KV heads. `q` is `[t, n_heads*head_dim]`; `k_cache` and
 /// `v_cache` are `[>= pos0 + t, n_kv_heads*head_dim]`; `out` is `[t, n_heads*head_dim]`.
 pub fn attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], out: &mut [f32], s: AttentionShape) {
+    attention_probs(q, k_cache, v_cache, out, s, Probs::F32);
+}
+
+/// How `attention_probs` takes the probabilities that multiply V.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Probs {
+    /// softmax in f32 (the reference).
+    F32,
+    /// As the GPU's prefill flash attention: each exp(score - the row's max) rounded to
+    /// f16, the row's sum taken over the rounded values, the output divided by it (a
+    /// numerics probe, `--inject ...:attn_ctx:f16p`; the kernel takes its max over the keys
+    /// seen so far and rescales, so its roundings fall on other values of the same size).
+    F16,
+}
+
+/// `attention` with the probabilities taken as `probs` says.
+pub fn attention_probs(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    out: &mut [f32],
+    s: AttentionShape,
+    probs: Probs,
+) {
     let hd = s.head_dim;
     let q_row = s.n_heads * hd;
     let kv_row = s.n_kv_heads * hd;
@@ -627,13 +651,30 @@ pub fn attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], out: &mut [f32], s
         let mut scores: Vec<f32> = (0..n_keys)
             .map(|j| dot(qh, &k_cache[j * kv_row + kvh * hd..][..hd]) * scale)
             .collect();
-        softmax(&mut scores);
+        let inv_sum = match probs {
+            Probs::F32 => {
+                softmax(&mut scores);
+                1.0
+            }
+            Probs::F16 => {
+                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+                let mut sum = 0f32;
+                for v in scores.iter_mut() {
+                    *v = half::f16::from_f32((*v - max).exp()).to_f32();
+                    sum += *v;
+                }
+                1.0 / sum
+            }
+        };
         o.fill(0.0);
         for (j, &p) in scores.iter().enumerate() {
             let vj = &v_cache[j * kv_row + kvh * hd..][..hd];
             for (ov, &vv) in o.iter_mut().zip(vj) {
                 *ov += p * vv;
             }
+        }
+        if probs == Probs::F16 {
+            o.iter_mut().for_each(|v| *v *= inv_sum);
         }
     });
 }
@@ -849,6 +890,73 @@ mod tests {
             }
         }
         assert!(nmse(&out, &expect) < 1e-12, "nmse {}", nmse(&out, &expect));
+    }
+
+    /// `Probs::F16` (the `f16p` probe): the output is the naive attention's with each
+    /// exp(score - max) rounded to f16 and the row normalised by the rounded values' sum, and
+    /// it differs from the exact softmax's by what that rounding makes.
+    #[test]
+    fn attention_with_f16_probabilities_rounds_them_and_nothing_else() {
+        let (nh, nkv, hd, pos0, t) = (4, 2, 16, 40, 3);
+        let shape = AttentionShape {
+            n_heads: nh,
+            n_kv_heads: nkv,
+            head_dim: hd,
+            pos0,
+        };
+        let q = values(t * nh * hd, 7);
+        let k = values((pos0 + t) * nkv * hd, 8);
+        let v = values((pos0 + t) * nkv * hd, 9);
+        let naive = |round: bool| -> Vec<f64> {
+            let mut y = vec![0f64; q.len()];
+            for r in 0..t {
+                for h in 0..nh {
+                    let kvh = h / (nh / nkv);
+                    let n = pos0 + r + 1;
+                    let s: Vec<f64> = (0..n)
+                        .map(|j| {
+                            (0..hd)
+                                .map(|d| {
+                                    q[r * nh * hd + h * hd + d] as f64
+                                        * k[j * nkv * hd + kvh * hd + d] as f64
+                                })
+                                .sum::<f64>()
+                                / (hd as f64).sqrt()
+                        })
+                        .collect();
+                    let m = s.iter().cloned().fold(f64::MIN, f64::max);
+                    let p: Vec<f64> = s
+                        .iter()
+                        .map(|x| match round {
+                            true => half::f16::from_f64((x - m).exp()).to_f64(),
+                            false => (x - m).exp(),
+                        })
+                        .collect();
+                    let z: f64 = p.iter().sum();
+                    for d in 0..hd {
+                        y[r * nh * hd + h * hd + d] = (0..n)
+                            .map(|j| p[j] / z * v[j * nkv * hd + kvh * hd + d] as f64)
+                            .sum();
+                    }
+                }
+            }
+            y
+        };
+        let run = |probs: Probs| {
+            let mut out = vec![0f32; q.len()];
+            attention_probs(&q, &k, &v, &mut out, shape, probs);
+            out
+        };
+        let (f16p, f32p) = (run(Probs::F16), run(Probs::F32));
+        let (rounded, exact) = (naive(true), naive(false));
+        let near = nmse(&f16p, &rounded);
+        let off = nmse(&f16p, &exact);
+        assert!(near < 1e-11, "against the naive rounded form: nmse {near:.3e}");
+        assert!(
+            off > 1e3 * nmse(&f32p, &exact) && off < 1e-6,
+            "against the exact softmax: nmse {off:.3e} (f32 {:.3e})",
+            nmse(&f32p, &exact)
+        );
     }
 
     #[test]

@@ -32,12 +32,17 @@ pub enum Fault {
     F16In,
     /// The product that writes this point reads its input as f16 hi + e5m2 lo (`f16lo8in`).
     F16Lo8In,
+    /// The attention that writes attn_ctx takes its probabilities as the GPU's prefill flash
+    /// attention does (`f16p`): each exp(score - the row's max) rounded to f16 before it
+    /// multiplies V, and the row's sum taken over the rounded values.
+    F16P,
 }
 
 impl Fault {
-    /// Whether the fault acts on a product's input rather than on the stage's values.
+    /// Whether the fault acts inside the operation that writes the point (a product's input,
+    /// the attention's probabilities) rather than on the stage's values: CPU routes only.
     pub fn on_input(self) -> bool {
-        matches!(self, Fault::F16In | Fault::F16Lo8In)
+        matches!(self, Fault::F16In | Fault::F16Lo8In | Fault::F16P)
     }
 }
 
@@ -56,7 +61,7 @@ pub struct Injection {
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("--inject {value:?}: {reason}; accepted: [PHASE@]LAYER:POINT:KIND with PHASE prefill or decode (default: both), LAYER a layer index, * for every layer, or - for embed_out, final_norm, logits, and KIND one of scale=F, add=F, nan, zero, f16, f16lo8, or f16in, f16lo8in on a product's output point (q, k, v, attn_out, ffn_gate, ffn_up, ffn_out; CPU routes only) (e.g. 3:attn_out:scale=1.01, prefill@*:attn_norm:f16, prefill@*:q:f16in)")]
+#[error("--inject {value:?}: {reason}; accepted: [PHASE@]LAYER:POINT:KIND with PHASE prefill or decode (default: both), LAYER a layer index, * for every layer, or - for embed_out, final_norm, logits, and KIND one of scale=F, add=F, nan, zero, f16, f16lo8, or f16in, f16lo8in on a product's output point (q, k, v, attn_out, ffn_gate, ffn_up, ffn_out; CPU routes only), f16p on attn_ctx (CPU routes only) (e.g. 3:attn_out:scale=1.01, prefill@*:attn_norm:f16, prefill@*:q:f16in)")]
 pub struct InjectError {
     pub value: String,
     pub reason: String,
@@ -114,9 +119,15 @@ impl FromStr for Injection {
             None if kind == "f16lo8" => Fault::F16Lo8,
             None if kind == "f16in" => Fault::F16In,
             None if kind == "f16lo8in" => Fault::F16Lo8In,
+            None if kind == "f16p" => Fault::F16P,
             _ => return Err(e(format!("kind {kind:?} is unknown"))),
         };
-        if fault.on_input() && !PRODUCT_OUTPUTS.contains(&point) {
+        if fault == Fault::F16P && point != Point::AttnCtx {
+            return Err(e(format!(
+                "f16p acts on the probabilities of the attention, which writes attn_ctx, not {point}"
+            )));
+        }
+        if matches!(fault, Fault::F16In | Fault::F16Lo8In) && !PRODUCT_OUTPUTS.contains(&point) {
             return Err(e(format!(
                 "{kind} acts on the input of the product that writes the point, and {point} is not written by one"
             )));
@@ -151,6 +162,7 @@ impl fmt::Display for Injection {
             Fault::F16Lo8 => f.write_str("f16lo8"),
             Fault::F16In => f.write_str("f16in"),
             Fault::F16Lo8In => f.write_str("f16lo8in"),
+            Fault::F16P => f.write_str("f16p"),
         }
     }
 }
@@ -192,7 +204,7 @@ impl Injection {
             Fault::Zero => each(rows, &|_| 0.0),
             Fault::F16 => each(rows, &|v| half::f16::from_f32(v).to_f32()),
             Fault::F16Lo8 => each(rows, &f16_lo8),
-            Fault::F16In | Fault::F16Lo8In => {}
+            Fault::F16In | Fault::F16Lo8In | Fault::F16P => {}
         }
     }
 
@@ -378,6 +390,7 @@ mod tests {
             "decode@-:logits:add=1",
             "prefill@*:q:f16in",
             "2:ffn_out:f16lo8in",
+            "prefill@*:attn_ctx:f16p",
         ] {
             assert_eq!(s.parse::<Injection>().unwrap().to_string(), s);
         }
@@ -396,6 +409,7 @@ mod tests {
             ("warmup@1:q:zero", "phase \"warmup\" is unknown"),
             ("*:attn_norm:f16in", "not written by one"),
             ("1:q_rope:f16lo8in", "not written by one"),
+            ("*:q:f16p", "writes attn_ctx"),
         ] {
             let e = bad.parse::<Injection>().unwrap_err().to_string();
             assert!(e.contains(needle) && e.contains("accepted"), "{bad}: {e}");

@@ -253,7 +253,13 @@ impl Llama {
             head_dim: c.head_dim,
             pos0: ctx.pos0,
         };
-        cpu::attention(&q, &cache.k[l], &cache.v[l], &mut attn_ctx, shape);
+        // A numerics probe (`--inject ...:attn_ctx:f16p`): the probabilities as the GPU's
+        // prefill flash attention rounds them.
+        let probs = match ctx.obs.wants_input(Point::AttnCtx, Some(l)) {
+            true => cpu::Probs::F16,
+            false => cpu::Probs::F32,
+        };
+        cpu::attention_probs(&q, &cache.k[l], &cache.v[l], &mut attn_ctx, shape, probs);
         ctx.emit(
             Point::AttnCtx,
             Some(l),
