@@ -951,7 +951,10 @@ mod tests {
         let (rounded, exact) = (naive(true), naive(false));
         let near = nmse(&f16p, &rounded);
         let off = nmse(&f16p, &exact);
-        assert!(near < 1e-11, "against the naive rounded form: nmse {near:.3e}");
+        assert!(
+            near < 1e-11,
+            "against the naive rounded form: nmse {near:.3e}"
+        );
         assert!(
             off > 1e3 * nmse(&f32p, &exact) && off < 1e-6,
             "against the exact softmax: nmse {off:.3e} (f32 {:.3e})",
