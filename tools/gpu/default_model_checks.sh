@@ -34,6 +34,14 @@ for lo in ${AUDIT_LOS:-}; do
   $G audit backend --against cpu -m $M --split-lo $lo --json > $OUT/audit-default-$t.json 2> $OUT/audit-default-$t.err
   rc=$?; echo "== audit-backend --split-lo $lo: exit $rc"; tail -n 2 $OUT/audit-default-$t.err; [ $rc -eq 0 ] || status=1
 done
+# The long prompts of split_inputs_compare.sh (session 30: the old default failed the
+# ~650-token one on the first 10 layers; the whole model had never been audited on either).
+P3=$(python3 -c "print(' '.join(['The history of science is the study of how people came to understand the natural world.'] * 36))")
+for p in repeated prose; do
+  case $p in repeated) pr=$P3;; prose) pr=$(cat tools/gpu/prompts/long-prose.txt);; esac
+  $G audit backend --against cpu -m $M --prompt "$pr" --json > $OUT/audit-default-$p.json 2> $OUT/audit-default-$p.err
+  rc=$?; echo "== audit-backend, $p prompt: exit $rc"; tail -n 2 $OUT/audit-default-$p.err; [ $rc -eq 0 ] || status=1
+done
 # The same audit read with the max metric, for the record (not a pass criterion).
 $G audit backend --against cpu -m $M --metric max --tol 1e-2 > $OUT/audit-backend-max.txt 2>&1; echo "audit (max metric, 1e-2): exit $?"
 exit $status

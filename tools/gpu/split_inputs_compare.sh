@@ -15,7 +15,9 @@ OUT=${OUT:-$(mktemp -d)}
 bash tools/gpu/unpack_carry.sh
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels
 G=./target/device/greta
-M=target/dm10/smollm2-10l.gguf
+# MODEL: the model audited and timed (default: the default model's first 10 layers; the
+# whole model where default_model_checks.sh has joined it: /tmp/SmolLM2-135M-Instruct.Q4_1.gguf).
+M=${MODEL:-target/dm10/smollm2-10l.gguf}
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee $OUT/gpu.txt
 # A second prompt (chat-formatted text of another kind) beside the audit's default one.
 P2="<|im_start|>user
