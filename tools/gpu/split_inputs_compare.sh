@@ -31,7 +31,7 @@ verdict() { # audit json -> "pass | worst (point, layer, pos)"
   python3 -c "import json; d=json.load(open('$1')); w=max(d['points'], key=lambda p: p['worst_error']); print(('pass' if not d['diverged'] else 'FAIL') + ' | %.2e (%s, %s, %s)' % (w['worst_error'], w['point'], w['layer'], w['worst_pos']))"
 }
 {
-echo "| --split-inputs | default model, first 10 layers: audit | worst rms (point, layer, pos) | second prompt: audit | worst rms | ~650-token prompt: audit | worst rms | ~570 tokens of prose: audit | worst rms | 7B prefill-512 ms | SmolLM2 prefill-512 ms | default model (10 of 30 layers, its own weights) prefill-512 ms |"
+echo "| --split-inputs | $(basename $M): audit | worst rms (point, layer, pos) | second prompt: audit | worst rms | ~650-token prompt: audit | worst rms | ~570 tokens of prose: audit | worst rms | 7B prefill-512 ms | SmolLM2 prefill-512 ms | $(basename $M) prefill-512 ms |"
 echo "|---|---|---|---|---|---|---|---|---|---|---|---|"
 for p in ${POLICIES:-default qkv,o,down kv,o,gate_up,down none}; do
   f=$(echo $p | tr , -)
