@@ -845,31 +845,23 @@ mod tests {
         assert_ne!(a, x, "rotation at position 5 must change the vector");
     }
 
-    #[test]
-    fn attention_matches_naive_with_gqa() {
-        let (nh, nkv, hd, pos0, t) = (6, 2, 4, 3, 2);
-        let q = values(t * nh * hd, 1);
-        let k = values((pos0 + t) * nkv * hd, 2);
-        let v = values((pos0 + t) * nkv * hd, 3);
-        let mut out = vec![0f32; q.len()];
-        attention(
-            &q,
-            &k,
-            &v,
-            &mut out,
-            AttentionShape {
-                n_heads: nh,
-                n_kv_heads: nkv,
-                head_dim: hd,
-                pos0,
-            },
-        );
-        let mut expect = vec![0f64; q.len()];
+    /// Causal GQA attention in f64, written out: the scores, exp(score - max) (rounded to f16
+    /// where `round_p`, the `Probs::F16` form), each row normalised by the sum of those.
+    fn naive_attention(
+        q: &[f32],
+        k: &[f32],
+        v: &[f32],
+        s: AttentionShape,
+        round_p: bool,
+    ) -> Vec<f64> {
+        let (nh, nkv, hd) = (s.n_heads, s.n_kv_heads, s.head_dim);
+        let t = q.len() / (nh * hd);
+        let mut y = vec![0f64; q.len()];
         for r in 0..t {
             for h in 0..nh {
                 let kvh = h / (nh / nkv);
-                let n = pos0 + r + 1;
-                let s: Vec<f64> = (0..n)
+                let n = s.pos0 + r + 1;
+                let scores: Vec<f64> = (0..n)
                     .map(|j| {
                         (0..hd)
                             .map(|d| {
@@ -880,15 +872,48 @@ mod tests {
                             / (hd as f64).sqrt()
                     })
                     .collect();
-                let m = s.iter().cloned().fold(f64::MIN, f64::max);
-                let z: f64 = s.iter().map(|x| (x - m).exp()).sum();
+                let m = scores.iter().cloned().fold(f64::MIN, f64::max);
+                let p: Vec<f64> = scores
+                    .iter()
+                    .map(|x| match round_p {
+                        true => half::f16::from_f64((x - m).exp()).to_f64(),
+                        false => (x - m).exp(),
+                    })
+                    .collect();
+                let z: f64 = p.iter().sum();
                 for d in 0..hd {
-                    expect[r * nh * hd + h * hd + d] = (0..n)
-                        .map(|j| (s[j] - m).exp() / z * v[j * nkv * hd + kvh * hd + d] as f64)
+                    y[r * nh * hd + h * hd + d] = (0..n)
+                        .map(|j| p[j] / z * v[j * nkv * hd + kvh * hd + d] as f64)
                         .sum();
                 }
             }
         }
+        y
+    }
+
+    /// An attention case: its shape and q [t rows], k and v [pos0 + t positions], seeded.
+    fn attention_case(
+        [nh, nkv, hd, pos0, t]: [usize; 5],
+        seed: u64,
+    ) -> (AttentionShape, Vec<f32>, Vec<f32>, Vec<f32>) {
+        let shape = AttentionShape {
+            n_heads: nh,
+            n_kv_heads: nkv,
+            head_dim: hd,
+            pos0,
+        };
+        let q = values(t * nh * hd, seed);
+        let k = values((pos0 + t) * nkv * hd, seed + 1);
+        let v = values((pos0 + t) * nkv * hd, seed + 2);
+        (shape, q, k, v)
+    }
+
+    #[test]
+    fn attention_matches_naive_with_gqa() {
+        let (shape, q, k, v) = attention_case([6, 2, 4, 3, 2], 1);
+        let mut out = vec![0f32; q.len()];
+        attention(&q, &k, &v, &mut out, shape);
+        let expect = naive_attention(&q, &k, &v, shape, false);
         assert!(nmse(&out, &expect) < 1e-12, "nmse {}", nmse(&out, &expect));
     }
 
@@ -897,58 +922,15 @@ mod tests {
     /// it differs from the exact softmax's by what that rounding makes.
     #[test]
     fn attention_with_f16_probabilities_rounds_them_and_nothing_else() {
-        let (nh, nkv, hd, pos0, t) = (4, 2, 16, 40, 3);
-        let shape = AttentionShape {
-            n_heads: nh,
-            n_kv_heads: nkv,
-            head_dim: hd,
-            pos0,
-        };
-        let q = values(t * nh * hd, 7);
-        let k = values((pos0 + t) * nkv * hd, 8);
-        let v = values((pos0 + t) * nkv * hd, 9);
-        let naive = |round: bool| -> Vec<f64> {
-            let mut y = vec![0f64; q.len()];
-            for r in 0..t {
-                for h in 0..nh {
-                    let kvh = h / (nh / nkv);
-                    let n = pos0 + r + 1;
-                    let s: Vec<f64> = (0..n)
-                        .map(|j| {
-                            (0..hd)
-                                .map(|d| {
-                                    q[r * nh * hd + h * hd + d] as f64
-                                        * k[j * nkv * hd + kvh * hd + d] as f64
-                                })
-                                .sum::<f64>()
-                                / (hd as f64).sqrt()
-                        })
-                        .collect();
-                    let m = s.iter().cloned().fold(f64::MIN, f64::max);
-                    let p: Vec<f64> = s
-                        .iter()
-                        .map(|x| match round {
-                            true => half::f16::from_f64((x - m).exp()).to_f64(),
-                            false => (x - m).exp(),
-                        })
-                        .collect();
-                    let z: f64 = p.iter().sum();
-                    for d in 0..hd {
-                        y[r * nh * hd + h * hd + d] = (0..n)
-                            .map(|j| p[j] / z * v[j * nkv * hd + kvh * hd + d] as f64)
-                            .sum();
-                    }
-                }
-            }
-            y
-        };
+        let (shape, q, k, v) = attention_case([4, 2, 16, 40, 3], 7);
         let run = |probs: Probs| {
             let mut out = vec![0f32; q.len()];
             attention_probs(&q, &k, &v, &mut out, shape, probs);
             out
         };
         let (f16p, f32p) = (run(Probs::F16), run(Probs::F32));
-        let (rounded, exact) = (naive(true), naive(false));
+        let rounded = naive_attention(&q, &k, &v, shape, true);
+        let exact = naive_attention(&q, &k, &v, shape, false);
         let near = nmse(&f16p, &rounded);
         let off = nmse(&f16p, &exact);
         assert!(
