@@ -9,7 +9,8 @@
 #   - logits against Hugging Face transformers in f32 (tools/gpu/hf_gpu_parity.py), beside
 #     transformers' own f16 error;
 #   - what each costs: the 7B shape's prefill-512 under each of POLICIES (--split-inputs
-#     values; default "qkv,o,down qkv,down none"), first, on a quiet machine.
+#     values; default "qkv,o,gate_up,down qkv,o,down none": the default since session 30, the
+#     one before, the peers'), first, on a quiet machine.
 # Why: session 29's peer run put transformers + torch.compile's 7B prefill (12.65 ms, peers'
 # numerics) ahead of greta's default (14.96 ms) and behind greta's `--split-inputs none`
 # (11.45 ms); what the split buys has to be measured beside what it costs.
@@ -23,7 +24,7 @@ G=./target/device/greta
 TINY=crates/greta-model/tests/fixtures/tiny
 python3 tools/gpu/make_random_llama.py smollm2-135m /tmp/smollm2-random > /dev/null 2>&1
 python3 tools/gpu/make_random_llama.py llama2-7b-2layers /tmp/llama2-random > /dev/null 2>&1
-for s in ${POLICIES:-qkv,o,down qkv,down none}; do
+for s in ${POLICIES:-qkv,o,gate_up,down qkv,o,down none}; do
   $G bench -m synthetic:llama2-7b --backend gpu --split-inputs $s --prompt-len 512 --gen 4 --reps 5 --json 2>/dev/null |
     python3 -c "import json,sys; d=json.load(sys.stdin); print('7B prefill-512, --split-inputs $s: %.2f ms' % d['prefill_ms'])" |
     tee -a $OUT/0-numerics.md
