@@ -23,5 +23,21 @@ for d in target/carry/v/*/; do
     echo "$v $(basename $(dirname $m))/$(basename $m): exit $rc, worst $worst; $(grep -m1 -E '^(OK|FAIL|first divergence)' $f)"
     [ $rc -eq 0 ] || status=1
   done
+  # The default model's first 10 layers on split_inputs_compare.sh's two long prompts, where
+  # carried (target/dm10, unpacked by unpack_carry.sh): where session 30 found the prefill's
+  # numerics decide (main, H200: 3.90e-3 and 1.44e-3 under the default policy).
+  M=target/dm10/smollm2-10l.gguf
+  [ -f $M ] || continue
+  for p in repeated prose; do
+    case $p in
+      repeated) pr=$(python3 -c "print(' '.join(['The history of science is the study of how people came to understand the natural world.'] * 36))") ;;
+      prose) pr=$(cat tools/gpu/prompts/long-prose.txt) ;;
+    esac
+    f=$OUT/audit-$v-dm10-$p.json
+    GRETA_KERNELS_DIR=$PWD/$d /tmp/greta-$v audit backend --against cpu -m $M --prompt "$pr" --json > $f 2> /dev/null
+    rc=$?
+    echo "$v dm10 $p prompt: exit $rc, $(python3 -c "import json; d=json.load(open('$f')); w=max(d['points'], key=lambda p: p['worst_error']); print('worst %.3e (%s, %s, %s)' % (w['worst_error'], w['point'], w['layer'], w['worst_pos']))")"
+    [ $rc -eq 0 ] || status=1
+  done
 done
 exit $status
