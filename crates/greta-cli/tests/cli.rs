@@ -306,6 +306,35 @@ fn trace_tools_exit_2_on_bad_input() {
     ]);
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("accepted: cpu"), "{}", stderr(&o));
+
+    // Options of one audit are refused by the others, by name, not ignored.
+    let o = greta(&[
+        "audit",
+        "prefill-decode",
+        "--model",
+        &tiny_gguf(),
+        "--kv-f16",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("--kv-f16: accepted by `audit backend` only"),
+        "{}",
+        stderr(&o)
+    );
+    let o = greta(&[
+        "audit",
+        "route",
+        "--model",
+        &tiny_gguf(),
+        "--inject",
+        "prefill@*:attn_ctx:f16p",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("attention's probabilities") && stderr(&o).contains("CPU forward only"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 #[test]
