@@ -40,6 +40,10 @@ declare -A ROUNDED=(
   [qkv,down+lo8/in]="q:f16lo8in k:f16lo8in v:f16lo8in attn_out:f16in ffn_gate:f16in ffn_up:f16in ffn_out:f16lo8in"
   [qkv,o,gate_up,down+lo8/in]="q:f16lo8in k:f16lo8in v:f16lo8in attn_out:f16lo8in ffn_gate:f16lo8in ffn_up:f16lo8in ffn_out:f16lo8in"
   [kv,o,gate_up,down+lo8/in]="q:f16in k:f16lo8in v:f16lo8in attn_out:f16lo8in ffn_gate:f16lo8in ffn_up:f16lo8in ffn_out:f16lo8in"
+  # +lo8w8/in: the low halves multiply the weights' FP8 e4m3 copies as on the GPU (f16lo8w8in).
+  [qkv,o,down+lo8w8/in]="q:f16lo8w8in k:f16lo8w8in v:f16lo8w8in attn_out:f16lo8w8in ffn_gate:f16in ffn_up:f16in ffn_out:f16lo8w8in"
+  [qkv,o,gate_up,down+lo8w8/in]="q:f16lo8w8in k:f16lo8w8in v:f16lo8w8in attn_out:f16lo8w8in ffn_gate:f16lo8w8in ffn_up:f16lo8w8in ffn_out:f16lo8w8in"
+  [kv,o,gate_up,down+lo8w8/in]="q:f16in k:f16lo8w8in v:f16lo8w8in attn_out:f16lo8w8in ffn_gate:f16lo8w8in ffn_up:f16lo8w8in ffn_out:f16lo8w8in"
 )
 POLICIES=${POLICIES:-none down qkv,down qkv,o,down qkv,gate_up,down all qkv,o,down+lo8 all+lo8}
 # EXTRA: injections added to every policy as given (no prefill@ added). KV_F16=1: both
@@ -55,8 +59,10 @@ POLICIES=${POLICIES:-none down qkv,down qkv,o,down qkv,gate_up,down all qkv,o,do
 # cache, so take a pass here as a pass on the GPU only with a 2x margin. The prefill flash
 # attention's f16 probabilities are a probe of their own, EXTRA="prefill@*:attn_ctx:f16p"
 # (session 30: `all` 1.28e-3 -> 3.01e-3 with it, GPU 3.90e-3; qkv,o,down 3.78e-3, GPU
-# 8.26e-3, outside six CPU draws of 2.5-4.9e-3: the GPU is systematically higher there, by
-# a rounding not modelled; docs/results/2026-12-02-cpu-s30-kv-f16-emulation.md).
+# 8.26e-3, outside six CPU draws of 2.5-4.9e-3; policies marked +lo8w8/in also multiply the
+# low halves by the weights' FP8 copies, as the GPU does: with them the new default reads
+# 4.24e-3 (GPU 3.90e-3) and qkv,o,down 2.81e-3 (GPU 8.26e-3, open);
+# docs/results/2026-12-02-cpu-s30-kv-f16-emulation.md).
 kv=()
 [ "${KV_F16:-0}" = 1 ] && kv=(--kv-f16)
 [ "${EXTRA:-}" = gpu ] && EXTRA="" && kv=(--kv-f16)

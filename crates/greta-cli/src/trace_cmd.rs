@@ -46,7 +46,8 @@ pub struct TraceArgs {
     /// (outside the layers), PHASE prefill or decode (default both), KIND one of scale=F,
     /// add=F, nan, zero, f16 (round to f16), f16lo8 (f16 hi + FP8 lo), or f16in, f16lo8in
     /// (the same roundings of one product's input: POINT q, k, v, attn_out, ffn_gate,
-    /// ffn_up or ffn_out; CPU only), or f16p (POINT attn_ctx: the attention's probabilities
+    /// ffn_up or ffn_out; CPU only), f16lo8w8in (f16lo8in with the low half times the
+    /// weights' FP8 copy, as the GPU's --split-lo fp8; CPU only), or f16p (POINT attn_ctx: the attention's probabilities
     /// rounded to f16, as the GPU's prefill flash attention does; CPU only). Repeat the flag
     /// to perturb several stages in one run (applied in the order given).
     #[arg(
@@ -283,7 +284,7 @@ pub struct AuditArgs {
     pub points: String,
     /// Perturb a stage of the route under test: [PHASE@]LAYER:POINT:KIND (LAYER - outside
     /// layers, * every layer; PHASE prefill or decode, default both; KIND scale=F, add=F,
-    /// nan, zero, f16, f16lo8; f16in, f16lo8in round one product's input and f16p the
+    /// nan, zero, f16, f16lo8; f16in, f16lo8in, f16lo8w8in round one product's input and f16p the
     /// attention's probabilities (attn_ctx), CPU routes only).
     /// Repeat the flag for several.
     #[arg(

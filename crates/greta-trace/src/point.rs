@@ -175,6 +175,11 @@ pub trait StageObserver {
     /// Changes `x`, a copy of the input of the product that writes `at.point`, made for that
     /// product alone (called where `wants_input` said so).
     fn observe_input(&mut self, _at: StageAt, _x: &mut [f32]) {}
+    /// Whether the product that writes `point` multiplies its (probed) input's low half by
+    /// the weights' FP8 copy, as the GPU's `--split-lo fp8` does (`--inject ...:f16lo8w8in`).
+    fn lo_on_fp8_weights(&self, _point: Point, _layer: Option<usize>) -> bool {
+        false
+    }
 }
 
 /// The observer of an untraced run.

@@ -236,6 +236,12 @@ impl StageObserver for Recorder {
             .any(|i| i.matches_input(point, layer) && i.in_phase(self.phase))
     }
 
+    fn lo_on_fp8_weights(&self, point: Point, layer: Option<usize>) -> bool {
+        self.inject
+            .iter()
+            .any(|i| i.lo_on_fp8_weights(point, layer) && i.in_phase(self.phase))
+    }
+
     fn observe_input(&mut self, at: StageAt, x: &mut [f32]) {
         for i in self.inject.iter().filter(|i| i.in_phase(self.phase)) {
             i.apply_input(at, x);

@@ -14,7 +14,7 @@ use greta_trace::{Pass, Point, StageAt, StageObserver};
 
 use super::config::{LlamaConfig, RopeStyle};
 use super::kv_cache::{KvCache, KvCacheFull};
-use super::weights::{LayerWeights, LlamaWeights, Matrix};
+use super::weights::{LayerWeights, LlamaWeights, Matrix, Storage};
 
 /// Which rows of logits to compute.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,6 +67,40 @@ fn linear(x: &[f32], w: &Matrix, t: usize) -> Vec<f32> {
     let mut y = vec![0f32; t * w.rows];
     cpu::matmul_wt(x, w.view(), &mut y, t, w.cols, w.rows);
     y
+}
+
+/// x · wᵀ as the GPU's `--split-lo fp8` product computes it: x's f16 hi times w, its low half
+/// (x − hi, already on the e5m2 grid where a probe put it there) times w's FP8 e4m3 copy
+/// (`e4m3_copy`). A numerics probe (`--inject ...:f16lo8w8in`), prefill passes only.
+fn linear_lo_on_fp8_weights(x: &[f32], w: &Matrix, t: usize) -> Vec<f32> {
+    let hi: Vec<f32> = x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+    let lo: Vec<f32> = x.iter().zip(&hi).map(|(v, h)| v - h).collect();
+    let mut y = linear(&hi, w, t);
+    let y_lo = linear(&lo, &e4m3_copy(w), t);
+    y.iter_mut().zip(&y_lo).for_each(|(a, b)| *a += b);
+    y
+}
+
+/// w's FP8 copy as the GPU makes it (`quantize_e4m3`, kernels/greta_device.h): the f16
+/// weights divided by one power of two s, 2^(E − 7) for the largest |w| in [2^E, 2^(E+1)),
+/// rounded to e4m3 (ties to even), times s again: as f32 values.
+fn e4m3_copy(w: &Matrix) -> Matrix {
+    let mut v = vec![0f32; w.rows * w.cols];
+    for (r, row) in v.chunks_mut(w.cols).enumerate() {
+        w.row_f32(r, row);
+    }
+    v.iter_mut()
+        .for_each(|x| *x = half::f16::from_f32(*x).to_f32());
+    let m = v.iter().fold(0f32, |m, x| m.max(x.abs()));
+    let e = ((m.to_bits() >> 23) & 0xff) as i32 - 127;
+    let s = ((e.max(-119) - 7) as f32).exp2();
+    v.iter_mut()
+        .for_each(|x| *x = float8::F8E4M3::from_f32(*x / s).to_f32() * s);
+    Matrix {
+        rows: w.rows,
+        cols: w.cols,
+        storage: Storage::F32(v),
+    }
 }
 
 impl Llama {
@@ -200,7 +234,10 @@ impl Llama {
         } else {
             x
         };
-        let mut y = linear(x, w, t);
+        let mut y = match ctx.obs.lo_on_fp8_weights(point, Some(layer)) {
+            true => linear_lo_on_fp8_weights(x, w, t),
+            false => linear(x, w, t),
+        };
         ctx.emit(point, Some(layer), &mut y, w.rows);
         y
     }
@@ -309,5 +346,85 @@ impl Llama {
         let mut y = linear(x, head, t);
         ctx.emit(Point::Logits, None, &mut y, head.rows);
         y
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matrix(rows: usize, cols: usize, seed: u32) -> Matrix {
+        // Spread over several binades, signs mixed: (i * 37 + seed) mod 101 scaled.
+        let v = (0..rows * cols)
+            .map(|i| ((i as u32 * 37 + seed) % 101) as f32 / 50.0 - 1.0)
+            .map(|x| x * x * x * 0.3)
+            .collect();
+        Matrix {
+            rows,
+            cols,
+            storage: Storage::F32(v),
+        }
+    }
+
+    fn values(m: &Matrix) -> &[f32] {
+        match &m.storage {
+            Storage::F32(v) => v,
+            Storage::Blocks { .. } => unreachable!(),
+        }
+    }
+
+    /// The FP8 copy keeps e4m3's 3 bits (half an ulp, 2^-4 relative, for every value in
+    /// e4m3's normal range under the matrix's scale), its largest value lands in [128, 256)
+    /// under a power-of-two scale, and it is not the identity.
+    #[test]
+    fn the_fp8_copy_rounds_each_weight_to_e4m3_under_one_power_of_two() {
+        let w = matrix(24, 40, 3);
+        let c = e4m3_copy(&w);
+        let (a, b) = (values(&w), values(&c));
+        let m = a.iter().fold(0f32, |m, x| m.max(x.abs()));
+        let s = b
+            .iter()
+            .zip(a)
+            .find(|(_, x)| x.abs() == m)
+            .map(|(y, _)| y.abs() / m);
+        assert!(s.is_some_and(|r| (r - 1.0).abs() <= 1.0 / 16.0), "{s:?}");
+        let scale = 2f32.powi((m.log2().floor() as i32) - 7);
+        assert!((128.0..256.0).contains(&(m / scale)), "{}", m / scale);
+        let mut changed = 0;
+        for (&x, &y) in a.iter().zip(b) {
+            let x16 = half::f16::from_f32(x).to_f32();
+            if x16.abs() / scale >= 2f32.powi(-6) {
+                assert!((y - x16).abs() <= x16.abs() / 16.0, "{x} -> {y}");
+            }
+            changed += (y != x16) as usize;
+        }
+        assert!(changed > a.len() / 2, "{changed} of {} changed", a.len());
+    }
+
+    /// With the low half on the FP8 copy the product is the f16-weight product up to what the
+    /// copy loses of lo · w: zero lo gives the plain product bit for bit, and otherwise the
+    /// result is far closer to x · w than hi alone is.
+    #[test]
+    fn the_lo_product_on_fp8_weights_keeps_most_of_what_hi_alone_loses() {
+        let (t, k, n) = (5, 40, 24);
+        let w = matrix(n, k, 7);
+        let x16: Vec<f32> = (0..t * k)
+            .map(|i| half::f16::from_f32(((i * 13) % 29) as f32 / 7.0 - 2.0).to_f32())
+            .collect();
+        assert_eq!(linear_lo_on_fp8_weights(&x16, &w, t), linear(&x16, &w, t));
+        let x: Vec<f32> = (0..t * k)
+            .map(|i| ((i * 13) % 29) as f32 / 7.3 - 2.01)
+            .collect();
+        let hi: Vec<f32> = x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        let exact = linear(&x, &w, t);
+        let err = |y: &[f32]| -> f32 { y.iter().zip(&exact).map(|(a, b)| (a - b).abs()).sum() };
+        let (e8, e_hi) = (
+            err(&linear_lo_on_fp8_weights(&x, &w, t)),
+            err(&linear(&hi, &w, t)),
+        );
+        assert!(
+            e8 > 0.0 && e8 < e_hi / 8.0,
+            "{e8:e} against hi alone {e_hi:e}"
+        );
     }
 }
