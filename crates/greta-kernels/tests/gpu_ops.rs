@@ -6,9 +6,9 @@
 use float8::{F8E4M3, F8E5M2};
 use greta_kernels::cpu::{self, RopePairing, WeightView};
 use greta_kernels::gpu::{
-    default_dir, AttnScratch, AttnShape, E4m3Matrix, F16Operands, GemmLo, GemmOut, GemmRoute,
-    GpuKernels, LoOperand, MatShape, NormIn, PickAt, QkvRope, RopeShape, Rows, SwigluLo, SwigluOut,
-    WgmmaTile, LO8_SCALE_LOG2,
+    default_dir, e4m3_weight_scale, AttnScratch, AttnShape, E4m3Matrix, F16Operands, GemmLo,
+    GemmOut, GemmRoute, GpuKernels, LoOperand, MatShape, NormIn, PickAt, QkvRope, RopeShape, Rows,
+    SwigluLo, SwigluOut, WgmmaTile, LO8_SCALE_LOG2,
 };
 use half::f16;
 use hiprt::{DeviceBuffer, Gpu, Platform, PlatformChoice, Stream};
@@ -1689,18 +1689,11 @@ fn argmax_case(g: &Gpu, s: &Stream, k: &GpuKernels, cluster: bool) {
     );
 }
 
-/// The FP8 weight copies' scale rule (kernels/greta_device.h, `g_lo8_scale`): 2^(E - 7) for
-/// a matrix whose largest |value| is in [2^E, 2^(E+1)), E at least -119.
-fn w8_scale(m: f32) -> f32 {
-    let e = (((m.to_bits() >> 23) & 0xff) as i32 - 127).max(-119);
-    f32::from_bits(((e - 7 + 127) as u32) << 23)
-}
-
 /// What `quantize_e4m3` must write for the weights `w`: the matrix's scale, and each value
 /// divided by it, converted by the float8 crate (round to nearest even, saturating: CUDA's
 /// conversion).
 fn e4m3_matrix(w: &[f32]) -> (Vec<u8>, f32) {
-    let scale = w8_scale(w.iter().fold(0f32, |m, x| m.max(x.abs())));
+    let scale = e4m3_weight_scale(w.iter().fold(0f32, |m, x| m.max(x.abs())));
     let q = w.iter().map(|&x| F8E4M3::from_f32(x / scale).to_bits());
     (q.collect(), scale)
 }

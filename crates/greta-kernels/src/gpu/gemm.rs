@@ -36,6 +36,16 @@ pub struct E4m3Matrix {
     pub(super) absmax: DeviceBuffer<u32>,
 }
 
+/// The scale of a weight matrix's FP8 copy (`quantize_e4m3`; `g_lo8_scale` in
+/// kernels/greta_device.h) for its largest |w|, `max_abs`: 2^(E - 7) for `max_abs` in
+/// [2^E, 2^(E+1)), E at least -119, so that dividing by it is exact and the largest value
+/// lands in [128, 256) (e4m3 saturates at 448). The host's statement of the rule, for the op
+/// tests' expected bytes and the CPU emulation of the FP8 low halves.
+pub fn e4m3_weight_scale(max_abs: f32) -> f32 {
+    let e = (((max_abs.to_bits() >> 23) & 0xff) as i32 - 127).max(-119);
+    f32::from_bits(((e - 7 + 127) as u32) << 23)
+}
+
 impl E4m3Matrix {
     pub fn alloc(gpu: &Gpu, rows: usize, k: usize) -> Result<Self> {
         Ok(E4m3Matrix {
@@ -798,6 +808,18 @@ mod tests {
                 "the wide tiles' stages fit the 227 KiB a block may opt in to on sm_90"
             );
         }
+    }
+
+    /// The FP8 weight scale puts a matrix's largest |w| in [128, 256) by a power of two, and
+    /// stays a normal f32 for a matrix of zeros.
+    #[test]
+    fn e4m3_weight_scale_puts_the_largest_weight_in_128_to_256() {
+        for m in [1.0f32, 1.75, 0.0123, 300.0, 65504.0, 2f32.powi(-100)] {
+            let s = e4m3_weight_scale(m);
+            assert_eq!(s, 2f32.powi(s.log2() as i32), "{m}: {s} is a power of two");
+            assert!((128.0..256.0).contains(&(m / s)), "{m} / {s}");
+        }
+        assert_eq!(e4m3_weight_scale(0.0), 2f32.powi(-126));
     }
 
     /// The SwiGLU forms' tiles cover half their columns' outputs: 7B's gate/up takes the

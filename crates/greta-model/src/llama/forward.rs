@@ -81,9 +81,9 @@ fn linear_lo_on_fp8_weights(x: &[f32], w: &Matrix, t: usize) -> Vec<f32> {
     y
 }
 
-/// w's FP8 copy as the GPU makes it (`quantize_e4m3`, kernels/greta_device.h): the f16
-/// weights divided by one power of two s, 2^(E − 7) for the largest |w| in [2^E, 2^(E+1)),
-/// rounded to e4m3 (ties to even), times s again: as f32 values.
+/// w's FP8 copy as the GPU makes it (`quantize_e4m3`): the f16 weights divided by the one
+/// power of two `e4m3_weight_scale` gives, rounded to e4m3 (ties to even), times it again:
+/// as f32 values.
 fn e4m3_copy(w: &Matrix) -> Matrix {
     let mut v = vec![0f32; w.rows * w.cols];
     for (r, row) in v.chunks_mut(w.cols).enumerate() {
@@ -91,9 +91,7 @@ fn e4m3_copy(w: &Matrix) -> Matrix {
     }
     v.iter_mut()
         .for_each(|x| *x = half::f16::from_f32(*x).to_f32());
-    let m = v.iter().fold(0f32, |m, x| m.max(x.abs()));
-    let e = ((m.to_bits() >> 23) & 0xff) as i32 - 127;
-    let s = ((e.max(-119) - 7) as f32).exp2();
+    let s = greta_kernels::gpu::e4m3_weight_scale(v.iter().fold(0f32, |m, x| m.max(x.abs())));
     v.iter_mut()
         .for_each(|x| *x = float8::F8E4M3::from_f32(*x / s).to_f32() * s);
     Matrix {
