@@ -651,10 +651,11 @@ pub fn attention_probs(
         let mut scores: Vec<f32> = (0..n_keys)
             .map(|j| dot(qh, &k_cache[j * kv_row + kvh * hd..][..hd]) * scale)
             .collect();
+        // F16: the weights stay unnormalised, and the output is divided by their sum after.
         let inv_sum = match probs {
             Probs::F32 => {
                 softmax(&mut scores);
-                1.0
+                None
             }
             Probs::F16 => {
                 let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -663,7 +664,7 @@ pub fn attention_probs(
                     *v = half::f16::from_f32((*v - max).exp()).to_f32();
                     sum += *v;
                 }
-                1.0 / sum
+                Some(1.0 / sum)
             }
         };
         o.fill(0.0);
@@ -673,8 +674,8 @@ pub fn attention_probs(
                 *ov += p * vv;
             }
         }
-        if probs == Probs::F16 {
-            o.iter_mut().for_each(|v| *v *= inv_sum);
+        if let Some(inv) = inv_sum {
+            o.iter_mut().for_each(|v| *v *= inv);
         }
     });
 }

@@ -218,8 +218,7 @@ impl Llama {
     ) -> Vec<f32> {
         // A numerics probe on this product's input alone (`--inject ...:f16in`): the other
         // products that read the same stage keep it as it is.
-        let probed;
-        let x = if ctx.obs.wants_input(point, Some(layer)) {
+        let mut y = if ctx.obs.wants_input(point, Some(layer)) {
             let mut copy = x.to_vec();
             let at = StageAt {
                 point,
@@ -227,14 +226,12 @@ impl Llama {
                 pos0: ctx.pos0,
             };
             ctx.obs.observe_input(at, &mut copy);
-            probed = copy;
-            &probed[..]
+            match ctx.obs.lo_on_fp8_weights(point, Some(layer)) {
+                true => linear_lo_on_fp8_weights(&copy, w, t),
+                false => linear(&copy, w, t),
+            }
         } else {
-            x
-        };
-        let mut y = match ctx.obs.lo_on_fp8_weights(point, Some(layer)) {
-            true => linear_lo_on_fp8_weights(x, w, t),
-            false => linear(x, w, t),
+            linear(x, w, t)
         };
         ctx.emit(point, Some(layer), &mut y, w.rows);
         y
