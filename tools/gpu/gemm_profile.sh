@@ -10,7 +10,9 @@
 # (VARIANTS: names, default every one), in each numerics form of FORMS (default "none auto":
 # `--split-inputs none`, the hi products alone, cuBLAS's work; and the default, FP8 low
 # halves for qkv, o, down). Metrics this ncu lacks are left out, and the list used is printed.
-# Knobs: BASELINE=0 skips cuBLAS and main's build (the variants alone); SECTIONS adds ncu
+# Knobs: BASELINE=0 skips cuBLAS and main's build (the variants alone), CUBLAS=0 cuBLAS alone;
+# COUNT (default 4) the wgmma launches profiled from layer 0's first (5: a build that fuses
+# gate/up with SwiGLU has four products a layer, main's FP8-lo gate/up five); SECTIONS adds ncu
 # sections (e.g. "MemoryWorkloadAnalysis ComputeWorkloadAnalysis WarpStateStats": what the
 # former ncu_gemm.sh printed); CLOCKS (default none: the boost clocks cuBLAS's event timings
 # run at; "base" locks them as ncu does by default); GPU_ARGS adds greta options to every
@@ -47,7 +49,7 @@ summary() {
   [ -z "${SECTIONS:-}" ] || grep -E "Busy|Pipe|Warp Cycles|Hit Rate|Achieved Occupancy|Issued Ipc|Max Bandwidth" "$1" | sed -E 's/\s+/ /g'
 }
 status=0
-if [ "${BASELINE:-1}" = 1 ]; then
+if [ "${BASELINE:-1}" = 1 ] && [ "${CUBLAS:-1}" = 1 ]; then
   echo "== cuBLAS (torch $(python3 -c 'import torch; print(torch.__version__)'))"
   "${NC[@]}" -k regex:'nvjet|gemm|xmma|cutlass|sm90' python3 tools/gpu/cublas_gemms.py 512 --once > "$R/cublas.txt" 2>&1 || status=1
   summary "$R/cublas.txt"
@@ -58,7 +60,7 @@ run_greta() { # name kernels-dir [greta args]
   local name=$1 dir=$2 bin=$G
   shift 2
   [ -f "$dir/greta.xz" ] && bin=/tmp/greta-$name && bash tools/gpu/unxz.sh "$dir/greta.xz" "$bin"
-  GRETA_KERNELS_DIR=$dir "${NC[@]}" --graph-profiling node -k regex:gemm_f16_wgmma -c 4 \
+  GRETA_KERNELS_DIR=$dir "${NC[@]}" --graph-profiling node -k regex:gemm_f16_wgmma -c "${COUNT:-4}" \
     "$bin" bench -m synthetic:llama2-7b --backend gpu ${GPU_ARGS:-} "$@" --prompt-len 512 --gen 2 --reps 1 > "$R/$name.txt" 2>&1 || status=1
   echo "== greta $name: $*"
   summary "$R/$name.txt"

@@ -885,8 +885,20 @@ impl GpuLlama {
         let c = &self.config;
         let (k, d, n_ff) = (&self.kernels, c.hidden, c.intermediate);
         let input = self.f16_operands(Lin::Gate, t, d);
+        // An FP8 low half needs gate's and up's FP8 copies (made where the input is split
+        // and its low half FP8: `set_split_lo`).
+        let w8 = w
+            .fp8
+            .gate
+            .as_ref()
+            .zip(w.fp8.up.as_ref())
+            .map(|(g, u)| [g, u]);
+        let fused = match input {
+            Some(LoKind::Fp8) => w8.is_some(),
+            other => other.is_some(),
+        };
         match (input, self.f16_operands(Lin::Down, t, n_ff)) {
-            (Some(lo_in @ (LoKind::None | LoKind::F16)), Some(lo_out)) if k.has_gemm_swiglu() => {
+            (Some(lo_in), Some(lo_out)) if fused && k.has_gemm_swiglu() => {
                 let GpuState {
                     stream,
                     normed,
@@ -908,7 +920,11 @@ impl GpuLlama {
                     ops: outs.get(lo_out),
                 };
                 let shape = MatShape { t, k: d, n: n_ff };
-                let a_lo = (lo_in == LoKind::F16).then_some(SwigluLo::F16(&ins.lo));
+                let a_lo = match lo_in {
+                    LoKind::None => None,
+                    LoKind::F16 => Some(SwigluLo::F16(&ins.lo)),
+                    LoKind::Fp8 => w8.map(|w8| SwigluLo::Fp8 { q: &ins.lo8, w8 }),
+                };
                 k.gemm_f16_swiglu(
                     None,
                     stream,
