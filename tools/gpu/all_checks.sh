@@ -6,7 +6,7 @@
 # the GPU, greedy/sampled generation, then greta bench next to llama-bench.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$(mktemp -d)}
+OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels GRETA_REQUIRE_GPU=1
 G=./target/device/greta
 TINY=crates/greta-model/tests/fixtures/tiny

@@ -6,7 +6,7 @@
 # Prints one table and writes OUT/decode-ab.md.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$(mktemp -d)}
+OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels
 G=./target/device/greta
 status=0

@@ -9,7 +9,7 @@
 # "fp8": session 17 audited only the first 10 layers with it).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$(mktemp -d)}
+OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels
 mkdir -p /tmp/dm && for p in target/dm*/dmpart* target/dm*/dmx*; do [ -f "$p" ] && cp "$p" /tmp/dm/; done
 M=/tmp/SmolLM2-135M-Instruct.Q4_1.gguf

@@ -12,7 +12,7 @@
 # GPU_ARGS: options for the GPU runs (e.g. --split-lo fp8); TAG: a suffix for the outputs.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$(mktemp -d)}
+OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels
 G=./target/device/greta
 M=target/dm10/smollm2-10l.gguf

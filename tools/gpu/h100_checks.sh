@@ -68,9 +68,12 @@ sentences() { python3 -c "print(' '.join(['The history of science is the study o
 # one split (their prompts are under 128 tokens).
 LONG=$(sentences 36)
 run audit-smollm2-long $G audit backend --against cpu -m /tmp/smollm2-random --prompt "$LONG" ${TOL:+--tol $TOL}
-# The 7B shape's prefill at that length (~325 tokens) takes the wide 128 x 256 wgmma tile for
-# gate/up (the short audits' prompts take the 64 x 64 one; the op tests check every tile),
-# and at ~450 tokens (a ~900-token prompt) the 128 x 232 one (wgmma_tile in gpu/gemm.rs).
+# The 7B shape's prefill at that length (~325 tokens) takes the 128-row wgmma tiles (the
+# short audits' prompts take the 64 x 64 one; the op tests check every tile): under the
+# default's FP8 low halves (session 30: every product split) the LO8 128 x 128 forms, and
+# under `--split-inputs none` or `--split-lo f16` the wide ones, gate/up's SwiGLU tile
+# 128 x 256 there and 128 x 224 at ~450 tokens (a ~900-token prompt; wgmma_tile and
+# wgmma_swiglu_tile in gpu/gemm.rs).
 run audit-llama2-long $G audit backend --against cpu -m /tmp/llama2-random --prompt "$LONG" ${TOL:+--tol $TOL}
 LONGER=$(sentences 50)
 run audit-llama2-longer $G audit backend --against cpu -m /tmp/llama2-random --prompt "$LONGER" ${TOL:+--tol $TOL}

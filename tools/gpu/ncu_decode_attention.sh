@@ -12,7 +12,7 @@
 # e.g. 284 for 3, where SmolLM2 decodes ~10 % slower: docs/performance.md, session 19).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$(mktemp -d)}
+OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 G_ARG=${G:-}
 source tools/gpu/ncu_setup.sh
 export GRETA_KERNELS_DIR=${KDIR:-$GRETA_KERNELS_DIR}

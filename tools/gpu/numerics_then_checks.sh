@@ -9,7 +9,7 @@
 # kernels/, smollm2-10l.gguf.xz (tools/gpu/unpack_carry.sh).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$(mktemp -d)}
+OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 mkdir -p "$OUT/split" "$OUT/checks"
 status=0
 echo "#### split_inputs_compare $(date +%T)"

@@ -5,7 +5,7 @@
 # random SmolLM2-shaped model) and Hugging Face parity. No peers (tools/gpu/peer_bench.sh).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$(mktemp -d)}
+OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels GRETA_REQUIRE_GPU=1
 G=./target/device/greta
 TINY=crates/greta-model/tests/fixtures/tiny

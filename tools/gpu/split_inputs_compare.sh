@@ -11,7 +11,7 @@
 # smollm2-10l.gguf.xz).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$(mktemp -d)}
+OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 bash tools/gpu/unpack_carry.sh
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels
 G=./target/device/greta

@@ -6,7 +6,7 @@
 # Usage (GPU machine): OUT=dir tools/gpu/variant_audits.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$(mktemp -d)}
+OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 TINY=crates/greta-model/tests/fixtures/tiny
 [ -d /tmp/smollm2-random ] || python3 tools/gpu/make_random_llama.py smollm2-135m /tmp/smollm2-random > /dev/null 2>&1
 status=0

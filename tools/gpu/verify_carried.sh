@@ -9,7 +9,7 @@
 # llama.cpp's 5.5-minute build (tools/gpu/peer_bench.sh).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
-OUT=${OUT:-$(mktemp -d)}
+OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 bash tools/gpu/unpack_carry.sh
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels GRETA_REQUIRE_GPU=1
 G=./target/device/greta
