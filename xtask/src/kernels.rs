@@ -1,6 +1,6 @@
 //! `cargo xtask build-kernels`: compiles every kernels/*.hip for each target, writes the code
 //! objects and a manifest, and checks the disassembly of the objects that must use the
-//! matrix units.
+//! matrix units (and ptxas's notes, for wgmma it serialised).
 //!
 //! - gfx942, gfx90a: `clang-19 -x hip --offload-device-only` (Debian's clang-19 + lld-19; no
 //!   ROCm needed), or `$GRETA_CLANG`.
@@ -47,15 +47,17 @@ pub const TARGETS: [Target; 3] = [
 const MATRIX_KERNELS: [&str; 2] = ["gemm", "attention"];
 
 fn output(cmd: &mut Command, what: &str) -> Result<String> {
+    Ok(output_and_log(cmd, what)?.0)
+}
+
+/// A command's stdout and stderr (ptxas writes its notes there), or its failure with stderr.
+fn output_and_log(cmd: &mut Command, what: &str) -> Result<(String, String)> {
     let out = cmd.output().with_context(|| format!("running {what}"))?;
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
     if !out.status.success() {
-        bail!(
-            "{what} failed ({}):\n{}",
-            out.status,
-            String::from_utf8_lossy(&out.stderr)
-        );
+        bail!("{what} failed ({}):\n{stderr}", out.status);
     }
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+    Ok((String::from_utf8_lossy(&out.stdout).into_owned(), stderr))
 }
 
 fn find_clang() -> Result<PathBuf> {
@@ -219,7 +221,7 @@ pub fn build(root: &Path, timeline: bool) -> Result<PathBuf> {
                 )?;
                 (clang.display().to_string(), clang_version.clone())
             } else {
-                output(
+                let (_, log) = output_and_log(
                     Command::new(&nvcc)
                         .args(["-cubin", "-O3", "-std=c++17", "-x", "cu"])
                         .args(timeline.then_some("-DGRETA_TIMELINE"))
@@ -229,6 +231,14 @@ pub fn build(root: &Path, timeline: bool) -> Result<PathBuf> {
                         .arg(src),
                     &format!("nvcc for {} of {}", t.name, src.display()),
                 )?;
+                let serialized = serialized_wgmma(&log);
+                if !serialized.is_empty() {
+                    bail!(
+                        "{}/{stem}: ptxas serialised every wgmma of {} (each product waits for the one before it; a wgmma in a path it cannot prove uniform, or accumulators touched between products, does this):\n{log}",
+                        t.name,
+                        serialized.join(", ")
+                    );
+                }
                 (nvcc.display().to_string(), nvcc_version.clone())
             };
             let bytes = std::fs::read(&obj)?;
@@ -347,6 +357,22 @@ fn check_pre_wait_loads(
         );
     }
     Ok(())
+}
+
+/// The functions whose wgmma ptxas serialised, from its notes: "(C7520) Potential Performance
+/// Loss: wgmma.mma_async instructions are serialized due to ... in the function 'NAME'". Such
+/// a kernel stays correct and runs several times slower, and nothing but this note says so;
+/// the first one-accumulator FP8-lo SwiGLU form (session 31: a branch between its FP8 and
+/// f16 products in one loop) did it.
+fn serialized_wgmma(ptxas_log: &str) -> Vec<String> {
+    ptxas_log
+        .lines()
+        .filter(|l| l.contains("wgmma.mma_async instructions are serialized"))
+        .map(|l| match l.rsplit_once("in the function '") {
+            Some((_, f)) => f.trim_end_matches('\'').to_string(),
+            None => l.trim().to_string(),
+        })
+        .collect()
 }
 
 /// No sm_90a kernel may keep more on its stack than it is meant to: an array that ptxas can
@@ -508,7 +534,17 @@ fn check_matrix_units(
 
 #[cfg(test)]
 mod tests {
-    use super::{loads_before_wait, spilling_kernels, stack_budget, stack_frames};
+    use super::{
+        loads_before_wait, serialized_wgmma, spilling_kernels, stack_budget, stack_frames,
+    };
+
+    #[test]
+    fn serialized_wgmma_is_named_from_the_ptxas_notes() {
+        let log = "ptxas info    : (C7520) Potential Performance Loss: wgmma.mma_async instructions are serialized due to program dependence on compiler-inserted WG.AR in divergent path in the function 'gemm_f16_wgmma_swiglu_128x224_lo8'\n\
+                   ptxas info    : 0 bytes gmem\n";
+        assert_eq!(serialized_wgmma(log), ["gemm_f16_wgmma_swiglu_128x224_lo8"]);
+        assert!(serialized_wgmma("ptxas info    : 0 bytes gmem\n").is_empty());
+    }
 
     #[test]
     fn stack_frames_are_read_per_function_and_budgeted() {
