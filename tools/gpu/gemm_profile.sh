@@ -24,6 +24,7 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 source tools/gpu/ncu_setup.sh
+bash tools/gpu/fill_variants.sh
 R=$(mktemp -d)/gemm-profile && mkdir -p "$R"
 "$NCU" --query-metrics > "$R/metrics.txt" 2>&1
 have() { grep -qE "^$1\b" "$R/metrics.txt"; }

@@ -17,12 +17,9 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 bash tools/gpu/unpack_carry.sh
-# A variant's sm_90a/ may hold only the objects that differ from main's (kernel_variant.sh
-# keeps no others; build_variant.sh's may be pruned so); the rest are main's, from the carry
-# just unpacked. v/main may be empty.
-for d in target/carry/v/*/; do
-  mkdir -p $d/sm_90a && cp --update=none target/device/kernels/sm_90a/*.cubin $d/sm_90a/
-done
+# A variant's sm_90a/ may hold only the objects that differ from main's, or come as
+# sm_90a.txz; fill_variants.sh completes it from the carry just unpacked.
+bash tools/gpu/fill_variants.sh
 cat target/carry/v/*/regs.txt 2>/dev/null | tee $OUT/regs.txt
 # A variant that carries its own op-test binary (v/NAME/gpu-ops.xz: build_variant.sh with
 # TESTS=1; and gpu-model.xz, its model tests) runs them on its kernels first, so that one

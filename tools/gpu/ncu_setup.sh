@@ -12,7 +12,7 @@ NCU=$(command -v ncu || ls /usr/local/cuda*/bin/ncu 2>/dev/null | head -1)
 if [ -n "${VARIANT:-}" ]; then
   vd=$PWD/target/carry/v/$VARIANT
   [ -d "$vd" ] || { echo "no variant $vd"; exit 1; }
-  mkdir -p "$vd/sm_90a" && cp --update=none target/device/kernels/sm_90a/*.cubin "$vd/sm_90a/"
+  bash tools/gpu/fill_variants.sh
   export GRETA_KERNELS_DIR=$vd
   if [ -f "$vd/greta.xz" ]; then bash tools/gpu/unxz.sh "$vd/greta.xz" "/tmp/greta-$VARIANT"; G=/tmp/greta-$VARIANT; fi
 fi

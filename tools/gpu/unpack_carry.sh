@@ -19,4 +19,6 @@ for src, dst in [("greta.xz", "target/device/greta"), ("gpu-ops.xz", "target/dev
         shutil.copyfileobj(f, o)
     os.chmod(dst, 0o755)
 PY
+# The kernels may come xz-compressed (kernels.txz: 0.3 MB against 2.3), for a tight carry.
+[ -f target/carry/kernels.txz ] && tar -C target/carry -xJf target/carry/kernels.txz
 rm -rf target/device/kernels && cp -r target/carry/kernels target/device/kernels
