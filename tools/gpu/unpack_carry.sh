@@ -20,5 +20,6 @@ for src, dst in [("greta.xz", "target/device/greta"), ("gpu-ops.xz", "target/dev
     os.chmod(dst, 0o755)
 PY
 # The kernels may come xz-compressed (kernels.txz: 0.3 MB against 2.3), for a tight carry.
-[ -f target/carry/kernels.txz ] && tar -C target/carry -xJf target/carry/kernels.txz
+# (Python's tarfile, not tar -J: the GPU machine need not have xz.)
+[ -f target/carry/kernels.txz ] && python3 -c "import tarfile; tarfile.open('target/carry/kernels.txz').extractall('target/carry')"
 rm -rf target/device/kernels && cp -r target/carry/kernels target/device/kernels

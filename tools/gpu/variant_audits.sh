@@ -7,8 +7,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
-# Run alone (not after kernel_variants.sh), it unpacks the carry and the variants' objects.
-[ -x target/device/greta ] || bash tools/gpu/unpack_carry.sh
+# The carry unpacked whenever there is one (a warm machine keeps the last call's
+# target/device and /tmp/greta-NAME, which may be another build's), and the variants' objects.
+if [ -f target/carry/greta.xz ]; then bash tools/gpu/unpack_carry.sh; fi
 bash tools/gpu/fill_variants.sh
 TINY=crates/greta-model/tests/fixtures/tiny
 [ -d /tmp/smollm2-random ] || python3 tools/gpu/make_random_llama.py smollm2-135m /tmp/smollm2-random > /dev/null 2>&1
@@ -21,7 +22,7 @@ status=0
 for d in target/carry/v/*/; do
   v=$(basename $d)
   [ -f $d/greta.xz ] || continue
-  [ -x /tmp/greta-$v ] || bash tools/gpu/unxz.sh $d/greta.xz /tmp/greta-$v
+  bash tools/gpu/unxz.sh $d/greta.xz /tmp/greta-$v
   # The 7B shape (2 layers, random weights) on the long prompt (H200, main, session 31:
   # worst 5.008e-4 at layer 1 attn_out; ~90 s of CPU reference).
   f=$OUT/audit-$v-llama2-long.txt
