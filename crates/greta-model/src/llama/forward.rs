@@ -71,7 +71,8 @@ fn linear(x: &[f32], w: &Matrix, t: usize) -> Vec<f32> {
 
 /// x · wᵀ as the GPU's `--split-lo fp8` product computes it: x's f16 hi times w, its low half
 /// (x − hi, already on the e5m2 grid where a probe put it there) times w's FP8 e4m3 copy
-/// (`e4m3_copy`). A numerics probe (`--inject ...:f16lo8w8in`), prefill passes only.
+/// (`e4m3_copy`, made anew at each call: a probe's cost, not the forward's). A numerics probe
+/// (`--inject ...:f16lo8w8in`); the GPU splits prefill products only, so give it `prefill@`.
 fn linear_lo_on_fp8_weights(x: &[f32], w: &Matrix, t: usize) -> Vec<f32> {
     let hi: Vec<f32> = x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
     let lo: Vec<f32> = x.iter().zip(&hi).map(|(v, h)| v - h).collect();

@@ -237,11 +237,13 @@ impl SplitInputs {
 /// margin (H200, session 30: worst 3.22e-3 / 1.19e-3 / 3.90e-3 against the audit's 8e-3; the
 /// third prompt is ~650 tokens long). Until session 30 the default left gate/up's input
 /// unsplit (`qkv,o,down`): it passes the two short prompts and **fails** the long one (8.26e-3
-/// at layer 2 `ffn_out`, position 166, a row of the model's massive activations), as do
+/// at layer 2 `ffn_out`, position 166: the sentence's full stop, a row whose gate or up dot
+/// product cancels at one element; not a peaked row), as do
 /// `kv,o,down`, `gate_up,down`, `o,gate_up,down`, `kv,gate_up,down` (9.3e-3 to 1.0e-2) and
 /// `none` (1.19e-2); `kv,o,gate_up,down` passes at 6.87e-3, too near the tolerance to ship.
-/// The cost, Llama-2-7B prefill-512: 18.4 ms against 15.2 (`qkv,o,down`) and 11.45 (`none`,
-/// the peers' numerics). docs/gpu.md, "Numerics".
+/// The cost, Llama-2-7B prefill-512 on the H200: 18.46 ms against 15.11 (`qkv,o,down`, same
+/// call) and 11.45 (`none`, the peers' numerics). Session 31 audited the whole model under it
+/// (worst 3.904e-3 on the three prompts). docs/gpu.md, "Numerics".
 impl Default for SplitInputs {
     fn default() -> Self {
         SplitInputs {
@@ -281,17 +283,16 @@ impl std::fmt::Display for SplitInputs {
             (false, true) => Some("kv"),
             (false, false) => None,
         };
-        let on: Vec<&str> = [
-            (attention.is_some(), attention.unwrap_or("")),
+        let rest = [
             (self.o, "o"),
             (self.gate_up, "gate_up"),
             (self.down, "down"),
             (self.head, "head"),
-        ]
-        .into_iter()
-        .filter(|(b, _)| *b)
-        .map(|(_, n)| n)
-        .collect();
+        ];
+        let on: Vec<&str> = attention
+            .into_iter()
+            .chain(rest.into_iter().filter_map(|(b, n)| b.then_some(n)))
+            .collect();
         f.write_str(&match *self {
             SplitInputs::NONE => "none".to_string(),
             SplitInputs::ALL => "all".to_string(),
