@@ -297,7 +297,8 @@ GRETA_DEVICE void g_swiglu_store(const float (&acc)[TN / 2], const g_swiglu_out&
     }
 }
 
-template <unsigned TM, unsigned TN, unsigned STAGES = WG_STAGES, bool LO8 = false, bool SWIGLU = false>
+template <unsigned TM, unsigned TN, unsigned STAGES = WG_STAGES, bool LO8 = false, bool SWIGLU = false,
+          bool SEQ = false>
 GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, const g_tmap* ta_lo, const g_tmap* tw0,
                                       const g_tmap* tw1, const g_tmap* tw2, float* y0, float* y1, float* y2,
                                       unsigned t, unsigned k, unsigned n0, unsigned n1, unsigned n2,
@@ -306,11 +307,14 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
                                       const float* sw0 = nullptr, const float* sw1 = nullptr,
                                       const float* sw2 = nullptr, const g_swiglu_out* swiglu = nullptr) {
     static_assert(!SWIGLU || TN % 16 == 0, "SwiGLU: each half of B whole 8-row swizzle atoms");
+    static_assert(!SEQ || LO8, "SEQ orders an FP8 low half's steps");
     // A block's output columns: TN, or TN / 2 gate-up pairs.
     constexpr unsigned TNO = SWIGLU ? TN / 2 : TN;
     // Bytes: an f16 box row is 128 (K 64 halves), an FP8 one 64.
     constexpr unsigned A_HALVES = TM * WG_BK, HI_BYTES = (TM + TN) * WG_BK * 2;
-    constexpr unsigned LO8_BYTES = LO8 ? (TM + TN) * WG_BK : 0, STAGE_BYTES = HI_BYTES + LO8_BYTES;
+    // SEQ: a stage holds one step's boxes, the f16 ones or (the first half of it) the FP8 ones.
+    constexpr unsigned LO8_BYTES = LO8 && !SEQ ? (TM + TN) * WG_BK : 0, STAGE_BYTES = HI_BYTES + LO8_BYTES;
+    constexpr unsigned SEQ_LO_BYTES = (TM + TN) * WG_BK;
     static_assert(A_HALVES * 2 % 1024 == 0 && STAGE_BYTES % 1024 == 0, "boxes start on swizzle atoms");
     constexpr unsigned CONSUMER_WARPS = TM / 64 * 4;
     // Swizzle atoms are 1024-byte aligned (the launcher adds 1 KiB for this).
@@ -333,7 +337,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     }
     const unsigned row0 = g_bid() * TM, col0 = j * TNO;
     const unsigned hi_steps = (k + WG_BK - 1) / WG_BK;
-    const unsigned steps = !LO8 && has_lo ? 2 * hi_steps : hi_steps;
+    const unsigned steps = SEQ || (!LO8 && has_lo) ? 2 * hi_steps : hi_steps;
     if (tid == producer) {
         for (unsigned s = 0; s < STAGES; ++s) {
             g_mbar_init(&full[s], 1);
@@ -351,6 +355,24 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
         for (unsigned s = 0; s < steps; ++s) {
             // The consumers' release of this stage's previous use.
             if (s >= STAGES) g_mbar_wait(&empty[st], ph ^ 1);
+            if constexpr (SEQ) {
+                // The FP8 steps first, then the f16 ones, each over all of K.
+                const bool lo = s < hi_steps;
+                const int kc = (int)((lo ? s : s - hi_steps) * WG_BK);
+                unsigned char* slab = smem + st * STAGE_BYTES;
+                g_mbar_arrive_expect(&full[st], lo ? SEQ_LO_BYTES : STAGE_BYTES);
+                if (lo) {
+                    g_tma_load_2d(slab, ta_lo, kc, (int)row0, &full[st]);
+                    g_tma_load_2d(slab + TM * WG_BK, tw8, kc, (int)col0, &full[st]);
+                    if (SWIGLU) g_tma_load_2d(slab + TM * WG_BK + TNO * WG_BK, tw8_1, kc, (int)col0, &full[st]);
+                } else {
+                    g_tma_load_2d(slab, ta, kc, (int)row0, &full[st]);
+                    g_tma_load_2d(slab + A_HALVES * 2, tw, kc, (int)col0, &full[st]);
+                    if (SWIGLU) g_tma_load_2d(slab + A_HALVES * 2 + TNO * WG_BK * 2, tw1, kc, (int)col0, &full[st]);
+                }
+                if (++st == STAGES) st = 0, ph ^= 1;
+                continue;
+            }
             g_mbar_arrive_expect(&full[st], STAGE_BYTES);
             const bool lo = s >= hi_steps;
             const int kc = (int)((lo ? s - hi_steps : s) * WG_BK);
@@ -372,8 +394,9 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     const unsigned c = wg;
     float acc[TN / 2];
     const unsigned l = g_lane(), warp = (tid % 128) / 32;
-    // LO8: the lo products over all of K (a 2-element array otherwise, never read).
-    float part[LO8 ? TN / 2 : 2];
+    // LO8: the lo products over all of K (a 2-element array otherwise, never read; SEQ puts
+    // them in acc).
+    float part[LO8 && !SEQ ? TN / 2 : 2];
     // The stage, the parity of its full barrier's phase and the previous step's stage,
     // advanced step by step, and the operands' descriptors in stage 0, which a stage's
     // offset / 16 moves (the descriptor's start address field): between one step's wait on
@@ -381,27 +404,63 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     // division by STAGES and the descriptors' arithmetic sat there: tools/gpu/stall_sites.sh).
     unsigned st = 0, ph = 0, prev = 0;
     const unsigned long long da0 = g_wgmma_desc(smem + c * 64 * WG_BK * 2), db0 = g_wgmma_desc(smem + A_HALVES * 2);
-    for (unsigned s = 0; s < steps; ++s) {
-        g_mbar_wait(&full[st], ph);
-        const unsigned long long at = st * (STAGE_BYTES >> 4);
-        const unsigned long long da = da0 + at, db = db0 + at;
-        g_wgmma_fence();
-        for (unsigned kk = 0; kk < WG_BK / 16; ++kk) g_wgmma_m64k16<TN>(acc, da + 2 * kk, db + 2 * kk, s > 0 || kk > 0);
-        if constexpr (LO8) {
-            const unsigned long long la = g_wgmma_desc64(smem + HI_BYTES + c * 64 * WG_BK) + at;
-            const unsigned long long lb = g_wgmma_desc64(smem + HI_BYTES + TM * WG_BK) + at;
+    if constexpr (SEQ) {
+        // The FP8 boxes at the stage's start, and the low products' scales (read ahead).
+        const unsigned long long la0 = g_wgmma_desc64(smem + c * 64 * WG_BK), lb0 = g_wgmma_desc64(smem + TM * WG_BK);
+        const float lo_scale = 1.0f / (float)(1u << G_LO8_SCALE_LOG2);
+        const float scale = *sw * lo_scale, scale_up = SWIGLU ? *sw1 * lo_scale : scale;
+        // Two loops, not one with a branch between the FP8 and the f16 products: a wgmma in
+        // a path ptxas cannot prove uniform makes it serialise every wgmma (C7520).
+        for (unsigned s = 0; s < hi_steps; ++s) {
+            g_mbar_wait(&full[st], ph);
+            const unsigned long long at = st * (STAGE_BYTES >> 4);
+            g_wgmma_fence();
             for (unsigned kk = 0; kk < WG_BK / 32; ++kk)
-                g_wgmma_m64k32_e5m2_e4m3<TN>(part, la + 2 * kk, lb + 2 * kk, s > 0 || kk > 0);
+                g_wgmma_m64k32_e5m2_e4m3<TN>(acc, la0 + at + 2 * kk, lb0 + at + 2 * kk, s > 0 || kk > 0);
+            g_wgmma_commit();
+            g_wgmma_wait<1>();
+            if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[prev]);
+            prev = st;
+            if (++st == STAGES) st = 0, ph ^= 1;
         }
-        g_wgmma_commit();
-        // Step s - 1's products are done: its stage may be refilled.
-        g_wgmma_wait<1>();
-        if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[prev]);
-        prev = st;
-        if (++st == STAGES) st = 0, ph ^= 1;
+        // The low sums complete, times their scales (powers of two: exact); the f16
+        // products then add onto them in the same registers.
+        g_wgmma_wait<0>();
+        for (unsigned q = 0; q < TN / 2; ++q) acc[q] *= SWIGLU && q >= TN / 4 ? scale_up : scale;
+        for (unsigned s = hi_steps; s < steps; ++s) {
+            g_mbar_wait(&full[st], ph);
+            const unsigned long long at = st * (STAGE_BYTES >> 4);
+            g_wgmma_fence();
+            for (unsigned kk = 0; kk < WG_BK / 16; ++kk) g_wgmma_m64k16<TN>(acc, da0 + at + 2 * kk, db0 + at + 2 * kk, 1);
+            g_wgmma_commit();
+            g_wgmma_wait<1>();
+            if (g_lane() == 0) g_mbar_arrive(&empty[prev]);
+            prev = st;
+            if (++st == STAGES) st = 0, ph ^= 1;
+        }
+    } else {
+        for (unsigned s = 0; s < steps; ++s) {
+            g_mbar_wait(&full[st], ph);
+            const unsigned long long at = st * (STAGE_BYTES >> 4);
+            const unsigned long long da = da0 + at, db = db0 + at;
+            g_wgmma_fence();
+            for (unsigned kk = 0; kk < WG_BK / 16; ++kk) g_wgmma_m64k16<TN>(acc, da + 2 * kk, db + 2 * kk, s > 0 || kk > 0);
+            if constexpr (LO8 && !SEQ) {
+                const unsigned long long la = g_wgmma_desc64(smem + HI_BYTES + c * 64 * WG_BK) + at;
+                const unsigned long long lb = g_wgmma_desc64(smem + HI_BYTES + TM * WG_BK) + at;
+                for (unsigned kk = 0; kk < WG_BK / 32; ++kk)
+                    g_wgmma_m64k32_e5m2_e4m3<TN>(part, la + 2 * kk, lb + 2 * kk, s > 0 || kk > 0);
+            }
+            g_wgmma_commit();
+            // Step s - 1's products are done: its stage may be refilled.
+            g_wgmma_wait<1>();
+            if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[prev]);
+            prev = st;
+            if (++st == STAGES) st = 0, ph ^= 1;
+        }
     }
     g_wgmma_wait<0>();
-    if constexpr (LO8) {
+    if constexpr (LO8 && !SEQ) {
         // A power of two times the weights' power of two: exact. SWIGLU: gate's columns
         // (acc[0 .. TN / 4)) under gate's scale, up's under up's.
         const float lo_scale = 1.0f / (float)(1u << G_LO8_SCALE_LOG2);
@@ -513,7 +572,7 @@ GEMM_WGMMA_LO8(gemm_f16_wgmma_64_lo8, 64, 64, 6)
 // them back (8 bytes an output each way). Measured (session 31, H200, 7B at 512 rows, under
 // ncu): 247.5 us against the grouped launch's 232-239 plus silu_mul_split; 7B prefill level,
 // SmolLM2's (host-bound) 2.08 -> 1.72 ms. The LO8 tiles and stages, bounded as GEMM_WGMMA_LO8.
-#define GEMM_WGMMA_SWIGLU_LO8(NAME, TM, TN, STAGES)                                                                 \
+#define GEMM_WGMMA_SWIGLU_LO8(NAME, TM, TN, STAGES, SEQ)                                                            \
     GRETA_KERNEL void __launch_bounds__(TM / 64 * 128 + 32, 1)                                                       \
         NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                               \
              const __grid_constant__ g_tmap tw_gate, const __grid_constant__ g_tmap tw_up,                          \
@@ -522,10 +581,23 @@ GEMM_WGMMA_LO8(gemm_f16_wgmma_64_lo8, 64, 64, 6)
              unsigned t, unsigned k, unsigned n) {                                                                  \
         extern __shared__ unsigned char wg_raw[];                                                                    \
         const g_swiglu_out out = {gate, up, act, hi, lo, lo8};                                                       \
-        gemm_f16_wgmma_tile<TM, TN, STAGES, true, true>(wg_raw, &ta, &ta_lo, &tw_gate, &tw_up, &tw_up, nullptr,      \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, true, true, SEQ>(wg_raw, &ta, &ta_lo, &tw_gate, &tw_up, &tw_up, nullptr, \
                                                         nullptr, nullptr, t, k, n, n, 0, 1, &tw8_gate, &tw8_up,     \
                                                         &tw8_up, sw_gate, sw_up, sw_up, &out);                      \
     }
-GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128_lo8, 128, 128, 4)
-GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_64_lo8, 64, 64, 6)
+GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128_lo8, 128, 128, 4, false)
+GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_64_lo8, 64, 64, 6, false)
+// The wide tiles' FP8-lo SwiGLU forms (SEQ, session 31): one accumulator set, so the wide
+// tile's registers suffice. A tile's FP8 steps run first over all of K into acc (a stage
+// holds one step's boxes: the FP8 ones fill half of it), acc is scaled once by the low
+// products' powers of two, then the f16 steps add onto it: the LO8 forms' terms (their
+// epilogue adds the scaled lo sums last), summed in another order. The f16 wide tiles'
+// stages (4 of 44-48 KiB); 146 and 166 registers, as those.
+// Session 17's sequential FP8 form on the 128 tile lost to f16 low halves, but it promoted
+// scaled partial sums every step (a wait on its own products each step); this waits once.
+// Session 32 (H200): 7B's gate/up on 128 x 224 so, prefill-512 18.3 -> 17.6 ms, audits as
+// before. The same form on the 128 x 128 tile and for the grouped products
+// (lo8-seq-all.patch) lost 0.5 ms of that: there the interleaved sets stay.
+GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128x256_lo8, 128, 256, 4, true)
+GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128x224_lo8, 128, 224, 4, true)
 #endif

@@ -846,10 +846,14 @@ GRETA_DEVICE void g_wgmma_m64k16(float (&d)[N / 2], unsigned long long da, unsig
 template <unsigned N>
 GRETA_DEVICE void g_wgmma_m64k32_e5m2_e4m3(float (&d)[N / 2], unsigned long long da, unsigned long long db,
                                       unsigned accumulate) {
-    if constexpr (N == 128) {
+    if constexpr (N == 256) {
+        g_wgmma_m64n256k32_e5m2_e4m3(d, da, db, accumulate);
+    } else if constexpr (N == 224) {
+        g_wgmma_m64n224k32_e5m2_e4m3(d, da, db, accumulate);
+    } else if constexpr (N == 128) {
         g_wgmma_m64n128k32_e5m2_e4m3(d, da, db, accumulate);
     } else {
-        static_assert(N == 64, "FP8 wgmma tiles of 64 or 128 columns");
+        static_assert(N == 64, "FP8 wgmma tiles of 64, 128, 224 or 256 columns");
         g_wgmma_m64n64k32_e5m2_e4m3(d, da, db, accumulate);
     }
 }

@@ -37,6 +37,8 @@ const SHAPES: &[Shape] = &[
     f16(256),
     fp8(64),
     fp8(128),
+    fp8(224),
+    fp8(256),
 ];
 
 const fn f16(n: u32) -> Shape {

@@ -89,8 +89,10 @@ impl WgmmaTile {
         WgmmaTile { m: 128, n: 256 },
         WgmmaTile { m: 128, n: 232 },
     ];
-    /// The tiles with an FP8-lo form (kernels/gemm.hip: the wide tile's two accumulator sets
-    /// would take 256 registers).
+    /// The tiles with an FP8-lo form of the (grouped) GEMM, whose two accumulator sets the
+    /// wide tiles could not hold (256 registers). The SwiGLU GEMM has one on every tile: the
+    /// wide ones keep one set, FP8 steps first (`swiglu_lo8_shared`; a form measured slower on
+    /// these tiles and for the grouped products, session 32).
     pub const LO8: [WgmmaTile; 2] = [WgmmaTile { m: 128, n: 128 }, WgmmaTile { m: 64, n: 64 }];
     /// The tiles of the SwiGLU forms (`gemm_f16_swiglu`: n / 2 gate and n / 2 up columns
     /// each), in `ALL`'s order: square, small, wide, and 224 where 232 is unfused (its
@@ -211,6 +213,16 @@ fn wgmma_lo8_stages(tile: WgmmaTile) -> u32 {
 pub(super) fn wgmma_lo8_shared(tile: WgmmaTile) -> u32 {
     let stages = wgmma_lo8_stages(tile);
     stages * (tile.m + tile.n) as u32 * WGMMA_BK * 3 + 1024 + stages * 2 * 8
+}
+
+/// Dynamic shared memory of the SwiGLU GEMM's FP8-lo form of `tile`: the LO8 tiles' two
+/// accumulator sets (`wgmma_lo8_shared`), or on the wide tiles the one-accumulator form
+/// (SEQ in kernels/gemm.hip), whose stages are the f16 form's (an FP8 step fills half of one).
+pub(super) fn swiglu_lo8_shared(tile: WgmmaTile) -> u32 {
+    match WgmmaTile::LO8.contains(&tile) {
+        true => wgmma_lo8_shared(tile),
+        false => wgmma_shared(tile),
+    }
 }
 
 /// The warpgroup GEMM's tile for products of widths `ns` sharing `t` input rows on a device
@@ -497,8 +509,7 @@ impl GpuKernels {
 
     /// The prefill's gate, up and SwiGLU in one launch (the warpgroup kernel's SwiGLU form):
     /// gate = (a + a_lo) · w_gateᵀ and up = (a + a_lo) · w_upᵀ over `t` rows of `k` (a, a_lo
-    /// as `gemm_f16`'s; the low half f16, FP8 with the weights' FP8 copies on the tiles of
-    /// `WgmmaTile::LO8`, or absent), act = silu(gate) · up (`silu_mul`'s
+    /// as `gemm_f16`'s; the low half f16, FP8 with the weights' FP8 copies, or absent), act = silu(gate) · up (`silu_mul`'s
     /// arithmetic, bitwise, on the kernel's own gate and up), and `out.ops` what
     /// `split_f16` makes of act, bitwise: `gemm_f16` then `silu_mul_split` in one launch,
     /// which writes 3 bytes an output (hi and an FP8 lo) where those wrote gate and up as
@@ -580,12 +591,9 @@ impl GpuKernels {
             w8: [w8_gate, w8_up],
         }) = a_lo
         {
-            // The FP8-lo forms exist on the LO8 tiles only (their two accumulator sets).
-            let tile = match tile {
-                Some(tile) => tile,
-                None if WgmmaTile::LO8.contains(&picked) => picked,
-                None => WgmmaTile::LO8[0],
-            };
+            // Every SwiGLU tile has an FP8-lo form: the LO8 tiles' two accumulator sets, the
+            // wide tiles' one (FP8 steps first: SEQ in kernels/gemm.hip).
+            let tile = tile.unwrap_or(picked);
             let fp8 = self.fp8(what)?;
             let (_, f) = fp8
                 .swiglu
@@ -594,7 +602,7 @@ impl GpuKernels {
                 .ok_or_else(|| {
                     KernelError::Shape(format!(
                         "no FP8-lo SwiGLU warpgroup GEMM of tile {tile:?}; the kernels have {:?}",
-                        WgmmaTile::LO8
+                        WgmmaTile::SWIGLU
                     ))
                 })?;
             let (m32, half) = (tile.m as u32, tile.n as u32 / 2);
@@ -615,7 +623,7 @@ impl GpuKernels {
             let dims = LaunchDims {
                 grid: grid(tile)?,
                 block: [wgmma_threads(tile), 1, 1],
-                shared_bytes: wgmma_lo8_shared(tile),
+                shared_bytes: swiglu_lo8_shared(tile),
                 cluster: 1,
             };
             return self.launch(f, dims, s, args);
@@ -855,6 +863,32 @@ mod tests {
         assert_eq!(wide224.swiglu_kernel(), "gemm_f16_wgmma_swiglu_128x224");
         assert_eq!(square.swiglu_kernel(), "gemm_f16_wgmma_swiglu_128");
         assert!(wgmma_shared(wide224) <= 232_448, "4 stages of 44 KiB fit");
+    }
+
+    /// Every SwiGLU tile has an FP8-lo form within the 227 KiB a block may opt in to: the
+    /// LO8 tiles' stages of four boxes, the wide tiles' one-accumulator form in the f16
+    /// form's stages (an FP8 step fills half of one).
+    #[test]
+    fn swiglu_lo8_forms_fit_shared_memory() {
+        for tile in WgmmaTile::SWIGLU {
+            let bytes = swiglu_lo8_shared(tile);
+            assert!(bytes <= 232_448, "{tile:?}: {bytes} bytes");
+            match WgmmaTile::LO8.contains(&tile) {
+                true => assert_eq!(bytes, wgmma_lo8_shared(tile), "{tile:?}"),
+                false => assert_eq!(bytes, wgmma_shared(tile), "{tile:?}"),
+            }
+        }
+        let [_, _, wide, wide224] = WgmmaTile::SWIGLU;
+        assert_eq!(
+            swiglu_lo8_shared(wide),
+            4 * 384 * 128 + 1024 + 64,
+            "4 stages of 48 KiB"
+        );
+        assert_eq!(
+            swiglu_lo8_shared(wide224),
+            4 * 352 * 128 + 1024 + 64,
+            "4 stages of 44 KiB"
+        );
     }
 
     /// The prefill GEMM's tile choice at the two benchmark shapes (512-token prompt): big

@@ -290,8 +290,9 @@ pub struct GpuKernels {
 /// The FP8 low-half kernels (sm_90a objects only; kernels/gemm.hip, ops.hip).
 struct Fp8Kernels {
     gemm: [(WgmmaTile, Function); 2],
-    /// The SwiGLU GEMM's FP8-lo forms, on the same tiles (`SwigluLo::Fp8`).
-    swiglu: [(WgmmaTile, Function); 2],
+    /// The SwiGLU GEMM's FP8-lo forms (`SwigluLo::Fp8`), on every SwiGLU tile: the LO8
+    /// tiles' and the wide tiles' one-accumulator forms (`swiglu_lo8_shared`).
+    swiglu: [(WgmmaTile, Function); 4],
     split: Function,
     absmax: Function,
     quantize: Function,
@@ -421,17 +422,19 @@ impl GpuKernels {
                 },
                 fp8: match hopper {
                     true => {
-                        let form = |t: WgmmaTile, name: String| -> Result<(WgmmaTile, Function)> {
+                        let form = |t: WgmmaTile, name: String, shared: u32| {
                             let f = gemm.function(&format!("{name}_lo8"))?;
-                            f.set_max_dynamic_shared(wgmma_lo8_shared(t))?;
-                            Ok((t, f))
+                            f.set_max_dynamic_shared(shared)?;
+                            Ok::<_, KernelError>((t, f))
                         };
-                        let tile = |t: WgmmaTile| form(t, t.kernel());
-                        let swiglu = |t: WgmmaTile| form(t, t.swiglu_kernel());
+                        let tile = |t: WgmmaTile| form(t, t.kernel(), wgmma_lo8_shared(t));
+                        let swiglu =
+                            |t: WgmmaTile| form(t, t.swiglu_kernel(), swiglu_lo8_shared(t));
                         let [a, b] = WgmmaTile::LO8;
+                        let [sa, sb, sc, sd] = WgmmaTile::SWIGLU;
                         Some(Fp8Kernels {
                             gemm: [tile(a)?, tile(b)?],
-                            swiglu: [swiglu(a)?, swiglu(b)?],
+                            swiglu: [swiglu(sa)?, swiglu(sb)?, swiglu(sc)?, swiglu(sd)?],
                             split: ops.function("split_f16_lo8")?,
                             absmax: ops.function("absmax_f16")?,
                             quantize: ops.function("quantize_e4m3")?,
