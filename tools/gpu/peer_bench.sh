@@ -22,7 +22,9 @@ SHAPES=${*:-smollm2-135m llama2-7b}
 # that waits for each token is woken late on a loaded machine) against 251-255 alone.
 echo "waiting for the llama.cpp build ($(date +%T))"
 while [ ! -f /tmp/llama-cpp/done ]; do sleep 5; done
-P=/tmp/peer && mkdir -p $P
+# Raw results under $OUT as they come, and the table so far after each shape: a call that
+# runs out of time (session 32's, in the 7B's compiled peer) still brings back what ran.
+P=${PEER_RAW:-$OUT/peer-raw} && mkdir -p $P
 nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | tee $P/gpu.txt
 for shape in $SHAPES; do
   echo "== $shape ($(date +%T))"
@@ -52,6 +54,7 @@ for shape in $SHAPES; do
     tail -n 20 /tmp/llama-cpp/build.log; echo "llama.cpp build failed"
   fi
   rm -f /tmp/$shape.gguf
+  done_shapes="${done_shapes:-} $shape"
+  python3 tools/gpu/peer_table.py $P $done_shapes | tee $OUT/peer-table.md
 done
-python3 tools/gpu/peer_table.py $P $SHAPES | tee $OUT/peer-table.md
 tar czf $OUT/peer-raw.tgz -C $P .
