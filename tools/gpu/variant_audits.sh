@@ -3,7 +3,7 @@
 # teacher-forced decode steps) for each kernel_variants.sh variant that carries its own
 # greta (target/carry/v/NAME/greta.xz), so that a variant is checked in the call that
 # times it. The full set of checks is h100_checks.sh, run on whichever variant is kept.
-# Usage (GPU machine): OUT=dir tools/gpu/variant_audits.sh
+# Usage (GPU machine): OUT=dir [VARIANTS="a b"] tools/gpu/variant_audits.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
@@ -19,7 +19,8 @@ TINY=crates/greta-model/tests/fixtures/tiny
 # variant changes only the wide SwiGLU tiles' FP8-lo form, which this prompt reaches).
 LONG=$(python3 -c "print(' '.join(['The history of science is the study of how people came to understand the natural world.'] * 36))")
 status=0
-for d in target/carry/v/*/; do
+# VARIANTS (names, default every directory): the variants audited, as kernel_variants.sh.
+for d in $(for v in ${VARIANTS:-$(ls target/carry/v)}; do echo target/carry/v/$v/; done); do
   v=$(basename $d)
   [ -f $d/greta.xz ] || continue
   bash tools/gpu/unxz.sh $d/greta.xz /tmp/greta-$v
