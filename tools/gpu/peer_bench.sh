@@ -38,14 +38,8 @@ for shape in $SHAPES; do
   $G bench -m synthetic:$shape --backend gpu ${GPU_ARGS:-} --split-inputs none --prompt-len 512 --gen 128 --reps 3 --json > $P/greta-f16in-$shape.json 2>/dev/null
   # Sampled as `greta generate` draws by default (temperature 0.8, top-k 40, top-p 0.95).
   $G bench -m synthetic:$shape --backend gpu ${GPU_ARGS:-} --prompt-len 512 --gen 128 --reps 3 --temperature 0.8 --json > $P/greta-sampled-$shape.json 2>/dev/null
-  PYTHONUNBUFFERED=1 python3 tools/gpu/hf_bench.py /tmp/$shape-hf > $P/hf-$shape.json 2> $P/hf-$shape.log
-  echo "transformers exit $? $(tail -n 1 $P/hf-$shape.log | cut -c1-200)"
-  # gpt-fast's method (static cache, torch.compile with CUDA graphs); PEER_COMPILE=0 leaves it out.
-  if [ "${PEER_COMPILE:-1}" != 0 ]; then
-    PYTHONUNBUFFERED=1 python3 tools/gpu/hf_bench.py /tmp/$shape-hf --compile > $P/hfc-$shape.json 2> $P/hfc-$shape.log
-    echo "transformers + torch.compile exit $? $(tail -n 1 $P/hfc-$shape.log | cut -c1-200)"
-  fi
-  rm -rf /tmp/$shape-hf
+  # llama.cpp before transformers: its run takes seconds, the compiled transformers' minutes
+  # (a call that runs out of time then still has it).
   LB=/tmp/llama-cpp/build/bin/llama-bench
   if [ -x $LB ]; then
     $LB -m /tmp/$shape.gguf -p 512 -n 128 -fa 1 -ngl 99 -r 3 -o json > $P/llama-$shape.json 2> $P/llama-$shape.log
@@ -54,6 +48,15 @@ for shape in $SHAPES; do
     tail -n 20 /tmp/llama-cpp/build.log; echo "llama.cpp build failed"
   fi
   rm -f /tmp/$shape.gguf
+  python3 tools/gpu/peer_table.py $P ${done_shapes:-} $shape > $OUT/peer-table.md && cat $OUT/peer-table.md
+  PYTHONUNBUFFERED=1 python3 tools/gpu/hf_bench.py /tmp/$shape-hf > $P/hf-$shape.json 2> $P/hf-$shape.log
+  echo "transformers exit $? $(tail -n 1 $P/hf-$shape.log | cut -c1-200)"
+  # gpt-fast's method (static cache, torch.compile with CUDA graphs); PEER_COMPILE=0 leaves it out.
+  if [ "${PEER_COMPILE:-1}" != 0 ]; then
+    PYTHONUNBUFFERED=1 python3 tools/gpu/hf_bench.py /tmp/$shape-hf --compile > $P/hfc-$shape.json 2> $P/hfc-$shape.log
+    echo "transformers + torch.compile exit $? $(tail -n 1 $P/hfc-$shape.log | cut -c1-200)"
+  fi
+  rm -rf /tmp/$shape-hf
   done_shapes="${done_shapes:-} $shape"
   python3 tools/gpu/peer_table.py $P $done_shapes | tee $OUT/peer-table.md
 done
