@@ -193,9 +193,20 @@ struct PerplexityArgs {
     /// Chunk length in tokens (llama-perplexity's -c).
     #[arg(long, default_value_t = 512)]
     ctx: usize,
-    /// Print {"ppl", "chunks", "tokens"} as JSON.
+    /// Print {"ppl", "chunks", "tokens", "inject"} as JSON.
     #[arg(long)]
     json: bool,
+    /// A numerics probe (or fault) in every chunk's forward pass, as `greta audit`'s:
+    /// [PHASE@]LAYER:POINT:KIND, e.g. `*:ffn_norm:f16` rounds the gate/up product's input to
+    /// f16 in every layer (what f16 activations, the peers' numerics, do to it; KINDs and
+    /// points as `greta generate --help` lists them). Repeat the flag for several; the
+    /// perplexity is then the model's under those roundings, to set beside the plain one.
+    #[arg(
+        long,
+        value_name = "[PHASE@]LAYER:POINT:KIND",
+        allow_hyphen_values = true
+    )]
+    inject: Vec<String>,
 }
 
 fn parse_backend(s: &str) -> Result<BackendRequest, String> {
@@ -231,7 +242,15 @@ fn main() {
             (r.map(|_| 0), if bad_trace_input { 2 } else { 1 })
         }
         Command::Tokenize(a) => (cmd_tokenize(a).map(|_| 0), 1),
-        Command::Perplexity(a) => (cmd_perplexity(a).map(|_| 0), 1),
+        Command::Perplexity(a) => {
+            let r = cmd_perplexity(a);
+            // An --inject that does not parse is bad input, as for the trace tools.
+            let bad = r.as_ref().err().is_some_and(|e| {
+                e.downcast_ref::<greta_trace::inject::InjectError>()
+                    .is_some()
+            });
+            (r.map(|_| 0), if bad { 2 } else { 1 })
+        }
         Command::Bench(a) => (bench_cmd::cmd_bench(a).map(|_| 0), 1),
         Command::Logits(a) => (cmd_logits(a).map(|_| 0), 1),
         Command::Info => (cmd_info().map(|_| 0), 1),
@@ -569,6 +588,7 @@ fn cmd_tokenize(a: TokenizeArgs) -> Result<()> {
 }
 
 fn cmd_perplexity(a: PerplexityArgs) -> Result<()> {
+    let inject = trace_cmd::parse_injections(&a.inject)?;
     let path = resolve_model(&a.model)?;
     let text = std::fs::read_to_string(&a.file)
         .with_context(|| format!("reading {}", a.file.display()))?;
@@ -576,17 +596,40 @@ fn cmd_perplexity(a: PerplexityArgs) -> Result<()> {
     let tok = &lm.tokenizer;
     let ids = tok.encode(&text, true)?;
     let bos = if tok.add_bos { tok.bos } else { None };
+    // The probes ride on a recorder that records nothing (no selection, no output).
+    let mut obs = greta_trace::recorder::Recorder::new(
+        greta_trace::selection::Selection::default(),
+        lm.model.config.n_layers,
+        greta_trace::recorder::RunIds {
+            run: trace_cmd::run_id(),
+            prompt: a.file.display().to_string(),
+            backend: "cpu".into(),
+            route: "perplexity".into(),
+        },
+    )
+    .with_injections(inject.iter().copied());
+    for i in &inject {
+        eprintln!("injecting {i}");
+    }
     let t0 = Instant::now();
     let quiet = a.json;
-    let r = greta_model::perplexity::perplexity(&lm.model, &ids, a.ctx, bos, &mut |i, n, ppl| {
-        if !quiet {
-            eprintln!("chunk {i}/{n}: running ppl {ppl:.4}");
-        }
-    })?;
+    let r = greta_model::perplexity::perplexity(
+        &lm.model,
+        &ids,
+        a.ctx,
+        bos,
+        &mut obs,
+        &mut |i, n, ppl| {
+            if !quiet {
+                eprintln!("chunk {i}/{n}: running ppl {ppl:.4}");
+            }
+        },
+    )?;
     if a.json {
+        let inject: Vec<String> = inject.iter().map(|i| i.to_string()).collect();
         println!(
             "{}",
-            serde_json::json!({"ppl": r.ppl, "chunks": r.chunks, "tokens": r.tokens})
+            serde_json::json!({"ppl": r.ppl, "chunks": r.chunks, "tokens": r.tokens, "inject": inject})
         );
     } else {
         println!(

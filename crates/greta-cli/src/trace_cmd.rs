@@ -103,7 +103,7 @@ impl TraceArgs {
 }
 
 /// The `--inject` values, parsed in the order given.
-fn parse_injections(values: &[String]) -> Result<Vec<Injection>> {
+pub(crate) fn parse_injections(values: &[String]) -> Result<Vec<Injection>> {
     Ok(values.iter().map(|s| s.parse()).collect::<Result<_, _>>()?)
 }
 

@@ -173,6 +173,69 @@ fn perplexity_on_too_short_a_text_says_how_many_tokens_it_needs() {
     );
 }
 
+/// `perplexity --inject`: a planted fault moves the figure (the probes reach the forward
+/// passes), the JSON names what was injected, and a value that does not parse is bad input
+/// (exit 2) naming the accepted form.
+#[test]
+fn perplexity_under_an_injection_names_it_and_differs() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("text.txt");
+    std::fs::write(
+        &f,
+        "the quick brown fox jumps over the lazy dog. ".repeat(20),
+    )
+    .unwrap();
+    let run = |inject: &[&str]| {
+        let mut args = vec![
+            "perplexity",
+            "--model",
+            &tiny_gguf(),
+            "--file",
+            f.to_str().unwrap(),
+            "--ctx",
+            "32",
+            "--json",
+        ]
+        .into_iter()
+        .map(String::from)
+        .collect::<Vec<_>>();
+        for i in inject {
+            args.extend(["--inject".to_string(), i.to_string()]);
+        }
+        let args: Vec<&str> = args.iter().map(String::as_str).collect();
+        let o = greta(&args);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let plain = run(&[]);
+    let fault = run(&["1:attn_out:scale=3"]);
+    assert_eq!(plain["inject"], serde_json::json!([]));
+    assert_eq!(fault["inject"], serde_json::json!(["1:attn_out:scale=3"]));
+    let (p, q) = (
+        plain["ppl"].as_f64().unwrap(),
+        fault["ppl"].as_f64().unwrap(),
+    );
+    assert!(
+        p.is_finite() && q.is_finite() && (p - q).abs() > 1e-6 * p,
+        "{p} {q}"
+    );
+    let o = greta(&[
+        "perplexity",
+        "--model",
+        &tiny_gguf(),
+        "--file",
+        f.to_str().unwrap(),
+        "--inject",
+        "1:attn_out",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("[PHASE@]LAYER:POINT:KIND"),
+        "{}",
+        stderr(&o)
+    );
+}
+
 #[test]
 fn chat_on_a_model_without_a_template_is_an_error() {
     let o = greta(&["generate", "--model", &tiny_gguf(), "--chat", "hi"]);

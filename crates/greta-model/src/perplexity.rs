@@ -2,8 +2,12 @@
 //! the text is tokenized once (BOS first when the model adds one), cut into
 //! non-overlapping chunks of `n_ctx` tokens, the first token of each chunk replaced by BOS
 //! (when the model adds one), and only the second half of each chunk scored.
+//!
+//! The forward passes report to an observer: `NoTrace` for the plain figure, or one that
+//! injects numerics probes (`--inject prefill@*:ffn_norm:f16`: what a rounding the GPU or a
+//! peer applies costs the model's perplexity, not only its audit).
 
-use greta_trace::NoTrace;
+use greta_trace::StageObserver;
 
 use crate::llama::{ForwardError, Llama, Logits};
 
@@ -32,6 +36,7 @@ pub fn perplexity(
     tokens: &[u32],
     n_ctx: usize,
     bos: Option<u32>,
+    obs: &mut dyn StageObserver,
     on_chunk: &mut dyn FnMut(usize, usize, f64),
 ) -> Result<PerplexityResult, PerplexityError> {
     if n_ctx < 8 || n_ctx > model.config.max_context.max(8) {
@@ -60,7 +65,7 @@ pub fn perplexity(
             chunk[0] = b;
         }
         cache.truncate(0);
-        let logits = model.forward(&chunk, &mut cache, Logits::All, &mut NoTrace)?;
+        let logits = model.forward(&chunk, &mut cache, Logits::All, obs)?;
         for j in first..n_ctx - 1 {
             let row = &logits[j * vocab..(j + 1) * vocab];
             let target = tokens[start + j + 1] as usize;

@@ -71,8 +71,15 @@ fn perplexity_within_one_percent_of_llama_perplexity() {
     } else {
         None
     };
-    let r =
-        greta_model::perplexity::perplexity(&lm.model, &ids, ctx, bos, &mut |_, _, _| {}).unwrap();
+    let r = greta_model::perplexity::perplexity(
+        &lm.model,
+        &ids,
+        ctx,
+        bos,
+        &mut greta_trace::NoTrace,
+        &mut |_, _, _| {},
+    )
+    .unwrap();
     assert_eq!(
         r.chunks as u64,
         p["chunks"].as_u64().unwrap(),
