@@ -207,6 +207,12 @@ struct PerplexityArgs {
         allow_hyphen_values = true
     )]
     inject: Vec<String>,
+    /// With --inject: run every chunk twice, plain and probed, and report how far the probed
+    /// next-token distributions lie from the plain ones at the scored positions
+    /// (llama-perplexity's --kl-divergence figures: KL mean, 99th percentile and max in nats,
+    /// the fraction whose top token agrees) beside both perplexities.
+    #[arg(long)]
+    kl: bool,
 }
 
 fn parse_backend(s: &str) -> Result<BackendRequest, String> {
@@ -613,6 +619,43 @@ fn cmd_perplexity(a: PerplexityArgs) -> Result<()> {
     }
     let t0 = Instant::now();
     let quiet = a.json;
+    if a.kl {
+        if inject.is_empty() {
+            bail!("--kl compares the model under --inject probes with the plain model: give at least one --inject");
+        }
+        let d = greta_model::perplexity::divergence(
+            &lm.model,
+            &ids,
+            a.ctx,
+            bos,
+            &mut obs,
+            &mut |i, n| {
+                if !quiet {
+                    eprintln!("chunk {i}/{n}");
+                }
+            },
+        )?;
+        let inject: Vec<String> = inject.iter().map(|i| i.to_string()).collect();
+        if a.json {
+            let mut v = serde_json::to_value(&d)?;
+            v["inject"] = serde_json::json!(inject);
+            println!("{v}");
+        } else {
+            println!(
+                "under {}: perplexity {:.4} against {:.4} plain; KL divergence mean {:.3e}, 99th percentile {:.3e}, max {:.3e} nats; same top token at {:.2} % of {} positions ({:.1}s)",
+                inject.join(" "),
+                d.ppl_probe,
+                d.ppl_base,
+                d.kld_mean,
+                d.kld_p99,
+                d.kld_max,
+                100.0 * d.same_top1,
+                d.scored,
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        return Ok(());
+    }
     let r = greta_model::perplexity::perplexity(
         &lm.model,
         &ids,

@@ -200,7 +200,10 @@ fn perplexity_under_an_injection_names_it_and_differs() {
         .map(String::from)
         .collect::<Vec<_>>();
         for i in inject {
-            args.extend(["--inject".to_string(), i.to_string()]);
+            match i.starts_with("--") {
+                true => args.push(i.to_string()),
+                false => args.extend(["--inject".to_string(), i.to_string()]),
+            }
         }
         let args: Vec<&str> = args.iter().map(String::as_str).collect();
         let o = greta(&args);
@@ -218,6 +221,35 @@ fn perplexity_under_an_injection_names_it_and_differs() {
     assert!(
         p.is_finite() && q.is_finite() && (p - q).abs() > 1e-6 * p,
         "{p} {q}"
+    );
+    // --kl: both perplexities as the plain runs read them, and a divergence > 0 for the
+    // fault; an f16 probe on one stage diverges far less than the fault.
+    let kl = run(&["1:attn_out:scale=3", "--kl"]);
+    let close = |a: &serde_json::Value, b: f64| (a.as_f64().unwrap() - b).abs() <= 1e-9 * b;
+    assert!(
+        close(&kl["ppl_base"], p) && close(&kl["ppl_probe"], q),
+        "{kl}"
+    );
+    let kld = kl["kld_mean"].as_f64().unwrap();
+    assert!(kld > 0.0 && kl["kld_max"].as_f64().unwrap() >= kld, "{kl}");
+    let f16 = run(&["*:ffn_norm:f16", "--kl"]);
+    assert!(
+        f16["kld_mean"].as_f64().unwrap() < kld / 100.0,
+        "{f16} against {kl}"
+    );
+    let o = greta(&[
+        "perplexity",
+        "--model",
+        &tiny_gguf(),
+        "--file",
+        f.to_str().unwrap(),
+        "--kl",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("give at least one --inject"),
+        "{}",
+        stderr(&o)
     );
     let o = greta(&[
         "perplexity",

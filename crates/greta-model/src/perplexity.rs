@@ -7,7 +7,7 @@
 //! injects numerics probes (`--inject prefill@*:ffn_norm:f16`: what a rounding the GPU or a
 //! peer applies costs the model's perplexity, not only its audit).
 
-use greta_trace::StageObserver;
+use greta_trace::{NoTrace, StageObserver};
 
 use crate::llama::{ForwardError, Llama, Logits};
 
@@ -31,14 +31,14 @@ pub struct PerplexityResult {
     pub running: Vec<f64>,
 }
 
-pub fn perplexity(
+/// The chunks llama-perplexity scores: `n_ctx` tokens each, BOS first where the model adds
+/// one. Checks the context and the text's length.
+fn chunks<'a>(
     model: &Llama,
-    tokens: &[u32],
+    tokens: &'a [u32],
     n_ctx: usize,
     bos: Option<u32>,
-    obs: &mut dyn StageObserver,
-    on_chunk: &mut dyn FnMut(usize, usize, f64),
-) -> Result<PerplexityResult, PerplexityError> {
+) -> Result<impl Iterator<Item = (usize, Vec<u32>)> + 'a, PerplexityError> {
     if n_ctx < 8 || n_ctx > model.config.max_context.max(8) {
         return Err(PerplexityError::BadContext {
             n_ctx,
@@ -51,6 +51,38 @@ pub fn perplexity(
             n_ctx,
         });
     }
+    Ok((0..tokens.len() / n_ctx).map(move |c| {
+        let start = c * n_ctx;
+        let mut chunk = tokens[start..start + n_ctx].to_vec();
+        if let Some(b) = bos {
+            chunk[0] = b;
+        }
+        (start, chunk)
+    }))
+}
+
+/// log Σ exp(row) (in f64, from the row's maximum) and the row's first maximum.
+fn log_sum_exp(row: &[f32]) -> (f64, usize) {
+    let (arg, max) =
+        row.iter()
+            .enumerate()
+            .fold((0, f32::NEG_INFINITY), |(ai, am), (i, &v)| match v > am {
+                true => (i, v),
+                false => (ai, am),
+            });
+    let max = max as f64;
+    let sum: f64 = row.iter().map(|&v| (v as f64 - max).exp()).sum();
+    (sum.ln() + max, arg)
+}
+
+pub fn perplexity(
+    model: &Llama,
+    tokens: &[u32],
+    n_ctx: usize,
+    bos: Option<u32>,
+    obs: &mut dyn StageObserver,
+    on_chunk: &mut dyn FnMut(usize, usize, f64),
+) -> Result<PerplexityResult, PerplexityError> {
     let n_chunks = tokens.len() / n_ctx;
     let first = n_ctx / 2;
     let vocab = model.config.vocab_size;
@@ -58,25 +90,13 @@ pub fn perplexity(
     let mut count = 0usize;
     let mut running = Vec::with_capacity(n_chunks);
     let mut cache = model.new_cache(n_ctx);
-    for c in 0..n_chunks {
-        let start = c * n_ctx;
-        let mut chunk = tokens[start..start + n_ctx].to_vec();
-        if let Some(b) = bos {
-            chunk[0] = b;
-        }
+    for (c, (start, chunk)) in chunks(model, tokens, n_ctx, bos)?.enumerate() {
         cache.truncate(0);
         let logits = model.forward(&chunk, &mut cache, Logits::All, obs)?;
         for j in first..n_ctx - 1 {
             let row = &logits[j * vocab..(j + 1) * vocab];
             let target = tokens[start + j + 1] as usize;
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max) as f64;
-            let lse = row
-                .iter()
-                .map(|&v| (v as f64 - max).exp())
-                .sum::<f64>()
-                .ln()
-                + max;
-            nll += lse - row[target] as f64;
+            nll += log_sum_exp(row).0 - row[target] as f64;
             count += 1;
         }
         let ppl = (nll / count as f64).exp();
@@ -88,5 +108,79 @@ pub fn perplexity(
         chunks: n_chunks,
         tokens: tokens.len(),
         running,
+    })
+}
+
+/// How far a probed model's next-token distributions lie from the plain model's, at the
+/// positions perplexity scores (llama-perplexity's `--kl-divergence` figures).
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Divergence {
+    /// Perplexity of the plain run and of the probed one, over the same tokens.
+    pub ppl_base: f64,
+    pub ppl_probe: f64,
+    /// KL(plain ‖ probed) per scored position, in nats: mean, 99th percentile, largest.
+    pub kld_mean: f64,
+    pub kld_p99: f64,
+    pub kld_max: f64,
+    /// The fraction of scored positions whose most likely token is the same in both.
+    pub same_top1: f64,
+    pub scored: usize,
+}
+
+/// Every chunk twice, plain (no observer) and under `probe` (an observer that injects
+/// numerics probes): what the probes cost the model's predictions, position by position.
+pub fn divergence(
+    model: &Llama,
+    tokens: &[u32],
+    n_ctx: usize,
+    bos: Option<u32>,
+    probe: &mut dyn StageObserver,
+    on_chunk: &mut dyn FnMut(usize, usize),
+) -> Result<Divergence, PerplexityError> {
+    let n_chunks = tokens.len() / n_ctx;
+    let first = n_ctx / 2;
+    let vocab = model.config.vocab_size;
+    let (mut nll_b, mut nll_p, mut same) = (0f64, 0f64, 0usize);
+    let mut klds = Vec::new();
+    let mut cache = model.new_cache(n_ctx);
+    for (c, (start, chunk)) in chunks(model, tokens, n_ctx, bos)?.enumerate() {
+        cache.truncate(0);
+        let base = model.forward(&chunk, &mut cache, Logits::All, &mut NoTrace)?;
+        cache.truncate(0);
+        let probed = model.forward(&chunk, &mut cache, Logits::All, probe)?;
+        for j in first..n_ctx - 1 {
+            let (b, q) = (
+                &base[j * vocab..(j + 1) * vocab],
+                &probed[j * vocab..(j + 1) * vocab],
+            );
+            let ((lb, ab), (lq, aq)) = (log_sum_exp(b), log_sum_exp(q));
+            let target = tokens[start + j + 1] as usize;
+            nll_b += lb - b[target] as f64;
+            nll_p += lq - q[target] as f64;
+            same += usize::from(ab == aq);
+            // Σ p_b (log p_b − log p_q), log p = logit − lse.
+            let kld: f64 = b
+                .iter()
+                .zip(q)
+                .map(|(&x, &y)| {
+                    let lp = x as f64 - lb;
+                    lp.exp() * (lp - (y as f64 - lq))
+                })
+                .sum();
+            klds.push(kld.max(0.0));
+        }
+        on_chunk(c + 1, n_chunks);
+    }
+    let n = klds.len();
+    let mean = klds.iter().sum::<f64>() / n as f64;
+    klds.sort_by(f64::total_cmp);
+    Ok(Divergence {
+        ppl_base: (nll_b / n as f64).exp(),
+        ppl_probe: (nll_p / n as f64).exp(),
+        kld_mean: mean,
+        kld_p99: klds[(n * 99 / 100).min(n - 1)],
+        kld_max: klds[n - 1],
+        same_top1: same as f64 / n as f64,
+        scored: n,
     })
 }
