@@ -175,6 +175,23 @@ fn summary(kind: Kind, step: &Value) -> String {
             step["trace_records"].as_u64().unwrap_or(0),
             step["name"].as_str().unwrap_or("?")
         ),
+        // `--kl` runs report the divergence from the plain model instead.
+        Kind::Perplexity if o.get("kld_mean").is_some() => format!(
+            "under {}: perplexity {:.4} against {:.4} plain, KL mean {:.2e} / max {:.2e} nats, same top token at {:.2} % of {} positions",
+            o["inject"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .filter_map(|v| v.as_str())
+                .collect::<Vec<_>>()
+                .join(" "),
+            o["ppl_probe"].as_f64().unwrap_or(f64::NAN),
+            o["ppl_base"].as_f64().unwrap_or(f64::NAN),
+            o["kld_mean"].as_f64().unwrap_or(f64::NAN),
+            o["kld_max"].as_f64().unwrap_or(f64::NAN),
+            100.0 * o["same_top1"].as_f64().unwrap_or(f64::NAN),
+            o["scored"]
+        ),
         Kind::Perplexity => format!(
             "perplexity {:.4} over {} chunks ({} tokens)",
             o["ppl"].as_f64().unwrap_or(f64::NAN),
