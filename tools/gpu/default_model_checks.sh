@@ -44,4 +44,13 @@ for p in repeated prose; do
 done
 # The same audit read with the max metric, for the record (not a pass criterion).
 $G audit backend --against cpu -m $M --metric max --tol 1e-2 > $OUT/audit-backend-max.txt 2>&1; echo "audit (max metric, 1e-2): exit $?"
+# What the GPU's numerics cost the model's output (session 32's question; the CPU emulation
+# is experiments/numerics-cost.toml): perplexity of LICENSE and the KL divergence of the
+# GPU route's next-token distributions from the CPU reference's, under the default, the
+# peers' numerics (none) and the default to session 29. Measurements, not pass criteria;
+# an error exit still counts.
+for si in default none qkv,o,down; do
+  a=(); [ $si = default ] || a=(--split-inputs $si)
+  run perplexity-kl-$(echo $si | tr ',' '_') $G perplexity --backend gpu -m $M -f LICENSE --ctx 256 --kl --json "${a[@]}"
+done
 exit $status

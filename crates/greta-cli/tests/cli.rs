@@ -268,6 +268,36 @@ fn perplexity_under_an_injection_names_it_and_differs() {
     );
 }
 
+/// `perplexity --backend gpu` where no GPU opens: refused with the reason (as `generate`'s
+/// is), not run on the CPU.
+#[test]
+fn perplexity_on_the_gpu_is_refused_with_a_reason_without_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let f = dir.path().join("text.txt");
+    std::fs::write(
+        &f,
+        "the quick brown fox jumps over the lazy dog. ".repeat(20),
+    )
+    .unwrap();
+    let o = greta(&[
+        "perplexity",
+        "--model",
+        &tiny_gguf(),
+        "--file",
+        f.to_str().unwrap(),
+        "--backend",
+        "gpu",
+        "--kl",
+    ]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o).contains("--backend gpu: no GPU could be opened"),
+        "{}",
+        stderr(&o)
+    );
+    assert!(o.stdout.is_empty());
+}
+
 #[test]
 fn chat_on_a_model_without_a_template_is_an_error() {
     let o = greta(&["generate", "--model", &tiny_gguf(), "--chat", "hi"]);

@@ -3,13 +3,33 @@
 //! non-overlapping chunks of `n_ctx` tokens, the first token of each chunk replaced by BOS
 //! (when the model adds one), and only the second half of each chunk scored.
 //!
-//! The forward passes report to an observer: `NoTrace` for the plain figure, or one that
-//! injects numerics probes (`--inject prefill@*:ffn_norm:f16`: what a rounding the GPU or a
-//! peer applies costs the model's perplexity, not only its audit).
+//! A chunk's logits come from a closure (`ChunkLogits`): the CPU model's forward pass
+//! (`cpu_logits`, with an observer that may inject numerics probes: what a rounding costs
+//! the model's perplexity, not only its audit) or the GPU's. `divergence` runs two of them
+//! on every chunk and measures how far the second's next-token distributions lie from the
+//! first's (the CPU reference against a probe, or against the GPU route).
 
-use greta_trace::{NoTrace, StageObserver};
+use greta_trace::StageObserver;
 
-use crate::llama::{ForwardError, Llama, Logits};
+use crate::llama::gpu::GpuError;
+use crate::llama::{ForwardError, Llama, LlamaConfig, Logits};
+
+/// One forward pass over a chunk from its first position: every position's logits, `vocab`
+/// floats a row.
+pub type ChunkLogits<'a> = dyn FnMut(&[u32]) -> Result<Vec<f32>, PerplexityError> + 'a;
+
+/// The CPU model's chunks, reporting to `obs` (`NoTrace`, or a recorder injecting probes).
+pub fn cpu_logits<'a>(
+    model: &'a Llama,
+    n_ctx: usize,
+    obs: &'a mut dyn StageObserver,
+) -> impl FnMut(&[u32]) -> Result<Vec<f32>, PerplexityError> + 'a {
+    let mut cache = model.new_cache(n_ctx);
+    move |chunk| {
+        cache.truncate(0);
+        Ok(model.forward(chunk, &mut cache, Logits::All, obs)?)
+    }
+}
 
 #[derive(Debug, thiserror::Error)]
 pub enum PerplexityError {
@@ -19,6 +39,8 @@ pub enum PerplexityError {
     BadContext { n_ctx: usize, max: usize },
     #[error(transparent)]
     Forward(#[from] ForwardError),
+    #[error(transparent)]
+    Gpu(#[from] GpuError),
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -34,15 +56,15 @@ pub struct PerplexityResult {
 /// The chunks llama-perplexity scores: `n_ctx` tokens each, BOS first where the model adds
 /// one. Checks the context and the text's length.
 fn chunks<'a>(
-    model: &Llama,
+    config: &LlamaConfig,
     tokens: &'a [u32],
     n_ctx: usize,
     bos: Option<u32>,
 ) -> Result<impl Iterator<Item = (usize, Vec<u32>)> + 'a, PerplexityError> {
-    if n_ctx < 8 || n_ctx > model.config.max_context.max(8) {
+    if n_ctx < 8 || n_ctx > config.max_context.max(8) {
         return Err(PerplexityError::BadContext {
             n_ctx,
-            max: model.config.max_context,
+            max: config.max_context,
         });
     }
     if tokens.len() < 2 * n_ctx {
@@ -76,23 +98,21 @@ fn log_sum_exp(row: &[f32]) -> (f64, usize) {
 }
 
 pub fn perplexity(
-    model: &Llama,
+    config: &LlamaConfig,
     tokens: &[u32],
     n_ctx: usize,
     bos: Option<u32>,
-    obs: &mut dyn StageObserver,
+    logits_of: &mut ChunkLogits,
     on_chunk: &mut dyn FnMut(usize, usize, f64),
 ) -> Result<PerplexityResult, PerplexityError> {
     let n_chunks = tokens.len() / n_ctx;
     let first = n_ctx / 2;
-    let vocab = model.config.vocab_size;
+    let vocab = config.vocab_size;
     let mut nll = 0f64;
     let mut count = 0usize;
     let mut running = Vec::with_capacity(n_chunks);
-    let mut cache = model.new_cache(n_ctx);
-    for (c, (start, chunk)) in chunks(model, tokens, n_ctx, bos)?.enumerate() {
-        cache.truncate(0);
-        let logits = model.forward(&chunk, &mut cache, Logits::All, obs)?;
+    for (c, (start, chunk)) in chunks(config, tokens, n_ctx, bos)?.enumerate() {
+        let logits = logits_of(&chunk)?;
         for j in first..n_ctx - 1 {
             let row = &logits[j * vocab..(j + 1) * vocab];
             let target = tokens[start + j + 1] as usize;
@@ -127,27 +147,26 @@ pub struct Divergence {
     pub scored: usize,
 }
 
-/// Every chunk twice, plain (no observer) and under `probe` (an observer that injects
-/// numerics probes): what the probes cost the model's predictions, position by position.
+/// Every chunk twice, through `base` (the CPU reference) and `probe` (the reference under
+/// numerics probes, or the GPU route): what the probe's numerics cost the model's
+/// predictions, position by position.
 pub fn divergence(
-    model: &Llama,
+    config: &LlamaConfig,
     tokens: &[u32],
     n_ctx: usize,
     bos: Option<u32>,
-    probe: &mut dyn StageObserver,
+    base_of: &mut ChunkLogits,
+    probe_of: &mut ChunkLogits,
     on_chunk: &mut dyn FnMut(usize, usize),
 ) -> Result<Divergence, PerplexityError> {
     let n_chunks = tokens.len() / n_ctx;
     let first = n_ctx / 2;
-    let vocab = model.config.vocab_size;
+    let vocab = config.vocab_size;
     let (mut nll_b, mut nll_p, mut same) = (0f64, 0f64, 0usize);
     let mut klds = Vec::new();
-    let mut cache = model.new_cache(n_ctx);
-    for (c, (start, chunk)) in chunks(model, tokens, n_ctx, bos)?.enumerate() {
-        cache.truncate(0);
-        let base = model.forward(&chunk, &mut cache, Logits::All, &mut NoTrace)?;
-        cache.truncate(0);
-        let probed = model.forward(&chunk, &mut cache, Logits::All, probe)?;
+    for (c, (start, chunk)) in chunks(config, tokens, n_ctx, bos)?.enumerate() {
+        let base = base_of(&chunk)?;
+        let probed = probe_of(&chunk)?;
         for j in first..n_ctx - 1 {
             let (b, q) = (
                 &base[j * vocab..(j + 1) * vocab],

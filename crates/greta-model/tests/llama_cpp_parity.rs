@@ -71,12 +71,13 @@ fn perplexity_within_one_percent_of_llama_perplexity() {
     } else {
         None
     };
+    let mut plain = greta_trace::NoTrace;
     let r = greta_model::perplexity::perplexity(
-        &lm.model,
+        &lm.model.config,
         &ids,
         ctx,
         bos,
-        &mut greta_trace::NoTrace,
+        &mut greta_model::perplexity::cpu_logits(&lm.model, ctx, &mut plain),
         &mut |_, _, _| {},
     )
     .unwrap();
