@@ -173,11 +173,9 @@ fn perplexity_on_too_short_a_text_says_how_many_tokens_it_needs() {
     );
 }
 
-/// `perplexity --inject`: a planted fault moves the figure (the probes reach the forward
-/// passes), the JSON names what was injected, and a value that does not parse is bad input
-/// (exit 2) naming the accepted form.
-#[test]
-fn perplexity_under_an_injection_names_it_and_differs() {
+/// A text of ~200 tokens for the perplexity tests (in a directory that lives as long as the
+/// returned guard).
+fn fox_text() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let f = dir.path().join("text.txt");
     std::fs::write(
@@ -185,33 +183,39 @@ fn perplexity_under_an_injection_names_it_and_differs() {
         "the quick brown fox jumps over the lazy dog. ".repeat(20),
     )
     .unwrap();
-    let run = |inject: &[&str]| {
-        let mut args = vec![
-            "perplexity",
-            "--model",
-            &tiny_gguf(),
-            "--file",
-            f.to_str().unwrap(),
-            "--ctx",
-            "32",
-            "--json",
-        ]
-        .into_iter()
-        .map(String::from)
-        .collect::<Vec<_>>();
-        for i in inject {
-            match i.starts_with("--") {
-                true => args.push(i.to_string()),
-                false => args.extend(["--inject".to_string(), i.to_string()]),
-            }
-        }
-        let args: Vec<&str> = args.iter().map(String::as_str).collect();
-        let o = greta(&args);
+    let f = f.display().to_string();
+    (dir, f)
+}
+
+/// `greta perplexity` of the tiny model on `file`, chunks of 32, with `extra` flags.
+fn perplexity(file: &str, extra: &[&str]) -> Output {
+    let model = tiny_gguf();
+    let mut args = vec![
+        "perplexity",
+        "--model",
+        &model,
+        "--file",
+        file,
+        "--ctx",
+        "32",
+    ];
+    args.extend(extra);
+    greta(&args)
+}
+
+/// `perplexity --inject`: a planted fault moves the figure (the probes reach the forward
+/// passes), the JSON names what was injected, `--kl` gives both perplexities and a
+/// divergence that ranks a fault above an f16 probe, and bad input is named.
+#[test]
+fn perplexity_under_an_injection_names_it_and_differs() {
+    let (_dir, f) = fox_text();
+    let run = |extra: &[&str]| {
+        let o = perplexity(&f, &[&["--json"], extra].concat());
         assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
         serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
     };
     let plain = run(&[]);
-    let fault = run(&["1:attn_out:scale=3"]);
+    let fault = run(&["--inject", "1:attn_out:scale=3"]);
     assert_eq!(plain["inject"], serde_json::json!([]));
     assert_eq!(fault["inject"], serde_json::json!(["1:attn_out:scale=3"]));
     let (p, q) = (
@@ -224,7 +228,7 @@ fn perplexity_under_an_injection_names_it_and_differs() {
     );
     // --kl: both perplexities as the plain runs read them, and a divergence > 0 for the
     // fault; an f16 probe on one stage diverges far less than the fault.
-    let kl = run(&["1:attn_out:scale=3", "--kl"]);
+    let kl = run(&["--inject", "1:attn_out:scale=3", "--kl"]);
     let close = |a: &serde_json::Value, b: f64| (a.as_f64().unwrap() - b).abs() <= 1e-9 * b;
     assert!(
         close(&kl["ppl_base"], p) && close(&kl["ppl_probe"], q),
@@ -232,34 +236,20 @@ fn perplexity_under_an_injection_names_it_and_differs() {
     );
     let kld = kl["kld_mean"].as_f64().unwrap();
     assert!(kld > 0.0 && kl["kld_max"].as_f64().unwrap() >= kld, "{kl}");
-    let f16 = run(&["*:ffn_norm:f16", "--kl"]);
+    let f16 = run(&["--inject", "*:ffn_norm:f16", "--kl"]);
     assert!(
         f16["kld_mean"].as_f64().unwrap() < kld / 100.0,
         "{f16} against {kl}"
     );
-    let o = greta(&[
-        "perplexity",
-        "--model",
-        &tiny_gguf(),
-        "--file",
-        f.to_str().unwrap(),
-        "--kl",
-    ]);
+    // --kl with nothing to compare on the CPU; an --inject that does not parse (exit 2).
+    let o = perplexity(&f, &["--kl"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("give at least one --inject"),
         "{}",
         stderr(&o)
     );
-    let o = greta(&[
-        "perplexity",
-        "--model",
-        &tiny_gguf(),
-        "--file",
-        f.to_str().unwrap(),
-        "--inject",
-        "1:attn_out",
-    ]);
+    let o = perplexity(&f, &["--inject", "1:attn_out"]);
     assert_eq!(o.status.code(), Some(2));
     assert!(
         stderr(&o).contains("[PHASE@]LAYER:POINT:KIND"),
@@ -272,23 +262,8 @@ fn perplexity_under_an_injection_names_it_and_differs() {
 /// is), not run on the CPU.
 #[test]
 fn perplexity_on_the_gpu_is_refused_with_a_reason_without_one() {
-    let dir = tempfile::tempdir().unwrap();
-    let f = dir.path().join("text.txt");
-    std::fs::write(
-        &f,
-        "the quick brown fox jumps over the lazy dog. ".repeat(20),
-    )
-    .unwrap();
-    let o = greta(&[
-        "perplexity",
-        "--model",
-        &tiny_gguf(),
-        "--file",
-        f.to_str().unwrap(),
-        "--backend",
-        "gpu",
-        "--kl",
-    ]);
+    let (_dir, f) = fox_text();
+    let o = perplexity(&f, &["--backend", "gpu", "--kl"]);
     assert_eq!(o.status.code(), Some(1));
     assert!(
         stderr(&o).contains("--backend gpu: no GPU could be opened"),

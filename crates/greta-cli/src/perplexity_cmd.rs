@@ -1,0 +1,203 @@
+//! `greta perplexity`: llama-perplexity's figure on the CPU reference or the GPU route, under
+//! numerics probes, and with `--kl` how far a probed CPU model's or the GPU route's
+//! next-token distributions lie from the CPU reference's.
+
+use std::path::PathBuf;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use clap::Args;
+use greta_hal::BackendRequest;
+
+#[derive(Args)]
+pub struct PerplexityArgs {
+    #[command(flatten)]
+    model: crate::ModelArgs,
+    /// The text file to score.
+    #[arg(long, short = 'f')]
+    file: PathBuf,
+    /// Chunk length in tokens (llama-perplexity's -c).
+    #[arg(long, default_value_t = 512)]
+    ctx: usize,
+    /// Print the result as JSON: {"ppl", "chunks", "tokens", "inject", "backend"}, or with
+    /// --kl {"ppl_base", "ppl_probe", "kld_mean", "kld_p99", "kld_max", "same_top1",
+    /// "scored", "inject", "backend"}.
+    #[arg(long)]
+    json: bool,
+    /// A numerics probe (or fault) in every chunk's forward pass, as `greta audit`'s:
+    /// [PHASE@]LAYER:POINT:KIND, e.g. `*:ffn_norm:f16` rounds the gate/up product's input to
+    /// f16 in every layer (what f16 activations, the peers' numerics, do to it; KINDs and
+    /// points as `greta generate --help` lists them). Repeat the flag for several; the
+    /// perplexity is then the model's under those roundings, to set beside the plain one.
+    #[arg(
+        long,
+        value_name = "[PHASE@]LAYER:POINT:KIND",
+        allow_hyphen_values = true
+    )]
+    inject: Vec<String>,
+    /// Run every chunk twice and report how far the second run's next-token distributions
+    /// lie from the first's at the scored positions (llama-perplexity's --kl-divergence
+    /// figures: KL mean, 99th percentile and max in nats, the fraction whose top token
+    /// agrees) beside both perplexities. On the CPU: the plain model, then under --inject.
+    /// With --backend gpu: the CPU reference, then the GPU route (under its --split-inputs,
+    /// --split-lo): what the GPU's numerics cost the model's output.
+    #[arg(long)]
+    kl: bool,
+    /// Where to run: cpu (default: the reference, which llama-perplexity's figures match)
+    /// or gpu (the GPU route's logits; --inject is CPU only).
+    #[arg(long, default_value = "cpu", value_parser = crate::parse_backend)]
+    backend: BackendRequest,
+    #[command(flatten)]
+    gpu: crate::gpu_args::GpuArgs,
+}
+
+pub fn cmd_perplexity(a: PerplexityArgs) -> Result<()> {
+    let inject = crate::trace_cmd::parse_injections(&a.inject)?;
+    let platform: greta_hal::PlatformChoice = std::env::var("GRETA_PLATFORM")
+        .unwrap_or_else(|_| "auto".into())
+        .parse()?;
+    let selection = greta_hal::select(a.backend, platform)?;
+    let on_gpu = matches!(selection.backend, greta_hal::Backend::Gpu(_));
+    if on_gpu && !inject.is_empty() {
+        bail!("--inject runs on the CPU route only (the GPU's products read their operands on the device); on the GPU, --split-inputs and --split-lo set its numerics, and --kl compares them with the CPU reference");
+    }
+    if a.kl && !on_gpu && inject.is_empty() {
+        bail!("--kl on the CPU compares the model under --inject probes with the plain model: give at least one --inject (or --backend gpu, to compare the GPU route with the CPU reference)");
+    }
+    let path = crate::resolve_model(&a.model)?;
+    let text = std::fs::read_to_string(&a.file)
+        .with_context(|| format!("reading {}", a.file.display()))?;
+    let lm = crate::load_model(&path, a.json)?;
+    let tok = &lm.tokenizer;
+    let ids = tok.encode(&text, true)?;
+    let bos = if tok.add_bos { tok.bos } else { None };
+    let config = &lm.model.config;
+    // The probes ride on a recorder that records nothing (no selection, no output).
+    let mut obs = greta_trace::recorder::Recorder::new(
+        greta_trace::selection::Selection::default(),
+        config.n_layers,
+        greta_trace::recorder::RunIds {
+            run: crate::trace_cmd::run_id(),
+            prompt: a.file.display().to_string(),
+            backend: "cpu".into(),
+            route: "perplexity".into(),
+        },
+    )
+    .with_injections(inject.iter().copied());
+    for i in &inject {
+        eprintln!("injecting {i}");
+    }
+    // The GPU route's chunks: one state of n_ctx positions, reset for each.
+    let gpu = match &selection.backend {
+        greta_hal::Backend::Gpu(gpu) => {
+            let mut model = greta_model::llama::gpu::GpuLlama::load(
+                gpu,
+                config.clone(),
+                &lm.model.weights,
+                &mut |_, _| {},
+            )?;
+            a.gpu.apply(&mut model)?;
+            let st = model.new_state(a.ctx, a.ctx)?;
+            if !a.json {
+                eprintln!("GPU route: {}", selection.backend);
+            }
+            Some((model, st))
+        }
+        greta_hal::Backend::Cpu => {
+            a.gpu.note_unused_on_cpu();
+            None
+        }
+    };
+    let mut gpu_logits = gpu.map(|(model, mut st)| {
+        move |chunk: &[u32]| -> Result<Vec<f32>, greta_model::perplexity::PerplexityError> {
+            st.reset()?;
+            Ok(model.forward(
+                chunk,
+                &mut st,
+                greta_model::llama::Logits::All,
+                &mut greta_model::trace::NoTrace,
+            )?)
+        }
+    });
+    let t0 = Instant::now();
+    let quiet = a.json;
+    let inject_names: Vec<String> = inject.iter().map(|i| i.to_string()).collect();
+    if a.kl {
+        let mut plain = greta_trace::NoTrace;
+        let mut base = greta_model::perplexity::cpu_logits(&lm.model, a.ctx, &mut plain);
+        let mut cpu_probe = greta_model::perplexity::cpu_logits(&lm.model, a.ctx, &mut obs);
+        let probe: &mut greta_model::perplexity::ChunkLogits = match gpu_logits.as_mut() {
+            Some(g) => g,
+            None => &mut cpu_probe,
+        };
+        let d = greta_model::perplexity::divergence(
+            config,
+            &ids,
+            a.ctx,
+            bos,
+            &mut base,
+            probe,
+            &mut |i, n| {
+                if !quiet {
+                    eprintln!("chunk {i}/{n}");
+                }
+            },
+        )?;
+        let against = match on_gpu {
+            true => format!("the GPU route ({})", selection.backend),
+            false => inject_names.join(" "),
+        };
+        if a.json {
+            let mut v = serde_json::to_value(&d)?;
+            v["inject"] = serde_json::json!(inject_names);
+            v["backend"] = serde_json::json!(selection.backend.to_string());
+            println!("{v}");
+        } else {
+            println!(
+                "under {against}: perplexity {:.4} against {:.4} for the CPU reference; KL divergence mean {:.3e}, 99th percentile {:.3e}, max {:.3e} nats; same top token at {:.2} % of {} positions ({:.1}s)",
+                d.ppl_probe,
+                d.ppl_base,
+                d.kld_mean,
+                d.kld_p99,
+                d.kld_max,
+                100.0 * d.same_top1,
+                d.scored,
+                t0.elapsed().as_secs_f64()
+            );
+        }
+        return Ok(());
+    }
+    let mut cpu = greta_model::perplexity::cpu_logits(&lm.model, a.ctx, &mut obs);
+    let logits_of: &mut greta_model::perplexity::ChunkLogits = match gpu_logits.as_mut() {
+        Some(g) => g,
+        None => &mut cpu,
+    };
+    let r = greta_model::perplexity::perplexity(
+        config,
+        &ids,
+        a.ctx,
+        bos,
+        logits_of,
+        &mut |i, n, ppl| {
+            if !quiet {
+                eprintln!("chunk {i}/{n}: running ppl {ppl:.4}");
+            }
+        },
+    )?;
+    if a.json {
+        println!(
+            "{}",
+            serde_json::json!({"ppl": r.ppl, "chunks": r.chunks, "tokens": r.tokens, "inject": inject_names, "backend": selection.backend.to_string()})
+        );
+    } else {
+        println!(
+            "perplexity: {:.4} over {} chunks of {} ({} tokens, {:.1}s)",
+            r.ppl,
+            r.chunks,
+            a.ctx,
+            r.tokens,
+            t0.elapsed().as_secs_f64()
+        );
+    }
+    Ok(())
+}
