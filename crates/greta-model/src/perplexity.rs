@@ -41,6 +41,14 @@ pub enum PerplexityError {
     Forward(#[from] ForwardError),
     #[error(transparent)]
     Gpu(#[from] GpuError),
+    #[error(
+        "a chunk of {n_ctx} tokens gave {got} logits; {n_ctx} x the vocabulary's {vocab} expected"
+    )]
+    LogitsShape {
+        n_ctx: usize,
+        vocab: usize,
+        got: usize,
+    },
 }
 
 #[derive(Debug, Clone, serde::Serialize)]
@@ -83,6 +91,23 @@ fn chunks<'a>(
     }))
 }
 
+/// A chunk's logits, checked to hold a row for each of its positions.
+fn chunk_logits(
+    logits_of: &mut ChunkLogits,
+    chunk: &[u32],
+    vocab: usize,
+) -> Result<Vec<f32>, PerplexityError> {
+    let logits = logits_of(chunk)?;
+    match logits.len() == chunk.len() * vocab {
+        true => Ok(logits),
+        false => Err(PerplexityError::LogitsShape {
+            n_ctx: chunk.len(),
+            vocab,
+            got: logits.len(),
+        }),
+    }
+}
+
 /// log Σ exp(row) (in f64, from the row's maximum) and the row's first maximum.
 fn log_sum_exp(row: &[f32]) -> (f64, usize) {
     let (arg, max) =
@@ -105,14 +130,15 @@ pub fn perplexity(
     logits_of: &mut ChunkLogits,
     on_chunk: &mut dyn FnMut(usize, usize, f64),
 ) -> Result<PerplexityResult, PerplexityError> {
+    let all = chunks(config, tokens, n_ctx, bos)?;
     let n_chunks = tokens.len() / n_ctx;
     let first = n_ctx / 2;
     let vocab = config.vocab_size;
     let mut nll = 0f64;
     let mut count = 0usize;
     let mut running = Vec::with_capacity(n_chunks);
-    for (c, (start, chunk)) in chunks(config, tokens, n_ctx, bos)?.enumerate() {
-        let logits = logits_of(&chunk)?;
+    for (c, (start, chunk)) in all.enumerate() {
+        let logits = chunk_logits(logits_of, &chunk, vocab)?;
         for j in first..n_ctx - 1 {
             let row = &logits[j * vocab..(j + 1) * vocab];
             let target = tokens[start + j + 1] as usize;
@@ -159,14 +185,15 @@ pub fn divergence(
     probe_of: &mut ChunkLogits,
     on_chunk: &mut dyn FnMut(usize, usize),
 ) -> Result<Divergence, PerplexityError> {
+    let all = chunks(config, tokens, n_ctx, bos)?;
     let n_chunks = tokens.len() / n_ctx;
     let first = n_ctx / 2;
     let vocab = config.vocab_size;
     let (mut nll_b, mut nll_p, mut same) = (0f64, 0f64, 0usize);
     let mut klds = Vec::new();
-    for (c, (start, chunk)) in chunks(config, tokens, n_ctx, bos)?.enumerate() {
-        let base = base_of(&chunk)?;
-        let probed = probe_of(&chunk)?;
+    for (c, (start, chunk)) in all.enumerate() {
+        let base = chunk_logits(base_of, &chunk, vocab)?;
+        let probed = chunk_logits(probe_of, &chunk, vocab)?;
         for j in first..n_ctx - 1 {
             let (b, q) = (
                 &base[j * vocab..(j + 1) * vocab],
@@ -202,4 +229,82 @@ pub fn divergence(
         same_top1: same as f64 / n as f64,
         scored: n,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::llama::RopeStyle;
+
+    fn config(vocab: usize) -> LlamaConfig {
+        LlamaConfig {
+            vocab_size: vocab,
+            hidden: 8,
+            intermediate: 16,
+            n_layers: 1,
+            n_heads: 1,
+            n_kv_heads: 1,
+            head_dim: 8,
+            rms_eps: 1e-5,
+            rope_theta: 1e4,
+            rope_style: RopeStyle::HalfSplit,
+            rope_scaling: None,
+            max_context: 64,
+            tied_embeddings: false,
+        }
+    }
+
+    /// Logits that depend on the chunk's tokens only: row j favours token (t_j + 1) % 4.
+    fn logits(chunk: &[u32], sharp: f32) -> Vec<f32> {
+        chunk
+            .iter()
+            .flat_map(|&t| (0..4).map(move |v| if v == (t + 1) % 4 { sharp } else { 0.0 }))
+            .collect()
+    }
+
+    /// Against closed forms: the same model twice diverges by 0 and agrees everywhere; a
+    /// sharper copy's KL per position is KL(p ‖ q) for the two 4-way distributions, and its
+    /// top token is the same; the perplexity is exp of the mean of -log p(next token).
+    #[test]
+    fn divergence_and_perplexity_match_closed_forms() {
+        let cfg = config(4);
+        let tokens: Vec<u32> = (0..32).map(|i| i % 4).collect();
+        let mut a = |c: &[u32]| Ok(logits(c, 1.0));
+        let mut b = |c: &[u32]| Ok(logits(c, 1.0));
+        let d = divergence(&cfg, &tokens, 16, None, &mut a, &mut b, &mut |_, _| {}).unwrap();
+        assert_eq!((d.kld_mean, d.kld_max, d.same_top1), (0.0, 0.0, 1.0));
+        assert_eq!(
+            d.scored,
+            2 * 7,
+            "positions 8..15 of each chunk predict 7 tokens"
+        );
+        // Every next token is (t + 1) % 4, the favoured one: p = e / (e + 3).
+        let p = std::f64::consts::E / (std::f64::consts::E + 3.0);
+        assert!((d.ppl_base - 1.0 / p).abs() < 1e-12, "{}", d.ppl_base);
+        let r = perplexity(&cfg, &tokens, 16, None, &mut a, &mut |_, _, _| {}).unwrap();
+        assert!((r.ppl - d.ppl_base).abs() < 1e-12);
+        let mut sharp = |c: &[u32]| Ok(logits(c, 2.0));
+        let d = divergence(&cfg, &tokens, 16, None, &mut a, &mut sharp, &mut |_, _| {}).unwrap();
+        let q = (2f64).exp() / ((2f64).exp() + 3.0);
+        let kl = p * (p / q).ln() + (1.0 - p) * ((1.0 - p) / 3.0 / ((1.0 - q) / 3.0)).ln();
+        assert!(
+            (d.kld_mean - kl).abs() < 1e-9 && (d.kld_max - kl).abs() < 1e-9,
+            "{d:?} {kl}"
+        );
+        assert_eq!(d.same_top1, 1.0);
+    }
+
+    /// A closure that gives the wrong number of logits is an error naming both counts.
+    #[test]
+    fn a_chunk_with_the_wrong_logits_count_is_an_error() {
+        let cfg = config(4);
+        let tokens: Vec<u32> = (0..32).map(|i| i % 4).collect();
+        let mut short = |c: &[u32]| Ok(vec![0.0; c.len() * 4 - 1]);
+        let e = perplexity(&cfg, &tokens, 16, None, &mut short, &mut |_, _, _| {}).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("gave 63 logits; 16 x the vocabulary's 4"),
+            "{e}"
+        );
+    }
 }
