@@ -184,6 +184,18 @@ struct TokenizeArgs {
     no_bos: bool,
 }
 
+/// A command's result and its error exit code: a trace selection or --inject that does not
+/// parse is bad input (2, as the trace tools exit), any other error 1.
+fn with_trace_input_code(r: Result<()>) -> (Result<i32>, i32) {
+    let bad_trace_input = r.as_ref().err().is_some_and(|e| {
+        e.downcast_ref::<greta_trace::selection::SelectionError>()
+            .is_some()
+            || e.downcast_ref::<greta_trace::inject::InjectError>()
+                .is_some()
+    });
+    (r.map(|_| 0), if bad_trace_input { 2 } else { 1 })
+}
+
 fn parse_backend(s: &str) -> Result<BackendRequest, String> {
     s.parse()
         .map_err(|e: greta_hal::UnknownBackend| e.to_string())
@@ -204,28 +216,9 @@ fn main() {
         .expect("rayon's global pool is set up once, before any parallel call");
     // The trace and audit tools exit 2 on bad input, keeping 1 for "divergence found".
     let (result, error_code) = match cli.command {
-        Command::Generate(a) => {
-            let r = cmd_generate(a);
-            // A trace selection or --inject that does not parse is bad input to the trace
-            // tools too: exit 2, as they do.
-            let bad_trace_input = r.as_ref().err().is_some_and(|e| {
-                e.downcast_ref::<greta_trace::selection::SelectionError>()
-                    .is_some()
-                    || e.downcast_ref::<greta_trace::inject::InjectError>()
-                        .is_some()
-            });
-            (r.map(|_| 0), if bad_trace_input { 2 } else { 1 })
-        }
+        Command::Generate(a) => with_trace_input_code(cmd_generate(a)),
         Command::Tokenize(a) => (cmd_tokenize(a).map(|_| 0), 1),
-        Command::Perplexity(a) => {
-            let r = perplexity_cmd::cmd_perplexity(a);
-            // An --inject that does not parse is bad input, as for the trace tools.
-            let bad = r.as_ref().err().is_some_and(|e| {
-                e.downcast_ref::<greta_trace::inject::InjectError>()
-                    .is_some()
-            });
-            (r.map(|_| 0), if bad { 2 } else { 1 })
-        }
+        Command::Perplexity(a) => with_trace_input_code(perplexity_cmd::cmd_perplexity(a)),
         Command::Bench(a) => (bench_cmd::cmd_bench(a).map(|_| 0), 1),
         Command::Logits(a) => (cmd_logits(a).map(|_| 0), 1),
         Command::Info => (cmd_info().map(|_| 0), 1),

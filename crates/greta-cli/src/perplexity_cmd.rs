@@ -122,21 +122,23 @@ pub fn cmd_perplexity(a: PerplexityArgs) -> Result<()> {
     let t0 = Instant::now();
     let quiet = a.json;
     let inject_names: Vec<String> = inject.iter().map(|i| i.to_string()).collect();
+    // The route scored (and, with --kl, set against the plain CPU reference): the GPU's, or
+    // the CPU model under the probes.
+    let mut cpu = greta_model::perplexity::cpu_logits(&lm.model, a.ctx, &mut obs);
+    let route: &mut greta_model::perplexity::ChunkLogits = match gpu_logits.as_mut() {
+        Some(g) => g,
+        None => &mut cpu,
+    };
     if a.kl {
         let mut plain = greta_trace::NoTrace;
         let mut base = greta_model::perplexity::cpu_logits(&lm.model, a.ctx, &mut plain);
-        let mut cpu_probe = greta_model::perplexity::cpu_logits(&lm.model, a.ctx, &mut obs);
-        let probe: &mut greta_model::perplexity::ChunkLogits = match gpu_logits.as_mut() {
-            Some(g) => g,
-            None => &mut cpu_probe,
-        };
         let d = greta_model::perplexity::divergence(
             config,
             &ids,
             a.ctx,
             bos,
             &mut base,
-            probe,
+            route,
             &mut |i, n| {
                 if !quiet {
                     eprintln!("chunk {i}/{n}");
@@ -167,23 +169,12 @@ pub fn cmd_perplexity(a: PerplexityArgs) -> Result<()> {
         }
         return Ok(());
     }
-    let mut cpu = greta_model::perplexity::cpu_logits(&lm.model, a.ctx, &mut obs);
-    let logits_of: &mut greta_model::perplexity::ChunkLogits = match gpu_logits.as_mut() {
-        Some(g) => g,
-        None => &mut cpu,
-    };
-    let r = greta_model::perplexity::perplexity(
-        config,
-        &ids,
-        a.ctx,
-        bos,
-        logits_of,
-        &mut |i, n, ppl| {
+    let r =
+        greta_model::perplexity::perplexity(config, &ids, a.ctx, bos, route, &mut |i, n, ppl| {
             if !quiet {
                 eprintln!("chunk {i}/{n}: running ppl {ppl:.4}");
             }
-        },
-    )?;
+        })?;
     if a.json {
         println!(
             "{}",

@@ -328,7 +328,7 @@ mod avx2 {
         assert_eq!(xsum.len() * 32, x.len(), "one sum per 32-value block of x");
         // Rows are short (SmolLM2's: 360 bytes), too short for the hardware prefetchers to
         // run ahead of: ask for the row AHEAD rows on while this one is summed, or each
-        // row's first loads wait on memory (2026-12-02, Intel Xeon: decode 46 -> 118 tok/s).
+        // row's first loads wait on memory (2026-12-02, Intel Xeon: decode 44 -> 90 tok/s).
         const AHEAD: usize = 8;
         let (base, len) = (w.as_ptr() as usize, w.len());
         for (n, (yv, row)) in y.iter_mut().zip(w.chunks_exact(rb)).enumerate() {
