@@ -312,9 +312,9 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     constexpr unsigned TNO = SWIGLU ? TN / 2 : TN;
     // Bytes: an f16 box row is 128 (K 64 halves), an FP8 one 64.
     constexpr unsigned A_HALVES = TM * WG_BK, HI_BYTES = (TM + TN) * WG_BK * 2;
-    // SEQ: a stage holds one step's boxes, the f16 ones or (the first half of it) the FP8 ones.
+    // SEQ: a stage holds one step's boxes, the f16 ones (K 64) or the FP8 ones (K 128: the
+    // same 128-byte rows, so the same layout, swizzle and descriptors).
     constexpr unsigned LO8_BYTES = LO8 && !SEQ ? (TM + TN) * WG_BK : 0, STAGE_BYTES = HI_BYTES + LO8_BYTES;
-    constexpr unsigned SEQ_LO_BYTES = (TM + TN) * WG_BK;
     static_assert(A_HALVES * 2 % 1024 == 0 && STAGE_BYTES % 1024 == 0, "boxes start on swizzle atoms");
     constexpr unsigned CONSUMER_WARPS = TM / 64 * 4;
     // Swizzle atoms are 1024-byte aligned (the launcher adds 1 KiB for this).
@@ -337,7 +337,9 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     }
     const unsigned row0 = g_bid() * TM, col0 = j * TNO;
     const unsigned hi_steps = (k + WG_BK - 1) / WG_BK;
-    const unsigned steps = SEQ || (!LO8 && has_lo) ? 2 * hi_steps : hi_steps;
+    // SEQ: the FP8 steps take K 128 each (a whole stage), then the f16 steps K 64.
+    const unsigned lo_steps = SEQ ? (k + 2 * WG_BK - 1) / (2 * WG_BK) : 0;
+    const unsigned steps = SEQ ? lo_steps + hi_steps : !LO8 && has_lo ? 2 * hi_steps : hi_steps;
     if (tid == producer) {
         for (unsigned s = 0; s < STAGES; ++s) {
             g_mbar_init(&full[s], 1);
@@ -356,20 +358,16 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
             // The consumers' release of this stage's previous use.
             if (s >= STAGES) g_mbar_wait(&empty[st], ph ^ 1);
             if constexpr (SEQ) {
-                // The FP8 steps first, then the f16 ones, each over all of K.
-                const bool lo = s < hi_steps;
-                const int kc = (int)((lo ? s : s - hi_steps) * WG_BK);
+                // The FP8 steps first (K 128: boxes of 128-byte rows, as the f16 ones), then
+                // the f16 ones (K 64), each over all of K; every step fills its stage.
+                const bool lo = s < lo_steps;
+                const int kc = (int)(lo ? s * 2 * WG_BK : (s - lo_steps) * WG_BK);
                 unsigned char* slab = smem + st * STAGE_BYTES;
-                g_mbar_arrive_expect(&full[st], lo ? SEQ_LO_BYTES : STAGE_BYTES);
-                if (lo) {
-                    g_tma_load_2d(slab, ta_lo, kc, (int)row0, &full[st]);
-                    g_tma_load_2d(slab + TM * WG_BK, tw8, kc, (int)col0, &full[st]);
-                    if (SWIGLU) g_tma_load_2d(slab + TM * WG_BK + TNO * WG_BK, tw8_1, kc, (int)col0, &full[st]);
-                } else {
-                    g_tma_load_2d(slab, ta, kc, (int)row0, &full[st]);
-                    g_tma_load_2d(slab + A_HALVES * 2, tw, kc, (int)col0, &full[st]);
-                    if (SWIGLU) g_tma_load_2d(slab + A_HALVES * 2 + TNO * WG_BK * 2, tw1, kc, (int)col0, &full[st]);
-                }
+                g_mbar_arrive_expect(&full[st], STAGE_BYTES);
+                g_tma_load_2d(slab, lo ? ta_lo : ta, kc, (int)row0, &full[st]);
+                g_tma_load_2d(slab + A_HALVES * 2, lo ? tw8 : tw, kc, (int)col0, &full[st]);
+                if (SWIGLU)
+                    g_tma_load_2d(slab + A_HALVES * 2 + TNO * WG_BK * 2, lo ? tw8_1 : tw1, kc, (int)col0, &full[st]);
                 if (++st == STAGES) st = 0, ph ^= 1;
                 continue;
             }
@@ -405,18 +403,18 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     unsigned st = 0, ph = 0, prev = 0;
     const unsigned long long da0 = g_wgmma_desc(smem + c * 64 * WG_BK * 2), db0 = g_wgmma_desc(smem + A_HALVES * 2);
     if constexpr (SEQ) {
-        // The FP8 boxes at the stage's start, and the low products' scales (read ahead).
-        const unsigned long long la0 = g_wgmma_desc64(smem + c * 64 * WG_BK), lb0 = g_wgmma_desc64(smem + TM * WG_BK);
+        // The low products' scales (read ahead). Their boxes lie as the f16 ones (da0, db0).
         const float lo_scale = 1.0f / (float)(1u << G_LO8_SCALE_LOG2);
         const float scale = *sw * lo_scale, scale_up = SWIGLU ? *sw1 * lo_scale : scale;
         // Two loops, not one with a branch between the FP8 and the f16 products: a wgmma in
         // a path ptxas cannot prove uniform makes it serialise every wgmma (C7520).
-        for (unsigned s = 0; s < hi_steps; ++s) {
+        for (unsigned s = 0; s < lo_steps; ++s) {
             g_mbar_wait(&full[st], ph);
             const unsigned long long at = st * (STAGE_BYTES >> 4);
             g_wgmma_fence();
-            for (unsigned kk = 0; kk < WG_BK / 32; ++kk)
-                g_wgmma_m64k32_e5m2_e4m3<TN>(acc, la0 + at + 2 * kk, lb0 + at + 2 * kk, s > 0 || kk > 0);
+            // K 128 a step: four K 32 products, each 32 bytes on along the 128-byte rows.
+            for (unsigned kk = 0; kk < 2 * WG_BK / 32; ++kk)
+                g_wgmma_m64k32_e5m2_e4m3<TN>(acc, da0 + at + 2 * kk, db0 + at + 2 * kk, s > 0 || kk > 0);
             g_wgmma_commit();
             g_wgmma_wait<1>();
             if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[prev]);
@@ -427,7 +425,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
         // products then add onto them in the same registers.
         g_wgmma_wait<0>();
         for (unsigned q = 0; q < TN / 2; ++q) acc[q] *= SWIGLU && q >= TN / 4 ? scale_up : scale;
-        for (unsigned s = hi_steps; s < steps; ++s) {
+        for (unsigned s = lo_steps; s < steps; ++s) {
             g_mbar_wait(&full[st], ph);
             const unsigned long long at = st * (STAGE_BYTES >> 4);
             g_wgmma_fence();
@@ -588,8 +586,9 @@ GEMM_WGMMA_LO8(gemm_f16_wgmma_64_lo8, 64, 64, 6)
 GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128_lo8, 128, 128, 4, false)
 GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_64_lo8, 64, 64, 6, false)
 // The wide tiles' FP8-lo SwiGLU forms (SEQ, session 31): one accumulator set, so the wide
-// tile's registers suffice. A tile's FP8 steps run first over all of K into acc (a stage
-// holds one step's boxes: the FP8 ones fill half of it), acc is scaled once by the low
+// tile's registers suffice. A tile's FP8 steps run first over all of K into acc (K 128 a
+// step, so its boxes fill a stage as the f16 steps' K 64 do; the host maps the FP8
+// operands in 128-byte rows for these tiles), acc is scaled once by the low
 // products' powers of two, then the f16 steps add onto it: the LO8 forms' terms (their
 // epilogue adds the scaled lo sums last), summed in another order. The f16 wide tiles'
 // stages (4 of 44-48 KiB); 146 and 166 registers, as those.

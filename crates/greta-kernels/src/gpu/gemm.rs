@@ -217,7 +217,7 @@ pub(super) fn wgmma_lo8_shared(tile: WgmmaTile) -> u32 {
 
 /// Dynamic shared memory of the SwiGLU GEMM's FP8-lo form of `tile`: the LO8 tiles' two
 /// accumulator sets (`wgmma_lo8_shared`), or on the wide tiles the one-accumulator form
-/// (SEQ in kernels/gemm.hip), whose stages are the f16 form's (an FP8 step fills half of one).
+/// (SEQ in kernels/gemm.hip), whose stages are the f16 form's (an FP8 step of K 128 fills one).
 pub(super) fn swiglu_lo8_shared(tile: WgmmaTile) -> u32 {
     match WgmmaTile::LO8.contains(&tile) {
         true => wgmma_lo8_shared(tile),
@@ -606,13 +606,19 @@ impl GpuKernels {
                     ))
                 })?;
             let (m32, half) = (tile.m as u32, tile.n as u32 / 2);
+            // The FP8 boxes: K 64 (64-byte rows) beside the f16 ones in the LO8 tiles' stages;
+            // K 128 (128-byte rows, a stage of their own) in the wide tiles' FP8-first form.
+            let k8 = match WgmmaTile::LO8.contains(&tile) {
+                true => WGMMA_BK,
+                false => 2 * WGMMA_BK,
+            };
             let args = Args::new()
                 .tmap(a.tensor_map_f16(t, k, m32, WGMMA_BK)?)
-                .tmap(q.tensor_map_u8(t, k, m32, WGMMA_BK)?)
+                .tmap(q.tensor_map_u8(t, k, m32, k8)?)
                 .tmap(w_gate.tensor_map_f16(n, k, half, WGMMA_BK)?)
                 .tmap(w_up.tensor_map_f16(n, k, half, WGMMA_BK)?)
-                .tmap(w8_gate.q.tensor_map_u8(n, k, half, WGMMA_BK)?)
-                .tmap(w8_up.q.tensor_map_u8(n, k, half, WGMMA_BK)?)
+                .tmap(w8_gate.q.tensor_map_u8(n, k, half, k8)?)
+                .tmap(w8_up.q.tensor_map_u8(n, k, half, k8)?)
                 .ptr(&w8_gate.scale)
                 .ptr(&w8_up.scale);
             let args = self
