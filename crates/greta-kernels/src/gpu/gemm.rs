@@ -873,7 +873,7 @@ mod tests {
 
     /// Every SwiGLU tile has an FP8-lo form within the 227 KiB a block may opt in to: the
     /// LO8 tiles' stages of four boxes, the wide tiles' one-accumulator form in the f16
-    /// form's stages (an FP8 step fills half of one).
+    /// form's stages (an FP8 step of K 128 fills one).
     #[test]
     fn swiglu_lo8_forms_fit_shared_memory() {
         for tile in WgmmaTile::SWIGLU {
