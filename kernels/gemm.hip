@@ -595,8 +595,10 @@ GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_64_lo8, 64, 64, 6, false)
 // Session 17's sequential FP8 form on the 128 tile lost to f16 low halves, but it promoted
 // scaled partial sums every step (a wait on its own products each step); this waits once.
 // Session 32 (H200): 7B's gate/up on 128 x 224 so, prefill-512 18.3 -> 17.6 ms, audits as
-// before. The same form on the 128 x 128 tile and for the grouped products
-// (lo8-seq-all.patch) lost 0.5 ms of that: there the interleaved sets stay.
+// before; session 33, the FP8 steps at K 128: 17.6 -> 16.9 ms. The same form on the 128 x
+// 128 tile and for the grouped products lost 0.5 ms with K 64 FP8 steps
+// (lo8-seq-all.patch) and gained 0.65 ms with K 128 ones (lo8-seq-grouped.patch, session
+// 33: not yet audited on the GPU, so the interleaved sets stay there for now).
 GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128x256_lo8, 128, 256, 4, true)
 GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128x224_lo8, 128, 224, 4, true)
 #endif
