@@ -1,6 +1,6 @@
 //! `greta perplexity`: llama-perplexity's figure on the CPU reference or the GPU route, under
-//! numerics probes, and with `--kl` how far a probed CPU model's or the GPU route's
-//! next-token distributions lie from the CPU reference's.
+//! numerics probes, and with `--kl` how far a probed CPU model's, another model file's or
+//! the GPU route's next-token distributions lie from the CPU reference's.
 
 use std::path::PathBuf;
 use std::time::Instant;
@@ -21,7 +21,7 @@ pub struct PerplexityArgs {
     ctx: usize,
     /// Print the result as JSON: {"ppl", "chunks", "tokens", "inject", "backend"}, or with
     /// --kl {"ppl_base", "ppl_probe", "kld_mean", "kld_p99", "kld_max", "same_top1",
-    /// "scored", "inject", "backend"}.
+    /// "scored", "inject", "backend"} (and "kl_model" with --kl-model).
     #[arg(long)]
     json: bool,
     /// A numerics probe (or fault) in every chunk's forward pass, as `greta audit`'s:
@@ -43,6 +43,12 @@ pub struct PerplexityArgs {
     /// --split-lo): what the GPU's numerics cost the model's output.
     #[arg(long)]
     kl: bool,
+    /// --kl against another model file on the CPU (under --inject, if given), e.g. a
+    /// quantization of the same model or its weights rounded to the GPU's f16
+    /// (llama-perplexity's --kl-divergence against a base). It must have the same vocabulary
+    /// and tokenize the text as -m's model does; implies --kl.
+    #[arg(long, value_name = "MODEL")]
+    kl_model: Option<PathBuf>,
     /// Where to run: cpu (default: the reference, which llama-perplexity's figures match)
     /// or gpu (the GPU route's logits; --inject is CPU only).
     #[arg(long, default_value = "cpu", value_parser = crate::parse_backend)]
@@ -61,8 +67,12 @@ pub fn cmd_perplexity(a: PerplexityArgs) -> Result<()> {
     if on_gpu && !inject.is_empty() {
         bail!("--inject runs on the CPU route only (the GPU's products read their operands on the device); on the GPU, --split-inputs and --split-lo set its numerics, and --kl compares them with the CPU reference");
     }
-    if a.kl && !on_gpu && inject.is_empty() {
-        bail!("--kl on the CPU compares the model under --inject probes with the plain model: give at least one --inject (or --backend gpu, to compare the GPU route with the CPU reference)");
+    if on_gpu && a.kl_model.is_some() {
+        bail!("--kl-model compares two models on the CPU; --backend gpu compares the GPU route with the CPU reference (give one of them)");
+    }
+    let kl = a.kl || a.kl_model.is_some();
+    if kl && !on_gpu && inject.is_empty() && a.kl_model.is_none() {
+        bail!("--kl on the CPU compares the model under --inject probes with the plain model: give at least one --inject, or --kl-model (another model file), or --backend gpu (the GPU route against the CPU reference)");
     }
     let path = crate::resolve_model(&a.model)?;
     let text = std::fs::read_to_string(&a.file)
@@ -72,6 +82,31 @@ pub fn cmd_perplexity(a: PerplexityArgs) -> Result<()> {
     let ids = tok.encode(&text, true)?;
     let bos = if tok.add_bos { tok.bos } else { None };
     let config = &lm.model.config;
+    // --kl-model: the other model, which must read the text as the same token ids.
+    let probe = match &a.kl_model {
+        Some(p) => {
+            let other = crate::load_model(p, a.json)?;
+            if other.model.config.vocab_size != config.vocab_size {
+                bail!(
+                    "--kl-model {}: a vocabulary of {} tokens, where {} has {}: KL needs the same vocabulary",
+                    p.display(),
+                    other.model.config.vocab_size,
+                    path.display(),
+                    config.vocab_size
+                );
+            }
+            if other.tokenizer.encode(&text, true)? != ids {
+                bail!(
+                    "--kl-model {}: its tokenizer reads {} as other token ids than {}'s: KL needs the same tokens",
+                    p.display(),
+                    a.file.display(),
+                    path.display()
+                );
+            }
+            Some(other)
+        }
+        None => None,
+    };
     // The probes ride on a recorder that records nothing (no selection, no output).
     let mut obs = greta_trace::recorder::Recorder::new(
         greta_trace::selection::Selection::default(),
@@ -123,13 +158,14 @@ pub fn cmd_perplexity(a: PerplexityArgs) -> Result<()> {
     let quiet = a.json;
     let inject_names: Vec<String> = inject.iter().map(|i| i.to_string()).collect();
     // The route scored (and, with --kl, set against the plain CPU reference): the GPU's, or
-    // the CPU model under the probes.
-    let mut cpu = greta_model::perplexity::cpu_logits(&lm.model, a.ctx, &mut obs);
+    // the CPU model (-m's, or --kl-model's) under the probes.
+    let cpu_model = probe.as_ref().map_or(&lm.model, |p| &p.model);
+    let mut cpu = greta_model::perplexity::cpu_logits(cpu_model, a.ctx, &mut obs);
     let route: &mut greta_model::perplexity::ChunkLogits = match gpu_logits.as_mut() {
         Some(g) => g,
         None => &mut cpu,
     };
-    if a.kl {
+    if kl {
         let mut plain = greta_trace::NoTrace;
         let mut base = greta_model::perplexity::cpu_logits(&lm.model, a.ctx, &mut plain);
         let d = greta_model::perplexity::divergence(
@@ -145,14 +181,20 @@ pub fn cmd_perplexity(a: PerplexityArgs) -> Result<()> {
                 }
             },
         )?;
-        let against = match on_gpu {
-            true => format!("the GPU route ({})", selection.backend),
-            false => inject_names.join(" "),
+        let against = match (on_gpu, &a.kl_model) {
+            (true, _) => format!("the GPU route ({})", selection.backend),
+            (false, Some(p)) => format!("{} {}", p.display(), inject_names.join(" "))
+                .trim_end()
+                .to_string(),
+            (false, None) => inject_names.join(" "),
         };
         if a.json {
             let mut v = serde_json::to_value(&d)?;
             v["inject"] = serde_json::json!(inject_names);
             v["backend"] = serde_json::json!(selection.backend.to_string());
+            if let Some(p) = &a.kl_model {
+                v["kl_model"] = serde_json::json!(p.display().to_string());
+            }
             println!("{v}");
         } else {
             println!(

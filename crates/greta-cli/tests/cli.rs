@@ -258,6 +258,51 @@ fn perplexity_under_an_injection_names_it_and_differs() {
     );
 }
 
+/// `perplexity --kl-model`: the probe route is the other file's model (its perplexity is
+/// what a plain run of that file reads), its divergence from the Q8_0 quantization of the
+/// same weights is > 0 and far below a planted fault's, and --inject applies to it.
+#[test]
+fn perplexity_kl_against_another_model_file() {
+    let (_dir, f) = fox_text();
+    let q8 = tiny_gguf().replace("model-f16.gguf", "model-q8_0.gguf");
+    let json = |o: Output| {
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
+    };
+    let q8_plain = json(greta(&[
+        "perplexity",
+        "--model",
+        &q8,
+        "--file",
+        &f,
+        "--ctx",
+        "32",
+        "--json",
+    ]));
+    let kl = json(perplexity(&f, &["--kl-model", &q8, "--json"]));
+    assert_eq!(kl["kl_model"], serde_json::json!(q8), "{kl}");
+    let (probe, plain) = (
+        kl["ppl_probe"].as_f64().unwrap(),
+        q8_plain["ppl"].as_f64().unwrap(),
+    );
+    assert!((probe - plain).abs() <= 1e-9 * plain, "{probe} {plain}");
+    let kld = kl["kld_mean"].as_f64().unwrap();
+    let fault = json(perplexity(
+        &f,
+        &[
+            "--kl-model",
+            &q8,
+            "--inject",
+            "1:attn_out:scale=3",
+            "--json",
+        ],
+    ));
+    assert!(
+        kld > 0.0 && fault["kld_mean"].as_f64().unwrap() > 100.0 * kld,
+        "{kl} against {fault}"
+    );
+}
+
 /// `perplexity --backend gpu` where no GPU opens: refused with the reason (as `generate`'s
 /// is), not run on the CPU.
 #[test]
