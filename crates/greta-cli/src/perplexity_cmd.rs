@@ -107,10 +107,15 @@ pub fn cmd_perplexity(a: PerplexityArgs) -> Result<()> {
         }
         None => None,
     };
-    // The probes ride on a recorder that records nothing (no selection, no output).
+    // The probes ride on a recorder that records nothing (no selection, no output), on the
+    // model they probe.
+    let probed_layers = probe
+        .as_ref()
+        .map_or(config.n_layers, |p| p.model.config.n_layers);
+    greta_trace::inject::check_layers(&inject, probed_layers)?;
     let mut obs = greta_trace::recorder::Recorder::new(
         greta_trace::selection::Selection::default(),
-        config.n_layers,
+        probed_layers,
         greta_trace::recorder::RunIds {
             run: crate::trace_cmd::run_id(),
             prompt: a.file.display().to_string(),

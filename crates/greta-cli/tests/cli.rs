@@ -256,6 +256,14 @@ fn perplexity_under_an_injection_names_it_and_differs() {
         "{}",
         stderr(&o)
     );
+    // A layer the model lacks would never fire: named, not ignored (the tiny model has 2).
+    let o = perplexity(&f, &["--kl", "--inject", "2:attn_out:f16"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("layer 2, but the model has 2 layers (0 to 1)"),
+        "{}",
+        stderr(&o)
+    );
 }
 
 /// `perplexity --kl-model`: the probe route is the other file's model (its perplexity is

@@ -189,6 +189,26 @@ pub const PRODUCT_OUTPUTS: [Point; 7] = [
     Point::FfnOut,
 ];
 
+/// An error naming the first injection whose layer the model lacks (`n_layers` layers):
+/// such an injection would never fire, and a probe that silently does nothing reads as a
+/// stage that does not care.
+pub fn check_layers(inject: &[Injection], n_layers: usize) -> Result<(), InjectError> {
+    match inject
+        .iter()
+        .find(|i| i.layer.is_some_and(|l| l >= n_layers))
+    {
+        Some(i) => Err(InjectError {
+            value: i.to_string(),
+            reason: format!(
+                "layer {}, but the model has {n_layers} layers (0 to {})",
+                i.layer.unwrap_or_default(),
+                n_layers.saturating_sub(1)
+            ),
+        }),
+        None => Ok(()),
+    }
+}
+
 impl Injection {
     /// Whether the injection acts in a pass of `phase`.
     pub fn in_phase(&self, phase: Phase) -> bool {
@@ -391,6 +411,26 @@ mod tests {
             .unwrap()
             .apply(at, &mut exact);
         assert_eq!(exact, f16, "f16 values have lo = 0");
+    }
+
+    #[test]
+    fn layers_past_the_model_are_named() {
+        let inject: Vec<Injection> = [
+            "*:ffn_act:f16",
+            "-:final_norm:f16",
+            "29:ffn_act:f16",
+            "30:ffn_act:f16",
+        ]
+        .iter()
+        .map(|s| s.parse().unwrap())
+        .collect();
+        assert_eq!(check_layers(&inject[..3], 30), Ok(()));
+        let e = check_layers(&inject, 30).unwrap_err();
+        assert_eq!(e.value, "30:ffn_act:f16");
+        assert!(
+            e.reason.contains("the model has 30 layers (0 to 29)"),
+            "{e}"
+        );
     }
 
     #[test]
