@@ -112,7 +112,6 @@ pub fn cmd_perplexity(a: PerplexityArgs) -> Result<()> {
     let probed_layers = probe
         .as_ref()
         .map_or(config.n_layers, |p| p.model.config.n_layers);
-    greta_trace::inject::check_layers(&inject, probed_layers)?;
     let mut obs = greta_trace::recorder::Recorder::new(
         greta_trace::selection::Selection::default(),
         probed_layers,
@@ -123,7 +122,7 @@ pub fn cmd_perplexity(a: PerplexityArgs) -> Result<()> {
             route: "perplexity".into(),
         },
     )
-    .with_injections(inject.iter().copied());
+    .with_injections(inject.iter().copied())?;
     for i in &inject {
         eprintln!("injecting {i}");
     }

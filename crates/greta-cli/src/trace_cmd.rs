@@ -147,10 +147,9 @@ pub fn generate_recorder(
         route: route.into(),
     };
     let n_layers = lm.model.config.n_layers;
-    greta_trace::inject::check_layers(inject, n_layers)?;
     if !sel.enabled {
         return Ok((
-            Recorder::new(sel, n_layers, ids).with_injections(inject.iter().copied()),
+            Recorder::new(sel, n_layers, ids).with_injections(inject.iter().copied())?,
             None,
         ));
     }
@@ -178,7 +177,7 @@ pub fn generate_recorder(
         selection: selection_json(&sel),
     };
     let rec = Recorder::new(sel, n_layers, ids)
-        .with_injections(inject.iter().copied())
+        .with_injections(inject.iter().copied())?
         .to_writer(Box::new(std::io::BufWriter::new(file)), &record)?;
     Ok((rec, Some(path)))
 }
@@ -337,7 +336,6 @@ pub fn cmd_prefill_decode(
 ) -> Result<i32> {
     refuse_backend_only_flags(args, "prefill-decode")?;
     let setup = args.setup()?;
-    greta_trace::inject::check_layers(&setup.inject, lm.model.config.n_layers)?;
     let tokens = lm.tokenizer.encode(&args.prompt, true)?;
     let positions: Vec<usize> = match positions {
         None | Some("all") => (0..tokens.len()).collect(),
@@ -377,7 +375,6 @@ pub fn cmd_backend(args: &AuditArgs, against: &str, path: &Path) -> Result<i32> 
             // measures the GPU's kernels, not the f16 storage format.
             let reference =
                 greta_model::model::load_as(path, CpuWeights::F16Rounded, &mut |_, _| {})?;
-            greta_trace::inject::check_layers(&setup.inject, reference.model.config.n_layers)?;
             let tokens = reference.tokenizer.encode(&args.prompt, true)?;
             let route = format!("gpu-{}", gpu.platform());
             eprintln!(
@@ -429,7 +426,6 @@ pub fn cmd_backend(args: &AuditArgs, against: &str, path: &Path) -> Result<i32> 
         }
         Err(e) => {
             let reference = greta_model::model::load_as(path, CpuWeights::F32, &mut |_, _| {})?;
-            greta_trace::inject::check_layers(&setup.inject, reference.model.config.n_layers)?;
             let tokens = reference.tokenizer.encode(&args.prompt, true)?;
             // No GPU: the optimised CPU route is audited against the plain one.
             eprintln!(
@@ -485,7 +481,6 @@ fn refuse_input_probes(inject: &[Injection], route: &str) -> Result<()> {
 pub fn cmd_route(args: &AuditArgs, lm: &LoadedModel) -> Result<i32> {
     refuse_backend_only_flags(args, "route")?;
     let setup = args.setup()?;
-    greta_trace::inject::check_layers(&setup.inject, lm.model.config.n_layers)?;
     refuse_input_probes(
         &setup.inject,
         "`audit route` (it re-runs each product on its recorded input)",

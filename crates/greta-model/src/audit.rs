@@ -3,7 +3,7 @@
 //! side B the reference (prefill, the plain CPU route). `--inject` perturbs side A.
 
 use greta_trace::diff::{self, Align, DiffReport, Tolerances};
-use greta_trace::inject::Injection;
+use greta_trace::inject::{InjectError, Injection};
 use greta_trace::recorder::{Captured, Recorder, RunIds};
 use greta_trace::selection::{Selection, TokenSel};
 use greta_trace::NoTrace;
@@ -62,7 +62,7 @@ fn recorder(
     tokens: TokenSel,
     route: &str,
     inject: &[Injection],
-) -> Recorder {
+) -> Result<Recorder, InjectError> {
     let sel = Selection {
         enabled: true,
         tokens,
@@ -89,11 +89,11 @@ pub fn prefill_decode(
     positions: &[usize],
     setup: &AuditSetup,
     on_position: &mut dyn FnMut(usize),
-) -> Result<DiffReport, ForwardError> {
+) -> Result<DiffReport, AuditError> {
     let mut a: Vec<Captured> = Vec::new();
     let mut b: Vec<Captured> = Vec::new();
     for &p in positions {
-        let mut rb = recorder(model, setup, TokenSel::Positions(vec![p]), "prefill", &[]);
+        let mut rb = recorder(model, setup, TokenSel::Positions(vec![p]), "prefill", &[])?;
         let mut cache = model.new_cache(p + 1);
         model.forward(&tokens[..=p], &mut cache, Logits::Last, &mut rb)?;
         b.append(&mut rb.captured);
@@ -104,7 +104,7 @@ pub fn prefill_decode(
             TokenSel::Positions(vec![p]),
             "decode",
             &setup.inject,
-        );
+        )?;
         let mut cache = model.new_cache(p + 1);
         if p > 0 {
             model.forward(&tokens[..p], &mut cache, Logits::Last, &mut NoTrace)?;
@@ -129,6 +129,8 @@ pub enum AuditError {
     Forward(#[from] ForwardError),
     #[error(transparent)]
     Gpu(#[from] crate::llama::gpu::GpuError),
+    #[error(transparent)]
+    Inject(#[from] InjectError),
 }
 
 /// The GPU backend against a CPU reference route (`reference_route` names it): the same
@@ -143,7 +145,7 @@ pub fn backend_gpu(
     setup: &AuditSetup,
 ) -> Result<DiffReport, AuditError> {
     let split = tokens.len().div_ceil(2);
-    let mut ra = recorder(cpu, setup, TokenSel::All, route, &setup.inject);
+    let mut ra = recorder(cpu, setup, TokenSel::All, route, &setup.inject)?;
     let mut st = gpu.new_state(tokens.len(), split.max(1))?;
     gpu.forward(&tokens[..split], &mut st, Logits::All, &mut ra)?;
     for t in &tokens[split..] {
@@ -155,7 +157,7 @@ pub fn backend_gpu(
         TokenSel::All,
         reference_route,
         setup.reference_inject(),
-    );
+    )?;
     // The GPU keeps K and V in f16: the reference rounds them the same way.
     let mut cache = cpu.new_cache(tokens.len()).rounding_to_f16();
     cpu.forward(&tokens[..split], &mut cache, Logits::All, &mut rb)?;
@@ -180,10 +182,10 @@ pub fn backend(
     reference: (&Llama, &str),
     tokens: &[u32],
     setup: &AuditSetup,
-) -> Result<DiffReport, ForwardError> {
+) -> Result<DiffReport, AuditError> {
     let split = tokens.len().div_ceil(2);
-    let run = |model: &Llama, route: &str, inject| -> Result<Vec<Captured>, ForwardError> {
-        let mut r = recorder(model, setup, TokenSel::All, route, inject);
+    let run = |model: &Llama, route: &str, inject| -> Result<Vec<Captured>, AuditError> {
+        let mut r = recorder(model, setup, TokenSel::All, route, inject)?;
         let mut cache = model.new_cache(tokens.len());
         if setup.kv_f16 {
             cache = cache.rounding_to_f16();
@@ -222,9 +224,12 @@ pub fn route(
     model: &Llama,
     tokens: &[u32],
     setup: &AuditSetup,
-) -> Result<Vec<RouteReport>, ForwardError> {
+) -> Result<Vec<RouteReport>, AuditError> {
     use greta_kernels::cpu::{matmul_wt_route, MatmulRoute};
     use greta_trace::{Point, StageAt};
+    // The injections act here, on the products' rerun, not through a recorder, which would
+    // check them against the model's layers.
+    greta_trace::inject::check_layers(&setup.inject, model.config.n_layers)?;
 
     let inputs = [
         Point::AttnNorm,
@@ -241,7 +246,7 @@ pub fn route(
         selection: sel,
         ..setup.clone()
     };
-    let mut r = recorder(model, &capture, TokenSel::All, "capture", &[]);
+    let mut r = recorder(model, &capture, TokenSel::All, "capture", &[])?;
     let mut cache = model.new_cache(tokens.len());
     model.forward(tokens, &mut cache, Logits::All, &mut r)?;
     let Some(template) = r.captured.first().cloned() else {

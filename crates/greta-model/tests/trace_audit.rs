@@ -241,6 +241,7 @@ fn write_trace(lm: &model::LoadedModel, path: &Path, inject: Option<Injection>) 
     let file = std::fs::File::create(path).unwrap();
     let mut rec = Recorder::new(sel, lm.model.config.n_layers, ids)
         .with_injection(inject)
+        .unwrap()
         .to_writer(Box::new(file), &run)
         .unwrap();
     let tokens = prompt_tokens(lm);
@@ -442,6 +443,28 @@ fn audit_route_compares_every_kernel_route_and_finds_planted_faults() {
             assert_found_exactly(&r.report, &inj, &format!("audit route {}", r.route));
         }
     }
+}
+
+/// An injection at a layer the model lacks would never fire: every audit refuses it, the
+/// ones whose probes ride on a recorder and `route`, which applies them itself.
+#[test]
+fn audits_refuse_an_injection_past_the_model_s_layers() {
+    let lm = common::load(&tiny());
+    let tokens = prompt_tokens(&lm);
+    let setup = AuditSetup {
+        inject: vec!["2:ffn_out:scale=2".parse().unwrap()],
+        ..AuditSetup::default()
+    };
+    let named = |e: audit::AuditError| {
+        assert!(
+            matches!(e, audit::AuditError::Inject(_))
+                && e.to_string().contains("the model has 2 layers"),
+            "{e}"
+        );
+    };
+    named(audit::route(&lm.model, &tokens, &setup).unwrap_err());
+    named(audit::prefill_decode(&lm.model, &tokens, &[1], &setup, &mut |_| {}).unwrap_err());
+    named(audit::backend((&lm.model, "a"), (&lm.model, "b"), &tokens, &setup).unwrap_err());
 }
 
 #[test]

@@ -189,9 +189,8 @@ pub const PRODUCT_OUTPUTS: [Point; 7] = [
     Point::FfnOut,
 ];
 
-/// An error naming the first injection whose layer the model lacks (`n_layers` layers):
-/// such an injection would never fire, and a probe that silently does nothing reads as a
-/// stage that does not care.
+/// An error naming the first injection whose layer the model lacks (`n_layers` layers)
+/// (`Recorder::with_injections` checks what it is given).
 pub fn check_layers(inject: &[Injection], n_layers: usize) -> Result<(), InjectError> {
     match inject
         .iter()

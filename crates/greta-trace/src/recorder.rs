@@ -4,7 +4,7 @@
 use std::io::Write;
 use std::path::PathBuf;
 
-use crate::inject::Injection;
+use crate::inject::{check_layers, InjectError, Injection};
 use crate::point::{Pass, Phase, Point, StageAt, StageObserver};
 use crate::record::{InputProvenance, JsonF32, Record, RunRecord, StageRecord};
 use crate::row;
@@ -83,15 +83,21 @@ impl Recorder {
         self
     }
 
-    pub fn with_injection(mut self, inject: Option<Injection>) -> Self {
-        self.inject.extend(inject);
-        self
+    pub fn with_injection(self, inject: Option<Injection>) -> Result<Self, InjectError> {
+        self.with_injections(inject)
     }
 
-    /// Several faults at once (e.g. an f16 rounding of several stages in every layer).
-    pub fn with_injections(mut self, inject: impl IntoIterator<Item = Injection>) -> Self {
+    /// Several faults at once (e.g. an f16 rounding of several stages in every layer). One
+    /// at a layer the model lacks is an error: it would never fire, and a probe that does
+    /// nothing reads as a stage that does not care.
+    pub fn with_injections(
+        mut self,
+        inject: impl IntoIterator<Item = Injection>,
+    ) -> Result<Self, InjectError> {
+        let from = self.inject.len();
         self.inject.extend(inject);
-        self
+        check_layers(&self.inject[from..], self.n_layers)?;
+        Ok(self)
     }
 
     pub fn selection(&self) -> &Selection {
