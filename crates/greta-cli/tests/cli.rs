@@ -189,11 +189,15 @@ fn fox_text() -> (tempfile::TempDir, String) {
 
 /// `greta perplexity` of the tiny model on `file`, chunks of 32, with `extra` flags.
 fn perplexity(file: &str, extra: &[&str]) -> Output {
-    let model = tiny_gguf();
+    perplexity_of(&tiny_gguf(), file, extra)
+}
+
+/// `perplexity` of `model`.
+fn perplexity_of(model: &str, file: &str, extra: &[&str]) -> Output {
     let mut args = vec![
         "perplexity",
         "--model",
-        &model,
+        model,
         "--file",
         file,
         "--ctx",
@@ -203,17 +207,19 @@ fn perplexity(file: &str, extra: &[&str]) -> Output {
     greta(&args)
 }
 
+/// A run's JSON output, the run having exited 0.
+fn ok_json(o: Output) -> serde_json::Value {
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    serde_json::from_slice(&o.stdout).unwrap()
+}
+
 /// `perplexity --inject`: a planted fault moves the figure (the probes reach the forward
 /// passes), the JSON names what was injected, `--kl` gives both perplexities and a
 /// divergence that ranks a fault above an f16 probe, and bad input is named.
 #[test]
 fn perplexity_under_an_injection_names_it_and_differs() {
     let (_dir, f) = fox_text();
-    let run = |extra: &[&str]| {
-        let o = perplexity(&f, &[&["--json"], extra].concat());
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
-    };
+    let run = |extra: &[&str]| ok_json(perplexity(&f, &[&["--json"], extra].concat()));
     let plain = run(&[]);
     let fault = run(&["--inject", "1:attn_out:scale=3"]);
     assert_eq!(plain["inject"], serde_json::json!([]));
@@ -273,21 +279,8 @@ fn perplexity_under_an_injection_names_it_and_differs() {
 fn perplexity_kl_against_another_model_file() {
     let (_dir, f) = fox_text();
     let q8 = tiny_gguf().replace("model-f16.gguf", "model-q8_0.gguf");
-    let json = |o: Output| {
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        serde_json::from_slice::<serde_json::Value>(&o.stdout).unwrap()
-    };
-    let q8_plain = json(greta(&[
-        "perplexity",
-        "--model",
-        &q8,
-        "--file",
-        &f,
-        "--ctx",
-        "32",
-        "--json",
-    ]));
-    let kl = json(perplexity(&f, &["--kl-model", &q8, "--json"]));
+    let q8_plain = ok_json(perplexity_of(&q8, &f, &["--json"]));
+    let kl = ok_json(perplexity(&f, &["--kl-model", &q8, "--json"]));
     assert_eq!(kl["kl_model"], serde_json::json!(q8), "{kl}");
     let (probe, plain) = (
         kl["ppl_probe"].as_f64().unwrap(),
@@ -295,7 +288,7 @@ fn perplexity_kl_against_another_model_file() {
     );
     assert!((probe - plain).abs() <= 1e-9 * plain, "{probe} {plain}");
     let kld = kl["kld_mean"].as_f64().unwrap();
-    let fault = json(perplexity(
+    let fault = ok_json(perplexity(
         &f,
         &[
             "--kl-model",
