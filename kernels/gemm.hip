@@ -192,19 +192,22 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 
 // With LO8 (`--split-lo fp8`), the lo half is FP8: ta_lo reads e5m2 bytes [t, k] under the
 // one fixed scale 2^-G_LO8_SCALE_LOG2 (greta_device.h), and the weights it multiplies are
-// an FP8 copy (tw8_i: e4m3 [n_i, k] under one scale, *sw_i). Each K step of 64 then holds
-// four boxes, hi and w as above and lo and w8 (64-byte rows, the 64-byte swizzle): the hi
-// products accumulate in acc, the lo ones (two m64k32 FP8 products a step, e5m2 x e4m3, at
-// twice the f16 rate) in a second register set, part, over the whole of K; the epilogue
-// adds part to acc times the two scales. Nothing waits on its own products within the loop.
-// Measured on an H200 (session 17; 7B Q/K/V under ncu: f16 lo 198 us), two earlier forms
-// were slower: all lo steps after the hi ones at K 128 (198 us: each FP8 step moved the f16
-// step's bytes in half the matrix-unit time, so the copies bounded it), and e4m3 lo under
-// one scale per row and 64 columns (176 us), whose scales changed every step, so each step
-// waited for the previous one's products to add part to acc (e4m3 lo under one scale per
-// row, this loop's shape, took 148 us but failed the audit: its range is too short for the
-// rows of a massive activation). Promoting into a third register set while the hi products
-// run made ptxas serialise every wgmma (C7514).
+// an FP8 copy (tw8_i: e4m3 [n_i, k] under one scale, *sw_i). A tile runs its FP8 steps
+// first, over all of K into acc, at K 128 a step (four m64k32 products, e5m2 x e4m3, at
+// twice the f16 rate): a 128-element FP8 row is 128 bytes, as an f16 box row of K 64, so an
+// FP8 step fills a stage in the same layout, swizzle and descriptors. acc is then scaled
+// once by the low products' powers of two (exact), and the f16 steps add onto it in the same
+// registers. One accumulator set: the wide tiles fit, and the 128 tile takes 90 registers.
+// Measured on an H200: session 17's forms (7B Q/K/V under ncu: f16 lo 198 us) — all lo
+// steps after the hi ones at K 128 but promoting scaled partial sums each step (198 us: a
+// wait on its own products every step), e4m3 lo under one scale per row and 64 columns
+// (176 us, the same waits), e4m3 under one scale per row (148 us, failed the audit: its
+// range is too short for the rows of a massive activation); then two accumulator sets, the
+// hi and lo products interleaved in each K 64 step with the lo boxes in 64-byte rows beside
+// the hi ones (sessions 17-32: 154 registers, so no wide tile). The FP8-first form: on the
+// wide SwiGLU tiles at K 64 (session 32: 7B prefill 18.3 -> 17.6 ms, the wide tile it
+// allowed), K 128 (session 33: 17.6 -> 16.9, the FP8 stages filled), then on every tile
+// (session 33: 16.9 -> 16.25; at K 64, half-filled FP8 stages, it had lost 0.5 ms there).
 //
 // With SWIGLU (gate/up ahead of the down product, `gemm_f16_wgmma_swiglu_*`), a block's B
 // box is two of TN / 2 rows each, the gate weights' and the up weights' for the same TN / 2
@@ -297,8 +300,7 @@ GRETA_DEVICE void g_swiglu_store(const float (&acc)[TN / 2], const g_swiglu_out&
     }
 }
 
-template <unsigned TM, unsigned TN, unsigned STAGES = WG_STAGES, bool LO8 = false, bool SWIGLU = false,
-          bool SEQ = false>
+template <unsigned TM, unsigned TN, unsigned STAGES = WG_STAGES, bool LO8 = false, bool SWIGLU = false>
 GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, const g_tmap* ta_lo, const g_tmap* tw0,
                                       const g_tmap* tw1, const g_tmap* tw2, float* y0, float* y1, float* y2,
                                       unsigned t, unsigned k, unsigned n0, unsigned n1, unsigned n2,
@@ -307,14 +309,10 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
                                       const float* sw0 = nullptr, const float* sw1 = nullptr,
                                       const float* sw2 = nullptr, const g_swiglu_out* swiglu = nullptr) {
     static_assert(!SWIGLU || TN % 16 == 0, "SwiGLU: each half of B whole 8-row swizzle atoms");
-    static_assert(!SEQ || LO8, "SEQ orders an FP8 low half's steps");
     // A block's output columns: TN, or TN / 2 gate-up pairs.
     constexpr unsigned TNO = SWIGLU ? TN / 2 : TN;
-    // Bytes: an f16 box row is 128 (K 64 halves), an FP8 one 64.
-    constexpr unsigned A_HALVES = TM * WG_BK, HI_BYTES = (TM + TN) * WG_BK * 2;
-    // SEQ: a stage holds one step's boxes, the f16 ones (K 64) or the FP8 ones (K 128: the
-    // same 128-byte rows, so the same layout, swizzle and descriptors).
-    constexpr unsigned LO8_BYTES = LO8 && !SEQ ? (TM + TN) * WG_BK : 0, STAGE_BYTES = HI_BYTES + LO8_BYTES;
+    // A stage holds one step's boxes of 128-byte rows: f16 ones (K 64) or, LO8, FP8 ones (K 128).
+    constexpr unsigned A_HALVES = TM * WG_BK, STAGE_BYTES = (TM + TN) * WG_BK * 2;
     static_assert(A_HALVES * 2 % 1024 == 0 && STAGE_BYTES % 1024 == 0, "boxes start on swizzle atoms");
     constexpr unsigned CONSUMER_WARPS = TM / 64 * 4;
     // Swizzle atoms are 1024-byte aligned (the launcher adds 1 KiB for this).
@@ -337,9 +335,9 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     }
     const unsigned row0 = g_bid() * TM, col0 = j * TNO;
     const unsigned hi_steps = (k + WG_BK - 1) / WG_BK;
-    // SEQ: the FP8 steps take K 128 each (a whole stage), then the f16 steps K 64.
-    const unsigned lo_steps = SEQ ? (k + 2 * WG_BK - 1) / (2 * WG_BK) : 0;
-    const unsigned steps = SEQ ? lo_steps + hi_steps : !LO8 && has_lo ? 2 * hi_steps : hi_steps;
+    // LO8: the FP8 steps (K 128 each) first, then the f16 steps (K 64).
+    const unsigned lo_steps = LO8 ? (k + 2 * WG_BK - 1) / (2 * WG_BK) : 0;
+    const unsigned steps = LO8 ? lo_steps + hi_steps : has_lo ? 2 * hi_steps : hi_steps;
     if (tid == producer) {
         for (unsigned s = 0; s < STAGES; ++s) {
             g_mbar_init(&full[s], 1);
@@ -357,7 +355,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
         for (unsigned s = 0; s < steps; ++s) {
             // The consumers' release of this stage's previous use.
             if (s >= STAGES) g_mbar_wait(&empty[st], ph ^ 1);
-            if constexpr (SEQ) {
+            if constexpr (LO8) {
                 // The FP8 steps first (K 128: boxes of 128-byte rows, as the f16 ones), then
                 // the f16 ones (K 64), each over all of K; every step fills its stage.
                 const bool lo = s < lo_steps;
@@ -378,12 +376,6 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
             g_tma_load_2d(slab, lo ? ta_lo : ta, kc, (int)row0, &full[st]);
             g_tma_load_2d(slab + A_HALVES * 2, tw, kc, (int)col0, &full[st]);
             if (SWIGLU) g_tma_load_2d(slab + A_HALVES * 2 + TNO * WG_BK * 2, tw1, kc, (int)col0, &full[st]);
-            if (LO8) {
-                g_tma_load_2d(slab + HI_BYTES, ta_lo, kc, (int)row0, &full[st]);
-                g_tma_load_2d(slab + HI_BYTES + TM * WG_BK, tw8, kc, (int)col0, &full[st]);
-                // SWIGLU: up's FP8 rows right after gate's, as in the f16 box.
-                if (SWIGLU) g_tma_load_2d(slab + HI_BYTES + TM * WG_BK + TNO * WG_BK, tw8_1, kc, (int)col0, &full[st]);
-            }
             if (++st == STAGES) st = 0, ph ^= 1;
         }
         return;
@@ -392,9 +384,6 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     const unsigned c = wg;
     float acc[TN / 2];
     const unsigned l = g_lane(), warp = (tid % 128) / 32;
-    // LO8: the lo products over all of K (a 2-element array otherwise, never read; SEQ puts
-    // them in acc).
-    float part[LO8 && !SEQ ? TN / 2 : 2];
     // The stage, the parity of its full barrier's phase and the previous step's stage,
     // advanced step by step, and the operands' descriptors in stage 0, which a stage's
     // offset / 16 moves (the descriptor's start address field): between one step's wait on
@@ -402,7 +391,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     // division by STAGES and the descriptors' arithmetic sat there: tools/gpu/stall_sites.sh).
     unsigned st = 0, ph = 0, prev = 0;
     const unsigned long long da0 = g_wgmma_desc(smem + c * 64 * WG_BK * 2), db0 = g_wgmma_desc(smem + A_HALVES * 2);
-    if constexpr (SEQ) {
+    if constexpr (LO8) {
         // The low products' scales (read ahead). Their boxes lie as the f16 ones (da0, db0).
         const float lo_scale = 1.0f / (float)(1u << G_LO8_SCALE_LOG2);
         const float scale = *sw * lo_scale, scale_up = SWIGLU ? *sw1 * lo_scale : scale;
@@ -443,12 +432,6 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
             const unsigned long long da = da0 + at, db = db0 + at;
             g_wgmma_fence();
             for (unsigned kk = 0; kk < WG_BK / 16; ++kk) g_wgmma_m64k16<TN>(acc, da + 2 * kk, db + 2 * kk, s > 0 || kk > 0);
-            if constexpr (LO8 && !SEQ) {
-                const unsigned long long la = g_wgmma_desc64(smem + HI_BYTES + c * 64 * WG_BK) + at;
-                const unsigned long long lb = g_wgmma_desc64(smem + HI_BYTES + TM * WG_BK) + at;
-                for (unsigned kk = 0; kk < WG_BK / 32; ++kk)
-                    g_wgmma_m64k32_e5m2_e4m3<TN>(part, la + 2 * kk, lb + 2 * kk, s > 0 || kk > 0);
-            }
             g_wgmma_commit();
             // Step s - 1's products are done: its stage may be refilled.
             g_wgmma_wait<1>();
@@ -458,13 +441,6 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
         }
     }
     g_wgmma_wait<0>();
-    if constexpr (LO8 && !SEQ) {
-        // A power of two times the weights' power of two: exact. SWIGLU: gate's columns
-        // (acc[0 .. TN / 4)) under gate's scale, up's under up's.
-        const float lo_scale = 1.0f / (float)(1u << G_LO8_SCALE_LOG2);
-        const float scale = *sw * lo_scale, scale_up = SWIGLU ? *sw1 * lo_scale : scale;
-        for (unsigned q = 0; q < TN / 2; ++q) acc[q] += part[q] * (SWIGLU && q >= TN / 4 ? scale_up : scale);
-    }
     if constexpr (SWIGLU) {
         g_swiglu_store<TN>(acc, *swiglu, row0 + 64 * c + 16 * warp + l / 4, col0 + 2 * (l % 4), t, n);
         return;
@@ -541,36 +517,38 @@ GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_64, 64, 64, WG_STAGES, )
 GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128x256, 128, 256, 4, __launch_bounds__(288, 1))
 GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128x224, 128, 224, 4, __launch_bounds__(288, 1))
 
-// The FP8-lo forms (LO8 above), for the 128 and 64 tiles (the wide tile's acc and part
-// would take 256 registers: 7B's gate/up, split by default since session 30, so take the
-// 128 tile and lose the wide tile's fuller tensor pipe),
-// with the stages that fit 227 KiB: 4 of 48 KiB for 128 x 128, 6 of 24 KiB for 64 x 64
-// (wgmma_lo8_stages in gpu/gemm.rs). Bounded to their block: an SM's four sub-partitions
-// hold 16K registers each, so a block of 9 warps (one sub-partition takes 3) launches only
-// at <= 168 registers a thread (an unbounded 172 failed: CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES).
+// The FP8-lo forms (LO8 above) of the grouped products, on the 128 and 64 tiles, in the
+// f16 forms' stages (6 of 32 KiB, 6 of 16 KiB: an FP8 step fills a stage as an f16 one):
+// 90 and 58 registers. The wide tiles have none: at the prompt lengths where wgmma_tile
+// would pick them for Q/K/V, output or down, measure first (session 32's lo8-seq-all gave
+// them forms; at 512 rows the 128 tile is picked anyway). Bounded to their block as the
+// SwiGLU forms below need: an SM's four sub-partitions hold 16K registers each, so a block
+// of 9 warps (one sub-partition takes 3) launches only at <= 168 registers a thread (an
+// unbounded 172 failed: CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES).
 #define GEMM_WGMMA_LO8(NAME, TM, TN, STAGES)                                                                        \
-    GRETA_KERNEL void __launch_bounds__(TM / 64 * 128 + 32, 1) NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                 \
-                           const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                  \
-                           const __grid_constant__ g_tmap tw2, const __grid_constant__ g_tmap tw8_0,                \
-                           const __grid_constant__ g_tmap tw8_1, const __grid_constant__ g_tmap tw8_2, float* y0,   \
-                           float* y1, float* y2, const float* sw0, const float* sw1,                                \
-                           const float* sw2, unsigned t, unsigned k, unsigned n0, unsigned n1, unsigned n2) {       \
+    GRETA_KERNEL void __launch_bounds__(TM / 64 * 128 + 32, 1)                                                       \
+        NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                               \
+             const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                                \
+             const __grid_constant__ g_tmap tw2, const __grid_constant__ g_tmap tw8_0,                              \
+             const __grid_constant__ g_tmap tw8_1, const __grid_constant__ g_tmap tw8_2, float* y0, float* y1,      \
+             float* y2, const float* sw0, const float* sw1, const float* sw2, unsigned t, unsigned k,               \
+             unsigned n0, unsigned n1, unsigned n2) {                                                               \
         extern __shared__ unsigned char wg_raw[];                                                                    \
         gemm_f16_wgmma_tile<TM, TN, STAGES, true>(wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0, n1, \
-                                                  n2, 1,                                                           \
-                                          &tw8_0, &tw8_1, &tw8_2, sw0, sw1, sw2);                               \
+                                                  n2, 1, &tw8_0, &tw8_1, &tw8_2, sw0, sw1, sw2);                   \
     }
-GEMM_WGMMA_LO8(gemm_f16_wgmma_128_lo8, 128, 128, 4)
-GEMM_WGMMA_LO8(gemm_f16_wgmma_64_lo8, 64, 64, 6)
+GEMM_WGMMA_LO8(gemm_f16_wgmma_128_lo8, 128, 128, WG_STAGES)
+GEMM_WGMMA_LO8(gemm_f16_wgmma_64_lo8, 64, 64, WG_STAGES)
 
 // The SwiGLU forms with an FP8 low half (SWIGLU and LO8 above; session 30, when the default
 // split gate/up's input too): gate's and up's FP8 copies tw8_gate, tw8_up (boxes of TN / 2
 // rows after each other, as the f16 ones) under their own scales. Without it, gate/up with
 // FP8 lo ran as one grouped LO8 launch writing gate and up as f32, then silu_mul_split read
-// them back (8 bytes an output each way). Measured (session 31, H200, 7B at 512 rows, under
-// ncu): 247.5 us against the grouped launch's 232-239 plus silu_mul_split; 7B prefill level,
-// SmolLM2's (host-bound) 2.08 -> 1.72 ms. The LO8 tiles and stages, bounded as GEMM_WGMMA_LO8.
-#define GEMM_WGMMA_SWIGLU_LO8(NAME, TM, TN, STAGES, SEQ)                                                            \
+// them back (8 bytes an output each way; session 31, H200: SmolLM2's prefill 2.08 -> 1.72
+// ms). On every SwiGLU tile, in the f16 forms' stages: the one accumulator set of the
+// FP8-first form is what lets the wide tiles have one (7B's gate/up takes 128 x 224:
+// session 32), at 146 (224) and 167 (256) registers, as their f16 forms.
+#define GEMM_WGMMA_SWIGLU_LO8(NAME, TM, TN, STAGES)                                                                 \
     GRETA_KERNEL void __launch_bounds__(TM / 64 * 128 + 32, 1)                                                       \
         NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                               \
              const __grid_constant__ g_tmap tw_gate, const __grid_constant__ g_tmap tw_up,                          \
@@ -579,26 +557,12 @@ GEMM_WGMMA_LO8(gemm_f16_wgmma_64_lo8, 64, 64, 6)
              unsigned t, unsigned k, unsigned n) {                                                                  \
         extern __shared__ unsigned char wg_raw[];                                                                    \
         const g_swiglu_out out = {gate, up, act, hi, lo, lo8};                                                       \
-        gemm_f16_wgmma_tile<TM, TN, STAGES, true, true, SEQ>(wg_raw, &ta, &ta_lo, &tw_gate, &tw_up, &tw_up, nullptr, \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, true, true>(wg_raw, &ta, &ta_lo, &tw_gate, &tw_up, &tw_up, nullptr,      \
                                                         nullptr, nullptr, t, k, n, n, 0, 1, &tw8_gate, &tw8_up,     \
                                                         &tw8_up, sw_gate, sw_up, sw_up, &out);                      \
     }
-GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128_lo8, 128, 128, 4, false)
-GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_64_lo8, 64, 64, 6, false)
-// The wide tiles' FP8-lo SwiGLU forms (SEQ, session 31): one accumulator set, so the wide
-// tile's registers suffice. A tile's FP8 steps run first over all of K into acc (K 128 a
-// step, so its boxes fill a stage as the f16 steps' K 64 do; the host maps the FP8
-// operands in 128-byte rows for these tiles), acc is scaled once by the low
-// products' powers of two, then the f16 steps add onto it: the LO8 forms' terms (their
-// epilogue adds the scaled lo sums last), summed in another order. The f16 wide tiles'
-// stages (4 of 44-48 KiB); 146 and 166 registers, as those.
-// Session 17's sequential FP8 form on the 128 tile lost to f16 low halves, but it promoted
-// scaled partial sums every step (a wait on its own products each step); this waits once.
-// Session 32 (H200): 7B's gate/up on 128 x 224 so, prefill-512 18.3 -> 17.6 ms, audits as
-// before; session 33, the FP8 steps at K 128: 17.6 -> 16.9 ms. The same form on the 128 x
-// 128 tile and for the grouped products lost 0.5 ms with K 64 FP8 steps
-// (lo8-seq-all.patch) and gained 0.65 ms with K 128 ones (lo8-seq-grouped.patch, session
-// 33: not yet audited on the GPU, so the interleaved sets stay there for now).
-GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128x256_lo8, 128, 256, 4, true)
-GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128x224_lo8, 128, 224, 4, true)
+GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128_lo8, 128, 128, WG_STAGES)
+GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_64_lo8, 64, 64, WG_STAGES)
+GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128x256_lo8, 128, 256, 4)
+GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128x224_lo8, 128, 224, 4)
 #endif

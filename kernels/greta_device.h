@@ -796,13 +796,6 @@ GRETA_DEVICE unsigned long long g_wgmma_desc(const void* p) {
     unsigned long long a = (unsigned)__cvta_generic_to_shared(p);
     return ((a & 0x3FFFF) >> 4) | (1ull << 16) | ((1024ull >> 4) << 32) | (1ull << 62);
 }
-// The same for a tile of 64-byte rows in the 64-byte swizzle (FP8 K 64: `--split-lo fp8`'s
-// lo boxes): 8-row atoms of 512 bytes (stride 512 / 16), swizzle mode 2 (bits 62-63).
-// Adding 2 still moves 32 bytes along K: the next FP8 K 32.
-GRETA_DEVICE unsigned long long g_wgmma_desc64(const void* p) {
-    unsigned long long a = (unsigned)__cvta_generic_to_shared(p);
-    return ((a & 0x3FFFF) >> 4) | (1ull << 16) | ((512ull >> 4) << 32) | (2ull << 62);
-}
 GRETA_DEVICE void g_wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 GRETA_DEVICE void g_wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 // Waits until at most N committed wgmma groups of this warpgroup are still running.

@@ -89,10 +89,10 @@ impl WgmmaTile {
         WgmmaTile { m: 128, n: 256 },
         WgmmaTile { m: 128, n: 232 },
     ];
-    /// The tiles with an FP8-lo form of the (grouped) GEMM, whose two accumulator sets the
-    /// wide tiles could not hold (256 registers). The SwiGLU GEMM has one on every tile: the
-    /// wide ones keep one set, FP8 steps first (`swiglu_lo8_shared`; a form measured slower on
-    /// these tiles and for the grouped products, session 32).
+    /// The tiles with an FP8-lo form of the (grouped) GEMM (kernels/gemm.hip, LO8: FP8 steps
+    /// first, one accumulator set). The wide tiles have none: at 512 rows `wgmma_tile` picks
+    /// 128 x 128 for the grouped products anyway, and no other length has been measured.
+    /// The SwiGLU GEMM has one on every tile (`SWIGLU`).
     pub const LO8: [WgmmaTile; 2] = [WgmmaTile { m: 128, n: 128 }, WgmmaTile { m: 64, n: 64 }];
     /// The tiles of the SwiGLU forms (`gemm_f16_swiglu`: n / 2 gate and n / 2 up columns
     /// each), in `ALL`'s order: square, small, wide, and 224 where 232 is unfused (its
@@ -160,8 +160,9 @@ pub(super) fn wgmma_forms(
 /// Dynamic shared memory of the warpgroup GEMM of `tile`: its stages of an A and a B box,
 /// 1 KiB to align them to the 1024-byte swizzle atom, and a full and an empty barrier (8
 /// bytes each) per stage. 128 x 128: 193 KiB (one block per SM); 64 x 64: 97 KiB (two);
-/// 128 x 256: 193 KiB; 128 x 232: 181 KiB.
-fn wgmma_shared(tile: WgmmaTile) -> u32 {
+/// 128 x 256: 193 KiB; 128 x 232: 181 KiB. The FP8-lo forms take the same: an FP8 step of K
+/// 128 fills a stage as an f16 step of K 64 does.
+pub(super) fn wgmma_shared(tile: WgmmaTile) -> u32 {
     let stages = wgmma_stages(tile);
     stages * (tile.m + tile.n) as u32 * WGMMA_BK * 2 + 1024 + stages * 2 * 8
 }
@@ -196,33 +197,6 @@ fn wgmma_launch(
         cluster: 1,
     };
     Ok((args, dims))
-}
-
-/// The FP8-lo forms' stages (GEMM_WGMMA_LO8 in kernels/gemm.hip): a stage holds the f16
-/// step's boxes and the FP8 ones (half their bytes), so fewer fit: 4 for 128 x 128 (192
-/// KiB), 6 for 64 x 64.
-fn wgmma_lo8_stages(tile: WgmmaTile) -> u32 {
-    match tile.m {
-        128 => 4,
-        _ => 6,
-    }
-}
-
-/// Dynamic shared memory of an FP8-lo form: its stages of four boxes, the alignment slack
-/// and the barriers.
-pub(super) fn wgmma_lo8_shared(tile: WgmmaTile) -> u32 {
-    let stages = wgmma_lo8_stages(tile);
-    stages * (tile.m + tile.n) as u32 * WGMMA_BK * 3 + 1024 + stages * 2 * 8
-}
-
-/// Dynamic shared memory of the SwiGLU GEMM's FP8-lo form of `tile`: the LO8 tiles' two
-/// accumulator sets (`wgmma_lo8_shared`), or on the wide tiles the one-accumulator form
-/// (SEQ in kernels/gemm.hip), whose stages are the f16 form's (an FP8 step of K 128 fills one).
-pub(super) fn swiglu_lo8_shared(tile: WgmmaTile) -> u32 {
-    match WgmmaTile::LO8.contains(&tile) {
-        true => wgmma_lo8_shared(tile),
-        false => wgmma_shared(tile),
-    }
 }
 
 /// The warpgroup GEMM's tile for products of widths `ns` sharing `t` input rows on a device
@@ -474,8 +448,8 @@ impl GpuKernels {
                 ))
             })?;
             let (m32, n32) = (tile.m as u32, tile.n as u32);
-            // FP8 boxes of the f16 step's K: 64-byte rows (the 64-byte swizzle).
-            let lo_box = WGMMA_BK;
+            // FP8 boxes of K 128: 128-byte rows, as the f16 boxes of K 64.
+            let lo_box = 2 * WGMMA_BK;
             let mut args = Args::new()
                 .tmap(a.tensor_map_f16(t, k, m32, WGMMA_BK)?)
                 .tmap(q.tensor_map_u8(t, k, m32, lo_box)?);
@@ -496,7 +470,7 @@ impl GpuKernels {
             for i in 0..3 {
                 args = args.ptr(&group[at(i)].w8.expect("checked above").scale);
             }
-            let (args, dims) = wgmma_launch(args, tile, group, t, k, wgmma_lo8_shared(tile))?;
+            let (args, dims) = wgmma_launch(args, tile, group, t, k, wgmma_shared(tile))?;
             self.launch(f, dims, s, args)?;
         }
         Ok(())
@@ -591,8 +565,8 @@ impl GpuKernels {
             w8: [w8_gate, w8_up],
         }) = a_lo
         {
-            // Every SwiGLU tile has an FP8-lo form: the LO8 tiles' two accumulator sets, the
-            // wide tiles' one (FP8 steps first: SEQ in kernels/gemm.hip).
+            // Every SwiGLU tile has an FP8-lo form (FP8 steps first, one accumulator set:
+            // LO8 in kernels/gemm.hip).
             let tile = tile.unwrap_or(picked);
             let fp8 = self.fp8(what)?;
             let (_, f) = fp8
@@ -606,12 +580,8 @@ impl GpuKernels {
                     ))
                 })?;
             let (m32, half) = (tile.m as u32, tile.n as u32 / 2);
-            // The FP8 boxes: K 64 (64-byte rows) beside the f16 ones in the LO8 tiles' stages;
-            // K 128 (128-byte rows, a stage of their own) in the wide tiles' FP8-first form.
-            let k8 = match WgmmaTile::LO8.contains(&tile) {
-                true => WGMMA_BK,
-                false => 2 * WGMMA_BK,
-            };
+            // FP8 boxes of K 128: 128-byte rows, as the f16 boxes of K 64.
+            let k8 = 2 * WGMMA_BK;
             let args = Args::new()
                 .tmap(a.tensor_map_f16(t, k, m32, WGMMA_BK)?)
                 .tmap(q.tensor_map_u8(t, k, m32, k8)?)
@@ -629,7 +599,7 @@ impl GpuKernels {
             let dims = LaunchDims {
                 grid: grid(tile)?,
                 block: [wgmma_threads(tile), 1, 1],
-                shared_bytes: swiglu_lo8_shared(tile),
+                shared_bytes: wgmma_shared(tile),
                 cluster: 1,
             };
             return self.launch(f, dims, s, args);
@@ -871,27 +841,32 @@ mod tests {
         assert!(wgmma_shared(wide224) <= 232_448, "4 stages of 44 KiB fit");
     }
 
-    /// Every SwiGLU tile has an FP8-lo form within the 227 KiB a block may opt in to: the
-    /// LO8 tiles' stages of four boxes, the wide tiles' one-accumulator form in the f16
-    /// form's stages (an FP8 step of K 128 fills one).
+    /// Every tile's forms (f16, SwiGLU, and their FP8-lo forms, which take the same
+    /// stages) fit the 227 KiB a block may opt in to.
     #[test]
-    fn swiglu_lo8_forms_fit_shared_memory() {
-        for tile in WgmmaTile::SWIGLU {
-            let bytes = swiglu_lo8_shared(tile);
+    fn wgmma_forms_fit_shared_memory() {
+        for tile in WgmmaTile::ALL.into_iter().chain(WgmmaTile::SWIGLU) {
+            let bytes = wgmma_shared(tile);
             assert!(bytes <= 232_448, "{tile:?}: {bytes} bytes");
-            match WgmmaTile::LO8.contains(&tile) {
-                true => assert_eq!(bytes, wgmma_lo8_shared(tile), "{tile:?}"),
-                false => assert_eq!(bytes, wgmma_shared(tile), "{tile:?}"),
-            }
         }
-        let [_, _, wide, wide224] = WgmmaTile::SWIGLU;
+        let [square, small, wide, wide224] = WgmmaTile::SWIGLU;
         assert_eq!(
-            swiglu_lo8_shared(wide),
+            wgmma_shared(square),
+            6 * 256 * 128 + 1024 + 96,
+            "6 stages of 32 KiB"
+        );
+        assert_eq!(
+            wgmma_shared(small),
+            6 * 128 * 128 + 1024 + 96,
+            "6 stages of 16 KiB"
+        );
+        assert_eq!(
+            wgmma_shared(wide),
             4 * 384 * 128 + 1024 + 64,
             "4 stages of 48 KiB"
         );
         assert_eq!(
-            swiglu_lo8_shared(wide224),
+            wgmma_shared(wide224),
             4 * 352 * 128 + 1024 + 64,
             "4 stages of 44 KiB"
         );

@@ -290,8 +290,7 @@ pub struct GpuKernels {
 /// The FP8 low-half kernels (sm_90a objects only; kernels/gemm.hip, ops.hip).
 struct Fp8Kernels {
     gemm: [(WgmmaTile, Function); 2],
-    /// The SwiGLU GEMM's FP8-lo forms (`SwigluLo::Fp8`), on every SwiGLU tile: the LO8
-    /// tiles' and the wide tiles' one-accumulator forms (`swiglu_lo8_shared`).
+    /// The SwiGLU GEMM's FP8-lo forms (`SwigluLo::Fp8`), on every SwiGLU tile.
     swiglu: [(WgmmaTile, Function); 4],
     split: Function,
     absmax: Function,
@@ -427,9 +426,8 @@ impl GpuKernels {
                             f.set_max_dynamic_shared(shared)?;
                             Ok::<_, KernelError>((t, f))
                         };
-                        let tile = |t: WgmmaTile| form(t, t.kernel(), wgmma_lo8_shared(t));
-                        let swiglu =
-                            |t: WgmmaTile| form(t, t.swiglu_kernel(), swiglu_lo8_shared(t));
+                        let tile = |t: WgmmaTile| form(t, t.kernel(), wgmma_shared(t));
+                        let swiglu = |t: WgmmaTile| form(t, t.swiglu_kernel(), wgmma_shared(t));
                         let [a, b] = WgmmaTile::LO8;
                         let [sa, sb, sc, sd] = WgmmaTile::SWIGLU;
                         Some(Fp8Kernels {
