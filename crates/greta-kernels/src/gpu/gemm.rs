@@ -850,26 +850,14 @@ mod tests {
             assert!(bytes <= 232_448, "{tile:?}: {bytes} bytes");
         }
         let [square, small, wide, wide224] = WgmmaTile::SWIGLU;
-        assert_eq!(
-            wgmma_shared(square),
-            6 * 256 * 128 + 1024 + 96,
-            "6 stages of 32 KiB"
-        );
-        assert_eq!(
-            wgmma_shared(small),
-            6 * 128 * 128 + 1024 + 96,
-            "6 stages of 16 KiB"
-        );
-        assert_eq!(
-            wgmma_shared(wide),
-            4 * 384 * 128 + 1024 + 64,
-            "4 stages of 48 KiB"
-        );
-        assert_eq!(
-            wgmma_shared(wide224),
-            4 * 352 * 128 + 1024 + 64,
-            "4 stages of 44 KiB"
-        );
+        for (tile, bytes, what) in [
+            (square, 6 * 256 * 128 + 1024 + 96, "6 stages of 32 KiB"),
+            (small, 6 * 128 * 128 + 1024 + 96, "6 stages of 16 KiB"),
+            (wide, 4 * 384 * 128 + 1024 + 64, "4 stages of 48 KiB"),
+            (wide224, 4 * 352 * 128 + 1024 + 64, "4 stages of 44 KiB"),
+        ] {
+            assert_eq!(wgmma_shared(tile), bytes, "{tile:?}: {what}");
+        }
     }
 
     /// The prefill GEMM's tile choice at the two benchmark shapes (512-token prompt): big
