@@ -21,6 +21,16 @@ fn stderr(o: &Output) -> String {
     String::from_utf8_lossy(&o.stderr).into_owned()
 }
 
+/// Asserts that `o` exited with `code` and that its stderr names each of `needles` (the
+/// whole stderr printed where it does not).
+fn assert_fails(o: &Output, code: i32, needles: &[&str]) {
+    let e = stderr(o);
+    assert_eq!(o.status.code(), Some(code), "{e}");
+    for n in needles {
+        assert!(e.contains(n), "stderr lacks {n:?}:\n{e}");
+    }
+}
+
 #[test]
 fn unknown_backend_value_lists_the_accepted_ones() {
     let o = greta(&[
@@ -31,12 +41,7 @@ fn unknown_backend_value_lists_the_accepted_ones() {
         &tiny_gguf(),
         "hi",
     ]);
-    assert_eq!(o.status.code(), Some(2));
-    let e = stderr(&o);
-    assert!(
-        e.contains("\"cuda\"") && e.contains("cpu, gpu, auto"),
-        "{e}"
-    );
+    assert_fails(&o, 2, &["\"cuda\"", "cpu, gpu, auto"]);
 }
 
 #[test]
@@ -49,12 +54,7 @@ fn gpu_backend_is_refused_with_a_reason_not_run_on_the_cpu() {
         &tiny_gguf(),
         "hi",
     ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("--backend gpu: no GPU could be opened"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 1, &["--backend gpu: no GPU could be opened"]);
     assert!(o.stdout.is_empty());
 }
 
@@ -111,12 +111,7 @@ fn generate_streams_tokens_and_reports_speed_on_stderr() {
 #[test]
 fn missing_model_file_is_named() {
     let o = greta(&["generate", "--model", "/nonexistent/m.gguf", "hi"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("/nonexistent/m.gguf does not exist"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 1, &["/nonexistent/m.gguf does not exist"]);
 }
 
 #[test]
@@ -130,12 +125,7 @@ fn ctx_beyond_the_model_and_prompt_beyond_the_ctx_are_errors() {
         "100000",
         "hi",
     ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("exceeds the model's context of 128"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 1, &["exceeds the model's context of 128"]);
     let o = greta(&[
         "generate",
         "--model",
@@ -147,8 +137,7 @@ fn ctx_beyond_the_model_and_prompt_beyond_the_ctx_are_errors() {
         "8",
         "The quick brown fox",
     ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("the context holds 4"), "{}", stderr(&o));
+    assert_fails(&o, 1, &["the context holds 4"]);
 }
 
 #[test]
@@ -165,12 +154,7 @@ fn perplexity_on_too_short_a_text_says_how_many_tokens_it_needs() {
         "--ctx",
         "64",
     ]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("needs at least 128 tokens"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 1, &["needs at least 128 tokens"]);
 }
 
 /// A text of ~200 tokens for the perplexity tests (in a directory that lives as long as the
@@ -249,27 +233,12 @@ fn perplexity_under_an_injection_names_it_and_differs() {
     );
     // --kl with nothing to compare on the CPU; an --inject that does not parse (exit 2).
     let o = perplexity(&f, &["--kl"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("give at least one --inject"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 1, &["give at least one --inject"]);
     let o = perplexity(&f, &["--inject", "1:attn_out"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("[PHASE@]LAYER:POINT:KIND"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 2, &["[PHASE@]LAYER:POINT:KIND"]);
     // A layer the model lacks would never fire: named, not ignored (the tiny model has 2).
     let o = perplexity(&f, &["--kl", "--inject", "2:attn_out:f16"]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("layer 2, but the model has 2 layers (0 to 1)"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 2, &["layer 2, but the model has 2 layers (0 to 1)"]);
 }
 
 /// `perplexity --kl-model`: the probe route is the other file's model (its perplexity is
@@ -310,20 +279,14 @@ fn perplexity_kl_against_another_model_file() {
 fn perplexity_on_the_gpu_is_refused_with_a_reason_without_one() {
     let (_dir, f) = fox_text();
     let o = perplexity(&f, &["--backend", "gpu", "--kl"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(
-        stderr(&o).contains("--backend gpu: no GPU could be opened"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 1, &["--backend gpu: no GPU could be opened"]);
     assert!(o.stdout.is_empty());
 }
 
 #[test]
 fn chat_on_a_model_without_a_template_is_an_error() {
     let o = greta(&["generate", "--model", &tiny_gguf(), "--chat", "hi"]);
-    assert_eq!(o.status.code(), Some(1));
-    assert!(stderr(&o).contains("no chat template"), "{}", stderr(&o));
+    assert_fails(&o, 1, &["no chat template"]);
 }
 
 #[test]
@@ -409,12 +372,7 @@ fn trace_tools_exit_2_on_bad_input() {
         bad.to_str().unwrap(),
         bad.to_str().unwrap(),
     ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("bad.jsonl:1: not a StageTrace v1 record"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 2, &["bad.jsonl:1: not a StageTrace v1 record"]);
 
     let o = greta(&[
         "audit",
@@ -424,23 +382,13 @@ fn trace_tools_exit_2_on_bad_input() {
         "--points",
         "attn_bogus",
     ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("names no trace point") && stderr(&o).contains("accepted"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 2, &["names no trace point", "accepted"]);
 
     let o = greta_env(
         &["generate", "--model", &tiny_gguf(), "--no-chat", "hi"],
         &[("GRETA_TRACE_STAGE_LAYERS", "2-1")],
     );
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("GRETA_TRACE_STAGE_LAYERS") && stderr(&o).contains("accepted"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 2, &["GRETA_TRACE_STAGE_LAYERS", "accepted"]);
 
     let o = greta(&[
         "audit",
@@ -450,8 +398,7 @@ fn trace_tools_exit_2_on_bad_input() {
         "--against",
         "gpu",
     ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(stderr(&o).contains("accepted: cpu"), "{}", stderr(&o));
+    assert_fails(&o, 2, &["accepted: cpu"]);
 
     // Options of one audit are refused by the others, by name, not ignored.
     let o = greta(&[
@@ -461,12 +408,7 @@ fn trace_tools_exit_2_on_bad_input() {
         &tiny_gguf(),
         "--kv-f16",
     ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("--kv-f16: accepted by `audit backend` only"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 2, &["--kv-f16: accepted by `audit backend` only"]);
     let o = greta(&[
         "audit",
         "route",
@@ -475,12 +417,7 @@ fn trace_tools_exit_2_on_bad_input() {
         "--inject",
         "prefill@*:attn_ctx:f16p",
     ]);
-    assert_eq!(o.status.code(), Some(2));
-    assert!(
-        stderr(&o).contains("attention's probabilities") && stderr(&o).contains("CPU forward only"),
-        "{}",
-        stderr(&o)
-    );
+    assert_fails(&o, 2, &["attention's probabilities", "CPU forward only"]);
 }
 
 #[test]
