@@ -207,7 +207,8 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 // the hi ones (sessions 17-32: 154 registers, so no wide tile). The FP8-first form: on the
 // wide SwiGLU tiles at K 64 (session 32: 7B prefill 18.3 -> 17.6 ms, the wide tile it
 // allowed), K 128 (session 33: 17.6 -> 16.9, the FP8 stages filled), then on every tile
-// (session 33: 16.9 -> 16.25; at K 64, half-filled FP8 stages, it had lost 0.5 ms there).
+// (sessions 33-34: 16.8 -> 15.9 ms, audited on the whole default model before it replaced
+// the interleaved form; at K 64, half-filled FP8 stages, it had lost 0.5 ms there).
 //
 // With SWIGLU (gate/up ahead of the down product, `gemm_f16_wgmma_swiglu_*`), a block's B
 // box is two of TN / 2 rows each, the gate weights' and the up weights' for the same TN / 2
