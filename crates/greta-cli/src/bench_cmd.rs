@@ -239,10 +239,11 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         }
     );
     println!(
-        "prefill {:>5} tokens: {:>9.2} ms  ({:.0} tok/s)        median of {}{}",
+        "prefill {:>5} tokens: {:>9.2} ms  ({:.0} tok/s, {:.1} TFLOP/s of model FLOPs)        median of {}{}",
         spec.prompt_len,
         r.prefill_ms,
         r.prefill_tok_s,
+        r.prefill_tflop_s,
         spec.reps,
         match &r.split_inputs {
             Some(s) => format!("; inputs as hi + lo: {s}"),

@@ -511,9 +511,21 @@ fn bench_reports_json_for_a_synthetic_model_and_writes_a_gguf_greta_reads_back()
         "achieved_gb_s",
         "copy_gb_s",
         "bytes_per_token",
+        "prefill_flops",
+        "prefill_tflop_s",
     ] {
         assert!(r[k].as_f64().unwrap() > 0.0, "{k}: {}", r[k]);
     }
+    // The throughput is the FLOPs over the median time, not another run's.
+    let (flops, ms, tf) = (
+        r["prefill_flops"].as_f64().unwrap(),
+        r["prefill_ms"].as_f64().unwrap(),
+        r["prefill_tflop_s"].as_f64().unwrap(),
+    );
+    assert!(
+        (flops / (ms / 1e3) / 1e12 - tf).abs() <= 1e-9 * tf,
+        "{flops} {ms} {tf}"
+    );
     // The written GGUF is a model greta loads and benchmarks.
     let out = short_cpu_bench(gguf.to_str().unwrap(), &[]);
     assert!(

@@ -137,6 +137,12 @@ pub struct BenchReport {
     /// token included, as llama-bench's pp test).
     pub prefill_ms: f64,
     pub prefill_tok_s: f64,
+    /// The prefill's model FLOPs (`prefill_flops`): each product, the causal attention and
+    /// the LM head's one row, counted once whatever the numerics (a split input's low-half
+    /// products are extra work, not model FLOPs), as a model-FLOPs utilisation counts them.
+    pub prefill_flops: f64,
+    /// `prefill_flops` over `prefill_ms`, in TFLOP/s.
+    pub prefill_tflop_s: f64,
     /// GPU: the host's time to issue the prefill (every launch, up to the token's read-back),
     /// median. Near `prefill_ms`, the host sets the pace, not the GPU.
     pub prefill_host_ms: Option<f64>,
@@ -195,6 +201,19 @@ pub fn decode_bytes(cfg: &LlamaConfig, matrix_bytes: f64, spec: &BenchSpec) -> (
     (weights, kv_bytes)
 }
 
+/// The model FLOPs of a prefill of `t` tokens from position 0: 2 per multiply-add of every
+/// layer's products over the t rows, of the causal attention (row i sees i + 1 keys: QKᵀ and
+/// PV, head_dim each, every query head), and of the LM head for the last row only (the
+/// logits a prefill computes, as llama-bench's pp test).
+pub fn prefill_flops(cfg: &LlamaConfig, t: usize) -> f64 {
+    let t = t as f64;
+    let products = 2.0 * t * (cfg.n_layers * cfg.layer_matrix_params()) as f64;
+    let keys = t * (t + 1.0) / 2.0;
+    let attention = 2.0 * 2.0 * keys * (cfg.head_dim * cfg.n_heads * cfg.n_layers) as f64;
+    let head = 2.0 * (cfg.hidden * cfg.vocab_size) as f64;
+    products + attention + head
+}
+
 /// What a backend's run measured, before the derived figures.
 struct Measured<'a> {
     backend: &'a str,
@@ -233,12 +252,15 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
     let decode_tok_s = median(&decode);
     let (w, kv) = decode_bytes(cfg, matrix_bytes, spec);
     let achieved = (w + kv) * decode_tok_s / 1e9;
+    let flops = prefill_flops(cfg, spec.prompt_len);
     BenchReport {
         backend: backend.into(),
         device: device.into(),
         spec: spec.clone(),
         prefill_ms,
         prefill_tok_s: spec.prompt_len as f64 / (prefill_ms / 1e3),
+        prefill_flops: flops,
+        prefill_tflop_s: flops / (prefill_ms / 1e3) / 1e12,
         prefill_host_ms: prefill_host_ms.as_deref().map(median),
         decode_tok_s,
         decode_ms_per_token: 1e3 / decode_tok_s,
@@ -457,6 +479,29 @@ mod tests {
             ctx,
             sampling: None,
         }
+    }
+
+    /// The prefill's model FLOPs for the Llama-2-7B shape at 512 tokens, against the sum
+    /// written out from the architecture's published sizes (hidden 4096, 32 layers of
+    /// 4096 x 4096 Q/K/V/O and 4096 x 11008 gate/up/down, 32 heads of 128, vocab 32 000),
+    /// and the issue's own figure: 8.6 ms at 800 TFLOP/s, i.e. ~6.9e12 with the embedding
+    /// and head counted as products over every row.
+    #[test]
+    fn prefill_flops_of_the_7b_shape() {
+        let cfg = synthetic::config("llama2-7b").unwrap();
+        let layer = 4.0 * 4096.0 * 4096.0 + 3.0 * 4096.0 * 11008.0;
+        let want = 2.0 * 512.0 * 32.0 * layer
+            + 2.0 * 2.0 * (512.0 * 513.0 / 2.0) * 128.0 * 32.0 * 32.0
+            + 2.0 * 4096.0 * 32000.0;
+        let got = prefill_flops(&cfg, 512);
+        assert_eq!(got, want);
+        assert!((6.6e12..6.9e12).contains(&got), "{got:e}");
+        // One token: each product once, one key, the head once.
+        let one = prefill_flops(&cfg, 1);
+        assert_eq!(
+            one,
+            2.0 * 32.0 * layer + 4.0 * 128.0 * 32.0 * 32.0 + 2.0 * 4096.0 * 32000.0
+        );
     }
 
     /// --ctx sizes the KV cache; it must hold the run and fit the model, and the error says
