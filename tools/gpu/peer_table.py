@@ -100,7 +100,9 @@ def main():
     print("Roofline fractions of greta's figures:")
     for s, g, *_ in rows:
         card = next((k for k in MATRIX_TFLOPS if k in g["device"]), None)
-        flops = 2 * g["weight_bytes"] / 2 * g["spec"]["prompt_len"]  # 2 * params * tokens (matrices)
+        # The model's FLOPs as greta bench counts them (each product, the causal attention and
+        # the head's one row, once whatever the numerics); older results: 2 * params * tokens.
+        flops = g.get("prefill_flops") or 2 * g["weight_bytes"] / 2 * g["spec"]["prompt_len"]
         pf = f"prefill {flops / (g['prefill_ms'] / 1e3) / 1e12:.0f} TFLOP/s"
         if card:
             pf += f" = {flops / (g['prefill_ms'] / 1e3) / 1e12 / MATRIX_TFLOPS[card]:.3f} of {MATRIX_TFLOPS[card]:.0f} (f16 dense)"
