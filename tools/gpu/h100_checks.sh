@@ -92,7 +92,12 @@ run audit-faults-in-both faults_both
 run generate-smollm2-shape sh -c "$G generate --backend gpu -m /tmp/smollm2-random --no-chat --temperature 0 -n 128 'The quick brown fox' && $G generate --backend gpu --no-graph -m /tmp/smollm2-random --no-chat --temperature 0 -n 128 'The quick brown fox' && $G generate --backend gpu -m /tmp/smollm2-random --no-chat --seed 3 -n 64 'The quick brown fox' && $G generate --backend gpu --no-graph -m /tmp/smollm2-random --no-chat --seed 3 -n 64 'The quick brown fox'"
 # Logits against Hugging Face transformers on this GPU (random MHA/GQA, tied/untied checkpoints).
 run hf-gpu-parity env OUT=$OUT GRETA=$G python3 tools/gpu/hf_gpu_parity.py
-echo "== llama.cpp build: $(cat /tmp/llama-cpp/done 2>/dev/null || echo running)"
+# Its state: done (what build_llama_cpp.sh wrote), running, or never started (session 34's
+# call printed "running" for a build whose source was not carried).
+if [ -f /tmp/llama-cpp/done ]; then lc=$(cat /tmp/llama-cpp/done)
+elif [ -f target/peer/llama-cpp-src.tar.xz ]; then lc=running
+else lc="not started (target/peer/llama-cpp-src.tar.xz not carried)"; fi
+echo "== llama.cpp build: $lc"
 # At most 8 files come back from a device call, first by name: every output in one bundle
 # whose name sorts first (session 15 lost call 1's failing test message to that limit).
 tar czf /tmp/0-checks.tgz -C "$OUT" . && mv /tmp/0-checks.tgz "$OUT/0-checks.tgz"
