@@ -119,6 +119,11 @@ impl WgmmaTile {
 /// of f16) and depth (WG_STAGES; a kernel build with another depth needs this one too).
 const WGMMA_BK: u32 = 64;
 
+/// The FP8-lo forms' K step for their FP8 operands (2 * WG_BK in kernels/gemm.hip): 128
+/// bytes of FP8 a box row, as the f16 boxes' K 64, so an FP8 step fills a stage in the same
+/// layout.
+const WGMMA_BK8: u32 = 2 * WGMMA_BK;
+
 const WGMMA_STAGES: u32 = 6;
 
 /// The 128 x 232 tile's depth (WG_STAGES_232 in kernels/gemm.hip): 4 of 45 KiB.
@@ -448,11 +453,9 @@ impl GpuKernels {
                 ))
             })?;
             let (m32, n32) = (tile.m as u32, tile.n as u32);
-            // FP8 boxes of K 128: 128-byte rows, as the f16 boxes of K 64.
-            let lo_box = 2 * WGMMA_BK;
             let mut args = Args::new()
                 .tmap(a.tensor_map_f16(t, k, m32, WGMMA_BK)?)
-                .tmap(q.tensor_map_u8(t, k, m32, lo_box)?);
+                .tmap(q.tensor_map_u8(t, k, m32, WGMMA_BK8)?);
             // Absent products (n = 0) repeat the last present one's maps and pointers.
             let at = |i: usize| i.min(group.len() - 1);
             for i in 0..3 {
@@ -462,7 +465,7 @@ impl GpuKernels {
             for i in 0..3 {
                 let o = &group[at(i)];
                 let w8 = o.w8.expect("checked above");
-                args = args.tmap(w8.q.tensor_map_u8(o.n, k, n32, lo_box)?);
+                args = args.tmap(w8.q.tensor_map_u8(o.n, k, n32, WGMMA_BK8)?);
             }
             for i in 0..3 {
                 args = args.ptr(group[at(i)].y);
@@ -580,15 +583,13 @@ impl GpuKernels {
                     ))
                 })?;
             let (m32, half) = (tile.m as u32, tile.n as u32 / 2);
-            // FP8 boxes of K 128: 128-byte rows, as the f16 boxes of K 64.
-            let k8 = 2 * WGMMA_BK;
             let args = Args::new()
                 .tmap(a.tensor_map_f16(t, k, m32, WGMMA_BK)?)
-                .tmap(q.tensor_map_u8(t, k, m32, k8)?)
+                .tmap(q.tensor_map_u8(t, k, m32, WGMMA_BK8)?)
                 .tmap(w_gate.tensor_map_f16(n, k, half, WGMMA_BK)?)
                 .tmap(w_up.tensor_map_f16(n, k, half, WGMMA_BK)?)
-                .tmap(w8_gate.q.tensor_map_u8(n, k, half, k8)?)
-                .tmap(w8_up.q.tensor_map_u8(n, k, half, k8)?)
+                .tmap(w8_gate.q.tensor_map_u8(n, k, half, WGMMA_BK8)?)
+                .tmap(w8_up.q.tensor_map_u8(n, k, half, WGMMA_BK8)?)
                 .ptr(&w8_gate.scale)
                 .ptr(&w8_up.scale);
             let args = self
