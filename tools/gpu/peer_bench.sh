@@ -13,6 +13,9 @@
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
+# The carry unpacked whenever there is one (session 35's first peer call landed on a fresh
+# machine with the build still packed: every greta run exited 127).
+if [ -f target/carry/greta.xz ]; then bash tools/gpu/unpack_carry.sh; fi
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels
 G=./target/device/greta
 SHAPES=${*:-smollm2-135m llama2-7b}
