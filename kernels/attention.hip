@@ -193,7 +193,7 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
                                   const g_half* GRETA_RESTRICT v_cache, float* GRETA_RESTRICT ctx,
                                   g_half* GRETA_RESTRICT hi, g_half* GRETA_RESTRICT lo, const unsigned* pos0,
                                   unsigned rows, unsigned n_heads, unsigned n_kv_heads, float scale, unsigned sms,
-                                  g_half* smem) {
+                                  const float* GRETA_RESTRICT angles, unsigned half_split, g_half* smem) {
     constexpr unsigned DC = HD / 16, CH = HD / 8, NT = FA_KEYS / 8, BLOCK_ROWS = 16 * WAVES;
     constexpr unsigned THREADS = GRETA_WAVE * WAVES;
     constexpr unsigned TILE = FA_KEYS * HD; // halves of one K or V tile
@@ -248,6 +248,48 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
         g_async_commit();
     };
     copy_tile(0, 0);
+
+    // RoPE on q where angles are given (the untraced prefill: rope_k_append then rotates the
+    // keys alone), while tile 0 is on its way: rope_qk_append's bits, from rope_angles_f32's
+    // table (row r: sin, cos of each pair) and g_rope_first / g_rope_second. A thread's chunk
+    // ch holds 8 elements of its row: pairs (2 i, 2 i + 1) lie whole in it; a pair (i, i +
+    // HD / 2) spans chunks ch and ch ^ (CH / 2), which lane l ^ (CH / 2) holds (c % CH =
+    // tid % CH, THREADS a multiple of CH).
+    static_assert(THREADS % CH == 0 && CH / 2 < GRETA_WAVE, "a chunk's partner is in the wave");
+    if (angles) {
+#pragma unroll
+        for (unsigned n = 0; n < QN; ++n) {
+            const unsigned c = tid + n * THREADS, ch = c % CH, r = r0 + c / CH;
+            if (half_split) {
+                // Pairs 8 (ch % (CH / 2)) .. + 7: 16 floats of the row's table.
+                float sc[16];
+                if (r < rows) {
+                    const float* at = angles + (unsigned long)r * HD + 16 * (ch % (CH / 2));
+                    g_load_f8(at, sc);
+                    g_load_f8(at + 8, sc + 8);
+                } else {
+                    for (unsigned e = 0; e < 16; ++e) sc[e] = 0.0f;
+                }
+                const bool first = ch < CH / 2;
+#pragma unroll
+                for (unsigned x = 0; x < 8; ++x) {
+                    const float other = g_shfl_xor(qv[n][x], CH / 2);
+                    const float sn = sc[2 * x], cs = sc[2 * x + 1];
+                    qv[n][x] = first ? g_rope_first(qv[n][x], other, sn, cs) : g_rope_second(other, qv[n][x], sn, cs);
+                }
+            } else if (r < rows) {
+                // Pairs 4 ch .. + 3: 8 floats of the row's table.
+                float sc[8];
+                g_load_f8(angles + (unsigned long)r * HD + 8 * ch, sc);
+#pragma unroll
+                for (unsigned m = 0; m < 4; ++m) {
+                    const float x0 = qv[n][2 * m], x1 = qv[n][2 * m + 1];
+                    qv[n][2 * m] = g_rope_first(x0, x1, sc[2 * m], sc[2 * m + 1]);
+                    qv[n][2 * m + 1] = g_rope_second(x0, x1, sc[2 * m], sc[2 * m + 1]);
+                }
+            }
+        }
+    }
 
     // Q = hi + lo staged through stage 1's K (hi) and V (lo) tiles, then into registers.
     for (unsigned n = 0; n < QN; ++n) {
@@ -398,16 +440,18 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
 // 132-multiprocessor card), 4 at HD 128 (more sharing of each K/V tile). gpu/attention.rs: fa_waves.
 // hi, lo: the output projection's f16 operands of ctx (what split_f16 makes of it, bitwise),
 // written beside it where hi is not null (lo where it is not null), which saves split_f16's
-// launch and its read of ctx.
+// launch and its read of ctx. angles: where not null, q is the Q product's unrotated output
+// and the kernel applies RoPE (half_split: the pairing) as it loads it, from rope_angles_f32's
+// table of the pass's rows.
 #define ATTN_PREFILL_FA(HD, WAVES)                                                                             \
     GRETA_KERNEL void attn_prefill_fa_##HD(const float* q, const g_half* k_cache, const g_half* v_cache,         \
                                            float* ctx, g_half* hi, g_half* lo, const unsigned* pos0,           \
                                            unsigned rows, unsigned n_heads, unsigned n_kv_heads, float scale,  \
-                                           unsigned sms) {                                                     \
+                                           unsigned sms, const float* angles, unsigned half_split) {           \
         g_overlap_entry();                                                                                      \
         extern __shared__ GRETA_ALIGN16 g_half fa_smem[];                                                       \
         attn_prefill_fa<HD, WAVES>(q, k_cache, v_cache, ctx, hi, lo, pos0, rows, n_heads, n_kv_heads, scale,    \
-                                   sms, fa_smem);                                                               \
+                                   sms, angles, half_split, fa_smem);                                           \
     }
 ATTN_PREFILL_FA(64, 2)
 ATTN_PREFILL_FA(128, 4)

@@ -33,6 +33,7 @@ GRETA_DEVICE float g_sqrt(float x) { return __builtin_sqrtf(x); }
 GRETA_DEVICE float g_exp(float x) { return __builtin_expf(x); }
 GRETA_DEVICE float g_sin(float x) { return __builtin_sinf(x); }
 GRETA_DEVICE float g_cos(float x) { return __builtin_cosf(x); }
+GRETA_DEVICE float g_fma(float a, float b, float c) { return __builtin_fmaf(a, b, c); }
 #else
 #include <cuda_fp16.h>
 #define GRETA_NVIDIA 1
@@ -68,6 +69,7 @@ GRETA_DEVICE float g_rcp_approx(float x) {
 }
 GRETA_DEVICE float g_sin(float x) { return sinf(x); }
 GRETA_DEVICE float g_cos(float x) { return cosf(x); }
+GRETA_DEVICE float g_fma(float a, float b, float c) { return __fmaf_rn(a, b, c); }
 #endif
 
 // A compile-time flag passed to a generic lambda (`if constexpr (decltype(f)::value)`), so
@@ -78,17 +80,20 @@ struct g_bool {
 };
 
 // RoPE at position pos, pair i: the angle's sine and cosine, and the rotation of the pair
-// (g_rope_pair does both). rope_f32, rope_qk_append_f16 and the decode attention's own RoPE
-// share them, so their values are bitwise equal.
+// (g_rope_pair does both). rope_f32, rope_qk_append_f16, the decode attention's own RoPE and
+// the prefill attention's RoPE on q share them, so their values are bitwise equal.
 GRETA_DEVICE void g_rope_angle(float pos, const float* inv_freq, unsigned i, float* s, float* c) {
     float angle = pos * inv_freq[i];
     *s = g_sin(angle);
     *c = g_cos(angle);
 }
 // The rotated pair (x0, x1) by (c, s): its first and second element. Every RoPE site
-// rotates through these two, so that each element gets the same arithmetic everywhere.
-GRETA_DEVICE float g_rope_first(float x0, float x1, float s, float c) { return x0 * c - x1 * s; }
-GRETA_DEVICE float g_rope_second(float x0, float x1, float s, float c) { return x0 * s + x1 * c; }
+// rotates through these two, so that each element gets the same arithmetic everywhere; the
+// fused multiply-adds are written out because the compiler's contraction of `a * b - c * d`
+// may differ between sites (which product it keeps exact), and the prefill attention's RoPE
+// on q must give rope_qk_append's bits.
+GRETA_DEVICE float g_rope_first(float x0, float x1, float s, float c) { return g_fma(x0, c, -(x1 * s)); }
+GRETA_DEVICE float g_rope_second(float x0, float x1, float s, float c) { return g_fma(x0, s, x1 * c); }
 // Rotates pair i of a head by (c, s); returns the indices it wrote through *ia, *ib.
 GRETA_DEVICE void g_rope_rotate(float* head, float s, float c, unsigned i, unsigned half, unsigned half_split,
                                 unsigned* ia, unsigned* ib) {

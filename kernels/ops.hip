@@ -91,12 +91,17 @@ GRETA_KERNEL void rope_qk_append_f16(float* q, float* k, const float* v, g_half*
 // 4-float vectors, at i0 and i0 + head_dim / 2 (half_split) or at 2 i0 and 2 i0 + 4. A key
 // head's thread also appends those elements of k and v. Grid: (rows, quads / block rounded
 // up); block: any. The attention is let in at the end.
+// rot_q = 0: the key heads alone (the grid covers those; q untouched, the prefill attention
+// rotates it as it loads it: attn_prefill_fa's inv_freq); keep_k = 0: the rotated k goes to
+// the cache only, not back to k (nothing reads it there in an untraced prefill).
 GRETA_KERNEL void rope_qk_append_x4_f16(float* q, float* k, const float* v, g_half* k_cache, g_half* v_cache,
                                         const unsigned* pos0, const float* inv_freq, unsigned n_heads,
-                                        unsigned n_kv_heads, unsigned head_dim, unsigned half_split) {
+                                        unsigned n_kv_heads, unsigned head_dim, unsigned half_split,
+                                        unsigned rot_q, unsigned keep_k) {
     g_wait_previous();
     const unsigned r = g_bid(), j = g_bid_y() * g_bdim() + g_tid();
-    const unsigned half = head_dim / 2, quads = half / 4, h = j / quads, i0 = 4 * (j % quads);
+    const unsigned half = head_dim / 2, quads = half / 4, h = j / quads + (rot_q ? 0 : n_heads),
+                   i0 = 4 * (j % quads);
     if (h < n_heads + n_kv_heads) {
         const unsigned p = *pos0 + r, kv_row = n_kv_heads * head_dim;
         const float pos = (float)p;
@@ -135,8 +140,10 @@ GRETA_KERNEL void rope_qk_append_x4_f16(float* q, float* k, const float* v, g_ha
                 vb.v[2 * m + 1] = g_rope_second(x0, x1, s[2 + m], c[2 + m]);
             }
         }
-        *(g_f4*)(head + a) = va;
-        *(g_f4*)(head + b) = vb;
+        if (!is_k || keep_k) {
+            *(g_f4*)(head + a) = va;
+            *(g_f4*)(head + b) = vb;
+        }
         if (is_k) {
             const unsigned long dst = (unsigned long)p * kv_row + off;
             g_h4 ka, kb, ca, cb;
@@ -168,6 +175,23 @@ GRETA_KERNEL void rope_f32(float* x, const unsigned* pos0, const float* inv_freq
     for (unsigned j = g_tid(); j < n_heads * half; j += g_bdim()) {
         unsigned a, b;
         g_rope_pair(row + (j / half) * head_dim, pos, inv_freq, j % half, half, half_split, &a, &b);
+    }
+}
+
+// The RoPE angles of a pass's rows: angles[r * 2 half + 2 i] = sin, + 1 = cos of pair i at
+// position *pos0 + r (g_rope_angle: rope_qk_append's values bitwise). Every layer's prefill
+// attention reads them (attn_prefill_fa's angles), which leaves it no sine or cosine: made
+// there for each head of each layer, they cost more than rope_qk_append's bytes saved
+// (session 35). Grid: rows; block: any.
+GRETA_KERNEL void rope_angles_f32(float* angles, const unsigned* pos0, const float* inv_freq, unsigned half) {
+    g_overlap_entry();
+    const unsigned r = g_bid();
+    const float pos = (float)(*pos0 + r);
+    for (unsigned i = g_tid(); i < half; i += g_bdim()) {
+        float s, c;
+        g_rope_angle(pos, inv_freq, i, &s, &c);
+        angles[(unsigned long)r * 2 * half + 2 * i] = s;
+        angles[(unsigned long)r * 2 * half + 2 * i + 1] = c;
     }
 }
 

@@ -7,8 +7,8 @@ use float8::{F8E4M3, F8E5M2};
 use greta_kernels::cpu::{self, RopePairing, WeightView};
 use greta_kernels::gpu::{
     default_dir, e4m3_weight_scale, AttnScratch, AttnShape, E4m3Matrix, F16Operands, GemmLo,
-    GemmOut, GemmRoute, GpuKernels, LoOperand, MatShape, NormIn, PickAt, QkvRope, RopeShape, Rows,
-    SwigluLo, SwigluOut, WgmmaTile, LO8_SCALE_LOG2,
+    GemmOut, GemmRoute, GpuKernels, LoOperand, MatShape, NormIn, PickAt, QRope, QkvRope, RopeShape,
+    Rows, SwigluLo, SwigluOut, WgmmaTile, LO8_SCALE_LOG2,
 };
 use half::f16;
 use hiprt::{DeviceBuffer, Gpu, Platform, PlatformChoice, Stream};
@@ -676,6 +676,7 @@ fn attention_operands_case(
                 &mut scratch,
                 &mut dctx,
                 Some(ops),
+                None,
                 dpos,
                 shape,
             )
@@ -1151,6 +1152,21 @@ fn fused_norm_and_rope_append_match_unfused_and_cpu() {
         );
         assert!(bits(&kc) == bits(&ukc), "k cache");
         assert!(bits(&vc) == bits(&uvc), "v cache");
+        let case =
+            format!("hd={head_dim} heads {n_heads}/{n_kv} rows={rows} half_split={half_split}");
+        rope_in_attention_case(
+            &g,
+            &s,
+            &k,
+            shape,
+            [&q, &kk],
+            &dv,
+            [&kc, &vc],
+            &dq,
+            &dpos,
+            &dinv,
+            &case,
+        );
         // And against the CPU.
         let pairing = if half_split {
             RopePairing::HalfSplit
@@ -1163,6 +1179,128 @@ fn fused_norm_and_rope_append_match_unfused_and_cpu() {
         eprintln!("rope_qk_append hd={head_dim} pos0={pos0}: q nmse {e:.3e}");
         assert!(e < 1e-9, "rope_qk_append q: nmse {e:.3e}");
     }
+}
+
+/// The untraced prefill's RoPE split between `rope_k_append` (the keys into the caches,
+/// k itself untouched) and the prefill attention rotating q as it loads it
+/// (`attention_with_operands`' `q_rope`): the caches bitwise `rope_qk_append`'s (`caches`),
+/// ctx and the output product's f16 operands bitwise those of the attention over `rotated`
+/// (`rope_qk_append`'s q). Where the kernels have no such attention (one row, other
+/// head dims, AMD) and for head_dim % 8 != 0, the refusals.
+#[allow(clippy::too_many_arguments)]
+fn rope_in_attention_case(
+    g: &Gpu,
+    s: &Stream,
+    k: &GpuKernels,
+    shape: QkvRope,
+    [q, kk]: [&[f32]; 2],
+    dv: &DeviceBuffer<f32>,
+    caches: [&DeviceBuffer<u16>; 2],
+    rotated: &DeviceBuffer<f32>,
+    dpos: &DeviceBuffer<u32>,
+    dinv: &DeviceBuffer<f32>,
+    case: &str,
+) {
+    let QkvRope {
+        rows,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        half_split,
+        capacity,
+        ..
+    } = shape;
+    let bits = |b: &DeviceBuffer<u16>| b.to_vec(s).unwrap();
+    let zeros = vec![0u16; capacity * n_kv_heads * head_dim];
+    let (mut kc, mut vc) = (upload(g, s, &zeros), upload(g, s, &zeros));
+    let dk = upload(g, s, kk);
+    let r = k.rope_k_append(s, &dk, dv, [&mut kc, &mut vc], dpos, dinv, shape);
+    if !head_dim.is_multiple_of(8) {
+        let err = r.unwrap_err().to_string();
+        assert!(err.contains("head_dim % 8"), "{case}: {err}");
+        return;
+    }
+    r.unwrap();
+    assert!(
+        bits(&kc) == bits(caches[0]),
+        "rope_k_append k cache, {case}"
+    );
+    assert!(
+        bits(&vc) == bits(caches[1]),
+        "rope_k_append v cache, {case}"
+    );
+    assert_eq!(
+        mismatches(&download(s, &dk), kk),
+        0,
+        "rope_k_append left k, {case}"
+    );
+
+    let att = AttnShape {
+        rows,
+        n_heads,
+        n_kv_heads,
+        head_dim,
+        max_kv: capacity,
+        keys: capacity,
+    };
+    let mut scratch = AttnScratch::new(g, n_heads, head_dim, capacity).unwrap();
+    let n = rows * n_heads * head_dim;
+    let dq = upload(g, s, q);
+    let mut angles = g.alloc::<f32>(rows * head_dim).unwrap();
+    k.rope_angles(s, &mut angles, dpos, dinv, rows, head_dim)
+        .unwrap();
+    let q_rope = QRope {
+        angles: &angles,
+        half_split,
+    };
+    // ctx, hi, lo and whether the operands were made, from q (rotated by the kernel where
+    // `rope`) over the caches.
+    let mut attend = |q: &DeviceBuffer<f32>, rope: Option<QRope>| {
+        let mut ctx = g.alloc::<f32>(n).unwrap();
+        let mut hi = upload(g, s, &vec![UNTOUCHED; n]);
+        let mut lo = upload(g, s, &vec![UNTOUCHED; n]);
+        let ops = F16Operands {
+            hi: &mut hi,
+            lo: Some(LoOperand::F16(&mut lo)),
+        };
+        let made = k.attention_with_operands(
+            s,
+            q,
+            caches[0],
+            caches[1],
+            &mut scratch,
+            &mut ctx,
+            Some(ops),
+            rope,
+            dpos,
+            att,
+        )?;
+        Ok::<_, greta_kernels::gpu::KernelError>((download(s, &ctx), bits(&hi), bits(&lo), made))
+    };
+    if !k.has_prefill_q_rope(head_dim) || rows < 2 {
+        let err = attend(&dq, Some(q_rope)).unwrap_err().to_string();
+        assert!(
+            err.contains("register-resident prefill kernel"),
+            "{case}: {err}"
+        );
+        return;
+    }
+    let want = attend(rotated, None).unwrap();
+    let got = attend(&dq, Some(q_rope)).unwrap();
+    assert!(want.3 && got.3, "{case}: operands made");
+    assert_eq!(
+        mismatches(&got.0, &want.0),
+        0,
+        "attention with RoPE on q: ctx, {case}"
+    );
+    assert!(got.1 == want.1, "attention with RoPE on q: hi, {case}");
+    assert!(got.2 == want.2, "attention with RoPE on q: lo, {case}");
+    assert_eq!(
+        mismatches(&download(s, &dq), q),
+        0,
+        "attention left q, {case}"
+    );
+    eprintln!("RoPE in the prefill attention {case}: bitwise the two launches'");
 }
 
 /// Decode's one-launch RoPE + append + attention against the two launches it replaces

@@ -18,6 +18,15 @@ pub struct QkvRope {
     pub keys: usize,
 }
 
+/// RoPE on q inside the prefill attention (`GpuKernels::attention_with_operands`): the
+/// angles of the pass's rows (`GpuKernels::rope_angles`) and the pairing
+/// (`QkvRope::half_split`).
+#[derive(Clone, Copy)]
+pub struct QRope<'a> {
+    pub angles: &'a DeviceBuffer<f32>,
+    pub half_split: bool,
+}
+
 /// Keys per block of the split decode attention (DECODE_KEYS in kernels/attention.hip).
 pub const DECODE_SPLIT: usize = 128;
 
@@ -290,7 +299,7 @@ impl GpuKernels {
         pos0: &DeviceBuffer<u32>,
         att: AttnShape,
     ) -> Result<()> {
-        self.attention_with_operands(s, q, k_cache, v_cache, scratch, ctx, None, pos0, att)
+        self.attention_with_operands(s, q, k_cache, v_cache, scratch, ctx, None, None, pos0, att)
             .map(|_| ())
     }
 
@@ -298,6 +307,9 @@ impl GpuKernels {
     /// (several rows, head_dim 64 or 128, NVIDIA), the output projection's f16 operands of
     /// ctx in the same launch (bitwise what `split_f16` makes of ctx). Returns whether it
     /// wrote them; where it did not, `ops` is untouched and the caller splits ctx.
+    /// With `q_rope`, q is the Q product's unrotated output and the kernel applies RoPE as
+    /// it loads each row: ctx is bitwise `rope_qk_append` then `attention`'s. Only the
+    /// register-resident kernel does (`has_prefill_q_rope`); elsewhere it is an error.
     #[allow(clippy::too_many_arguments)]
     pub fn attention_with_operands(
         &self,
@@ -308,6 +320,7 @@ impl GpuKernels {
         scratch: &mut AttnScratch,
         ctx: &mut DeviceBuffer<f32>,
         ops: Option<F16Operands>,
+        q_rope: Option<QRope<'_>>,
         pos0: &DeviceBuffer<u32>,
         att: AttnShape,
     ) -> Result<bool> {
@@ -330,6 +343,15 @@ impl GpuKernels {
             u32_of(head_dim, "head_dim")?,
         );
         let scale = 1.0 / (head_dim as f32).sqrt();
+        if let Some(r) = &q_rope {
+            if n_rows < 2 || !self.has_prefill_q_rope(head_dim) {
+                return Err(KernelError::Shape(format!(
+                    "RoPE inside the attention needs the register-resident prefill kernel (several rows, \
+                     head_dim 64 or 128, NVIDIA); got {n_rows} rows, head_dim {head_dim} (see has_prefill_q_rope)"
+                )));
+            }
+            Self::need(r.angles, n_rows * head_dim, "attention RoPE angles")?;
+        }
         if n_rows > 1 {
             // Register-resident (fa_waves waves x 16 rows per block) where it exists, else
             // the LDS kernel (one wave x 16 rows).
@@ -374,7 +396,9 @@ impl GpuKernels {
                 // SM; 0 where unknown: longest first).
                 Some(_) => args
                     .f32(scale)
-                    .u32(u32_of(self.multiprocessors, "multiprocessors")?),
+                    .u32(u32_of(self.multiprocessors, "multiprocessors")?)
+                    .ptr_or_null(q_rope.map(|r| r.angles))
+                    .u32(q_rope.is_some_and(|r| r.half_split) as u32),
                 None => args.u32(hd).f32(scale),
             };
             self.launch(f, dims, s, args)?;
@@ -439,6 +463,13 @@ impl GpuKernels {
         })
     }
 
+    /// Whether the prefill attention (several rows) applies RoPE to q itself at this
+    /// head_dim (`attention_with_operands`' `q_rope`; then `rope_k_append` rotates the keys
+    /// alone): where the register-resident kernel runs (NVIDIA, head_dim 64 and 128).
+    pub fn has_prefill_q_rope(&self, head_dim: usize) -> bool {
+        self.attn_prefill_fa.is_some() && matches!(head_dim, 64 | 128)
+    }
+
     /// Whether `attention_rope` takes this head_dim (every one `attention` takes but 112).
     pub fn has_decode_rope(&self, head_dim: usize) -> bool {
         check_attention_shape(1, 1, head_dim).is_ok()
@@ -483,7 +514,15 @@ impl GpuKernels {
                 "{what}: no kernel for head_dim {head_dim} (see has_decode_rope)"
             )));
         };
-        Self::need_rope_io(&shape, [q, k, v], [k_cache, v_cache], pos0, inv_freq, what)?;
+        Self::need_rope_io(
+            &shape,
+            Some(q),
+            [k, v],
+            [k_cache, v_cache],
+            pos0,
+            inv_freq,
+            what,
+        )?;
         let (q_row, kv_row) = (n_heads * head_dim, n_kv_heads * head_dim);
         Self::need_of(q_rot, q_row, what, "q_rot")?;
         Self::need_of(k_rot, kv_row, what, "k_rot")?;

@@ -294,6 +294,7 @@ pub struct GpuKernels {
     rope_qk_append: Function,
     /// rope_qk_append four pairs a thread (head_dim % 8 == 0).
     rope_qk_append_x4: Function,
+    rope_angles: Function,
     gemv3: Function,
     gemv3_r2: Function,
     gemv3_norm: [Function; 2],
@@ -383,6 +384,7 @@ impl GpuKernels {
                 add_rmsnorm: ops.function("add_rmsnorm_f32")?,
                 rope_qk_append: ops.function("rope_qk_append_f16")?,
                 rope_qk_append_x4: ops.function("rope_qk_append_x4_f16")?,
+                rope_angles: ops.function("rope_angles_f32")?,
                 gemv3: product("gemv3_f16")?,
                 gemv3_r2: product("gemv3_f16_r2")?,
                 gemv3_norm: [product("gemv3_norm_f16")?, product("gemv3_norm_f16_r2")?],

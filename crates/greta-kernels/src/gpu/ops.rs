@@ -270,6 +270,81 @@ impl GpuKernels {
         s: &Stream,
         [q, k]: [&mut DeviceBuffer<f32>; 2],
         v: &DeviceBuffer<f32>,
+        caches: [&mut DeviceBuffer<u16>; 2],
+        pos0: &DeviceBuffer<u32>,
+        inv_freq: &DeviceBuffer<f32>,
+        shape: QkvRope,
+    ) -> Result<()> {
+        self.rope_append(s, Some(q), k, v, caches, pos0, inv_freq, shape)
+    }
+
+    /// `rope_qk_append` without q: RoPE on k, then k and v appended to the caches; k itself
+    /// is left as it was (the rotated rows go to the cache only). For the prefill attention
+    /// that rotates q itself (`attention_with_operands`' `q_rope`). Needs head_dim % 8 == 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn rope_k_append(
+        &self,
+        s: &Stream,
+        k: &DeviceBuffer<f32>,
+        v: &DeviceBuffer<f32>,
+        caches: [&mut DeviceBuffer<u16>; 2],
+        pos0: &DeviceBuffer<u32>,
+        inv_freq: &DeviceBuffer<f32>,
+        shape: QkvRope,
+    ) -> Result<()> {
+        if !shape.head_dim.is_multiple_of(8) {
+            return Err(KernelError::Shape(format!(
+                "rope_k_append needs head_dim % 8 == 0; head_dim = {} (use rope_qk_append)",
+                shape.head_dim
+            )));
+        }
+        self.rope_append(s, None, k, v, caches, pos0, inv_freq, shape)
+    }
+
+    /// The RoPE angles of `rows` positions from `*pos0` (sin, cos of each pair: `head_dim`
+    /// floats a row, `g_rope_angle`'s values) into `angles`, for the prefill attention that
+    /// rotates q itself (`QRope`): one table a pass, read by every layer.
+    pub fn rope_angles(
+        &self,
+        s: &Stream,
+        angles: &mut DeviceBuffer<f32>,
+        pos0: &DeviceBuffer<u32>,
+        inv_freq: &DeviceBuffer<f32>,
+        rows: usize,
+        head_dim: usize,
+    ) -> Result<()> {
+        Self::need(angles, rows * head_dim, "rope_angles angles")?;
+        Self::need(inv_freq, head_dim / 2, "rope_angles inv_freq")?;
+        Self::need(pos0, 1, "rope_angles pos0")?;
+        let half = head_dim / 2;
+        let dims = LaunchDims {
+            grid: [u32_of(rows, "rows")?, 1, 1],
+            block: [
+                half.next_multiple_of(self.wave as usize)
+                    .min(BLOCK as usize) as u32,
+                1,
+                1,
+            ],
+            shared_bytes: 0,
+            cluster: 1,
+        };
+        let args = Args::new()
+            .ptr(angles)
+            .ptr(pos0)
+            .ptr(inv_freq)
+            .u32(u32_of(half, "half")?);
+        self.launch(&self.rope_angles, dims, s, args)
+    }
+
+    /// `rope_qk_append` (q given) or `rope_k_append` (q absent: the key heads alone, and the
+    /// rotated k to the cache only).
+    #[allow(clippy::too_many_arguments)]
+    fn rope_append(
+        &self,
+        s: &Stream,
+        q: Option<&mut DeviceBuffer<f32>>,
+        k: &DeviceBuffer<f32>,
+        v: &DeviceBuffer<f32>,
         [k_cache, v_cache]: [&mut DeviceBuffer<u16>; 2],
         pos0: &DeviceBuffer<u32>,
         inv_freq: &DeviceBuffer<f32>,
@@ -283,16 +358,14 @@ impl GpuKernels {
             half_split,
             ..
         } = shape;
-        Self::need_rope_io(
-            &shape,
-            [q, k, v],
-            [k_cache, v_cache],
-            pos0,
-            inv_freq,
-            "rope_qk_append",
-        )?;
+        let what = match q {
+            Some(_) => "rope_qk_append",
+            None => "rope_k_append",
+        };
+        let q = q.map(|q| &*q);
+        Self::need_rope_io(&shape, q, [k, v], [k_cache, v_cache], pos0, inv_freq, what)?;
         let args = Args::new()
-            .ptr(q)
+            .ptr_or_null(q)
             .ptr(k)
             .ptr(v)
             .ptr(k_cache)
@@ -304,8 +377,10 @@ impl GpuKernels {
             .u32(u32_of(head_dim, "head_dim")?)
             .u32(half_split as u32);
         if head_dim.is_multiple_of(8) {
-            // A thread for every four pairs of every head of a row.
-            let quads = (n_heads + n_kv_heads) * head_dim / 8;
+            // A thread for every four pairs of every head of a row (the key heads alone
+            // without q: the kernel's rot_q).
+            let rotated = n_kv_heads + if q.is_some() { n_heads } else { 0 };
+            let quads = rotated * head_dim / 8;
             let block = quads
                 .next_multiple_of(self.wave as usize)
                 .min(BLOCK as usize);
@@ -319,6 +394,9 @@ impl GpuKernels {
                 shared_bytes: 0,
                 cluster: 1,
             };
+            // keep_k: the rotated k back into k where q is rotated too (its observers read
+            // both there).
+            let args = args.u32(q.is_some() as u32).u32(q.is_some() as u32);
             return self.launch(&self.rope_qk_append_x4, dims, s, args);
         }
         let dims = LaunchDims {
@@ -334,19 +412,22 @@ impl GpuKernels {
         self.launch(&self.rope_qk_append, dims, s, args)
     }
 
-    /// The size checks of a RoPE + KV append (`rope_qk_append`, `attention_rope`): q, k and
-    /// v of `shape.rows` tokens, both caches of `shape.capacity` positions, the frequencies
+    /// The size checks of a RoPE + KV append (`rope_qk_append`, `rope_k_append`,
+    /// `attention_rope`): q (where given), k and v of `shape.rows` tokens, both caches of `shape.capacity` positions, the frequencies
     /// and the position; `what` names the caller in an error.
     pub(super) fn need_rope_io(
         shape: &QkvRope,
-        [q, k, v]: [&DeviceBuffer<f32>; 3],
+        q: Option<&DeviceBuffer<f32>>,
+        [k, v]: [&DeviceBuffer<f32>; 2],
         [k_cache, v_cache]: [&DeviceBuffer<u16>; 2],
         pos0: &DeviceBuffer<u32>,
         inv_freq: &DeviceBuffer<f32>,
         what: &str,
     ) -> Result<()> {
         let kv_row = shape.n_kv_heads * shape.head_dim;
-        Self::need_of(q, shape.rows * shape.n_heads * shape.head_dim, what, "q")?;
+        if let Some(q) = q {
+            Self::need_of(q, shape.rows * shape.n_heads * shape.head_dim, what, "q")?;
+        }
         Self::need_of(k, shape.rows * kv_row, what, "k")?;
         Self::need_of(v, shape.rows * kv_row, what, "v")?;
         Self::need_of(k_cache, shape.capacity * kv_row, what, "k cache")?;

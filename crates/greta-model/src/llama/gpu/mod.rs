@@ -13,7 +13,7 @@ use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
     check_attention_shape, decode_splits, AttnScratch, AttnShape, DeviceSampling, E4m3Matrix,
     F16Operands, GemmLo, GemmOut, GemmRoute, GpuKernels, KernelError, LoOperand, MatShape, NormIn,
-    PickAt, QkvRope, Rows, SwigluLo, SwigluOut, NORM_SPLIT_MAX_D, PICK_NAN,
+    PickAt, QRope, QkvRope, Rows, SwigluLo, SwigluOut, NORM_SPLIT_MAX_D, PICK_NAN,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
@@ -361,6 +361,7 @@ impl GpuLlama {
             last: alloc(c.hidden)?,
             q_rot: alloc(q_row)?,
             k_rot: alloc(kv_row)?,
+            rope_angles: alloc(r * c.head_dim)?,
             logits: alloc(r * c.vocab_size)?,
             stream,
             graphs: Vec::new(),
@@ -456,6 +457,9 @@ pub struct GpuState {
     /// trace's QRope and KRope; `q` and `k` keep the products).
     q_rot: Pooled<f32>,
     k_rot: Pooled<f32>,
+    /// The RoPE angles of a pass's rows (`rope_angles`), where the prefill attention rotates
+    /// q itself (`rope_attend`).
+    rope_angles: Pooled<f32>,
     logits: Pooled<f32>,
     pub stream: Stream,
     /// Captured decode steps, one per count of the decode attention's splits: its grid
@@ -686,12 +690,25 @@ impl GpuLlama {
         Ok(())
     }
 
+    /// Whether an untraced prefill rotates q inside the attention (`rope_attend`), from one
+    /// table of angles a pass (`rope_angles`). Measured on an H200 (session 35,
+    /// docs/performance.md): at head_dim 128 (Llama-2-7B) it saves 0.17 ms of a 512-token
+    /// prefill; at 64 (SmolLM2-135M, whose q is a tenth as large and whose prefill is
+    /// host-bound) the table's launch cost 0.05 ms more than it saved, so those shapes keep
+    /// `rope_qk_append`.
+    fn q_rope_in_attention(&self) -> bool {
+        let hd = self.config.head_dim;
+        hd >= 128 && self.kernels.has_prefill_q_rope(hd)
+    }
+
     /// RoPE on q and k, k and v into layer `l`'s cache, and the attention (the QRope, KRope
     /// stages; AttnCtx is the caller's). One token, where the kernels have the form: one
     /// launch (`attention_rope`), the rotated rows in `q_rot` / `k_rot`; an observer's change
-    /// to them reruns the append and the attention from the changed rows. Otherwise
-    /// `rope_qk_append` rotates q and k in place and appends, then `attention`. Returns
-    /// whether the attention also made the output product's f16 operands of ctx.
+    /// to them reruns the append and the attention from the changed rows. Several rows that
+    /// no observer reads at QRope or KRope: `rope_k_append` (the keys into the cache), then
+    /// the attention rotating q as it loads it. Otherwise `rope_qk_append` rotates q and k
+    /// in place and appends, then `attention`. Returns whether the attention also made the
+    /// output product's f16 operands of ctx.
     fn rope_attend(
         &self,
         st: &mut GpuState,
@@ -733,6 +750,46 @@ impl GpuLlama {
             len: kv_row,
         };
         let one_launch = t == 1 && k.has_decode_rope(hd);
+        // Where the output product runs on the matrix units, the prefill attention may write
+        // its f16 operands of ctx too (FP8 low halves come from split_f16_lo8 in the
+        // product instead).
+        let ctx_lo = self
+            .f16_operands(Lin::O, t, q_row)
+            .filter(|&lo| lo != LoKind::Fp8);
+        // Several rows that no observer reads at QRope or KRope, where the prefill attention
+        // rotates q itself: RoPE on the keys alone, into the cache only, and q rotated as the
+        // attention loads it (the same bits as the path below: the op tests check it), which
+        // saves writing and reading back q and k.
+        let q_in_attention = t > 1
+            && self.q_rope_in_attention()
+            && !obs.wants(Point::QRope, Some(l))
+            && !obs.wants(Point::KRope, Some(l));
+        if q_in_attention {
+            k.rope_k_append(
+                &st.stream,
+                &st.k,
+                &st.v,
+                [&mut st.k_cache[l], &mut st.v_cache[l]],
+                &st.pos,
+                &self.inv_freq,
+                rope,
+            )?;
+            return Ok(k.attention_with_operands(
+                &st.stream,
+                &st.q,
+                &st.k_cache[l],
+                &st.v_cache[l],
+                &mut st.attn_scratch,
+                &mut st.ctx,
+                ctx_lo.map(|lo| st.operands.get(lo)),
+                Some(QRope {
+                    angles: &st.rope_angles,
+                    half_split: rope.half_split,
+                }),
+                &st.pos,
+                shape,
+            )?);
+        }
         if one_launch {
             k.attention_rope(
                 &st.stream,
@@ -775,13 +832,6 @@ impl GpuLlama {
             )?;
         }
         if !one_launch || q_changed || k_changed {
-            // Where the output product runs on the matrix units, the prefill attention may
-            // write its f16 operands of ctx too.
-            // FP8 low halves come from split_f16_lo8 in the product instead.
-            let ops = self
-                .f16_operands(Lin::O, t, q_row)
-                .filter(|&lo| lo != LoKind::Fp8)
-                .map(|lo| st.operands.get(lo));
             return Ok(k.attention_with_operands(
                 &st.stream,
                 q_rope,
@@ -789,7 +839,8 @@ impl GpuLlama {
                 &st.v_cache[l],
                 &mut st.attn_scratch,
                 &mut st.ctx,
-                ops,
+                ctx_lo.map(|lo| st.operands.get(lo)),
+                None,
                 &st.pos,
                 shape,
             )?);
@@ -1059,6 +1110,18 @@ impl GpuLlama {
             t,
             d,
         )?;
+        // The angles the prefill attention rotates q by, one table for every layer (a layer
+        // whose QRope or KRope an observer reads takes rope_qk_append instead).
+        if t > 1 && self.q_rope_in_attention() {
+            k.rope_angles(
+                &st.stream,
+                &mut st.rope_angles,
+                &st.pos,
+                &self.inv_freq,
+                t,
+                hd,
+            )?;
+        }
         // Whether `normed` is not yet the next norm of the current x: true for the embedding;
         // after a layer's fused add + norm, only if an observer changed x.
         let mut norm_stale = true;
