@@ -92,7 +92,7 @@ GRETA_KERNEL void rope_qk_append_f16(float* q, float* k, const float* v, g_half*
 // head's thread also appends those elements of k and v. Grid: (rows, quads / block rounded
 // up); block: any. The attention is let in at the end.
 // rot_q = 0: the key heads alone (the grid covers those; q untouched, the prefill attention
-// rotates it as it loads it: attn_prefill_fa's inv_freq); keep_k = 0: the rotated k goes to
+// rotates it as it loads it, from rope_angles_f32's table); keep_k = 0: the rotated k goes to
 // the cache only, not back to k (nothing reads it there in an untraced prefill).
 GRETA_KERNEL void rope_qk_append_x4_f16(float* q, float* k, const float* v, g_half* k_cache, g_half* v_cache,
                                         const unsigned* pos0, const float* inv_freq, unsigned n_heads,

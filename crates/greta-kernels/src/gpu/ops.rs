@@ -413,8 +413,9 @@ impl GpuKernels {
     }
 
     /// The size checks of a RoPE + KV append (`rope_qk_append`, `rope_k_append`,
-    /// `attention_rope`): q (where given), k and v of `shape.rows` tokens, both caches of `shape.capacity` positions, the frequencies
-    /// and the position; `what` names the caller in an error.
+    /// `attention_rope`): q (where given), k and v of `shape.rows` tokens, both caches of
+    /// `shape.capacity` positions, the frequencies and the position; `what` names the
+    /// caller in an error.
     pub(super) fn need_rope_io(
         shape: &QkvRope,
         q: Option<&DeviceBuffer<f32>>,
