@@ -191,7 +191,8 @@ struct __align__(4) g_h2 {
 template <unsigned HD, unsigned WAVES>
 GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* GRETA_RESTRICT k_cache,
                                   const g_half* GRETA_RESTRICT v_cache, float* GRETA_RESTRICT ctx,
-                                  g_half* GRETA_RESTRICT hi, g_half* GRETA_RESTRICT lo, const unsigned* pos0,
+                                  g_half* GRETA_RESTRICT hi, g_half* GRETA_RESTRICT lo,
+                                  unsigned char* GRETA_RESTRICT lo8, const unsigned* pos0,
                                   unsigned rows, unsigned n_heads, unsigned n_kv_heads, float scale, unsigned sms,
                                   const float* GRETA_RESTRICT angles, unsigned half_split, g_half* smem) {
     constexpr unsigned DC = HD / 16, CH = HD / 8, NT = FA_KEYS / 8, BLOCK_ROWS = 16 * WAVES;
@@ -424,13 +425,19 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
 #pragma unroll
         for (unsigned nt = 0; nt < 2 * DC; ++nt) {
             const float v0 = o[nt][2 * hr] * inv, v1 = o[nt][2 * hr + 1] * inv;
-            *(float2*)(ctx + at + 8 * nt) = make_float2(v0, v1);
+            if (ctx) *(float2*)(ctx + at + 8 * nt) = make_float2(v0, v1);
             if (hi) {
                 g_h2 h2, l2;
                 g_split_f16(v0, &h2.v[0], &l2.v[0]);
                 g_split_f16(v1, &h2.v[1], &l2.v[1]);
                 *(g_h2*)(hi + at + 8 * nt) = h2;
                 if (lo) *(g_h2*)(lo + at + 8 * nt) = l2;
+#if defined(GRETA_FP8)
+                // split_f16_lo8's bytes (g_lo8x4 is these pairs).
+                if (lo8)
+                    *(unsigned short*)(lo8 + at + 8 * nt) =
+                        g_e5m2x2(g_lo8_scaled(v0 - g_h2f(h2.v[0])), g_lo8_scaled(v1 - g_h2f(h2.v[1])));
+#endif
             }
         }
     }
@@ -440,18 +447,21 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
 // 132-multiprocessor card), 4 at HD 128 (more sharing of each K/V tile). gpu/attention.rs: fa_waves.
 // hi, lo: the output projection's f16 operands of ctx (what split_f16 makes of it, bitwise),
 // written beside it where hi is not null (lo where it is not null), which saves split_f16's
-// launch and its read of ctx. angles: where not null, q is the Q product's unrotated output
-// and the kernel applies RoPE (half_split: the pairing) as it loads it, from rope_angles_f32's
-// table of the pass's rows.
+// launch and its read of ctx; lo8 (FP8 builds, lo null): the FP8 low halves instead, what
+// split_f16_lo8 makes of ctx, bitwise. ctx null: not stored (the untraced prefill, where only
+// the output product reads the attention's output, through hi and lo / lo8). angles: where
+// not null, q is the Q product's unrotated output and the kernel applies RoPE (half_split:
+// the pairing) as it loads it, from rope_angles_f32's table of the pass's rows.
 #define ATTN_PREFILL_FA(HD, WAVES)                                                                             \
     GRETA_KERNEL void attn_prefill_fa_##HD(const float* q, const g_half* k_cache, const g_half* v_cache,         \
-                                           float* ctx, g_half* hi, g_half* lo, const unsigned* pos0,           \
-                                           unsigned rows, unsigned n_heads, unsigned n_kv_heads, float scale,  \
-                                           unsigned sms, const float* angles, unsigned half_split) {           \
+                                           float* ctx, g_half* hi, g_half* lo, unsigned char* lo8,             \
+                                           const unsigned* pos0, unsigned rows, unsigned n_heads,              \
+                                           unsigned n_kv_heads, float scale, unsigned sms,                     \
+                                           const float* angles, unsigned half_split) {                         \
         g_overlap_entry();                                                                                      \
         extern __shared__ GRETA_ALIGN16 g_half fa_smem[];                                                       \
-        attn_prefill_fa<HD, WAVES>(q, k_cache, v_cache, ctx, hi, lo, pos0, rows, n_heads, n_kv_heads, scale,    \
-                                   sms, angles, half_split, fa_smem);                                           \
+        attn_prefill_fa<HD, WAVES>(q, k_cache, v_cache, ctx, hi, lo, lo8, pos0, rows, n_heads, n_kv_heads,     \
+                                   scale, sms, angles, half_split, fa_smem);                                    \
     }
 ATTN_PREFILL_FA(64, 2)
 ATTN_PREFILL_FA(128, 4)

@@ -640,7 +640,9 @@ fn attention_case(
 /// The prefill attention with the output product's f16 operands (`attention_with_operands`):
 /// ctx bitwise `attention`'s (`got`), the operands bitwise the half crate's split of it, with
 /// and without lo; written by the register-resident kernel (NVIDIA, head_dim 64 and 128) and
-/// left untouched, with `false` returned, by the LDS one.
+/// left untouched, with `false` returned, by the LDS one. FP8 low halves (sm_90a) bitwise
+/// `split_f16_lo8`'s of ctx; ctx left out (stored by neither kernel: refused by the LDS one)
+/// with the same operands.
 #[allow(clippy::too_many_arguments)]
 fn attention_operands_case(
     g: &Gpu,
@@ -674,7 +676,7 @@ fn attention_operands_case(
                 dk,
                 dv,
                 &mut scratch,
-                &mut dctx,
+                Some(&mut dctx),
                 Some(ops),
                 None,
                 dpos,
@@ -690,6 +692,75 @@ fn attention_operands_case(
             assert!(hi.to_vec(s).unwrap() == untouched, "{case}: hi untouched");
             assert!(lo.to_vec(s).unwrap() == untouched, "{case}: lo untouched");
         }
+    }
+
+    // Without ctx: the register-resident kernel writes the operands alone (f16 lo here,
+    // FP8 below), the LDS one refuses.
+    let mut hi = upload(g, s, &vec![UNTOUCHED; n]);
+    let mut lo = upload(g, s, &vec![UNTOUCHED; n]);
+    let ops = F16Operands {
+        hi: &mut hi,
+        lo: Some(LoOperand::F16(&mut lo)),
+    };
+    let r = k.attention_with_operands(
+        s,
+        dq,
+        dk,
+        dv,
+        &mut scratch,
+        None,
+        Some(ops),
+        None,
+        dpos,
+        shape,
+    );
+    if !fa {
+        let err = r.unwrap_err().to_string();
+        assert!(err.contains("attention without ctx"), "{case}: {err}");
+        return;
+    }
+    assert!(r.unwrap(), "{case} without ctx: operands made");
+    assert_operands(s, got, [&hi, &lo], true, &format!("{case} without ctx"));
+
+    // FP8 low halves: split_f16_lo8's of ctx, bit for bit, with ctx and without.
+    if !k.has_fp8_lo() {
+        return;
+    }
+    let dgot = upload(g, s, got);
+    let mut want_hi = g.alloc::<u16>(n).unwrap();
+    let mut want_q = g.alloc::<u8>(n).unwrap();
+    let rows = Rows {
+        rows: shape.rows,
+        len: shape.n_heads * shape.head_dim,
+    };
+    k.split_f16_lo8(s, &dgot, &mut want_hi, &mut want_q, rows)
+        .unwrap();
+    let (want_hi, want_q) = (want_hi.to_vec(s).unwrap(), want_q.to_vec(s).unwrap());
+    for keep_ctx in [true, false] {
+        let mut dctx = g.alloc::<f32>(n).unwrap();
+        let mut hi = upload(g, s, &vec![UNTOUCHED; n]);
+        let mut q = upload(g, s, &vec![0xa5u8; n]);
+        let made = k
+            .attention_with_operands(
+                s,
+                dq,
+                dk,
+                dv,
+                &mut scratch,
+                keep_ctx.then_some(&mut dctx),
+                Some(fp8_operands(&mut hi, &mut q)),
+                None,
+                dpos,
+                shape,
+            )
+            .unwrap();
+        let case = format!("{case} FP8 lo, ctx stored: {keep_ctx}");
+        assert!(made, "{case}: operands made");
+        if keep_ctx {
+            assert_eq!(mismatches(got, &download(s, &dctx)), 0, "{case}: ctx");
+        }
+        assert!(hi.to_vec(s).unwrap() == want_hi, "{case}: hi");
+        assert!(q.to_vec(s).unwrap() == want_q, "{case}: FP8 lo");
     }
 }
 
@@ -1269,7 +1340,7 @@ fn rope_in_attention_case(
             caches[0],
             caches[1],
             &mut scratch,
-            &mut ctx,
+            Some(&mut ctx),
             Some(ops),
             rope,
             dpos,

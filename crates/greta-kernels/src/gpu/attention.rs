@@ -299,14 +299,28 @@ impl GpuKernels {
         pos0: &DeviceBuffer<u32>,
         att: AttnShape,
     ) -> Result<()> {
-        self.attention_with_operands(s, q, k_cache, v_cache, scratch, ctx, None, None, pos0, att)
-            .map(|_| ())
+        self.attention_with_operands(
+            s,
+            q,
+            k_cache,
+            v_cache,
+            scratch,
+            Some(ctx),
+            None,
+            None,
+            pos0,
+            att,
+        )
+        .map(|_| ())
     }
 
     /// `attention`, and where `ops` are given and the register-resident prefill kernel runs
-    /// (several rows, head_dim 64 or 128, NVIDIA), the output projection's f16 operands of
-    /// ctx in the same launch (bitwise what `split_f16` makes of ctx). Returns whether it
-    /// wrote them; where it did not, `ops` is untouched and the caller splits ctx.
+    /// (several rows, head_dim 64 or 128, NVIDIA: `has_prefill_fa`), the output projection's
+    /// f16 operands of ctx in the same launch (bitwise what `split_f16` makes of ctx, or
+    /// `split_f16_lo8` for FP8 low halves). Returns whether it wrote them; where it did not,
+    /// `ops` is untouched and the caller splits ctx.
+    /// `ctx: None` leaves ctx unstored (the untraced prefill: only the output product reads
+    /// it, through the operands): only where that kernel writes them; elsewhere an error.
     /// With `q_rope`, q is the Q product's unrotated output and the kernel applies RoPE as
     /// it loads each row: ctx is bitwise `rope_qk_append` then `attention`'s. Only the
     /// register-resident kernel does (`has_prefill_q_rope`); elsewhere it is an error.
@@ -318,7 +332,7 @@ impl GpuKernels {
         k_cache: &DeviceBuffer<u16>,
         v_cache: &DeviceBuffer<u16>,
         scratch: &mut AttnScratch,
-        ctx: &mut DeviceBuffer<f32>,
+        ctx: Option<&mut DeviceBuffer<f32>>,
         ops: Option<F16Operands>,
         q_rope: Option<QRope<'_>>,
         pos0: &DeviceBuffer<u32>,
@@ -334,7 +348,22 @@ impl GpuKernels {
         } = att;
         check_attention_shape(n_heads, n_kv_heads, head_dim)?;
         Self::need(q, n_rows * n_heads * head_dim, "attention q")?;
-        Self::need(ctx, n_rows * n_heads * head_dim, "attention ctx")?;
+        let writes_ops = n_rows > 1 && self.has_prefill_fa(head_dim) && ops.is_some();
+        let ctx = match ctx {
+            Some(ctx) => {
+                Self::need(ctx, n_rows * n_heads * head_dim, "attention ctx")?;
+                Some(ctx)
+            }
+            None if writes_ops => None,
+            None => {
+                return Err(KernelError::Shape(format!(
+                    "attention without ctx: only the register-resident prefill kernel writing the output \
+                     product's operands may leave it out (several rows, head_dim 64 or 128, NVIDIA, operands \
+                     given); got {n_rows} rows, head_dim {head_dim}, operands {}",
+                    if ops.is_some() { "given" } else { "not given" }
+                )));
+            }
+        };
         Self::need(k_cache, max_kv * n_kv_heads * head_dim, "attention k cache")?;
         Self::need(v_cache, max_kv * n_kv_heads * head_dim, "attention v cache")?;
         let (nh, nkv, hd) = (
@@ -370,7 +399,11 @@ impl GpuKernels {
                 shared_bytes,
                 cluster: 1,
             };
-            let mut args = Args::new().ptr(q).ptr(k_cache).ptr(v_cache).ptr(ctx);
+            let mut args = Args::new()
+                .ptr(q)
+                .ptr(k_cache)
+                .ptr(v_cache)
+                .ptr_or_null(ctx.as_deref());
             // Only the register-resident kernel writes the operands.
             let ops = ops.filter(|_| fa.is_some());
             if fa.is_some() {
@@ -380,15 +413,14 @@ impl GpuKernels {
                         len: n_heads * head_dim,
                     };
                     Self::need_ops(o, shape, "attention")?;
-                    if matches!(o.lo, Some(LoOperand::Fp8(_))) {
-                        return Err(KernelError::Shape(
-                            "attention writes f16 low halves only; FP8 ones come from split_f16_lo8".into(),
-                        ));
-                    }
                 }
                 args = args
                     .ptr_or_null(ops.as_ref().map(|o| &*o.hi))
                     .ptr_or_null(ops.as_ref().and_then(|o| o.lo.as_ref()?.f16()));
+                args = match &ops {
+                    Some(o) => self.lo8_arg(args, o, "attention")?,
+                    None => args.null(),
+                };
             }
             let args = args.ptr(pos0).u32(u32_of(n_rows, "rows")?).u32(nh).u32(nkv);
             let args = match fa {
@@ -404,6 +436,7 @@ impl GpuKernels {
             self.launch(f, dims, s, args)?;
             return Ok(ops.is_some());
         }
+        let ctx = ctx.expect("checked above: ctx is left out only where the prefill kernel runs");
         let dims = self.decode_dims(scratch, n_heads, head_dim, [keys, max_kv])?;
         let ns = dims.grid[0];
         self.launch(
@@ -467,6 +500,13 @@ impl GpuKernels {
     /// head_dim (`attention_with_operands`' `q_rope`; then `rope_k_append` rotates the keys
     /// alone): where the register-resident kernel runs (NVIDIA, head_dim 64 and 128).
     pub fn has_prefill_q_rope(&self, head_dim: usize) -> bool {
+        self.has_prefill_fa(head_dim)
+    }
+
+    /// Whether the register-resident prefill attention runs at this head_dim (NVIDIA,
+    /// head_dim 64 and 128): the one that writes the output product's operands of ctx
+    /// (`attention_with_operands`) and may leave ctx itself unstored.
+    pub fn has_prefill_fa(&self, head_dim: usize) -> bool {
         self.attn_prefill_fa.is_some() && matches!(head_dim, 64 | 128)
     }
 

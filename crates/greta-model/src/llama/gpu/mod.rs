@@ -751,11 +751,11 @@ impl GpuLlama {
         };
         let one_launch = t == 1 && k.has_decode_rope(hd);
         // Where the output product runs on the matrix units, the prefill attention may write
-        // its f16 operands of ctx too (FP8 low halves come from split_f16_lo8 in the
-        // product instead).
-        let ctx_lo = self
-            .f16_operands(Lin::O, t, q_row)
-            .filter(|&lo| lo != LoKind::Fp8);
+        // its operands of ctx too (f16 or FP8 low halves), and where it does and no observer
+        // reads ctx, ctx itself is not stored: the product reads only the operands.
+        let ctx_lo = self.f16_operands(Lin::O, t, q_row);
+        let keep_ctx = obs.wants(Point::AttnCtx, Some(l))
+            || !(t > 1 && ctx_lo.is_some() && k.has_prefill_fa(hd));
         // Several rows that no observer reads at QRope or KRope, where the prefill attention
         // rotates q itself: RoPE on the keys alone, into the cache only, and q rotated as the
         // attention loads it (the same bits as the path below: the op tests check it), which
@@ -780,7 +780,7 @@ impl GpuLlama {
                 &st.k_cache[l],
                 &st.v_cache[l],
                 &mut st.attn_scratch,
-                &mut st.ctx,
+                keep_ctx.then_some(&mut *st.ctx),
                 ctx_lo.map(|lo| st.operands.get(lo)),
                 Some(QRope {
                     angles: &st.rope_angles,
@@ -838,7 +838,7 @@ impl GpuLlama {
                 &st.k_cache[l],
                 &st.v_cache[l],
                 &mut st.attn_scratch,
-                &mut st.ctx,
+                keep_ctx.then_some(&mut *st.ctx),
                 ctx_lo.map(|lo| st.operands.get(lo)),
                 None,
                 &st.pos,
