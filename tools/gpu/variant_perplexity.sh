@@ -17,7 +17,7 @@ bash tools/gpu/fill_variants.sh
 for v in ${VARIANTS:-main $(ls target/carry/v | grep -vx main)}; do
   d=target/carry/v/$v G=./target/device/greta K=$PWD/target/device/kernels
   [ -f $d/greta.xz ] && { bash tools/gpu/unxz.sh $d/greta.xz /tmp/greta-$v; G=/tmp/greta-$v; }
-  [ -d $d/sm_90a ] && [ "$v" != main ] && K=$PWD/$d
+  [ -d $d/sm_90a ] && K=$PWD/$d
   for m in smollm2-random llama2-random; do
     f=$OUT/ppl-$v-$m.json
     GRETA_KERNELS_DIR=$K $G perplexity --backend gpu --kl -m /tmp/$m -f LICENSE --ctx ${CTX:-256} --json > $f 2> $f.log
