@@ -764,7 +764,7 @@ impl GpuLlama {
             && self.q_rope_in_attention()
             && !obs.wants(Point::QRope, Some(l))
             && !obs.wants(Point::KRope, Some(l));
-        if q_in_attention {
+        let q_rope = if q_in_attention {
             k.rope_k_append(
                 &st.stream,
                 &st.k,
@@ -774,78 +774,74 @@ impl GpuLlama {
                 &self.inv_freq,
                 rope,
             )?;
-            return Ok(k.attention_with_operands(
-                &st.stream,
-                &st.q,
-                &st.k_cache[l],
-                &st.v_cache[l],
-                &mut st.attn_scratch,
-                keep_ctx.then_some(&mut *st.ctx),
-                ctx_lo.map(|lo| st.operands.get(lo)),
-                Some(QRope {
-                    angles: &st.rope_angles,
-                    half_split: rope.half_split,
-                }),
-                &st.pos,
-                shape,
-            )?);
-        }
-        if one_launch {
-            k.attention_rope(
-                &st.stream,
-                [&st.q, &st.k, &st.v],
-                [&mut st.k_cache[l], &mut st.v_cache[l]],
-                [&mut st.q_rot, &mut st.k_rot],
-                &mut st.attn_scratch,
-                &mut st.ctx,
-                &st.pos,
-                &self.inv_freq,
-                rope,
-            )?;
+            Some(QRope {
+                angles: &st.rope_angles,
+                half_split: rope.half_split,
+            })
         } else {
-            k.rope_qk_append(
-                &st.stream,
-                [&mut st.q, &mut st.k],
-                &st.v,
-                [&mut st.k_cache[l], &mut st.v_cache[l]],
-                &st.pos,
-                &self.inv_freq,
-                rope,
-            )?;
-        }
-        // The rotated rows: beside the products after the one launch, in place otherwise.
-        let (q_rope, k_rope) = if one_launch {
-            (&mut st.q_rot, &mut st.k_rot)
-        } else {
-            (&mut st.q, &mut st.k)
+            if one_launch {
+                k.attention_rope(
+                    &st.stream,
+                    [&st.q, &st.k, &st.v],
+                    [&mut st.k_cache[l], &mut st.v_cache[l]],
+                    [&mut st.q_rot, &mut st.k_rot],
+                    &mut st.attn_scratch,
+                    &mut st.ctx,
+                    &st.pos,
+                    &self.inv_freq,
+                    rope,
+                )?;
+            } else {
+                k.rope_qk_append(
+                    &st.stream,
+                    [&mut st.q, &mut st.k],
+                    &st.v,
+                    [&mut st.k_cache[l], &mut st.v_cache[l]],
+                    &st.pos,
+                    &self.inv_freq,
+                    rope,
+                )?;
+            }
+            // The rotated rows: beside the products after the one launch, in place otherwise.
+            let (q_rope, k_rope) = if one_launch {
+                (&mut st.q_rot, &mut st.k_rot)
+            } else {
+                (&mut st.q, &mut st.k)
+            };
+            let q_changed = observe(obs, &st.stream, at(Point::QRope), q_rope, t, q_row)?;
+            let k_changed = observe(obs, &st.stream, at(Point::KRope), k_rope, t, kv_row)?;
+            if k_changed {
+                k.kv_append(
+                    &st.stream,
+                    k_rope,
+                    &mut st.k_cache[l],
+                    &st.pos,
+                    kv,
+                    st.capacity,
+                )?;
+            }
+            if one_launch && !q_changed && !k_changed {
+                // The one launch's ctx stands.
+                return Ok(false);
+            }
+            None
         };
-        let q_changed = observe(obs, &st.stream, at(Point::QRope), q_rope, t, q_row)?;
-        let k_changed = observe(obs, &st.stream, at(Point::KRope), k_rope, t, kv_row)?;
-        if k_changed {
-            k.kv_append(
-                &st.stream,
-                k_rope,
-                &mut st.k_cache[l],
-                &st.pos,
-                kv,
-                st.capacity,
-            )?;
-        }
-        if !one_launch || q_changed || k_changed {
-            return Ok(k.attention_with_operands(
-                &st.stream,
-                q_rope,
-                &st.k_cache[l],
-                &st.v_cache[l],
-                &mut st.attn_scratch,
-                keep_ctx.then_some(&mut *st.ctx),
-                ctx_lo.map(|lo| st.operands.get(lo)),
-                None,
-                &st.pos,
-                shape,
-            )?);
-        }
-        Ok(false)
+        // q as the attention reads it: the rotated rows beside the products after the one
+        // launch; otherwise st.q (rotated in place, or unrotated where the attention rotates
+        // it as it loads it).
+        let q = if one_launch { &st.q_rot } else { &st.q };
+        Ok(k.attention_with_operands(
+            &st.stream,
+            q,
+            &st.k_cache[l],
+            &st.v_cache[l],
+            &mut st.attn_scratch,
+            keep_ctx.then_some(&mut *st.ctx),
+            ctx_lo.map(|lo| st.operands.get(lo)),
+            q_rope,
+            &st.pos,
+            shape,
+        )?)
     }
 
     /// The norm ahead of a product group over `t` rows (`next`: the group's first product):
