@@ -803,17 +803,17 @@ impl GpuLlama {
                 )?;
             }
             // The rotated rows: beside the products after the one launch, in place otherwise.
-            let (q_rope, k_rope) = if one_launch {
+            let (q_rows, k_rows) = if one_launch {
                 (&mut st.q_rot, &mut st.k_rot)
             } else {
                 (&mut st.q, &mut st.k)
             };
-            let q_changed = observe(obs, &st.stream, at(Point::QRope), q_rope, t, q_row)?;
-            let k_changed = observe(obs, &st.stream, at(Point::KRope), k_rope, t, kv_row)?;
+            let q_changed = observe(obs, &st.stream, at(Point::QRope), q_rows, t, q_row)?;
+            let k_changed = observe(obs, &st.stream, at(Point::KRope), k_rows, t, kv_row)?;
             if k_changed {
                 k.kv_append(
                     &st.stream,
-                    k_rope,
+                    k_rows,
                     &mut st.k_cache[l],
                     &st.pos,
                     kv,
