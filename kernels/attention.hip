@@ -433,10 +433,8 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
                 *(g_h2*)(hi + at + 8 * nt) = h2;
                 if (lo) *(g_h2*)(lo + at + 8 * nt) = l2;
 #if defined(GRETA_FP8)
-                // split_f16_lo8's bytes (g_lo8x4 is these pairs).
-                if (lo8)
-                    *(unsigned short*)(lo8 + at + 8 * nt) =
-                        g_e5m2x2(g_lo8_scaled(v0 - g_h2f(h2.v[0])), g_lo8_scaled(v1 - g_h2f(h2.v[1])));
+                // split_f16_lo8's bytes.
+                if (lo8) *(unsigned short*)(lo8 + at + 8 * nt) = g_lo8x2(v0 - g_h2f(h2.v[0]), v1 - g_h2f(h2.v[1]));
 #endif
             }
         }

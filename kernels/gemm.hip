@@ -267,7 +267,7 @@ GRETA_DEVICE void g_swiglu_pairs(const float (&acc)[TN / 2], const g_swiglu_out&
                 *(__half2*)(o.hi + at) = __halves2half2(hi[0], hi[1]);
                 if (LO == 1) *(__half2*)(o.lo + at) = __halves2half2(lo16[0], lo16[1]);
 #if defined(GRETA_FP8)
-                if (LO == 2) *(unsigned short*)(o.lo8 + at) = g_e5m2x2(g_lo8_scaled(lo[0]), g_lo8_scaled(lo[1]));
+                if (LO == 2) *(unsigned short*)(o.lo8 + at) = g_lo8x2(lo[0], lo[1]);
 #endif
                 continue;
             }

@@ -588,9 +588,11 @@ GRETA_DEVICE uint2 g_e4m3x8(const float* r, float inv) {
 // Low halves (lo = x - f16(x)) as the GEMM's FP8 bytes: e5m2(lo * 2^G_LO8_SCALE_LOG2).
 GRETA_DEVICE float g_lo8_scaled(float lo) { return lo * (float)(1u << G_LO8_SCALE_LOG2); }
 GRETA_DEVICE unsigned char g_lo8(float lo) { return (unsigned char)g_e5m2x2(g_lo8_scaled(lo), 0.0f); }
+// Two low halves as two bytes (memory order a, b): what every writer of FP8 operands stores
+// for a pair (split_f16_lo8, the norms, SwiGLU, the attention's epilogue).
+GRETA_DEVICE unsigned short g_lo8x2(float a, float b) { return g_e5m2x2(g_lo8_scaled(a), g_lo8_scaled(b)); }
 GRETA_DEVICE unsigned g_lo8x4(const float* r) {
-    return (unsigned)g_e5m2x2(g_lo8_scaled(r[0]), g_lo8_scaled(r[1])) |
-           ((unsigned)g_e5m2x2(g_lo8_scaled(r[2]), g_lo8_scaled(r[3])) << 16);
+    return (unsigned)g_lo8x2(r[0], r[1]) | ((unsigned)g_lo8x2(r[2], r[3]) << 16);
 }
 GRETA_DEVICE uint2 g_lo8x8(const float* r) {
     uint2 q;
