@@ -50,7 +50,7 @@ done
 # ~650-token one on the first 10 layers; the whole model had never been audited on either).
 P3=$(python3 -c "print(' '.join(['The history of science is the study of how people came to understand the natural world.'] * 36))")
 for p in repeated prose; do
-  case $p in repeated) pr=$P3;; prose) pr=$(cat tools/gpu/prompts/long-prose.txt);; esac
+  case $p in repeated) pr=$P3;; prose) pr=$(cat crates/greta-model/src/calibrate/long-prose.txt);; esac
   $G audit backend --against cpu -m $M --prompt "$pr" --json > $OUT/audit-default-$p.json 2> $OUT/audit-default-$p.err
   rc=$?; echo "== audit-backend, $p prompt: exit $rc"; tail -n 2 $OUT/audit-default-$p.err; [ $rc -eq 0 ] || status=1
 done

@@ -4,7 +4,7 @@
 # first half of the prompt prefilled, the rest decoded, so K/V written by the prefill's
 # products feed the decode steps), the same with a second prompt, with a ~650-token one (36
 # repetitions of a sentence: session 30 found the old default qkv,o,down failing there) and
-# with ~570 tokens of prose (tools/gpu/prompts/long-prose.txt, session 30), and the prefill
+# with ~570 tokens of prose (crates/greta-model/src/calibrate/long-prose.txt, session 30), and the prefill
 # time of both synthetic shapes and of the 10-layer default model (its own weights). The
 # policy "default" passes no --split-inputs (the binary's default). Carry as
 # tools/gpu/verify_carried.sh describes (target/carry: greta.xz, kernels/,
@@ -26,7 +26,7 @@ Write a short poem about the sea, then list three facts about octopuses.<|im_end
 "
 # The ~650-token prompt of h100_checks.sh's long audits (36 sentences).
 P3=$(python3 -c "print(' '.join(['The history of science is the study of how people came to understand the natural world.'] * 36))")
-P4=$(cat tools/gpu/prompts/long-prose.txt)
+P4=$(cat crates/greta-model/src/calibrate/long-prose.txt)
 verdict() { # audit json -> "pass | worst (point, layer, pos)"
   python3 -c "import json; d=json.load(open('$1')); w=max(d['points'], key=lambda p: p['worst_error']); print(('pass' if not d['diverged'] else 'FAIL') + ' | %.2e (%s, %s, %s)' % (w['worst_error'], w['point'], w['layer'], w['worst_pos']))"
 }

@@ -49,7 +49,7 @@ for d in $(for v in ${VARIANTS:-$(ls target/carry/v)}; do echo target/carry/v/$v
   for p in repeated prose; do
     case $p in
       repeated) pr=$(python3 -c "print(' '.join(['The history of science is the study of how people came to understand the natural world.'] * 36))") ;;
-      prose) pr=$(cat tools/gpu/prompts/long-prose.txt) ;;
+      prose) pr=$(cat crates/greta-model/src/calibrate/long-prose.txt) ;;
     esac
     f=$OUT/audit-$v-dm10-$p.json
     GRETA_KERNELS_DIR=$PWD/$d /tmp/greta-$v audit backend --against cpu -m $M --prompt "$pr" --json > $f 2> /dev/null

@@ -187,7 +187,7 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
                     up.set_length(t as u64);
                     up.set_position(d as u64);
                 })?;
-            a.gpu.apply(&mut model)?;
+            let origin = a.gpu.apply(&mut model)?;
             model.kernels.skip_kernels(&a.skip_kernels)?;
             if a.timeline.is_some() {
                 model.kernels.require_timeline()?; // before the runs, not after them
@@ -196,7 +196,9 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
             up.finish_and_clear();
             drop(weights);
             let wb = bench::gpu_weight_bytes(&model.config);
-            let report = bench::bench_gpu(&model, wb, &spec, &mut |r| reps.set_position(r as u64))?;
+            let mut report =
+                bench::bench_gpu(&model, wb, &spec, &mut |r| reps.set_position(r as u64))?;
+            report.split_origin = Some(origin.to_string());
             if let Some(path) = &a.timeline {
                 write_timeline(&model.kernels, &model.gpu.stream()?, path)?;
             }
@@ -245,9 +247,10 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         r.prefill_tok_s,
         r.prefill_tflop_s,
         spec.reps,
-        match &r.split_inputs {
-            Some(s) => format!("; inputs as hi + lo: {s}"),
-            None => String::new(),
+        match (&r.split_inputs, &r.split_origin) {
+            (Some(s), Some(o)) => format!("; inputs as hi + lo: {s}, {o}"),
+            (Some(s), None) => format!("; inputs as hi + lo: {s}"),
+            _ => String::new(),
         }
     );
     if let Some(h) = r.prefill_host_ms {

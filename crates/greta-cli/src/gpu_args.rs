@@ -1,18 +1,25 @@
 //! Options every GPU-running command takes (generate, bench, audit backend).
 
+use std::path::PathBuf;
+
 use clap::Args;
-use greta_model::llama::gpu::{AutoLo, GpuError, GpuLlama, SplitInputs, SplitLo, SplitLoChoice};
+use greta_model::calibrate::{self, Lookup};
+use greta_model::llama::gpu::{
+    AutoLo, GpuLlama, SplitInputs, SplitInputsChoice, SplitLo, SplitLoChoice,
+};
 
 #[derive(Args, Clone, Copy)]
 pub struct GpuArgs {
     /// GPU prefill: which products take their f32 input as hi + lo (two f16) on the matrix
-    /// units; the rest round it to one f16. all, none, or a comma list of qkv, o, gate_up,
-    /// down, head, with q and kv for Q alone and K and V alone (Q then runs in its own
-    /// launch). The default, every product but the LM head, is the one set measured that
-    /// passes the GPU audit of the default model on a ~650-token prompt with margin; none
-    /// gives llama.cpp's numerics and its speed (docs/gpu.md, "Numerics").
-    #[arg(long, value_name = "LIST", default_value_t = SplitInputs::default())]
-    pub split_inputs: SplitInputs,
+    /// units; the rest round it to one f16. auto, all, none, or a comma list of qkv, o,
+    /// gate_up, down, head, with q and kv for Q alone and K and V alone (Q then runs in its
+    /// own launch). auto: the policy `greta calibrate` chose for these weights on this GPU
+    /// and greta build (the cheapest that passes the backend audit with 2x margin: none for
+    /// random-weight benchmark shapes), else qkv,o,gate_up,down, the one set measured that
+    /// passes the audit of the default model on a ~650-token prompt with margin. none gives
+    /// llama.cpp's numerics and its speed (docs/gpu.md, "Numerics").
+    #[arg(long, value_name = "auto|LIST", default_value_t = SplitInputsChoice::default())]
+    pub split_inputs: SplitInputsChoice,
     /// GPU prefill: the low half of a split input. f16: a second f16 product. fp8: FP8 e5m2
     /// under one fixed power-of-two scale, multiplied on Hopper's FP8 matrix units with
     /// FP8 e4m3 copies of those products' weights (made at load: +1 byte a weight); fp8:LIST for some products only (qkv, q, kv, o, gate_up, down); sm_90a only,
@@ -40,7 +47,7 @@ impl GpuArgs {
     /// The options set to other than their defaults.
     fn changed(&self) -> Vec<&'static str> {
         let mut set = Vec::new();
-        if self.split_inputs != SplitInputs::default() {
+        if self.split_inputs != SplitInputsChoice::default() {
             set.push("--split-inputs");
         }
         if self.split_lo != SplitLoChoice::default() {
@@ -66,9 +73,10 @@ impl GpuArgs {
 
     /// Sets the options on a loaded model (FP8 low halves make their weight copies here,
     /// and a split product that cannot take one is named on stderr, as is `auto` keeping
-    /// f16 for want of memory).
-    pub fn apply(self, model: &mut GpuLlama) -> Result<(), GpuError> {
-        model.split_inputs = self.split_inputs;
+    /// f16 for want of memory). Returns where the prefill's policy came from.
+    pub fn apply(self, model: &mut GpuLlama) -> anyhow::Result<SplitOrigin> {
+        let (split, origin) = self.resolve_split_inputs(model)?;
+        model.split_inputs = split;
         model.kernels.overlap = self.overlap;
         let lo = match self.split_lo {
             SplitLoChoice::Set(lo) => lo,
@@ -86,7 +94,7 @@ impl GpuArgs {
         };
         model.set_split_lo(lo)?;
         let asked = SplitLo {
-            fp8: lo.fp8.and(self.split_inputs),
+            fp8: lo.fp8.and(split),
         };
         // Said for an explicit choice only: `auto` means whatever products can take FP8.
         if model.split_lo() != asked && self.split_lo != SplitLoChoice::Auto {
@@ -94,10 +102,75 @@ impl GpuArgs {
                 "note: --split-lo {}: FP8 low halves for {} of the split products ({}); the others keep f16 (the LM head has no FP8 copy; FP8 rows need a multiple of 16 bytes)",
                 self.split_lo,
                 model.split_lo(),
-                self.split_inputs
+                split
             );
         }
-        Ok(())
+        Ok(origin)
+    }
+
+    /// `--split-inputs auto`: the calibrated policy of these weights on this kernel target
+    /// and build (said on stderr), else the default (said where a profile exists but is
+    /// not used).
+    fn resolve_split_inputs(self, model: &GpuLlama) -> anyhow::Result<(SplitInputs, SplitOrigin)> {
+        let SplitInputsChoice::Set(split) = self.split_inputs else {
+            let default = SplitInputs::default();
+            let dir = greta_model::default_model::cache_dir();
+            let found = calibrate::lookup(&dir, model.weights_id, model.kernels.target, BUILD)?;
+            return Ok(match found {
+                Lookup::Absent(_) => (default, SplitOrigin::Default),
+                Lookup::Stale { path, build } => {
+                    eprintln!(
+                        "note: --split-inputs auto: {} was calibrated by greta {build}, this is {BUILD} (its kernels may round otherwise), so the default {default}; run `greta calibrate` again",
+                        path.display()
+                    );
+                    (default, SplitOrigin::Default)
+                }
+                Lookup::Found(profile, path) => {
+                    match (profile.chosen_split()?, profile.chosen_rung()) {
+                        (Some(split), Some(rung)) => {
+                            eprintln!(
+                            "numerics: --split-inputs auto: {split}, as `greta calibrate` chose for these weights (worst stage {:.2} of the audit's tolerance on its prompts; {})",
+                            rung.worst_fraction,
+                            path.display()
+                        );
+                            (split, SplitOrigin::Calibrated(path))
+                        }
+                        _ => {
+                            eprintln!(
+                            "note: --split-inputs auto: the calibration of these weights ({}) passed no policy with margin, so the default {default}",
+                            path.display()
+                        );
+                            (default, SplitOrigin::Default)
+                        }
+                    }
+                }
+            });
+        };
+        Ok((split, SplitOrigin::Given))
+    }
+}
+
+/// The greta build a calibration belongs to (git revision, `-dirty` for a changed tree).
+pub const BUILD: &str = env!("GRETA_GIT_REV");
+
+/// Where a run's `--split-inputs` policy came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum SplitOrigin {
+    /// Named on the command line.
+    Given,
+    /// `auto` without a usable calibration: `SplitInputs::default()`.
+    Default,
+    /// `auto` with the calibration at this path.
+    Calibrated(PathBuf),
+}
+
+impl std::fmt::Display for SplitOrigin {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SplitOrigin::Given => f.write_str("given"),
+            SplitOrigin::Default => f.write_str("default (no calibration)"),
+            SplitOrigin::Calibrated(p) => write!(f, "calibrated ({})", p.display()),
+        }
     }
 }
 
@@ -137,6 +210,7 @@ mod tests {
         let changed = |args: &[&str]| parse(args).unwrap().changed();
         assert!(changed(&[]).is_empty());
         assert!(changed(&["--split-lo", "auto", "--overlap", "on"]).is_empty());
+        assert!(changed(&["--split-inputs", "auto"]).is_empty());
         assert_eq!(
             changed(&[
                 "--split-lo",

@@ -15,6 +15,7 @@ use greta_model::model::{self, LoadedModel};
 use indicatif::{ProgressBar, ProgressStyle};
 
 mod bench_cmd;
+mod calibrate_cmd;
 mod gpu_args;
 mod perplexity_cmd;
 mod trace_cmd;
@@ -42,6 +43,11 @@ enum Command {
     /// Prefill time, decode speed and achieved memory bandwidth (against the copy bandwidth
     /// measured in the same run) of a model or a synthetic one of a published shape.
     Bench(bench_cmd::BenchArgs),
+    /// Choose the GPU prefill's numerics for a model by auditing them: the cheapest
+    /// --split-inputs policy whose every stage stays within half the backend audit's
+    /// tolerance on the calibration prompts, kept for `--split-inputs auto` (exit 0: one
+    /// passed, 1: none did, 2: an error).
+    Calibrate(calibrate_cmd::CalibrateArgs),
     /// Logits of every position of a prompt, from one forward pass, to a .npy file
     /// ([tokens * vocab] f32, row-major): for comparing with other engines.
     Logits(LogitsArgs),
@@ -220,6 +226,7 @@ fn main() {
         Command::Tokenize(a) => (cmd_tokenize(a).map(|_| 0), 1),
         Command::Perplexity(a) => with_trace_input_code(perplexity_cmd::cmd_perplexity(a)),
         Command::Bench(a) => (bench_cmd::cmd_bench(a).map(|_| 0), 1),
+        Command::Calibrate(a) => (calibrate_cmd::cmd_calibrate(a), 2),
         Command::Logits(a) => (cmd_logits(a).map(|_| 0), 1),
         Command::Info => (cmd_info().map(|_| 0), 1),
         Command::Trace(TraceCommand::Diff(a)) => (trace_cmd::cmd_diff(a), 2),

@@ -284,6 +284,48 @@ fn perplexity_on_the_gpu_is_refused_with_a_reason_without_one() {
 }
 
 #[test]
+fn calibrate_needs_a_gpu_and_refuses_a_policy_of_its_own() {
+    // CI has no GPU: the refusal says why a GPU is needed (exit 2: an error, where 1 means
+    // that no policy passed).
+    let o = greta(&["calibrate", "--model", &tiny_gguf()]);
+    assert_fails(&o, 2, &["needs a GPU"]);
+    assert!(o.stdout.is_empty());
+    let o = greta(&[
+        "calibrate",
+        "--model",
+        &tiny_gguf(),
+        "--split-inputs",
+        "none",
+    ]);
+    assert_fails(&o, 2, &["tries the --split-inputs policies itself"]);
+    let o = greta(&["calibrate", "-m", "synthetic:tiny", "--prompt", "hi"]);
+    assert_fails(&o, 2, &["synthetic models have no tokenizer"]);
+    // `auto` is a value every GPU option parser takes; a CPU run says nothing of it (it
+    // is the default), and an unknown policy lists auto among the accepted ones.
+    let o = greta(&[
+        "generate",
+        "--model",
+        &tiny_gguf(),
+        "-n",
+        "2",
+        "--split-inputs",
+        "auto",
+        "hi",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("--split-inputs"), "{}", stderr(&o));
+    let o = greta(&[
+        "generate",
+        "--model",
+        &tiny_gguf(),
+        "--split-inputs",
+        "fast",
+        "hi",
+    ]);
+    assert_fails(&o, 2, &["accepted: auto, all, none"]);
+}
+
+#[test]
 fn chat_on_a_model_without_a_template_is_an_error() {
     let o = greta(&["generate", "--model", &tiny_gguf(), "--chat", "hi"]);
     assert_fails(&o, 1, &["no chat template"]);

@@ -144,34 +144,61 @@ pub fn backend_gpu(
     tokens: &[u32],
     setup: &AuditSetup,
 ) -> Result<DiffReport, AuditError> {
-    let split = tokens.len().div_ceil(2);
-    let mut ra = recorder(cpu, setup, TokenSel::All, route, &setup.inject)?;
-    let mut st = gpu.new_state(tokens.len(), split.max(1))?;
-    gpu.forward(&tokens[..split], &mut st, Logits::All, &mut ra)?;
-    for t in &tokens[split..] {
-        gpu.forward(std::slice::from_ref(t), &mut st, Logits::All, &mut ra)?;
+    let prefilled = tokens.len().div_ceil(2);
+    let a = gpu_records(gpu, route, cpu, tokens, prefilled, setup)?;
+    let b = reference_records(cpu, reference_route, tokens, prefilled, setup)?;
+    Ok(diff::diff(
+        route,
+        &a,
+        reference_route,
+        &b,
+        Align::Step,
+        &setup.tolerances,
+    ))
+}
+
+/// The GPU route's records of every stage of every position: `tokens[..prefilled]` in one
+/// prefill, the rest decoded one token at a time (teacher-forced). `cpu` gives the
+/// recorder the model's shape.
+pub(crate) fn gpu_records(
+    gpu: &crate::llama::gpu::GpuLlama,
+    route: &str,
+    cpu: &Llama,
+    tokens: &[u32],
+    prefilled: usize,
+    setup: &AuditSetup,
+) -> Result<Vec<Captured>, AuditError> {
+    let mut r = recorder(cpu, setup, TokenSel::All, route, &setup.inject)?;
+    let mut st = gpu.new_state(tokens.len(), prefilled.max(1))?;
+    gpu.forward(&tokens[..prefilled], &mut st, Logits::All, &mut r)?;
+    for t in &tokens[prefilled..] {
+        gpu.forward(std::slice::from_ref(t), &mut st, Logits::All, &mut r)?;
     }
-    let mut rb = recorder(
+    Ok(r.captured)
+}
+
+/// The CPU reference's records of the same run as `gpu_records`, its K and V rounded to f16
+/// as the GPU keeps them.
+pub(crate) fn reference_records(
+    cpu: &Llama,
+    reference_route: &str,
+    tokens: &[u32],
+    prefilled: usize,
+    setup: &AuditSetup,
+) -> Result<Vec<Captured>, AuditError> {
+    let mut r = recorder(
         cpu,
         setup,
         TokenSel::All,
         reference_route,
         setup.reference_inject(),
     )?;
-    // The GPU keeps K and V in f16: the reference rounds them the same way.
     let mut cache = cpu.new_cache(tokens.len()).rounding_to_f16();
-    cpu.forward(&tokens[..split], &mut cache, Logits::All, &mut rb)?;
-    for t in &tokens[split..] {
-        cpu.forward(std::slice::from_ref(t), &mut cache, Logits::All, &mut rb)?;
+    cpu.forward(&tokens[..prefilled], &mut cache, Logits::All, &mut r)?;
+    for t in &tokens[prefilled..] {
+        cpu.forward(std::slice::from_ref(t), &mut cache, Logits::All, &mut r)?;
     }
-    Ok(diff::diff(
-        route,
-        &ra.captured,
-        reference_route,
-        &rb.captured,
-        Align::Step,
-        &setup.tolerances,
-    ))
+    Ok(r.captured)
 }
 
 /// The same prompt through two loaded models (backends or weight routes): the first half

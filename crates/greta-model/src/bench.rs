@@ -168,6 +168,10 @@ pub struct BenchReport {
     pub device_used_bytes: Option<usize>,
     /// GPU: the prefill products whose inputs were hi + lo (`--split-inputs`).
     pub split_inputs: Option<String>,
+    /// GPU: where that policy came from (the front end's: given, the default, or a
+    /// calibration of these weights by `greta calibrate`, `--split-inputs auto`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub split_origin: Option<String>,
     /// GPU: whether kernels were launched overlapped (`--overlap`).
     pub overlap: Option<bool>,
     /// GPU timing study (`--skip-kernels`): kernels whose launches were left out, so the
@@ -272,6 +276,7 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
         state_bytes,
         device_used_bytes,
         split_inputs,
+        split_origin: None,
         overlap,
         skipped_kernels,
         all_prefill_ms: prefill,

@@ -3,6 +3,7 @@
 
 pub mod audit;
 pub mod bench;
+pub mod calibrate;
 pub mod chat;
 pub mod default_model;
 pub mod generate;

@@ -511,3 +511,76 @@ fn nan_logits_stop_generation_with_an_error_naming_the_position() {
         );
     }
 }
+
+/// The calibration's key and its run. The weights id is what the GPU holds: the Q8_0 file
+/// loaded as blocks and as f16-rounded f32 gives one id (both upload the same f16 values),
+/// the f16 file of the same model another (its values are not Q8_0's). Then `greta
+/// calibrate`'s ladder on a fixture: the references are computed once, the cheapest policy
+/// is tried first, and a tiny model (no massive activations) passes with none, well inside
+/// the margin, with every rung naming where its worst stage was.
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn weights_ids_follow_the_uploaded_values_and_calibration_picks_the_cheapest_pass() {
+    use greta_model::audit::AuditSetup;
+    use greta_model::calibrate::{self, Prompt, Step};
+    use greta_model::llama::gpu::SplitInputs;
+    let g = gpu();
+    let dir = common::fixtures().join("tiny").join("gqa4-llama3-rope");
+    let up = |file: &str, route: CpuWeights| {
+        let lm = model::load_as(&dir.join(file), route, &mut |_, _| {}).unwrap();
+        let m = GpuLlama::load(
+            &g,
+            lm.model.config.clone(),
+            &lm.model.weights,
+            &mut |_, _| {},
+        )
+        .unwrap();
+        (m, lm)
+    };
+    let (q8_blocks, _) = up("model-q8_0.gguf", CpuWeights::Blocks);
+    let (q8_rounded, _) = up("model-q8_0.gguf", CpuWeights::F16Rounded);
+    let (mut f16, lm) = up("model-f16.gguf", CpuWeights::F16Rounded);
+    assert_eq!(q8_blocks.weights_id, q8_rounded.weights_id);
+    assert_ne!(q8_blocks.weights_id, f16.weights_id);
+    let prompts: Vec<Prompt> = ["The quick brown fox", "history of science"]
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Prompt {
+            id: format!("p{i}"),
+            tokens: lm.tokenizer.encode(t, true).unwrap(),
+        })
+        .collect();
+    let mut setup = AuditSetup::default();
+    setup.tolerances.metric = greta_model::trace::diff::Metric::Rms;
+    setup.tolerances.default = greta_model::trace::diff::GPU_F16_RMS_TOLERANCE;
+    let (mut references, mut tried) = (0, Vec::new());
+    let rungs = calibrate::run(
+        &mut f16,
+        "gpu",
+        (&lm.model, CpuWeights::F16Rounded.route_name()),
+        &prompts,
+        &setup,
+        &mut |m, split| {
+            m.split_inputs = split;
+            tried.push(split);
+            Ok(())
+        },
+        &mut |s| {
+            if let Step::Reference { .. } = s {
+                references += 1;
+            }
+        },
+    )
+    .unwrap();
+    assert_eq!(references, 2, "one reference a prompt");
+    assert_eq!(
+        tried,
+        [SplitInputs::NONE],
+        "none passes first, so no dearer rung runs"
+    );
+    assert_eq!(rungs.len(), 1);
+    let r = &rungs[0];
+    assert!(r.chosen && r.split_inputs == "none", "{r:?}");
+    assert!(r.worst_error > 0.0 && r.worst_fraction < 0.5, "{r:?}");
+    assert!(r.worst_at.starts_with("prompt p"), "{r:?}");
+}

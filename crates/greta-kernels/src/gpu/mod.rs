@@ -227,6 +227,8 @@ impl LoOperand<'_> {
 
 pub struct GpuKernels {
     pub object: PathBuf,
+    /// The code objects' target (sm_90a, gfx942, gfx90a): what their numerics are those of.
+    pub target: &'static str,
     /// Launch each kernel so that it may start while the one ahead of it drains (hiprt's
     /// `launch_overlapped`: programmatic dependent launch on NVIDIA sm_90; plain stream
     /// order on AMD, which has no such launch). On by default; off gives plain launches to
@@ -371,6 +373,7 @@ impl GpuKernels {
             };
             return Ok(GpuKernels {
                 object: path,
+                target,
                 overlap: true,
                 cluster_argmax: true,
                 skip: Vec::new(),

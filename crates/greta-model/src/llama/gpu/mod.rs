@@ -26,9 +26,11 @@ use crate::io::quant::GgmlType;
 
 mod ahead;
 mod numerics;
+mod weights_id;
 
 pub use ahead::*;
 pub use numerics::*;
+pub use weights_id::*;
 
 #[derive(Debug, thiserror::Error)]
 pub enum GpuError {
@@ -124,6 +126,9 @@ pub struct GpuLlama {
     output_norm: DeviceBuffer<f32>,
     output: Option<DeviceBuffer<u16>>,
     inv_freq: DeviceBuffer<f32>,
+    /// What the GPU computes with, as a hash of it (`WeightsId`): the key of the numerics
+    /// calibration made for these weights (`crate::calibrate`).
+    pub weights_id: WeightsId,
 }
 
 fn to_f16(name: &str, v: &[f32]) -> Result<Vec<u16>> {
@@ -147,22 +152,44 @@ fn upload<T: Copy>(gpu: &Gpu, s: &Stream, v: &[T]) -> Result<DeviceBuffer<T>> {
     Ok(b)
 }
 
-fn upload_matrix(gpu: &Gpu, s: &Stream, name: &str, m: &Matrix) -> Result<DeviceBuffer<u16>> {
+/// A matrix as the GPU stores it: f16 bits, widened from its file type where it is not f16
+/// already (an f16 overflow is an error, not an inf).
+pub fn f16_bits(name: &str, m: &Matrix) -> Result<Vec<u16>> {
     if let Storage::Blocks {
         ty: GgmlType::F16,
         bytes,
     } = &m.storage
     {
-        // Already f16: uploaded as stored.
-        let bits: Vec<u16> = bytes
+        return Ok(bytes
             .chunks_exact(2)
             .map(|b| u16::from_le_bytes([b[0], b[1]]))
-            .collect();
-        return upload(gpu, s, &bits);
+            .collect());
     }
     let mut f = vec![0f32; m.rows * m.cols];
     m.view().rows_f32(0, m.cols, &mut f);
-    upload(gpu, s, &to_f16(name, &f)?)
+    to_f16(name, &f)
+}
+
+fn upload_matrix(
+    gpu: &Gpu,
+    s: &Stream,
+    id: &mut WeightsHasher,
+    name: &str,
+    m: &Matrix,
+) -> Result<DeviceBuffer<u16>> {
+    let bits = f16_bits(name, m)?;
+    id.u16s(&bits);
+    upload(gpu, s, &bits)
+}
+
+fn upload_f32(
+    gpu: &Gpu,
+    s: &Stream,
+    id: &mut WeightsHasher,
+    v: &[f32],
+) -> Result<DeviceBuffer<f32>> {
+    id.f32s(v);
+    upload(gpu, s, v)
 }
 
 impl GpuLlama {
@@ -190,37 +217,54 @@ impl GpuLlama {
         check_attention_shape(config.n_heads, config.n_kv_heads, config.head_dim)?;
         let s = gpu.stream()?;
         let total = w.layers.len() + 2;
-        let token_embd = upload_matrix(&gpu, &s, "token_embd", &w.token_embd)?;
+        // Hashed in upload order, which is fixed: the same weights give the same id.
+        let mut id = WeightsHasher::new(&config);
+        let token_embd = upload_matrix(&gpu, &s, &mut id, "token_embd", &w.token_embd)?;
         progress(1, total);
         let mut layers = Vec::with_capacity(w.layers.len());
         for (i, l) in w.layers.iter().enumerate() {
-            let m = |n: &str, m: &Matrix| upload_matrix(&gpu, &s, &format!("layer {i} {n}"), m);
+            let mut m = |n: &str, m: &Matrix| {
+                upload_matrix(&gpu, &s, &mut id, &format!("layer {i} {n}"), m)
+            };
+            let (wq, wk, wv, wo) = (
+                m("q", &l.wq)?,
+                m("k", &l.wk)?,
+                m("v", &l.wv)?,
+                m("o", &l.wo)?,
+            );
+            let (w_gate, w_up, w_down) = (
+                m("gate", &l.w_gate)?,
+                m("up", &l.w_up)?,
+                m("down", &l.w_down)?,
+            );
             layers.push(GpuLayer {
-                attn_norm: upload(&gpu, &s, &l.attn_norm)?,
-                wq: m("q", &l.wq)?,
-                wk: m("k", &l.wk)?,
-                wv: m("v", &l.wv)?,
-                wo: m("o", &l.wo)?,
-                ffn_norm: upload(&gpu, &s, &l.ffn_norm)?,
-                w_gate: m("gate", &l.w_gate)?,
-                w_up: m("up", &l.w_up)?,
-                w_down: m("down", &l.w_down)?,
+                attn_norm: upload_f32(&gpu, &s, &mut id, &l.attn_norm)?,
+                wq,
+                wk,
+                wv,
+                wo,
+                ffn_norm: upload_f32(&gpu, &s, &mut id, &l.ffn_norm)?,
+                w_gate,
+                w_up,
+                w_down,
                 fp8: LayerFp8::default(),
             });
             progress(i + 2, total);
         }
         let output = match &w.output {
-            Some(o) => Some(upload_matrix(&gpu, &s, "output", o)?),
+            Some(o) => Some(upload_matrix(&gpu, &s, &mut id, "output", o)?),
             None => None,
         };
-        let inv_freq = upload(
+        let inv_freq = upload_f32(
             &gpu,
             &s,
+            &mut id,
             &config.rope_inv_freq(w.rope_freq_factors.as_deref()),
         )?;
-        let output_norm = upload(&gpu, &s, &w.output_norm)?;
+        let output_norm = upload_f32(&gpu, &s, &mut id, &w.output_norm)?;
         progress(total, total);
         Ok(GpuLlama {
+            weights_id: id.finish(),
             split_inputs: SplitInputs::default(),
             split_lo: SplitLo::F16,
             alloc: CachingAllocator::new(gpu.clone()),

@@ -275,6 +275,39 @@ impl std::str::FromStr for SplitInputs {
     }
 }
 
+/// `--split-inputs`'s value: a set of products (`Set`), or `Auto`: the policy `greta
+/// calibrate` chose for the loaded weights on this kernel target and build
+/// (`crate::calibrate`), and `SplitInputs::default()` where there is none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SplitInputsChoice {
+    #[default]
+    Auto,
+    Set(SplitInputs),
+}
+
+impl std::str::FromStr for SplitInputsChoice {
+    type Err = String;
+    /// `auto`, or what `SplitInputs` parses.
+    fn from_str(v: &str) -> std::result::Result<Self, String> {
+        match v {
+            "auto" => Ok(SplitInputsChoice::Auto),
+            _ => v
+                .parse()
+                .map(SplitInputsChoice::Set)
+                .map_err(|e: String| e.replace("accepted: all", "accepted: auto, all")),
+        }
+    }
+}
+
+impl std::fmt::Display for SplitInputsChoice {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SplitInputsChoice::Auto => f.write_str("auto"),
+            SplitInputsChoice::Set(s) => s.fmt(f),
+        }
+    }
+}
+
 impl std::fmt::Display for SplitInputs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let attention = match (self.q, self.kv) {
@@ -305,6 +338,22 @@ impl std::fmt::Display for SplitInputs {
 mod tests {
     use super::*;
     use crate::synthetic;
+
+    #[test]
+    fn split_inputs_choice_takes_auto_or_a_set() {
+        assert_eq!("auto".parse(), Ok(SplitInputsChoice::Auto));
+        assert_eq!(SplitInputsChoice::default(), SplitInputsChoice::Auto);
+        assert_eq!(
+            "none".parse(),
+            Ok(SplitInputsChoice::Set(SplitInputs::NONE))
+        );
+        assert_eq!(
+            "qkv,down".parse::<SplitInputsChoice>().unwrap().to_string(),
+            "qkv,down"
+        );
+        let e = "fast".parse::<SplitInputsChoice>().unwrap_err();
+        assert!(e.contains("accepted: auto, all, none"), "{e}");
+    }
 
     #[test]
     fn split_inputs_parse_print_and_refuse_unknown_products() {
