@@ -33,7 +33,7 @@ grep -q 'numerics: --split-inputs auto' $R/audit-dm10-auto.err || { echo "audit 
 # A fixture: calibrated, then generate takes the profile (a Q8_0 file loaded as blocks: the
 # id is of the uploaded f16 values, which the calibration's f16-rounded load uploads too).
 FX=crates/greta-model/tests/fixtures/tiny/gqa4-llama3-rope/model-q8_0.gguf
-step calibrate-fixture $G calibrate -m $FX || status=1
+step calibrate-fixture $G calibrate -m $FX --prompt "The quick brown fox jumps over the lazy dog." || status=1
 step generate-fixture $G generate -m $FX --backend gpu -n 8 --temperature 0 "The quick brown fox" || status=1
 grep -q 'numerics: --split-inputs auto: none' $R/generate-fixture.err || { echo "generate did not take the calibration"; status=1; }
 step calibrate-smollm2 $G calibrate -m synthetic:smollm2-135m --json || status=1
