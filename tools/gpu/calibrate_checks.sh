@@ -5,10 +5,10 @@
 # activations: session 30 measured none and qkv,o,down failing the audit there), of a Q8_0
 # fixture (then `generate` must say it took the calibrated policy) and of both synthetic
 # benchmark shapes, each timed; then `greta bench` on both shapes under auto (the default)
-# beside the explicit audited default, two rounds alternating. Carry target/carry with
+# beside the explicit audited default and kv,o,gate_up,down, two rounds alternating. Carry target/carry with
 # greta.xz, gpu-model.xz, kernels.txz and smollm2-10l.gguf.xz (tools/gpu/default_model_layers.sh
-# says how to make it). SKIP_7B=1 leaves out the 7B calibration (its CPU reference is the
-# long step).
+# says how to make it). The 7B calibration takes ~3 minutes (its CPU
+# reference and the traces' diffs). PARTS: the parts to run (default: tests dm10 fixture smollm2 7b bench).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
@@ -18,34 +18,43 @@ export GRETA_CACHE_DIR=/tmp/greta-cache
 G=./target/device/greta
 R=$OUT/results && mkdir -p $R
 status=0
+PARTS=" ${PARTS:-tests dm10 fixture smollm2 7b bench} "
+part() { [[ "$PARTS" == *" $1 "* ]]; }
 step() { local name=$1; shift; echo "== $name"; local t0=$(date +%s%N)
   "$@" > $R/$name.out 2> $R/$name.err; local rc=$?
   echo "== $name: exit $rc, $(( ($(date +%s%N) - t0) / 1000000 )) ms"
   tail -n 8 $R/$name.out; tail -n 12 $R/$name.err; return $rc; }
 nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee $R/gpu.txt
 nproc | tee $R/nproc.txt
-step gpu-model env -C crates/greta-model ../../target/device/gpu-model --ignored --test-threads=1 || status=1
+if part tests; then
+  step gpu-model env -C crates/greta-model ../../target/device/gpu-model --ignored --test-threads=1 || status=1
+fi
 # The default model's first 10 layers: the audit's four prompts.
+if part dm10; then
 step calibrate-dm10 $G calibrate -m target/dm10/smollm2-10l.gguf --json
 # With the profile kept, the audit of the same model takes auto's policy and says so.
 step audit-dm10-auto $G audit backend --against cpu -m target/dm10/smollm2-10l.gguf || status=1
 grep -q 'numerics: --split-inputs auto' $R/audit-dm10-auto.err || { echo "audit did not take the calibration"; status=1; }
+fi
 # A fixture: calibrated, then generate takes the profile (a Q8_0 file loaded as blocks: the
 # id is of the uploaded f16 values, which the calibration's f16-rounded load uploads too).
 FX=crates/greta-model/tests/fixtures/tiny/gqa4-llama3-rope/model-q8_0.gguf
+if part fixture; then
 step calibrate-fixture $G calibrate -m $FX --prompt "The quick brown fox jumps over the lazy dog." || status=1
 step generate-fixture $G generate -m $FX --backend gpu -n 8 --temperature 0 "The quick brown fox" || status=1
 grep -q 'numerics: --split-inputs auto: none' $R/generate-fixture.err || { echo "generate did not take the calibration"; status=1; }
-step calibrate-smollm2 $G calibrate -m synthetic:smollm2-135m --json || status=1
-if [ -z "${SKIP_7B:-}" ]; then
+fi
+part smollm2 && { step calibrate-smollm2 $G calibrate -m synthetic:smollm2-135m --json || status=1; }
+if part 7b; then
   TIME=""; [ -x /usr/bin/time ] && TIME="/usr/bin/time -v"
   step calibrate-7b $TIME $G calibrate -m synthetic:llama2-7b --json || status=1
 fi
 # Benches: auto (the default flags) against the audited default named explicitly.
-for round in 1 2; do
+part bench && for round in 1 2; do
   for shape in smollm2-135m llama2-7b; do
     step bench-auto-$shape-$round $G bench -m synthetic:$shape --backend gpu --json
     step bench-split-$shape-$round $G bench -m synthetic:$shape --backend gpu --split-inputs qkv,o,gate_up,down --json
+    step bench-kvsplit-$shape-$round $G bench -m synthetic:$shape --backend gpu --split-inputs kv,o,gate_up,down --json
   done
 done
 python3 - $R <<'PY' | tee $R/summary.md
