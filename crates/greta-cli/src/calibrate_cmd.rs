@@ -47,7 +47,7 @@ pub struct CalibrateArgs {
 /// none did (the profile is kept all the same, and auto then keeps the default).
 pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
     if a.gpu.split_inputs != SplitInputsChoice::Auto {
-        bail!("greta calibrate tries the --split-inputs policies itself (none, qkv,o,down, kv,o,gate_up,down, qkv,o,gate_up,down); leave --split-inputs out");
+        bail!("greta calibrate tries the --split-inputs policies itself (none, qkv,o,down, qkv,o,gate_up,down); leave --split-inputs out");
     }
     let synthetic_name = a.model.as_deref().and_then(synthetic::parse_spec);
     if synthetic_name.is_some() && !a.prompt.is_empty() {
