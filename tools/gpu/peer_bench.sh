@@ -32,6 +32,10 @@ nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader | 
 for shape in $SHAPES; do
   echo "== $shape ($(date +%T))"
   rm -rf /tmp/$shape.gguf /tmp/$shape-hf
+  # CALIBRATE=1: greta's runs under --split-inputs auto (their default) take the policy
+  # `greta calibrate` chooses for these weights (session 38: SmolLM2's shape none, the 7B's
+  # the split); without it, auto is the audited split. The 7B's calibration takes ~2-3 min.
+  [ -n "${CALIBRATE:-}" ] && $G calibrate -m synthetic:$shape --json > $P/greta-calibrate-$shape.json 2> $P/greta-calibrate-$shape.log
   $G bench -m synthetic:$shape --backend gpu ${GPU_ARGS:-} --prompt-len 512 --gen 128 --reps 3 --json \
     --write-gguf /tmp/$shape.gguf --write-safetensors /tmp/$shape-hf > $P/greta-$shape.json 2> $P/greta-$shape.log
   echo "greta exit $?"
