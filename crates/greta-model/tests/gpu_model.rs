@@ -22,6 +22,17 @@ fn gpu() -> Gpu {
         .unwrap_or_else(|e| panic!("GRETA_REQUIRE_GPU=1 but no GPU opened: {e}"))
 }
 
+/// The model as the GPU holds it, uploaded from a loaded file.
+fn upload(g: &Gpu, lm: &model::LoadedModel) -> GpuLlama {
+    GpuLlama::load(
+        g,
+        lm.model.config.clone(),
+        &lm.model.weights,
+        &mut |_, _| {},
+    )
+    .unwrap()
+}
+
 fn greedy() -> Sampler {
     Sampler::new(SamplerConfig {
         temperature: 0.0,
@@ -75,13 +86,7 @@ fn graph_replay_matches_eager_launches_and_the_cpu() {
         // The same on a fresh model and state, returned with the tokens (for a step after
         // the stop).
         let gen_gpu = |graph: bool, cfg: SamplerConfig, stop: usize| {
-            let m = GpuLlama::load(
-                &g,
-                lm.model.config.clone(),
-                &lm.model.weights,
-                &mut |_, _| {},
-            )
-            .unwrap();
+            let m = upload(&g, &lm);
             let mut st = m.new_state(prompt.len() + n, prompt.len()).unwrap();
             let out = decode(&m, &mut st, graph, cfg, stop);
             (out, m, st)
@@ -392,13 +397,7 @@ fn a_second_state_reuses_the_first_ones_blocks_and_decodes_the_same() {
     let g = gpu();
     let path = common::fixtures().join("tiny/gqa4-llama3-rope/model-f16.gguf");
     let lm = model::load_as(&path, CpuWeights::F16Rounded, &mut |_, _| {}).unwrap();
-    let m = GpuLlama::load(
-        &g,
-        lm.model.config.clone(),
-        &lm.model.weights,
-        &mut |_, _| {},
-    )
-    .unwrap();
+    let m = upload(&g, &lm);
     let prompts = [
         lm.tokenizer.encode("The quick brown fox", true).unwrap(),
         lm.tokenizer
@@ -528,13 +527,7 @@ fn weights_ids_follow_the_uploaded_values_and_calibration_picks_the_cheapest_pas
     let dir = common::fixtures().join("tiny").join("gqa4-llama3-rope");
     let up = |file: &str, route: CpuWeights| {
         let lm = model::load_as(&dir.join(file), route, &mut |_, _| {}).unwrap();
-        let m = GpuLlama::load(
-            &g,
-            lm.model.config.clone(),
-            &lm.model.weights,
-            &mut |_, _| {},
-        )
-        .unwrap();
+        let m = upload(&g, &lm);
         (m, lm)
     };
     let (q8_blocks, _) = up("model-q8_0.gguf", CpuWeights::Blocks);
