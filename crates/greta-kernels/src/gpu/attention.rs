@@ -348,7 +348,7 @@ impl GpuKernels {
         } = att;
         check_attention_shape(n_heads, n_kv_heads, head_dim)?;
         Self::need(q, n_rows * n_heads * head_dim, "attention q")?;
-        let writes_ops = n_rows > 1 && self.has_prefill_fa(head_dim) && ops.is_some();
+        let writes_ops = ops.is_some() && self.attention_writes_operands(n_rows, head_dim);
         let ctx = match ctx {
             Some(ctx) => {
                 Self::need(ctx, n_rows * n_heads * head_dim, "attention ctx")?;
@@ -508,6 +508,13 @@ impl GpuKernels {
     /// (`attention_with_operands`) and may leave ctx itself unstored.
     pub fn has_prefill_fa(&self, head_dim: usize) -> bool {
         self.attn_prefill_fa.is_some() && matches!(head_dim, 64 | 128)
+    }
+
+    /// Whether an attention pass of `n_rows` rows given the output product's operands
+    /// writes them itself (the register-resident prefill kernel), so that its caller may
+    /// leave ctx out (`attention_with_operands`, which refuses a missing ctx otherwise).
+    pub fn attention_writes_operands(&self, n_rows: usize, head_dim: usize) -> bool {
+        n_rows > 1 && self.has_prefill_fa(head_dim)
     }
 
     /// Whether `attention_rope` takes this head_dim (every one `attention` takes but 112).

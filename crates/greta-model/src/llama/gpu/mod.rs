@@ -799,7 +799,7 @@ impl GpuLlama {
         // reads ctx, ctx itself is not stored: the product reads only the operands.
         let ctx_lo = self.f16_operands(Lin::O, t, q_row);
         let keep_ctx = obs.wants(Point::AttnCtx, Some(l))
-            || !(t > 1 && ctx_lo.is_some() && k.has_prefill_fa(hd));
+            || !(ctx_lo.is_some() && k.attention_writes_operands(t, hd));
         // Several rows that no observer reads at QRope or KRope, where the prefill attention
         // rotates q itself: RoPE on the keys alone, into the cache only, and q rotated as the
         // attention loads it (the same bits as the path below: the op tests check it), which
