@@ -417,8 +417,7 @@ fn swiglu_gemm_matches_cpu_and_unfused_arithmetic() {
                     let run = |stored: bool| {
                         let unset = vec![f32::from_bits(UNSET_F32); m * n];
                         let [mut dg, mut du, mut da] = [0; 3].map(|_| upload(&g, &s, &unset));
-                        let mut ohi = upload(&g, &s, &vec![UNTOUCHED; m * n]);
-                        let mut olo = upload(&g, &s, &vec![UNTOUCHED; m * n]);
+                        let (mut ohi, mut olo) = untouched_pair(&g, &s, m * n);
                         let mut oq = upload(&g, &s, &vec![0xA5u8; m * n]);
                         let ops = F16Operands {
                             hi: &mut ohi,
@@ -663,8 +662,7 @@ fn attention_operands_case(
     let mut scratch = AttnScratch::new(g, shape.n_heads, shape.head_dim, shape.max_kv).unwrap();
     for with_lo in [true, false] {
         let mut dctx = g.alloc::<f32>(n).unwrap();
-        let mut hi = upload(g, s, &vec![UNTOUCHED; n]);
-        let mut lo = upload(g, s, &vec![UNTOUCHED; n]);
+        let (mut hi, mut lo) = untouched_pair(g, s, n);
         let ops = F16Operands {
             hi: &mut hi,
             lo: with_lo.then_some(LoOperand::F16(&mut lo)),
@@ -696,8 +694,7 @@ fn attention_operands_case(
 
     // Without ctx: the register-resident kernel writes the operands alone (f16 lo here,
     // FP8 below), the LDS one refuses.
-    let mut hi = upload(g, s, &vec![UNTOUCHED; n]);
-    let mut lo = upload(g, s, &vec![UNTOUCHED; n]);
+    let (mut hi, mut lo) = untouched_pair(g, s, n);
     let ops = F16Operands {
         hi: &mut hi,
         lo: Some(LoOperand::F16(&mut lo)),
@@ -1328,8 +1325,7 @@ fn rope_in_attention_case(
     // `rope`) over the caches.
     let mut attend = |q: &DeviceBuffer<f32>, rope: Option<QRope>| {
         let mut ctx = g.alloc::<f32>(n).unwrap();
-        let mut hi = upload(g, s, &vec![UNTOUCHED; n]);
-        let mut lo = upload(g, s, &vec![UNTOUCHED; n]);
+        let (mut hi, mut lo) = untouched_pair(g, s, n);
         let ops = F16Operands {
             hi: &mut hi,
             lo: Some(LoOperand::F16(&mut lo)),
@@ -1611,6 +1607,12 @@ fn split_bits(v: &[f32]) -> (Vec<u16>, Vec<u16>) {
 /// What a buffer of f16 operands holds before a kernel writes it (an f16 NaN).
 const UNTOUCHED: u16 = 0x7e00;
 
+/// A hi and a lo buffer of `n` f16 operands, both `UNTOUCHED`, for a kernel to write.
+fn untouched_pair(g: &Gpu, s: &Stream, n: usize) -> (DeviceBuffer<u16>, DeviceBuffer<u16>) {
+    let b = vec![UNTOUCHED; n];
+    (upload(g, s, &b), upload(g, s, &b))
+}
+
 /// The f16 operands a kernel wrote beside `out`, bit for bit: hi the half crate's rounding of
 /// out, lo of the remainder where asked for, else untouched.
 fn assert_operands(
@@ -1666,8 +1668,7 @@ fn norm_and_swiglu_with_f16_operands_match_cpu() {
             let shape = Rows { rows, len: d };
             let (mut dx, dy, dw) = (upload(&g, &s, &x), upload(&g, &s, &y), upload(&g, &s, &w));
             let mut dout = g.alloc::<f32>(n).unwrap();
-            let mut dhi = upload(&g, &s, &vec![UNTOUCHED; n]);
-            let mut dlo = upload(&g, &s, &vec![UNTOUCHED; n]);
+            let (mut dhi, mut dlo) = untouched_pair(&g, &s, n);
             let ops = F16Operands {
                 hi: &mut dhi,
                 lo: with_lo.then_some(LoOperand::F16(&mut dlo)),
@@ -1710,8 +1711,7 @@ fn norm_and_swiglu_with_f16_operands_match_cpu() {
             );
             // Without out (the untraced prefill): the same x and operands, bit for bit.
             let mut dx2 = upload(&g, &s, &x);
-            let mut dhi2 = upload(&g, &s, &vec![UNTOUCHED; n]);
-            let mut dlo2 = upload(&g, &s, &vec![UNTOUCHED; n]);
+            let (mut dhi2, mut dlo2) = untouched_pair(&g, &s, n);
             let ops = F16Operands {
                 hi: &mut dhi2,
                 lo: with_lo.then_some(LoOperand::F16(&mut dlo2)),
@@ -1758,8 +1758,7 @@ fn norm_and_swiglu_with_f16_operands_match_cpu() {
             let (a, b) = (values(n, 61), values(n, 62));
             let (da, db) = (upload(&g, &s, &a), upload(&g, &s, &b));
             let (mut dact, mut dref) = (g.alloc::<f32>(n).unwrap(), g.alloc::<f32>(n).unwrap());
-            let mut dhi = upload(&g, &s, &vec![UNTOUCHED; n]);
-            let mut dlo = upload(&g, &s, &vec![UNTOUCHED; n]);
+            let (mut dhi, mut dlo) = untouched_pair(&g, &s, n);
             let ops = F16Operands {
                 hi: &mut dhi,
                 lo: with_lo.then_some(LoOperand::F16(&mut dlo)),
@@ -1780,8 +1779,7 @@ fn norm_and_swiglu_with_f16_operands_match_cpu() {
             assert!(e < NMSE_F32, "silu_mul_split n={n}: nmse {e:.3e}");
             assert_operands(&s, &got, [&dhi, &dlo], with_lo, &format!("n={n}"));
             // Without act: the same operands, bit for bit.
-            let mut dhi2 = upload(&g, &s, &vec![UNTOUCHED; n]);
-            let mut dlo2 = upload(&g, &s, &vec![UNTOUCHED; n]);
+            let (mut dhi2, mut dlo2) = untouched_pair(&g, &s, n);
             let ops = F16Operands {
                 hi: &mut dhi2,
                 lo: with_lo.then_some(LoOperand::F16(&mut dlo2)),
