@@ -158,12 +158,15 @@ pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
                 eprintln!("  CPU reference: prompt {prompt}, {tokens} tokens");
             }
             Step::Rung(r) => {
+                let worst = match (r.worst_error, r.worst_fraction) {
+                    (Some(e), Some(f)) => {
+                        format!("{e:.3e} ({f:.2} of the tolerance {:.0e}", r.tolerance)
+                    }
+                    _ => format!("not finite (fails; tolerance {:.0e}", r.tolerance),
+                };
                 eprintln!(
-                    "  --split-inputs {:<20} worst {:.3e} ({:.2} of the tolerance {:.0e}; {}){}  [{:.1} s]",
+                    "  --split-inputs {:<20} worst {worst}; {}){}  [{:.1} s]",
                     r.split_inputs,
-                    r.worst_error,
-                    r.worst_fraction,
-                    r.tolerance,
                     r.worst_at,
                     if r.chosen { "  <-- chosen" } else { "" },
                     step_started.elapsed().as_secs_f64()

@@ -14,10 +14,11 @@ pub struct GpuArgs {
     /// units; the rest round it to one f16. auto, all, none, or a comma list of qkv, o,
     /// gate_up, down, head, with q and kv for Q alone and K and V alone (Q then runs in its
     /// own launch). auto: the policy `greta calibrate` chose for these weights on this GPU
-    /// and greta build (the cheapest that passes the backend audit with 2x margin: none for
-    /// random-weight benchmark shapes), else qkv,o,gate_up,down, the one set measured that
-    /// passes the audit of the default model on a ~650-token prompt with margin. none gives
-    /// llama.cpp's numerics and its speed (docs/gpu.md, "Numerics").
+    /// and greta build (the cheapest that passes the backend audit with 2x margin: on an H200
+    /// none for the random SmolLM2 shape, the split below for the random 7B shape and the
+    /// default model), else qkv,o,gate_up,down, the one set measured that passes the audit of
+    /// the default model on a ~650-token prompt with margin. none gives llama.cpp's numerics
+    /// and its speed (docs/gpu.md, "Numerics").
     #[arg(long, value_name = "auto|LIST", default_value_t = SplitInputsChoice::default())]
     pub split_inputs: SplitInputsChoice,
     /// GPU prefill: the low half of a split input. f16: a second f16 product. fp8: FP8 e5m2
@@ -108,46 +109,53 @@ impl GpuArgs {
         Ok(origin)
     }
 
-    /// `--split-inputs auto`: the calibrated policy of these weights on this kernel target
-    /// and build (said on stderr), else the default (said where a profile exists but is
-    /// not used).
+    /// The policy `--split-inputs` names, or for `auto` the one `auto_split_inputs` finds.
     fn resolve_split_inputs(self, model: &GpuLlama) -> anyhow::Result<(SplitInputs, SplitOrigin)> {
-        let SplitInputsChoice::Set(split) = self.split_inputs else {
-            let default = SplitInputs::default();
-            let dir = greta_model::default_model::cache_dir();
-            let found = calibrate::lookup(&dir, model.weights_id, model.kernels.target, BUILD)?;
-            return Ok(match found {
-                Lookup::Absent(_) => (default, SplitOrigin::Default),
-                Lookup::Stale { path, build } => {
-                    eprintln!(
-                        "note: --split-inputs auto: {} was calibrated by greta {build}, this is {BUILD} (its kernels may round otherwise), so the default {default}; run `greta calibrate` again",
-                        path.display()
-                    );
-                    (default, SplitOrigin::Default)
-                }
-                Lookup::Found(profile, path) => {
-                    match (profile.chosen_split()?, profile.chosen_rung()) {
-                        (Some(split), Some(rung)) => {
-                            eprintln!(
-                            "numerics: --split-inputs auto: {split}, as `greta calibrate` chose for these weights (worst stage {:.2} of the audit's tolerance on its prompts; {})",
-                            rung.worst_fraction,
-                            path.display()
-                        );
-                            (split, SplitOrigin::Calibrated(path))
-                        }
-                        _ => {
-                            eprintln!(
-                            "note: --split-inputs auto: the calibration of these weights ({}) passed no policy with margin, so the default {default}",
-                            path.display()
-                        );
-                            (default, SplitOrigin::Default)
-                        }
-                    }
-                }
-            });
-        };
-        Ok((split, SplitOrigin::Given))
+        match self.split_inputs {
+            SplitInputsChoice::Set(split) => Ok((split, SplitOrigin::Given)),
+            SplitInputsChoice::Auto => auto_split_inputs(model),
+        }
     }
+}
+
+/// `--split-inputs auto`: the policy `greta calibrate` chose for these weights on this
+/// kernel target and build (said on stderr), else the default (said where a calibration
+/// exists but is not used).
+fn auto_split_inputs(model: &GpuLlama) -> anyhow::Result<(SplitInputs, SplitOrigin)> {
+    let default = SplitInputs::default();
+    let dir = greta_model::default_model::cache_dir();
+    let (profile, path) = match calibrate::lookup(
+        &dir,
+        model.weights_id,
+        model.kernels.target,
+        BUILD,
+    )? {
+        Lookup::Absent(_) => return Ok((default, SplitOrigin::Default)),
+        Lookup::Stale { path, build } => {
+            eprintln!(
+                "note: --split-inputs auto: {} was calibrated by greta {build}, this is {BUILD} (its kernels may round otherwise), so the default {default}; run `greta calibrate` again",
+                path.display()
+            );
+            return Ok((default, SplitOrigin::Default));
+        }
+        Lookup::Found(profile, path) => (profile, path),
+    };
+    let (Some(split), Some(rung)) = (
+        profile.chosen_split().map_err(anyhow::Error::msg)?,
+        profile.chosen_rung(),
+    ) else {
+        eprintln!(
+            "note: --split-inputs auto: the calibration of these weights ({}) passed no policy with margin, so the default {default}",
+            path.display()
+        );
+        return Ok((default, SplitOrigin::Default));
+    };
+    eprintln!(
+        "numerics: --split-inputs auto: {split}, as `greta calibrate` chose for these weights (worst stage {:.2} of the audit's tolerance on its prompts; {})",
+        rung.worst_fraction.unwrap_or(f64::NAN),
+        path.display()
+    );
+    Ok((split, SplitOrigin::Calibrated(path)))
 }
 
 /// The greta build a calibration belongs to (git revision, `-dirty` for a changed tree).
@@ -168,7 +176,7 @@ impl std::fmt::Display for SplitOrigin {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             SplitOrigin::Given => f.write_str("given"),
-            SplitOrigin::Default => f.write_str("default (no calibration)"),
+            SplitOrigin::Default => f.write_str("default (auto, no calibration used)"),
             SplitOrigin::Calibrated(p) => write!(f, "calibrated ({})", p.display()),
         }
     }

@@ -86,12 +86,14 @@ pub struct Rung {
     pub split_inputs: String,
     /// The low halves' format it ran with (`--split-lo`).
     pub split_lo: String,
-    /// Its worst stage error over the prompts, and where (prompt, layer, point, position).
-    pub worst_error: f64,
+    /// Its worst stage error over the prompts, and where (prompt, layer, point, position);
+    /// none where the audit failed without a finite error (a NaN, records without a
+    /// partner, no stage compared), which `worst_at` then names.
+    pub worst_error: Option<f64>,
     pub worst_at: String,
     pub tolerance: f64,
     /// Worst error / tolerance (above 1: the audit fails; chosen only at 1 / MARGIN or less).
-    pub worst_fraction: f64,
+    pub worst_fraction: Option<f64>,
     pub chosen: bool,
 }
 
@@ -117,15 +119,11 @@ pub struct Profile {
 }
 
 impl Profile {
-    pub fn chosen_split(&self) -> Result<Option<SplitInputs>, CalibrateError> {
+    /// The chosen policy (`lookup` refuses a profile whose choice does not parse).
+    pub fn chosen_split(&self) -> Result<Option<SplitInputs>, String> {
         self.chosen
             .as_deref()
-            .map(|s| {
-                s.parse().map_err(|e| CalibrateError::Corrupt {
-                    path: PathBuf::new(),
-                    reason: format!("chosen {e}"),
-                })
-            })
+            .map(|s| s.parse().map_err(|e| format!("chosen {e}")))
             .transpose()
     }
 
@@ -198,9 +196,7 @@ pub fn lookup(
             p.weights, p.target
         )));
     }
-    if let Err(CalibrateError::Corrupt { reason, .. }) = p.chosen_split() {
-        return Err(corrupt(reason));
-    }
+    p.chosen_split().map_err(corrupt)?;
     if p.build != build {
         let build = p.build.clone();
         return Ok(Lookup::Stale { path, build });
@@ -228,28 +224,44 @@ pub fn save(cache_dir: &Path, p: &Profile) -> Result<PathBuf, CalibrateError> {
     Ok(path)
 }
 
-/// The worst stage of one audit, as a fraction of its tolerance: infinite where records have
-/// no partner or the inputs differ (the audit's other failures), or where an error is NaN.
-fn worst(report: &DiffReport) -> (f64, f64, f64, String) {
+/// One audit's worst stage: error / tolerance (infinite where the audit failed without a
+/// finite error: records without a partner, different inputs, a NaN, or no stage compared
+/// at all), the error, its tolerance and where it was.
+struct Worst {
+    fraction: f64,
+    error: f64,
+    tolerance: f64,
+    at: String,
+}
+
+fn worst(report: &DiffReport) -> Worst {
+    let failed = |at: String| Worst {
+        fraction: f64::INFINITY,
+        error: f64::NAN,
+        tolerance: f64::NAN,
+        at,
+    };
     if !report.missing.is_empty() || !report.token_mismatch.is_empty() {
-        return (f64::INFINITY, f64::NAN, f64::NAN, report.verdict());
+        return failed(report.verdict());
     }
-    let mut w = (0.0, 0.0, 0.0, String::from("no stage compared"));
-    for p in &report.points {
+    let mut w = failed("no stage compared".into());
+    for p in report.points.iter().filter(|p| p.pairs > 0) {
         let f = p.worst_error / p.tolerance;
-        if f.is_nan() || f > w.0 {
-            let at = format!(
-                "layer {} {} pos {}",
-                p.layer.map_or("-".to_string(), |l| l.to_string()),
-                p.point,
-                p.worst_pos
-            );
-            w = (
-                if f.is_nan() { f64::INFINITY } else { f },
-                p.worst_error,
-                p.tolerance,
-                at,
-            );
+        if f.is_nan() || f > w.fraction || w.error.is_nan() {
+            w = Worst {
+                fraction: if f.is_nan() { f64::INFINITY } else { f },
+                error: p.worst_error,
+                tolerance: p.tolerance,
+                at: format!(
+                    "layer {} {} pos {}",
+                    p.layer.map_or("-".to_string(), |l| l.to_string()),
+                    p.point,
+                    p.worst_pos
+                ),
+            };
+        }
+        if f.is_nan() {
+            break;
         }
     }
     w
@@ -306,7 +318,7 @@ pub fn run(
             split: split.to_string(),
             source,
         })?;
-        let mut w = (0.0, 0.0, setup.tolerances.default, String::new());
+        let mut w: Option<Worst> = None;
         for (p, reference) in prompts.iter().zip(&references) {
             let setup = AuditSetup {
                 prompt_id: p.id.clone(),
@@ -321,19 +333,28 @@ pub fn run(
                 Align::Step,
                 &setup.tolerances,
             );
-            let (f, err, tol, at) = worst(&report);
-            if f > w.0 || w.3.is_empty() {
-                w = (f, err, tol, format!("prompt {}, {at}", p.id));
+            let this = worst(&report);
+            if w.as_ref().is_none_or(|w| this.fraction > w.fraction) {
+                w = Some(Worst {
+                    at: format!("prompt {}, {}", p.id, this.at),
+                    ..this
+                });
             }
         }
+        let w = w.expect("at least one prompt");
+        let finite = |x: f64| x.is_finite().then_some(x);
         let rung = Rung {
             split_inputs: split.to_string(),
             split_lo: gpu.split_lo().to_string(),
-            worst_error: w.1,
-            worst_at: w.3,
-            tolerance: w.2,
-            worst_fraction: w.0,
-            chosen: w.0 <= 1.0 / MARGIN,
+            worst_error: finite(w.error),
+            worst_at: w.at,
+            tolerance: if w.tolerance.is_finite() {
+                w.tolerance
+            } else {
+                setup.tolerances.default
+            },
+            worst_fraction: finite(w.fraction),
+            chosen: w.fraction <= 1.0 / MARGIN,
         };
         on(Step::Rung(&rung));
         let chosen = rung.chosen;
@@ -361,10 +382,10 @@ mod tests {
             rungs: vec![Rung {
                 split_inputs: "none".into(),
                 split_lo: "f16".into(),
-                worst_error: 1e-3,
+                worst_error: Some(1e-3),
                 worst_at: "prompt p, layer 0 q pos 3".into(),
                 tolerance: 8e-3,
-                worst_fraction: 0.125,
+                worst_fraction: Some(0.125),
                 chosen: true,
             }],
             chosen: chosen.map(str::to_string),
@@ -444,6 +465,89 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("\"ffn\" is not a product"), "{e}");
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    fn point(layer: usize, err: f64, pairs: usize) -> greta_trace::diff::PointSummary {
+        greta_trace::diff::PointSummary {
+            layer: Some(layer),
+            point: "attn_out".into(),
+            pairs,
+            worst_error: err,
+            worst_pos: 7,
+            max_abs: 1.0,
+            tolerance: 8e-3,
+            diverged: err > 8e-3,
+        }
+    }
+
+    fn report(points: Vec<greta_trace::diff::PointSummary>) -> DiffReport {
+        DiffReport {
+            label_a: "gpu".into(),
+            label_b: "cpu".into(),
+            metric: greta_trace::diff::Metric::Rms,
+            pairs: points.iter().map(|p| p.pairs).sum(),
+            token_mismatch: Vec::new(),
+            missing: Vec::new(),
+            points,
+            first_divergence: None,
+        }
+    }
+
+    #[test]
+    fn the_worst_stage_is_the_largest_fraction_and_a_nan_or_nothing_compared_fails() {
+        let w = worst(&report(vec![
+            point(0, 1e-3, 4),
+            point(3, 2e-3, 4),
+            point(1, 1.5e-3, 4),
+        ]));
+        assert_eq!(
+            (w.fraction, w.at.as_str()),
+            (0.25, "layer 3 attn_out pos 7")
+        );
+        let w = worst(&report(vec![
+            point(0, 1e-3, 4),
+            point(2, f64::NAN, 4),
+            point(3, 2e-3, 4),
+        ]));
+        assert!(w.fraction.is_infinite() && w.at == "layer 2 attn_out pos 7");
+        // Nothing compared is not a pass.
+        assert!(worst(&report(vec![])).fraction.is_infinite());
+        assert!(worst(&report(vec![point(0, 0.0, 0)]))
+            .fraction
+            .is_infinite());
+        let mut r = report(vec![point(0, 1e-3, 4)]);
+        r.missing.push(greta_trace::diff::MissingRecord {
+            side: "a",
+            prompt: "p".into(),
+            pos: 1,
+            layer: Some(0),
+            point: "q".into(),
+        });
+        assert!(worst(&r).fraction.is_infinite());
+    }
+
+    #[test]
+    fn a_rung_that_failed_without_a_finite_error_keeps_and_reads_back() {
+        // JSON has no inf or NaN: such a rung holds none, and the profile still reads.
+        let dir = scratch("failed-rung");
+        let mut p = profile(None);
+        p.rungs[0] = Rung {
+            worst_error: None,
+            worst_fraction: None,
+            worst_at: "prompt p, layer 2 attn_out pos 7".into(),
+            chosen: false,
+            ..p.rungs[0].clone()
+        };
+        save(&dir, &p).unwrap();
+        match lookup(&dir, WeightsId(7), "sm_90a", "abc").unwrap() {
+            Lookup::Found(q, _) => {
+                assert_eq!(q, p);
+                assert_eq!(q.chosen_split(), Ok(None));
+                assert!(q.chosen_rung().is_none());
+            }
+            other => panic!("expected the profile, got {other:?}"),
+        }
         std::fs::remove_dir_all(&dir).unwrap();
     }
 
