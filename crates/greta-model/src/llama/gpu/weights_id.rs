@@ -51,19 +51,19 @@ impl WeightsHasher {
     }
 
     pub(super) fn u16s(&mut self, v: &[u16]) {
-        self.h.update(&(v.len() as u64).to_le_bytes());
-        for c in v.chunks(CHUNK) {
-            self.buf.clear();
-            self.buf.extend(c.iter().flat_map(|x| x.to_le_bytes()));
-            self.h.update(&self.buf);
-        }
+        self.values(v, u16::to_le_bytes);
     }
 
     pub(super) fn f32s(&mut self, v: &[f32]) {
+        self.values(v, f32::to_le_bytes);
+    }
+
+    /// The length, then the values' bytes a chunk at a time.
+    fn values<T: Copy, const N: usize>(&mut self, v: &[T], bytes: fn(T) -> [u8; N]) {
         self.h.update(&(v.len() as u64).to_le_bytes());
         for c in v.chunks(CHUNK) {
             self.buf.clear();
-            self.buf.extend(c.iter().flat_map(|x| x.to_le_bytes()));
+            self.buf.extend(c.iter().flat_map(|&x| bytes(x)));
             self.h.update(&self.buf);
         }
     }
