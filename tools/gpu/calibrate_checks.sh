@@ -75,7 +75,8 @@ for f in sorted(glob.glob(r + "/calibrate-*.out")):
         continue
     print(f"\n{os.path.basename(f)}: chosen {d['chosen']} in {d['seconds']:.0f} s, prompts {d['prompts']}")
     for g in d["rungs"]:
-        print(f"  {g['split_inputs']:<20} worst {g['worst_error']:.3e} = {g['worst_fraction']:.3f} of tol ({g['worst_at']}){' chosen' if g['chosen'] else ''}")
+        worst = "not finite" if g['worst_error'] is None else f"{g['worst_error']:.3e} = {g['worst_fraction']:.3f} of tol"
+        print(f"  {g['split_inputs']:<20} worst {worst} ({g['worst_at']}){' chosen' if g['chosen'] else ''}")
 PY
 tar czf /tmp/0-calibrate.tgz -C "$OUT" results && mv /tmp/0-calibrate.tgz "$OUT/0-calibrate.tgz"
 echo "status $status"

@@ -70,13 +70,15 @@ pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
     let (label, mut model, cpu, prompts) = match synthetic_name {
         Some(name) => {
             let config = synthetic::config(name)?;
-            eprintln!("generating synthetic:{name} (seed {})", a.seed);
-            let w = synthetic::weights(&config, a.seed, &mut |_, _| {});
-            let model = GpuLlama::load(&gpu, config.clone(), &w, &mut |_, _| {})?;
             let prompt = Prompt {
                 id: format!("random{}", a.prompt_len),
                 tokens: synthetic::tokens(a.prompt_len, config.vocab_size, a.seed),
             };
+            // Before the weights are made (the 7B's: 13 GB, then 27 GB widened for the CPU).
+            fits(std::slice::from_ref(&prompt), config.max_context)?;
+            eprintln!("generating synthetic:{name} (seed {})", a.seed);
+            let w = synthetic::weights(&config, a.seed, &mut |_, _| {});
+            let model = GpuLlama::load(&gpu, config.clone(), &w, &mut |_, _| {})?;
             let cpu = Llama::new(config, synthetic::widened_for_cpu(w));
             (
                 format!("synthetic:{name} (seed {})", a.seed),
@@ -115,16 +117,10 @@ pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
                 let tokens = reference.tokenizer.encode(&text, true)?;
                 prompts.push(Prompt { id, tokens });
             }
+            fits(&prompts, reference.model.config.max_context)?;
             (path.display().to_string(), model, reference.model, prompts)
         }
     };
-    let capacity = prompts.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
-    if capacity > model.config.max_context {
-        bail!(
-            "a calibration prompt of {capacity} tokens is longer than the model's context ({})",
-            model.config.max_context
-        );
-    }
     let route = format!("gpu-{}", gpu.platform());
     eprintln!(
         "calibrating {label} on {} ({}, greta {BUILD}): weights {}",
@@ -175,10 +171,6 @@ pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
             }
         },
     )?;
-    let chosen = rungs
-        .iter()
-        .find(|r| r.chosen)
-        .map(|r| r.split_inputs.clone());
     let profile = Profile {
         weights: model.weights_id.to_string(),
         target: model.kernels.target.to_string(),
@@ -191,8 +183,12 @@ pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
             .collect(),
         margin: calibrate::MARGIN,
         rungs,
-        chosen,
     };
+    let chosen = profile
+        .rungs
+        .iter()
+        .find(|r| r.chosen)
+        .map(|r| &r.split_inputs);
     let path = match a.no_save {
         true => None,
         false => Some(calibrate::save(
@@ -202,11 +198,12 @@ pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
     };
     if a.json {
         let mut v = serde_json::to_value(&profile)?;
+        v["chosen"] = serde_json::json!(chosen);
         v["path"] = serde_json::json!(path);
         v["seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
-        match &profile.chosen {
+        match chosen {
             Some(s) => println!(
                 "chosen: --split-inputs {s} (the cheapest policy whose worst stage is within 1/{} of the audit's tolerance)",
                 calibrate::MARGIN
@@ -225,5 +222,14 @@ pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
             None => println!("not kept (--no-save)"),
         }
     }
-    Ok(if profile.chosen.is_some() { 0 } else { 1 })
+    Ok(if chosen.is_some() { 0 } else { 1 })
+}
+
+/// Refuses a calibration prompt longer than the model's context, naming both.
+fn fits(prompts: &[Prompt], max_context: usize) -> Result<()> {
+    let longest = prompts.iter().map(|p| p.tokens.len()).max().unwrap_or(0);
+    if longest > max_context {
+        bail!("a calibration prompt of {longest} tokens is longer than the model's context ({max_context})");
+    }
+    Ok(())
 }

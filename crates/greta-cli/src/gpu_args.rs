@@ -140,10 +140,7 @@ fn auto_split_inputs(model: &GpuLlama) -> anyhow::Result<(SplitInputs, SplitOrig
         }
         Lookup::Found(profile, path) => (profile, path),
     };
-    let (Some(split), Some(rung)) = (
-        profile.chosen_split().map_err(anyhow::Error::msg)?,
-        profile.chosen_rung(),
-    ) else {
+    let Some((split, rung)) = profile.chosen().map_err(anyhow::Error::msg)? else {
         eprintln!(
             "note: --split-inputs auto: the calibration of these weights ({}) passed no policy with margin, so the default {default}",
             path.display()

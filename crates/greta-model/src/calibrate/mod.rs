@@ -113,23 +113,21 @@ pub struct Profile {
     pub margin: f64,
     /// The policies tried, cheapest first; the run stops at the first one chosen.
     pub rungs: Vec<Rung>,
-    /// The policy `--split-inputs auto` takes: the chosen rung's; none where no rung passed
-    /// with the margin (auto then keeps the default, and says so).
-    pub chosen: Option<String>,
 }
 
 impl Profile {
-    /// The chosen policy (`lookup` refuses a profile whose choice does not parse).
-    pub fn chosen_split(&self) -> Result<Option<SplitInputs>, String> {
-        self.chosen
-            .as_deref()
-            .map(|s| s.parse().map_err(|e| format!("chosen {e}")))
+    /// The policy `--split-inputs auto` takes and its rung: the chosen rung's; none where no
+    /// rung passed with the margin (auto then keeps the default, and says so). An error
+    /// where the chosen rung's policy does not parse (`lookup` refuses such a profile).
+    pub fn chosen(&self) -> Result<Option<(SplitInputs, &Rung)>, String> {
+        self.rungs
+            .iter()
+            .find(|r| r.chosen)
+            .map(|r| {
+                let split = r.split_inputs.parse().map_err(|e| format!("chosen {e}"))?;
+                Ok((split, r))
+            })
             .transpose()
-    }
-
-    /// The rung that was chosen.
-    pub fn chosen_rung(&self) -> Option<&Rung> {
-        self.rungs.iter().find(|r| r.chosen)
     }
 }
 
@@ -196,7 +194,7 @@ pub fn lookup(
             p.weights, p.target
         )));
     }
-    p.chosen_split().map_err(corrupt)?;
+    p.chosen().map_err(corrupt)?;
     if p.build != build {
         let build = p.build.clone();
         return Ok(Lookup::Stale { path, build });
@@ -370,6 +368,7 @@ pub fn run(
 mod tests {
     use super::*;
 
+    /// A profile of one rung, chosen where `chosen` names its policy.
     fn profile(chosen: Option<&str>) -> Profile {
         Profile {
             weights: WeightsId(7).to_string(),
@@ -380,15 +379,14 @@ mod tests {
             prompts: vec![("p".into(), 12)],
             margin: MARGIN,
             rungs: vec![Rung {
-                split_inputs: "none".into(),
+                split_inputs: chosen.unwrap_or("none").into(),
                 split_lo: "f16".into(),
                 worst_error: Some(1e-3),
                 worst_at: "prompt p, layer 0 q pos 3".into(),
                 tolerance: 8e-3,
                 worst_fraction: Some(0.125),
-                chosen: true,
+                chosen: chosen.is_some(),
             }],
-            chosen: chosen.map(str::to_string),
         }
     }
 
@@ -414,7 +412,8 @@ mod tests {
         match lookup(&dir, WeightsId(7), "sm_90a", "abc").unwrap() {
             Lookup::Found(q, at) => {
                 assert_eq!((q, at), (p.clone(), path.clone()));
-                assert_eq!(p.chosen_split().unwrap(), Some(SplitInputs::NONE));
+                let (split, rung) = p.chosen().unwrap().unwrap();
+                assert_eq!((split, rung), (SplitInputs::NONE, &p.rungs[0]));
             }
             other => panic!("expected the profile, got {other:?}"),
         }
@@ -543,8 +542,7 @@ mod tests {
         match lookup(&dir, WeightsId(7), "sm_90a", "abc").unwrap() {
             Lookup::Found(q, _) => {
                 assert_eq!(q, p);
-                assert_eq!(q.chosen_split(), Ok(None));
-                assert!(q.chosen_rung().is_none());
+                assert_eq!(q.chosen(), Ok(None));
             }
             other => panic!("expected the profile, got {other:?}"),
         }
