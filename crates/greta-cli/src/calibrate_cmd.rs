@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use greta_model::calibrate::{self, Profile, Prompt, Step};
-use greta_model::llama::gpu::{GpuLlama, SplitInputsChoice};
+use greta_model::llama::gpu::{GpuLlama, SplitInputs, SplitInputsChoice};
 use greta_model::llama::weights::CpuWeights;
 use greta_model::llama::Llama;
 use greta_model::synthetic;
@@ -33,6 +33,15 @@ pub struct CalibrateArgs {
     /// sentence repeated, ~570 tokens of prose).
     #[arg(long)]
     prompt: Vec<String>,
+    /// A policy to try, as `--split-inputs` spells it (e.g. `o,down`); repeat for a ladder of
+    /// your own, tried in the order given (the first within the margin is chosen, so put the
+    /// cheapest first). Default: none, qkv,o,down, qkv,o,gate_up,down.
+    #[arg(long = "try", value_name = "POLICY")]
+    try_split: Vec<SplitInputs>,
+    /// Audit every policy of the ladder instead of stopping at the first chosen (a study of
+    /// what each reads; the choice is the same).
+    #[arg(long)]
+    all: bool,
     /// Audit the policies and print what they read, without keeping the choice.
     #[arg(long)]
     no_save: bool,
@@ -47,8 +56,15 @@ pub struct CalibrateArgs {
 /// none did (the profile is kept all the same, and auto then keeps the default).
 pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
     if a.gpu.split_inputs != SplitInputsChoice::Auto {
-        bail!("greta calibrate tries the --split-inputs policies itself (none, qkv,o,down, qkv,o,gate_up,down); leave --split-inputs out");
+        bail!("greta calibrate tries the --split-inputs policies itself (none, qkv,o,down, qkv,o,gate_up,down, or those given with --try); leave --split-inputs out");
     }
+    let ladder = calibrate::Ladder {
+        rungs: match a.try_split.is_empty() {
+            true => calibrate::LADDER.to_vec(),
+            false => a.try_split.clone(),
+        },
+        all: a.all,
+    };
     let synthetic_name = a.model.as_deref().and_then(synthetic::parse_spec);
     if synthetic_name.is_some() && !a.prompt.is_empty() {
         bail!(
@@ -147,6 +163,7 @@ pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
         &route,
         (&cpu, CpuWeights::F16Rounded.route_name()),
         &prompts,
+        &ladder,
         &setup,
         &mut configure,
         &mut |step| match step {
@@ -205,7 +222,7 @@ pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
     } else {
         match chosen {
             Some(s) => println!(
-                "chosen: --split-inputs {s} (the cheapest policy whose worst stage is within 1/{} of the audit's tolerance)",
+                "chosen: --split-inputs {s} (the first policy of the ladder, cheapest first, whose worst stage is within 1/{} of the audit's tolerance)",
                 calibrate::MARGIN
             ),
             None => println!(

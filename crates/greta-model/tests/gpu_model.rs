@@ -552,6 +552,7 @@ fn weights_ids_follow_the_uploaded_values_and_calibration_picks_the_cheapest_pas
         "gpu",
         (&lm.model, CpuWeights::F16Rounded.route_name()),
         &prompts,
+        &calibrate::Ladder::default(),
         &setup,
         &mut |m, split| {
             m.split_inputs = split;
@@ -579,4 +580,34 @@ fn weights_ids_follow_the_uploaded_values_and_calibration_picks_the_cheapest_pas
         "{r:?}"
     );
     assert!(r.worst_at.starts_with("prompt p"), "{r:?}");
+    // Every rung audited (a study): the choice is still the first within the margin, and
+    // each rung's error is its own (a split policy reads closer to the reference here).
+    let ladder = calibrate::Ladder {
+        rungs: calibrate::LADDER.to_vec(),
+        all: true,
+    };
+    let mut tried = Vec::new();
+    let all = calibrate::run(
+        &mut f16,
+        "gpu",
+        (&lm.model, CpuWeights::F16Rounded.route_name()),
+        &prompts,
+        &ladder,
+        &setup,
+        &mut |m, split| {
+            m.split_inputs = split;
+            tried.push(split);
+            Ok(())
+        },
+        &mut |_| {},
+    )
+    .unwrap();
+    assert_eq!(tried, calibrate::LADDER);
+    let chosen: Vec<bool> = all.iter().map(|r| r.chosen).collect();
+    assert_eq!(chosen, [true, false, false], "{all:?}");
+    assert_eq!(all[0], rungs[0], "the same rung reads the same");
+    assert!(
+        all[2].worst_error.unwrap() < all[0].worst_error.unwrap(),
+        "every input split reads closer to the f32 reference than none: {all:?}"
+    );
 }

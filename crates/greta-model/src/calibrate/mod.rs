@@ -144,6 +144,8 @@ pub enum CalibrateError {
     },
     #[error("calibration needs at least one prompt of at least one token")]
     NoPrompt,
+    #[error("calibration needs at least one policy to try")]
+    NoRung,
     #[error("setting up --split-inputs {split}: {source}")]
     Configure { split: String, source: BoxError },
 }
@@ -274,21 +276,45 @@ pub enum Step<'a> {
     Rung(&'a Rung),
 }
 
-/// Tries `LADDER`'s policies in order on `gpu` (each set up by `configure`, which is what
+/// Which policies `run` tries, in order, and whether it stops at the first chosen.
+#[derive(Debug, Clone)]
+pub struct Ladder {
+    pub rungs: Vec<SplitInputs>,
+    /// Audit every rung (a study of what each policy reads); the choice is still the first
+    /// within the margin.
+    pub all: bool,
+}
+
+impl Default for Ladder {
+    fn default() -> Self {
+        Ladder {
+            rungs: LADDER.to_vec(),
+            all: false,
+        }
+    }
+}
+
+/// Tries the ladder's policies in order on `gpu` (each set up by `configure`, which is what
 /// the front end does for `--split-inputs`), auditing every prompt's prefill against the
-/// CPU reference `cpu`; stops at the first within the tolerance / MARGIN. The references
-/// are computed once. Returns the rungs tried, the last one chosen if any was.
+/// CPU reference `cpu`; chooses the first within the tolerance / MARGIN and stops there
+/// unless the ladder asks for all. The references are computed once. Returns the rungs
+/// tried, at most one of them chosen.
+#[allow(clippy::too_many_arguments)]
 pub fn run(
     gpu: &mut GpuLlama,
     route: &str,
     (cpu, reference_route): (&Llama, &str),
     prompts: &[Prompt],
+    ladder: &Ladder,
     setup: &AuditSetup,
     configure: &mut Configure,
     on: &mut dyn FnMut(Step),
 ) -> Result<Vec<Rung>, CalibrateError> {
     if prompts.is_empty() || prompts.iter().any(|p| p.tokens.is_empty()) {
         return Err(CalibrateError::NoPrompt);
+    }
+    if ladder.rungs.is_empty() {
+        return Err(CalibrateError::NoRung);
     }
     let mut references: Vec<Vec<Captured>> = Vec::with_capacity(prompts.len());
     for p in prompts {
@@ -308,8 +334,8 @@ pub fn run(
             &setup,
         )?);
     }
-    let mut rungs = Vec::new();
-    for split in LADDER {
+    let mut rungs: Vec<Rung> = Vec::new();
+    for &split in &ladder.rungs {
         configure(gpu, split).map_err(|source| CalibrateError::Configure {
             split: split.to_string(),
             source,
@@ -350,12 +376,12 @@ pub fn run(
                 setup.tolerances.default
             },
             worst_fraction: finite(w.fraction),
-            chosen: w.fraction <= 1.0 / MARGIN,
+            chosen: w.fraction <= 1.0 / MARGIN && !rungs.iter().any(|r| r.chosen),
         };
         on(Step::Rung(&rung));
         let chosen = rung.chosen;
         rungs.push(rung);
-        if chosen {
+        if chosen && !ladder.all {
             break;
         }
     }
