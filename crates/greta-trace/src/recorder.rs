@@ -4,6 +4,8 @@
 use std::io::Write;
 use std::path::PathBuf;
 
+use rayon::prelude::*;
+
 use crate::inject::{check_layers, InjectError, Injection};
 use crate::point::{Pass, Phase, Point, StageAt, StageObserver};
 use crate::record::{InputProvenance, JsonF32, Record, RunRecord, StageRecord};
@@ -120,14 +122,75 @@ impl Recorder {
         self.sel.enabled && (self.out.is_some() || self.keep_rows || self.sel.dump.is_some())
     }
 
-    fn record_row(
+    /// What a row's record takes from the recorder (shared by the threads that make a
+    /// stage's records; the recorder itself holds a writer that is not).
+    fn row_context(&self) -> RowContext<'_> {
+        RowContext {
+            ids: &self.ids,
+            sel: &self.sel,
+            phase: self.phase,
+            step: self.step,
+            pass_pos0: self.pass_pos0,
+            pass_tokens: &self.pass_tokens,
+        }
+    }
+
+    /// Writes, dumps and keeps one row's record, in the order of the rows.
+    /// `kept`: the row's values where the recorder keeps rows (copied with the record).
+    fn sink(
         &mut self,
+        at: StageAt,
+        record: StageRecord,
+        row_vals: &[f32],
+        kept: Option<Vec<f32>>,
+    ) -> std::io::Result<()> {
+        if let Some(dir) = &self.sel.dump {
+            let layer = at.layer.map_or("-".to_string(), |l| l.to_string());
+            let name = format!(
+                "{}-s{}-p{}-L{}-{}.npy",
+                self.phase.name(),
+                self.step,
+                record.pos,
+                layer,
+                at.point.name()
+            );
+            write_npy(&dir.join(name), row_vals)?;
+        }
+        if let Some(out) = self.out.as_mut() {
+            serde_json::to_writer(&mut *out, &Record::Stage(record.clone()))?;
+            out.write_all(b"\n")?;
+        }
+        self.written += 1;
+        if kept.is_some() {
+            self.captured.push(Captured {
+                record,
+                values: kept,
+            });
+        }
+        Ok(())
+    }
+}
+
+/// The recorder's state a row's record is made from.
+struct RowContext<'a> {
+    ids: &'a RunIds,
+    sel: &'a Selection,
+    phase: Phase,
+    step: usize,
+    pass_pos0: usize,
+    pass_tokens: &'a [u32],
+}
+
+impl RowContext<'_> {
+    /// The record of one row (pure, so that `observe` makes a stage's records in parallel).
+    fn record(
+        &self,
         at: StageAt,
         idx: usize,
         row_vals: &[f32],
         row_len: usize,
         total: usize,
-    ) -> std::io::Result<()> {
+    ) -> StageRecord {
         let pos = at.pos0 + idx;
         let token_index = pos.checked_sub(self.pass_pos0);
         let token_id = token_index.and_then(|i| self.pass_tokens.get(i).copied());
@@ -158,7 +221,7 @@ impl Recorder {
         } else {
             (None, None)
         };
-        let record = StageRecord {
+        StageRecord {
             v: SCHEMA_VERSION,
             run: self.ids.run.clone(),
             prompt: self.ids.prompt.clone(),
@@ -181,31 +244,7 @@ impl Recorder {
             input,
             top5,
             top_gap,
-        };
-        if let Some(dir) = &self.sel.dump {
-            let layer = at.layer.map_or("-".to_string(), |l| l.to_string());
-            let name = format!(
-                "{}-s{}-p{}-L{}-{}.npy",
-                self.phase.name(),
-                self.step,
-                pos,
-                layer,
-                at.point.name()
-            );
-            write_npy(&dir.join(name), row_vals)?;
         }
-        if let Some(out) = self.out.as_mut() {
-            serde_json::to_writer(&mut *out, &Record::Stage(record.clone()))?;
-            out.write_all(b"\n")?;
-        }
-        self.written += 1;
-        if self.keep_rows {
-            self.captured.push(Captured {
-                record,
-                values: Some(row_vals.to_vec()),
-            });
-        }
-        Ok(())
     }
 }
 
@@ -266,15 +305,27 @@ impl StageObserver for Recorder {
         }
         let n = rows.len() / row_len;
         let last_pos = self.pass_pos0 + self.pass_tokens.len().max(1) - 1;
-        for idx in 0..n {
-            if !self.sel.wants_pos(self.phase, at.pos0 + idx, last_pos) {
-                continue;
-            }
+        let wanted: Vec<usize> = (0..n)
+            .filter(|&idx| self.sel.wants_pos(self.phase, at.pos0 + idx, last_pos))
+            .collect();
+        // A prefill stage is hundreds of rows of thousands of values, each hashed, summed and
+        // sampled: made in parallel (the audits of a 7B record ~5 GB a run), kept in order.
+        let rows: &[f32] = rows;
+        let row = |idx: usize| &rows[idx * row_len..(idx + 1) * row_len];
+        let (ctx, keep) = (self.row_context(), self.keep_rows);
+        let records: Vec<(StageRecord, Option<Vec<f32>>)> = wanted
+            .par_iter()
+            .map(|&idx| {
+                let r = row(idx);
+                let record = ctx.record(at, idx, r, row_len, rows.len());
+                (record, keep.then(|| r.to_vec()))
+            })
+            .collect();
+        for (idx, (record, kept)) in wanted.into_iter().zip(records) {
             if self.error.is_some() {
                 return;
             }
-            let r = &rows[idx * row_len..(idx + 1) * row_len];
-            if let Err(e) = self.record_row(at, idx, r, row_len, rows.len()) {
+            if let Err(e) = self.sink(at, record, row(idx), kept) {
                 self.error = Some(e);
             }
         }
