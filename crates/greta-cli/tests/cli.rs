@@ -301,7 +301,15 @@ fn calibrate_needs_a_gpu_and_refuses_a_policy_of_its_own() {
     let o = greta(&["calibrate", "-m", "synthetic:tiny", "--prompt", "hi"]);
     assert_fails(&o, 2, &["synthetic models have no tokenizer"]);
     // A policy of the ladder is parsed as --split-inputs is, before any GPU is looked for.
-    let o = greta(&["calibrate", "-m", &tiny_gguf(), "--try", "o", "--try", "ffn"]);
+    let o = greta(&[
+        "calibrate",
+        "-m",
+        &tiny_gguf(),
+        "--try",
+        "o",
+        "--try",
+        "ffn",
+    ]);
     assert_fails(&o, 2, &["--try", "\"ffn\" is not a product"]);
     // `auto` is a value every GPU option parser takes; a CPU run says nothing of it (it
     // is the default), and an unknown policy lists auto among the accepted ones.
