@@ -35,7 +35,8 @@ pub struct CalibrateArgs {
     prompt: Vec<String>,
     /// A policy to try, as `--split-inputs` spells it (e.g. `o,down`); repeat for a ladder of
     /// your own, tried in the order given (the first within the margin is chosen, so put the
-    /// cheapest first). Default: none, qkv,o,down, qkv,o,gate_up,down.
+    /// cheapest first). Default: none, qkv, qkv,o, qkv,o,down, qkv,o,gate_up,down (a chain,
+    /// each rung one more product split).
     #[arg(long = "try", value_name = "POLICY")]
     try_split: Vec<SplitInputs>,
     /// Audit every policy of the ladder instead of stopping at the first chosen (a study of
@@ -56,7 +57,7 @@ pub struct CalibrateArgs {
 /// none did (the profile is kept all the same, and auto then keeps the default).
 pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
     if a.gpu.split_inputs != SplitInputsChoice::Auto {
-        bail!("greta calibrate tries the --split-inputs policies itself (none, qkv,o,down, qkv,o,gate_up,down, or those given with --try); leave --split-inputs out");
+        bail!("greta calibrate tries the --split-inputs policies itself (none, qkv, qkv,o, qkv,o,down, qkv,o,gate_up,down, or those given with --try); leave --split-inputs out");
     }
     let ladder = calibrate::Ladder {
         rungs: match a.try_split.is_empty() {

@@ -27,15 +27,29 @@ use crate::audit::{self, AuditError, AuditSetup};
 use crate::llama::gpu::{GpuLlama, SplitInputs, WeightsId};
 use crate::llama::Llama;
 
-/// The policies tried, cheapest first on both benchmark shapes: none (the peers' numerics:
-/// llama.cpp's and transformers'), the default up to session 29 (gate/up's input unsplit) and
-/// the default (every product but the LM head); 7B prefill-512 on the H200 ~11.5, ~15 and
-/// ~16 ms (docs/numerics-decision.md). Not `kv,o,gate_up,down` (Q's input unsplit, in a
-/// launch of its own): session 38 measured it 0.36 ms under the default on the 7B but
-/// 0.13 ms over it on SmolLM2 (the extra launch), so it is not cheaper everywhere, and it
-/// missed the margin on both models calibrated (7B 0.61, the default model 0.86).
-pub const LADDER: [SplitInputs; 3] = [
+/// The policies tried, cheapest first: a chain, each rung the one before with one more
+/// product's input split, so that its cost can only grow on any shape — none (the peers'
+/// numerics: llama.cpp's and transformers'), Q/K/V (the attention's inputs, what decides the
+/// random 7B shape: session 39), then the output, then down (the default up to session 29),
+/// then gate/up (the default: every product but the LM head). 7B prefill-512 on the H200
+/// 11.6, 12.7, 13.2, 14.5 and 16.0-16.6 ms (docs/numerics-decision.md, "Product by
+/// product"). Not `kv,o,gate_up,down` (Q's input unsplit, in a launch of its own): session
+/// 38 measured it 0.36 ms under the default on the 7B but 0.13 ms over it on SmolLM2 (the
+/// extra launch), so it is not cheaper everywhere, and it missed the margin on both models
+/// calibrated (7B 0.61, the default model 0.86).
+pub const LADDER: [SplitInputs; 5] = [
     SplitInputs::NONE,
+    SplitInputs {
+        q: true,
+        kv: true,
+        ..SplitInputs::NONE
+    },
+    SplitInputs {
+        q: true,
+        kv: true,
+        o: true,
+        ..SplitInputs::NONE
+    },
     SplitInputs {
         gate_up: false,
         head: false,
@@ -423,8 +437,16 @@ mod tests {
     #[test]
     fn the_ladder_runs_cheapest_first_and_ends_at_the_default() {
         let names: Vec<String> = LADDER.iter().map(|s| s.to_string()).collect();
-        assert_eq!(names, ["none", "qkv,o,down", "qkv,o,gate_up,down"]);
+        assert_eq!(
+            names,
+            ["none", "qkv", "qkv,o", "qkv,o,down", "qkv,o,gate_up,down"]
+        );
         assert_eq!(LADDER[LADDER.len() - 1], SplitInputs::default());
+        // A chain: each rung splits every product the one before splits, and one more.
+        for w in LADDER.windows(2) {
+            assert_eq!(w[1].and(w[0]), w[0], "{} then {}", w[0], w[1]);
+            assert_ne!(w[1], w[0]);
+        }
     }
 
     #[test]
