@@ -1,6 +1,8 @@
 //! CPU reference ops. Row-major throughout; a weight matrix `w` of shape `[n, k]` holds one
 //! output feature per row, as PyTorch's `nn.Linear.weight` and GGUF's `ne = [k, n]` do.
 
+use half::f16;
+use half::slice::HalfFloatSliceExt;
 use rayon::prelude::*;
 
 use crate::quant::{dequantize_block, GgmlType};
@@ -55,6 +57,21 @@ impl WeightView<'_> {
     pub fn rows_f32(&self, r0: usize, k: usize, out: &mut [f32]) {
         match *self {
             WeightView::F32(w) => out.copy_from_slice(&w[r0 * k..r0 * k + out.len()]),
+            // f16 is one value a block: widened a chunk at a time through half's slice
+            // conversion (F16C where the CPU has it) instead of a block call a value.
+            WeightView::Blocks {
+                ty: GgmlType::F16,
+                bytes,
+            } => {
+                let src = &bytes[r0 * k * 2..(r0 * k + out.len()) * 2];
+                let mut h = [f16::ZERO; 256];
+                for (x, y) in src.chunks(2 * h.len()).zip(out.chunks_mut(h.len())) {
+                    for (b, v) in x.chunks_exact(2).zip(&mut h) {
+                        *v = f16::from_le_bytes([b[0], b[1]]);
+                    }
+                    h[..y.len()].convert_to_f32_slice(y);
+                }
+            }
             WeightView::Blocks { ty, bytes } => {
                 let rb = ty.row_bytes(k as u64) as usize;
                 let rows = out.len() / k;
@@ -703,6 +720,30 @@ pub fn add_in_place(x: &mut [f32], y: &[f32]) {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    /// The f16 rows' chunked widening gives every value's own f16 -> f32 (half's scalar
+    /// conversion), bit for bit, specials included, over rows that straddle its chunks.
+    #[test]
+    fn f16_rows_widen_to_each_values_own_f32() {
+        let (k, rows) = (300, 4);
+        let mut bits: Vec<u16> = (0..k * rows)
+            .map(|i| (i as u32).wrapping_mul(2_654_435_761) as u16)
+            .collect();
+        bits[..6].copy_from_slice(&[0x7c00, 0xfc00, 0x7e01, 0x0001, 0x8000, 0x3c00]);
+        let bytes: Vec<u8> = bits.iter().flat_map(|b| b.to_le_bytes()).collect();
+        let view = WeightView::Blocks {
+            ty: GgmlType::F16,
+            bytes: &bytes,
+        };
+        for r0 in [0, 1] {
+            let mut out = vec![0f32; (rows - r0) * k];
+            view.rows_f32(r0, k, &mut out);
+            for (i, y) in out.iter().enumerate() {
+                let want = f16::from_bits(bits[r0 * k + i]).to_f32();
+                assert_eq!(y.to_bits(), want.to_bits(), "row {r0} value {i}");
+            }
+        }
+    }
 
     fn naive_matmul_wt(x: &[f32], w: &[f32], t: usize, k: usize, n: usize) -> Vec<f64> {
         let mut y = vec![0f64; t * n];
