@@ -9,22 +9,8 @@
 # greta.xz, gpu-model.xz, kernels.txz and smollm2-10l.gguf.xz (tools/gpu/default_model_layers.sh
 # says how to make it). The 7B calibration takes ~3 minutes (its CPU
 # reference and the traces' diffs). PARTS: the parts to run (default: tests dm10 fixture smollm2 7b bench).
-set -uo pipefail
-cd "$(dirname "$0")/../.."
-OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
-bash tools/gpu/unpack_carry.sh
-export GRETA_KERNELS_DIR=$PWD/target/device/kernels GRETA_REQUIRE_GPU=1
-export GRETA_CACHE_DIR=/tmp/greta-cache
-G=./target/device/greta
-R=$OUT/results && mkdir -p $R
-status=0
-PARTS=" ${PARTS:-tests dm10 fixture smollm2 7b bench} "
-part() { [[ "$PARTS" == *" $1 "* ]]; }
-step() { local name=$1; shift; echo "== $name"; local t0=$(date +%s%N)
-  "$@" > $R/$name.out 2> $R/$name.err; local rc=$?
-  echo "== $name: exit $rc, $(( ($(date +%s%N) - t0) / 1000000 )) ms"
-  tail -n 8 $R/$name.out; tail -n 12 $R/$name.err; return $rc; }
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee $R/gpu.txt
+PARTS_DEFAULT="tests dm10 fixture smollm2 7b bench"
+source "$(dirname "$0")/parts.sh"
 nproc | tee $R/nproc.txt
 if part tests; then
   step gpu-model env -C crates/greta-model ../../target/device/gpu-model --ignored --test-threads=1 || status=1
@@ -68,16 +54,8 @@ for f in sorted(glob.glob(r + "/bench-*.out")):
     except Exception as e:
         print(f"| {os.path.basename(f)} | failed: {e} | | | |"); continue
     print(f"| {os.path.basename(f)[6:-4]} | {d['prefill_ms']:.2f} | {d['decode_tok_s']:.1f} | {d.get('split_inputs')} | {d.get('split_origin')} |")
-for f in sorted(glob.glob(r + "/calibrate-*.out")):
-    try:
-        d = json.load(open(f))
-    except Exception:
-        continue
-    print(f"\n{os.path.basename(f)}: chosen {d['chosen']} in {d['seconds']:.0f} s, prompts {d['prompts']}")
-    for g in d["rungs"]:
-        worst = "not finite" if g['worst_error'] is None else f"{g['worst_error']:.3e} = {g['worst_fraction']:.3f} of tol"
-        print(f"  {g['split_inputs']:<20} worst {worst} ({g['worst_at']}){' chosen' if g['chosen'] else ''}")
 PY
+python3 tools/gpu/calibrate_summary.py $R | tee -a $R/summary.md
 tar czf /tmp/0-calibrate.tgz -C "$OUT" results && mv /tmp/0-calibrate.tgz "$OUT/0-calibrate.tgz"
 echo "status $status"
 exit $status

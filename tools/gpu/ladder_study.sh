@@ -11,25 +11,12 @@
 # PARTS (default: tests cal7b caldm10 bench); RUNGS (space-separated policies); ROUNDS (2);
 # DEADLINE: seconds after which the benches left are skipped (said in the summary), so that
 # what ran comes back within a call's limit (default 500).
-set -uo pipefail
-cd "$(dirname "$0")/../.."
-OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
-bash tools/gpu/unpack_carry.sh
-export GRETA_KERNELS_DIR=$PWD/target/device/kernels GRETA_REQUIRE_GPU=1
-export GRETA_CACHE_DIR=/tmp/greta-cache
-G=./target/device/greta
-R=$OUT/results && mkdir -p $R
-status=0
-PARTS=" ${PARTS:-tests cal7b caldm10 bench} "
+PARTS_DEFAULT="tests cal7b caldm10 bench"
+STEP_TAIL="4 16"
+source "$(dirname "$0")/parts.sh"
 RUNGS=${RUNGS:-none o qkv down kv q o,down qkv,o qkv,o,down gate_up qkv,o,gate_up,down}
 ROUNDS=${ROUNDS:-2}
 DEADLINE=${DEADLINE:-500}
-part() { [[ "$PARTS" == *" $1 "* ]]; }
-step() { local name=$1; shift; echo "== $name"; local t0=$(date +%s%N)
-  "$@" > $R/$name.out 2> $R/$name.err; local rc=$?
-  echo "== $name: exit $rc, $(( ($(date +%s%N) - t0) / 1000000 )) ms"
-  tail -n 4 $R/$name.out; tail -n 16 $R/$name.err; return $rc; }
-nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.max.sm --format=csv | tee $R/gpu.txt
 TRY=(); for r in $RUNGS; do TRY+=(--try "$r"); done
 if part tests; then
   step gpu-model env -C crates/greta-model ../../target/device/gpu-model --ignored --test-threads=1 calibrat || status=1
@@ -52,20 +39,10 @@ part bench && for round in $(seq 1 $ROUNDS); do
     done
   done
 done
-python3 - $R <<'PY' | tee $R/summary.md
+python3 tools/gpu/calibrate_summary.py $R | tee $R/summary.md
+python3 - $R <<'PY' | tee -a $R/summary.md
 import json, sys, glob, os, re, collections
 r = sys.argv[1]
-for f in sorted(glob.glob(r + "/calibrate-*.out")):
-    try:
-        d = json.load(open(f))
-    except Exception as e:
-        print(f"{os.path.basename(f)}: no JSON ({e})"); continue
-    print(f"\n{os.path.basename(f)}: chosen {d['chosen']} in {d['seconds']:.0f} s, prompts {d['prompts']}")
-    print("| policy | worst | of tolerance | where |\n|---|---|---|---|")
-    for g in d["rungs"]:
-        e = "not finite" if g['worst_error'] is None else f"{g['worst_error']:.3e}"
-        fr = "" if g['worst_fraction'] is None else f"{g['worst_fraction']:.3f}"
-        print(f"| {g['split_inputs']}{' (chosen)' if g['chosen'] else ''} | {e} | {fr} | {g['worst_at']} |")
 ms = collections.defaultdict(list)
 for f in sorted(glob.glob(r + "/bench-*.out")):
     m = re.match(r"bench-(llama2-7b|smollm2-135m)-(.+)-(\d+)\.out", os.path.basename(f))
