@@ -11,7 +11,8 @@ use greta_model::io::gguf_write;
 use greta_model::llama::weights::LlamaWeights;
 use greta_model::llama::{Llama, LlamaConfig};
 use greta_model::synthetic;
-use indicatif::{ProgressBar, ProgressStyle};
+
+use crate::progress::{bar, follow};
 
 #[derive(Args)]
 pub struct BenchArgs {
@@ -81,16 +82,6 @@ pub struct BenchArgs {
     write_safetensors: Option<PathBuf>,
 }
 
-fn bar(template: &str) -> ProgressBar {
-    let b = ProgressBar::new(0);
-    b.set_style(
-        ProgressStyle::with_template(template)
-            .expect("static template")
-            .progress_chars("=> "),
-    );
-    b
-}
-
 pub fn cmd_bench(a: BenchArgs) -> Result<()> {
     let platform: greta_hal::PlatformChoice = std::env::var("GRETA_PLATFORM")
         .unwrap_or_else(|_| "auto".into())
@@ -115,10 +106,7 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
             let config = synthetic::config(name)?;
             let b = bar("generating {msg} [{bar:30}] {pos}/{len} layers ({elapsed})");
             b.set_message(format!("synthetic:{name} (seed {})", a.seed));
-            let w = synthetic::weights(&config, a.seed, &mut |d, t| {
-                b.set_length(t as u64);
-                b.set_position(d as u64);
-            });
+            let w = synthetic::weights(&config, a.seed, &mut follow(&b));
             b.finish_and_clear();
             (format!("synthetic:{name} (seed {})", a.seed), config, w)
         }
@@ -138,11 +126,8 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         let b = bar("writing {msg} [{bar:30}] {pos}/{len} tensors ({elapsed})");
         b.set_message(out.display().to_string());
         let t = Instant::now();
-        let bytes = gguf_write::write_llama(out, &config, &weights, &label, &mut |d, n| {
-            b.set_length(n as u64);
-            b.set_position(d as u64);
-        })
-        .with_context(|| format!("--write-gguf {}", out.display()))?;
+        let bytes = gguf_write::write_llama(out, &config, &weights, &label, &mut follow(&b))
+            .with_context(|| format!("--write-gguf {}", out.display()))?;
         b.finish_and_clear();
         eprintln!(
             "wrote {} ({:.2} GB) in {:.1}s",
@@ -183,10 +168,7 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         Backend::Gpu(gpu) => {
             let up = bar("uploading [{bar:30}] {pos}/{len} ({elapsed})");
             let mut model =
-                greta_model::llama::gpu::GpuLlama::load(gpu, config, &weights, &mut |d, t| {
-                    up.set_length(t as u64);
-                    up.set_position(d as u64);
-                })?;
+                greta_model::llama::gpu::GpuLlama::load(gpu, config, &weights, &mut follow(&up))?;
             let origin = a.gpu.apply(&mut model)?;
             model.kernels.skip_kernels(&a.skip_kernels)?;
             if a.timeline.is_some() {

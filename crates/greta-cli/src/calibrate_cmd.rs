@@ -14,6 +14,7 @@ use greta_model::synthetic;
 use greta_trace::diff::{Metric, GPU_F16_RMS_TOLERANCE};
 
 use crate::gpu_args::{GpuArgs, BUILD};
+use crate::progress::{bar, follow};
 
 #[derive(Args)]
 pub struct CalibrateArgs {
@@ -93,9 +94,11 @@ pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
             };
             // Before the weights are made (the 7B's: 13 GB, then 27 GB widened for the CPU).
             fits(std::slice::from_ref(&prompt), config.max_context)?;
-            eprintln!("generating synthetic:{name} (seed {})", a.seed);
-            let w = synthetic::weights(&config, a.seed, &mut |_, _| {});
-            let model = GpuLlama::load(&gpu, config.clone(), &w, &mut |_, _| {})?;
+            let b = bar("generating {msg} [{bar:30}] {pos}/{len} layers ({elapsed})");
+            b.set_message(format!("synthetic:{name} (seed {})", a.seed));
+            let w = synthetic::weights(&config, a.seed, &mut follow(&b));
+            b.finish_and_clear();
+            let model = upload(&gpu, config.clone(), &w)?;
             let cpu = Llama::new(config, synthetic::widened_for_cpu(w));
             (
                 format!("synthetic:{name} (seed {})", a.seed),
@@ -108,14 +111,16 @@ pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
             let path = crate::resolve_model(&crate::ModelArgs {
                 model: a.model.as_ref().map(PathBuf::from),
             })?;
+            let b = bar("loading {msg} [{bar:30}] {pos}/{len} tensors ({elapsed})");
+            b.set_message(format!("{} (f16-rounded)", path.display()));
             let reference =
-                greta_model::model::load_as(&path, CpuWeights::F16Rounded, &mut |_, _| {})
+                greta_model::model::load_as(&path, CpuWeights::F16Rounded, &mut follow(&b))
                     .with_context(|| format!("loading {}", path.display()))?;
-            let model = GpuLlama::load(
+            b.finish_and_clear();
+            let model = upload(
                 &gpu,
                 reference.model.config.clone(),
                 &reference.model.weights,
-                &mut |_, _| {},
             )?;
             let texts: Vec<(String, String)> = match a.prompt.is_empty() {
                 true => calibrate::text_prompts(crate::trace_cmd::DEFAULT_AUDIT_PROMPT)
@@ -241,6 +246,18 @@ pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
         }
     }
     Ok(if chosen.is_some() { 0 } else { 1 })
+}
+
+/// Uploads the weights to the GPU behind a progress bar.
+fn upload(
+    gpu: &greta_hal::Gpu,
+    config: greta_model::llama::LlamaConfig,
+    w: &greta_model::llama::weights::LlamaWeights,
+) -> Result<GpuLlama> {
+    let b = bar("uploading [{bar:30}] {pos}/{len} ({elapsed})");
+    let model = GpuLlama::load(gpu, config, w, &mut follow(&b))?;
+    b.finish_and_clear();
+    Ok(model)
 }
 
 /// Refuses a calibration prompt longer than the model's context, naming both.

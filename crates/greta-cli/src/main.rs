@@ -12,12 +12,12 @@ use greta_model::default_model;
 use greta_model::generate::sampler::{Sampler, SamplerConfig};
 use greta_model::generate::{self, Decoding};
 use greta_model::model::{self, LoadedModel};
-use indicatif::{ProgressBar, ProgressStyle};
 
 mod bench_cmd;
 mod calibrate_cmd;
 mod gpu_args;
 mod perplexity_cmd;
+mod progress;
 mod trace_cmd;
 use trace_cmd::{AuditArgs, DiffArgs, TraceArgs};
 
@@ -276,26 +276,17 @@ fn resolve_model(arg: &ModelArgs) -> Result<PathBuf> {
 }
 
 fn load_model(path: &Path, quiet: bool) -> Result<LoadedModel> {
-    let bar = if quiet {
-        ProgressBar::hidden()
-    } else {
-        ProgressBar::new(0)
-    };
-    bar.set_style(
-        ProgressStyle::with_template("loading {msg} [{bar:30}] {pos}/{len} tensors ({elapsed})")
-            .expect("static template")
-            .progress_chars("=> "),
-    );
+    let bar = progress::bar("loading {msg} [{bar:30}] {pos}/{len} tensors ({elapsed})");
+    if quiet {
+        bar.set_draw_target(indicatif::ProgressDrawTarget::hidden());
+    }
     bar.set_message(
         path.file_name()
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     );
-    let loaded = model::load(path, &mut |done, total| {
-        bar.set_length(total as u64);
-        bar.set_position(done as u64);
-    })
-    .with_context(|| format!("loading {}", path.display()))?;
+    let loaded = model::load(path, &mut progress::follow(&bar))
+        .with_context(|| format!("loading {}", path.display()))?;
     bar.finish_and_clear();
     Ok(loaded)
 }
