@@ -1,6 +1,6 @@
 //! The CPU reference ops at the default model's (SmolLM2-135M) shapes: the decode product
-//! over Q4_1 blocks (what the default model stores) and over f32, the prefill product, and
-//! the row ops. These are the CPU backend's costs; the GPU kernels are checked against these
+//! over Q4_1 blocks (what the default model stores) and over f32, the prefill product, the
+//! widening of f16 rows, and the row ops. These are the CPU backend's costs; the GPU kernels are checked against these
 //! ops, not timed by them.
 //!
 //! cargo bench -p greta-kernels --bench cpu_ops
@@ -66,6 +66,25 @@ fn products(c: &mut Criterion) {
     g.finish();
 }
 
+/// Widening f16 weight rows to f32: what the prefill GEMM does a column block at a time for
+/// an f16 file, and what a synthetic 7B's CPU reference does to all its 13 GB (`greta
+/// calibrate`). A 7B gate/up's shape.
+fn widen(c: &mut Criterion) {
+    let (n, k) = (256, 4096);
+    let bytes: Vec<u8> = values(n * k, 3)
+        .iter()
+        .flat_map(|&v| half::f16::from_f32(v).to_le_bytes())
+        .collect();
+    let w = WeightView::Blocks {
+        ty: GgmlType::F16,
+        bytes: &bytes,
+    };
+    let mut out = vec![0f32; n * k];
+    c.bench_function("rows_f32/f16-256x4096", |b| {
+        b.iter(|| w.rows_f32(0, k, &mut out))
+    });
+}
+
 fn row_ops(c: &mut Criterion) {
     let (d, ff) = (576, 1536);
     let x = values(d, 3);
@@ -100,5 +119,5 @@ fn row_ops(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, products, row_ops);
+criterion_group!(benches, products, widen, row_ops);
 criterion_main!(benches);
