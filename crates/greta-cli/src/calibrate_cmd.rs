@@ -208,10 +208,9 @@ pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
         rungs,
     };
     let chosen = profile
-        .rungs
-        .iter()
-        .find(|r| r.chosen)
-        .map(|r| &r.split_inputs);
+        .chosen()
+        .map_err(anyhow::Error::msg)?
+        .map(|(_, r)| &r.split_inputs);
     let path = match a.no_save {
         true => None,
         false => Some(calibrate::save(

@@ -1,7 +1,7 @@
 //! The CPU reference ops at the default model's (SmolLM2-135M) shapes: the decode product
 //! over Q4_1 blocks (what the default model stores) and over f32, the prefill product, the
-//! widening of f16 rows, and the row ops. These are the CPU backend's costs; the GPU kernels are checked against these
-//! ops, not timed by them.
+//! widening of f16 rows, and the row ops. These are the CPU backend's costs; the GPU kernels
+//! are checked against these ops, not timed by them.
 //!
 //! cargo bench -p greta-kernels --bench cpu_ops
 

@@ -583,8 +583,8 @@ fn weights_ids_follow_the_uploaded_values_and_calibration_picks_the_cheapest_pas
     // Every rung audited (a study): the choice is still the first within the margin, and
     // each rung's error is its own (a split policy reads closer to the reference here).
     let ladder = calibrate::Ladder {
-        rungs: calibrate::LADDER.to_vec(),
         all: true,
+        ..calibrate::Ladder::default()
     };
     let mut tried = Vec::new();
     let all = calibrate::run(

@@ -6,10 +6,11 @@
 //! input row to one f16 moves the next stages past the audit's tolerance, session 30) and
 //! what costs the 7B prefill a third of its time; other weights may pass with the peers'
 //! numerics (the random SmolLM2 shape does; the random 7B shape, at its 32 layers, does not:
-//! session 38). So the policy is chosen per model by measurement: the policies of `LADDER`, cheapest first, each prefilling the
-//! calibration prompts on the GPU with every stage of every position compared against the
-//! CPU reference (f16-rounded weights and K/V, as `greta audit backend`); the first whose
-//! worst error is within the tolerance divided by `MARGIN` is chosen. The result is kept as
+//! session 38). So the policy is chosen per model by measurement: the policies of `LADDER`,
+//! cheapest first, each prefilling the calibration prompts on the GPU with every stage of
+//! every position compared against the CPU reference (f16-rounded weights and K/V, as
+//! `greta audit backend`); the first whose worst error is within the tolerance divided by
+//! `MARGIN` is chosen (`greta calibrate --try` gives a ladder of one's own). The result is kept as
 //! a `Profile` under the weights' id (`WeightsId`: what the GPU computes with), the kernels'
 //! target and the greta build, and `--split-inputs auto` uses it only where all three match.
 //!
@@ -125,7 +126,8 @@ pub struct Profile {
     /// Prompt ids and their lengths in tokens.
     pub prompts: Vec<(String, usize)>,
     pub margin: f64,
-    /// The policies tried, cheapest first; the run stops at the first one chosen.
+    /// The policies tried, in the ladder's order (cheapest first); the run stops at the
+    /// first one chosen unless asked to audit all.
     pub rungs: Vec<Rung>,
 }
 
