@@ -496,6 +496,11 @@ GEMM_WGMMA(gemm_f16_wgmma_128x256, 128, 256, 4, __launch_bounds__(288, 1))
 #define WG_STAGES_232 4
 #endif
 GEMM_WGMMA(gemm_f16_wgmma_128x232, 128, 232, WG_STAGES_232, __launch_bounds__(288, 1))
+// 128 x 192 for 7B's Q/K/V at 512 rows (session 40): 264 blocks in exactly 2 waves of 132
+// where 128 x 128 makes 384 in 2.9 (the same 384 columns a multiprocessor), each m64n192
+// product reading 8 KiB of operands for 192 K multiply-adds (n128: 6 KiB for 128 K); 5 stages
+// of 40 KiB.
+GEMM_WGMMA(gemm_f16_wgmma_128x192, 128, 192, 5, __launch_bounds__(288, 1))
 
 // The SwiGLU forms (SWIGLU above): gate's weights tw_gate, up's tw_up (TMA boxes of TN / 2
 // rows), n outputs a row; gate, up, act null unless traced (g_swiglu_out). Tiles as GEMM_WGMMA's, the
@@ -520,9 +525,9 @@ GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128x224, 128, 224, 4, __launch_bounds__(
 
 // The FP8-lo forms (LO8 above) of the grouped products, on the 128 and 64 tiles, in the
 // f16 forms' stages (6 of 32 KiB, 6 of 16 KiB: an FP8 step fills a stage as an f16 one):
-// 90 and 58 registers. The wide tiles have none: at the prompt lengths where wgmma_tile
-// would pick them for Q/K/V, output or down, measure first (session 32's lo8-seq-all gave
-// them forms; at 512 rows the 128 tile is picked anyway). Bounded to their block as the
+// 90 and 58 registers; and on 128 x 192 (7B's Q/K/V at 512 rows, output and down at ~650).
+// The wider tiles have none: at the prompt lengths where wgmma_tile would pick them for
+// Q/K/V, output or down, measure first (session 32's lo8-seq-all gave them forms). Bounded to their block as the
 // SwiGLU forms below need: an SM's four sub-partitions hold 16K registers each, so a block
 // of 9 warps (one sub-partition takes 3) launches only at <= 168 registers a thread (an
 // unbounded 172 failed: CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES).
@@ -540,6 +545,7 @@ GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128x224, 128, 224, 4, __launch_bounds__(
     }
 GEMM_WGMMA_LO8(gemm_f16_wgmma_128_lo8, 128, 128, WG_STAGES)
 GEMM_WGMMA_LO8(gemm_f16_wgmma_64_lo8, 64, 64, WG_STAGES)
+GEMM_WGMMA_LO8(gemm_f16_wgmma_128x192_lo8, 128, 192, 5)
 
 // The SwiGLU forms with an FP8 low half (SWIGLU and LO8 above; session 30, when the default
 // split gate/up's input too): gate's and up's FP8 copies tw8_gate, tw8_up (boxes of TN / 2

@@ -822,7 +822,9 @@ GRETA_DEVICE void g_wgmma_wait() {
 // from shared memory feeds twice an m64n128 product's multiply-adds; 232, for 7B's gate/up at
 // 512 rows (384 blocks in 2.9 waves of 132 where 256 makes 344 in 2.6, whose third leaves 52
 // multiprocessors idle); 224, the SwiGLU GEMM's (112 gate and 112 up columns: 396 blocks in
-// 3.0 waves).
+// 3.0 waves); 192, for 7B's Q/K/V at 512 rows (264 blocks in exactly 2 waves of 132, where
+// 128 makes 384 in 2.9: the same columns a multiprocessor, read with fewer bytes of shared
+// memory a multiply-add).
 template <unsigned N>
 GRETA_DEVICE void g_wgmma_m64k16(float (&d)[N / 2], unsigned long long da, unsigned long long db, unsigned accumulate) {
     if constexpr (N == 256) {
@@ -831,10 +833,12 @@ GRETA_DEVICE void g_wgmma_m64k16(float (&d)[N / 2], unsigned long long da, unsig
         g_wgmma_m64n232k16(d, da, db, accumulate);
     } else if constexpr (N == 224) {
         g_wgmma_m64n224k16(d, da, db, accumulate);
+    } else if constexpr (N == 192) {
+        g_wgmma_m64n192k16(d, da, db, accumulate);
     } else if constexpr (N == 128) {
         g_wgmma_m64n128k16(d, da, db, accumulate);
     } else {
-        static_assert(N == 64, "wgmma tiles of 64, 128, 224, 232 or 256 columns");
+        static_assert(N == 64, "wgmma tiles of 64, 128, 192, 224, 232 or 256 columns");
         g_wgmma_m64n64k16(d, da, db, accumulate);
     }
 }
@@ -850,10 +854,12 @@ GRETA_DEVICE void g_wgmma_m64k32_e5m2_e4m3(float (&d)[N / 2], unsigned long long
         g_wgmma_m64n256k32_e5m2_e4m3(d, da, db, accumulate);
     } else if constexpr (N == 224) {
         g_wgmma_m64n224k32_e5m2_e4m3(d, da, db, accumulate);
+    } else if constexpr (N == 192) {
+        g_wgmma_m64n192k32_e5m2_e4m3(d, da, db, accumulate);
     } else if constexpr (N == 128) {
         g_wgmma_m64n128k32_e5m2_e4m3(d, da, db, accumulate);
     } else {
-        static_assert(N == 64, "FP8 wgmma tiles of 64, 128, 224 or 256 columns");
+        static_assert(N == 64, "FP8 wgmma tiles of 64, 128, 192, 224 or 256 columns");
         g_wgmma_m64n64k32_e5m2_e4m3(d, da, db, accumulate);
     }
 }

@@ -80,20 +80,26 @@ pub struct WgmmaTile {
 
 impl WgmmaTile {
     /// The kernels' tiles: 128 x 128, 64 x 64 for products too narrow to fill the GPU with
-    /// 128s, and the wide 128 x 256 and 128 x 232 for those whose 128-column tiles make no
-    /// fewer waves of blocks (their m64n256 / m64n232 products keep the matrix units busier:
-    /// kernels/gemm.hip); 232 where 256's last wave would leave many multiprocessors idle.
-    pub const ALL: [WgmmaTile; 4] = [
+    /// 128s, and the wide 128 x 256, 128 x 232 and 128 x 192 for those whose 128-column
+    /// tiles make no fewer waves of blocks (their wider products keep the matrix units
+    /// busier: kernels/gemm.hip); 232 where 256's last wave would leave many multiprocessors
+    /// idle, 192 where it makes whole waves (7B's Q/K/V at 512 rows: 264 blocks, 2 of 132).
+    pub const ALL: [WgmmaTile; 5] = [
         WgmmaTile { m: 128, n: 128 },
         WgmmaTile { m: 64, n: 64 },
         WgmmaTile { m: 128, n: 256 },
         WgmmaTile { m: 128, n: 232 },
+        WgmmaTile { m: 128, n: 192 },
     ];
     /// The tiles with an FP8-lo form of the (grouped) GEMM (kernels/gemm.hip, LO8: FP8 steps
-    /// first, one accumulator set). The wide tiles have none: at 512 rows `wgmma_tile` picks
-    /// 128 x 128 for the grouped products anyway, and no other length has been measured.
-    /// The SwiGLU GEMM has one on every tile (`SWIGLU`).
-    pub const LO8: [WgmmaTile; 2] = [WgmmaTile { m: 128, n: 128 }, WgmmaTile { m: 64, n: 64 }];
+    /// first, one accumulator set): 128 x 128, 64 x 64 and 128 x 192 (7B's Q/K/V at 512
+    /// rows). The wider ones have none (no prompt length measured picks them for a split
+    /// product). The SwiGLU GEMM has one on every tile (`SWIGLU`).
+    pub const LO8: [WgmmaTile; 3] = [
+        WgmmaTile { m: 128, n: 128 },
+        WgmmaTile { m: 64, n: 64 },
+        WgmmaTile { m: 128, n: 192 },
+    ];
     /// The tiles of the SwiGLU forms (`gemm_f16_swiglu`: n / 2 gate and n / 2 up columns
     /// each), in `ALL`'s order: square, small, wide, and 224 where 232 is unfused (its
     /// halves must be whole 8-row swizzle atoms).
@@ -131,11 +137,13 @@ const WGMMA_STAGES_232: u32 = 4;
 
 /// The warpgroup GEMM's stages for `tile` (GEMM_WGMMA in kernels/gemm.hip): as many as fit
 /// the 227 KiB a block may opt in to on sm_90, up to `WGMMA_STAGES`: 4 of 48 KiB for the
-/// 128 x 256 tile; 4 of 45 KiB for 128 x 232 (5 fit, and measured level: session 25).
+/// 128 x 256 tile; 4 of 45 KiB for 128 x 232 (5 fit, and measured level: session 25); 5 of
+/// 40 KiB for 128 x 192.
 fn wgmma_stages(tile: WgmmaTile) -> u32 {
     match tile.n {
         256 | 224 => 4,
         232 => WGMMA_STAGES_232,
+        192 => 5,
         _ => WGMMA_STAGES,
     }
 }
@@ -150,16 +158,17 @@ fn wgmma_threads(tile: WgmmaTile) -> u32 {
 /// shared memory its stages take.
 pub(super) fn wgmma_forms(
     gemm: &Module,
-    tiles: [WgmmaTile; 4],
+    tiles: &[WgmmaTile],
     name: fn(&WgmmaTile) -> String,
-) -> Result<[(WgmmaTile, Function); 4]> {
-    let load = |t: WgmmaTile| -> Result<(WgmmaTile, Function)> {
-        let f = gemm.function(&name(&t))?;
-        f.set_max_dynamic_shared(wgmma_shared(t))?;
-        Ok((t, f))
-    };
-    let [a, b, c, d] = tiles;
-    Ok([load(a)?, load(b)?, load(c)?, load(d)?])
+) -> Result<Vec<(WgmmaTile, Function)>> {
+    tiles
+        .iter()
+        .map(|&t| {
+            let f = gemm.function(&name(&t))?;
+            f.set_max_dynamic_shared(wgmma_shared(t))?;
+            Ok((t, f))
+        })
+        .collect()
 }
 
 /// Dynamic shared memory of the warpgroup GEMM of `tile`: its stages of an A and a B box,
@@ -207,32 +216,44 @@ fn wgmma_launch(
 /// The warpgroup GEMM's tile for products of widths `ns` sharing `t` input rows on a device
 /// of `sms` multiprocessors (one 128 block runs on each at a time): 64 x 64 unless 128s
 /// still give `BLOCKS_WANTED` blocks (as `gemm_tile`); then the tile among 128 x 256, 128 x
-/// 232 and 128 x 128 whose waves of blocks take least time, a block's time taken as its
-/// columns (the same rows and K). A tie goes to the wider tile, whose columns cost less
-/// (kernels/gemm.hip: gate/up 152 against 158 us with the 128 x 168 tile 256 replaced, whose
-/// ties went the other way). Llama-2-7B's gate/up at 512 rows on 132 SMs: 688 blocks of 128
-/// columns make 6 waves (768 columns), 344 of 256 make 3 (768), 384 of 232 make 3 (696).
+/// 232, 128 x 192 and 128 x 128 whose waves of blocks take least time, a block's time taken
+/// as its columns (the same rows and K). A tie goes to the wider tile, whose columns cost
+/// less (kernels/gemm.hip: gate/up 152 against 158 us with the 128 x 168 tile 256 replaced,
+/// whose ties went the other way). Llama-2-7B's gate/up at 512 rows on 132 SMs: 688 blocks
+/// of 128 columns make 6 waves (768 columns), 344 of 256 make 3 (768), 384 of 232 make 3
+/// (696); its Q/K/V 384 of 128 make 3 (384), 264 of 192 make 2 (384: the wider).
 fn wgmma_tile(t: usize, ns: impl IntoIterator<Item = usize>, sms: usize) -> WgmmaTile {
     let ns: Vec<usize> = ns.into_iter().collect();
-    least_waves(t, &ns, sms, WgmmaTile::ALL, |tile| tile.n)
+    let [square, small, w256, w232, w192] = WgmmaTile::ALL;
+    least_waves(t, &ns, sms, (square, small), &[w256, w232, w192], |tile| tile.n)
+}
+
+/// `wgmma_tile` among the tiles with an FP8-lo form (`WgmmaTile::LO8`): 128 x 192 or 128 x
+/// 128 by the same waves, 64 x 64 for narrow products.
+fn wgmma_lo8_tile(t: usize, ns: impl IntoIterator<Item = usize>, sms: usize) -> WgmmaTile {
+    let ns: Vec<usize> = ns.into_iter().collect();
+    let [square, small, w192] = WgmmaTile::LO8;
+    least_waves(t, &ns, sms, (square, small), &[w192], |tile| tile.n)
 }
 
 /// `wgmma_tile` for the SwiGLU forms, whose tiles have half their columns' outputs (a gate
 /// and an up column each): 7B's gate/up at 512 rows on 132 SMs takes 128 x 224, 396 blocks
 /// in 3 waves (672 columns a multiprocessor; 128 x 256: 344 blocks, 768).
 fn wgmma_swiglu_tile(t: usize, n: usize, sms: usize) -> WgmmaTile {
-    least_waves(t, &[n], sms, WgmmaTile::SWIGLU, |tile| tile.n / 2)
+    let [square, small, wide, wider] = WgmmaTile::SWIGLU;
+    least_waves(t, &[n], sms, (square, small), &[wide, wider], |tile| tile.n / 2)
 }
 
-/// The tile of [square, small, wide, wider] for products of widths `ns` over `t` rows on
-/// `sms` multiprocessors, a tile covering `outputs(tile)` of a product's columns: small
-/// unless square gives `BLOCKS_WANTED` blocks, else the least waves x columns (a block's
-/// time), ties to the first of wide, wider, square.
+/// The tile for products of widths `ns` over `t` rows on `sms` multiprocessors, a tile
+/// covering `outputs(tile)` of a product's columns: small unless square gives
+/// `BLOCKS_WANTED` blocks, else the least waves x columns (a block's time) among `wide`
+/// and square, ties to the first in `wide`'s order (widest first), square last.
 fn least_waves(
     t: usize,
     ns: &[usize],
     sms: usize,
-    [square, small, wide, wider]: [WgmmaTile; 4],
+    (square, small): (WgmmaTile, WgmmaTile),
+    wide: &[WgmmaTile],
     outputs: impl Fn(WgmmaTile) -> usize,
 ) -> WgmmaTile {
     let blocks = |tile: WgmmaTile| -> usize {
@@ -243,10 +264,11 @@ fn least_waves(
     }
     let time = |tile: WgmmaTile| blocks(tile).div_ceil(sms.max(1)) * tile.n;
     // The first of the least time: ties go to the wider tile.
-    [wide, wider, square]
-        .into_iter()
+    wide.iter()
+        .copied()
+        .chain([square])
         .min_by_key(|&tile| time(tile))
-        .expect("three tiles")
+        .expect("square at least")
 }
 
 /// What `gemm_f16_swiglu` writes: act's f16 operands for the down product, and gate, up
@@ -399,7 +421,7 @@ impl GpuKernels {
     }
 
     /// `gemm_f16` with an FP8 low half: the warpgroup kernel's LO8 form (kernels/gemm.hip),
-    /// on the tile `wgmma_tile` picks where it has that form, else 128 x 128.
+    /// on the tile `wgmma_lo8_tile` picks among those with that form.
     #[allow(clippy::too_many_arguments)]
     fn gemm_f16_lo8(
         &self,
@@ -434,11 +456,7 @@ impl GpuKernels {
             let tile = match route {
                 GemmRoute::WgmmaTile(tile) => tile,
                 GemmRoute::Auto | GemmRoute::Wgmma => {
-                    let tile = wgmma_tile(t, group.iter().map(|o| o.n), self.multiprocessors);
-                    match WgmmaTile::LO8.contains(&tile) {
-                        true => tile,
-                        false => WgmmaTile::LO8[0],
-                    }
+                    wgmma_lo8_tile(t, group.iter().map(|o| o.n), self.multiprocessors)
                 }
                 other => {
                     return Err(KernelError::Shape(format!(
@@ -743,18 +761,23 @@ mod tests {
     use super::*;
 
     /// The warpgroup GEMM's tile at the two benchmark shapes (512-token prompt) on an H100's
-    /// or H200's 132 SMs: 128 x 128 for Llama-2-7B's groups but gate/up, 128 x 232 for
-    /// gate/up (fewer waves' columns), 64 x 64 for SmolLM2's narrow ones; a wide tile only
-    /// where its waves take no longer.
+    /// or H200's 132 SMs: 128 x 128 for Llama-2-7B's output and down, 128 x 192 for Q/K/V
+    /// (whole waves), 128 x 232 for gate/up (fewer waves' columns), 64 x 64 for SmolLM2's
+    /// narrow ones; a wide tile only where its waves take no longer.
     #[test]
     fn wgmma_tile_fills_the_gpu_before_it_grows() {
-        let [square, small, wide, wide232] = WgmmaTile::ALL;
+        let [square, small, wide, wide232, wide192] = WgmmaTile::ALL;
         let pick = |t, ns: &[usize]| wgmma_tile(t, ns.iter().copied(), 132);
         assert_eq!(pick(512, &[4096]), square, "7B output/down: 4 x 32 blocks");
         assert_eq!(
             pick(512, &[4096, 4096, 4096]),
-            square,
-            "7B Q/K/V: 3 waves of 128 columns (384), 2 of 256 (512)"
+            wide192,
+            "7B Q/K/V: 3 waves of 128 columns (384 blocks: 384), 2 of 192 (264: 384, the wider), 2 of 256 (512)"
+        );
+        assert_eq!(
+            pick(650, &[4096]),
+            wide192,
+            "7B output/down at ~650 rows: 2 waves of 128 columns (192 blocks: 256), 1 of 192 (132: 192)"
         );
         assert_eq!(
             pick(512, &[11_008, 11_008]),
@@ -768,9 +791,10 @@ mod tests {
         );
         assert_eq!(
             wgmma_tile(512, [11_008, 11_008], 160),
-            square,
-            "on 160 SMs: 5 waves of 128 columns (640), 3 of 256 (768)"
+            wide192,
+            "on 160 SMs: 5 waves of 128 columns (640), 3 of 192 (464 blocks: 576), 3 of 256 (768)"
         );
+
         assert_eq!(
             pick(512, &[576, 192, 192]),
             small,
@@ -787,11 +811,31 @@ mod tests {
             197_728,
             "6 x 32 KiB stages + 1 KiB + barriers"
         );
-        for t in [wide, wide232] {
+        for t in [wide, wide232, wide192] {
             assert!(
                 wgmma_shared(t) <= 232_448,
                 "the wide tiles' stages fit the 227 KiB a block may opt in to on sm_90"
             );
+        }
+    }
+
+    /// The FP8-lo forms' tile: 128 x 192 where its waves take no longer than 128 x 128's
+    /// (7B's Q/K/V at 512 rows, output and down at ~650), never a tile without that form.
+    #[test]
+    fn wgmma_lo8_tile_chooses_among_the_lo8_forms() {
+        let [square, small, wide192] = WgmmaTile::LO8;
+        let pick = |t, ns: &[usize]| wgmma_lo8_tile(t, ns.iter().copied(), 132);
+        assert_eq!(pick(512, &[4096, 4096, 4096]), wide192, "7B Q/K/V: 2 waves of 192");
+        assert_eq!(pick(512, &[4096]), square, "7B output/down: one wave of 128 blocks");
+        assert_eq!(pick(650, &[4096]), wide192, "~650 rows: 1 wave of 132 blocks of 192");
+        assert_eq!(
+            pick(512, &[11_008, 11_008]),
+            wide192,
+            "gate/up unfused: 6 waves of 128 (768) tie 4 of 192 (768): the wider (232 has no FP8-lo form)"
+        );
+        assert_eq!(pick(512, &[576, 192, 192]), small, "SmolLM2 Q/K/V");
+        for tile in WgmmaTile::LO8 {
+            assert!(WgmmaTile::ALL.contains(&tile), "{tile:?} has an f16 form too");
         }
     }
 

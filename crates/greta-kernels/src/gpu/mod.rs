@@ -269,10 +269,10 @@ pub struct GpuKernels {
     gemm_f16: [(usize, u32, Function); 3],
     /// The same products on Hopper's warpgroup matrix units, by tile (`WgmmaTile::ALL`;
     /// sm_90a objects only).
-    gemm_f16_wgmma: Option<[(WgmmaTile, Function); 4]>,
+    gemm_f16_wgmma: Option<Vec<(WgmmaTile, Function)>>,
     /// Their SwiGLU forms (gate and up with act's operands in the epilogue), by tile
     /// (`WgmmaTile::SWIGLU`; sm_90a objects only).
-    gemm_f16_wgmma_swiglu: Option<[(WgmmaTile, Function); 4]>,
+    gemm_f16_wgmma_swiglu: Option<Vec<(WgmmaTile, Function)>>,
     /// Its forms with the lo half on the FP8 matrix units (`GemmLo::Fp8`), by tile
     /// (`WgmmaTile::LO8`), with the kernels that make FP8 operands.
     fp8: Option<Fp8Kernels>,
@@ -313,9 +313,9 @@ pub struct GpuKernels {
 
 /// The FP8 low-half kernels (sm_90a objects only; kernels/gemm.hip, ops.hip).
 struct Fp8Kernels {
-    gemm: [(WgmmaTile, Function); 2],
+    gemm: Vec<(WgmmaTile, Function)>,
     /// The SwiGLU GEMM's FP8-lo forms (`SwigluLo::Fp8`), on every SwiGLU tile.
-    swiglu: [(WgmmaTile, Function); 4],
+    swiglu: Vec<(WgmmaTile, Function)>,
     split: Function,
     absmax: Function,
     quantize: Function,
@@ -434,13 +434,13 @@ impl GpuKernels {
                     (32, 4 * wave, gemm.function("gemm_f16_32")?),
                 ],
                 gemm_f16_wgmma: match hopper {
-                    true => Some(wgmma_forms(&gemm, WgmmaTile::ALL, WgmmaTile::kernel)?),
+                    true => Some(wgmma_forms(&gemm, &WgmmaTile::ALL, WgmmaTile::kernel)?),
                     false => None,
                 },
                 gemm_f16_wgmma_swiglu: match hopper {
                     true => Some(wgmma_forms(
                         &gemm,
-                        WgmmaTile::SWIGLU,
+                        &WgmmaTile::SWIGLU,
                         WgmmaTile::swiglu_kernel,
                     )?),
                     false => None,
@@ -454,11 +454,12 @@ impl GpuKernels {
                         };
                         let tile = |t: WgmmaTile| form(t, t.kernel(), wgmma_shared(t));
                         let swiglu = |t: WgmmaTile| form(t, t.swiglu_kernel(), wgmma_shared(t));
-                        let [a, b] = WgmmaTile::LO8;
-                        let [sa, sb, sc, sd] = WgmmaTile::SWIGLU;
                         Some(Fp8Kernels {
-                            gemm: [tile(a)?, tile(b)?],
-                            swiglu: [swiglu(sa)?, swiglu(sb)?, swiglu(sc)?, swiglu(sd)?],
+                            gemm: WgmmaTile::LO8.into_iter().map(tile).collect::<Result<_>>()?,
+                            swiglu: WgmmaTile::SWIGLU
+                                .into_iter()
+                                .map(swiglu)
+                                .collect::<Result<_>>()?,
                             split: ops.function("split_f16_lo8")?,
                             absmax: ops.function("absmax_f16")?,
                             quantize: ops.function("quantize_e4m3")?,
