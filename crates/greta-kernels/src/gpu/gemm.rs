@@ -225,7 +225,9 @@ fn wgmma_launch(
 fn wgmma_tile(t: usize, ns: impl IntoIterator<Item = usize>, sms: usize) -> WgmmaTile {
     let ns: Vec<usize> = ns.into_iter().collect();
     let [square, small, w256, w232, w192] = WgmmaTile::ALL;
-    least_waves(t, &ns, sms, (square, small), &[w256, w232, w192], |tile| tile.n)
+    least_waves(t, &ns, sms, (square, small), &[w256, w232, w192], |tile| {
+        tile.n
+    })
 }
 
 /// `wgmma_tile` among the tiles with an FP8-lo form (`WgmmaTile::LO8`): 128 x 192 or 128 x
@@ -241,7 +243,9 @@ fn wgmma_lo8_tile(t: usize, ns: impl IntoIterator<Item = usize>, sms: usize) -> 
 /// in 3 waves (672 columns a multiprocessor; 128 x 256: 344 blocks, 768).
 fn wgmma_swiglu_tile(t: usize, n: usize, sms: usize) -> WgmmaTile {
     let [square, small, wide, wider] = WgmmaTile::SWIGLU;
-    least_waves(t, &[n], sms, (square, small), &[wide, wider], |tile| tile.n / 2)
+    least_waves(t, &[n], sms, (square, small), &[wide, wider], |tile| {
+        tile.n / 2
+    })
 }
 
 /// The tile for products of widths `ns` over `t` rows on `sms` multiprocessors, a tile
@@ -825,9 +829,21 @@ mod tests {
     fn wgmma_lo8_tile_chooses_among_the_lo8_forms() {
         let [square, small, wide192] = WgmmaTile::LO8;
         let pick = |t, ns: &[usize]| wgmma_lo8_tile(t, ns.iter().copied(), 132);
-        assert_eq!(pick(512, &[4096, 4096, 4096]), wide192, "7B Q/K/V: 2 waves of 192");
-        assert_eq!(pick(512, &[4096]), square, "7B output/down: one wave of 128 blocks");
-        assert_eq!(pick(650, &[4096]), wide192, "~650 rows: 1 wave of 132 blocks of 192");
+        assert_eq!(
+            pick(512, &[4096, 4096, 4096]),
+            wide192,
+            "7B Q/K/V: 2 waves of 192"
+        );
+        assert_eq!(
+            pick(512, &[4096]),
+            square,
+            "7B output/down: one wave of 128 blocks"
+        );
+        assert_eq!(
+            pick(650, &[4096]),
+            wide192,
+            "~650 rows: 1 wave of 132 blocks of 192"
+        );
         assert_eq!(
             pick(512, &[11_008, 11_008]),
             wide192,
@@ -835,7 +851,10 @@ mod tests {
         );
         assert_eq!(pick(512, &[576, 192, 192]), small, "SmolLM2 Q/K/V");
         for tile in WgmmaTile::LO8 {
-            assert!(WgmmaTile::ALL.contains(&tile), "{tile:?} has an f16 form too");
+            assert!(
+                WgmmaTile::ALL.contains(&tile),
+                "{tile:?} has an f16 form too"
+            );
         }
     }
 

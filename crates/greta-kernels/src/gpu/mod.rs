@@ -455,7 +455,10 @@ impl GpuKernels {
                         let tile = |t: WgmmaTile| form(t, t.kernel(), wgmma_shared(t));
                         let swiglu = |t: WgmmaTile| form(t, t.swiglu_kernel(), wgmma_shared(t));
                         Some(Fp8Kernels {
-                            gemm: WgmmaTile::LO8.into_iter().map(tile).collect::<Result<_>>()?,
+                            gemm: WgmmaTile::LO8
+                                .into_iter()
+                                .map(tile)
+                                .collect::<Result<_>>()?,
                             swiglu: WgmmaTile::SWIGLU
                                 .into_iter()
                                 .map(swiglu)
