@@ -10,7 +10,9 @@
 # Carry target/carry with greta.xz, gpu-model.xz, kernels.txz and smollm2-10l.gguf.xz.
 # PARTS (default: tests cal7b caldm10 bench); RUNGS (space-separated policies); ROUNDS (2);
 # DEADLINE: seconds after which the benches left are skipped (said in the summary), so that
-# what ran comes back within a call's limit (default 500).
+# what ran comes back within a call's limit (default 500); LENS: the 7B calibration's prompt
+# lengths in random ids (default 512, the bench's; session 40: how the verdicts move with
+# the prompt, the margin's question).
 PARTS_DEFAULT="tests cal7b caldm10 bench"
 STEP_TAIL="4 16"
 source "$(dirname "$0")/parts.sh"
@@ -24,8 +26,11 @@ fi
 if part cal7b; then
   TIME=""; [ -x /usr/bin/time ] && TIME="/usr/bin/time -v"
   # exit 1 (no rung chosen) is a finding, not a failure of the script
-  step calibrate-7b $TIME $G calibrate -m synthetic:llama2-7b --all --no-save --json "${TRY[@]}"
-  [ $? -le 1 ] || status=1
+  for len in ${LENS:-512}; do
+    name=calibrate-7b; [ "$len" = 512 ] || name=calibrate-7b-$len
+    step $name $TIME $G calibrate -m synthetic:llama2-7b --prompt-len $len --all --no-save --json "${TRY[@]}"
+    [ $? -le 1 ] || status=1
+  done
 fi
 if part caldm10; then
   step calibrate-dm10 $G calibrate -m target/dm10/smollm2-10l.gguf --all --no-save --json "${TRY[@]}"
