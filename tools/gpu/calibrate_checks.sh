@@ -5,7 +5,8 @@
 # activations: session 30 measured none and qkv,o,down failing the audit there), of a Q8_0
 # fixture (then `generate` must say it took the calibrated policy) and of both synthetic
 # benchmark shapes, each timed; then `greta bench` on both shapes under auto (the default)
-# beside the explicit audited default and kv,o,gate_up,down, two rounds alternating. Carry target/carry with
+# beside the explicit audited default and qkv (the cheapest policy that passes the 7B's audit
+# at all, session 39), two rounds alternating. Carry target/carry with
 # greta.xz, gpu-model.xz, kernels.txz and smollm2-10l.gguf.xz (tools/gpu/default_model_layers.sh
 # says how to make it). The 7B calibration takes ~3 minutes (its CPU
 # reference and the traces' diffs). PARTS: the parts to run (default: tests dm10 fixture smollm2 7b bench).
@@ -40,7 +41,7 @@ part bench && for round in 1 2; do
   for shape in smollm2-135m llama2-7b; do
     step bench-auto-$shape-$round $G bench -m synthetic:$shape --backend gpu --json
     step bench-split-$shape-$round $G bench -m synthetic:$shape --backend gpu --split-inputs qkv,o,gate_up,down --json
-    step bench-kvsplit-$shape-$round $G bench -m synthetic:$shape --backend gpu --split-inputs kv,o,gate_up,down --json
+    step bench-qkv-$shape-$round $G bench -m synthetic:$shape --backend gpu --split-inputs qkv --json
   done
 done
 python3 - $R <<'PY' | tee $R/summary.md
