@@ -12,10 +12,15 @@ import sys
 def main(r):
     for f in sorted(glob.glob(os.path.join(r, "calibrate-*.out"))):
         name = os.path.basename(f)
+        text = open(f).read()
+        if not text.lstrip().startswith("{"):
+            # A step run without --json (its verdicts are on its stderr).
+            print(f"\n{name}: text output, not --json (see its .err)")
+            continue
         try:
-            d = json.load(open(f))
+            d = json.loads(text)
         except Exception as e:
-            print(f"\n{name}: no JSON ({e})")
+            print(f"\n{name}: broken JSON ({e})")
             continue
         print(f"\n{name}: chosen {d['chosen']} in {d['seconds']:.0f} s, prompts {d['prompts']}")
         print("| policy | worst | of tolerance | where |\n|---|---|---|---|")
