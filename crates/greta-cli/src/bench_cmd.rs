@@ -69,6 +69,12 @@ pub struct BenchArgs {
     /// GRETA_KERNELS_DIR at target/kernels-timeline); the stamps slow decode ~10 %.
     #[arg(long, value_name = "FILE")]
     timeline: Option<PathBuf>,
+    /// GPU: list every kernel the run launched, with its blocks and threads (in --json as
+    /// "kernels"): which warpgroup GEMM tile each prefill product took at this prompt
+    /// length, which attention forms ran. Recording takes a lock a launch on the host, so
+    /// time without it.
+    #[arg(long)]
+    kernels: bool,
     /// Print one JSON object (the report) on stdout instead of the table.
     #[arg(long)]
     json: bool,
@@ -155,6 +161,9 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         Backend::Cpu if a.timeline.is_some() => {
             anyhow::bail!("--timeline is a GPU timing study; this run is on the CPU")
         }
+        Backend::Cpu if a.kernels => {
+            anyhow::bail!("--kernels lists the GPU kernels a run launches; this run is on the CPU")
+        }
         Backend::Cpu => {
             a.gpu.note_unused_on_cpu();
             let weights = if synthetic_name.is_some() {
@@ -173,6 +182,8 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
             model.kernels.skip_kernels(&a.skip_kernels)?;
             if a.timeline.is_some() {
                 model.kernels.require_timeline()?; // before the runs, not after them
+            }
+            if a.timeline.is_some() || a.kernels {
                 model.kernels.record_launches();
             }
             up.finish_and_clear();
@@ -181,6 +192,18 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
             let mut report =
                 bench::bench_gpu(&model, wb, &spec, &mut |r| reps.set_position(r as u64))?;
             report.split_origin = Some(origin.to_string());
+            if a.kernels {
+                report.kernels = model
+                    .kernels
+                    .launched_shapes()
+                    .into_iter()
+                    .map(|(kernel, blocks, threads)| bench::LaunchedKernel {
+                        kernel,
+                        blocks,
+                        threads,
+                    })
+                    .collect();
+            }
             if let Some(path) = &a.timeline {
                 write_timeline(&model.kernels, &model.gpu.stream()?, path)?;
             }
@@ -271,6 +294,12 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
             None => String::new(),
         }
     );
+    if !r.kernels.is_empty() {
+        println!("kernels launched (name, blocks x threads; decode's as captured in its graph):");
+        for k in &r.kernels {
+            println!("  {:<44} {:>6} x {}", k.kernel, k.blocks, k.threads);
+        }
+    }
     Ok(())
 }
 

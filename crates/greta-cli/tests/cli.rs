@@ -609,21 +609,26 @@ fn bench_reports_json_for_a_synthetic_model_and_writes_a_gguf_greta_reads_back()
     );
 }
 
-/// The GPU timing studies are refused on the CPU, naming the flag, instead of running a
-/// bench whose study did not happen.
+/// The GPU timing studies (and the GPU's kernel list) are refused on the CPU, naming the
+/// flag, instead of running a bench whose study did not happen.
 #[test]
 fn bench_refuses_gpu_timing_studies_on_the_cpu() {
-    for (flag, value) in [
-        ("--timeline", "/tmp/greta-timeline-never-written.csv"),
-        ("--skip-kernels", "gemv3_norm_f16"),
+    for (args, says) in [
+        (
+            &["--timeline", "/tmp/greta-timeline-never-written.csv"][..],
+            "GPU timing study",
+        ),
+        (
+            &["--skip-kernels", "gemv3_norm_f16"][..],
+            "GPU timing study",
+        ),
+        (&["--kernels"][..], "GPU kernels a run launches"),
     ] {
-        let out = short_cpu_bench("synthetic:tiny", &[flag, value]);
+        let flag = args[0];
+        let out = short_cpu_bench("synthetic:tiny", args);
         assert!(!out.status.success(), "{flag} ran on the CPU");
         let err = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            err.contains(flag) && err.contains("GPU timing study"),
-            "{flag}: {err}"
-        );
+        assert!(err.contains(flag) && err.contains(says), "{flag}: {err}");
     }
     assert!(!std::path::Path::new("/tmp/greta-timeline-never-written.csv").exists());
 }

@@ -178,8 +178,23 @@ pub struct BenchReport {
     /// figures are what the rest costs; empty in a real run.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped_kernels: Vec<String>,
+    /// GPU, asked for (`greta bench --kernels`): every kernel the run launched, once per
+    /// launch shape, sorted by name — which warpgroup GEMM tile each prefill product took at
+    /// this prompt length, which attention forms ran. Decode replays a captured graph, whose
+    /// launches are those captured. Empty otherwise.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub kernels: Vec<LaunchedKernel>,
     pub all_prefill_ms: Vec<f64>,
     pub all_decode_tok_s: Vec<f64>,
+}
+
+/// A kernel as a run launched it (`BenchReport::kernels`): its name in the code objects and
+/// its grid's blocks and a block's threads.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LaunchedKernel {
+    pub kernel: String,
+    pub blocks: u32,
+    pub threads: u32,
 }
 
 fn median(v: &[f64]) -> f64 {
@@ -279,6 +294,7 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
         split_origin: None,
         overlap,
         skipped_kernels,
+        kernels: Vec::new(),
         all_prefill_ms: prefill,
         all_decode_tok_s: decode,
     }
