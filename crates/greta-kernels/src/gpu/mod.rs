@@ -446,28 +446,17 @@ impl GpuKernels {
                     false => None,
                 },
                 fp8: match hopper {
-                    true => {
-                        let form = |t: WgmmaTile, name: String, shared: u32| {
-                            let f = gemm.function(&format!("{name}_lo8"))?;
-                            f.set_max_dynamic_shared(shared)?;
-                            Ok::<_, KernelError>((t, f))
-                        };
-                        let tile = |t: WgmmaTile| form(t, t.kernel(), wgmma_shared(t));
-                        let swiglu = |t: WgmmaTile| form(t, t.swiglu_kernel(), wgmma_shared(t));
-                        Some(Fp8Kernels {
-                            gemm: WgmmaTile::LO8
-                                .into_iter()
-                                .map(tile)
-                                .collect::<Result<_>>()?,
-                            swiglu: WgmmaTile::SWIGLU
-                                .into_iter()
-                                .map(swiglu)
-                                .collect::<Result<_>>()?,
-                            split: ops.function("split_f16_lo8")?,
-                            absmax: ops.function("absmax_f16")?,
-                            quantize: ops.function("quantize_e4m3")?,
-                        })
-                    }
+                    true => Some(Fp8Kernels {
+                        gemm: wgmma_forms(&gemm, &WgmmaTile::LO8, |t| {
+                            format!("{}_lo8", t.kernel())
+                        })?,
+                        swiglu: wgmma_forms(&gemm, &WgmmaTile::SWIGLU, |t| {
+                            format!("{}_lo8", t.swiglu_kernel())
+                        })?,
+                        split: ops.function("split_f16_lo8")?,
+                        absmax: ops.function("absmax_f16")?,
+                        quantize: ops.function("quantize_e4m3")?,
+                    }),
                     false => None,
                 },
                 // Read only where the warpgroup GEMM runs, its one reader: an attribute
