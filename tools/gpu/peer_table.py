@@ -7,6 +7,7 @@ graphs: hf_bench.py --compile), each peer's ratio to greta's greedy graph (> 1: 
 faster; every peer's decode is greedy), and greta's fraction of the limits (copy bandwidth for decode,
 f16 matrix peak for prefill). Usage: peer_table.py RAW_DIR SHAPE..."""
 import json
+import statistics
 import sys
 from pathlib import Path
 
@@ -22,12 +23,25 @@ def load(p):
 
 
 def llama_cpp(p):
+    """llama-bench's prefill ms and decode tok/s as the median of its repetitions, the statistic
+    greta bench and hf_bench.py report, and llama-bench's own means (its printed `avg_ts`).
+    Its first repetition of the 512-token prompt runs ~1.5x slower than the others on every
+    run since the first (2026-11-30: 15995 against 23969 / 23884 tok/s; its warm-up runs the
+    same prompt), so the mean overstated llama.cpp's prefill time by 12-30 % (session 41)."""
     d = load(p)
     if not d:
-        return None, None
+        return None, None, None
     pp = next((x for x in d if x["n_prompt"] == 512 and x["n_gen"] == 0), None)
     tg = next((x for x in d if x["n_gen"] == 128 and x["n_prompt"] == 0), None)
-    return (512 / pp["avg_ts"] * 1e3 if pp else None), (tg["avg_ts"] if tg else None)
+
+    def median_ms(x):
+        ns = x.get("samples_ns")
+        return statistics.median(ns) / 1e6 if ns else x["n_prompt" if x["n_prompt"] else "n_gen"] / x["avg_ts"] * 1e3
+
+    prefill = median_ms(pp) if pp else None
+    decode = 128 / median_ms(tg) * 1e3 if tg else None
+    means = (512 / pp["avg_ts"] * 1e3 if pp else None, tg["avg_ts"] if tg else None)
+    return prefill, decode, means
 
 
 def f(v, fmt):
@@ -49,8 +63,8 @@ def main():
         gf = load(raw / f"greta-f16in-{s}.json")
         hf = load(raw / f"hf-{s}.json")
         hfc = load(raw / f"hfc-{s}.json")
-        lpp, ltg = llama_cpp(raw / f"llama-{s}.json")
-        rows.append((s, g, ge, gs, gf, hf, hfc, lpp, ltg))
+        lpp, ltg, lmeans = llama_cpp(raw / f"llama-{s}.json")
+        rows.append((s, g, ge, gs, gf, hf, hfc, lpp, ltg, lmeans))
     if not rows:
         return
     g0 = rows[0][1]
@@ -64,7 +78,7 @@ def main():
     print()
     print("| shape | engine | prefill-512 ms | greta speed-up | decode tok/s | greta speed-up |")
     print("|---|---|---|---|---|---|")
-    for s, g, ge, gs, gf, hf, hfc, lpp, ltg in rows:
+    for s, g, ge, gs, gf, hf, hfc, lpp, ltg, lmeans in rows:
         gp, gd = g["prefill_ms"], g["decode_tok_s"]
         print(f"| {s} | greta (graph) | {gp:.2f} | | {gd:.1f} | |")
         if ge:
@@ -84,7 +98,10 @@ def main():
             hp, hd = (r["prefill_ms"], r["decode_tok_s"]) if r else (None, None)
             print(f"| {s} | {name} | {f(hp, '.2f')} | {f(hp / gp if hp else None, '.2f')}x | {f(hd, '.1f')} | "
                   f"{f(gd / hd if hd else None, '.2f')}x |")
-    for s, g, ge, gs, gf, hf, hfc, lpp, ltg in rows:
+    for s, g, ge, gs, gf, hf, hfc, lpp, ltg, lmeans in rows:
+        if lmeans[0] is not None or lmeans[1] is not None:
+            print(f"\n{s}, llama.cpp: medians of llama-bench's repetitions, as every engine here; its own means "
+                  f"(first repetition included) read prefill {f(lmeans[0], '.2f')} ms, decode {f(lmeans[1], '.1f')} tok/s")
         if hfc and hfc.get("agreement"):
             print(f"\n{s}, transformers + torch.compile: {hfc['agreement']} (compile and capture {hfc['warmup_s']:.0f} s)")
         # Like against like: the fastest peer's prefill against greta's under each numerics.
