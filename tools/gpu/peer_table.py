@@ -25,9 +25,10 @@ def load(p):
 def llama_cpp(p):
     """llama-bench's prefill ms and decode tok/s as the median of its repetitions, the statistic
     greta bench and hf_bench.py report, and llama-bench's own means (its printed `avg_ts`).
-    Its first repetition of the 512-token prompt runs ~1.5x slower than the others on every
-    run since the first (2026-11-30: 15995 against 23969 / 23884 tok/s; its warm-up runs the
-    same prompt), so the mean overstated llama.cpp's prefill time by 12-30 % (session 41)."""
+    Its first repetition of the 512-token prompt runs ~1.5x slower than the others in both runs
+    whose samples were kept (2026-11-30: 15995 against 23969 / 23884 tok/s; session 41 alike),
+    though its warm-up runs the same prompt, so the mean overstated llama.cpp's prefill time
+    by 12-28 % (session 41)."""
     d = load(p)
     if not d:
         return None, None, None
