@@ -69,10 +69,12 @@ pub struct BenchArgs {
     /// GRETA_KERNELS_DIR at target/kernels-timeline); the stamps slow decode ~10 %.
     #[arg(long, value_name = "FILE")]
     timeline: Option<PathBuf>,
-    /// GPU: list every kernel the run launched, with its blocks and threads (in --json as
-    /// "kernels"): which warpgroup GEMM tile each prefill product took at this prompt
-    /// length, which attention forms ran. Recording takes a lock a launch on the host, so
-    /// time without it.
+    /// GPU: list every kernel the run launched, with its blocks, threads and dynamic shared
+    /// memory, how many of its blocks a multiprocessor holds (the runtime's occupancy
+    /// calculator) and so the grid in waves (in --json as "kernels"): which warpgroup GEMM
+    /// tile each prefill product took at this prompt length and whether its last wave is
+    /// full, which attention forms ran. Recording takes a lock a launch on the host, so time
+    /// without it.
     #[arg(long)]
     kernels: bool,
     /// Print one JSON object (the report) on stdout instead of the table.
@@ -193,15 +195,12 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
                 bench::bench_gpu(&model, wb, &spec, &mut |r| reps.set_position(r as u64))?;
             report.split_origin = Some(origin.to_string());
             if a.kernels {
+                let sms = model.gpu.multiprocessors()?;
                 report.kernels = model
                     .kernels
-                    .launched_shapes()
+                    .launched()?
                     .into_iter()
-                    .map(|(kernel, blocks, threads)| bench::LaunchedKernel {
-                        kernel,
-                        blocks,
-                        threads,
-                    })
+                    .map(|l| bench::LaunchedKernel::new(l, sms))
                     .collect();
             }
             if let Some(path) = &a.timeline {
@@ -295,9 +294,24 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         }
     );
     if !r.kernels.is_empty() {
-        println!("kernels launched (name, blocks x threads; decode's as captured in its graph):");
+        println!(
+            "kernels launched (name, blocks x threads, dynamic shared memory, blocks a multiprocessor holds, the grid in waves of them; decode's as captured in its graph):"
+        );
         for k in &r.kernels {
-            println!("  {:<44} {:>6} x {}", k.kernel, k.blocks, k.threads);
+            let waves = match (k.cluster, k.waves) {
+                (c, _) if c > 1 => format!("clusters of {c}"),
+                (_, Some(w)) => format!("{w:.2} waves"),
+                (_, None) => "no block fits".to_string(),
+            };
+            println!(
+                "  {:<44} {:>6} x {:<4} {:>4} KiB  {:>2} a SM  {}",
+                k.kernel,
+                k.blocks,
+                k.threads,
+                k.shared_bytes.div_ceil(1024),
+                k.blocks_per_sm,
+                waves
+            );
         }
     }
     Ok(())

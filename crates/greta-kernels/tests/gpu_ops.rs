@@ -215,6 +215,83 @@ fn gemm_f16_case(
     }
 }
 
+/// `launched` (greta bench --kernels): every shape recorded with the blocks a multiprocessor
+/// holds by the runtime's occupancy calculator. The warpgroup GEMM's tile choice counts the
+/// 128-row tiles' grids in waves of one block a multiprocessor (`least_waves`): their shared
+/// memory and launch bounds must make that so, and a grid's waves are its blocks over the
+/// device's multiprocessors.
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1 cargo test -p greta-kernels --test gpu_ops -- --ignored"]
+fn launched_shapes_carry_their_occupancy() {
+    let (g, s, mut k) = setup();
+    k.record_launches();
+    let (m, kk, n) = (130, 128, 200);
+    let x = values(m * kk, 11);
+    let dx = upload(&g, &s, &x);
+    let mut hi = g.alloc::<u16>(m * kk).unwrap();
+    k.split_f16(&s, &dx, &mut hi, None, m * kk).unwrap();
+    let (wbits, _) = f16_bits(&values(n * kk, 12));
+    let dw = upload(&g, &s, &wbits);
+    let routes = gemm_routes(&k);
+    for &route in &routes {
+        let mut dy = g.alloc::<f32>(m * n).unwrap();
+        let mut outs = [GemmOut {
+            w: &dw,
+            w8: None,
+            y: &mut dy,
+            n,
+        }];
+        k.gemm_f16(route, &s, &hi, None, &mut outs, m, kk).unwrap();
+    }
+    s.synchronize().unwrap();
+    let launched = k.launched().unwrap();
+    let sms = g.multiprocessors().unwrap();
+    for l in &launched {
+        eprintln!("{l:?}: {:?} waves of {sms}", l.waves(sms));
+        assert!(
+            l.blocks_per_sm >= 1,
+            "{l:?}: the runtime says no block fits, yet it ran"
+        );
+    }
+    let split = launched
+        .iter()
+        .find(|l| l.shape.kernel == "split_f16")
+        .expect("split_f16 recorded");
+    assert!(
+        split.blocks_per_sm >= 2,
+        "{split:?}: an element-wise kernel without shared memory holds more than one block a multiprocessor"
+    );
+    for tile in k.wgmma_tiles() {
+        let name = tile_kernel(tile);
+        let l = launched
+            .iter()
+            .find(|l| l.shape.kernel == name)
+            .unwrap_or_else(|| panic!("{name} (forced) not recorded: {launched:?}"));
+        let blocks = m.div_ceil(tile.m) * n.div_ceil(tile.n);
+        assert_eq!(l.shape.blocks as usize, blocks, "{l:?}");
+        // 64 x 64 takes 97 KiB, two blocks; the 128-row tiles 181-201 KiB and 288 threads
+        // under __launch_bounds__(288, 1), one (`wgmma_shared`).
+        let want = if tile.m == 64 { 2 } else { 1 };
+        assert_eq!(
+            l.blocks_per_sm, want,
+            "{l:?}: {tile:?} holds {want} a multiprocessor"
+        );
+        let w = l.waves(sms).expect("unclustered");
+        assert!(
+            (w - blocks as f64 / sms as f64).abs() < 1e-12,
+            "{l:?}: {w} waves"
+        );
+    }
+}
+
+/// The warpgroup kernel's name for a tile (`WgmmaTile::kernel`, private to the crate).
+fn tile_kernel(t: WgmmaTile) -> String {
+    match t.m == t.n {
+        true => format!("gemm_f16_wgmma_{}", t.m),
+        false => format!("gemm_f16_wgmma_{}x{}", t.m, t.n),
+    }
+}
+
 /// Products that share their input in one `gemm_f16` call (Q, K and V; gate and up): each
 /// output against its own CPU product, on every route and warpgroup tile (chosen: the first
 /// two groups take 64 x 64, the third 128 x 128; and each forced) and a group of four (two

@@ -188,13 +188,38 @@ pub struct BenchReport {
     pub all_decode_tok_s: Vec<f64>,
 }
 
-/// A kernel as a run launched it (`BenchReport::kernels`): its name in the code objects and
-/// its grid's blocks and a block's threads.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+/// A kernel as a run launched it (`BenchReport::kernels`): its name in the code objects, its
+/// grid's blocks, a block's threads and dynamic shared memory, and the grid in waves of
+/// what the device's multiprocessors hold at once.
+#[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LaunchedKernel {
     pub kernel: String,
     pub blocks: u32,
     pub threads: u32,
+    pub shared_bytes: u32,
+    /// Blocks a thread-block cluster (1: none).
+    pub cluster: u32,
+    /// Blocks one multiprocessor runs at once (the runtime's occupancy calculator).
+    pub blocks_per_sm: u32,
+    /// blocks / (blocks_per_sm x multiprocessors); None for clustered launches and where no
+    /// block fits (`Launched::waves`).
+    pub waves: Option<f64>,
+}
+
+impl LaunchedKernel {
+    pub fn new(l: crate::kernels::gpu::Launched, sms: usize) -> Self {
+        let waves = l.waves(sms);
+        let s = l.shape;
+        LaunchedKernel {
+            kernel: s.kernel,
+            blocks: s.blocks,
+            threads: s.threads,
+            shared_bytes: s.shared_bytes,
+            cluster: s.cluster,
+            blocks_per_sm: l.blocks_per_sm,
+            waves,
+        }
+    }
 }
 
 fn median(v: &[f64]) -> f64 {

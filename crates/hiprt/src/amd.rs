@@ -83,6 +83,7 @@ hip_api! {
     module_load_data: "hipModuleLoadData" => fn(*mut Ptr, *const c_void) -> Err;
     module_unload: "hipModuleUnload" => fn(Ptr) -> Err;
     module_get_function: "hipModuleGetFunction" => fn(*mut Ptr, Ptr, *const c_char) -> Err;
+    module_occupancy_max_active_blocks: "hipModuleOccupancyMaxActiveBlocksPerMultiprocessor" => fn(*mut c_int, Ptr, c_int, usize) -> Err;
     module_launch_kernel: "hipModuleLaunchKernel" => fn(Ptr, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, c_uint, Ptr, *mut *mut c_void, *mut *mut c_void) -> Err;
     stream_begin_capture: "hipStreamBeginCapture" => fn(Ptr, c_int) -> Err;
     stream_end_capture: "hipStreamEndCapture" => fn(Ptr, *mut Ptr) -> Err;
@@ -334,6 +335,28 @@ impl Driver for AmdDriver {
             (self.api.module_get_function)(&mut f, m.0, c.as_ptr())
         })?;
         Ok(FunctionHandle(f))
+    }
+    fn function_max_active_blocks(
+        &self,
+        f: FunctionHandle,
+        threads: u32,
+        shared_bytes: u32,
+    ) -> Result<u32> {
+        let threads = c_int::try_from(threads)
+            .map_err(|_| HipError::Invalid(format!("a block of {threads} threads")))?;
+        let mut n: c_int = 0;
+        self.check(
+            "hipModuleOccupancyMaxActiveBlocksPerMultiprocessor",
+            unsafe {
+                (self.api.module_occupancy_max_active_blocks)(
+                    &mut n,
+                    f.0,
+                    threads,
+                    shared_bytes as usize,
+                )
+            },
+        )?;
+        Ok(n.max(0) as u32)
     }
     fn function_set_max_dynamic_shared(&self, _f: FunctionHandle, bytes: u32) -> Result<()> {
         // CDNA2/3: 64 KiB of LDS per CU, all of it available to one workgroup, no opt-in.

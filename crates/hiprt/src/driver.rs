@@ -188,6 +188,16 @@ pub trait Driver: Send + Sync {
     /// Lets the kernel take up to `bytes` of dynamic shared memory (LDS) per block: NVIDIA
     /// needs the opt-in above 48 KiB; a CDNA workgroup may use its CU's 64 KiB without one.
     fn function_set_max_dynamic_shared(&self, f: FunctionHandle, bytes: u32) -> Result<()>;
+    /// How many blocks of `threads` threads and `shared_bytes` of dynamic shared memory
+    /// (LDS) one multiprocessor (CU) holds at once, by the kernel's registers, its static
+    /// and dynamic shared memory and its launch bounds: with the device's multiprocessor
+    /// count, what makes a launch's grid a number of waves.
+    fn function_max_active_blocks(
+        &self,
+        f: FunctionHandle,
+        threads: u32,
+        shared_bytes: u32,
+    ) -> Result<u32>;
     /// # Safety
     /// `params` must point at one value per kernel parameter, of the kernel's types.
     unsafe fn launch(

@@ -44,6 +44,7 @@ pub const ENTRY_POINTS: &[&str] = &[
     "cuLaunchKernel",
     "cuLaunchKernelEx",
     "cuFuncSetAttribute",
+    "cuOccupancyMaxActiveBlocksPerMultiprocessor",
     "cuTensorMapEncodeTiled",
     "cuStreamBeginCapture_v2",
     "cuStreamEndCapture",
@@ -398,6 +399,25 @@ impl Driver for NvidiaDriver {
                 value,
             )
         })
+    }
+    fn function_max_active_blocks(
+        &self,
+        f: FunctionHandle,
+        threads: u32,
+        shared_bytes: u32,
+    ) -> Result<u32> {
+        let threads = i32::try_from(threads)
+            .map_err(|_| HipError::Invalid(format!("a block of {threads} threads")))?;
+        let mut n = 0;
+        check("cuOccupancyMaxActiveBlocksPerMultiprocessor", unsafe {
+            sys::cuOccupancyMaxActiveBlocksPerMultiprocessor(
+                &mut n,
+                f.0.cast(),
+                threads,
+                shared_bytes as usize,
+            )
+        })?;
+        Ok(n.max(0) as u32)
     }
     unsafe fn launch(
         &self,

@@ -546,6 +546,14 @@ impl Function {
             .driver
             .function_set_max_dynamic_shared(self.handle, bytes)
     }
+    /// How many blocks of `threads` threads with `shared_bytes` of dynamic shared memory one
+    /// multiprocessor (CU) runs at once (the runtime's occupancy calculator: registers,
+    /// shared memory, launch bounds). 0 means such a block cannot run at all.
+    pub fn max_active_blocks(&self, threads: u32, shared_bytes: u32) -> Result<u32> {
+        self.module
+            .driver
+            .function_max_active_blocks(self.handle, threads, shared_bytes)
+    }
     /// Launches the kernel on `s`.
     ///
     /// # Safety

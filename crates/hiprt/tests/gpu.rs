@@ -253,3 +253,36 @@ fn a_launch_in_clusters_runs_and_a_cluster_that_does_not_divide_the_grid_is_refu
         );
     }
 }
+
+/// The occupancy calculator (`Function::max_active_blocks`, what `greta bench --kernels`
+/// counts waves with) on the limits every sm_90 device has: 2048 threads, 228 KiB of shared
+/// memory (1 KiB of it reserved a block) a multiprocessor.
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1 cargo test -p hiprt --test gpu -- --ignored"]
+fn occupancy_counts_blocks_by_threads_and_shared_memory() {
+    let g = gpu();
+    assert_eq!(
+        g.shared_per_multiprocessor().unwrap(),
+        228 * 1024,
+        "the figures below are sm_90's"
+    );
+    let m = module(&g);
+    let f = m.function("vec_add").unwrap();
+    assert_eq!(
+        f.max_active_blocks(1024, 0).unwrap(),
+        2,
+        "2048 threads a multiprocessor"
+    );
+    assert_eq!(f.max_active_blocks(256, 0).unwrap(), 8);
+    f.set_max_dynamic_shared(200 * 1024).unwrap();
+    assert_eq!(
+        f.max_active_blocks(256, 200 * 1024).unwrap(),
+        1,
+        "200 KiB: one block"
+    );
+    assert_eq!(
+        f.max_active_blocks(256, 100 * 1024).unwrap(),
+        2,
+        "100 KiB: two blocks"
+    );
+}

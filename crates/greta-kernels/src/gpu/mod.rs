@@ -225,6 +225,40 @@ impl LoOperand<'_> {
     }
 }
 
+/// One shape a run launched a kernel in (`GpuKernels::record_launches`).
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct LaunchShape {
+    pub kernel: String,
+    pub blocks: u32,
+    pub threads: u32,
+    /// Dynamic shared memory (LDS) a block, bytes.
+    pub shared_bytes: u32,
+    /// Blocks a thread-block cluster (1: no clusters).
+    pub cluster: u32,
+}
+
+/// A launch shape with what the device makes of it (`GpuKernels::launched`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Launched {
+    pub shape: LaunchShape,
+    /// Blocks of this shape one multiprocessor runs at once (registers, shared memory,
+    /// launch bounds; 0: none fits).
+    pub blocks_per_sm: u32,
+}
+
+impl Launched {
+    /// The grid in waves over `sms` multiprocessors: blocks / (blocks_per_sm x sms). A
+    /// grid of 2.1 waves runs in three rounds, the last mostly idle; that is what a tile
+    /// choice weighs (`wgmma_tile`). None for clustered launches, whose placement the
+    /// per-block figure does not bound (a cluster's blocks must share a GPC), and where
+    /// nothing fits.
+    pub fn waves(&self, sms: usize) -> Option<f64> {
+        let per_wave = self.blocks_per_sm as usize * sms;
+        (self.shape.cluster <= 1 && per_wave > 0)
+            .then(|| self.shape.blocks as f64 / per_wave as f64)
+    }
+}
+
 pub struct GpuKernels {
     pub object: PathBuf,
     /// The code objects' target (sm_90a, gfx942, gfx90a): what their numerics are those of.
@@ -240,9 +274,9 @@ pub struct GpuKernels {
     pub cluster_argmax: bool,
     /// A timing study's kernels (`skip_kernels`): their launches are left out.
     skip: Vec<String>,
-    /// The (kernel, blocks, threads) launched since `record_launches`, for a timing study's
-    /// labels (`greta bench --timeline`: the stamps know a launch's module and shape only).
-    launched: Option<std::sync::Mutex<std::collections::BTreeSet<(String, u32, u32)>>>,
+    /// The launch shapes since `record_launches`, for a timing study's labels (`greta bench
+    /// --timeline`: the stamps know a launch's module and shape only) and `launched`.
+    launched: Option<std::sync::Mutex<std::collections::BTreeSet<LaunchShape>>>,
     /// Threads per wave (warp) of the device: 64 on CDNA, 32 on NVIDIA.
     wave: u32,
     /// Whether launches may run in thread-block clusters (NVIDIA's sm_90a objects): the
@@ -535,6 +569,41 @@ impl GpuKernels {
     /// The (kernel, blocks, threads) launched since `record_launches`, sorted; empty if it
     /// was not called.
     pub fn launched_shapes(&self) -> Vec<(String, u32, u32)> {
+        let shapes: std::collections::BTreeSet<_> = self
+            .recorded()
+            .into_iter()
+            .map(|l| (l.kernel, l.blocks, l.threads))
+            .collect();
+        shapes.into_iter().collect()
+    }
+
+    /// Every launch shape since `record_launches`, sorted, each with the blocks of it that
+    /// one multiprocessor holds at once (the runtime's occupancy calculator), from which
+    /// `Launched::waves` counts the grid's waves; empty if it was not called.
+    pub fn launched(&self) -> Result<Vec<Launched>> {
+        self.recorded()
+            .into_iter()
+            .map(|shape| {
+                let f = self
+                    .modules
+                    .iter()
+                    .find_map(|(_, m)| m.function(&shape.kernel).ok())
+                    .ok_or_else(|| {
+                        KernelError::Shape(format!(
+                            "launched kernel {} is in no loaded object",
+                            shape.kernel
+                        ))
+                    })?;
+                let blocks_per_sm = f.max_active_blocks(shape.threads, shape.shared_bytes)?;
+                Ok(Launched {
+                    shape,
+                    blocks_per_sm,
+                })
+            })
+            .collect()
+    }
+
+    fn recorded(&self) -> Vec<LaunchShape> {
         self.launched.as_ref().map_or_else(Vec::new, |set| {
             let set = set.lock().unwrap_or_else(|e| e.into_inner());
             set.iter().cloned().collect()
@@ -588,9 +657,14 @@ impl GpuKernels {
             return Ok(());
         }
         if let Some(set) = &self.launched {
-            let shape = (dims.grid.iter().product(), dims.block.iter().product());
-            let mut set = set.lock().unwrap_or_else(|e| e.into_inner());
-            set.insert((f.name().to_string(), shape.0, shape.1));
+            let shape = LaunchShape {
+                kernel: f.name().to_string(),
+                blocks: dims.grid.iter().product(),
+                threads: dims.block.iter().product(),
+                shared_bytes: dims.shared_bytes,
+                cluster: dims.cluster,
+            };
+            set.lock().unwrap_or_else(|e| e.into_inner()).insert(shape);
         }
         let mut p = args.pointers();
         // SAFETY: every launcher passes the kernel's parameters in order and type, and checks
@@ -749,5 +823,29 @@ mod tests {
             assert!(e.starts_with("quantize_e4m3: k = "), "{e}");
             assert!(e.contains("positive multiple of 16"), "{e}");
         }
+    }
+
+    /// Waves as `greta bench --kernels` prints them: session 41's 7B at 650 rows, Q/K/V's
+    /// 396 blocks of one a multiprocessor on 132 are three whole waves, gate/up's 516 3.9;
+    /// two blocks a multiprocessor halve them; clustered launches and grids no block of
+    /// which fits have none.
+    #[test]
+    fn waves_are_blocks_over_what_the_multiprocessors_hold() {
+        let l = |blocks, cluster, blocks_per_sm| Launched {
+            shape: LaunchShape {
+                kernel: "k".into(),
+                blocks,
+                threads: 288,
+                shared_bytes: 0,
+                cluster,
+            },
+            blocks_per_sm,
+        };
+        assert_eq!(l(396, 1, 1).waves(132), Some(3.0));
+        assert!((l(516, 1, 1).waves(132).unwrap() - 3.909).abs() < 1e-3);
+        assert_eq!(l(396, 1, 2).waves(132), Some(1.5));
+        assert_eq!(l(396, 2, 1).waves(132), None);
+        assert_eq!(l(396, 1, 0).waves(132), None);
+        assert_eq!(l(396, 1, 1).waves(0), None);
     }
 }
