@@ -217,9 +217,9 @@ fn gemm_f16_case(
 
 /// `launched` (greta bench --kernels): every shape recorded with the blocks a multiprocessor
 /// holds by the runtime's occupancy calculator. The warpgroup GEMM's tile choice counts the
-/// 128-row tiles' grids in waves of one block a multiprocessor (`least_waves`): their shared
-/// memory and launch bounds must make that so, and a grid's waves are its blocks over the
-/// device's multiprocessors.
+/// 128-row tiles' grids in waves of one block a multiprocessor (`least_waves`): the
+/// calculator must agree, and a grid's waves are then its blocks over the device's
+/// multiprocessors.
 #[test]
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1 cargo test -p greta-kernels --test gpu_ops -- --ignored"]
 fn launched_shapes_carry_their_occupancy() {
@@ -269,13 +269,21 @@ fn launched_shapes_carry_their_occupancy() {
             .unwrap_or_else(|| panic!("{name} (forced) not recorded: {launched:?}"));
         let blocks = m.div_ceil(tile.m) * n.div_ceil(tile.n);
         assert_eq!(l.shape.blocks as usize, blocks, "{l:?}");
-        // 64 x 64 takes 97 KiB, two blocks; the 128-row tiles 181-201 KiB and 288 threads
-        // under __launch_bounds__(288, 1), one (`wgmma_shared`).
-        let want = if tile.m == 64 { 2 } else { 1 };
-        assert_eq!(
-            l.blocks_per_sm, want,
-            "{l:?}: {tile:?} holds {want} a multiprocessor"
-        );
+        // The 128-row tiles take 181-201 KiB (`wgmma_shared`): one block a multiprocessor,
+        // whatever shared-memory carveout the driver picks. 64 x 64 takes 97 KiB: two fit
+        // only under the largest carveout, which the calculator may not assume; the chooser
+        // takes it for narrow products by their blocks, not by waves.
+        if tile.m == 128 {
+            assert_eq!(
+                l.blocks_per_sm, 1,
+                "{l:?}: {tile:?} holds one a multiprocessor"
+            );
+        } else {
+            assert!(
+                l.blocks_per_sm <= 2,
+                "{l:?}: 97 KiB blocks, at most two in 228 KiB"
+            );
+        }
         let w = l.waves(sms).expect("unclustered");
         assert!(
             (w - blocks as f64 / sms as f64).abs() < 1e-12,
