@@ -342,8 +342,7 @@ impl Driver for AmdDriver {
         threads: u32,
         shared_bytes: u32,
     ) -> Result<u32> {
-        let threads = c_int::try_from(threads)
-            .map_err(|_| HipError::Invalid(format!("a block of {threads} threads")))?;
+        let threads = block_threads_arg(threads)?;
         let mut n: c_int = 0;
         self.check(
             "hipModuleOccupancyMaxActiveBlocksPerMultiprocessor",

@@ -406,8 +406,7 @@ impl Driver for NvidiaDriver {
         threads: u32,
         shared_bytes: u32,
     ) -> Result<u32> {
-        let threads = i32::try_from(threads)
-            .map_err(|_| HipError::Invalid(format!("a block of {threads} threads")))?;
+        let threads = block_threads_arg(threads)?;
         let mut n = 0;
         check("cuOccupancyMaxActiveBlocksPerMultiprocessor", unsafe {
             sys::cuOccupancyMaxActiveBlocksPerMultiprocessor(
