@@ -106,8 +106,7 @@ impl TensorElem {
 /// A block's thread count as the runtimes' `int` argument (occupancy queries), refused past
 /// i32::MAX with the count named.
 pub(crate) fn block_threads_arg(threads: u32) -> Result<i32> {
-    i32::try_from(threads)
-        .map_err(|_| crate::result::HipError::Invalid(format!("a block of {threads} threads")))
+    i32::try_from(threads).map_err(|_| HipError::Invalid(format!("a block of {threads} threads")))
 }
 
 pub trait Driver: Send + Sync {
