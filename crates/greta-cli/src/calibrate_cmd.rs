@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::Args;
-use greta_model::calibrate::{self, Profile, Prompt, Step};
+use greta_model::calibrate::{self, Calibration, Profile, Prompt, Step};
 use greta_model::llama::gpu::{GpuLlama, SplitInputs, SplitInputsChoice};
 use greta_model::llama::weights::CpuWeights;
 use greta_model::llama::Llama;
@@ -164,36 +164,34 @@ pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
         .map_err(Into::into)
     };
     let mut step_started = Instant::now();
-    let rungs = calibrate::run(
-        &mut model,
-        &route,
-        (&cpu, CpuWeights::F16Rounded.route_name()),
-        &prompts,
-        &ladder,
-        &setup,
-        &mut configure,
-        &mut |step| match step {
-            Step::Reference { prompt, tokens } => {
-                eprintln!("  CPU reference: prompt {prompt}, {tokens} tokens");
-            }
-            Step::Rung(r) => {
-                let worst = match (r.worst_error, r.worst_fraction) {
-                    (Some(e), Some(f)) => {
-                        format!("{e:.3e} ({f:.2} of the tolerance {:.0e}", r.tolerance)
-                    }
-                    _ => format!("not finite (fails; tolerance {:.0e}", r.tolerance),
-                };
-                eprintln!(
-                    "  --split-inputs {:<20} worst {worst}; {}){}  [{:.1} s]",
-                    r.split_inputs,
-                    r.worst_at,
-                    if r.chosen { "  <-- chosen" } else { "" },
-                    step_started.elapsed().as_secs_f64()
-                );
-                step_started = Instant::now();
-            }
-        },
-    )?;
+    let calibration = Calibration {
+        cpu: &cpu,
+        cpu_route: CpuWeights::F16Rounded.route_name(),
+        prompts: &prompts,
+        ladder: &ladder,
+        setup: &setup,
+    };
+    let rungs = calibration.run(&mut model, &route, &mut configure, &mut |step| match step {
+        Step::Reference { prompt, tokens } => {
+            eprintln!("  CPU reference: prompt {prompt}, {tokens} tokens");
+        }
+        Step::Rung(r) => {
+            let worst = match (r.worst_error, r.worst_fraction) {
+                (Some(e), Some(f)) => {
+                    format!("{e:.3e} ({f:.2} of the tolerance {:.0e}", r.tolerance)
+                }
+                _ => format!("not finite (fails; tolerance {:.0e}", r.tolerance),
+            };
+            eprintln!(
+                "  --split-inputs {:<20} worst {worst}; {}){}  [{:.1} s]",
+                r.split_inputs,
+                r.worst_at,
+                if r.chosen { "  <-- chosen" } else { "" },
+                step_started.elapsed().as_secs_f64()
+            );
+            step_started = Instant::now();
+        }
+    })?;
     let profile = Profile {
         weights: model.weights_id.to_string(),
         target: model.kernels.target.to_string(),

@@ -521,7 +521,7 @@ fn nan_logits_stop_generation_with_an_error_naming_the_position() {
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
 fn weights_ids_follow_the_uploaded_values_and_calibration_picks_the_cheapest_pass() {
     use greta_model::audit::AuditSetup;
-    use greta_model::calibrate::{self, Prompt, Step};
+    use greta_model::calibrate::{self, Calibration, Prompt, Step};
     use greta_model::llama::gpu::SplitInputs;
     let g = gpu();
     let dir = common::fixtures().join("tiny").join("gqa4-llama3-rope");
@@ -547,25 +547,30 @@ fn weights_ids_follow_the_uploaded_values_and_calibration_picks_the_cheapest_pas
     setup.tolerances.metric = greta_model::trace::diff::Metric::Rms;
     setup.tolerances.default = greta_model::trace::diff::GPU_F16_RMS_TOLERANCE;
     let (mut references, mut tried) = (0, Vec::new());
-    let rungs = calibrate::run(
-        &mut f16,
-        "gpu",
-        (&lm.model, CpuWeights::F16Rounded.route_name()),
-        &prompts,
-        &calibrate::Ladder::default(),
-        &setup,
-        &mut |m, split| {
-            m.split_inputs = split;
-            tried.push(split);
-            Ok(())
-        },
-        &mut |s| {
-            if let Step::Reference { .. } = s {
-                references += 1;
-            }
-        },
-    )
-    .unwrap();
+    let ladder = calibrate::Ladder::default();
+    let calibration = |ladder| Calibration {
+        cpu: &lm.model,
+        cpu_route: CpuWeights::F16Rounded.route_name(),
+        prompts: &prompts,
+        ladder,
+        setup: &setup,
+    };
+    let rungs = calibration(&ladder)
+        .run(
+            &mut f16,
+            "gpu",
+            &mut |m, split| {
+                m.split_inputs = split;
+                tried.push(split);
+                Ok(())
+            },
+            &mut |s| {
+                if let Step::Reference { .. } = s {
+                    references += 1;
+                }
+            },
+        )
+        .unwrap();
     assert_eq!(references, 2, "one reference a prompt");
     assert_eq!(
         tried,
@@ -587,21 +592,18 @@ fn weights_ids_follow_the_uploaded_values_and_calibration_picks_the_cheapest_pas
         ..calibrate::Ladder::default()
     };
     let mut tried = Vec::new();
-    let all = calibrate::run(
-        &mut f16,
-        "gpu",
-        (&lm.model, CpuWeights::F16Rounded.route_name()),
-        &prompts,
-        &ladder,
-        &setup,
-        &mut |m, split| {
-            m.split_inputs = split;
-            tried.push(split);
-            Ok(())
-        },
-        &mut |_| {},
-    )
-    .unwrap();
+    let all = calibration(&ladder)
+        .run(
+            &mut f16,
+            "gpu",
+            &mut |m, split| {
+                m.split_inputs = split;
+                tried.push(split);
+                Ok(())
+            },
+            &mut |_| {},
+        )
+        .unwrap();
     assert_eq!(tried, calibrate::LADDER);
     let chosen: Vec<bool> = all.iter().map(|r| r.chosen).collect();
     assert_eq!(chosen, [true, false, false, false, false], "{all:?}");

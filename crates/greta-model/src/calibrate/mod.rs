@@ -310,98 +310,113 @@ impl Default for Ladder {
     }
 }
 
-/// Tries the ladder's policies in order on `gpu` (each set up by `configure`, which is what
-/// the front end does for `--split-inputs`), auditing every prompt's prefill against the
-/// CPU reference `cpu`; chooses the first within the tolerance / MARGIN and stops there
-/// unless the ladder asks for all. The references are computed once. Returns the rungs
-/// tried, at most one of them chosen.
-#[allow(clippy::too_many_arguments)]
-pub fn run(
-    gpu: &mut GpuLlama,
-    route: &str,
-    (cpu, reference_route): (&Llama, &str),
-    prompts: &[Prompt],
-    ladder: &Ladder,
-    setup: &AuditSetup,
-    configure: &mut Configure,
-    on: &mut dyn FnMut(Step),
-) -> Result<Vec<Rung>, CalibrateError> {
-    if prompts.is_empty() || prompts.iter().any(|p| p.tokens.is_empty()) {
-        return Err(CalibrateError::NoPrompt);
-    }
-    if ladder.rungs.is_empty() {
-        return Err(CalibrateError::NoRung);
-    }
-    let mut references: Vec<Vec<Captured>> = Vec::with_capacity(prompts.len());
-    for p in prompts {
-        on(Step::Reference {
-            prompt: &p.id,
-            tokens: p.tokens.len(),
-        });
-        let setup = AuditSetup {
-            prompt_id: p.id.clone(),
-            ..setup.clone()
-        };
-        references.push(audit::reference_records(
+/// What a calibration audits against: the CPU reference model and its route's name in the
+/// records, the prompts, the ladder of policies and the audit's setup (tolerances, metric).
+pub struct Calibration<'a> {
+    pub cpu: &'a Llama,
+    pub cpu_route: &'a str,
+    pub prompts: &'a [Prompt],
+    pub ladder: &'a Ladder,
+    pub setup: &'a AuditSetup,
+}
+
+impl Calibration<'_> {
+    /// Tries the ladder's policies in order on `gpu` (each set up by `configure`, which is
+    /// what the front end does for `--split-inputs`), auditing every prompt's prefill on
+    /// `route` against the CPU reference; chooses the first within the tolerance / MARGIN
+    /// and stops there unless the ladder asks for all. The references are computed once.
+    /// Returns the rungs tried, at most one of them chosen.
+    pub fn run(
+        &self,
+        gpu: &mut GpuLlama,
+        route: &str,
+        configure: &mut Configure,
+        on: &mut dyn FnMut(Step),
+    ) -> Result<Vec<Rung>, CalibrateError> {
+        let Calibration {
             cpu,
-            reference_route,
-            &p.tokens,
-            p.tokens.len(),
-            &setup,
-        )?);
-    }
-    let mut rungs: Vec<Rung> = Vec::new();
-    for &split in &ladder.rungs {
-        configure(gpu, split).map_err(|source| CalibrateError::Configure {
-            split: split.to_string(),
-            source,
-        })?;
-        let mut w: Option<Worst> = None;
-        for (p, reference) in prompts.iter().zip(&references) {
+            cpu_route: reference_route,
+            prompts,
+            ladder,
+            setup,
+        } = *self;
+        if prompts.is_empty() || prompts.iter().any(|p| p.tokens.is_empty()) {
+            return Err(CalibrateError::NoPrompt);
+        }
+        if ladder.rungs.is_empty() {
+            return Err(CalibrateError::NoRung);
+        }
+        let mut references: Vec<Vec<Captured>> = Vec::with_capacity(prompts.len());
+        for p in prompts {
+            on(Step::Reference {
+                prompt: &p.id,
+                tokens: p.tokens.len(),
+            });
             let setup = AuditSetup {
                 prompt_id: p.id.clone(),
                 ..setup.clone()
             };
-            let a = audit::gpu_records(gpu, route, cpu, &p.tokens, p.tokens.len(), &setup)?;
-            let report = diff::diff(
-                route,
-                &a,
+            references.push(audit::reference_records(
+                cpu,
                 reference_route,
-                reference,
-                Align::Step,
-                &setup.tolerances,
-            );
-            let this = worst(&report);
-            if w.as_ref().is_none_or(|w| this.fraction > w.fraction) {
-                w = Some(Worst {
-                    at: format!("prompt {}, {}", p.id, this.at),
-                    ..this
-                });
+                &p.tokens,
+                p.tokens.len(),
+                &setup,
+            )?);
+        }
+        let mut rungs: Vec<Rung> = Vec::new();
+        for &split in &ladder.rungs {
+            configure(gpu, split).map_err(|source| CalibrateError::Configure {
+                split: split.to_string(),
+                source,
+            })?;
+            let mut w: Option<Worst> = None;
+            for (p, reference) in prompts.iter().zip(&references) {
+                let setup = AuditSetup {
+                    prompt_id: p.id.clone(),
+                    ..setup.clone()
+                };
+                let a = audit::gpu_records(gpu, route, cpu, &p.tokens, p.tokens.len(), &setup)?;
+                let report = diff::diff(
+                    route,
+                    &a,
+                    reference_route,
+                    reference,
+                    Align::Step,
+                    &setup.tolerances,
+                );
+                let this = worst(&report);
+                if w.as_ref().is_none_or(|w| this.fraction > w.fraction) {
+                    w = Some(Worst {
+                        at: format!("prompt {}, {}", p.id, this.at),
+                        ..this
+                    });
+                }
+            }
+            let w = w.expect("at least one prompt");
+            let finite = |x: f64| x.is_finite().then_some(x);
+            let rung = Rung {
+                split_inputs: split.to_string(),
+                split_lo: gpu.split_lo().to_string(),
+                worst_error: finite(w.error),
+                worst_at: w.at,
+                tolerance: if w.tolerance.is_finite() {
+                    w.tolerance
+                } else {
+                    setup.tolerances.default
+                },
+                worst_fraction: finite(w.fraction),
+                chosen: w.fraction <= 1.0 / MARGIN && !rungs.iter().any(|r| r.chosen),
+            };
+            on(Step::Rung(&rung));
+            let chosen = rung.chosen;
+            rungs.push(rung);
+            if chosen && !ladder.all {
+                break;
             }
         }
-        let w = w.expect("at least one prompt");
-        let finite = |x: f64| x.is_finite().then_some(x);
-        let rung = Rung {
-            split_inputs: split.to_string(),
-            split_lo: gpu.split_lo().to_string(),
-            worst_error: finite(w.error),
-            worst_at: w.at,
-            tolerance: if w.tolerance.is_finite() {
-                w.tolerance
-            } else {
-                setup.tolerances.default
-            },
-            worst_fraction: finite(w.fraction),
-            chosen: w.fraction <= 1.0 / MARGIN && !rungs.iter().any(|r| r.chosen),
-        };
-        on(Step::Rung(&rung));
-        let chosen = rung.chosen;
-        rungs.push(rung);
-        if chosen && !ladder.all {
-            break;
-        }
+        Ok(rungs)
     }
-    Ok(rungs)
 }
 
 #[cfg(test)]
