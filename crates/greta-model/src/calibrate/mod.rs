@@ -281,18 +281,18 @@ fn worst(report: &DiffReport) -> Worst {
     w
 }
 
-/// Sets a loaded model up for a policy (`run`'s caller: what the front end does for
+/// Sets a loaded model up for a policy (`Calibration::run`'s caller: what the front end does for
 /// `--split-inputs`).
 pub type Configure<'a> = dyn FnMut(&mut GpuLlama, SplitInputs) -> Result<(), BoxError> + 'a;
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-/// Progress of `run`, for the front end's display.
+/// Progress of `Calibration::run`, for the front end's display.
 pub enum Step<'a> {
     Reference { prompt: &'a str, tokens: usize },
     Rung(&'a Rung),
 }
 
-/// Which policies `run` tries, in order, and whether it stops at the first chosen.
+/// Which policies `Calibration::run` tries, in order, and whether it stops at the first chosen.
 #[derive(Debug, Clone)]
 pub struct Ladder {
     pub rungs: Vec<SplitInputs>,
