@@ -346,22 +346,26 @@ impl Calibration<'_> {
         if ladder.rungs.is_empty() {
             return Err(CalibrateError::NoRung);
         }
+        // Each prompt's audit setup (its id in the records), for its reference and every rung.
+        let setups: Vec<AuditSetup> = prompts
+            .iter()
+            .map(|p| AuditSetup {
+                prompt_id: p.id.clone(),
+                ..setup.clone()
+            })
+            .collect();
         let mut references: Vec<Vec<Captured>> = Vec::with_capacity(prompts.len());
-        for p in prompts {
+        for (p, setup) in prompts.iter().zip(&setups) {
             on(Step::Reference {
                 prompt: &p.id,
                 tokens: p.tokens.len(),
             });
-            let setup = AuditSetup {
-                prompt_id: p.id.clone(),
-                ..setup.clone()
-            };
             references.push(audit::reference_records(
                 cpu,
                 reference_route,
                 &p.tokens,
                 p.tokens.len(),
-                &setup,
+                setup,
             )?);
         }
         let mut rungs: Vec<Rung> = Vec::new();
@@ -371,12 +375,8 @@ impl Calibration<'_> {
                 source,
             })?;
             let mut w: Option<Worst> = None;
-            for (p, reference) in prompts.iter().zip(&references) {
-                let setup = AuditSetup {
-                    prompt_id: p.id.clone(),
-                    ..setup.clone()
-                };
-                let a = audit::gpu_records(gpu, route, cpu, &p.tokens, p.tokens.len(), &setup)?;
+            for ((p, reference), setup) in prompts.iter().zip(&references).zip(&setups) {
+                let a = audit::gpu_records(gpu, route, cpu, &p.tokens, p.tokens.len(), setup)?;
                 let report = diff::diff(
                     route,
                     &a,
