@@ -177,11 +177,15 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 // 22.05 ms on an H200, likely by taking bandwidth from the memory-bound kernel ahead).
 // Edges are the TMA's: rows and columns past the matrix read as zero. K runs over a's
 // ceil(k / 64) steps, then a_lo's when `has_lo` (the sums of [a | a_lo] . [w | w]).
-// Grid: (ceil(t / TM), sum over the products of ceil(n_i / TN)): row tiles first (the
-// blocks sharing a weight tile run together), then product 0's column tiles, product 1's,
-// product 2's (n_i = 0 for an absent one); block: 128 TM / 64 + 32 threads (the consumer
-// warpgroups, then the producer warp, of which one thread works); dynamic shared memory:
-// wgmma_shared (gpu/gemm.rs).
+// Persistent: the launch's output tiles, ceil(t / TM) x (sum over the products of
+// ceil(n_i / TN)), ordered row tiles first (the blocks sharing a weight tile run together),
+// then product 0's column tiles, product 1's, product 2's (n_i = 0 for an absent one), are
+// taken by a grid of at most as many blocks as the multiprocessors hold at once, block b the
+// tiles b, b + gridDim.x, ...; its stage ring runs on across them, so that the producer fills
+// the next tile's first stages while the consumers store the last one's outputs (7B prefill
+// 16.20-16.24 -> 15.96-16.11 ms against one tile a block, H200, session 42). Block: 128 TM /
+// 64 + 32 threads (the consumer warpgroups, then the producer warp, of which one thread
+// works); dynamic shared memory: wgmma_shared (gpu/gemm.rs).
 #define WG_BK 64
 // The build may set the depth, for an A/B (kernel_variants.sh). 6: a step's products take
 // ~0.3-0.75 us, a copy under load ~1 us (7B prefill with cp.async copies on an H200: 4
@@ -301,6 +305,14 @@ GRETA_DEVICE void g_swiglu_store(const float (&acc)[TN / 2], const g_swiglu_out&
     }
 }
 
+// One output tile of a launch: its first row and column, and the product it belongs to.
+struct g_wgmma_at {
+    unsigned row0, col0, n;
+    const g_tmap *tw, *tw8;
+    const float* sw;
+    float* y;
+};
+
 template <unsigned TM, unsigned TN, unsigned STAGES = WG_STAGES, bool LO8 = false, bool SWIGLU = false>
 GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, const g_tmap* ta_lo, const g_tmap* tw0,
                                       const g_tmap* tw1, const g_tmap* tw2, float* y0, float* y1, float* y2,
@@ -322,19 +334,24 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     unsigned long long* empty = full + STAGES;
     const unsigned tid = g_tid(), wg = tid / 128, producer = TM / 64 * 128;
 
-    // This block's product and column tile.
-    unsigned j = g_bid_y(), n = n0;
-    const g_tmap *tw = tw0, *tw8 = tw8_0;
-    const float* sw = sw0;
-    float* y = y0;
-    // SWIGLU: one product of n0 outputs, its gate weights tw0 and its up weights tw1.
-    const unsigned c0 = (n0 + TN - 1) / TN, c1 = (n1 + TN - 1) / TN;
-    if (!SWIGLU && j >= c0 + c1) {
-        j -= c0 + c1, n = n2, tw = tw2, y = y2, tw8 = tw8_2, sw = sw2;
-    } else if (!SWIGLU && j >= c0) {
-        j -= c0, n = n1, tw = tw1, y = y1, tw8 = tw8_1, sw = sw1;
-    }
-    const unsigned row0 = g_bid() * TM, col0 = j * TNO;
+    // The launch's tiles: row tiles first, then product 0's column tiles, product 1's,
+    // product 2's (SWIGLU: one product of n0 outputs, its gate weights tw0 and its up
+    // weights tw1). A block takes tiles g_bid(), + gridDim.x, ... (persistent: the grid is
+    // what the multiprocessors hold at once, so that a block's producer fills its stages
+    // for the next tile while its consumers store the last one).
+    const unsigned c0 = (n0 + TNO - 1) / TNO, c1 = (n1 + TN - 1) / TN, c2 = (n2 + TN - 1) / TN;
+    const unsigned row_tiles = (t + TM - 1) / TM, tiles = row_tiles * (SWIGLU ? c0 : c0 + c1 + c2);
+    auto tile_at = [&](unsigned i) {
+        unsigned j = i / row_tiles;
+        g_wgmma_at a = {(i - j * row_tiles) * TM, 0, n0, tw0, tw8_0, sw0, y0};
+        if (!SWIGLU && j >= c0 + c1) {
+            j -= c0 + c1, a.n = n2, a.tw = tw2, a.y = y2, a.tw8 = tw8_2, a.sw = sw2;
+        } else if (!SWIGLU && j >= c0) {
+            j -= c0, a.n = n1, a.tw = tw1, a.y = y1, a.tw8 = tw8_1, a.sw = sw1;
+        }
+        a.col0 = j * TNO;
+        return a;
+    };
     const unsigned hi_steps = (k + WG_BK - 1) / WG_BK;
     // LO8: the FP8 steps (K 128 each) first, then the f16 steps (K 64).
     const unsigned lo_steps = LO8 ? (k + 2 * WG_BK - 1) / (2 * WG_BK) : 0;
@@ -351,33 +368,29 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
 
     if (tid >= producer) {
         if (tid != producer) return;
-        // The stage and the parity of its use, advanced step by step (no division a step).
+        // The stage and the parity of its use, advanced step by step over the block's tiles
+        // (no division a step); `used`: whether every stage has been filled once.
         unsigned st = 0, ph = 0;
-        for (unsigned s = 0; s < steps; ++s) {
-            // The consumers' release of this stage's previous use.
-            if (s >= STAGES) g_mbar_wait(&empty[st], ph ^ 1);
-            if constexpr (LO8) {
-                // The FP8 steps first (K 128: boxes of 128-byte rows, as the f16 ones), then
-                // the f16 ones (K 64), each over all of K; every step fills its stage.
-                const bool lo = s < lo_steps;
-                const int kc = (int)(lo ? s * 2 * WG_BK : (s - lo_steps) * WG_BK);
+        bool used = false;
+        for (unsigned i = g_bid(); i < tiles; i += gridDim.x) {
+            const g_wgmma_at at = tile_at(i);
+            for (unsigned s = 0; s < steps; ++s) {
+                // The consumers' release of this stage's previous use.
+                if (used) g_mbar_wait(&empty[st], ph ^ 1);
+                const bool lo = LO8 ? s < lo_steps : s >= hi_steps;
+                // LO8: the FP8 steps first (K 128: boxes of 128-byte rows, as the f16 ones),
+                // then the f16 ones (K 64), each over all of K; every step fills its stage.
+                const int kc = (int)(LO8 ? (lo ? s * 2 * WG_BK : (s - lo_steps) * WG_BK)
+                                         : (lo ? s - hi_steps : s) * WG_BK);
+                const g_tmap *a_map = lo ? ta_lo : ta, *w_map = LO8 && lo ? at.tw8 : at.tw,
+                             *w_up = LO8 && lo ? tw8_1 : tw1;
                 unsigned char* slab = smem + st * STAGE_BYTES;
                 g_mbar_arrive_expect(&full[st], STAGE_BYTES);
-                g_tma_load_2d(slab, lo ? ta_lo : ta, kc, (int)row0, &full[st]);
-                g_tma_load_2d(slab + A_HALVES * 2, lo ? tw8 : tw, kc, (int)col0, &full[st]);
-                if (SWIGLU)
-                    g_tma_load_2d(slab + A_HALVES * 2 + TNO * WG_BK * 2, lo ? tw8_1 : tw1, kc, (int)col0, &full[st]);
-                if (++st == STAGES) st = 0, ph ^= 1;
-                continue;
+                g_tma_load_2d(slab, a_map, kc, (int)at.row0, &full[st]);
+                g_tma_load_2d(slab + A_HALVES * 2, w_map, kc, (int)at.col0, &full[st]);
+                if (SWIGLU) g_tma_load_2d(slab + A_HALVES * 2 + TNO * WG_BK * 2, w_up, kc, (int)at.col0, &full[st]);
+                if (++st == STAGES) st = 0, ph ^= 1, used = true;
             }
-            g_mbar_arrive_expect(&full[st], STAGE_BYTES);
-            const bool lo = s >= hi_steps;
-            const int kc = (int)((lo ? s - hi_steps : s) * WG_BK);
-            unsigned char* slab = smem + st * STAGE_BYTES;
-            g_tma_load_2d(slab, lo ? ta_lo : ta, kc, (int)row0, &full[st]);
-            g_tma_load_2d(slab + A_HALVES * 2, tw, kc, (int)col0, &full[st]);
-            if (SWIGLU) g_tma_load_2d(slab + A_HALVES * 2 + TNO * WG_BK * 2, tw1, kc, (int)col0, &full[st]);
-            if (++st == STAGES) st = 0, ph ^= 1;
         }
         return;
     }
@@ -386,79 +399,86 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     float acc[TN / 2];
     const unsigned l = g_lane(), warp = (tid % 128) / 32;
     // The stage, the parity of its full barrier's phase and the previous step's stage,
-    // advanced step by step, and the operands' descriptors in stage 0, which a stage's
-    // offset / 16 moves (the descriptor's start address field): between one step's wait on
-    // its products and the next step's products this loop issues only what it must (the
-    // division by STAGES and the descriptors' arithmetic sat there: tools/gpu/stall_sites.sh).
+    // advanced step by step over the block's tiles, and the operands' descriptors in stage
+    // 0, which a stage's offset / 16 moves (the descriptor's start address field): between
+    // one step's wait on its products and the next step's products this loop issues only
+    // what it must (the division by STAGES and the descriptors' arithmetic sat there:
+    // tools/gpu/stall_sites.sh).
     unsigned st = 0, ph = 0, prev = 0;
     const unsigned long long da0 = g_wgmma_desc(smem + c * 64 * WG_BK * 2), db0 = g_wgmma_desc(smem + A_HALVES * 2);
-    if constexpr (LO8) {
-        // The low products' scales (read ahead). Their boxes lie as the f16 ones (da0, db0).
-        const float lo_scale = 1.0f / (float)(1u << G_LO8_SCALE_LOG2);
-        const float scale = *sw * lo_scale, scale_up = SWIGLU ? *sw1 * lo_scale : scale;
-        // Two loops, not one with a branch between the FP8 and the f16 products: a wgmma in
-        // a path ptxas cannot prove uniform makes it serialise every wgmma (C7520).
-        for (unsigned s = 0; s < lo_steps; ++s) {
-            g_mbar_wait(&full[st], ph);
-            const unsigned long long at = st * (STAGE_BYTES >> 4);
-            g_wgmma_fence();
-            // K 128 a step: four K 32 products, each 32 bytes on along the 128-byte rows.
-            for (unsigned kk = 0; kk < 2 * WG_BK / 32; ++kk)
-                g_wgmma_m64k32_e5m2_e4m3<TN>(acc, da0 + at + 2 * kk, db0 + at + 2 * kk, s > 0 || kk > 0);
-            g_wgmma_commit();
-            g_wgmma_wait<1>();
-            if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[prev]);
-            prev = st;
-            if (++st == STAGES) st = 0, ph ^= 1;
+    for (unsigned i = g_bid(); i < tiles; i += gridDim.x) {
+        const g_wgmma_at at = tile_at(i);
+        if constexpr (LO8) {
+            // The low products' scales (read ahead). Their boxes lie as the f16 ones (da0, db0).
+            const float lo_scale = 1.0f / (float)(1u << G_LO8_SCALE_LOG2);
+            const float scale = *at.sw * lo_scale, scale_up = SWIGLU ? *sw1 * lo_scale : scale;
+            // Two loops, not one with a branch between the FP8 and the f16 products: a wgmma
+            // in a path ptxas cannot prove uniform makes it serialise every wgmma (C7520).
+            for (unsigned s = 0; s < lo_steps; ++s) {
+                g_mbar_wait(&full[st], ph);
+                const unsigned long long o = st * (STAGE_BYTES >> 4);
+                g_wgmma_fence();
+                // K 128 a step: four K 32 products, each 32 bytes on along the 128-byte rows.
+                for (unsigned kk = 0; kk < 2 * WG_BK / 32; ++kk)
+                    g_wgmma_m64k32_e5m2_e4m3<TN>(acc, da0 + o + 2 * kk, db0 + o + 2 * kk, s > 0 || kk > 0);
+                g_wgmma_commit();
+                g_wgmma_wait<1>();
+                if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[prev]);
+                prev = st;
+                if (++st == STAGES) st = 0, ph ^= 1;
+            }
+            // The low sums complete, times their scales (powers of two: exact); the f16
+            // products then add onto them in the same registers.
+            g_wgmma_wait<0>();
+            for (unsigned q = 0; q < TN / 2; ++q) acc[q] *= SWIGLU && q >= TN / 4 ? scale_up : scale;
+            for (unsigned s = lo_steps; s < steps; ++s) {
+                g_mbar_wait(&full[st], ph);
+                const unsigned long long o = st * (STAGE_BYTES >> 4);
+                g_wgmma_fence();
+                for (unsigned kk = 0; kk < WG_BK / 16; ++kk) g_wgmma_m64k16<TN>(acc, da0 + o + 2 * kk, db0 + o + 2 * kk, 1);
+                g_wgmma_commit();
+                g_wgmma_wait<1>();
+                if (g_lane() == 0) g_mbar_arrive(&empty[prev]);
+                prev = st;
+                if (++st == STAGES) st = 0, ph ^= 1;
+            }
+        } else {
+            for (unsigned s = 0; s < steps; ++s) {
+                g_mbar_wait(&full[st], ph);
+                const unsigned long long o = st * (STAGE_BYTES >> 4);
+                const unsigned long long da = da0 + o, db = db0 + o;
+                g_wgmma_fence();
+                for (unsigned kk = 0; kk < WG_BK / 16; ++kk) g_wgmma_m64k16<TN>(acc, da + 2 * kk, db + 2 * kk, s > 0 || kk > 0);
+                g_wgmma_commit();
+                // Step s - 1's products are done: its stage may be refilled.
+                g_wgmma_wait<1>();
+                if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[prev]);
+                prev = st;
+                if (++st == STAGES) st = 0, ph ^= 1;
+            }
         }
-        // The low sums complete, times their scales (powers of two: exact); the f16
-        // products then add onto them in the same registers.
+        // The tile's last products done: its last stage goes back to the producer, which
+        // fills it for the block's next tile while this one's outputs are stored.
         g_wgmma_wait<0>();
-        for (unsigned q = 0; q < TN / 2; ++q) acc[q] *= SWIGLU && q >= TN / 4 ? scale_up : scale;
-        for (unsigned s = lo_steps; s < steps; ++s) {
-            g_mbar_wait(&full[st], ph);
-            const unsigned long long at = st * (STAGE_BYTES >> 4);
-            g_wgmma_fence();
-            for (unsigned kk = 0; kk < WG_BK / 16; ++kk) g_wgmma_m64k16<TN>(acc, da0 + at + 2 * kk, db0 + at + 2 * kk, 1);
-            g_wgmma_commit();
-            g_wgmma_wait<1>();
-            if (g_lane() == 0) g_mbar_arrive(&empty[prev]);
-            prev = st;
-            if (++st == STAGES) st = 0, ph ^= 1;
+        if (g_lane() == 0) g_mbar_arrive(&empty[prev]);
+        if constexpr (SWIGLU) {
+            g_swiglu_store<TN>(acc, *swiglu, at.row0 + 64 * c + 16 * warp + l / 4, at.col0 + 2 * (l % 4), t, n0);
+            continue;
         }
-    } else {
-        for (unsigned s = 0; s < steps; ++s) {
-            g_mbar_wait(&full[st], ph);
-            const unsigned long long at = st * (STAGE_BYTES >> 4);
-            const unsigned long long da = da0 + at, db = db0 + at;
-            g_wgmma_fence();
-            for (unsigned kk = 0; kk < WG_BK / 16; ++kk) g_wgmma_m64k16<TN>(acc, da + 2 * kk, db + 2 * kk, s > 0 || kk > 0);
-            g_wgmma_commit();
-            // Step s - 1's products are done: its stage may be refilled.
-            g_wgmma_wait<1>();
-            if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[prev]);
-            prev = st;
-            if (++st == STAGES) st = 0, ph ^= 1;
-        }
-    }
-    g_wgmma_wait<0>();
-    if constexpr (SWIGLU) {
-        g_swiglu_store<TN>(acc, *swiglu, row0 + 64 * c + 16 * warp + l / 4, col0 + 2 * (l % 4), t, n);
-        return;
-    }
-    const bool pairs = n % 2 == 0;
-    for (unsigned h = 0; h < 2; ++h) {
-        unsigned r = row0 + 64 * c + 16 * warp + l / 4 + 8 * h;
-        if (r >= t) continue;
-        for (unsigned q = 0; q < TN / 8; ++q) {
-            unsigned col = col0 + 8 * q + 2 * (l % 4);
-            float* p = y + (unsigned long)r * n + col;
-            float v0 = acc[4 * q + 2 * h], v1 = acc[4 * q + 2 * h + 1];
-            if (pairs && col + 1 < n) {
-                *(float2*)p = make_float2(v0, v1);
-            } else {
-                if (col < n) p[0] = v0;
-                if (col + 1 < n) p[1] = v1;
+        const bool pairs = at.n % 2 == 0;
+        for (unsigned h = 0; h < 2; ++h) {
+            unsigned r = at.row0 + 64 * c + 16 * warp + l / 4 + 8 * h;
+            if (r >= t) continue;
+            for (unsigned q = 0; q < TN / 8; ++q) {
+                unsigned col = at.col0 + 8 * q + 2 * (l % 4);
+                float* p = at.y + (unsigned long)r * at.n + col;
+                float v0 = acc[4 * q + 2 * h], v1 = acc[4 * q + 2 * h + 1];
+                if (pairs && col + 1 < at.n) {
+                    *(float2*)p = make_float2(v0, v1);
+                } else {
+                    if (col < at.n) p[0] = v0;
+                    if (col + 1 < at.n) p[1] = v1;
+                }
             }
         }
     }

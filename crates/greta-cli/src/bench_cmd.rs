@@ -71,9 +71,10 @@ pub struct BenchArgs {
     timeline: Option<PathBuf>,
     /// GPU: list every kernel the run launched, with its blocks, threads and dynamic shared
     /// memory, how many of its blocks a multiprocessor holds (the runtime's occupancy
-    /// calculator) and so the grid in waves (in --json as "kernels"): which warpgroup GEMM
-    /// tile each prefill product took at this prompt length and whether its last wave is
-    /// full, which attention forms ran. Recording takes a lock a launch on the host, so time
+    /// calculator) and so the work in waves (in --json as "kernels"; the warpgroup GEMM's
+    /// grid is persistent, its blocks taking output tiles in turn: waves count its tiles):
+    /// which GEMM tile each prefill product took at this prompt length and whether its last
+    /// wave is full, which attention forms ran. Recording takes a lock a launch on the host, so time
     /// without it.
     #[arg(long)]
     kernels: bool,
@@ -295,7 +296,7 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
     );
     if !r.kernels.is_empty() {
         println!(
-            "kernels launched (name, blocks x threads, dynamic shared memory, blocks a multiprocessor holds, the grid in waves of them; decode's as captured in its graph):"
+            "kernels launched (name, blocks x threads, dynamic shared memory, blocks a multiprocessor holds, the work in waves of them, and the output tiles a persistent grid's blocks take in turn; decode's as captured in its graph):"
         );
         for k in &r.kernels {
             let waves = match (k.cluster, k.waves) {
@@ -303,14 +304,19 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
                 (_, Some(w)) => format!("{w:.2} waves"),
                 (_, None) => "no block fits".to_string(),
             };
+            let tiles = match k.tiles == k.blocks {
+                true => String::new(),
+                false => format!(" of {} tiles", k.tiles),
+            };
             println!(
-                "  {:<44} {:>6} x {:<4} {:>4} KiB  {:>2} a SM  {}",
+                "  {:<44} {:>6} x {:<4} {:>4} KiB  {:>2} a SM  {}{}",
                 k.kernel,
                 k.blocks,
                 k.threads,
                 k.shared_bytes.div_ceil(1024),
                 k.blocks_per_sm,
-                waves
+                waves,
+                tiles
             );
         }
     }

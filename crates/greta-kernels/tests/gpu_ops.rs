@@ -267,12 +267,12 @@ fn launched_shapes_carry_their_occupancy() {
             .iter()
             .find(|l| l.shape.kernel == name)
             .unwrap_or_else(|| panic!("{name} (forced) not recorded: {launched:?}"));
-        let blocks = m.div_ceil(tile.m) * n.div_ceil(tile.n);
-        assert_eq!(l.shape.blocks as usize, blocks, "{l:?}");
+        let tiles = m.div_ceil(tile.m) * n.div_ceil(tile.n);
+        assert_eq!(l.shape.tiles as usize, tiles, "{l:?}");
         // The 128-row tiles take 181-201 KiB (`wgmma_shared`): one block a multiprocessor,
         // whatever shared-memory carveout the driver picks. 64 x 64 takes 97 KiB: two fit
-        // only under the largest carveout, which the calculator may not assume; the chooser
-        // takes it for narrow products by their blocks, not by waves.
+        // under the largest carveout (session 42's H200 calculator: 2); the chooser takes it
+        // for narrow products by their blocks, not by waves.
         if tile.m == 128 {
             assert_eq!(
                 l.blocks_per_sm, 1,
@@ -284,11 +284,49 @@ fn launched_shapes_carry_their_occupancy() {
                 "{l:?}: 97 KiB blocks, at most two in 228 KiB"
             );
         }
+        // The persistent grid: a block per tile up to what the multiprocessors hold.
+        let resident = l.blocks_per_sm as usize * sms;
+        assert_eq!(l.shape.blocks as usize, tiles.min(resident), "{l:?}");
         let w = l.waves(sms).expect("unclustered");
         assert!(
-            (w - blocks as f64 / sms as f64).abs() < 1e-12,
+            (w - tiles as f64 / resident as f64).abs() < 1e-12,
             "{l:?}: {w} waves"
         );
+    }
+    // More tiles than blocks (every tile's grid persistent): 512 rows of 9000 columns.
+    let (m, n) = (512, 9000);
+    let x = values(m * kk, 13);
+    let dx = upload(&g, &s, &x);
+    let mut hi = g.alloc::<u16>(m * kk).unwrap();
+    k.split_f16(&s, &dx, &mut hi, None, m * kk).unwrap();
+    let (wbits, _) = f16_bits(&values(n * kk, 14));
+    let dw = upload(&g, &s, &wbits);
+    for tile in k.wgmma_tiles() {
+        let mut dy = g.alloc::<f32>(m * n).unwrap();
+        let mut outs = [GemmOut {
+            w: &dw,
+            w8: None,
+            y: &mut dy,
+            n,
+        }];
+        k.gemm_f16(GemmRoute::WgmmaTile(tile), &s, &hi, None, &mut outs, m, kk)
+            .unwrap();
+    }
+    s.synchronize().unwrap();
+    let launched = k.launched().unwrap();
+    for tile in k.wgmma_tiles() {
+        let name = tile_kernel(tile);
+        let tiles = m.div_ceil(tile.m) * n.div_ceil(tile.n);
+        let l = launched
+            .iter()
+            .find(|l| l.shape.kernel == name && l.shape.tiles as usize == tiles)
+            .unwrap_or_else(|| panic!("{name} on {tiles} tiles not recorded: {launched:?}"));
+        let resident = l.blocks_per_sm as usize * sms;
+        assert!(
+            tiles > resident,
+            "{l:?}: the case must have more tiles than blocks"
+        );
+        assert_eq!(l.shape.blocks as usize, resident, "{l:?}");
     }
 }
 
@@ -308,11 +346,14 @@ fn tile_kernel(t: WgmmaTile) -> String {
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
 fn gemm_f16_groups_match_cpu() {
     let (g, s, k) = setup();
-    let cases: [(usize, usize, &[usize]); 4] = [
+    // (512, 128, 3 x 4100): more output tiles than the persistent grid has blocks on
+    // every tile (128 x 256: 4 x 51 = 204 of 132), a block's tiles crossing products.
+    let cases: [(usize, usize, &[usize]); 5] = [
         (100, 576, &[576, 192, 192]),
         (512, 576, &[1536, 1536]),
         (512, 512, &[2048, 1024, 1024]),
         (33, 200, &[100, 33, 1000, 64]),
+        (512, 128, &[4100, 4100, 4100]),
     ];
     let routes = gemm_routes(&k);
     for (m, kk, ns) in cases {
@@ -2130,11 +2171,13 @@ fn fp8_low_halves_and_their_products_match_cpu() {
         assert_fp8_operands(&s, &download(&s, &dact), (&hi, &q), &case);
     }
     // The GEMM: groups as the model calls them, every FP8-lo tile forced and the choice.
-    let cases: [(usize, usize, &[usize]); 4] = [
+    // (512, 128, 3 x 4100): more output tiles than the persistent grid has blocks.
+    let cases: [(usize, usize, &[usize]); 5] = [
         (100, 576, &[576, 192, 192]),
         (130, 1536, &[576]),
         (256, 1024, &[1024, 256, 256]),
         (33, 208, &[100, 33, 1000, 64]),
+        (512, 128, &[4100, 4100, 4100]),
     ];
     let mut routes = vec![GemmRoute::Auto];
     routes.extend(WgmmaTile::LO8.map(GemmRoute::WgmmaTile));

@@ -189,19 +189,22 @@ pub struct BenchReport {
 }
 
 /// A kernel as a run launched it (`BenchReport::kernels`): its name in the code objects, its
-/// grid's blocks, a block's threads and dynamic shared memory, and the grid in waves of
-/// what the device's multiprocessors hold at once.
+/// grid's blocks and pieces of work, a block's threads and dynamic shared memory, and the
+/// work in waves of what the device's multiprocessors hold at once.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct LaunchedKernel {
     pub kernel: String,
     pub blocks: u32,
+    /// Its blocks, or the output tiles a persistent grid's blocks take in turn (the
+    /// warpgroup GEMM's).
+    pub tiles: u32,
     pub threads: u32,
     pub shared_bytes: u32,
     /// Blocks a thread-block cluster (1: none).
     pub cluster: u32,
     /// Blocks one multiprocessor runs at once (the runtime's occupancy calculator).
     pub blocks_per_sm: u32,
-    /// blocks / (blocks_per_sm x multiprocessors); None for clustered launches and where no
+    /// tiles / (blocks_per_sm x multiprocessors); None for clustered launches and where no
     /// block fits (`Launched::waves`).
     pub waves: Option<f64>,
 }
@@ -213,6 +216,7 @@ impl LaunchedKernel {
         LaunchedKernel {
             kernel: s.kernel,
             blocks: s.blocks,
+            tiles: s.tiles,
             threads: s.threads,
             shared_bytes: s.shared_bytes,
             cluster: s.cluster,

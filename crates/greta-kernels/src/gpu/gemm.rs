@@ -154,21 +154,53 @@ fn wgmma_threads(tile: WgmmaTile) -> u32 {
     128 * (tile.m as u32 / 64) + 32
 }
 
+/// One tile's warpgroup GEMM kernel, with the blocks of it the device holds at once.
+pub(super) struct WgmmaForm {
+    pub(super) tile: WgmmaTile,
+    pub(super) f: Function,
+    /// Blocks of it all multiprocessors run at once (the occupancy calculator's blocks a
+    /// multiprocessor, times the multiprocessors): the persistent grid's size.
+    pub(super) resident: usize,
+}
+
 /// The warpgroup GEMM's kernels of `tiles` (named by `name`), each allowed the dynamic
-/// shared memory its stages take.
+/// shared memory its stages take, on a device of `sms` multiprocessors.
 pub(super) fn wgmma_forms(
     gemm: &Module,
     tiles: &[WgmmaTile],
     name: fn(&WgmmaTile) -> String,
-) -> Result<Vec<(WgmmaTile, Function)>> {
+    sms: usize,
+) -> Result<Vec<WgmmaForm>> {
     tiles
         .iter()
-        .map(|&t| {
-            let f = gemm.function(&name(&t))?;
-            f.set_max_dynamic_shared(wgmma_shared(t))?;
-            Ok((t, f))
+        .map(|&tile| {
+            let f = gemm.function(&name(&tile))?;
+            let (threads, shared) = (wgmma_threads(tile), wgmma_shared(tile));
+            f.set_max_dynamic_shared(shared)?;
+            let per_sm = f.max_active_blocks(threads, shared)?;
+            if per_sm == 0 {
+                return Err(KernelError::Shape(format!(
+                    "{}: the occupancy calculator fits no block of {threads} threads and {shared} bytes of dynamic shared memory on a multiprocessor",
+                    f.name()
+                )));
+            }
+            Ok(WgmmaForm {
+                tile,
+                f,
+                resident: per_sm as usize * sms,
+            })
         })
         .collect()
+}
+
+/// The form of `tile` among `forms` (`what`: which kernels, for the error).
+fn wgmma_form<'a>(forms: &'a [WgmmaForm], tile: WgmmaTile, what: &str) -> Result<&'a WgmmaForm> {
+    forms.iter().find(|w| w.tile == tile).ok_or_else(|| {
+        let have: Vec<WgmmaTile> = forms.iter().map(|w| w.tile).collect();
+        KernelError::Shape(format!(
+            "no {what} of tile {tile:?}; the kernels have {have:?}"
+        ))
+    })
 }
 
 /// Dynamic shared memory of the warpgroup GEMM of `tile`: its stages of an A and a B box,
@@ -182,17 +214,16 @@ pub(super) fn wgmma_shared(tile: WgmmaTile) -> u32 {
 }
 
 /// The warpgroup GEMM's arguments after its operands (t, k, the group's widths: 0 for an
-/// absent product) and its launch shape for `group` on `tile`: row tiles first (the blocks
+/// absent product) and its output tiles for `group` on `tile`: row tiles first (the blocks
 /// that share a weight tile run together, so it comes from HBM once), then each product's
-/// column tiles; the consumer warpgroups and the producer warp (kernels/gemm.hip).
-fn wgmma_launch(
+/// column tiles, in the order the kernel's blocks take them (kernels/gemm.hip).
+fn wgmma_group_args(
     args: Args,
     tile: WgmmaTile,
     group: &[GemmOut<'_>],
     t: usize,
     k: usize,
-    shared_bytes: u32,
-) -> Result<(Args, LaunchDims)> {
+) -> Result<(Args, usize)> {
     let mut args = args.u32(u32_of(t, "t")?).u32(u32_of(k, "k")?);
     let mut col_tiles = 0;
     for i in 0..3 {
@@ -200,17 +231,7 @@ fn wgmma_launch(
         col_tiles += n.div_ceil(tile.n);
         args = args.u32(u32_of(n, "n")?);
     }
-    let dims = LaunchDims {
-        grid: [
-            t.div_ceil(tile.m) as u32,
-            u32_of(col_tiles, "column tiles")?,
-            1,
-        ],
-        block: [wgmma_threads(tile), 1, 1],
-        shared_bytes,
-        cluster: 1,
-    };
-    Ok((args, dims))
+    Ok((args, t.div_ceil(tile.m) * col_tiles))
 }
 
 /// The warpgroup GEMM's tile for products of widths `ns` sharing `t` input rows on a device
@@ -380,19 +401,14 @@ impl GpuKernels {
             (GemmRoute::Wgmma | GemmRoute::WgmmaTile(_), None) => Err(KernelError::Shape(
                 "the warpgroup GEMM needs an sm_90a device (Hopper)".into(),
             )),
-            (GemmRoute::Wgmma | GemmRoute::WgmmaTile(_) | GemmRoute::Auto, Some(tiles)) => {
+            (GemmRoute::Wgmma | GemmRoute::WgmmaTile(_) | GemmRoute::Auto, Some(forms)) => {
                 for group in outs.chunks_mut(3) {
                     let tile = match route {
                         GemmRoute::WgmmaTile(tile) => tile,
                         _ => wgmma_tile(t, group.iter().map(|o| o.n), self.multiprocessors),
                     };
-                    let (_, f) = tiles.iter().find(|(tl, _)| *tl == tile).ok_or_else(|| {
-                        KernelError::Shape(format!(
-                            "no warpgroup GEMM of tile {tile:?}; the kernels have {:?}",
-                            WgmmaTile::ALL
-                        ))
-                    })?;
-                    self.gemm_f16_wgmma(f, tile, s, a, a_lo, group, t, k)?;
+                    let form = wgmma_form(forms, tile, "warpgroup GEMM")?;
+                    self.gemm_f16_wgmma(form, s, a, a_lo, group, t, k)?;
                 }
                 Ok(())
             }
@@ -468,12 +484,7 @@ impl GpuKernels {
                     )))
                 }
             };
-            let (_, f) = fp8.gemm.iter().find(|(tl, _)| *tl == tile).ok_or_else(|| {
-                KernelError::Shape(format!(
-                    "no FP8-lo warpgroup GEMM of tile {tile:?}; the kernels have {:?}",
-                    WgmmaTile::LO8
-                ))
-            })?;
+            let form = wgmma_form(&fp8.gemm, tile, "FP8-lo warpgroup GEMM")?;
             let (m32, n32) = (tile.m as u32, tile.n as u32);
             let mut args = Args::new()
                 .tmap(a.tensor_map_f16(t, k, m32, WGMMA_BK)?)
@@ -495,8 +506,8 @@ impl GpuKernels {
             for i in 0..3 {
                 args = args.ptr(&group[at(i)].w8.expect("checked above").scale);
             }
-            let (args, dims) = wgmma_launch(args, tile, group, t, k, wgmma_shared(tile))?;
-            self.launch(f, dims, s, args)?;
+            let (args, tiles) = wgmma_group_args(args, tile, group, t, k)?;
+            self.launch_wgmma(form, tiles, s, args)?;
         }
         Ok(())
     }
@@ -528,7 +539,7 @@ impl GpuKernels {
     ) -> Result<()> {
         let what = "gemm_f16_swiglu";
         let MatShape { t, k, n } = shape;
-        let Some(tiles) = &self.gemm_f16_wgmma_swiglu else {
+        let Some(forms) = &self.gemm_f16_wgmma_swiglu else {
             return Err(KernelError::Shape(format!(
                 "{what}: the SwiGLU GEMM is the warpgroup kernel's and needs an sm_90a device (Hopper); use gemm_f16 and silu_mul_split"
             )));
@@ -577,13 +588,7 @@ impl GpuKernels {
                 .ptr(ops.hi)
                 .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()))
         };
-        let grid = |tile: WgmmaTile| -> Result<[u32; 3]> {
-            Ok([
-                t.div_ceil(tile.m) as u32,
-                u32_of(n.div_ceil(tile.n / 2), "column tiles")?,
-                1,
-            ])
-        };
+        let tiles = |tile: WgmmaTile| t.div_ceil(tile.m) * n.div_ceil(tile.n / 2);
         let picked = wgmma_swiglu_tile(t, n, self.multiprocessors);
         if let Some(SwigluLo::Fp8 {
             q,
@@ -594,16 +599,7 @@ impl GpuKernels {
             // LO8 in kernels/gemm.hip).
             let tile = tile.unwrap_or(picked);
             let fp8 = self.fp8(what)?;
-            let (_, f) = fp8
-                .swiglu
-                .iter()
-                .find(|(tl, _)| *tl == tile)
-                .ok_or_else(|| {
-                    KernelError::Shape(format!(
-                        "no FP8-lo SwiGLU warpgroup GEMM of tile {tile:?}; the kernels have {:?}",
-                        WgmmaTile::SWIGLU
-                    ))
-                })?;
+            let form = wgmma_form(&fp8.swiglu, tile, "FP8-lo SwiGLU warpgroup GEMM")?;
             let (m32, half) = (tile.m as u32, tile.n as u32 / 2);
             let args = Args::new()
                 .tmap(a.tensor_map_f16(t, k, m32, WGMMA_BK)?)
@@ -619,21 +615,10 @@ impl GpuKernels {
                 .u32(u32_of(t, "t")?)
                 .u32(u32_of(k, "k")?)
                 .u32(u32_of(n, "n")?);
-            let dims = LaunchDims {
-                grid: grid(tile)?,
-                block: [wgmma_threads(tile), 1, 1],
-                shared_bytes: wgmma_shared(tile),
-                cluster: 1,
-            };
-            return self.launch(f, dims, s, args);
+            return self.launch_wgmma(form, tiles(tile), s, args);
         }
         let tile = tile.unwrap_or(picked);
-        let (_, f) = tiles.iter().find(|(tl, _)| *tl == tile).ok_or_else(|| {
-            KernelError::Shape(format!(
-                "no SwiGLU warpgroup GEMM of tile {tile:?}; the kernels have {:?}",
-                WgmmaTile::SWIGLU
-            ))
-        })?;
+        let form = wgmma_form(forms, tile, "SwiGLU warpgroup GEMM")?;
         let (m32, half) = (tile.m as u32, tile.n as u32 / 2);
         let a_lo = match a_lo {
             Some(SwigluLo::F16(lo)) => Some(lo),
@@ -655,13 +640,21 @@ impl GpuKernels {
             .u32(u32_of(k, "k")?)
             .u32(u32_of(n, "n")?)
             .u32(a_lo.is_some() as u32);
+        self.launch_wgmma(form, tiles(tile), s, args)
+    }
+
+    /// The persistent warpgroup GEMM's launch of `tiles` output tiles on `form`: a block per
+    /// tile up to what the multiprocessors hold at once (`WgmmaForm::resident`), each block
+    /// taking the tiles g_bid(), + gridDim.x, ... (kernels/gemm.hip), so that its producer
+    /// fills the stages of its next tile while its consumers store the last one.
+    fn launch_wgmma(&self, form: &WgmmaForm, tiles: usize, s: &Stream, args: Args) -> Result<()> {
         let dims = LaunchDims {
-            grid: grid(tile)?,
-            block: [wgmma_threads(tile), 1, 1],
-            shared_bytes: wgmma_shared(tile),
+            grid: [u32_of(tiles.min(form.resident), "blocks")?, 1, 1],
+            block: [wgmma_threads(form.tile), 1, 1],
+            shared_bytes: wgmma_shared(form.tile),
             cluster: 1,
         };
-        self.launch(f, dims, s, args)
+        self.launch_tiles(&form.f, dims, u32_of(tiles, "tiles")?, s, args)
     }
 
     /// The warpgroup GEMM's tiles on this device (empty without one): the op tests run each.
@@ -669,19 +662,18 @@ impl GpuKernels {
         self.gemm_f16_wgmma
             .iter()
             .flatten()
-            .map(|(tile, _)| *tile)
+            .map(|w| w.tile)
             .collect()
     }
 
-    /// Up to three products of `gemm_f16` in one launch of the warpgroup kernel of `tile`
+    /// Up to three products of `gemm_f16` in one launch of the warpgroup kernel `form`
     /// (checked by the caller: k % 8 == 0, k > 0 and the buffers' sizes). Its operands are
     /// read through TMA descriptors, made here per call (a host-side encode, no device work;
     /// the launch copies them by value).
     #[allow(clippy::too_many_arguments)]
     fn gemm_f16_wgmma(
         &self,
-        f: &Function,
-        tile: WgmmaTile,
+        form: &WgmmaForm,
         s: &Stream,
         a: &DeviceBuffer<u16>,
         a_lo: Option<&DeviceBuffer<u16>>,
@@ -689,6 +681,7 @@ impl GpuKernels {
         t: usize,
         k: usize,
     ) -> Result<()> {
+        let tile = form.tile;
         let (m32, n32) = (tile.m as u32, tile.n as u32);
         let ta = a.tensor_map_f16(t, k, m32, WGMMA_BK)?;
         let ta_lo = match a_lo {
@@ -705,8 +698,8 @@ impl GpuKernels {
             let o = &mut group[i.min(group.len() - 1)];
             args = args.ptr(o.y);
         }
-        let (args, dims) = wgmma_launch(args, tile, group, t, k, wgmma_shared(tile))?;
-        self.launch(f, dims, s, args.u32(a_lo.is_some() as u32))
+        let (args, tiles) = wgmma_group_args(args, tile, group, t, k)?;
+        self.launch_wgmma(form, tiles, s, args.u32(a_lo.is_some() as u32))
     }
 
     /// The same product by the plain tiled GEMM (no matrix units, f32 activations): the

@@ -230,6 +230,9 @@ impl LoOperand<'_> {
 pub struct LaunchShape {
     pub kernel: String,
     pub blocks: u32,
+    /// The launch's pieces of work: its blocks, or, for the persistent warpgroup GEMM whose
+    /// blocks each take output tiles in turn, its output tiles.
+    pub tiles: u32,
     pub threads: u32,
     /// Dynamic shared memory (LDS) a block, bytes.
     pub shared_bytes: u32,
@@ -247,15 +250,14 @@ pub struct Launched {
 }
 
 impl Launched {
-    /// The grid in waves over `sms` multiprocessors: blocks / (blocks_per_sm x sms). A
-    /// grid of 2.1 waves runs in three rounds, the last mostly idle; that is what a tile
-    /// choice weighs (`wgmma_tile`). None for clustered launches, whose placement the
+    /// The launch in waves over `sms` multiprocessors: tiles / (blocks_per_sm x sms) (a
+    /// grid's blocks, or the persistent GEMM's output tiles). A launch of 2.1 waves runs in
+    /// three rounds, the last mostly idle; that is what a tile choice weighs (`wgmma_tile`). None for clustered launches, whose placement the
     /// per-block figure does not bound (a cluster's blocks must share a GPC), and where
     /// nothing fits.
     pub fn waves(&self, sms: usize) -> Option<f64> {
         let per_wave = self.blocks_per_sm as usize * sms;
-        (self.shape.cluster <= 1 && per_wave > 0)
-            .then(|| self.shape.blocks as f64 / per_wave as f64)
+        (self.shape.cluster <= 1 && per_wave > 0).then(|| self.shape.tiles as f64 / per_wave as f64)
     }
 }
 
@@ -303,10 +305,10 @@ pub struct GpuKernels {
     gemm_f16: [(usize, u32, Function); 3],
     /// The same products on Hopper's warpgroup matrix units, by tile (`WgmmaTile::ALL`;
     /// sm_90a objects only).
-    gemm_f16_wgmma: Option<Vec<(WgmmaTile, Function)>>,
+    gemm_f16_wgmma: Option<Vec<WgmmaForm>>,
     /// Their SwiGLU forms (gate and up with act's operands in the epilogue), by tile
     /// (`WgmmaTile::SWIGLU`; sm_90a objects only).
-    gemm_f16_wgmma_swiglu: Option<Vec<(WgmmaTile, Function)>>,
+    gemm_f16_wgmma_swiglu: Option<Vec<WgmmaForm>>,
     /// Its forms with the lo half on the FP8 matrix units (`GemmLo::Fp8`), by tile
     /// (`WgmmaTile::LO8`), with the kernels that make FP8 operands.
     fp8: Option<Fp8Kernels>,
@@ -347,9 +349,9 @@ pub struct GpuKernels {
 
 /// The FP8 low-half kernels (sm_90a objects only; kernels/gemm.hip, ops.hip).
 struct Fp8Kernels {
-    gemm: Vec<(WgmmaTile, Function)>,
+    gemm: Vec<WgmmaForm>,
     /// The SwiGLU GEMM's FP8-lo forms (`SwigluLo::Fp8`), on every SwiGLU tile.
-    swiglu: Vec<(WgmmaTile, Function)>,
+    swiglu: Vec<WgmmaForm>,
     split: Function,
     absmax: Function,
     quantize: Function,
@@ -394,6 +396,13 @@ impl GpuKernels {
             // Where launches overlap (sm_90a), the small decode products spread their
             // blocks (`spread_shared`); their kernels may then take that much dynamic
             // shared memory.
+            // Read only where the warpgroup GEMM runs, its one reader (the tile choice, the
+            // persistent grid): an attribute query no AMD GPU has run yet cannot stop the
+            // AMD load.
+            let multiprocessors = match hopper {
+                true => gpu.multiprocessors()?,
+                false => 0,
+            };
             let spread_pad = match hopper {
                 true => spread_pad(gpu.shared_per_multiprocessor()?),
                 false => 0,
@@ -468,7 +477,12 @@ impl GpuKernels {
                     (32, 4 * wave, gemm.function("gemm_f16_32")?),
                 ],
                 gemm_f16_wgmma: match hopper {
-                    true => Some(wgmma_forms(&gemm, &WgmmaTile::ALL, WgmmaTile::kernel)?),
+                    true => Some(wgmma_forms(
+                        &gemm,
+                        &WgmmaTile::ALL,
+                        WgmmaTile::kernel,
+                        multiprocessors,
+                    )?),
                     false => None,
                 },
                 gemm_f16_wgmma_swiglu: match hopper {
@@ -476,29 +490,31 @@ impl GpuKernels {
                         &gemm,
                         &WgmmaTile::SWIGLU,
                         WgmmaTile::swiglu_kernel,
+                        multiprocessors,
                     )?),
                     false => None,
                 },
                 fp8: match hopper {
                     true => Some(Fp8Kernels {
-                        gemm: wgmma_forms(&gemm, &WgmmaTile::LO8, |t| {
-                            format!("{}_lo8", t.kernel())
-                        })?,
-                        swiglu: wgmma_forms(&gemm, &WgmmaTile::SWIGLU, |t| {
-                            format!("{}_lo8", t.swiglu_kernel())
-                        })?,
+                        gemm: wgmma_forms(
+                            &gemm,
+                            &WgmmaTile::LO8,
+                            |t| format!("{}_lo8", t.kernel()),
+                            multiprocessors,
+                        )?,
+                        swiglu: wgmma_forms(
+                            &gemm,
+                            &WgmmaTile::SWIGLU,
+                            |t| format!("{}_lo8", t.swiglu_kernel()),
+                            multiprocessors,
+                        )?,
                         split: ops.function("split_f16_lo8")?,
                         absmax: ops.function("absmax_f16")?,
                         quantize: ops.function("quantize_e4m3")?,
                     }),
                     false => None,
                 },
-                // Read only where the warpgroup GEMM runs, its one reader: an attribute
-                // query no AMD GPU has run yet cannot stop the AMD load.
-                multiprocessors: match hopper {
-                    true => gpu.multiprocessors()?,
-                    false => 0,
-                },
+                multiprocessors,
                 spread_pad,
                 split_f16: ops.function("split_f16")?,
                 add_rmsnorm_split: ops.function("add_rmsnorm_split_f16")?,
@@ -636,19 +652,33 @@ impl GpuKernels {
     }
 
     fn launch(&self, f: &Function, dims: LaunchDims, s: &Stream, args: Args) -> Result<()> {
-        self.launch_as(f, dims, s, args, self.overlap)
+        self.launch_as(f, dims, None, s, args, self.overlap)
+    }
+
+    /// `launch` of a persistent kernel whose blocks take `tiles` pieces of work in turn
+    /// (recorded for `launched`'s waves).
+    fn launch_tiles(
+        &self,
+        f: &Function,
+        dims: LaunchDims,
+        tiles: u32,
+        s: &Stream,
+        args: Args,
+    ) -> Result<()> {
+        self.launch_as(f, dims, Some(tiles), s, args, self.overlap)
     }
 
     /// `launch`, never overlapped with the kernel ahead (it starts after all of the stream's
     /// earlier work has finished).
     fn launch_serial(&self, f: &Function, dims: LaunchDims, s: &Stream, args: Args) -> Result<()> {
-        self.launch_as(f, dims, s, args, false)
+        self.launch_as(f, dims, None, s, args, false)
     }
 
     fn launch_as(
         &self,
         f: &Function,
         dims: LaunchDims,
+        tiles: Option<u32>,
         s: &Stream,
         mut args: Args,
         overlapped: bool,
@@ -657,9 +687,11 @@ impl GpuKernels {
             return Ok(());
         }
         if let Some(set) = &self.launched {
+            let blocks = dims.grid.iter().product();
             let shape = LaunchShape {
                 kernel: f.name().to_string(),
-                blocks: dims.grid.iter().product(),
+                blocks,
+                tiles: tiles.unwrap_or(blocks),
                 threads: dims.block.iter().product(),
                 shared_bytes: dims.shared_bytes,
                 cluster: dims.cluster,
@@ -826,15 +858,17 @@ mod tests {
     }
 
     /// Waves as `greta bench --kernels` prints them: session 41's 7B at 650 rows, Q/K/V's
-    /// 396 blocks of one a multiprocessor on 132 are three whole waves, gate/up's 516 3.9;
-    /// two blocks a multiprocessor halve them; clustered launches and grids no block of
-    /// which fits have none.
+    /// 396 tiles of one block a multiprocessor on 132 are three whole waves, gate/up's 516
+    /// 3.9, whether 396 blocks take them or a persistent grid of 132; two blocks a
+    /// multiprocessor halve them; clustered launches and grids no block of which fits have
+    /// none.
     #[test]
-    fn waves_are_blocks_over_what_the_multiprocessors_hold() {
-        let l = |blocks, cluster, blocks_per_sm| Launched {
+    fn waves_are_tiles_over_what_the_multiprocessors_hold() {
+        let l = |tiles, cluster, blocks_per_sm| Launched {
             shape: LaunchShape {
                 kernel: "k".into(),
-                blocks,
+                blocks: tiles,
+                tiles,
                 threads: 288,
                 shared_bytes: 0,
                 cluster,
@@ -847,5 +881,8 @@ mod tests {
         assert_eq!(l(396, 2, 1).waves(132), None);
         assert_eq!(l(396, 1, 0).waves(132), None);
         assert_eq!(l(396, 1, 1).waves(0), None);
+        let mut persistent = l(396, 1, 1);
+        persistent.shape.blocks = 132;
+        assert_eq!(persistent.waves(132), Some(3.0));
     }
 }
