@@ -226,24 +226,14 @@ fn launched_shapes_carry_their_occupancy() {
     let (g, s, mut k) = setup();
     k.record_launches();
     let (m, kk, n) = (130, 128, 200);
-    let x = values(m * kk, 11);
-    let dx = upload(&g, &s, &x);
-    let mut hi = g.alloc::<u16>(m * kk).unwrap();
-    k.split_f16(&s, &dx, &mut hi, None, m * kk).unwrap();
-    let (wbits, _) = f16_bits(&values(n * kk, 12));
-    let dw = upload(&g, &s, &wbits);
-    let routes = gemm_routes(&k);
-    for &route in &routes {
-        let mut dy = g.alloc::<f32>(m * n).unwrap();
-        let mut outs = [GemmOut {
-            w: &dw,
-            w8: None,
-            y: &mut dy,
-            n,
-        }];
-        k.gemm_f16(route, &s, &hi, None, &mut outs, m, kk).unwrap();
-    }
-    s.synchronize().unwrap();
+    launch_gemm_f16_routes(
+        &g,
+        &s,
+        &k,
+        &gemm_routes(&k),
+        MatShape { t: m, k: kk, n },
+        11,
+    );
     let launched = k.launched().unwrap();
     let sms = g.multiprocessors().unwrap();
     for l in &launched {
@@ -295,24 +285,12 @@ fn launched_shapes_carry_their_occupancy() {
     }
     // More tiles than blocks (every tile's grid persistent): 512 rows of 9000 columns.
     let (m, n) = (512, 9000);
-    let x = values(m * kk, 13);
-    let dx = upload(&g, &s, &x);
-    let mut hi = g.alloc::<u16>(m * kk).unwrap();
-    k.split_f16(&s, &dx, &mut hi, None, m * kk).unwrap();
-    let (wbits, _) = f16_bits(&values(n * kk, 14));
-    let dw = upload(&g, &s, &wbits);
-    for tile in k.wgmma_tiles() {
-        let mut dy = g.alloc::<f32>(m * n).unwrap();
-        let mut outs = [GemmOut {
-            w: &dw,
-            w8: None,
-            y: &mut dy,
-            n,
-        }];
-        k.gemm_f16(GemmRoute::WgmmaTile(tile), &s, &hi, None, &mut outs, m, kk)
-            .unwrap();
-    }
-    s.synchronize().unwrap();
+    let tiles: Vec<GemmRoute> = k
+        .wgmma_tiles()
+        .into_iter()
+        .map(GemmRoute::WgmmaTile)
+        .collect();
+    launch_gemm_f16_routes(&g, &s, &k, &tiles, MatShape { t: m, k: kk, n }, 13);
     let launched = k.launched().unwrap();
     for tile in k.wgmma_tiles() {
         let name = tile_kernel(tile);
@@ -328,6 +306,35 @@ fn launched_shapes_carry_their_occupancy() {
         );
         assert_eq!(l.shape.blocks as usize, resident, "{l:?}");
     }
+}
+
+/// `gemm_f16` (input hi alone) of `shape` on each of `routes`, random operands from `seed`,
+/// run to completion: for the launches it records, not its values.
+fn launch_gemm_f16_routes(
+    g: &Gpu,
+    s: &Stream,
+    k: &GpuKernels,
+    routes: &[GemmRoute],
+    shape: MatShape,
+    seed: u64,
+) {
+    let MatShape { t: m, k: kk, n } = shape;
+    let dx = upload(g, s, &values(m * kk, seed));
+    let mut hi = g.alloc::<u16>(m * kk).unwrap();
+    k.split_f16(s, &dx, &mut hi, None, m * kk).unwrap();
+    let (wbits, _) = f16_bits(&values(n * kk, seed + 1));
+    let dw = upload(g, s, &wbits);
+    for &route in routes {
+        let mut dy = g.alloc::<f32>(m * n).unwrap();
+        let mut outs = [GemmOut {
+            w: &dw,
+            w8: None,
+            y: &mut dy,
+            n,
+        }];
+        k.gemm_f16(route, s, &hi, None, &mut outs, m, kk).unwrap();
+    }
+    s.synchronize().unwrap();
 }
 
 /// The warpgroup kernel's name for a tile (`WgmmaTile::kernel`, private to the crate).
