@@ -252,9 +252,9 @@ pub struct Launched {
 impl Launched {
     /// The launch in waves over `sms` multiprocessors: tiles / (blocks_per_sm x sms) (a
     /// grid's blocks, or the persistent GEMM's output tiles). A launch of 2.1 waves runs in
-    /// three rounds, the last mostly idle; that is what a tile choice weighs (`wgmma_tile`). None for clustered launches, whose placement the
-    /// per-block figure does not bound (a cluster's blocks must share a GPC), and where
-    /// nothing fits.
+    /// three rounds, the last mostly idle; that is what a tile choice weighs
+    /// (`wgmma_tile`). None for clustered launches, whose placement the per-block figure
+    /// does not bound (a cluster's blocks must share a GPC), and where nothing fits.
     pub fn waves(&self, sms: usize) -> Option<f64> {
         let per_wave = self.blocks_per_sm as usize * sms;
         (self.shape.cluster <= 1 && per_wave > 0).then(|| self.shape.tiles as f64 / per_wave as f64)
@@ -393,9 +393,6 @@ impl GpuKernels {
             };
             // Hopper objects: thread-block clusters and the warpgroup GEMM.
             let hopper = gpu.platform() == Platform::Nvidia && *target == "sm_90a";
-            // Where launches overlap (sm_90a), the small decode products spread their
-            // blocks (`spread_shared`); their kernels may then take that much dynamic
-            // shared memory.
             // Read only where the warpgroup GEMM runs, its one reader (the tile choice, the
             // persistent grid): an attribute query no AMD GPU has run yet cannot stop the
             // AMD load.
@@ -403,6 +400,9 @@ impl GpuKernels {
                 true => gpu.multiprocessors()?,
                 false => 0,
             };
+            // Where launches overlap (sm_90a), the small decode products spread their
+            // blocks (`spread_shared`); their kernels may then take that much dynamic
+            // shared memory.
             let spread_pad = match hopper {
                 true => spread_pad(gpu.shared_per_multiprocessor()?),
                 false => 0,
