@@ -393,9 +393,9 @@ impl GpuKernels {
             };
             // Hopper objects: thread-block clusters and the warpgroup GEMM.
             let hopper = gpu.platform() == Platform::Nvidia && *target == "sm_90a";
-            // Read only where the warpgroup GEMM runs, its one reader (the tile choice, the
-            // persistent grid): an attribute query no AMD GPU has run yet cannot stop the
-            // AMD load.
+            // Read only on Hopper, where its readers run (the warpgroup GEMM's tile choice
+            // and persistent grid, the attentions' clusters and block order: the field's
+            // doc): an attribute query no AMD GPU has run yet cannot stop the AMD load.
             let multiprocessors = match hopper {
                 true => gpu.multiprocessors()?,
                 false => 0,
