@@ -182,10 +182,11 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 // then product 0's column tiles, product 1's, product 2's (n_i = 0 for an absent one), are
 // taken by a grid of at most as many blocks as the multiprocessors hold at once, block b the
 // tiles b, b + gridDim.x, ...; its stage ring runs on across them, so that the producer fills
-// the next tile's first stages while the consumers store the last one's outputs (7B prefill
-// 16.20-16.24 -> 15.96-16.11 ms against one tile a block, H200, session 42). Block: 128 TM /
-// 64 + 32 threads (the consumer warpgroups, then the producer warp, of which one thread
-// works); dynamic shared memory: wgmma_shared (gpu/gemm.rs).
+// the next tile's first stages while the consumers store the last one's outputs (against a
+// block a tile, H200, session 42: 7B prefill-512 15.94-15.98 -> 15.74-15.78 ms, -650
+// 24.60-24.94 -> 23.73-23.90; the more tiles a block takes, the more it gains). Block: 128
+// TM / 64 + 32 threads (the consumer warpgroups, then the producer warp, of which one
+// thread works); dynamic shared memory: wgmma_shared (gpu/gemm.rs).
 #define WG_BK 64
 // The build may set the depth, for an A/B (kernel_variants.sh). 6: a step's products take
 // ~0.3-0.75 us, a copy under load ~1 us (7B prefill with cp.async copies on an H200: 4
