@@ -898,4 +898,14 @@ GRETA_DEVICE void g_tma_load_2d(void* dst, const g_tmap* map, int c0, int c1, un
         "l"((unsigned long long)map), "r"(c0), "r"(c1), "r"(g_smem_addr(bar))
         : "memory");
 }
+// The same box into `dst`'s place in the shared memory of every block of the cluster whose
+// rank's bit is set in `blocks`, each copy's bytes counted on that block's barrier at
+// `bar`'s place (one read from L2, several writes).
+GRETA_DEVICE void g_tma_load_2d_multicast(void* dst, const g_tmap* map, int c0, int c1, unsigned long long* bar,
+                                          unsigned short blocks) {
+    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster "
+                 "[%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(g_smem_addr(dst)),
+                 "l"((unsigned long long)map), "r"(c0), "r"(c1), "r"(g_smem_addr(bar)), "h"(blocks)
+                 : "memory");
+}
 #endif

@@ -300,7 +300,11 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         );
         for k in &r.kernels {
             let waves = match (k.cluster, k.waves) {
-                (c, _) if c > 1 => format!("clusters of {c}"),
+                (c, Some(w)) if c > 1 => format!(
+                    "{w:.2} waves in clusters of {c} ({} resident)",
+                    k.clusters_resident
+                ),
+                (c, None) if c > 1 => format!("clusters of {c}: none fits"),
                 (_, Some(w)) => format!("{w:.2} waves"),
                 (_, None) => "no block fits".to_string(),
             };

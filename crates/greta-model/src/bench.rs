@@ -204,8 +204,10 @@ pub struct LaunchedKernel {
     pub cluster: u32,
     /// Blocks one multiprocessor runs at once (the runtime's occupancy calculator).
     pub blocks_per_sm: u32,
-    /// tiles / (blocks_per_sm x multiprocessors); None for clustered launches and where no
-    /// block fits (`Launched::waves`).
+    /// Clustered launches: the clusters the device runs at once (0 otherwise).
+    pub clusters_resident: u32,
+    /// tiles / (blocks_per_sm x multiprocessors), or over the resident clusters' blocks
+    /// where clustered; None where no block fits (`Launched::waves`).
     pub waves: Option<f64>,
 }
 
@@ -221,6 +223,7 @@ impl LaunchedKernel {
             shared_bytes: s.shared_bytes,
             cluster: s.cluster,
             blocks_per_sm: l.blocks_per_sm,
+            clusters_resident: l.clusters_resident,
             waves,
         }
     }

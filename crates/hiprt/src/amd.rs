@@ -357,6 +357,17 @@ impl Driver for AmdDriver {
         )?;
         Ok(n.max(0) as u32)
     }
+    fn function_max_active_clusters(
+        &self,
+        _f: FunctionHandle,
+        _threads: u32,
+        _shared_bytes: u32,
+        cluster: u32,
+    ) -> Result<u32> {
+        Err(HipError::Invalid(format!(
+            "HIP has no thread-block clusters: an occupancy query for clusters of {cluster} blocks runs on NVIDIA sm_90 and later only"
+        )))
+    }
     fn function_set_max_dynamic_shared(&self, _f: FunctionHandle, bytes: u32) -> Result<()> {
         // CDNA2/3: 64 KiB of LDS per CU, all of it available to one workgroup, no opt-in.
         if bytes > 64 * 1024 {

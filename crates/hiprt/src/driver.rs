@@ -204,6 +204,17 @@ pub trait Driver: Send + Sync {
         threads: u32,
         shared_bytes: u32,
     ) -> Result<u32>;
+    /// How many clusters of `cluster` blocks (each of `threads` threads and `shared_bytes`
+    /// of dynamic shared memory) the whole device runs at once: a cluster's blocks must share
+    /// one GPU processing cluster, so this can be fewer than the blocks a multiprocessor
+    /// holds times the multiprocessors, divided by `cluster`. NVIDIA sm_90 and later only.
+    fn function_max_active_clusters(
+        &self,
+        f: FunctionHandle,
+        threads: u32,
+        shared_bytes: u32,
+        cluster: u32,
+    ) -> Result<u32>;
     /// # Safety
     /// `params` must point at one value per kernel parameter, of the kernel's types.
     unsafe fn launch(

@@ -45,6 +45,7 @@ pub const ENTRY_POINTS: &[&str] = &[
     "cuLaunchKernelEx",
     "cuFuncSetAttribute",
     "cuOccupancyMaxActiveBlocksPerMultiprocessor",
+    "cuOccupancyMaxActiveClusters",
     "cuTensorMapEncodeTiled",
     "cuStreamBeginCapture_v2",
     "cuStreamEndCapture",
@@ -415,6 +416,40 @@ impl Driver for NvidiaDriver {
                 threads,
                 shared_bytes as usize,
             )
+        })?;
+        Ok(n.max(0) as u32)
+    }
+    fn function_max_active_clusters(
+        &self,
+        f: FunctionHandle,
+        threads: u32,
+        shared_bytes: u32,
+        cluster: u32,
+    ) -> Result<u32> {
+        block_threads_arg(threads)?;
+        // SAFETY (of the union write): clusterDim is the member the attribute reads.
+        let mut attr: sys::CUlaunchAttribute = unsafe { std::mem::zeroed() };
+        attr.id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_CLUSTER_DIMENSION;
+        attr.value.clusterDim.x = cluster;
+        attr.value.clusterDim.y = 1;
+        attr.value.clusterDim.z = 1;
+        // The grid is one cluster (the query reads the block and the cluster, and wants a
+        // grid the cluster divides).
+        let config = sys::CUlaunchConfig {
+            gridDimX: cluster,
+            gridDimY: 1,
+            gridDimZ: 1,
+            blockDimX: threads,
+            blockDimY: 1,
+            blockDimZ: 1,
+            sharedMemBytes: shared_bytes,
+            hStream: std::ptr::null_mut(),
+            attrs: &mut attr,
+            numAttrs: 1,
+        };
+        let mut n = 0;
+        check("cuOccupancyMaxActiveClusters", unsafe {
+            sys::cuOccupancyMaxActiveClusters(&mut n, f.0.cast(), &config)
         })?;
         Ok(n.max(0) as u32)
     }

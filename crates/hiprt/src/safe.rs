@@ -554,6 +554,19 @@ impl Function {
             .driver
             .function_max_active_blocks(self.handle, threads, shared_bytes)
     }
+    /// How many clusters of `cluster` blocks of `threads` threads with `shared_bytes` of
+    /// dynamic shared memory the whole device runs at once (NVIDIA sm_90 and later; AMD
+    /// refuses: HIP has no clusters). 0 means such a cluster cannot run at all.
+    pub fn max_active_clusters(
+        &self,
+        threads: u32,
+        shared_bytes: u32,
+        cluster: u32,
+    ) -> Result<u32> {
+        self.module
+            .driver
+            .function_max_active_clusters(self.handle, threads, shared_bytes, cluster)
+    }
     /// Launches the kernel on `s`.
     ///
     /// # Safety

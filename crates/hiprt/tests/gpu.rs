@@ -282,3 +282,29 @@ fn occupancy_counts_blocks_by_threads_and_shared_memory() {
         "200 KiB: one block"
     );
 }
+
+/// The cluster occupancy query (`Function::max_active_clusters`, which sizes the paired
+/// warpgroup GEMM's persistent grid): pairs of one-block-a-multiprocessor blocks (200 KiB of
+/// shared memory each) fill at most every multiprocessor once, and at least one pair runs;
+/// a cluster must be a launchable size.
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1 cargo test -p hiprt --test gpu -- --ignored"]
+fn cluster_occupancy_counts_pairs_of_blocks() {
+    let g = gpu();
+    let sms = g.multiprocessors().unwrap() as u32;
+    let m = module(&g);
+    let f = m.function("vec_add").unwrap();
+    f.set_max_dynamic_shared(200 * 1024).unwrap();
+    let pairs = f.max_active_clusters(256, 200 * 1024, 2).unwrap();
+    eprintln!("{sms} multiprocessors: {pairs} clusters of 2 blocks of 200 KiB");
+    assert!(
+        pairs >= 1 && 2 * pairs <= sms,
+        "{pairs} pairs on {sms} multiprocessors"
+    );
+    // Eight blocks a multiprocessor by threads: clusters of 2 hold at most 4 a multiprocessor.
+    let small = f.max_active_clusters(256, 0, 2).unwrap();
+    assert!(
+        small > pairs && 2 * small <= 8 * sms,
+        "{small} pairs of small blocks on {sms} multiprocessors"
+    );
+}

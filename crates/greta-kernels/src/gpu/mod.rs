@@ -247,17 +247,24 @@ pub struct Launched {
     /// Blocks of this shape one multiprocessor runs at once (registers, shared memory,
     /// launch bounds; 0: none fits).
     pub blocks_per_sm: u32,
+    /// Clustered launches: the clusters of this shape the whole device runs at once (a
+    /// cluster's blocks must share a GPC, which can leave multiprocessors out); 0 otherwise.
+    pub clusters_resident: u32,
 }
 
 impl Launched {
     /// The launch in waves over `sms` multiprocessors: tiles / (blocks_per_sm x sms) (a
     /// grid's blocks, or the persistent GEMM's output tiles). A launch of 2.1 waves runs in
     /// three rounds, the last mostly idle; that is what a tile choice weighs
-    /// (`wgmma_tile`). None for clustered launches, whose placement the per-block figure
-    /// does not bound (a cluster's blocks must share a GPC), and where nothing fits.
+    /// (`wgmma_tile`). A clustered launch's wave is its resident clusters' blocks (the
+    /// per-block figure does not bound it: a cluster's blocks must share a GPC). None where
+    /// nothing fits.
     pub fn waves(&self, sms: usize) -> Option<f64> {
-        let per_wave = self.blocks_per_sm as usize * sms;
-        (self.shape.cluster <= 1 && per_wave > 0).then(|| self.shape.tiles as f64 / per_wave as f64)
+        let per_wave = match self.shape.cluster {
+            0 | 1 => self.blocks_per_sm as usize * sms,
+            c => self.clusters_resident as usize * c as usize,
+        };
+        (per_wave > 0).then(|| self.shape.tiles as f64 / per_wave as f64)
     }
 }
 
@@ -611,9 +618,14 @@ impl GpuKernels {
                         ))
                     })?;
                 let blocks_per_sm = f.max_active_blocks(shape.threads, shape.shared_bytes)?;
+                let clusters_resident = match shape.cluster {
+                    0 | 1 => 0,
+                    c => f.max_active_clusters(shape.threads, shape.shared_bytes, c)?,
+                };
                 Ok(Launched {
                     shape,
                     blocks_per_sm,
+                    clusters_resident,
                 })
             })
             .collect()
@@ -874,13 +886,19 @@ mod tests {
                 cluster,
             },
             blocks_per_sm,
+            clusters_resident: 0,
         };
         assert_eq!(l(396, 1, 1).waves(132), Some(3.0));
         assert!((l(516, 1, 1).waves(132).unwrap() - 3.909).abs() < 1e-3);
         assert_eq!(l(396, 1, 2).waves(132), Some(1.5));
-        assert_eq!(l(396, 2, 1).waves(132), None);
         assert_eq!(l(396, 1, 0).waves(132), None);
         assert_eq!(l(396, 1, 1).waves(0), None);
+        // Clustered: by the clusters resident, not the blocks a multiprocessor holds (64
+        // pairs where 132 blocks would fit: 396 tiles are 3.09 waves, not 3).
+        assert_eq!(l(396, 2, 1).waves(132), None, "no cluster fits");
+        let mut paired = l(396, 2, 1);
+        paired.clusters_resident = 64;
+        assert!((paired.waves(132).unwrap() - 396.0 / 128.0).abs() < 1e-12);
         let mut persistent = l(396, 1, 1);
         persistent.shape.blocks = 132;
         assert_eq!(persistent.waves(132), Some(3.0));
