@@ -390,10 +390,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
             const g_wgmma_at at = tile_at(i);
             for (unsigned s = 0; s < steps; ++s) {
                 // The consumers' release of this stage's previous use (paired: both blocks').
-                if (used) {
-                    if (pair > 1) g_cluster_mbar_wait(&empty[st], ph ^ 1);
-                    else g_mbar_wait(&empty[st], ph ^ 1);
-                }
+                if (used) g_mbar_wait(&empty[st], ph ^ 1);
                 const bool lo = LO8 ? s < lo_steps : s >= hi_steps;
                 // LO8: the FP8 steps first (K 128: boxes of 128-byte rows, as the f16 ones),
                 // then the f16 ones (K 64), each over all of K; every step fills its stage.
@@ -426,7 +423,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
         // end. (The copies into this block end before its own consumers do.)
         if (pair > 1)
             for (unsigned s = 0; s < STAGES; ++s) {
-                if (used) g_cluster_mbar_wait(&empty[st], ph ^ 1);
+                if (used) g_mbar_wait(&empty[st], ph ^ 1);
                 if (++st == STAGES) st = 0, ph ^= 1, used = true;
             }
         return;
@@ -435,7 +432,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     auto release = [&](unsigned s) {
         if (g_lane() != 0) return;
         g_mbar_arrive(&empty[s]);
-        if (pair > 1) g_cluster_mbar_arrive(&empty[s], rank ^ 1);
+        if (pair > 1) g_cluster_mbar_signal(&empty[s], rank ^ 1);
     };
 
     const unsigned c = wg;

@@ -241,6 +241,18 @@ GRETA_DEVICE void g_cluster_mbar_arrive(unsigned long long* bar, unsigned rank) 
         "r"(rank)
         : "memory");
 }
+// One arrival on the mbarrier at `bar`'s place in the block of cluster rank `rank` that
+// releases nothing at cluster scope (.release.cta): a signal that this thread's reads of
+// shared memory, already complete (a wgmma wait), are done, as a TMA pipeline's consumer
+// gives it. The cluster-scope release of g_cluster_mbar_arrive is a fence a consumer warp
+// waits on at every K step: the paired GEMM with it ran at half speed (session 43).
+GRETA_DEVICE void g_cluster_mbar_signal(unsigned long long* bar, unsigned rank) {
+    asm volatile(
+        "{\n.reg .b32 ra;\nmapa.shared::cluster.u32 ra, %0, %1;\n"
+        "mbarrier.arrive.release.cta.shared::cluster.b64 _, [ra];\n}\n" ::"r"(g_smem_addr(bar)),
+        "r"(rank)
+        : "memory");
+}
 // `count` arrivals on this block's own mbarrier (for blocks that will not arrive).
 GRETA_DEVICE void g_cluster_mbar_arrive_local(unsigned long long* bar, unsigned count) {
     asm volatile("mbarrier.arrive.release.cluster.shared::cta.b64 _, [%0], %1;\n" ::"r"(g_smem_addr(bar)),
