@@ -334,17 +334,6 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     unsigned long long* full = (unsigned long long*)(smem + STAGES * STAGE_BYTES);
     unsigned long long* empty = full + STAGES;
     const unsigned tid = g_tid(), wg = tid / 128, producer = TM / 64 * 128;
-    // Paired (a cluster of two blocks: gpu/gemm.rs launches one where the row tiles are
-    // even): the pair's blocks take tiles 2 p and 2 p + 1, the same columns of adjacent row
-    // tiles (gridDim.x is even, so each step of the tile loop keeps them so), and each
-    // block's producer copies one half of their common B box into both blocks' stages (TMA
-    // multicast): B is read from L2 once for the two blocks. A stage is then refilled only
-    // once the consumers of both blocks are done with it (the empty barrier counts both),
-    // since either producer writes into both. B comes in two boxes of TN / 2 rows where TN
-    // allows (SPLIT_B: a half is whole 8-row swizzle atoms), paired or not.
-    constexpr bool SPLIT_B = SWIGLU || TN % 16 == 0;
-    const unsigned pair = g_cluster_blocks(), rank = g_cluster_rank();
-    if (pair > 2 || (pair == 2 && !SPLIT_B)) __trap(); // gpu/gemm.rs launches neither
 
     // The launch's tiles: row tiles first, then product 0's column tiles, product 1's,
     // product 2's (SWIGLU: one product of n0 outputs, its gate weights tw0 and its up
@@ -371,13 +360,11 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     if (tid == producer) {
         for (unsigned s = 0; s < STAGES; ++s) {
             g_mbar_init(&full[s], 1);
-            g_mbar_init(&empty[s], CONSUMER_WARPS * pair);
+            g_mbar_init(&empty[s], CONSUMER_WARPS);
         }
         g_mbar_init_fence();
     }
-    // Paired: the peer's barriers are set up before this block's copies or arrivals reach them.
-    if (pair > 1) g_cluster_sync();
-    else g_sync();
+    g_sync();
     g_overlap_entry();
 
     if (tid >= producer) {
@@ -389,7 +376,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
         for (unsigned i = g_bid(); i < tiles; i += gridDim.x) {
             const g_wgmma_at at = tile_at(i);
             for (unsigned s = 0; s < steps; ++s) {
-                // The consumers' release of this stage's previous use (paired: both blocks').
+                // The consumers' release of this stage's previous use.
                 if (used) g_mbar_wait(&empty[st], ph ^ 1);
                 const bool lo = LO8 ? s < lo_steps : s >= hi_steps;
                 // LO8: the FP8 steps first (K 128: boxes of 128-byte rows, as the f16 ones),
@@ -399,41 +386,15 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
                 const g_tmap *a_map = lo ? ta_lo : ta, *w_map = LO8 && lo ? at.tw8 : at.tw,
                              *w_up = LO8 && lo ? tw8_1 : tw1;
                 unsigned char* slab = smem + st * STAGE_BYTES;
-                // A stage's bytes arrive whole on either block (paired: half of B from the peer).
                 g_mbar_arrive_expect(&full[st], STAGE_BYTES);
                 g_tma_load_2d(slab, a_map, kc, (int)at.row0, &full[st]);
-                if constexpr (SPLIT_B) {
-                    // Half h of B: gate and up (SWIGLU), or rows col0 + h TN / 2.
-                    for (unsigned h = 0; h < 2; ++h) {
-                        unsigned char* dst = slab + A_HALVES * 2 + h * (TN / 2) * WG_BK * 2;
-                        const g_tmap* map = SWIGLU && h ? w_up : w_map;
-                        const int row = (int)(at.col0 + (SWIGLU ? 0 : h * (TN / 2)));
-                        if (pair == 1) g_tma_load_2d(dst, map, kc, row, &full[st]);
-                        else if (h == rank) g_tma_load_2d_multicast(dst, map, kc, row, &full[st], 3);
-                    }
-                } else {
-                    g_tma_load_2d(slab + A_HALVES * 2, w_map, kc, (int)at.col0, &full[st]);
-                }
+                g_tma_load_2d(slab + A_HALVES * 2, w_map, kc, (int)at.col0, &full[st]);
+                if (SWIGLU) g_tma_load_2d(slab + A_HALVES * 2 + TNO * WG_BK * 2, w_up, kc, (int)at.col0, &full[st]);
                 if (++st == STAGES) st = 0, ph ^= 1, used = true;
             }
         }
-        // Paired: this block's shared memory and barriers stay until the peer's consumers
-        // have released every stage use (their last arrivals land here), so the producer
-        // waits for each stage's last release before its thread, and with it the block, may
-        // end. (The copies into this block end before its own consumers do.)
-        if (pair > 1)
-            for (unsigned s = 0; s < STAGES; ++s) {
-                if (used) g_mbar_wait(&empty[st], ph ^ 1);
-                if (++st == STAGES) st = 0, ph ^= 1, used = true;
-            }
         return;
     }
-    // A consumer warp's release of stage `s` to the producers (paired: both blocks').
-    auto release = [&](unsigned s) {
-        if (g_lane() != 0) return;
-        g_mbar_arrive(&empty[s]);
-        if (pair > 1) g_cluster_mbar_signal(&empty[s], rank ^ 1);
-    };
 
     const unsigned c = wg;
     float acc[TN / 2];
@@ -463,7 +424,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
                     g_wgmma_m64k32_e5m2_e4m3<TN>(acc, da0 + o + 2 * kk, db0 + o + 2 * kk, s > 0 || kk > 0);
                 g_wgmma_commit();
                 g_wgmma_wait<1>();
-                if (s > 0) release(prev);
+                if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[prev]);
                 prev = st;
                 if (++st == STAGES) st = 0, ph ^= 1;
             }
@@ -478,7 +439,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
                 for (unsigned kk = 0; kk < WG_BK / 16; ++kk) g_wgmma_m64k16<TN>(acc, da0 + o + 2 * kk, db0 + o + 2 * kk, 1);
                 g_wgmma_commit();
                 g_wgmma_wait<1>();
-                release(prev);
+                if (g_lane() == 0) g_mbar_arrive(&empty[prev]);
                 prev = st;
                 if (++st == STAGES) st = 0, ph ^= 1;
             }
@@ -492,7 +453,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
                 g_wgmma_commit();
                 // Step s - 1's products are done: its stage may be refilled.
                 g_wgmma_wait<1>();
-                if (s > 0) release(prev);
+                if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[prev]);
                 prev = st;
                 if (++st == STAGES) st = 0, ph ^= 1;
             }
@@ -500,7 +461,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
         // The tile's last products done: its last stage goes back to the producer, which
         // fills it for the block's next tile while this one's outputs are stored.
         g_wgmma_wait<0>();
-        release(prev);
+        if (g_lane() == 0) g_mbar_arrive(&empty[prev]);
         if constexpr (SWIGLU) {
             g_swiglu_store<TN>(acc, *swiglu, at.row0 + 64 * c + 16 * warp + l / 4, at.col0 + 2 * (l % 4), t, n0);
             continue;

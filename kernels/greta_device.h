@@ -241,18 +241,6 @@ GRETA_DEVICE void g_cluster_mbar_arrive(unsigned long long* bar, unsigned rank) 
         "r"(rank)
         : "memory");
 }
-// One arrival on the mbarrier at `bar`'s place in the block of cluster rank `rank` that
-// releases nothing at cluster scope (.release.cta): a signal that this thread's reads of
-// shared memory, already complete (a wgmma wait), are done, as a TMA pipeline's consumer
-// gives it. The cluster-scope release of g_cluster_mbar_arrive is a fence a consumer warp
-// waits on at every K step: the paired GEMM with it ran at half speed (session 43).
-GRETA_DEVICE void g_cluster_mbar_signal(unsigned long long* bar, unsigned rank) {
-    asm volatile(
-        "{\n.reg .b32 ra;\nmapa.shared::cluster.u32 ra, %0, %1;\n"
-        "mbarrier.arrive.release.cta.shared::cluster.b64 _, [ra];\n}\n" ::"r"(g_smem_addr(bar)),
-        "r"(rank)
-        : "memory");
-}
 // `count` arrivals on this block's own mbarrier (for blocks that will not arrive).
 GRETA_DEVICE void g_cluster_mbar_arrive_local(unsigned long long* bar, unsigned count) {
     asm volatile("mbarrier.arrive.release.cluster.shared::cta.b64 _, [%0], %1;\n" ::"r"(g_smem_addr(bar)),
@@ -909,15 +897,5 @@ GRETA_DEVICE void g_tma_load_2d(void* dst, const g_tmap* map, int c0, int c1, un
             g_smem_addr(dst)),
         "l"((unsigned long long)map), "r"(c0), "r"(c1), "r"(g_smem_addr(bar))
         : "memory");
-}
-// The same box into `dst`'s place in the shared memory of every block of the cluster whose
-// rank's bit is set in `blocks`, each copy's bytes counted on that block's barrier at
-// `bar`'s place (one read from L2, several writes).
-GRETA_DEVICE void g_tma_load_2d_multicast(void* dst, const g_tmap* map, int c0, int c1, unsigned long long* bar,
-                                          unsigned short blocks) {
-    asm volatile("cp.async.bulk.tensor.2d.shared::cluster.global.mbarrier::complete_tx::bytes.multicast::cluster "
-                 "[%0], [%1, {%2, %3}], [%4], %5;\n" ::"r"(g_smem_addr(dst)),
-                 "l"((unsigned long long)map), "r"(c0), "r"(c1), "r"(g_smem_addr(bar)), "h"(blocks)
-                 : "memory");
 }
 #endif

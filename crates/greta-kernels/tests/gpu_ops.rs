@@ -7,8 +7,8 @@ use float8::{F8E4M3, F8E5M2};
 use greta_kernels::cpu::{self, RopePairing, WeightView};
 use greta_kernels::gpu::{
     default_dir, e4m3_weight_scale, AttnScratch, AttnShape, E4m3Matrix, F16Operands, GemmLo,
-    GemmOut, GemmRoute, GpuKernels, Launched, LoOperand, MatShape, NormIn, PickAt, QRope, QkvRope,
-    RopeShape, Rows, SwigluLo, SwigluOut, WgmmaTile, LO8_SCALE_LOG2,
+    GemmOut, GemmRoute, GpuKernels, LoOperand, MatShape, NormIn, PickAt, QRope, QkvRope, RopeShape,
+    Rows, SwigluLo, SwigluOut, WgmmaTile, LO8_SCALE_LOG2,
 };
 use half::f16;
 use hiprt::{DeviceBuffer, Gpu, Platform, PlatformChoice, Stream};
@@ -274,11 +274,10 @@ fn launched_shapes_carry_their_occupancy() {
                 "{l:?}: 97 KiB blocks, at most two in 228 KiB"
             );
         }
-        // The persistent grid: a block per tile up to what the device holds, in pairs
-        // where the row tiles are even and B splits in halves (`launch_wgmma`).
-        let resident = resident_blocks(l, tile, m, sms);
+        // The persistent grid: a block per tile up to what the multiprocessors hold.
+        let resident = l.blocks_per_sm as usize * sms;
         assert_eq!(l.shape.blocks as usize, tiles.min(resident), "{l:?}");
-        let w = l.waves(sms).expect("a block fits");
+        let w = l.waves(sms).expect("unclustered");
         assert!(
             (w - tiles as f64 / resident as f64).abs() < 1e-12,
             "{l:?}: {w} waves"
@@ -300,31 +299,13 @@ fn launched_shapes_carry_their_occupancy() {
             .iter()
             .find(|l| l.shape.kernel == name && l.shape.tiles as usize == tiles)
             .unwrap_or_else(|| panic!("{name} on {tiles} tiles not recorded: {launched:?}"));
-        let resident = resident_blocks(l, tile, m, sms);
+        let resident = l.blocks_per_sm as usize * sms;
         assert!(
             tiles > resident,
             "{l:?}: the case must have more tiles than blocks"
         );
         assert_eq!(l.shape.blocks as usize, resident, "{l:?}");
     }
-}
-
-/// The blocks of the warpgroup GEMM's launch `l` of `m` rows on `tile` the device holds at
-/// once, checking that it ran paired (clusters of two) exactly where the row tiles are even
-/// and the tile's B box splits in halves, and that pairs never hold more blocks than the
-/// multiprocessors would unpaired (a pair's blocks must share a GPC, which can leave some
-/// out).
-fn resident_blocks(l: &Launched, tile: WgmmaTile, m: usize, sms: usize) -> usize {
-    let unpaired = l.blocks_per_sm as usize * sms;
-    let paired = m.div_ceil(tile.m).is_multiple_of(2) && tile.n.is_multiple_of(16);
-    assert_eq!(l.shape.cluster, if paired { 2 } else { 1 }, "{l:?}");
-    if !paired {
-        return unpaired;
-    }
-    let blocks = 2 * l.clusters_resident as usize;
-    eprintln!("{l:?}: {blocks} blocks in pairs, {unpaired} unpaired");
-    assert!(blocks > 0 && blocks <= unpaired, "{l:?}");
-    blocks
 }
 
 /// `gemm_f16` (input hi alone) of `shape` on each of `routes`, random operands from `seed`,

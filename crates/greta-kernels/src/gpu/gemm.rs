@@ -161,22 +161,6 @@ pub(super) struct WgmmaForm {
     /// Blocks of it all multiprocessors run at once (the occupancy calculator's blocks a
     /// multiprocessor, times the multiprocessors): the persistent grid's size.
     pub(super) resident: usize,
-    /// Pairs of its blocks (clusters of two) the device runs at once: the paired grid's
-    /// size in pairs (`launch_wgmma`); 0 for a tile whose B box does not split in halves
-    /// (`wgmma_b_rows`).
-    pub(super) pairs: usize,
-}
-
-/// The rows of one B box of the warpgroup GEMM's `tile` (kernels/gemm.hip's SPLIT_B): half
-/// the tile's columns where a half is whole 8-row swizzle atoms (so that a paired block can
-/// copy one half for both), else all of them (128 x 232). The SwiGLU forms' boxes are the
-/// gate and up halves, always.
-fn wgmma_b_rows(tile: WgmmaTile) -> u32 {
-    let n = tile.n as u32;
-    match n % 16 {
-        0 => n / 2,
-        _ => n,
-    }
 }
 
 /// The warpgroup GEMM's kernels of `tiles` (named by `name`), each allowed the dynamic
@@ -200,15 +184,10 @@ pub(super) fn wgmma_forms(
                     f.name()
                 )));
             }
-            let pairs = match tile.n % 16 {
-                0 => f.max_active_clusters(threads, shared, 2)? as usize,
-                _ => 0,
-            };
             Ok(WgmmaForm {
                 tile,
                 f,
                 resident: per_sm as usize * sms,
-                pairs,
             })
         })
         .collect()
@@ -506,7 +485,7 @@ impl GpuKernels {
                 }
             };
             let form = wgmma_form(&fp8.gemm, tile, "FP8-lo warpgroup GEMM")?;
-            let (m32, b_rows) = (tile.m as u32, wgmma_b_rows(tile));
+            let (m32, n32) = (tile.m as u32, tile.n as u32);
             let mut args = Args::new()
                 .tmap(a.tensor_map_f16(t, k, m32, WGMMA_BK)?)
                 .tmap(q.tensor_map_u8(t, k, m32, WGMMA_BK8)?);
@@ -514,12 +493,12 @@ impl GpuKernels {
             let at = |i: usize| i.min(group.len() - 1);
             for i in 0..3 {
                 let o = &group[at(i)];
-                args = args.tmap(o.w.tensor_map_f16(o.n, k, b_rows, WGMMA_BK)?);
+                args = args.tmap(o.w.tensor_map_f16(o.n, k, n32, WGMMA_BK)?);
             }
             for i in 0..3 {
                 let o = &group[at(i)];
                 let w8 = o.w8.expect("checked above");
-                args = args.tmap(w8.q.tensor_map_u8(o.n, k, b_rows, WGMMA_BK8)?);
+                args = args.tmap(w8.q.tensor_map_u8(o.n, k, n32, WGMMA_BK8)?);
             }
             for i in 0..3 {
                 args = args.ptr(group[at(i)].y);
@@ -528,7 +507,7 @@ impl GpuKernels {
                 args = args.ptr(&group[at(i)].w8.expect("checked above").scale);
             }
             let (args, tiles) = wgmma_group_args(args, tile, group, t, k)?;
-            self.launch_wgmma(form, tiles, t, s, args)?;
+            self.launch_wgmma(form, tiles, s, args)?;
         }
         Ok(())
     }
@@ -636,7 +615,7 @@ impl GpuKernels {
                 .u32(u32_of(t, "t")?)
                 .u32(u32_of(k, "k")?)
                 .u32(u32_of(n, "n")?);
-            return self.launch_wgmma(form, tiles(tile), t, s, args);
+            return self.launch_wgmma(form, tiles(tile), s, args);
         }
         let tile = tile.unwrap_or(picked);
         let form = wgmma_form(forms, tile, "SwiGLU warpgroup GEMM")?;
@@ -661,35 +640,19 @@ impl GpuKernels {
             .u32(u32_of(k, "k")?)
             .u32(u32_of(n, "n")?)
             .u32(a_lo.is_some() as u32);
-        self.launch_wgmma(form, tiles(tile), t, s, args)
+        self.launch_wgmma(form, tiles(tile), s, args)
     }
 
-    /// The persistent warpgroup GEMM's launch of `tiles` output tiles of `t` rows on
-    /// `form`: a block per tile up to what the multiprocessors hold at once
-    /// (`WgmmaForm::resident`), each block taking the tiles g_bid(), + gridDim.x, ...
-    /// (kernels/gemm.hip), so that its producer fills the stages of its next tile while its
-    /// consumers store the last one. Paired where the row tiles are even and the tile's B
-    /// splits (`WgmmaForm::pairs`): clusters of two blocks, each pair taking two row tiles of
-    /// the same columns and reading their B box from L2 once (TMA multicast); the grid is
-    /// then the pairs the device holds (a pair's blocks must share a GPC).
-    fn launch_wgmma(
-        &self,
-        form: &WgmmaForm,
-        tiles: usize,
-        t: usize,
-        s: &Stream,
-        args: Args,
-    ) -> Result<()> {
-        let paired = form.pairs > 0 && t.div_ceil(form.tile.m).is_multiple_of(2);
-        let (resident, cluster) = match paired {
-            true => (2 * form.pairs, 2),
-            false => (form.resident, 1),
-        };
+    /// The persistent warpgroup GEMM's launch of `tiles` output tiles on `form`: a block per
+    /// tile up to what the multiprocessors hold at once (`WgmmaForm::resident`), each block
+    /// taking the tiles g_bid(), + gridDim.x, ... (kernels/gemm.hip), so that its producer
+    /// fills the stages of its next tile while its consumers store the last one.
+    fn launch_wgmma(&self, form: &WgmmaForm, tiles: usize, s: &Stream, args: Args) -> Result<()> {
         let dims = LaunchDims {
-            grid: [u32_of(tiles.min(resident), "blocks")?, 1, 1],
+            grid: [u32_of(tiles.min(form.resident), "blocks")?, 1, 1],
             block: [wgmma_threads(form.tile), 1, 1],
             shared_bytes: wgmma_shared(form.tile),
-            cluster,
+            cluster: 1,
         };
         self.launch_tiles(&form.f, dims, u32_of(tiles, "tiles")?, s, args)
     }
@@ -719,7 +682,7 @@ impl GpuKernels {
         k: usize,
     ) -> Result<()> {
         let tile = form.tile;
-        let (m32, b_rows) = (tile.m as u32, wgmma_b_rows(tile));
+        let (m32, n32) = (tile.m as u32, tile.n as u32);
         let ta = a.tensor_map_f16(t, k, m32, WGMMA_BK)?;
         let ta_lo = match a_lo {
             Some(lo) => lo.tensor_map_f16(t, k, m32, WGMMA_BK)?,
@@ -729,14 +692,14 @@ impl GpuKernels {
         // Absent products (n = 0, no column tiles) repeat the last present one's pointers.
         for i in 0..3 {
             let o = &group[i.min(group.len() - 1)];
-            args = args.tmap(o.w.tensor_map_f16(o.n, k, b_rows, WGMMA_BK)?);
+            args = args.tmap(o.w.tensor_map_f16(o.n, k, n32, WGMMA_BK)?);
         }
         for i in 0..3 {
             let o = &mut group[i.min(group.len() - 1)];
             args = args.ptr(o.y);
         }
         let (args, tiles) = wgmma_group_args(args, tile, group, t, k)?;
-        self.launch_wgmma(form, tiles, t, s, args.u32(a_lo.is_some() as u32))
+        self.launch_wgmma(form, tiles, s, args.u32(a_lo.is_some() as u32))
     }
 
     /// The same product by the plain tiled GEMM (no matrix units, f32 activations): the
