@@ -1,13 +1,14 @@
 #!/usr/bin/env bash
 # The clock the card holds while greta's prefill runs back to back (session 43): its products
 # run at ~0.72 of the 989 TFLOP/s dense f16 figure, which assumes a 1.83 GHz SM clock; this
-# samples the SM clock, power and the driver's clock-event reasons every 20 ms
-# (nvidia-smi -lms) through `greta bench` of the 7B shape at PROMPTS (default "512 2048")
+# samples the SM clock, power and the driver's clock-event reasons every SMI_MS (default 20)
+# ms (nvidia-smi -lms) through `greta bench` of the 7B shape at PROMPTS (default "512 2048")
 # rows, REPS (default 40) prefills each, and prints the samples' spread while the GPU is
 # busy (utilisation > 50 %), so that the products' fraction can be read against the clock
 # they ran at. Carry target/carry's greta.xz and kernels.txz. PARTS "tests clocks": tests
 # runs the occupancy op test, hiprt's runtime tests and `greta bench --kernels` (the
-# build's own checks) where their binaries were carried.
+# build's own checks) where their binaries were carried; plain times the same benches
+# without the sampling (whether nvidia-smi's queries slow the prefill).
 PARTS_DEFAULT="tests clocks"
 source "$(dirname "$0")/parts.sh"
 if part tests; then
@@ -16,6 +17,14 @@ if part tests; then
   STEP_TAIL="14 4" step kernels-7b-512 $G bench -m synthetic:llama2-7b --backend gpu --prompt-len 512 --gen 8 \
     --reps 1 --kernels || status=1
 fi
+if part plain; then
+  for p in ${PROMPTS:-512 2048}; do
+    STEP_TAIL="0 0" step "plain-7b-$p" $G bench -m synthetic:llama2-7b --backend gpu --prompt-len "$p" --gen 1 \
+      --reps "${REPS:-40}" --json || status=1
+    python3 -c "import json, sys; b = json.load(open(sys.argv[1])); print(f'  unsampled prefill {b[\"prefill_ms\"]:.2f} ms')" \
+      "$R/plain-7b-$p.out"
+  done
+fi
 if part clocks; then
   q=timestamp,utilization.gpu,clocks.sm,clocks.max.sm,power.draw,power.limit,temperature.gpu
   # The reasons' field name moved (clocks_throttle_reasons -> clocks_event_reasons).
@@ -23,7 +32,7 @@ if part clocks; then
     nvidia-smi --query-gpu=$r --format=csv,noheader > /dev/null 2>&1 && { q=$q,$r; break; }
   done
   for p in ${PROMPTS:-512 2048}; do
-    nvidia-smi --query-gpu=$q --format=csv,noheader,nounits -lms 20 > "$R/clocks-$p.csv" &
+    nvidia-smi --query-gpu=$q --format=csv,noheader,nounits -lms "${SMI_MS:-20}" > "$R/clocks-$p.csv" &
     smi=$!
     STEP_TAIL="3 2" step "bench-7b-$p" $G bench -m synthetic:llama2-7b --backend gpu --prompt-len "$p" --gen 1 \
       --reps "${REPS:-40}" --json || status=1
