@@ -283,10 +283,11 @@ fn occupancy_counts_blocks_by_threads_and_shared_memory() {
     );
 }
 
-/// The cluster occupancy query (`Function::max_active_clusters`, which sizes the paired
-/// warpgroup GEMM's persistent grid): pairs of one-block-a-multiprocessor blocks (200 KiB of
-/// shared memory each) fill at most every multiprocessor once, and at least one pair runs;
-/// a cluster must be a launchable size.
+/// The cluster occupancy query (`Function::max_active_clusters`, from which `greta bench
+/// --kernels` counts a clustered launch's waves): pairs of one-block-a-multiprocessor
+/// blocks (200 KiB of shared memory each) fill at most every multiprocessor once, and at
+/// least one pair runs; blocks small enough for eight a multiprocessor make more pairs,
+/// at most four a multiprocessor.
 #[test]
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1 cargo test -p hiprt --test gpu -- --ignored"]
 fn cluster_occupancy_counts_pairs_of_blocks() {
@@ -301,7 +302,6 @@ fn cluster_occupancy_counts_pairs_of_blocks() {
         pairs >= 1 && 2 * pairs <= sms,
         "{pairs} pairs on {sms} multiprocessors"
     );
-    // Eight blocks a multiprocessor by threads: clusters of 2 hold at most 4 a multiprocessor.
     let small = f.max_active_clusters(256, 0, 2).unwrap();
     assert!(
         small > pairs && 2 * small <= 8 * sms,
