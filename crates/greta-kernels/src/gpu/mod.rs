@@ -872,8 +872,8 @@ mod tests {
     /// Waves as `greta bench --kernels` prints them: session 41's 7B at 650 rows, Q/K/V's
     /// 396 tiles of one block a multiprocessor on 132 are three whole waves, gate/up's 516
     /// 3.9, whether 396 blocks take them or a persistent grid of 132; two blocks a
-    /// multiprocessor halve them; clustered launches and grids no block of which fits have
-    /// none.
+    /// multiprocessor halve them; a clustered launch counts by the clusters resident; a
+    /// grid no block (or cluster) of which fits has none.
     #[test]
     fn waves_are_tiles_over_what_the_multiprocessors_hold() {
         let l = |tiles, cluster, blocks_per_sm| Launched {
