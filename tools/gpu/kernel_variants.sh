@@ -25,12 +25,13 @@ cat target/carry/v/*/regs.txt 2>/dev/null | tee $OUT/regs.txt
 # TESTS=1; and gpu-model.xz, its model tests) runs them on its kernels first, so that one
 # call both checks and times it (VARIANT_TESTS: an op-test name filter, default every test).
 # A failure is printed and kept in $OUT/0-NAME-ops.txt / -model.txt; the variant is still
-# timed (its figures then mean nothing).
+# timed (its figures then mean nothing). Each test binary runs under VARIANT_TIMEOUT seconds
+# (default 300): a shorter one bounds what a kernel that hangs costs the call.
 for d in $(for v in ${VARIANTS:-$(ls target/carry/v)}; do echo target/carry/v/$v/; done); do
   [ -f $d/gpu-ops.xz ] || continue
   v=$(basename $d)
   bash tools/gpu/unxz.sh $d/gpu-ops.xz /tmp/gpu-ops-$v
-  GRETA_KERNELS_DIR=$PWD/$d GRETA_REQUIRE_GPU=1 timeout 300 /tmp/gpu-ops-$v --ignored --test-threads=1 \
+  GRETA_KERNELS_DIR=$PWD/$d GRETA_REQUIRE_GPU=1 timeout ${VARIANT_TIMEOUT:-300} /tmp/gpu-ops-$v --ignored --test-threads=1 \
     ${VARIANT_TESTS:-} > $OUT/0-$v-ops.txt 2>&1
   echo "== $v op tests: exit $? ($(grep -E '^test result' $OUT/0-$v-ops.txt | tail -n 1))"
   grep -E "panicked|FAILED|failed" $OUT/0-$v-ops.txt | head -n 20
@@ -38,7 +39,7 @@ for d in $(for v in ${VARIANTS:-$(ls target/carry/v)}; do echo target/carry/v/$v
   bash tools/gpu/unxz.sh $d/gpu-model.xz /tmp/gpu-model-$v
   # Built in a worktree that is not here: the fixtures are this tree's.
   GRETA_TEST_FIXTURES=$PWD/crates/greta-model/tests/fixtures GRETA_KERNELS_DIR=$PWD/$d GRETA_REQUIRE_GPU=1 \
-    timeout 300 /tmp/gpu-model-$v --ignored --test-threads=1 > $OUT/0-$v-model.txt 2>&1
+    timeout ${VARIANT_TIMEOUT:-300} /tmp/gpu-model-$v --ignored --test-threads=1 > $OUT/0-$v-model.txt 2>&1
   echo "== $v model tests: exit $? ($(grep -E '^test result' $OUT/0-$v-model.txt | tail -n 1))"
   grep -E "panicked|FAILED|failed" $OUT/0-$v-model.txt | head -n 20
 done
