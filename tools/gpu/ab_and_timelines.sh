@@ -1,0 +1,31 @@
+#!/usr/bin/env bash
+# One call that both times variants and says where their time went (session 44): build_ab.sh's
+# A/B of target/carry/v's variants (their own op and model tests first, where they carry
+# them), then prefill_timeline.sh on TL_VARIANTS (default: those of VARIANTS with a
+# timeline/ directory, and "main" when target/kernels-timeline was carried), so that a
+# variant's whole-prefill figure and its kernels' times in place come from one card.
+# Environment: VARIANTS, ROUNDS, GEN, SHAPES, VARIANT_TIMEOUT as build_ab.sh takes them;
+# TL_SHAPES (default llama2-7b), TOP (timeline rows, default 16).
+set -uo pipefail
+cd "$(dirname "$0")/../.."
+OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
+status=0
+PARTS=ab OUT=$OUT bash tools/gpu/build_ab.sh || status=1
+if [ -z "${TL_VARIANTS:-}" ]; then
+  TL_VARIANTS=""
+  for v in ${VARIANTS:-$(ls target/carry/v)}; do
+    if [ "$v" = main ]; then
+      [ -d target/kernels-timeline/sm_90a ] && TL_VARIANTS="$TL_VARIANTS main"
+    elif [ -d target/carry/v/$v/timeline/sm_90a ]; then
+      TL_VARIANTS="$TL_VARIANTS $v"
+    fi
+  done
+fi
+if [ -n "$TL_VARIANTS" ]; then
+  echo "=== timelines:$TL_VARIANTS"
+  OUT=$OUT/timeline VARIANTS="$TL_VARIANTS" SHAPES="${TL_SHAPES:-llama2-7b}" TOP=${TOP:-16} \
+    timeout ${TL_TIMEOUT:-240} bash tools/gpu/prefill_timeline.sh || status=1
+  tar czf "$OUT/timeline.tgz" -C "$OUT" timeline && rm -r "$OUT/timeline"
+fi
+echo "status $status"
+exit $status
