@@ -8,7 +8,9 @@
 # they ran at. Carry target/carry's greta.xz and kernels.txz. PARTS "tests clocks": tests
 # runs the occupancy op test, hiprt's runtime tests and `greta bench --kernels` (the
 # build's own checks) where their binaries were carried; plain times the same benches
-# without the sampling (whether nvidia-smi's queries slow the prefill).
+# without the sampling (whether nvidia-smi's queries slow the prefill). CLOCK_VARIANTS
+# (names of target/carry/v/NAME, "main" the carried build; default "main") samples each
+# variant's kernels in turn: whether a kernel change moves the clock the cap allows.
 PARTS_DEFAULT="tests clocks"
 source "$(dirname "$0")/parts.sh"
 if part tests; then
@@ -31,13 +33,18 @@ if part clocks; then
   for r in clocks_event_reasons.active clocks_throttle_reasons.active; do
     nvidia-smi --query-gpu=$r --format=csv,noheader > /dev/null 2>&1 && { q=$q,$r; break; }
   done
+  bash tools/gpu/fill_variants.sh
+  for v in ${CLOCK_VARIANTS:-main}; do
+  K=$PWD/target/device/kernels
+  [ "$v" != main ] && K=$PWD/target/carry/v/$v
   for p in ${PROMPTS:-512 2048}; do
-    nvidia-smi --query-gpu=$q --format=csv,noheader,nounits -lms "${SMI_MS:-20}" > "$R/clocks-$p.csv" &
+    echo "== clocks of $v at $p rows"
+    nvidia-smi --query-gpu=$q --format=csv,noheader,nounits -lms "${SMI_MS:-20}" > "$R/clocks-$v-$p.csv" &
     smi=$!
-    STEP_TAIL="3 2" step "bench-7b-$p" $G bench -m synthetic:llama2-7b --backend gpu --prompt-len "$p" --gen 1 \
-      --reps "${REPS:-40}" --json || status=1
+    STEP_TAIL="3 2" step "bench-7b-$v-$p" env GRETA_KERNELS_DIR=$K $G bench -m synthetic:llama2-7b --backend gpu \
+      --prompt-len "$p" --gen 1 --reps "${REPS:-40}" --json || status=1
     kill $smi; wait $smi 2> /dev/null
-    python3 - "$R/clocks-$p.csv" "$R/bench-7b-$p.out" <<'PY'
+    python3 - "$R/clocks-$v-$p.csv" "$R/bench-7b-$v-$p.out" <<'PY'
 import json, statistics, sys
 rows = [l.split(", ") for l in open(sys.argv[1]) if l.strip()]
 busy = [r for r in rows if r[1].strip().isdigit() and int(r[1]) > 50]
@@ -59,6 +66,7 @@ try:
 except Exception as e:
     print(f"  (bench json unread: {e})")
 PY
+  done
   done
 fi
 tar czf /tmp/0-clocks.tgz -C "$OUT" results && mv /tmp/0-clocks.tgz "$OUT/0-clocks.tgz"
