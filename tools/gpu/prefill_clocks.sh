@@ -35,16 +35,16 @@ if part clocks; then
   done
   bash tools/gpu/fill_variants.sh
   for v in ${CLOCK_VARIANTS:-main}; do
-  K=$PWD/target/device/kernels
-  [ "$v" != main ] && K=$PWD/target/carry/v/$v
-  for p in ${PROMPTS:-512 2048}; do
-    echo "== clocks of $v at $p rows"
-    nvidia-smi --query-gpu=$q --format=csv,noheader,nounits -lms "${SMI_MS:-20}" > "$R/clocks-$v-$p.csv" &
-    smi=$!
-    STEP_TAIL="3 2" step "bench-7b-$v-$p" env GRETA_KERNELS_DIR=$K $G bench -m synthetic:llama2-7b --backend gpu \
-      --prompt-len "$p" --gen 1 --reps "${REPS:-40}" --json || status=1
-    kill $smi; wait $smi 2> /dev/null
-    python3 - "$R/clocks-$v-$p.csv" "$R/bench-7b-$v-$p.out" <<'PY'
+    K=$PWD/target/device/kernels
+    [ "$v" != main ] && K=$PWD/target/carry/v/$v
+    for p in ${PROMPTS:-512 2048}; do
+      echo "== clocks of $v at $p rows"
+      nvidia-smi --query-gpu=$q --format=csv,noheader,nounits -lms "${SMI_MS:-20}" > "$R/clocks-$v-$p.csv" &
+      smi=$!
+      STEP_TAIL="3 2" step "bench-7b-$v-$p" env GRETA_KERNELS_DIR=$K $G bench -m synthetic:llama2-7b --backend gpu \
+        --prompt-len "$p" --gen 1 --reps "${REPS:-40}" --json || status=1
+      kill $smi; wait $smi 2> /dev/null
+      python3 - "$R/clocks-$v-$p.csv" "$R/bench-7b-$v-$p.out" <<'PY'
 import json, statistics, sys
 rows = [l.split(", ") for l in open(sys.argv[1]) if l.strip()]
 busy = [r for r in rows if r[1].strip().isdigit() and int(r[1]) > 50]
@@ -66,7 +66,7 @@ try:
 except Exception as e:
     print(f"  (bench json unread: {e})")
 PY
-  done
+    done
   done
 fi
 tar czf /tmp/0-clocks.tgz -C "$OUT" results && mv /tmp/0-clocks.tgz "$OUT/0-clocks.tgz"
