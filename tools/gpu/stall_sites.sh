@@ -56,4 +56,22 @@ for r in sorted(body, key=lambda r: -num(r[samp]))[:25]:
     top = sorted(((num(r[i]), head[i]) for i in reasons if i < len(r)), reverse=True)[:3]
     why = ", ".join(f"{h}: {v:.0f}" for v, h in top if v > 0)
     print(f"{num(r[samp]) / total * 100:5.1f} %  {r[src].strip()[:70]:70s}  {why}")
+# The samples by what the warp waits on (session 44): a matrix-unit kernel's products
+# (WARPGROUP.DEPBAR: its earlier products; the GMMA issue: the units' queue), its data (a
+# branch stalled mostly on the long scoreboard: an mbarrier try-wait loop), or the rest.
+lsb = next((i for i, h in enumerate(head) if h == "stall_long_sb"), None)
+groups = {"wait for earlier products (WARPGROUP.DEPBAR)": 0.0, "at the products' issue (*GMMA)": 0.0,
+          "waiting for data (branch on the long scoreboard)": 0.0, "the rest": 0.0}
+for r in body:
+    s, v = r[src], num(r[samp])
+    if "WARPGROUP.DEPBAR" in s:
+        k = "wait for earlier products (WARPGROUP.DEPBAR)"
+    elif "GMMA" in s:
+        k = "at the products' issue (*GMMA)"
+    elif "BRA" in s and lsb is not None and lsb < len(r) and num(r[lsb]) > v / 2:
+        k = "waiting for data (branch on the long scoreboard)"
+    else:
+        k = "the rest"
+    groups[k] += v
+print("by what the warps wait on: " + "; ".join(f"{k} {v / total * 100:.1f} %" for k, v in groups.items()))
 PY
