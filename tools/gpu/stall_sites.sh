@@ -6,6 +6,7 @@
 # the hi products alone, `--split-inputs none` (the same work as cuBLAS's f16 product): do the
 # consumer warps wait on their data (the full barrier's try-wait), on the matrix units (wgmma
 # wait), or elsewhere. Written as gemm_stall_sites.sh (session 24); any kernel since session 26.
+# Its last line groups the samples by what the warps wait on (session 44).
 # Usage on the GPU machine: OUT=dir bash tools/gpu/stall_sites.sh (carry target/carry).
 # KERNEL (regex, default ^gemm_f16_wgmma_128$), SKIP (launches of it to pass over, default 2:
 # Q/K/V and output come first), GPU_ARGS (greta bench options, default --split-inputs none),
