@@ -4,8 +4,9 @@
 # them), then prefill_timeline.sh on TL_VARIANTS (default: those of VARIANTS with a
 # timeline/ directory, and "main" when target/kernels-timeline was carried), so that a
 # variant's whole-prefill figure and its kernels' times in place come from one card.
-# Environment: VARIANTS, ROUNDS, GEN, SHAPES, VARIANT_TIMEOUT as build_ab.sh takes them;
-# TL_SHAPES (default llama2-7b), TOP (timeline rows, default 16).
+# Environment: VARIANTS, ROUNDS, GEN, SHAPES, VARIANT_TIMEOUT as build_ab.sh (through
+# kernel_variants.sh) takes them; TL_VARIANTS, TL_SHAPES (default llama2-7b), TOP (timeline
+# rows, default 16), TL_TIMEOUT (the timelines' limit in seconds, default 240).
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
