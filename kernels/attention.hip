@@ -161,9 +161,10 @@ GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, cons
 // (lane l holds rows l / 4 and l / 4 + 8; a row's 64 scores sit in the 4 lanes of a quad),
 // and O += P V with P taken straight from those registers as the A operand (the m16n8k16
 // accumulator and A layouts line up) and V fragments by ldmatrix.trans; each row's sum of P
-// comes from the same products, P times a column of ones. Nothing but K and V (and Q once,
-// on its way into registers) passes through LDS: 2 stages x (K + V) x FA_KEYS x HD halves of
-// dynamic shared memory (32 KiB at HD 64, 64 KiB at HD 128; the launcher opts in). Blocks
+// comes from the same products, P times a column of ones. Nothing but K and V (and Q and
+// its RoPE angles once, on their way into registers) passes through LDS: 2 stages x (K + V)
+// x FA_KEYS x HD halves of dynamic shared memory (32 KiB at HD 64, 64 KiB at HD 128, + 1 KiB
+// for the wgmma form's alignment; the launcher opts in). Blocks
 // are ordered by the keys they see (the last rows see the most), longest first, paired on a
 // multiprocessor with the shortest (`sms`).
 // The softmax numerics are the LDS kernel's above but for the exponential and the
@@ -175,6 +176,8 @@ GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, cons
 // and by the block order (docs/performance.md). CDNA keeps the LDS kernel
 // (docs/amd.md: MFMA's accumulator is the transpose of its A operand, so the same idea there
 // computes Sᵀ = K Qᵀ).
+// head_dim 128 on sm_90a multiplies with wgmma instead (fa_wgmma below): the same block,
+// tiles and softmax, the products on the warpgroup's matrix units.
 // Grid: (ceil(rows / (16 WAVES)), n_heads); block: WAVES waves; dynamic shared memory:
 // fa_shared_bytes(HD) (gpu/attention.rs).
 #define FA_KEYS 64
@@ -182,6 +185,27 @@ GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, cons
 // rows one ldmatrix reads at one chunk hit 8 different bank groups.
 template <unsigned HD>
 GRETA_DEVICE unsigned fa_at(unsigned r, unsigned c) { return r * HD + ((c ^ (r & 7u)) << 3); }
+// The wgmma form's K and V tiles (fa_wgmma below): HD / 64 boxes of [FA_KEYS][64] halves,
+// 128-byte rows in wgmma's swizzle (chunk c of row r at chunk c ^ (r % 8), boxes 1024-byte
+// aligned), the operand layout wgmma reads by descriptor: K-major for Kᵀ, N-major for V.
+GRETA_DEVICE unsigned fa_wg_at(unsigned r, unsigned c) {
+    return (c / 8) * FA_KEYS * 64 + r * 64 + (((c % 8) ^ (r & 7u)) << 3);
+}
+
+// Whether the prefill attention of head_dim `hd` multiplies on the warpgroup's matrix units:
+// head_dim 128 on sm_90a (its block is already 4 waves, one warpgroup of 64 rows). Its S = Q Kᵀ
+// is 16 m64n64k16 products a key tile (Q hi and lo from registers, K by descriptor) where the
+// mma.sync form issues 128 m16n8k16 ones a wave and an ldmatrix for every two, and its O += P V
+// 4 m64n128k16 (P from registers, V by descriptor, N-major) where that form issues 64 and 32
+// ldmatrix.trans; the products run asynchronously and read K and V straight from the tiles.
+// The softmax, P's rounding and the sums are the same instructions on the same registers.
+#if defined(GRETA_WGMMA)
+template <unsigned HD>
+constexpr bool fa_wgmma = HD == 128;
+#else
+template <unsigned HD>
+constexpr bool fa_wgmma = false;
+#endif
 
 // Two f16 of the output's operands, stored together.
 struct __align__(4) g_h2 {
@@ -199,6 +223,18 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
     constexpr unsigned THREADS = GRETA_WAVE * WAVES;
     constexpr unsigned TILE = FA_KEYS * HD; // halves of one K or V tile
     static_assert(BLOCK_ROWS <= FA_KEYS, "Q is staged through one K tile");
+    // head_dim 128 on sm_90a: the products on the warpgroup's matrix units (fa_wgmma).
+    constexpr bool WG = fa_wgmma<HD>;
+    static_assert(!WG || WAVES == 4, "the wgmma form is one warpgroup: 64 rows");
+    // Its tiles are wgmma operands, in 1024-byte swizzle atoms (the launcher adds 1 KiB).
+    if constexpr (WG) smem = (g_half*)(((unsigned long)smem + 1023) & ~1023ul);
+    // Stages of K and V tiles: the copies of S - 1 tiles are in flight under a tile's
+    // products (3 stages measured level with the wgmma form, session 45; the launcher sizes
+    // 2: fa_shared_bytes). The last stage holds the RoPE angles, then Q's hi and lo, until
+    // the main loop.
+    constexpr unsigned S = 2;
+    g_half* const qstage = smem + 2 * (S - 1) * TILE;
+    static_assert(BLOCK_ROWS * HD * sizeof(float) <= 2 * TILE * sizeof(g_half), "the angles fit a stage");
     const unsigned tid = g_tid(), wave = tid / GRETA_WAVE, l = g_lane();
     // Work items (row tile, head), longest first (the last row tile sees the most keys under
     // the causal mask). The first `sms` blocks take them in that order and the rest from the
@@ -243,12 +279,35 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
             unsigned j = c / CH, ch = c % CH;
             bool valid = j0 + j < n_keys;
             unsigned long at = (unsigned long)(j0 + j) * kv_row + kvh * HD + 8 * ch;
-            g_copy16_async(kd + fa_at<HD>(j, ch), valid ? k_cache + at : k_cache, valid);
-            g_copy16_async(vd + fa_at<HD>(j, ch), valid ? v_cache + at : v_cache, valid);
+            const unsigned o = WG ? fa_wg_at(j, ch) : fa_at<HD>(j, ch);
+            g_copy16_async(kd + o, valid ? k_cache + at : k_cache, valid);
+            g_copy16_async(vd + o, valid ? v_cache + at : v_cache, valid);
         }
         g_async_commit();
     };
-    copy_tile(0, 0);
+    // The block's rows of the RoPE table into the last stage, as one group, ahead of the
+    // first tiles: the rotation below then reads them from LDS. (Loaded into registers chunk by
+    // chunk, each of a thread's QN chunks waited for its own round trip: QN in a row.)
+    float* const angle_rows = (float*)qstage;
+    if (angles)
+        for (unsigned c = tid; c < BLOCK_ROWS * HD / 4; c += THREADS) {
+            const unsigned r = r0 + c / (HD / 4);
+            const bool valid = r < rows;
+            g_copy16_async((g_half*)(angle_rows + 4 * c),
+                           (const g_half*)(valid ? angles + (unsigned long)r0 * HD + 4 * c : angles), valid);
+        }
+    g_async_commit();
+    for (unsigned t = 0; t + 1 < S; ++t) {
+        if (t * FA_KEYS < n_keys)
+            copy_tile(t * FA_KEYS, t);
+        else
+            g_async_commit();
+    }
+    // The angles are in (S - 1 tiles' groups may not be yet).
+    if (angles) {
+        g_async_wait<S - 1>();
+        g_sync();
+    }
 
     // RoPE on q where angles are given (the untraced prefill: rope_k_append then rotates the
     // keys alone), while tile 0 is on its way: rope_qk_append's bits, from rope_angles_f32's
@@ -262,15 +321,12 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
         for (unsigned n = 0; n < QN; ++n) {
             const unsigned c = tid + n * THREADS, ch = c % CH, r = r0 + c / CH;
             if (half_split) {
-                // Pairs 8 (ch % (CH / 2)) .. + 7: 16 floats of the row's table.
+                // Pairs 8 (ch % (CH / 2)) .. + 7: 16 floats of the row's table (zeros past the
+                // last row).
                 float sc[16];
-                if (r < rows) {
-                    const float* at = angles + (unsigned long)r * HD + 16 * (ch % (CH / 2));
-                    g_load_f8(at, sc);
-                    g_load_f8(at + 8, sc + 8);
-                } else {
-                    for (unsigned e = 0; e < 16; ++e) sc[e] = 0.0f;
-                }
+                const float* at = angle_rows + (r - r0) * HD + 16 * (ch % (CH / 2));
+                g_load_f8(at, sc);
+                g_load_f8(at + 8, sc + 8);
                 const bool first = ch < CH / 2;
 #pragma unroll
                 for (unsigned x = 0; x < 8; ++x) {
@@ -281,7 +337,7 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
             } else if (r < rows) {
                 // Pairs 4 ch .. + 3: 8 floats of the row's table.
                 float sc[8];
-                g_load_f8(angles + (unsigned long)r * HD + 8 * ch, sc);
+                g_load_f8(angle_rows + (r - r0) * HD + 8 * ch, sc);
 #pragma unroll
                 for (unsigned m = 0; m < 4; ++m) {
                     const float x0 = qv[n][2 * m], x1 = qv[n][2 * m + 1];
@@ -292,19 +348,21 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
         }
     }
 
-    // Q = hi + lo staged through stage 1's K (hi) and V (lo) tiles, then into registers.
+    // Q = hi + lo staged through the last stage's K (hi) and V (lo) tiles, where the angles
+    // were (every thread done with them first), then into registers.
+    if (angles) g_sync();
     for (unsigned n = 0; n < QN; ++n) {
         const unsigned c = tid + n * THREADS;
         g_h8 qhi, qlo;
         for (unsigned x = 0; x < 8; ++x) g_split_f16(qv[n][x], &qhi.v[x], &qlo.v[x]);
-        *(g_h8*)&smem[2 * TILE + fa_at<HD>(c / CH, c % CH)] = qhi;
-        *(g_h8*)&smem[3 * TILE + fa_at<HD>(c / CH, c % CH)] = qlo;
+        *(g_h8*)&qstage[fa_at<HD>(c / CH, c % CH)] = qhi;
+        *(g_h8*)&qstage[TILE + fa_at<HD>(c / CH, c % CH)] = qlo;
     }
     g_sync();
     unsigned qh[DC][4], ql[DC][4];
     for (unsigned dc = 0; dc < DC; ++dc) {
-        g_ldmatrix4(qh[dc], smem + 2 * TILE + fa_at<HD>(16 * wave + l % 16, 2 * dc + l / 16));
-        g_ldmatrix4(ql[dc], smem + 3 * TILE + fa_at<HD>(16 * wave + l % 16, 2 * dc + l / 16));
+        g_ldmatrix4(qh[dc], qstage + fa_at<HD>(16 * wave + l % 16, 2 * dc + l / 16));
+        g_ldmatrix4(ql[dc], qstage + TILE + fa_at<HD>(16 * wave + l % 16, 2 * dc + l / 16));
     }
     g_sync();
 
@@ -312,17 +370,25 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
     // 8 matrix is l % 8 = x, so its chunk c lands at chunk c ^ x (fa_at); for chunk 2 d + b
     // (d = 0 .. DC - 1, b one bit) that is 2 ((d & 4) + ((d & 3) ^ (x >> 1))) + (b ^ (x & 1)):
     // four addresses a lane, one for each d & 3, and the rest of d, the key tile's rows and
-    // the stage are constants added to them.
+    // the stage are constants added to them. (The warpgroup form reads K and V by descriptor.)
     const unsigned mi = l / 8, x = l % 8;
     unsigned k_at[4], v_at[4];
-    for (unsigned j = 0; j < 4; ++j) {
-        // K as the B operand of S = Q Kᵀ: matrix mi is (keys 8 (mi / 2) .., chunk mi % 2).
-        k_at[j] = g_smem_addr(smem + ((mi / 2) * 8 + x) * HD + 8 * (2 * (j ^ (x >> 1)) + ((mi % 2) ^ (x & 1))));
-        // V (transposed on the way) as the B operand of O = P V: matrix mi is (keys 8 (mi %
-        // 2) .., chunk mi / 2).
-        v_at[j] = g_smem_addr(smem + TILE + ((mi % 2) * 8 + x) * HD +
-                              8 * (2 * (j ^ (x >> 1)) + ((mi / 2) ^ (x & 1))));
-    }
+    if constexpr (!WG)
+        for (unsigned j = 0; j < 4; ++j) {
+            // K as the B operand of S = Q Kᵀ: matrix mi is (keys 8 (mi / 2) .., chunk mi % 2).
+            k_at[j] = g_smem_addr(smem + ((mi / 2) * 8 + x) * HD + 8 * (2 * (j ^ (x >> 1)) + ((mi % 2) ^ (x & 1))));
+            // V (transposed on the way) as the B operand of O = P V: matrix mi is (keys 8 (mi %
+            // 2) .., chunk mi / 2).
+            v_at[j] = g_smem_addr(smem + TILE + ((mi % 2) * 8 + x) * HD +
+                                  8 * (2 * (j ^ (x >> 1)) + ((mi / 2) ^ (x & 1))));
+        }
+#if defined(GRETA_WGMMA)
+    // Stage 0's K (K-major: keys are S's columns, head_dim the products' K) and V (N-major:
+    // head_dim is O's columns, keys the products' K) as wgmma operands; a stage, a 16-column
+    // step of head_dim in K's box and a 16-key step in V's move their start addresses by
+    // constants (in 16-byte units).
+    const unsigned long long k_desc = g_wgmma_desc(smem), v_desc = g_wgmma_desc_n_major(smem + TILE, FA_KEYS * 128);
+#endif
 
     float o[2 * DC][4];
     for (unsigned nt = 0; nt < 2 * DC; ++nt)
@@ -337,29 +403,52 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
     const float scale_log2 = scale * 1.4426950408889634f;
     const unsigned qd = l % 4;
     const unsigned pos_r[2] = {p0 + r0 + 16 * wave + l / 4, p0 + r0 + 16 * wave + l / 4 + 8};
-    for (unsigned j0 = 0, st = 0; j0 < n_keys; j0 += FA_KEYS, st ^= 1) {
-        // The next tile's copy goes out before this one's products; wait for this one only.
-        if (j0 + FA_KEYS < n_keys) {
-            copy_tile(j0 + FA_KEYS, st ^ 1);
-            g_async_wait<1>();
-        } else {
-            g_async_wait<0>();
-        }
+    for (unsigned j0 = 0, st = 0; j0 < n_keys; j0 += FA_KEYS, st = st + 1 == S ? 0 : st + 1) {
+        // The copy S - 1 tiles on goes out before this tile's products (into the stage the
+        // last tile used; an empty group past the keys, so that the count below holds); wait
+        // for this tile only.
+        const unsigned next = j0 + (S - 1) * FA_KEYS;
+        if (next < n_keys)
+            copy_tile(next, st == 0 ? S - 1 : st - 1);
+        else
+            g_async_commit();
+        g_async_wait<S - 1>();
+#if defined(GRETA_WGMMA)
+        // The copies were the generic proxy's writes; wgmma reads through the async proxy.
+        if constexpr (WG) g_fence_proxy_async();
+#endif
         g_sync();
         const unsigned stage = st * 2 * TILE * sizeof(g_half);
 
+        // S = Q Kᵀ, Q as hi + lo. The warpgroup's m64n64 accumulators lie as the m16n8
+        // ones of each warp's 16 rows (greta_device.h), so s is the same in both forms.
         float s[NT][4];
-        for (unsigned nt = 0; nt < NT; ++nt)
-            for (unsigned e = 0; e < 4; ++e) s[nt][e] = 0.0f;
-        for (unsigned dc = 0; dc < DC; ++dc)
-            for (unsigned p = 0; p < NT / 2; ++p) {
-                unsigned kb[4];
-                g_ldmatrix4_at(kb, k_at[dc & 3] + stage + 2 * (16 * p * HD + 16 * (dc & 4)));
-                g_hmma16816(s[2 * p], qh[dc], kb[0], kb[1]);
-                g_hmma16816(s[2 * p], ql[dc], kb[0], kb[1]);
-                g_hmma16816(s[2 * p + 1], qh[dc], kb[2], kb[3]);
-                g_hmma16816(s[2 * p + 1], ql[dc], kb[2], kb[3]);
+        if constexpr (WG) {
+#if defined(GRETA_WGMMA)
+            float(&sw)[4 * NT] = *reinterpret_cast<float(*)[4 * NT]>(&s[0][0]);
+            g_wgmma_fence();
+            for (unsigned dc = 0; dc < DC; ++dc) {
+                // head_dim 16 dc ..: box dc / 4, 32 bytes a step along its 128-byte rows.
+                const unsigned long long kd = k_desc + (stage >> 4) + (dc / 4) * (FA_KEYS * 128 >> 4) + 2 * (dc % 4);
+                g_wgmma_m64n64k16_rs(sw, qh[dc], kd, dc > 0);
+                g_wgmma_m64n64k16_rs(sw, ql[dc], kd, 1);
             }
+            g_wgmma_commit();
+            g_wgmma_wait<0>();
+#endif
+        } else {
+            for (unsigned nt = 0; nt < NT; ++nt)
+                for (unsigned e = 0; e < 4; ++e) s[nt][e] = 0.0f;
+            for (unsigned dc = 0; dc < DC; ++dc)
+                for (unsigned p = 0; p < NT / 2; ++p) {
+                    unsigned kb[4];
+                    g_ldmatrix4_at(kb, k_at[dc & 3] + stage + 2 * (16 * p * HD + 16 * (dc & 4)));
+                    g_hmma16816(s[2 * p], qh[dc], kb[0], kb[1]);
+                    g_hmma16816(s[2 * p], ql[dc], kb[0], kb[1]);
+                    g_hmma16816(s[2 * p + 1], qh[dc], kb[2], kb[3]);
+                    g_hmma16816(s[2 * p + 1], ql[dc], kb[2], kb[3]);
+                }
+        }
 
         // Online softmax in base 2 (scores times scale·log2 e, so one FFMA and one ex2 a
         // score), with no branch a score: a masked score is -inf and ex2(-inf) is 0; a row
@@ -400,14 +489,36 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
         else
             softmax(g_bool<true>{});
 
-        for (unsigned kc = 0; kc < FA_KEYS / 16; ++kc) {
-            const unsigned a[4] = {pk[2 * kc][0], pk[2 * kc][1], pk[2 * kc + 1][0], pk[2 * kc + 1][1]};
-            g_hmma16816(lsum, a, ones, ones);
-            for (unsigned dp = 0; dp < DC; ++dp) {
-                unsigned vb[4];
-                g_ldmatrix4_trans_at(vb, v_at[dp & 3] + stage + 2 * (16 * kc * HD + 16 * (dp & 4)));
-                g_hmma16816(o[2 * dp], a, vb[0], vb[1]);
-                g_hmma16816(o[2 * dp + 1], a, vb[2], vb[3]);
+        // O += P V, P's A fragments for keys 16 kc .. straight from the softmax's registers.
+        auto p_frag = [&](unsigned kc, unsigned (&a)[4]) {
+            a[0] = pk[2 * kc][0], a[1] = pk[2 * kc][1], a[2] = pk[2 * kc + 1][0], a[3] = pk[2 * kc + 1][1];
+        };
+        if constexpr (WG) {
+#if defined(GRETA_WGMMA)
+            unsigned a[FA_KEYS / 16][4];
+            for (unsigned kc = 0; kc < FA_KEYS / 16; ++kc) {
+                p_frag(kc, a[kc]);
+                g_hmma16816(lsum, a[kc], ones, ones);
+            }
+            float(&ow)[8 * DC] = *reinterpret_cast<float(*)[8 * DC]>(&o[0][0]);
+            g_wgmma_fence();
+            // Keys 16 kc ..: 16 of V's 128-byte rows on; its two boxes are head_dim 0-63, 64-127.
+            for (unsigned kc = 0; kc < FA_KEYS / 16; ++kc)
+                g_wgmma_m64n128k16_rs_tb(ow, a[kc], v_desc + (stage >> 4) + kc * (16 * 128 >> 4), 1);
+            g_wgmma_commit();
+            g_wgmma_wait<0>();
+#endif
+        } else {
+            for (unsigned kc = 0; kc < FA_KEYS / 16; ++kc) {
+                unsigned a[4];
+                p_frag(kc, a);
+                g_hmma16816(lsum, a, ones, ones);
+                for (unsigned dp = 0; dp < DC; ++dp) {
+                    unsigned vb[4];
+                    g_ldmatrix4_trans_at(vb, v_at[dp & 3] + stage + 2 * (16 * kc * HD + 16 * (dp & 4)));
+                    g_hmma16816(o[2 * dp], a, vb[0], vb[1]);
+                    g_hmma16816(o[2 * dp + 1], a, vb[2], vb[3]);
+                }
             }
         }
         g_sync();

@@ -803,6 +803,19 @@ GRETA_DEVICE unsigned long long g_wgmma_desc(const void* p) {
     unsigned long long a = (unsigned)__cvta_generic_to_shared(p);
     return ((a & 0x3FFFF) >> 4) | (1ull << 16) | ((1024ull >> 4) << 32) | (1ull << 62);
 }
+// The same for an N-major B (the `_tb` products: B's N dimension contiguous, as V's head
+// dimension is in a [keys][head_dim] tile), laid as boxes of 64 N (128-byte rows, one per K)
+// in the same swizzle: 8 K rows make an atom, atoms 1024 bytes apart along K (the stride byte
+// offset), and `box_bytes` apart along N (the leading byte offset: the next 64 columns).
+// Adding 128 moves the start 16 K rows on: the next product's operand.
+GRETA_DEVICE unsigned long long g_wgmma_desc_n_major(const void* p, unsigned box_bytes) {
+    unsigned long long a = (unsigned)__cvta_generic_to_shared(p);
+    return ((a & 0x3FFFF) >> 4) | ((unsigned long long)(box_bytes >> 4) << 16) | ((1024ull >> 4) << 32) | (1ull << 62);
+}
+// Orders this thread's completed writes to shared memory by ordinary stores or cp.async (the
+// generic proxy) before later reads by wgmma or TMA (the async proxy); a block barrier after
+// it makes every thread's writes visible to every warp's products.
+GRETA_DEVICE void g_fence_proxy_async() { asm volatile("fence.proxy.async.shared::cta;\n" ::: "memory"); }
 GRETA_DEVICE void g_wgmma_fence() { asm volatile("wgmma.fence.sync.aligned;\n" ::: "memory"); }
 GRETA_DEVICE void g_wgmma_commit() { asm volatile("wgmma.commit_group.sync.aligned;\n" ::: "memory"); }
 // Waits until at most N committed wgmma groups of this warpgroup are still running.

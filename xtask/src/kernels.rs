@@ -493,9 +493,10 @@ fn loads_before_wait(listing: &str) -> Vec<String> {
     found
 }
 
-/// GEMM and attention objects must use MFMA on gfx9, and HMMA (plus HGMMA and the FP8 QGMMA
-/// in the GEMM) on sm_90a: a kernel that silently fell back to plain FMAs, or a wgmma kernel
-/// compiled out by its architecture guard, would otherwise pass every numeric test.
+/// GEMM and attention objects must use MFMA on gfx9, and HMMA plus HGMMA on sm_90a (and the
+/// FP8 QGMMA in the GEMM, the N-major `.tnspB` product in the attention): a kernel that
+/// silently fell back to plain FMAs, or a wgmma kernel compiled out by its architecture
+/// guard, would otherwise pass every numeric test.
 fn check_matrix_units(
     t: &Target,
     stem: &str,
@@ -517,9 +518,12 @@ fn check_matrix_units(
         )
     } else {
         // sm_90a: the mma.sync tiles (HMMA) and, in the GEMM, the warpgroup kernel (HGMMA)
-        // and its FP8-lo forms' FP8 products (QGMMA, `--split-lo fp8`).
+        // and its FP8-lo forms' FP8 products (QGMMA, `--split-lo fp8`); in the attention, the
+        // prefill's wgmma form at head_dim 128 (HGMMA, its P V product with V N-major).
         let needed = if stem.starts_with("gemm") {
             vec!["HMMA", "HGMMA", "QGMMA"]
+        } else if stem.starts_with("attention") {
+            vec!["HMMA", "HGMMA", ".tnspB"]
         } else {
             vec!["HMMA"]
         };

@@ -45,9 +45,12 @@ fn fa_waves(head_dim: usize) -> u32 {
 const FA_KEYS: usize = 64;
 
 /// Dynamic shared memory of the register-resident prefill attention: two stages of a K and a
-/// V tile of FA_KEYS keys x head_dim halves.
+/// V tile of FA_KEYS keys x head_dim halves; at head_dim 128 1 KiB more, so that the wgmma
+/// form (sm_90a, `fa_wgmma` in kernels/attention.hip) can start its tiles on 1024-byte
+/// swizzle atoms.
 pub(super) fn fa_shared_bytes(head_dim: usize) -> u32 {
-    (2 * 2 * FA_KEYS * head_dim * std::mem::size_of::<u16>()) as u32
+    let align = if head_dim == 128 { 1024 } else { 0 };
+    (2 * 2 * FA_KEYS * head_dim * std::mem::size_of::<u16>() + align) as u32
 }
 
 /// Largest head_dim the flash attention kernel holds (HD_MAX in kernels/attention.hip).
