@@ -155,27 +155,26 @@ mod tests {
         );
     }
 
+    /// The wrapper whose signature names `name` (e.g. "g_wgmma_m64n224k16(").
+    fn wrapper<'a>(h: &'a str, name: &str) -> &'a str {
+        h.split("GRETA_DEVICE")
+            .find(|f| f.contains(name))
+            .unwrap_or_else(|| panic!("no wrapper {name}"))
+    }
+
     #[test]
     fn operands_count_the_accumulators_then_a_b_and_the_predicate() {
         let h = header();
-        let f = h
-            .split("GRETA_DEVICE")
-            .find(|f| f.contains("g_wgmma_m64n224k16("))
-            .expect("the 224 wrapper");
+        let f = wrapper(&h, "g_wgmma_m64n224k16(");
         assert!(f.contains("float (&d)[112]"));
         assert!(f.contains("%111}, %112, %113, p, 1, 1, 0, 0;"));
         assert!(f.contains("setp.ne.b32 p, %114, 0;"));
         assert_eq!(f.matches("\"+f\"").count(), 112);
-        let q = h
-            .split("GRETA_DEVICE")
-            .find(|f| f.contains("g_wgmma_m64n128k32_e5m2_e4m3("))
-            .expect("the FP8 128 wrapper");
+        let q = wrapper(&h, "g_wgmma_m64n128k32_e5m2_e4m3(");
         assert!(q.contains("m64n128k32.f32.e5m2.e4m3 {%0, %1,"));
         assert!(q.contains("%63}, %64, %65, p, 1, 1;"));
-        let r = h
-            .split("GRETA_DEVICE")
-            .find(|f| f.contains("g_wgmma_m64n128k16_rs_tb("))
-            .expect("the register-A, N-major-B 128 wrapper");
+        // A from registers (four b32), B N-major.
+        let r = wrapper(&h, "g_wgmma_m64n128k16_rs_tb(");
         assert!(r.contains("const unsigned (&a)[4], unsigned long long db"));
         assert!(r.contains("%63}, {%64, %65, %66, %67}, %68, p, 1, 1, 1;"));
         assert!(r.contains("setp.ne.b32 p, %69, 0;"));
