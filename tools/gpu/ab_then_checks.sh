@@ -4,8 +4,9 @@
 # variants), then h100_checks.sh less the parts waves_and_ab.sh ran (and CHECK_SKIP, default
 # the planted faults, the faults in both routes and the longer 7B audit: the call's ten
 # minutes), then the 7B prefill's timeline (prefill_timeline.sh: each kernel's time in
-# place) where target/kernels-timeline was carried. Each part's results come back as one
-# tarball; the log's summary lines are printed. Environment: as waves_and_ab.sh takes it.
+# place) where target/kernels-timeline was carried (TL_VARIANTS: the builds timed there,
+# default main). Each part's results come back as one tarball; the log's summary lines are
+# printed. Environment: as waves_and_ab.sh takes it.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
@@ -19,7 +20,10 @@ SKIP="hiprt-gpu gpu-ops gpu-model ${CHECK_SKIP:-planted-faults audit-faults-in-b
 grep -E "^== .*(exit|skipped)|worst|parity|top-1" /tmp/hc.log | head -n 40
 cp /tmp/hc/0-checks.tgz "$OUT/"
 if [ -d target/kernels-timeline/sm_90a ]; then
-  OUT=/tmp/tl SHAPES=llama2-7b TOP=16 timeout 120 bash tools/gpu/prefill_timeline.sh 2>&1 | tail -n 20
+  # The carried build's timeline alone unless TL_VARIANTS names more (the A/B's VARIANTS may
+  # name builds without timeline objects: session 45's call 8 lost its timeline so).
+  OUT=/tmp/tl VARIANTS="${TL_VARIANTS:-main}" SHAPES=llama2-7b TOP=16 timeout 120 \
+    bash tools/gpu/prefill_timeline.sh 2>&1 | tail -n 20
   tar czf "$OUT/timeline.tgz" -C /tmp/tl .
 fi
 echo "status $status"
