@@ -28,10 +28,10 @@ def read(path):
                 if "critical-path µs (sum)" in cells:
                     cols = (cells.index("launches"), cells.index("critical-path µs (sum)"), cells.index("(median)"))
                 continue
-            if not line.startswith("|") or set(cells[0]) <= set("-"):
-                if not line.startswith("|"):
-                    break
-                continue
+            if not line.startswith("|"):
+                break  # the table's end
+            if set(cells[0]) <= set("-"):
+                continue  # its separator row
             n, s, m = cols
             rows[cells[0]] = (int(cells[n]), float(cells[s]), float(cells[m]))
     if cols is None:
@@ -58,7 +58,7 @@ def main():
     if len(a.tables) < 2:
         sys.exit("give at least two tables")
     builds = [(name_of(p), read(p)) for p in a.tables]
-    base_name, base = builds[0]
+    base = builds[0][1]
     kernels = sorted(set().union(*(r.keys() for _, r in builds)), key=lambda k: -base.get(k, (0, 0.0, 0.0))[1])
     print("| kernel | " + " | ".join(f"{n} sum µs" for n, _ in builds) + " | " + " | ".join(f"{n} median µs" for n, _ in builds) + " |")
     print("|---" * (1 + 2 * len(builds)) + "|")

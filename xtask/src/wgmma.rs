@@ -46,8 +46,8 @@ const SHAPES: &[Shape] = &[
     fp8(192),
     fp8(224),
     fp8(256),
-    f16_rs(64, "_rs", "1, 1, 0"),
-    f16_rs(128, "_rs_tb", "1, 1, 1"),
+    f16_rs(64, false),
+    f16_rs(128, true),
 ];
 
 const fn f16(n: u32) -> Shape {
@@ -61,14 +61,14 @@ const fn f16(n: u32) -> Shape {
     }
 }
 
-/// f16 with A in registers; `tail` says whether B is transposed (N-major).
-const fn f16_rs(n: u32, suffix: &'static str, tail: &'static str) -> Shape {
+/// f16 with A in registers; `n_major_b`: B transposed (N-major, the `_tb` suffix).
+const fn f16_rs(n: u32, n_major_b: bool) -> Shape {
     Shape {
         n,
         k: 16,
         types: "f16.f16",
-        suffix,
-        tail,
+        suffix: if n_major_b { "_rs_tb" } else { "_rs" },
+        tail: if n_major_b { "1, 1, 1" } else { "1, 1, 0" },
         a_regs: true,
     }
 }
