@@ -457,7 +457,9 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
                 g_wgmma_fence();
                 for (unsigned kk = 0; kk < WG_BK / 16; ++kk) g_wgmma_m64k16<TN>(acc, da + 2 * kk, db + 2 * kk, s > 0 || kk > 0);
                 g_wgmma_commit();
-                // Step s - 1's products are done: its stage may be refilled.
+                // Step s - 1's products are done: its stage may be refilled. (Two steps left
+                // in flight, each stage released a step later: 7B prefill +3.6 %, H200,
+                // session 46, tools/gpu/variants/gemm-depth2.patch.)
                 g_wgmma_wait<1>();
                 if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[prev]);
                 prev = st;
@@ -548,6 +550,8 @@ GEMM_WGMMA(gemm_f16_wgmma_128x192, 128, 192, 5, __launch_bounds__(288, 1))
 GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128, 128, 128, WG_STAGES, )
 GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_64, 64, 64, WG_STAGES, )
 GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128x256, 128, 256, 4, __launch_bounds__(288, 1))
+// (224 at 5 stages fits 227 KiB and measured level in both forms: H200, session 46,
+// tools/gpu/variants/gemm-swiglu224-5stages.patch.)
 GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128x224, 128, 224, 4, __launch_bounds__(288, 1))
 
 // The FP8-lo forms (LO8 above) of the grouped products, on the 128 and 64 tiles, in the
