@@ -35,5 +35,8 @@ if [ -n "$TL_VARIANTS" ]; then
   done
   tar czf "$OUT/timeline.tgz" -C "$OUT" timeline && rm -r "$OUT/timeline"
 fi
+# At most 8 files come back from a call: the A/B's results are in 0-ab.tgz, and left loose
+# beside it they crowded out timeline.tgz and whatever a call wrote after (session 46).
+rm -rf "$OUT/results"
 echo "status $status"
 exit $status
