@@ -795,22 +795,23 @@ GRETA_DEVICE void g_tile_store(const g_wave_tile<FM, FN>& t, float* y, unsigned 
 // rows of 64 f16 (128 bytes), 16-byte chunk c of row r stored at chunk c ^ (r % 8), tiles
 // 1024-byte aligned (8 rows make one swizzle atom).
 #define GRETA_WGMMA 1
-// The shared-memory matrix descriptor of such a tile starting at `p`: start address / 16
-// (bits 0-13), leading byte offset (unused for swizzled K-major tiles: 1), stride byte offset
-// 1024 / 16 between 8-row atoms (bits 32-45), 128-byte swizzle (bits 62-63 = 1). Adding 2
-// moves the start 32 bytes along K: the next 16 columns.
-GRETA_DEVICE unsigned long long g_wgmma_desc(const void* p) {
+// The shared-memory matrix descriptor of a tile in that swizzle starting at `p`: start
+// address / 16 (bits 0-13), leading byte offset / 16 (bits 16-29), stride byte offset 1024 /
+// 16 between 8-row atoms (bits 32-45), 128-byte swizzle (bits 62-63 = 1). g_wgmma_desc: a
+// K-major tile, whose leading byte offset is unused (1). Adding 2 moves the start 32 bytes
+// along K: the next 16 columns.
+GRETA_DEVICE unsigned long long g_wgmma_desc_lbo(const void* p, unsigned lbo_bytes) {
     unsigned long long a = (unsigned)__cvta_generic_to_shared(p);
-    return ((a & 0x3FFFF) >> 4) | (1ull << 16) | ((1024ull >> 4) << 32) | (1ull << 62);
+    return ((a & 0x3FFFF) >> 4) | ((unsigned long long)(lbo_bytes >> 4) << 16) | ((1024ull >> 4) << 32) | (1ull << 62);
 }
+GRETA_DEVICE unsigned long long g_wgmma_desc(const void* p) { return g_wgmma_desc_lbo(p, 16); }
 // The same for an N-major B (the `_tb` products: B's N dimension contiguous, as V's head
 // dimension is in a [keys][head_dim] tile), laid as boxes of 64 N (128-byte rows, one per K)
 // in the same swizzle: 8 K rows make an atom, atoms 1024 bytes apart along K (the stride byte
 // offset), and `box_bytes` apart along N (the leading byte offset: the next 64 columns).
 // Adding 128 moves the start 16 K rows on: the next product's operand.
 GRETA_DEVICE unsigned long long g_wgmma_desc_n_major(const void* p, unsigned box_bytes) {
-    unsigned long long a = (unsigned)__cvta_generic_to_shared(p);
-    return ((a & 0x3FFFF) >> 4) | ((unsigned long long)(box_bytes >> 4) << 16) | ((1024ull >> 4) << 32) | (1ull << 62);
+    return g_wgmma_desc_lbo(p, box_bytes);
 }
 // Orders this thread's completed writes to shared memory by ordinary stores or cp.async (the
 // generic proxy) before later reads by wgmma or TMA (the async proxy); a block barrier after
