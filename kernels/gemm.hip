@@ -306,23 +306,74 @@ GRETA_DEVICE void g_swiglu_store(const float (&acc)[TN / 2], const g_swiglu_out&
     }
 }
 
-// One output tile of a launch: its first row and column, and the product it belongs to.
+// One output tile of a launch: its first row and column, and the product it belongs to
+// (prod: 0, 1 or 2, the group's order).
 struct g_wgmma_at {
-    unsigned row0, col0, n;
+    unsigned row0, col0, n, prod;
     const g_tmap *tw, *tw8;
     const float* sw;
     float* y;
 };
 
-template <unsigned TM, unsigned TN, unsigned STAGES = WG_STAGES, bool LO8 = false, bool SWIGLU = false>
+// With KV (the untraced prefill's Q/K/V group, `gemm_f16_qkv_cache` in gpu/gemm.rs), products
+// 1 and 2 (K and V) are not stored as f32: K rotated (RoPE, adjacent pairs) and V go as f16
+// straight into the layer's caches at the pass's positions, which is rope_k_append's work
+// (its reads of K and V as f32 and its launch). A thread holds output columns 2j and 2j + 1
+// of each row it stores, so a pair of the GGUF pairing never leaves its registers; its
+// angles come from rope_angles_f32's table (the prefill attention's), the values
+// g_rope_angle gives rope_k_append, and the rotation is g_rope_first / g_rope_second: the
+// cache's bits are rope_k_append's (the op test checks them). head_mask: head_dim - 1 (a
+// power of two).
+struct g_kv_out {
+    g_half *k_cache, *v_cache;
+    const float* angles;
+    const unsigned* pos0;
+    unsigned head_mask;
+};
+
+// The KV epilogue of a K or V tile (at.prod 1 or 2): rows r0 and r0 + 8 (of t), columns
+// c0 + 8 q (+ 1), position p0 + row. Every K / V width is even (n_kv_heads x head_dim), so
+// a pair is whole.
+template <unsigned TN>
+GRETA_DEVICE void g_kv_store(const float (&acc)[TN / 2], const g_kv_out& o, const g_wgmma_at& at, unsigned r0,
+                             unsigned c0, unsigned t, unsigned p0) {
+    const bool key = at.prod == 1;
+    g_half* cache = key ? o.k_cache : o.v_cache;
+#pragma unroll
+    for (unsigned h = 0; h < 2; ++h) {
+        const unsigned r = r0 + 8 * h;
+        if (r >= t) continue;
+        g_half* row = cache + (unsigned long)(p0 + r) * at.n;
+        const float* angles = o.angles + (unsigned long)r * (o.head_mask + 1);
+#pragma unroll
+        for (unsigned q = 0; q < TN / 8; ++q) {
+            const unsigned col = c0 + 8 * q;
+            if (col >= at.n) continue;
+            float v0 = acc[4 * q + 2 * h], v1 = acc[4 * q + 2 * h + 1];
+            if (key) {
+                // (sin, cos) of pair (col & head_mask) / 2: at 2 x that index in the table.
+                const float2 sc = *(const float2*)(angles + (col & o.head_mask));
+                const float x0 = v0, x1 = v1;
+                v0 = g_rope_first(x0, x1, sc.x, sc.y);
+                v1 = g_rope_second(x0, x1, sc.x, sc.y);
+            }
+            *(__half2*)(row + col) = __halves2half2(g_f2h(v0), g_f2h(v1));
+        }
+    }
+}
+
+template <unsigned TM, unsigned TN, unsigned STAGES = WG_STAGES, bool LO8 = false, bool SWIGLU = false,
+          bool KV = false>
 GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, const g_tmap* ta_lo, const g_tmap* tw0,
                                       const g_tmap* tw1, const g_tmap* tw2, float* y0, float* y1, float* y2,
                                       unsigned t, unsigned k, unsigned n0, unsigned n1, unsigned n2,
                                       unsigned has_lo, const g_tmap* tw8_0 = nullptr,
                                       const g_tmap* tw8_1 = nullptr, const g_tmap* tw8_2 = nullptr,
                                       const float* sw0 = nullptr, const float* sw1 = nullptr,
-                                      const float* sw2 = nullptr, const g_swiglu_out* swiglu = nullptr) {
+                                      const float* sw2 = nullptr, const g_swiglu_out* swiglu = nullptr,
+                                      const g_kv_out* kv = nullptr) {
     static_assert(!SWIGLU || TN % 16 == 0, "SwiGLU: each half of B whole 8-row swizzle atoms");
+    static_assert(!(SWIGLU && KV), "KV is the Q/K/V group's epilogue");
     // A block's output columns: TN, or TN / 2 gate-up pairs.
     constexpr unsigned TNO = SWIGLU ? TN / 2 : TN;
     // A stage holds one step's boxes of 128-byte rows: f16 ones (K 64) or, LO8, FP8 ones (K 128).
@@ -344,11 +395,11 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     const unsigned row_tiles = (t + TM - 1) / TM, tiles = row_tiles * (SWIGLU ? c0 : c0 + c1 + c2);
     auto tile_at = [&](unsigned i) {
         unsigned j = i / row_tiles;
-        g_wgmma_at a = {(i - j * row_tiles) * TM, 0, n0, tw0, tw8_0, sw0, y0};
+        g_wgmma_at a = {(i - j * row_tiles) * TM, 0, n0, 0, tw0, tw8_0, sw0, y0};
         if (!SWIGLU && j >= c0 + c1) {
-            j -= c0 + c1, a.n = n2, a.tw = tw2, a.y = y2, a.tw8 = tw8_2, a.sw = sw2;
+            j -= c0 + c1, a.n = n2, a.prod = 2, a.tw = tw2, a.y = y2, a.tw8 = tw8_2, a.sw = sw2;
         } else if (!SWIGLU && j >= c0) {
-            j -= c0, a.n = n1, a.tw = tw1, a.y = y1, a.tw8 = tw8_1, a.sw = sw1;
+            j -= c0, a.n = n1, a.prod = 1, a.tw = tw1, a.y = y1, a.tw8 = tw8_1, a.sw = sw1;
         }
         a.col0 = j * TNO;
         return a;
@@ -413,6 +464,8 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     // tools/gpu/stall_sites.sh).
     unsigned st = 0, ph = 0, prev = 0;
     const unsigned long long da0 = g_wgmma_desc(smem + c * 64 * WG_BK * 2), db0 = g_wgmma_desc(smem + A_HALVES * 2);
+    // KV: the pass's first position (after g_overlap_entry: the kernel ahead may write it).
+    const unsigned p0 = KV ? *kv->pos0 : 0;
     for (unsigned i = g_bid(); i < tiles; i += gridDim.x) {
         const g_wgmma_at at = tile_at(i);
         if constexpr (LO8) {
@@ -474,6 +527,12 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
             g_swiglu_store<TN>(acc, *swiglu, at.row0 + 64 * c + 16 * warp + l / 4, at.col0 + 2 * (l % 4), t, n0);
             continue;
         }
+        if constexpr (KV) {
+            if (at.prod != 0) {
+                g_kv_store<TN>(acc, *kv, at, at.row0 + 64 * c + 16 * warp + l / 4, at.col0 + 2 * (l % 4), t, p0);
+                continue;
+            }
+        }
         const bool pairs = at.n % 2 == 0;
         for (unsigned h = 0; h < 2; ++h) {
             unsigned r = at.row0 + 64 * c + 16 * warp + l / 4 + 8 * h;
@@ -531,6 +590,26 @@ GEMM_WGMMA(gemm_f16_wgmma_128x232, 128, 232, WG_STAGES_232, __launch_bounds__(28
 // of 40 KiB.
 GEMM_WGMMA(gemm_f16_wgmma_128x192, 128, 192, 5, __launch_bounds__(288, 1))
 
+// The Q/K/V group with K and V into the caches (KV above), on the tiles the FP8-lo forms
+// have (128, 64, 128 x 192: wgmma_lo8_tile picks for both).
+#define GEMM_WGMMA_KV(NAME, TM, TN, STAGES, BOUNDS)                                                                 \
+    GRETA_KERNEL void BOUNDS                                                                                         \
+        NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                               \
+             const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                                \
+             const __grid_constant__ g_tmap tw2, float* y0, unsigned t, unsigned k, unsigned n0, unsigned n1,       \
+             unsigned n2, unsigned has_lo, g_half* k_cache, g_half* v_cache, const float* angles,                  \
+             const unsigned* pos0, unsigned head_mask) {                                                            \
+        extern __shared__ unsigned char wg_raw[];                                                                    \
+        const g_kv_out kv = {k_cache, v_cache, angles, pos0, head_mask};                                             \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, false, false, true>(wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, nullptr, \
+                                                                nullptr, t, k, n0, n1, n2, has_lo, nullptr,         \
+                                                                nullptr, nullptr, nullptr, nullptr, nullptr,        \
+                                                                nullptr, &kv);                                      \
+    }
+GEMM_WGMMA_KV(gemm_f16_wgmma_128_kv, 128, 128, WG_STAGES, )
+GEMM_WGMMA_KV(gemm_f16_wgmma_64_kv, 64, 64, WG_STAGES, )
+GEMM_WGMMA_KV(gemm_f16_wgmma_128x192_kv, 128, 192, 5, __launch_bounds__(288, 1))
+
 // The SwiGLU forms (SWIGLU above): gate's weights tw_gate, up's tw_up (TMA boxes of TN / 2
 // rows), n outputs a row; gate, up, act null unless traced (g_swiglu_out). Tiles as GEMM_WGMMA's, the
 // 224-column one for 7B's gate/up at 512 rows: 99 column tiles of 112 outputs x 4 row tiles
@@ -577,6 +656,26 @@ GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128x224, 128, 224, 4, __launch_bounds__(
 GEMM_WGMMA_LO8(gemm_f16_wgmma_128_lo8, 128, 128, WG_STAGES)
 GEMM_WGMMA_LO8(gemm_f16_wgmma_64_lo8, 64, 64, WG_STAGES)
 GEMM_WGMMA_LO8(gemm_f16_wgmma_128x192_lo8, 128, 192, 5)
+
+// The FP8-lo forms with K and V into the caches (KV above).
+#define GEMM_WGMMA_LO8_KV(NAME, TM, TN, STAGES)                                                                     \
+    GRETA_KERNEL void __launch_bounds__(TM / 64 * 128 + 32, 1)                                                       \
+        NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                               \
+             const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                                \
+             const __grid_constant__ g_tmap tw2, const __grid_constant__ g_tmap tw8_0,                              \
+             const __grid_constant__ g_tmap tw8_1, const __grid_constant__ g_tmap tw8_2, float* y0,                 \
+             const float* sw0, const float* sw1, const float* sw2, unsigned t, unsigned k, unsigned n0,            \
+             unsigned n1, unsigned n2, g_half* k_cache, g_half* v_cache, const float* angles,                      \
+             const unsigned* pos0, unsigned head_mask) {                                                            \
+        extern __shared__ unsigned char wg_raw[];                                                                    \
+        const g_kv_out kv = {k_cache, v_cache, angles, pos0, head_mask};                                             \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, true, false, true>(wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, nullptr,  \
+                                                               nullptr, t, k, n0, n1, n2, 1, &tw8_0, &tw8_1,        \
+                                                               &tw8_2, sw0, sw1, sw2, nullptr, &kv);                \
+    }
+GEMM_WGMMA_LO8_KV(gemm_f16_wgmma_128_lo8_kv, 128, 128, WG_STAGES)
+GEMM_WGMMA_LO8_KV(gemm_f16_wgmma_64_lo8_kv, 64, 64, WG_STAGES)
+GEMM_WGMMA_LO8_KV(gemm_f16_wgmma_128x192_lo8_kv, 128, 192, 5)
 
 // The SwiGLU forms with an FP8 low half (SWIGLU and LO8 above; session 30, when the default
 // split gate/up's input too): gate's and up's FP8 copies tw8_gate, tw8_up (boxes of TN / 2

@@ -7,8 +7,8 @@ use float8::{F8E4M3, F8E5M2};
 use greta_kernels::cpu::{self, RopePairing, WeightView};
 use greta_kernels::gpu::{
     default_dir, e4m3_weight_scale, AttnScratch, AttnShape, E4m3Matrix, F16Operands, GemmLo,
-    GemmOut, GemmRoute, GpuKernels, LoOperand, MatShape, NormIn, PickAt, QRope, QkvRope, RopeShape,
-    Rows, SwigluLo, SwigluOut, WgmmaTile, LO8_SCALE_LOG2,
+    GemmOut, GemmRoute, GemmWeights, GpuKernels, KvCacheOut, LoOperand, MatShape, NormIn, PickAt,
+    QRope, QkvRope, RopeShape, Rows, SwigluLo, SwigluOut, WgmmaTile, LO8_SCALE_LOG2,
 };
 use half::f16;
 use hiprt::{DeviceBuffer, Gpu, Platform, PlatformChoice, Stream};
@@ -2298,4 +2298,208 @@ fn fp8_low_halves_and_their_products_match_cpu() {
         .unwrap_err()
         .to_string();
     assert!(e.contains("GemmOut::w8"), "{e}");
+}
+
+/// The Q/K/V GEMM that writes K (rotated) and V into the caches (`gemm_f16_qkv_cache`):
+/// bitwise what `gemm_f16` then `rope_k_append` write (q, and both caches whole: the
+/// positions outside the pass's rows untouched), for every low half and every tile, at
+/// partial row tiles, grouped-query widths and a pass that starts past position 0.
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn qkv_gemm_into_the_caches_matches_gemm_then_rope_append() {
+    let (g, s, k) = setup();
+    if !k.has_qkv_cache() {
+        let (w, a, angles, pos) = (
+            g.alloc::<u16>(64 * 64).unwrap(),
+            g.alloc::<u16>(64).unwrap(),
+            g.alloc::<f32>(64).unwrap(),
+            upload(&g, &s, &[0u32]),
+        );
+        let (mut q, mut kc, mut vc) = (
+            g.alloc::<f32>(64).unwrap(),
+            g.alloc::<u16>(64).unwrap(),
+            g.alloc::<u16>(64).unwrap(),
+        );
+        let shape = QkvRope {
+            rows: 1,
+            n_heads: 1,
+            n_kv_heads: 1,
+            head_dim: 64,
+            half_split: false,
+            capacity: 1,
+            keys: 1,
+        };
+        let out = KvCacheOut {
+            caches: [&mut kc, &mut vc],
+            angles: &angles,
+            pos0: &pos,
+            shape,
+        };
+        let weights = [(); 3].map(|_| GemmWeights { w: &w, w8: None });
+        let e = k
+            .gemm_f16_qkv_cache(None, &s, &a, None, weights, &mut q, out, 64)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("sm_90a"), "{e}");
+        eprintln!("no Q/K/V GEMM into the caches on this device: refused ({e})");
+        return;
+    }
+    // (rows, k, heads, KV heads, head_dim, first position)
+    for (t, kk, n_heads, n_kv, hd, pos0) in [
+        (100, 256, 4, 2, 128, 37),
+        (33, 128, 8, 8, 64, 0),
+        (300, 512, 12, 4, 128, 5),
+    ] {
+        let capacity = pos0 + t + 9;
+        let (nq, nkv) = (n_heads * hd, n_kv * hd);
+        let x = values(t * kk, t as u64 + 101);
+        let dx = upload(&g, &s, &x);
+        let inv: Vec<f32> = (0..hd / 2)
+            .map(|i| 10000f32.powf(-(2.0 * i as f32) / hd as f32))
+            .collect();
+        let (dpos, dinv) = (upload(&g, &s, &[pos0 as u32]), upload(&g, &s, &inv));
+        let mut angles = g.alloc::<f32>(t * hd).unwrap();
+        k.rope_angles(&s, &mut angles, &dpos, &dinv, t, hd).unwrap();
+        let mut ws = Vec::new();
+        let mut w8s = Vec::new();
+        for (i, n) in [nq, nkv, nkv].into_iter().enumerate() {
+            let (bits, _) = f16_bits(&values(n * kk, (n * 7 + i) as u64));
+            let dw = upload(&g, &s, &bits);
+            let mut w8 = E4m3Matrix::alloc(&g, n, kk).unwrap();
+            k.quantize_e4m3(&s, &dw, &mut w8, n, kk).unwrap();
+            ws.push(dw);
+            w8s.push(w8);
+        }
+        let mut hi = g.alloc::<u16>(t * kk).unwrap();
+        let mut lo = g.alloc::<u16>(t * kk).unwrap();
+        let mut lo8 = g.alloc::<u8>(t * kk).unwrap();
+        k.split_f16(&s, &dx, &mut hi, Some(&mut lo), t * kk)
+            .unwrap();
+        k.split_f16_lo8(&s, &dx, &mut hi, &mut lo8, Rows { rows: t, len: kk })
+            .unwrap();
+        let shape = QkvRope {
+            rows: t,
+            n_heads,
+            n_kv_heads: n_kv,
+            head_dim: hd,
+            half_split: false,
+            capacity,
+            keys: pos0 + t,
+        };
+        let untouched = vec![UNTOUCHED; capacity * nkv];
+        for lo_kind in ["fp8", "f16", "none"] {
+            let gemm_lo = match lo_kind {
+                "fp8" => Some(GemmLo::Fp8(&lo8)),
+                "f16" => Some(GemmLo::F16(&lo)),
+                _ => None,
+            };
+            let mut routes: Vec<Option<WgmmaTile>> = WgmmaTile::LO8.map(Some).to_vec();
+            if lo_kind == "fp8" {
+                // gemm_f16's own choice for an FP8 low half is the same rule.
+                routes.push(None);
+            }
+            for tile in routes {
+                let case = format!(
+                    "t={t} k={kk} heads={n_heads}/{n_kv} hd={hd} pos0={pos0} lo={lo_kind} tile={tile:?}"
+                );
+                // gemm_f16, then rope_k_append.
+                let mut ys: Vec<DeviceBuffer<f32>> = [nq, nkv, nkv]
+                    .iter()
+                    .map(|&n| g.alloc::<f32>(t * n).unwrap())
+                    .collect();
+                let mut outs: Vec<GemmOut> = ws
+                    .iter()
+                    .zip(&w8s)
+                    .zip(ys.iter_mut())
+                    .zip([nq, nkv, nkv])
+                    .map(|(((w, w8), y), n)| GemmOut {
+                        w,
+                        w8: Some(w8),
+                        y,
+                        n,
+                    })
+                    .collect();
+                let route = tile.map_or(GemmRoute::Auto, GemmRoute::WgmmaTile);
+                k.gemm_f16(route, &s, &hi, gemm_lo, &mut outs, t, kk)
+                    .unwrap();
+                let (mut kc, mut vc) = (upload(&g, &s, &untouched), upload(&g, &s, &untouched));
+                k.rope_k_append(&s, &ys[1], &ys[2], [&mut kc, &mut vc], &dpos, &dinv, shape)
+                    .unwrap();
+                // The one launch.
+                let mut q = g.alloc::<f32>(t * nq).unwrap();
+                let (mut fkc, mut fvc) = (upload(&g, &s, &untouched), upload(&g, &s, &untouched));
+                let weights = [0, 1, 2].map(|i| GemmWeights {
+                    w: &ws[i],
+                    w8: Some(&w8s[i]),
+                });
+                k.gemm_f16_qkv_cache(
+                    tile,
+                    &s,
+                    &hi,
+                    gemm_lo,
+                    weights,
+                    &mut q,
+                    KvCacheOut {
+                        caches: [&mut fkc, &mut fvc],
+                        angles: &angles,
+                        pos0: &dpos,
+                        shape,
+                    },
+                    kk,
+                )
+                .unwrap();
+                let want_q = download(&s, &ys[0]);
+                assert_eq!(
+                    mismatches(&download(&s, &q), &want_q),
+                    0,
+                    "{case}: q differs from gemm_f16's"
+                );
+                for (name, got, want) in [("k", &fkc, &kc), ("v", &fvc, &vc)] {
+                    let (got, want) = (got.to_vec(&s).unwrap(), want.to_vec(&s).unwrap());
+                    let written = &want[pos0 * nkv..(pos0 + t) * nkv];
+                    assert!(
+                        written.iter().all(|&b| b != UNTOUCHED),
+                        "{case}: rope_k_append left {name} cache entries of the pass unwritten"
+                    );
+                    let diff = got.iter().zip(&want).filter(|(a, b)| a != b).count();
+                    assert_eq!(
+                        diff, 0,
+                        "{case}: {diff} of the {name} cache's {} entries differ from gemm_f16 + rope_k_append",
+                        want.len()
+                    );
+                }
+                eprintln!(
+                    "gemm_f16_qkv_cache {case}: q, k and v caches bitwise gemm_f16 + rope_k_append"
+                );
+            }
+        }
+        // Half-split RoPE pairs are refused by name.
+        let mut q = g.alloc::<f32>(t * nq).unwrap();
+        let (mut fkc, mut fvc) = (upload(&g, &s, &untouched), upload(&g, &s, &untouched));
+        let e = k
+            .gemm_f16_qkv_cache(
+                None,
+                &s,
+                &hi,
+                None,
+                [0, 1, 2].map(|i| GemmWeights {
+                    w: &ws[i],
+                    w8: None,
+                }),
+                &mut q,
+                KvCacheOut {
+                    caches: [&mut fkc, &mut fvc],
+                    angles: &angles,
+                    pos0: &dpos,
+                    shape: QkvRope {
+                        half_split: true,
+                        ..shape
+                    },
+                },
+                kk,
+            )
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("adjacent"), "{e}");
+    }
 }

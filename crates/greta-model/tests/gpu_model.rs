@@ -613,3 +613,99 @@ fn weights_ids_follow_the_uploaded_values_and_calibration_picks_the_cheapest_pas
         "every input split reads closer to the f32 reference than none: {all:?}"
     );
 }
+
+/// An observer that reads K at every layer, changing nothing: it keeps each layer of a GPU
+/// pass on the route that stores K and V as f32 and appends them (`rope_k_append`).
+struct WantsK;
+
+impl greta_model::trace::StageObserver for WantsK {
+    fn wants(&self, point: greta_model::trace::Point, _: Option<usize>) -> bool {
+        point == greta_model::trace::Point::K
+    }
+    fn observe(&mut self, _: greta_model::trace::StageAt, _: &mut [f32], _: usize) {}
+}
+
+/// A head_dim-128 model in GGUF's RoPE pairing (the bench's synthetic shapes): its untraced
+/// prefill writes K and V into the cache from the Q/K/V product (`gemm_f16_qkv_cache`), and
+/// its logits are bitwise those of the route that stores K and V and appends them, on a
+/// first pass and on a second one past position 0, under f16 and FP8 low halves; both
+/// within a small NMSE of the CPU reference's.
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn kv_from_the_qkv_product_matches_the_append_route_and_the_cpu() {
+    use greta_model::llama::forward::{Llama, Logits};
+    use greta_model::llama::gpu::SplitLo;
+    use greta_model::synthetic;
+    let g = gpu();
+    // Llama-2-7B's head_dim and pairing, 2 layers of a narrower width, 2 KV heads of 8.
+    let cfg = greta_model::llama::LlamaConfig {
+        vocab_size: 512,
+        hidden: 1024,
+        intermediate: 2816,
+        n_layers: 2,
+        n_heads: 8,
+        n_kv_heads: 2,
+        ..synthetic::config("llama2-7b").unwrap()
+    };
+    let ids = |n: usize, seed: u32| -> Vec<u32> {
+        (0..n as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 7) % 512)
+            .collect()
+    };
+    let (first, second) = (ids(300, 1), ids(40, 2));
+    let cpu = Llama::new(
+        cfg.clone(),
+        synthetic::widened_for_cpu(synthetic::weights(&cfg, 5, &mut |_, _| {})),
+    );
+    let mut cache = cpu.new_cache(first.len() + second.len());
+    let nt = &mut greta_model::trace::NoTrace;
+    let want = [
+        cpu.forward(&first, &mut cache, Logits::All, nt).unwrap(),
+        cpu.forward(&second, &mut cache, Logits::All, nt).unwrap(),
+    ];
+    let weights = synthetic::weights(&cfg, 5, &mut |_, _| {});
+    let mut m = GpuLlama::load(&g, cfg.clone(), &weights, &mut |_, _| {}).unwrap();
+    if !m.kv_from_qkv_product(first.len()) {
+        eprintln!("this device has no Q/K/V GEMM into the caches: nothing to compare");
+        return;
+    }
+    // The kernel is Hopper's, which has the FP8 units too.
+    for lo in [SplitLo::F16, SplitLo::FP8] {
+        m.set_split_lo(lo).unwrap();
+        let run = |obs: &mut dyn greta_model::trace::StageObserver| -> [Vec<f32>; 2] {
+            let mut st = m
+                .new_state(first.len() + second.len(), first.len())
+                .unwrap();
+            [
+                m.forward(&first, &mut st, Logits::All, obs).unwrap(),
+                m.forward(&second, &mut st, Logits::All, obs).unwrap(),
+            ]
+        };
+        let (fused, appended) = (run(&mut greta_model::trace::NoTrace), run(&mut WantsK));
+        for (pass, ((f, a), w)) in fused.iter().zip(&appended).zip(&want).enumerate() {
+            let differ = f
+                .iter()
+                .zip(a)
+                .filter(|(x, y)| x.to_bits() != y.to_bits())
+                .count();
+            assert_eq!(
+                differ, 0,
+                "{lo:?}, pass {pass}: {differ} logits differ between K and V from the product and the append route"
+            );
+            let num: f64 = f
+                .iter()
+                .zip(w)
+                .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+                .sum();
+            let den: f64 = w.iter().map(|&y| (y as f64).powi(2)).sum();
+            let nmse = num / den;
+            eprintln!(
+                "{lo:?}, pass {pass}: bitwise the append route's; NMSE {nmse:.3e} against the CPU"
+            );
+            assert!(
+                nmse < 1e-4,
+                "{lo:?}, pass {pass}: NMSE {nmse:.3e} against the CPU reference"
+            );
+        }
+    }
+}

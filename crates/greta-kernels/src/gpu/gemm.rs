@@ -314,6 +314,24 @@ pub struct GemmOut<'a> {
     pub n: usize,
 }
 
+/// The weights of one product of `gemm_f16_qkv_cache`'s group: f16, and the FP8 copy its lo
+/// product reads under an FP8 low half (as `GemmOut::w8`).
+#[derive(Clone, Copy)]
+pub struct GemmWeights<'a> {
+    pub w: &'a DeviceBuffer<u16>,
+    pub w8: Option<&'a E4m3Matrix>,
+}
+
+/// Where `gemm_f16_qkv_cache` writes K and V: the layer's caches (f16, `shape.capacity`
+/// positions of `n_kv_heads * head_dim`), at positions `*pos0 ..`; `angles` the pass's RoPE
+/// table (`rope_angles`, `shape.rows` rows).
+pub struct KvCacheOut<'a> {
+    pub caches: [&'a mut DeviceBuffer<u16>; 2],
+    pub angles: &'a DeviceBuffer<f32>,
+    pub pos0: &'a DeviceBuffer<u32>,
+    pub shape: QkvRope,
+}
+
 /// Blocks a GEMM grid should have before its tiles grow: a block for every multiprocessor of
 /// a big GPU (H100: 132 SMs, MI300X: 304 CUs; 128 is the line).
 const BLOCKS_WANTED: usize = 128;
@@ -510,6 +528,160 @@ impl GpuKernels {
             self.launch_wgmma(form, tiles, s, args)?;
         }
         Ok(())
+    }
+
+    /// Whether this device has the Q/K/V GEMM that writes K and V into the caches
+    /// (`gemm_f16_qkv_cache`).
+    pub fn has_qkv_cache(&self) -> bool {
+        self.gemm_f16_wgmma_kv.is_some()
+    }
+
+    /// The untraced prefill's Q, K and V in one launch of the warpgroup kernel (its KV
+    /// form, kernels/gemm.hip): q = (a + lo) · wqᵀ into `q` as f32, as `gemm_f16` writes
+    /// it; K = (a + lo) · wkᵀ rotated (RoPE in adjacent pairs, GGUF's pairing) and V =
+    /// (a + lo) · wvᵀ as f16 into `out`'s caches at positions `*pos0 ..`, bitwise what
+    /// `gemm_f16` then `rope_k_append` write there, without K and V as f32 (their stores,
+    /// the append's reads and its launch). Rows are `out.shape.rows`; `lo` as `gemm_f16`'s
+    /// (an FP8 low half needs every product's `w8`). `tile`: None picks by the FP8-lo
+    /// forms' rule (`wgmma_lo8_tile`); the op tests force each. Hopper only; k % 8 == 0.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemm_f16_qkv_cache(
+        &self,
+        tile: Option<WgmmaTile>,
+        s: &Stream,
+        a: &DeviceBuffer<u16>,
+        lo: Option<GemmLo<'_>>,
+        weights: [GemmWeights<'_>; 3],
+        q: &mut DeviceBuffer<f32>,
+        out: KvCacheOut<'_>,
+        k: usize,
+    ) -> Result<()> {
+        let what = "gemm_f16_qkv_cache";
+        let Some(forms) = &self.gemm_f16_wgmma_kv else {
+            return Err(KernelError::Shape(format!(
+                "{what}: the Q/K/V GEMM that writes the caches is the warpgroup kernel's and needs an sm_90a device (Hopper); use gemm_f16 and rope_k_append"
+            )));
+        };
+        let KvCacheOut {
+            caches: [k_cache, v_cache],
+            angles,
+            pos0,
+            shape,
+        } = out;
+        let QkvRope {
+            rows: t,
+            n_heads,
+            n_kv_heads,
+            head_dim: hd,
+            half_split,
+            capacity,
+            keys,
+        } = shape;
+        if half_split {
+            return Err(KernelError::Shape(format!(
+                "{what} rotates K in pairs of adjacent columns (GGUF's pairing), not (i, i + head_dim / 2); use gemm_f16 and rope_k_append"
+            )));
+        }
+        if !hd.is_power_of_two() {
+            return Err(KernelError::Shape(format!(
+                "{what}: head_dim = {hd} (accepted: a power of two)"
+            )));
+        }
+        if keys < t || keys > capacity {
+            return Err(KernelError::Shape(format!(
+                "{what}: {t} rows ending at position {keys} for a cache of {capacity} positions"
+            )));
+        }
+        if !k.is_multiple_of(8) || k == 0 {
+            return Err(KernelError::Shape(format!(
+                "{what} needs k > 0 and k % 8 == 0 (16-byte rows); k = {k}"
+            )));
+        }
+        let ns = [n_heads * hd, n_kv_heads * hd, n_kv_heads * hd];
+        Self::need_of(a, t * k, what, "a")?;
+        Self::need_of(q, t * ns[0], what, "q")?;
+        for (w, (n, name)) in weights.iter().zip(ns.iter().zip(["wq", "wk", "wv"])) {
+            Self::need_of(w.w, n * k, what, name)?;
+        }
+        Self::need_of(k_cache, capacity * ns[1], what, "k cache")?;
+        Self::need_of(v_cache, capacity * ns[2], what, "v cache")?;
+        Self::need_of(angles, t * hd, what, "angles")?;
+        Self::need_of(pos0, 1, what, "pos0")?;
+        let w8s = match lo {
+            Some(GemmLo::F16(b)) => {
+                Self::need_of(b, t * k, what, "a_lo")?;
+                None
+            }
+            Some(GemmLo::Fp8(b)) => {
+                self.fp8(what)?;
+                check_fp8_rows(k, what)?;
+                Self::need_of(b, t * k, what, "a_lo (FP8)")?;
+                let mut w8s = Vec::with_capacity(3);
+                for (w, (n, name)) in weights.iter().zip(ns.iter().zip(["wq", "wk", "wv"])) {
+                    let Some(w8) = w.w8 else {
+                        return Err(KernelError::Shape(format!(
+                            "{what} with an FP8 low half needs each product's FP8 weights (GemmWeights::w8); {name} has none"
+                        )));
+                    };
+                    Self::need_of(&w8.q, n * k, what, name)?;
+                    Self::need_of(&w8.scale, 1, what, name)?;
+                    w8s.push(w8);
+                }
+                Some(w8s)
+            }
+            None => None,
+        };
+        if t == 0 {
+            return Ok(());
+        }
+        let tile = tile.unwrap_or_else(|| wgmma_lo8_tile(t, ns, self.multiprocessors));
+        let (m32, n32) = (tile.m as u32, tile.n as u32);
+        let tiles = t.div_ceil(tile.m) * ns.iter().map(|n| n.div_ceil(tile.n)).sum::<usize>();
+        // t, k and the three widths, as the kernels take them after their pointers.
+        let sizes = |args: Args| -> Result<Args> {
+            let args = args.u32(u32_of(t, "t")?).u32(u32_of(k, "k")?);
+            ns.iter()
+                .try_fold(args, |args, &n| Ok(args.u32(u32_of(n, "n")?)))
+        };
+        let mut args = Args::new().tmap(a.tensor_map_f16(t, k, m32, WGMMA_BK)?);
+        let (form, args) = match (lo, w8s) {
+            (Some(GemmLo::Fp8(b)), Some(w8s)) => {
+                let fp8 = self.fp8(what)?;
+                let form = wgmma_form(&fp8.gemm_kv, tile, "FP8-lo Q/K/V GEMM into the caches")?;
+                args = args.tmap(b.tensor_map_u8(t, k, m32, WGMMA_BK8)?);
+                for (w, &n) in weights.iter().zip(&ns) {
+                    args = args.tmap(w.w.tensor_map_f16(n, k, n32, WGMMA_BK)?);
+                }
+                for (w8, &n) in w8s.iter().zip(&ns) {
+                    args = args.tmap(w8.q.tensor_map_u8(n, k, n32, WGMMA_BK8)?);
+                }
+                args = args.ptr(q);
+                for w8 in &w8s {
+                    args = args.ptr(&w8.scale);
+                }
+                (form, sizes(args)?)
+            }
+            (lo, _) => {
+                let form = wgmma_form(forms, tile, "Q/K/V GEMM into the caches")?;
+                let a_lo = match lo {
+                    Some(GemmLo::F16(b)) => Some(b),
+                    _ => None,
+                };
+                // Without a low half the kernel reads no ta_lo: a's map stands in.
+                args = args.tmap(a_lo.unwrap_or(a).tensor_map_f16(t, k, m32, WGMMA_BK)?);
+                for (w, &n) in weights.iter().zip(&ns) {
+                    args = args.tmap(w.w.tensor_map_f16(n, k, n32, WGMMA_BK)?);
+                }
+                (form, sizes(args.ptr(q))?.u32(a_lo.is_some() as u32))
+            }
+        };
+        let args = args
+            .ptr(k_cache)
+            .ptr(v_cache)
+            .ptr(angles)
+            .ptr(pos0)
+            .u32(u32_of(hd - 1, "head_dim")?);
+        self.launch_wgmma(form, tiles, s, args)
     }
 
     /// Whether this device has the warpgroup GEMM's SwiGLU forms (`gemm_f16_swiglu`).

@@ -316,6 +316,9 @@ pub struct GpuKernels {
     /// Their SwiGLU forms (gate and up with act's operands in the epilogue), by tile
     /// (`WgmmaTile::SWIGLU`; sm_90a objects only).
     gemm_f16_wgmma_swiglu: Option<Vec<WgmmaForm>>,
+    /// The Q/K/V group's forms that write K (rotated) and V into the caches
+    /// (`gemm_f16_qkv_cache`), by tile (`WgmmaTile::LO8`; sm_90a objects only).
+    gemm_f16_wgmma_kv: Option<Vec<WgmmaForm>>,
     /// Its forms with the lo half on the FP8 matrix units (`GemmLo::Fp8`), by tile
     /// (`WgmmaTile::LO8`), with the kernels that make FP8 operands.
     fp8: Option<Fp8Kernels>,
@@ -359,6 +362,8 @@ struct Fp8Kernels {
     gemm: Vec<WgmmaForm>,
     /// The SwiGLU GEMM's FP8-lo forms (`SwigluLo::Fp8`), on every SwiGLU tile.
     swiglu: Vec<WgmmaForm>,
+    /// `gemm_f16_qkv_cache`'s FP8-lo forms, on the `LO8` tiles.
+    gemm_kv: Vec<WgmmaForm>,
     split: Function,
     absmax: Function,
     quantize: Function,
@@ -501,6 +506,15 @@ impl GpuKernels {
                     )?),
                     false => None,
                 },
+                gemm_f16_wgmma_kv: match hopper {
+                    true => Some(wgmma_forms(
+                        &gemm,
+                        &WgmmaTile::LO8,
+                        |t| format!("{}_kv", t.kernel()),
+                        multiprocessors,
+                    )?),
+                    false => None,
+                },
                 fp8: match hopper {
                     true => Some(Fp8Kernels {
                         gemm: wgmma_forms(
@@ -513,6 +527,12 @@ impl GpuKernels {
                             &gemm,
                             &WgmmaTile::SWIGLU,
                             |t| format!("{}_lo8", t.swiglu_kernel()),
+                            multiprocessors,
+                        )?,
+                        gemm_kv: wgmma_forms(
+                            &gemm,
+                            &WgmmaTile::LO8,
+                            |t| format!("{}_lo8_kv", t.kernel()),
                             multiprocessors,
                         )?,
                         split: ops.function("split_f16_lo8")?,

@@ -14,8 +14,9 @@ use std::borrow::Cow;
 use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
     check_attention_shape, decode_splits, AttnScratch, AttnShape, DeviceSampling, E4m3Matrix,
-    F16Operands, GemmLo, GemmOut, GemmRoute, GpuKernels, KernelError, LoOperand, MatShape, NormIn,
-    PickAt, QRope, QkvRope, Rows, SwigluLo, SwigluOut, NORM_SPLIT_MAX_D, PICK_NAN,
+    F16Operands, GemmLo, GemmOut, GemmRoute, GemmWeights, GpuKernels, KernelError, KvCacheOut,
+    LoOperand, MatShape, NormIn, PickAt, QRope, QkvRope, Rows, SwigluLo, SwigluOut,
+    NORM_SPLIT_MAX_D, PICK_NAN,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
@@ -756,20 +757,124 @@ impl GpuLlama {
         hd >= 128 && self.kernels.has_prefill_q_rope(hd)
     }
 
+    /// Whether layer `l`'s Q/K/V product over `t` rows writes K (rotated) and V straight into
+    /// the layer's caches (`gemm_f16_qkv_cache`, bitwise what `rope_k_append` writes there:
+    /// the op test checks it): where the attention rotates q itself (`q_rope_in_attention`),
+    /// RoPE pairs adjacent columns (GGUF's pairing: a pair lies in one thread's
+    /// accumulators), the three products are one launch on the matrix units (all split
+    /// alike), and no observer reads K, V, QRope or KRope at `l` (they are never stored as
+    /// f32 here). Measured on an H200: docs/performance.md, session 47.
+    fn kv_in_qkv_product(&self, t: usize, l: usize, obs: &dyn StageObserver) -> bool {
+        let c = &self.config;
+        t > 1
+            && self.q_rope_in_attention()
+            && c.rope_style == RopeStyle::AdjacentPairs
+            && c.head_dim.is_power_of_two()
+            && self.kernels.has_qkv_cache()
+            && Lin::Q.needs_lo(self.split_inputs) == Lin::K.needs_lo(self.split_inputs)
+            && self.f16_operands(Lin::Q, t, c.hidden).is_some()
+            && ![Point::K, Point::V, Point::QRope, Point::KRope]
+                .iter()
+                .any(|&p| obs.wants(p, Some(l)))
+    }
+
+    /// Whether an untraced pass of `t` rows puts K and V into the cache from the Q/K/V
+    /// product (`kv_in_qkv_product` with no observer): which route the tests and the bench
+    /// take.
+    pub fn kv_from_qkv_product(&self, t: usize) -> bool {
+        self.kv_in_qkv_product(t, 0, &greta_trace::NoTrace)
+    }
+
+    /// The RoPE and KV append shape of a pass of `t` rows from `pos0` on `st`.
+    fn qkv_rope(&self, st: &GpuState, t: usize, pos0: usize) -> QkvRope {
+        let c = &self.config;
+        QkvRope {
+            rows: t,
+            n_heads: c.n_heads,
+            n_kv_heads: c.n_kv_heads,
+            head_dim: c.head_dim,
+            half_split: c.rope_style == RopeStyle::HalfSplit,
+            capacity: st.capacity,
+            keys: pos0 + t,
+        }
+    }
+
+    /// Layer `l`'s Q, K and V over `t` rows from `pos0` in one launch, q into `st.q` and K
+    /// (rotated) and V into the layer's caches (`kv_in_qkv_product` says where);
+    /// `operands_ready` as `products`'.
+    fn qkv_into_cache(
+        &self,
+        st: &mut GpuState,
+        l: usize,
+        t: usize,
+        pos0: usize,
+        operands_ready: bool,
+    ) -> Result<()> {
+        let d = self.config.hidden;
+        let w = &self.layers[l];
+        let rope = self.qkv_rope(st, t, pos0);
+        let Some(lo) = self.f16_operands(Lin::Q, t, d) else {
+            unreachable!("kv_in_qkv_product checked that Q/K/V run on the matrix units")
+        };
+        let GpuState {
+            stream,
+            normed,
+            operands,
+            q,
+            k_cache,
+            v_cache,
+            rope_angles,
+            pos,
+            ..
+        } = st;
+        if !operands_ready {
+            operands.make(&self.kernels, stream, normed, lo, Rows { rows: t, len: d })?;
+        }
+        let gemm_lo = match lo {
+            LoKind::None => None,
+            LoKind::F16 => Some(GemmLo::F16(&operands.lo)),
+            LoKind::Fp8 => Some(GemmLo::Fp8(&operands.lo8)),
+        };
+        let weights = [
+            (&w.wq, w.fp8.q.as_ref()),
+            (&w.wk, w.fp8.k.as_ref()),
+            (&w.wv, w.fp8.v.as_ref()),
+        ]
+        .map(|(w, w8)| GemmWeights { w, w8 });
+        self.kernels.gemm_f16_qkv_cache(
+            None,
+            stream,
+            &operands.hi,
+            gemm_lo,
+            weights,
+            q,
+            KvCacheOut {
+                caches: [&mut k_cache[l], &mut v_cache[l]],
+                angles: rope_angles,
+                pos0: pos,
+                shape: rope,
+            },
+            d,
+        )?;
+        Ok(())
+    }
+
     /// RoPE on q and k, k and v into layer `l`'s cache, and the attention (the QRope, KRope
     /// stages; AttnCtx is the caller's). One token, where the kernels have the form: one
     /// launch (`attention_rope`), the rotated rows in `q_rot` / `k_rot`; an observer's change
     /// to them reruns the append and the attention from the changed rows. Several rows that
     /// no observer reads at QRope or KRope: `rope_k_append` (the keys into the cache), then
-    /// the attention rotating q as it loads it. Otherwise `rope_qk_append` rotates q and k
-    /// in place and appends, then `attention`. Returns whether the attention also made the
-    /// output product's f16 operands of ctx.
+    /// the attention rotating q as it loads it (`kv_cached`: the Q/K/V product already put
+    /// the keys and values there, `qkv_into_cache`). Otherwise `rope_qk_append` rotates q
+    /// and k in place and appends, then `attention`. Returns whether the attention also made
+    /// the output product's f16 operands of ctx.
     fn rope_attend(
         &self,
         st: &mut GpuState,
         l: usize,
         t: usize,
         pos0: usize,
+        kv_cached: bool,
         obs: &mut dyn StageObserver,
     ) -> Result<bool> {
         let c = &self.config;
@@ -783,15 +888,7 @@ impl GpuLlama {
         };
         // The positions this pass attends over: the decode attention's grid covers these.
         let keys = pos0 + t;
-        let rope = QkvRope {
-            rows: t,
-            n_heads: c.n_heads,
-            n_kv_heads: c.n_kv_heads,
-            head_dim: hd,
-            half_split: c.rope_style == RopeStyle::HalfSplit,
-            capacity: st.capacity,
-            keys,
-        };
+        let rope = self.qkv_rope(st, t, pos0);
         let shape = AttnShape {
             rows: t,
             n_heads: c.n_heads,
@@ -819,16 +916,19 @@ impl GpuLlama {
             && self.q_rope_in_attention()
             && !obs.wants(Point::QRope, Some(l))
             && !obs.wants(Point::KRope, Some(l));
+        debug_assert!(!kv_cached || q_in_attention, "kv_in_qkv_product implies it");
         let q_rope = if q_in_attention {
-            k.rope_k_append(
-                &st.stream,
-                &st.k,
-                &st.v,
-                [&mut st.k_cache[l], &mut st.v_cache[l]],
-                &st.pos,
-                &self.inv_freq,
-                rope,
-            )?;
+            if !kv_cached {
+                k.rope_k_append(
+                    &st.stream,
+                    &st.k,
+                    &st.v,
+                    [&mut st.k_cache[l], &mut st.v_cache[l]],
+                    &st.pos,
+                    &self.inv_freq,
+                    rope,
+                )?;
+            }
             Some(QRope {
                 angles: &st.rope_angles,
                 half_split: rope.half_split,
@@ -1186,6 +1286,7 @@ impl GpuLlama {
         let fused = t == 1 && GpuKernels::norm_prologue_bytes(d).is_ok();
         for (l, w) in self.layers.iter().enumerate() {
             let layer = Some(l);
+            let kv_cached = self.kv_in_qkv_product(t, l, &*obs);
             if fused {
                 // A change to x at AttnIn reaches the product's prologue, which reads x.
                 observe(
@@ -1242,9 +1343,11 @@ impl GpuLlama {
                     d,
                 )?;
 
-                // Q, K, V.
+                // Q, K, V (K and V into the cache by the product where it can).
                 if t == 1 {
                     self.qkv_one(st, w)?;
+                } else if kv_cached {
+                    self.qkv_into_cache(st, l, t, pos0, operands)?;
                 } else {
                     let qkv = [
                         (Lin::Q, &w.wq, w.fp8.q.as_ref(), q_row),
@@ -1281,7 +1384,7 @@ impl GpuLlama {
 
             // Whether the output product's f16 operands of ctx are made: cleared when an
             // observer changes ctx after the attention wrote them.
-            let mut ctx_operands = self.rope_attend(st, l, t, pos0, obs)?;
+            let mut ctx_operands = self.rope_attend(st, l, t, pos0, kv_cached, obs)?;
             ctx_operands &= !observe(
                 obs,
                 &st.stream,
