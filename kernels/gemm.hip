@@ -333,7 +333,10 @@ struct g_kv_out {
 
 // The KV epilogue of a K or V tile (at.prod 1 or 2): rows r0 and r0 + 8 (of t), columns
 // c0 + 8 q (+ 1), position p0 + row. Every K / V width is even (n_kv_heads x head_dim), so
-// a pair is whole.
+// a pair is whole. A K row's angles are all loaded before its first store, through the
+// read-only path (which the cache's stores cannot alias): loaded pair by pair, each after
+// the previous pair's store, they cost a round trip a pair (session 47: the 7B's Q/K/V
+// +10 us a layer, with 48 loads in a row in the SASS).
 template <unsigned TN>
 GRETA_DEVICE void g_kv_store(const float (&acc)[TN / 2], const g_kv_out& o, const g_wgmma_at& at, unsigned r0,
                              unsigned c0, unsigned t, unsigned p0) {
@@ -344,18 +347,24 @@ GRETA_DEVICE void g_kv_store(const float (&acc)[TN / 2], const g_kv_out& o, cons
         const unsigned r = r0 + 8 * h;
         if (r >= t) continue;
         g_half* row = cache + (unsigned long)(p0 + r) * at.n;
-        const float* angles = o.angles + (unsigned long)r * (o.head_mask + 1);
+        // (sin, cos) of pair (col & head_mask) / 2: at 2 x that index in the table (a
+        // column past n reads a valid entry of the row, unused).
+        float2 sc[TN / 8];
+        if (key) {
+            const float* angles = o.angles + (unsigned long)r * (o.head_mask + 1);
+#pragma unroll
+            for (unsigned q = 0; q < TN / 8; ++q)
+                sc[q] = __ldg((const float2*)(angles + ((c0 + 8 * q) & o.head_mask)));
+        }
 #pragma unroll
         for (unsigned q = 0; q < TN / 8; ++q) {
             const unsigned col = c0 + 8 * q;
             if (col >= at.n) continue;
             float v0 = acc[4 * q + 2 * h], v1 = acc[4 * q + 2 * h + 1];
             if (key) {
-                // (sin, cos) of pair (col & head_mask) / 2: at 2 x that index in the table.
-                const float2 sc = *(const float2*)(angles + (col & o.head_mask));
                 const float x0 = v0, x1 = v1;
-                v0 = g_rope_first(x0, x1, sc.x, sc.y);
-                v1 = g_rope_second(x0, x1, sc.x, sc.y);
+                v0 = g_rope_first(x0, x1, sc[q].x, sc[q].y);
+                v1 = g_rope_second(x0, x1, sc[q].x, sc[q].y);
             }
             *(__half2*)(row + col) = __halves2half2(g_f2h(v0), g_f2h(v1));
         }
@@ -416,7 +425,14 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
         g_mbar_init_fence();
     }
     g_sync();
-    g_overlap_entry();
+    // KV: the kernel after it (the prefill attention, which reads the caches this one writes)
+    // is let in only as this grid's blocks exit. Let in at entry, its blocks took the
+    // multiprocessors in the order this persistent grid left them, not the even spread the
+    // attention orders its blocks for (H200, session 47: 16 key tiles on the busiest SM
+    // against 9, the attention +3 us a 7B layer and the prefill 0.25 ms slower than with
+    // this); rope_k_append, between them before, had drained it.
+    if constexpr (KV) g_wait_previous();
+    else g_overlap_entry();
 
     if (tid >= producer) {
         if (tid != producer) return;
