@@ -8,7 +8,7 @@
 //! and plain (`cuLaunchKernel`, `--overlap off`). The prefill's grouped Q/K/V product is timed
 //! too: on Hopper it encodes five TMA descriptors per launch on the host; and, where the
 //! device has it, the prefill's SwiGLU GEMM (gate/up and act's operands in one launch, four
-//! descriptors).
+//! descriptors) and the Q/K/V product that writes K and V into the caches (five).
 //!
 //! cargo bench -p greta-kernels --bench launch
 
@@ -16,8 +16,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use greta_kernels::gpu::{
-    default_dir, F16Operands, GemmLo, GemmOut, GemmRoute, GpuKernels, LoOperand, MatShape, QkvRope,
-    Rows, SwigluOut,
+    default_dir, F16Operands, GemmLo, GemmOut, GemmRoute, GemmWeights, GpuKernels, KvCacheOut,
+    LoOperand, MatShape, QkvRope, Rows, SwigluOut,
 };
 use hiprt::{Gpu, PlatformChoice};
 
@@ -81,6 +81,8 @@ fn launches(c: &mut Criterion) {
     let (mut pq, mut pk, mut pv) = (f(t * q_row), f(t * kv_row), f(t * kv_row));
     // The SwiGLU GEMM's outputs: act's hi and FP8 lo (the default down product's operands).
     let (mut ah, mut aq) = (w(t * ff), gpu.alloc::<u8>(t * ff).unwrap());
+    // The pass's RoPE table (head_dim 64), for the Q/K/V product that writes the caches.
+    let angles = f(t * 64);
     for overlap in [true, false] {
         k.overlap = overlap;
         let tag = if overlap { "overlapped" } else { "plain" };
@@ -120,6 +122,40 @@ fn launches(c: &mut Criterion) {
                 .unwrap()
             },
         );
+        if k.has_qkv_cache() {
+            timed(
+                &format!("launch/gemm_f16_qkv_cache (qkv into the caches, 512 rows), {tag}"),
+                c,
+                &mut || {
+                    let weights = [&wq, &wk, &wv].map(|w| GemmWeights { w, w8: None });
+                    let out = KvCacheOut {
+                        caches: [&mut kc, &mut vc],
+                        angles: &angles,
+                        pos0: &pos,
+                        shape: QkvRope {
+                            rows: t,
+                            n_heads: q_row / 64,
+                            n_kv_heads: kv_row / 64,
+                            head_dim: 64,
+                            half_split: false,
+                            capacity: cap,
+                            keys: t,
+                        },
+                    };
+                    k.gemm_f16_qkv_cache(
+                        None,
+                        &s,
+                        &xh,
+                        Some(GemmLo::F16(&xl)),
+                        weights,
+                        &mut pq,
+                        out,
+                        d,
+                    )
+                    .unwrap()
+                },
+            );
+        }
         if k.has_gemm_swiglu() && k.has_fp8_lo() {
             timed(
                 &format!("launch/gemm_f16_swiglu (gate/up, 512 rows), {tag}"),
