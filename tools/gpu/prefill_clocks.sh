@@ -35,13 +35,19 @@ if part clocks; then
   done
   bash tools/gpu/fill_variants.sh
   for v in ${CLOCK_VARIANTS:-main}; do
-    K=$PWD/target/device/kernels
+    K=$PWD/target/device/kernels VG=$G
     [ "$v" != main ] && K=$PWD/target/carry/v/$v
+    # A full variant (build_variant.sh) runs its own binary, as kernel_variants.sh does: the
+    # carried one may load kernels the variant's objects lack (session 47: base's rounds
+    # failed with CUDA_ERROR_NOT_FOUND under a binary that loads the new `_kv` forms).
+    if [ "$v" != main ] && [ -f "$K/greta.xz" ]; then
+      bash tools/gpu/unxz.sh "$K/greta.xz" "/tmp/greta-$v" && VG=/tmp/greta-$v
+    fi
     for p in ${PROMPTS:-512 2048}; do
       echo "== clocks of $v at $p rows"
       nvidia-smi --query-gpu=$q --format=csv,noheader,nounits -lms "${SMI_MS:-20}" > "$R/clocks-$v-$p.csv" &
       smi=$!
-      STEP_TAIL="3 2" step "bench-7b-$v-$p" env GRETA_KERNELS_DIR=$K $G bench -m synthetic:llama2-7b --backend gpu \
+      STEP_TAIL="3 2" step "bench-7b-$v-$p" env GRETA_KERNELS_DIR=$K $VG bench -m synthetic:llama2-7b --backend gpu \
         --prompt-len "$p" --gen 1 --reps "${REPS:-40}" --json || status=1
       kill $smi; wait $smi 2> /dev/null
       python3 - "$R/clocks-$v-$p.csv" "$R/bench-7b-$v-$p.out" <<'PY'
