@@ -480,7 +480,8 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     // tools/gpu/stall_sites.sh).
     unsigned st = 0, ph = 0, prev = 0;
     const unsigned long long da0 = g_wgmma_desc(smem + c * 64 * WG_BK * 2), db0 = g_wgmma_desc(smem + A_HALVES * 2);
-    // KV: the pass's first position (after g_overlap_entry: the kernel ahead may write it).
+    // KV: the pass's first position (read after the wait for the kernel ahead, which may
+    // write it).
     const unsigned p0 = KV ? *kv->pos0 : 0;
     for (unsigned i = g_bid(); i < tiles; i += gridDim.x) {
         const g_wgmma_at at = tile_at(i);
