@@ -224,10 +224,21 @@ fn wgmma_group_args(
     t: usize,
     k: usize,
 ) -> Result<(Args, usize)> {
+    let ns = [0, 1, 2].map(|i| group.get(i).map_or(0, |o| o.n));
+    wgmma_size_args(args, tile, ns, t, k)
+}
+
+/// `wgmma_group_args` from the three products' widths (0 for an absent one).
+fn wgmma_size_args(
+    args: Args,
+    tile: WgmmaTile,
+    ns: [usize; 3],
+    t: usize,
+    k: usize,
+) -> Result<(Args, usize)> {
     let mut args = args.u32(u32_of(t, "t")?).u32(u32_of(k, "k")?);
     let mut col_tiles = 0;
-    for i in 0..3 {
-        let n = group.get(i).map_or(0, |o| o.n);
+    for n in ns {
         col_tiles += n.div_ceil(tile.n);
         args = args.u32(u32_of(n, "n")?);
     }
@@ -592,11 +603,7 @@ impl GpuKernels {
                 "{what}: {t} rows ending at position {keys} for a cache of {capacity} positions"
             )));
         }
-        if !k.is_multiple_of(8) || k == 0 {
-            return Err(KernelError::Shape(format!(
-                "{what} needs k > 0 and k % 8 == 0 (16-byte rows); k = {k}"
-            )));
-        }
+        check_f16_rows(k, what)?;
         let ns = [n_heads * hd, n_kv_heads * hd, n_kv_heads * hd];
         Self::need_of(a, t * k, what, "a")?;
         Self::need_of(q, t * ns[0], what, "q")?;
@@ -636,15 +643,8 @@ impl GpuKernels {
         }
         let tile = tile.unwrap_or_else(|| wgmma_lo8_tile(t, ns, self.multiprocessors));
         let (m32, n32) = (tile.m as u32, tile.n as u32);
-        let tiles = t.div_ceil(tile.m) * ns.iter().map(|n| n.div_ceil(tile.n)).sum::<usize>();
-        // t, k and the three widths, as the kernels take them after their pointers.
-        let sizes = |args: Args| -> Result<Args> {
-            let args = args.u32(u32_of(t, "t")?).u32(u32_of(k, "k")?);
-            ns.iter()
-                .try_fold(args, |args, &n| Ok(args.u32(u32_of(n, "n")?)))
-        };
         let mut args = Args::new().tmap(a.tensor_map_f16(t, k, m32, WGMMA_BK)?);
-        let (form, args) = match (lo, w8s) {
+        let (form, (args, tiles)) = match (lo, w8s) {
             (Some(GemmLo::Fp8(b)), Some(w8s)) => {
                 let fp8 = self.fp8(what)?;
                 let form = wgmma_form(&fp8.gemm_kv, tile, "FP8-lo Q/K/V GEMM into the caches")?;
@@ -659,7 +659,7 @@ impl GpuKernels {
                 for w8 in &w8s {
                     args = args.ptr(&w8.scale);
                 }
-                (form, sizes(args)?)
+                (form, wgmma_size_args(args, tile, ns, t, k)?)
             }
             (lo, _) => {
                 let form = wgmma_form(forms, tile, "Q/K/V GEMM into the caches")?;
@@ -672,7 +672,8 @@ impl GpuKernels {
                 for (w, &n) in weights.iter().zip(&ns) {
                     args = args.tmap(w.w.tensor_map_f16(n, k, n32, WGMMA_BK)?);
                 }
-                (form, sizes(args.ptr(q))?.u32(a_lo.is_some() as u32))
+                let (args, tiles) = wgmma_size_args(args.ptr(q), tile, ns, t, k)?;
+                (form, (args.u32(a_lo.is_some() as u32), tiles))
             }
         };
         let args = args
@@ -716,11 +717,7 @@ impl GpuKernels {
                 "{what}: the SwiGLU GEMM is the warpgroup kernel's and needs an sm_90a device (Hopper); use gemm_f16 and silu_mul_split"
             )));
         };
-        if !k.is_multiple_of(8) || k == 0 {
-            return Err(KernelError::Shape(format!(
-                "{what} needs k > 0 and k % 8 == 0 (16-byte rows); k = {k}"
-            )));
-        }
+        check_f16_rows(k, what)?;
         Self::need(a, t * k, "gemm_f16_swiglu a")?;
         match a_lo {
             Some(SwigluLo::F16(lo)) => Self::need(lo, t * k, "gemm_f16_swiglu a_lo")?,

@@ -799,6 +799,18 @@ impl GpuKernels {
     }
 }
 
+/// Refuses f16 rows of `k` elements that the matrix-unit GEMMs cannot read: they load rows
+/// in 16-byte pieces (8 f16), so k must be a positive multiple of 8. `what` names the caller
+/// in the error.
+fn check_f16_rows(k: usize, what: &str) -> Result<()> {
+    if !k.is_multiple_of(8) || k == 0 {
+        return Err(KernelError::Shape(format!(
+            "{what} needs k > 0 and k % 8 == 0 (16-byte rows); k = {k}"
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses FP8 rows of `k` bytes that the TMA cannot read: its rows (global strides) are a
 /// positive multiple of 16 bytes. `what` names the caller in the error.
 fn check_fp8_rows(k: usize, what: &str) -> Result<()> {
