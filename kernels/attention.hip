@@ -151,11 +151,11 @@ GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, cons
     }
 }
 
-#if defined(GRETA_NVIDIA)
+#if defined(GRETA_WGMMA)
 // Prefill attention with S and O in registers (FlashAttention-2's shape) for head_dim HD of
-// 64 or 128, NVIDIA: WAVES waves per block, 16 query rows each, share key/value tiles of
-// FA_KEYS keys copied asynchronously into LDS, two tiles in flight (the copy of the next
-// tile runs under the products of this one). Per tile, a wave computes S = Q Kᵀ on the
+// 64 or 128, NVIDIA sm_90a (the only NVIDIA target built): WAVES waves per block, 16 query
+// rows each, share key/value tiles of FA_KEYS keys that the TMA unit copies into LDS, two
+// tiles in flight (the copy of the next tile runs under the products of this one). Per tile, a wave computes S = Q Kᵀ on the
 // matrix units (Q as hi + lo f16 fragments held in registers for the whole kernel, K
 // fragments by ldmatrix), the online softmax on S where the HMMA accumulators leave it
 // (lane l holds rows l / 4 and l / 4 + 8; a row's 64 scores sit in the 4 lanes of a quad),
@@ -164,7 +164,7 @@ GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, cons
 // comes from the same products, P times a column of ones. Nothing but K and V (and Q and
 // its RoPE angles once, on their way into registers) passes through LDS: 2 stages x (K + V)
 // x FA_KEYS x HD halves of dynamic shared memory (32 KiB at HD 64, 64 KiB at HD 128, + 1 KiB
-// for the wgmma form's alignment; the launcher opts in). Blocks
+// for the boxes' 1024-byte alignment; the launcher opts in). Blocks
 // are ordered by the keys they see (the last rows see the most), longest first, paired on a
 // multiprocessor with the shortest (`sms`).
 // The softmax numerics are the LDS kernel's above but for the exponential and the
@@ -182,15 +182,15 @@ GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, cons
 // fa_shared_bytes(HD) (gpu/attention.rs).
 #define FA_KEYS 64
 // Row r, 16-byte chunk c of a [FA_KEYS][HD] f16 tile, chunks XOR-swizzled by r % 8: the 8
-// rows one ldmatrix reads at one chunk hit 8 different bank groups.
+// rows one ldmatrix reads at one chunk hit 8 different bank groups. At HD 64 (128-byte rows)
+// this is the TMA's 128-byte swizzle of a [FA_KEYS][64] box, which is how the K and V tiles
+// arrive; Q's staging uses it at every HD.
 template <unsigned HD>
 GRETA_DEVICE unsigned fa_at(unsigned r, unsigned c) { return r * HD + ((c ^ (r & 7u)) << 3); }
-// The wgmma form's K and V tiles (fa_wgmma below): HD / 64 boxes of [FA_KEYS][64] halves,
-// 128-byte rows in wgmma's swizzle (chunk c of row r at chunk c ^ (r % 8), boxes 1024-byte
-// aligned), the operand layout wgmma reads by descriptor: K-major for Kᵀ, N-major for V.
-GRETA_DEVICE unsigned fa_wg_at(unsigned r, unsigned c) {
-    return (c / 8) * FA_KEYS * 64 + r * 64 + (((c % 8) ^ (r & 7u)) << 3);
-}
+// The K and V tiles as the TMA writes them: HD / 64 boxes of [FA_KEYS][64] halves side by
+// side, 128-byte rows in the 128-byte swizzle (chunk c of row r at chunk c ^ (r % 8), boxes
+// 1024-byte aligned): fa_at's layout at HD 64, and at HD 128 the operand layout wgmma reads
+// by descriptor (K-major for Kᵀ, N-major for V).
 
 // Whether the prefill attention of head_dim `hd` multiplies on the warpgroup's matrix units:
 // head_dim 128 on sm_90a (its block is already 4 waves, one warpgroup of 64 rows). Its S = Q Kᵀ
@@ -199,13 +199,8 @@ GRETA_DEVICE unsigned fa_wg_at(unsigned r, unsigned c) {
 // 4 m64n128k16 (P from registers, V by descriptor, N-major) where that form issues 64 and 32
 // ldmatrix.trans; the products run asynchronously and read K and V straight from the tiles.
 // The softmax, P's rounding and the sums are the same instructions on the same registers.
-#if defined(GRETA_WGMMA)
 template <unsigned HD>
 constexpr bool fa_wgmma = HD == 128;
-#else
-template <unsigned HD>
-constexpr bool fa_wgmma = false;
-#endif
 
 // Two f16 of the output's operands, stored together.
 struct __align__(4) g_h2 {
@@ -213,8 +208,8 @@ struct __align__(4) g_h2 {
 };
 
 template <unsigned HD, unsigned WAVES>
-GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* GRETA_RESTRICT k_cache,
-                                  const g_half* GRETA_RESTRICT v_cache, float* GRETA_RESTRICT ctx,
+GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_tmap* tk, const g_tmap* tv,
+                                  float* GRETA_RESTRICT ctx,
                                   g_half* GRETA_RESTRICT hi, g_half* GRETA_RESTRICT lo,
                                   unsigned char* GRETA_RESTRICT lo8, const unsigned* pos0,
                                   unsigned rows, unsigned n_heads, unsigned n_kv_heads, float scale, unsigned sms,
@@ -226,8 +221,10 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
     // head_dim 128 on sm_90a: the products on the warpgroup's matrix units (fa_wgmma).
     constexpr bool WG = fa_wgmma<HD>;
     static_assert(!WG || WAVES == 4, "the wgmma form is one warpgroup: 64 rows");
-    // Its tiles are wgmma operands, in 1024-byte swizzle atoms (the launcher adds 1 KiB).
-    if constexpr (WG) smem = (g_half*)(((unsigned long)smem + 1023) & ~1023ul);
+    static_assert(WG || HD == 64, "the mma.sync form's tiles are single TMA boxes: HD 64");
+    // The tiles are TMA boxes (and the wgmma form's operands) in 1024-byte swizzle atoms (the
+    // launcher adds 1 KiB).
+    smem = (g_half*)(((unsigned long)smem + 1023) & ~1023ul);
     // Stages of K and V tiles: the copies of S - 1 tiles are in flight under a tile's
     // products (3 stages measured level with the wgmma form, session 45; the launcher sizes
     // 2: fa_shared_bytes). The last stage holds the RoPE angles, then Q's hi and lo, until
@@ -251,7 +248,13 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
         h = k % H;
     }
     const unsigned kvh = h / (n_heads / n_kv_heads);
-    const unsigned kv_row = n_kv_heads * HD;
+    // A stage's "full" barrier: thread 0's arrival plus its K and V boxes' bytes. Its phases
+    // alternate parity as the stage is reused.
+    GRETA_SHARED unsigned long long full[S];
+    if (tid == 0) {
+        for (unsigned s = 0; s < S; ++s) g_mbar_init(&full[s], 1);
+        g_mbar_init_fence();
+    }
 
     // Q's loads go out first (they do not wait on pos0), every one before the first
     // conversion waits on one.
@@ -269,21 +272,24 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
     const unsigned last_row = r0 + BLOCK_ROWS - 1 < rows ? r0 + BLOCK_ROWS - 1 : rows - 1;
     const unsigned n_keys = p0 + last_row + 1;
 
-    // Tile j0's keys and values into stage st (async; committed as one group). Stage st's K
-    // tile is at smem + 2 st TILE, its V tile right after. A thread copies one 16-byte
-    // chunk of every (THREADS / CH)-th key, so its chunk's swizzle is the same in each.
+    // Tile j0's keys and values into stage st: thread 0 sends the TMA unit HD / 64 boxes of
+    // [FA_KEYS][64] halves of each cache (rows past the launch's key bound read as zero) and
+    // the stage's barrier counts their bytes. Stage st's K tile is at smem + 2 st TILE, its V
+    // tile right after, box b of each at b FA_KEYS 64 halves (the layout above). As
+    // 16-byte copies by every thread (cp.async) they cost each thread 16 copies and their
+    // address arithmetic a tile, and a block barrier before the tile's products.
     auto copy_tile = [&](unsigned j0, unsigned st) {
+        if (tid != 0) return;
         g_half* kd = smem + 2 * st * TILE;
         g_half* vd = kd + TILE;
-        for (unsigned c = tid; c < FA_KEYS * CH; c += THREADS) {
-            unsigned j = c / CH, ch = c % CH;
-            bool valid = j0 + j < n_keys;
-            unsigned long at = (unsigned long)(j0 + j) * kv_row + kvh * HD + 8 * ch;
-            const unsigned o = WG ? fa_wg_at(j, ch) : fa_at<HD>(j, ch);
-            g_copy16_async(kd + o, valid ? k_cache + at : k_cache, valid);
-            g_copy16_async(vd + o, valid ? v_cache + at : v_cache, valid);
+        // The stage's last readers (ldmatrix at HD 64; Q's staging before the first use of
+        // the last stage) were the generic proxy's; the block barrier before this ordered them.
+        g_fence_proxy_async();
+        g_mbar_arrive_expect(&full[st], 2 * TILE * sizeof(g_half));
+        for (unsigned b = 0; b < HD / 64; ++b) {
+            g_tma_load_2d(kd + b * FA_KEYS * 64, tk, (int)(kvh * HD + 64 * b), (int)j0, &full[st]);
+            g_tma_load_2d(vd + b * FA_KEYS * 64, tv, (int)(kvh * HD + 64 * b), (int)j0, &full[st]);
         }
-        g_async_commit();
     };
     // The block's rows of the RoPE table into the last stage, as one group, ahead of the
     // first tiles: the rotation below then reads them from LDS. (Loaded into registers chunk by
@@ -297,15 +303,11 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
                            (const g_half*)(valid ? angles + (unsigned long)r0 * HD + 4 * c : angles), valid);
         }
     g_async_commit();
-    for (unsigned t = 0; t + 1 < S; ++t) {
-        if (t * FA_KEYS < n_keys)
-            copy_tile(t * FA_KEYS, t);
-        else
-            g_async_commit();
-    }
-    // The angles are in (S - 1 tiles' groups may not be yet).
+    for (unsigned t = 0; t + 1 < S; ++t)
+        if (t * FA_KEYS < n_keys) copy_tile(t * FA_KEYS, t);
+    // The angles are in.
     if (angles) {
-        g_async_wait<S - 1>();
+        g_async_wait<0>();
         g_sync();
     }
 
@@ -358,6 +360,8 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
         *(g_h8*)&qstage[fa_at<HD>(c / CH, c % CH)] = qhi;
         *(g_h8*)&qstage[TILE + fa_at<HD>(c / CH, c % CH)] = qlo;
     }
+    // The TMA later writes tiles over these (the async proxy after this thread's stores).
+    g_fence_proxy_async();
     g_sync();
     unsigned qh[DC][4], ql[DC][4];
     for (unsigned dc = 0; dc < DC; ++dc) {
@@ -382,13 +386,11 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
             v_at[j] = g_smem_addr(smem + TILE + ((mi % 2) * 8 + x) * HD +
                                   8 * (2 * (j ^ (x >> 1)) + ((mi / 2) ^ (x & 1))));
         }
-#if defined(GRETA_WGMMA)
     // Stage 0's K (K-major: keys are S's columns, head_dim the products' K) and V (N-major:
     // head_dim is O's columns, keys the products' K) as wgmma operands; a stage, a 16-column
     // step of head_dim in K's box and a 16-key step in V's move their start addresses by
     // constants (in 16-byte units).
     const unsigned long long k_desc = g_wgmma_desc(smem), v_desc = g_wgmma_desc_n_major(smem + TILE, FA_KEYS * 128);
-#endif
 
     float o[2 * DC][4];
     for (unsigned nt = 0; nt < 2 * DC; ++nt)
@@ -403,28 +405,34 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
     const float scale_log2 = scale * 1.4426950408889634f;
     const unsigned qd = l % 4;
     const unsigned pos_r[2] = {p0 + r0 + 16 * wave + l / 4, p0 + r0 + 16 * wave + l / 4 + 8};
-    for (unsigned j0 = 0, st = 0; j0 < n_keys; j0 += FA_KEYS, st = st + 1 == S ? 0 : st + 1) {
+    // ph: the parity of stage st's current use.
+    for (unsigned j0 = 0, st = 0, ph = 0; j0 < n_keys; j0 += FA_KEYS) {
         // The copy S - 1 tiles on goes out before this tile's products (into the stage the
-        // last tile used; an empty group past the keys, so that the count below holds); wait
-        // for this tile only.
+        // last tile used, which every warp has left: the barrier ending the loop); then each
+        // thread waits for this tile's bytes.
         const unsigned next = j0 + (S - 1) * FA_KEYS;
-        if (next < n_keys)
-            copy_tile(next, st == 0 ? S - 1 : st - 1);
-        else
-            g_async_commit();
-        g_async_wait<S - 1>();
-#if defined(GRETA_WGMMA)
-        // The copies were the generic proxy's writes; wgmma reads through the async proxy.
-        if constexpr (WG) g_fence_proxy_async();
-#endif
-        g_sync();
+        if (next < n_keys) copy_tile(next, st == 0 ? S - 1 : st - 1);
+        g_mbar_wait(&full[st], ph);
+        // The block's last tile: its V rows past the block's keys to zero (the TMA read them
+        // from the cache up to the launch's bound, positions this block does not see). Their
+        // scores are masked to -inf and P is exactly 0 there, but 0 x a non-finite value in
+        // memory nobody wrote would still be NaN. Once a block, so the barrier is block-uniform.
+        if (j0 + FA_KEYS > n_keys) {
+            g_half* vd = smem + (2 * st + 1) * TILE;
+            for (unsigned c = (n_keys - j0) * CH + tid; c < FA_KEYS * CH; c += THREADS) {
+                const unsigned j = c / CH, ch = c % CH;
+                *(uint4*)(vd + (ch / 8) * FA_KEYS * 64 + j * 64 + 8 * (ch % 8)) = make_uint4(0u, 0u, 0u, 0u);
+            }
+            // Ordinary stores, read by wgmma (the async proxy) at HD 128.
+            g_fence_proxy_async();
+            g_sync();
+        }
         const unsigned stage = st * 2 * TILE * sizeof(g_half);
 
         // S = Q Kᵀ, Q as hi + lo. The warpgroup's m64n64 accumulators lie as the m16n8
         // ones of each warp's 16 rows (greta_device.h), so s is the same in both forms.
         float s[NT][4];
         if constexpr (WG) {
-#if defined(GRETA_WGMMA)
             float(&sw)[4 * NT] = *reinterpret_cast<float(*)[4 * NT]>(&s[0][0]);
             g_wgmma_fence();
             for (unsigned dc = 0; dc < DC; ++dc) {
@@ -435,7 +443,6 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
             }
             g_wgmma_commit();
             g_wgmma_wait<0>();
-#endif
         } else {
             for (unsigned nt = 0; nt < NT; ++nt)
                 for (unsigned e = 0; e < 4; ++e) s[nt][e] = 0.0f;
@@ -494,7 +501,6 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
             a[0] = pk[2 * kc][0], a[1] = pk[2 * kc][1], a[2] = pk[2 * kc + 1][0], a[3] = pk[2 * kc + 1][1];
         };
         if constexpr (WG) {
-#if defined(GRETA_WGMMA)
             unsigned a[FA_KEYS / 16][4];
             for (unsigned kc = 0; kc < FA_KEYS / 16; ++kc) {
                 p_frag(kc, a[kc]);
@@ -507,7 +513,6 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
                 g_wgmma_m64n128k16_rs_tb(ow, a[kc], v_desc + (stage >> 4) + kc * (16 * 128 >> 4), 1);
             g_wgmma_commit();
             g_wgmma_wait<0>();
-#endif
         } else {
             for (unsigned kc = 0; kc < FA_KEYS / 16; ++kc) {
                 unsigned a[4];
@@ -522,6 +527,7 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
             }
         }
         g_sync();
+        if (++st == S) st = 0, ph ^= 1;
     }
 
 #pragma unroll
@@ -562,14 +568,15 @@ GRETA_DEVICE void attn_prefill_fa(const float* GRETA_RESTRICT q, const g_half* G
 // not null, q is the Q product's unrotated output and the kernel applies RoPE (half_split:
 // the pairing) as it loads it, from rope_angles_f32's table of the pass's rows.
 #define ATTN_PREFILL_FA(HD, WAVES)                                                                             \
-    GRETA_KERNEL void attn_prefill_fa_##HD(const float* q, const g_half* k_cache, const g_half* v_cache,         \
+    GRETA_KERNEL void attn_prefill_fa_##HD(const float* q, const __grid_constant__ g_tmap tk,                  \
+                                           const __grid_constant__ g_tmap tv,                                  \
                                            float* ctx, g_half* hi, g_half* lo, unsigned char* lo8,             \
                                            const unsigned* pos0, unsigned rows, unsigned n_heads,              \
                                            unsigned n_kv_heads, float scale, unsigned sms,                     \
                                            const float* angles, unsigned half_split) {                         \
         g_overlap_entry();                                                                                      \
         extern __shared__ GRETA_ALIGN16 g_half fa_smem[];                                                       \
-        attn_prefill_fa<HD, WAVES>(q, k_cache, v_cache, ctx, hi, lo, lo8, pos0, rows, n_heads, n_kv_heads,     \
+        attn_prefill_fa<HD, WAVES>(q, &tk, &tv, ctx, hi, lo, lo8, pos0, rows, n_heads, n_kv_heads,             \
                                    scale, sms, angles, half_split, fa_smem);                                    \
     }
 ATTN_PREFILL_FA(64, 2)

@@ -743,6 +743,7 @@ fn attention_case(
     );
     if rows > 1 {
         attention_operands_case(g, s, k, &got, &dq, [&dk, &dv], &dpos, shape);
+        attention_past_the_pass_case(g, s, k, &got, &dq, [&k_bits, &v_bits], (&dpos, pos0), shape);
     }
     let e = nmse(&got, &want);
     let route = if rows == 1 { "split decode" } else { "flash" };
@@ -767,6 +768,60 @@ fn attention_case(
         let e = nmse(&download(s, &dctx), &want);
         assert!(e < NMSE_F32, "attention (plain): nmse {e:.3e}");
     }
+}
+
+/// The prefill attention reads nothing of the cache past the pass's last position: with every
+/// K and V there a NaN (memory a pass never wrote may hold anything), ctx is bitwise `got`,
+/// whether the launch's key bound is the whole cache (the register-resident kernel's TMA then
+/// reads those rows, which its last tile must clear) or the pass's end (the model's: the TMA
+/// reads zeros past it). A bound short of the pass is refused.
+#[allow(clippy::too_many_arguments)]
+fn attention_past_the_pass_case(
+    g: &Gpu,
+    s: &Stream,
+    k: &GpuKernels,
+    got: &[f32],
+    dq: &DeviceBuffer<f32>,
+    [k_bits, v_bits]: [&[u16]; 2],
+    (dpos, pos0): (&DeviceBuffer<u32>, usize),
+    shape: AttnShape,
+) {
+    let pass_end = pos0 + shape.rows;
+    let end = k_bits.len() / shape.max_kv * pass_end;
+    if end == k_bits.len() {
+        return;
+    }
+    const F16_NAN: u16 = 0x7e00;
+    let poison = |b: &[u16]| {
+        let mut b = b.to_vec();
+        b[end..].fill(F16_NAN);
+        upload(g, s, &b)
+    };
+    let (dk, dv) = (poison(k_bits), poison(v_bits));
+    let mut scratch = AttnScratch::new(g, shape.n_heads, shape.head_dim, shape.max_kv).unwrap();
+    let mut dctx = g.alloc::<f32>(got.len()).unwrap();
+    for keys in [shape.max_kv, pass_end] {
+        dctx.zero(s).unwrap();
+        let at = AttnShape { keys, ..shape };
+        k.attention(s, dq, &dk, &dv, &mut scratch, &mut dctx, dpos, at)
+            .unwrap();
+        assert_eq!(
+            mismatches(got, &download(s, &dctx)),
+            0,
+            "attention rows={} hd={} keys={keys}: NaN in the cache past the pass changed ctx",
+            shape.rows,
+            shape.head_dim
+        );
+    }
+    let short = AttnShape {
+        keys: shape.rows - 1,
+        ..shape
+    };
+    let e = k
+        .attention(s, dq, &dk, &dv, &mut scratch, &mut dctx, dpos, short)
+        .unwrap_err()
+        .to_string();
+    assert!(e.contains("at least its last position + 1"), "{e}");
 }
 
 /// The prefill attention with the output product's f16 operands (`attention_with_operands`):

@@ -45,13 +45,15 @@ fn fa_waves(head_dim: usize) -> u32 {
 const FA_KEYS: usize = 64;
 
 /// Dynamic shared memory of the register-resident prefill attention: two stages of a K and a
-/// V tile of FA_KEYS keys x head_dim halves; at head_dim 128 1 KiB more, so that the wgmma
-/// form (sm_90a, `fa_wgmma` in kernels/attention.hip) can start its tiles on 1024-byte
-/// swizzle atoms.
+/// V tile of FA_KEYS keys x head_dim halves, and 1 KiB more, so that the tiles (TMA boxes in
+/// the 128-byte swizzle, and the wgmma form's operands) start on 1024-byte swizzle atoms.
 pub(super) fn fa_shared_bytes(head_dim: usize) -> u32 {
-    let align = if head_dim == 128 { 1024 } else { 0 };
-    (2 * 2 * FA_KEYS * head_dim * std::mem::size_of::<u16>() + align) as u32
+    (2 * 2 * FA_KEYS * head_dim * std::mem::size_of::<u16>() + 1024) as u32
 }
+
+/// Columns of one TMA box of the prefill attention's K and V tiles: 64 halves, one 128-byte
+/// swizzle row (the tile of a head is head_dim / 64 boxes side by side).
+const FA_BOX_COLS: u32 = 64;
 
 /// Largest head_dim the flash attention kernel holds (HD_MAX in kernels/attention.hip).
 pub const FLASH_HEAD_DIM_MAX: usize = 128;
@@ -86,11 +88,11 @@ pub fn decode_splits(keys: usize) -> usize {
     keys.div_ceil(DECODE_SPLIT).max(1)
 }
 
-/// Refuses a decode attention over no keys or over more than the cache holds.
+/// Refuses an attention over no keys or over more than the cache holds.
 fn check_keys(keys: usize, capacity: usize) -> Result<()> {
     if keys == 0 || keys > capacity {
         return Err(KernelError::Shape(format!(
-            "decode attention over {keys} keys of a {capacity}-position cache: keys must be 1..={capacity}"
+            "attention over {keys} keys of a {capacity}-position cache: keys must be 1..={capacity}"
         )));
     }
     Ok(())
@@ -177,7 +179,9 @@ pub struct AttnShape {
     /// (`decode_splits`), not the whole cache, so a pass near the start of a long cache
     /// launches few splits (one cluster a head where clusters run). A smaller value than the
     /// pass's positions would leave keys out: a graph captured with it may be replayed only
-    /// while its positions stay within the same number of splits.
+    /// while its positions stay within the same number of splits. The register-resident
+    /// prefill kernel's TMA reads the caches up to it (rows past it as zero; it clears what
+    /// a block reads past its own last key itself).
     pub keys: usize,
 }
 
@@ -350,6 +354,13 @@ impl GpuKernels {
             keys,
         } = att;
         check_attention_shape(n_heads, n_kv_heads, head_dim)?;
+        check_keys(keys, max_kv)?;
+        if keys < n_rows {
+            return Err(KernelError::Shape(format!(
+                "an attention of {n_rows} rows over {keys} keys: a pass attends over at least its last \
+                 position + 1 (AttnShape::keys)"
+            )));
+        }
         Self::need(q, n_rows * n_heads * head_dim, "attention q")?;
         let writes_ops = ops.is_some() && self.attention_writes_operands(n_rows, head_dim);
         let ctx = match ctx {
@@ -402,11 +413,20 @@ impl GpuKernels {
                 shared_bytes,
                 cluster: 1,
             };
-            let mut args = Args::new()
-                .ptr(q)
-                .ptr(k_cache)
-                .ptr(v_cache)
-                .ptr_or_null(ctx.as_deref());
+            let args = Args::new().ptr(q);
+            let mut args = match fa {
+                // The register-resident kernel's tiles come by TMA: the caches as [keys][kv_row]
+                // matrices, so rows past the pass's keys read as zero.
+                Some(_) => {
+                    let kv_row = n_kv_heads * head_dim;
+                    let map = |c: &DeviceBuffer<u16>| {
+                        c.tensor_map_f16(keys, kv_row, FA_KEYS as u32, FA_BOX_COLS)
+                    };
+                    args.tmap(map(k_cache)?).tmap(map(v_cache)?)
+                }
+                None => args.ptr(k_cache).ptr(v_cache),
+            }
+            .ptr_or_null(ctx.as_deref());
             // Only the register-resident kernel writes the operands.
             let ops = ops.filter(|_| fa.is_some());
             if fa.is_some() {
