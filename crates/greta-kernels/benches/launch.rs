@@ -8,7 +8,9 @@
 //! and plain (`cuLaunchKernel`, `--overlap off`). The prefill's grouped Q/K/V product is timed
 //! too: on Hopper it encodes five TMA descriptors per launch on the host; and, where the
 //! device has it, the prefill's SwiGLU GEMM (gate/up and act's operands in one launch, four
-//! descriptors) and the Q/K/V product that writes K and V into the caches (five).
+//! descriptors) and the Q/K/V product that writes K and V into the caches (five); and the
+//! prefill attention as the untraced pass launches it (RoPE on q, the output product's hi
+//! and FP8 lo, no ctx), whose K and V tiles come by TMA on Hopper: two descriptors a launch.
 //!
 //! cargo bench -p greta-kernels --bench launch
 
@@ -16,8 +18,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use greta_kernels::gpu::{
-    default_dir, F16Operands, GemmLo, GemmOut, GemmRoute, GemmWeights, GpuKernels, KvCacheOut,
-    LoOperand, MatShape, QkvRope, Rows, SwigluOut,
+    default_dir, AttnScratch, AttnShape, F16Operands, GemmLo, GemmOut, GemmRoute, GemmWeights,
+    GpuKernels, KvCacheOut, LoOperand, MatShape, QRope, QkvRope, Rows, SwigluOut,
 };
 use hiprt::{Gpu, PlatformChoice};
 
@@ -83,6 +85,9 @@ fn launches(c: &mut Criterion) {
     let (mut ah, mut aq) = (w(t * ff), gpu.alloc::<u8>(t * ff).unwrap());
     // The pass's RoPE table (head_dim 64), for the Q/K/V product that writes the caches.
     let angles = f(t * 64);
+    // The prefill attention's output product operands (hi and FP8 lo) and its scratch.
+    let (mut oh, mut oq) = (w(t * q_row), gpu.alloc::<u8>(t * q_row).unwrap());
+    let mut scratch = AttnScratch::new(&gpu, 9, 64, cap).unwrap();
     for overlap in [true, false] {
         k.overlap = overlap;
         let tag = if overlap { "overlapped" } else { "plain" };
@@ -173,6 +178,44 @@ fn launches(c: &mut Criterion) {
                     let shape = MatShape { t, k: d, n: ff };
                     k.gemm_f16_swiglu(None, &s, &xh, None, [&wg, &wu], out, shape)
                         .unwrap()
+                },
+            );
+        }
+        if k.has_prefill_q_rope(64) && k.attention_writes_operands(t, 64) && k.has_fp8_lo() {
+            timed(
+                &format!("launch/attention (prefill, 512 rows), {tag}"),
+                c,
+                &mut || {
+                    let ops = F16Operands {
+                        hi: &mut oh,
+                        lo: Some(LoOperand::Fp8(&mut oq)),
+                    };
+                    let rope = QRope {
+                        angles: &angles,
+                        half_split: false,
+                    };
+                    let shape = AttnShape {
+                        rows: t,
+                        n_heads: 9,
+                        n_kv_heads: 3,
+                        head_dim: 64,
+                        max_kv: cap,
+                        keys: t,
+                    };
+                    let (q, kc, vc) = (&pq, &kc, &vc);
+                    k.attention_with_operands(
+                        &s,
+                        q,
+                        kc,
+                        vc,
+                        &mut scratch,
+                        None,
+                        Some(ops),
+                        Some(rope),
+                        &pos,
+                        shape,
+                    )
+                    .unwrap();
                 },
             );
         }
