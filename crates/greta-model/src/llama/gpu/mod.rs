@@ -469,6 +469,15 @@ impl OperandBufs {
             },
         }
     }
+
+    /// The low half a product reads, for operands of the form `lo` (none: hi alone).
+    fn gemm_lo(&self, lo: LoKind) -> Option<GemmLo<'_>> {
+        match lo {
+            LoKind::None => None,
+            LoKind::F16 => Some(GemmLo::F16(&self.lo)),
+            LoKind::Fp8 => Some(GemmLo::Fp8(&self.lo8)),
+        }
+    }
 }
 
 /// Everything a sequence needs on the device, allocated once (pointer-stable for graphs).
@@ -732,11 +741,7 @@ impl GpuLlama {
                 false => split.push(out),
             }
         }
-        let gemm_lo = match lo {
-            LoKind::None => None,
-            LoKind::F16 => Some(GemmLo::F16(&io.ops.lo)),
-            LoKind::Fp8 => Some(GemmLo::Fp8(&io.ops.lo8)),
-        };
+        let gemm_lo = io.ops.gemm_lo(lo);
         if !split.is_empty() {
             kernels.gemm_f16(GemmRoute::Auto, io.s, &io.ops.hi, gemm_lo, &mut split, t, k)?;
         }
@@ -830,11 +835,7 @@ impl GpuLlama {
         if !operands_ready {
             operands.make(&self.kernels, stream, normed, lo, Rows { rows: t, len: d })?;
         }
-        let gemm_lo = match lo {
-            LoKind::None => None,
-            LoKind::F16 => Some(GemmLo::F16(&operands.lo)),
-            LoKind::Fp8 => Some(GemmLo::Fp8(&operands.lo8)),
-        };
+        let gemm_lo = operands.gemm_lo(lo);
         let weights = [
             (&w.wq, w.fp8.q.as_ref()),
             (&w.wk, w.fp8.k.as_ref()),
