@@ -88,11 +88,14 @@ pub fn decode_splits(keys: usize) -> usize {
     keys.div_ceil(DECODE_SPLIT).max(1)
 }
 
-/// Refuses an attention over no keys or over more than the cache holds.
-fn check_keys(keys: usize, capacity: usize) -> Result<()> {
-    if keys == 0 || keys > capacity {
+/// Refuses a pass's key bound (`AttnShape::keys`, `QkvRope::keys`) outside `least..=capacity`:
+/// a pass attends over at least its last position + 1 (`least`: its rows, and 1 for an
+/// attention), at most the cache. `what` names the caller in the error.
+pub(super) fn check_keys(what: &str, least: usize, keys: usize, capacity: usize) -> Result<()> {
+    if keys < least || keys > capacity {
         return Err(KernelError::Shape(format!(
-            "attention over {keys} keys of a {capacity}-position cache: keys must be 1..={capacity}"
+            "{what} over {keys} keys of a {capacity}-position cache: keys must be {least}..={capacity} (a pass \
+             attends over at least its last position + 1)"
         )));
     }
     Ok(())
@@ -354,13 +357,7 @@ impl GpuKernels {
             keys,
         } = att;
         check_attention_shape(n_heads, n_kv_heads, head_dim)?;
-        check_keys(keys, max_kv)?;
-        if keys < n_rows {
-            return Err(KernelError::Shape(format!(
-                "an attention of {n_rows} rows over {keys} keys: a pass attends over at least its last \
-                 position + 1 (AttnShape::keys)"
-            )));
-        }
+        check_keys("attention", n_rows.max(1), keys, max_kv)?;
         Self::need(q, n_rows * n_heads * head_dim, "attention q")?;
         let writes_ops = ops.is_some() && self.attention_writes_operands(n_rows, head_dim);
         let ctx = match ctx {
@@ -496,7 +493,7 @@ impl GpuKernels {
         head_dim: usize,
         [keys, capacity]: [usize; 2],
     ) -> Result<LaunchDims> {
-        check_keys(keys, capacity)?;
+        check_keys("decode attention", 1, keys, capacity)?;
         let splits = decode_splits(keys);
         if scratch.n_heads < n_heads || scratch.head_dim < head_dim || scratch.splits < splits {
             return Err(KernelError::Shape(format!(
@@ -668,10 +665,11 @@ mod tests {
     /// names both.
     #[test]
     fn decode_keys_lie_within_the_cache() {
-        assert!(check_keys(1, 1).is_ok() && check_keys(513, 4096).is_ok());
-        assert!(check_keys(4096, 4096).is_ok());
+        let check = |keys, capacity| check_keys("decode attention", 1, keys, capacity);
+        assert!(check(1, 1).is_ok() && check(513, 4096).is_ok());
+        assert!(check(4096, 4096).is_ok());
         for (keys, capacity) in [(0, 4096), (4097, 4096), (2, 1)] {
-            let msg = check_keys(keys, capacity).unwrap_err().to_string();
+            let msg = check(keys, capacity).unwrap_err().to_string();
             assert!(
                 msg.contains(&format!("{keys} keys"))
                     && msg.contains(&format!("{capacity}-position")),

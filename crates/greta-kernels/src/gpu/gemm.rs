@@ -598,11 +598,7 @@ impl GpuKernels {
                 "{what}: head_dim = {hd} (accepted: a power of two)"
             )));
         }
-        if keys < t || keys > capacity {
-            return Err(KernelError::Shape(format!(
-                "{what}: {t} rows ending at position {keys} for a cache of {capacity} positions"
-            )));
-        }
+        check_keys(what, t, keys, capacity)?;
         check_f16_rows(k, what)?;
         let ns = [n_heads * hd, n_kv_heads * hd, n_kv_heads * hd];
         Self::need_of(a, t * k, what, "a")?;
