@@ -17,7 +17,12 @@ bash tools/gpu/unxz.sh target/carry/v/spspeed/greta.xz /tmp/greta-sp
 K=$PWD/target/carry/v/spspeed
 for round in $(seq 1 "${ROUNDS:-3}"); do
   for shape in ${SHAPES:-llama2-7b smollm2-135m}; do
-    for s in ${SETTINGS:-- gate_up,down down gate_up}; do
+    # Even rounds take the settings in reverse order: the card warms over a round (session
+    # 49's first call: the later settings' prefills ran slower), so each setting is timed
+    # both early and late.
+    settings=(${SETTINGS:-- gate_up,down down gate_up})
+    [ $((round % 2)) = 0 ] && settings=($(printf '%s\n' "${settings[@]}" | tac))
+    for s in "${settings[@]}"; do
       env=(GRETA_KERNELS_DIR=$K)
       [ "$s" != - ] && env+=(GRETA_SPARSE_LO_SPEED=$s)
       name=$shape-${s//,/_}-$round
