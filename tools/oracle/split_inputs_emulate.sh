@@ -44,6 +44,10 @@ declare -A ROUNDED=(
   [qkv,o,down+lo8w8/in]="q:f16lo8w8in k:f16lo8w8in v:f16lo8w8in attn_out:f16lo8w8in ffn_gate:f16in ffn_up:f16in ffn_out:f16lo8w8in"
   [qkv,o,gate_up,down+lo8w8/in]="q:f16lo8w8in k:f16lo8w8in v:f16lo8w8in attn_out:f16lo8w8in ffn_gate:f16lo8w8in ffn_up:f16lo8w8in ffn_out:f16lo8w8in"
   [kv,o,gate_up,down+lo8w8/in]="q:f16in k:f16lo8w8in v:f16lo8w8in attn_out:f16lo8w8in ffn_gate:f16lo8w8in ffn_up:f16lo8w8in ffn_out:f16lo8w8in"
+  # +lo8sw8: the same with some low halves 2:4-sparse (f16lo8sw8in, docs/sparse-lo.md): the
+  # FFN's (gate/up and down), or every product's.
+  [qkv,o,gate_up,down+lo8w8+sparse-ffn/in]="q:f16lo8w8in k:f16lo8w8in v:f16lo8w8in attn_out:f16lo8w8in ffn_gate:f16lo8sw8in ffn_up:f16lo8sw8in ffn_out:f16lo8sw8in"
+  [qkv,o,gate_up,down+lo8sw8/in]="q:f16lo8sw8in k:f16lo8sw8in v:f16lo8sw8in attn_out:f16lo8sw8in ffn_gate:f16lo8sw8in ffn_up:f16lo8sw8in ffn_out:f16lo8sw8in"
 )
 POLICIES=${POLICIES:-none down qkv,down qkv,o,down qkv,gate_up,down all qkv,o,down+lo8 all+lo8}
 # EXTRA: injections added to every policy as given (no prefill@ added). KV_F16=1: both

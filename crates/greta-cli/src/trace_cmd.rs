@@ -47,7 +47,9 @@ pub struct TraceArgs {
     /// add=F, nan, zero, f16 (round to f16), f16lo8 (f16 hi + FP8 lo), or f16in, f16lo8in
     /// (the same roundings of one product's input: POINT q, k, v, attn_out, ffn_gate,
     /// ffn_up or ffn_out; CPU only), f16lo8w8in (f16lo8in with the low half times the
-    /// weights' FP8 copy, as the GPU's --split-lo fp8; CPU only), or f16p (POINT attn_ctx: the attention's probabilities
+    /// weights' FP8 copy, as the GPU's --split-lo fp8; CPU only), f16lo8sw8in (f16lo8w8in with
+    /// the low half 2:4-sparse: the 2 largest of every 4 kept, docs/sparse-lo.md; CPU only),
+    /// or f16p (POINT attn_ctx: the attention's probabilities
     /// rounded to f16, as the GPU's prefill flash attention does; CPU only). Repeat the flag
     /// to perturb several stages in one run (applied in the order given).
     #[arg(
@@ -284,7 +286,7 @@ pub struct AuditArgs {
     pub points: String,
     /// Perturb a stage of the route under test: [PHASE@]LAYER:POINT:KIND (LAYER - outside
     /// layers, * every layer; PHASE prefill or decode, default both; KIND scale=F, add=F,
-    /// nan, zero, f16, f16lo8; f16in, f16lo8in, f16lo8w8in round one product's input and f16p the
+    /// nan, zero, f16, f16lo8; f16in, f16lo8in, f16lo8w8in, f16lo8sw8in round one product's input and f16p the
     /// attention's probabilities (attn_ctx), CPU routes only).
     /// Repeat the flag for several.
     #[arg(

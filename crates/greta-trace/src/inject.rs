@@ -36,6 +36,11 @@ pub enum Fault {
     /// power-of-two scale a matrix, the GPU's `quantize_e4m3` rule) while hi multiplies the
     /// weights themselves (`f16lo8w8in`): all of the GPU's `--split-lo fp8` product.
     F16Lo8W8In,
+    /// As `f16lo8w8in`, with the low half 2:4-sparse along each row (`f16lo8sw8in`): of every
+    /// 4 consecutive values its 2 largest in magnitude kept (ties: the lower index) and the
+    /// other 2 zero, the operand Hopper's sparse FP8 products would multiply
+    /// (docs/sparse-lo.md). A numerics probe of a form the GPU does not run yet.
+    F16Lo8SW8In,
     /// The attention that writes attn_ctx takes its probabilities as the GPU's prefill flash
     /// attention does (`f16p`): each exp(score - the row's max) rounded to f16 before it
     /// multiplies V, and the row's sum taken over the rounded values.
@@ -48,7 +53,7 @@ impl Fault {
     pub fn on_input(self) -> bool {
         matches!(
             self,
-            Fault::F16In | Fault::F16Lo8In | Fault::F16Lo8W8In | Fault::F16P
+            Fault::F16In | Fault::F16Lo8In | Fault::F16Lo8W8In | Fault::F16Lo8SW8In | Fault::F16P
         )
     }
 }
@@ -68,7 +73,7 @@ pub struct Injection {
 }
 
 #[derive(Debug, Clone, PartialEq, thiserror::Error)]
-#[error("--inject {value:?}: {reason}; accepted: [PHASE@]LAYER:POINT:KIND with PHASE prefill or decode (default: both), LAYER a layer index, * for every layer, or - for embed_out, final_norm, logits, and KIND one of scale=F, add=F, nan, zero, f16, f16lo8, or f16in, f16lo8in, f16lo8w8in on a product's output point (q, k, v, attn_out, ffn_gate, ffn_up, ffn_out; CPU routes only), f16p on attn_ctx (CPU routes only) (e.g. 3:attn_out:scale=1.01, prefill@*:attn_norm:f16, prefill@*:q:f16in)")]
+#[error("--inject {value:?}: {reason}; accepted: [PHASE@]LAYER:POINT:KIND with PHASE prefill or decode (default: both), LAYER a layer index, * for every layer, or - for embed_out, final_norm, logits, and KIND one of scale=F, add=F, nan, zero, f16, f16lo8, or f16in, f16lo8in, f16lo8w8in, f16lo8sw8in on a product's output point (q, k, v, attn_out, ffn_gate, ffn_up, ffn_out; CPU routes only), f16p on attn_ctx (CPU routes only) (e.g. 3:attn_out:scale=1.01, prefill@*:attn_norm:f16, prefill@*:q:f16in)")]
 pub struct InjectError {
     pub value: String,
     pub reason: String,
@@ -127,6 +132,7 @@ impl FromStr for Injection {
             None if kind == "f16in" => Fault::F16In,
             None if kind == "f16lo8in" => Fault::F16Lo8In,
             None if kind == "f16lo8w8in" => Fault::F16Lo8W8In,
+            None if kind == "f16lo8sw8in" => Fault::F16Lo8SW8In,
             None if kind == "f16p" => Fault::F16P,
             _ => return Err(e(format!("kind {kind:?} is unknown"))),
         };
@@ -135,8 +141,10 @@ impl FromStr for Injection {
                 "f16p acts on the probabilities of the attention, which writes attn_ctx, not {point}"
             )));
         }
-        if matches!(fault, Fault::F16In | Fault::F16Lo8In | Fault::F16Lo8W8In)
-            && !PRODUCT_OUTPUTS.contains(&point)
+        if matches!(
+            fault,
+            Fault::F16In | Fault::F16Lo8In | Fault::F16Lo8W8In | Fault::F16Lo8SW8In
+        ) && !PRODUCT_OUTPUTS.contains(&point)
         {
             return Err(e(format!(
                 "{kind} acts on the input of the product that writes the point, and {point} is not written by one"
@@ -173,6 +181,7 @@ impl fmt::Display for Injection {
             Fault::F16In => f.write_str("f16in"),
             Fault::F16Lo8In => f.write_str("f16lo8in"),
             Fault::F16Lo8W8In => f.write_str("f16lo8w8in"),
+            Fault::F16Lo8SW8In => f.write_str("f16lo8sw8in"),
             Fault::F16P => f.write_str("f16p"),
         }
     }
@@ -234,14 +243,23 @@ impl Injection {
             Fault::Zero => each(rows, &|_| 0.0),
             Fault::F16 => each(rows, &|v| half::f16::from_f32(v).to_f32()),
             Fault::F16Lo8 => each(rows, &f16_lo8),
-            Fault::F16In | Fault::F16Lo8In | Fault::F16Lo8W8In | Fault::F16P => {}
+            Fault::F16In
+            | Fault::F16Lo8In
+            | Fault::F16Lo8W8In
+            | Fault::F16Lo8SW8In
+            | Fault::F16P => {}
         }
     }
 
     /// Whether this makes the product that writes `point` multiply its input's lo half by
     /// the weights' FP8 copy (`f16lo8w8in`).
-    pub fn lo_on_fp8_weights(&self, point: Point, layer: Option<usize>) -> bool {
-        self.fault == Fault::F16Lo8W8In && self.matches(point, layer)
+    pub fn lo_on_fp8_weights(&self, point: Point, layer: Option<usize>) -> Option<LoForm> {
+        let form = match self.fault {
+            Fault::F16Lo8W8In => LoForm::Dense,
+            Fault::F16Lo8SW8In => LoForm::Sparse24,
+            _ => return None,
+        };
+        self.matches(point, layer).then_some(form)
     }
 
     /// Whether this acts on the input of the product that writes `point`.
@@ -259,10 +277,20 @@ impl Injection {
             Fault::F16In => x
                 .iter_mut()
                 .for_each(|v| *v = half::f16::from_f32(*v).to_f32()),
-            Fault::F16Lo8In | Fault::F16Lo8W8In => x.iter_mut().for_each(|v| *v = f16_lo8(*v)),
+            Fault::F16Lo8In | Fault::F16Lo8W8In | Fault::F16Lo8SW8In => {
+                x.iter_mut().for_each(|v| *v = f16_lo8(*v))
+            }
             _ => {}
         }
     }
+}
+
+/// The low half a product multiplies by the weights' FP8 copy (`f16lo8w8in`,
+/// `f16lo8sw8in`): all of it, or its 2 largest of every 4 values along each row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LoForm {
+    Dense,
+    Sparse24,
 }
 
 /// log2 of the fixed scale of the FP8 low halves (the GPU's G_LO8_SCALE_LOG2): an f16
@@ -448,6 +476,7 @@ mod tests {
             "2:ffn_out:f16lo8in",
             "prefill@*:attn_ctx:f16p",
             "prefill@*:ffn_gate:f16lo8w8in",
+            "prefill@*:ffn_out:f16lo8sw8in",
         ] {
             assert_eq!(s.parse::<Injection>().unwrap().to_string(), s);
         }
@@ -468,6 +497,7 @@ mod tests {
             ("1:q_rope:f16lo8in", "not written by one"),
             ("*:q:f16p", "writes attn_ctx"),
             ("*:attn_ctx:f16lo8w8in", "not written by one"),
+            ("*:ffn_act:f16lo8sw8in", "not written by one"),
         ] {
             let e = bad.parse::<Injection>().unwrap_err().to_string();
             assert!(e.contains(needle) && e.contains("accepted"), "{bad}: {e}");

@@ -176,9 +176,14 @@ pub trait StageObserver {
     /// product alone (called where `wants_input` said so).
     fn observe_input(&mut self, _at: StageAt, _x: &mut [f32]) {}
     /// Whether the product that writes `point` multiplies its (probed) input's low half by
-    /// the weights' FP8 copy, as the GPU's `--split-lo fp8` does (`--inject ...:f16lo8w8in`).
-    fn lo_on_fp8_weights(&self, _point: Point, _layer: Option<usize>) -> bool {
-        false
+    /// the weights' FP8 copy, as the GPU's `--split-lo fp8` does (`--inject ...:f16lo8w8in`),
+    /// and in which form (all of it, or 2:4-sparse: `f16lo8sw8in`); None: it does not.
+    fn lo_on_fp8_weights(
+        &self,
+        _point: Point,
+        _layer: Option<usize>,
+    ) -> Option<crate::inject::LoForm> {
+        None
     }
 }
 

@@ -6,7 +6,7 @@ use std::path::PathBuf;
 
 use rayon::prelude::*;
 
-use crate::inject::{check_layers, InjectError, Injection};
+use crate::inject::{check_layers, InjectError, Injection, LoForm};
 use crate::point::{Pass, Phase, Point, StageAt, StageObserver};
 use crate::record::{InputProvenance, JsonF32, Record, RunRecord, StageRecord};
 use crate::row;
@@ -281,10 +281,11 @@ impl StageObserver for Recorder {
             .any(|i| i.matches_input(point, layer) && i.in_phase(self.phase))
     }
 
-    fn lo_on_fp8_weights(&self, point: Point, layer: Option<usize>) -> bool {
+    fn lo_on_fp8_weights(&self, point: Point, layer: Option<usize>) -> Option<LoForm> {
         self.inject
             .iter()
-            .any(|i| i.lo_on_fp8_weights(point, layer) && i.in_phase(self.phase))
+            .filter(|i| i.in_phase(self.phase))
+            .find_map(|i| i.lo_on_fp8_weights(point, layer))
     }
 
     fn observe_input(&mut self, at: StageAt, x: &mut [f32]) {

@@ -10,6 +10,7 @@
 //! model without tracer calls inside the compute.
 
 use greta_kernels::cpu::{self, AttentionShape, RopePairing};
+use greta_trace::inject::LoForm;
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 
 use super::config::{LlamaConfig, RopeStyle};
@@ -73,13 +74,33 @@ fn linear(x: &[f32], w: &Matrix, t: usize) -> Vec<f32> {
 /// (x − hi, already on the e5m2 grid where a probe put it there) times w's FP8 e4m3 copy
 /// (`e4m3_copy`, made anew at each call: a probe's cost, not the forward's). A numerics probe
 /// (`--inject ...:f16lo8w8in`); the GPU splits prefill products only, so give it `prefill@`.
-fn linear_lo_on_fp8_weights(x: &[f32], w: &Matrix, t: usize) -> Vec<f32> {
+/// `LoForm::Sparse24` (`f16lo8sw8in`): the low half as `sparse_2_of_4` leaves it first.
+fn linear_lo_on_fp8_weights(x: &[f32], w: &Matrix, t: usize, form: LoForm) -> Vec<f32> {
     let hi: Vec<f32> = x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
-    let lo: Vec<f32> = x.iter().zip(&hi).map(|(v, h)| v - h).collect();
+    let mut lo: Vec<f32> = x.iter().zip(&hi).map(|(v, h)| v - h).collect();
+    if form == LoForm::Sparse24 {
+        lo.chunks_mut(w.cols).for_each(sparse_2_of_4);
+    }
     let mut y = linear(&hi, w, t);
     let y_lo = linear(&lo, &e4m3_copy(w), t);
     y.iter_mut().zip(&y_lo).for_each(|(a, b)| *a += b);
     y
+}
+
+/// Keeps the 2 largest magnitudes of each 4 consecutive values of `row` (ties: the lower
+/// index, as the sparse low halves' emulation on the GPU) and zeroes the other 2: the 2:4
+/// structure Hopper's sparse products read (docs/sparse-lo.md). A last group of fewer than 4
+/// keeps its 2 largest too.
+fn sparse_2_of_4(row: &mut [f32]) {
+    for g in row.chunks_mut(4) {
+        let above = |a: usize| {
+            (0..g.len())
+                .filter(|&b| g[b].abs() > g[a].abs() || (g[b].abs() == g[a].abs() && b < a))
+                .count()
+        };
+        let drop: Vec<usize> = (0..g.len()).filter(|&a| above(a) >= 2).collect();
+        drop.into_iter().for_each(|a| g[a] = 0.0);
+    }
 }
 
 /// w's FP8 copy as the GPU makes it (`quantize_e4m3`): the f16 weights divided by the one
@@ -228,8 +249,8 @@ impl Llama {
             };
             ctx.obs.observe_input(at, &mut copy);
             match ctx.obs.lo_on_fp8_weights(point, Some(layer)) {
-                true => linear_lo_on_fp8_weights(&copy, w, t),
-                false => linear(&copy, w, t),
+                Some(form) => linear_lo_on_fp8_weights(&copy, w, t, form),
+                None => linear(&copy, w, t),
             }
         } else {
             linear(x, w, t)
@@ -397,6 +418,52 @@ mod tests {
         assert!(changed > a.len() / 2, "{changed} of {} changed", a.len());
     }
 
+    /// The 2:4 selection keeps each group's 2 largest magnitudes, the lower index on a tie,
+    /// and a short last group its 2 largest.
+    #[test]
+    fn sparse_2_of_4_keeps_the_two_largest_of_each_four() {
+        let mut row = [1.0, -3.0, 2.0, 0.5, 4.0, 4.0, -4.0, 1.0, 0.25, -0.5, 0.125];
+        sparse_2_of_4(&mut row);
+        assert_eq!(
+            row,
+            [0.0, -3.0, 2.0, 0.0, 4.0, 4.0, 0.0, 0.0, 0.25, -0.5, 0.0]
+        );
+    }
+
+    /// The sparse low product is the dense one where the low half is already 2:4 sparse, and
+    /// otherwise lies between it and hi alone: most of what the low half corrects is kept.
+    #[test]
+    fn the_sparse_lo_product_keeps_most_of_the_dense_ones_correction() {
+        let (t, k, n) = (6, 64, 24);
+        let w = matrix(n, k, 11);
+        let x: Vec<f32> = (0..t * k)
+            .map(|i| ((i * 37) % 101) as f32 / 13.7 - 3.3)
+            .collect();
+        let hi: Vec<f32> = x.iter().map(|&v| half::f16::from_f32(v).to_f32()).collect();
+        // Two of every four values exact in f16 (lo = 0): the selection drops nothing.
+        let x24: Vec<f32> = x
+            .iter()
+            .zip(&hi)
+            .enumerate()
+            .map(|(i, (&v, &h))| if i % 4 < 2 { h } else { v })
+            .collect();
+        assert_eq!(
+            linear_lo_on_fp8_weights(&x24, &w, t, LoForm::Sparse24),
+            linear_lo_on_fp8_weights(&x24, &w, t, LoForm::Dense)
+        );
+        let exact = linear(&x, &w, t);
+        let err = |y: &[f32]| -> f32 { y.iter().zip(&exact).map(|(a, b)| (a - b).abs()).sum() };
+        let (dense, sparse, hi_alone) = (
+            err(&linear_lo_on_fp8_weights(&x, &w, t, LoForm::Dense)),
+            err(&linear_lo_on_fp8_weights(&x, &w, t, LoForm::Sparse24)),
+            err(&linear(&hi, &w, t)),
+        );
+        assert!(
+            dense < sparse && sparse < hi_alone / 2.0,
+            "dense {dense:e}, sparse {sparse:e}, hi alone {hi_alone:e}"
+        );
+    }
+
     /// With the low half on the FP8 copy the product is the f16-weight product up to what the
     /// copy loses of lo · w: zero lo gives the plain product bit for bit, and otherwise the
     /// result is far closer to x · w than hi alone is.
@@ -407,7 +474,10 @@ mod tests {
         let x16: Vec<f32> = (0..t * k)
             .map(|i| half::f16::from_f32(((i * 13) % 29) as f32 / 7.0 - 2.0).to_f32())
             .collect();
-        assert_eq!(linear_lo_on_fp8_weights(&x16, &w, t), linear(&x16, &w, t));
+        assert_eq!(
+            linear_lo_on_fp8_weights(&x16, &w, t, LoForm::Dense),
+            linear(&x16, &w, t)
+        );
         let x: Vec<f32> = (0..t * k)
             .map(|i| ((i * 13) % 29) as f32 / 7.3 - 2.01)
             .collect();
@@ -415,7 +485,7 @@ mod tests {
         let exact = linear(&x, &w, t);
         let err = |y: &[f32]| -> f32 { y.iter().zip(&exact).map(|(a, b)| (a - b).abs()).sum() };
         let (e8, e_hi) = (
-            err(&linear_lo_on_fp8_weights(&x, &w, t)),
+            err(&linear_lo_on_fp8_weights(&x, &w, t, LoForm::Dense)),
             err(&linear(&hi, &w, t)),
         );
         assert!(
