@@ -251,8 +251,9 @@ impl Injection {
         }
     }
 
-    /// Whether this makes the product that writes `point` multiply its input's lo half by
-    /// the weights' FP8 copy (`f16lo8w8in`).
+    /// Which low half the product that writes `point` multiplies by the weights' FP8 copy
+    /// under this probe: all of it (`f16lo8w8in`) or its 2:4-sparse part (`f16lo8sw8in`);
+    /// None where this probe does neither there.
     pub fn lo_on_fp8_weights(&self, point: Point, layer: Option<usize>) -> Option<LoForm> {
         let form = match self.fault {
             Fault::F16Lo8W8In => LoForm::Dense,
