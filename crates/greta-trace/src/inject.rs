@@ -141,11 +141,8 @@ impl FromStr for Injection {
                 "f16p acts on the probabilities of the attention, which writes attn_ctx, not {point}"
             )));
         }
-        if matches!(
-            fault,
-            Fault::F16In | Fault::F16Lo8In | Fault::F16Lo8W8In | Fault::F16Lo8SW8In
-        ) && !PRODUCT_OUTPUTS.contains(&point)
-        {
+        // The input probes other than f16p (checked above) act on a product's input.
+        if fault.on_input() && fault != Fault::F16P && !PRODUCT_OUTPUTS.contains(&point) {
             return Err(e(format!(
                 "{kind} acts on the input of the product that writes the point, and {point} is not written by one"
             )));
@@ -243,11 +240,8 @@ impl Injection {
             Fault::Zero => each(rows, &|_| 0.0),
             Fault::F16 => each(rows, &|v| half::f16::from_f32(v).to_f32()),
             Fault::F16Lo8 => each(rows, &f16_lo8),
-            Fault::F16In
-            | Fault::F16Lo8In
-            | Fault::F16Lo8W8In
-            | Fault::F16Lo8SW8In
-            | Fault::F16P => {}
+            // Input probes act inside the operation (apply_input, the attention), not here.
+            f => debug_assert!(f.on_input()),
         }
     }
 
