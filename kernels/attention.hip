@@ -156,10 +156,10 @@ GRETA_KERNEL void attn_prefill_flash(const float* q, const g_half* k_cache, cons
 // 64 or 128, NVIDIA sm_90a (the only NVIDIA target built): WAVES waves per block, 16 query
 // rows each, share key/value tiles of FA_KEYS keys that the TMA unit copies into LDS, two
 // tiles in flight (the copy of the next tile runs under the products of this one). Per
-// tile, a wave computes S = Q Kᵀ on the
-// matrix units (Q as hi + lo f16 fragments held in registers for the whole kernel, K
-// fragments by ldmatrix), the online softmax on S where the HMMA accumulators leave it
-// (lane l holds rows l / 4 and l / 4 + 8; a row's 64 scores sit in the 4 lanes of a quad),
+// tile, a wave computes S = Q Kᵀ on the matrix units (Q as hi + lo f16 fragments held in
+// registers for the whole kernel, K fragments by ldmatrix), the online softmax on S where the
+// HMMA accumulators leave it (lane l holds rows l / 4 and l / 4 + 8; a row's 64 scores sit in
+// the 4 lanes of a quad),
 // and O += P V with P taken straight from those registers as the A operand (the m16n8k16
 // accumulator and A layouts line up) and V fragments by ldmatrix.trans; each row's sum of P
 // comes from the same products, P times a column of ones. Nothing but K and V (and Q and
