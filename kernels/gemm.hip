@@ -372,7 +372,7 @@ GRETA_DEVICE void g_kv_store(const float (&acc)[TN / 2], const g_kv_out& o, cons
 }
 
 template <unsigned TM, unsigned TN, unsigned STAGES = WG_STAGES, bool LO8 = false, bool SWIGLU = false,
-          bool KV = false>
+          bool KV = false, bool SP = false>
 GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, const g_tmap* ta_lo, const g_tmap* tw0,
                                       const g_tmap* tw1, const g_tmap* tw2, float* y0, float* y1, float* y2,
                                       unsigned t, unsigned k, unsigned n0, unsigned n1, unsigned n2,
@@ -380,9 +380,10 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
                                       const g_tmap* tw8_1 = nullptr, const g_tmap* tw8_2 = nullptr,
                                       const float* sw0 = nullptr, const float* sw1 = nullptr,
                                       const float* sw2 = nullptr, const g_swiglu_out* swiglu = nullptr,
-                                      const g_kv_out* kv = nullptr) {
+                                      const g_kv_out* kv = nullptr, const unsigned* meta = nullptr) {
     static_assert(!SWIGLU || TN % 16 == 0, "SwiGLU: each half of B whole 8-row swizzle atoms");
     static_assert(!(SWIGLU && KV), "KV is the Q/K/V group's epilogue");
+    static_assert(!SP || (LO8 && !KV), "SP: the FP8 low steps of the LO8 and SwiGLU LO8 forms");
     // A block's output columns: TN, or TN / 2 gate-up pairs.
     constexpr unsigned TNO = SWIGLU ? TN / 2 : TN;
     // A stage holds one step's boxes of 128-byte rows: f16 ones (K 64) or, LO8, FP8 ones (K 128).
@@ -393,6 +394,9 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     unsigned char* smem = (unsigned char*)(((unsigned long)raw + 1023) & ~1023ul);
     unsigned long long* full = (unsigned long long*)(smem + STAGES * STAGE_BYTES);
     unsigned long long* empty = full + STAGES;
+    // SP: 16 bytes past the barriers that a consumer's stores hold its two pairs of metadata
+    // registers with (lo_step below; wgmma_shared counts them).
+    unsigned* sink = (unsigned*)(empty + STAGES);
     const unsigned tid = g_tid(), wg = tid / 128, producer = TM / 64 * 128;
 
     // The launch's tiles: row tiles first, then product 0's column tiles, product 1's,
@@ -453,8 +457,18 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
                 const g_tmap *a_map = lo ? ta_lo : ta, *w_map = LO8 && lo ? at.tw8 : at.tw,
                              *w_up = LO8 && lo ? tw8_1 : tw1;
                 unsigned char* slab = smem + st * STAGE_BYTES;
-                g_mbar_arrive_expect(&full[st], STAGE_BYTES);
-                g_tma_load_2d(slab, a_map, kc, (int)at.row0, &full[st]);
+                if (SP && lo) {
+                    // SP: the step's compressed low halves (TM rows of 64 bytes: K 128), then
+                    // each 64-row half's metadata (1 KiB, sp_meta_at) after them, where the
+                    // dense A box's second half would be; B as in every FP8 step.
+                    g_mbar_arrive_expect(&full[st], STAGE_BYTES - TM * 64 + TM / 64 * 1024);
+                    g_tma_load_2d(slab, a_map, kc / 2, (int)at.row0, &full[st]);
+                    for (unsigned h = 0; h < TM / 64; ++h)
+                        g_bulk_load(slab + TM * 64 + h * 1024, meta + sp_meta_at(at.row0 / 64 + h, s, k), 1024, &full[st]);
+                } else {
+                    g_mbar_arrive_expect(&full[st], STAGE_BYTES);
+                    g_tma_load_2d(slab, a_map, kc, (int)at.row0, &full[st]);
+                }
                 g_tma_load_2d(slab + A_HALVES * 2, w_map, kc, (int)at.col0, &full[st]);
                 if (SWIGLU) g_tma_load_2d(slab + A_HALVES * 2 + TNO * WG_BK * 2, w_up, kc, (int)at.col0, &full[st]);
                 if (++st == STAGES) st = 0, ph ^= 1, used = true;
@@ -480,6 +494,8 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     // tools/gpu/stall_sites.sh).
     unsigned st = 0, ph = 0, prev = 0;
     const unsigned long long da0 = g_wgmma_desc(smem + c * 64 * WG_BK * 2), db0 = g_wgmma_desc(smem + A_HALVES * 2);
+    // SP: the warpgroup's 64 compressed rows of 64 bytes.
+    const unsigned long long da_sp = g_wgmma_desc64(smem + c * 64 * 64);
     // KV: the pass's first position (read after the wait for the kernel ahead, which may
     // write it).
     const unsigned p0 = KV ? *kv->pos0 : 0;
@@ -489,24 +505,67 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
             // The low products' scales (read ahead). Their boxes lie as the f16 ones (da0, db0).
             const float lo_scale = 1.0f / (float)(1u << G_LO8_SCALE_LOG2);
             const float scale = *at.sw * lo_scale, scale_up = SWIGLU ? *sw1 * lo_scale : scale;
-            // Two loops, not one with a branch between the FP8 and the f16 products: a wgmma
-            // in a path ptxas cannot prove uniform makes it serialise every wgmma (C7520).
-            for (unsigned s = 0; s < lo_steps; ++s) {
+            // One FP8 step (K 128). SP: its two metadata words go into `mine`, one of two
+            // register pairs used by alternate steps, and `other` (the step before's pair) is
+            // held until the wait that retires that step's products. A sparse wgmma reads its
+            // metadata register while it runs, and ptxas does not know it: with one pair it
+            // loaded the next step's words into the registers under the running products
+            // (wrong low products on some 128-row tiles, differently each run; the op test
+            // caught it, and the SASS showed the reuse). The hold is a shared store of both
+            // words after the wait (to `sink`, past the barriers), which ptxas keeps after it.
+            unsigned meta[2][2] = {{0u, 0u}, {0u, 0u}};
+            auto lo_step = [&](unsigned s, unsigned (&mine)[2], const unsigned (&other)[2]) {
                 g_mbar_wait(&full[st], ph);
                 const unsigned long long o = st * (STAGE_BYTES >> 4);
+                if constexpr (SP) {
+                    // This thread's two words from the stage, one 8-byte load (sp_meta_word:
+                    // words h and h + 2 of its row, h = (lane & 3) / 2, lie together).
+                    const unsigned char* mw = smem + st * STAGE_BYTES + TM * 64 + c * 1024 +
+                                              16 * (16 * warp + l / 4 + 8 * (l & 1)) + 8 * ((l & 3) / 2);
+                    g_lds_u32x2(mw, &mine[0], &mine[1]);
+                }
                 g_wgmma_fence();
-                // K 128 a step: four K 32 products, each 32 bytes on along the 128-byte rows.
-                for (unsigned kk = 0; kk < 2 * WG_BK / 32; ++kk)
-                    g_wgmma_m64k32_e5m2_e4m3<TN>(acc, da0 + o + 2 * kk, db0 + o + 2 * kk, s > 0 || kk > 0);
-                g_wgmma_commit();
-                g_wgmma_wait<1>();
+                if constexpr (SP) {
+                    // K 128 as two sparse K 64 products: the compressed rows 32 bytes a product,
+                    // B's 64.
+                    g_wgmma_sp_m64k64_e5m2_e4m3<TN>(acc, da_sp + o, db0 + o, mine[0], s > 0);
+                    g_wgmma_sp_m64k64_e5m2_e4m3<TN>(acc, da_sp + o + 2, db0 + o + 4, mine[1], 1);
+                    g_wgmma_commit();
+#ifdef GRETA_SP_DRAIN
+                    g_wgmma_wait<0>();
+#else
+                    g_wgmma_wait<1>();
+#endif
+                    g_hold_regs(sink + 2 * (&other == &meta[1]), other[0], other[1]);
+                } else {
+                    // K 128 a step: four K 32 products, each 32 bytes on along the 128-byte rows.
+                    for (unsigned kk = 0; kk < 2 * WG_BK / 32; ++kk)
+                        g_wgmma_m64k32_e5m2_e4m3<TN>(acc, da0 + o + 2 * kk, db0 + o + 2 * kk, s > 0 || kk > 0);
+                    g_wgmma_commit();
+                    g_wgmma_wait<1>();
+                }
                 if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[prev]);
                 prev = st;
                 if (++st == STAGES) st = 0, ph ^= 1;
+            };
+            // Two loops, not one with a branch between the FP8 and the f16 products: a wgmma
+            // in a path ptxas cannot prove uniform makes it serialise every wgmma (C7520).
+            // SP: steps in pairs, so that each pair's registers are named apart.
+            unsigned s = 0;
+            if constexpr (SP) {
+                for (; s + 2 <= lo_steps; s += 2) {
+                    lo_step(s, meta[0], meta[1]);
+                    lo_step(s + 1, meta[1], meta[0]);
+                }
             }
+            for (; s < lo_steps; ++s) lo_step(s, meta[0], meta[1]);
             // The low sums complete, times their scales (powers of two: exact); the f16
             // products then add onto them in the same registers.
             g_wgmma_wait<0>();
+            if constexpr (SP) {
+                g_hold_regs(sink, meta[0][0], meta[0][1]);
+                g_hold_regs(sink + 2, meta[1][0], meta[1][1]);
+            }
             for (unsigned q = 0; q < TN / 2; ++q) acc[q] *= SWIGLU && q >= TN / 4 ? scale_up : scale;
             for (unsigned s = lo_steps; s < steps; ++s) {
                 g_mbar_wait(&full[st], ph);
@@ -674,6 +733,26 @@ GEMM_WGMMA_LO8(gemm_f16_wgmma_128_lo8, 128, 128, WG_STAGES)
 GEMM_WGMMA_LO8(gemm_f16_wgmma_64_lo8, 64, 64, WG_STAGES)
 GEMM_WGMMA_LO8(gemm_f16_wgmma_128x192_lo8, 128, 192, 5)
 
+// The FP8-lo forms with 2:4-sparse low products (SP above; docs/sparse-lo.md): ta_lo reads the
+// compressed low halves [t][k / 2] in boxes of 64-byte rows, meta their tiled metadata
+// (split_f16_lo8s). On the LO8 forms' tiles.
+#define GEMM_WGMMA_LO8SP(NAME, TM, TN, STAGES)                                                                      \
+    GRETA_KERNEL void __launch_bounds__(TM / 64 * 128 + 32, 1)                                                       \
+        NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                               \
+             const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                                \
+             const __grid_constant__ g_tmap tw2, const __grid_constant__ g_tmap tw8_0,                              \
+             const __grid_constant__ g_tmap tw8_1, const __grid_constant__ g_tmap tw8_2, float* y0, float* y1,      \
+             float* y2, const float* sw0, const float* sw1, const float* sw2, unsigned t, unsigned k,               \
+             unsigned n0, unsigned n1, unsigned n2, const unsigned* meta) {                                         \
+        extern __shared__ unsigned char wg_raw[];                                                                    \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, true, false, false, true>(                                               \
+            wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0, n1, n2, 1, &tw8_0, &tw8_1, &tw8_2, sw0, sw1, \
+            sw2, nullptr, nullptr, meta);                                                                            \
+    }
+GEMM_WGMMA_LO8SP(gemm_f16_wgmma_128_lo8sp, 128, 128, WG_STAGES)
+GEMM_WGMMA_LO8SP(gemm_f16_wgmma_64_lo8sp, 64, 64, WG_STAGES)
+GEMM_WGMMA_LO8SP(gemm_f16_wgmma_128x192_lo8sp, 128, 192, 5)
+
 // The FP8-lo forms with K and V into the caches (KV above).
 #define GEMM_WGMMA_LO8_KV(NAME, TM, TN, STAGES)                                                                     \
     GRETA_KERNEL void __launch_bounds__(TM / 64 * 128 + 32, 1)                                                       \
@@ -719,4 +798,23 @@ GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128_lo8, 128, 128, WG_STAGES)
 GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_64_lo8, 64, 64, WG_STAGES)
 GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128x256_lo8, 128, 256, 4)
 GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128x224_lo8, 128, 224, 4)
+
+// The SwiGLU forms with 2:4-sparse low products (SP and LO8SP above), on every SwiGLU tile.
+#define GEMM_WGMMA_SWIGLU_LO8SP(NAME, TM, TN, STAGES)                                                               \
+    GRETA_KERNEL void __launch_bounds__(TM / 64 * 128 + 32, 1)                                                       \
+        NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                               \
+             const __grid_constant__ g_tmap tw_gate, const __grid_constant__ g_tmap tw_up,                          \
+             const __grid_constant__ g_tmap tw8_gate, const __grid_constant__ g_tmap tw8_up, const float* sw_gate,  \
+             const float* sw_up, float* gate, float* up, float* act, g_half* hi, g_half* lo, unsigned char* lo8,   \
+             unsigned t, unsigned k, unsigned n, const unsigned* meta) {                                            \
+        extern __shared__ unsigned char wg_raw[];                                                                    \
+        const g_swiglu_out out = {gate, up, act, hi, lo, lo8};                                                       \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, true, true, false, true>(                                                \
+            wg_raw, &ta, &ta_lo, &tw_gate, &tw_up, &tw_up, nullptr, nullptr, nullptr, t, k, n, n, 0, 1, &tw8_gate,   \
+            &tw8_up, &tw8_up, sw_gate, sw_up, sw_up, &out, nullptr, meta);                                           \
+    }
+GEMM_WGMMA_SWIGLU_LO8SP(gemm_f16_wgmma_swiglu_128_lo8sp, 128, 128, WG_STAGES)
+GEMM_WGMMA_SWIGLU_LO8SP(gemm_f16_wgmma_swiglu_64_lo8sp, 64, 64, WG_STAGES)
+GEMM_WGMMA_SWIGLU_LO8SP(gemm_f16_wgmma_swiglu_128x256_lo8sp, 128, 256, 4)
+GEMM_WGMMA_SWIGLU_LO8SP(gemm_f16_wgmma_swiglu_128x224_lo8sp, 128, 224, 4)
 #endif

@@ -245,7 +245,8 @@ GRETA_KERNEL void split_f16(const float* x, g_half* hi, g_half* lo, unsigned n) 
 //
 // lo8 (lo null): the low halves in FP8 instead (`--split-lo fp8`, greta_device.h).
 GRETA_KERNEL void add_rmsnorm_split_f16(float* x, const float* y, const float* w, float* out, g_half* hi, g_half* lo,
-                                        unsigned char* lo8, unsigned d, float eps) {
+                                        unsigned char* lo8, unsigned char* sq, unsigned* smeta, unsigned d,
+                                        float eps) {
     g_wait_previous();
     GRETA_SHARED float scratch[MAX_BLOCK / GRETA_WAVE];
     const unsigned t = g_tid(), b = g_bdim();
@@ -286,6 +287,7 @@ GRETA_KERNEL void add_rmsnorm_split_f16(float* x, const float* y, const float* w
     float scale = 1.0f / g_sqrt(total / (float)d + eps);
     for (unsigned c = 0; c < NORM_SPLIT_VECS; ++c) {
         unsigned i = 4 * (t + c * b);
+        unsigned nibble = 0;
         if (i < d) {
             g_f4 o;
             g_h4 h, l;
@@ -300,8 +302,25 @@ GRETA_KERNEL void add_rmsnorm_split_f16(float* x, const float* y, const float* w
             if (lo) *(g_h4*)(lo + row + i) = l;
 #if defined(GRETA_FP8)
             if (lo8) *(unsigned*)(lo8 + row + i) = g_lo8x4(r);
+            if (sq) {
+                unsigned kept;
+                nibble = g_sparse24(g_lo8x4(r), &kept) << (4 * ((i / 4) % 8));
+                *(unsigned short*)(sq + row / 2 + i / 2) = (unsigned short)kept;
+            }
 #endif
         }
+#if defined(GRETA_FP8)
+        // The sparse form's metadata word: the nibbles of 8 consecutive 4-column groups,
+        // which 8 consecutive lanes hold (a block is whole warps, so a warp's lanes take
+        // consecutive groups); every lane takes part in the shuffles (d % 32 == 0, so the
+        // 8 lanes of a word are all in the row or all past it).
+        if (sq) {
+            nibble |= __shfl_xor_sync(0xffffffffu, nibble, 1);
+            nibble |= __shfl_xor_sync(0xffffffffu, nibble, 2);
+            nibble |= __shfl_xor_sync(0xffffffffu, nibble, 4);
+            if (i < d && i % 32 == 0) smeta[sp_meta_word(g_bid(), i / 32, d)] = nibble;
+        }
+#endif
     }
     g_launch_next();
 }
@@ -370,6 +389,55 @@ GRETA_KERNEL void split_f16_lo8(const float* x, g_half* hi, unsigned char* lo8, 
         }
         *(g_h8*)(hi + i) = h;
         *(uint2*)(lo8 + i) = g_lo8x8(r);
+    }
+    g_launch_next();
+}
+
+// split_f16_lo8 with the low halves 2:4-sparse (docs/sparse-lo.md): x [t][k] f32 (k % 32 ==
+// 0) to hi [t][k] (split_f16's), q [t][k / 2], each 4 columns' two largest FP8 low halves
+// (magnitude as e5m2's byte orders it; the lower index on a tie) in column order, and their
+// metadata (sp_meta_word's tiling: a nibble a 4 columns, bits 1:0 and 3:2 the kept indices).
+// A thread a metadata word (32 columns) over rows_padded rows (a multiple of 128: the GEMM's
+// row tiles read whole 64-row blocks) and the words of ceil(k / 128) steps; rows past t and
+// words past k get 0x44444444 (columns 0 and 1 of each 4: a valid pattern over zeros).
+GRETA_KERNEL void split_f16_lo8s(const float* x, g_half* hi, unsigned char* q, unsigned* meta, unsigned t, unsigned k,
+                                 unsigned rows_padded) {
+    g_wait_previous();
+    const unsigned words = (k + 127) / 128 * 4;
+    const unsigned long i = (unsigned long)g_bid() * g_bdim() + g_tid();
+    if (i < (unsigned long)rows_padded * words) {
+        const unsigned r = (unsigned)(i / words), j = (unsigned)(i % words);
+        unsigned word = 0x44444444u;
+        if (r < t && 32 * j < k) {
+            const unsigned long at = (unsigned long)r * k + 32 * j;
+            // The 32 FP8 low halves as 8 words: word c holds columns 4 c .. + 3 (byte b: 4 c + b).
+            unsigned lw[8];
+#pragma unroll
+            for (unsigned v8 = 0; v8 < 4; ++v8) {
+                float v[8], rr[8];
+                g_load_f8(x + at + 8 * v8, v);
+                g_h8 h;
+#pragma unroll
+                for (unsigned e = 0; e < 8; ++e) {
+                    h.v[e] = g_f2h(v[e]);
+                    rr[e] = v[e] - g_h2f(h.v[e]);
+                }
+                *(g_h8*)(hi + at + 8 * v8) = h;
+                const uint2 b = g_lo8x8(rr);
+                lw[2 * v8] = b.x;
+                lw[2 * v8 + 1] = b.y;
+            }
+            unsigned ow[4] = {0u, 0u, 0u, 0u};
+            word = 0;
+#pragma unroll
+            for (unsigned c = 0; c < 8; ++c) {
+                unsigned kept;
+                word |= g_sparse24(lw[c], &kept) << (4 * c);
+                ow[c / 2] |= kept << (16 * (c & 1));
+            }
+            *(uint4*)(q + (unsigned long)r * (k / 2) + 16 * j) = make_uint4(ow[0], ow[1], ow[2], ow[3]);
+        }
+        meta[sp_meta_word(r, j, k)] = word;
     }
     g_launch_next();
 }

@@ -450,11 +450,16 @@ impl<T: Copy> DeviceBuffer<T> {
 
     /// Sets every byte to zero (asynchronously, on `s`).
     pub fn zero(&mut self, s: &Stream) -> Result<()> {
+        self.fill_bytes(0, s)
+    }
+
+    /// Sets every byte to `byte` (asynchronously, on `s`).
+    pub fn fill_bytes(&mut self, byte: u8, s: &Stream) -> Result<()> {
         // SAFETY: the buffer holds len * size_of::<T>() bytes.
         unsafe {
             self.driver.memset_d8(
                 self.ptr(),
-                0,
+                byte,
                 self.len * std::mem::size_of::<T>(),
                 s.handle(),
             )

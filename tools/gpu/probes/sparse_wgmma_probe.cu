@@ -30,26 +30,9 @@
         }                                                                                            \
     } while (0)
 
-// The sparse products (A by descriptor, one metadata register a thread, sparsity selector 0:
-// at k64 with 8-bit types every thread of a group of four holds metadata).
-__device__ __forceinline__ void wgmma_sp_m64n64k64_e5m2_e4m3(float (&d)[32], unsigned long long da, unsigned long long db,
-                                                            unsigned meta, unsigned accumulate) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %35, 0;\n"
-        "wgmma.mma_async.sp.sync.aligned.m64n64k64.f32.e5m2.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31}, %32, %33, %34, 0, p, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31])
-        : "l"(da), "l"(db), "r"(meta), "r"(accumulate)
-        : "memory");
-}
-__device__ __forceinline__ void wgmma_sp_m64n256k64_e5m2_e4m3(float (&d)[128], unsigned long long da, unsigned long long db,
-                                                            unsigned meta, unsigned accumulate) {
-    asm volatile(
-        "{\n.reg .pred p;\nsetp.ne.b32 p, %131, 0;\n"
-        "wgmma.mma_async.sp.sync.aligned.m64n256k64.f32.e5m2.e4m3 {%0, %1, %2, %3, %4, %5, %6, %7, %8, %9, %10, %11, %12, %13, %14, %15, %16, %17, %18, %19, %20, %21, %22, %23, %24, %25, %26, %27, %28, %29, %30, %31, %32, %33, %34, %35, %36, %37, %38, %39, %40, %41, %42, %43, %44, %45, %46, %47, %48, %49, %50, %51, %52, %53, %54, %55, %56, %57, %58, %59, %60, %61, %62, %63, %64, %65, %66, %67, %68, %69, %70, %71, %72, %73, %74, %75, %76, %77, %78, %79, %80, %81, %82, %83, %84, %85, %86, %87, %88, %89, %90, %91, %92, %93, %94, %95, %96, %97, %98, %99, %100, %101, %102, %103, %104, %105, %106, %107, %108, %109, %110, %111, %112, %113, %114, %115, %116, %117, %118, %119, %120, %121, %122, %123, %124, %125, %126, %127}, %128, %129, %130, 0, p, 1, 1;\n}\n"
-        : "+f"(d[0]), "+f"(d[1]), "+f"(d[2]), "+f"(d[3]), "+f"(d[4]), "+f"(d[5]), "+f"(d[6]), "+f"(d[7]), "+f"(d[8]), "+f"(d[9]), "+f"(d[10]), "+f"(d[11]), "+f"(d[12]), "+f"(d[13]), "+f"(d[14]), "+f"(d[15]), "+f"(d[16]), "+f"(d[17]), "+f"(d[18]), "+f"(d[19]), "+f"(d[20]), "+f"(d[21]), "+f"(d[22]), "+f"(d[23]), "+f"(d[24]), "+f"(d[25]), "+f"(d[26]), "+f"(d[27]), "+f"(d[28]), "+f"(d[29]), "+f"(d[30]), "+f"(d[31]), "+f"(d[32]), "+f"(d[33]), "+f"(d[34]), "+f"(d[35]), "+f"(d[36]), "+f"(d[37]), "+f"(d[38]), "+f"(d[39]), "+f"(d[40]), "+f"(d[41]), "+f"(d[42]), "+f"(d[43]), "+f"(d[44]), "+f"(d[45]), "+f"(d[46]), "+f"(d[47]), "+f"(d[48]), "+f"(d[49]), "+f"(d[50]), "+f"(d[51]), "+f"(d[52]), "+f"(d[53]), "+f"(d[54]), "+f"(d[55]), "+f"(d[56]), "+f"(d[57]), "+f"(d[58]), "+f"(d[59]), "+f"(d[60]), "+f"(d[61]), "+f"(d[62]), "+f"(d[63]), "+f"(d[64]), "+f"(d[65]), "+f"(d[66]), "+f"(d[67]), "+f"(d[68]), "+f"(d[69]), "+f"(d[70]), "+f"(d[71]), "+f"(d[72]), "+f"(d[73]), "+f"(d[74]), "+f"(d[75]), "+f"(d[76]), "+f"(d[77]), "+f"(d[78]), "+f"(d[79]), "+f"(d[80]), "+f"(d[81]), "+f"(d[82]), "+f"(d[83]), "+f"(d[84]), "+f"(d[85]), "+f"(d[86]), "+f"(d[87]), "+f"(d[88]), "+f"(d[89]), "+f"(d[90]), "+f"(d[91]), "+f"(d[92]), "+f"(d[93]), "+f"(d[94]), "+f"(d[95]), "+f"(d[96]), "+f"(d[97]), "+f"(d[98]), "+f"(d[99]), "+f"(d[100]), "+f"(d[101]), "+f"(d[102]), "+f"(d[103]), "+f"(d[104]), "+f"(d[105]), "+f"(d[106]), "+f"(d[107]), "+f"(d[108]), "+f"(d[109]), "+f"(d[110]), "+f"(d[111]), "+f"(d[112]), "+f"(d[113]), "+f"(d[114]), "+f"(d[115]), "+f"(d[116]), "+f"(d[117]), "+f"(d[118]), "+f"(d[119]), "+f"(d[120]), "+f"(d[121]), "+f"(d[122]), "+f"(d[123]), "+f"(d[124]), "+f"(d[125]), "+f"(d[126]), "+f"(d[127])
-        : "l"(da), "l"(db), "r"(meta), "r"(accumulate)
-        : "memory");
-}
+// The sparse products: greta_wgmma.h's g_wgmma_sp_ wrappers (A by descriptor, one metadata
+// register a thread, sparsity selector 0: at k64 with 8-bit types every thread of a group
+// of four holds metadata).
 
 // A K-major tile of 128-byte rows in the 128-byte swizzle (as the TMA writes the GEMM's):
 // byte k of row r. 8-row atoms of 1024 bytes (the descriptor's stride byte offset).
@@ -97,7 +80,7 @@ __global__ void discover(float* out) {
     float d[32];
     for (int i = 0; i < 32; ++i) d[i] = 0.f;
     g_wgmma_fence();
-    wgmma_sp_m64n64k64_e5m2_e4m3(d, desc128(A), desc128(B), meta, 0);
+    g_wgmma_sp_m64n64k64_e5m2_e4m3(d, desc128(A), desc128(B), meta, 0);
     g_wgmma_commit();
     g_wgmma_wait<0>();
     for (unsigned i = 0; i < 32; ++i) {
@@ -118,7 +101,7 @@ __global__ void check(const uint8_t* img, const unsigned* meta, float* out) {
     float d[32];
     for (int i = 0; i < 32; ++i) d[i] = 0.f;
     g_wgmma_fence();
-    wgmma_sp_m64n64k64_e5m2_e4m3(d, desc128(base), desc128(base + 8192), meta[threadIdx.x], 0);
+    g_wgmma_sp_m64n64k64_e5m2_e4m3(d, desc128(base), desc128(base + 8192), meta[threadIdx.x], 0);
     g_wgmma_commit();
     g_wgmma_wait<0>();
     for (unsigned i = 0; i < 32; ++i) {
@@ -154,7 +137,7 @@ __global__ void __launch_bounds__(256) rate(int iters, float* sink, long long* c
         } else if constexpr (KIND == 1) {
             for (int kk = 0; kk < 2; ++kk) g_wgmma_m64n256k32_e5m2_e4m3(d, da + 2 * kk, db + 2 * kk, 1);
         } else {
-            wgmma_sp_m64n256k64_e5m2_e4m3(d, da, db, 0x44444444u ^ (unsigned)(it & 0x88888888u), 1);
+            g_wgmma_sp_m64n256k64_e5m2_e4m3(d, da, db, 0x44444444u ^ (unsigned)(it & 0x88888888u), 1);
         }
         g_wgmma_commit();
         g_wgmma_wait<1>();

@@ -9,6 +9,8 @@ use super::*;
 pub enum GemmLo<'a> {
     F16(&'a DeviceBuffer<u16>),
     Fp8(&'a DeviceBuffer<u8>),
+    /// FP8 and 2:4-sparse (`split_f16_lo8s`): the lo products on the sparse FP8 matrix units.
+    Fp8Sparse(&'a SparseLo8),
 }
 
 /// The low half of the SwiGLU GEMM's input (`gemm_f16_swiglu`): f16, or FP8 with the FP8
@@ -20,6 +22,112 @@ pub enum SwigluLo<'a> {
         q: &'a DeviceBuffer<u8>,
         w8: [&'a E4m3Matrix; 2],
     },
+    /// FP8 and 2:4-sparse (`split_f16_lo8s`), with the same weight copies.
+    Fp8Sparse {
+        lo: &'a SparseLo8,
+        w8: [&'a E4m3Matrix; 2],
+    },
+}
+
+/// An FP8 low half kept 2:4-sparse (docs/sparse-lo.md), as `split_f16_lo8s` writes it and the
+/// sparse FP8 products read it: `q` [rows][k / 2] bytes, each 4 columns' two largest low
+/// halves in column order, and `meta` their metadata (a nibble a 4 columns) tiled for the
+/// GEMM's K 128 steps (`sp_meta_at` in kernels/greta_device.h), over rows rounded up to 128
+/// (the GEMM's row tiles read whole 64-row blocks). k % 32 == 0 (the TMA's 16-byte rows of
+/// the compressed bytes, one metadata word a 32 columns).
+pub struct SparseLo8 {
+    pub q: DeviceBuffer<u8>,
+    pub meta: DeviceBuffer<u32>,
+    rows: usize,
+    k: usize,
+}
+
+impl SparseLo8 {
+    /// Room for `rows` rows of `k` columns, the metadata set to 0x44444444 on `s` (every
+    /// group's columns 0 and 1: a valid pattern for the rows and words past what a writer
+    /// fills, which the GEMM's whole 64-row blocks and K 128 steps still read, over zeros).
+    pub fn alloc(gpu: &Gpu, s: &Stream, rows: usize, k: usize) -> Result<Self> {
+        check_sparse_k(k, "SparseLo8")?;
+        let mut meta = gpu.alloc::<u32>(Self::meta_words(rows, k))?;
+        meta.fill_bytes(0x44, s)?;
+        Ok(SparseLo8 {
+            q: gpu.alloc::<u8>(rows * k / 2)?,
+            meta,
+            rows,
+            k,
+        })
+    }
+
+    /// The metadata's words for `rows` rows of `k` columns: 1 KiB a 64-row block a K 128
+    /// step, over rows rounded up to 128.
+    pub fn meta_words(rows: usize, k: usize) -> usize {
+        rows.div_ceil(128) * 2 * k.div_ceil(128) * 256
+    }
+
+    pub fn rows(&self) -> usize {
+        self.rows
+    }
+
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Refuses a use of `t` rows of `k` columns that this buffer was not made for, by name.
+    pub(super) fn check(&self, t: usize, k: usize, what: &str) -> Result<()> {
+        if k != self.k || t > self.rows {
+            return Err(KernelError::Shape(format!(
+                "{what}: sparse low halves of {} x {} read as {t} x {k} (accepted: at most {} rows of exactly {} columns)",
+                self.rows, self.k, self.rows, self.k
+            )));
+        }
+        Ok(())
+    }
+}
+
+/// Refuses a sparse low half's row length the kernels cannot read, by name.
+pub(super) fn check_sparse_k(k: usize, what: &str) -> Result<()> {
+    if k == 0 || !k.is_multiple_of(32) {
+        return Err(KernelError::Shape(format!(
+            "{what}: k = {k} (accepted: a positive multiple of 32 for 2:4-sparse low halves: one metadata word a 32 columns, 16-byte rows of compressed bytes)"
+        )));
+    }
+    Ok(())
+}
+
+/// The FP8 low half the LO8 forms read: every value, or 2:4-sparse.
+#[derive(Clone, Copy)]
+enum Lo8In<'a> {
+    Dense(&'a DeviceBuffer<u8>),
+    Sparse(&'a SparseLo8),
+}
+
+impl Lo8In<'_> {
+    fn check(&self, t: usize, k: usize, what: &str) -> Result<()> {
+        match self {
+            Lo8In::Dense(q) => GpuKernels::need_of(q, t * k, what, "a_lo (FP8)"),
+            Lo8In::Sparse(sp) => {
+                check_sparse_k(k, what)?;
+                sp.check(t, k, what)
+            }
+        }
+    }
+
+    /// The TMA map of its bytes: K 128 a step, as 128-byte rows (dense) or the compressed
+    /// 64 (sparse).
+    fn tensor_map(&self, t: usize, k: usize, m: u32) -> Result<TensorMap> {
+        Ok(match self {
+            Lo8In::Dense(q) => q.tensor_map_u8(t, k, m, WGMMA_BK8)?,
+            Lo8In::Sparse(sp) => sp.q.tensor_map_u8(t, k / 2, m, WGMMA_BK8 / 2)?,
+        })
+    }
+
+    /// The sparse forms' last argument: the metadata.
+    fn meta_arg(&self, args: Args) -> Args {
+        match self {
+            Lo8In::Dense(_) => args,
+            Lo8In::Sparse(sp) => args.ptr(&sp.meta),
+        }
+    }
 }
 
 /// log2 of the one fixed scale of the FP8 low halves (G_LO8_SCALE_LOG2 in
@@ -204,13 +312,14 @@ fn wgmma_form<'a>(forms: &'a [WgmmaForm], tile: WgmmaTile, what: &str) -> Result
 }
 
 /// Dynamic shared memory of the warpgroup GEMM of `tile`: its stages of an A and a B box,
-/// 1 KiB to align them to the 1024-byte swizzle atom, and a full and an empty barrier (8
-/// bytes each) per stage. 128 x 128: 193 KiB (one block per SM); 64 x 64: 97 KiB (two);
-/// 128 x 256: 193 KiB; 128 x 232: 181 KiB. The FP8-lo forms take the same: an FP8 step of K
-/// 128 fills a stage as an f16 step of K 64 does.
+/// 1 KiB to align them to the 1024-byte swizzle atom, a full and an empty barrier (8 bytes
+/// each) per stage, and 16 bytes past them (the sparse forms' register hold, `sink` in
+/// kernels/gemm.hip). 128 x 128: 193 KiB (one block per SM); 64 x 64: 97 KiB (two); 128 x
+/// 256: 193 KiB; 128 x 232: 181 KiB. The FP8-lo forms take the same: an FP8 step of K 128
+/// fills a stage as an f16 step of K 64 does.
 pub(super) fn wgmma_shared(tile: WgmmaTile) -> u32 {
     let stages = wgmma_stages(tile);
-    stages * (tile.m + tile.n) as u32 * WGMMA_BK * 2 + 1024 + stages * 2 * 8
+    stages * (tile.m + tile.n) as u32 * WGMMA_BK * 2 + 1024 + stages * 2 * 8 + 16
 }
 
 /// The warpgroup GEMM's arguments after its operands (t, k, the group's widths: 0 for an
@@ -403,8 +512,14 @@ impl GpuKernels {
         t: usize,
         k: usize,
     ) -> Result<()> {
-        if let Some(GemmLo::Fp8(q)) = lo {
-            return self.gemm_f16_lo8(route, s, a, q, outs, t, k);
+        match lo {
+            Some(GemmLo::Fp8(q)) => {
+                return self.gemm_f16_lo8(route, s, a, Lo8In::Dense(q), outs, t, k)
+            }
+            Some(GemmLo::Fp8Sparse(sp)) => {
+                return self.gemm_f16_lo8(route, s, a, Lo8In::Sparse(sp), outs, t, k)
+            }
+            _ => {}
         }
         let a_lo = match lo {
             Some(GemmLo::F16(b)) => Some(b),
@@ -470,14 +585,15 @@ impl GpuKernels {
     }
 
     /// `gemm_f16` with an FP8 low half: the warpgroup kernel's LO8 form (kernels/gemm.hip),
-    /// on the tile `wgmma_lo8_tile` picks among those with that form.
+    /// or its SP form where the low half is 2:4-sparse, on the tile `wgmma_lo8_tile` picks
+    /// among those with that form.
     #[allow(clippy::too_many_arguments)]
     fn gemm_f16_lo8(
         &self,
         route: GemmRoute,
         s: &Stream,
         a: &DeviceBuffer<u16>,
-        q: &DeviceBuffer<u8>,
+        lo: Lo8In<'_>,
         outs: &mut [GemmOut<'_>],
         t: usize,
         k: usize,
@@ -485,7 +601,7 @@ impl GpuKernels {
         let fp8 = self.fp8("gemm_f16 with an FP8 low half")?;
         check_fp8_rows(k, "gemm_f16 with an FP8 low half")?;
         Self::need(a, t * k, "gemm_f16 a")?;
-        Self::need(q, t * k, "gemm_f16 a_lo (FP8)")?;
+        lo.check(t, k, "gemm_f16")?;
         for o in outs.iter() {
             Self::need(o.w, o.n * k, "gemm_f16 w")?;
             Self::need(o.y, t * o.n, "gemm_f16 y")?;
@@ -513,11 +629,14 @@ impl GpuKernels {
                     )))
                 }
             };
-            let form = wgmma_form(&fp8.gemm, tile, "FP8-lo warpgroup GEMM")?;
+            let form = match lo {
+                Lo8In::Dense(_) => wgmma_form(&fp8.gemm, tile, "FP8-lo warpgroup GEMM")?,
+                Lo8In::Sparse(_) => wgmma_form(&fp8.gemm_sp, tile, "sparse FP8-lo warpgroup GEMM")?,
+            };
             let (m32, n32) = (tile.m as u32, tile.n as u32);
             let mut args = Args::new()
                 .tmap(a.tensor_map_f16(t, k, m32, WGMMA_BK)?)
-                .tmap(q.tensor_map_u8(t, k, m32, WGMMA_BK8)?);
+                .tmap(lo.tensor_map(t, k, m32)?);
             // Absent products (n = 0) repeat the last present one's maps and pointers.
             let at = |i: usize| i.min(group.len() - 1);
             for i in 0..3 {
@@ -536,7 +655,7 @@ impl GpuKernels {
                 args = args.ptr(&group[at(i)].w8.expect("checked above").scale);
             }
             let (args, tiles) = wgmma_group_args(args, tile, group, t, k)?;
-            self.launch_wgmma(form, tiles, s, args)?;
+            self.launch_wgmma(form, tiles, s, lo.meta_arg(args))?;
         }
         Ok(())
     }
@@ -632,6 +751,11 @@ impl GpuKernels {
                 }
                 Some(w8s)
             }
+            Some(GemmLo::Fp8Sparse(_)) => {
+                return Err(KernelError::Shape(format!(
+                    "{what}: no form with 2:4-sparse low halves (accepted: f16 or dense FP8; Q/K/V's low half stays whole, docs/sparse-lo.md)"
+                )))
+            }
             None => None,
         };
         if t == 0 {
@@ -717,10 +841,15 @@ impl GpuKernels {
         Self::need(a, t * k, "gemm_f16_swiglu a")?;
         match a_lo {
             Some(SwigluLo::F16(lo)) => Self::need(lo, t * k, "gemm_f16_swiglu a_lo")?,
-            Some(SwigluLo::Fp8 { q, w8 }) => {
+            Some(SwigluLo::Fp8 { w8, .. } | SwigluLo::Fp8Sparse { w8, .. }) => {
                 self.fp8(what)?;
                 check_fp8_rows(k, what)?;
-                Self::need(q, t * k, "gemm_f16_swiglu a_lo (FP8)")?;
+                match a_lo {
+                    Some(SwigluLo::Fp8 { q, .. }) => Lo8In::Dense(q),
+                    Some(SwigluLo::Fp8Sparse { lo, .. }) => Lo8In::Sparse(lo),
+                    _ => unreachable!("matched above"),
+                }
+                .check(t, k, what)?;
                 for (w8, name) in w8.iter().zip(["w8 gate", "w8 up"]) {
                     Self::need_of(&w8.q, n * k, what, name)?;
                     Self::need_of(&w8.scale, 1, what, name)?;
@@ -755,20 +884,26 @@ impl GpuKernels {
         };
         let tiles = |tile: WgmmaTile| t.div_ceil(tile.m) * n.div_ceil(tile.n / 2);
         let picked = wgmma_swiglu_tile(t, n, self.multiprocessors);
-        if let Some(SwigluLo::Fp8 {
-            q,
-            w8: [w8_gate, w8_up],
-        }) = a_lo
-        {
+        let fp8_lo = match a_lo {
+            Some(SwigluLo::Fp8 { q, w8 }) => Some((Lo8In::Dense(q), w8)),
+            Some(SwigluLo::Fp8Sparse { lo, w8 }) => Some((Lo8In::Sparse(lo), w8)),
+            _ => None,
+        };
+        if let Some((lo, [w8_gate, w8_up])) = fp8_lo {
             // Every SwiGLU tile has an FP8-lo form (FP8 steps first, one accumulator set:
-            // LO8 in kernels/gemm.hip).
+            // LO8 in kernels/gemm.hip) and a sparse one (SP).
             let tile = tile.unwrap_or(picked);
             let fp8 = self.fp8(what)?;
-            let form = wgmma_form(&fp8.swiglu, tile, "FP8-lo SwiGLU warpgroup GEMM")?;
+            let form = match lo {
+                Lo8In::Dense(_) => wgmma_form(&fp8.swiglu, tile, "FP8-lo SwiGLU warpgroup GEMM")?,
+                Lo8In::Sparse(_) => {
+                    wgmma_form(&fp8.swiglu_sp, tile, "sparse FP8-lo SwiGLU warpgroup GEMM")?
+                }
+            };
             let (m32, half) = (tile.m as u32, tile.n as u32 / 2);
             let args = Args::new()
                 .tmap(a.tensor_map_f16(t, k, m32, WGMMA_BK)?)
-                .tmap(q.tensor_map_u8(t, k, m32, WGMMA_BK8)?)
+                .tmap(lo.tensor_map(t, k, m32)?)
                 .tmap(w_gate.tensor_map_f16(n, k, half, WGMMA_BK)?)
                 .tmap(w_up.tensor_map_f16(n, k, half, WGMMA_BK)?)
                 .tmap(w8_gate.q.tensor_map_u8(n, k, half, WGMMA_BK8)?)
@@ -780,7 +915,7 @@ impl GpuKernels {
                 .u32(u32_of(t, "t")?)
                 .u32(u32_of(k, "k")?)
                 .u32(u32_of(n, "n")?);
-            return self.launch_wgmma(form, tiles(tile), s, args);
+            return self.launch_wgmma(form, tiles(tile), s, lo.meta_arg(args));
         }
         let tile = tile.unwrap_or(picked);
         let form = wgmma_form(forms, tile, "SwiGLU warpgroup GEMM")?;
@@ -983,6 +1118,21 @@ mod tests {
 
     /// The FP8-lo forms' tile: 128 x 192 where its waves take no longer than 128 x 128's
     /// (7B's Q/K/V at 512 rows, output and down at ~650), never a tile without that form.
+    /// The sparse low halves' sizes: the metadata covers rows rounded up to 128 (two 64-row
+    /// blocks a 128-row tile) and K rounded up to 128 (one 1 KiB block a step), and row
+    /// lengths the kernels cannot read are refused by name.
+    #[test]
+    fn sparse_low_halves_are_sized_for_the_gemm_tiles() {
+        assert_eq!(SparseLo8::meta_words(130, 1536), 4 * 12 * 256);
+        assert_eq!(SparseLo8::meta_words(128, 224), 2 * 2 * 256);
+        assert_eq!(SparseLo8::meta_words(1, 32), 2 * 256);
+        assert!(check_sparse_k(64, "x").is_ok() && check_sparse_k(11008, "x").is_ok());
+        for k in [0, 48, 100] {
+            let e = check_sparse_k(k, "x").unwrap_err().to_string();
+            assert!(e.contains("multiple of 32"), "{e}");
+        }
+    }
+
     #[test]
     fn wgmma_lo8_tile_chooses_among_the_lo8_forms() {
         let [square, small, wide192] = WgmmaTile::LO8;
@@ -1073,10 +1223,14 @@ mod tests {
         }
         let [square, small, wide, wide224] = WgmmaTile::SWIGLU;
         for (tile, bytes, what) in [
-            (square, 6 * 256 * 128 + 1024 + 96, "6 stages of 32 KiB"),
-            (small, 6 * 128 * 128 + 1024 + 96, "6 stages of 16 KiB"),
-            (wide, 4 * 384 * 128 + 1024 + 64, "4 stages of 48 KiB"),
-            (wide224, 4 * 352 * 128 + 1024 + 64, "4 stages of 44 KiB"),
+            (square, 6 * 256 * 128 + 1024 + 96 + 16, "6 stages of 32 KiB"),
+            (small, 6 * 128 * 128 + 1024 + 96 + 16, "6 stages of 16 KiB"),
+            (wide, 4 * 384 * 128 + 1024 + 64 + 16, "4 stages of 48 KiB"),
+            (
+                wide224,
+                4 * 352 * 128 + 1024 + 64 + 16,
+                "4 stages of 44 KiB",
+            ),
         ] {
             assert_eq!(wgmma_shared(tile), bytes, "{tile:?}: {what}");
         }

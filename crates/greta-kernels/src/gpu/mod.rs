@@ -202,10 +202,12 @@ pub struct F16Operands<'a> {
 }
 
 /// The low half of a split input: f16 (`split_f16`'s), or FP8 (`--split-lo fp8`): one byte
-/// a value, e5m2(lo x 2^LO8_SCALE_LOG2) (kernels/greta_device.h).
+/// a value, e5m2(lo x 2^LO8_SCALE_LOG2) (kernels/greta_device.h), or FP8 kept 2:4-sparse
+/// (`SparseLo8`; only `add_rmsnorm_split` and `split_f16_lo8s` write it).
 pub enum LoOperand<'a> {
     F16(&'a mut DeviceBuffer<u16>),
     Fp8(&'a mut DeviceBuffer<u8>),
+    Fp8Sparse(&'a mut SparseLo8),
 }
 
 impl LoOperand<'_> {
@@ -213,14 +215,21 @@ impl LoOperand<'_> {
     fn f16(&self) -> Option<&DeviceBuffer<u16>> {
         match self {
             LoOperand::F16(b) => Some(b),
-            LoOperand::Fp8(_) => None,
+            _ => None,
         }
     }
-    /// The FP8 bytes, where the low half is FP8.
+    /// The FP8 bytes, where the low half is FP8 (every value).
     fn fp8(&self) -> Option<&DeviceBuffer<u8>> {
         match self {
-            LoOperand::F16(_) => None,
             LoOperand::Fp8(q) => Some(q),
+            _ => None,
+        }
+    }
+    /// The sparse FP8 low half, where it is one.
+    fn sparse(&self) -> Option<&SparseLo8> {
+        match self {
+            LoOperand::Fp8Sparse(sp) => Some(sp),
+            _ => None,
         }
     }
 }
@@ -365,6 +374,12 @@ struct Fp8Kernels {
     /// `gemm_f16_qkv_cache`'s FP8-lo forms, on the `LO8` tiles.
     gemm_kv: Vec<WgmmaForm>,
     split: Function,
+    /// The LO8 and SwiGLU LO8 forms with 2:4-sparse low products (`GemmLo::Fp8Sparse`,
+    /// `SwigluLo::Fp8Sparse`; SP in kernels/gemm.hip), on the same tiles, and the kernel
+    /// that writes their operands (`split_f16_lo8s`).
+    gemm_sp: Vec<WgmmaForm>,
+    swiglu_sp: Vec<WgmmaForm>,
+    split_sparse: Function,
     absmax: Function,
     quantize: Function,
 }
@@ -536,6 +551,19 @@ impl GpuKernels {
                             multiprocessors,
                         )?,
                         split: ops.function("split_f16_lo8")?,
+                        gemm_sp: wgmma_forms(
+                            &gemm,
+                            &WgmmaTile::LO8,
+                            |t| format!("{}_lo8sp", t.kernel()),
+                            multiprocessors,
+                        )?,
+                        swiglu_sp: wgmma_forms(
+                            &gemm,
+                            &WgmmaTile::SWIGLU,
+                            |t| format!("{}_lo8sp", t.swiglu_kernel()),
+                            multiprocessors,
+                        )?,
+                        split_sparse: ops.function("split_f16_lo8s")?,
                         absmax: ops.function("absmax_f16")?,
                         quantize: ops.function("quantize_e4m3")?,
                     }),
@@ -755,6 +783,10 @@ impl GpuKernels {
         match &ops.lo {
             Some(LoOperand::F16(lo)) => Self::need_of(lo, n, what, "lo"),
             Some(LoOperand::Fp8(q)) => Self::need_of(q, n, what, "lo (FP8)"),
+            Some(LoOperand::Fp8Sparse(sp)) => {
+                check_sparse_k(shape.len, what)?;
+                sp.check(shape.rows, shape.len, what)
+            }
             None => Ok(()),
         }
     }
@@ -776,12 +808,29 @@ impl GpuKernels {
     /// The argument for the FP8 form of `ops`' low half (its bytes; null where the low half
     /// is f16 or absent), refused where the device has no FP8 route.
     fn lo8_arg(&self, args: Args, ops: &F16Operands, what: &str) -> Result<Args> {
+        if ops.lo.as_ref().is_some_and(|l| l.sparse().is_some()) {
+            return Err(KernelError::Shape(format!(
+                "{what}: no 2:4-sparse FP8 low-half output (accepted: f16 or FP8 low halves; add_rmsnorm_split and split_f16_lo8s write sparse ones)"
+            )));
+        }
         match ops.lo.as_ref().and_then(|l| l.fp8()) {
             Some(q) => {
                 self.fp8(what)?;
                 Ok(args.ptr(q))
             }
             None => Ok(args.null()),
+        }
+    }
+
+    /// `lo8_arg` and the sparse form's two arguments after it (its compressed bytes and
+    /// metadata; null where the low half is not sparse), for the writers that have it.
+    fn lo8_sparse_args(&self, args: Args, ops: &F16Operands, what: &str) -> Result<Args> {
+        match ops.lo.as_ref().and_then(|l| l.sparse()) {
+            Some(sp) => {
+                self.fp8(what)?;
+                Ok(args.null().ptr(&sp.q).ptr(&sp.meta))
+            }
+            None => Ok(self.lo8_arg(args, ops, what)?.null().null()),
         }
     }
 

@@ -166,6 +166,43 @@ impl GpuKernels {
         self.launch(f, grid1(n.div_ceil(8), BLOCK), s, args)
     }
 
+    /// `split_f16_lo8` with the low halves kept 2:4-sparse (docs/sparse-lo.md): hi as
+    /// `split_f16` writes it, and in `lo` each 4 columns' two largest FP8 low halves (their
+    /// magnitude as e5m2's bytes order it; the lower column on a tie) with their metadata, the
+    /// operands of `GemmLo::Fp8Sparse` and `SwigluLo::Fp8Sparse`. k % 32 == 0; `lo` made for at
+    /// least `shape.rows` rows of exactly k columns. Hopper only.
+    pub fn split_f16_lo8s(
+        &self,
+        s: &Stream,
+        x: &DeviceBuffer<f32>,
+        hi: &mut DeviceBuffer<u16>,
+        lo: &mut SparseLo8,
+        shape: Rows,
+    ) -> Result<()> {
+        let what = "split_f16_lo8s";
+        let f = &self.fp8(what)?.split_sparse;
+        let Rows { rows: t, len: k } = shape;
+        check_sparse_k(k, what)?;
+        lo.check(t, k, what)?;
+        Self::need(x, t * k, "split_f16_lo8s x")?;
+        Self::need(hi, t * k, "split_f16_lo8s hi")?;
+        if t == 0 {
+            return Ok(());
+        }
+        // A thread a metadata word (32 columns), over the rows the GEMM's tiles read.
+        let rows_padded = t.div_ceil(128) * 128;
+        let threads = rows_padded * k.div_ceil(128) * 4;
+        let args = Args::new()
+            .ptr(x)
+            .ptr(hi)
+            .ptr(&lo.q)
+            .ptr(&lo.meta)
+            .u32(u32_of(t, "t")?)
+            .u32(u32_of(k, "k")?)
+            .u32(u32_of(rows_padded, "rows")?);
+        self.launch(f, grid1(threads, BLOCK), s, args)
+    }
+
     /// out[r] = table[ids[r]] (f16 rows widened to f32). The first kernel of every pass, and
     /// never an overlapped launch: a pass starts once everything before it has finished,
     /// whether or not the host waited for it (the decode attention loads the earlier keys
@@ -583,7 +620,7 @@ impl GpuKernels {
             .ptr_or_null(out.as_deref())
             .ptr(ops.hi)
             .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()));
-        let args = self.lo8_arg(args, &ops, "add_rmsnorm_split")?;
+        let args = self.lo8_sparse_args(args, &ops, "add_rmsnorm_split")?;
         let args = args.u32(u32_of(d, "d")?).f32(eps);
         self.launch(&self.add_rmsnorm_split, rows(n_rows, block), s, args)
     }
