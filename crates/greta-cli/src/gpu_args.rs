@@ -24,9 +24,11 @@ pub struct GpuArgs {
     /// GPU prefill: the low half of a split input. f16: a second f16 product. fp8: FP8 e5m2
     /// under one fixed power-of-two scale, multiplied on Hopper's FP8 matrix units with
     /// FP8 e4m3 copies of those products' weights (made at load: +1 byte a weight); fp8:LIST for some products only (qkv, q, kv, o, gate_up, down); sm_90a only,
-    /// refused elsewhere. auto: fp8 on an sm_90a device where the copies fit in a quarter
-    /// of the free memory, f16 otherwise (docs/gpu.md, "Numerics").
-    #[arg(long, value_name = "auto|f16|fp8|fp8:LIST", default_value_t = SplitLoChoice::default())]
+    /// refused elsewhere. An FP8 form may end in +sparse:gate_up: gate/up's FP8 low half
+    /// kept 2:4-sparse (each 4 values' 2 largest) on the sparse FP8 units (experimental,
+    /// docs/sparse-lo.md; never chosen by auto). auto: fp8 on an sm_90a device where the
+    /// copies fit in a quarter of the free memory, f16 otherwise (docs/gpu.md, "Numerics").
+    #[arg(long, value_name = "auto|f16|fp8|fp8:LIST[+sparse:gate_up]", default_value_t = SplitLoChoice::default())]
     pub split_lo: SplitLoChoice,
     /// Launch each GPU kernel so that it may start while the one ahead of it drains
     /// (NVIDIA sm_90: programmatic dependent launch; its launch and its reads of weights
@@ -96,6 +98,7 @@ impl GpuArgs {
         model.set_split_lo(lo)?;
         let asked = SplitLo {
             fp8: lo.fp8.and(split),
+            sparse: lo.sparse.and(lo.fp8).and(split),
         };
         // Said for an explicit choice only: `auto` means whatever products can take FP8.
         if model.split_lo() != asked && self.split_lo != SplitLoChoice::Auto {
@@ -249,5 +252,27 @@ mod tests {
         );
         let err = parse(&["--split-lo", "fp8:ffn"]).unwrap_err();
         assert!(err.contains("\"ffn\" is not a product"), "{err}");
+        // Sparse low halves: gate/up's, on an FP8 low half; printed back as parsed.
+        let Ok(SplitLoChoice::Set(sp)) = parse(&["--split-lo", "fp8+sparse:gate_up"]) else {
+            panic!("fp8+sparse:gate_up is a policy");
+        };
+        assert_eq!(sp.fp8, SplitLo::FP8.fp8);
+        assert!(sp.sparse.gate_up && !sp.sparse.down && !sp.sparse.q);
+        assert_eq!(sp.to_string(), "fp8+sparse:gate_up");
+        let Ok(SplitLoChoice::Set(sp)) = parse(&["--split-lo", "fp8:o,gate_up+sparse:gate_up"])
+        else {
+            panic!("fp8:o,gate_up+sparse:gate_up is a policy");
+        };
+        assert_eq!(sp.to_string(), "fp8:o,gate_up+sparse:gate_up");
+        for (bad, why) in [
+            ("fp8+sparse:down", "for gate_up only"),
+            ("fp8+sparse:qkv,gate_up", "for gate_up only"),
+            ("fp8:o,down+sparse:gate_up", "must have FP8 low halves too"),
+            ("f16+sparse:gate_up", "must have FP8 low halves too"),
+            ("fp8+sparse:ffn", "\"ffn\" is not a product"),
+        ] {
+            let err = parse(&["--split-lo", bad]).unwrap_err();
+            assert!(err.contains(why), "{bad}: {err}");
+        }
     }
 }

@@ -15,7 +15,7 @@ use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
     check_attention_shape, decode_splits, AttnScratch, AttnShape, DeviceSampling, E4m3Matrix,
     F16Operands, GemmLo, GemmOut, GemmRoute, GemmWeights, GpuKernels, KernelError, KvCacheOut,
-    LoOperand, MatShape, NormIn, PickAt, QRope, QkvRope, Rows, SwigluLo, SwigluOut,
+    LoOperand, MatShape, NormIn, PickAt, QRope, QkvRope, Rows, SparseLo8, SwigluLo, SwigluOut,
     NORM_SPLIT_MAX_D, PICK_NAN,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
@@ -62,6 +62,8 @@ pub enum GpuError {
     AheadExhausted { steps: usize },
     #[error("--split-lo fp8 needs Hopper's FP8 matrix units (an sm_90a device); this GPU has none: use --split-lo f16")]
     NoFp8,
+    #[error("this state has no room for 2:4-sparse low halves: it was made before `--split-lo ...+sparse:gate_up` was set (make the state after set_split_lo)")]
+    NoSparseLo,
     #[error(
         "the logits at position {position} contain NaN, so no token can be picked from them \
          (found by the device's pick); `greta audit backend --against cpu` names the stage \
@@ -335,6 +337,10 @@ impl GpuLlama {
                 down: has(Lin::Down),
                 head: false,
             },
+            sparse: SplitInputs {
+                gate_up: lo.sparse.gate_up && has(Lin::Gate),
+                ..SplitInputs::NONE
+            },
         };
         Ok(())
     }
@@ -402,12 +408,19 @@ impl GpuLlama {
                     hi: pool.alloc::<u16>(r * widest)?,
                     lo: pool.alloc::<u16>(r * widest)?,
                     lo8: pool.alloc::<u8>(r * widest)?,
+                    sparse: None,
                 }
             },
             ffn_operands: OperandBufs {
                 hi: pool.alloc::<u16>(r * c.hidden)?,
                 lo: pool.alloc::<u16>(r * c.hidden)?,
                 lo8: pool.alloc::<u8>(r * c.hidden)?,
+                // Made where the policy asks for it (`SplitLo::sparse`; 1.3 MB for
+                // Llama-2-7B at 512 rows), outside the pool.
+                sparse: match self.split_lo.sparse.gate_up {
+                    true => Some(SparseLo8::alloc(g, &stream, r, c.hidden)?),
+                    false => None,
+                },
             },
             attn_scratch: AttnScratch::new(g, c.n_heads, c.head_dim, capacity)?,
             rng: pool.alloc::<u64>(1)?,
@@ -431,6 +444,8 @@ struct OperandBufs {
     hi: Pooled<u16>,
     lo: Pooled<u16>,
     lo8: Pooled<u8>,
+    /// The 2:4-sparse FP8 low half, where the policy has one for these operands' products.
+    sparse: Option<SparseLo8>,
 }
 
 impl OperandBufs {
@@ -447,6 +462,10 @@ impl OperandBufs {
     ) -> Result<()> {
         match lo {
             LoKind::Fp8 => k.split_f16_lo8(s, x, &mut self.hi, &mut self.lo8, rows)?,
+            LoKind::Fp8Sparse => {
+                let sparse = self.sparse.as_mut().ok_or(GpuError::NoSparseLo)?;
+                k.split_f16_lo8s(s, x, &mut self.hi, sparse, rows)?
+            }
             _ => k.split_f16(
                 s,
                 x,
@@ -459,24 +478,30 @@ impl OperandBufs {
     }
 
     /// The buffers a writer of operands with a low half of `lo` fills.
-    fn get(&mut self, lo: LoKind) -> F16Operands<'_> {
-        F16Operands {
+    fn get(&mut self, lo: LoKind) -> Result<F16Operands<'_>> {
+        Ok(F16Operands {
             hi: &mut self.hi,
             lo: match lo {
                 LoKind::None => None,
                 LoKind::F16 => Some(LoOperand::F16(&mut self.lo)),
                 LoKind::Fp8 => Some(LoOperand::Fp8(&mut self.lo8)),
+                LoKind::Fp8Sparse => Some(LoOperand::Fp8Sparse(
+                    self.sparse.as_mut().ok_or(GpuError::NoSparseLo)?,
+                )),
             },
-        }
+        })
     }
 
     /// The low half a product reads, for operands of the form `lo` (none: hi alone).
-    fn gemm_lo(&self, lo: LoKind) -> Option<GemmLo<'_>> {
-        match lo {
+    fn gemm_lo(&self, lo: LoKind) -> Result<Option<GemmLo<'_>>> {
+        Ok(match lo {
             LoKind::None => None,
             LoKind::F16 => Some(GemmLo::F16(&self.lo)),
             LoKind::Fp8 => Some(GemmLo::Fp8(&self.lo8)),
-        }
+            LoKind::Fp8Sparse => Some(GemmLo::Fp8Sparse(
+                self.sparse.as_ref().ok_or(GpuError::NoSparseLo)?,
+            )),
+        })
     }
 }
 
@@ -692,6 +717,12 @@ impl GpuLlama {
             ) {
                 (false, _) => LoKind::None,
                 (true, false) => LoKind::F16,
+                (true, true)
+                    if k.is_multiple_of(32)
+                        && first.group_lo_fp8(self.split_inputs, self.split_lo.sparse) =>
+                {
+                    LoKind::Fp8Sparse
+                }
                 (true, true) => LoKind::Fp8,
             }
         })
@@ -741,7 +772,7 @@ impl GpuLlama {
                 false => split.push(out),
             }
         }
-        let gemm_lo = io.ops.gemm_lo(lo);
+        let gemm_lo = io.ops.gemm_lo(lo)?;
         if !split.is_empty() {
             kernels.gemm_f16(GemmRoute::Auto, io.s, &io.ops.hi, gemm_lo, &mut split, t, k)?;
         }
@@ -835,7 +866,7 @@ impl GpuLlama {
         if !operands_ready {
             operands.make(&self.kernels, stream, normed, lo, Rows { rows: t, len: d })?;
         }
-        let gemm_lo = operands.gemm_lo(lo);
+        let gemm_lo = operands.gemm_lo(lo)?;
         let weights = [
             (&w.wq, w.fp8.q.as_ref()),
             (&w.wk, w.fp8.k.as_ref()),
@@ -993,7 +1024,7 @@ impl GpuLlama {
             &st.v_cache[l],
             &mut st.attn_scratch,
             keep_ctx.then_some(&mut *st.ctx),
-            ctx_lo.map(|lo| st.operands.get(lo)),
+            ctx_lo.map(|lo| st.operands.get(lo)).transpose()?,
             q_rope,
             &st.pos,
             shape,
@@ -1026,7 +1057,7 @@ impl GpuLlama {
                     true => &mut st.ffn_operands,
                     false => &mut st.operands,
                 };
-                let ops = bufs.get(lo);
+                let ops = bufs.get(lo)?;
                 let y = add.then_some(&*st.proj);
                 k.add_rmsnorm_split(
                     &st.stream,
@@ -1063,7 +1094,7 @@ impl GpuLlama {
             k.silu_mul(&st.stream, &st.gate, &st.up, &mut st.act, t * n_ff)?;
             return Ok(false);
         };
-        let ops = st.operands.get(lo);
+        let ops = st.operands.get(lo)?;
         let rows = Rows { rows: t, len: n_ff };
         let act = keep.then_some(&mut *st.act);
         k.silu_mul_split(&st.stream, &st.gate, &st.up, act, ops, rows)?;
@@ -1097,7 +1128,7 @@ impl GpuLlama {
             .zip(w.fp8.up.as_ref())
             .map(|(g, u)| [g, u]);
         let fused = match input {
-            Some(LoKind::Fp8) => w8.is_some(),
+            Some(LoKind::Fp8 | LoKind::Fp8Sparse) => w8.is_some(),
             other => other.is_some(),
         };
         match (input, self.f16_operands(Lin::Down, t, n_ff)) {
@@ -1120,13 +1151,17 @@ impl GpuLlama {
                     gate: stored.then_some(&mut **gate),
                     up: stored.then_some(&mut **up),
                     act: stored.then_some(&mut **act),
-                    ops: outs.get(lo_out),
+                    ops: outs.get(lo_out)?,
                 };
                 let shape = MatShape { t, k: d, n: n_ff };
                 let a_lo = match lo_in {
                     LoKind::None => None,
                     LoKind::F16 => Some(SwigluLo::F16(&ins.lo)),
                     LoKind::Fp8 => w8.map(|w8| SwigluLo::Fp8 { q: &ins.lo8, w8 }),
+                    LoKind::Fp8Sparse => {
+                        let lo = ins.sparse.as_ref().ok_or(GpuError::NoSparseLo)?;
+                        w8.map(|w8| SwigluLo::Fp8Sparse { lo, w8 })
+                    }
                 };
                 k.gemm_f16_swiglu(
                     None,

@@ -8,18 +8,24 @@ use super::*;
 /// f16 (two f16 products), or FP8 e5m2 under one fixed power-of-two scale, whose product
 /// (with FP8 e4m3 copies of the weights, one scale each) runs on the FP8 units at twice
 /// the f16 rate (Hopper only; docs/gpu.md, "Numerics"). `fp8` is the
-/// set of products whose low half is FP8 (of those `SplitInputs` splits).
+/// set of products whose low half is FP8 (of those `SplitInputs` splits); `sparse`, of those,
+/// the products whose FP8 low half is kept 2:4-sparse (each 4 values' 2 largest, on Hopper's
+/// sparse FP8 units at 1.7x the dense rate; docs/sparse-lo.md): gate/up only, whose input's
+/// writer (the FFN norm) makes the sparse form in its own launch.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct SplitLo {
     pub fp8: SplitInputs,
+    pub sparse: SplitInputs,
 }
 
 impl SplitLo {
     pub const F16: SplitLo = SplitLo {
         fp8: SplitInputs::NONE,
+        sparse: SplitInputs::NONE,
     };
     pub const FP8: SplitLo = SplitLo {
         fp8: SplitInputs::ALL,
+        sparse: SplitInputs::NONE,
     };
 }
 
@@ -32,31 +38,50 @@ impl Default for SplitLo {
 impl std::str::FromStr for SplitLo {
     type Err = String;
     /// `f16`, `fp8` (every split product), or `fp8:LIST` (a comma list of qkv, q, kv, o, gate_up,
-    /// down; the others keep f16 low halves).
+    /// down; the others keep f16 low halves); either FP8 form may end in `+sparse:gate_up`
+    /// (gate/up's FP8 low half kept 2:4-sparse).
     fn from_str(v: &str) -> std::result::Result<Self, String> {
-        let accepted =
-            "accepted: f16, fp8, or fp8:LIST with LIST a comma list of qkv, q, kv, o, gate_up, down";
-        match v {
-            "f16" => Ok(SplitLo::F16),
-            "fp8" => Ok(SplitLo::FP8),
-            _ => match v.strip_prefix("fp8:") {
-                Some(list) => {
-                    let fp8: SplitInputs = list.parse().map_err(|e| format!("{v:?}: {e}"))?;
-                    Ok(SplitLo { fp8 })
+        let accepted = "accepted: f16, fp8, or fp8:LIST with LIST a comma list of qkv, q, kv, o, gate_up, down; an FP8 form may end in +sparse:gate_up";
+        let (base, sparse) = match v.split_once("+sparse:") {
+            Some((base, list)) => {
+                let sparse: SplitInputs = list.parse().map_err(|e| format!("{v:?}: {e}"))?;
+                if sparse.and(SplitInputs::GATE_UP) != sparse || sparse == SplitInputs::NONE {
+                    return Err(format!(
+                        "{v:?}: 2:4-sparse low halves are for gate_up only (its input's writer makes them; the audit fails them on every product: docs/sparse-lo.md); {accepted}"
+                    ));
                 }
-                None => Err(format!("{v:?}: {accepted}")),
+                (base, sparse)
+            }
+            None => (v, SplitInputs::NONE),
+        };
+        let fp8 = match base {
+            "f16" => SplitInputs::NONE,
+            "fp8" => SplitInputs::ALL,
+            _ => match base.strip_prefix("fp8:") {
+                Some(list) => list.parse().map_err(|e| format!("{v:?}: {e}"))?,
+                None => return Err(format!("{v:?}: {accepted}")),
             },
+        };
+        if sparse.and(fp8) != sparse {
+            return Err(format!(
+                "{v:?}: a sparse low half is an FP8 one, so {sparse} must have FP8 low halves too; {accepted}"
+            ));
         }
+        Ok(SplitLo { fp8, sparse })
     }
 }
 
 impl std::fmt::Display for SplitLo {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self.fp8 {
-            SplitInputs::NONE => f.write_str("f16"),
-            SplitInputs::ALL => f.write_str("fp8"),
-            set => write!(f, "fp8:{set}"),
+            SplitInputs::NONE => f.write_str("f16")?,
+            SplitInputs::ALL => f.write_str("fp8")?,
+            set => write!(f, "fp8:{set}")?,
         }
+        if self.sparse != SplitInputs::NONE {
+            write!(f, "+sparse:{}", self.sparse)?;
+        }
+        Ok(())
     }
 }
 
@@ -167,6 +192,8 @@ pub(super) enum LoKind {
     None,
     F16,
     Fp8,
+    /// FP8, kept 2:4-sparse (`SplitLo::sparse`).
+    Fp8Sparse,
 }
 
 /// Which prefill products take their f32 input as hi + lo (two f16, ~22 bits) on the matrix
@@ -201,6 +228,10 @@ impl SplitInputs {
         gate_up: false,
         down: false,
         head: false,
+    };
+    pub const GATE_UP: SplitInputs = SplitInputs {
+        gate_up: true,
+        ..SplitInputs::NONE
     };
     /// The names a list may hold (`qkv` is `q` and `kv` together).
     const NAMES: [&'static str; 7] = ["qkv", "q", "kv", "o", "gate_up", "down", "head"];
@@ -408,6 +439,7 @@ mod tests {
         // FP8 asked for gate/up alone: their copies only, and none where they are not split.
         let gate_up = SplitLo {
             fp8: "gate_up".parse().unwrap(),
+            sparse: SplitInputs::NONE,
         };
         assert_eq!(fp8_copy_bytes(&c, old_default, gate_up), 0);
         assert_eq!(fp8_copy_bytes(&c, split, gate_up), 32 * 2 * 11_008 * 4096);
