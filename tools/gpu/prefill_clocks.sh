@@ -11,6 +11,8 @@
 # without the sampling (whether nvidia-smi's queries slow the prefill). CLOCK_VARIANTS
 # (names of target/carry/v/NAME, "main" the carried build; default "main") samples each
 # variant's kernels in turn: whether a kernel change moves the clock the cap allows.
+# GPU_ARGS: more `greta bench` options for the sampled runs (session 50: `--split-lo
+# fp8+sparse:gate_up` against `--split-lo fp8`, one OUT each).
 PARTS_DEFAULT="tests clocks"
 source "$(dirname "$0")/parts.sh"
 if part tests; then
@@ -48,7 +50,7 @@ if part clocks; then
       nvidia-smi --query-gpu=$q --format=csv,noheader,nounits -lms "${SMI_MS:-20}" > "$R/clocks-$v-$p.csv" &
       smi=$!
       STEP_TAIL="3 2" step "bench-7b-$v-$p" env GRETA_KERNELS_DIR=$K $VG bench -m synthetic:llama2-7b --backend gpu \
-        --prompt-len "$p" --gen 1 --reps "${REPS:-40}" --json || status=1
+        --prompt-len "$p" --gen 1 --reps "${REPS:-40}" ${GPU_ARGS:-} --json || status=1
       kill $smi; wait $smi 2> /dev/null
       python3 - "$R/clocks-$v-$p.csv" "$R/bench-7b-$v-$p.out" <<'PY'
 import json, statistics, sys
