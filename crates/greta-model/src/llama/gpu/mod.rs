@@ -713,13 +713,13 @@ impl GpuLlama {
         (t > 1 && k.is_multiple_of(8)).then(|| {
             match (
                 first.group_needs_lo(self.split_inputs),
-                first.group_lo_fp8(self.split_inputs, self.split_lo.fp8),
+                first.group_lo_in(self.split_inputs, self.split_lo.fp8),
             ) {
                 (false, _) => LoKind::None,
                 (true, false) => LoKind::F16,
                 (true, true)
                     if k.is_multiple_of(32)
-                        && first.group_lo_fp8(self.split_inputs, self.split_lo.sparse) =>
+                        && first.group_lo_in(self.split_inputs, self.split_lo.sparse) =>
                 {
                     LoKind::Fp8Sparse
                 }
@@ -1941,13 +1941,14 @@ impl Lin {
         self.group().iter().any(|m| m.needs_lo(split))
     }
 
-    /// Whether every product of `self`'s group that takes a low half has it in FP8 (`fp8`:
-    /// the products with FP8 weight copies): one launch takes one kind of low half, so a
-    /// group whose split products are not all FP8 takes f16 low halves.
-    fn group_lo_fp8(self, split: SplitInputs, fp8: SplitInputs) -> bool {
+    /// Whether every product of `self`'s group that takes a low half has it in the form
+    /// `form` names (`SplitLo::fp8`: the products with FP8 weight copies; `SplitLo::sparse`):
+    /// one launch takes one kind of low half, so a group whose split products are not all in
+    /// `form` takes the plainer one.
+    fn group_lo_in(self, split: SplitInputs, form: SplitInputs) -> bool {
         self.group()
             .iter()
-            .all(|m| !m.needs_lo(split) || m.needs_lo(fp8))
+            .all(|m| !m.needs_lo(split) || m.needs_lo(form))
     }
 
     /// Whether the product's input enters the matrix units as hi + lo (two f16) rather than
@@ -1979,15 +1980,21 @@ mod tests {
         assert!(!Lin::O.group_needs_lo(kv) && Lin::Down.group_needs_lo(kv));
         let default = SplitInputs::default();
         assert!(Lin::LAYER[..3].iter().all(|l| l.needs_lo(default)));
-        assert!(Lin::Q.group_lo_fp8(kv, SplitInputs::ALL));
-        assert!(Lin::Q.group_lo_fp8(kv, "kv".parse().unwrap()));
-        assert!(!Lin::Q.group_lo_fp8(default, "q".parse().unwrap()));
+        assert!(Lin::Q.group_lo_in(kv, SplitInputs::ALL));
+        assert!(Lin::Q.group_lo_in(kv, "kv".parse().unwrap()));
+        assert!(!Lin::Q.group_lo_in(default, "q".parse().unwrap()));
         let no_gate: SplitInputs = "qkv,o,down".parse().unwrap();
         assert!(
-            Lin::Gate.group_lo_fp8(no_gate, SplitInputs::NONE),
+            Lin::Gate.group_lo_in(no_gate, SplitInputs::NONE),
             "nothing split"
         );
-        assert!(!Lin::Gate.group_lo_fp8(default, SplitInputs::NONE));
+        assert!(!Lin::Gate.group_lo_in(default, SplitInputs::NONE));
+        // The sparse set (`SplitLo::sparse`, gate/up only) takes gate/up's group, and no other.
+        let sparse = SplitInputs::GATE_UP;
+        assert!(Lin::Gate.group_lo_in(default, sparse) && Lin::Up.group_lo_in(default, sparse));
+        assert!([Lin::Q, Lin::O, Lin::Down]
+            .iter()
+            .all(|l| !l.group_lo_in(default, sparse)));
     }
 
     #[test]
