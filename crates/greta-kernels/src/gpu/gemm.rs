@@ -29,10 +29,11 @@ pub enum SwigluLo<'a> {
     },
 }
 
-/// An FP8 low half kept 2:4-sparse (docs/sparse-lo.md), as `split_f16_lo8s` writes it and the
-/// sparse FP8 products read it: `q` [rows][k / 2] bytes, each 4 columns' two largest low
-/// halves in column order, and `meta` their metadata (a nibble a 4 columns) tiled for the
-/// GEMM's K 128 steps (`sp_meta_at` in kernels/greta_device.h), over rows rounded up to 128
+/// An FP8 low half kept 2:4-sparse (docs/sparse-lo.md), as `split_f16_lo8s` and
+/// `add_rmsnorm_split` write it and the sparse FP8 products read it: `q` [rows][k / 2] bytes,
+/// each 4 columns' two largest low halves in column order, and `meta` their metadata (a
+/// nibble a 4 columns) tiled for the GEMM's K 128 steps (`sp_meta_word` in
+/// kernels/greta_device.h), over rows rounded up to 128
 /// (the GEMM's row tiles read whole 64-row blocks). k % 32 == 0 (the TMA's 16-byte rows of
 /// the compressed bytes, one metadata word a 32 columns).
 pub struct SparseLo8 {
