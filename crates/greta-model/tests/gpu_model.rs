@@ -628,13 +628,13 @@ impl greta_model::trace::StageObserver for WantsK {
 /// A head_dim-128 model in GGUF's RoPE pairing (the bench's synthetic shapes): its untraced
 /// prefill writes K and V into the cache from the Q/K/V product (`gemm_f16_qkv_cache`), and
 /// its logits are bitwise those of the route that stores K and V and appends them, on a
-/// first pass and on a second one past position 0, under f16 and FP8 low halves; both
-/// within a small NMSE of the CPU reference's.
+/// first pass and on a second one past position 0, under f16 and FP8 low halves and FP8 ones
+/// with gate/up's 2:4-sparse; each within a small NMSE of the CPU reference's.
 #[test]
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
 fn kv_from_the_qkv_product_matches_the_append_route_and_the_cpu() {
     use greta_model::llama::forward::{Llama, Logits};
-    use greta_model::llama::gpu::SplitLo;
+    use greta_model::llama::gpu::{SplitInputs, SplitLo};
     use greta_model::synthetic;
     let g = gpu();
     // Llama-2-7B's head_dim and pairing, 2 layers of a narrower width, 2 KV heads of 8.
@@ -670,9 +670,16 @@ fn kv_from_the_qkv_product_matches_the_append_route_and_the_cpu() {
         return;
     }
     // The kernel is Hopper's, which has the FP8 units too.
+    // And gate/up's FP8 low half 2:4-sparse (the norm writes it, the SwiGLU GEMM's sparse
+    // forms read it): the same bitwise agreement, and the same bound against the CPU.
+    let sparse = SplitLo {
+        sparse: SplitInputs::GATE_UP,
+        ..SplitLo::FP8
+    };
     for (name, lo) in [
         ("f16 low halves", SplitLo::F16),
         ("FP8 low halves", SplitLo::FP8),
+        ("FP8 low halves, gate/up's 2:4-sparse", sparse),
     ] {
         m.set_split_lo(lo).unwrap();
         let run = |obs: &mut dyn greta_model::trace::StageObserver| -> [Vec<f32>; 2] {
