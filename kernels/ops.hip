@@ -243,7 +243,9 @@ GRETA_KERNEL void split_f16(const float* x, g_half* hi, g_half* lo, unsigned n) 
 // The next kernel (the GEMM) is let in only at the end, as split_f16 does.
 #define NORM_SPLIT_VECS 4
 //
-// lo8 (lo null): the low halves in FP8 instead (`--split-lo fp8`, greta_device.h).
+// lo8 (lo null): the low halves in FP8 instead (`--split-lo fp8`, greta_device.h). sq and
+// smeta (lo and lo8 null; d % 32 == 0): the FP8 low halves kept 2:4-sparse, compressed bytes
+// and metadata (split_f16_lo8s's, bitwise; `--split-lo ...+sparse:gate_up`).
 GRETA_KERNEL void add_rmsnorm_split_f16(float* x, const float* y, const float* w, float* out, g_half* hi, g_half* lo,
                                         unsigned char* lo8, unsigned char* sq, unsigned* smeta, unsigned d,
                                         float eps) {
