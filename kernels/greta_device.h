@@ -894,6 +894,23 @@ GRETA_DEVICE void g_wgmma_m64k16(float (&d)[N / 2], unsigned long long da, unsig
 // The same on FP8 operands, A e5m2 and B e4m3, K 32 a step (32 bytes of the 64-byte swizzled
 // rows, so a descriptor advances by 2 per step as the f16 one does): the lo products of
 // `--split-lo fp8` (gemm.hip: e5m2 low halves of the input, e4m3 copies of the weights).
+// FP8 wgmma reads both operands K-major and has no transpose flags.
+template <unsigned N>
+GRETA_DEVICE void g_wgmma_m64k32_e5m2_e4m3(float (&d)[N / 2], unsigned long long da, unsigned long long db,
+                                      unsigned accumulate) {
+    if constexpr (N == 256) {
+        g_wgmma_m64n256k32_e5m2_e4m3(d, da, db, accumulate);
+    } else if constexpr (N == 224) {
+        g_wgmma_m64n224k32_e5m2_e4m3(d, da, db, accumulate);
+    } else if constexpr (N == 192) {
+        g_wgmma_m64n192k32_e5m2_e4m3(d, da, db, accumulate);
+    } else if constexpr (N == 128) {
+        g_wgmma_m64n128k32_e5m2_e4m3(d, da, db, accumulate);
+    } else {
+        static_assert(N == 64, "FP8 wgmma tiles of 64, 128, 192, 224 or 256 columns");
+        g_wgmma_m64n64k32_e5m2_e4m3(d, da, db, accumulate);
+    }
+}
 // The 2:4-sparse FP8 product (docs/sparse-lo.md): A's compressed K 64 (32 bytes a row, laid
 // as a dense K 32 operand) by descriptor, B's K 64, and `meta`, this thread's metadata word:
 // lane 4 g + q of warp w covers row 16 w + g + 8 (q & 1), chunks (4 columns) 8 (q >> 1) .. + 7
@@ -922,9 +939,10 @@ GRETA_DEVICE void g_lds_u32x2(const void* p, unsigned* a, unsigned* b) {
     asm volatile("ld.shared.v2.u32 {%0, %1}, [%2];\n" : "=r"(*a), "=r"(*b) : "r"(g_smem_addr(p)) : "memory");
 }
 // Keeps a and b in their registers up to here: a volatile store of both to `sink` (shared
-// memory, 8 bytes; volatile, so that ptxas does not drop it as overwritten) that reads them. For registers an asynchronous product still reads (a sparse wgmma's
-// metadata), which ptxas would otherwise reuse before the wait on that product; an empty asm
-// does not do it (it leaves no instruction in the PTX, so nothing reads them for ptxas).
+// memory, 8 bytes; volatile, so that ptxas does not drop it as overwritten) that reads them.
+// For registers an asynchronous product still reads (a sparse wgmma's metadata), which ptxas
+// would otherwise reuse before the wait on that product; an empty asm does not do it (it
+// leaves no instruction in the PTX, so nothing reads them for ptxas).
 GRETA_DEVICE void g_hold_regs(unsigned* sink, unsigned a, unsigned b) {
     asm volatile("st.volatile.shared.v2.u32 [%0], {%1, %2};\n" ::"r"(g_smem_addr(sink)), "r"(a), "r"(b) : "memory");
 }
@@ -933,23 +951,6 @@ GRETA_DEVICE void g_hold_regs(unsigned* sink, unsigned a, unsigned b) {
 GRETA_DEVICE unsigned long long g_wgmma_desc64(const void* p) {
     unsigned long long a = (unsigned)__cvta_generic_to_shared(p);
     return ((a & 0x3FFFF) >> 4) | (1ull << 16) | ((512ull >> 4) << 32) | (2ull << 62);
-}
-// FP8 wgmma reads both operands K-major and has no transpose flags.
-template <unsigned N>
-GRETA_DEVICE void g_wgmma_m64k32_e5m2_e4m3(float (&d)[N / 2], unsigned long long da, unsigned long long db,
-                                      unsigned accumulate) {
-    if constexpr (N == 256) {
-        g_wgmma_m64n256k32_e5m2_e4m3(d, da, db, accumulate);
-    } else if constexpr (N == 224) {
-        g_wgmma_m64n224k32_e5m2_e4m3(d, da, db, accumulate);
-    } else if constexpr (N == 192) {
-        g_wgmma_m64n192k32_e5m2_e4m3(d, da, db, accumulate);
-    } else if constexpr (N == 128) {
-        g_wgmma_m64n128k32_e5m2_e4m3(d, da, db, accumulate);
-    } else {
-        static_assert(N == 64, "FP8 wgmma tiles of 64, 128, 192, 224 or 256 columns");
-        g_wgmma_m64n64k32_e5m2_e4m3(d, da, db, accumulate);
-    }
 }
 
 // Tensor-memory-access copies (TMA) and the shared-memory barriers that count them. A TMA
