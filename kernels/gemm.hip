@@ -371,9 +371,41 @@ GRETA_DEVICE void g_kv_store(const float (&acc)[TN / 2], const g_kv_out& o, cons
     }
 }
 
+// Stream-K (session 51): where a launch's tiles do not fill whole waves of the persistent
+// grid, the last of them are shared out along K instead of whole, so that no block runs a
+// tile more than the rest (7B at 520 rows: Q/K/V's 330 tiles of 128 x 192 were 3 tiles on
+// some blocks and 2 on others; as 1 wave of whole tiles and 198 tiles' steps in equal
+// shares, every block runs 2.5). The launch's last `tiles` tiles (a multiple of the grid
+// fewer than all; 0: none) count as tiles x steps units, block b taking units
+// [b U / G, (b + 1) U / G) in order; so a tile is cut only where a share ends, and each block
+// runs at most one piece that does not start at the tile's first step: its first. Such a
+// piece's sums go to `part` (the block's slot: TM x TN f32, in the consumer threads' register
+// order), each consumer warp then setting its `flag`; the block whose share holds the tile's
+// first step adds the later pieces' sums, in the order of their blocks (so a result does
+// not depend on timing), and stores the tile as a whole one. That block reaches the tile
+// at the end of its share and the others at the start of theirs, so it rarely waits. All
+// blocks are resident (the grid is what the multiprocessors hold), so the wait ends; the
+// flags return to 0 as they are read.
+struct g_sk {
+    unsigned tiles;
+    float* part;
+    unsigned* flag;
+};
+
+// A consumer warp's release of its piece's sums, and the reader's acquire of them.
+GRETA_DEVICE void g_flag_release(unsigned* f) {
+    asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(f), "r"(1u) : "memory");
+}
+GRETA_DEVICE void g_flag_acquire(const unsigned* f) {
+    unsigned v = 0;
+    do {
+        asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(f) : "memory");
+    } while (v == 0);
+}
+
 template <unsigned TM, unsigned TN, unsigned STAGES = WG_STAGES, bool LO8 = false, bool SWIGLU = false,
           bool KV = false, bool SP = false>
-GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, const g_tmap* ta_lo, const g_tmap* tw0,
+GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const g_tmap* ta, const g_tmap* ta_lo, const g_tmap* tw0,
                                       const g_tmap* tw1, const g_tmap* tw2, float* y0, float* y1, float* y2,
                                       unsigned t, unsigned k, unsigned n0, unsigned n1, unsigned n2,
                                       unsigned has_lo, const g_tmap* tw8_0 = nullptr,
@@ -421,6 +453,26 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     // LO8: the FP8 steps (K 128 each) first, then the f16 steps (K 64).
     const unsigned lo_steps = LO8 ? (k + 2 * WG_BK - 1) / (2 * WG_BK) : 0;
     const unsigned steps = LO8 ? lo_steps + hi_steps : has_lo ? 2 * hi_steps : hi_steps;
+    // The block's pieces (g_sk): its whole tiles g_bid(), + gridDim.x, ... before the last
+    // sk.tiles, then its share of theirs: steps [s0, s1) of tile i.
+    const unsigned dp = tiles - sk.tiles;
+    // 32-bit units: at most 2 x 264 blocks' tiles of 2 x 1024 steps (k 65536), times 264.
+    const unsigned units = sk.tiles * steps, u_end = units * (g_bid() + 1) / gridDim.x;
+    struct piece {
+        unsigned i, s0, s1;
+    };
+    auto pieces = [&, i = g_bid(), u = units * g_bid() / gridDim.x](piece& p) mutable {
+        if (i < dp) {
+            p = {i, 0, steps};
+            i += gridDim.x;
+            return true;
+        }
+        if (u >= u_end) return false;
+        const unsigned j = u / steps, s0 = u - j * steps, s1 = min(steps, s0 + (u_end - u));
+        p = {dp + j, s0, s1};
+        u += s1 - s0;
+        return true;
+    };
     if (tid == producer) {
         for (unsigned s = 0; s < STAGES; ++s) {
             g_mbar_init(&full[s], 1);
@@ -444,9 +496,9 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
         // (no division a step); `used`: whether every stage has been filled once.
         unsigned st = 0, ph = 0;
         bool used = false;
-        for (unsigned i = g_bid(); i < tiles; i += gridDim.x) {
-            const g_wgmma_at at = tile_at(i);
-            for (unsigned s = 0; s < steps; ++s) {
+        for (piece p; pieces(p);) {
+            const g_wgmma_at at = tile_at(p.i);
+            for (unsigned s = p.s0; s < p.s1; ++s) {
                 // The consumers' release of this stage's previous use.
                 if (used) g_mbar_wait(&empty[st], ph ^ 1);
                 const bool lo = LO8 ? s < lo_steps : s >= hi_steps;
@@ -499,8 +551,8 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
     // KV: the pass's first position (read after the wait for the kernel ahead, which may
     // write it).
     const unsigned p0 = KV ? *kv->pos0 : 0;
-    for (unsigned i = g_bid(); i < tiles; i += gridDim.x) {
-        const g_wgmma_at at = tile_at(i);
+    for (piece p; pieces(p);) {
+        const g_wgmma_at at = tile_at(p.i);
         if constexpr (LO8) {
             // The low products' scales (read ahead). Their boxes lie as the f16 ones (da0, db0).
             const float lo_scale = 1.0f / (float)(1u << G_LO8_SCALE_LOG2);
@@ -528,7 +580,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
                 if constexpr (SP) {
                     // K 128 as two sparse K 64 products: the compressed rows 32 bytes a product,
                     // B's 64.
-                    g_wgmma_sp_m64k64_e5m2_e4m3<TN>(acc, da_sp + o, db0 + o, mine[0], s > 0);
+                    g_wgmma_sp_m64k64_e5m2_e4m3<TN>(acc, da_sp + o, db0 + o, mine[0], s > p.s0);
                     g_wgmma_sp_m64k64_e5m2_e4m3<TN>(acc, da_sp + o + 2, db0 + o + 4, mine[1], 1);
                     g_wgmma_commit();
 #ifdef GRETA_SP_DRAIN
@@ -540,65 +592,105 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
                 } else {
                     // K 128 a step: four K 32 products, each 32 bytes on along the 128-byte rows.
                     for (unsigned kk = 0; kk < 2 * WG_BK / 32; ++kk)
-                        g_wgmma_m64k32_e5m2_e4m3<TN>(acc, da0 + o + 2 * kk, db0 + o + 2 * kk, s > 0 || kk > 0);
+                        g_wgmma_m64k32_e5m2_e4m3<TN>(acc, da0 + o + 2 * kk, db0 + o + 2 * kk, s > p.s0 || kk > 0);
                     g_wgmma_commit();
                     g_wgmma_wait<1>();
                 }
-                if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[prev]);
+                if (s > p.s0 && g_lane() == 0) g_mbar_arrive(&empty[prev]);
                 prev = st;
                 if (++st == STAGES) st = 0, ph ^= 1;
             };
             // Two loops, not one with a branch between the FP8 and the f16 products: a wgmma
             // in a path ptxas cannot prove uniform makes it serialise every wgmma (C7520).
             // SP: steps in pairs, so that each pair's registers are named apart.
-            unsigned s = 0;
+            // The piece's FP8 steps, then its f16 ones (a piece of a stream-K share may
+            // have either or both).
+            const unsigned lo_end = min(p.s1, lo_steps);
+            unsigned s = p.s0;
             if constexpr (SP) {
-                for (; s + 2 <= lo_steps; s += 2) {
+                for (; s + 2 <= lo_end; s += 2) {
                     lo_step(s, meta[0], meta[1]);
                     lo_step(s + 1, meta[1], meta[0]);
                 }
             }
-            for (; s < lo_steps; ++s) lo_step(s, meta[0], meta[1]);
-            // The low sums complete, times their scales (powers of two: exact); the f16
-            // products then add onto them in the same registers.
-            g_wgmma_wait<0>();
-            if constexpr (SP) {
-                g_hold_regs(sink, meta[0][0], meta[0][1]);
-                g_hold_regs(sink + 2, meta[1][0], meta[1][1]);
+            for (; s < lo_end; ++s) lo_step(s, meta[0], meta[1]);
+            if (p.s0 < lo_end) {
+                // The low sums complete, times their scales (powers of two: exact); the
+                // f16 products then add onto them in the same registers.
+                g_wgmma_wait<0>();
+                if constexpr (SP) {
+                    g_hold_regs(sink, meta[0][0], meta[0][1]);
+                    g_hold_regs(sink + 2, meta[1][0], meta[1][1]);
+                }
+                for (unsigned q = 0; q < TN / 2; ++q) acc[q] *= SWIGLU && q >= TN / 4 ? scale_up : scale;
             }
-            for (unsigned q = 0; q < TN / 2; ++q) acc[q] *= SWIGLU && q >= TN / 4 ? scale_up : scale;
-            for (unsigned s = lo_steps; s < steps; ++s) {
+            for (unsigned s = max(p.s0, lo_steps); s < p.s1; ++s) {
                 g_mbar_wait(&full[st], ph);
                 const unsigned long long o = st * (STAGE_BYTES >> 4);
                 g_wgmma_fence();
-                for (unsigned kk = 0; kk < WG_BK / 16; ++kk) g_wgmma_m64k16<TN>(acc, da0 + o + 2 * kk, db0 + o + 2 * kk, 1);
+                for (unsigned kk = 0; kk < WG_BK / 16; ++kk)
+                    g_wgmma_m64k16<TN>(acc, da0 + o + 2 * kk, db0 + o + 2 * kk, s > p.s0 || kk > 0);
                 g_wgmma_commit();
                 g_wgmma_wait<1>();
-                if (g_lane() == 0) g_mbar_arrive(&empty[prev]);
+                if (s > p.s0 && g_lane() == 0) g_mbar_arrive(&empty[prev]);
                 prev = st;
                 if (++st == STAGES) st = 0, ph ^= 1;
             }
         } else {
-            for (unsigned s = 0; s < steps; ++s) {
+            for (unsigned s = p.s0; s < p.s1; ++s) {
                 g_mbar_wait(&full[st], ph);
                 const unsigned long long o = st * (STAGE_BYTES >> 4);
                 const unsigned long long da = da0 + o, db = db0 + o;
                 g_wgmma_fence();
-                for (unsigned kk = 0; kk < WG_BK / 16; ++kk) g_wgmma_m64k16<TN>(acc, da + 2 * kk, db + 2 * kk, s > 0 || kk > 0);
+                for (unsigned kk = 0; kk < WG_BK / 16; ++kk) g_wgmma_m64k16<TN>(acc, da + 2 * kk, db + 2 * kk, s > p.s0 || kk > 0);
                 g_wgmma_commit();
                 // Step s - 1's products are done: its stage may be refilled. (Two steps left
                 // in flight, each stage released a step later: 7B prefill +3.6 %, H200,
                 // session 46, tools/gpu/variants/gemm-depth2.patch.)
                 g_wgmma_wait<1>();
-                if (s > 0 && g_lane() == 0) g_mbar_arrive(&empty[prev]);
+                if (s > p.s0 && g_lane() == 0) g_mbar_arrive(&empty[prev]);
                 prev = st;
                 if (++st == STAGES) st = 0, ph ^= 1;
             }
         }
-        // The tile's last products done: its last stage goes back to the producer, which
-        // fills it for the block's next tile while this one's outputs are stored.
+        // The piece's last products done: its last stage goes back to the producer, which
+        // fills it for the block's next piece while this one's outputs are stored.
         g_wgmma_wait<0>();
         if (g_lane() == 0) g_mbar_arrive(&empty[prev]);
+        // Stream-K (g_sk): a piece after the tile's first step leaves its sums in the block's
+        // slot; the piece with the first step adds the others' and stores the tile.
+        constexpr unsigned CT = TM / 64 * 128;
+        if (p.s0 > 0) {
+            float* part = sk.part + (unsigned long)g_bid() * (TM * TN) + tid;
+#pragma unroll
+            for (unsigned q = 0; q < TN / 2; ++q) __stcg(part + q * CT, acc[q]);
+            __threadfence();
+            __syncwarp();
+            if (l == 0) g_flag_release(sk.flag + g_bid() * CONSUMER_WARPS + tid / 32);
+            continue;
+        }
+        if (p.s1 < steps) {
+            // The tile's other pieces start in the next blocks' shares, up to its last unit.
+            const unsigned last = (p.i - dp + 1) * steps;
+            for (unsigned b = g_bid() + 1; b < gridDim.x && units * b / gridDim.x < last; ++b) {
+                unsigned* f = sk.flag + b * CONSUMER_WARPS + tid / 32;
+                g_flag_acquire(f);
+                const float* part = sk.part + (unsigned long)b * (TM * TN) + tid;
+                // 8 loads at a time: all TN / 2 in flight would double the accumulators'
+                // registers where the widest tiles have none to spare.
+#pragma unroll
+                for (unsigned q0 = 0; q0 < TN / 2; q0 += 8) {
+                    float v[8];
+#pragma unroll
+                    for (unsigned j = 0; j < 8; ++j) v[j] = __ldcg(part + (q0 + j) * CT);
+#pragma unroll
+                    for (unsigned j = 0; j < 8; ++j) acc[q0 + j] += v[j];
+                    asm volatile("" ::: "memory");
+                }
+                __syncwarp();
+                if (l == 0) *f = 0;
+            }
+        }
         if constexpr (SWIGLU) {
             g_swiglu_store<TN>(acc, *swiglu, at.row0 + 64 * c + 16 * warp + l / 4, at.col0 + 2 * (l % 4), t, n0);
             continue;
@@ -647,9 +739,11 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(unsigned char* raw, const g_tmap* ta, cons
         NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                               \
              const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                                \
              const __grid_constant__ g_tmap tw2, float* y0, float* y1, float* y2, unsigned t, unsigned k,           \
-             unsigned n0, unsigned n1, unsigned n2, unsigned has_lo) {                                              \
+             unsigned n0, unsigned n1, unsigned n2, unsigned has_lo, unsigned sk_tiles, float* sk_part,              \
+             unsigned* sk_flag) {                                                                                    \
         extern __shared__ unsigned char wg_raw[];                                                                    \
-        gemm_f16_wgmma_tile<TM, TN, STAGES>(wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0, n1, n2,    \
+        const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
+        gemm_f16_wgmma_tile<TM, TN, STAGES>(sk, wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0, n1, n2, \
                                             has_lo);                                                                 \
     }
 GEMM_WGMMA(gemm_f16_wgmma_128, 128, 128, WG_STAGES, )
@@ -674,10 +768,12 @@ GEMM_WGMMA(gemm_f16_wgmma_128x192, 128, 192, 5, __launch_bounds__(288, 1))
              const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                                \
              const __grid_constant__ g_tmap tw2, float* y0, unsigned t, unsigned k, unsigned n0, unsigned n1,       \
              unsigned n2, unsigned has_lo, g_half* k_cache, g_half* v_cache, const float* angles,                  \
-             const unsigned* pos0, unsigned head_mask) {                                                            \
+             const unsigned* pos0, unsigned head_mask, unsigned sk_tiles, float* sk_part, unsigned* sk_flag) {       \
         extern __shared__ unsigned char wg_raw[];                                                                    \
+        const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
         const g_kv_out kv = {k_cache, v_cache, angles, pos0, head_mask};                                             \
-        gemm_f16_wgmma_tile<TM, TN, STAGES, false, false, true>(wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, nullptr, \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, false, false, true>(sk, wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0,       \
+            nullptr,                                                                                                 \
                                                                 nullptr, t, k, n0, n1, n2, has_lo, nullptr,         \
                                                                 nullptr, nullptr, nullptr, nullptr, nullptr,        \
                                                                 nullptr, &kv);                                      \
@@ -695,10 +791,12 @@ GEMM_WGMMA_KV(gemm_f16_wgmma_128x192_kv, 128, 192, 5, __launch_bounds__(288, 1))
     GRETA_KERNEL void BOUNDS NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,          \
                                   const __grid_constant__ g_tmap tw_gate, const __grid_constant__ g_tmap tw_up,     \
                                   float* gate, float* up, float* act, g_half* hi, g_half* lo,                       \
-                                  unsigned char* lo8, unsigned t, unsigned k, unsigned n, unsigned has_lo) {        \
+                                  unsigned char* lo8, unsigned t, unsigned k, unsigned n, unsigned has_lo,           \
+                                  unsigned sk_tiles, float* sk_part, unsigned* sk_flag) {                            \
         extern __shared__ unsigned char wg_raw[];                                                                    \
+        const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
         const g_swiglu_out out = {gate, up, act, hi, lo, lo8};                                                       \
-        gemm_f16_wgmma_tile<TM, TN, STAGES, false, true>(wg_raw, &ta, &ta_lo, &tw_gate, &tw_up, &tw_up, nullptr,     \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, false, true>(sk, wg_raw, &ta, &ta_lo, &tw_gate, &tw_up, &tw_up, nullptr, \
                                                          nullptr, nullptr, t, k, n, n, 0, has_lo, nullptr, nullptr, \
                                                          nullptr, nullptr, nullptr, nullptr, &out);                 \
     }
@@ -724,9 +822,11 @@ GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128x224, 128, 224, 4, __launch_bounds__(
              const __grid_constant__ g_tmap tw2, const __grid_constant__ g_tmap tw8_0,                              \
              const __grid_constant__ g_tmap tw8_1, const __grid_constant__ g_tmap tw8_2, float* y0, float* y1,      \
              float* y2, const float* sw0, const float* sw1, const float* sw2, unsigned t, unsigned k,               \
-             unsigned n0, unsigned n1, unsigned n2) {                                                               \
+             unsigned n0, unsigned n1, unsigned n2, unsigned sk_tiles, float* sk_part, unsigned* sk_flag) {          \
         extern __shared__ unsigned char wg_raw[];                                                                    \
-        gemm_f16_wgmma_tile<TM, TN, STAGES, true>(wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0, n1, \
+        const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, true>(sk, wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0,   \
+            n1,                                                                                                      \
                                                   n2, 1, &tw8_0, &tw8_1, &tw8_2, sw0, sw1, sw2);                   \
     }
 GEMM_WGMMA_LO8(gemm_f16_wgmma_128_lo8, 128, 128, WG_STAGES)
@@ -743,10 +843,12 @@ GEMM_WGMMA_LO8(gemm_f16_wgmma_128x192_lo8, 128, 192, 5)
              const __grid_constant__ g_tmap tw2, const __grid_constant__ g_tmap tw8_0,                              \
              const __grid_constant__ g_tmap tw8_1, const __grid_constant__ g_tmap tw8_2, float* y0, float* y1,      \
              float* y2, const float* sw0, const float* sw1, const float* sw2, unsigned t, unsigned k,               \
-             unsigned n0, unsigned n1, unsigned n2, const unsigned* meta) {                                         \
+             unsigned n0, unsigned n1, unsigned n2, const unsigned* meta, unsigned sk_tiles, float* sk_part,         \
+             unsigned* sk_flag) {                                                                                    \
         extern __shared__ unsigned char wg_raw[];                                                                    \
-        gemm_f16_wgmma_tile<TM, TN, STAGES, true, false, false, true>(                                               \
-            wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0, n1, n2, 1, &tw8_0, &tw8_1, &tw8_2, sw0, sw1, \
+        const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, true, false, false, true>(sk, wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2,     \
+            y0, y1, y2, t, k, n0, n1, n2, 1, &tw8_0, &tw8_1, &tw8_2, sw0, sw1,                                       \
             sw2, nullptr, nullptr, meta);                                                                            \
     }
 GEMM_WGMMA_LO8SP(gemm_f16_wgmma_128_lo8sp, 128, 128, WG_STAGES)
@@ -762,10 +864,12 @@ GEMM_WGMMA_LO8SP(gemm_f16_wgmma_128x192_lo8sp, 128, 192, 5)
              const __grid_constant__ g_tmap tw8_1, const __grid_constant__ g_tmap tw8_2, float* y0,                 \
              const float* sw0, const float* sw1, const float* sw2, unsigned t, unsigned k, unsigned n0,            \
              unsigned n1, unsigned n2, g_half* k_cache, g_half* v_cache, const float* angles,                      \
-             const unsigned* pos0, unsigned head_mask) {                                                            \
+             const unsigned* pos0, unsigned head_mask, unsigned sk_tiles, float* sk_part, unsigned* sk_flag) {       \
         extern __shared__ unsigned char wg_raw[];                                                                    \
+        const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
         const g_kv_out kv = {k_cache, v_cache, angles, pos0, head_mask};                                             \
-        gemm_f16_wgmma_tile<TM, TN, STAGES, true, false, true>(wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, nullptr,  \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, true, false, true>(sk, wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0,        \
+            nullptr,                                                                                                 \
                                                                nullptr, t, k, n0, n1, n2, 1, &tw8_0, &tw8_1,        \
                                                                &tw8_2, sw0, sw1, sw2, nullptr, &kv);                \
     }
@@ -787,10 +891,11 @@ GEMM_WGMMA_LO8_KV(gemm_f16_wgmma_128x192_lo8_kv, 128, 192, 5)
              const __grid_constant__ g_tmap tw_gate, const __grid_constant__ g_tmap tw_up,                          \
              const __grid_constant__ g_tmap tw8_gate, const __grid_constant__ g_tmap tw8_up, const float* sw_gate,  \
              const float* sw_up, float* gate, float* up, float* act, g_half* hi, g_half* lo, unsigned char* lo8,   \
-             unsigned t, unsigned k, unsigned n) {                                                                  \
+             unsigned t, unsigned k, unsigned n, unsigned sk_tiles, float* sk_part, unsigned* sk_flag) {             \
         extern __shared__ unsigned char wg_raw[];                                                                    \
+        const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
         const g_swiglu_out out = {gate, up, act, hi, lo, lo8};                                                       \
-        gemm_f16_wgmma_tile<TM, TN, STAGES, true, true>(wg_raw, &ta, &ta_lo, &tw_gate, &tw_up, &tw_up, nullptr,      \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, true, true>(sk, wg_raw, &ta, &ta_lo, &tw_gate, &tw_up, &tw_up, nullptr,  \
                                                         nullptr, nullptr, t, k, n, n, 0, 1, &tw8_gate, &tw8_up,     \
                                                         &tw8_up, sw_gate, sw_up, sw_up, &out);                      \
     }
@@ -806,11 +911,13 @@ GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128x224_lo8, 128, 224, 4)
              const __grid_constant__ g_tmap tw_gate, const __grid_constant__ g_tmap tw_up,                          \
              const __grid_constant__ g_tmap tw8_gate, const __grid_constant__ g_tmap tw8_up, const float* sw_gate,  \
              const float* sw_up, float* gate, float* up, float* act, g_half* hi, g_half* lo, unsigned char* lo8,   \
-             unsigned t, unsigned k, unsigned n, const unsigned* meta) {                                            \
+             unsigned t, unsigned k, unsigned n, const unsigned* meta, unsigned sk_tiles, float* sk_part,            \
+             unsigned* sk_flag) {                                                                                    \
         extern __shared__ unsigned char wg_raw[];                                                                    \
+        const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
         const g_swiglu_out out = {gate, up, act, hi, lo, lo8};                                                       \
-        gemm_f16_wgmma_tile<TM, TN, STAGES, true, true, false, true>(                                                \
-            wg_raw, &ta, &ta_lo, &tw_gate, &tw_up, &tw_up, nullptr, nullptr, nullptr, t, k, n, n, 0, 1, &tw8_gate,   \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, true, true, false, true>(sk, wg_raw, &ta, &ta_lo, &tw_gate, &tw_up,      \
+            &tw_up, nullptr, nullptr, nullptr, t, k, n, n, 0, 1, &tw8_gate,                                          \
             &tw8_up, &tw8_up, sw_gate, sw_up, sw_up, &out, nullptr, meta);                                           \
     }
 GEMM_WGMMA_SWIGLU_LO8SP(gemm_f16_wgmma_swiglu_128_lo8sp, 128, 128, WG_STAGES)

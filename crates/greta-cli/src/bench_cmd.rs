@@ -25,9 +25,10 @@ pub struct BenchArgs {
     /// Seed of the synthetic weights and of the prompt's token ids.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Prompt length in tokens (random ids).
-    #[arg(long, default_value_t = 512)]
-    prompt_len: usize,
+    /// Prompt length in tokens (random ids); a comma list (e.g. 512,520,640) runs each on
+    /// the one loaded model, as llama-bench's -p does (--json then prints an array).
+    #[arg(long, default_value = "512", value_delimiter = ',', num_args = 1..)]
+    prompt_len: Vec<usize>,
     /// Tokens to decode after the prompt (greedy unless --temperature is above 0).
     #[arg(long, default_value_t = 128)]
     gen: usize,
@@ -96,8 +97,14 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         .unwrap_or_else(|_| "auto".into())
         .parse()?;
     let selection = greta_hal::select(a.backend, platform)?;
+    if a.prompt_len.len() > 1 && (a.kernels || a.timeline.is_some()) {
+        anyhow::bail!(
+            "--kernels and --timeline describe one run's launches; give one --prompt-len (got {})",
+            a.prompt_len.len()
+        );
+    }
     let spec = BenchSpec {
-        prompt_len: a.prompt_len,
+        prompt_len: a.prompt_len[0],
         gen: a.gen,
         reps: a.reps,
         seed: a.seed,
@@ -130,7 +137,14 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
             (path.display().to_string(), config, weights)
         }
     };
-    spec.check(&config)?;
+    let specs: Vec<BenchSpec> = a
+        .prompt_len
+        .iter()
+        .map(|&prompt_len| BenchSpec { prompt_len, ..spec })
+        .collect();
+    for sp in &specs {
+        sp.check(&config)?;
+    }
     if let Some(out) = &a.write_gguf {
         let b = bar("writing {msg} [{bar:30}] {pos}/{len} tensors ({elapsed})");
         b.set_message(out.display().to_string());
@@ -157,7 +171,7 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
     }
     let reps = bar("benchmarking [{bar:30}] {pos}/{len} repetitions ({elapsed})");
     reps.set_length(spec.reps as u64);
-    let report: BenchReport = match &selection.backend {
+    let reports: Vec<BenchReport> = match &selection.backend {
         Backend::Cpu if !a.skip_kernels.is_empty() => {
             anyhow::bail!("--skip-kernels is a GPU timing study; this run is on the CPU")
         }
@@ -175,7 +189,14 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
                 weights
             };
             let model = Llama::new(config, weights);
-            bench::bench_cpu(&model, &spec, &mut |r| reps.set_position(r as u64))?
+            let mut reports = Vec::new();
+            for sp in &specs {
+                reps.set_position(0);
+                reports.push(bench::bench_cpu(&model, sp, &mut |r| {
+                    reps.set_position(r as u64)
+                })?);
+            }
+            reports
         }
         Backend::Gpu(gpu) => {
             let up = bar("uploading [{bar:30}] {pos}/{len} ({elapsed})");
@@ -192,12 +213,17 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
             up.finish_and_clear();
             drop(weights);
             let wb = bench::gpu_weight_bytes(&model.config);
-            let mut report =
-                bench::bench_gpu(&model, wb, &spec, &mut |r| reps.set_position(r as u64))?;
-            report.split_origin = Some(origin.to_string());
+            let mut reports = Vec::new();
+            for sp in &specs {
+                reps.set_position(0);
+                let mut report =
+                    bench::bench_gpu(&model, wb, sp, &mut |r| reps.set_position(r as u64))?;
+                report.split_origin = Some(origin.to_string());
+                reports.push(report);
+            }
             if a.kernels {
                 let sms = model.gpu.multiprocessors()?;
-                report.kernels = model
+                reports[0].kernels = model
                     .kernels
                     .launched()?
                     .into_iter()
@@ -207,17 +233,32 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
             if let Some(path) = &a.timeline {
                 write_timeline(&model.kernels, &model.gpu.stream()?, path)?;
             }
-            report
+            reports
         }
     };
     reps.finish_and_clear();
     if a.json {
-        let mut v = serde_json::to_value(&report)?;
-        v["model"] = serde_json::Value::String(label);
+        let mut vs = Vec::new();
+        for r in &reports {
+            let mut v = serde_json::to_value(r)?;
+            v["model"] = serde_json::Value::String(label.clone());
+            vs.push(v);
+        }
+        let v = match vs.len() {
+            1 => vs.remove(0),
+            _ => serde_json::Value::Array(vs),
+        };
         println!("{}", serde_json::to_string_pretty(&v)?);
         return Ok(());
     }
-    let r = &report;
+    for (sp, r) in specs.iter().zip(&reports) {
+        print_report(&label, sp, r);
+    }
+    Ok(())
+}
+
+/// The table of one length's report.
+fn print_report(label: &str, spec: &BenchSpec, r: &BenchReport) {
     if !r.skipped_kernels.is_empty() {
         println!(
             "TIMING STUDY: launches of {} left out; the figures are what the rest costs, the outputs are wrong",
@@ -324,7 +365,6 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
             );
         }
     }
-    Ok(())
 }
 
 /// Where the timeline's kernel names go: FILE.kernels.csv beside FILE (its extension

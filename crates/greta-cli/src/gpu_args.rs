@@ -4,6 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use greta_model::calibrate::{self, Lookup};
+use greta_model::kernels::gpu::StreamK;
 use greta_model::llama::gpu::{
     AutoLo, GpuLlama, SplitInputs, SplitInputsChoice, SplitLo, SplitLoChoice,
 };
@@ -36,6 +37,15 @@ pub struct GpuArgs {
     /// launches in stream order either way.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub overlap: bool,
+    /// GPU prefill (Hopper's warpgroup GEMM): where a product's output tiles do not fill
+    /// whole waves of the multiprocessors, share the last ones out along K over all of them
+    /// (stream-K), so that no block runs a tile more than the others. auto: where that
+    /// shortens a block's work by a quarter tile or more (prompt lengths off the tiles'
+    /// multiples, e.g. the 7B at 520 rows; none at 512); off: every tile whole; always:
+    /// wherever the tiles do not fill whole waves (for tests). The sums come in another
+    /// order: f32 results differ in their last bits.
+    #[arg(long, value_name = "auto|off|always", default_value_t = StreamK::Auto)]
+    pub stream_k: StreamK,
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
@@ -59,6 +69,9 @@ impl GpuArgs {
         if !self.overlap {
             set.push("--overlap");
         }
+        if self.stream_k != StreamK::Auto {
+            set.push("--stream-k");
+        }
         set
     }
 
@@ -81,6 +94,7 @@ impl GpuArgs {
         let (split, origin) = self.resolve_split_inputs(model)?;
         model.split_inputs = split;
         model.kernels.overlap = self.overlap;
+        model.kernels.stream_k = self.stream_k;
         let lo = match self.split_lo {
             SplitLoChoice::Set(lo) => lo,
             SplitLoChoice::Auto => {

@@ -8,7 +8,8 @@ use greta_kernels::cpu::{self, RopePairing, WeightView};
 use greta_kernels::gpu::{
     default_dir, e4m3_weight_scale, AttnScratch, AttnShape, E4m3Matrix, F16Operands, GemmLo,
     GemmOut, GemmRoute, GemmWeights, GpuKernels, KvCacheOut, LoOperand, MatShape, NormIn, PickAt,
-    QRope, QkvRope, RopeShape, Rows, SparseLo8, SwigluLo, SwigluOut, WgmmaTile, LO8_SCALE_LOG2,
+    QRope, QkvRope, RopeShape, Rows, SparseLo8, StreamK, SwigluLo, SwigluOut, WgmmaTile,
+    LO8_SCALE_LOG2,
 };
 use half::f16;
 use hiprt::{DeviceBuffer, Gpu, Platform, PlatformChoice, Stream};
@@ -26,12 +27,20 @@ fn setup() -> (Gpu, Stream, GpuKernels) {
     let gpu = Gpu::open(choice, 0)
         .unwrap_or_else(|e| panic!("GRETA_REQUIRE_GPU=1 but no GPU opened: {e}"));
     let s = gpu.stream().unwrap();
-    let k = GpuKernels::load(&gpu, &default_dir()).unwrap_or_else(|e| panic!("{e}"));
+    let mut k = GpuKernels::load(&gpu, &default_dir()).unwrap_or_else(|e| panic!("{e}"));
+    // GRETA_TEST_STREAM_K=always runs every warpgroup GEMM of these tests in stream-K pieces
+    // (tools/gpu/stream_k_checks.sh runs the tests both ways).
+    if let Ok(v) = std::env::var("GRETA_TEST_STREAM_K") {
+        k.stream_k = v
+            .parse()
+            .unwrap_or_else(|e| panic!("GRETA_TEST_STREAM_K: {e}"));
+    }
     eprintln!(
-        "{} ({}), kernels from {}",
+        "{} ({}), kernels from {}, stream-K {}",
         gpu.name(),
         gpu.platform(),
-        k.object.display()
+        k.object.display(),
+        k.stream_k
     );
     (gpu, s, k)
 }
@@ -399,6 +408,102 @@ fn gemm_f16_groups_match_cpu() {
                     e < NMSE_SPLIT_F16,
                     "gemm_f16 {route:?} group m={m} k={kk} n={ns:?}, product {i}: nmse {e:.3e}"
                 );
+            }
+        }
+    }
+}
+
+/// Stream-K (`StreamK`, kernels/gemm.hip g_sk): a grouped product whose tiles the whole
+/// grid shares out along K, with its f16 low half (twice the steps) and its FP8 one (the
+/// FP8 steps, then the f16 ones: pieces that hold either or both), against the CPU and
+/// against the same launch with every tile whole (the same products added in another order:
+/// f32 rounding apart). 200 rows of k 1000 (16 f16 steps, 8 FP8 ones) into 3 x 300 outputs
+/// make 18 to 60 tiles a launch, so a block's share is a few steps and a tile's sums come
+/// from up to ~8 blocks, added by the one with its first step. Run twice over: the second
+/// time the flags must have returned to 0 (a flag left set would let a reader add a stale
+/// partial, which the comparison catches).
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn stream_k_pieces_match_whole_tiles_and_cpu() {
+    let (g, s, mut k) = setup();
+    if !k.has_wgmma() {
+        eprintln!("no warpgroup GEMM on this device: stream-K has nothing to share");
+        return;
+    }
+    let (m, kk, ns) = (200, 1000, [300usize, 300, 300]);
+    let x = values(m * kk, 91);
+    let dx = upload(&g, &s, &x);
+    let mut hi = g.alloc::<u16>(m * kk).unwrap();
+    let mut lo = g.alloc::<u16>(m * kk).unwrap();
+    k.split_f16(&s, &dx, &mut hi, Some(&mut lo), m * kk)
+        .unwrap();
+    let mut lo8 = g.alloc::<u8>(m * kk).unwrap();
+    let rows = Rows { rows: m, len: kk };
+    k.split_f16_lo8(&s, &dx, &mut hi, &mut lo8, rows).unwrap();
+    let mut ws = Vec::new();
+    let mut w8s = Vec::new();
+    let mut wants = Vec::new();
+    for (i, &n) in ns.iter().enumerate() {
+        let (w_bits, wf) = f16_bits(&values(n * kk, 500 + i as u64));
+        let mut want = vec![0f32; m * n];
+        cpu::matmul_wt(&x, WeightView::F32(&wf), &mut want, m, kk, n);
+        let w = upload(&g, &s, &w_bits);
+        let mut w8 = E4m3Matrix::alloc(&g, n, kk).unwrap();
+        k.quantize_e4m3(&s, &w, &mut w8, n, kk).unwrap();
+        w8s.push(w8);
+        ws.push(w);
+        wants.push(want);
+    }
+    let run = |k: &GpuKernels, route: GemmRoute, fp8: bool| -> Vec<Vec<f32>> {
+        let mut ys: Vec<DeviceBuffer<f32>> =
+            ns.iter().map(|&n| g.alloc::<f32>(m * n).unwrap()).collect();
+        let mut outs: Vec<GemmOut> = ws
+            .iter()
+            .zip(&w8s)
+            .zip(ys.iter_mut())
+            .zip(ns)
+            .map(|(((w, w8), y), n)| GemmOut {
+                w,
+                w8: fp8.then_some(w8),
+                y,
+                n,
+            })
+            .collect();
+        let a_lo = match fp8 {
+            true => GemmLo::Fp8(&lo8),
+            false => GemmLo::F16(&lo),
+        };
+        k.gemm_f16(route, &s, &hi, Some(a_lo), &mut outs, m, kk)
+            .unwrap();
+        ys.iter().map(|y| download(&s, y)).collect()
+    };
+    let mut routes = vec![GemmRoute::Wgmma];
+    routes.extend(k.wgmma_tiles().into_iter().map(GemmRoute::WgmmaTile));
+    for route in routes {
+        for fp8 in [false, true] {
+            if fp8 && matches!(route, GemmRoute::WgmmaTile(t) if !WgmmaTile::LO8.contains(&t)) {
+                continue;
+            }
+            k.stream_k = StreamK::Off;
+            let whole = run(&k, route, fp8);
+            k.stream_k = StreamK::Always;
+            for round in 0..2 {
+                let shared = run(&k, route, fp8);
+                for (i, ((got, want), w)) in shared.iter().zip(&wants).zip(&whole).enumerate() {
+                    let what =
+                        format!("stream-K {route:?} fp8 lo {fp8} round {round}, product {i}");
+                    let e_cpu = nmse(got, want);
+                    let e_whole = nmse(got, w);
+                    eprintln!("{what}: nmse {e_cpu:.3e} against the CPU, {e_whole:.3e} against whole tiles");
+                    // FP8 low halves: their e4m3 weights and e5m2 values (~2^-15 of a
+                    // product, nmse ~1e-9) against the CPU's f32 product.
+                    let bound = if fp8 { 1e-7 } else { NMSE_SPLIT_F16 };
+                    assert!(e_cpu < bound, "{what}: nmse {e_cpu:.3e} against the CPU");
+                    assert!(
+                        e_whole < 1e-12,
+                        "{what}: nmse {e_whole:.3e} against whole tiles"
+                    );
+                }
             }
         }
     }

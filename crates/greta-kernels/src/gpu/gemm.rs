@@ -263,6 +263,99 @@ fn wgmma_threads(tile: WgmmaTile) -> u32 {
     128 * (tile.m as u32 / 64) + 32
 }
 
+/// Which warpgroup GEMM launches share tiles out along K (stream-K: kernels/gemm.hip, g_sk).
+/// A persistent launch of `tiles` tiles on a grid of `g` blocks runs ceil(tiles / g) tiles on
+/// its busiest blocks; shared out, the last tiles (one wave and the remainder) take
+/// tiles / g of a tile's time a block, at the cost of a partial tile's store and load where
+/// a share cuts one (7B at 520 rows: Q/K/V's 330 tiles of 128 x 192 on 132 blocks, 3 tiles
+/// whole, 2.5 shared). The sums are the same products added in another order: f32 results
+/// differ in their last bits from the whole tiles'.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamK {
+    /// Shared where a block's work falls by at least a quarter of a tile, over at least one
+    /// whole wave (a launch of fewer tiles than blocks stays whole: one tile a block).
+    Auto,
+    /// Every tile whole, as before session 51.
+    Off,
+    /// Shared wherever the tiles do not fill whole waves, gain or not, fewer tiles than
+    /// blocks included (the op tests: every kind of piece).
+    Always,
+}
+
+impl StreamK {
+    /// The number of last tiles shared out along K for `tiles` tiles on `g` blocks (0: none);
+    /// the others, a multiple of `g`, run whole.
+    pub fn tiles(self, tiles: usize, g: usize) -> usize {
+        if g == 0 || tiles.is_multiple_of(g) {
+            return 0;
+        }
+        let whole = tiles / g;
+        let shared = tiles - whole.saturating_sub(1) * g;
+        match self {
+            StreamK::Off => 0,
+            StreamK::Always => shared,
+            StreamK::Auto => {
+                // A block's tiles: whole + 1 kept whole, whole - 1 + shared / g shared.
+                let kept = (whole + 1) as f64;
+                let split = whole.saturating_sub(1) as f64 + shared as f64 / g as f64;
+                match whole >= 1 && kept - split >= 0.25 {
+                    true => shared,
+                    false => 0,
+                }
+            }
+        }
+    }
+}
+
+impl std::str::FromStr for StreamK {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(StreamK::Auto),
+            "off" => Ok(StreamK::Off),
+            "always" => Ok(StreamK::Always),
+            _ => Err(format!("{s:?}: expected auto, off or always")),
+        }
+    }
+}
+
+impl std::fmt::Display for StreamK {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            StreamK::Auto => "auto",
+            StreamK::Off => "off",
+            StreamK::Always => "always",
+        })
+    }
+}
+
+/// The stream-K launches' slots: a partial tile (TM x TN f32) per block of the grid and a
+/// flag per consumer warp, sized for the largest of the loaded forms (128 x 256 on 132
+/// multiprocessors: 17.3 MB). One set for every launch: the GEMMs of one stream run one
+/// after the other, each waiting for the one ahead before it writes (greta_device.h).
+pub(super) struct StreamKSpace {
+    pub(super) part: DeviceBuffer<f32>,
+    pub(super) flag: DeviceBuffer<u32>,
+}
+
+impl StreamKSpace {
+    pub(super) fn new<'a>(gpu: &Gpu, forms: impl Iterator<Item = &'a WgmmaForm>) -> Result<Self> {
+        let (mut part, mut flags) = (1, 1);
+        for f in forms {
+            part = part.max(f.resident * f.tile.m * f.tile.n);
+            flags = flags.max(f.resident * f.tile.m / 64 * 4);
+        }
+        let s = gpu.stream()?;
+        let mut flag = gpu.alloc::<u32>(flags)?;
+        flag.zero(&s)?;
+        s.synchronize()?;
+        Ok(StreamKSpace {
+            part: gpu.alloc::<f32>(part)?,
+            flag,
+        })
+    }
+}
+
 /// One tile's warpgroup GEMM kernel, with the blocks of it the device holds at once.
 pub(super) struct WgmmaForm {
     pub(super) tile: WgmmaTile,
@@ -948,14 +1041,49 @@ impl GpuKernels {
     /// tile up to what the multiprocessors hold at once (`WgmmaForm::resident`), each block
     /// taking the tiles g_bid(), + gridDim.x, ... (kernels/gemm.hip), so that its producer
     /// fills the stages of its next tile while its consumers store the last one.
+    /// Where the tiles do not fill whole waves, `stream_k` may share the last of them out
+    /// along K over the whole grid (`StreamK::tiles`; kernels/gemm.hip, g_sk).
     fn launch_wgmma(&self, form: &WgmmaForm, tiles: usize, s: &Stream, args: Args) -> Result<()> {
+        let space = self.stream_k_space.as_ref().ok_or_else(|| {
+            KernelError::Shape(
+                "the warpgroup GEMM without its stream-K slots (sm_90a objects make them at load)"
+                    .into(),
+            )
+        })?;
+        let shared = self.stream_k.tiles(tiles, form.resident);
+        let blocks = match shared {
+            0 => tiles.min(form.resident),
+            _ => form.resident,
+        };
         let dims = LaunchDims {
-            grid: [u32_of(tiles.min(form.resident), "blocks")?, 1, 1],
+            grid: [u32_of(blocks, "blocks")?, 1, 1],
             block: [wgmma_threads(form.tile), 1, 1],
             shared_bytes: wgmma_shared(form.tile),
             cluster: 1,
         };
+        let args = args
+            .u32(u32_of(shared, "stream-K tiles")?)
+            .ptr(&space.part)
+            .ptr(&space.flag);
         self.launch_tiles(&form.f, dims, u32_of(tiles, "tiles")?, s, args)
+    }
+
+    /// Every warpgroup GEMM form loaded (for the stream-K slots' size).
+    pub(super) fn wgmma_forms(&self) -> impl Iterator<Item = &WgmmaForm> {
+        let fp8 = self.fp8.iter().flat_map(|f| {
+            [&f.gemm, &f.swiglu, &f.gemm_kv, &f.gemm_sp, &f.swiglu_sp]
+                .into_iter()
+                .flatten()
+        });
+        [
+            &self.gemm_f16_wgmma,
+            &self.gemm_f16_wgmma_swiglu,
+            &self.gemm_f16_wgmma_kv,
+        ]
+        .into_iter()
+        .flatten()
+        .flatten()
+        .chain(fp8)
     }
 
     /// The warpgroup GEMM's tiles on this device (empty without one): the op tests run each.
@@ -1062,6 +1190,42 @@ mod tests {
     /// or H200's 132 SMs: 128 x 128 for Llama-2-7B's output and down, 128 x 192 for Q/K/V
     /// (whole waves), 128 x 232 for gate/up (fewer waves' columns), 64 x 64 for SmolLM2's
     /// narrow ones; a wide tile only where its waves take no longer.
+    /// Stream-K's share: none where the tiles fill whole waves or `Off`; else one wave and
+    /// the remainder, under `Auto` only where a block's work falls by a quarter tile or more
+    /// and at least one wave is whole. The 7B on 132 SMs: Q/K/V at 520 rows (330 tiles of
+    /// 128 x 192) shares 198 (2.5 tiles a block against 3); at 512 (264) none; gate/up at
+    /// 650 rows (594 of 128 x 224: 4.5 against 5) 198; 516 tiles (3.91 against 4) none.
+    #[test]
+    fn stream_k_shares_the_last_wave_where_it_pays() {
+        use StreamK::*;
+        assert_eq!(Auto.tiles(330, 132), 198);
+        assert_eq!(Auto.tiles(264, 132), 0);
+        assert_eq!(Auto.tiles(594, 132), 198);
+        assert_eq!(Auto.tiles(516, 132), 0);
+        assert_eq!(Auto.tiles(160, 132), 160);
+        // Fewer tiles than blocks: whole under Auto, shared under Always.
+        assert_eq!(Auto.tiles(100, 132), 0);
+        assert_eq!(Always.tiles(100, 132), 100);
+        assert_eq!(Always.tiles(516, 132), 252);
+        assert_eq!(Always.tiles(264, 132), 0);
+        assert_eq!(Off.tiles(330, 132), 0);
+        // Where tiles are shared, what stays whole is whole waves.
+        for tiles in 1..1000 {
+            for mode in [Auto, Always] {
+                let shared = mode.tiles(tiles, 132);
+                if shared > 0 {
+                    assert_eq!((tiles - shared) % 132, 0, "{mode} {tiles}");
+                    assert!(shared < 2 * 132, "{mode} {tiles}");
+                }
+            }
+        }
+        assert_eq!("always".parse::<StreamK>(), Ok(Always));
+        assert!("on"
+            .parse::<StreamK>()
+            .unwrap_err()
+            .contains("auto, off or always"));
+    }
+
     #[test]
     fn wgmma_tile_fills_the_gpu_before_it_grows() {
         let [square, small, wide, wide232, wide192] = WgmmaTile::ALL;

@@ -290,6 +290,11 @@ pub struct GpuKernels {
     /// The greedy pick over a thread-block cluster where clusters run (`argmax`); off, the
     /// one-block kernel every platform has (the op test runs both).
     pub cluster_argmax: bool,
+    /// Which warpgroup GEMM launches share their last tiles out along K (stream-K,
+    /// `StreamK`); `Auto` by default.
+    pub stream_k: StreamK,
+    /// The stream-K launches' partial tiles and flags (sm_90a objects only).
+    stream_k_space: Option<StreamKSpace>,
     /// A timing study's kernels (`skip_kernels`): their launches are left out.
     skip: Vec<String>,
     /// The launch shapes since `record_launches`, for a timing study's labels (`greta bench
@@ -441,11 +446,13 @@ impl GpuKernels {
                 }
                 Ok(f)
             };
-            return Ok(GpuKernels {
+            let mut kernels = GpuKernels {
                 object: path,
                 target,
                 overlap: true,
                 cluster_argmax: true,
+                stream_k: StreamK::Auto,
+                stream_k_space: None,
                 skip: Vec::new(),
                 launched: None,
                 wave,
@@ -583,7 +590,11 @@ impl GpuKernels {
                     ("gemm", gemm),
                     ("gemv", gemv),
                 ],
-            });
+            };
+            if hopper {
+                kernels.stream_k_space = Some(StreamKSpace::new(gpu, kernels.wgmma_forms())?);
+            }
+            return Ok(kernels);
         }
         Err(KernelError::Missing {
             platform: gpu.platform(),

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Stream-K in the warpgroup GEMM (session 51, kernels/gemm.hip g_sk) in one call: the op tests
+# as the model runs them (auto) and with every warpgroup GEMM in stream-K pieces
+# (GRETA_TEST_STREAM_K=always), the model tests, a backend audit of a random shape whose
+# products share tiles, then the 7B prefill across prompt lengths under --stream-k auto
+# and off (LENS, default 512,520,576,640,650,768,800; REPS each), and at 512 main's GEMM
+# objects against this build's (BASE_GEMM: target/carry/base-gemm.cubin, the kernel as it
+# was before stream-K, with --stream-k off: the same work, the new kernel's extra registers
+# and code). Carry target/carry (greta.xz, gpu-ops.xz, gpu-model.xz, kernels.txz,
+# base-gemm.cubin). PARTS: tests audit sweep base (default all).
+PARTS_DEFAULT="tests audit sweep base"
+source "$(dirname "$0")/parts.sh"
+LENS=${LENS:-512,520,576,640,650,768,800}
+if part tests; then
+  STEP_TAIL="0 0" step ops-auto ./target/device/gpu-ops --ignored --test-threads=1 --nocapture || status=1
+  grep -E "test result|panicked" "$R/ops-auto.err" "$R/ops-auto.out" | head
+  grep -E "^stream-K .* round 1, product 0" "$R/ops-auto.err" | head -20
+  GRETA_TEST_STREAM_K=always STEP_TAIL="0 0" step ops-always ./target/device/gpu-ops --ignored --test-threads=1 --nocapture || status=1
+  grep -E "test result|panicked|stream-K always" "$R/ops-always.err" "$R/ops-always.out" | head
+  (cd crates/greta-model && STEP_TAIL="0 0" step model ../../target/device/gpu-model --ignored --test-threads=1) || status=1
+  grep -E "test result|panicked" "$R/model.out" "$R/model.err" | head
+fi
+if part audit; then
+  # The 7B shape (2 layers, random) on ~650 tokens (the prefill audits the first half: ~325
+  # rows, 3 row tiles): its products' tiles share under always (and under auto the
+  # gate/up's 297 tiles of 128 x 224 on 132 blocks, 165 shared; Q/K/V's 198, all), checked
+  # stage by stage against the CPU.
+  python3 tools/gpu/make_random_llama.py llama2-7b-2layers /tmp/sk-model > /dev/null 2>&1
+  LONG=$(python3 -c "print(' '.join(['The history of science is the study of how people came to understand the natural world.'] * 36))")
+  for sk in off auto always; do
+    STEP_TAIL="3 2" step "audit-$sk" $G audit backend --against cpu -m /tmp/sk-model --prompt "$LONG" --stream-k $sk || status=1
+  done
+fi
+if part sweep; then
+  for sk in auto off; do
+    STEP_TAIL="0 2" step "sweep-$sk" $G bench -m synthetic:llama2-7b --backend gpu --prompt-len "$LENS" --gen 1 \
+      --reps "${REPS:-5}" --stream-k $sk --json || status=1
+  done
+  python3 - "$R/sweep-auto.out" "$R/sweep-off.out" <<'PY'
+import json, sys
+auto, off = (json.load(open(p)) for p in sys.argv[1:])
+print("prompt  auto ms  off ms  auto/off  (auto: ms a token / 512's)")
+base = auto[0]["prefill_ms"] / auto[0]["spec"]["prompt_len"]
+for a, o in zip(auto, off):
+    n = a["spec"]["prompt_len"]
+    print(f"{n:6d} {a['prefill_ms']:8.2f} {o['prefill_ms']:7.2f} {a['prefill_ms'] / o['prefill_ms']:8.3f}"
+          f"  {a['prefill_ms'] / n / base:.3f}   all auto {a['all_prefill_ms']}, off {o['all_prefill_ms']}")
+PY
+fi
+if part base && [ -f target/carry/base-gemm.cubin ]; then
+  rm -rf /tmp/base-kernels && cp -r target/device/kernels /tmp/base-kernels
+  cp target/carry/base-gemm.cubin /tmp/base-kernels/sm_90a/gemm.cubin
+  for round in 1 2; do
+    for v in base new; do
+      K=$PWD/target/device/kernels
+      [ $v = base ] && K=/tmp/base-kernels
+      STEP_TAIL="0 2" step "ab-$v-$round" env GRETA_KERNELS_DIR=$K $G bench -m synthetic:llama2-7b --backend gpu \
+        --prompt-len 512 --gen 1 --reps 5 --stream-k off --json || status=1
+      python3 -c "import json, sys; b = json.load(open(sys.argv[1])); print('  $v $round: prefill', b['prefill_ms'], b['all_prefill_ms'])" "$R/ab-$v-$round.out"
+    done
+  done
+fi
+tar czf /tmp/0-sk.tgz -C "$OUT" results && mv /tmp/0-sk.tgz "$OUT/0-sk.tgz"
+echo "status $status"
+exit $status
