@@ -7,8 +7,8 @@
 # objects against this build's (BASE_GEMM: target/carry/base-gemm.cubin, the kernel as it
 # was before stream-K, with --stream-k off: the same work, the new kernel's extra registers
 # and code). Carry target/carry (greta.xz, gpu-ops.xz, gpu-model.xz, kernels.txz,
-# base-gemm.cubin). PARTS: tests audit sweep base (default all).
-PARTS_DEFAULT="tests audit sweep base"
+# base-gemm.cubin). PARTS: tests sweep audit base (default all, in that order).
+PARTS_DEFAULT="tests sweep audit base"
 source "$(dirname "$0")/parts.sh"
 LENS=${LENS:-512,520,576,640,650,768,800}
 if part tests; then
@@ -19,17 +19,6 @@ if part tests; then
   grep -E "test result|panicked|stream-K always" "$R/ops-always.err" "$R/ops-always.out" | head
   (cd crates/greta-model && STEP_TAIL="0 0" step model ../../target/device/gpu-model --ignored --test-threads=1) || status=1
   grep -E "test result|panicked" "$R/model.out" "$R/model.err" | head
-fi
-if part audit; then
-  # The 7B shape (2 layers, random) on ~650 tokens (the prefill audits the first half: ~325
-  # rows, 3 row tiles): its products' tiles share under always (and under auto the
-  # gate/up's 297 tiles of 128 x 224 on 132 blocks, 165 shared; Q/K/V's 198, all), checked
-  # stage by stage against the CPU.
-  python3 tools/gpu/make_random_llama.py llama2-7b-2layers /tmp/sk-model > /dev/null 2>&1
-  LONG=$(python3 -c "print(' '.join(['The history of science is the study of how people came to understand the natural world.'] * 36))")
-  for sk in off auto always; do
-    STEP_TAIL="3 2" step "audit-$sk" $G audit backend --against cpu -m /tmp/sk-model --prompt "$LONG" --stream-k $sk || status=1
-  done
 fi
 if part sweep; then
   for sk in auto off; do
@@ -46,6 +35,17 @@ for a, o in zip(auto, off):
     print(f"{n:6d} {a['prefill_ms']:8.2f} {o['prefill_ms']:7.2f} {a['prefill_ms'] / o['prefill_ms']:8.3f}"
           f"  {a['prefill_ms'] / n / base:.3f}   all auto {a['all_prefill_ms']}, off {o['all_prefill_ms']}")
 PY
+fi
+if part audit; then
+  # The 7B shape (2 layers, random) on ~650 tokens (the prefill audits the first half: ~325
+  # rows, 3 row tiles): its products' tiles share under always (and under auto the
+  # gate/up's 297 tiles of 128 x 224 on 132 blocks, 165 shared; Q/K/V's 198, all), checked
+  # stage by stage against the CPU.
+  python3 tools/gpu/make_random_llama.py llama2-7b-2layers /tmp/sk-model > /dev/null 2>&1
+  LONG=$(python3 -c "print(' '.join(['The history of science is the study of how people came to understand the natural world.'] * 36))")
+  for sk in off auto always; do
+    STEP_TAIL="3 2" step "audit-$sk" $G audit backend --against cpu -m /tmp/sk-model --prompt "$LONG" --stream-k $sk || status=1
+  done
 fi
 if part base && [ -f target/carry/base-gemm.cubin ]; then
   rm -rf /tmp/base-kernels && cp -r target/device/kernels /tmp/base-kernels
