@@ -404,7 +404,7 @@ GRETA_DEVICE void g_flag_acquire(const unsigned* f) {
 }
 
 template <unsigned TM, unsigned TN, unsigned STAGES = WG_STAGES, bool LO8 = false, bool SWIGLU = false,
-          bool KV = false, bool SP = false>
+          bool KV = false, bool SP = false, bool SK = false>
 GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const g_tmap* ta, const g_tmap* ta_lo, const g_tmap* tw0,
                                       const g_tmap* tw1, const g_tmap* tw2, float* y0, float* y1, float* y2,
                                       unsigned t, unsigned k, unsigned n0, unsigned n1, unsigned n2,
@@ -453,11 +453,13 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
     // LO8: the FP8 steps (K 128 each) first, then the f16 steps (K 64).
     const unsigned lo_steps = LO8 ? (k + 2 * WG_BK - 1) / (2 * WG_BK) : 0;
     const unsigned steps = LO8 ? lo_steps + hi_steps : has_lo ? 2 * hi_steps : hi_steps;
-    // The block's pieces (g_sk): its whole tiles g_bid(), + gridDim.x, ... before the last
-    // sk.tiles, then its share of theirs: steps [s0, s1) of tile i.
-    const unsigned dp = tiles - sk.tiles;
+    // The block's pieces: its whole tiles g_bid(), + gridDim.x, ..., and with SK (the `_sk`
+    // forms, g_sk) before the last sk.tiles, then its share of theirs: steps [s0, s1) of
+    // tile i. Without SK every piece is a whole tile (s0 = 0, s1 = steps: the code is the
+    // whole-tile kernel's, the stream-K branches folded away).
+    const unsigned dp = SK ? tiles - sk.tiles : tiles;
     // 32-bit units: at most 2 x 264 blocks' tiles of 2 x 1024 steps (k 65536), times 264.
-    const unsigned units = sk.tiles * steps, u_end = units * (g_bid() + 1) / gridDim.x;
+    const unsigned units = SK ? sk.tiles * steps : 0, u_end = units * (g_bid() + 1) / gridDim.x;
     struct piece {
         unsigned i, s0, s1;
     };
@@ -467,7 +469,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
             i += gridDim.x;
             return true;
         }
-        if (u >= u_end) return false;
+        if (!SK || u >= u_end) return false;
         const unsigned j = u / steps, s0 = u - j * steps, s1 = min(steps, s0 + (u_end - u));
         p = {dp + j, s0, s1};
         u += s1 - s0;
@@ -605,7 +607,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
             // SP: steps in pairs, so that each pair's registers are named apart.
             // The piece's FP8 steps, then its f16 ones (a piece of a stream-K share may
             // have either or both).
-            const unsigned lo_end = min(p.s1, lo_steps);
+            const unsigned lo_end = SK ? min(p.s1, lo_steps) : lo_steps;
             unsigned s = p.s0;
             if constexpr (SP) {
                 for (; s + 2 <= lo_end; s += 2) {
@@ -614,7 +616,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
                 }
             }
             for (; s < lo_end; ++s) lo_step(s, meta[0], meta[1]);
-            if (p.s0 < lo_end) {
+            if (!SK || p.s0 < lo_end) {
                 // The low sums complete, times their scales (powers of two: exact); the
                 // f16 products then add onto them in the same registers.
                 g_wgmma_wait<0>();
@@ -624,15 +626,18 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
                 }
                 for (unsigned q = 0; q < TN / 2; ++q) acc[q] *= SWIGLU && q >= TN / 4 ? scale_up : scale;
             }
-            for (unsigned s = max(p.s0, lo_steps); s < p.s1; ++s) {
+            // The f16 steps add onto the FP8 sums; a stream-K piece of f16 steps only starts
+            // its sums at its first (zeroing the accumulators in a branch instead made ptxas
+            // serialise every wgmma of the `_sk` forms: C7515).
+            for (unsigned s = SK ? max(p.s0, lo_steps) : lo_steps; s < p.s1; ++s) {
                 g_mbar_wait(&full[st], ph);
                 const unsigned long long o = st * (STAGE_BYTES >> 4);
                 g_wgmma_fence();
                 for (unsigned kk = 0; kk < WG_BK / 16; ++kk)
-                    g_wgmma_m64k16<TN>(acc, da0 + o + 2 * kk, db0 + o + 2 * kk, s > p.s0 || kk > 0);
+                    g_wgmma_m64k16<TN>(acc, da0 + o + 2 * kk, db0 + o + 2 * kk, !SK || s > p.s0 || kk > 0);
                 g_wgmma_commit();
                 g_wgmma_wait<1>();
-                if (s > p.s0 && g_lane() == 0) g_mbar_arrive(&empty[prev]);
+                if ((!SK || s > p.s0) && g_lane() == 0) g_mbar_arrive(&empty[prev]);
                 prev = st;
                 if (++st == STAGES) st = 0, ph ^= 1;
             }
@@ -660,7 +665,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
         // Stream-K (g_sk): a piece after the tile's first step leaves its sums in the block's
         // slot; the piece with the first step adds the others' and stores the tile.
         constexpr unsigned CT = TM / 64 * 128;
-        if (p.s0 > 0) {
+        if (SK && p.s0 > 0) {
             float* part = sk.part + (unsigned long)g_bid() * (TM * TN) + tid;
 #pragma unroll
             for (unsigned q = 0; q < TN / 2; ++q) __stcg(part + q * CT, acc[q]);
@@ -669,10 +674,12 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
             if (l == 0) g_flag_release(sk.flag + g_bid() * CONSUMER_WARPS + tid / 32);
             continue;
         }
-        if (p.s1 < steps) {
-            // The tile's other pieces start in the next blocks' shares, up to its last unit.
+        if (SK && p.s1 < steps) {
+            // The tile's other pieces start in the next blocks' shares, up to its last unit
+            // (a share may be empty where the tiles' steps are fewer than the blocks: no piece).
             const unsigned last = (p.i - dp + 1) * steps;
             for (unsigned b = g_bid() + 1; b < gridDim.x && units * b / gridDim.x < last; ++b) {
+                if (units * (b + 1) / gridDim.x == units * b / gridDim.x) continue;
                 unsigned* f = sk.flag + b * CONSUMER_WARPS + tid / 32;
                 g_flag_acquire(f);
                 const float* part = sk.part + (unsigned long)b * (TM * TN) + tid;
@@ -734,7 +741,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
 // gpu/gemm.rs). BOUNDS: the wide tiles' __launch_bounds__, so that ptxas keeps a thread's
 // registers (its 128 or 116 accumulators) to what 288 threads may hold; the others compile
 // as they did before (no bound).
-#define GEMM_WGMMA(NAME, TM, TN, STAGES, BOUNDS)                                                                    \
+#define GEMM_WGMMA_FORM(NAME, TM, TN, STAGES, BOUNDS, SK)                                                            \
     GRETA_KERNEL void BOUNDS                                                                                         \
         NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                               \
              const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                                \
@@ -743,9 +750,13 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
              unsigned* sk_flag) {                                                                                    \
         extern __shared__ unsigned char wg_raw[];                                                                    \
         const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
-        gemm_f16_wgmma_tile<TM, TN, STAGES>(sk, wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0, n1, n2, \
-                                            has_lo);                                                                 \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, false, false, false, false, SK>(sk, wg_raw, &ta, &ta_lo, &tw0, &tw1,     \
+            &tw2, y0, y1, y2, t, k, n0, n1, n2, has_lo);                                                             \
     }
+// Each tile's whole-tile form and its stream-K form (`_sk`: SK above).
+#define GEMM_WGMMA(NAME, TM, TN, STAGES, BOUNDS)                                                                     \
+    GEMM_WGMMA_FORM(NAME, TM, TN, STAGES, BOUNDS, false)                                                             \
+    GEMM_WGMMA_FORM(NAME##_sk, TM, TN, STAGES, BOUNDS, true)
 GEMM_WGMMA(gemm_f16_wgmma_128, 128, 128, WG_STAGES, )
 GEMM_WGMMA(gemm_f16_wgmma_64, 64, 64, WG_STAGES, )
 GEMM_WGMMA(gemm_f16_wgmma_128x256, 128, 256, 4, __launch_bounds__(288, 1))
@@ -762,7 +773,7 @@ GEMM_WGMMA(gemm_f16_wgmma_128x192, 128, 192, 5, __launch_bounds__(288, 1))
 
 // The Q/K/V group with K and V into the caches (KV above), on the tiles the FP8-lo forms
 // have (128, 64, 128 x 192: wgmma_lo8_tile picks for both).
-#define GEMM_WGMMA_KV(NAME, TM, TN, STAGES, BOUNDS)                                                                 \
+#define GEMM_WGMMA_KV_FORM(NAME, TM, TN, STAGES, BOUNDS, SK)                                                         \
     GRETA_KERNEL void BOUNDS                                                                                         \
         NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                               \
              const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                                \
@@ -772,12 +783,13 @@ GEMM_WGMMA(gemm_f16_wgmma_128x192, 128, 192, 5, __launch_bounds__(288, 1))
         extern __shared__ unsigned char wg_raw[];                                                                    \
         const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
         const g_kv_out kv = {k_cache, v_cache, angles, pos0, head_mask};                                             \
-        gemm_f16_wgmma_tile<TM, TN, STAGES, false, false, true>(sk, wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0,       \
-            nullptr,                                                                                                 \
-                                                                nullptr, t, k, n0, n1, n2, has_lo, nullptr,         \
-                                                                nullptr, nullptr, nullptr, nullptr, nullptr,        \
-                                                                nullptr, &kv);                                      \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, false, false, true, false, SK>(sk, wg_raw, &ta, &ta_lo, &tw0, &tw1,      \
+            &tw2, y0, nullptr, nullptr, t, k, n0, n1, n2, has_lo, nullptr, nullptr, nullptr, nullptr, nullptr,       \
+            nullptr, nullptr, &kv);                                                                                  \
     }
+#define GEMM_WGMMA_KV(NAME, TM, TN, STAGES, BOUNDS)                                                                  \
+    GEMM_WGMMA_KV_FORM(NAME, TM, TN, STAGES, BOUNDS, false)                                                          \
+    GEMM_WGMMA_KV_FORM(NAME##_sk, TM, TN, STAGES, BOUNDS, true)
 GEMM_WGMMA_KV(gemm_f16_wgmma_128_kv, 128, 128, WG_STAGES, )
 GEMM_WGMMA_KV(gemm_f16_wgmma_64_kv, 64, 64, WG_STAGES, )
 GEMM_WGMMA_KV(gemm_f16_wgmma_128x192_kv, 128, 192, 5, __launch_bounds__(288, 1))
@@ -787,7 +799,7 @@ GEMM_WGMMA_KV(gemm_f16_wgmma_128x192_kv, 128, 192, 5, __launch_bounds__(288, 1))
 // 224-column one for 7B's gate/up at 512 rows: 99 column tiles of 112 outputs x 4 row tiles
 // = 396 blocks, 3.0 waves of 132 (232's unfused 384 blocks of 116 gate or up columns made
 // 2.9; a multiprocessor's share 672 columns against 696).
-#define GEMM_WGMMA_SWIGLU(NAME, TM, TN, STAGES, BOUNDS)                                                             \
+#define GEMM_WGMMA_SWIGLU_FORM(NAME, TM, TN, STAGES, BOUNDS, SK)                                                     \
     GRETA_KERNEL void BOUNDS NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,          \
                                   const __grid_constant__ g_tmap tw_gate, const __grid_constant__ g_tmap tw_up,     \
                                   float* gate, float* up, float* act, g_half* hi, g_half* lo,                       \
@@ -796,10 +808,13 @@ GEMM_WGMMA_KV(gemm_f16_wgmma_128x192_kv, 128, 192, 5, __launch_bounds__(288, 1))
         extern __shared__ unsigned char wg_raw[];                                                                    \
         const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
         const g_swiglu_out out = {gate, up, act, hi, lo, lo8};                                                       \
-        gemm_f16_wgmma_tile<TM, TN, STAGES, false, true>(sk, wg_raw, &ta, &ta_lo, &tw_gate, &tw_up, &tw_up, nullptr, \
-                                                         nullptr, nullptr, t, k, n, n, 0, has_lo, nullptr, nullptr, \
-                                                         nullptr, nullptr, nullptr, nullptr, &out);                 \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, false, true, false, false, SK>(sk, wg_raw, &ta, &ta_lo, &tw_gate,        \
+            &tw_up, &tw_up, nullptr, nullptr, nullptr, t, k, n, n, 0, has_lo, nullptr, nullptr, nullptr, nullptr,    \
+            nullptr, nullptr, &out);                                                                                 \
     }
+#define GEMM_WGMMA_SWIGLU(NAME, TM, TN, STAGES, BOUNDS)                                                              \
+    GEMM_WGMMA_SWIGLU_FORM(NAME, TM, TN, STAGES, BOUNDS, false)                                                      \
+    GEMM_WGMMA_SWIGLU_FORM(NAME##_sk, TM, TN, STAGES, BOUNDS, true)
 GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128, 128, 128, WG_STAGES, )
 GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_64, 64, 64, WG_STAGES, )
 GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128x256, 128, 256, 4, __launch_bounds__(288, 1))
@@ -815,7 +830,7 @@ GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128x224, 128, 224, 4, __launch_bounds__(
 // SwiGLU forms below need: an SM's four sub-partitions hold 16K registers each, so a block
 // of 9 warps (one sub-partition takes 3) launches only at <= 168 registers a thread (an
 // unbounded 172 failed: CUDA_ERROR_LAUNCH_OUT_OF_RESOURCES).
-#define GEMM_WGMMA_LO8(NAME, TM, TN, STAGES)                                                                        \
+#define GEMM_WGMMA_LO8_FORM(NAME, TM, TN, STAGES, SK)                                                                \
     GRETA_KERNEL void __launch_bounds__(TM / 64 * 128 + 32, 1)                                                       \
         NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                               \
              const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                                \
@@ -825,10 +840,12 @@ GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128x224, 128, 224, 4, __launch_bounds__(
              unsigned n0, unsigned n1, unsigned n2, unsigned sk_tiles, float* sk_part, unsigned* sk_flag) {          \
         extern __shared__ unsigned char wg_raw[];                                                                    \
         const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
-        gemm_f16_wgmma_tile<TM, TN, STAGES, true>(sk, wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0,   \
-            n1,                                                                                                      \
-                                                  n2, 1, &tw8_0, &tw8_1, &tw8_2, sw0, sw1, sw2);                   \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, true, false, false, false, SK>(sk, wg_raw, &ta, &ta_lo, &tw0, &tw1,      \
+            &tw2, y0, y1, y2, t, k, n0, n1, n2, 1, &tw8_0, &tw8_1, &tw8_2, sw0, sw1, sw2);                           \
     }
+#define GEMM_WGMMA_LO8(NAME, TM, TN, STAGES)                                                                         \
+    GEMM_WGMMA_LO8_FORM(NAME, TM, TN, STAGES, false)                                                                 \
+    GEMM_WGMMA_LO8_FORM(NAME##_sk, TM, TN, STAGES, true)
 GEMM_WGMMA_LO8(gemm_f16_wgmma_128_lo8, 128, 128, WG_STAGES)
 GEMM_WGMMA_LO8(gemm_f16_wgmma_64_lo8, 64, 64, WG_STAGES)
 GEMM_WGMMA_LO8(gemm_f16_wgmma_128x192_lo8, 128, 192, 5)
@@ -836,7 +853,7 @@ GEMM_WGMMA_LO8(gemm_f16_wgmma_128x192_lo8, 128, 192, 5)
 // The FP8-lo forms with 2:4-sparse low products (SP above; docs/sparse-lo.md): ta_lo reads the
 // compressed low halves [t][k / 2] in boxes of 64-byte rows, meta their tiled metadata
 // (split_f16_lo8s). On the LO8 forms' tiles.
-#define GEMM_WGMMA_LO8SP(NAME, TM, TN, STAGES)                                                                      \
+#define GEMM_WGMMA_LO8SP_FORM(NAME, TM, TN, STAGES, SK)                                                              \
     GRETA_KERNEL void __launch_bounds__(TM / 64 * 128 + 32, 1)                                                       \
         NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                               \
              const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                                \
@@ -847,16 +864,18 @@ GEMM_WGMMA_LO8(gemm_f16_wgmma_128x192_lo8, 128, 192, 5)
              unsigned* sk_flag) {                                                                                    \
         extern __shared__ unsigned char wg_raw[];                                                                    \
         const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
-        gemm_f16_wgmma_tile<TM, TN, STAGES, true, false, false, true>(sk, wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2,     \
-            y0, y1, y2, t, k, n0, n1, n2, 1, &tw8_0, &tw8_1, &tw8_2, sw0, sw1,                                       \
-            sw2, nullptr, nullptr, meta);                                                                            \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, true, false, false, true, SK>(sk, wg_raw, &ta, &ta_lo, &tw0, &tw1,       \
+            &tw2, y0, y1, y2, t, k, n0, n1, n2, 1, &tw8_0, &tw8_1, &tw8_2, sw0, sw1, sw2, nullptr, nullptr, meta);   \
     }
+#define GEMM_WGMMA_LO8SP(NAME, TM, TN, STAGES)                                                                       \
+    GEMM_WGMMA_LO8SP_FORM(NAME, TM, TN, STAGES, false)                                                               \
+    GEMM_WGMMA_LO8SP_FORM(NAME##_sk, TM, TN, STAGES, true)
 GEMM_WGMMA_LO8SP(gemm_f16_wgmma_128_lo8sp, 128, 128, WG_STAGES)
 GEMM_WGMMA_LO8SP(gemm_f16_wgmma_64_lo8sp, 64, 64, WG_STAGES)
 GEMM_WGMMA_LO8SP(gemm_f16_wgmma_128x192_lo8sp, 128, 192, 5)
 
 // The FP8-lo forms with K and V into the caches (KV above).
-#define GEMM_WGMMA_LO8_KV(NAME, TM, TN, STAGES)                                                                     \
+#define GEMM_WGMMA_LO8_KV_FORM(NAME, TM, TN, STAGES, SK)                                                             \
     GRETA_KERNEL void __launch_bounds__(TM / 64 * 128 + 32, 1)                                                       \
         NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                               \
              const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                                \
@@ -868,11 +887,12 @@ GEMM_WGMMA_LO8SP(gemm_f16_wgmma_128x192_lo8sp, 128, 192, 5)
         extern __shared__ unsigned char wg_raw[];                                                                    \
         const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
         const g_kv_out kv = {k_cache, v_cache, angles, pos0, head_mask};                                             \
-        gemm_f16_wgmma_tile<TM, TN, STAGES, true, false, true>(sk, wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0,        \
-            nullptr,                                                                                                 \
-                                                               nullptr, t, k, n0, n1, n2, 1, &tw8_0, &tw8_1,        \
-                                                               &tw8_2, sw0, sw1, sw2, nullptr, &kv);                \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, true, false, true, false, SK>(sk, wg_raw, &ta, &ta_lo, &tw0, &tw1,       \
+            &tw2, y0, nullptr, nullptr, t, k, n0, n1, n2, 1, &tw8_0, &tw8_1, &tw8_2, sw0, sw1, sw2, nullptr, &kv);   \
     }
+#define GEMM_WGMMA_LO8_KV(NAME, TM, TN, STAGES)                                                                      \
+    GEMM_WGMMA_LO8_KV_FORM(NAME, TM, TN, STAGES, false)                                                              \
+    GEMM_WGMMA_LO8_KV_FORM(NAME##_sk, TM, TN, STAGES, true)
 GEMM_WGMMA_LO8_KV(gemm_f16_wgmma_128_lo8_kv, 128, 128, WG_STAGES)
 GEMM_WGMMA_LO8_KV(gemm_f16_wgmma_64_lo8_kv, 64, 64, WG_STAGES)
 GEMM_WGMMA_LO8_KV(gemm_f16_wgmma_128x192_lo8_kv, 128, 192, 5)
@@ -885,7 +905,7 @@ GEMM_WGMMA_LO8_KV(gemm_f16_wgmma_128x192_lo8_kv, 128, 192, 5)
 // ms). On every SwiGLU tile, in the f16 forms' stages: the one accumulator set of the
 // FP8-first form is what lets the wide tiles have one (7B's gate/up takes 128 x 224:
 // session 32), at 146 (224) and 167 (256) registers, as their f16 forms.
-#define GEMM_WGMMA_SWIGLU_LO8(NAME, TM, TN, STAGES)                                                                 \
+#define GEMM_WGMMA_SWIGLU_LO8_FORM(NAME, TM, TN, STAGES, SK)                                                         \
     GRETA_KERNEL void __launch_bounds__(TM / 64 * 128 + 32, 1)                                                       \
         NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                               \
              const __grid_constant__ g_tmap tw_gate, const __grid_constant__ g_tmap tw_up,                          \
@@ -895,17 +915,20 @@ GEMM_WGMMA_LO8_KV(gemm_f16_wgmma_128x192_lo8_kv, 128, 192, 5)
         extern __shared__ unsigned char wg_raw[];                                                                    \
         const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
         const g_swiglu_out out = {gate, up, act, hi, lo, lo8};                                                       \
-        gemm_f16_wgmma_tile<TM, TN, STAGES, true, true>(sk, wg_raw, &ta, &ta_lo, &tw_gate, &tw_up, &tw_up, nullptr,  \
-                                                        nullptr, nullptr, t, k, n, n, 0, 1, &tw8_gate, &tw8_up,     \
-                                                        &tw8_up, sw_gate, sw_up, sw_up, &out);                      \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, true, true, false, false, SK>(sk, wg_raw, &ta, &ta_lo, &tw_gate,         \
+            &tw_up, &tw_up, nullptr, nullptr, nullptr, t, k, n, n, 0, 1, &tw8_gate, &tw8_up, &tw8_up, sw_gate,       \
+            sw_up, sw_up, &out);                                                                                     \
     }
+#define GEMM_WGMMA_SWIGLU_LO8(NAME, TM, TN, STAGES)                                                                  \
+    GEMM_WGMMA_SWIGLU_LO8_FORM(NAME, TM, TN, STAGES, false)                                                          \
+    GEMM_WGMMA_SWIGLU_LO8_FORM(NAME##_sk, TM, TN, STAGES, true)
 GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128_lo8, 128, 128, WG_STAGES)
 GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_64_lo8, 64, 64, WG_STAGES)
 GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128x256_lo8, 128, 256, 4)
 GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128x224_lo8, 128, 224, 4)
 
 // The SwiGLU forms with 2:4-sparse low products (SP and LO8SP above), on every SwiGLU tile.
-#define GEMM_WGMMA_SWIGLU_LO8SP(NAME, TM, TN, STAGES)                                                               \
+#define GEMM_WGMMA_SWIGLU_LO8SP_FORM(NAME, TM, TN, STAGES, SK)                                                       \
     GRETA_KERNEL void __launch_bounds__(TM / 64 * 128 + 32, 1)                                                       \
         NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                               \
              const __grid_constant__ g_tmap tw_gate, const __grid_constant__ g_tmap tw_up,                          \
@@ -916,10 +939,13 @@ GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128x224_lo8, 128, 224, 4)
         extern __shared__ unsigned char wg_raw[];                                                                    \
         const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
         const g_swiglu_out out = {gate, up, act, hi, lo, lo8};                                                       \
-        gemm_f16_wgmma_tile<TM, TN, STAGES, true, true, false, true>(sk, wg_raw, &ta, &ta_lo, &tw_gate, &tw_up,      \
-            &tw_up, nullptr, nullptr, nullptr, t, k, n, n, 0, 1, &tw8_gate,                                          \
-            &tw8_up, &tw8_up, sw_gate, sw_up, sw_up, &out, nullptr, meta);                                           \
+        gemm_f16_wgmma_tile<TM, TN, STAGES, true, true, false, true, SK>(sk, wg_raw, &ta, &ta_lo, &tw_gate, &tw_up,  \
+            &tw_up, nullptr, nullptr, nullptr, t, k, n, n, 0, 1, &tw8_gate, &tw8_up, &tw8_up, sw_gate, sw_up,        \
+            sw_up, &out, nullptr, meta);                                                                             \
     }
+#define GEMM_WGMMA_SWIGLU_LO8SP(NAME, TM, TN, STAGES)                                                                \
+    GEMM_WGMMA_SWIGLU_LO8SP_FORM(NAME, TM, TN, STAGES, false)                                                        \
+    GEMM_WGMMA_SWIGLU_LO8SP_FORM(NAME##_sk, TM, TN, STAGES, true)
 GEMM_WGMMA_SWIGLU_LO8SP(gemm_f16_wgmma_swiglu_128_lo8sp, 128, 128, WG_STAGES)
 GEMM_WGMMA_SWIGLU_LO8SP(gemm_f16_wgmma_swiglu_64_lo8sp, 64, 64, WG_STAGES)
 GEMM_WGMMA_SWIGLU_LO8SP(gemm_f16_wgmma_swiglu_128x256_lo8sp, 128, 256, 4)

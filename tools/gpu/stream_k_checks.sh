@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Stream-K in the warpgroup GEMM (session 51, kernels/gemm.hip g_sk) in one call: the op tests
-# as the model runs them (auto) and with every warpgroup GEMM in stream-K pieces
-# (GRETA_TEST_STREAM_K=always), the model tests, a backend audit of a random shape whose
+# as the model runs them by default (off: stream-K only in its own test), under auto and
+# with every warpgroup GEMM in stream-K pieces (GRETA_TEST_STREAM_K=always), the model tests, a backend audit of a random shape whose
 # products share tiles, then the 7B prefill across prompt lengths under --stream-k auto
 # and off (LENS, default 512,520,576,640,650,768,800; REPS each), and at 512 main's GEMM
 # objects against this build's (BASE_GEMM: target/carry/base-gemm.cubin, the kernel as it
@@ -12,11 +12,13 @@ PARTS_DEFAULT="tests sweep audit base"
 source "$(dirname "$0")/parts.sh"
 LENS=${LENS:-512,520,576,640,650,768,800}
 if part tests; then
-  STEP_TAIL="0 0" step ops-auto ./target/device/gpu-ops --ignored --test-threads=1 --nocapture || status=1
-  grep -E "test result|panicked" "$R/ops-auto.err" "$R/ops-auto.out" | head
-  grep -E "^stream-K .* round 1, product 0" "$R/ops-auto.err" | head -20
-  GRETA_TEST_STREAM_K=always STEP_TAIL="0 0" step ops-always ./target/device/gpu-ops --ignored --test-threads=1 --nocapture || status=1
-  grep -E "test result|panicked|stream-K always" "$R/ops-always.err" "$R/ops-always.out" | head
+  STEP_TAIL="0 0" step ops ./target/device/gpu-ops --ignored --test-threads=1 --nocapture || status=1
+  grep -E "test result|panicked" "$R/ops.err" "$R/ops.out" | head
+  grep -E "^stream-K .* round 1, product 0" "$R/ops.err" | head -20
+  for sk in auto always; do
+    GRETA_TEST_STREAM_K=$sk STEP_TAIL="0 0" step "ops-$sk" ./target/device/gpu-ops --ignored --test-threads=1 --nocapture || status=1
+    grep -E "test result|panicked" "$R/ops-$sk.err" "$R/ops-$sk.out" | head
+  done
   (cd crates/greta-model && STEP_TAIL="0 0" step model ../../target/device/gpu-model --ignored --test-threads=1) || status=1
   grep -E "test result|panicked" "$R/model.out" "$R/model.err" | head
 fi

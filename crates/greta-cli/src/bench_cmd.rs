@@ -25,8 +25,9 @@ pub struct BenchArgs {
     /// Seed of the synthetic weights and of the prompt's token ids.
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// Prompt length in tokens (random ids); a comma list (e.g. 512,520,640) runs each on
-    /// the one loaded model, as llama-bench's -p does (--json then prints an array).
+    /// Prompt length in tokens (random ids); a comma list (e.g. 512,520,640) or the flag
+    /// repeated runs each on the one loaded model, as llama-bench's -p does (--json then
+    /// prints an array).
     #[arg(long, default_value = "512", value_delimiter = ',', num_args = 1..)]
     prompt_len: Vec<usize>,
     /// Tokens to decode after the prompt (greedy unless --temperature is above 0).

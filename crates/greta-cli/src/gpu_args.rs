@@ -39,12 +39,13 @@ pub struct GpuArgs {
     pub overlap: bool,
     /// GPU prefill (Hopper's warpgroup GEMM): where a product's output tiles do not fill
     /// whole waves of the multiprocessors, share the last ones out along K over all of them
-    /// (stream-K), so that no block runs a tile more than the others. auto: where that
-    /// shortens a block's work by a quarter tile or more (prompt lengths off the tiles'
-    /// multiples, e.g. the 7B at 520 rows; none at 512); off: every tile whole; always:
-    /// wherever the tiles do not fill whole waves (for tests). The sums come in another
+    /// (stream-K), so that no block runs a tile more than the others. off (the default):
+    /// every tile whole; auto: shared where that shortens a block's work by a quarter tile
+    /// or more (prompt lengths off the tiles' multiples, e.g. the 7B at 520 rows; none at
+    /// 512); always: wherever the tiles do not fill whole waves (for tests). Experimental:
+    /// not yet timed on a GPU (docs/performance.md, session 51). The sums come in another
     /// order: f32 results differ in their last bits.
-    #[arg(long, value_name = "auto|off|always", default_value_t = StreamK::Auto)]
+    #[arg(long, value_name = "off|auto|always", default_value_t = StreamK::Off)]
     pub stream_k: StreamK,
 }
 
@@ -69,7 +70,7 @@ impl GpuArgs {
         if !self.overlap {
             set.push("--overlap");
         }
-        if self.stream_k != StreamK::Auto {
+        if self.stream_k != StreamK::Off {
             set.push("--stream-k");
         }
         set

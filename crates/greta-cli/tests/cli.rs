@@ -633,6 +633,51 @@ fn bench_refuses_gpu_timing_studies_on_the_cpu() {
     assert!(!std::path::Path::new("/tmp/greta-timeline-never-written.csv").exists());
 }
 
+/// `--prompt-len` takes a list, as llama-bench's -p: one report a length from the one loaded
+/// model (an array in --json, each with its own length and its own median), a length beyond
+/// the context refused before any run, and the one-run listings refused with several; a bad
+/// `--stream-k` value names the accepted ones, and a set one is said to do nothing on the CPU.
+#[test]
+fn bench_runs_a_list_of_prompt_lengths_and_names_bad_gpu_flags() {
+    // (short_cpu_bench's own --prompt-len 4 comes first: lengths given twice add up, as
+    // llama-bench's repeated -p.)
+    let out = short_cpu_bench("synthetic:tiny", &["--prompt-len", "9,6", "--json"]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let lens: Vec<u64> = r
+        .as_array()
+        .unwrap_or_else(|| panic!("not an array: {r}"))
+        .iter()
+        .map(|x| x["spec"]["prompt_len"].as_u64().unwrap())
+        .collect();
+    assert_eq!(lens, [4, 9, 6]);
+    let out = short_cpu_bench("synthetic:tiny", &["--prompt-len", "4,300"]);
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.contains("context of 256"),
+        "{err}"
+    );
+    let out = short_cpu_bench("synthetic:tiny", &["--prompt-len", "4,9", "--kernels"]);
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.contains("give one --prompt-len"),
+        "{err}"
+    );
+    let out = short_cpu_bench("synthetic:tiny", &["--stream-k", "sometimes"]);
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.contains("expected auto, off or always"),
+        "{err}"
+    );
+    let out = short_cpu_bench("synthetic:tiny", &["--stream-k", "auto"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--stream-k"), "{}", stderr(&out));
+}
+
 /// `--temperature` benches sampled decode (the report says so); sampling settings the sampler
 /// refuses are refused before any work, naming the setting and what is accepted.
 #[test]

@@ -417,9 +417,10 @@ fn gemm_f16_groups_match_cpu() {
 /// grid shares out along K, with its f16 low half (twice the steps) and its FP8 one (the
 /// FP8 steps, then the f16 ones: pieces that hold either or both), against the CPU and
 /// against the same launch with every tile whole (the same products added in another order:
-/// f32 rounding apart). 200 rows of k 1000 (16 f16 steps, 8 FP8 ones) into 3 x 300 outputs
-/// make 18 to 60 tiles a launch, so a block's share is a few steps and a tile's sums come
-/// from up to ~8 blocks, added by the one with its first step. Run twice over: the second
+/// f32 rounding apart). 200 rows of k 1008 (16 f16 steps, 8 FP8 ones) into 3 x 300 outputs
+/// make 18 to 60 tiles a launch, so a block's share is a few steps (none on some blocks,
+/// where the steps are fewer than the blocks) and a tile's sums come from up to ~8 blocks,
+/// added by the one with its first step. Run twice over: the second
 /// time the flags must have returned to 0 (a flag left set would let a reader add a stale
 /// partial, which the comparison catches).
 #[test]
@@ -430,7 +431,7 @@ fn stream_k_pieces_match_whole_tiles_and_cpu() {
         eprintln!("no warpgroup GEMM on this device: stream-K has nothing to share");
         return;
     }
-    let (m, kk, ns) = (200, 1000, [300usize, 300, 300]);
+    let (m, kk, ns) = (200, 1008, [300usize, 300, 300]);
     let x = values(m * kk, 91);
     let dx = upload(&g, &s, &x);
     let mut hi = g.alloc::<u16>(m * kk).unwrap();

@@ -275,7 +275,8 @@ pub enum StreamK {
     /// Shared where a block's work falls by at least a quarter of a tile, over at least one
     /// whole wave (a launch of fewer tiles than blocks stays whole: one tile a block).
     Auto,
-    /// Every tile whole, as before session 51.
+    /// Every tile whole, as before session 51: the default until stream-K's speed is
+    /// measured (built in session 51 when no device time was left; its op test ran in part).
     Off,
     /// Shared wherever the tiles do not fill whole waves, gain or not, fewer tiles than
     /// blocks included (the op tests: every kind of piece).
@@ -342,8 +343,8 @@ impl StreamKSpace {
     pub(super) fn new<'a>(gpu: &Gpu, forms: impl Iterator<Item = &'a WgmmaForm>) -> Result<Self> {
         let (mut part, mut flags) = (1, 1);
         for f in forms {
-            part = part.max(f.resident * f.tile.m * f.tile.n);
-            flags = flags.max(f.resident * f.tile.m / 64 * 4);
+            part = part.max(f.resident_sk * f.tile.m * f.tile.n);
+            flags = flags.max(f.resident_sk * f.tile.m / 64 * 4);
         }
         let s = gpu.stream()?;
         let mut flag = gpu.alloc::<u32>(flags)?;
@@ -356,13 +357,19 @@ impl StreamKSpace {
     }
 }
 
-/// One tile's warpgroup GEMM kernel, with the blocks of it the device holds at once.
+/// One tile's warpgroup GEMM kernel, with the blocks of it the device holds at once, and
+/// its stream-K form (`NAME_sk`: the same kernel with the pieces' code; the whole-tile
+/// form's main loops are the kernel's as before stream-K).
 pub(super) struct WgmmaForm {
     pub(super) tile: WgmmaTile,
     pub(super) f: Function,
     /// Blocks of it all multiprocessors run at once (the occupancy calculator's blocks a
     /// multiprocessor, times the multiprocessors): the persistent grid's size.
     pub(super) resident: usize,
+    pub(super) f_sk: Function,
+    /// The same for the stream-K form (all of whose blocks must be resident at once: a
+    /// tile's first piece waits for its others).
+    pub(super) resident_sk: usize,
 }
 
 /// The warpgroup GEMM's kernels of `tiles` (named by `name`), each allowed the dynamic
@@ -376,20 +383,27 @@ pub(super) fn wgmma_forms(
     tiles
         .iter()
         .map(|&tile| {
-            let f = gemm.function(&name(&tile))?;
             let (threads, shared) = (wgmma_threads(tile), wgmma_shared(tile));
-            f.set_max_dynamic_shared(shared)?;
-            let per_sm = f.max_active_blocks(threads, shared)?;
-            if per_sm == 0 {
-                return Err(KernelError::Shape(format!(
-                    "{}: the occupancy calculator fits no block of {threads} threads and {shared} bytes of dynamic shared memory on a multiprocessor",
-                    f.name()
-                )));
-            }
+            let load = |name: &str| -> Result<(Function, usize)> {
+                let f = gemm.function(name)?;
+                f.set_max_dynamic_shared(shared)?;
+                let per_sm = f.max_active_blocks(threads, shared)?;
+                if per_sm == 0 {
+                    return Err(KernelError::Shape(format!(
+                        "{}: the occupancy calculator fits no block of {threads} threads and {shared} bytes of dynamic shared memory on a multiprocessor",
+                        f.name()
+                    )));
+                }
+                Ok((f, per_sm as usize * sms))
+            };
+            let (f, resident) = load(&name(&tile))?;
+            let (f_sk, resident_sk) = load(&format!("{}_sk", name(&tile)))?;
             Ok(WgmmaForm {
                 tile,
                 f,
-                resident: per_sm as usize * sms,
+                resident,
+                f_sk,
+                resident_sk,
             })
         })
         .collect()
@@ -1050,10 +1064,10 @@ impl GpuKernels {
                     .into(),
             )
         })?;
-        let shared = self.stream_k.tiles(tiles, form.resident);
-        let blocks = match shared {
-            0 => tiles.min(form.resident),
-            _ => form.resident,
+        let shared = self.stream_k.tiles(tiles, form.resident_sk);
+        let (f, blocks) = match shared {
+            0 => (&form.f, tiles.min(form.resident)),
+            _ => (&form.f_sk, form.resident_sk),
         };
         let dims = LaunchDims {
             grid: [u32_of(blocks, "blocks")?, 1, 1],
@@ -1065,7 +1079,7 @@ impl GpuKernels {
             .u32(u32_of(shared, "stream-K tiles")?)
             .ptr(&space.part)
             .ptr(&space.flag);
-        self.launch_tiles(&form.f, dims, u32_of(tiles, "tiles")?, s, args)
+        self.launch_tiles(f, dims, u32_of(tiles, "tiles")?, s, args)
     }
 
     /// Every warpgroup GEMM form loaded (for the stream-K slots' size).

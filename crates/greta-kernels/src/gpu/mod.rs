@@ -291,7 +291,8 @@ pub struct GpuKernels {
     /// one-block kernel every platform has (the op test runs both).
     pub cluster_argmax: bool,
     /// Which warpgroup GEMM launches share their last tiles out along K (stream-K,
-    /// `StreamK`); `Auto` by default.
+    /// `StreamK`); `Off` by default until its speed is measured (docs/performance.md,
+    /// session 51).
     pub stream_k: StreamK,
     /// The stream-K launches' partial tiles and flags (sm_90a objects only).
     stream_k_space: Option<StreamKSpace>,
@@ -451,7 +452,7 @@ impl GpuKernels {
                 target,
                 overlap: true,
                 cluster_argmax: true,
-                stream_k: StreamK::Auto,
+                stream_k: StreamK::Off,
                 stream_k_space: None,
                 skip: Vec::new(),
                 launched: None,
