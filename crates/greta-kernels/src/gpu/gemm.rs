@@ -350,6 +350,7 @@ impl StreamKSpace {
         let mut flag = gpu.alloc::<u32>(flags)?;
         flag.zero(&s)?;
         s.synchronize()?;
+        s.close()?;
         Ok(StreamKSpace {
             part: gpu.alloc::<f32>(part)?,
             flag,
