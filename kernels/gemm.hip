@@ -684,14 +684,17 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
                 g_flag_acquire(f);
                 const float* part = sk.part + (unsigned long)b * (TM * TN) + tid;
                 // 8 loads at a time: all TN / 2 in flight would double the accumulators'
-                // registers where the widest tiles have none to spare.
+                // registers where the widest tiles have none to spare. (TN / 2 is 116 on the
+                // 232 tile: the last group is short.)
 #pragma unroll
                 for (unsigned q0 = 0; q0 < TN / 2; q0 += 8) {
                     float v[8];
 #pragma unroll
-                    for (unsigned j = 0; j < 8; ++j) v[j] = __ldcg(part + (q0 + j) * CT);
+                    for (unsigned j = 0; j < 8; ++j)
+                        if (q0 + j < TN / 2) v[j] = __ldcg(part + (q0 + j) * CT);
 #pragma unroll
-                    for (unsigned j = 0; j < 8; ++j) acc[q0 + j] += v[j];
+                    for (unsigned j = 0; j < 8; ++j)
+                        if (q0 + j < TN / 2) acc[q0 + j] += v[j];
                     asm volatile("" ::: "memory");
                 }
                 __syncwarp();
