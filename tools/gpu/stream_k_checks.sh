@@ -8,6 +8,10 @@
 # was before stream-K, with --stream-k off: the same work, the new kernel's extra registers
 # and code). Carry target/carry (greta.xz, gpu-ops.xz, gpu-model.xz, kernels.txz,
 # base-gemm.cubin). PARTS: tests sweep audit base (default all, in that order).
+# base-gemm.cubin, made here (the include is relative to kernels/):
+#   git show d53944f:kernels/gemm.hip > kernels/gemm_base.hip && \
+#   target/toolchains/cuda-13.0/nvidia/cu13/bin/nvcc -cubin -O3 -std=c++17 -x cu -arch=sm_90a \
+#     -o target/carry/base-gemm.cubin kernels/gemm_base.hip; rm kernels/gemm_base.hip
 PARTS_DEFAULT="tests sweep audit base"
 source "$(dirname "$0")/parts.sh"
 LENS=${LENS:-512,520,576,640,650,768,800}
