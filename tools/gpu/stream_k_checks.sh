@@ -1,20 +1,21 @@
 #!/usr/bin/env bash
-# Stream-K in the warpgroup GEMM (session 51, kernels/gemm.hip g_sk) in one call: the op tests
-# as the model runs them by default (off: stream-K only in its own test), under auto and
-# with every warpgroup GEMM in stream-K pieces (GRETA_TEST_STREAM_K=always), the model tests, a backend audit of a random shape whose
-# products share tiles, then the 7B prefill across prompt lengths under --stream-k auto
-# and off (LENS, default 512,520,576,640,650,768,800; REPS each), and at 512 main's GEMM
-# objects against this build's (BASE_GEMM: target/carry/base-gemm.cubin, the kernel as it
-# was before stream-K, with --stream-k off: the same work, the new kernel's extra registers
-# and code). Carry target/carry (greta.xz, gpu-ops.xz, gpu-model.xz, kernels.txz,
-# base-gemm.cubin). PARTS: tests sweep audit base (default all, in that order).
-# base-gemm.cubin, made here (the include is relative to kernels/):
-#   git show d53944f:kernels/gemm.hip > kernels/gemm_base.hip && \
-#   target/toolchains/cuda-13.0/nvidia/cu13/bin/nvcc -cubin -O3 -std=c++17 -x cu -arch=sm_90a \
-#     -o target/carry/base-gemm.cubin kernels/gemm_base.hip; rm kernels/gemm_base.hip
+# Stream-K in the warpgroup GEMM (session 51, kernels/gemm.hip g_sk) in one call: the op
+# tests as the model runs them (--stream-k off, the default: stream-K only in its own test),
+# then with every warpgroup GEMM under auto and under always (GRETA_TEST_STREAM_K); the model
+# tests; the 7B prefill across prompt lengths (LENS, default 512,520,576,640,650,800,896;
+# REPS each) under --stream-k auto and off, one model load each; backend audits of the
+# 2-layer 7B shape under off, auto and always; and at 512 rows session 50's GEMM objects
+# against this build's whole-tile forms (--stream-k off: the same schedule; whether the
+# rewritten tile loop costs anything). Carry target/carry: greta.xz, gpu-ops.xz,
+# gpu-model.xz, kernels.txz and base-gemm.cubin, made here (its include is relative to
+# kernels/):
+#   git show d53944f:kernels/gemm.hip > kernels/gemm_base.hip &&
+#     target/toolchains/cuda-13.0/nvidia/cu13/bin/nvcc -cubin -O3 -std=c++17 -x cu \
+#     -arch=sm_90a -o target/carry/base-gemm.cubin kernels/gemm_base.hip; rm kernels/gemm_base.hip
+# PARTS: tests sweep audit base (default all, in that order).
 PARTS_DEFAULT="tests sweep audit base"
 source "$(dirname "$0")/parts.sh"
-LENS=${LENS:-512,520,576,640,650,768,800}
+LENS=${LENS:-512,520,576,640,650,800,896}
 if part tests; then
   STEP_TAIL="0 0" step ops ./target/device/gpu-ops --ignored --test-threads=1 --nocapture || status=1
   grep -E "test result|panicked" "$R/ops.err" "$R/ops.out" | head
