@@ -669,7 +669,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
             float* part = sk.part + (unsigned long)g_bid() * (TM * TN) + tid;
 #pragma unroll
             for (unsigned q = 0; q < TN / 2; ++q) __stcg(part + q * CT, acc[q]);
-            __threadfence();
+            g_fence_release();
             __syncwarp();
             if (l == 0) g_flag_release(sk.flag + g_bid() * CONSUMER_WARPS + tid / 32);
             continue;

@@ -102,14 +102,35 @@ enum Lo8In<'a> {
     Sparse(&'a SparseLo8),
 }
 
+impl<'a> GemmLo<'a> {
+    /// The FP8 low half (every value or 2:4-sparse), where it is one.
+    fn lo8(self) -> Option<Lo8In<'a>> {
+        match self {
+            GemmLo::F16(_) => None,
+            GemmLo::Fp8(q) => Some(Lo8In::Dense(q)),
+            GemmLo::Fp8Sparse(sp) => Some(Lo8In::Sparse(sp)),
+        }
+    }
+}
+
+impl<'a> SwigluLo<'a> {
+    /// The FP8 low half and gate's and up's FP8 weight copies, where the low half is FP8.
+    fn lo8(self) -> Option<(Lo8In<'a>, [&'a E4m3Matrix; 2])> {
+        match self {
+            SwigluLo::F16(_) => None,
+            SwigluLo::Fp8 { q, w8 } => Some((Lo8In::Dense(q), w8)),
+            SwigluLo::Fp8Sparse { lo, w8 } => Some((Lo8In::Sparse(lo), w8)),
+        }
+    }
+}
+
 impl Lo8In<'_> {
+    /// (A sparse buffer's k passed `check_sparse_k` when it was made; `SparseLo8::check`
+    /// holds the use to that k.)
     fn check(&self, t: usize, k: usize, what: &str) -> Result<()> {
         match self {
             Lo8In::Dense(q) => GpuKernels::need_of(q, t * k, what, "a_lo (FP8)"),
-            Lo8In::Sparse(sp) => {
-                check_sparse_k(k, what)?;
-                sp.check(t, k, what)
-            }
+            Lo8In::Sparse(sp) => sp.check(t, k, what),
         }
     }
 
@@ -621,14 +642,8 @@ impl GpuKernels {
         t: usize,
         k: usize,
     ) -> Result<()> {
-        match lo {
-            Some(GemmLo::Fp8(q)) => {
-                return self.gemm_f16_lo8(route, s, a, Lo8In::Dense(q), outs, t, k)
-            }
-            Some(GemmLo::Fp8Sparse(sp)) => {
-                return self.gemm_f16_lo8(route, s, a, Lo8In::Sparse(sp), outs, t, k)
-            }
-            _ => {}
+        if let Some(lo8) = lo.and_then(GemmLo::lo8) {
+            return self.gemm_f16_lo8(route, s, a, lo8, outs, t, k);
         }
         let a_lo = match lo {
             Some(GemmLo::F16(b)) => Some(b),
@@ -948,23 +963,18 @@ impl GpuKernels {
         };
         check_f16_rows(k, what)?;
         Self::need(a, t * k, "gemm_f16_swiglu a")?;
-        match a_lo {
-            Some(SwigluLo::F16(lo)) => Self::need(lo, t * k, "gemm_f16_swiglu a_lo")?,
-            Some(SwigluLo::Fp8 { w8, .. } | SwigluLo::Fp8Sparse { w8, .. }) => {
-                self.fp8(what)?;
-                check_fp8_rows(k, what)?;
-                match a_lo {
-                    Some(SwigluLo::Fp8 { q, .. }) => Lo8In::Dense(q),
-                    Some(SwigluLo::Fp8Sparse { lo, .. }) => Lo8In::Sparse(lo),
-                    _ => unreachable!("matched above"),
-                }
-                .check(t, k, what)?;
-                for (w8, name) in w8.iter().zip(["w8 gate", "w8 up"]) {
-                    Self::need_of(&w8.q, n * k, what, name)?;
-                    Self::need_of(&w8.scale, 1, what, name)?;
-                }
+        let fp8_lo = a_lo.and_then(SwigluLo::lo8);
+        if let Some(SwigluLo::F16(lo)) = a_lo {
+            Self::need(lo, t * k, "gemm_f16_swiglu a_lo")?;
+        }
+        if let Some((lo, w8)) = fp8_lo {
+            self.fp8(what)?;
+            check_fp8_rows(k, what)?;
+            lo.check(t, k, what)?;
+            for (w8, name) in w8.iter().zip(["w8 gate", "w8 up"]) {
+                Self::need_of(&w8.q, n * k, what, name)?;
+                Self::need_of(&w8.scale, 1, what, name)?;
             }
-            None => {}
         }
         Self::need(w_gate, n * k, "gemm_f16_swiglu w_gate")?;
         Self::need(w_up, n * k, "gemm_f16_swiglu w_up")?;
@@ -993,11 +1003,6 @@ impl GpuKernels {
         };
         let tiles = |tile: WgmmaTile| t.div_ceil(tile.m) * n.div_ceil(tile.n / 2);
         let picked = wgmma_swiglu_tile(t, n, self.multiprocessors);
-        let fp8_lo = match a_lo {
-            Some(SwigluLo::Fp8 { q, w8 }) => Some((Lo8In::Dense(q), w8)),
-            Some(SwigluLo::Fp8Sparse { lo, w8 }) => Some((Lo8In::Sparse(lo), w8)),
-            _ => None,
-        };
         if let Some((lo, [w8_gate, w8_up])) = fp8_lo {
             // Every SwiGLU tile has an FP8-lo form (FP8 steps first, one accumulator set:
             // LO8 in kernels/gemm.hip) and a sparse one (SP).

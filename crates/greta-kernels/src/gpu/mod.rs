@@ -795,10 +795,7 @@ impl GpuKernels {
         match &ops.lo {
             Some(LoOperand::F16(lo)) => Self::need_of(lo, n, what, "lo"),
             Some(LoOperand::Fp8(q)) => Self::need_of(q, n, what, "lo (FP8)"),
-            Some(LoOperand::Fp8Sparse(sp)) => {
-                check_sparse_k(shape.len, what)?;
-                sp.check(shape.rows, shape.len, what)
-            }
+            Some(LoOperand::Fp8Sparse(sp)) => sp.check(shape.rows, shape.len, what),
             None => Ok(()),
         }
     }
