@@ -371,36 +371,37 @@ GRETA_DEVICE void g_kv_store(const float (&acc)[TN / 2], const g_kv_out& o, cons
     }
 }
 
-// Stream-K (session 51): where a launch's tiles do not fill whole waves of the persistent
-// grid, the last of them are shared out along K instead of whole, so that no block runs a
-// tile more than the rest (7B at 520 rows: Q/K/V's 330 tiles of 128 x 192 were 3 tiles on
-// some blocks and 2 on others; as 1 wave of whole tiles and 198 tiles' steps in equal
-// shares, every block runs 2.5). The launch's last `tiles` tiles (a multiple of the grid
-// fewer than all; 0: none) count as tiles x steps units, block b taking units
-// [b U / G, (b + 1) U / G) in order; so a tile is cut only where a share ends, and each block
-// runs at most one piece that does not start at the tile's first step: its first. Such a
-// piece's sums go to `part` (the block's slot: TM x TN f32, in the consumer threads' register
-// order), each consumer warp then setting its `flag`; the block whose share holds the tile's
-// first step adds the later pieces' sums, in the order of their blocks (so a result does
-// not depend on timing), and stores the tile as a whole one. That block reaches the tile
-// at the end of its share and the others at the start of theirs, so it rarely waits. All
-// blocks are resident (the grid is what the multiprocessors hold), so the wait ends; the
-// flags return to 0 as they are read.
+// Stream-K (sessions 51-52): where a launch's tiles do not fill whole waves of the
+// persistent grid, the last wave's `tiles` tiles (the remainder, fewer than the grid) are cut
+// along K into `parts` parts of equal steps, and the grid takes the parts as it takes whole
+// tiles: piece v = g_bid(), + gridDim.x, ... after the whole tiles, part (v - dp) / tiles of
+// tile dp + (v - dp) % tiles. So at any time the blocks run the same part of neighbouring
+// tiles, which share their weights' K range (the row tiles of a column come one after
+// another): session 51's cut of the tiles' steps in one run [b U / G, (b + 1) U / G) a block
+// had the blocks at every K offset at once, and the shared tiles read their weights from
+// DRAM up to 6x over (H200, session 52: gate/up at 800 rows 837 MB against 332, 399 us
+// against 359; down 1.21 GB against 192). A tile's parts add up in order, each waiting for
+// the one before it: part 0 leaves its sums in the tile's slot (TM x TN f32 in the consumer
+// threads' register order) and sets each consumer warp's flag to 1; part j adds the slot to
+// its own sums and leaves them there with flag j + 1; the last part adds and stores the tile
+// as a whole one, and sets the flags back to 0. A part waits only for a piece the grid took
+// before it, and all blocks are resident (the grid is what the multiprocessors hold), so the
+// waits end; the order of the additions does not depend on timing.
 struct g_sk {
-    unsigned tiles;
+    unsigned tiles, parts;
     float* part;
     unsigned* flag;
 };
 
-// A consumer warp's release of its piece's sums, and the reader's acquire of them.
-GRETA_DEVICE void g_flag_release(unsigned* f) {
-    asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(f), "r"(1u) : "memory");
+// A consumer warp's release of its piece's sums (flag value v), and the wait for value v.
+GRETA_DEVICE void g_flag_release(unsigned* f, unsigned v) {
+    asm volatile("st.release.gpu.global.u32 [%0], %1;" ::"l"(f), "r"(v) : "memory");
 }
-GRETA_DEVICE void g_flag_acquire(const unsigned* f) {
+GRETA_DEVICE void g_flag_acquire(const unsigned* f, unsigned want) {
     unsigned v = 0;
     do {
         asm volatile("ld.acquire.gpu.global.u32 %0, [%1];" : "=r"(v) : "l"(f) : "memory");
-    } while (v == 0);
+    } while (v != want);
 }
 
 template <unsigned TM, unsigned TN, unsigned STAGES = WG_STAGES, bool LO8 = false, bool SWIGLU = false,
@@ -453,26 +454,25 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
     // LO8: the FP8 steps (K 128 each) first, then the f16 steps (K 64).
     const unsigned lo_steps = LO8 ? (k + 2 * WG_BK - 1) / (2 * WG_BK) : 0;
     const unsigned steps = LO8 ? lo_steps + hi_steps : has_lo ? 2 * hi_steps : hi_steps;
-    // The block's pieces: its whole tiles g_bid(), + gridDim.x, ..., and with SK (the `_sk`
-    // forms, g_sk) before the last sk.tiles, then its share of theirs: steps [s0, s1) of
-    // tile i. Without SK every piece is a whole tile (s0 = 0, s1 = steps: the code is the
-    // whole-tile kernel's, the stream-K branches folded away).
+    // The block's pieces: tiles g_bid(), + gridDim.x, ... whole, and with SK (the `_sk`
+    // forms, g_sk) the last sk.tiles as sk.parts parts each (steps [s0, s1), part j), taken
+    // on in the same turn. Without SK every piece is a whole tile (s0 = 0, s1 = steps: the
+    // code is the whole-tile kernel's, the stream-K branches folded away). A part has at
+    // least one step (its products start its sums).
     const unsigned dp = SK ? tiles - sk.tiles : tiles;
-    // 32-bit units: at most 2 x 264 blocks' tiles of 2 x 1024 steps (k 65536), times 264.
-    const unsigned units = SK ? sk.tiles * steps : 0, u_end = units * (g_bid() + 1) / gridDim.x;
+    const unsigned parts = SK ? min(sk.parts, steps) : 1, end = SK ? dp + sk.tiles * parts : tiles;
     struct piece {
-        unsigned i, s0, s1;
+        unsigned i, s0, s1, j;
     };
-    auto pieces = [&, i = g_bid(), u = units * g_bid() / gridDim.x](piece& p) mutable {
-        if (i < dp) {
-            p = {i, 0, steps};
-            i += gridDim.x;
-            return true;
+    auto pieces = [&, v = g_bid()](piece& p) mutable {
+        if (v >= end) return false;
+        if (!SK || v < dp) {
+            p = {v, 0, steps, 0};
+        } else {
+            const unsigned j = (v - dp) / sk.tiles, i = v - dp - j * sk.tiles;
+            p = {dp + i, j * steps / parts, (j + 1) * steps / parts, j};
         }
-        if (!SK || u >= u_end) return false;
-        const unsigned j = u / steps, s0 = u - j * steps, s1 = min(steps, s0 + (u_end - u));
-        p = {dp + j, s0, s1};
-        u += s1 - s0;
+        v += gridDim.x;
         return true;
     };
     if (tid == producer) {
@@ -662,27 +662,13 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
         // fills it for the block's next piece while this one's outputs are stored.
         g_wgmma_wait<0>();
         if (g_lane() == 0) g_mbar_arrive(&empty[prev]);
-        // Stream-K (g_sk): a piece after the tile's first step leaves its sums in the block's
-        // slot; the piece with the first step adds the others' and stores the tile.
-        constexpr unsigned CT = TM / 64 * 128;
-        if (SK && p.s0 > 0) {
-            float* part = sk.part + (unsigned long)g_bid() * (TM * TN) + tid;
-#pragma unroll
-            for (unsigned q = 0; q < TN / 2; ++q) __stcg(part + q * CT, acc[q]);
-            g_fence_release();
-            __syncwarp();
-            if (l == 0) g_flag_release(sk.flag + g_bid() * CONSUMER_WARPS + tid / 32);
-            continue;
-        }
-        if (SK && p.s1 < steps) {
-            // The tile's other pieces start in the next blocks' shares, up to its last unit
-            // (a share may be empty where the tiles' steps are fewer than the blocks: no piece).
-            const unsigned last = (p.i - dp + 1) * steps;
-            for (unsigned b = g_bid() + 1; b < gridDim.x && units * b / gridDim.x < last; ++b) {
-                if (units * (b + 1) / gridDim.x == units * b / gridDim.x) continue;
-                unsigned* f = sk.flag + b * CONSUMER_WARPS + tid / 32;
-                g_flag_acquire(f);
-                const float* part = sk.part + (unsigned long)b * (TM * TN) + tid;
+        // Stream-K (g_sk): the tile's parts add up in order in its slot; the last stores it.
+        if (SK && p.i >= dp) {
+            constexpr unsigned CT = TM / 64 * 128;
+            float* part = sk.part + (unsigned long)(p.i - dp) * (TM * TN) + tid;
+            unsigned* f = sk.flag + (p.i - dp) * CONSUMER_WARPS + tid / 32;
+            if (p.j > 0) {
+                g_flag_acquire(f, p.j);
                 // 8 loads at a time: all TN / 2 in flight would double the accumulators'
                 // registers where the widest tiles have none to spare. (TN / 2 is 116 on the
                 // 232 tile: the last group is short.)
@@ -697,9 +683,17 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
                         if (q0 + j < TN / 2) acc[q0 + j] += v[j];
                     asm volatile("" ::: "memory");
                 }
-                __syncwarp();
-                if (l == 0) *f = 0;
             }
+            if (p.j + 1 < parts) {
+#pragma unroll
+                for (unsigned q = 0; q < TN / 2; ++q) __stcg(part + q * CT, acc[q]);
+                g_fence_release();
+                __syncwarp();
+                if (l == 0) g_flag_release(f, p.j + 1);
+                continue;
+            }
+            __syncwarp();
+            if (l == 0) *f = 0;
         }
         if constexpr (SWIGLU) {
             g_swiglu_store<TN>(acc, *swiglu, at.row0 + 64 * c + 16 * warp + l / 4, at.col0 + 2 * (l % 4), t, n0);
@@ -749,10 +743,11 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
         NAME(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                               \
              const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                                \
              const __grid_constant__ g_tmap tw2, float* y0, float* y1, float* y2, unsigned t, unsigned k,           \
-             unsigned n0, unsigned n1, unsigned n2, unsigned has_lo, unsigned sk_tiles, float* sk_part,              \
+             unsigned n0, unsigned n1, unsigned n2, unsigned has_lo,                                                 \
+             unsigned sk_tiles, unsigned sk_parts, float* sk_part,                                                   \
              unsigned* sk_flag) {                                                                                    \
         extern __shared__ unsigned char wg_raw[];                                                                    \
-        const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
+        const g_sk sk = {sk_tiles, sk_parts, sk_part, sk_flag};                                                      \
         gemm_f16_wgmma_tile<TM, TN, STAGES, false, false, false, false, SK>(sk, wg_raw, &ta, &ta_lo, &tw0, &tw1,     \
             &tw2, y0, y1, y2, t, k, n0, n1, n2, has_lo);                                                             \
     }
@@ -782,9 +777,10 @@ GEMM_WGMMA(gemm_f16_wgmma_128x192, 128, 192, 5, __launch_bounds__(288, 1))
              const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,                                \
              const __grid_constant__ g_tmap tw2, float* y0, unsigned t, unsigned k, unsigned n0, unsigned n1,       \
              unsigned n2, unsigned has_lo, g_half* k_cache, g_half* v_cache, const float* angles,                  \
-             const unsigned* pos0, unsigned head_mask, unsigned sk_tiles, float* sk_part, unsigned* sk_flag) {       \
+             const unsigned* pos0, unsigned head_mask,                                                               \
+             unsigned sk_tiles, unsigned sk_parts, float* sk_part, unsigned* sk_flag) {                              \
         extern __shared__ unsigned char wg_raw[];                                                                    \
-        const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
+        const g_sk sk = {sk_tiles, sk_parts, sk_part, sk_flag};                                                      \
         const g_kv_out kv = {k_cache, v_cache, angles, pos0, head_mask};                                             \
         gemm_f16_wgmma_tile<TM, TN, STAGES, false, false, true, false, SK>(sk, wg_raw, &ta, &ta_lo, &tw0, &tw1,      \
             &tw2, y0, nullptr, nullptr, t, k, n0, n1, n2, has_lo, nullptr, nullptr, nullptr, nullptr, nullptr,       \
@@ -807,9 +803,9 @@ GEMM_WGMMA_KV(gemm_f16_wgmma_128x192_kv, 128, 192, 5, __launch_bounds__(288, 1))
                                   const __grid_constant__ g_tmap tw_gate, const __grid_constant__ g_tmap tw_up,     \
                                   float* gate, float* up, float* act, g_half* hi, g_half* lo,                       \
                                   unsigned char* lo8, unsigned t, unsigned k, unsigned n, unsigned has_lo,           \
-                                  unsigned sk_tiles, float* sk_part, unsigned* sk_flag) {                            \
+                                  unsigned sk_tiles, unsigned sk_parts, float* sk_part, unsigned* sk_flag) {         \
         extern __shared__ unsigned char wg_raw[];                                                                    \
-        const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
+        const g_sk sk = {sk_tiles, sk_parts, sk_part, sk_flag};                                                      \
         const g_swiglu_out out = {gate, up, act, hi, lo, lo8};                                                       \
         gemm_f16_wgmma_tile<TM, TN, STAGES, false, true, false, false, SK>(sk, wg_raw, &ta, &ta_lo, &tw_gate,        \
             &tw_up, &tw_up, nullptr, nullptr, nullptr, t, k, n, n, 0, has_lo, nullptr, nullptr, nullptr, nullptr,    \
@@ -840,9 +836,10 @@ GEMM_WGMMA_SWIGLU(gemm_f16_wgmma_swiglu_128x224, 128, 224, 4, __launch_bounds__(
              const __grid_constant__ g_tmap tw2, const __grid_constant__ g_tmap tw8_0,                              \
              const __grid_constant__ g_tmap tw8_1, const __grid_constant__ g_tmap tw8_2, float* y0, float* y1,      \
              float* y2, const float* sw0, const float* sw1, const float* sw2, unsigned t, unsigned k,               \
-             unsigned n0, unsigned n1, unsigned n2, unsigned sk_tiles, float* sk_part, unsigned* sk_flag) {          \
+             unsigned n0, unsigned n1, unsigned n2,                                                                  \
+             unsigned sk_tiles, unsigned sk_parts, float* sk_part, unsigned* sk_flag) {                              \
         extern __shared__ unsigned char wg_raw[];                                                                    \
-        const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
+        const g_sk sk = {sk_tiles, sk_parts, sk_part, sk_flag};                                                      \
         gemm_f16_wgmma_tile<TM, TN, STAGES, true, false, false, false, SK>(sk, wg_raw, &ta, &ta_lo, &tw0, &tw1,      \
             &tw2, y0, y1, y2, t, k, n0, n1, n2, 1, &tw8_0, &tw8_1, &tw8_2, sw0, sw1, sw2);                           \
     }
@@ -863,10 +860,11 @@ GEMM_WGMMA_LO8(gemm_f16_wgmma_128x192_lo8, 128, 192, 5)
              const __grid_constant__ g_tmap tw2, const __grid_constant__ g_tmap tw8_0,                              \
              const __grid_constant__ g_tmap tw8_1, const __grid_constant__ g_tmap tw8_2, float* y0, float* y1,      \
              float* y2, const float* sw0, const float* sw1, const float* sw2, unsigned t, unsigned k,               \
-             unsigned n0, unsigned n1, unsigned n2, const unsigned* meta, unsigned sk_tiles, float* sk_part,         \
+             unsigned n0, unsigned n1, unsigned n2, const unsigned* meta,                                            \
+             unsigned sk_tiles, unsigned sk_parts, float* sk_part,                                                   \
              unsigned* sk_flag) {                                                                                    \
         extern __shared__ unsigned char wg_raw[];                                                                    \
-        const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
+        const g_sk sk = {sk_tiles, sk_parts, sk_part, sk_flag};                                                      \
         gemm_f16_wgmma_tile<TM, TN, STAGES, true, false, false, true, SK>(sk, wg_raw, &ta, &ta_lo, &tw0, &tw1,       \
             &tw2, y0, y1, y2, t, k, n0, n1, n2, 1, &tw8_0, &tw8_1, &tw8_2, sw0, sw1, sw2, nullptr, nullptr, meta);   \
     }
@@ -886,9 +884,10 @@ GEMM_WGMMA_LO8SP(gemm_f16_wgmma_128x192_lo8sp, 128, 192, 5)
              const __grid_constant__ g_tmap tw8_1, const __grid_constant__ g_tmap tw8_2, float* y0,                 \
              const float* sw0, const float* sw1, const float* sw2, unsigned t, unsigned k, unsigned n0,            \
              unsigned n1, unsigned n2, g_half* k_cache, g_half* v_cache, const float* angles,                      \
-             const unsigned* pos0, unsigned head_mask, unsigned sk_tiles, float* sk_part, unsigned* sk_flag) {       \
+             const unsigned* pos0, unsigned head_mask,                                                               \
+             unsigned sk_tiles, unsigned sk_parts, float* sk_part, unsigned* sk_flag) {                              \
         extern __shared__ unsigned char wg_raw[];                                                                    \
-        const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
+        const g_sk sk = {sk_tiles, sk_parts, sk_part, sk_flag};                                                      \
         const g_kv_out kv = {k_cache, v_cache, angles, pos0, head_mask};                                             \
         gemm_f16_wgmma_tile<TM, TN, STAGES, true, false, true, false, SK>(sk, wg_raw, &ta, &ta_lo, &tw0, &tw1,       \
             &tw2, y0, nullptr, nullptr, t, k, n0, n1, n2, 1, &tw8_0, &tw8_1, &tw8_2, sw0, sw1, sw2, nullptr, &kv);   \
@@ -914,9 +913,10 @@ GEMM_WGMMA_LO8_KV(gemm_f16_wgmma_128x192_lo8_kv, 128, 192, 5)
              const __grid_constant__ g_tmap tw_gate, const __grid_constant__ g_tmap tw_up,                          \
              const __grid_constant__ g_tmap tw8_gate, const __grid_constant__ g_tmap tw8_up, const float* sw_gate,  \
              const float* sw_up, float* gate, float* up, float* act, g_half* hi, g_half* lo, unsigned char* lo8,   \
-             unsigned t, unsigned k, unsigned n, unsigned sk_tiles, float* sk_part, unsigned* sk_flag) {             \
+             unsigned t, unsigned k, unsigned n,                                                                     \
+             unsigned sk_tiles, unsigned sk_parts, float* sk_part, unsigned* sk_flag) {                              \
         extern __shared__ unsigned char wg_raw[];                                                                    \
-        const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
+        const g_sk sk = {sk_tiles, sk_parts, sk_part, sk_flag};                                                      \
         const g_swiglu_out out = {gate, up, act, hi, lo, lo8};                                                       \
         gemm_f16_wgmma_tile<TM, TN, STAGES, true, true, false, false, SK>(sk, wg_raw, &ta, &ta_lo, &tw_gate,         \
             &tw_up, &tw_up, nullptr, nullptr, nullptr, t, k, n, n, 0, 1, &tw8_gate, &tw8_up, &tw8_up, sw_gate,       \
@@ -937,10 +937,11 @@ GEMM_WGMMA_SWIGLU_LO8(gemm_f16_wgmma_swiglu_128x224_lo8, 128, 224, 4)
              const __grid_constant__ g_tmap tw_gate, const __grid_constant__ g_tmap tw_up,                          \
              const __grid_constant__ g_tmap tw8_gate, const __grid_constant__ g_tmap tw8_up, const float* sw_gate,  \
              const float* sw_up, float* gate, float* up, float* act, g_half* hi, g_half* lo, unsigned char* lo8,   \
-             unsigned t, unsigned k, unsigned n, const unsigned* meta, unsigned sk_tiles, float* sk_part,            \
+             unsigned t, unsigned k, unsigned n, const unsigned* meta,                                               \
+             unsigned sk_tiles, unsigned sk_parts, float* sk_part,                                                   \
              unsigned* sk_flag) {                                                                                    \
         extern __shared__ unsigned char wg_raw[];                                                                    \
-        const g_sk sk = {sk_tiles, sk_part, sk_flag};                                                                \
+        const g_sk sk = {sk_tiles, sk_parts, sk_part, sk_flag};                                                      \
         const g_swiglu_out out = {gate, up, act, hi, lo, lo8};                                                       \
         gemm_f16_wgmma_tile<TM, TN, STAGES, true, true, false, true, SK>(sk, wg_raw, &ta, &ta_lo, &tw_gate, &tw_up,  \
             &tw_up, nullptr, nullptr, nullptr, t, k, n, n, 0, 1, &tw8_gate, &tw8_up, &tw8_up, sw_gate, sw_up,        \

@@ -37,14 +37,14 @@ pub struct GpuArgs {
     /// launches in stream order either way.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub overlap: bool,
-    /// GPU prefill (Hopper's warpgroup GEMM): where a product's output tiles do not fill
-    /// whole waves of the multiprocessors, share the last ones out along K over all of them
-    /// (stream-K), so that no block runs a tile more than the others. off (the default):
-    /// every tile whole; auto: shared where that shortens a block's work by a quarter tile
-    /// or more (prompt lengths off the tiles' multiples, e.g. the 7B at 520 rows; none at
-    /// 512); always: wherever the tiles do not fill whole waves (for tests). Experimental:
-    /// not yet timed on a GPU (docs/performance.md, session 51). The sums come in another
-    /// order: f32 results differ in their last bits.
+    /// GPU prefill (Hopper's warpgroup GEMM): where a product's output tiles leave the last
+    /// wave of the multiprocessors short, cut that wave's tiles into parts along K that all
+    /// of them take in turn (stream-K). off (the default): every tile whole; auto: where the
+    /// cost model saves a block 0.15 of a tile or more; always: wherever the last wave is
+    /// short (for tests). Measured on an H200 (session 52): no faster for the 7B at any
+    /// prompt length from 512 to 896, the card's time following the products' work rather
+    /// than their waves (docs/performance.md). The sums come in another order: f32 results
+    /// differ in their last bits.
     #[arg(long, value_name = "off|auto|always", default_value_t = StreamK::Off)]
     pub stream_k: StreamK,
 }

@@ -233,6 +233,9 @@ fn gemm_f16_case(
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1 cargo test -p greta-kernels --test gpu_ops -- --ignored"]
 fn launched_shapes_carry_their_occupancy() {
     let (g, s, mut k) = setup();
+    // The whole-tile grids' rule (a block per tile up to what the multiprocessors hold);
+    // a stream-K launch (GRETA_TEST_STREAM_K) is its `_sk` form on the whole grid.
+    k.stream_k = StreamK::Off;
     k.record_launches();
     let (m, kk, n) = (130, 128, 200);
     launch_gemm_f16_routes(
@@ -413,16 +416,16 @@ fn gemm_f16_groups_match_cpu() {
     }
 }
 
-/// Stream-K (`StreamK`, kernels/gemm.hip g_sk): a grouped product whose tiles the whole
-/// grid shares out along K, with its f16 low half (twice the steps) and its FP8 one (the
-/// FP8 steps, then the f16 ones: pieces that hold either or both), against the CPU and
-/// against the same launch with every tile whole (the same products added in another order:
-/// f32 rounding apart). 200 rows of k 1008 (16 f16 steps, 8 FP8 ones) into 3 x 300 outputs
-/// make 18 to 60 tiles a launch, so a block's share is a few steps (none on some blocks,
-/// where the steps are fewer than the blocks) and a tile's sums come from up to ~8 blocks,
-/// added by the one with its first step. Run twice over: the second
-/// time the flags must have returned to 0 (a flag left set would let a reader add a stale
-/// partial, which the comparison catches).
+/// Stream-K (`StreamK`, kernels/gemm.hip g_sk): a grouped product whose short last wave
+/// the grid shares out along K, with its f16 low half (twice the steps) and its FP8 one (the
+/// FP8 steps, then the f16 ones: parts that hold either or both), against the CPU and
+/// against the same launch with every tile whole (the same products added in another
+/// order). 200 rows of k 1008 (16 f16 steps, 8 FP8 ones) into 3 x 300 outputs make 18 to 60
+/// tiles a launch, all of them a short wave, each cut into the parts the cost model picks
+/// (6 to 8: chains of that many adds); 72 rows of k 64 (2 steps either way) cut each tile
+/// into fewer parts than `Always` asks (a part has a step at least). Run twice over: the
+/// second time the flags must have returned to 0 (a flag left set would let a part add a
+/// stale slot, which the comparison catches).
 #[test]
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
 fn stream_k_pieces_match_whole_tiles_and_cpu() {
@@ -431,16 +434,22 @@ fn stream_k_pieces_match_whole_tiles_and_cpu() {
         eprintln!("no warpgroup GEMM on this device: stream-K has nothing to share");
         return;
     }
-    let (m, kk, ns) = (200, 1008, [300usize, 300, 300]);
+    for (m, kk) in [(200, 1008), (72, 64)] {
+        stream_k_case(&g, &s, &mut k, m, kk);
+    }
+}
+
+/// `stream_k_pieces_match_whole_tiles_and_cpu`'s product of `m` rows and depth `kk`.
+fn stream_k_case(g: &Gpu, s: &Stream, k: &mut GpuKernels, m: usize, kk: usize) {
+    let ns = [300usize, 300, 300];
     let x = values(m * kk, 91);
-    let dx = upload(&g, &s, &x);
+    let dx = upload(g, s, &x);
     let mut hi = g.alloc::<u16>(m * kk).unwrap();
     let mut lo = g.alloc::<u16>(m * kk).unwrap();
-    k.split_f16(&s, &dx, &mut hi, Some(&mut lo), m * kk)
-        .unwrap();
+    k.split_f16(s, &dx, &mut hi, Some(&mut lo), m * kk).unwrap();
     let mut lo8 = g.alloc::<u8>(m * kk).unwrap();
     let rows = Rows { rows: m, len: kk };
-    k.split_f16_lo8(&s, &dx, &mut hi, &mut lo8, rows).unwrap();
+    k.split_f16_lo8(s, &dx, &mut hi, &mut lo8, rows).unwrap();
     let mut ws = Vec::new();
     let mut w8s = Vec::new();
     let mut wants = Vec::new();
@@ -448,9 +457,9 @@ fn stream_k_pieces_match_whole_tiles_and_cpu() {
         let (w_bits, wf) = f16_bits(&values(n * kk, 500 + i as u64));
         let mut want = vec![0f32; m * n];
         cpu::matmul_wt(&x, WeightView::F32(&wf), &mut want, m, kk, n);
-        let w = upload(&g, &s, &w_bits);
-        let mut w8 = E4m3Matrix::alloc(&g, n, kk).unwrap();
-        k.quantize_e4m3(&s, &w, &mut w8, n, kk).unwrap();
+        let w = upload(g, s, &w_bits);
+        let mut w8 = E4m3Matrix::alloc(g, n, kk).unwrap();
+        k.quantize_e4m3(s, &w, &mut w8, n, kk).unwrap();
         w8s.push(w8);
         ws.push(w);
         wants.push(want);
@@ -474,9 +483,9 @@ fn stream_k_pieces_match_whole_tiles_and_cpu() {
             true => GemmLo::Fp8(&lo8),
             false => GemmLo::F16(&lo),
         };
-        k.gemm_f16(route, &s, &hi, Some(a_lo), &mut outs, m, kk)
+        k.gemm_f16(route, s, &hi, Some(a_lo), &mut outs, m, kk)
             .unwrap();
-        ys.iter().map(|y| download(&s, y)).collect()
+        ys.iter().map(|y| download(s, y)).collect()
     };
     let mut routes = vec![GemmRoute::Wgmma];
     routes.extend(k.wgmma_tiles().into_iter().map(GemmRoute::WgmmaTile));
@@ -486,13 +495,14 @@ fn stream_k_pieces_match_whole_tiles_and_cpu() {
                 continue;
             }
             k.stream_k = StreamK::Off;
-            let whole = run(&k, route, fp8);
+            let whole = run(k, route, fp8);
             k.stream_k = StreamK::Always;
             for round in 0..2 {
-                let shared = run(&k, route, fp8);
+                let shared = run(k, route, fp8);
                 for (i, ((got, want), w)) in shared.iter().zip(&wants).zip(&whole).enumerate() {
-                    let what =
-                        format!("stream-K {route:?} fp8 lo {fp8} round {round}, product {i}");
+                    let what = format!(
+                        "stream-K {route:?} m={m} k={kk} fp8 lo {fp8} round {round}, product {i}"
+                    );
                     let e_cpu = nmse(got, want);
                     let e_whole = nmse(got, w);
                     eprintln!("{what}: nmse {e_cpu:.3e} against the CPU, {e_whole:.3e} against whole tiles");
@@ -500,8 +510,13 @@ fn stream_k_pieces_match_whole_tiles_and_cpu() {
                     // product, nmse ~1e-9) against the CPU's f32 product.
                     let bound = if fp8 { 1e-7 } else { NMSE_SPLIT_F16 };
                     assert!(e_cpu < bound, "{what}: nmse {e_cpu:.3e} against the CPU");
+                    // Against the whole tiles the sums differ by the matrix units'
+                    // accumulation, which is not IEEE and rounds differently over a
+                    // piece's shorter run (7.6e-12 at k 1008 on an H200, session 52); a
+                    // piece missing, added twice or stale moves a share of the sums
+                    // (nmse ~1e-2 and more).
                     assert!(
-                        e_whole < 1e-12,
+                        e_whole < 1e-9,
                         "{what}: nmse {e_whole:.3e} against whole tiles"
                     );
                 }

@@ -284,47 +284,64 @@ fn wgmma_threads(tile: WgmmaTile) -> u32 {
     128 * (tile.m as u32 / 64) + 32
 }
 
-/// Which warpgroup GEMM launches share tiles out along K (stream-K: kernels/gemm.hip, g_sk).
-/// A persistent launch of `tiles` tiles on a grid of `g` blocks runs ceil(tiles / g) tiles on
-/// its busiest blocks; shared out, the last tiles (one wave and the remainder) take
-/// tiles / g of a tile's time a block, at the cost of a partial tile's store and load where
-/// a share cuts one (7B at 520 rows: Q/K/V's 330 tiles of 128 x 192 on 132 blocks, 3 tiles
-/// whole, 2.5 shared). The sums are the same products added in another order: f32 results
-/// differ in their last bits from the whole tiles'.
+/// Which warpgroup GEMM launches share their last wave out along K (stream-K:
+/// kernels/gemm.hip, g_sk). A persistent launch of `tiles` tiles on a grid of `g` blocks
+/// runs ceil(tiles / g) tiles on its busiest blocks; where the last wave is short (7B at 800
+/// rows: gate/up's 602 tiles of 128 x 256 on 132 blocks, 4 waves and 74 tiles), its tiles
+/// are cut into parts along K that the whole grid takes in turn, at the cost of a part's
+/// pipeline refill and its sums' round trip through a slot. The sums are the same products
+/// added in another order: f32 results differ in their last bits from the whole tiles'.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum StreamK {
-    /// Shared where a block's work falls by at least a quarter of a tile, over at least one
-    /// whole wave (a launch of fewer tiles than blocks stays whole: one tile a block).
+    /// Shared where the cost model (`StreamK::split`) saves a block at least
+    /// `STREAM_K_AUTO_GAIN` of a tile.
     Auto,
-    /// Every tile whole, as before session 51: the default until stream-K's speed is
-    /// measured (built in session 51 when no device time was left; its op test ran in part).
+    /// Every tile whole: the default (on an H200 the 7B's prefill is no faster shared at
+    /// any prompt length measured, 512-896: session 52 in docs/performance.md).
     Off,
-    /// Shared wherever the tiles do not fill whole waves, gain or not, fewer tiles than
-    /// blocks included (the op tests: every kind of piece).
+    /// Shared wherever the last wave is short, gain or not (the op tests: every kind of
+    /// part).
     Always,
 }
 
+/// How a launch's short last wave is shared out: its `tiles` tiles (fewer than the grid),
+/// each in `parts` parts of equal steps along K.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StreamKSplit {
+    pub tiles: usize,
+    pub parts: usize,
+}
+
+/// The most parts a tile is cut into: beyond it, the parts' costs outgrow what finer cuts
+/// even out.
+pub const STREAM_K_MAX_PARTS: usize = 8;
+/// What a part costs a block beyond its steps, in tiles (its pipeline's refill, its sums'
+/// store and load: a few microseconds against a 7B tile's ~60): an estimate, not measured.
+pub const STREAM_K_PART_COST: f64 = 0.05;
+/// The least a block's time must fall by, in tiles, for `Auto` to share.
+pub const STREAM_K_AUTO_GAIN: f64 = 0.15;
+
 impl StreamK {
-    /// The number of last tiles shared out along K for `tiles` tiles on `g` blocks (0: none);
-    /// the others, a multiple of `g`, run whole.
-    pub fn tiles(self, tiles: usize, g: usize) -> usize {
-        if g == 0 || tiles.is_multiple_of(g) {
-            return 0;
+    /// The share of a launch of `tiles` tiles on `g` blocks (None: every tile whole). The
+    /// last wave's r tiles in p parts make ceil(p r / g) turns of 1 / p tile on the busiest
+    /// block, each costing `STREAM_K_PART_COST` more, against one whole tile: p is the
+    /// cheapest of 2..=`STREAM_K_MAX_PARTS` (the fewest parts of equal cost).
+    pub fn split(self, tiles: usize, g: usize) -> Option<StreamKSplit> {
+        let rest = tiles.checked_rem(g)?;
+        if self == StreamK::Off || rest == 0 {
+            return None;
         }
-        let whole = tiles / g;
-        let shared = tiles - whole.saturating_sub(1) * g;
+        let (parts, time) = (2..=STREAM_K_MAX_PARTS)
+            .map(|p| {
+                let turns = (p * rest).div_ceil(g) as f64;
+                (p, turns / p as f64 + STREAM_K_PART_COST * turns)
+            })
+            .min_by(|a, b| a.1.total_cmp(&b.1))
+            .expect("two parts at least");
+        let split = StreamKSplit { tiles: rest, parts };
         match self {
-            StreamK::Off => 0,
-            StreamK::Always => shared,
-            StreamK::Auto => {
-                // A block's tiles: whole + 1 kept whole, whole - 1 + shared / g shared.
-                let kept = (whole + 1) as f64;
-                let split = whole.saturating_sub(1) as f64 + shared as f64 / g as f64;
-                match whole >= 1 && kept - split >= 0.25 {
-                    true => shared,
-                    false => 0,
-                }
-            }
+            StreamK::Always => Some(split),
+            _ => (1.0 - time >= STREAM_K_AUTO_GAIN).then_some(split),
         }
     }
 }
@@ -351,9 +368,9 @@ impl std::fmt::Display for StreamK {
     }
 }
 
-/// The stream-K launches' slots: a partial tile (TM x TN f32) per block of the grid and a
-/// flag per consumer warp, sized for the largest of the loaded forms (128 x 256 on 132
-/// multiprocessors: 17.3 MB). One set for every launch: the GEMMs of one stream run one
+/// The stream-K launches' slots: a partial tile (TM x TN f32) and a flag per consumer warp
+/// for each tile of a short last wave (fewer than the grid's blocks), sized for the largest
+/// of the loaded forms (128 x 256 on 132 multiprocessors: 17.3 MB). One set for every launch: the GEMMs of one stream run one
 /// after the other, each waiting for the one ahead before it writes (greta_device.h).
 pub(super) struct StreamKSpace {
     pub(super) part: DeviceBuffer<f32>,
@@ -1061,8 +1078,8 @@ impl GpuKernels {
     /// tile up to what the multiprocessors hold at once (`WgmmaForm::resident`), each block
     /// taking the tiles g_bid(), + gridDim.x, ... (kernels/gemm.hip), so that its producer
     /// fills the stages of its next tile while its consumers store the last one.
-    /// Where the tiles do not fill whole waves, `stream_k` may share the last of them out
-    /// along K over the whole grid (`StreamK::tiles`; kernels/gemm.hip, g_sk).
+    /// Where the tiles do not fill whole waves, `stream_k` may share the last wave out
+    /// along K over the whole grid (`StreamK::split`; kernels/gemm.hip, g_sk).
     fn launch_wgmma(&self, form: &WgmmaForm, tiles: usize, s: &Stream, args: Args) -> Result<()> {
         let space = self.stream_k_space.as_ref().ok_or_else(|| {
             KernelError::Shape(
@@ -1070,10 +1087,10 @@ impl GpuKernels {
                     .into(),
             )
         })?;
-        let shared = self.stream_k.tiles(tiles, form.resident_sk);
-        let (f, blocks) = match shared {
-            0 => (&form.f, tiles.min(form.resident)),
-            _ => (&form.f_sk, form.resident_sk),
+        let split = self.stream_k.split(tiles, form.resident_sk);
+        let (f, blocks) = match split {
+            None => (&form.f, tiles.min(form.resident)),
+            Some(_) => (&form.f_sk, form.resident_sk),
         };
         let dims = LaunchDims {
             grid: [u32_of(blocks, "blocks")?, 1, 1],
@@ -1082,7 +1099,8 @@ impl GpuKernels {
             cluster: 1,
         };
         let args = args
-            .u32(u32_of(shared, "stream-K tiles")?)
+            .u32(u32_of(split.map_or(0, |s| s.tiles), "stream-K tiles")?)
+            .u32(u32_of(split.map_or(0, |s| s.parts), "stream-K parts")?)
             .ptr(&space.part)
             .ptr(&space.flag);
         self.launch_tiles(f, dims, u32_of(tiles, "tiles")?, s, args)
@@ -1210,32 +1228,36 @@ mod tests {
     /// or H200's 132 SMs: 128 x 128 for Llama-2-7B's output and down, 128 x 192 for Q/K/V
     /// (whole waves), 128 x 232 for gate/up (fewer waves' columns), 64 x 64 for SmolLM2's
     /// narrow ones; a wide tile only where its waves take no longer.
-    /// Stream-K's share: none where the tiles fill whole waves or `Off`; else one wave and
-    /// the remainder, under `Auto` only where a block's work falls by a quarter tile or more
-    /// and at least one wave is whole. The 7B on 132 SMs: Q/K/V at 520 rows (330 tiles of
-    /// 128 x 192) shares 198 (2.5 tiles a block against 3); at 512 (264) none; gate/up at
-    /// 650 rows (594 of 128 x 224: 4.5 against 5) 198; 516 tiles (3.91 against 4) none.
+    /// Stream-K's share: none where the tiles fill whole waves or `Off`; else the last
+    /// wave's tiles, in the parts the cost model finds cheapest, under `Auto` only where a
+    /// block saves `STREAM_K_AUTO_GAIN` of a tile. The 7B on 132 SMs: gate/up at 800 rows
+    /// (602 tiles, 74 in the last wave) in 5 parts: 3 turns of a fifth, 0.6 + 0.15 of a
+    /// tile against 1; at 520 rows (495 of 128 x 224, 99 short) at best 4: 3 turns of a
+    /// quarter (0.9), too little for Auto; Q/K/V at 512 (264) none; output and down at 520
+    /// (110 tiles, all short: 0.83 + 0.25 at best, in 6) none under Auto.
     #[test]
     fn stream_k_shares_the_last_wave_where_it_pays() {
         use StreamK::*;
-        assert_eq!(Auto.tiles(330, 132), 198);
-        assert_eq!(Auto.tiles(264, 132), 0);
-        assert_eq!(Auto.tiles(594, 132), 198);
-        assert_eq!(Auto.tiles(516, 132), 0);
-        assert_eq!(Auto.tiles(160, 132), 160);
-        // Fewer tiles than blocks: whole under Auto, shared under Always.
-        assert_eq!(Auto.tiles(100, 132), 0);
-        assert_eq!(Always.tiles(100, 132), 100);
-        assert_eq!(Always.tiles(516, 132), 252);
-        assert_eq!(Always.tiles(264, 132), 0);
-        assert_eq!(Off.tiles(330, 132), 0);
-        // Where tiles are shared, what stays whole is whole waves.
+        let split = |tiles, parts| Some(StreamKSplit { tiles, parts });
+        assert_eq!(Auto.split(602, 132), split(74, 5));
+        assert_eq!(Auto.split(495, 132), None);
+        assert_eq!(Always.split(495, 132), split(99, 4));
+        assert_eq!(Auto.split(264, 132), None);
+        assert_eq!(Auto.split(110, 132), None);
+        assert_eq!(Always.split(110, 132), split(110, 6));
+        assert_eq!(Always.split(264, 132), None);
+        assert_eq!(Off.split(602, 132), None);
+        assert_eq!(Always.split(10, 0), None);
         for tiles in 1..1000 {
             for mode in [Auto, Always] {
-                let shared = mode.tiles(tiles, 132);
-                if shared > 0 {
-                    assert_eq!((tiles - shared) % 132, 0, "{mode} {tiles}");
-                    assert!(shared < 2 * 132, "{mode} {tiles}");
+                if let Some(s) = mode.split(tiles, 132) {
+                    // The whole tiles fill whole waves; every part is of a short wave.
+                    assert_eq!((tiles - s.tiles) % 132, 0, "{mode} {tiles}");
+                    assert!(s.tiles < 132, "{mode} {tiles}");
+                    assert!(
+                        (2..=STREAM_K_MAX_PARTS).contains(&s.parts),
+                        "{mode} {tiles}"
+                    );
                 }
             }
         }

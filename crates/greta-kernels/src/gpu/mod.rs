@@ -290,9 +290,9 @@ pub struct GpuKernels {
     /// The greedy pick over a thread-block cluster where clusters run (`argmax`); off, the
     /// one-block kernel every platform has (the op test runs both).
     pub cluster_argmax: bool,
-    /// Which warpgroup GEMM launches share their last tiles out along K (stream-K,
-    /// `StreamK`); `Off` by default until its speed is measured (docs/performance.md,
-    /// session 51).
+    /// Which warpgroup GEMM launches share their short last wave out along K (stream-K,
+    /// `StreamK`); `Off` by default: measured no faster on an H200 (docs/performance.md,
+    /// session 52).
     pub stream_k: StreamK,
     /// The stream-K launches' partial tiles and flags (sm_90a objects only).
     stream_k_space: Option<StreamKSpace>,
