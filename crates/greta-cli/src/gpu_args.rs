@@ -95,7 +95,7 @@ impl GpuArgs {
         let (split, origin) = self.resolve_split_inputs(model)?;
         model.split_inputs = split;
         model.kernels.overlap = self.overlap;
-        model.kernels.stream_k = self.stream_k;
+        model.kernels.set_stream_k(&model.gpu, self.stream_k)?;
         let lo = match self.split_lo {
             SplitLoChoice::Set(lo) => lo,
             SplitLoChoice::Auto => {

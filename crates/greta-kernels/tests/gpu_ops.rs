@@ -31,16 +31,17 @@ fn setup() -> (Gpu, Stream, GpuKernels) {
     // GRETA_TEST_STREAM_K=always runs every warpgroup GEMM of these tests in stream-K pieces
     // (tools/gpu/stream_k_checks.sh runs the tests both ways).
     if let Ok(v) = std::env::var("GRETA_TEST_STREAM_K") {
-        k.stream_k = v
+        let mode = v
             .parse()
             .unwrap_or_else(|e| panic!("GRETA_TEST_STREAM_K: {e}"));
+        k.set_stream_k(&gpu, mode).unwrap();
     }
     eprintln!(
         "{} ({}), kernels from {}, stream-K {}",
         gpu.name(),
         gpu.platform(),
         k.object.display(),
-        k.stream_k
+        k.stream_k()
     );
     (gpu, s, k)
 }
@@ -235,7 +236,7 @@ fn launched_shapes_carry_their_occupancy() {
     let (g, s, mut k) = setup();
     // The whole-tile grids' rule (a block per tile up to what the multiprocessors hold);
     // a stream-K launch (GRETA_TEST_STREAM_K) is its `_sk` form on the whole grid.
-    k.stream_k = StreamK::Off;
+    k.set_stream_k(&g, StreamK::Off).unwrap();
     k.record_launches();
     let (m, kk, n) = (130, 128, 200);
     launch_gemm_f16_routes(
@@ -494,9 +495,9 @@ fn stream_k_case(g: &Gpu, s: &Stream, k: &mut GpuKernels, m: usize, kk: usize) {
             if fp8 && matches!(route, GemmRoute::WgmmaTile(t) if !WgmmaTile::LO8.contains(&t)) {
                 continue;
             }
-            k.stream_k = StreamK::Off;
+            k.set_stream_k(g, StreamK::Off).unwrap();
             let whole = run(k, route, fp8);
-            k.stream_k = StreamK::Always;
+            k.set_stream_k(g, StreamK::Always).unwrap();
             for round in 0..2 {
                 let shared = run(k, route, fp8);
                 for (i, ((got, want), w)) in shared.iter().zip(&wants).zip(&whole).enumerate() {

@@ -641,6 +641,23 @@ impl GpuKernels {
         self.gemm_f16_wgmma.is_some()
     }
 
+    /// Which warpgroup GEMM launches share their short last wave out along K (`StreamK`).
+    pub fn stream_k(&self) -> StreamK {
+        self.stream_k
+    }
+
+    /// Sets `stream_k`, making the shared launches' slots on `gpu` the first time a mode
+    /// other than `Off` is set on a device with the warpgroup GEMM (17.3 MB on an H200;
+    /// nothing is made while stream-K stays off, the default). Elsewhere the mode is kept
+    /// and changes nothing: only the warpgroup GEMM has stream-K forms.
+    pub fn set_stream_k(&mut self, gpu: &Gpu, mode: StreamK) -> Result<()> {
+        if mode != StreamK::Off && self.has_wgmma() && self.stream_k_space.is_none() {
+            self.stream_k_space = Some(StreamKSpace::new(gpu, self.wgmma_forms())?);
+        }
+        self.stream_k = mode;
+        Ok(())
+    }
+
     /// y_i[t, n_i] = (a + a_lo)[t, k] · w_i[n_i, k]ᵀ for each product of `outs` (products
     /// that share their input: Q, K and V; gate and up), from f16 activations (`split_f16`'s
     /// output; `a_lo` left out: the activations as one f16), f32 accumulation, by the kernel
@@ -1081,12 +1098,6 @@ impl GpuKernels {
     /// Where the tiles do not fill whole waves, `stream_k` may share the last wave out
     /// along K over the whole grid (`StreamK::split`; kernels/gemm.hip, g_sk).
     fn launch_wgmma(&self, form: &WgmmaForm, tiles: usize, s: &Stream, args: Args) -> Result<()> {
-        let space = self.stream_k_space.as_ref().ok_or_else(|| {
-            KernelError::Shape(
-                "the warpgroup GEMM without its stream-K slots (sm_90a objects make them at load)"
-                    .into(),
-            )
-        })?;
         let split = self.stream_k.split(tiles, form.resident_sk);
         let (f, blocks) = match split {
             None => (&form.f, tiles.min(form.resident)),
@@ -1100,9 +1111,18 @@ impl GpuKernels {
         };
         let args = args
             .u32(u32_of(split.map_or(0, |s| s.tiles), "stream-K tiles")?)
-            .u32(u32_of(split.map_or(0, |s| s.parts), "stream-K parts")?)
-            .ptr(&space.part)
-            .ptr(&space.flag);
+            .u32(u32_of(split.map_or(0, |s| s.parts), "stream-K parts")?);
+        // The whole-tile forms never read the slots: null until stream-K is first set.
+        let args = match (&self.stream_k_space, split) {
+            (Some(space), _) => args.ptr(&space.part).ptr(&space.flag),
+            (None, None) => args.null().null(),
+            (None, Some(_)) => {
+                return Err(KernelError::Shape(
+                    "a stream-K launch without its slots (GpuKernels::set_stream_k makes them)"
+                        .into(),
+                ))
+            }
+        };
         self.launch_tiles(f, dims, u32_of(tiles, "tiles")?, s, args)
     }
 

@@ -291,10 +291,11 @@ pub struct GpuKernels {
     /// one-block kernel every platform has (the op test runs both).
     pub cluster_argmax: bool,
     /// Which warpgroup GEMM launches share their short last wave out along K (stream-K,
-    /// `StreamK`); `Off` by default: measured no faster on an H200 (docs/performance.md,
-    /// session 52).
-    pub stream_k: StreamK,
-    /// The stream-K launches' partial tiles and flags (sm_90a objects only).
+    /// `StreamK`; `set_stream_k`); `Off` by default: measured no faster on an H200
+    /// (docs/performance.md, session 52).
+    stream_k: StreamK,
+    /// The stream-K launches' partial tiles and flags, made by `set_stream_k` when first
+    /// asked for (sm_90a objects only).
     stream_k_space: Option<StreamKSpace>,
     /// A timing study's kernels (`skip_kernels`): their launches are left out.
     skip: Vec<String>,
@@ -447,7 +448,7 @@ impl GpuKernels {
                 }
                 Ok(f)
             };
-            let mut kernels = GpuKernels {
+            let kernels = GpuKernels {
                 object: path,
                 target,
                 overlap: true,
@@ -592,9 +593,6 @@ impl GpuKernels {
                     ("gemv", gemv),
                 ],
             };
-            if hopper {
-                kernels.stream_k_space = Some(StreamKSpace::new(gpu, kernels.wgmma_forms())?);
-            }
             return Ok(kernels);
         }
         Err(KernelError::Missing {
