@@ -370,8 +370,9 @@ impl std::fmt::Display for StreamK {
 
 /// The stream-K launches' slots: a partial tile (TM x TN f32) and a flag per consumer warp
 /// for each tile of a short last wave (fewer than the grid's blocks), sized for the largest
-/// of the loaded forms (128 x 256 on 132 multiprocessors: 17.3 MB). One set for every launch: the GEMMs of one stream run one
-/// after the other, each waiting for the one ahead before it writes (greta_device.h).
+/// of the loaded forms (128 x 256 on 132 multiprocessors: 17.3 MB). One set for every
+/// launch: the GEMMs of one stream run one after the other, each waiting for the one ahead
+/// before it writes (greta_device.h).
 pub(super) struct StreamKSpace {
     pub(super) part: DeviceBuffer<f32>,
     pub(super) flag: DeviceBuffer<u32>,
