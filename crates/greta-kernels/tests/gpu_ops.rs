@@ -395,12 +395,7 @@ fn gemm_f16_groups_match_cpu() {
         for &route in &routes {
             let mut ys: Vec<DeviceBuffer<f32>> =
                 ns.iter().map(|&n| g.alloc::<f32>(m * n).unwrap()).collect();
-            let mut outs: Vec<GemmOut> = ws
-                .iter()
-                .zip(ys.iter_mut())
-                .zip(ns)
-                .map(|((w, y), &n)| GemmOut { w, w8: None, y, n })
-                .collect();
+            let mut outs = gemm_outs(&ws, None, &mut ys, ns);
             k.gemm_f16(route, &s, &hi, Some(GemmLo::F16(&lo)), &mut outs, m, kk)
                 .unwrap();
             for (i, (y, want)) in ys.iter().zip(&wants).enumerate() {
@@ -468,18 +463,7 @@ fn stream_k_case(g: &Gpu, s: &Stream, k: &mut GpuKernels, m: usize, kk: usize) {
     let run = |k: &GpuKernels, route: GemmRoute, fp8: bool| -> Vec<Vec<f32>> {
         let mut ys: Vec<DeviceBuffer<f32>> =
             ns.iter().map(|&n| g.alloc::<f32>(m * n).unwrap()).collect();
-        let mut outs: Vec<GemmOut> = ws
-            .iter()
-            .zip(&w8s)
-            .zip(ys.iter_mut())
-            .zip(ns)
-            .map(|(((w, w8), y), n)| GemmOut {
-                w,
-                w8: fp8.then_some(w8),
-                y,
-                n,
-            })
-            .collect();
+        let mut outs = gemm_outs(&ws, fp8.then_some(&w8s), &mut ys, &ns);
         let a_lo = match fp8 {
             true => GemmLo::Fp8(&lo8),
             false => GemmLo::F16(&lo),
@@ -524,6 +508,27 @@ fn stream_k_case(g: &Gpu, s: &Stream, k: &mut GpuKernels, m: usize, kk: usize) {
             }
         }
     }
+}
+
+/// `gemm_f16`'s group of products: weight i of `ws` (and its FP8 copy from `w8s`, for an FP8
+/// low half) into `ys[i]`, `ns[i]` outputs wide.
+fn gemm_outs<'a>(
+    ws: &'a [DeviceBuffer<u16>],
+    w8s: Option<&'a [E4m3Matrix]>,
+    ys: &'a mut [DeviceBuffer<f32>],
+    ns: &[usize],
+) -> Vec<GemmOut<'a>> {
+    ws.iter()
+        .zip(ys.iter_mut())
+        .zip(ns)
+        .enumerate()
+        .map(|(i, ((w, y), &n))| GemmOut {
+            w,
+            w8: w8s.map(|w8s| &w8s[i]),
+            y,
+            n,
+        })
+        .collect()
 }
 
 /// What an f32 buffer holds before a kernel that may leave it alone runs (a NaN).
@@ -2505,18 +2510,7 @@ fn qkv_gemm_into_the_caches_matches_gemm_then_rope_append() {
                     .iter()
                     .map(|&n| g.alloc::<f32>(t * n).unwrap())
                     .collect();
-                let mut outs: Vec<GemmOut> = ws
-                    .iter()
-                    .zip(&w8s)
-                    .zip(ys.iter_mut())
-                    .zip([nq, nkv, nkv])
-                    .map(|(((w, w8), y), n)| GemmOut {
-                        w,
-                        w8: Some(w8),
-                        y,
-                        n,
-                    })
-                    .collect();
+                let mut outs = gemm_outs(&ws, Some(&w8s), &mut ys, &[nq, nkv, nkv]);
                 let route = tile.map_or(GemmRoute::Auto, GemmRoute::WgmmaTile);
                 k.gemm_f16(route, &s, &hi, gemm_lo, &mut outs, t, kk)
                     .unwrap();
@@ -2775,18 +2769,7 @@ fn fp8_lo_gemm_case(
     for &route in routes {
         let mut ys: Vec<DeviceBuffer<f32>> =
             ns.iter().map(|&n| g.alloc::<f32>(m * n).unwrap()).collect();
-        let mut outs: Vec<GemmOut> = ws
-            .iter()
-            .zip(&w8s)
-            .zip(ys.iter_mut())
-            .zip(ns)
-            .map(|(((w, w8), y), &n)| GemmOut {
-                w,
-                w8: Some(w8),
-                y,
-                n,
-            })
-            .collect();
+        let mut outs = gemm_outs(&ws, Some(&w8s), &mut ys, ns);
         let what = format!("gemm_f16 {form} {route:?} m={m} k={kk} n={ns:?}");
         k.gemm_f16(route, s, hi, Some(lo), &mut outs, m, kk)
             .unwrap_or_else(|e| panic!("{what}: {e}"));

@@ -448,7 +448,7 @@ impl GpuKernels {
                 }
                 Ok(f)
             };
-            let kernels = GpuKernels {
+            return Ok(GpuKernels {
                 object: path,
                 target,
                 overlap: true,
@@ -592,8 +592,7 @@ impl GpuKernels {
                     ("gemm", gemm),
                     ("gemv", gemv),
                 ],
-            };
-            return Ok(kernels);
+            });
         }
         Err(KernelError::Missing {
             platform: gpu.platform(),
