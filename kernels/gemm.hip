@@ -405,7 +405,7 @@ GRETA_DEVICE void g_flag_acquire(const unsigned* f, unsigned want) {
 }
 
 template <unsigned TM, unsigned TN, unsigned STAGES = WG_STAGES, bool LO8 = false, bool SWIGLU = false,
-          bool KV = false, bool SP = false, bool SK = false>
+          bool KV = false, bool SP = false, bool SK = false, bool SWAP = false>
 GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const g_tmap* ta, const g_tmap* ta_lo, const g_tmap* tw0,
                                       const g_tmap* tw1, const g_tmap* tw2, float* y0, float* y1, float* y2,
                                       unsigned t, unsigned k, unsigned n0, unsigned n1, unsigned n2,
@@ -417,8 +417,10 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
     static_assert(!SWIGLU || TN % 16 == 0, "SwiGLU: each half of B whole 8-row swizzle atoms");
     static_assert(!(SWIGLU && KV), "KV is the Q/K/V group's epilogue");
     static_assert(!SP || (LO8 && !KV), "SP: the FP8 low steps of the LO8 and SwiGLU LO8 forms");
-    // A block's output columns: TN, or TN / 2 gate-up pairs.
-    constexpr unsigned TNO = SWIGLU ? TN / 2 : TN;
+    static_assert(!SWAP || (TM == 128 && !SWIGLU && !KV && !SP), "SWAP: the plain and LO8 forms, 128 weight rows");
+    // A block's output columns: TN, or TN / 2 gate-up pairs; with SWAP, TM (the A box's
+    // weight rows), its tokens TN (the B box's rows).
+    constexpr unsigned TNO = SWAP ? TM : SWIGLU ? TN / 2 : TN, TROWS = SWAP ? TN : TM;
     // A stage holds one step's boxes of 128-byte rows: f16 ones (K 64) or, LO8, FP8 ones (K 128).
     constexpr unsigned A_HALVES = TM * WG_BK, STAGE_BYTES = (TM + TN) * WG_BK * 2;
     static_assert(A_HALVES * 2 % 1024 == 0 && STAGE_BYTES % 1024 == 0, "boxes start on swizzle atoms");
@@ -437,11 +439,11 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
     // weights tw1). A block takes tiles g_bid(), + gridDim.x, ... (persistent: the grid is
     // what the multiprocessors hold at once, so that a block's producer fills its stages
     // for the next tile while its consumers store the last one).
-    const unsigned c0 = (n0 + TNO - 1) / TNO, c1 = (n1 + TN - 1) / TN, c2 = (n2 + TN - 1) / TN;
-    const unsigned row_tiles = (t + TM - 1) / TM, tiles = row_tiles * (SWIGLU ? c0 : c0 + c1 + c2);
+    const unsigned c0 = (n0 + TNO - 1) / TNO, c1 = (n1 + TNO - 1) / TNO, c2 = (n2 + TNO - 1) / TNO;
+    const unsigned row_tiles = (t + TROWS - 1) / TROWS, tiles = row_tiles * (SWIGLU ? c0 : c0 + c1 + c2);
     auto tile_at = [&](unsigned i) {
         unsigned j = i / row_tiles;
-        g_wgmma_at a = {(i - j * row_tiles) * TM, 0, n0, 0, tw0, tw8_0, sw0, y0};
+        g_wgmma_at a = {(i - j * row_tiles) * TROWS, 0, n0, 0, tw0, tw8_0, sw0, y0};
         if (!SWIGLU && j >= c0 + c1) {
             j -= c0 + c1, a.n = n2, a.prod = 2, a.tw = tw2, a.y = y2, a.tw8 = tw8_2, a.sw = sw2;
         } else if (!SWIGLU && j >= c0) {
@@ -519,11 +521,18 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
                     g_tma_load_2d(slab, a_map, kc / 2, (int)at.row0, &full[st]);
                     for (unsigned h = 0; h < TM / 64; ++h)
                         g_bulk_load(slab + TM * 64 + h * 1024, meta + sp_meta_at(at.row0 / 64 + h, s, k), 1024, &full[st]);
-                } else {
+                } else if (!SWAP) {
                     g_mbar_arrive_expect(&full[st], STAGE_BYTES);
                     g_tma_load_2d(slab, a_map, kc, (int)at.row0, &full[st]);
                 }
-                g_tma_load_2d(slab + A_HALVES * 2, w_map, kc, (int)at.col0, &full[st]);
+                if (SWAP) {
+                    // SWAP: the weights' TM rows into the A box, the tokens' TN into the B box.
+                    g_mbar_arrive_expect(&full[st], STAGE_BYTES);
+                    g_tma_load_2d(slab, w_map, kc, (int)at.col0, &full[st]);
+                    g_tma_load_2d(slab + A_HALVES * 2, a_map, kc, (int)at.row0, &full[st]);
+                } else {
+                    g_tma_load_2d(slab + A_HALVES * 2, w_map, kc, (int)at.col0, &full[st]);
+                }
                 if (SWIGLU) g_tma_load_2d(slab + A_HALVES * 2 + TNO * WG_BK * 2, w_up, kc, (int)at.col0, &full[st]);
                 if (++st == STAGES) st = 0, ph ^= 1, used = true;
             }
@@ -594,7 +603,11 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
                 } else {
                     // K 128 a step: four K 32 products, each 32 bytes on along the 128-byte rows.
                     for (unsigned kk = 0; kk < 2 * WG_BK / 32; ++kk)
-                        g_wgmma_m64k32_e5m2_e4m3<TN>(acc, da0 + o + 2 * kk, db0 + o + 2 * kk, s > p.s0 || kk > 0);
+                        if constexpr (SWAP) {
+                            g_wgmma_m64k32_e4m3_e5m2<TN>(acc, da0 + o + 2 * kk, db0 + o + 2 * kk, s > p.s0 || kk > 0);
+                        } else {
+                            g_wgmma_m64k32_e5m2_e4m3<TN>(acc, da0 + o + 2 * kk, db0 + o + 2 * kk, s > p.s0 || kk > 0);
+                        }
                     g_wgmma_commit();
                     g_wgmma_wait<1>();
                 }
@@ -705,6 +718,21 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
                 continue;
             }
         }
+        if constexpr (SWAP) {
+            // The accumulators' rows are the tile's weight rows (output columns), their
+            // columns its tokens: a warp's store covers 8 consecutive outputs (32 bytes) of
+            // each of 4 tokens, whole sectors.
+            for (unsigned h = 0; h < 2; ++h) {
+                const unsigned col = at.col0 + 64 * c + 16 * warp + l / 4 + 8 * h;
+                if (col >= at.n) continue;
+                for (unsigned q = 0; q < TN / 8; ++q)
+                    for (unsigned i = 0; i < 2; ++i) {
+                        const unsigned r = at.row0 + 8 * q + 2 * (l % 4) + i;
+                        if (r < t) at.y[(unsigned long)r * at.n + col] = acc[4 * q + 2 * h + i];
+                    }
+            }
+            continue;
+        }
         const bool pairs = at.n % 2 == 0;
         for (unsigned h = 0; h < 2; ++h) {
             unsigned r = at.row0 + 64 * c + 16 * warp + l / 4 + 8 * h;
@@ -768,6 +796,50 @@ GEMM_WGMMA(gemm_f16_wgmma_128x232, 128, 232, WG_STAGES_232, __launch_bounds__(28
 // product reading 8 KiB of operands for 192 K multiply-adds (n128: 6 KiB for 128 K); 5 stages
 // of 40 KiB.
 GEMM_WGMMA(gemm_f16_wgmma_128x192, 128, 192, 5, __launch_bounds__(288, 1))
+
+// The swapped tiles (SWAP above; session 53): 128 output columns (the weights' rows, wgmma's
+// A operand) by TOKENS input rows (wgmma's N: a multiple of 8 from 72 to 256), so that a
+// prompt's rows are cut into tiles of about equal size instead of 128-row ones whose last is
+// mostly padding. cuBLAS does the same (its nvjet kernels at 520 rows: 104 or 136 tokens a
+// tile) and its GEMMs cost about the same a token at every length, where greta's 128-row
+// tiles cost up to 1.4x (docs/performance.md, session 53). For the plain and FP8-lo grouped
+// products (output, down; Q/K/V's cache epilogue and the SwiGLU one have no swapped form
+// yet). Stages: as many as fit 227 KiB, at most 6 (g_swap_stages; wgmma_stages in
+// gpu/gemm.rs). No stream-K forms.
+template <unsigned TOKENS>
+constexpr unsigned g_swap_stages = (227u * 1024 - 1040) / ((128 + TOKENS) * WG_BK * 2 + 16) < 6
+                                       ? (227u * 1024 - 1040) / ((128 + TOKENS) * WG_BK * 2 + 16)
+                                       : 6;
+#define GEMM_WGMMA_T(TOKENS)                                                                                         \
+    GRETA_KERNEL void __launch_bounds__(288, 1)                                                                      \
+        gemm_f16_wgmma_t##TOKENS(const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,           \
+                                 const __grid_constant__ g_tmap tw0, const __grid_constant__ g_tmap tw1,            \
+                                 const __grid_constant__ g_tmap tw2, float* y0, float* y1, float* y2, unsigned t,   \
+                                 unsigned k, unsigned n0, unsigned n1, unsigned n2, unsigned has_lo,                \
+                                 unsigned sk_tiles, unsigned sk_parts, float* sk_part, unsigned* sk_flag) {          \
+        extern __shared__ unsigned char wg_raw[];                                                                    \
+        const g_sk sk = {sk_tiles, sk_parts, sk_part, sk_flag};                                                      \
+        gemm_f16_wgmma_tile<128, TOKENS, g_swap_stages<TOKENS>, false, false, false, false, false, true>(            \
+            sk, wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0, n1, n2, has_lo);                        \
+    }                                                                                                                \
+    GRETA_KERNEL void __launch_bounds__(288, 1) gemm_f16_wgmma_t##TOKENS##_lo8(                                      \
+        const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo, const __grid_constant__ g_tmap tw0, \
+        const __grid_constant__ g_tmap tw1, const __grid_constant__ g_tmap tw2, const __grid_constant__ g_tmap tw8_0, \
+        const __grid_constant__ g_tmap tw8_1, const __grid_constant__ g_tmap tw8_2, float* y0, float* y1, float* y2, \
+        const float* sw0, const float* sw1, const float* sw2, unsigned t, unsigned k, unsigned n0, unsigned n1,     \
+        unsigned n2, unsigned sk_tiles, unsigned sk_parts, float* sk_part, unsigned* sk_flag) {                      \
+        extern __shared__ unsigned char wg_raw[];                                                                    \
+        const g_sk sk = {sk_tiles, sk_parts, sk_part, sk_flag};                                                      \
+        gemm_f16_wgmma_tile<128, TOKENS, g_swap_stages<TOKENS>, true, false, false, false, false, true>(             \
+            sk, wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0, n1, n2, 1, &tw8_0, &tw8_1, &tw8_2, sw0, \
+            sw1, sw2);                                                                                               \
+    }
+// Every multiple of 8 from 72 to 256 but 128, the square tile's (WgmmaTile::SWAPPED in
+// gpu/gemm.rs).
+GEMM_WGMMA_T(72) GEMM_WGMMA_T(80) GEMM_WGMMA_T(88) GEMM_WGMMA_T(96) GEMM_WGMMA_T(104) GEMM_WGMMA_T(112)
+GEMM_WGMMA_T(120) GEMM_WGMMA_T(136) GEMM_WGMMA_T(144) GEMM_WGMMA_T(152) GEMM_WGMMA_T(160) GEMM_WGMMA_T(168)
+GEMM_WGMMA_T(176) GEMM_WGMMA_T(184) GEMM_WGMMA_T(192) GEMM_WGMMA_T(200) GEMM_WGMMA_T(208) GEMM_WGMMA_T(216)
+GEMM_WGMMA_T(224) GEMM_WGMMA_T(232) GEMM_WGMMA_T(240) GEMM_WGMMA_T(248) GEMM_WGMMA_T(256)
 
 // The Q/K/V group with K and V into the caches (KV above), on the tiles the FP8-lo forms
 // have (128, 64, 128 x 192: wgmma_lo8_tile picks for both).

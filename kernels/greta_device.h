@@ -866,73 +866,28 @@ GRETA_DEVICE void g_wgmma_wait() {
 // does). The wrappers, one per shape, are generated (xtask/src/wgmma.rs): each of d's
 // elements is an operand of its own.
 #include "greta_wgmma.h"
-// By tile width (kernels/gemm.hip): 64 and 128; the wide 256, whose every byte of B read
+// Each kind of descriptor product has a template of its width N that calls N's wrapper
+// (generated too): g_wgmma_m64k16<N> (f16), g_wgmma_m64k32_e5m2_e4m3<N>,
+// g_wgmma_m64k32_e4m3_e5m2<N>, g_wgmma_sp_m64k64_e5m2_e4m3<N>.
+// f16, by tile width (kernels/gemm.hip): 64 and 128; the wide 256, whose every byte of B read
 // from shared memory feeds twice an m64n128 product's multiply-adds; 232, for 7B's gate/up at
 // 512 rows (384 blocks in 2.9 waves of 132 where 256 makes 344 in 2.6, whose third leaves 52
 // multiprocessors idle); 224, the SwiGLU GEMM's (112 gate and 112 up columns: 396 blocks in
 // 3.0 waves); 192, for 7B's Q/K/V at 512 rows (264 blocks in exactly 2 waves of 132, where
 // 128 makes 384 in 2.9: the same columns a multiprocessor, read with fewer bytes of shared
-// memory a multiply-add).
-template <unsigned N>
-GRETA_DEVICE void g_wgmma_m64k16(float (&d)[N / 2], unsigned long long da, unsigned long long db, unsigned accumulate) {
-    if constexpr (N == 256) {
-        g_wgmma_m64n256k16(d, da, db, accumulate);
-    } else if constexpr (N == 232) {
-        g_wgmma_m64n232k16(d, da, db, accumulate);
-    } else if constexpr (N == 224) {
-        g_wgmma_m64n224k16(d, da, db, accumulate);
-    } else if constexpr (N == 192) {
-        g_wgmma_m64n192k16(d, da, db, accumulate);
-    } else if constexpr (N == 128) {
-        g_wgmma_m64n128k16(d, da, db, accumulate);
-    } else {
-        static_assert(N == 64, "wgmma tiles of 64, 128, 192, 224, 232 or 256 columns");
-        g_wgmma_m64n64k16(d, da, db, accumulate);
-    }
-}
-
-// The same on FP8 operands, A e5m2 and B e4m3, K 32 a step (32 bytes of the 64-byte swizzled
-// rows, so a descriptor advances by 2 per step as the f16 one does): the lo products of
-// `--split-lo fp8` (gemm.hip: e5m2 low halves of the input, e4m3 copies of the weights).
-// FP8 wgmma reads both operands K-major and has no transpose flags.
-template <unsigned N>
-GRETA_DEVICE void g_wgmma_m64k32_e5m2_e4m3(float (&d)[N / 2], unsigned long long da, unsigned long long db,
-                                      unsigned accumulate) {
-    if constexpr (N == 256) {
-        g_wgmma_m64n256k32_e5m2_e4m3(d, da, db, accumulate);
-    } else if constexpr (N == 224) {
-        g_wgmma_m64n224k32_e5m2_e4m3(d, da, db, accumulate);
-    } else if constexpr (N == 192) {
-        g_wgmma_m64n192k32_e5m2_e4m3(d, da, db, accumulate);
-    } else if constexpr (N == 128) {
-        g_wgmma_m64n128k32_e5m2_e4m3(d, da, db, accumulate);
-    } else {
-        static_assert(N == 64, "FP8 wgmma tiles of 64, 128, 192, 224 or 256 columns");
-        g_wgmma_m64n64k32_e5m2_e4m3(d, da, db, accumulate);
-    }
-}
+// memory a multiply-add); and every multiple of 8 from 64 to 256, the swapped tiles' token
+// widths (SWAP in gemm.hip).
+// FP8, A e5m2 and B e4m3, K 32 a step (32 bytes of the 64-byte swizzled rows, so a descriptor
+// advances by 2 per step as the f16 one does): the lo products of `--split-lo fp8` (gemm.hip:
+// e5m2 low halves of the input, e4m3 copies of the weights). FP8 wgmma reads both operands
+// K-major and has no transpose flags. The swapped tiles' are A e4m3 (the weights' copy) and B
+// e5m2 (the tokens' low halves), at every swapped width.
 // The 2:4-sparse FP8 product (docs/sparse-lo.md): A's compressed K 64 (32 bytes a row, laid
 // as a dense K 32 operand) by descriptor, B's K 64, and `meta`, this thread's metadata word:
 // lane 4 g + q of warp w covers row 16 w + g + 8 (q & 1), chunks (4 columns) 8 (q >> 1) .. + 7
 // of the 16, a nibble a chunk (bits 1:0 and 3:2: the indices of its first and second kept
 // value, the compressed values in that order). Measured on an H200 against the CPU
 // (tools/gpu/probes/sparse_wgmma_probe.cu): 1.71x the dense FP8 rate.
-template <unsigned N>
-GRETA_DEVICE void g_wgmma_sp_m64k64_e5m2_e4m3(float (&d)[N / 2], unsigned long long da, unsigned long long db,
-                                            unsigned meta, unsigned accumulate) {
-    if constexpr (N == 256) {
-        g_wgmma_sp_m64n256k64_e5m2_e4m3(d, da, db, meta, accumulate);
-    } else if constexpr (N == 224) {
-        g_wgmma_sp_m64n224k64_e5m2_e4m3(d, da, db, meta, accumulate);
-    } else if constexpr (N == 192) {
-        g_wgmma_sp_m64n192k64_e5m2_e4m3(d, da, db, meta, accumulate);
-    } else if constexpr (N == 128) {
-        g_wgmma_sp_m64n128k64_e5m2_e4m3(d, da, db, meta, accumulate);
-    } else {
-        static_assert(N == 64, "sparse FP8 wgmma tiles of 64, 128, 192, 224 or 256 columns");
-        g_wgmma_sp_m64n64k64_e5m2_e4m3(d, da, db, meta, accumulate);
-    }
-}
 // Two consecutive words of shared memory at p (8-byte aligned), by a shared load: p's
 // generic address would make it a generic load, which waits on the long scoreboard.
 GRETA_DEVICE void g_lds_u32x2(const void* p, unsigned* a, unsigned* b) {

@@ -15,6 +15,7 @@ use anyhow::{Context, Result};
 pub const HEADER: &str = "kernels/greta_wgmma.h";
 
 /// One wrapper: `g_wgmma_m64n{n}k{k}{suffix}`, wgmma's `m64n{n}k{k}.f32.{types}`.
+#[derive(Clone, Copy)]
 struct Shape {
     n: u32,
     k: u32,
@@ -36,16 +37,15 @@ struct Shape {
     sparse: bool,
 }
 
+/// The token widths of the warpgroup GEMM's swapped tiles (kernels/gemm.hip, SWAP: the
+/// weights are wgmma's A operand and a tile's tokens its N, any multiple of 8 from 64 to
+/// 256), whose f16 and FP8 (A e4m3, B e5m2) products take every one of these N.
+const SWAPPED_N: std::ops::RangeInclusive<u32> = 8..=32;
+
 /// The shapes the kernels use (kernels/gemm.hip: the warpgroup GEMM's tiles and the FP8-lo
 /// forms' products; kernels/attention.hip: the prefill attention's S = Q Kᵀ, K-major keys,
-/// and O += P V, V N-major, both with A in registers).
+/// and O += P V, V N-major, both with A in registers), beside `SWAPPED_N`'s (`shapes`).
 const SHAPES: &[Shape] = &[
-    f16(64),
-    f16(128),
-    f16(192),
-    f16(224),
-    f16(232),
-    f16(256),
     fp8(64),
     fp8(128),
     fp8(192),
@@ -59,6 +59,19 @@ const SHAPES: &[Shape] = &[
     f16_rs(64, false),
     f16_rs(128, true),
 ];
+
+/// Every wrapper: `SHAPES`, the f16 products of every swapped width (which take in the
+/// unswapped tiles' 64, 128, 192, 224, 232 and 256) and their FP8 products with A e4m3 (the
+/// weights' copy) and B e5m2 (the tokens' low halves), in order of N within each kind.
+fn shapes() -> Vec<Shape> {
+    let swapped = SWAPPED_N.map(|n| 8 * n);
+    let mut all: Vec<Shape> = swapped.clone().map(f16).collect();
+    all.extend(SHAPES.iter().copied());
+    all.extend(swapped.map(fp8_swapped));
+    all.sort_by_key(|s| (s.a_regs, s.sparse, s.suffix, s.n));
+    all.dedup_by_key(|s| (s.a_regs, s.sparse, s.suffix, s.n));
+    all
+}
 
 const fn f16(n: u32) -> Shape {
     Shape {
@@ -97,6 +110,15 @@ const fn fp8(n: u32) -> Shape {
     }
 }
 
+/// FP8 with A e4m3 and B e5m2: the swapped tiles' low products (A the weights' copy).
+const fn fp8_swapped(n: u32) -> Shape {
+    Shape {
+        types: "e4m3.e5m2",
+        suffix: "_e4m3_e5m2",
+        ..fp8(n)
+    }
+}
+
 /// The FP8 sparse form: K 64 a product (A's compressed 32 bytes a row).
 const fn fp8_sparse(n: u32) -> Shape {
     Shape {
@@ -116,7 +138,8 @@ pub fn header() -> String {
          // (docs/sparse-lo.md); each of d's N / 2 elements is an operand of its own, as\n\
          // nvcc's inline asm takes no arrays.\n",
     );
-    for sh in SHAPES {
+    let all = shapes();
+    for sh in &all {
         let acc = sh.n / 2;
         let regs: Vec<String> = (0..acc).map(|i| format!("%{i}")).collect();
         let outs: Vec<String> = (0..acc).map(|i| format!("\"+f\"(d[{i}])")).collect();
@@ -165,7 +188,63 @@ pub fn header() -> String {
             outs = outs.join(", "),
         );
     }
+    dispatchers(&mut s, &all);
     s
+}
+
+/// A template a kind of descriptor product (A and B by descriptor: f16, FP8, sparse FP8),
+/// `g_wgmma_{sp_}m64k{K}{suffix}<N>`, that calls the wrapper of its N: the kernels name a
+/// tile's width once, as a template argument.
+fn dispatchers(s: &mut String, all: &[Shape]) {
+    let mut kinds: Vec<(bool, u32, &str)> = all
+        .iter()
+        .filter(|sh| !sh.a_regs)
+        .map(|sh| (sh.sparse, sh.k, sh.suffix))
+        .collect();
+    kinds.dedup();
+    for (sparse, k, suffix) in kinds {
+        let ns: Vec<u32> = all
+            .iter()
+            .filter(|sh| !sh.a_regs && (sh.sparse, sh.k, sh.suffix) == (sparse, k, suffix))
+            .map(|sh| sh.n)
+            .collect();
+        let sp = if sparse { "sp_" } else { "" };
+        let (meta_param, meta_arg) = if sparse {
+            (", unsigned meta", ", meta")
+        } else {
+            ("", "")
+        };
+        let name = format!("g_wgmma_{sp}m64k{k}{suffix}");
+        let _ = write!(
+            s,
+            "template <unsigned N>\n\
+             GRETA_DEVICE void {name}(float (&d)[N / 2], unsigned long long da, unsigned long long db{meta_param}, unsigned accumulate) {{\n"
+        );
+        let list: Vec<String> = ns.iter().map(u32::to_string).collect();
+        for (i, n) in ns.iter().enumerate() {
+            let call = format!("g_wgmma_{sp}m64n{n}k{k}{suffix}(d, da, db{meta_arg}, accumulate);");
+            let last = i + 1 == ns.len();
+            let open = match (i, last) {
+                (0, true) => String::new(),
+                (0, false) => format!("    if constexpr (N == {n}) {{\n"),
+                (_, false) => format!("    }} else if constexpr (N == {n}) {{\n"),
+                (_, true) => "    } else {\n".to_string(),
+            };
+            s.push_str(&open);
+            if last {
+                let _ = writeln!(
+                    s,
+                    "        static_assert(N == {n}, \"{name}: N is one of {}\");",
+                    list.join(", ")
+                );
+            }
+            let _ = writeln!(s, "        {call}");
+            if last && i > 0 {
+                s.push_str("    }\n");
+            }
+        }
+        s.push_str("}\n");
+    }
 }
 
 /// Writes the header under `root`.

@@ -272,11 +272,11 @@ fn launched_shapes_carry_their_occupancy() {
             .unwrap_or_else(|| panic!("{name} (forced) not recorded: {launched:?}"));
         let tiles = m.div_ceil(tile.m) * n.div_ceil(tile.n);
         assert_eq!(l.shape.tiles as usize, tiles, "{l:?}");
-        // The 128-row tiles take 181-201 KiB (`wgmma_shared`): one block a multiprocessor,
-        // whatever shared-memory carveout the driver picks. 64 x 64 takes 97 KiB: two fit
-        // under the largest carveout (session 42's H200 calculator: 2); the chooser takes it
-        // for narrow products by their blocks, not by waves.
-        if tile.m == 128 {
+        // The 128-row tiles take 181-201 KiB (`wgmma_shared`), the swapped ones 154-193: one
+        // block a multiprocessor, whatever shared-memory carveout the driver picks. 64 x 64
+        // takes 97 KiB: two fit under the largest carveout (session 42's H200 calculator:
+        // 2); the chooser takes it for narrow products by their blocks, not by waves.
+        if tile.m == 128 || tile.swapped() {
             assert_eq!(
                 l.blocks_per_sm, 1,
                 "{l:?}: {tile:?} holds one a multiprocessor"
@@ -352,6 +352,9 @@ fn launch_gemm_f16_routes(
 
 /// The warpgroup kernel's name for a tile (`WgmmaTile::kernel`, private to the crate).
 fn tile_kernel(t: WgmmaTile) -> String {
+    if t.swapped() {
+        return format!("gemm_f16_wgmma_t{}", t.m);
+    }
     match t.m == t.n {
         true => format!("gemm_f16_wgmma_{}", t.m),
         false => format!("gemm_f16_wgmma_{}x{}", t.m, t.n),
@@ -477,6 +480,10 @@ fn stream_k_case(g: &Gpu, s: &Stream, k: &mut GpuKernels, m: usize, kk: usize) {
     for route in routes {
         for fp8 in [false, true] {
             if fp8 && matches!(route, GemmRoute::WgmmaTile(t) if !WgmmaTile::LO8.contains(&t)) {
+                continue;
+            }
+            // The swapped tiles have no stream-K forms (they cut the rows to fit instead).
+            if matches!(route, GemmRoute::WgmmaTile(t) if t.swapped()) {
                 continue;
             }
             k.set_stream_k(g, StreamK::Off).unwrap();
@@ -2344,17 +2351,24 @@ fn fp8_low_halves_and_their_products_match_cpu() {
         let case = format!("silu_mul_split {rows}x{len}");
         assert_fp8_operands(&s, &download(&s, &dact), (&hi, &q), &case);
     }
-    // The GEMM: groups as the model calls them, every FP8-lo tile forced and the choice.
-    // (512, 128, 3 x 4100): more output tiles than the persistent grid has blocks.
-    let cases: [(usize, usize, &[usize]); 5] = [
+    // The GEMM: groups as the model calls them, every FP8-lo tile (the swapped ones too)
+    // forced and the choice. (512, 128, 3 x 4100): more output tiles than the persistent
+    // grid has blocks; (520, 256, 4096): the choice takes a swapped tile (4 row tiles of 136).
+    let cases: [(usize, usize, &[usize]); 6] = [
         (100, 576, &[576, 192, 192]),
         (130, 1536, &[576]),
         (256, 1024, &[1024, 256, 256]),
         (33, 208, &[100, 33, 1000, 64]),
         (512, 128, &[4100, 4100, 4100]),
+        (520, 256, &[4096]),
     ];
     let mut routes = vec![GemmRoute::Auto];
-    routes.extend(WgmmaTile::LO8.map(GemmRoute::WgmmaTile));
+    routes.extend(
+        WgmmaTile::LO8
+            .into_iter()
+            .chain(WgmmaTile::SWAPPED)
+            .map(GemmRoute::WgmmaTile),
+    );
     for (m, kk, ns) in cases {
         let x = values(m * kk, m as u64 + 5);
         let dx = upload(&g, &s, &x);

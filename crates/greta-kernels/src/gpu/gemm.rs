@@ -240,12 +240,47 @@ impl WgmmaTile {
         WgmmaTile { m: 128, n: 224 },
     ];
 
+    /// The swapped tiles (`SWAPPED`) and their FP8-lo forms, after `tiles`: the tiles of the
+    /// plain and FP8-lo grouped products (`gemm_f16`).
+    pub(super) fn with_swapped(tiles: &[WgmmaTile]) -> Vec<WgmmaTile> {
+        tiles.iter().chain(&Self::SWAPPED).copied().collect()
+    }
+
+    /// Whether the tile puts its input rows on the matrix units' N side (`SWAPPED`).
+    pub fn swapped(&self) -> bool {
+        self.m != 64 && self.m != 128
+    }
+
     pub(super) fn kernel(&self) -> String {
+        if self.swapped() {
+            return format!("gemm_f16_wgmma_t{}", self.m);
+        }
         match self.m == self.n {
             true => format!("gemm_f16_wgmma_{}", self.m),
             false => format!("gemm_f16_wgmma_{}x{}", self.m, self.n),
         }
     }
+    /// Tiles of 128 output columns by 72, 80, .. 256 input rows (every multiple of 8 but
+    /// 128, the square tile): the weights are the matrix units' A operand, 64 rows a consumer
+    /// warpgroup, and the input rows their N (SWAP in kernels/gemm.hip), so that a prompt's
+    /// rows are cut into tiles of about equal size (7B's output and down at 520 rows: 4 row
+    /// tiles of 136 fill one wave of 132 blocks, where 128-row tiles make 5 whose last holds 8
+    /// rows, 160 blocks in 2 waves). The plain and FP8-lo grouped products have them
+    /// (`with_swapped`); the Q/K/V cache, SwiGLU and sparse forms do not.
+    pub const SWAPPED: [WgmmaTile; 23] = {
+        let mut tiles = [WgmmaTile { m: 0, n: 128 }; 23];
+        let (mut i, mut m) = (0, 72);
+        while i < tiles.len() {
+            if m == 128 {
+                m += 8;
+            }
+            tiles[i].m = m;
+            i += 1;
+            m += 8;
+        }
+        tiles
+    };
+
     pub(super) fn swiglu_kernel(&self) -> String {
         self.kernel().replace("wgmma_", "wgmma_swiglu_")
     }
@@ -270,6 +305,12 @@ const WGMMA_STAGES_232: u32 = 4;
 /// 128 x 256 tile; 4 of 45 KiB for 128 x 232 (5 fit, and measured level: session 25); 5 of
 /// 40 KiB for 128 x 192.
 fn wgmma_stages(tile: WgmmaTile) -> u32 {
+    if tile.swapped() {
+        // g_swap_stages in kernels/gemm.hip: as many as fit 227 KiB with their barriers, at
+        // most WGMMA_STAGES.
+        let stage = (tile.m + tile.n) as u32 * WGMMA_BK * 2 + 16;
+        return ((227 * 1024 - 1040) / stage).min(WGMMA_STAGES);
+    }
     match tile.n {
         256 | 224 => 4,
         232 => WGMMA_STAGES_232,
@@ -278,10 +319,11 @@ fn wgmma_stages(tile: WgmmaTile) -> u32 {
     }
 }
 
-/// The warpgroup GEMM's threads a block for `tile`: a consumer warpgroup per 64 rows, then
-/// the producer warp (kernels/gemm.hip).
+/// The warpgroup GEMM's threads a block for `tile`: a consumer warpgroup per 64 rows (of
+/// the weights in a swapped tile), then the producer warp (kernels/gemm.hip).
 fn wgmma_threads(tile: WgmmaTile) -> u32 {
-    128 * (tile.m as u32 / 64) + 32
+    let a_rows = if tile.swapped() { tile.n } else { tile.m };
+    128 * (a_rows as u32 / 64) + 32
 }
 
 /// Which warpgroup GEMM launches share their last wave out along K (stream-K:
@@ -381,9 +423,9 @@ pub(super) struct StreamKSpace {
 impl StreamKSpace {
     pub(super) fn new<'a>(gpu: &Gpu, forms: impl Iterator<Item = &'a WgmmaForm>) -> Result<Self> {
         let (mut part, mut flags) = (1, 1);
-        for f in forms {
-            part = part.max(f.resident_sk * f.tile.m * f.tile.n);
-            flags = flags.max(f.resident_sk * f.tile.m / 64 * 4);
+        for (f, (_, resident_sk)) in forms.filter_map(|f| f.sk.as_ref().map(|sk| (f, sk))) {
+            part = part.max(resident_sk * f.tile.m * f.tile.n);
+            flags = flags.max(resident_sk * f.tile.m / 64 * 4);
         }
         let s = gpu.stream()?;
         let mut flag = gpu.alloc::<u32>(flags)?;
@@ -399,17 +441,17 @@ impl StreamKSpace {
 
 /// One tile's warpgroup GEMM kernel, with the blocks of it the device holds at once, and
 /// its stream-K form (`NAME_sk`: the same kernel with the pieces' code; the whole-tile
-/// form's main loops are the kernel's as before stream-K).
+/// form's main loops are the kernel's as before stream-K) where the tile has one (the
+/// swapped tiles have none).
 pub(super) struct WgmmaForm {
     pub(super) tile: WgmmaTile,
     pub(super) f: Function,
     /// Blocks of it all multiprocessors run at once (the occupancy calculator's blocks a
     /// multiprocessor, times the multiprocessors): the persistent grid's size.
     pub(super) resident: usize,
-    pub(super) f_sk: Function,
-    /// The same for the stream-K form (all of whose blocks must be resident at once: a
+    /// The stream-K form and its resident blocks (all of which must be resident at once: a
     /// tile's first piece waits for its others).
-    pub(super) resident_sk: usize,
+    pub(super) sk: Option<(Function, usize)>,
 }
 
 /// The warpgroup GEMM's kernels of `tiles` (named by `name`), each allowed the dynamic
@@ -437,13 +479,15 @@ pub(super) fn wgmma_forms(
                 Ok((f, per_sm as usize * sms))
             };
             let (f, resident) = load(&name(&tile))?;
-            let (f_sk, resident_sk) = load(&format!("{}_sk", name(&tile)))?;
+            let sk = match tile.swapped() {
+                true => None,
+                false => Some(load(&format!("{}_sk", name(&tile)))?),
+            };
             Ok(WgmmaForm {
                 tile,
                 f,
                 resident,
-                f_sk,
-                resident_sk,
+                sk,
             })
         })
         .collect()
@@ -517,6 +561,30 @@ fn wgmma_tile(t: usize, ns: impl IntoIterator<Item = usize>, sms: usize) -> Wgmm
     least_waves(t, &ns, sms, (square, small), &[w256, w232, w192], |tile| {
         tile.n
     })
+}
+
+/// `base` (a tile chosen among the unswapped ones) or the swapped tile (`WgmmaTile::SWAPPED`)
+/// whose waves take least time, if less than `base`'s: a tile's time the tiles its busiest
+/// multiprocessor takes times its multiply-adds (rows x columns), ties among the swapped to
+/// the wider. Against the 64 x 64 tile a tie goes to the swapped one (an m64n64 product
+/// reads the most shared memory a multiply-add), against the 128-row tiles to them (the
+/// forms measured longest). Llama-2-7B's output and down products at 520 rows on 132 SMs:
+/// 128 x 128 makes 160 blocks in 2 waves (32 768 rows x columns a multiprocessor), 136 x 128
+/// makes 128 in 1 (17 408).
+fn with_swapped(t: usize, ns: &[usize], sms: usize, base: WgmmaTile) -> WgmmaTile {
+    let time = |tile: WgmmaTile| -> usize {
+        let blocks = t.div_ceil(tile.m) * ns.iter().map(|n| n.div_ceil(tile.n)).sum::<usize>();
+        blocks.div_ceil(sms.max(1)) * tile.m * tile.n
+    };
+    let base_time = time(base);
+    let small = base.m == 64;
+    WgmmaTile::SWAPPED
+        .iter()
+        .rev()
+        .copied()
+        .filter(|&tile| time(tile) < base_time || (small && time(tile) == base_time))
+        .min_by_key(|&tile| time(tile))
+        .unwrap_or(base)
 }
 
 /// `wgmma_tile` among the tiles with an FP8-lo form (`WgmmaTile::LO8`): 128 x 192 or 128 x
@@ -708,7 +776,11 @@ impl GpuKernels {
                 for group in outs.chunks_mut(3) {
                     let tile = match route {
                         GemmRoute::WgmmaTile(tile) => tile,
-                        _ => wgmma_tile(t, group.iter().map(|o| o.n), self.multiprocessors),
+                        _ => {
+                            let ns: Vec<usize> = group.iter().map(|o| o.n).collect();
+                            let sms = self.multiprocessors;
+                            with_swapped(t, &ns, sms, wgmma_tile(t, ns.iter().copied(), sms))
+                        }
                     };
                     let form = wgmma_form(forms, tile, "warpgroup GEMM")?;
                     self.gemm_f16_wgmma(form, s, a, a_lo, group, t, k)?;
@@ -780,7 +852,14 @@ impl GpuKernels {
             let tile = match route {
                 GemmRoute::WgmmaTile(tile) => tile,
                 GemmRoute::Auto | GemmRoute::Wgmma => {
-                    wgmma_lo8_tile(t, group.iter().map(|o| o.n), self.multiprocessors)
+                    let ns: Vec<usize> = group.iter().map(|o| o.n).collect();
+                    let sms = self.multiprocessors;
+                    let base = wgmma_lo8_tile(t, ns.iter().copied(), sms);
+                    match lo {
+                        // The sparse forms have no swapped tiles.
+                        Lo8In::Dense(_) => with_swapped(t, &ns, sms, base),
+                        Lo8In::Sparse(_) => base,
+                    }
                 }
                 other => {
                     return Err(KernelError::Shape(format!(
@@ -1099,11 +1178,15 @@ impl GpuKernels {
     /// Where the tiles do not fill whole waves, `stream_k` may share the last wave out
     /// along K over the whole grid (`StreamK::split`; kernels/gemm.hip, g_sk).
     fn launch_wgmma(&self, form: &WgmmaForm, tiles: usize, s: &Stream, args: Args) -> Result<()> {
-        let split = self.stream_k.split(tiles, form.resident_sk);
+        let split = form
+            .sk
+            .as_ref()
+            .and_then(|(f, resident)| Some((f, *resident, self.stream_k.split(tiles, *resident)?)));
         let (f, blocks) = match split {
             None => (&form.f, tiles.min(form.resident)),
-            Some(_) => (&form.f_sk, form.resident_sk),
+            Some((f, resident, _)) => (f, resident),
         };
+        let split = split.map(|(_, _, split)| split);
         let dims = LaunchDims {
             grid: [u32_of(blocks, "blocks")?, 1, 1],
             block: [wgmma_threads(form.tile), 1, 1],
@@ -1290,6 +1373,63 @@ mod tests {
     }
 
     #[test]
+    fn swapped_tiles_cut_the_rows_to_fill_the_waves() {
+        assert!(WgmmaTile::SWAPPED.iter().all(|t| t.swapped()
+            && t.n == 128
+            && t.m % 8 == 0
+            && (72..=256).contains(&t.m)
+            && t.m != 128));
+        assert!(WgmmaTile::ALL.iter().all(|t| !t.swapped()));
+        assert_eq!(WgmmaTile::SWAPPED[7].kernel(), "gemm_f16_wgmma_t136");
+        let t = |m| WgmmaTile { m, n: 128 };
+        let pick = |rows, ns: &[usize]| {
+            with_swapped(rows, ns, 132, wgmma_tile(rows, ns.iter().copied(), 132))
+        };
+        let [square, small, _, _, wide192] = WgmmaTile::ALL;
+        assert_eq!(
+            pick(512, &[4096]),
+            square,
+            "7B output/down at 512 rows: 128 blocks of 128 x 128 in one wave, no swapped tile less"
+        );
+        assert_eq!(
+            pick(520, &[4096]),
+            t(136),
+            "at 520: 128 x 128 makes 160 blocks in 2 waves (32 768 a multiprocessor), 136 x 128 makes 128 in 1 (17 408)"
+        );
+        assert_eq!(
+            pick(650, &[4096]),
+            t(168),
+            "at 650: 128 x 192 makes 132 in 1 wave (24 576), 168 x 128 128 in 1 (21 504)"
+        );
+        assert_eq!(
+            pick(384, &[4096]),
+            t(96),
+            "at 384: 64 x 64 (128 x 128 makes 96 blocks, too few) makes 384 blocks, 3 a multiprocessor (12 288); 96 x 128 makes 128 in 1 wave (12 288), the tie to it"
+        );
+        assert_eq!(
+            pick(800, &[4096]),
+            t(200),
+            "at 800: 4 row tiles of 200 x 32 column tiles, one wave"
+        );
+        assert_eq!(
+            pick(512, &[4096, 4096, 4096]),
+            wide192,
+            "7B Q/K/V at 512 rows: 264 blocks of 128 x 192 in 2 waves (49 152); 256 x 128 makes 192 in 2 (65 536)"
+        );
+        assert_eq!(pick(7, &[100]), small, "a short prompt");
+        assert_eq!(
+            pick(512, &[576, 192, 192]),
+            small,
+            "SmolLM2 Q/K/V: 120 blocks of 64 x 64 (4096); 256 x 128 makes 18 (32 768)"
+        );
+        assert_eq!(
+            pick(256, &[4096]),
+            small,
+            "7B output at 256 rows: 256 blocks of 64 x 64 (8192); 72 x 128 makes 128 (9216)"
+        );
+    }
+
+    #[test]
     fn wgmma_tile_fills_the_gpu_before_it_grows() {
         let [square, small, wide, wide232, wide192] = WgmmaTile::ALL;
         let pick = |t, ns: &[usize]| wgmma_tile(t, ns.iter().copied(), 132);
@@ -1445,7 +1585,8 @@ mod tests {
     /// stages) fit the 227 KiB a block may opt in to.
     #[test]
     fn wgmma_forms_fit_shared_memory() {
-        for tile in WgmmaTile::ALL.into_iter().chain(WgmmaTile::SWIGLU) {
+        let all = WgmmaTile::ALL.into_iter().chain(WgmmaTile::SWIGLU);
+        for tile in all.chain(WgmmaTile::SWAPPED) {
             let bytes = wgmma_shared(tile);
             assert!(bytes <= 232_448, "{tile:?}: {bytes} bytes");
         }
@@ -1454,6 +1595,21 @@ mod tests {
             (square, 6 * 256 * 128 + 1024 + 96 + 16, "6 stages of 32 KiB"),
             (small, 6 * 128 * 128 + 1024 + 96 + 16, "6 stages of 16 KiB"),
             (wide, 4 * 384 * 128 + 1024 + 64 + 16, "4 stages of 48 KiB"),
+            (
+                WgmmaTile { m: 136, n: 128 },
+                6 * 264 * 128 + 1024 + 96 + 16,
+                "swapped 136: 6 stages of 33 KiB",
+            ),
+            (
+                WgmmaTile { m: 176, n: 128 },
+                5 * 304 * 128 + 1024 + 80 + 16,
+                "swapped 176: 5 stages of 38 KiB (6 would not fit)",
+            ),
+            (
+                WgmmaTile { m: 256, n: 128 },
+                4 * 384 * 128 + 1024 + 64 + 16,
+                "swapped 256: 4 stages of 48 KiB",
+            ),
             (
                 wide224,
                 4 * 352 * 128 + 1024 + 64 + 16,

@@ -515,7 +515,7 @@ impl GpuKernels {
                 gemm_f16_wgmma: match hopper {
                     true => Some(wgmma_forms(
                         &gemm,
-                        &WgmmaTile::ALL,
+                        &WgmmaTile::with_swapped(&WgmmaTile::ALL),
                         WgmmaTile::kernel,
                         multiprocessors,
                     )?),
@@ -543,7 +543,7 @@ impl GpuKernels {
                     true => Some(Fp8Kernels {
                         gemm: wgmma_forms(
                             &gemm,
-                            &WgmmaTile::LO8,
+                            &WgmmaTile::with_swapped(&WgmmaTile::LO8),
                             |t| format!("{}_lo8", t.kernel()),
                             multiprocessors,
                         )?,
