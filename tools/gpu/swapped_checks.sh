@@ -8,9 +8,11 @@
 # (target/carry/base: greta.xz and kernels.txz) against this one, ROUNDS rounds (default 2)
 # in turn; the backend audit of the 2-layer 7B shape on ~650 tokens (its audited prefill of
 # ~325 rows takes 88 x 128 swapped tiles for the output and down products).
+# SWITCH=1: "base" is this build under --swapped-tiles off (the same objects and host, so
+# that nothing but the tile choice differs; no target/carry/base needed).
 # Carry target/carry (greta.xz, gpu-ops.xz, gpu-model.xz, kernels.txz; base/).
-# PARTS: tests ab audit (default all, in that order).
-PARTS_DEFAULT="tests ab audit"
+# PARTS: tests ab audit kernels (default all, in that order).
+PARTS_DEFAULT="tests ab audit kernels"
 source "$(dirname "$0")/parts.sh"
 LENS=${LENS:-384,448,512,520,576,640,650,704,768,800,1024}
 if part tests; then
@@ -20,19 +22,22 @@ if part tests; then
   (cd crates/greta-model && STEP_TAIL="0 0" step model ../../target/device/gpu-model --ignored --test-threads=1) || status=1
   grep -E "test result|panicked" "$R/model.out" "$R/model.err" | head
 fi
-if part ab && [ -f target/carry/base/greta.xz ]; then
-  mkdir -p /tmp/base && python3 -c "
+if part ab && { [ -n "${SWITCH:-}" ] || [ -f target/carry/base/greta.xz ]; }; then
+  [ -n "${SWITCH:-}" ] || { mkdir -p /tmp/base && python3 -c "
 import lzma, shutil, os
 with lzma.open('target/carry/base/greta.xz') as f, open('/tmp/base/greta', 'wb') as o: shutil.copyfileobj(f, o)
 os.chmod('/tmp/base/greta', 0o755)"
-  tar -C /tmp/base -xJf target/carry/base/kernels.txz
+  tar -C /tmp/base -xJf target/carry/base/kernels.txz; }
   for round in $(seq 1 "${ROUNDS:-2}"); do
     for split in ${SPLITS:-default none}; do
       args=(); [ "$split" = default ] || args=(--split-inputs "$split")
       for v in base new; do
-        if [ $v = base ]; then bin=/tmp/base/greta K=/tmp/base/kernels; else bin=$G K=$PWD/target/device/kernels; fi
+        bin=$G K=$PWD/target/device/kernels sw=()
+        if [ $v = base ]; then
+          if [ -n "${SWITCH:-}" ]; then sw=(--swapped-tiles off); else bin=/tmp/base/greta K=/tmp/base/kernels; fi
+        fi
         STEP_TAIL="0 2" step "ab-$v-$split-$round" env GRETA_KERNELS_DIR=$K $bin bench -m synthetic:llama2-7b \
-          --backend gpu --prompt-len "$LENS" --gen 1 --reps "${REPS:-3}" "${args[@]}" --json || status=1
+          --backend gpu --prompt-len "$LENS" --gen 1 --reps "${REPS:-3}" "${args[@]}" "${sw[@]}" --json || status=1
       done
     done
   done
@@ -55,8 +60,13 @@ if part audit; then
   python3 tools/gpu/make_random_llama.py llama2-7b-2layers /tmp/sw-model > /dev/null 2>&1
   LONG=$(python3 -c "print(' '.join(['The history of science is the study of how people came to understand the natural world.'] * 36))")
   STEP_TAIL="4 2" step audit $G audit backend --against cpu -m /tmp/sw-model --prompt "$LONG" || status=1
-  STEP_TAIL="0 0" step kernels $G bench -m synthetic:llama2-7b --backend gpu --prompt-len 325,520 --gen 1 --reps 1 --kernels || status=1
-  grep -E "wgmma" "$R/kernels.out" "$R/kernels.err" | sort | uniq | head -20
+fi
+if part kernels; then
+  # Which tile each product took (greta bench --kernels), one prompt length a run.
+  for n in 325 520 650; do
+    STEP_TAIL="0 0" step "kernels-$n" $G bench -m synthetic:llama2-7b --backend gpu --prompt-len $n --gen 1 --reps 1 --kernels || status=1
+    grep -E "gemm" "$R/kernels-$n.out" | head -12
+  done
 fi
 tar czf /tmp/0-sw.tgz -C "$OUT" results && mv /tmp/0-sw.tgz "$OUT/0-sw.tgz"
 echo "status $status"

@@ -710,6 +710,18 @@ impl GpuKernels {
         self.gemm_f16_wgmma.is_some()
     }
 
+    /// Whether the plain and FP8-lo grouped products may take a swapped tile
+    /// (`WgmmaTile::SWAPPED`) where its waves take less than the 128-row tiles' (the default).
+    pub fn swapped_tiles(&self) -> bool {
+        self.swapped_tiles
+    }
+
+    /// Sets `swapped_tiles` (off: every product on the 128- and 64-row tiles, as before
+    /// session 53; for an A/B in one build).
+    pub fn set_swapped_tiles(&mut self, on: bool) {
+        self.swapped_tiles = on;
+    }
+
     /// Which warpgroup GEMM launches share their short last wave out along K (`StreamK`).
     pub fn stream_k(&self) -> StreamK {
         self.stream_k
@@ -779,7 +791,11 @@ impl GpuKernels {
                         _ => {
                             let ns: Vec<usize> = group.iter().map(|o| o.n).collect();
                             let sms = self.multiprocessors;
-                            with_swapped(t, &ns, sms, wgmma_tile(t, ns.iter().copied(), sms))
+                            let base = wgmma_tile(t, ns.iter().copied(), sms);
+                            match self.swapped_tiles {
+                                true => with_swapped(t, &ns, sms, base),
+                                false => base,
+                            }
                         }
                     };
                     let form = wgmma_form(forms, tile, "warpgroup GEMM")?;
@@ -857,8 +873,8 @@ impl GpuKernels {
                     let base = wgmma_lo8_tile(t, ns.iter().copied(), sms);
                     match lo {
                         // The sparse forms have no swapped tiles.
-                        Lo8In::Dense(_) => with_swapped(t, &ns, sms, base),
-                        Lo8In::Sparse(_) => base,
+                        Lo8In::Dense(_) if self.swapped_tiles => with_swapped(t, &ns, sms, base),
+                        _ => base,
                     }
                 }
                 other => {

@@ -297,6 +297,9 @@ pub struct GpuKernels {
     /// The stream-K launches' partial tiles and flags, made by `set_stream_k` when first
     /// asked for (sm_90a objects only).
     stream_k_space: Option<StreamKSpace>,
+    /// Whether the plain and FP8-lo grouped products may take swapped tiles
+    /// (`WgmmaTile::SWAPPED`; `set_swapped_tiles`): on by default.
+    swapped_tiles: bool,
     /// A timing study's kernels (`skip_kernels`): their launches are left out.
     skip: Vec<String>,
     /// The launch shapes since `record_launches`, for a timing study's labels (`greta bench
@@ -455,6 +458,7 @@ impl GpuKernels {
                 cluster_argmax: true,
                 stream_k: StreamK::Off,
                 stream_k_space: None,
+                swapped_tiles: true,
                 skip: Vec::new(),
                 launched: None,
                 wave,
