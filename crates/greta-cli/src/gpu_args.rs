@@ -50,8 +50,8 @@ pub struct GpuArgs {
     /// GPU prefill (Hopper's warpgroup GEMM): let the output and down products cut the
     /// prompt's rows into tiles of 72 to 256 (the weights on the matrix units' A side) where
     /// that takes fewer waves than 128-row tiles, as cuBLAS does; off: 128- and 64-row tiles
-    /// only, to compare with. Measured on an H200 (session 53): the 7B prefill 3-23 % faster
-    /// at prompt lengths off the multiples of 128 (384: -21 %, 520: -7 %), level at 512.
+    /// only, to compare with. Measured on an H200 (session 53): the 7B prefill up to 23 %
+    /// faster at prompt lengths off the multiples of 128 (384: -22 %, 520: -5 %), level at 512.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub swapped_tiles: bool,
 }
