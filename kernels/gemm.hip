@@ -306,6 +306,52 @@ GRETA_DEVICE void g_swiglu_store(const float (&acc)[TN / 2], const g_swiglu_out&
     }
 }
 
+// The SwiGLU epilogue of a swapped tile (SWAP): the thread's output column f (of n) and rows
+// r0 + 8 q (+ 1) (of t), gate's sums in acc[4 q + i], up's in acc[4 q + 2 + i] (its rows
+// l / 4 and l / 4 + 8: gate's and up's 8-row boxes in turn). act and its operands are
+// g_swiglu_pairs' to the bit; stored one by one (neighbouring columns are other lanes'), 8
+// columns of a row a warp's store.
+template <unsigned TN, bool F32, unsigned LO>
+GRETA_DEVICE void g_swiglu_swapped(const float (&acc)[TN / 2], const g_swiglu_out& o, unsigned f, unsigned r0,
+                                   unsigned t, unsigned n) {
+    if (f >= n) return;
+#pragma unroll
+    for (unsigned q = 0; q < TN / 8; ++q)
+#pragma unroll
+        for (unsigned i = 0; i < 2; ++i) {
+            const unsigned r = r0 + 8 * q + i;
+            if (r >= t) continue;
+            const unsigned long at = (unsigned long)r * n + f;
+            const float g = acc[4 * q + i], u = acc[4 * q + 2 + i], v = g_silu_mul(g, u);
+            g_half hi, lo16;
+            g_split_f16(v, &hi, &lo16);
+            if (F32) {
+                o.gate[at] = g;
+                o.up[at] = u;
+                o.act[at] = v;
+            }
+            o.hi[at] = hi;
+            if (LO == 1) o.lo[at] = lo16;
+#if defined(GRETA_FP8)
+            if (LO == 2) o.lo8[at] = g_lo8(v - g_h2f(hi));
+#endif
+        }
+}
+template <unsigned TN>
+GRETA_DEVICE void g_swiglu_store_swapped(const float (&acc)[TN / 2], const g_swiglu_out& o, unsigned f, unsigned r0,
+                                         unsigned t, unsigned n) {
+    const unsigned lo = o.lo8 ? 2 : o.lo ? 1 : 0;
+    if (o.gate) {
+        if (lo == 2) g_swiglu_swapped<TN, true, 2>(acc, o, f, r0, t, n);
+        else if (lo == 1) g_swiglu_swapped<TN, true, 1>(acc, o, f, r0, t, n);
+        else g_swiglu_swapped<TN, true, 0>(acc, o, f, r0, t, n);
+    } else {
+        if (lo == 2) g_swiglu_swapped<TN, false, 2>(acc, o, f, r0, t, n);
+        else if (lo == 1) g_swiglu_swapped<TN, false, 1>(acc, o, f, r0, t, n);
+        else g_swiglu_swapped<TN, false, 0>(acc, o, f, r0, t, n);
+    }
+}
+
 // One output tile of a launch: its first row and column, and the product it belongs to
 // (prod: 0, 1 or 2, the group's order).
 struct g_wgmma_at {
@@ -371,6 +417,40 @@ GRETA_DEVICE void g_kv_store(const float (&acc)[TN / 2], const g_kv_out& o, cons
     }
 }
 
+// The same from a swapped tile's accumulators (SWAP): output columns f0 and f0 + 8 (of
+// at.n), rows r0 + 8 q (+ 1) (of t). A RoPE pair's two columns (2j, 2j + 1) lie in lanes 4
+// apart (the accumulator rows l / 4 and l / 4 + 1), so each lane takes its partner's value by
+// one shuffle, every lane at every step (a shuffle in a divergent branch would read lanes
+// that skipped it), and computes its own column's rotation: the bits of g_kv_store's.
+template <unsigned TN>
+GRETA_DEVICE void g_kv_store_swapped(const float (&acc)[TN / 2], const g_kv_out& o, const g_wgmma_at& at,
+                                     unsigned f0, unsigned r0, unsigned t, unsigned p0) {
+    const bool key = at.prod == 1;
+    g_half* cache = key ? o.k_cache : o.v_cache;
+#pragma unroll
+    for (unsigned h = 0; h < 2; ++h) {
+        const unsigned f = f0 + 8 * h;
+        const bool odd = f & 1;
+#pragma unroll
+        for (unsigned q = 0; q < TN / 8; ++q)
+#pragma unroll
+            for (unsigned i = 0; i < 2; ++i) {
+                const unsigned r = r0 + 8 * q + i;
+                float v = acc[4 * q + 2 * h + i];
+                if (key) {
+                    const float w = __shfl_xor_sync(0xffffffffu, v, 4);
+                    if (r < t) {
+                        const float2 sc = __ldg((const float2*)(o.angles + (unsigned long)r * (o.head_mask + 1) +
+                                                                ((f & ~1u) & o.head_mask)));
+                        const float x0 = odd ? w : v, x1 = odd ? v : w;
+                        v = odd ? g_rope_second(x0, x1, sc.x, sc.y) : g_rope_first(x0, x1, sc.x, sc.y);
+                    }
+                }
+                if (r < t && f < at.n) cache[(unsigned long)(p0 + r) * at.n + f] = g_f2h(v);
+            }
+    }
+}
+
 // Stream-K (sessions 51-52): where a launch's tiles do not fill whole waves of the
 // persistent grid, the last wave's `tiles` tiles (the remainder, fewer than the grid) are cut
 // along K into `parts` parts of equal steps, and the grid takes the parts as it takes whole
@@ -414,13 +494,13 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
                                       const float* sw0 = nullptr, const float* sw1 = nullptr,
                                       const float* sw2 = nullptr, const g_swiglu_out* swiglu = nullptr,
                                       const g_kv_out* kv = nullptr, const unsigned* meta = nullptr) {
-    static_assert(!SWIGLU || TN % 16 == 0, "SwiGLU: each half of B whole 8-row swizzle atoms");
+    static_assert(!SWIGLU || SWAP || TN % 16 == 0, "SwiGLU: each half of B whole 8-row swizzle atoms");
     static_assert(!(SWIGLU && KV), "KV is the Q/K/V group's epilogue");
     static_assert(!SP || (LO8 && !KV), "SP: the FP8 low steps of the LO8 and SwiGLU LO8 forms");
-    static_assert(!SWAP || (TM == 128 && !SWIGLU && !KV && !SP), "SWAP: the plain and LO8 forms, 128 weight rows");
+    static_assert(!SWAP || (TM == 128 && !SP), "SWAP: the plain, KV, SwiGLU and LO8 forms, 128 weight rows");
     // A block's output columns: TN, or TN / 2 gate-up pairs; with SWAP, TM (the A box's
-    // weight rows), its tokens TN (the B box's rows).
-    constexpr unsigned TNO = SWAP ? TM : SWIGLU ? TN / 2 : TN, TROWS = SWAP ? TN : TM;
+    // weight rows) or TM / 2 pairs, its tokens TN (the B box's rows).
+    constexpr unsigned TNO = SWAP ? (SWIGLU ? TM / 2 : TM) : SWIGLU ? TN / 2 : TN, TROWS = SWAP ? TN : TM;
     // A stage holds one step's boxes of 128-byte rows: f16 ones (K 64) or, LO8, FP8 ones (K 128).
     constexpr unsigned A_HALVES = TM * WG_BK, STAGE_BYTES = (TM + TN) * WG_BK * 2;
     static_assert(A_HALVES * 2 % 1024 == 0 && STAGE_BYTES % 1024 == 0, "boxes start on swizzle atoms");
@@ -527,13 +607,23 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
                 }
                 if (SWAP) {
                     // SWAP: the weights' TM rows into the A box, the tokens' TN into the B box.
+                    // SWIGLU: gate's and up's rows in turn, 8 (one swizzle atom, a box of the
+                    // weights' maps) of each, so that a consumer thread's accumulator rows
+                    // l / 4 and l / 4 + 8 are gate and up of one output column.
                     g_mbar_arrive_expect(&full[st], STAGE_BYTES);
-                    g_tma_load_2d(slab, w_map, kc, (int)at.col0, &full[st]);
+                    if (SWIGLU) {
+                        for (unsigned j = 0; j < TM / 16; ++j) {
+                            g_tma_load_2d(slab + j * 2048, w_map, kc, (int)(at.col0 + 8 * j), &full[st]);
+                            g_tma_load_2d(slab + j * 2048 + 1024, w_up, kc, (int)(at.col0 + 8 * j), &full[st]);
+                        }
+                    } else {
+                        g_tma_load_2d(slab, w_map, kc, (int)at.col0, &full[st]);
+                    }
                     g_tma_load_2d(slab + A_HALVES * 2, a_map, kc, (int)at.row0, &full[st]);
                 } else {
                     g_tma_load_2d(slab + A_HALVES * 2, w_map, kc, (int)at.col0, &full[st]);
                 }
-                if (SWIGLU) g_tma_load_2d(slab + A_HALVES * 2 + TNO * WG_BK * 2, w_up, kc, (int)at.col0, &full[st]);
+                if (SWIGLU && !SWAP) g_tma_load_2d(slab + A_HALVES * 2 + TNO * WG_BK * 2, w_up, kc, (int)at.col0, &full[st]);
                 if (++st == STAGES) st = 0, ph ^= 1, used = true;
             }
         }
@@ -637,7 +727,10 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
                     g_hold_regs(sink, meta[0][0], meta[0][1]);
                     g_hold_regs(sink + 2, meta[1][0], meta[1][1]);
                 }
-                for (unsigned q = 0; q < TN / 2; ++q) acc[q] *= SWIGLU && q >= TN / 4 ? scale_up : scale;
+                // SWIGLU: up's sums the upper half of acc, or with SWAP the rows l / 4 + 8
+                // (acc[4 j + 2], acc[4 j + 3]).
+                for (unsigned q = 0; q < TN / 2; ++q)
+                    acc[q] *= SWIGLU && (SWAP ? (q & 2) != 0 : q >= TN / 4) ? scale_up : scale;
             }
             // The f16 steps add onto the FP8 sums; a stream-K piece of f16 steps only starts
             // its sums at its first (zeroing the accumulators in a branch instead made ptxas
@@ -708,13 +801,20 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
             __syncwarp();
             if (l == 0) *f = 0;
         }
-        if constexpr (SWIGLU) {
+        if constexpr (SWIGLU && SWAP) {
+            g_swiglu_store_swapped<TN>(acc, *swiglu, at.col0 + 32 * c + 8 * warp + l / 4, at.row0 + 2 * (l % 4), t, n0);
+            continue;
+        } else if constexpr (SWIGLU) {
             g_swiglu_store<TN>(acc, *swiglu, at.row0 + 64 * c + 16 * warp + l / 4, at.col0 + 2 * (l % 4), t, n0);
             continue;
         }
         if constexpr (KV) {
             if (at.prod != 0) {
-                g_kv_store<TN>(acc, *kv, at, at.row0 + 64 * c + 16 * warp + l / 4, at.col0 + 2 * (l % 4), t, p0);
+                if constexpr (SWAP) {
+                    g_kv_store_swapped<TN>(acc, *kv, at, at.col0 + 64 * c + 16 * warp + l / 4, at.row0 + 2 * (l % 4), t, p0);
+                } else {
+                    g_kv_store<TN>(acc, *kv, at, at.row0 + 64 * c + 16 * warp + l / 4, at.col0 + 2 * (l % 4), t, p0);
+                }
                 continue;
             }
         }
@@ -803,8 +903,8 @@ GEMM_WGMMA(gemm_f16_wgmma_128x192, 128, 192, 5, __launch_bounds__(288, 1))
 // mostly padding. cuBLAS does the same (its nvjet kernels at 520 rows: 104 or 136 tokens a
 // tile) and its GEMMs cost about the same a token at every length, where greta's 128-row
 // tiles cost up to 1.4x (docs/performance.md, session 53). For the plain and FP8-lo grouped
-// products (output, down; Q/K/V's cache epilogue and the SwiGLU one have no swapped form
-// yet). Stages: as many as fit 227 KiB, at most 6 (g_swap_stages; wgmma_stages in
+// products (output, down), Q/K/V's with K and V into the caches (KV: g_kv_store_swapped)
+// and gate/up's with SwiGLU (g_swiglu_store_swapped). Stages: as many as fit 227 KiB, at most 6 (g_swap_stages; wgmma_stages in
 // gpu/gemm.rs). No stream-K forms.
 template <unsigned TOKENS>
 constexpr unsigned g_swap_stages = (227u * 1024 - 1040) / ((128 + TOKENS) * WG_BK * 2 + 16) < 6
@@ -834,12 +934,73 @@ constexpr unsigned g_swap_stages = (227u * 1024 - 1040) / ((128 + TOKENS) * WG_B
             sk, wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0, n1, n2, 1, &tw8_0, &tw8_1, &tw8_2, sw0, \
             sw1, sw2);                                                                                               \
     }
+// The forms with a fused epilogue (Q/K/V with K and V into the caches; SwiGLU), up to 192
+// tokens: from 200 on, ptxas spills the KV epilogue (8-164 bytes; the 168 registers a thread
+// of a 288-thread block may hold). A swapped SwiGLU tile is 64 outputs (gate's and up's 64
+// rows, in 8-row boxes by turns) by TOKENS.
+#define GEMM_WGMMA_T_FUSED(TOKENS)                                                                                   \
+    GRETA_KERNEL void __launch_bounds__(288, 1) gemm_f16_wgmma_t##TOKENS##_kv(                                       \
+        const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo, const __grid_constant__ g_tmap tw0, \
+        const __grid_constant__ g_tmap tw1, const __grid_constant__ g_tmap tw2, float* y0, unsigned t, unsigned k,   \
+        unsigned n0, unsigned n1, unsigned n2, unsigned has_lo, g_half* k_cache, g_half* v_cache,                    \
+        const float* angles, const unsigned* pos0, unsigned head_mask, unsigned sk_tiles, unsigned sk_parts,         \
+        float* sk_part, unsigned* sk_flag) {                                                                         \
+        extern __shared__ unsigned char wg_raw[];                                                                    \
+        const g_sk sk = {sk_tiles, sk_parts, sk_part, sk_flag};                                                      \
+        const g_kv_out kv = {k_cache, v_cache, angles, pos0, head_mask};                                             \
+        gemm_f16_wgmma_tile<128, TOKENS, g_swap_stages<TOKENS>, false, false, true, false, false, true>(             \
+            sk, wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, nullptr, nullptr, t, k, n0, n1, n2, has_lo, nullptr,      \
+            nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, &kv);                                              \
+    }                                                                                                                \
+    GRETA_KERNEL void __launch_bounds__(288, 1) gemm_f16_wgmma_t##TOKENS##_lo8_kv(                                   \
+        const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo, const __grid_constant__ g_tmap tw0, \
+        const __grid_constant__ g_tmap tw1, const __grid_constant__ g_tmap tw2, const __grid_constant__ g_tmap tw8_0, \
+        const __grid_constant__ g_tmap tw8_1, const __grid_constant__ g_tmap tw8_2, float* y0, const float* sw0,     \
+        const float* sw1, const float* sw2, unsigned t, unsigned k, unsigned n0, unsigned n1, unsigned n2,          \
+        g_half* k_cache, g_half* v_cache, const float* angles, const unsigned* pos0, unsigned head_mask,             \
+        unsigned sk_tiles, unsigned sk_parts, float* sk_part, unsigned* sk_flag) {                                   \
+        extern __shared__ unsigned char wg_raw[];                                                                    \
+        const g_sk sk = {sk_tiles, sk_parts, sk_part, sk_flag};                                                      \
+        const g_kv_out kv = {k_cache, v_cache, angles, pos0, head_mask};                                             \
+        gemm_f16_wgmma_tile<128, TOKENS, g_swap_stages<TOKENS>, true, false, true, false, false, true>(              \
+            sk, wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, nullptr, nullptr, t, k, n0, n1, n2, 1, &tw8_0, &tw8_1,    \
+            &tw8_2, sw0, sw1, sw2, nullptr, &kv);                                                                    \
+    }                                                                                                                \
+    GRETA_KERNEL void __launch_bounds__(288, 1) gemm_f16_wgmma_swiglu_t##TOKENS(                                     \
+        const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                                     \
+        const __grid_constant__ g_tmap tw_gate, const __grid_constant__ g_tmap tw_up, float* gate, float* up,        \
+        float* act, g_half* hi, g_half* lo, unsigned char* lo8, unsigned t, unsigned k, unsigned n, unsigned has_lo, \
+        unsigned sk_tiles, unsigned sk_parts, float* sk_part, unsigned* sk_flag) {                                   \
+        extern __shared__ unsigned char wg_raw[];                                                                    \
+        const g_sk sk = {sk_tiles, sk_parts, sk_part, sk_flag};                                                      \
+        const g_swiglu_out out = {gate, up, act, hi, lo, lo8};                                                       \
+        gemm_f16_wgmma_tile<128, TOKENS, g_swap_stages<TOKENS>, false, true, false, false, false, true>(             \
+            sk, wg_raw, &ta, &ta_lo, &tw_gate, &tw_up, &tw_up, nullptr, nullptr, nullptr, t, k, n, n, 0, has_lo,    \
+            nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, &out);                                             \
+    }                                                                                                                \
+    GRETA_KERNEL void __launch_bounds__(288, 1) gemm_f16_wgmma_swiglu_t##TOKENS##_lo8(                               \
+        const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                                     \
+        const __grid_constant__ g_tmap tw_gate, const __grid_constant__ g_tmap tw_up,                                \
+        const __grid_constant__ g_tmap tw8_gate, const __grid_constant__ g_tmap tw8_up, const float* sw_gate,       \
+        const float* sw_up, float* gate, float* up, float* act, g_half* hi, g_half* lo, unsigned char* lo8,        \
+        unsigned t, unsigned k, unsigned n, unsigned sk_tiles, unsigned sk_parts, float* sk_part,                   \
+        unsigned* sk_flag) {                                                                                         \
+        extern __shared__ unsigned char wg_raw[];                                                                    \
+        const g_sk sk = {sk_tiles, sk_parts, sk_part, sk_flag};                                                      \
+        const g_swiglu_out out = {gate, up, act, hi, lo, lo8};                                                       \
+        gemm_f16_wgmma_tile<128, TOKENS, g_swap_stages<TOKENS>, true, true, false, false, false, true>(              \
+            sk, wg_raw, &ta, &ta_lo, &tw_gate, &tw_up, &tw_up, nullptr, nullptr, nullptr, t, k, n, n, 0, 1,          \
+            &tw8_gate, &tw8_up, &tw8_up, sw_gate, sw_up, sw_up, &out);                                               \
+    }
 // Every multiple of 8 from 72 to 256 but 128, the square tile's (WgmmaTile::SWAPPED in
-// gpu/gemm.rs).
+// gpu/gemm.rs); the fused forms to 192 (WgmmaTile::SWAPPED_FUSED).
 GEMM_WGMMA_T(72) GEMM_WGMMA_T(80) GEMM_WGMMA_T(88) GEMM_WGMMA_T(96) GEMM_WGMMA_T(104) GEMM_WGMMA_T(112)
 GEMM_WGMMA_T(120) GEMM_WGMMA_T(136) GEMM_WGMMA_T(144) GEMM_WGMMA_T(152) GEMM_WGMMA_T(160) GEMM_WGMMA_T(168)
 GEMM_WGMMA_T(176) GEMM_WGMMA_T(184) GEMM_WGMMA_T(192) GEMM_WGMMA_T(200) GEMM_WGMMA_T(208) GEMM_WGMMA_T(216)
 GEMM_WGMMA_T(224) GEMM_WGMMA_T(232) GEMM_WGMMA_T(240) GEMM_WGMMA_T(248) GEMM_WGMMA_T(256)
+GEMM_WGMMA_T_FUSED(72) GEMM_WGMMA_T_FUSED(80) GEMM_WGMMA_T_FUSED(88) GEMM_WGMMA_T_FUSED(96) GEMM_WGMMA_T_FUSED(104)
+GEMM_WGMMA_T_FUSED(112) GEMM_WGMMA_T_FUSED(120) GEMM_WGMMA_T_FUSED(136) GEMM_WGMMA_T_FUSED(144) GEMM_WGMMA_T_FUSED(152)
+GEMM_WGMMA_T_FUSED(160) GEMM_WGMMA_T_FUSED(168) GEMM_WGMMA_T_FUSED(176) GEMM_WGMMA_T_FUSED(184) GEMM_WGMMA_T_FUSED(192)
 
 // The Q/K/V group with K and V into the caches (KV above), on the tiles the FP8-lo forms
 // have (128, 64, 128 x 192: wgmma_lo8_tile picks for both).

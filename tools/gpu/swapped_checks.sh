@@ -8,6 +8,7 @@
 # (target/carry/base: greta.xz and kernels.txz) against this one, ROUNDS rounds (default 2)
 # in turn; the backend audit of the 2-layer 7B shape on ~650 tokens (its audited prefill of
 # ~325 rows takes 88 x 128 swapped tiles for the output and down products).
+# SHAPE: the synthetic model of the A/B (default llama2-7b).
 # SWITCH=1: "base" is this build under --swapped-tiles off (the same objects and host, so
 # that nothing but the tile choice differs; no target/carry/base needed).
 # Carry target/carry (greta.xz, gpu-ops.xz, gpu-model.xz, kernels.txz; base/).
@@ -36,7 +37,7 @@ os.chmod('/tmp/base/greta', 0o755)"
         if [ $v = base ]; then
           if [ -n "${SWITCH:-}" ]; then sw=(--swapped-tiles off); else bin=/tmp/base/greta K=/tmp/base/kernels; fi
         fi
-        STEP_TAIL="0 2" step "ab-$v-$split-$round" env GRETA_KERNELS_DIR=$K $bin bench -m synthetic:llama2-7b \
+        STEP_TAIL="0 2" step "ab-$v-$split-$round" env GRETA_KERNELS_DIR=$K $bin bench -m synthetic:${SHAPE:-llama2-7b} \
           --backend gpu --prompt-len "$LENS" --gen 1 --reps "${REPS:-3}" "${args[@]}" "${sw[@]}" --json || status=1
       done
     done

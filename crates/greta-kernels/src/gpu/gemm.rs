@@ -240,10 +240,10 @@ impl WgmmaTile {
         WgmmaTile { m: 128, n: 224 },
     ];
 
-    /// The swapped tiles (`SWAPPED`) and their FP8-lo forms, after `tiles`: the tiles of the
-    /// plain and FP8-lo grouped products (`gemm_f16`).
-    pub(super) fn with_swapped(tiles: &[WgmmaTile]) -> Vec<WgmmaTile> {
-        tiles.iter().chain(&Self::SWAPPED).copied().collect()
+    /// `swapped` after `tiles`: the tiles of the plain and FP8-lo grouped products
+    /// (`SWAPPED`) or of the fused forms (`SWAPPED_FUSED`).
+    pub(super) fn with_swapped(tiles: &[WgmmaTile], swapped: &[WgmmaTile]) -> Vec<WgmmaTile> {
+        tiles.iter().chain(swapped).copied().collect()
     }
 
     /// Whether the tile puts its input rows on the matrix units' N side (`SWAPPED`).
@@ -266,7 +266,9 @@ impl WgmmaTile {
     /// rows are cut into tiles of about equal size (7B's output and down at 520 rows: 4 row
     /// tiles of 136 fill one wave of 132 blocks, where 128-row tiles make 5 whose last holds 8
     /// rows, 160 blocks in 2 waves). The plain and FP8-lo grouped products have them
-    /// (`with_swapped`); the Q/K/V cache, SwiGLU and sparse forms do not.
+    /// (`with_swapped`), the fused forms (Q/K/V into the caches, SwiGLU) those to 192
+    /// (`SWAPPED_FUSED`), the sparse forms none. A swapped SwiGLU tile's 128 weight rows are
+    /// 64 gate and 64 up rows: 64 outputs.
     pub const SWAPPED: [WgmmaTile; 23] = {
         let mut tiles = [WgmmaTile { m: 0, n: 128 }; 23];
         let (mut i, mut m) = (0, 72);
@@ -277,6 +279,19 @@ impl WgmmaTile {
             tiles[i].m = m;
             i += 1;
             m += 8;
+        }
+        tiles
+    };
+
+    /// The swapped tiles of the fused forms (Q/K/V into the caches, SwiGLU): `SWAPPED` to 192
+    /// rows (wider, ptxas spills the cache epilogue under the 168 registers a thread of theirs
+    /// may hold).
+    pub const SWAPPED_FUSED: [WgmmaTile; 15] = {
+        let mut tiles = [WgmmaTile { m: 0, n: 128 }; 15];
+        let mut i = 0;
+        while i < tiles.len() {
+            tiles[i] = Self::SWAPPED[i];
+            i += 1;
         }
         tiles
     };
@@ -563,22 +578,43 @@ fn wgmma_tile(t: usize, ns: impl IntoIterator<Item = usize>, sms: usize) -> Wgmm
     })
 }
 
-/// `base` (a tile chosen among the unswapped ones) or the swapped tile (`WgmmaTile::SWAPPED`)
-/// whose waves take least time, if less than `base`'s: a tile's time the tiles its busiest
+/// `base` (a tile chosen among the unswapped ones) or the tile of `swapped` (the swapped
+/// tiles that have the product's form: `WgmmaTile::SWAPPED`, `SWAPPED_FUSED`) whose waves take
+/// least time, if less than `base`'s: a tile's time the tiles its busiest
 /// multiprocessor takes times its multiply-adds (rows x columns), ties among the swapped to
 /// the wider. Against the 64 x 64 tile a tie goes to the swapped one (an m64n64 product
 /// reads the most shared memory a multiply-add), against the 128-row tiles to them (the
 /// forms measured longest). Llama-2-7B's output and down products at 520 rows on 132 SMs:
 /// 128 x 128 makes 160 blocks in 2 waves (32 768 rows x columns a multiprocessor), 136 x 128
 /// makes 128 in 1 (17 408).
-fn with_swapped(t: usize, ns: &[usize], sms: usize, base: WgmmaTile) -> WgmmaTile {
+fn with_swapped(
+    t: usize,
+    ns: &[usize],
+    sms: usize,
+    base: WgmmaTile,
+    swapped: &[WgmmaTile],
+) -> WgmmaTile {
+    with_swapped_outputs(t, ns, sms, base, swapped, |tile| tile.n)
+}
+
+/// `with_swapped` for tiles of `outputs(tile)` of a product's columns (the SwiGLU forms': half
+/// their weight rows).
+fn with_swapped_outputs(
+    t: usize,
+    ns: &[usize],
+    sms: usize,
+    base: WgmmaTile,
+    swapped: &[WgmmaTile],
+    outputs: impl Fn(WgmmaTile) -> usize,
+) -> WgmmaTile {
     let time = |tile: WgmmaTile| -> usize {
-        let blocks = t.div_ceil(tile.m) * ns.iter().map(|n| n.div_ceil(tile.n)).sum::<usize>();
+        let blocks =
+            t.div_ceil(tile.m) * ns.iter().map(|n| n.div_ceil(outputs(tile))).sum::<usize>();
         blocks.div_ceil(sms.max(1)) * tile.m * tile.n
     };
     let base_time = time(base);
     let small = base.m == 64;
-    WgmmaTile::SWAPPED
+    swapped
         .iter()
         .rev()
         .copied()
@@ -710,7 +746,7 @@ impl GpuKernels {
         self.gemm_f16_wgmma.is_some()
     }
 
-    /// Whether the plain and FP8-lo grouped products may take a swapped tile
+    /// Whether the plain, FP8-lo and Q/K/V cache products may take a swapped tile
     /// (`WgmmaTile::SWAPPED`) where its waves take less than the 128-row tiles' (the default).
     pub fn swapped_tiles(&self) -> bool {
         self.swapped_tiles
@@ -793,7 +829,7 @@ impl GpuKernels {
                             let sms = self.multiprocessors;
                             let base = wgmma_tile(t, ns.iter().copied(), sms);
                             match self.swapped_tiles {
-                                true => with_swapped(t, &ns, sms, base),
+                                true => with_swapped(t, &ns, sms, base, &WgmmaTile::SWAPPED),
                                 false => base,
                             }
                         }
@@ -873,7 +909,9 @@ impl GpuKernels {
                     let base = wgmma_lo8_tile(t, ns.iter().copied(), sms);
                     match lo {
                         // The sparse forms have no swapped tiles.
-                        Lo8In::Dense(_) if self.swapped_tiles => with_swapped(t, &ns, sms, base),
+                        Lo8In::Dense(_) if self.swapped_tiles => {
+                            with_swapped(t, &ns, sms, base, &WgmmaTile::SWAPPED)
+                        }
                         _ => base,
                     }
                 }
@@ -1015,7 +1053,19 @@ impl GpuKernels {
         if t == 0 {
             return Ok(());
         }
-        let tile = tile.unwrap_or_else(|| wgmma_lo8_tile(t, ns, self.multiprocessors));
+        let tile = tile.unwrap_or_else(|| {
+            let base = wgmma_lo8_tile(t, ns, self.multiprocessors);
+            match self.swapped_tiles {
+                true => with_swapped(
+                    t,
+                    &ns,
+                    self.multiprocessors,
+                    base,
+                    &WgmmaTile::SWAPPED_FUSED,
+                ),
+                false => base,
+            }
+        });
         let (m32, n32) = (tile.m as u32, tile.n as u32);
         let mut args = Args::new().tmap(a.tensor_map_f16(t, k, m32, WGMMA_BK)?);
         let (form, (args, tiles)) = match (lo, w8s) {
@@ -1132,11 +1182,31 @@ impl GpuKernels {
                 .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()))
         };
         let tiles = |tile: WgmmaTile| t.div_ceil(tile.m) * n.div_ceil(tile.n / 2);
-        let picked = wgmma_swiglu_tile(t, n, self.multiprocessors);
+        // The sparse forms have no swapped tiles.
+        let picked = |sparse: bool| {
+            let (sms, base) = (
+                self.multiprocessors,
+                wgmma_swiglu_tile(t, n, self.multiprocessors),
+            );
+            match self.swapped_tiles && !sparse {
+                true => {
+                    with_swapped_outputs(t, &[n], sms, base, &WgmmaTile::SWAPPED_FUSED, |tile| {
+                        tile.n / 2
+                    })
+                }
+                false => base,
+            }
+        };
+        // The weights' boxes: TN / 2 rows of gate and of up, or a swapped tile's 8 (its A box
+        // holds them by turns: kernels/gemm.hip, SWAP).
+        let weight_rows = |tile: WgmmaTile| match tile.swapped() {
+            true => 8,
+            false => tile.n as u32 / 2,
+        };
         if let Some((lo, [w8_gate, w8_up])) = fp8_lo {
             // Every SwiGLU tile has an FP8-lo form (FP8 steps first, one accumulator set:
             // LO8 in kernels/gemm.hip) and a sparse one (SP).
-            let tile = tile.unwrap_or(picked);
+            let tile = tile.unwrap_or_else(|| picked(matches!(lo, Lo8In::Sparse(_))));
             let fp8 = self.fp8(what)?;
             let form = match lo {
                 Lo8In::Dense(_) => wgmma_form(&fp8.swiglu, tile, "FP8-lo SwiGLU warpgroup GEMM")?,
@@ -1144,7 +1214,7 @@ impl GpuKernels {
                     wgmma_form(&fp8.swiglu_sp, tile, "sparse FP8-lo SwiGLU warpgroup GEMM")?
                 }
             };
-            let (m32, half) = (tile.m as u32, tile.n as u32 / 2);
+            let (m32, half) = (tile.m as u32, weight_rows(tile));
             let args = Args::new()
                 .tmap(a.tensor_map_f16(t, k, m32, WGMMA_BK)?)
                 .tmap(lo.tensor_map(t, k, m32)?)
@@ -1161,9 +1231,9 @@ impl GpuKernels {
                 .u32(u32_of(n, "n")?);
             return self.launch_wgmma(form, tiles(tile), s, lo.meta_arg(args));
         }
-        let tile = tile.unwrap_or(picked);
+        let tile = tile.unwrap_or_else(|| picked(false));
         let form = wgmma_form(forms, tile, "SwiGLU warpgroup GEMM")?;
-        let (m32, half) = (tile.m as u32, tile.n as u32 / 2);
+        let (m32, half) = (tile.m as u32, weight_rows(tile));
         let a_lo = match a_lo {
             Some(SwigluLo::F16(lo)) => Some(lo),
             _ => None,
@@ -1399,7 +1469,8 @@ mod tests {
         assert_eq!(WgmmaTile::SWAPPED[7].kernel(), "gemm_f16_wgmma_t136");
         let t = |m| WgmmaTile { m, n: 128 };
         let pick = |rows, ns: &[usize]| {
-            with_swapped(rows, ns, 132, wgmma_tile(rows, ns.iter().copied(), 132))
+            let base = wgmma_tile(rows, ns.iter().copied(), 132);
+            with_swapped(rows, ns, 132, base, &WgmmaTile::SWAPPED)
         };
         let [square, small, _, _, wide192] = WgmmaTile::ALL;
         assert_eq!(
@@ -1433,6 +1504,38 @@ mod tests {
             "7B Q/K/V at 512 rows: 264 blocks of 128 x 192 in 2 waves (49 152); 256 x 128 makes 192 in 2 (65 536)"
         );
         assert_eq!(pick(7, &[100]), small, "a short prompt");
+        // The fused forms (to 192 rows): 7B's Q/K/V into the caches and gate/up with SwiGLU.
+        let qkv = |rows| {
+            let ns = [4096, 4096, 4096];
+            let base = wgmma_lo8_tile(rows, ns, 132);
+            with_swapped(rows, &ns, 132, base, &WgmmaTile::SWAPPED_FUSED)
+        };
+        assert_eq!(
+            qkv(512),
+            wide192,
+            "Q/K/V at 512 rows: 264 blocks of 128 x 192, 2 waves"
+        );
+        assert_eq!(
+            qkv(520),
+            t(136),
+            "Q/K/V at 520: 128 x 128 makes 480 blocks in 4 waves (65 536), 136 x 128 384 in 3 (52 224)"
+        );
+        let swiglu = |rows| {
+            let base = wgmma_swiglu_tile(rows, 11_008, 132);
+            with_swapped_outputs(rows, &[11_008], 132, base, &WgmmaTile::SWAPPED_FUSED, |t| {
+                t.n / 2
+            })
+        };
+        assert_eq!(
+            swiglu(512),
+            WgmmaTile::SWIGLU[3],
+            "gate/up at 512 rows: 396 blocks of 128 x 224 in 3 waves"
+        );
+        assert_eq!(
+            swiglu(520),
+            t(176),
+            "gate/up at 520: 128 x 224 makes 495 blocks in 4 waves (114 688), 176 x 128 (64 outputs) 516 in 4 (90 112)"
+        );
         assert_eq!(
             pick(512, &[576, 192, 192]),
             small,

@@ -297,7 +297,7 @@ pub struct GpuKernels {
     /// The stream-K launches' partial tiles and flags, made by `set_stream_k` when first
     /// asked for (sm_90a objects only).
     stream_k_space: Option<StreamKSpace>,
-    /// Whether the plain and FP8-lo grouped products may take swapped tiles
+    /// Whether the plain, FP8-lo and Q/K/V cache products may take swapped tiles
     /// (`WgmmaTile::SWAPPED`; `set_swapped_tiles`): on by default.
     swapped_tiles: bool,
     /// A timing study's kernels (`skip_kernels`): their launches are left out.
@@ -519,7 +519,7 @@ impl GpuKernels {
                 gemm_f16_wgmma: match hopper {
                     true => Some(wgmma_forms(
                         &gemm,
-                        &WgmmaTile::with_swapped(&WgmmaTile::ALL),
+                        &WgmmaTile::with_swapped(&WgmmaTile::ALL, &WgmmaTile::SWAPPED),
                         WgmmaTile::kernel,
                         multiprocessors,
                     )?),
@@ -528,7 +528,7 @@ impl GpuKernels {
                 gemm_f16_wgmma_swiglu: match hopper {
                     true => Some(wgmma_forms(
                         &gemm,
-                        &WgmmaTile::SWIGLU,
+                        &WgmmaTile::with_swapped(&WgmmaTile::SWIGLU, &WgmmaTile::SWAPPED_FUSED),
                         WgmmaTile::swiglu_kernel,
                         multiprocessors,
                     )?),
@@ -537,7 +537,7 @@ impl GpuKernels {
                 gemm_f16_wgmma_kv: match hopper {
                     true => Some(wgmma_forms(
                         &gemm,
-                        &WgmmaTile::LO8,
+                        &WgmmaTile::with_swapped(&WgmmaTile::LO8, &WgmmaTile::SWAPPED_FUSED),
                         |t| format!("{}_kv", t.kernel()),
                         multiprocessors,
                     )?),
@@ -547,19 +547,19 @@ impl GpuKernels {
                     true => Some(Fp8Kernels {
                         gemm: wgmma_forms(
                             &gemm,
-                            &WgmmaTile::with_swapped(&WgmmaTile::LO8),
+                            &WgmmaTile::with_swapped(&WgmmaTile::LO8, &WgmmaTile::SWAPPED),
                             |t| format!("{}_lo8", t.kernel()),
                             multiprocessors,
                         )?,
                         swiglu: wgmma_forms(
                             &gemm,
-                            &WgmmaTile::SWIGLU,
+                            &WgmmaTile::with_swapped(&WgmmaTile::SWIGLU, &WgmmaTile::SWAPPED_FUSED),
                             |t| format!("{}_lo8", t.swiglu_kernel()),
                             multiprocessors,
                         )?,
                         gemm_kv: wgmma_forms(
                             &gemm,
-                            &WgmmaTile::LO8,
+                            &WgmmaTile::with_swapped(&WgmmaTile::LO8, &WgmmaTile::SWAPPED_FUSED),
                             |t| format!("{}_lo8_kv", t.kernel()),
                             multiprocessors,
                         )?,
