@@ -306,52 +306,6 @@ GRETA_DEVICE void g_swiglu_store(const float (&acc)[TN / 2], const g_swiglu_out&
     }
 }
 
-// The SwiGLU epilogue of a swapped tile (SWAP): the thread's output column f (of n) and rows
-// r0 + 8 q (+ 1) (of t), gate's sums in acc[4 q + i], up's in acc[4 q + 2 + i] (its rows
-// l / 4 and l / 4 + 8: gate's and up's 8-row boxes in turn). act and its operands are
-// g_swiglu_pairs' to the bit; stored one by one (neighbouring columns are other lanes'), 8
-// columns of a row a warp's store.
-template <unsigned TN, bool F32, unsigned LO>
-GRETA_DEVICE void g_swiglu_swapped(const float (&acc)[TN / 2], const g_swiglu_out& o, unsigned f, unsigned r0,
-                                   unsigned t, unsigned n) {
-    if (f >= n) return;
-#pragma unroll
-    for (unsigned q = 0; q < TN / 8; ++q)
-#pragma unroll
-        for (unsigned i = 0; i < 2; ++i) {
-            const unsigned r = r0 + 8 * q + i;
-            if (r >= t) continue;
-            const unsigned long at = (unsigned long)r * n + f;
-            const float g = acc[4 * q + i], u = acc[4 * q + 2 + i], v = g_silu_mul(g, u);
-            g_half hi, lo16;
-            g_split_f16(v, &hi, &lo16);
-            if (F32) {
-                o.gate[at] = g;
-                o.up[at] = u;
-                o.act[at] = v;
-            }
-            o.hi[at] = hi;
-            if (LO == 1) o.lo[at] = lo16;
-#if defined(GRETA_FP8)
-            if (LO == 2) o.lo8[at] = g_lo8(v - g_h2f(hi));
-#endif
-        }
-}
-template <unsigned TN>
-GRETA_DEVICE void g_swiglu_store_swapped(const float (&acc)[TN / 2], const g_swiglu_out& o, unsigned f, unsigned r0,
-                                         unsigned t, unsigned n) {
-    const unsigned lo = o.lo8 ? 2 : o.lo ? 1 : 0;
-    if (o.gate) {
-        if (lo == 2) g_swiglu_swapped<TN, true, 2>(acc, o, f, r0, t, n);
-        else if (lo == 1) g_swiglu_swapped<TN, true, 1>(acc, o, f, r0, t, n);
-        else g_swiglu_swapped<TN, true, 0>(acc, o, f, r0, t, n);
-    } else {
-        if (lo == 2) g_swiglu_swapped<TN, false, 2>(acc, o, f, r0, t, n);
-        else if (lo == 1) g_swiglu_swapped<TN, false, 1>(acc, o, f, r0, t, n);
-        else g_swiglu_swapped<TN, false, 0>(acc, o, f, r0, t, n);
-    }
-}
-
 // One output tile of a launch: its first row and column, and the product it belongs to
 // (prod: 0, 1 or 2, the group's order).
 struct g_wgmma_at {
@@ -494,13 +448,13 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
                                       const float* sw0 = nullptr, const float* sw1 = nullptr,
                                       const float* sw2 = nullptr, const g_swiglu_out* swiglu = nullptr,
                                       const g_kv_out* kv = nullptr, const unsigned* meta = nullptr) {
-    static_assert(!SWIGLU || SWAP || TN % 16 == 0, "SwiGLU: each half of B whole 8-row swizzle atoms");
+    static_assert(!SWIGLU || TN % 16 == 0, "SwiGLU: each half of B whole 8-row swizzle atoms");
     static_assert(!(SWIGLU && KV), "KV is the Q/K/V group's epilogue");
     static_assert(!SP || (LO8 && !KV), "SP: the FP8 low steps of the LO8 and SwiGLU LO8 forms");
-    static_assert(!SWAP || (TM == 128 && !SP), "SWAP: the plain, KV, SwiGLU and LO8 forms, 128 weight rows");
+    static_assert(!SWAP || (TM == 128 && !SWIGLU && !SP), "SWAP: the plain, KV and LO8 forms, 128 weight rows");
     // A block's output columns: TN, or TN / 2 gate-up pairs; with SWAP, TM (the A box's
-    // weight rows) or TM / 2 pairs, its tokens TN (the B box's rows).
-    constexpr unsigned TNO = SWAP ? (SWIGLU ? TM / 2 : TM) : SWIGLU ? TN / 2 : TN, TROWS = SWAP ? TN : TM;
+    // weight rows), its tokens TN (the B box's rows).
+    constexpr unsigned TNO = SWAP ? TM : SWIGLU ? TN / 2 : TN, TROWS = SWAP ? TN : TM;
     // A stage holds one step's boxes of 128-byte rows: f16 ones (K 64) or, LO8, FP8 ones (K 128).
     constexpr unsigned A_HALVES = TM * WG_BK, STAGE_BYTES = (TM + TN) * WG_BK * 2;
     static_assert(A_HALVES * 2 % 1024 == 0 && STAGE_BYTES % 1024 == 0, "boxes start on swizzle atoms");
@@ -607,23 +561,13 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
                 }
                 if (SWAP) {
                     // SWAP: the weights' TM rows into the A box, the tokens' TN into the B box.
-                    // SWIGLU: gate's and up's rows in turn, 8 (one swizzle atom, a box of the
-                    // weights' maps) of each, so that a consumer thread's accumulator rows
-                    // l / 4 and l / 4 + 8 are gate and up of one output column.
                     g_mbar_arrive_expect(&full[st], STAGE_BYTES);
-                    if (SWIGLU) {
-                        for (unsigned j = 0; j < TM / 16; ++j) {
-                            g_tma_load_2d(slab + j * 2048, w_map, kc, (int)(at.col0 + 8 * j), &full[st]);
-                            g_tma_load_2d(slab + j * 2048 + 1024, w_up, kc, (int)(at.col0 + 8 * j), &full[st]);
-                        }
-                    } else {
-                        g_tma_load_2d(slab, w_map, kc, (int)at.col0, &full[st]);
-                    }
+                    g_tma_load_2d(slab, w_map, kc, (int)at.col0, &full[st]);
                     g_tma_load_2d(slab + A_HALVES * 2, a_map, kc, (int)at.row0, &full[st]);
                 } else {
                     g_tma_load_2d(slab + A_HALVES * 2, w_map, kc, (int)at.col0, &full[st]);
                 }
-                if (SWIGLU && !SWAP) g_tma_load_2d(slab + A_HALVES * 2 + TNO * WG_BK * 2, w_up, kc, (int)at.col0, &full[st]);
+                if (SWIGLU) g_tma_load_2d(slab + A_HALVES * 2 + TNO * WG_BK * 2, w_up, kc, (int)at.col0, &full[st]);
                 if (++st == STAGES) st = 0, ph ^= 1, used = true;
             }
         }
@@ -727,10 +671,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
                     g_hold_regs(sink, meta[0][0], meta[0][1]);
                     g_hold_regs(sink + 2, meta[1][0], meta[1][1]);
                 }
-                // SWIGLU: up's sums the upper half of acc, or with SWAP the rows l / 4 + 8
-                // (acc[4 j + 2], acc[4 j + 3]).
-                for (unsigned q = 0; q < TN / 2; ++q)
-                    acc[q] *= SWIGLU && (SWAP ? (q & 2) != 0 : q >= TN / 4) ? scale_up : scale;
+                for (unsigned q = 0; q < TN / 2; ++q) acc[q] *= SWIGLU && q >= TN / 4 ? scale_up : scale;
             }
             // The f16 steps add onto the FP8 sums; a stream-K piece of f16 steps only starts
             // its sums at its first (zeroing the accumulators in a branch instead made ptxas
@@ -801,10 +742,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
             __syncwarp();
             if (l == 0) *f = 0;
         }
-        if constexpr (SWIGLU && SWAP) {
-            g_swiglu_store_swapped<TN>(acc, *swiglu, at.col0 + 32 * c + 8 * warp + l / 4, at.row0 + 2 * (l % 4), t, n0);
-            continue;
-        } else if constexpr (SWIGLU) {
+        if constexpr (SWIGLU) {
             g_swiglu_store<TN>(acc, *swiglu, at.row0 + 64 * c + 16 * warp + l / 4, at.col0 + 2 * (l % 4), t, n0);
             continue;
         }
@@ -903,8 +841,8 @@ GEMM_WGMMA(gemm_f16_wgmma_128x192, 128, 192, 5, __launch_bounds__(288, 1))
 // mostly padding. cuBLAS does the same (its nvjet kernels at 520 rows: 104 or 136 tokens a
 // tile) and its GEMMs cost about the same a token at every length, where greta's 128-row
 // tiles cost up to 1.4x (docs/performance.md, session 53). For the plain and FP8-lo grouped
-// products (output, down), Q/K/V's with K and V into the caches (KV: g_kv_store_swapped)
-// and gate/up's with SwiGLU (g_swiglu_store_swapped). Stages: as many as fit 227 KiB, at most 6 (g_swap_stages; wgmma_stages in
+// products (output, down) and Q/K/V's with K and V into the caches (KV: g_kv_store_swapped;
+// the SwiGLU GEMM has none: measured slower, tools/gpu/variants/swiglu-swapped.patch). Stages: as many as fit 227 KiB, at most 6 (g_swap_stages; wgmma_stages in
 // gpu/gemm.rs). No stream-K forms.
 template <unsigned TOKENS>
 constexpr unsigned g_swap_stages = (227u * 1024 - 1040) / ((128 + TOKENS) * WG_BK * 2 + 16) < 6
@@ -934,11 +872,9 @@ constexpr unsigned g_swap_stages = (227u * 1024 - 1040) / ((128 + TOKENS) * WG_B
             sk, wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, y1, y2, t, k, n0, n1, n2, 1, &tw8_0, &tw8_1, &tw8_2, sw0, \
             sw1, sw2);                                                                                               \
     }
-// The forms with a fused epilogue (Q/K/V with K and V into the caches; SwiGLU), up to 192
-// tokens: from 200 on, ptxas spills the KV epilogue (8-164 bytes; the 168 registers a thread
-// of a 288-thread block may hold). A swapped SwiGLU tile is 64 outputs (gate's and up's 64
-// rows, in 8-row boxes by turns) by TOKENS.
-#define GEMM_WGMMA_T_FUSED(TOKENS)                                                                                   \
+// The Q/K/V forms with K and V into the caches, up to 192 tokens: from 200 on, ptxas spills
+// their epilogue (8-164 bytes; the 168 registers a thread of a 288-thread block may hold).
+#define GEMM_WGMMA_T_KV(TOKENS)                                                                                   \
     GRETA_KERNEL void __launch_bounds__(288, 1) gemm_f16_wgmma_t##TOKENS##_kv(                                       \
         const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo, const __grid_constant__ g_tmap tw0, \
         const __grid_constant__ g_tmap tw1, const __grid_constant__ g_tmap tw2, float* y0, unsigned t, unsigned k,   \
@@ -965,42 +901,16 @@ constexpr unsigned g_swap_stages = (227u * 1024 - 1040) / ((128 + TOKENS) * WG_B
         gemm_f16_wgmma_tile<128, TOKENS, g_swap_stages<TOKENS>, true, false, true, false, false, true>(              \
             sk, wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, nullptr, nullptr, t, k, n0, n1, n2, 1, &tw8_0, &tw8_1,    \
             &tw8_2, sw0, sw1, sw2, nullptr, &kv);                                                                    \
-    }                                                                                                                \
-    GRETA_KERNEL void __launch_bounds__(288, 1) gemm_f16_wgmma_swiglu_t##TOKENS(                                     \
-        const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                                     \
-        const __grid_constant__ g_tmap tw_gate, const __grid_constant__ g_tmap tw_up, float* gate, float* up,        \
-        float* act, g_half* hi, g_half* lo, unsigned char* lo8, unsigned t, unsigned k, unsigned n, unsigned has_lo, \
-        unsigned sk_tiles, unsigned sk_parts, float* sk_part, unsigned* sk_flag) {                                   \
-        extern __shared__ unsigned char wg_raw[];                                                                    \
-        const g_sk sk = {sk_tiles, sk_parts, sk_part, sk_flag};                                                      \
-        const g_swiglu_out out = {gate, up, act, hi, lo, lo8};                                                       \
-        gemm_f16_wgmma_tile<128, TOKENS, g_swap_stages<TOKENS>, false, true, false, false, false, true>(             \
-            sk, wg_raw, &ta, &ta_lo, &tw_gate, &tw_up, &tw_up, nullptr, nullptr, nullptr, t, k, n, n, 0, has_lo,    \
-            nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, &out);                                             \
-    }                                                                                                                \
-    GRETA_KERNEL void __launch_bounds__(288, 1) gemm_f16_wgmma_swiglu_t##TOKENS##_lo8(                               \
-        const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                                     \
-        const __grid_constant__ g_tmap tw_gate, const __grid_constant__ g_tmap tw_up,                                \
-        const __grid_constant__ g_tmap tw8_gate, const __grid_constant__ g_tmap tw8_up, const float* sw_gate,       \
-        const float* sw_up, float* gate, float* up, float* act, g_half* hi, g_half* lo, unsigned char* lo8,        \
-        unsigned t, unsigned k, unsigned n, unsigned sk_tiles, unsigned sk_parts, float* sk_part,                   \
-        unsigned* sk_flag) {                                                                                         \
-        extern __shared__ unsigned char wg_raw[];                                                                    \
-        const g_sk sk = {sk_tiles, sk_parts, sk_part, sk_flag};                                                      \
-        const g_swiglu_out out = {gate, up, act, hi, lo, lo8};                                                       \
-        gemm_f16_wgmma_tile<128, TOKENS, g_swap_stages<TOKENS>, true, true, false, false, false, true>(              \
-            sk, wg_raw, &ta, &ta_lo, &tw_gate, &tw_up, &tw_up, nullptr, nullptr, nullptr, t, k, n, n, 0, 1,          \
-            &tw8_gate, &tw8_up, &tw8_up, sw_gate, sw_up, sw_up, &out);                                               \
     }
 // Every multiple of 8 from 72 to 256 but 128, the square tile's (WgmmaTile::SWAPPED in
-// gpu/gemm.rs); the fused forms to 192 (WgmmaTile::SWAPPED_FUSED).
+// gpu/gemm.rs); the KV forms to 192 (WgmmaTile::SWAPPED_KV).
 GEMM_WGMMA_T(72) GEMM_WGMMA_T(80) GEMM_WGMMA_T(88) GEMM_WGMMA_T(96) GEMM_WGMMA_T(104) GEMM_WGMMA_T(112)
 GEMM_WGMMA_T(120) GEMM_WGMMA_T(136) GEMM_WGMMA_T(144) GEMM_WGMMA_T(152) GEMM_WGMMA_T(160) GEMM_WGMMA_T(168)
 GEMM_WGMMA_T(176) GEMM_WGMMA_T(184) GEMM_WGMMA_T(192) GEMM_WGMMA_T(200) GEMM_WGMMA_T(208) GEMM_WGMMA_T(216)
 GEMM_WGMMA_T(224) GEMM_WGMMA_T(232) GEMM_WGMMA_T(240) GEMM_WGMMA_T(248) GEMM_WGMMA_T(256)
-GEMM_WGMMA_T_FUSED(72) GEMM_WGMMA_T_FUSED(80) GEMM_WGMMA_T_FUSED(88) GEMM_WGMMA_T_FUSED(96) GEMM_WGMMA_T_FUSED(104)
-GEMM_WGMMA_T_FUSED(112) GEMM_WGMMA_T_FUSED(120) GEMM_WGMMA_T_FUSED(136) GEMM_WGMMA_T_FUSED(144) GEMM_WGMMA_T_FUSED(152)
-GEMM_WGMMA_T_FUSED(160) GEMM_WGMMA_T_FUSED(168) GEMM_WGMMA_T_FUSED(176) GEMM_WGMMA_T_FUSED(184) GEMM_WGMMA_T_FUSED(192)
+GEMM_WGMMA_T_KV(72) GEMM_WGMMA_T_KV(80) GEMM_WGMMA_T_KV(88) GEMM_WGMMA_T_KV(96) GEMM_WGMMA_T_KV(104)
+GEMM_WGMMA_T_KV(112) GEMM_WGMMA_T_KV(120) GEMM_WGMMA_T_KV(136) GEMM_WGMMA_T_KV(144) GEMM_WGMMA_T_KV(152)
+GEMM_WGMMA_T_KV(160) GEMM_WGMMA_T_KV(168) GEMM_WGMMA_T_KV(176) GEMM_WGMMA_T_KV(184) GEMM_WGMMA_T_KV(192)
 
 // The Q/K/V group with K and V into the caches (KV above), on the tiles the FP8-lo forms
 // have (128, 64, 128 x 192: wgmma_lo8_tile picks for both).

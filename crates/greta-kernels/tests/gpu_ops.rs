@@ -557,8 +557,8 @@ enum InLo {
     Fp8,
 }
 
-/// The prefill's gate/up with SwiGLU in the epilogue (`gemm_f16_swiglu`), on every tile (the
-/// swapped ones too) and the chosen one, over shapes off every tile's multiples (rows, k, outputs; an odd n takes
+/// The prefill's gate/up with SwiGLU in the epilogue (`gemm_f16_swiglu`), on every tile and
+/// the chosen one, over shapes off every tile's multiples (rows, k, outputs; an odd n takes
 /// the one-by-one stores), its input as hi alone, hi + lo and hi + FP8 lo (with the
 /// weights' FP8 copies, on the FP8 tiles and the chosen one; refused by name where k bytes
 /// are no TMA row), act's operands without lo, with an f16 lo and with an FP8 one:
@@ -578,8 +578,6 @@ fn swiglu_gemm_matches_cpu_and_unfused_arithmetic() {
     }
     let mut tiles: Vec<Option<WgmmaTile>> = vec![None];
     tiles.extend(WgmmaTile::SWIGLU.map(Some));
-    // The swapped tiles (gate's and up's rows by turns in 8-row boxes).
-    tiles.extend(WgmmaTile::SWAPPED_FUSED.map(Some));
     let mut act_los = vec![ActLo::None, ActLo::F16];
     if k.has_fp8_lo() {
         act_los.push(ActLo::Fp8);
@@ -2514,7 +2512,7 @@ fn qkv_gemm_into_the_caches_matches_gemm_then_rope_append() {
             };
             let mut routes: Vec<Option<WgmmaTile>> = WgmmaTile::LO8
                 .into_iter()
-                .chain(WgmmaTile::SWAPPED_FUSED)
+                .chain(WgmmaTile::SWAPPED_KV)
                 .map(Some)
                 .collect();
             if lo_kind == "fp8" {

@@ -241,7 +241,7 @@ impl WgmmaTile {
     ];
 
     /// `swapped` after `tiles`: the tiles of the plain and FP8-lo grouped products
-    /// (`SWAPPED`) or of the fused forms (`SWAPPED_FUSED`).
+    /// (`SWAPPED`) or of the Q/K/V cache forms (`SWAPPED_KV`).
     pub(super) fn with_swapped(tiles: &[WgmmaTile], swapped: &[WgmmaTile]) -> Vec<WgmmaTile> {
         tiles.iter().chain(swapped).copied().collect()
     }
@@ -266,9 +266,9 @@ impl WgmmaTile {
     /// rows are cut into tiles of about equal size (7B's output and down at 520 rows: 4 row
     /// tiles of 136 fill one wave of 132 blocks, where 128-row tiles make 5 whose last holds 8
     /// rows, 160 blocks in 2 waves). The plain and FP8-lo grouped products have them
-    /// (`with_swapped`), the fused forms (Q/K/V into the caches, SwiGLU) those to 192
-    /// (`SWAPPED_FUSED`), the sparse forms none. A swapped SwiGLU tile's 128 weight rows are
-    /// 64 gate and 64 up rows: 64 outputs.
+    /// (`with_swapped`), the Q/K/V cache forms those to 192 (`SWAPPED_KV`); the SwiGLU and
+    /// sparse forms none (a swapped SwiGLU form measured slower: session 53,
+    /// tools/gpu/variants/swiglu-swapped.patch).
     pub const SWAPPED: [WgmmaTile; 23] = {
         let mut tiles = [WgmmaTile { m: 0, n: 128 }; 23];
         let (mut i, mut m) = (0, 72);
@@ -283,10 +283,9 @@ impl WgmmaTile {
         tiles
     };
 
-    /// The swapped tiles of the fused forms (Q/K/V into the caches, SwiGLU): `SWAPPED` to 192
-    /// rows (wider, ptxas spills the cache epilogue under the 168 registers a thread of theirs
-    /// may hold).
-    pub const SWAPPED_FUSED: [WgmmaTile; 15] = {
+    /// The swapped tiles of the Q/K/V cache forms: `SWAPPED` to 192 rows (wider, ptxas spills
+    /// their epilogue under the 168 registers a thread of theirs may hold).
+    pub const SWAPPED_KV: [WgmmaTile; 15] = {
         let mut tiles = [WgmmaTile { m: 0, n: 128 }; 15];
         let mut i = 0;
         while i < tiles.len() {
@@ -579,7 +578,7 @@ fn wgmma_tile(t: usize, ns: impl IntoIterator<Item = usize>, sms: usize) -> Wgmm
 }
 
 /// `base` (a tile chosen among the unswapped ones) or the tile of `swapped` (the swapped
-/// tiles that have the product's form: `WgmmaTile::SWAPPED`, `SWAPPED_FUSED`) whose waves take
+/// tiles that have the product's form: `WgmmaTile::SWAPPED`, `SWAPPED_KV`) whose waves take
 /// least time, if less than `base`'s: a tile's time the tiles its busiest
 /// multiprocessor takes times its multiply-adds (rows x columns), ties among the swapped to
 /// the wider. Against the 64 x 64 tile a tie goes to the swapped one (an m64n64 product
@@ -594,22 +593,8 @@ fn with_swapped(
     base: WgmmaTile,
     swapped: &[WgmmaTile],
 ) -> WgmmaTile {
-    with_swapped_outputs(t, ns, sms, base, swapped, |tile| tile.n)
-}
-
-/// `with_swapped` for tiles of `outputs(tile)` of a product's columns (the SwiGLU forms': half
-/// their weight rows).
-fn with_swapped_outputs(
-    t: usize,
-    ns: &[usize],
-    sms: usize,
-    base: WgmmaTile,
-    swapped: &[WgmmaTile],
-    outputs: impl Fn(WgmmaTile) -> usize,
-) -> WgmmaTile {
     let time = |tile: WgmmaTile| -> usize {
-        let blocks =
-            t.div_ceil(tile.m) * ns.iter().map(|n| n.div_ceil(outputs(tile))).sum::<usize>();
+        let blocks = t.div_ceil(tile.m) * ns.iter().map(|n| n.div_ceil(tile.n)).sum::<usize>();
         blocks.div_ceil(sms.max(1)) * tile.m * tile.n
     };
     let base_time = time(base);
@@ -1056,13 +1041,7 @@ impl GpuKernels {
         let tile = tile.unwrap_or_else(|| {
             let base = wgmma_lo8_tile(t, ns, self.multiprocessors);
             match self.swapped_tiles {
-                true => with_swapped(
-                    t,
-                    &ns,
-                    self.multiprocessors,
-                    base,
-                    &WgmmaTile::SWAPPED_FUSED,
-                ),
+                true => with_swapped(t, &ns, self.multiprocessors, base, &WgmmaTile::SWAPPED_KV),
                 false => base,
             }
         });
@@ -1182,31 +1161,11 @@ impl GpuKernels {
                 .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()))
         };
         let tiles = |tile: WgmmaTile| t.div_ceil(tile.m) * n.div_ceil(tile.n / 2);
-        // The sparse forms have no swapped tiles.
-        let picked = |sparse: bool| {
-            let (sms, base) = (
-                self.multiprocessors,
-                wgmma_swiglu_tile(t, n, self.multiprocessors),
-            );
-            match self.swapped_tiles && !sparse {
-                true => {
-                    with_swapped_outputs(t, &[n], sms, base, &WgmmaTile::SWAPPED_FUSED, |tile| {
-                        tile.n / 2
-                    })
-                }
-                false => base,
-            }
-        };
-        // The weights' boxes: TN / 2 rows of gate and of up, or a swapped tile's 8 (its A box
-        // holds them by turns: kernels/gemm.hip, SWAP).
-        let weight_rows = |tile: WgmmaTile| match tile.swapped() {
-            true => 8,
-            false => tile.n as u32 / 2,
-        };
+        let picked = wgmma_swiglu_tile(t, n, self.multiprocessors);
         if let Some((lo, [w8_gate, w8_up])) = fp8_lo {
             // Every SwiGLU tile has an FP8-lo form (FP8 steps first, one accumulator set:
             // LO8 in kernels/gemm.hip) and a sparse one (SP).
-            let tile = tile.unwrap_or_else(|| picked(matches!(lo, Lo8In::Sparse(_))));
+            let tile = tile.unwrap_or(picked);
             let fp8 = self.fp8(what)?;
             let form = match lo {
                 Lo8In::Dense(_) => wgmma_form(&fp8.swiglu, tile, "FP8-lo SwiGLU warpgroup GEMM")?,
@@ -1214,7 +1173,7 @@ impl GpuKernels {
                     wgmma_form(&fp8.swiglu_sp, tile, "sparse FP8-lo SwiGLU warpgroup GEMM")?
                 }
             };
-            let (m32, half) = (tile.m as u32, weight_rows(tile));
+            let (m32, half) = (tile.m as u32, tile.n as u32 / 2);
             let args = Args::new()
                 .tmap(a.tensor_map_f16(t, k, m32, WGMMA_BK)?)
                 .tmap(lo.tensor_map(t, k, m32)?)
@@ -1231,9 +1190,9 @@ impl GpuKernels {
                 .u32(u32_of(n, "n")?);
             return self.launch_wgmma(form, tiles(tile), s, lo.meta_arg(args));
         }
-        let tile = tile.unwrap_or_else(|| picked(false));
+        let tile = tile.unwrap_or(picked);
         let form = wgmma_form(forms, tile, "SwiGLU warpgroup GEMM")?;
-        let (m32, half) = (tile.m as u32, weight_rows(tile));
+        let (m32, half) = (tile.m as u32, tile.n as u32 / 2);
         let a_lo = match a_lo {
             Some(SwigluLo::F16(lo)) => Some(lo),
             _ => None,
@@ -1504,11 +1463,11 @@ mod tests {
             "7B Q/K/V at 512 rows: 264 blocks of 128 x 192 in 2 waves (49 152); 256 x 128 makes 192 in 2 (65 536)"
         );
         assert_eq!(pick(7, &[100]), small, "a short prompt");
-        // The fused forms (to 192 rows): 7B's Q/K/V into the caches and gate/up with SwiGLU.
+        // The Q/K/V cache forms (to 192 rows).
         let qkv = |rows| {
             let ns = [4096, 4096, 4096];
             let base = wgmma_lo8_tile(rows, ns, 132);
-            with_swapped(rows, &ns, 132, base, &WgmmaTile::SWAPPED_FUSED)
+            with_swapped(rows, &ns, 132, base, &WgmmaTile::SWAPPED_KV)
         };
         assert_eq!(
             qkv(512),
@@ -1519,22 +1478,6 @@ mod tests {
             qkv(520),
             t(136),
             "Q/K/V at 520: 128 x 128 makes 480 blocks in 4 waves (65 536), 136 x 128 384 in 3 (52 224)"
-        );
-        let swiglu = |rows| {
-            let base = wgmma_swiglu_tile(rows, 11_008, 132);
-            with_swapped_outputs(rows, &[11_008], 132, base, &WgmmaTile::SWAPPED_FUSED, |t| {
-                t.n / 2
-            })
-        };
-        assert_eq!(
-            swiglu(512),
-            WgmmaTile::SWIGLU[3],
-            "gate/up at 512 rows: 396 blocks of 128 x 224 in 3 waves"
-        );
-        assert_eq!(
-            swiglu(520),
-            t(176),
-            "gate/up at 520: 128 x 224 makes 495 blocks in 4 waves (114 688), 176 x 128 (64 outputs) 516 in 4 (90 112)"
         );
         assert_eq!(
             pick(512, &[576, 192, 192]),

@@ -329,14 +329,15 @@ pub struct GpuKernels {
     gemm_mma: Function,
     /// The k % 8 == 0 fast path (f16 activations) by tile size: 128, 64, 32 (see `gemm_f16`).
     gemm_f16: [(usize, u32, Function); 3],
-    /// The same products on Hopper's warpgroup matrix units, by tile (`WgmmaTile::ALL`;
-    /// sm_90a objects only).
+    /// The same products on Hopper's warpgroup matrix units, by tile (`WgmmaTile::ALL`, then
+    /// `SWAPPED`; sm_90a objects only).
     gemm_f16_wgmma: Option<Vec<WgmmaForm>>,
     /// Their SwiGLU forms (gate and up with act's operands in the epilogue), by tile
     /// (`WgmmaTile::SWIGLU`; sm_90a objects only).
     gemm_f16_wgmma_swiglu: Option<Vec<WgmmaForm>>,
     /// The Q/K/V group's forms that write K (rotated) and V into the caches
-    /// (`gemm_f16_qkv_cache`), by tile (`WgmmaTile::LO8`; sm_90a objects only).
+    /// (`gemm_f16_qkv_cache`), by tile (`WgmmaTile::LO8`, then `SWAPPED_KV`; sm_90a objects
+    /// only).
     gemm_f16_wgmma_kv: Option<Vec<WgmmaForm>>,
     /// Its forms with the lo half on the FP8 matrix units (`GemmLo::Fp8`), by tile
     /// (`WgmmaTile::LO8`), with the kernels that make FP8 operands.
@@ -378,14 +379,15 @@ pub struct GpuKernels {
 
 /// The FP8 low-half kernels (sm_90a objects only; kernels/gemm.hip, ops.hip).
 struct Fp8Kernels {
+    /// The grouped GEMM's FP8-lo forms, on the `LO8` and `SWAPPED` tiles.
     gemm: Vec<WgmmaForm>,
     /// The SwiGLU GEMM's FP8-lo forms (`SwigluLo::Fp8`), on every SwiGLU tile.
     swiglu: Vec<WgmmaForm>,
-    /// `gemm_f16_qkv_cache`'s FP8-lo forms, on the `LO8` tiles.
+    /// `gemm_f16_qkv_cache`'s FP8-lo forms, on the `LO8` and `SWAPPED_KV` tiles.
     gemm_kv: Vec<WgmmaForm>,
     split: Function,
     /// The LO8 and SwiGLU LO8 forms with 2:4-sparse low products (`GemmLo::Fp8Sparse`,
-    /// `SwigluLo::Fp8Sparse`; SP in kernels/gemm.hip), on the same tiles, and the kernel
+    /// `SwigluLo::Fp8Sparse`; SP in kernels/gemm.hip), on the unswapped tiles, and the kernel
     /// that writes their operands (`split_f16_lo8s`).
     gemm_sp: Vec<WgmmaForm>,
     swiglu_sp: Vec<WgmmaForm>,
@@ -528,7 +530,7 @@ impl GpuKernels {
                 gemm_f16_wgmma_swiglu: match hopper {
                     true => Some(wgmma_forms(
                         &gemm,
-                        &WgmmaTile::with_swapped(&WgmmaTile::SWIGLU, &WgmmaTile::SWAPPED_FUSED),
+                        &WgmmaTile::SWIGLU,
                         WgmmaTile::swiglu_kernel,
                         multiprocessors,
                     )?),
@@ -537,7 +539,7 @@ impl GpuKernels {
                 gemm_f16_wgmma_kv: match hopper {
                     true => Some(wgmma_forms(
                         &gemm,
-                        &WgmmaTile::with_swapped(&WgmmaTile::LO8, &WgmmaTile::SWAPPED_FUSED),
+                        &WgmmaTile::with_swapped(&WgmmaTile::LO8, &WgmmaTile::SWAPPED_KV),
                         |t| format!("{}_kv", t.kernel()),
                         multiprocessors,
                     )?),
@@ -553,13 +555,13 @@ impl GpuKernels {
                         )?,
                         swiglu: wgmma_forms(
                             &gemm,
-                            &WgmmaTile::with_swapped(&WgmmaTile::SWIGLU, &WgmmaTile::SWAPPED_FUSED),
+                            &WgmmaTile::SWIGLU,
                             |t| format!("{}_lo8", t.swiglu_kernel()),
                             multiprocessors,
                         )?,
                         gemm_kv: wgmma_forms(
                             &gemm,
-                            &WgmmaTile::with_swapped(&WgmmaTile::LO8, &WgmmaTile::SWAPPED_FUSED),
+                            &WgmmaTile::with_swapped(&WgmmaTile::LO8, &WgmmaTile::SWAPPED_KV),
                             |t| format!("{}_lo8_kv", t.kernel()),
                             multiprocessors,
                         )?,
