@@ -842,8 +842,9 @@ GEMM_WGMMA(gemm_f16_wgmma_128x192, 128, 192, 5, __launch_bounds__(288, 1))
 // tile) and its GEMMs cost about the same a token at every length, where greta's 128-row
 // tiles cost up to 1.4x (docs/performance.md, session 53). For the plain and FP8-lo grouped
 // products (output, down) and Q/K/V's with K and V into the caches (KV: g_kv_store_swapped;
-// the SwiGLU GEMM has none: measured slower, tools/gpu/variants/swiglu-swapped.patch). Stages: as many as fit 227 KiB, at most 6 (g_swap_stages; wgmma_stages in
-// gpu/gemm.rs). No stream-K forms.
+// the SwiGLU GEMM has none: measured slower, tools/gpu/variants/swiglu-swapped.patch).
+// Stages: as many as fit 227 KiB, at most 6 (g_swap_stages; wgmma_stages in gpu/gemm.rs).
+// No stream-K forms.
 template <unsigned TOKENS>
 constexpr unsigned g_swap_stages = (227u * 1024 - 1040) / ((128 + TOKENS) * WG_BK * 2 + 16) < 6
                                        ? (227u * 1024 - 1040) / ((128 + TOKENS) * WG_BK * 2 + 16)
@@ -874,7 +875,7 @@ constexpr unsigned g_swap_stages = (227u * 1024 - 1040) / ((128 + TOKENS) * WG_B
     }
 // The Q/K/V forms with K and V into the caches, up to 192 tokens: from 200 on, ptxas spills
 // their epilogue (8-164 bytes; the 168 registers a thread of a 288-thread block may hold).
-#define GEMM_WGMMA_T_KV(TOKENS)                                                                                   \
+#define GEMM_WGMMA_T_KV(TOKENS)                                                                                      \
     GRETA_KERNEL void __launch_bounds__(288, 1) gemm_f16_wgmma_t##TOKENS##_kv(                                       \
         const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo, const __grid_constant__ g_tmap tw0, \
         const __grid_constant__ g_tmap tw1, const __grid_constant__ g_tmap tw2, float* y0, unsigned t, unsigned k,   \
