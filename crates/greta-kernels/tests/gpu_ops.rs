@@ -2512,7 +2512,7 @@ fn qkv_gemm_into_the_caches_matches_gemm_then_rope_append() {
             };
             let mut routes: Vec<Option<WgmmaTile>> = WgmmaTile::LO8
                 .into_iter()
-                .chain(WgmmaTile::SWAPPED_KV)
+                .chain(WgmmaTile::SWAPPED_KV.iter().copied())
                 .map(Some)
                 .collect();
             if lo_kind == "fp8" {

@@ -285,15 +285,7 @@ impl WgmmaTile {
 
     /// The swapped tiles of the Q/K/V cache forms: `SWAPPED` to 192 rows (wider, ptxas spills
     /// their epilogue under the 168 registers a thread of theirs may hold).
-    pub const SWAPPED_KV: [WgmmaTile; 15] = {
-        let mut tiles = [WgmmaTile { m: 0, n: 128 }; 15];
-        let mut i = 0;
-        while i < tiles.len() {
-            tiles[i] = Self::SWAPPED[i];
-            i += 1;
-        }
-        tiles
-    };
+    pub const SWAPPED_KV: &'static [WgmmaTile] = Self::SWAPPED.split_at(15).0;
 
     pub(super) fn swiglu_kernel(&self) -> String {
         self.kernel().replace("wgmma_", "wgmma_swiglu_")
@@ -320,10 +312,12 @@ const WGMMA_STAGES_232: u32 = 4;
 /// 40 KiB for 128 x 192.
 fn wgmma_stages(tile: WgmmaTile) -> u32 {
     if tile.swapped() {
-        // g_swap_stages in kernels/gemm.hip: as many as fit 227 KiB with their barriers, at
-        // most WGMMA_STAGES.
-        let stage = (tile.m + tile.n) as u32 * WGMMA_BK * 2 + 16;
-        return ((227 * 1024 - 1040) / stage).min(WGMMA_STAGES);
+        // g_swap_stages in kernels/gemm.hip: as many as fit a block's 227 KiB, at most
+        // WGMMA_STAGES.
+        return (1..=WGMMA_STAGES)
+            .rev()
+            .find(|&stages| shared_bytes(tile, stages) <= 227 * 1024)
+            .unwrap_or(1);
     }
     match tile.n {
         256 | 224 => 4,
@@ -524,7 +518,11 @@ fn wgmma_form<'a>(forms: &'a [WgmmaForm], tile: WgmmaTile, what: &str) -> Result
 /// 256: 193 KiB; 128 x 232: 181 KiB. The FP8-lo forms take the same: an FP8 step of K 128
 /// fills a stage as an f16 step of K 64 does.
 pub(super) fn wgmma_shared(tile: WgmmaTile) -> u32 {
-    let stages = wgmma_stages(tile);
+    shared_bytes(tile, wgmma_stages(tile))
+}
+
+/// `wgmma_shared` for `stages` stages.
+fn shared_bytes(tile: WgmmaTile, stages: u32) -> u32 {
     stages * (tile.m + tile.n) as u32 * WGMMA_BK * 2 + 1024 + stages * 2 * 8 + 16
 }
 
@@ -743,6 +741,21 @@ impl GpuKernels {
         self.swapped_tiles = on;
     }
 
+    /// `base` or, where `swapped_tiles` is on, the tile of `swapped` that `with_swapped`
+    /// takes for products of widths `ns` over `t` rows.
+    fn swapped_or(
+        &self,
+        t: usize,
+        ns: &[usize],
+        base: WgmmaTile,
+        swapped: &[WgmmaTile],
+    ) -> WgmmaTile {
+        match self.swapped_tiles {
+            true => with_swapped(t, ns, self.multiprocessors, base, swapped),
+            false => base,
+        }
+    }
+
     /// Which warpgroup GEMM launches share their short last wave out along K (`StreamK`).
     pub fn stream_k(&self) -> StreamK {
         self.stream_k
@@ -811,12 +824,8 @@ impl GpuKernels {
                         GemmRoute::WgmmaTile(tile) => tile,
                         _ => {
                             let ns: Vec<usize> = group.iter().map(|o| o.n).collect();
-                            let sms = self.multiprocessors;
-                            let base = wgmma_tile(t, ns.iter().copied(), sms);
-                            match self.swapped_tiles {
-                                true => with_swapped(t, &ns, sms, base, &WgmmaTile::SWAPPED),
-                                false => base,
-                            }
+                            let base = wgmma_tile(t, ns.iter().copied(), self.multiprocessors);
+                            self.swapped_or(t, &ns, base, &WgmmaTile::SWAPPED)
                         }
                     };
                     let form = wgmma_form(forms, tile, "warpgroup GEMM")?;
@@ -890,14 +899,11 @@ impl GpuKernels {
                 GemmRoute::WgmmaTile(tile) => tile,
                 GemmRoute::Auto | GemmRoute::Wgmma => {
                     let ns: Vec<usize> = group.iter().map(|o| o.n).collect();
-                    let sms = self.multiprocessors;
-                    let base = wgmma_lo8_tile(t, ns.iter().copied(), sms);
+                    let base = wgmma_lo8_tile(t, ns.iter().copied(), self.multiprocessors);
                     match lo {
+                        Lo8In::Dense(_) => self.swapped_or(t, &ns, base, &WgmmaTile::SWAPPED),
                         // The sparse forms have no swapped tiles.
-                        Lo8In::Dense(_) if self.swapped_tiles => {
-                            with_swapped(t, &ns, sms, base, &WgmmaTile::SWAPPED)
-                        }
-                        _ => base,
+                        Lo8In::Sparse(_) => base,
                     }
                 }
                 other => {
@@ -1040,10 +1046,7 @@ impl GpuKernels {
         }
         let tile = tile.unwrap_or_else(|| {
             let base = wgmma_lo8_tile(t, ns, self.multiprocessors);
-            match self.swapped_tiles {
-                true => with_swapped(t, &ns, self.multiprocessors, base, &WgmmaTile::SWAPPED_KV),
-                false => base,
-            }
+            self.swapped_or(t, &ns, base, WgmmaTile::SWAPPED_KV)
         });
         let (m32, n32) = (tile.m as u32, tile.n as u32);
         let mut args = Args::new().tmap(a.tensor_map_f16(t, k, m32, WGMMA_BK)?);
@@ -1223,15 +1226,14 @@ impl GpuKernels {
     /// Where the tiles do not fill whole waves, `stream_k` may share the last wave out
     /// along K over the whole grid (`StreamK::split`; kernels/gemm.hip, g_sk).
     fn launch_wgmma(&self, form: &WgmmaForm, tiles: usize, s: &Stream, args: Args) -> Result<()> {
-        let split = form
-            .sk
-            .as_ref()
-            .and_then(|(f, resident)| Some((f, *resident, self.stream_k.split(tiles, *resident)?)));
-        let (f, blocks) = match split {
-            None => (&form.f, tiles.min(form.resident)),
-            Some((f, resident, _)) => (f, resident),
+        // A stream-K share runs the `_sk` form on its whole grid; a tile without one whole.
+        let (f, blocks, split) = match &form.sk {
+            Some((f_sk, resident_sk)) => match self.stream_k.split(tiles, *resident_sk) {
+                Some(split) => (f_sk, *resident_sk, Some(split)),
+                None => (&form.f, tiles.min(form.resident), None),
+            },
+            None => (&form.f, tiles.min(form.resident), None),
         };
-        let split = split.map(|(_, _, split)| split);
         let dims = LaunchDims {
             grid: [u32_of(blocks, "blocks")?, 1, 1],
             block: [wgmma_threads(form.tile), 1, 1],
@@ -1467,7 +1469,7 @@ mod tests {
         let qkv = |rows| {
             let ns = [4096, 4096, 4096];
             let base = wgmma_lo8_tile(rows, ns, 132);
-            with_swapped(rows, &ns, 132, base, &WgmmaTile::SWAPPED_KV)
+            with_swapped(rows, &ns, 132, base, WgmmaTile::SWAPPED_KV)
         };
         assert_eq!(
             qkv(512),

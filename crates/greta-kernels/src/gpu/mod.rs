@@ -539,7 +539,7 @@ impl GpuKernels {
                 gemm_f16_wgmma_kv: match hopper {
                     true => Some(wgmma_forms(
                         &gemm,
-                        &WgmmaTile::with_swapped(&WgmmaTile::LO8, &WgmmaTile::SWAPPED_KV),
+                        &WgmmaTile::with_swapped(&WgmmaTile::LO8, WgmmaTile::SWAPPED_KV),
                         |t| format!("{}_kv", t.kernel()),
                         multiprocessors,
                     )?),
@@ -561,7 +561,7 @@ impl GpuKernels {
                         )?,
                         gemm_kv: wgmma_forms(
                             &gemm,
-                            &WgmmaTile::with_swapped(&WgmmaTile::LO8, &WgmmaTile::SWAPPED_KV),
+                            &WgmmaTile::with_swapped(&WgmmaTile::LO8, WgmmaTile::SWAPPED_KV),
                             |t| format!("{}_lo8_kv", t.kernel()),
                             multiprocessors,
                         )?,
