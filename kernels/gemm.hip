@@ -547,27 +547,29 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
                 const g_tmap *a_map = lo ? ta_lo : ta, *w_map = LO8 && lo ? at.tw8 : at.tw,
                              *w_up = LO8 && lo ? tw8_1 : tw1;
                 unsigned char* slab = smem + st * STAGE_BYTES;
-                if (SP && lo) {
-                    // SP: the step's compressed low halves (TM rows of 64 bytes: K 128), then
-                    // each 64-row half's metadata (1 KiB, sp_meta_at) after them, where the
-                    // dense A box's second half would be; B as in every FP8 step.
-                    g_mbar_arrive_expect(&full[st], STAGE_BYTES - TM * 64 + TM / 64 * 1024);
-                    g_tma_load_2d(slab, a_map, kc / 2, (int)at.row0, &full[st]);
-                    for (unsigned h = 0; h < TM / 64; ++h)
-                        g_bulk_load(slab + TM * 64 + h * 1024, meta + sp_meta_at(at.row0 / 64 + h, s, k), 1024, &full[st]);
-                } else if (!SWAP) {
-                    g_mbar_arrive_expect(&full[st], STAGE_BYTES);
-                    g_tma_load_2d(slab, a_map, kc, (int)at.row0, &full[st]);
-                }
                 if (SWAP) {
                     // SWAP: the weights' TM rows into the A box, the tokens' TN into the B box.
                     g_mbar_arrive_expect(&full[st], STAGE_BYTES);
                     g_tma_load_2d(slab, w_map, kc, (int)at.col0, &full[st]);
                     g_tma_load_2d(slab + A_HALVES * 2, a_map, kc, (int)at.row0, &full[st]);
                 } else {
+                    if (SP && lo) {
+                        // SP: the step's compressed low halves (TM rows of 64 bytes: K 128),
+                        // then each 64-row half's metadata (1 KiB, sp_meta_at) after them, where
+                        // the dense A box's second half would be; B as in every FP8 step.
+                        g_mbar_arrive_expect(&full[st], STAGE_BYTES - TM * 64 + TM / 64 * 1024);
+                        g_tma_load_2d(slab, a_map, kc / 2, (int)at.row0, &full[st]);
+                        for (unsigned h = 0; h < TM / 64; ++h)
+                            g_bulk_load(slab + TM * 64 + h * 1024, meta + sp_meta_at(at.row0 / 64 + h, s, k), 1024,
+                                        &full[st]);
+                    } else {
+                        g_mbar_arrive_expect(&full[st], STAGE_BYTES);
+                        g_tma_load_2d(slab, a_map, kc, (int)at.row0, &full[st]);
+                    }
                     g_tma_load_2d(slab + A_HALVES * 2, w_map, kc, (int)at.col0, &full[st]);
+                    if (SWIGLU)
+                        g_tma_load_2d(slab + A_HALVES * 2 + TNO * WG_BK * 2, w_up, kc, (int)at.col0, &full[st]);
                 }
-                if (SWIGLU) g_tma_load_2d(slab + A_HALVES * 2 + TNO * WG_BK * 2, w_up, kc, (int)at.col0, &full[st]);
                 if (++st == STAGES) st = 0, ph ^= 1, used = true;
             }
         }
