@@ -306,6 +306,55 @@ GRETA_DEVICE void g_swiglu_store(const float (&acc)[TN / 2], const g_swiglu_out&
     }
 }
 
+// The SwiGLU epilogue of a swapped tile (SWAP): gate's sums in acc, up's in acc_up, the
+// thread's output columns f0 and f0 + 8 (of n) and rows r0 + 8 q (+ 1) (of t). act and its
+// operands are g_swiglu_pairs' to the bit; stored one by one (a row's neighbouring columns
+// are other lanes'): 8 columns of a row a warp's store.
+template <unsigned TN, bool F32, unsigned LO>
+GRETA_DEVICE void g_swiglu_swapped(const float (&acc)[TN / 2], const float (&acc_up)[TN / 2], const g_swiglu_out& o,
+                                   unsigned f0, unsigned r0, unsigned t, unsigned n) {
+#pragma unroll
+    for (unsigned h = 0; h < 2; ++h) {
+        const unsigned f = f0 + 8 * h;
+        if (f >= n) continue;
+#pragma unroll
+        for (unsigned q = 0; q < TN / 8; ++q)
+#pragma unroll
+            for (unsigned i = 0; i < 2; ++i) {
+                const unsigned r = r0 + 8 * q + i;
+                if (r >= t) continue;
+                const unsigned long at = (unsigned long)r * n + f;
+                const float g = acc[4 * q + 2 * h + i], u = acc_up[4 * q + 2 * h + i], v = g_silu_mul(g, u);
+                g_half hi, lo16;
+                g_split_f16(v, &hi, &lo16);
+                if (F32) {
+                    o.gate[at] = g;
+                    o.up[at] = u;
+                    o.act[at] = v;
+                }
+                o.hi[at] = hi;
+                if (LO == 1) o.lo[at] = lo16;
+#if defined(GRETA_FP8)
+                if (LO == 2) o.lo8[at] = g_lo8(v - g_h2f(hi));
+#endif
+            }
+    }
+}
+template <unsigned TN>
+GRETA_DEVICE void g_swiglu_store_swapped(const float (&acc)[TN / 2], const float (&acc_up)[TN / 2],
+                                         const g_swiglu_out& o, unsigned f0, unsigned r0, unsigned t, unsigned n) {
+    const unsigned lo = o.lo8 ? 2 : o.lo ? 1 : 0;
+    if (o.gate) {
+        if (lo == 2) g_swiglu_swapped<TN, true, 2>(acc, acc_up, o, f0, r0, t, n);
+        else if (lo == 1) g_swiglu_swapped<TN, true, 1>(acc, acc_up, o, f0, r0, t, n);
+        else g_swiglu_swapped<TN, true, 0>(acc, acc_up, o, f0, r0, t, n);
+    } else {
+        if (lo == 2) g_swiglu_swapped<TN, false, 2>(acc, acc_up, o, f0, r0, t, n);
+        else if (lo == 1) g_swiglu_swapped<TN, false, 1>(acc, acc_up, o, f0, r0, t, n);
+        else g_swiglu_swapped<TN, false, 0>(acc, acc_up, o, f0, r0, t, n);
+    }
+}
+
 // One output tile of a launch: its first row and column, and the product it belongs to
 // (prod: 0, 1 or 2, the group's order).
 struct g_wgmma_at {
@@ -448,17 +497,21 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
                                       const float* sw0 = nullptr, const float* sw1 = nullptr,
                                       const float* sw2 = nullptr, const g_swiglu_out* swiglu = nullptr,
                                       const g_kv_out* kv = nullptr, const unsigned* meta = nullptr) {
-    static_assert(!SWIGLU || TN % 16 == 0, "SwiGLU: each half of B whole 8-row swizzle atoms");
+    static_assert(!SWIGLU || SWAP || TN % 16 == 0, "SwiGLU: each half of B whole 8-row swizzle atoms");
     static_assert(!(SWIGLU && KV), "KV is the Q/K/V group's epilogue");
     static_assert(!SP || (LO8 && !KV), "SP: the FP8 low steps of the LO8 and SwiGLU LO8 forms");
-    static_assert(!SWAP || (TM == 128 && !SWIGLU && !SP), "SWAP: the plain, KV and LO8 forms, 128 weight rows");
+    static_assert(!SWAP || (!SP && TM == (SWIGLU ? 256 : 128)), "SWAP: 128 weight rows, SwiGLU 256");
+    // SWAP with SWIGLU: the A box is gate's 128 rows then up's, and consumer warpgroup c
+    // multiplies gate's rows 64 c .. into acc and up's into acc_up: gate and up of an output
+    // in one thread.
+    constexpr bool SW2 = SWAP && SWIGLU;
     // A block's output columns: TN, or TN / 2 gate-up pairs; with SWAP, TM (the A box's
-    // weight rows), its tokens TN (the B box's rows).
-    constexpr unsigned TNO = SWAP ? TM : SWIGLU ? TN / 2 : TN, TROWS = SWAP ? TN : TM;
+    // weight rows) or TM / 2 pairs, its tokens TN (the B box's rows).
+    constexpr unsigned TNO = SWAP ? (SWIGLU ? TM / 2 : TM) : SWIGLU ? TN / 2 : TN, TROWS = SWAP ? TN : TM;
     // A stage holds one step's boxes of 128-byte rows: f16 ones (K 64) or, LO8, FP8 ones (K 128).
     constexpr unsigned A_HALVES = TM * WG_BK, STAGE_BYTES = (TM + TN) * WG_BK * 2;
     static_assert(A_HALVES * 2 % 1024 == 0 && STAGE_BYTES % 1024 == 0, "boxes start on swizzle atoms");
-    constexpr unsigned CONSUMER_WARPS = TM / 64 * 4;
+    constexpr unsigned CONSUMERS = SW2 ? 2 : TM / 64, CONSUMER_WARPS = CONSUMERS * 4;
     // Swizzle atoms are 1024-byte aligned (the launcher adds 1 KiB for this).
     unsigned char* smem = (unsigned char*)(((unsigned long)raw + 1023) & ~1023ul);
     unsigned long long* full = (unsigned long long*)(smem + STAGES * STAGE_BYTES);
@@ -466,7 +519,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
     // SP: 16 bytes past the barriers that a consumer's stores hold its two pairs of metadata
     // registers with (lo_step below; wgmma_shared counts them).
     unsigned* sink = (unsigned*)(empty + STAGES);
-    const unsigned tid = g_tid(), wg = tid / 128, producer = TM / 64 * 128;
+    const unsigned tid = g_tid(), wg = tid / 128, producer = CONSUMERS * 128;
 
     // The launch's tiles: row tiles first, then product 0's column tiles, product 1's,
     // product 2's (SWIGLU: one product of n0 outputs, its gate weights tw0 and its up
@@ -551,6 +604,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
                     // SWAP: the weights' TM rows into the A box, the tokens' TN into the B box.
                     g_mbar_arrive_expect(&full[st], STAGE_BYTES);
                     g_tma_load_2d(slab, w_map, kc, (int)at.col0, &full[st]);
+                    if (SW2) g_tma_load_2d(slab + A_HALVES, w_up, kc, (int)at.col0, &full[st]);
                     g_tma_load_2d(slab + A_HALVES * 2, a_map, kc, (int)at.row0, &full[st]);
                 } else {
                     if (SP && lo) {
@@ -583,7 +637,9 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
     // (cuobjdump -sass: 235 in 128_lo8, 3079 in swiglu_128x224_lo8; now ~10 each, none in
     // the main loops).
     const unsigned c = __shfl_sync(0xffffffffu, wg, 0);
-    float acc[TN / 2];
+    float acc[TN / 2], acc_up[SW2 ? TN / 2 : 1];
+    // SW2: up's rows in the A box, as a descriptor offset (16-byte units).
+    constexpr unsigned UP = A_HALVES * 2 / 2 / 16;
     const unsigned l = g_lane(), warp = (tid % 128) / 32;
     // The stage, the parity of its full barrier's phase and the previous step's stage,
     // advanced step by step over the block's tiles, and the operands' descriptors in stage
@@ -641,6 +697,9 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
                     for (unsigned kk = 0; kk < 2 * WG_BK / 32; ++kk)
                         if constexpr (SWAP) {
                             g_wgmma_m64k32_e4m3_e5m2<TN>(acc, da0 + o + 2 * kk, db0 + o + 2 * kk, s > p.s0 || kk > 0);
+                            if constexpr (SW2)
+                                g_wgmma_m64k32_e4m3_e5m2<TN>(acc_up, da0 + o + 2 * kk + UP, db0 + o + 2 * kk,
+                                                             s > p.s0 || kk > 0);
                         } else {
                             g_wgmma_m64k32_e5m2_e4m3<TN>(acc, da0 + o + 2 * kk, db0 + o + 2 * kk, s > p.s0 || kk > 0);
                         }
@@ -673,7 +732,9 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
                     g_hold_regs(sink, meta[0][0], meta[0][1]);
                     g_hold_regs(sink + 2, meta[1][0], meta[1][1]);
                 }
-                for (unsigned q = 0; q < TN / 2; ++q) acc[q] *= SWIGLU && q >= TN / 4 ? scale_up : scale;
+                for (unsigned q = 0; q < TN / 2; ++q) acc[q] *= SWIGLU && !SWAP && q >= TN / 4 ? scale_up : scale;
+                if constexpr (SW2)
+                    for (unsigned q = 0; q < TN / 2; ++q) acc_up[q] *= scale_up;
             }
             // The f16 steps add onto the FP8 sums; a stream-K piece of f16 steps only starts
             // its sums at its first (zeroing the accumulators in a branch instead made ptxas
@@ -682,8 +743,11 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
                 g_mbar_wait(&full[st], ph);
                 const unsigned long long o = st * (STAGE_BYTES >> 4);
                 g_wgmma_fence();
-                for (unsigned kk = 0; kk < WG_BK / 16; ++kk)
+                for (unsigned kk = 0; kk < WG_BK / 16; ++kk) {
                     g_wgmma_m64k16<TN>(acc, da0 + o + 2 * kk, db0 + o + 2 * kk, !SK || s > p.s0 || kk > 0);
+                    if constexpr (SW2)
+                        g_wgmma_m64k16<TN>(acc_up, da0 + o + 2 * kk + UP, db0 + o + 2 * kk, !SK || s > p.s0 || kk > 0);
+                }
                 g_wgmma_commit();
                 g_wgmma_wait<1>();
                 if ((!SK || s > p.s0) && g_lane() == 0) g_mbar_arrive(&empty[prev]);
@@ -696,7 +760,10 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
                 const unsigned long long o = st * (STAGE_BYTES >> 4);
                 const unsigned long long da = da0 + o, db = db0 + o;
                 g_wgmma_fence();
-                for (unsigned kk = 0; kk < WG_BK / 16; ++kk) g_wgmma_m64k16<TN>(acc, da + 2 * kk, db + 2 * kk, s > p.s0 || kk > 0);
+                for (unsigned kk = 0; kk < WG_BK / 16; ++kk) {
+                    g_wgmma_m64k16<TN>(acc, da + 2 * kk, db + 2 * kk, s > p.s0 || kk > 0);
+                    if constexpr (SW2) g_wgmma_m64k16<TN>(acc_up, da + 2 * kk + UP, db + 2 * kk, s > p.s0 || kk > 0);
+                }
                 g_wgmma_commit();
                 // Step s - 1's products are done: its stage may be refilled. (Two steps left
                 // in flight, each stage released a step later: 7B prefill +3.6 %, H200,
@@ -744,7 +811,11 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
             __syncwarp();
             if (l == 0) *f = 0;
         }
-        if constexpr (SWIGLU) {
+        if constexpr (SW2) {
+            g_swiglu_store_swapped<TN>(acc, acc_up, *swiglu, at.col0 + 64 * c + 16 * warp + l / 4, at.row0 + 2 * (l % 4),
+                                       t, n0);
+            continue;
+        } else if constexpr (SWIGLU) {
             g_swiglu_store<TN>(acc, *swiglu, at.row0 + 64 * c + 16 * warp + l / 4, at.col0 + 2 * (l % 4), t, n0);
             continue;
         }
@@ -847,9 +918,9 @@ GEMM_WGMMA(gemm_f16_wgmma_128x192, 128, 192, 5, __launch_bounds__(288, 1))
 // the SwiGLU GEMM has none: measured slower, tools/gpu/variants/swiglu-swapped.patch).
 // Stages: as many as fit 227 KiB, at most 6 (g_swap_stages; wgmma_stages in gpu/gemm.rs).
 // No stream-K forms.
-template <unsigned TOKENS>
-constexpr unsigned g_swap_stages = (227u * 1024 - 1040) / ((128 + TOKENS) * WG_BK * 2 + 16) < 6
-                                       ? (227u * 1024 - 1040) / ((128 + TOKENS) * WG_BK * 2 + 16)
+template <unsigned TOKENS, unsigned A_ROWS = 128>
+constexpr unsigned g_swap_stages = (227u * 1024 - 1040) / ((A_ROWS + TOKENS) * WG_BK * 2 + 16) < 6
+                                       ? (227u * 1024 - 1040) / ((A_ROWS + TOKENS) * WG_BK * 2 + 16)
                                        : 6;
 #define GEMM_WGMMA_T(TOKENS)                                                                                         \
     GRETA_KERNEL void __launch_bounds__(288, 1)                                                                      \
@@ -905,6 +976,38 @@ constexpr unsigned g_swap_stages = (227u * 1024 - 1040) / ((128 + TOKENS) * WG_B
             sk, wg_raw, &ta, &ta_lo, &tw0, &tw1, &tw2, y0, nullptr, nullptr, t, k, n0, n1, n2, 1, &tw8_0, &tw8_1,    \
             &tw8_2, sw0, sw1, sw2, nullptr, &kv);                                                                    \
     }
+// The SwiGLU forms on swapped tiles: gate's 128 weight rows and up's (256 in the A box: two
+// m64 products a consumer warpgroup each K step, gate and up of an output in one thread) by
+// TOKENS; 128 outputs a tile. To 120 tokens: both accumulator sets in the 168 registers.
+#define GEMM_WGMMA_SWIGLU_T(TOKENS)                                                                                  \
+    GRETA_KERNEL void __launch_bounds__(288, 1) gemm_f16_wgmma_swiglu_t##TOKENS(                                     \
+        const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                                     \
+        const __grid_constant__ g_tmap tw_gate, const __grid_constant__ g_tmap tw_up, float* gate, float* up,        \
+        float* act, g_half* hi, g_half* lo, unsigned char* lo8, unsigned t, unsigned k, unsigned n, unsigned has_lo, \
+        unsigned sk_tiles, unsigned sk_parts, float* sk_part, unsigned* sk_flag) {                                   \
+        extern __shared__ unsigned char wg_raw[];                                                                    \
+        const g_sk sk = {sk_tiles, sk_parts, sk_part, sk_flag};                                                      \
+        const g_swiglu_out out = {gate, up, act, hi, lo, lo8};                                                       \
+        gemm_f16_wgmma_tile<256, TOKENS, g_swap_stages<TOKENS, 256>, false, true, false, false, false, true>(        \
+            sk, wg_raw, &ta, &ta_lo, &tw_gate, &tw_up, &tw_up, nullptr, nullptr, nullptr, t, k, n, n, 0, has_lo,    \
+            nullptr, nullptr, nullptr, nullptr, nullptr, nullptr, &out);                                             \
+    }                                                                                                                \
+    GRETA_KERNEL void __launch_bounds__(288, 1) gemm_f16_wgmma_swiglu_t##TOKENS##_lo8(                               \
+        const __grid_constant__ g_tmap ta, const __grid_constant__ g_tmap ta_lo,                                     \
+        const __grid_constant__ g_tmap tw_gate, const __grid_constant__ g_tmap tw_up,                                \
+        const __grid_constant__ g_tmap tw8_gate, const __grid_constant__ g_tmap tw8_up, const float* sw_gate,       \
+        const float* sw_up, float* gate, float* up, float* act, g_half* hi, g_half* lo, unsigned char* lo8,        \
+        unsigned t, unsigned k, unsigned n, unsigned sk_tiles, unsigned sk_parts, float* sk_part,                   \
+        unsigned* sk_flag) {                                                                                         \
+        extern __shared__ unsigned char wg_raw[];                                                                    \
+        const g_sk sk = {sk_tiles, sk_parts, sk_part, sk_flag};                                                      \
+        const g_swiglu_out out = {gate, up, act, hi, lo, lo8};                                                       \
+        gemm_f16_wgmma_tile<256, TOKENS, g_swap_stages<TOKENS, 256>, true, true, false, false, false, true>(         \
+            sk, wg_raw, &ta, &ta_lo, &tw_gate, &tw_up, &tw_up, nullptr, nullptr, nullptr, t, k, n, n, 0, 1,          \
+            &tw8_gate, &tw8_up, &tw8_up, sw_gate, sw_up, sw_up, &out);                                               \
+    }
+GEMM_WGMMA_SWIGLU_T(72) GEMM_WGMMA_SWIGLU_T(80) GEMM_WGMMA_SWIGLU_T(88) GEMM_WGMMA_SWIGLU_T(96)
+GEMM_WGMMA_SWIGLU_T(104) GEMM_WGMMA_SWIGLU_T(112) GEMM_WGMMA_SWIGLU_T(120)
 // Every multiple of 8 from 72 to 256 but 128, the square tile's (WgmmaTile::SWAPPED in
 // gpu/gemm.rs); the KV forms to 192 (WgmmaTile::SWAPPED_KV).
 GEMM_WGMMA_T(72) GEMM_WGMMA_T(80) GEMM_WGMMA_T(88) GEMM_WGMMA_T(96) GEMM_WGMMA_T(104) GEMM_WGMMA_T(112)

@@ -578,6 +578,7 @@ fn swiglu_gemm_matches_cpu_and_unfused_arithmetic() {
     }
     let mut tiles: Vec<Option<WgmmaTile>> = vec![None];
     tiles.extend(WgmmaTile::SWIGLU.map(Some));
+    tiles.extend(WgmmaTile::SWAPPED_SWIGLU.map(Some));
     let mut act_los = vec![ActLo::None, ActLo::F16];
     if k.has_fp8_lo() {
         act_los.push(ActLo::Fp8);

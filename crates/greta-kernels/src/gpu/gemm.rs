@@ -287,6 +287,19 @@ impl WgmmaTile {
     /// their epilogue under the 168 registers a thread of theirs may hold).
     pub const SWAPPED_KV: &'static [WgmmaTile] = Self::SWAPPED.split_at(15).0;
 
+    /// The SwiGLU forms' swapped tiles: 72-120 input rows by 256 weight rows (gate's 128 and
+    /// up's: 128 outputs), every multiple of 8 (both accumulator sets fit a thread's 168
+    /// registers to 120).
+    pub const SWAPPED_SWIGLU: [WgmmaTile; 7] = {
+        let mut tiles = [WgmmaTile { m: 0, n: 256 }; 7];
+        let mut i = 0;
+        while i < tiles.len() {
+            tiles[i].m = 72 + 8 * i;
+            i += 1;
+        }
+        tiles
+    };
+
     pub(super) fn swiglu_kernel(&self) -> String {
         self.kernel().replace("wgmma_", "wgmma_swiglu_")
     }
@@ -330,8 +343,13 @@ fn wgmma_stages(tile: WgmmaTile) -> u32 {
 /// The warpgroup GEMM's threads a block for `tile`: a consumer warpgroup per 64 rows (of
 /// the weights in a swapped tile), then the producer warp (kernels/gemm.hip).
 fn wgmma_threads(tile: WgmmaTile) -> u32 {
-    let a_rows = if tile.swapped() { tile.n } else { tile.m };
-    128 * (a_rows as u32 / 64) + 32
+    // Swapped: two, on 64 weight rows each (the SwiGLU forms' 256: 64 of gate's, 64 of up's).
+    let consumers = if tile.swapped() {
+        2
+    } else {
+        tile.m as u32 / 64
+    };
+    128 * consumers + 32
 }
 
 /// Which warpgroup GEMM launches share their last wave out along K (stream-K:
@@ -583,16 +601,19 @@ fn wgmma_tile(t: usize, ns: impl IntoIterator<Item = usize>, sms: usize) -> Wgmm
 /// reads the most shared memory a multiply-add), against the 128-row tiles to them (the
 /// forms measured longest). Llama-2-7B's output and down products at 520 rows on 132 SMs:
 /// 128 x 128 makes 160 blocks in 2 waves (32 768 rows x columns a multiprocessor), 136 x 128
-/// makes 128 in 1 (17 408).
+/// makes 128 in 1 (17 408). A tile covers `outputs(tile)` of a product's columns (the
+/// SwiGLU forms' half their weight rows, others all).
 fn with_swapped(
     t: usize,
     ns: &[usize],
     sms: usize,
     base: WgmmaTile,
     swapped: &[WgmmaTile],
+    outputs: impl Fn(WgmmaTile) -> usize,
 ) -> WgmmaTile {
     let time = |tile: WgmmaTile| -> usize {
-        let blocks = t.div_ceil(tile.m) * ns.iter().map(|n| n.div_ceil(tile.n)).sum::<usize>();
+        let blocks =
+            t.div_ceil(tile.m) * ns.iter().map(|n| n.div_ceil(outputs(tile))).sum::<usize>();
         blocks.div_ceil(sms.max(1)) * tile.m * tile.n
     };
     let base_time = time(base);
@@ -750,8 +771,21 @@ impl GpuKernels {
         base: WgmmaTile,
         swapped: &[WgmmaTile],
     ) -> WgmmaTile {
+        self.swapped_or_outputs(t, ns, base, swapped, |tile| tile.n)
+    }
+
+    /// `swapped_or` for tiles of `outputs(tile)` of a product's columns (the SwiGLU forms').
+    fn swapped_or_outputs(
+        &self,
+        t: usize,
+        ns: &[usize],
+        base: WgmmaTile,
+        swapped: &[WgmmaTile],
+        outputs: impl Fn(WgmmaTile) -> usize,
+    ) -> WgmmaTile {
+        let sms = self.multiprocessors;
         match self.swapped_tiles {
-            true => with_swapped(t, ns, self.multiprocessors, base, swapped),
+            true => with_swapped(t, ns, sms, base, swapped, outputs),
             false => base,
         }
     }
@@ -1164,11 +1198,22 @@ impl GpuKernels {
                 .ptr_or_null(ops.lo.as_ref().and_then(|l| l.f16()))
         };
         let tiles = |tile: WgmmaTile| t.div_ceil(tile.m) * n.div_ceil(tile.n / 2);
-        let picked = wgmma_swiglu_tile(t, n, self.multiprocessors);
+        // The sparse forms have no swapped tiles.
+        let picked = |sparse: bool| {
+            let base = wgmma_swiglu_tile(t, n, self.multiprocessors);
+            match sparse {
+                true => base,
+                false => {
+                    self.swapped_or_outputs(t, &[n], base, &WgmmaTile::SWAPPED_SWIGLU, |tile| {
+                        tile.n / 2
+                    })
+                }
+            }
+        };
         if let Some((lo, [w8_gate, w8_up])) = fp8_lo {
             // Every SwiGLU tile has an FP8-lo form (FP8 steps first, one accumulator set:
             // LO8 in kernels/gemm.hip) and a sparse one (SP).
-            let tile = tile.unwrap_or(picked);
+            let tile = tile.unwrap_or_else(|| picked(matches!(lo, Lo8In::Sparse(_))));
             let fp8 = self.fp8(what)?;
             let form = match lo {
                 Lo8In::Dense(_) => wgmma_form(&fp8.swiglu, tile, "FP8-lo SwiGLU warpgroup GEMM")?,
@@ -1193,7 +1238,7 @@ impl GpuKernels {
                 .u32(u32_of(n, "n")?);
             return self.launch_wgmma(form, tiles(tile), s, lo.meta_arg(args));
         }
-        let tile = tile.unwrap_or(picked);
+        let tile = tile.unwrap_or_else(|| picked(false));
         let form = wgmma_form(forms, tile, "SwiGLU warpgroup GEMM")?;
         let (m32, half) = (tile.m as u32, tile.n as u32 / 2);
         let a_lo = match a_lo {
@@ -1431,7 +1476,7 @@ mod tests {
         let t = |m| WgmmaTile { m, n: 128 };
         let pick = |rows, ns: &[usize]| {
             let base = wgmma_tile(rows, ns.iter().copied(), 132);
-            with_swapped(rows, ns, 132, base, &WgmmaTile::SWAPPED)
+            with_swapped(rows, ns, 132, base, &WgmmaTile::SWAPPED, |t| t.n)
         };
         let [square, small, _, _, wide192] = WgmmaTile::ALL;
         assert_eq!(
@@ -1469,7 +1514,7 @@ mod tests {
         let qkv = |rows| {
             let ns = [4096, 4096, 4096];
             let base = wgmma_lo8_tile(rows, ns, 132);
-            with_swapped(rows, &ns, 132, base, WgmmaTile::SWAPPED_KV)
+            with_swapped(rows, &ns, 132, base, WgmmaTile::SWAPPED_KV, |t| t.n)
         };
         assert_eq!(
             qkv(512),
@@ -1645,12 +1690,63 @@ mod tests {
         assert!(wgmma_shared(wide224) <= 232_448, "4 stages of 44 KiB fit");
     }
 
+    /// The SwiGLU forms' swapped tiles (256 weight rows, 128 outputs) against the unswapped
+    /// choice, 7B's gate/up (11 008 outputs) on 132 SMs: 86 output tiles a row tile.
+    #[test]
+    fn swapped_swiglu_tiles_counted_by_outputs() {
+        let pick = |rows| {
+            let base = wgmma_swiglu_tile(rows, 11_008, 132);
+            with_swapped(
+                rows,
+                &[11_008],
+                132,
+                base,
+                &WgmmaTile::SWAPPED_SWIGLU,
+                |t| t.n / 2,
+            )
+        };
+        let t = |m| WgmmaTile { m, n: 256 };
+        assert!(WgmmaTile::SWAPPED_SWIGLU.iter().all(|t| t.swapped()));
+        assert_eq!(
+            pick(512),
+            WgmmaTile::SWIGLU[3],
+            "512: 128 x 224 makes 396 blocks in 3 waves (86 016); 104 x 256 430 in 4 (106 496)"
+        );
+        assert_eq!(
+            pick(520),
+            t(88),
+            "520: 128 x 224 makes 495 blocks in 4 waves (114 688); 88 x 256 516 in 4 (90 112)"
+        );
+        assert_eq!(
+            pick(576),
+            t(96),
+            "576: 6 row tiles of 96, 516 blocks in 4 waves"
+        );
+        assert_eq!(
+            pick(650),
+            t(112),
+            "650: 6 row tiles of 112 (the last 90), 4 waves"
+        );
+        assert_eq!(
+            pick(800),
+            t(80),
+            "800: 10 row tiles of 80, 860 blocks in 7 waves"
+        );
+        assert_eq!(
+            WgmmaTile::SWAPPED_SWIGLU[2].swiglu_kernel(),
+            "gemm_f16_wgmma_swiglu_t88"
+        );
+    }
+
     /// Every tile's forms (f16, SwiGLU, and their FP8-lo forms, which take the same
     /// stages) fit the 227 KiB a block may opt in to.
     #[test]
     fn wgmma_forms_fit_shared_memory() {
         let all = WgmmaTile::ALL.into_iter().chain(WgmmaTile::SWIGLU);
-        for tile in all.chain(WgmmaTile::SWAPPED) {
+        for tile in all
+            .chain(WgmmaTile::SWAPPED)
+            .chain(WgmmaTile::SWAPPED_SWIGLU)
+        {
             let bytes = wgmma_shared(tile);
             assert!(bytes <= 232_448, "{tile:?}: {bytes} bytes");
         }

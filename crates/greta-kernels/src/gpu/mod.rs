@@ -530,7 +530,7 @@ impl GpuKernels {
                 gemm_f16_wgmma_swiglu: match hopper {
                     true => Some(wgmma_forms(
                         &gemm,
-                        &WgmmaTile::SWIGLU,
+                        &WgmmaTile::with_swapped(&WgmmaTile::SWIGLU, &WgmmaTile::SWAPPED_SWIGLU),
                         WgmmaTile::swiglu_kernel,
                         multiprocessors,
                     )?),
@@ -555,7 +555,10 @@ impl GpuKernels {
                         )?,
                         swiglu: wgmma_forms(
                             &gemm,
-                            &WgmmaTile::SWIGLU,
+                            &WgmmaTile::with_swapped(
+                                &WgmmaTile::SWIGLU,
+                                &WgmmaTile::SWAPPED_SWIGLU,
+                            ),
                             |t| format!("{}_lo8", t.swiglu_kernel()),
                             multiprocessors,
                         )?,
