@@ -47,12 +47,12 @@ pub struct GpuArgs {
     /// differ in their last bits.
     #[arg(long, value_name = "off|auto|always", default_value_t = StreamK::Off)]
     pub stream_k: StreamK,
-    /// GPU prefill (Hopper's warpgroup GEMM): let the Q/K/V, output and down products cut
-    /// the prompt's rows into tiles of 72 to 256 (the weights on the matrix units' A side)
-    /// where that takes fewer waves than 128-row tiles, as cuBLAS does; off: 128- and 64-row
-    /// tiles only, to compare with. Measured on an H200 (session 53): the 7B prefill up to
-    /// 24 % faster at prompt lengths off the multiples of 128 (384: -23 %, 520: -10 %), level
-    /// at 512.
+    /// GPU prefill (Hopper's warpgroup GEMM): let the Q/K/V, output, down and gate/up
+    /// products cut the prompt's rows into tiles of 72 to 256 (the weights on the matrix
+    /// units' A side) where that takes fewer waves than 128-row tiles, as cuBLAS does; off:
+    /// 128- and 64-row tiles only, to compare with. Measured on an H200 (sessions 53-54): the
+    /// 7B prefill up to 22 % faster at prompt lengths off the multiples of 128 (384: -21 %,
+    /// 520: -18 %, 800: -7 %), level at 512.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub swapped_tiles: bool,
 }
