@@ -45,7 +45,7 @@ if part greta; then
 fi
 if part hfc; then
   for n in ${LENS//,/ }; do
-    PYTHONUNBUFFERED=1 STEP_TAIL="0 1" step "hfc-$n" python3 tools/gpu/hf_bench.py "$M-hf" --compile \
+    PYTHONUNBUFFERED=1 STEP_TAIL="1 1" step "hfc-$n" python3 tools/gpu/hf_bench.py "$M-hf" --compile \
       --prompt-len "$n" --gen 1 --reps "${REPS:-3}" || status=1
   done
 fi
