@@ -40,6 +40,7 @@ if part greta; then
       args=(); [ "$split" = default ] || args=(--split-inputs "$split")
       STEP_TAIL="0 0" step "greta-$split-$n" $G bench -m synthetic:$SHAPE --backend gpu --prompt-len "$n" \
         --gen 1 --reps "${REPS:-3}" "${args[@]}" --json || status=1
+      grep -o '"prefill_ms": [0-9.]*' "$R/greta-$split-$n.out"
     done
   done
 fi
@@ -67,8 +68,9 @@ print("prompt | greta default ms | greta none ms | transformers compiled ms | ll
       "fastest peer / greta default | / greta none")
 for n in lens:
     d, z, h = load(f"greta-default-{n}"), load(f"greta-none-{n}"), load(f"hfc-{n}")
-    d = d[0]["prefill_ms"] if d else None
-    z = z[0]["prefill_ms"] if z else None
+    # One length's report is an object (a list for several).
+    one = lambda x: (x[0] if isinstance(x, list) else x)["prefill_ms"] if x else None
+    d, z = one(d), one(z)
     h = h["prefill_ms"] if h else None
     peers = [x for x in (h, llama.get(n)) if x]
     best = min(peers) if peers else None

@@ -46,7 +46,9 @@ os.chmod('/tmp/base/greta', 0o755)"
 import json, os, sys
 r, rounds, splits = sys.argv[1], int(sys.argv[2]), sys.argv[3].split()
 for split in splits:
+    # One length's report is an object, several lengths' a list.
     runs = {(v, i): json.load(open(f"{r}/ab-{v}-{split}-{i}.out")) for v in ("base", "new") for i in range(1, rounds + 1)}
+    runs = {key: run if isinstance(run, list) else [run] for key, run in runs.items()}
     print(f"--split-inputs {split}: prefill ms, base and new each round; new/base; new ms a token / 512's")
     b512 = [e for e in runs[("new", 1)] if e["spec"]["prompt_len"] == 512]
     for j, b in enumerate(runs[("base", 1)]):
