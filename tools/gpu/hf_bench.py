@@ -223,7 +223,11 @@ def captured(prefill_run, decode_run, cache, ids, prompt_pos, a, last):
         side.wait_stream(torch.cuda.current_stream())
     with (torch.cuda.stream(side) if side else contextlib.nullcontext()), torch.no_grad():
         for _ in range(2):  # compile, and each kernel's first launch, off the graphs
+            # The step's position and slot back to the first each time (they advanced past
+            # the cache and `out` on the second pass with --gen 1: index_copy_ out of bounds).
             cache.reset()
+            pos.fill_(prompt)
+            slot.zero_()
             prefill_body()
             tok.copy_(first_tok)
             step_body()
