@@ -241,6 +241,24 @@ struct g_swiglu_out {
 // F32 (gate, up, act stored) and LO (0 none, 1 f16, 2 FP8) are the launch's, made
 // compile-time by g_swiglu_store so that no store tests its pointer (the 64-bit null tests
 // at every store were among the epilogue's most executed instructions, session 27).
+// One output's SwiGLU at `at`: act = silu(gate) * up, its f16 operand and low half (LO: 0
+// none, 1 f16, 2 FP8), and with F32 gate, up and act themselves.
+template <bool F32, unsigned LO>
+GRETA_DEVICE void g_swiglu_one(const g_swiglu_out& o, unsigned long at, float g, float u) {
+    const float v = g_silu_mul(g, u);
+    g_half hi, lo16;
+    g_split_f16(v, &hi, &lo16);
+    if (F32) {
+        o.gate[at] = g;
+        o.up[at] = u;
+        o.act[at] = v;
+    }
+    o.hi[at] = hi;
+    if (LO == 1) o.lo[at] = lo16;
+#if defined(GRETA_FP8)
+    if (LO == 2) o.lo8[at] = g_lo8(v - g_h2f(hi));
+#endif
+}
 template <unsigned TN, bool F32, unsigned LO>
 GRETA_DEVICE void g_swiglu_pairs(const float (&acc)[TN / 2], const g_swiglu_out& o, unsigned r0, unsigned c0,
                                  unsigned t, unsigned n) {
@@ -276,6 +294,8 @@ GRETA_DEVICE void g_swiglu_pairs(const float (&acc)[TN / 2], const g_swiglu_out&
 #endif
                 continue;
             }
+            // Odd n, one by one from the values above (g_swiglu_one here recomputes them, and
+            // ptxas then allocates these forms' registers differently: SASS +96 instructions).
             for (unsigned i = 0; i < 2 && col + i < n; ++i) {
                 if (F32) {
                     o.gate[at + i] = g[i];
@@ -291,19 +311,32 @@ GRETA_DEVICE void g_swiglu_pairs(const float (&acc)[TN / 2], const g_swiglu_out&
         }
     }
 }
+// The launch's F32 and LO as compile-time values: `store` is called with a g_swiglu_form
+// of them (o.gate and o.lo / o.lo8 tested once a tile, not at every store).
+template <bool F32_, unsigned LO_>
+struct g_swiglu_form {
+    static constexpr bool F32 = F32_;
+    static constexpr unsigned LO = LO_;
+};
+template <typename Store>
+GRETA_DEVICE void g_swiglu_forms(const g_swiglu_out& o, Store store) {
+    const unsigned lo = o.lo8 ? 2 : o.lo ? 1 : 0;
+    if (o.gate) {
+        if (lo == 2) store(g_swiglu_form<true, 2>{});
+        else if (lo == 1) store(g_swiglu_form<true, 1>{});
+        else store(g_swiglu_form<true, 0>{});
+    } else {
+        if (lo == 2) store(g_swiglu_form<false, 2>{});
+        else if (lo == 1) store(g_swiglu_form<false, 1>{});
+        else store(g_swiglu_form<false, 0>{});
+    }
+}
 template <unsigned TN>
 GRETA_DEVICE void g_swiglu_store(const float (&acc)[TN / 2], const g_swiglu_out& o, unsigned r0, unsigned c0,
                                  unsigned t, unsigned n) {
-    const unsigned lo = o.lo8 ? 2 : o.lo ? 1 : 0;
-    if (o.gate) {
-        if (lo == 2) g_swiglu_pairs<TN, true, 2>(acc, o, r0, c0, t, n);
-        else if (lo == 1) g_swiglu_pairs<TN, true, 1>(acc, o, r0, c0, t, n);
-        else g_swiglu_pairs<TN, true, 0>(acc, o, r0, c0, t, n);
-    } else {
-        if (lo == 2) g_swiglu_pairs<TN, false, 2>(acc, o, r0, c0, t, n);
-        else if (lo == 1) g_swiglu_pairs<TN, false, 1>(acc, o, r0, c0, t, n);
-        else g_swiglu_pairs<TN, false, 0>(acc, o, r0, c0, t, n);
-    }
+    g_swiglu_forms(o, [&](auto form) {
+        g_swiglu_pairs<TN, decltype(form)::F32, decltype(form)::LO>(acc, o, r0, c0, t, n);
+    });
 }
 
 // The SwiGLU epilogue of a swapped tile (SWAP): gate's sums in acc, up's in acc_up, the
@@ -323,36 +356,16 @@ GRETA_DEVICE void g_swiglu_swapped(const float (&acc)[TN / 2], const float (&acc
             for (unsigned i = 0; i < 2; ++i) {
                 const unsigned r = r0 + 8 * q + i;
                 if (r >= t) continue;
-                const unsigned long at = (unsigned long)r * n + f;
-                const float g = acc[4 * q + 2 * h + i], u = acc_up[4 * q + 2 * h + i], v = g_silu_mul(g, u);
-                g_half hi, lo16;
-                g_split_f16(v, &hi, &lo16);
-                if (F32) {
-                    o.gate[at] = g;
-                    o.up[at] = u;
-                    o.act[at] = v;
-                }
-                o.hi[at] = hi;
-                if (LO == 1) o.lo[at] = lo16;
-#if defined(GRETA_FP8)
-                if (LO == 2) o.lo8[at] = g_lo8(v - g_h2f(hi));
-#endif
+                g_swiglu_one<F32, LO>(o, (unsigned long)r * n + f, acc[4 * q + 2 * h + i], acc_up[4 * q + 2 * h + i]);
             }
     }
 }
 template <unsigned TN>
 GRETA_DEVICE void g_swiglu_store_swapped(const float (&acc)[TN / 2], const float (&acc_up)[TN / 2],
                                          const g_swiglu_out& o, unsigned f0, unsigned r0, unsigned t, unsigned n) {
-    const unsigned lo = o.lo8 ? 2 : o.lo ? 1 : 0;
-    if (o.gate) {
-        if (lo == 2) g_swiglu_swapped<TN, true, 2>(acc, acc_up, o, f0, r0, t, n);
-        else if (lo == 1) g_swiglu_swapped<TN, true, 1>(acc, acc_up, o, f0, r0, t, n);
-        else g_swiglu_swapped<TN, true, 0>(acc, acc_up, o, f0, r0, t, n);
-    } else {
-        if (lo == 2) g_swiglu_swapped<TN, false, 2>(acc, acc_up, o, f0, r0, t, n);
-        else if (lo == 1) g_swiglu_swapped<TN, false, 1>(acc, acc_up, o, f0, r0, t, n);
-        else g_swiglu_swapped<TN, false, 0>(acc, acc_up, o, f0, r0, t, n);
-    }
+    g_swiglu_forms(o, [&](auto form) {
+        g_swiglu_swapped<TN, decltype(form)::F32, decltype(form)::LO>(acc, acc_up, o, f0, r0, t, n);
+    });
 }
 
 // One output tile of a launch: its first row and column, and the product it belongs to
@@ -914,8 +927,8 @@ GEMM_WGMMA(gemm_f16_wgmma_128x192, 128, 192, 5, __launch_bounds__(288, 1))
 // mostly padding. cuBLAS does the same (its nvjet kernels at 520 rows: 104 or 136 tokens a
 // tile) and its GEMMs cost about the same a token at every length, where greta's 128-row
 // tiles cost up to 1.4x (docs/performance.md, session 53). For the plain and FP8-lo grouped
-// products (output, down) and Q/K/V's with K and V into the caches (KV: g_kv_store_swapped;
-// the SwiGLU GEMM has none: measured slower, tools/gpu/variants/swiglu-swapped.patch).
+// products (output, down), Q/K/V's with K and V into the caches (KV: g_kv_store_swapped) and,
+// since session 54, the SwiGLU GEMM's (GEMM_WGMMA_SWIGLU_T below).
 // Stages: as many as fit 227 KiB, at most 6 (g_swap_stages; wgmma_stages in gpu/gemm.rs).
 // No stream-K forms.
 template <unsigned TOKENS, unsigned A_ROWS = 128>
