@@ -186,7 +186,7 @@ GEMM_F16(gemm_f16_32, 32, 32, 16, 16, 8)
 // block a tile, H200, session 42: 7B prefill-512 15.94-15.98 -> 15.74-15.78 ms, -650
 // 24.60-24.94 -> 23.73-23.90; the more tiles a block takes, the more it gains). Block: 128
 // TM / 64 + 32 threads (the consumer warpgroups, then the producer warp, of which one
-// thread works); dynamic shared memory: wgmma_shared (gpu/gemm.rs).
+// thread works); dynamic shared memory: wgmma_shared (gpu/gemm/tiles.rs).
 #define WG_BK 64
 // The build may set the depth, for an A/B (kernel_variants.sh). 6: a step's products take
 // ~0.3-0.75 us, a copy under load ~1 us (7B prefill with cp.async copies on an H200: 4
@@ -878,7 +878,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
 
 // 128 x 128 tiles where they give the GPU enough blocks (Llama-2-7B), 64 x 64 where not
 // (SmolLM2: 576-column products), and the wide 128 x 256 or 128 x 232 where their waves of
-// blocks take no longer than 128 x 128's, chosen by wgmma_tile (gpu/gemm.rs). The wide tiles'
+// blocks take no longer than 128 x 128's, chosen by wgmma_tile (gpu/gemm/tiles.rs). The wide tiles'
 // m64n256 products read 10 KiB of operands from shared memory for 256 K of multiply-adds
 // where two m64n128 ones read 12 KiB: under Nsight Compute (H200, session 24) the tensor
 // pipe was active 84 % of 7B gate/up's cycles against 74 % with the 128 x 168 tile 256
@@ -887,7 +887,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
 // leaves 52 idle, and 384 of 232, 2.9 (a multiprocessor's share 696 columns against 768;
 // session 25: 153.5 -> 141.5 us at the same 84 % tensor pipe; 5 stages measured level).
 // Stages: as many as fit 227 KiB (6 of 32 KiB, 6 of 16, 4 of 48, 4 of 45: wgmma_stages in
-// gpu/gemm.rs). BOUNDS: the wide tiles' __launch_bounds__, so that ptxas keeps a thread's
+// gpu/gemm/tiles.rs). BOUNDS: the wide tiles' __launch_bounds__, so that ptxas keeps a thread's
 // registers (its 128 or 116 accumulators) to what 288 threads may hold; the others compile
 // as they did before (no bound).
 #define GEMM_WGMMA_FORM(NAME, TM, TN, STAGES, BOUNDS, SK)                                                            \
@@ -910,7 +910,7 @@ GRETA_DEVICE void gemm_f16_wgmma_tile(const g_sk& sk, unsigned char* raw, const 
 GEMM_WGMMA(gemm_f16_wgmma_128, 128, 128, WG_STAGES, )
 GEMM_WGMMA(gemm_f16_wgmma_64, 64, 64, WG_STAGES, )
 GEMM_WGMMA(gemm_f16_wgmma_128x256, 128, 256, 4, __launch_bounds__(288, 1))
-// The build may set the 232 tile's depth, as WG_STAGES (and WGMMA_STAGES_232 in gpu/gemm.rs).
+// The build may set the 232 tile's depth, as WG_STAGES (and WGMMA_STAGES_232 in gpu/gemm/tiles.rs).
 #ifndef WG_STAGES_232
 #define WG_STAGES_232 4
 #endif
@@ -929,7 +929,7 @@ GEMM_WGMMA(gemm_f16_wgmma_128x192, 128, 192, 5, __launch_bounds__(288, 1))
 // tiles cost up to 1.4x (docs/performance.md, session 53). For the plain and FP8-lo grouped
 // products (output, down), Q/K/V's with K and V into the caches (KV: g_kv_store_swapped) and,
 // since session 54, the SwiGLU GEMM's (GEMM_WGMMA_SWIGLU_T below).
-// Stages: as many as fit 227 KiB, at most 6 (g_swap_stages; wgmma_stages in gpu/gemm.rs).
+// Stages: as many as fit 227 KiB, at most 6 (g_swap_stages; wgmma_stages in gpu/gemm/tiles.rs).
 // No stream-K forms.
 template <unsigned TOKENS, unsigned A_ROWS = 128>
 constexpr unsigned g_swap_stages = (227u * 1024 - 1040) / ((A_ROWS + TOKENS) * WG_BK * 2 + 16) < 6
@@ -1022,7 +1022,7 @@ constexpr unsigned g_swap_stages = (227u * 1024 - 1040) / ((A_ROWS + TOKENS) * W
 GEMM_WGMMA_SWIGLU_T(72) GEMM_WGMMA_SWIGLU_T(80) GEMM_WGMMA_SWIGLU_T(88) GEMM_WGMMA_SWIGLU_T(96)
 GEMM_WGMMA_SWIGLU_T(104) GEMM_WGMMA_SWIGLU_T(112) GEMM_WGMMA_SWIGLU_T(120)
 // Every multiple of 8 from 72 to 256 but 128, the square tile's (WgmmaTile::SWAPPED in
-// gpu/gemm.rs); the KV forms to 192 (WgmmaTile::SWAPPED_KV).
+// gpu/gemm/tiles.rs); the KV forms to 192 (WgmmaTile::SWAPPED_KV).
 GEMM_WGMMA_T(72) GEMM_WGMMA_T(80) GEMM_WGMMA_T(88) GEMM_WGMMA_T(96) GEMM_WGMMA_T(104) GEMM_WGMMA_T(112)
 GEMM_WGMMA_T(120) GEMM_WGMMA_T(136) GEMM_WGMMA_T(144) GEMM_WGMMA_T(152) GEMM_WGMMA_T(160) GEMM_WGMMA_T(168)
 GEMM_WGMMA_T(176) GEMM_WGMMA_T(184) GEMM_WGMMA_T(192) GEMM_WGMMA_T(200) GEMM_WGMMA_T(208) GEMM_WGMMA_T(216)

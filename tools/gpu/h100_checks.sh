@@ -73,7 +73,7 @@ run audit-smollm2-long $G audit backend --against cpu -m /tmp/smollm2-random --p
 # default's FP8 low halves (session 30: every product split) the LO8 128 x 128 forms, and
 # under `--split-inputs none` or `--split-lo f16` the wide ones, gate/up's SwiGLU tile
 # 128 x 256 there and 128 x 224 at ~450 tokens (a ~900-token prompt; wgmma_tile and
-# wgmma_swiglu_tile in gpu/gemm.rs).
+# wgmma_swiglu_tile in gpu/gemm/tiles.rs).
 run audit-llama2-long $G audit backend --against cpu -m /tmp/llama2-random --prompt "$LONG" ${TOL:+--tol $TOL}
 LONGER=$(sentences 50)
 run audit-llama2-longer $G audit backend --against cpu -m /tmp/llama2-random --prompt "$LONGER" ${TOL:+--tol $TOL}
