@@ -266,6 +266,11 @@ fn print_report(label: &str, spec: &BenchSpec, r: &BenchReport) {
             r.skipped_kernels.join(", ")
         );
     }
+    if let Some(tiles) = &r.forced_tiles {
+        println!(
+            "TIMING STUDY: warpgroup GEMM tiles forced ({tiles}) where the chooser would pick"
+        );
+    }
     println!(
         "greta bench: {label} on {} ({}{})",
         r.device,

@@ -6,7 +6,7 @@ use clap::Args;
 use greta_model::calibrate::{self, Lookup};
 use greta_model::kernels::gpu::StreamK;
 use greta_model::llama::gpu::{
-    AutoLo, GpuLlama, SplitInputs, SplitInputsChoice, SplitLo, SplitLoChoice,
+    AutoLo, GemmTiles, GpuLlama, SplitInputs, SplitInputsChoice, SplitLo, SplitLoChoice,
 };
 
 #[derive(Args, Clone, Copy)]
@@ -56,6 +56,17 @@ pub struct GpuArgs {
     /// shape 38 % faster at 520.
     #[arg(long, value_name = "on|off", default_value = "on", value_parser = parse_on_off, action = clap::ArgAction::Set)]
     pub swapped_tiles: bool,
+    /// GPU prefill timing study (Hopper's warpgroup GEMM): force some products' tiles
+    /// instead of the chooser's, to time each tile at one prompt length. A comma list of
+    /// PRODUCT=TILE: products qkv, o, gate_up, down; tiles as their kernels are named (128,
+    /// 64, 128x256, 128x232, 128x192, t72 .. t256 swapped; gate_up's SwiGLU GEMM: 128, 64,
+    /// 128x256, 128x224, t72 .. t120). A tile without the form a launch needs (FP8 low
+    /// halves: 128, 64, 128x192 and the swapped ones; Q/K/V into the caches: those to t192)
+    /// is refused when that launch comes, naming the tiles there are. The products' values
+    /// are the same on every tile up to the sums' order (the op tests check each tile); the
+    /// time is what changes. auto: the chooser's.
+    #[arg(long, value_name = "auto|LIST", default_value_t = GemmTiles::default())]
+    pub gemm_tiles: GemmTiles,
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
@@ -85,6 +96,9 @@ impl GpuArgs {
         if !self.swapped_tiles {
             set.push("--swapped-tiles");
         }
+        if !self.gemm_tiles.is_auto() {
+            set.push("--gemm-tiles");
+        }
         set
     }
 
@@ -109,6 +123,7 @@ impl GpuArgs {
         model.kernels.overlap = self.overlap;
         model.kernels.set_stream_k(&model.gpu, self.stream_k)?;
         model.kernels.set_swapped_tiles(self.swapped_tiles);
+        model.gemm_tiles = self.gemm_tiles;
         let lo = match self.split_lo {
             SplitLoChoice::Set(lo) => lo,
             SplitLoChoice::Auto => {

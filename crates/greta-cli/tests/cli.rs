@@ -636,7 +636,8 @@ fn bench_refuses_gpu_timing_studies_on_the_cpu() {
 /// `--prompt-len` takes a list, as llama-bench's -p: one report a length from the one loaded
 /// model (an array in --json, each with its own length and its own median), a length beyond
 /// the context refused before any run, and the one-run listings refused with several; a bad
-/// `--stream-k` value names the accepted ones, and a set one is said to do nothing on the CPU.
+/// `--stream-k` or `--gemm-tiles` value names the accepted ones, and a set one is said to do
+/// nothing on the CPU.
 #[test]
 fn bench_runs_a_list_of_prompt_lengths_and_names_bad_gpu_flags() {
     // (short_cpu_bench's own --prompt-len 4 comes first: lengths given twice add up, as
@@ -676,6 +677,17 @@ fn bench_runs_a_list_of_prompt_lengths_and_names_bad_gpu_flags() {
     let out = short_cpu_bench("synthetic:tiny", &["--stream-k", "auto"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("--stream-k"), "{}", stderr(&out));
+    // --gemm-tiles: a tile that does not exist is refused with the list of those that do;
+    // a valid one is a GPU option, said to do nothing here.
+    let out = short_cpu_bench("synthetic:tiny", &["--gemm-tiles", "qkv=t137"]);
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.contains("accepted: 128, 64, 128x256"),
+        "{err}"
+    );
+    let out = short_cpu_bench("synthetic:tiny", &["--gemm-tiles", "gate_up=t88,down=t136"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--gemm-tiles"), "{}", stderr(&out));
 }
 
 /// `--temperature` benches sampled decode (the report says so); sampling settings the sampler

@@ -178,6 +178,10 @@ pub struct BenchReport {
     /// figures are what the rest costs; empty in a real run.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub skipped_kernels: Vec<String>,
+    /// GPU timing study (`--gemm-tiles`): the warpgroup GEMM tiles forced on products
+    /// instead of the chooser's; absent in a real run.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub forced_tiles: Option<String>,
     /// GPU, asked for (`greta bench --kernels`): every kernel the run launched, once per
     /// launch shape, sorted by name — which warpgroup GEMM tile each prefill product took at
     /// this prompt length, which attention forms ran. Decode replays a captured graph, whose
@@ -281,6 +285,7 @@ struct Measured<'a> {
     split_inputs: Option<String>,
     overlap: Option<bool>,
     skipped_kernels: Vec<String>,
+    forced_tiles: Option<String>,
 }
 
 fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
@@ -298,6 +303,7 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
         split_inputs,
         overlap,
         skipped_kernels,
+        forced_tiles,
     } = m;
     let prefill_ms = median(&prefill);
     let decode_tok_s = median(&decode);
@@ -326,6 +332,7 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
         split_origin: None,
         overlap,
         skipped_kernels,
+        forced_tiles,
         kernels: Vec::new(),
         all_prefill_ms: prefill,
         all_decode_tok_s: decode,
@@ -416,6 +423,7 @@ pub fn bench_gpu(
             split_inputs: Some(format!("{} (lo {})", model.split_inputs, model.split_lo())),
             overlap: Some(model.kernels.overlap),
             skipped_kernels: model.kernels.skipped().to_vec(),
+            forced_tiles: (!model.gemm_tiles.is_auto()).then(|| model.gemm_tiles.to_string()),
         },
     ))
 }
@@ -476,6 +484,7 @@ pub fn bench_cpu(
             split_inputs: None,
             overlap: None,
             skipped_kernels: Vec::new(),
+            forced_tiles: None,
         },
     ))
 }

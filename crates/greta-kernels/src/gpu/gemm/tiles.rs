@@ -109,6 +109,35 @@ impl WgmmaTile {
     pub(in crate::gpu) fn swiglu_kernel(&self) -> String {
         self.kernel().replace("wgmma_", "wgmma_swiglu_")
     }
+
+    /// The tile's name, its kernel's after `gemm_f16_wgmma_` (and `swiglu_`): `128`, `64`,
+    /// `128x192`, `t136` (swapped).
+    pub fn name(&self) -> String {
+        self.kernel().replace("gemm_f16_wgmma_", "")
+    }
+
+    /// The tile named `name` (`WgmmaTile::name`) among the grouped GEMM's tiles (`ALL`,
+    /// `SWAPPED`) or, with `swiglu`, the SwiGLU forms' (`SWIGLU`, `SWAPPED_SWIGLU`, whose
+    /// swapped tiles are 256 weight rows wide). Which of them has the form a launch needs
+    /// (FP8-lo, the Q/K/V cache form) is the launch's to say.
+    pub fn named(name: &str, swiglu: bool) -> std::result::Result<WgmmaTile, String> {
+        let tiles: Vec<WgmmaTile> = match swiglu {
+            true => [&WgmmaTile::SWIGLU[..], &WgmmaTile::SWAPPED_SWIGLU].concat(),
+            false => [&WgmmaTile::ALL[..], &WgmmaTile::SWAPPED].concat(),
+        };
+        tiles
+            .iter()
+            .copied()
+            .find(|t| t.name() == name)
+            .ok_or_else(|| {
+                let names: Vec<String> = tiles.iter().map(WgmmaTile::name).collect();
+                format!(
+                    "{name:?} is not a{} warpgroup GEMM tile; accepted: {}",
+                    if swiglu { " SwiGLU" } else { "" },
+                    names.join(", ")
+                )
+            })
+    }
 }
 
 /// The warpgroup GEMM's K step (WG_BK in kernels/gemm.hip: the TMA boxes' columns, 128 bytes
@@ -570,6 +599,43 @@ mod tests {
         }
         let unswapped = fill(520, &[4096], wgmma_lo8_tile(520, [4096], sms), 128);
         assert!(unswapped < 0.5, "520 rows on 128 x 128: {unswapped:.3}");
+    }
+
+    /// Every tile is found by its name, the SwiGLU forms' swapped ones 256 weight rows wide
+    /// under the same names as the grouped GEMM's 128-row ones; other names are refused
+    /// with the list.
+    #[test]
+    fn tiles_are_named_as_their_kernels() {
+        for (tiles, swiglu) in [
+            ([&WgmmaTile::ALL[..], &WgmmaTile::SWAPPED].concat(), false),
+            (
+                [&WgmmaTile::SWIGLU[..], &WgmmaTile::SWAPPED_SWIGLU].concat(),
+                true,
+            ),
+        ] {
+            for tile in tiles {
+                assert_eq!(WgmmaTile::named(&tile.name(), swiglu), Ok(tile));
+            }
+        }
+        assert_eq!(WgmmaTile::ALL[4].name(), "128x192");
+        assert_eq!(
+            WgmmaTile::named("t88", false),
+            Ok(WgmmaTile { m: 88, n: 128 })
+        );
+        assert_eq!(
+            WgmmaTile::named("t88", true),
+            Ok(WgmmaTile { m: 88, n: 256 })
+        );
+        let err = WgmmaTile::named("t128", false).unwrap_err();
+        assert!(
+            err.contains("\"t128\" is not a warpgroup GEMM tile; accepted: 128, 64, 128x256"),
+            "{err}"
+        );
+        let err = WgmmaTile::named("t136", true).unwrap_err();
+        assert!(
+            err.contains("not a SwiGLU") && err.contains("t120"),
+            "{err}"
+        );
     }
 
     /// Every tile's forms (f16, SwiGLU, and their FP8-lo forms, which take the same

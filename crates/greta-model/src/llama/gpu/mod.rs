@@ -16,7 +16,7 @@ use greta_kernels::gpu::{
     check_attention_shape, decode_splits, AttnScratch, AttnShape, DeviceSampling, E4m3Matrix,
     F16Operands, GemmLo, GemmOut, GemmRoute, GemmWeights, GpuKernels, KernelError, KvCacheOut,
     LoOperand, MatShape, NormIn, PickAt, QRope, QkvRope, Rows, SparseLo8, SwigluLo, SwigluOut,
-    NORM_SPLIT_MAX_D, PICK_NAN,
+    WgmmaTile, NORM_SPLIT_MAX_D, PICK_NAN,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
@@ -28,10 +28,12 @@ use super::weights::{LlamaWeights, Matrix, Storage};
 use crate::io::quant::GgmlType;
 
 mod ahead;
+mod gemm_tiles;
 mod numerics;
 mod weights_id;
 
 pub use ahead::*;
+pub use gemm_tiles::*;
 pub use numerics::*;
 pub use weights_id::*;
 
@@ -120,6 +122,8 @@ pub struct GpuLlama {
     pub gpu: Gpu,
     /// Which prefill products read hi + lo (see `SplitInputs`).
     pub split_inputs: SplitInputs,
+    /// Warpgroup GEMM tiles forced for a timing study (`GemmTiles`; none by default).
+    pub gemm_tiles: GemmTiles,
     /// The products whose low half is FP8 (`set_split_lo`).
     split_lo: SplitLo,
     /// Where sequences' buffers come from (and go back to when a state is dropped).
@@ -280,6 +284,7 @@ impl GpuLlama {
         Ok(GpuLlama {
             weights_id: id.finish(),
             split_inputs: SplitInputs::default(),
+            gemm_tiles: GemmTiles::default(),
             split_lo: SplitLo::F16,
             alloc: CachingAllocator::new(gpu.clone()),
             gpu,
@@ -728,6 +733,20 @@ impl GpuLlama {
         })
     }
 
+    /// The tile `--gemm-tiles` forces on the group whose first product is `lin` (gate/up's
+    /// is a SwiGLU tile: where gate and up run as two products instead, the grouped GEMM
+    /// refuses it by name rather than the study timing another tile).
+    fn forced_tile(&self, lin: Lin) -> Option<WgmmaTile> {
+        let t = self.gemm_tiles;
+        match lin {
+            Lin::Q | Lin::K | Lin::V => t.qkv,
+            Lin::O => t.o,
+            Lin::Gate | Lin::Up => t.gate_up,
+            Lin::Down => t.down,
+            Lin::Head => None,
+        }
+    }
+
     /// The products that share one input (`group`: which, weights, output width), each
     /// `y = x · wᵀ` over `t` rows of `k`. One row: the GEMV. Several: the input's f16
     /// operands for the matrix units (hi, plus lo where `Lin::needs_lo`) are made once —
@@ -773,11 +792,14 @@ impl GpuLlama {
             }
         }
         let gemm_lo = io.ops.gemm_lo(lo)?;
+        let route = self
+            .forced_tile(first)
+            .map_or(GemmRoute::Auto, GemmRoute::WgmmaTile);
         if !split.is_empty() {
-            kernels.gemm_f16(GemmRoute::Auto, io.s, &io.ops.hi, gemm_lo, &mut split, t, k)?;
+            kernels.gemm_f16(route, io.s, &io.ops.hi, gemm_lo, &mut split, t, k)?;
         }
         if !plain.is_empty() {
-            kernels.gemm_f16(GemmRoute::Auto, io.s, &io.ops.hi, None, &mut plain, t, k)?;
+            kernels.gemm_f16(route, io.s, &io.ops.hi, None, &mut plain, t, k)?;
         }
         Ok(())
     }
@@ -874,7 +896,7 @@ impl GpuLlama {
         ]
         .map(|(w, w8)| GemmWeights { w, w8 });
         self.kernels.gemm_f16_qkv_cache(
-            None,
+            self.gemm_tiles.qkv,
             stream,
             &operands.hi,
             gemm_lo,
@@ -1164,7 +1186,7 @@ impl GpuLlama {
                     }
                 };
                 k.gemm_f16_swiglu(
-                    None,
+                    self.gemm_tiles.gate_up,
                     stream,
                     &ins.hi,
                     a_lo,

@@ -1,0 +1,39 @@
+#!/usr/bin/env bash
+# What each warpgroup GEMM tile costs in place (session 54): the 7B prefill at LEN rows
+# (default 520) with one product's tile forced (`greta bench --gemm-tiles PRODUCT=TILE`),
+# one process a run, against the chooser's own (`auto`, run again after every product's set
+# so that drift under the power cap shows). The difference from auto is that product's cost
+# on the forced tile against the chosen one: the data for a cost model of tiles' rates
+# (the swapped tiles of 72-104 rows read more operand bytes a multiply-add than 128 x 224).
+# A tile without the launch's form is refused by the run (its line says so).
+# QKV, O, DOWN, GATE_UP: the tiles to try (defaults below); SPLIT: --split-inputs (default:
+# the default numerics; "none" for the peers'); REPS (default 3).
+# Carry target/carry (greta.xz, kernels.txz).
+PARTS_DEFAULT="tiles"
+source "$(dirname "$0")/parts.sh"
+LEN=${LEN:-520}
+QKV=${QKV:-"128x192 128 t104 t136 t176"}
+O=${O:-"128 t104 t136 t176 t256"}
+DOWN=${DOWN:-"128 t104 t136 t176 t256"}
+GATE_UP=${GATE_UP:-"128x224 128x256 t88 t104 t120"}
+args=(bench -m synthetic:llama2-7b --backend gpu --prompt-len "$LEN" --gen 1 --reps "${REPS:-3}" --json)
+[ -n "${SPLIT:-}" ] && args+=(--split-inputs "$SPLIT")
+run() { # NAME [--gemm-tiles ...]: prints NAME and the prefill ms (its three prefills)
+  local name=$1; shift
+  if $G "${args[@]}" "$@" > "$R/$name.out" 2> "$R/$name.err"; then
+    python3 -c "import json,sys; d=json.load(open(sys.argv[1])); print(f\"{sys.argv[2]:24s} {d['prefill_ms']:7.2f} ms  {' '.join('%.2f' % x for x in d['all_prefill_ms'])}\")" "$R/$name.out" "$name"
+  else
+    echo "$name: refused or failed: $(grep -m1 -i error "$R/$name.err" | cut -c1-200)"; status=1
+  fi
+}
+if part tiles; then
+  run auto-0
+  for product in qkv o down gate_up; do
+    var=${product^^}
+    for tile in ${!var}; do run "$product=$tile" --gemm-tiles "$product=$tile"; done
+    run "auto-$product"
+  done
+fi
+tar czf /tmp/0-tc.tgz -C "$OUT" results && mv /tmp/0-tc.tgz "$OUT/0-tc.tgz"
+echo "status $status"
+exit $status
