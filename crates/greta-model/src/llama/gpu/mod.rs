@@ -735,7 +735,8 @@ impl GpuLlama {
 
     /// The tile `--gemm-tiles` forces on the group whose first product is `lin` (gate/up's
     /// is a SwiGLU tile: where gate and up run as two products instead, the grouped GEMM
-    /// refuses it by name rather than the study timing another tile).
+    /// takes the tile of that shape if it has one and otherwise refuses it by name, rather
+    /// than the study timing a tile it did not ask for).
     fn forced_tile(&self, lin: Lin) -> Option<WgmmaTile> {
         let t = self.gemm_tiles;
         match lin {
