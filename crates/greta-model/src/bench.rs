@@ -182,6 +182,12 @@ pub struct BenchReport {
     /// instead of the chooser's; absent in a real run.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub forced_tiles: Option<String>,
+    /// GPU: the prefill GEMM's tile settings (`--swapped-tiles`, `--stream-k`), so that an
+    /// A/B's two reports say which side each is.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub swapped_tiles: Option<bool>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stream_k: Option<String>,
     /// GPU, asked for (`greta bench --kernels`): every kernel the run launched, once per
     /// launch shape, sorted by name — which warpgroup GEMM tile each prefill product took at
     /// this prompt length, which attention forms ran. Decode replays a captured graph, whose
@@ -286,6 +292,8 @@ struct Measured<'a> {
     overlap: Option<bool>,
     skipped_kernels: Vec<String>,
     forced_tiles: Option<String>,
+    swapped_tiles: Option<bool>,
+    stream_k: Option<String>,
 }
 
 fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
@@ -304,6 +312,8 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
         overlap,
         skipped_kernels,
         forced_tiles,
+        swapped_tiles,
+        stream_k,
     } = m;
     let prefill_ms = median(&prefill);
     let decode_tok_s = median(&decode);
@@ -333,6 +343,8 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
         overlap,
         skipped_kernels,
         forced_tiles,
+        swapped_tiles,
+        stream_k,
         kernels: Vec::new(),
         all_prefill_ms: prefill,
         all_decode_tok_s: decode,
@@ -424,6 +436,8 @@ pub fn bench_gpu(
             overlap: Some(model.kernels.overlap),
             skipped_kernels: model.kernels.skipped().to_vec(),
             forced_tiles: (!model.gemm_tiles.is_auto()).then(|| model.gemm_tiles.to_string()),
+            swapped_tiles: Some(model.kernels.swapped_tiles()),
+            stream_k: Some(model.kernels.stream_k().to_string()),
         },
     ))
 }
@@ -485,6 +499,8 @@ pub fn bench_cpu(
             overlap: None,
             skipped_kernels: Vec::new(),
             forced_tiles: None,
+            swapped_tiles: None,
+            stream_k: None,
         },
     ))
 }
