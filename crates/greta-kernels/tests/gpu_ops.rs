@@ -350,15 +350,9 @@ fn launch_gemm_f16_routes(
     s.synchronize().unwrap();
 }
 
-/// The warpgroup kernel's name for a tile (`WgmmaTile::kernel`, private to the crate).
+/// The warpgroup kernel's name for a tile (`WgmmaTile::name` after its prefix).
 fn tile_kernel(t: WgmmaTile) -> String {
-    if t.swapped() {
-        return format!("gemm_f16_wgmma_t{}", t.m);
-    }
-    match t.m == t.n {
-        true => format!("gemm_f16_wgmma_{}", t.m),
-        false => format!("gemm_f16_wgmma_{}x{}", t.m, t.n),
-    }
+    format!("gemm_f16_wgmma_{}", t.name())
 }
 
 /// Products that share their input in one `gemm_f16` call (Q, K and V; gate and up): each

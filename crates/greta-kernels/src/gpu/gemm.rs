@@ -380,8 +380,9 @@ impl GpuKernels {
         self.gemm_f16_wgmma.is_some()
     }
 
-    /// Whether the plain, FP8-lo and Q/K/V cache products may take a swapped tile
-    /// (`WgmmaTile::SWAPPED`) where its waves take less than the 128-row tiles' (the default).
+    /// Whether the plain, FP8-lo, Q/K/V cache and SwiGLU products may take a swapped tile
+    /// (`WgmmaTile::SWAPPED`, `SWAPPED_SWIGLU`) where its waves take less than the 128-row
+    /// tiles' (the default).
     pub fn swapped_tiles(&self) -> bool {
         self.swapped_tiles
     }

@@ -297,8 +297,8 @@ pub struct GpuKernels {
     /// The stream-K launches' partial tiles and flags, made by `set_stream_k` when first
     /// asked for (sm_90a objects only).
     stream_k_space: Option<StreamKSpace>,
-    /// Whether the plain, FP8-lo and Q/K/V cache products may take swapped tiles
-    /// (`WgmmaTile::SWAPPED`; `set_swapped_tiles`): on by default.
+    /// Whether the plain, FP8-lo, Q/K/V cache and SwiGLU products may take swapped tiles
+    /// (`WgmmaTile::SWAPPED`, `SWAPPED_SWIGLU`; `set_swapped_tiles`): on by default.
     swapped_tiles: bool,
     /// A timing study's kernels (`skip_kernels`): their launches are left out.
     skip: Vec<String>,
