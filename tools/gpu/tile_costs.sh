@@ -5,11 +5,12 @@
 # so that drift under the power cap shows). The difference from auto is that product's cost
 # on the forced tile against the chosen one: the data for a cost model of tiles' rates
 # (the swapped tiles of 72-104 rows read more operand bytes a multiply-add than 128 x 224).
-# A tile without the launch's form is refused by the run (its line says so).
+# A tile without the launch's form is refused by the run (its line says so). PARTS: check
+# (one run's launched GEMM kernels under forced tiles, by --kernels) tiles (default both).
 # QKV, O, DOWN, GATE_UP: the tiles to try (defaults below); SPLIT: --split-inputs (default:
 # the default numerics; "none" for the peers'); REPS (default 3).
 # Carry target/carry (greta.xz, kernels.txz).
-PARTS_DEFAULT="tiles"
+PARTS_DEFAULT="check tiles"
 source "$(dirname "$0")/parts.sh"
 LEN=${LEN:-520}
 QKV=${QKV:-"128x192 128 t104 t136 t176"}
@@ -26,6 +27,14 @@ run() { # NAME [--gemm-tiles ...]: prints NAME and the prefill ms (its three pre
     echo "$name: refused or failed: $(grep -m1 -i error "$R/$name.err" | cut -c1-200)"; status=1
   fi
 }
+if part check; then
+  # The forced tiles are the ones launched: one run's GEMM kernels by `--kernels`.
+  forced="qkv=t104,o=t176,down=128,gate_up=t120"
+  $G bench -m synthetic:llama2-7b --backend gpu --prompt-len "$LEN" --gen 1 --reps 1 --kernels \
+    --gemm-tiles "$forced" > "$R/check.out" 2> "$R/check.err" || { echo "check failed"; status=1; }
+  echo "forced $forced: the GEMM kernels launched"
+  grep -o 'gemm_f16_wgmma[a-z0-9_]*' "$R/check.out" | sort | uniq -c
+fi
 if part tiles; then
   run auto-0
   for product in qkv o down gate_up; do
