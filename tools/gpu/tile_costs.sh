@@ -5,7 +5,9 @@
 # so that drift under the power cap shows). The difference from auto is that product's cost
 # on the forced tile against the chosen one: the data for a cost model of tiles' rates
 # (the swapped tiles of 72-104 rows read more operand bytes a multiply-add than 128 x 224).
-# A tile without the launch's form is refused by the run (its line says so). PARTS: check
+# The last lines: each run's fastest prefill against the fastest auto run's, and the auto
+# runs' own spread (the noise floor). A tile without the launch's form is refused by the run
+# (its line says so). PARTS: check
 # (one run's launched GEMM kernels under forced tiles, by --kernels) tiles (default both).
 # QKV, O, DOWN, GATE_UP: the tiles to try (defaults below); SPLIT: --split-inputs (default:
 # the default numerics; "none" for the peers'); REPS (default 3).
@@ -42,6 +44,25 @@ if part tiles; then
     for tile in ${!var}; do run "$product=$tile" --gemm-tiles "$product=$tile"; done
     run "auto-$product"
   done
+  # Each run's fastest prefill against the fastest of the auto runs (session 55: at 800 rows
+  # the auto runs' own firsts spread 1.7 ms, so a difference within that spread is none).
+  python3 - "$R" <<'PY'
+import glob, json, os, sys
+best = {}
+for f in sorted(glob.glob(sys.argv[1] + "/*.out")):
+    name = os.path.basename(f)[:-4]
+    try:
+        best[name] = min(json.load(open(f))["all_prefill_ms"])
+    except (ValueError, KeyError):
+        pass
+autos = [v for k, v in best.items() if k.startswith("auto-")]
+if autos:
+    a = min(autos)
+    print(f"auto: fastest {a:.2f} ms, spread of the auto runs' fastest {max(autos) - a:.2f} ms")
+    for k, v in best.items():
+        if not k.startswith("auto-"):
+            print(f"{k:24s} {v:7.2f} ms  {v - a:+.2f}")
+PY
 fi
 tar czf /tmp/0-tc.tgz -C "$OUT" results && mv /tmp/0-tc.tgz "$OUT/0-tc.tgz"
 echo "status $status"
