@@ -80,7 +80,9 @@ pub struct BenchArgs {
     /// without it.
     #[arg(long)]
     kernels: bool,
-    /// Print one JSON object (the report) on stdout instead of the table.
+    /// Print one JSON object (the report; an array of them for several prompt lengths) on
+    /// stdout instead of the table, with the model and the build that measured it
+    /// ("build": `greta info`'s first line).
     #[arg(long)]
     json: bool,
     /// Also save the weights as GGUF (f16 for synthetic models) so that other engines can
@@ -243,6 +245,13 @@ pub fn cmd_bench(a: BenchArgs) -> Result<()> {
         for r in &reports {
             let mut v = serde_json::to_value(r)?;
             v["model"] = serde_json::Value::String(label.clone());
+            // Which greta measured it (`greta info`'s first line): a report kept in docs/
+            // or compared across sessions names its build without a hand-written note.
+            v["build"] = serde_json::Value::String(format!(
+                "greta {} ({})",
+                env!("CARGO_PKG_VERSION"),
+                env!("GRETA_GIT_REV")
+            ));
             vs.push(v);
         }
         let v = match vs.len() {

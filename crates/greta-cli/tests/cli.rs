@@ -552,6 +552,19 @@ fn bench_reports_json_for_a_synthetic_model_and_writes_a_gguf_greta_reads_back()
     let r: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(r["backend"], "cpu");
     assert_eq!(r["spec"]["prompt_len"], 16);
+    // The report names the build that measured it, as `greta info` does.
+    let info = greta(&["info"]);
+    let info = String::from_utf8_lossy(&info.stdout);
+    assert_eq!(r["build"].as_str(), info.lines().next(), "{}", r["build"]);
+    assert!(
+        r["build"].as_str().unwrap().starts_with(concat!(
+            "greta ",
+            env!("CARGO_PKG_VERSION"),
+            " ("
+        )),
+        "{}",
+        r["build"]
+    );
     assert_eq!(r["all_prefill_ms"].as_array().unwrap().len(), 2);
     assert!(
         r["prefill_host_ms"].is_null(),
