@@ -69,6 +69,8 @@ def main():
     if not rows:
         return
     g0 = rows[0][1]
+    # The build the greta rows measured (bench --json's "build", since session 55).
+    print(f"greta: {g0.get('build', 'build not reported (before session 55)')}")
     hf_name = next((r[5]["engine"] for r in rows if r[5]), "transformers")
     hfc_name = next((f"{r[6]['engine']}: {r[6]['method']}" for r in rows if r[6]), None)
     print(f"Copy bandwidth {g0['copy_gb_s']:.0f} GB/s (read+write, measured by greta bench in the same run); "
