@@ -31,7 +31,8 @@ def llama_cpp(p):
     by 12-28 % (session 41)."""
     d = load(p)
     if not d:
-        return None, None, None
+        # No llama.cpp result (its build or run failed): its rows read n/a, the table stands.
+        return None, None, (None, None)
     pp = next((x for x in d if x["n_prompt"] == 512 and x["n_gen"] == 0), None)
     tg = next((x for x in d if x["n_gen"] == 128 and x["n_prompt"] == 0), None)
 
