@@ -46,6 +46,11 @@ def llama_cpp(p):
     return prefill, decode, means
 
 
+def ratio(v):
+    """A speed-up as '1.23x', or n/a where the peer gave no figure."""
+    return f"{v:.2f}x" if v is not None else "n/a"
+
+
 def f(v, fmt):
     return format(v, fmt) if v is not None else "n/a"
 
@@ -94,14 +99,14 @@ def main():
         if gf:
             print(f"| {s} | greta (graph, peers' numerics: `--split-inputs none`) | {gf['prefill_ms']:.2f} | | "
                   f"{gf['decode_tok_s']:.1f} | |")
-        print(f"| {s} | llama.cpp | {f(lpp, '.2f')} | {f(lpp / gp if lpp else None, '.2f')}x | {f(ltg, '.1f')} | "
-              f"{f(gd / ltg if ltg else None, '.2f')}x |")
+        print(f"| {s} | llama.cpp | {f(lpp, '.2f')} | {ratio(lpp / gp if lpp else None)} | {f(ltg, '.1f')} | "
+              f"{ratio(gd / ltg if ltg else None)} |")
         for name, r in (("transformers", hf), ("transformers + torch.compile", hfc)):
             if r is None and name != "transformers":
                 continue
             hp, hd = (r["prefill_ms"], r["decode_tok_s"]) if r else (None, None)
-            print(f"| {s} | {name} | {f(hp, '.2f')} | {f(hp / gp if hp else None, '.2f')}x | {f(hd, '.1f')} | "
-                  f"{f(gd / hd if hd else None, '.2f')}x |")
+            print(f"| {s} | {name} | {f(hp, '.2f')} | {ratio(hp / gp if hp else None)} | {f(hd, '.1f')} | "
+                  f"{ratio(gd / hd if hd else None)} |")
     for s, g, ge, gs, gf, hf, hfc, lpp, ltg, lmeans in rows:
         if lmeans[0] is not None or lmeans[1] is not None:
             print(f"\n{s}, llama.cpp: medians of llama-bench's repetitions, as every engine here; its own means "
