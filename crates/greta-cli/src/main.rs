@@ -258,10 +258,29 @@ fn main() {
     match result {
         Ok(code) => std::process::exit(code),
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", error_chain(&e));
             std::process::exit(error_code);
         }
     }
+}
+
+/// `e` and its causes joined by ": " as `{:#}` joins them, leaving out a cause whose message
+/// is already in what comes before it: several errors (ours and the io errors they wrap) say
+/// their source in their own message and also return it as `source()`, which `{:#}` alone
+/// would print twice.
+fn error_chain(e: &anyhow::Error) -> String {
+    let mut out = String::new();
+    for cause in e.chain() {
+        let msg = cause.to_string();
+        if out.contains(&msg) {
+            continue;
+        }
+        if !out.is_empty() {
+            out.push_str(": ");
+        }
+        out.push_str(&msg);
+    }
+    out
 }
 
 fn resolve_model(arg: &ModelArgs) -> Result<PathBuf> {
@@ -285,8 +304,7 @@ fn load_model(path: &Path, quiet: bool) -> Result<LoadedModel> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     );
-    let loaded = model::load(path, &mut progress::follow(&bar))
-        .with_context(|| format!("loading {}", path.display()))?;
+    let loaded = model::load(path, &mut progress::follow(&bar)).context("loading the model")?; // its errors name the file
     bar.finish_and_clear();
     Ok(loaded)
 }

@@ -114,6 +114,27 @@ fn missing_model_file_is_named() {
     assert_fails(&o, 1, &["/nonexistent/m.gguf does not exist"]);
 }
 
+/// A file cut short or not GGUF at all is refused once, naming the file, the field and the
+/// byte: the error's causes are not printed twice (a cause that its error's message already
+/// holds was, up to session 55: "X: X: X: corrupt ...: X: corrupt ...").
+#[test]
+fn truncated_or_foreign_model_files_are_named_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let whole = std::fs::read(tiny_gguf()).unwrap();
+    let cut = dir.path().join("cut.gguf");
+    std::fs::write(&cut, &whole[..100]).unwrap();
+    let foreign = dir.path().join("foreign.gguf");
+    std::fs::write(&foreign, b"PK\x03\x04 a zip archive, not a model").unwrap();
+    for (path, what) in [(&cut, "truncated file: "), (&foreign, "not a GGUF file")] {
+        let p = path.to_str().unwrap();
+        let o = greta(&["generate", "--model", p, "hi"]);
+        assert_fails(&o, 1, &[p, what]);
+        let e = stderr(&o);
+        assert_eq!(e.matches(p).count(), 1, "{e}");
+        assert_eq!(e.matches(what).count(), 1, "{e}");
+    }
+}
+
 #[test]
 fn ctx_beyond_the_model_and_prompt_beyond_the_ctx_are_errors() {
     let o = greta(&[

@@ -49,8 +49,18 @@ impl fmt::Display for Backend {
 
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum SelectError {
-    #[error("--backend gpu: no GPU could be opened ({reason}); use --backend cpu or auto")]
+    #[error("--backend gpu: {reason}; use --backend cpu or auto")]
     GpuUnavailable { reason: String },
+}
+
+/// Why no GPU opened, saying so once: hiprt's error already begins "no GPU could be opened"
+/// when every platform failed, and names the one platform's failure otherwise.
+fn unavailable(e: &hiprt::HipError) -> String {
+    let e = e.to_string();
+    match e.starts_with("no GPU could be opened") {
+        true => e,
+        false => format!("no GPU could be opened: {e}"),
+    }
 }
 
 /// The selection and a human-readable reason, so that `auto` never silently picks.
@@ -73,7 +83,7 @@ pub fn select(req: BackendRequest, platform: PlatformChoice) -> Result<Selection
                 reason: "requested".into(),
             }),
             Err(e) => Err(SelectError::GpuUnavailable {
-                reason: e.to_string(),
+                reason: unavailable(&e),
             }),
         },
         BackendRequest::Auto => match Gpu::open(platform, 0) {
@@ -83,7 +93,7 @@ pub fn select(req: BackendRequest, platform: PlatformChoice) -> Result<Selection
             }),
             Err(e) => Ok(Selection {
                 backend: Backend::Cpu,
-                reason: format!("auto: no GPU ({e})"),
+                reason: format!("auto: {}", unavailable(&e)),
             }),
         },
     }
@@ -112,11 +122,20 @@ mod tests {
             .err()
             .expect("no GPU here")
             .to_string();
-        assert!(e.contains("no GPU could be opened"), "{e}");
+        assert!(
+            e.starts_with("--backend gpu: no GPU could be opened"),
+            "{e}"
+        );
+        assert_eq!(e.matches("no GPU could be opened").count(), 1, "{e}");
         let auto = select(BackendRequest::Auto, PlatformChoice::Auto)
             .ok()
             .unwrap();
         assert!(matches!(auto.backend, Backend::Cpu));
-        assert!(auto.reason.starts_with("auto: no GPU ("), "{}", auto.reason);
+        assert!(
+            auto.reason.starts_with("auto: no GPU could be opened: "),
+            "{}",
+            auto.reason
+        );
+        assert_eq!(auto.reason.matches("no GPU could be opened").count(), 1);
     }
 }

@@ -15,7 +15,7 @@ use crate::tokenizer::{Tokenizer, TokenizerError};
 pub enum LoadError {
     #[error("model file {0} does not exist")]
     NotFound(PathBuf),
-    #[error("{path}: {source}")]
+    #[error("{}", in_file(.path, .source))]
     Format {
         path: PathBuf,
         #[source]
@@ -35,6 +35,14 @@ pub enum LoadError {
     },
     #[error("{0} is neither a GGUF file nor a directory with config.json; accepted: a .gguf file or a Hugging Face model directory")]
     UnknownLayout(PathBuf),
+}
+
+/// `source` prefixed by `path`, unless it names its file already (`FormatError::in_file`).
+fn in_file(path: &Path, source: &FormatError) -> String {
+    match source {
+        FormatError::Io { .. } | FormatError::InFile { .. } => source.to_string(),
+        _ => format!("{}: {source}", path.display()),
+    }
 }
 
 /// Where the weights came from, for reports and traces.
