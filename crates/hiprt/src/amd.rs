@@ -122,11 +122,18 @@ impl AmdDriver {
                     // SAFETY: hipInit takes flags, 0 is the only defined value.
                     let code = unsafe { (d.api.init)(0) };
                     if code == HIP_ERROR_NO_DEVICE || code == HIP_ERROR_INVALID_DEVICE {
-                        let why = d
-                            .check("hipInit", code)
-                            .err()
-                            .map(|e| e.to_string())
-                            .unwrap_or_default();
+                        // The call's failure without the platform, which NoDevice names.
+                        let why = match d.check("hipInit", code) {
+                            Err(HipError::Call {
+                                call,
+                                code,
+                                name,
+                                message,
+                                ..
+                            }) => crate::result::call_failed(call, code, &name, &message),
+                            Err(e) => e.to_string(),
+                            Ok(()) => String::new(),
+                        };
                         return Err(HipError::NoDevice {
                             platform: Platform::Amd,
                             detail: format!("{why}; library {name}"),

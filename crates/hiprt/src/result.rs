@@ -6,7 +6,7 @@ use crate::Platform;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum HipError {
     /// A runtime call returned an error code.
-    #[error("{platform} runtime: {call} failed with {code} ({name}: {message})")]
+    #[error("{platform} runtime: {}", call_failed(.call, *.code, .name, .message))]
     Call {
         platform: Platform,
         call: &'static str,
@@ -26,3 +26,39 @@ pub enum HipError {
 }
 
 pub type Result<T> = std::result::Result<T, HipError>;
+
+/// "hipInit failed with 101 (hipErrorInvalidDevice: its description)", the description left
+/// out where the runtime gives none but the name again (HIP does without a device).
+pub(crate) fn call_failed(call: &str, code: i32, name: &str, message: &str) -> String {
+    match name == message || message.is_empty() {
+        true => format!("{call} failed with {code} ({name})"),
+        false => format!("{call} failed with {code} ({name}: {message})"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_failed_call_names_the_call_code_and_name_and_a_description_once() {
+        let e = |name: &str, message: &str| {
+            HipError::Call {
+                platform: Platform::Amd,
+                call: "hipInit",
+                code: 101,
+                name: name.into(),
+                message: message.into(),
+            }
+            .to_string()
+        };
+        assert_eq!(
+            e("hipErrorInvalidDevice", "hipErrorInvalidDevice"),
+            "amd runtime: hipInit failed with 101 (hipErrorInvalidDevice)"
+        );
+        assert_eq!(
+            e("hipErrorInvalidDevice", "invalid device ordinal"),
+            "amd runtime: hipInit failed with 101 (hipErrorInvalidDevice: invalid device ordinal)"
+        );
+    }
+}
