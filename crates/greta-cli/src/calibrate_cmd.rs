@@ -115,7 +115,7 @@ pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
             b.set_message(format!("{} (f16-rounded)", path.display()));
             let reference =
                 greta_model::model::load_as(&path, CpuWeights::F16Rounded, &mut follow(&b))
-                    .context("loading the model")?; // its errors name the file
+                    .context("loading the model")?;
             b.finish_and_clear();
             let model = upload(
                 &gpu,

@@ -304,7 +304,8 @@ fn load_model(path: &Path, quiet: bool) -> Result<LoadedModel> {
             .map(|n| n.to_string_lossy().into_owned())
             .unwrap_or_default(),
     );
-    let loaded = model::load(path, &mut progress::follow(&bar)).context("loading the model")?; // its errors name the file
+    // LoadError names the file in every case; the context says what was being done.
+    let loaded = model::load(path, &mut progress::follow(&bar)).context("loading the model")?;
     bar.finish_and_clear();
     Ok(loaded)
 }
