@@ -15,7 +15,8 @@ use crate::tokenizer::{Tokenizer, TokenizerError};
 pub enum LoadError {
     #[error("model file {0} does not exist")]
     NotFound(PathBuf),
-    #[error("{}", in_file(.path, .source))]
+    /// `source` names its file (`FormatError::in_file`, applied where it is made).
+    #[error("{source}")]
     Format {
         path: PathBuf,
         #[source]
@@ -35,14 +36,6 @@ pub enum LoadError {
     },
     #[error("{0} is neither a GGUF file nor a directory with config.json; accepted: a .gguf file or a Hugging Face model directory")]
     UnknownLayout(PathBuf),
-}
-
-/// `source` prefixed by `path`, unless it names its file already (`FormatError::in_file`).
-fn in_file(path: &Path, source: &FormatError) -> String {
-    match source {
-        FormatError::Io { .. } | FormatError::InFile { .. } => source.to_string(),
-        _ => format!("{}: {source}", path.display()),
-    }
 }
 
 /// Where the weights came from, for reports and traces.
@@ -75,9 +68,9 @@ pub fn load_as(
     if !path.exists() {
         return Err(LoadError::NotFound(path.to_path_buf()));
     }
-    let fmt = |source| LoadError::Format {
+    let fmt = |source: FormatError| LoadError::Format {
         path: path.to_path_buf(),
-        source,
+        source: source.in_file(path),
     };
     if path.is_dir() {
         let cfg_path = path.join("config.json");
