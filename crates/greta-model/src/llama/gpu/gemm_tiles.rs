@@ -14,20 +14,19 @@ pub struct GemmTiles {
 }
 
 impl GemmTiles {
-    /// The products a tile may be forced for, in `--split-inputs`' names.
-    pub const NAMES: [&'static str; 4] = ["qkv", "o", "gate_up", "down"];
-
     /// Whether no tile is forced (every product's is the chooser's).
     pub fn is_auto(&self) -> bool {
         *self == GemmTiles::default()
     }
 
-    fn slots(&self) -> [(&'static str, Option<WgmmaTile>); 4] {
+    /// Each product's name (`--split-inputs`' names) and its slot: the one place that
+    /// pairs the names with the fields, read by the parser and the printer.
+    fn slots_mut(&mut self) -> [(&'static str, &mut Option<WgmmaTile>); 4] {
         [
-            ("qkv", self.qkv),
-            ("o", self.o),
-            ("gate_up", self.gate_up),
-            ("down", self.down),
+            ("qkv", &mut self.qkv),
+            ("o", &mut self.o),
+            ("gate_up", &mut self.gate_up),
+            ("down", &mut self.down),
         ]
     }
 }
@@ -46,22 +45,18 @@ impl std::str::FromStr for GemmTiles {
                     "{part:?}: expected PRODUCT=TILE (e.g. qkv=t136), or auto"
                 ));
             };
-            let slot = match product {
-                "qkv" => &mut tiles.qkv,
-                "o" => &mut tiles.o,
-                "gate_up" => &mut tiles.gate_up,
-                "down" => &mut tiles.down,
-                _ => {
-                    return Err(format!(
-                        "{product:?} is not a product; accepted: {}",
-                        GemmTiles::NAMES.join(", ")
-                    ))
-                }
+            let mut slots = tiles.slots_mut();
+            let names: Vec<&str> = slots.iter().map(|(n, _)| *n).collect();
+            let Some((_, slot)) = slots.iter_mut().find(|(n, _)| *n == product) else {
+                return Err(format!(
+                    "{product:?} is not a product; accepted: {}",
+                    names.join(", ")
+                ));
             };
             if slot.is_some() {
                 return Err(format!("{product} is given a tile twice"));
             }
-            *slot = Some(WgmmaTile::named(name, product == "gate_up")?);
+            **slot = Some(WgmmaTile::named(name, product == "gate_up")?);
         }
         Ok(tiles)
     }
@@ -72,8 +67,9 @@ impl std::fmt::Display for GemmTiles {
         if self.is_auto() {
             return f.write_str("auto");
         }
-        let set: Vec<String> = self
-            .slots()
+        let mut tiles = *self;
+        let set: Vec<String> = tiles
+            .slots_mut()
             .iter()
             .filter_map(|(name, tile)| tile.map(|t| format!("{name}={}", t.name())))
             .collect();
