@@ -265,9 +265,9 @@ fn main() {
 }
 
 /// `e` and its causes joined by ": " as `{:#}` joins them, leaving out a cause whose message
-/// is already in what comes before it: several errors (ours and the io errors they wrap) say
-/// their source in their own message and also return it as `source()`, which `{:#}` alone
-/// would print twice.
+/// is already in what comes before it. This workspace's errors say a wrapped error in their
+/// message or return it as `source()`, never both (`greta_model::io::FormatError`), but
+/// other crates' errors may do both, and `{:#}` alone would then print it twice.
 fn error_chain(e: &anyhow::Error) -> String {
     let mut out = String::new();
     for cause in e.chain() {

@@ -15,24 +15,16 @@ use crate::tokenizer::{Tokenizer, TokenizerError};
 pub enum LoadError {
     #[error("model file {0} does not exist")]
     NotFound(PathBuf),
-    /// `source` names its file (`FormatError::in_file`, applied where it is made).
-    #[error("{source}")]
-    Format {
-        path: PathBuf,
-        #[source]
-        source: FormatError,
-    },
-    #[error("{path}: {source}")]
-    Config {
-        path: PathBuf,
-        #[source]
-        source: ConfigError,
-    },
-    #[error("{path}: {source}")]
+    /// Names its file (`FormatError::in_file`, applied where it is made).
+    #[error(transparent)]
+    Format(FormatError),
+    // The wrapped error is in the message, not also `source()` (see `FormatError`).
+    #[error("{path}: {error}")]
+    Config { path: PathBuf, error: ConfigError },
+    #[error("{path}: {error}")]
     Tokenizer {
         path: PathBuf,
-        #[source]
-        source: TokenizerError,
+        error: TokenizerError,
     },
     #[error("{0} is neither a GGUF file nor a directory with config.json; accepted: a .gguf file or a Hugging Face model directory")]
     UnknownLayout(PathBuf),
@@ -68,33 +60,29 @@ pub fn load_as(
     if !path.exists() {
         return Err(LoadError::NotFound(path.to_path_buf()));
     }
-    let fmt = |source: FormatError| LoadError::Format {
-        path: path.to_path_buf(),
-        source: source.in_file(path),
-    };
+    let fmt = |e: FormatError| LoadError::Format(e.in_file(path));
     if path.is_dir() {
         let cfg_path = path.join("config.json");
         if !cfg_path.exists() {
             return Err(LoadError::UnknownLayout(path.to_path_buf()));
         }
-        let config =
-            LlamaConfig::from_hf_config(&cfg_path).map_err(|source| LoadError::Config {
-                path: cfg_path.clone(),
-                source,
-            })?;
+        let config = LlamaConfig::from_hf_config(&cfg_path).map_err(|error| LoadError::Config {
+            path: cfg_path.clone(),
+            error,
+        })?;
         let ckpt = SafetensorsCheckpoint::open_dir(path).map_err(fmt)?;
         let weights =
             LlamaWeights::load_as(&ckpt, &HF_NAMES, &config, route, progress).map_err(fmt)?;
-        let tokenizer = Tokenizer::from_hf_dir(path).map_err(|source| LoadError::Tokenizer {
+        let tokenizer = Tokenizer::from_hf_dir(path).map_err(|error| LoadError::Tokenizer {
             path: path.to_path_buf(),
-            source,
+            error,
         })?;
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
         let mut names: Vec<_> = std::fs::read_dir(path)
             .map_err(|e| {
                 fmt(FormatError::Io {
                     path: path.to_path_buf(),
-                    source: e,
+                    error: e,
                 })
             })?
             .filter_map(|e| e.ok().map(|e| e.path()))
@@ -105,7 +93,7 @@ pub fn load_as(
             let bytes = std::fs::read(&p).map_err(|e| {
                 fmt(FormatError::Io {
                     path: p.clone(),
-                    source: e,
+                    error: e,
                 })
             })?;
             hasher.update(&bytes);
@@ -119,15 +107,15 @@ pub fn load_as(
         });
     }
     let file = GgufFile::open(path).map_err(fmt)?;
-    let config = LlamaConfig::from_gguf(&file.header).map_err(|source| LoadError::Config {
+    let config = LlamaConfig::from_gguf(&file.header).map_err(|error| LoadError::Config {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let weights =
         LlamaWeights::load_as(&file, &GGUF_NAMES, &config, route, progress).map_err(fmt)?;
-    let tokenizer = Tokenizer::from_gguf(&file.header).map_err(|source| LoadError::Tokenizer {
+    let tokenizer = Tokenizer::from_gguf(&file.header).map_err(|error| LoadError::Tokenizer {
         path: path.to_path_buf(),
-        source,
+        error,
     })?;
     let content_hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(file.bytes()));
     Ok(LoadedModel {

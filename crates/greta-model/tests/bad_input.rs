@@ -11,11 +11,23 @@ fn tiny(variant: &str) -> PathBuf {
     common::fixtures().join("tiny").join(variant)
 }
 
+/// The error and its causes as a chain printer (`{:#}`) shows them, checking on the way that
+/// no cause is already in what came before it (an error that says its source in its message
+/// and also returns it would print it twice).
 fn load_err(path: &Path) -> String {
-    match model::load(path, &mut |_, _| {}) {
+    let e = match model::load(path, &mut |_, _| {}) {
         Ok(_) => panic!("{} loaded, but should not have", path.display()),
-        Err(e) => format!("{e}"),
+        Err(e) => e,
+    };
+    let mut out = e.to_string();
+    let mut cause = std::error::Error::source(&e);
+    while let Some(c) = cause {
+        let msg = c.to_string();
+        assert!(!out.contains(&msg), "{msg:?} printed twice: {out}: {msg}");
+        out = format!("{out}: {msg}");
+        cause = c.source();
     }
+    out
 }
 
 /// A minimal GGUF writer for crafting bad files: metadata of strings/u32, tensor infos.

@@ -114,11 +114,8 @@ pub enum Record {
 
 #[derive(Debug, thiserror::Error)]
 pub enum ReadError {
-    #[error("cannot read {path}: {source}")]
-    Io {
-        path: String,
-        source: std::io::Error,
-    },
+    #[error("cannot read {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("{path}:{line}: not a StageTrace v1 record: {reason}")]
     Malformed {
         path: String,
@@ -139,9 +136,9 @@ pub struct Trace {
 impl Trace {
     pub fn read(path: &std::path::Path) -> Result<Trace, ReadError> {
         let p = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|source| ReadError::Io {
+        let text = std::fs::read_to_string(path).map_err(|error| ReadError::Io {
             path: p.clone(),
-            source,
+            error,
         })?;
         Trace::parse(&text, &p)
     }

@@ -153,17 +153,17 @@ pub enum CalibrateError {
     Audit(#[from] AuditError),
     #[error("numerics profile {path}: {reason} (delete it, or run `greta calibrate` again)")]
     Corrupt { path: PathBuf, reason: String },
-    #[error("numerics profile {path}: {source}")]
+    #[error("numerics profile {path}: {error}")]
     Io {
         path: PathBuf,
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("calibration needs at least one prompt of at least one token")]
     NoPrompt,
     #[error("calibration needs at least one policy to try")]
     NoRung,
-    #[error("setting up --split-inputs {split}: {source}")]
-    Configure { split: String, source: BoxError },
+    #[error("setting up --split-inputs {split}: {error}")]
+    Configure { split: String, error: BoxError },
 }
 
 /// Where a profile for (weights, target) lives under the cache directory.
@@ -197,7 +197,7 @@ pub fn lookup(
     let text = match std::fs::read_to_string(&path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Lookup::Absent(path)),
-        Err(source) => return Err(CalibrateError::Io { path, source }),
+        Err(error) => return Err(CalibrateError::Io { path, error }),
     };
     let corrupt = |reason: String| CalibrateError::Corrupt {
         path: path.clone(),
@@ -228,9 +228,9 @@ pub fn save(cache_dir: &Path, p: &Profile) -> Result<PathBuf, CalibrateError> {
             reason,
         })?;
     let path = profile_path(cache_dir, weights, &p.target);
-    let io = |source| CalibrateError::Io {
+    let io = |error| CalibrateError::Io {
         path: path.clone(),
-        source,
+        error,
     };
     std::fs::create_dir_all(path.parent().expect("a file under numerics/")).map_err(io)?;
     let text = serde_json::to_string_pretty(p).expect("a profile serializes");
@@ -370,9 +370,9 @@ impl Calibration<'_> {
         }
         let mut rungs: Vec<Rung> = Vec::new();
         for &split in &ladder.rungs {
-            configure(gpu, split).map_err(|source| CalibrateError::Configure {
+            configure(gpu, split).map_err(|error| CalibrateError::Configure {
                 split: split.to_string(),
-                source,
+                error,
             })?;
             let mut w: Option<Worst> = None;
             for ((p, reference), setup) in prompts.iter().zip(&references).zip(&setups) {

@@ -484,13 +484,13 @@ impl GgufFile {
     pub fn open(path: &Path) -> Result<Self, FormatError> {
         let file = std::fs::File::open(path).map_err(|e| FormatError::Io {
             path: path.to_path_buf(),
-            source: e,
+            error: e,
         })?;
         // SAFETY: the map is read-only; a file changed underneath us while mapped is outside
         // what any mmap-based loader (llama.cpp's included) can defend against.
         let map = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| FormatError::Io {
             path: path.to_path_buf(),
-            source: e,
+            error: e,
         })?;
         let header = GgufHeader::parse(&map).map_err(|e| e.in_file(path))?;
         Ok(GgufFile {

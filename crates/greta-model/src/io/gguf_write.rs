@@ -15,12 +15,8 @@ const ALIGN: u64 = 32;
 
 #[derive(Debug, thiserror::Error)]
 pub enum WriteError {
-    #[error("writing {path}: {source}")]
-    Io {
-        path: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("writing {path}: {error}")]
+    Io { path: String, error: std::io::Error },
     #[error("cannot write GGUF: {0}")]
     Unsupported(String),
 }
@@ -163,9 +159,9 @@ pub fn write_llama(
             cfg.vocab_size
         )));
     }
-    let io = |source| WriteError::Io {
+    let io = |error| WriteError::Io {
         path: path.display().to_string(),
-        source,
+        error,
     };
     let mut tensors = vec![matrix("token_embd.weight".into(), &w.token_embd)];
     for (i, l) in w.layers.iter().enumerate() {

@@ -56,9 +56,9 @@ fn norm_bytes(v: &[f32]) -> Vec<u8> {
 
 /// Writes `cfg` + `w` into `dir` (created if needed).
 pub fn write_llama(dir: &Path, cfg: &LlamaConfig, w: &LlamaWeights) -> Result<(), WriteError> {
-    let io = |source| WriteError::Io {
+    let io = |error| WriteError::Io {
         path: dir.display().to_string(),
-        source,
+        error,
     };
     if cfg.rope_scaling.is_some() || w.rope_freq_factors.is_some() {
         return Err(WriteError::Unsupported(

@@ -10,13 +10,16 @@ pub mod safetensors;
 use std::path::{Path, PathBuf};
 
 /// Errors reading a model file. Each names the field, tensor or offset that was wrong.
+///
+/// Like every error of this workspace, a variant that wraps another error says it in its
+/// own message and does not also return it as `source()`: a printer of the chain (`{:#}`)
+/// would print it twice.
 #[derive(Debug, thiserror::Error)]
 pub enum FormatError {
-    #[error("cannot read {path}: {source}")]
+    #[error("cannot read {path}: {error}")]
     Io {
         path: PathBuf,
-        #[source]
-        source: std::io::Error,
+        error: std::io::Error,
     },
     #[error("{path}: {inner}")]
     InFile {

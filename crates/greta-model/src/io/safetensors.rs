@@ -15,9 +15,9 @@ pub struct SafetensorsCheckpoint {
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> FormatError + '_ {
-    move |source| FormatError::Io {
+    move |error| FormatError::Io {
         path: path.to_path_buf(),
-        source,
+        error,
     }
 }
 
@@ -58,7 +58,7 @@ impl SafetensorsCheckpoint {
         } else {
             return Err(FormatError::Io {
                 path: single,
-                source: std::io::Error::new(
+                error: std::io::Error::new(
                     std::io::ErrorKind::NotFound,
                     "no model.safetensors or model.safetensors.index.json in the directory",
                 ),
