@@ -30,7 +30,7 @@ fn load_err(path: &Path) -> String {
     out
 }
 
-/// A minimal GGUF writer for crafting bad files: metadata of strings/u32, tensor infos.
+/// A minimal GGUF writer for crafting bad files: metadata of strings/u32/f32, tensor infos.
 struct Gguf {
     kv: Vec<(String, Vec<u8>)>,
     tensors: Vec<(String, Vec<u64>, u32, Vec<u8>)>,
@@ -54,6 +54,12 @@ impl Gguf {
     }
     fn u32(&mut self, k: &str, v: u32) -> &mut Self {
         let mut b = 4u32.to_le_bytes().to_vec();
+        b.extend(v.to_le_bytes());
+        self.kv.push((k.into(), b));
+        self
+    }
+    fn f32(&mut self, k: &str, v: f32) -> &mut Self {
+        let mut b = 6u32.to_le_bytes().to_vec();
         b.extend(v.to_le_bytes());
         self.kv.push((k.into(), b));
         self
@@ -182,6 +188,25 @@ fn missing_metadata_is_named() {
     let e = load_err(&p);
     assert!(
         e.contains("llama.embedding_length") && e.contains("missing"),
+        "{e}"
+    );
+    // The norm's epsilon and the trained context are required, as llama.cpp requires them
+    // of a llama GGUF: no guessed default stands in for either.
+    let mut g = Gguf::new("llama");
+    g.u32("llama.embedding_length", 4)
+        .u32("llama.attention.head_count", 2)
+        .u32("llama.feed_forward_length", 8)
+        .u32("llama.block_count", 1)
+        .tensor("token_embd.weight", &[4, 4], 0, vec![0; 64]);
+    let e = load_err(&g.write(dir.path(), "no-eps.gguf"));
+    assert!(
+        e.contains("llama.attention.layer_norm_rms_epsilon") && e.contains("missing"),
+        "{e}"
+    );
+    g.f32("llama.attention.layer_norm_rms_epsilon", 1e-5);
+    let e = load_err(&g.write(dir.path(), "no-ctx.gguf"));
+    assert!(
+        e.contains("llama.context_length") && e.contains("missing"),
         "{e}"
     );
 }

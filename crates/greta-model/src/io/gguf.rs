@@ -462,6 +462,11 @@ impl GgufHeader {
         self.get_u64(key)?
             .ok_or_else(|| FormatError::MissingMetadata(key.to_string()))
     }
+
+    pub fn require_f64(&self, key: &str) -> Result<f64, FormatError> {
+        self.get_f64(key)?
+            .ok_or_else(|| FormatError::MissingMetadata(key.to_string()))
+    }
 }
 
 fn short(v: &Value) -> String {

@@ -122,13 +122,14 @@ impl LlamaConfig {
             n_heads,
             n_kv_heads,
             head_dim,
-            rms_eps: h
-                .get_f64(&key("attention.layer_norm_rms_epsilon"))?
-                .unwrap_or(1e-5) as f32,
+            // Required, as llama.cpp requires them of a llama GGUF: a guessed epsilon or
+            // context would load a model that computes something else, silently.
+            rms_eps: h.require_f64(&key("attention.layer_norm_rms_epsilon"))? as f32,
+            // Optional in llama.cpp too, with the same default.
             rope_theta: h.get_f64(&key("rope.freq_base"))?.unwrap_or(10000.0),
             rope_style: RopeStyle::AdjacentPairs,
             rope_scaling: None,
-            max_context: h.get_u64(&key("context_length"))?.unwrap_or(2048) as usize,
+            max_context: h.require_u64(&key("context_length"))? as usize,
             tied_embeddings: h.tensor("output.weight").is_none(),
         }
         .check("GGUF metadata")
