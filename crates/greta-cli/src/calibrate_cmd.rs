@@ -117,6 +117,7 @@ pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
                 greta_model::model::load_as(&path, CpuWeights::F16Rounded, &mut follow(&b))
                     .context("loading the model")?;
             b.finish_and_clear();
+            crate::warn_assumed(&path, &reference);
             let model = upload(
                 &gpu,
                 reference.model.config.clone(),

@@ -294,6 +294,14 @@ fn resolve_model(arg: &ModelArgs) -> Result<PathBuf> {
     })?)
 }
 
+/// Prints what loading assumed where the model's files did not say (a missing pre-tokenizer
+/// type, a missing tokenizer_config.json), once a load.
+pub(crate) fn warn_assumed(path: &Path, loaded: &LoadedModel) {
+    for w in &loaded.tokenizer.warnings {
+        eprintln!("warning: {}: {w}", path.display());
+    }
+}
+
 fn load_model(path: &Path, quiet: bool) -> Result<LoadedModel> {
     let bar = progress::bar("loading {msg} [{bar:30}] {pos}/{len} tensors ({elapsed})");
     if quiet {
@@ -307,6 +315,7 @@ fn load_model(path: &Path, quiet: bool) -> Result<LoadedModel> {
     // LoadError names the file in every case; the context says what was being done.
     let loaded = model::load(path, &mut progress::follow(&bar)).context("loading the model")?;
     bar.finish_and_clear();
+    warn_assumed(path, &loaded);
     Ok(loaded)
 }
 

@@ -377,6 +377,7 @@ pub fn cmd_backend(args: &AuditArgs, against: &str, path: &Path) -> Result<i32> 
             // measures the GPU's kernels, not the f16 storage format.
             let reference =
                 greta_model::model::load_as(path, CpuWeights::F16Rounded, &mut |_, _| {})?;
+            crate::warn_assumed(path, &reference);
             let tokens = reference.tokenizer.encode(&args.prompt, true)?;
             let route = format!("gpu-{}", gpu.platform());
             eprintln!(
@@ -428,6 +429,7 @@ pub fn cmd_backend(args: &AuditArgs, against: &str, path: &Path) -> Result<i32> 
         }
         Err(e) => {
             let reference = greta_model::model::load_as(path, CpuWeights::F32, &mut |_, _| {})?;
+            crate::warn_assumed(path, &reference);
             let tokens = reference.tokenizer.encode(&args.prompt, true)?;
             // No GPU: the optimised CPU route is audited against the plain one.
             eprintln!(

@@ -135,6 +135,36 @@ fn truncated_or_foreign_model_files_are_named_once() {
     }
 }
 
+/// A Hugging Face directory without tokenizer_config.json loads (transformers' own tokenizer
+/// needs only tokenizer.json), but greta says what that file would have given: the chat
+/// template and the BOS/EOS tokens. A directory with it says nothing.
+#[test]
+fn a_missing_tokenizer_config_is_a_warning_naming_what_it_lacks() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../greta-model/tests/fixtures/tiny/mha-tied-theta1e4");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["config.json", "model.safetensors", "tokenizer.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let m = dir.path().to_str().unwrap();
+    let o = greta(&["tokenize", "--model", m, "--json", "hello"]);
+    let e = stderr(&o);
+    assert!(o.status.success(), "{e}");
+    assert!(
+        e.contains("warning: ") && e.contains("tokenizer_config.json not found: no chat template"),
+        "{e}"
+    );
+    let o = greta(&[
+        "tokenize",
+        "--model",
+        src.to_str().unwrap(),
+        "--json",
+        "hello",
+    ]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
+}
+
 #[test]
 fn ctx_beyond_the_model_and_prompt_beyond_the_ctx_are_errors() {
     let o = greta(&[

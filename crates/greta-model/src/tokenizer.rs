@@ -85,6 +85,9 @@ pub struct Tokenizer {
     /// Tokens that end generation: EOS, EOT and the chat template's end-of-turn token.
     pub end_of_generation: Vec<u32>,
     pub chat_template: Option<String>,
+    /// What was assumed where the model's files did not say (the caller shows them: llama.cpp
+    /// prints the same cases as warnings).
+    pub warnings: Vec<String>,
 }
 
 fn strings(h: &GgufHeader, key: &str) -> Result<Vec<String>, TokenizerError> {
@@ -158,9 +161,20 @@ impl Tokenizer {
             .map(|(i, t)| (t.clone(), i as u32))
             .collect();
 
+        let mut warnings = Vec::new();
         let (mut inner, default_add_bos) = match model {
             "gpt2" => {
-                let pre = h.get_str("tokenizer.ggml.pre")?.unwrap_or("default");
+                let pre = match h.get_str("tokenizer.ggml.pre")? {
+                    Some(pre) => pre,
+                    None => {
+                        warnings.push(
+                            "tokenizer.ggml.pre is missing: using the \"default\" pre-tokenizer, \
+                             as llama.cpp does; token ids may differ from the model's own tokenizer"
+                                .to_string(),
+                        );
+                        "default"
+                    }
+                };
                 let (regexes, ignore_merges) = pre_tokenizer_regexes(pre)?;
                 let merges = strings(h, "tokenizer.ggml.merges")?
                     .into_iter()
@@ -273,6 +287,7 @@ impl Tokenizer {
             add_bos,
             end_of_generation,
             chat_template,
+            warnings,
         })
     }
 
@@ -285,12 +300,25 @@ impl Tokenizer {
             reason: e.to_string(),
         })?;
         let config_path = dir.join("tokenizer_config.json");
+        let mut warnings = Vec::new();
         let config: serde_json::Value = match std::fs::read_to_string(&config_path) {
             Ok(text) => serde_json::from_str(&text).map_err(|e| TokenizerError::File {
                 path: config_path.display().to_string(),
                 reason: e.to_string(),
             })?,
-            Err(_) => serde_json::Value::Null,
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                warnings.push(format!(
+                    "{} not found: no chat template, and no BOS or EOS token named",
+                    config_path.display()
+                ));
+                serde_json::Value::Null
+            }
+            Err(e) => {
+                return Err(TokenizerError::File {
+                    path: config_path.display().to_string(),
+                    reason: e.to_string(),
+                })
+            }
         };
         let token_named = |key: &str| -> Option<u32> {
             let v = config.get(key)?;
@@ -331,6 +359,7 @@ impl Tokenizer {
             add_bos: false,
             end_of_generation,
             chat_template,
+            warnings,
         })
     }
 

@@ -51,6 +51,44 @@ fn llama_bpe_and_default_pre_tokenizers_match_llama_tokenize() {
     }
 }
 
+/// A BPE vocabulary whose GGUF does not name its pre-tokenizer takes llama.cpp's "default"
+/// one, as llama.cpp does (its ids below are llama-tokenize's under "default"), and says so.
+#[test]
+fn a_missing_pre_tokenizer_is_the_default_one_with_a_warning() {
+    let dir = common::fixtures().join("vocab");
+    let expected: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("expected.json")).unwrap()).unwrap();
+    let mut bytes = std::fs::read(dir.join("llama-bpe.gguf")).unwrap();
+    // The key renamed in place (same length, so every offset after it stands).
+    let key = b"tokenizer.ggml.pre";
+    let at = bytes
+        .windows(key.len())
+        .position(|w| w == key)
+        .expect("the fixture names its pre-tokenizer");
+    bytes[at + key.len() - 1] = b'X';
+    let header = greta_model::io::gguf::GgufHeader::parse(&bytes).unwrap();
+    let tok = Tokenizer::from_gguf(&header).unwrap();
+    assert_eq!(tok.warnings.len(), 1, "{:?}", tok.warnings);
+    assert!(
+        tok.warnings[0].contains("tokenizer.ggml.pre is missing"),
+        "{:?}",
+        tok.warnings
+    );
+    let mut checked = 0;
+    for (name, text) in texts() {
+        if let Some(want) = expected["default"].get(&name) {
+            assert_eq!(tok.encode(&text, true).unwrap(), ids(want), "{name}");
+            checked += 1;
+        }
+    }
+    assert!(checked >= 6, "only {checked} texts checked");
+    let named = GgufFile::open(&dir.join("llama-bpe.gguf")).unwrap();
+    assert!(Tokenizer::from_gguf(&named.header)
+        .unwrap()
+        .warnings
+        .is_empty());
+}
+
 #[test]
 fn tokenizer_json_matches_transformers() {
     let dir = common::fixtures().join("tiny");
