@@ -294,10 +294,10 @@ fn resolve_model(arg: &ModelArgs) -> Result<PathBuf> {
     })?)
 }
 
-/// Prints what loading assumed where the model's files did not say (a missing pre-tokenizer
-/// type, a missing tokenizer_config.json), once a load.
+/// Prints what loading assumed or limited where the model's files did not say or ask for
+/// what greta computes (`LoadedModel::warnings`), once a load.
 pub(crate) fn warn_assumed(path: &Path, loaded: &LoadedModel) {
-    for w in &loaded.tokenizer.warnings {
+    for w in &loaded.warnings {
         eprintln!("warning: {}: {w}", path.display());
     }
 }

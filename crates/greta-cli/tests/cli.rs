@@ -165,6 +165,40 @@ fn a_missing_tokenizer_config_is_a_warning_naming_what_it_lacks() {
     assert!(!stderr(&o).contains("warning"), "{}", stderr(&o));
 }
 
+/// A checkpoint with an attention window shorter than its trained context (Mistral 7B
+/// v0.1's `sliding_window`) is limited to the window, which greta's attention does not
+/// implement, and says so: a longer --ctx is refused, not computed differently from
+/// transformers; within the window it generates.
+#[test]
+fn a_sliding_window_limits_the_context_and_says_why() {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../greta-model/tests/fixtures/tiny/mha-tied-theta1e4");
+    let dir = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(&src).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let cfg_path = dir.path().join("config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["model_type"] = "mistral".into();
+    cfg["sliding_window"] = 32.into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let m = dir.path().to_str().unwrap();
+    let o = greta(&["generate", "--model", m, "--ctx", "64", "hi"]);
+    assert_fails(
+        &o,
+        1,
+        &[
+            "warning: ",
+            "last 32 keys (sliding_window)",
+            "--ctx 64 exceeds the model's context of 32 tokens",
+        ],
+    );
+    let o = greta(&["generate", "--model", m, "--ctx", "32", "-n", "4", "hi"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+}
+
 #[test]
 fn ctx_beyond_the_model_and_prompt_beyond_the_ctx_are_errors() {
     let o = greta(&[

@@ -44,6 +44,22 @@ pub struct LoadedModel {
     pub source: SourceKind,
     /// xxh3-64 of the weight file(s), hex.
     pub content_hash: String,
+    /// What loading assumed or limited where the files did not match what greta computes
+    /// (the tokenizer's assumptions, a sliding window cutting the context); the caller
+    /// shows them.
+    pub warnings: Vec<String>,
+}
+
+fn warnings(config: &LlamaConfig, tokenizer: &Tokenizer) -> Vec<String> {
+    let mut w = tokenizer.warnings.clone();
+    if let Some(window) = config.sliding_window {
+        w.push(format!(
+            "the model attends to its last {window} keys (sliding_window), which greta does \
+             not implement: contexts are limited to {window} tokens, where the window masks \
+             nothing"
+        ));
+    }
+    w
 }
 
 /// Loads the model and its tokenizer. `progress(done, total)` is called per tensor.
@@ -99,6 +115,7 @@ pub fn load_as(
             hasher.update(&bytes);
         }
         return Ok(LoadedModel {
+            warnings: warnings(&config, &tokenizer),
             model: Llama::new(config, weights),
             tokenizer,
             path: path.to_path_buf(),
@@ -119,6 +136,7 @@ pub fn load_as(
     })?;
     let content_hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(file.bytes()));
     Ok(LoadedModel {
+        warnings: warnings(&config, &tokenizer),
         model: Llama::new(config, weights),
         tokenizer,
         path: path.to_path_buf(),

@@ -251,6 +251,7 @@ mod tests {
             rope_scaling: None,
             max_context: 64,
             tied_embeddings: false,
+            sliding_window: None,
         }
     }
 

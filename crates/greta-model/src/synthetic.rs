@@ -43,6 +43,7 @@ pub fn config(name: &str) -> Result<LlamaConfig, SyntheticError> {
         rope_scaling: None,
         max_context: 4096,
         tied_embeddings: false,
+        sliding_window: None,
     };
     Ok(match name {
         "llama2-7b" => base,
@@ -59,6 +60,7 @@ pub fn config(name: &str) -> Result<LlamaConfig, SyntheticError> {
             rope_theta: 500_000.0,
             max_context: 131_072,
             tied_embeddings: true,
+            sliding_window: None,
             ..base
         },
         "smollm2-135m" => LlamaConfig {
@@ -72,6 +74,7 @@ pub fn config(name: &str) -> Result<LlamaConfig, SyntheticError> {
             rope_theta: 100_000.0,
             max_context: 8192,
             tied_embeddings: true,
+            sliding_window: None,
             ..base
         },
         "tiny" => LlamaConfig {

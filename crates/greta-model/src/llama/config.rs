@@ -37,9 +37,17 @@ pub struct LlamaConfig {
     pub rope_theta: f64,
     pub rope_style: RopeStyle,
     pub rope_scaling: Option<Llama3RopeScaling>,
-    /// The context the model was trained for (the default KV-cache capacity).
+    /// The context the model was trained for (the default KV-cache capacity), cut to
+    /// `sliding_window` where that is shorter.
     pub max_context: usize,
     pub tied_embeddings: bool,
+    /// The attention window a Hugging Face checkpoint declares (`sliding_window`: Mistral
+    /// 7B v0.1's 4096 keys), where it is shorter than the trained context. greta's attention
+    /// has no window, so it is exact only while the window masks nothing: `max_context` is
+    /// cut to it, and contexts beyond it are refused rather than computed differently from
+    /// transformers. (llama.cpp's GGUF of such a model declares no window and attends to
+    /// every key: greta reads the GGUF as llama.cpp does.)
+    pub sliding_window: Option<usize>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -131,6 +139,7 @@ impl LlamaConfig {
             rope_scaling: None,
             max_context: h.require_u64(&key("context_length"))? as usize,
             tied_embeddings: h.tensor("output.weight").is_none(),
+            sliding_window: None,
         }
         .check("GGUF metadata")
     }
@@ -201,15 +210,35 @@ impl LlamaConfig {
             }
             None => None,
         };
+        // The defaults are transformers' (LlamaConfig's, MistralConfig's), so a config.json
+        // that leaves a field out loads as transformers loads it.
+        let mistral = model_type == "mistral";
+        let max_context = opt("max_position_embeddings")
+            .map(|v| v as usize)
+            .unwrap_or(if mistral { 4096 * 32 } else { 2048 });
+        // Only Mistral's attention has a window: absent, MistralConfig's 4096; null, none.
+        let sliding_window = match (mistral, j.get("sliding_window")) {
+            (false, _) => None,
+            (true, None) => Some(4096),
+            (true, Some(v)) if v.is_null() => None,
+            (true, Some(v)) => Some(v.as_u64().ok_or_else(|| {
+                invalid(format!("sliding_window {v} is not a whole number or null"))
+            })? as usize),
+        }
+        .filter(|&w| w < max_context);
         LlamaConfig {
             vocab_size: num("vocab_size")? as usize,
             hidden,
             intermediate: num("intermediate_size")? as usize,
             n_layers: num("num_hidden_layers")? as usize,
             n_heads,
-            n_kv_heads: opt("num_key_value_heads")
-                .map(|v| v as usize)
-                .unwrap_or(n_heads),
+            n_kv_heads: match j.get("num_key_value_heads") {
+                // MistralConfig's default is 8; null (or LlamaConfig's absent) is n_heads.
+                None if mistral => 8,
+                _ => opt("num_key_value_heads")
+                    .map(|v| v as usize)
+                    .unwrap_or(n_heads),
+            },
             head_dim: opt("head_dim")
                 .map(|v| v as usize)
                 .unwrap_or(hidden.checked_div(n_heads).unwrap_or(0)),
@@ -217,11 +246,12 @@ impl LlamaConfig {
             rope_theta,
             rope_style: RopeStyle::HalfSplit,
             rope_scaling,
-            max_context: opt("max_position_embeddings").unwrap_or(2048.0) as usize,
+            max_context: sliding_window.unwrap_or(max_context),
             tied_embeddings: j
                 .get("tie_word_embeddings")
                 .and_then(|v| v.as_bool())
                 .unwrap_or(false),
+            sliding_window,
         }
         .check(&file)
     }
@@ -274,5 +304,63 @@ fn llama3_scale(inv_freq: f64, s: &Llama3RopeScaling) -> f64 {
         let smooth = (s.original_max_position_embeddings / wavelen - s.low_freq_factor)
             / (s.high_freq_factor - s.low_freq_factor);
         (1.0 - smooth) * inv_freq / s.factor + smooth * inv_freq
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hf(extra: serde_json::Value) -> LlamaConfig {
+        let mut j = serde_json::json!({
+            "model_type": "llama", "hidden_size": 64, "num_attention_heads": 16,
+            "intermediate_size": 128, "num_hidden_layers": 2, "vocab_size": 100,
+        });
+        for (k, v) in extra.as_object().unwrap() {
+            j[k] = v.clone();
+        }
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("config.json");
+        std::fs::write(&p, j.to_string()).unwrap();
+        LlamaConfig::from_hf_config(&p).unwrap()
+    }
+
+    /// Fields a config.json leaves out take transformers' defaults for its model_type
+    /// (LlamaConfig, MistralConfig), and Mistral's sliding window cuts the context.
+    #[test]
+    fn hf_defaults_are_transformers_per_model_type() {
+        let llama = hf(serde_json::json!({"sliding_window": 16}));
+        assert_eq!(
+            (llama.n_kv_heads, llama.max_context, llama.sliding_window),
+            (16, 2048, None),
+            "LlamaConfig: no window, kv heads = heads, 2048 positions"
+        );
+        assert_eq!(llama.rms_eps, 1e-6);
+        let mistral = hf(serde_json::json!({"model_type": "mistral"}));
+        assert_eq!(
+            (
+                mistral.n_kv_heads,
+                mistral.max_context,
+                mistral.sliding_window
+            ),
+            (8, 4096, Some(4096)),
+            "MistralConfig: 8 kv heads, 4096-key window over 131072 positions"
+        );
+        let unwindowed = hf(serde_json::json!({
+            "model_type": "mistral", "sliding_window": null, "max_position_embeddings": 32768,
+            "num_key_value_heads": null,
+        }));
+        assert_eq!(
+            (
+                unwindowed.n_kv_heads,
+                unwindowed.max_context,
+                unwindowed.sliding_window
+            ),
+            (16, 32768, None)
+        );
+        let wide = hf(serde_json::json!({
+            "model_type": "mistral", "sliding_window": 32768, "max_position_embeddings": 32768,
+        }));
+        assert_eq!((wide.max_context, wide.sliding_window), (32768, None));
     }
 }
