@@ -50,8 +50,16 @@ pub struct LoadedModel {
     pub warnings: Vec<String>,
 }
 
-fn warnings(config: &LlamaConfig, tokenizer: &Tokenizer) -> Vec<String> {
+fn warnings(config: &LlamaConfig, tokenizer: &Tokenizer, unused: &[String]) -> Vec<String> {
     let mut w = tokenizer.warnings.clone();
+    if !unused.is_empty() {
+        w.push(format!(
+            "{} checkpoint tensor(s) are not used by a llama model and are left out, as \
+             transformers leaves them out: {}",
+            unused.len(),
+            unused.join(", ")
+        ));
+    }
     if let Some(window) = config.sliding_window {
         w.push(format!(
             "the model attends to its last {window} keys (sliding_window), which greta does \
@@ -87,6 +95,9 @@ pub fn load_as(
             error,
         })?;
         let ckpt = SafetensorsCheckpoint::open_dir(path).map_err(fmt)?;
+        // transformers' rule: a checkpoint tensor the model class does not use is left out
+        // with a warning (greta's Llama computes what LlamaForCausalLM computes).
+        let unused = LlamaWeights::unused_tensors(&ckpt, &HF_NAMES, &config);
         let weights =
             LlamaWeights::load_as(&ckpt, &HF_NAMES, &config, route, progress).map_err(fmt)?;
         let tokenizer = Tokenizer::from_hf_dir(path).map_err(|error| LoadError::Tokenizer {
@@ -115,7 +126,7 @@ pub fn load_as(
             hasher.update(&bytes);
         }
         return Ok(LoadedModel {
-            warnings: warnings(&config, &tokenizer),
+            warnings: warnings(&config, &tokenizer, &unused),
             model: Llama::new(config, weights),
             tokenizer,
             path: path.to_path_buf(),
@@ -128,6 +139,11 @@ pub fn load_as(
         path: path.to_path_buf(),
         error,
     })?;
+    // llama.cpp's rule: a tensor the model does not compute with makes the file an error.
+    let unused = LlamaWeights::unused_tensors(&file, &GGUF_NAMES, &config);
+    if !unused.is_empty() {
+        return Err(fmt(FormatError::UnusedTensors(unused)));
+    }
     let weights =
         LlamaWeights::load_as(&file, &GGUF_NAMES, &config, route, progress).map_err(fmt)?;
     let tokenizer = Tokenizer::from_gguf(&file.header).map_err(|error| LoadError::Tokenizer {
@@ -136,7 +152,7 @@ pub fn load_as(
     })?;
     let content_hash = format!("{:016x}", xxhash_rust::xxh3::xxh3_64(file.bytes()));
     Ok(LoadedModel {
-        warnings: warnings(&config, &tokenizer),
+        warnings: warnings(&config, &tokenizer, &[]),
         model: Llama::new(config, weights),
         tokenizer,
         path: path.to_path_buf(),

@@ -253,6 +253,62 @@ fn tensor_shape_that_contradicts_the_config_is_named() {
     );
 }
 
+/// Tensors a Llama does not compute with: a GGUF holding one is refused, as llama.cpp
+/// refuses it; a Hugging Face checkpoint loads without it and says so, as transformers
+/// does; a config asking for the products' biases is refused (transformers would add them).
+#[test]
+fn tensors_a_llama_leaves_out_are_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut bytes = std::fs::read(tiny("mha-tied-theta1e4").join("model-f16.gguf")).unwrap();
+    // A layer tensor renamed in place (same length: every offset stands), as a file of
+    // another layout would name it.
+    let name = b"blk.1.ffn_gate.weight";
+    let at = bytes.windows(name.len()).position(|w| w == name).unwrap();
+    bytes[at..at + name.len()].copy_from_slice(b"blk.1.ffn_gatX.weight");
+    let p = dir.path().join("renamed.gguf");
+    std::fs::write(&p, &bytes).unwrap();
+    let e = load_err(&p);
+    assert!(
+        e.contains("renamed.gguf")
+            && e.contains("1 tensor(s) are not part of a llama model")
+            && e.contains("\"blk.1.ffn_gatX.weight\"")
+            && e.contains("llama.cpp refuses"),
+        "{e}"
+    );
+
+    let hf = dir.path().join("hf");
+    copy_dir(&tiny("mha-tied-theta1e4"), &hf);
+    let st_path = hf.join("model.safetensors");
+    let st_bytes = std::fs::read(&st_path).unwrap();
+    let st = safetensors::SafeTensors::deserialize(&st_bytes).unwrap();
+    let bias = vec![0u8; 64 * 4];
+    let mut tensors: Vec<(String, safetensors::tensor::TensorView)> = st.tensors();
+    tensors.push((
+        "model.layers.0.self_attn.q_proj.bias".into(),
+        safetensors::tensor::TensorView::new(safetensors::Dtype::F32, vec![64], &bias).unwrap(),
+    ));
+    std::fs::write(&st_path, safetensors::serialize(tensors, None).unwrap()).unwrap();
+    let loaded = model::load(&hf, &mut |_, _| {}).unwrap();
+    assert!(
+        loaded
+            .warnings
+            .iter()
+            .any(|w| w.contains("left out") && w.contains("model.layers.0.self_attn.q_proj.bias")),
+        "{:?}",
+        loaded.warnings
+    );
+    let cfg = hf.join("config.json");
+    let text = std::fs::read_to_string(&cfg)
+        .unwrap()
+        .replace("\"attention_bias\": false", "\"attention_bias\": true");
+    std::fs::write(&cfg, text).unwrap();
+    let e = load_err(&hf);
+    assert!(
+        e.contains("attention_bias true is not supported") && e.contains("accepted: false"),
+        "{e}"
+    );
+}
+
 #[test]
 fn truncated_safetensors_is_an_error() {
     let dir = tempfile::tempdir().unwrap();

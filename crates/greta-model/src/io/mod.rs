@@ -54,6 +54,14 @@ pub enum FormatError {
     MissingMetadata(String),
     #[error("tensor {0:?} is missing")]
     MissingTensor(String),
+    #[error(
+        "{} tensor(s) are not part of a llama model and would be left out: {}{}; llama.cpp \
+         refuses such a file too (another architecture's, or a llama with parts greta does not compute)",
+        .0.len(),
+        .0.iter().take(4).map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "),
+        if .0.len() > 4 { ", ..." } else { "" }
+    )]
+    UnusedTensors(Vec<String>),
     #[error("tensor {name:?} has shape {found:?}, but the model config implies {expected:?}")]
     ShapeMismatch {
         name: String,

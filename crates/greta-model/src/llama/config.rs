@@ -213,6 +213,14 @@ impl LlamaConfig {
         // The defaults are transformers' (LlamaConfig's, MistralConfig's), so a config.json
         // that leaves a field out loads as transformers loads it.
         let mistral = model_type == "mistral";
+        // Biases on the products: transformers would add them; greta's products have none.
+        for k in ["attention_bias", "mlp_bias"] {
+            if j.get(k).and_then(|v| v.as_bool()) == Some(true) {
+                return Err(invalid(format!(
+                    "{k} true is not supported (the products have no bias); accepted: false"
+                )));
+            }
+        }
         let max_context = opt("max_position_embeddings")
             .map(|v| v as usize)
             .unwrap_or(if mistral { 4096 * 32 } else { 2048 });

@@ -73,6 +73,8 @@ impl LlamaWeights {
 /// Where tensors come from: each source names its tensors its own way.
 pub trait TensorSource {
     fn has(&self, name: &str) -> bool;
+    /// Every tensor the source holds.
+    fn names(&self) -> Vec<String>;
     fn read(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), FormatError>;
     /// A matrix in the storage the CPU kernels read best; f32 unless overridden.
     fn read_matrix(&self, name: &str) -> Result<(Vec<usize>, Storage), FormatError> {
@@ -99,6 +101,20 @@ pub enum LayerTensor {
     Gate,
     Up,
     Down,
+}
+
+impl LayerTensor {
+    pub const ALL: [LayerTensor; 9] = [
+        LayerTensor::AttnNorm,
+        LayerTensor::Q,
+        LayerTensor::K,
+        LayerTensor::V,
+        LayerTensor::O,
+        LayerTensor::FfnNorm,
+        LayerTensor::Gate,
+        LayerTensor::Up,
+        LayerTensor::Down,
+    ];
 }
 
 pub const GGUF_NAMES: TensorNames = TensorNames {
@@ -145,6 +161,9 @@ impl TensorSource for GgufFile {
     fn has(&self, name: &str) -> bool {
         self.header.tensor(name).is_some()
     }
+    fn names(&self) -> Vec<String> {
+        self.header.tensors.iter().map(|t| t.name.clone()).collect()
+    }
     fn read(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), FormatError> {
         self.tensor_f32(name)
     }
@@ -170,6 +189,11 @@ impl TensorSource for GgufFile {
 impl TensorSource for SafetensorsCheckpoint {
     fn has(&self, name: &str) -> bool {
         self.contains(name)
+    }
+    fn names(&self) -> Vec<String> {
+        SafetensorsCheckpoint::names(self)
+            .map(str::to_string)
+            .collect()
     }
     fn read(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), FormatError> {
         self.tensor_f32(name)
@@ -243,6 +267,9 @@ impl TensorSource for WidenToF32<'_> {
     fn has(&self, name: &str) -> bool {
         self.src.has(name)
     }
+    fn names(&self) -> Vec<String> {
+        self.src.names()
+    }
     fn read(&self, name: &str) -> Result<(Vec<usize>, Vec<f32>), FormatError> {
         self.src.read(name)
     }
@@ -257,6 +284,39 @@ impl TensorSource for WidenToF32<'_> {
 }
 
 impl LlamaWeights {
+    /// The tensors of `src` that a Llama of `cfg` does not compute with, sorted: what
+    /// loading would leave out. Not counted: Llama 3's `rope_freqs.weight` (read with the
+    /// weights), the RoPE frequencies older Hugging Face checkpoints store
+    /// (`*.rotary_emb.inv_freq`, computed here from the config as transformers does), and
+    /// a stored LM head that the config ties to the embedding (transformers ties it too).
+    pub fn unused_tensors(
+        src: &dyn TensorSource,
+        names: &TensorNames,
+        cfg: &LlamaConfig,
+    ) -> Vec<String> {
+        let mut used: std::collections::HashSet<String> = [
+            names.token_embd,
+            names.output_norm,
+            names.output,
+            "rope_freqs.weight",
+        ]
+        .into_iter()
+        .map(str::to_string)
+        .collect();
+        for i in 0..cfg.n_layers {
+            for t in LayerTensor::ALL {
+                used.insert((names.layer)(i, t));
+            }
+        }
+        let mut unused: Vec<String> = src
+            .names()
+            .into_iter()
+            .filter(|n| !used.contains(n) && !n.ends_with(".rotary_emb.inv_freq"))
+            .collect();
+        unused.sort();
+        unused
+    }
+
     /// Loads every tensor with the storage `route` asks for.
     pub fn load_as(
         src: &dyn TensorSource,
