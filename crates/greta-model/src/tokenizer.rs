@@ -82,6 +82,9 @@ pub struct Tokenizer {
     pub eos: Option<u32>,
     /// Whether encoding a prompt prepends BOS (the model's metadata decides).
     pub add_bos: bool,
+    /// Whether encoding a prompt appends EOS (`tokenizer.ggml.add_eos_token`, as llama.cpp
+    /// reads it; Hugging Face tokenizers add it through tokenizer.json's post-processor).
+    pub add_eos: bool,
     /// Tokens that end generation: EOS, EOT and the chat template's end-of-turn token.
     pub end_of_generation: Vec<u32>,
     pub chat_template: Option<String>,
@@ -217,6 +220,11 @@ impl Tokenizer {
                 (t, matches!(pre, "llama-bpe" | "llama3" | "llama-v3"))
             }
             "llama" => {
+                // SentencePiece's leading "▁" on the text, unless the model says otherwise
+                // (llama.cpp's default and key).
+                let space_prefix = h
+                    .get_bool("tokenizer.ggml.add_space_prefix")?
+                    .unwrap_or(true);
                 let scores = numbers(h, "tokenizer.ggml.scores")?
                     .ok_or_else(|| FormatError::MissingMetadata("tokenizer.ggml.scores".into()))?;
                 let merges = merges_from_scores(&tokens, &scores, &types);
@@ -234,17 +242,23 @@ impl Tokenizer {
                     .build()
                     .map_err(build_err)?;
                 let mut t = tokenizers::Tokenizer::new(bpe);
-                t.with_normalizer(Some(NormalizerSequence::new(vec![
-                    Prepend::new("\u{2581}".into()).into(),
-                    Replace::new(" ", "\u{2581}").map_err(build_err)?.into(),
-                ])))
-                .map_err(build_err)?;
-                t.with_decoder(Some(DecoderSequence::new(vec![
+                let mut normalizers = vec![];
+                if space_prefix {
+                    normalizers.push(Prepend::new("\u{2581}".into()).into());
+                }
+                normalizers.push(Replace::new(" ", "\u{2581}").map_err(build_err)?.into());
+                t.with_normalizer(Some(NormalizerSequence::new(normalizers)))
+                    .map_err(build_err)?;
+                let mut decoders = vec![
                     DecoderWrapper::Replace(Replace::new("\u{2581}", " ").map_err(build_err)?),
                     DecoderWrapper::ByteFallback(ByteFallback::new()),
                     DecoderWrapper::Fuse(Fuse::new()),
-                    DecoderWrapper::Strip(Strip::new(' ', 1, 0)),
-                ])));
+                ];
+                // The prefix's space comes off the decoded text; there is none without it.
+                if space_prefix {
+                    decoders.push(DecoderWrapper::Strip(Strip::new(' ', 1, 0)));
+                }
+                t.with_decoder(Some(DecoderSequence::new(decoders)));
                 (t, true)
             }
             other => return Err(TokenizerError::UnsupportedModel(other.to_string())),
@@ -263,6 +277,15 @@ impl Tokenizer {
         let add_bos = h
             .get_bool("tokenizer.ggml.add_bos_token")?
             .unwrap_or(default_add_bos);
+        let add_eos = h.get_bool("tokenizer.ggml.add_eos_token")?.unwrap_or(false);
+        if add_eos && eos.is_none() {
+            return Err(FormatError::BadMetadata {
+                key: "tokenizer.ggml.add_eos_token".into(),
+                reason: "true, but the model names no EOS token (tokenizer.ggml.eos_token_id)"
+                    .into(),
+            }
+            .into());
+        }
         let chat_template = h.get_str("tokenizer.chat_template")?.map(str::to_string);
         let mut end_of_generation: Vec<u32> = [eos, eot].into_iter().flatten().collect();
         // Chat models end a turn with a token the template writes; llama.cpp treats these
@@ -285,6 +308,7 @@ impl Tokenizer {
             bos,
             eos,
             add_bos,
+            add_eos,
             end_of_generation,
             chat_template,
             warnings,
@@ -357,6 +381,7 @@ impl Tokenizer {
             bos,
             eos,
             add_bos: false,
+            add_eos: false,
             end_of_generation,
             chat_template,
             warnings,
@@ -378,6 +403,9 @@ impl Tokenizer {
             }
         }
         ids.extend_from_slice(enc.get_ids());
+        if add_special && self.add_eos {
+            ids.extend(self.eos);
+        }
         Ok(ids)
     }
 

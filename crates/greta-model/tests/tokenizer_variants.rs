@@ -110,3 +110,40 @@ fn tokenizer_json_matches_transformers() {
     }
     assert!(checked >= 6);
 }
+
+/// The SentencePiece keys llama.cpp reads: `add_space_prefix` false leaves the text's
+/// leading "▁" off (and decoding takes no space off), `add_eos_token` true appends EOS.
+#[test]
+fn spm_space_prefix_and_eos_keys_are_read() {
+    use greta_model::io::gguf::Value;
+    let path = common::fixtures().join("tiny/mha-tied-theta1e4/model-f16.gguf");
+    let f = GgufFile::open(&path).unwrap();
+    assert_eq!(
+        f.header.get_str("tokenizer.ggml.model").unwrap(),
+        Some("llama")
+    );
+    let text = "Hello world";
+    let plain = Tokenizer::from_gguf(&f.header).unwrap();
+    let with_prefix = plain.encode(text, false).unwrap();
+    let first = plain.token_text(with_prefix[0]).unwrap();
+    assert!(first.starts_with('\u{2581}'), "{first:?}");
+    assert_eq!(plain.decode(&with_prefix).unwrap(), text);
+
+    let mut h = f.header.clone();
+    h.metadata
+        .insert("tokenizer.ggml.add_space_prefix".into(), Value::Bool(false));
+    h.metadata
+        .insert("tokenizer.ggml.add_eos_token".into(), Value::Bool(true));
+    let tok = Tokenizer::from_gguf(&h).unwrap();
+    let bare = tok.encode(text, false).unwrap();
+    assert_ne!(bare, with_prefix);
+    let first = tok.token_text(bare[0]).unwrap();
+    assert!(!first.starts_with('\u{2581}'), "{first:?}");
+    assert_eq!(tok.decode(&bare).unwrap(), text);
+    let special = tok.encode(text, true).unwrap();
+    assert_eq!(special.last().copied(), tok.eos, "{special:?}");
+    // BOS (where the model adds it), the text's ids, EOS.
+    let bos = usize::from(tok.add_bos);
+    assert_eq!(&special[bos..special.len() - 1], &bare[..]);
+    assert!(plain.encode(text, true).unwrap().last() != plain.eos.as_ref());
+}
