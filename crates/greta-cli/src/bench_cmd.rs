@@ -95,10 +95,7 @@ pub struct BenchArgs {
     write_safetensors: Option<PathBuf>,
 }
 
-pub fn cmd_bench(a: BenchArgs) -> Result<()> {
-    let platform: greta_hal::PlatformChoice = std::env::var("GRETA_PLATFORM")
-        .unwrap_or_else(|_| "auto".into())
-        .parse()?;
+pub fn cmd_bench(a: BenchArgs, platform: greta_hal::PlatformChoice) -> Result<()> {
     let selection = greta_hal::select(a.backend, platform)?;
     if a.prompt_len.len() > 1 && (a.kernels || a.timeline.is_some()) {
         anyhow::bail!(

@@ -56,7 +56,7 @@ pub struct CalibrateArgs {
 
 /// Exit 0 where a policy passed with the margin (kept for `--split-inputs auto`), 1 where
 /// none did (the profile is kept all the same, and auto then keeps the default).
-pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
+pub fn cmd_calibrate(a: CalibrateArgs, platform: greta_hal::PlatformChoice) -> Result<i32> {
     if a.gpu.split_inputs != SplitInputsChoice::Auto {
         bail!("greta calibrate tries the --split-inputs policies itself (none, qkv, qkv,o, qkv,o,down, qkv,o,gate_up,down, or those given with --try); leave --split-inputs out");
     }
@@ -76,9 +76,6 @@ pub fn cmd_calibrate(a: CalibrateArgs) -> Result<i32> {
     if let Some(name) = synthetic_name {
         synthetic::config(name)?; // an unknown shape is named before the GPU is looked for
     }
-    let platform: greta_hal::PlatformChoice = std::env::var("GRETA_PLATFORM")
-        .unwrap_or_else(|_| "auto".into())
-        .parse()?;
     let gpu = greta_hal::Gpu::open(platform, 0).context(
         "greta calibrate audits the GPU's numerics against the CPU reference, so it needs a GPU",
     )?;

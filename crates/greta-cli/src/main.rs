@@ -6,7 +6,7 @@ use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
-use greta_hal::BackendRequest;
+use greta_hal::{BackendRequest, PlatformChoice};
 use greta_model::chat::{self, Message};
 use greta_model::default_model;
 use greta_model::generate::sampler::{Sampler, SamplerConfig};
@@ -30,6 +30,10 @@ use trace_cmd::{AuditArgs, DiffArgs, TraceArgs};
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// The GPU platform a GPU backend opens: amd (HIP), nvidia (the CUDA driver) or auto
+    /// (AMD first, then NVIDIA: the first with a device).
+    #[arg(long, global = true, env = "GRETA_PLATFORM", default_value = "auto", value_parser = parse_platform)]
+    platform: PlatformChoice,
 }
 
 #[derive(Subcommand)]
@@ -202,6 +206,10 @@ fn with_trace_input_code(r: Result<()>) -> (Result<i32>, i32) {
     (r.map(|_| 0), if bad_trace_input { 2 } else { 1 })
 }
 
+fn parse_platform(s: &str) -> Result<PlatformChoice, String> {
+    s.parse::<PlatformChoice>().map_err(|e| e.to_string())
+}
+
 fn parse_backend(s: &str) -> Result<BackendRequest, String> {
     s.parse()
         .map_err(|e: greta_hal::UnknownBackend| e.to_string())
@@ -221,13 +229,16 @@ fn main() {
         .build_global()
         .expect("rayon's global pool is set up once, before any parallel call");
     // The trace and audit tools exit 2 on bad input, keeping 1 for "divergence found".
+    let platform = cli.platform;
     let (result, error_code) = match cli.command {
-        Command::Generate(a) => with_trace_input_code(cmd_generate(a)),
+        Command::Generate(a) => with_trace_input_code(cmd_generate(a, platform)),
         Command::Tokenize(a) => (cmd_tokenize(a).map(|_| 0), 1),
-        Command::Perplexity(a) => with_trace_input_code(perplexity_cmd::cmd_perplexity(a)),
-        Command::Bench(a) => (bench_cmd::cmd_bench(a).map(|_| 0), 1),
-        Command::Calibrate(a) => (calibrate_cmd::cmd_calibrate(a), 2),
-        Command::Logits(a) => (cmd_logits(a).map(|_| 0), 1),
+        Command::Perplexity(a) => {
+            with_trace_input_code(perplexity_cmd::cmd_perplexity(a, platform))
+        }
+        Command::Bench(a) => (bench_cmd::cmd_bench(a, platform).map(|_| 0), 1),
+        Command::Calibrate(a) => (calibrate_cmd::cmd_calibrate(a, platform), 2),
+        Command::Logits(a) => (cmd_logits(a, platform).map(|_| 0), 1),
         Command::Info => (cmd_info().map(|_| 0), 1),
         Command::Trace(TraceCommand::Diff(a)) => (trace_cmd::cmd_diff(a), 2),
         Command::Audit(AuditCommand::PrefillDecode {
@@ -251,7 +262,8 @@ fn main() {
             against,
             audit,
         }) => (
-            resolve_model(&model).and_then(|p| trace_cmd::cmd_backend(&audit, &against, &p)),
+            resolve_model(&model)
+                .and_then(|p| trace_cmd::cmd_backend(&audit, &against, &p, platform)),
             2,
         ),
     };
@@ -319,10 +331,7 @@ fn load_model(path: &Path, quiet: bool) -> Result<LoadedModel> {
     Ok(loaded)
 }
 
-fn cmd_generate(a: GenerateArgs) -> Result<()> {
-    let platform: greta_hal::PlatformChoice = std::env::var("GRETA_PLATFORM")
-        .unwrap_or_else(|_| "auto".into())
-        .parse()?;
+fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
     let selection = greta_hal::select(a.backend, platform)?;
     let env: Vec<(String, String)> = std::env::vars().collect();
     let trace_sel = a.trace.selection(&env)?;
@@ -508,10 +517,7 @@ fn cmd_generate(a: GenerateArgs) -> Result<()> {
     Ok(())
 }
 
-fn cmd_logits(a: LogitsArgs) -> Result<()> {
-    let platform: greta_hal::PlatformChoice = std::env::var("GRETA_PLATFORM")
-        .unwrap_or_else(|_| "auto".into())
-        .parse()?;
+fn cmd_logits(a: LogitsArgs, platform: PlatformChoice) -> Result<()> {
     let selection = greta_hal::select(a.backend, platform)?;
     let path = resolve_model(&a.model)?;
     let lm = load_model(&path, true)?;

@@ -57,11 +57,8 @@ pub struct PerplexityArgs {
     gpu: crate::gpu_args::GpuArgs,
 }
 
-pub fn cmd_perplexity(a: PerplexityArgs) -> Result<()> {
+pub fn cmd_perplexity(a: PerplexityArgs, platform: greta_hal::PlatformChoice) -> Result<()> {
     let inject = crate::trace_cmd::parse_injections(&a.inject)?;
-    let platform: greta_hal::PlatformChoice = std::env::var("GRETA_PLATFORM")
-        .unwrap_or_else(|_| "auto".into())
-        .parse()?;
     let selection = greta_hal::select(a.backend, platform)?;
     let on_gpu = matches!(selection.backend, greta_hal::Backend::Gpu(_));
     if on_gpu && !inject.is_empty() {

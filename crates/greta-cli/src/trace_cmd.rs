@@ -361,15 +361,17 @@ pub fn cmd_prefill_decode(
     )
 }
 
-pub fn cmd_backend(args: &AuditArgs, against: &str, path: &Path) -> Result<i32> {
+pub fn cmd_backend(
+    args: &AuditArgs,
+    against: &str,
+    path: &Path,
+    platform: greta_hal::PlatformChoice,
+) -> Result<i32> {
     if against != "cpu" {
         bail!("--against {against:?}: accepted: cpu");
     }
     let setup = args.setup()?;
     use greta_model::llama::weights::CpuWeights;
-    let platform: greta_hal::PlatformChoice = std::env::var("GRETA_PLATFORM")
-        .unwrap_or_else(|_| "auto".into())
-        .parse()?;
     let report = match greta_hal::Gpu::open(platform, 0) {
         Ok(gpu) => {
             refuse_input_probes(&setup.inject, "the GPU route")?;

@@ -44,6 +44,27 @@ fn unknown_backend_value_lists_the_accepted_ones() {
     assert_fails(&o, 2, &["\"cuda\"", "cpu, gpu, auto"]);
 }
 
+/// `--platform` (or GRETA_PLATFORM, which sets it) is parsed once, with the other flags:
+/// an unknown value is refused before anything runs, whichever names it.
+#[test]
+fn unknown_platform_value_lists_the_accepted_ones() {
+    let o = greta(&[
+        "generate",
+        "--platform",
+        "rocm",
+        "--model",
+        &tiny_gguf(),
+        "hi",
+    ]);
+    assert_fails(&o, 2, &["\"rocm\"", "amd, nvidia, auto"]);
+    let o = greta_env(
+        &["generate", "--model", &tiny_gguf(), "hi"],
+        &[("GRETA_PLATFORM", "cuda")],
+    );
+    assert_fails(&o, 2, &["\"cuda\"", "amd, nvidia, auto"]);
+    assert!(o.stdout.is_empty());
+}
+
 #[test]
 fn gpu_backend_is_refused_with_a_reason_not_run_on_the_cpu() {
     let o = greta(&[

@@ -13,7 +13,7 @@ use crate::nvidia::NvidiaDriver;
 use crate::result::{HipError, Result};
 use crate::Platform;
 
-/// Which platform to open (`GRETA_PLATFORM`).
+/// Which platform to open (the CLI's `--platform`, or `GRETA_PLATFORM`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum PlatformChoice {
     Amd,
@@ -30,7 +30,7 @@ impl std::str::FromStr for PlatformChoice {
             "nvidia" => Ok(PlatformChoice::Nvidia),
             "auto" => Ok(PlatformChoice::Auto),
             other => Err(HipError::Invalid(format!(
-                "GRETA_PLATFORM={other:?}; accepted: amd, nvidia, auto"
+                "platform {other:?}; accepted: amd, nvidia, auto"
             ))),
         }
     }
