@@ -293,6 +293,7 @@ impl Tokenizer {
         for name in [
             "<|im_end|>",
             "<|eot_id|>",
+            "<|eom_id|>",
             "<|end_of_text|>",
             "<|endoftext|>",
             "<end_of_turn>",
@@ -366,11 +367,44 @@ impl Tokenizer {
         for name in [
             "<|im_end|>",
             "<|eot_id|>",
+            "<|eom_id|>",
             "<|end_of_text|>",
             "<|endoftext|>",
         ] {
             if let Some(id) = inner.token_to_id(name) {
                 end_of_generation.push(id);
+            }
+        }
+        // generation_config.json's eos_token_id (one id or a list): where transformers'
+        // generate() stops (Llama 3.1: <|end_of_text|>, <|eom_id|>, <|eot_id|>).
+        let gen_path = dir.join("generation_config.json");
+        match std::fs::read_to_string(&gen_path) {
+            Ok(text) => {
+                let bad = |reason: String| TokenizerError::File {
+                    path: gen_path.display().to_string(),
+                    reason,
+                };
+                let j: serde_json::Value =
+                    serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+                let ids = match j.get("eos_token_id") {
+                    None | Some(serde_json::Value::Null) => vec![],
+                    Some(serde_json::Value::Array(list)) => list.clone(),
+                    Some(one) => vec![one.clone()],
+                };
+                for v in ids {
+                    let id = v
+                        .as_u64()
+                        .filter(|&id| (id as usize) < inner.get_vocab_size(true))
+                        .ok_or_else(|| bad(format!("eos_token_id {v} is not a token id")))?;
+                    end_of_generation.push(id as u32);
+                }
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => {
+                return Err(TokenizerError::File {
+                    path: gen_path.display().to_string(),
+                    reason: e.to_string(),
+                })
             }
         }
         end_of_generation.sort_unstable();

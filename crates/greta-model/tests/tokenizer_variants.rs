@@ -147,3 +147,34 @@ fn spm_space_prefix_and_eos_keys_are_read() {
     assert_eq!(&special[bos..special.len() - 1], &bare[..]);
     assert!(plain.encode(text, true).unwrap().last() != plain.eos.as_ref());
 }
+
+/// A Hugging Face directory's generation_config.json names where transformers' generate()
+/// stops (`eos_token_id`, one id or a list): those ids end generation here too, and an id
+/// outside the vocabulary is an error naming the file.
+#[test]
+fn generation_config_eos_ids_end_generation() {
+    let src = common::fixtures().join("tiny/mha-tied-theta1e4");
+    let dir = tempfile::tempdir().unwrap();
+    for f in ["tokenizer.json", "tokenizer_config.json"] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    let before = Tokenizer::from_hf_dir(dir.path()).unwrap();
+    assert!(!before.is_end_of_generation(7));
+    let gen = dir.path().join("generation_config.json");
+    std::fs::write(&gen, r#"{"eos_token_id": [2, 7]}"#).unwrap();
+    let tok = Tokenizer::from_hf_dir(dir.path()).unwrap();
+    assert!(tok.is_end_of_generation(7) && tok.is_end_of_generation(2));
+    std::fs::write(&gen, r#"{"eos_token_id": 11}"#).unwrap();
+    assert!(Tokenizer::from_hf_dir(dir.path())
+        .unwrap()
+        .is_end_of_generation(11));
+    std::fs::write(&gen, r#"{"eos_token_id": [2, 100000]}"#).unwrap();
+    let Err(e) = Tokenizer::from_hf_dir(dir.path()) else {
+        panic!("an eos_token_id outside the vocabulary was taken");
+    };
+    let e = e.to_string();
+    assert!(
+        e.contains("generation_config.json") && e.contains("eos_token_id 100000"),
+        "{e}"
+    );
+}
