@@ -53,13 +53,12 @@ pub enum SelectError {
     GpuUnavailable { reason: String },
 }
 
-/// Why no GPU opened, saying so once: hiprt's error already begins "no GPU could be opened"
-/// when every platform failed, and names the one platform's failure otherwise.
+/// Why no GPU opened, saying so once: hiprt's error says it where every platform failed
+/// (`NoPlatform`), and names the one platform's failure otherwise.
 fn unavailable(e: &hiprt::HipError) -> String {
-    let e = e.to_string();
-    match e.starts_with("no GPU could be opened") {
-        true => e,
-        false => format!("no GPU could be opened: {e}"),
+    match e {
+        hiprt::HipError::NoPlatform(_) => e.to_string(),
+        _ => format!("no GPU could be opened: {e}"),
     }
 }
 

@@ -23,6 +23,12 @@ pub enum HipError {
     /// A request the engine refuses before calling the runtime (e.g. a bad device index).
     #[error("{0}")]
     Invalid(String),
+    /// Every platform tried (`PlatformChoice::Auto`) failed: each one's error, in order.
+    #[error(
+        "no GPU could be opened: {}",
+        .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("; ")
+    )]
+    NoPlatform(Vec<HipError>),
 }
 
 pub type Result<T> = std::result::Result<T, HipError>;

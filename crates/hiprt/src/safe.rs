@@ -76,14 +76,7 @@ impl Gpu {
         }
         match errors.len() {
             1 => Err(errors.remove(0)),
-            _ => Err(HipError::Invalid(format!(
-                "no GPU could be opened: {}",
-                errors
-                    .iter()
-                    .map(|e| e.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
-            ))),
+            _ => Err(HipError::NoPlatform(errors)),
         }
     }
 
