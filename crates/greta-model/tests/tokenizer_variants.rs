@@ -178,3 +178,38 @@ fn generation_config_eos_ids_end_generation() {
         "{e}"
     );
 }
+
+/// The streaming decoder's pieces, joined, are the whole decode of the same ids, on every
+/// fixture text (non-ASCII, code, runs of spaces) and every kind of vocabulary: byte-level
+/// BPE (the two pre-tokenizer fixtures), SentencePiece with byte fallback (a 384-token
+/// vocabulary, so most non-ASCII characters span several tokens) and a tokenizer.json.
+#[test]
+fn streamed_pieces_join_to_the_whole_decode() {
+    let fixtures = common::fixtures();
+    let gguf = |p: &str| {
+        let f = GgufFile::open(&fixtures.join(p)).unwrap();
+        Tokenizer::from_gguf(&f.header).unwrap()
+    };
+    let tokenizers = [
+        ("llama-bpe", gguf("vocab/llama-bpe.gguf")),
+        ("default", gguf("vocab/default.gguf")),
+        ("spm", gguf("tiny/mha-tied-theta1e4/model-f16.gguf")),
+        (
+            "tokenizer.json",
+            Tokenizer::from_hf_dir(&fixtures.join("tiny/mha-tied-theta1e4")).unwrap(),
+        ),
+    ];
+    for (name, tok) in &tokenizers {
+        for (file, text) in texts() {
+            let ids = tok.encode(&text, false).unwrap();
+            let mut stream = tok.stream();
+            let mut joined = String::new();
+            for &id in &ids {
+                if let Some(piece) = stream.push(id).unwrap() {
+                    joined.push_str(&piece);
+                }
+            }
+            assert_eq!(joined, tok.decode(&ids).unwrap(), "{name}: {file}");
+        }
+    }
+}
