@@ -470,7 +470,8 @@ impl Tokenizer {
 /// Decodes only a window of the latest tokens a push, not all of them: decoding everything
 /// again made a push cost O(tokens so far): 222 µs after 2048 tokens against 0.87 µs now
 /// (`cargo bench -p greta-model --bench token_stream`), where SmolLM2's whole GPU decode
-/// step is 378 µs. The window starts one
+/// step is 378 µs (the GPU decodes a step ahead while the host streams, so the old cost
+/// hid under the step until it outgrew it, past ~3000 tokens). The window starts one
 /// emission back (`prefix`), so that a decoder rule applied to the first token of a decode
 /// (SentencePiece strips its leading space) applies to both texts compared, and the new text
 /// is what `ids[prefix..]` decodes to beyond `ids[prefix..read]`.
