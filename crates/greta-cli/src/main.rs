@@ -175,6 +175,10 @@ struct GenerateArgs {
     /// GPU: launch each decode step's kernels one by one instead of replaying the captured graph.
     #[arg(long)]
     no_graph: bool,
+    /// Print one JSON object when done instead of streaming the text: text, generated ids,
+    /// token counts, why it stopped, prefill and decode speeds, backend and model.
+    #[arg(long)]
+    json: bool,
     #[command(flatten)]
     gpu: gpu_args::GpuArgs,
     #[command(flatten)]
@@ -419,18 +423,27 @@ fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
     let stdout = std::io::stdout();
     let mut out = stdout.lock();
     let mut write_err = None;
-    let mut on_token = |id| match stream.push(id) {
-        Ok(Some(piece)) => match out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
-            Ok(()) => true,
+    // With --json the text is kept for the object printed at the end, not streamed.
+    let (mut text_out, mut ids_out) = (String::new(), Vec::new());
+    let mut on_token = |id| {
+        ids_out.push(id);
+        match stream.push(id) {
+            Ok(Some(piece)) if a.json => {
+                text_out.push_str(&piece);
+                true
+            }
+            Ok(Some(piece)) => match out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
+                Ok(()) => true,
+                Err(e) => {
+                    write_err = Some(anyhow::Error::from(e).context("writing to stdout"));
+                    false
+                }
+            },
+            Ok(None) => true,
             Err(e) => {
-                write_err = Some(anyhow::Error::from(e).context("writing to stdout"));
+                write_err = Some(anyhow::Error::from(e));
                 false
             }
-        },
-        Ok(None) => true,
-        Err(e) => {
-            write_err = Some(anyhow::Error::from(e));
-            false
         }
     };
     let decoding = Decoding {
@@ -497,7 +510,25 @@ fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
     if let Some(e) = write_err {
         return Err(e);
     }
-    writeln!(out)?;
+    if a.json {
+        // `ids` are the tokens handed out; an end-of-generation token that ended the run is
+        // counted in generated_tokens (as on stderr) but is not text, so not among them.
+        let json = serde_json::json!({
+            "text": text_out,
+            "ids": ids_out,
+            "prompt_tokens": stats.prompt_tokens,
+            "generated_tokens": stats.generated_tokens,
+            "stop": if stats.stopped_at_eog { "end_of_generation" } else { "max_tokens" },
+            "prefill_ms": stats.prefill_time.as_secs_f64() * 1e3,
+            "prefill_tok_s": stats.prefill_tok_s(),
+            "decode_tok_s": stats.decode_tok_s(),
+            "backend": selection.backend.to_string(),
+            "model": path.display().to_string(),
+        });
+        writeln!(out, "{json}")?;
+    } else {
+        writeln!(out)?;
+    }
     let written = recorder.finish().context("writing the trace")?;
     if let Some(p) = trace_path {
         eprintln!("trace: {written} stage records in {}", p.display());

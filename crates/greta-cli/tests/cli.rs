@@ -129,6 +129,33 @@ fn generate_streams_tokens_and_reports_speed_on_stderr() {
     assert_eq!(o.stdout, again.stdout);
 }
 
+/// `generate --json` prints one object on stdout and nothing else there: the same text the
+/// streamed run prints (same seed), its ids, and counts that agree with them.
+#[test]
+fn generate_json_is_one_object_with_the_streamed_text() {
+    let common = ["--model", &tiny_gguf(), "-n", "6", "--seed", "3", "hi"];
+    let streamed = greta(&[&["generate"][..], &common].concat());
+    assert!(streamed.status.success(), "{}", stderr(&streamed));
+    let o = greta(&[&["generate", "--json"][..], &common].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_slice(&o.stdout).expect("stdout is one JSON object");
+    let text = String::from_utf8(streamed.stdout).unwrap();
+    assert_eq!(
+        v["text"].as_str().unwrap(),
+        text.strip_suffix('\n').unwrap()
+    );
+    let ids = v["ids"].as_array().unwrap();
+    let generated = v["generated_tokens"].as_u64().unwrap() as usize;
+    match v["stop"].as_str().unwrap() {
+        "max_tokens" => assert_eq!((ids.len(), generated), (6, 6)),
+        "end_of_generation" => assert_eq!(ids.len() + 1, generated),
+        other => panic!("stop {other:?}"),
+    }
+    assert!(v["prompt_tokens"].as_u64().unwrap() > 0 && v["decode_tok_s"].as_f64().unwrap() > 0.0);
+    assert_eq!(v["backend"], "cpu");
+}
+
 #[test]
 fn missing_model_file_is_named() {
     let o = greta(&["generate", "--model", "/nonexistent/m.gguf", "hi"]);
