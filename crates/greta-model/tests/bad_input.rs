@@ -211,6 +211,45 @@ fn missing_metadata_is_named() {
     );
 }
 
+/// Shapes a llama GGUF may declare that greta does not compute are refused by name: experts
+/// (Mixtral's GGUF says "llama"), RoPE over part of a head (llama.cpp refuses it for a
+/// llama too), values shorter or longer than keys.
+#[test]
+fn llama_variants_greta_does_not_compute_are_named() {
+    use greta_model::io::gguf::Value;
+    use greta_model::llama::LlamaConfig;
+    let f = GgufFile::open(&tiny("mha-tied-theta1e4").join("model-f16.gguf")).unwrap();
+    assert!(LlamaConfig::from_gguf(&f.header).is_ok());
+    let head_dim = LlamaConfig::from_gguf(&f.header).unwrap().head_dim as u32;
+    for (key, value, says) in [
+        ("llama.expert_count", 8, "mixture-of-experts"),
+        (
+            "llama.rope.dimension_count",
+            head_dim / 2,
+            "RoPE here rotates whole heads",
+        ),
+        (
+            "llama.attention.value_length",
+            head_dim * 2,
+            "values here are as long as keys",
+        ),
+    ] {
+        let mut h = f.header.clone();
+        h.metadata.insert(key.into(), Value::U32(value));
+        let e = LlamaConfig::from_gguf(&h).unwrap_err().to_string();
+        assert!(e.contains(key) && e.contains(says), "{e}");
+    }
+    let mut h = f.header.clone();
+    h.metadata
+        .insert("llama.rope.dimension_count".into(), Value::U32(head_dim));
+    h.metadata
+        .insert("llama.expert_count".into(), Value::U32(0));
+    assert!(
+        LlamaConfig::from_gguf(&h).is_ok(),
+        "the values a llama has pass"
+    );
+}
+
 #[test]
 fn tensor_data_past_the_end_and_misaligned_offsets_are_errors() {
     let mut g = Gguf::new("llama");

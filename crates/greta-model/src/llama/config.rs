@@ -111,6 +111,35 @@ impl LlamaConfig {
             Some(v) => v as usize,
             None => token_embd.shape()[0],
         };
+        // Shapes a llama GGUF may declare that greta's stages do not compute: refused by
+        // name rather than run as a plain Llama.
+        let unsupported = |reason: String| ConfigError::Invalid {
+            file: "GGUF metadata".into(),
+            reason,
+        };
+        if let Some(n) = h.get_u64(&key("expert_count"))?.filter(|&n| n > 0) {
+            return Err(unsupported(format!(
+                "{} is {n}: a mixture-of-experts llama (Mixtral-style) is not supported; accepted: 0 or absent",
+                key("expert_count")
+            )));
+        }
+        if let Some(r) = h.get_u64(&key("rope.dimension_count"))? {
+            if r as usize != head_dim {
+                // llama.cpp refuses the same for a llama ("invalid n_rot").
+                return Err(unsupported(format!(
+                    "{} is {r}, but RoPE here rotates whole heads of {head_dim}; accepted: {head_dim}",
+                    key("rope.dimension_count")
+                )));
+            }
+        }
+        if let Some(v) = h.get_u64(&key("attention.value_length"))? {
+            if v as usize != head_dim {
+                return Err(unsupported(format!(
+                    "{} is {v}, but values here are as long as keys ({head_dim}); accepted: {head_dim}",
+                    key("attention.value_length")
+                )));
+            }
+        }
         // llama.cpp's converter writes Llama 3 scaling as per-dimension factors in the
         // `rope_freqs.weight` tensor (read with the weights), not as a scaling type.
         match h.get_str(&key("rope.scaling.type"))? {
