@@ -242,6 +242,13 @@ impl LlamaConfig {
         // The defaults are transformers' (LlamaConfig's, MistralConfig's), so a config.json
         // that leaves a field out loads as transformers loads it.
         let mistral = model_type == "mistral";
+        if let Some(act) = j.get("hidden_act") {
+            if act.as_str() != Some("silu") {
+                return Err(invalid(format!(
+                    "hidden_act {act} is not supported (the FFN is SwiGLU); accepted: \"silu\""
+                )));
+            }
+        }
         // Biases on the products: transformers would add them; greta's products have none.
         for k in ["attention_bias", "mlp_bias"] {
             if j.get(k).and_then(|v| v.as_bool()) == Some(true) {
@@ -349,6 +356,10 @@ mod tests {
     use super::*;
 
     fn hf(extra: serde_json::Value) -> LlamaConfig {
+        hf_config(extra).unwrap()
+    }
+
+    fn hf_config(extra: serde_json::Value) -> Result<LlamaConfig, ConfigError> {
         let mut j = serde_json::json!({
             "model_type": "llama", "hidden_size": 64, "num_attention_heads": 16,
             "intermediate_size": 128, "num_hidden_layers": 2, "vocab_size": 100,
@@ -359,7 +370,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("config.json");
         std::fs::write(&p, j.to_string()).unwrap();
-        LlamaConfig::from_hf_config(&p).unwrap()
+        LlamaConfig::from_hf_config(&p)
     }
 
     /// Fields a config.json leaves out take transformers' defaults for its model_type
@@ -394,6 +405,12 @@ mod tests {
                 unwindowed.sliding_window
             ),
             (16, 32768, None)
+        );
+        let e = hf_config(serde_json::json!({"hidden_act": "gelu"})).unwrap_err();
+        assert!(
+            e.to_string()
+                .contains("hidden_act \"gelu\" is not supported"),
+            "{e}"
         );
         let wide = hf(serde_json::json!({
             "model_type": "mistral", "sliding_window": 32768, "max_position_embeddings": 32768,
