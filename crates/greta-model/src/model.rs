@@ -55,9 +55,10 @@ fn warnings(config: &LlamaConfig, tokenizer: &Tokenizer, unused: &[String]) -> V
     if !unused.is_empty() {
         w.push(format!(
             "{} checkpoint tensor(s) are not used by a llama model and are left out, as \
-             transformers leaves them out: {}",
+             transformers leaves them out: {}{}",
             unused.len(),
-            unused.join(", ")
+            unused[..unused.len().min(8)].join(", "),
+            if unused.len() > 8 { ", ..." } else { "" }
         ));
     }
     if let Some(window) = config.sliding_window {
@@ -105,14 +106,18 @@ pub fn load_as(
             error,
         })?;
         let mut hasher = xxhash_rust::xxh3::Xxh3::new();
+        let dir_err = |error| {
+            fmt(FormatError::Io {
+                path: path.to_path_buf(),
+                error,
+            })
+        };
         let mut names: Vec<_> = std::fs::read_dir(path)
-            .map_err(|e| {
-                fmt(FormatError::Io {
-                    path: path.to_path_buf(),
-                    error: e,
-                })
-            })?
-            .filter_map(|e| e.ok().map(|e| e.path()))
+            .map_err(dir_err)?
+            .map(|e| e.map(|e| e.path()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(dir_err)?
+            .into_iter()
             .filter(|p| p.extension().is_some_and(|x| x == "safetensors"))
             .collect();
         names.sort();
