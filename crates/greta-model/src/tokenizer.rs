@@ -332,10 +332,11 @@ impl Tokenizer {
                 reason: e.to_string(),
             })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                warnings.push(format!(
-                    "{} not found: no chat template, and no BOS or EOS token named",
-                    config_path.display()
-                ));
+                warnings.push(
+                    "tokenizer_config.json not found: no chat template, and no BOS or EOS \
+                     token named"
+                        .to_string(),
+                );
                 serde_json::Value::Null
             }
             Err(e) => {
@@ -375,38 +376,7 @@ impl Tokenizer {
                 end_of_generation.push(id);
             }
         }
-        // generation_config.json's eos_token_id (one id or a list): where transformers'
-        // generate() stops (Llama 3.1: <|end_of_text|>, <|eom_id|>, <|eot_id|>).
-        let gen_path = dir.join("generation_config.json");
-        match std::fs::read_to_string(&gen_path) {
-            Ok(text) => {
-                let bad = |reason: String| TokenizerError::File {
-                    path: gen_path.display().to_string(),
-                    reason,
-                };
-                let j: serde_json::Value =
-                    serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
-                let ids = match j.get("eos_token_id") {
-                    None | Some(serde_json::Value::Null) => vec![],
-                    Some(serde_json::Value::Array(list)) => list.clone(),
-                    Some(one) => vec![one.clone()],
-                };
-                for v in ids {
-                    let id = v
-                        .as_u64()
-                        .filter(|&id| (id as usize) < inner.get_vocab_size(true))
-                        .ok_or_else(|| bad(format!("eos_token_id {v} is not a token id")))?;
-                    end_of_generation.push(id as u32);
-                }
-            }
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-            Err(e) => {
-                return Err(TokenizerError::File {
-                    path: gen_path.display().to_string(),
-                    reason: e.to_string(),
-                })
-            }
-        }
+        end_of_generation.extend(generation_eos_ids(dir, inner.get_vocab_size(true))?);
         end_of_generation.sort_unstable();
         end_of_generation.dedup();
         // tokenizer.json's post-processor adds BOS itself where the model wants it.
@@ -502,6 +472,37 @@ impl TokenStream<'_> {
         self.read = self.ids.len();
         Ok(Some(new))
     }
+}
+
+/// generation_config.json's `eos_token_id` (one id or a list) in a Hugging Face model
+/// directory: where transformers' generate() stops (Llama 3.1 lists <|end_of_text|>,
+/// <|eom_id|> and <|eot_id|>). None without the file; an id outside the vocabulary, or a
+/// file that cannot be read or parsed, is an error naming it.
+fn generation_eos_ids(dir: &Path, vocab: usize) -> Result<Vec<u32>, TokenizerError> {
+    let path = dir.join("generation_config.json");
+    let bad = |reason: String| TokenizerError::File {
+        path: path.display().to_string(),
+        reason,
+    };
+    let text = match std::fs::read_to_string(&path) {
+        Ok(text) => text,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
+        Err(e) => return Err(bad(e.to_string())),
+    };
+    let j: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
+    let ids = match j.get("eos_token_id") {
+        None | Some(serde_json::Value::Null) => vec![],
+        Some(serde_json::Value::Array(list)) => list.clone(),
+        Some(one) => vec![one.clone()],
+    };
+    ids.iter()
+        .map(|v| {
+            v.as_u64()
+                .filter(|&id| (id as usize) < vocab)
+                .map(|id| id as u32)
+                .ok_or_else(|| bad(format!("eos_token_id {v} is not a token id")))
+        })
+        .collect()
 }
 
 /// SentencePiece vocabularies in GGUF carry scores, not merges. llama.cpp merges the
