@@ -239,8 +239,6 @@ impl LlamaConfig {
             }
             None => None,
         };
-        // The defaults are transformers' (LlamaConfig's, MistralConfig's), so a config.json
-        // that leaves a field out loads as transformers loads it.
         let mistral = model_type == "mistral";
         if let Some(act) = j.get("hidden_act") {
             if act.as_str() != Some("silu") {
@@ -257,6 +255,8 @@ impl LlamaConfig {
                 )));
             }
         }
+        // The defaults are transformers' (LlamaConfig's, MistralConfig's), so a config.json
+        // that leaves a field out loads as transformers loads it.
         let max_context = opt("max_position_embeddings")
             .map(|v| v as usize)
             .unwrap_or(if mistral { 4096 * 32 } else { 2048 });
