@@ -144,7 +144,9 @@ pub fn load_as(
         path: path.to_path_buf(),
         error,
     })?;
-    // llama.cpp's rule: a tensor the model does not compute with makes the file an error.
+    // A tensor greta does not compute makes the file an error: llama.cpp refuses the ones
+    // its llama does not know and computes the optional ones (biases), so leaving either
+    // out would compute something else than the file's model.
     let unused = LlamaWeights::unused_tensors(&file, &GGUF_NAMES, &config);
     if !unused.is_empty() {
         return Err(fmt(FormatError::UnusedTensors(unused)));

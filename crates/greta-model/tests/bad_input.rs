@@ -292,9 +292,10 @@ fn tensor_shape_that_contradicts_the_config_is_named() {
     );
 }
 
-/// Tensors a Llama does not compute with: a GGUF holding one is refused, as llama.cpp
-/// refuses it; a Hugging Face checkpoint loads without it and says so, as transformers
-/// does; a config asking for the products' biases is refused (transformers would add them).
+/// Tensors greta's Llama does not compute: a GGUF holding one is refused (llama.cpp refuses
+/// the ones it does not know and computes the optional biases); a Hugging Face checkpoint
+/// loads without it and says so, as transformers does (its LlamaForCausalLM leaves them out
+/// too); a config asking for the products' biases is refused (transformers would add them).
 #[test]
 fn tensors_a_llama_leaves_out_are_named() {
     let dir = tempfile::tempdir().unwrap();
@@ -309,9 +310,9 @@ fn tensors_a_llama_leaves_out_are_named() {
     let e = load_err(&p);
     assert!(
         e.contains("renamed.gguf")
-            && e.contains("1 tensor(s) are not part of a llama model")
+            && e.contains("1 tensor(s) that greta's llama does not compute")
             && e.contains("\"blk.1.ffn_gatX.weight\"")
-            && e.contains("llama.cpp refuses"),
+            && e.contains("refused rather than left out"),
         "{e}"
     );
 

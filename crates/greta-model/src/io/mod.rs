@@ -55,8 +55,9 @@ pub enum FormatError {
     #[error("tensor {0:?} is missing")]
     MissingTensor(String),
     #[error(
-        "{} tensor(s) are not part of a llama model and would be left out: {}{}; llama.cpp \
-         refuses such a file too (another architecture's, or a llama with parts greta does not compute)",
+        "{} tensor(s) that greta's llama does not compute: {}{}; refused rather than left out \
+         (llama.cpp refuses tensors its llama does not know, and computes the optional ones, \
+         such as the products' biases, that greta has no stage for)",
         .0.len(),
         .0.iter().take(4).map(|n| format!("{n:?}")).collect::<Vec<_>>().join(", "),
         if .0.len() > 4 { ", ..." } else { "" }
