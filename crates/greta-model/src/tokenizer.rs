@@ -355,14 +355,41 @@ impl Tokenizer {
         };
         let bos = token_named("bos_token");
         let eos = token_named("eos_token");
-        let chat_template = match config.get("chat_template") {
-            Some(serde_json::Value::String(s)) => Some(s.clone()),
-            Some(serde_json::Value::Array(list)) => list
-                .iter()
-                .find(|t| t.get("name").and_then(|n| n.as_str()) == Some("default"))
-                .and_then(|t| t.get("template").and_then(|s| s.as_str()))
-                .map(str::to_string),
-            _ => None,
+        // transformers (4.47 on) saves the template as chat_template.jinja beside the
+        // tokenizer and reads that file before tokenizer_config.json's field.
+        let jinja_path = dir.join("chat_template.jinja");
+        let chat_template = match std::fs::read_to_string(&jinja_path) {
+            Ok(t) => Some(t),
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+                match config.get("chat_template") {
+                    Some(serde_json::Value::String(s)) => Some(s.clone()),
+                    Some(serde_json::Value::Array(list)) => {
+                        let named = |t: &serde_json::Value| {
+                            t.get("name").and_then(|n| n.as_str()).map(str::to_string)
+                        };
+                        let default = list
+                            .iter()
+                            .find(|t| named(t).as_deref() == Some("default"))
+                            .and_then(|t| t.get("template").and_then(|s| s.as_str()));
+                        if default.is_none() {
+                            let names: Vec<String> = list.iter().filter_map(named).collect();
+                            warnings.push(format!(
+                                "tokenizer_config.json's chat templates ({}) have none named \
+                                 \"default\": no chat template is used",
+                                names.join(", ")
+                            ));
+                        }
+                        default.map(str::to_string)
+                    }
+                    _ => None,
+                }
+            }
+            Err(e) => {
+                return Err(TokenizerError::File {
+                    path: jinja_path.display().to_string(),
+                    reason: e.to_string(),
+                })
+            }
         };
         let mut end_of_generation: Vec<u32> = eos.into_iter().collect();
         for name in [

@@ -213,3 +213,53 @@ fn streamed_pieces_join_to_the_whole_decode() {
         }
     }
 }
+
+/// The chat template where transformers finds it: chat_template.jinja beside the tokenizer
+/// first (transformers 4.47 on saves it there), then tokenizer_config.json's field; a list
+/// of named templates without a "default" one gives none, with a warning naming them.
+#[test]
+fn chat_template_file_comes_before_the_config_field() {
+    let src = common::fixtures().join("tiny/mha-tied-theta1e4");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        src.join("tokenizer.json"),
+        dir.path().join("tokenizer.json"),
+    )
+    .unwrap();
+    let cfg_path = dir.path().join("tokenizer_config.json");
+    let mut cfg: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(src.join("tokenizer_config.json")).unwrap())
+            .unwrap();
+    cfg["chat_template"] = serde_json::json!([
+        {"name": "tool_use", "template": "T{{ messages[0].content }}"},
+        {"name": "rag", "template": "R{{ messages[0].content }}"},
+    ]);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let tok = Tokenizer::from_hf_dir(dir.path()).unwrap();
+    assert_eq!(tok.chat_template, None);
+    assert!(
+        tok.warnings
+            .iter()
+            .any(|w| w.contains("(tool_use, rag)") && w.contains("none named \"default\"")),
+        "{:?}",
+        tok.warnings
+    );
+    cfg["chat_template"] = "C{{ messages[0].content }}".into();
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
+    let tok = Tokenizer::from_hf_dir(dir.path()).unwrap();
+    assert_eq!(
+        tok.chat_template.as_deref(),
+        Some("C{{ messages[0].content }}")
+    );
+    std::fs::write(
+        dir.path().join("chat_template.jinja"),
+        "J{{ messages[0].content }}",
+    )
+    .unwrap();
+    let tok = Tokenizer::from_hf_dir(dir.path()).unwrap();
+    assert_eq!(
+        tok.chat_template.as_deref(),
+        Some("J{{ messages[0].content }}")
+    );
+    assert!(tok.warnings.is_empty(), "{:?}", tok.warnings);
+}
