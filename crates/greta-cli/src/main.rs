@@ -163,6 +163,10 @@ struct GenerateArgs {
     /// Repetition penalty over the last 64 tokens (1 = off).
     #[arg(long, default_value_t = 1.0)]
     repeat_penalty: f32,
+    /// Stop where the generated text first contains this string, and leave it out of the
+    /// output; repeat the flag for several.
+    #[arg(long, value_name = "TEXT")]
+    stop: Vec<String>,
     /// Random seed: the same seed gives the same output.
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -335,6 +339,57 @@ fn load_model(path: &Path, quiet: bool) -> Result<LoadedModel> {
     Ok(loaded)
 }
 
+/// Where `generate`'s text goes: streamed to stdout as it comes, or kept for `--json`'s
+/// object. The first error writing ends generation and is returned by `finish`.
+struct TextSink {
+    out: std::io::StdoutLock<'static>,
+    kept: Option<String>,
+    error: Option<anyhow::Error>,
+}
+
+impl TextSink {
+    fn new(json: bool) -> Self {
+        TextSink {
+            out: std::io::stdout().lock(),
+            kept: json.then(String::new),
+            error: None,
+        }
+    }
+
+    /// Hands `text` out; false once writing has failed (generation should stop).
+    fn emit(&mut self, text: &str) -> bool {
+        if self.error.is_some() {
+            return false;
+        }
+        match &mut self.kept {
+            Some(kept) => kept.push_str(text),
+            None => {
+                if let Err(e) = self
+                    .out
+                    .write_all(text.as_bytes())
+                    .and_then(|_| self.out.flush())
+                {
+                    self.error = Some(anyhow::Error::from(e).context("writing to stdout"));
+                    return false;
+                }
+            }
+        }
+        true
+    }
+
+    fn fail(&mut self, e: anyhow::Error) {
+        self.error.get_or_insert(e);
+    }
+
+    /// The kept text (empty when streamed) and stdout, or the first error.
+    fn finish(self) -> Result<(String, std::io::StdoutLock<'static>)> {
+        match self.error {
+            Some(e) => Err(e),
+            None => Ok((self.kept.unwrap_or_default(), self.out)),
+        }
+    }
+}
+
 fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
     let selection = greta_hal::select(a.backend, platform)?;
     let env: Vec<(String, String)> = std::env::vars().collect();
@@ -420,28 +475,25 @@ fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
         eprintln!("injecting {i}");
     }
     let mut stream = tok.stream();
-    let stdout = std::io::stdout();
-    let mut out = stdout.lock();
-    let mut write_err = None;
-    // With --json the text is kept for the object printed at the end, not streamed.
-    let (mut text_out, mut ids_out) = (String::new(), Vec::new());
+    let mut stops = generate::stop::StopStrings::new(a.stop.clone())?;
+    let mut stopped_at: Option<String> = None;
+    let mut sink = TextSink::new(a.json);
+    let mut ids_out = Vec::new();
     let mut on_token = |id| {
         ids_out.push(id);
         match stream.push(id) {
-            Ok(Some(piece)) if a.json => {
-                text_out.push_str(&piece);
-                true
-            }
-            Ok(Some(piece)) => match out.write_all(piece.as_bytes()).and_then(|_| out.flush()) {
-                Ok(()) => true,
-                Err(e) => {
-                    write_err = Some(anyhow::Error::from(e).context("writing to stdout"));
-                    false
+            Ok(Some(piece)) => {
+                let pushed = stops.push(&piece);
+                let written = sink.emit(&pushed.text);
+                if pushed.stopped_at.is_some() {
+                    stopped_at = pushed.stopped_at;
+                    return false;
                 }
-            },
+                written
+            }
             Ok(None) => true,
             Err(e) => {
-                write_err = Some(anyhow::Error::from(e));
+                sink.fail(anyhow::Error::from(e));
                 false
             }
         }
@@ -507,9 +559,11 @@ fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
             generate::generate_gpu(&model, &mut st, &ids, decoding, !a.no_graph, &mut on_token)?
         }
     };
-    if let Some(e) = write_err {
-        return Err(e);
+    if stopped_at.is_none() {
+        // Text held back in case it began a stop string: none came.
+        sink.emit(&stops.finish());
     }
+    let (text_out, mut out) = sink.finish()?;
     if a.json {
         // `ids` are the tokens handed out; an end-of-generation token that ended the run is
         // counted in generated_tokens (as on stderr) but is not text, so not among them.
@@ -518,7 +572,12 @@ fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
             "ids": ids_out,
             "prompt_tokens": stats.prompt_tokens,
             "generated_tokens": stats.generated_tokens,
-            "stop": if stats.stopped_at_eog { "end_of_generation" } else { "max_tokens" },
+            "stop": match (&stopped_at, stats.stopped_at_eog) {
+                (Some(_), _) => "stop_string",
+                (None, true) => "end_of_generation",
+                (None, false) => "max_tokens",
+            },
+            "stop_string": stopped_at,
             "prefill_ms": stats.prefill_time.as_secs_f64() * 1e3,
             "prefill_tok_s": stats.prefill_tok_s(),
             "decode_tok_s": stats.decode_tok_s(),
@@ -539,10 +598,10 @@ fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
         stats.prefill_tok_s(),
         stats.generated_tokens,
         stats.decode_tok_s(),
-        if stats.stopped_at_eog {
-            ""
-        } else {
-            " (stopped at --max-tokens)"
+        match (&stopped_at, stats.stopped_at_eog) {
+            (Some(s), _) => format!(" (stopped at --stop {s:?})"),
+            (None, true) => String::new(),
+            (None, false) => " (stopped at --max-tokens)".to_string(),
         }
     );
     Ok(())

@@ -156,6 +156,41 @@ fn generate_json_is_one_object_with_the_streamed_text() {
     assert_eq!(v["backend"], "cpu");
 }
 
+/// `--stop TEXT` ends generation where the text first contains TEXT and leaves it out: the
+/// output is the unstopped run's text (same seed) up to the stop string's first place.
+#[test]
+fn generate_stops_at_a_stop_string_and_leaves_it_out() {
+    let common = ["--model", &tiny_gguf(), "-n", "12", "--seed", "3", "hi"];
+    let whole = greta(&[&["generate"][..], &common].concat());
+    assert!(whole.status.success(), "{}", stderr(&whole));
+    let text = String::from_utf8(whole.stdout).unwrap();
+    let text = text.strip_suffix('\n').unwrap();
+    let chars: Vec<char> = text.chars().collect();
+    assert!(chars.len() >= 5, "{text:?}");
+    let stop: String = chars[2..4].iter().collect();
+    let o = greta(&[&["generate", "--json", "--stop", &stop][..], &common].concat());
+    assert!(o.status.success(), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(
+        v["text"].as_str().unwrap(),
+        &text[..text.find(&stop).unwrap()]
+    );
+    assert_eq!(
+        (v["stop"].as_str(), v["stop_string"].as_str()),
+        (Some("stop_string"), Some(stop.as_str()))
+    );
+    let streamed = greta(&[&["generate", "--stop", &stop][..], &common].concat());
+    let out = String::from_utf8(streamed.stdout.clone()).unwrap();
+    assert_eq!(out.strip_suffix('\n').unwrap(), v["text"].as_str().unwrap());
+    assert!(
+        stderr(&streamed).contains("stopped at --stop"),
+        "{}",
+        stderr(&streamed)
+    );
+    let o = greta(&[&["generate", "--stop", ""][..], &common].concat());
+    assert_fails(&o, 1, &["an empty stop string"]);
+}
+
 #[test]
 fn missing_model_file_is_named() {
     let o = greta(&["generate", "--model", "/nonexistent/m.gguf", "hi"]);

@@ -1,6 +1,7 @@
 //! The generation loop: prefill the prompt, then decode one token at a time.
 
 pub mod sampler;
+pub mod stop;
 
 use std::time::{Duration, Instant};
 
