@@ -1,25 +1,21 @@
 //! `greta`: the command-line front end of GRETA CORE.
 
-use std::io::{Read, Write};
 use std::path::{Path, PathBuf};
-use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
 use clap::{Args, Parser, Subcommand};
 use greta_hal::{BackendRequest, PlatformChoice};
-use greta_model::chat::{self, Message};
 use greta_model::default_model;
-use greta_model::generate::sampler::{Sampler, SamplerConfig};
-use greta_model::generate::{self, Decoding};
 use greta_model::model::{self, LoadedModel};
 
 mod bench_cmd;
 mod calibrate_cmd;
+mod generate_cmd;
 mod gpu_args;
 mod perplexity_cmd;
 mod progress;
 mod trace_cmd;
-use trace_cmd::{AuditArgs, DiffArgs, TraceArgs};
+use trace_cmd::{AuditArgs, DiffArgs};
 
 #[derive(Parser)]
 #[command(
@@ -39,7 +35,7 @@ struct Cli {
 #[derive(Subcommand)]
 enum Command {
     /// Generate text from a prompt, streaming tokens to stdout (stats go to stderr).
-    Generate(GenerateArgs),
+    Generate(generate_cmd::GenerateArgs),
     /// Print the token ids of a text.
     Tokenize(TokenizeArgs),
     /// Perplexity of a text file, computed as llama.cpp's llama-perplexity does.
@@ -134,62 +130,6 @@ struct ModelArgs {
 }
 
 #[derive(Args)]
-struct GenerateArgs {
-    /// The prompt; read from stdin when absent or "-".
-    prompt: Option<String>,
-    #[command(flatten)]
-    model: ModelArgs,
-    /// Apply the model's chat template (default: on when the model has one).
-    #[arg(long, overrides_with = "no_chat")]
-    chat: bool,
-    /// Send the prompt as raw text, without the chat template.
-    #[arg(long)]
-    no_chat: bool,
-    /// System message for the chat template.
-    #[arg(long)]
-    system: Option<String>,
-    /// Most tokens to generate.
-    #[arg(long, short = 'n', default_value_t = 256)]
-    max_tokens: usize,
-    /// Sampling temperature; 0 = greedy.
-    #[arg(long, default_value_t = 0.8)]
-    temperature: f32,
-    /// Keep only the k most likely tokens (0 = off).
-    #[arg(long, default_value_t = 40)]
-    top_k: usize,
-    /// Keep the smallest set of tokens whose probability reaches p (1 = off).
-    #[arg(long, default_value_t = 0.95)]
-    top_p: f32,
-    /// Repetition penalty over the last 64 tokens (1 = off).
-    #[arg(long, default_value_t = 1.0)]
-    repeat_penalty: f32,
-    /// Stop where the generated text first contains this string, and leave it out of the
-    /// output; repeat the flag for several.
-    #[arg(long, value_name = "TEXT")]
-    stop: Vec<String>,
-    /// Random seed: the same seed gives the same output.
-    #[arg(long, default_value_t = 0)]
-    seed: u64,
-    /// KV-cache capacity in tokens (default: the model's context, at most 4096).
-    #[arg(long)]
-    ctx: Option<usize>,
-    /// Where to run: cpu, gpu or auto.
-    #[arg(long, default_value = "auto", value_parser = parse_backend)]
-    backend: BackendRequest,
-    /// GPU: launch each decode step's kernels one by one instead of replaying the captured graph.
-    #[arg(long)]
-    no_graph: bool,
-    /// Print one JSON object when done instead of streaming the text: text, generated ids,
-    /// token counts, why it stopped, prefill and decode speeds, backend and model.
-    #[arg(long)]
-    json: bool,
-    #[command(flatten)]
-    gpu: gpu_args::GpuArgs,
-    #[command(flatten)]
-    trace: TraceArgs,
-}
-
-#[derive(Args)]
 struct TokenizeArgs {
     text: String,
     #[command(flatten)]
@@ -239,7 +179,7 @@ fn main() {
     // The trace and audit tools exit 2 on bad input, keeping 1 for "divergence found".
     let platform = cli.platform;
     let (result, error_code) = match cli.command {
-        Command::Generate(a) => with_trace_input_code(cmd_generate(a, platform)),
+        Command::Generate(a) => with_trace_input_code(generate_cmd::cmd_generate(a, platform)),
         Command::Tokenize(a) => (cmd_tokenize(a).map(|_| 0), 1),
         Command::Perplexity(a) => {
             with_trace_input_code(perplexity_cmd::cmd_perplexity(a, platform))
@@ -337,274 +277,6 @@ fn load_model(path: &Path, quiet: bool) -> Result<LoadedModel> {
     bar.finish_and_clear();
     warn_assumed(path, &loaded);
     Ok(loaded)
-}
-
-/// Where `generate`'s text goes: streamed to stdout as it comes, or kept for `--json`'s
-/// object. The first error writing ends generation and is returned by `finish`.
-struct TextSink {
-    out: std::io::StdoutLock<'static>,
-    kept: Option<String>,
-    error: Option<anyhow::Error>,
-}
-
-impl TextSink {
-    fn new(json: bool) -> Self {
-        TextSink {
-            out: std::io::stdout().lock(),
-            kept: json.then(String::new),
-            error: None,
-        }
-    }
-
-    /// Hands `text` out; false once writing has failed (generation should stop).
-    fn emit(&mut self, text: &str) -> bool {
-        if self.error.is_some() {
-            return false;
-        }
-        match &mut self.kept {
-            Some(kept) => kept.push_str(text),
-            None => {
-                if let Err(e) = self
-                    .out
-                    .write_all(text.as_bytes())
-                    .and_then(|_| self.out.flush())
-                {
-                    self.error = Some(anyhow::Error::from(e).context("writing to stdout"));
-                    return false;
-                }
-            }
-        }
-        true
-    }
-
-    fn fail(&mut self, e: anyhow::Error) {
-        self.error.get_or_insert(e);
-    }
-
-    /// The kept text (empty when streamed) and stdout, or the first error.
-    fn finish(self) -> Result<(String, std::io::StdoutLock<'static>)> {
-        match self.error {
-            Some(e) => Err(e),
-            None => Ok((self.kept.unwrap_or_default(), self.out)),
-        }
-    }
-}
-
-fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
-    let selection = greta_hal::select(a.backend, platform)?;
-    let env: Vec<(String, String)> = std::env::vars().collect();
-    let trace_sel = a.trace.selection(&env)?;
-    let inject = a.trace.injections()?;
-    let prompt = match a.prompt.as_deref() {
-        None | Some("-") => {
-            let mut s = String::new();
-            std::io::stdin()
-                .read_to_string(&mut s)
-                .context("reading the prompt from stdin")?;
-            s
-        }
-        Some(p) => p.to_string(),
-    };
-    let sampler_cfg = SamplerConfig {
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        repetition_penalty: a.repeat_penalty,
-        seed: a.seed,
-        ..Default::default()
-    };
-    let mut sampler = Sampler::new(sampler_cfg.clone())?;
-    let path = resolve_model(&a.model)?;
-    let t_load = Instant::now();
-    let lm = load_model(&path, false)?;
-    eprintln!(
-        "model: {} ({} layers, hidden {}, {} heads / {} KV heads, vocab {}); backend: {} ({}); loaded in {:.2}s",
-        path.display(),
-        lm.model.config.n_layers,
-        lm.model.config.hidden,
-        lm.model.config.n_heads,
-        lm.model.config.n_kv_heads,
-        lm.model.config.vocab_size,
-        selection.backend,
-        selection.reason,
-        t_load.elapsed().as_secs_f64()
-    );
-    let use_chat = match (a.chat, a.no_chat, &lm.tokenizer.chat_template) {
-        (_, true, _) => false,
-        (true, _, None) => bail!("--chat: the model has no chat template; use --no-chat"),
-        (_, _, t) => t.is_some(),
-    };
-    if a.system.is_some() && !use_chat {
-        bail!("--system needs the chat template, which is off for this run");
-    }
-    let tok = &lm.tokenizer;
-    let text = if use_chat {
-        let mut messages = Vec::new();
-        if let Some(s) = &a.system {
-            messages.push(Message {
-                role: "system".into(),
-                content: s.clone(),
-            });
-        }
-        messages.push(Message {
-            role: "user".into(),
-            content: prompt,
-        });
-        let name = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or_default();
-        chat::render(
-            tok.chat_template.as_deref().unwrap_or_default(),
-            &messages,
-            &name(tok.bos),
-            &name(tok.eos),
-        )?
-    } else {
-        prompt
-    };
-    let ids = tok.encode(&text, true)?;
-    let max_ctx = lm.model.config.max_context;
-    let capacity = match a.ctx {
-        Some(c) if c > max_ctx => {
-            bail!("--ctx {c} exceeds the model's context of {max_ctx} tokens")
-        }
-        Some(c) => c,
-        None => max_ctx.min(4096),
-    };
-    let (mut recorder, trace_path) =
-        trace_cmd::generate_recorder(trace_sel, &inject, &lm, "cpu-blocks")?;
-    for i in &inject {
-        eprintln!("injecting {i}");
-    }
-    let mut stream = tok.stream();
-    let mut stops = generate::stop::StopStrings::new(a.stop.clone())?;
-    let mut stopped_at: Option<String> = None;
-    let mut sink = TextSink::new(a.json);
-    let mut ids_out = Vec::new();
-    let mut on_token = |id| {
-        ids_out.push(id);
-        match stream.push(id) {
-            Ok(Some(piece)) => {
-                let pushed = stops.push(&piece);
-                let written = sink.emit(&pushed.text);
-                if pushed.stopped_at.is_some() {
-                    stopped_at = pushed.stopped_at;
-                    return false;
-                }
-                written
-            }
-            Ok(None) => true,
-            Err(e) => {
-                sink.fail(anyhow::Error::from(e));
-                false
-            }
-        }
-    };
-    let decoding = Decoding {
-        max_new: a.max_tokens,
-        sampler: &mut sampler,
-        is_eog: &|id| tok.is_end_of_generation(id),
-    };
-    let stats = match &selection.backend {
-        greta_hal::Backend::Cpu => {
-            a.gpu.note_unused_on_cpu();
-            let mut cache = lm.model.new_cache(capacity);
-            generate::generate(
-                &lm.model,
-                &mut cache,
-                &ids,
-                decoding,
-                &mut recorder,
-                &mut on_token,
-            )?
-        }
-        greta_hal::Backend::Gpu(gpu) => {
-            if recorder.selection().enabled || !inject.is_empty() {
-                bail!("tracing and --inject run on the CPU backend for generation; on the GPU use `greta audit backend`");
-            }
-            let t_up = Instant::now();
-            let mut model = greta_model::llama::gpu::GpuLlama::load(
-                gpu,
-                lm.model.config.clone(),
-                &lm.model.weights,
-                &mut |_, _| {},
-            )?;
-            a.gpu.apply(&mut model)?;
-            let route = match generate::gpu_sampling(&sampler_cfg) {
-                generate::GpuSampling::Device(_) if a.no_graph => {
-                    "eager (--no-graph), tokens picked on the device".to_string()
-                }
-                generate::GpuSampling::Device(_) => {
-                    "as a captured graph, tokens picked on the device".to_string()
-                }
-                generate::GpuSampling::Host(why) => format!("eager: {why}"),
-            };
-            // FP8 low halves cost device memory that the user did not name when `auto`
-            // chose them: said here, with the option that skips them.
-            let lo = model.split_lo();
-            let fp8 = match lo == greta_model::llama::gpu::SplitLo::F16 {
-                true => String::new(),
-                false => format!(
-                    "; prefill lo products {lo} ({:.2} GB of FP8 weight copies, --split-lo {}; f16 skips them)",
-                    greta_model::llama::gpu::fp8_copy_bytes(&model.config, model.split_inputs, lo)
-                        as f64
-                        / 1e9,
-                    a.gpu.split_lo
-                ),
-            };
-            eprintln!(
-                "uploaded to {} in {:.2}s{fp8}; decode {route}",
-                gpu.name(),
-                t_up.elapsed().as_secs_f64(),
-            );
-            let mut st = model.new_state(capacity, ids.len())?;
-            generate::generate_gpu(&model, &mut st, &ids, decoding, !a.no_graph, &mut on_token)?
-        }
-    };
-    if stopped_at.is_none() {
-        // Text held back in case it began a stop string: none came.
-        sink.emit(&stops.finish());
-    }
-    let (text_out, mut out) = sink.finish()?;
-    if a.json {
-        // `ids` are the tokens handed out; an end-of-generation token that ended the run is
-        // counted in generated_tokens (as on stderr) but is not text, so not among them.
-        let json = serde_json::json!({
-            "text": text_out,
-            "ids": ids_out,
-            "prompt_tokens": stats.prompt_tokens,
-            "generated_tokens": stats.generated_tokens,
-            "stop": match (&stopped_at, stats.stopped_at_eog) {
-                (Some(_), _) => "stop_string",
-                (None, true) => "end_of_generation",
-                (None, false) => "max_tokens",
-            },
-            "stop_string": stopped_at,
-            "prefill_ms": stats.prefill_time.as_secs_f64() * 1e3,
-            "prefill_tok_s": stats.prefill_tok_s(),
-            "decode_tok_s": stats.decode_tok_s(),
-            "backend": selection.backend.to_string(),
-            "model": path.display().to_string(),
-        });
-        writeln!(out, "{json}")?;
-    } else {
-        writeln!(out)?;
-    }
-    let written = recorder.finish().context("writing the trace")?;
-    if let Some(p) = trace_path {
-        eprintln!("trace: {written} stage records in {}", p.display());
-    }
-    eprintln!(
-        "prompt: {} tokens, {:.1} tok/s | generated: {} tokens, {:.1} tok/s{}",
-        stats.prompt_tokens,
-        stats.prefill_tok_s(),
-        stats.generated_tokens,
-        stats.decode_tok_s(),
-        match (&stopped_at, stats.stopped_at_eog) {
-            (Some(s), _) => format!(" (stopped at --stop {s:?})"),
-            (None, true) => String::new(),
-            (None, false) => " (stopped at --max-tokens)".to_string(),
-        }
-    );
-    Ok(())
 }
 
 fn cmd_logits(a: LogitsArgs, platform: PlatformChoice) -> Result<()> {
