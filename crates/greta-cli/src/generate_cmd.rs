@@ -252,13 +252,7 @@ pub fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
                 bail!("tracing and --inject run on the CPU backend for generation; on the GPU use `greta audit backend`");
             }
             let t_up = Instant::now();
-            let mut model = greta_model::llama::gpu::GpuLlama::load(
-                gpu,
-                lm.model.config.clone(),
-                &lm.model.weights,
-                &mut |_, _| {},
-            )?;
-            a.gpu.apply(&mut model)?;
+            let model = a.gpu.upload(gpu, &lm.model)?;
             let route = match generate::gpu_sampling(&sampler_cfg) {
                 generate::GpuSampling::Device(_) if a.no_graph => {
                     "eager (--no-graph), tokens picked on the device".to_string()

@@ -114,6 +114,18 @@ impl GpuArgs {
         }
     }
 
+    /// Uploads `model` to `gpu` and sets these options on it (`apply`): what every command
+    /// that runs a loaded model on the GPU does first.
+    pub fn upload(
+        self,
+        gpu: &greta_hal::Gpu,
+        model: &greta_model::llama::Llama,
+    ) -> anyhow::Result<GpuLlama> {
+        let mut on_gpu = GpuLlama::load(gpu, model.config.clone(), &model.weights, &mut |_, _| {})?;
+        self.apply(&mut on_gpu)?;
+        Ok(on_gpu)
+    }
+
     /// Sets the options on a loaded model (FP8 low halves make their weight copies here,
     /// and a split product that cannot take one is named on stderr, as is `auto` keeping
     /// f16 for want of memory). Returns where the prefill's policy came from.

@@ -303,13 +303,7 @@ fn cmd_logits(a: LogitsArgs, platform: PlatformChoice) -> Result<()> {
             )?
         }
         greta_hal::Backend::Gpu(gpu) => {
-            let mut model = greta_model::llama::gpu::GpuLlama::load(
-                gpu,
-                lm.model.config.clone(),
-                &lm.model.weights,
-                &mut |_, _| {},
-            )?;
-            a.gpu.apply(&mut model)?;
+            let model = a.gpu.upload(gpu, &lm.model)?;
             let mut st = model.new_state(ids.len(), ids.len())?;
             model.forward(
                 &ids,

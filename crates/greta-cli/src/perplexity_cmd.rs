@@ -126,13 +126,7 @@ pub fn cmd_perplexity(a: PerplexityArgs, platform: greta_hal::PlatformChoice) ->
     // The GPU route's chunks: one state of n_ctx positions, reset for each.
     let gpu = match &selection.backend {
         greta_hal::Backend::Gpu(gpu) => {
-            let mut model = greta_model::llama::gpu::GpuLlama::load(
-                gpu,
-                config.clone(),
-                &lm.model.weights,
-                &mut |_, _| {},
-            )?;
-            a.gpu.apply(&mut model)?;
+            let model = a.gpu.upload(gpu, &lm.model)?;
             let st = model.new_state(a.ctx, a.ctx)?;
             if !a.json {
                 eprintln!("GPU route: {}", selection.backend);

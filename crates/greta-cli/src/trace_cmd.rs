@@ -387,13 +387,7 @@ pub fn cmd_backend(
                 gpu.name(),
                 CpuWeights::F16Rounded.route_name()
             );
-            let mut model = greta_model::llama::gpu::GpuLlama::load(
-                &gpu,
-                reference.model.config.clone(),
-                &reference.model.weights,
-                &mut |_, _| {},
-            )?;
-            args.gpu.apply(&mut model)?;
+            let model = args.gpu.upload(&gpu, &reference.model)?;
             eprintln!(
                 "GPU prefill inputs as hi + lo: {} (lo {})",
                 model.split_inputs,
