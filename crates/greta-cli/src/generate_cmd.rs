@@ -145,6 +145,8 @@ pub fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
         ..Default::default()
     };
     let mut sampler = Sampler::new(sampler_cfg.clone())?;
+    // Bad flag values are refused before the model loads.
+    let mut stops = generate::stop::StopStrings::new(a.stop.clone())?;
     let path = resolve_model(&a.model)?;
     let t_load = Instant::now();
     let lm = load_model(&path, false)?;
@@ -206,7 +208,6 @@ pub fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
         eprintln!("injecting {i}");
     }
     let mut stream = tok.stream();
-    let mut stops = generate::stop::StopStrings::new(a.stop.clone())?;
     let mut stopped_at: Option<String> = None;
     let mut sink = TextSink::new(a.json);
     let mut ids_out = Vec::new();
