@@ -93,6 +93,17 @@ pub struct Tokenizer {
     pub warnings: Vec<String>,
 }
 
+/// End-of-turn tokens chat templates write, which end generation by their text (llama.cpp
+/// treats these control tokens as end-of-generation); GGUF vocabularies add Gemma-style
+/// `<end_of_turn>`.
+const END_OF_TURN: [&str; 5] = [
+    "<|im_end|>",
+    "<|eot_id|>",
+    "<|eom_id|>",
+    "<|end_of_text|>",
+    "<|endoftext|>",
+];
+
 fn strings(h: &GgufHeader, key: &str) -> Result<Vec<String>, TokenizerError> {
     let arr = h
         .get_array(key)?
@@ -288,16 +299,7 @@ impl Tokenizer {
         }
         let chat_template = h.get_str("tokenizer.chat_template")?.map(str::to_string);
         let mut end_of_generation: Vec<u32> = [eos, eot].into_iter().flatten().collect();
-        // Chat models end a turn with a token the template writes; llama.cpp treats these
-        // control tokens as end-of-generation by their text.
-        for name in [
-            "<|im_end|>",
-            "<|eot_id|>",
-            "<|eom_id|>",
-            "<|end_of_text|>",
-            "<|endoftext|>",
-            "<end_of_turn>",
-        ] {
+        for name in END_OF_TURN.iter().chain(&["<end_of_turn>"]) {
             if let Some(id) = tokens.iter().position(|t| t == name) {
                 end_of_generation.push(id as u32);
             }
@@ -326,24 +328,18 @@ impl Tokenizer {
         })?;
         let config_path = dir.join("tokenizer_config.json");
         let mut warnings = Vec::new();
-        let config: serde_json::Value = match std::fs::read_to_string(&config_path) {
-            Ok(text) => serde_json::from_str(&text).map_err(|e| TokenizerError::File {
+        let config: serde_json::Value = match read_optional(&config_path)? {
+            Some(text) => serde_json::from_str(&text).map_err(|e| TokenizerError::File {
                 path: config_path.display().to_string(),
                 reason: e.to_string(),
             })?,
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            None => {
                 warnings.push(
                     "tokenizer_config.json not found: no chat template, and no BOS or EOS \
                      token named"
                         .to_string(),
                 );
                 serde_json::Value::Null
-            }
-            Err(e) => {
-                return Err(TokenizerError::File {
-                    path: config_path.display().to_string(),
-                    reason: e.to_string(),
-                })
             }
         };
         let token_named = |key: &str| -> Option<u32> {
@@ -357,48 +353,33 @@ impl Tokenizer {
         let eos = token_named("eos_token");
         // transformers (4.47 on) saves the template as chat_template.jinja beside the
         // tokenizer and reads that file before tokenizer_config.json's field.
-        let jinja_path = dir.join("chat_template.jinja");
-        let chat_template = match std::fs::read_to_string(&jinja_path) {
-            Ok(t) => Some(t),
-            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
-                match config.get("chat_template") {
-                    Some(serde_json::Value::String(s)) => Some(s.clone()),
-                    Some(serde_json::Value::Array(list)) => {
-                        let named = |t: &serde_json::Value| {
-                            t.get("name").and_then(|n| n.as_str()).map(str::to_string)
-                        };
-                        let default = list
-                            .iter()
-                            .find(|t| named(t).as_deref() == Some("default"))
-                            .and_then(|t| t.get("template").and_then(|s| s.as_str()));
-                        if default.is_none() {
-                            let names: Vec<String> = list.iter().filter_map(named).collect();
-                            warnings.push(format!(
-                                "tokenizer_config.json's chat templates ({}) have none named \
+        let chat_template = match read_optional(&dir.join("chat_template.jinja"))? {
+            Some(t) => Some(t),
+            None => match config.get("chat_template") {
+                Some(serde_json::Value::String(s)) => Some(s.clone()),
+                Some(serde_json::Value::Array(list)) => {
+                    let named = |t: &serde_json::Value| {
+                        t.get("name").and_then(|n| n.as_str()).map(str::to_string)
+                    };
+                    let default = list
+                        .iter()
+                        .find(|t| named(t).as_deref() == Some("default"))
+                        .and_then(|t| t.get("template").and_then(|s| s.as_str()));
+                    if default.is_none() {
+                        let names: Vec<String> = list.iter().filter_map(named).collect();
+                        warnings.push(format!(
+                            "tokenizer_config.json's chat templates ({}) have none named \
                                  \"default\": no chat template is used",
-                                names.join(", ")
-                            ));
-                        }
-                        default.map(str::to_string)
+                            names.join(", ")
+                        ));
                     }
-                    _ => None,
+                    default.map(str::to_string)
                 }
-            }
-            Err(e) => {
-                return Err(TokenizerError::File {
-                    path: jinja_path.display().to_string(),
-                    reason: e.to_string(),
-                })
-            }
+                _ => None,
+            },
         };
         let mut end_of_generation: Vec<u32> = eos.into_iter().collect();
-        for name in [
-            "<|im_end|>",
-            "<|eot_id|>",
-            "<|eom_id|>",
-            "<|end_of_text|>",
-            "<|endoftext|>",
-        ] {
+        for name in END_OF_TURN {
             if let Some(id) = inner.token_to_id(name) {
                 end_of_generation.push(id);
             }
@@ -501,6 +482,19 @@ impl TokenStream<'_> {
     }
 }
 
+/// A Hugging Face directory's optional file: None where it does not exist; any other
+/// failure to read it is an error naming it.
+fn read_optional(path: &Path) -> Result<Option<String>, TokenizerError> {
+    match std::fs::read_to_string(path) {
+        Ok(text) => Ok(Some(text)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(TokenizerError::File {
+            path: path.display().to_string(),
+            reason: e.to_string(),
+        }),
+    }
+}
+
 /// generation_config.json's `eos_token_id` (one id or a list) in a Hugging Face model
 /// directory: where transformers' generate() stops (Llama 3.1 lists <|end_of_text|>,
 /// <|eom_id|> and <|eot_id|>). None without the file; an id outside the vocabulary, or a
@@ -511,10 +505,8 @@ fn generation_eos_ids(dir: &Path, vocab: usize) -> Result<Vec<u32>, TokenizerErr
         path: path.display().to_string(),
         reason,
     };
-    let text = match std::fs::read_to_string(&path) {
-        Ok(text) => text,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(vec![]),
-        Err(e) => return Err(bad(e.to_string())),
+    let Some(text) = read_optional(&path)? else {
+        return Ok(vec![]);
     };
     let j: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(e.to_string()))?;
     let ids = match j.get("eos_token_id") {

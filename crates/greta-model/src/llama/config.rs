@@ -145,10 +145,9 @@ impl LlamaConfig {
         match h.get_str(&key("rope.scaling.type"))? {
             None | Some("none") => {}
             Some(other) => {
-                return Err(ConfigError::Invalid {
-                    file: "GGUF metadata".into(),
-                    reason: format!("rope scaling type {other:?} is not supported; accepted: none"),
-                })
+                return Err(unsupported(format!(
+                    "rope scaling type {other:?} is not supported; accepted: none"
+                )))
             }
         }
         LlamaConfig {

@@ -357,7 +357,7 @@ impl LlamaWeights {
         progress: &mut dyn FnMut(usize, usize),
     ) -> Result<Self, FormatError> {
         let (d, hd) = (cfg.hidden, cfg.head_dim);
-        let total = 3 + 9 * cfg.n_layers;
+        let total = 3 + LayerTensor::ALL.len() * cfg.n_layers;
         let mut done = 0;
         let mut tick = |progress: &mut dyn FnMut(usize, usize)| {
             done += 1;
@@ -379,7 +379,7 @@ impl LlamaWeights {
                 w_up: matrix(src, &n(LayerTensor::Up), cfg.intermediate, d)?,
                 w_down: matrix(src, &n(LayerTensor::Down), d, cfg.intermediate)?,
             };
-            for _ in 0..9 {
+            for _ in LayerTensor::ALL {
                 tick(progress);
             }
             layers.push(layer);
