@@ -297,7 +297,7 @@ pub fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
             "text": text_out,
             "ids": ids_out,
             "prompt_tokens": stats.prompt_tokens,
-            "generated_tokens": stats.generated_tokens,
+            "generated_tokens": stats.generated_tokens(),
             "stop": match (&stopped_at, stats.stopped_at_eog) {
                 (Some(_), _) => "stop_string",
                 (None, true) => "end_of_generation",
@@ -322,7 +322,7 @@ pub fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
         "prompt: {} tokens, {:.1} tok/s | generated: {} tokens, {:.1} tok/s{}",
         stats.prompt_tokens,
         stats.prefill_tok_s(),
-        stats.generated_tokens,
+        stats.generated_tokens(),
         stats.decode_tok_s(),
         match (&stopped_at, stats.stopped_at_eog) {
             (Some(s), _) => format!(" (stopped at --stop {s:?})"),

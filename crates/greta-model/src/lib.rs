@@ -5,6 +5,7 @@ pub mod audit;
 pub mod bench;
 pub mod calibrate;
 pub mod chat;
+pub mod conversation;
 pub mod default_model;
 pub mod generate;
 pub mod io;

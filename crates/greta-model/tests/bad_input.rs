@@ -405,7 +405,7 @@ fn prompt_longer_than_the_context_is_refused_before_any_work() {
         }
         other => panic!(
             "expected PromptTooLong, got {:?}",
-            other.map(|s| s.generated_tokens)
+            other.map(|s| s.generated_tokens())
         ),
     }
     assert_eq!(

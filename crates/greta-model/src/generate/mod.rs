@@ -36,20 +36,27 @@ pub enum GenerateError {
 #[derive(Debug, Clone, Default)]
 pub struct GenerateStats {
     pub prompt_tokens: usize,
-    pub generated_tokens: usize,
     pub prefill_time: Duration,
     pub decode_time: Duration,
     /// Whether generation stopped at an end-of-generation token (else at max_new).
     pub stopped_at_eog: bool,
+    /// Every token sampled, in order, an end-of-generation token that ended the run
+    /// included. The cache then holds the prompt and a prefix of these (the last one sampled
+    /// is never fed back).
+    pub tokens: Vec<u32>,
 }
 
 impl GenerateStats {
+    /// Tokens generated, an end-of-generation token that ended the run included.
+    pub fn generated_tokens(&self) -> usize {
+        self.tokens.len()
+    }
     pub fn prefill_tok_s(&self) -> f64 {
         self.prompt_tokens as f64 / self.prefill_time.as_secs_f64().max(1e-9)
     }
     /// Decode speed over the tokens decoded after the first (which came from prefill).
     pub fn decode_tok_s(&self) -> f64 {
-        self.generated_tokens.saturating_sub(1) as f64 / self.decode_time.as_secs_f64().max(1e-9)
+        self.tokens.len().saturating_sub(1) as f64 / self.decode_time.as_secs_f64().max(1e-9)
     }
 }
 
@@ -266,7 +273,7 @@ fn decode_loop<E, F: FnMut(u32, &[u32]) -> Result<u32, E>>(
     let mut tok = first;
     for i in 0..max_new {
         history.push(tok);
-        stats.generated_tokens += 1;
+        stats.tokens.push(tok);
         if is_eog(tok) {
             stats.stopped_at_eog = true;
             break;
