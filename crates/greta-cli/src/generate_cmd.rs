@@ -32,6 +32,21 @@ pub struct GenerateArgs {
     /// Most tokens to generate.
     #[arg(long, short = 'n', default_value_t = 256)]
     max_tokens: usize,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    #[command(flatten)]
+    run: RunArgs,
+    /// Print one JSON object when done instead of streaming the text: text, generated ids,
+    /// token counts, why it stopped, prefill and decode speeds, backend and model.
+    #[arg(long)]
+    json: bool,
+    #[command(flatten)]
+    trace: TraceArgs,
+}
+
+/// How tokens are picked and where generation stops (`generate` and `chat`).
+#[derive(Args)]
+pub(crate) struct SamplingArgs {
     /// Sampling temperature; 0 = greedy.
     #[arg(long, default_value_t = 0.8)]
     temperature: f32,
@@ -47,82 +62,174 @@ pub struct GenerateArgs {
     /// Stop where the generated text first contains this string, and leave it out of the
     /// output; repeat the flag for several.
     #[arg(long, value_name = "TEXT")]
-    stop: Vec<String>,
+    pub stop: Vec<String>,
     /// Random seed: the same seed gives the same output.
     #[arg(long, default_value_t = 0)]
     seed: u64,
+}
+
+impl SamplingArgs {
+    pub fn config(&self) -> SamplerConfig {
+        SamplerConfig {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            repetition_penalty: self.repeat_penalty,
+            seed: self.seed,
+            ..Default::default()
+        }
+    }
+}
+
+/// Where generation runs and the cache it has (`generate` and `chat`).
+#[derive(Args)]
+pub(crate) struct RunArgs {
     /// KV-cache capacity in tokens (default: the model's context, at most 4096).
     #[arg(long)]
     ctx: Option<usize>,
     /// Where to run: cpu, gpu or auto.
     #[arg(long, default_value = "auto", value_parser = parse_backend)]
-    backend: BackendRequest,
+    pub backend: BackendRequest,
     /// GPU: launch each decode step's kernels one by one instead of replaying the captured graph.
     #[arg(long)]
-    no_graph: bool,
-    /// Print one JSON object when done instead of streaming the text: text, generated ids,
-    /// token counts, why it stopped, prefill and decode speeds, backend and model.
-    #[arg(long)]
-    json: bool,
+    pub no_graph: bool,
     #[command(flatten)]
-    gpu: gpu_args::GpuArgs,
-    #[command(flatten)]
-    trace: TraceArgs,
+    pub gpu: gpu_args::GpuArgs,
 }
 
-/// Where `generate`'s text goes: streamed to stdout as it comes, or kept for `--json`'s
-/// object. The first error writing ends generation and is returned by `finish`.
-struct TextSink {
+impl RunArgs {
+    /// The KV cache's capacity: `--ctx`, refused past the model's context.
+    pub fn capacity(&self, model: &greta_model::llama::Llama) -> Result<usize> {
+        let max_ctx = model.config.max_context;
+        match self.ctx {
+            Some(c) if c > max_ctx => {
+                bail!("--ctx {c} exceeds the model's context of {max_ctx} tokens")
+            }
+            Some(c) => Ok(c),
+            None => Ok(max_ctx.min(4096)),
+        }
+    }
+
+    /// Uploads the model for generation and says on stderr how it will decode (the graph,
+    /// where tokens are picked, FP8 copies `auto` chose).
+    pub fn upload_for_decode(
+        self,
+        gpu: &greta_hal::Gpu,
+        model: &greta_model::llama::Llama,
+        sampler: &SamplerConfig,
+    ) -> Result<greta_model::llama::gpu::GpuLlama> {
+        let t_up = Instant::now();
+        let split_lo = self.gpu.split_lo;
+        let model = self.gpu.upload(gpu, model)?;
+        let route = match generate::gpu_sampling(sampler) {
+            generate::GpuSampling::Device(_) if self.no_graph => {
+                "eager (--no-graph), tokens picked on the device".to_string()
+            }
+            generate::GpuSampling::Device(_) => {
+                "as a captured graph, tokens picked on the device".to_string()
+            }
+            generate::GpuSampling::Host(why) => format!("eager: {why}"),
+        };
+        // FP8 low halves cost device memory that the user did not name when `auto`
+        // chose them: said here, with the option that skips them.
+        let lo = model.split_lo();
+        let fp8 = match lo == greta_model::llama::gpu::SplitLo::F16 {
+            true => String::new(),
+            false => format!(
+                "; prefill lo products {lo} ({:.2} GB of FP8 weight copies, --split-lo {split_lo}; f16 skips them)",
+                greta_model::llama::gpu::fp8_copy_bytes(&model.config, model.split_inputs, lo)
+                    as f64
+                    / 1e9,
+            ),
+        };
+        eprintln!(
+            "uploaded to {} in {:.2}s{fp8}; decode {route}",
+            gpu.name(),
+            t_up.elapsed().as_secs_f64(),
+        );
+        Ok(model)
+    }
+}
+
+/// The line every generating command prints once the model is loaded.
+pub(crate) fn say_loaded(
+    path: &std::path::Path,
+    lm: &greta_model::model::LoadedModel,
+    selection: &greta_hal::Selection,
+    load_time: std::time::Duration,
+) {
+    let c = &lm.model.config;
+    eprintln!(
+        "model: {} ({} layers, hidden {}, {} heads / {} KV heads, vocab {}); backend: {} ({}); loaded in {:.2}s",
+        path.display(),
+        c.n_layers,
+        c.hidden,
+        c.n_heads,
+        c.n_kv_heads,
+        c.vocab_size,
+        selection.backend,
+        selection.reason,
+        load_time.as_secs_f64()
+    );
+}
+
+/// Where generated text goes: streamed to stdout as it comes (unless `--json` keeps it for
+/// one object), and kept whole either way. The first error writing ends generation and is
+/// returned by `finish`.
+pub(crate) struct TextSink {
     out: std::io::StdoutLock<'static>,
-    kept: Option<String>,
+    stream: bool,
+    text: String,
     error: Option<anyhow::Error>,
 }
 
 impl TextSink {
-    fn new(json: bool) -> Self {
+    pub fn new(json: bool) -> Self {
         TextSink {
             out: std::io::stdout().lock(),
-            kept: json.then(String::new),
+            stream: !json,
+            text: String::new(),
             error: None,
         }
     }
 
     /// Hands `text` out; false once writing has failed (generation should stop).
-    fn emit(&mut self, text: &str) -> bool {
+    pub fn emit(&mut self, text: &str) -> bool {
         if self.error.is_some() {
             return false;
         }
-        match &mut self.kept {
-            Some(kept) => kept.push_str(text),
-            None => {
-                if let Err(e) = self
-                    .out
-                    .write_all(text.as_bytes())
-                    .and_then(|_| self.out.flush())
-                {
-                    self.error = Some(anyhow::Error::from(e).context("writing to stdout"));
-                    return false;
-                }
+        self.text.push_str(text);
+        if self.stream {
+            if let Err(e) = self
+                .out
+                .write_all(text.as_bytes())
+                .and_then(|_| self.out.flush())
+            {
+                self.error = Some(anyhow::Error::from(e).context("writing to stdout"));
+                return false;
             }
         }
         true
     }
 
-    fn fail(&mut self, e: anyhow::Error) {
+    pub fn fail(&mut self, e: anyhow::Error) {
         self.error.get_or_insert(e);
     }
 
-    /// The kept text (empty when streamed) and stdout, or the first error.
-    fn finish(self) -> Result<(String, std::io::StdoutLock<'static>)> {
-        match self.error {
-            Some(e) => Err(e),
-            None => Ok((self.kept.unwrap_or_default(), self.out)),
+    /// The whole text and stdout (a streamed text ended with a newline), or the first error.
+    pub fn finish(mut self) -> Result<(String, std::io::StdoutLock<'static>)> {
+        if let Some(e) = self.error {
+            return Err(e);
         }
+        if self.stream {
+            writeln!(self.out).context("writing to stdout")?;
+        }
+        Ok((self.text, self.out))
     }
 }
 
 pub fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
-    let selection = greta_hal::select(a.backend, platform)?;
+    let selection = greta_hal::select(a.run.backend, platform)?;
     let env: Vec<(String, String)> = std::env::vars().collect();
     let trace_sel = a.trace.selection(&env)?;
     let inject = a.trace.injections()?;
@@ -136,32 +243,14 @@ pub fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
         }
         Some(p) => p.to_string(),
     };
-    let sampler_cfg = SamplerConfig {
-        temperature: a.temperature,
-        top_k: a.top_k,
-        top_p: a.top_p,
-        repetition_penalty: a.repeat_penalty,
-        seed: a.seed,
-        ..Default::default()
-    };
+    let sampler_cfg = a.sampling.config();
     let mut sampler = Sampler::new(sampler_cfg.clone())?;
     // Bad flag values are refused before the model loads.
-    let mut stops = generate::stop::StopStrings::new(a.stop.clone())?;
+    let mut stops = generate::stop::StopStrings::new(a.sampling.stop.clone())?;
     let path = resolve_model(&a.model)?;
     let t_load = Instant::now();
     let lm = load_model(&path, false)?;
-    eprintln!(
-        "model: {} ({} layers, hidden {}, {} heads / {} KV heads, vocab {}); backend: {} ({}); loaded in {:.2}s",
-        path.display(),
-        lm.model.config.n_layers,
-        lm.model.config.hidden,
-        lm.model.config.n_heads,
-        lm.model.config.n_kv_heads,
-        lm.model.config.vocab_size,
-        selection.backend,
-        selection.reason,
-        t_load.elapsed().as_secs_f64()
-    );
+    say_loaded(&path, &lm, &selection, t_load.elapsed());
     let use_chat = match (a.chat, a.no_chat, &lm.tokenizer.chat_template) {
         (_, true, _) => false,
         (true, _, None) => bail!("--chat: the model has no chat template; use --no-chat"),
@@ -194,14 +283,7 @@ pub fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
         prompt
     };
     let ids = tok.encode(&text, true)?;
-    let max_ctx = lm.model.config.max_context;
-    let capacity = match a.ctx {
-        Some(c) if c > max_ctx => {
-            bail!("--ctx {c} exceeds the model's context of {max_ctx} tokens")
-        }
-        Some(c) => c,
-        None => max_ctx.min(4096),
-    };
+    let capacity = a.run.capacity(&lm.model)?;
     let (mut recorder, trace_path) =
         trace_cmd::generate_recorder(trace_sel, &inject, &lm, "cpu-blocks")?;
     for i in &inject {
@@ -237,7 +319,7 @@ pub fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
     };
     let stats = match &selection.backend {
         greta_hal::Backend::Cpu => {
-            a.gpu.note_unused_on_cpu();
+            a.run.gpu.note_unused_on_cpu();
             let mut cache = lm.model.new_cache(capacity);
             generate::generate(
                 &lm.model,
@@ -252,37 +334,10 @@ pub fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
             if recorder.selection().enabled || !inject.is_empty() {
                 bail!("tracing and --inject run on the CPU backend for generation; on the GPU use `greta audit backend`");
             }
-            let t_up = Instant::now();
-            let model = a.gpu.upload(gpu, &lm.model)?;
-            let route = match generate::gpu_sampling(&sampler_cfg) {
-                generate::GpuSampling::Device(_) if a.no_graph => {
-                    "eager (--no-graph), tokens picked on the device".to_string()
-                }
-                generate::GpuSampling::Device(_) => {
-                    "as a captured graph, tokens picked on the device".to_string()
-                }
-                generate::GpuSampling::Host(why) => format!("eager: {why}"),
-            };
-            // FP8 low halves cost device memory that the user did not name when `auto`
-            // chose them: said here, with the option that skips them.
-            let lo = model.split_lo();
-            let fp8 = match lo == greta_model::llama::gpu::SplitLo::F16 {
-                true => String::new(),
-                false => format!(
-                    "; prefill lo products {lo} ({:.2} GB of FP8 weight copies, --split-lo {}; f16 skips them)",
-                    greta_model::llama::gpu::fp8_copy_bytes(&model.config, model.split_inputs, lo)
-                        as f64
-                        / 1e9,
-                    a.gpu.split_lo
-                ),
-            };
-            eprintln!(
-                "uploaded to {} in {:.2}s{fp8}; decode {route}",
-                gpu.name(),
-                t_up.elapsed().as_secs_f64(),
-            );
+            let no_graph = a.run.no_graph;
+            let model = a.run.upload_for_decode(gpu, &lm.model, &sampler_cfg)?;
             let mut st = model.new_state(capacity, ids.len())?;
-            generate::generate_gpu(&model, &mut st, &ids, decoding, !a.no_graph, &mut on_token)?
+            generate::generate_gpu(&model, &mut st, &ids, decoding, !no_graph, &mut on_token)?
         }
     };
     if stopped_at.is_none() {
@@ -311,8 +366,6 @@ pub fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
             "model": path.display().to_string(),
         });
         writeln!(out, "{json}")?;
-    } else {
-        writeln!(out)?;
     }
     let written = recorder.finish().context("writing the trace")?;
     if let Some(p) = trace_path {

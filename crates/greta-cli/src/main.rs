@@ -10,6 +10,7 @@ use greta_model::model::{self, LoadedModel};
 
 mod bench_cmd;
 mod calibrate_cmd;
+mod chat_cmd;
 mod generate_cmd;
 mod gpu_args;
 mod perplexity_cmd;
@@ -36,6 +37,9 @@ struct Cli {
 enum Command {
     /// Generate text from a prompt, streaming tokens to stdout (stats go to stderr).
     Generate(generate_cmd::GenerateArgs),
+    /// A conversation on stdin, a message a line: the chat template over every turn, the
+    /// KV cache kept between turns so each computes only its new tokens.
+    Chat(chat_cmd::ChatArgs),
     /// Print the token ids of a text.
     Tokenize(TokenizeArgs),
     /// Perplexity of a text file, computed as llama.cpp's llama-perplexity does.
@@ -180,6 +184,7 @@ fn main() {
     let platform = cli.platform;
     let (result, error_code) = match cli.command {
         Command::Generate(a) => with_trace_input_code(generate_cmd::cmd_generate(a, platform)),
+        Command::Chat(a) => (chat_cmd::cmd_chat(a, platform).map(|()| 0), 1),
         Command::Tokenize(a) => (cmd_tokenize(a).map(|_| 0), 1),
         Command::Perplexity(a) => {
             with_trace_input_code(perplexity_cmd::cmd_perplexity(a, platform))

@@ -926,3 +926,129 @@ fn short_cpu_bench(model: &str, extra: &[&str]) -> Output {
     args.extend_from_slice(extra);
     greta(&args)
 }
+
+/// The tiny model as a Hugging Face directory with a chat template (chat_template.jinja, as
+/// transformers 4.47+ saves it) that adds a default system turn, as SmolLM2's does; short,
+/// for the tiny model's 128 positions.
+fn tiny_chat_model() -> tempfile::TempDir {
+    let src = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("../greta-model/tests/fixtures/tiny/gqa-untied-theta5e5");
+    let dir = tempfile::tempdir().unwrap();
+    for f in [
+        "config.json",
+        "model.safetensors",
+        "tokenizer.json",
+        "tokenizer_config.json",
+    ] {
+        std::fs::copy(src.join(f), dir.path().join(f)).unwrap();
+    }
+    std::fs::write(
+        dir.path().join("chat_template.jinja"),
+        "{% if messages[0]['role'] != 'system' %}s: be brief\n{% endif %}{% for m in messages %}\
+         {{ m['role'][0] }}: {{ m['content'] }}\n{% endfor %}{% if add_generation_prompt %}a:{% endif %}",
+    )
+    .unwrap();
+    dir
+}
+
+fn greta_stdin(args: &[&str], stdin: &str) -> Output {
+    use std::io::Write;
+    let mut child = Command::new(env!("CARGO_BIN_EXE_greta"))
+        .args(args)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("running greta");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(stdin.as_bytes())
+        .unwrap();
+    child.wait_with_output().unwrap()
+}
+
+/// `greta chat` keeps the cache between turns: the second turn's prompt is the whole
+/// conversation and what it shares with the cache is reused, not computed; after /reset the
+/// next turn's prompt is the first one again, which the cache still begins with. --json
+/// prints one object a turn.
+#[test]
+fn chat_reuses_the_cache_across_turns_and_after_a_reset() {
+    let dir = tiny_chat_model();
+    let m = dir.path().to_str().unwrap();
+    let args = [
+        "chat",
+        "--model",
+        m,
+        "--json",
+        "--temperature",
+        "0",
+        "-n",
+        "5",
+    ];
+    let o = greta_stdin(&args, "hi\nyo\n/reset\nhi\n");
+    assert!(o.status.success(), "{}", stderr(&o));
+    let turns: Vec<serde_json::Value> = String::from_utf8(o.stdout.clone())
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("one JSON object a line"))
+        .collect();
+    assert_eq!(turns.len(), 3, "{turns:?}");
+    let n = |t: &serde_json::Value, k: &str| t[k].as_u64().unwrap() as usize;
+    let (first, second, third) = (&turns[0], &turns[1], &turns[2]);
+    assert_eq!(n(first, "reused_tokens"), 0);
+    assert_eq!(n(first, "computed_tokens"), n(first, "prompt_tokens"));
+    assert_eq!(n(first, "generated_tokens"), 5, "{first}");
+    // The whole first prompt (and of the reply's fed tokens those it tokenizes back to: the
+    // random model's bytes do not, the default model's words do, tests/conversation.rs).
+    assert!(
+        n(second, "reused_tokens") >= n(first, "prompt_tokens")
+            && n(second, "reused_tokens") + n(second, "computed_tokens")
+                == n(second, "prompt_tokens"),
+        "{first}\n{second}"
+    );
+    // After the reset: the same prompt as the first turn, which the cache still begins with.
+    assert_eq!(n(third, "prompt_tokens"), n(first, "prompt_tokens"));
+    assert_eq!(n(third, "reused_tokens"), n(first, "prompt_tokens") - 1);
+    assert_eq!(third["text"], first["text"]);
+    let e = stderr(&o);
+    assert!(
+        e.contains("[turn 2: prompt") && e.contains("from the cache"),
+        "{e}"
+    );
+    // Every prompt computed whole: the same replies.
+    let o = greta_stdin(
+        &[&args[..], &["--no-cache-reuse"]].concat(),
+        "hi\nyo\n/reset\nhi\n",
+    );
+    assert!(o.status.success(), "{}", stderr(&o));
+    let whole: Vec<serde_json::Value> = String::from_utf8(o.stdout)
+        .unwrap()
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(whole.len(), 3);
+    for (a, b) in turns.iter().zip(&whole) {
+        assert_eq!((&a["text"], 0), (&b["text"], n(b, "reused_tokens")));
+        assert_eq!(n(a, "prompt_tokens"), n(b, "computed_tokens"));
+    }
+}
+
+/// From a pipe, a conversation longer than the context and an unknown command end the run
+/// with exit 1, naming what was wrong and what is accepted; a model without a template is
+/// refused before any turn.
+#[test]
+fn chat_errors_name_the_context_the_command_and_the_missing_template() {
+    let dir = tiny_chat_model();
+    let m = dir.path().to_str().unwrap();
+    let long = "word ".repeat(60);
+    let o = greta_stdin(&["chat", "--model", m, "--ctx", "32"], &format!("{long}\n"));
+    assert_fails(&o, 1, &["turn 1", "context holds 32", "raise --ctx"]);
+    let o = greta_stdin(&["chat", "--model", m], "/help\n");
+    assert_fails(&o, 1, &["unknown command /help", "accepted /reset, /exit"]);
+    let o = greta_stdin(&["chat", "--model", &tiny_gguf()], "hi\n");
+    assert_fails(&o, 1, &["no chat template"]);
+    let o = greta_stdin(&["chat", "--model", m, "-n", "0"], "hi\n");
+    assert_fails(&o, 1, &["--max-tokens 0"]);
+}

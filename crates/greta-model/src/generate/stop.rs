@@ -7,6 +7,7 @@
 #[error("--stop \"\": an empty stop string would stop before the first token; accepted: any non-empty text")]
 pub struct EmptyStop;
 
+#[derive(Clone)]
 pub struct StopStrings {
     stops: Vec<String>,
     /// Text received but not yet handed out: it may be the start of a stop string.

@@ -1,0 +1,415 @@
+//! `greta chat`: a conversation of several turns read from stdin, one KV cache kept across
+//! them, each turn computing only what the cache does not already hold
+//! (`greta_model::conversation`).
+
+use std::io::{BufRead, IsTerminal, Write};
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use clap::Args;
+use greta_hal::PlatformChoice;
+use greta_model::conversation::{Conversation, TurnPrompt};
+use greta_model::generate::sampler::Sampler;
+use greta_model::generate::stop::StopStrings;
+use greta_model::generate::{self, Decoding, GenerateStats};
+use greta_model::llama::gpu::{GpuLlama, GpuState};
+use greta_model::llama::KvCache;
+
+use crate::generate_cmd::{say_loaded, RunArgs, SamplingArgs, TextSink};
+use crate::{load_model, resolve_model, ModelArgs};
+
+#[derive(Args)]
+#[command(after_help = "\
+Each line of stdin is one message (a line ending in \\ continues on the next). Lines that \
+start with / are commands: /reset starts the conversation over (the system message stays), \
+/exit ends it (as does the end of stdin); begin a message with // to send it starting with /.
+
+Each turn's prompt is the whole conversation through the model's chat template; the tokens \
+it shares with the KV cache are not computed again, so a turn costs its new message and \
+the reply, not the conversation so far. The reply streams to stdout; a line on stderr \
+gives the turn's token counts and speeds.
+
+On a terminal, a failed turn (a conversation longer than --ctx) is reported and the \
+conversation goes on as before it; from a pipe or file it ends the run with exit 1.")]
+pub struct ChatArgs {
+    #[command(flatten)]
+    model: ModelArgs,
+    /// System message at the start of the conversation.
+    #[arg(long)]
+    system: Option<String>,
+    /// Most tokens a reply may have (default: up to the end of its turn, or until the
+    /// context is full).
+    #[arg(long, short = 'n')]
+    max_tokens: Option<usize>,
+    #[command(flatten)]
+    sampling: SamplingArgs,
+    #[command(flatten)]
+    run: RunArgs,
+    /// Compute every turn's whole prompt instead of reusing what the cache holds (the
+    /// replies are the same; for measuring what the reuse saves).
+    #[arg(long)]
+    no_cache_reuse: bool,
+    /// Print one JSON object a turn (a line each) instead of streaming the reply: its
+    /// text, token counts, how many prompt tokens came from the cache, why it stopped and
+    /// the speeds.
+    #[arg(long)]
+    json: bool,
+}
+
+/// What one line of input asks for.
+#[derive(Debug, PartialEq)]
+enum Input {
+    Message(String),
+    Reset,
+    Exit,
+    Unknown(String),
+}
+
+fn parse_input(line: &str) -> Option<Input> {
+    if let Some(escaped) = line.strip_prefix("//") {
+        return Some(Input::Message(format!("/{escaped}")));
+    }
+    if let Some(cmd) = line.strip_prefix('/') {
+        return Some(match cmd.trim() {
+            "reset" => Input::Reset,
+            "exit" | "quit" => Input::Exit,
+            other => Input::Unknown(other.to_string()),
+        });
+    }
+    (!line.trim().is_empty()).then(|| Input::Message(line.to_string()))
+}
+
+/// Reads one message: a line, and the lines after it while one ends in a backslash (the
+/// backslash dropped, the newline kept). None at the end of the input.
+fn read_message(input: &mut dyn BufRead) -> Result<Option<String>> {
+    let mut message = String::new();
+    loop {
+        let mut line = String::new();
+        if input.read_line(&mut line).context("reading stdin")? == 0 {
+            return Ok((!message.is_empty()).then_some(message));
+        }
+        let line = line.trim_end_matches(['\n', '\r']);
+        match line.strip_suffix('\\') {
+            Some(part) => {
+                message += part;
+                message.push('\n');
+            }
+            None => {
+                message += line;
+                return Ok(Some(message));
+            }
+        }
+    }
+}
+
+/// The cache a conversation keeps, on the backend chosen.
+enum Engine {
+    Cpu(KvCache),
+    Gpu {
+        model: Box<GpuLlama>,
+        st: Box<GpuState>,
+        graph: bool,
+    },
+}
+
+impl Engine {
+    fn len(&self) -> usize {
+        match self {
+            Engine::Cpu(cache) => cache.len(),
+            Engine::Gpu { st, .. } => st.len(),
+        }
+    }
+
+    /// Keeps the first `len` positions.
+    fn cut(&mut self, len: usize) -> Result<()> {
+        match self {
+            Engine::Cpu(cache) => cache.truncate(len),
+            Engine::Gpu { st, .. } => st.rewind(len)?,
+        }
+        Ok(())
+    }
+
+    fn generate(
+        &mut self,
+        model: &greta_model::llama::Llama,
+        ids: &[u32],
+        decoding: Decoding,
+        on_token: &mut dyn FnMut(u32) -> bool,
+    ) -> Result<GenerateStats> {
+        Ok(match self {
+            Engine::Cpu(cache) => generate::generate(
+                model,
+                cache,
+                ids,
+                decoding,
+                &mut greta_model::trace::NoTrace,
+                on_token,
+            )?,
+            Engine::Gpu { model, st, graph } => {
+                generate::generate_gpu(model, st, ids, decoding, *graph, on_token)?
+            }
+        })
+    }
+}
+
+/// One turn's outcome, for the stderr line and `--json`.
+struct Reply {
+    text: String,
+    stats: GenerateStats,
+    stopped_at: Option<String>,
+    /// The reply ran into the end of the context (not `--max-tokens`).
+    context_full: bool,
+}
+
+pub fn cmd_chat(a: ChatArgs, platform: PlatformChoice) -> Result<()> {
+    let selection = greta_hal::select(a.run.backend, platform)?;
+    let sampler_cfg = a.sampling.config();
+    let mut sampler = Sampler::new(sampler_cfg.clone())?;
+    // Bad flag values are refused before the model loads.
+    let stops = StopStrings::new(a.sampling.stop.clone())?;
+    if a.max_tokens == Some(0) {
+        anyhow::bail!("--max-tokens 0 leaves no room for a reply; give at least 1 (or leave it out: up to the end of the turn)");
+    }
+    let path = resolve_model(&a.model)?;
+    let t_load = Instant::now();
+    let lm = load_model(&path, false)?;
+    say_loaded(&path, &lm, &selection, t_load.elapsed());
+    let tok = &lm.tokenizer;
+    let mut conv = Conversation::new(tok, a.system.clone())?;
+    let capacity = a.run.capacity(&lm.model)?;
+    let mut engine = match &selection.backend {
+        greta_hal::Backend::Cpu => {
+            a.run.gpu.note_unused_on_cpu();
+            Engine::Cpu(lm.model.new_cache(capacity))
+        }
+        greta_hal::Backend::Gpu(gpu) => {
+            let graph = !a.run.no_graph;
+            let model = a.run.upload_for_decode(gpu, &lm.model, &sampler_cfg)?;
+            // A turn computes up to the whole context at once (the first, or one after a
+            // reset that shares little with the cache): activations for that many rows.
+            let st = model.new_state(capacity, capacity)?;
+            Engine::Gpu {
+                model: Box::new(model),
+                st: Box::new(st),
+                graph,
+            }
+        }
+    };
+    let interactive = std::io::stdin().is_terminal();
+    if interactive {
+        eprintln!(
+            "chat: a message a line (\\ at the end continues it), /reset starts over, /exit or Ctrl-D ends; context {capacity} tokens"
+        );
+    }
+    let mut input = std::io::stdin().lock();
+    let mut turns = 0usize;
+    loop {
+        if interactive {
+            eprint!("> ");
+            std::io::stderr().flush().ok();
+        }
+        let Some(line) = read_message(&mut input)? else {
+            break;
+        };
+        let message = match parse_input(&line) {
+            None => continue,
+            Some(Input::Exit) => break,
+            Some(Input::Reset) => {
+                conv.reset();
+                eprintln!("(conversation reset; the cache keeps what the next turn shares)");
+                continue;
+            }
+            Some(Input::Unknown(cmd)) => {
+                let e = anyhow::anyhow!(
+                    "unknown command /{cmd}: accepted /reset, /exit (// sends a message starting with /)"
+                );
+                if interactive {
+                    eprintln!("error: {e}");
+                    continue;
+                }
+                return Err(e);
+            }
+            Some(Input::Message(m)) => m,
+        };
+        let mut turn = conv.prompt(tok, &message)?;
+        if a.no_cache_reuse {
+            turn.reused = 0;
+        }
+        let outcome = run_turn(
+            &lm.model,
+            tok,
+            &mut engine,
+            &turn,
+            a.max_tokens,
+            capacity,
+            &mut sampler,
+            stops.clone(),
+            a.json,
+        );
+        let reply = match outcome {
+            Ok(reply) => reply,
+            Err(e) => {
+                // The conversation stays as before the turn; the cache keeps what it shared.
+                let keep = conv.abandon(&turn);
+                engine
+                    .cut(keep.min(engine.len()))
+                    .context("after a failed turn")?;
+                if interactive {
+                    eprintln!("error: {e:#}");
+                    continue;
+                }
+                return Err(e.context(format!("turn {}", turns + 1)));
+            }
+        };
+        turns += 1;
+        report(turns, &turn, &reply, capacity, a.json)?;
+        conv.record(
+            message,
+            reply.text,
+            &turn,
+            &reply.stats.tokens,
+            engine.len(),
+        )?;
+    }
+    Ok(())
+}
+
+/// Computes `turn` past what the cache shares with it and streams the reply (or keeps it,
+/// for `--json`).
+#[allow(clippy::too_many_arguments)]
+fn run_turn(
+    model: &greta_model::llama::Llama,
+    tok: &greta_model::tokenizer::Tokenizer,
+    engine: &mut Engine,
+    turn: &TurnPrompt,
+    max_tokens: Option<usize>,
+    capacity: usize,
+    sampler: &mut Sampler,
+    mut stops: StopStrings,
+    json: bool,
+) -> Result<Reply> {
+    let room = turn.reply_room(capacity)?;
+    let max_new = max_tokens.map_or(room, |n| n.min(room));
+    engine.cut(turn.reused)?;
+    let mut stream = tok.stream();
+    let mut stopped_at = None;
+    let mut sink = TextSink::new(json);
+    let stats = engine.generate(
+        model,
+        &turn.ids[turn.reused..],
+        Decoding {
+            max_new,
+            sampler,
+            is_eog: &|id| tok.is_end_of_generation(id),
+        },
+        &mut |id| match stream.push(id) {
+            Ok(Some(piece)) => {
+                let pushed = stops.push(&piece);
+                let written = sink.emit(&pushed.text);
+                if pushed.stopped_at.is_some() {
+                    stopped_at = pushed.stopped_at;
+                    return false;
+                }
+                written
+            }
+            Ok(None) => true,
+            Err(e) => {
+                sink.fail(e.into());
+                false
+            }
+        },
+    )?;
+    if stopped_at.is_none() {
+        // Text held back in case it began a stop string: none came.
+        sink.emit(&stops.finish());
+    }
+    let (text, _) = sink.finish()?;
+    let context_full = stopped_at.is_none()
+        && !stats.stopped_at_eog
+        && stats.generated_tokens() == room
+        && max_tokens.is_none_or(|n| n > room);
+    Ok(Reply {
+        text,
+        stats,
+        stopped_at,
+        context_full,
+    })
+}
+
+fn report(
+    turn_no: usize,
+    turn: &TurnPrompt,
+    reply: &Reply,
+    capacity: usize,
+    json: bool,
+) -> Result<()> {
+    let s = &reply.stats;
+    let stop = match (&reply.stopped_at, s.stopped_at_eog, reply.context_full) {
+        (Some(_), _, _) => "stop_string",
+        (None, true, _) => "end_of_turn",
+        (None, false, true) => "context_full",
+        (None, false, false) => "max_tokens",
+    };
+    if json {
+        let v = serde_json::json!({
+            "turn": turn_no,
+            "text": reply.text,
+            "prompt_tokens": turn.ids.len(),
+            "reused_tokens": turn.reused,
+            "computed_tokens": s.prompt_tokens,
+            "generated_tokens": s.generated_tokens(),
+            "stop": stop,
+            "stop_string": reply.stopped_at,
+            "prefill_ms": s.prefill_time.as_secs_f64() * 1e3,
+            "decode_tok_s": s.decode_tok_s(),
+            "context": capacity,
+        });
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "{v}").context("writing to stdout")?;
+    }
+    eprintln!(
+        "[turn {turn_no}: prompt {} tokens, {} from the cache, {} computed in {:.0} ms | reply {} tokens, {:.1} tok/s{}]",
+        turn.ids.len(),
+        turn.reused,
+        s.prompt_tokens,
+        s.prefill_time.as_secs_f64() * 1e3,
+        s.generated_tokens(),
+        s.decode_tok_s(),
+        match stop {
+            "stop_string" => format!(", stopped at --stop {:?}", reply.stopped_at.as_deref().unwrap_or_default()),
+            "context_full" => format!(", cut: the context of {capacity} tokens is full (/reset or raise --ctx)"),
+            "max_tokens" => ", stopped at --max-tokens".to_string(),
+            _ => String::new(),
+        }
+    );
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn commands_messages_and_escapes() {
+        assert_eq!(parse_input("/reset"), Some(Input::Reset));
+        assert_eq!(parse_input("/exit "), Some(Input::Exit));
+        assert_eq!(parse_input("/quit"), Some(Input::Exit));
+        assert_eq!(parse_input("/help"), Some(Input::Unknown("help".into())));
+        assert_eq!(parse_input("//etc"), Some(Input::Message("/etc".into())));
+        assert_eq!(parse_input("  "), None);
+        assert_eq!(parse_input(" hi "), Some(Input::Message(" hi ".into())));
+    }
+
+    #[test]
+    fn a_trailing_backslash_continues_the_message() {
+        let mut input: &[u8] = b"one \\\ntwo\nthree\r\nfour\\\n";
+        assert_eq!(
+            read_message(&mut input).unwrap().as_deref(),
+            Some("one \ntwo")
+        );
+        assert_eq!(read_message(&mut input).unwrap().as_deref(), Some("three"));
+        // A continuation the input ends inside is still sent.
+        assert_eq!(read_message(&mut input).unwrap().as_deref(), Some("four\n"));
+        assert_eq!(read_message(&mut input).unwrap(), None);
+    }
+}
