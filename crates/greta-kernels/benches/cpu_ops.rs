@@ -6,7 +6,7 @@
 //! cargo bench -p greta-kernels --bench cpu_ops
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use greta_kernels::cpu::{self, AttentionShape, RopePairing, WeightView};
+use greta_kernels::cpu::{self, AttentionShape, MatmulRoute, RopePairing, WeightView};
 use greta_kernels::quant::GgmlType;
 
 fn values(n: usize, seed: u64) -> Vec<f32> {
@@ -66,6 +66,32 @@ fn products(c: &mut Criterion) {
     g.finish();
 }
 
+/// The Q4_1 prefill product by each route that can take it, over prompt lengths from a chat
+/// turn's few rows to a long prompt's: where `matmul_wt` should switch from the multi-row
+/// GEMV (weights read as stored, a block unpacked once for 4 rows of x) to the GEMM on
+/// widened rows. SmolLM2's gate/up shape (k 576, n 1536) and down (k 1536, n 576).
+fn prefill_routes(c: &mut Criterion) {
+    let mut g = c.benchmark_group("prefill_route");
+    for (k, n) in [(576, 1536), (1536, 576)] {
+        let wq = q4_1(n, k);
+        let w = WeightView::Blocks {
+            ty: GgmlType::Q4_1,
+            bytes: &wq,
+        };
+        for t in [4, 8, 16, 32, 64, 128, 256] {
+            let x = values(t * k, 1);
+            let mut y = vec![0f32; t * n];
+            for route in [MatmulRoute::Gemm, MatmulRoute::GemvRows, MatmulRoute::Gemv] {
+                g.bench_function(
+                    BenchmarkId::new(route.name(), format!("{t}x{k}x{n}")),
+                    |b| b.iter(|| cpu::matmul_wt_route(&x, w, &mut y, t, k, n, route)),
+                );
+            }
+        }
+    }
+    g.finish();
+}
+
 /// Widening f16 weight rows to f32: what the prefill GEMM does a column block at a time for
 /// an f16 file, and what a synthetic 7B's CPU reference does to all its 13 GB (`greta
 /// calibrate`). A 7B gate/up's shape.
@@ -119,5 +145,5 @@ fn row_ops(c: &mut Criterion) {
     });
 }
 
-criterion_group!(benches, products, widen, row_ops);
+criterion_group!(benches, products, prefill_routes, widen, row_ops);
 criterion_main!(benches);

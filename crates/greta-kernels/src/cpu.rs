@@ -20,6 +20,13 @@ pub enum RopePairing {
 const GEMV_ROWS_PER_TASK: usize = 128;
 /// Output columns per task in the prefill GEMM (also the rows dequantized at a time).
 const GEMM_N_BLOCK: usize = 256;
+/// Most rows of x the multi-row GEMV takes before the GEMM on widened rows does. Session 57,
+/// 2-core AMD EPYC, Q4_1 at SmolLM2's gate/up and down shapes (`prefill_route` in
+/// benches/cpu_ops.rs): the GEMM's cost is mostly the widening, ~0.85 ms whatever the rows,
+/// the multi-row GEMV's ~16-18 µs a row; at 128 rows they tie (2.04 against 2.38 ms, 2.26
+/// against 2.24), at 256 the GEMM leads (3.6 against 4.5 ms), at 16 the GEMV (0.28 against
+/// 1.03 ms).
+const GEMV_ROWS_MAX: usize = 128;
 
 /// A weight matrix `[n, k]` as the kernels read it.
 #[derive(Debug, Clone, Copy)]
@@ -91,13 +98,18 @@ impl WeightView<'_> {
 /// same input and compares them.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum MatmulRoute {
-    /// What `matmul_wt` picks: a GEMV per row for few rows, the GEMM otherwise.
+    /// What `matmul_wt` picks: for quantized weights the multi-row GEMV up to 128 rows of
+    /// x (where the CPU has it), for any weights a GEMV per row for few rows, the GEMM
+    /// otherwise.
     Auto,
     /// Rows widened to f32 (for quantized weights), then `matrixmultiply`'s sgemm.
     Gemm,
     /// A GEMV per row over the weights as stored, with the AVX2 block kernels where the CPU
     /// has them.
     Gemv,
+    /// The GEMV over the blocks as stored, several rows of x at a time, each block unpacked
+    /// once for them (AVX2, Q4_0 / Q4_1 / Q8_0; elsewhere `Gemv`'s per-row loop).
+    GemvRows,
     /// A GEMV per row over the blocks with the portable loops (no hand-written SIMD).
     GemvPortable,
     /// The plain route: the whole matrix widened to f32, then a GEMV per row.
@@ -105,10 +117,11 @@ pub enum MatmulRoute {
 }
 
 impl MatmulRoute {
-    pub const ALL: [MatmulRoute; 5] = [
+    pub const ALL: [MatmulRoute; 6] = [
         MatmulRoute::Auto,
         MatmulRoute::Gemm,
         MatmulRoute::Gemv,
+        MatmulRoute::GemvRows,
         MatmulRoute::GemvPortable,
         MatmulRoute::GemvF32,
     ];
@@ -118,6 +131,7 @@ impl MatmulRoute {
             MatmulRoute::Auto => "auto",
             MatmulRoute::Gemm => "gemm-sgemm",
             MatmulRoute::Gemv => "gemv-native",
+            MatmulRoute::GemvRows => "gemv-rows",
             MatmulRoute::GemvPortable => "gemv-portable",
             MatmulRoute::GemvF32 => "gemv-f32-plain",
         }
@@ -145,6 +159,16 @@ pub fn matmul_wt_route(
                 gemv(xr, w, yr, k);
             }
         }
+        MatmulRoute::GemvRows => match w {
+            WeightView::Blocks { ty, bytes } if gemv_rows_available(ty) => {
+                gemv_rows(x, ty, bytes, y, t, k, n)
+            }
+            _ => {
+                for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
+                    gemv(xr, w, yr, k);
+                }
+            }
+        },
         MatmulRoute::GemvPortable => {
             for (xr, yr) in x.chunks_exact(k).zip(y.chunks_exact_mut(n)) {
                 match w {
@@ -170,6 +194,15 @@ pub fn matmul_wt(x: &[f32], w: WeightView, y: &mut [f32], t: usize, k: usize, n:
     assert_eq!(x.len(), t * k, "matmul_wt: x is not [t, k]");
     assert_eq!(y.len(), t * n, "matmul_wt: y is not [t, n]");
     w.check(n, k);
+    if let WeightView::Blocks { ty, bytes } = w {
+        // Quantized weights, 2 to GEMV_ROWS_MAX rows (a short prompt, a chat turn's new
+        // message): the blocks as stored, a block unpacked once for several rows, beat
+        // widening the matrix to f32 for the GEMM (`prefill_route` in benches/cpu_ops.rs).
+        if t > 1 && t <= GEMV_ROWS_MAX && gemv_rows_available(ty) {
+            gemv_rows(x, ty, bytes, y, t, k, n);
+            return;
+        }
+    }
     // Few rows: stream the weights once per row. Widening a quantized matrix for the GEMM
     // costs more than a few matrix-vector products over its blocks.
     let gemv_rows = match w {
@@ -256,6 +289,92 @@ fn gemv(x: &[f32], w: WeightView, y: &mut [f32], k: usize) {
                 .for_each(|(ys, ws)| block_rows_dispatch(ty, ws, rb, x, &xsum, ys));
         }
     }
+}
+
+/// Rows of x the multi-row product takes at once: each weight block is unpacked once for
+/// them (four accumulators and the block's four vectors of values leave registers for the
+/// loads among AVX2's sixteen).
+const X_ROWS: usize = 4;
+
+/// Whether [`gemv_rows`] takes blocks of `ty` on this CPU.
+fn gemv_rows_available(ty: GgmlType) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx2::available() && avx2::handles(ty)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = ty;
+        false
+    }
+}
+
+/// `y[t, n] = x[t, k] · w[n, k]ᵀ` over the blocks as stored, [`X_ROWS`] rows of x at a time,
+/// split over rayon tasks by rows of `w`: a block is unpacked once for several rows of x
+/// instead of once a row, and nothing is widened to f32. Every value is the one [`gemv`]
+/// computes for its row of x, bit for bit. Callers check [`gemv_rows_available`].
+#[cfg(target_arch = "x86_64")]
+fn gemv_rows(x: &[f32], ty: GgmlType, bytes: &[u8], y: &mut [f32], t: usize, k: usize, n: usize) {
+    let rb = ty.row_bytes(k as u64) as usize;
+    let nb = k / ty.block_size();
+    // Every row's block sums, as `gemv` makes them (k is whole blocks: rows do not share one).
+    let xsum: Vec<f32> = x
+        .chunks_exact(ty.block_size())
+        .map(|c| c.iter().sum())
+        .collect();
+    let y_ptr = SendPtr(y.as_mut_ptr());
+    bytes
+        .par_chunks(GEMV_ROWS_PER_TASK * rb)
+        .enumerate()
+        .for_each(|(c, ws)| {
+            let y_ptr = &y_ptr;
+            let n0 = c * GEMV_ROWS_PER_TASK;
+            let xr = |i: usize| &x[i * k..(i + 1) * k];
+            let sr = |i: usize| &xsum[i * nb..(i + 1) * nb];
+            // SAFETY: the CPU has AVX2, FMA and F16C (`gemv_rows_available`); this task
+            // writes columns n0..n0 + ws.len() / rb of rows i.. of y (row stride n), which
+            // no other task writes, all within y (t * n values, asserted by the caller).
+            let yr = |i: usize| unsafe { y_ptr.0.add(i * n + n0) };
+            let mut i = 0;
+            while i < t {
+                let r = (t - i).min(X_ROWS);
+                unsafe {
+                    match r {
+                        4 => avx2::dot_rows_x::<4>(
+                            ty,
+                            ws,
+                            rb,
+                            [xr(i), xr(i + 1), xr(i + 2), xr(i + 3)],
+                            [sr(i), sr(i + 1), sr(i + 2), sr(i + 3)],
+                            [yr(i), yr(i + 1), yr(i + 2), yr(i + 3)],
+                        ),
+                        3 => avx2::dot_rows_x::<3>(
+                            ty,
+                            ws,
+                            rb,
+                            [xr(i), xr(i + 1), xr(i + 2)],
+                            [sr(i), sr(i + 1), sr(i + 2)],
+                            [yr(i), yr(i + 1), yr(i + 2)],
+                        ),
+                        2 => avx2::dot_rows_x::<2>(
+                            ty,
+                            ws,
+                            rb,
+                            [xr(i), xr(i + 1)],
+                            [sr(i), sr(i + 1)],
+                            [yr(i), yr(i + 1)],
+                        ),
+                        _ => avx2::dot_rows_x::<1>(ty, ws, rb, [xr(i)], [sr(i)], [yr(i)]),
+                    }
+                }
+                i += r;
+            }
+        });
+}
+
+#[cfg(not(target_arch = "x86_64"))]
+fn gemv_rows(_: &[f32], ty: GgmlType, _: &[u8], _: &mut [f32], _: usize, _: usize, _: usize) {
+    unreachable!("no multi-row kernel for {ty:?} on this CPU; `gemv_rows_available` first")
 }
 
 /// Uses the AVX2 kernels when the CPU has them (checked at run time, so one binary runs
@@ -356,6 +475,99 @@ mod avx2 {
                 o += 64;
             }
             *yv = dot_row(ty, row, x, xsum);
+        }
+    }
+
+    /// `y_j[r] = Σ_i w[r, i]·x_j[i]` for `R` rows `x_j` of x at once (`xsum_j` their block
+    /// sums; `y_j` points at row j's output for the first row of `w`): each block of `w` is
+    /// unpacked once for all of them. Row j's value is the one [`dot_rows`] computes for
+    /// `x_j`, bit for bit: the same operations in the same order.
+    ///
+    /// # Safety
+    /// The CPU must have AVX2, FMA and F16C; each `y_j` must be valid for `w.len() / rb`
+    /// writes.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn dot_rows_x<const R: usize>(
+        ty: GgmlType,
+        w: &[u8],
+        rb: usize,
+        x: [&[f32]; R],
+        xsum: [&[f32]; R],
+        y: [*mut f32; R],
+    ) {
+        for j in 0..R {
+            assert_eq!(
+                xsum[j].len() * 32,
+                x[j].len(),
+                "one sum per 32-value block of x"
+            );
+            assert_eq!(
+                rb,
+                xsum[j].len() * ty.block_bytes(),
+                "row is not whole blocks"
+            );
+        }
+        match ty {
+            // The offset term as `dot_row` adds it: -8d·Σv is (-8d)·Σv exactly.
+            GgmlType::Q4_0 => rows_x::<R, 18, true>(w, rb, x, xsum, y, |b| {
+                let d = f16(b);
+                (d, nibbles(b.add(2)), -8.0 * d)
+            }),
+            GgmlType::Q4_1 => rows_x::<R, 20, true>(w, rb, x, xsum, y, |b| {
+                (f16(b), nibbles(b.add(4)), f16(b.add(2)))
+            }),
+            GgmlType::Q8_0 => rows_x::<R, 34, false>(w, rb, x, xsum, y, |b| {
+                let q = b.add(2);
+                let cvt = |o: usize| {
+                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                        q.add(o) as *const __m128i
+                    )))
+                };
+                (f16(b), [cvt(0), cvt(8), cvt(16), cvt(24)], 0.0)
+            }),
+            other => unreachable!("no AVX2 kernel for {other:?}; `handles` must be checked first"),
+        }
+    }
+
+    /// The loop of [`dot_rows_x`] for blocks of `BB` bytes; `unpack` gives a block's scale,
+    /// its 32 values and the coefficient of its offset term (used where `OFFSET`).
+    #[inline(always)]
+    unsafe fn rows_x<const R: usize, const BB: usize, const OFFSET: bool>(
+        w: &[u8],
+        rb: usize,
+        x: [&[f32]; R],
+        xsum: [&[f32]; R],
+        y: [*mut f32; R],
+        unpack: impl Fn(*const u8) -> (f32, [__m256; 4], f32),
+    ) {
+        const AHEAD: usize = 8;
+        let n_blocks = rb / BB;
+        let (base, len) = (w.as_ptr() as usize, w.len());
+        for (n, row) in w.chunks_exact(rb).enumerate() {
+            // As in `dot_rows`; the rows come from memory for the first group of x rows and
+            // from cache for the others.
+            let next = (n + AHEAD) * rb;
+            let mut o = next;
+            while o < (next + rb).min(len) {
+                _mm_prefetch::<_MM_HINT_T0>((base + o) as *const i8);
+                o += 64;
+            }
+            let r = row.as_ptr();
+            let mut acc = [_mm256_setzero_ps(); R];
+            let mut offset = [0f32; R];
+            for i in 0..n_blocks {
+                let (d, q, c) = unpack(r.add(i * BB));
+                let dv = _mm256_set1_ps(d);
+                for j in 0..R {
+                    acc[j] = _mm256_fmadd_ps(dv, dot4(q, x[j].as_ptr().add(i * 32)), acc[j]);
+                    if OFFSET {
+                        offset[j] += c * *xsum[j].get_unchecked(i);
+                    }
+                }
+            }
+            for j in 0..R {
+                *y[j].add(n) = hsum(acc[j]) + offset[j];
+            }
         }
     }
 
@@ -811,6 +1023,41 @@ mod tests {
             }
         }
         out
+    }
+
+    /// The multi-row product gives each row of x exactly what the per-row GEMV gives it, for
+    /// every count of rows (groups of 4 and each remainder) and a weight that splits into
+    /// tasks unevenly; and it is checked against f64 too (the same values, so through
+    /// the per-row route's own test below as well).
+    #[test]
+    fn rows_of_x_together_give_each_row_its_own_gemv_bit_for_bit() {
+        let (n, k) = (300, 96);
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+            let bytes = random_blocks(ty, n * k / ty.block_size(), 40 + ty.id() as u64);
+            let w = WeightView::Blocks { ty, bytes: &bytes };
+            let mut wf = vec![0f32; n * k];
+            w.rows_f32(0, k, &mut wf);
+            for t in 1..=9 {
+                let x = values(t * k, 90 + t as u64);
+                let mut rows = vec![0f32; t * n];
+                let mut single = vec![0f32; t * n];
+                matmul_wt_route(&x, w, &mut rows, t, k, n, MatmulRoute::GemvRows);
+                matmul_wt_route(&x, w, &mut single, t, k, n, MatmulRoute::Gemv);
+                let differ = rows
+                    .iter()
+                    .zip(&single)
+                    .filter(|(a, b)| a.to_bits() != b.to_bits())
+                    .count();
+                assert_eq!(
+                    differ,
+                    0,
+                    "{ty:?} t={t}: {differ} of {} values differ",
+                    t * n
+                );
+                let e = nmse(&rows, &naive_matmul_wt(&x, &wf, t, k, n));
+                assert!(e < 1e-10, "{ty:?} t={t}: nmse {e}");
+            }
+        }
     }
 
     #[test]

@@ -425,7 +425,13 @@ fn audit_route_compares_every_kernel_route_and_finds_planted_faults() {
     let names: Vec<&str> = clean.iter().map(|r| r.route).collect();
     assert_eq!(
         names,
-        ["auto", "gemm-sgemm", "gemv-native", "gemv-portable"]
+        [
+            "auto",
+            "gemm-sgemm",
+            "gemv-native",
+            "gemv-rows",
+            "gemv-portable"
+        ]
     );
     for r in &clean {
         assert!(!r.report.diverged(), "{}: {}", r.route, r.report.verdict());
