@@ -18,6 +18,11 @@ use greta_model::llama::KvCache;
 use crate::generate_cmd::{say_loaded, RunArgs, SamplingArgs, TextSink};
 use crate::{load_model, resolve_model, ModelArgs};
 
+/// Rows of activations the GPU state holds for a turn's pass (llama.cpp's default
+/// micro-batch): sized for the whole context they would take ~1 GB for SmolLM2 at 4096
+/// positions (its 49152-entry logits a row, mostly), for passes a chat rarely makes.
+const CHAT_ROWS: usize = 512;
+
 #[derive(Args)]
 #[command(after_help = "\
 Each line of stdin is one message (a line ending in \\ continues on the next). Lines that \
@@ -185,9 +190,10 @@ pub fn cmd_chat(a: ChatArgs, platform: PlatformChoice) -> Result<()> {
         greta_hal::Backend::Gpu(gpu) => {
             let graph = !a.run.no_graph;
             let model = a.run.upload_for_decode(gpu, &lm.model, &sampler_cfg)?;
-            // A turn computes up to the whole context at once (the first, or one after a
-            // reset that shares little with the cache): activations for that many rows.
-            let st = model.new_state(capacity, capacity)?;
+            // Activations for CHAT_ROWS rows: a turn's new tokens are usually fewer, and a
+            // longer turn (the first with a long system message, one after a reset that
+            // shares little with the cache) is prefilled in parts of that many.
+            let st = model.new_state(capacity, capacity.min(CHAT_ROWS))?;
             Engine::Gpu {
                 model: Box::new(model),
                 st: Box::new(st),

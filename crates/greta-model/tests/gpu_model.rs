@@ -719,3 +719,57 @@ fn kv_from_the_qkv_product_matches_the_append_route_and_the_cpu() {
         }
     }
 }
+
+/// A prompt longer than the state's rows is prefilled in parts (`GpuLlama::prefill_head`)
+/// and generates what one pass over it does; so does a state rewound to part of the prompt
+/// and given the rest (what `greta chat` does between turns).
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn a_prompt_in_parts_or_after_a_rewind_generates_what_one_pass_does() {
+    let g = gpu();
+    let path = common::fixtures().join("tiny/gqa4-llama3-rope/model-f16.gguf");
+    let lm = model::load_as(&path, CpuWeights::F16Rounded, &mut |_, _| {}).unwrap();
+    let m = upload(&g, &lm);
+    let prompt = lm
+        .tokenizer
+        .encode(
+            "Pack my box with five dozen liquor jugs, then the quick brown fox",
+            true,
+        )
+        .unwrap();
+    assert!(prompt.len() > 2 * 7, "{} tokens", prompt.len());
+    let run = |st: &mut GpuState, ids: &[u32]| {
+        let mut s = greedy();
+        let mut out = Vec::new();
+        generate_gpu(
+            &m,
+            st,
+            ids,
+            Decoding {
+                max_new: 12,
+                sampler: &mut s,
+                is_eog: &|_| false,
+            },
+            true,
+            &mut |t| {
+                out.push(t);
+                true
+            },
+        )
+        .unwrap();
+        out
+    };
+    let one_pass = run(&mut m.new_state(128, 128).unwrap(), &prompt);
+    let mut parts = m.new_state(128, 7).unwrap();
+    assert_eq!(
+        run(&mut parts, &prompt),
+        one_pass,
+        "prefilled 7 rows a pass"
+    );
+    parts.rewind(10).unwrap();
+    assert_eq!(
+        run(&mut parts, &prompt[10..]),
+        one_pass,
+        "rewound to 10 positions and given the rest"
+    );
+}

@@ -170,7 +170,8 @@ pub fn gpu_sampling(cfg: &sampler::SamplerConfig) -> GpuSampling {
     })
 }
 
-/// Generation on the GPU. Where [`gpu_sampling`] says so, the token is picked on the device
+/// Generation on the GPU; a prompt longer than the state's rows is prefilled in parts
+/// ([`GpuLlama::prefill_head`]). Where [`gpu_sampling`] says so, the token is picked on the device
 /// (into the next step's input, one captured graph per step when `graph`), drawing the same
 /// tokens from the same seed as the host sampler; otherwise each step's logits are read back
 /// and sampled on the host, without the graph.
@@ -201,10 +202,12 @@ pub fn generate_gpu(
     };
     let mut history = prompt.to_vec();
     let t0 = Instant::now();
+    // A prompt longer than the state's rows: all but its last part first.
+    let last = model.prefill_head(prompt, st)?;
     let first = if on_device {
-        model.prefill_pick(prompt, st)?
+        model.prefill_pick(last, st)?
     } else {
-        let logits = model.forward(prompt, st, Logits::Last, &mut greta_trace::NoTrace)?;
+        let logits = model.forward(last, st, Logits::Last, &mut greta_trace::NoTrace)?;
         sampler.sample(&logits, &history)?
     };
     stats.prefill_time = t0.elapsed();

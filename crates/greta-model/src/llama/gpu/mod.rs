@@ -575,6 +575,11 @@ impl GpuState {
         self.capacity
     }
 
+    /// Most tokens one pass computes (the activations' rows).
+    pub fn max_rows(&self) -> usize {
+        self.max_rows
+    }
+
     /// The token the last pick wrote on the device (waits for the stream).
     pub fn picked(&self) -> Result<u32> {
         read_pick(&self.history, self.len, &self.stream)
@@ -1744,6 +1749,23 @@ impl GpuLlama {
             }
         }
         Ok(())
+    }
+
+    /// Computes the keys and values of all but the last part of `prompt` into the cache,
+    /// `st.max_rows()` tokens a pass, and returns that last part (1 to `max_rows` tokens),
+    /// whose pass gives the logits: a prompt longer than the state's rows is prefilled in
+    /// parts (as llama.cpp's batches do) instead of refused. Nothing is read back or waited
+    /// for; a prompt that fits one pass comes back whole.
+    pub fn prefill_head<'p>(&self, prompt: &'p [u32], st: &mut GpuState) -> Result<&'p [u32]> {
+        let last = match prompt.len() {
+            0 => 0,
+            n => (n - 1) % st.max_rows + 1,
+        };
+        let (head, tail) = prompt.split_at(prompt.len() - last);
+        for part in head.chunks(st.max_rows) {
+            self.forward_no_readback(part, st, Logits::Last, &mut greta_trace::NoTrace, false)?;
+        }
+        Ok(tail)
     }
 
     /// Prefills `prompt` and leaves the next token (chosen on the device) in `ids[0]`;
