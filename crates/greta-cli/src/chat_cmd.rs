@@ -15,7 +15,7 @@ use greta_model::generate::{self, Decoding, GenerateStats};
 use greta_model::llama::gpu::{GpuLlama, GpuState};
 use greta_model::llama::KvCache;
 
-use crate::generate_cmd::{say_loaded, RunArgs, SamplingArgs, TextSink};
+use crate::generate_cmd::{say_loaded, RunArgs, SamplingArgs, TokenText};
 use crate::{load_model, resolve_model, ModelArgs};
 
 /// Rows of activations the GPU state holds for a turn's pass (llama.cpp's default
@@ -291,15 +291,13 @@ fn run_turn(
     max_tokens: Option<usize>,
     capacity: usize,
     sampler: &mut Sampler,
-    mut stops: StopStrings,
+    stops: StopStrings,
     json: bool,
 ) -> Result<Reply> {
     let room = turn.reply_room(capacity)?;
     let max_new = max_tokens.map_or(room, |n| n.min(room));
     engine.cut(turn.reused)?;
-    let mut stream = tok.stream();
-    let mut stopped_at = None;
-    let mut sink = TextSink::new(json);
+    let mut text = TokenText::new(tok, stops, json);
     let stats = engine.generate(
         model,
         &turn.ids[turn.reused..],
@@ -308,28 +306,9 @@ fn run_turn(
             sampler,
             is_eog: &|id| tok.is_end_of_generation(id),
         },
-        &mut |id| match stream.push(id) {
-            Ok(Some(piece)) => {
-                let pushed = stops.push(&piece);
-                let written = sink.emit(&pushed.text);
-                if pushed.stopped_at.is_some() {
-                    stopped_at = pushed.stopped_at;
-                    return false;
-                }
-                written
-            }
-            Ok(None) => true,
-            Err(e) => {
-                sink.fail(e.into());
-                false
-            }
-        },
+        &mut |id| text.push(id),
     )?;
-    if stopped_at.is_none() {
-        // Text held back in case it began a stop string: none came.
-        sink.emit(&stops.finish());
-    }
-    let (text, _) = sink.finish()?;
+    let (text, stopped_at, _) = text.finish()?;
     let context_full = stopped_at.is_none()
         && !stats.stopped_at_eog
         && stats.generated_tokens() == room

@@ -176,7 +176,7 @@ pub(crate) fn say_loaded(
 /// Where generated text goes: streamed to stdout as it comes (unless `--json` keeps it for
 /// one object), and kept whole either way. The first error writing ends generation and is
 /// returned by `finish`.
-pub(crate) struct TextSink {
+struct TextSink {
     out: std::io::StdoutLock<'static>,
     stream: bool,
     text: String,
@@ -228,6 +228,61 @@ impl TextSink {
     }
 }
 
+/// A generation's tokens as text: decoded as they come, cut where the first stop string
+/// begins, handed to a [`TextSink`] (`generate` and each turn of `chat`).
+pub(crate) struct TokenText<'t> {
+    stream: greta_model::tokenizer::TokenStream<'t>,
+    stops: generate::stop::StopStrings,
+    sink: TextSink,
+    stopped_at: Option<String>,
+}
+
+impl<'t> TokenText<'t> {
+    pub fn new(
+        tok: &'t greta_model::tokenizer::Tokenizer,
+        stops: generate::stop::StopStrings,
+        json: bool,
+    ) -> Self {
+        TokenText {
+            stream: tok.stream(),
+            stops,
+            sink: TextSink::new(json),
+            stopped_at: None,
+        }
+    }
+
+    /// Takes the next token; false when generation should stop (a stop string came, or the
+    /// text could not be decoded or written).
+    pub fn push(&mut self, id: u32) -> bool {
+        match self.stream.push(id) {
+            Ok(Some(piece)) => {
+                let pushed = self.stops.push(&piece);
+                let written = self.sink.emit(&pushed.text);
+                if pushed.stopped_at.is_some() {
+                    self.stopped_at = pushed.stopped_at;
+                    return false;
+                }
+                written
+            }
+            Ok(None) => true,
+            Err(e) => {
+                self.sink.fail(e.into());
+                false
+            }
+        }
+    }
+
+    /// The whole text (with what was held back for stop strings where none came), the stop
+    /// string that ended it, and stdout; or the first error.
+    pub fn finish(mut self) -> Result<(String, Option<String>, std::io::StdoutLock<'static>)> {
+        if self.stopped_at.is_none() {
+            self.sink.emit(&self.stops.finish());
+        }
+        let (text, out) = self.sink.finish()?;
+        Ok((text, self.stopped_at, out))
+    }
+}
+
 pub fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
     let selection = greta_hal::select(a.run.backend, platform)?;
     let env: Vec<(String, String)> = std::env::vars().collect();
@@ -246,7 +301,7 @@ pub fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
     let sampler_cfg = a.sampling.config();
     let mut sampler = Sampler::new(sampler_cfg.clone())?;
     // Bad flag values are refused before the model loads.
-    let mut stops = generate::stop::StopStrings::new(a.sampling.stop.clone())?;
+    let stops = generate::stop::StopStrings::new(a.sampling.stop.clone())?;
     let path = resolve_model(&a.model)?;
     let t_load = Instant::now();
     let lm = load_model(&path, false)?;
@@ -289,28 +344,11 @@ pub fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
     for i in &inject {
         eprintln!("injecting {i}");
     }
-    let mut stream = tok.stream();
-    let mut stopped_at: Option<String> = None;
-    let mut sink = TextSink::new(a.json);
+    let mut text = TokenText::new(tok, stops, a.json);
     let mut ids_out = Vec::new();
     let mut on_token = |id| {
         ids_out.push(id);
-        match stream.push(id) {
-            Ok(Some(piece)) => {
-                let pushed = stops.push(&piece);
-                let written = sink.emit(&pushed.text);
-                if pushed.stopped_at.is_some() {
-                    stopped_at = pushed.stopped_at;
-                    return false;
-                }
-                written
-            }
-            Ok(None) => true,
-            Err(e) => {
-                sink.fail(anyhow::Error::from(e));
-                false
-            }
-        }
+        text.push(id)
     };
     let decoding = Decoding {
         max_new: a.max_tokens,
@@ -340,11 +378,7 @@ pub fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
             generate::generate_gpu(&model, &mut st, &ids, decoding, !no_graph, &mut on_token)?
         }
     };
-    if stopped_at.is_none() {
-        // Text held back in case it began a stop string: none came.
-        sink.emit(&stops.finish());
-    }
-    let (text_out, mut out) = sink.finish()?;
+    let (text_out, stopped_at, mut out) = text.finish()?;
     if a.json {
         // `ids` are the tokens handed out; an end-of-generation token that ended the run is
         // counted in generated_tokens (as on stderr) but is not text, so not among them.

@@ -8,7 +8,6 @@
 mod common;
 
 use greta_model::conversation::Conversation;
-use greta_model::default_model;
 use greta_model::generate::sampler::{Sampler, SamplerConfig};
 use greta_model::generate::{self, Decoding};
 use greta_model::llama::Logits;
@@ -33,11 +32,7 @@ fn transcript(turns: &[(&str, &str)], next_user: &str) -> String {
 
 #[test]
 fn a_second_turn_reuses_the_cache_and_computes_what_a_fresh_prefill_does() {
-    let path = default_model::ensure(&default_model::cache_dir(), "python3", &mut |m| {
-        eprintln!("{m}")
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    let lm = common::load(&path);
+    let lm = common::default_model();
     let tok = &lm.tokenizer;
     let mut conv = Conversation::new(tok, None).unwrap();
     let mut cache = lm.model.new_cache(512);

@@ -4,15 +4,10 @@
 mod common;
 
 use greta_model::audit::{self, AuditSetup};
-use greta_model::default_model;
 
 #[test]
 fn prefill_and_decode_agree_at_every_position_of_a_64_token_prompt() {
-    let path = default_model::ensure(&default_model::cache_dir(), "python3", &mut |m| {
-        eprintln!("{m}")
-    })
-    .unwrap_or_else(|e| panic!("{e}"));
-    let lm = common::load(&path);
+    let lm = common::default_model();
     let text = std::fs::read_to_string(common::fixtures().join("../../../../LICENSE")).unwrap();
     let tokens = lm.tokenizer.encode(&text, true).unwrap();
     let tokens = &tokens[..64];

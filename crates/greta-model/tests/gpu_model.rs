@@ -368,15 +368,29 @@ fn generate_24(
     Vec<u32>,
     Result<(), greta_model::generate::GpuGenerateError>,
 ) {
-    let mut st = m.new_state(128, 64).unwrap();
+    generate_on(m, &mut m.new_state(128, 64).unwrap(), prompt, cfg, 24)
+}
+
+/// Up to `max_new` tokens of `prompt` on `st` (decode graphs): the tokens delivered, and
+/// how the run ended.
+fn generate_on(
+    m: &GpuLlama,
+    st: &mut GpuState,
+    prompt: &[u32],
+    cfg: &SamplerConfig,
+    max_new: usize,
+) -> (
+    Vec<u32>,
+    Result<(), greta_model::generate::GpuGenerateError>,
+) {
     let mut s = Sampler::new(cfg.clone()).unwrap();
     let mut out = Vec::new();
     let r = generate_gpu(
         m,
-        &mut st,
+        st,
         prompt,
         Decoding {
-            max_new: 24,
+            max_new,
             sampler: &mut s,
             is_eog: &|_| false,
         },
@@ -738,25 +752,10 @@ fn a_prompt_in_parts_or_after_a_rewind_generates_what_one_pass_does() {
         )
         .unwrap();
     assert!(prompt.len() > 2 * 7, "{} tokens", prompt.len());
+    let cfg = greedy().config().clone();
     let run = |st: &mut GpuState, ids: &[u32]| {
-        let mut s = greedy();
-        let mut out = Vec::new();
-        generate_gpu(
-            &m,
-            st,
-            ids,
-            Decoding {
-                max_new: 12,
-                sampler: &mut s,
-                is_eog: &|_| false,
-            },
-            true,
-            &mut |t| {
-                out.push(t);
-                true
-            },
-        )
-        .unwrap();
+        let (out, r) = generate_on(&m, st, ids, &cfg, 12);
+        r.unwrap();
         out
     };
     let one_pass = run(&mut m.new_state(128, 128).unwrap(), &prompt);

@@ -9,18 +9,11 @@ mod common;
 
 use std::sync::OnceLock;
 
-use greta_model::default_model;
 use greta_model::model::LoadedModel;
 
 fn model() -> &'static LoadedModel {
     static MODEL: OnceLock<LoadedModel> = OnceLock::new();
-    MODEL.get_or_init(|| {
-        let path = default_model::ensure(&default_model::cache_dir(), "python3", &mut |m| {
-            eprintln!("{m}")
-        })
-        .unwrap_or_else(|e| panic!("{e}"));
-        common::load(&path)
-    })
+    MODEL.get_or_init(common::default_model)
 }
 
 fn oracle() -> serde_json::Value {

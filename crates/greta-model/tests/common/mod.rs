@@ -16,6 +16,15 @@ pub fn fixtures() -> PathBuf {
     }
 }
 
+/// The default model (SmolLM2-135M-Instruct Q4_1), fetched on first use as `greta generate`
+/// does; the tests that need it fail, not skip, when it cannot be had.
+pub fn default_model() -> LoadedModel {
+    let cache = greta_model::default_model::cache_dir();
+    let path = greta_model::default_model::ensure(&cache, "python3", &mut |m| eprintln!("{m}"))
+        .unwrap_or_else(|e| panic!("{e}"));
+    load(&path)
+}
+
 pub fn load(path: &std::path::Path) -> LoadedModel {
     model::load(path, &mut |_, _| {}).unwrap_or_else(|e| panic!("loading {}: {e}", path.display()))
 }
