@@ -86,7 +86,7 @@ enum AuditCommand {
         audit: AuditArgs,
     },
     /// Shadow compare of kernel routes: every matrix product re-run on its recorded input by
-    /// each route (GEMM, native GEMV, portable GEMV) against the plain f32 GEMV.
+    /// each route (GEMM, native GEMV, multi-row GEMV, portable GEMV) against the plain f32 GEMV.
     Route {
         #[command(flatten)]
         model: ModelArgs,
