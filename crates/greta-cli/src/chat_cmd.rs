@@ -134,6 +134,7 @@ impl Engine {
         Ok(())
     }
 
+    /// Generates after `ids`, of which the cache holds the first `self.len()`.
     fn generate(
         &mut self,
         model: &greta_model::llama::Llama,
@@ -268,7 +269,7 @@ pub fn cmd_chat(a: ChatArgs, platform: PlatformChoice) -> Result<()> {
             }
         };
         turns += 1;
-        report(turns, &turn, &reply, capacity, a.json)?;
+        report(turns, &reply, capacity, a.json)?;
         conv.record(
             message,
             reply.text,
@@ -300,7 +301,7 @@ fn run_turn(
     let mut text = TokenText::new(tok, stops, json);
     let stats = engine.generate(
         model,
-        &turn.ids[turn.reused..],
+        &turn.ids,
         Decoding {
             max_new,
             sampler,
@@ -321,13 +322,7 @@ fn run_turn(
     })
 }
 
-fn report(
-    turn_no: usize,
-    turn: &TurnPrompt,
-    reply: &Reply,
-    capacity: usize,
-    json: bool,
-) -> Result<()> {
+fn report(turn_no: usize, reply: &Reply, capacity: usize, json: bool) -> Result<()> {
     let s = &reply.stats;
     let stop = match (&reply.stopped_at, s.stopped_at_eog, reply.context_full) {
         (Some(_), _, _) => "stop_string",
@@ -339,9 +334,9 @@ fn report(
         let v = serde_json::json!({
             "turn": turn_no,
             "text": reply.text,
-            "prompt_tokens": turn.ids.len(),
-            "reused_tokens": turn.reused,
-            "computed_tokens": s.prompt_tokens,
+            "prompt_tokens": s.prompt_tokens,
+            "reused_tokens": s.reused_tokens,
+            "computed_tokens": s.computed_tokens(),
             "generated_tokens": s.generated_tokens(),
             "stop": stop,
             "stop_string": reply.stopped_at,
@@ -354,9 +349,9 @@ fn report(
     }
     eprintln!(
         "[turn {turn_no}: prompt {} tokens, {} from the cache, {} computed in {:.0} ms | reply {} tokens, {:.1} tok/s{}]",
-        turn.ids.len(),
-        turn.reused,
         s.prompt_tokens,
+        s.reused_tokens,
+        s.computed_tokens(),
         s.prefill_time.as_secs_f64() * 1e3,
         s.generated_tokens(),
         s.decode_tok_s(),

@@ -87,6 +87,31 @@ fn a_second_turn_reuses_the_cache_and_computes_what_a_fresh_prefill_does() {
         p1.ids.len()
     );
 
+    // The second turn as `greta chat` runs it: the cache cut to what it shares with the
+    // prompt, and generation given the whole prompt (its repetition window sees it all).
+    cache.truncate(p2.reused);
+    let mut logits_seen = None;
+    let stats = generate::generate(
+        &lm.model,
+        &mut cache,
+        &p2.ids,
+        Decoding {
+            max_new: 1,
+            sampler: &mut sampler,
+            is_eog: &|_| false,
+        },
+        &mut NoTrace,
+        &mut |id| {
+            logits_seen = Some(id);
+            true
+        },
+    )
+    .unwrap();
+    assert_eq!(
+        (stats.reused_tokens, stats.computed_tokens()),
+        (p2.reused, p2.ids.len() - p2.reused)
+    );
+    // The same pass by hand, to compare its logits with a fresh prefill's.
     cache.truncate(p2.reused);
     let reused = lm
         .model
@@ -117,4 +142,29 @@ fn a_second_turn_reuses_the_cache_and_computes_what_a_fresh_prefill_does() {
             .0
     };
     assert_eq!(argmax(&reused), argmax(&fresh));
+    assert_eq!(
+        logits_seen,
+        Some(argmax(&fresh) as u32),
+        "greedy's first reply token"
+    );
+
+    // A cache that holds the whole prompt leaves no token to give the first logits.
+    let e = generate::generate(
+        &lm.model,
+        &mut cache,
+        &p2.ids,
+        Decoding {
+            max_new: 1,
+            sampler: &mut sampler,
+            is_eog: &|_| false,
+        },
+        &mut NoTrace,
+        &mut |_| true,
+    )
+    .unwrap_err();
+    assert!(
+        matches!(e, generate::GenerateError::CacheCoversPrompt { cached, prompt }
+            if cached == prompt && prompt == p2.ids.len()),
+        "{e}"
+    );
 }

@@ -30,12 +30,20 @@ pub enum GenerateError {
         max_new: usize,
         capacity: usize,
     },
+    #[error(
+        "the cache already holds {cached} positions and the prompt has {prompt} tokens: the \
+         cache must hold fewer than the prompt, whose last token gives the first logits"
+    )]
+    CacheCoversPrompt { cached: usize, prompt: usize },
 }
 
 /// What one generation did, for the speed report.
 #[derive(Debug, Clone, Default)]
 pub struct GenerateStats {
+    /// The whole prompt, the tokens the cache already held included.
     pub prompt_tokens: usize,
+    /// The prompt's leading tokens the cache already held (not computed again).
+    pub reused_tokens: usize,
     pub prefill_time: Duration,
     pub decode_time: Duration,
     /// Whether generation stopped at an end-of-generation token (else at max_new).
@@ -51,8 +59,12 @@ impl GenerateStats {
     pub fn generated_tokens(&self) -> usize {
         self.tokens.len()
     }
+    /// The prompt tokens the prefill computed.
+    pub fn computed_tokens(&self) -> usize {
+        self.prompt_tokens - self.reused_tokens
+    }
     pub fn prefill_tok_s(&self) -> f64 {
-        self.prompt_tokens as f64 / self.prefill_time.as_secs_f64().max(1e-9)
+        self.computed_tokens() as f64 / self.prefill_time.as_secs_f64().max(1e-9)
     }
     /// Decode speed over the tokens decoded after the first (which came from prefill).
     pub fn decode_tok_s(&self) -> f64 {
@@ -69,18 +81,22 @@ pub struct Decoding<'a> {
     pub is_eog: &'a dyn Fn(u32) -> bool,
 }
 
-/// Refuses, before any work, a request the cache cannot hold. The last sampled token is never
-/// fed back, so prompt + max_new - 1 positions are used.
+/// Refuses, before any work, a request the cache cannot hold. `cached` of the prompt's
+/// tokens are in the cache already; the last sampled token is never fed back, so prompt +
+/// max_new - 1 positions are used.
 fn check_fits(
     prompt: usize,
     max_new: usize,
-    used: usize,
+    cached: usize,
     capacity: usize,
 ) -> Result<(), GenerateError> {
     if prompt == 0 {
         return Err(GenerateError::EmptyPrompt);
     }
-    if used + prompt + max_new.saturating_sub(1) > capacity {
+    if cached >= prompt {
+        return Err(GenerateError::CacheCoversPrompt { cached, prompt });
+    }
+    if prompt + max_new.saturating_sub(1) > capacity {
         return Err(GenerateError::PromptTooLong {
             prompt,
             max_new,
@@ -92,6 +108,10 @@ fn check_fits(
 
 /// Generates up to `max_new` tokens after `prompt`, calling `on_token` with each as soon
 /// as it is sampled (return false to stop). Stops early at end-of-generation tokens.
+///
+/// The cache holds the keys and values of `prompt`'s first `cache.len()` tokens (none for a
+/// fresh cache; a conversation's earlier turns, `crate::conversation`), and the rest are
+/// computed; the sampler's repetition window sees the whole prompt either way.
 pub fn generate(
     model: &Llama,
     cache: &mut KvCache,
@@ -105,14 +125,16 @@ pub fn generate(
         sampler,
         is_eog,
     } = decoding;
-    check_fits(prompt.len(), max_new, cache.len(), cache.capacity())?;
+    let reused = cache.len();
+    check_fits(prompt.len(), max_new, reused, cache.capacity())?;
     let mut stats = GenerateStats {
         prompt_tokens: prompt.len(),
+        reused_tokens: reused,
         ..Default::default()
     };
     let mut history = prompt.to_vec();
     let t0 = Instant::now();
-    let logits = model.forward(prompt, cache, Logits::Last, obs)?;
+    let logits = model.forward(&prompt[reused..], cache, Logits::Last, obs)?;
     let first = sampler.sample(&logits, &history)?;
     stats.prefill_time = t0.elapsed();
     let t1 = Instant::now();
@@ -170,8 +192,9 @@ pub fn gpu_sampling(cfg: &sampler::SamplerConfig) -> GpuSampling {
     })
 }
 
-/// Generation on the GPU; a prompt longer than the state's rows is prefilled in parts
-/// ([`GpuLlama::prefill_head`]). Where [`gpu_sampling`] says so, the token is picked on the device
+/// Generation on the GPU, as [`generate`] on the CPU (the state holds the keys and values
+/// of `prompt`'s first `st.len()` tokens); a prompt longer than the state's rows is
+/// prefilled in parts ([`GpuLlama::prefill_head`]). Where [`gpu_sampling`] says so, the token is picked on the device
 /// (into the next step's input, one captured graph per step when `graph`), drawing the same
 /// tokens from the same seed as the host sampler; otherwise each step's logits are read back
 /// and sampled on the host, without the graph.
@@ -188,9 +211,11 @@ pub fn generate_gpu(
         sampler,
         is_eog,
     } = decoding;
-    check_fits(prompt.len(), max_new, st.len(), st.capacity())?;
+    let reused = st.len();
+    check_fits(prompt.len(), max_new, reused, st.capacity())?;
     let mut stats = GenerateStats {
         prompt_tokens: prompt.len(),
+        reused_tokens: reused,
         ..Default::default()
     };
     let on_device = match gpu_sampling(sampler.config()) {
@@ -203,7 +228,7 @@ pub fn generate_gpu(
     let mut history = prompt.to_vec();
     let t0 = Instant::now();
     // A prompt longer than the state's rows: all but its last part first.
-    let last = model.prefill_head(prompt, st)?;
+    let last = model.prefill_head(&prompt[reused..], st)?;
     let first = if on_device {
         model.prefill_pick(last, st)?
     } else {
