@@ -858,6 +858,20 @@ pub fn attention_probs(
     s: AttentionShape,
     probs: Probs,
 ) {
+    attention_loops(q, k_cache, v_cache, out, s, probs, true);
+}
+
+/// `attention_probs`; `sized` takes the loops specialised for head sizes 64 and 128 (the
+/// same sums in the same order as the generic loops, which the tests hold them to).
+fn attention_loops(
+    q: &[f32],
+    k_cache: &[f32],
+    v_cache: &[f32],
+    out: &mut [f32],
+    s: AttentionShape,
+    probs: Probs,
+    sized: bool,
+) {
     let hd = s.head_dim;
     let q_row = s.n_heads * hd;
     let kv_row = s.n_kv_heads * hd;
@@ -872,9 +886,14 @@ pub fn attention_probs(
         let kvh = h / group;
         let qh = &q[r * q_row + h * hd..][..hd];
         let n_keys = s.pos0 + r + 1;
-        let mut scores: Vec<f32> = (0..n_keys)
-            .map(|j| dot(qh, &k_cache[j * kv_row + kvh * hd..][..hd]) * scale)
-            .collect();
+        let k_head = &k_cache[kvh * hd..];
+        let mut scores: Vec<f32> = match (sized, hd) {
+            (true, 64) => key_scores::<64>(qh, k_head, kv_row, n_keys, scale),
+            (true, 128) => key_scores::<128>(qh, k_head, kv_row, n_keys, scale),
+            _ => (0..n_keys)
+                .map(|j| dot(qh, &k_head[j * kv_row..][..hd]) * scale)
+                .collect(),
+        };
         // F16: the weights stay unnormalised, and the output is divided by their sum after.
         let inv_sum = match probs {
             Probs::F32 => {
@@ -891,11 +910,20 @@ pub fn attention_probs(
                 Some(1.0 / sum)
             }
         };
-        o.fill(0.0);
-        for (j, &p) in scores.iter().enumerate() {
-            let vj = &v_cache[j * kv_row + kvh * hd..][..hd];
-            for (ov, &vv) in o.iter_mut().zip(vj) {
-                *ov += p * vv;
+        let v_head = &v_cache[kvh * hd..];
+        match (sized, hd) {
+            // The common head sizes with the output row held in registers across the keys
+            // (the same sums in the same order as the loop below).
+            (true, 64) => weigh_values::<64>(&scores, v_head, kv_row, o),
+            (true, 128) => weigh_values::<128>(&scores, v_head, kv_row, o),
+            _ => {
+                o.fill(0.0);
+                for (j, &p) in scores.iter().enumerate() {
+                    let vj = &v_head[j * kv_row..][..hd];
+                    for (ov, &vv) in o.iter_mut().zip(vj) {
+                        *ov += p * vv;
+                    }
+                }
             }
         }
         if let Some(inv) = inv_sum {
@@ -905,6 +933,49 @@ pub fn attention_probs(
 }
 
 /// `x += y`, elementwise (the residual connection).
+/// `scale · (q · k_j)` for the keys `k_j = k[j * stride..][..HD]`, `j < n`: [`dot`]'s sums
+/// in its order, bit for bit, with q held in registers across the keys.
+#[inline(always)]
+fn key_scores<const HD: usize>(
+    q: &[f32],
+    k: &[f32],
+    stride: usize,
+    n: usize,
+    scale: f32,
+) -> Vec<f32> {
+    const { assert!(HD.is_multiple_of(8)) };
+    let q: &[f32; HD] = q.try_into().unwrap();
+    (0..n)
+        .map(|j| {
+            let kj: &[f32; HD] = k[j * stride..j * stride + HD].try_into().unwrap();
+            let mut acc = [0f32; 8];
+            for c in 0..HD / 8 {
+                for i in 0..8 {
+                    acc[i] += q[c * 8 + i] * kj[c * 8 + i];
+                }
+            }
+            let s =
+                ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+            s * scale
+        })
+        .collect()
+}
+
+/// `o = Σ_j p[j]·v_j` over rows `v_j = v[j * stride..][..HD]`, each element summed in j
+/// order from 0 (what the generic loop of `attention_probs` computes, bit for bit), with
+/// the sums in a local array the compiler keeps in registers instead of `o` in memory.
+#[inline(always)]
+fn weigh_values<const HD: usize>(p: &[f32], v: &[f32], stride: usize, o: &mut [f32]) {
+    let mut acc = [0f32; HD];
+    for (j, &pj) in p.iter().enumerate() {
+        let vj: &[f32; HD] = v[j * stride..j * stride + HD].try_into().unwrap();
+        for i in 0..HD {
+            acc[i] += pj * vj[i];
+        }
+    }
+    o.copy_from_slice(&acc);
+}
+
 pub fn add_in_place(x: &mut [f32], y: &[f32]) {
     assert_eq!(x.len(), y.len());
     for (a, &b) in x.iter_mut().zip(y) {
@@ -1199,6 +1270,32 @@ mod tests {
         attention(&q, &k, &v, &mut out, shape);
         let expect = naive_attention(&q, &k, &v, shape, false);
         assert!(nmse(&out, &expect) < 1e-12, "nmse {}", nmse(&out, &expect));
+    }
+
+    /// The loops specialised for head sizes 64 and 128 compute the generic loops' sums bit
+    /// for bit (GQA, several query rows after cached positions, both probability kinds), and
+    /// the naive f64 attention's within 1e-12.
+    #[test]
+    fn sized_attention_loops_give_the_generic_loops_bits() {
+        for hd in [64, 128] {
+            let (shape, q, k, v) = attention_case([6, 2, hd, 37, 3], hd as u64);
+            for probs in [Probs::F32, Probs::F16] {
+                let mut sized = vec![0f32; q.len()];
+                let mut generic = vec![0f32; q.len()];
+                attention_loops(&q, &k, &v, &mut sized, shape, probs, true);
+                attention_loops(&q, &k, &v, &mut generic, shape, probs, false);
+                let differ = sized
+                    .iter()
+                    .zip(&generic)
+                    .filter(|(a, b)| a.to_bits() != b.to_bits())
+                    .count();
+                assert_eq!(differ, 0, "hd {hd} {probs:?}: {differ} values differ");
+            }
+            let mut out = vec![0f32; q.len()];
+            attention(&q, &k, &v, &mut out, shape);
+            let e = nmse(&out, &naive_attention(&q, &k, &v, shape, false));
+            assert!(e < 1e-12, "hd {hd}: nmse {e}");
+        }
     }
 
     /// `Probs::F16` (the `f16p` probe): the output is the naive attention's with each
