@@ -7,8 +7,8 @@
 #   cmake -B build-cpu -DCMAKE_BUILD_TYPE=Release -DLLAMA_CURL=OFF -DGGML_NATIVE=ON \
 #     -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF -DLLAMA_BUILD_SERVER=OFF -DLLAMA_BUILD_APP=OFF
 #   cmake --build build-cpu -j --target llama-bench
-# greta's decode follows each prompt (bench --gen 128); llama-bench's tg128 starts from an
-# empty context (slightly less attention work for llama.cpp).
+# greta's decode follows each prompt (bench --gen 128); llama-bench's tg128 runs at the same
+# depth (-d, a context of that many tokens before it).
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 MODEL=${1:-${GRETA_CACHE_DIR:-$HOME/.cache/greta}/SmolLM2-135M-Instruct.Q4_1.gguf}
@@ -20,13 +20,15 @@ echo "machine: $(lscpu | sed -n 's/^Model name: *//p'), $THREADS threads; $(date
 echo "model: $MODEL"
 greta_json=$(./target/release/greta bench --backend cpu --model "$MODEL" --prompt-len "$LENS" \
   --gen 128 --reps "$RUNS" --json 2>/dev/null)
-llama_json=$("$LLAMA_CPP_BIN/llama-bench" -m "$MODEL" -t "$THREADS" -p "$LENS" -n 128 \
+llama_pp=$("$LLAMA_CPP_BIN/llama-bench" -m "$MODEL" -t "$THREADS" -p "$LENS" -n 0 \
   -r "$RUNS" -o json 2>/dev/null)
-python3 - "$greta_json" "$llama_json" <<'PY'
+llama_tg=$("$LLAMA_CPP_BIN/llama-bench" -m "$MODEL" -t "$THREADS" -p 0 -n 128 -d "$LENS" \
+  -r "$RUNS" -o json 2>/dev/null)
+python3 - "$greta_json" "$llama_pp" "$llama_tg" <<'PY'
 import json, sys
 greta = json.loads(sys.argv[1])
 greta = greta if isinstance(greta, list) else [greta]
-llama = json.loads(sys.argv[2])
+llama = json.loads(sys.argv[2]) + json.loads(sys.argv[3])
 print("| | greta tok/s | llama.cpp tok/s | greta / llama.cpp |")
 print("|---|---|---|---|")
 lp = {r["n_prompt"]: r for r in llama if r["n_prompt"] > 0}
@@ -35,8 +37,9 @@ for g in greta:
     ours = n / (g["prefill_ms"] / 1e3)
     theirs = lp[n]["avg_ts"]
     print(f"| prefill {n} | {ours:.1f} | {theirs:.1f} ± {lp[n]['stddev_ts']:.1f} | {ours / theirs:.2f} |")
-tg = [r for r in llama if r["n_gen"] > 0][0]
+tg = {r["n_depth"]: r for r in llama if r["n_gen"] > 0}
 for g in greta:
-    print(f"| decode 128 after {g['spec']['prompt_len']} | {g['decode_tok_s']:.1f} | "
-          f"{tg['avg_ts']:.1f} ± {tg['stddev_ts']:.1f} (tg128) | {g['decode_tok_s'] / tg['avg_ts']:.2f} |")
+    n = g["spec"]["prompt_len"]
+    print(f"| decode 128 after {n} | {g['decode_tok_s']:.1f} | "
+          f"{tg[n]['avg_ts']:.1f} ± {tg[n]['stddev_ts']:.1f} (tg128 @ d{n}) | {g['decode_tok_s'] / tg[n]['avg_ts']:.2f} |")
 PY
