@@ -170,7 +170,7 @@ struct Reply {
 pub fn cmd_chat(a: ChatArgs, platform: PlatformChoice) -> Result<()> {
     let selection = greta_hal::select(a.run.backend, platform)?;
     let sampler_cfg = a.sampling.config();
-    let mut sampler = Sampler::new(sampler_cfg.clone())?;
+    let sampler = Sampler::new(sampler_cfg.clone())?;
     // Bad flag values are refused before the model loads.
     let stops = StopStrings::new(a.sampling.stop.clone())?;
     if a.max_tokens == Some(0) {
@@ -183,7 +183,7 @@ pub fn cmd_chat(a: ChatArgs, platform: PlatformChoice) -> Result<()> {
     let tok = &lm.tokenizer;
     let mut conv = Conversation::new(tok, a.system.clone())?;
     let capacity = a.run.capacity(&lm.model)?;
-    let mut engine = match &selection.backend {
+    let engine = match &selection.backend {
         greta_hal::Backend::Cpu => {
             a.run.gpu.note_unused_on_cpu();
             Engine::Cpu(lm.model.new_cache(capacity))
@@ -202,6 +202,16 @@ pub fn cmd_chat(a: ChatArgs, platform: PlatformChoice) -> Result<()> {
             }
         }
     };
+    let mut turns = Turns {
+        model: &lm.model,
+        tok,
+        engine,
+        sampler,
+        stops,
+        max_tokens: a.max_tokens,
+        capacity,
+        json: a.json,
+    };
     let interactive = std::io::stdin().is_terminal();
     if interactive {
         eprintln!(
@@ -209,7 +219,7 @@ pub fn cmd_chat(a: ChatArgs, platform: PlatformChoice) -> Result<()> {
         );
     }
     let mut input = std::io::stdin().lock();
-    let mut turns = 0usize;
+    let mut done = 0usize;
     loop {
         if interactive {
             eprint!("> ");
@@ -242,22 +252,12 @@ pub fn cmd_chat(a: ChatArgs, platform: PlatformChoice) -> Result<()> {
         if a.no_cache_reuse {
             turn.reused = 0;
         }
-        let outcome = run_turn(
-            &lm.model,
-            tok,
-            &mut engine,
-            &turn,
-            a.max_tokens,
-            capacity,
-            &mut sampler,
-            stops.clone(),
-            a.json,
-        );
-        let reply = match outcome {
+        let reply = match turns.run(&turn) {
             Ok(reply) => reply,
             Err(e) => {
                 // The conversation stays as before the turn; the cache keeps what it shared.
                 let keep = conv.abandon(&turn);
+                let engine = &mut turns.engine;
                 engine
                     .cut(keep.min(engine.len()))
                     .context("after a failed turn")?;
@@ -265,61 +265,76 @@ pub fn cmd_chat(a: ChatArgs, platform: PlatformChoice) -> Result<()> {
                     eprintln!("error: {e:#}");
                     continue;
                 }
-                return Err(e.context(format!("turn {}", turns + 1)));
+                return Err(e.context(format!("turn {}", done + 1)));
             }
         };
-        turns += 1;
-        report(turns, &reply, capacity, a.json)?;
+        done += 1;
+        report(done, &reply, capacity, a.json)?;
         conv.record(
             message,
             reply.text,
             &turn,
             &reply.stats.tokens,
-            engine.len(),
+            turns.engine.len(),
         )?;
     }
     Ok(())
 }
 
-/// Computes `turn` past what the cache shares with it and streams the reply (or keeps it,
-/// for `--json`).
-#[allow(clippy::too_many_arguments)]
-fn run_turn(
-    model: &greta_model::llama::Llama,
-    tok: &greta_model::tokenizer::Tokenizer,
-    engine: &mut Engine,
-    turn: &TurnPrompt,
+/// What every turn of a chat uses: the model on its backend, the tokenizer, the sampler
+/// (one random stream across the turns) and the flags.
+struct Turns<'m> {
+    model: &'m greta_model::llama::Llama,
+    tok: &'m greta_model::tokenizer::Tokenizer,
+    engine: Engine,
+    sampler: Sampler,
+    stops: StopStrings,
     max_tokens: Option<usize>,
     capacity: usize,
-    sampler: &mut Sampler,
-    stops: StopStrings,
     json: bool,
-) -> Result<Reply> {
-    let room = turn.reply_room(capacity)?;
-    let max_new = max_tokens.map_or(room, |n| n.min(room));
-    engine.cut(turn.reused)?;
-    let mut text = TokenText::new(tok, stops, json);
-    let stats = engine.generate(
-        model,
-        &turn.ids,
-        Decoding {
-            max_new,
+}
+
+impl Turns<'_> {
+    /// Computes `turn` past what the cache shares with it and streams the reply (or keeps
+    /// it, for `--json`).
+    fn run(&mut self, turn: &TurnPrompt) -> Result<Reply> {
+        let Turns {
+            model,
+            tok,
+            engine,
             sampler,
-            is_eog: &|id| tok.is_end_of_generation(id),
-        },
-        &mut |id| text.push(id),
-    )?;
-    let (text, stopped_at, _) = text.finish()?;
-    let context_full = stopped_at.is_none()
-        && !stats.stopped_at_eog
-        && stats.generated_tokens() == room
-        && max_tokens.is_none_or(|n| n > room);
-    Ok(Reply {
-        text,
-        stats,
-        stopped_at,
-        context_full,
-    })
+            stops,
+            max_tokens,
+            capacity,
+            json,
+        } = self;
+        let (tok, max_tokens) = (*tok, *max_tokens);
+        let room = turn.reply_room(*capacity)?;
+        let max_new = max_tokens.map_or(room, |n| n.min(room));
+        engine.cut(turn.reused)?;
+        let mut text = TokenText::new(tok, stops.clone(), *json);
+        let stats = engine.generate(
+            model,
+            &turn.ids,
+            Decoding {
+                max_new,
+                sampler,
+                is_eog: &|id| tok.is_end_of_generation(id),
+            },
+            &mut |id| text.push(id),
+        )?;
+        let (text, stopped_at, _) = text.finish()?;
+        let context_full = stopped_at.is_none()
+            && !stats.stopped_at_eog
+            && stats.generated_tokens() == room
+            && max_tokens.is_none_or(|n| n > room);
+        Ok(Reply {
+            text,
+            stats,
+            stopped_at,
+            context_full,
+        })
+    }
 }
 
 fn report(turn_no: usize, reply: &Reply, capacity: usize, json: bool) -> Result<()> {
