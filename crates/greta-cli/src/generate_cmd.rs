@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use greta_hal::{BackendRequest, PlatformChoice};
-use greta_model::chat::{self, Message};
+use greta_model::conversation::Conversation;
 use greta_model::generate::sampler::{Sampler, SamplerConfig};
 use greta_model::generate::{self, Decoding};
 
@@ -315,29 +315,13 @@ pub fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
         bail!("--system needs the chat template, which is off for this run");
     }
     let tok = &lm.tokenizer;
-    let text = if use_chat {
-        let mut messages = Vec::new();
-        if let Some(s) = &a.system {
-            messages.push(Message {
-                role: "system".into(),
-                content: s.clone(),
-            });
-        }
-        messages.push(Message {
-            role: "user".into(),
-            content: prompt,
-        });
-        let name = |id: Option<u32>| id.and_then(|i| tok.token_text(i)).unwrap_or_default();
-        chat::render(
-            tok.chat_template.as_deref().unwrap_or_default(),
-            &messages,
-            &name(tok.bos),
-            &name(tok.eos),
-        )?
+    let ids = if use_chat {
+        Conversation::new(tok, a.system.clone())?
+            .prompt(tok, &prompt)?
+            .ids
     } else {
-        prompt
+        tok.encode(&prompt, true)?
     };
-    let ids = tok.encode(&text, true)?;
     let capacity = a.run.capacity(&lm.model)?;
     let (mut recorder, trace_path) =
         trace_cmd::generate_recorder(trace_sel, &inject, &lm, "cpu-blocks")?;

@@ -111,7 +111,11 @@ impl Conversation {
             content: user.to_string(),
         });
         let text = chat::render(&self.template, &messages, &self.bos, &self.eos)?;
-        let ids = tok.encode(&text, true)?;
+        // Without the tokenizer's own BOS and EOS: the template writes the special tokens the
+        // model expects (Llama 2 and 3 begin with `bos_token`), as transformers'
+        // apply_chat_template tokenizes (add_special_tokens=False) and vLLM's chat does;
+        // adding BOS here too would start such prompts with two.
+        let ids = tok.encode(&text, false)?;
         Ok(TurnPrompt {
             reused: reusable(&self.cached, &ids),
             ids,

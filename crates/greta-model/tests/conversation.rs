@@ -168,3 +168,32 @@ fn a_second_turn_reuses_the_cache_and_computes_what_a_fresh_prefill_does() {
         "{e}"
     );
 }
+
+/// A template that writes `bos_token` itself (Llama 2 and 3 do) gets one BOS, as
+/// transformers' apply_chat_template tokenizes it (without the tokenizer's special tokens):
+/// the tiny Llama GGUF's tokenizer adds BOS to plain text, so encoding the rendered text as
+/// plain text would start it with two.
+#[test]
+fn a_template_that_writes_bos_gets_one() {
+    let mut lm = common::load(&common::fixtures().join("tiny/gqa-untied-theta5e5/model-f16.gguf"));
+    lm.tokenizer.chat_template = Some(
+        "{{ bos_token }}{% for m in messages %}[{{ m['role'] }}] {{ m['content'] }}\n{% endfor %}"
+            .into(),
+    );
+    let tok = &lm.tokenizer;
+    let bos = tok.bos.expect("the tiny Llama tokenizer has a BOS");
+    assert!(
+        tok.add_bos,
+        "the tiny Llama GGUF asks for BOS on plain text"
+    );
+    let ids = Conversation::new(tok, None)
+        .unwrap()
+        .prompt(tok, "hi")
+        .unwrap()
+        .ids;
+    let count = |ids: &[u32]| ids.iter().filter(|&&i| i == bos).count();
+    assert_eq!((ids[0], count(&ids)), (bos, 1), "{ids:?}");
+    let plain = tok.encode("<s>[user] hi\n", true).unwrap();
+    assert_eq!(count(&plain), 2, "as plain text: {plain:?}");
+    assert_eq!(&plain[1..], &ids[..]);
+}

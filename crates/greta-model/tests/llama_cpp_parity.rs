@@ -92,23 +92,15 @@ fn perplexity_within_one_percent_of_llama_perplexity() {
 fn greedy_answer_mentions_rayleigh_scattering() {
     // A sanity check of the whole chat path on the real model: the template, the special
     // tokens, the stop token. Greedy, so the answer is fixed for these weights.
-    use greta_model::chat::{render, Message};
     use greta_model::generate::sampler::{Sampler, SamplerConfig};
     let lm = model();
     let tok = &lm.tokenizer;
-    let text = render(
-        tok.chat_template
-            .as_deref()
-            .expect("the default model has a chat template"),
-        &[Message {
-            role: "user".into(),
-            content: "Why is the sky blue?".into(),
-        }],
-        "",
-        "",
-    )
-    .unwrap();
-    let ids = tok.encode(&text, true).unwrap();
+    // The prompt as `greta generate` makes it: the template, then its tokens.
+    let ids = greta_model::conversation::Conversation::new(tok, None)
+        .expect("the default model has a chat template")
+        .prompt(tok, "Why is the sky blue?")
+        .unwrap()
+        .ids;
     let mut cache = lm.model.new_cache(256);
     let mut sampler = Sampler::new(SamplerConfig {
         temperature: 0.0,
