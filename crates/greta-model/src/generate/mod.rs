@@ -194,10 +194,10 @@ pub fn gpu_sampling(cfg: &sampler::SamplerConfig) -> GpuSampling {
 
 /// Generation on the GPU, as [`generate`] on the CPU (the state holds the keys and values
 /// of `prompt`'s first `st.len()` tokens); a prompt longer than the state's rows is
-/// prefilled in parts ([`GpuLlama::prefill_head`]). Where [`gpu_sampling`] says so, the token is picked on the device
-/// (into the next step's input, one captured graph per step when `graph`), drawing the same
-/// tokens from the same seed as the host sampler; otherwise each step's logits are read back
-/// and sampled on the host, without the graph.
+/// prefilled in parts ([`GpuLlama::prefill_head`]). Where [`gpu_sampling`] says so, the
+/// token is picked on the device (into the next step's input, one captured graph per step
+/// when `graph`), drawing the same tokens from the same seed as the host sampler; otherwise
+/// each step's logits are read back and sampled on the host, without the graph.
 pub fn generate_gpu(
     model: &GpuLlama,
     st: &mut GpuState,
