@@ -50,8 +50,9 @@ pub struct ChatArgs {
     sampling: SamplingArgs,
     #[command(flatten)]
     run: RunArgs,
-    /// Compute every turn's whole prompt instead of reusing what the cache holds (the
-    /// replies are the same; for measuring what the reuse saves).
+    /// Compute every turn's whole prompt instead of reusing what the cache holds, for
+    /// measuring what the reuse saves (the replies agree up to the prefill's rounding:
+    /// its products are batched otherwise).
     #[arg(long)]
     no_cache_reuse: bool,
     /// Print one JSON object a turn (a line each) instead of streaming the reply: its
