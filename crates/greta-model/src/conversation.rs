@@ -43,7 +43,8 @@ pub struct TurnPrompt {
     /// The whole conversation's tokens, ending with the assistant's turn opened.
     pub ids: Vec<u32>,
     /// How many leading `ids` the cache already holds: cut the cache to this length and
-    /// compute `ids[reused..]` (never empty: the reply starts from the last token's logits).
+    /// hand `generate` all of `ids`, which computes `ids[reused..]` (never empty: the reply
+    /// starts from the last token's logits).
     pub reused: usize,
 }
 
