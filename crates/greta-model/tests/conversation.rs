@@ -89,24 +89,27 @@ fn a_second_turn_reuses_the_cache_and_computes_what_a_fresh_prefill_does() {
 
     // The second turn as `greta chat` runs it: the cache cut to what it shares with the
     // prompt, and generation given the whole prompt (its repetition window sees it all).
+    let mut first_token = |cache: &mut greta_model::llama::KvCache| {
+        let mut seen = None;
+        generate::generate(
+            &lm.model,
+            cache,
+            &p2.ids,
+            Decoding {
+                max_new: 1,
+                sampler: &mut sampler,
+                is_eog: &|_| false,
+            },
+            &mut NoTrace,
+            &mut |id| {
+                seen = Some(id);
+                true
+            },
+        )
+        .map(|stats| (stats, seen))
+    };
     cache.truncate(p2.reused);
-    let mut logits_seen = None;
-    let stats = generate::generate(
-        &lm.model,
-        &mut cache,
-        &p2.ids,
-        Decoding {
-            max_new: 1,
-            sampler: &mut sampler,
-            is_eog: &|_| false,
-        },
-        &mut NoTrace,
-        &mut |id| {
-            logits_seen = Some(id);
-            true
-        },
-    )
-    .unwrap();
+    let (stats, logits_seen) = first_token(&mut cache).unwrap();
     assert_eq!(
         (stats.reused_tokens, stats.computed_tokens()),
         (p2.reused, p2.ids.len() - p2.reused)
@@ -149,19 +152,7 @@ fn a_second_turn_reuses_the_cache_and_computes_what_a_fresh_prefill_does() {
     );
 
     // A cache that holds the whole prompt leaves no token to give the first logits.
-    let e = generate::generate(
-        &lm.model,
-        &mut cache,
-        &p2.ids,
-        Decoding {
-            max_new: 1,
-            sampler: &mut sampler,
-            is_eog: &|_| false,
-        },
-        &mut NoTrace,
-        &mut |_| true,
-    )
-    .unwrap_err();
+    let e = first_token(&mut cache).unwrap_err();
     assert!(
         matches!(e, generate::GenerateError::CacheCoversPrompt { cached, prompt }
             if cached == prompt && prompt == p2.ids.len()),
