@@ -735,8 +735,8 @@ fn kv_from_the_qkv_product_matches_the_append_route_and_the_cpu() {
 }
 
 /// A prompt longer than the state's rows is prefilled in parts (`GpuLlama::prefill_head`)
-/// and generates what one pass over it does; so does a state rewound to part of the prompt
-/// and given the rest (what `greta chat` does between turns).
+/// and generates what one pass over it does; so does a state rewound to part of the prompt,
+/// the rest computed (what `greta chat` does between turns).
 #[test]
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
 fn a_prompt_in_parts_or_after_a_rewind_generates_what_one_pass_does() {
@@ -765,10 +765,11 @@ fn a_prompt_in_parts_or_after_a_rewind_generates_what_one_pass_does() {
         one_pass,
         "prefilled 7 rows a pass"
     );
+    // generate_gpu takes the whole prompt and computes what the state does not hold.
     parts.rewind(10).unwrap();
     assert_eq!(
-        run(&mut parts, &prompt[10..]),
+        run(&mut parts, &prompt),
         one_pass,
-        "rewound to 10 positions and given the rest"
+        "rewound to 10 positions, the rest computed"
     );
 }
