@@ -163,9 +163,42 @@ impl Engine {
 struct Reply {
     text: String,
     stats: GenerateStats,
-    stopped_at: Option<String>,
-    /// The reply ran into the end of the context (not `--max-tokens`).
-    context_full: bool,
+    stop: Stop,
+}
+
+/// Why a reply ended.
+enum Stop {
+    /// Its text reached this `--stop` string.
+    String(String),
+    /// The model ended its turn (an end-of-generation token).
+    EndOfTurn,
+    /// It ran into the end of the context (not `--max-tokens`).
+    ContextFull,
+    MaxTokens,
+}
+
+impl Stop {
+    /// The `--json` name.
+    fn name(&self) -> &'static str {
+        match self {
+            Stop::String(_) => "stop_string",
+            Stop::EndOfTurn => "end_of_turn",
+            Stop::ContextFull => "context_full",
+            Stop::MaxTokens => "max_tokens",
+        }
+    }
+
+    /// The end of the stderr line: nothing for a turn the model ended.
+    fn said(&self, capacity: usize) -> String {
+        match self {
+            Stop::String(s) => format!(", stopped at --stop {s:?}"),
+            Stop::EndOfTurn => String::new(),
+            Stop::ContextFull => {
+                format!(", cut: the context of {capacity} tokens is full (/reset or raise --ctx)")
+            }
+            Stop::MaxTokens => ", stopped at --max-tokens".to_string(),
+        }
+    }
 }
 
 pub fn cmd_chat(a: ChatArgs, platform: PlatformChoice) -> Result<()> {
@@ -325,27 +358,20 @@ impl Turns<'_> {
             &mut |id| text.push(id),
         )?;
         let (text, stopped_at, _) = text.finish()?;
-        let context_full = stopped_at.is_none()
-            && !stats.stopped_at_eog
-            && stats.generated_tokens() == room
-            && max_tokens.is_none_or(|n| n > room);
-        Ok(Reply {
-            text,
-            stats,
-            stopped_at,
-            context_full,
-        })
+        let stop = match stopped_at {
+            Some(s) => Stop::String(s),
+            None if stats.stopped_at_eog => Stop::EndOfTurn,
+            None if stats.generated_tokens() == room && max_tokens.is_none_or(|n| n > room) => {
+                Stop::ContextFull
+            }
+            None => Stop::MaxTokens,
+        };
+        Ok(Reply { text, stats, stop })
     }
 }
 
 fn report(turn_no: usize, reply: &Reply, capacity: usize, json: bool) -> Result<()> {
     let s = &reply.stats;
-    let stop = match (&reply.stopped_at, s.stopped_at_eog, reply.context_full) {
-        (Some(_), _, _) => "stop_string",
-        (None, true, _) => "end_of_turn",
-        (None, false, true) => "context_full",
-        (None, false, false) => "max_tokens",
-    };
     if json {
         let v = serde_json::json!({
             "turn": turn_no,
@@ -354,8 +380,11 @@ fn report(turn_no: usize, reply: &Reply, capacity: usize, json: bool) -> Result<
             "reused_tokens": s.reused_tokens,
             "computed_tokens": s.computed_tokens(),
             "generated_tokens": s.generated_tokens(),
-            "stop": stop,
-            "stop_string": reply.stopped_at,
+            "stop": reply.stop.name(),
+            "stop_string": match &reply.stop {
+                Stop::String(s) => Some(s.as_str()),
+                _ => None,
+            },
             "prefill_ms": s.prefill_time.as_secs_f64() * 1e3,
             "decode_tok_s": s.decode_tok_s(),
             "context": capacity,
@@ -371,12 +400,7 @@ fn report(turn_no: usize, reply: &Reply, capacity: usize, json: bool) -> Result<
         s.prefill_time.as_secs_f64() * 1e3,
         s.generated_tokens(),
         s.decode_tok_s(),
-        match stop {
-            "stop_string" => format!(", stopped at --stop {:?}", reply.stopped_at.as_deref().unwrap_or_default()),
-            "context_full" => format!(", cut: the context of {capacity} tokens is full (/reset or raise --ctx)"),
-            "max_tokens" => ", stopped at --max-tokens".to_string(),
-            _ => String::new(),
-        }
+        reply.stop.said(capacity)
     );
     Ok(())
 }

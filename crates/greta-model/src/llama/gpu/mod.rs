@@ -575,11 +575,6 @@ impl GpuState {
         self.capacity
     }
 
-    /// Most tokens one pass computes (the activations' rows).
-    pub fn max_rows(&self) -> usize {
-        self.max_rows
-    }
-
     /// The token the last pick wrote on the device (waits for the stream).
     pub fn picked(&self) -> Result<u32> {
         read_pick(&self.history, self.len, &self.stream)
@@ -1752,10 +1747,10 @@ impl GpuLlama {
     }
 
     /// Computes the keys and values of all but the last part of `prompt` into the cache,
-    /// `st.max_rows()` tokens a pass, and returns that last part (1 to `max_rows` tokens),
-    /// whose pass gives the logits: a prompt longer than the state's rows is prefilled in
-    /// parts (as llama.cpp's batches do) instead of refused. Nothing is read back or waited
-    /// for; a prompt that fits one pass comes back whole.
+    /// the state's rows (`new_state`'s `max_rows`) a pass, and returns that last part (1 to
+    /// `max_rows` tokens), whose pass gives the logits: a prompt longer than the state's
+    /// rows is prefilled in parts (as llama.cpp's batches do) instead of refused. Nothing is
+    /// read back or waited for; a prompt that fits one pass comes back whole.
     pub fn prefill_head<'p>(&self, prompt: &'p [u32], st: &mut GpuState) -> Result<&'p [u32]> {
         let last = match prompt.len() {
             0 => 0,
