@@ -56,8 +56,9 @@ pub struct ChatArgs {
     #[arg(long)]
     no_cache_reuse: bool,
     /// Print one JSON object a turn (a line each) instead of streaming the reply: its
-    /// text, token counts, how many prompt tokens came from the cache, why it stopped and
-    /// the speeds.
+    /// text, token counts, how many prompt tokens came from the cache, why it stopped
+    /// (`stop`: stop_string, end_of_generation, context_full or max_tokens; generate
+    /// --json's names) and the speeds.
     #[arg(long)]
     json: bool,
 }
@@ -170,8 +171,8 @@ struct Reply {
 enum Stop {
     /// Its text reached this `--stop` string.
     String(String),
-    /// The model ended its turn (an end-of-generation token).
-    EndOfTurn,
+    /// The model ended its turn with an end-of-generation token (`generate --json`'s name).
+    EndOfGeneration,
     /// It ran into the end of the context (not `--max-tokens`).
     ContextFull,
     MaxTokens,
@@ -182,7 +183,7 @@ impl Stop {
     fn name(&self) -> &'static str {
         match self {
             Stop::String(_) => "stop_string",
-            Stop::EndOfTurn => "end_of_turn",
+            Stop::EndOfGeneration => "end_of_generation",
             Stop::ContextFull => "context_full",
             Stop::MaxTokens => "max_tokens",
         }
@@ -192,7 +193,7 @@ impl Stop {
     fn said(&self, capacity: usize) -> String {
         match self {
             Stop::String(s) => format!(", stopped at --stop {s:?}"),
-            Stop::EndOfTurn => String::new(),
+            Stop::EndOfGeneration => String::new(),
             Stop::ContextFull => {
                 format!(", cut: the context of {capacity} tokens is full (/reset or raise --ctx)")
             }
@@ -360,7 +361,7 @@ impl Turns<'_> {
         let (text, stopped_at, _) = text.finish()?;
         let stop = match stopped_at {
             Some(s) => Stop::String(s),
-            None if stats.stopped_at_eog => Stop::EndOfTurn,
+            None if stats.stopped_at_eog => Stop::EndOfGeneration,
             None if stats.generated_tokens() == room && max_tokens.is_none_or(|n| n > room) => {
                 Stop::ContextFull
             }
