@@ -296,3 +296,158 @@ GRETA_KERNEL void gemv_gate_up_silu_norm_f16(const g_half* wg, const g_half* wu,
     extern GRETA_SHARED GRETA_ALIGN16 float gemv_xs[];
     g_gate_up_silu<true>(wg, wu, x, gate, up, act, n, k, nw, normed, eps, gemv_xs);
 }
+
+// ---------------------------------------------------------------------------------------
+// Short prefills (a few rows of input, e.g. a chat turn's new tokens): y[t, n] = W[n, k] ·
+// x[t, k] for t < rows <= T, f32 x and f32 sums as decode. The prefill GEMM rounds x to f16
+// (hi, or hi + lo) for the matrix units and fills few of its tiles at a few rows; here each
+// weight is loaded once, as by the decode products, and multiplied with every row's x. Each
+// lane's sums run over the same elements in the same order as g_dot_rest's, and the wave
+// sums are the same, so row t of the result is bitwise what gemv3_f16 gives for x[t] (the
+// op test checks it). x is read from global memory (L1) by every wave, T * 32 bytes per 16
+// bytes of weights a lane: R weight rows a wave share those loads.
+template <unsigned R, unsigned T>
+GRETA_DEVICE void g_rows_fma(float (*acc)[T], const g_h8 (*wv)[UNROLL], const float* x, unsigned i, unsigned k,
+                             unsigned rows, bool tail) {
+    const unsigned step = 8 * GRETA_WAVE;
+#pragma unroll
+    for (unsigned u = 0; u < UNROLL; ++u) {
+        const bool in = !tail || i + u * step < k;
+        float wf[R][8];
+#pragma unroll
+        for (unsigned r = 0; r < R; ++r)
+#pragma unroll
+            for (unsigned e = 0; e < 8; ++e) wf[r][e] = g_h2f(wv[r][u].v[e]);
+#pragma unroll
+        for (unsigned t = 0; t < T; ++t) {
+            if (t < rows) {
+                float xv[8];
+                if (in) {
+                    g_load_f8(x + (unsigned long)t * k + i + u * step, xv);
+                } else {
+#pragma unroll
+                    for (unsigned e = 0; e < 8; ++e) xv[e] = 0.0f;
+                }
+#pragma unroll
+                for (unsigned r = 0; r < R; ++r)
+#pragma unroll
+                    for (unsigned e = 0; e < 8; ++e) acc[r][t] += wf[r][e] * xv[e];
+            }
+        }
+    }
+}
+// The dot products of R weight rows w[r] with `rows` rows of x (row stride k), summed over
+// the wave into out[r][t] (every lane gets them). The first group of weights is loaded before
+// the wait, as in g_gemv3.
+template <unsigned R, unsigned T>
+GRETA_DEVICE void g_rows_dot(const g_half* const* w, const float* x, unsigned k, unsigned rows, bool active,
+                             float (*out)[T]) {
+    g_h8 wv[R][UNROLL];
+    if (active) g_dot_prefetch<R>(w, k, wv);
+    g_wait_previous();
+    if (!active) return;
+    float acc[R][T];
+#pragma unroll
+    for (unsigned r = 0; r < R; ++r)
+#pragma unroll
+        for (unsigned t = 0; t < T; ++t) acc[r][t] = 0.0f;
+    if (k % 8 == 0) {
+        const unsigned step = 8 * GRETA_WAVE, group = UNROLL * step;
+        unsigned i = 8 * g_lane();
+        g_rows_fma<R, T>(acc, wv, x, i, k, rows, true);
+        for (i += group; i + (UNROLL - 1) * step < k; i += group) {
+#pragma unroll
+            for (unsigned u = 0; u < UNROLL; ++u)
+#pragma unroll
+                for (unsigned r = 0; r < R; ++r) wv[r][u] = g_load_once_h8(w[r] + i + u * step);
+            g_rows_fma<R, T>(acc, wv, x, i, k, rows, false);
+        }
+        if (i < k) {
+            g_dot_weights<R>(w, i, k, wv);
+            g_rows_fma<R, T>(acc, wv, x, i, k, rows, true);
+        }
+    } else {
+        for (unsigned i = g_lane(); i < k; i += GRETA_WAVE)
+#pragma unroll
+            for (unsigned r = 0; r < R; ++r) {
+                const float wf = g_h2f(w[r][i]);
+#pragma unroll
+                for (unsigned t = 0; t < T; ++t)
+                    if (t < rows) acc[r][t] += wf * x[(unsigned long)t * k + i];
+            }
+    }
+#pragma unroll
+    for (unsigned r = 0; r < R; ++r)
+#pragma unroll
+        for (unsigned t = 0; t < T; ++t) out[r][t] = t < rows ? g_wave_sum(acc[r][t]) : 0.0f;
+}
+// Stacked products as gemv3_f16's (rows [0, n0) of w0, then n1 of w1, n2 of w2: Q, K and V
+// in one launch), over `rows` rows of x: y_i[t, j] (row stride n_i). A wave takes R
+// consecutive weight rows. Grid: ceil((n0 + n1 + n2) / (R * waves per block)).
+template <unsigned R, unsigned T>
+GRETA_DEVICE void g_gemv_rows(const g_half* w0, float* y0, unsigned n0, const g_half* w1, float* y1, unsigned n1,
+                              const g_half* w2, float* y2, unsigned n2, const float* x, unsigned k, unsigned rows) {
+    g_launch_next();
+    const unsigned waves = g_bdim() / GRETA_WAVE, n = n0 + n1 + n2;
+    const unsigned r0 = R * (g_bid() * waves + g_tid() / GRETA_WAVE);
+    const bool active = r0 < n;
+    const g_half* w[R];
+    float* y[R];
+    unsigned stride[R];
+#pragma unroll
+    for (unsigned r = 0; r < R; ++r) {
+        // A row past the end repeats the last one (same addresses: no extra traffic), unstored.
+        const unsigned row = r0 + r < n ? r0 + r : n - 1;
+        g_stacked_row(row, w0, y0, n0, w1, y1, n1, w2, y2, k, &w[r], &y[r]);
+        stride[r] = row < n0 ? n0 : row < n0 + n1 ? n1 : n2;
+    }
+    float d[R][T];
+    g_rows_dot<R, T>(w, x, k, rows, active, d);
+    if (!active || g_lane() != 0) return;
+#pragma unroll
+    for (unsigned r = 0; r < R; ++r)
+#pragma unroll
+        for (unsigned t = 0; t < T; ++t)
+            if (r0 + r < n && t < rows) y[r][(unsigned long)t * stride[r]] = d[r][t];
+}
+#define GEMV_ROWS_ARGS GEMV3_ARGS, unsigned rows
+GRETA_KERNEL GRETA_BLOCK_MAX(256) void gemv_rows4_f16(GEMV_ROWS_ARGS) { g_gemv_rows<2, 4>(w0, y0, n0, w1, y1, n1, w2, y2, n2, x, k, rows); }
+GRETA_KERNEL GRETA_BLOCK_MAX(256) void gemv_rows8_f16(GEMV_ROWS_ARGS) { g_gemv_rows<2, 8>(w0, y0, n0, w1, y1, n1, w2, y2, n2, x, k, rows); }
+GRETA_KERNEL GRETA_BLOCK_MAX(256) void gemv_rows16_f16(GEMV_ROWS_ARGS) {
+    g_gemv_rows<2, 16>(w0, y0, n0, w1, y1, n1, w2, y2, n2, x, k, rows);
+}
+// gate = Wg x, up = Wu x, act = silu(gate) * up over `rows` rows of x (row stride k; outputs
+// [rows, n]): a wave takes row j of both matrices, as gemv_gate_up_silu_f16 for one row, and
+// each output is bitwise that kernel's for that row of x. Grid: ceil(n / waves per block).
+template <unsigned T>
+GRETA_DEVICE void g_gate_up_silu_rows(const g_half* wg, const g_half* wu, const float* x, float* gate, float* up,
+                                      float* act, unsigned n, unsigned k, unsigned rows) {
+    g_launch_next();
+    const unsigned row = g_bid() * (g_bdim() / GRETA_WAVE) + g_tid() / GRETA_WAVE;
+    const bool active = row < n;
+    const unsigned j = active ? row : n - 1;
+    const g_half* w[2] = {wg + (unsigned long)j * k, wu + (unsigned long)j * k};
+    float d[2][T];
+    g_rows_dot<2, T>(w, x, k, rows, active, d);
+    if (!active || g_lane() != 0) return;
+#pragma unroll
+    for (unsigned t = 0; t < T; ++t)
+        if (t < rows) {
+            const unsigned long o = (unsigned long)t * n + row;
+            gate[o] = d[0][t];
+            up[o] = d[1][t];
+            act[o] = g_silu_mul(d[0][t], d[1][t]);
+        }
+}
+#define GATE_UP_ROWS_ARGS                                                                                         \
+    const g_half *wg, const g_half *wu, const float *x, float *gate, float *up, float *act, unsigned n, unsigned k, \
+        unsigned rows
+GRETA_KERNEL GRETA_BLOCK_MAX(256) void gemv_gate_up_silu_rows4_f16(GATE_UP_ROWS_ARGS) {
+    g_gate_up_silu_rows<4>(wg, wu, x, gate, up, act, n, k, rows);
+}
+GRETA_KERNEL GRETA_BLOCK_MAX(256) void gemv_gate_up_silu_rows8_f16(GATE_UP_ROWS_ARGS) {
+    g_gate_up_silu_rows<8>(wg, wu, x, gate, up, act, n, k, rows);
+}
+GRETA_KERNEL GRETA_BLOCK_MAX(256) void gemv_gate_up_silu_rows16_f16(GATE_UP_ROWS_ARGS) {
+    g_gate_up_silu_rows<16>(wg, wu, x, gate, up, act, n, k, rows);
+}

@@ -4,9 +4,10 @@ use std::path::PathBuf;
 
 use clap::Args;
 use greta_model::calibrate::{self, Lookup};
-use greta_model::kernels::gpu::StreamK;
+use greta_model::kernels::gpu::{StreamK, GEMV_ROWS_MAX};
 use greta_model::llama::gpu::{
     AutoLo, GemmTiles, GpuLlama, SplitInputs, SplitInputsChoice, SplitLo, SplitLoChoice,
+    DEFAULT_GEMV_ROWS,
 };
 
 #[derive(Args, Clone, Copy)]
@@ -67,6 +68,22 @@ pub struct GpuArgs {
     /// time is what changes. auto: the chooser's.
     #[arg(long, value_name = "auto|LIST", default_value_t = GemmTiles::default())]
     pub gemm_tiles: GemmTiles,
+    /// GPU prefill: a pass of at most N tokens (a short prompt, a chat turn's new tokens)
+    /// multiplies through the decode GEMVs over its rows, each weight read once and the
+    /// inputs kept in f32 (the decode step's numerics), instead of the prefill GEMM, which
+    /// rounds the inputs to f16 for the matrix units and fills few of its tiles with a few
+    /// rows. At most 16; 0 or 1: every pass of several tokens takes the GEMM.
+    #[arg(long, value_name = "N", default_value_t = DEFAULT_GEMV_ROWS, value_parser = parse_gemv_rows)]
+    pub gemv_rows: usize,
+}
+
+fn parse_gemv_rows(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if n <= GEMV_ROWS_MAX => Ok(n),
+        _ => Err(format!(
+            "{s:?}: expected a number of rows from 0 to {GEMV_ROWS_MAX} (0 or 1: every pass of several tokens on the GEMM)"
+        )),
+    }
 }
 
 fn parse_on_off(s: &str) -> Result<bool, String> {
@@ -98,6 +115,9 @@ impl GpuArgs {
         }
         if !self.gemm_tiles.is_auto() {
             set.push("--gemm-tiles");
+        }
+        if self.gemv_rows != DEFAULT_GEMV_ROWS {
+            set.push("--gemv-rows");
         }
         set
     }
@@ -136,6 +156,7 @@ impl GpuArgs {
         model.kernels.set_stream_k(&model.gpu, self.stream_k)?;
         model.kernels.set_swapped_tiles(self.swapped_tiles);
         model.gemm_tiles = self.gemm_tiles;
+        model.set_gemv_rows(self.gemv_rows)?;
         let lo = match self.split_lo {
             SplitLoChoice::Set(lo) => lo,
             SplitLoChoice::Auto => {

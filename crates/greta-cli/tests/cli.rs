@@ -817,8 +817,8 @@ fn bench_refuses_gpu_timing_studies_on_the_cpu() {
 /// `--prompt-len` takes a list, as llama-bench's -p: one report a length from the one loaded
 /// model (an array in --json, each with its own length and its own median), a length beyond
 /// the context refused before any run, and the one-run listings refused with several; a bad
-/// `--stream-k` or `--gemm-tiles` value names the accepted ones, and a set one is said to do
-/// nothing on the CPU.
+/// `--stream-k`, `--gemm-tiles` or `--gemv-rows` value names the accepted ones, and a set one
+/// is said to do nothing on the CPU.
 #[test]
 fn bench_runs_a_list_of_prompt_lengths_and_names_bad_gpu_flags() {
     // (short_cpu_bench's own --prompt-len 4 comes first: lengths given twice add up, as
@@ -869,6 +869,16 @@ fn bench_runs_a_list_of_prompt_lengths_and_names_bad_gpu_flags() {
     let out = short_cpu_bench("synthetic:tiny", &["--gemm-tiles", "gate_up=t88,down=t136"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("--gemm-tiles"), "{}", stderr(&out));
+    // --gemv-rows: past what the GEMVs take, refused with the range.
+    let out = short_cpu_bench("synthetic:tiny", &["--gemv-rows", "17"]);
+    let err = stderr(&out);
+    assert!(
+        !out.status.success() && err.contains("from 0 to 16"),
+        "{err}"
+    );
+    let out = short_cpu_bench("synthetic:tiny", &["--gemv-rows", "0"]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stderr(&out).contains("--gemv-rows"), "{}", stderr(&out));
 }
 
 /// `--temperature` benches sampled decode (the report says so); sampling settings the sampler

@@ -1290,6 +1290,134 @@ fn fused_decode_products_match_cpu() {
     }
 }
 
+/// The short-prefill products (`gemv_rows`, `gate_up_silu_rows`): every row of every
+/// product against the CPU's f32 product, and bit for bit against the decode kernels
+/// (`gemv3`, `gate_up_silu`) given that row alone (the same sums in the same order), at every
+/// row count of each form (1-16: the 4-, 8- and 16-row forms with rows left over), on the
+/// models' shapes, an odd stacking and a k off 8 (the scalar loop).
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn short_prefill_products_are_the_decode_products_row_by_row() {
+    let (g, s, k) = setup();
+    let counts = [1, 2, 3, 4, 5, 8, 9, 13, 16];
+    for (kk, ns) in [
+        (576, [576, 192, 192]),
+        (4096, [4096, 4096, 4096]),
+        (11_008, [4096, 0, 0]),
+        (520, [31, 1, 0]),
+        (100, [33, 7, 7]),
+    ] {
+        let mats: Vec<(Vec<u16>, Vec<f32>)> = ns
+            .iter()
+            .enumerate()
+            .map(|(i, &n)| f16_matrix(n, kk, (i * 37 + kk) as u64))
+            .collect();
+        let dws: Vec<DeviceBuffer<u16>> = mats.iter().map(|(b, _)| upload(&g, &s, b)).collect();
+        let parts = ns.iter().filter(|&&n| n > 0).count();
+        for &t in &counts {
+            let x = values(t * kk, (t * 5 + kk) as u64);
+            let dx = upload(&g, &s, &x);
+            let mut dys: Vec<DeviceBuffer<f32>> = ns
+                .iter()
+                .map(|&n| g.alloc::<f32>((t * n).max(1)).unwrap())
+                .collect();
+            let products = dws
+                .iter()
+                .zip(dys.iter_mut())
+                .zip(ns)
+                .take(parts)
+                .map(|((w, y), n)| (w, y, n))
+                .collect();
+            k.gemv_rows(&s, products, &dx, kk, t).unwrap();
+            for (i, &n) in ns.iter().enumerate().take(parts) {
+                let got = download(&s, &dys[i]);
+                let mut want = vec![0f32; t * n];
+                cpu::matmul_wt(&x, WeightView::F32(&mats[i].1), &mut want, t, kk, n);
+                let e = nmse(&got[..t * n], &want);
+                assert!(
+                    e < NMSE_F32,
+                    "gemv_rows k={kk} t={t} part {i} n={n}: nmse {e:.3e}"
+                );
+                // Row by row, the decode product of that row alone.
+                let mut differ = 0;
+                for r in 0..t {
+                    let dxr = upload(&g, &s, &x[r * kk..(r + 1) * kk]);
+                    let mut dy = g.alloc::<f32>(n).unwrap();
+                    k.gemv(&s, &dws[i], &dxr, &mut dy, n, kk).unwrap();
+                    differ += mismatches(&got[r * n..(r + 1) * n], &download(&s, &dy));
+                }
+                assert_eq!(
+                    differ, 0,
+                    "gemv_rows k={kk} t={t} part {i} n={n}: rows differ from gemv's in {differ} elements"
+                );
+            }
+        }
+        eprintln!("gemv_rows k={kk} ns={ns:?}: rows {counts:?} match the CPU and gemv bit for bit");
+    }
+    for (n, kk) in [(1536, 576), (11_008, 4096), (33, 100)] {
+        let (gb, gf) = f16_matrix(n, kk, 41);
+        let (ub, uf) = f16_matrix(n, kk, 42);
+        let (dg, du) = (upload(&g, &s, &gb), upload(&g, &s, &ub));
+        for &t in &counts {
+            let x = values(t * kk, (t * 3 + kk) as u64);
+            let dx = upload(&g, &s, &x);
+            let mut bufs: Vec<DeviceBuffer<f32>> =
+                (0..3).map(|_| g.alloc::<f32>(t * n).unwrap()).collect();
+            let [gate, up, act] = &mut bufs[..] else {
+                unreachable!()
+            };
+            k.gate_up_silu_rows(&s, &dg, &du, &dx, [gate, up, act], n, kk, t)
+                .unwrap();
+            let got: Vec<Vec<f32>> = bufs.iter().map(|b| download(&s, b)).collect();
+            let (mut wg, mut wu) = (vec![0f32; t * n], vec![0f32; t * n]);
+            cpu::matmul_wt(&x, WeightView::F32(&gf), &mut wg, t, kk, n);
+            cpu::matmul_wt(&x, WeightView::F32(&uf), &mut wu, t, kk, n);
+            let mut wa = vec![0f32; t * n];
+            cpu::silu_mul(&wg, &wu, &mut wa);
+            for (name, got, want) in [
+                ("gate", &got[0], &wg),
+                ("up", &got[1], &wu),
+                ("act", &got[2], &wa),
+            ] {
+                let e = nmse(got, want);
+                assert!(
+                    e < NMSE_F32,
+                    "gate_up_silu_rows n={n} k={kk} t={t} {name}: nmse {e:.3e}"
+                );
+            }
+            let mut differ = 0;
+            for r in 0..t {
+                let dxr = upload(&g, &s, &x[r * kk..(r + 1) * kk]);
+                let mut one: Vec<DeviceBuffer<f32>> =
+                    (0..3).map(|_| g.alloc::<f32>(n).unwrap()).collect();
+                let [gate, up, act] = &mut one[..] else {
+                    unreachable!()
+                };
+                k.gate_up_silu(&s, &dg, &du, &dxr, [gate, up, act], n, kk)
+                    .unwrap();
+                for (j, b) in one.iter().enumerate() {
+                    differ += mismatches(&got[j][r * n..(r + 1) * n], &download(&s, b));
+                }
+            }
+            assert_eq!(
+                differ, 0,
+                "gate_up_silu_rows n={n} k={kk} t={t}: rows differ from gate_up_silu's in {differ} elements"
+            );
+        }
+        eprintln!("gate_up_silu_rows n={n} k={kk}: rows {counts:?} match the CPU and gate_up_silu bit for bit");
+    }
+    // Outside the forms' rows: refused by name, not launched.
+    let (dw, dx) = (upload(&g, &s, &[0u16; 8]), upload(&g, &s, &[0f32; 17 * 8]));
+    let mut dy = g.alloc::<f32>(17).unwrap();
+    for t in [0, 17] {
+        let e = k
+            .gemv_rows(&s, vec![(&dw, &mut dy, 1)], &dx, 8, t)
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("1 to 16 rows"), "{e}");
+    }
+}
+
 /// The decode products with the norm in their prologue and the residual add in their
 /// epilogue, against the CPU's rmsnorm, product and add: the prologue applies the rms scale
 /// after the dot product (f32 rounding only), and block 0 writes the normalised row.

@@ -188,6 +188,9 @@ pub struct BenchReport {
     pub swapped_tiles: Option<bool>,
     #[serde(skip_serializing_if = "Option::is_none")]
     pub stream_k: Option<String>,
+    /// GPU: the most rows a pass multiplies through the GEMVs (`--gemv-rows`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub gemv_rows: Option<usize>,
     /// GPU, asked for (`greta bench --kernels`): every kernel the run launched, once per
     /// launch shape, sorted by name — which warpgroup GEMM tile each prefill product took at
     /// this prompt length, which attention forms ran. Decode replays a captured graph, whose
@@ -294,6 +297,7 @@ struct Measured<'a> {
     forced_tiles: Option<String>,
     swapped_tiles: Option<bool>,
     stream_k: Option<String>,
+    gemv_rows: Option<usize>,
 }
 
 fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
@@ -314,6 +318,7 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
         forced_tiles,
         swapped_tiles,
         stream_k,
+        gemv_rows,
     } = m;
     let prefill_ms = median(&prefill);
     let decode_tok_s = median(&decode);
@@ -345,6 +350,7 @@ fn report(cfg: &LlamaConfig, spec: &BenchSpec, m: Measured) -> BenchReport {
         forced_tiles,
         swapped_tiles,
         stream_k,
+        gemv_rows,
         kernels: Vec::new(),
         all_prefill_ms: prefill,
         all_decode_tok_s: decode,
@@ -432,12 +438,20 @@ pub fn bench_gpu(
             state_bytes: st.device_bytes(),
             matrix_bytes: 2.0,
             device_used_bytes: Some(model.gpu.used_memory()?),
-            split_inputs: Some(format!("{} (lo {})", model.split_inputs, model.split_lo())),
+            // A prompt the GEMVs take reads its inputs in f32: nothing is split.
+            split_inputs: Some(match spec.prompt_len <= model.gemv_rows() {
+                true => format!(
+                    "none (f32 inputs on the GEMVs, --gemv-rows {})",
+                    model.gemv_rows()
+                ),
+                false => format!("{} (lo {})", model.split_inputs, model.split_lo()),
+            }),
             overlap: Some(model.kernels.overlap),
             skipped_kernels: model.kernels.skipped().to_vec(),
             forced_tiles: (!model.gemm_tiles.is_auto()).then(|| model.gemm_tiles.to_string()),
             swapped_tiles: Some(model.kernels.swapped_tiles()),
             stream_k: Some(model.kernels.stream_k().to_string()),
+            gemv_rows: Some(model.gemv_rows()),
         },
     ))
 }
@@ -501,6 +515,7 @@ pub fn bench_cpu(
             forced_tiles: None,
             swapped_tiles: None,
             stream_k: None,
+            gemv_rows: None,
         },
     ))
 }

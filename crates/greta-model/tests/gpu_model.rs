@@ -773,3 +773,91 @@ fn a_prompt_in_parts_or_after_a_rewind_generates_what_one_pass_does() {
         "rewound to 10 positions, the rest computed"
     );
 }
+
+/// A pass of a few rows after a cached prefix (a chat turn's new tokens) multiplies through
+/// the GEMVs (`set_gemv_rows`): its launches are the rows kernels, not the GEMM's, and its
+/// logits follow the CPU reference, as do those of the same pass on the GEMM.
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn a_short_pass_on_the_gemvs_matches_the_cpu() {
+    use greta_model::llama::forward::{Llama, Logits};
+    use greta_model::synthetic;
+    let g = gpu();
+    // Llama-2-7B's head_dim and pairing at a narrower width, 2 KV heads of 8.
+    let cfg = greta_model::llama::LlamaConfig {
+        vocab_size: 512,
+        hidden: 1024,
+        intermediate: 2816,
+        n_layers: 2,
+        n_heads: 8,
+        n_kv_heads: 2,
+        ..synthetic::config("llama2-7b").unwrap()
+    };
+    let ids = |n: usize, seed: u32| -> Vec<u32> {
+        (0..n as u32)
+            .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 7) % 512)
+            .collect()
+    };
+    let cpu = Llama::new(
+        cfg.clone(),
+        synthetic::widened_for_cpu(synthetic::weights(&cfg, 7, &mut |_, _| {})),
+    );
+    let weights = synthetic::weights(&cfg, 7, &mut |_, _| {});
+    let mut m = GpuLlama::load(&g, cfg.clone(), &weights, &mut |_, _| {}).unwrap();
+    let nt = &mut greta_model::trace::NoTrace;
+    let nmse = |got: &[f32], want: &[f32]| -> f64 {
+        let num: f64 = got
+            .iter()
+            .zip(want)
+            .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+            .sum();
+        num / want.iter().map(|&y| (y as f64).powi(2)).sum::<f64>()
+    };
+    let prefix = ids(40, 1);
+    for t in [2, 7, 16] {
+        let turn = ids(t, 2 + t as u32);
+        let mut cache = cpu.new_cache(prefix.len() + t);
+        cpu.forward(&prefix, &mut cache, Logits::All, nt).unwrap();
+        let want = cpu.forward(&turn, &mut cache, Logits::All, nt).unwrap();
+        let mut errs = Vec::new();
+        for (route, rows) in [("GEMVs", 16), ("GEMM", 1)] {
+            m.set_gemv_rows(rows).unwrap();
+            let mut st = m.new_state(prefix.len() + t, prefix.len()).unwrap();
+            m.forward(&prefix, &mut st, Logits::All, nt).unwrap();
+            m.kernels.record_launches();
+            let got = m.forward(&turn, &mut st, Logits::All, nt).unwrap();
+            let names: Vec<String> = m
+                .kernels
+                .launched_shapes()
+                .into_iter()
+                .map(|(k, ..)| k)
+                .collect();
+            let (rows_kernels, gemms) = (
+                names.iter().any(|k| k.starts_with("gemv_rows")),
+                names.iter().any(|k| k.starts_with("gemm")),
+            );
+            assert_eq!(
+                (rows_kernels, gemms),
+                (route == "GEMVs", route == "GEMM"),
+                "{t} rows on the {route}: launched {names:?}"
+            );
+            let e = nmse(&got, &want);
+            eprintln!(
+                "{t} rows after {} on the {route}: NMSE {e:.3e} against the CPU",
+                prefix.len()
+            );
+            errs.push(e);
+        }
+        assert!(
+            errs[0] < 1e-6 && errs[1] < 1e-4,
+            "{t} rows: NMSE against the CPU {:.3e} on the GEMVs (bound 1e-6), {:.3e} on the GEMM (1e-4)",
+            errs[0],
+            errs[1]
+        );
+    }
+    assert!(m
+        .set_gemv_rows(17)
+        .unwrap_err()
+        .to_string()
+        .contains("at most 16 rows"));
+}

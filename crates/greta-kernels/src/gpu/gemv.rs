@@ -18,6 +18,13 @@ pub const NORM_PROLOGUE_MAX_K: usize = 12 * 1024;
 /// From this many rows on, the decode products take two rows per wave (`launch_rows`).
 const TWO_PER_WAVE_FROM: usize = 16_384;
 
+/// The most rows of input the short-prefill products take (`gemv_rows`: kernels/gemv.hip
+/// has forms for 4, 8 and 16).
+pub const GEMV_ROWS_MAX: usize = 16;
+
+/// Weight rows a wave of `gemv_rows` takes (R in kernels/gemv.hip's gemv_rows forms).
+const GEMV_ROWS_PER_WAVE: usize = 2;
+
 /// Halves a lane loads per group of a decode product's row (gemv.hip: 8 per 16-byte load,
 /// UNROLL = 4 loads in flight).
 const GEMV_GROUP_LANE_HALVES: usize = 8 * 4;
@@ -317,6 +324,94 @@ impl GpuKernels {
         let args = Self::norm_args(args, norm, k, what)?;
         let dims = self.product_dims(n, norm_block(k), shared);
         self.launch(&self.gate_up_silu_norm, dims, s, args)
+    }
+
+    /// The products of a short prefill: `ys[i][t, ..ns[i]] = ws[i] · x[t]` for each of up to
+    /// three products sharing x (Q, K and V in one launch), over `rows` rows of x (row
+    /// stride k), 1 ≤ rows ≤ `GEMV_ROWS_MAX`. Each weight is read once, as by the decode
+    /// products, and row t of each result is bitwise what `gemv` gives for x[t] (f32 x, the
+    /// same sums in the same order), where the prefill GEMM would round x to f16 for the
+    /// matrix units and fill few of its tiles.
+    pub fn gemv_rows(
+        &self,
+        s: &Stream,
+        products: Vec<(&DeviceBuffer<u16>, &mut DeviceBuffer<f32>, usize)>,
+        x: &DeviceBuffer<f32>,
+        k: usize,
+        rows: usize,
+    ) -> Result<()> {
+        let what = "gemv_rows";
+        let f = Self::rows_form(&self.gemv_rows, rows, what)?;
+        if products.is_empty() || products.len() > 3 {
+            return Err(KernelError::Shape(format!(
+                "{what}: 1 to 3 products share one launch; got {}",
+                products.len()
+            )));
+        }
+        Self::need_of(x, rows * k, what, "x")?;
+        let mut args = Args::new();
+        let mut total = 0;
+        for (w, y, n) in products.iter() {
+            Self::need_of(w, n * k, what, "w")?;
+            Self::need_of(y, rows * n, what, "y")?;
+            args = args.ptr(*w).ptr(&**y).u32(u32_of(*n, "n")?);
+            total += n;
+        }
+        for _ in products.len()..3 {
+            args = args.null().null().u32(0);
+        }
+        let args = args.ptr(x).u32(u32_of(k, "k")?).u32(u32_of(rows, "rows")?);
+        // Two weight rows a wave (GEMV_ROWS_PER_WAVE): they share each load of x.
+        let dims = self.product_dims(total.div_ceil(GEMV_ROWS_PER_WAVE), BLOCK, 0);
+        self.launch(f, dims, s, args)
+    }
+
+    /// gate, up and act = silu(gate) · up over `rows` rows of x (outputs [rows, n]), one
+    /// launch: `gate_up_silu` for a short prefill, each row bitwise that kernel's.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gate_up_silu_rows(
+        &self,
+        s: &Stream,
+        w_gate: &DeviceBuffer<u16>,
+        w_up: &DeviceBuffer<u16>,
+        x: &DeviceBuffer<f32>,
+        [gate, up, act]: [&mut DeviceBuffer<f32>; 3],
+        n: usize,
+        k: usize,
+        rows: usize,
+    ) -> Result<()> {
+        let what = "gate_up_silu_rows";
+        let f = Self::rows_form(&self.gate_up_silu_rows, rows, what)?;
+        Self::need_of(w_gate, n * k, what, "w_gate")?;
+        Self::need_of(w_up, n * k, what, "w_up")?;
+        Self::need_of(x, rows * k, what, "x")?;
+        for (b, name) in [(&*gate, "gate"), (&*up, "up"), (&*act, "act")] {
+            Self::need_of(b, rows * n, what, name)?;
+        }
+        let args = Args::new()
+            .ptr(w_gate)
+            .ptr(w_up)
+            .ptr(x)
+            .ptr(gate)
+            .ptr(up)
+            .ptr(act)
+            .u32(u32_of(n, "n")?)
+            .u32(u32_of(k, "k")?)
+            .u32(u32_of(rows, "rows")?);
+        self.launch(f, self.product_dims(n, BLOCK, 0), s, args)
+    }
+
+    /// The form of a rows kernel (`gemv_rows`, `gate_up_silu_rows`) that takes `rows`: the
+    /// narrowest of 4, 8 and 16 (its sums for the rows past `rows` are skipped).
+    fn rows_form<'f>(forms: &'f [Function; 3], rows: usize, what: &str) -> Result<&'f Function> {
+        match rows {
+            1..=4 => Ok(&forms[0]),
+            5..=8 => Ok(&forms[1]),
+            9..=GEMV_ROWS_MAX => Ok(&forms[2]),
+            _ => Err(KernelError::Shape(format!(
+                "{what}: takes 1 to {GEMV_ROWS_MAX} rows of input; got {rows} (more take the prefill GEMM)"
+            ))),
+        }
     }
 
     /// Blocks of BLOCK threads with one wave per item.

@@ -371,6 +371,10 @@ pub struct GpuKernels {
     gemv_add_pre2: Function,
     gate_up_silu: Function,
     gate_up_silu_norm: Function,
+    /// The short-prefill products over up to 4, 8 and 16 rows of input (`gemv_rows`).
+    gemv_rows: [Function; 3],
+    /// gate, up and SwiGLU over up to 4, 8 and 16 rows (`gate_up_silu_rows`).
+    gate_up_silu_rows: [Function; 3],
     gemv_plain: Function,
     argmax: Function,
     /// argmax over a cluster of ARGMAX_CLUSTER blocks (where clusters run).
@@ -480,6 +484,16 @@ impl GpuKernels {
                 gemv_add_pre2: gemv.function("gemv_add_f16_pre2")?,
                 gate_up_silu: gemv.function("gemv_gate_up_silu_f16")?,
                 gate_up_silu_norm: product("gemv_gate_up_silu_norm_f16")?,
+                gemv_rows: [
+                    product("gemv_rows4_f16")?,
+                    product("gemv_rows8_f16")?,
+                    product("gemv_rows16_f16")?,
+                ],
+                gate_up_silu_rows: [
+                    product("gemv_gate_up_silu_rows4_f16")?,
+                    product("gemv_gate_up_silu_rows8_f16")?,
+                    product("gemv_gate_up_silu_rows16_f16")?,
+                ],
                 gemv_plain: ops.function("gemv_f16")?,
                 argmax: ops.function("argmax_f32")?,
                 argmax_cluster: match hopper {

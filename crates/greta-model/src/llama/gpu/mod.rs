@@ -16,7 +16,7 @@ use greta_kernels::gpu::{
     check_attention_shape, decode_splits, AttnScratch, AttnShape, DeviceSampling, E4m3Matrix,
     F16Operands, GemmLo, GemmOut, GemmRoute, GemmWeights, GpuKernels, KernelError, KvCacheOut,
     LoOperand, MatShape, NormIn, PickAt, QRope, QkvRope, Rows, SparseLo8, SwigluLo, SwigluOut,
-    WgmmaTile, NORM_SPLIT_MAX_D, PICK_NAN,
+    WgmmaTile, GEMV_ROWS_MAX, NORM_SPLIT_MAX_D, PICK_NAN,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
@@ -72,6 +72,8 @@ pub enum GpuError {
          where the NaN first appears"
     )]
     NanLogits { position: usize },
+    #[error("--gemv-rows {requested}: the GEMVs take at most {max} rows of input (0 or 1: every prefill of several rows on the GEMM)")]
+    GemvRows { requested: usize, max: usize },
 }
 
 type Result<T> = std::result::Result<T, GpuError>;
@@ -124,6 +126,8 @@ pub struct GpuLlama {
     pub split_inputs: SplitInputs,
     /// Warpgroup GEMM tiles forced for a timing study (`GemmTiles`; none by default).
     pub gemm_tiles: GemmTiles,
+    /// A pass of at most this many rows multiplies through the GEMVs (`set_gemv_rows`).
+    gemv_rows: usize,
     /// The products whose low half is FP8 (`set_split_lo`).
     split_lo: SplitLo,
     /// Where sequences' buffers come from (and go back to when a state is dropped).
@@ -285,6 +289,7 @@ impl GpuLlama {
             weights_id: id.finish(),
             split_inputs: SplitInputs::default(),
             gemm_tiles: GemmTiles::default(),
+            gemv_rows: DEFAULT_GEMV_ROWS,
             split_lo: SplitLo::F16,
             alloc: CachingAllocator::new(gpu.clone()),
             gpu,
@@ -296,6 +301,26 @@ impl GpuLlama {
             output,
             inv_freq,
         })
+    }
+
+    /// Sets the most rows a pass multiplies through the GEMVs (`GpuKernels::gemv_rows`,
+    /// `gate_up_silu_rows`) rather than the prefill GEMM: such a pass reads each weight
+    /// once with f32 inputs, as decode does (so no input is split or rounded to f16 there,
+    /// whatever `split_inputs` says). 0 or 1: only decode's single rows.
+    pub fn set_gemv_rows(&mut self, rows: usize) -> Result<()> {
+        if rows > GEMV_ROWS_MAX {
+            return Err(GpuError::GemvRows {
+                requested: rows,
+                max: GEMV_ROWS_MAX,
+            });
+        }
+        self.gemv_rows = rows.max(1);
+        Ok(())
+    }
+
+    /// The most rows a pass multiplies through the GEMVs (`set_gemv_rows`).
+    pub fn gemv_rows(&self) -> usize {
+        self.gemv_rows
     }
 
     /// The low halves' format for the products `split_inputs` splits (set that first): FP8
@@ -710,12 +735,12 @@ fn observe(
 impl GpuLlama {
     /// Whether the products of `first`'s group over `t` rows of `k` run on the matrix units
     /// (`gemm_f16`, from f16 operands of their input), and if so whether the input enters
-    /// as hi + lo (`Lin::needs_lo`). One row takes the GEMV, a k that is not a multiple of 8
-    /// the any-shape GEMM: neither reads operands.
+    /// as hi + lo (`Lin::needs_lo`). Up to `gemv_rows` rows take the GEMVs, a k that is not
+    /// a multiple of 8 the any-shape GEMM: neither reads operands.
     /// The low half is FP8 for the products `split_lo` names (those whose weights
     /// `set_split_lo` copied to FP8).
     fn f16_operands(&self, first: Lin, t: usize, k: usize) -> Option<LoKind> {
-        (t > 1 && k.is_multiple_of(8)).then(|| {
+        (t > self.gemv_rows && k.is_multiple_of(8)).then(|| {
             match (
                 first.group_needs_lo(self.split_inputs),
                 first.group_lo_in(self.split_inputs, self.split_lo.fp8),
@@ -749,7 +774,8 @@ impl GpuLlama {
     }
 
     /// The products that share one input (`group`: which, weights, output width), each
-    /// `y = x · wᵀ` over `t` rows of `k`. One row: the GEMV. Several: the input's f16
+    /// `y = x · wᵀ` over `t` rows of `k`. One row: the GEMV; up to `gemv_rows` rows: the
+    /// GEMVs over rows (one launch for the group). More: the input's f16
     /// operands for the matrix units (hi, plus lo where `Lin::needs_lo`) are made once —
     /// here by `split_f16`, unless `operands_ready` says the kernel that wrote the input
     /// made them (`norm`, `swiglu`) — then one `gemm_f16` computes the group (one launch
@@ -768,6 +794,10 @@ impl GpuLlama {
         };
         let io = st.product_io(first, group.iter().map(|&(which, ..)| which));
         let Some(lo) = self.f16_operands(first, t, k) else {
+            if t > 1 && t <= self.gemv_rows {
+                let products = group.iter().zip(io.ys).map(|(&(_, w, _, n), y)| (w, y, n));
+                return Ok(kernels.gemv_rows(io.s, products.collect(), io.x, k, t)?);
+            }
             for (&(_, w, _, n), y) in group.iter().zip(io.ys) {
                 if t == 1 {
                     kernels.gemv(io.s, w, io.x, y, n, k)?;
@@ -1125,7 +1155,8 @@ impl GpuLlama {
     }
 
     /// The prefill's gate, up and SwiGLU over `t` rows from normed (its operands already
-    /// made where `operands_ready`): one launch of the SwiGLU GEMM (`gemm_f16_swiglu`) where
+    /// made where `operands_ready`): up to `gemv_rows` rows, one launch of the GEMVs
+    /// (`gate_up_silu_rows`); else one launch of the SwiGLU GEMM (`gemm_f16_swiglu`) where
     /// the device has it and gate/up's input and act's output are operands of the kinds it
     /// takes; else the products, then `swiglu`. `keep`: which of gate, up and act an
     /// observer wants; the SwiGLU GEMM stores all three if it wants any (a change to gate or
@@ -1141,6 +1172,19 @@ impl GpuLlama {
     ) -> Result<bool> {
         let c = &self.config;
         let (k, d, n_ff) = (&self.kernels, c.hidden, c.intermediate);
+        if t <= self.gemv_rows {
+            k.gate_up_silu_rows(
+                &st.stream,
+                &w.w_gate,
+                &w.w_up,
+                &st.normed,
+                [&mut st.gate, &mut st.up, &mut st.act],
+                n_ff,
+                d,
+                t,
+            )?;
+            return Ok(false);
+        }
         let input = self.f16_operands(Lin::Gate, t, d);
         // An FP8 low half needs gate's and up's FP8 copies (made where the input is split
         // and its low half FP8: `set_split_lo`).
@@ -1849,6 +1893,9 @@ fn pick_token(word: u32, pos: usize) -> Result<u32> {
         token => Ok(token),
     }
 }
+
+/// `GpuLlama::set_gemv_rows`'s default: the most rows of a pass that take the GEMVs.
+pub const DEFAULT_GEMV_ROWS: usize = 8;
 
 /// Captured decode steps a state keeps (`GpuState::graphs`): a long cache would otherwise
 /// hold one for every 128 positions it has passed.
