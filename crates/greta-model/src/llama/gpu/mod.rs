@@ -1895,7 +1895,12 @@ fn pick_token(word: u32, pos: usize) -> Result<u32> {
 }
 
 /// `GpuLlama::set_gemv_rows`'s default: the most rows of a pass that take the GEMVs.
-pub const DEFAULT_GEMV_ROWS: usize = 8;
+/// Measured on an H200 (session 58, docs/performance.md): the 7B's prefill of 2 / 3 / 4
+/// tokens 4.96 / 5.35 / 6.21 ms on the GEMVs against 8.73 / 8.73 / 8.69 on the GEMM under
+/// the default numerics (6.18 / 6.16 / 6.28 under `none`), SmolLM2's 1.17-1.23 against
+/// 1.51-1.53; from 6 rows on the GEMVs are the slower (7B: 9.9 ms at 6, 11.6 at 8), their
+/// loads of x from L2 growing with the rows while the GEMM's time stays level.
+pub const DEFAULT_GEMV_ROWS: usize = 4;
 
 /// Captured decode steps a state keeps (`GpuState::graphs`): a long cache would otherwise
 /// hold one for every 128 positions it has passed.
