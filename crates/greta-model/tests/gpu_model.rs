@@ -33,6 +33,27 @@ fn upload(g: &Gpu, lm: &model::LoadedModel) -> GpuLlama {
     .unwrap()
 }
 
+/// Llama-2-7B's head_dim and RoPE pairing in 2 layers of a narrower width, 2 KV heads of 8,
+/// a vocabulary of 512: the 7B's GPU routes at a size the CPU reference computes quickly.
+fn narrow_7b() -> greta_model::llama::LlamaConfig {
+    greta_model::llama::LlamaConfig {
+        vocab_size: 512,
+        hidden: 1024,
+        intermediate: 2816,
+        n_layers: 2,
+        n_heads: 8,
+        n_kv_heads: 2,
+        ..greta_model::synthetic::config("llama2-7b").unwrap()
+    }
+}
+
+/// `n` token ids below 512, spread by a multiplicative hash of their index and `seed`.
+fn token_ids(n: usize, seed: u32) -> Vec<u32> {
+    (0..n as u32)
+        .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 7) % 512)
+        .collect()
+}
+
 fn greedy() -> Sampler {
     Sampler::new(SamplerConfig {
         temperature: 0.0,
@@ -651,22 +672,8 @@ fn kv_from_the_qkv_product_matches_the_append_route_and_the_cpu() {
     use greta_model::llama::gpu::{SplitInputs, SplitLo};
     use greta_model::synthetic;
     let g = gpu();
-    // Llama-2-7B's head_dim and pairing, 2 layers of a narrower width, 2 KV heads of 8.
-    let cfg = greta_model::llama::LlamaConfig {
-        vocab_size: 512,
-        hidden: 1024,
-        intermediate: 2816,
-        n_layers: 2,
-        n_heads: 8,
-        n_kv_heads: 2,
-        ..synthetic::config("llama2-7b").unwrap()
-    };
-    let ids = |n: usize, seed: u32| -> Vec<u32> {
-        (0..n as u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 7) % 512)
-            .collect()
-    };
-    let (first, second) = (ids(300, 1), ids(40, 2));
+    let cfg = narrow_7b();
+    let (first, second) = (token_ids(300, 1), token_ids(40, 2));
     let cpu = Llama::new(
         cfg.clone(),
         synthetic::widened_for_cpu(synthetic::weights(&cfg, 5, &mut |_, _| {})),
@@ -783,21 +790,7 @@ fn a_short_pass_on_the_gemvs_matches_the_cpu() {
     use greta_model::llama::forward::{Llama, Logits};
     use greta_model::synthetic;
     let g = gpu();
-    // Llama-2-7B's head_dim and pairing at a narrower width, 2 KV heads of 8.
-    let cfg = greta_model::llama::LlamaConfig {
-        vocab_size: 512,
-        hidden: 1024,
-        intermediate: 2816,
-        n_layers: 2,
-        n_heads: 8,
-        n_kv_heads: 2,
-        ..synthetic::config("llama2-7b").unwrap()
-    };
-    let ids = |n: usize, seed: u32| -> Vec<u32> {
-        (0..n as u32)
-            .map(|i| (i.wrapping_mul(2_654_435_761).wrapping_add(seed) >> 7) % 512)
-            .collect()
-    };
+    let cfg = narrow_7b();
     let cpu = Llama::new(
         cfg.clone(),
         synthetic::widened_for_cpu(synthetic::weights(&cfg, 7, &mut |_, _| {})),
@@ -813,9 +806,9 @@ fn a_short_pass_on_the_gemvs_matches_the_cpu() {
             .sum();
         num / want.iter().map(|&y| (y as f64).powi(2)).sum::<f64>()
     };
-    let prefix = ids(40, 1);
+    let prefix = token_ids(40, 1);
     for t in [2, 7, 16] {
-        let turn = ids(t, 2 + t as u32);
+        let turn = token_ids(t, 2 + t as u32);
         let mut cache = cpu.new_cache(prefix.len() + t);
         cpu.forward(&prefix, &mut cache, Logits::All, nt).unwrap();
         let want = cpu.forward(&turn, &mut cache, Logits::All, nt).unwrap();

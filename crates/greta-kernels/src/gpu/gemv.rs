@@ -273,25 +273,28 @@ impl GpuKernels {
         n: usize,
         k: usize,
     ) -> Result<()> {
-        let args = Self::gate_up_args([w_gate, w_up], x, [gate, up, act], n, k, "gate_up_silu")?;
+        let args = Self::gate_up_args([w_gate, w_up], x, [gate, up, act], n, k, 1, "gate_up_silu")?;
         self.launch(&self.gate_up_silu, self.wave_rows(n), s, args)
     }
 
-    /// The arguments of the gate/up products (w_gate, w_up, x, gate, up, act, n, k), after
-    /// checking every buffer's size; `what` names the caller in an error.
+    /// The arguments of the gate/up products (w_gate, w_up, x, gate, up, act, n, k) over
+    /// `rows` rows of x, after checking every buffer's size; `what` names the caller in an
+    /// error.
+    #[allow(clippy::too_many_arguments)]
     fn gate_up_args(
         [w_gate, w_up]: [&DeviceBuffer<u16>; 2],
         x: &DeviceBuffer<f32>,
         [gate, up, act]: [&mut DeviceBuffer<f32>; 3],
         n: usize,
         k: usize,
+        rows: usize,
         what: &str,
     ) -> Result<Args> {
         Self::need_of(w_gate, n * k, what, "w_gate")?;
         Self::need_of(w_up, n * k, what, "w_up")?;
-        Self::need_of(x, k, what, "x")?;
+        Self::need_of(x, rows * k, what, "x")?;
         for (b, name) in [(&*gate, "gate"), (&*up, "up"), (&*act, "act")] {
-            Self::need_of(b, n, what, name)?;
+            Self::need_of(b, rows * n, what, name)?;
         }
         Ok(Args::new()
             .ptr(w_gate)
@@ -320,7 +323,7 @@ impl GpuKernels {
     ) -> Result<()> {
         let shared = Self::norm_prologue_bytes(k)?;
         let what = "gate_up_silu_norm";
-        let args = Self::gate_up_args([w_gate, w_up], x, [gate, up, act], n, k, what)?;
+        let args = Self::gate_up_args([w_gate, w_up], x, [gate, up, act], n, k, 1, what)?;
         let args = Self::norm_args(args, norm, k, what)?;
         let dims = self.product_dims(n, norm_block(k), shared);
         self.launch(&self.gate_up_silu_norm, dims, s, args)
@@ -382,21 +385,7 @@ impl GpuKernels {
     ) -> Result<()> {
         let what = "gate_up_silu_rows";
         let f = Self::rows_form(&self.gate_up_silu_rows, rows, what)?;
-        Self::need_of(w_gate, n * k, what, "w_gate")?;
-        Self::need_of(w_up, n * k, what, "w_up")?;
-        Self::need_of(x, rows * k, what, "x")?;
-        for (b, name) in [(&*gate, "gate"), (&*up, "up"), (&*act, "act")] {
-            Self::need_of(b, rows * n, what, name)?;
-        }
-        let args = Args::new()
-            .ptr(w_gate)
-            .ptr(w_up)
-            .ptr(x)
-            .ptr(gate)
-            .ptr(up)
-            .ptr(act)
-            .u32(u32_of(n, "n")?)
-            .u32(u32_of(k, "k")?)
+        let args = Self::gate_up_args([w_gate, w_up], x, [gate, up, act], n, k, rows, what)?
             .u32(u32_of(rows, "rows")?);
         self.launch(f, self.product_dims(n, BLOCK, 0), s, args)
     }
