@@ -15,6 +15,11 @@ d=$PWD/target/carry/v/$V
 for f in greta gpu-ops gpu-model; do bash tools/gpu/unxz.sh "$d/$f.xz" "/tmp/$V-$f"; done
 export GRETA_REQUIRE_GPU=1
 status=0
+echo "== main: the rows op test and the model tests"
+GRETA_KERNELS_DIR=$PWD/target/device/kernels ./target/device/gpu-ops --ignored short_prefill > "$OUT/main-ops.txt" 2>&1 || status=1
+grep -E "test result|panicked" "$OUT/main-ops.txt"
+(cd crates/greta-model && GRETA_KERNELS_DIR=$PWD/../../target/device/kernels ../../target/device/gpu-model --ignored --test-threads=1 > "$OUT/main-model.txt" 2>&1) || status=1
+grep -E "test result|panicked" "$OUT/main-model.txt"
 echo "== $V: op test"
 GRETA_KERNELS_DIR=$d "/tmp/$V-gpu-ops" --ignored short_prefill --nocapture > "$OUT/$V-ops.txt" 2>&1 || status=1
 grep -E "gemv_rows|gate_up_silu_rows|test result|panicked" "$OUT/$V-ops.txt" | tail -12
