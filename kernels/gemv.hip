@@ -304,8 +304,11 @@ GRETA_KERNEL void gemv_gate_up_silu_norm_f16(const g_half* wg, const g_half* wu,
 // weight is loaded once, as by the decode products, and multiplied with every row's x. Each
 // lane's sums run over the same elements in the same order as g_dot_rest's, and the wave
 // sums are the same, so row t of the result is bitwise what gemv3_f16 gives for x[t] (the
-// op test checks it). x is read from global memory (L1) by every wave, T * 32 bytes per 16
-// bytes of weights a lane: R weight rows a wave share those loads.
+// op test checks it). x is read from global memory by every wave, T * 32 bytes per 16 bytes
+// of weights a lane (R weight rows a wave share those loads): past 4 rows that traffic, from
+// L2 once x outgrows L1, sets the pace (H200, session 58: the 7B's 2-4 token prefill 1.4-1.8x
+// faster than on the GEMM, 8 tokens 1.4x slower), so the model sends at most 4 rows here by
+// default (`--gemv-rows`); tools/gpu/variants/gemv-rows-lds.patch stages x in LDS instead.
 template <unsigned R, unsigned T>
 GRETA_DEVICE void g_rows_fma(float (*acc)[T], const g_h8 (*wv)[UNROLL], const float* x, unsigned i, unsigned k,
                              unsigned rows, bool tail) {
