@@ -439,7 +439,7 @@ pub fn bench_gpu(
             matrix_bytes: 2.0,
             device_used_bytes: Some(model.gpu.used_memory()?),
             // A prompt the GEMVs take reads its inputs in f32: nothing is split.
-            split_inputs: Some(match spec.prompt_len <= model.gemv_rows() {
+            split_inputs: Some(match model.on_gemvs(spec.prompt_len) {
                 true => format!(
                     "none (f32 inputs on the GEMVs, --gemv-rows {})",
                     model.gemv_rows()

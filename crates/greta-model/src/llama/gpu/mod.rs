@@ -323,6 +323,13 @@ impl GpuLlama {
         self.gemv_rows
     }
 
+    /// Whether a pass of `t` rows multiplies through the GEMVs rather than the GEMM (one
+    /// row always does): the one rule the forward pass's products and the bench's report
+    /// follow.
+    pub fn on_gemvs(&self, t: usize) -> bool {
+        t <= self.gemv_rows
+    }
+
     /// The low halves' format for the products `split_inputs` splits (set that first): FP8
     /// makes FP8 copies of those products' weights here (two launches each: +1 byte a
     /// weight, +3.6 GB for Llama-2-7B's Q/K/V, output and down), f16 frees them. Refused
@@ -740,7 +747,7 @@ impl GpuLlama {
     /// The low half is FP8 for the products `split_lo` names (those whose weights
     /// `set_split_lo` copied to FP8).
     fn f16_operands(&self, first: Lin, t: usize, k: usize) -> Option<LoKind> {
-        (t > self.gemv_rows && k.is_multiple_of(8)).then(|| {
+        (!self.on_gemvs(t) && k.is_multiple_of(8)).then(|| {
             match (
                 first.group_needs_lo(self.split_inputs),
                 first.group_lo_in(self.split_inputs, self.split_lo.fp8),
@@ -794,7 +801,7 @@ impl GpuLlama {
         };
         let io = st.product_io(first, group.iter().map(|&(which, ..)| which));
         let Some(lo) = self.f16_operands(first, t, k) else {
-            if t > 1 && t <= self.gemv_rows {
+            if t > 1 && self.on_gemvs(t) {
                 let products = group.iter().zip(io.ys).map(|(&(_, w, _, n), y)| (w, y, n));
                 return Ok(kernels.gemv_rows(io.s, products.collect(), io.x, k, t)?);
             }
@@ -1172,7 +1179,7 @@ impl GpuLlama {
     ) -> Result<bool> {
         let c = &self.config;
         let (k, d, n_ff) = (&self.kernels, c.hidden, c.intermediate);
-        if t <= self.gemv_rows {
+        if self.on_gemvs(t) {
             k.gate_up_silu_rows(
                 &st.stream,
                 &w.w_gate,
