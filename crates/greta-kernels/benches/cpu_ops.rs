@@ -143,6 +143,25 @@ fn row_ops(c: &mut Criterion) {
     c.bench_function("attention/decode-pos511", |b| {
         b.iter(|| cpu::attention(&q1, &kc, &vc, &mut o, shape))
     });
+    // The same over an f16 cache (`--kv-cache f16`): half the bytes, the same arithmetic.
+    let (kh, vh): (Vec<half::f16>, Vec<half::f16>) = (
+        kc.iter().map(|&x| half::f16::from_f32(x)).collect(),
+        vc.iter().map(|&x| half::f16::from_f32(x)).collect(),
+    );
+    c.bench_function("attention/decode-pos511-f16", |b| {
+        b.iter(|| cpu::attention(&q1, &kh, &vh, &mut o, shape))
+    });
+    // A prefill's attention: 128 rows after 384 cached positions.
+    let (kc, vc) = (values(len * kv_row, 12), values(len * kv_row, 13));
+    let q128 = values(128 * 9 * 64, 14);
+    let mut o128 = vec![0f32; q128.len()];
+    let prefill = AttentionShape {
+        pos0: len - 128,
+        ..shape
+    };
+    c.bench_function("attention/prefill-128-after-384", |b| {
+        b.iter(|| cpu::attention(&q128, &kc, &vc, &mut o128, prefill))
+    });
 }
 
 criterion_group!(benches, products, prefill_routes, widen, row_ops);

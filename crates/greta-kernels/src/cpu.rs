@@ -7,6 +7,9 @@ use rayon::prelude::*;
 
 use crate::quant::{dequantize_block, GgmlType};
 
+mod attention;
+pub use attention::{attention, attention_probs, AttentionShape, KvElem, Probs};
+
 /// How a head's dimensions are paired for rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RopePairing {
@@ -821,161 +824,7 @@ pub fn softmax(x: &mut [f32]) {
     }
 }
 
-/// Shapes of one causal GQA attention call.
-#[derive(Debug, Clone, Copy)]
-pub struct AttentionShape {
-    pub n_heads: usize,
-    pub n_kv_heads: usize,
-    pub head_dim: usize,
-    /// Position of the first query row; query row `r` sees keys `0..=pos0 + r`.
-    pub pos0: usize,
-}
-
-/// Causal attention with grouped KV heads. `q` is `[t, n_heads*head_dim]`; `k_cache` and
-/// `v_cache` are `[>= pos0 + t, n_kv_heads*head_dim]`; `out` is `[t, n_heads*head_dim]`.
-pub fn attention(q: &[f32], k_cache: &[f32], v_cache: &[f32], out: &mut [f32], s: AttentionShape) {
-    attention_probs(q, k_cache, v_cache, out, s, Probs::F32);
-}
-
-/// How `attention_probs` takes the probabilities that multiply V.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Probs {
-    /// softmax in f32 (the reference).
-    F32,
-    /// As the GPU's prefill flash attention: each exp(score - the row's max) rounded to
-    /// f16, the row's sum taken over the rounded values, the output divided by it (a
-    /// numerics probe, `--inject ...:attn_ctx:f16p`; the kernel takes its max over the keys
-    /// seen so far and rescales, so its roundings fall on other values of the same size).
-    F16,
-}
-
-/// `attention` with the probabilities taken as `probs` says.
-pub fn attention_probs(
-    q: &[f32],
-    k_cache: &[f32],
-    v_cache: &[f32],
-    out: &mut [f32],
-    s: AttentionShape,
-    probs: Probs,
-) {
-    attention_loops(q, k_cache, v_cache, out, s, probs, true);
-}
-
-/// `attention_probs`; `sized` takes the loops specialised for head sizes 64 and 128 (the
-/// same sums in the same order as the generic loops, which the tests hold them to).
-fn attention_loops(
-    q: &[f32],
-    k_cache: &[f32],
-    v_cache: &[f32],
-    out: &mut [f32],
-    s: AttentionShape,
-    probs: Probs,
-    sized: bool,
-) {
-    let hd = s.head_dim;
-    let q_row = s.n_heads * hd;
-    let kv_row = s.n_kv_heads * hd;
-    let group = s.n_heads / s.n_kv_heads;
-    let t = q.len() / q_row;
-    assert_eq!(out.len(), q.len());
-    assert!(k_cache.len() >= (s.pos0 + t) * kv_row && v_cache.len() >= (s.pos0 + t) * kv_row);
-    let scale = 1.0 / (hd as f32).sqrt();
-    // One task per (query row, head): independent, and enough of them to fill the cores.
-    out.par_chunks_mut(hd).enumerate().for_each(|(idx, o)| {
-        let (r, h) = (idx / s.n_heads, idx % s.n_heads);
-        let kvh = h / group;
-        let qh = &q[r * q_row + h * hd..][..hd];
-        let n_keys = s.pos0 + r + 1;
-        let k_head = &k_cache[kvh * hd..];
-        let mut scores: Vec<f32> = match (sized, hd) {
-            (true, 64) => key_scores::<64>(qh, k_head, kv_row, n_keys, scale),
-            (true, 128) => key_scores::<128>(qh, k_head, kv_row, n_keys, scale),
-            _ => (0..n_keys)
-                .map(|j| dot(qh, &k_head[j * kv_row..][..hd]) * scale)
-                .collect(),
-        };
-        // F16: the weights stay unnormalised, and the output is divided by their sum after.
-        let inv_sum = match probs {
-            Probs::F32 => {
-                softmax(&mut scores);
-                None
-            }
-            Probs::F16 => {
-                let max = scores.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-                let mut sum = 0f32;
-                for v in scores.iter_mut() {
-                    *v = half::f16::from_f32((*v - max).exp()).to_f32();
-                    sum += *v;
-                }
-                Some(1.0 / sum)
-            }
-        };
-        let v_head = &v_cache[kvh * hd..];
-        match (sized, hd) {
-            // The common head sizes with the output row held in registers across the keys
-            // (the same sums in the same order as the loop below).
-            (true, 64) => weigh_values::<64>(&scores, v_head, kv_row, o),
-            (true, 128) => weigh_values::<128>(&scores, v_head, kv_row, o),
-            _ => {
-                o.fill(0.0);
-                for (j, &p) in scores.iter().enumerate() {
-                    let vj = &v_head[j * kv_row..][..hd];
-                    for (ov, &vv) in o.iter_mut().zip(vj) {
-                        *ov += p * vv;
-                    }
-                }
-            }
-        }
-        if let Some(inv) = inv_sum {
-            o.iter_mut().for_each(|v| *v *= inv);
-        }
-    });
-}
-
 /// `x += y`, elementwise (the residual connection).
-/// `scale · (q · k_j)` for the keys `k_j = k[j * stride..][..HD]`, `j < n`: [`dot`]'s sums
-/// in its order, bit for bit, with q held in registers across the keys.
-#[inline(always)]
-fn key_scores<const HD: usize>(
-    q: &[f32],
-    k: &[f32],
-    stride: usize,
-    n: usize,
-    scale: f32,
-) -> Vec<f32> {
-    const { assert!(HD.is_multiple_of(8)) };
-    let q: &[f32; HD] = q.try_into().unwrap();
-    (0..n)
-        .map(|j| {
-            let kj: &[f32; HD] = k[j * stride..j * stride + HD].try_into().unwrap();
-            let mut acc = [0f32; 8];
-            for c in 0..HD / 8 {
-                for i in 0..8 {
-                    acc[i] += q[c * 8 + i] * kj[c * 8 + i];
-                }
-            }
-            let s =
-                ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
-            s * scale
-        })
-        .collect()
-}
-
-/// `o = Σ_j p[j]·v_j` over rows `v_j = v[j * stride..][..HD]`, each element summed in j
-/// order from 0 (what the generic loop of `attention_probs` computes, bit for bit), with
-/// the sums in a local array the compiler keeps in registers instead of `o` in memory.
-#[inline(always)]
-fn weigh_values<const HD: usize>(p: &[f32], v: &[f32], stride: usize, o: &mut [f32]) {
-    let mut acc = [0f32; HD];
-    for (j, &pj) in p.iter().enumerate() {
-        let vj: &[f32; HD] = v[j * stride..j * stride + HD].try_into().unwrap();
-        for i in 0..HD {
-            acc[i] += pj * vj[i];
-        }
-    }
-    o.copy_from_slice(&acc);
-}
-
 pub fn add_in_place(x: &mut [f32], y: &[f32]) {
     assert_eq!(x.len(), y.len());
     for (a, &b) in x.iter_mut().zip(y) {
@@ -1024,13 +873,13 @@ mod tests {
         y
     }
 
-    fn nmse(a: &[f32], b: &[f64]) -> f64 {
+    pub(super) fn nmse(a: &[f32], b: &[f64]) -> f64 {
         let num: f64 = a.iter().zip(b).map(|(&x, &y)| (x as f64 - y).powi(2)).sum();
         let den: f64 = b.iter().map(|y| y * y).sum::<f64>().max(1e-30);
         num / den
     }
 
-    fn values(n: usize, seed: u64) -> Vec<f32> {
+    pub(super) fn values(n: usize, seed: u64) -> Vec<f32> {
         // splitmix64: deterministic test data without a rand dependency.
         let mut s = seed;
         (0..n)
@@ -1198,131 +1047,6 @@ mod tests {
         rope(&mut b, 5, heads, hd, &inv, RopePairing::Adjacent);
         assert_eq!(perm(&a), b);
         assert_ne!(a, x, "rotation at position 5 must change the vector");
-    }
-
-    /// Causal GQA attention in f64, written out: the scores, exp(score - max) (rounded to f16
-    /// where `round_p`, the `Probs::F16` form), each row normalised by the sum of those.
-    fn naive_attention(
-        q: &[f32],
-        k: &[f32],
-        v: &[f32],
-        s: AttentionShape,
-        round_p: bool,
-    ) -> Vec<f64> {
-        let (nh, nkv, hd) = (s.n_heads, s.n_kv_heads, s.head_dim);
-        let t = q.len() / (nh * hd);
-        let mut y = vec![0f64; q.len()];
-        for r in 0..t {
-            for h in 0..nh {
-                let kvh = h / (nh / nkv);
-                let n = s.pos0 + r + 1;
-                let scores: Vec<f64> = (0..n)
-                    .map(|j| {
-                        (0..hd)
-                            .map(|d| {
-                                q[r * nh * hd + h * hd + d] as f64
-                                    * k[j * nkv * hd + kvh * hd + d] as f64
-                            })
-                            .sum::<f64>()
-                            / (hd as f64).sqrt()
-                    })
-                    .collect();
-                let m = scores.iter().cloned().fold(f64::MIN, f64::max);
-                let p: Vec<f64> = scores
-                    .iter()
-                    .map(|x| match round_p {
-                        true => half::f16::from_f64((x - m).exp()).to_f64(),
-                        false => (x - m).exp(),
-                    })
-                    .collect();
-                let z: f64 = p.iter().sum();
-                for d in 0..hd {
-                    y[r * nh * hd + h * hd + d] = (0..n)
-                        .map(|j| p[j] / z * v[j * nkv * hd + kvh * hd + d] as f64)
-                        .sum();
-                }
-            }
-        }
-        y
-    }
-
-    /// An attention case: its shape and q [t rows], k and v [pos0 + t positions], seeded.
-    fn attention_case(
-        [nh, nkv, hd, pos0, t]: [usize; 5],
-        seed: u64,
-    ) -> (AttentionShape, Vec<f32>, Vec<f32>, Vec<f32>) {
-        let shape = AttentionShape {
-            n_heads: nh,
-            n_kv_heads: nkv,
-            head_dim: hd,
-            pos0,
-        };
-        let q = values(t * nh * hd, seed);
-        let k = values((pos0 + t) * nkv * hd, seed + 1);
-        let v = values((pos0 + t) * nkv * hd, seed + 2);
-        (shape, q, k, v)
-    }
-
-    #[test]
-    fn attention_matches_naive_with_gqa() {
-        let (shape, q, k, v) = attention_case([6, 2, 4, 3, 2], 1);
-        let mut out = vec![0f32; q.len()];
-        attention(&q, &k, &v, &mut out, shape);
-        let expect = naive_attention(&q, &k, &v, shape, false);
-        assert!(nmse(&out, &expect) < 1e-12, "nmse {}", nmse(&out, &expect));
-    }
-
-    /// The loops specialised for head sizes 64 and 128 compute the generic loops' sums bit
-    /// for bit (GQA, several query rows after cached positions, both probability kinds), and
-    /// the naive f64 attention's within 1e-12.
-    #[test]
-    fn sized_attention_loops_give_the_generic_loops_bits() {
-        for hd in [64, 128] {
-            let (shape, q, k, v) = attention_case([6, 2, hd, 37, 3], hd as u64);
-            for probs in [Probs::F32, Probs::F16] {
-                let mut sized = vec![0f32; q.len()];
-                let mut generic = vec![0f32; q.len()];
-                attention_loops(&q, &k, &v, &mut sized, shape, probs, true);
-                attention_loops(&q, &k, &v, &mut generic, shape, probs, false);
-                let differ = sized
-                    .iter()
-                    .zip(&generic)
-                    .filter(|(a, b)| a.to_bits() != b.to_bits())
-                    .count();
-                assert_eq!(differ, 0, "hd {hd} {probs:?}: {differ} values differ");
-            }
-            let mut out = vec![0f32; q.len()];
-            attention(&q, &k, &v, &mut out, shape);
-            let e = nmse(&out, &naive_attention(&q, &k, &v, shape, false));
-            assert!(e < 1e-12, "hd {hd}: nmse {e}");
-        }
-    }
-
-    /// `Probs::F16` (the `f16p` probe): the output is the naive attention's with each
-    /// exp(score - max) rounded to f16 and the row normalised by the rounded values' sum, and
-    /// it differs from the exact softmax's by what that rounding makes.
-    #[test]
-    fn attention_with_f16_probabilities_rounds_them_and_nothing_else() {
-        let (shape, q, k, v) = attention_case([4, 2, 16, 40, 3], 7);
-        let run = |probs: Probs| {
-            let mut out = vec![0f32; q.len()];
-            attention_probs(&q, &k, &v, &mut out, shape, probs);
-            out
-        };
-        let (f16p, f32p) = (run(Probs::F16), run(Probs::F32));
-        let rounded = naive_attention(&q, &k, &v, shape, true);
-        let exact = naive_attention(&q, &k, &v, shape, false);
-        let near = nmse(&f16p, &rounded);
-        let off = nmse(&f16p, &exact);
-        assert!(
-            near < 1e-11,
-            "against the naive rounded form: nmse {near:.3e}"
-        );
-        assert!(
-            off > 1e3 * nmse(&f32p, &exact) && off < 1e-6,
-            "against the exact softmax: nmse {off:.3e} (f32 {:.3e})",
-            nmse(&f32p, &exact)
-        );
     }
 
     #[test]
