@@ -58,6 +58,8 @@ pub struct BenchArgs {
     no_graph: bool,
     #[command(flatten)]
     gpu: crate::gpu_args::GpuArgs,
+    #[command(flatten)]
+    kv: crate::kv_args::KvCacheArgs,
     /// GPU timing study: leave out every launch of these kernels (comma list of names as in
     /// kernels/*.hip, e.g. add_rmsnorm_f32,attn_decode_split_hd64). What the run gets faster by
     /// is what those kernels cost in place; every output is wrong, and the report says so.
@@ -115,6 +117,7 @@ pub fn cmd_bench(a: BenchArgs, platform: greta_hal::PlatformChoice) -> Result<()
             top_k: a.top_k,
             top_p: a.top_p,
         }),
+        kv_cache: a.kv.format(&selection.backend)?,
     };
     let synthetic_name = a.model.as_deref().and_then(synthetic::parse_spec);
     let (label, config, weights): (String, LlamaConfig, LlamaWeights) = match synthetic_name {

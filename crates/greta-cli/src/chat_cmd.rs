@@ -204,6 +204,7 @@ impl Stop {
 
 pub fn cmd_chat(a: ChatArgs, platform: PlatformChoice) -> Result<()> {
     let selection = greta_hal::select(a.run.backend, platform)?;
+    let kv_format = a.run.kv.format(&selection.backend)?;
     let sampler_cfg = a.sampling.config();
     let sampler = Sampler::new(sampler_cfg.clone())?;
     // Bad flag values are refused before the model loads.
@@ -221,7 +222,7 @@ pub fn cmd_chat(a: ChatArgs, platform: PlatformChoice) -> Result<()> {
     let engine = match &selection.backend {
         greta_hal::Backend::Cpu => {
             a.run.gpu.note_unused_on_cpu();
-            Engine::Cpu(lm.model.new_cache(capacity))
+            Engine::Cpu(lm.model.new_cache_as(capacity, kv_format))
         }
         greta_hal::Backend::Gpu(gpu) => {
             let graph = !a.run.no_graph;

@@ -95,6 +95,8 @@ pub(crate) struct RunArgs {
     pub no_graph: bool,
     #[command(flatten)]
     pub gpu: gpu_args::GpuArgs,
+    #[command(flatten)]
+    pub kv: crate::kv_args::KvCacheArgs,
 }
 
 impl RunArgs {
@@ -285,6 +287,7 @@ impl<'t> TokenText<'t> {
 
 pub fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
     let selection = greta_hal::select(a.run.backend, platform)?;
+    let kv_format = a.run.kv.format(&selection.backend)?;
     let env: Vec<(String, String)> = std::env::vars().collect();
     let trace_sel = a.trace.selection(&env)?;
     let inject = a.trace.injections()?;
@@ -342,7 +345,7 @@ pub fn cmd_generate(a: GenerateArgs, platform: PlatformChoice) -> Result<()> {
     let stats = match &selection.backend {
         greta_hal::Backend::Cpu => {
             a.run.gpu.note_unused_on_cpu();
-            let mut cache = lm.model.new_cache(capacity);
+            let mut cache = lm.model.new_cache_as(capacity, kv_format);
             generate::generate(
                 &lm.model,
                 &mut cache,

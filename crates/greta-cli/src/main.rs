@@ -13,6 +13,7 @@ mod calibrate_cmd;
 mod chat_cmd;
 mod generate_cmd;
 mod gpu_args;
+mod kv_args;
 mod perplexity_cmd;
 mod progress;
 mod trace_cmd;

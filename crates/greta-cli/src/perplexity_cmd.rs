@@ -8,6 +8,7 @@ use std::time::Instant;
 use anyhow::{bail, Context, Result};
 use clap::Args;
 use greta_hal::BackendRequest;
+use greta_model::llama::KvFormat;
 
 #[derive(Args)]
 pub struct PerplexityArgs {
@@ -55,12 +56,16 @@ pub struct PerplexityArgs {
     backend: BackendRequest,
     #[command(flatten)]
     gpu: crate::gpu_args::GpuArgs,
+    /// (On the CPU route; with --kl, the CPU reference it is set against keeps f32.)
+    #[command(flatten)]
+    kv: crate::kv_args::KvCacheArgs,
 }
 
 pub fn cmd_perplexity(a: PerplexityArgs, platform: greta_hal::PlatformChoice) -> Result<()> {
     let inject = crate::trace_cmd::parse_injections(&a.inject)?;
     let selection = greta_hal::select(a.backend, platform)?;
     let on_gpu = matches!(selection.backend, greta_hal::Backend::Gpu(_));
+    let kv_format = a.kv.format(&selection.backend)?;
     if on_gpu && !inject.is_empty() {
         bail!("--inject runs on the CPU route only (the GPU's products read their operands on the device); on the GPU, --split-inputs and --split-lo set its numerics, and --kl compares them with the CPU reference");
     }
@@ -68,8 +73,9 @@ pub fn cmd_perplexity(a: PerplexityArgs, platform: greta_hal::PlatformChoice) ->
         bail!("--kl-model compares two models on the CPU; --backend gpu compares the GPU route with the CPU reference (give one of them)");
     }
     let kl = a.kl || a.kl_model.is_some();
-    if kl && !on_gpu && inject.is_empty() && a.kl_model.is_none() {
-        bail!("--kl on the CPU compares the model under --inject probes with the plain model: give at least one --inject, or --kl-model (another model file), or --backend gpu (the GPU route against the CPU reference)");
+    let kv_f16 = !on_gpu && kv_format == KvFormat::F16;
+    if kl && !on_gpu && inject.is_empty() && a.kl_model.is_none() && !kv_f16 {
+        bail!("--kl on the CPU compares the model under --inject probes with the plain model: give at least one --inject, or --kv-cache f16 (the f16 cache against the f32 reference), or --kl-model (another model file), or --backend gpu (the GPU route against the CPU reference)");
     }
     let path = crate::resolve_model(&a.model)?;
     let text = std::fs::read_to_string(&a.file)
@@ -155,14 +161,15 @@ pub fn cmd_perplexity(a: PerplexityArgs, platform: greta_hal::PlatformChoice) ->
     // The route scored (and, with --kl, set against the plain CPU reference): the GPU's, or
     // the CPU model (-m's, or --kl-model's) under the probes.
     let cpu_model = probe.as_ref().map_or(&lm.model, |p| &p.model);
-    let mut cpu = greta_model::perplexity::cpu_logits(cpu_model, a.ctx, &mut obs);
+    let mut cpu = greta_model::perplexity::cpu_logits(cpu_model, a.ctx, kv_format, &mut obs);
     let route: &mut greta_model::perplexity::ChunkLogits = match gpu_logits.as_mut() {
         Some(g) => g,
         None => &mut cpu,
     };
     if kl {
         let mut plain = greta_trace::NoTrace;
-        let mut base = greta_model::perplexity::cpu_logits(&lm.model, a.ctx, &mut plain);
+        let mut base =
+            greta_model::perplexity::cpu_logits(&lm.model, a.ctx, KvFormat::F32, &mut plain);
         let d = greta_model::perplexity::divergence(
             config,
             &ids,
@@ -176,17 +183,20 @@ pub fn cmd_perplexity(a: PerplexityArgs, platform: greta_hal::PlatformChoice) ->
                 }
             },
         )?;
-        let against = match (on_gpu, &a.kl_model) {
+        let mut against = match (on_gpu, &a.kl_model) {
             (true, _) => format!("the GPU route ({})", selection.backend),
-            (false, Some(p)) => format!("{} {}", p.display(), inject_names.join(" "))
-                .trim_end()
-                .to_string(),
+            (false, Some(p)) => format!("{} {}", p.display(), inject_names.join(" ")),
             (false, None) => inject_names.join(" "),
         };
+        if kv_f16 {
+            against.push_str(" an f16 KV cache");
+        }
+        let against = against.trim().to_string();
         if a.json {
             let mut v = serde_json::to_value(&d)?;
             v["inject"] = serde_json::json!(inject_names);
             v["backend"] = serde_json::json!(selection.backend.to_string());
+            v["kv_cache"] = serde_json::json!(kv_format.to_string());
             if let Some(p) = &a.kl_model {
                 v["kl_model"] = serde_json::json!(p.display().to_string());
             }
@@ -215,7 +225,7 @@ pub fn cmd_perplexity(a: PerplexityArgs, platform: greta_hal::PlatformChoice) ->
     if a.json {
         println!(
             "{}",
-            serde_json::json!({"ppl": r.ppl, "chunks": r.chunks, "tokens": r.tokens, "inject": inject_names, "backend": selection.backend.to_string()})
+            serde_json::json!({"ppl": r.ppl, "chunks": r.chunks, "tokens": r.tokens, "inject": inject_names, "backend": selection.backend.to_string(), "kv_cache": kv_format.to_string()})
         );
     } else {
         println!(

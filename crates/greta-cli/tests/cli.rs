@@ -881,6 +881,31 @@ fn bench_runs_a_list_of_prompt_lengths_and_names_bad_gpu_flags() {
     assert!(stderr(&out).contains("--gemv-rows"), "{}", stderr(&out));
 }
 
+/// `--kv-cache f16` on the CPU: the report names the format, and the cache holds exactly half
+/// the f32 cache's bytes (its bytes-a-token figure counts 2 bytes a K/V value where f32
+/// counts 4); an unknown format is refused naming the two there are.
+#[test]
+fn bench_keeps_an_f16_kv_cache_when_asked() {
+    let run = |format: &str| {
+        let out = short_cpu_bench("synthetic:tiny", &["--kv-cache", format, "--json"]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        serde_json::from_slice::<serde_json::Value>(&out.stdout).unwrap()
+    };
+    let (f32r, f16r) = (run("f32"), run("f16"));
+    assert_eq!(f32r["spec"]["kv_cache"], "f32");
+    assert_eq!(f16r["spec"]["kv_cache"], "f16");
+    let bytes = |r: &serde_json::Value| r["state_bytes"].as_u64().unwrap();
+    assert!(
+        bytes(&f16r) > 0 && bytes(&f32r) == 2 * bytes(&f16r),
+        "{f32r} {f16r}"
+    );
+    let per_token = |r: &serde_json::Value| r["bytes_per_token"].as_f64().unwrap();
+    assert!(per_token(&f32r) > per_token(&f16r), "{f32r} {f16r}");
+    let out = short_cpu_bench("synthetic:tiny", &["--kv-cache", "q8_0"]);
+    let err = stderr(&out);
+    assert!(!out.status.success() && err.contains("f32 or f16"), "{err}");
+}
+
 /// `--temperature` benches sampled decode (the report says so); sampling settings the sampler
 /// refuses are refused before any work, naming the setting and what is accepted.
 #[test]

@@ -8,7 +8,7 @@ use greta_trace::recorder::{Captured, Recorder, RunIds};
 use greta_trace::selection::{Selection, TokenSel};
 use greta_trace::NoTrace;
 
-use crate::llama::{ForwardError, Llama, Logits};
+use crate::llama::{ForwardError, KvFormat, Llama, Logits};
 
 /// What every audit takes besides the model(s) and the tokens.
 #[derive(Debug, Clone)]
@@ -23,8 +23,8 @@ pub struct AuditSetup {
     /// reference does, e.g. that a fused launch whose input an observer changed is rerun
     /// from the change rather than left with what it computed before.
     pub inject_reference: bool,
-    /// Both routes of `backend` keep K and V rounded to f16, as the GPU audit's reference
-    /// does to match the GPU's f16 cache (`backend_gpu` always rounds its reference's): the
+    /// Both routes of `backend` keep K and V in an f16 cache, as the GPU audit's reference
+    /// does to match the GPU's (`backend_gpu` always rounds its reference's): the
     /// CPU emulation of the GPU's numerics (tools/oracle/split_inputs_emulate.sh) then
     /// compares what the GPU audit compares.
     pub kv_f16: bool,
@@ -193,7 +193,7 @@ pub(crate) fn reference_records(
         reference_route,
         setup.reference_inject(),
     )?;
-    let mut cache = cpu.new_cache(tokens.len()).rounding_to_f16();
+    let mut cache = cpu.new_cache_as(tokens.len(), KvFormat::F16);
     cpu.forward(&tokens[..prefilled], &mut cache, Logits::All, &mut r)?;
     for t in &tokens[prefilled..] {
         cpu.forward(std::slice::from_ref(t), &mut cache, Logits::All, &mut r)?;
@@ -213,10 +213,11 @@ pub fn backend(
     let split = tokens.len().div_ceil(2);
     let run = |model: &Llama, route: &str, inject| -> Result<Vec<Captured>, AuditError> {
         let mut r = recorder(model, setup, TokenSel::All, route, inject)?;
-        let mut cache = model.new_cache(tokens.len());
-        if setup.kv_f16 {
-            cache = cache.rounding_to_f16();
-        }
+        let format = match setup.kv_f16 {
+            true => KvFormat::F16,
+            false => KvFormat::F32,
+        };
+        let mut cache = model.new_cache_as(tokens.len(), format);
         model.forward(&tokens[..split], &mut cache, Logits::All, &mut r)?;
         for t in &tokens[split..] {
             model.forward(std::slice::from_ref(t), &mut cache, Logits::All, &mut r)?;

@@ -13,7 +13,7 @@ use crate::generate::sampler::{argmax, Sampler, SamplerConfig, SamplerError};
 use crate::kernels::gpu::DeviceSampling;
 use crate::llama::gpu::{DecodeAhead, GpuError, GpuLlama, GpuState, TokenPick};
 use crate::llama::weights::LlamaWeights;
-use crate::llama::{ForwardError, Llama, LlamaConfig, Logits};
+use crate::llama::{ForwardError, KvFormat, Llama, LlamaConfig, Logits};
 use crate::synthetic;
 
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +46,8 @@ pub struct BenchSpec {
     /// None: greedy decode (llama-bench's measure); else a draw per token with these settings
     /// (the generator seeded with `seed`), on the GPU by the device's sampler.
     pub sampling: Option<BenchSampling>,
+    /// What the KV cache stores (the GPU's is always f16; the CPU's either).
+    pub kv_cache: KvFormat,
 }
 
 /// Sampling settings of a benchmark's decode (`greta generate`'s defaults: 0.8, 40, 0.95).
@@ -253,15 +255,17 @@ fn median(v: &[f64]) -> f64 {
     }
 }
 
-/// Weight bytes one decode step reads with f16 matrices (`matrix_bytes` per element) and
-/// f32 norms; the embedding contributes one row.
+/// Bytes one decode step reads: the weights with `matrix_bytes` per matrix element and f32
+/// norms (the embedding contributes one row), and the KV cache's keys and values at the
+/// decode's mean position in the spec's format.
 pub fn decode_bytes(cfg: &LlamaConfig, matrix_bytes: f64, spec: &BenchSpec) -> (f64, f64) {
     let (d, kv) = (cfg.hidden as f64, (cfg.n_kv_heads * cfg.head_dim) as f64);
     let per_layer = cfg.layer_matrix_params() as f64;
     let weights = (cfg.n_layers as f64 * per_layer + cfg.vocab_size as f64 * d + d) * matrix_bytes
         + (2 * cfg.n_layers + 1) as f64 * d * 4.0;
     let mean_pos = spec.prompt_len as f64 + spec.gen as f64 / 2.0;
-    let kv_bytes = cfg.n_layers as f64 * mean_pos * kv * 2.0 * 2.0;
+    let kv_bytes =
+        cfg.n_layers as f64 * mean_pos * kv * 2.0 * spec.kv_cache.bytes_per_value() as f64;
     (weights, kv_bytes)
 }
 
@@ -401,6 +405,12 @@ pub fn bench_gpu(
 ) -> Result<BenchReport, BenchError> {
     let cfg = &model.config;
     spec.check(cfg)?;
+    if spec.kv_cache != KvFormat::F16 {
+        return Err(BenchError::Invalid(format!(
+            "a {} KV cache: the GPU's holds f16 only",
+            spec.kv_cache
+        )));
+    }
     let copy = gpu_copy_gb_s(&model.gpu)?;
     let prompt = synthetic::tokens(spec.prompt_len, cfg.vocab_size, spec.seed);
     let mut st = model.new_state(spec.capacity(), spec.prompt_len)?;
@@ -467,7 +477,7 @@ pub fn bench_cpu(
     let copy = cpu_copy_gb_s();
     let prompt = synthetic::tokens(spec.prompt_len, cfg.vocab_size, spec.seed);
     let (mut prefill, mut decode) = (Vec::new(), Vec::new());
-    let mut cache = model.new_cache(spec.capacity());
+    let mut cache = model.new_cache_as(spec.capacity(), spec.kv_cache);
     let obs = &mut greta_trace::NoTrace;
     for rep in 0..spec.reps {
         cache.truncate(0);
@@ -571,6 +581,7 @@ mod tests {
             graph: true,
             ctx,
             sampling: None,
+            kv_cache: KvFormat::F16,
         }
     }
 

@@ -12,19 +12,21 @@
 use greta_trace::StageObserver;
 
 use crate::llama::gpu::GpuError;
-use crate::llama::{ForwardError, Llama, LlamaConfig, Logits};
+use crate::llama::{ForwardError, KvFormat, Llama, LlamaConfig, Logits};
 
 /// One forward pass over a chunk from its first position: every position's logits, `vocab`
 /// floats a row.
 pub type ChunkLogits<'a> = dyn FnMut(&[u32]) -> Result<Vec<f32>, PerplexityError> + 'a;
 
-/// The CPU model's chunks, reporting to `obs` (`NoTrace`, or a recorder injecting probes).
+/// The CPU model's chunks over a KV cache of `format`, reporting to `obs` (`NoTrace`, or a
+/// recorder injecting probes).
 pub fn cpu_logits<'a>(
     model: &'a Llama,
     n_ctx: usize,
+    format: KvFormat,
     obs: &'a mut dyn StageObserver,
 ) -> impl FnMut(&[u32]) -> Result<Vec<f32>, PerplexityError> + 'a {
-    let mut cache = model.new_cache(n_ctx);
+    let mut cache = model.new_cache_as(n_ctx, format);
     move |chunk| {
         cache.truncate(0);
         Ok(model.forward(chunk, &mut cache, Logits::All, obs)?)

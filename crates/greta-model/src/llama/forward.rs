@@ -14,7 +14,7 @@ use greta_trace::inject::LoForm;
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 
 use super::config::{LlamaConfig, RopeStyle};
-use super::kv_cache::{KvCache, KvCacheFull};
+use super::kv_cache::{KvCache, KvCacheFull, KvFormat};
 use super::weights::{LayerWeights, LlamaWeights, Matrix, Storage};
 
 /// Which rows of logits to compute.
@@ -133,11 +133,18 @@ impl Llama {
         }
     }
 
+    /// An f32 cache (the reference's) for `capacity` positions.
     pub fn new_cache(&self, capacity: usize) -> KvCache {
+        self.new_cache_as(capacity, KvFormat::F32)
+    }
+
+    /// A cache for `capacity` positions storing K and V as `format`.
+    pub fn new_cache_as(&self, capacity: usize, format: KvFormat) -> KvCache {
         KvCache::new(
             self.config.n_layers,
             self.config.n_kv_heads * self.config.head_dim,
             capacity,
+            format,
         )
     }
 
@@ -313,7 +320,7 @@ impl Llama {
             true => cpu::Probs::F16,
             false => cpu::Probs::F32,
         };
-        cpu::attention_probs(&q, &cache.k[l], &cache.v[l], &mut attn_ctx, shape, probs);
+        cache.attend(l, &q, &mut attn_ctx, shape, probs);
         ctx.emit(
             Point::AttnCtx,
             Some(l),

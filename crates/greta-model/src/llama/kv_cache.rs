@@ -1,6 +1,10 @@
 //! The KV cache: keys (after RoPE) and values of every past position, per layer, with an
 //! explicit capacity. Writing past it is an error, never a silent truncation.
 
+use greta_kernels::cpu::{self, AttentionShape, Probs};
+use half::f16;
+use half::slice::HalfFloatSliceExt;
+
 #[derive(Debug, thiserror::Error)]
 #[error(
     "the KV cache holds {capacity} positions; {used} are used and {requested} more were requested \
@@ -12,38 +16,92 @@ pub struct KvCacheFull {
     pub requested: usize,
 }
 
+/// What the cache stores keys and values as. Attention's arithmetic is f32 either way (the
+/// values are widened exactly as they are read); f16 halves the cache's memory and the bytes
+/// a decode step reads at long contexts, at the cost of one f16 rounding of each K and V
+/// value, the GPU's cache's rounding (and llama.cpp's default).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, serde::Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum KvFormat {
+    /// The reference: K and V exactly as computed.
+    #[default]
+    F32,
+    F16,
+}
+
+impl KvFormat {
+    pub fn bytes_per_value(self) -> usize {
+        match self {
+            KvFormat::F32 => 4,
+            KvFormat::F16 => 2,
+        }
+    }
+}
+
+impl std::fmt::Display for KvFormat {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            KvFormat::F32 => "f32",
+            KvFormat::F16 => "f16",
+        })
+    }
+}
+
+impl std::str::FromStr for KvFormat {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "f32" => Ok(KvFormat::F32),
+            "f16" => Ok(KvFormat::F16),
+            other => Err(format!("unknown KV cache format {other:?}: f32 or f16")),
+        }
+    }
+}
+
+/// Keys and values of every layer, `[capacity, kv_row]` each, in one format.
+enum Store {
+    F32 { k: Vec<Vec<f32>>, v: Vec<Vec<f32>> },
+    F16 { k: Vec<Vec<f16>>, v: Vec<Vec<f16>> },
+}
+
 pub struct KvCache {
-    /// Round what is stored to f16, as the GPU's f16 cache does (the reference route of a
-    /// GPU audit), so that the audit measures kernels rather than the storage format.
-    round_to_f16: bool,
     capacity: usize,
     row: usize,
     len: usize,
-    pub(crate) k: Vec<Vec<f32>>,
-    pub(crate) v: Vec<Vec<f32>>,
+    store: Store,
 }
 
 impl KvCache {
-    /// A cache for `capacity` positions of `n_layers` layers of `kv_row` floats each.
-    pub fn new(n_layers: usize, kv_row: usize, capacity: usize) -> Self {
+    /// A cache for `capacity` positions of `n_layers` layers of `kv_row` values each.
+    pub fn new(n_layers: usize, kv_row: usize, capacity: usize, format: KvFormat) -> Self {
+        fn layers<T: Clone>(n: usize, len: usize, zero: T) -> Vec<Vec<T>> {
+            (0..n).map(|_| vec![zero.clone(); len]).collect()
+        }
+        let len = capacity * kv_row;
+        let store = match format {
+            KvFormat::F32 => Store::F32 {
+                k: layers(n_layers, len, 0f32),
+                v: layers(n_layers, len, 0f32),
+            },
+            KvFormat::F16 => Store::F16 {
+                k: layers(n_layers, len, f16::ZERO),
+                v: layers(n_layers, len, f16::ZERO),
+            },
+        };
         KvCache {
-            round_to_f16: false,
             capacity,
             row: kv_row,
             len: 0,
-            k: (0..n_layers)
-                .map(|_| vec![0.0; capacity * kv_row])
-                .collect(),
-            v: (0..n_layers)
-                .map(|_| vec![0.0; capacity * kv_row])
-                .collect(),
+            store,
         }
     }
 
-    /// The same cache, storing values rounded to f16 (held as f32).
-    pub fn rounding_to_f16(mut self) -> Self {
-        self.round_to_f16 = true;
-        self
+    pub fn format(&self) -> KvFormat {
+        match self.store {
+            Store::F32 { .. } => KvFormat::F32,
+            Store::F16 { .. } => KvFormat::F16,
+        }
     }
 
     pub fn len(&self) -> usize {
@@ -70,18 +128,35 @@ impl KvCache {
         Ok(())
     }
 
-    /// Stores rows `[t, kv_row]` of keys and values for `layer` at positions len..len+t.
+    /// Stores rows `[t, kv_row]` of keys and values for `layer` at positions len..len+t
+    /// (rounded to nearest even where the cache is f16).
     pub(crate) fn write(&mut self, layer: usize, k: &[f32], v: &[f32]) {
         let start = self.len * self.row;
-        self.k[layer][start..start + k.len()].copy_from_slice(k);
-        self.v[layer][start..start + v.len()].copy_from_slice(v);
-        if self.round_to_f16 {
-            for x in self.k[layer][start..start + k.len()]
-                .iter_mut()
-                .chain(self.v[layer][start..start + v.len()].iter_mut())
-            {
-                *x = half::f16::from_f32(*x).to_f32();
+        match &mut self.store {
+            Store::F32 { k: ks, v: vs } => {
+                ks[layer][start..start + k.len()].copy_from_slice(k);
+                vs[layer][start..start + v.len()].copy_from_slice(v);
             }
+            Store::F16 { k: ks, v: vs } => {
+                ks[layer][start..start + k.len()].convert_from_f32_slice(k);
+                vs[layer][start..start + v.len()].convert_from_f32_slice(v);
+            }
+        }
+    }
+
+    /// Attention of the rows `q` over this layer's cached positions (`cpu::attention_probs`
+    /// on the cache's format).
+    pub(crate) fn attend(
+        &self,
+        layer: usize,
+        q: &[f32],
+        out: &mut [f32],
+        shape: AttentionShape,
+        probs: Probs,
+    ) {
+        match &self.store {
+            Store::F32 { k, v } => cpu::attention_probs(q, &k[layer], &v[layer], out, shape, probs),
+            Store::F16 { k, v } => cpu::attention_probs(q, &k[layer], &v[layer], out, shape, probs),
         }
     }
 
@@ -89,10 +164,15 @@ impl KvCache {
         self.len += t;
     }
 
-    /// Bytes held (keys and values of every layer, f32).
+    /// Bytes held (keys and values of every layer).
     pub fn bytes(&self) -> usize {
-        4 * (self.k.iter().map(Vec::len).sum::<usize>()
-            + self.v.iter().map(Vec::len).sum::<usize>())
+        fn sum<T>(x: &[Vec<T>]) -> usize {
+            x.iter().map(|l| l.len() * std::mem::size_of::<T>()).sum()
+        }
+        match &self.store {
+            Store::F32 { k, v } => sum(k) + sum(v),
+            Store::F16 { k, v } => sum(k) + sum(v),
+        }
     }
 
     /// Forgets every position from `len` on (for re-evaluating a prefix).
