@@ -107,11 +107,11 @@ pub enum MatmulRoute {
     Auto,
     /// Rows widened to f32 (for quantized weights), then `matrixmultiply`'s sgemm.
     Gemm,
-    /// A GEMV per row over the weights as stored, with the AVX2 block kernels where the CPU
-    /// has them.
+    /// A GEMV per row over the weights as stored, with the SIMD block kernels (AVX-512 or
+    /// AVX2) where the CPU has them.
     Gemv,
     /// The GEMV over the blocks as stored, several rows of x at a time, each block unpacked
-    /// once for them (AVX2, Q4_0 / Q4_1 / Q8_0; elsewhere `Gemv`'s per-row loop).
+    /// once for them (AVX-512 or AVX2, Q4_0 / Q4_1 / Q8_0; elsewhere `Gemv`'s per-row loop).
     GemvRows,
     /// A GEMV per row over the blocks with the portable loops (no hand-written SIMD).
     GemvPortable,
@@ -298,7 +298,7 @@ fn gemv(x: &[f32], w: WeightView, y: &mut [f32], k: usize) {
 fn gemv_rows_available(ty: GgmlType) -> bool {
     #[cfg(target_arch = "x86_64")]
     {
-        avx2::available() && avx2::handles(ty)
+        x86::Isa::best().is_some() && x86::handles(ty)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -320,6 +320,7 @@ fn gemv_rows(x: &[f32], ty: GgmlType, bytes: &[u8], y: &mut [f32], t: usize, k: 
         .chunks_exact(ty.block_size())
         .map(|c| c.iter().sum())
         .collect();
+    let isa = x86::Isa::best().expect("callers check gemv_rows_available");
     let y_ptr = SendPtr(y.as_mut_ptr());
     bytes
         .par_chunks(GEMV_ROWS_PER_TASK * rb)
@@ -329,7 +330,7 @@ fn gemv_rows(x: &[f32], ty: GgmlType, bytes: &[u8], y: &mut [f32], t: usize, k: 
             let n0 = c * GEMV_ROWS_PER_TASK;
             let xr = |i: usize| &x[i * k..(i + 1) * k];
             let sr = |i: usize| &xsum[i * nb..(i + 1) * nb];
-            // SAFETY: the CPU has AVX2, FMA and F16C (`gemv_rows_available`); this task
+            // SAFETY: the CPU runs `isa` (`gemv_rows_available`, `best`); this task
             // writes columns n0..n0 + ws.len() / rb of rows i.. of y (row stride n), which
             // no other task writes, all within y (t * n values, asserted by the caller).
             let yr = |i: usize| unsafe { y_ptr.0.add(i * n + n0) };
@@ -340,7 +341,15 @@ fn gemv_rows(x: &[f32], ty: GgmlType, bytes: &[u8], y: &mut [f32], t: usize, k: 
                     ($r:literal) => {{
                         let at: [usize; $r] = std::array::from_fn(|j| i + j);
                         unsafe {
-                            avx2::dot_rows_x::<$r>(ty, ws, rb, at.map(xr), at.map(sr), at.map(yr))
+                            x86::dot_rows_x::<$r>(
+                                isa,
+                                ty,
+                                ws,
+                                rb,
+                                at.map(xr),
+                                at.map(sr),
+                                at.map(yr),
+                            )
                         };
                         i += $r;
                     }};
@@ -364,31 +373,61 @@ fn gemv_rows(_: &[f32], ty: GgmlType, _: &[u8], _: &mut [f32], _: usize, _: usiz
     unreachable!("no multi-row kernel for {ty:?} on this CPU; `gemv_rows_available` first")
 }
 
-/// Uses the AVX2 kernels when the CPU has them (checked at run time, so one binary runs
-/// everywhere), the portable loops otherwise.
+/// Uses the widest SIMD block kernels the CPU has (AVX-512, else AVX2; checked at run
+/// time, so one binary runs everywhere), the portable loops otherwise.
 fn block_rows_dispatch(ty: GgmlType, w: &[u8], rb: usize, x: &[f32], xsum: &[f32], y: &mut [f32]) {
     #[cfg(target_arch = "x86_64")]
-    if avx2::available() && avx2::handles(ty) {
-        // SAFETY: the CPU has AVX2, FMA and F16C (checked by `available`).
-        unsafe { avx2::dot_rows(ty, w, rb, x, xsum, y) };
+    if let (Some(isa), true) = (x86::Isa::best(), x86::handles(ty)) {
+        // SAFETY: the CPU runs `isa` (`best` checked it).
+        unsafe { x86::dot_rows(isa, ty, w, rb, x, xsum, y) };
         return;
     }
     let _ = xsum;
     block_rows(ty, w, rb, x, y);
 }
 
-/// Hand-written AVX2 row dot products for the common 32-value block types: the
-/// auto-vectorised portable loops stay at 128-bit width with shuffles and spills.
+/// Hand-written row dot products for the common 32-value block types, at AVX2's width and at
+/// AVX-512's: the auto-vectorised portable loops stay at 128-bit width with shuffles and
+/// spills. One loop structure, generic over the vector width ([`x86::Lanes`]).
 #[cfg(target_arch = "x86_64")]
-mod avx2 {
+mod x86 {
     use std::arch::x86_64::*;
 
     use crate::quant::GgmlType;
 
-    pub fn available() -> bool {
-        std::arch::is_x86_feature_detected!("avx2")
-            && std::arch::is_x86_feature_detected!("fma")
-            && std::arch::is_x86_feature_detected!("f16c")
+    /// The vector width of the block kernels.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Isa {
+        /// 8 lanes (AVX2, FMA, F16C).
+        Avx2,
+        /// 16 lanes (AVX-512F as well): a block is two vectors instead of four, so half the
+        /// conversions and multiplies; the lanes differ from AVX2's, and so do the sums'
+        /// last bits.
+        Avx512,
+    }
+
+    impl Isa {
+        /// The widest this CPU runs (the features are detected once and cached by std).
+        pub fn best() -> Option<Isa> {
+            let base = std::arch::is_x86_feature_detected!("avx2")
+                && std::arch::is_x86_feature_detected!("fma")
+                && std::arch::is_x86_feature_detected!("f16c");
+            match (base, std::arch::is_x86_feature_detected!("avx512f")) {
+                (true, true) => Some(Isa::Avx512),
+                (true, false) => Some(Isa::Avx2),
+                (false, _) => None,
+            }
+        }
+
+        /// Every width this CPU runs, narrowest first.
+        #[cfg(test)]
+        pub fn available() -> Vec<Isa> {
+            match Isa::best() {
+                Some(Isa::Avx512) => vec![Isa::Avx2, Isa::Avx512],
+                Some(Isa::Avx2) => vec![Isa::Avx2],
+                None => vec![],
+            }
+        }
     }
 
     pub fn handles(ty: GgmlType) -> bool {
@@ -402,45 +441,250 @@ mod avx2 {
         ))))
     }
 
-    #[inline(always)]
-    unsafe fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+    /// A vector width's operations on 32-value blocks.
+    pub trait Lanes {
+        type V: Copy;
+        /// A block's 32 values as vectors, in ggml's order.
+        type Block: Copy;
+        unsafe fn zero() -> Self::V;
+        unsafe fn splat(x: f32) -> Self::V;
+        unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
+        unsafe fn hsum(v: Self::V) -> f32;
+        /// The 32 nibbles of a Q4 payload (low nibbles are values 0..16, high 16..32).
+        unsafe fn nibbles(qs: *const u8) -> Self::Block;
+        /// The 32 signed bytes of a Q8_0 payload.
+        unsafe fn signed_bytes(q: *const u8) -> Self::Block;
+        /// Σ q·x over the block, in lanes.
+        unsafe fn dot(q: Self::Block, x: *const f32) -> Self::V;
     }
 
-    /// The 32 nibbles of a Q4 payload as 4 vectors of 8 f32, in ggml's order
-    /// (low nibbles are values 0..16, high nibbles 16..32).
-    #[inline(always)]
-    unsafe fn nibbles(qs: *const u8) -> [__m256; 4] {
-        let raw = _mm_loadu_si128(qs as *const __m128i);
-        let mask = _mm_set1_epi8(0x0f);
-        let lo = _mm_and_si128(raw, mask);
-        let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
-        let cvt = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
-        [
-            cvt(lo),
-            cvt(_mm_srli_si128(lo, 8)),
-            cvt(hi),
-            cvt(_mm_srli_si128(hi, 8)),
-        ]
+    pub struct Avx2;
+
+    impl Lanes for Avx2 {
+        type V = __m256;
+        type Block = [__m256; 4];
+
+        #[inline(always)]
+        unsafe fn zero() -> __m256 {
+            _mm256_setzero_ps()
+        }
+
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m256 {
+            _mm256_set1_ps(x)
+        }
+
+        #[inline(always)]
+        unsafe fn fmadd(a: __m256, b: __m256, c: __m256) -> __m256 {
+            _mm256_fmadd_ps(a, b, c)
+        }
+
+        #[inline(always)]
+        unsafe fn hsum(v: __m256) -> f32 {
+            let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+            let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+            _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
+        }
+
+        #[inline(always)]
+        unsafe fn nibbles(qs: *const u8) -> [__m256; 4] {
+            let raw = _mm_loadu_si128(qs as *const __m128i);
+            let mask = _mm_set1_epi8(0x0f);
+            let lo = _mm_and_si128(raw, mask);
+            let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+            let cvt = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
+            [
+                cvt(lo),
+                cvt(_mm_srli_si128(lo, 8)),
+                cvt(hi),
+                cvt(_mm_srli_si128(hi, 8)),
+            ]
+        }
+
+        #[inline(always)]
+        unsafe fn signed_bytes(q: *const u8) -> [__m256; 4] {
+            let cvt = |o: usize| {
+                _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
+                    q.add(o) as *const __m128i
+                )))
+            };
+            [cvt(0), cvt(8), cvt(16), cvt(24)]
+        }
+
+        #[inline(always)]
+        unsafe fn dot(q: [__m256; 4], x: *const f32) -> __m256 {
+            let mut s = _mm256_mul_ps(q[0], _mm256_loadu_ps(x));
+            s = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(x.add(8)), s);
+            s = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(x.add(16)), s);
+            _mm256_fmadd_ps(q[3], _mm256_loadu_ps(x.add(24)), s)
+        }
     }
 
-    #[inline(always)]
-    unsafe fn dot4(q: [__m256; 4], x: *const f32) -> __m256 {
-        let mut s = _mm256_mul_ps(q[0], _mm256_loadu_ps(x));
-        s = _mm256_fmadd_ps(q[1], _mm256_loadu_ps(x.add(8)), s);
-        s = _mm256_fmadd_ps(q[2], _mm256_loadu_ps(x.add(16)), s);
-        _mm256_fmadd_ps(q[3], _mm256_loadu_ps(x.add(24)), s)
+    pub struct Avx512;
+
+    impl Lanes for Avx512 {
+        type V = __m512;
+        type Block = [__m512; 2];
+
+        #[inline(always)]
+        unsafe fn zero() -> __m512 {
+            _mm512_setzero_ps()
+        }
+
+        #[inline(always)]
+        unsafe fn splat(x: f32) -> __m512 {
+            _mm512_set1_ps(x)
+        }
+
+        #[inline(always)]
+        unsafe fn fmadd(a: __m512, b: __m512, c: __m512) -> __m512 {
+            _mm512_fmadd_ps(a, b, c)
+        }
+
+        #[inline(always)]
+        unsafe fn hsum(v: __m512) -> f32 {
+            // Halves added in a fixed order (the reduction intrinsic leaves its order to the
+            // compiler).
+            let high = _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(v), 1));
+            let h = _mm256_add_ps(_mm512_castps512_ps256(v), high);
+            Avx2::hsum(h)
+        }
+
+        #[inline(always)]
+        unsafe fn nibbles(qs: *const u8) -> [__m512; 2] {
+            let raw = _mm_loadu_si128(qs as *const __m128i);
+            let mask = _mm_set1_epi8(0x0f);
+            let lo = _mm_and_si128(raw, mask);
+            let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+            let cvt = |v: __m128i| _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v));
+            [cvt(lo), cvt(hi)]
+        }
+
+        #[inline(always)]
+        unsafe fn signed_bytes(q: *const u8) -> [__m512; 2] {
+            let cvt = |o: usize| {
+                _mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(
+                    q.add(o) as *const __m128i
+                )))
+            };
+            [cvt(0), cvt(16)]
+        }
+
+        #[inline(always)]
+        unsafe fn dot(q: [__m512; 2], x: *const f32) -> __m512 {
+            let s = _mm512_mul_ps(q[0], _mm512_loadu_ps(x));
+            _mm512_fmadd_ps(q[1], _mm512_loadu_ps(x.add(16)), s)
+        }
     }
 
     /// `y[r] = Σ_j w[r, j]·x[j]` for the rows of `w` (each `rb` bytes of blocks of `ty`);
     /// `xsum[i]` is the sum of block `i` of `x`.
     ///
     /// # Safety
-    /// The CPU must have AVX2, FMA and F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
+    /// The CPU must run `isa` (one of [`Isa::available`]).
     pub unsafe fn dot_rows(
+        isa: Isa,
+        ty: GgmlType,
+        w: &[u8],
+        rb: usize,
+        x: &[f32],
+        xsum: &[f32],
+        y: &mut [f32],
+    ) {
+        match isa {
+            Isa::Avx2 => dot_rows_avx2(ty, w, rb, x, xsum, y),
+            Isa::Avx512 => dot_rows_avx512(ty, w, rb, x, xsum, y),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot_rows_avx2(
+        ty: GgmlType,
+        w: &[u8],
+        rb: usize,
+        x: &[f32],
+        xsum: &[f32],
+        y: &mut [f32],
+    ) {
+        rows::<Avx2>(ty, w, rb, x, xsum, y)
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn dot_rows_avx512(
+        ty: GgmlType,
+        w: &[u8],
+        rb: usize,
+        x: &[f32],
+        xsum: &[f32],
+        y: &mut [f32],
+    ) {
+        rows::<Avx512>(ty, w, rb, x, xsum, y)
+    }
+
+    /// `y_j[r] = Σ_i w[r, i]·x_j[i]` for `R` rows `x_j` of x at once (`xsum_j` their block
+    /// sums; `y_j` points at row j's output for the first row of `w`): each block of `w` is
+    /// unpacked once for all of them. Row j's value is the one [`dot_rows`] computes for
+    /// `x_j` at the same width, bit for bit: the same operations in the same order.
+    ///
+    /// # Safety
+    /// The CPU must run `isa`; each `y_j` must be valid for `w.len() / rb` writes.
+    pub unsafe fn dot_rows_x<const R: usize>(
+        isa: Isa,
+        ty: GgmlType,
+        w: &[u8],
+        rb: usize,
+        x: [&[f32]; R],
+        xsum: [&[f32]; R],
+        y: [*mut f32; R],
+    ) {
+        match isa {
+            Isa::Avx2 => dot_rows_x_avx2::<R>(ty, w, rb, x, xsum, y),
+            Isa::Avx512 => dot_rows_x_avx512::<R>(ty, w, rb, x, xsum, y),
+        }
+    }
+
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn dot_rows_x_avx2<const R: usize>(
+        ty: GgmlType,
+        w: &[u8],
+        rb: usize,
+        x: [&[f32]; R],
+        xsum: [&[f32]; R],
+        y: [*mut f32; R],
+    ) {
+        rows_x_typed::<Avx2, R>(ty, w, rb, x, xsum, y)
+    }
+
+    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
+    unsafe fn dot_rows_x_avx512<const R: usize>(
+        ty: GgmlType,
+        w: &[u8],
+        rb: usize,
+        x: [&[f32]; R],
+        xsum: [&[f32]; R],
+        y: [*mut f32; R],
+    ) {
+        rows_x_typed::<Avx512, R>(ty, w, rb, x, xsum, y)
+    }
+
+    /// Rows are short (SmolLM2's: 360 bytes), too short for the hardware prefetchers to run
+    /// ahead of: ask for the row AHEAD rows on while this one is summed, or each row's
+    /// first loads wait on memory (2026-12-02, Intel Xeon: decode 44 -> 90 tok/s).
+    const AHEAD: usize = 8;
+
+    #[inline(always)]
+    unsafe fn prefetch_row(w: &[u8], rb: usize, n: usize) {
+        let (base, len) = (w.as_ptr() as usize, w.len());
+        let next = (n + AHEAD) * rb;
+        let mut o = next;
+        while o < (next + rb).min(len) {
+            _mm_prefetch::<_MM_HINT_T0>((base + o) as *const i8);
+            o += 64;
+        }
+    }
+
+    #[inline(always)]
+    unsafe fn rows<L: Lanes>(
         ty: GgmlType,
         w: &[u8],
         rb: usize,
@@ -449,32 +693,14 @@ mod avx2 {
         y: &mut [f32],
     ) {
         assert_eq!(xsum.len() * 32, x.len(), "one sum per 32-value block of x");
-        // Rows are short (SmolLM2's: 360 bytes), too short for the hardware prefetchers to
-        // run ahead of: ask for the row AHEAD rows on while this one is summed, or each
-        // row's first loads wait on memory (2026-12-02, Intel Xeon: decode 44 -> 90 tok/s).
-        const AHEAD: usize = 8;
-        let (base, len) = (w.as_ptr() as usize, w.len());
         for (n, (yv, row)) in y.iter_mut().zip(w.chunks_exact(rb)).enumerate() {
-            let next = (n + AHEAD) * rb;
-            let mut o = next;
-            while o < (next + rb).min(len) {
-                _mm_prefetch::<_MM_HINT_T0>((base + o) as *const i8);
-                o += 64;
-            }
-            *yv = dot_row(ty, row, x, xsum);
+            prefetch_row(w, rb, n);
+            *yv = dot_row::<L>(ty, row, x, xsum);
         }
     }
 
-    /// `y_j[r] = Σ_i w[r, i]·x_j[i]` for `R` rows `x_j` of x at once (`xsum_j` their block
-    /// sums; `y_j` points at row j's output for the first row of `w`): each block of `w` is
-    /// unpacked once for all of them. Row j's value is the one [`dot_rows`] computes for
-    /// `x_j`, bit for bit: the same operations in the same order.
-    ///
-    /// # Safety
-    /// The CPU must have AVX2, FMA and F16C; each `y_j` must be valid for `w.len() / rb`
-    /// writes.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn dot_rows_x<const R: usize>(
+    #[inline(always)]
+    unsafe fn rows_x_typed<L: Lanes, const R: usize>(
         ty: GgmlType,
         w: &[u8],
         rb: usize,
@@ -496,70 +722,57 @@ mod avx2 {
         }
         match ty {
             // The offset term as `dot_row` adds it: -8d·Σv is (-8d)·Σv exactly.
-            GgmlType::Q4_0 => rows_x::<R, 18, true>(w, rb, x, xsum, y, |b| {
+            GgmlType::Q4_0 => rows_x::<L, R, 18, true>(w, rb, x, xsum, y, |b| {
                 let d = f16(b);
-                (d, nibbles(b.add(2)), -8.0 * d)
+                (d, L::nibbles(b.add(2)), -8.0 * d)
             }),
-            GgmlType::Q4_1 => rows_x::<R, 20, true>(w, rb, x, xsum, y, |b| {
-                (f16(b), nibbles(b.add(4)), f16(b.add(2)))
+            GgmlType::Q4_1 => rows_x::<L, R, 20, true>(w, rb, x, xsum, y, |b| {
+                (f16(b), L::nibbles(b.add(4)), f16(b.add(2)))
             }),
-            GgmlType::Q8_0 => rows_x::<R, 34, false>(w, rb, x, xsum, y, |b| {
-                let q = b.add(2);
-                let cvt = |o: usize| {
-                    _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                        q.add(o) as *const __m128i
-                    )))
-                };
-                (f16(b), [cvt(0), cvt(8), cvt(16), cvt(24)], 0.0)
+            GgmlType::Q8_0 => rows_x::<L, R, 34, false>(w, rb, x, xsum, y, |b| {
+                (f16(b), L::signed_bytes(b.add(2)), 0.0)
             }),
-            other => unreachable!("no AVX2 kernel for {other:?}; `handles` must be checked first"),
+            other => unreachable!("no SIMD kernel for {other:?}; `handles` must be checked first"),
         }
     }
 
     /// The loop of [`dot_rows_x`] for blocks of `BB` bytes; `unpack` gives a block's scale,
     /// its 32 values and the coefficient of its offset term (used where `OFFSET`).
     #[inline(always)]
-    unsafe fn rows_x<const R: usize, const BB: usize, const OFFSET: bool>(
+    unsafe fn rows_x<L: Lanes, const R: usize, const BB: usize, const OFFSET: bool>(
         w: &[u8],
         rb: usize,
         x: [&[f32]; R],
         xsum: [&[f32]; R],
         y: [*mut f32; R],
-        unpack: impl Fn(*const u8) -> (f32, [__m256; 4], f32),
+        unpack: impl Fn(*const u8) -> (f32, L::Block, f32),
     ) {
-        const AHEAD: usize = 8;
         let n_blocks = rb / BB;
-        let (base, len) = (w.as_ptr() as usize, w.len());
         for (n, row) in w.chunks_exact(rb).enumerate() {
-            // As in `dot_rows`; the rows come from memory for the first group of x rows and
+            // As in `rows`; the rows come from memory for the first group of x rows and
             // from cache for the others.
-            let next = (n + AHEAD) * rb;
-            let mut o = next;
-            while o < (next + rb).min(len) {
-                _mm_prefetch::<_MM_HINT_T0>((base + o) as *const i8);
-                o += 64;
-            }
+            prefetch_row(w, rb, n);
             let r = row.as_ptr();
-            let mut acc = [_mm256_setzero_ps(); R];
+            let mut acc = [L::zero(); R];
             let mut offset = [0f32; R];
             for i in 0..n_blocks {
                 let (d, q, c) = unpack(r.add(i * BB));
-                let dv = _mm256_set1_ps(d);
+                let dv = L::splat(d);
                 for j in 0..R {
-                    acc[j] = _mm256_fmadd_ps(dv, dot4(q, x[j].as_ptr().add(i * 32)), acc[j]);
+                    acc[j] = L::fmadd(dv, L::dot(q, x[j].as_ptr().add(i * 32)), acc[j]);
                     if OFFSET {
                         offset[j] += c * *xsum[j].get_unchecked(i);
                     }
                 }
             }
             for j in 0..R {
-                *y[j].add(n) = hsum(acc[j]) + offset[j];
+                *y[j].add(n) = L::hsum(acc[j]) + offset[j];
             }
         }
     }
 
     #[inline(always)]
-    unsafe fn dot_row(ty: GgmlType, row: &[u8], x: &[f32], xsum: &[f32]) -> f32 {
+    unsafe fn dot_row<L: Lanes>(ty: GgmlType, row: &[u8], x: &[f32], xsum: &[f32]) -> f32 {
         let n_blocks = x.len() / 32;
         assert_eq!(
             row.len(),
@@ -567,7 +780,7 @@ mod avx2 {
             "row is not whole blocks"
         );
         let (r, xp) = (row.as_ptr(), x.as_ptr());
-        let mut acc = _mm256_setzero_ps();
+        let mut acc = L::zero();
         // The per-block offset terms, accumulated apart from the vector lanes.
         let mut offset = 0f32;
         match ty {
@@ -576,7 +789,7 @@ mod avx2 {
                 for (i, &xs) in xsum.iter().enumerate() {
                     let (b, xb) = (r.add(i * 18), xp.add(i * 32));
                     let d = f16(b);
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(d), dot4(nibbles(b.add(2)), xb), acc);
+                    acc = L::fmadd(L::splat(d), L::dot(L::nibbles(b.add(2)), xb), acc);
                     offset -= 8.0 * d * xs;
                 }
             }
@@ -584,26 +797,20 @@ mod avx2 {
             GgmlType::Q4_1 => {
                 for (i, &xs) in xsum.iter().enumerate() {
                     let (b, xb) = (r.add(i * 20), xp.add(i * 32));
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(b)), dot4(nibbles(b.add(4)), xb), acc);
+                    acc = L::fmadd(L::splat(f16(b)), L::dot(L::nibbles(b.add(4)), xb), acc);
                     offset += f16(b.add(2)) * xs;
                 }
             }
             GgmlType::Q8_0 => {
                 for i in 0..n_blocks {
                     let (b, xb) = (r.add(i * 34), xp.add(i * 32));
-                    let q = b.add(2);
-                    let cvt = |o: usize| {
-                        _mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(
-                            q.add(o) as *const __m128i
-                        )))
-                    };
-                    let s = dot4([cvt(0), cvt(8), cvt(16), cvt(24)], xb);
-                    acc = _mm256_fmadd_ps(_mm256_set1_ps(f16(b)), s, acc);
+                    let s = L::dot(L::signed_bytes(b.add(2)), xb);
+                    acc = L::fmadd(L::splat(f16(b)), s, acc);
                 }
             }
-            other => unreachable!("no AVX2 kernel for {other:?}; `handles` must be checked first"),
+            other => unreachable!("no SIMD kernel for {other:?}; `handles` must be checked first"),
         }
-        hsum(acc) + offset
+        L::hsum(acc) + offset
     }
 }
 
@@ -960,6 +1167,50 @@ mod tests {
                 );
                 let e = nmse(&rows, &naive_matmul_wt(&x, &wf, t, k, n));
                 assert!(e < 1e-10, "{ty:?} t={t}: nmse {e}");
+            }
+        }
+    }
+
+    /// Each vector width this CPU runs (AVX2, and AVX-512 where it has it; the routes take
+    /// the widest) multiplies the blocks as their dequantized values, and its multi-row
+    /// kernel gives each row its own single-row value bit for bit, at every row count.
+    #[cfg(target_arch = "x86_64")]
+    #[test]
+    fn every_vector_width_multiplies_blocks_and_keeps_rows_bitwise() {
+        let (n, k) = (70, 160);
+        for ty in [GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q8_0] {
+            let rb = ty.row_bytes(k as u64) as usize;
+            let bytes = random_blocks(ty, n * k / 32, 7 + ty.id() as u64);
+            let mut wf = vec![0f32; n * k];
+            WeightView::Blocks { ty, bytes: &bytes }.rows_f32(0, k, &mut wf);
+            let x = values(4 * k, 3);
+            let xsum: Vec<f32> = x.chunks_exact(32).map(|c| c.iter().sum()).collect();
+            let (xr, sr) = (|j: usize| &x[j * k..][..k], |j: usize| &xsum[j * 5..][..5]);
+            for isa in x86::Isa::available() {
+                let mut single = vec![0f32; 4 * n];
+                for (j, y) in single.chunks_exact_mut(n).enumerate() {
+                    unsafe { x86::dot_rows(isa, ty, &bytes, rb, xr(j), sr(j), y) };
+                }
+                let e = nmse(&single, &naive_matmul_wt(&x, &wf, 4, k, n));
+                assert!(e < 1e-10, "{ty:?} {isa:?}: nmse {e}");
+                let mut rows = vec![0f32; 4 * n];
+                let p = rows.as_mut_ptr();
+                unsafe {
+                    x86::dot_rows_x::<3>(
+                        isa,
+                        ty,
+                        &bytes,
+                        rb,
+                        [xr(0), xr(1), xr(2)],
+                        [sr(0), sr(1), sr(2)],
+                        [p, p.add(n), p.add(2 * n)],
+                    );
+                    x86::dot_rows_x::<1>(isa, ty, &bytes, rb, [xr(3)], [sr(3)], [p.add(3 * n)]);
+                }
+                let differ = (0..4 * n)
+                    .filter(|&i| rows[i].to_bits() != single[i].to_bits())
+                    .count();
+                assert_eq!(differ, 0, "{ty:?} {isa:?}: {differ} values differ");
             }
         }
     }
