@@ -946,6 +946,13 @@ fn dot_row_generic<const BS: usize>(ty: GgmlType, row: &[u8], x: &[f32]) -> f32 
 /// Dot product with eight independent accumulators, so that the loop vectorises and the
 /// summation order is fixed (results do not depend on thread count).
 pub fn dot(a: &[f32], b: &[f32]) -> f32 {
+    dot_widened(a, b)
+}
+
+/// [`dot`] of an f32 row with a row of f32 or f16 values (the KV cache's), in its order:
+/// eight running sums, added as [`hsum8`] does, then the remainder.
+#[inline(always)]
+fn dot_widened<E: KvElem>(a: &[f32], b: &[E]) -> f32 {
     debug_assert_eq!(a.len(), b.len());
     let mut acc = [0f32; 8];
     let ca = a.chunks_exact(8);
@@ -953,12 +960,12 @@ pub fn dot(a: &[f32], b: &[f32]) -> f32 {
     let (ra, rb) = (ca.remainder(), cb.remainder());
     for (x, y) in ca.zip(cb) {
         for i in 0..8 {
-            acc[i] += x[i] * y[i];
+            acc[i] += x[i] * y[i].widen();
         }
     }
-    let mut s = ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]));
+    let mut s = hsum8(acc);
     for (x, y) in ra.iter().zip(rb) {
-        s += x * y;
+        s += x * y.widen();
     }
     s
 }

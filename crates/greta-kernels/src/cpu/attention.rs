@@ -8,7 +8,7 @@
 use half::f16;
 use rayon::prelude::*;
 
-use super::softmax;
+use super::{dot_widened, hsum8, softmax};
 
 /// An element of the KV cache: f32 (the reference) or f16 (half the bytes a step reads, as
 /// the GPU's cache and llama.cpp's default hold them). Widening is exact.
@@ -171,7 +171,7 @@ fn attention_loops<E: KvElem>(
             (Loops::Sized, 128) => key_scores::<128, E>(qh, k_head, kv_row, scale, &mut scores),
             _ => {
                 for (j, sc) in scores.iter_mut().enumerate() {
-                    *sc = dot_kv(qh, &k_head[j * kv_row..][..hd]) * scale;
+                    *sc = dot_widened(qh, &k_head[j * kv_row..][..hd]) * scale;
                 }
             }
         }
@@ -216,32 +216,7 @@ fn attention_loops<E: KvElem>(
     });
 }
 
-/// [`super::dot`] of an f32 row with a cache row, in its order (eight running sums, then
-/// the remainder).
-fn dot_kv<E: KvElem>(a: &[f32], b: &[E]) -> f32 {
-    let mut acc = [0f32; 8];
-    let ca = a.chunks_exact(8);
-    let cb = b.chunks_exact(8);
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..8 {
-            acc[i] += x[i] * y[i].widen();
-        }
-    }
-    let mut s = hsum8(acc);
-    for (x, y) in ra.iter().zip(rb) {
-        s += x * y.widen();
-    }
-    s
-}
-
-/// The eight running sums of a dot product added in [`super::dot`]'s order.
-#[inline(always)]
-fn hsum8(acc: [f32; 8]) -> f32 {
-    ((acc[0] + acc[4]) + (acc[1] + acc[5])) + ((acc[2] + acc[6]) + (acc[3] + acc[7]))
-}
-
-/// `scores[j] = scale · (q · k_j)` for the keys `k_j = k[j * stride..][..HD]`: [`dot_kv`]'s
+/// `scores[j] = scale · (q · k_j)` for the keys `k_j = k[j * stride..][..HD]`: [`dot_widened`]'s
 /// sums in its order, bit for bit, with q held in a local array across the keys.
 #[inline(always)]
 fn key_scores<const HD: usize, E: KvElem>(
@@ -317,36 +292,41 @@ mod avx2 {
         const { assert!(HD.is_multiple_of(8)) };
         let n = scores.len();
         assert!(q.len() >= HD && (n == 0 || k.len() >= (n - 1) * stride + HD));
-        let (q, k) = (q.as_ptr(), k.as_ptr());
-        let key = |j: usize, acc: &mut __m256| {
-            for c in 0..HD / 8 {
-                let x = _mm256_mul_ps(
-                    _mm256_loadu_ps(q.add(c * 8)),
-                    E::load8(k.add(j * stride + c * 8)),
-                );
-                *acc = _mm256_add_ps(*acc, x);
-            }
-        };
         let mut j = 0;
         while j + 4 <= n {
-            let mut acc = [_mm256_setzero_ps(); 4];
-            for c in 0..HD / 8 {
-                let qc = _mm256_loadu_ps(q.add(c * 8));
-                for (u, a) in acc.iter_mut().enumerate() {
-                    let x = _mm256_mul_ps(qc, E::load8(k.add((j + u) * stride + c * 8)));
-                    *a = _mm256_add_ps(*a, x);
-                }
-            }
-            for (u, a) in acc.into_iter().enumerate() {
-                *scores.get_unchecked_mut(j + u) = hsum8(a) * scale;
-            }
+            keys::<HD, 4, E>(q, k, stride, j, scale, scores);
             j += 4;
         }
         while j < n {
-            let mut acc = _mm256_setzero_ps();
-            key(j, &mut acc);
-            *scores.get_unchecked_mut(j) = hsum8(acc) * scale;
+            keys::<HD, 1, E>(q, k, stride, j, scale, scores);
             j += 1;
+        }
+    }
+
+    /// The scores of keys j..j + U, each key's eight running sums one register.
+    ///
+    /// # Safety
+    /// Keys j..j + U must lie within `k` (checked by the caller).
+    #[inline(always)]
+    unsafe fn keys<const HD: usize, const U: usize, E: KvElem>(
+        q: &[f32],
+        k: &[E],
+        stride: usize,
+        j: usize,
+        scale: f32,
+        scores: &mut [f32],
+    ) {
+        let (q, k) = (q.as_ptr(), k.as_ptr());
+        let mut acc = [_mm256_setzero_ps(); U];
+        for c in 0..HD / 8 {
+            let qc = _mm256_loadu_ps(q.add(c * 8));
+            for (u, a) in acc.iter_mut().enumerate() {
+                let x = _mm256_mul_ps(qc, E::load8(k.add((j + u) * stride + c * 8)));
+                *a = _mm256_add_ps(*a, x);
+            }
+        }
+        for (u, a) in acc.into_iter().enumerate() {
+            *scores.get_unchecked_mut(j + u) = hsum8(a) * scale;
         }
     }
 
