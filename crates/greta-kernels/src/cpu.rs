@@ -222,6 +222,51 @@ pub fn matmul_wt(x: &[f32], w: WeightView, y: &mut [f32], t: usize, k: usize, n:
     gemm(x, w, y, t, k, n);
 }
 
+/// `y_i[n_i] = w_i[n_i, k] · x[k]` for several matrices that read the same x (a layer's
+/// Q, K and V; gate and up), as one parallel loop over all their row blocks instead of one
+/// loop a matrix: a decode step makes fewer parallel calls, and the small products (K and
+/// V: two blocks each) share the cores with the large. Each value is the one [`gemv`]
+/// computes, bit for bit (the same per-row kernels).
+pub fn gemv_many(x: &[f32], products: &mut [(WeightView, &mut [f32])]) {
+    let k = x.len();
+    let mut sums = Vec::with_capacity(products.len());
+    for (w, y) in products.iter() {
+        w.check(y.len(), k);
+        // Per-block sums of x serve every row (the offset term of Q4_0/Q4_1).
+        sums.push(match w {
+            WeightView::Blocks { ty, .. } => x
+                .chunks_exact(ty.block_size())
+                .map(|c| c.iter().sum())
+                .collect(),
+            WeightView::F32(_) => Vec::new(),
+        });
+    }
+    let mut tasks = Vec::new();
+    for ((w, y), xsum) in products.iter_mut().zip(&sums) {
+        let w = *w;
+        let rb = match w {
+            WeightView::F32(_) => 4 * k,
+            WeightView::Blocks { ty, .. } => ty.row_bytes(k as u64) as usize,
+        };
+        for (i, ys) in y.chunks_mut(GEMV_ROWS_PER_TASK).enumerate() {
+            tasks.push((w, i * GEMV_ROWS_PER_TASK, ys, xsum.as_slice(), rb));
+        }
+    }
+    tasks
+        .into_par_iter()
+        .for_each(|(w, r0, ys, xsum, rb)| match w {
+            WeightView::F32(wf) => {
+                for (n, yv) in ys.iter_mut().enumerate() {
+                    *yv = dot(x, &wf[(r0 + n) * k..][..k]);
+                }
+            }
+            WeightView::Blocks { ty, bytes } => {
+                let ws = &bytes[r0 * rb..(r0 + ys.len()) * rb];
+                block_rows_dispatch(ty, ws, rb, x, xsum, ys)
+            }
+        });
+}
+
 /// Prefill: a cache-blocked GEMM, split over column blocks of the output so both cores
 /// work; quantized rows are widened one block of columns at a time.
 fn gemm(x: &[f32], w: WeightView, y: &mut [f32], t: usize, k: usize, n: usize) {
@@ -1219,6 +1264,49 @@ mod tests {
                     .count();
                 assert_eq!(differ, 0, "{ty:?} {isa:?}: {differ} values differ");
             }
+        }
+    }
+
+    /// Several matrices over one x in one parallel loop give each value its lone GEMV's
+    /// bits: f32 and block weights mixed, row counts that split into blocks unevenly.
+    #[test]
+    fn gemv_many_gives_each_product_its_own_gemv_bits() {
+        let k = 256;
+        let (q4, q8) = (
+            random_blocks(GgmlType::Q4_1, 300 * k / 32, 5),
+            random_blocks(GgmlType::Q8_0, 70 * k / 32, 6),
+        );
+        let wf = values(129 * k, 7);
+        let views = [
+            WeightView::Blocks {
+                ty: GgmlType::Q4_1,
+                bytes: &q4,
+            },
+            WeightView::F32(&wf),
+            WeightView::Blocks {
+                ty: GgmlType::Q8_0,
+                bytes: &q8,
+            },
+        ];
+        let rows = [300, 129, 70];
+        let x = values(k, 8);
+        let mut ys: Vec<Vec<f32>> = rows.iter().map(|&n| vec![0f32; n]).collect();
+        let mut products: Vec<_> = views
+            .iter()
+            .zip(ys.iter_mut())
+            .map(|(w, y)| (*w, y.as_mut_slice()))
+            .collect();
+        gemv_many(&x, &mut products);
+        for ((w, y), n) in views.iter().zip(&ys).zip(rows) {
+            let mut lone = vec![0f32; n];
+            gemv(&x, *w, &mut lone, k);
+            assert!(y.iter().any(|&v| v != 0.0));
+            let differ = y
+                .iter()
+                .zip(&lone)
+                .filter(|(a, b)| a.to_bits() != b.to_bits())
+                .count();
+            assert_eq!(differ, 0, "{n} rows: {differ} values differ");
         }
     }
 

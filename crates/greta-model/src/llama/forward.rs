@@ -266,6 +266,36 @@ impl Llama {
         y
     }
 
+    /// Products that read the same stage (Q, K and V; gate and up). A decode row with no
+    /// probe on their inputs takes them in one parallel loop (`cpu::gemv_many`: each value
+    /// is the lone product's, bit for bit, and a step makes fewer parallel calls); each is
+    /// then reported in order, as one at a time would be (none reads another's output).
+    fn projections<const N: usize>(
+        &self,
+        points: [Point; N],
+        layer: usize,
+        x: &[f32],
+        ws: [&Matrix; N],
+        t: usize,
+        ctx: &mut Ctx,
+    ) -> [Vec<f32>; N] {
+        let probed = points.iter().any(|&p| ctx.obs.wants_input(p, Some(layer)));
+        if t != 1 || probed {
+            return std::array::from_fn(|i| self.projection(points[i], layer, x, ws[i], t, ctx));
+        }
+        let mut ys: [Vec<f32>; N] = std::array::from_fn(|i| vec![0f32; ws[i].rows]);
+        let mut products: Vec<_> = ws
+            .iter()
+            .zip(ys.iter_mut())
+            .map(|(w, y)| (w.view(), y.as_mut_slice()))
+            .collect();
+        cpu::gemv_many(x, &mut products);
+        for (i, y) in ys.iter_mut().enumerate() {
+            ctx.emit(points[i], Some(layer), y, ws[i].rows);
+        }
+        ys
+    }
+
     fn rope(
         &self,
         point: Point,
@@ -301,9 +331,14 @@ impl Llama {
     ) -> Vec<f32> {
         let c = &self.config;
         let normed = self.rms_norm(Point::AttnNorm, Some(l), x, &w.attn_norm, ctx);
-        let q = self.projection(Point::Q, l, &normed, &w.wq, t, ctx);
-        let k = self.projection(Point::K, l, &normed, &w.wk, t, ctx);
-        let v = self.projection(Point::V, l, &normed, &w.wv, t, ctx);
+        let [q, k, v] = self.projections(
+            [Point::Q, Point::K, Point::V],
+            l,
+            &normed,
+            [&w.wq, &w.wk, &w.wv],
+            t,
+            ctx,
+        );
         let q = self.rope(Point::QRope, l, q, c.n_heads, ctx);
         let k = self.rope(Point::KRope, l, k, c.n_kv_heads, ctx);
         cache.write(l, &k, &v);
@@ -352,8 +387,14 @@ impl Llama {
         ctx: &mut Ctx,
     ) -> Vec<f32> {
         let normed = self.rms_norm(Point::FfnNorm, Some(l), x, &w.ffn_norm, ctx);
-        let gate = self.projection(Point::FfnGate, l, &normed, &w.w_gate, t, ctx);
-        let up = self.projection(Point::FfnUp, l, &normed, &w.w_up, t, ctx);
+        let [gate, up] = self.projections(
+            [Point::FfnGate, Point::FfnUp],
+            l,
+            &normed,
+            [&w.w_gate, &w.w_up],
+            t,
+            ctx,
+        );
         let mut act = vec![0f32; gate.len()];
         cpu::silu_mul(&gate, &up, &mut act);
         ctx.emit(Point::FfnAct, Some(l), &mut act, self.config.intermediate);
