@@ -56,7 +56,7 @@ pub struct PerplexityArgs {
     backend: BackendRequest,
     #[command(flatten)]
     gpu: crate::gpu_args::GpuArgs,
-    /// (On the CPU route; with --kl, the CPU reference it is set against keeps f32.)
+    // The CPU route's cache; with --kl, the CPU reference it is set against keeps f32.
     #[command(flatten)]
     kv: crate::kv_args::KvCacheArgs,
 }

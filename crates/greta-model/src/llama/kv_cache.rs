@@ -47,14 +47,18 @@ impl std::fmt::Display for KvFormat {
     }
 }
 
-impl std::str::FromStr for KvFormat {
-    type Err = String;
+#[derive(Debug, thiserror::Error)]
+#[error("unknown KV cache format {0:?}: f32 or f16")]
+pub struct UnknownKvFormat(pub String);
 
-    fn from_str(s: &str) -> Result<Self, String> {
+impl std::str::FromStr for KvFormat {
+    type Err = UnknownKvFormat;
+
+    fn from_str(s: &str) -> Result<Self, UnknownKvFormat> {
         match s {
             "f32" => Ok(KvFormat::F32),
             "f16" => Ok(KvFormat::F16),
-            other => Err(format!("unknown KV cache format {other:?}: f32 or f16")),
+            other => Err(UnknownKvFormat(other.to_string())),
         }
     }
 }
@@ -94,13 +98,6 @@ impl KvCache {
             row: kv_row,
             len: 0,
             store,
-        }
-    }
-
-    pub fn format(&self) -> KvFormat {
-        match self.store {
-            Store::F32 { .. } => KvFormat::F32,
-            Store::F16 { .. } => KvFormat::F16,
         }
     }
 
@@ -178,5 +175,45 @@ impl KvCache {
     /// Forgets every position from `len` on (for re-evaluating a prefix).
     pub fn truncate(&mut self, len: usize) {
         self.len = self.len.min(len);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The f16 cache stores each value as `f16::from_f32` rounds it (to nearest, ties to
+    /// even: the GPU's `__float2half_rn`), whatever path the slice conversion takes,
+    /// including ties, subnormals, overflow to infinity and the row after the first.
+    #[test]
+    fn the_f16_cache_rounds_each_value_to_nearest_even() {
+        let row: Vec<f32> = (0..40)
+            .map(|i| match i {
+                0 => 1.0 + 2f32.powi(-11),       // a tie: rounds down to 1.0 (even)
+                1 => 1.0 + 3.0 * 2f32.powi(-11), // a tie: rounds up
+                2 => 1e-6,                       // an f16 subnormal
+                3 => 70000.0,                    // past f16's largest: infinity
+                _ => (i as f32 * 0.731).sin() * 10f32.powi(i % 5 - 2),
+            })
+            .collect();
+        let mut cache = KvCache::new(2, 40, 3, KvFormat::F16);
+        let other: Vec<f32> = row.iter().map(|x| -x).collect();
+        cache.write(1, &other, &row);
+        cache.advance(1);
+        cache.write(1, &row, &other);
+        let Store::F16 { k, v } = &cache.store else {
+            panic!("an f16 cache")
+        };
+        for (i, &x) in row.iter().enumerate() {
+            assert_eq!(
+                k[1][40 + i].to_bits(),
+                f16::from_f32(x).to_bits(),
+                "k value {i}"
+            );
+            assert_eq!(v[1][i].to_bits(), f16::from_f32(x).to_bits(), "v value {i}");
+        }
+        assert_eq!(k[1][40].to_f32(), 1.0);
+        assert!(k[1][43].is_infinite());
+        assert_eq!(cache.bytes(), 2 * 2 * 3 * 40 * 2);
     }
 }

@@ -8,4 +8,4 @@ pub mod weights;
 
 pub use config::{LlamaConfig, RopeStyle};
 pub use forward::{ForwardError, Llama, Logits};
-pub use kv_cache::{KvCache, KvCacheFull, KvFormat};
+pub use kv_cache::{KvCache, KvCacheFull, KvFormat, UnknownKvFormat};
