@@ -158,6 +158,8 @@ fn attention_loops<E: KvElem>(
         let k_head = &k_cache[kvh * hd..];
         let v_head = &v_cache[kvh * hd..];
         let mut scores = vec![0f32; n_keys];
+        // SAFETY (the AVX2 arms here and below): `Loops::Avx2` is chosen only where
+        // `avx2::available()` found AVX2 and F16C; the loops assert their slices' bounds.
         match (loops, hd) {
             #[cfg(target_arch = "x86_64")]
             (Loops::Avx2, 64) => unsafe {
