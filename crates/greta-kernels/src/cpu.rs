@@ -225,19 +225,16 @@ pub fn matmul_wt(x: &[f32], w: WeightView, y: &mut [f32], t: usize, k: usize, n:
 /// `y_i[n_i] = w_i[n_i, k] · x[k]` for several matrices that read the same x (a layer's
 /// Q, K and V; gate and up), as one parallel loop over all their row blocks instead of one
 /// loop a matrix: a decode step makes fewer parallel calls, and the small products (K and
-/// V: two blocks each) share the cores with the large. Each value is the one [`gemv`]
-/// computes, bit for bit (the same per-row kernels).
+/// V: two blocks each) share the cores with the large. [`gemv`] is this loop for one
+/// matrix, and a matrix's values do not depend on which others share the loop (its rows'
+/// blocks and kernels are the same).
 pub fn gemv_many(x: &[f32], products: &mut [(WeightView, &mut [f32])]) {
     let k = x.len();
     let mut sums = Vec::with_capacity(products.len());
     for (w, y) in products.iter() {
         w.check(y.len(), k);
-        // Per-block sums of x serve every row (the offset term of Q4_0/Q4_1).
         sums.push(match w {
-            WeightView::Blocks { ty, .. } => x
-                .chunks_exact(ty.block_size())
-                .map(|c| c.iter().sum())
-                .collect(),
+            WeightView::Blocks { ty, .. } => block_sums(x, *ty),
             WeightView::F32(_) => Vec::new(),
         });
     }
@@ -316,27 +313,16 @@ unsafe impl Sync for SendPtr {}
 
 /// `y[n] = w[n, k] · x[k]`, rows split over rayon tasks.
 fn gemv(x: &[f32], w: WeightView, y: &mut [f32], k: usize) {
-    match w {
-        WeightView::F32(wf) => y
-            .par_chunks_mut(GEMV_ROWS_PER_TASK)
-            .zip(wf.par_chunks(GEMV_ROWS_PER_TASK * k))
-            .for_each(|(ys, ws)| {
-                for (yv, wr) in ys.iter_mut().zip(ws.chunks_exact(k)) {
-                    *yv = dot(x, wr);
-                }
-            }),
-        WeightView::Blocks { ty, bytes } => {
-            let rb = ty.row_bytes(k as u64) as usize;
-            // Per-block sums of x serve every row (the offset term of Q4_0/Q4_1).
-            let xsum: Vec<f32> = x
-                .chunks_exact(ty.block_size())
-                .map(|c| c.iter().sum())
-                .collect();
-            y.par_chunks_mut(GEMV_ROWS_PER_TASK)
-                .zip(bytes.par_chunks(GEMV_ROWS_PER_TASK * rb))
-                .for_each(|(ys, ws)| block_rows_dispatch(ty, ws, rb, x, &xsum, ys));
-        }
-    }
+    debug_assert_eq!(x.len(), k);
+    gemv_many(x, &mut [(w, y)]);
+}
+
+/// Per-block sums of x (blocks of `ty`, along each row): they serve every weight row (the
+/// offset term of Q4_0/Q4_1), computed once a product.
+fn block_sums(x: &[f32], ty: GgmlType) -> Vec<f32> {
+    x.chunks_exact(ty.block_size())
+        .map(|c| c.iter().sum())
+        .collect()
 }
 
 /// Whether [`gemv_rows`] takes blocks of `ty` on this CPU.
@@ -361,10 +347,7 @@ fn gemv_rows(x: &[f32], ty: GgmlType, bytes: &[u8], y: &mut [f32], t: usize, k: 
     let rb = ty.row_bytes(k as u64) as usize;
     let nb = k / ty.block_size();
     // Every row's block sums, as `gemv` makes them (k is whole blocks: rows do not share one).
-    let xsum: Vec<f32> = x
-        .chunks_exact(ty.block_size())
-        .map(|c| c.iter().sum())
-        .collect();
+    let xsum = block_sums(x, ty);
     let isa = x86::Isa::best().expect("callers check gemv_rows_available");
     let y_ptr = SendPtr(y.as_mut_ptr());
     bytes
@@ -486,6 +469,18 @@ mod x86 {
         ))))
     }
 
+    /// A Q4 payload's 16 bytes as its low nibbles (values 0..16) and its high nibbles
+    /// (values 16..32), a byte each.
+    #[inline(always)]
+    unsafe fn nibble_bytes(qs: *const u8) -> [__m128i; 2] {
+        let raw = _mm_loadu_si128(qs as *const __m128i);
+        let mask = _mm_set1_epi8(0x0f);
+        [
+            _mm_and_si128(raw, mask),
+            _mm_and_si128(_mm_srli_epi16(raw, 4), mask),
+        ]
+    }
+
     /// A vector width's operations on 32-value blocks.
     pub trait Lanes {
         type V: Copy;
@@ -533,10 +528,7 @@ mod x86 {
 
         #[inline(always)]
         unsafe fn nibbles(qs: *const u8) -> [__m256; 4] {
-            let raw = _mm_loadu_si128(qs as *const __m128i);
-            let mask = _mm_set1_epi8(0x0f);
-            let lo = _mm_and_si128(raw, mask);
-            let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+            let [lo, hi] = nibble_bytes(qs);
             let cvt = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
             [
                 cvt(lo),
@@ -597,10 +589,7 @@ mod x86 {
 
         #[inline(always)]
         unsafe fn nibbles(qs: *const u8) -> [__m512; 2] {
-            let raw = _mm_loadu_si128(qs as *const __m128i);
-            let mask = _mm_set1_epi8(0x0f);
-            let lo = _mm_and_si128(raw, mask);
-            let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+            let [lo, hi] = nibble_bytes(qs);
             let cvt = |v: __m128i| _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v));
             [cvt(lo), cvt(hi)]
         }
@@ -1236,7 +1225,7 @@ mod tests {
             let mut wf = vec![0f32; n * k];
             WeightView::Blocks { ty, bytes: &bytes }.rows_f32(0, k, &mut wf);
             let x = values(4 * k, 3);
-            let xsum: Vec<f32> = x.chunks_exact(32).map(|c| c.iter().sum()).collect();
+            let xsum = block_sums(&x, ty);
             let (xr, sr) = (|j: usize| &x[j * k..][..k], |j: usize| &xsum[j * 5..][..5]);
             for isa in x86::Isa::available() {
                 let mut single = vec![0f32; 4 * n];
@@ -1267,8 +1256,9 @@ mod tests {
         }
     }
 
-    /// Several matrices over one x in one parallel loop give each value its lone GEMV's
-    /// bits: f32 and block weights mixed, row counts that split into blocks unevenly.
+    /// Several matrices over one x in one parallel loop give each value the bits it gets
+    /// in a loop of its own (`gemv`), and the f64 product's value within 1e-10: f32 and
+    /// block weights mixed, row counts that split into blocks unevenly.
     #[test]
     fn gemv_many_gives_each_product_its_own_gemv_bits() {
         let k = 256;
@@ -1300,7 +1290,10 @@ mod tests {
         for ((w, y), n) in views.iter().zip(&ys).zip(rows) {
             let mut lone = vec![0f32; n];
             gemv(&x, *w, &mut lone, k);
-            assert!(y.iter().any(|&v| v != 0.0));
+            let mut wf = vec![0f32; n * k];
+            w.rows_f32(0, k, &mut wf);
+            let e = nmse(y, &naive_matmul_wt(&x, &wf, 1, k, n));
+            assert!(e < 1e-10, "{n} rows: nmse {e}");
             let differ = y
                 .iter()
                 .zip(&lone)
@@ -1339,10 +1332,7 @@ mod tests {
             }
             let mut portable = vec![0f32; n];
             let x = values(k, 12);
-            let xsum: Vec<f32> = x
-                .chunks_exact(ty.block_size())
-                .map(|c| c.iter().sum())
-                .collect();
+            let xsum = block_sums(&x, ty);
             block_rows(
                 ty,
                 &bytes,
