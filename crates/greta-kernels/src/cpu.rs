@@ -317,11 +317,21 @@ fn gemv(x: &[f32], w: WeightView, y: &mut [f32], k: usize) {
     gemv_many(x, &mut [(w, y)]);
 }
 
-/// Per-block sums of x (blocks of `ty`, along each row): they serve every weight row (the
-/// offset term of Q4_0/Q4_1), computed once a product.
-fn block_sums(x: &[f32], ty: GgmlType) -> Vec<f32> {
+/// Each block's sum of x (blocks of `ty`, along each row), as the SIMD kernels take it: a
+/// pair that multiplies a block's header converted as two values (`[d, m]` for Q4_1, `[d, _]`
+/// for the others), so that one product puts the block's offset term in a lane. Q4_1's
+/// term m·Σx comes out in lane 1 (`[0, Σx]`), Q4_0's −8d·Σx in lane 0 (`[−8·Σx, 0]`: −8 is
+/// a power of two, so d·(−8Σx) rounds as (−8d)·Σx does). Q8_0 has no offset term. Made once
+/// a product; they serve every weight row.
+fn block_sums(x: &[f32], ty: GgmlType) -> Vec<[f32; 2]> {
     x.chunks_exact(ty.block_size())
-        .map(|c| c.iter().sum())
+        .map(|c| {
+            let s: f32 = c.iter().sum();
+            match ty {
+                GgmlType::Q4_0 => [-8.0 * s, 0.0],
+                _ => [0.0, s],
+            }
+        })
         .collect()
 }
 
@@ -403,7 +413,14 @@ fn gemv_rows(_: &[f32], ty: GgmlType, _: &[u8], _: &mut [f32], _: usize, _: usiz
 
 /// Uses the widest SIMD block kernels the CPU has (AVX-512, else AVX2; checked at run
 /// time, so one binary runs everywhere), the portable loops otherwise.
-fn block_rows_dispatch(ty: GgmlType, w: &[u8], rb: usize, x: &[f32], xsum: &[f32], y: &mut [f32]) {
+fn block_rows_dispatch(
+    ty: GgmlType,
+    w: &[u8],
+    rb: usize,
+    x: &[f32],
+    xsum: &[[f32; 2]],
+    y: &mut [f32],
+) {
     #[cfg(target_arch = "x86_64")]
     if let (Some(isa), true) = (x86::Isa::best(), x86::handles(ty)) {
         // SAFETY: the CPU runs `isa` (`best` checked it).
@@ -462,11 +479,22 @@ mod x86 {
         matches!(ty, GgmlType::Q4_0 | GgmlType::Q4_1 | GgmlType::Q8_0)
     }
 
+    /// A block's first 4 bytes widened as two f16 values: `[d, m, 0, 0]` for Q4_1, `[d, _, 0,
+    /// 0]` for Q4_0 and Q8_0 (lane 1 is two payload bytes there, and is never read). One
+    /// load and one conversion give both of Q4_1's scales; converting each alone took three
+    /// instructions on the vector ports, which bound the loop (session 60).
     #[inline(always)]
-    unsafe fn f16(b: *const u8) -> f32 {
-        _mm_cvtss_f32(_mm_cvtph_ps(_mm_cvtsi32_si128(i32::from(
-            u16::from_le_bytes([*b, *b.add(1)]),
-        ))))
+    unsafe fn header(b: *const u8) -> __m128 {
+        _mm_cvtph_ps(_mm_cvtsi32_si128((b as *const i32).read_unaligned()))
+    }
+
+    /// Lane `LANE` (0 or 1) of `v`.
+    #[inline(always)]
+    unsafe fn lane<const LANE: usize>(v: __m128) -> f32 {
+        match LANE {
+            0 => _mm_cvtss_f32(v),
+            _ => _mm_cvtss_f32(_mm_movehdup_ps(v)),
+        }
     }
 
     /// A Q4 payload's 16 bytes as its low nibbles (values 0..16) and its high nibbles
@@ -487,7 +515,8 @@ mod x86 {
         /// A block's 32 values as vectors, in ggml's order.
         type Block: Copy;
         unsafe fn zero() -> Self::V;
-        unsafe fn splat(x: f32) -> Self::V;
+        /// Lane 0 of `h` in every lane.
+        unsafe fn splat_first(h: __m128) -> Self::V;
         unsafe fn fmadd(a: Self::V, b: Self::V, c: Self::V) -> Self::V;
         unsafe fn hsum(v: Self::V) -> f32;
         /// The 32 nibbles of a Q4 payload (low nibbles are values 0..16, high 16..32).
@@ -510,8 +539,8 @@ mod x86 {
         }
 
         #[inline(always)]
-        unsafe fn splat(x: f32) -> __m256 {
-            _mm256_set1_ps(x)
+        unsafe fn splat_first(h: __m128) -> __m256 {
+            _mm256_broadcastss_ps(h)
         }
 
         #[inline(always)]
@@ -569,8 +598,8 @@ mod x86 {
         }
 
         #[inline(always)]
-        unsafe fn splat(x: f32) -> __m512 {
-            _mm512_set1_ps(x)
+        unsafe fn splat_first(h: __m128) -> __m512 {
+            _mm512_broadcastss_ps(h)
         }
 
         #[inline(always)]
@@ -587,11 +616,21 @@ mod x86 {
             Avx2::hsum(h)
         }
 
+        /// Each byte widened to a lane, its nibbles looked up as floats in a table of 0..16:
+        /// a permute reads only an index's low 4 bits, so the low nibble needs no mask and
+        /// the high one a shift. Four instructions on the vector ports where masks, shifts,
+        /// widenings and conversions took seven; the same floats.
         #[inline(always)]
         unsafe fn nibbles(qs: *const u8) -> [__m512; 2] {
-            let [lo, hi] = nibble_bytes(qs);
-            let cvt = |v: __m128i| _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(v));
-            [cvt(lo), cvt(hi)]
+            let b = _mm512_cvtepu8_epi32(_mm_loadu_si128(qs as *const __m128i));
+            let table = _mm512_setr_ps(
+                0.0, 1.0, 2.0, 3.0, 4.0, 5.0, 6.0, 7.0, 8.0, 9.0, 10.0, 11.0, 12.0, 13.0, 14.0,
+                15.0,
+            );
+            [
+                _mm512_permutexvar_ps(b, table),
+                _mm512_permutexvar_ps(_mm512_srli_epi32::<4>(b), table),
+            ]
         }
 
         #[inline(always)]
@@ -622,7 +661,7 @@ mod x86 {
         w: &[u8],
         rb: usize,
         x: &[f32],
-        xsum: &[f32],
+        xsum: &[[f32; 2]],
         y: &mut [f32],
     ) {
         match isa {
@@ -637,7 +676,7 @@ mod x86 {
         w: &[u8],
         rb: usize,
         x: &[f32],
-        xsum: &[f32],
+        xsum: &[[f32; 2]],
         y: &mut [f32],
     ) {
         rows::<Avx2>(ty, w, rb, x, xsum, y)
@@ -649,7 +688,7 @@ mod x86 {
         w: &[u8],
         rb: usize,
         x: &[f32],
-        xsum: &[f32],
+        xsum: &[[f32; 2]],
         y: &mut [f32],
     ) {
         rows::<Avx512>(ty, w, rb, x, xsum, y)
@@ -668,7 +707,7 @@ mod x86 {
         w: &[u8],
         rb: usize,
         x: [&[f32]; R],
-        xsum: [&[f32]; R],
+        xsum: [&[[f32; 2]]; R],
         y: [*mut f32; R],
     ) {
         match isa {
@@ -683,7 +722,7 @@ mod x86 {
         w: &[u8],
         rb: usize,
         x: [&[f32]; R],
-        xsum: [&[f32]; R],
+        xsum: [&[[f32; 2]]; R],
         y: [*mut f32; R],
     ) {
         rows_x_typed::<Avx2, R>(ty, w, rb, x, xsum, y)
@@ -695,7 +734,7 @@ mod x86 {
         w: &[u8],
         rb: usize,
         x: [&[f32]; R],
-        xsum: [&[f32]; R],
+        xsum: [&[[f32; 2]]; R],
         y: [*mut f32; R],
     ) {
         rows_x_typed::<Avx512, R>(ty, w, rb, x, xsum, y)
@@ -723,14 +762,11 @@ mod x86 {
         w: &[u8],
         rb: usize,
         x: &[f32],
-        xsum: &[f32],
+        xsum: &[[f32; 2]],
         y: &mut [f32],
     ) {
-        assert_eq!(xsum.len() * 32, x.len(), "one sum per 32-value block of x");
-        for (n, (yv, row)) in y.iter_mut().zip(w.chunks_exact(rb)).enumerate() {
-            prefetch_row(w, rb, n);
-            *yv = dot_row::<L>(ty, row, x, xsum);
-        }
+        assert_eq!(y.len() * rb, w.len(), "one output per row of w");
+        rows_x_typed::<L, 1>(ty, w, rb, [x], [xsum], [y.as_mut_ptr()])
     }
 
     #[inline(always)]
@@ -739,7 +775,7 @@ mod x86 {
         w: &[u8],
         rb: usize,
         x: [&[f32]; R],
-        xsum: [&[f32]; R],
+        xsum: [&[[f32; 2]]; R],
         y: [*mut f32; R],
     ) {
         for j in 0..R {
@@ -755,96 +791,63 @@ mod x86 {
             );
         }
         match ty {
-            // The offset term as `dot_row` adds it: -8d·Σv is (-8d)·Σv exactly.
-            GgmlType::Q4_0 => rows_x::<L, R, 18, true>(w, rb, x, xsum, y, |b| {
-                let d = f16(b);
-                (d, L::nibbles(b.add(2)), -8.0 * d)
-            }),
-            GgmlType::Q4_1 => rows_x::<L, R, 20, true>(w, rb, x, xsum, y, |b| {
-                (f16(b), L::nibbles(b.add(4)), f16(b.add(2)))
-            }),
-            GgmlType::Q8_0 => rows_x::<L, R, 34, false>(w, rb, x, xsum, y, |b| {
-                (f16(b), L::signed_bytes(b.add(2)), 0.0)
-            }),
+            GgmlType::Q4_0 => {
+                rows_x::<L, R, 18, true, 0>(w, rb, x, xsum, y, |b| L::nibbles(b.add(2)))
+            }
+            GgmlType::Q4_1 => {
+                rows_x::<L, R, 20, true, 1>(w, rb, x, xsum, y, |b| L::nibbles(b.add(4)))
+            }
+            GgmlType::Q8_0 => {
+                rows_x::<L, R, 34, false, 0>(w, rb, x, xsum, y, |b| L::signed_bytes(b.add(2)))
+            }
             other => unreachable!("no SIMD kernel for {other:?}; `handles` must be checked first"),
         }
     }
 
-    /// The loop of [`dot_rows_x`] for blocks of `BB` bytes; `unpack` gives a block's scale,
-    /// its 32 values and the coefficient of its offset term (used where `OFFSET`).
+    /// The loop of [`dot_rows_x`] for blocks of `BB` bytes; `payload` gives a block's 32
+    /// values. Where `OFFSET`, a block's offset term is its [`header`] times its operand pair
+    /// (`block_sums`), in lane `LANE`, summed block by block in a lane of its own: the scalar
+    /// sum it replaced, bit for bit.
     #[inline(always)]
-    unsafe fn rows_x<L: Lanes, const R: usize, const BB: usize, const OFFSET: bool>(
+    unsafe fn rows_x<
+        L: Lanes,
+        const R: usize,
+        const BB: usize,
+        const OFFSET: bool,
+        const LANE: usize,
+    >(
         w: &[u8],
         rb: usize,
         x: [&[f32]; R],
-        xsum: [&[f32]; R],
+        xsum: [&[[f32; 2]]; R],
         y: [*mut f32; R],
-        unpack: impl Fn(*const u8) -> (f32, L::Block, f32),
+        payload: impl Fn(*const u8) -> L::Block,
     ) {
         let n_blocks = rb / BB;
         for (n, row) in w.chunks_exact(rb).enumerate() {
-            // As in `rows`; the rows come from memory for the first group of x rows and
-            // from cache for the others.
+            // The rows come from memory for the first group of x rows and from cache for
+            // the others.
             prefetch_row(w, rb, n);
             let r = row.as_ptr();
             let mut acc = [L::zero(); R];
-            let mut offset = [0f32; R];
+            let mut offset = [_mm_setzero_ps(); R];
             for i in 0..n_blocks {
-                let (d, q, c) = unpack(r.add(i * BB));
-                let dv = L::splat(d);
+                let b = r.add(i * BB);
+                let h = header(b);
+                let (d, q) = (L::splat_first(h), payload(b));
                 for j in 0..R {
-                    acc[j] = L::fmadd(dv, L::dot(q, x[j].as_ptr().add(i * 32)), acc[j]);
+                    acc[j] = L::fmadd(d, L::dot(q, x[j].as_ptr().add(i * 32)), acc[j]);
                     if OFFSET {
-                        offset[j] += c * *xsum[j].get_unchecked(i);
+                        let pair = xsum[j].as_ptr().add(i) as *const f64;
+                        let term = _mm_mul_ps(h, _mm_castpd_ps(_mm_load_sd(pair)));
+                        offset[j] = _mm_add_ps(offset[j], term);
                     }
                 }
             }
             for j in 0..R {
-                *y[j].add(n) = L::hsum(acc[j]) + offset[j];
+                *y[j].add(n) = L::hsum(acc[j]) + lane::<LANE>(offset[j]);
             }
         }
-    }
-
-    #[inline(always)]
-    unsafe fn dot_row<L: Lanes>(ty: GgmlType, row: &[u8], x: &[f32], xsum: &[f32]) -> f32 {
-        let n_blocks = x.len() / 32;
-        assert_eq!(
-            row.len(),
-            n_blocks * ty.block_bytes(),
-            "row is not whole blocks"
-        );
-        let (r, xp) = (row.as_ptr(), x.as_ptr());
-        let mut acc = L::zero();
-        // The per-block offset terms, accumulated apart from the vector lanes.
-        let mut offset = 0f32;
-        match ty {
-            // x = d·(q − 8): Σ x·v = d·Σ q·v − 8d·Σ v
-            GgmlType::Q4_0 => {
-                for (i, &xs) in xsum.iter().enumerate() {
-                    let (b, xb) = (r.add(i * 18), xp.add(i * 32));
-                    let d = f16(b);
-                    acc = L::fmadd(L::splat(d), L::dot(L::nibbles(b.add(2)), xb), acc);
-                    offset -= 8.0 * d * xs;
-                }
-            }
-            // x = d·q + m: Σ x·v = d·Σ q·v + m·Σ v
-            GgmlType::Q4_1 => {
-                for (i, &xs) in xsum.iter().enumerate() {
-                    let (b, xb) = (r.add(i * 20), xp.add(i * 32));
-                    acc = L::fmadd(L::splat(f16(b)), L::dot(L::nibbles(b.add(4)), xb), acc);
-                    offset += f16(b.add(2)) * xs;
-                }
-            }
-            GgmlType::Q8_0 => {
-                for i in 0..n_blocks {
-                    let (b, xb) = (r.add(i * 34), xp.add(i * 32));
-                    let s = L::dot(L::signed_bytes(b.add(2)), xb);
-                    acc = L::fmadd(L::splat(f16(b)), s, acc);
-                }
-            }
-            other => unreachable!("no SIMD kernel for {other:?}; `handles` must be checked first"),
-        }
-        L::hsum(acc) + offset
     }
 }
 
