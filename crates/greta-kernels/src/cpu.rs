@@ -651,7 +651,8 @@ mod x86 {
     }
 
     /// `y[r] = Σ_j w[r, j]·x[j]` for the rows of `w` (each `rb` bytes of blocks of `ty`);
-    /// `xsum[i]` is the sum of block `i` of `x`.
+    /// `xsum` holds x's block sums as `block_sums` lays them out: [`dot_rows_x`] for one row
+    /// of x.
     ///
     /// # Safety
     /// The CPU must run `isa` (one of [`Isa::available`]).
@@ -664,40 +665,14 @@ mod x86 {
         xsum: &[[f32; 2]],
         y: &mut [f32],
     ) {
-        match isa {
-            Isa::Avx2 => dot_rows_avx2(ty, w, rb, x, xsum, y),
-            Isa::Avx512 => dot_rows_avx512(ty, w, rb, x, xsum, y),
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn dot_rows_avx2(
-        ty: GgmlType,
-        w: &[u8],
-        rb: usize,
-        x: &[f32],
-        xsum: &[[f32; 2]],
-        y: &mut [f32],
-    ) {
-        rows::<Avx2>(ty, w, rb, x, xsum, y)
-    }
-
-    #[target_feature(enable = "avx512f,avx2,fma,f16c")]
-    unsafe fn dot_rows_avx512(
-        ty: GgmlType,
-        w: &[u8],
-        rb: usize,
-        x: &[f32],
-        xsum: &[[f32; 2]],
-        y: &mut [f32],
-    ) {
-        rows::<Avx512>(ty, w, rb, x, xsum, y)
+        assert_eq!(y.len() * rb, w.len(), "one output per row of w");
+        dot_rows_x::<1>(isa, ty, w, rb, [x], [xsum], [y.as_mut_ptr()])
     }
 
     /// `y_j[r] = Σ_i w[r, i]·x_j[i]` for `R` rows `x_j` of x at once (`xsum_j` their block
     /// sums; `y_j` points at row j's output for the first row of `w`): each block of `w` is
-    /// unpacked once for all of them. Row j's value is the one [`dot_rows`] computes for
-    /// `x_j` at the same width, bit for bit: the same operations in the same order.
+    /// unpacked once for all of them. Row j's value is the one the loop for `x_j` alone
+    /// computes at the same width, bit for bit: the same operations in the same order.
     ///
     /// # Safety
     /// The CPU must run `isa`; each `y_j` must be valid for `w.len() / rb` writes.
@@ -754,19 +729,6 @@ mod x86 {
             _mm_prefetch::<_MM_HINT_T0>((base + o) as *const i8);
             o += 64;
         }
-    }
-
-    #[inline(always)]
-    unsafe fn rows<L: Lanes>(
-        ty: GgmlType,
-        w: &[u8],
-        rb: usize,
-        x: &[f32],
-        xsum: &[[f32; 2]],
-        y: &mut [f32],
-    ) {
-        assert_eq!(y.len() * rb, w.len(), "one output per row of w");
-        rows_x_typed::<L, 1>(ty, w, rb, [x], [xsum], [y.as_mut_ptr()])
     }
 
     #[inline(always)]
