@@ -234,7 +234,7 @@ pub fn gemv_many(x: &[f32], products: &mut [(WeightView, &mut [f32])]) {
     for (w, y) in products.iter() {
         w.check(y.len(), k);
         sums.push(match w {
-            WeightView::Blocks { ty, .. } => block_sums(x, *ty),
+            WeightView::Blocks { ty, .. } => block_sums(x, k, *ty),
             WeightView::F32(_) => Vec::new(),
         });
     }
@@ -317,20 +317,43 @@ fn gemv(x: &[f32], w: WeightView, y: &mut [f32], k: usize) {
     gemv_many(x, &mut [(w, y)]);
 }
 
-/// Each block's sum of x (blocks of `ty`, along each row), as the SIMD kernels take it: a
-/// pair that multiplies a block's header converted as two values (`[d, m]` for Q4_1, `[d, _]`
-/// for the others), so that one product puts the block's offset term in a lane. Q4_1's
-/// term m·Σx comes out in lane 1 (`[0, Σx]`), Q4_0's −8d·Σx in lane 0 (`[−8·Σx, 0]`: −8 is
-/// a power of two, so d·(−8Σx) rounds as (−8d)·Σx does). Q8_0 has no offset term. Made once
-/// a product; they serve every weight row.
-fn block_sums(x: &[f32], ty: GgmlType) -> Vec<[f32; 2]> {
-    x.chunks_exact(ty.block_size())
-        .map(|c| {
-            let s: f32 = c.iter().sum();
-            match ty {
-                GgmlType::Q4_0 => [-8.0 * s, 0.0],
-                _ => [0.0, s],
+/// The most rows of x the multi-row block kernels take at once (`gemv_rows`): four
+/// accumulators and a block's four vectors of values leave registers for the loads among
+/// AVX2's sixteen. Eight measured level on SmolLM2's gate/up and 1.35x slower on its down
+/// product (session 57, `prefill_route`).
+const ROWS_AT_ONCE: usize = 4;
+
+/// The block sums of a group of 1 to [`ROWS_AT_ONCE`] rows of x (`rows`, k values each;
+/// blocks of `ty`) as the SIMD kernels take them: a 4-lane operand a block, which the
+/// block's header widened (`[d, m, ..]` for Q4_1, `[d, ..]` for the others) multiplies into
+/// its offset terms, m·Σx for Q4_1 and −8d·Σx for Q4_0 (−8 is a power of two, so
+/// d·(−8Σx) rounds as (−8d)·Σx does). One row: the term in the header's own lane (lane 1
+/// for Q4_1's m, lane 0 for Q4_0's d), so the header multiplies it as it is. Several: row
+/// j's term in lane j, under the scale broadcast, one product for every row where each
+/// took its own (session 60). Q8_0 has no offset term. Made once a product; they serve
+/// every weight row.
+fn block_sums(rows: &[f32], k: usize, ty: GgmlType) -> Vec<[f32; 4]> {
+    let r = rows.len() / k;
+    assert!(
+        (1..=ROWS_AT_ONCE).contains(&r) && rows.len() == r * k,
+        "1 to {ROWS_AT_ONCE} whole rows of x"
+    );
+    let (bs, c) = (
+        ty.block_size(),
+        if ty == GgmlType::Q4_0 { -8.0 } else { 1.0 },
+    );
+    (0..k / bs)
+        .map(|i| {
+            let sum = |j: usize| c * rows[j * k + i * bs..][..bs].iter().sum::<f32>();
+            let mut op = [0f32; 4];
+            if r == 1 {
+                op[if ty == GgmlType::Q4_1 { 1 } else { 0 }] = sum(0);
+            } else {
+                for (j, lane) in op.iter_mut().enumerate().take(r) {
+                    *lane = sum(j);
+                }
             }
+            op
         })
         .collect()
 }
@@ -355,9 +378,15 @@ fn gemv_rows_available(ty: GgmlType) -> bool {
 #[cfg(target_arch = "x86_64")]
 fn gemv_rows(x: &[f32], ty: GgmlType, bytes: &[u8], y: &mut [f32], t: usize, k: usize, n: usize) {
     let rb = ty.row_bytes(k as u64) as usize;
-    let nb = k / ty.block_size();
-    // Every row's block sums, as `gemv` makes them (k is whole blocks: rows do not share one).
-    let xsum = block_sums(x, ty);
+    // The rows of x in groups of ROWS_AT_ONCE and one of the rest, each group's block sums
+    // made once (k is whole blocks: rows do not share one).
+    let groups: Vec<(usize, usize, Vec<[f32; 4]>)> = (0..t)
+        .step_by(ROWS_AT_ONCE)
+        .map(|i| {
+            let r = (t - i).min(ROWS_AT_ONCE);
+            (i, r, block_sums(&x[i * k..(i + r) * k], k, ty))
+        })
+        .collect();
     let isa = x86::Isa::best().expect("callers check gemv_rows_available");
     let y_ptr = SendPtr(y.as_mut_ptr());
     bytes
@@ -367,37 +396,22 @@ fn gemv_rows(x: &[f32], ty: GgmlType, bytes: &[u8], y: &mut [f32], t: usize, k: 
             let y_ptr = &y_ptr;
             let n0 = c * GEMV_ROWS_PER_TASK;
             let xr = |i: usize| &x[i * k..(i + 1) * k];
-            let sr = |i: usize| &xsum[i * nb..(i + 1) * nb];
             // SAFETY: the CPU runs `isa` (`gemv_rows_available`, `best`); this task
             // writes columns n0..n0 + ws.len() / rb of rows i.. of y (row stride n), which
             // no other task writes, all within y (t * n values, asserted by the caller).
             let yr = |i: usize| unsafe { y_ptr.0.add(i * n + n0) };
-            let mut i = 0;
-            while i < t {
+            for (i, r, sums) in &groups {
                 // Rows i..i + R of x through the kernel for R rows.
                 macro_rules! rows {
                     ($r:literal) => {{
                         let at: [usize; $r] = std::array::from_fn(|j| i + j);
                         unsafe {
-                            x86::dot_rows_x::<$r>(
-                                isa,
-                                ty,
-                                ws,
-                                rb,
-                                at.map(xr),
-                                at.map(sr),
-                                at.map(yr),
-                            )
-                        };
-                        i += $r;
+                            x86::dot_rows_x::<$r>(isa, ty, ws, rb, at.map(xr), sums, at.map(yr))
+                        }
                     }};
                 }
-                // Four rows at a time: four accumulators and a block's four vectors of values
-                // leave registers for the loads among AVX2's sixteen. Eight measured level on
-                // SmolLM2's gate/up and 1.35x slower on its down product (session 57,
-                // `prefill_route`).
-                match t - i {
-                    4.. => rows!(4),
+                match r {
+                    4 => rows!(4),
                     3 => rows!(3),
                     2 => rows!(2),
                     _ => rows!(1),
@@ -418,7 +432,7 @@ fn block_rows_dispatch(
     w: &[u8],
     rb: usize,
     x: &[f32],
-    xsum: &[[f32; 2]],
+    xsum: &[[f32; 4]],
     y: &mut [f32],
 ) {
     #[cfg(target_arch = "x86_64")]
@@ -486,15 +500,6 @@ mod x86 {
     #[inline(always)]
     unsafe fn header(b: *const u8) -> __m128 {
         _mm_cvtph_ps(_mm_cvtsi32_si128((b as *const i32).read_unaligned()))
-    }
-
-    /// Lane `LANE` (0 or 1) of `v`.
-    #[inline(always)]
-    unsafe fn lane<const LANE: usize>(v: __m128) -> f32 {
-        match LANE {
-            0 => _mm_cvtss_f32(v),
-            _ => _mm_cvtss_f32(_mm_movehdup_ps(v)),
-        }
     }
 
     /// A Q4 payload's 16 bytes as its low nibbles (values 0..16) and its high nibbles
@@ -662,15 +667,16 @@ mod x86 {
         w: &[u8],
         rb: usize,
         x: &[f32],
-        xsum: &[[f32; 2]],
+        xsum: &[[f32; 4]],
         y: &mut [f32],
     ) {
         assert_eq!(y.len() * rb, w.len(), "one output per row of w");
-        dot_rows_x::<1>(isa, ty, w, rb, [x], [xsum], [y.as_mut_ptr()])
+        dot_rows_x::<1>(isa, ty, w, rb, [x], xsum, [y.as_mut_ptr()])
     }
 
-    /// `y_j[r] = Σ_i w[r, i]·x_j[i]` for `R` rows `x_j` of x at once (`xsum_j` their block
-    /// sums; `y_j` points at row j's output for the first row of `w`): each block of `w` is
+    /// `y_j[r] = Σ_i w[r, i]·x_j[i]` for `R` rows `x_j` of x at once (`xsum` their block
+    /// sums as `block_sums` makes them for the group; `y_j` points at row j's output for the
+    /// first row of `w`): each block of `w` is
     /// unpacked once for all of them. Row j's value is the one the loop for `x_j` alone
     /// computes at the same width, bit for bit: the same operations in the same order.
     ///
@@ -682,7 +688,7 @@ mod x86 {
         w: &[u8],
         rb: usize,
         x: [&[f32]; R],
-        xsum: [&[[f32; 2]]; R],
+        xsum: &[[f32; 4]],
         y: [*mut f32; R],
     ) {
         match isa {
@@ -697,7 +703,7 @@ mod x86 {
         w: &[u8],
         rb: usize,
         x: [&[f32]; R],
-        xsum: [&[[f32; 2]]; R],
+        xsum: &[[f32; 4]],
         y: [*mut f32; R],
     ) {
         rows_x_typed::<Avx2, R>(ty, w, rb, x, xsum, y)
@@ -709,7 +715,7 @@ mod x86 {
         w: &[u8],
         rb: usize,
         x: [&[f32]; R],
-        xsum: [&[[f32; 2]]; R],
+        xsum: &[[f32; 4]],
         y: [*mut f32; R],
     ) {
         rows_x_typed::<Avx512, R>(ty, w, rb, x, xsum, y)
@@ -737,20 +743,12 @@ mod x86 {
         w: &[u8],
         rb: usize,
         x: [&[f32]; R],
-        xsum: [&[[f32; 2]]; R],
+        xsum: &[[f32; 4]],
         y: [*mut f32; R],
     ) {
-        for j in 0..R {
-            assert_eq!(
-                xsum[j].len() * 32,
-                x[j].len(),
-                "one sum per 32-value block of x"
-            );
-            assert_eq!(
-                rb,
-                xsum[j].len() * ty.block_bytes(),
-                "row is not whole blocks"
-            );
+        assert_eq!(rb, xsum.len() * ty.block_bytes(), "row is not whole blocks");
+        for xj in x {
+            assert_eq!(xsum.len() * 32, xj.len(), "one sum per 32-value block of x");
         }
         match ty {
             GgmlType::Q4_0 => {
@@ -767,9 +765,9 @@ mod x86 {
     }
 
     /// The loop of [`dot_rows_x`] for blocks of `BB` bytes; `payload` gives a block's 32
-    /// values. Where `OFFSET`, a block's offset term is its [`header`] times its operand pair
-    /// (`block_sums`), in lane `LANE`, summed block by block in a lane of its own: the scalar
-    /// sum it replaced, bit for bit.
+    /// values. Where `OFFSET`, the blocks' offset terms are the [`header`]'s scale (lane
+    /// `LANE`) times the block's operand (`block_sums`), each row's summed block by block in
+    /// a lane of its own: the scalar sums they replaced, bit for bit.
     #[inline(always)]
     unsafe fn rows_x<
         L: Lanes,
@@ -781,7 +779,7 @@ mod x86 {
         w: &[u8],
         rb: usize,
         x: [&[f32]; R],
-        xsum: [&[[f32; 2]]; R],
+        xsum: &[[f32; 4]],
         y: [*mut f32; R],
         payload: impl Fn(*const u8) -> L::Block,
     ) {
@@ -792,22 +790,29 @@ mod x86 {
             prefetch_row(w, rb, n);
             let r = row.as_ptr();
             let mut acc = [L::zero(); R];
-            let mut offset = [_mm_setzero_ps(); R];
+            let mut offset = _mm_setzero_ps();
             for i in 0..n_blocks {
                 let b = r.add(i * BB);
                 let h = header(b);
                 let (d, q) = (L::splat_first(h), payload(b));
                 for j in 0..R {
                     acc[j] = L::fmadd(d, L::dot(q, x[j].as_ptr().add(i * 32)), acc[j]);
-                    if OFFSET {
-                        let pair = xsum[j].as_ptr().add(i) as *const f64;
-                        let term = _mm_mul_ps(h, _mm_castpd_ps(_mm_load_sd(pair)));
-                        offset[j] = _mm_add_ps(offset[j], term);
-                    }
+                }
+                if OFFSET {
+                    // One row: its term lines up with the header's lane; several: the scale
+                    // in every lane, row j's term in lane j (`block_sums`).
+                    let scale = match (R, LANE) {
+                        (1, _) => h,
+                        (_, 0) => _mm_broadcastss_ps(h),
+                        _ => _mm_permute_ps::<0b0101_0101>(h),
+                    };
+                    let op = _mm_loadu_ps(xsum.as_ptr().add(i) as *const f32);
+                    offset = _mm_add_ps(offset, _mm_mul_ps(scale, op));
                 }
             }
+            let terms: [f32; 4] = std::mem::transmute(offset);
             for j in 0..R {
-                *y[j].add(n) = L::hsum(acc[j]) + lane::<LANE>(offset[j]);
+                *y[j].add(n) = L::hsum(acc[j]) + terms[if R == 1 { LANE } else { j }];
             }
         }
     }
@@ -1190,12 +1195,13 @@ mod tests {
             let mut wf = vec![0f32; n * k];
             WeightView::Blocks { ty, bytes: &bytes }.rows_f32(0, k, &mut wf);
             let x = values(4 * k, 3);
-            let xsum = block_sums(&x, ty);
-            let (xr, sr) = (|j: usize| &x[j * k..][..k], |j: usize| &xsum[j * 5..][..5]);
+            let xr = |j: usize| &x[j * k..][..k];
+            let sr = |j: usize| block_sums(xr(j), k, ty);
+            let first3 = block_sums(&x[..3 * k], k, ty);
             for isa in x86::Isa::available() {
                 let mut single = vec![0f32; 4 * n];
                 for (j, y) in single.chunks_exact_mut(n).enumerate() {
-                    unsafe { x86::dot_rows(isa, ty, &bytes, rb, xr(j), sr(j), y) };
+                    unsafe { x86::dot_rows(isa, ty, &bytes, rb, xr(j), &sr(j), y) };
                 }
                 let e = nmse(&single, &naive_matmul_wt(&x, &wf, 4, k, n));
                 assert!(e < 1e-10, "{ty:?} {isa:?}: nmse {e}");
@@ -1208,10 +1214,10 @@ mod tests {
                         &bytes,
                         rb,
                         [xr(0), xr(1), xr(2)],
-                        [sr(0), sr(1), sr(2)],
+                        &first3,
                         [p, p.add(n), p.add(2 * n)],
                     );
-                    x86::dot_rows_x::<1>(isa, ty, &bytes, rb, [xr(3)], [sr(3)], [p.add(3 * n)]);
+                    x86::dot_rows_x::<1>(isa, ty, &bytes, rb, [xr(3)], &sr(3), [p.add(3 * n)]);
                 }
                 let differ = (0..4 * n)
                     .filter(|&i| rows[i].to_bits() != single[i].to_bits())
@@ -1297,7 +1303,7 @@ mod tests {
             }
             let mut portable = vec![0f32; n];
             let x = values(k, 12);
-            let xsum = block_sums(&x, ty);
+            let xsum = block_sums(&x, k, ty);
             block_rows(
                 ty,
                 &bytes,
