@@ -676,9 +676,9 @@ mod x86 {
 
     /// `y_j[r] = Σ_i w[r, i]·x_j[i]` for `R` rows `x_j` of x at once (`xsum` their block
     /// sums as `block_sums` makes them for the group; `y_j` points at row j's output for the
-    /// first row of `w`): each block of `w` is
-    /// unpacked once for all of them. Row j's value is the one the loop for `x_j` alone
-    /// computes at the same width, bit for bit: the same operations in the same order.
+    /// first row of `w`): each block of `w` is unpacked once for all of them. Row j's value
+    /// is the one the loop for `x_j` alone computes at the same width, bit for bit: the same
+    /// operations in the same order.
     ///
     /// # Safety
     /// The CPU must run `isa`; each `y_j` must be valid for `w.len() / rb` writes.
@@ -750,6 +750,8 @@ mod x86 {
         for xj in x {
             assert_eq!(xsum.len() * 32, xj.len(), "one sum per 32-value block of x");
         }
+        // The last parameter is the header's lane that scales the offset term (Q4_0's d,
+        // Q4_1's m), where `block_sums` puts a lone row's term.
         match ty {
             GgmlType::Q4_0 => {
                 rows_x::<L, R, 18, true, 0>(w, rb, x, xsum, y, |b| L::nibbles(b.add(2)))
