@@ -323,6 +323,11 @@ fn gemv(x: &[f32], w: WeightView, y: &mut [f32], k: usize) {
 /// product (session 57, `prefill_route`).
 const ROWS_AT_ONCE: usize = 4;
 
+/// The lane of a block's widened header (`x86::header`) that scales its offset term, where
+/// [`block_sums`] puts a lone row's term: Q4_0's d (the term is −8d·Σx), Q4_1's m.
+const Q4_0_OFFSET_LANE: usize = 0;
+const Q4_1_OFFSET_LANE: usize = 1;
+
 /// The block sums of a group of 1 to [`ROWS_AT_ONCE`] rows of x (`rows`, k values each;
 /// blocks of `ty`) as the SIMD kernels take them: a 4-lane operand a block, which the
 /// block's header widened (`[d, m, ..]` for Q4_1, `[d, ..]` for the others) multiplies into
@@ -338,16 +343,19 @@ fn block_sums(rows: &[f32], k: usize, ty: GgmlType) -> Vec<[f32; 4]> {
         (1..=ROWS_AT_ONCE).contains(&r) && rows.len() == r * k,
         "1 to {ROWS_AT_ONCE} whole rows of x"
     );
-    let (bs, c) = (
-        ty.block_size(),
-        if ty == GgmlType::Q4_0 { -8.0 } else { 1.0 },
-    );
+    let bs = ty.block_size();
+    let (c, lane) = match ty {
+        GgmlType::Q4_0 => (-8.0, Q4_0_OFFSET_LANE),
+        GgmlType::Q4_1 => (1.0, Q4_1_OFFSET_LANE),
+        // No offset term (Q8_0), or no SIMD kernel to read one: the sums would go unused.
+        _ => return vec![[0.0; 4]; k / bs],
+    };
     (0..k / bs)
         .map(|i| {
             let sum = |j: usize| c * rows[j * k + i * bs..][..bs].iter().sum::<f32>();
             let mut op = [0f32; 4];
             if r == 1 {
-                op[if ty == GgmlType::Q4_1 { 1 } else { 0 }] = sum(0);
+                op[lane] = sum(0);
             } else {
                 for (j, lane) in op.iter_mut().enumerate().take(r) {
                     *lane = sum(j);
@@ -502,18 +510,6 @@ mod x86 {
         _mm_cvtph_ps(_mm_cvtsi32_si128((b as *const i32).read_unaligned()))
     }
 
-    /// A Q4 payload's 16 bytes as its low nibbles (values 0..16) and its high nibbles
-    /// (values 16..32), a byte each.
-    #[inline(always)]
-    unsafe fn nibble_bytes(qs: *const u8) -> [__m128i; 2] {
-        let raw = _mm_loadu_si128(qs as *const __m128i);
-        let mask = _mm_set1_epi8(0x0f);
-        [
-            _mm_and_si128(raw, mask),
-            _mm_and_si128(_mm_srli_epi16(raw, 4), mask),
-        ]
-    }
-
     /// A vector width's operations on 32-value blocks.
     pub trait Lanes {
         type V: Copy;
@@ -560,9 +556,14 @@ mod x86 {
             _mm_cvtss_f32(_mm_add_ss(s, _mm_shuffle_ps(s, s, 1)))
         }
 
+        /// The low nibbles (values 0..16) and the high ones (values 16..32) masked out a
+        /// byte each, then widened and converted 8 at a time.
         #[inline(always)]
         unsafe fn nibbles(qs: *const u8) -> [__m256; 4] {
-            let [lo, hi] = nibble_bytes(qs);
+            let raw = _mm_loadu_si128(qs as *const __m128i);
+            let mask = _mm_set1_epi8(0x0f);
+            let lo = _mm_and_si128(raw, mask);
+            let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
             let cvt = |v: __m128i| _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(v));
             [
                 cvt(lo),
@@ -750,14 +751,16 @@ mod x86 {
         for xj in x {
             assert_eq!(xsum.len() * 32, xj.len(), "one sum per 32-value block of x");
         }
-        // The last parameter is the header's lane that scales the offset term (Q4_0's d,
-        // Q4_1's m), where `block_sums` puts a lone row's term.
         match ty {
             GgmlType::Q4_0 => {
-                rows_x::<L, R, 18, true, 0>(w, rb, x, xsum, y, |b| L::nibbles(b.add(2)))
+                rows_x::<L, R, 18, true, { super::Q4_0_OFFSET_LANE }>(w, rb, x, xsum, y, |b| {
+                    L::nibbles(b.add(2))
+                })
             }
             GgmlType::Q4_1 => {
-                rows_x::<L, R, 20, true, 1>(w, rb, x, xsum, y, |b| L::nibbles(b.add(4)))
+                rows_x::<L, R, 20, true, { super::Q4_1_OFFSET_LANE }>(w, rb, x, xsum, y, |b| {
+                    L::nibbles(b.add(4))
+                })
             }
             GgmlType::Q8_0 => {
                 rows_x::<L, R, 34, false, 0>(w, rb, x, xsum, y, |b| L::signed_bytes(b.add(2)))
