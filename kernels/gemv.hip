@@ -3,7 +3,7 @@
 // in flight to run at the memory bandwidth, and about launching few kernels: the Q, K and V
 // projections are one launch (gemv3_f16), and the gate and up projections one launch that
 // also applies SwiGLU (gemv_gate_up_silu_f16).
-#include "greta_device.h"
+#include "decode_splits.h"
 
 #define UNROLL 4
 
@@ -157,23 +157,35 @@ GRETA_DEVICE void g_stacked_row(unsigned r, const g_half* w0, float* y0, unsigne
         *yr = y2 + (r - n0 - n1);
     }
 }
+// The decode attention's partials, left for the product to combine into its input x (the
+// attention launched without ctx: kernels/decode_splits.h); n_splits as the attention's grid.
+struct g_ctx_splits {
+    const float* part_m;
+    const float* part_l;
+    const float* part_o;
+    const unsigned* pos0;
+    unsigned n_splits;
+    unsigned hd;
+};
 // NORM: x is the residual stream, normalised in the prologue (g_norm_prologue; xs: k
-// floats of LDS). ADD: the product is also added into resid (resid[row] += y[row]: the
-// residual add behind the output and down projections; one product, n1 = n2 = 0), resid
-// read right after the wait so that its round trip hides under the dot products.
+// floats of LDS). SPLITS: x is the attention context, combined from the splits' partials
+// into xs (k floats of LDS) after the wait (g_ctx_from_splits). ADD: the product is also
+// added into resid (resid[row] += y[row]: the residual add behind the output and down
+// projections; one product, n1 = n2 = 0), resid read right after the wait so that its round
+// trip hides under the dot products.
 // PRE: the groups of each row loaded before the wait, 1 or 2 (g_dot_prefetch2).
-template <unsigned R, bool NORM, bool ADD, unsigned PRE = 1>
+template <unsigned R, bool NORM, bool ADD, unsigned PRE = 1, bool SPLITS = false>
 GRETA_DEVICE void g_gemv3(const g_half* w0, float* y0, unsigned n0, const g_half* w1, float* y1, unsigned n1,
                           const g_half* w2, float* y2, unsigned n2, const float* x, unsigned k, const float* nw,
-                          float* normed, float eps, float* resid, float* xs) {
+                          float* normed, float eps, float* resid, float* xs, const g_ctx_splits& sp = {}) {
     g_launch_next();
     unsigned waves = g_bdim() / GRETA_WAVE;
     unsigned n = n0 + n1 + n2;
     unsigned r0 = R * (g_bid() * waves + g_tid() / GRETA_WAVE);
     const bool active = r0 < n;
-    // Without the prologue a wave past the end has nothing to do; with it, every wave
-    // takes part in the block's sum first.
-    if (!NORM && !active) return;
+    // Without a prologue a wave past the end has nothing to do; with one, every wave
+    // takes part in the block's sum or combine first.
+    if (!NORM && !SPLITS && !active) return;
     const g_half* w[R];
     float* y[R];
     for (unsigned r = 0; r < R; ++r) {
@@ -193,6 +205,11 @@ GRETA_DEVICE void g_gemv3(const g_half* w0, float* y0, unsigned n0, const g_half
     float scale = 1.0f;
     if (NORM) {
         scale = g_norm_prologue(x, nw, normed, xs, k, eps);
+        x = xs;
+    }
+    if constexpr (SPLITS) {
+        const unsigned splits_active = (*sp.pos0 + DECODE_KEYS) / DECODE_KEYS;
+        g_ctx_from_splits(sp.part_m, sp.part_l, sp.part_o, splits_active, sp.n_splits, sp.hd, k, xs);
         x = xs;
     }
     if (!active) return;
@@ -252,6 +269,28 @@ GRETA_KERNEL void gemv_add_f16_r2(const g_half* w, float* y, unsigned n, const f
     g_gemv3<2, false, true>(w, y, n, nullptr, nullptr, 0, nullptr, nullptr, 0, x, k, nullptr, nullptr, 0.0f, resid,
                             nullptr);
 }
+// gemv_add_f16 and gemv_add_f16_pre2 whose x is the attention context, combined from the
+// decode attention's partials (attn_decode_* launched without ctx) in the prologue: the
+// combine leaves the attention's critical path, where a head's splits waited for each other
+// (a cluster barrier, or the last split to finish). Bitwise the products of the ctx the
+// attention would have written (g_ctx_from_splits). Dynamic LDS: k floats (or the spread
+// pad). gpu/gemv.rs: gemv_add_splits picks the form as gemv_add does.
+#define GEMV_ADD_SPLITS_ARGS                                                                                   \
+    const g_half *w, float *y, unsigned n, const float *part_m, const float *part_l, const float *part_o,     \
+        const unsigned *pos0, unsigned n_splits, unsigned hd, unsigned k, float *resid
+GRETA_KERNEL void gemv_add_splits_f16(GEMV_ADD_SPLITS_ARGS) {
+    extern GRETA_SHARED GRETA_ALIGN16 float gemv_xs[];
+    const g_ctx_splits sp = {part_m, part_l, part_o, pos0, n_splits, hd};
+    g_gemv3<1, false, true, 1, true>(w, y, n, nullptr, nullptr, 0, nullptr, nullptr, 0, nullptr, k, nullptr, nullptr,
+                                     0.0f, resid, gemv_xs, sp);
+}
+GRETA_KERNEL GRETA_BLOCK_MAX(256) void gemv_add_splits_f16_pre2(GEMV_ADD_SPLITS_ARGS) {
+    extern GRETA_SHARED GRETA_ALIGN16 float gemv_xs[];
+    const g_ctx_splits sp = {part_m, part_l, part_o, pos0, n_splits, hd};
+    g_gemv3<2, false, true, 2, true>(w, y, n, nullptr, nullptr, 0, nullptr, nullptr, 0, nullptr, k, nullptr, nullptr,
+                                     0.0f, resid, gemv_xs, sp);
+}
+#undef GEMV_ADD_SPLITS_ARGS
 
 // gate = Wg x, up = Wu x, act = silu(gate) * up (the expression of silu_mul_f32, so the
 // result is bitwise the unfused one's). gate and up are written for the trace. A wave takes

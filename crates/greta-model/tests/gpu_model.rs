@@ -854,3 +854,82 @@ fn a_short_pass_on_the_gemvs_matches_the_cpu() {
         .to_string()
         .contains("at most 16 rows"));
 }
+
+/// Decode's output product combining the attention's splits as it loads them
+/// (`CtxCombine::Product`) gives the logits bit for bit of the attention combining them
+/// itself (`Attention`: a cluster a head on Hopper), and both follow the CPU reference: at
+/// 1, 3 and 8 splits of context. Past 8 splits the product cannot hold them and the
+/// attention combines whatever is asked (no partials kernel launched).
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn the_splits_combined_in_the_output_product_give_the_attentions_logits() {
+    use greta_model::kernels::gpu::CtxCombine;
+    use greta_model::llama::forward::{Llama, Logits};
+    use greta_model::synthetic;
+    let g = gpu();
+    let cfg = narrow_7b();
+    let cpu = Llama::new(
+        cfg.clone(),
+        synthetic::widened_for_cpu(synthetic::weights(&cfg, 11, &mut |_, _| {})),
+    );
+    let weights = synthetic::weights(&cfg, 11, &mut |_, _| {});
+    let mut m = GpuLlama::load(&g, cfg.clone(), &weights, &mut |_, _| {}).unwrap();
+    let nt = &mut greta_model::trace::NoTrace;
+    let nmse = |got: &[f32], want: &[f32]| -> f64 {
+        let num: f64 = got
+            .iter()
+            .zip(want)
+            .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+            .sum();
+        num / want.iter().map(|&y| (y as f64).powi(2)).sum::<f64>()
+    };
+    // The decode position's keys: 1, 3, 8 and 9 splits of 128.
+    for prefix_len in [40usize, 300, 1000, 1100] {
+        let splits = (prefix_len + 1).div_ceil(128);
+        let (prefix, next) = (token_ids(prefix_len, 3), token_ids(1, 9));
+        let mut cache = cpu.new_cache(prefix_len + 1);
+        cpu.forward(&prefix, &mut cache, Logits::Last, nt).unwrap();
+        let want = cpu.forward(&next, &mut cache, Logits::Last, nt).unwrap();
+        let mut got = Vec::new();
+        for combine in [CtxCombine::Attention, CtxCombine::Product] {
+            m.ctx_combine = combine;
+            let mut st = m.new_state(prefix_len + 1, prefix_len).unwrap();
+            m.forward(&prefix, &mut st, Logits::Last, nt).unwrap();
+            m.kernels.record_launches();
+            let logits = m.forward(&next, &mut st, Logits::Last, nt).unwrap();
+            let names: Vec<String> = m
+                .kernels
+                .launched_shapes()
+                .into_iter()
+                .map(|(k, ..)| k)
+                .collect();
+            let in_product = combine == CtxCombine::Product && splits <= 8;
+            assert_eq!(
+                (
+                    names
+                        .iter()
+                        .any(|k| k.starts_with("attn_decode_rope_partials")),
+                    names.iter().any(|k| k.starts_with("gemv_add_splits")),
+                ),
+                (in_product, in_product),
+                "{combine} at {splits} splits: launched {names:?}"
+            );
+            let e = nmse(&logits, &want);
+            eprintln!("{combine}, decode after {prefix_len} ({splits} splits): NMSE {e:.3e} against the CPU");
+            assert!(
+                e < 1e-4,
+                "{combine} after {prefix_len}: NMSE {e:.3e} against the CPU (bound 1e-4)"
+            );
+            got.push(logits);
+        }
+        let differ = got[0]
+            .iter()
+            .zip(&got[1])
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(
+            differ, 0,
+            "after {prefix_len}: logits differ between the two combines"
+        );
+    }
+}
