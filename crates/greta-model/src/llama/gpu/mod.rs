@@ -1394,10 +1394,13 @@ impl GpuLlama {
     /// append; for several tokens the residual add with the next norm; for one token Q/K/V
     /// as one product with the attention norm in its prologue, RoPE and the append inside
     /// the attention, gate/up with the FFN norm and SwiGLU, the output and down products
-    /// with the residual add: 5 launches per layer). Every stage's value is still
-    /// materialised and observed after its launch; where an observer changes a value that a
-    /// fused launch already consumed, the consuming stage is run again from the changed
-    /// value, so an injected fault propagates exactly as it does through unfused stages.
+    /// with the residual add: 5 launches per layer). Every stage's value an observer reads
+    /// is materialised and observed after its launch (a few are left unmade where none
+    /// reads them: the attention context, which the output product may read as f16
+    /// operands in prefill or combine from the attention's splits in decode); where an
+    /// observer changes a value that a fused launch already consumed, the consuming stage is
+    /// run again from the changed value, so an injected fault propagates exactly as it does
+    /// through unfused stages.
     fn forward_inner(
         &self,
         st: &mut GpuState,
