@@ -15,35 +15,67 @@
 // gpu/attention.rs), and the most a product combines (`ctx_from_splits` there).
 #define DECODE_CLUSTER_MAX 8
 
+// The most values of the context row a thread of the combining product takes
+// (g_ctx_from_splits: all of its loads in registers at once), and so the longest row it
+// combines: CTX_PER_THREAD x the product's 256 threads (CTX_PRODUCT_MAX_K in
+// gpu/attention.rs).
+#define CTX_PER_THREAD 4
+// The most heads of a combined row (its shortest head_dim is 16).
+#define CTX_HEADS_MAX (CTX_PER_THREAD * 256 / 16)
+
 // x[i] = ctx[i] for i < k = heads x hd, from the partials of the splits holding keys
-// (`active` of them, at most DECODE_CLUSTER_MAX; head h's split x at h * n_splits + x):
-// ctx[h, d] = sum_x exp(m_x - M) o_x[d] / sum_x exp(m_x - M) l_x, M = max_x m_x, each sum in
-// split order from 0.0f, as attn_decode_finish combines them (one split: o / l, the
-// weight exp(0) being exactly 1). Every load of a thread's row is issued at once. Every
-// thread of the block calls; the barrier at the end publishes x (LDS) to the block.
+// (`active` of them, at most DECODE_CLUSTER_MAX; head h's split s at h * n_splits + s):
+// ctx[h, d] = sum_s exp(m_s - M) o_s[d] / sum_s exp(m_s - M) l_s, M = max_s m_s, each sum in
+// split order from 0.0f, as attn_decode_finish combines them (one split: o / l, the weight
+// exp(0) being exactly 1). One round trip: every thread issues the loads of its (at most
+// CTX_PER_THREAD) values of every split at once, and thread h < heads those of head h's m
+// and l, whose weights and l-sum it leaves in LDS for the others (the first version had
+// each thread load and weigh its values one after another: SmolLM2's decode 10 % slower
+// than the attention's own combine, session 61). Every thread of the block calls; the
+// barrier at the end publishes x (LDS) to the block. k <= CTX_PER_THREAD x block size.
 GRETA_DEVICE void g_ctx_from_splits(const float* part_m, const float* part_l, const float* part_o,
                                     unsigned active, unsigned n_splits, unsigned hd, unsigned k, float* x) {
-    for (unsigned i = g_tid(); i < k; i += g_bdim()) {
-        const unsigned h = i / hd, d = i - h * hd;
-        const unsigned long p0 = (unsigned long)h * n_splits;
-        float pm[DECODE_CLUSTER_MAX], pl[DECODE_CLUSTER_MAX], po[DECODE_CLUSTER_MAX];
+    // Head h's weights exp(m_s - M) at [h][s], its l-sum at [h][DECODE_CLUSTER_MAX].
+    GRETA_SHARED float wsh[CTX_HEADS_MAX][DECODE_CLUSTER_MAX + 1];
+    const unsigned t = g_tid(), bd = g_bdim(), heads = k / hd;
+    float po[CTX_PER_THREAD][DECODE_CLUSTER_MAX];
+    for (unsigned r = 0; r < CTX_PER_THREAD; ++r) {
+        const unsigned i = t + r * bd;
+        if (i < k) {
+            const unsigned h = i / hd, d = i - h * hd;
+            for (unsigned s = 0; s < DECODE_CLUSTER_MAX; ++s)
+                if (s < active) po[r][s] = part_o[((unsigned long)h * n_splits + s) * hd + d];
+        }
+    }
+    if (t < heads) {
+        float pm[DECODE_CLUSTER_MAX], pl[DECODE_CLUSTER_MAX];
         for (unsigned s = 0; s < DECODE_CLUSTER_MAX; ++s)
             if (s < active) {
-                pm[s] = part_m[p0 + s];
-                pl[s] = part_l[p0 + s];
-                po[s] = part_o[(p0 + s) * hd + d];
+                pm[s] = part_m[(unsigned long)t * n_splits + s];
+                pl[s] = part_l[(unsigned long)t * n_splits + s];
             }
         float cm = NEG_INF;
         for (unsigned s = 0; s < DECODE_CLUSTER_MAX; ++s)
             if (s < active) cm = pm[s] > cm ? pm[s] : cm;
-        float cl = 0.0f, od = 0.0f;
+        float cl = 0.0f;
         for (unsigned s = 0; s < DECODE_CLUSTER_MAX; ++s)
             if (s < active) {
                 const float e = g_exp(pm[s] - cm);
                 cl += e * pl[s];
-                od += e * po[s];
+                wsh[t][s] = e;
             }
-        x[i] = od / cl;
+        wsh[t][DECODE_CLUSTER_MAX] = cl;
+    }
+    g_sync();
+    for (unsigned r = 0; r < CTX_PER_THREAD; ++r) {
+        const unsigned i = t + r * bd;
+        if (i < k) {
+            const unsigned h = i / hd;
+            float od = 0.0f;
+            for (unsigned s = 0; s < DECODE_CLUSTER_MAX; ++s)
+                if (s < active) od += wsh[h][s] * po[r][s];
+            x[i] = od / wsh[h][DECODE_CLUSTER_MAX];
+        }
     }
     g_sync();
 }

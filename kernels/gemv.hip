@@ -201,6 +201,12 @@ GRETA_DEVICE void g_gemv3(const g_half* w0, float* y0, unsigned n0, const g_half
         else
             g_dot_prefetch<R>(w, k, wv);
     }
+    // SPLITS: the splits holding keys, from the position, read before the wait as the
+    // attention reads it (kernels/attention.hip: an earlier pass wrote it, and every pass
+    // begins with a launch that is never overlapped), so that the partials' loads after the
+    // wait are the combine's one round trip.
+    unsigned splits_active = 0;
+    if constexpr (SPLITS) splits_active = (*sp.pos0 + DECODE_KEYS) / DECODE_KEYS;
     g_wait_previous();
     float scale = 1.0f;
     if (NORM) {
@@ -208,7 +214,6 @@ GRETA_DEVICE void g_gemv3(const g_half* w0, float* y0, unsigned n0, const g_half
         x = xs;
     }
     if constexpr (SPLITS) {
-        const unsigned splits_active = (*sp.pos0 + DECODE_KEYS) / DECODE_KEYS;
         g_ctx_from_splits(sp.part_m, sp.part_l, sp.part_o, splits_active, sp.n_splits, sp.hd, k, xs);
         x = xs;
     }
@@ -269,28 +274,23 @@ GRETA_KERNEL void gemv_add_f16_r2(const g_half* w, float* y, unsigned n, const f
     g_gemv3<2, false, true>(w, y, n, nullptr, nullptr, 0, nullptr, nullptr, 0, x, k, nullptr, nullptr, 0.0f, resid,
                             nullptr);
 }
-// gemv_add_f16 and gemv_add_f16_pre2 whose x is the attention context, combined from the
-// decode attention's partials (attn_decode_* launched without ctx) in the prologue: the
-// combine leaves the attention's critical path, where a head's splits waited for each other
-// (a cluster barrier, or the last split to finish). Bitwise the products of the ctx the
-// attention would have written (g_ctx_from_splits). Dynamic LDS: k floats (or the spread
-// pad). gpu/gemv.rs: gemv_add_splits picks the form as gemv_add does.
-#define GEMV_ADD_SPLITS_ARGS                                                                                   \
-    const g_half *w, float *y, unsigned n, const float *part_m, const float *part_l, const float *part_o,     \
-        const unsigned *pos0, unsigned n_splits, unsigned hd, unsigned k, float *resid
-GRETA_KERNEL void gemv_add_splits_f16(GEMV_ADD_SPLITS_ARGS) {
+// gemv_add_f16 whose x is the attention context, combined from the decode attention's
+// partials (attn_decode_rope_partials_hd*) in the prologue: the combine leaves the
+// attention's critical path, where a head's splits waited for each other (a cluster
+// barrier, or the last split to finish). Bitwise the products of the ctx the attention
+// would have written (g_ctx_from_splits). Dynamic LDS: k floats (or the spread pad); k at
+// most CTX_PER_THREAD x 256 (no form for longer rows: the 7B's 4096 would read 83 KiB of
+// partials a block at its 5 splits, and with each thread's values loaded one after
+// another its decode measured 6 % slower, session 61).
+GRETA_KERNEL GRETA_BLOCK_MAX(256) void gemv_add_splits_f16(const g_half* w, float* y, unsigned n, const float* part_m,
+                                                           const float* part_l, const float* part_o,
+                                                           const unsigned* pos0, unsigned n_splits, unsigned hd,
+                                                           unsigned k, float* resid) {
     extern GRETA_SHARED GRETA_ALIGN16 float gemv_xs[];
     const g_ctx_splits sp = {part_m, part_l, part_o, pos0, n_splits, hd};
     g_gemv3<1, false, true, 1, true>(w, y, n, nullptr, nullptr, 0, nullptr, nullptr, 0, nullptr, k, nullptr, nullptr,
                                      0.0f, resid, gemv_xs, sp);
 }
-GRETA_KERNEL GRETA_BLOCK_MAX(256) void gemv_add_splits_f16_pre2(GEMV_ADD_SPLITS_ARGS) {
-    extern GRETA_SHARED GRETA_ALIGN16 float gemv_xs[];
-    const g_ctx_splits sp = {part_m, part_l, part_o, pos0, n_splits, hd};
-    g_gemv3<2, false, true, 2, true>(w, y, n, nullptr, nullptr, 0, nullptr, nullptr, 0, nullptr, k, nullptr, nullptr,
-                                     0.0f, resid, gemv_xs, sp);
-}
-#undef GEMV_ADD_SPLITS_ARGS
 
 // gate = Wg x, up = Wu x, act = silu(gate) * up (the expression of silu_mul_f32, so the
 // result is bitwise the unfused one's). gate and up are written for the trace. A wave takes

@@ -9,7 +9,7 @@ use greta_kernels::gpu::{
     decode_splits, default_dir, e4m3_weight_scale, AttnScratch, AttnShape, CtxSplits, E4m3Matrix,
     F16Operands, GemmLo, GemmOut, GemmRoute, GemmWeights, GpuKernels, KvCacheOut, LoOperand,
     MatShape, NormIn, PickAt, QRope, QkvRope, RopeShape, Rows, SparseLo8, StreamK, SwigluLo,
-    SwigluOut, WgmmaTile, LO8_SCALE_LOG2,
+    SwigluOut, WgmmaTile, CTX_PRODUCT_MAX_K, LO8_SCALE_LOG2,
 };
 use half::f16;
 use hiprt::{DeviceBuffer, Gpu, Platform, PlatformChoice, Stream};
@@ -1828,6 +1828,7 @@ fn decode_attention_with_rope_matches_two_launches_and_cpu() {
         (9, 3, 64, true),
         (32, 32, 128, false),
         (32, 8, 128, true),
+        (8, 2, 128, false),
         (4, 2, 32, false),
         (6, 2, 48, true),
         (4, 4, 96, false),
@@ -1983,20 +1984,25 @@ fn decode_attention_with_rope_matches_two_launches_and_cpu() {
             eprintln!("attention_rope {keys_case}: nmse {e:.3e}");
             assert!(e < NMSE_F32, "attention_rope {keys_case}: nmse {e:.3e}");
             // Without ctx, the splits' partials combined by the output product as it loads
-            // them: y and the residual bitwise gemv_add's of the ctx just written (whichever
-            // form: k = 4096 takes the two-group prefetch), the same rotated rows and caches;
-            // past DECODE_CLUSTER_MAX splits both ends refuse, naming the bound.
+            // them: y and the residual bitwise gemv_add's of the ctx just written, the same
+            // rotated rows and caches; past DECODE_CLUSTER_MAX splits or a row of
+            // CTX_PRODUCT_MAX_K (the 7B's 32 heads) both ends refuse, naming the bound.
             let out_rows = 300;
             let (wo, _) = f16_matrix(out_rows, q_row, seed + 5);
             let dwo = upload(&g, &s, &wo);
             let resid = values(out_rows, seed + 6);
             let splits = decode_splits(pos0 + 1);
             let left = one_launch_ctx(exact, &mut scratch, false);
-            if splits > 8 {
+            if splits > 8 || q_row > CTX_PRODUCT_MAX_K {
                 let e = left
-                    .expect_err("no product combines past 8 splits")
+                    .expect_err("no product combines past 8 splits or 1024 values")
                     .to_string();
-                assert!(e.contains("at most 8"), "{keys_case}: {e}");
+                let bound = if splits > 8 {
+                    "at most 8"
+                } else {
+                    "at most 1024"
+                };
+                assert!(e.contains(bound), "{keys_case}: {e}");
                 continue;
             }
             let ([untouched, q_rot3, _], caches3) = left.unwrap();

@@ -80,7 +80,7 @@ pub(super) fn per_decode_head_dim<T>(
 /// (8: the portable cluster size). Longer caches launch without clusters: measured on an H200
 /// (docs/performance.md, session 12), clusters of 8 over a 4096-position cache, most of whose
 /// splits exit at once, cost Llama-2-7B decode 2 %. Also the most splits an output product
-/// combines in its prologue (`gemv_add_splits`: kernels/decode_splits.h holds each lane's
+/// combines in its prologue (`gemv_add_splits`: kernels/decode_splits.h holds a thread's
 /// partials in registers, all loads at once).
 pub const DECODE_CLUSTER_MAX: usize = 8;
 
@@ -105,6 +105,12 @@ pub enum CtxCombine {
 /// heads x splits x (head_dim + 2) floats.
 pub const CTX_COMBINE_AUTO_BYTES: usize = 16 * 1024;
 
+/// The longest context row (heads x head_dim) an output product combines from the splits:
+/// CTX_PER_THREAD (4) values a thread of its 256 (kernels/decode_splits.h), every load of
+/// them at once: SmolLM2's 576 fits; Llama-3.2-1B's 2048 and the 7B's 4096 combine in the
+/// attention.
+pub const CTX_PRODUCT_MAX_K: usize = 4 * 256;
+
 impl CtxCombine {
     /// Whether the output product combines the splits of a decode attention of `n_heads`
     /// heads of `head_dim` over `keys` positions.
@@ -112,6 +118,7 @@ impl CtxCombine {
         let splits = decode_splits(keys);
         let bytes = 4 * n_heads * splits * (head_dim + 2);
         splits <= DECODE_CLUSTER_MAX
+            && n_heads * head_dim <= CTX_PRODUCT_MAX_K
             && match self {
                 CtxCombine::Attention => false,
                 CtxCombine::Product => true,
@@ -242,6 +249,11 @@ impl AttnScratch {
         if splits > DECODE_CLUSTER_MAX {
             return Err(KernelError::Shape(format!(
                 "{what}: {keys} keys are {splits} splits of {DECODE_SPLIT}; a product combines at most {DECODE_CLUSTER_MAX} (the attention combines longer contexts itself)"
+            )));
+        }
+        if k > CTX_PRODUCT_MAX_K {
+            return Err(KernelError::Shape(format!(
+                "{what}: a product combines context rows of at most {CTX_PRODUCT_MAX_K} (heads x head_dim); got {k} (the attention combines longer rows itself)"
             )));
         }
         if head_dim == 0 || !k.is_multiple_of(head_dim) {
@@ -767,9 +779,10 @@ mod tests {
     }
 
     /// Where a decode step combines its splits: `auto` in the product while a block of it
-    /// reads at most 16 KiB of partials (SmolLM2's 9 heads of 64: up to 6 splits; the 7B's
-    /// 32 of 128 never), `product` up to DECODE_CLUSTER_MAX splits, `attention` never; past
-    /// DECODE_CLUSTER_MAX splits always the attention. Flag values parse and print back.
+    /// reads at most 16 KiB of partials (SmolLM2's 9 heads of 64: up to 6 splits),
+    /// `product` up to DECODE_CLUSTER_MAX splits, `attention` never; past
+    /// DECODE_CLUSTER_MAX splits or a row of CTX_PRODUCT_MAX_K (the 7B's 32 heads of 128)
+    /// always the attention. Flag values parse and print back.
     #[test]
     fn ctx_combine_takes_the_product_within_its_bounds() {
         let keys = |splits: usize| splits * DECODE_SPLIT;
@@ -781,10 +794,11 @@ mod tests {
             assert_eq!(small, splits <= 6, "SmolLM2, {splits} splits");
             assert!(!big, "7B, {splits} splits");
             assert_eq!(
-                CtxCombine::Product.in_product(32, 128, keys(splits)),
+                CtxCombine::Product.in_product(8, 128, keys(splits)),
                 splits <= DECODE_CLUSTER_MAX,
                 "{splits} splits"
             );
+            assert!(!CtxCombine::Product.in_product(32, 128, keys(splits)));
             assert!(!CtxCombine::Attention.in_product(9, 64, keys(splits)));
         }
         // One key past 6 splits is a seventh.

@@ -231,9 +231,8 @@ impl GpuKernels {
     /// `gemv_add` whose input is the attention context of one token, combined from the
     /// decode attention's partials as the product loads it (`attention_rope` launched
     /// without ctx, over `splits.keys` positions): bitwise `gemv_add` of the ctx the
-    /// attention would have written (kernels/decode_splits.h). `k` = heads x head_dim; at
-    /// most DECODE_CLUSTER_MAX splits (`decode_splits`), and k within the LDS a launch
-    /// may have.
+    /// attention would have written (kernels/decode_splits.h). `k` = heads x head_dim, at
+    /// most `CTX_PRODUCT_MAX_K`; at most DECODE_CLUSTER_MAX splits (`decode_splits`).
     #[allow(clippy::too_many_arguments)]
     pub fn gemv_add_splits(
         &self,
@@ -270,15 +269,6 @@ impl GpuKernels {
             .u32(u32_of(head_dim, "head_dim")?)
             .u32(u32_of(k, "k")?)
             .ptr(resid);
-        // The form gemv_add would take for these rows.
-        let group = GEMV_GROUP_LANE_HALVES * self.wave as usize;
-        if k.is_multiple_of(8) && k > 2 * group && n < TWO_PER_WAVE_FROM {
-            let dims = LaunchDims {
-                shared_bytes: shared,
-                ..self.wave_rows(n.div_ceil(2))
-            };
-            return self.launch(&self.gemv_add_splits_pre2, dims, s, args);
-        }
         let dims = self.product_dims(n, BLOCK, shared);
         self.launch(&self.gemv_add_splits, dims, s, args)
     }

@@ -372,10 +372,8 @@ pub struct GpuKernels {
     gemv_add: [Function; 2],
     /// gemv_add for rows of more than two load groups (`gemv_add`).
     gemv_add_pre2: Function,
-    /// gemv_add's forms with the attention's split combine in the prologue
-    /// (`gemv_add_splits`).
+    /// gemv_add with the attention's split combine in the prologue (`gemv_add_splits`).
     gemv_add_splits: Function,
-    gemv_add_splits_pre2: Function,
     gate_up_silu: Function,
     gate_up_silu_norm: Function,
     /// The short-prefill products over up to 4, 8 and 16 rows of input (`gemv_rows`).
@@ -490,7 +488,6 @@ impl GpuKernels {
                 gemv_add: [product("gemv_add_f16")?, product("gemv_add_f16_r2")?],
                 gemv_add_pre2: gemv.function("gemv_add_f16_pre2")?,
                 gemv_add_splits: product("gemv_add_splits_f16")?,
-                gemv_add_splits_pre2: gemv.function("gemv_add_splits_f16_pre2")?,
                 gate_up_silu: gemv.function("gemv_gate_up_silu_f16")?,
                 gate_up_silu_norm: product("gemv_gate_up_silu_norm_f16")?,
                 gemv_rows: [
