@@ -15,7 +15,7 @@ for r in ${ROUNDS:-1 2 3}; do
   for p in 28 540; do
     for v in $VARIANTS; do
       for c in attention product; do
-        GRETA_KERNELS_DIR=$PWD/target/carry/v/$v/sm_90a /tmp/greta-$v bench -m synthetic:smollm2-135m \
+        GRETA_KERNELS_DIR=$PWD/target/carry/v/$v /tmp/greta-$v bench -m synthetic:smollm2-135m \
           --backend gpu --prompt-len $p --gen 64 --reps 3 --json --ctx-combine $c \
           > "$OUT/$v-$c-$p-$r.json" 2> "$OUT/$v-$c-$p-$r.err" || tail -n 3 "$OUT/$v-$c-$p-$r.err"
       done
