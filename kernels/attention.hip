@@ -2,9 +2,8 @@
 // attention split over the KV length. K and V come from the f16 cache ([pos][kv_head][d]);
 // queries are f32 and the output (the attention context) f32. Positions are read from device
 // memory (*pos0) so a captured decode graph replays unchanged from token to token.
-#include "greta_device.h"
+#include "decode_splits.h"
 
-#define NEG_INF (-3.402823466e38f)
 #define HD_MAX 128
 // Keys per step of the prefill kernel.
 #define KT 32
@@ -585,11 +584,9 @@ ATTN_PREFILL_FA(64, 2)
 ATTN_PREFILL_FA(128, 4)
 #endif
 
-#define DECODE_KEYS 128
+// DECODE_KEYS, DECODE_CLUSTER_MAX: kernels/decode_splits.h.
 #define DECODE_BLOCK 128
 #define DECODE_WAVES_MAX (DECODE_BLOCK / 32)
-// The most splits of a head combined in one cluster (DECODE_CLUSTER_MAX in gpu/attention.rs).
-#define DECODE_CLUSTER_MAX 8
 
 // Decode attention of one query row (at position *pos0) split over the KV length: block
 // (s, h) takes keys [s * DECODE_KEYS, min((s + 1) * DECODE_KEYS, *pos0 + 1)) of head h, and
@@ -616,7 +613,10 @@ ATTN_PREFILL_FA(128, 4)
 // cluster, leave their partials in shared memory, and its first block combines them after a
 // cluster barrier; otherwise the partials go to memory and the last block of head h to
 // finish (an atomic count in done[h], reset to 0 by that block for the next step) combines
-// them.
+// them. LEAVE (attn_decode_rope_partials_hd*): every split holding keys leaves its partial
+// in memory, one split too, and returns: the output product combines them as it loads its
+// input (gemv_add_splits_f16 in kernels/gemv.hip, bitwise the ctx written here), so no
+// block waits for another and the combine is off the attention's critical path.
 // CH = head_dim / 8 is a template argument so that every load is unrolled.
 // ROPE: the attention also does the token's RoPE and KV append (rope_qk_append_f16's work,
 // one launch fewer per layer): q is the unrotated query, and the g_decode_rope inputs and
@@ -671,10 +671,10 @@ GRETA_DEVICE void attn_decode_cluster_entry() {
 #else
 GRETA_DEVICE void attn_decode_cluster_entry() {}
 #endif
-template <unsigned HD, unsigned R>
+template <unsigned HD, unsigned R, bool LEAVE>
 GRETA_DEVICE void attn_decode_finish(const float* red, const float* wm, const float* wl, unsigned active,
-                                     unsigned h, unsigned n_splits, unsigned s, float* part_m, float* part_l,
-                                     float* part_o, unsigned* done, float* ctx, unsigned* last) {
+                                     unsigned h, unsigned n_heads, unsigned n_splits, unsigned s, float* part_m,
+                                     float* part_l, float* part_o, unsigned* done, float* ctx, unsigned* last) {
     constexpr unsigned WAVES = DECODE_BLOCK / GRETA_WAVE;
     const unsigned t = g_tid();
     const unsigned long part = (unsigned long)h * n_splits + s;
@@ -696,6 +696,8 @@ GRETA_DEVICE void attn_decode_finish(const float* red, const float* wm, const fl
     const bool in_cluster = false;
 #endif
     g_sync();
+    // LEAVE: every split leaves its partial for the output product to combine
+    // (g_ctx_from_splits, kernels/decode_splits.h), with no wait on any other block.
     float mm = wm[0];
     for (unsigned w = 1; w < WAVES; ++w) mm = wm[w] > mm ? wm[w] : mm;
     float ll = 0.0f;
@@ -707,12 +709,21 @@ GRETA_DEVICE void attn_decode_finish(const float* red, const float* wm, const fl
             for (unsigned i = 0; i < R; ++i) sw += red[(w * R + i) * HD + d];
             od += g_exp(wm[w] - mm) * sw;
         }
-        if (active == 1)
+        if (LEAVE)
+            // Split-major, [split][head][d]: the block writes whole 32-byte sectors (a
+            // sector partly written is filled from DRAM when read; kernels/decode_splits.h).
+            part_o[((unsigned long)s * n_heads + h) * HD + d] = od;
+        else if (active == 1)
             ctx[(unsigned long)h * HD + d] = od / ll;
         else if (in_cluster)
             pdst[d] = od;
         else
             part_o[part * HD + d] = od;
+    }
+    if (LEAVE) {
+        // m and l in a sector of their own, [split][head][8]: m, l, then zeros.
+        if (t < 8) part_m[(s * n_heads + h) * 8 + t] = t == 0 ? mm : t == 1 ? ll : 0.0f;
+        return;
     }
     if (active == 1) return;
 #if defined(GRETA_CLUSTERS)
@@ -786,7 +797,7 @@ GRETA_DEVICE void attn_decode_finish(const float* red, const float* wm, const fl
 // K row at once and takes the dot product with q (in LDS, read as a broadcast); output:
 // lane = (key group g, 16-byte chunk c of head_dim), all of the lane's V loads (one per
 // group of keys) issued at once, each weighted by the key's e (fetched from the key's lane).
-template <unsigned CH, bool ROPE>
+template <unsigned CH, bool ROPE, bool LEAVE>
 GRETA_DEVICE void attn_decode_lanes(const float* q, const g_half* k_cache, const g_half* v_cache, float* part_m,
                                     float* part_l, float* part_o, unsigned* done, float* ctx, const unsigned* pos0,
                                     unsigned n_heads, unsigned n_kv_heads, unsigned n_splits, float scale,
@@ -913,7 +924,7 @@ GRETA_DEVICE void attn_decode_lanes(const float* q, const g_half* k_cache, const
         wm[wave] = m;
         wl[wave] = l;
     }
-    attn_decode_finish<HD, G>(red, wm, wl, active, h, n_splits, s, part_m, part_l, part_o, done, ctx, last);
+    attn_decode_finish<HD, G, LEAVE>(red, wm, wl, active, h, n_heads, n_splits, s, part_m, part_l, part_o, done, ctx, last);
 }
 
 // Chunk c (8 dims) of a head rotated by RoPE with g_rope_rotate's arithmetic: x holds the
@@ -947,7 +958,7 @@ GRETA_DEVICE void g_rope_chunk(float* x, const float* pt, unsigned c, unsigned h
 // and rounded to f16 as the cache holds them), so no loaded register is rewritten after
 // the wait (which would unpack them half by half). ROPE: each lane rotates its own chunks
 // of q (and, where it needs the current key, of k) in registers, with the angles from LDS.
-template <unsigned CH, bool ROPE>
+template <unsigned CH, bool ROPE, bool LEAVE>
 GRETA_DEVICE void attn_decode_chunks(const float* q, const g_half* k_cache, const g_half* v_cache, float* part_m,
                                      float* part_l, float* part_o, unsigned* done, float* ctx, const unsigned* pos0,
                                      unsigned n_heads, unsigned n_kv_heads, unsigned n_splits, float scale,
@@ -1095,19 +1106,19 @@ GRETA_DEVICE void attn_decode_chunks(const float* q, const g_half* k_cache, cons
         wm[wave] = m;
         wl[wave] = l;
     }
-    attn_decode_finish<HD, 1>(red, wm, wl, active, h, n_splits, s, part_m, part_l, part_o, done, ctx, last);
+    attn_decode_finish<HD, 1, LEAVE>(red, wm, wl, active, h, n_heads, n_splits, s, part_m, part_l, part_o, done, ctx, last);
 }
 
-template <unsigned CH, bool ROPE>
+template <unsigned CH, bool ROPE, bool LEAVE>
 GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_half* v_cache, float* part_m,
                               float* part_l, float* part_o, unsigned* done, float* ctx, const unsigned* pos0,
                               unsigned n_heads, unsigned n_kv_heads, unsigned n_splits, float scale, float* qsh,
                               float* red, float* wm, float* wl, unsigned* last, const g_decode_rope& r) {
     if constexpr (CH >= 16)
-        attn_decode_chunks<CH, ROPE>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0, n_heads,
+        attn_decode_chunks<CH, ROPE, LEAVE>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0, n_heads,
                                      n_kv_heads, n_splits, scale, red, wm, wl, last, r);
     else
-        attn_decode_lanes<CH, ROPE>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0, n_heads,
+        attn_decode_lanes<CH, ROPE, LEAVE>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0, n_heads,
                                     n_kv_heads, n_splits, scale, qsh, red, wm, wl, last, r);
 }
 
@@ -1134,11 +1145,11 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
         attn_decode_cluster_entry();                                                                         \
         ATTN_DECODE_SHARED                                                                                   \
         const g_decode_rope r = {};                                                                          \
-        attn_decode<HD / 8, false>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0, n_heads,    \
+        attn_decode<HD / 8, false, false>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0, n_heads,    \
                                    n_kv_heads, n_splits, scale, qsh, red, wm, wl, &last, r);                 \
     }
-#define ATTN_DECODE_ROPE_KERNEL(HD)                                                                          \
-    GRETA_KERNEL GRETA_BLOCK_MAX(DECODE_BLOCK) void attn_decode_rope_split_hd##HD(                           \
+#define ATTN_DECODE_ROPE_FORM(NAME, HD, LEAVE)                                                               \
+    GRETA_KERNEL GRETA_BLOCK_MAX(DECODE_BLOCK) void NAME(                                                    \
         const float* q, const float* k_new, const float* v_new, g_half* k_cache, g_half* v_cache,            \
         float* q_rot, float* k_rot, const float* inv_freq, unsigned half_split, float* part_m,               \
         float* part_l, float* part_o, unsigned* done, float* ctx, const unsigned* pos0, unsigned n_heads,    \
@@ -1149,9 +1160,16 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
         GRETA_SHARED GRETA_ALIGN16 float ksh[HD_MAX], sin_sh[HD_MAX / 2], cos_sh[HD_MAX / 2];                \
         const g_decode_rope r = {k_new, v_new, k_cache, v_cache, q_rot, k_rot,                               \
                                  inv_freq, half_split, ksh, sin_sh, cos_sh};                                 \
-        attn_decode<HD / 8, true>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0, n_heads,     \
-                                  n_kv_heads, n_splits, scale, qsh, red, wm, wl, &last, r);                  \
+        attn_decode<HD / 8, true, LEAVE>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0,       \
+                                         n_heads, n_kv_heads, n_splits, scale, qsh, red, wm, wl, &last, r);  \
     }
+// attn_decode_rope_partials_hd<HD>: the same, each split leaving its partial for the output
+// product (gemv_add_splits_f16; ctx unused, launched without clusters). Its own kernel, not
+// a flag: the ctx form keeps its code and registers (a runtime flag took SmolLM2's from 148
+// to 192).
+#define ATTN_DECODE_ROPE_KERNEL(HD)                                                                          \
+    ATTN_DECODE_ROPE_FORM(attn_decode_rope_split_hd##HD, HD, false)                                          \
+    ATTN_DECODE_ROPE_FORM(attn_decode_rope_partials_hd##HD, HD, true)
 ATTN_DECODE_KERNELS(16)
 ATTN_DECODE_KERNELS(32)
 ATTN_DECODE_KERNELS(48)
@@ -1171,4 +1189,5 @@ ATTN_DECODE_ROPE_KERNEL(96)
 ATTN_DECODE_ROPE_KERNEL(128)
 #undef ATTN_DECODE_KERNELS
 #undef ATTN_DECODE_ROPE_KERNEL
+#undef ATTN_DECODE_ROPE_FORM
 #undef ATTN_DECODE_SHARED

@@ -3,7 +3,7 @@
 // in flight to run at the memory bandwidth, and about launching few kernels: the Q, K and V
 // projections are one launch (gemv3_f16), and the gate and up projections one launch that
 // also applies SwiGLU (gemv_gate_up_silu_f16).
-#include "greta_device.h"
+#include "decode_splits.h"
 
 #define UNROLL 4
 
@@ -157,23 +157,34 @@ GRETA_DEVICE void g_stacked_row(unsigned r, const g_half* w0, float* y0, unsigne
         *yr = y2 + (r - n0 - n1);
     }
 }
+// The decode attention's partials, left for the product to combine into its input x (the
+// attention launched without ctx: kernels/decode_splits.h): each split's m and l (part_ml)
+// and unnormalised o (part_o).
+struct g_ctx_splits {
+    const float* part_ml;
+    const float* part_o;
+    const unsigned* pos0;
+    unsigned hd;
+};
 // NORM: x is the residual stream, normalised in the prologue (g_norm_prologue; xs: k
-// floats of LDS). ADD: the product is also added into resid (resid[row] += y[row]: the
-// residual add behind the output and down projections; one product, n1 = n2 = 0), resid
-// read right after the wait so that its round trip hides under the dot products.
+// floats of LDS). SPLITS: x is the attention context, combined from the splits' partials
+// into xs (k floats of LDS) after the wait (g_ctx_from_splits). ADD: the product is also
+// added into resid (resid[row] += y[row]: the residual add behind the output and down
+// projections; one product, n1 = n2 = 0), resid read right after the wait so that its round
+// trip hides under the dot products.
 // PRE: the groups of each row loaded before the wait, 1 or 2 (g_dot_prefetch2).
-template <unsigned R, bool NORM, bool ADD, unsigned PRE = 1>
+template <unsigned R, bool NORM, bool ADD, unsigned PRE = 1, bool SPLITS = false>
 GRETA_DEVICE void g_gemv3(const g_half* w0, float* y0, unsigned n0, const g_half* w1, float* y1, unsigned n1,
                           const g_half* w2, float* y2, unsigned n2, const float* x, unsigned k, const float* nw,
-                          float* normed, float eps, float* resid, float* xs) {
+                          float* normed, float eps, float* resid, float* xs, const g_ctx_splits& sp = {}) {
     g_launch_next();
     unsigned waves = g_bdim() / GRETA_WAVE;
     unsigned n = n0 + n1 + n2;
     unsigned r0 = R * (g_bid() * waves + g_tid() / GRETA_WAVE);
     const bool active = r0 < n;
-    // Without the prologue a wave past the end has nothing to do; with it, every wave
-    // takes part in the block's sum first.
-    if (!NORM && !active) return;
+    // Without a prologue a wave past the end has nothing to do; with one, every wave
+    // takes part in the block's sum or combine first.
+    if (!NORM && !SPLITS && !active) return;
     const g_half* w[R];
     float* y[R];
     for (unsigned r = 0; r < R; ++r) {
@@ -189,10 +200,20 @@ GRETA_DEVICE void g_gemv3(const g_half* w0, float* y0, unsigned n0, const g_half
         else
             g_dot_prefetch<R>(w, k, wv);
     }
+    // SPLITS: the splits holding keys, from the position, read before the wait as the
+    // attention reads it (kernels/attention.hip: an earlier pass wrote it, and every pass
+    // begins with a launch that is never overlapped), so that the partials' loads after the
+    // wait are the combine's one round trip.
+    unsigned splits_active = 0;
+    if constexpr (SPLITS) splits_active = (*sp.pos0 + DECODE_KEYS) / DECODE_KEYS;
     g_wait_previous();
     float scale = 1.0f;
     if (NORM) {
         scale = g_norm_prologue(x, nw, normed, xs, k, eps);
+        x = xs;
+    }
+    if constexpr (SPLITS) {
+        g_ctx_from_splits(sp.part_ml, sp.part_o, splits_active, sp.hd, k, xs);
         x = xs;
     }
     if (!active) return;
@@ -251,6 +272,21 @@ GRETA_KERNEL GRETA_BLOCK_MAX(256) void gemv_add_f16_pre2(const g_half* w, float*
 GRETA_KERNEL void gemv_add_f16_r2(const g_half* w, float* y, unsigned n, const float* x, unsigned k, float* resid) {
     g_gemv3<2, false, true>(w, y, n, nullptr, nullptr, 0, nullptr, nullptr, 0, x, k, nullptr, nullptr, 0.0f, resid,
                             nullptr);
+}
+// gemv_add_f16 whose x is the attention context, combined from the decode attention's
+// partials (attn_decode_rope_partials_hd*) in the prologue: the combine leaves the
+// attention's critical path, where a head's splits waited for each other (a cluster
+// barrier, or the last split to finish). Bitwise the products of the ctx the attention
+// would have written (g_ctx_from_splits). Dynamic LDS: k floats (or the spread pad); k at
+// most CTX_PER_THREAD x 256: every block combines the whole row, four values a thread
+// (the 7B's 4096 would be 16 a thread and 80 KiB of partials a block at its 5 splits).
+GRETA_KERNEL GRETA_BLOCK_MAX(256) void gemv_add_splits_f16(const g_half* w, float* y, unsigned n, const float* part_ml,
+                                                           const float* part_o, const unsigned* pos0, unsigned hd,
+                                                           unsigned k, float* resid) {
+    extern GRETA_SHARED GRETA_ALIGN16 float gemv_xs[];
+    const g_ctx_splits sp = {part_ml, part_o, pos0, hd};
+    g_gemv3<1, false, true, 1, true>(w, y, n, nullptr, nullptr, 0, nullptr, nullptr, 0, nullptr, k, nullptr, nullptr,
+                                     0.0f, resid, gemv_xs, sp);
 }
 
 // gate = Wg x, up = Wu x, act = silu(gate) * up (the expression of silu_mul_f32, so the

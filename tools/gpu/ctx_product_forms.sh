@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Session 62: forms of the split combine in the output product
-# (tools/gpu/variants/ctx-combine-product.patch), each a variant build
+# Session 62: forms of the split combine in the output product (`--ctx-combine`,
+# kernels/decode_splits.h; patches of it under tools/gpu/variants), each a variant build
 # (tools/gpu/build_variant.sh: target/carry/v/NAME with its greta and sm_90a objects),
 # against one another and against the attention's own combine, interleaved in one call:
 # SmolLM2's decode at one split (prompt 28) and five (540, the bench's), 64 tokens.

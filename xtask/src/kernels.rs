@@ -333,7 +333,8 @@ fn spilling_kernels(notes: &str) -> Vec<String> {
 /// it reads that the kernel ahead writes is not yet written: a decode product its weights
 /// (the streaming form, `LDG.E.EF.128`: g_load_once_h8), the decode attention the cache
 /// rows of earlier positions, the position and the RoPE tables (by design: attention.hip),
-/// every other kernel nothing. ptxas moves a load that nvcc emitted as `ld.global.nc` (a
+/// the output product that combines the attention's splits the position (gemv.hip,
+/// g_gemv3's SPLITS), every other kernel nothing. ptxas moves a load that nvcc emitted as `ld.global.nc` (a
 /// const restrict pointer) above the wait whatever the source's order: it happened to a
 /// decode product's x in session 14, which then read stale activations and measured 10 %
 /// faster. The race is timing-dependent, so no test catches it reliably; the SASS is read
@@ -414,6 +415,9 @@ fn stack_budget(kernel: &str) -> u64 {
     match kernel {
         "sample_topk" => 1024,
         "attn_decode_rope_split_hd96" => 40,
+        // The partials form of it (the split combine in the output product): 48 bytes under
+        // CUDA 13.0 (session 62), for the same reason.
+        "attn_decode_rope_partials_hd96" => 48,
         _ => 32,
     }
 }
@@ -443,7 +447,9 @@ fn stack_frames(listing: &str) -> Vec<(String, u64)> {
 
 /// Whether `kernel` may issue `load` before its wait (`check_pre_wait_loads`).
 fn pre_wait_load_allowed(kernel: &str, load: &str) -> bool {
-    kernel.starts_with("attn_decode_") || (kernel.starts_with("gemv") && load == "LDG.E.EF.128")
+    kernel.starts_with("attn_decode_")
+        || (kernel.starts_with("gemv") && load == "LDG.E.EF.128")
+        || (kernel == "gemv_add_splits_f16" && load == "LDG.E")
 }
 
 /// The SASS listing of an sm_90a object (cuobjdump runs nvdisasm, which a wheel install

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 use greta_model::calibrate::{self, Lookup};
-use greta_model::kernels::gpu::{StreamK, GEMV_ROWS_MAX};
+use greta_model::kernels::gpu::{CtxCombine, StreamK, GEMV_ROWS_MAX};
 use greta_model::llama::gpu::{
     AutoLo, GemmTiles, GpuLlama, SplitInputs, SplitInputsChoice, SplitLo, SplitLoChoice,
     DEFAULT_GEMV_ROWS,
@@ -77,6 +77,17 @@ pub struct GpuArgs {
     /// SmolLM2's 1.2-1.3x; from 6 tokens on the GEMM is).
     #[arg(long, value_name = "N", default_value_t = DEFAULT_GEMV_ROWS, value_parser = parse_gemv_rows)]
     pub gemv_rows: usize,
+    /// GPU decode: where the attention's splits over the KV cache (128 positions each) are
+    /// combined into the context row. attention: in the attention, where a head's splits
+    /// wait for each other (a thread-block cluster on Hopper, else the last split to
+    /// finish); product: each split leaves its partial and the output product combines
+    /// them as it loads its input (up to 8 splits: 1024 positions, and context rows of at
+    /// most 1024 values, heads x head_dim: SmolLM2's 576, not Llama-2-7B's 4096; otherwise
+    /// the attention). auto: product from 2 splits, the attention at one (nothing to
+    /// combine). The values are the same bits either way; a run that traces the attention
+    /// combines in it.
+    #[arg(long, value_name = "auto|attention|product", default_value_t = CtxCombine::default())]
+    pub ctx_combine: CtxCombine,
 }
 
 fn parse_gemv_rows(s: &str) -> Result<usize, String> {
@@ -121,6 +132,9 @@ impl GpuArgs {
         if self.gemv_rows != DEFAULT_GEMV_ROWS {
             set.push("--gemv-rows");
         }
+        if self.ctx_combine != CtxCombine::default() {
+            set.push("--ctx-combine");
+        }
         set
     }
 
@@ -159,6 +173,7 @@ impl GpuArgs {
         model.kernels.set_swapped_tiles(self.swapped_tiles);
         model.gemm_tiles = self.gemm_tiles;
         model.set_gemv_rows(self.gemv_rows)?;
+        model.ctx_combine = self.ctx_combine;
         let lo = match self.split_lo {
             SplitLoChoice::Set(lo) => lo,
             SplitLoChoice::Auto => {

@@ -6,10 +6,10 @@
 use float8::{F8E4M3, F8E5M2};
 use greta_kernels::cpu::{self, RopePairing, WeightView};
 use greta_kernels::gpu::{
-    default_dir, e4m3_weight_scale, AttnScratch, AttnShape, E4m3Matrix, F16Operands, GemmLo,
-    GemmOut, GemmRoute, GemmWeights, GpuKernels, KvCacheOut, LoOperand, MatShape, NormIn, PickAt,
-    QRope, QkvRope, RopeShape, Rows, SparseLo8, StreamK, SwigluLo, SwigluOut, WgmmaTile,
-    LO8_SCALE_LOG2,
+    decode_splits, default_dir, e4m3_weight_scale, AttnScratch, AttnShape, CtxSplits, E4m3Matrix,
+    F16Operands, GemmLo, GemmOut, GemmRoute, GemmWeights, GpuKernels, KvCacheOut, LoOperand,
+    MatShape, NormIn, PickAt, QRope, QkvRope, RopeShape, Rows, SparseLo8, StreamK, SwigluLo,
+    SwigluOut, WgmmaTile, CTX_PRODUCT_MAX_K, LO8_SCALE_LOG2,
 };
 use half::f16;
 use hiprt::{DeviceBuffer, Gpu, Platform, PlatformChoice, Stream};
@@ -1828,6 +1828,7 @@ fn decode_attention_with_rope_matches_two_launches_and_cpu() {
         (9, 3, 64, true),
         (32, 32, 128, false),
         (32, 8, 128, true),
+        (8, 2, 128, false),
         (4, 2, 32, false),
         (6, 2, 48, true),
         (4, 4, 96, false),
@@ -1881,33 +1882,36 @@ fn decode_attention_with_rope_matches_two_launches_and_cpu() {
             // One launch, for a shape: ctx, the rotated q and k, and the caches' bits after it.
             let (dq, dk, dv) = (upload(&g, &s, &q), upload(&g, &s, &kk), upload(&g, &s, &v));
             let bits = |b: &DeviceBuffer<u16>| b.to_vec(&s).unwrap();
-            let one_launch = |shape: QkvRope, scratch: &mut AttnScratch| {
+            // with_ctx false: the splits' partials left in the scratch, ctx untouched (zeros).
+            let one_launch_ctx = |shape: QkvRope, scratch: &mut AttnScratch, with_ctx: bool| {
                 let (mut kc, mut vc) = (upload(&g, &s, &k_bits), upload(&g, &s, &v_bits));
                 let (mut q_rot, mut k_rot) = (
                     g.alloc::<f32>(q_row).unwrap(),
                     g.alloc::<f32>(kv_row).unwrap(),
                 );
-                let mut ctx = g.alloc::<f32>(q_row).unwrap();
+                let mut ctx = upload(&g, &s, &vec![0f32; q_row]);
                 k.attention_rope(
                     &s,
                     [&dq, &dk, &dv],
                     [&mut kc, &mut vc],
                     [&mut q_rot, &mut k_rot],
                     scratch,
-                    &mut ctx,
+                    with_ctx.then_some(&mut ctx),
                     &dpos,
                     &dinv,
                     shape,
-                )
-                .unwrap();
-                (
+                )?;
+                Ok::<_, greta_kernels::gpu::KernelError>((
                     [
                         download(&s, &ctx),
                         download(&s, &q_rot),
                         download(&s, &k_rot),
                     ],
                     [bits(&kc), bits(&vc)],
-                )
+                ))
+            };
+            let one_launch = |shape: QkvRope, scratch: &mut AttnScratch| {
+                one_launch_ctx(shape, scratch, true).unwrap()
             };
             let ([got, q_rot, k_rot], caches) = one_launch(rope, &mut scratch);
             // Two launches.
@@ -1979,6 +1983,58 @@ fn decode_attention_with_rope_matches_two_launches_and_cpu() {
             let e = nmse(&ctx2, &want);
             eprintln!("attention_rope {keys_case}: nmse {e:.3e}");
             assert!(e < NMSE_F32, "attention_rope {keys_case}: nmse {e:.3e}");
+            // Without ctx, the splits' partials combined by the output product as it loads
+            // them: y and the residual bitwise gemv_add's of the ctx just written, the same
+            // rotated rows and caches; past DECODE_CLUSTER_MAX splits or a row of
+            // CTX_PRODUCT_MAX_K (the 7B's 32 heads) both ends refuse, naming the bound.
+            let out_rows = 300;
+            let (wo, _) = f16_matrix(out_rows, q_row, seed + 5);
+            let dwo = upload(&g, &s, &wo);
+            let resid = values(out_rows, seed + 6);
+            let splits = decode_splits(pos0 + 1);
+            let left = one_launch_ctx(exact, &mut scratch, false);
+            if splits > 8 || q_row > CTX_PRODUCT_MAX_K {
+                let e = left
+                    .expect_err("no product combines past 8 splits or 1024 values")
+                    .to_string();
+                let bound = if splits > 8 {
+                    "at most 8"
+                } else {
+                    "at most 1024"
+                };
+                assert!(e.contains(bound), "{keys_case}: {e}");
+                continue;
+            }
+            let ([untouched, q_rot3, _], caches3) = left.unwrap();
+            assert!(
+                untouched.iter().all(|&x| x == 0.0),
+                "ctx written, {keys_case}"
+            );
+            assert_eq!(
+                mismatches(&q_rot3, &q_rot),
+                0,
+                "q rope, splits left, {keys_case}"
+            );
+            assert!(caches3 == caches, "caches, splits left, {keys_case}");
+            let (mut y_split, mut r_split) =
+                (g.alloc::<f32>(out_rows).unwrap(), upload(&g, &s, &resid));
+            let from = CtxSplits {
+                scratch: &scratch,
+                pos0: &dpos,
+                keys: pos0 + 1,
+                head_dim,
+            };
+            k.gemv_add_splits(&s, &dwo, from, &mut y_split, &mut r_split, out_rows, q_row)
+                .unwrap();
+            let (mut y_ctx, mut r_ctx) =
+                (g.alloc::<f32>(out_rows).unwrap(), upload(&g, &s, &resid));
+            let dctx2 = upload(&g, &s, &ctx2);
+            k.gemv_add(&s, &dwo, &dctx2, &mut y_ctx, &mut r_ctx, out_rows, q_row)
+                .unwrap();
+            let m = mismatches(&download(&s, &y_split), &download(&s, &y_ctx));
+            assert_eq!(m, 0, "output product from the splits, {keys_case}");
+            let m = mismatches(&download(&s, &r_split), &download(&s, &r_ctx));
+            assert_eq!(m, 0, "residual from the splits, {keys_case}");
         }
     }
     // The one head_dim without the form says so; the model then takes the two launches.

@@ -47,6 +47,54 @@ fn narrow_7b() -> greta_model::llama::LlamaConfig {
     }
 }
 
+/// `narrow_7b` with synthetic weights from `seed`: the CPU reference (holding the weights
+/// as the GPU does) and the model uploaded to `g`.
+fn narrow_7b_on_both(g: &Gpu, seed: u64) -> (greta_model::llama::forward::Llama, GpuLlama) {
+    use greta_model::synthetic;
+    let cfg = narrow_7b();
+    let cpu = greta_model::llama::forward::Llama::new(
+        cfg.clone(),
+        synthetic::widened_for_cpu(synthetic::weights(&cfg, seed, &mut |_, _| {})),
+    );
+    let weights = synthetic::weights(&cfg, seed, &mut |_, _| {});
+    let m = GpuLlama::load(g, cfg, &weights, &mut |_, _| {}).unwrap();
+    (cpu, m)
+}
+
+/// The logits `which` of `turn` on a fresh state after `prefix`, and the kernels the turn
+/// launched.
+fn turn_after(
+    m: &mut GpuLlama,
+    prefix: &[u32],
+    turn: &[u32],
+    which: greta_model::llama::forward::Logits,
+) -> (Vec<f32>, Vec<String>) {
+    let nt = &mut greta_model::trace::NoTrace;
+    let mut st = m
+        .new_state(prefix.len() + turn.len(), prefix.len())
+        .unwrap();
+    m.forward(prefix, &mut st, which, nt).unwrap();
+    m.kernels.record_launches();
+    let got = m.forward(turn, &mut st, which, nt).unwrap();
+    let names = m
+        .kernels
+        .launched_shapes()
+        .into_iter()
+        .map(|(k, ..)| k)
+        .collect();
+    (got, names)
+}
+
+/// Normalised mean squared error of `got` against `want`.
+fn nmse(got: &[f32], want: &[f32]) -> f64 {
+    let num: f64 = got
+        .iter()
+        .zip(want)
+        .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
+        .sum();
+    num / want.iter().map(|&y| (y as f64).powi(2)).sum::<f64>()
+}
+
 /// `n` token ids below 512, spread by a multiplicative hash of their index and `seed`.
 fn token_ids(n: usize, seed: u32) -> Vec<u32> {
     (0..n as u32)
@@ -787,25 +835,10 @@ fn a_prompt_in_parts_or_after_a_rewind_generates_what_one_pass_does() {
 #[test]
 #[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
 fn a_short_pass_on_the_gemvs_matches_the_cpu() {
-    use greta_model::llama::forward::{Llama, Logits};
-    use greta_model::synthetic;
+    use greta_model::llama::forward::Logits;
     let g = gpu();
-    let cfg = narrow_7b();
-    let cpu = Llama::new(
-        cfg.clone(),
-        synthetic::widened_for_cpu(synthetic::weights(&cfg, 7, &mut |_, _| {})),
-    );
-    let weights = synthetic::weights(&cfg, 7, &mut |_, _| {});
-    let mut m = GpuLlama::load(&g, cfg.clone(), &weights, &mut |_, _| {}).unwrap();
+    let (cpu, mut m) = narrow_7b_on_both(&g, 7);
     let nt = &mut greta_model::trace::NoTrace;
-    let nmse = |got: &[f32], want: &[f32]| -> f64 {
-        let num: f64 = got
-            .iter()
-            .zip(want)
-            .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-            .sum();
-        num / want.iter().map(|&y| (y as f64).powi(2)).sum::<f64>()
-    };
     let prefix = token_ids(40, 1);
     for t in [2, 7, 16] {
         let turn = token_ids(t, 2 + t as u32);
@@ -815,16 +848,7 @@ fn a_short_pass_on_the_gemvs_matches_the_cpu() {
         let mut errs = Vec::new();
         for (route, rows) in [("GEMVs", 16), ("GEMM", 1)] {
             m.set_gemv_rows(rows).unwrap();
-            let mut st = m.new_state(prefix.len() + t, prefix.len()).unwrap();
-            m.forward(&prefix, &mut st, Logits::All, nt).unwrap();
-            m.kernels.record_launches();
-            let got = m.forward(&turn, &mut st, Logits::All, nt).unwrap();
-            let names: Vec<String> = m
-                .kernels
-                .launched_shapes()
-                .into_iter()
-                .map(|(k, ..)| k)
-                .collect();
+            let (got, names) = turn_after(&mut m, &prefix, &turn, Logits::All);
             let (rows_kernels, gemms) = (
                 names.iter().any(|k| k.starts_with("gemv_rows")),
                 names.iter().any(|k| k.starts_with("gemm")),
@@ -853,4 +877,59 @@ fn a_short_pass_on_the_gemvs_matches_the_cpu() {
         .unwrap_err()
         .to_string()
         .contains("at most 16 rows"));
+}
+
+/// Decode's output product combining the attention's splits as it loads them
+/// (`CtxCombine::Product`) gives the logits bit for bit of the attention combining them
+/// itself (`Attention`: a cluster a head on Hopper), and both follow the CPU reference: at
+/// 1, 3 and 8 splits of context. Past 8 splits the product cannot hold them and the
+/// attention combines whatever is asked (no partials kernel launched).
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn the_splits_combined_in_the_output_product_give_the_attentions_logits() {
+    use greta_model::kernels::gpu::CtxCombine;
+    use greta_model::llama::forward::Logits;
+    let g = gpu();
+    let (cpu, mut m) = narrow_7b_on_both(&g, 11);
+    let nt = &mut greta_model::trace::NoTrace;
+    // The decode position's keys: 1, 3, 8 and 9 splits of 128.
+    for prefix_len in [40usize, 300, 1000, 1100] {
+        let splits = (prefix_len + 1).div_ceil(128);
+        let (prefix, next) = (token_ids(prefix_len, 3), token_ids(1, 9));
+        let mut cache = cpu.new_cache(prefix_len + 1);
+        cpu.forward(&prefix, &mut cache, Logits::Last, nt).unwrap();
+        let want = cpu.forward(&next, &mut cache, Logits::Last, nt).unwrap();
+        let mut got = Vec::new();
+        for combine in [CtxCombine::Attention, CtxCombine::Product] {
+            m.ctx_combine = combine;
+            let (logits, names) = turn_after(&mut m, &prefix, &next, Logits::Last);
+            let in_product = combine == CtxCombine::Product && splits <= 8;
+            assert_eq!(
+                (
+                    names
+                        .iter()
+                        .any(|k| k.starts_with("attn_decode_rope_partials")),
+                    names.iter().any(|k| k.starts_with("gemv_add_splits")),
+                ),
+                (in_product, in_product),
+                "{combine} at {splits} splits: launched {names:?}"
+            );
+            let e = nmse(&logits, &want);
+            eprintln!("{combine}, decode after {prefix_len} ({splits} splits): NMSE {e:.3e} against the CPU");
+            assert!(
+                e < 1e-4,
+                "{combine} after {prefix_len}: NMSE {e:.3e} against the CPU (bound 1e-4)"
+            );
+            got.push(logits);
+        }
+        let differ = got[0]
+            .iter()
+            .zip(&got[1])
+            .filter(|(a, b)| a.to_bits() != b.to_bits())
+            .count();
+        assert_eq!(
+            differ, 0,
+            "after {prefix_len}: logits differ between the two combines"
+        );
+    }
 }

@@ -79,8 +79,72 @@ pub(super) fn per_decode_head_dim<T>(
 /// The most splits of one head the split decode attention combines in a thread-block cluster
 /// (8: the portable cluster size). Longer caches launch without clusters: measured on an H200
 /// (docs/performance.md, session 12), clusters of 8 over a 4096-position cache, most of whose
-/// splits exit at once, cost Llama-2-7B decode 2 %.
+/// splits exit at once, cost Llama-2-7B decode 2 %. Also the most splits an output product
+/// combines in its prologue (`gemv_add_splits`: kernels/decode_splits.h holds a thread's
+/// partials in registers, all loads at once).
 pub const DECODE_CLUSTER_MAX: usize = 8;
+
+/// Where a decode step combines its attention's splits into the context row (one token, the
+/// attention with RoPE in its launch, the output product with the residual add): in the
+/// attention (a head's splits wait for each other: a cluster barrier on sm_90, or the last
+/// split to finish), or in the output product's prologue as it loads its input
+/// (`gemv_add_splits`), so that no attention block waits for another. The values are the
+/// same bits either way (the op tests check it); the time is what changes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum CtxCombine {
+    /// The product where there are 2 to DECODE_CLUSTER_MAX splits, the attention otherwise.
+    #[default]
+    Auto,
+    Attention,
+    /// The product wherever it can (at most DECODE_CLUSTER_MAX splits).
+    Product,
+}
+
+/// The longest context row (heads x head_dim) an output product combines from the splits:
+/// CTX_PER_THREAD (4) values a thread of its 256 (kernels/decode_splits.h), every load of
+/// them at once: SmolLM2's 576 fits; Llama-3.2-1B's 2048 and the 7B's 4096 combine in the
+/// attention.
+pub const CTX_PRODUCT_MAX_K: usize = 4 * 256;
+
+impl CtxCombine {
+    /// Whether the output product combines the splits of a decode attention of `n_heads`
+    /// heads of `head_dim` over `keys` positions.
+    pub fn in_product(self, n_heads: usize, head_dim: usize, keys: usize) -> bool {
+        let splits = decode_splits(keys);
+        splits <= DECODE_CLUSTER_MAX
+            && n_heads * head_dim <= CTX_PRODUCT_MAX_K
+            && match self {
+                CtxCombine::Attention => false,
+                CtxCombine::Product => true,
+                // One split has nothing to combine: the attention writes ctx, and the plain
+                // product reads it (the combining product costs ~1 µs a layer more than
+                // the plain one's load of ctx, its LDS staging and barriers; session 62).
+                CtxCombine::Auto => splits >= 2,
+            }
+    }
+}
+
+impl std::str::FromStr for CtxCombine {
+    type Err = String;
+    fn from_str(s: &str) -> std::result::Result<Self, String> {
+        match s {
+            "auto" => Ok(CtxCombine::Auto),
+            "attention" => Ok(CtxCombine::Attention),
+            "product" => Ok(CtxCombine::Product),
+            _ => Err(format!("{s:?}: expected auto, attention or product")),
+        }
+    }
+}
+
+impl std::fmt::Display for CtxCombine {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            CtxCombine::Auto => "auto",
+            CtxCombine::Attention => "attention",
+            CtxCombine::Product => "product",
+        })
+    }
+}
 
 /// How many KV splits decode attention uses for `keys` positions (`AttnShape::keys`; the
 /// scratch is sized for a whole cache's).
@@ -140,15 +204,16 @@ pub struct AttnScratch {
     n_heads: usize,
     head_dim: usize,
     splits: usize,
-    part_m: DeviceBuffer<f32>,
-    part_l: DeviceBuffer<f32>,
-    part_o: DeviceBuffer<f32>,
+    pub(super) part_m: DeviceBuffer<f32>,
+    pub(super) part_l: DeviceBuffer<f32>,
+    pub(super) part_o: DeviceBuffer<f32>,
     done: DeviceBuffer<u32>,
 }
 
 impl AttnScratch {
     pub fn new(gpu: &Gpu, n_heads: usize, head_dim: usize, capacity: usize) -> Result<Self> {
         let splits = decode_splits(capacity);
+        let slots = splits.max(DECODE_CLUSTER_MAX);
         let mut done = gpu.alloc::<u32>(n_heads)?;
         let s = gpu.stream()?;
         done.zero(&s)?;
@@ -157,14 +222,54 @@ impl AttnScratch {
             n_heads,
             head_dim,
             splits,
-            part_m: gpu.alloc(n_heads * splits)?,
-            part_l: gpu.alloc(n_heads * splits)?,
-            part_o: gpu.alloc(n_heads * splits * head_dim)?,
+            // Room for DECODE_CLUSTER_MAX splits at least, whatever the capacity, and m and
+            // l in a 32-byte sector of their own per (split, head): the partials
+            // attention's layout (kernels/decode_splits.h).
+            part_m: gpu.alloc(n_heads * slots * 8)?,
+            part_l: gpu.alloc(n_heads * slots)?,
+            part_o: gpu.alloc(n_heads * slots * head_dim)?,
             done,
         })
     }
     pub fn bytes(&self) -> usize {
         4 * (self.part_m.len() + self.part_l.len() + self.part_o.len() + self.done.len())
+    }
+
+    /// The splits a decode attention over `keys` positions leaves its partials in, for a
+    /// product that combines them into a context row of `k` = heads x `head_dim`
+    /// (`gemv_add_splits`), after checking that this scratch holds them and that the
+    /// product can combine them (at most DECODE_CLUSTER_MAX). `what` names the caller.
+    pub(super) fn splits_for(
+        &self,
+        keys: usize,
+        k: usize,
+        head_dim: usize,
+        what: &str,
+    ) -> Result<usize> {
+        let splits = decode_splits(keys);
+        if splits > DECODE_CLUSTER_MAX {
+            return Err(KernelError::Shape(format!(
+                "{what}: {keys} keys are {splits} splits of {DECODE_SPLIT}; a product combines at most {DECODE_CLUSTER_MAX} (the attention combines longer contexts itself)"
+            )));
+        }
+        if k > CTX_PRODUCT_MAX_K {
+            return Err(KernelError::Shape(format!(
+                "{what}: a product combines context rows of at most {CTX_PRODUCT_MAX_K} (heads x head_dim); got {k} (the attention combines longer rows itself)"
+            )));
+        }
+        if head_dim == 0 || !k.is_multiple_of(head_dim) {
+            return Err(KernelError::Shape(format!(
+                "{what}: a context row of {k} is not whole heads of {head_dim}"
+            )));
+        }
+        let heads = k / head_dim;
+        if heads > self.n_heads || head_dim > self.head_dim || splits > self.splits {
+            return Err(KernelError::Shape(format!(
+                "{what}: attention scratch for {} heads x {} dims x {} splits; {heads} x {head_dim} x {splits} needed",
+                self.n_heads, self.head_dim, self.splits
+            )));
+        }
+        Ok(splits)
     }
 }
 
@@ -547,6 +652,9 @@ impl GpuKernels {
     /// `rope_qk_append` + `attention`, bitwise the same values): `qkv` are the unrotated
     /// Q/K/V products of the token at `*pos0`; k and v go into the caches at `*pos0`, and the
     /// rotated q and k into `rot` (for the trace: QRope, KRope). `shape.rows` must be 1.
+    /// Without `ctx`, no block waits for another: every split leaves its partial in
+    /// `scratch` for the output product to combine (`gemv_add_splits`, at most
+    /// DECODE_CLUSTER_MAX splits); the launch then runs no clusters.
     #[allow(clippy::too_many_arguments)]
     pub fn attention_rope(
         &self,
@@ -555,7 +663,7 @@ impl GpuKernels {
         [k_cache, v_cache]: [&mut DeviceBuffer<u16>; 2],
         [q_rot, k_rot]: [&mut DeviceBuffer<f32>; 2],
         scratch: &mut AttnScratch,
-        ctx: &mut DeviceBuffer<f32>,
+        ctx: Option<&mut DeviceBuffer<f32>>,
         pos0: &DeviceBuffer<u32>,
         inv_freq: &DeviceBuffer<f32>,
         shape: QkvRope,
@@ -576,7 +684,11 @@ impl GpuKernels {
                 "{what} takes one token (decode); got {rows} rows"
             )));
         }
-        let Some(f) = &self.attn_decode_rope[head_dim / 16 - 1] else {
+        let forms = match ctx {
+            Some(_) => &self.attn_decode_rope,
+            None => &self.attn_decode_rope_partials,
+        };
+        let Some(f) = &forms[head_dim / 16 - 1] else {
             return Err(KernelError::Shape(format!(
                 "{what}: no kernel for head_dim {head_dim} (see has_decode_rope)"
             )));
@@ -593,8 +705,14 @@ impl GpuKernels {
         let (q_row, kv_row) = (n_heads * head_dim, n_kv_heads * head_dim);
         Self::need_of(q_rot, q_row, what, "q_rot")?;
         Self::need_of(k_rot, kv_row, what, "k_rot")?;
-        Self::need_of(ctx, q_row, what, "ctx")?;
-        let dims = self.decode_dims(scratch, n_heads, head_dim, [keys, capacity])?;
+        let mut dims = self.decode_dims(scratch, n_heads, head_dim, [keys, capacity])?;
+        match &ctx {
+            Some(ctx) => Self::need_of(ctx, q_row, what, "ctx")?,
+            None => {
+                scratch.splits_for(keys, q_row, head_dim, what)?;
+                dims.cluster = 1;
+            }
+        }
         let args = Args::new()
             .ptr(q)
             .ptr(k)
@@ -609,7 +727,7 @@ impl GpuKernels {
             .ptr(&scratch.part_l)
             .ptr(&scratch.part_o)
             .ptr(&scratch.done)
-            .ptr(ctx)
+            .ptr_or_null(ctx.as_deref())
             .ptr(pos0)
             .u32(u32_of(n_heads, "n_heads")?)
             .u32(u32_of(n_kv_heads, "n_kv_heads")?)
@@ -659,6 +777,46 @@ mod tests {
             );
         }
         assert_eq!(DECODE_CLUSTER_MAX, 8, "the portable cluster size");
+    }
+
+    /// Where a decode step combines its splits: `auto` in the product from 2 splits to
+    /// DECODE_CLUSTER_MAX (one split has nothing to combine), `product` up to
+    /// DECODE_CLUSTER_MAX splits, `attention` never; past
+    /// DECODE_CLUSTER_MAX splits or a row of CTX_PRODUCT_MAX_K (the 7B's 32 heads of 128)
+    /// always the attention. Flag values parse and print back.
+    #[test]
+    fn ctx_combine_takes_the_product_within_its_bounds() {
+        let keys = |splits: usize| splits * DECODE_SPLIT;
+        for splits in 1..=10 {
+            let (small, big) = (
+                CtxCombine::Auto.in_product(9, 64, keys(splits)),
+                CtxCombine::Auto.in_product(32, 128, keys(splits)),
+            );
+            assert_eq!(
+                small,
+                (2..=DECODE_CLUSTER_MAX).contains(&splits),
+                "SmolLM2, {splits} splits"
+            );
+            assert!(!big, "7B, {splits} splits");
+            assert_eq!(
+                CtxCombine::Product.in_product(8, 128, keys(splits)),
+                splits <= DECODE_CLUSTER_MAX,
+                "{splits} splits"
+            );
+            assert!(!CtxCombine::Product.in_product(32, 128, keys(splits)));
+            assert!(!CtxCombine::Attention.in_product(9, 64, keys(splits)));
+        }
+        // One key past 8 splits is a ninth; one past one split, a second.
+        assert!(!CtxCombine::Auto.in_product(9, 64, keys(8) + 1));
+        assert!(CtxCombine::Auto.in_product(9, 64, keys(1) + 1));
+        for v in ["auto", "attention", "product"] {
+            assert_eq!(v.parse::<CtxCombine>().unwrap().to_string(), v);
+        }
+        let e = "cluster".parse::<CtxCombine>().unwrap_err();
+        assert!(
+            e.contains("\"cluster\"") && e.contains("auto, attention or product"),
+            "{e}"
+        );
     }
 
     /// The keys a decode attention covers: from one to the cache's capacity; the refusal

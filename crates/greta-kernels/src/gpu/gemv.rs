@@ -12,6 +12,17 @@ pub struct NormIn<'a> {
     pub out: &'a mut DeviceBuffer<f32>,
 }
 
+/// The decode attention's partials an output product combines into its input
+/// (`GpuKernels::gemv_add_splits`): left in `scratch` by `attention_rope` launched without
+/// ctx over `keys` positions, for heads of `head_dim`.
+#[derive(Clone, Copy)]
+pub struct CtxSplits<'a> {
+    pub scratch: &'a AttnScratch,
+    pub pos0: &'a DeviceBuffer<u32>,
+    pub keys: usize,
+    pub head_dim: usize,
+}
+
 /// The longest row a product with the norm in its prologue takes: x in LDS, 48 KiB.
 pub const NORM_PROLOGUE_MAX_K: usize = 12 * 1024;
 
@@ -215,6 +226,49 @@ impl GpuKernels {
         }
         let [a, b] = &self.gemv_add;
         self.launch_rows([a, b], n, BLOCK, 0, s, args)
+    }
+
+    /// `gemv_add` whose input is the attention context of one token, combined from the
+    /// decode attention's partials as the product loads it (`attention_rope` launched
+    /// without ctx, over `splits.keys` positions): bitwise `gemv_add` of the ctx the
+    /// attention would have written (kernels/decode_splits.h). `k` = heads x head_dim, at
+    /// most `CTX_PRODUCT_MAX_K`; at most DECODE_CLUSTER_MAX splits (`decode_splits`).
+    #[allow(clippy::too_many_arguments)]
+    pub fn gemv_add_splits(
+        &self,
+        s: &Stream,
+        w: &DeviceBuffer<u16>,
+        splits: CtxSplits,
+        y: &mut DeviceBuffer<f32>,
+        resid: &mut DeviceBuffer<f32>,
+        n: usize,
+        k: usize,
+    ) -> Result<()> {
+        let what = "gemv_add_splits";
+        let CtxSplits {
+            scratch,
+            pos0,
+            keys,
+            head_dim,
+        } = splits;
+        scratch.splits_for(keys, k, head_dim, what)?;
+        Self::need_of(w, n * k, what, "w")?;
+        Self::need_of(y, n, what, "y")?;
+        Self::need_of(resid, n, what, "resid")?;
+        Self::need_of(pos0, 1, what, "pos0")?;
+        let shared = Self::norm_prologue_bytes(k)?;
+        let args = Args::new()
+            .ptr(w)
+            .ptr(y)
+            .u32(u32_of(n, "n")?)
+            .ptr(&scratch.part_m)
+            .ptr(&scratch.part_o)
+            .ptr(pos0)
+            .u32(u32_of(head_dim, "head_dim")?)
+            .u32(u32_of(k, "k")?)
+            .ptr(resid);
+        let dims = self.product_dims(n, BLOCK, shared);
+        self.launch(&self.gemv_add_splits, dims, s, args)
     }
 
     /// Three products of one x in one launch (Q, K and V of a decode step):

@@ -325,6 +325,9 @@ pub struct GpuKernels {
     /// its form with the token's RoPE and KV append (none at 112; see kernels/attention.hip).
     attn_decode_split: [Function; DECODE_HEAD_DIMS],
     attn_decode_rope: [Option<Function>; DECODE_HEAD_DIMS],
+    /// attn_decode_rope leaving every split's partial for the output product
+    /// (`attention_rope` without ctx).
+    attn_decode_rope_partials: [Option<Function>; DECODE_HEAD_DIMS],
     advance_pos: Function,
     gemm_mma: Function,
     /// The k % 8 == 0 fast path (f16 activations) by tile size: 128, 64, 32 (see `gemm_f16`).
@@ -369,6 +372,8 @@ pub struct GpuKernels {
     gemv_add: [Function; 2],
     /// gemv_add for rows of more than two load groups (`gemv_add`).
     gemv_add_pre2: Function,
+    /// gemv_add with the attention's split combine in the prologue (`gemv_add_splits`).
+    gemv_add_splits: Function,
     gate_up_silu: Function,
     gate_up_silu_norm: Function,
     /// The short-prefill products over up to 4, 8 and 16 rows of input (`gemv_rows`).
@@ -482,6 +487,7 @@ impl GpuKernels {
                 gemv3_norm: [product("gemv3_norm_f16")?, product("gemv3_norm_f16_r2")?],
                 gemv_add: [product("gemv_add_f16")?, product("gemv_add_f16_r2")?],
                 gemv_add_pre2: gemv.function("gemv_add_f16_pre2")?,
+                gemv_add_splits: product("gemv_add_splits_f16")?,
                 gate_up_silu: gemv.function("gemv_gate_up_silu_f16")?,
                 gate_up_silu_norm: product("gemv_gate_up_silu_norm_f16")?,
                 gemv_rows: [
@@ -523,6 +529,11 @@ impl GpuKernels {
                 attn_decode_rope: per_decode_head_dim(|hd| {
                     (hd != DECODE_ROPE_NONE)
                         .then(|| attn.function(&format!("attn_decode_rope_split_hd{hd}")))
+                        .transpose()
+                })?,
+                attn_decode_rope_partials: per_decode_head_dim(|hd| {
+                    (hd != DECODE_ROPE_NONE)
+                        .then(|| attn.function(&format!("attn_decode_rope_partials_hd{hd}")))
                         .transpose()
                 })?,
                 gemm_mma: gemm.function("gemm_f16w_mma")?,

@@ -13,10 +13,10 @@ use std::borrow::Cow;
 
 use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
-    check_attention_shape, decode_splits, AttnScratch, AttnShape, DeviceSampling, E4m3Matrix,
-    F16Operands, GemmLo, GemmOut, GemmRoute, GemmWeights, GpuKernels, KernelError, KvCacheOut,
-    LoOperand, MatShape, NormIn, PickAt, QRope, QkvRope, Rows, SparseLo8, SwigluLo, SwigluOut,
-    WgmmaTile, GEMV_ROWS_MAX, NORM_SPLIT_MAX_D, PICK_NAN,
+    check_attention_shape, decode_splits, AttnScratch, AttnShape, CtxCombine, CtxSplits,
+    DeviceSampling, E4m3Matrix, F16Operands, GemmLo, GemmOut, GemmRoute, GemmWeights, GpuKernels,
+    KernelError, KvCacheOut, LoOperand, MatShape, NormIn, PickAt, QRope, QkvRope, Rows, SparseLo8,
+    SwigluLo, SwigluOut, WgmmaTile, GEMV_ROWS_MAX, NORM_SPLIT_MAX_D, PICK_NAN,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
@@ -120,6 +120,18 @@ impl LayerFp8 {
     }
 }
 
+/// The input of a decode product with the residual add (`project_add`).
+#[derive(Clone, Copy)]
+enum ProjectIn {
+    /// The output projection's: the attention context.
+    Ctx,
+    /// The output projection's, combined from the partials the decode attention over
+    /// `keys` positions left in the scratch (`ctx_in_product`).
+    CtxSplits { keys: usize },
+    /// The down projection's: SwiGLU's output.
+    Act,
+}
+
 pub struct GpuLlama {
     pub gpu: Gpu,
     /// Which prefill products read hi + lo (see `SplitInputs`).
@@ -128,6 +140,8 @@ pub struct GpuLlama {
     pub gemm_tiles: GemmTiles,
     /// A pass of at most this many rows multiplies through the GEMVs (`set_gemv_rows`).
     gemv_rows: usize,
+    /// Where a decode step combines the attention's splits (`CtxCombine`).
+    pub ctx_combine: CtxCombine,
     /// The products whose low half is FP8 (`set_split_lo`).
     split_lo: SplitLo,
     /// Where sequences' buffers come from (and go back to when a state is dropped).
@@ -290,6 +304,7 @@ impl GpuLlama {
             split_inputs: SplitInputs::default(),
             gemm_tiles: GemmTiles::default(),
             gemv_rows: DEFAULT_GEMV_ROWS,
+            ctx_combine: CtxCombine::default(),
             split_lo: SplitLo::F16,
             alloc: CachingAllocator::new(gpu.clone()),
             gpu,
@@ -959,7 +974,8 @@ impl GpuLlama {
     /// the attention rotating q as it loads it (`kv_cached`: the Q/K/V product already put
     /// the keys and values there, `qkv_into_cache`). Otherwise `rope_qk_append` rotates q
     /// and k in place and appends, then `attention`. Returns whether the attention also made
-    /// the output product's f16 operands of ctx.
+    /// the output product's f16 operands of ctx. Where `ctx_in_product`, the one launch
+    /// leaves its splits' partials for the output product, and ctx is not made.
     fn rope_attend(
         &self,
         st: &mut GpuState,
@@ -994,6 +1010,7 @@ impl GpuLlama {
             len: kv_row,
         };
         let one_launch = t == 1 && k.has_decode_rope(hd);
+        let ctx_in_product = self.ctx_in_product(t, l, pos0, &*obs);
         // Where the output product runs on the matrix units, the prefill attention may write
         // its operands of ctx too (f16 or FP8 low halves), and where it does and no observer
         // reads ctx, ctx itself is not stored: the product reads only the operands.
@@ -1033,7 +1050,7 @@ impl GpuLlama {
                     [&mut st.k_cache[l], &mut st.v_cache[l]],
                     [&mut st.q_rot, &mut st.k_rot],
                     &mut st.attn_scratch,
-                    &mut st.ctx,
+                    (!ctx_in_product).then_some(&mut *st.ctx),
                     &st.pos,
                     &self.inv_freq,
                     rope,
@@ -1290,31 +1307,68 @@ impl GpuLlama {
         Ok(())
     }
 
-    /// Decode's output (`Lin::O`, input ctx) or down (`Lin::Down`, input act) projection
-    /// with the residual add in its epilogue: proj = w · input, x += proj, one launch; then
-    /// proj and x observed at `at` ([product, residual]). While the observer watches the
-    /// product, x is kept in `last` first, so that a changed product is added to the residual
-    /// it was added to (as the unfused stages would).
+    /// Whether a pass of `t` rows runs the decode step's fused launches: the norms in the
+    /// prologues of the products that read them, the residual adds in the epilogues of the
+    /// products that feed them (`project_add`).
+    fn decode_fused(&self, t: usize) -> bool {
+        t == 1 && GpuKernels::norm_prologue_bytes(self.config.hidden).is_ok()
+    }
+
+    /// Whether decode's output product combines the attention's splits of layer `l` (one
+    /// token at `pos0`) as it loads them, where ctx is never made (`CtxCombine`): only in
+    /// the fused step (`project_add`), where the attention runs in its one launch with RoPE,
+    /// and no observer reads (or may change) QRope, KRope or AttnCtx there, which would
+    /// need ctx or a rerun from it.
+    fn ctx_in_product(&self, t: usize, l: usize, pos0: usize, obs: &dyn StageObserver) -> bool {
+        let c = &self.config;
+        self.decode_fused(t)
+            && self.kernels.has_decode_rope(c.head_dim)
+            && ![Point::QRope, Point::KRope, Point::AttnCtx]
+                .into_iter()
+                .any(|p| obs.wants(p, Some(l)))
+            && self.ctx_combine.in_product(c.n_heads, c.head_dim, pos0 + t)
+    }
+
+    /// Decode's output (input ctx, or the attention's split partials it is combined from)
+    /// or down (input act) projection with the residual add in its epilogue: proj = w ·
+    /// input, x += proj, one launch; then proj and x observed at `at` ([product,
+    /// residual]). While the observer watches the product, x is kept in `last` first, so
+    /// that a changed product is added to the residual it was added to (as the unfused
+    /// stages would).
     fn project_add(
         &self,
         st: &mut GpuState,
-        which: Lin,
+        input: ProjectIn,
         w: &DeviceBuffer<u16>,
         obs: &mut dyn StageObserver,
         [out_at, resid_at]: [StageAt; 2],
     ) -> Result<()> {
         let c = &self.config;
         let d = c.hidden;
-        let (input, k_in) = match which {
-            Lin::O => (&st.ctx, c.n_heads * c.head_dim),
-            _ => (&st.act, c.intermediate),
-        };
         let watched = obs.wants(out_at.point, out_at.layer);
         if watched {
             st.last.copy_from_device(0, &st.x, 0, d, &st.stream)?;
         }
-        self.kernels
-            .gemv_add(&st.stream, w, input, &mut st.proj, &mut st.x, d, k_in)?;
+        let q_row = c.n_heads * c.head_dim;
+        let k = &self.kernels;
+        match input {
+            ProjectIn::Ctx => {
+                k.gemv_add(&st.stream, w, &st.ctx, &mut st.proj, &mut st.x, d, q_row)?
+            }
+            ProjectIn::CtxSplits { keys } => {
+                let splits = CtxSplits {
+                    scratch: &st.attn_scratch,
+                    pos0: &st.pos,
+                    keys,
+                    head_dim: c.head_dim,
+                };
+                k.gemv_add_splits(&st.stream, w, splits, &mut st.proj, &mut st.x, d, q_row)?
+            }
+            ProjectIn::Act => {
+                let n_ff = c.intermediate;
+                k.gemv_add(&st.stream, w, &st.act, &mut st.proj, &mut st.x, d, n_ff)?
+            }
+        }
         if observe(obs, &st.stream, out_at, &mut st.proj, 1, d)? {
             st.x.copy_from_device(0, &st.last, 0, d, &st.stream)?;
             // The add alone is wanted; the norm it also writes is made again by the next
@@ -1340,10 +1394,13 @@ impl GpuLlama {
     /// append; for several tokens the residual add with the next norm; for one token Q/K/V
     /// as one product with the attention norm in its prologue, RoPE and the append inside
     /// the attention, gate/up with the FFN norm and SwiGLU, the output and down products
-    /// with the residual add: 5 launches per layer). Every stage's value is still
-    /// materialised and observed after its launch; where an observer changes a value that a
-    /// fused launch already consumed, the consuming stage is run again from the changed
-    /// value, so an injected fault propagates exactly as it does through unfused stages.
+    /// with the residual add: 5 launches per layer). Every stage's value an observer reads
+    /// is materialised and observed after its launch (a few are left unmade where none
+    /// reads them: the attention context, which the output product may read as f16
+    /// operands in prefill or combine from the attention's splits in decode); where an
+    /// observer changes a value that a fused launch already consumed, the consuming stage is
+    /// run again from the changed value, so an injected fault propagates exactly as it does
+    /// through unfused stages.
     fn forward_inner(
         &self,
         st: &mut GpuState,
@@ -1393,7 +1450,7 @@ impl GpuLlama {
         // residual adds in the epilogues of the products that feed them (decode: 6 launches
         // per layer, not 8). The residual before an add is kept in `last` while an observer
         // watches the added product, which it may change.
-        let fused = t == 1 && GpuKernels::norm_prologue_bytes(d).is_ok();
+        let fused = self.decode_fused(t);
         for (l, w) in self.layers.iter().enumerate() {
             let layer = Some(l);
             let kv_cached = self.kv_in_qkv_product(t, l, &*obs);
@@ -1494,6 +1551,7 @@ impl GpuLlama {
 
             // Whether the output product's f16 operands of ctx are made: cleared when an
             // observer changes ctx after the attention wrote them.
+            let ctx_in_product = self.ctx_in_product(t, l, pos0, &*obs);
             let mut ctx_operands = self.rope_attend(st, l, t, pos0, kv_cached, obs)?;
             ctx_operands &= !observe(
                 obs,
@@ -1504,9 +1562,13 @@ impl GpuLlama {
                 q_row,
             )?;
             if fused {
+                let input = match ctx_in_product {
+                    true => ProjectIn::CtxSplits { keys: pos0 + t },
+                    false => ProjectIn::Ctx,
+                };
                 self.project_add(
                     st,
-                    Lin::O,
+                    input,
                     &w.wo,
                     obs,
                     [
@@ -1622,7 +1684,7 @@ impl GpuLlama {
             if fused {
                 self.project_add(
                     st,
-                    Lin::Down,
+                    ProjectIn::Act,
                     &w.w_down,
                     obs,
                     [
