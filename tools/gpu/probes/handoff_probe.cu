@@ -29,14 +29,7 @@
 #include <vector>
 #include <cuda_runtime.h>
 
-#define CK(x)                                                                                        \
-    do {                                                                                             \
-        cudaError_t e_ = (x);                                                                        \
-        if (e_ != cudaSuccess) {                                                                     \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));       \
-            exit(2);                                                                                 \
-        }                                                                                            \
-    } while (0)
+#include "cuda_check.h"
 
 enum Form { PLAIN = 0, PDL = 1, COUNTER = 2, COUNTER_WAIT = 3 };
 static const char* kFormName[] = {"plain", "pdl", "counter", "counter+wait"};

@@ -21,14 +21,7 @@
 #define GRETA_DEVICE __device__ __forceinline__
 #include "greta_wgmma.h"
 
-#define CK(x)                                                                                        \
-    do {                                                                                             \
-        cudaError_t e_ = (x);                                                                        \
-        if (e_ != cudaSuccess) {                                                                     \
-            fprintf(stderr, "%s:%d %s: %s\n", __FILE__, __LINE__, #x, cudaGetErrorString(e_));       \
-            exit(2);                                                                                 \
-        }                                                                                            \
-    } while (0)
+#include "cuda_check.h"
 
 // The sparse products: greta_wgmma.h's g_wgmma_sp_ wrappers (A by descriptor, one metadata
 // register a thread, sparsity selector 0: at k64 with 8-bit types every thread of a group
