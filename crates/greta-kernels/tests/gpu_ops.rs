@@ -2035,6 +2035,29 @@ fn decode_attention_with_rope_matches_two_launches_and_cpu() {
             assert_eq!(m, 0, "output product from the splits, {keys_case}");
             let m = mismatches(&download(&s, &r_split), &download(&s, &r_ctx));
             assert_eq!(m, 0, "residual from the splits, {keys_case}");
+            // A row of fewer heads than the partials were laid out for is refused before
+            // any launch: it would read them misaligned.
+            if n_heads > 1 {
+                let short = CtxSplits {
+                    scratch: &scratch,
+                    pos0: &dpos,
+                    keys: pos0 + 1,
+                    head_dim,
+                };
+                let e = k
+                    .gemv_add_splits(
+                        &s,
+                        &dwo,
+                        short,
+                        &mut y_split,
+                        &mut r_split,
+                        out_rows,
+                        q_row - head_dim,
+                    )
+                    .expect_err("a short row is refused")
+                    .to_string();
+                assert!(e.contains("misaligned"), "{keys_case}: {e}");
+            }
         }
     }
     // The one head_dim without the form says so; the model then takes the two launches.

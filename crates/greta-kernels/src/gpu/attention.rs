@@ -237,8 +237,9 @@ impl AttnScratch {
 
     /// The splits a decode attention over `keys` positions leaves its partials in, for a
     /// product that combines them into a context row of `k` = heads x `head_dim`
-    /// (`gemv_add_splits`), after checking that this scratch holds them and that the
-    /// product can combine them (at most DECODE_CLUSTER_MAX). `what` names the caller.
+    /// (`gemv_add_splits`), after checking that this scratch holds them, that the row is
+    /// the scratch's own heads and head_dim (the partials' layout), and that the product
+    /// can combine them (at most DECODE_CLUSTER_MAX). `what` names the caller.
     pub(super) fn splits_for(
         &self,
         keys: usize,
@@ -263,10 +264,20 @@ impl AttnScratch {
             )));
         }
         let heads = k / head_dim;
-        if heads > self.n_heads || head_dim > self.head_dim || splits > self.splits {
+        if splits > self.splits {
             return Err(KernelError::Shape(format!(
-                "{what}: attention scratch for {} heads x {} dims x {} splits; {heads} x {head_dim} x {splits} needed",
-                self.n_heads, self.head_dim, self.splits
+                "{what}: attention scratch for {} splits; {keys} keys are {splits}",
+                self.splits
+            )));
+        }
+        // The partials are laid out by the scratch's heads and head_dim (split s's row at s x
+        // heads x head_dim: kernels/decode_splits.h), so the attention that leaves them and
+        // the product that combines them must both take exactly those, or the product would
+        // read them misaligned.
+        if heads != self.n_heads || head_dim != self.head_dim {
+            return Err(KernelError::Shape(format!(
+                "{what}: the partials are laid out for {} heads of {}; a context row of {heads} heads of {head_dim} would read them misaligned",
+                self.n_heads, self.head_dim
             )));
         }
         Ok(splits)
