@@ -11,6 +11,9 @@
 //! descriptors) and the Q/K/V product that writes K and V into the caches (five); and the
 //! prefill attention as the untraced pass launches it (RoPE on q, the output product's hi
 //! and FP8 lo, no ctx), whose K and V tiles come by TMA on Hopper: two descriptors a launch.
+//! The decode step's attention is timed in both of its forms (ctx, or the splits' partials
+//! left for the output product, `--ctx-combine`), and the output product in both (reading
+//! ctx, or combining the partials).
 //!
 //! cargo bench -p greta-kernels --bench launch
 
@@ -18,8 +21,8 @@ use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, Criterion};
 use greta_kernels::gpu::{
-    default_dir, AttnScratch, AttnShape, F16Operands, GemmLo, GemmOut, GemmRoute, GemmWeights,
-    GpuKernels, KvCacheOut, LoOperand, MatShape, QRope, QkvRope, Rows, SwigluOut,
+    default_dir, AttnScratch, AttnShape, CtxSplits, F16Operands, GemmLo, GemmOut, GemmRoute,
+    GemmWeights, GpuKernels, KvCacheOut, LoOperand, MatShape, QRope, QkvRope, Rows, SwigluOut,
 };
 use hiprt::{Gpu, PlatformChoice};
 
@@ -56,8 +59,15 @@ fn launches(c: &mut Criterion) {
     let (mut q, mut kk, mut v, mut normed) = (f(q_row), f(kv_row), f(kv_row), f(d));
     let (mut gate, mut up, mut act) = (f(ff), f(ff), f(ff));
     let (mut kc, mut vc) = (w(cap * kv_row), w(cap * kv_row));
-    let pos = gpu.alloc::<u32>(1).unwrap();
+    // Position 0 (alloc does not zero): the kernels read it, and the attention's splits
+    // that hold keys, from it.
+    let mut pos = gpu.alloc::<u32>(1).unwrap();
+    pos.zero(&s).unwrap();
     let inv = f(32);
+    // The decode step's attention and output product (SmolLM2-135M): the rotated rows, ctx,
+    // the output projection and its product.
+    let (mut q_rot, mut k_rot, mut ctx, mut proj) = (f(q_row), f(kv_row), f(q_row), f(d));
+    let wo = w(d * q_row);
     let timed = |name: &str, c: &mut Criterion, launch: &mut dyn FnMut()| {
         c.bench_function(name, |b| {
             b.iter_custom(|iters| {
@@ -267,6 +277,49 @@ fn launches(c: &mut Criterion) {
             )
             .unwrap()
         });
+        // The decode step's one-launch attention (RoPE, append, the splits of a 640-position
+        // grid) both ways: writing ctx (a cluster a head on Hopper), and leaving its splits'
+        // partials for the output product (`--ctx-combine`), which then combines them.
+        if k.has_decode_rope(64) {
+            for (form, with_ctx) in [("ctx", true), ("partials", false)] {
+                timed(
+                    &format!("launch/attention_rope ({form}), {tag}"),
+                    c,
+                    &mut || {
+                        k.attention_rope(
+                            &s,
+                            [&q, &kk, &v],
+                            [&mut kc, &mut vc],
+                            [&mut q_rot, &mut k_rot],
+                            &mut scratch,
+                            with_ctx.then_some(&mut ctx),
+                            &pos,
+                            &inv,
+                            shape,
+                        )
+                        .unwrap()
+                    },
+                );
+            }
+        }
+        timed(&format!("launch/gemv_add (output), {tag}"), c, &mut || {
+            k.gemv_add(&s, &wo, &ctx, &mut proj, &mut x, d, q_row)
+                .unwrap()
+        });
+        timed(
+            &format!("launch/gemv_add_splits (output), {tag}"),
+            c,
+            &mut || {
+                let splits = CtxSplits {
+                    scratch: &scratch,
+                    pos0: &pos,
+                    keys: cap,
+                    head_dim: 64,
+                };
+                k.gemv_add_splits(&s, &wo, splits, &mut proj, &mut x, d, q_row)
+                    .unwrap()
+            },
+        );
     }
 }
 
