@@ -924,7 +924,8 @@ GRETA_DEVICE void attn_decode_lanes(const float* q, const g_half* k_cache, const
         wm[wave] = m;
         wl[wave] = l;
     }
-    attn_decode_finish<HD, G, LEAVE>(red, wm, wl, active, h, n_heads, n_splits, s, part_m, part_l, part_o, done, ctx, last);
+    attn_decode_finish<HD, G, LEAVE>(red, wm, wl, active, h, n_heads, n_splits, s, part_m, part_l, part_o, done,
+                                     ctx, last);
 }
 
 // Chunk c (8 dims) of a head rotated by RoPE with g_rope_rotate's arithmetic: x holds the
@@ -1106,7 +1107,8 @@ GRETA_DEVICE void attn_decode_chunks(const float* q, const g_half* k_cache, cons
         wm[wave] = m;
         wl[wave] = l;
     }
-    attn_decode_finish<HD, 1, LEAVE>(red, wm, wl, active, h, n_heads, n_splits, s, part_m, part_l, part_o, done, ctx, last);
+    attn_decode_finish<HD, 1, LEAVE>(red, wm, wl, active, h, n_heads, n_splits, s, part_m, part_l, part_o, done,
+                                     ctx, last);
 }
 
 template <unsigned CH, bool ROPE, bool LEAVE>
@@ -1116,10 +1118,10 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
                               float* red, float* wm, float* wl, unsigned* last, const g_decode_rope& r) {
     if constexpr (CH >= 16)
         attn_decode_chunks<CH, ROPE, LEAVE>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0, n_heads,
-                                     n_kv_heads, n_splits, scale, red, wm, wl, last, r);
+                                            n_kv_heads, n_splits, scale, red, wm, wl, last, r);
     else
         attn_decode_lanes<CH, ROPE, LEAVE>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0, n_heads,
-                                    n_kv_heads, n_splits, scale, qsh, red, wm, wl, last, r);
+                                           n_kv_heads, n_splits, scale, qsh, red, wm, wl, last, r);
 }
 
 // One kernel per head_dim (a multiple of 16 up to HD_MAX: check_attention_shape in gpu/attention.rs),
@@ -1145,8 +1147,8 @@ GRETA_DEVICE void attn_decode(const float* q, const g_half* k_cache, const g_hal
         attn_decode_cluster_entry();                                                                         \
         ATTN_DECODE_SHARED                                                                                   \
         const g_decode_rope r = {};                                                                          \
-        attn_decode<HD / 8, false, false>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0, n_heads,    \
-                                   n_kv_heads, n_splits, scale, qsh, red, wm, wl, &last, r);                 \
+        attn_decode<HD / 8, false, false>(q, k_cache, v_cache, part_m, part_l, part_o, done, ctx, pos0,      \
+                                          n_heads, n_kv_heads, n_splits, scale, qsh, red, wm, wl, &last, r); \
     }
 #define ATTN_DECODE_ROPE_FORM(NAME, HD, LEAVE)                                                               \
     GRETA_KERNEL GRETA_BLOCK_MAX(DECODE_BLOCK) void NAME(                                                    \

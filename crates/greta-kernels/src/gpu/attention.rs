@@ -200,12 +200,17 @@ pub fn check_attention_shape(n_heads: usize, n_kv_heads: usize, head_dim: usize)
 /// Scratch of the split decode attention: a running max, sum and unnormalised output per
 /// (head, split), and per head the count of splits done (the last one combines; it leaves
 /// the count at zero again). Sized from the model and the cache capacity, allocated once.
+/// The partials attention (`attention_rope` without ctx) lays its partials out otherwise,
+/// for the output product that combines them (kernels/decode_splits.h): o split-major in
+/// `part_o`, and m and l together in `part_m` (`part_l` unused there).
 pub struct AttnScratch {
     n_heads: usize,
     head_dim: usize,
     splits: usize,
+    /// m per (head, split); the partials form: m and l, [split][head][8].
     pub(super) part_m: DeviceBuffer<f32>,
     pub(super) part_l: DeviceBuffer<f32>,
+    /// o per (head, split); the partials form: [split][head][head_dim].
     pub(super) part_o: DeviceBuffer<f32>,
     done: DeviceBuffer<u32>,
 }

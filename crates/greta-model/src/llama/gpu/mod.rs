@@ -974,8 +974,10 @@ impl GpuLlama {
     /// the attention rotating q as it loads it (`kv_cached`: the Q/K/V product already put
     /// the keys and values there, `qkv_into_cache`). Otherwise `rope_qk_append` rotates q
     /// and k in place and appends, then `attention`. Returns whether the attention also made
-    /// the output product's f16 operands of ctx. Where `ctx_in_product`, the one launch
-    /// leaves its splits' partials for the output product, and ctx is not made.
+    /// the output product's f16 operands of ctx. Where `ctx_in_product` (the caller's
+    /// `ctx_in_product`, which also picks the output product), the one launch leaves its
+    /// splits' partials for the output product, and ctx is not made.
+    #[allow(clippy::too_many_arguments)]
     fn rope_attend(
         &self,
         st: &mut GpuState,
@@ -983,6 +985,7 @@ impl GpuLlama {
         t: usize,
         pos0: usize,
         kv_cached: bool,
+        ctx_in_product: bool,
         obs: &mut dyn StageObserver,
     ) -> Result<bool> {
         let c = &self.config;
@@ -1010,7 +1013,6 @@ impl GpuLlama {
             len: kv_row,
         };
         let one_launch = t == 1 && k.has_decode_rope(hd);
-        let ctx_in_product = self.ctx_in_product(t, l, pos0, &*obs);
         // Where the output product runs on the matrix units, the prefill attention may write
         // its operands of ctx too (f16 or FP8 low halves), and where it does and no observer
         // reads ctx, ctx itself is not stored: the product reads only the operands.
@@ -1549,10 +1551,13 @@ impl GpuLlama {
                 kv_row,
             )?;
 
+            // Decided once for the layer: the attention's launch (partials, no ctx) and the
+            // output product's input (`ProjectIn::CtxSplits`) both follow it.
+            let ctx_in_product = self.ctx_in_product(t, l, pos0, &*obs);
             // Whether the output product's f16 operands of ctx are made: cleared when an
             // observer changes ctx after the attention wrote them.
-            let ctx_in_product = self.ctx_in_product(t, l, pos0, &*obs);
-            let mut ctx_operands = self.rope_attend(st, l, t, pos0, kv_cached, obs)?;
+            let mut ctx_operands =
+                self.rope_attend(st, l, t, pos0, kv_cached, ctx_in_product, obs)?;
             ctx_operands &= !observe(
                 obs,
                 &st.stream,
