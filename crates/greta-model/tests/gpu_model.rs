@@ -771,13 +771,7 @@ fn kv_from_the_qkv_product_matches_the_append_route_and_the_cpu() {
                 differ, 0,
                 "{name}, pass {pass}: {differ} logits differ between K and V from the product and the append route"
             );
-            let num: f64 = f
-                .iter()
-                .zip(w)
-                .map(|(&x, &y)| (x as f64 - y as f64).powi(2))
-                .sum();
-            let den: f64 = w.iter().map(|&y| (y as f64).powi(2)).sum();
-            let nmse = num / den;
+            let nmse = nmse(f, w);
             eprintln!(
                 "{name}, pass {pass}: bitwise the append route's; NMSE {nmse:.3e} against the CPU"
             );
