@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Session 62: where the product combine's fixed ~2 µs a layer goes (session 61 measured the
 # product form flat over the split count but ~59 µs a token slower at one split, where there
-# is nothing to combine). On the patch's build (tools/gpu/build_variant.sh with TIMELINE=1:
-# target/carry/v/NAME), SmolLM2's decode both ways at one split (prompt 28) and five (540):
+# is nothing to combine). On a build with `--ctx-combine` (main since session 62, or a
+# variant of it: tools/gpu/build_variant.sh with TIMELINE=1 makes target/carry/v/NAME),
+# SmolLM2's decode both ways at one split (prompt 28) and five (540):
 #  1. each kernel's in-place cost (`--skip-kernels`, skip_study.sh's method: the time a token
 #     saves with that kernel's launches left out; outputs are wrong), two interleaved rounds;
 #  2. the launches on the critical path (timeline_study.sh: gap, early, late blocks, SMs);
