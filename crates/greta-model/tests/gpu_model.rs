@@ -927,3 +927,43 @@ fn the_splits_combined_in_the_output_product_give_the_attentions_logits() {
         );
     }
 }
+
+/// The LM head kept partly in L2 (`pin_head_in_l2`: an L2 set-aside, and an access policy
+/// window on the head's launch) changes where its weights are read from, not the logits: a
+/// prompt's last logits and a greedy generation through the decode graphs (whose head node
+/// carries the window) are the bits and tokens of the unpinned model. HIP refuses the pin,
+/// naming NVIDIA.
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn the_head_kept_in_l2_gives_the_same_logits_and_tokens() {
+    use greta_model::llama::forward::Logits;
+    let g = gpu();
+    let path = common::fixtures().join("tiny/gqa4-llama3-rope/model-f16.gguf");
+    let lm = model::load_as(&path, CpuWeights::F16Rounded, &mut |_, _| {}).unwrap();
+    let mut m = upload(&g, &lm);
+    let prompt = lm.tokenizer.encode("The quick brown fox", true).unwrap();
+    let cfg = greedy().config().clone();
+    let run = |m: &GpuLlama| {
+        let mut st = m.new_state(128, 64).unwrap();
+        let nt = &mut greta_model::trace::NoTrace;
+        let logits = m.forward(&prompt, &mut st, Logits::Last, nt).unwrap();
+        let (tokens, r) = generate_24(m, &prompt, &cfg);
+        r.unwrap();
+        (logits, tokens)
+    };
+    let plain = run(&m);
+    if g.platform() != hiprt::Platform::Nvidia {
+        let e = m.pin_head_in_l2(1 << 20).unwrap_err().to_string();
+        assert!(e.contains("NVIDIA"), "{e}");
+        return;
+    }
+    let pin = m.pin_head_in_l2(1 << 20).unwrap();
+    eprintln!("{pin:?}");
+    assert!(pin.set_aside > 0 && pin.hit_ratio > 0.0, "{pin:?}");
+    let pinned = run(&m);
+    assert_eq!(pinned.1, plain.1, "greedy tokens with the head kept in L2");
+    let differ = (pinned.0.iter().zip(&plain.0)).filter(|(a, b)| a.to_bits() != b.to_bits());
+    assert_eq!(differ.count(), 0, "logits bits with the head kept in L2");
+    assert_eq!(plain.1.len(), 24);
+    m.pin_head_in_l2(0).unwrap();
+}

@@ -362,6 +362,7 @@ impl GpuKernels {
                 1,
             ],
             shared_bytes: 0,
+            l2: None,
             cluster: 1,
         };
         let args = Args::new()
@@ -428,6 +429,7 @@ impl GpuKernels {
                 ],
                 block: [block as u32, 1, 1],
                 shared_bytes: 0,
+                l2: None,
                 cluster: 1,
             };
             // keep_k: the rotated k back into k where q is rotated too (its observers read
@@ -443,6 +445,7 @@ impl GpuKernels {
             ],
             block: [64, 1, 1],
             shared_bytes: 0,
+            l2: None,
             cluster: 1,
         };
         self.launch(&self.rope_qk_append, dims, s, args)
@@ -539,6 +542,7 @@ impl GpuKernels {
                     grid: [ARGMAX_CLUSTER, 1, 1],
                     block: [1024, 1, 1],
                     shared_bytes: 0,
+                    l2: None,
                     cluster: ARGMAX_CLUSTER,
                 };
                 self.launch(f, dims, s, args)
