@@ -1,12 +1,14 @@
 #!/usr/bin/env bash
-# Session 63: the LM head kept partly in L2 between decode steps (`--l2-pin`). One call: the
+# Session 63: the LM head kept partly in L2 between decode steps (`--l2-pin`, on a build with
+# tools/gpu/variants/l2-pin-head.patch applied: measured slower and not kept). One call: the
 # op and model tests that hold a pinned head to the unpinned bits (and the op tests not yet
 # run on a GPU), then the decode at the bench's 512 + 128 with several set-asides,
 # interleaved over rounds (SmolLM2: its 56.6 MB head is ~5 % of a step's time; the 7B's
 # 262 MB head, whose layers are bound by bandwidth, with ROUNDS_7B), and SmolLM2 after 16
 # tokens (one split: the head's share of the step is larger there).
-# Usage (GPU machine, carry target/carry): OUT=dir [ROUNDS="1 2 3"] [PINS="off head:16 ..."]
-#   [ROUNDS_7B="1"] [OPS=all|pin] bash tools/gpu/l2_pin_ab.sh
+# Usage (GPU machine, carry target/carry built from the patched tree): OUT=dir
+#   [ROUNDS="1 2 3"] [PINS="off head:16 ..."] [ROUNDS_7B="1"] [OPS=all|pin]
+#   bash tools/gpu/l2_pin_ab.sh
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"

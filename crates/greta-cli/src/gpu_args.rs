@@ -88,46 +88,6 @@ pub struct GpuArgs {
     /// combines in it.
     #[arg(long, value_name = "auto|attention|product", default_value_t = CtxCombine::default())]
     pub ctx_combine: CtxCombine,
-    /// GPU decode: ask L2 to keep part of the LM head's weights between steps (NVIDIA's
-    /// persisting accesses: an L2 set-aside and an access policy window on the head's
-    /// launch), so that the head, the one decode product bound by bandwidth in a small
-    /// model's step, reads that part from L2. head: as much as the device sets aside;
-    /// head:N at most N MiB; off: nothing kept. The logits are the same bits either way.
-    /// NVIDIA only (refused on AMD).
-    #[arg(long, value_name = "off|head|head:MIB", default_value_t = L2PinChoice::Off, value_parser = parse_l2_pin)]
-    pub l2_pin: L2PinChoice,
-}
-
-/// How much of the LM head L2 is asked to keep (`--l2-pin`).
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum L2PinChoice {
-    Off,
-    /// Up to this many bytes (usize::MAX: the device's most).
-    Head(usize),
-}
-
-impl std::fmt::Display for L2PinChoice {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        match self {
-            L2PinChoice::Off => write!(f, "off"),
-            L2PinChoice::Head(usize::MAX) => write!(f, "head"),
-            L2PinChoice::Head(b) => write!(f, "head:{}", b >> 20),
-        }
-    }
-}
-
-fn parse_l2_pin(s: &str) -> Result<L2PinChoice, String> {
-    match s {
-        "off" => return Ok(L2PinChoice::Off),
-        "head" => return Ok(L2PinChoice::Head(usize::MAX)),
-        _ => {}
-    }
-    match s.strip_prefix("head:").map(str::parse::<usize>) {
-        Some(Ok(mib)) if mib > 0 && mib < 1 << 20 => Ok(L2PinChoice::Head(mib << 20)),
-        _ => Err(format!(
-            "{s:?}: expected off, head (as much of the LM head as the device sets aside in L2) or head:N (at most N MiB, N from 1)"
-        )),
-    }
 }
 
 fn parse_gemv_rows(s: &str) -> Result<usize, String> {
@@ -175,9 +135,6 @@ impl GpuArgs {
         if self.ctx_combine != CtxCombine::default() {
             set.push("--ctx-combine");
         }
-        if self.l2_pin != L2PinChoice::Off {
-            set.push("--l2-pin");
-        }
         set
     }
 
@@ -217,17 +174,6 @@ impl GpuArgs {
         model.gemm_tiles = self.gemm_tiles;
         model.set_gemv_rows(self.gemv_rows)?;
         model.ctx_combine = self.ctx_combine;
-        if let L2PinChoice::Head(want) = self.l2_pin {
-            let pin = model.pin_head_in_l2(want)?;
-            eprintln!(
-                "note: --l2-pin {}: {:.1} MB of L2 ({:.1} MB in all) set aside for the LM head's {:.1} MB window, {:.0} % of its lines persisting",
-                self.l2_pin,
-                pin.set_aside as f64 / 1e6,
-                pin.l2_bytes as f64 / 1e6,
-                pin.window as f64 / 1e6,
-                pin.hit_ratio * 100.0
-            );
-        }
         let lo = match self.split_lo {
             SplitLoChoice::Set(lo) => lo,
             SplitLoChoice::Auto => {

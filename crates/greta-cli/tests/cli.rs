@@ -817,7 +817,7 @@ fn bench_refuses_gpu_timing_studies_on_the_cpu() {
 /// `--prompt-len` takes a list, as llama-bench's -p: one report a length from the one loaded
 /// model (an array in --json, each with its own length and its own median), a length beyond
 /// the context refused before any run, and the one-run listings refused with several; a bad
-/// `--stream-k`, `--gemm-tiles`, `--gemv-rows`, `--ctx-combine` or `--l2-pin` value names the accepted ones, and a set one
+/// `--stream-k`, `--gemm-tiles`, `--gemv-rows` or `--ctx-combine` value names the accepted ones, and a set one
 /// is said to do nothing on the CPU.
 #[test]
 fn bench_runs_a_list_of_prompt_lengths_and_names_bad_gpu_flags() {
@@ -889,19 +889,6 @@ fn bench_runs_a_list_of_prompt_lengths_and_names_bad_gpu_flags() {
     let out = short_cpu_bench("synthetic:tiny", &["--ctx-combine", "product"]);
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(stderr(&out).contains("--ctx-combine"), "{}", stderr(&out));
-    // --l2-pin: a share of nothing, or of something other than the head, is refused naming
-    // the forms accepted; a valid one is a GPU option, said to do nothing here.
-    for bad in ["head:0", "layers", "head:x"] {
-        let out = short_cpu_bench("synthetic:tiny", &["--l2-pin", bad]);
-        let err = stderr(&out);
-        assert!(
-            !out.status.success() && err.contains("expected off, head") && err.contains(bad),
-            "{bad}: {err}"
-        );
-    }
-    let out = short_cpu_bench("synthetic:tiny", &["--l2-pin", "head:24"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--l2-pin"), "{}", stderr(&out));
 }
 
 /// `--kv-cache f16` on the CPU: the report names the format, and the cache holds exactly half

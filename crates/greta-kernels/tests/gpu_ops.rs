@@ -1203,46 +1203,6 @@ fn gemv_f16_matches_cpu_over_edge_shapes() {
 }
 
 /// f16 weights of `n` rows of `k` (bits for the device, values for the CPU).
-/// The LM head's product with part of its weights kept in L2 (`pin_in_l2`: a set-aside and
-/// an access policy window on the launch) gives the same bits as without, on the first
-/// launch and on one that reads the kept lines; the pin reports what the device set aside.
-/// NVIDIA only: HIP refuses the pin, naming why.
-#[test]
-#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
-fn gemv_with_its_weights_kept_in_l2_gives_the_same_bits() {
-    let (g, s, mut k) = setup();
-    let (n, kk) = (49_152, 576);
-    let (w16, _) = f16_matrix(n, kk, 11);
-    let dw = upload(&g, &s, &w16);
-    let dx = upload(&g, &s, &values(kk, 5));
-    let run = |k: &GpuKernels| {
-        let mut dy = g.alloc::<f32>(n).unwrap();
-        k.gemv(&s, &dw, &dx, &mut dy, n, kk).unwrap();
-        download(&s, &dy)
-    };
-    let plain = run(&k);
-    match g.platform() {
-        Platform::Nvidia => {
-            let pin = k.pin_in_l2(&g, &dw, 16 << 20).unwrap();
-            eprintln!("{pin:?}");
-            assert_eq!(pin.window, n * kk * 2);
-            assert!(pin.set_aside > 0 && pin.set_aside <= 16 << 20, "{pin:?}");
-            let share = pin.set_aside as f64 / pin.window as f64;
-            assert!((pin.hit_ratio - share).abs() < 1e-9, "{pin:?}");
-            for round in 0..3 {
-                assert_eq!(mismatches(&run(&k), &plain), 0, "pinned, round {round}");
-            }
-            let off = k.pin_in_l2(&g, &dw, 0).unwrap();
-            assert_eq!(off.set_aside, 0);
-            assert_eq!(mismatches(&run(&k), &plain), 0, "unpinned");
-        }
-        Platform::Amd => {
-            let e = k.pin_in_l2(&g, &dw, 16 << 20).unwrap_err().to_string();
-            assert!(e.contains("NVIDIA"), "{e}");
-        }
-    }
-}
-
 fn f16_matrix(n: usize, k: usize, seed: u64) -> (Vec<u16>, Vec<f32>) {
     f16_bits(&values(n * k, seed))
 }

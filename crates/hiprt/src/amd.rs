@@ -397,11 +397,6 @@ impl Driver for AmdDriver {
                 d.cluster
             )));
         }
-        if d.l2.is_some() {
-            return Err(HipError::Invalid(
-                "a launch with an L2 access policy window runs on NVIDIA only; HIP launches without one".into(),
-            ));
-        }
         let [gx, gy, gz] = d.grid;
         let [bx, by, bz] = d.block;
         self.check(

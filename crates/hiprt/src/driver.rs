@@ -64,32 +64,6 @@ pub struct LaunchDims {
     /// clusters and refuses more than 1); `grid[0]` must be a multiple of it, and at most 8
     /// is portable.
     pub cluster: u32,
-    /// A window of device memory whose lines this launch asks L2 to keep (`L2Window`), or
-    /// None. NVIDIA sm_80 and later only (HIP refuses one).
-    pub l2: Option<L2Window>,
-}
-
-/// Device memory a launch reads that L2 should keep between launches: NVIDIA's access
-/// policy window, `hit_ppm` millionths of its lines marked persisting (kept in the L2
-/// set-aside, `Driver::set_l2_persisting`), the rest streaming. The lines chosen are the
-/// hardware's (a hash over the window), so a fraction pins that share of any part of it.
-/// The values read are the same either way; only where they come from changes.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct L2Window {
-    pub base: DevicePtr,
-    pub bytes: usize,
-    pub hit_ppm: u32,
-}
-
-/// What a device allows for persisting accesses (NVIDIA sm_80 and later).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct L2Persisting {
-    /// The whole L2.
-    pub l2_bytes: usize,
-    /// The most L2 that may be set aside for persisting lines.
-    pub max_set_aside: usize,
-    /// The longest access policy window.
-    pub max_window: usize,
 }
 
 impl LaunchDims {
@@ -153,24 +127,6 @@ pub trait Driver: Send + Sync {
         Err(crate::result::HipError::Invalid(
             "the shared memory per multiprocessor is queried on NVIDIA only".into(),
         ))
-    }
-    /// The device's limits for persisting L2 accesses. NVIDIA only; a platform without
-    /// them says so.
-    fn l2_persisting(&self, ordinal: usize) -> Result<L2Persisting> {
-        let _ = ordinal;
-        Err(HipError::Invalid(format!(
-            "L2 persistence (access policy windows) is NVIDIA's; this is {}",
-            self.platform()
-        )))
-    }
-    /// Sets aside `bytes` of the current device's L2 for persisting lines (0 gives it back
-    /// to every access). NVIDIA only; a platform without it says so.
-    fn set_l2_persisting(&self, bytes: usize) -> Result<()> {
-        let _ = bytes;
-        Err(HipError::Invalid(format!(
-            "L2 persistence (access policy windows) is NVIDIA's; this is {}",
-            self.platform()
-        )))
     }
     /// (free, total) bytes of the calling thread's current device.
     fn mem_info(&self) -> Result<(usize, usize)>;
@@ -326,7 +282,6 @@ mod tests {
             block: [128, 1, 1],
             shared_bytes: 0,
             cluster,
-            l2: None,
         };
         for (x, c) in [(4, 1), (4, 2), (4, 4), (5, 5), (8, 8), (7, 1)] {
             assert!(dims(x, c).check_cluster().is_ok(), "{x} in clusters of {c}");

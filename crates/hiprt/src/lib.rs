@@ -15,7 +15,7 @@ pub mod nvidia;
 pub mod result;
 pub mod safe;
 
-pub use driver::{DevicePtr, Driver, L2Persisting, L2Window, LaunchDims, TensorElem, TensorMap};
+pub use driver::{DevicePtr, Driver, LaunchDims, TensorElem, TensorMap};
 pub use result::{HipError, Result};
 pub use safe::{
     DeviceBuffer, Event, Function, Gpu, Graph, GraphExec, Module, PlatformChoice, Stream,

@@ -23,7 +23,6 @@ pub const ENTRY_POINTS: &[&str] = &[
     "cuMemGetInfo_v2",
     "cuDevicePrimaryCtxRetain",
     "cuCtxSetCurrent",
-    "cuCtxSetLimit",
     "cuMemAlloc_v2",
     "cuMemFree_v2",
     "cuMemcpyHtoDAsync_v2",
@@ -95,8 +94,7 @@ fn stream(s: StreamHandle) -> sys::CUstream {
 }
 
 /// cuLaunchKernelEx with the launch's attributes: programmatic stream serialisation when
-/// `overlapped` (Driver::launch_overlapped), the cluster's size when `d.cluster` > 1, the
-/// access policy window of `d.l2` (a graph's captured kernel node keeps it).
+/// `overlapped` (Driver::launch_overlapped), the cluster's size when `d.cluster` > 1.
 ///
 /// # Safety
 /// As `Driver::launch` (and `launch_overlapped` when `overlapped`).
@@ -110,7 +108,7 @@ unsafe fn launch_ex(
     let [gx, gy, gz] = d.grid;
     let [bx, by, bz] = d.block;
     // SAFETY (of the union writes): each value's member is the one its attribute reads.
-    let mut attrs: [sys::CUlaunchAttribute; 3] = std::mem::zeroed();
+    let mut attrs: [sys::CUlaunchAttribute; 2] = std::mem::zeroed();
     let mut n = 0;
     if overlapped {
         attrs[n].id =
@@ -123,17 +121,6 @@ unsafe fn launch_ex(
         attrs[n].value.clusterDim.x = d.cluster;
         attrs[n].value.clusterDim.y = 1;
         attrs[n].value.clusterDim.z = 1;
-        n += 1;
-    }
-    if let Some(w) = d.l2 {
-        attrs[n].id = sys::CUlaunchAttributeID::CU_LAUNCH_ATTRIBUTE_ACCESS_POLICY_WINDOW;
-        attrs[n].value.accessPolicyWindow = sys::CUaccessPolicyWindow {
-            base_ptr: w.base.0,
-            num_bytes: w.bytes,
-            hitRatio: w.hit_ppm as f32 / 1e6,
-            hitProp: sys::CUaccessProperty::CU_ACCESS_PROPERTY_PERSISTING,
-            missProp: sys::CUaccessProperty::CU_ACCESS_PROPERTY_STREAMING,
-        };
         n += 1;
     }
     let config = sys::CUlaunchConfig {
@@ -255,35 +242,6 @@ impl Driver for NvidiaDriver {
             sys::CUdevice_attribute::CU_DEVICE_ATTRIBUTE_MAX_SHARED_MEMORY_PER_MULTIPROCESSOR,
             "MAX_SHARED_MEMORY_PER_MULTIPROCESSOR",
         )
-    }
-    fn l2_persisting(&self, o: usize) -> Result<L2Persisting> {
-        let d = self.device(o)?;
-        let attr = |a: sys::CUdevice_attribute, what: &'static str| -> Result<usize> {
-            let mut v = 0;
-            check("cuDeviceGetAttribute", unsafe {
-                sys::cuDeviceGetAttribute(&mut v, a, d)
-            })?;
-            usize::try_from(v).map_err(|_| {
-                HipError::Invalid(format!("cuDeviceGetAttribute({what}) returned {v}"))
-            })
-        };
-        use sys::CUdevice_attribute as A;
-        Ok(L2Persisting {
-            l2_bytes: attr(A::CU_DEVICE_ATTRIBUTE_L2_CACHE_SIZE, "L2_CACHE_SIZE")?,
-            max_set_aside: attr(
-                A::CU_DEVICE_ATTRIBUTE_MAX_PERSISTING_L2_CACHE_SIZE,
-                "MAX_PERSISTING_L2_CACHE_SIZE",
-            )?,
-            max_window: attr(
-                A::CU_DEVICE_ATTRIBUTE_MAX_ACCESS_POLICY_WINDOW_SIZE,
-                "MAX_ACCESS_POLICY_WINDOW_SIZE",
-            )?,
-        })
-    }
-    fn set_l2_persisting(&self, bytes: usize) -> Result<()> {
-        check("cuCtxSetLimit", unsafe {
-            sys::cuCtxSetLimit(sys::CUlimit::CU_LIMIT_PERSISTING_L2_CACHE_SIZE, bytes)
-        })
     }
     fn mem_info(&self) -> Result<(usize, usize)> {
         let (mut free, mut total) = (0, 0);
@@ -502,7 +460,7 @@ impl Driver for NvidiaDriver {
         s: StreamHandle,
         params: &mut [*mut c_void],
     ) -> Result<()> {
-        if d.cluster > 1 || d.l2.is_some() {
+        if d.cluster > 1 {
             return launch_ex(f, d, s, params, false);
         }
         let [gx, gy, gz] = d.grid;

@@ -129,18 +129,6 @@ impl Gpu {
         self.driver.device_shared_per_multiprocessor(self.ordinal)
     }
 
-    /// What this device allows for persisting L2 accesses (NVIDIA only).
-    pub fn l2_persisting(&self) -> Result<L2Persisting> {
-        self.driver.l2_persisting(self.ordinal)
-    }
-
-    /// Sets aside `bytes` of this device's L2 for persisting lines (NVIDIA only); 0 gives
-    /// it back.
-    pub fn set_l2_persisting(&self, bytes: usize) -> Result<()> {
-        self.bind()?;
-        self.driver.set_l2_persisting(bytes)
-    }
-
     /// Bytes of device memory free on this device now.
     pub fn free_memory(&self) -> Result<usize> {
         self.bind()?;

@@ -140,7 +140,6 @@ fn copies_round_trip_and_a_kernel_runs_eagerly_and_from_a_graph() {
         block: [256, 1, 1],
         shared_bytes: 0,
         cluster: 1,
-        l2: None,
     };
     let mut params = v.params();
     let (start, end) = (g.event().unwrap(), g.event().unwrap());
@@ -215,7 +214,6 @@ fn a_launch_in_clusters_runs_and_a_cluster_that_does_not_divide_the_grid_is_refu
         block: [256, 1, 1],
         shared_bytes: 0,
         cluster,
-        l2: None,
     };
     for cluster in [2, 4] {
         for overlapped in [false, true] {

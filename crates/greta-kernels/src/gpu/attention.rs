@@ -375,7 +375,6 @@ impl GpuKernels {
             grid: [max_kv.div_ceil(BLOCK as usize) as u32, rh, 1],
             block: [BLOCK, 1, 1],
             shared_bytes: 0,
-            l2: None,
             cluster: 1,
         };
         self.launch(
@@ -530,7 +529,6 @@ impl GpuKernels {
                 grid: [n_rows.div_ceil(16 * waves as usize) as u32, nh, 1],
                 block: [waves * self.wave, 1, 1],
                 shared_bytes,
-                l2: None,
                 cluster: 1,
             };
             let args = Args::new().ptr(q);
@@ -631,7 +629,6 @@ impl GpuKernels {
             grid: [ns, nh, 1],
             block: [block, 1, 1],
             shared_bytes: 0,
-            l2: None,
             cluster: decode_cluster(
                 splits,
                 n_heads,

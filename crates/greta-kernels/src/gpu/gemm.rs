@@ -505,7 +505,6 @@ impl GpuKernels {
                         grid: [o.n.div_ceil(tile) as u32, t.div_ceil(tile) as u32, 1],
                         block: [block, 1, 1],
                         shared_bytes: 0,
-                        l2: None,
                         cluster: 1,
                     };
                     self.launch(
@@ -915,7 +914,6 @@ impl GpuKernels {
             grid: [u32_of(blocks, "blocks")?, 1, 1],
             block: [wgmma_threads(form.tile), 1, 1],
             shared_bytes: wgmma_shared(form.tile),
-            l2: None,
             cluster: 1,
         };
         let args = args
@@ -1032,7 +1030,6 @@ impl GpuKernels {
             grid: [n.div_ceil(tile) as u32, t.div_ceil(tile) as u32, 1],
             block: [block, 1, 1],
             shared_bytes: 0,
-            l2: None,
             cluster: 1,
         };
         self.launch(

@@ -100,12 +100,7 @@ impl GpuKernels {
             .u32(0)
             .ptr(x)
             .u32(u32_of(k, "k")?);
-        let (f, items) = Self::wave_form([&self.gemv3, &self.gemv3_r2], n);
-        let dims = LaunchDims {
-            l2: self.l2_window_for(w),
-            ..self.product_dims(items, BLOCK, 0)
-        };
-        self.launch(f, dims, s, args)
+        self.launch_gemv3(n, s, args)
     }
 
     /// gemv3_f16 takes one row per wave, gemv3_f16_r2 two: more waves keep more loads in
@@ -123,18 +118,12 @@ impl GpuKernels {
         s: &Stream,
         args: Args,
     ) -> Result<()> {
-        let (f, items) = Self::wave_form([one, two], rows);
-        self.launch(f, self.product_dims(items, block, shared_bytes), s, args)
-    }
-
-    /// The one-row or two-row kernel of a product family for `rows` rows, and the waves
-    /// (items) it launches.
-    fn wave_form([one, two]: [&Function; 2], rows: usize) -> (&Function, usize) {
-        if rows >= TWO_PER_WAVE_FROM {
+        let (f, items) = if rows >= TWO_PER_WAVE_FROM {
             (two, rows.div_ceil(2))
         } else {
             (one, rows)
-        }
+        };
+        self.launch(f, self.product_dims(items, block, shared_bytes), s, args)
     }
 
     /// A decode product's launch: `wave_rows_of(items, block)` with the `shared` bytes it
@@ -480,7 +469,6 @@ impl GpuKernels {
             grid: [items.div_ceil(waves).max(1) as u32, 1, 1],
             block: [block, 1, 1],
             shared_bytes: 0,
-            l2: None,
             cluster: 1,
         }
     }

@@ -17,13 +17,11 @@ use hiprt::{
 mod attention;
 mod gemm;
 mod gemv;
-mod l2;
 mod ops;
 
 pub use attention::*;
 pub use gemm::*;
 pub use gemv::*;
-pub use l2::*;
 pub use ops::*;
 
 #[derive(Debug, thiserror::Error)]
@@ -98,7 +96,6 @@ fn grid1(n: usize, block: u32) -> LaunchDims {
         grid: [n.div_ceil(block as usize) as u32, 1, 1],
         block: [block, 1, 1],
         shared_bytes: 0,
-        l2: None,
         cluster: 1,
     }
 }
@@ -108,7 +105,6 @@ fn rows(rows: usize, block: u32) -> LaunchDims {
         grid: [rows as u32, 1, 1],
         block: [block, 1, 1],
         shared_bytes: 0,
-        l2: None,
         cluster: 1,
     }
 }
@@ -306,9 +302,6 @@ pub struct GpuKernels {
     swapped_tiles: bool,
     /// A timing study's kernels (`skip_kernels`): their launches are left out.
     skip: Vec<String>,
-    /// The buffer L2 is asked to keep part of (`pin_in_l2`): the window the products that
-    /// read it launch with.
-    l2_pin: Option<hiprt::L2Window>,
     /// The launch shapes since `record_launches`, for a timing study's labels (`greta bench
     /// --timeline`: the stamps know a launch's module and shape only) and `launched`.
     launched: Option<std::sync::Mutex<std::collections::BTreeSet<LaunchShape>>>,
@@ -478,7 +471,6 @@ impl GpuKernels {
                 stream_k_space: None,
                 swapped_tiles: true,
                 skip: Vec::new(),
-                l2_pin: None,
                 launched: None,
                 wave,
                 clusters: hopper,

@@ -362,7 +362,6 @@ impl GpuKernels {
                 1,
             ],
             shared_bytes: 0,
-            l2: None,
             cluster: 1,
         };
         let args = Args::new()
@@ -429,7 +428,6 @@ impl GpuKernels {
                 ],
                 block: [block as u32, 1, 1],
                 shared_bytes: 0,
-                l2: None,
                 cluster: 1,
             };
             // keep_k: the rotated k back into k where q is rotated too (its observers read
@@ -445,7 +443,6 @@ impl GpuKernels {
             ],
             block: [64, 1, 1],
             shared_bytes: 0,
-            l2: None,
             cluster: 1,
         };
         self.launch(&self.rope_qk_append, dims, s, args)
@@ -542,7 +539,6 @@ impl GpuKernels {
                     grid: [ARGMAX_CLUSTER, 1, 1],
                     block: [1024, 1, 1],
                     shared_bytes: 0,
-                    l2: None,
                     cluster: ARGMAX_CLUSTER,
                 };
                 self.launch(f, dims, s, args)

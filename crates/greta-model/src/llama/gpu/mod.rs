@@ -15,8 +15,8 @@ use greta_hal::allocator::{AllocStats, CachingAllocator, Pooled};
 use greta_kernels::gpu::{
     check_attention_shape, decode_splits, AttnScratch, AttnShape, CtxCombine, CtxSplits,
     DeviceSampling, E4m3Matrix, F16Operands, GemmLo, GemmOut, GemmRoute, GemmWeights, GpuKernels,
-    KernelError, KvCacheOut, L2Pin, LoOperand, MatShape, NormIn, PickAt, QRope, QkvRope, Rows,
-    SparseLo8, SwigluLo, SwigluOut, WgmmaTile, GEMV_ROWS_MAX, NORM_SPLIT_MAX_D, PICK_NAN,
+    KernelError, KvCacheOut, LoOperand, MatShape, NormIn, PickAt, QRope, QkvRope, Rows, SparseLo8,
+    SwigluLo, SwigluOut, WgmmaTile, GEMV_ROWS_MAX, NORM_SPLIT_MAX_D, PICK_NAN,
 };
 use greta_trace::{Pass, Point, StageAt, StageObserver};
 use half::f16;
@@ -316,14 +316,6 @@ impl GpuLlama {
             output,
             inv_freq,
         })
-    }
-
-    /// Asks L2 to keep up to `want` bytes of the LM head's weights between decode steps
-    /// (`GpuKernels::pin_in_l2`; 0 unpins). The head is the one decode product bound by
-    /// bandwidth in a small model's step; the logits are the same bits either way.
-    pub fn pin_head_in_l2(&mut self, want: usize) -> Result<L2Pin> {
-        let head = self.output.as_ref().unwrap_or(&self.token_embd);
-        Ok(self.kernels.pin_in_l2(&self.gpu, head, want)?)
     }
 
     /// Sets the most rows a pass multiplies through the GEMVs (`GpuKernels::gemv_rows`,
