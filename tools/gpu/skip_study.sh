@@ -4,7 +4,9 @@
 # the time per token it saves is the kernel's work plus its place in the chain of dependent
 # launches. Nsight Compute times kernels alone with cold caches (profile_decode.sh) and
 # cannot say this; there is no nsys on the GPU machine.
-# Usage (GPU machine, after tools/gpu/unpack_carry.sh): OUT=dir tools/gpu/skip_study.sh [shape...]
+# Usage (GPU machine, after tools/gpu/unpack_carry.sh): OUT=dir [ARGS="more bench flags"]
+#   [TAG=@name: appended to the shape in files and tables, to run it again under other ARGS]
+#   [SETS="none K1,K2 .."] tools/gpu/skip_study.sh [shape...]
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
@@ -17,11 +19,12 @@ SETS=${SETS:-"none gemv3_norm_f16,gemv3_norm_f16_r2 attn_decode_rope_split_hd64,
 for s in ${@:-smollm2-135m llama2-7b}; do
   for set in $SETS; do
     skip=$([ "$set" = none ] || echo "--skip-kernels $set")
-    $G bench -m synthetic:$s --backend gpu --prompt-len 512 --gen 64 --reps 3 --json $skip \
-      > "$OUT/skip-$s-${set//,/+}.json" 2>"$OUT/skip-$s-${set//,/+}.err" || tail -3 "$OUT/skip-$s-${set//,/+}.err"
+    f=$OUT/skip-$s${TAG:-}-${set//,/+}
+    $G bench -m synthetic:$s --backend gpu --prompt-len 512 --gen 64 --reps 3 --json $skip ${ARGS:-} \
+      > "$f.json" 2>"$f.err" || tail -3 "$f.err"
   done
 done
-python3 - "$OUT" ${@:-smollm2-135m llama2-7b} <<'PY' | tee "$OUT/skip-study.md"
+python3 - "$OUT" $(for s in ${@:-smollm2-135m llama2-7b}; do echo "$s${TAG:-}"; done) <<'PY' | tee "$OUT/skip-study${TAG:-}.md"
 import json, os, sys
 out, shapes = sys.argv[1], sys.argv[2:]
 layers = {"smollm2-135m": 30, "llama2-7b": 32, "llama3.2-1b": 16}
@@ -42,6 +45,6 @@ for s in shapes:
             print(f"| {s} | {name} | failed | | | |")
             continue
         saved = "" if base is None or name == "none" else f"{base - us:.1f}"
-        per = "" if saved == "" else f"{(base - us) / layers.get(s, 1):.2f}"
+        per = "" if saved == "" else f"{(base - us) / layers.get(s.split('@')[0], 1):.2f}"
         print(f"| {s} | {name} | {1e6 / us:.1f} | {us:.1f} | {saved} | {per} |")
 PY
