@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Session 63: does SmolLM2's graph decode depend on where the process's buffers land? The
 # peer runs' "peers' numerics" row (`--split-inputs none`) decodes faster than the default
-# row in every peer run (2536 against 2491, session 63; 2519 against 2488, session 62),
+# row in both peer runs since session 62's split combine (2536 against 2491, session 63;
+# 2519 against 2488, session 62; level in sessions 48 and 60),
 # though decode runs the same kernels on the same values either way: what differs is the
 # FP8 copies of the weights (`--split-lo auto`), made at load, which move every buffer
 # allocated after them (the decode state). One process per run, the configurations
