@@ -13,9 +13,12 @@ OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 G=${G:-./target/device/greta}
 # The decode step's kernels (session 8: the norms ride in gemv3_norm_f16 and
 # gemv_gate_up_silu_norm_f16, the residual adds in gemv_add_f16; session 9: RoPE and the KV
-# append in the attention, one kernel per head_dim: 64 for SmolLM2, 128 for Llama-2-7B); a
-# comma joins kernels left out together.
-SETS=${SETS:-"none gemv3_norm_f16,gemv3_norm_f16_r2 attn_decode_rope_split_hd64,attn_decode_rope_split_hd128 gemv_add_f16,gemv_add_f16_pre2 gemv_gate_up_silu_norm_f16"}
+# append in the attention, one kernel per head_dim: 64 for SmolLM2, 128 for Llama-2-7B;
+# session 62: at 2-8 splits SmolLM2's attention leaves partials, `attn_decode_rope_partials_hd64`,
+# which the output product `gemv_add_splits_f16` combines); a comma joins kernels left out
+# together. The partials form cannot be left out (unwritten partials give NaN logits, and
+# the run stops at the pick): time SmolLM2's attention with ARGS="--ctx-combine attention".
+SETS=${SETS:-"none gemv3_norm_f16,gemv3_norm_f16_r2 attn_decode_rope_split_hd64,attn_decode_rope_split_hd128 gemv_add_f16,gemv_add_f16_pre2,gemv_add_splits_f16 gemv_gate_up_silu_norm_f16"}
 for s in ${@:-smollm2-135m llama2-7b}; do
   for set in $SETS; do
     skip=$([ "$set" = none ] || echo "--skip-kernels $set")
