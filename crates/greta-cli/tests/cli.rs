@@ -837,58 +837,37 @@ fn bench_runs_a_list_of_prompt_lengths_and_names_bad_gpu_flags() {
         .map(|x| x["spec"]["prompt_len"].as_u64().unwrap())
         .collect();
     assert_eq!(lens, [4, 9, 6]);
-    let out = short_cpu_bench("synthetic:tiny", &["--prompt-len", "4,300"]);
-    let err = stderr(&out);
-    assert!(
-        !out.status.success() && err.contains("context of 256"),
-        "{err}"
+    // A run refused, its error naming `expect`; a GPU option set to a valid value, which
+    // the CPU run accepts and says it ignores.
+    let refused = |args: &[&str], expect: &str| {
+        let out = short_cpu_bench("synthetic:tiny", args);
+        let err = stderr(&out);
+        assert!(!out.status.success() && err.contains(expect), "{err}");
+    };
+    let noted_on_cpu = |flag: &str, value: &str| {
+        let out = short_cpu_bench("synthetic:tiny", &[flag, value]);
+        assert!(out.status.success(), "{}", stderr(&out));
+        assert!(stderr(&out).contains(flag), "{}", stderr(&out));
+    };
+    refused(&["--prompt-len", "4,300"], "context of 256");
+    refused(
+        &["--prompt-len", "4,9", "--kernels"],
+        "give one --prompt-len",
     );
-    let out = short_cpu_bench("synthetic:tiny", &["--prompt-len", "4,9", "--kernels"]);
-    let err = stderr(&out);
-    assert!(
-        !out.status.success() && err.contains("give one --prompt-len"),
-        "{err}"
-    );
-    let out = short_cpu_bench("synthetic:tiny", &["--stream-k", "sometimes"]);
-    let err = stderr(&out);
-    assert!(
-        !out.status.success() && err.contains("expected auto, off or always"),
-        "{err}"
-    );
-    let out = short_cpu_bench("synthetic:tiny", &["--stream-k", "auto"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--stream-k"), "{}", stderr(&out));
-    // --gemm-tiles: a tile that does not exist is refused with the list of those that do;
-    // a valid one is a GPU option, said to do nothing here.
-    let out = short_cpu_bench("synthetic:tiny", &["--gemm-tiles", "qkv=t137"]);
-    let err = stderr(&out);
-    assert!(
-        !out.status.success() && err.contains("accepted: 128, 64, 128x256"),
-        "{err}"
-    );
-    let out = short_cpu_bench("synthetic:tiny", &["--gemm-tiles", "gate_up=t88,down=t136"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--gemm-tiles"), "{}", stderr(&out));
+    refused(&["--stream-k", "sometimes"], "expected auto, off or always");
+    noted_on_cpu("--stream-k", "auto");
+    // --gemm-tiles: a tile that does not exist is refused with the list of those that do.
+    refused(&["--gemm-tiles", "qkv=t137"], "accepted: 128, 64, 128x256");
+    noted_on_cpu("--gemm-tiles", "gate_up=t88,down=t136");
     // --gemv-rows: past what the GEMVs take, refused with the range.
-    let out = short_cpu_bench("synthetic:tiny", &["--gemv-rows", "17"]);
-    let err = stderr(&out);
-    assert!(
-        !out.status.success() && err.contains("from 0 to 16"),
-        "{err}"
-    );
-    let out = short_cpu_bench("synthetic:tiny", &["--gemv-rows", "0"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--gemv-rows"), "{}", stderr(&out));
+    refused(&["--gemv-rows", "17"], "from 0 to 16");
+    noted_on_cpu("--gemv-rows", "0");
     // --ctx-combine: an unknown place is refused naming the three.
-    let out = short_cpu_bench("synthetic:tiny", &["--ctx-combine", "cluster"]);
-    let err = stderr(&out);
-    assert!(
-        !out.status.success() && err.contains("expected auto, attention or product"),
-        "{err}"
+    refused(
+        &["--ctx-combine", "cluster"],
+        "expected auto, attention or product",
     );
-    let out = short_cpu_bench("synthetic:tiny", &["--ctx-combine", "product"]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("--ctx-combine"), "{}", stderr(&out));
+    noted_on_cpu("--ctx-combine", "product");
 }
 
 /// `--kv-cache f16` on the CPU: the report names the format, and the cache holds exactly half
