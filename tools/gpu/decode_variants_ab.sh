@@ -5,13 +5,15 @@
 #                    after the first state's buffers, where the state decoded faster on each
 #                    H100 compared (placement_ab.sh): predicted +0.3 to +1.7 % SmolLM2;
 #   head-final-norm  (tools/gpu/variants/head-final-norm.patch): decode's final RMSNorm in
-#                    the LM head's prologue, one launch fewer a token: predicted ~+0.5 %.
+#                    the LM head's prologue, one launch fewer a token: predicted ~+0.5 %;
+#   both             the two patches together (session 64).
 # First each variant's own op tests (the ones it touches) and model tests, and for
 # head-final-norm a fault planted at final_norm (the head must read it: the audit names
 # final_norm); then SmolLM2's decode by placement for main and both (placement_ab.sh, one
 # process a run, interleaved), and the 7B once each.
 # Build here: tools/gpu/build_for_device.sh (main), then for each variant
 #   TESTS=1 PACK=1 tools/gpu/build_variant.sh main NAME tools/gpu/variants/NAME.patch
+# and for both, the two patches in that order after NAME=both,
 # and carry target/carry. Both patches leave every kernel as it is: the variants run on
 # main's kernels.
 # Usage (GPU machine): OUT=dir [ROUNDS="1 2 3"] bash tools/gpu/decode_variants_ab.sh
@@ -22,7 +24,7 @@ bash tools/gpu/unpack_carry.sh > /dev/null
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels GRETA_REQUIRE_GPU=1
 export GRETA_TEST_FIXTURES=$PWD/crates/greta-model/tests/fixtures
 TINY=crates/greta-model/tests/fixtures/tiny
-VARIANTS="fp8-after-state head-final-norm"
+VARIANTS=${VARIANTS:-"fp8-after-state head-final-norm both"}
 status=0
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 for v in $VARIANTS; do
@@ -31,18 +33,22 @@ for v in $VARIANTS; do
   echo "== $v: op tests $(date +%T)"
   filter="gemm_f16_groups"  # an FP8-lo product (the copies' reader)
   [ $v = head-final-norm ] && filter="head_with_the_final_norm decode_products_with_norm"
+  [ $v = both ] && filter="head_with_the_final_norm decode_products_with_norm gemm_f16_groups"
   /tmp/gpu-ops-$v --ignored --test-threads=1 --nocapture $filter > $OUT/ops-$v.txt 2>&1 || status=1
   grep -E "test result|panicked" $OUT/ops-$v.txt
   echo "== $v: model tests $(date +%T)"
   /tmp/gpu-model-$v --ignored --test-threads=1 --nocapture > $OUT/model-$v.txt 2>&1 || status=1
   grep -E "test result|panicked" $OUT/model-$v.txt
 done
-echo "== head-final-norm: audits, a fault planted at final_norm"
-G=/tmp/greta-head-final-norm
-$G audit backend --against cpu -m $TINY/gqa4-llama3-rope/model-f16.gguf 2>&1 | grep -E "^(OK|FAIL)" || status=1
-$G audit backend --against cpu -m $TINY/gqa4-llama3-rope/model-f16.gguf --inject -:final_norm:add=0.5 --json \
-  > $OUT/planted-final-norm.json 2> /dev/null
-python3 -c "import json; d=json.load(open('$OUT/planted-final-norm.json'))['first_divergence']; print('-:final_norm:add=0.5 ->', d['layer'], d['point'])" || status=1
+for v in head-final-norm both; do
+  case " $VARIANTS " in *" $v "*) ;; *) continue ;; esac
+  echo "== $v: audits, a fault planted at final_norm"
+  G=/tmp/greta-$v
+  $G audit backend --against cpu -m $TINY/gqa4-llama3-rope/model-f16.gguf 2>&1 | grep -E "^(OK|FAIL)" || status=1
+  $G audit backend --against cpu -m $TINY/gqa4-llama3-rope/model-f16.gguf --inject -:final_norm:add=0.5 --json \
+    > $OUT/planted-final-norm-$v.json 2> /dev/null
+  python3 -c "import json; d=json.load(open('$OUT/planted-final-norm-$v.json'))['first_divergence']; print('-:final_norm:add=0.5 ->', d['layer'], d['point'])" || status=1
+done
 echo "== decode by placement $(date +%T)"
 mkdir -p $OUT/placement
 OUT=$OUT/placement ROUNDS="${ROUNDS:-1 2 3}" BINS="main $VARIANTS" bash tools/gpu/placement_ab.sh | tail -n 12 || status=1
