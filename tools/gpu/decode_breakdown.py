@@ -6,7 +6,7 @@ NCU_RAW.csv: `ncu --csv --page raw --metrics gpu__time_duration.sum,dram__bytes_
 over the run's first prefill and decode steps (tools/gpu/profile_decode.sh). BENCH.json: the
 same shape's `greta bench --json` (wall time per token, copy bandwidth).
 A decode step is the run of kernels from one single-row `embed_f16` to the next; its kernels
-are named by their place in the step (the launch order of crates/greta-model/src/llama/gpu/mod.rs),
+are named by their place in the step (the launch order of crates/greta-model/src/llama/gpu/stages.rs),
 so the uses of gemv3_f16 (Q/K/V, output projection, down, LM head) are told apart.
 """
 import csv
