@@ -1,4 +1,5 @@
-//! Weights onto the device: f16 (and FP8 where asked) copies of a model's tensors.
+//! Weights onto the device: a model's matrices as f16, its norms and RoPE frequencies as f32
+//! (the FP8 copies for the prefill's low halves are `set_split_lo`'s, in mod.rs).
 
 use super::*;
 
