@@ -6,7 +6,12 @@
 #                    H100 compared (placement_ab.sh): predicted +0.3 to +1.7 % SmolLM2;
 #   head-final-norm  (tools/gpu/variants/head-final-norm.patch): decode's final RMSNorm in
 #                    the LM head's prologue, one launch fewer a token: predicted ~+0.5 %;
-#   both             the two patches together (session 64).
+#   both             the two patches together (session 64);
+#   decode-two-steps (tools/gpu/variants/decode-two-steps.patch, session 64): two decode
+#                    steps to a captured graph where they share a split count, so half
+#                    the steps begin across a graph-to-graph boundary: predicted +0.4 to
+#                    +0.6 % SmolLM2 (its model tests: graph against eager across split
+#                    counts, stops inside a launch, sampled and NaN runs).
 # First each variant's own op tests (the ones it touches) and model tests, and for
 # head-final-norm a fault planted at final_norm (the head must read it: the audit names
 # final_norm); then SmolLM2's decode by placement for main and both (placement_ab.sh, one
@@ -24,7 +29,7 @@ bash tools/gpu/unpack_carry.sh > /dev/null
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels GRETA_REQUIRE_GPU=1
 export GRETA_TEST_FIXTURES=$PWD/crates/greta-model/tests/fixtures
 TINY=crates/greta-model/tests/fixtures/tiny
-VARIANTS=${VARIANTS:-"fp8-after-state head-final-norm both"}
+VARIANTS=${VARIANTS:-"fp8-after-state head-final-norm both decode-two-steps"}
 status=0
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 for v in $VARIANTS; do
@@ -34,6 +39,7 @@ for v in $VARIANTS; do
   filter="gemm_f16_groups"  # an FP8-lo product (the copies' reader)
   [ $v = head-final-norm ] && filter="head_with_the_final_norm decode_products_with_norm"
   [ $v = both ] && filter="head_with_the_final_norm decode_products_with_norm gemm_f16_groups"
+  [ $v = decode-two-steps ] && filter="argmax"  # the pick the steps chain through
   /tmp/gpu-ops-$v --ignored --test-threads=1 --nocapture $filter > $OUT/ops-$v.txt 2>&1 || status=1
   grep -E "test result|panicked" $OUT/ops-$v.txt
   echo "== $v: model tests $(date +%T)"
@@ -51,7 +57,10 @@ for v in head-final-norm both; do
 done
 echo "== decode by placement $(date +%T)"
 mkdir -p $OUT/placement
-OUT=$OUT/placement ROUNDS="${ROUNDS:-1 2 3}" BINS="main $VARIANTS" bash tools/gpu/placement_ab.sh | tail -n 12 || status=1
+# The default and the placement control (`--split-lo f16`, no FP8 copies): five builds
+# x two configurations x three rounds fit one call.
+OUT=$OUT/placement ROUNDS="${ROUNDS:-1 2 3}" BINS="main $VARIANTS" CONFIGS="${CONFIGS:-default lo-f16}" \
+  bash tools/gpu/placement_ab.sh | tail -n 12 || status=1
 echo "== Llama-2-7B $(date +%T)"
 for b in main $VARIANTS; do
   G=./target/device/greta && [ $b = main ] || G=/tmp/greta-$b

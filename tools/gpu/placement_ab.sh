@@ -11,7 +11,7 @@
 # fp8:LIST`), which puts the state 10 to 135 MB further on (SmolLM2: o 10, qkv 16.6, down
 # 26.5, gate_up 53, all 135), to say whether the decode follows the offset or chance.
 # Usage (GPU machine, carry target/carry): OUT=dir [ROUNDS="1 2 3 4"] [SHAPE=smollm2-135m]
-#   [OFFSETS=1] [BINS="main NAME .."] bash tools/gpu/placement_ab.sh
+#   [OFFSETS=1] [BINS="main NAME .."] [CONFIGS="default lo-f16 .."] bash tools/gpu/placement_ab.sh
 # BINS: greta builds to run each configuration with: main (target/device/greta) and variants
 # carried as target/carry/v/NAME/greta.xz (e.g. tools/gpu/variants/state-align-*.patch).
 set -uo pipefail
@@ -26,7 +26,7 @@ done
 SHAPE=${SHAPE:-smollm2-135m}
 status=0
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
-CONFIGS="default lo-f16 inputs-none"
+CONFIGS=${CONFIGS:-"default lo-f16 inputs-none"}
 [ -n "${OFFSETS:-}" ] && CONFIGS="lo-f16 fp8-o fp8-qkv fp8-down fp8-gate_up fp8-qkv,o,down default"
 for r in ${ROUNDS:-1 2 3 4}; do
   for c in $CONFIGS; do
