@@ -21,7 +21,11 @@
 # and for both, the two patches in that order after NAME=both,
 # and carry target/carry. Both patches leave every kernel as it is: the variants run on
 # main's kernels.
-# Usage (GPU machine): OUT=dir [ROUNDS="1 2 3"] bash tools/gpu/decode_variants_ab.sh
+# Usage (GPU machine): OUT=dir [ROUNDS="1 2 3"] [VARIANTS="a b .."] [PART=checks|timing]
+#   bash tools/gpu/decode_variants_ab.sh
+# Four variants' checks and timings together run past one call's 10 minutes: PART=checks
+# (op and model tests, audits; ~4-5 min) in one call, PART=timing (decode by placement,
+# the 7B; ~5 min) in the next, on the warm machine.
 set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
@@ -32,7 +36,8 @@ TINY=crates/greta-model/tests/fixtures/tiny
 VARIANTS=${VARIANTS:-"fp8-after-state head-final-norm both decode-two-steps"}
 status=0
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
-for v in $VARIANTS; do
+PART=${PART:-all}
+[ $PART = timing ] || for v in $VARIANTS; do
   d=target/carry/v/$v
   for f in greta gpu-ops gpu-model; do bash tools/gpu/unxz.sh $d/$f.xz /tmp/$f-$v; done
   echo "== $v: op tests $(date +%T)"
@@ -46,7 +51,7 @@ for v in $VARIANTS; do
   /tmp/gpu-model-$v --ignored --test-threads=1 --nocapture > $OUT/model-$v.txt 2>&1 || status=1
   grep -E "test result|panicked" $OUT/model-$v.txt
 done
-for v in head-final-norm both; do
+[ $PART = timing ] || for v in head-final-norm both; do
   case " $VARIANTS " in *" $v "*) ;; *) continue ;; esac
   echo "== $v: audits, a fault planted at final_norm"
   G=/tmp/greta-$v
@@ -55,6 +60,7 @@ for v in head-final-norm both; do
     > $OUT/planted-final-norm-$v.json 2> /dev/null
   python3 -c "import json; d=json.load(open('$OUT/planted-final-norm-$v.json'))['first_divergence']; print('-:final_norm:add=0.5 ->', d['layer'], d['point'])" || status=1
 done
+if [ $PART != checks ]; then
 echo "== decode by placement $(date +%T)"
 mkdir -p $OUT/placement
 # The default and the placement control (`--split-lo f16`, no FP8 copies): five builds
@@ -67,6 +73,7 @@ for b in main $VARIANTS; do
   $G bench -m synthetic:llama2-7b --backend gpu --prompt-len 512 --gen 128 --reps 3 --json > $OUT/7b-$b.json 2>/dev/null || status=1
   python3 -c "import json; d=json.load(open('$OUT/7b-$b.json')); print('$b', 'prefill', d['all_prefill_ms'], 'decode', d['all_decode_tok_s'])"
 done
+fi
 tar czf /tmp/0-variants.tgz -C "$OUT" . && mv /tmp/0-variants.tgz "$OUT/0-variants.tgz"
 echo "== end $(date +%T) status $status"
 exit $status
