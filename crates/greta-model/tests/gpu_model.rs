@@ -927,3 +927,47 @@ fn the_splits_combined_in_the_output_product_give_the_attentions_logits() {
         );
     }
 }
+
+/// FP8 copies are made with the first state after `set_split_lo`, after its buffers: a
+/// state made before the policy changed gets them at its first pass. Both orders give the
+/// same logits bit for bit, and FP8 low halves stay within the CPU reference's bound.
+#[test]
+#[ignore = "needs a GPU: GRETA_REQUIRE_GPU=1"]
+fn fp8_copies_made_with_the_state_or_at_its_first_pass_give_the_same_logits() {
+    use greta_model::llama::forward::{Llama, Logits};
+    use greta_model::llama::gpu::SplitLo;
+    use greta_model::synthetic;
+    let g = gpu();
+    let cfg = narrow_7b();
+    let prompt = token_ids(300, 3);
+    let cpu = Llama::new(
+        cfg.clone(),
+        synthetic::widened_for_cpu(synthetic::weights(&cfg, 5, &mut |_, _| {})),
+    );
+    let nt = &mut greta_model::trace::NoTrace;
+    let want = cpu
+        .forward(&prompt, &mut cpu.new_cache(prompt.len()), Logits::All, nt)
+        .unwrap();
+    let weights = synthetic::weights(&cfg, 5, &mut |_, _| {});
+    let mut m = GpuLlama::load(&g, cfg.clone(), &weights, &mut |_, _| {}).unwrap();
+    if m.set_split_lo(SplitLo::FP8).is_err() {
+        eprintln!("this device has no FP8 route: nothing to compare");
+        return;
+    }
+    assert_ne!(m.split_lo(), SplitLo::F16, "no product took FP8 low halves");
+    let mut st = m.new_state(prompt.len(), prompt.len()).unwrap();
+    let with_state = m.forward(&prompt, &mut st, Logits::All, nt).unwrap();
+    m.set_split_lo(SplitLo::F16).unwrap();
+    let mut early = m.new_state(prompt.len(), prompt.len()).unwrap();
+    m.set_split_lo(SplitLo::FP8).unwrap();
+    let at_pass = m.forward(&prompt, &mut early, Logits::All, nt).unwrap();
+    let differ = with_state
+        .iter()
+        .zip(&at_pass)
+        .filter(|(a, b)| a.to_bits() != b.to_bits())
+        .count();
+    assert_eq!(differ, 0, "{differ} logits differ between the two orders");
+    let e = nmse(&with_state, &want);
+    eprintln!("FP8 low halves: NMSE {e:.3e} against the CPU");
+    assert!(e < 1e-4, "NMSE {e:.3e} against the CPU reference");
+}

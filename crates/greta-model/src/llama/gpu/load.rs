@@ -128,7 +128,7 @@ impl GpuLlama {
                 w_gate,
                 w_up,
                 w_down,
-                fp8: LayerFp8::default(),
+                fp8: std::sync::OnceLock::new(),
             });
             progress(i + 2, total);
         }
@@ -151,6 +151,7 @@ impl GpuLlama {
             gemv_rows: DEFAULT_GEMV_ROWS,
             ctx_combine: CtxCombine::default(),
             split_lo: SplitLo::F16,
+            fp8_request: None,
             alloc: CachingAllocator::new(gpu.clone()),
             gpu,
             kernels,

@@ -237,9 +237,9 @@ impl GpuLlama {
         }
         let gemm_lo = operands.gemm_lo(lo)?;
         let weights = [
-            (&w.wq, w.fp8.q.as_ref()),
-            (&w.wk, w.fp8.k.as_ref()),
-            (&w.wv, w.fp8.v.as_ref()),
+            (&w.wq, w.fp8().q.as_ref()),
+            (&w.wk, w.fp8().k.as_ref()),
+            (&w.wv, w.fp8().v.as_ref()),
         ]
         .map(|(w, w8)| GemmWeights { w, w8 });
         self.kernels.gemm_f16_qkv_cache(
@@ -365,10 +365,10 @@ impl GpuLlama {
         // An FP8 low half needs gate's and up's FP8 copies (made where the input is split
         // and its low half FP8: `set_split_lo`).
         let w8 = w
-            .fp8
+            .fp8()
             .gate
             .as_ref()
-            .zip(w.fp8.up.as_ref())
+            .zip(w.fp8().up.as_ref())
             .map(|(g, u)| [g, u]);
         let fused = match input {
             Some(LoKind::Fp8 | LoKind::Fp8Sparse) => w8.is_some(),
@@ -419,8 +419,8 @@ impl GpuLlama {
             }
             _ => {
                 let gate_up = [
-                    (Lin::Gate, &w.w_gate, w.fp8.gate.as_ref(), n_ff),
-                    (Lin::Up, &w.w_up, w.fp8.up.as_ref(), n_ff),
+                    (Lin::Gate, &w.w_gate, w.fp8().gate.as_ref(), n_ff),
+                    (Lin::Up, &w.w_up, w.fp8().up.as_ref(), n_ff),
                 ];
                 self.products(st, &gate_up, t, d, operands_ready)?;
                 self.swiglu(st, t, keep[2])

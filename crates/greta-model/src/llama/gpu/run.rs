@@ -29,6 +29,8 @@ impl GpuLlama {
         obs: &mut dyn StageObserver,
         pick: bool,
     ) -> Result<usize> {
+        // A state made before `set_split_lo` comes without the copies it asks for.
+        self.make_fp8_copies()?;
         let t = tokens.len();
         if t > st.max_rows {
             return Err(GpuError::TooManyRows {

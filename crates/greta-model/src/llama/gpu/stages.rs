@@ -194,9 +194,9 @@ impl GpuLlama {
                 self.qkv_into_cache(st, l, t, pos0, flow.operands)?;
             } else {
                 let qkv = [
-                    (Lin::Q, &w.wq, w.fp8.q.as_ref(), q_row),
-                    (Lin::K, &w.wk, w.fp8.k.as_ref(), kv_row),
-                    (Lin::V, &w.wv, w.fp8.v.as_ref(), kv_row),
+                    (Lin::Q, &w.wq, w.fp8().q.as_ref(), q_row),
+                    (Lin::K, &w.wk, w.fp8().k.as_ref(), kv_row),
+                    (Lin::V, &w.wv, w.fp8().v.as_ref(), kv_row),
                 ];
                 self.products(st, &qkv, t, d, flow.operands)?;
             }
@@ -220,7 +220,7 @@ impl GpuLlama {
             let at = [at(Point::AttnOut), at(Point::ResidAttn)];
             return self.project_add(st, input, &w.wo, obs, at);
         }
-        let o = [(Lin::O, &w.wo, w.fp8.o.as_ref(), d)];
+        let o = [(Lin::O, &w.wo, w.fp8().o.as_ref(), d)];
         self.products(st, &o, t, q_row, ctx_operands)?;
         observe(obs, &st.stream, at(Point::AttnOut), &mut st.proj, t, d)?;
 
@@ -293,7 +293,7 @@ impl GpuLlama {
             flow.stale = true;
             return Ok(());
         }
-        let down = [(Lin::Down, &w.w_down, w.fp8.down.as_ref(), d)];
+        let down = [(Lin::Down, &w.w_down, w.fp8().down.as_ref(), d)];
         self.products(st, &down, t, n_ff, act_operands)?;
         observe(obs, &st.stream, at(Point::FfnOut), &mut st.proj, t, d)?;
 

@@ -16,7 +16,7 @@ impl GpuLlama {
         let mut pos = pool.alloc::<u32>(1)?;
         let stream = g.stream()?;
         pos.write(0, &[0], &stream)?;
-        Ok(GpuState {
+        let st = GpuState {
             capacity,
             max_rows: r,
             len: 0,
@@ -70,7 +70,10 @@ impl GpuLlama {
             logits: alloc(r * c.vocab_size)?,
             stream,
             graphs: Vec::new(),
-        })
+        };
+        // After the state's buffers, not between the weights and them (`make_fp8_copies`).
+        self.make_fp8_copies()?;
+        Ok(st)
     }
 }
 
