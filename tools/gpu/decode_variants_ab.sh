@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# The two host-side decode variants session 63 built and had no device time left to run,
-# checked and timed against main in one call:
+# Host-side decode variants checked and timed against main (session 64's run:
+# docs/results/2026-12-05-h100-s64-calls.md; fp8-after-state landed, 97b7ab4, its patch is
+# gone, and so is the both variant's first half):
 #   fp8-after-state  (tools/gpu/variants/fp8-after-state.patch): the FP8 weight copies made
 #                    after the first state's buffers, where the state decoded faster on each
 #                    H100 compared (placement_ab.sh): predicted +0.3 to +1.7 % SmolLM2;
@@ -33,7 +34,7 @@ bash tools/gpu/unpack_carry.sh > /dev/null
 export GRETA_KERNELS_DIR=$PWD/target/device/kernels GRETA_REQUIRE_GPU=1
 export GRETA_TEST_FIXTURES=$PWD/crates/greta-model/tests/fixtures
 TINY=crates/greta-model/tests/fixtures/tiny
-VARIANTS=${VARIANTS:-"fp8-after-state head-final-norm both decode-two-steps"}
+VARIANTS=${VARIANTS:-"head-final-norm decode-two-steps"}
 status=0
 nvidia-smi --query-gpu=name,driver_version,clocks.max.sm --format=csv,noheader
 PART=${PART:-all}
