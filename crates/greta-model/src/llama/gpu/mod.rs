@@ -129,7 +129,6 @@ static NO_FP8: LayerFp8 = LayerFp8 {
 };
 
 /// A layer's FP8 weight copies, by product (made by `GpuLlama::make_fp8_copies`).
-#[derive(Default)]
 struct LayerFp8 {
     q: Option<E4m3Matrix>,
     k: Option<E4m3Matrix>,
