@@ -2,7 +2,8 @@
 //! cargo does.
 //!
 //! - `ci`: what CI runs: install what the tests need (the default model), then
-//!   `cargo fmt --check`, `cargo clippy -D warnings`, and every test of the workspace.
+//!   `cargo fmt --check`, `cargo clippy -D warnings`, `cargo doc` with `-D warnings`, and
+//!   every test of the workspace.
 //! - `fetch-model`: download the default model into the cache (as `greta generate` would).
 //! - `build-kernels`: compile kernels/*.hip for gfx942, gfx90a and sm_90a (see kernels.rs).
 //! - `gen-wgmma`: write kernels/greta_wgmma.h, the wgmma inline-asm wrappers (wgmma.rs).
@@ -166,6 +167,14 @@ fn ci() -> Result<()> {
             "-D",
             "warnings",
         ]),
+    )?;
+    // The API docs build without a warning: a link to a renamed or private item, or an
+    // index read as a link, fails here rather than rotting (session 65 found 15).
+    run(
+        "cargo doc (RUSTDOCFLAGS=-D warnings)",
+        cargo()
+            .args(["doc", "--workspace", "--no-deps"])
+            .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
     // Every kernel for every target (gfx942, gfx90a, sm_90a), with the matrix-unit check.
     eprintln!("==> cargo xtask build-kernels");

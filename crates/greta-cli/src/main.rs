@@ -1,5 +1,9 @@
 //! `greta`: the command-line front end of GRETA CORE.
 
+// The argument structs' doc comments are clap's `--help` text, read in a terminal, where
+// `[PHASE@]LAYER` is usage syntax and `<run>` a placeholder, not rustdoc links or HTML.
+#![allow(rustdoc::broken_intra_doc_links, rustdoc::invalid_html_tags)]
+
 use std::path::{Path, PathBuf};
 
 use anyhow::{bail, Context, Result};

@@ -15,9 +15,9 @@ pub use matmul::{gemv_many, matmul_wt, matmul_wt_route, MatmulRoute, WeightView}
 /// How a head's dimensions are paired for rotation.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum RopePairing {
-    /// (x[2i], x[2i+1]): llama.cpp's NORM mode, for GGUF-converted weights.
+    /// `(x[2i], x[2i+1])`: llama.cpp's NORM mode, for GGUF-converted weights.
     Adjacent,
-    /// (x[i], x[i + d/2]): Hugging Face's rotate_half.
+    /// `(x[i], x[i + d/2])`: Hugging Face's rotate_half.
     HalfSplit,
 }
 

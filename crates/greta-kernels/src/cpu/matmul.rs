@@ -215,7 +215,7 @@ pub fn matmul_wt(x: &[f32], w: WeightView, y: &mut [f32], t: usize, k: usize, n:
 /// `y_i[n_i] = w_i[n_i, k] · x[k]` for several matrices that read the same x (a layer's
 /// Q, K and V; gate and up), as one parallel loop over all their row blocks instead of one
 /// loop a matrix: a decode step makes fewer parallel calls, and the small products (K and
-/// V: two blocks each) share the cores with the large. [`gemv`] is this loop for one
+/// V: two blocks each) share the cores with the large. `gemv` is this loop for one
 /// matrix, and a matrix's values do not depend on which others share the loop (its rows'
 /// blocks and kernels are the same).
 pub fn gemv_many(x: &[f32], products: &mut [(WeightView, &mut [f32])]) {

@@ -74,7 +74,7 @@ pub fn spread_shared(blocks: usize, shared: u32, spread: Option<(usize, u32)>) -
 }
 
 impl GpuKernels {
-    /// y[n] = w[n, k] · x[k], f16 weights (decode): one row per wave (two from 16k rows on),
+    /// `y[n] = w[n, k] · x[k]`, f16 weights (decode): one row per wave (two from 16k rows on),
     /// 16-byte loads; the Q/K/V kernel with one matrix.
     pub fn gemv(
         &self,
@@ -386,7 +386,7 @@ impl GpuKernels {
     /// The products of a short prefill: `ys[i][t, ..ns[i]] = ws[i] · x[t]` for each of up to
     /// three products sharing x (Q, K and V in one launch), over `rows` rows of x (row
     /// stride k), 1 ≤ rows ≤ `GEMV_ROWS_MAX`. Each weight is read once, as by the decode
-    /// products, and row t of each result is bitwise what `gemv` gives for x[t] (f32 x, the
+    /// products, and row t of each result is bitwise what `gemv` gives for `x[t]` (f32 x, the
     /// same sums in the same order), where the prefill GEMM would round x to f16 for the
     /// matrix units and fill few of its tiles.
     pub fn gemv_rows(

@@ -202,7 +202,7 @@ impl GpuKernels {
         self.launch(f, grid1(threads, BLOCK), s, args)
     }
 
-    /// out[r] = table[ids[r]] (f16 rows widened to f32). The first kernel of every pass, and
+    /// `out[r] = table[ids[r]]` (f16 rows widened to f32). The first kernel of every pass, and
     /// never an overlapped launch: a pass starts once everything before it has finished,
     /// whether or not the host waited for it (the decode attention loads the earlier keys
     /// before its wait on that).

@@ -8,10 +8,10 @@ use crate::io::FormatError;
 /// How RoPE pairs the dimensions of a head.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize)]
 pub enum RopeStyle {
-    /// (x[2i], x[2i+1]) rotate together: llama.cpp's LLAMA_ROPE_TYPE_NORM. GGUF files
+    /// `(x[2i], x[2i+1])` rotate together: llama.cpp's LLAMA_ROPE_TYPE_NORM. GGUF files
     /// converted from Hugging Face have their Q/K rows permuted to match this pairing.
     AdjacentPairs,
-    /// (x[i], x[i + d/2]) rotate together: Hugging Face's `rotate_half`.
+    /// `(x[i], x[i + d/2])` rotate together: Hugging Face's `rotate_half`.
     HalfSplit,
 }
 

@@ -67,7 +67,7 @@ impl<'a> DecodeAhead<'a> {
         Ok(())
     }
 
-    /// The next step's token: issues that step and up to [`STEPS_AHEAD`] more (within
+    /// The next step's token: issues that step and up to `STEPS_AHEAD` more (within
     /// `steps`), then waits for that step alone.
     pub fn next_token(&mut self) -> Result<u32> {
         while self.in_flight.len() <= STEPS_AHEAD && self.issued < self.steps {
