@@ -6,7 +6,7 @@
 # machine) does not fit beside them: LLAMA=1 builds and runs it (two calls' worth), otherwise
 # its rows read n/a and the table says so.
 # Usage (GPU machine, carry target/carry, and target/peer/llama-cpp-src.tar.xz with LLAMA=1):
-#   OUT=dir [SKIP="gpu-ops audit-llama2-long audit-llama2-longer"] [LLAMA=1]
+#   OUT=dir [SKIP="gpu-ops audit-llama2-long audit-llama2-longer"] [CHECKS=0: none] [LLAMA=1]
 #   [EXTRA="cmd"] [EXTRA_BY=s: start EXTRA only before this many seconds] bash tools/gpu/checks_then_peers.sh
 # Leaves $OUT/0-checks.tgz (the checks' files), peer-table.md and peer-raw.tgz.
 set -uo pipefail
@@ -17,11 +17,15 @@ if [ "${LLAMA:-0}" != 1 ]; then
   # peer_bench.sh waits for this file; its rows for llama.cpp then read n/a.
   mkdir -p /tmp/llama-cpp && echo "left out (checks_then_peers.sh without LLAMA=1)" > /tmp/llama-cpp/done
 fi
-mkdir -p /tmp/checks
-OUT=/tmp/checks SKIP=${SKIP-"gpu-ops audit-llama2-long audit-llama2-longer"} \
-  bash tools/gpu/h100_checks.sh 2>&1 | tail -n 80
-[ "${PIPESTATUS[0]}" -eq 0 ] || status=1
-cp /tmp/checks/0-checks.tgz "$OUT/0-checks.tgz"
+if [ "${CHECKS:-1}" != 0 ]; then
+  mkdir -p /tmp/checks
+  OUT=/tmp/checks SKIP=${SKIP-"gpu-ops audit-llama2-long audit-llama2-longer"} \
+    bash tools/gpu/h100_checks.sh 2>&1 | tail -n 80
+  [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
+  cp /tmp/checks/0-checks.tgz "$OUT/0-checks.tgz"
+else
+  echo "== checks left out (CHECKS=0)"
+fi
 echo "== peers ($SECONDS s into the call)"
 PEER_RAW=/tmp/peer-raw OUT=$OUT bash tools/gpu/peer_bench.sh 2>&1 | tail -n 40
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
