@@ -52,7 +52,13 @@ for shape in $SHAPES; do
     $LB -m /tmp/$shape.gguf -p 512 -n 128 -fa 1 -ngl 99 -r 3 -o json > $P/llama-$shape.json 2> $P/llama-$shape.log
     echo "llama-bench exit $?"
   else
-    tail -n 20 /tmp/llama-cpp/build.log; echo "llama.cpp build failed"
+    # Why there is no llama-bench: the build's exit status, or what left it out
+    # (checks_then_peers.sh without LLAMA=1); the table's footnote says it.
+    state=$(cat /tmp/llama-cpp/done 2>/dev/null)
+    case $state in
+      [0-9]*) tail -n 20 /tmp/llama-cpp/build.log; echo "llama.cpp build failed (exit $state)" | tee $P/llama-state.txt ;;
+      *) echo "llama.cpp ${state:-not built}" | tee $P/llama-state.txt ;;
+    esac
   fi
   rm -f /tmp/$shape.gguf
   python3 tools/gpu/peer_table.py $P ${done_shapes:-} $shape > $OUT/peer-table.md && cat $OUT/peer-table.md
