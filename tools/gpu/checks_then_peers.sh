@@ -7,6 +7,7 @@
 # its rows read n/a and the table says so.
 # Usage (GPU machine, carry target/carry, and target/peer/llama-cpp-src.tar.xz with LLAMA=1):
 #   OUT=dir [SKIP="gpu-ops audit-llama2-long audit-llama2-longer"] [CHECKS=0: none] [LLAMA=1]
+#   [PEER_SHAPES="smollm2-135m": peer_bench.sh's shapes, both by default]
 #   [EXTRA="cmd"] [EXTRA_BY=s: start EXTRA only before this many seconds] bash tools/gpu/checks_then_peers.sh
 # Leaves $OUT/0-checks.tgz (the checks' files), peer-table.md and peer-raw.tgz.
 set -uo pipefail
@@ -27,7 +28,7 @@ else
   echo "== checks left out (CHECKS=0)"
 fi
 echo "== peers ($SECONDS s into the call)"
-PEER_RAW=/tmp/peer-raw OUT=$OUT bash tools/gpu/peer_bench.sh 2>&1 | tail -n 40
+PEER_RAW=/tmp/peer-raw OUT=$OUT bash tools/gpu/peer_bench.sh ${PEER_SHAPES:-} 2>&1 | tail -n 40
 [ "${PIPESTATUS[0]}" -eq 0 ] || status=1
 if [ -n "${EXTRA:-}" ]; then
   if [ $SECONDS -lt "${EXTRA_BY:-480}" ]; then
