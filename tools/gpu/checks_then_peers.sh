@@ -14,8 +14,9 @@ set -uo pipefail
 cd "$(dirname "$0")/../.."
 OUT=${OUT:-$(mktemp -d)} && mkdir -p "$OUT"
 status=0
-if [ "${LLAMA:-0}" != 1 ]; then
-  # peer_bench.sh waits for this file; its rows for llama.cpp then read n/a.
+if [ "${LLAMA:-0}" != 1 ] && [ ! -d /tmp/llama-cpp ]; then
+  # peer_bench.sh waits for this file; its rows for llama.cpp then read n/a. (A warm
+  # machine's build, done or under way, is left to peer_bench.sh as it is.)
   mkdir -p /tmp/llama-cpp && echo "left out (checks_then_peers.sh without LLAMA=1)" > /tmp/llama-cpp/done
 fi
 if [ "${CHECKS:-1}" != 0 ]; then
