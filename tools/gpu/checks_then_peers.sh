@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# One call where device time is short (session 65: ten requests found no machine, ~1500 s of
-# the 1800 gone, and none came): the checks of h100_checks.sh, then the peer run
+# One call where device time is short (session 65: thirteen requests found no machine, 1531 s
+# of the 1800 gone, and none came): the checks of h100_checks.sh, then the peer run
 # (peer_bench.sh, both shapes) on the same warm machine, then, if the call's time allows,
 # EXTRA (a command line, e.g. a variant's timing). llama.cpp's build (~6.5 min of the
 # machine) does not fit beside them: LLAMA=1 builds and runs it (two calls' worth), otherwise
