@@ -107,7 +107,7 @@ def main():
             hp, hd = (r["prefill_ms"], r["decode_tok_s"]) if r else (None, None)
             print(f"| {s} | {name} | {f(hp, '.2f')} | {ratio(hp / gp if hp else None)} | {f(hd, '.1f')} | "
                   f"{ratio(gd / hd if hd else None)} |")
-    if all(r[7] is None and r[8] is None for r in rows) and (raw / "llama-state.txt").exists():
+    if all(lpp is None and ltg is None for *_, lpp, ltg, _ in rows) and (raw / "llama-state.txt").exists():
         # The llama.cpp rows' n/a, explained (peer_bench.sh writes why it had no llama-bench).
         print(f"\nllama.cpp rows n/a: {(raw / 'llama-state.txt').read_text().strip()}")
     for s, g, ge, gs, gf, hf, hfc, lpp, ltg, lmeans in rows:
